@@ -1,0 +1,249 @@
+"""Training and augmentation settings: frozen dataclasses whose canonical JSON names a run.
+
+Nothing here imports Keras, so the pages can build and validate configs cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+WEIGHTS_IMAGENET = "imagenet"
+WEIGHTS_NONE = "none"
+CLASS_WEIGHTING_CHOICES = ("auto", "balanced", "none")
+MAX_UNFREEZE_STAGES = 4  # ResNet-50 has four residual stages (conv2..conv5) above its stem.
+MIN_IMAGE_SIZE = 32  # ResNet-50's five stride-2 stages need at least 32 px.
+# The decoded cache keeps a square this much larger than the model input (256 for 224), the
+# usual "resize 256, centre-crop 224" evaluation recipe.
+CACHE_RATIO = 8 / 7
+
+
+class ConfigError(ValueError):
+    """A setting is out of range; the message names it and the value received."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transforms applied during training only. Every field is off by default.
+
+    Ranges are symmetric: `rotation=15` draws an angle in [-15, 15] degrees, `zoom=0.2` a
+    zoom in [-20%, +20%], `brightness=0.1` a shift of up to 10% of the pixel range.
+    """
+
+    rotation: float = 0.0  # degrees
+    width_shift: float = 0.0  # fraction of the width
+    height_shift: float = 0.0  # fraction of the height
+    shear: float = 0.0  # degrees
+    zoom: float = 0.0  # fraction
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    brightness: float = 0.0  # fraction of the 0-255 range
+    contrast: float = 0.0  # fraction
+
+    def __post_init__(self) -> None:
+        _check(
+            0 <= self.rotation <= 180,
+            f"rotation must be 0-180 degrees. Received: rotation={self.rotation}",
+        )
+        for name in ("width_shift", "height_shift", "zoom", "brightness", "contrast"):
+            value = getattr(self, name)
+            _check(0 <= value < 1, f"{name} must be in [0, 1). Received: {name}={value}")
+        _check(0 <= self.shear < 60, f"shear must be 0-60 degrees. Received: shear={self.shear}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one transform is on."""
+        return self != AugmentConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> AugmentConfig:
+        """Build from a dict, ignoring keys this version does not know (older or newer runs)."""
+        if not data:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+AUGMENT_PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    "light": AugmentConfig(rotation=10, zoom=0.1, horizontal_flip=True),
+    "standard": AugmentConfig(
+        rotation=20,
+        width_shift=0.1,
+        height_shift=0.1,
+        zoom=0.15,
+        horizontal_flip=True,
+        brightness=0.1,
+        contrast=0.1,
+    ),
+    "strong": AugmentConfig(
+        rotation=40,
+        width_shift=0.2,
+        height_shift=0.2,
+        shear=10,
+        zoom=0.25,
+        horizontal_flip=True,
+        vertical_flip=True,
+        brightness=0.2,
+        contrast=0.2,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run learns. Its canonical JSON names the run.
+
+    Defaults match the Train page's. `weights` is "imagenet", "none", a weights file, or
+    "run:<run_id>" to start from an earlier run's backbone.
+    """
+
+    image_size: int = 224
+    weights: str = WEIGHTS_IMAGENET
+    head: tuple[int, ...] = (256,)
+    dropout: float = 0.2
+    epochs: int = 10
+    fine_tune_epochs: int = 0
+    unfreeze_stages: int = 1
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 3  # 0 turns early stopping off
+    class_weighting: str = "auto"  # auto: balanced when the largest class is >1.5x the smallest
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    feature_cache: bool = True  # frozen phase trains the head on cached backbone features
+    augmented_views: int = 2  # cached augmented views per training image (plus the clean one)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head", tuple(int(u) for u in self.head))
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
+        _check(
+            MIN_IMAGE_SIZE <= self.image_size <= 1024,
+            f"image_size must be between {MIN_IMAGE_SIZE} and 1024. Received: image_size={self.image_size}",
+        )
+        _check(
+            bool(self.weights),
+            "weights must be 'imagenet', 'none', a file or 'run:<id>'. Received: ''",
+        )
+        _check(
+            all(u > 0 for u in self.head),
+            f"head units must be positive. Received: head={self.head}",
+        )
+        _check(0 <= self.dropout < 1, f"dropout must be in [0, 1). Received: dropout={self.dropout}")
+        _check(self.epochs >= 0, f"epochs must be >= 0. Received: epochs={self.epochs}")
+        _check(
+            self.fine_tune_epochs >= 0,
+            f"fine_tune_epochs must be >= 0. Received: fine_tune_epochs={self.fine_tune_epochs}",
+        )
+        _check(
+            self.epochs + self.fine_tune_epochs > 0,
+            "at least one epoch is needed: epochs and fine_tune_epochs are both 0",
+        )
+        _check(
+            0 <= self.unfreeze_stages <= MAX_UNFREEZE_STAGES,
+            f"unfreeze_stages must be between 0 and {MAX_UNFREEZE_STAGES}. "
+            f"Received: unfreeze_stages={self.unfreeze_stages}",
+        )
+        _check(
+            not (self.fine_tune_epochs > 0 and self.unfreeze_stages == 0),
+            "fine_tune_epochs > 0 needs unfreeze_stages >= 1 (there is nothing to fine-tune)",
+        )
+        _check(
+            1 <= self.batch_size <= 4096,
+            f"batch_size must be 1-4096. Received: batch_size={self.batch_size}",
+        )
+        _check(
+            0 < self.learning_rate < 1,
+            f"learning_rate must be in (0, 1). Received: learning_rate={self.learning_rate}",
+        )
+        _check(
+            0 < self.fine_tune_learning_rate < 1,
+            "fine_tune_learning_rate must be in (0, 1). "
+            f"Received: fine_tune_learning_rate={self.fine_tune_learning_rate}",
+        )
+        _check(
+            0 <= self.label_smoothing < 1,
+            f"label_smoothing must be in [0, 1). Received: label_smoothing={self.label_smoothing}",
+        )
+        _check(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
+        _check(
+            self.class_weighting in CLASS_WEIGHTING_CHOICES,
+            f"class_weighting must be one of {CLASS_WEIGHTING_CHOICES}. "
+            f"Received: class_weighting={self.class_weighting!r}",
+        )
+        _check(
+            0 < self.val_fraction < 0.5,
+            f"val_fraction must be in (0, 0.5). Received: val_fraction={self.val_fraction}",
+        )
+        _check(
+            0 < self.test_fraction < 0.5,
+            f"test_fraction must be in (0, 0.5). Received: test_fraction={self.test_fraction}",
+        )
+        _check(
+            self.val_fraction + self.test_fraction < 0.8,
+            "val_fraction + test_fraction must leave room for training",
+        )
+        _check(
+            0 <= self.augmented_views <= 16,
+            f"augmented_views must be 0-16. Received: augmented_views={self.augmented_views}",
+        )
+
+    @property
+    def cache_size(self) -> int:
+        """Side of the decoded square kept in the cache (a little larger than the input)."""
+        return cache_size_for(self.image_size)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.fine_tune_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["head"] = list(self.head)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, ignoring unknown keys so older and newer run folders still load."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "augment" in values:
+            values["augment"] = AugmentConfig.from_dict(values["augment"])
+        if "head" in values:
+            values["head"] = tuple(values["head"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def cache_size_for(image_size: int) -> int:
+    """Side of the cached square for a model input of `image_size` pixels."""
+    return round(image_size * CACHE_RATIO)
+
+
+def canonical_json(data: Any) -> str:
+    """Key-sorted, whitespace-free JSON: equal settings give equal strings."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def run_id_for(config: TrainConfig, dataset_fingerprint: str) -> str:
+    """Short hash naming the run: the same config on the same data finds the same run."""
+    payload = canonical_json({"config": config.to_dict(), "dataset": dataset_fingerprint})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -1,0 +1,112 @@
+"""Prediction with a finished run: load its model once, preprocess exactly as evaluation did.
+
+A file that is not an image gets an error entry of its own; the others still get predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from core.config import TrainConfig
+from core.imaging import ImageError, load_for_model
+from core.runs import MODEL_FILE, Run
+
+Source = str | os.PathLike | bytes | BinaryIO
+
+
+class ModelMissing(FileNotFoundError):
+    def __str__(self) -> str:
+        return f"run {self.args[0]} has no saved model (state: {self.args[1]}); train it to completion first"
+
+
+@dataclass
+class Prediction:
+    """Top-k labels for one image, or the reason it could not be read."""
+
+    source: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0  # decode + forward for this image
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"image": self.source, "error": self.error}
+        return {
+            "image": self.source,
+            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class Predictor:
+    """A run's model, loaded once, with the run's classes and input size."""
+
+    def __init__(self, run: Run):
+        if not run.has_model:
+            raise ModelMissing(run.run_id, run.state)
+        from core.model import load_classifier  # imports Keras: only when a model is really needed
+
+        self.run = run
+        self.classes = run.classes
+        config: TrainConfig = run.train_config
+        self.image_size = config.image_size
+        self.cache_size = config.cache_size
+        started = time.perf_counter()
+        self.model = load_classifier(run.path(MODEL_FILE))
+        self.load_seconds = time.perf_counter() - started
+        # The first call compiles the predict function; do it now so the first photo is not slow.
+        self._forward(np.zeros((1, self.image_size, self.image_size, 3), dtype=np.float32))
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        import keras
+
+        return keras.ops.convert_to_numpy(self.model.predict_on_batch(batch.astype("float32")))
+
+    def preprocess(self, source: Source) -> np.ndarray:
+        """Decode one image the way evaluation did. Raises ImageError."""
+        if hasattr(source, "read") and not isinstance(source, str | os.PathLike):
+            source = source.read()
+        return load_for_model(source, self.image_size, self.cache_size)
+
+    def predict(self, sources: list[Source], top_k: int = 3, names: list[str] | None = None) -> list[Prediction]:
+        """Top-k predictions for each source, in order; unreadable ones get an error entry."""
+        top_k = max(1, min(int(top_k), len(self.classes)))
+        names = names or [_name(source) for source in sources]
+        results: list[Prediction] = []
+        for source, name in zip(sources, names, strict=True):
+            started = time.perf_counter()
+            try:
+                image = self.preprocess(source)
+            except ImageError as e:
+                results.append(Prediction(name, error=str(e)))
+                continue
+            probabilities = self._forward(image[None])[0]
+            order = np.argsort(-probabilities)[:top_k]
+            top = [(self.classes[i], float(probabilities[i])) for i in order]
+            results.append(Prediction(name, top, seconds=time.perf_counter() - started))
+        return results
+
+    def predict_batch(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for already-preprocessed (N, size, size, 3) images."""
+        out = [self._forward(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def _name(source: Source) -> str:
+    if isinstance(source, str | os.PathLike):
+        return str(Path(source))
+    return getattr(source, "name", "<upload>")

@@ -1,0 +1,280 @@
+"""Decode every image of a dataset once into a uint8 cache on disk, then read it in batches.
+
+Cache layout, one folder per (dataset fingerprint, square size):
+  data/.cache/<fingerprint>-<size>/images.npy   (rows, size, size, 3) uint8, one row per scanned file
+  data/.cache/<fingerprint>-<size>/index.json   readable rows, their paths/labels/splits, failures
+
+Batches are read with positioned reads into fresh buffers, never through a whole-file memory map,
+so a process's resident memory holds a batch, not the dataset.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.datasets import DatasetIndex
+from core.fileio import read_json, write_json_atomic
+from core.imaging import ImageError, load_square
+
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are rebuilt
+IMAGES_FILE = "images.npy"
+INDEX_FILE = "index.json"
+_CHUNK = 48  # images per worker task: big enough to amortise IPC, small enough for smooth progress
+_PARALLEL_MIN = 96  # below this many images, worker start-up costs more than it saves
+
+Progress = Callable[[int, int], None]
+
+
+class IngestCancelled(RuntimeError):
+    """Decoding was stopped on request."""
+
+
+@dataclass
+class ImageCache:
+    """Decoded squares of one dataset at one size, with the files that could not be read."""
+
+    directory: Path
+    size: int
+    fingerprint: str
+    classes: list[str]
+    paths: list[str]  # readable images, relative to the dataset root
+    labels: np.ndarray
+    splits: list[str | None]
+    rows: np.ndarray  # row of each readable image in images.npy
+    failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    dataset_root: str = ""
+    hit: bool = False  # True when this call found the cache already built
+    _fd: int | None = field(default=None, repr=False, compare=False)
+    _fd_pid: int | None = field(default=None, repr=False, compare=False)
+    _offset: int = field(default=0, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.size * self.size * 3
+
+    def read(self, positions) -> np.ndarray:
+        """Images at `positions` (indices into `paths`) as a (k, size, size, 3) uint8 array."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        out = np.empty((len(positions), self.size, self.size, 3), dtype=np.uint8)
+        fd = self._file()
+        for i, row in enumerate(self.rows[positions]):
+            view = memoryview(out[i]).cast("B")
+            got = os.preadv(fd, [view], self._offset + int(row) * self.row_bytes)
+            if got != self.row_bytes:
+                raise OSError(f"cache file {self.directory / IMAGES_FILE} is truncated")
+        return out
+
+    def _file(self) -> int:
+        # One descriptor per process: positioned reads are thread-safe, descriptors are not fork-safe.
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd = os.open(self.directory / IMAGES_FILE, os.O_RDONLY)
+            self._fd_pid = os.getpid()
+            self._offset = _data_offset(self.directory / IMAGES_FILE)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._fd_pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_fd"] = None
+        state["_fd_pid"] = None
+        return state
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def cache_folder(cache_root: str | os.PathLike, fingerprint: str, size: int) -> Path:
+    return Path(cache_root) / f"{fingerprint}-{size}"
+
+
+def ingest(
+    index: DatasetIndex,
+    size: int,
+    cache_root: str | os.PathLike,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImageCache:
+    """Decode `index`'s images into squares of `size` px, or return the cache already built.
+
+    Unreadable files are skipped and listed in `failures` with their reason, never fatal.
+
+    Args:
+        index: the scanned dataset.
+        size: side of the cached squares.
+        cache_root: usually `data/.cache`.
+        progress: called as progress(done, total) while decoding.
+        workers: decoding processes; default one per CPU core.
+        should_stop: polled between chunks; when it returns True decoding stops.
+
+    Raises:
+        IngestCancelled: `should_stop` asked to stop.
+    """
+    folder = cache_folder(cache_root, index.fingerprint, size)
+    cached = load_cache(folder)
+    if cached is not None:
+        if progress:
+            progress(len(index.entries), len(index.entries))
+        cached.hit = True
+        return cached
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    staging.mkdir()
+    try:
+        failures = _decode_all(index, size, staging / IMAGES_FILE, progress, workers, should_stop)
+        _write_index(staging, index, size, failures)
+        if folder.exists() and load_cache(folder) is None:
+            _discard(folder)  # a partial or older-version cache: replace it
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if load_cache(folder) is None:  # not a concurrent builder that won the race
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    result = load_cache(folder)
+    assert result is not None
+    return result
+
+
+def _discard(folder: Path) -> None:
+    """Move a stale cache folder aside, then delete it (the rename makes room at once)."""
+    trash = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.stale"
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def load_cache(folder: str | os.PathLike) -> ImageCache | None:
+    """The cache in `folder`, or None when it is missing, partial, or from another version."""
+    folder = Path(folder)
+    meta = read_json(folder / INDEX_FILE)
+    if not meta or meta.get("version") != CACHE_VERSION or not (folder / IMAGES_FILE).exists():
+        return None
+    return ImageCache(
+        directory=folder,
+        size=int(meta["size"]),
+        fingerprint=meta["fingerprint"],
+        classes=list(meta["classes"]),
+        paths=list(meta["paths"]),
+        labels=np.asarray(meta["labels"], dtype=np.int32),
+        splits=list(meta["splits"]),
+        rows=np.asarray(meta["rows"], dtype=np.int64),
+        failures=list(meta.get("failures", [])),
+        dataset_root=meta.get("dataset_root", ""),
+    )
+
+
+def _write_index(folder: Path, index: DatasetIndex, size: int, failures: dict[int, str]) -> None:
+    ok = [i for i in range(len(index.entries)) if i not in failures]
+    write_json_atomic(
+        folder / INDEX_FILE,
+        {
+            "version": CACHE_VERSION,
+            "fingerprint": index.fingerprint,
+            "size": size,
+            "classes": index.classes,
+            "dataset_root": str(index.root),
+            "paths": [index.entries[i].path for i in ok],
+            "labels": [index.entries[i].label for i in ok],
+            "splits": [index.entries[i].split for i in ok],
+            "rows": ok,
+            "failures": [{"path": index.entries[i].path, "reason": reason} for i, reason in sorted(failures.items())],
+            "created": time.time(),
+        },
+    )
+
+
+def _decode_all(index, size, images_path, progress, workers, should_stop) -> dict[int, str]:
+    total = len(index.entries)
+    array = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
+    del array  # header and size are on disk; rows are written with positioned writes
+    offset = _data_offset(images_path)
+    items = [(row, str(index.root / entry.path)) for row, entry in enumerate(index.entries)]
+    chunks = [items[i : i + _CHUNK] for i in range(0, total, _CHUNK)]
+    workers = workers or os.cpu_count() or 1
+    failures: dict[int, str] = {}
+    done = 0
+    if progress:
+        progress(0, total)
+
+    def account(result: dict[int, str], count: int) -> None:
+        nonlocal done
+        failures.update(result)
+        done += count
+        if progress:
+            progress(done, total)
+        if should_stop and should_stop():
+            raise IngestCancelled("decoding stopped on request")
+
+    if workers <= 1 or total < _PARALLEL_MIN:
+        for chunk in chunks:
+            account(decode_chunk(str(images_path), offset, size, chunk), len(chunk))
+        return failures
+
+    # spawn, not fork: the parent may hold TensorFlow or Streamlit threads that fork would copy.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(decode_chunk, str(images_path), offset, size, chunk): len(chunk) for chunk in chunks}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                account(future.result(), futures[future])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return failures
+
+
+def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int, str]]) -> dict[int, str]:
+    """Decode `items` (row, path) into their rows of the cache file; return {row: reason} failures."""
+    failures: dict[int, str] = {}
+    row_bytes = size * size * 3
+    fd = os.open(images_path, os.O_WRONLY)
+    try:
+        for row, path in items:
+            try:
+                square = load_square(path, size)
+            except ImageError as e:
+                failures[row] = str(e)
+                continue
+            except Exception as e:  # a decoder bug must cost one image, not the dataset
+                failures[row] = f"could not decode ({type(e).__name__}: {e})"
+                continue
+            os.pwrite(fd, square.tobytes(), offset + row * row_bytes)
+    finally:
+        os.close(fd)
+    return failures
+
+
+def _data_offset(path: str | os.PathLike) -> int:
+    """Byte offset of the array data in a .npy file (after its header)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(f)
+        else:
+            np.lib.format.read_array_header_2_0(f)
+        return f.tell()

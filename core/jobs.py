@@ -1,0 +1,282 @@
+"""Training as a job: find or create the run, wait for the device, train, record how it ended.
+
+`submit` decides what a training request means (a finished run is a cache hit, an active one is
+left alone, anything else is (re)created). `execute` trains in this process, one run per
+accelerator at a time (a file lock; others wait as "queued"). `launch` starts `python -m core
+train` as a detached process that owns the run folder, so a page returns at once and the run
+outlives the browser tab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import TrainConfig, run_id_for
+from core.datasets import DatasetError, DatasetIndex, scan_dataset
+from core.paths import PROJECT_ROOT
+from core.runs import (
+    ACTIVE_STATES,
+    DONE,
+    FAILED,
+    LOG_FILE,
+    QUEUED,
+    STOPPED,
+    Run,
+    RunStore,
+    new_run_record,
+    process_alive,
+    process_start_time,
+)
+
+log = logging.getLogger("flora")
+CACHED, ACTIVE, NEW = "cached", "active", "new"
+LOCK_POLL_SECONDS = 1.0
+
+
+class StopWhileWaiting(RuntimeError):
+    """A queued run was asked to stop before it got the device."""
+
+
+@dataclass
+class Submission:
+    """What a training request found: a finished run (cached), an active one, or a new one."""
+
+    run_id: str
+    outcome: str  # CACHED | ACTIVE | NEW
+    run: Run
+    index: DatasetIndex
+    config: TrainConfig
+
+    @property
+    def cached(self) -> bool:
+        return self.outcome == CACHED
+
+
+def submit(store: RunStore, dataset_path: str | os.PathLike, config: TrainConfig, force: bool = False) -> Submission:
+    """Find the run for (config, dataset) or create it queued.
+
+    A finished run is returned as a cache hit unless `force`; a queued or running one whose
+    process is alive is returned as active (never trained twice at once); a failed or stopped
+    one is reset and trained again.
+    """
+    index = scan_dataset(dataset_path)
+    run_id = run_id_for(config, index.fingerprint)
+    if store.exists(run_id):
+        run = store.refresh(store.get(run_id))
+        if run.state == DONE and run.has_model and not force:
+            return Submission(run_id, CACHED, run, index, config)
+        if run.state in ACTIVE_STATES:
+            return Submission(run_id, ACTIVE, run, index, config)
+    run = store.create(run_id, new_run_record(index, config))
+    return Submission(run_id, NEW, run, index, config)
+
+
+def submission_for_launched(store: RunStore, run_id: str) -> Submission:
+    """The submission of a run `launch` created: its stored config, its dataset re-scanned.
+
+    Raises:
+        DatasetError: the dataset changed between launch and start.
+    """
+    run = store.get(run_id)
+    index = scan_dataset(run.dataset_path)
+    expected = run.config.get("dataset", {}).get("fingerprint")
+    if index.fingerprint != expected:
+        raise DatasetError(f"the dataset at {run.dataset_path} changed after the run was launched; launch it again")
+    return Submission(run_id, NEW, run, index, run.train_config)
+
+
+@contextlib.contextmanager
+def device_lock(
+    root: str | os.PathLike,
+    name: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_wait: Callable[[], None] = lambda: None,
+) -> Iterator[None]:
+    """Hold the lock of accelerator `name` in the run store (waits while another run has it).
+
+    Raises:
+        StopWhileWaiting: `should_stop` returned True before the lock was free.
+    """
+    import fcntl
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(root) / f".lock-{name}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    waiting = True
+                    on_wait()
+                if should_stop():
+                    raise StopWhileWaiting("stopped while waiting for the device") from None
+                time.sleep(LOCK_POLL_SECONDS)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def execute(
+    store: RunStore,
+    submission: Submission,
+    data_root: str | os.PathLike,
+    console: bool = True,
+    ingest_workers: int | None = None,
+) -> dict[str, Any]:
+    """Train the submitted run in this process; return its final status.
+
+    Raises:
+        Exception: whatever failed the run, after recording it as failed with the error.
+    """
+    from core.device import describe
+    from core.paths import cache_dir
+    from core.training import RunContext, StopRequested, train_run
+
+    run_id = submission.run_id
+    me = os.getpid()
+    store.set_status(run_id, state=QUEUED, pid=me, pid_start=process_start_time(me), error=None)
+    try:
+        device = describe()
+        store.set_status(run_id, device=device.label)
+        with device_lock(
+            store.root,
+            device.lock_name,
+            should_stop=lambda: store.stop_requested(run_id),
+            on_wait=lambda: _waiting(store, run_id, device.label),
+        ):
+            ctx = RunContext(
+                store,
+                run_id,
+                submission.index,
+                submission.config,
+                cache_dir(data_root),
+                console=console,
+                ingest_workers=ingest_workers,
+                device=device,
+            )
+            return train_run(ctx)
+    except (StopRequested, StopWhileWaiting) as e:
+        log.info("run %s stopped: %s", run_id, e)
+        return store.set_status(
+            run_id,
+            state=STOPPED,
+            finished_at=time.time(),
+            stage=None,
+            stage_progress=None,
+            error=None,
+            note=str(e),
+        )
+    except KeyboardInterrupt:
+        store.set_status(run_id, state=STOPPED, finished_at=time.time(), stage=None, note="interrupted")
+        raise
+    except BaseException as e:
+        log.exception("run %s failed", run_id)
+        store.set_status(
+            run_id,
+            state=FAILED,
+            finished_at=time.time(),
+            stage=None,
+            error=f"{type(e).__name__}: {e}",
+        )
+        raise
+
+
+def _waiting(store: RunStore, run_id: str, device: str) -> None:
+    log.info("another run is using %s; waiting (queued)", device)
+    store.set_status(run_id, stage="waiting for the device: another run is training")
+
+
+def launch(
+    dataset_path: str | os.PathLike,
+    config: TrainConfig,
+    models_dir: str | os.PathLike,
+    data_root: str | os.PathLike,
+    force: bool = False,
+) -> Submission:
+    """Start training in a detached background process and return at once.
+
+    A finished run comes back as cached and an active one as active; neither starts a process.
+    """
+    store = RunStore(models_dir)
+    submission = submit(store, dataset_path, config, force=force)
+    if submission.outcome != NEW:
+        return submission
+    run_dir = store.run_dir(submission.run_id)
+    command = [
+        sys.executable,
+        "-m",
+        "core",
+        "train",
+        "--launched-run",
+        submission.run_id,
+        "--models-dir",
+        str(Path(models_dir).resolve()),
+        "--data-dir",
+        str(Path(data_root).resolve()),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()}
+    with open(run_dir / LOG_FILE, "ab") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the server and the tab
+        )
+    store.set_status(
+        submission.run_id,
+        pid=process.pid,
+        pid_start=process_start_time(process.pid),
+        launched_at=time.time(),
+    )
+    # Reap the child when it ends, so it never lingers as a zombie that looks alive.
+    threading.Thread(target=process.wait, name=f"reap-{submission.run_id}", daemon=True).start()
+    submission.run = store.get(submission.run_id)
+    return submission
+
+
+def _pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
+
+
+def stop(store: RunStore, run_id: str) -> None:
+    """Ask a run to stop: it finishes its current batch, keeps its best weights and says "stopped"."""
+    store.request_stop(run_id)
+
+
+def kill(store: RunStore, run_id: str) -> None:
+    """End a run's process now (for a process that no longer reacts to stop)."""
+    run = store.get(run_id)
+    pid = run.status.get("pid")
+    if pid and process_alive(pid, run.status.get("pid_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
+    store.set_status(run_id, state=STOPPED, finished_at=time.time(), stage=None, note="killed")
+
+
+def install_stop_on_sigterm(store: RunStore, run_id: str) -> None:
+    """Turn SIGTERM into a stop request, so `kill <pid>` stops the run gracefully."""
+
+    def handler(signum, frame):
+        store.request_stop(run_id)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,255 @@
+"""The classifier: raw pixels -> [augmentation] -> ResNet-50 preprocessing -> ResNet-50 -> GAP -> head.
+
+The preprocessing lives inside the model, so a saved model takes raw 0-255 RGB pixels. The head is
+a nested model named "head" taking the 2048 pooled features, so it can also be trained alone on
+cached features and its weights are the classifier's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import keras
+from keras import ops
+
+from core.augment import build_augmentation
+from core.config import (
+    MAX_UNFREEZE_STAGES,
+    MIN_IMAGE_SIZE,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_NONE,
+    AugmentConfig,
+)
+
+BACKBONE_NAME = "resnet50"
+HEAD_NAME = "head"
+FEATURE_DIM = 2048
+# Keras's own published file for ResNet-50 without its top (the ImageNet classifier).
+IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_WEIGHTS_FILE
+IMAGENET_WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+WEIGHTS_URL_ENV = "FLORA_IMAGENET_WEIGHTS_URL"  # a mirror, for machines that cannot reach Google
+
+
+class WeightsError(ValueError):
+    """The requested starting weights cannot be had; the message says what to do instead."""
+
+
+@keras.saving.register_keras_serializable(package="flora")
+class ResNetPreprocess(keras.layers.Layer):
+    """ResNet-50's ImageNet preprocessing in "caffe" mode: RGB->BGR, minus the mean pixel, no scaling."""
+
+    def call(self, inputs):
+        inputs = ops.cast(inputs, self.compute_dtype)
+        return keras.applications.resnet50.preprocess_input(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def build_classifier(
+    num_classes: int,
+    image_size: int = 224,
+    weights: str = WEIGHTS_IMAGENET,
+    head: tuple[int, ...] = (256,),
+    dropout: float = 0.2,
+    augment: AugmentConfig | None = None,
+    seed: int | None = None,
+    models_dir: str | os.PathLike | None = None,
+) -> keras.Model:
+    """Build the transfer-learning classifier with its backbone frozen.
+
+    Args:
+        num_classes: number of output classes (at least 2).
+        image_size: side of the square input in pixels (at least 32).
+        weights: "imagenet", "none", a weights file (.h5 / .weights.h5 / .keras), a run folder,
+            or "run:<run_id>" (start from that run's backbone; needs `models_dir`).
+        head: units of each Dense+Dropout block between the pooled features and the softmax.
+        dropout: dropout rate after each head block.
+        augment: training-only transforms placed first in the model.
+        seed: seeds the augmentation layers.
+        models_dir: the run store, to resolve "run:<id>".
+
+    Raises:
+        ValueError: an argument is out of range.
+        WeightsError: the weights cannot be loaded or downloaded.
+    """
+    _validate(num_classes, image_size, head, dropout)
+    inputs = keras.Input((image_size, image_size, 3), name="image")  # raw 0-255 RGB
+    x = inputs
+    augmentation = build_augmentation(augment, seed=seed) if augment is not None else None
+    if augmentation is not None:
+        x = augmentation(x)
+    x = ResNetPreprocess(name="resnet_preprocess")(x)
+    backbone = build_backbone(image_size, weights, models_dir)
+    backbone.trainable = False
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = build_head(num_classes, head, dropout)(x)
+    return keras.Model(inputs, outputs, name="flora_resnet50")
+
+
+def _validate(num_classes: int, image_size: int, head, dropout: float) -> None:
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2. Received: num_classes={num_classes}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}. Received: image_size={image_size}")
+    if any(int(u) <= 0 for u in head):
+        raise ValueError(f"head units must be positive integers. Received: head={tuple(head)}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+
+
+def build_head(num_classes: int, units: tuple[int, ...] = (256,), dropout: float = 0.2) -> keras.Model:
+    """Pooled features (2048) -> BatchNorm -> [Dense(relu) + Dropout]* -> softmax (float32).
+
+    The BatchNorm puts the pooled features on a common scale before the first Dense (as in
+    keras-io's EfficientNet fine-tuning example), which makes the head train quickly and stably.
+    """
+    features = keras.Input((FEATURE_DIM,), name="features")
+    x = keras.layers.BatchNormalization(momentum=0.9, name="head_bn")(features)
+    for i, width in enumerate(units, start=1):
+        x = keras.layers.Dense(int(width), activation="relu", name=f"head_dense_{i}")(x)
+        x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
+    if not units:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    # float32 softmax: under mixed precision, probabilities near 0 and 1 must not round away.
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(features, outputs, name=HEAD_NAME)
+
+
+def build_backbone(image_size: int, weights: str, models_dir: str | os.PathLike | None = None) -> keras.Model:
+    """ResNet-50 without its top, with the requested starting weights."""
+    shape = (image_size, image_size, 3)
+    weights = str(weights)
+    if weights == WEIGHTS_NONE:
+        return keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape, name=BACKBONE_NAME)
+    if weights == WEIGHTS_IMAGENET:
+        path = imagenet_weights_path()
+        return keras.applications.ResNet50(include_top=False, weights=str(path), input_shape=shape, name=BACKBONE_NAME)
+    source = resolve_weights_source(weights, models_dir)
+    if source.suffix == ".keras":
+        backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape, name=BACKBONE_NAME)
+        backbone.set_weights(_backbone_weights_from(source))
+        return backbone
+    try:
+        return keras.applications.ResNet50(
+            include_top=False, weights=str(source), input_shape=shape, name=BACKBONE_NAME
+        )
+    except Exception as e:
+        raise WeightsError(f"could not load ResNet-50 weights from {source}: {e}") from e
+
+
+def resolve_weights_source(weights: str, models_dir: str | os.PathLike | None) -> Path:
+    """A weights file path from "run:<id>", a run folder, or a file path."""
+    if weights.startswith("run:"):
+        if models_dir is None:
+            raise WeightsError(f"weights={weights!r} needs the run store (models_dir) to find the run")
+        folder = Path(models_dir) / weights[4:]
+        if not folder.is_dir():
+            raise WeightsError(f"weights={weights!r}: no such run in {models_dir}")
+        weights = str(folder)
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        model_file = path / "model.keras"
+        if not model_file.exists():
+            raise WeightsError(f"run folder {path} has no model.keras (is the run finished?)")
+        return model_file
+    if not path.exists():
+        raise WeightsError(
+            f"weights must be 'imagenet', 'none', a weights file, a run folder or 'run:<id>'. "
+            f"Received: weights={weights!r} (no such file)"
+        )
+    return path
+
+
+def _backbone_weights_from(model_file: Path) -> list:
+    try:
+        model = keras.saving.load_model(model_file, compile=False)
+    except Exception as e:
+        raise WeightsError(f"could not load {model_file}: {e}") from e
+    try:
+        return model.get_layer(BACKBONE_NAME).get_weights()
+    except ValueError:
+        if len(model.layers) > 100:  # a bare ResNet-50 saved on its own
+            return model.get_weights()
+        raise WeightsError(f"{model_file} has no ResNet-50 backbone layer named {BACKBONE_NAME!r}") from None
+
+
+def imagenet_weights_path(origin: str | None = None, file_hash: str | None = None) -> Path:
+    """Keras's ImageNet ResNet-50 (no top) weights file, downloading it once into ~/.keras/models.
+
+    Raises:
+        WeightsError: not cached and the download failed (offline, blocked, corrupt).
+    """
+    origin = origin or os.environ.get(WEIGHTS_URL_ENV) or IMAGENET_WEIGHTS_URL
+    file_hash = file_hash or IMAGENET_WEIGHTS_MD5  # a mirror must serve the very same file
+    cached = Path(keras_home()) / "models" / IMAGENET_WEIGHTS_FILE
+    # get_file silently falls back to /tmp/.keras when the folder does not exist yet
+    with contextlib.suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(
+            keras.utils.get_file(
+                IMAGENET_WEIGHTS_FILE, origin, cache_subdir="models", file_hash=file_hash, cache_dir=keras_home()
+            )
+        )
+    except Exception as e:  # URLError, HTTPError, a hash mismatch, a full disk: all mean "not available"
+        raise WeightsError(
+            f"ImageNet weights for ResNet-50 are not on this machine and could not be downloaded "
+            f"from {origin} ({type(e).__name__}: {e}). Either connect this machine to the internet "
+            f"once, copy {IMAGENET_WEIGHTS_FILE} into {cached.parent}, set {WEIGHTS_URL_ENV} to a "
+            f"mirror, or train with weights 'none' (random start) or a weights file."
+        ) from e
+
+
+def keras_home() -> str:
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(BACKBONE_NAME)
+
+
+def head_of(model: keras.Model) -> keras.Model:
+    return model.get_layer(HEAD_NAME)
+
+
+def unfreeze(model: keras.Model, stages: int) -> None:
+    """Make the top `stages` residual stages of the backbone trainable (0 freezes it all).
+
+    BatchNormalization layers stay frozen: a non-trainable BatchNormalization layer runs in
+    inference mode, so fine-tuning on small batches cannot wreck its ImageNet statistics.
+    Recompile the model afterwards, with a lower learning rate.
+
+    Raises:
+        ValueError: `stages` is not between 0 and 4.
+    """
+    if not 0 <= stages <= MAX_UNFREEZE_STAGES:
+        raise ValueError(
+            f"unfreeze_stages must be between 0 and {MAX_UNFREEZE_STAGES}. Received: unfreeze_stages={stages}"
+        )
+    backbone = backbone_of(model)
+    if stages == 0:
+        backbone.trainable = False
+        return
+    backbone.trainable = True
+    top = tuple(f"conv{stage}_" for stage in range(6 - stages, 6))  # stages=1 -> conv5 only
+    for layer in backbone.layers:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = layer.name.startswith(top) and not is_bn
+
+
+def trainable_summary(model: keras.Model) -> dict[str, int]:
+    """Counts of trainable and frozen parameters, for logs and the Train page."""
+    trainable = sum(int(ops.size(w)) for w in model.trainable_weights)
+    frozen = sum(int(ops.size(w)) for w in model.non_trainable_weights)
+    return {"trainable_params": trainable, "frozen_params": frozen}
+
+
+def load_classifier(path: str | os.PathLike) -> keras.Model:
+    """Load a saved classifier (model.keras); custom layers are registered by importing this module."""
+    return keras.saving.load_model(path, compile=False)
