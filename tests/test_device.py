@@ -1,0 +1,85 @@
+"""Device description, mixed-precision choice, and the backend-agnostic import rule."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from core import device
+from core.device import DeviceInfo, keras_backend_name, mixed_precision_policy
+from tests.conftest import PROJECT_ROOT
+
+
+def test_backend_name_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert keras_backend_name() == "jax"
+
+
+def test_quick_describe_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: [])
+    info = device.quick_describe()
+    assert info.kind == "cpu" and info.lock_name == "cpu" and info.label.startswith("CPU: ")
+
+
+def test_quick_describe_with_gpus(monkeypatch):
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: ["NVIDIA H200", "NVIDIA H200"])
+    info = device.quick_describe()
+    assert info.label.startswith("2 x GPU: NVIDIA H200") and info.lock_name == "gpu"
+
+
+@pytest.mark.parametrize(
+    "info, policy",
+    [
+        (DeviceInfo("jax", "cpu", "x", 1), None),
+        (DeviceInfo("jax", "gpu", "NVIDIA H200", 1, (9, 0)), "mixed_bfloat16"),
+        (DeviceInfo("tensorflow", "gpu", "Tesla V100", 1, (7, 0)), "mixed_float16"),
+    ],
+)
+def test_mixed_precision_only_on_gpus(info, policy):
+    assert mixed_precision_policy(info) == policy
+
+
+def test_describe_matches_the_backend():
+    import keras
+
+    info = device.describe()
+    assert info.backend == keras.backend.backend() and info.count >= 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_core_runs_on_jax_without_tensorflow_installed(tmp_path):
+    """Train and predict on JAX in a fresh process where importing TensorFlow fails, as on a JAX-only GPU box."""
+    script = f"""
+import sys
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError("No module named 'tensorflow' (blocked by the test)", name=name)
+        return None
+sys.meta_path.insert(0, NoTensorFlow())
+from pathlib import Path
+from tests.conftest import make_image_dataset
+from core import jobs
+from core.config import AUGMENT_PRESETS, TrainConfig
+from core.runs import RunStore
+from core.inference import Predictor
+data = make_image_dataset(Path({str(tmp_path)!r}) / "d", {{"a": 6, "b": 6}})
+store = RunStore({str(tmp_path / "models")!r})
+config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1, head=(4,),
+                     augment=AUGMENT_PRESETS["light"], augmented_views=1)
+sub = jobs.submit(store, data, config)
+status = jobs.execute(store, sub, {str(tmp_path / "data")!r}, console=False, ingest_workers=1)
+assert status["state"] == "done", status
+result = Predictor(store.get(sub.run_id)).predict([next((data / "a").iterdir())])[0]
+assert result.ok, result
+print("ok", "tensorflow" in sys.modules)
+"""
+    env = {"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "ok False"

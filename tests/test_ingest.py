@@ -1,0 +1,91 @@
+"""The decoded-image cache: bad files skipped with reasons, a hit the second time, batch reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.datasets import scan_dataset
+from core.imaging import load_square
+from core.ingest import IngestCancelled, cache_folder, ingest, load_cache
+from tests.conftest import make_image_dataset
+
+
+@pytest.fixture
+def messy_dataset(tmp_path):
+    root = make_image_dataset(tmp_path / "messy", {"a": 5, "b": 5})
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    (root / "a" / "text.jpg").write_text("hello")
+    good = root / "b" / "img_000.png"
+    cut = root / "b" / "cut.png"
+    cut.write_bytes(good.read_bytes()[:60])
+    Image.new("CMYK", (30, 20), (0, 200, 0, 0)).save(root / "b" / "cmyk photo é.jpg")
+    return root
+
+
+def test_ingest_skips_unreadable_files_and_lists_reasons(messy_dataset, tmp_path):
+    index = scan_dataset(messy_dataset)
+    calls = []
+    cache = ingest(index, 20, tmp_path / "cache", progress=lambda d, t: calls.append((d, t)), workers=1)
+    assert len(index.entries) == 14 and len(cache) == 11
+    reasons = {f["path"]: f["reason"] for f in cache.failures}
+    assert set(reasons) == {"a/zero.jpg", "a/text.jpg", "b/cut.png"}
+    assert "not an image" in reasons["a/text.jpg"]
+    assert "truncated" in reasons["b/cut.png"] or "corrupt" in reasons["b/cut.png"]
+    assert "b/cmyk photo é.jpg" in cache.paths
+    assert calls[0] == (0, 14) and calls[-1] == (14, 14)
+    assert not cache.hit
+
+
+def test_second_ingest_is_a_cache_hit(tiny_dataset, tmp_path):
+    index = scan_dataset(tiny_dataset)
+    first = ingest(index, 16, tmp_path / "cache", workers=1)
+    images = first.directory / "images.npy"
+    stamp = images.stat().st_mtime_ns
+    second = ingest(index, 16, tmp_path / "cache", workers=1)
+    assert second.hit and images.stat().st_mtime_ns == stamp
+    assert second.paths == first.paths
+    # another size is another cache
+    assert not ingest(index, 20, tmp_path / "cache", workers=1).hit
+
+
+def test_cached_rows_equal_direct_decoding_and_parallel_equals_serial(tmp_path):
+    root = make_image_dataset(tmp_path / "many", {"a": 60, "b": 60}, size=(50, 30))
+    index = scan_dataset(root)
+    serial = ingest(index, 24, tmp_path / "serial", workers=1)
+    parallel = ingest(index, 24, tmp_path / "parallel", workers=2)
+    positions = np.array([0, 7, 119, 64])
+    batch = serial.read(positions)
+    np.testing.assert_array_equal(batch, parallel.read(positions))
+    for row, position in zip(batch, positions, strict=True):
+        np.testing.assert_array_equal(row, load_square(root / serial.paths[position], 24))
+    np.testing.assert_array_equal(serial.labels, index.labels)
+
+
+def test_cache_survives_pickling_and_reload(tiny_dataset, tmp_path):
+    import pickle
+
+    index = scan_dataset(tiny_dataset)
+    cache = ingest(index, 16, tmp_path / "cache", workers=1)
+    clone = pickle.loads(pickle.dumps(cache))
+    np.testing.assert_array_equal(clone.read([1, 2]), cache.read([1, 2]))
+    loaded = load_cache(cache_folder(tmp_path / "cache", index.fingerprint, 16))
+    assert loaded is not None and loaded.paths == cache.paths
+
+
+def test_partial_or_foreign_cache_is_ignored(tiny_dataset, tmp_path):
+    index = scan_dataset(tiny_dataset)
+    folder = cache_folder(tmp_path / "cache", index.fingerprint, 16)
+    folder.mkdir(parents=True)
+    (folder / "index.json").write_text('{"version": 0}')
+    assert load_cache(folder) is None
+    assert not ingest(index, 16, tmp_path / "cache", workers=1).hit
+
+
+def test_ingest_can_be_cancelled_and_leaves_nothing_behind(tmp_path):
+    root = make_image_dataset(tmp_path / "many", {"a": 120, "b": 120})
+    index = scan_dataset(root)
+    with pytest.raises(IngestCancelled):
+        ingest(index, 16, tmp_path / "cache", workers=1, should_stop=lambda: True)
+    assert list((tmp_path / "cache").iterdir()) == []

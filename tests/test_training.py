@@ -1,0 +1,153 @@
+"""Training runs: both phase-1 paths, fine-tuning, the run-store callback, stop, failure."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from core import jobs
+from core.config import AUGMENT_PRESETS, TrainConfig
+from core.evaluation import Evaluation
+from core.runs import DONE, FAILED, STOPPED, RunStore
+from core.training import BestWeights, RunLogger, _class_weights, _Progress
+from tests.conftest import make_image_dataset
+
+BASE = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(16,), seed=0)
+
+
+def _train(tmp_path, dataset, config):
+    store = RunStore(tmp_path / "models")
+    submission = jobs.submit(store, dataset, config)
+    status = jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    return store, submission.run_id, status
+
+
+@pytest.fixture
+def colours(tmp_path):
+    return make_image_dataset(tmp_path / "colours", {"red": 10, "green": 10, "blue": 10}, seed=1)
+
+
+@pytest.mark.backend_agnostic
+def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
+    store, run_id, status = _train(tmp_path, colours, BASE)
+    assert status["state"] == DONE and 0 <= status["accuracy"] <= 1
+    run = store.get(run_id)
+    assert run.has_model and run.has_evaluation
+    metrics = store.read_metrics(run_id)
+    epochs = [m for m in metrics if m["kind"] == "epoch"]
+    assert [m["epoch"] for m in epochs] == [1, 2] and all(m["phase"] == 1 for m in epochs)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"} <= set(epochs[0])
+    assert any(m["kind"] == "batch" for m in metrics)
+    assert status["split"] == {"train": 18, "val": 6, "test": 6, "source": "random", "notes": []}
+    evaluation = Evaluation.load(run.directory)
+    assert len(evaluation.paths) == 6 and evaluation.classes == ["blue", "green", "red"]
+    assert list((tmp_path / "data" / ".cache" / "features").iterdir())
+
+    # Another learning rate reuses the cached features: nothing new is computed.
+    feature_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy")}
+    _, other_id, other = _train(tmp_path, colours, BASE.replace(learning_rate=3e-3))
+    assert other_id != run_id and other["state"] == DONE
+    assert {p: p.stat().st_mtime_ns for p in feature_files} == feature_files
+
+
+@pytest.mark.backend_agnostic
+def test_image_path_with_augmentation_and_fine_tuning(tmp_path, colours):
+    config = BASE.replace(
+        feature_cache=False,
+        epochs=1,
+        fine_tune_epochs=1,
+        unfreeze_stages=1,
+        augment=AUGMENT_PRESETS["light"],
+        early_stopping_patience=0,
+    )
+    store, run_id, status = _train(tmp_path, colours, config)
+    assert status["state"] == DONE and status["epochs_done"] == 2
+    epochs = [m for m in store.read_metrics(run_id) if m["kind"] == "epoch"]
+    assert [(m["phase"], m["epoch"]) for m in epochs] == [(1, 1), (2, 2)]
+    assert epochs[1]["lr"] == pytest.approx(config.fine_tune_learning_rate)
+    assert not (store.run_dir(run_id) / "best.weights.h5").exists()  # the checkpoint is folded into model.keras
+
+
+def test_augmented_views_are_cached_per_view(tmp_path, colours):
+    config = BASE.replace(augment=AUGMENT_PRESETS["light"], augmented_views=2, epochs=1)
+    _, _, status = _train(tmp_path, colours, config)
+    assert status["state"] == DONE
+    names = sorted(p.name for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy"))
+    assert sum(name.startswith("view1-") for name in names) == 2  # data + done mask
+    assert sum(name.startswith("view2-") for name in names) == 2
+    assert "view0.npy" in names
+
+
+def test_a_run_asked_to_stop_before_it_starts_ends_stopped(tmp_path, colours):
+    store = RunStore(tmp_path / "models")
+    submission = jobs.submit(store, colours, BASE)
+    store.request_stop(submission.run_id)
+    status = jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    assert status["state"] == STOPPED and not store.get(submission.run_id).has_model
+
+
+def test_a_failing_run_records_its_error(tmp_path, colours):
+    store = RunStore(tmp_path / "models")
+    bad = BASE.replace(weights=str(tmp_path / "missing.weights.h5"))
+    submission = jobs.submit(store, colours, bad)
+    with pytest.raises(Exception, match="no such file"):
+        jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    run = store.get(submission.run_id)
+    assert run.state == FAILED and "no such file" in run.status["error"]
+
+
+def test_single_class_dataset_fails_with_a_clear_error(tmp_path):
+    only = make_image_dataset(tmp_path / "one", {"daisy": 6})
+    store = RunStore(tmp_path / "models")
+    submission = jobs.submit(store, only, BASE)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    assert "at least 2 classes" in store.get(submission.run_id).status["error"]
+
+
+@pytest.mark.parametrize(
+    "labels, mode, expected",
+    [
+        ([0, 0, 1, 1], "auto", None),  # balanced: no weights
+        ([0, 0, 0, 0, 1], "auto", [0.625, 2.5]),
+        ([0, 0, 0, 0, 1], "none", None),
+        ([0, 0, 1, 1], "balanced", [1.0, 1.0]),
+        ([0, 0, 0, 2], "balanced", [4 / 6, 0.0, 2.0]),  # an absent class gets weight 0
+    ],
+)
+def test_class_weights(labels, mode, expected):
+    weights = _class_weights(np.array(labels), max(labels) + 1, mode)
+    if expected is None:
+        assert weights is None
+    else:
+        np.testing.assert_allclose(weights, expected)
+
+
+def test_run_logger_honours_the_stop_flag(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {}})
+    logger = RunLogger(store, "r", phase=1, progress=_Progress(), epochs_total=3)
+    logger.set_model(SimpleNamespace(stop_training=False))
+    logger.set_params({"steps": 10})
+    logger.on_epoch_begin(0)
+    logger.on_train_batch_end(0, {"loss": 1.0})
+    assert not logger.model.stop_training
+    store.request_stop("r")
+    logger.on_train_batch_end(1, {"loss": 0.9})
+    assert logger.model.stop_training
+    assert store.read_metrics("r")[0]["kind"] == "batch"
+
+
+def test_best_weights_keep_the_lowest_validation_loss():
+    values = {"w": [np.zeros(1)]}
+    model = SimpleNamespace(
+        get_weights=lambda: [v.copy() for v in values["w"]], set_weights=lambda w: values.update(w=w)
+    )
+    best = BestWeights(model)
+    for epoch, (weight, loss) in enumerate([(1, 0.9), (2, 0.5), (3, 0.7), (4, math.nan)]):
+        values["w"] = [np.full(1, weight)]
+        best.on_epoch_end(epoch, {"val_loss": loss})
+    assert best.restore() == 2 and values["w"][0][0] == 2
