@@ -163,6 +163,18 @@ class Evaluation:
         table = self.per_class()
         return table.sort_values(["recall", "class"]).loc[:, "class"].tolist()
 
+    def error_counts(self) -> pd.Series:
+        """Mistakes each class is involved in (as the true class or as the wrong prediction)."""
+        matrix = self.confusion_matrix()
+        np.fill_diagonal(matrix, 0)
+        return pd.Series(matrix.sum(axis=1) + matrix.sum(axis=0), index=self.classes)
+
+    def classes_with_most_errors(self, n: int) -> list[str]:
+        """The `n` classes involved in the most mistakes, most first (ties by name)."""
+        counts = self.error_counts()
+        frame = pd.DataFrame({"class": counts.index, "errors": counts.values})
+        return frame.sort_values(["errors", "class"], ascending=[False, True]).head(n)["class"].tolist()
+
     def summary(self) -> dict[str, Any]:
         """Plain-JSON metrics: what `python -m core evaluate --json` prints."""
         per_class = self.per_class().set_index("class")

@@ -58,6 +58,7 @@ class Predictor:
     def __init__(self, run: Run):
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
+        from core.device import describe
         from core.model import load_classifier  # imports Keras: only when a model is really needed
 
         self.run = run
@@ -68,6 +69,7 @@ class Predictor:
         started = time.perf_counter()
         self.model = load_classifier(run.path(MODEL_FILE))
         self.load_seconds = time.perf_counter() - started
+        self.device_label = describe().label
         # The first call compiles the predict function; do it now so the first photo is not slow.
         self._forward(np.zeros((1, self.image_size, self.image_size, 3), dtype=np.float32))
 

@@ -22,12 +22,11 @@ from core.config import (
     WEIGHTS_NONE,
     AugmentConfig,
 )
+from core.paths import IMAGENET_WEIGHTS_FILE, keras_home
 
 BACKBONE_NAME = "resnet50"
 HEAD_NAME = "head"
 FEATURE_DIM = 2048
-# Keras's own published file for ResNet-50 without its top (the ImageNet classifier).
-IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_WEIGHTS_FILE
 IMAGENET_WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 WEIGHTS_URL_ENV = "FLORA_IMAGENET_WEIGHTS_URL"  # a mirror, for machines that cannot reach Google
@@ -187,14 +186,14 @@ def imagenet_weights_path(origin: str | None = None, file_hash: str | None = Non
     """
     origin = origin or os.environ.get(WEIGHTS_URL_ENV) or IMAGENET_WEIGHTS_URL
     file_hash = file_hash or IMAGENET_WEIGHTS_MD5  # a mirror must serve the very same file
-    cached = Path(keras_home()) / "models" / IMAGENET_WEIGHTS_FILE
+    cached = keras_home() / "models" / IMAGENET_WEIGHTS_FILE
     # get_file silently falls back to /tmp/.keras when the folder does not exist yet
     with contextlib.suppress(OSError):
         cached.parent.mkdir(parents=True, exist_ok=True)
     try:
         return Path(
             keras.utils.get_file(
-                IMAGENET_WEIGHTS_FILE, origin, cache_subdir="models", file_hash=file_hash, cache_dir=keras_home()
+                IMAGENET_WEIGHTS_FILE, origin, cache_subdir="models", file_hash=file_hash, cache_dir=str(keras_home())
             )
         )
     except Exception as e:  # URLError, HTTPError, a hash mismatch, a full disk: all mean "not available"
@@ -204,10 +203,6 @@ def imagenet_weights_path(origin: str | None = None, file_hash: str | None = Non
             f"once, copy {IMAGENET_WEIGHTS_FILE} into {cached.parent}, set {WEIGHTS_URL_ENV} to a "
             f"mirror, or train with weights 'none' (random start) or a weights file."
         ) from e
-
-
-def keras_home() -> str:
-    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

@@ -33,3 +33,21 @@ def _resolve(explicit, env_name: str, default: Path) -> Path:
     if from_env:
         return Path(from_env).expanduser().resolve()
     return default
+
+
+# Keras's own published file for ResNet-50 without its top, cached where Keras caches it.
+IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def keras_home() -> Path:
+    """Where Keras keeps downloads: $KERAS_HOME, else ~/.keras."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def imagenet_weights_file() -> Path:
+    return keras_home() / "models" / IMAGENET_WEIGHTS_FILE
+
+
+def imagenet_weights_cached() -> bool:
+    """True when the ImageNet weights are already on this machine (no download needed)."""
+    return imagenet_weights_file().is_file()

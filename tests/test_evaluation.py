@@ -77,6 +77,12 @@ def test_classes_by_error_and_top_k(evaluation):
     assert evaluation.top_k_accuracy(2) == 1.0  # every mistake has the true class second
 
 
+def test_error_counts_and_classes_with_most_errors(evaluation):
+    # off-diagonal: daisy->rose, rose->tulip, tulip->rose: rose is in all three
+    assert evaluation.error_counts().to_dict() == {"daisy": 1, "rose": 3, "tulip": 2}
+    assert evaluation.classes_with_most_errors(2) == ["rose", "tulip"]
+
+
 def test_save_load_round_trip(evaluation, tmp_path):
     evaluation.cache_positions = np.arange(8) + 100
     evaluation.save(tmp_path)
