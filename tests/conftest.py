@@ -26,15 +26,17 @@ def make_image_dataset(
     size: tuple[int, int] = (48, 40),
     seed: int = 0,
     suffix: str = ".png",
+    colors: list[tuple[int, int, int]] | None = None,
 ) -> Path:
     """Write `counts[class]` small images per class folder: a class colour, a shape and noise."""
     rng = np.random.default_rng(seed)
+    colors = colors or COLORS
     root.mkdir(parents=True, exist_ok=True)
     for k, (name, count) in enumerate(counts.items()):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            write_class_image(folder / f"img_{i:03d}{suffix}", COLORS[k % len(COLORS)], size, rng)
+            write_class_image(folder / f"img_{i:03d}{suffix}", colors[k % len(colors)], size, rng)
     return root
 
 

@@ -1,0 +1,154 @@
+"""Augmentation: every AugmentConfig transform as a control, and a photo beside its augmented versions.
+
+The versions are made by exactly the Keras layers training puts inside the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.augment import EXPLANATIONS, preview
+from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
+from core.imaging import ImageError, load_for_model
+from core.presets import all_presets, save_preset
+from pages import common
+
+FIELDS = {  # field -> (label, min, max, step, unit)
+    "rotation": ("Rotation", 0.0, 90.0, 5.0, "degrees"),
+    "width_shift": ("Width shift", 0.0, 0.5, 0.05, "fraction of width"),
+    "height_shift": ("Height shift", 0.0, 0.5, 0.05, "fraction of height"),
+    "shear": ("Shear", 0.0, 45.0, 5.0, "degrees"),
+    "zoom": ("Zoom", 0.0, 0.5, 0.05, "fraction"),
+    "brightness": ("Brightness", 0.0, 0.5, 0.05, "fraction of 0-255"),
+    "contrast": ("Contrast", 0.0, 0.9, 0.05, "fraction"),
+}
+FLAGS = {"horizontal_flip": "Horizontal flip", "vertical_flip": "Vertical flip"}
+
+st.title("Augmentation")
+st.caption(
+    "Augmentation shows the model a slightly different photo every epoch, so it learns the flower, not the "
+    "exact pixels. It runs inside the model during training only: evaluation and prediction see the photo as it is."
+)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def augmented(path: str, size: int, config: AugmentConfig, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    original = load_for_model(path, size, cache_size_for(size))
+    return original, preview(original, config, n=n, seed=seed)
+
+
+def apply_preset() -> None:
+    """Copy the chosen preset into the controls (a callback, before the controls are drawn)."""
+    preset = all_presets(common.data_root()).get(st.session_state["augment_preset"], AugmentConfig())
+    for name, value in dataclasses.asdict(preset).items():
+        st.session_state[f"augment_{name}"] = value
+
+
+def current_config() -> AugmentConfig:
+    values = {name: st.session_state.get(f"augment_{name}", 0.0) for name in FIELDS}
+    values.update({name: bool(st.session_state.get(f"augment_{name}", False)) for name in FLAGS})
+    return AugmentConfig(**values)
+
+
+datasets = common.datasets()
+choices = {d["path"]: d["name"] for d in datasets}
+current = common.current_dataset()
+if current and current not in choices:
+    choices = {current: Path(current).name, **choices}
+if not choices:
+    st.info("No dataset yet. Add one on the Dataset page; its photos appear here.", icon=":material/photo_library:")
+    st.page_link("pages/dataset.py", label="Go to Dataset", icon=":material/arrow_forward:")
+    st.stop()
+
+controls_col, preview_col = st.columns([4, 8], gap="large")
+with controls_col:
+    paths = list(choices)
+    dataset = st.selectbox(
+        "Dataset",
+        paths,
+        index=paths.index(current) if current in paths else 0,
+        format_func=choices.get,
+        key="augment_dataset",
+    )
+    common.set_current_dataset(dataset)
+    index = common.try_scan(dataset)
+    if index is None:
+        st.stop()
+    cls = st.selectbox("Class", index.classes, key="augment_class")
+    members = [e.path for e in index.entries if index.classes[e.label] == cls]
+    if st.button("Another photo", icon=":material/shuffle:", key="augment_shuffle"):
+        st.session_state["augment_image"] = random.choice(members)
+    if st.session_state.get("augment_image") not in members:
+        st.session_state["augment_image"] = members[0]
+    image_path = st.selectbox("Photo", members, key="augment_image", format_func=lambda p: Path(p).name)
+
+    presets = all_presets(common.data_root())
+    if "augment_preset" not in st.session_state:
+        st.session_state["augment_preset"] = "standard"
+        apply_preset()
+    st.selectbox(
+        "Start from a preset",
+        list(presets),
+        key="augment_preset",
+        on_change=apply_preset,
+        help="Fills the controls below; then change any of them.",
+    )
+    for name, (label, low, high, step, unit) in FIELDS.items():
+        st.slider(f"{label} ({unit})", low, high, step=step, key=f"augment_{name}", help=EXPLANATIONS[name])
+    flag_cols = st.columns(2)
+    for col, (name, label) in zip(flag_cols, FLAGS.items(), strict=True):
+        col.toggle(label, key=f"augment_{name}", help=EXPLANATIONS[name])
+
+with preview_col:
+    settings = st.columns([2, 2, 2])
+    size = settings[0].select_slider("Image size", [64, 96, 128, 160, 224], value=224, key="augment_size")
+    count = settings[1].slider("Versions", 4, 16, 8, 4, key="augment_count")
+    seed = settings[2].number_input(
+        "Seed", 0, 10_000, 0, key="augment_seed", help="The same seed gives the same versions; change it for new ones."
+    )
+    try:
+        config = current_config()
+    except ConfigError as e:
+        st.error(str(e))
+        st.stop()
+    try:
+        original, versions = augmented(str(index.absolute(image_path)), size, config, count, int(seed))
+    except ImageError as e:
+        st.error(f"{image_path} cannot be read: {e}", icon=":material/broken_image:")
+        st.stop()
+    on = [FIELDS.get(n, (FLAGS.get(n),))[0] for n, v in dataclasses.asdict(config).items() if v]
+    st.markdown(f"**Original** and {count} augmented versions · " + (", ".join(on) if on else "no transform on"))
+    grid = st.grid(5, min_column_width=120)
+    with grid:
+        st.image(original, caption="original", width="stretch")
+    for i, version in enumerate(versions, start=1):
+        with grid:
+            st.image(version, caption=f"version {i}", width="stretch")
+    with st.container(border=True):
+        name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+        name = name_col.text_input(
+            "Save these settings as a preset", placeholder="e.g. gentle flips", key="augment_save_name"
+        )
+        if button_col.button("Save preset", icon=":material/save:", key="augment_save"):
+            try:
+                saved = save_preset(common.data_root(), name, config)
+                st.success(f"Saved preset **{saved}**: choose it under Augmentation on the Train page.")
+            except ConfigError as e:
+                st.error(str(e))
+
+with st.expander("What each transform does", icon=":material/school:"):
+    for name, text in EXPLANATIONS.items():
+        label = FIELDS.get(name, (FLAGS.get(name),))[0]
+        st.markdown(f"**{label}**: {text}")
+    st.markdown(
+        "Presets: "
+        + "; ".join(
+            f"**{n}** = " + (", ".join(k for k, v in dataclasses.asdict(p).items() if v) or "nothing")
+            for n, p in AUGMENT_PRESETS.items()
+        )
+    )

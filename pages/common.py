@@ -1,0 +1,162 @@
+"""Helpers shared by the pages: workspace paths, cached loaders, small widgets. Never imports Keras.
+
+Page keys are prefixed with the page's name; the few values shared between pages use "flora_".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core import paths
+from core.datasets import DatasetError, DatasetIndex, list_datasets, scan_dataset
+from core.imaging import ImageError
+from core.runs import Run, RunStore
+from core.thumbnails import placeholder, thumbnail
+
+CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
+STATE_BADGES = {
+    "queued": ("queued", "gray", ":material/hourglass_empty:"),
+    "running": ("running", "blue", ":material/directions_run:"),
+    "done": ("done", "green", ":material/check_circle:"),
+    "failed": ("failed", "red", ":material/error:"),
+    "stopped": ("stopped", "orange", ":material/stop_circle:"),
+}
+
+
+def data_root() -> Path:
+    return paths.data_dir()
+
+
+def models_root() -> Path:
+    return paths.models_dir()
+
+
+def store() -> RunStore:
+    return RunStore(models_root())
+
+
+def runs() -> list[Run]:
+    """All runs, newest first, with dead processes marked failed."""
+    run_store = store()
+    return [run_store.refresh(run) for run in run_store.list()]
+
+
+def finished_runs() -> list[Run]:
+    """Runs with a saved model and a test evaluation (done, or stopped after an epoch)."""
+    return [run for run in runs() if run.has_model and run.has_evaluation]
+
+
+def run_label(run: Run) -> str:
+    """A select-box label made of facts that do not change while the run trains (the state is shown
+    beside it): Streamlit keeps showing an option's old text when only its text changes."""
+    import datetime
+
+    config = run.train_config
+    weights = config.weights if not config.weights.startswith("/") else Path(config.weights).name
+    created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
+    return f"{run.run_id} · {run.dataset_name} · {config.image_size}px · {weights} · {created}"
+
+
+def state_badge(state: str) -> None:
+    label, color, icon = STATE_BADGES.get(state, (state, "gray", None))
+    st.badge(label, color=color, icon=icon)
+
+
+def _folder_stamp(path: Path) -> float:
+    """Changes when class folders gain or lose files (cheap: folder mtimes only)."""
+    try:
+        stamps = [path.stat().st_mtime]
+        stamps += [child.stat().st_mtime for child in path.iterdir() if child.is_dir()]
+        return max(stamps)
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _scan_cached(path: str, stamp: float) -> DatasetIndex:
+    return scan_dataset(path)
+
+
+def scan(path: str | os.PathLike) -> DatasetIndex:
+    """Scan a dataset folder (cached until its folders change). Raises DatasetError."""
+    path = Path(path).expanduser()
+    return _scan_cached(str(path.resolve()), _folder_stamp(path))
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def _datasets_cached(root: str) -> list[dict]:
+    found = []
+    for index in list_datasets(root):
+        found.append(
+            {
+                "name": index.name,
+                "path": str(index.root),
+                "classes": len(index.classes),
+                "images": len(index.entries),
+                "split": {
+                    "classes": "random, seeded",
+                    "presplit": "train/val/test folders",
+                    "manifest": "the dataset's own",
+                }[index.layout],
+                "synthetic": bool(index.meta.get("synthetic")),
+            }
+        )
+    return found
+
+
+def datasets() -> list[dict]:
+    """Datasets under the data folder: name, path, classes, images, split, synthetic."""
+    return _datasets_cached(str(data_root()))
+
+
+def current_dataset() -> str | None:
+    """The dataset picked last (on any page), else the first one under data/."""
+    chosen = st.session_state.get(CURRENT_DATASET)
+    if chosen and Path(chosen).is_dir():
+        return chosen
+    found = datasets()
+    return found[0]["path"] if found else None
+
+
+def set_current_dataset(path: str | os.PathLike) -> None:
+    st.session_state[CURRENT_DATASET] = str(Path(path).expanduser().resolve())
+
+
+def try_scan(path: str | None) -> DatasetIndex | None:
+    """Scan, or show why not and return None."""
+    if not path:
+        return None
+    try:
+        return scan(path)
+    except DatasetError as e:
+        st.error(str(e), icon=":material/folder_off:")
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _thumbnail_cached(path: str, size: int, mtime: float) -> np.ndarray:
+    return thumbnail(path, size)
+
+
+def thumb(path: str | os.PathLike, size: int = 160) -> tuple[np.ndarray, str | None]:
+    """(image, error) for a gallery: a placeholder and the reason when the file cannot be read."""
+    try:
+        mtime = os.stat(path).st_mtime
+        return _thumbnail_cached(str(path), size, mtime), None
+    except (ImageError, OSError) as e:
+        return placeholder(size), str(e) if isinstance(e, ImageError) else "file not found"
+
+
+def gallery(items: list[tuple[str | os.PathLike, str]], size: int = 160, columns: int | str = "auto") -> None:
+    """Thumbnails with captions in a responsive grid."""
+    if not items:
+        return
+    grid = st.grid(columns, min_column_width=size + 16)
+    for path, caption in items:
+        image, error = thumb(path, size)
+        with grid:
+            st.image(image, caption=f"{caption} — {error}" if error else caption, width=size)

@@ -1,0 +1,112 @@
+"""Home: what Flora is, what is on disk, the device, and where to start."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.device import quick_describe
+from pages import common
+
+st.title(":material/local_florist: Flora")
+st.markdown(
+    "Transfer learning on your photos, every step in view: browse a dataset and its augmentations, "
+    "train a ResNet-50 classifier in the background with live curves, then find out which images "
+    "were confused with which, and classify a photo of your own."
+)
+
+datasets = common.datasets()
+runs = common.runs()
+finished = [run for run in runs if run.has_model]
+device = quick_describe()
+
+left, middle, right, last = st.columns(4)
+left.metric("Datasets", len(datasets))
+middle.metric("Training runs", len(runs))
+right.metric("Finished models", len(finished))
+last.metric("Device", device.kind.upper(), help=device.label, border=False)
+st.caption(f"Training runs on **{device.label}**.")
+
+st.subheader("Start here")
+steps = [
+    (
+        "pages/dataset.py",
+        "1 · Pick or add a dataset",
+        "A folder of class folders, a zip, tf_flowers, Oxford 102 or the demo set; check its health.",
+        bool(datasets),
+    ),
+    (
+        "pages/augmentation.py",
+        "2 · Preview augmentation",
+        "See what rotation, zoom, flips and colour do to a photo.",
+        None,
+    ),
+    (
+        "pages/train.py",
+        "3 · Train",
+        "Launch a run in the background; watch loss and accuracy live.",
+        bool(runs),
+    ),
+    (
+        "pages/evaluate.py",
+        "4 · Evaluate",
+        "Per-class metrics; a confusion matrix that opens the mistakes.",
+        bool(finished),
+    ),
+    (
+        "pages/predict.py",
+        "5 · Predict",
+        "Upload or take a photo: what flower is it?",
+        None,
+    ),
+]
+step_cols = st.columns(len(steps))
+for col, (target, title, text, done) in zip(step_cols, steps, strict=True):
+    with col, st.container(border=True, height="stretch"):
+        st.markdown(f"**{title}**" + (" :material/check_circle:" if done else ""))
+        st.caption(text)
+        st.page_link(target, label="Open", icon=":material/arrow_forward:")
+
+st.subheader("Datasets on disk")
+if datasets:
+    table = pd.DataFrame(datasets)[["name", "classes", "images", "split", "synthetic", "path"]]
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "synthetic": st.column_config.CheckboxColumn("synthetic", help="made by `data get demo`, not real photos"),
+            "path": st.column_config.TextColumn("folder"),
+        },
+        key="home_datasets",
+    )
+else:
+    st.info(
+        f"No dataset under `{common.data_root()}` yet. To get one:\n\n"
+        "- open **Dataset** and choose *Get tf_flowers* (218 MB download), *Oxford 102*, or upload a zip "
+        "of class folders;\n"
+        "- or point it at any folder of class folders on this machine (e.g. `../shared/data/flowers5-128`);\n"
+        "- or, with no internet, create the small synthetic demo set: `python -m core data get demo`.",
+        icon=":material/info:",
+    )
+
+st.subheader("Recent runs")
+if runs:
+    rows = [
+        {
+            "run": run.run_id,
+            "state": run.state,
+            "dataset": run.dataset_name,
+            "size": run.train_config.image_size,
+            "weights": run.train_config.weights,
+            "accuracy": run.status.get("accuracy"),
+        }
+        for run in runs[:10]
+    ]
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={"accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f")},
+        key="home_runs",
+    )
+else:
+    st.caption("No training runs yet: they appear here once you launch one on the Train page.")

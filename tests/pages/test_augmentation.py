@@ -1,0 +1,40 @@
+"""Augmentation page: controls for every transform, an original beside its versions, saving a preset."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from core.config import AUGMENT_PRESETS, AugmentConfig
+from core.presets import saved_presets
+from tests.pages.conftest import texts
+
+
+def test_preview_shows_the_original_and_its_versions(app):
+    at = app("augmentation")
+    assert len(at.get("image")) >= 1
+    captions = [caption for image in at.get("image") for caption in image.captions]
+    assert captions[0] == "original" and captions[1:] == [f"version {i}" for i in range(1, 9)]
+    for field in dataclasses.fields(AugmentConfig):
+        assert f"augment_{field.name}" in at.session_state  # a control for every field
+
+
+def test_a_preset_fills_the_controls_and_a_slider_changes_them(app):
+    at = app("augmentation")
+    at.selectbox(key="augment_preset").set_value("strong").run()
+    assert at.slider(key="augment_rotation").value == AUGMENT_PRESETS["strong"].rotation
+    assert at.toggle(key="augment_vertical_flip").value is True
+    at.slider(key="augment_rotation").set_value(15.0).run()
+    assert not at.exception and "Rotation" in texts(at)
+
+
+def test_save_a_preset_for_the_train_page(app, workspace):
+    at = app("augmentation")
+    at.selectbox(key="augment_preset").set_value("light").run()
+    at.text_input(key="augment_save_name").set_value("gentle flips")
+    at.button(key="augment_save").click().run()
+    assert "Saved preset **gentle flips**" in texts(at)
+    assert saved_presets(workspace["data"])["gentle flips"] == AUGMENT_PRESETS["light"]
+    train = app("train")
+    train.session_state["train_tab"] = "New run"
+    train.run()
+    assert "gentle flips" in train.selectbox(key="train_augment").options

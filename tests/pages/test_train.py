@@ -1,0 +1,90 @@
+"""Train page: the run list and monitor, Launch in the background, cached and failed runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.pages.conftest import table_with, texts
+
+
+def test_runs_tab_shows_the_finished_run_with_its_curves(app, workspace):
+    at = app("train")
+    table = table_with(at, "run", "state", "setup")
+    assert table["run"].tolist() == [workspace["run_id"]] and table["state"].tolist() == ["done"]
+    assert at.selectbox(key="train_run").value == workspace["run_id"]
+    shown = texts(at)
+    assert "Test accuracy" in shown and "Best epoch" in shown
+    charts = [el for el in at.get("plotly_chart")]
+    assert len(charts) == 2  # loss and accuracy
+    assert "epoch" in charts[0].proto.spec
+
+
+def _new_run_tab(app, models_dir=None):
+    at = app("train", models_dir=models_dir)
+    at.session_state["train_tab"] = "New run"
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_new_run_form_explains_the_plan_and_validates(app):
+    at = _new_run_tab(app)
+    assert at.selectbox(key="train_dataset").value.endswith("colours")
+    shown = texts(at)
+    assert "Phase 1" in shown and "cached backbone features" in shown
+    at.number_input(key="train_fine_tune_epochs").set_value(2).run()
+    assert "Phase 2" in texts(at) and "top 1 ResNet stage" in texts(at)
+    at.text_input(key="train_head").set_value("256,abc").run()
+    assert at.button(key="train_launch").disabled
+
+
+def _fill_tiny(at, epochs: int):
+    at.radio(key="train_weights_kind").set_value("none")
+    at.select_slider(key="train_image_size").set_value(32)
+    at.select_slider(key="train_batch_size").set_value(16)
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.text_input(key="train_head").set_value("8")
+    return at.run()
+
+
+@pytest.mark.slow
+def test_launch_trains_in_the_background_then_the_same_settings_are_cached(app, workspace, tmp_path):
+    from core.runs import RunStore
+
+    store = RunStore(tmp_path / "models")
+    at = _fill_tiny(_new_run_tab(app, store.root), epochs=2)
+    assert "No module" not in texts(at)
+    at.button(key="train_launch").click().run()
+    assert "Launched run" in texts(at)
+    run_id = at.session_state["train_run"]
+    assert at.session_state["train_tab"] == "Runs" and run_id != workspace["run_id"]
+    deadline = time.time() + 240
+    while store.get(run_id).state not in ("done", "failed") and time.time() < deadline:
+        time.sleep(1)
+    run = store.get(run_id)
+    assert run.state == "done", store.log_tail(run_id)
+    watched = app("train", models_dir=store.root)
+    assert "Test accuracy" in texts(watched) and watched.selectbox(key="train_run").value == run_id
+
+    again = _fill_tiny(_new_run_tab(app, store.root), epochs=2)
+    again.button(key="train_launch").click().run()
+    assert f"Cached: run **{run_id}** already finished" in texts(again)
+    assert again.session_state["train_run"] == run_id
+
+
+def test_a_failed_run_shows_its_error_and_log(app, workspace):
+    store = workspace["store"]
+    record = {**store.get(workspace["run_id"]).config}
+    store.create("failedrun001", record)
+    (store.run_dir("failedrun001") / "train.log").write_text("decoding images\nValueError: out of cheese\n")
+    store.set_status("failedrun001", state="failed", error="ValueError: out of cheese")
+    try:
+        at = app("train")
+        at.selectbox(key="train_run").set_value("failedrun001").run()
+        shown = texts(at)
+        assert "This run failed: ValueError: out of cheese" in shown
+        assert any("out of cheese" in code.value for code in at.code)
+    finally:
+        store.delete("failedrun001")
