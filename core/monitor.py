@@ -100,7 +100,8 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     if stage_progress and stage_progress[1]:
         stage_fraction = min(1.0, stage_progress[0] / stage_progress[1])
     started = status.get("started_at")
-    elapsed = (float(status.get("finished_at") or now) - float(started)) if started else None
+    finished = status.get("finished_at")
+    elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
     return Progress(
         state=run.state,
         stage=status.get("stage"),
@@ -132,6 +133,6 @@ def format_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds} s"
     minutes = round(seconds / 60)
-    if minutes < 90:
+    if minutes < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60} min"

@@ -1,0 +1,89 @@
+"""Curves, progress and ETA of a run, from its status and metrics files."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.monitor import batch_curve, epoch_curves, format_duration, phase_boundary, progress
+from core.runs import RunStore
+
+METRICS = [
+    {"kind": "batch", "phase": 1, "epoch": 1, "batch": 5, "steps": 10, "loss": 2.0, "accuracy": 0.2},
+    {
+        "kind": "epoch",
+        "phase": 1,
+        "epoch": 1,
+        "loss": 1.5,
+        "val_loss": 1.6,
+        "accuracy": 0.4,
+        "val_accuracy": 0.35,
+        "lr": 1e-3,
+        "duration": 10.0,
+        "time": 100.0,
+    },
+    {
+        "kind": "epoch",
+        "phase": 1,
+        "epoch": 2,
+        "loss": 1.0,
+        "val_loss": 1.2,
+        "accuracy": 0.6,
+        "val_accuracy": 0.5,
+        "lr": 1e-3,
+        "duration": 12.0,
+        "time": 112.0,
+    },
+    {"kind": "batch", "phase": 2, "epoch": 3, "batch": 4, "steps": 10, "loss": 0.9, "accuracy": 0.7},
+    {
+        "kind": "epoch",
+        "phase": 2,
+        "epoch": 3,
+        "loss": 0.8,
+        "val_loss": 1.1,
+        "accuracy": 0.7,
+        "val_accuracy": 0.6,
+        "lr": 1e-5,
+        "duration": 30.0,
+        "time": 150.0,
+    },
+]
+
+
+def test_epoch_and_batch_curves():
+    frame = epoch_curves(METRICS)
+    assert frame["epoch"].tolist() == [1, 2, 3] and frame["phase"].tolist() == [1, 1, 2]
+    assert frame["val_accuracy"].tolist() == [0.35, 0.5, 0.6]
+    batches = batch_curve(METRICS)
+    assert batches["x"].tolist() == [0.5, 2.4]
+    assert phase_boundary(METRICS) == 2.0
+    assert phase_boundary(METRICS[:3]) is None
+    assert epoch_curves([]).empty and batch_curve([]).empty
+
+
+def test_progress_and_eta_of_a_running_run(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 2, "fine_tune_epochs": 3, "unfreeze_stages": 1}})
+    store.set_status(
+        "r", state="running", epochs_total=5, epoch=4, batch=5, steps=10, started_at=90.0, stage="fine-tuning"
+    )
+    state = progress(store.get("r"), METRICS, now=160.0)
+    assert state.epochs_done == 3 and state.epochs_total == 5
+    assert state.fraction == pytest.approx((3 + 0.5) / 5)
+    assert state.eta_seconds == pytest.approx(1.5 * 30.0)  # the current phase's epoch time
+    assert state.elapsed_seconds == pytest.approx(70.0)
+    assert state.text == "fine-tuning · epoch 3/5 · about 45 s left"
+
+
+def test_progress_of_a_finished_run_and_stage_progress(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 2}})
+    store.set_status("r", state="done", epochs_total=2, started_at=0.0, finished_at=30.0)
+    state = progress(store.get("r"), METRICS[:3])
+    assert state.fraction == 1.0 and state.eta_seconds is None and state.elapsed_seconds == 30.0
+    store.set_status("r", state="running", stage="decoding images", stage_progress=[25, 100])
+    assert progress(store.get("r"), []).stage_fraction == 0.25
+
+
+@pytest.mark.parametrize("seconds, text", [(5, "5 s"), (89, "89 s"), (300, "5 min"), (3900, "1 h 5 min")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
