@@ -36,7 +36,7 @@ st.caption(
 )
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner="Running the augmentation layers…", max_entries=64)
 def augmented(path: str, size: int, config: AugmentConfig, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     original = load_for_model(path, size, cache_size_for(size))
     return original, preview(original, config, n=n, seed=seed)

@@ -13,7 +13,7 @@ from core import jobs
 from core.config import ConfigError, TrainConfig
 from core.monitor import batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.paths import imagenet_weights_cached, imagenet_weights_file
-from core.presets import all_presets
+from core.presets import all_presets, preset_name_for, save_preset
 from core.runs import ACTIVE_STATES, RunNotFound
 from pages import common
 
@@ -253,7 +253,52 @@ def launch() -> None:
     st.session_state["train_notice"] = (kind, submission.run_id)
 
 
+def prefill_from(run_id: str) -> None:
+    """Button callback: copy a run's settings into the New run form and open it."""
+    run = common.store().get(run_id)
+    config = run.train_config
+    state = st.session_state
+    if config.weights in ("imagenet", "none"):
+        state["train_weights_kind"] = config.weights
+    elif config.weights.startswith("run:"):
+        state["train_weights_kind"], state["train_weights_run"] = "run", config.weights[4:]
+    else:
+        state["train_weights_kind"], state["train_weights_file"] = "file", config.weights
+    state["train_dataset"] = run.dataset_path
+    common.set_current_dataset(run.dataset_path)
+    state["train_image_size"] = config.image_size if config.image_size in IMAGE_SIZES else DEFAULTS.image_size
+    state["train_batch_size"] = config.batch_size if config.batch_size in BATCH_SIZES else DEFAULTS.batch_size
+    state["train_epochs"], state["train_fine_tune_epochs"] = config.epochs, config.fine_tune_epochs
+    state["train_unfreeze_stages"] = max(1, config.unfreeze_stages)
+    state["train_lr"] = config.learning_rate if config.learning_rate in LEARNING_RATES else DEFAULTS.learning_rate
+    if config.fine_tune_learning_rate in FINE_TUNE_RATES:
+        state["train_fine_tune_lr"] = config.fine_tune_learning_rate
+    state["train_head"] = ",".join(map(str, config.head))
+    state["train_dropout"], state["train_label_smoothing"] = config.dropout, config.label_smoothing
+    state["train_patience"], state["train_class_weights"] = config.early_stopping_patience, config.class_weighting
+    state["train_feature_cache"], state["train_views"] = config.feature_cache, config.augmented_views
+    state["train_val_fraction"], state["train_test_fraction"] = config.val_fraction, config.test_fraction
+    state["train_seed"] = config.seed
+    preset = preset_name_for(config.augment, common.data_root())
+    if preset is None:  # a custom augmentation: keep it as a preset so the form can show it
+        preset = save_preset(common.data_root(), f"from run {run_id}", config.augment)
+    state["train_augment"] = preset
+    state["train_tab"] = "New run"
+
+
+def delete_run(run_id: str) -> None:
+    """Button callback: remove a finished, failed or stopped run from the store."""
+    try:
+        common.store().delete(run_id)
+    except (ValueError, OSError) as e:
+        st.session_state["train_error_runs"] = str(e)
+        return
+    st.session_state.pop("train_run", None)
+
+
 def show_notice() -> None:
+    if "train_error_runs" in st.session_state:
+        st.error(st.session_state.pop("train_error_runs"), icon=":material/error:")
     notice = st.session_state.pop("train_notice", None)
     if not notice:
         return
@@ -381,7 +426,19 @@ def monitor(run_id: str) -> None:
     with st.expander("Log", icon=":material/terminal:", expanded=run.state == "failed"):
         st.code(store.log_tail(run_id, 40) or "(empty)", language=None)
     with st.expander("Settings of this run", icon=":material/settings:"):
+        st.button(
+            "New run from these settings",
+            icon=":material/content_copy:",
+            key=f"train_prefill_{run_id}",
+            on_click=prefill_from,
+            args=(run_id,),
+            help="Opens the New run form filled with this run's settings, to change one thing and compare.",
+        )
         st.json(run.config.get("config", {}), expanded=False)
+        if run.state not in ACTIVE_STATES:
+            with st.popover("Delete this run", icon=":material/delete:"):
+                st.caption("Removes its model, metrics and log from the run store. This cannot be undone.")
+                st.button("Delete", type="primary", key=f"train_delete_{run_id}", on_click=delete_run, args=(run_id,))
         split = run.status.get("split")
         if split:
             st.caption(

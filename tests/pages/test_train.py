@@ -88,3 +88,28 @@ def test_a_failed_run_shows_its_error_and_log(app, workspace):
         assert any("out of cheese" in code.value for code in at.code)
     finally:
         store.delete("failedrun001")
+
+
+def test_new_run_from_a_runs_settings_prefills_the_form(app, workspace):
+    at = app("train")
+    at.button(key=f"train_prefill_{workspace['run_id']}").click().run()
+    assert at.session_state["train_tab"] == "New run"
+    config = workspace["config"]
+    assert at.radio(key="train_weights_kind").value == "none"
+    assert at.select_slider(key="train_image_size").value == config.image_size
+    assert at.number_input(key="train_epochs").value == config.epochs
+    assert at.text_input(key="train_head").value == "32"
+    assert "Phase 1**: 4 epochs" in "\n".join(m.value for m in at.markdown)
+
+
+def test_delete_a_finished_run(app, workspace, tmp_path):
+    import shutil
+
+    from core.runs import RunStore
+
+    copy = tmp_path / "models"
+    shutil.copytree(workspace["models"], copy)
+    at = app("train", models_dir=copy)
+    at.button(key=f"train_delete_{workspace['run_id']}").click().run()
+    assert not RunStore(copy).exists(workspace["run_id"])
+    assert "No runs yet" in texts(at)
