@@ -1,0 +1,33 @@
+"""Datasets in, safely: fetch tf_flowers and Oxford 102, import Oxford 102 and zip uploads, draw a demo set.
+
+Every importer writes into a hidden staging folder under `data/` and renames it into place at
+the end, so a failed import leaves nothing half-written, and nothing is ever written outside
+`data_root`. Progress callbacks receive (stage, done, total); none of this imports Streamlit.
+
+    import_zip(archive, name, data_root)      class folders in a zip, hostile archives refused
+"""
+
+from core.importers.archives import MAX_FILES, MAX_RATIO, MAX_TOTAL_BYTES, import_zip
+from core.importers.common import (
+    BYTE_STAGES,
+    DownloadError,
+    ImportCancelled,
+    ImportRejected,
+    ImportResult,
+    Progress,
+    validate_dataset_name,
+)
+
+__all__ = [
+    "BYTE_STAGES",
+    "MAX_FILES",
+    "MAX_RATIO",
+    "MAX_TOTAL_BYTES",
+    "DownloadError",
+    "ImportCancelled",
+    "ImportRejected",
+    "ImportResult",
+    "Progress",
+    "import_zip",
+    "validate_dataset_name",
+]

@@ -1,0 +1,257 @@
+"""Importers: names, zip uploads (hostile ones too), the demo set, Oxford 102, and downloads over HTTP."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.datasets import scan_dataset
+from core.importers import (
+    ImportCancelled,
+    ImportRejected,
+    import_zip,
+    validate_dataset_name,
+)
+from core.importers.archives import Budget, copy_limited
+from tests.conftest import OXFORD
+from tests.datafixtures import (
+    jpeg_bytes,
+    tree,
+    write_zip,
+)
+
+
+def require_oxford() -> Path:
+    if not (OXFORD / "imagelabels.mat").is_file():
+        pytest.skip(f"the Oxford 102 label files are not at {OXFORD}")
+    return OXFORD
+
+
+def assert_nothing_left(data_root: Path, name: str) -> None:
+    """No dataset, no staging folder, no download leftovers."""
+    left = tree(data_root) if data_root.exists() else []
+    assert not (data_root / name).exists(), left
+    assert not [p for p in left if p.endswith(".importing") or ".importing/" in p], left
+    assert not [p for p in left if p.startswith(".downloads")], left
+
+
+@pytest.mark.parametrize("name, cleaned", [("flowers", "flowers"), ("  my set ", "my set"), ("rosé-2", "rosé-2")])
+def test_valid_dataset_names(name, cleaned):
+    assert validate_dataset_name(name) == cleaned
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        (".", "not allowed"),
+        ("..", "not allowed"),
+        ("a/b", "slashes"),
+        ("a\\b", "slashes"),
+        ("../escape", "slashes"),
+        (".hidden", "start with a dot"),
+        ("what?", "characters"),
+        ("tab\there", "characters"),
+        ("x" * 101, "longer than"),
+        ("ends.", "end with a dot"),
+        ("CON", "reserved"),
+        ("nul.txt", "reserved"),
+    ],
+)
+def test_invalid_dataset_names_say_why(name, message):
+    with pytest.raises(ImportRejected, match=message):
+        validate_dataset_name(name)
+
+
+def test_existing_name_is_taken_unless_overwriting(tmp_path):
+    (tmp_path / "flowers").mkdir()
+    with pytest.raises(ImportRejected, match="already exists"):
+        validate_dataset_name("flowers", tmp_path)
+    assert validate_dataset_name("flowers", tmp_path, overwrite=True) == "flowers"
+
+
+def class_entries(prefix: str = "", classes=("daisy", "rose"), per_class: int = 3) -> list[tuple[str, bytes]]:
+    entries = []
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            entries.append((f"{prefix}{name}/img_{i}.jpg", jpeg_bytes(10 * k + i, (40, 32))))
+    return entries
+
+
+@pytest.mark.parametrize("prefix", ["", "my flowers/"], ids=["class folders at the top", "under one top folder"])
+def test_zip_of_class_folders(tmp_path, prefix):
+    archive = write_zip(tmp_path / "upload.zip", class_entries(prefix))
+    result = import_zip(archive, "flowers", tmp_path / "data")
+    assert (result.name, result.classes, result.images, result.source) == ("flowers", 2, 6, "zip")
+    assert result.path == tmp_path / "data" / "flowers"
+    index = scan_dataset(result.path)
+    assert index.classes == ["daisy", "rose"] and len(index.entries) == 6
+    assert index.meta["source"] == "zip" and index.meta["archive"] == "upload.zip"
+    assert any("unwrapped the top folder" in n for n in result.notes) == bool(prefix)
+    assert tree(tmp_path / "data") == ["flowers", *sorted(f"flowers/{p}" for p in _dataset_files(index))]
+
+
+def _dataset_files(index) -> list[str]:
+    return ["daisy", "rose", "flora.json", *[e.path for e in index.entries]]
+
+
+def test_zip_with_its_own_split(tmp_path):
+    entries = class_entries("set/train/", per_class=4) + class_entries("set/val/", per_class=1)
+    entries += class_entries("set/test/", per_class=2)
+    result = import_zip(write_zip(tmp_path / "s.zip", entries), "split", tmp_path / "data")
+    assert result.split == {"train": 8, "val": 2, "test": 4}
+    assert scan_dataset(result.path).layout == "presplit"
+    assert any("already split" in n for n in result.notes)
+
+
+def test_zip_skips_and_lists_what_is_not_an_image(tmp_path):
+    entries = class_entries()
+    entries += [
+        ("README.txt", b"my flowers"),
+        ("daisy/notes.txt", b"picked in May"),
+        ("daisy/fake.jpg", b"this is text, not a photo"),
+        ("daisy/empty.jpg", b""),
+        ("loose.jpg", jpeg_bytes(99)),
+        ("__MACOSX/daisy/._img_0.jpg", b"\x00\x05\x16\x07"),
+        ("daisy/.DS_Store", b"\x00\x00"),
+        ("rose/.secret.jpg", jpeg_bytes(98)),
+    ]
+    result = import_zip(write_zip(tmp_path / "u.zip", entries), "mixed", tmp_path / "data")
+    assert result.images == 6
+    reasons = {s["path"]: s["reason"] for s in result.skipped}
+    assert reasons == {
+        "README.txt": "not an image file (by its extension)",
+        "daisy/notes.txt": "not an image file (by its extension)",
+        "daisy/fake.jpg": "not an image (the contents are not an image format)",
+        "daisy/empty.jpg": "not an image (empty file)",
+        "loose.jpg": "not inside a class folder",
+        "rose/.secret.jpg": "hidden file",
+    }
+    assert any("ignored 2 macOS/Windows metadata" in n for n in result.notes)
+    assert sorted(p.name for p in (result.path / "daisy").iterdir()) == ["img_0.jpg", "img_1.jpg", "img_2.jpg"]
+
+
+def test_zip_keeps_names_with_spaces_and_accents(tmp_path):
+    entries = [("Rosé rouge/été 1.jpg", jpeg_bytes(1)), ("Rosé rouge/été 2.jpg", jpeg_bytes(2))]
+    entries += [("Tulpe/Blüte #1.jpg", jpeg_bytes(3)), ("Tulpe/Blüte #2.jpg", jpeg_bytes(4))]
+    result = import_zip(write_zip(tmp_path / "u.zip", entries), "accents", tmp_path / "data")
+    assert scan_dataset(result.path).classes == ["Rosé rouge", "Tulpe"]
+    assert (result.path / "Rosé rouge" / "été 1.jpg").is_file()
+
+
+def test_zip_refers_oversized_images_to_the_bomb_guard(tmp_path):
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000), 0).save(bomb, format="PNG")  # 400 megapixels, a few KB
+    entries = [*class_entries(), ("rose/huge.png", bomb.getvalue())]
+    result = import_zip(write_zip(tmp_path / "u.zip", entries), "bomb", tmp_path / "data")
+    assert [s["path"] for s in result.skipped] == ["rose/huge.png"]
+    assert "too large" in result.skipped[0]["reason"]
+
+
+def test_zip_from_a_file_object_like_an_upload(tmp_path):
+    buffer = io.BytesIO(write_zip(tmp_path / "u.zip", class_entries()).read_bytes())
+    buffer.name = "from the browser.zip"
+    result = import_zip(buffer, "uploaded", tmp_path / "data")
+    assert result.images == 6
+    assert scan_dataset(result.path).meta["archive"] == "from the browser.zip"
+
+
+def test_zip_with_one_class_imports_with_a_warning(tmp_path):
+    result = import_zip(write_zip(tmp_path / "u.zip", class_entries(classes=("daisy",))), "one", tmp_path / "data")
+    assert result.classes == 1
+    assert any("at least 2 classes" in n for n in result.notes)
+
+
+def test_zip_over_an_existing_dataset(tmp_path):
+    data = tmp_path / "data"
+    import_zip(write_zip(tmp_path / "a.zip", class_entries()), "set", data)
+    with pytest.raises(ImportRejected, match="already exists"):
+        import_zip(write_zip(tmp_path / "b.zip", class_entries(classes=("x", "y", "z"))), "set", data)
+    assert scan_dataset(data / "set").classes == ["daisy", "rose"]
+    result = import_zip(tmp_path / "b.zip", "set", data, overwrite=True)
+    assert result.classes == 3 and scan_dataset(data / "set").classes == ["x", "y", "z"]
+    assert tree(data) == ["set", *sorted(f"set/{p}" for p in _tree_names(data / "set"))]
+
+
+def _tree_names(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in root.rglob("*")]
+
+
+HOSTILE_ZIPS = {
+    "parent directory": (lambda: [*class_entries(), ("../evil.txt", b"x")], {}, "climbs out"),
+    "parent inside a path": (lambda: [*class_entries(), ("daisy/../../evil.jpg", jpeg_bytes())], {}, "climbs out"),
+    "absolute path": (lambda: [*class_entries(), ("/tmp/evil.jpg", jpeg_bytes())], {}, "absolute path"),
+    "windows drive": (lambda: [*class_entries(), ("C:/evil.jpg", jpeg_bytes())], {}, "absolute path"),
+    "windows backslashes": (lambda: [*class_entries(), ("..\\evil.jpg", jpeg_bytes())], {}, "climbs out"),
+    "symlink": (class_entries, {"symlinks": {"daisy/link.jpg": "/etc/passwd"}}, "symbolic link"),
+    "duplicate name": (lambda: [*class_entries(), ("daisy/img_0.jpg", jpeg_bytes(5))], {}, "two entries"),
+    "names differing in case": (lambda: [*class_entries(), ("daisy/IMG_0.JPG", jpeg_bytes(5))], {}, "letter case"),
+    "file and folder clash": (lambda: [*class_entries(), ("daisy", b"x")], {}, "both a file and a folder"),
+    "no class folders": (lambda: [("a.jpg", jpeg_bytes()), ("notes.txt", b"x")], {}, "no images in class folders"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")  # zipfile warns as it writes the duplicate
+@pytest.mark.parametrize("case", HOSTILE_ZIPS)
+def test_hostile_zip_is_refused_and_nothing_is_written(tmp_path, case):
+    make, kwargs, message = HOSTILE_ZIPS[case]
+    archive = write_zip(tmp_path / "upload.zip", make(), **kwargs)
+    data = tmp_path / "inner" / "data"
+    with pytest.raises(ImportRejected, match=message):
+        import_zip(archive, "evil", data)
+    assert_nothing_left(data, "evil")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["upload.zip"]
+
+
+def test_zip_over_the_size_cap(tmp_path):
+    archive = write_zip(tmp_path / "big.zip", class_entries(per_class=5))
+    with pytest.raises(ImportRejected, match=r"unpacks to .* over the limit"):
+        import_zip(archive, "big", tmp_path / "data", max_total_bytes=2_000)
+    assert_nothing_left(tmp_path / "data", "big")
+
+
+def test_zip_over_the_file_count_cap(tmp_path):
+    archive = write_zip(tmp_path / "many.zip", class_entries(per_class=5))
+    with pytest.raises(ImportRejected, match="10 files, over the limit of 9"):
+        import_zip(archive, "many", tmp_path / "data", max_files=9)
+    assert_nothing_left(tmp_path / "data", "many")
+
+
+def test_zip_bomb_by_compression_ratio(tmp_path):
+    archive = write_zip(tmp_path / "bomb.zip", [*class_entries(), ("rose/zeros.jpg", bytes(20 << 20))])
+    assert zipfile.ZipFile(archive).getinfo("rose/zeros.jpg").compress_size < 100_000
+    with pytest.raises(ImportRejected, match="likely zip bomb"):
+        import_zip(archive, "bomb", tmp_path / "data")
+    assert_nothing_left(tmp_path / "data", "bomb")
+
+
+@pytest.mark.parametrize("payload", [b"plain text, not a zip", b""], ids=["text", "empty"])
+def test_not_a_zip(tmp_path, payload):
+    (tmp_path / "x.zip").write_bytes(payload)
+    with pytest.raises(ImportRejected, match="not a zip archive"):
+        import_zip(tmp_path / "x.zip", "x", tmp_path / "data")
+    with pytest.raises(ImportRejected, match="not found"):
+        import_zip(tmp_path / "missing.zip", "x", tmp_path / "data")
+
+
+def test_real_bytes_are_counted_not_the_headers(tmp_path):
+    with pytest.raises(ImportRejected, match="over the limit"):
+        copy_limited(io.BytesIO(bytes(3 << 20)), tmp_path / "x", Budget(max_total_bytes=2 << 20), None)
+
+
+def test_entry_larger_than_its_header_is_refused(tmp_path):
+    with pytest.raises(ImportRejected, match="more data than its header says"):
+        copy_limited(io.BytesIO(bytes(5000)), tmp_path / "x", Budget(), limit=100)
+
+
+def test_stopped_zip_import_leaves_nothing(tmp_path):
+    archive = write_zip(tmp_path / "u.zip", class_entries(per_class=5))
+    calls = []
+    with pytest.raises(ImportCancelled):
+        import_zip(archive, "stopped", tmp_path / "data", should_stop=lambda: calls.append(1) or len(calls) > 4)
+    assert_nothing_left(tmp_path / "data", "stopped")
