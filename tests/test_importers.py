@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from core.datasets import scan_dataset
+from core.datasets import scan_dataset, split_indices
 from core.importers import (
+    OXFORD102_NAMES,
     ImportCancelled,
     ImportRejected,
+    import_oxford102,
     import_zip,
+    read_labels_and_split,
     validate_dataset_name,
 )
 from core.importers.archives import Budget, copy_limited
+from core.importers.oxford import class_folder
 from tests.conftest import OXFORD
 from tests.datafixtures import (
+    OXFORD_COUNT,
     jpeg_bytes,
+    oxford_source,
     tree,
     write_zip,
 )
@@ -255,3 +262,92 @@ def test_stopped_zip_import_leaves_nothing(tmp_path):
     with pytest.raises(ImportCancelled):
         import_zip(archive, "stopped", tmp_path / "data", should_stop=lambda: calls.append(1) or len(calls) > 4)
     assert_nothing_left(tmp_path / "data", "stopped")
+
+
+def test_oxford_names_are_in_project_code_in_label_order():
+    community = json.loads((OXFORD / "cat_to_name.json").read_text()) if OXFORD.is_dir() else None
+    assert len(OXFORD102_NAMES) == 102 == len(set(OXFORD102_NAMES))
+    folders = [class_folder(i) for i in range(1, 103)]
+    assert len(set(folders)) == 102
+    assert all(f == f.strip() and not set(f) & set('<>:"/\\|?*') for f in folders)
+    assert folders[0] == "pink primrose" and folders[101] == "blackberry lily" and folders[11] == "colt's foot"
+    if community:
+        differ = {i: (community[str(i)], OXFORD102_NAMES[i - 1]) for i in range(1, 103)}
+        differ = {i: pair for i, pair in differ.items() if pair[0] != pair[1]}
+        assert differ == {78: ("lotus lotus", "lotus")}  # the community list's typo, fixed here
+
+
+def test_official_label_and_split_files():
+    root = require_oxford()
+    labels, split = read_labels_and_split(root / "imagelabels.mat", root / "setid.mat")
+    assert len(labels) == OXFORD_COUNT and labels.min() == 1 and labels.max() == 102
+    assert [split.count(s) for s in ("train", "val", "test")] == [1020, 1020, 6149]
+    assert split.count(None) == 0
+
+
+@pytest.fixture(scope="module")
+def oxford_folder(tmp_path_factory):
+    require_oxford()
+    return oxford_source(tmp_path_factory.mktemp("oxford") / "src")
+
+
+def test_oxford_import_gives_102_named_classes_and_the_official_split(tmp_path, oxford_folder):
+    before = tree(oxford_folder)
+    stages = set()
+    result = import_oxford102(oxford_folder, tmp_path / "data", progress=lambda s, d, t: stages.add(s))
+    assert (result.classes, result.images, result.skipped) == (102, OXFORD_COUNT, [])
+    assert result.split == {"train": 1020, "val": 1020, "test": 6149}
+    assert "official split: 1020 train / 1020 val / 6149 test" in result.notes
+    assert stages == {"copying"} and tree(oxford_folder) == before
+
+    index = scan_dataset(result.path)
+    assert index.layout == "manifest" and len(index.classes) == 102
+    assert index.classes == sorted(class_folder(i) for i in range(1, 103))
+    split = split_indices(index.labels, index.classes, [e.split for e in index.entries])
+    assert split.source == "dataset" and split.sizes() == {"train": 1020, "val": 1020, "test": 6149}
+
+    labels, official = read_labels_and_split(OXFORD / "imagelabels.mat", OXFORD / "setid.mat")
+    for entry in index.entries:  # every photo sits in its label's folder, with its official split
+        image_id = int(entry.path.split("image_")[1][:5])
+        assert entry.path == f"{class_folder(int(labels[image_id - 1]))}/image_{image_id:05d}.jpg"
+        assert entry.split == official[image_id - 1]
+    meta = json.loads((result.path / "flora.json").read_text())
+    assert meta["labels"]["pink primrose"] == 1 and meta["labels"]["blackberry lily"] == 102
+    assert (result.path / "setid.mat").is_file() and (result.path / "imagelabels.mat").is_file()
+
+
+def test_oxford_import_from_the_archive_with_missing_photos(tmp_path):
+    require_oxford()
+    source = oxford_source(tmp_path / "src", image_ids=[1, 2, 3, 17, 28, 8189], as_tgz=True)
+    result = import_oxford102(source, tmp_path / "data", name="ox-small")
+    assert result.images == 6 and len(result.skipped) == OXFORD_COUNT - 6
+    assert result.skipped[0] == {"path": "jpg/image_00004.jpg", "reason": "listed in imagelabels.mat but missing"}
+    index = scan_dataset(result.path)
+    assert sorted(e.split for e in index.entries) == ["test", "test", "test", "test", "train", "val"]
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no setid", "missing setid.mat"),
+        ("no images", r"missing jpg/ \(or 102flowers.tgz\)"),
+        ("garbage labels", "imagelabels.mat is not a readable MATLAB file"),
+        ("wrong mat", "has no 'labels' array"),
+    ],
+)
+def test_oxford_import_errors_name_the_problem(tmp_path, breakage, message):
+    require_oxford()
+    source = oxford_source(tmp_path / "src", image_ids=[1, 2])
+    if breakage == "no setid":
+        (source / "setid.mat").unlink()
+    elif breakage == "no images":
+        for p in (source / "jpg").iterdir():
+            p.unlink()
+        (source / "jpg").rmdir()
+    elif breakage == "garbage labels":
+        (source / "imagelabels.mat").write_bytes(b"not matlab")
+    else:
+        (source / "imagelabels.mat").write_bytes((source / "setid.mat").read_bytes())
+    with pytest.raises(ImportRejected, match=message):
+        import_oxford102(source, tmp_path / "data")
+    assert_nothing_left(tmp_path / "data", "oxford102")

@@ -4,6 +4,7 @@ Every importer writes into a hidden staging folder under `data/` and renames it 
 the end, so a failed import leaves nothing half-written, and nothing is ever written outside
 `data_root`. Progress callbacks receive (stage, done, total); none of this imports Streamlit.
 
+    import_oxford102(source_dir, data_root)   jpg/ + imagelabels.mat + setid.mat, official split kept
     import_zip(archive, name, data_root)      class folders in a zip, hostile archives refused
 """
 
@@ -17,17 +18,21 @@ from core.importers.common import (
     Progress,
     validate_dataset_name,
 )
+from core.importers.oxford import OXFORD102_NAMES, import_oxford102, read_labels_and_split
 
 __all__ = [
     "BYTE_STAGES",
     "MAX_FILES",
     "MAX_RATIO",
     "MAX_TOTAL_BYTES",
+    "OXFORD102_NAMES",
     "DownloadError",
     "ImportCancelled",
     "ImportRejected",
     "ImportResult",
     "Progress",
+    "import_oxford102",
     "import_zip",
+    "read_labels_and_split",
     "validate_dataset_name",
 ]
