@@ -6,6 +6,7 @@ the end, so a failed import leaves nothing half-written, and nothing is ever wri
 
     import_oxford102(source_dir, data_root)   jpg/ + imagelabels.mat + setid.mat, official split kept
     import_zip(archive, name, data_root)      class folders in a zip, hostile archives refused
+    make_demo_dataset(data_root)              synthetic, offline
 """
 
 from core.importers.archives import MAX_FILES, MAX_RATIO, MAX_TOTAL_BYTES, import_zip
@@ -18,10 +19,12 @@ from core.importers.common import (
     Progress,
     validate_dataset_name,
 )
+from core.importers.demo import DEMO_CLASSES, make_demo_dataset
 from core.importers.oxford import OXFORD102_NAMES, import_oxford102, read_labels_and_split
 
 __all__ = [
     "BYTE_STAGES",
+    "DEMO_CLASSES",
     "MAX_FILES",
     "MAX_RATIO",
     "MAX_TOTAL_BYTES",
@@ -33,6 +36,7 @@ __all__ = [
     "Progress",
     "import_oxford102",
     "import_zip",
+    "make_demo_dataset",
     "read_labels_and_split",
     "validate_dataset_name",
 ]
