@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -14,23 +16,31 @@ from PIL import Image
 from core import importers
 from core.datasets import scan_dataset, split_indices
 from core.importers import (
+    KNOWN_SOURCES,
     OXFORD102_NAMES,
+    DownloadError,
     ImportCancelled,
     ImportRejected,
+    get_dataset,
     import_oxford102,
     import_zip,
     make_demo_dataset,
     read_labels_and_split,
     validate_dataset_name,
 )
+from core.importers import download as download_module
 from core.importers.archives import Budget, copy_limited
 from core.importers.oxford import class_folder
 from tests.conftest import OXFORD
 from tests.datafixtures import (
     OXFORD_COUNT,
+    FileServer,
     jpeg_bytes,
     oxford_source,
+    sha256,
+    tf_flowers_members,
     tree,
+    write_tgz,
     write_zip,
 )
 
@@ -47,6 +57,9 @@ def assert_nothing_left(data_root: Path, name: str) -> None:
     assert not (data_root / name).exists(), left
     assert not [p for p in left if p.endswith(".importing") or ".importing/" in p], left
     assert not [p for p in left if p.startswith(".downloads")], left
+
+
+# ----------------------------------------------------------------------------- names
 
 
 @pytest.mark.parametrize("name, cleaned", [("flowers", "flowers"), ("  my set ", "my set"), ("rosé-2", "rosé-2")])
@@ -83,6 +96,9 @@ def test_existing_name_is_taken_unless_overwriting(tmp_path):
     with pytest.raises(ImportRejected, match="already exists"):
         validate_dataset_name("flowers", tmp_path)
     assert validate_dataset_name("flowers", tmp_path, overwrite=True) == "flowers"
+
+
+# ----------------------------------------------------------------------------- zip
 
 
 def class_entries(prefix: str = "", classes=("daisy", "rose"), per_class: int = 3) -> list[tuple[str, bytes]]:
@@ -267,6 +283,9 @@ def test_stopped_zip_import_leaves_nothing(tmp_path):
     assert_nothing_left(tmp_path / "data", "stopped")
 
 
+# ----------------------------------------------------------------------------- demo
+
+
 def test_demo_set_is_deterministic_labelled_and_says_it_is_synthetic(tmp_path):
     stages = []
     result = make_demo_dataset(tmp_path / "a", per_class=6, progress=lambda s, d, t: stages.append((s, d, t)))
@@ -301,6 +320,39 @@ def _colour_features(path: Path) -> np.ndarray:
     saturated = hsv[..., 1] > 0.35
     hue_hist = np.histogram(hsv[..., 0][saturated], bins=12, range=(0, 1))[0] / max(1, saturated.sum())
     return np.concatenate([hue_hist, [saturated.mean()]])
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
+    """What a new user without a network does: draw the demo set, train with random weights, evaluate."""
+    from core import jobs
+    from core.config import TrainConfig
+    from core.runs import RunStore
+
+    result = get_dataset("demo", tmp_path / "data")
+    store = RunStore(tmp_path / "models")
+    config = TrainConfig(image_size=64, weights="none", epochs=8, batch_size=32, head=(64,), seed=1)
+    submission = jobs.submit(store, result.path, config)
+    jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    status = store.get(submission.run_id).status
+    assert status["state"] == "done" and status["accuracy"] >= 0.5, status  # chance is 0.2
+
+
+def test_get_demo_and_find_it_again(tmp_path):
+    first = get_dataset("demo", tmp_path)
+    assert first.images == 300 and not first.already_present
+    again = get_dataset("demo", tmp_path)
+    assert again.already_present and again.images == 300 and "already in" in again.notes[0]
+    with pytest.raises(ImportRejected, match="no URL"):
+        get_dataset("demo", tmp_path, url="http://example.invalid/demo.tgz", force=True)
+
+
+def test_unknown_dataset_key(tmp_path):
+    with pytest.raises(ImportRejected, match="unknown dataset 'mnist'; known: tf_flowers, oxford102, demo"):
+        get_dataset("mnist", tmp_path)
+
+
+# ----------------------------------------------------------------------------- Oxford 102
 
 
 def test_oxford_names_are_in_project_code_in_label_order():
@@ -390,3 +442,211 @@ def test_oxford_import_errors_name_the_problem(tmp_path, breakage, message):
     with pytest.raises(ImportRejected, match=message):
         import_oxford102(source, tmp_path / "data")
     assert_nothing_left(tmp_path / "data", "oxford102")
+
+
+# ----------------------------------------------------------------------------- downloads
+
+
+@pytest.fixture
+def server():
+    running = FileServer().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(download_module.time, "sleep", lambda seconds: None)
+
+
+def serve_tf_flowers(server: FileServer, monkeypatch, data: bytes | None = None, **kwargs) -> bytes:
+    """Serve a small tf_flowers archive and make it the "official" one (its URL, size and SHA-256)."""
+    archive = data if data is not None else _tgz_bytes(tf_flowers_members())
+    url = server.add("/flower_photos.tgz", archive, **kwargs)
+    source = KNOWN_SOURCES["tf_flowers"]
+    remote = dataclasses.replace(source.files[0], url=url, size=len(archive), sha256=sha256(archive))
+    monkeypatch.setitem(KNOWN_SOURCES, "tf_flowers", dataclasses.replace(source, files=(remote,), images=10))
+    return archive
+
+
+def _tgz_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_tf_flowers_download_verifies_and_unpacks(tmp_path, server, monkeypatch):
+    serve_tf_flowers(server, monkeypatch)
+    stages = []
+    result = get_dataset("tf_flowers", tmp_path, progress=lambda s, d, t: stages.append(s))
+    assert (result.classes, result.images, result.source) == (5, 10, "tf_flowers")
+    assert scan_dataset(result.path).classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    assert (result.path / "LICENSE.txt").read_text().startswith("All images")
+    assert any("match the published checksum" in n for n in result.notes)
+    changes = [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s]
+    assert changes == ["downloading", "verifying", "unpacking"]
+    assert tree(tmp_path) == ["tf_flowers", *sorted(f"tf_flowers/{p}" for p in _tree_names(tmp_path / "tf_flowers"))]
+    meta = scan_dataset(result.path).meta
+    assert meta["source"] == "tf_flowers" and "Creative Commons" in meta["license"]
+
+    assert get_dataset("tf_flowers", tmp_path).already_present
+    assert len(server.requests) == 1
+    assert not get_dataset("tf_flowers", tmp_path, force=True).already_present
+    assert len(server.requests) == 2
+
+
+def test_interrupted_download_resumes_with_a_range_request(tmp_path, server, monkeypatch, no_backoff):
+    archive = serve_tf_flowers(server, monkeypatch, cut_once_at=5000)
+    result = get_dataset("tf_flowers", tmp_path)
+    assert result.images == 10
+    assert [r["range"] for r in server.requests] == [None, "bytes=5000-"]
+    assert server.requests[1]["if_range"] == f'"{sha256(archive)[:16]}"'
+
+
+def test_stopped_download_keeps_its_part_and_the_next_call_resumes(tmp_path, server, monkeypatch):
+    monkeypatch.setattr(download_module, "_CHUNK", 2048)
+    serve_tf_flowers(server, monkeypatch)
+    seen = []
+
+    def stop_after_a_few_chunks() -> bool:
+        return len(seen) >= 3
+
+    with pytest.raises(ImportCancelled, match="resume"):
+        get_dataset("tf_flowers", tmp_path, lambda s, d, t: seen.append(d), should_stop=stop_after_a_few_chunks)
+    part = tmp_path / ".downloads" / "tf_flowers" / "flower_photos.tgz.part"
+    kept = part.stat().st_size
+    assert kept == 4096 and not (tmp_path / "tf_flowers").exists()
+    result = get_dataset("tf_flowers", tmp_path)
+    assert result.images == 10
+    assert server.requests[-1]["range"] == f"bytes={kept}-"
+    assert not (tmp_path / ".downloads").exists()
+
+
+def test_download_that_fails_verification_leaves_nothing(tmp_path, server, monkeypatch):
+    good = _tgz_bytes(tf_flowers_members())
+    serve_tf_flowers(server, monkeypatch, data=good)
+    server.files["/flower_photos.tgz"].data = good[:-10] + b"0123456789"  # same size, other bytes
+    with pytest.raises(DownloadError, match="failed verification: SHA-256"):
+        get_dataset("tf_flowers", tmp_path)
+    assert_nothing_left(tmp_path, "tf_flowers")
+    assert tree(tmp_path) == []
+
+
+def test_download_of_the_wrong_size_leaves_nothing(tmp_path, server, monkeypatch):
+    serve_tf_flowers(server, monkeypatch)
+    server.files["/flower_photos.tgz"].data += b"extra"
+    with pytest.raises(DownloadError, match="expected"):
+        get_dataset("tf_flowers", tmp_path)
+    assert tree(tmp_path) == []
+
+
+def test_custom_url_is_checked_by_its_layout(tmp_path, server):
+    url = server.add("/mirror/flowers.tgz", _tgz_bytes(tf_flowers_members(per_class=1)))
+    result = get_dataset("tf_flowers", tmp_path, url=url)
+    assert result.images == 5
+    assert any("not the official file" in n for n in result.notes)
+    assert any("the official archive has 3,670" in n for n in result.notes)
+
+
+@pytest.mark.parametrize(
+    "members, links, message",
+    [
+        ({"photos/daisy/a.jpg": jpeg_bytes()}, None, "no flower_photos/<class>/<image> folders"),
+        ({"flower_photos/cats/a.jpg": jpeg_bytes()}, None, "expected the classes daisy, dandelion"),
+        ({"flower_photos/../evil.jpg": jpeg_bytes()}, None, "climbs out"),
+        ({"flower_photos/daisy/a.jpg": jpeg_bytes()}, {"flower_photos/daisy/b.jpg": "/etc/passwd"}, "link"),
+    ],
+    ids=["other layout", "other classes", "parent directory", "symlink"],
+)
+def test_custom_url_with_the_wrong_archive_leaves_nothing(tmp_path, server, members, links, message):
+    archive = write_tgz(tmp_path / "bad.tgz", members, links)
+    url = server.add("/bad.tgz", archive.read_bytes())
+    data = tmp_path / "data"
+    with pytest.raises((DownloadError, ImportRejected), match=message):
+        get_dataset("tf_flowers", data, url=url)
+    assert tree(data) == []
+    assert not (tmp_path / "evil.jpg").exists()
+
+
+def test_custom_url_that_is_not_an_archive(tmp_path, server):
+    url = server.add("/page.html", b"<html>Not here</html>")
+    with pytest.raises(DownloadError, match="not a readable tar archive"):
+        get_dataset("tf_flowers", tmp_path, url=url)
+    assert tree(tmp_path) == []
+
+
+def test_http_errors_and_unreachable_servers(tmp_path, server, no_backoff):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        get_dataset("tf_flowers", tmp_path, url=server.url + "/nothing.tgz")
+    assert len(server.requests) == 1  # a 404 is not retried
+    url = server.url + "/gone.tgz"
+    server.stop()
+    with pytest.raises(DownloadError, match="failed after 4 attempts"):
+        get_dataset("tf_flowers", tmp_path, url=url)
+    assert tree(tmp_path) == []
+
+
+def test_oxford_download_from_a_local_mirror(tmp_path, server, monkeypatch):
+    require_oxford()
+    source_dir = oxford_source(tmp_path / "published", as_tgz=True)
+    source = KNOWN_SOURCES["oxford102"]
+    files = []
+    for remote in source.files:
+        data = (source_dir / remote.name).read_bytes()
+        url = server.add(f"/vgg/{remote.name}", data)
+        files.append(dataclasses.replace(remote, url=url, size=len(data), sha256=sha256(data)))
+        if remote.name != "102flowers.tgz":  # the real label files are the published ones
+            assert sha256(data) == remote.sha256 and len(data) == remote.size
+    monkeypatch.setitem(KNOWN_SOURCES, "oxford102", dataclasses.replace(source, files=tuple(files)))
+    data_root = tmp_path / "data"
+    result = get_dataset("oxford102", data_root)
+    assert (result.classes, result.images) == (102, OXFORD_COUNT)
+    assert result.split == {"train": 1020, "val": 1020, "test": 6149}
+    assert [r["path"] for r in server.requests] == ["/vgg/imagelabels.mat", "/vgg/setid.mat", "/vgg/102flowers.tgz"]
+    assert tree(data_root)[0] == "oxford102" and not (data_root / ".downloads").exists()
+    index = scan_dataset(data_root / "oxford102")
+    assert split_indices(index.labels, index.classes, [e.split for e in index.entries]).sizes()["test"] == 6149
+
+
+def test_a_failed_refetch_keeps_the_dataset_in_place(tmp_path, server, monkeypatch, no_backoff):
+    serve_tf_flowers(server, monkeypatch)
+    first = get_dataset("tf_flowers", tmp_path)
+    before = tree(tmp_path)
+    server.files["/flower_photos.tgz"].status = 503
+    with pytest.raises(DownloadError, match="failed after 4 attempts"):
+        get_dataset("tf_flowers", tmp_path, force=True)
+    assert tree(tmp_path) == before and scan_dataset(first.path).classes[0] == "daisy"
+
+
+def test_stop_while_unpacking_keeps_the_verified_archive_for_the_next_call(tmp_path, server, monkeypatch):
+    serve_tf_flowers(server, monkeypatch)
+    stage = []
+
+    def stop_when_unpacking() -> bool:
+        return stage[-1:] == ["unpacking"]
+
+    with pytest.raises(ImportCancelled, match="the download is kept"):
+        get_dataset("tf_flowers", tmp_path, lambda s, d, t: stage.append(s), should_stop=stop_when_unpacking)
+    assert tree(tmp_path) == [".downloads", ".downloads/tf_flowers", ".downloads/tf_flowers/flower_photos.tgz"]
+    result = get_dataset("tf_flowers", tmp_path)
+    assert result.images == 10 and len(server.requests) == 1
+    assert any("reused the verified download" in n for n in result.notes)
+    assert not (tmp_path / ".downloads").exists()
+
+
+def test_one_fetch_at_a_time(tmp_path, server, monkeypatch):
+    import fcntl
+
+    serve_tf_flowers(server, monkeypatch)
+    (tmp_path / ".downloads").mkdir()
+    with open(tmp_path / ".downloads" / "tf_flowers.lock", "a") as other:  # another process fetching
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ImportRejected, match="already being fetched"):
+            get_dataset("tf_flowers", tmp_path)
+        assert server.requests == []
+    assert get_dataset("tf_flowers", tmp_path).images == 10
+    assert tree(tmp_path)[0] == "tf_flowers"
