@@ -126,7 +126,6 @@ def _run_import(args: argparse.Namespace, action) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from core.config import TrainConfig
     from core.datasets import resolve_dataset_path
     from core.health import check_dataset
     from core.paths import cache_dir
@@ -138,7 +137,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             path,
             progress=bar,
             cache_root=None if args.no_cache else cache_dir(args.data_dir),
-            image_size=args.image_size or TrainConfig.image_size,
+            image_size=args.image_size,
         )
     except OSError as e:
         return _fail(f"{e.strerror or e}")

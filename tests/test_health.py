@@ -165,6 +165,21 @@ def test_findings_are_ordered_and_serialisable(report):
         assert finding.title and finding.detail
 
 
+def test_leakage_follows_the_training_settings(planted, report):
+    """Another seed or other fractions give another split, and the check follows the config it is given."""
+    config = TrainConfig(val_fraction=0.2, test_fraction=0.1, seed=7, image_size=64)
+    other = check_dataset(planted, config=config)
+    assert {k: other.stats["split"][k] for k in ("val_fraction", "test_fraction", "seed")} == {
+        "val_fraction": 0.2,
+        "test_fraction": 0.1,
+        "seed": 7,
+    }
+    assert other.stats["image_size"] == 64 and other.by_kind("small_images") is None
+    assert other.stats["split"]["sizes"] != report.stats["split"]["sizes"]
+    leak = other.by_kind("split_leakage")
+    assert leak is None or "seed 7" in leak.detail
+
+
 def test_leakage_across_the_datasets_own_split(tmp_path):
     root = tmp_path / "presplit"
     add_pictures(root / "train" / "a", range(0, 8))

@@ -22,9 +22,10 @@ def check_dataset(
     path_or_index: DatasetIndex | str | os.PathLike,
     progress: Progress | None = None,
     cache_root: str | os.PathLike | None = None,
-    image_size: int = TrainConfig.image_size,
+    image_size: int | None = None,
     workers: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    config: TrainConfig | None = None,
 ) -> HealthReport:
     """Check a dataset: unreadable files, duplicates, split leakage, imbalance, odd sizes, grayscale.
 
@@ -32,15 +33,19 @@ def check_dataset(
         path_or_index: a dataset folder or a scanned index.
         progress: called as progress(stage, done, total), stage "reading headers" then "hashing".
         cache_root: where to cache per-file results by fingerprint (e.g. `data/.cache`); None: no cache.
-        image_size: the training input size the size findings are measured against.
+        image_size: the training input size the size findings refer to (default: the config's, 224).
         workers: decoding threads (default: up to 4).
         should_stop: polled between chunks of files; True raises CheckCancelled.
+        config: the training settings to check against (its split fractions and seed decide the
+            split leakage is measured on when the dataset has no split of its own); default TrainConfig().
 
     Raises:
         DatasetError: the folder is not a dataset (no class folders with images).
         CheckCancelled: `should_stop` asked to stop.
     """
     started = time.perf_counter()
+    config = config or TrainConfig()
+    image_size = image_size or config.image_size
     index = as_index(path_or_index)
     table = image_table(index, progress, cache_root)
     analysis, cached = analyse(index, progress, cache_root, workers, should_stop)
@@ -52,7 +57,7 @@ def check_dataset(
     labels = index.labels
     readable = analysis.readable
 
-    checker = Checks(index, table, paths, image_size)
+    checker = Checks(index, table, paths, image_size, config)
     checker.unreadable(analysis)
     split_of, split_info = checker.split(readable)
     exact, near, combined = duplicate_groups(analysis)

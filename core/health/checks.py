@@ -23,11 +23,12 @@ MIN_CLASS_IMAGES = 10
 class Checks:
     """Builds the findings; each method adds what one check found."""
 
-    def __init__(self, index: DatasetIndex, table: pd.DataFrame, paths: list[str], image_size: int):
+    def __init__(self, index: DatasetIndex, table: pd.DataFrame, paths: list[str], image_size: int, config=None):
         self.index = index
         self.table = table
         self.paths = paths
         self.image_size = image_size
+        self.config = config or TrainConfig()
         self.findings: list[Finding] = []
 
     def add(self, kind, severity, title, detail, positions=(), groups=(), captions=None, files=None) -> None:
@@ -62,7 +63,7 @@ class Checks:
 
     def split(self, readable: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """The split training would use, as one name per entry ("" for unreadable files)."""
-        config = TrainConfig()
+        config = self.config
         index = self.index
         positions = np.flatnonzero(readable)
         split_of = np.full(len(readable), "", dtype=object)
