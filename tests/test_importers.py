@@ -126,6 +126,13 @@ def _dataset_files(index) -> list[str]:
     return ["daisy", "rose", "flora.json", *[e.path for e in index.entries]]
 
 
+def test_zip_with_a_stray_image_beside_the_class_folders(tmp_path):
+    entries = [*class_entries("export/"), ("export/cover.jpg", jpeg_bytes(77))]
+    result = import_zip(write_zip(tmp_path / "u.zip", entries), "stray", tmp_path / "data")
+    assert (result.classes, result.images) == (2, 6)
+    assert result.skipped == [{"path": "export/cover.jpg", "reason": "not inside a class folder"}]
+
+
 def test_zip_with_its_own_split(tmp_path):
     entries = class_entries("set/train/", per_class=4) + class_entries("set/val/", per_class=1)
     entries += class_entries("set/test/", per_class=2)

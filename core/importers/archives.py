@@ -141,7 +141,9 @@ def place_images(members: list, strip_top: bool = True) -> tuple[list, list[dict
     if not members:
         return [], skipped, notes
     tops = {m.parts[0] for m in members}
-    if strip_top and len(tops) == 1 and all(len(m.parts) >= 3 for m in members):
+    # One folder around everything, with class folders inside it: unwrap it (stray images next to the
+    # class folders then count as "not inside a class folder").
+    if strip_top and len(tops) == 1 and any(len(m.parts) >= 3 for m in members):
         top = next(iter(tops))
         if split_of_folder(top) is None:
             notes.append(f"unwrapped the top folder {top + '/'!r}")
