@@ -34,6 +34,11 @@ META_FILE = "flora.json"  # written by importers: name, source, synthetic, optio
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
+def split_of_folder(name: str) -> str | None:
+    """The split a folder's name stands for ("train", "val", "test"; also valid, validation, testing...), or None."""
+    return _SPLIT_ALIASES.get(name.lower())
+
+
 class DatasetError(ValueError):
     """The dataset cannot be used as asked; the message says what to change."""
 

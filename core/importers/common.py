@@ -1,0 +1,233 @@
+"""What every importer shares: errors, the result, dataset names, and the stage-then-rename rule.
+
+An import writes into a hidden staging folder beside its target (`data/.<name>.<pid>.<random>.importing`)
+and renames it into place only once everything is written and checked, so a failed or interrupted
+import leaves no half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.datasets import META_FILE, DatasetError, scan_dataset, split_indices
+from core.fileio import write_json_atomic
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total); total 0 when unknown
+BYTE_STAGES = frozenset({"downloading", "verifying", "unpacking"})  # their done/total count bytes, others files
+STAGING_SUFFIX = ".importing"
+MAX_NAME_LENGTH = 100
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_FORBIDDEN_CHARS = set('<>:"|?*')
+
+
+class ImportRejected(ValueError):
+    """The input cannot be imported as it is (hostile, malformed, or clashing); the message names the problem."""
+
+
+class DownloadError(ValueError):
+    """A download failed or did not verify; the message says which, and what was kept for a retry."""
+
+
+class ImportCancelled(RuntimeError):
+    """The import was stopped on request; a partial download is kept so the next attempt resumes it."""
+
+
+@dataclass
+class ImportResult:
+    """What an import produced."""
+
+    name: str
+    path: Path
+    source: str  # "tf_flowers" | "oxford102" | "demo" | "zip"
+    classes: int
+    images: int
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}: entries not imported
+    notes: list[str] = field(default_factory=list)
+    split: dict[str, int] | None = None  # {"train", "val", "test"} when the dataset brings its own split
+    already_present: bool = False  # True when get_dataset found the dataset in place and did nothing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "source": self.source,
+            "classes": self.classes,
+            "images": self.images,
+            "skipped": list(self.skipped),
+            "notes": list(self.notes),
+            "split": dict(self.split) if self.split else None,
+            "already_present": self.already_present,
+        }
+
+
+def report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def validate_dataset_name(name: str, data_root: str | os.PathLike | None = None, overwrite: bool = False) -> str:
+    """Check a dataset name a user typed; return it cleaned (stripped, NFC).
+
+    A name becomes a folder under `data/`, so it must be one plain, visible folder name that
+    every common filesystem accepts.
+
+    Args:
+        name: the name to check.
+        data_root: when given, a dataset of that name must not exist there yet (unless `overwrite`).
+        overwrite: allow an existing dataset of that name (it will be replaced).
+
+    Raises:
+        ImportRejected: the name is empty, hidden, has slashes or forbidden characters, is too
+            long, is reserved, or is taken.
+    """
+    if not isinstance(name, str):
+        raise ImportRejected(f"dataset name must be text. Received: {name!r}")
+    clean = unicodedata.normalize("NFC", name.strip())
+    if not clean:
+        raise ImportRejected("dataset name is empty")
+    if clean in (".", ".."):
+        raise ImportRejected(f"dataset name {clean!r} is not allowed")
+    if "/" in clean or "\\" in clean:
+        raise ImportRejected(f"dataset name must not contain slashes. Received: {clean!r}")
+    if clean.startswith("."):
+        raise ImportRejected(
+            f"dataset name must not start with a dot (hidden folders are not listed). Received: {clean!r}"
+        )
+    bad = sorted({c for c in clean if c in _FORBIDDEN_CHARS or unicodedata.category(c).startswith("C")})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ImportRejected(f"dataset name has characters folders cannot have ({shown}). Received: {clean!r}")
+    if len(clean) > MAX_NAME_LENGTH:
+        raise ImportRejected(f"dataset name is longer than {MAX_NAME_LENGTH} characters ({len(clean)})")
+    if clean.endswith("."):
+        raise ImportRejected(f"dataset name must not end with a dot. Received: {clean!r}")
+    if clean.split(".")[0].lower() in _WINDOWS_RESERVED:
+        raise ImportRejected(f"dataset name {clean!r} is reserved on Windows; choose another")
+    if data_root is not None and not overwrite and (Path(data_root) / clean).exists():
+        raise ImportRejected(
+            f"a dataset named {clean!r} already exists in {data_root}; choose another name or replace it"
+        )
+    return clean
+
+
+@contextlib.contextmanager
+def staging_folder(data_root: str | os.PathLike, name: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden folder in `data_root`; on success it becomes `data_root/name`.
+
+    On any exception the staging folder is deleted and nothing else changes. With `overwrite`
+    an existing dataset is swapped out only after the new one is complete.
+    """
+    data_root = Path(data_root)
+    data_root.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(data_root, name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=STAGING_SUFFIX, dir=data_root))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset gets the usual folder mode
+    try:
+        yield staging
+        publish(staging, data_root / name, overwrite)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, target: Path, overwrite: bool) -> None:
+    """Rename a finished staging folder to `target`, replacing an existing one only if `overwrite`."""
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise ImportRejected(f"a dataset named {target.name!r} already exists in {target.parent}")
+        old = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.replaced")
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.rename(staging, target)
+    except OSError as e:
+        if target.exists():  # another import of the same name finished first
+            raise ImportRejected(f"a dataset named {target.name!r} already exists in {target.parent}") from None
+        raise OSError(f"could not move the imported dataset into place at {target}: {e}") from e
+
+
+def _remove_orphans(data_root: Path, name: str) -> None:
+    """Delete staging folders of this name left by import processes that no longer run."""
+    for leftover in data_root.glob(f".{glob_escape(name)}.*{STAGING_SUFFIX}"):
+        match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\..*{re.escape(STAGING_SUFFIX)}", leftover.name)
+        if match and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    write_json_atomic(folder / META_FILE, meta)
+
+
+def finish(staging: Path, name: str, data_root: str | os.PathLike, source: str, skipped, notes) -> ImportResult:
+    """Scan the staged dataset (it must be one `scan_dataset` accepts) and describe it.
+
+    The path in the result is where the dataset will be once the staging folder is published.
+    """
+    try:
+        index = scan_dataset(staging)
+    except DatasetError as e:
+        raise ImportRejected(str(e).replace(str(staging.resolve()), "the import")) from None
+    return describe(index, Path(data_root) / name, name, source, skipped, notes)
+
+
+def describe(index, path: Path, name: str, source: str, skipped=(), notes=()) -> ImportResult:
+    notes = list(notes)
+    split = None
+    if index.has_split:
+        given = [e.split for e in index.entries]
+        split = {s: sum(1 for g in given if (g or "train") == s) for s in ("train", "val", "test")}
+    if len(index.classes) < 2:
+        notes.append(f"only one class ({index.classes[0]!r}): training needs at least 2 classes")
+    elif not index.has_split:
+        try:
+            split_indices(index.labels, index.classes)
+        except DatasetError as e:
+            notes.append(f"training will fail as it is: {e}")
+    return ImportResult(
+        name=name,
+        path=Path(path),
+        source=source,
+        classes=len(index.classes),
+        images=len(index.entries),
+        skipped=list(skipped),
+        notes=notes,
+        split=split,
+    )
