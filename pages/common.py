@@ -113,6 +113,41 @@ def datasets() -> list[dict]:
     return _datasets_cached(str(data_root()))
 
 
+def refresh_datasets() -> None:
+    """Forget the cached list of datasets (after an import added one)."""
+    _datasets_cached.clear()
+
+
+def cache_root() -> Path:
+    return paths.cache_dir(data_root())
+
+
+class ThrottledProgress:
+    """An st.progress bar fed by a core progress callback (stage, done, total), redrawn at most 5x a second."""
+
+    def __init__(self, text: str):
+        self.bar = st.progress(0.0, text=text)
+        self.last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self.last < 0.2 and not (total and done >= total):
+            return
+        self.last = now
+        self.bar.progress(min(1.0, done / total) if total else 0.0, text=progress_text(stage, done, total))
+
+
+def progress_text(stage: str, done: int, total: int) -> str:
+    """'downloading 12.0 / 228.8 MB', 'hashing 1200 / 4317'."""
+    from core.importers import BYTE_STAGES
+
+    if stage in BYTE_STAGES:
+        return f"{stage} {done / 1e6:.1f} / {total / 1e6:.1f} MB" if total else f"{stage} {done / 1e6:.1f} MB"
+    return f"{stage} {done} / {total}" if total else stage
+
+
 def current_dataset() -> str | None:
     """The dataset picked last (on any page), else the first one under data/."""
     chosen = st.session_state.get(CURRENT_DATASET)

@@ -10,35 +10,44 @@ import streamlit as st
 
 from core.config import TrainConfig
 from core.datasets import DatasetError, split_indices
+from core.health import image_table
 from pages import common
+from pages.parts import add_dataset, health
 
 PAGE_SIZE = 24
 IMBALANCE_RATIO = 1.5
+SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
 
 st.title("Dataset")
 
-SOURCES = ["In the data folder", "A folder on this machine"]
+
+@st.cache_data(show_spinner="Reading image headers…", max_entries=8)
+def sizes_table(root: str, fingerprint: str) -> pd.DataFrame:
+    """Width, height, mode, readability of every file (header reads; cached on disk too)."""
+    return image_table(common.scan(root), cache_root=common.cache_root())
+
+
 source = st.segmented_control("Dataset from", SOURCES, default=SOURCES[0], key="dataset_source", required=True)
 
 chosen: str | None = None
-if source == SOURCES[0]:
+if source == SOURCES[2]:
+    add_dataset.render()
+    st.stop()
+elif source == SOURCES[0]:
     found = common.datasets()
     if not found:
         st.info(
-            f"No dataset in `{common.data_root()}` yet. Use a folder on this machine, or add one below.",
+            f"No dataset in `{common.data_root()}` yet. Choose **Add a dataset** above (a download, a zip, "
+            "or the offline demo set), or use a folder on this machine.",
             icon=":material/info:",
         )
     else:
         options = {d["path"]: f"{d['name']} ({d['classes']} classes, {d['images']} images)" for d in found}
-        current = common.current_dataset()
         paths = list(options)
-        chosen = st.selectbox(
-            "Dataset",
-            paths,
-            index=paths.index(current) if current in paths else 0,
-            format_func=options.get,
-            key="dataset_pick",
-        )
+        current = common.current_dataset()
+        if st.session_state.get("dataset_pick") not in paths:
+            st.session_state["dataset_pick"] = current if current in paths else paths[0]
+        chosen = st.selectbox("Dataset", paths, format_func=options.get, key="dataset_pick")
 else:
     typed = st.text_input(
         "Folder",
@@ -85,7 +94,9 @@ if index.ignored_files:
     with st.expander(f"{len(index.ignored_files)} file(s) ignored: not images by their name"):
         st.write(index.ignored_files[:200])
 
-classes_tab, samples_tab, split_tab = st.tabs(["Classes", "Samples", "Split"])
+classes_tab, samples_tab, sizes_tab, split_tab, health_tab = st.tabs(
+    ["Classes", "Samples", "Image sizes", "Split", "Health check"], key="dataset_tab", on_change="rerun"
+)
 
 with classes_tab:
     ratio = float(sizes.max() / max(sizes.min(), 1))
@@ -102,7 +113,7 @@ with classes_tab:
     figure.update_layout(
         showlegend=ratio > IMBALANCE_RATIO, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text=""
     )
-    st.plotly_chart(figure, key="dataset_counts")
+    st.plotly_chart(figure, key="dataset_counts", config={"displayModeBar": False})
     if ratio > IMBALANCE_RATIO:
         st.warning(
             f"Imbalanced: the largest class has {ratio:.1f}x the images of the smallest "
@@ -113,46 +124,106 @@ with classes_tab:
     else:
         st.caption(f"Balanced enough: largest / smallest = {ratio:.2f}.")
 
-with samples_tab:
-    filters = st.columns([3, 1])
-    picked = filters[0].multiselect(
-        "Classes", index.classes, default=index.classes[: min(5, len(index.classes))], key="dataset_sample_classes"
-    )
-    size = filters[1].select_slider("Thumbnail", [96, 128, 160, 200], value=128, key="dataset_thumb")
-    entries = [e for e in index.entries if index.classes[e.label] in set(picked)]
-    if not entries:
-        st.caption("Pick at least one class.")
-    else:
-        pages = max(1, -(-len(entries) // PAGE_SIZE))
-        page = st.pagination(pages, key="dataset_page") if pages > 1 else 1
-        chunk = entries[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        st.caption(f"{len(entries)} photos · page {page} of {pages}")
-        common.gallery(
-            [(index.absolute(e), f"{index.classes[e.label]} · {Path(e.path).name}") for e in chunk], size=size
+if samples_tab.open:
+    with samples_tab:
+        filters = st.columns([3, 1])
+        picked = filters[0].multiselect(
+            "Classes", index.classes, default=index.classes[: min(5, len(index.classes))], key="dataset_sample_classes"
         )
+        size = filters[1].select_slider("Thumbnail", [96, 128, 160, 200], value=128, key="dataset_thumb")
+        entries = [e for e in index.entries if index.classes[e.label] in set(picked)]
+        if not entries:
+            st.caption("Pick at least one class.")
+        else:
+            table = sizes_table(str(index.root), index.fingerprint).set_index("path")
+            pages = max(1, -(-len(entries) // PAGE_SIZE))
+            page = st.pagination(pages, key="dataset_page") if pages > 1 else 1
+            chunk = entries[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+            st.caption(f"{len(entries)} photos · page {page} of {pages} · captions give each photo's size")
+            items = []
+            for entry in chunk:
+                row = table.loc[entry.path] if entry.path in table.index else None
+                dims = f"{row.width}×{row.height}" if row is not None and row.width else "?"
+                items.append((index.absolute(entry), f"{index.classes[entry.label]} · {dims}"))
+            common.gallery(items, size=size)
 
-with split_tab:
-    try:
-        defaults = TrainConfig()
-        split = split_indices(
-            index.labels,
-            index.classes,
-            [e.split for e in index.entries] if index.has_split else None,
-            defaults.val_fraction,
-            defaults.test_fraction,
-            defaults.seed,
-        )
-    except DatasetError as e:
-        st.error(f"This dataset cannot be split for training: {e}", icon=":material/call_split:")
-    else:
-        table = pd.DataFrame(split.counts_by_class(index.labels, index.classes)).T
-        what = (
-            "the dataset's own split"
-            if split.source == "dataset"
-            else "a stratified split with seed 42 (the Train page's default)"
-        )
-        sizes_text = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
-        st.markdown(f"Training uses {what}: {sizes_text}.")
-        for note in split.notes:
-            st.caption(note)
-        st.dataframe(table, key="dataset_split_table")
+if sizes_tab.open:
+    with sizes_tab:
+        table = sizes_table(str(index.root), index.fingerprint)
+        readable = table[table["readable"]]
+        if readable.empty:
+            st.error("No image in this dataset could be read.")
+        else:
+            shorter = readable[["width", "height"]].min(axis=1)
+            aspect = readable["width"] / readable["height"]
+            cols = st.columns(4)
+            cols[0].metric("Median size", f"{int(readable['width'].median())}×{int(readable['height'].median())}")
+            cols[1].metric("Smallest side", f"{int(shorter.min())} px")
+            cols[2].metric("Largest side", f"{int(readable[['width', 'height']].max(axis=1).max())} px")
+            cols[3].metric("Grayscale-mode files", int(readable["mode"].isin(["L", "LA", "I;16", "I", "1"]).sum()))
+            left, right = st.columns(2)
+            left.plotly_chart(
+                px.histogram(
+                    x=shorter,
+                    nbins=40,
+                    labels={"x": "shorter side (px)"},
+                    height=300,
+                    color_discrete_sequence=["#b8336a"],
+                ).update_layout(margin={"t": 10}, yaxis_title="images"),
+                key="dataset_shorter_side",
+                config={"displayModeBar": False},
+            )
+            right.plotly_chart(
+                px.histogram(
+                    x=aspect,
+                    nbins=40,
+                    labels={"x": "aspect ratio (width / height)"},
+                    height=300,
+                    color_discrete_sequence=["#2f6db5"],
+                ).update_layout(margin={"t": 10}, yaxis_title="images"),
+                key="dataset_aspect",
+                config={"displayModeBar": False},
+            )
+            st.caption(
+                "Training resizes each photo's shorter side and crops its centre square, so very wide or tall "
+                "photos lose their sides; photos smaller than the training size are enlarged (blurry)."
+            )
+        unreadable = table[~table["readable"]]
+        if len(unreadable):
+            st.error(
+                f"{len(unreadable)} file(s) cannot be read and will be skipped by training:",
+                icon=":material/broken_image:",
+            )
+            st.dataframe(unreadable[["path", "reason"]], hide_index=True)
+        else:
+            st.caption(
+                "Every file's header reads as an image. (The health check also decodes each one, which finds "
+                "truncated files too.)"
+            )
+
+if split_tab.open:
+    with split_tab:
+        try:
+            defaults = TrainConfig()
+            given = [e.split for e in index.entries] if index.has_split else None
+            split = split_indices(
+                index.labels, index.classes, given, defaults.val_fraction, defaults.test_fraction, defaults.seed
+            )
+        except DatasetError as e:
+            st.error(f"This dataset cannot be split for training: {e}", icon=":material/call_split:")
+        else:
+            table = pd.DataFrame(split.counts_by_class(index.labels, index.classes)).T
+            what = (
+                "the dataset's own split"
+                if split.source == "dataset"
+                else "a stratified split with seed 42 (the Train page's default)"
+            )
+            sizes_text = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
+            st.markdown(f"Training uses {what}: {sizes_text}.")
+            for note in split.notes:
+                st.caption(note)
+            st.dataframe(table, key="dataset_split_table")
+
+if health_tab.open:
+    with health_tab:
+        health.render(index)

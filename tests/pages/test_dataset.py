@@ -1,32 +1,125 @@
-"""Dataset page: classes, samples, split, a folder by path, the synthetic banner."""
+"""Dataset page: classes, samples, image sizes, split, health; a folder by path; adding datasets."""
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import time
+import zipfile
 
+from core.fileio import write_json_atomic
+from core.tasks import STATUS_FILE, tasks_dir
 from tests.conftest import make_image_dataset
 from tests.pages.conftest import table_with, texts
 
 
-def test_dataset_overview(app):
+def _tab(at, name):
+    at.session_state["dataset_tab"] = name
+    return at.run()
+
+
+def test_classes_samples_sizes_and_split(app):
     at = app("dataset")
     shown = texts(at)
-    assert "Classes: 4" in shown and "Images: 56" in shown
-    assert "Balanced enough" in shown
-    assert at.get("image"), "the sample grid shows photos"
-    assert "Training uses a stratified split with seed 42" in shown
-    split = table_with(at, "train", "val", "test")
-    assert split.loc["red"].tolist() == [10, 2, 2]
+    assert "Classes: 4" in shown and "Images: 56" in shown and "Balanced enough" in shown
+
+    _tab(at, "Samples")
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert captions and all(c.endswith("48×40") for c in captions), captions[:3]
+    assert "56 photos · page 1 of 3" in texts(at)  # all four classes, 24 per page
+    at.multiselect(key="dataset_sample_classes").set_value(["red"]).run()
+    assert "14 photos · page 1 of 1" in texts(at)
+
+    _tab(at, "Image sizes")
+    shown = texts(at)
+    assert "Median size: 48×40" in shown and "Every file's header reads as an image" in shown
+
+    _tab(at, "Split")
+    assert "Training uses a stratified split with seed 42" in texts(at)
+    assert table_with(at, "train", "val", "test").loc["red"].tolist() == [10, 2, 2]
 
 
-def test_a_folder_by_path_and_imbalance_and_synthetic_banner(app, tmp_path):
+def test_a_folder_by_path_with_imbalance_unreadable_files_and_synthetic_banner(app, tmp_path):
     folder = make_image_dataset(tmp_path / "mine", {"big": 12, "small": 4})
+    (folder / "big" / "broken.jpg").write_text("not a photo")
     (folder / "flora.json").write_text(json.dumps({"synthetic": True, "description": "drawn by a test"}))
     at = app("dataset")
     at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
     at.text_input(key="dataset_folder").set_value(str(folder)).run()
     shown = texts(at)
     assert "Classes: 2" in shown and "synthetic" in shown and "drawn by a test" in shown
-    assert "Imbalanced: the largest class has 3.0x" in shown
+    assert "Imbalanced: the largest class has 3.2x" in shown
+    _tab(at, "Image sizes")
+    assert "1 file(s) cannot be read" in texts(at)
+    assert table_with(at, "path", "reason")["path"].tolist() == ["big/broken.jpg"]
     at.text_input(key="dataset_folder").set_value(str(tmp_path / "nope")).run()
     assert "No folder at" in texts(at)
+
+
+def test_health_check_finds_planted_duplicates(app, tmp_path):
+    folder = make_image_dataset(tmp_path / "dups", {"a": 10, "b": 10})
+    shutil.copy(folder / "a" / "img_000.png", folder / "b" / "copy_of_a.png")  # the same photo in two classes
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    _tab(at, "Health check")
+    at.button(key="dataset_health_go").click().run()
+    assert not at.exception
+    titles = " | ".join(e.label for e in at.expander)
+    assert "1 picture filed under two or more classes" in titles, titles
+    assert "would straddle the split training makes" in titles, titles
+    assert "Problems:" in texts(at)
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any("copy_of_a.png" in c for c in captions)
+
+
+def test_add_the_demo_set_then_open_it(app, workspace, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    at.button(key="dataset_demo_go").click().run()
+    assert "**demo** is ready" in texts(at)
+    at.button(key="dataset_open_demo").click().run()
+    assert at.session_state["dataset_source"] == "In the data folder"
+    assert "synthetic" in texts(at) and "Classes: 5" in texts(at)
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_zip_upload_good_and_hostile(app, workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLORA_DATA_DIR", str(tmp_path / "data"))
+    photo = next((workspace["dataset"] / "red").iterdir()).read_bytes()
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    good = _zip({f"my photos/{c}/{i}.png": photo for c in ("tulip", "iris") for i in range(3)} | {"README.txt": b"hi"})
+    at.file_uploader(key="dataset_zip").set_value(("my photos.zip", good, "application/zip")).run()
+    at.button(key="dataset_zip_go").click().run()
+    assert "**my_photos** is ready: 2 classes, 6 images" in texts(at)
+
+    evil = _zip({"roses/a.png": photo, "../evil.txt": b"gotcha"})
+    at.file_uploader(key="dataset_zip").set_value(("evil.zip", evil, "application/zip")).run()
+    at.button(key="dataset_zip_go").click().run()
+    assert "Not imported:" in texts(at) and ".." in texts(at)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")) == ["my_photos"]
+
+
+def test_download_card_shows_a_failed_attempt(app, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    folder = tasks_dir(data) / "old"
+    folder.mkdir(parents=True)
+    write_json_atomic(folder / STATUS_FILE, {"state": "failed", "key": "tf_flowers", "created": time.time(),
+                                            "error": "could not reach storage.googleapis.com"})
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    shown = texts(at)
+    assert "The last attempt failed: could not reach storage.googleapis.com" in shown
+    assert "Get tf_flowers" in [b.label for b in at.button] and "Get oxford102" in [b.label for b in at.button]

@@ -1,0 +1,73 @@
+"""The Dataset page's health panel: run the check, then each finding with its files as thumbnails."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.datasets import DatasetError, DatasetIndex
+from core.health import CheckCancelled, Finding, HealthReport, check_dataset
+from pages import common
+
+SEVERITY_LOOK = {
+    "error": (":material/error:", "red"),
+    "warning": (":material/warning:", "orange"),
+    "info": (":material/info:", "blue"),
+}
+SHOWN_FILES = 24  # thumbnails per finding; the full list is in a table below them
+SHOWN_GROUPS = 8
+
+
+def render(index: DatasetIndex) -> None:
+    st.caption(
+        "Reads every image once: files training would skip, exact and near duplicates, duplicates that "
+        "straddle train/validation/test (the test score would be inflated), the same photo under two classes, "
+        "imbalance, tiny or extreme-aspect images, grayscale photos."
+    )
+    key = f"dataset_health_{index.fingerprint}"
+    if st.button("Run the health check", type="primary", icon=":material/health_and_safety:", key="dataset_health_go"):
+        progress = common.ThrottledProgress("reading headers")
+        try:
+            st.session_state[key] = check_dataset(index, progress=progress, cache_root=common.cache_root())
+        except (DatasetError, CheckCancelled) as e:
+            st.error(str(e))
+        progress.bar.empty()
+    report: HealthReport | None = st.session_state.get(key)
+    if report is None:
+        return
+    counts = report.counts()
+    cols = st.columns(4)
+    cols[0].metric("Problems", counts["error"])
+    cols[1].metric("Warnings", counts["warning"])
+    cols[2].metric("Notes", counts["info"])
+    cols[3].metric("Checked in", f"{report.stats.get('seconds', 0):.1f} s")
+    if not report.findings:
+        st.success(
+            "Nothing wrong found: no unreadable files, duplicates, leaks or odd images.", icon=":material/check:"
+        )
+    for finding in report.findings:
+        show_finding(index, finding)
+
+
+def show_finding(index: DatasetIndex, finding: Finding) -> None:
+    icon, _ = SEVERITY_LOOK.get(finding.severity, (":material/info:", "gray"))
+    with st.expander(finding.title, icon=icon, expanded=finding.severity == "error"):
+        st.markdown(finding.detail)
+        if finding.groups:
+            for number, group in enumerate(finding.groups[:SHOWN_GROUPS], start=1):
+                st.caption(f"Group {number}: the same picture")
+                common.gallery([(index.root / path, caption(finding, path)) for path in group], size=120)
+            if len(finding.groups) > SHOWN_GROUPS:
+                st.caption(f"… and {len(finding.groups) - SHOWN_GROUPS} more group(s); all files are listed below.")
+        elif finding.files:
+            shown = finding.files[:SHOWN_FILES]
+            common.gallery([(index.root / path, caption(finding, path)) for path in shown], size=120)
+            if len(finding.files) > SHOWN_FILES:
+                st.caption(f"… and {len(finding.files) - SHOWN_FILES} more; all are listed below.")
+        if finding.files:
+            rows = [{"file": path, "note": finding.captions.get(path, "")} for path in finding.files]
+            st.dataframe(rows, hide_index=True, height=min(300, 36 * (len(rows) + 1) + 2))
+
+
+def caption(finding: Finding, path: str) -> str:
+    note = finding.captions.get(path)
+    return f"{path} · {note}" if note else path
