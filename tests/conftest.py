@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# ../shared/data beside the project, unless FLORA_SHARED_DATA says where it is
+SHARED_DATA = Path(os.environ.get("FLORA_SHARED_DATA") or PROJECT_ROOT.parent / "shared" / "data")
 FLOWERS = SHARED_DATA / "flowers5-128"
 OXFORD = SHARED_DATA / "oxford102"
 
