@@ -18,6 +18,8 @@ from core.imaging import ImageError, load_for_model
 from core.presets import all_presets, save_preset
 from pages import common
 
+common.app_shell()
+
 FIELDS = {  # field -> (label, min, max, step, unit)
     "rotation": ("Rotation", 0.0, 90.0, 5.0, "degrees"),
     "width_shift": ("Width shift", 0.0, 0.5, 0.05, "fraction of width"),

@@ -14,6 +14,8 @@ from core.health import image_table
 from pages import common
 from pages.parts import add_dataset, health
 
+common.app_shell()
+
 PAGE_SIZE = 24
 IMBALANCE_RATIO = 1.5
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]

@@ -15,6 +15,8 @@ from core.evaluation import Evaluation
 from core.runs import EVALUATION_NPZ
 from pages import common
 
+common.app_shell()
+
 PAGE_SIZE = 24
 BIG = 25  # above this many classes, start from the classes with the most mistakes
 CORRECT = "predicted correctly"

@@ -8,6 +8,8 @@ import streamlit as st
 from core.device import quick_describe
 from pages import common
 
+common.app_shell()
+
 st.title(":material/local_florist: Flora")
 st.markdown(
     "Transfer learning on your photos, every step in view: browse a dataset and its augmentations, "

@@ -12,6 +12,8 @@ from core.inference import Predictor
 from core.runs import MODEL_FILE
 from pages import common
 
+common.app_shell()
+
 st.title("Predict")
 st.caption("Classify your own photos with a trained run. The photo is prepared exactly as the test images were.")
 

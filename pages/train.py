@@ -17,6 +17,8 @@ from core.presets import all_presets, preset_name_for, save_preset
 from core.runs import ACTIVE_STATES, RunNotFound
 from pages import common
 
+common.app_shell()
+
 DEFAULTS = TrainConfig()
 IMAGE_SIZES = [32, 64, 96, 128, 160, 192, 224, 256]
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
@@ -336,7 +338,7 @@ def runs_table(runs) -> None:
         pd.DataFrame(rows),
         hide_index=True,
         key="train_runs_table",
-        height=min(300, 36 * (len(rows) + 1) + 2),
+        height=min(320, 35 * (len(rows) + 1) + 3),
         column_config={
             "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, format="percent"),
             "accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f"),

@@ -222,3 +222,19 @@ def test_home_train_evaluate_predict_in_a_browser(server):
     if keep:
         shutil.copytree(shots, keep, dirs_exist_ok=True)
     print(f"screenshots: {shots}")
+
+
+def test_a_page_url_opened_first_after_a_restart_gets_the_whole_app(server):
+    """Streamlit would run pages/evaluate.py alone (the old pages/ convention) for this first request."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(server["url"] + "/evaluate")
+        expect(page.get_by_role("heading", name="Evaluate", level=1)).to_be_visible(timeout=60_000)
+        navigation = page.locator("[data-testid='stSidebarNav']")
+        expect(navigation).to_contain_text("Home", timeout=30_000)
+        assert "common" not in navigation.inner_text() and "streamlit app" not in navigation.inner_text()
+        expect(page.get_by_text("No finished run yet")).to_be_visible()
+        browser.close()

@@ -116,8 +116,15 @@ def test_download_card_shows_a_failed_attempt(app, tmp_path, monkeypatch):
     monkeypatch.setenv("FLORA_DATA_DIR", str(data))
     folder = tasks_dir(data) / "old"
     folder.mkdir(parents=True)
-    write_json_atomic(folder / STATUS_FILE, {"state": "failed", "key": "tf_flowers", "created": time.time(),
-                                            "error": "could not reach storage.googleapis.com"})
+    write_json_atomic(
+        folder / STATUS_FILE,
+        {
+            "state": "failed",
+            "key": "tf_flowers",
+            "created": time.time(),
+            "error": "could not reach storage.googleapis.com",
+        },
+    )
     at = app("dataset")
     at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
     shown = texts(at)
