@@ -42,6 +42,18 @@ def workspace(tmp_path_factory):
 @pytest.fixture
 def app(workspace, monkeypatch):
     """An AppTest of the whole app (navigation + sidebar) on the prepared workspace."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # AppTest re-detects the old pages/ convention before every run, while a server does it once
+    # and forgets it after the main script's st.navigation; keep it off, as on a running server
+    # (tests/test_browser.py covers the first request after a restart).
+    original_init = PagesManager.__init__
+
+    def init_as_on_a_running_server(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_as_on_a_running_server)
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
 
