@@ -331,7 +331,7 @@ def runs_table(runs) -> None:
                 "setup": f"{run.train_config.image_size}px · {run.train_config.weights}",
                 "epochs": f"{run.status.get('epochs_done') or 0}/{run.train_config.total_epochs}",
                 "progress": state.fraction if state else (1.0 if run.state == "done" else None),
-                "accuracy": run.status.get("accuracy", float("nan")),
+                "accuracy": f"{run.status['accuracy']:.3f}" if run.status.get("accuracy") is not None else "",
             }
         )
     st.dataframe(
@@ -341,7 +341,7 @@ def runs_table(runs) -> None:
         height=min(320, 35 * (len(rows) + 1) + 3),
         column_config={
             "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, format="percent"),
-            "accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f"),
+            "accuracy": st.column_config.TextColumn("test accuracy"),
         },
     )
 
