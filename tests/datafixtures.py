@@ -61,6 +61,17 @@ def write_tgz(path: Path, members: dict[str, bytes], links: dict[str, str] | Non
     return path
 
 
+def tgz_bytes(members: dict[str, bytes]) -> bytes:
+    """A .tgz archive of `members` (name -> bytes), in memory."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def write_zip(path, entries: list[tuple[str, bytes]], symlinks: dict[str, str] | None = None, compress=True):
     """A zip of (name, bytes) entries, in order (so duplicates are possible), plus symlink entries."""
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tests.datafixtures import (
     oxford_source,
     sha256,
     tf_flowers_members,
+    tgz_bytes,
     tree,
     write_tgz,
     write_zip,
@@ -468,22 +468,12 @@ def no_backoff(monkeypatch):
 
 def serve_tf_flowers(server: FileServer, monkeypatch, data: bytes | None = None, **kwargs) -> bytes:
     """Serve a small tf_flowers archive and make it the "official" one (its URL, size and SHA-256)."""
-    archive = data if data is not None else _tgz_bytes(tf_flowers_members())
+    archive = data if data is not None else tgz_bytes(tf_flowers_members())
     url = server.add("/flower_photos.tgz", archive, **kwargs)
     source = KNOWN_SOURCES["tf_flowers"]
     remote = dataclasses.replace(source.files[0], url=url, size=len(archive), sha256=sha256(archive))
     monkeypatch.setitem(KNOWN_SOURCES, "tf_flowers", dataclasses.replace(source, files=(remote,), images=10))
     return archive
-
-
-def _tgz_bytes(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def test_tf_flowers_download_verifies_and_unpacks(tmp_path, server, monkeypatch):
@@ -534,7 +524,7 @@ def test_stopped_download_keeps_its_part_and_the_next_call_resumes(tmp_path, ser
 
 
 def test_download_that_fails_verification_leaves_nothing(tmp_path, server, monkeypatch):
-    good = _tgz_bytes(tf_flowers_members())
+    good = tgz_bytes(tf_flowers_members())
     serve_tf_flowers(server, monkeypatch, data=good)
     server.files["/flower_photos.tgz"].data = good[:-10] + b"0123456789"  # same size, other bytes
     with pytest.raises(DownloadError, match="failed verification: SHA-256"):
@@ -552,7 +542,7 @@ def test_download_of_the_wrong_size_leaves_nothing(tmp_path, server, monkeypatch
 
 
 def test_custom_url_is_checked_by_its_layout(tmp_path, server):
-    url = server.add("/mirror/flowers.tgz", _tgz_bytes(tf_flowers_members(per_class=1)))
+    url = server.add("/mirror/flowers.tgz", tgz_bytes(tf_flowers_members(per_class=1)))
     result = get_dataset("tf_flowers", tmp_path, url=url)
     assert result.images == 5
     assert any("not the official file" in n for n in result.notes)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from core import tasks
 from core.datasets import scan_dataset
 from core.fileio import write_json_atomic
-from tests.datafixtures import FileServer, tf_flowers_members
+from tests.datafixtures import FileServer, tf_flowers_members, tgz_bytes
 
 
 @pytest.fixture
@@ -19,16 +17,6 @@ def server():
     running = FileServer().start()
     yield running
     running.stop()
-
-
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _wait(task, timeout=120):
@@ -42,7 +30,7 @@ def _wait(task, timeout=120):
 
 
 def test_fetch_runs_in_the_background_and_reports(tmp_path, server):
-    url = server.add("/mirror/flower_photos.tgz", _tgz(tf_flowers_members()))
+    url = server.add("/mirror/flower_photos.tgz", tgz_bytes(tf_flowers_members()))
     task = tasks.launch_fetch("tf_flowers", tmp_path, url=url)
     assert task.active and task.key == "tf_flowers"
     assert tasks.launch_fetch("tf_flowers", tmp_path, url=url).task_id == task.task_id  # not twice at once
@@ -61,7 +49,7 @@ def test_a_failed_fetch_says_why(tmp_path, server):
 
 
 def test_stop_before_the_download_and_a_dead_process(tmp_path, server):
-    url = server.add("/f.tgz", _tgz(tf_flowers_members()))
+    url = server.add("/f.tgz", tgz_bytes(tf_flowers_members()))
     folder = tasks.tasks_dir(tmp_path) / "t1"
     folder.mkdir(parents=True)
     write_json_atomic(
