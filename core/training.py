@@ -42,6 +42,8 @@ from core.runs import CHECKPOINT_FILE, DONE, MODEL_FILE, RUNNING, STOPPED, RunSt
 log = logging.getLogger("flora")
 _STATUS_INTERVAL = 1.0  # seconds between status/metrics writes within an epoch
 IMBALANCE_RATIO = 1.5  # "auto" class weighting turns on above this largest/smallest ratio
+HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features
+VALIDATION_BATCH = 512  # rows per validation batch on cached features
 
 
 class StopRequested(RuntimeError):
@@ -186,13 +188,17 @@ class RunLogger(keras.callbacks.Callback):
         self._last_write = 0.0
         self._epoch_start = time.time()
         self._epoch = 0
+        self._last_batch = -1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1  # Keras counts from 0; fit(initial_epoch=...) keeps phase 2 global
         self._epoch_start = time.time()
+        self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
-        self.progress.global_step += 1
+        # With steps_per_execution > 1 Keras calls this once per execution, with its last step.
+        self.progress.global_step += batch - self._last_batch
+        self._last_batch = batch
         if self.store.stop_requested(self.run_id):
             self.model.stop_training = True
             self.stopped = True
@@ -312,7 +318,7 @@ class ConsoleProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(batch + 1 - self.bar.n)  # several steps per call with steps_per_execution
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in _scalars(logs).items()}, refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -589,11 +595,12 @@ def _class_weights(train_labels: np.ndarray, num_classes: int, mode: str) -> np.
     return weights.astype(np.float32)
 
 
-def _compile(model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
+def _compile(model: keras.Model, learning_rate: float, label_smoothing: float, steps_per_execution: int = 1) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -661,7 +668,10 @@ def _phase1_on_features(ctx, model, cache, split, class_weights, progress, best)
 
     head = head_of(model)
     best.track(head)  # the backbone stays as it is: only the head's weights need keeping
-    _compile(head, config.learning_rate, config.label_smoothing)
+    # A head step is a few milliseconds, much of it the framework's per-call cost: run several per
+    # call (on one device: Keras's multi-step loop fails under tf.distribute.MirroredStrategy).
+    steps_per_call = HEAD_STEPS_PER_CALL if ctx.replicas == 1 else 1
+    _compile(head, config.learning_rate, config.label_smoothing, steps_per_execution=steps_per_call)
     num_classes = len(ctx.index.classes)
     train = FeatureBatches(
         features["train"],
@@ -672,11 +682,11 @@ def _phase1_on_features(ctx, model, cache, split, class_weights, progress, best)
         sample_weights=class_weights,
         replicas=ctx.replicas,
     )
-    val = FeatureBatches(
+    val = FeatureBatches(  # big batches: validating is a forward pass; the mean loss is the same
         features["val"][None],
         cache.labels[split.val],
         num_classes,
-        config.batch_size,
+        max(config.batch_size, VALIDATION_BATCH),
         shuffle=False,
         replicas=ctx.replicas,
     )

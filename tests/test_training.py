@@ -176,3 +176,18 @@ def test_best_weights_of_the_head_grow_into_the_whole_model_for_phase_2():
     head.set_weights([np.full(1, 3.0)])
     best.on_epoch_end(2, {"val_loss": 0.7})  # worse than phase 1's best
     assert best.restore() == 1 and head.get_weights()[0][0] == 1.0
+
+
+def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {}})
+    progress = _Progress()
+    logger = RunLogger(store, "r", phase=1, progress=progress, epochs_total=2)
+    logger.set_model(SimpleNamespace(stop_training=False))
+    logger.set_params({"steps": 17})
+    for epoch in range(2):
+        logger.on_epoch_begin(epoch)
+        for last_step in (7, 15, 16):  # steps_per_execution=8: calls after steps 8, 16 and 17
+            logger.on_train_batch_end(last_step, {"loss": 1.0})
+    assert progress.global_step == 34
+    assert store.read_metrics("r")[-1]["batch"] == 17
