@@ -23,11 +23,12 @@ class DeviceInfo:
     name: str  # "NVIDIA H200", or the CPU model
     count: int  # devices of that kind
     compute_capability: tuple[int, int] | None = None
+    memory_gb: float | None = None  # of one GPU, when known
 
     @property
     def label(self) -> str:
         """One line for people: "GPU: NVIDIA H200 (jax)", "2 x GPU: ...", "CPU: ... (tensorflow)"."""
-        count = f"{self.count} x " if self.count > 1 and self.kind == "gpu" else ""
+        count = f"{self.count} x " if self.count > 1 else ""  # 2 x CPU: virtual CPU devices (tests)
         return f"{count}{self.kind.upper()}: {self.name} ({self.backend})"
 
     @property
@@ -86,12 +87,29 @@ def nvidia_gpus() -> list[str]:
     return names
 
 
+def nvidia_memory_gb() -> float | None:
+    """Memory of the first NVIDIA GPU in GiB from `nvidia-smi`; None without one."""
+    exe = shutil.which("nvidia-smi")
+    if not exe or os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+        return round(float(out.split()[0]) / 1024, 1)  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
 def quick_describe() -> DeviceInfo:
     """Best guess without importing a framework (for the UI's sidebar)."""
     gpus = nvidia_gpus()
     backend = keras_backend_name()
     if gpus:
-        return DeviceInfo(backend, "gpu", gpus[0], len(gpus))
+        return DeviceInfo(backend, "gpu", gpus[0], len(gpus), memory_gb=nvidia_memory_gb())
     return DeviceInfo(backend, "cpu", cpu_name(), 1)
 
 
@@ -123,8 +141,9 @@ def _describe_tensorflow() -> DeviceInfo:
         "tensorflow",
         "gpu",
         details.get("device_name", "GPU"),
-        len(gpus),
+        len(tf.config.list_logical_devices("GPU")) or len(gpus),
         details.get("compute_capability"),
+        nvidia_memory_gb(),
     )
 
 
@@ -138,7 +157,12 @@ def _describe_jax() -> DeviceInfo:
     capability = getattr(gpus[0], "compute_capability", None)
     if isinstance(capability, str) and "." in capability:
         capability = tuple(int(p) for p in capability.split(".")[:2])
-    return DeviceInfo("jax", "gpu", gpus[0].device_kind, len(gpus), capability)
+    memory = None
+    try:
+        memory = round(gpus[0].memory_stats()["bytes_limit"] / 2**30, 1)  # what XLA may use
+    except Exception:
+        memory = nvidia_memory_gb()
+    return DeviceInfo("jax", "gpu", gpus[0].device_kind, len(gpus), capability, memory)
 
 
 def _describe_torch() -> DeviceInfo:
@@ -152,6 +176,7 @@ def _describe_torch() -> DeviceInfo:
         torch.cuda.get_device_name(0),
         torch.cuda.device_count(),
         torch.cuda.get_device_capability(0),
+        round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
     )
 
 
@@ -163,6 +188,46 @@ def mixed_precision_policy(info: DeviceInfo) -> str | None:
     if capability is None or tuple(capability) >= (8, 0):
         return "mixed_bfloat16"  # Ampere and later: bf16 tensor cores, no loss scaling needed
     return "mixed_float16"
+
+
+# Images per batch that a GPU of at least this many GiB holds for ResNet-50 at 224 px under
+# mixed precision, with room to spare: (GiB, full fine-tune, frozen backbone / inference).
+# Past ~256 a step is already compute-bound, so bigger batches buy memory pressure, not speed.
+_GPU_BATCH_TABLE = ((30, 256, 512), (14, 128, 256), (7, 64, 128), (0, 32, 64))
+CPU_BATCH = 64  # on a CPU throughput is flat past ~32-64 images; more only costs memory
+
+
+def recommended_batch_size(info: DeviceInfo, image_size: int = 224, training: bool = True) -> int:
+    """A per-step batch that fills `info`'s devices: per-GPU size by memory, times the GPU count.
+
+    Args:
+        info: the device, from `describe()` (or `quick_describe()`).
+        image_size: the model input; memory per image grows with its square.
+        training: True for a full fine-tune step (activations kept for the backward pass),
+            False for a frozen backbone or inference (forward only, about half the memory).
+    """
+    if info.kind != "gpu":
+        return CPU_BATCH * max(1, info.count)
+    memory = info.memory_gb if info.memory_gb is not None else 16.0
+    for floor, full, forward in _GPU_BATCH_TABLE:
+        if memory >= floor:
+            per_device = full if training else forward
+            break
+    scale = (224 / max(32, image_size)) ** 2  # smaller images: more of them fit
+    per_device = int(min(4 * per_device, max(8, per_device * scale)))
+    per_device = 1 << (per_device.bit_length() - 1)  # a power of two: friendly to XLA's tiling
+    return per_device * max(1, info.count)
+
+
+def input_workers(info: DeviceInfo) -> int:
+    """Threads that read and crop cached batches: enough to keep a GPU fed, one per core on a CPU.
+
+    Reads are positioned reads and numpy slicing, which release the GIL, so threads suffice.
+    """
+    cores = os.cpu_count() or 1
+    if info.kind == "gpu":
+        return max(1, min(8, cores))
+    return max(1, min(2, cores))
 
 
 @contextlib.contextmanager

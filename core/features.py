@@ -8,11 +8,16 @@ so augmentation still matters.
   data/.cache/features/<dataset fingerprint>-<image size>-<backbone hash>/view0.npy
   data/.cache/features/<...>/view<k>-<augmentation hash>.npy      (k >= 1)
 each with a `.done.npy` mask of the rows already computed, so another split reuses them.
+
+Extraction runs through Keras's compiled `predict` (one trace or XLA compile per extractor: every
+batch has the same shape, the last one padded), reads uint8 crops in background threads, and
+for augmented views runs the augmentation layers inside that same compiled function.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +25,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core.augment import apply, build_augmentation
+from core.augment import build_augmentation
 from core.config import AugmentConfig, canonical_json
+from core.distribute import pad_rows, padded_length
 from core.fileio import atomic_path
 from core.imaging import center_crop
 from core.ingest import ImageCache
-from core.model import FEATURE_DIM, ResNetPreprocess, backbone_of
+from core.model import FEATURE_DIM, ResNetPreprocess, allow_jit, backbone_of
 
 FEATURES_DIRNAME = "features"
+AUGMENTED_VIEW_VERSION = 2  # 2: augmentation runs inside the compiled extractor, unrounded
+SEGMENT_BATCHES = 32  # batches per predict call: bounds memory and how much a stop or crash loses
 Progress = Callable[[int, int], None]
 
 
@@ -44,7 +52,8 @@ def weights_hash(model: keras.Model) -> str:
 
 
 def augment_hash(config: AugmentConfig, seed: int) -> str:
-    return hashlib.sha256(canonical_json({"augment": config.to_dict(), "seed": seed}).encode()).hexdigest()[:10]
+    payload = {"augment": config.to_dict(), "seed": seed, "version": AUGMENTED_VIEW_VERSION}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:10]
 
 
 def build_extractor(classifier: keras.Model) -> keras.Model:
@@ -58,13 +67,112 @@ def build_extractor(classifier: keras.Model) -> keras.Model:
     return keras.Model(inputs, outputs, name="feature_extractor")
 
 
+class AlwaysAugment(keras.layers.Layer):
+    """Runs augmentation layers in training mode whatever the caller's mode (for `predict`)."""
+
+    def __init__(self, pipeline: keras.Sequential, **kwargs):
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+
+    def call(self, inputs):
+        return self.pipeline(inputs, training=True)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def build_augmenting_extractor(extractor: keras.Model, augment: AugmentConfig, seed: int) -> keras.Model:
+    """Raw pixels -> the training augmentation (always on) -> `extractor`, as one model to compile."""
+    pipeline = build_augmentation(augment, seed=seed)
+    if pipeline is None:
+        raise ValueError("augmented views need an augmentation config with a transform on")
+    allow_jit(pipeline)
+    inputs = keras.Input(extractor.input_shape[1:], name="image")
+    outputs = extractor(AlwaysAugment(pipeline, name="augment")(inputs))
+    model = keras.Model(inputs, outputs, name="augmenting_extractor")
+    model.pipeline = pipeline  # for reseed_augmentation
+    return model
+
+
+def reseed_augmentation(model: keras.Model, augment: AugmentConfig, seed: int) -> None:
+    """Restart `model`'s augmentation random streams as a pipeline built with `seed` would start.
+
+    One compiled extractor then serves every view (view k draws from seed + k), instead of one
+    trace or XLA compile of ResNet-50 per view.
+    """
+    fresh = build_augmentation(augment, seed=seed)
+    for live, new in zip(model.pipeline.layers, fresh.layers, strict=True):
+        generator = getattr(live, "generator", None)
+        if isinstance(generator, keras.random.SeedGenerator) and getattr(new, "seed", None) is not None:
+            state = np.array([int(new.seed), 0], dtype=keras.backend.standardize_dtype(generator.state.dtype))
+            generator.state.assign(state)
+
+
+class ExtractionBatches(keras.utils.PyDataset):
+    """Centre-cropped uint8 batches of cached images, all `batch_size` rows (the last one padded).
+
+    A fixed shape means one trace (TensorFlow) or one XLA compile (JAX) for the whole extraction;
+    uint8 moves a quarter of the bytes of float32 to the device, which casts inside the model.
+    """
+
+    def __init__(self, images: ImageCache, positions: np.ndarray, image_size: int, batch_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.images = images
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.image_size = image_size
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.positions) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        chosen = self.positions[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = np.ascontiguousarray(center_crop(self.images.read(chosen), self.image_size))
+        return (pad_rows(batch, self.batch_size),)
+
+
+class _Collect(keras.callbacks.Callback):
+    """Stores each predicted batch as it comes, one batch behind so the device never waits on us."""
+
+    def __init__(self, store: Callable[[int, np.ndarray], None], should_stop: Callable[[], bool] | None):
+        super().__init__()
+        self.store = store
+        self.should_stop = should_stop
+        self.pending: tuple[int, object] | None = None
+        self.stopped = False
+
+    def on_predict_batch_end(self, batch, logs=None):
+        previous, self.pending = self.pending, (batch, (logs or {})["outputs"])
+        if previous is not None:
+            self.store(previous[0], keras.ops.convert_to_numpy(previous[1]))
+        if self.should_stop and self.should_stop():
+            self.model.stop_predicting = True
+            self.stopped = True
+
+    def on_predict_end(self, logs=None):
+        if self.pending is not None:
+            self.store(self.pending[0], keras.ops.convert_to_numpy(self.pending[1]))
+            self.pending = None
+
+
 class FeatureCache:
     """Features of one image cache through one backbone, view by view, computed on demand."""
 
-    def __init__(self, cache_root: str | os.PathLike, images: ImageCache, image_size: int, backbone_key: str):
+    def __init__(
+        self,
+        cache_root: str | os.PathLike,
+        images: ImageCache,
+        image_size: int,
+        backbone_key: str,
+        workers: int = 1,
+        replicas: int = 1,
+    ):
         self.images = images
         self.image_size = image_size
         self.directory = Path(cache_root) / FEATURES_DIRNAME / f"{images.fingerprint}-{image_size}-{backbone_key}"
+        self.workers = workers  # threads reading batches ahead of the model
+        self.replicas = replicas  # batches are a multiple of this (data-parallel devices)
+        self._augmenting: dict[tuple[int, str], keras.Model] = {}  # per extractor and augmentation
 
     def _files(self, view: int, augment_key: str | None) -> tuple[Path, Path]:
         stem = "view0" if view == 0 else f"view{view}-{augment_key}"
@@ -84,51 +192,91 @@ class FeatureCache:
         """Features (len(positions), 2048) float16 of `view` for the images at `positions`.
 
         Rows already computed are read from disk; the rest go through the backbone and are stored.
+
+        Raises:
+            ExtractionStopped: `should_stop` returned True (what was computed is kept).
         """
         positions = np.asarray(positions, dtype=np.int64)
         if view > 0 and (augment is None or not augment.enabled):
             raise ValueError("augmented views need an augmentation config with a transform on")
         augment_key = augment_hash(augment, seed + view) if view > 0 else None
         data_file, done_file = self._files(view, augment_key)
+        features, done = self._load(data_file, done_file)
+        missing = np.unique(positions[~done[positions]])
+        if not len(missing):
+            if progress:
+                progress(len(positions), len(positions))
+            return features[positions]
+
+        model = extractor
+        if view > 0:
+            key = (id(extractor), canonical_json(augment.to_dict()))
+            if key not in self._augmenting:
+                self._augmenting[key] = build_augmenting_extractor(extractor, augment, seed + view)
+            model = self._augmenting[key]
+            reseed_augmentation(model, augment, seed + view)
+        computed = 0
+
+        def store(batch_index: int, out: np.ndarray) -> None:
+            nonlocal computed
+            rows = segment[batch_index * batch_size : (batch_index + 1) * batch_size]
+            features[rows] = out[: len(rows)].astype(np.float16)
+            done[rows] = True
+            computed += len(rows)
+            if progress:
+                progress(computed, len(missing))
+
+        if progress:
+            progress(0, len(missing))
+        batch_size = even_batch_size(len(missing), batch_size, self.replicas)
+        step = SEGMENT_BATCHES * batch_size
+        for start in range(0, len(missing), step):
+            segment = missing[start : start + step]
+            collect = _Collect(store, should_stop)
+            batches = ExtractionBatches(
+                self.images,
+                segment,
+                self.image_size,
+                batch_size,
+                workers=self.workers,
+                max_queue_size=max(2, 2 * self.workers),
+            )
+            model.predict(batches, verbose=0, callbacks=[collect])
+            if collect.stopped:
+                self._save(data_file, done_file, features, done)  # keep what was computed
+                raise ExtractionStopped("feature extraction stopped on request")
+            if start + step < len(missing):
+                self._save(data_file, done_file, features, done)  # a checkpoint per segment
+        self._save(data_file, done_file, features, done)
+        return features[positions]
+
+    def _load(self, data_file: Path, done_file: Path) -> tuple[np.ndarray, np.ndarray]:
         total = len(self.images)
         if data_file.exists() and done_file.exists():
-            features = np.load(data_file)
-            done = np.load(done_file)
-            if features.shape != (total, FEATURE_DIM) or done.shape != (total,):
-                features, done = _empty(total)
-        else:
-            features, done = _empty(total)
-        missing = positions[~done[positions]]
-        missing = np.unique(missing)
-        if len(missing):
-            pipeline = build_augmentation(augment, seed=seed + view) if view > 0 else None
-            computed = 0
-            if progress:
-                progress(0, len(missing))
-            for start in range(0, len(missing), batch_size):
-                if should_stop and should_stop():
-                    self._save(data_file, done_file, features, done)  # keep what was computed
-                    raise ExtractionStopped("feature extraction stopped on request")
-                chunk = missing[start : start + batch_size]
-                batch = center_crop(self.images.read(chunk), self.image_size)
-                if pipeline is not None:
-                    batch = apply(pipeline, batch)
-                out = extractor.predict_on_batch(batch.astype("float32"))
-                features[chunk] = keras.ops.convert_to_numpy(out).astype(np.float16)
-                done[chunk] = True
-                computed += len(chunk)
-                if progress:
-                    progress(computed, len(missing))
-            self._save(data_file, done_file, features, done)
-        elif progress:
-            progress(len(positions), len(positions))
-        return features[positions]
+            try:
+                features, done = np.load(data_file), np.load(done_file)
+            except (OSError, ValueError):  # a torn or foreign file: start over
+                return _empty(total)
+            if features.shape == (total, FEATURE_DIM) and done.shape == (total,):
+                return features, done
+        return _empty(total)
 
     def _save(self, data_file: Path, done_file: Path, features: np.ndarray, done: np.ndarray) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for path, array in ((data_file, features), (done_file, done)):
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, array)
+
+
+def even_batch_size(n: int, largest: int, multiple: int = 1) -> int:
+    """The smallest batch, a multiple of `multiple`, that covers `n` rows in as few batches as `largest` does.
+
+    Every batch has one shape (the last one padded), and the padding stays under one row per batch
+    instead of up to a whole batch: 350 rows at most 64 go as 6 x 59, not 6 x 64.
+    """
+    largest = max(1, largest)
+    batches = max(1, -(-n // largest))
+    return padded_length(-(-n // batches), multiple)
 
 
 def _empty(total: int) -> tuple[np.ndarray, np.ndarray]:

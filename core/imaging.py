@@ -46,6 +46,15 @@ def load_square(source: str | os.PathLike | bytes | BinaryIO, size: int) -> np.n
     Raises:
         ImageError: the file is missing, not an image, truncated, or too large.
     """
+    return np.asarray(load_square_image(source, size), dtype=np.uint8)
+
+
+def load_square_image(source: str | os.PathLike | bytes | BinaryIO, size: int) -> Image.Image:
+    """`load_square` as a PIL RGB image (`.tobytes()` gives the rows without a numpy copy).
+
+    Raises:
+        ImageError: as `load_square`.
+    """
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
     try:
@@ -80,7 +89,7 @@ def load_for_model(source: str | os.PathLike | bytes | BinaryIO, image_size: int
     return center_crop(load_square(source, cache_size), image_size)
 
 
-def _decode(image: Image.Image, size: int) -> np.ndarray:
+def _decode(image: Image.Image, size: int) -> Image.Image:
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(
@@ -94,7 +103,8 @@ def _decode(image: Image.Image, size: int) -> np.ndarray:
         image.draft(image.mode, (size, size))
     image.load()
     with contextlib.suppress(Exception):  # a malformed EXIF block must not cost us the picture
-        image = ImageOps.exif_transpose(image)
+        # in place: without it Pillow returns a full copy of every photo that needs no turn
+        ImageOps.exif_transpose(image, in_place=True)
     image = _to_rgb(image)
     return _resize_center_square(image, size)
 
@@ -129,12 +139,11 @@ def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(array) * scale, 0, 255).round().astype(np.uint8)
 
 
-def _resize_center_square(image: Image.Image, size: int) -> np.ndarray:
+def _resize_center_square(image: Image.Image, size: int) -> Image.Image:
     width, height = image.size
     side = min(width, height)
     left = (width - side) / 2
     top = (height - side) / 2
     box = (left, top, left + side, top + side)
     # One resample over the central square box: crop and resize in a single pass.
-    resized = image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-    return np.asarray(resized, dtype=np.uint8)
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)

@@ -10,7 +10,9 @@ so a process's resident memory holds a batch, not the dataset.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import concurrent.futures.process
 import contextlib
 import multiprocessing
 import os
@@ -24,12 +26,12 @@ import numpy as np
 
 from core.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
-from core.imaging import ImageError, load_square
+from core.imaging import ImageError, load_square_image
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are rebuilt
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
-_CHUNK = 48  # images per worker task: big enough to amortise IPC, small enough for smooth progress
+_CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
 _PARALLEL_MIN = 96  # below this many images, worker start-up costs more than it saves
 
 Progress = Callable[[int, int], None]
@@ -213,8 +215,9 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
     del array  # header and size are on disk; rows are written with positioned writes
     offset = _data_offset(images_path)
     items = [(row, str(index.root / entry.path)) for row, entry in enumerate(index.entries)]
-    chunks = [items[i : i + _CHUNK] for i in range(0, total, _CHUNK)]
     workers = workers or os.cpu_count() or 1
+    chunk_size = _chunk_size(total, workers)
+    chunks = collections.deque(items[i : i + chunk_size] for i in range(0, total, chunk_size))
     failures: dict[int, str] = {}
     done = 0
     if progress:
@@ -229,23 +232,53 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
         if should_stop and should_stop():
             raise IngestCancelled("decoding stopped on request")
 
+    def decode_here() -> None:
+        chunk = chunks.pop()  # from the back: the worker processes take from the front
+        account(decode_chunk(str(images_path), offset, size, chunk), len(chunk))
+
     if workers <= 1 or total < _PARALLEL_MIN:
-        for chunk in chunks:
-            account(decode_chunk(str(images_path), offset, size, chunk), len(chunk))
+        while chunks:
+            decode_here()
         return failures
 
+    # This process decodes too, next to workers - 1 others. It starts at once, and work goes to
+    # the others only after one of them has answered, so no image ever waits for a process to
+    # spawn (a few tenths of a second of imports): a small dataset is done before they are up.
     # spawn, not fork: the parent may hold TensorFlow or Streamlit threads that fork would copy.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(decode_chunk, str(images_path), offset, size, chunk): len(chunk) for chunk in chunks}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                account(future.result(), futures[future])
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    others = workers - 1
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=others, mp_context=multiprocessing.get_context("spawn"))
+    ready = [pool.submit(os.getpid) for _ in range(others)]
+    in_flight: dict[concurrent.futures.Future, list] = {}
+    usable, finished = True, False
+    try:
+        while chunks or in_flight:
+            if usable and any(f.done() for f in ready):
+                usable = not any(f.done() and f.exception() is not None for f in ready)
+                while usable and chunks and len(in_flight) < 2 * others:  # two queued per process: never idle
+                    chunk = chunks.popleft()
+                    in_flight[pool.submit(decode_chunk, str(images_path), offset, size, chunk)] = chunk
+            for future in [f for f in in_flight if f.done()]:
+                chunk = in_flight.pop(future)
+                if isinstance(future.exception(), concurrent.futures.process.BrokenProcessPool):
+                    usable = False  # a process died (or could not start): this one does the rest
+                    chunks.append(chunk)
+                    continue
+                account(future.result(), len(chunk))
+            if chunks:
+                decode_here()
+            elif in_flight:
+                concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+        finished = True
+    finally:
+        # Reap processes that are up (their CPU time is then accounted to us); never wait for one
+        # still starting, nor on an error (what is left running writes only into the staging file).
+        pool.shutdown(wait=finished and all(f.done() for f in ready), cancel_futures=True)
     return failures
+
+
+def _chunk_size(total: int, workers: int) -> int:
+    """Images per task: about 8 tasks per decoder so the last ones finish together, 16-64 each."""
+    return max(16, min(_CHUNK, -(-total // (8 * max(1, workers)))))
 
 
 def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int, str]]) -> dict[int, str]:
@@ -256,14 +289,17 @@ def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int
     try:
         for row, path in items:
             try:
-                square = load_square(path, size)
+                square = load_square_image(path, size).tobytes()  # the RGB rows, one copy
             except ImageError as e:
                 failures[row] = str(e)
                 continue
             except Exception as e:  # a decoder bug must cost one image, not the dataset
                 failures[row] = f"could not decode ({type(e).__name__}: {e})"
                 continue
-            os.pwrite(fd, square.tobytes(), offset + row * row_bytes)
+            if len(square) != row_bytes:
+                failures[row] = f"could not decode (got {len(square)} bytes for a {size}x{size} RGB square)"
+                continue
+            os.pwrite(fd, square, offset + row * row_bytes)
     finally:
         os.close(fd)
     return failures

@@ -80,6 +80,7 @@ def build_classifier(
     x = inputs
     augmentation = build_augmentation(augment, seed=seed) if augment is not None else None
     if augmentation is not None:
+        allow_jit(augmentation)
         x = augmentation(x)
     x = ResNetPreprocess(name="resnet_preprocess")(x)
     backbone = build_backbone(image_size, weights, models_dir)
@@ -88,6 +89,20 @@ def build_classifier(
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = build_head(num_classes, head, dropout)(x)
     return keras.Model(inputs, outputs, name="flora_resnet50")
+
+
+def allow_jit(augmentation: keras.Sequential | None) -> None:
+    """On JAX, let the random image layers compile with the rest of the step.
+
+    Keras marks RandomRotation, RandomZoom, RandomTranslation and RandomShear as not jittable
+    because TensorFlow's XLA lacks its image-transform op; JAX traces them fine. Left as they
+    are, one such layer makes Keras run the whole JAX train step (ResNet-50 included) un-jitted,
+    op by op. TensorFlow keeps Keras's choice.
+    """
+    if augmentation is None or keras.backend.backend() != "jax":
+        return
+    for layer in augmentation.layers:
+        layer.supports_jit = True
 
 
 def _validate(num_classes: int, image_size: int, head, dropout: float) -> None:

@@ -23,7 +23,15 @@ import numpy as np
 
 from core.config import TrainConfig
 from core.datasets import DatasetIndex, split_indices
-from core.device import DeviceInfo, describe, dtype_policy, mixed_precision_policy
+from core.device import (
+    DeviceInfo,
+    describe,
+    dtype_policy,
+    input_workers,
+    mixed_precision_policy,
+    recommended_batch_size,
+)
+from core.distribute import SINGLE, Parallelism, data_parallel, pad_rows, padded_length
 from core.evaluation import Evaluation
 from core.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
 from core.imaging import center_crop
@@ -34,6 +42,8 @@ from core.runs import CHECKPOINT_FILE, DONE, MODEL_FILE, RUNNING, STOPPED, RunSt
 log = logging.getLogger("flora")
 _STATUS_INTERVAL = 1.0  # seconds between status/metrics writes within an epoch
 IMBALANCE_RATIO = 1.5  # "auto" class weighting turns on above this largest/smallest ratio
+HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features
+VALIDATION_BATCH = 512  # rows per validation batch on cached features
 
 
 class StopRequested(RuntimeError):
@@ -44,7 +54,13 @@ class StopRequested(RuntimeError):
 
 
 class ImageBatches(keras.utils.PyDataset):
-    """Batches of centre-cropped cached images (float32 0-255) with one-hot labels."""
+    """Batches of centre-cropped cached images (uint8 0-255) with one-hot labels.
+
+    uint8, not float32: a quarter of the bytes to copy and to send to a GPU; the model's input
+    casts them. With `replicas` > 1 each batch is padded to a multiple of it (JAX shards batches
+    evenly): padded rows repeat the last image and carry sample weight 0, and `predict` callers
+    drop the extra rows.
+    """
 
     def __init__(
         self,
@@ -57,6 +73,7 @@ class ImageBatches(keras.utils.PyDataset):
         seed: int = 0,
         sample_weights: np.ndarray | None = None,  # one weight per class
         labels: bool = True,
+        replicas: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,6 +85,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.class_weights = sample_weights
         self.with_labels = labels
+        self.replicas = max(1, replicas)
         self._rng = np.random.default_rng(seed)
         self._order = self._rng.permutation(self.positions) if shuffle else self.positions
 
@@ -76,14 +94,8 @@ class ImageBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = center_crop(self.cache.read(chosen), self.image_size).astype("float32")
-        if not self.with_labels:
-            return x
-        labels = self.cache.labels[chosen]
-        y = keras.utils.to_categorical(labels, self.num_classes).astype("float32")
-        if self.class_weights is not None:
-            return x, y, self.class_weights[labels].astype("float32")
-        return x, y
+        x = np.ascontiguousarray(center_crop(self.cache.read(chosen), self.image_size))
+        return _batch(x, self.cache.labels[chosen], self, with_labels=self.with_labels)
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
@@ -102,6 +114,7 @@ class FeatureBatches(keras.utils.PyDataset):
         shuffle: bool = True,
         seed: int = 0,
         sample_weights: np.ndarray | None = None,
+        replicas: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -111,6 +124,7 @@ class FeatureBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.class_weights = sample_weights
+        self.replicas = max(1, replicas)
         self._rng = np.random.default_rng(seed)
         self._draw()
 
@@ -125,14 +139,29 @@ class FeatureBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         x = self.views[self._view[chosen], chosen].astype("float32")
-        labels = self.labels[chosen]
-        y = keras.utils.to_categorical(labels, self.num_classes).astype("float32")
-        if self.class_weights is not None:
-            return x, y, self.class_weights[labels].astype("float32")
-        return x, y
+        return _batch(x, self.labels[chosen], self)
 
     def on_epoch_end(self) -> None:
         self._draw()
+
+
+def _batch(x: np.ndarray, classes: np.ndarray, source, with_labels: bool = True) -> tuple:
+    """(x,) or (x, y[, w]) for one batch, its rows padded to a multiple of `source.replicas`.
+
+    Under several replicas every batch carries weights (one structure for all batches) and
+    padded rows weigh 0, so they count in neither the loss's numerator nor the metrics.
+    """
+    n = len(x)
+    length = padded_length(n, source.replicas)
+    x = pad_rows(x, length)
+    if not with_labels:
+        return (x,)
+    y = pad_rows(keras.utils.to_categorical(classes, source.num_classes).astype("float32"), length)
+    weights = None if source.class_weights is None else source.class_weights[classes].astype("float32")
+    if source.replicas > 1:
+        weights = np.ones(n, dtype="float32") if weights is None else weights
+        weights = np.concatenate([weights, np.zeros(length - n, dtype="float32")])
+    return (x, y) if weights is None else (x, y, weights)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -159,13 +188,17 @@ class RunLogger(keras.callbacks.Callback):
         self._last_write = 0.0
         self._epoch_start = time.time()
         self._epoch = 0
+        self._last_batch = -1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1  # Keras counts from 0; fit(initial_epoch=...) keeps phase 2 global
         self._epoch_start = time.time()
+        self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
-        self.progress.global_step += 1
+        # With steps_per_execution > 1 Keras calls this once per execution, with its last step.
+        self.progress.global_step += batch - self._last_batch
+        self._last_batch = batch
         if self.store.stop_requested(self.run_id):
             self.model.stop_training = True
             self.stopped = True
@@ -221,26 +254,45 @@ class RunLogger(keras.callbacks.Callback):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keeps the classifier's weights from the epoch with the lowest validation loss (across phases)."""
+    """Keeps the classifier's weights from the epoch with the lowest validation loss (across phases).
+
+    It copies only the part that is training (`track`): in phase 1 on features that is the head,
+    a few hundred KB, rather than all of ResNet-50 (~100 MB) at every better epoch.
+    """
 
     def __init__(self, classifier: keras.Model, checkpoint: Path | None = None, state: dict | None = None):
         super().__init__()
         self.classifier = classifier
+        self.tracked = classifier  # the part of the classifier whose weights change now
         self.checkpoint = checkpoint
         self.state = state if state is not None else {"best": math.inf, "epoch": None, "weights": None}
+
+    def track(self, part: keras.Model) -> None:
+        """From now on only `part` (the head, or the whole classifier) changes.
+
+        A best snapshot of a smaller part grows into one of `part`: the rest has not changed since.
+        """
+        saved = self.state.get("part", self.tracked)
+        if self.state["weights"] is not None and saved is not part:
+            current = saved.get_weights()
+            saved.set_weights(self.state["weights"])
+            self.state["weights"] = part.get_weights()
+            saved.set_weights(current)
+        self.state["part"] = part
+        self.tracked = part
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get("val_loss")
         if value is None or not math.isfinite(value) or value >= self.state["best"]:
             return
-        self.state.update(best=float(value), epoch=epoch + 1, weights=self.classifier.get_weights())
+        self.state.update(best=float(value), epoch=epoch + 1, weights=self.tracked.get_weights(), part=self.tracked)
         if self.checkpoint is not None:
             self.classifier.save_weights(self.checkpoint)
 
     def restore(self) -> int | None:
         """Put the best weights back; returns the epoch they came from."""
         if self.state["weights"] is not None:
-            self.classifier.set_weights(self.state["weights"])
+            self.state.get("part", self.tracked).set_weights(self.state["weights"])
         return self.state["epoch"]
 
 
@@ -266,7 +318,7 @@ class ConsoleProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(batch + 1 - self.bar.n)  # several steps per call with steps_per_execution
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in _scalars(logs).items()}, refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -309,7 +361,19 @@ class RunContext:
     console: bool = True
     ingest_workers: int | None = None
     device: DeviceInfo | None = None
+    # At most this many training steps per epoch on images (benchmarks, smoke tests); None: all.
+    max_steps: int | None = None
+    parallel: Parallelism = field(default_factory=lambda: Parallelism(SINGLE, 1))
     _stage_write: float = 0.0
+
+    @property
+    def replicas(self) -> int:
+        return self.parallel.replicas
+
+    @property
+    def workers(self) -> int:
+        """Threads reading batches from the image cache ahead of the model."""
+        return input_workers(self.device) if self.device is not None else 1
 
     @property
     def run_dir(self) -> Path:
@@ -405,7 +469,11 @@ def train_run(ctx: RunContext) -> dict[str, Any]:
         log.info("class weights on (imbalanced classes): %s", np.round(class_weights, 2).tolist())
 
     policy = mixed_precision_policy(ctx.device)
-    with dtype_policy(policy):
+    with dtype_policy(policy), data_parallel(ctx.device) as parallel:
+        ctx.parallel = parallel
+        ctx.store.set_status(ctx.run_id, parallel=parallel.label)
+        if parallel.replicas > 1:
+            log.info("training %s", parallel.label)
         ctx.stage("building model", force=True)
         model = build_classifier(
             num_classes,
@@ -442,10 +510,9 @@ def train_run(ctx: RunContext) -> dict[str, Any]:
         ctx.stage("evaluating on the test split", force=True)
         phase2_ran = config.fine_tune_epochs > 0 and progress.epochs_done > config.epochs
         if features is not None and "test" in features and not phase2_ran:
-            probabilities = head_of(model).predict(features["test"].astype("float32"), verbose=0, batch_size=256)
+            probabilities = _predict_arrays(ctx, head_of(model), features["test"].astype("float32"))
         else:
-            batches = ImageBatches(cache, split.test, num_classes, config.image_size, config.batch_size, labels=False)
-            probabilities = model.predict(batches, verbose=0)
+            probabilities = _predict_images(ctx, model, cache, split.test)
     evaluation = Evaluation(
         probabilities=np.asarray(probabilities, dtype=np.float32),
         labels=cache.labels[split.test],
@@ -528,11 +595,12 @@ def _class_weights(train_labels: np.ndarray, num_classes: int, mode: str) -> np.
     return weights.astype(np.float32)
 
 
-def _compile(model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
+def _compile(model: keras.Model, learning_rate: float, label_smoothing: float, steps_per_execution: int = 1) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -551,8 +619,8 @@ def _phase1_on_features(ctx, model, cache, split, class_weights, progress, best)
     config = ctx.config
     extractor = build_extractor(model)
     key = weights_hash(backbone_of(model))
-    store = FeatureCache(ctx.cache_root, cache, config.image_size, key)
-    batch = max(config.batch_size, 64)
+    store = FeatureCache(ctx.cache_root, cache, config.image_size, key, workers=ctx.workers, replicas=ctx.replicas)
+    batch = extraction_batch_size(ctx)
 
     def extract(name: str, positions, view: int = 0) -> np.ndarray:
         label = f"extracting features: {name}" + (f" (augmented view {view})" if view else "")
@@ -582,16 +650,28 @@ def _phase1_on_features(ctx, model, cache, split, class_weights, progress, best)
             if bar is not None:
                 bar.close()
 
-    views = [extract("train", split.train)]
+    # One pass for the clean view of every split (one partial batch, one save, one progress bar);
+    # the test split too, unless phase 2 will change the backbone under it.
+    parts = {"train": split.train, "val": split.val}
+    if config.fine_tune_epochs == 0:
+        parts["test"] = split.test
+    clean = extract(" + ".join(parts), np.concatenate(list(parts.values())))
+    features, start = {}, 0
+    for name, positions in parts.items():
+        features[name] = clean[start : start + len(positions)]
+        start += len(positions)
+    views = [features.pop("train")]
     if config.augment.enabled:
         views += [extract("train", split.train, view) for view in range(1, config.augmented_views + 1)]
-    features = {"train": np.stack(views), "val": extract("validation", split.val)}
-    if config.fine_tune_epochs == 0:  # the test split is evaluated on features too, unless phase 2 changes them
-        features["test"] = extract("test", split.test)
+    features["train"] = np.stack(views)
     log.info("phase 1 on cached features: %d train images x %d view(s)", len(split.train), len(views))
 
     head = head_of(model)
-    _compile(head, config.learning_rate, config.label_smoothing)
+    best.track(head)  # the backbone stays as it is: only the head's weights need keeping
+    # A head step is a few milliseconds, much of it the framework's per-call cost: run several per
+    # call (on one device: Keras's multi-step loop fails under tf.distribute.MirroredStrategy).
+    steps_per_call = HEAD_STEPS_PER_CALL if ctx.replicas == 1 else 1
+    _compile(head, config.learning_rate, config.label_smoothing, steps_per_execution=steps_per_call)
     num_classes = len(ctx.index.classes)
     train = FeatureBatches(
         features["train"],
@@ -600,17 +680,54 @@ def _phase1_on_features(ctx, model, cache, split, class_weights, progress, best)
         config.batch_size,
         seed=config.seed,
         sample_weights=class_weights,
+        replicas=ctx.replicas,
     )
-    val_y = keras.utils.to_categorical(cache.labels[split.val], num_classes).astype("float32")
+    val = FeatureBatches(  # big batches: validating is a forward pass; the mean loss is the same
+        features["val"][None],
+        cache.labels[split.val],
+        num_classes,
+        max(config.batch_size, VALIDATION_BATCH),
+        shuffle=False,
+        replicas=ctx.replicas,
+    )
     ctx.stage("training the head on cached features", force=True)
     head.fit(
         train,
-        validation_data=(features["val"].astype("float32"), val_y),
+        validation_data=val,
         epochs=config.epochs,
         verbose=0,
         callbacks=_callbacks(ctx, 1, progress, best),
     )
     return features
+
+
+def extraction_batch_size(ctx: RunContext) -> int:
+    """Images per feature-extraction step: sized to the device (it is inference), a multiple of the replicas."""
+    size = recommended_batch_size(ctx.device, ctx.config.image_size, training=False) if ctx.device else 64
+    return padded_length(max(size, ctx.config.batch_size), ctx.replicas)
+
+
+def _predict_arrays(ctx: RunContext, model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """`model.predict` on in-memory rows, padded so that every replica gets an equal share."""
+    n = len(x)
+    out = model.predict(pad_rows(x, padded_length(n, ctx.replicas)), batch_size=batch_size * ctx.replicas, verbose=0)
+    return np.asarray(out)[:n]
+
+
+def _predict_images(ctx: RunContext, model: keras.Model, cache: ImageCache, positions: np.ndarray) -> np.ndarray:
+    """Class probabilities for cached images at `positions` (padded batches; the extra rows dropped)."""
+    config = ctx.config
+    batches = ImageBatches(
+        cache,
+        positions,
+        len(ctx.index.classes),
+        config.image_size,
+        extraction_batch_size(ctx),
+        labels=False,
+        replicas=ctx.replicas,
+        workers=ctx.workers,
+    )
+    return np.asarray(model.predict(batches, verbose=0))[: len(positions)]
 
 
 def _fit_images(ctx, model, cache, split, class_weights, progress, best, phase: int) -> None:
@@ -619,6 +736,7 @@ def _fit_images(ctx, model, cache, split, class_weights, progress, best, phase: 
     num_classes = len(ctx.index.classes)
     learning_rate = config.learning_rate if phase == 1 else config.fine_tune_learning_rate
     _compile(model, learning_rate, config.label_smoothing)
+    reading = {"replicas": ctx.replicas, "workers": ctx.workers, "max_queue_size": 2 * ctx.workers}
     train = ImageBatches(
         cache,
         split.train,
@@ -628,17 +746,21 @@ def _fit_images(ctx, model, cache, split, class_weights, progress, best, phase: 
         shuffle=True,
         seed=config.seed + phase,
         sample_weights=class_weights,
+        **reading,
     )
-    val = ImageBatches(cache, split.val, num_classes, config.image_size, config.batch_size)
+    val = ImageBatches(cache, split.val, num_classes, config.image_size, config.batch_size, **reading)
     initial_epoch = progress.epochs_done
     epochs = initial_epoch + (config.epochs if phase == 1 else config.fine_tune_epochs)
+    best.track(model)
     best.checkpoint = ctx.run_dir / CHECKPOINT_FILE  # epochs are slow here: keep the best on disk too
     ctx.stage("training" if phase == 1 else "fine-tuning", force=True)
+    steps = min(ctx.max_steps, len(train)) if ctx.max_steps else None
     model.fit(
         train,
         validation_data=val,
         epochs=epochs,
         initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
         verbose=0,
         callbacks=_callbacks(ctx, phase, progress, best),
     )

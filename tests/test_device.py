@@ -83,3 +83,28 @@ print("ok", "tensorflow" in sys.modules)
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "ok False"
+
+
+@pytest.mark.parametrize(
+    "info, size, training, expected",
+    [
+        (DeviceInfo("jax", "gpu", "NVIDIA H200", 1, (9, 0), 139.8), 224, True, 256),
+        (DeviceInfo("jax", "gpu", "NVIDIA H200", 1, (9, 0), 139.8), 224, False, 512),
+        (DeviceInfo("jax", "gpu", "NVIDIA H200", 8, (9, 0), 139.8), 224, True, 2048),  # global: per GPU x 8
+        (DeviceInfo("tensorflow", "gpu", "Tesla T4", 1, (7, 5), 15.0), 224, True, 128),
+        (DeviceInfo("tensorflow", "gpu", "small", 1, (8, 6), 6.0), 224, True, 32),
+        (DeviceInfo("jax", "gpu", "NVIDIA H200", 1, (9, 0), 139.8), 128, True, 512),  # smaller images, more
+        (DeviceInfo("jax", "gpu", "NVIDIA H200", 1, (9, 0), 139.8), 512, True, 32),
+        (DeviceInfo("jax", "cpu", "x", 1), 224, True, 64),
+        (DeviceInfo("jax", "cpu", "x", 2), 224, False, 128),
+    ],
+)
+def test_recommended_batch_size_fills_the_device(info, size, training, expected):
+    size_out = device.recommended_batch_size(info, size, training)
+    assert size_out == expected
+    assert size_out % info.count == 0
+
+
+def test_labels_count_every_kind_of_device():
+    assert DeviceInfo("jax", "cpu", "Xeon", 2).label == "2 x CPU: Xeon (jax)"
+    assert DeviceInfo("jax", "gpu", "NVIDIA H200", 1).label == "GPU: NVIDIA H200 (jax)"

@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.datasets import scan_dataset
 from core.imaging import load_square
-from core.ingest import IngestCancelled, cache_folder, ingest, load_cache
+from core.ingest import IngestCancelled, cache_folder, decode_chunk, ingest, load_cache
 from tests.conftest import make_image_dataset
 
 
@@ -89,3 +89,56 @@ def test_ingest_can_be_cancelled_and_leaves_nothing_behind(tmp_path):
     with pytest.raises(IngestCancelled):
         ingest(index, 16, tmp_path / "cache", workers=1, should_stop=lambda: True)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+_REAL_DECODE_CHUNK = decode_chunk  # imported before any test patches it (worker processes import afresh)
+
+
+def _decode_and_sign(images_path, offset, size, items):
+    """decode_chunk that leaves a file named after the process that ran it (and is slow in the test's own)."""
+    import os
+    import time
+    from pathlib import Path
+
+    if str(os.getpid()) == os.environ["FLORA_TEST_PARENT"]:
+        time.sleep(0.1)  # the test's process lags, so the worker processes surely get chunks
+    Path(os.environ["FLORA_TEST_SIGNS"], str(os.getpid())).touch()
+    return _REAL_DECODE_CHUNK(images_path, offset, size, items)
+
+
+def test_worker_processes_and_this_one_decode_together(tmp_path, monkeypatch):
+    import os
+
+    from core import ingest as ingest_module
+
+    root = make_image_dataset(tmp_path / "many", {"a": 100, "b": 100}, size=(50, 30))
+    signs = tmp_path / "signs"
+    signs.mkdir()
+    monkeypatch.setenv("FLORA_TEST_PARENT", str(os.getpid()))
+    monkeypatch.setenv("FLORA_TEST_SIGNS", str(signs))
+    monkeypatch.setattr(ingest_module, "decode_chunk", _decode_and_sign)
+    index = scan_dataset(root)
+    cache = ingest(index, 24, tmp_path / "cache", workers=3)
+    pids = {p.name for p in signs.iterdir()}
+    assert str(os.getpid()) in pids and len(pids) >= 2  # this process and at least one worker
+    assert len(cache) == 200 and not cache.failures
+    for position in (0, 57, 123, 199):
+        np.testing.assert_array_equal(cache.read([position])[0], load_square(root / cache.paths[position], 24))
+
+
+def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monkeypatch):
+    import concurrent.futures.process
+
+    from core import ingest as ingest_module
+
+    class BrokenPool(concurrent.futures.ProcessPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            future = concurrent.futures.Future()
+            future.set_exception(concurrent.futures.process.BrokenProcessPool("a worker died"))
+            return future
+
+    monkeypatch.setattr(ingest_module.concurrent.futures, "ProcessPoolExecutor", BrokenPool)
+    root = make_image_dataset(tmp_path / "many", {"a": 60, "b": 60})
+    cache = ingest(scan_dataset(root), 16, tmp_path / "cache", workers=2)
+    assert len(cache) == 120 and not cache.failures
+    np.testing.assert_array_equal(cache.read([119])[0], load_square(root / cache.paths[119], 16))

@@ -151,3 +151,43 @@ def test_best_weights_keep_the_lowest_validation_loss():
         values["w"] = [np.full(1, weight)]
         best.on_epoch_end(epoch, {"val_loss": loss})
     assert best.restore() == 2 and values["w"][0][0] == 2
+
+
+def test_best_weights_of_the_head_grow_into_the_whole_model_for_phase_2():
+    def part(value):
+        weights = {"w": [np.full(1, value)]}
+        return SimpleNamespace(
+            weights=weights,
+            get_weights=lambda: [v.copy() for v in weights["w"]],
+            set_weights=lambda new: weights.update(w=[np.asarray(v).copy() for v in new]),
+        )
+
+    head = part(1.0)
+    whole = SimpleNamespace()
+    whole.get_weights = lambda: [np.full(1, 9.0), *head.get_weights()]  # backbone 9, then the head
+    whole.set_weights = lambda new: head.set_weights(new[1:])
+    best = BestWeights(whole)
+    best.track(head)
+    best.on_epoch_end(0, {"val_loss": 0.5})  # head 1.0 is the best
+    head.set_weights([np.full(1, 2.0)])
+    best.on_epoch_end(1, {"val_loss": 0.9})
+    best.track(whole)  # phase 2: the whole model trains; the best so far is backbone 9 + head 1
+    assert head.get_weights()[0][0] == 2.0  # the live weights are left as they were
+    head.set_weights([np.full(1, 3.0)])
+    best.on_epoch_end(2, {"val_loss": 0.7})  # worse than phase 1's best
+    assert best.restore() == 1 and head.get_weights()[0][0] == 1.0
+
+
+def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {}})
+    progress = _Progress()
+    logger = RunLogger(store, "r", phase=1, progress=progress, epochs_total=2)
+    logger.set_model(SimpleNamespace(stop_training=False))
+    logger.set_params({"steps": 17})
+    for epoch in range(2):
+        logger.on_epoch_begin(epoch)
+        for last_step in (7, 15, 16):  # steps_per_execution=8: calls after steps 8, 16 and 17
+            logger.on_train_batch_end(last_step, {"loss": 1.0})
+    assert progress.global_step == 34
+    assert store.read_metrics("r")[-1]["batch"] == 17

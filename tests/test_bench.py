@@ -1,0 +1,115 @@
+"""`python -m core bench`: at the tiny test scale every item runs and reports ours, a baseline, a ratio.
+
+Structure, not speed: no assertion here depends on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import cli
+from core.bench import format_report
+from core.bench.common import Row, rate_row, time_row
+from tests.conftest import require_flowers
+
+EXPECTED_ROWS = {
+    "train.cached_cold",
+    "train.cached_reuse",
+    "ingest.photos128",
+    "ingest.large128",
+    "ingest.large224",
+    "gpu.full_finetune",
+    "gpu.real_batches",
+    "gpu.frozen_backbone",
+    "gpu.head_on_features",
+    "gpu.extraction",
+    "inference.p50",
+    "inference.p95",
+    "inference.batch",
+    "memory.peak_rss",
+}
+
+
+@pytest.mark.slow
+def test_bench_json_reports_every_figure_with_baseline_and_ratio(tmp_path, capsys):
+    dataset = require_flowers()
+    output = tmp_path / "bench.json"
+    args = ["--tiny", "--json", "--dataset", str(dataset), "--workdir", str(tmp_path / "w"), "--output", str(output)]
+    code = cli.main(["bench", *args])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0, printed
+    assert printed == json.loads(output.read_text())
+    meta = printed["meta"]
+    assert meta["scale"] == "tiny" and meta["cores"] >= 1 and meta["device"] and meta["versions"]["keras"]
+    rows = {row["key"]: row for row in printed["rows"]}
+    assert set(rows) == EXPECTED_ROWS
+    for key, row in rows.items():
+        assert row["ours"] is not None and row["ours"] > 0, key
+        assert row["baseline"] is not None and row["baseline"] > 0, key
+        assert row["baseline_label"], key
+        assert row["ratio"] is not None and row["ratio"] > 0, key
+        assert row["unit"] and row["figure"] and row["notes"], key
+    # every target is stated, and judged where this machine can judge it
+    for key in ("train.cached_cold", "train.cached_reuse", "ingest.photos128", "memory.peak_rss"):
+        assert rows[key]["target"] and isinstance(rows[key]["met"], bool), key
+    assert rows["gpu.full_finetune"]["target"].startswith(">= 3,000 img/s")
+    # the memory figure comes from a real training process over the whole generated dataset
+    assert rows["memory.peak_rss"]["extra"]["state"] == "done"
+    assert rows["memory.peak_rss"]["extra"]["images"] == 60
+    # the reuse runs really reused the cache
+    assert "no feature was recomputed" in rows["train.cached_reuse"]["notes"]
+
+
+def test_ratios_point_the_same_way_for_times_and_rates():
+    assert time_row("t", "i", "f", 2.0, 10.0, "b", target_ratio=4).to_dict()["ratio"] == 5.0
+    slow = time_row("t", "i", "f", 10.0, 2.0, "b", target_ratio=4)
+    assert slow.ratio == 0.2 and slow.met is False and slow.target == ">= 4x"
+    fast = rate_row("r", "i", "f", "img/s", 300.0, 100.0, "b", target_ratio=2)
+    assert fast.ratio == 3.0 and fast.met is True
+    assert rate_row("r", "i", "f", "img/s", 300.0, None, "b", target_ratio=2).met is None
+
+
+def test_report_is_a_table_with_notes():
+    row = Row("gpu.full_finetune", "3", "ResNet-50", "img/s", 2950.0, 3080.0, "published", 0.96, ">= 3000", False)
+    meta = {
+        "scale": "full",
+        "started": "2026-01-01 00:00 UTC",
+        "device": "GPU: NVIDIA H200 (jax)",
+        "cores": 16,
+        "memory_gb": 128,
+        "versions": {"keras": "3", "backend": "jax"},
+        "load_average_start": [0.1],
+        "load_average_end": [0.2],
+    }
+    text = format_report({"meta": meta, "rows": [row.to_dict()]})
+    assert "2,950 img/s" in text and "3,080 img/s" in text and "0.96x" in text and "NO" in text
+    assert text.splitlines()[-1].startswith("gpu.full_finetune: ")
+
+
+def test_unknown_items_are_refused(capsys):
+    assert cli.main(["bench", "--only", "train,warp"]) == 1
+    assert "unknown bench item" in capsys.readouterr().err
+
+
+def test_markdown_report_has_one_table_row_per_figure():
+    from core.bench import format_markdown
+
+    rows = [
+        time_row("train.cached_cold", "1", "train", 100.0, 400.0, "plain", target_ratio=2.5, notes="n"),
+        Row("gpu.full_finetune", "3", "ResNet-50", "img/s", 12.0, 11.0, "plain | defaults", 1.09, ">= 3,000", None),
+    ]
+    meta = {
+        "scale": "full",
+        "started": "2026-01-01 00:00 UTC",
+        "device": "CPU: x (tensorflow)",
+        "cores": 2,
+        "memory_gb": 24,
+        "versions": {"keras": "3", "backend": "tensorflow", "tensorflow": "2.21"},
+        "load_average_start": [1.0],
+    }
+    text = format_markdown({"meta": meta, "rows": [row.to_dict() for row in rows]})
+    table = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(table) == 2 and all(line.count(" | ") == 6 for line in table)
+    assert "4.00x" in table[0] and "yes" in table[0] and "tensorflow 2.21" in text

@@ -1,0 +1,144 @@
+"""Data-parallel training over several devices: padding helpers, and real runs on 2 virtual CPUs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from core.distribute import SINGLE, data_parallel, pad_rows, padded_length
+from core.features import even_batch_size
+from core.training import _batch
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.mark.parametrize("n, multiple, expected", [(0, 2, 0), (5, 1, 5), (5, 2, 6), (8, 4, 8), (9, 4, 12)])
+def test_padded_length(n, multiple, expected):
+    assert padded_length(n, multiple) == expected
+
+
+def test_pad_rows_repeats_the_last_row():
+    out = pad_rows(np.arange(6).reshape(3, 2), 5)
+    np.testing.assert_array_equal(out, [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
+    same = np.zeros((4, 2))
+    assert pad_rows(same, 4) is same
+
+
+@pytest.mark.parametrize(
+    "n, largest, multiple, expected",
+    [(350, 64, 1, 59), (3022, 64, 1, 63), (64, 64, 1, 64), (10, 64, 1, 10), (10, 64, 4, 12), (1, 64, 2, 2)],
+)
+def test_even_batch_size_pads_less_than_a_row_per_batch(n, largest, multiple, expected):
+    size = even_batch_size(n, largest, multiple)
+    assert size == expected and size % multiple == 0
+    batches = -(-n // size)
+    assert batches == -(-n // largest)  # no more steps than the largest batch would take
+
+
+@pytest.mark.parametrize("class_weights", [None, np.array([1.0, 3.0], dtype=np.float32)])
+def test_batches_are_padded_to_the_replicas_with_zero_weight(class_weights):
+    source = SimpleNamespace(replicas=4, num_classes=2, class_weights=class_weights)
+    x, y, w = _batch(np.arange(5, dtype=np.float32)[:, None], np.array([0, 1, 1, 0, 1]), source)
+    assert len(x) == len(y) == len(w) == 8
+    np.testing.assert_array_equal(x[5:, 0], [4, 4, 4])
+    expected = [1, 1, 1, 1, 1] if class_weights is None else [1, 3, 3, 1, 3]
+    np.testing.assert_array_equal(w, [*expected, 0, 0, 0])
+    # one replica: the batch is left alone, and weights appear only with class weights
+    single = SimpleNamespace(replicas=1, num_classes=2, class_weights=class_weights)
+    out = _batch(np.zeros((5, 1)), np.array([0, 1, 1, 0, 1]), single)
+    assert len(out) == (2 if class_weights is None else 3) and len(out[0]) == 5
+    assert _batch(np.zeros((5, 1)), np.zeros(5, int), source, with_labels=False)[0].shape == (8, 1)
+
+
+def test_one_device_changes_nothing():
+    from core.device import DeviceInfo
+
+    with data_parallel(DeviceInfo("tensorflow", "cpu", "x", 1)) as plan:
+        assert plan.replicas == 1 and plan.label == SINGLE
+
+
+# A tiny run on 2 virtual CPU devices in a fresh process (devices must be set before the framework
+# starts), then its saved model in another fresh process on one device, as the app would load it.
+_TRAIN = """
+import json, os, sys
+backend, tmp = sys.argv[1], sys.argv[2]
+if backend == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pathlib import Path
+from tests.conftest import make_image_dataset
+from core import jobs
+from core.config import AUGMENT_PRESETS, TrainConfig
+from core.runs import RunStore
+data = make_image_dataset(Path(tmp) / "d", {"a": 9, "b": 8, "c": 7})
+store = RunStore(Path(tmp) / "models")
+config = TrainConfig(image_size=32, weights="none", epochs=2, fine_tune_epochs=1, batch_size=5, head=(8,),
+                     augment=AUGMENT_PRESETS["light"], augmented_views=1, class_weighting="balanced")
+sub = jobs.submit(store, data, config)
+status = jobs.execute(store, sub, Path(tmp) / "data", console=False, ingest_workers=1)
+print(json.dumps({"run_id": sub.run_id, **{k: status.get(k) for k in ("state", "device", "parallel", "epochs_done")}}))
+"""
+
+_PREDICT = """
+import json, sys
+from pathlib import Path
+from core.runs import RunStore
+from core.evaluation import Evaluation
+from core.inference import Predictor
+store = RunStore(Path(sys.argv[1]) / "models")
+run = store.get(sys.argv[2])
+evaluation = Evaluation.load(run.directory)
+photos = [Path(sys.argv[1]) / "d" / p for p in evaluation.paths]
+results = Predictor(run).predict(photos)
+sums = evaluation.probabilities.sum(axis=1)
+print(json.dumps({"ok": all(r.ok for r in results), "rows": len(evaluation.probabilities),
+                  "test": len(evaluation.labels), "sums_to_one": bool(abs(sums - 1).max() < 1e-3)}))
+"""
+
+
+def _python(code: str, args: list[str], env: dict[str, str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=PROJECT_ROOT,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+BACKENDS = [
+    pytest.param("tensorflow", {"KERAS_BACKEND": "tensorflow"}, "tf.distribute.MirroredStrategy", id="tensorflow"),
+    pytest.param(
+        "jax",
+        {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        "keras.distribution.DataParallel",
+        id="jax",
+        marks=pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed"),
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, env, strategy", BACKENDS)
+def test_two_devices_train_data_parallel_and_save_a_normal_model(tmp_path, backend, env, strategy):
+    """Phase 1 on cached features (extraction, head fit), phase 2 and evaluation on images, all on 2 devices."""
+    env = {**env, "HOME": str(tmp_path)}
+    status = _python(_TRAIN, [backend, str(tmp_path)], env)
+    assert status["state"] == "done" and status["epochs_done"] == 3
+    assert status["device"].startswith("2 x CPU: ")
+    assert status["parallel"] == f"data parallel over 2 devices ({strategy})"
+    # The saved model is a plain Keras model: a one-device process loads it and predicts.
+    plain_env = {key: value for key, value in env.items() if key != "XLA_FLAGS"}
+    predicted = _python(_PREDICT, [str(tmp_path), status["run_id"]], plain_env)
+    # padded rows were dropped: one probability row per test image
+    assert predicted == {"ok": True, "rows": predicted["test"], "test": predicted["test"], "sums_to_one": True}
+    assert predicted["test"] > 0
