@@ -31,7 +31,10 @@ def jobs_panel() -> None:
     for run in active:
         state = progress(run, common.store().read_metrics(run.run_id))
         st.markdown(f"**{run.run_id}** · {run.dataset_name}")
-        st.progress(state.fraction, text=state.text or run.state)
+        if state.preparing:
+            st.progress(state.stage_fraction, text=state.stage_text)
+        else:
+            st.progress(state.fraction, text=state.text or run.state)
         st.page_link(
             "pages/train.py", label="Watch it", icon=":material/monitoring:", query_params={"train_run": run.run_id}
         )

@@ -70,6 +70,23 @@ class Progress:
     stage_fraction: float | None  # of the current stage (decoding, extracting), when it reports one
     eta_seconds: float | None
     elapsed_seconds: float | None
+    stage_eta_seconds: float | None = None  # time left in the current stage, from its own pace
+    stage_counts: tuple[int, int] | None = None  # (done, total) of the current stage
+
+    @property
+    def preparing(self) -> bool:
+        """True while the run is decoding images or extracting features, before its first epoch."""
+        return self.state in ACTIVE_STATES and self.epochs_done == 0 and self.stage_fraction is not None
+
+    @property
+    def stage_text(self) -> str:
+        """'extracting features: train · 1200 / 3019 · about 40 s left'."""
+        parts = [self.stage or ""]
+        if self.stage_counts:
+            parts.append(f"{self.stage_counts[0]} / {self.stage_counts[1]}")
+        if self.stage_eta_seconds is not None:
+            parts.append(f"about {format_duration(self.stage_eta_seconds)} left")
+        return " · ".join(p for p in parts if p)
 
     @property
     def text(self) -> str:
@@ -95,10 +112,16 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     if run.state in ACTIVE_STATES and status.get("steps") and status.get("epoch", 0) > done:
         batch_part = min(1.0, float(status.get("batch", 0)) / float(status["steps"]))
     fraction = 1.0 if run.state == "done" else (min(1.0, (done + batch_part) / total) if total else 0.0)
-    stage_fraction = None
+    stage_fraction = stage_eta = stage_counts = None
     stage_progress = status.get("stage_progress")
     if stage_progress and stage_progress[1]:
-        stage_fraction = min(1.0, stage_progress[0] / stage_progress[1])
+        done_items, total_items = int(stage_progress[0]), int(stage_progress[1])
+        stage_counts = (done_items, total_items)
+        stage_fraction = min(1.0, done_items / total_items)
+        stage_started = status.get("stage_started_at")
+        if stage_started is not None and done_items > 0 and run.state in ACTIVE_STATES:
+            pace = (float(status.get("updated_at") or now) - float(stage_started)) / done_items
+            stage_eta = max(0.0, pace * (total_items - done_items))
     started = status.get("started_at")
     finished = status.get("finished_at")
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
@@ -111,6 +134,8 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
         stage_fraction=stage_fraction,
         eta_seconds=_eta(run, curves, batch_part, total, now),
         elapsed_seconds=elapsed,
+        stage_eta_seconds=stage_eta,
+        stage_counts=stage_counts,
     )
 
 

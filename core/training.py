@@ -365,6 +365,7 @@ class RunContext:
     max_steps: int | None = None
     parallel: Parallelism = field(default_factory=lambda: Parallelism(SINGLE, 1))
     _stage_write: float = 0.0
+    _stage_name: str | None = None
 
     @property
     def replicas(self) -> int:
@@ -389,6 +390,9 @@ class RunContext:
             return
         self._stage_write = now
         fields: dict[str, Any] = {"stage": name}
+        if name != self._stage_name:  # a new stage: its ETA is measured from here
+            self._stage_name = name
+            fields["stage_started_at"] = now
         if done is not None and total is not None:
             fields["stage_progress"] = [done, total]
         else:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core import jobs
 from core.config import ConfigError, TrainConfig
+from core.device import quick_describe, recommended_batch_size
 from core.monitor import batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.paths import imagenet_weights_cached, imagenet_weights_file
 from core.presets import all_presets, preset_name_for, save_preset
@@ -23,7 +24,7 @@ DEFAULTS = TrainConfig()
 IMAGE_SIZES = [32, 64, 96, 128, 160, 192, 224, 256]
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 FINE_TUNE_RATES = [1e-6, 5e-6, 1e-5, 5e-5, 1e-4]
-BATCH_SIZES = [8, 16, 32, 64, 128, 256]
+BATCH_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
 WEIGHT_CHOICES = {
     "imagenet": "ImageNet (pretrained)",
     "none": "None (random start)",
@@ -119,6 +120,10 @@ def settings_form() -> tuple[str | None, TrainConfig | None]:
             help="Images are resized to this square. 224 is ResNet-50's native size; smaller is faster.",
         )
         batch_size = st.select_slider("Batch size", BATCH_SIZES, value=DEFAULTS.batch_size, key="train_batch_size")
+        device = quick_describe()
+        if device.kind == "gpu":
+            suggested = recommended_batch_size(device, image_size)
+            st.caption(f"On {device.name}, a batch of about {suggested} keeps the GPU busy (fine-tuning).")
         epochs = st.number_input("Head epochs (phase 1)", 0, 500, DEFAULTS.epochs, key="train_epochs")
         learning_rate = st.select_slider(
             "Learning rate",
@@ -406,9 +411,21 @@ def monitor(run_id: str) -> None:
         st.caption(f"{run.status.get('device', 'device: deciding')} · pid {run.status.get('pid', '-')}")
 
     if run.state in ACTIVE_STATES:
-        if state.stage and state.stage_fraction is not None:  # decoding images, extracting features
-            st.progress(state.stage_fraction, text=state.stage)
-        st.progress(state.fraction, text=state.text or "starting")
+        if state.preparing:  # decoding images or extracting features, before the first epoch
+            st.progress(state.stage_fraction, text=state.stage_text)
+            if "extracting features" in (state.stage or ""):
+                st.caption(
+                    "ResNet-50 runs over each image once (and over each augmented view) and the result is "
+                    "cached: the epochs then take seconds, and later runs on this data reuse it."
+                )
+            else:
+                st.caption(f"Then {state.epochs_total} epoch(s).")
+        else:
+            if state.stage and state.stage_fraction is not None:
+                st.progress(state.stage_fraction, text=state.stage_text)
+            st.progress(state.fraction, text=state.text or "starting")
+        if str(run.status.get("parallel", "")).startswith("data parallel"):
+            st.caption(f"Training {run.status['parallel']}.")
         stop_controls(run)
     elif run.state == "failed":
         st.error(f"This run failed: {run.status.get('error', 'no error recorded')}", icon=":material/error:")

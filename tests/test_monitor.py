@@ -84,6 +84,43 @@ def test_progress_of_a_finished_run_and_stage_progress(tmp_path):
     assert progress(store.get("r"), []).stage_fraction == 0.25
 
 
+def test_a_preparing_run_reports_its_stage_with_an_eta(tmp_path):
+    from core.fileio import write_json_atomic
+
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 10}})
+    # 300 of 1200 images in 60 s: the remaining 900 take three times as long
+    write_json_atomic(
+        store.run_dir("r") / "status.json",
+        {
+            "state": "running",
+            "epochs_total": 10,
+            "stage": "extracting features: train",
+            "stage_progress": [300, 1200],
+            "stage_started_at": 1000.0,
+            "updated_at": 1060.0,
+        },
+    )
+    state = progress(store.get("r"), [], now=1070.0)
+    assert state.preparing and state.stage_counts == (300, 1200) and state.stage_fraction == 0.25
+    assert state.stage_eta_seconds == pytest.approx(180.0)
+    assert state.stage_text == "extracting features: train · 300 / 1200 · about 3 min left"
+
+
+def test_run_context_marks_when_each_stage_starts(tmp_path):
+    from core.training import RunContext
+
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {}})
+    ctx = RunContext(store, "r", index=None, config=None, cache_root=tmp_path)
+    ctx.stage("decoding images", 0, 10, force=True)
+    first = store.get("r").status["stage_started_at"]
+    ctx.stage("decoding images", 5, 10, force=True)
+    assert store.get("r").status["stage_started_at"] == first
+    ctx.stage("extracting features: train", 0, 10, force=True)
+    assert store.get("r").status["stage_started_at"] >= first
+
+
 @pytest.mark.parametrize("seconds, text", [(5, "5 s"), (89, "89 s"), (300, "5 min"), (3900, "1 h 5 min")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text

@@ -113,3 +113,33 @@ def test_delete_a_finished_run(app, workspace, tmp_path):
     at.button(key=f"train_delete_{workspace['run_id']}").click().run()
     assert not RunStore(copy).exists(workspace["run_id"])
     assert "No runs yet" in texts(at)
+
+
+def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, tmp_path):
+    import os
+    import shutil
+
+    from core.runs import RunStore, process_start_time
+
+    copy = tmp_path / "models"
+    shutil.copytree(workspace["models"], copy)
+    store = RunStore(copy)
+    store.create("preparing001", store.get(workspace["run_id"]).config)
+    store.set_status(
+        "preparing001",
+        state="running",
+        pid=os.getpid(),
+        pid_start=process_start_time(os.getpid()),
+        epochs_total=10,
+        stage="extracting features: train",
+        stage_progress=[300, 1200],
+        stage_started_at=time.time() - 60,
+    )
+    at = app("train", models_dir=copy)
+    assert at.selectbox(key="train_run").value == "preparing001"  # the active run is picked first
+    bars = [bar.text for bar in at.get("progress")]
+    assert any(text.startswith("extracting features: train · 300 / 1200 · about") for text in bars), bars
+    assert not any("epoch 0/10" in text for text in bars), bars
+    assert "ResNet-50 runs over each image once" in texts(at)
+    sidebar = [bar.text for bar in at.sidebar.get("progress")]
+    assert any("300 / 1200" in text for text in sidebar), sidebar
