@@ -28,7 +28,7 @@ from core.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
 from core.imaging import ImageError, load_square_image
 
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are rebuilt
+CACHE_VERSION = 2  # bump when decoding changes, so old caches are rebuilt (2: bilinear when enlarging)
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress

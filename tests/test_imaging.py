@@ -147,3 +147,14 @@ def test_center_crop_rejects_a_larger_crop():
 @pytest.mark.parametrize("name, expected", [("a.JPG", True), ("b.jpeg", True), ("c.txt", False), ("d", False)])
 def test_image_names(name, expected):
     assert is_image_name(name) is expected
+
+
+def test_enlarging_is_bilinear_shrinking_bicubic_and_an_exact_square_is_untouched(tmp_path):
+    rng = np.random.default_rng(5)
+    photo = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    photo.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(load_square(tmp_path / "p.png", 40), np.asarray(photo))
+    enlarged = np.asarray(photo.resize((52, 52), Image.Resampling.BILINEAR, reducing_gap=3.0))
+    np.testing.assert_array_equal(load_square(tmp_path / "p.png", 52), enlarged)
+    shrunk = np.asarray(photo.resize((20, 20), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    np.testing.assert_array_equal(load_square(tmp_path / "p.png", 20), shrunk)
