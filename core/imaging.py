@@ -13,8 +13,12 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+cv2.setNumThreads(1)  # one small image at a time: OpenCV's thread pool would only add overhead
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -22,6 +26,7 @@ IMAGE_EXTENSIONS = frozenset(
 # Pillow refuses images over 2x its own limit with a terse message; we refuse earlier and say why.
 MAX_PIXELS = 100_000_000
 _BACKGROUND = (255, 255, 255)  # transparent pixels become white, as a viewer shows them
+_ORIENTATION_TAG = 0x0112
 
 
 class ImageError(ValueError):
@@ -41,19 +46,10 @@ def load_square(source: str | os.PathLike | bytes | BinaryIO, size: int) -> np.n
         size: side of the square result in pixels.
 
     Returns:
-        A (size, size, 3) uint8 RGB array.
+        A C-contiguous (size, size, 3) uint8 RGB array.
 
     Raises:
         ImageError: the file is missing, not an image, truncated, or too large.
-    """
-    return np.asarray(load_square_image(source, size), dtype=np.uint8)
-
-
-def load_square_image(source: str | os.PathLike | bytes | BinaryIO, size: int) -> Image.Image:
-    """`load_square` as a PIL RGB image (`.tobytes()` gives the rows without a numpy copy).
-
-    Raises:
-        ImageError: as `load_square`.
     """
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
@@ -89,7 +85,7 @@ def load_for_model(source: str | os.PathLike | bytes | BinaryIO, image_size: int
     return center_crop(load_square(source, cache_size), image_size)
 
 
-def _decode(image: Image.Image, size: int) -> Image.Image:
+def _decode(image: Image.Image, size: int) -> np.ndarray:
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(
@@ -99,14 +95,61 @@ def _decode(image: Image.Image, size: int) -> Image.Image:
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if image.format == "JPEG" and image.mode in ("RGB", "L"):
+        pixels = _decode_jpeg_fast(image, size)
+        if pixels is not None:
+            return _resize_center_square(pixels, size)
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result stays >= size: much faster.
         image.draft(image.mode, (size, size))
     image.load()
     with contextlib.suppress(Exception):  # a malformed EXIF block must not cost us the picture
         # in place: without it Pillow returns a full copy of every photo that needs no turn
         ImageOps.exif_transpose(image, in_place=True)
-    image = _to_rgb(image)
-    return _resize_center_square(image, size)
+    return _resize_center_square(np.asarray(_to_rgb(image)), size)
+
+
+def _decode_jpeg_fast(image: Image.Image, size: int) -> np.ndarray | None:
+    """Decode an RGB or grayscale JPEG with libjpeg-turbo's own API (simplejpeg), or return None.
+
+    The same library and settings as Pillow's decoder (accurate DCT, smooth chroma upsampling, the
+    same 1/2, 1/4, 1/8 draft scales: the pixels are identical), without Pillow's per-image
+    overhead. Anything it will not decode cleanly (truncated, corrupt, 12-bit) returns None, and
+    Pillow's path decodes it or says why it cannot.
+    """
+    if image.fp is None:
+        return None
+    try:
+        image.fp.seek(0)
+        data = image.fp.read()
+    except (OSError, ValueError):
+        return None
+    width, height = image.size
+    scale = 1
+    while scale < 8 and min(width, height) // (scale * 2) >= size:
+        scale *= 2  # as Pillow's draft: the largest power-of-two reduction keeping the shorter side >= size
+    try:
+        pixels = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_width=-(-width // scale), min_height=-(-height // scale), strict=True
+        )
+    except (ValueError, RuntimeError, MemoryError):
+        return None
+    turn = None
+    with contextlib.suppress(Exception):  # a malformed EXIF block must not cost us the picture
+        turn = image.getexif().get(_ORIENTATION_TAG)
+    return _turn_upright(pixels, turn)
+
+
+def _turn_upright(pixels: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Apply an EXIF orientation (2-8) to (H, W, C) pixels, as `ImageOps.exif_transpose` does."""
+    if orientation in (5, 6, 7, 8):
+        pixels = pixels.transpose(1, 0, 2)  # swap the axes; then mirror as each orientation needs
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    if orientation == 2:
+        pixels = pixels[:, ::-1]
+    elif orientation == 3:
+        pixels = pixels[::-1, ::-1]
+    elif orientation == 4:
+        pixels = pixels[::-1]
+    return pixels
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -139,17 +182,21 @@ def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(array) * scale, 0, 255).round().astype(np.uint8)
 
 
-def _resize_center_square(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
+def _resize_center_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The central square of (H, W, 3) `pixels`, resized to `size`; always a new contiguous array."""
+    height, width = pixels.shape[:2]
     side = min(width, height)
-    left = (width - side) / 2
-    top = (height - side) / 2
-    box = (left, top, left + side, top + side)
+    if side > size:
+        # Shrinking: bicubic, antialiased (Pillow widens the filter to the scale), in one resample
+        # over the central square box so an odd margin is split exactly.
+        left, top = (width - side) / 2, (height - side) / 2
+        image = Image.fromarray(np.ascontiguousarray(pixels))
+        box = (left, top, left + side, top + side)
+        return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0))
+    top, left = (height - side) // 2, (width - side) // 2
+    square = pixels[top : top + side, left : left + side]
     if side == size:
-        return image.crop(box) if (width, height) != (size, size) else image
-    # Shrinking: bicubic, antialiased (Pillow widens the filter to the scale). Enlarging adds no
-    # detail to keep, where bicubic only adds overshoot and costs more: bilinear, Keras's and
-    # torchvision's default.
-    resample = Image.Resampling.BICUBIC if side > size else Image.Resampling.BILINEAR
-    # One resample over the central square box: crop and resize in a single pass.
-    return image.resize((size, size), resample, box=box, reducing_gap=3.0)
+        return np.ascontiguousarray(square)
+    # Enlarging adds no detail to keep, where bicubic only adds overshoot: bilinear, Keras's and
+    # torchvision's default, by OpenCV (about 3x Pillow's speed on small photos).
+    return cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=cv2.INTER_LINEAR)

@@ -26,9 +26,11 @@ import numpy as np
 
 from core.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
-from core.imaging import ImageError, load_square_image
+from core.imaging import ImageError, load_square
 
-CACHE_VERSION = 2  # bump when decoding changes, so old caches are rebuilt (2: bilinear when enlarging)
+CACHE_VERSION = (
+    3  # bump when decoding changes, so old caches are rebuilt (2: bilinear when enlarging; 3: OpenCV enlarges)
+)
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
@@ -289,15 +291,15 @@ def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int
     try:
         for row, path in items:
             try:
-                square = load_square_image(path, size).tobytes()  # the RGB rows, one copy
+                square = load_square(path, size)  # contiguous RGB rows, written without a copy
             except ImageError as e:
                 failures[row] = str(e)
                 continue
             except Exception as e:  # a decoder bug must cost one image, not the dataset
                 failures[row] = f"could not decode ({type(e).__name__}: {e})"
                 continue
-            if len(square) != row_bytes:
-                failures[row] = f"could not decode (got {len(square)} bytes for a {size}x{size} RGB square)"
+            if square.nbytes != row_bytes:
+                failures[row] = f"could not decode (got {square.nbytes} bytes for a {size}x{size} RGB square)"
                 continue
             os.pwrite(fd, square, offset + row * row_bytes)
     finally:

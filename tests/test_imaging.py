@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from core import imaging
 from core.imaging import ImageError, center_crop, is_image_name, load_for_model, load_square
 
 SIZE = 24
@@ -154,7 +157,50 @@ def test_enlarging_is_bilinear_shrinking_bicubic_and_an_exact_square_is_untouche
     photo = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     photo.save(tmp_path / "p.png")
     np.testing.assert_array_equal(load_square(tmp_path / "p.png", 40), np.asarray(photo))
-    enlarged = np.asarray(photo.resize((52, 52), Image.Resampling.BILINEAR, reducing_gap=3.0))
-    np.testing.assert_array_equal(load_square(tmp_path / "p.png", 52), enlarged)
+    enlarged = load_square(tmp_path / "p.png", 52).astype(int)
+    pillow_bilinear = np.asarray(photo.resize((52, 52), Image.Resampling.BILINEAR)).astype(int)
+    assert np.abs(enlarged - pillow_bilinear).max() <= 1  # OpenCV's bilinear, rounding apart
     shrunk = np.asarray(photo.resize((20, 20), Image.Resampling.BICUBIC, reducing_gap=3.0))
     np.testing.assert_array_equal(load_square(tmp_path / "p.png", 20), shrunk)
+
+
+def _pillow_only(monkeypatch):
+    monkeypatch.setattr(imaging, "_decode_jpeg_fast", lambda image, size: None)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_fast_jpeg_path_gives_pillows_pixels_for_every_exif_orientation(monkeypatch, mode, orientation):
+    rng = np.random.default_rng(orientation)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (36, 60, 3), dtype=np.uint8)).convert(mode).save(
+        buffer, "JPEG", quality=95, exif=exif.tobytes()
+    )
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as image:
+        assert imaging._decode_jpeg_fast(image, 30) is not None  # the fast path decoded it
+    fast = {size: load_square(data, size) for size in (16, 30, 36, 50)}  # shrink, crop only, enlarge
+    _pillow_only(monkeypatch)
+    for size, pixels in fast.items():
+        assert pixels.flags.c_contiguous
+        np.testing.assert_array_equal(pixels, load_square(data, size))
+
+
+def test_the_fast_jpeg_path_uses_draft_scales_like_pillow(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    big = Image.fromarray(rng.integers(0, 255, (300, 420, 3), dtype=np.uint8)).resize((840, 600))
+    big.save(tmp_path / "big.jpg", quality=90)
+    fast = {size: load_square(tmp_path / "big.jpg", size) for size in (64, 146, 300)}  # 1/8, 1/4, 1/2 scale
+    _pillow_only(monkeypatch)
+    for size, pixels in fast.items():
+        np.testing.assert_array_equal(pixels, load_square(tmp_path / "big.jpg", size))
+
+
+def test_a_truncated_jpeg_still_gets_pillows_clear_reason(tmp_path):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, "JPEG")
+    path = _write(tmp_path / "cut.jpg", buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        load_square(path, 32)
