@@ -58,7 +58,7 @@ def current_config() -> AugmentConfig:
 
 
 datasets = common.datasets()
-choices = {d["path"]: d["name"] for d in datasets}
+choices = {d["path"]: common.dataset_label(d) for d in datasets}
 current = common.current_dataset()
 if current and current not in choices:
     choices = {current: Path(current).name, **choices}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core import paths
+from core import paths, workspace
 from core.datasets import DatasetError, DatasetIndex, list_datasets, scan_dataset
 from core.imaging import ImageError
 from core.runs import Run, RunStore
@@ -104,29 +104,44 @@ def scan(path: str | os.PathLike) -> DatasetIndex:
 
 
 @st.cache_data(show_spinner=False, ttl=10)
-def _datasets_cached(root: str) -> list[dict]:
-    found = []
-    for index in list_datasets(root):
-        found.append(
-            {
-                "name": index.name,
-                "path": str(index.root),
-                "classes": len(index.classes),
-                "images": len(index.entries),
-                "split": {
-                    "classes": "random, seeded",
-                    "presplit": "train/val/test folders",
-                    "manifest": "the dataset's own",
-                }[index.layout],
-                "synthetic": bool(index.meta.get("synthetic")),
-            }
-        )
-    return found
+def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
+    indexes = [(index, False) for index in list_datasets(root)]
+    for folder in folders:
+        try:
+            indexes.append((scan_dataset(folder), True))
+        except DatasetError:
+            continue  # a remembered folder that no longer holds a dataset is simply not offered
+    return [
+        {
+            "name": index.name,
+            "path": str(index.root),
+            "classes": len(index.classes),
+            "images": len(index.entries),
+            "split": {
+                "classes": "random, seeded",
+                "presplit": "train/val/test folders",
+                "manifest": "the dataset's own",
+            }[index.layout],
+            "synthetic": bool(index.meta.get("synthetic")),
+            "folder": outside,
+        }
+        for index, outside in indexes
+    ]
 
 
-def datasets() -> list[dict]:
-    """Datasets under the data folder: name, path, classes, images, split, synthetic."""
-    return _datasets_cached(str(data_root()))
+def datasets(include_folders: bool = True) -> list[dict]:
+    """Datasets under the data folder, then (unless told not to) folders elsewhere used before.
+
+    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/).
+    """
+    folders = tuple(workspace.remembered_folders(data_root())) if include_folders else ()
+    return _datasets_cached(str(data_root()), folders)
+
+
+def dataset_label(dataset: dict) -> str:
+    """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
+    where = f" · folder {dataset['path']}" if dataset["folder"] else ""
+    return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
 
 
 def refresh_datasets() -> None:
@@ -165,8 +180,8 @@ def progress_text(stage: str, done: int, total: int) -> str:
 
 
 def current_dataset() -> str | None:
-    """The dataset picked last (on any page), else the first one under data/."""
-    chosen = st.session_state.get(CURRENT_DATASET)
+    """The dataset picked last (on any page, in this session or an earlier one), else the first one."""
+    chosen = st.session_state.get(CURRENT_DATASET) or workspace.last_dataset(data_root())
     if chosen and Path(chosen).is_dir():
         return chosen
     found = datasets()
@@ -174,7 +189,20 @@ def current_dataset() -> str | None:
 
 
 def set_current_dataset(path: str | os.PathLike) -> None:
-    st.session_state[CURRENT_DATASET] = str(Path(path).expanduser().resolve())
+    """Make `path` the dataset every page starts from, now and after a reload (remembered on disk)."""
+    resolved = str(Path(path).expanduser().resolve())
+    st.session_state[CURRENT_DATASET] = resolved
+    workspace.remember_dataset(data_root(), resolved)
+
+
+def remembered_folders() -> list[str]:
+    """Dataset folders outside data/ picked before, most recent first."""
+    return workspace.remembered_folders(data_root())
+
+
+def outside_data_root(path: str | os.PathLike | None) -> bool:
+    """True for a dataset folder that is not under the data folder."""
+    return bool(path) and not Path(path).resolve().is_relative_to(data_root().resolve())
 
 
 def try_scan(path: str | None) -> DatasetIndex | None:

@@ -29,14 +29,29 @@ def sizes_table(root: str, fingerprint: str) -> pd.DataFrame:
     return image_table(common.scan(root), cache_root=common.cache_root())
 
 
-source = st.segmented_control("Dataset from", SOURCES, default=SOURCES[0], key="dataset_source", required=True)
+def _use_recent_folder() -> None:
+    if st.session_state.get("dataset_recent"):
+        st.session_state["dataset_folder"] = st.session_state["dataset_recent"]
+        st.session_state["dataset_recent"] = None
+
+
+if "dataset_source" not in st.session_state:
+    # Open where the person left off: a folder outside data/ picked last (this session or before)
+    # comes back in the folder box, so a reload or a new tab shows the same dataset.
+    last = common.current_dataset()
+    if common.outside_data_root(last):
+        st.session_state["dataset_source"] = SOURCES[1]
+        st.session_state.setdefault("dataset_folder", last)
+    else:
+        st.session_state["dataset_source"] = SOURCES[0]
+source = st.segmented_control("Dataset from", SOURCES, key="dataset_source", required=True)
 
 chosen: str | None = None
 if source == SOURCES[2]:
     add_dataset.render()
     st.stop()
 elif source == SOURCES[0]:
-    found = common.datasets()
+    found = common.datasets(include_folders=False)
     if not found:
         st.info(
             f"No dataset in `{common.data_root()}` yet. Choose **Add a dataset** above (a download, a zip, "
@@ -44,7 +59,7 @@ elif source == SOURCES[0]:
             icon=":material/info:",
         )
     else:
-        options = {d["path"]: f"{d['name']} ({d['classes']} classes, {d['images']} images)" for d in found}
+        options = {d["path"]: common.dataset_label(d) for d in found}
         paths = list(options)
         current = common.current_dataset()
         if st.session_state.get("dataset_pick") not in paths:
@@ -57,6 +72,15 @@ else:
         placeholder="/path/to/photos (class folders inside, or train/val/test)",
         help="A folder of class folders (DATA/<class>/<image>), or one already split into train/val/test.",
     ).strip()
+    recent = [folder for folder in common.remembered_folders() if folder != typed]
+    if recent:
+        st.pills(
+            "Used before",
+            recent,
+            key="dataset_recent",
+            on_change=_use_recent_folder,
+            help="Folders you picked here before (remembered in the data folder's .flora/workspace.json).",
+        )
     if typed:
         if Path(typed).expanduser().is_dir():
             chosen = typed

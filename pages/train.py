@@ -41,7 +41,7 @@ st.caption(
 
 
 def dataset_picker() -> str | None:
-    options = {d["path"]: f"{d['name']} ({d['classes']} classes, {d['images']} images)" for d in common.datasets()}
+    options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
     current = common.current_dataset()
     if current and current not in options:
         options = {current: f"{Path(current).name} ({current})", **options}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.workspace import state_file
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
@@ -56,6 +57,8 @@ def app(workspace, monkeypatch):
     monkeypatch.setattr(PagesManager, "__init__", init_as_on_a_running_server)
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    # Each test starts as a first visit: no dataset remembered from an earlier test's session.
+    state_file(workspace["data"]).unlink(missing_ok=True)
 
     def open_page(page: str | None = None, models_dir=None) -> AppTest:
         if models_dir is not None:  # a test that adds runs gets a store of its own

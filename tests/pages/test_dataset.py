@@ -57,6 +57,31 @@ def test_a_folder_by_path_with_imbalance_unreadable_files_and_synthetic_banner(a
     assert "No folder at" in texts(at)
 
 
+def test_a_folder_picked_by_path_is_still_there_after_a_reload_and_on_other_pages(app, tmp_path):
+    first = make_image_dataset(tmp_path / "first", {"a": 4, "b": 4})
+    second = make_image_dataset(tmp_path / "second", {"c": 4, "d": 4})
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(first)).run()
+    at.text_input(key="dataset_folder").set_value(str(second)).run()
+
+    again = app("dataset")  # a reload: a new session, nothing in session state
+    assert again.segmented_control(key="dataset_source").value == "A folder on this machine"
+    assert again.text_input(key="dataset_folder").value == str(second)
+    assert "Classes: 2" in texts(again)
+    used_before = again.pills(key="dataset_recent")
+    assert used_before.options == [str(first.resolve())]
+    used_before.set_value(str(first.resolve())).run()  # click the "Used before" pill
+    assert again.text_input(key="dataset_folder").value == str(first.resolve())
+
+    train = app("train")
+    train.session_state["train_tab"] = "New run"
+    train.run()
+    picker = train.selectbox(key="train_dataset")
+    assert picker.value == str(first.resolve())
+    assert any(f"· folder {second.resolve()}" in option for option in picker.options)
+
+
 def test_health_check_finds_planted_duplicates(app, tmp_path):
     folder = make_image_dataset(tmp_path / "dups", {"a": 10, "b": 10})
     shutil.copy(folder / "a" / "img_000.png", folder / "b" / "copy_of_a.png")  # the same photo in two classes
