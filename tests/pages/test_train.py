@@ -74,6 +74,32 @@ def test_launch_trains_in_the_background_then_the_same_settings_are_cached(app, 
     assert again.session_state["train_run"] == run_id
 
 
+@pytest.mark.slow
+def test_stop_a_running_run_from_the_page(app, workspace, tmp_path):
+    from core.runs import RunStore
+
+    store = RunStore(tmp_path / "models")
+    at = _new_run_tab(app, store.root)
+    at.toggle(key="train_feature_cache").set_value(False)  # epochs on images: slow enough to stop midway
+    at = _fill_tiny(at, epochs=60)
+    at.button(key="train_launch").click().run()
+    run_id = at.session_state["train_run"]
+    deadline = time.time() + 180
+    while not any(m.get("epoch") for m in store.read_metrics(run_id)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert store.get(run_id).state == "running", store.log_tail(run_id)
+
+    watching = app("train", models_dir=store.root)
+    assert watching.selectbox(key="train_run").value == run_id
+    watching.button(key=f"train_stop_{run_id}").click().run()
+    assert "Stopping after the current batch" in texts(watching)
+    while store.get(run_id).state == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert store.get(run_id).state == "stopped", store.log_tail(run_id)
+    after = app("train", models_dir=store.root)
+    assert "Stopped on request: it kept its best weights so far." in texts(after)
+
+
 def test_a_failed_run_shows_its_error_and_log(app, workspace):
     store = workspace["store"]
     record = {**store.get(workspace["run_id"]).config}
