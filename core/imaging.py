@@ -104,7 +104,7 @@ def _decode(image: Image.Image, size: int) -> np.ndarray:
     with contextlib.suppress(Exception):  # a malformed EXIF block must not cost us the picture
         # in place: without it Pillow returns a full copy of every photo that needs no turn
         ImageOps.exif_transpose(image, in_place=True)
-    return _resize_center_square(np.asarray(_to_rgb(image)), size)
+    return _resize_center_square(_to_rgb(image), size)
 
 
 def _decode_jpeg_fast(image: Image.Image, size: int) -> np.ndarray | None:
@@ -182,19 +182,23 @@ def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(array) * scale, 0, 255).round().astype(np.uint8)
 
 
-def _resize_center_square(pixels: np.ndarray, size: int) -> np.ndarray:
-    """The central square of (H, W, 3) `pixels`, resized to `size`; always a new contiguous array."""
-    height, width = pixels.shape[:2]
+def _resize_center_square(pixels: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """The central square of RGB `pixels` (an array or a Pillow image), resized to `size`.
+
+    Always a new C-contiguous (size, size, 3) uint8 array.
+    """
+    width, height = pixels.size if isinstance(pixels, Image.Image) else (pixels.shape[1], pixels.shape[0])
     side = min(width, height)
     if side > size:
         # Shrinking: bicubic, antialiased (Pillow widens the filter to the scale), in one resample
         # over the central square box so an odd margin is split exactly.
+        if not isinstance(pixels, Image.Image):
+            pixels = Image.fromarray(np.ascontiguousarray(pixels))
         left, top = (width - side) / 2, (height - side) / 2
-        image = Image.fromarray(np.ascontiguousarray(pixels))
         box = (left, top, left + side, top + side)
-        return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0))
+        return np.asarray(pixels.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0))
     top, left = (height - side) // 2, (width - side) // 2
-    square = pixels[top : top + side, left : left + side]
+    square = np.asarray(pixels)[top : top + side, left : left + side]
     if side == size:
         return np.ascontiguousarray(square)
     # Enlarging adds no detail to keep, where bicubic only adds overshoot: bilinear, Keras's and
