@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tarfile
 import unicodedata
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +59,26 @@ def member_parts(name: str) -> tuple[str, ...]:
     if ".." in parts:
         raise ImportRejected(f"archive entry {name!r} climbs out of the archive with '..'")
     return parts
+
+
+def tar_files(
+    archive: Path, should_stop: Callable[[], bool] | None, stopped: str
+) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, tuple[str, ...], int]]:
+    """Stream a tar archive's regular files as (tar, member, name parts, bytes of the archive read so far).
+
+    Member names are checked as `member_parts` does; a link is refused (ImportRejected); directories
+    and other entries are passed over; `should_stop` is polled before each member (ImportCancelled
+    with the message `stopped`). Errors reading the archive itself reach the caller.
+    """
+    with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        for member in tar:
+            if should_stop and should_stop():
+                raise ImportCancelled(stopped)
+            parts = member_parts(member.name)
+            if member.issym() or member.islnk():
+                raise ImportRejected(f"{archive.name}: entry {member.name!r} is a link; links are not allowed")
+            if member.isfile() and parts:
+                yield tar, member, parts, raw.tell()
 
 
 def clash_key(parts: Iterable[str]) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.importers.archives import Budget, copy_limited, member_parts, safe_target
+from core.importers.archives import Budget, copy_limited, safe_target, tar_files
 from core.importers.common import (
     ImportCancelled,
     ImportRejected,
@@ -248,25 +248,17 @@ def unpack_images(
     budget = Budget(max_total_bytes=2 * 1024**3, max_files=2 * IMAGE_COUNT)
     total = archive.stat().st_size
     try:
-        with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            for member in tar:
-                if should_stop and should_stop():
-                    raise ImportCancelled("import stopped on request")
-                parts = member_parts(member.name)
-                if member.issym() or member.islnk():
-                    raise ImportRejected(f"{archive.name}: entry {member.name!r} is a link; links are not allowed")
-                if not member.isfile() or not parts:
-                    continue
-                placed = _target(staging, labels, parts[-1]) if parts[:-1] == ("jpg",) else None
-                if placed is None:
-                    skipped.append({"path": "/".join(parts), "reason": "not an image listed in imagelabels.mat"})
-                    continue
-                image_id, target = placed
-                safe_target(staging, target.relative_to(staging).parts)
-                budget.add_file()
-                copy_limited(tar.extractfile(member), target, budget, limit=member.size)
-                found.add(image_id)
-                report(progress, "unpacking", raw.tell(), total)
+        for tar, member, parts, read in tar_files(archive, should_stop, "import stopped on request"):
+            placed = _target(staging, labels, parts[-1]) if parts[:-1] == ("jpg",) else None
+            if placed is None:
+                skipped.append({"path": "/".join(parts), "reason": "not an image listed in imagelabels.mat"})
+                continue
+            image_id, target = placed
+            safe_target(staging, target.relative_to(staging).parts)
+            budget.add_file()
+            copy_limited(tar.extractfile(member), target, budget, limit=member.size)
+            found.add(image_id)
+            report(progress, "unpacking", read, total)
     except FileExistsError as e:
         raise ImportRejected(f"{archive.name} holds the same image twice ({Path(e.filename).name})") from None
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:

@@ -21,10 +21,9 @@ from pathlib import Path
 from core.datasets import DatasetError, scan_dataset
 from core.imaging import is_image_name
 from core.importers import oxford
-from core.importers.archives import Budget, copy_limited, is_junk, member_parts, safe_target
+from core.importers.archives import Budget, copy_limited, is_junk, safe_target, tar_files
 from core.importers.common import (
     DownloadError,
-    ImportCancelled,
     ImportRejected,
     ImportResult,
     Progress,
@@ -286,31 +285,26 @@ def _unpack_class_tree(archive: Path, staging: Path, root: str, progress, should
     budget = Budget(max_total_bytes=4 * 1024**3, max_files=200_000)
     total = archive.stat().st_size
     try:
-        with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            for member in tar:
-                if should_stop and should_stop():
-                    raise ImportCancelled("unpacking stopped on request; the download is kept")
-                parts = member_parts(member.name)
-                if member.issym() or member.islnk():
-                    raise ImportRejected(f"{archive.name}: entry {member.name!r} is a link; links are not allowed")
-                if not member.isfile() or not parts or is_junk(parts):
-                    continue
-                if parts[0] != root or len(parts) < 2:
-                    skipped.append({"path": member.name, "reason": f"outside {root}/"})
-                    continue
-                inner = parts[1:]
-                if len(inner) == 1 and not is_image_name(inner[0]):
-                    keep = inner  # LICENSE.txt and the like stay at the dataset's top
-                elif len(inner) == 2 and is_image_name(inner[1]) and not inner[0].startswith("."):
-                    keep = inner
-                else:
-                    skipped.append({"path": member.name, "reason": "not an image in a class folder"})
-                    continue
-                target = safe_target(staging, keep)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                budget.add_file()
-                copy_limited(tar.extractfile(member), target, budget, limit=member.size)
-                report(progress, "unpacking", raw.tell(), total)
+        stopped = "unpacking stopped on request; the download is kept"
+        for tar, member, parts, read in tar_files(archive, should_stop, stopped):
+            if is_junk(parts):
+                continue
+            if parts[0] != root or len(parts) < 2:
+                skipped.append({"path": member.name, "reason": f"outside {root}/"})
+                continue
+            inner = parts[1:]
+            if len(inner) == 1 and not is_image_name(inner[0]):
+                keep = inner  # LICENSE.txt and the like stay at the dataset's top
+            elif len(inner) == 2 and is_image_name(inner[1]) and not inner[0].startswith("."):
+                keep = inner
+            else:
+                skipped.append({"path": member.name, "reason": "not an image in a class folder"})
+                continue
+            target = safe_target(staging, keep)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            budget.add_file()
+            copy_limited(tar.extractfile(member), target, budget, limit=member.size)
+            report(progress, "unpacking", read, total)
     except FileExistsError as e:
         raise ImportRejected(f"{archive.name} holds the same file twice ({Path(e.filename).name})") from None
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
