@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.device import quick_describe
 from core.monitor import progress
 from core.runs import ACTIVE_STATES
 from pages import common
@@ -47,7 +46,7 @@ def live_jobs_panel() -> None:
 
 with st.sidebar:
     st.markdown("### :material/local_florist: Flora")
-    st.caption(f"Device: {quick_describe().label}")
+    st.caption(f"Device: {common.device_info().label}")
     with st.expander("Workspace", icon=":material/folder:"):
         st.caption(f"Datasets: `{common.data_root()}`")
         st.caption(f"Runs: `{common.models_root()}`")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import paths, workspace
 from core.datasets import DatasetError, DatasetIndex, list_datasets, scan_dataset
+from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
 from core.runs import Run, RunStore
 from core.thumbnails import placeholder, thumbnail
@@ -75,6 +76,12 @@ def run_label(run: Run) -> str:
     weights = config.weights if not config.weights.startswith("/") else Path(config.weights).name
     created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
     return f"{run.run_id} · {run.dataset_name} · {config.image_size}px · {weights} · {created}"
+
+
+@st.cache_resource(show_spinner=False, ttl=600)
+def device_info() -> DeviceInfo:
+    """The device training will use, as the sidebar and forms show it (asks nvidia-smi at most every 10 min)."""
+    return quick_describe()
 
 
 def state_badge(state: str) -> None:

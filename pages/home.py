@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.device import quick_describe
 from pages import common
 
 common.app_shell()
@@ -20,7 +19,7 @@ st.markdown(
 datasets = common.datasets()
 runs = common.runs()
 finished = [run for run in runs if run.has_model]
-device = quick_describe()
+device = common.device_info()
 
 left, middle, right, last = st.columns(4)
 left.metric("Datasets", len(datasets))

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import jobs
 from core.config import ConfigError, TrainConfig
-from core.device import quick_describe, recommended_batch_size
+from core.device import recommended_batch_size
 from core.monitor import batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.paths import imagenet_weights_cached, imagenet_weights_file
 from core.presets import all_presets, preset_name_for, save_preset
@@ -120,7 +120,7 @@ def settings_form() -> tuple[str | None, TrainConfig | None]:
             help="Images are resized to this square. 224 is ResNet-50's native size; smaller is faster.",
         )
         batch_size = st.select_slider("Batch size", BATCH_SIZES, value=DEFAULTS.batch_size, key="train_batch_size")
-        device = quick_describe()
+        device = common.device_info()
         if device.kind == "gpu":
             suggested = recommended_batch_size(device, image_size)
             st.caption(f"On {device.name}, a batch of about {suggested} keeps the GPU busy (fine-tuning).")
