@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from core.model import FEATURE_DIM, ResNetPreprocess, allow_jit, backbone_of
 FEATURES_DIRNAME = "features"
 AUGMENTED_VIEW_VERSION = 2  # 2: augmentation runs inside the compiled extractor, unrounded
 SEGMENT_BATCHES = 32  # batches per predict call: bounds memory and how much a stop or crash loses
+CHECKPOINT_SECONDS = 60.0  # at most one interim save a minute: each rewrites the view's whole file
 Progress = Callable[[int, int], None]
 
 
@@ -230,6 +232,7 @@ class FeatureCache:
             progress(0, len(missing))
         batch_size = even_batch_size(len(missing), batch_size, self.replicas)
         step = SEGMENT_BATCHES * batch_size
+        saved_at = time.monotonic()
         for start in range(0, len(missing), step):
             segment = missing[start : start + step]
             collect = _Collect(store, should_stop)
@@ -245,8 +248,9 @@ class FeatureCache:
             if collect.stopped:
                 self._save(data_file, done_file, features, done)  # keep what was computed
                 raise ExtractionStopped("feature extraction stopped on request")
-            if start + step < len(missing):
-                self._save(data_file, done_file, features, done)  # a checkpoint per segment
+            if start + step < len(missing) and time.monotonic() - saved_at >= CHECKPOINT_SECONDS:
+                self._save(data_file, done_file, features, done)  # a checkpoint a crash will not lose
+                saved_at = time.monotonic()
         self._save(data_file, done_file, features, done)
         return features[positions]
 
