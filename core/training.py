@@ -33,7 +33,7 @@ from core.device import (
 )
 from core.distribute import SINGLE, Parallelism, data_parallel, pad_rows, padded_length
 from core.evaluation import Evaluation
-from core.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+from core.features import ExtractionBatches, ExtractionStopped, FeatureCache, build_extractor, weights_hash
 from core.imaging import center_crop
 from core.ingest import ImageCache, IngestCancelled, ingest
 from core.model import backbone_of, build_classifier, head_of, trainable_summary, unfreeze
@@ -719,17 +719,13 @@ def _predict_arrays(ctx: RunContext, model: keras.Model, x: np.ndarray, batch_si
 
 
 def _predict_images(ctx: RunContext, model: keras.Model, cache: ImageCache, positions: np.ndarray) -> np.ndarray:
-    """Class probabilities for cached images at `positions` (padded batches; the extra rows dropped)."""
-    config = ctx.config
-    batches = ImageBatches(
-        cache,
-        positions,
-        len(ctx.index.classes),
-        config.image_size,
-        extraction_batch_size(ctx),
-        labels=False,
-        replicas=ctx.replicas,
-        workers=ctx.workers,
+    """Class probabilities for cached images at `positions`.
+
+    Every batch has the same shape (the last one padded, the extra rows dropped), so the classifier
+    is traced or compiled once for the whole split.
+    """
+    batches = ExtractionBatches(
+        cache, positions, ctx.config.image_size, extraction_batch_size(ctx), workers=ctx.workers
     )
     return np.asarray(model.predict(batches, verbose=0))[: len(positions)]
 
