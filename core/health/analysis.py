@@ -74,16 +74,14 @@ def analyse(index: DatasetIndex, progress, cache_root, workers, should_stop) -> 
         futures = [pool.submit(_analyse_chunk, [paths[i] for i in chunk]) for chunk in chunks]
         try:
             for chunk, future in zip(chunks, futures, strict=True):
-                for i, (digest, thumb, problem) in zip(chunk, future.result(), strict=True):
+                for i, (digest, gray, colour, problem) in zip(chunk, future.result(), strict=True):
                     if problem is not None:
                         reason[i] = problem
                         continue
                     sha[i] = digest
                     readable[i] = True
-                    thumbs[i] = np.clip(imagehash.grayscale(thumb), 0, 255).round().astype(np.uint8)
-                    chroma = thumb.max(axis=2).astype(np.float32) - thumb.min(axis=2)
-                    chroma_mean[i] = chroma.mean()
-                    chroma_peak[i] = np.percentile(chroma, 99)
+                    thumbs[i] = gray
+                    chroma_mean[i], chroma_peak[i] = colour
                 done += len(chunk)
                 report(progress, "hashing", done, n)
                 if should_stop and should_stop():
@@ -111,22 +109,31 @@ def analyse(index: DatasetIndex, progress, cache_root, workers, should_stop) -> 
     return analysis, False
 
 
-def _analyse_chunk(paths: list[Path]) -> list[tuple[str, np.ndarray | None, str | None]]:
+def _analyse_chunk(
+    paths: list[Path],
+) -> list[tuple[str, np.ndarray | None, tuple[float, float] | None, str | None]]:
+    """Per file: (sha256, grayscale thumbnail, (mean, 99th percentile) chroma, None) or ("", None, None, reason).
+
+    The per-image arithmetic runs here, in the worker threads, not in the thread collecting results.
+    """
     out = []
     for path in paths:
         try:
             data = path.read_bytes()
             thumb = load_square(data, imagehash.THUMB)
         except ImageError as e:
-            out.append(("", None, str(e)))
+            out.append(("", None, None, str(e)))
             continue
         except OSError as e:
-            out.append(("", None, f"cannot read the file ({e.strerror or e})"))
+            out.append(("", None, None, f"cannot read the file ({e.strerror or e})"))
             continue
         except Exception as e:  # a decoder bug must cost one image, not the check
-            out.append(("", None, f"could not decode ({type(e).__name__}: {e})"))
+            out.append(("", None, None, f"could not decode ({type(e).__name__}: {e})"))
             continue
-        out.append((hashlib.sha256(data).hexdigest(), thumb, None))
+        gray = np.clip(imagehash.grayscale(thumb), 0, 255).round().astype(np.uint8)
+        chroma = thumb.max(axis=2).astype(np.float32) - thumb.min(axis=2)
+        colour = (float(chroma.mean()), float(np.percentile(chroma, 99)))
+        out.append((hashlib.sha256(data).hexdigest(), gray, colour, None))
     return out
 
 
