@@ -26,7 +26,7 @@ def thumbnail(path: str | os.PathLike, size: int = 160) -> np.ndarray:
                 image.draft(image.mode, (size, size))
             image.load()
             with contextlib.suppress(Exception):
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)  # no copy of a photo that needs no turn
             image = to_rgb(image)
             image.thumbnail((size, size))
             return np.asarray(image, dtype=np.uint8)
