@@ -229,6 +229,17 @@ class RunStore:
     def stop_requested(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / STOP_FILE).exists()
 
+    def stop_requested_at(self, run_id: str) -> float | None:
+        """When a stop was asked for (epoch seconds), or None when it was not."""
+        try:
+            text = (self.run_dir(run_id) / STOP_FILE).read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return float(text)
+        except ValueError:  # written by hand (touch STOP): counts as asked just now
+            return time.time()
+
     def log_tail(self, run_id: str, lines: int = 40) -> str:
         """The last `lines` lines of train.log (carriage-return progress redraws collapsed)."""
         path = self.run_dir(run_id) / LOG_FILE

@@ -468,13 +468,12 @@ def monitor(run_id: str) -> None:
 
 def stop_controls(run) -> None:
     store = common.store()
-    requested = store.stop_requested(run.run_id)
-    if not requested:
+    asked_at = store.stop_requested_at(run.run_id)
+    if asked_at is None:
         if st.button("Stop", icon=":material/stop:", key=f"train_stop_{run.run_id}"):
             jobs.stop(store, run.run_id)
             st.rerun()
         return
-    asked_at = float((store.run_dir(run.run_id) / "STOP").read_text() or time.time())
     waited = time.time() - asked_at
     st.caption(f"Stopping after the current batch (asked {format_duration(waited)} ago)…")
     if waited > FORCE_STOP_AFTER and st.button(
