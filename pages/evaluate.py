@@ -29,8 +29,18 @@ def load_evaluation(run_dir: str, stamp: float) -> Evaluation:
     return Evaluation.load(run_dir)
 
 
+def evaluation_stamp(run) -> tuple[str, float]:
+    return str(run.directory), os.stat(run.path(EVALUATION_NPZ)).st_mtime
+
+
 def evaluation_of(run) -> Evaluation:
-    return load_evaluation(str(run.directory), os.stat(run.path(EVALUATION_NPZ)).st_mtime)
+    return load_evaluation(*evaluation_stamp(run))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def summary_json(run_dir: str, stamp: float) -> str:
+    """The downloadable metrics of a run, built once per evaluation file, not on every click."""
+    return json.dumps(load_evaluation(run_dir, stamp).summary(), indent=2)
 
 
 runs = common.finished_runs()
@@ -259,8 +269,7 @@ with matrix_tab:
 
 with classes_tab:
     table = evaluation.per_class()
-    errors = evaluation.most_confused()
-    top_confusion = errors.drop_duplicates("true").set_index("true")["predicted"]
+    top_confusion = confused.drop_duplicates("true").set_index("true")["predicted"]
     table["most often mistaken for"] = table["class"].map(top_confusion).fillna("")
     table = table.sort_values(["f1", "class"]).reset_index(drop=True)
     st.caption("Worst classes first. Click a column header to sort differently.")
@@ -275,10 +284,9 @@ with classes_tab:
     )
     averages = pd.DataFrame(summary_averages).T.reset_index(names="average")
     st.dataframe(averages, hide_index=True, key="evaluate_averages")
-    summary = evaluation.summary()
     st.download_button(
         "Download metrics (JSON)",
-        json.dumps(summary, indent=2),
+        summary_json(*evaluation_stamp(run)),
         file_name=f"{run_id}-evaluation.json",
         mime="application/json",
         icon=":material/download:",
