@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
-from core.inference import Predictor
+from core.inference import Prediction, Predictor
 from core.runs import MODEL_FILE
 from pages import common
 
@@ -22,6 +22,13 @@ st.caption("Classify your own photos with a trained run. The photo is prepared e
 def load_predictor(run_dir: str, stamp: float) -> Predictor:
     run_id = os.path.basename(run_dir)
     return Predictor(common.store().get(run_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def predict_photo(run_dir: str, stamp: float, name: str, data: bytes) -> Prediction:
+    """Every class's probability for one photo, once: moving the Top k slider only re-slices it."""
+    predictor = load_predictor(run_dir, stamp)
+    return predictor.predict([data], top_k=len(predictor.classes), names=[name])[0]
 
 
 def top_k_chart(top: list[tuple[str, float]]):
@@ -82,9 +89,10 @@ if not files:
     st.caption("Upload a photo to classify it.")
     st.stop()
 
-predictor = load_predictor(str(run.directory), os.stat(run.path(MODEL_FILE)).st_mtime)
-results = predictor.predict([data for _, data in files], top_k=top_k, names=[name for name, _ in files])
-for (name, data), result in zip(files, results, strict=True):
+model_stamp = (str(run.directory), os.stat(run.path(MODEL_FILE)).st_mtime)
+predictor = load_predictor(*model_stamp)
+for name, data in files:
+    result = predict_photo(*model_stamp, name, data)
     with st.container(border=True):
         if not result.ok:
             st.error(f"**{name}** could not be classified: {result.error}", icon=":material/broken_image:")
@@ -95,7 +103,9 @@ for (name, data), result in zip(files, results, strict=True):
             label, probability = result.top[0]
             st.markdown(f"Most likely **{label}** ({probability:.1%})")
             st.plotly_chart(
-                top_k_chart(result.top), key=f"predict_chart_{name}_{len(data)}", config={"displayModeBar": False}
+                top_k_chart(result.top[:top_k]),
+                key=f"predict_chart_{name}_{len(data)}",
+                config={"displayModeBar": False},
             )
             st.caption(
                 f"Predicted in {result.seconds * 1000:.0f} ms (decode + forward pass) on {predictor.device_label}"
