@@ -13,9 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ from typing import Any
 
 from core.config import TrainConfig, run_id_for
 from core.datasets import DatasetError, DatasetIndex, scan_dataset
-from core.paths import PROJECT_ROOT
 from core.runs import (
     ACTIVE_STATES,
     DONE,
@@ -37,6 +34,7 @@ from core.runs import (
     new_run_record,
     process_alive,
     process_start_time,
+    spawn_detached,
 )
 
 log = logging.getLogger("flora")
@@ -230,32 +228,10 @@ def launch(
         "--data-dir",
         str(Path(data_root).resolve()),
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()}
-    with open(run_dir / LOG_FILE, "ab") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the server and the tab
-        )
-    store.set_status(
-        submission.run_id,
-        pid=process.pid,
-        pid_start=process_start_time(process.pid),
-        launched_at=time.time(),
-    )
-    # Reap the child when it ends, so it never lingers as a zombie that looks alive.
-    threading.Thread(target=process.wait, name=f"reap-{submission.run_id}", daemon=True).start()
+    pid, pid_start = spawn_detached(command, run_dir / LOG_FILE)  # survives the server and the tab
+    store.set_status(submission.run_id, pid=pid, pid_start=pid_start, launched_at=time.time())
     submission.run = store.get(submission.run_id)
     return submission
-
-
-def _pythonpath() -> str:
-    existing = os.environ.get("PYTHONPATH")
-    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
 
 
 def stop(store: RunStore, run_id: str) -> None:

@@ -18,6 +18,8 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 from core.config import TrainConfig
 from core.datasets import DatasetIndex
 from core.fileio import append_jsonl, read_json, read_jsonl, write_json_atomic
+from core.paths import PROJECT_ROOT
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -280,6 +283,30 @@ class RunStore:
             error += f"; last log lines:\n{tail}"
         run.status = self.set_status(run.run_id, state=FAILED, error=error, finished_at=time.time())
         return run
+
+
+def spawn_detached(command: list[str], log_path: str | os.PathLike) -> tuple[int, str | None]:
+    """Start `command` in its own session (it outlives the app and the tab), output appended to `log_path`.
+
+    Runs from the project root with the project on PYTHONPATH and unbuffered output; the child is
+    reaped by a daemon thread when it ends, so it never lingers as a zombie that looks alive.
+    Returns its (pid, start time) for `process_alive`.
+    """
+    existing = os.environ.get("PYTHONPATH")
+    pythonpath = f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    return process.pid, process_start_time(process.pid)
 
 
 def process_alive(pid: int | None, start_time: str | None = None) -> bool:

@@ -11,9 +11,7 @@ detached process (like training), reporting to a status file the Dataset page po
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import read_json, write_json_atomic
-from core.paths import PROJECT_ROOT
-from core.runs import process_alive, process_start_time
+from core.runs import LAUNCH_GRACE_SECONDS, process_alive, process_start_time, spawn_detached
 
 TASKS_DIRNAME = Path(".flora") / "tasks"
 STATUS_FILE = "status.json"
 LOG_FILE = "task.log"
 STOP_FILE = "STOP"
 RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
-_GRACE_SECONDS = 30.0  # a task just launched has no pid for a moment
 _WRITE_INTERVAL = 0.5
 
 
@@ -90,7 +86,9 @@ def _refresh(task: Task) -> Task:
     if task.state != RUNNING:
         return task
     pid = task.status.get("pid")
-    if pid is None and time.time() - float(task.status.get("created", 0)) < _GRACE_SECONDS:
+    if (
+        pid is None and time.time() - float(task.status.get("created", 0)) < LAUNCH_GRACE_SECONDS
+    ):  # just launched: no pid yet
         return task
     if pid is not None and process_alive(pid, task.status.get("pid_start")):
         return task
@@ -130,21 +128,8 @@ def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None,
             "total": 0,
         },
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    existing = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
-    with open(directory / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "core.tasks", str(directory)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _update(directory, pid=process.pid, pid_start=process_start_time(process.pid))
-    threading.Thread(target=process.wait, daemon=True).start()  # reap it: a zombie would look alive
+    pid, pid_start = spawn_detached([sys.executable, "-m", "core.tasks", str(directory)], directory / LOG_FILE)
+    _update(directory, pid=pid, pid_start=pid_start)
     return get_task(directory)
 
 
