@@ -324,10 +324,11 @@ def show_notice() -> None:
         )
 
 
-def runs_table(runs) -> None:
+def runs_table(runs, live_metrics: dict[str, list[dict]]) -> None:
+    """The run list; `live_metrics` holds the metrics of the active runs, read once per refresh."""
     rows = []
     for run in runs:
-        state = progress(run, common.store().read_metrics(run.run_id)) if run.state in ACTIVE_STATES else None
+        state = progress(run, live_metrics[run.run_id]) if run.run_id in live_metrics else None
         rows.append(
             {
                 "run": run.run_id,
@@ -394,15 +395,19 @@ def curves_figure(frame: pd.DataFrame, batches: pd.DataFrame, metric: str, bound
     return figure
 
 
-def monitor(run_id: str) -> None:
-    """The selected run: state, progress and ETA, live curves, Stop, and the result or the error."""
+def monitor(run_id: str, metrics: list[dict] | None = None) -> None:
+    """The selected run: state, progress and ETA, live curves, Stop, and the result or the error.
+
+    `metrics`: the run's metrics when the caller has just read them (else they are read here).
+    """
     store = common.store()
     try:
         run = store.refresh(store.get(run_id))
     except RunNotFound:
         st.warning(f"Run {run_id} is gone from the run store.")
         return
-    metrics = store.read_metrics(run_id)
+    if metrics is None:
+        metrics = store.read_metrics(run_id)
     state = progress(run, metrics)
     header = st.container(horizontal=True, vertical_alignment="center")
     with header:
@@ -505,23 +510,27 @@ def result(run, state) -> None:
         )
 
 
-def runs_area() -> None:
-    """The run list, the run picker and the picked run's monitor."""
+def runs_area() -> list:
+    """The run list, the run picker and the picked run's monitor; returns the runs as listed."""
     all_runs = common.runs()
-    runs_table(all_runs)
+    # each active run's metrics.jsonl is read once per refresh, for the table and the monitor alike
+    live_metrics = {
+        run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.state in ACTIVE_STATES
+    }
+    runs_table(all_runs, live_metrics)
     ids = [run.run_id for run in all_runs]
     if st.session_state.get("train_run") not in ids:
         active = [run.run_id for run in all_runs if run.state in ACTIVE_STATES]
         st.session_state["train_run"] = (active or ids)[0]
     labels = {run.run_id: common.run_label(run) for run in all_runs}
     selected = st.selectbox("Watch run", ids, format_func=labels.get, key="train_run", bind="query-params")
-    monitor(selected)
+    monitor(selected, live_metrics.get(selected))
+    return all_runs
 
 
 @st.fragment(run_every=1.5)
 def live_runs_area() -> None:
-    runs_area()
-    if not any(run.state in ACTIVE_STATES for run in common.runs()):
+    if not any(run.state in ACTIVE_STATES for run in runs_area()):
         st.rerun(scope="app")  # all finished: draw once more as a still page and stop polling
 
 
