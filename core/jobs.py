@@ -22,6 +22,7 @@ from typing import Any
 
 from core.config import TrainConfig, run_id_for
 from core.datasets import DatasetError, DatasetIndex, scan_dataset
+from core.processes import process_start_time, spawn_detached
 from core.runs import (
     ACTIVE_STATES,
     DONE,
@@ -33,8 +34,6 @@ from core.runs import (
     RunStore,
     new_run_record,
     process_alive,
-    process_start_time,
-    spawn_detached,
 )
 
 log = logging.getLogger("flora")

@@ -18,8 +18,6 @@ import importlib.metadata
 import os
 import platform
 import shutil
-import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 from core.config import TrainConfig
 from core.datasets import DatasetIndex
 from core.fileio import append_jsonl, read_json, read_jsonl, write_json_atomic
-from core.paths import PROJECT_ROOT
+from core.processes import LAUNCH_GRACE_SECONDS, log_tail, process_alive
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -54,8 +52,6 @@ _RUN_OUTPUTS = (
     STOP_FILE,
     CHECKPOINT_FILE,
 )
-# A run launched from the UI has no pid for a moment; it is not "dead" during that grace period.
-LAUNCH_GRACE_SECONDS = 30.0
 
 
 def new_run_record(index: DatasetIndex, config: TrainConfig) -> dict[str, Any]:
@@ -245,19 +241,7 @@ class RunStore:
 
     def log_tail(self, run_id: str, lines: int = 40) -> str:
         """The last `lines` lines of train.log (carriage-return progress redraws collapsed)."""
-        path = self.run_dir(run_id) / LOG_FILE
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 256 * 1024))
-                text = f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        # split on "\n" only: a progress bar redraws its line with "\r", keep the last drawing
-        cleaned = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
-        kept = [line for line in cleaned if line.strip()]
-        return "\n".join(kept[-lines:])
+        return log_tail(self.run_dir(run_id) / LOG_FILE, lines)
 
     def delete(self, run_id: str) -> None:
         """Remove a run folder. Raises ValueError for a run that is still active."""
@@ -283,62 +267,3 @@ class RunStore:
             error += f"; last log lines:\n{tail}"
         run.status = self.set_status(run.run_id, state=FAILED, error=error, finished_at=time.time())
         return run
-
-
-def spawn_detached(command: list[str], log_path: str | os.PathLike) -> tuple[int, str | None]:
-    """Start `command` in its own session (it outlives the app and the tab), output appended to `log_path`.
-
-    Runs from the project root with the project on PYTHONPATH and unbuffered output; the child is
-    reaped by a daemon thread when it ends, so it never lingers as a zombie that looks alive.
-    Returns its (pid, start time) for `process_alive`.
-    """
-    existing = os.environ.get("PYTHONPATH")
-    pythonpath = f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
-    return process.pid, process_start_time(process.pid)
-
-
-def process_alive(pid: int | None, start_time: str | None = None) -> bool:
-    """True when `pid` is a live, non-zombie process (and started at `start_time`, when given)."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    stat = _proc_stat(int(pid))
-    if stat is None:
-        return True  # no /proc (macOS): the signal check is all we have
-    state, started = stat
-    if state in ("Z", "X"):
-        return False
-    return not (start_time and started != start_time)  # the pid was reused by another process
-
-
-def process_start_time(pid: int) -> str | None:
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    # The command name is in parentheses and may contain spaces; fields follow the last ')'.
-    fields = text[text.rfind(")") + 2 :].split()
-    return fields[0], fields[19]

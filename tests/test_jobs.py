@@ -11,7 +11,8 @@ import pytest
 
 from core import jobs
 from core.config import TrainConfig
-from core.runs import DONE, FAILED, RUNNING, STOPPED, RunStore, process_start_time
+from core.processes import process_start_time
+from core.runs import DONE, FAILED, RUNNING, STOPPED, RunStore
 from tests.conftest import make_image_dataset
 
 CONFIG = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(8,), seed=0)

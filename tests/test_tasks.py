@@ -9,6 +9,7 @@ import pytest
 from core import tasks
 from core.datasets import scan_dataset
 from core.fileio import write_json_atomic
+from core.processes import RunState
 from tests.datafixtures import FileServer, tf_flowers_members, tgz_bytes
 
 
@@ -35,8 +36,8 @@ def test_fetch_runs_in_the_background_and_reports(tmp_path, server):
     assert task.active and task.key == "tf_flowers"
     assert tasks.launch_fetch("tf_flowers", tmp_path, url=url).task_id == task.task_id  # not twice at once
     task = _wait(task)
-    assert task.state == tasks.DONE, task.status
-    assert task.status["result"]["classes"] == 5
+    assert task.state == RunState.DONE, task.status
+    assert task.status.result["classes"] == 5
     assert scan_dataset(tmp_path / "tf_flowers").classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
     assert "done: tf_flowers" in task.log_tail()
     assert [t.task_id for t in tasks.list_tasks(tmp_path)] == [task.task_id]
@@ -44,7 +45,7 @@ def test_fetch_runs_in_the_background_and_reports(tmp_path, server):
 
 def test_a_failed_fetch_says_why(tmp_path, server):
     task = _wait(tasks.launch_fetch("tf_flowers", tmp_path, url=server.url + "/missing.tgz"))
-    assert task.state == tasks.FAILED and "404" in task.status["error"]
+    assert task.state == RunState.FAILED and "404" in task.status.error
     assert not (tmp_path / "tf_flowers").exists()
 
 
@@ -58,7 +59,7 @@ def test_stop_before_the_download_and_a_dead_process(tmp_path, server):
     )
     (folder / tasks.STOP_FILE).write_text("now")
     assert tasks.run(folder) == 0
-    assert tasks.get_task(folder).state == tasks.STOPPED
+    assert tasks.get_task(folder).state == RunState.STOPPED
 
     dead = tasks.tasks_dir(tmp_path) / "t2"
     dead.mkdir()
@@ -67,4 +68,4 @@ def test_stop_before_the_download_and_a_dead_process(tmp_path, server):
     )
     (dead / tasks.LOG_FILE).write_text("downloading: 5/10\nKilled\n")
     task = tasks.get_task(dead)
-    assert task.state == tasks.FAILED and "Killed" in task.status["error"]
+    assert task.state == RunState.FAILED and "Killed" in task.status.error

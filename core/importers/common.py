@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from core.datasets import META_FILE, DatasetError, scan_dataset, split_indices
-from core.fileio import write_json_atomic
+from core.fileio import umask, write_json_atomic
+from core.processes import process_alive
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total); total 0 when unknown
 BYTE_STAGES = frozenset({"downloading", "verifying", "unpacking"})  # their done/total count bytes, others files
@@ -131,7 +132,7 @@ def staging_folder(data_root: str | os.PathLike, name: str, overwrite: bool = Fa
     data_root.mkdir(parents=True, exist_ok=True)
     _remove_orphans(data_root, name)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=STAGING_SUFFIX, dir=data_root))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset gets the usual folder mode
+    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; the dataset gets the usual folder mode
     try:
         yield staging
         publish(staging, data_root / name, overwrite)
@@ -166,30 +167,12 @@ def _remove_orphans(data_root: Path, name: str) -> None:
     """Delete staging folders of this name left by import processes that no longer run."""
     for leftover in data_root.glob(f".{glob_escape(name)}.*{STAGING_SUFFIX}"):
         match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\..*{re.escape(STAGING_SUFFIX)}", leftover.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from core.importers import (
     import_oxford102,
     import_zip,
 )
+from core.processes import RunState
 from pages import common
 
 
@@ -80,9 +81,9 @@ def download_card(key: str) -> None:
                 args=(str(common.data_root() / key),),
             )
         else:
-            if latest is not None and latest.state == tasks.FAILED:
-                st.error(f"The last attempt failed: {latest.status.get('error')}", icon=":material/cloud_off:")
-            elif latest is not None and latest.state == tasks.STOPPED:
+            if latest is not None and latest.state == RunState.FAILED:
+                st.error(f"The last attempt failed: {latest.status.error}", icon=":material/cloud_off:")
+            elif latest is not None and latest.state == RunState.STOPPED:
                 st.info("Stopped; getting it again resumes the download.", icon=":material/pause:")
             if st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
                 tasks.launch_fetch(key, common.data_root())
@@ -95,8 +96,8 @@ def fetch_progress(directory: Path) -> None:
     if not task.active:
         common.refresh_datasets()
         st.rerun(scope="app")  # finished: redraw the card as done, failed or stopped
-    status = task.status
-    text = common.progress_text(status.get("stage", "starting"), status.get("done", 0), status.get("total", 0))
+    done, total = task.status.stage_progress or (0, 0)
+    text = common.progress_text(task.status.stage or "starting", done, total)
     st.progress(task.fraction or 0.0, text=text)
     if st.button("Stop", icon=":material/stop:", key=f"dataset_stop_{task.task_id}"):
         tasks.stop(task)

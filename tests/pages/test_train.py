@@ -145,7 +145,8 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     import os
     import shutil
 
-    from core.runs import RunStore, process_start_time
+    from core.processes import process_start_time
+    from core.runs import RunStore
 
     copy = tmp_path / "models"
     shutil.copytree(workspace["models"], copy)

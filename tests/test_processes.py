@@ -1,0 +1,105 @@
+"""The job layer: typed job status, the job folder (status, stop flag, log) and process liveness."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.processes import JobFolder, JobStatus, RunState, process_alive, process_start_time, spawn_detached
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+@dataclass
+class ExampleStatus(JobStatus):
+    items: int = 0
+
+
+def test_status_round_trips_and_keeps_unknown_keys():
+    stored = {"state": "running", "pid": 12, "items": 3, "from_the_future": {"a": 1}, "stage_progress": [2, 5]}
+    status = ExampleStatus.from_dict(stored)
+    assert status.state is RunState.RUNNING and status.active and status.items == 3
+    assert status.stage_progress == (2, 5) and status.extra == {"from_the_future": {"a": 1}}
+    again = status.to_dict()
+    assert again["state"] == "running" and again["from_the_future"] == {"a": 1} and again["stage_progress"] == [2, 5]
+    assert ExampleStatus.from_dict(again) == status
+
+
+def test_old_and_odd_status_files_still_load():
+    old = JobStatus.from_dict({"state": "running", "created": 10.0, "finished": 20.0})
+    assert old.queued_at == 10.0 and old.finished_at == 20.0  # names of an earlier version
+    assert JobStatus.from_dict({"state": "exploded"}).state is RunState.QUEUED
+    assert JobStatus.from_dict(None).state is RunState.QUEUED
+    assert JobStatus.from_dict({"stage_progress": "half"}).stage_progress is None
+    assert RunState.DONE == "done" and str(RunState.DONE) == "done"  # the stored text compares equal
+
+
+def test_a_misspelt_field_fails_loudly(tmp_path):
+    folder = JobFolder(tmp_path / "job", "job.log", ExampleStatus)
+    folder.update(state=RunState.RUNNING, items=2)
+    with pytest.raises(TypeError, match="no field"):
+        folder.update(itemz=3)
+    status = folder.read()
+    assert isinstance(status, ExampleStatus) and status.items == 2 and status.updated_at is not None
+
+
+def test_stop_flag_and_log_tail(tmp_path):
+    folder = JobFolder(tmp_path / "job", "job.log")
+    assert not folder.stop_requested() and folder.stop_requested_at() is None
+    folder.request_stop()
+    assert folder.stop_requested() and abs(folder.stop_requested_at() - time.time()) < 5
+    folder.clear_stop()
+    assert not folder.stop_requested()
+    folder.log_path.write_text("loading\r10%\r50%\n\nboom\n")
+    assert folder.log_tail() == "50%\nboom"
+
+
+def test_refresh_fails_a_job_whose_process_is_gone(tmp_path):
+    folder = JobFolder(tmp_path / "job", "job.log")
+    folder.update(state=RunState.RUNNING, pid=2**22 - 3)
+    folder.log_path.write_text("Killed\n")
+    status = folder.refresh(what="the worker")
+    assert (
+        status.state is RunState.FAILED
+        and "the worker (pid 4194301) ended" in status.error
+        and "Killed" in status.error
+    )
+    live = JobFolder(tmp_path / "live", "job.log")
+    live.claim(state=RunState.RUNNING)
+    assert live.refresh().state is RunState.RUNNING
+    young = JobFolder(tmp_path / "young", "job.log")
+    young.update(state=RunState.QUEUED, queued_at=time.time())  # no pid yet: within the grace period
+    assert young.refresh().state is RunState.QUEUED
+    young.update(queued_at=time.time() - 3600)
+    assert young.refresh().state is RunState.FAILED
+
+
+def test_launch_detaches_and_logs(tmp_path):
+    folder = JobFolder(tmp_path / "job", "job.log")
+    status = folder.launch([sys.executable, "-c", "print('hello from the job')"])
+    assert status.pid and status.launched_at
+    deadline = time.time() + 30
+    while process_alive(status.pid, status.pid_start) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "hello from the job" in folder.log_tail()
+
+
+def test_process_alive_detects_zombies_and_pid_reuse():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
+        time.sleep(0.01)
+    assert not process_alive(child.pid)  # exited but not reaped: a zombie is not alive
+    child.wait()
+    assert process_alive(os.getpid())
+    assert not process_alive(os.getpid(), start_time="not-my-start-time")
+    assert process_alive(os.getpid(), start_time=process_start_time(os.getpid()))
+    assert not process_alive(None)
+    pid, _ = spawn_detached([sys.executable, "-c", "pass"], Path(os.devnull))
+    assert pid > 0
