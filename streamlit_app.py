@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from core.monitor import progress
-from core.runs import ACTIVE_STATES
 from pages import common
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
@@ -23,7 +22,7 @@ navigation = st.navigation(PAGES)
 
 def jobs_panel() -> None:
     """Active runs with their progress; a link to the Train page for each."""
-    active = [run for run in common.runs() if run.state in ACTIVE_STATES]
+    active = [run for run in common.runs() if run.active]
     if not active:
         st.caption("No training running.")
         return
@@ -52,7 +51,7 @@ with st.sidebar:
         st.caption(f"Runs: `{common.models_root()}`")
         st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
     st.markdown("**Jobs**")
-    if any(run.state in ACTIVE_STATES for run in common.runs()):
+    if any(run.active for run in common.runs()):
         live_jobs_panel()
     else:
         jobs_panel()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, TrainConfig
+from core.processes import RunState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("flora")
@@ -248,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "run %s is already %s (pid %s); not starting it twice",
             run_id,
             submission.run.state,
-            submission.run.status.get("pid"),
+            submission.run.status.pid,
         )
         return _train_result(args, store, run_id, cached=False)
 
@@ -278,24 +279,24 @@ def _train_result(args, store, run_id: str, cached: bool) -> int:
     result = {
         "run_id": run_id,
         "cached": cached,
-        "state": run.state,
-        "accuracy": status.get("accuracy"),
-        "macro_f1": status.get("macro_f1"),
-        "epochs_done": status.get("epochs_done"),
-        "best_epoch": status.get("best_epoch"),
-        "device": status.get("device"),
+        "state": run.state.value,
+        "accuracy": status.accuracy,
+        "macro_f1": status.macro_f1,
+        "epochs_done": status.epochs_done,
+        "best_epoch": status.best_epoch,
+        "device": status.device,
         "run_dir": str(run.directory),
     }
-    if status.get("error"):
-        result["error"] = status["error"]
+    if status.error:
+        result["error"] = status.error
     if args.json:
         _emit_json(result)
     else:
-        if run.state in ("done", "stopped") and status.get("accuracy") is not None:
+        if run.state in (RunState.DONE, RunState.STOPPED) and status.accuracy is not None:
             note = " (cached)" if cached else ""
-            print(f"test accuracy {status['accuracy']:.4f}, state {run.state}{note}", file=sys.stderr)
+            print(f"test accuracy {status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
         print(run_id)
-    return EXIT_FAILED if run.state == "failed" else EXIT_OK
+    return EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -331,16 +332,16 @@ def run_row(run) -> dict[str, Any]:
     status = run.status
     return {
         "run_id": run.run_id,
-        "state": run.state,
+        "state": run.state.value,
         "dataset": run.dataset_name,
         "classes": len(run.classes),
         "size": config.image_size,
         "weights": config.weights,
-        "epochs": f"{status.get('epochs_done', 0) or 0}/{config.total_epochs}",
-        "accuracy": status.get("accuracy"),
+        "epochs": f"{status.epochs_done or 0}/{config.total_epochs}",
+        "accuracy": status.accuracy,
         "created": datetime.datetime.fromtimestamp(run.created).strftime("%Y-%m-%d %H:%M"),
-        "device": status.get("device"),
-        "error": status.get("error"),
+        "device": status.device,
+        "error": status.error,
     }
 
 

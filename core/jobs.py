@@ -18,23 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from core.config import TrainConfig, run_id_for
 from core.datasets import DatasetError, DatasetIndex, scan_dataset
-from core.processes import process_start_time, spawn_detached
-from core.runs import (
-    ACTIVE_STATES,
-    DONE,
-    FAILED,
-    LOG_FILE,
-    QUEUED,
-    STOPPED,
-    Run,
-    RunStore,
-    new_run_record,
-    process_alive,
-)
+from core.processes import process_alive
+from core.runs import Run, RunState, RunStatus, RunStore, new_run_record
 
 log = logging.getLogger("flora")
 CACHED, ACTIVE, NEW = "cached", "active", "new"
@@ -71,9 +59,9 @@ def submit(store: RunStore, dataset_path: str | os.PathLike, config: TrainConfig
     run_id = run_id_for(config, index.fingerprint)
     if store.exists(run_id):
         run = store.refresh(store.get(run_id))
-        if run.state == DONE and run.has_model and not force:
+        if run.state is RunState.DONE and run.has_model and not force:
             return Submission(run_id, CACHED, run, index, config)
-        if run.state in ACTIVE_STATES:
+        if run.active:
             return Submission(run_id, ACTIVE, run, index, config)
     run = store.create(run_id, new_run_record(index, config))
     return Submission(run_id, NEW, run, index, config)
@@ -135,7 +123,7 @@ def execute(
     data_root: str | os.PathLike,
     console: bool = True,
     ingest_workers: int | None = None,
-) -> dict[str, Any]:
+) -> RunStatus:
     """Train the submitted run in this process; return its final status.
 
     Raises:
@@ -146,8 +134,7 @@ def execute(
     from core.training import RunContext, StopRequested, train_run
 
     run_id = submission.run_id
-    me = os.getpid()
-    store.set_status(run_id, state=QUEUED, pid=me, pid_start=process_start_time(me), error=None)
+    store.claim(run_id, state=RunState.QUEUED, error=None)
     try:
         device = describe()
         store.set_status(run_id, device=device.label)
@@ -172,7 +159,7 @@ def execute(
         log.info("run %s stopped: %s", run_id, e)
         return store.set_status(
             run_id,
-            state=STOPPED,
+            state=RunState.STOPPED,
             finished_at=time.time(),
             stage=None,
             stage_progress=None,
@@ -180,13 +167,13 @@ def execute(
             note=str(e),
         )
     except KeyboardInterrupt:
-        store.set_status(run_id, state=STOPPED, finished_at=time.time(), stage=None, note="interrupted")
+        store.set_status(run_id, state=RunState.STOPPED, finished_at=time.time(), stage=None, note="interrupted")
         raise
     except BaseException as e:
         log.exception("run %s failed", run_id)
         store.set_status(
             run_id,
-            state=FAILED,
+            state=RunState.FAILED,
             finished_at=time.time(),
             stage=None,
             error=f"{type(e).__name__}: {e}",
@@ -214,7 +201,6 @@ def launch(
     submission = submit(store, dataset_path, config, force=force)
     if submission.outcome != NEW:
         return submission
-    run_dir = store.run_dir(submission.run_id)
     command = [
         sys.executable,
         "-m",
@@ -227,8 +213,7 @@ def launch(
         "--data-dir",
         str(Path(data_root).resolve()),
     ]
-    pid, pid_start = spawn_detached(command, run_dir / LOG_FILE)  # survives the server and the tab
-    store.set_status(submission.run_id, pid=pid, pid_start=pid_start, launched_at=time.time())
+    store.launch(submission.run_id, command)  # detached: survives the server and the tab
     submission.run = store.get(submission.run_id)
     return submission
 
@@ -241,11 +226,11 @@ def stop(store: RunStore, run_id: str) -> None:
 def kill(store: RunStore, run_id: str) -> None:
     """End a run's process now (for a process that no longer reacts to stop)."""
     run = store.get(run_id)
-    pid = run.status.get("pid")
-    if pid and process_alive(pid, run.status.get("pid_start")):
+    pid = run.status.pid
+    if pid and process_alive(pid, run.status.pid_start):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
-    store.set_status(run_id, state=STOPPED, finished_at=time.time(), stage=None, note="killed")
+    store.set_status(run_id, state=RunState.STOPPED, finished_at=time.time(), stage=None, note="killed")
 
 
 def install_stop_on_sigterm(store: RunStore, run_id: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.runs import ACTIVE_STATES, Run
+from core.runs import Run, RunState
 
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
@@ -62,7 +62,7 @@ def phase_boundary(metrics: list[dict[str, Any]]) -> float | None:
 class Progress:
     """How far a run is and how long it may take; fractions in [0, 1]."""
 
-    state: str
+    state: RunState
     stage: str | None
     fraction: float  # of all epochs, counting the current epoch's batches
     epochs_done: int
@@ -76,7 +76,7 @@ class Progress:
     @property
     def preparing(self) -> bool:
         """True while the run is decoding images or extracting features, before its first epoch."""
-        return self.state in ACTIVE_STATES and self.epochs_done == 0 and self.stage_fraction is not None
+        return self.state.active and self.epochs_done == 0 and self.stage_fraction is not None
 
     @property
     def stage_text(self) -> str:
@@ -96,7 +96,7 @@ class Progress:
             parts.append(self.stage)
         if self.epochs_total:
             parts.append(f"epoch {min(self.epochs_done, self.epochs_total)}/{self.epochs_total}")
-        if self.eta_seconds is not None and self.state in ACTIVE_STATES:
+        if self.eta_seconds is not None and self.state.active:
             parts.append(f"about {format_duration(self.eta_seconds)} left")
         return " · ".join(parts)
 
@@ -105,29 +105,28 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     """Progress and ETA of `run` from its status and metrics."""
     now = now or time.time()
     status = run.status
-    total = int(status.get("epochs_total") or run.train_config.total_epochs or 0)
+    total = int(status.epochs_total or run.train_config.total_epochs or 0)
     curves = epoch_curves(metrics)
     done = len(curves)
     batch_part = 0.0
-    if run.state in ACTIVE_STATES and status.get("steps") and status.get("epoch", 0) > done:
-        batch_part = min(1.0, float(status.get("batch", 0)) / float(status["steps"]))
-    fraction = 1.0 if run.state == "done" else (min(1.0, (done + batch_part) / total) if total else 0.0)
+    if run.active and status.steps and (status.epoch or 0) > done:
+        batch_part = min(1.0, float(status.batch or 0) / float(status.steps))
+    fraction = 1.0 if run.state is RunState.DONE else (min(1.0, (done + batch_part) / total) if total else 0.0)
     stage_fraction = stage_eta = stage_counts = None
-    stage_progress = status.get("stage_progress")
-    if stage_progress and stage_progress[1]:
-        done_items, total_items = int(stage_progress[0]), int(stage_progress[1])
+    if status.stage_progress and status.stage_progress[1]:
+        done_items, total_items = status.stage_progress
         stage_counts = (done_items, total_items)
         stage_fraction = min(1.0, done_items / total_items)
-        stage_started = status.get("stage_started_at")
-        if stage_started is not None and done_items > 0 and run.state in ACTIVE_STATES:
-            pace = (float(status.get("updated_at") or now) - float(stage_started)) / done_items
+        stage_started = status.stage_started_at
+        if stage_started is not None and done_items > 0 and run.active:
+            pace = (float(status.updated_at or now) - float(stage_started)) / done_items
             stage_eta = max(0.0, pace * (total_items - done_items))
-    started = status.get("started_at")
-    finished = status.get("finished_at")
+    started = status.started_at
+    finished = status.finished_at
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
     return Progress(
         state=run.state,
-        stage=status.get("stage"),
+        stage=status.stage,
         fraction=fraction,
         epochs_done=done,
         epochs_total=total,
@@ -141,7 +140,7 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
 
 def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: float) -> float | None:
     """Remaining epochs x the mean duration of the current phase's epochs (early stopping may end it sooner)."""
-    if run.state not in ACTIVE_STATES or not total or curves.empty:
+    if not run.active or not total or curves.empty:
         return None
     phase = curves["phase"].iloc[-1]
     durations = curves.loc[curves["phase"] == phase, "duration"].dropna()

@@ -1,7 +1,7 @@
 """The run store: one folder per training run under `models/`, behind a small interface.
 
   models/<run_id>/config.json     config, classes, dataset fingerprint, versions
-  models/<run_id>/status.json     state, pid, times, error, phase, epoch, device
+  models/<run_id>/status.json     a RunStatus: state, pid, times, error, stage, phase, epoch, device, results
   models/<run_id>/metrics.jsonl   one JSON object per line, appended and flushed
   models/<run_id>/model.keras     the final model
   models/<run_id>/evaluation.npz  test-split probabilities, labels, paths
@@ -9,7 +9,8 @@
   models/<run_id>/train.log       the training process's output
   models/<run_id>/STOP            present when someone asked the run to stop
 
-Every write is atomic; readers tolerate a torn last metrics line and missing fields.
+A run folder is a job folder of `core.processes` (status, stop flag, log). Every write is atomic;
+readers tolerate a torn last metrics line, missing fields and fields they do not know.
 """
 
 from __future__ import annotations
@@ -26,21 +27,17 @@ from typing import Any
 from core.config import TrainConfig
 from core.datasets import DatasetIndex
 from core.fileio import append_jsonl, read_json, read_jsonl, write_json_atomic
-from core.processes import LAUNCH_GRACE_SECONDS, log_tail, process_alive
+from core.processes import ACTIVE_STATES, STATUS_FILE, STOP_FILE, JobFolder, JobStatus, RunState, process_alive
 
 CONFIG_FILE = "config.json"
-STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.keras"
 EVALUATION_NPZ = "evaluation.npz"
 EVALUATION_JSON = "evaluation.json"
 LOG_FILE = "train.log"
-STOP_FILE = "STOP"
 CHECKPOINT_FILE = "best.weights.h5"
+__all__ = ["ACTIVE_STATES", "Run", "RunNotFound", "RunState", "RunStatus", "RunStore", "new_run_record"]
 
-QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "running", "done", "failed", "stopped"
-STATES = (QUEUED, RUNNING, DONE, FAILED, STOPPED)
-ACTIVE_STATES = (QUEUED, RUNNING)
 # Files a retrain replaces; config.json stays (same id, same config).
 _RUN_OUTPUTS = (
     STATUS_FILE,
@@ -52,6 +49,31 @@ _RUN_OUTPUTS = (
     STOP_FILE,
     CHECKPOINT_FILE,
 )
+
+
+@dataclass
+class RunStatus(JobStatus):
+    """status.json of a training run: the job's fields, then how far training is and how it ended.
+
+    The training process writes it (through `RunStore.set_status`, which refuses undeclared
+    fields); the pages and the CLI read it. Older run folders load: what they lack is None.
+    """
+
+    device: str | None = None  # "CPU: ... (tensorflow)", "GPU: NVIDIA H200 (jax)"
+    parallel: str | None = None  # "single device" or "data parallel over N devices (...)"
+    phase: int | None = None  # 1: head on a frozen backbone; 2: fine-tuning
+    epoch: int | None = None  # the epoch in progress (global over both phases, from 1)
+    batch: int | None = None  # batches done in that epoch
+    steps: int | None = None  # batches per epoch
+    epoch_started_at: float | None = None
+    epochs_total: int | None = None
+    epochs_done: int | None = None
+    last_epoch: dict[str, Any] | None = None  # the last epoch's metrics record
+    split: dict[str, Any] | None = None  # {"train", "val", "test", "source", "notes"}
+    unreadable_images: int | None = None
+    accuracy: float | None = None  # on the test split, once evaluated
+    macro_f1: float | None = None
+    best_epoch: int | None = None  # whose weights were kept
 
 
 def new_run_record(index: DatasetIndex, config: TrainConfig) -> dict[str, Any]:
@@ -101,11 +123,15 @@ class Run:
     run_id: str
     directory: Path
     config: dict[str, Any]
-    status: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus = field(default_factory=RunStatus)
 
     @property
-    def state(self) -> str:
-        return self.status.get("state", QUEUED)
+    def state(self) -> RunState:
+        return self.status.state
+
+    @property
+    def active(self) -> bool:
+        return self.status.active
 
     @property
     def train_config(self) -> TrainConfig:
@@ -118,6 +144,10 @@ class Run:
     @property
     def dataset_path(self) -> str:
         return self.config.get("dataset", {}).get("path", "")
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return self.config.get("dataset", {}).get("fingerprint", "")
 
     @property
     def dataset_name(self) -> str:
@@ -133,11 +163,33 @@ class Run:
         return (self.directory / EVALUATION_NPZ).exists()
 
     @property
+    def evaluated(self) -> bool:
+        """True when the run has a model and a test evaluation: done, or stopped after an epoch."""
+        return self.has_model and self.has_evaluation
+
+    @property
+    def model_mtime(self) -> float | None:
+        """When model.keras was written (a cache key for loaded models), None without one."""
+        return _mtime(self.directory / MODEL_FILE)
+
+    @property
+    def evaluation_mtime(self) -> float | None:
+        """When the test evaluation was written (a cache key for loaded evaluations), None without one."""
+        return _mtime(self.directory / EVALUATION_NPZ)
+
+    @property
     def created(self) -> float:
         return float(self.config.get("created", 0.0))
 
     def path(self, name: str) -> Path:
         return self.directory / name
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 class RunStore:
@@ -148,6 +200,9 @@ class RunStore:
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
+
+    def _job(self, run_id: str) -> JobFolder:
+        return JobFolder(self.run_dir(run_id), LOG_FILE, RunStatus)
 
     def exists(self, run_id: str) -> bool:
         return (self.run_dir(run_id) / CONFIG_FILE).exists()
@@ -164,8 +219,8 @@ class RunStore:
                 target.unlink()
         record = {**record, "run_id": run_id, "created": time.time()}
         write_json_atomic(directory / CONFIG_FILE, record)
-        write_json_atomic(directory / STATUS_FILE, {"state": QUEUED, "queued_at": time.time()})
-        return Run(run_id, directory, record, {"state": QUEUED})
+        status = self._job(run_id).write(RunStatus(state=RunState.QUEUED, queued_at=time.time()))
+        return Run(run_id, directory, record, status)
 
     def get(self, run_id: str) -> Run:
         """The run `run_id`. Raises RunNotFound."""
@@ -173,8 +228,7 @@ class RunStore:
         config = read_json(directory / CONFIG_FILE)
         if config is None:
             raise RunNotFound(run_id)
-        status = read_json(directory / STATUS_FILE, default={}) or {}
-        return Run(run_id, directory, config, status)
+        return Run(run_id, directory, config, self._job(run_id).read())
 
     def find(self, prefix: str) -> Run:
         """The run whose id is `prefix` or starts with it (like git's short hashes)."""
@@ -206,14 +260,21 @@ class RunStore:
             if p.is_dir() and not p.name.startswith(".") and (p / CONFIG_FILE).exists()
         ]
 
-    def set_status(self, run_id: str, **fields: Any) -> dict[str, Any]:
-        """Merge `fields` into status.json (atomically) and return the new status."""
-        path = self.run_dir(run_id) / STATUS_FILE
-        status = read_json(path, default={}) or {}
-        status.update(fields)
-        status["updated_at"] = time.time()
-        write_json_atomic(path, status)
-        return status
+    def set_status(self, run_id: str, **fields: Any) -> RunStatus:
+        """Merge `fields` (RunStatus fields) into status.json, atomically; return the new status.
+
+        Raises:
+            TypeError: a field RunStatus does not declare.
+        """
+        return self._job(run_id).update(**fields)
+
+    def launch(self, run_id: str, command: list[str]) -> RunStatus:
+        """Start `command` as the run's detached process (output to train.log); record its pid."""
+        return self._job(run_id).launch(command)
+
+    def claim(self, run_id: str, **fields: Any) -> RunStatus:
+        """Record that the calling process now owns the run (its pid), with `fields`."""
+        return self._job(run_id).claim(**fields)
 
     def append_metrics(self, run_id: str, record: dict[str, Any]) -> None:
         append_jsonl(self.run_dir(run_id) / METRICS_FILE, record)
@@ -223,47 +284,27 @@ class RunStore:
 
     def request_stop(self, run_id: str) -> None:
         """Ask a queued or running run to stop at its next batch."""
-        (self.run_dir(run_id) / STOP_FILE).write_text(str(time.time()))
+        self._job(run_id).request_stop()
 
     def stop_requested(self, run_id: str) -> bool:
-        return (self.run_dir(run_id) / STOP_FILE).exists()
+        return self._job(run_id).stop_requested()
 
     def stop_requested_at(self, run_id: str) -> float | None:
         """When a stop was asked for (epoch seconds), or None when it was not."""
-        try:
-            text = (self.run_dir(run_id) / STOP_FILE).read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            return float(text)
-        except ValueError:  # written by hand (touch STOP): counts as asked just now
-            return time.time()
+        return self._job(run_id).stop_requested_at()
 
     def log_tail(self, run_id: str, lines: int = 40) -> str:
         """The last `lines` lines of train.log (carriage-return progress redraws collapsed)."""
-        return log_tail(self.run_dir(run_id) / LOG_FILE, lines)
+        return self._job(run_id).log_tail(lines)
 
     def delete(self, run_id: str) -> None:
         """Remove a run folder. Raises ValueError for a run that is still active."""
         run = self.get(run_id)
-        if run.state in ACTIVE_STATES and process_alive(run.status.get("pid")):
+        if run.active and process_alive(run.status.pid):
             raise ValueError(f"run {run_id} is {run.state}; stop it before deleting")
         shutil.rmtree(run.directory)
 
     def refresh(self, run: Run) -> Run:
         """Mark a queued/running run whose process is gone as failed, so it is never shown running forever."""
-        if run.state not in ACTIVE_STATES:
-            return run
-        pid = run.status.get("pid")
-        if pid is None:
-            since = run.status.get("queued_at") or run.created
-            if time.time() - float(since) < LAUNCH_GRACE_SECONDS:
-                return run
-        elif process_alive(pid, run.status.get("pid_start")):
-            return run
-        tail = self.log_tail(run.run_id, 15)
-        error = f"the training process{f' (pid {pid})' if pid else ''} ended without finishing the run"
-        if tail:
-            error += f"; last log lines:\n{tail}"
-        run.status = self.set_status(run.run_id, state=FAILED, error=error, finished_at=time.time())
+        run.status = self._job(run.run_id).refresh(run.status, what="the training process")
         return run

@@ -37,7 +37,7 @@ from core.features import ExtractionBatches, ExtractionStopped, FeatureCache, bu
 from core.imaging import center_crop
 from core.ingest import ImageCache, IngestCancelled, ingest
 from core.model import backbone_of, build_classifier, head_of, trainable_summary, unfreeze
-from core.runs import CHECKPOINT_FILE, DONE, MODEL_FILE, RUNNING, STOPPED, RunStore
+from core.runs import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus, RunStore
 
 log = logging.getLogger("flora")
 _STATUS_INTERVAL = 1.0  # seconds between status/metrics writes within an epoch
@@ -426,7 +426,7 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def train_run(ctx: RunContext) -> dict[str, Any]:
+def train_run(ctx: RunContext) -> RunStatus:
     """Train, evaluate and save run `ctx.run_id` (already created in the store).
 
     Returns:
@@ -440,7 +440,7 @@ def train_run(ctx: RunContext) -> dict[str, Any]:
     ctx.device = ctx.device or describe()
     ctx.store.set_status(
         ctx.run_id,
-        state=RUNNING,
+        state=RunState.RUNNING,
         started_at=time.time(),
         device=ctx.device.label,
         epochs_total=config.total_epochs,
@@ -534,7 +534,7 @@ def train_run(ctx: RunContext) -> dict[str, Any]:
     )
     return ctx.store.set_status(
         ctx.run_id,
-        state=STOPPED if stopped else DONE,
+        state=RunState.STOPPED if stopped else RunState.DONE,
         finished_at=time.time(),
         stage=None,
         stage_progress=None,

@@ -15,16 +15,16 @@ from core import paths, workspace
 from core.datasets import DatasetError, DatasetIndex, list_datasets, scan_dataset
 from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
-from core.runs import Run, RunStore
+from core.runs import Run, RunState, RunStore
 from core.thumbnails import placeholder, thumbnail
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 STATE_BADGES = {
-    "queued": ("queued", "gray", ":material/hourglass_empty:"),
-    "running": ("running", "blue", ":material/directions_run:"),
-    "done": ("done", "green", ":material/check_circle:"),
-    "failed": ("failed", "red", ":material/error:"),
-    "stopped": ("stopped", "orange", ":material/stop_circle:"),
+    RunState.QUEUED: ("gray", ":material/hourglass_empty:"),
+    RunState.RUNNING: ("blue", ":material/directions_run:"),
+    RunState.DONE: ("green", ":material/check_circle:"),
+    RunState.FAILED: ("red", ":material/error:"),
+    RunState.STOPPED: ("orange", ":material/stop_circle:"),
 }
 
 
@@ -64,7 +64,7 @@ def runs() -> list[Run]:
 
 def finished_runs() -> list[Run]:
     """Runs with a saved model and a test evaluation (done, or stopped after an epoch)."""
-    return [run for run in runs() if run.has_model and run.has_evaluation]
+    return [run for run in runs() if run.evaluated]
 
 
 def run_label(run: Run) -> str:
@@ -84,9 +84,9 @@ def device_info() -> DeviceInfo:
     return quick_describe()
 
 
-def state_badge(state: str) -> None:
-    label, color, icon = STATE_BADGES.get(state, (state, "gray", None))
-    st.badge(label, color=color, icon=icon)
+def state_badge(state: RunState) -> None:
+    color, icon = STATE_BADGES.get(state, ("gray", None))
+    st.badge(str(state), color=color, icon=icon)
 
 
 def _folder_stamp(path: Path) -> float:

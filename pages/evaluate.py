@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.evaluation import Evaluation
-from core.runs import EVALUATION_NPZ
+from core.runs import RunState
 from pages import common
 
 common.app_shell()
@@ -30,7 +29,7 @@ def load_evaluation(run_dir: str, stamp: float) -> Evaluation:
 
 
 def evaluation_stamp(run) -> tuple[str, float]:
-    return str(run.directory), os.stat(run.path(EVALUATION_NPZ)).st_mtime
+    return str(run.directory), run.evaluation_mtime
 
 
 def evaluation_of(run) -> Evaluation:
@@ -70,7 +69,7 @@ else:
 cols[2].metric("Macro F1", f"{summary_averages['macro']['f1']:.3f}", help="F1 averaged over classes, each class equal.")
 cols[3].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help="F1 averaged over classes by support.")
 cols[4].metric("Test images", len(evaluation.labels))
-if run.state == "stopped":
+if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 
 

@@ -95,11 +95,11 @@ if runs:
     rows = [
         {
             "run": run.run_id,
-            "state": run.state,
+            "state": run.state.value,
             "dataset": run.dataset_name,
             "size": run.train_config.image_size,
             "weights": run.train_config.weights,
-            "accuracy": run.status.get("accuracy"),
+            "accuracy": run.status.accuracy,
         }
         for run in runs[:10]
     ]

@@ -9,7 +9,6 @@ import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
 from core.inference import Prediction, Predictor
-from core.runs import MODEL_FILE
 from pages import common
 
 common.app_shell()
@@ -89,7 +88,7 @@ if not files:
     st.caption("Upload a photo to classify it.")
     st.stop()
 
-model_stamp = (str(run.directory), os.stat(run.path(MODEL_FILE)).st_mtime)
+model_stamp = (str(run.directory), run.model_mtime)
 predictor = load_predictor(*model_stamp)
 for name, data in files:
     result = predict_photo(*model_stamp, name, data)

@@ -15,7 +15,7 @@ from core.device import recommended_batch_size
 from core.monitor import batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.paths import imagenet_weights_cached, imagenet_weights_file
 from core.presets import all_presets, preset_name_for, save_preset
-from core.runs import ACTIVE_STATES, RunNotFound
+from core.runs import RunNotFound, RunState
 from pages import common
 
 common.app_shell()
@@ -332,12 +332,12 @@ def runs_table(runs, live_metrics: dict[str, list[dict]]) -> None:
         rows.append(
             {
                 "run": run.run_id,
-                "state": run.state,
+                "state": run.state.value,
                 "dataset": run.dataset_name,
                 "setup": f"{run.train_config.image_size}px · {run.train_config.weights}",
-                "epochs": f"{run.status.get('epochs_done') or 0}/{run.train_config.total_epochs}",
-                "progress": state.fraction if state else (1.0 if run.state == "done" else None),
-                "accuracy": f"{run.status['accuracy']:.3f}" if run.status.get("accuracy") is not None else "",
+                "epochs": f"{run.status.epochs_done or 0}/{run.train_config.total_epochs}",
+                "progress": state.fraction if state else (1.0 if run.state is RunState.DONE else None),
+                "accuracy": f"{run.status.accuracy:.3f}" if run.status.accuracy is not None else "",
             }
         )
     st.dataframe(
@@ -413,9 +413,9 @@ def monitor(run_id: str, metrics: list[dict] | None = None) -> None:
     with header:
         st.markdown(f"**Run `{run.run_id}`** · {run.dataset_name}")
         common.state_badge(run.state)
-        st.caption(f"{run.status.get('device', 'device: deciding')} · pid {run.status.get('pid', '-')}")
+        st.caption(f"{run.status.device or 'device: deciding'} · pid {run.status.pid or '-'}")
 
-    if run.state in ACTIVE_STATES:
+    if run.active:
         if state.preparing:  # decoding images or extracting features, before the first epoch
             st.progress(state.stage_fraction, text=state.stage_text)
             if "extracting features" in (state.stage or ""):
@@ -429,12 +429,12 @@ def monitor(run_id: str, metrics: list[dict] | None = None) -> None:
             if state.stage and state.stage_fraction is not None:
                 st.progress(state.stage_fraction, text=state.stage_text)
             st.progress(state.fraction, text=state.text or "starting")
-        if str(run.status.get("parallel", "")).startswith("data parallel"):
-            st.caption(f"Training {run.status['parallel']}.")
+        if (run.status.parallel or "").startswith("data parallel"):
+            st.caption(f"Training {run.status.parallel}.")
         stop_controls(run)
-    elif run.state == "failed":
-        st.error(f"This run failed: {run.status.get('error', 'no error recorded')}", icon=":material/error:")
-    elif run.state in ("done", "stopped"):
+    elif run.state is RunState.FAILED:
+        st.error(f"This run failed: {run.status.error or 'no error recorded'}", icon=":material/error:")
+    elif run.state in (RunState.DONE, RunState.STOPPED):
         result(run, state)
 
     frame = epoch_curves(metrics)
@@ -447,7 +447,7 @@ def monitor(run_id: str, metrics: list[dict] | None = None) -> None:
         quiet = {"displayModeBar": False}
         left.plotly_chart(curves_figure(frame, batches, "loss", boundary), key=f"train_loss_{run_id}", config=quiet)
         right.plotly_chart(curves_figure(frame, batches, "accuracy", boundary), key=f"train_acc_{run_id}", config=quiet)
-    with st.expander("Log", icon=":material/terminal:", expanded=run.state == "failed"):
+    with st.expander("Log", icon=":material/terminal:", expanded=run.state is RunState.FAILED):
         st.code(store.log_tail(run_id, 40) or "(empty)", language=None)
     with st.expander("Settings of this run", icon=":material/settings:"):
         st.button(
@@ -459,11 +459,11 @@ def monitor(run_id: str, metrics: list[dict] | None = None) -> None:
             help="Opens the New run form filled with this run's settings, to change one thing and compare.",
         )
         st.json(run.config.get("config", {}), expanded=False)
-        if run.state not in ACTIVE_STATES:
+        if not run.active:
             with st.popover("Delete this run", icon=":material/delete:"):
                 st.caption("Removes its model, metrics and log from the run store. This cannot be undone.")
                 st.button("Delete", type="primary", key=f"train_delete_{run_id}", on_click=delete_run, args=(run_id,))
-        split = run.status.get("split")
+        split = run.status.split
         if split:
             st.caption(
                 f"Split ({split.get('source')}): {split.get('train')} train / {split.get('val')} validation / "
@@ -491,12 +491,12 @@ def stop_controls(run) -> None:
 def result(run, state) -> None:
     status = run.status
     cols = st.columns(4)
-    accuracy = status.get("accuracy")
+    accuracy = status.accuracy
     cols[0].metric("Test accuracy", f"{accuracy:.3f}" if accuracy is not None else "-")
-    cols[1].metric("Macro F1", f"{status['macro_f1']:.3f}" if status.get("macro_f1") is not None else "-")
-    cols[2].metric("Best epoch", status.get("best_epoch") or "-")
+    cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
+    cols[2].metric("Best epoch", status.best_epoch or "-")
     cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
-    if run.state == "stopped":
+    if run.state is RunState.STOPPED:
         st.caption(
             "Stopped on request"
             + (": it kept its best weights so far." if run.has_model else " before the first epoch finished.")
@@ -514,13 +514,11 @@ def runs_area() -> list:
     """The run list, the run picker and the picked run's monitor; returns the runs as listed."""
     all_runs = common.runs()
     # each active run's metrics.jsonl is read once per refresh, for the table and the monitor alike
-    live_metrics = {
-        run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.state in ACTIVE_STATES
-    }
+    live_metrics = {run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.active}
     runs_table(all_runs, live_metrics)
     ids = [run.run_id for run in all_runs]
     if st.session_state.get("train_run") not in ids:
-        active = [run.run_id for run in all_runs if run.state in ACTIVE_STATES]
+        active = [run.run_id for run in all_runs if run.active]
         st.session_state["train_run"] = (active or ids)[0]
     labels = {run.run_id: common.run_label(run) for run in all_runs}
     selected = st.selectbox("Watch run", ids, format_func=labels.get, key="train_run", bind="query-params")
@@ -530,7 +528,7 @@ def runs_area() -> list:
 
 @st.fragment(run_every=1.5)
 def live_runs_area() -> None:
-    if not any(run.state in ACTIVE_STATES for run in runs_area()):
+    if not any(run.active for run in runs_area()):
         st.rerun(scope="app")  # all finished: draw once more as a still page and stop polling
 
 
@@ -561,7 +559,7 @@ with runs_tab:
     if not all_runs:
         st.caption("No runs yet. Set one up on the New run tab and launch it; it trains in the background.")
     elif runs_tab.open:  # the hidden tab does no polling
-        if any(run.state in ACTIVE_STATES for run in all_runs):
+        if any(run.active for run in all_runs):
             live_runs_area()
         else:
             runs_area()

@@ -72,7 +72,7 @@ config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1
                      augment=AUGMENT_PRESETS["light"], augmented_views=1)
 sub = jobs.submit(store, data, config)
 status = jobs.execute(store, sub, {str(tmp_path / "data")!r}, console=False, ingest_workers=1)
-assert status["state"] == "done", status
+assert status.state == "done", status
 result = Predictor(store.get(sub.run_id)).predict([next((data / "a").iterdir())])[0]
 assert result.ok, result
 print("ok", "tensorflow" in sys.modules)

@@ -342,7 +342,7 @@ def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     submission = jobs.submit(store, result.path, config)
     jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     status = store.get(submission.run_id).status
-    assert status["state"] == "done" and status["accuracy"] >= 0.5, status  # chance is 0.2
+    assert status.state == "done" and status.accuracy >= 0.5, status  # chance is 0.2
 
 
 def test_get_demo_and_find_it_again(tmp_path):

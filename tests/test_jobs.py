@@ -12,7 +12,7 @@ import pytest
 from core import jobs
 from core.config import TrainConfig
 from core.processes import process_start_time
-from core.runs import DONE, FAILED, RUNNING, STOPPED, RunStore
+from core.runs import RunState, RunStore
 from tests.conftest import make_image_dataset
 
 CONFIG = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(8,), seed=0)
@@ -35,9 +35,9 @@ def test_submit_new_then_cached_then_forced(tmp_path, dataset, trained_run):
 def test_an_active_run_is_not_started_twice(tmp_path, dataset):
     store = RunStore(tmp_path / "models")
     first = jobs.submit(store, dataset, CONFIG)
-    store.set_status(first.run_id, state=RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
+    store.set_status(first.run_id, state=RunState.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
     assert jobs.submit(store, dataset, CONFIG).outcome == jobs.ACTIVE
-    store.set_status(first.run_id, state=FAILED)
+    store.set_status(first.run_id, state=RunState.FAILED)
     assert jobs.submit(store, dataset, CONFIG).outcome == jobs.NEW  # a failed run is retried
 
 
@@ -86,8 +86,8 @@ def test_launch_trains_in_the_background_and_the_same_request_is_cached(tmp_path
     submission = jobs.launch(dataset, CONFIG, models, data)
     assert submission.outcome == jobs.NEW and time.time() - started < 5  # returns at once
     store = RunStore(models)
-    run = _wait_for(store, submission.run_id, {DONE, FAILED})
-    assert run.state == DONE, store.log_tail(submission.run_id)
+    run = _wait_for(store, submission.run_id, {RunState.DONE, RunState.FAILED})
+    assert run.state == RunState.DONE, store.log_tail(submission.run_id)
     assert "test accuracy" in (store.run_dir(submission.run_id) / "train.log").read_text()
     assert jobs.launch(dataset, CONFIG, models, data).outcome == jobs.CACHED
 
@@ -100,14 +100,14 @@ def test_a_background_run_can_be_stopped_and_a_killed_one_shows_failed(tmp_path,
     submission = jobs.launch(dataset, slow, models, data)
     _wait_for_epoch(store, submission.run_id)
     jobs.stop(store, submission.run_id)
-    run = _wait_for(store, submission.run_id, {STOPPED, FAILED, DONE})
-    assert run.state == STOPPED and run.has_model  # keeps the best weights it had
+    run = _wait_for(store, submission.run_id, {RunState.STOPPED, RunState.FAILED, RunState.DONE})
+    assert run.state == RunState.STOPPED and run.has_model  # keeps the best weights it had
 
     killed = jobs.launch(dataset, slow.replace(seed=1), models, data)
     _wait_for_epoch(store, killed.run_id)
-    os.kill(store.get(killed.run_id).status["pid"], signal.SIGKILL)
-    run = _wait_for(store, killed.run_id, {FAILED}, timeout=30)
-    assert "ended without finishing" in run.status["error"]
+    os.kill(store.get(killed.run_id).status.pid, signal.SIGKILL)
+    run = _wait_for(store, killed.run_id, {RunState.FAILED}, timeout=30)
+    assert "ended without finishing" in run.status.error
 
 
 def _wait_for_epoch(store, run_id, timeout=240):
@@ -115,6 +115,6 @@ def _wait_for_epoch(store, run_id, timeout=240):
     while time.time() < deadline:
         if any(m.get("kind") == "epoch" for m in store.read_metrics(run_id)):
             return
-        assert store.refresh(store.get(run_id)).state != FAILED, store.log_tail(run_id)
+        assert store.refresh(store.get(run_id)).state != RunState.FAILED, store.log_tail(run_id)
         time.sleep(0.3)
     raise AssertionError(f"no epoch finished in {timeout}s:\n{store.log_tail(run_id)}")

@@ -114,11 +114,11 @@ def test_run_context_marks_when_each_stage_starts(tmp_path):
     store.create("r", {"config": {}})
     ctx = RunContext(store, "r", index=None, config=None, cache_root=tmp_path)
     ctx.stage("decoding images", 0, 10, force=True)
-    first = store.get("r").status["stage_started_at"]
+    first = store.get("r").status.stage_started_at
     ctx.stage("decoding images", 5, 10, force=True)
-    assert store.get("r").status["stage_started_at"] == first
+    assert store.get("r").status.stage_started_at == first
     ctx.stage("extracting features: train", 0, 10, force=True)
-    assert store.get("r").status["stage_started_at"] >= first
+    assert store.get("r").status.stage_started_at >= first
 
 
 @pytest.mark.parametrize("seconds, text", [(5, "5 s"), (89, "89 s"), (300, "5 min"), (3900, "1 h 5 min")])

@@ -11,14 +11,7 @@ import pytest
 
 from core.fileio import read_jsonl, write_json_atomic
 from core.processes import process_start_time
-from core.runs import (
-    DONE,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    RunNotFound,
-    RunStore,
-)
+from core.runs import RunNotFound, RunState, RunStore
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def _record(name="ds"):
 
 def test_create_get_list(store):
     run = store.create("abc123", _record())
-    assert run.state == QUEUED and (run.directory / "config.json").exists()
+    assert run.state == RunState.QUEUED and (run.directory / "config.json").exists()
     got = store.get("abc123")
     assert got.classes == ["a", "b"] and got.dataset_name == "ds" and got.train_config.epochs == 2
     store.create("def456", _record("other"))
@@ -55,9 +48,9 @@ def test_ambiguous_prefix(store):
 
 def test_status_merges_and_metrics_tolerate_a_torn_line(store):
     store.create("r1", _record())
-    store.set_status("r1", state=RUNNING, epoch=1)
+    store.set_status("r1", state=RunState.RUNNING, epoch=1)
     status = store.set_status("r1", epoch=2)
-    assert status["state"] == RUNNING and status["epoch"] == 2
+    assert status.state == RunState.RUNNING and status.epoch == 2
     store.append_metrics("r1", {"epoch": 1, "loss": 0.5})
     with open(store.run_dir("r1") / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "lo')  # a writer died mid-line
@@ -87,33 +80,48 @@ def test_refresh_marks_a_dead_process_failed_with_its_log(store):
     assert finished.returncode == 0
     dead_pid = 2**22 - 3  # beyond the usual pid range
     (store.run_dir("r1") / "train.log").write_text("loading\r10%\r50%\nboom: out of memory\n")
-    store.set_status("r1", state=RUNNING, pid=dead_pid)
+    store.set_status("r1", state=RunState.RUNNING, pid=dead_pid)
     run = store.refresh(store.get("r1"))
-    assert run.state == FAILED
-    assert "ended without finishing" in run.status["error"] and "boom: out of memory" in run.status["error"]
+    assert run.state == RunState.FAILED
+    assert "ended without finishing" in run.status.error and "boom: out of memory" in run.status.error
     assert store.log_tail("r1") == "50%\nboom: out of memory"
 
 
 def test_refresh_leaves_live_and_finished_runs_alone(store):
     store.create("live", _record())
-    store.set_status("live", state=RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
-    assert store.refresh(store.get("live")).state == RUNNING
+    store.set_status("live", state=RunState.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
+    assert store.refresh(store.get("live")).state == RunState.RUNNING
     store.create("done", _record())
-    store.set_status("done", state=DONE)
-    assert store.refresh(store.get("done")).state == DONE
+    store.set_status("done", state=RunState.DONE)
+    assert store.refresh(store.get("done")).state == RunState.DONE
     store.create("launching", _record())  # no pid yet: within the launch grace period
-    assert store.refresh(store.get("launching")).state == QUEUED
+    assert store.refresh(store.get("launching")).state == RunState.QUEUED
 
 
 def test_delete_refuses_an_active_run(store):
     store.create("r1", _record())
-    store.set_status("r1", state=RUNNING, pid=os.getpid())
+    store.set_status("r1", state=RunState.RUNNING, pid=os.getpid())
     with pytest.raises(ValueError, match="stop it before deleting"):
         store.delete("r1")
-    store.set_status("r1", state=DONE)
+    store.set_status("r1", state=RunState.DONE)
     store.delete("r1")
     assert not store.exists("r1")
 
 
 def test_read_jsonl_of_missing_file(tmp_path):
     assert read_jsonl(tmp_path / "nope.jsonl") == []
+
+
+def test_status_is_typed_and_old_folders_still_load(store):
+    store.create("old", _record())
+    # a status.json written by an earlier version: a key this one does not know, another it renamed
+    write_json_atomic(
+        store.run_dir("old") / "status.json", {"state": "done", "accuracy": 0.5, "created": 1.0, "gpu_temp": 61}
+    )
+    run = store.get("old")
+    assert run.state is RunState.DONE and run.status.accuracy == 0.5 and run.status.queued_at == 1.0
+    assert run.status.extra == {"gpu_temp": 61}
+    store.set_status("old", best_epoch=3)
+    assert json.loads((store.run_dir("old") / "status.json").read_text())["gpu_temp"] == 61  # kept on rewrite
+    with pytest.raises(TypeError, match="accuracyy"):
+        store.set_status("old", accuracyy=0.9)  # a misspelt field fails instead of never being read

@@ -11,7 +11,7 @@ import pytest
 from core import jobs
 from core.config import AUGMENT_PRESETS, TrainConfig
 from core.evaluation import Evaluation
-from core.runs import DONE, FAILED, STOPPED, RunStore
+from core.runs import RunState, RunStore
 from core.training import BestWeights, RunLogger, _class_weights, _Progress
 from tests.conftest import make_image_dataset
 
@@ -33,7 +33,7 @@ def colours(tmp_path):
 @pytest.mark.backend_agnostic
 def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     store, run_id, status = _train(tmp_path, colours, BASE)
-    assert status["state"] == DONE and 0 <= status["accuracy"] <= 1
+    assert status.state == RunState.DONE and 0 <= status.accuracy <= 1
     run = store.get(run_id)
     assert run.has_model and run.has_evaluation
     metrics = store.read_metrics(run_id)
@@ -41,7 +41,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     assert [m["epoch"] for m in epochs] == [1, 2] and all(m["phase"] == 1 for m in epochs)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"} <= set(epochs[0])
     assert any(m["kind"] == "batch" for m in metrics)
-    assert status["split"] == {"train": 18, "val": 6, "test": 6, "source": "random", "notes": []}
+    assert status.split == {"train": 18, "val": 6, "test": 6, "source": "random", "notes": []}
     evaluation = Evaluation.load(run.directory)
     assert len(evaluation.paths) == 6 and evaluation.classes == ["blue", "green", "red"]
     assert list((tmp_path / "data" / ".cache" / "features").iterdir())
@@ -49,7 +49,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     # Another learning rate reuses the cached features: nothing new is computed.
     feature_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy")}
     _, other_id, other = _train(tmp_path, colours, BASE.replace(learning_rate=3e-3))
-    assert other_id != run_id and other["state"] == DONE
+    assert other_id != run_id and other.state == RunState.DONE
     assert {p: p.stat().st_mtime_ns for p in feature_files} == feature_files
 
 
@@ -64,7 +64,7 @@ def test_image_path_with_augmentation_and_fine_tuning(tmp_path, colours):
         early_stopping_patience=0,
     )
     store, run_id, status = _train(tmp_path, colours, config)
-    assert status["state"] == DONE and status["epochs_done"] == 2
+    assert status.state == RunState.DONE and status.epochs_done == 2
     epochs = [m for m in store.read_metrics(run_id) if m["kind"] == "epoch"]
     assert [(m["phase"], m["epoch"]) for m in epochs] == [(1, 1), (2, 2)]
     assert epochs[1]["lr"] == pytest.approx(config.fine_tune_learning_rate)
@@ -74,7 +74,7 @@ def test_image_path_with_augmentation_and_fine_tuning(tmp_path, colours):
 def test_augmented_views_are_cached_per_view(tmp_path, colours):
     config = BASE.replace(augment=AUGMENT_PRESETS["light"], augmented_views=2, epochs=1)
     _, _, status = _train(tmp_path, colours, config)
-    assert status["state"] == DONE
+    assert status.state == RunState.DONE
     names = sorted(p.name for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy"))
     assert sum(name.startswith("view1-") for name in names) == 2  # data + done mask
     assert sum(name.startswith("view2-") for name in names) == 2
@@ -86,7 +86,7 @@ def test_a_run_asked_to_stop_before_it_starts_ends_stopped(tmp_path, colours):
     submission = jobs.submit(store, colours, BASE)
     store.request_stop(submission.run_id)
     status = jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
-    assert status["state"] == STOPPED and not store.get(submission.run_id).has_model
+    assert status.state == RunState.STOPPED and not store.get(submission.run_id).has_model
 
 
 def test_a_failing_run_records_its_error(tmp_path, colours):
@@ -96,7 +96,7 @@ def test_a_failing_run_records_its_error(tmp_path, colours):
     with pytest.raises(Exception, match="no such file"):
         jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     run = store.get(submission.run_id)
-    assert run.state == FAILED and "no such file" in run.status["error"]
+    assert run.state == RunState.FAILED and "no such file" in run.status.error
 
 
 def test_single_class_dataset_fails_with_a_clear_error(tmp_path):
@@ -105,7 +105,7 @@ def test_single_class_dataset_fails_with_a_clear_error(tmp_path):
     submission = jobs.submit(store, only, BASE)
     with pytest.raises(ValueError, match="at least 2 classes"):
         jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
-    assert "at least 2 classes" in store.get(submission.run_id).status["error"]
+    assert "at least 2 classes" in store.get(submission.run_id).status.error
 
 
 @pytest.mark.parametrize(

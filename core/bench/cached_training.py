@@ -24,7 +24,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     from core.config import AUGMENT_PRESETS, TrainConfig
     from core.datasets import scan_dataset
     from core.ingest import ingest
-    from core.runs import RunStore
+    from core.runs import RunState, RunStore
 
     data = dataset
     if scale.train_per_class is not None:
@@ -49,14 +49,14 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         submission = jobs.submit(store, data, config, force=True)
         with timed() as timing:
             status = jobs.execute(store, submission, data_root, console=False)
-        if status.get("state") != "done":
-            raise RuntimeError(f"run {submission.run_id} ended {status.get('state')}: {status.get('error')}")
+        if status.state is not RunState.DONE:
+            raise RuntimeError(f"run {submission.run_id} ended {status.state}: {status.error}")
         log.info(
             "bench: %s in %.1f s (cpu %.1f s), accuracy %.3f",
             "cached" if config.feature_cache else "plain",
             timing.wall,
             timing.cpu,
-            status["accuracy"],
+            status.accuracy,
         )
         return timing, status
 
@@ -71,7 +71,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         train(base.replace(head=(512,), dropout=0.3), cold=False),
     ]
     recomputed = {path: path.stat().st_mtime_ns for path in features.rglob("*.npy")} != before
-    split = plain_status["split"]
+    split = plain_status.split
     train_n, val_n, test_n = split["train"], split["val"], split["test"]
     # Images through ResNet-50: the plain way, every epoch; the cached way, once per view.
     plain_images = scale.epochs * (train_n + val_n) + test_n
@@ -101,8 +101,8 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
             cpu_ratio=plain.cpu / cold_cpu if cold_cpu else None,
             runs_seconds=[t.wall for t, _ in cached],
             ideal_ratio=ideal,
-            accuracy=[s["accuracy"] for _, s in cached],
-            baseline_accuracy=plain_status["accuracy"],
+            accuracy=[s.accuracy for _, s in cached],
+            baseline_accuracy=plain_status.accuracy,
         ),
         time_row(
             "train.cached_reuse",

@@ -29,7 +29,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     from core.imaging import load_for_model
     from core.inference import Predictor
     from core.model import build_classifier
-    from core.runs import MODEL_FILE, RunStore, new_run_record
+    from core.runs import MODEL_FILE, RunState, RunStore, new_run_record
     from core.training import save_model
 
     size = scale.inference_size
@@ -40,7 +40,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     store.create(run_id, new_run_record(index, config))
     # Latency does not depend on what the weights learned: a freshly built classifier will do.
     save_model(build_classifier(len(index.classes), size, "none"), store.run_dir(run_id) / MODEL_FILE)
-    store.set_status(run_id, state="done")
+    store.set_status(run_id, state=RunState.DONE)
 
     all_photos = photos_of(dataset)
     photos = all_photos[:: max(1, len(all_photos) // scale.inference_photos)][: scale.inference_photos]

@@ -109,7 +109,7 @@ def child(job: dict) -> dict:
         state = "done"
     else:
         status = train_run(ctx)
-        split, state = status["split"], status["state"]
+        split, state = status.split, status.state.value
     rows = len(submission.index.entries)
     side = config.cache_size
     return {
