@@ -16,6 +16,9 @@ WEIGHTS_NONE = "none"
 CLASS_WEIGHTING_CHOICES = ("auto", "balanced", "none")
 MAX_UNFREEZE_STAGES = 4  # ResNet-50 has four residual stages (conv2..conv5) above its stem.
 MIN_IMAGE_SIZE = 32  # ResNet-50's five stride-2 stages need at least 32 px.
+# "auto" class weighting turns on when the largest class has more than this many times the images
+# of the smallest; the Dataset page and the health check flag imbalance at the same ratio.
+IMBALANCE_RATIO = 1.5
 # The decoded cache keeps a square this much larger than the model input (256 for 224), the
 # usual "resize 256, centre-crop 224" evaluation recipe.
 CACHE_RATIO = 8 / 7

@@ -17,7 +17,6 @@ for augmented views runs the augmentation layers inside that same compiled funct
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from collections.abc import Callable
@@ -27,10 +26,10 @@ import keras
 import numpy as np
 
 from core.augment import build_augmentation
+from core.batches import ExtractionBatches
 from core.config import AugmentConfig, canonical_json
-from core.distribute import pad_rows, padded_length
+from core.distribute import padded_length
 from core.fileio import atomic_path
-from core.imaging import center_crop
 from core.ingest import ImageCache
 from core.model import FEATURE_DIM, ResNetPreprocess, allow_jit, backbone_of
 
@@ -108,29 +107,6 @@ def reseed_augmentation(model: keras.Model, augment: AugmentConfig, seed: int) -
         if isinstance(generator, keras.random.SeedGenerator) and getattr(new, "seed", None) is not None:
             state = np.array([int(new.seed), 0], dtype=keras.backend.standardize_dtype(generator.state.dtype))
             generator.state.assign(state)
-
-
-class ExtractionBatches(keras.utils.PyDataset):
-    """Centre-cropped uint8 batches of cached images, all `batch_size` rows (the last one padded).
-
-    A fixed shape means one trace (TensorFlow) or one XLA compile (JAX) for the whole extraction;
-    uint8 moves a quarter of the bytes of float32 to the device, which casts inside the model.
-    """
-
-    def __init__(self, images: ImageCache, positions: np.ndarray, image_size: int, batch_size: int, **kwargs):
-        super().__init__(**kwargs)
-        self.images = images
-        self.positions = np.asarray(positions, dtype=np.int64)
-        self.image_size = image_size
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.positions) / self.batch_size)
-
-    def __getitem__(self, index: int):
-        chosen = self.positions[index * self.batch_size : (index + 1) * self.batch_size]
-        batch = np.ascontiguousarray(center_crop(self.images.read(chosen), self.image_size))
-        return (pad_rows(batch, self.batch_size),)
 
 
 class _Collect(keras.callbacks.Callback):

@@ -131,7 +131,7 @@ def execute(
     """
     from core.device import describe
     from core.paths import cache_dir
-    from core.training import RunContext, StopRequested, train_run
+    from core.training import StopRequested, TrainingJob, train_run
 
     run_id = submission.run_id
     store.claim(run_id, state=RunState.QUEUED, error=None)
@@ -144,7 +144,7 @@ def execute(
             should_stop=lambda: store.stop_requested(run_id),
             on_wait=lambda: _waiting(store, run_id, device.label),
         ):
-            ctx = RunContext(
+            job = TrainingJob(
                 store,
                 run_id,
                 submission.index,
@@ -154,7 +154,7 @@ def execute(
                 ingest_workers=ingest_workers,
                 device=device,
             )
-            return train_run(ctx)
+            return train_run(job)
     except (StopRequested, StopWhileWaiting) as e:
         log.info("run %s stopped: %s", run_id, e)
         return store.set_status(

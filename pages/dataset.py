@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.config import TrainConfig
+from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import DatasetError, split_indices
 from core.health import image_table
 from pages import common
@@ -17,7 +17,6 @@ from pages.parts import add_dataset, health
 common.app_shell()
 
 PAGE_SIZE = 24
-IMBALANCE_RATIO = 1.5
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
 
 st.title("Dataset")

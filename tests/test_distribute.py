@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from core.batches import labelled_batch
 from core.distribute import SINGLE, data_parallel, pad_rows, padded_length
 from core.features import even_batch_size
-from core.training import _batch
 from tests.conftest import PROJECT_ROOT
 
 
@@ -33,7 +33,7 @@ def test_pad_rows_repeats_the_last_row():
     "n, largest, multiple, expected",
     [(350, 64, 1, 59), (3022, 64, 1, 63), (64, 64, 1, 64), (10, 64, 1, 10), (10, 64, 4, 12), (1, 64, 2, 2)],
 )
-def test_even_batch_size_pads_less_than_a_row_per_batch(n, largest, multiple, expected):
+def test_even_batch_size_pads_less_than_a_row_perlabelled_batch(n, largest, multiple, expected):
     size = even_batch_size(n, largest, multiple)
     assert size == expected and size % multiple == 0
     batches = -(-n // size)
@@ -43,16 +43,16 @@ def test_even_batch_size_pads_less_than_a_row_per_batch(n, largest, multiple, ex
 @pytest.mark.parametrize("class_weights", [None, np.array([1.0, 3.0], dtype=np.float32)])
 def test_batches_are_padded_to_the_replicas_with_zero_weight(class_weights):
     source = SimpleNamespace(replicas=4, num_classes=2, class_weights=class_weights)
-    x, y, w = _batch(np.arange(5, dtype=np.float32)[:, None], np.array([0, 1, 1, 0, 1]), source)
+    x, y, w = labelled_batch(np.arange(5, dtype=np.float32)[:, None], np.array([0, 1, 1, 0, 1]), source)
     assert len(x) == len(y) == len(w) == 8
     np.testing.assert_array_equal(x[5:, 0], [4, 4, 4])
     expected = [1, 1, 1, 1, 1] if class_weights is None else [1, 3, 3, 1, 3]
     np.testing.assert_array_equal(w, [*expected, 0, 0, 0])
     # one replica: the batch is left alone, and weights appear only with class weights
     single = SimpleNamespace(replicas=1, num_classes=2, class_weights=class_weights)
-    out = _batch(np.zeros((5, 1)), np.array([0, 1, 1, 0, 1]), single)
+    out = labelled_batch(np.zeros((5, 1)), np.array([0, 1, 1, 0, 1]), single)
     assert len(out) == (2 if class_weights is None else 3) and len(out[0]) == 5
-    assert _batch(np.zeros((5, 1)), np.zeros(5, int), source, with_labels=False)[0].shape == (8, 1)
+    assert labelled_batch(np.zeros((5, 1)), np.zeros(5, int), source, with_labels=False)[0].shape == (8, 1)
 
 
 def test_one_device_changes_nothing():

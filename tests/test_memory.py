@@ -22,7 +22,7 @@ _READ_ALL = """
 import json, sys
 import numpy as np
 from core.ingest import load_cache
-from core.training import ImageBatches
+from core.batches import ImageBatches
 
 def rss():  # resident now (the high-water mark would still hold the framework's start-up peak)
     with open("/proc/self/status") as f:

@@ -107,17 +107,17 @@ def test_a_preparing_run_reports_its_stage_with_an_eta(tmp_path):
     assert state.stage_text == "extracting features: train · 300 / 1200 · about 3 min left"
 
 
-def test_run_context_marks_when_each_stage_starts(tmp_path):
-    from core.training import RunContext
+def test_the_stage_reporter_marks_when_each_stage_starts(tmp_path):
+    from core.trainer import StageReporter
 
     store = RunStore(tmp_path)
     store.create("r", {"config": {}})
-    ctx = RunContext(store, "r", index=None, config=None, cache_root=tmp_path)
-    ctx.stage("decoding images", 0, 10, force=True)
+    report = StageReporter(store, "r")
+    report("decoding images", 0, 10, force=True)
     first = store.get("r").status.stage_started_at
-    ctx.stage("decoding images", 5, 10, force=True)
-    assert store.get("r").status.stage_started_at == first
-    ctx.stage("extracting features: train", 0, 10, force=True)
+    report("decoding images", 5, 10, force=True)
+    assert store.get("r").status.stage_started_at == first and store.get("r").status.stage_progress == (5, 10)
+    report("extracting features: train", 0, 10, force=True)
     assert store.get("r").status.stage_started_at >= first
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from core import jobs
+from core.callbacks import BestWeights, EpochCounter, RunLogger
 from core.config import AUGMENT_PRESETS, TrainConfig
 from core.evaluation import Evaluation
 from core.runs import RunState, RunStore
-from core.training import BestWeights, RunLogger, _class_weights, _Progress
+from core.training import class_weights
 from tests.conftest import make_image_dataset
 
 BASE = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(16,), seed=0)
@@ -119,7 +120,7 @@ def test_single_class_dataset_fails_with_a_clear_error(tmp_path):
     ],
 )
 def test_class_weights(labels, mode, expected):
-    weights = _class_weights(np.array(labels), max(labels) + 1, mode)
+    weights = class_weights(np.array(labels), max(labels) + 1, mode)
     if expected is None:
         assert weights is None
     else:
@@ -129,7 +130,7 @@ def test_class_weights(labels, mode, expected):
 def test_run_logger_honours_the_stop_flag(tmp_path):
     store = RunStore(tmp_path)
     store.create("r", {"config": {}})
-    logger = RunLogger(store, "r", phase=1, progress=_Progress(), epochs_total=3)
+    logger = RunLogger(store, "r", phase=1, counter=EpochCounter(), epochs_total=3)
     logger.set_model(SimpleNamespace(stop_training=False))
     logger.set_params({"steps": 10})
     logger.on_epoch_begin(0)
@@ -181,13 +182,13 @@ def test_best_weights_of_the_head_grow_into_the_whole_model_for_phase_2():
 def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_path):
     store = RunStore(tmp_path)
     store.create("r", {"config": {}})
-    progress = _Progress()
-    logger = RunLogger(store, "r", phase=1, progress=progress, epochs_total=2)
+    counter = EpochCounter()
+    logger = RunLogger(store, "r", phase=1, counter=counter, epochs_total=2)
     logger.set_model(SimpleNamespace(stop_training=False))
     logger.set_params({"steps": 17})
     for epoch in range(2):
         logger.on_epoch_begin(epoch)
         for last_step in (7, 15, 16):  # steps_per_execution=8: calls after steps 8, 16 and 17
             logger.on_train_batch_end(last_step, {"loss": 1.0})
-    assert progress.global_step == 34
+    assert counter.global_step == 34
     assert store.read_metrics("r")[-1]["batch"] == 17

@@ -80,7 +80,7 @@ def child(job: dict) -> dict:
     from core.device import describe
     from core.paths import cache_dir
     from core.runs import RunStore
-    from core.training import RunContext, train_run
+    from core.training import TrainingJob, train_run
 
     workdir = Path(job["workdir"])
     store = RunStore(workdir / "memory-models")
@@ -94,7 +94,7 @@ def child(job: dict) -> dict:
         early_stopping_patience=0,
     )
     submission = jobs.submit(store, job["dataset"], config, force=True)
-    ctx = RunContext(
+    training = TrainingJob(
         store,
         submission.run_id,
         submission.index,
@@ -105,10 +105,10 @@ def child(job: dict) -> dict:
         max_steps=job["steps"],
     )
     if job["mode"] == "plain":
-        split = _plain_fit(ctx)
+        split = _plain_fit(training)
         state = "done"
     else:
-        status = train_run(ctx)
+        status = train_run(training)
         split, state = status.split, status.state.value
     rows = len(submission.index.entries)
     side = config.cache_size
@@ -137,7 +137,7 @@ def peak_rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _plain_fit(ctx) -> dict:
+def _plain_fit(training) -> dict:
     """The plain way: the whole decoded dataset in memory as one array, `model.fit` on it."""
     import keras
     import numpy as np
@@ -147,15 +147,15 @@ def _plain_fit(ctx) -> dict:
     from core.ingest import IMAGES_FILE, ingest
     from core.model import build_classifier
 
-    config = ctx.config
-    cache = ingest(ctx.index, config.cache_size, ctx.cache_root)
+    config = training.config
+    cache = ingest(training.index, config.cache_size, training.cache_root)
     images = np.load(cache.directory / IMAGES_FILE)  # every decoded image, in memory
     split = split_indices(cache.labels, cache.classes, cache.splits, config.val_fraction, config.test_fraction)
     x = center_crop(images[cache.rows[split.train]], config.image_size)
     y = keras.utils.to_categorical(cache.labels[split.train], len(cache.classes))
     model = build_classifier(len(cache.classes), config.image_size, "none")
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=config.batch_size, epochs=1, steps_per_epoch=ctx.max_steps, verbose=0)
+    model.fit(x, y, batch_size=config.batch_size, epochs=1, steps_per_epoch=training.max_steps, verbose=0)
     return split.sizes()
 
 

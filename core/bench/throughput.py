@@ -21,15 +21,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.bench.common import PHOTO_SIZES, Row, Scale, photos_of, rate_row
 from core.config import cache_size_for
 from core.datasets import scan_dataset
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, recommended_batch_size
 from core.distribute import data_parallel
-from core.features import ExtractionBatches, build_extractor
+from core.features import build_extractor
 from core.ingest import ingest
 from core.model import FEATURE_DIM, build_classifier, head_of, unfreeze
-from core.training import FeatureBatches, ImageBatches
 
 log = logging.getLogger("flora")
 ITEM = "3 GPU path"

@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import TrainConfig
+from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import SPLITS, DatasetError, DatasetIndex, split_indices
 from core.health.analysis import Analysis
 from core.health.report import Finding
 
 TINY_SIDE = 64  # px: below this the picture holds too little to learn from at any input size
 EXTREME_ASPECT = 3.0  # longer/shorter side: the centre square then keeps under a third of the picture
-IMBALANCE_RATIO = 1.5  # largest/smallest class; the same threshold turns class weights on in training
 STRONG_IMBALANCE = 5.0
 MIN_CLASS_IMAGES = 10
 
