@@ -5,19 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from core.monitor import progress
-from pages import common
+from pages.ui import common
+from pages.ui.navigation import PAGES, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
 
-PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
-    st.Page("pages/augmentation.py", title="Augmentation", icon=":material/auto_fix_high:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/grid_on:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/local_florist:"),
-]
-navigation = st.navigation(PAGES)
+navigation = st.navigation(
+    [
+        st.Page(page.file, title=page.title, icon=page.icon, url_path=page.name, default=i == 0)
+        for i, page in enumerate(PAGES)
+    ]
+)
 
 
 def jobs_panel() -> None:
@@ -34,7 +32,7 @@ def jobs_panel() -> None:
         else:
             st.progress(state.fraction, text=state.text or run.state)
         st.page_link(
-            "pages/train.py", label="Watch it", icon=":material/monitoring:", query_params={"train_run": run.run_id}
+            page_file("train"), label="Watch it", icon=":material/monitoring:", query_params={"train_run": run.run_id}
         )
 
 

@@ -6,6 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.workspace import state_file
+from pages.ui.navigation import page_file
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
@@ -43,18 +44,6 @@ def workspace(tmp_path_factory):
 @pytest.fixture
 def app(workspace, monkeypatch):
     """An AppTest of the whole app (navigation + sidebar) on the prepared workspace."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    # AppTest re-detects the old pages/ convention before every run, while a server does it once
-    # and forgets it after the main script's st.navigation; keep it off, as on a running server
-    # (tests/test_browser.py covers the first request after a restart).
-    original_init = PagesManager.__init__
-
-    def init_as_on_a_running_server(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_as_on_a_running_server)
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
     # Each test starts as a first visit: no dataset remembered from an earlier test's session.
@@ -66,7 +55,7 @@ def app(workspace, monkeypatch):
         at = AppTest.from_file(APP, default_timeout=120)
         at.run()
         if page:
-            at.switch_page(f"pages/{page}.py")
+            at.switch_page(page_file(page))
             at.run()
         assert not at.exception, [e.value for e in at.exception]
         return at

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import common
-
-common.app_shell()
+from pages.ui import common
+from pages.ui.navigation import page_file
 
 st.title(":material/local_florist: Flora")
 st.markdown(
@@ -31,31 +30,31 @@ st.caption(f"Training runs on **{device.label}**.")
 st.subheader("Start here")
 steps = [
     (
-        "pages/dataset.py",
+        page_file("dataset"),
         "1 · Pick or add a dataset",
         "A folder of class folders, a zip, tf_flowers, Oxford 102 or the demo set; check its health.",
         bool(datasets),
     ),
     (
-        "pages/augmentation.py",
+        page_file("augmentation"),
         "2 · Preview augmentation",
         "See what rotation, zoom, flips and colour do to a photo.",
         None,
     ),
     (
-        "pages/train.py",
+        page_file("train"),
         "3 · Train",
         "Launch a run in the background; watch loss and accuracy live.",
         bool(runs),
     ),
     (
-        "pages/evaluate.py",
+        page_file("evaluate"),
         "4 · Evaluate",
         "Per-class metrics; a confusion matrix that opens the mistakes.",
         bool(finished),
     ),
     (
-        "pages/predict.py",
+        page_file("predict"),
         "5 · Predict",
         "Upload or take a photo: what flower is it?",
         None,

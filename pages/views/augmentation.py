@@ -16,9 +16,8 @@ from core.augment import EXPLANATIONS, preview
 from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
 from core.imaging import ImageError, load_for_model
 from core.presets import all_presets, save_preset
-from pages import common
-
-common.app_shell()
+from pages.ui import common
+from pages.ui.navigation import page_file
 
 FIELDS = {  # field -> (label, min, max, step, unit)
     "rotation": ("Rotation", 0.0, 90.0, 5.0, "degrees"),
@@ -64,7 +63,7 @@ if current and current not in choices:
     choices = {current: Path(current).name, **choices}
 if not choices:
     st.info("No dataset yet. Add one on the Dataset page; its photos appear here.", icon=":material/photo_library:")
-    st.page_link("pages/dataset.py", label="Go to Dataset", icon=":material/arrow_forward:")
+    st.page_link(page_file("dataset"), label="Go to Dataset", icon=":material/arrow_forward:")
     st.stop()
 
 controls_col, preview_col = st.columns([4, 8], gap="large")

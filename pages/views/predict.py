@@ -9,9 +9,8 @@ import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
 from core.inference import Prediction, Predictor
-from pages import common
-
-common.app_shell()
+from pages.ui import common
+from pages.ui.navigation import page_file
 
 st.title("Predict")
 st.caption("Classify your own photos with a trained run. The photo is prepared exactly as the test images were.")
@@ -54,7 +53,7 @@ def top_k_chart(top: list[tuple[str, float]]):
 runs = [run for run in common.runs() if run.has_model]
 if not runs:
     st.info("No trained model yet. Train a run first; its model appears here.", icon=":material/model_training:")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/arrow_forward:")
+    st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
     st.stop()
 
 labels = {run.run_id: common.run_label(run) for run in runs}

@@ -18,7 +18,7 @@ from core.importers import (
     import_zip,
 )
 from core.processes import RunState
-from pages import common
+from pages.ui import common
 
 
 def open_dataset(path: str) -> None:

@@ -16,9 +16,8 @@ from core.monitor import batch_curve, epoch_curves, format_duration, phase_bound
 from core.paths import imagenet_weights_cached, imagenet_weights_file
 from core.presets import all_presets, preset_name_for, save_preset
 from core.runs import RunNotFound, RunState
-from pages import common
-
-common.app_shell()
+from pages.ui import common
+from pages.ui.navigation import page_file
 
 DEFAULTS = TrainConfig()
 IMAGE_SIZES = [32, 64, 96, 128, 160, 192, 224, 256]
@@ -47,7 +46,7 @@ def dataset_picker() -> str | None:
         options = {current: f"{Path(current).name} ({current})", **options}
     if not options:
         st.warning("No dataset yet. Add one on the Dataset page first.", icon=":material/photo_library:")
-        st.page_link("pages/dataset.py", label="Go to Dataset", icon=":material/arrow_forward:")
+        st.page_link(page_file("dataset"), label="Go to Dataset", icon=":material/arrow_forward:")
         return None
     paths = list(options)
     index = paths.index(current) if current in paths else 0
@@ -503,7 +502,7 @@ def result(run, state) -> None:
         )
     if run.has_model:
         st.page_link(
-            "pages/evaluate.py",
+            page_file("evaluate"),
             label="Study it on the Evaluate page",
             icon=":material/grid_on:",
             query_params={"evaluate_run": run.run_id},

@@ -11,10 +11,7 @@ import streamlit as st
 from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import DatasetError, split_indices
 from core.health import image_table
-from pages import common
-from pages.parts import add_dataset, health
-
-common.app_shell()
+from pages.ui import add_dataset, common, health
 
 PAGE_SIZE = 24
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.datasets import DatasetError, DatasetIndex
 from core.health import CheckCancelled, Finding, HealthReport, check_dataset
-from pages import common
+from pages.ui import common
 
 SEVERITY_LOOK = {
     "error": (":material/error:", "red"),

@@ -12,9 +12,8 @@ import streamlit as st
 
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages import common
-
-common.app_shell()
+from pages.ui import common
+from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
 BIG = 25  # above this many classes, start from the classes with the most mistakes
@@ -48,7 +47,7 @@ if not runs:
         "No finished run yet. Train one on the Train page; its test-split evaluation appears here.",
         icon=":material/model_training:",
     )
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/arrow_forward:")
+    st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
     st.stop()
 
 labels = {run.run_id: common.run_label(run) for run in runs}

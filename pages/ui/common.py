@@ -28,22 +28,6 @@ STATE_BADGES = {
 }
 
 
-def app_shell() -> None:
-    """Make sure this page runs inside streamlit_app.py's navigation; call it first on every page.
-
-    Streamlit still knows the old `pages/` directory convention: until some session has run the
-    main script (which calls st.navigation), the first request for a page URL, e.g. /train right
-    after a restart, runs pages/train.py on its own, without the app's page config, sidebar and
-    navigation. Turning that convention off and rerunning goes through the main script, which
-    resolves the same URL to the same page.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def data_root() -> Path:
     return paths.data_dir()
 

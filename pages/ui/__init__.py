@@ -1,0 +1,1 @@
+"""What the page scripts share: workspace access, cached loaders, widgets, navigation. Never imports Keras."""
