@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -46,6 +47,11 @@ def test_train_runs_evaluate_predict_on_real_photos(cli_env):
     runs = json.loads(flora("runs", "--json", env=env).stdout)
     assert [r["run_id"] for r in runs] == [run_id] and runs[0]["dataset"] == "flowers"
     assert run_id in flora("runs", env=env).stdout
+    shown = flora("runs", "--show", run_id[:6], env=env).stdout
+    command = shown.strip().splitlines()[-1].strip()  # the command that reproduces the run
+    assert command.startswith("python -m core train ") and "--epochs 8" in command and "--seed 3" in command
+    replayed = json.loads(flora(*shlex.split(command)[3:], "--json", env=env).stdout)
+    assert replayed["cached"] is True and replayed["run_id"] == run_id  # the same settings find the same run
 
     metrics = json.loads(flora("evaluate", run_id[:6], "--json", env=env).stdout)
     assert set(metrics["per_class"]) == {"daisy", "dandelion", "rose", "sunflower", "tulip"}

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from core.cli import main
-from core.data_cli import ConsoleProgress
+from core.cli.data import ConsoleStageBar
 from tests.conftest import OXFORD, PROJECT_ROOT
 from tests.datafixtures import FileServer, jpeg_bytes, oxford_source, tf_flowers_members, tree, write_tgz, write_zip
 
@@ -171,7 +171,7 @@ class _Terminal(io.StringIO):
 
 def test_progress_is_a_bar_on_a_terminal_and_one_line_per_stage_otherwise():
     plain = io.StringIO()
-    progress = ConsoleProgress(plain)
+    progress = ConsoleStageBar(plain)
     for done in range(0, 101, 10):
         progress("downloading", done * 1000, 100_000)
     progress("unpacking", 1, 2)
@@ -179,7 +179,7 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_stage_otherwise():
     assert plain.getvalue() == "flora: downloading...\nflora: unpacking...\n"
 
     terminal = _Terminal()
-    progress = ConsoleProgress(terminal)
+    progress = ConsoleStageBar(terminal)
     progress("downloading", 50 * 1024, 100 * 1024)
     progress.close()
     assert "downloading" in terminal.getvalue() and "50.0k" in terminal.getvalue()

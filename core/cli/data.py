@@ -1,4 +1,4 @@
-"""`python -m core data ...`: get, import, check and list datasets (registered by core/cli.py).
+"""`python -m core data ...`: get, import, check and list datasets.
 
     data get {tf_flowers,oxford102,demo} [--url URL] [--force] [--json]
     data import oxford102 SRC [--name NAME] [--force] [--json]
@@ -13,11 +13,10 @@ go to stderr. Exit status 0 on success, 1 with one `error: ...` line on stderr o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from core.cli.output import EXIT_OK, EXIT_USAGE, emit_json, fail, format_table
+
 _EXAMPLES = 3  # files shown per finding in the text report
 
 
@@ -96,17 +95,17 @@ def _run_import(args: argparse.Namespace, action) -> int:
     from core.paths import data_dir
 
     root = data_dir(args.data_dir)
-    bar = ConsoleProgress()
+    bar = ConsoleStageBar()
     try:
         result = action(root, bar)
     except ImportCancelled as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
+        return fail(f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
     finally:
         bar.close()
     if args.json:
-        _emit_json(result.to_dict())
+        emit_json(result.to_dict())
         return EXIT_OK
     state = "already present" if result.already_present else "imported"
     split = ""
@@ -131,7 +130,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from core.paths import cache_dir
 
     path = resolve_dataset_path(args.dataset, _data_root(args))
-    bar = ConsoleProgress()
+    bar = ConsoleStageBar()
     try:
         report = check_dataset(
             path,
@@ -140,11 +139,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             image_size=args.image_size,
         )
     except OSError as e:
-        return _fail(f"{e.strerror or e}")
+        return fail(f"{e.strerror or e}")
     finally:
         bar.close()
     if args.json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
         return EXIT_OK
     print(format_report(report))
     return EXIT_OK
@@ -200,23 +199,21 @@ def cmd_list(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        _emit_json(rows)
+        emit_json(rows)
         return EXIT_OK
     if not rows:
         print(f"no datasets in {root} (python -m core data get demo makes one offline)", file=sys.stderr)
         return EXIT_OK
-    from core.cli import _format_table
-
     headers = ["name", "classes", "images", "split", "source", "title"]
     table = [[str(r[h]) + (" (synthetic)" if h == "source" and r["synthetic"] else "") for h in headers] for r in rows]
-    print(_format_table(headers, table))
+    print(format_table(headers, table))
     return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-class ConsoleProgress:
+class ConsoleStageBar:
     """A progress callback for the terminal: a tqdm bar per stage on a TTY, one log line per stage otherwise."""
 
     def __init__(self, stream=None):
@@ -271,12 +268,3 @@ def _data_root(args: argparse.Namespace):
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return EXIT_USAGE
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_FAILED
-
-
-def _emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))

@@ -1,0 +1,92 @@
+"""`evaluate` and `predict`: a run's test-split metrics, and its predictions for new photos."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from core.cli import store_of
+from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, format_table
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    evaluate = sub.add_parser("evaluate", parents=[common], help="test-split metrics of a run")
+    evaluate.add_argument("run_id", metavar="RUN_ID", help="a run id (a unique prefix is enough)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = sub.add_parser("predict", parents=[common], help="classify images with a run's model")
+    predict.add_argument("run_id", metavar="RUN_ID")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(handler=cmd_predict)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.evaluation import Evaluation
+
+    store = store_of(args)
+    run = store.refresh(store.find(args.run_id))
+    evaluation = Evaluation.load(run.directory)
+    summary = evaluation.summary()
+    if args.json:
+        emit_json({"run_id": run.run_id, **summary})
+        return EXIT_OK
+    print(f"run {run.run_id}  ({run.dataset_name}, {len(run.classes)} classes, state {run.state})")
+    print(f"accuracy      {summary['accuracy']:.4f}  on {summary['test_images']} test images")
+    if "top5_accuracy" in summary:
+        print(f"top-5         {summary['top5_accuracy']:.4f}")
+    for average in ("macro", "weighted"):
+        m = summary[average]
+        print(f"{average:<13} precision {m['precision']:.4f}  recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
+    print()
+    table = evaluation.per_class()
+    rows = [
+        [r["class"], f"{r.precision:.4f}", f"{r.recall:.4f}", f"{r.f1:.4f}", str(r.support)]
+        for _, r in table.iterrows()
+    ]
+    print(format_table(["class", "precision", "recall", "f1", "support"], rows))
+    print()
+    matrix = evaluation.confusion_matrix()
+    if len(run.classes) <= 20:
+        print("confusion matrix (rows: true, columns: predicted)")
+        names = [c[:10] for c in evaluation.classes]
+        print(
+            format_table(
+                ["true \\ pred", *names],
+                [[n, *map(str, row)] for n, row in zip(names, matrix, strict=True)],
+            )
+        )
+    confused = evaluation.most_confused().head(10)
+    if len(confused):
+        print()
+        print("most confused pairs")
+        print(
+            format_table(
+                ["true", "predicted", "count"],
+                [[r.true, r.predicted, str(r["count"])] for _, r in confused.iterrows()],
+            )
+        )
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from core.inference import Predictor
+
+    store = store_of(args)
+    run = store.find(args.run_id)
+    with contextlib.redirect_stdout(sys.stderr):
+        predictor = Predictor(run)
+        results = predictor.predict(args.images, top_k=args.top_k)
+    if args.json:
+        emit_json({"run_id": run.run_id, "results": [r.to_dict() for r in results]})
+    else:
+        for result in results:
+            if result.ok:
+                tops = ", ".join(f"{label} {p:.3f}" for label, p in result.top)
+                print(f"{result.source}: {tops}")
+            else:
+                print(f"{result.source}: error: {result.error}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED

@@ -1,0 +1,169 @@
+"""`train` and `runs`: start (or find) a run, list the run store, show one run with its command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.cli import store_of
+from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, format_table
+from core.config import TrainConfig
+from core.runs import Run, RunState
+from core.train_options import add_train_flags, config_from_flags, train_command
+
+log = logging.getLogger("flora")
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    train = sub.add_parser("train", parents=[common], help="train (or find) a run on a dataset folder")
+    train.add_argument(
+        "dataset",
+        nargs="?",
+        metavar="DATA_DIR",
+        help="a folder of class folders, or a dataset name under --data-dir",
+    )
+    train.add_argument("--config", help="a TrainConfig JSON file (or a run's config.json); flags override it")
+    add_train_flags(train)
+    train.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
+    train.add_argument("--force", action="store_true", help="train again even if this run already finished")
+    train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
+    train.add_argument("--launched-run", help=argparse.SUPPRESS)  # used by the app's background launcher
+    train.set_defaults(handler=cmd_train)
+
+    runs = sub.add_parser("runs", parents=[common], help="list the runs in the store (or --show one)")
+    runs.add_argument("--show", metavar="RUN", help="one run: its settings, results and the command that reproduces it")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=cmd_runs)
+
+
+def config_from_args(args: argparse.Namespace, store=None) -> TrainConfig:
+    """A TrainConfig from --config (if any), overridden by the flags that were given."""
+    base: dict[str, Any] = {}
+    if args.config:
+        data = json.loads(Path(args.config).read_text())
+        base = data.get("config", data) if isinstance(data, dict) else {}
+    return config_from_flags(args, TrainConfig.from_dict(base) if base else TrainConfig(), store)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core import jobs
+    from core.datasets import resolve_dataset_path
+    from core.paths import data_dir
+
+    store = store_of(args)
+    data_root = data_dir(args.data_dir)
+    if args.launched_run:
+        submission = jobs.submission_for_launched(store, args.launched_run)
+    else:
+        if not args.dataset:
+            print("error: train needs DATA_DIR (a folder of class folders)", file=sys.stderr)
+            return EXIT_USAGE
+        config = config_from_args(args, store)
+        dataset = resolve_dataset_path(args.dataset, data_root)
+        submission = jobs.submit(store, dataset, config, force=args.force)
+
+    run_id = submission.run_id
+    if submission.outcome == jobs.CACHED:
+        log.info("run %s already finished with this config and data: cached (use --force to train again)", run_id)
+        return _train_result(args, store, run_id, cached=True)
+    if submission.outcome == jobs.ACTIVE:
+        run = submission.run
+        log.info("run %s is already %s (pid %s); not starting it twice", run_id, run.state, run.status.pid)
+        return _train_result(args, store, run_id, cached=False)
+
+    index = submission.index
+    log.info("run %s: %d images in %d classes from %s", run_id, len(index.entries), len(index.classes), index.root)
+    jobs.install_stop_on_sigterm(store, run_id)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
+            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        print(f"error: run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        _train_result(args, store, run_id, cached=False)
+        return EXIT_FAILED
+    return _train_result(args, store, run_id, cached=False)
+
+
+def _train_result(args, store, run_id: str, cached: bool) -> int:
+    run = store.get(run_id)
+    status = run.status
+    result = {
+        "run_id": run_id,
+        "cached": cached,
+        "state": run.state.value,
+        "accuracy": status.accuracy,
+        "macro_f1": status.macro_f1,
+        "epochs_done": status.epochs_done,
+        "best_epoch": status.best_epoch,
+        "device": status.device,
+        "run_dir": str(run.directory),
+    }
+    if status.error:
+        result["error"] = status.error
+    if args.json:
+        emit_json(result)
+    else:
+        if run.state in (RunState.DONE, RunState.STOPPED) and status.accuracy is not None:
+            note = " (cached)" if cached else ""
+            print(f"test accuracy {status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
+        print(run_id)
+    return EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = store_of(args)
+    if args.show:
+        return _show(store.refresh(store.find(args.show)), args.json)
+    rows = [run_row(store.refresh(run)) for run in store.list()]
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"no runs in {store.root}", file=sys.stderr)
+        return EXIT_OK
+    headers = ["run_id", "state", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created"]
+    print(format_table(headers, [[cell(row[h]) for h in headers] for row in rows]))
+    return EXIT_OK
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    config = run.train_config
+    status = run.status
+    return {
+        "run_id": run.run_id,
+        "state": run.state.value,
+        "dataset": run.dataset_name,
+        "classes": len(run.classes),
+        "size": config.image_size,
+        "weights": config.weights,
+        "epochs": f"{status.epochs_done or 0}/{config.total_epochs}",
+        "accuracy": status.accuracy,
+        "created": datetime.datetime.fromtimestamp(run.created).strftime("%Y-%m-%d %H:%M"),
+        "device": status.device,
+        "error": status.error,
+    }
+
+
+def _show(run: Run, as_json: bool) -> int:
+    command = train_command(run.dataset_path, run.train_config)
+    if as_json:
+        emit_json({**run_row(run), "command": command, "config": run.train_config.to_dict(), "dir": str(run.directory)})
+        return EXIT_OK
+    row = run_row(run)
+    for key in ("run_id", "state", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created", "device"):
+        print(f"{key:<10} {cell(row[key])}")
+    if row["error"]:
+        print(f"error      {row['error']}")
+    print(f"folder     {run.directory}")
+    print()
+    print("reproduce it with:")
+    print(f"  {command}")
+    return EXIT_OK
