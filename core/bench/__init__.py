@@ -6,6 +6,7 @@ Items (each a module here):
   gpu        3  ResNet-50 training throughput: synthetic vs real-cache batches, frozen, head only
   inference  4  one-photo latency p50/p95 and batch throughput vs plain `model.predict`
   memory     5  peak RSS of a training process on a large dataset at 224 px
+  ui         6  the app server's CPU while a browser tab watches a training run (needs chromium)
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -30,13 +31,14 @@ from typing import Any
 from core.bench.common import DEFAULT_DATASET, SCALES, Row, remove
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory")
+ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui")
 _MODULES = {
     "train": "core.bench.cached_training",
     "ingest": "core.bench.decode",
     "gpu": "core.bench.throughput",
     "inference": "core.bench.latency",
     "memory": "core.bench.memory",
+    "ui": "core.bench.server_cpu",
 }
 
 
