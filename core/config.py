@@ -78,6 +78,7 @@ class AugmentConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+DEFAULT_AUGMENT_PRESET = "standard"
 AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
     "light": AugmentConfig(rotation=10, zoom=0.1, horizontal_flip=True),
@@ -108,7 +109,7 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
 class TrainConfig:
     """Everything that decides what a training run learns. Its canonical JSON names the run.
 
-    Defaults match the Train page's. `weights` is "imagenet", "none", a weights file, or
+    The defaults are the Train page's and the CLI's. `weights` is "imagenet", "none", a weights file, or
     "run:<run_id>" to start from an earlier run's backbone.
     """
 
@@ -125,7 +126,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     early_stopping_patience: int = 3  # 0 turns early stopping off
     class_weighting: str = "auto"  # auto: balanced when the largest class is >1.5x the smallest
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The app's default and the CLI's alike: the same settings are the same run wherever typed.
+    augment: AugmentConfig = field(default_factory=lambda: AUGMENT_PRESETS[DEFAULT_AUGMENT_PRESET])
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
