@@ -8,6 +8,7 @@
   models/<run_id>/evaluation.json metrics derived from them
   models/<run_id>/train.log       the training process's output
   models/<run_id>/STOP            present when someone asked the run to stop
+  models/<run_id>/label.json      the name and note a person gave the run (kept by a retrain)
 
 A run folder is a job folder of `core.processes` (status, stop flag, log). Every write is atomic;
 readers tolerate a torn last metrics line, missing fields and fields they do not know.
@@ -36,6 +37,8 @@ EVALUATION_NPZ = "evaluation.npz"
 EVALUATION_JSON = "evaluation.json"
 LOG_FILE = "train.log"
 CHECKPOINT_FILE = "best.weights.h5"
+LABEL_FILE = "label.json"
+MAX_NAME_LENGTH = 80
 __all__ = ["ACTIVE_STATES", "Run", "RunNotFound", "RunState", "RunStatus", "RunStore", "new_run_record"]
 
 # Files a retrain replaces; config.json stays (same id, same config).
@@ -124,6 +127,9 @@ class Run:
     directory: Path
     config: dict[str, Any]
     status: RunStatus = field(default_factory=RunStatus)
+    stop_requested_at: float | None = None  # when someone asked it to stop (STOP), if they did
+    name: str = ""  # given by a person; "" when none was
+    note: str = ""
 
     @property
     def state(self) -> RunState:
@@ -132,6 +138,11 @@ class Run:
     @property
     def active(self) -> bool:
         return self.status.active
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop and not ended yet: it finishes its batch, saves its best weights, evaluates."""
+        return self.active and self.stop_requested_at is not None
 
     @property
     def train_config(self) -> TrainConfig:
@@ -228,7 +239,17 @@ class RunStore:
         config = read_json(directory / CONFIG_FILE)
         if config is None:
             raise RunNotFound(run_id)
-        return Run(run_id, directory, config, self._job(run_id).read())
+        job = self._job(run_id)
+        label = read_json(directory / LABEL_FILE, default={}) or {}
+        return Run(
+            run_id,
+            directory,
+            config,
+            job.read(),
+            stop_requested_at=job.stop_requested_at(),
+            name=str(label.get("name") or ""),
+            note=str(label.get("note") or ""),
+        )
 
     def find(self, prefix: str) -> Run:
         """The run whose id is `prefix` or starts with it (like git's short hashes)."""
@@ -275,6 +296,43 @@ class RunStore:
     def claim(self, run_id: str, **fields: Any) -> RunStatus:
         """Record that the calling process now owns the run (its pid), with `fields`."""
         return self._job(run_id).claim(**fields)
+
+    def set_label(self, run_id: str, name: str | None = None, note: str | None = None) -> None:
+        """Give a run a name and/or a note (None leaves that one as it is; "" clears it).
+
+        Raises:
+            RunNotFound: no such run.
+            ValueError: a name longer than MAX_NAME_LENGTH or spanning lines.
+        """
+        run = self.get(run_id)
+        label = {"name": run.name, "note": run.note}
+        if name is not None:
+            name = " ".join(name.split())
+            if len(name) > MAX_NAME_LENGTH:
+                raise ValueError(f"a run name has at most {MAX_NAME_LENGTH} characters. Received: {len(name)}")
+            label["name"] = name
+        if note is not None:
+            label["note"] = note.strip()
+        write_json_atomic(run.directory / LABEL_FILE, label)
+
+    def stamp(self) -> tuple[int, float]:
+        """Changes whenever a run is created, deleted, or writes its status (cheap: a stat per run).
+
+        Pages poll it to notice runs started elsewhere without reading every run's files.
+        """
+        count, latest = 0, 0.0
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return 0, 0.0
+        for entry in entries:
+            if entry.is_dir() and not entry.name.startswith("."):
+                count += 1
+                try:
+                    latest = max(latest, entry.stat().st_mtime)
+                except OSError:
+                    continue
+        return count, latest
 
     def append_metrics(self, run_id: str, record: dict[str, Any]) -> None:
         append_jsonl(self.run_dir(run_id) / METRICS_FILE, record)
