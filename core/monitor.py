@@ -58,13 +58,55 @@ def phase_boundary(metrics: list[dict[str, Any]]) -> float | None:
     return float(max(phase1)) if phase1 else 0.0
 
 
+# Relative cost of one image through each kind of stage, to weigh the stages of a run into one
+# progress bar: decoding is cheap; a forward pass through ResNet-50 is the unit; a training step
+# on images costs a forward and a backward pass; an epoch of the head on cached features is nearly free.
+_DECODE_COST, _FORWARD_COST, _TRAIN_STEP_COST, _HEAD_EPOCH_COST = 0.05, 1.0, 3.0, 0.01
+EXTRACTING = "extracting features"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a run's plan: its name (as the run reports it) and its relative cost."""
+
+    name: str
+    cost: float
+
+
+def plan(run: Run) -> list[Stage]:
+    """The stages a run goes through, in order, with their relative costs (from its config and split)."""
+    config = run.train_config
+    split = run.status.split or {}
+    total = int(run.config.get("dataset", {}).get("images") or sum(split.get(k, 0) for k in ("train", "val", "test")))
+    val = int(split.get("val", round(total * config.val_fraction)))
+    test = int(split.get("test", round(total * config.test_fraction)))
+    train = int(split.get("train", max(0, total - val - test)))
+    stages = [Stage("decoding images", _DECODE_COST * total)]
+    if config.epochs and config.feature_cache:
+        clean = train + val + (test if not config.fine_tune_epochs else 0)
+        stages.append(Stage(EXTRACTING, _FORWARD_COST * clean))
+        if config.augment.enabled:
+            stages += [
+                Stage(f"{EXTRACTING}: train (augmented view {v})", _FORWARD_COST * train)
+                for v in range(1, config.augmented_views + 1)
+            ]
+        stages.append(Stage("phase 1", _HEAD_EPOCH_COST * (train + val) * config.epochs))
+    elif config.epochs:
+        stages.append(Stage("phase 1", (_TRAIN_STEP_COST * train + _FORWARD_COST * val) * config.epochs))
+    if config.fine_tune_epochs:
+        stages.append(Stage("phase 2", (_TRAIN_STEP_COST * train + _FORWARD_COST * val) * config.fine_tune_epochs))
+    cheap_test = config.feature_cache and config.epochs and not config.fine_tune_epochs
+    stages.append(Stage("evaluating on the test split", (_HEAD_EPOCH_COST if cheap_test else _FORWARD_COST) * test))
+    return stages
+
+
 @dataclass
-class Progress:
+class RunProgress:
     """How far a run is and how long it may take; fractions in [0, 1]."""
 
     state: RunState
     stage: str | None
-    fraction: float  # of all epochs, counting the current epoch's batches
+    fraction: float  # of the whole run: decoding, feature extraction, epochs and evaluation weighed by cost
     epochs_done: int
     epochs_total: int
     stage_fraction: float | None  # of the current stage (decoding, extracting), when it reports one
@@ -72,11 +114,17 @@ class Progress:
     elapsed_seconds: float | None
     stage_eta_seconds: float | None = None  # time left in the current stage, from its own pace
     stage_counts: tuple[int, int] | None = None  # (done, total) of the current stage
+    stopping: bool = False  # asked to stop, not ended yet
 
     @property
     def preparing(self) -> bool:
         """True while the run is decoding images or extracting features, before its first epoch."""
         return self.state.active and self.epochs_done == 0 and self.stage_fraction is not None
+
+    @property
+    def state_label(self) -> str:
+        """'stopping' from the moment a stop is asked for, else the state."""
+        return "stopping" if self.stopping else self.state.value
 
     @property
     def stage_text(self) -> str:
@@ -92,16 +140,31 @@ class Progress:
     def text(self) -> str:
         """One line for people: "epoch 3/10 · about 2 min left"."""
         parts = []
-        if self.stage:
+        if self.stopping:
+            parts.append("stopping: finishing the batch, then saving the best weights and evaluating")
+        elif self.stage:
             parts.append(self.stage)
-        if self.epochs_total:
+        if self.epochs_total and not self.preparing:
             parts.append(f"epoch {min(self.epochs_done, self.epochs_total)}/{self.epochs_total}")
-        if self.eta_seconds is not None and self.state.active:
+        if self.eta_seconds is not None and self.state.active and not self.stopping:
             parts.append(f"about {format_duration(self.eta_seconds)} left")
         return " · ".join(parts)
 
+    @property
+    def short_text(self) -> str:
+        """For a table cell: 'extracting features 40%', 'epoch 3/10', 'stopping'."""
+        if self.stopping:
+            return "stopping…"
+        if not self.state.active:
+            return ""
+        if self.preparing and self.stage:
+            return f"{self.stage.split(':')[0]} {self.stage_fraction:.0%}"
+        if self.epochs_total and self.epochs_done < self.epochs_total:
+            return f"epoch {self.epochs_done + 1}/{self.epochs_total}"
+        return self.stage or ""
 
-def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) -> Progress:
+
+def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) -> RunProgress:
     """Progress and ETA of `run` from its status and metrics."""
     now = now or time.time()
     status = run.status
@@ -111,7 +174,6 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     batch_part = 0.0
     if run.active and status.steps and (status.epoch or 0) > done:
         batch_part = min(1.0, float(status.batch or 0) / float(status.steps))
-    fraction = 1.0 if run.state is RunState.DONE else (min(1.0, (done + batch_part) / total) if total else 0.0)
     stage_fraction = stage_eta = stage_counts = None
     if status.stage_progress and status.stage_progress[1]:
         done_items, total_items = status.stage_progress
@@ -124,7 +186,13 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     started = status.started_at
     finished = status.finished_at
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
-    return Progress(
+    if run.state is RunState.DONE:
+        fraction = 1.0
+    elif run.active:
+        fraction = _whole_run_fraction(run, done, batch_part, stage_fraction)
+    else:
+        fraction = min(1.0, done / total) if total else 0.0
+    return RunProgress(
         state=run.state,
         stage=status.stage,
         fraction=fraction,
@@ -135,7 +203,49 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
         elapsed_seconds=elapsed,
         stage_eta_seconds=stage_eta,
         stage_counts=stage_counts,
+        stopping=run.stopping,
     )
+
+
+def _whole_run_fraction(run: Run, epochs_done: int, batch_part: float, stage_fraction: float | None) -> float:
+    """Cost of the finished stages, plus the finished part of the current one, over the whole plan."""
+    stages = plan(run)
+    costs = [stage.cost for stage in stages]
+    whole = sum(costs)
+    config = run.train_config
+    if whole <= 0:  # nothing known of the dataset's size: count epochs alone
+        return min(1.0, (epochs_done + batch_part) / max(1, config.total_epochs))
+    stage = run.status.stage or ""
+    if epochs_done or run.status.phase:  # in the epochs (or past them)
+        index = next(i for i, s in enumerate(stages) if s.name.startswith("phase"))
+        phase1 = config.epochs
+        if epochs_done + batch_part <= phase1 or not config.fine_tune_epochs:
+            part = (epochs_done + batch_part) / max(1, phase1)
+            position = index
+        else:
+            position = index + 1 if stages[index].name == "phase 1" else index
+            part = (epochs_done + batch_part - phase1) / max(1, config.fine_tune_epochs)
+        if stage.startswith(("saving", "evaluating")):
+            position, part = len(stages) - 1, 0.5
+        return min(1.0, (sum(costs[:position]) + min(1.0, part) * costs[position]) / whole)
+    names = [s.name for s in stages]
+    if stage.startswith(EXTRACTING):
+        matches = [i for i, name in enumerate(names) if name.startswith(EXTRACTING) and _same_view(name, stage)]
+        position = matches[0] if matches else names.index(EXTRACTING) if EXTRACTING in names else 1
+    elif stage.startswith("decoding"):
+        position = 0
+    elif stage.startswith(("saving", "evaluating")):
+        position = len(stages) - 1
+    else:  # building the model, waiting for the device: between decoding and the next stage
+        return min(1.0, costs[0] / whole) if stage and not stage.startswith("waiting") else 0.0
+    return min(1.0, (sum(costs[:position]) + (stage_fraction or 0.0) * costs[position]) / whole)
+
+
+def _same_view(planned: str, reported: str) -> bool:
+    """'extracting features: train (augmented view 2)' is the same stage as planned; the clean pass is view 0."""
+    view = reported.rsplit("augmented view ", 1)[-1].rstrip(")") if "augmented view" in reported else None
+    planned_view = planned.rsplit("augmented view ", 1)[-1].rstrip(")") if "augmented view" in planned else None
+    return view == planned_view
 
 
 def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: float) -> float | None:

@@ -68,7 +68,7 @@ def test_progress_and_eta_of_a_running_run(tmp_path):
     )
     state = progress(store.get("r"), METRICS, now=160.0)
     assert state.epochs_done == 3 and state.epochs_total == 5
-    assert state.fraction == pytest.approx((3 + 0.5) / 5)
+    assert 0.5 < state.fraction < 1.0  # the run's whole plan: decoding and phase 1 are behind it
     assert state.eta_seconds == pytest.approx(1.5 * 30.0)  # the current phase's epoch time
     assert state.elapsed_seconds == pytest.approx(70.0)
     assert state.text == "fine-tuning · epoch 3/5 · about 45 s left"
@@ -124,3 +124,43 @@ def test_the_stage_reporter_marks_when_each_stage_starts(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(5, "5 s"), (89, "89 s"), (300, "5 min"), (3900, "1 h 5 min")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
+    """A cached-features run spends most of its time extracting: the bar must move then, not sit at 0%."""
+    store = RunStore(tmp_path)
+    config = {"epochs": 4, "augmented_views": 2, "augment": {"rotation": 10}}
+    store.create("r", {"config": config, "dataset": {"images": 1000}})
+    steps = [
+        {"stage": "decoding images", "stage_progress": [500, 1000]},
+        {"stage": "building model", "stage_progress": None},
+        {"stage": "extracting features: train + val + test", "stage_progress": [300, 1000]},
+        {"stage": "extracting features: train + val + test", "stage_progress": [1000, 1000]},
+        {"stage": "extracting features: train (augmented view 1)", "stage_progress": [350, 700]},
+        {"stage": "extracting features: train (augmented view 2)", "stage_progress": [700, 700]},
+        {"stage": "training the head on cached features", "stage_progress": None, "phase": 1, "epoch": 1},
+        {"stage": "training the head on cached features", "phase": 1, "epoch": 3, "batch": 5, "steps": 10},
+        {"stage": "evaluating on the test split", "phase": 1, "epoch": 4},
+    ]
+    metrics: list[dict] = []
+    seen = []
+    store.set_status("r", state="running", split={"train": 700, "val": 150, "test": 150})
+    for number, fields in enumerate(steps):
+        epochs_finished = {6: 0, 7: 2, 8: 4}.get(number, 0)
+        metrics = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in range(1, epochs_finished + 1)]
+        store.set_status("r", **fields)
+        seen.append(progress(store.get("r"), metrics).fraction)
+    assert seen == sorted(seen) and seen[0] < 0.05 and seen[-1] > 0.95, seen
+    assert 0.3 < seen[4] < 0.8  # half of the first augmented view: the extraction is most of the run
+    table = progress(store.get("r"), metrics)
+    assert table.short_text in ("evaluating on the test split", "")
+
+
+def test_a_stop_request_shows_as_stopping_at_once(tmp_path):
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 4}})
+    store.set_status("r", state="running", epochs_total=4)
+    assert progress(store.get("r"), []).state_label == "running"
+    store.request_stop("r")
+    state = progress(store.get("r"), [])
+    assert state.state_label == "stopping" and state.short_text == "stopping…" and state.text.startswith("stopping")
