@@ -123,6 +123,16 @@ def weights_run_id(weights: str) -> str | None:
     return weights[len(RUN_WEIGHTS_PREFIX) :] if weights.startswith(RUN_WEIGHTS_PREFIX) else None
 
 
+def describe_weights(weights: str) -> str:
+    """'ImageNet', 'random start', 'from run 1a2b3c', or the weights file's name."""
+    if weights == WEIGHTS_IMAGENET:
+        return "ImageNet"
+    if weights == WEIGHTS_NONE:
+        return "random start"
+    run_id = weights_run_id(weights)
+    return f"from run {run_id[:6]}" if run_id else Path(weights).name
+
+
 def _float_text(value: float) -> str:
     return f"{value:g}"
 
@@ -144,6 +154,7 @@ class TrainOption:
     parse: Callable[[str], Any] = str  # CLI text -> the field's value
     format: Callable[[Any], str] = str  # the field's value -> CLI text
     needs: str | None = None  # the widget is disabled while this field is 0 / off
+    short: Callable[[Any], str] | None = None  # a few words for run names: "lr 0.003"
 
     @property
     def default(self) -> Any:
@@ -159,6 +170,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         "nothing), a weights file, or an earlier run's id (its backbone).",
         WEIGHTS,
         DATA,
+        short=lambda v: describe_weights(v),
     ),
     TrainOption(
         "augment",
@@ -170,6 +182,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         DATA,
         parse=parse_augment,
         format=format_augment,
+        short=lambda v: f"aug {format_augment(v) if format_augment(v) in AUGMENT_PRESETS else 'custom'}",
     ),
     TrainOption(
         "class_weighting",
@@ -180,6 +193,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         RADIO,
         DATA,
         choices=CLASS_WEIGHTING_CHOICES,
+        short=lambda v: f"class weights {v}",
     ),
     TrainOption(
         "image_size",
@@ -190,6 +204,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         HEAD,
         choices=(32, 64, 96, 128, 160, 192, 224, 256),
         parse=int,
+        short=lambda v: f"{v} px",
     ),
     TrainOption(
         "batch_size",
@@ -200,6 +215,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         HEAD,
         choices=(8, 16, 32, 64, 128, 256, 512, 1024),
         parse=int,
+        short=lambda v: f"batch {v}",
     ),
     TrainOption(
         "epochs",
@@ -212,6 +228,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         maximum=500,
         step=1,
         parse=int,
+        short=lambda v: f"{v} epochs",
     ),
     TrainOption(
         "learning_rate",
@@ -223,6 +240,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         choices=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
         parse=float,
         format=_float_text,
+        short=lambda v: f"lr {v:g}",
     ),
     TrainOption(
         "early_stopping_patience",
@@ -235,6 +253,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         maximum=50,
         step=1,
         parse=int,
+        short=lambda v: f"patience {v}",
     ),
     TrainOption(
         "fine_tune_epochs",
@@ -247,6 +266,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         maximum=500,
         step=1,
         parse=int,
+        short=lambda v: f"+{v} fine-tune",
     ),
     TrainOption(
         "unfreeze_stages",
@@ -260,6 +280,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=1,
         parse=int,
         needs="fine_tune_epochs",
+        short=lambda v: f"{v} stages",
     ),
     TrainOption(
         "fine_tune_learning_rate",
@@ -272,6 +293,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         parse=float,
         format=_float_text,
         needs="fine_tune_epochs",
+        short=lambda v: f"ft lr {v:g}",
     ),
     TrainOption(
         "head",
@@ -282,6 +304,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         FINE_TUNE,
         parse=parse_head,
         format=format_head,
+        short=lambda v: f"head {format_head(v) or 'none'}",
     ),
     TrainOption(
         "dropout",
@@ -295,6 +318,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=0.05,
         parse=float,
         format=_float_text,
+        short=lambda v: f"dropout {v:g}",
     ),
     TrainOption(
         "label_smoothing",
@@ -308,6 +332,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=0.05,
         parse=float,
         format=_float_text,
+        short=lambda v: f"smoothing {v:g}",
     ),
     TrainOption(
         "feature_cache",
@@ -317,6 +342,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         "times faster. Augmented views are cached too. (The flag turns it off.)",
         TOGGLE,
         ADVANCED,
+        short=lambda v: "feature cache" if v else "no feature cache",
     ),
     TrainOption(
         "augmented_views",
@@ -330,6 +356,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=1,
         parse=int,
         needs="feature_cache",
+        short=lambda v: f"{v} views",
     ),
     TrainOption(
         "val_fraction",
@@ -343,6 +370,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=0.05,
         parse=float,
         format=_float_text,
+        short=lambda v: f"val {v:.0%}",
     ),
     TrainOption(
         "test_fraction",
@@ -356,6 +384,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=0.05,
         parse=float,
         format=_float_text,
+        short=lambda v: f"test {v:.0%}",
     ),
     TrainOption(
         "seed",
@@ -368,6 +397,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         maximum=2**31 - 1,
         step=1,
         parse=int,
+        short=lambda v: f"seed {v}",
     ),
 )
 BY_FIELD = {option.field: option for option in OPTIONS}
@@ -436,3 +466,21 @@ def train_arguments(dataset: str, config: TrainConfig) -> list[str]:
 def train_command(dataset: str, config: TrainConfig, python: str = "python") -> str:
     """`python -m core train DATASET --flag value ...`, quoted for a POSIX shell."""
     return shlex.join([python, "-m", "core", "train", *train_arguments(dataset, config)])
+
+
+def describe_config(config: TrainConfig, always: tuple[str, ...] = ("image_size", "weights")) -> str:
+    """A run's settings in a few words, what tells it from a default run: '64 px · random start · aug strong'.
+
+    The `always` fields come first whatever their value; then every field that differs from the
+    defaults, in the form's order.
+    """
+    defaults = TrainConfig()
+    parts = [BY_FIELD[name].short(getattr(config, name)) for name in always]
+    for option in OPTIONS:
+        value = getattr(config, option.field)
+        if option.field in always or option.short is None or value == getattr(defaults, option.field):
+            continue
+        if option.needs and not getattr(config, option.needs):
+            continue  # e.g. the fine-tune rate of a run that does not fine-tune
+        parts.append(option.short(value))
+    return " · ".join(parts)

@@ -1,7 +1,9 @@
-"""What the app remembers between sessions: the dataset picked last, and folders used from outside data/.
+"""What the app remembers between sessions: the dataset picked last, folders used from outside data/,
+the training settings last launched on each dataset, and small preferences (the teaching notes).
 
 A person who adds `../shared/data/flowers5-128` by its path expects to find it again after a reload,
-in a second tab, or on the Augmentation and Train pages tomorrow. The state is one small JSON file,
+in a second tab, or on the Augmentation and Train pages tomorrow; one who launched a 64 px run from
+random weights expects the form to say so again next time. The state is one small JSON file,
 `<data>/.flora/workspace.json`, written atomically and only when it changes.
 """
 
@@ -14,6 +16,7 @@ from core.fileio import read_json, write_json_atomic
 
 STATE_FILE = Path(".flora") / "workspace.json"
 MAX_FOLDERS = 12
+MAX_SETTINGS = 50  # datasets whose last training settings are kept
 
 
 def state_file(data_root: str | os.PathLike) -> Path:
@@ -29,7 +32,7 @@ def remember_dataset(data_root: str | os.PathLike, path: str | os.PathLike) -> N
         folders = [path, *folders][:MAX_FOLDERS]
     if state["current"] == path and state["folders"] == folders:
         return
-    write_json_atomic(state_file(data_root), {"current": path, "folders": folders})
+    _save(data_root, {**state, "current": path, "folders": folders})
 
 
 def last_dataset(data_root: str | os.PathLike) -> str | None:
@@ -49,13 +52,46 @@ def forget_folder(data_root: str | os.PathLike, path: str | os.PathLike) -> None
     state = _load(data_root)
     if path not in state["folders"] and state["current"] != path:
         return
-    write_json_atomic(
-        state_file(data_root),
+    _save(
+        data_root,
         {
+            **state,
             "current": None if state["current"] == path else state["current"],
             "folders": [f for f in state["folders"] if f != path],
         },
     )
+
+
+def remember_train_settings(data_root: str | os.PathLike, dataset: str | os.PathLike, config: dict) -> None:
+    """Keep the training settings (a TrainConfig dict) last launched on `dataset`."""
+    key = str(Path(dataset).expanduser().resolve())
+    state = _load(data_root)
+    if state["train_settings"].get(key) == config:
+        return
+    settings = {k: v for k, v in state["train_settings"].items() if k != key}
+    settings[key] = config
+    _save(data_root, {**state, "train_settings": dict(list(settings.items())[-MAX_SETTINGS:])})
+
+
+def train_settings(data_root: str | os.PathLike, dataset: str | os.PathLike) -> dict | None:
+    """The TrainConfig dict last launched on `dataset`, if any."""
+    return _load(data_root)["train_settings"].get(str(Path(dataset).expanduser().resolve()))
+
+
+def preference(data_root: str | os.PathLike, name: str, default=None):
+    """A small remembered preference (e.g. whether the teaching notes are shown)."""
+    return _load(data_root)["preferences"].get(name, default)
+
+
+def set_preference(data_root: str | os.PathLike, name: str, value) -> None:
+    state = _load(data_root)
+    if state["preferences"].get(name) == value:
+        return
+    _save(data_root, {**state, "preferences": {**state["preferences"], name: value}})
+
+
+def _save(data_root: str | os.PathLike, state: dict) -> None:
+    write_json_atomic(state_file(data_root), state)
 
 
 def _load(data_root: str | os.PathLike) -> dict:
@@ -64,9 +100,15 @@ def _load(data_root: str | os.PathLike) -> dict:
         raw = {}
     current = raw.get("current")
     folders = raw.get("folders")
+    settings = raw.get("train_settings")
+    preferences = raw.get("preferences")
     return {
         "current": current if isinstance(current, str) else None,
         "folders": [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else [],
+        "train_settings": {k: v for k, v in settings.items() if isinstance(v, dict)}
+        if isinstance(settings, dict)
+        else {},
+        "preferences": preferences if isinstance(preferences, dict) else {},
     }
 
 
