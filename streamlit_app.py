@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.monitor import progress
-from pages.ui import common
+from pages.ui import common, teaching
 from pages.ui.navigation import PAGES, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
@@ -18,40 +18,47 @@ navigation = st.navigation(
 )
 
 
+ACTIVE_IDS = "flora_active_runs"  # the active runs the page was last drawn with
+LIVE_EVERY, IDLE_EVERY = 2.0, 3.0  # seconds between sidebar polls with and without a run going
+
+
 def jobs_panel() -> None:
-    """Active runs with their progress; a link to the Train page for each."""
-    active = [run for run in common.runs() if run.active]
+    """Active runs with their progress and a link to watch each.
+
+    It polls in every page, cheaply (a stat per run folder): when a run starts or ends anywhere
+    (another tab, the CLI) the whole page is drawn again, so its own live parts take over.
+    """
+    active = common.active_runs()
+    ids = tuple(run.run_id for run in active)
+    if st.session_state.get(ACTIVE_IDS, ids) != ids:
+        st.session_state[ACTIVE_IDS] = ids
+        st.rerun(scope="app")
+    st.session_state[ACTIVE_IDS] = ids
     if not active:
         st.caption("No training running.")
         return
     for run in active:
         state = progress(run, common.store().read_metrics(run.run_id))
-        st.markdown(f"**{run.run_id}** · {run.dataset_name}")
+        st.markdown(f"**{common.run_title(run)}** · {run.dataset_name}")
         if state.preparing:
             st.progress(state.stage_fraction, text=state.stage_text)
         else:
-            st.progress(state.fraction, text=state.text or run.state)
+            st.progress(state.fraction, text=state.text or state.state_label)
         st.page_link(
             page_file("train"), label="Watch it", icon=":material/monitoring:", query_params={"train_run": run.run_id}
         )
 
 
-@st.fragment(run_every=2)
-def live_jobs_panel() -> None:
-    jobs_panel()
-
-
 with st.sidebar:
     st.markdown("### :material/local_florist: Flora")
     st.caption(f"Device: {common.device_info().label}")
+    teaching.toggle()
     with st.expander("Workspace", icon=":material/folder:"):
         st.caption(f"Datasets: `{common.data_root()}`")
         st.caption(f"Runs: `{common.models_root()}`")
         st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
     st.markdown("**Jobs**")
-    if any(run.active for run in common.runs()):
-        live_jobs_panel()
-    else:
-        jobs_panel()
+    st.session_state.pop(ACTIVE_IDS, None)  # a whole-page run: the panel starts from what it sees now
+    st.fragment(jobs_panel, run_every=LIVE_EVERY if common.active_runs() else IDLE_EVERY)()
 
 navigation.run()

@@ -15,8 +15,10 @@ from core import paths, workspace
 from core.datasets import DatasetError, DatasetIndex, list_datasets, scan_dataset
 from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
+from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
 from core.runs import Run, RunState, RunStore
 from core.thumbnails import placeholder, thumbnail
+from core.train_options import describe_config
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 STATE_BADGES = {
@@ -40,10 +42,24 @@ def store() -> RunStore:
     return RunStore(models_root())
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _runs_as_of(root: str, stamp: tuple[int, float]) -> list[Run]:
+    return RunStore(root).list()
+
+
 def runs() -> list[Run]:
-    """All runs, newest first, with dead processes marked failed."""
+    """All runs, newest first, with dead processes marked failed.
+
+    The run folders are read again only when the store's stamp changes (a run created, deleted, or
+    writing its status), so a page polling every second or two reads a stat per run, not every file.
+    """
     run_store = store()
-    return [run_store.refresh(run) for run in run_store.list()]
+    listed = _runs_as_of(str(run_store.root), run_store.stamp())
+    return [run_store.refresh(run) if run.active else run for run in listed]
+
+
+def active_runs() -> list[Run]:
+    return [run for run in runs() if run.active]
 
 
 def finished_runs() -> list[Run]:
@@ -51,15 +67,36 @@ def finished_runs() -> list[Run]:
     return [run for run in runs() if run.evaluated]
 
 
+def run_title(run: Run) -> str:
+    """What tells a run apart: the name a person gave it, else its settings that differ from the defaults."""
+    return run.name or describe_config(run.train_config)
+
+
 def run_label(run: Run) -> str:
-    """A select-box label made of facts that do not change while the run trains (the state is shown
-    beside it): Streamlit keeps showing an option's old text when only its text changes."""
+    """A picker's label: dataset, what tells the run apart, when it started, its id.
+
+    Made of facts that do not change while the run trains (the state is shown beside it):
+    Streamlit keeps showing an option's old text when only its text changes.
+    """
     import datetime
 
-    config = run.train_config
-    weights = config.weights if not config.weights.startswith("/") else Path(config.weights).name
     created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
-    return f"{run.run_id} · {run.dataset_name} · {config.image_size}px · {weights} · {created}"
+    return f"{run.dataset_name} · {run_title(run)} · {created} · {run.run_id[:6]}"
+
+
+def random_start_notice(run: Run) -> None:
+    """Say plainly what a run trained from random weights can and cannot show."""
+    if run.train_config.weights != "none":
+        return
+    st.warning(
+        "**This model started from random weights** (weights *none*), not from ImageNet. Its ResNet-50 "
+        "never learnt to see: the head learnt from colour and rough texture only, so accuracy is far below "
+        "what transfer learning gives, and it is often confidently wrong. With ImageNet weights the same "
+        "run typically gets most flower photos right. To train from them offline, put Keras's "
+        f"`{IMAGENET_WEIGHTS_FILE}` in `{imagenet_weights_file().parent}`, or set `FLORA_IMAGENET_WEIGHTS_URL` "
+        "to a mirror, or choose *A weights file* on the Train page.",
+        icon=":material/casino:",
+    )
 
 
 @st.cache_resource(show_spinner=False, ttl=600)
@@ -68,9 +105,13 @@ def device_info() -> DeviceInfo:
     return quick_describe()
 
 
-def state_badge(state: RunState) -> None:
-    color, icon = STATE_BADGES.get(state, ("gray", None))
-    st.badge(str(state), color=color, icon=icon)
+def state_badge(run: Run) -> None:
+    """The run's state as a coloured badge; "stopping" from the moment a stop is asked for."""
+    if run.stopping:
+        st.badge("stopping…", color="orange", icon=":material/hourglass_top:")
+        return
+    color, icon = STATE_BADGES.get(run.state, ("gray", None))
+    st.badge(str(run.state), color=color, icon=icon)
 
 
 def _folder_stamp(path: Path) -> float:

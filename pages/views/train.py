@@ -3,226 +3,41 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import jobs
-from core.config import ConfigError, TrainConfig
-from core.device import recommended_batch_size
-from core.monitor import batch_curve, epoch_curves, format_duration, phase_boundary, progress
-from core.paths import imagenet_weights_cached, imagenet_weights_file
-from core.presets import all_presets, preset_name_for, save_preset
-from core.runs import RunNotFound, RunState
-from pages.ui import common
+from core.config import TrainConfig
+from core.monitor import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
+from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState
+from core.train_options import describe_weights, train_command
+from pages.ui import common, teaching, train_form
 from pages.ui.navigation import page_file
 
-DEFAULTS = TrainConfig()
-IMAGE_SIZES = [32, 64, 96, 128, 160, 192, 224, 256]
-LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
-FINE_TUNE_RATES = [1e-6, 5e-6, 1e-5, 5e-5, 1e-4]
-BATCH_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024]
-WEIGHT_CHOICES = {
-    "imagenet": "ImageNet (pretrained)",
-    "none": "None (random start)",
-    "run": "An earlier run's backbone",
-    "file": "A weights file",
-}
 FORCE_STOP_AFTER = 20  # seconds a stop request may take before "Force stop" is offered
+LIVE_EVERY = 2.0  # seconds between redraws of the runs while one is active
 
 st.title("Train")
 st.caption(
     "Transfer learning in two phases: first only the new head learns while ResNet-50 stays frozen, "
     "then (optionally) the top ResNet stages are unfrozen and fine-tuned at a lower learning rate."
 )
-
-
-def dataset_picker() -> str | None:
-    options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
-    current = common.current_dataset()
-    if current and current not in options:
-        options = {current: f"{Path(current).name} ({current})", **options}
-    if not options:
-        st.warning("No dataset yet. Add one on the Dataset page first.", icon=":material/photo_library:")
-        st.page_link(page_file("dataset"), label="Go to Dataset", icon=":material/arrow_forward:")
-        return None
-    paths = list(options)
-    index = paths.index(current) if current in paths else 0
-    chosen = st.selectbox("Dataset", paths, index=index, format_func=options.get, key="train_dataset")
-    common.set_current_dataset(chosen)
-    return chosen
-
-
-def weights_picker() -> str | None:
-    kind = st.radio(
-        "Starting weights",
-        list(WEIGHT_CHOICES),
-        format_func=WEIGHT_CHOICES.get,
-        horizontal=True,
-        key="train_weights_kind",
-        help="ImageNet weights make transfer learning work; 'none' starts from random weights (tests, teaching).",
-    )
-    if kind == "imagenet":
-        if not imagenet_weights_cached():
-            st.caption(
-                f":material/cloud_download: Not on this machine yet: Keras downloads them (94 MB) when the run "
-                f"starts. Offline? Copy the file to `{imagenet_weights_file()}` or start from none.",
-            )
-        return "imagenet"
-    if kind == "none":
-        return "none"
-    if kind == "run":
-        earlier = [run for run in common.runs() if run.has_model]
-        if not earlier:
-            st.info("No finished run yet to start from.")
-            return None
-        run_id = st.selectbox(
-            "Run",
-            [r.run_id for r in earlier],
-            format_func=lambda i: common.run_label(common.store().get(i)),
-            key="train_weights_run",
-        )
-        return f"run:{run_id}"
-    path = st.text_input("Weights file (.h5, .weights.h5, .keras)", key="train_weights_file").strip()
-    return path or None
-
-
-def settings_form() -> tuple[str | None, TrainConfig | None]:
-    """The training settings as widgets; returns (dataset path, config) or Nones with the reason shown."""
-    presets = all_presets(common.data_root())
-    data_col, phase1_col, phase2_col = st.columns(3, gap="medium")
-    with data_col:
-        dataset = dataset_picker()
-        weights = weights_picker()
-        preset_name = st.selectbox(
-            "Augmentation",
-            list(presets),
-            index=list(presets).index("standard"),
-            key="train_augment",
-            help="Presets, and any you saved on the Augmentation page.",
-        )
-        class_weighting = st.radio(
-            "Class weights",
-            ["auto", "balanced", "none"],
-            horizontal=True,
-            key="train_class_weights",
-            help="auto: weight classes by inverse frequency when the largest is over 1.5x the smallest.",
-        )
-    with phase1_col:
-        image_size = st.select_slider(
-            "Image size (px)",
-            IMAGE_SIZES,
-            value=DEFAULTS.image_size,
-            key="train_image_size",
-            help="Images are resized to this square. 224 is ResNet-50's native size; smaller is faster.",
-        )
-        batch_size = st.select_slider("Batch size", BATCH_SIZES, value=DEFAULTS.batch_size, key="train_batch_size")
-        device = common.device_info()
-        if device.kind == "gpu":
-            suggested = recommended_batch_size(device, image_size)
-            st.caption(f"On {device.name}, a batch of about {suggested} keeps the GPU busy (fine-tuning).")
-        epochs = st.number_input("Head epochs (phase 1)", 0, 500, DEFAULTS.epochs, key="train_epochs")
-        learning_rate = st.select_slider(
-            "Learning rate",
-            LEARNING_RATES,
-            value=DEFAULTS.learning_rate,
-            format_func=lambda v: f"{v:g}",
-            key="train_lr",
-        )
-        patience = st.number_input(
-            "Early stopping patience (0 = off)",
-            0,
-            50,
-            DEFAULTS.early_stopping_patience,
-            key="train_patience",
-            help="Stop a phase when validation loss has not improved for this many epochs; the best weights are kept.",
-        )
-    with phase2_col:
-        fine_tune_epochs = st.number_input(
-            "Fine-tune epochs (phase 2)",
-            0,
-            500,
-            DEFAULTS.fine_tune_epochs,
-            key="train_fine_tune_epochs",
-            help="0 keeps the backbone frozen. Fine-tuning is slow on a CPU.",
-        )
-        unfreeze_stages = st.slider(
-            "Stages to unfreeze",
-            1,
-            4,
-            DEFAULTS.unfreeze_stages,
-            key="train_unfreeze_stages",
-            disabled=fine_tune_epochs == 0,
-            help="ResNet-50 has four residual stages; 1 unfreezes the last (conv5). BatchNorm layers stay frozen.",
-        )
-        fine_tune_lr = st.select_slider(
-            "Fine-tune learning rate",
-            FINE_TUNE_RATES,
-            value=DEFAULTS.fine_tune_learning_rate,
-            format_func=lambda v: f"{v:g}",
-            key="train_fine_tune_lr",
-            disabled=fine_tune_epochs == 0,
-        )
-        head_text = st.text_input(
-            "Head (Dense units)",
-            ",".join(map(str, DEFAULTS.head)),
-            key="train_head",
-            help="Dense+Dropout blocks between the pooled features and the softmax: 256, or 512,128; empty for none.",
-        )
-        dropout = st.slider("Dropout", 0.0, 0.8, DEFAULTS.dropout, 0.05, key="train_dropout")
-        label_smoothing = st.slider(
-            "Label smoothing", 0.0, 0.3, DEFAULTS.label_smoothing, 0.05, key="train_label_smoothing"
-        )
-    with st.expander("Advanced", icon=":material/tune:"):
-        col1, col2, col3, col4 = st.columns(4)
-        feature_cache = col1.toggle(
-            "Frozen phase on cached features",
-            DEFAULTS.feature_cache,
-            key="train_feature_cache",
-            help="ResNet-50's output for each image is computed once and reused every epoch: the same training, "
-            "many times faster. Augmented views are cached too.",
-        )
-        views = col2.number_input(
-            "Augmented views per image", 0, 16, DEFAULTS.augmented_views, key="train_views", disabled=not feature_cache
-        )
-        val_fraction = col3.slider("Validation share", 0.05, 0.4, DEFAULTS.val_fraction, 0.05, key="train_val_fraction")
-        test_fraction = col4.slider("Test share", 0.05, 0.4, DEFAULTS.test_fraction, 0.05, key="train_test_fraction")
-        seed = col1.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="train_seed")
-    if dataset is None or weights is None:
-        return None, None
-    try:
-        config = TrainConfig(
-            image_size=image_size,
-            weights=weights,
-            head=tuple(int(u) for u in head_text.replace(" ", "").split(",") if u),
-            dropout=dropout,
-            epochs=int(epochs),
-            fine_tune_epochs=int(fine_tune_epochs),
-            unfreeze_stages=unfreeze_stages,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            fine_tune_learning_rate=fine_tune_lr,
-            label_smoothing=label_smoothing,
-            early_stopping_patience=int(patience),
-            class_weighting=class_weighting,
-            augment=presets[preset_name],
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=int(seed),
-            feature_cache=feature_cache,
-            augmented_views=int(views),
-        )
-    except (ConfigError, ValueError) as e:
-        st.error(str(e), icon=":material/error:")
-        return dataset, None
-    return dataset, config
+teaching.explain("resize")
 
 
 def plan_text(config: TrainConfig) -> str:
     """What the run will do, in words, for people learning transfer learning."""
     steps = []
+    if config.weights == "none":
+        steps.append(
+            "**Random start**: ResNet-50 begins with random weights, so its 2,048 features are random mixes of "
+            "the pixels. The head can still learn colour and rough texture, but expect much lower accuracy than "
+            "from ImageNet weights, and confident mistakes."
+        )
+    else:
+        steps.append(f"**Start**: ResNet-50 with {describe_weights(config.weights)} weights, a new head on top.")
     if config.epochs:
         where = "on cached backbone features" if config.feature_cache else "on images through the frozen ResNet-50"
         views = (
@@ -243,16 +58,17 @@ def plan_text(config: TrainConfig) -> str:
     return "\n\n".join(steps)
 
 
-def launch() -> None:
-    """Launch button callback: start the pending config, then show the Runs tab on that run."""
-    dataset, config = st.session_state.get("train_pending", (None, None))
-    if dataset is None or config is None:
-        return
+# ----------------------------------------------------------------------------- callbacks
+
+
+def launch(dataset: str, config: TrainConfig) -> None:
+    """Launch button: start the run in the background, then show it on the Runs tab."""
     try:
         submission = jobs.launch(dataset, config, common.models_root(), common.data_root())
     except (ValueError, OSError) as e:
         st.session_state["train_error"] = f"Could not launch: {e}"
         return
+    train_form.remember(dataset, config)
     st.session_state["train_run"] = submission.run_id
     st.session_state["train_tab"] = "Runs"
     kind = {jobs.CACHED: "cached", jobs.ACTIVE: "active"}.get(submission.outcome, "new")
@@ -260,46 +76,45 @@ def launch() -> None:
 
 
 def prefill_from(run_id: str) -> None:
-    """Button callback: copy a run's settings into the New run form and open it."""
+    """Copy a run's settings into the New run form and open it."""
     run = common.store().get(run_id)
-    config = run.train_config
-    state = st.session_state
-    if config.weights in ("imagenet", "none"):
-        state["train_weights_kind"] = config.weights
-    elif config.weights.startswith("run:"):
-        state["train_weights_kind"], state["train_weights_run"] = "run", config.weights[4:]
-    else:
-        state["train_weights_kind"], state["train_weights_file"] = "file", config.weights
-    state["train_dataset"] = run.dataset_path
+    train_form.fill_from_config(run.train_config)
+    st.session_state[train_form.key("dataset")] = run.dataset_path
+    st.session_state[train_form.FORM_DATASET] = run.dataset_path
     common.set_current_dataset(run.dataset_path)
-    state["train_image_size"] = config.image_size if config.image_size in IMAGE_SIZES else DEFAULTS.image_size
-    state["train_batch_size"] = config.batch_size if config.batch_size in BATCH_SIZES else DEFAULTS.batch_size
-    state["train_epochs"], state["train_fine_tune_epochs"] = config.epochs, config.fine_tune_epochs
-    state["train_unfreeze_stages"] = max(1, config.unfreeze_stages)
-    state["train_lr"] = config.learning_rate if config.learning_rate in LEARNING_RATES else DEFAULTS.learning_rate
-    if config.fine_tune_learning_rate in FINE_TUNE_RATES:
-        state["train_fine_tune_lr"] = config.fine_tune_learning_rate
-    state["train_head"] = ",".join(map(str, config.head))
-    state["train_dropout"], state["train_label_smoothing"] = config.dropout, config.label_smoothing
-    state["train_patience"], state["train_class_weights"] = config.early_stopping_patience, config.class_weighting
-    state["train_feature_cache"], state["train_views"] = config.feature_cache, config.augmented_views
-    state["train_val_fraction"], state["train_test_fraction"] = config.val_fraction, config.test_fraction
-    state["train_seed"] = config.seed
-    preset = preset_name_for(config.augment, common.data_root())
-    if preset is None:  # a custom augmentation: keep it as a preset so the form can show it
-        preset = save_preset(common.data_root(), f"from run {run_id}", config.augment)
-    state["train_augment"] = preset
-    state["train_tab"] = "New run"
+    st.session_state["train_tab"] = "New run"
+
+
+def stop_run(run_id: str) -> None:
+    jobs.stop(common.store(), run_id)
+
+
+def kill_run(run_id: str) -> None:
+    jobs.kill(common.store(), run_id)
 
 
 def delete_run(run_id: str) -> None:
-    """Button callback: remove a finished, failed or stopped run from the store."""
+    """Remove a finished, failed or stopped run from the store."""
     try:
         common.store().delete(run_id)
     except (ValueError, OSError) as e:
         st.session_state["train_error_runs"] = str(e)
         return
     st.session_state.pop("train_run", None)
+
+
+def save_label(run_id: str) -> None:
+    try:
+        common.store().set_label(
+            run_id,
+            name=st.session_state.get(f"train_name_{run_id}", ""),
+            note=st.session_state.get(f"train_note_{run_id}", ""),
+        )
+    except (ValueError, OSError) as e:
+        st.session_state["train_error_runs"] = str(e)
+
+
+# ----------------------------------------------------------------------------- the runs
 
 
 def show_notice() -> None:
@@ -323,20 +138,20 @@ def show_notice() -> None:
         )
 
 
-def runs_table(runs, live_metrics: dict[str, list[dict]]) -> None:
-    """The run list; `live_metrics` holds the metrics of the active runs, read once per refresh."""
+def runs_table(runs: list[Run], states: dict[str, RunProgress]) -> None:
+    """The run list: what tells each run apart, what it is doing now, and how far the whole run is."""
     rows = []
     for run in runs:
-        state = progress(run, live_metrics[run.run_id]) if run.run_id in live_metrics else None
+        state = states.get(run.run_id)
         rows.append(
             {
-                "run": run.run_id,
-                "state": run.state.value,
+                "run": common.run_title(run),
                 "dataset": run.dataset_name,
-                "setup": f"{run.train_config.image_size}px · {run.train_config.weights}",
-                "epochs": f"{run.status.epochs_done or 0}/{run.train_config.total_epochs}",
+                "state": state.state_label if state else run.state.value,
+                "now": state.short_text if state else "",
                 "progress": state.fraction if state else (1.0 if run.state is RunState.DONE else None),
                 "accuracy": f"{run.status.accuracy:.3f}" if run.status.accuracy is not None else "",
+                "id": run.run_id,
             }
         )
     st.dataframe(
@@ -345,20 +160,32 @@ def runs_table(runs, live_metrics: dict[str, list[dict]]) -> None:
         key="train_runs_table",
         height=min(320, 35 * (len(rows) + 1) + 3),
         column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, format="percent"),
+            "run": st.column_config.TextColumn("run", help="its name, or the settings that tell it apart"),
+            "now": st.column_config.TextColumn("doing now"),
+            "progress": st.column_config.ProgressColumn(
+                "progress",
+                min_value=0,
+                max_value=1,
+                format="percent",
+                help="the whole run: decoding, feature extraction, epochs and evaluation",
+            ),
             "accuracy": st.column_config.TextColumn("test accuracy"),
         },
     )
 
 
-def curves_figure(frame: pd.DataFrame, batches: pd.DataFrame, metric: str, boundary: float | None) -> go.Figure:
+@st.cache_data(show_spinner=False, max_entries=16)
+def curves_figure(run_id: str, stamp: tuple, _metrics: list[dict], metric: str) -> go.Figure:
+    """Loss or accuracy over epochs (and within them), built once per new metrics line (`stamp`)."""
+    metrics = _metrics  # not hashed by the cache: the stamp stands for it
+    frame, batches, boundary = epoch_curves(metrics), batch_curve(metrics), phase_boundary(metrics)
     title = "Loss" if metric == "loss" else "Accuracy"
     figure = go.Figure()
     if not batches.empty and batches[metric].notna().any():
         figure.add_scatter(
             x=batches["x"],
             y=batches[metric],
-            mode="lines",
+            mode="lines+markers" if len(batches) < 3 else "lines",
             name="train (within epoch)",
             line={"width": 1, "color": "rgba(184,51,106,0.35)"},
         )
@@ -394,138 +221,162 @@ def curves_figure(frame: pd.DataFrame, batches: pd.DataFrame, metric: str, bound
     return figure
 
 
-def monitor(run_id: str, metrics: list[dict] | None = None) -> None:
-    """The selected run: state, progress and ETA, live curves, Stop, and the result or the error.
-
-    `metrics`: the run's metrics when the caller has just read them (else they are read here).
-    """
-    store = common.store()
-    try:
-        run = store.refresh(store.get(run_id))
-    except RunNotFound:
-        st.warning(f"Run {run_id} is gone from the run store.")
-        return
-    if metrics is None:
-        metrics = store.read_metrics(run_id)
-    state = progress(run, metrics)
+def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
+    """The selected run: state, progress and ETA, live curves, Stop, and the result or the error."""
     header = st.container(horizontal=True, vertical_alignment="center")
     with header:
-        st.markdown(f"**Run `{run.run_id}`** · {run.dataset_name}")
-        common.state_badge(run.state)
+        st.markdown(f"**{common.run_title(run)}** · {run.dataset_name} · `{run.run_id}`")
+        common.state_badge(run)
         st.caption(f"{run.status.device or 'device: deciding'} · pid {run.status.pid or '-'}")
+    if run.note:
+        st.caption(run.note)
 
     if run.active:
-        if state.preparing:  # decoding images or extracting features, before the first epoch
-            st.progress(state.stage_fraction, text=state.stage_text)
-            if "extracting features" in (state.stage or ""):
-                st.caption(
-                    "ResNet-50 runs over each image once (and over each augmented view) and the result is "
-                    "cached: the epochs then take seconds, and later runs on this data reuse it."
-                )
-            else:
-                st.caption(f"Then {state.epochs_total} epoch(s).")
-        else:
-            if state.stage and state.stage_fraction is not None:
-                st.progress(state.stage_fraction, text=state.stage_text)
-            st.progress(state.fraction, text=state.text or "starting")
+        st.progress(state.fraction, text=f"whole run {state.fraction:.0%} · {state.text or 'starting'}")
         if (run.status.parallel or "").startswith("data parallel"):
             st.caption(f"Training {run.status.parallel}.")
         stop_controls(run)
     elif run.state is RunState.FAILED:
         st.error(f"This run failed: {run.status.error or 'no error recorded'}", icon=":material/error:")
-    elif run.state in (RunState.DONE, RunState.STOPPED):
+    if run.evaluated:
         result(run, state)
-
-    frame = epoch_curves(metrics)
-    batches = batch_curve(metrics)
-    boundary = phase_boundary(metrics)
-    if frame.empty and batches.empty:
-        st.caption("The curves appear when the first batches are done.")
-    else:
-        left, right = st.columns(2)
-        quiet = {"displayModeBar": False}
-        left.plotly_chart(curves_figure(frame, batches, "loss", boundary), key=f"train_loss_{run_id}", config=quiet)
-        right.plotly_chart(curves_figure(frame, batches, "accuracy", boundary), key=f"train_acc_{run_id}", config=quiet)
+    elif run.state is RunState.STOPPED:
+        st.info("Stopped on request before its first epoch finished: there is no model to evaluate.")
+    common.random_start_notice(run)
+    curves(run, metrics, state)
     with st.expander("Log", icon=":material/terminal:", expanded=run.state is RunState.FAILED):
-        st.code(store.log_tail(run_id, 40) or "(empty)", language=None)
-    with st.expander("Settings of this run", icon=":material/settings:"):
+        st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
+    settings(run)
+
+
+def curves(run: Run, metrics: list[dict], state: RunProgress) -> None:
+    """Loss and accuracy as soon as there is a point; until then, what the run is doing instead."""
+    has_points = any(m.get("kind") in ("batch", "epoch") for m in metrics)
+    if not has_points:
+        with st.container(border=True, height=160, vertical_alignment="center"):
+            if run.active and state.stage_fraction is not None:
+                st.progress(state.stage_fraction, text=state.stage_text)
+                if (state.stage or "").startswith("extracting features"):
+                    st.caption(
+                        "ResNet-50 runs over each image once (and over each augmented view) and the result is "
+                        f"cached: the {state.epochs_total} epoch(s) then take seconds, and their curves appear here."
+                    )
+                else:
+                    st.caption(f"The curves appear here when the first of {state.epochs_total} epoch(s) runs.")
+            elif run.active:
+                st.caption(f"{state.stage or 'Starting'}… The curves appear here when the first epoch runs.")
+            else:
+                st.caption("This run ended before its first epoch ran: there are no curves.")
+        return
+    stamp = (len(metrics), metrics[-1].get("time"))
+    left, right = st.columns(2)
+    quiet = {"displayModeBar": False}
+    left.plotly_chart(curves_figure(run.run_id, stamp, metrics, "loss"), key=f"train_loss_{run.run_id}", config=quiet)
+    right.plotly_chart(
+        curves_figure(run.run_id, stamp, metrics, "accuracy"), key=f"train_acc_{run.run_id}", config=quiet
+    )
+    teaching.explain("curves")
+
+
+def stop_controls(run: Run) -> None:
+    if run.stop_requested_at is None:
+        st.button("Stop", icon=":material/stop:", key=f"train_stop_{run.run_id}", on_click=stop_run, args=(run.run_id,))
+        return
+    waited = time.time() - run.stop_requested_at
+    st.caption(
+        f"Stopping (asked {format_duration(waited)} ago): the current batch finishes, then the best weights so far "
+        "are saved and evaluated on the test split."
+    )
+    if waited > FORCE_STOP_AFTER:
+        st.button(
+            "Force stop",
+            icon=":material/dangerous:",
+            key=f"train_kill_{run.run_id}",
+            on_click=kill_run,
+            args=(run.run_id,),
+        )
+
+
+def result(run: Run, state: RunProgress) -> None:
+    status = run.status
+    cols = st.columns(4)
+    cols[0].metric("Test accuracy", f"{status.accuracy:.3f}" if status.accuracy is not None else "-")
+    cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
+    cols[2].metric("Best epoch", status.best_epoch or "-")
+    cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
+    if run.state is RunState.STOPPED:
+        st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
+    st.page_link(
+        page_file("evaluate"),
+        label="Study it on the Evaluate page",
+        icon=":material/grid_on:",
+        query_params={"evaluate_run": run.run_id},
+    )
+
+
+def settings(run: Run) -> None:
+    with st.expander("Settings, name and command of this run", icon=":material/settings:"):
+        st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
+        st.code(train_command(run.dataset_path, run.train_config), language="bash")
+        name_col, note_col = st.columns([1, 2])
+        name_col.text_input(
+            "Name",
+            value=run.name,
+            max_chars=MAX_NAME_LENGTH,
+            key=f"train_name_{run.run_id}",
+            placeholder="e.g. baseline",
+        )
+        note_col.text_input("Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried")
+        st.button("Save name and note", key=f"train_label_{run.run_id}", on_click=save_label, args=(run.run_id,))
         st.button(
             "New run from these settings",
             icon=":material/content_copy:",
-            key=f"train_prefill_{run_id}",
+            key=f"train_prefill_{run.run_id}",
             on_click=prefill_from,
-            args=(run_id,),
+            args=(run.run_id,),
             help="Opens the New run form filled with this run's settings, to change one thing and compare.",
         )
         st.json(run.config.get("config", {}), expanded=False)
-        if not run.active:
-            with st.popover("Delete this run", icon=":material/delete:"):
-                st.caption("Removes its model, metrics and log from the run store. This cannot be undone.")
-                st.button("Delete", type="primary", key=f"train_delete_{run_id}", on_click=delete_run, args=(run_id,))
         split = run.status.split
         if split:
             st.caption(
                 f"Split ({split.get('source')}): {split.get('train')} train / {split.get('val')} validation / "
                 f"{split.get('test')} test images. " + " ".join(split.get("notes", []))
             )
+        if not run.active:
+            with st.popover("Delete this run", icon=":material/delete:"):
+                st.caption("Removes its model, metrics and log from the run store. This cannot be undone.")
+                st.button(
+                    "Delete", type="primary", key=f"train_delete_{run.run_id}", on_click=delete_run, args=(run.run_id,)
+                )
 
 
-def stop_controls(run) -> None:
-    store = common.store()
-    asked_at = store.stop_requested_at(run.run_id)
-    if asked_at is None:
-        if st.button("Stop", icon=":material/stop:", key=f"train_stop_{run.run_id}"):
-            jobs.stop(store, run.run_id)
-            st.rerun()
-        return
-    waited = time.time() - asked_at
-    st.caption(f"Stopping after the current batch (asked {format_duration(waited)} ago)…")
-    if waited > FORCE_STOP_AFTER and st.button(
-        "Force stop", icon=":material/dangerous:", key=f"train_kill_{run.run_id}"
-    ):
-        jobs.kill(store, run.run_id)
-        st.rerun()
-
-
-def result(run, state) -> None:
-    status = run.status
-    cols = st.columns(4)
-    accuracy = status.accuracy
-    cols[0].metric("Test accuracy", f"{accuracy:.3f}" if accuracy is not None else "-")
-    cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
-    cols[2].metric("Best epoch", status.best_epoch or "-")
-    cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
-    if run.state is RunState.STOPPED:
-        st.caption(
-            "Stopped on request"
-            + (": it kept its best weights so far." if run.has_model else " before the first epoch finished.")
-        )
-    if run.has_model:
-        st.page_link(
-            page_file("evaluate"),
-            label="Study it on the Evaluate page",
-            icon=":material/grid_on:",
-            query_params={"evaluate_run": run.run_id},
-        )
-
-
-def runs_area() -> list:
+def runs_area() -> list[Run]:
     """The run list, the run picker and the picked run's monitor; returns the runs as listed."""
     all_runs = common.runs()
-    # each active run's metrics.jsonl is read once per refresh, for the table and the monitor alike
-    live_metrics = {run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.active}
-    runs_table(all_runs, live_metrics)
+    # each active run's metrics.jsonl is read once per redraw, for the table and the monitor alike
+    metrics = {run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.active}
+    states = {run.run_id: progress(run, metrics[run.run_id]) for run in all_runs if run.active}
+    runs_table(all_runs, states)
     ids = [run.run_id for run in all_runs]
     if st.session_state.get("train_run") not in ids:
         active = [run.run_id for run in all_runs if run.active]
         st.session_state["train_run"] = (active or ids)[0]
     labels = {run.run_id: common.run_label(run) for run in all_runs}
     selected = st.selectbox("Watch run", ids, format_func=labels.get, key="train_run", bind="query-params")
-    monitor(selected, live_metrics.get(selected))
+    try:
+        run = common.store().refresh(common.store().get(selected))
+    except RunNotFound:
+        st.warning(f"Run {selected} is gone from the run store.")
+        return all_runs
+    run_metrics = metrics.get(selected)
+    if run_metrics is None:
+        run_metrics = common.store().read_metrics(selected)
+    monitor(run, run_metrics, states.get(selected) or progress(run, run_metrics))
     return all_runs
 
 
-@st.fragment(run_every=1.5)
+@st.fragment(run_every=LIVE_EVERY)
 def live_runs_area() -> None:
     if not any(run.active for run in runs_area()):
         st.rerun(scope="app")  # all finished: draw once more as a still page and stop polling
@@ -537,11 +388,12 @@ if "train_tab" not in st.session_state:
 runs_tab, new_tab = st.tabs(["Runs", "New run"], key="train_tab", on_change="rerun")
 
 with new_tab:
-    dataset, config = settings_form()
-    st.session_state["train_pending"] = (dataset, config)
+    dataset, config = train_form.render()
     if config is not None:
         with st.container(border=True):
             st.markdown(plan_text(config))
+            st.caption("The same run from a terminal (copy it with the button at the right):")
+            st.code(train_command(dataset, config), language="bash")
     if "train_error" in st.session_state:
         st.error(st.session_state.pop("train_error"), icon=":material/error:")
     st.button(
@@ -551,6 +403,7 @@ with new_tab:
         disabled=config is None,
         key="train_launch",
         on_click=launch,
+        args=(dataset, config),
     )
 
 with runs_tab:

@@ -11,8 +11,9 @@ from tests.pages.conftest import table_with, texts
 
 def test_runs_tab_shows_the_finished_run_with_its_curves(app, workspace):
     at = app("train")
-    table = table_with(at, "run", "state", "setup")
-    assert table["run"].tolist() == [workspace["run_id"]] and table["state"].tolist() == ["done"]
+    table = table_with(at, "run", "state", "progress", "id")
+    assert table["id"].tolist() == [workspace["run_id"]] and table["state"].tolist() == ["done"]
+    assert table["run"].tolist() == ["32 px · random start · batch 16 · 4 epochs · patience 0 · head 32 · seed 2"]
     assert at.selectbox(key="train_run").value == workspace["run_id"]
     shown = texts(at)
     assert "Test accuracy" in shown and "Best epoch" in shown
@@ -55,7 +56,10 @@ def test_launch_trains_in_the_background_then_the_same_settings_are_cached(app, 
 
     store = RunStore(tmp_path / "models")
     at = _fill_tiny(_new_run_tab(app, store.root), epochs=2)
-    assert "No module" not in texts(at)
+    shown = texts(at)
+    assert "**Random start**" in shown and "Phase 1**: 2 epochs" in shown
+    command = at.code[-1].value  # the same run from a terminal
+    assert command.startswith("python -m core train ") and "--weights none" in command and "--epochs 2" in command
     at.button(key="train_launch").click().run()
     assert "Launched run" in texts(at)
     run_id = at.session_state["train_run"]
@@ -92,12 +96,13 @@ def test_stop_a_running_run_from_the_page(app, workspace, tmp_path):
     watching = app("train", models_dir=store.root)
     assert watching.selectbox(key="train_run").value == run_id
     watching.button(key=f"train_stop_{run_id}").click().run()
-    assert "Stopping after the current batch" in texts(watching)
+    assert "Stopping (asked" in texts(watching)
+    assert table_with(watching, "run", "state")["state"].tolist()[0] == "stopping"  # at once, before it ends
     while store.get(run_id).state == "running" and time.time() < deadline:
         time.sleep(0.5)
     assert store.get(run_id).state == "stopped", store.log_tail(run_id)
     after = app("train", models_dir=store.root)
-    assert "Stopped on request: it kept its best weights so far." in texts(after)
+    assert "Stopped on request: it kept its best weights so far, and they were evaluated." in texts(after)
 
 
 def test_a_failed_run_shows_its_error_and_log(app, workspace):
@@ -170,3 +175,52 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     assert "ResNet-50 runs over each image once" in texts(at)
     sidebar = [bar.text for bar in at.sidebar.get("progress")]
     assert any("300 / 1200" in text for text in sidebar), sidebar
+
+
+def test_the_form_remembers_the_settings_last_launched_on_a_dataset(app, workspace, tmp_path):
+    from core import workspace as remembered
+    from core.config import TrainConfig
+
+    dataset = str(workspace["dataset"].resolve())
+    remembered.remember_train_settings(
+        workspace["data"], dataset, TrainConfig(weights="none", image_size=64, learning_rate=5e-4).to_dict()
+    )
+    try:
+        at = _new_run_tab(app)
+        assert at.radio(key="train_weights_kind").value == "none"
+        assert at.select_slider(key="train_image_size").value == 64
+        assert at.select_slider(key="train_learning_rate").value == 5e-4  # not a slider stop: added for it
+        assert "--lr 0.0005" in at.code[-1].value
+    finally:
+        remembered.state_file(workspace["data"]).unlink(missing_ok=True)
+
+
+def test_a_run_can_be_named_and_its_command_copied(app, workspace, tmp_path):
+    import shutil
+
+    from core.runs import RunStore
+
+    copy = tmp_path / "models"
+    shutil.copytree(workspace["models"], copy)
+    at = app("train", models_dir=copy)
+    run_id = workspace["run_id"]
+    command = next(code.value for code in at.code if code.value.startswith("python -m core train"))
+    assert str(workspace["dataset"]) in command and "--head 32" in command and "--seed 2" in command
+    at.text_input(key=f"train_name_{run_id}").set_value("colours baseline")
+    at.text_input(key=f"train_note_{run_id}").set_value("first try, tiny")
+    at.button(key=f"train_label_{run_id}").click().run()
+    assert RunStore(copy).get(run_id).name == "colours baseline"
+    assert table_with(at, "run", "id")["run"].tolist() == ["colours baseline"]
+    assert "colours baseline" in at.selectbox(key="train_run").format_func(run_id)
+
+
+def test_teaching_notes_are_off_by_default_and_remembered(app, workspace):
+    at = app("train")
+    assert "What freezing does" not in texts(at)
+    at.toggle(key="flora_explain").set_value(True).run()
+    at.session_state["train_tab"] = "New run"
+    at.run()
+    assert "What freezing does" in texts(at) and "BatchNorm stays frozen" in texts(at)
+    again = app("train")  # a new session: the choice was kept
+    assert again.toggle(key="flora_explain").value is True
+    again.toggle(key="flora_explain").set_value(False).run()

@@ -1,0 +1,99 @@
+"""Teaching notes: short explanations shown in place when "Explain this step" is on (sidebar).
+
+Instructors use Flora in class; each note says why a step is done the way it is, in plain words.
+The toggle is remembered in the workspace, so it stays on across reloads and pages.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import workspace
+from pages.ui import common
+
+TOGGLE_KEY = "flora_explain"
+PREFERENCE = "explain"
+
+NOTES = {
+    "resize": (
+        "**Why 224 px, and why 'caffe' preprocessing.** ResNet-50 was trained on ImageNet photos of 224×224 "
+        "pixels, so its filters expect objects at about that scale; smaller inputs train much faster but see "
+        "less detail. Its ImageNet weights also expect pixels prepared the way they were in training (the "
+        "'caffe' recipe): colour channels in BGR order, minus the average ImageNet pixel, *not* scaled to 0–1. "
+        "Flora does this inside the model, so a saved model takes ordinary photos."
+    ),
+    "split": (
+        "**Why three splits.** The model learns from the *training* photos. The *validation* photos pick the "
+        "best epoch (and stop training early), so they are used to choose. The *test* photos are touched once, "
+        "at the end: they give the honest score, because nothing was chosen by looking at them."
+    ),
+    "augmentation": (
+        "**Why augmentation.** A small dataset lets a model memorise exact pixels. Random turns, shifts, zooms "
+        "and colour changes show it a slightly different photo every time, so it has to learn what the flower "
+        "looks like instead. It runs during training only: evaluation and prediction see the photo as it is."
+    ),
+    "freezing": (
+        "**What freezing does.** In phase 1 ResNet-50's weights are *frozen*: they do not change, and only the "
+        "small new head on top learns to map ResNet-50's 2,048 features to your classes. That is fast and "
+        "cannot damage what ResNet-50 learnt on ImageNet. In phase 2 the top stages are unfrozen and nudged at "
+        "a much lower learning rate. **BatchNorm stays frozen** even then: its statistics were measured on "
+        "millions of images, and re-estimating them from small batches of your photos would wreck them."
+    ),
+    "feature_cache": (
+        "**What the feature cache saves.** While ResNet-50 is frozen, its output for a photo never changes. "
+        "Flora runs each photo (and each augmented version) through it once, stores the 2,048 numbers, and "
+        "trains the head on those: an epoch then takes seconds instead of a full pass through ResNet-50. A "
+        "later run on the same data, size and weights reuses the cache."
+    ),
+    "curves": (
+        "**Reading the curves.** Training loss should fall. If **validation loss rises while training loss keeps "
+        "falling**, the model is memorising the training photos (overfitting): it fits them better and better "
+        "but generalises worse. Early stopping ends the phase then, and the weights of the best validation "
+        "epoch are kept. Augmentation, dropout and more photos push that point later."
+    ),
+    "confusion": (
+        "**Reading the confusion matrix.** Each **row** is a true class: its cells count where that class's "
+        "test photos ended up. The diagonal is what the model got right; a large cell off the diagonal, say "
+        "in row *rose* and column *tulip*, means roses were often taken for tulips. Click a cell to see them."
+    ),
+    "precision_recall": (
+        "**Precision and recall.** *Precision* of tulip: of the photos the model called tulip, the share that "
+        "were tulips (how much to trust a 'tulip' answer). *Recall* of tulip: of the real tulips, the share it "
+        "found (how many it misses). F1 is their harmonic mean; macro averages treat every class equally, "
+        "weighted ones by how many test photos each class has."
+    ),
+    "prediction": (
+        "**What the probabilities say.** The model spreads 100% over the classes it knows; it cannot say "
+        "'none of these'. A photo of something else still gets a class, sometimes with high confidence, and a "
+        "model trained from a random start is often confidently wrong."
+    ),
+}
+
+
+def ensure_toggle_state() -> None:
+    """Load the remembered choice into the session (before the toggle is drawn)."""
+    if TOGGLE_KEY not in st.session_state:
+        st.session_state[TOGGLE_KEY] = bool(workspace.preference(common.data_root(), PREFERENCE, False))
+
+
+def remember_toggle() -> None:
+    """Toggle callback: keep the choice for later sessions."""
+    workspace.set_preference(common.data_root(), PREFERENCE, bool(st.session_state.get(TOGGLE_KEY)))
+
+
+def toggle() -> None:
+    """The sidebar's "Explain this step" switch."""
+    ensure_toggle_state()
+    st.toggle(
+        "Explain this step",
+        key=TOGGLE_KEY,
+        on_change=remember_toggle,
+        help="Short notes on why each step is done as it is (for learning and teaching transfer learning).",
+    )
+
+
+def explain(topic: str) -> None:
+    """Show the note on `topic` here, when the notes are on."""
+    ensure_toggle_state()
+    if st.session_state.get(TOGGLE_KEY):
+        st.info(NOTES[topic], icon=":material/school:")

@@ -1,0 +1,259 @@
+"""The Train page's New run form, drawn from core.train_options.OPTIONS: one widget per TrainConfig field.
+
+Widget keys are `train_<field>`. The form starts from the settings last launched on the chosen
+dataset (remembered on disk), keeps its values while the person visits other pages, and can be
+filled from any run (`fill_from_config`, for "New run from these settings").
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from core import workspace
+from core.config import ConfigError, TrainConfig, canonical_json
+from core.paths import imagenet_weights_cached, imagenet_weights_file
+from core.presets import all_presets, preset_name_for, save_preset
+from core.train_options import (
+    ADVANCED,
+    DATA,
+    FINE_TUNE,
+    HEAD,
+    NUMBER,
+    OPTIONS,
+    PRESET,
+    RADIO,
+    SELECT_SLIDER,
+    SLIDER,
+    TEXT,
+    TOGGLE,
+    WEIGHTS,
+    TrainOption,
+    format_head,
+    parse_head,
+    weights_run_id,
+)
+from pages.ui import common, teaching
+from pages.ui.navigation import page_file
+
+FORM_DATASET = "train_form_dataset"  # the dataset the widgets were last filled for
+FORM_VALUES = "train_form_values"  # the form's last config (a dict): survives visits to other pages
+WEIGHT_KINDS = {
+    "imagenet": "ImageNet (pretrained)",
+    "none": "None (random start)",
+    "run": "An earlier run's backbone",
+    "file": "A weights file",
+}
+
+
+def key(field: str) -> str:
+    return f"train_{field}"
+
+
+def fill_from_config(config: TrainConfig) -> None:
+    """Put `config` into the form's widgets (call before they are drawn, e.g. from a callback)."""
+    state = st.session_state
+    for option in OPTIONS:
+        value = getattr(config, option.field)
+        if option.kind == WEIGHTS:
+            run_id = weights_run_id(value)
+            if value in ("imagenet", "none"):
+                state["train_weights_kind"] = value
+            elif run_id:
+                state["train_weights_kind"], state["train_weights_run"] = "run", run_id
+            else:
+                state["train_weights_kind"], state["train_weights_file"] = "file", value
+        elif option.kind == PRESET:
+            name = preset_name_for(value, common.data_root())
+            if name is None:  # a custom augmentation: keep it as a preset so the form can show it
+                digest = hashlib.sha256(canonical_json(value.to_dict()).encode()).hexdigest()[:6]
+                name = save_preset(common.data_root(), f"custom {digest}", value)
+            state[key(option.field)] = name
+        elif option.kind == TEXT:
+            state[key(option.field)] = format_head(value)
+        elif option.kind in (NUMBER, SLIDER) and option.minimum is not None:
+            state[key(option.field)] = type(option.minimum)(min(max(value, option.minimum), option.maximum))
+        else:
+            state[key(option.field)] = value
+    state[FORM_VALUES] = config.to_dict()
+
+
+def render() -> tuple[str | None, TrainConfig | None]:
+    """The dataset picker and every setting; returns (dataset path, config), or Nones with the reason shown."""
+    data_col, phase1_col, phase2_col = st.columns(3, gap="medium")
+    with data_col:
+        dataset = dataset_picker()
+        if dataset is not None:
+            _start_values(dataset)
+    with data_col:
+        weights = _draw_section(DATA)
+    with phase1_col:
+        st.markdown("**Phase 1** · the head learns, ResNet-50 frozen")
+        teaching.explain("freezing")
+        _draw_section(HEAD)
+    with phase2_col:
+        st.markdown("**Phase 2** · fine-tuning (optional)")
+        _draw_section(FINE_TUNE)
+    with st.expander("Advanced", icon=":material/tune:"):
+        teaching.explain("feature_cache")
+        _draw_section(ADVANCED, columns=4)
+    if dataset is None or weights is None:
+        return dataset, None
+    try:
+        config = _config_from_widgets(weights)
+    except (ConfigError, ValueError) as e:
+        st.error(str(e), icon=":material/error:")
+        return dataset, None
+    st.session_state[FORM_VALUES] = config.to_dict()
+    return dataset, config
+
+
+def remember(dataset: str, config: TrainConfig) -> None:
+    """Keep `config` as the settings this dataset's form starts from next time (on disk)."""
+    workspace.remember_train_settings(common.data_root(), dataset, config.to_dict())
+
+
+def dataset_picker() -> str | None:
+    options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
+    current = common.current_dataset()
+    if current and current not in options:
+        options = {current: current, **options}
+    if not options:
+        st.warning("No dataset yet. Add one on the Dataset page first.", icon=":material/photo_library:")
+        st.page_link(page_file("dataset"), label="Go to Dataset", icon=":material/arrow_forward:")
+        return None
+    paths = list(options)
+    if st.session_state.get(key("dataset")) not in paths:
+        st.session_state[key("dataset")] = current if current in paths else paths[0]
+    chosen = st.selectbox("Dataset", paths, format_func=options.get, key=key("dataset"))
+    common.set_current_dataset(chosen)
+    return chosen
+
+
+def _start_values(dataset: str) -> None:
+    """Fill the widgets when the form is new to this dataset, or when its widgets were forgotten.
+
+    A new dataset starts from the settings last launched on it (else the defaults); a form whose
+    widgets Streamlit dropped (the person was on another page) gets its own last values back.
+    """
+    state = st.session_state
+    widgets_missing = any(key(o.field) not in state for o in OPTIONS if o.kind != WEIGHTS)
+    if state.get(FORM_DATASET) != dataset:
+        stored = workspace.train_settings(common.data_root(), dataset)
+        fill_from_config(_config_or_default(stored))
+    elif widgets_missing:
+        fill_from_config(_config_or_default(state.get(FORM_VALUES)))
+    state[FORM_DATASET] = dataset
+
+
+def _config_or_default(data: dict | None) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(data) if data else TrainConfig()
+    except (ConfigError, TypeError, ValueError):
+        return TrainConfig()
+
+
+def _draw_section(section: str, columns: int = 1) -> str | None:
+    """Draw the section's widgets; returns the weights (only the data section has them)."""
+    weights = None
+    options = [o for o in OPTIONS if o.section == section]
+    slots = st.columns(columns) if columns > 1 else [st.container()]
+    for number, option in enumerate(options):
+        with slots[number % len(slots)]:
+            if option.kind == WEIGHTS:
+                weights = weights_picker(option)
+            else:
+                _draw(option)
+    return weights
+
+
+def _draw(option: TrainOption) -> None:
+    state = st.session_state
+    disabled = bool(option.needs) and not state.get(key(option.needs))
+    common_args = {"key": key(option.field), "help": option.help, "disabled": disabled}
+    if option.kind == SELECT_SLIDER:
+        choices = sorted({*option.choices, state.get(key(option.field), option.default)})
+        fmt = (lambda v: f"{v:g}") if isinstance(option.default, float) else str
+        st.select_slider(option.label, choices, format_func=fmt, **common_args)
+    elif option.kind == NUMBER:
+        st.number_input(option.label, int(option.minimum), int(option.maximum), step=int(option.step), **common_args)
+    elif option.kind == SLIDER:
+        st.slider(option.label, option.minimum, option.maximum, step=option.step, **common_args)
+    elif option.kind == RADIO:
+        st.radio(option.label, list(option.choices), horizontal=True, **common_args)
+    elif option.kind == TOGGLE:
+        st.toggle(option.label, **common_args)
+    elif option.kind == TEXT:
+        st.text_input(option.label, **common_args)
+    elif option.kind == PRESET:
+        presets = list(all_presets(common.data_root()))
+        if state.get(key(option.field)) not in presets:
+            state[key(option.field)] = "standard"
+        st.selectbox(option.label, presets, **common_args)
+        st.caption("Presets, and any you saved on the Augmentation page.")
+    if option.field == "batch_size":
+        device = common.device_info()
+        if device.kind == "gpu":
+            from core.device import recommended_batch_size
+
+            suggested = recommended_batch_size(device, state.get(key("image_size"), 224))
+            st.caption(f"On {device.name}, a batch of about {suggested} keeps the GPU busy (fine-tuning).")
+
+
+def weights_picker(option: TrainOption) -> str | None:
+    state = st.session_state
+    kind = st.radio(
+        option.label,
+        list(WEIGHT_KINDS),
+        format_func=WEIGHT_KINDS.get,
+        horizontal=True,
+        key="train_weights_kind",
+        help=option.help,
+    )
+    if kind == "imagenet":
+        if not imagenet_weights_cached():
+            st.caption(
+                f":material/cloud_download: Not on this machine yet: Keras downloads them (94 MB) when the run "
+                f"starts. Offline? Copy the file to `{imagenet_weights_file()}`, set `FLORA_IMAGENET_WEIGHTS_URL` "
+                "to a mirror, or choose *A weights file* with its path."
+            )
+        return "imagenet"
+    if kind == "none":
+        st.caption(
+            ":material/warning: A random start: ResNet-50 knows nothing yet, so the head learns from colour and "
+            "rough texture only. Expect far lower accuracy than with ImageNet weights."
+        )
+        return "none"
+    if kind == "run":
+        earlier = [run for run in common.runs() if run.has_model]
+        if not earlier:
+            st.info("No finished run yet to start from.")
+            return None
+        ids = [r.run_id for r in earlier]
+        if state.get("train_weights_run") not in ids:
+            state["train_weights_run"] = ids[0]
+        labels = {r.run_id: common.run_label(r) for r in earlier}
+        run_id = st.selectbox("Run", ids, format_func=labels.get, key="train_weights_run")
+        return f"run:{run_id}"
+    path = st.text_input("Weights file (.h5, .weights.h5, .keras)", key="train_weights_file").strip()
+    return path or None
+
+
+def _config_from_widgets(weights: str) -> TrainConfig:
+    state = st.session_state
+    presets = all_presets(common.data_root())
+    values = {}
+    for option in OPTIONS:
+        if option.kind == WEIGHTS:
+            values[option.field] = weights
+            continue
+        value = state.get(key(option.field), option.default)
+        if option.kind == PRESET:
+            value = presets.get(value, option.default)
+        elif option.kind == TEXT:
+            value = parse_head(value)
+        elif option.kind == NUMBER:
+            value = int(value)
+        values[option.field] = value
+    return TrainConfig(**values)
