@@ -6,6 +6,7 @@ Page keys are prefixed with the page's name; the few values shared between pages
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,27 @@ STATE_BADGES = {
     RunState.FAILED: ("red", ":material/error:"),
     RunState.STOPPED: ("orange", ":material/stop_circle:"),
 }
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Import Keras and scikit-learn in the background once per server start.
+
+    The first visit to Augmentation or Predict otherwise waits ~6 s for Keras (TensorFlow) and the
+    first Evaluate ~2 s for scikit-learn, with nothing on screen; by the time a person gets there
+    they are loaded.
+    """
+
+    def load() -> None:
+        from core.device import without_cuda_noise
+
+        with without_cuda_noise():
+            import core.evaluation
+            import core.model  # noqa: F401 (Keras and its framework)
+
+    thread = threading.Thread(target=load, name="flora-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def data_root() -> Path:
@@ -262,11 +284,17 @@ def thumb(path: str | os.PathLike, size: int = 160) -> tuple[np.ndarray, str | N
         return placeholder(size), str(e) if isinstance(e, ImageError) else "file not found"
 
 
-def gallery(items: list[tuple[str | os.PathLike, str]], size: int = 160, columns: int | str = "auto") -> None:
-    """Thumbnails with captions in a responsive grid."""
+def gallery(
+    items: list[tuple[str | os.PathLike, str]], size: int = 160, columns: int | str = "auto", key: str | None = None
+) -> None:
+    """Thumbnails with captions in a responsive grid (in a container with `key`, when given)."""
     if not items:
         return
-    grid = st.grid(columns, min_column_width=size + 16)
+    grid = (
+        st.container(key=key).grid(columns, min_column_width=size + 16)
+        if key
+        else st.grid(columns, min_column_width=size + 16)
+    )
     for path, caption in items:
         image, error = thumb(path, size)
         with grid:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import altair as alt
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages.ui import common
+from pages.ui import common, teaching
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
@@ -59,116 +59,113 @@ evaluation = evaluation_of(run)
 dataset_root = Path(run.dataset_path)
 summary_averages = evaluation.averages()
 
-cols = st.columns(5)
+top_k = 5 if evaluation.num_classes > 5 else 2 if evaluation.num_classes > 2 else None  # top-2 of 2 is always 1
+cols = st.columns(5 if top_k else 4)
 cols[0].metric("Accuracy", f"{evaluation.accuracy():.3f}", help="Share of test images whose top prediction is right.")
-if evaluation.num_classes > 5:
-    cols[1].metric("Top-5 accuracy", f"{evaluation.top_k_accuracy(5):.3f}")
-else:
-    cols[1].metric("Top-2 accuracy", f"{evaluation.top_k_accuracy(2):.3f}")
-cols[2].metric("Macro F1", f"{summary_averages['macro']['f1']:.3f}", help="F1 averaged over classes, each class equal.")
-cols[3].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help="F1 averaged over classes by support.")
-cols[4].metric("Test images", len(evaluation.labels))
+rest = cols[1:]
+if top_k:
+    rest[0].metric(
+        f"Top-{top_k} accuracy",
+        f"{evaluation.top_k_accuracy(top_k):.3f}",
+        help=f"Share of test images whose true class is among the {top_k} most probable.",
+    )
+    rest = rest[1:]
+rest[0].metric("Macro F1", f"{summary_averages['macro']['f1']:.3f}", help="F1 averaged over classes, each class equal.")
+rest[1].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help="F1 averaged over classes by support.")
+rest[2].metric("Test images", len(evaluation.labels))
 if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
+common.random_start_notice(run)
 
 
-# ----------------------------------------------------------------------------- selection plumbing
-# The chart, the pairs table and the two select boxes all choose one (true, predicted) pair;
-# the callbacks copy a click into the select boxes, which are what the gallery reads.
+# ----------------------------------------------------------------------------- selection
+# The matrix, the pairs table and the two select boxes all choose one (true, predicted) cell. A
+# click (or a picked row) is copied into the select boxes once, when it is new, before they are
+# drawn; the select boxes are what the gallery reads.
 
 
-def pick_from_chart() -> None:
-    event = st.session_state.get("evaluate_matrix") or {}
-    points = (event.get("selection") or {}).get("points") or []
-    cells = st.session_state.get("evaluate_cells") or []
-    if points:
-        clicked = [p for p in points if p.get("curve_number", 1) == 1] or points  # the squares are trace 1
-        index = clicked[0].get("point_index", clicked[0].get("point_number"))
-        if index is not None and 0 <= int(index) < len(cells):
-            true, predicted = cells[int(index)]
-            st.session_state["evaluate_true"], st.session_state["evaluate_pred"] = true, predicted
+def apply_pick(source: str, cell: tuple[str, str] | None) -> None:
+    """Make `cell` the chosen one if `source` (the matrix or the table) reports a new pick."""
+    applied = f"{source}_applied"
+    if cell is None or st.session_state.get(applied) == cell:
+        return
+    st.session_state[applied] = cell
+    if cell[0] in evaluation.classes and cell[1] in evaluation.classes:
+        st.session_state["evaluate_true"], st.session_state["evaluate_pred"] = cell
+        st.session_state["evaluate_page"] = 1
 
 
-def pick_from_pairs() -> None:
-    event = st.session_state.get("evaluate_pairs") or {}
-    rows = (event.get("selection") or {}).get("rows") or []
-    pairs = st.session_state.get("evaluate_pair_rows") or []
-    if rows and rows[0] < len(pairs):
-        st.session_state["evaluate_true"], st.session_state["evaluate_pred"] = pairs[rows[0]]
+def picked_cell(event) -> tuple[str, str] | None:
+    picked = ((event or {}).get("selection") or {}).get("cell") or []
+    return (picked[0].get("true"), picked[0].get("predicted")) if picked else None
 
 
-def matrix_figure(counts: np.ndarray, shown: list[int], normalised: bool, hide_diagonal: bool):
-    """The confusion matrix as a heatmap, with a transparent square under each cell's centre.
+def picked_row(event, pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
+    rows = ((event or {}).get("selection") or {}).get("rows") or []
+    return pairs[rows[0]] if rows and rows[0] < len(pairs) else None
 
-    Plotly heatmap clicks do not reach Streamlit (streamlit#8760); scatter points do, so the
-    invisible squares carry the hover text and the click, and the heatmap carries the colours.
-    """
+
+def matrix_chart(counts: np.ndarray, shown: list[int], normalised: bool, hide_diagonal: bool) -> alt.LayerChart:
+    """The confusion matrix as Altair rectangles: a click anywhere in a cell selects that cell's
+    (true, predicted) class names (a point selection over those fields), and the colours, numbers
+    and hover text come from the same rows."""
     names = [evaluation.classes[i] for i in shown]
     sub = counts[np.ix_(shown, shown)].astype(float)
-    row_totals = counts[shown].sum(axis=1, keepdims=True)
-    shares = sub / np.maximum(row_totals, 1)
-    z = shares.copy() if normalised else sub.copy()
-    if hide_diagonal:
-        np.fill_diagonal(z, np.nan)
-    n = len(shown)
-    text = [
-        [
-            ("" if np.isnan(z[r, c]) else (f"{shares[r, c]:.0%}" if normalised else f"{int(sub[r, c])}"))
-            for c in range(n)
-        ]
-        for r in range(n)
-    ]
-    heatmap = go.Heatmap(
-        z=z,
-        x=names,
-        y=names,
-        colorscale="RdPu",
-        zmin=0,
-        hoverinfo="skip",
-        xgap=1,
-        ygap=1,
-        text=text if n <= 15 else None,
-        texttemplate="%{text}" if n <= 15 else None,
-        colorbar={"title": "share of row" if normalised else "images", "thickness": 12},
-    )
-    xs, ys, hover, cells = [], [], [], []
-    for r in range(n):
-        for c in range(n):
-            if hide_diagonal and r == c:
-                continue
-            true_name, predicted_name = names[r], names[c]
-            xs.append(predicted_name)
-            ys.append(true_name)
-            hover.append(
-                f"true: {true_name}<br>predicted: {predicted_name}<br>"
-                f"{int(sub[r, c])} image(s), {shares[r, c]:.1%} of {true_name}"
+    row_totals = np.maximum(counts[shown].sum(axis=1), 1)
+    rows = []
+    for r, true_name in enumerate(names):
+        for c, predicted_name in enumerate(names):
+            share = sub[r, c] / row_totals[r]
+            hidden = hide_diagonal and r == c
+            rows.append(
+                {
+                    "true": true_name,
+                    "predicted": predicted_name,
+                    "images": int(sub[r, c]),
+                    "share": share,
+                    "value": None if hidden else (share if normalised else sub[r, c]),
+                    "label": "" if hidden else (f"{share:.0%}" if normalised else f"{int(sub[r, c])}"),
+                }
             )
-            cells.append((true_name, predicted_name))
-    side = int(min(1000, max(440, 30 * n + 200)))
-    cell_px = max(3, (side - 200) / n)
-    clicks = go.Scatter(
-        x=xs,
-        y=ys,
-        mode="markers",
-        hovertext=hover,
-        hoverinfo="text",
-        showlegend=False,
-        marker={"symbol": "square", "size": cell_px * 0.9, "color": "rgba(0,0,0,0)"},
-        selected={"marker": {"color": "rgba(0,0,0,0)"}},
-        unselected={"marker": {"opacity": 1}},
+    frame = pd.DataFrame(rows)
+    top = float(frame["value"].max() or 1) if frame["value"].notna().any() else 1.0
+    cell = alt.selection_point(name="cell", fields=["true", "predicted"], on="click", clear=False)
+    side = int(min(900, max(360, 28 * len(names) + 120)))
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=names, title="predicted", axis=alt.Axis(labelAngle=-45, labelLimit=140)),
+        y=alt.Y("true:N", sort=names, title="true", axis=alt.Axis(labelLimit=140)),
     )
-    figure = go.Figure([heatmap, clicks])
-    figure.update_xaxes(title="predicted", categoryorder="array", categoryarray=names, tickangle=-45, showgrid=False)
-    figure.update_yaxes(title="true", categoryorder="array", categoryarray=names, autorange="reversed", showgrid=False)
-    figure.update_layout(
-        width=side,
-        height=side,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        plot_bgcolor="white",
-        clickmode="event+select",
-        dragmode=False,
+    rects = (
+        base.mark_rect(stroke="white", strokeWidth=1, cursor="pointer")
+        .encode(
+            color=alt.condition(
+                "datum.value === null",
+                alt.value("#eeeeee"),
+                alt.Color(
+                    "value:Q",
+                    scale=alt.Scale(scheme="redpurple", domainMin=0),
+                    title="share of row" if normalised else "images",
+                ),
+            ),
+            opacity=alt.condition(cell, alt.value(1.0), alt.value(0.85)),
+            tooltip=[
+                alt.Tooltip("true:N"),
+                alt.Tooltip("predicted:N"),
+                alt.Tooltip("images:Q"),
+                alt.Tooltip("share:Q", title="share of true class", format=".1%"),
+            ],
+        )
+        .add_params(cell)
     )
-    return figure, cells
+    layers = [rects]
+    if len(names) <= 20:
+        layers.append(
+            base.mark_text(fontSize=11).encode(
+                text="label:N",
+                color=alt.condition(f"datum.value > {top / 2}", alt.value("white"), alt.value("#26232a")),
+            )
+        )
+    return alt.layer(*layers).properties(width=side, height=side)
 
 
 def pair_gallery(true_name: str, predicted_name: str) -> None:
@@ -187,8 +184,8 @@ def pair_gallery(true_name: str, predicted_name: str) -> None:
             caption = f"{true_name} {row.p_true:.2f}"
         else:
             caption = f"{predicted_name} {row.p_predicted:.2f} · {true_name} {row.p_true:.2f}"
-        items.append((dataset_root / row.path, caption))
-    common.gallery(items, size=150)
+        items.append((dataset_root / row.path, f"{caption}\n{Path(row.path).name}"))
+    common.gallery(items, size=130, key="evaluate_gallery")
 
 
 matrix_tab, classes_tab, losses_tab = st.tabs(
@@ -197,6 +194,7 @@ matrix_tab, classes_tab, losses_tab = st.tabs(
 
 with matrix_tab:
     counts = evaluation.confusion_matrix()
+    teaching.explain("confusion")
     controls = st.columns([2, 2, 2, 2])
     view = controls[0].segmented_control(
         "Show", ["counts", "row %"], default="counts", key="evaluate_view", required=True
@@ -216,45 +214,43 @@ with matrix_tab:
     chosen = evaluation.classes_with_most_errors(limit) if limit < evaluation.num_classes else list(evaluation.classes)
     ordered = evaluation.classes_by_error() if order == "worst recall first" else sorted(evaluation.classes)
     shown = [evaluation.classes.index(name) for name in ordered if name in set(chosen)]
+    confused = evaluation.most_confused()
 
     chart_col, side_col = st.columns([3, 2], gap="medium")
     with chart_col:
-        figure, cells = matrix_figure(counts, shown, view == "row %", hide_diagonal)
-        st.session_state["evaluate_cells"] = cells
-        st.plotly_chart(
-            figure,
+        event = st.altair_chart(
+            matrix_chart(counts, shown, view == "row %", hide_diagonal),
             key="evaluate_matrix",
-            on_select=pick_from_chart,
-            selection_mode="points",
+            on_select="rerun",
+            selection_mode="cell",
             width="content",
-            config={"displayModeBar": False},
         )
+        apply_pick("evaluate_matrix", picked_cell(event))
         st.caption(
-            "Rows are the true classes, columns what the model predicted. Hover a square for its numbers; "
-            "click it to see its images."
+            "Rows are the true classes, columns what the model predicted. Hover a cell for its numbers; "
+            "click it to see its photos on the right."
         )
     with side_col:
-        st.markdown("**Most confused pairs**")
-        confused = evaluation.most_confused()
-        st.session_state["evaluate_pair_rows"] = list(zip(confused["true"], confused["predicted"], strict=True))
-        if confused.empty:
-            st.caption("No mistakes on the test split.")
-        else:
-            st.dataframe(
-                confused,
-                hide_index=True,
-                key="evaluate_pairs",
-                on_select=pick_from_pairs,
-                selection_mode="single-row",
-                height=min(400, 36 * (len(confused) + 1)),
-                column_config={
-                    "count": st.column_config.NumberColumn("images", width="small"),
-                    "share_of_true": st.column_config.NumberColumn(
-                        "of true", format="percent", width="small", help="share of the true class's test images"
-                    ),
-                },
-            )
-        st.markdown("**Or pick a cell**")
+        with st.expander("Most confused pairs", icon=":material/compare_arrows:", expanded=False):
+            if confused.empty:
+                st.caption("No mistakes on the test split.")
+            else:
+                pairs = list(zip(confused["true"], confused["predicted"], strict=True))
+                table_event = st.dataframe(
+                    confused,
+                    hide_index=True,
+                    key="evaluate_pairs",
+                    on_select="rerun",
+                    selection_mode="single-row",
+                    height=min(400, 36 * (len(confused) + 1)),
+                    column_config={
+                        "count": st.column_config.NumberColumn("images", width="small"),
+                        "share_of_true": st.column_config.NumberColumn(
+                            "of true", format="percent", width="small", help="share of the true class's test images"
+                        ),
+                    },
+                )
+                apply_pick("evaluate_pairs", picked_row(table_event, pairs))
         worst = confused.iloc[0] if not confused.empty else None
         for key, default in (("evaluate_true", "true"), ("evaluate_pred", "predicted")):
             if st.session_state.get(key) not in evaluation.classes:  # first visit, or another run's classes
@@ -262,10 +258,11 @@ with matrix_tab:
         pick = st.columns(2)
         true_name = pick[0].selectbox("True class", evaluation.classes, key="evaluate_true")
         predicted_name = pick[1].selectbox("Predicted as", evaluation.classes, key="evaluate_pred")
-    st.divider()
-    pair_gallery(true_name, predicted_name)
+        with st.container(height=560, border=False):
+            pair_gallery(true_name, predicted_name)
 
 with classes_tab:
+    teaching.explain("precision_recall")
     table = evaluation.per_class()
     top_confusion = confused.drop_duplicates("true").set_index("true")["predicted"]
     table["most often mistaken for"] = table["class"].map(top_confusion).fillna("")
@@ -300,8 +297,12 @@ with losses_tab:
     else:
         common.gallery(
             [
-                (dataset_root / row.path, f"{row.true} → {row.predicted} ({row.p_predicted:.2f})")
+                (
+                    dataset_root / row.path,
+                    f"{row.true} → {row.predicted} ({row.p_predicted:.2f})\n{Path(row.path).name}",
+                )
                 for row in losses.itertuples()
             ],
             size=150,
+            key="evaluate_losses",
         )

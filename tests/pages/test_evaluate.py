@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
 from core.evaluation import Evaluation
 from tests.pages.conftest import table_with, texts
 
@@ -10,19 +16,36 @@ def _evaluation(workspace) -> Evaluation:
     return Evaluation.load(workspace["store"].get(workspace["run_id"]).directory)
 
 
+def _matrix_spec(at) -> dict:
+    charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
+    assert charts, "the confusion matrix is drawn"
+    return json.loads(charts[0].proto.spec)
+
+
+def _matrix_classes(at) -> list[str]:
+    spec = _matrix_spec(at)
+    return spec["layer"][0]["encoding"]["y"]["sort"]
+
+
+def _gallery_captions(at) -> list[str]:
+    return [caption for image in at.get("image") for caption in image.captions]
+
+
 def test_metrics_and_per_class_table(app, workspace):
     at = app("evaluate")
     evaluation = _evaluation(workspace)
     shown = texts(at)
     assert f"Accuracy: {evaluation.accuracy():.3f}" in shown
     assert f"Test images: {len(evaluation.labels)}" in shown
+    assert "Top-2 accuracy" in shown  # 4 classes
+    assert "started from random weights" in shown  # the prepared run used weights none
     table = table_with(at, "class", "precision", "recall", "f1")
     assert sorted(table["class"]) == ["blue", "crimson", "green", "red"]
     assert table["f1"].tolist() == sorted(table["f1"].tolist())  # worst first
     assert set(table.columns) >= {"precision", "recall", "f1", "support", "most often mistaken for"}
 
 
-def test_the_matrix_opens_on_the_worst_pair_and_a_pair_row_selects_a_cell(app, workspace):
+def test_the_matrix_opens_on_the_worst_pair_and_a_click_selects_a_whole_cell(app, workspace):
     evaluation = _evaluation(workspace)
     confused = evaluation.most_confused()
     assert len(confused) >= 1, "the prepared run must make a mistake (red and crimson share a colour)"
@@ -31,37 +54,87 @@ def test_the_matrix_opens_on_the_worst_pair_and_a_pair_row_selects_a_cell(app, w
     assert at.selectbox(key="evaluate_true").value == worst["true"]
     assert at.selectbox(key="evaluate_pred").value == worst["predicted"]
     assert f"**{worst['true']}** predicted as **{worst['predicted']}**: {worst['count']} test image(s)" in texts(at)
-    matrix = at.get("plotly_chart")[0]
-    assert "heatmap" in matrix.proto.spec and "scatter" in matrix.proto.spec  # colours + clickable squares
+    spec = _matrix_spec(at)
+    selection = spec["params"][0] if "params" in spec else spec["layer"][0]["params"][0]
+    assert selection["select"]["fields"] == ["true", "predicted"]  # the whole rectangle is the target
+    assert spec["layer"][0]["mark"]["type"] == "rect"
 
-    # select the last pair in the "most confused pairs" table, as a click on its row does
-    last = len(confused) - 1
-    at.session_state["evaluate_pairs"] = {"selection": {"rows": [last]}}
-    at.run()
-    pair = confused.iloc[last]
-    assert at.selectbox(key="evaluate_true").value == pair["true"]
-    assert f"**{pair['true']}** predicted as **{pair['predicted']}**" in texts(at)
-
-
-def test_picking_a_cell_by_class_shows_its_images_with_probabilities(app, workspace):
-    evaluation = _evaluation(workspace)
-    at = app("evaluate")
+    # a click on a cell, as the browser reports it: the cell's class names
     true_class = evaluation.classes[int(evaluation.labels[0])]
-    at.selectbox(key="evaluate_true").set_value(true_class)
-    at.selectbox(key="evaluate_pred").set_value(true_class).run()
-    expected = len(evaluation.pair(true_class, true_class))
-    assert f"**{true_class}** predicted correctly: {expected} test image(s)" in texts(at)
-    images = at.get("image")
-    assert images, "the gallery shows the cell's images"
+    at.session_state["evaluate_matrix"] = {"selection": {"cell": [{"true": true_class, "predicted": true_class}]}}
+    at.run()
+    assert at.selectbox(key="evaluate_true").value == true_class
+    expected = evaluation.pair(true_class, true_class)
+    assert f"**{true_class}** predicted correctly: {len(expected)} test image(s)" in texts(at)
+    names = {Path(p).name for p in expected["path"]}
+    in_gallery = {c.split("\n")[-1] for c in _gallery_captions(at) if c.split("\n")[-1] in names}
+    assert in_gallery == names  # those very photos, each with its file name
 
 
-def test_counts_to_row_share_and_large_class_controls(app):
+def test_counts_to_row_share_and_hiding_the_diagonal(app):
     at = app("evaluate")
     at.segmented_control(key="evaluate_view").set_value("row %").run()
-    assert not at.exception
-    assert "share of row" in at.get("plotly_chart")[0].proto.spec
+    spec = _matrix_spec(at)
+    assert spec["layer"][0]["encoding"]["color"]["title"] == "share of row"
     at.toggle(key="evaluate_hide_diag").set_value(True).run()
     assert not at.exception
+
+
+@pytest.fixture
+def many_classes(tmp_path):
+    """A finished 30-class run (a synthetic evaluation: the page reads no model)."""
+    from core.fileio import write_json_atomic
+    from core.runs import RunState, RunStore
+
+    rng = np.random.default_rng(0)
+    classes = [f"class{i:02d}" for i in range(30)]
+    labels = np.repeat(np.arange(30), 6)
+    probabilities = rng.dirichlet(np.ones(30) * 0.3, size=len(labels)).astype(np.float32)
+    probabilities[np.arange(len(labels)) % 2 == 0, labels[::2]] += 2  # half right
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    store = RunStore(tmp_path / "models")
+    record = {
+        "config": {"image_size": 32, "weights": "none"},
+        "classes": classes,
+        "dataset": {"path": str(tmp_path / "ds"), "name": "thirty"},
+    }
+    run = store.create("thirty000001", record)
+    Evaluation(probabilities, labels, classes, [f"{classes[i]}/{n}.png" for n, i in enumerate(labels)]).save(
+        run.directory
+    )
+    (run.directory / "model.keras").write_bytes(b"not read by this page")
+    store.set_status("thirty000001", state=RunState.DONE)
+    write_json_atomic(tmp_path / "unused.json", {})
+    return store.root
+
+
+def test_large_class_controls_change_the_matrix(app, many_classes):
+    at = app("evaluate", models_dir=many_classes)
+    assert "Top-5 accuracy" in texts(at)
+    assert len(_matrix_classes(at)) == 25  # starts from the 25 classes with the most mistakes
+    at.slider(key="evaluate_limit").set_value(8).run()
+    shown = _matrix_classes(at)
+    evaluation = Evaluation.load(many_classes / "thirty000001")
+    assert len(shown) == 8 and set(shown) == set(evaluation.classes_with_most_errors(8))
+    at.selectbox(key="evaluate_order").set_value("worst recall first").run()
+    by_recall = [c for c in evaluation.classes_by_error() if c in set(shown)]
+    assert _matrix_classes(at) == by_recall
+
+
+def test_a_row_of_the_pairs_table_selects_its_cell(app, many_classes):
+    confused = Evaluation.load(many_classes / "thirty000001").most_confused()
+    assert len(confused) > 3
+    at = app("evaluate", models_dir=many_classes)
+    assert at.selectbox(key="evaluate_true").value == confused.iloc[0]["true"]
+    row = len(confused) - 1  # not the worst pair, which the page opens on
+    at.session_state["evaluate_pairs"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    pair = confused.iloc[row]
+    assert (at.selectbox(key="evaluate_true").value, at.selectbox(key="evaluate_pred").value) == (
+        pair["true"],
+        pair["predicted"],
+    )
+    assert f"**{pair['true']}** predicted as **{pair['predicted']}**" in texts(at)
 
 
 def test_top_losses_tab(app, workspace):
@@ -71,6 +144,8 @@ def test_top_losses_tab(app, workspace):
     evaluation = _evaluation(workspace)
     wrong = evaluation.top_losses(16)
     if len(wrong):
-        assert at.get("image"), "the most confidently wrong images are shown"
+        names = {Path(p).name for p in wrong["path"]}
+        shown = {c.split("\n")[-1] for c in _gallery_captions(at) if " → " in c}
+        assert shown == names, "the most confidently wrong images are shown, with their file names"
     else:
         assert "No mistakes" in texts(at)
