@@ -11,20 +11,8 @@ import math
 import keras
 import numpy as np
 
+from core.config import AUGMENT_EXPLANATIONS as EXPLANATIONS  # noqa: F401 (re-exported)
 from core.config import AugmentConfig
-
-# What each transform does, in a sentence, for the Augmentation page and the docs.
-EXPLANATIONS = {
-    "rotation": "Turns the photo by a random angle up to this many degrees either way; corners are mirrored in.",
-    "width_shift": "Slides the photo left or right by up to this fraction of its width.",
-    "height_shift": "Slides the photo up or down by up to this fraction of its height.",
-    "shear": "Slants the photo (a parallelogram distortion) by up to this many degrees.",
-    "zoom": "Zooms in or out by up to this fraction, keeping the aspect ratio.",
-    "horizontal_flip": "Mirrors the photo left-right half of the time; a flower is still that flower.",
-    "vertical_flip": "Mirrors the photo top-bottom half of the time; useful for photos taken from above.",
-    "brightness": "Lightens or darkens by up to this fraction of the 0-255 range.",
-    "contrast": "Raises or lowers the contrast by up to this fraction around the mean.",
-}
 
 
 def build_augmentation(config: AugmentConfig, seed: int | None = None) -> keras.Sequential | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.augment import EXPLANATIONS, preview
+from core.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
 from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
 from core.imaging import ImageError, load_for_model
 from core.presets import all_presets, save_preset
@@ -37,17 +37,35 @@ st.caption(
 )
 
 
-@st.cache_data(show_spinner="Running the augmentation layers…", max_entries=64)
+@st.cache_data(show_spinner="Running the augmentation layers (the first time also loads Keras)…", max_entries=64)
 def augmented(path: str, size: int, config: AugmentConfig, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from core.augment import preview  # Keras: imported here, so the page draws its controls first
+
     original = load_for_model(path, size, cache_size_for(size))
     return original, preview(original, config, n=n, seed=seed)
 
 
+CUSTOM = "custom"
+
+
 def apply_preset() -> None:
     """Copy the chosen preset into the controls (a callback, before the controls are drawn)."""
-    preset = all_presets(common.data_root()).get(st.session_state["augment_preset"], AugmentConfig())
+    preset = all_presets(common.data_root()).get(st.session_state["augment_preset"])
+    if preset is None:  # "custom": the controls are the settings
+        return
     for name, value in dataclasses.asdict(preset).items():
         st.session_state[f"augment_{name}"] = value
+
+
+def name_the_settings() -> None:
+    """A control moved: the preset box names the preset these settings equal, else says "custom"."""
+    try:
+        config = current_config()
+    except ConfigError:
+        st.session_state["augment_preset"] = CUSTOM
+        return
+    match = next((n for n, p in all_presets(common.data_root()).items() if p == config), CUSTOM)
+    st.session_state["augment_preset"] = match
 
 
 def current_config() -> AugmentConfig:
@@ -94,16 +112,23 @@ with controls_col:
         apply_preset()
     st.selectbox(
         "Start from a preset",
-        list(presets),
+        [*presets, CUSTOM],
         key="augment_preset",
         on_change=apply_preset,
-        help="Fills the controls below; then change any of them.",
+        help="Fills the controls below; then change any of them (the box then says custom).",
     )
     for name, (label, low, high, step, unit) in FIELDS.items():
-        st.slider(f"{label} ({unit})", low, high, step=step, key=f"augment_{name}", help=EXPLANATIONS[name])
-    flag_cols = st.columns(2)
-    for col, (name, label) in zip(flag_cols, FLAGS.items(), strict=True):
-        col.toggle(label, key=f"augment_{name}", help=EXPLANATIONS[name])
+        st.slider(
+            f"{label} ({unit})",
+            low,
+            high,
+            step=step,
+            key=f"augment_{name}",
+            help=EXPLANATIONS[name],
+            on_change=name_the_settings,
+        )
+    for name, label in FLAGS.items():  # one per line: two side by side cut their labels short
+        st.toggle(label, key=f"augment_{name}", help=EXPLANATIONS[name], on_change=name_the_settings)
 
 with preview_col:
     settings = st.columns([2, 2, 2])
@@ -131,11 +156,10 @@ with preview_col:
         with grid:
             st.image(version, caption=f"version {i}", width="stretch")
     with st.container(border=True):
-        name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
-        name = name_col.text_input(
+        name = st.text_input(
             "Save these settings as a preset", placeholder="e.g. gentle flips", key="augment_save_name"
         )
-        if button_col.button("Save preset", icon=":material/save:", key="augment_save"):
+        if st.button("Save preset", icon=":material/save:", key="augment_save"):
             try:
                 saved = save_preset(common.data_root(), name, config)
                 st.success(f"Saved preset **{saved}**: choose it under Augmentation on the Train page.")

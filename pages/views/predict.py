@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
 from core.inference import Prediction, Predictor
-from pages.ui import common
+from pages.ui import common, teaching
 from pages.ui.navigation import page_file
 
 st.title("Predict")
@@ -23,8 +23,11 @@ def load_predictor(run_dir: str, stamp: float) -> Predictor:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def predict_photo(run_dir: str, stamp: float, name: str, data: bytes) -> Prediction:
-    """Every class's probability for one photo, once: moving the Top k slider only re-slices it."""
+def predict_photo(run_dir: str, stamp: float, upload_id: str, name: str, data: bytes) -> Prediction:
+    """Every class's probability for one upload, once: moving the Top k slider only re-slices it.
+
+    `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again.
+    """
     predictor = load_predictor(run_dir, stamp)
     return predictor.predict([data], top_k=len(predictor.classes), names=[name])[0]
 
@@ -72,7 +75,7 @@ files = []
 if source == "Camera":
     shot = st.camera_input("Take a photo", key="predict_camera")
     if shot is not None:
-        files = [("camera photo", shot.getvalue())]
+        files = [(shot.file_id, "camera photo", shot.getvalue())]
 else:
     uploads = st.file_uploader(
         "Photos",
@@ -81,7 +84,7 @@ else:
         key="predict_upload",
         help="One or more photos; each is classified on its own.",
     )
-    files = [(upload.name, upload.getvalue()) for upload in uploads or []]
+    files = [(upload.file_id, upload.name, upload.getvalue()) for upload in uploads or []]
 
 if not files:
     st.caption("Upload a photo to classify it.")
@@ -89,8 +92,10 @@ if not files:
 
 model_stamp = (str(run.directory), run.model_mtime)
 predictor = load_predictor(*model_stamp)
-for name, data in files:
-    result = predict_photo(*model_stamp, name, data)
+common.random_start_notice(run)
+teaching.explain("prediction")
+for upload_id, name, data in files:
+    result = predict_photo(*model_stamp, upload_id, name, data)
     with st.container(border=True):
         if not result.ok:
             st.error(f"**{name}** could not be classified: {result.error}", icon=":material/broken_image:")

@@ -23,8 +23,20 @@ def test_a_preset_fills_the_controls_and_a_slider_changes_them(app):
     at.selectbox(key="augment_preset").set_value("strong").run()
     assert at.slider(key="augment_rotation").value == AUGMENT_PRESETS["strong"].rotation
     assert at.toggle(key="augment_vertical_flip").value is True
+    before = [image.proto.imgs[0].url for image in at.get("image")]
     at.slider(key="augment_rotation").set_value(15.0).run()
-    assert not at.exception and "Rotation" in texts(at)
+    assert at.selectbox(key="augment_preset").value == "custom"  # no preset has these settings
+    after = [image.proto.imgs[0].url for image in at.get("image")]
+    assert after[0] == before[0] and after[1:] != before[1:]  # the same photo, new versions
+    at.slider(key="augment_rotation").set_value(AUGMENT_PRESETS["strong"].rotation).run()
+    assert at.selectbox(key="augment_preset").value == "strong"  # back to exactly the preset
+
+    def transforms_on() -> str:
+        return next(m.value for m in at.markdown if m.value.startswith("**Original**"))
+
+    assert "Rotation" in transforms_on()
+    at.slider(key="augment_rotation").set_value(0.0).run()
+    assert "Rotation" not in transforms_on() and "Zoom" in transforms_on()
 
 
 def test_save_a_preset_for_the_train_page(app, workspace):
