@@ -9,6 +9,7 @@ from pages.ui import common, teaching
 from pages.ui.navigation import PAGES, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
+common.warm_up()
 
 navigation = st.navigation(
     [

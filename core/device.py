@@ -12,6 +12,8 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -178,6 +180,49 @@ def _describe_torch() -> DeviceInfo:
         torch.cuda.get_device_capability(0),
         round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
     )
+
+
+# What TensorFlow's C++ side prints at import on a machine without an NVIDIA driver: alarming
+# ("failed call to cuInit: CUDA error") and useless there. Flora says "no GPU found" once instead.
+_NO_GPU_NOISE = (
+    "cudart_stub.cc",
+    "cuda_platform.cc",
+    "cuInit",
+    "All log messages before absl::InitializeLog",
+    "Unable to register cu",
+    "computation placer already registered",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions",
+    "rebuild TensorFlow with the appropriate compiler flags",
+)
+
+
+@contextlib.contextmanager
+def without_cuda_noise() -> Iterator[None]:
+    """Around importing the framework and listing its devices: no CUDA noise where there is no GPU.
+
+    On a machine with no NVIDIA driver, TensorFlow prints CUDA errors from C++ to file descriptor 2
+    ("failed call to cuInit"), where Python cannot filter them: they are caught in a temporary file
+    for the length of the block and everything else in it is passed on. With a GPU, nothing changes.
+    """
+    if nvidia_gpus():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", errors="replace").splitlines()
+            kept = [line for line in lines if line.strip() and not any(n in line for n in _NO_GPU_NOISE)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
 
 
 def mixed_precision_policy(info: DeviceInfo) -> str | None:

@@ -129,15 +129,20 @@ def execute(
     Raises:
         Exception: whatever failed the run, after recording it as failed with the error.
     """
-    from core.device import describe
+    from core.device import describe, without_cuda_noise
     from core.paths import cache_dir
-    from core.training import StopRequested, TrainingJob, train_run
+
+    with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
+        from core.training import StopRequested, TrainingJob, train_run
 
     run_id = submission.run_id
     store.claim(run_id, state=RunState.QUEUED, error=None)
     try:
-        device = describe()
+        with without_cuda_noise():
+            device = describe()
         store.set_status(run_id, device=device.label)
+        if device.kind == "cpu":
+            log.info("no GPU found: training on the CPU (%s)", device.name)
         with device_lock(
             store.root,
             device.lock_name,
