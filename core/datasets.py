@@ -111,6 +111,13 @@ def scan_dataset(root: str | os.PathLike) -> DatasetIndex:
     classes = sorted({cls for _, cls, _, _ in files})
     empty = sorted(seen_classes - set(classes))
     if not classes:
+        loose = sum(1 for p in root.iterdir() if p.is_file() and _visible(p) and is_image_name(p.name))
+        if loose:
+            raise DatasetError(
+                f"found {loose} image(s) directly in {root} but no class folders: Flora learns the class of "
+                f"each photo from the folder it is in. Make one folder per class inside it "
+                f"(e.g. {root.name}/cat/, {root.name}/dog/) and move each photo into its class's folder."
+            )
         raise DatasetError(
             f"no images found in {root}: expected class folders (DATA/<class>/<image>) "
             f"or split folders (DATA/train/<class>/<image>)"

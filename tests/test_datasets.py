@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from core.datasets import DatasetError, list_datasets, resolve_dataset_path, scan_dataset, split_indices
 from tests.conftest import make_image_dataset
@@ -83,6 +84,13 @@ def test_scan_of_a_folder_without_images(tmp_path):
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "readme.md").write_text("x")
     with pytest.raises(DatasetError, match="no images found"):
+        scan_dataset(tmp_path)
+
+
+def test_a_flat_folder_of_photos_says_it_needs_class_folders(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"photo{i}.jpg")
+    with pytest.raises(DatasetError, match=r"found 3 image\(s\) directly in .* but no class folders"):
         scan_dataset(tmp_path)
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.config import TrainConfig
 from core.datasets import DatasetError, scan_dataset, split_indices
-from core.health import Finding, check_dataset, image_table, imagehash
+from core.health import Finding, check_dataset, image_table, imagehash, saved_report
 from tests.conftest import FLOWERS
 from tests.datafixtures import picture
 
@@ -239,10 +239,13 @@ def test_results_are_cached_by_fingerprint(tmp_path, planted):
     assert not first.stats["cached"] and second.stats["cached"]
     assert [f.to_dict() for f in second.findings] == [f.to_dict() for f in first.findings]
     assert set(stages) == {"reading headers", "hashing"}
-    assert len(list(cache.iterdir())) == 2  # the table and the per-file analysis
+    assert len(list(cache.iterdir())) == 3  # the table, the per-file analysis and the report
+    saved = saved_report(root, cache)
+    assert saved is not None and [f.to_dict() for f in saved.findings] == [f.to_dict() for f in first.findings]
     later = time.time() + 5
     os.utime(root / "rose/tiny.png", (later, later))
     picture(999, (300, 300)).save(root / "rose/tiny.png")
+    assert saved_report(root, cache) is None  # the content changed: the old report does not apply
     third = check_dataset(root, cache_root=cache)
     assert not third.stats["cached"] and third.by_kind("tiny_images") is None
 
@@ -319,7 +322,7 @@ def test_blank_images_are_alike_only_at_the_same_level():
 
 def test_thresholds_agree_with_training():
     from core import training
-    from core.health.checks import IMBALANCE_RATIO
+    from core.health.findings import IMBALANCE_RATIO
 
     assert IMBALANCE_RATIO == training.IMBALANCE_RATIO
 

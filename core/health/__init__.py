@@ -18,8 +18,8 @@ from core.health.analysis import (
     NEAR_CORRELATION,
     CheckCancelled,
 )
-from core.health.check import check_dataset
-from core.health.checks import EXTREME_ASPECT, IMBALANCE_RATIO, MIN_CLASS_IMAGES, STRONG_IMBALANCE, TINY_SIDE
+from core.health.check import check_dataset, saved_report
+from core.health.findings import EXTREME_ASPECT, IMBALANCE_RATIO, MIN_CLASS_IMAGES, STRONG_IMBALANCE, TINY_SIDE
 from core.health.report import SEVERITIES, Finding, HealthReport
 from core.health.table import TABLE_COLUMNS, image_table
 
@@ -40,4 +40,5 @@ __all__ = [
     "HealthReport",
     "check_dataset",
     "image_table",
+    "saved_report",
 ]

@@ -1,4 +1,7 @@
-"""`check_dataset`: run every check on a dataset and gather the report."""
+"""`check_dataset`: run every check on a dataset and gather the report (kept beside the caches).
+
+The checks themselves, each turning what decoding found into findings, are in `findings.py`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import pandas as pd
 
 from core.config import TrainConfig
 from core.datasets import DatasetIndex
+from core.fileio import read_json, write_json_atomic
 from core.health.analysis import analyse, duplicate_groups, grayscale_flags
-from core.health.checks import Checks
+from core.health.findings import Checks
 from core.health.report import SEVERITIES, HealthReport
-from core.health.table import Progress, as_index, image_table
+from core.health.table import Progress, as_index, cache_file, image_table
 
 
 def check_dataset(
@@ -91,7 +95,24 @@ def check_dataset(
     }
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(checker.findings, key=lambda f: order[f.severity])
-    return HealthReport(index.name, index.root, len(index.entries), len(index.classes), findings, stats, table)
+    report = HealthReport(index.name, index.root, len(index.entries), len(index.classes), findings, stats, table)
+    target = cache_file(cache_root, index, f"report-{image_size}", "json")
+    if target is not None:
+        write_json_atomic(target, {**report.to_dict(), "checked_at": time.time()})
+    return report
+
+
+def saved_report(
+    path_or_index: DatasetIndex | str | os.PathLike, cache_root: str | os.PathLike, image_size: int | None = None
+) -> HealthReport | None:
+    """The last report of this exact dataset content (its fingerprint), if a check was run; else None."""
+    index = as_index(path_or_index)
+    image_size = image_size or TrainConfig().image_size
+    data = read_json(cache_file(cache_root, index, f"report-{image_size}", "json"))
+    try:
+        return HealthReport.from_dict(data) if data else None
+    except (KeyError, TypeError):
+        return None
 
 
 def _summary(values: pd.Series) -> dict[str, int] | None:

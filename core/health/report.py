@@ -61,6 +61,23 @@ class HealthReport:
         found = Counter(f.severity for f in self.findings)
         return {s: found.get(s, 0) for s in SEVERITIES}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HealthReport:
+        """A report read back from `to_dict` (without its per-file table)."""
+        findings = [
+            Finding(
+                f["kind"],
+                f["severity"],
+                f["title"],
+                f["detail"],
+                list(f.get("files", [])),
+                [list(g) for g in f.get("groups", [])],
+                dict(f.get("captions", {})),
+            )
+            for f in data.get("findings", [])
+        ]
+        return cls(data["dataset"], Path(data["root"]), data["images"], data["classes"], findings, data["stats"])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.datasets import DatasetError, DatasetIndex
-from core.health import CheckCancelled, Finding, HealthReport, check_dataset
+from core.health import CheckCancelled, Finding, HealthReport, check_dataset, saved_report
 from pages.ui import common
 
 SEVERITY_LOOK = {
@@ -32,8 +32,11 @@ def render(index: DatasetIndex) -> None:
             st.error(str(e))
         progress.bar.empty()
     report: HealthReport | None = st.session_state.get(key)
+    if report is None:  # checked before (this session or another) on exactly this content?
+        report = st.session_state[key] = saved_report(index, common.cache_root())
     if report is None:
         return
+    st.caption("Results of the last check of this exact content; run it again after changing the files.")
     counts = report.counts()
     cols = st.columns(4)
     cols[0].metric("Problems", counts["error"])

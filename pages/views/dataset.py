@@ -11,7 +11,7 @@ import streamlit as st
 from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import DatasetError, split_indices
 from core.health import image_table
-from pages.ui import add_dataset, common, health
+from pages.ui import add_dataset, common, health, teaching
 
 PAGE_SIZE = 24
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
@@ -23,6 +23,18 @@ st.title("Dataset")
 def sizes_table(root: str, fingerprint: str) -> pd.DataFrame:
     """Width, height, mode, readability of every file (header reads; cached on disk too)."""
     return image_table(common.scan(root), cache_root=common.cache_root())
+
+
+def interleaved(entries: list) -> list:
+    """Entries taken from each class in turn, so every page of the sample grid shows every class."""
+    by_class: dict[int, list] = {}
+    for entry in entries:
+        by_class.setdefault(entry.label, []).append(entry)
+    queues = list(by_class.values())
+    mixed = []
+    for row in range(max((len(q) for q in queues), default=0)):
+        mixed += [q[row] for q in queues if row < len(q)]
+    return mixed
 
 
 def _use_recent_folder() -> None:
@@ -153,7 +165,7 @@ if samples_tab.open:
             "Classes", index.classes, default=index.classes[: min(5, len(index.classes))], key="dataset_sample_classes"
         )
         size = filters[1].select_slider("Thumbnail", [96, 128, 160, 200], value=128, key="dataset_thumb")
-        entries = [e for e in index.entries if index.classes[e.label] in set(picked)]
+        entries = interleaved([e for e in index.entries if index.classes[e.label] in set(picked)])
         if not entries:
             st.caption("Pick at least one class.")
         else:
@@ -225,16 +237,21 @@ if sizes_tab.open:
 
 if split_tab.open:
     with split_tab:
+        teaching.explain("split")
+        # Training splits the images it can read; so does this preview (header reads, cached).
+        readable = sizes_table(str(index.root), index.fingerprint).set_index("path")["readable"]
+        kept = [i for i, e in enumerate(index.entries) if bool(readable.get(e.path, True))]
+        left_out = len(index.entries) - len(kept)
         try:
             defaults = TrainConfig()
-            given = [e.split for e in index.entries] if index.has_split else None
+            given = [index.entries[i].split for i in kept] if index.has_split else None
             split = split_indices(
-                index.labels, index.classes, given, defaults.val_fraction, defaults.test_fraction, defaults.seed
+                index.labels[kept], index.classes, given, defaults.val_fraction, defaults.test_fraction, defaults.seed
             )
         except DatasetError as e:
             st.error(f"This dataset cannot be split for training: {e}", icon=":material/call_split:")
         else:
-            table = pd.DataFrame(split.counts_by_class(index.labels, index.classes)).T
+            table = pd.DataFrame(split.counts_by_class(index.labels[kept], index.classes)).T
             what = (
                 "the dataset's own split"
                 if split.source == "dataset"
@@ -244,6 +261,8 @@ if split_tab.open:
             st.markdown(f"Training uses {what}: {sizes_text}.")
             for note in split.notes:
                 st.caption(note)
+            if left_out:
+                st.caption(f"{left_out} file(s) that cannot be read are left out, as training leaves them out.")
             st.dataframe(table, key="dataset_split_table")
 
 if health_tab.open:

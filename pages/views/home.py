@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.importers.sources import KNOWN_SOURCES
 from pages.ui import common
 from pages.ui.navigation import page_file
 
@@ -82,7 +83,8 @@ if datasets:
 else:
     st.info(
         f"No dataset under `{common.data_root()}` yet. To get one:\n\n"
-        "- open **Dataset** and choose *Get tf_flowers* (218 MB download), *Oxford 102*, or upload a zip "
+        f"- open **Dataset** and choose *Get tf_flowers* ({KNOWN_SOURCES['tf_flowers'].size_mb:.0f} MB download), "
+        "*Oxford 102*, or upload a zip "
         "of class folders;\n"
         "- or point it at any folder of class folders on this machine (e.g. `../shared/data/flowers5-128`);\n"
         "- or, with no internet, create the small synthetic demo set: `python -m core data get demo`.",

@@ -155,3 +155,21 @@ def test_download_card_shows_a_failed_attempt(app, tmp_path, monkeypatch):
     shown = texts(at)
     assert "The last attempt failed: could not reach storage.googleapis.com" in shown
     assert "Get tf_flowers" in [b.label for b in at.button] and "Get oxford102" in [b.label for b in at.button]
+
+
+def test_health_results_come_back_after_a_reload_and_samples_mix_classes(app, workspace):
+    at = app("dataset")
+    at.session_state["dataset_tab"] = "Health check"
+    at.run()
+    at.button(key="dataset_health_go").click().run()
+    assert "Problems:" in "\n".join(f"{m.label}:" for m in at.metric)
+    reloaded = app("dataset")  # a new session: the report of this exact content is read back
+    reloaded.session_state["dataset_tab"] = "Health check"
+    reloaded.run()
+    assert any(m.label == "Problems" for m in reloaded.metric), "the last report is shown without a new check"
+
+    samples = app("dataset")
+    samples.session_state["dataset_tab"] = "Samples"
+    samples.run()
+    first_page = [caption.split(" · ")[0] for image in samples.get("image") for caption in image.captions]
+    assert set(first_page[:4]) == {"blue", "crimson", "green", "red"}  # every class on the first page
