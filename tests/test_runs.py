@@ -125,3 +125,16 @@ def test_status_is_typed_and_old_folders_still_load(store):
     assert json.loads((store.run_dir("old") / "status.json").read_text())["gpu_temp"] == 61  # kept on rewrite
     with pytest.raises(TypeError, match="accuracyy"):
         store.set_status("old", accuracyy=0.9)  # a misspelt field fails instead of never being read
+
+
+def test_evaluate_says_why_a_run_has_no_evaluation_yet(store, capsys):
+    from core.cli import main
+
+    store.create("r1", _record())
+    store.set_status("r1", state=RunState.RUNNING, pid=os.getpid(), epoch=3, epochs_total=10)
+    args = ["evaluate", "r1", "--models-dir", str(store.root)]
+    assert main(args) == 1 and "is still running (epoch 3/10)" in capsys.readouterr().err
+    store.request_stop("r1")
+    assert main(args) == 1 and "is stopping: it is saving its best weights" in capsys.readouterr().err
+    store.set_status("r1", state=RunState.STOPPED)
+    assert main(args) == 1 and "stopped before its first epoch finished" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import contextlib
 import sys
 
 from core.cli import store_of
-from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, format_table
+from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -24,11 +24,30 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     predict.set_defaults(handler=cmd_predict)
 
 
+def not_evaluated_reason(run) -> str:
+    """Why a run has no test evaluation yet, and what to do, by its state."""
+    from core.runs import RunState
+
+    where = f"run {run.run_id}"
+    if run.stopping:
+        return f"{where} is stopping: it is saving its best weights and evaluating them; try again in a few seconds"
+    if run.active:
+        epochs = f" (epoch {run.status.epoch or 0}/{run.status.epochs_total or '?'})" if run.status.epoch else ""
+        return f"{where} is still {run.state}{epochs}: its test evaluation is written when it ends"
+    if run.state is RunState.FAILED:
+        return f"{where} failed, so it has no evaluation: {run.status.error or 'no error recorded'}"
+    if run.state is RunState.STOPPED:
+        return f"{where} was stopped before its first epoch finished: there is no model to evaluate"
+    return f"{where} has no stored evaluation (state {run.state})"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.evaluation import Evaluation
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id))
+    if not run.has_evaluation:
+        return fail(not_evaluated_reason(run))
     evaluation = Evaluation.load(run.directory)
     summary = evaluation.summary()
     if args.json:
