@@ -30,6 +30,12 @@ _SPLIT_ALIASES = {
     "test": "test",
     "testing": "test",
 }
+# How each layout splits, in words (pickers, the Dataset page).
+LAYOUT_SPLITS = {
+    "classes": "none of its own: split at training, stratified, seeded",
+    "presplit": "its own: train/val/test folders",
+    "manifest": "its own: recorded by the importer",
+}
 META_FILE = "flora.json"  # written by importers: name, source, synthetic, optional "splits"
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 

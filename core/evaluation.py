@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from core.fileio import atomic_path, read_json, write_json_atomic
+from core.fileio import atomic_path, write_json_atomic
 from core.runs import EVALUATION_JSON, EVALUATION_NPZ
 
 _EPS = 1e-7
@@ -229,8 +229,3 @@ class Evaluation:
                 paths=data["paths"].tolist(),
                 cache_positions=positions if positions is not None and len(positions) else None,
             )
-
-
-def stored_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The metrics JSON written with the run, without loading the probabilities."""
-    return read_json(Path(run_dir) / EVALUATION_JSON)

@@ -32,12 +32,12 @@ from core.distribute import padded_length
 from core.fileio import atomic_path
 from core.ingest import ImageCache
 from core.model import FEATURE_DIM, ResNetPreprocess, allow_jit, backbone_of
+from core.progress import CountCallback
 
 FEATURES_DIRNAME = "features"
 AUGMENTED_VIEW_VERSION = 2  # 2: augmentation runs inside the compiled extractor, unrounded
 SEGMENT_BATCHES = 32  # batches per predict call: bounds memory and how much a stop or crash loses
 CHECKPOINT_SECONDS = 60.0  # at most one interim save a minute: each rewrites the view's whole file
-Progress = Callable[[int, int], None]
 
 
 class ExtractionStopped(RuntimeError):
@@ -164,7 +164,7 @@ class FeatureCache:
         augment: AugmentConfig | None = None,
         seed: int = 0,
         batch_size: int = 64,
-        progress: Progress | None = None,
+        progress: CountCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
         """Features (len(positions), 2048) float16 of `view` for the images at `positions`.

@@ -25,6 +25,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 # Pillow refuses images over 2x its own limit with a terse message; we refuse earlier and say why.
 MAX_PIXELS = 100_000_000
+# Pillow modes that hold one grey channel (training converts them to RGB with R = G = B).
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _BACKGROUND = (255, 255, 255)  # transparent pixels become white, as a viewer shows them
 _ORIENTATION_TAG = 0x0112
 

@@ -27,6 +27,7 @@ import numpy as np
 from core.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
 from core.imaging import ImageError, load_square
+from core.progress import CountCallback
 
 CACHE_VERSION = (
     3  # bump when decoding changes, so old caches are rebuilt (2: bilinear when enlarging; 3: OpenCV enlarges)
@@ -35,8 +36,6 @@ IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
 _PARALLEL_MIN = 96  # below this many images, worker start-up costs more than it saves
-
-Progress = Callable[[int, int], None]
 
 
 class IngestCancelled(RuntimeError):
@@ -113,7 +112,7 @@ def ingest(
     index: DatasetIndex,
     size: int,
     cache_root: str | os.PathLike,
-    progress: Progress | None = None,
+    progress: CountCallback | None = None,
     workers: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ImageCache:

@@ -20,7 +20,7 @@ from core.datasets import DatasetIndex
 from core.fileio import atomic_path
 from core.health import imagehash
 from core.health.table import CACHE_VERSION, CHUNK, cache_file, report
-from core.imaging import ImageError, load_square
+from core.imaging import GRAYSCALE_MODES, ImageError, load_square
 
 NEAR_BITS = 10  # of 64 perceptual-hash bits: candidates for "the same picture"
 NEAR_CORRELATION = 0.92  # ...confirmed when their thumbnails also correlate this well
@@ -30,9 +30,6 @@ GRAY_PEAK_CHROMA = 16.0  # and its 99th percentile: a gray photo saved as RGB ha
 
 class CheckCancelled(RuntimeError):
     """The health check was stopped on request (`should_stop`)."""
-
-
-_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass
@@ -138,7 +135,7 @@ def _analyse_chunk(
 
 
 def grayscale_flags(table: pd.DataFrame, analysis: Analysis) -> np.ndarray:
-    stored_gray = table["mode"].isin(_GRAY_MODES).to_numpy()
+    stored_gray = table["mode"].isin(GRAYSCALE_MODES).to_numpy()
     looks_gray = (analysis.chroma_mean <= GRAY_MEAN_CHROMA) & (analysis.chroma_peak <= GRAY_PEAK_CHROMA)
     return analysis.readable & (stored_gray | looks_gray)
 

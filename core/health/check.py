@@ -19,12 +19,13 @@ from core.fileio import read_json, write_json_atomic
 from core.health.analysis import analyse, duplicate_groups, grayscale_flags
 from core.health.findings import Checks
 from core.health.report import SEVERITIES, HealthReport
-from core.health.table import Progress, as_index, cache_file, image_table
+from core.health.table import as_index, cache_file, image_table
+from core.progress import StageCallback
 
 
 def check_dataset(
     path_or_index: DatasetIndex | str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     cache_root: str | os.PathLike | None = None,
     image_size: int | None = None,
     workers: int | None = None,

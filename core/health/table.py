@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +12,7 @@ from PIL import Image
 from core.datasets import DatasetIndex, scan_dataset
 from core.fileio import read_json, write_json_atomic
 from core.imaging import MAX_PIXELS, ImageError, load_square
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+from core.progress import StageCallback
 
 CACHE_VERSION = 1  # of the cached table and analysis files; bump when their content changes
 TABLE_COLUMNS = ["path", "class", "split", "width", "height", "mode", "format", "bytes", "readable", "reason"]
@@ -25,7 +23,7 @@ def as_index(value: DatasetIndex | str | os.PathLike) -> DatasetIndex:
     return value if isinstance(value, DatasetIndex) else scan_dataset(value)
 
 
-def report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+def report(progress: StageCallback | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
         progress(stage, done, total)
 
@@ -38,7 +36,7 @@ def cache_file(cache_root, index: DatasetIndex, what: str, suffix: str) -> Path 
 
 def image_table(
     index: DatasetIndex | str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     cache_root: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """One row per scanned image file, from its header only (fast: no pixels are decoded).

@@ -2,7 +2,7 @@
 
 Every importer writes into a hidden staging folder under `data/` and renames it into place at
 the end, so a failed import leaves nothing half-written, and nothing is ever written outside
-`data_root`. Progress callbacks receive (stage, done, total); none of this imports Streamlit.
+`data_root`. StageCallback callbacks receive (stage, done, total); none of this imports Streamlit.
 
     get_dataset(key, data_root, ...)          "tf_flowers" | "oxford102" | "demo"
     import_oxford102(source_dir, data_root)   jpg/ + imagelabels.mat + setid.mat, official split kept
@@ -17,7 +17,7 @@ from core.importers.common import (
     ImportCancelled,
     ImportRejected,
     ImportResult,
-    Progress,
+    StageCallback,
     validate_dataset_name,
 )
 from core.importers.demo import DEMO_CLASSES, make_demo_dataset
@@ -37,8 +37,8 @@ __all__ = [
     "ImportCancelled",
     "ImportRejected",
     "ImportResult",
-    "Progress",
     "RemoteFile",
+    "StageCallback",
     "downloads_dir",
     "get_dataset",
     "import_oxford102",

@@ -27,13 +27,13 @@ from core.importers.common import (
     ImportCancelled,
     ImportRejected,
     ImportResult,
-    Progress,
     finish,
     report,
     staging_folder,
     validate_dataset_name,
     write_meta,
 )
+from core.progress import StageCallback
 
 MAX_TOTAL_BYTES = 4 * 1024**3  # uncompressed; images barely compress, so a real upload is near its zip size
 MAX_FILES = 100_000
@@ -224,7 +224,7 @@ def import_zip(
     archive: str | os.PathLike | BinaryIO,
     name: str,
     data_root: str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_files: int = MAX_FILES,
     overwrite: bool = False,

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from typing import Any
 from core.datasets import META_FILE, DatasetError, scan_dataset, split_indices
 from core.fileio import umask, write_json_atomic
 from core.processes import process_alive
+from core.progress import StageCallback
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total); total 0 when unknown
 BYTE_STAGES = frozenset({"downloading", "verifying", "unpacking"})  # their done/total count bytes, others files
 STAGING_SUFFIX = ".importing"
 MAX_NAME_LENGTH = 100
@@ -71,7 +71,7 @@ class ImportResult:
         }
 
 
-def report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+def report(progress: StageCallback | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
         progress(stage, done, total)
 

@@ -18,13 +18,13 @@ from PIL import Image
 from core.importers.common import (
     ImportCancelled,
     ImportResult,
-    Progress,
     finish,
     report,
     staging_folder,
     validate_dataset_name,
     write_meta,
 )
+from core.progress import StageCallback
 
 # class name -> (petal count, petal hue in [0, 1), saturation)
 DEMO_CLASSES: dict[str, tuple[int, float, float]] = {
@@ -49,7 +49,7 @@ def make_demo_dataset(
     seed: int = 0,
     per_class: int = 60,
     size_range: tuple[int, int] = (96, 128),
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     overwrite: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> ImportResult:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from core import __version__
 from core.fileio import read_json, write_json_atomic
-from core.importers.common import DownloadError, ImportCancelled, Progress, report
+from core.importers.common import DownloadError, ImportCancelled, report
+from core.progress import StageCallback
 
 _CHUNK = 1 << 20
 _ATTEMPTS = 4  # one download call retries (resuming) this many times before giving up
@@ -31,7 +32,7 @@ class _Dropped(Exception):
     """The connection ended before the whole file arrived (worth resuming)."""
 
 
-def sha256_file(path: str | os.PathLike, progress: Progress | None = None, stage: str = "verifying") -> str:
+def sha256_file(path: str | os.PathLike, progress: StageCallback | None = None, stage: str = "verifying") -> str:
     """SHA-256 of a file, read in chunks, reporting bytes done."""
     digest = hashlib.sha256()
     total = os.path.getsize(path)
@@ -49,7 +50,7 @@ def download(
     dest: str | os.PathLike,
     expected_size: int | None = None,
     expected_sha256: str | None = None,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     attempts: int = _ATTEMPTS,
     timeout: float = _TIMEOUT,
@@ -104,7 +105,7 @@ def verify(
     url: str,
     expected_size: int | None,
     expected_sha256: str | None,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
 ) -> str:
     """Check size and SHA-256; on a mismatch delete the file (and its resume record) and raise."""
     size = path.stat().st_size

@@ -25,13 +25,13 @@ from core.importers.common import (
     ImportCancelled,
     ImportRejected,
     ImportResult,
-    Progress,
     finish,
     report,
     staging_folder,
     validate_dataset_name,
     write_meta,
 )
+from core.progress import StageCallback
 
 HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 IMAGES_ARCHIVE = "102flowers.tgz"
@@ -126,7 +126,7 @@ def import_oxford102(
     source_dir: str | os.PathLike,
     data_root: str | os.PathLike,
     name: str = "oxford102",
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     overwrite: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> ImportResult:
@@ -239,7 +239,7 @@ def unpack_images(
     archive: Path,
     staging: Path,
     labels,
-    progress: Progress | None,
+    progress: StageCallback | None,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[set[int], list[dict[str, str]]]:
     """Stream 102flowers.tgz straight into the class folders (no intermediate copy)."""

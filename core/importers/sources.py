@@ -26,7 +26,6 @@ from core.importers.common import (
     DownloadError,
     ImportRejected,
     ImportResult,
-    Progress,
     describe,
     finish,
     report,
@@ -36,6 +35,7 @@ from core.importers.common import (
 )
 from core.importers.demo import make_demo_dataset
 from core.importers.download import discard, download, sha256_file
+from core.progress import StageCallback
 
 DOWNLOADS_DIRNAME = ".downloads"
 TF_FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
@@ -144,7 +144,7 @@ KNOWN_SOURCES: dict[str, DatasetSource] = {
 def get_dataset(
     key: str,
     data_root: str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     url: str | None = None,
     force: bool = False,

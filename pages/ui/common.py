@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from core import paths, workspace
-from core.datasets import DatasetError, DatasetIndex, list_datasets, scan_dataset
+from core.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
 from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
@@ -171,11 +171,7 @@ def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
             "path": str(index.root),
             "classes": len(index.classes),
             "images": len(index.entries),
-            "split": {
-                "classes": "random, seeded",
-                "presplit": "train/val/test folders",
-                "manifest": "the dataset's own",
-            }[index.layout],
+            "split": LAYOUT_SPLITS[index.layout],
             "synthetic": bool(index.meta.get("synthetic")),
             "folder": outside,
         }

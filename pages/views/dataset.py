@@ -9,8 +9,9 @@ import plotly.express as px
 import streamlit as st
 
 from core.config import IMBALANCE_RATIO, TrainConfig
-from core.datasets import DatasetError, split_indices
+from core.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.health import image_table
+from core.imaging import GRAYSCALE_MODES
 from pages.ui import add_dataset, common, health, teaching
 
 PAGE_SIZE = 24
@@ -116,12 +117,7 @@ cols = st.columns(4)
 cols[0].metric("Classes", len(index.classes))
 cols[1].metric("Images", len(index.entries))
 cols[2].metric("Largest / smallest class", f"{sizes.max()} / {sizes.min()}")
-layout_text = {
-    "classes": "none (split at training, seeded)",
-    "presplit": "train/val/test folders",
-    "manifest": "the dataset's own (recorded)",
-}[index.layout]
-cols[3].metric("Split", "own" if index.has_split else "seeded", help=layout_text)
+cols[3].metric("Split", "own" if index.has_split else "seeded", help=LAYOUT_SPLITS[index.layout])
 if index.empty_classes:
     st.warning(f"Empty class folder(s) left out: {', '.join(index.empty_classes)}", icon=":material/folder_off:")
 if index.ignored_files:
@@ -194,7 +190,7 @@ if sizes_tab.open:
             cols[0].metric("Median size", f"{int(readable['width'].median())}×{int(readable['height'].median())}")
             cols[1].metric("Smallest side", f"{int(shorter.min())} px")
             cols[2].metric("Largest side", f"{int(readable[['width', 'height']].max(axis=1).max())} px")
-            cols[3].metric("Grayscale-mode files", int(readable["mode"].isin(["L", "LA", "I;16", "I", "1"]).sum()))
+            cols[3].metric("Grayscale-mode files", int(readable["mode"].isin(GRAYSCALE_MODES).sum()))
             left, right = st.columns(2)
             left.plotly_chart(
                 px.histogram(

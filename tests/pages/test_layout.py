@@ -25,3 +25,28 @@ def test_the_ui_uses_no_private_streamlit_api():
     private = re.compile(r"^\s*(from|import)\s+streamlit\.(runtime|web|elements|proto|commands|source_util)", re.M)
     offenders = [str(path.relative_to(PROJECT_ROOT)) for path in UI_FILES if private.search(path.read_text())]
     assert offenders == []
+
+
+def test_no_page_loads_keras_when_it_is_imported():
+    """Pages call core; what they import at their top must not pull in Keras (a blank page for seconds).
+
+    Core modules that need Keras are imported inside the functions (cached loaders) that use them.
+    """
+    import ast
+    import subprocess
+    import sys
+
+    modules = set()
+    for path in UI_FILES:
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.Import):
+                modules |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module)
+    ours = sorted(m for m in modules if m.split(".")[0] in ("core", "pages"))
+    code = "import sys\n" + "".join(f"import {m}\n" for m in ours) + (
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", f"a page import loads a framework: {out.stdout}"
