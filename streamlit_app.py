@@ -11,11 +11,14 @@ from pages.ui.navigation import PAGES, page_file
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
 common.warm_up()
 
+# The sidebar's page list is drawn below (st.page_link): Streamlit's own list is off in
+# .streamlit/config.toml, so its legacy pages/ listing never shows (pages/ui/navigation.py).
 navigation = st.navigation(
     [
         st.Page(page.file, title=page.title, icon=page.icon, url_path=page.name, default=i == 0)
         for i, page in enumerate(PAGES)
-    ]
+    ],
+    position="hidden",
 )
 
 
@@ -52,6 +55,9 @@ def jobs_panel() -> None:
 
 with st.sidebar:
     st.markdown("### :material/local_florist: Flora")
+    for page in PAGES:
+        st.page_link(page.file, label=page.title, icon=page.icon)
+    st.divider()
     st.caption(f"Device: {common.device_info().label}")
     teaching.toggle()
     with st.expander("Workspace", icon=":material/folder:"):

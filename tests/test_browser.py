@@ -103,7 +103,12 @@ def server(tmp_path):
 
 
 def test_home_train_evaluate_predict_in_a_browser(server):
+    """Home -> Train (a run launched from the CLI shows up by itself, its curve grows, Stop shows at once)
+    -> Evaluate (a click near a cell's edge opens that cell's photos, in view, named) -> Predict."""
     from playwright.sync_api import expect, sync_playwright
+
+    from core.evaluation import Evaluation
+    from core.runs import RunStore
 
     shots = server["tmp"] / "screenshots"
     shots.mkdir()
@@ -121,6 +126,10 @@ def test_home_train_evaluate_predict_in_a_browser(server):
             errors = page.locator("[data-testid='stException']")
             assert errors.count() == 0, errors.all_inner_texts()
 
+        def go(title: str) -> None:
+            page.locator("[data-testid='stSidebar']").get_by_role("link", name=title).click()
+            expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+
         # Home
         page.goto(server["url"])
         expect(page.get_by_role("heading", name="Flora", level=1)).to_be_visible()
@@ -128,94 +137,97 @@ def test_home_train_evaluate_predict_in_a_browser(server):
         no_exceptions()
         shot("1-home")
 
-        # Train: a tiny run on images (no feature cache), so each epoch takes a moment and the curve grows
-        page.locator("[data-testid='stSidebarNavLink']", has_text="Train").click()
-        expect(page.get_by_role("tab", name="New run")).to_be_visible()
-        page.get_by_role("tab", name="New run").click()
-        page.get_by_text("None (random start)").click()
-        size = page.locator("[data-testid='stSlider']", has_text="Image size (px)").get_by_role("slider")
-        size.focus()
-        for _ in range(5):  # 224 -> 64
-            size.press("ArrowLeft")
-        epochs = page.get_by_role("spinbutton", name="Head epochs (phase 1)")
-        epochs.fill("12")
-        epochs.press("Enter")
-        patience = page.get_by_role("spinbutton", name="Early stopping patience (0 = off)")
-        patience.fill("0")
-        patience.press("Enter")
-        page.get_by_text("Advanced").click()
-        page.get_by_text("Frozen phase on cached features").click()
-        expect(page.get_by_text("on images through the frozen ResNet-50")).to_be_visible()
-        shot("2-train-form")
-        page.get_by_role("button", name="Launch training").click()
-        expect(page.get_by_text("Launched run")).to_be_visible(timeout=30_000)
+        # Train, with nothing running; then a run launched elsewhere (the CLI) shows up by itself.
+        # On images (no feature cache), so each epoch takes a moment and the curve grows.
+        go("Train")
+        page.get_by_role("tab", name="Runs").click()
+        expect(page.get_by_text("No runs yet")).to_be_visible()
+        shot("2-train-empty")
+        env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}
+        command = [sys.executable, "-m", "core", "train", str(server["data"] / "flowers"), "--image-size", "64",
+                   "--weights", "none", "--epochs", "40", "--patience", "0", "--no-feature-cache"]  # fmt: skip
+        launched = time.time()
+        cli = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            expect(page.locator("[data-testid='stSidebar']").get_by_text("Watch it")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Watch run")).to_be_visible(timeout=15_000)
+            noticed = time.time() - launched
+            assert noticed < 20, f"the page took {noticed:.0f} s to notice a run launched from the CLI"
 
-        counts = []
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            points = page.evaluate(
-                """() => [...document.querySelectorAll('.js-plotly-plot')]
-                       .map(gd => (gd._fullData || []).filter(t => t.name === 'validation').map(t => t._length))
-                       .flat()"""
+            counts = []
+            deadline = time.time() + 300
+            while time.time() < deadline and len(set(counts)) < 3:
+                points = page.evaluate(
+                    """() => [...document.querySelectorAll('.js-plotly-plot')]
+                           .map(gd => (gd._fullData || []).filter(t => t.name === 'validation').map(t => t._length))
+                           .flat()"""
+                )
+                if points:
+                    counts.append(points[0])
+                time.sleep(1)
+            assert len(set(counts)) >= 3, f"the curve should grow live: {counts}"
+            shot("3-train-live")
+            no_exceptions()
+
+            # Stop: "stopping" at once, then stopped with its best weights evaluated.
+            page.get_by_role("button", name="Stop").click()
+            expect(page.get_by_text("stopping…").first).to_be_visible(timeout=5_000)
+            assert cli.poll() is None, "the badge must say stopping before the process has ended"
+            shot("4-train-stopping")
+            cli.wait(timeout=120)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+        expect(page.get_by_text("Stopped on request: it kept its best weights so far")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Test accuracy", exact=True)).to_be_visible()
+        no_exceptions()
+        shot("5-train-stopped")
+
+        # Evaluate: click just inside the corner of the fullest off-diagonal cell (the whole cell is the target)
+        store = RunStore(server["models"])
+        run = store.list()[0]
+        evaluation = Evaluation.load(run.directory)
+        confused = evaluation.most_confused()
+        true, predicted = (
+            (confused.iloc[0]["true"], confused.iloc[0]["predicted"])
+            if len(confused)
+            else (
+                evaluation.classes[0],
+                evaluation.classes[0],
             )
-            if points:
-                counts.append(points[0])
-                if len(set(counts)) == 2:
-                    shot("3-train-live")
-            if page.get_by_text("Test accuracy").count() and page.get_by_text("Best epoch").count():
-                break
-            time.sleep(1)
-        assert page.get_by_text("Test accuracy").count(), f"the run did not finish; validation points seen: {counts}"
-        grown = sorted(set(counts))
-        assert len(grown) >= 2 and grown[-1] == 12, f"the curve should grow live to 12 epochs: {counts}"
-        no_exceptions()
-        shot("4-train-done")
-
-        # Evaluate: click the worst off-diagonal cell of the matrix
-        page.locator("[data-testid='stSidebarNavLink']", has_text="Evaluate").click()
-        expect(page.get_by_role("tab", name="Confusion matrix")).to_be_visible(timeout=30_000)
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('.js-plotly-plot')]"
-            ".some(gd => (gd._fullData||[]).some(t => t.type === 'heatmap'))"
         )
-        target = page.evaluate(
-            """() => {
-                const gd = [...document.querySelectorAll('.js-plotly-plot')]
-                    .find(g => (g._fullData||[]).some(t => t.type === 'heatmap'));
-                // _fullData: plotly.py ships arrays base64-encoded; plotly.js decodes them there
-                const heat = gd._fullData[0], squares = gd._fullData[1];
-                let best = null;  // the off-diagonal cell with most images, else the fullest cell
-                heat.y.forEach((t, r) => heat.x.forEach((p, c) => {
-                    const v = heat.z[r][c];  // null on a hidden diagonal
-                    const score = v === null ? -1 : v + (t !== p ? 1e6 * (v > 0) : 0);
-                    if (best === null || score > best.score) best = {t, p, v, score};
-                }));
-                const index = squares.x.findIndex((p, i) => p === best.p && squares.y[i] === best.t);
-                return {true: best.t, predicted: best.p, count: best.v, index};
-            }"""
-        )
-        assert target["count"] >= 1 and target["index"] >= 0, target
-        squares = page.locator(".js-plotly-plot .scatterlayer .trace path.point")
-        box = squares.nth(target["index"]).bounding_box()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        what = "predicted correctly" if target["true"] == target["predicted"] else f"predicted as {target['predicted']}"
-        heading = f"{target['true']} {what}: {int(target['count'])} test image(s)"
-        expect(page.get_by_text(heading)).to_be_visible(timeout=30_000)
-        page.get_by_text(heading).scroll_into_view_if_needed()
-        gallery = page.locator("[data-testid='stImage'] img")
-        expect(gallery.first).to_be_visible()
-        assert gallery.count() >= min(int(target["count"]), 24)
+        go("Evaluate")
+        page.wait_for_selector("[data-testid='stVegaLiteChart'] g.mark-rect.role-mark path")
+        # the page opens on the worst pair: pick another cell first, so the click has to change it
+        page.get_by_role("tab", name="Confusion matrix").click()
+        names = sorted(evaluation.classes)
+        cells = page.locator("[data-testid='stVegaLiteChart'] g.mark-rect.role-mark path")
+        assert cells.count() == len(names) ** 2
+        target = cells.nth(names.index(true) * len(names) + names.index(predicted))
+        page.locator("[data-testid='stVegaLiteChart']").scroll_into_view_if_needed()  # as a person scrolls to it
+        box = target.bounding_box()
+        page.mouse.click(box["x"] + 2, box["y"] + 2)  # 2 px inside the cell's top-left corner
+        count = len(evaluation.pair(true, predicted))
+        what = "predicted correctly" if true == predicted else f"predicted as {predicted}"
+        heading = page.get_by_text(f"{true} {what}: {count} test image(s)")
+        expect(heading).to_be_visible(timeout=30_000)
+        photos = page.locator(".st-key-evaluate_gallery [data-testid='stImage']")
+        expect(photos.first).to_be_visible()
+        first = photos.first.bounding_box()
+        assert first["y"] >= 0 and first["y"] + first["height"] / 2 < 800, "the photos open in view, beside the matrix"
+        names_shown = " ".join(photos.all_inner_texts())
+        assert any(Path(path).name in names_shown for path in evaluation.pair(true, predicted)["path"])
         no_exceptions()
-        shot("5-evaluate-cell")
+        shot("6-evaluate-cell")
 
         # Predict: upload one real photo
-        page.locator("[data-testid='stSidebarNavLink']", has_text="Predict").click()
+        go("Predict")
         photo = next(p for p in sorted((server["data"] / "flowers").rglob("*")) if p.is_file())
         page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(photo.resolve()))
         expect(page.get_by_text("Most likely")).to_be_visible(timeout=180_000)  # first load imports the framework
         expect(page.get_by_text("decode + forward pass")).to_be_visible()
         no_exceptions()
-        shot("6-predict")
+        shot("7-predict")
         browser.close()
 
     keep = os.environ.get("FLORA_SCREENSHOTS")
@@ -239,7 +251,7 @@ def test_a_page_url_opened_first_after_a_restart_gets_the_whole_app(server):
         while time.time() < deadline:  # every sidebar listing drawn while the first run settles
             seen.add(
                 page.evaluate(
-                    "() => { const n = document.querySelector(\"[data-testid='stSidebarNav']\"); "
+                    "() => { const n = document.querySelector(\"[data-testid='stSidebar']\"); "
                     "return n ? n.innerText : '' }"
                 )
             )
@@ -247,7 +259,8 @@ def test_a_page_url_opened_first_after_a_restart_gets_the_whole_app(server):
         listed = " | ".join(text.replace("\n", " ") for text in seen if text)
         assert "common" not in listed and "streamlit app" not in listed, listed
         expect(page.get_by_role("heading", name="Evaluate", level=1)).to_be_visible(timeout=60_000)
-        navigation = page.locator("[data-testid='stSidebarNav']")
-        expect(navigation).to_contain_text("Home", timeout=30_000)
+        assert page.get_by_text("Page not found").count() == 0
+        navigation = page.locator("[data-testid='stSidebar']")
+        expect(navigation).to_contain_text("Predict", timeout=30_000)
         expect(page.get_by_text("No finished run yet")).to_be_visible()
         browser.close()

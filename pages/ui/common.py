@@ -110,15 +110,18 @@ def random_start_notice(run: Run) -> None:
     """Say plainly what a run trained from random weights can and cannot show."""
     if run.train_config.weights != "none":
         return
-    st.warning(
-        "**This model started from random weights** (weights *none*), not from ImageNet. Its ResNet-50 "
-        "never learnt to see: the head learnt from colour and rough texture only, so accuracy is far below "
-        "what transfer learning gives, and it is often confidently wrong. With ImageNet weights the same "
-        "run typically gets most flower photos right. To train from them offline, put Keras's "
-        f"`{IMAGENET_WEIGHTS_FILE}` in `{imagenet_weights_file().parent}`, or set `FLORA_IMAGENET_WEIGHTS_URL` "
-        "to a mirror, or choose *A weights file* on the Train page.",
+    with st.expander(
+        ":orange[**This model started from random weights**, not ImageNet: expect low accuracy and confident "
+        "mistakes.]",
         icon=":material/casino:",
-    )
+    ):
+        st.markdown(
+            "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
+            "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
+            "With ImageNet weights the same run typically gets most flower photos right. To train from them "
+            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in `{imagenet_weights_file().parent}`, or set "
+            "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* on the Train page."
+        )
 
 
 @st.cache_resource(show_spinner=False, ttl=600)

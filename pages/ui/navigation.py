@@ -1,7 +1,14 @@
 """The app's pages, in the order the sidebar shows them: one place that names each page script.
 
-`streamlit_app.py` builds st.navigation from `PAGES`; links between pages go through `page_file`,
-so a page that moves is renamed here only.
+`streamlit_app.py` builds st.navigation from `PAGES` and draws the sidebar's links itself; links
+between pages go through `page_file`, so a page that moves is renamed here only.
+
+Streamlit still routes a server's very first request through its legacy `pages/` convention (it
+scans `pages/*.py` before any st.navigation has run). So `pages/<name>.py` exists for each page as
+a three-line entry that runs the app (`run_app`): a first request for /train after a restart gets
+the whole app on its Train page, with no "page not found". Streamlit's own sidebar list is off in
+.streamlit/config.toml, so its legacy listing of those entries is never shown. After that first
+run st.navigation decides, and the entries are never run again.
 """
 
 from __future__ import annotations
@@ -29,6 +36,14 @@ PAGES = (
     PageSpec("predict", "Predict", ":material/local_florist:"),
 )
 _BY_NAME = {page.name: page for page in PAGES}
+
+
+def run_app() -> None:
+    """Run the app's main script (what a page entry file does on a server's first request)."""
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parents[2] / "streamlit_app.py"), run_name="__main__")
 
 
 def page_file(name: str) -> str:

@@ -132,8 +132,13 @@ def matrix_chart(counts: np.ndarray, shown: list[int], normalised: bool, hide_di
     cell = alt.selection_point(name="cell", fields=["true", "predicted"], on="click", clear=False)
     side = int(min(900, max(360, 28 * len(names) + 120)))
     base = alt.Chart(frame).encode(
-        x=alt.X("predicted:N", sort=names, title="predicted", axis=alt.Axis(labelAngle=-45, labelLimit=140)),
-        y=alt.Y("true:N", sort=names, title="true", axis=alt.Axis(labelLimit=140)),
+        x=alt.X(
+            "predicted:N",
+            sort=names,
+            title="predicted",
+            axis=alt.Axis(labelAngle=-45, labelLimit=140, labelOverlap=False),
+        ),
+        y=alt.Y("true:N", sort=names, title="true", axis=alt.Axis(labelLimit=140, labelOverlap=False)),
     )
     rects = (
         base.mark_rect(stroke="white", strokeWidth=1, cursor="pointer")

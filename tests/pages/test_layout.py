@@ -10,9 +10,14 @@ from tests.conftest import PROJECT_ROOT
 UI_FILES = [PROJECT_ROOT / "streamlit_app.py", *sorted((PROJECT_ROOT / "pages").rglob("*.py"))]
 
 
-def test_no_page_script_sits_where_the_legacy_convention_looks():
-    # Streamlit lists every pages/*.py as a page of its own until st.navigation runs.
-    assert [p.name for p in (PROJECT_ROOT / "pages").glob("*.py")] == ["__init__.py"]
+def test_the_legacy_pages_folder_holds_only_entries_that_run_the_app():
+    """Streamlit routes a server's first request through pages/*.py: each is a three-line entry that
+    runs the app (so /train after a restart is the app on its Train page), one per page."""
+    entries = {p.stem: p.read_text() for p in (PROJECT_ROOT / "pages").glob("*.py") if p.name != "__init__.py"}
+    assert sorted(entries) == sorted(page.name for page in PAGES)
+    for name, text in entries.items():
+        code = [line for line in text.splitlines() if line and not line.startswith('"""')]
+        assert code == ["from pages.ui.navigation import run_app", "run_app()"], name
 
 
 def test_every_page_named_by_the_navigation_exists():
@@ -44,8 +49,10 @@ def test_no_page_loads_keras_when_it_is_imported():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 modules.add(node.module)
     ours = sorted(m for m in modules if m.split(".")[0] in ("core", "pages"))
-    code = "import sys\n" + "".join(f"import {m}\n" for m in ours) + (
-        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in ours)
+        + ("print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))")
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
