@@ -6,6 +6,7 @@
   models/<run_id>/model.keras     the final model
   models/<run_id>/evaluation.npz  test-split probabilities, labels, paths
   models/<run_id>/evaluation.json metrics derived from them
+  models/<run_id>/analysis.npz    validation and test logits, pooled features, labels, paths (core.analysis)
   models/<run_id>/train.log       the training process's output
   models/<run_id>/STOP            present when someone asked the run to stop
   models/<run_id>/label.json      the name and note a person gave the run (kept by a retrain)
@@ -41,8 +42,10 @@ LABEL_FILE = "label.json"
 MAX_NAME_LENGTH = 80
 __all__ = ["ACTIVE_STATES", "Run", "RunNotFound", "RunState", "RunStatus", "RunStore", "new_run_record"]
 
+ANALYSIS_FILE = "analysis.npz"  # written by core.analysis
 # Files a retrain replaces; config.json stays (same id, same config).
 _RUN_OUTPUTS = (
+    ANALYSIS_FILE,
     STATUS_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -172,6 +175,11 @@ class Run:
     @property
     def has_evaluation(self) -> bool:
         return (self.directory / EVALUATION_NPZ).exists()
+
+    @property
+    def has_analysis(self) -> bool:
+        """True when the validation/test logits and features are stored (runs trained before them: no)."""
+        return (self.directory / ANALYSIS_FILE).exists()
 
     @property
     def evaluated(self) -> bool:

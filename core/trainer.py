@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from core.analysis import features_and_logits_model, head_logits_model
 from core.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.config import TrainConfig
@@ -243,23 +244,36 @@ class Trainer:
             callbacks=self.callbacks(phase),
         )
 
-    def predict_test(self) -> np.ndarray:
-        """Class probabilities of the test split, from cached features when the backbone never changed."""
+    def analyse_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Pooled features and logits of the validation and test splits: {"val": (f, z), "test": (f, z)}.
+
+        From the cached features when the backbone never changed (phase 1 on features alone), else
+        one pass of those images through the classifier's own layers, which gives both at once.
+        """
         config = self.job.config
+        split = self.data.split
         phase2_ran = config.fine_tune_epochs > 0 and self.counter.epochs_done > config.epochs
         if self.features is not None and "test" in self.features and not phase2_ran:
-            x = self.features["test"].astype("float32")
-            n = len(x)
-            out = head_of(self.model).predict(
-                pad_rows(x, padded_length(n, self.replicas)), batch_size=256 * self.replicas, verbose=0
-            )
-            return np.asarray(out)[:n]
-        # Every batch has the same shape (the last one padded), so the classifier compiles once.
-        positions = self.data.split.test
+            logits_of = head_logits_model(head_of(self.model))
+            out = {}
+            for name in ("val", "test"):
+                x = self.features[name].astype("float32")
+                n = len(x)
+                z = logits_of.predict(
+                    pad_rows(x, padded_length(n, self.replicas)), batch_size=256 * self.replicas, verbose=0
+                )
+                out[name] = (self.features[name], np.asarray(z, dtype=np.float32)[:n])
+            return out
+        # One fixed batch shape (the last batch padded, the extra rows dropped): one compile for both splits.
+        positions = np.concatenate([split.val, split.test])
         batches = ExtractionBatches(
             self.data.cache, positions, config.image_size, self.extraction_batch_size(), workers=self.workers
         )
-        return np.asarray(self.model.predict(batches, verbose=0))[: len(positions)]
+        pooled, logits = features_and_logits_model(self.model).predict(batches, verbose=0)
+        pooled = np.asarray(pooled, dtype=np.float32)[: len(positions)].astype(np.float16)
+        logits = np.asarray(logits, dtype=np.float32)[: len(positions)]
+        n_val = len(split.val)
+        return {"val": (pooled[:n_val], logits[:n_val]), "test": (pooled[n_val:], logits[n_val:])}
 
     def extraction_batch_size(self) -> int:
         """Images per forward-only step: sized to the device (it is inference), a multiple of the replicas."""

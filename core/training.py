@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core.analysis import RunAnalysis, SplitArrays
 from core.config import IMBALANCE_RATIO
 from core.datasets import split_indices
 from core.device import (
@@ -101,14 +102,28 @@ def train_run(job: TrainingJob) -> RunStatus:
         save_model(model, job.run_dir / MODEL_FILE)
         (job.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         report("evaluating on the test split", force=True)
-        probabilities = trainer.predict_test()
+        arrays = trainer.analyse_splits()
 
+    analysis = RunAnalysis(
+        job.index.classes,
+        *(
+            SplitArrays(
+                logits=arrays[name][1],
+                features=arrays[name][0],
+                labels=data.cache.labels[positions],
+                paths=[data.cache.paths[i] for i in positions],
+                positions=positions,
+            )
+            for name, positions in (("val", data.split.val), ("test", data.split.test))
+        ),
+    )
+    analysis.save(job.run_dir)
     evaluation = Evaluation(
-        probabilities=np.asarray(probabilities, dtype=np.float32),
-        labels=data.cache.labels[data.split.test],
+        probabilities=analysis.test.probabilities,
+        labels=analysis.test.labels,
         classes=job.index.classes,
-        paths=[data.cache.paths[i] for i in data.split.test],
-        cache_positions=np.asarray(data.split.test),
+        paths=analysis.test.paths,
+        cache_positions=analysis.test.positions,
     )
     evaluation.save(job.run_dir)
     summary = evaluation.summary()

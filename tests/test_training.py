@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,12 +47,32 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     evaluation = Evaluation.load(run.directory)
     assert len(evaluation.paths) == 6 and evaluation.classes == ["blue", "green", "red"]
     assert list((tmp_path / "data" / ".cache" / "features").iterdir())
+    _check_analysis(run, evaluation)
 
     # Another learning rate reuses the cached features: nothing new is computed.
     feature_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy")}
     _, other_id, other = _train(tmp_path, colours, BASE.replace(learning_rate=3e-3))
     assert other_id != run_id and other.state == RunState.DONE
     assert {p: p.stat().st_mtime_ns for p in feature_files} == feature_files
+
+
+def _check_analysis(run, evaluation) -> None:
+    """The stored logits and features are the model's own: recomputed from the saved model, they agree."""
+    from core.analysis import RunAnalysis, features_and_logits_model
+    from core.imaging import load_for_model
+    from core.model import load_classifier
+
+    analysis = RunAnalysis.load(run.directory)
+    assert analysis.classes == evaluation.classes and analysis.test.paths == evaluation.paths
+    assert len(analysis.val.labels) > 0 and analysis.val.features.shape == (len(analysis.val.labels), 2048)
+    np.testing.assert_allclose(analysis.test.probabilities, evaluation.probabilities, atol=1e-6)
+    config = run.train_config
+    root = Path(run.dataset_path)
+    images = np.stack([load_for_model(root / p, config.image_size, config.cache_size) for p in analysis.val.paths])
+    pooled, logits = features_and_logits_model(load_classifier(run.path("model.keras"))).predict(images, verbose=0)
+    # the cache keeps features in float16: logits from them differ from a full-precision pass by ~1e-3
+    np.testing.assert_allclose(np.asarray(logits), analysis.val.logits, atol=1e-2, rtol=1e-2)
+    np.testing.assert_allclose(np.asarray(pooled), analysis.val.features.astype(np.float32), atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.backend_agnostic
@@ -70,6 +91,8 @@ def test_image_path_with_augmentation_and_fine_tuning(tmp_path, colours):
     assert [(m["phase"], m["epoch"]) for m in epochs] == [(1, 1), (2, 2)]
     assert epochs[1]["lr"] == pytest.approx(config.fine_tune_learning_rate)
     assert not (store.run_dir(run_id) / "best.weights.h5").exists()  # the checkpoint is folded into model.keras
+    run = store.get(run_id)
+    _check_analysis(run, Evaluation.load(run.directory))
 
 
 def test_augmented_views_are_cached_per_view(tmp_path, colours):
