@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--disable-quic",
 ]
 QUIET_SECONDS = 30
 
@@ -102,7 +103,7 @@ def measure(project_root: Path, dataset: Path, workdir: Path, per_class: int = 1
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(project_root),
     }
-    port = _free_port()
+    port = free_port()
     log = open(workdir / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
@@ -110,7 +111,7 @@ def measure(project_root: Path, dataset: Path, workdir: Path, per_class: int = 1
         cwd=project_root, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        _wait_healthy(port)
+        wait_healthy(port)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -168,13 +169,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_healthy(port: int, timeout: float = 60) -> None:
+def wait_healthy(port: int, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
