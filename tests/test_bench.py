@@ -44,8 +44,16 @@ def test_bench_json_reports_every_figure_with_baseline_and_ratio(tmp_path, capsy
     meta = printed["meta"]
     assert meta["scale"] == "tiny" and meta["cores"] >= 1 and meta["device"] and meta["versions"]["keras"]
     rows = {row["key"]: row for row in printed["rows"]}
-    assert set(rows) == EXPECTED_ROWS
+    ui_rows = {key for key in rows if key.startswith("ui.")}
+    assert set(rows) - ui_rows == EXPECTED_ROWS
+    # the UI item measures the app server in absolute CPU seconds (its baseline, the old code, is in
+    # docs/PERFORMANCE.md); where Chromium is missing it says so instead of a figure
+    assert ui_rows in ({"ui.server_cpu_run", "ui.server_cpu_quiet"}, {"ui.server_cpu"})
+    for key in ui_rows - {"ui.server_cpu"}:
+        assert rows[key]["ours"] is not None and rows[key]["ours"] > 0, key
     for key, row in rows.items():
+        if key in ui_rows:
+            continue
         assert row["ours"] is not None and row["ours"] > 0, key
         assert row["baseline"] is not None and row["baseline"] > 0, key
         assert row["baseline_label"], key

@@ -64,11 +64,12 @@ def app(workspace, monkeypatch):
 
 
 def texts(at: AppTest) -> str:
-    """Everything the page wrote as markdown, captions, alerts and metrics, in one string."""
+    """Everything the page wrote as markdown, captions, alerts, metrics and expander labels, in one string."""
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
     for kind in ("info", "success", "warning", "error"):
         parts += [a.value for a in getattr(at, kind)]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
+    parts += [e.label for e in at.expander]
     return "\n".join(str(p) for p in parts)
 
 
