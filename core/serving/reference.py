@@ -130,6 +130,14 @@ class Reference:
             )
 
 
+def reference_stamp(run_dir: str | os.PathLike) -> float:
+    """When the run's reference was written (a cache key), 0 when it has none."""
+    try:
+        return (Path(run_dir) / REFERENCE_JSON).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model=None) -> Reference:
     """The run's reference, computed and stored first when it has none.
 
