@@ -25,6 +25,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     serve.add_argument("--max-queue", type=int, default=512, help="requests waiting before 503 + Retry-After")
     serve.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest request body (bytes)")
+    serve.add_argument(
+        "--no-ood", action="store_true", help="no out-of-distribution scores (skips computing a run's reference)"
+    )
     serve.add_argument("--job-dir", help=argparse.SUPPRESS)  # the app's background server
     serve.set_defaults(handler=cmd_serve)
 
@@ -61,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir(args.data_dir),
         max_bytes=args.max_bytes,
         job_dir=args.job_dir,
+        ood=not args.no_ood,
     )
 
 

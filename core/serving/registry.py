@@ -72,6 +72,7 @@ class ModelRegistry:
         options: BatchOptions | None = None,
         data_root: str | os.PathLike | None = None,
         warm: bool = True,
+        ood: bool = True,
     ):
         if not names:
             raise ValueError("a server needs at least one model: a run id, a prefix or an alias")
@@ -80,6 +81,7 @@ class ModelRegistry:
         self.options = options or BatchOptions()
         self.data_root = data_root
         self.warm = warm
+        self.ood = ood
         self.aliases = AliasStore(store.root)
         self._routes: dict[str, str] = {}  # name -> run id
         self._alias_names: set[str] = set()
@@ -123,7 +125,7 @@ class ModelRegistry:
                 return self._loaded[run_id]
         run = self.store.get(run_id)
         started = time.perf_counter()
-        model = ServedModel(run, self.data_root)
+        model = ServedModel(run, self.data_root, with_reference=self.ood)
         batcher = DynamicBatcher(
             model.forward,
             (model.image_size, model.image_size, 3),

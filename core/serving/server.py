@@ -33,6 +33,7 @@ def serve(
     api_key: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     job_dir: str | os.PathLike | None = None,
+    ood: bool = True,
 ) -> int:
     """Serve until stopped (Ctrl-C, SIGTERM, or the job's stop flag); return an exit status."""
     import uvicorn
@@ -44,7 +45,7 @@ def serve(
         folder.claim(state=RunState.RUNNING, started_at=time.time(), url=url, host=host, port=port, names=names)
     if not port_free(host, port):
         return _failed(folder, f"port {port} on {host} is in use; choose another port (--port)")
-    registry = ModelRegistry(store, names, options, data_root)
+    registry = ModelRegistry(store, names, options, data_root, ood=ood)
     writer = LogWriter(PredictionLog.of_store(store.root))
     service = Service(registry, writer, data_root)
     app = create_app(service, api_key, max_bytes)
