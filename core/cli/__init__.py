@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "core.cli.results",
     "core.cli.serving",
     "core.cli.export",
+    "core.cli.retrain",
     "core.cli.data",
     "core.bench",
 )

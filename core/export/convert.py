@@ -29,6 +29,7 @@ def pixel_model(model: keras.Model) -> keras.Model:
 
 
 def write_keras(model: keras.Model, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "model.keras"
     pixel_model(model).save(path)
     return [path]

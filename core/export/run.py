@@ -22,6 +22,7 @@ from core.fileio import write_json_atomic
 from core.runs import Run
 
 VERIFY_IMAGES = 48
+CALIBRATION_IMAGES = 200
 
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
@@ -50,6 +51,32 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, size=(16, config.image_size, config.image_size, 3), dtype=np.uint8)
     return noise, [], "random pixels (the run's test photos are not readable here)"
+
+
+def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
+    from core.datasets import scan_dataset
+    from core.evaluation import Evaluation, EvaluationMissing
+    from core.imaging import ImageError, load_for_model
+
+    config = run.train_config
+    try:
+        test = set(Evaluation.load(run.directory).paths)
+    except EvaluationMissing:
+        test = set()
+    index = scan_dataset(run.dataset_path)
+    candidates = [e for e in index.entries if e.path not in test]
+    rng = np.random.default_rng(0)
+    chosen = rng.permutation(len(candidates))[: count * 2]
+    pixels = []
+    for i in chosen:
+        try:
+            pixels.append(load_for_model(index.absolute(candidates[int(i)]), config.image_size, config.cache_size))
+        except ImageError:
+            continue
+        if len(pixels) >= count:
+            break
+    return np.stack(pixels)
 
 
 def export_run(
@@ -113,7 +140,7 @@ def export_run(
                 written = convert.write_onnx(model, out)
                 runner, runtime = verify.onnx_runner(written[0])
         else:
-            representative = _representative(pixels) if quantize == "int8" else None
+            representative = _representative(calibration_photos(run)) if quantize == "int8" else None
             written = convert.write_tflite(model, out, quantize, representative)
             runner, runtime = verify.tflite_runner(written[0])
     except ExportError:

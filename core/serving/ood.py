@@ -111,7 +111,8 @@ class OODDetector:
 
 def threshold_for(scores: np.ndarray, pass_share: float = IN_DISTRIBUTION_PASS) -> float:
     """The score below which `pass_share` of in-distribution inputs fall."""
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), pass_share))
+    # "higher": on a small validation split the threshold never falls between two photos and fails more than 5 %
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), pass_share, method="higher"))
 
 
 def fit(
