@@ -57,6 +57,12 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
         config.seed,
     )
     splits = {cache.paths[int(i)]: name for name in SPLITS for i in getattr(split, name)}
+    # A corrected photo that is one of the test photos would leak the test split into training: skip it.
+    test_hashes = {_sha256(base / rel) for rel, name in splits.items() if name == "test"}
+    leaking = [photo for photo in photos if photo.sha256[:16] in test_hashes]
+    photos = [photo for photo in photos if photo not in leaking]
+    if not photos:
+        raise RetrainError("every feedback photo is one of the test photos; add photos from outside the test split")
     presplit = index.layout == "presplit"
     target = Path(data_root) / f"{base.name}-feedback"
     staging = Path(data_root) / f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
@@ -80,6 +86,7 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
             "source": "feedback",
             BASE_KEY: str(base),
             "feedback_photos": len(photos),
+            "feedback_skipped_test_photos": len(leaking),
         }
         if not presplit:
             meta["splits"] = splits
@@ -93,6 +100,16 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _sha256(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256 (as feedback photos are named)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
 
 
 def retrain_with_feedback(store: RunStore, run: Run, data_root: str | os.PathLike, background: bool = True):

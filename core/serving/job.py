@@ -52,8 +52,11 @@ def server_folder(models_root: str | os.PathLike) -> JobFolder:
 
 
 def server_status(models_root: str | os.PathLike) -> ServerStatus:
-    """The server's status; one whose process died is shown failed, with its last log lines."""
-    return server_folder(models_root).refresh(what="the model server")
+    """The server's status (stopped when none was ever started); one whose process died is shown failed."""
+    folder = server_folder(models_root)
+    if not folder.status_path.exists():
+        return ServerStatus(state=RunState.STOPPED)
+    return folder.refresh(what="the model server")
 
 
 def port_free(host: str, port: int) -> bool:

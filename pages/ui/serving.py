@@ -78,17 +78,19 @@ def export_section(run: Run) -> None:
     fmt = cols[0].selectbox("Format", FORMATS, index=2, key="serve_export_format")
     quantize = cols[1].selectbox(
         "Quantize",
-        [None, *QUANTIZE],
-        format_func=lambda q: q or "none (float32)",
+        ["none", *QUANTIZE],
+        format_func=lambda q: "none (float32)" if q == "none" else q,
         key="serve_export_quantize",
         disabled=fmt != "tflite",
     )
-    layout_options = [None] + [
+    layout_options = ["plain"] + [
         layout for layout in LAYOUTS if (layout, fmt) in {("tfserving", "savedmodel"), ("triton", "onnx")}
     ]
     layout = cols[2].selectbox(
-        "Layout", layout_options, format_func=lambda x: x or "plain files", key="serve_export_layout"
+        "Layout", layout_options, format_func=lambda x: "plain files" if x == "plain" else x, key="serve_export_layout"
     )
+    layout = None if layout == "plain" else layout
+    quantize = None if quantize == "none" else quantize
     if cols[3].button("Export and verify", icon=":material/output:", key="serve_export_go"):
         target = export_dir(run, fmt, quantize if fmt == "tflite" else None, layout)
         with st.spinner(f"Exporting to {fmt} and checking it against the Keras model (a minute or two)…"):
