@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import io
 import json
 import shutil
@@ -306,3 +307,28 @@ def test_binary_tensor_extension_by_hand(served):
     assert [o["name"] for o in head["outputs"]] == ["probabilities"]
     values = np.frombuffer(response.content[length:], dtype="<f4")
     assert values.shape == (4,) and abs(values.sum() - 1) < 1e-5
+
+
+def test_feedback_over_the_api_updates_the_log_and_keeps_the_photo(served, tmp_path):
+    server = served["server"]
+    photo = photos(served["dataset"], 1)[0].read_bytes()
+    answer = httpx.post(f"{server.url}/predict", files={"file": ("p.png", photo)}).json()["results"][0]
+    sha = answer["image_sha256"]
+    kept = httpx.post(f"{server.url}/v1/feedback", files={"file": ("p.png", photo)}, data={"label": "yellow"}).json()
+    assert kept["log_rows_updated"] >= 1 and kept["photo_kept"]["split"] in ("train", "val")
+    by_sha = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "green"}).json()
+    assert by_sha["log_rows_updated"] >= 1 and by_sha["photo_kept"] is None
+    rows = [r for r in PredictionLog.of_store(served["store"].root).read() if r["image_sha256"] == sha]
+    assert rows and all(r["feedback_label"] == "green" for r in rows)
+    bad = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "purple"})
+    assert bad.status_code == 400 and "unknown label" in bad.json()["error"]
+
+
+def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(served):
+    server = served["server"]
+    body = photos(served["dataset"], 1)[0].read_bytes()
+    for _ in range(8):
+        with contextlib.suppress(httpx.TimeoutException):  # gone before the answer
+            httpx.post(f"{server.url}/predict", files={"file": ("p.png", body)}, timeout=0.002)
+    assert httpx.post(f"{server.url}/predict", files={"file": ("p.png", body)}, timeout=60).status_code == 200
+    assert httpx.get(f"{server.url}/docs").status_code == 200
