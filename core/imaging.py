@@ -87,6 +87,22 @@ def load_for_model(source: str | os.PathLike | bytes | BinaryIO, image_size: int
     return center_crop(load_square(source, cache_size), image_size)
 
 
+def pixels_for_model(pixels: np.ndarray, image_size: int, cache_size: int) -> np.ndarray:
+    """Raw (H, W, 3) uint8 RGB pixels prepared as a decoded file is: the cache square, then the centre crop.
+
+    Raises:
+        ImageError: not an (H, W, 3) array, or an empty one.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 3 or pixels.shape[-1] != 3:
+        raise ImageError(f"pixels must be an (H, W, 3) RGB array. Received shape {tuple(pixels.shape)}")
+    if min(pixels.shape[0], pixels.shape[1]) < 1:
+        raise ImageError(f"image has no pixels ({pixels.shape[1]}x{pixels.shape[0]})")
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    return center_crop(_resize_center_square(pixels, cache_size), image_size)
+
+
 def _decode(image: Image.Image, size: int) -> np.ndarray:
     width, height = image.size
     if width * height > MAX_PIXELS:

@@ -29,6 +29,11 @@ EXPECTED_ROWS = {
     "inference.p95",
     "inference.batch",
     "memory.peak_rss",
+    "serve.batched_vs_bare",
+    "serve.batched_vs_off",
+    "serve.p50",
+    "serve.p95",
+    "serve.p99",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 from core.cli import store_of
@@ -17,10 +18,14 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = sub.add_parser("predict", parents=[common], help="classify images with a run's model")
-    predict.add_argument("run_id", metavar="RUN_ID")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("run_id", metavar="RUN_ID", help="a run id, a unique prefix or an alias")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders (every file under them)")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
+    predict.add_argument(
+        "--csv", metavar="OUT.csv", help="write one row per file: top-k, out-of-distribution flag, or the error"
+    )
+    predict.add_argument("--log", action="store_true", help="also record each prediction in the prediction log")
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -93,9 +98,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from core.inference import Predictor
+    from core.serving.aliases import resolve
 
     store = store_of(args)
-    run = store.find(args.run_id)
+    run = resolve(store, args.run_id).run
+    if args.csv or args.log or any(os.path.isdir(p) for p in args.images):
+        return _predict_batch(args, store, run)
     with contextlib.redirect_stdout(sys.stderr):
         predictor = Predictor(run)
         results = predictor.predict(args.images, top_k=args.top_k)
@@ -109,3 +117,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 print(f"{result.source}: error: {result.error}")
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _predict_batch(args: argparse.Namespace, store, run) -> int:
+    """Folders and --csv / --log: the serving engine (with the out-of-distribution flag), one row per file."""
+    from core.paths import data_dir
+    from core.serving.batch import csv_text, expand_sources, predict_many, table_rows
+    from core.serving.engine import ServedModel
+    from core.serving.log import PredictionLog
+
+    files = expand_sources(args.images)
+    with contextlib.redirect_stdout(sys.stderr):
+        model = ServedModel(run, data_dir(args.data_dir))
+        log = PredictionLog.of_store(store.root) if args.log else None
+        items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id)
+    rows = table_rows(items, max(1, min(args.top_k, len(run.classes))))
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            f.write(csv_text(rows))
+        print(f"{len(rows)} rows ({sum(1 for i in items if i.error)} unreadable) -> {args.csv}", file=sys.stderr)
+    if args.json:
+        emit_json({"run_id": run.run_id, "ood_method": model.ood_method, "results": rows})
+    elif not args.csv:
+        for item in items:
+            if item.error:
+                print(f"{item.name}: error: {item.error}")
+            else:
+                flag = "  (does not look like any class it knows)" if item.answer.ood_flag else ""
+                print(f"{item.name}: {', '.join(f'{label} {p:.3f}' for label, p in item.answer.top)}{flag}")
+    return EXIT_OK if all(not i.error for i in items) else EXIT_FAILED

@@ -34,6 +34,8 @@ PAGES = (
     PageSpec("train", "Train", ":material/model_training:"),
     PageSpec("evaluate", "Evaluate", ":material/grid_on:"),
     PageSpec("predict", "Predict", ":material/local_florist:"),
+    PageSpec("serve", "Serve", ":material/dns:"),
+    PageSpec("monitor", "Monitor", ":material/monitoring:"),
 )
 _BY_NAME = {page.name: page for page in PAGES}
 

@@ -67,6 +67,28 @@ NOTES = {
         "'none of these'. A photo of something else still gets a class, sometimes with high confidence, and a "
         "model trained from a random start is often confidently wrong."
     ),
+    "serving": (
+        "**Why a server, and why these protocols.** A trained model is only useful when other programs can ask it. "
+        "Flora's server speaks the protocols that production model servers (Triton, KServe, TF Serving) use, so a "
+        "phone app or web page written against Flora keeps working when the model later moves to one of them. "
+        "It gathers photos that arrive at the same moment into one batch: ResNet-50 classifies 16 photos "
+        "together much faster than one after another. An **alias** such as *production* is the name clients "
+        "use; moving it to a better run changes the model without changing any client."
+    ),
+    "monitoring": (
+        "**Why watch a deployed model.** Test accuracy was measured on photos like the training ones. Once "
+        "deployed, the model meets whatever people send: other cameras, seasons, things that are not flowers. "
+        "It cannot say so itself, so we compare what it is sent with what it was trained on: the mix of classes "
+        "it predicts (chi-square test), how sure it is (KS test against validation), whether a simple classifier "
+        "can tell new photos from validation ones by their ResNet features (AUC above 0.55 means it can), and "
+        "how many photos look like no known class. Feedback accuracy is biased: people mostly report mistakes."
+    ),
+    "ood": (
+        "**'Does not look like any class it knows.'** A classifier always spreads 100% over its classes, even for "
+        "a photo of a cat. Flora measures how far a photo's ResNet features are from every class's training "
+        "photos (or how small its logits are, the 'energy' score) and flags the 5% most unusual, as judged on "
+        "the validation photos. A flagged photo's answer deserves little trust."
+    ),
 }
 
 

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
-from core.inference import Prediction, Predictor
-from pages.ui import common, teaching
+from pages.ui import common, predict_extras, teaching
 from pages.ui.navigation import page_file
 
 st.title("Predict")
 st.caption("Classify your own photos with a trained run. The photo is prepared exactly as the test images were.")
-
-
-@st.cache_resource(show_spinner="Loading the model (first time only)…", max_entries=3)
-def load_predictor(run_dir: str, stamp: float) -> Predictor:
-    run_id = os.path.basename(run_dir)
-    return Predictor(common.store().get(run_id))
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def predict_photo(run_dir: str, stamp: float, upload_id: str, name: str, data: bytes) -> Prediction:
-    """Every class's probability for one upload, once: moving the Top k slider only re-slices it.
-
-    `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again.
-    """
-    predictor = load_predictor(run_dir, stamp)
-    return predictor.predict([data], top_k=len(predictor.classes), names=[name])[0]
 
 
 def top_k_chart(top: list[tuple[str, float]]):
@@ -79,37 +60,46 @@ if source == "Camera":
 else:
     uploads = st.file_uploader(
         "Photos",
-        type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS),
+        type=[*sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS), "zip"],
         accept_multiple_files=True,
         key="predict_upload",
-        help="One or more photos; each is classified on its own.",
+        help="One or more photos, or a zip of them; each is classified on its own. Many give a table with a CSV.",
     )
-    files = [(upload.file_id, upload.name, upload.getvalue()) for upload in uploads or []]
+    files = predict_extras.expand_uploads(uploads)
 
 if not files:
     st.caption("Upload a photo to classify it.")
     st.stop()
 
 model_stamp = (str(run.directory), run.model_mtime)
-predictor = load_predictor(*model_stamp)
+predict_extras.load_model(*model_stamp)
 common.random_start_notice(run)
 teaching.explain("prediction")
-for upload_id, name, data in files:
-    result = predict_photo(*model_stamp, upload_id, name, data)
+if len(files) >= predict_extras.MANY:
+    predict_extras.many_photos_table(run, model_stamp, files, top_k)
+    predict_extras.retrain_panel(run)
+    st.stop()
+for index, (upload_id, name, data) in enumerate(files):
+    item = predict_extras.classify(*model_stamp, upload_id, name, data)
     with st.container(border=True):
-        if not result.ok:
-            st.error(f"**{name}** could not be classified: {result.error}", icon=":material/broken_image:")
+        if item.error:
+            st.error(f"**{name}** could not be classified: {item.error}", icon=":material/broken_image:")
             continue
+        result = item.answer
         image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
         image_col.image(data, caption=name, width=240)
         with chart_col:
             label, probability = result.top[0]
             st.markdown(f"Most likely **{label}** ({probability:.1%})")
+            predict_extras.ood_notice(item)
             st.plotly_chart(
                 top_k_chart(result.top[:top_k]),
                 key=f"predict_chart_{name}_{len(data)}",
                 config={"displayModeBar": False},
             )
             st.caption(
-                f"Predicted in {result.seconds * 1000:.0f} ms (decode + forward pass) on {predictor.device_label}"
+                f"Predicted in {item.seconds * 1000:.0f} ms (decode + forward pass) on {common.device_info().label}; "
+                "logged for the Monitor page"
             )
+            predict_extras.feedback_form(run, item, data, key=f"{index}_{len(data)}")
+predict_extras.retrain_panel(run)

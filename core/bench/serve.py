@@ -1,0 +1,260 @@
+"""Item 7: the model server under load, and the export runtimes against Keras.
+
+Server: `python -m core serve` in its own process on 127.0.0.1; 32 concurrent clients (asyncio,
+httpx) each send single photos to `/predict` (multipart), one after another. Dynamic batching on
+(max batch 32, 5 ms wait) against off (max batch 1), and against the model's bare batch throughput
+(the same float32 inference graph, batches of 32 decoded photos, forward only): the target is at
+least 80 % of it. Latency p50/p95/p99 with batching on and off. The server logs every prediction
+as it would in use; out-of-distribution scoring is off (`--no-ood`: its reference would need the
+whole dataset decoded first).
+
+Runtimes: onnxruntime and LiteRT (TFLite) against Keras `predict_on_batch` on the same inference
+graph, one photo at a time (latency) and batches of 32 (throughput); not at the tests' tiny scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.bench.common import Row, Scale, photos_of, rate_row, time_row
+
+log = logging.getLogger("flora")
+ITEM = "7 serve"
+CLIENTS = 32
+BATCH = 32
+# scale -> (model input px, requests per server setting, clients)
+SIZES = {"full": (128, 1200, CLIENTS), "quick": (64, 480, CLIENTS), "tiny": (32, 48, 8)}
+
+
+def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
+    size, requests, clients = SIZES.get(scale.name, SIZES["quick"])
+    store, run_id = _bench_run(dataset, workdir, size)
+    photos = [p.read_bytes() for p in photos_of(dataset)[:: max(1, len(photos_of(dataset)) // 64)][:64]]
+    bare = _bare_throughput(store.get(run_id), photos)
+    batched = _serve_and_load(store.root, run_id, photos, requests, clients, max_batch=min(BATCH, 4 * clients))
+    single = _serve_and_load(store.root, run_id, photos, requests, clients, max_batch=1)
+    what = f"{requests} single-photo requests from {clients} concurrent clients, {size} px model, /predict multipart"
+    rows = [
+        rate_row(
+            "serve.batched_vs_bare",
+            ITEM,
+            "server throughput, dynamic batching on",
+            "img/s",
+            batched["rate"],
+            bare,
+            f"the model's bare batch throughput (batches of {BATCH}, forward only)",
+            target_ratio=0.8,
+            notes=f"{what}; mean batch {batched['mean_batch']}",
+        ),
+        rate_row(
+            "serve.batched_vs_off",
+            ITEM,
+            "server throughput, batching on vs off",
+            "req/s",
+            batched["rate"],
+            single["rate"],
+            "the same server with --max-batch 1",
+            notes=what,
+        ),
+    ]
+    for q in (50, 95, 99):
+        row = time_row(
+            f"serve.p{q}",
+            ITEM,
+            f"request latency p{q}, batching on",
+            batched[f"p{q}"] * 1000,
+            single[f"p{q}"] * 1000,
+            "the same server with --max-batch 1",
+            notes=what,
+        )
+        row.unit = "ms"
+        rows.append(row)
+    if scale.name != "tiny":  # converting ResNet-50 takes a minute or more whatever the input size
+        rows += _runtimes(store.get(run_id), photos, workdir)
+    return rows
+
+
+def _bench_run(dataset: Path, workdir: Path, size: int):
+    from core.config import TrainConfig
+    from core.datasets import scan_dataset
+    from core.model import build_classifier
+    from core.runs import MODEL_FILE, RunState, RunStore, new_run_record
+    from core.training import save_model
+
+    index = scan_dataset(dataset)
+    config = TrainConfig(image_size=size, weights="none", epochs=1)
+    store = RunStore(workdir / "models")
+    run_id = "bench0serve0"
+    store.create(run_id, new_run_record(index, config))
+    # Speed does not depend on what the weights learned: a freshly built classifier will do.
+    save_model(build_classifier(len(index.classes), size, "none"), store.run_dir(run_id) / MODEL_FILE)
+    store.set_status(run_id, state=RunState.DONE)
+    return store, run_id
+
+
+def _decoded(run, photos: list[bytes]) -> np.ndarray:
+    from core.imaging import load_for_model
+
+    config = run.train_config
+    return np.stack([load_for_model(p, config.image_size, config.cache_size) for p in photos]).astype(np.float32)
+
+
+def _bare_throughput(run, photos: list[bytes]) -> float:
+    from core.serving.reference import load_inference_model
+
+    model = load_inference_model(run)
+    images = _decoded(run, photos)
+    batch = np.concatenate([images] * (-(-BATCH // len(images))))[:BATCH]
+    model.predict_on_batch(batch)
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(4):
+            model.predict_on_batch(batch)
+        best = max(best, 4 * BATCH / (time.perf_counter() - started))
+    return best
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_and_load(models_root: Path, run_id: str, photos, requests: int, clients: int, max_batch: int) -> dict:
+    import httpx
+
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "core",
+        "serve",
+        run_id,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        "5",
+        "--no-ood",
+        "--models-dir",
+        str(models_root),
+        "--data-dir",
+        str(models_root.parent / "data"),
+    ]
+    log_file = open(models_root.parent / f"server-{max_batch}.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "FLORA_API_KEY": ""}
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the bench server did not start; see {log_file.name}")
+            time.sleep(0.3)
+        asyncio.run(_clients(url, photos, min(clients, 8) * 2, clients))  # warm the connections and the server
+        started = time.perf_counter()
+        latencies = asyncio.run(_clients(url, photos, requests, clients))
+        seconds = time.perf_counter() - started
+        mean_batch = httpx.get(f"{url}/models").json()["models"][0]["batching"]["mean_batch"]
+    finally:
+        server.terminate()
+        server.wait(60)
+        log_file.close()
+    ms = np.array(latencies)
+    return {
+        "rate": requests / seconds,
+        "mean_batch": mean_batch,
+        **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)},
+    }
+
+
+async def _clients(url: str, photos: list[bytes], requests: int, clients: int) -> list[float]:
+    import httpx
+
+    latencies: list[float] = []
+    counter = iter(range(requests))
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+
+        async def client() -> None:
+            for i in counter:
+                started = time.perf_counter()
+                response = await http.post(f"{url}/predict", files={"file": ("p.jpg", photos[i % len(photos)])})
+                if response.status_code != 200:
+                    raise RuntimeError(f"request failed: {response.status_code} {response.text[:200]}")
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies
+
+
+def _runtimes(run, photos: list[bytes], workdir: Path) -> list[Row]:
+    """onnxruntime and LiteRT vs Keras on the same graph: one photo (latency) and batches (throughput)."""
+    import keras
+
+    from core.export import convert, verify
+    from core.serving.reference import load_inference_model
+
+    model = load_inference_model(run)
+    images = _decoded(run, photos)
+    batch = np.concatenate([images] * (-(-BATCH // len(images))))[:BATCH]
+    keras_runner = lambda x: model.predict_on_batch(x)[0]  # noqa: E731
+    runners = {}
+    if keras.backend.backend() == "tensorflow":
+        runners["onnx"] = verify.onnx_runner(convert.write_onnx(model, workdir / "onnx")[0])[0]
+        tflite = convert.write_tflite(model, workdir / "tflite")[0]
+        runners["tflite"] = verify.tflite_runner(tflite)[0]
+    rows = []
+    one = images[:1]
+    for name, runner in runners.items():
+        single_ours, single_keras = _median_time(runner, one), _median_time(keras_runner, one)
+        row = time_row(
+            f"serve.{name}_one",
+            ITEM,
+            f"{name} one photo, latency",
+            single_ours * 1000,
+            single_keras * 1000,
+            "Keras predict_on_batch on the same graph",
+            notes=f"{run.train_config.image_size} px, forward only",
+        )
+        row.unit = "ms"
+        rows.append(row)
+        rows.append(
+            rate_row(
+                f"serve.{name}_batch",
+                ITEM,
+                f"{name} batches of {BATCH}, throughput",
+                "img/s",
+                BATCH / _median_time(runner, batch),
+                BATCH / _median_time(keras_runner, batch),
+                "Keras predict_on_batch on the same graph",
+                notes="forward only, median of 5",
+            )
+        )
+    return rows
+
+
+def _median_time(function, x: np.ndarray, repeats: int = 5) -> float:
+    function(x)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function(x)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))

@@ -1,0 +1,152 @@
+"""Writers, one per format, from a run's float32 inference graph (TensorFlow backend).
+
+- keras: the inference graph as a .keras file (no augmentation, float32; outputs probabilities, logits).
+- savedmodel: `serving_default` takes encoded image files (`image_bytes`, DT_STRING: TF Serving
+  clients send {"b64": ...}) and decodes and resizes inside; `predict_pixels` takes float pixels.
+- onnx: tf2onnx from the pixel function; input `image` [N, S, S, 3] float32, outputs `logits`, `probabilities`.
+- tflite: the pixel function through TensorFlow Lite's converter; float32, float16 weights, or int8
+  (full integer, calibrated on the run's own photos, float input and output).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+
+PIXELS_SIGNATURE = "predict_pixels"
+BYTES_SIGNATURE = "serving_default"
+OPSET = 17
+
+
+def pixel_model(model: keras.Model) -> keras.Model:
+    """The inference graph cut to (probabilities, logits), the outputs every export carries."""
+    return keras.Model(model.input, model.outputs[:2], name="flora_export")
+
+
+def write_keras(model: keras.Model, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.keras"
+    pixel_model(model).save(path)
+    return [path]
+
+
+def _decode_for_model(image_size: int, cache_size: int) -> Callable:
+    import tensorflow as tf
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        shape = tf.shape(image)
+        height, width = shape[0], shape[1]
+        side = tf.minimum(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = image[top : top + side, left : left + side]
+        square = tf.image.resize(square, (cache_size, cache_size), method="bicubic", antialias=True)
+        offset = (cache_size - image_size) // 2
+        cropped = square[offset : offset + image_size, offset : offset + image_size]
+        return tf.clip_by_value(tf.round(cropped), 0.0, 255.0)
+
+    return decode
+
+
+def write_savedmodel(model: keras.Model, out: Path, classes: list[str], cache_size: int) -> list[Path]:
+    """A SavedModel with a bytes signature (default) and a pixel signature; returns the folder."""
+    import tensorflow as tf
+
+    size = int(model.input_shape[1])
+    exported = pixel_model(model)
+    labels = tf.constant(classes)
+    decode = _decode_for_model(size, cache_size)
+
+    def on_pixels(image):
+        probabilities, logits = exported(image, training=False)
+        return {"probabilities": probabilities, "logits": logits}
+
+    def on_bytes(image_bytes):
+        pixels = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
+        outputs = on_pixels(pixels)
+        outputs["label"] = tf.gather(labels, tf.argmax(outputs["probabilities"], axis=-1))
+        return outputs
+
+    archive = keras.export.ExportArchive()
+    archive.track(exported)
+    archive.add_endpoint(
+        BYTES_SIGNATURE, on_bytes, input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")]
+    )
+    archive.add_endpoint(
+        PIXELS_SIGNATURE, on_pixels, input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    archive.write_out(str(out), verbose=False)
+    return [out]
+
+
+def _pixel_function(model: keras.Model):
+    import tensorflow as tf
+
+    size = int(model.input_shape[1])
+    exported = pixel_model(model)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")], autograph=False)
+    def predict(image):
+        probabilities, logits = exported(image, training=False)
+        return {"probabilities": probabilities, "logits": logits}
+
+    return predict
+
+
+def write_onnx(model: keras.Model, out: Path) -> list[Path]:
+    import tf2onnx
+
+    function = _pixel_function(model)
+    path = out / "model.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    tf2onnx.convert.from_function(
+        function, input_signature=function.input_signature, opset=OPSET, output_path=str(path)
+    )
+    return [path]
+
+
+def write_tflite(
+    model: keras.Model,
+    out: Path,
+    quantize: str | None = None,
+    representative: Callable[[], Iterator[list[np.ndarray]]] | None = None,
+) -> list[Path]:
+    import tensorflow as tf
+
+    staging = Path(tempfile.mkdtemp(prefix="flora-tflite-"))
+    try:
+        size = int(model.input_shape[1])
+        exported = pixel_model(model)
+        archive = keras.export.ExportArchive()
+        archive.track(exported)
+        archive.add_endpoint(
+            "serving_default",
+            lambda image: dict(zip(("probabilities", "logits"), exported(image, training=False), strict=True)),
+            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")],
+        )
+        archive.write_out(str(staging), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            if representative is None:
+                raise ValueError("int8 quantization needs representative photos")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        flat = converter.convert()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    name = f"model{'_' + quantize if quantize else ''}.tflite"
+    path = out / name
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flat)
+    return [path]

@@ -1,0 +1,268 @@
+"""Make one export of a run, verify it, and write export.json beside it (TensorFlow backend).
+
+`export_in_subprocess` does the same from any process (the app, a JAX session): it runs
+`python -m core export ... --json` with KERAS_BACKEND=tensorflow and returns its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
+from core.fileio import write_json_atomic
+from core.runs import Run
+
+VERIFY_IMAGES = 48
+CALIBRATION_IMAGES = 200
+
+
+def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
+    """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
+    from core.evaluation import Evaluation, EvaluationMissing
+    from core.imaging import ImageError, load_for_model
+
+    config = run.train_config
+    pixels, files = [], []
+    try:
+        paths = Evaluation.load(run.directory).paths
+    except EvaluationMissing:
+        paths = []
+    for rel in paths:
+        path = Path(run.dataset_path) / rel
+        try:
+            data = path.read_bytes()
+            pixels.append(load_for_model(data, config.image_size, config.cache_size))
+            files.append(data)
+        except (OSError, ImageError):
+            continue
+        if len(pixels) >= count:
+            break
+    if pixels:
+        return np.stack(pixels), files, f"the run's test split ({len(pixels)} photos)"
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(16, config.image_size, config.image_size, 3), dtype=np.uint8)
+    return noise, [], "random pixels (the run's test photos are not readable here)"
+
+
+def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
+    from core.datasets import scan_dataset
+    from core.evaluation import Evaluation, EvaluationMissing
+    from core.imaging import ImageError, load_for_model
+
+    config = run.train_config
+    try:
+        test = set(Evaluation.load(run.directory).paths)
+    except EvaluationMissing:
+        test = set()
+    index = scan_dataset(run.dataset_path)
+    candidates = [e for e in index.entries if e.path not in test]
+    rng = np.random.default_rng(0)
+    chosen = rng.permutation(len(candidates))[: count * 2]
+    pixels = []
+    for i in chosen:
+        try:
+            pixels.append(load_for_model(index.absolute(candidates[int(i)]), config.image_size, config.cache_size))
+        except ImageError:
+            continue
+        if len(pixels) >= count:
+            break
+    return np.stack(pixels)
+
+
+def export_run(
+    run: Run,
+    fmt: str,
+    out: str | os.PathLike,
+    quantize: str | None = None,
+    layout: str | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Export, verify, record. Returns the export.json contents.
+
+    Raises:
+        ExportError: a bad request, a failed conversion, or disagreement beyond tolerance.
+    """
+    import keras
+
+    from core.export import convert, triton, verify
+    from core.serving.reference import load_inference_model
+
+    check_request(fmt, quantize, layout)
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError("exports need the TensorFlow backend; use export_in_subprocess (the CLI does)")
+    if not run.has_model:
+        raise ExportError(f"run {run.run_id} has no saved model (state {run.state})")
+    out = Path(out).expanduser().resolve()
+    name = name or f"flora-{run.run_id}"
+    started = time.perf_counter()
+    model = load_inference_model(run)
+    pixels, files, source = verification_photos(run)
+    reference = np.asarray(model.predict_on_batch(pixels.astype(np.float32))[0])
+    original = _original_probabilities(run, pixels)
+    precision = quantize or "float32"
+    signatures: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    try:
+        if fmt == "keras":
+            written = convert.write_keras(model, out)
+            runner, runtime = verify.keras_runner(written[0])
+        elif fmt == "savedmodel":
+            folder = out / name / "1" if layout == "tfserving" else out / "saved_model"
+            written = convert.write_savedmodel(model, folder, run.classes, run.train_config.cache_size)
+            runner, runtime = verify.savedmodel_runner(folder, convert.PIXELS_SIGNATURE)
+            signatures = {
+                convert.BYTES_SIGNATURE: "image_bytes: encoded image files (DT_STRING) -> probabilities, logits, label",
+                convert.PIXELS_SIGNATURE: "image: float32 [N, S, S, 3] 0-255 RGB -> probabilities, logits",
+            }
+            if files:
+                extra["bytes_signature"] = _check_bytes(
+                    verify.savedmodel_bytes_runner(folder, convert.BYTES_SIGNATURE), files, reference, run.classes
+                )
+        elif fmt == "onnx":
+            if layout == "triton":
+                staged = convert.write_onnx(model, out / ".staging")[0]
+                folder = triton.write_repository(staged, out / "model_repository", name, run.classes)
+                shutil.rmtree(out / ".staging", ignore_errors=True)
+                written = [folder]
+                extra["triton"] = {"config": str(folder / "config.pbtxt"), "checked_against_onnx": True}
+                runner, runtime = verify.onnx_runner(folder / "1" / "model.onnx")
+            else:
+                written = convert.write_onnx(model, out)
+                runner, runtime = verify.onnx_runner(written[0])
+        else:
+            representative = _representative(calibration_photos(run)) if quantize == "int8" else None
+            written = convert.write_tflite(model, out, quantize, representative)
+            runner, runtime = verify.tflite_runner(written[0])
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"the {fmt} export failed: {type(e).__name__}: {e}") from e
+    figures = verify.compare(reference, runner, pixels)
+    tolerance, least = TOLERANCE[precision], MIN_AGREEMENT[precision]
+    figures.update(
+        {
+            "source": source,
+            "runtime": runtime,
+            "precision": precision,
+            "tolerance": tolerance,
+            "min_top1_agreement": least,
+            "graph_vs_saved_model_max_abs_diff": original,
+        }
+    )
+    passed = figures["repeatable"] and figures["top1_agreement"] >= least
+    if tolerance is not None:
+        passed = passed and figures["max_abs_diff"] <= tolerance
+    record = {
+        "run_id": run.run_id,
+        "name": name,
+        "format": fmt,
+        "quantize": quantize,
+        "layout": layout,
+        "classes": run.classes,
+        "image_size": run.train_config.image_size,
+        "files": [str(p) for p in written],
+        "size_bytes": sum(_size(p) for p in written),
+        "signatures": signatures,
+        "verification": figures,
+        "passed": bool(passed),
+        "seconds": round(time.perf_counter() - started, 1),
+        "created": time.time(),
+        **extra,
+    }
+    write_json_atomic(out / EXPORT_JSON, record)
+    if not passed:
+        raise ExportError(
+            f"the {fmt} export disagrees with the Keras model: max |diff| {figures['max_abs_diff']:.2e} "
+            f"(tolerance {tolerance}), top-1 agreement {figures['top1_agreement']:.1%} (at least {least:.0%}), "
+            f"repeatable {figures['repeatable']}; see {out / EXPORT_JSON}"
+        )
+    return record
+
+
+def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
+    """Max |diff| between the inference graph and the saved classifier itself (should be ~1e-6)."""
+    import keras
+
+    from core.model import load_classifier
+    from core.runs import MODEL_FILE
+    from core.serving.reference import load_inference_model
+
+    classifier = load_classifier(run.path(MODEL_FILE))
+    graph = load_inference_model(run)
+    a = keras.ops.convert_to_numpy(classifier.predict_on_batch(pixels.astype(np.float32)))
+    b = keras.ops.convert_to_numpy(graph.predict_on_batch(pixels.astype(np.float32))[0])
+    return float(np.max(np.abs(a - b)))
+
+
+def _check_bytes(run_bytes, files: list[bytes], reference: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """The bytes signature decodes with TensorFlow's decoder and resizer, which differ slightly from Flora's."""
+    outputs = run_bytes(files)
+    probabilities = outputs["probabilities"]
+    labels = [label.decode() for label in outputs["label"]]
+    return {
+        "images": len(files),
+        "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
+        "top1_agreement": float(np.mean(probabilities.argmax(axis=1) == reference.argmax(axis=1))),
+        "labels_match_probabilities": labels == [classes[i] for i in probabilities.argmax(axis=1)],
+        "note": "decoded and resized by TensorFlow inside the model (Flora's own loader uses Pillow/libjpeg-turbo)",
+    }
+
+
+def _representative(pixels: np.ndarray):
+    def photos():
+        for image in pixels:
+            yield [image[None].astype(np.float32)]
+
+    return photos
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def export_in_subprocess(
+    models_root: str | os.PathLike,
+    run_id: str,
+    fmt: str,
+    out: str | os.PathLike,
+    quantize: str | None = None,
+    layout: str | None = None,
+    timeout: float = 1800,
+) -> dict[str, Any]:
+    """Run `python -m core export ... --json` with the TensorFlow backend; its export.json contents.
+
+    Raises:
+        ExportError: the export failed or disagreed (the message carries the reason).
+    """
+    check_request(fmt, quantize, layout)
+    command = [sys.executable, "-m", "core", "export", run_id, "--format", fmt, "--out", str(out), "--json"]
+    command += ["--models-dir", str(models_root)]
+    if quantize:
+        command += ["--quantize", quantize]
+    if layout:
+        command += ["--layout", layout]
+    from core.paths import PROJECT_ROOT
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT_ROOT)
+    try:
+        result = json.loads(done.stdout) if done.stdout.strip() else None
+    except json.JSONDecodeError:
+        result = None
+    if done.returncode != 0 or result is None:
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        reason = lines[-1][7:] if lines else done.stderr.strip()[-1500:]
+        raise ExportError(reason or f"the export process ended with status {done.returncode}")
+    return result

@@ -1,0 +1,105 @@
+"""Feedback: photos a person says the model got wrong, with the right label, kept for retraining.
+
+  <data>/.flora/feedback/<dataset>-<hash>/<split>/<class>/<sha256[:16]><ext>
+
+Feedback is kept beside the data folder, not inside the dataset (which may be read-only, and
+whose fingerprint would change), one folder per dataset. Each photo goes to the training or the
+validation split (chosen from its hash, about the run's validation share to val); never to the test
+split, so a retrained model is compared with the old one on the very same test photos. The label is
+also stored on the photo's rows in the prediction log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.datasets import META_FILE
+from core.fileio import read_json, write_bytes_atomic, write_json_atomic
+from core.imaging import ImageError, is_image_name, load_square
+
+FEEDBACK_DIRNAME = Path(".flora") / "feedback"
+FEEDBACK_SPLITS = ("train", "val")
+BASE_KEY = "feedback_base"  # in a derived dataset's flora.json: the dataset it extends
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class FeedbackPhoto:
+    path: Path
+    label: str
+    split: str
+    sha256: str
+
+
+def base_dataset(dataset_path: str | os.PathLike) -> Path:
+    """The dataset a feedback-derived dataset extends, or the dataset itself."""
+    path = Path(dataset_path)
+    meta = read_json(path / META_FILE, default={}) or {}
+    base = meta.get(BASE_KEY) if isinstance(meta, dict) else None
+    return Path(base) if base else path
+
+
+def feedback_dir(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> Path:
+    """The feedback folder of a dataset (of its base, for a derived one)."""
+    base = base_dataset(dataset_path).expanduser().resolve()
+    digest = hashlib.sha256(str(base).encode()).hexdigest()[:8]
+    return Path(data_root) / FEEDBACK_DIRNAME / f"{_SAFE.sub('_', base.name)}-{digest}"
+
+
+def split_for(sha256: str, val_fraction: float) -> str:
+    """'val' for about `val_fraction` of photos (by their hash, so a photo always lands the same), else 'train'."""
+    return "val" if int(sha256[:8], 16) % 1000 < round(val_fraction * 1000) else "train"
+
+
+def add_feedback(
+    data_root: str | os.PathLike,
+    dataset_path: str | os.PathLike,
+    classes: list[str],
+    label: str,
+    data: bytes,
+    name: str | None = None,
+    val_fraction: float = 0.15,
+) -> FeedbackPhoto:
+    """Keep a corrected photo under its right label (replacing an earlier label for the same photo).
+
+    Raises:
+        ValueError: a label the model does not know.
+        ImageError: the data are not a readable image.
+    """
+    if label not in classes:
+        raise ValueError(f"unknown class {label!r}; the model knows: {', '.join(classes)}")
+    load_square(data, 32)  # refuse what training could not read
+    sha = hashlib.sha256(data).hexdigest()
+    folder = feedback_dir(data_root, dataset_path)
+    for old in list_feedback(data_root, dataset_path):
+        if old.sha256.startswith(sha[:16]):
+            old.path.unlink(missing_ok=True)
+    suffix = Path(name or "").suffix.lower()
+    suffix = suffix if is_image_name(f"x{suffix}") else ".jpg"
+    split = split_for(sha, val_fraction)
+    target = folder / split / label / f"{sha[:16]}{suffix}"
+    write_bytes_atomic(target, data)
+    write_json_atomic(folder / "feedback.json", {"dataset": str(base_dataset(dataset_path).resolve())})
+    return FeedbackPhoto(target, label, split, sha)
+
+
+def list_feedback(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> list[FeedbackPhoto]:
+    """Every feedback photo of a dataset, by split and class."""
+    folder = feedback_dir(data_root, dataset_path)
+    photos = []
+    for split in FEEDBACK_SPLITS:
+        root = folder / split
+        if not root.is_dir():
+            continue
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for path in sorted(class_dir.iterdir()):
+                if path.is_file() and is_image_name(path.name):
+                    photos.append(FeedbackPhoto(path, class_dir.name, split, path.stem))
+    return photos
+
+
+__all__ = ["FeedbackPhoto", "ImageError", "add_feedback", "base_dataset", "feedback_dir", "list_feedback"]

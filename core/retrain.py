@@ -1,0 +1,181 @@
+"""Feedback -> retrain -> compare -> promote.
+
+`feedback_dataset` lays out the run's dataset plus its feedback photos as a new dataset folder
+`<data>/<name>-feedback/`: the original photos as symbolic links under their own relative paths,
+the feedback photos copied in, and a `flora.json` that fixes every original photo's split to the
+one the run used (so the test split is the very same photos) and puts feedback photos in train or
+val only. Its content differs, so its fingerprint, so the retrained run's id.
+
+`compare` sets the two runs side by side on their common test photos and on the feedback photos;
+promoting is moving an alias (`core.serving.aliases`), which a running server follows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.datasets import META_FILE, SPLITS, scan_dataset, split_indices
+from core.feedback import BASE_KEY, base_dataset, list_feedback
+from core.fileio import read_json, write_json_atomic
+from core.runs import Run, RunStore
+
+RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
+
+
+class RetrainError(ValueError):
+    """Retraining cannot start as asked; the message says why."""
+
+
+def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
+    """Write (or rewrite) `<data>/<base name>-feedback` for `run`; return its path.
+
+    Raises:
+        RetrainError: no feedback photos for the run's dataset, or the dataset is gone.
+    """
+    from core.ingest import ingest
+    from core.paths import cache_dir
+
+    base = base_dataset(run.dataset_path).resolve()
+    photos = list_feedback(data_root, base)
+    if not photos:
+        raise RetrainError(f"no feedback photos for {base.name} yet: correct some predictions first")
+    index = scan_dataset(base)
+    config = run.train_config
+    cache = ingest(index, config.cache_size, cache_dir(data_root))
+    split = split_indices(
+        cache.labels,
+        index.classes,
+        cache.splits if index.has_split else None,
+        config.val_fraction,
+        config.test_fraction,
+        config.seed,
+    )
+    splits = {cache.paths[int(i)]: name for name in SPLITS for i in getattr(split, name)}
+    # A corrected photo that is one of the test photos would leak the test split into training: skip it.
+    test_hashes = {_sha256(base / rel) for rel, name in splits.items() if name == "test"}
+    leaking = [photo for photo in photos if photo.sha256[:16] in test_hashes]
+    photos = [photo for photo in photos if photo not in leaking]
+    if not photos:
+        raise RetrainError("every feedback photo is one of the test photos; add photos from outside the test split")
+    presplit = index.layout == "presplit"
+    target = Path(data_root) / f"{base.name}-feedback"
+    staging = Path(data_root) / f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        for rel in splits:
+            link = staging / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(base / rel)
+        for photo in photos:
+            rel = (
+                f"{photo.split}/{photo.label}/feedback-{photo.path.name}"
+                if presplit
+                else f"{photo.label}/feedback-{photo.path.name}"
+            )
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(photo.path, staging / rel)
+            splits[rel] = photo.split
+        meta: dict[str, Any] = {
+            "name": f"{index.name} + feedback",
+            "source": "feedback",
+            BASE_KEY: str(base),
+            "feedback_photos": len(photos),
+            "feedback_skipped_test_photos": len(leaking),
+        }
+        if not presplit:
+            meta["splits"] = splits
+        write_json_atomic(staging / META_FILE, meta)
+        if target.exists():
+            trash = target.with_name(f".{target.name}.{time.monotonic_ns()}.old")
+            target.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256 (as feedback photos are named)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def retrain_with_feedback(store: RunStore, run: Run, data_root: str | os.PathLike, background: bool = True):
+    """Train the run's settings on its dataset + feedback: launched in the background (the app) or here.
+
+    Returns the jobs.Submission (its run_id is the new run).
+    """
+    from core import jobs
+
+    dataset = feedback_dataset(run, data_root)
+    if background:
+        submission = jobs.launch(dataset, run.train_config, store.root, data_root)
+    else:
+        submission = jobs.submit(store, dataset, run.train_config)
+    write_json_atomic(
+        store.run_dir(submission.run_id) / RETRAIN_FILE,
+        {"from": run.run_id, "feedback_photos": read_json(dataset / META_FILE, {}).get("feedback_photos")},
+    )
+    if run.name:
+        store.set_label(submission.run_id, name=f"{run.name} + feedback"[:80])
+    return submission
+
+
+def retrained_from(run: Run) -> str | None:
+    """The run this one was retrained from, if it was."""
+    return (read_json(run.path(RETRAIN_FILE), default={}) or {}).get("from")
+
+
+def compare(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
+    """Old vs new on their common test photos (metrics and per-class F1) and on the feedback photos."""
+    from core.evaluation import Evaluation
+
+    a, b = Evaluation.load(old.directory), Evaluation.load(new.directory)
+    common = sorted(set(a.paths) & set(b.paths))
+    if not common or a.classes != b.classes:
+        raise RetrainError("the two runs share no test photos (or not the same classes): they cannot be compared")
+    rows = {}
+    for label, evaluation in (("old", a), ("new", b)):
+        keep = np.array([evaluation.paths.index(p) for p in common])
+        subset = Evaluation(evaluation.probabilities[keep], evaluation.labels[keep], evaluation.classes, common)
+        summary = subset.summary()
+        rows[label] = {
+            "accuracy": summary["accuracy"],
+            "macro_f1": summary["macro"]["f1"],
+            "weighted_f1": summary["weighted"]["f1"],
+            "per_class_f1": {c: summary["per_class"][c]["f1"] for c in evaluation.classes},
+        }
+    return {
+        "old": old.run_id,
+        "new": new.run_id,
+        "test_photos": len(common),
+        "same_test_split": len(common) == len(a.paths) == len(b.paths),
+        "test": rows,
+        "feedback": _on_feedback(old, new, data_root),
+    }
+
+
+def _on_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
+    from core.inference import Predictor
+
+    photos = list_feedback(data_root, base_dataset(old.dataset_path))
+    if not photos:
+        return {"photos": 0}
+    out: dict[str, Any] = {"photos": len(photos)}
+    for label, run in (("old", old), ("new", new)):
+        results = Predictor(run).predict([str(p.path) for p in photos], top_k=1)
+        right = [r.ok and r.label == p.label for r, p in zip(results, photos, strict=True)]
+        out[label] = {"accuracy": float(np.mean(right)), "right": int(sum(right))}
+    return out

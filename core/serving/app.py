@@ -1,0 +1,143 @@
+"""The FastAPI application: errors as JSON, the API key, the size limit, health, and the routes.
+
+Every error is a JSON object `{"error": "..."}` with a 4xx status saying what was wrong (the shape
+the Open Inference Protocol and TF Serving use), and the server keeps serving. OpenAPI docs at /docs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import __version__
+from core.serving.batching import QueueFull
+from core.serving.registry import NotReady, UnknownModel
+from core.serving.service import InputError, Service
+from core.serving.v2 import ProtocolError
+
+API_KEY_ENV = "FLORA_API_KEY"
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+RETRY_AFTER_SECONDS = 1
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/healthz")
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is over the {limit / 1e6:.0f} MB limit (--max-bytes)")
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over `limit` bytes (by its Content-Length, or as it streams in)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                response = error(413, str(PayloadTooLarge(self.limit)))
+                return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(self.limit)
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+def create_app(service: Service, api_key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
+    """The server's application around `service` (its registry already started, or starting)."""
+    from core.serving import protocols, rest
+
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    app = FastAPI(
+        title="Flora model server",
+        version=__version__,
+        description=(
+            "Classify photos with Flora runs. Speaks the Open Inference Protocol (KServe v2 / Triton, "
+            "with the binary tensor extension), TF Serving's REST API, and a plain multipart `/predict`. "
+            "A model name is an alias (e.g. `production`), a run id, or a unique prefix of one."
+        ),
+    )
+    app.state.service = service
+    app.state.max_bytes = max_bytes
+    app.add_middleware(BodyLimit, limit=max_bytes)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        request.state.started = started
+        if api_key and request.url.path not in OPEN_PATHS:
+            given = request.headers.get("authorization", "")
+            token = given[7:] if given.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), api_key.encode()):
+                service.counters.count(_protocol(request.url.path), 401)
+                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+        response = await call_next(request)
+        if request.url.path not in OPEN_PATHS and request.method == "POST":
+            service.counters.count(
+                _protocol(request.url.path), response.status_code, getattr(request.state, "images", 0)
+            )
+        return response
+
+    @app.exception_handler(ProtocolError)
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, exc: Exception):
+        return error(400, str(exc))
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, exc: UnknownModel):
+        return error(404, str(exc))
+
+    @app.exception_handler(QueueFull)
+    @app.exception_handler(NotReady)
+    async def busy(request: Request, exc: Exception):
+        return error(503, str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(request: Request, exc: PayloadTooLarge):
+        return error(413, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in exc.errors())
+        return error(400, f"invalid request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.get("/healthz", tags=["health"], summary="Liveness, for load balancers")
+    async def healthz():
+        return {"live": True, "ready": service.registry.ready}
+
+    app.include_router(protocols.v2_router(service))
+    app.include_router(protocols.tfserving_router(service))
+    app.include_router(rest.router(service))
+    return app
+
+
+def _protocol(path: str) -> str:
+    if path.startswith("/v2"):
+        return "v2"
+    if path.startswith("/v1/models"):
+        return "tfserving"
+    return "rest"

@@ -1,0 +1,179 @@
+"""One run loaded for serving: decode inputs the way training did, run the model, shape the answer.
+
+`ServedModel` holds the run's float32 inference graph (no augmentation), its classes, its
+calibration temperature (when the run has one) and its out-of-distribution reference. Decoding
+uses `core.imaging.load_for_model`, the very loader of the image cache and `core predict`, so a
+photo sent to the server becomes the same tensor it would in training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.imaging import ImageError, load_for_model, pixels_for_model
+from core.runs import Run
+from core.serving.log import entropy
+from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference, run_temperature, softmax
+
+log = logging.getLogger("flora")
+
+
+@dataclass
+class Decoded:
+    """An input ready for the model, with what the log keeps about it."""
+
+    pixels: np.ndarray  # (image_size, image_size, 3) uint8
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class Answer:
+    """The model's answer for one input."""
+
+    probabilities: np.ndarray  # (C,) calibrated where the run has a temperature
+    label: str
+    top: list[tuple[str, float]]
+    max_probability: float
+    entropy: float
+    ood_score: float | None = None
+    ood_flag: bool | None = None
+    projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
+
+    def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
+        out = {
+            "label": self.label,
+            "probability": round(self.max_probability, 6),
+            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
+            "entropy": round(self.entropy, 6),
+        }
+        if self.ood_score is not None:
+            out["out_of_distribution"] = {
+                "flag": bool(self.ood_flag),
+                "score": round(float(self.ood_score), 4),
+                "method": ood_method,
+            }
+        return out
+
+
+def image_facts(data: bytes) -> tuple[str, int | None, int | None]:
+    """(sha256, width, height) of an encoded image, reading only its header for the size."""
+    sha = hashlib.sha256(data).hexdigest()
+    width = height = None
+    with contextlib.suppress(Exception):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    return sha, width, height
+
+
+class ServedModel:
+    """A run's model ready to answer: decode, forward, answer."""
+
+    def __init__(self, run: Run, data_root: str | os.PathLike | None = None, with_reference: bool = True):
+        from core.serving.reference import load_inference_model
+
+        started = time.perf_counter()
+        self.run = run
+        self.run_id = run.run_id
+        self.classes = run.classes
+        config = run.train_config
+        self.image_size, self.cache_size = config.image_size, config.cache_size
+        self.model = load_inference_model(run)
+        self.temperature = run_temperature(run)
+        self.reference: Reference | None = None
+        self.reference_note: str | None = None
+        if with_reference:
+            try:
+                self.reference = ensure_reference(run, data_root, self.model)
+            except (ReferenceUnavailable, OSError, ValueError) as e:
+                self.reference_note = str(e)
+                log.warning("run %s: no out-of-distribution reference: %s", run.run_id, e)
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def ood_method(self) -> str | None:
+        return self.reference.detector.method if self.reference else None
+
+    def decode(self, data: bytes, name: str | None = None) -> Decoded:
+        """An encoded image file -> model pixels. Raises ImageError with the reason."""
+        if not data:
+            raise ImageError("empty file: no image data")
+        pixels = load_for_model(bytes(data), self.image_size, self.cache_size)
+        sha, width, height = image_facts(data)
+        return Decoded(pixels, sha, width, height, name)
+
+    def from_pixels(self, array: np.ndarray, name: str | None = None) -> Decoded:
+        """Raw (H, W, 3) pixels -> model pixels, resized as a decoded photo is. Raises ImageError."""
+        array = np.asarray(array)
+        pixels = pixels_for_model(array, self.image_size, self.cache_size)
+        sha = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+        return Decoded(pixels, sha, int(array.shape[1]), int(array.shape[0]), name)
+
+    def forward(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """probabilities, logits and pooled features for a (N, size, size, 3) batch."""
+        import keras
+
+        outputs = self.model.predict_on_batch(np.asarray(batch, dtype=np.float32))
+        names = ("probabilities", "logits", "features")
+        return {n: keras.ops.convert_to_numpy(o).astype(np.float32) for n, o in zip(names, outputs, strict=True)}
+
+    def answers(self, outputs: dict[str, np.ndarray], top_k: int = 3) -> list[Answer]:
+        """Per-row answers from forward()'s outputs: calibrated top-k, entropy, OOD score and flag."""
+        logits, features = outputs["logits"], outputs["features"]
+        probabilities = softmax(logits, self.temperature) if self.temperature != 1.0 else outputs["probabilities"]
+        top_k = max(1, min(int(top_k), len(self.classes)))
+        ood_scores = ood_flags = projections = None
+        if self.reference is not None and len(logits):
+            ood_scores, ood_flags = self.reference.detector.score(logits, features)
+            projections = self.reference.drift_projection(features)
+        out = []
+        entropies = entropy(probabilities)
+        for i, row in enumerate(probabilities):
+            order = np.argsort(-row)[:top_k]
+            top = [(self.classes[j], float(row[j])) for j in order]
+            out.append(
+                Answer(
+                    probabilities=row,
+                    label=top[0][0],
+                    top=top,
+                    max_probability=float(row[order[0]]),
+                    entropy=float(entropies[i]),
+                    ood_score=None if ood_scores is None else float(ood_scores[i]),
+                    ood_flag=None if ood_flags is None else bool(ood_flags[i]),
+                    projection=None if projections is None else projections[i],
+                )
+            )
+        return out
+
+    def predict_pixels(self, pixels: np.ndarray, top_k: int = 3) -> list[Answer]:
+        """Answers for (N, size, size, 3) prepared pixels, without batching (the CLI and the pages)."""
+        outputs = {"probabilities": [], "logits": [], "features": []}
+        for start in range(0, len(pixels), 64):
+            for name, value in self.forward(pixels[start : start + 64]).items():
+                outputs[name].append(value)
+        joined = {name: np.concatenate(values) for name, values in outputs.items() if values}
+        return self.answers(joined, top_k) if joined else []
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "classes": self.classes,
+            "image_size": self.image_size,
+            "temperature": self.temperature,
+            "ood_method": self.ood_method,
+            "ood_threshold": self.reference.detector.thresholds[self.ood_method] if self.reference else None,
+            "ood_note": self.reference_note,
+        }

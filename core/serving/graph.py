@@ -1,0 +1,75 @@
+"""The inference graph of a run: raw pixels -> preprocessing -> ResNet-50 -> pooled features -> logits
+-> probabilities, with no augmentation layers and in float32.
+
+The saved classifier keeps its augmentation layers (they only act when training), but tools that
+call a model without `training=False` (`model.export()`, converters) would switch them on, and a
+model trained under mixed precision computes in float16. Serving and every export use this graph
+instead: the same weights, copied into a fresh float32 model whose outputs are named
+`probabilities`, `logits` and `features` (the 2048 pooled backbone features).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from core.model import HEAD_NAME, ResNetPreprocess, backbone_of, build_head, head_of
+
+OUTPUTS = ("probabilities", "logits", "features")
+
+
+def head_units(head: keras.Model) -> tuple[int, ...]:
+    """The widths of a head's Dense+Dropout blocks, read from its layers."""
+    dense = [layer for layer in head.layers if layer.name.startswith("head_dense_")]
+    return tuple(int(layer.units) for layer in sorted(dense, key=lambda layer: int(layer.name.rsplit("_", 1)[1])))
+
+
+def inference_model(classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS) -> keras.Model:
+    """A float32 copy of `classifier` without augmentation, with the named outputs (in that order).
+
+    Raises:
+        ValueError: an unknown output name.
+    """
+    unknown = set(outputs) - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"outputs must be among {OUTPUTS}. Received: {sorted(unknown)}")
+    size = int(classifier.input_shape[1])
+    source_head = head_of(classifier)
+    num_classes = int(source_head.output_shape[-1])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        backbone = keras.applications.ResNet50(
+            include_top=False, weights=None, input_shape=(size, size, 3), name="resnet50"
+        )
+        backbone.set_weights(backbone_of(classifier).get_weights())
+        head = build_head(num_classes, head_units(source_head), dropout=0.0)
+        head.set_weights(source_head.get_weights())
+        inputs = keras.Input((size, size, 3), name="image", dtype="float32")  # raw 0-255 RGB
+        x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+        x = backbone(x)
+        features = keras.layers.GlobalAveragePooling2D(name="features")(x)
+        x = features
+        for layer in head.layers[1:]:
+            if layer.name == "logits":
+                break
+            x = layer(x)
+        logits = head.get_layer("logits")(x)
+        probabilities = head.get_layer("probabilities")(logits)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    tensors = {"probabilities": probabilities, "logits": logits, "features": features}
+    return keras.Model(inputs, [tensors[name] for name in outputs], name=f"flora_{HEAD_NAME}_inference")
+
+
+def run_outputs(model: keras.Model, images, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every output of an `inference_model` for (N, size, size, 3) pixels, in batches, as numpy arrays."""
+    names = [name.split("/")[0] for name in model.output_names]
+    parts: dict[str, list] = {name: [] for name in names}
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
+        out = model.predict_on_batch(batch)
+        out = out if isinstance(out, list | tuple) else [out]
+        for name, value in zip(names, out, strict=True):
+            parts[name].append(keras.ops.convert_to_numpy(value).astype(np.float32))
+    return {name: np.concatenate(values) if values else np.zeros((0,)) for name, values in parts.items()}

@@ -1,0 +1,160 @@
+"""Out of distribution: a score per prediction saying how unlike the training photos an input is.
+
+Two detectors, both fitted on a run's own data and both kept, so the choice rests on evidence:
+
+- **energy** (Liu et al. 2020): E(x) = -logsumexp(logits). Photos like the training ones get
+  large logits for some class, so low energy; anything else, higher energy.
+- **mahalanobis** (Lee et al. 2018): the distance of the pooled backbone features to the nearest
+  class mean, under one shared covariance (Ledoit-Wolf shrinkage, in a PCA space of the features).
+
+Each threshold is the 95th percentile of the validation split's scores, so 95 % of in-distribution
+photos pass. `fit` measures both detectors on the test split (share flagged, should be about 5 %)
+and on foreign images (noise, drawings, other photos: share flagged, the higher the better) and
+picks the one with the larger AUROC of test vs foreign.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import logsumexp
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
+
+METHODS = ("energy", "mahalanobis")
+IN_DISTRIBUTION_PASS = 0.95
+PCA_DIMENSIONS = 128  # Mahalanobis space; the first DRIFT_DIMENSIONS also serve input drift
+DRIFT_DIMENSIONS = 64
+
+
+def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """-T * logsumexp(logits / T) per row: higher means less like the training data."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return -temperature * logsumexp(logits / temperature, axis=-1)
+
+
+@dataclass
+class Projection:
+    """A PCA of pooled features: the mean and the top principal directions (rows)."""
+
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (K, D)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, dimensions: int) -> Projection:
+        features = np.asarray(features, dtype=np.float64)
+        mean = features.mean(axis=0)
+        k = int(min(dimensions, features.shape[0] - 1, features.shape[1]))
+        _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
+        return cls(mean.astype(np.float32), vt[: max(k, 1)].astype(np.float32))
+
+    def __call__(self, features: np.ndarray, dimensions: int | None = None) -> np.ndarray:
+        components = self.components if dimensions is None else self.components[:dimensions]
+        return (np.asarray(features, dtype=np.float32) - self.mean) @ components.T
+
+
+@dataclass
+class Mahalanobis:
+    """Class means and a shared precision matrix in a PCA space of the pooled features."""
+
+    projection: Projection
+    means: np.ndarray  # (C, K)
+    precision: np.ndarray  # (K, K)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray, projection: Projection) -> Mahalanobis:
+        z = projection(features).astype(np.float64)
+        labels = np.asarray(labels)
+        classes = np.unique(labels)
+        means = np.zeros((int(labels.max()) + 1, z.shape[1]))
+        centred = np.empty_like(z)
+        for c in classes:
+            rows = labels == c
+            means[c] = z[rows].mean(axis=0)
+            centred[rows] = z[rows] - means[c]
+        precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+        present = np.zeros(len(means), dtype=bool)
+        present[classes] = True
+        means[~present] = np.inf  # a class without training rows is never the nearest
+        return cls(projection, means.astype(np.float32), precision.astype(np.float32))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        z = self.projection(features)
+        best = np.full(len(z), np.inf)
+        for mean in self.means:
+            if not np.all(np.isfinite(mean)):
+                continue
+            d = z - mean
+            best = np.minimum(best, np.einsum("ij,jk,ik->i", d, self.precision, d))
+        return best
+
+
+@dataclass
+class OODDetector:
+    """Both detectors of a run, their thresholds and the evidence for the method in use."""
+
+    method: str
+    thresholds: dict[str, float]
+    mahalanobis: Mahalanobis
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def scores(self, logits: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+        return {"energy": energy_score(logits), "mahalanobis": self.mahalanobis(features)}
+
+    def score(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score, flagged) of the method in use, per row."""
+        score = energy_score(logits) if self.method == "energy" else self.mahalanobis(features)
+        return score, score > self.thresholds[self.method]
+
+
+def threshold_for(scores: np.ndarray, pass_share: float = IN_DISTRIBUTION_PASS) -> float:
+    """The score below which `pass_share` of in-distribution inputs fall."""
+    # "higher": on a small validation split the threshold never falls between two photos and fails more than 5 %
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), pass_share, method="higher"))
+
+
+def fit(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    foreign: dict[str, tuple[np.ndarray, np.ndarray]],
+    projection: Projection,
+) -> OODDetector:
+    """Fit both detectors and pick one from the evidence.
+
+    Args:
+        train: (pooled features, labels) of training photos, for Mahalanobis's means and covariance.
+        val: (logits, pooled features) of the validation split: the thresholds.
+        test: (logits, pooled features) of the test split: the in-distribution rates.
+        foreign: {kind: (logits, pooled features)} of foreign images: the out-of-distribution rates.
+        projection: the PCA of the pooled features (fitted on training photos).
+    """
+    mahalanobis = Mahalanobis.fit(train[0], train[1], projection)
+    detector = OODDetector("energy", {}, mahalanobis)
+    val_scores = detector.scores(*val)
+    detector.thresholds = {m: threshold_for(val_scores[m]) for m in METHODS}
+    test_scores = detector.scores(*test)
+    foreign_scores = {kind: detector.scores(*pair) for kind, pair in foreign.items()}
+    evidence: dict[str, Any] = {}
+    for method in METHODS:
+        threshold = detector.thresholds[method]
+        rates = {kind: float(np.mean(s[method] > threshold)) for kind, s in foreign_scores.items()}
+        all_foreign = np.concatenate([s[method] for s in foreign_scores.values()]) if foreign_scores else np.array([])
+        auroc = None
+        if len(all_foreign) and len(test_scores[method]):
+            truth = np.r_[np.zeros(len(test_scores[method])), np.ones(len(all_foreign))]
+            auroc = float(roc_auc_score(truth, np.r_[test_scores[method], all_foreign]))
+        evidence[method] = {
+            "threshold": threshold,
+            "val_flagged": float(np.mean(val_scores[method] > threshold)),
+            "test_flagged": float(np.mean(test_scores[method] > threshold)),
+            "foreign_flagged": rates,
+            "foreign_flagged_all": float(np.mean(all_foreign > threshold)) if len(all_foreign) else None,
+            "auroc_test_vs_foreign": auroc,
+        }
+    aurocs = {m: evidence[m]["auroc_test_vs_foreign"] or 0.0 for m in METHODS}
+    detector.method = max(METHODS, key=lambda m: (aurocs[m], m == "energy"))  # a tie keeps the cheaper one
+    detector.evidence = evidence
+    return detector

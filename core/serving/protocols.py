@@ -1,0 +1,238 @@
+"""The two inference protocols existing clients speak: the Open Inference Protocol (KServe v2 /
+Triton; `tritonclient.http` works with its defaults) and TF Serving's REST API.
+
+Open Inference Protocol inputs: `image` BYTES [N] (each element an encoded image file) or `pixels`
+UINT8 [N, H, W, 3] (any H, W: resized as a photo is). Outputs: `probabilities` FP32 [N, C], `label`
+BYTES [N], and when the run has an out-of-distribution reference `ood_score` FP32 [N] and
+`out_of_distribution` BOOL [N].
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from core import __version__
+from core.serving.registry import Route
+from core.serving.service import InputError, Service
+from core.serving.v2 import HEADER, InferRequest, ProtocolError, encode_response, parse_request
+
+VERSION = "1"
+
+
+def _metadata(route: Route) -> dict[str, Any]:
+    model = route.loaded.model
+    classes = len(model.classes)
+    outputs = [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
+    if model.reference is not None:
+        outputs += [
+            {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+            {"name": "out_of_distribution", "datatype": "BOOL", "shape": [-1]},
+        ]
+    return {
+        "name": route.name,
+        "versions": [VERSION],
+        "platform": "flora_keras",
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+            {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
+        ],
+        "outputs": outputs,
+        "parameters": {"classes": model.classes, **model.describe()},
+    }
+
+
+def v2_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol (KServe v2 / Triton)"])
+
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata():
+        return {"name": "flora", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @router.get("/v2/health/live", summary="The server process is up")
+    async def live():
+        return {"live": True}
+
+    @router.get("/v2/health/ready", summary="Every model is loaded and warmed")
+    async def ready(response: Response):
+        if not service.registry.ready:
+            response.status_code = 503
+        return {"ready": service.registry.ready}
+
+    @router.get("/v2/models/{name}", summary="A model's inputs, outputs and class names")
+    @router.get("/v2/models/{name}/versions/{version}", include_in_schema=False)
+    async def model_metadata(name: str, version: str | None = None):
+        return _metadata(service.registry.get(name))
+
+    @router.get("/v2/models/{name}/ready", summary="The model is loaded and warmed")
+    @router.get("/v2/models/{name}/versions/{version}/ready", include_in_schema=False)
+    async def model_ready(name: str, version: str | None = None):
+        service.registry.get(name)
+        return {"name": name, "ready": service.registry.ready}
+
+    @router.post(
+        "/v2/models/{name}/infer",
+        summary="Classify images (JSON or binary tensors)",
+        description="Input `image` BYTES [N] (encoded files; base64 in JSON) or `pixels` UINT8 [N, H, W, 3].",
+    )
+    @router.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
+    async def infer(name: str, request: Request, version: str | None = None):
+        route = service.registry.get(name)
+        body = await request.body()
+        parsed = parse_request(body, request.headers.get(HEADER))
+        decoded = await _v2_inputs(service, route, parsed)
+        request.state.images = len(decoded)
+        route, answers = await service.answer(route, decoded, request.state.started)
+        outputs = [
+            ("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32)),
+            ("label", "BYTES", _bytes_array([a.label.encode() for a in answers])),
+        ]
+        if route.loaded.model.reference is not None:
+            outputs.append(("ood_score", "FP32", np.array([a.ood_score for a in answers], dtype=np.float32)))
+            outputs.append(("out_of_distribution", "BOOL", np.array([a.ood_flag for a in answers], dtype=bool)))
+        known = {name for name, _, _ in outputs}
+        unknown = [out for out in parsed.outputs if out not in known]
+        if unknown:
+            raise ProtocolError(f"unknown output(s) {unknown}; this model has {sorted(known)}")
+        content, header_length = encode_response(route.name, VERSION, parsed, outputs)
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type="application/octet-stream", headers={HEADER: str(header_length)})
+
+    return router
+
+
+async def _v2_inputs(service: Service, route: Route, request: InferRequest):
+    if len(request.inputs) != 1:
+        raise ProtocolError(
+            f"send exactly one input, 'image' (BYTES [N]) or 'pixels' (UINT8 [N, H, W, 3]); "
+            f"received {len(request.inputs)}: {[t.name for t in request.inputs]}"
+        )
+    tensor = request.inputs[0]
+    if tensor.name == "image":
+        if tensor.datatype != "BYTES":
+            raise ProtocolError(f"input 'image' must be BYTES (encoded image files). Received: {tensor.datatype}")
+        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise ProtocolError(f"input 'image' must have shape [N] (or [N, 1]). Received: {tensor.shape}")
+        files = [(f"image[{i}]", bytes(item)) for i, item in enumerate(tensor.data.reshape(-1))]
+        return await service.decode_strict(route, files)
+    if tensor.name == "pixels":
+        if tensor.datatype != "UINT8":
+            raise ProtocolError(f"input 'pixels' must be UINT8 (0-255 RGB). Received: {tensor.datatype}")
+        if len(tensor.shape) != 4 or tensor.shape[3] != 3 or 0 in tensor.shape[1:3]:
+            raise ProtocolError(f"input 'pixels' must have shape [N, H, W, 3]. Received: {tensor.shape}")
+        return await service.decode_pixels(route, [(f"pixels[{i}]", image) for i, image in enumerate(tensor.data)])
+    raise ProtocolError(f"unknown input {tensor.name!r}: send 'image' (BYTES [N]) or 'pixels' (UINT8 [N, H, W, 3])")
+
+
+def _bytes_array(items: list[bytes]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+# ---------------------------------------------------------------------------------- TF Serving REST
+
+
+def tfserving_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["TF Serving REST"])
+
+    @router.get("/v1/models/{name}", summary="Model status")
+    @router.get("/v1/models/{name}/versions/{version}", include_in_schema=False)
+    async def status(name: str, version: str | None = None):
+        service.registry.get(name)
+        ok = {"error_code": "OK", "error_message": ""}
+        return {"model_version_status": [{"version": VERSION, "state": "AVAILABLE", "status": ok}]}
+
+    @router.get("/v1/models/{name}/metadata", summary="Signature: inputs, outputs and class names")
+    async def metadata(name: str):
+        route = service.registry.get(name)
+        model = route.loaded.model
+        signature = {
+            "inputs": {"image_bytes": {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}},
+            "outputs": {
+                "probabilities": {
+                    "dtype": "DT_FLOAT",
+                    "tensor_shape": {"dim": [{"size": "-1"}, {"size": str(len(model.classes))}]},
+                }
+            },
+            "method_name": "tensorflow/serving/predict",
+        }
+        return {
+            "model_spec": {"name": route.name, "signature_name": "", "version": VERSION},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+            "classes": model.classes,
+        }
+
+    @router.post(
+        "/v1/models/{name}:predict",
+        summary="Classify images, TF Serving style",
+        description='`{"instances": [{"b64": "<base64 JPEG>"}, ...]}` (or H x W x 3 pixel arrays) -> '
+        '`{"predictions": [[p_class0, p_class1, ...], ...]}`',
+    )
+    @router.post("/v1/models/{name}/versions/{version}:predict", include_in_schema=False)
+    async def predict(name: str, request: Request, version: str | None = None):
+        route = service.registry.get(name)
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"malformed JSON in the request: {e}") from None
+        if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+            raise InputError('the request must be a JSON object with "instances" (or "inputs")')
+        columnar = "instances" not in body
+        items = body["inputs"] if columnar else body["instances"]
+        if isinstance(items, dict):  # {"inputs": {"image_bytes": [...]}}
+            if len(items) != 1:
+                raise InputError("send one named input (e.g. image_bytes)")
+            items = next(iter(items.values()))
+        if not isinstance(items, list):
+            raise InputError('"instances" must be a list')
+        files, arrays = [], []
+        for i, item in enumerate(items):
+            kind, value = _instance(item, i)
+            (files if kind == "file" else arrays).append((f"instances[{i}]", value))
+        if files and arrays:
+            raise InputError("send either encoded images ({'b64': ...}) or pixel arrays, not both in one request")
+        if files:
+            decoded = await service.decode_strict(route, files)
+        else:
+            decoded = await service.decode_pixels(route, arrays)
+        request.state.images = len(decoded)
+        _, answers = await service.answer(route, decoded, request.state.started)
+        predictions = [[round(float(p), 7) for p in a.probabilities] for a in answers]
+        return {"outputs": predictions} if columnar else {"predictions": predictions}
+
+    return router
+
+
+def _instance(item: Any, position: int) -> tuple[str, Any]:
+    """('file', bytes) or ('pixels', array) from one TF Serving instance."""
+    if isinstance(item, dict):
+        if len(item) == 1 and not isinstance(next(iter(item.values())), str | list):
+            item = next(iter(item.values()))  # {"image_bytes": {"b64": ...}}
+        if isinstance(item, dict) and isinstance(item.get("b64"), str):
+            try:
+                return "file", base64.b64decode(item["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InputError(f"instances[{position}]: 'b64' is not valid base64") from None
+        if isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), list):
+            item = next(iter(item.values()))  # {"pixels": [[[...]]]}
+    if isinstance(item, list):
+        try:
+            array = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"instances[{position}]: pixel data must be numbers in nested lists") from None
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise InputError(f"instances[{position}]: pixels must be H x W x 3. Received shape {list(array.shape)}")
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise InputError(f"instances[{position}]: pixel values must be in 0-255")
+        return "pixels", array.round().astype(np.uint8)
+    raise InputError(f'instances[{position}]: expected {{"b64": "<base64 image>"}} or an H x W x 3 pixel array')

@@ -1,0 +1,123 @@
+"""For people and curl: a multipart `/predict`, feedback, and the list of served models."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from core.imaging import ImageError
+from core.serving.service import InputError, Service
+
+
+def router(service: Service) -> APIRouter:
+    api = APIRouter(tags=["People and curl"])
+
+    @api.get("/models", summary="The models this server answers for")
+    async def models():
+        return {"models": service.registry.models(), "swaps": service.registry.swaps[-20:]}
+
+    @api.post(
+        "/predict",
+        summary="Classify uploaded photos",
+        description=(
+            "Multipart upload of one or more photos (any field name), e.g. "
+            "`curl -F file=@rose.jpg 'http://127.0.0.1:8500/predict?top_k=3'`. Query `model` picks an alias or "
+            "run (default: the first one served). Each photo gets its top-k labels with probabilities "
+            "(calibrated where the run has a temperature) and an out-of-distribution flag; a photo that "
+            "cannot be read gets an error of its own. All unreadable: 400."
+        ),
+    )
+    async def predict(
+        request: Request,
+        model: str | None = None,
+        top_k: int = 3,
+        files: list[UploadFile] | None = File(None, description="the photos"),  # noqa: B008
+    ):
+        route = service.registry.get(model) if model else service.registry.default()
+        uploads = await _uploads(request)
+        if not uploads:
+            raise InputError("no file in the upload: send photos as multipart form data (curl -F file=@photo.jpg)")
+        decoded = await service.decode_files(route, uploads)
+        good = [d for d in decoded if not isinstance(d, ImageError)]
+        request.state.images = len(good)
+        if not good:
+            problems = "; ".join(f"{name}: {e}" for (name, _), e in zip(uploads, decoded, strict=True))
+            return JSONResponse({"error": f"no readable image: {problems}"}, status_code=400)
+        route, answers = await service.answer(route, good, request.state.started, top_k=max(1, top_k))
+        it = iter(answers)
+        results = []
+        for (name, _), item in zip(uploads, decoded, strict=True):
+            if isinstance(item, ImageError):
+                results.append({"name": name, "error": str(item)})
+            else:
+                results.append(
+                    {"name": name, "image_sha256": item.sha256, **next(it).to_dict(route.loaded.model.ood_method)}
+                )
+        took = (time.perf_counter() - request.state.started) * 1000
+        return {"model": route.name, "run_id": route.loaded.run_id, "milliseconds": round(took, 1), "results": results}
+
+    @api.post(
+        "/v1/feedback",
+        summary="Say what a photo really shows",
+        description=(
+            "Multipart `file` + `label` (+ `model`): the label is stored on the photo's predictions in the log "
+            "and the photo is kept for retraining (training and validation splits only). JSON "
+            '`{"image_sha256": "...", "label": "..."}` updates the log only.'
+        ),
+    )
+    async def feedback(request: Request):
+        from core.feedback import add_feedback
+
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/"):
+            form = await request.form()
+            label, model = str(form.get("label") or ""), form.get("model")
+            uploads = await _uploads(request)
+            if len(uploads) != 1:
+                raise InputError("send exactly one photo (field 'file') with its 'label'")
+            name, data = uploads[0]
+        else:
+            try:
+                body = json.loads(await request.body())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"malformed JSON in the request: {e}") from None
+            if not isinstance(body, dict):
+                raise InputError('send {"image_sha256": "...", "label": "..."}')
+            label, model, name, data = str(body.get("label") or ""), body.get("model"), None, None
+            sha = str(body.get("image_sha256") or "")
+        route = service.registry.get(str(model)) if model else service.registry.default()
+        run = route.loaded.model.run
+        if label not in run.classes:
+            raise InputError(f"unknown label {label!r}; the model knows: {', '.join(run.classes)}")
+        kept = None
+        if data is not None:
+            try:
+                photo = add_feedback(
+                    service.data_root, run.dataset_path, run.classes, label, data, name, run.train_config.val_fraction
+                )
+            except ImageError as e:
+                raise InputError(f"{name}: {e}") from None
+            sha, kept = photo.sha256, {"path": str(photo.path), "split": photo.split}
+        if not sha:
+            raise InputError("feedback needs the photo (multipart 'file') or its 'image_sha256'")
+        if service.writer is not None:
+            service.writer.flush()
+            updated = service.writer.log.add_feedback(label, image_sha256=sha)
+        else:
+            updated = 0
+        return {"label": label, "image_sha256": sha, "log_rows_updated": updated, "photo_kept": kept}
+
+    return api
+
+
+async def _uploads(request: Request) -> list[tuple[str, bytes]]:
+    form = await request.form()
+    out = []
+    for _, value in form.multi_items():
+        if isinstance(value, StarletteUpload):
+            out.append((value.filename or "upload", await value.read()))
+    return out

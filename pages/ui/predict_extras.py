@@ -1,0 +1,130 @@
+"""The Predict page's serving additions, kept apart from its layout: the logged classification
+with its out-of-distribution flag, "wrong? it is ...", many photos or a zip as a table with a CSV
+download, and retraining with the feedback.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.imaging import ImageError
+from core.serving.log import PredictionLog
+from pages.ui import common, serving, teaching
+
+MANY = 4  # from this many photos on, a table replaces the per-photo cards
+
+
+@st.cache_resource(
+    show_spinner="Loading the model and its out-of-distribution reference (first time only)…", max_entries=3
+)
+def load_model(run_dir: str, stamp: float):
+    from core.serving.engine import ServedModel
+
+    run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
+    return ServedModel(common.store().get(run_id), common.data_root())
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def classify(run_dir: str, stamp: float, upload_id: str, name: str, data: bytes):
+    """Every class's probability for one upload, once, logged once (source "ui"); the BatchItem.
+
+    `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again.
+    """
+    from core.serving.batch import predict_many
+
+    model = load_model(run_dir, stamp)
+    log = PredictionLog.of_store(common.models_root())
+    return predict_many(model, [(name, data)], top_k=len(model.classes), log=log, source="ui")[0]
+
+
+def ood_notice(item) -> None:
+    answer = item.answer
+    if answer is not None and answer.ood_flag:
+        st.warning(
+            "This photo **does not look like any class the model knows**: its answer deserves little trust.",
+            icon=":material/help:",
+        )
+        teaching.explain("ood")
+
+
+def feedback_form(run, item, data: bytes, key: str) -> None:
+    """'Wrong? It is …': the right label goes into the log and the photo into the feedback folder."""
+    from core.feedback import add_feedback
+
+    classes = [c for c in run.classes if c != item.answer.label]
+    with st.popover("Wrong? It is …", icon=":material/edit:"):
+        right = st.selectbox("The right class", classes, key=f"predict_feedback_label_{key}")
+        if st.button("Save the correction", key=f"predict_feedback_save_{key}", icon=":material/save:"):
+            try:
+                photo = add_feedback(
+                    common.data_root(),
+                    run.dataset_path,
+                    run.classes,
+                    right,
+                    data,
+                    item.name,
+                    run.train_config.val_fraction,
+                )
+            except (ImageError, ValueError, OSError) as e:
+                st.error(str(e))
+                return
+            log = PredictionLog.of_store(common.models_root())
+            if item.log_id is not None:
+                log.add_feedback(right, prediction_id=item.log_id)
+            else:
+                log.add_feedback(right, image_sha256=photo.sha256)
+            st.success(f"Saved as **{right}** (kept for the {photo.split} split of a retrain).")
+
+
+def many_photos_table(run, stamp: tuple[str, float], files: list[tuple[str, str, bytes]], top_k: int) -> None:
+    """A table of every photo's top-k and OOD flag (unreadable files get their reason) and a CSV download."""
+    from core.serving.batch import csv_text, table_rows
+
+    progress = st.progress(0.0, text="Classifying…")
+    items = []
+    for i, (upload_id, name, data) in enumerate(files):
+        items.append(classify(*stamp, upload_id, name, data))
+        progress.progress((i + 1) / len(files), text=f"Classifying {i + 1} / {len(files)}")
+    progress.empty()
+    for item in items:  # the cached answers carry every class; the table shows the top k
+        if item.answer is not None:
+            item.answer.top = item.answer.top[:top_k]
+    rows = table_rows(items, top_k)
+    flagged = sum(1 for item in items if item.answer is not None and item.answer.ood_flag)
+    bad = sum(1 for item in items if item.error)
+    st.markdown(f"**{len(items)} photos**: {bad} unreadable, {flagged} that look like no class the model knows.")
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.download_button(
+        "Download as CSV",
+        csv_text(rows),
+        file_name=f"predictions-{run.run_id}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key="predict_csv",
+    )
+
+
+def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:
+    """(upload id, name, bytes) of each uploaded file, a zip opened into its files (refused if too large to open
+    safely)."""
+    from core.serving.batch import zip_members
+
+    files = []
+    for upload in uploads or []:
+        data = upload.getvalue()
+        if upload.name.lower().endswith(".zip"):
+            try:
+                files += [
+                    (f"{upload.file_id}/{name}", f"{upload.name}/{name}", content)
+                    for name, content in zip_members(data)
+                ]
+            except ValueError as e:
+                st.error(f"**{upload.name}**: {e}")
+        else:
+            files.append((upload.file_id, upload.name, data))
+    return files
+
+
+def retrain_panel(run) -> None:
+    with st.expander("Retrain with the corrections", icon=":material/restart_alt:"):
+        serving.retrain_section(run, key="predict")

@@ -1,0 +1,224 @@
+"""Serving parts shared by the Serve, Monitor and Predict pages: aliases, exports, retrain-and-promote.
+
+UI only: every action calls core (the job layer for the server, core.export for exports,
+core.retrain for retraining and comparing).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.export import FORMATS, LAYOUTS, QUANTIZE, ExportError
+from core.export.store import export_dir, run_exports, zip_folder
+from core.feedback import base_dataset, list_feedback
+from core.retrain import RetrainError, compare, retrain_with_feedback, retrained_from
+from core.runs import Run
+from core.serving.aliases import AliasError, AliasStore
+from pages.ui import common
+
+DEFAULT_ALIAS = "production"
+
+
+def aliases() -> AliasStore:
+    return AliasStore(common.models_root())
+
+
+def served_runs() -> list[Run]:
+    return [run for run in common.runs() if run.has_model]
+
+
+def alias_table() -> None:
+    """The aliases, and a form to point one at a run (a running server follows at once)."""
+    listing = aliases().all()
+    runs = {run.run_id: run for run in served_runs()}
+    if listing:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "alias": name,
+                        "run": common.run_label(runs[e["run_id"]]) if e["run_id"] in runs else e["run_id"],
+                        "previous": e.get("previous") or "",
+                        "since": pd.to_datetime(e.get("updated_at", 0), unit="s"),
+                    }
+                    for name, e in sorted(listing.items())
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+    else:
+        st.caption(
+            "No alias yet. An alias such as *production* is a stable name clients use while the run behind it changes."
+        )
+    if not runs:
+        return
+    with st.form("serve_alias_form", border=False):
+        cols = st.columns([1, 3, 1], vertical_alignment="bottom")
+        name = cols[0].text_input("Alias", value=DEFAULT_ALIAS, key="serve_alias_name")
+        run_id = cols[1].selectbox(
+            "Run", list(runs), format_func=lambda r: common.run_label(runs[r]), key="serve_alias_run"
+        )
+        if cols[2].form_submit_button("Point alias", icon=":material/label:"):
+            try:
+                entry = aliases().set(name.strip(), run_id)
+            except (AliasError, KeyError) as e:
+                st.error(str(e))
+            else:
+                moved = f" (was {entry['previous']})" if entry["previous"] else ""
+                st.success(f"**{name}** now points at run {run_id}{moved}. A running server switches within a second.")
+
+
+def export_section(run: Run) -> None:
+    """Make an export of `run` (verified; in a TensorFlow subprocess) and list the ones made, with downloads."""
+    from core.export.run import export_in_subprocess
+
+    cols = st.columns(4, vertical_alignment="bottom")
+    fmt = cols[0].selectbox("Format", FORMATS, index=2, key="serve_export_format")
+    quantize = cols[1].selectbox(
+        "Quantize",
+        ["none", *QUANTIZE],
+        format_func=lambda q: "none (float32)" if q == "none" else q,
+        key="serve_export_quantize",
+        disabled=fmt != "tflite",
+    )
+    layout_options = ["plain"] + [
+        layout for layout in LAYOUTS if (layout, fmt) in {("tfserving", "savedmodel"), ("triton", "onnx")}
+    ]
+    layout = cols[2].selectbox(
+        "Layout", layout_options, format_func=lambda x: "plain files" if x == "plain" else x, key="serve_export_layout"
+    )
+    layout = None if layout == "plain" else layout
+    quantize = None if quantize == "none" else quantize
+    if cols[3].button("Export and verify", icon=":material/output:", key="serve_export_go"):
+        target = export_dir(run, fmt, quantize if fmt == "tflite" else None, layout)
+        with st.spinner(f"Exporting to {fmt} and checking it against the Keras model (a minute or two)…"):
+            try:
+                record = export_in_subprocess(
+                    common.models_root(), run.run_id, fmt, target, quantize if fmt == "tflite" else None, layout
+                )
+            except ExportError as e:
+                st.error(f"The export failed: {e}", icon=":material/error:")
+            else:
+                v = record["verification"]
+                st.success(
+                    f"{fmt} export verified with {v['runtime']}: max |difference| {v['max_abs_diff']:.1e}, "
+                    f"top-1 agreement {v['top1_agreement']:.1%} on {v['source']}."
+                )
+    made = run_exports(run)
+    if not made:
+        st.caption("No export of this run yet.")
+        return
+    table = pd.DataFrame(
+        [
+            {
+                "export": r["kind"],
+                "runtime": r["verification"]["runtime"],
+                "max |diff|": r["verification"]["max_abs_diff"],
+                "top-1 agreement": r["verification"]["top1_agreement"],
+                "repeatable": r["verification"]["repeatable"],
+                "passed": r.get("passed", False),
+                "MB": r.get("size_bytes", 0) / 1e6,
+            }
+            for r in made
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "max |diff|": st.column_config.NumberColumn(format="%.1e"),
+            "top-1 agreement": st.column_config.NumberColumn(format="percent"),
+            "MB": st.column_config.NumberColumn(format="%.1f"),
+        },
+    )
+    download = st.columns(min(4, len(made)))
+    for i, record in enumerate(made):
+        download[i % len(download)].download_button(
+            f"Download {record['kind']}",
+            data=lambda folder=record["folder"]: zip_folder(folder),
+            file_name=f"{record['name']}-{record['kind']}.zip",
+            mime="application/zip",
+            key=f"serve_download_{record['kind']}",
+            icon=":material/download:",
+        )
+
+
+def retrain_section(run: Run, key: str) -> None:
+    """Feedback photos of the run's dataset, Retrain with feedback, then compare and promote."""
+    photos = list_feedback(common.data_root(), base_dataset(run.dataset_path))
+    st.caption(
+        f"{len(photos)} corrected photo(s) kept for **{base_dataset(run.dataset_path).name}** "
+        f"({sum(p.split == 'train' for p in photos)} train, {sum(p.split == 'val' for p in photos)} val; never test)."
+    )
+    if st.button(
+        "Retrain with feedback",
+        icon=":material/restart_alt:",
+        key=f"{key}_retrain",
+        disabled=not photos,
+        help="The same settings on the dataset plus the corrected photos: a new run, compared with this one "
+        "on the same test photos.",
+    ):
+        try:
+            submission = retrain_with_feedback(common.store(), run, common.data_root())
+        except (RetrainError, ValueError, OSError) as e:
+            st.error(str(e))
+        else:
+            st.success(f"Retraining as run {submission.run_id} ({submission.outcome}); follow it on the Train page.")
+    children = [r for r in served_runs() if retrained_from(r) == run.run_id and r.evaluated]
+    for child in children:
+        comparison_table(run, child, key)
+
+
+def comparison_table(old: Run, new: Run, key: str) -> None:
+    try:
+        result = compare(old, new, common.data_root())
+    except (RetrainError, OSError) as e:
+        st.warning(str(e))
+        return
+    st.markdown(f"**Old {old.run_id[:6]} vs new {new.run_id[:6]}** on the same {result['test_photos']} test photos")
+    test = result["test"]
+    rows = [
+        {"metric": m, "old": test["old"][m], "new": test["new"][m], "change": test["new"][m] - test["old"][m]}
+        for m in ("accuracy", "macro_f1", "weighted_f1")
+    ]
+    rows += [
+        {
+            "metric": f"F1 {c}",
+            "old": f1,
+            "new": test["new"]["per_class_f1"][c],
+            "change": test["new"]["per_class_f1"][c] - f1,
+        }
+        for c, f1 in test["old"]["per_class_f1"].items()
+    ]
+    feedback = result["feedback"]
+    if feedback.get("photos"):
+        rows.append(
+            {
+                "metric": f"accuracy on the {feedback['photos']} feedback photos",
+                "old": feedback["old"]["accuracy"],
+                "new": feedback["new"]["accuracy"],
+                "change": feedback["new"]["accuracy"] - feedback["old"]["accuracy"],
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("old", "new", "change")},
+    )
+    st.caption(
+        "The feedback photos were in the new run's training data, so its score on them flatters it; "
+        "the test photos are the fair comparison."
+    )
+    alias_names = [a for a, e in aliases().all().items() if e["run_id"] == old.run_id] or [DEFAULT_ALIAS]
+    if st.button(
+        f"Promote: point {alias_names[0]} at the new run", icon=":material/upgrade:", key=f"{key}_promote_{new.run_id}"
+    ):
+        entry = aliases().set(alias_names[0], new.run_id)
+        st.success(
+            f"**{alias_names[0]}** now serves run {entry['run_id']}; "
+            "a running server switches without dropping a request."
+        )

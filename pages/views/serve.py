@@ -1,0 +1,146 @@
+"""Serve: start and stop the model server, try it with curl or tritonclient, move aliases, export."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.processes import RunState
+from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
+from pages.ui import common, serving, teaching
+from pages.ui.navigation import page_file
+
+LIVE_EVERY = 2.0
+
+st.title("Serve")
+st.caption(
+    "Put a trained run to work behind a REST server that existing clients already speak: the Open Inference "
+    "Protocol (KServe v2 / Triton), TF Serving's REST API, and a plain multipart upload for curl."
+)
+teaching.explain("serving")
+
+runs = serving.served_runs()
+if not runs:
+    st.info("No trained model yet. Train a run first; it can be served once it has a model.", icon=":material/dns:")
+    st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
+    st.stop()
+
+
+def start_form() -> None:
+    names = list(serving.aliases().all()) + [run.run_id for run in runs]
+    labels = {run.run_id: common.run_label(run) for run in runs}
+    default = [names[0]] if names else []
+    with st.form("serve_start"):
+        chosen = st.multiselect(
+            "Models to serve (aliases follow their run when it moves)",
+            names,
+            default=default,
+            format_func=lambda n: labels.get(n, f"alias {n}"),
+            key="serve_models",
+        )
+        cols = st.columns(3)
+        port = cols[0].number_input("Port", 1024, 65535, DEFAULT_PORT, key="serve_port")
+        max_batch = cols[1].number_input("Max batch", 1, 256, 32, key="serve_max_batch", help="1 turns batching off")
+        max_wait = cols[2].number_input("Max wait (ms)", 0.0, 100.0, 5.0, key="serve_max_wait")
+        if st.form_submit_button("Start server", icon=":material/play_arrow:", type="primary"):
+            try:
+                launch_server(
+                    common.models_root(),
+                    common.data_root(),
+                    chosen,
+                    port=int(port),
+                    max_batch=int(max_batch),
+                    max_wait_ms=float(max_wait),
+                )
+            except (ServerRunning, ValueError) as e:
+                st.error(str(e))
+            else:
+                st.rerun()
+
+
+@st.fragment(run_every=LIVE_EVERY)
+def server_panel() -> None:
+    status = server_status(common.models_root())
+    if not status.active:
+        if status.state is RunState.FAILED and status.error:
+            st.error(f"The last server failed: {status.error}", icon=":material/error:")
+        elif status.finished_at:
+            st.caption(f"The server is stopped ({status.state}).")
+        start_form()
+        return
+    url = status.url or f"http://{status.host}:{status.port}"
+    head = st.columns([3, 1], vertical_alignment="center")
+    if status.ready:
+        head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs)", icon=":material/dns:")
+    else:
+        head[0].info(f"Starting at {url}: {status.stage or 'loading'}…", icon=":material/hourglass_top:")
+    if head[1].button("Stop server", icon=":material/stop:", key="serve_stop"):
+        stop_server(common.models_root())
+        st.toast("Stopping the server after the requests in hand…")
+    counters = status.counters or {}
+    metrics = st.columns(5)
+    metrics[0].metric("Requests / s (10 s)", f"{counters.get('rate', 0):.1f}")
+    metrics[1].metric("Requests", counters.get("requests", 0))
+    metrics[2].metric("Images", counters.get("images", 0))
+    metrics[3].metric("Client errors (4xx)", counters.get("client_errors", 0))
+    metrics[4].metric("Busy (503)", counters.get("rejected", 0))
+    if status.models:
+        st.dataframe(
+            [
+                {
+                    "name": m["name"],
+                    "run": m["run_id"],
+                    "alias": m["alias"],
+                    "OOD method": m.get("ood_method") or "-",
+                    "mean batch": m["batching"]["mean_batch"],
+                    "batches": m["batching"]["batches"],
+                    "queued": m["queued"],
+                }
+                for m in status.models
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+    if status.swaps:
+        last = status.swaps[-1]
+        st.caption(f"Last alias move: **{last['alias']}** {last['from']} → {last['to']}")
+    with st.expander("Server log"):
+        st.code(server_folder(common.models_root()).log_tail(30) or "(empty)", language=None)
+    try_it(url, status.names[0] if status.names else runs[0].run_id, bool((status.options or {}).get("auth")))
+
+
+def try_it(url: str, model: str, auth: bool) -> None:
+    bearer = ' -H "Authorization: Bearer $FLORA_API_KEY"' if auth else ""
+    curl, triton, tf = st.tabs(["curl", "tritonclient (Python)", "TF Serving REST"])
+    curl.code(f'curl{bearer} -F "file=@rose.jpg" "{url}/predict?model={model}&top_k=3"', language="bash")
+    triton.code(
+        f"""import numpy as np, tritonclient.http as triton
+client = triton.InferenceServerClient("{url.removeprefix("http://")}")
+photo = triton.InferInput("image", [1], "BYTES")
+photo.set_data_from_numpy(np.array([open("rose.jpg", "rb").read()], dtype=object))
+result = client.infer("{model}", [photo])
+print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
+        language="python",
+    )
+    tf.code(
+        f"""curl{bearer} -d "{{\\"instances\\": [{{\\"b64\\": \\"$(base64 -w0 rose.jpg)\\"}}]}}" \\
+     {url}/v1/models/{model}:predict""",
+        language="bash",
+    )
+
+
+server_panel()
+
+st.subheader("Aliases")
+serving.alias_table()
+
+st.subheader("Exports")
+st.caption(
+    "Each export is loaded back in its own runtime (TensorFlow, onnxruntime, LiteRT) and compared with the Keras "
+    "model on the run's test photos; one that disagrees beyond tolerance fails."
+)
+labels = {run.run_id: common.run_label(run) for run in runs}
+export_run = st.selectbox("Run to export", list(labels), format_func=labels.get, key="serve_export_run")
+serving.export_section(common.store().get(export_run))
+
+st.subheader("Feedback → retrain → compare → promote")
+serving.retrain_section(common.store().get(export_run), key="serve")

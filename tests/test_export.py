@@ -1,0 +1,95 @@
+"""Exports: each loaded back in its own runtime agrees with the Keras model; layouts and bad requests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from core import cli
+from core.export import ExportError, check_request
+from core.export.run import export_run
+from core.runs import RunStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(trained_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export") / "models"
+    shutil.copytree(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
+    return RunStore(root).get(trained_run["run_id"])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quantize", "layout", "tolerance"),
+    [
+        ("keras", None, None, 1e-4),
+        ("onnx", None, "triton", 1e-4),
+        ("savedmodel", None, "tfserving", 1e-4),
+        ("tflite", None, None, 1e-4),
+        ("tflite", "float16", None, 1e-2),
+    ],
+)
+def test_each_export_agrees_with_keras_in_its_own_runtime(run, tmp_path, fmt, quantize, layout, tolerance):
+    record = export_run(run, fmt, tmp_path / "out", quantize, layout)
+    figures = record["verification"]
+    print(f"{fmt} {quantize or ''} {layout or ''}: {figures}")
+    assert record["passed"] and figures["repeatable"]
+    assert figures["max_abs_diff"] <= tolerance and figures["top1_agreement"] == 1.0
+    assert (
+        figures["graph_vs_saved_model_max_abs_diff"] < 1e-4
+    )  # the export graph is the saved model without augmentation
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["format"] == fmt
+    if layout == "triton":
+        folder = tmp_path / "out" / "model_repository" / record["name"]
+        config = (folder / "config.pbtxt").read_text()
+        assert (folder / "1" / "model.onnx").exists() and 'platform: "onnxruntime_onnx"' in config
+        assert 'name: "image"' in config and 'name: "probabilities"' in config and "dims: [ 32, 32, 3 ]" in config
+    if layout == "tfserving":
+        assert (tmp_path / "out" / record["name"] / "1" / "saved_model.pb").exists()
+        assert record["bytes_signature"]["labels_match_probabilities"]
+        assert record["bytes_signature"]["top1_agreement"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quantize", "layout", "words"),
+    [
+        ("pickle", None, None, "format must be one of"),
+        ("onnx", "int8", None, "tflite exports only"),
+        ("onnx", None, "tfserving", "needs --format savedmodel"),
+        ("savedmodel", None, "triton", "needs --format onnx"),
+    ],
+)
+def test_impossible_requests_are_refused_before_any_work(fmt, quantize, layout, words):
+    with pytest.raises(ExportError, match=words):
+        check_request(fmt, quantize, layout)
+
+
+def test_the_cli_prints_the_agreement(run, tmp_path, capsys):
+    code = cli.main(
+        [
+            "export",
+            run.run_id[:6],
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "o"),
+            "--models-dir",
+            str(run.directory.parent),
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["verification"]["runtime"].startswith("onnxruntime")
+
+
+def test_an_export_beyond_tolerance_fails_loudly_and_keeps_its_figures(run, tmp_path, monkeypatch):
+    import core.export.run as export_module
+
+    monkeypatch.setitem(export_module.TOLERANCE, "float32", 0.0)  # nothing but bit-identical output passes
+    with pytest.raises(ExportError, match="disagrees with the Keras model"):
+        export_run(run, "tflite", tmp_path / "strict")
+    record = json.loads((tmp_path / "strict" / "export.json").read_text())
+    assert record["passed"] is False and record["verification"]["max_abs_diff"] > 0

@@ -1,0 +1,52 @@
+"""Out of distribution: foreign images (noise, drawings, other photos) are flagged far more often
+than the test split's photos; both detectors are measured and the better one is used."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from core.runs import RunStore
+from core.serving.ood import IN_DISTRIBUTION_PASS, energy_score, threshold_for
+from core.serving.reference import Reference, compute_reference, ensure_reference
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ood") / "models"
+    shutil.copytree(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
+    return RunStore(root).get(trained_run["run_id"]), trained_run["data_root"]
+
+
+def test_foreign_images_are_flagged_far_more_than_test_photos(run_copy):
+    run, data_root = run_copy
+    reference = compute_reference(run, data_root)
+    evidence = reference.detector.evidence
+    for method, figures in evidence.items():
+        print(
+            f"{method}: test flagged {figures['test_flagged']:.1%}, "
+            f"foreign flagged {figures['foreign_flagged_all']:.1%} {figures['foreign_flagged']}, "
+            f"AUROC {figures['auroc_test_vs_foreign']:.3f}"
+        )
+    chosen = evidence[reference.detector.method]
+    assert chosen["foreign_flagged_all"] >= chosen["test_flagged"] + 0.4
+    assert chosen["auroc_test_vs_foreign"] == max(e["auroc_test_vs_foreign"] for e in evidence.values())
+    assert 0.9 <= 1 - chosen["val_flagged"] <= 1.0  # the threshold lets about 95 % of validation photos pass
+
+
+def test_the_reference_is_stored_once_and_loaded_back(run_copy):
+    run, data_root = run_copy
+    first = ensure_reference(run, data_root)
+    loaded = Reference.load(run.directory)
+    assert loaded is not None and loaded.detector.method == first.detector.method
+    assert loaded.detector.thresholds == pytest.approx(first.detector.thresholds)
+    assert loaded.val_projection.shape[1] <= 64 and len(loaded.train_counts) == len(run.classes)
+
+
+def test_threshold_passes_95_percent_and_energy_orders_confidence():
+    scores = np.arange(1000, dtype=float)
+    assert np.mean(scores <= threshold_for(scores)) == pytest.approx(IN_DISTRIBUTION_PASS, abs=0.002)
+    sure, unsure = np.array([[10.0, 0.0, 0.0]]), np.array([[0.1, 0.0, 0.05]])
+    assert energy_score(sure)[0] < energy_score(unsure)[0]

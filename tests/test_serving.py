@@ -1,0 +1,334 @@
+"""The model server with real clients on 127.0.0.1: the three protocols, bad inputs, auth, batching,
+the log under load, and an alias moved under load."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import io
+import json
+import shutil
+import struct
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.imaging import load_for_model
+from core.runs import RunStore
+from core.serving.aliases import AliasStore
+from core.serving.log import PredictionLog
+from core.serving.registry import BatchOptions
+from core.serving.server import BackgroundServer
+
+
+@pytest.fixture(scope="module")
+def served(trained_run, tmp_path_factory):
+    """A store of its own holding a copy of the trained run, aliased 'production', and a running server."""
+    root = tmp_path_factory.mktemp("serving") / "models"
+    source = trained_run["store"].run_dir(trained_run["run_id"])
+    shutil.copytree(source, root / trained_run["run_id"])
+    store = RunStore(root)
+    AliasStore(root).set("production", trained_run["run_id"])
+    data_root = tmp_path_factory.mktemp("serving-data")
+    with BackgroundServer(store, ["production"], BatchOptions(max_batch=16, max_wait_ms=5), data_root) as server:
+        yield {"server": server, "store": store, "run_id": trained_run["run_id"], "dataset": trained_run["dataset"]}
+
+
+def photos(dataset, n=4):
+    files = sorted(p for p in dataset.rglob("*.png"))
+    return files[:: max(1, len(files) // n)][:n]
+
+
+def test_health_and_metadata(served):
+    url = served["server"].url
+    assert httpx.get(f"{url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+    meta = httpx.get(f"{url}/v2/models/production").json()
+    assert meta["name"] == "production"
+    assert {i["name"] for i in meta["inputs"]} == {"image", "pixels"}
+    assert {"probabilities", "label"} <= {o["name"] for o in meta["outputs"]}
+    assert meta["parameters"]["classes"] == ["blue", "green", "red", "yellow"]
+    assert httpx.get(f"{url}/v2/models/{served['run_id'][:6]}/ready").json()["ready"]
+    assert httpx.get(f"{url}/v1/models/production").json()["model_version_status"][0]["state"] == "AVAILABLE"
+    assert httpx.get(f"{url}/openapi.json").status_code == 200
+
+
+def test_tritonclient_with_default_settings(served):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(served["server"].url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready("production")
+    assert client.get_model_metadata("production")["parameters"]["classes"]
+    files = photos(served["dataset"], 3)
+    data = np.array([f.read_bytes() for f in files], dtype=np.object_)
+    tensor = triton.InferInput("image", [len(files)], "BYTES")
+    tensor.set_data_from_numpy(data)  # binary_data=True: the binary tensor extension
+    result = client.infer("production", [tensor])
+    probabilities = result.as_numpy("probabilities")
+    labels = result.as_numpy("label")
+    assert probabilities.shape == (3, 4) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert [label.decode() for label in labels] == [
+        ["blue", "green", "red", "yellow"][i] for i in probabilities.argmax(axis=1)
+    ]
+    # pixels input, any size: resized as a decoded photo is, so the answer is the same
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    tensor = triton.InferInput("pixels", list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    by_pixels = client.infer("production", [tensor]).as_numpy("probabilities")
+    np.testing.assert_allclose(by_pixels, probabilities, atol=1e-5)
+    client.close()
+
+
+def test_v2_json_tensors_and_tfserving_agree(served):
+    url = served["server"].url
+    data = photos(served["dataset"], 2)[0].read_bytes()
+    b64 = base64.b64encode(data).decode()
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    v2 = httpx.post(f"{url}/v2/models/production/infer", json=body).json()
+    by_name = {o["name"]: o for o in v2["outputs"]}
+    assert by_name["probabilities"]["shape"] == [1, 4]
+    tf = httpx.post(f"{url}/v1/models/production:predict", json={"instances": [{"b64": b64}]}).json()
+    np.testing.assert_allclose(tf["predictions"][0], by_name["probabilities"]["data"], atol=1e-6)
+    rest = httpx.post(f"{url}/predict?top_k=2", files={"file": ("x.png", data, "image/png")}).json()
+    result = rest["results"][0]
+    assert result["label"] == by_name["label"]["data"][0]
+    assert len(result["top"]) == 2 and "out_of_distribution" in result
+
+
+def test_the_server_sees_the_same_pixels_as_training(served):
+    from core.inference import Predictor
+
+    run = served["store"].get(served["run_id"])
+    route = served["server"].registry.get("production")
+    predictor = Predictor(run)
+    for path in photos(served["dataset"], 3):
+        decoded = route.loaded.model.decode(path.read_bytes())
+        np.testing.assert_array_equal(decoded.pixels, predictor.preprocess(str(path)))
+        np.testing.assert_array_equal(
+            decoded.pixels, load_for_model(path, run.train_config.image_size, run.train_config.cache_size)
+        )
+        served_p = route.loaded.model.predict_pixels(decoded.pixels[None], top_k=4)[0]
+        keras_p = predictor.predict([path], top_k=4)[0]
+        assert served_p.label == keras_p.label
+        np.testing.assert_allclose(served_p.max_probability, keras_p.top[0][1], atol=1e-5)
+
+
+def _png(width, height) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buffer, "PNG")  # 144 MP, a few KB compressed
+    return buffer.getvalue()
+
+
+BAD_INPUTS = {
+    "text file": ("rest", b"hello, I am not a photo", 400, "not an image"),
+    "truncated": ("rest", _png(40, 40)[:60], 400, "truncated"),
+    "image bomb": ("rest", _bomb(), 400, "too large"),
+    "malformed json": ("v2", b"{not json", 400, "malformed JSON"),
+    "wrong datatype": (
+        "v2json",
+        {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+        400,
+        "must be BYTES",
+    ),
+    "wrong shape": (
+        "v2json",
+        {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 2, 2], "data": [0, 0, 0, 0]}]},
+        400,
+        "[N, H, W, 3]",
+    ),
+    "shape vs data": (
+        "v2json",
+        {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 2, 2, 3], "data": [0, 1]}]},
+        400,
+        "holds 12 elements",
+    ),
+    "unknown input": (
+        "v2json",
+        {"inputs": [{"name": "photo", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}]},
+        400,
+        "unknown input",
+    ),
+    "not base64": (
+        "v2json",
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]},
+        400,
+        "base64",
+    ),
+    "unknown model": ("unknown", b"", 404, "unknown model"),
+    "tf not an image": ("tf", {"instances": [{"b64": base64.b64encode(b"plain text").decode()}]}, 400, "not an image"),
+    "tf bad pixels": ("tf", {"instances": [[[1, 2], [3, 4]]]}, 400, "H x W x 3"),
+    "empty upload": ("rest-empty", b"", 400, "no file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(served, case):
+    url = served["server"].url
+    kind, payload, status, words = BAD_INPUTS[case]
+    if kind == "rest":
+        response = httpx.post(f"{url}/predict", files={"file": ("upload.jpg", payload)})
+    elif kind == "rest-empty":
+        response = httpx.post(f"{url}/predict", data={"top_k": "2"})
+    elif kind == "v2":
+        response = httpx.post(f"{url}/v2/models/production/infer", content=payload)
+    elif kind == "v2json":
+        response = httpx.post(f"{url}/v2/models/production/infer", json=payload)
+    elif kind == "tf":
+        response = httpx.post(f"{url}/v1/models/production:predict", json=payload)
+    else:
+        response = httpx.post(f"{url}/v2/models/nope/infer", json={"inputs": []})
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+    good = photos(served["dataset"], 1)[0].read_bytes()
+    assert httpx.post(f"{url}/predict", files={"file": ("ok.png", good)}).status_code == 200
+
+
+def test_a_payload_over_the_limit_is_refused(served, trained_run):
+    store = served["store"]
+    with BackgroundServer(store, ["production"], max_bytes=10_000, log_predictions=False) as small:
+        big = b"x" * 20_000
+        response = httpx.post(f"{small.url}/predict", files={"file": ("big.jpg", big)})
+        assert response.status_code == 413 and "limit" in response.json()["error"]
+        assert httpx.get(f"{small.url}/v2/health/ready").status_code == 200
+
+
+def _load(url: str, body: bytes, requests: int, clients: int, path: str = "/predict") -> list[dict]:
+    """`requests` single-photo POSTs from `clients` concurrent clients; each result's status and run id."""
+
+    def client(count: int) -> list[dict]:
+        out = []
+        with httpx.Client(timeout=60) as http:
+            for _ in range(count):
+                response = http.post(f"{url}{path}", files={"file": ("p.png", body, "image/png")})
+                out.append({"status": response.status_code, "run_id": response.json().get("run_id")})
+        return out
+
+    shares = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        return [r for part in pool.map(client, shares) for r in part]
+
+
+def test_load_32_clients_2000_requests_no_errors_no_lost_log_rows(served):
+    server = served["server"]
+    log = PredictionLog.of_store(served["store"].root)
+    server.writer.flush()
+    before = log.count()
+    body = photos(served["dataset"], 1)[0].read_bytes()
+    started = time.perf_counter()
+    results = _load(server.url, body, requests=2000, clients=32)
+    seconds = time.perf_counter() - started
+    assert [r["status"] for r in results] == [200] * 2000
+    server.writer.flush()
+    assert log.count() - before == 2000
+    stats = server.registry.get("production").loaded.batcher.stats.to_dict()
+    print(f"2000 requests from 32 clients in {seconds:.1f}s ({2000 / seconds:.0f}/s); batching {stats}")
+    assert stats["mean_batch"] > 1.5  # concurrent requests really shared forward passes
+
+
+def test_moving_the_alias_under_load_drops_no_request(served):
+    store, old = served["store"], served["run_id"]
+    new = "feed0000beef"
+    shutil.copytree(store.run_dir(old), store.run_dir(new))
+    server = served["server"]
+    body = photos(served["dataset"], 1)[0].read_bytes()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_load, server.url, body, 400, 16)
+        time.sleep(1.0)
+        AliasStore(store.root).set("production", new)
+        results = running.result(timeout=300)
+    assert [r["status"] for r in results] == [200] * 400
+    deadline = time.time() + 60
+    while server.registry.get("production").loaded.run_id != new and time.time() < deadline:
+        time.sleep(0.2)
+    answered = httpx.post(f"{server.url}/predict", files={"file": ("p.png", body)}).json()
+    assert answered["run_id"] == new
+    AliasStore(store.root).set("production", old)
+
+
+def test_a_full_queue_answers_503_with_retry_after(served):
+    store = served["store"]
+    options = BatchOptions(max_batch=1, max_wait_ms=0, max_queue=1)
+    with BackgroundServer(store, [served["run_id"]], options, log_predictions=False) as tight:
+        body = photos(served["dataset"], 1)[0].read_bytes()
+        results = []
+
+        def one(_):
+            response = httpx.post(f"{tight.url}/predict", files={"file": ("p.png", body)}, timeout=60)
+            return response.status_code, response.headers.get("retry-after")
+
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(one, range(48)))
+        statuses = [s for s, _ in results]
+        assert 503 in statuses and 200 in statuses
+        assert all(retry == "1" for s, retry in results if s == 503)
+
+
+def test_api_key_guards_everything_but_health(served):
+    with BackgroundServer(served["store"], ["production"], api_key="s3cret", log_predictions=False) as guarded:
+        assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{guarded.url}/v2/models/production").status_code == 401
+        ok = httpx.get(f"{guarded.url}/v2/models/production", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        wrong = httpx.get(f"{guarded.url}/v2/models/production", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+
+
+def test_binary_tensor_extension_by_hand(served):
+    """The wire format itself: JSON header, then a BYTES tensor as 4-byte lengths + bytes; binary outputs back."""
+    data = photos(served["dataset"], 1)[0].read_bytes()
+    blob = struct.pack("<I", len(data)) + data
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(blob)}}
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    response = httpx.post(
+        f"{served['server'].url}/v2/models/production/infer",
+        content=header + blob,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 200
+    length = int(response.headers["inference-header-content-length"])
+    head = json.loads(response.content[:length])
+    assert [o["name"] for o in head["outputs"]] == ["probabilities"]
+    values = np.frombuffer(response.content[length:], dtype="<f4")
+    assert values.shape == (4,) and abs(values.sum() - 1) < 1e-5
+
+
+def test_feedback_over_the_api_updates_the_log_and_keeps_the_photo(served, tmp_path):
+    server = served["server"]
+    photo = photos(served["dataset"], 1)[0].read_bytes()
+    answer = httpx.post(f"{server.url}/predict", files={"file": ("p.png", photo)}).json()["results"][0]
+    sha = answer["image_sha256"]
+    kept = httpx.post(f"{server.url}/v1/feedback", files={"file": ("p.png", photo)}, data={"label": "yellow"}).json()
+    assert kept["log_rows_updated"] >= 1 and kept["photo_kept"]["split"] in ("train", "val")
+    by_sha = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "green"}).json()
+    assert by_sha["log_rows_updated"] >= 1 and by_sha["photo_kept"] is None
+    rows = [r for r in PredictionLog.of_store(served["store"].root).read() if r["image_sha256"] == sha]
+    assert rows and all(r["feedback_label"] == "green" for r in rows)
+    bad = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "purple"})
+    assert bad.status_code == 400 and "unknown label" in bad.json()["error"]
+
+
+def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(served):
+    server = served["server"]
+    body = photos(served["dataset"], 1)[0].read_bytes()
+    for _ in range(8):
+        with contextlib.suppress(httpx.TimeoutException):  # gone before the answer
+            httpx.post(f"{server.url}/predict", files={"file": ("p.png", body)}, timeout=0.002)
+    assert httpx.post(f"{server.url}/predict", files={"file": ("p.png", body)}, timeout=60).status_code == 200
+    assert httpx.get(f"{server.url}/docs").status_code == 200
