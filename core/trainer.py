@@ -212,9 +212,13 @@ class Trainer:
         return np.asarray(self.model.predict(batches, verbose=0))[: len(positions)]
 
     def extraction_batch_size(self) -> int:
-        """Images per forward-only step: sized to the device (it is inference), a multiple of the replicas."""
-        size = recommended_batch_size(self.device, self.job.config.image_size, training=False)
-        return padded_length(max(size, self.job.config.batch_size), self.replicas)
+        return extraction_batch_size(self.device, self.job.config, self.replicas)
+
+
+def extraction_batch_size(device: DeviceInfo, config: TrainConfig, replicas: int = 1) -> int:
+    """Images per forward-only step: sized to the device (it is inference), a multiple of the replicas."""
+    size = recommended_batch_size(device, config.image_size, training=False)
+    return padded_length(max(size, config.batch_size), replicas)
 
 
 @dataclass(frozen=True)
