@@ -29,6 +29,7 @@ from core.sweeps.launch import (
     resubmit,
     stop,
     submit,
+    sweep_command,
 )
 from core.sweeps.space import DEFAULT_SPACE, SEARCHABLE, SearchSpace, SpaceError, default_space, parse_space
 from core.sweeps.store import Sweep, SweepStatus, SweepStore
@@ -54,4 +55,5 @@ __all__ = [
     "resubmit",
     "stop",
     "submit",
+    "sweep_command",
 ]

@@ -8,7 +8,9 @@ turns the best trial into an ordinary run of the run store. Nothing here imports
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -158,6 +160,26 @@ def launch(
     ]
     store.folder(submission.sweep.sweep_id).launch(command)
     return SweepSubmission(store.get(submission.sweep.sweep_id), NEW)
+
+
+def sweep_command(
+    dataset: str | os.PathLike,
+    fixed: TrainConfig,
+    space: dict[str, Any],
+    trials: int | None,
+    timeout: float | None = None,
+    python: str = "python",
+) -> str:
+    """`python -m core sweep DATASET --trials N --space '{...}' --flag value ...`, quoted for a POSIX shell."""
+    from core.train_options import train_arguments
+
+    args = [python, "-m", "core", "sweep", *train_arguments(str(dataset), sweep_identity(fixed))]
+    if trials is not None:
+        args += ["--trials", str(trials)]
+    if timeout is not None:
+        args += ["--timeout", f"{timeout:g}"]
+    args += ["--space", json.dumps(space, separators=(",", ":"))]
+    return shlex.join(args)
 
 
 def stop(models_root: str | os.PathLike, sweep_id: str) -> None:
