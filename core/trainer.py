@@ -189,6 +189,7 @@ class Trainer:
             epochs=epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
+            shuffle=False,  # the batches shuffle themselves, from the seed (see fit_head)
             verbose=0,
             callbacks=self.callbacks(phase),
         )
@@ -351,7 +352,10 @@ def fit_head(
     steps_per_call = HEAD_STEPS_PER_CALL if replicas == 1 else 1
     rate = learning_rate_for(config.lr_schedule, config.learning_rate, len(train) * config.epochs)
     compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics)
-    return head.fit(train, validation_data=val, epochs=config.epochs, verbose=0, callbacks=callbacks)
+    # shuffle=False: the batches shuffle themselves from the config's seed. Keras would also shuffle
+    # their order from Python's global random state, so the same trial would train differently in a
+    # sweep and in the run made from it.
+    return head.fit(train, validation_data=val, epochs=config.epochs, shuffle=False, verbose=0, callbacks=callbacks)
 
 
 def phase_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:

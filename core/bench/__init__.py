@@ -7,6 +7,7 @@ Items (each a module here):
   inference  4  one-photo latency p50/p95 and batch throughput vs plain `model.predict`
   memory     5  peak RSS of a training process on a large dataset at 224 px
   ui         6  the app server's CPU while a browser tab watches a training run (needs chromium)
+  sweep      7  a 20-trial sweep on cached features vs 20 runs the plain way, and vs one ordinary run
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -31,7 +32,7 @@ from typing import Any
 from core.bench.common import DEFAULT_DATASET, SCALES, Row, remove
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui")
+ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "sweep")
 _MODULES = {
     "train": "core.bench.cached_training",
     "ingest": "core.bench.decode",
@@ -39,6 +40,7 @@ _MODULES = {
     "inference": "core.bench.latency",
     "memory": "core.bench.memory",
     "ui": "core.bench.server_cpu",
+    "sweep": "core.bench.sweep",
 }
 
 

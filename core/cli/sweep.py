@@ -259,7 +259,8 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         )
         print(f"  {best['command']}", file=sys.stderr)
     if result["importance"]:
-        ranked = ", ".join(f"{k} {v:.2f}" for k, v in result["importance"].items())
+        ordered = sorted(result["importance"].items(), key=lambda item: -item[1])
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in ordered)
         print(f"importance: {ranked}", file=sys.stderr)
     promoted = result.get("promoted")
     if promoted and promoted.get("accuracy") is not None:

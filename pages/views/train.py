@@ -402,6 +402,11 @@ with new_tab:
             st.markdown(plan_text(config))
             st.caption("The same run from a terminal (copy it with the button at the right):")
             st.code(train_command(dataset, config), language="bash")
+    st.page_link(
+        page_file("sweep"),
+        label="Not sure which learning rate, head or dropout? A sweep tries many on cached features in minutes",
+        icon=":material/tune:",
+    )
     if "train_error" in st.session_state:
         st.error(st.session_state.pop("train_error"), icon=":material/error:")
     st.button(
