@@ -27,18 +27,19 @@ LIVE_EVERY, IDLE_EVERY = 2.0, 3.0  # seconds between sidebar polls with and with
 
 
 def jobs_panel() -> None:
-    """Active runs with their progress and a link to watch each.
+    """Active runs and sweeps with their progress and a link to watch each.
 
-    It polls in every page, cheaply (a stat per run folder): when a run starts or ends anywhere
-    (another tab, the CLI) the whole page is drawn again, so its own live parts take over.
+    It polls in every page, cheaply (a stat per run and sweep folder): when a job starts or ends
+    anywhere (another tab, the CLI) the whole page is drawn again, so its own live parts take over.
     """
     active = common.active_runs()
-    ids = tuple(run.run_id for run in active)
+    active_sweeps = common.active_sweeps()
+    ids = tuple(run.run_id for run in active) + tuple(sweep.sweep_id for sweep in active_sweeps)
     if st.session_state.get(ACTIVE_IDS, ids) != ids:
         st.session_state[ACTIVE_IDS] = ids
         st.rerun(scope="app")
     st.session_state[ACTIVE_IDS] = ids
-    if not active:
+    if not ids:
         st.caption("No training running.")
         return
     for run in active:
@@ -50,6 +51,15 @@ def jobs_panel() -> None:
             st.progress(state.fraction, text=state.text or state.state_label)
         st.page_link(
             page_file("train"), label="Watch it", icon=":material/monitoring:", query_params={"train_run": run.run_id}
+        )
+    for sweep in active_sweeps:
+        status = sweep.status
+        done, target = status.trials_done or 0, status.trials_target
+        st.markdown(f"**Sweep** · {sweep.dataset_name}")
+        text = f"{done}/{target} trials" if target else f"{done} trials"
+        st.progress(min(1.0, done / target) if target else 0.0, text=f"{text} · {status.stage or 'starting'}")
+        st.page_link(
+            page_file("sweep"), label="Watch it", icon=":material/tune:", query_params={"sweep_pick": sweep.sweep_id}
         )
 
 
@@ -66,6 +76,7 @@ with st.sidebar:
         st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
     st.markdown("**Jobs**")
     st.session_state.pop(ACTIVE_IDS, None)  # a whole-page run: the panel starts from what it sees now
-    st.fragment(jobs_panel, run_every=LIVE_EVERY if common.active_runs() else IDLE_EVERY)()
+    busy = common.active_runs() or common.active_sweeps()
+    st.fragment(jobs_panel, run_every=LIVE_EVERY if busy else IDLE_EVERY)()
 
 navigation.run()

@@ -14,6 +14,9 @@ from typing import Any
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
 CLASS_WEIGHTING_CHOICES = ("auto", "balanced", "none")
+# How the learning rate moves within a phase: constant; cosine decay to zero over the phase's steps;
+# divided by a factor when validation loss stops improving ("reduce on plateau").
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 MAX_UNFREEZE_STAGES = 4  # ResNet-50 has four residual stages (conv2..conv5) above its stem.
 MIN_IMAGE_SIZE = 32  # ResNet-50's five stride-2 stages need at least 32 px.
 # "auto" class weighting turns on when the largest class has more than this many times the images
@@ -136,6 +139,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-5
+    lr_schedule: str = "constant"  # both phases follow it: constant, cosine or plateau
     label_smoothing: float = 0.0
     early_stopping_patience: int = 3  # 0 turns early stopping off
     class_weighting: str = "auto"  # auto: balanced when the largest class is >1.5x the smallest
@@ -194,6 +198,10 @@ class TrainConfig:
             0 < self.fine_tune_learning_rate < 1,
             "fine_tune_learning_rate must be in (0, 1). "
             f"Received: fine_tune_learning_rate={self.fine_tune_learning_rate}",
+        )
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"lr_schedule must be one of {LR_SCHEDULES}. Received: lr_schedule={self.lr_schedule!r}",
         )
         _check(
             0 <= self.label_smoothing < 1,

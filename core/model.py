@@ -87,7 +87,7 @@ def build_classifier(
     backbone.trainable = False
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = build_head(num_classes, head, dropout)(x)
+    outputs = build_head(num_classes, head, dropout, seed=seed)(x)
     return keras.Model(inputs, outputs, name="flora_resnet50")
 
 
@@ -116,20 +116,33 @@ def _validate(num_classes: int, image_size: int, head, dropout: float) -> None:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
 
 
-def build_head(num_classes: int, units: tuple[int, ...] = (256,), dropout: float = 0.2) -> keras.Model:
+def build_head(
+    num_classes: int, units: tuple[int, ...] = (256,), dropout: float = 0.2, seed: int | None = None
+) -> keras.Model:
     """Pooled features (2048) -> BatchNorm -> [Dense(relu) + Dropout]* -> softmax (float32).
 
     The BatchNorm puts the pooled features on a common scale before the first Dense (as in
     keras-io's EfficientNet fine-tuning example), which makes the head train quickly and stably.
+    With a `seed`, the head's starting weights and dropout masks depend on it alone (not on what
+    was built before), so a sweep's trial and the run trained from it start from the same head.
     """
+
+    def seeded(offset: int) -> dict:
+        if seed is None:
+            return {}
+        return {"kernel_initializer": keras.initializers.GlorotUniform(seed=seed + offset)}
+
+    def dropout_seed(offset: int) -> dict:
+        return {} if seed is None else {"seed": seed + offset}
+
     features = keras.Input((FEATURE_DIM,), name="features")
     x = keras.layers.BatchNormalization(momentum=0.9, name="head_bn")(features)
     for i, width in enumerate(units, start=1):
-        x = keras.layers.Dense(int(width), activation="relu", name=f"head_dense_{i}")(x)
-        x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
+        x = keras.layers.Dense(int(width), activation="relu", name=f"head_dense_{i}", **seeded(2 * i))(x)
+        x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}", **dropout_seed(2 * i + 1))(x)
     if not units:
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    logits = keras.layers.Dense(num_classes, name="logits")(x)
+        x = keras.layers.Dropout(dropout, name="head_dropout", **dropout_seed(1))(x)
+    logits = keras.layers.Dense(num_classes, name="logits", **seeded(0))(x)
     # float32 softmax: under mixed precision, probabilities near 0 and 1 must not round away.
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(features, outputs, name=HEAD_NAME)

@@ -18,6 +18,7 @@ from typing import Any
 from core.config import (
     AUGMENT_PRESETS,
     CLASS_WEIGHTING_CHOICES,
+    LR_SCHEDULES,
     MAX_UNFREEZE_STAGES,
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
@@ -241,6 +242,17 @@ OPTIONS: tuple[TrainOption, ...] = (
         parse=float,
         format=_float_text,
         short=lambda v: f"lr {v:g}",
+    ),
+    TrainOption(
+        "lr_schedule",
+        "--lr-schedule",
+        "Learning-rate schedule",
+        "constant: the same rate all along; cosine: it decays smoothly to zero over the phase; plateau: it is "
+        "divided by about 3 whenever validation loss stops improving. Both phases follow it.",
+        RADIO,
+        HEAD,
+        choices=LR_SCHEDULES,
+        short=lambda v: f"lr {v}",
     ),
     TrainOption(
         "early_stopping_patience",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from core.features import ExtractionStopped, FeatureCache, build_extractor, weig
 from core.ingest import ImageCache
 from core.model import backbone_of, head_of
 from core.runs import CHECKPOINT_FILE, RunStore
+from core.schedules import learning_rate_for, schedule_callbacks
 
 log = logging.getLogger("flora")
 HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features
@@ -62,12 +64,16 @@ class TrainingJob:
 
 
 class StageReporter:
-    """Writes the stage a run is in (and its progress) to its status, at most twice a second."""
+    """Writes the stage a job is in (and its progress) to its status, at most twice a second."""
 
-    def __init__(self, store: RunStore, run_id: str):
-        self.store, self.run_id = store, run_id
+    def __init__(self, write: Callable[..., Any]):
+        self.write = write  # status fields -> the job's status.json (a run's, a sweep's)
         self._written = 0.0
         self._stage: str | None = None
+
+    @classmethod
+    def for_run(cls, store: RunStore, run_id: str) -> StageReporter:
+        return cls(lambda **fields: store.set_status(run_id, **fields))
 
     def __call__(self, name: str, done: int | None = None, total: int | None = None, force: bool = False) -> None:
         now = time.time()
@@ -81,7 +87,7 @@ class StageReporter:
             fields["stage_started_at"] = now
         if done is not None and total is not None:
             fields["stage_progress"] = (done, total)
-        self.store.set_status(self.run_id, **fields)
+        self.write(**fields)
 
 
 @dataclass
@@ -119,103 +125,44 @@ class Trainer:
     def callbacks(self, phase: int) -> list[keras.callbacks.Callback]:
         config = self.job.config
         callbacks = [RunLogger(self.job.store, self.job.run_id, phase, self.counter, config.total_epochs), self.best]
-        if config.early_stopping_patience > 0:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+        callbacks += phase_callbacks(config)
         if self.job.console:
             callbacks.append(EpochProgressBar(phase, config.total_epochs))
         return callbacks
 
     def fit_head_on_features(self) -> None:
         """Phase 1 on cached pooled features: extract (or load) them, then fit the head alone."""
-        config, split = self.job.config, self.data.split
-        extract = self._feature_extractor()
-        # One pass for the clean view of every split (one partial batch, one save, one progress bar);
-        # the test split too, unless phase 2 will change the backbone under it.
-        parts = {"train": split.train, "val": split.val}
-        if config.fine_tune_epochs == 0:
-            parts["test"] = split.test
-        clean = extract(" + ".join(parts), np.concatenate(list(parts.values())))
-        features, start = {}, 0
-        for name, positions in parts.items():
-            features[name] = clean[start : start + len(positions)]
-            start += len(positions)
-        views = [features.pop("train")]
-        if config.augment.enabled:
-            views += [extract("train", split.train, view) for view in range(1, config.augmented_views + 1)]
-        features["train"] = np.stack(views)
-        self.features = features
-        log.info("phase 1 on cached features: %d train images x %d view(s)", len(split.train), len(views))
-
+        config = self.job.config
+        views = config.augmented_views if config.augment.enabled else 0
+        # The test split too, unless phase 2 will change the backbone under it.
+        self.features = head_features(
+            self.model, self.data, config, self.extraction(), views, include_test=config.fine_tune_epochs == 0
+        )
+        log.info(
+            "phase 1 on cached features: %d train images x %d view(s)",
+            len(self.data.split.train),
+            len(self.features["train"]),
+        )
         head = head_of(self.model)
         self.best.track(head)  # the backbone stays as it is: only the head's weights need keeping
-        # A head step is a few milliseconds, much of it the framework's per-call cost: run several per
-        # call (on one device: Keras's multi-step loop fails under tf.distribute.MirroredStrategy).
-        steps_per_call = HEAD_STEPS_PER_CALL if self.replicas == 1 else 1
-        compile_for(head, config.learning_rate, config.label_smoothing, steps_per_execution=steps_per_call)
-        labels = self.data.cache.labels
-        train = FeatureBatches(
-            features["train"],
-            labels[split.train],
-            self.data.num_classes,
-            config.batch_size,
-            seed=config.seed,
-            sample_weights=self.data.class_weights,
-            replicas=self.replicas,
-        )
-        val = FeatureBatches(  # big batches: validating is a forward pass; the mean loss is the same
-            features["val"][None],
-            labels[split.val],
-            self.data.num_classes,
-            max(config.batch_size, VALIDATION_BATCH),
-            shuffle=False,
-            replicas=self.replicas,
-        )
         self.report("training the head on cached features", force=True)
-        head.fit(train, validation_data=val, epochs=config.epochs, verbose=0, callbacks=self.callbacks(1))
+        fit_head(head, self.features, self.data, config, self.callbacks(1), replicas=self.replicas)
 
-    def _feature_extractor(self):
-        """extract(name, positions, view=0) -> features, through the feature cache, with progress."""
-        config = self.job.config
-        extractor = build_extractor(self.model)
-        key = weights_hash(backbone_of(self.model))
-        store = FeatureCache(
+    def extraction(self) -> Extraction:
+        return Extraction(
             self.job.cache_root,
-            self.data.cache,
-            config.image_size,
-            key,
-            workers=self.workers,
-            replicas=self.replicas,
+            self.workers,
+            self.replicas,
+            self.extraction_batch_size(),
+            self.report,
+            self.job.should_stop,
+            self.job.console,
         )
-        batch = self.extraction_batch_size()
-
-        def extract(name: str, positions, view: int = 0) -> np.ndarray:
-            label = f"extracting features: {name}" + (f" (augmented view {view})" if view else "")
-            bar = console_bar(self.job, label, len(positions), unit="img")
-
-            def progress(done: int, total: int) -> None:
-                self.report(label, done, total)
-                if bar is not None:
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
-
-            try:
-                return store.get(
-                    extractor, positions, view, config.augment, config.seed, batch, progress, self.job.should_stop
-                )
-            except ExtractionStopped as e:
-                raise StopRequested(str(e)) from None
-            finally:
-                if bar is not None:
-                    bar.close()
-
-        return extract
 
     def fit_on_images(self, phase: int) -> None:
         """Fit the whole classifier on images (augmentation inside the model): phase 1 or 2."""
         config, split = self.job.config, self.data.split
         learning_rate = config.learning_rate if phase == 1 else config.fine_tune_learning_rate
-        compile_for(self.model, learning_rate, config.label_smoothing)
         reading = {"replicas": self.replicas, "workers": self.workers, "max_queue_size": 2 * self.workers}
         shape = {"num_classes": self.data.num_classes, "image_size": config.image_size, "batch_size": config.batch_size}
         train = ImageBatches(
@@ -234,12 +181,16 @@ class Trainer:
         self.best.checkpoint = self.job.run_dir / CHECKPOINT_FILE  # epochs are slow here: keep the best on disk
         self.report("training" if phase == 1 else "fine-tuning", force=True)
         steps = min(self.job.max_steps, len(train)) if self.job.max_steps else None
+        total_steps = (steps or len(train)) * (epochs - initial_epoch)
+        rate = learning_rate_for(config.lr_schedule, learning_rate, total_steps)
+        compile_for(self.model, rate, config.label_smoothing)
         self.model.fit(
             train,
             validation_data=val,
             epochs=epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
+            shuffle=False,  # the batches shuffle themselves, from the seed (see fit_head)
             verbose=0,
             callbacks=self.callbacks(phase),
         )
@@ -276,24 +227,178 @@ class Trainer:
         return {"val": (pooled[:n_val], logits[:n_val]), "test": (pooled[n_val:], logits[n_val:])}
 
     def extraction_batch_size(self) -> int:
-        """Images per forward-only step: sized to the device (it is inference), a multiple of the replicas."""
-        size = recommended_batch_size(self.device, self.job.config.image_size, training=False)
-        return padded_length(max(size, self.job.config.batch_size), self.replicas)
+        return extraction_batch_size(self.device, self.job.config, self.replicas)
 
 
-def compile_for(model: keras.Model, learning_rate: float, label_smoothing: float, steps_per_execution: int = 1) -> None:
-    """Adam and categorical cross-entropy (optionally smoothed), with accuracy."""
+def extraction_batch_size(device: DeviceInfo, config: TrainConfig, replicas: int = 1) -> int:
+    """Images per forward-only step: sized to the device (it is inference), a multiple of the replicas."""
+    size = recommended_batch_size(device, config.image_size, training=False)
+    return padded_length(max(size, config.batch_size), replicas)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How pooled features are had: where they are cached, how they are read and computed, who is told."""
+
+    cache_root: Path
+    workers: int  # threads reading image batches ahead of the backbone
+    replicas: int
+    batch_size: int  # images per forward-only step
+    report: StageReporter
+    should_stop: Callable[[], bool]
+    console: bool = False  # progress bars on stderr
+
+
+def head_features(
+    model: keras.Model,
+    data: TrainingData,
+    config: TrainConfig,
+    extraction: Extraction,
+    views: int,
+    include_test: bool = True,
+) -> dict[str, np.ndarray]:
+    """The pooled features a head trains on, through the feature cache.
+
+    Returns:
+        {"train": (1 + views, n_train, 2048), "val": (n_val, 2048)[, "test": (n_test, 2048)]}:
+        the clean view of every split, then `views` augmented views of the training images.
+
+    Raises:
+        StopRequested: `extraction.should_stop` said so (what was computed is kept in the cache).
+    """
+    split = data.split
+    extract = _feature_extractor(model, data, config, extraction)
+    # One pass for the clean view of every split (one partial batch, one save, one progress bar).
+    parts = {"train": split.train, "val": split.val}
+    if include_test:
+        parts["test"] = split.test
+    clean = extract(" + ".join(parts), np.concatenate(list(parts.values())))
+    features, start = {}, 0
+    for name, positions in parts.items():
+        features[name] = clean[start : start + len(positions)]
+        start += len(positions)
+    train_views = [features.pop("train")]
+    train_views += [extract("train", split.train, view) for view in range(1, views + 1)]
+    features["train"] = np.stack(train_views)
+    return features
+
+
+def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConfig, extraction: Extraction):
+    """extract(name, positions, view=0) -> features, through the feature cache, with progress."""
+    extractor = build_extractor(model)
+    key = weights_hash(backbone_of(model))
+    store = FeatureCache(
+        extraction.cache_root,
+        data.cache,
+        config.image_size,
+        key,
+        workers=extraction.workers,
+        replicas=extraction.replicas,
+    )
+
+    def extract(name: str, positions, view: int = 0) -> np.ndarray:
+        label = f"extracting features: {name}" + (f" (augmented view {view})" if view else "")
+        bar = console_bar(extraction.console, label, len(positions), unit="img")
+
+        def progress(done: int, total: int) -> None:
+            extraction.report(label, done, total)
+            if bar is not None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+        try:
+            return store.get(
+                extractor,
+                positions,
+                view,
+                config.augment,
+                config.seed,
+                extraction.batch_size,
+                progress,
+                extraction.should_stop,
+            )
+        except ExtractionStopped as e:
+            raise StopRequested(str(e)) from None
+        finally:
+            if bar is not None:
+                bar.close()
+
+    return extract
+
+
+def fit_head(
+    head: keras.Model,
+    features: dict[str, np.ndarray],
+    data: TrainingData,
+    config: TrainConfig,
+    callbacks: list[keras.callbacks.Callback],
+    replicas: int = 1,
+    extra_metrics: tuple = (),
+) -> keras.callbacks.History:
+    """Fit the head alone on cached features: phase 1 of a run, or one trial of a sweep.
+
+    `config` gives the epochs, batch size, rate and its schedule, label smoothing and seed; `data`
+    the labels, the split and the class weights. Each epoch every training image is seen once,
+    in one of its views drawn at random. The caller's `callbacks` should include
+    `phase_callbacks(config)` (early stopping, the schedule's callback).
+    """
+    split, labels = data.split, data.cache.labels
+    train = FeatureBatches(
+        features["train"],
+        labels[split.train],
+        data.num_classes,
+        config.batch_size,
+        seed=config.seed,
+        sample_weights=data.class_weights,
+        replicas=replicas,
+    )
+    val = FeatureBatches(  # big batches: validating is a forward pass; the mean loss is the same
+        features["val"][None],
+        labels[split.val],
+        data.num_classes,
+        max(config.batch_size, VALIDATION_BATCH),
+        shuffle=False,
+        replicas=replicas,
+    )
+    # A head step is a few milliseconds, much of it the framework's per-call cost: run several per
+    # call (on one device: Keras's multi-step loop fails under tf.distribute.MirroredStrategy).
+    steps_per_call = HEAD_STEPS_PER_CALL if replicas == 1 else 1
+    rate = learning_rate_for(config.lr_schedule, config.learning_rate, len(train) * config.epochs)
+    compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics)
+    # shuffle=False: the batches shuffle themselves from the config's seed. Keras would also shuffle
+    # their order from Python's global random state, so the same trial would train differently in a
+    # sweep and in the run made from it.
+    return head.fit(train, validation_data=val, epochs=config.epochs, shuffle=False, verbose=0, callbacks=callbacks)
+
+
+def phase_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """What every phase's fit needs besides reporting: early stopping and the schedule's callback."""
+    callbacks: list[keras.callbacks.Callback] = []
+    if config.early_stopping_patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
+    return callbacks + schedule_callbacks(config.lr_schedule, config.early_stopping_patience)
+
+
+def compile_for(
+    model: keras.Model,
+    learning_rate,
+    label_smoothing: float,
+    steps_per_execution: int = 1,
+    extra_metrics: tuple = (),
+) -> None:
+    """Adam (at a rate or a schedule) and categorical cross-entropy (optionally smoothed), with accuracy."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=["accuracy"],
+        metrics=["accuracy", *extra_metrics],
         steps_per_execution=steps_per_execution,
     )
 
 
-def console_bar(job: TrainingJob, desc: str, total: int, unit: str):
+def console_bar(console: bool, desc: str, total: int, unit: str):
     """A tqdm bar on stderr for the CLI (None in the background or when stderr is not a terminal)."""
-    if not job.console:
+    if not console:
         return None
     from tqdm import tqdm
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from core.analysis import RunAnalysis, SplitArrays
-from core.config import IMBALANCE_RATIO
-from core.datasets import split_indices
+from core.config import IMBALANCE_RATIO, TrainConfig
+from core.datasets import DatasetIndex, split_indices
 from core.device import (
     describe,
     dtype_policy,
@@ -62,7 +63,7 @@ def train_run(job: TrainingJob) -> RunStatus:
         epoch=0,
     )
     log.info("run %s on %s", job.run_id, device.label)
-    report = StageReporter(job.store, job.run_id)
+    report = StageReporter.for_run(job.store, job.run_id)
     data = prepare_data(job, report)
 
     policy = mixed_precision_policy(device)
@@ -143,33 +144,55 @@ def train_run(job: TrainingJob) -> RunStatus:
 
 def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
     """Decode every image into the cache (once per dataset and size), split it, weigh the classes."""
-    config = job.config
-    cache = _ingest(job, report)
+    data = load_training_data(
+        job.index, job.config, job.cache_root, report, job.should_stop, job.console, job.ingest_workers
+    )
+    split = data.split
+    job.store.set_status(
+        job.run_id,
+        split={**split.sizes(), "source": split.source, "notes": split.notes},
+        unreadable_images=len(data.cache.failures),
+    )
+    return data
+
+
+def load_training_data(
+    index: DatasetIndex,
+    config: TrainConfig,
+    cache_root: Path,
+    report: StageReporter,
+    should_stop: Callable[[], bool],
+    console: bool = False,
+    workers: int | None = None,
+) -> TrainingData:
+    """The decoded images of `index` (decoded once per dataset and size), its split and class weights.
+
+    A run and a sweep both start here, so both see the same split for the same seed.
+
+    Raises:
+        StopRequested: `should_stop` said so while decoding (what was decoded is kept).
+    """
+    cache = _ingest(index, config, cache_root, report, should_stop, console, workers)
     split = split_indices(
         cache.labels,
-        job.index.classes,
-        cache.splits if job.index.has_split else None,
+        index.classes,
+        cache.splits if index.has_split else None,
         config.val_fraction,
         config.test_fraction,
         config.seed,
     )
     for note in split.notes:
         log.warning("split: %s", note)
-    job.store.set_status(
-        job.run_id,
-        split={**split.sizes(), "source": split.source, "notes": split.notes},
-        unreadable_images=len(cache.failures),
-    )
     log.info("split (%s): %s", split.source, split.sizes())
-    num_classes = len(job.index.classes)
+    num_classes = len(index.classes)
     weights = class_weights(cache.labels[split.train], num_classes, config.class_weighting)
     if weights is not None:
         log.info("class weights on (imbalanced classes): %s", np.round(weights, 2).tolist())
     return TrainingData(cache, split, weights, num_classes)
 
 
-def _ingest(job: TrainingJob, report: StageReporter) -> ImageCache:
-    bar = console_bar(job, "decoding images", len(job.index.entries), unit="img")
+def _ingest(index, config, cache_root, report, should_stop, console, workers) -> ImageCache:
+    bar = console_bar(console, "decoding images", len(index.entries), unit="img")
 
     def progress(done: int, total: int) -> None:
         report("decoding images", done, total)
@@ -179,12 +202,12 @@ def _ingest(job: TrainingJob, report: StageReporter) -> ImageCache:
 
     try:
         cache = ingest(
-            job.index,
-            job.config.cache_size,
-            job.cache_root,
+            index,
+            config.cache_size,
+            cache_root,
             progress=progress,
-            workers=job.ingest_workers,
-            should_stop=job.should_stop,
+            workers=workers,
+            should_stop=should_stop,
         )
     except IngestCancelled as e:
         raise StopRequested(str(e)) from None

@@ -34,6 +34,8 @@ EXPECTED_ROWS = {
     "serve.p50",
     "serve.p95",
     "serve.p99",
+    "sweep.vs_plain_runs",
+    "sweep.vs_one_run",
 }
 
 
@@ -65,7 +67,7 @@ def test_bench_json_reports_every_figure_with_baseline_and_ratio(tmp_path, capsy
         assert row["ratio"] is not None and row["ratio"] > 0, key
         assert row["unit"] and row["figure"] and row["notes"], key
     # every target is stated, and judged where this machine can judge it
-    for key in ("train.cached_cold", "train.cached_reuse", "ingest.photos128", "memory.peak_rss"):
+    for key in ("train.cached_cold", "train.cached_reuse", "ingest.photos128", "memory.peak_rss", "sweep.vs_one_run"):
         assert rows[key]["target"] and isinstance(rows[key]["met"], bool), key
     assert rows["gpu.full_finetune"]["target"].startswith(">= 3,000 img/s")
     # the memory figure comes from a real training process over the whole generated dataset
@@ -73,6 +75,10 @@ def test_bench_json_reports_every_figure_with_baseline_and_ratio(tmp_path, capsy
     assert rows["memory.peak_rss"]["extra"]["images"] == 60
     # the reuse runs really reused the cache
     assert "no feature was recomputed" in rows["train.cached_reuse"]["notes"]
+    # the sweep's baseline says how many plain runs were timed, and that the rest is extrapolated
+    sweep = rows["sweep.vs_plain_runs"]
+    assert sweep["extra"]["trials"] == 3 and sweep["extra"]["plain_runs_timed"] == 1
+    assert "EXTRAPOLATED to 3 runs" in sweep["notes"] and sweep["target"] == ">= 20x"
 
 
 def test_ratios_point_the_same_way_for_times_and_rates():

@@ -29,6 +29,7 @@ from core.config import (
         ({"val_fraction": 0.6}, "val_fraction"),
         ({"head": (0,)}, "head units must be positive"),
         ({"augmented_views": 99}, "augmented_views"),
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of ('constant', 'cosine', 'plateau')"),
     ],
 )
 def test_train_config_rejects_bad_values_with_a_message(changes, message):

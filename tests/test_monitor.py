@@ -112,7 +112,7 @@ def test_the_stage_reporter_marks_when_each_stage_starts(tmp_path):
 
     store = RunStore(tmp_path)
     store.create("r", {"config": {}})
-    report = StageReporter(store, "r")
+    report = StageReporter.for_run(store, "r")
     report("decoding images", 0, 10, force=True)
     first = store.get("r").status.stage_started_at
     report("decoding images", 5, 10, force=True)

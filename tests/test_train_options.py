@@ -52,6 +52,7 @@ def test_every_config_field_has_exactly_one_option():
             feature_cache=False,
             class_weighting="balanced",
             label_smoothing=0.1,
+            lr_schedule="cosine",
             seed=7,
         ),
     ],
@@ -88,3 +89,5 @@ def test_bad_flags_say_what_they_take():
         _parse(["flowers", "--head", "big"])
     with pytest.raises(SystemExit):
         _parse(["flowers", "--class-weights", "sometimes"])
+    with pytest.raises(SystemExit):
+        _parse(["flowers", "--lr-schedule", "linear"])

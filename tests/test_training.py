@@ -215,3 +215,38 @@ def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_pa
             logger.on_train_batch_end(last_step, {"loss": 1.0})
     assert counter.global_step == 34
     assert store.read_metrics("r")[-1]["batch"] == 17
+
+
+@pytest.mark.backend_agnostic
+def test_cosine_schedule_decays_the_rate_over_the_phase(tmp_path, colours):
+    store, run_id, status = _train(tmp_path, colours, BASE.replace(epochs=3, lr_schedule="cosine"))
+    assert status.state == RunState.DONE
+    rates = [m["lr"] for m in store.read_metrics(run_id) if m["kind"] == "epoch"]
+    assert len(rates) == 3 and rates[0] < BASE.learning_rate and rates == sorted(rates, reverse=True)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-9)  # cosine ends at zero after the phase's last step
+
+
+def test_plateau_schedule_lowers_the_rate_when_validation_loss_stalls():
+    import keras
+
+    from core.schedules import PLATEAU_FACTOR, plateau_patience, schedule_callbacks
+
+    assert schedule_callbacks("constant", 3) == [] and schedule_callbacks("cosine", 3) == []
+    assert plateau_patience(3) == 1 and plateau_patience(10) == 5 and plateau_patience(0) == 2
+    (plateau,) = schedule_callbacks("plateau", early_stopping_patience=3)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    plateau.on_epoch_end(0, {"val_loss": 1.0})
+    plateau.on_epoch_end(1, {"val_loss": 0.5})  # improving: the rate stays
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    plateau.on_epoch_end(2, {"val_loss": 0.6})  # one epoch without improvement (patience 1)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01 * PLATEAU_FACTOR)
+
+
+def test_unknown_schedule_is_refused():
+    from core.schedules import learning_rate_for
+
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        learning_rate_for("linear", 0.01, 10)

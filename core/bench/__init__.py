@@ -9,6 +9,7 @@ Items (each a module here):
   ui         6  the app server's CPU while a browser tab watches a training run (needs chromium)
   serve      7  the model server under 32 concurrent clients (batching on/off, vs bare batch
                 throughput) and onnxruntime / LiteRT vs Keras
+  sweep      8  a 20-trial sweep on cached features vs 20 runs the plain way, and vs one ordinary run
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -33,7 +34,7 @@ from typing import Any
 from core.bench.common import DEFAULT_DATASET, SCALES, Row, remove
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve")
+ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep")
 _MODULES = {
     "train": "core.bench.cached_training",
     "ingest": "core.bench.decode",
@@ -42,6 +43,7 @@ _MODULES = {
     "memory": "core.bench.memory",
     "ui": "core.bench.server_cpu",
     "serve": "core.bench.serve",
+    "sweep": "core.bench.sweep",
 }
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger("flora")
 COMMAND_MODULES = (
     "core.cli.runs",
     "core.cli.results",
+    "core.cli.sweep",
     "core.cli.serving",
     "core.cli.export",
     "core.cli.retrain",

@@ -94,9 +94,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_result(args, store, run_id: str, cached: bool) -> int:
     run = store.get(run_id)
+    result = train_result(run, cached)
+    if args.json:
+        emit_json(result)
+    else:
+        if run.state in (RunState.DONE, RunState.STOPPED) and run.status.accuracy is not None:
+            note = " (cached)" if cached else ""
+            print(f"test accuracy {run.status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
+        print(run_id)
+    return EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
+
+
+def train_result(run: Run, cached: bool) -> dict[str, Any]:
+    """What `train --json` prints about a run: its id, state, test metrics, where it lives."""
     status = run.status
     result = {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "cached": cached,
         "state": run.state.value,
         "accuracy": status.accuracy,
@@ -108,14 +121,7 @@ def _train_result(args, store, run_id: str, cached: bool) -> int:
     }
     if status.error:
         result["error"] = status.error
-    if args.json:
-        emit_json(result)
-    else:
-        if run.state in (RunState.DONE, RunState.STOPPED) and status.accuracy is not None:
-            note = " (cached)" if cached else ""
-            print(f"test accuracy {status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
-        print(run_id)
-    return EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
+    return result
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

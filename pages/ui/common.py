@@ -18,6 +18,7 @@ from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
 from core.runs import Run, RunState, RunStore
+from core.sweeps import Sweep, SweepStore
 from core.thumbnails import placeholder, thumbnail
 from core.train_options import describe_config
 
@@ -84,6 +85,35 @@ def active_runs() -> list[Run]:
     return [run for run in runs() if run.active]
 
 
+def sweep_store() -> SweepStore:
+    return SweepStore(models_root())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _sweeps_as_of(root: str, stamp: tuple[int, float]) -> list[Sweep]:
+    return SweepStore(root).list()
+
+
+def sweeps() -> list[Sweep]:
+    """All sweeps, newest first (read again only when one is created or writes its status)."""
+    store = sweep_store()
+    listed = _sweeps_as_of(str(store.models_root), store.stamp())
+    return [store.refresh(sweep) if sweep.active else sweep for sweep in listed]
+
+
+def active_sweeps() -> list[Sweep]:
+    return [sweep for sweep in sweeps() if sweep.active]
+
+
+def sweep_label(sweep: Sweep) -> str:
+    """A picker's label: dataset, what it searches, when it began, its id (facts that do not change)."""
+    import datetime
+
+    created = datetime.datetime.fromtimestamp(sweep.created).strftime("%b %d %H:%M")
+    searched = ", ".join(sweep.spec.get("space", {}))
+    return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}"
+
+
 def finished_runs() -> list[Run]:
     """Runs with a saved model and a test evaluation (done, or stopped after an epoch)."""
     return [run for run in runs() if run.evaluated]
@@ -130,8 +160,8 @@ def device_info() -> DeviceInfo:
     return quick_describe()
 
 
-def state_badge(run: Run) -> None:
-    """The run's state as a coloured badge; "stopping" from the moment a stop is asked for."""
+def state_badge(run: Run | Sweep) -> None:
+    """A run's or a sweep's state as a coloured badge; "stopping" from the moment a stop is asked for."""
     if run.stopping:
         st.badge("stopping…", color="orange", icon=":material/hourglass_top:")
         return

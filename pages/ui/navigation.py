@@ -32,6 +32,7 @@ PAGES = (
     PageSpec("dataset", "Dataset", ":material/photo_library:"),
     PageSpec("augmentation", "Augmentation", ":material/auto_fix_high:"),
     PageSpec("train", "Train", ":material/model_training:"),
+    PageSpec("sweep", "Sweep", ":material/tune:"),
     PageSpec("evaluate", "Evaluate", ":material/grid_on:"),
     PageSpec("predict", "Predict", ":material/local_florist:"),
     PageSpec("serve", "Serve", ":material/dns:"),

@@ -51,6 +51,17 @@ NOTES = {
         "but generalises worse. Early stopping ends the phase then, and the weights of the best validation "
         "epoch are kept. Augmentation, dropout and more photos push that point later."
     ),
+    "sweep": (
+        "**What a sweep does, and why the test split stays out of it.** Settings such as the learning rate, "
+        "dropout or the head's size are not learnt from the photos: you choose them, and a poor choice can cost "
+        "half the accuracy. A sweep tries many choices for you. Optuna picks each trial's settings from how the "
+        "earlier ones did (its TPE sampler tries more of what worked), and stops a trial early when its validation "
+        "loss is worse than the median of earlier trials at the same epoch (pruning). Because the backbone is "
+        "frozen, its features are computed once and every trial only trains a small head: seconds, not minutes. "
+        "The **validation** photos judge the trials. If the test photos judged them too, the best trial would be "
+        "the one that happens to suit those particular photos, and its test score would flatter it; so the test "
+        "split is used once, on the run you train from the winner."
+    ),
     "confusion": (
         "**Reading the confusion matrix.** Each **row** is a true class: its cells count where that class's "
         "test photos ended up. The diagonal is what the model got right; a large cell off the diagonal, say "

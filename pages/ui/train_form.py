@@ -47,8 +47,9 @@ WEIGHT_KINDS = {
 }
 
 
-def key(field: str) -> str:
-    return f"train_{field}"
+def key(field: str, prefix: str = "train") -> str:
+    """The widget key of a field on a page's form: `train_lr`; the Sweep page draws some as `sweep_...`."""
+    return f"{prefix}_{field}"
 
 
 def fill_from_config(config: TrainConfig) -> None:
@@ -114,7 +115,7 @@ def remember(dataset: str, config: TrainConfig) -> None:
     workspace.remember_train_settings(common.data_root(), dataset, config.to_dict())
 
 
-def dataset_picker() -> str | None:
+def dataset_picker(prefix: str = "train") -> str | None:
     options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
     current = common.current_dataset()
     if current and current not in options:
@@ -124,9 +125,9 @@ def dataset_picker() -> str | None:
         st.page_link(page_file("dataset"), label="Go to Dataset", icon=":material/arrow_forward:")
         return None
     paths = list(options)
-    if st.session_state.get(key("dataset")) not in paths:
-        st.session_state[key("dataset")] = current if current in paths else paths[0]
-    chosen = st.selectbox("Dataset", paths, format_func=options.get, key=key("dataset"))
+    if st.session_state.get(key("dataset", prefix)) not in paths:
+        st.session_state[key("dataset", prefix)] = current if current in paths else paths[0]
+    chosen = st.selectbox("Dataset", paths, format_func=options.get, key=key("dataset", prefix))
     common.set_current_dataset(chosen)
     return chosen
 
@@ -164,16 +165,17 @@ def _draw_section(section: str, columns: int = 1) -> str | None:
             if option.kind == WEIGHTS:
                 weights = weights_picker(option)
             else:
-                _draw(option)
+                draw_option(option)
     return weights
 
 
-def _draw(option: TrainOption) -> None:
+def draw_option(option: TrainOption, prefix: str = "train") -> None:
+    """The widget of one TrainConfig field, as the options table describes it, keyed `<prefix>_<field>`."""
     state = st.session_state
-    disabled = bool(option.needs) and not state.get(key(option.needs))
-    common_args = {"key": key(option.field), "help": option.help, "disabled": disabled}
+    disabled = bool(option.needs) and not state.get(key(option.needs, prefix), True)
+    common_args = {"key": key(option.field, prefix), "help": option.help, "disabled": disabled}
     if option.kind == SELECT_SLIDER:
-        choices = sorted({*option.choices, state.get(key(option.field), option.default)})
+        choices = sorted({*option.choices, state.get(key(option.field, prefix), option.default)})
         fmt = (lambda v: f"{v:g}") if isinstance(option.default, float) else str
         st.select_slider(option.label, choices, format_func=fmt, **common_args)
     elif option.kind == NUMBER:
@@ -188,8 +190,8 @@ def _draw(option: TrainOption) -> None:
         st.text_input(option.label, **common_args)
     elif option.kind == PRESET:
         presets = list(all_presets(common.data_root()))
-        if state.get(key(option.field)) not in presets:
-            state[key(option.field)] = "standard"
+        if state.get(key(option.field, prefix)) not in presets:
+            state[key(option.field, prefix)] = "standard"
         st.selectbox(option.label, presets, **common_args)
         st.caption("Presets, and any you saved on the Augmentation page.")
     if option.field == "batch_size":
@@ -197,18 +199,19 @@ def _draw(option: TrainOption) -> None:
         if device.kind == "gpu":
             from core.device import recommended_batch_size
 
-            suggested = recommended_batch_size(device, state.get(key("image_size"), 224))
+            suggested = recommended_batch_size(device, state.get(key("image_size", prefix), 224))
             st.caption(f"On {device.name}, a batch of about {suggested} keeps the GPU busy (fine-tuning).")
 
 
-def weights_picker(option: TrainOption) -> str | None:
+def weights_picker(option: TrainOption, prefix: str = "train") -> str | None:
+    """The starting-weights choice (ImageNet, none, an earlier run, a file); None until one is complete."""
     state = st.session_state
     kind = st.radio(
         option.label,
         list(WEIGHT_KINDS),
         format_func=WEIGHT_KINDS.get,
         horizontal=True,
-        key="train_weights_kind",
+        key=f"{prefix}_weights_kind",
         help=option.help,
     )
     if kind == "imagenet":
@@ -231,12 +234,12 @@ def weights_picker(option: TrainOption) -> str | None:
             st.info("No finished run yet to start from.")
             return None
         ids = [r.run_id for r in earlier]
-        if state.get("train_weights_run") not in ids:
-            state["train_weights_run"] = ids[0]
+        if state.get(f"{prefix}_weights_run") not in ids:
+            state[f"{prefix}_weights_run"] = ids[0]
         labels = {r.run_id: common.run_label(r) for r in earlier}
-        run_id = st.selectbox("Run", ids, format_func=labels.get, key="train_weights_run")
+        run_id = st.selectbox("Run", ids, format_func=labels.get, key=f"{prefix}_weights_run")
         return f"run:{run_id}"
-    path = st.text_input("Weights file (.h5, .weights.h5, .keras)", key="train_weights_file").strip()
+    path = st.text_input("Weights file (.h5, .weights.h5, .keras)", key=f"{prefix}_weights_file").strip()
     return path or None
 
 

@@ -27,6 +27,13 @@ st.caption(
 teaching.explain("resize")
 
 
+SCHEDULE_WORDS = {
+    "constant": "",
+    "cosine": ", decaying to zero along a cosine",
+    "plateau": ", lowered whenever validation loss stalls",
+}
+
+
 def plan_text(config: TrainConfig) -> str:
     """What the run will do, in words, for people learning transfer learning."""
     steps = []
@@ -47,12 +54,13 @@ def plan_text(config: TrainConfig) -> str:
         )
         steps.append(
             f"**Phase 1**: {config.epochs} epochs training only the head, {where}{views}, "
-            f"learning rate {config.learning_rate:g}."
+            f"learning rate {config.learning_rate:g}{SCHEDULE_WORDS[config.lr_schedule]}."
         )
     if config.fine_tune_epochs:
         steps.append(
             f"**Phase 2**: {config.fine_tune_epochs} epochs fine-tuning the top {config.unfreeze_stages} "
-            f"ResNet stage(s) (BatchNorm frozen) at {config.fine_tune_learning_rate:g}."
+            f"ResNet stage(s) (BatchNorm frozen) at {config.fine_tune_learning_rate:g}"
+            f"{SCHEDULE_WORDS[config.lr_schedule]}."
         )
     steps.append("The weights of the epoch with the lowest validation loss are kept and evaluated on the test split.")
     return "\n\n".join(steps)
@@ -394,6 +402,11 @@ with new_tab:
             st.markdown(plan_text(config))
             st.caption("The same run from a terminal (copy it with the button at the right):")
             st.code(train_command(dataset, config), language="bash")
+    st.page_link(
+        page_file("sweep"),
+        label="Not sure which learning rate, head or dropout? A sweep tries many on cached features in minutes",
+        icon=":material/tune:",
+    )
     if "train_error" in st.session_state:
         st.error(st.session_state.pop("train_error"), icon=":material/error:")
     st.button(

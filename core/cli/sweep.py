@@ -1,0 +1,312 @@
+"""`sweep` and `sweeps`: search head settings with Optuna on cached features, list sweeps, train the best.
+
+  python -m core sweep DATA --trials N [--timeout S] [--space FILE] [fixed train flags] [--promote] [--json]
+  python -m core sweep --sweep ID [--trials N] [--promote]     continue (or promote) a sweep by id
+  python -m core sweeps [--show ID | --stop ID] [--json]
+
+The same DATA, fixed flags and space name the same sweep: running the command again continues it
+(finished trials are kept) up to N finished trials. `--promote` trains the best trial as an ordinary
+run (with `--fine-tune-epochs N`, phase 2 on top), which is evaluated on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.cli import store_of
+from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
+from core.config import TrainConfig
+from core.processes import RunState
+from core.train_options import OPTIONS, add_train_flags, train_command
+
+log = logging.getLogger("flora")
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        parents=[common],
+        help="search head settings with Optuna on cached features; --promote trains the best as a run",
+        description="Features are extracted once; every trial trains only the head on them. The validation "
+        "split chooses; the test split is never used to choose.",
+    )
+    sweep.add_argument("dataset", nargs="?", metavar="DATA_DIR", help="a folder of class folders, or a dataset name")
+    sweep.add_argument("--trials", type=int, metavar="N", help="finished trials to reach, over every launch")
+    sweep.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds (this launch)")
+    sweep.add_argument(
+        "--space",
+        metavar="FILE|JSON",
+        help='the search space, a JSON file or text: {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": true}, '
+        '"head": {"choices": ["", "256", "512,128"]}, ...} (default: rate, dropout, head, smoothing, batch, '
+        "views, schedule)",
+    )
+    sweep.add_argument("--config", help="a TrainConfig JSON file for the fixed settings; flags override it")
+    add_train_flags(sweep)
+    sweep.add_argument("--sweep", metavar="ID", help="an existing sweep (id or unique prefix) instead of DATA_DIR")
+    sweep.add_argument(
+        "--promote",
+        action="store_true",
+        help="train the best trial as an ordinary run, evaluated on the test split (--fine-tune-epochs for phase 2)",
+    )
+    sweep.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
+    sweep.add_argument("--json", action="store_true", help="print one JSON object: the trials, the best, the run")
+    sweep.add_argument("--launched-sweep", help=argparse.SUPPRESS)  # the app's background launcher
+    sweep.set_defaults(handler=cmd_sweep)
+
+    sweeps = sub.add_parser("sweeps", parents=[common], help="list sweeps (--show one's trials, --stop one)")
+    sweeps.add_argument("--show", metavar="ID", help="one sweep: its trials and its best")
+    sweeps.add_argument("--stop", metavar="ID", help="ask a running sweep to stop (it continues when launched again)")
+    sweeps.add_argument("--json", action="store_true")
+    sweeps.set_defaults(handler=cmd_sweeps)
+
+
+PROMOTION_FIELDS = ("fine_tune_epochs", "unfreeze_stages", "fine_tune_learning_rate")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from core.paths import data_dir, models_dir
+    from core.sweeps import ACTIVE, FINISHED, SweepStore
+
+    models_root, data_root = models_dir(args.models_dir), data_dir(args.data_dir)
+    store = SweepStore(models_root)
+    if args.launched_sweep:
+        return _run(store, args.launched_sweep, data_root, args.workers, console=False)
+
+    submission = _submit(args, models_root, data_root)
+    if submission is None:
+        return EXIT_USAGE
+    sweep_id = submission.sweep.sweep_id
+    code = EXIT_OK
+    if submission.outcome == ACTIVE:
+        log.info("sweep %s is already running (pid %s); not running it twice", sweep_id, submission.sweep.status.pid)
+    elif submission.outcome == FINISHED:
+        done = submission.sweep.status.trials_done
+        log.info("sweep %s already has %s finished trials: nothing to run", sweep_id, done)
+    elif submission.outcome is not None:
+        code = _run(store, sweep_id, data_root, args.workers, console=True)
+    sweep = store.refresh(store.get(sweep_id))
+    result = sweep_result(sweep)
+    if args.promote:
+        if sweep.active:
+            return fail(f"sweep {sweep_id} is still running; promote its best when it ends")
+        promoted, promoted_code = _promote(args, models_root, data_root, sweep_id)
+        result["promoted"] = promoted
+        result["promoted_run"] = promoted["run_id"]
+        code = code or promoted_code
+    _print(result, args.json)
+    return code
+
+
+def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
+    """The sweep the arguments name, (re)started if there is budget to spend; None after a usage error."""
+    from core.datasets import resolve_dataset_path
+    from core.sweeps import FINISHED, SweepStore, SweepSubmission, default_space, resubmit, submit
+
+    if args.sweep:
+        given = [o for o in OPTIONS if getattr(args, o.field) is not None]
+        fixed_flags = [o.flag for o in given if o.field not in PROMOTION_FIELDS]
+        if args.dataset or args.space or args.config or fixed_flags:
+            print(
+                "error: --sweep continues a sweep as it was defined; its data, space and fixed settings cannot "
+                f"change ({', '.join(fixed_flags) or 'DATA_DIR/--space/--config'} given). Start a new sweep instead.",
+                file=sys.stderr,
+            )
+            return None
+        if args.trials is None and args.timeout is None:  # only show it (and promote)
+            return SweepSubmission(SweepStore(models_root).find(args.sweep), FINISHED)
+        return resubmit(models_root, args.sweep, args.trials, args.timeout)
+    if not args.dataset:
+        print("error: sweep needs DATA_DIR (a folder of class folders) or --sweep ID", file=sys.stderr)
+        return None
+    from core.cli.runs import config_from_args
+
+    fixed = config_from_args(args, store_of(args))
+    space = _load_space(args.space) if args.space else default_space(fixed)
+    dataset = resolve_dataset_path(args.dataset, data_root)
+    return submit(models_root, dataset, fixed, space, args.trials, args.timeout)
+
+
+def _load_space(value: str) -> Any:
+    """--space: JSON text (starting with '{') or a JSON file. Raises ValueError with the reason."""
+    text = value if value.lstrip().startswith("{") else None
+    if text is None:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"--space: no such file {value!r} (give a JSON file or JSON text)")
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--space is not valid JSON: {e}") from None
+
+
+def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bool) -> int:
+    """Run the sweep in this process (SIGTERM asks it to stop); the exit status."""
+    from core.sweeps.search import run_sweep
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: store.request_stop(sweep_id))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints; stdout is for the result
+            status = run_sweep(store, sweep_id, data_root, console=console, workers=workers)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        print(f"error: sweep {sweep_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_FAILED if status.state is RunState.FAILED else EXIT_OK
+
+
+def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[dict[str, Any], int]:
+    """Train the best trial as a run in this process; (the run's result, the exit status)."""
+    from core import jobs
+    from core.cli.runs import train_result
+    from core.runs import RunStore
+    from core.sweeps import promote
+
+    chosen = TrainConfig().replace(**{f: getattr(args, f) for f in PROMOTION_FIELDS if getattr(args, f) is not None})
+    fine_tune = {f: getattr(chosen, f) for f in PROMOTION_FIELDS}
+    submission = promote(models_root, data_root, sweep_id, fine_tune, background=False)
+    runs = RunStore(models_root)
+    if submission.outcome == jobs.NEW:
+        log.info("training the best trial as run %s", submission.run_id)
+        jobs.install_stop_on_sigterm(runs, submission.run_id)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                jobs.execute(runs, submission, data_root, console=True, ingest_workers=args.workers)
+        except Exception as e:
+            print(f"error: run {submission.run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    else:
+        log.info("the best trial's settings are run %s already (%s)", submission.run_id, submission.outcome)
+    run = runs.get(submission.run_id)
+    result = train_result(run, cached=submission.outcome == jobs.CACHED)
+    result["command"] = train_command(run.dataset_path, run.train_config)
+    return result, EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
+
+
+def sweep_result(sweep) -> dict[str, Any]:
+    """What `sweep --json` prints: the sweep, every trial (settings, validation metrics, state), the best."""
+    snapshot = sweep.trials()
+    status = sweep.status
+
+    def plain(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k not in ("curve", "shown")}
+
+    best = snapshot.get("best")
+    if best:
+        best = {**plain(best), "command": train_command(sweep.dataset_path, TrainConfig.from_dict(best["config"]))}
+    return {
+        "sweep_id": sweep.sweep_id,
+        "state": sweep.state.value,
+        "dataset": sweep.dataset_path,
+        "sweep_dir": str(sweep.directory),
+        "fixed": sweep.spec.get("fixed"),
+        "space": sweep.spec.get("space"),
+        "trials_target": status.trials_target,
+        "timeout_seconds": status.timeout_seconds,
+        "trials_done": status.trials_done or 0,
+        "trials_pruned": status.trials_pruned or 0,
+        "features_seconds": status.features_seconds,
+        "device": status.device,
+        "note": status.note,
+        "error": status.error,
+        "chosen_on": "validation split (the test split is never used to choose)",
+        "trials": [plain(row) for row in snapshot.get("trials", [])],
+        "best": best,
+        "importance": snapshot.get("importance", {}),
+        "promoted_run": status.promoted_run,
+    }
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    rows = result["trials"]
+    names = list(result["space"] or {})
+    if rows:
+        headers = ["trial", "state", "val_acc", "val_loss", "epochs", "seconds", *names]
+        table = [
+            [
+                str(r["number"]),
+                r["state"],
+                cell(r["val_accuracy"]),
+                cell(r["val_loss"]),
+                cell(r["epochs_run"]),
+                cell(r["seconds"]),
+                *[_short(r["params"].get(n), n) for n in names],
+            ]
+            for r in rows
+        ]
+        print(format_table(headers, table), file=sys.stderr)
+    print(
+        f"sweep {result['sweep_id']}: {result['state']}, {result['trials_done']} finished trials "
+        f"({result['trials_pruned']} pruned){'; ' + result['note'] if result['note'] else ''}",
+        file=sys.stderr,
+    )
+    best = result["best"]
+    if best:
+        print(
+            f"best: trial {best['number']}, validation accuracy {best['val_accuracy']:.4f}, "
+            f"loss {best['val_loss']:.4f}",
+            file=sys.stderr,
+        )
+        print(f"  {best['command']}", file=sys.stderr)
+    if result["importance"]:
+        ordered = sorted(result["importance"].items(), key=lambda item: -item[1])
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in ordered)
+        print(f"importance: {ranked}", file=sys.stderr)
+    promoted = result.get("promoted")
+    if promoted and promoted.get("accuracy") is not None:
+        print(f"run {promoted['run_id']}: test accuracy {promoted['accuracy']:.4f}", file=sys.stderr)
+    print(promoted["run_id"] if promoted else result["sweep_id"])
+
+
+def _short(raw: Any, name: str) -> str:
+    from core.sweeps.space import display_value
+
+    return "-" if raw is None else display_value(name, raw)
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    from core.paths import models_dir
+    from core.sweeps import SweepStore
+
+    store = SweepStore(models_dir(args.models_dir))
+    if args.stop:
+        sweep = store.find(args.stop)
+        if not sweep.active:
+            return fail(f"sweep {sweep.sweep_id} is {sweep.state}, not running")
+        store.request_stop(sweep.sweep_id)
+        print(f"asked sweep {sweep.sweep_id} to stop", file=sys.stderr)
+        return EXIT_OK
+    if args.show:
+        _print(sweep_result(store.refresh(store.find(args.show))), args.json)
+        return EXIT_OK
+    rows = [
+        {
+            "sweep_id": s.sweep_id,
+            "state": s.state.value,
+            "dataset": s.dataset_name,
+            "trials": f"{s.status.trials_done or 0}/{s.status.trials_target or '-'}",
+            "pruned": s.status.trials_pruned or 0,
+            "best_val_accuracy": s.status.best_val_accuracy,
+            "promoted_run": s.status.promoted_run,
+        }
+        for s in store.list()
+    ]
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"no sweeps in {store.root}", file=sys.stderr)
+        return EXIT_OK
+    headers = list(rows[0])
+    print(format_table(headers, [[cell(row[h]) for h in headers] for row in rows]))
+    return EXIT_OK

@@ -1,0 +1,244 @@
+"""Starting, continuing, stopping and promoting sweeps: what the page and the CLI call.
+
+`submit` checks a request (the space, the budget, the fixed settings) and finds or creates its
+sweep folder before anything runs; `launch` then starts `python -m core sweep --launched-sweep ID`
+detached, and the CLI runs `core.sweeps.search.run_sweep` in its own process instead. `promote`
+turns the best trial into an ordinary run of the run store. Nothing here imports Keras or Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError, TrainConfig
+from core.datasets import scan_dataset
+from core.processes import RunState
+from core.sweeps.space import SearchSpace, parse_space
+from core.sweeps.store import Sweep, SweepStore, sweep_id_for, sweep_identity
+
+NEW, ACTIVE, FINISHED = "new", "active", "finished"
+
+
+@dataclass
+class SweepSubmission:
+    """What a sweep request found: a sweep to (re)start, one already running, or one already finished."""
+
+    sweep: Sweep
+    outcome: str  # NEW | ACTIVE | FINISHED
+
+
+def check_fixed(fixed: TrainConfig) -> None:
+    """Refuse fixed settings a sweep cannot use.
+
+    Raises:
+        ConfigError: the head phase is off, or the feature cache is (trials train on cached features).
+    """
+    if fixed.epochs < 1:
+        raise ConfigError("a sweep trains the head: epochs (phase 1) must be at least 1")
+    if not fixed.feature_cache:
+        raise ConfigError(
+            "a sweep trains every trial's head on cached features: the feature cache cannot be off "
+            "(drop --no-feature-cache)"
+        )
+
+
+def check_budget(trials: int | None, timeout: float | None) -> None:
+    """Raises ConfigError unless there is a number of trials, a time budget, or both, each positive."""
+    if trials is None and timeout is None:
+        raise ConfigError("a sweep needs a number of trials (--trials N), a time budget (--timeout S), or both")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"trials must be at least 1. Received: trials={trials}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"the time budget must be positive seconds. Received: timeout={timeout}")
+
+
+def check_request(fixed: TrainConfig, space_data: Any, trials: int | None, timeout: float | None) -> SearchSpace:
+    """Everything about a new sweep that can be checked without the data; the checked space.
+
+    Raises:
+        ConfigError (SpaceError): what is wrong, before anything starts.
+    """
+    check_fixed(fixed)
+    check_budget(trials, timeout)
+    return parse_space(space_data, sweep_identity(fixed))
+
+
+def submit(
+    models_root: str | os.PathLike,
+    dataset_path: str | os.PathLike,
+    fixed: TrainConfig,
+    space_data: Any,
+    trials: int | None,
+    timeout: float | None = None,
+) -> SweepSubmission:
+    """Check the request, then find or create its sweep and set its budget for the next launch.
+
+    The same dataset, fixed settings and space give the same sweep: a finished one that already
+    has `trials` finished trials comes back FINISHED (nothing to run), a running one ACTIVE.
+
+    Raises:
+        ConfigError: a bad space, budget or fixed setting. DatasetError: no usable dataset.
+    """
+    space = check_request(fixed, space_data, trials, timeout)
+    index = scan_dataset(dataset_path)
+    store = SweepStore(models_root)
+    sweep_id = sweep_id_for(fixed, space, index.fingerprint)
+    spec = {
+        "dataset": {
+            "path": str(index.root),
+            "name": index.name,
+            "fingerprint": index.fingerprint,
+            "classes": index.classes,
+            "images": len(index.entries),
+        },
+        "fixed": sweep_identity(fixed).to_dict(),
+        "space": space.to_dict(),
+    }
+    sweep = store.create(sweep_id, spec)
+    return _resubmit(store, sweep, trials, timeout)
+
+
+def resubmit(
+    models_root: str | os.PathLike, sweep_id: str, trials: int | None, timeout: float | None = None
+) -> SweepSubmission:
+    """Continue an existing sweep (by id or a unique prefix), to `trials` finished trials or for `timeout` s."""
+    check_budget(trials, timeout)
+    store = SweepStore(models_root)
+    return _resubmit(store, store.refresh(store.find(sweep_id)), trials, timeout)
+
+
+def _resubmit(store: SweepStore, sweep: Sweep, trials: int | None, timeout: float | None) -> SweepSubmission:
+    sweep = store.refresh(sweep)
+    if sweep.active:
+        return SweepSubmission(sweep, ACTIVE)
+    done = sweep.status.trials_done or 0
+    if sweep.state is RunState.DONE and trials is not None and timeout is None and done >= trials:
+        return SweepSubmission(sweep, FINISHED)
+    folder = store.folder(sweep.sweep_id)
+    folder.clear_stop()
+    folder.update(
+        state=RunState.QUEUED,
+        queued_at=time.time(),
+        launched_at=None,
+        pid=None,
+        pid_start=None,
+        trials_target=trials,
+        timeout_seconds=timeout,
+        error=None,
+        note=None,
+        stage="starting",
+        stage_progress=None,
+    )
+    return SweepSubmission(store.get(sweep.sweep_id), NEW)
+
+
+def launch(
+    submission: SweepSubmission, models_root: str | os.PathLike, data_root: str | os.PathLike
+) -> SweepSubmission:
+    """Start a NEW submission's process detached (it outlives the page); others are returned as they are."""
+    if submission.outcome != NEW:
+        return submission
+    store = SweepStore(models_root)
+    command = [
+        sys.executable,
+        "-m",
+        "core",
+        "sweep",
+        "--launched-sweep",
+        submission.sweep.sweep_id,
+        "--models-dir",
+        str(Path(models_root).resolve()),
+        "--data-dir",
+        str(Path(data_root).resolve()),
+    ]
+    store.folder(submission.sweep.sweep_id).launch(command)
+    return SweepSubmission(store.get(submission.sweep.sweep_id), NEW)
+
+
+def sweep_command(
+    dataset: str | os.PathLike,
+    fixed: TrainConfig,
+    space: dict[str, Any],
+    trials: int | None,
+    timeout: float | None = None,
+    python: str = "python",
+) -> str:
+    """`python -m core sweep DATASET --trials N --space '{...}' --flag value ...`, quoted for a POSIX shell."""
+    from core.train_options import train_arguments
+
+    args = [python, "-m", "core", "sweep", *train_arguments(str(dataset), sweep_identity(fixed))]
+    if trials is not None:
+        args += ["--trials", str(trials)]
+    if timeout is not None:
+        args += ["--timeout", f"{timeout:g}"]
+    args += ["--space", json.dumps(space, separators=(",", ":"))]
+    return shlex.join(args)
+
+
+def stop(models_root: str | os.PathLike, sweep_id: str) -> None:
+    """Ask a sweep to stop: the trial training now is cut short and tried again when it continues."""
+    SweepStore(models_root).request_stop(sweep_id)
+
+
+def best_config(sweep: Sweep, fine_tune: dict[str, Any] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """The best trial's full TrainConfig (with optional fine-tune settings on top) and its row.
+
+    Raises:
+        ValueError: no trial has completed yet.
+    """
+    best = sweep.trials().get("best")
+    if not best:
+        raise ValueError(f"sweep {sweep.sweep_id} has no completed trial yet: there is no best to train")
+    config = TrainConfig.from_dict(best["config"])
+    if fine_tune:
+        config = config.replace(**fine_tune)
+    return config, best
+
+
+def promotion_label(sweep: Sweep, best: dict[str, Any]) -> tuple[str, str]:
+    """The name and note a promoted run gets, so it is recognisable on Train and Evaluate."""
+    name = f"best of sweep {sweep.sweep_id[:6]} (trial {best['number']})"
+    note = (
+        f"Trained from the best of {sweep.status.trials_done or '?'} trials of sweep {sweep.sweep_id} "
+        f"(validation loss {best['val_loss']:.4f}, validation accuracy {best['val_accuracy']:.3f}); "
+        "chosen on the validation split only."
+    )
+    return name, note
+
+
+def promote(
+    models_root: str | os.PathLike,
+    data_root: str | os.PathLike,
+    sweep_id: str,
+    fine_tune: dict[str, Any] | None = None,
+    background: bool = True,
+):
+    """Train the best trial's settings as an ordinary run: a `core.jobs` submission.
+
+    In the background (the page) the run is launched detached; otherwise (the CLI) it is only
+    submitted and the caller executes it. Either way the run evaluates on the test split when it
+    ends, and the sweep records it.
+    """
+    from core import jobs
+    from core.runs import RunStore
+
+    store = SweepStore(models_root)
+    sweep = store.find(sweep_id)
+    config, best = best_config(sweep, fine_tune)
+    if background:
+        submission = jobs.launch(sweep.dataset_path, config, models_root, data_root)
+    else:
+        submission = jobs.submit(RunStore(models_root), sweep.dataset_path, config)
+    runs = RunStore(models_root)
+    if not runs.get(submission.run_id).name:
+        name, note = promotion_label(sweep, best)
+        runs.set_label(submission.run_id, name=name, note=note)
+    store.update(sweep.sweep_id, promoted_run=submission.run_id, promoted_trial=best["number"])
+    return submission

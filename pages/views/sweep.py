@@ -1,0 +1,358 @@
+"""Sweep: Optuna searches the head's settings on cached features; watch the trials; train the best as a run."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import sweeps
+from core.config import TrainConfig
+from core.monitor import format_duration
+from core.processes import RunState
+from core.runs import RunNotFound
+from core.sweeps import Sweep
+from core.train_options import describe_config
+from pages.ui import common, sweep_charts, sweep_form, teaching
+from pages.ui.navigation import page_file
+
+LIVE_EVERY = 2.0  # seconds between redraws while a sweep runs
+QUIET = {"displayModeBar": False}
+
+st.title("Sweep")
+st.caption(
+    "Let Optuna find the head's settings for you. ResNet-50's features are computed once for the whole sweep; "
+    "every trial then trains only a new head on them, in seconds, so twenty trials cost little more than one run."
+)
+st.info(
+    "**The validation split chooses; the test split is never used to choose.** Trials are compared on their "
+    "validation loss (accuracy shown beside it), and hopeless ones are pruned early. The test photos are not even "
+    "loaded: only the run you train from the best trial is scored on them, once, like any other run.",
+    icon=":material/visibility_off:",
+)
+teaching.explain("sweep")
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+def launch(request: sweep_form.SweepRequest) -> None:
+    """Launch button: check, then start the sweep in the background and show it."""
+    try:
+        submission = sweeps.submit(
+            common.models_root(), request.dataset, request.fixed, request.space, request.trials, request.timeout
+        )
+        submission = sweeps.launch(submission, common.models_root(), common.data_root())
+    except (ValueError, OSError) as e:
+        st.session_state["sweep_error"] = f"Could not launch: {e}"
+        return
+    _show(submission)
+
+
+def continue_sweep(sweep_id: str, trials: int | None, timeout: float | None) -> None:
+    """Continue a stopped, failed or finished sweep: its finished trials are kept."""
+    try:
+        submission = sweeps.resubmit(common.models_root(), sweep_id, trials, timeout)
+        submission = sweeps.launch(submission, common.models_root(), common.data_root())
+    except (ValueError, OSError, KeyError) as e:
+        st.session_state["sweep_error_list"] = f"Could not continue: {e}"
+        return
+    _show(submission)
+
+
+def _show(submission: sweeps.SweepSubmission) -> None:
+    st.session_state["sweep_pick"] = submission.sweep.sweep_id
+    st.session_state["sweep_tab"] = "Sweeps"
+    st.session_state["sweep_notice"] = (submission.outcome, submission.sweep.sweep_id)
+
+
+def stop_sweep(sweep_id: str) -> None:
+    sweeps.stop(common.models_root(), sweep_id)
+
+
+def promote(sweep_id: str) -> None:
+    """Train the best trial as an ordinary run (optionally fine-tuned), evaluated on the test split."""
+    epochs = int(st.session_state.get(f"sweep_ft_{sweep_id}", 0))
+    fine_tune = {"fine_tune_epochs": epochs, "unfreeze_stages": 1} if epochs else None
+    try:
+        submission = sweeps.promote(common.models_root(), common.data_root(), sweep_id, fine_tune, background=True)
+    except (ValueError, OSError, KeyError) as e:
+        st.session_state["sweep_error_list"] = f"Could not train the best trial: {e}"
+        return
+    st.session_state["sweep_promoted"] = (submission.outcome, submission.run_id)
+
+
+def delete_sweep(sweep_id: str) -> None:
+    try:
+        common.sweep_store().delete(sweep_id)
+    except (ValueError, OSError) as e:
+        st.session_state["sweep_error_list"] = str(e)
+        return
+    st.session_state.pop("sweep_pick", None)
+
+
+# ----------------------------------------------------------------------------- one sweep
+
+
+def notices() -> None:
+    if "sweep_error_list" in st.session_state:
+        st.error(st.session_state.pop("sweep_error_list"), icon=":material/error:")
+    notice = st.session_state.pop("sweep_notice", None)
+    if notice:
+        outcome, sweep_id = notice
+        if outcome == sweeps.ACTIVE:
+            st.info(f"Sweep **{sweep_id}** is already running. Showing it.", icon=":material/sync:")
+        elif outcome == sweeps.FINISHED:
+            st.info(
+                f"Sweep **{sweep_id}** already searched exactly this, to this many trials. Showing it.",
+                icon=":material/bolt:",
+            )
+        else:
+            st.success(
+                f"Launched sweep **{sweep_id}** in the background. It keeps going if you close this tab.",
+                icon=":material/rocket_launch:",
+            )
+
+
+def header(sweep: Sweep) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown(f"**{sweep.dataset_name}** · sweep `{sweep.sweep_id}`")
+        common.state_badge(sweep)
+        st.caption(f"{sweep.status.device or 'device: deciding'} · pid {sweep.status.pid or '-'}")
+    st.caption(f"Fixed for every trial: {describe_config(sweep.fixed)}.")
+
+
+def progress(sweep: Sweep) -> None:
+    """While it runs: how far, what it is doing now, Stop. Once it ended: how, and Continue."""
+    status = sweep.status
+    done, target = status.trials_done or 0, status.trials_target
+    if sweep.active:
+        fraction = min(1.0, done / target) if target else 0.0
+        stage = status.stage or "starting"
+        if status.stage_progress and status.stage_progress[1]:
+            stage += f" · {status.stage_progress[0]} / {status.stage_progress[1]}"
+        of = f" of {target}" if target else ""
+        st.progress(fraction, text=f"{done}{of} trials finished ({status.trials_pruned or 0} pruned) · {stage}")
+        if sweep.stopping:
+            st.caption("Stopping: the trial training now is cut short and will be tried again if you continue.")
+        else:
+            st.button(
+                "Stop",
+                icon=":material/stop:",
+                key=f"sweep_stop_{sweep.sweep_id}",
+                on_click=stop_sweep,
+                args=(sweep.sweep_id,),
+            )
+        return
+    if sweep.state is RunState.FAILED:
+        st.error(f"This sweep failed: {status.error or 'no error recorded'}", icon=":material/error:")
+    elif status.note:
+        st.caption(f"{sweep.state.value.capitalize()}: {status.note}.")
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        more = st.number_input("More trials", 1, 500, 10, key=f"sweep_more_{sweep.sweep_id}")
+        unfinished = sweep.state is not RunState.DONE and target and done < target
+        label = f"Continue to {target} trials" if unfinished else f"Run {int(more)} more trials"
+        goal = target if unfinished else done + int(more)
+        st.button(
+            label,
+            icon=":material/play_arrow:",
+            key=f"sweep_continue_{sweep.sweep_id}",
+            on_click=continue_sweep,
+            args=(sweep.sweep_id, goal, None),
+            help="Finished trials are kept: Optuna's study in the sweep's folder goes on from them.",
+        )
+
+
+def results(sweep: Sweep, snapshot: dict) -> None:
+    """The figures, the charts and the table of trials."""
+    status, rows = sweep.status, snapshot.get("trials", [])
+    names = list(sweep.spec.get("space", {}))
+    best = snapshot.get("best")
+    cols = st.columns(4)
+    cols[0].metric("Best validation accuracy", f"{best['val_accuracy']:.3f}" if best else "-")
+    cols[1].metric("Its validation loss", f"{best['val_loss']:.4f}" if best else "-")
+    cols[2].metric("Trials finished", f"{status.trials_done or 0} ({status.trials_pruned or 0} pruned)")
+    features = status.features_seconds
+    cols[3].metric("Features (once)", format_duration(features) if features else "-")
+    if not rows:
+        st.caption("The trials appear here as they finish (after the features are extracted).")
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(sweep_charts.best_so_far_figure(rows), key=f"sweep_best_{sweep.sweep_id}", config=QUIET)
+    importance = snapshot.get("importance") or {}
+    if importance:
+        right.plotly_chart(
+            sweep_charts.importance_figure(importance), key=f"sweep_importance_{sweep.sweep_id}", config=QUIET
+        )
+        right.caption("Optuna's importance of each setting for the validation loss: rough with few trials.")
+    else:
+        right.caption("Which settings mattered most shows here once three trials have completed.")
+    parallel = sweep_charts.parallel_figure(rows, names)
+    if parallel is not None:
+        st.plotly_chart(parallel, key=f"sweep_parallel_{sweep.sweep_id}", config=QUIET)
+        st.caption("Each line is a completed trial; drag along an axis to keep only some of them.")
+    st.dataframe(
+        sweep_charts.trials_frame(rows, names),
+        hide_index=True,
+        key="sweep_trials_table",
+        column_config={
+            "val accuracy": st.column_config.NumberColumn(format="%.3f"),
+            "val loss": st.column_config.NumberColumn(format="%.4f"),
+            "seconds": st.column_config.NumberColumn(format="%.1f"),
+        },
+    )
+    st.caption("✂ pruned: stopped early because its validation loss was worse than the median of earlier trials.")
+
+
+def best_trial(sweep: Sweep, best: dict | None) -> None:
+    """The best trial's settings and "Train the best as a run"."""
+    if not best:
+        return
+    with st.container(border=True):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in best.get("shown", {}).items())
+        st.markdown(f"**Best so far: trial {best['number']}** · {shown}")
+        config = TrainConfig.from_dict(best["config"])
+        st.caption(f"As a run: {describe_config(config)}")
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            st.number_input(
+                "Fine-tune epochs on top (0 = none)",
+                0,
+                100,
+                0,
+                key=f"sweep_ft_{sweep.sweep_id}",
+                help="Phase 2 after the head: the top ResNet stage unfrozen at a low rate. Slow on a CPU.",
+            )
+            st.button(
+                "Train the best as a run",
+                type="primary",
+                icon=":material/model_training:",
+                key=f"sweep_promote_{sweep.sweep_id}",
+                on_click=promote,
+                args=(sweep.sweep_id,),
+                disabled=sweep.active,
+                help="An ordinary run in the run store, evaluated on the test split: it shows on Train and Evaluate.",
+            )
+        promoted_run(sweep)
+
+
+def promoted_run(sweep: Sweep) -> None:
+    notice = st.session_state.pop("sweep_promoted", None)
+    run_id = sweep.status.promoted_run or (notice[1] if notice else None)
+    if not run_id:
+        return
+    try:
+        run = common.store().refresh(common.store().get(run_id))
+    except RunNotFound:
+        st.caption(f"The run trained from it ({run_id}) is gone from the run store.")
+        return
+    if notice and notice[0] == "cached":
+        st.info(f"Run **{run_id}** with exactly these settings had already finished.", icon=":material/bolt:")
+    accuracy = f", test accuracy **{run.status.accuracy:.3f}**" if run.status.accuracy is not None else ""
+    st.markdown(f"Trained as run `{run_id}`: {run.state.value}{accuracy}.")
+    with st.container(horizontal=True):
+        st.page_link(
+            page_file("train"),
+            label="Watch it on Train",
+            icon=":material/monitoring:",
+            query_params={"train_run": run_id},
+        )
+        if run.evaluated:
+            st.page_link(
+                page_file("evaluate"),
+                label="Its test metrics on Evaluate",
+                icon=":material/grid_on:",
+                query_params={"evaluate_run": run_id},
+            )
+
+
+def details(sweep: Sweep) -> None:
+    with st.expander("Log", icon=":material/terminal:", expanded=sweep.state is RunState.FAILED):
+        st.code(common.sweep_store().log_tail(sweep.sweep_id, 40) or "(empty)", language=None)
+    with st.expander("What this sweep searches, and the same from a terminal", icon=":material/settings:"):
+        space = sweep.spec.get("space", {})
+        st.code(
+            sweeps.sweep_command(
+                sweep.dataset_path, sweep.fixed, space, sweep.status.trials_target, sweep.status.timeout_seconds
+            ),
+            language="bash",
+        )
+        st.json({"space": space, "fixed": sweep.spec.get("fixed", {})}, expanded=False)
+        if not sweep.active:
+            with st.popover("Delete this sweep", icon=":material/delete:"):
+                st.caption("Removes its trials and study. Runs trained from it stay in the run store.")
+                st.button(
+                    "Delete",
+                    type="primary",
+                    key=f"sweep_delete_{sweep.sweep_id}",
+                    on_click=delete_sweep,
+                    args=(sweep.sweep_id,),
+                )
+
+
+def sweep_area() -> list[Sweep]:
+    """The sweep picker and the picked sweep; returns the sweeps as listed."""
+    listed = common.sweeps()
+    ids = [s.sweep_id for s in listed]
+    if st.session_state.get("sweep_pick") not in ids:
+        active = [s.sweep_id for s in listed if s.active]
+        st.session_state["sweep_pick"] = (active or ids)[0]
+    labels = {s.sweep_id: common.sweep_label(s) for s in listed}
+    picked = st.selectbox("Sweep", ids, format_func=labels.get, key="sweep_pick", bind="query-params")
+    try:
+        sweep = common.sweep_store().refresh(common.sweep_store().get(picked))
+    except KeyError:
+        st.warning(f"Sweep {picked} is gone.")
+        return listed
+    snapshot = sweep.trials()
+    header(sweep)
+    progress(sweep)
+    results(sweep, snapshot)
+    best_trial(sweep, snapshot.get("best"))
+    details(sweep)
+    return listed
+
+
+@st.fragment(run_every=LIVE_EVERY)
+def live_sweep_area() -> None:
+    if not any(s.active for s in sweep_area()):
+        st.rerun(scope="app")  # it ended: draw once more as a still page and stop polling
+
+
+all_sweeps = common.sweeps()
+if "sweep_tab" not in st.session_state:
+    st.session_state["sweep_tab"] = "Sweeps" if all_sweeps else "New sweep"
+list_tab, new_tab = st.tabs(["Sweeps", "New sweep"], key="sweep_tab", on_change="rerun")
+
+with new_tab:
+    request = sweep_form.render()
+    if request.error:
+        st.error(request.error, icon=":material/error:")
+    elif request.fixed is not None:
+        st.caption("The same sweep from a terminal:")
+        st.code(
+            sweeps.sweep_command(request.dataset, request.fixed, request.space, request.trials, request.timeout),
+            language="bash",
+        )
+        st.caption(
+            "The first trial uses your settings as they are (where they fall inside the space), so the best is never "
+            "worse on validation than what you had."
+        )
+    if "sweep_error" in st.session_state:
+        st.error(st.session_state.pop("sweep_error"), icon=":material/error:")
+    st.button(
+        "Launch sweep",
+        type="primary",
+        icon=":material/rocket_launch:",
+        disabled=request.error is not None,
+        key="sweep_launch",
+        on_click=launch,
+        args=(request,),
+    )
+
+with list_tab:
+    notices()
+    if not all_sweeps:
+        st.caption("No sweeps yet. Set one up on the New sweep tab; it runs in the background.")
+    elif list_tab.open:
+        if any(s.active for s in all_sweeps):
+            live_sweep_area()
+        else:
+            sweep_area()

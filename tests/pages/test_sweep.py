@@ -1,0 +1,93 @@
+"""Sweep page: the launch form's checks, a finished sweep's trials and charts, and its best trained as a run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.sweeps import SEARCHABLE
+from tests.pages.conftest import table_with, texts
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(workspace, tmp_path_factory):
+    """A sweep of 3 trials on the workspace's colours, in a run store of its own."""
+    from core.sweeps import SweepStore, submit
+    from core.sweeps.search import run_sweep
+
+    models = tmp_path_factory.mktemp("sweep-models")
+    fixed = workspace["config"].replace(epochs=3)
+    space = {"learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}, "dropout": {"low": 0.0, "high": 0.5}}
+    submission = submit(models, workspace["dataset"], fixed, space, trials=3)
+    run_sweep(SweepStore(models), submission.sweep.sweep_id, workspace["data"], workers=1)
+    return models, submission.sweep.sweep_id
+
+
+def _new_sweep_tab(app, models_dir=None):
+    at = app("sweep", models_dir=models_dir)
+    at.session_state["sweep_tab"] = "New sweep"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_the_launch_form_checks_the_space_before_anything_starts(app, tmp_path):
+    at = _new_sweep_tab(app, tmp_path / "models")
+    assert "the test split is never used to choose" in texts(at)
+    assert at.selectbox(key="sweep_dataset").value.endswith("colours")
+    assert not at.button(key="sweep_launch").disabled  # the defaults make a sweep
+    command = at.code[-1].value
+    assert command.startswith("python -m core sweep ") and "--trials 20" in command and '"learning_rate"' in command
+
+    at.multiselect(key="sweep_range_batch_size").set_value([]).run()
+    assert "batch_size: choices must be a non-empty list" in texts(at)
+    assert at.button(key="sweep_launch").disabled
+    for name in SEARCHABLE:
+        box = at.checkbox(key=f"sweep_on_{name}")
+        if box.value:
+            box.uncheck()
+    at.run()
+    assert "the search space is empty" in texts(at) and at.button(key="sweep_launch").disabled
+    at.checkbox(key="sweep_on_dropout").check().run()
+    assert not at.button(key="sweep_launch").disabled
+    assert not (tmp_path / "models").exists()  # nothing was launched
+
+
+def test_a_finished_sweep_shows_its_trials_charts_and_best(app, finished_sweep):
+    models, sweep_id = finished_sweep
+    at = app("sweep", models_dir=models)
+    assert at.session_state["sweep_tab"] == "Sweeps" and at.selectbox(key="sweep_pick").value == sweep_id
+    table = table_with(at, "trial", "state", "val accuracy", "val loss", "learning_rate", "dropout")
+    assert table["trial"].tolist() == [0, 1, 2]
+    assert set(table["state"]) <= {"complete", "✂ pruned"}
+    shown = texts(at)
+    assert "Best validation accuracy" in shown and "Trials finished: 3 (0 pruned)" in shown
+    assert "Best so far: trial" in shown
+    charts = [chart.proto.spec for chart in at.get("plotly_chart")]
+    assert any("Best validation accuracy so far" in spec for spec in charts)
+    assert any("parcoords" in spec for spec in charts)
+    assert any("Which settings mattered most" in spec for spec in charts)
+    assert not at.button(key=f"sweep_promote_{sweep_id}").disabled
+    assert "python -m core sweep" in "\n".join(code.value for code in at.code)
+
+
+@pytest.mark.slow
+def test_train_the_best_as_a_run_makes_an_ordinary_run(app, finished_sweep):
+    from core.runs import RunStore
+
+    models, sweep_id = finished_sweep
+    at = app("sweep", models_dir=models)
+    at.button(key=f"sweep_promote_{sweep_id}").click().run()
+    assert not at.exception
+    store = RunStore(models)
+    (run,) = store.list()
+    assert run.name.startswith(f"best of sweep {sweep_id[:6]}")
+    deadline = time.time() + 240
+    while store.get(run.run_id).state not in ("done", "failed") and time.time() < deadline:
+        time.sleep(1)
+    assert store.get(run.run_id).state == "done", store.log_tail(run.run_id)
+    again = app("sweep", models_dir=models)
+    assert f"Trained as run `{run.run_id}`: done, test accuracy" in texts(again)
+    evaluate = app("evaluate", models_dir=models)
+    assert evaluate.selectbox(key="evaluate_run").value == run.run_id

@@ -1,0 +1,172 @@
+"""Sweeps: the search space's checks, a search that finds a better learning rate, pruning, stop and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.config import AugmentConfig, TrainConfig
+from core.processes import RunState
+from core.sweeps import SpaceError, SweepStore, default_space, parse_space, resubmit, submit
+from core.sweeps.space import config_for
+from tests.conftest import make_image_dataset
+
+FIXED = TrainConfig(
+    image_size=32, weights="none", epochs=4, batch_size=8, head=(16,), seed=0, early_stopping_patience=0
+)
+LR_SPACE = {"learning_rate": {"low": 1e-6, "high": 0.1, "log": True}}
+
+
+@pytest.fixture
+def colours(tmp_path):
+    return make_image_dataset(tmp_path / "colours", {"red": 10, "green": 10, "blue": 10}, seed=1)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({}, "the search space is empty"),
+        ([], "a search space is a JSON object"),
+        ({"lr": {"low": 1e-4}}, "unknown parameter 'lr' in the search space (did you mean 'learning_rate'?)"),
+        ({"epochs": {"low": 1, "high": 5}}, "unknown parameter 'epochs'"),
+        ({"learning_rate": {"low": 0.01, "high": 0.001}}, "learning_rate: low (0.01) is greater than high (0.001)"),
+        ({"learning_rate": {"low": 0, "high": 0.1, "log": True}}, "a log scale needs low > 0"),
+        ({"learning_rate": {"low": 1e-4}}, "a range needs both low and high"),
+        ({"learning_rate": {"low": 1e-4, "hi": 1e-2}}, "unknown key(s) ['hi']"),
+        ({"dropout": {"low": 0.0, "high": 1.0}}, "dropout: dropout must be in [0, 1). Received: dropout=1.0"),
+        ({"batch_size": {"low": 8.5, "high": 64}}, "batch_size: low must be a whole number"),
+        ({"batch_size": {"choices": []}}, "choices must be a non-empty list"),
+        ({"head": {"choices": ["256", "big"]}}, "head: head must be whole numbers"),
+        ({"head": {"low": 1, "high": 2}}, "head takes a list of choices"),
+        ({"lr_schedule": {"choices": ["linear"]}}, "'linear' is not one of constant, cosine, plateau"),
+        ({"augmented_views": {"low": 0, "high": 2}}, "the fixed augmentation is 'none'"),
+    ],
+)
+def test_a_bad_space_is_refused_with_a_clear_message(space, message):
+    with pytest.raises(SpaceError) as raised:
+        parse_space(space, TrainConfig(augment=AugmentConfig()))
+    assert message in str(raised.value)
+
+
+@pytest.mark.backend_agnostic
+def test_a_space_reads_back_and_gives_trial_configs():
+    fixed = TrainConfig(learning_rate=1e-3, head=(256,), batch_size=32)
+    space = parse_space(default_space(fixed), fixed)
+    assert space.to_dict() == parse_space(space.to_dict(), fixed).to_dict()
+    assert "augmented_views" in space.names and space.max_views(fixed) == 2
+    assert "augmented_views" not in default_space(fixed.replace(augment=AugmentConfig()))
+    # the first trial starts from the fixed settings that lie inside the space
+    start = space.start_values(fixed)
+    assert start["learning_rate"] == 1e-3 and start["head"] == "256" and start["batch_size"] == 32
+    assert start["lr_schedule"] == "constant" and start["augmented_views"] == 2
+    config = config_for(fixed, {"head": "512,128", "dropout": 0.3, "batch_size": 64, "lr_schedule": "cosine"})
+    assert config.head == (512, 128) and config.dropout == 0.3 and config.lr_schedule == "cosine"
+    assert config.image_size == fixed.image_size and config.weights == fixed.weights
+    head = parse_space({"head": {"choices": ["", [512, 128], "256"]}}, fixed).params[0]
+    assert head.choices == ("", "512,128", "256") and head.describe() == "none, 512,128 or 256"
+
+
+def test_refused_before_anything_starts(tmp_path, colours):
+    models = tmp_path / "models"
+    with pytest.raises(SpaceError, match="greater than high"):
+        submit(models, colours, FIXED, {"dropout": {"low": 0.5, "high": 0.1}}, trials=3)
+    with pytest.raises(ValueError, match="a number of trials"):
+        submit(models, colours, FIXED, LR_SPACE, trials=None)
+    with pytest.raises(ValueError, match="feature cache cannot be off"):
+        submit(models, colours, FIXED.replace(feature_cache=False), LR_SPACE, trials=3)
+    assert not models.exists()  # nothing was created
+
+
+def _sweep(models, data_root, sweep_id):
+    from core.sweeps.search import run_sweep
+
+    return run_sweep(SweepStore(models), sweep_id, data_root, console=False, workers=1)
+
+
+def test_a_sweep_finds_a_learning_rate_that_beats_a_bad_one(tmp_path, colours):
+    models, data_root = tmp_path / "models", tmp_path / "data"
+    bad = FIXED.replace(learning_rate=1e-6)  # deliberately bad: the head barely moves in 4 epochs
+    submission = submit(models, colours, bad, LR_SPACE, trials=6)
+    status = _sweep(models, data_root, submission.sweep.sweep_id)
+    assert status.state is RunState.DONE and status.trials_done == 6
+    sweep = SweepStore(models).get(submission.sweep.sweep_id)
+    snapshot = sweep.trials()
+    first = snapshot["trials"][0]
+    assert first["params"] == {"learning_rate": 1e-6} and first["note"] == "your starting settings"
+    best = snapshot["best"]
+    assert best["params"]["learning_rate"] > 1e-4
+    assert best["val_loss"] < first["val_loss"] and best["val_accuracy"] > first["val_accuracy"]
+    assert best["config"]["learning_rate"] == best["params"]["learning_rate"] and best["config"]["image_size"] == 32
+    assert status.best_trial == best["number"] and status.best_val_accuracy == best["val_accuracy"]
+    assert all(len(t["curve"]) == t["epochs_run"] for t in snapshot["trials"])
+    assert set(snapshot["importance"]) <= {"learning_rate"}
+    # The test split was never touched: the cached clean features cover train + validation only.
+    (done,) = list((data_root / ".cache" / "features").rglob("view0.done.npy"))
+    split = status.split
+    assert split["test"] > 0 and int(np.load(done).sum()) == split["train"] + split["val"] == 30 - split["test"]
+
+    # The same request again is the same, finished sweep: nothing reruns.
+    again = submit(models, colours, bad, LR_SPACE, trials=6)
+    assert again.sweep.sweep_id == sweep.sweep_id and again.outcome == "finished"
+
+
+def test_the_median_pruner_stops_a_hopeless_trial(tmp_path, colours):
+    from core.sweeps.search import PRUNE_AFTER_TRIALS, open_study
+
+    models, data_root = tmp_path / "models", tmp_path / "data"
+    submission = submit(models, colours, FIXED.replace(epochs=5), LR_SPACE, trials=PRUNE_AFTER_TRIALS + 1)
+    study, _ = open_study(submission.sweep)
+    for rate in (3e-3, 1e-3, 5e-3, 2e-3):  # four good trials set the median, then a hopeless one
+        study.enqueue_trial({"learning_rate": rate})
+    study.enqueue_trial({"learning_rate": 1e-6})
+    status = _sweep(models, data_root, submission.sweep.sweep_id)
+    assert status.state is RunState.DONE and status.trials_pruned == 1
+    rows = SweepStore(models).get(submission.sweep.sweep_id).trials()["trials"]
+    hopeless = rows[-1]
+    assert hopeless["state"] == "pruned" and hopeless["params"] == {"learning_rate": 1e-6}
+    assert hopeless["epochs_run"] == 3 and hopeless["note"].startswith("pruned after epoch 3")
+    assert all(row["state"] == "complete" and row["epochs_run"] == 5 for row in rows[:-1])
+
+
+def test_stop_then_resume_keeps_the_finished_trials(tmp_path, colours, monkeypatch):
+    import optuna
+
+    from core.sweeps.search import TrialReporter, open_study
+
+    models, data_root = tmp_path / "models", tmp_path / "data"
+    store = SweepStore(models)
+    submission = submit(models, colours, FIXED.replace(epochs=3), LR_SPACE, trials=4)
+    sweep_id = submission.sweep.sweep_id
+    batch_end = TrialReporter.on_train_batch_end
+
+    def stop_during_trial_2(self, batch, logs=None):
+        if self.trial.number == 2:
+            store.request_stop(sweep_id)  # as the Stop button does, while trial 2 trains
+        return batch_end(self, batch, logs)
+
+    monkeypatch.setattr(TrialReporter, "on_train_batch_end", stop_during_trial_2)
+    status = _sweep(models, data_root, sweep_id)
+    assert status.state is RunState.STOPPED and status.trials_done == 2 and "launch it again" in status.note
+    before = {row["number"]: row for row in store.get(sweep_id).trials()["trials"]}
+    assert [before[n]["state"] for n in (0, 1, 2)] == ["complete", "complete", "failed"]
+    assert before[2]["note"] == "stopped: tried again when the sweep continues"
+
+    # A process killed mid-trial leaves a trial "running": the next launch fails it and tries it again.
+    # (Here the killed one is the queued retry of trial 2, which `ask` takes first, as a launch would.)
+    monkeypatch.setattr(TrialReporter, "on_train_batch_end", batch_end)
+    study, _ = open_study(store.get(sweep_id))
+    killed = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-6, 0.1, log=True)})
+    assert killed.params == before[2]["params"]
+    assert resubmit(models, sweep_id, trials=5).outcome == "new"
+    status = _sweep(models, data_root, sweep_id)
+    assert status.state is RunState.DONE and status.trials_done == 5
+    after = {row["number"]: row for row in store.get(sweep_id).trials()["trials"]}
+    for n in (0, 1):  # kept as they were, not trained again
+        assert after[n]["val_loss"] == before[n]["val_loss"] and after[n]["finished_at"] == before[n]["finished_at"]
+    assert after[killed.number]["state"] == "failed" and "tried again" in after[killed.number]["note"]
+    retried = [row for row in after.values() if row["note"] == f"trial {killed.number} again"]
+    assert len(retried) == 1 and retried[0]["params"] == before[2]["params"] and retried[0]["state"] == "complete"
+    # the new trials of the second launch are new settings, not the first launch's draws again
+    rates = [row["params"]["learning_rate"] for row in after.values() if row["state"] in ("complete", "pruned")]
+    assert len(set(rates)) == len(rates) == 5
