@@ -153,6 +153,7 @@ def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
         config.test_fraction,
         config.seed,
     )
+    split = apply_label_corrections(job, cache, split)
     for note in split.notes:
         log.warning("split: %s", note)
     job.store.set_status(
@@ -166,6 +167,21 @@ def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
     if weights is not None:
         log.info("class weights on (imbalanced classes): %s", np.round(weights, 2).tolist())
     return TrainingData(cache, split, weights, num_classes)
+
+
+def apply_label_corrections(job: TrainingJob, cache: ImageCache, split):
+    """The corrections recorded in the run (core.corrections), applied after the split was drawn.
+
+    Relabelled photos take their new label in `cache.labels` (this process's copy); excluded ones
+    leave their split. Returns the split to train on.
+    """
+    from core.corrections import apply
+
+    recorded = job.store.get(job.run_id).config.get("dataset", {}).get("corrections")
+    if not recorded:
+        return split
+    cache.labels, split, _ = apply(recorded, cache.paths, cache.labels, job.index.classes, split)
+    return split
 
 
 def _ingest(job: TrainingJob, report: StageReporter) -> ImageCache:
