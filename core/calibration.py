@@ -138,7 +138,7 @@ def ece_interval(
     seed: int = 0,
     bins: int = BINS,
 ) -> tuple[float, float]:
-    """A bootstrap interval on ECE: the images resampled with replacement `samples` times."""
+    """A bootstrap interval on ECE: the images resampled with replacement `samples` times, bias-corrected."""
     confidence, correct = _confidence_and_correct(probabilities, labels)
     n = len(confidence)
     if n == 0:
@@ -154,9 +154,18 @@ def ece_interval(
         hits = np.bincount(cell, weights=correct[draw].ravel(), minlength=k * bins).reshape(k, bins)
         sure = np.bincount(cell, weights=confidence[draw].ravel(), minlength=k * bins).reshape(k, bins)
         values[start : start + k] = np.abs(sure - hits).sum(axis=1) / n  # sum_b n_b/N |conf_b - acc_b|
+    # Resampling adds noise, and noise only ever adds apparent miscalibration: the bootstrap ECEs sit
+    # above the estimate (on 649 well-calibrated photos the whole percentile interval can lie above it).
+    # Shift the percentile interval back by that bias, the simple bias-corrected bootstrap.
+    bias = float(values.mean()) - float(np.abs(hits_sure_gap(index, correct, confidence, bins)).sum() / n)
     tail = (1 - level) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return float(low), float(high)
+    low, high = np.quantile(values, [tail, 1 - tail]) - bias
+    return float(max(0.0, low)), float(max(0.0, high))
+
+
+def hits_sure_gap(index: np.ndarray, correct: np.ndarray, confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Per bin: sum of confidences minus number right (the ECE's numerator, before dividing by N)."""
+    return np.bincount(index, weights=confidence, minlength=bins) - np.bincount(index, weights=correct, minlength=bins)
 
 
 @dataclass

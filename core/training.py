@@ -118,6 +118,7 @@ def train_run(job: TrainingJob) -> RunStatus:
         ),
     )
     analysis.save(job.run_dir)
+    store_calibration(job.run_dir, analysis)
     evaluation = Evaluation(
         probabilities=analysis.test.probabilities,
         labels=analysis.test.labels,
@@ -138,6 +139,17 @@ def train_run(job: TrainingJob) -> RunStatus:
         macro_f1=summary["macro"]["f1"],
         best_epoch=best_epoch,
         epochs_done=trainer.counter.epochs_done,
+    )
+
+
+def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
+    """Fit the run's temperature on its validation logits now (milliseconds), so every predictor has it."""
+    from core import calibration
+
+    fitted = calibration.calibrate(analysis)
+    calibration.save(fitted, run_dir)
+    log.info(
+        "calibration: temperature %.3f (test ECE %.3f -> %.3f)", fitted.temperature, fitted.before.ece, fitted.after.ece
     )
 
 

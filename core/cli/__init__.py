@@ -18,7 +18,14 @@ from core.config import ConfigError
 
 log = logging.getLogger("flora")
 # Modules with a `register(subparsers, common)`, in the order their commands are listed.
-COMMAND_MODULES = ("core.cli.runs", "core.cli.results", "core.cli.data", "core.bench")
+COMMAND_MODULES = (
+    "core.cli.runs",
+    "core.cli.results",
+    "core.cli.analysis",
+    "core.cli.explain",
+    "core.cli.data",
+    "core.bench",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
