@@ -48,23 +48,42 @@ class Submission:
         return self.outcome == CACHED
 
 
-def submit(store: RunStore, dataset_path: str | os.PathLike, config: TrainConfig, force: bool = False) -> Submission:
-    """Find the run for (config, dataset) or create it queued.
+def submit(
+    store: RunStore,
+    dataset_path: str | os.PathLike,
+    config: TrainConfig,
+    force: bool = False,
+    corrections: dict | None = None,
+) -> Submission:
+    """Find the run for (config, dataset, label corrections) or create it queued.
 
     A finished run is returned as a cache hit unless `force`; a queued or running one whose
     process is alive is returned as active (never trained twice at once); a failed or stopped
-    one is reset and trained again.
+    one is reset and trained again. `corrections` (core.corrections, the effective ones) are
+    recorded in the run and are part of its id.
     """
+    from core.corrections import dataset_key
+
     index = scan_dataset(dataset_path)
-    run_id = run_id_for(config, index.fingerprint)
+    run_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
     if store.exists(run_id):
         run = store.refresh(store.get(run_id))
         if run.state is RunState.DONE and run.has_model and not force:
             return Submission(run_id, CACHED, run, index, config)
         if run.active:
             return Submission(run_id, ACTIVE, run, index, config)
-    run = store.create(run_id, new_run_record(index, config))
+    record = new_run_record(index, config)
+    if corrections:
+        record["dataset"]["corrections"] = corrections
+    run = store.create(run_id, record)
     return Submission(run_id, NEW, run, index, config)
+
+
+def dataset_corrections(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> dict | None:
+    """The label corrections kept for this dataset folder that change training (None when there are none)."""
+    from core.corrections import Corrections
+
+    return Corrections.load(data_root, dataset_path).effective() or None
 
 
 def submission_for_launched(store: RunStore, run_id: str) -> Submission:
@@ -203,7 +222,9 @@ def launch(
     A finished run comes back as cached and an active one as active; neither starts a process.
     """
     store = RunStore(models_dir)
-    submission = submit(store, dataset_path, config, force=force)
+    submission = submit(
+        store, dataset_path, config, force=force, corrections=dataset_corrections(data_root, dataset_path)
+    )
     if submission.outcome != NEW:
         return submission
     command = [

@@ -7,6 +7,8 @@
   models/<run_id>/evaluation.npz  test-split probabilities, labels, paths
   models/<run_id>/evaluation.json metrics derived from them
   models/<run_id>/analysis.npz    validation and test logits, pooled features, labels, paths (core.analysis)
+  models/<run_id>/calibration.json, embedding.npz, train_features.npz, label_issues.json, heatmaps/, tasks/
+                                  what the analysis derives from it (see the constants below)
   models/<run_id>/train.log       the training process's output
   models/<run_id>/STOP            present when someone asked the run to stop
   models/<run_id>/label.json      the name and note a person gave the run (kept by a retrain)
@@ -43,9 +45,22 @@ MAX_NAME_LENGTH = 80
 __all__ = ["ACTIVE_STATES", "Run", "RunNotFound", "RunState", "RunStatus", "RunStore", "new_run_record"]
 
 ANALYSIS_FILE = "analysis.npz"  # written by core.analysis
+# What the analysis modules derive from it (each computed once, on demand or at the end of training):
+CALIBRATION_FILE = "calibration.json"  # core.calibration: the fitted temperature and its scores
+EMBEDDING_FILE = "embedding.npz"  # core.embedding: 2-D maps (PCA, t-SNE) of the val/test features
+TRAIN_FEATURES_FILE = "train_features.npz"  # core.run_tasks: pooled features of the training split
+LABEL_ISSUES_FILE = "label_issues.json"  # core.label_issues: suspected label errors, ranked
+HEATMAPS_DIR = "heatmaps"  # core.explain: Grad-CAM maps cached per (image, class)
+TASKS_DIR = "tasks"  # core.run_tasks: background analysis jobs of this run (job folders)
 # Files a retrain replaces; config.json stays (same id, same config).
 _RUN_OUTPUTS = (
     ANALYSIS_FILE,
+    CALIBRATION_FILE,
+    EMBEDDING_FILE,
+    TRAIN_FEATURES_FILE,
+    LABEL_ISSUES_FILE,
+    HEATMAPS_DIR,
+    TASKS_DIR,
     STATUS_FILE,
     METRICS_FILE,
     MODEL_FILE,

@@ -119,6 +119,7 @@ def train_run(job: TrainingJob) -> RunStatus:
         ),
     )
     analysis.save(job.run_dir)
+    store_calibration(job.run_dir, analysis)
     evaluation = Evaluation(
         probabilities=analysis.test.probabilities,
         labels=analysis.test.labels,
@@ -142,10 +143,29 @@ def train_run(job: TrainingJob) -> RunStatus:
     )
 
 
+def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
+    """Fit the run's temperature on its validation logits now (milliseconds), so every predictor has it."""
+    from core import calibration
+
+    fitted = calibration.calibrate(analysis)
+    calibration.save(fitted, run_dir)
+    log.info(
+        "calibration: temperature %.3f (test ECE %.3f -> %.3f)", fitted.temperature, fitted.before.ece, fitted.after.ece
+    )
+
+
 def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
     """Decode every image into the cache (once per dataset and size), split it, weigh the classes."""
+    recorded = job.store.get(job.run_id).config.get("dataset", {}).get("corrections")
     data = load_training_data(
-        job.index, job.config, job.cache_root, report, job.should_stop, job.console, job.ingest_workers
+        job.index,
+        job.config,
+        job.cache_root,
+        report,
+        job.should_stop,
+        job.console,
+        job.ingest_workers,
+        corrections=recorded,
     )
     split = data.split
     job.store.set_status(
@@ -164,10 +184,12 @@ def load_training_data(
     should_stop: Callable[[], bool],
     console: bool = False,
     workers: int | None = None,
+    corrections: dict | None = None,
 ) -> TrainingData:
     """The decoded images of `index` (decoded once per dataset and size), its split and class weights.
 
-    A run and a sweep both start here, so both see the same split for the same seed.
+    A run and a sweep both start here, so both see the same split for the same seed. `corrections` are
+    the label corrections a run recorded (relabel / exclude), applied after the split is drawn.
 
     Raises:
         StopRequested: `should_stop` said so while decoding (what was decoded is kept).
@@ -181,6 +203,7 @@ def load_training_data(
         config.test_fraction,
         config.seed,
     )
+    split = apply_label_corrections(corrections, cache, split, index.classes)
     for note in split.notes:
         log.warning("split: %s", note)
     log.info("split (%s): %s", split.source, split.sizes())
@@ -189,6 +212,20 @@ def load_training_data(
     if weights is not None:
         log.info("class weights on (imbalanced classes): %s", np.round(weights, 2).tolist())
     return TrainingData(cache, split, weights, num_classes)
+
+
+def apply_label_corrections(recorded: dict | None, cache: ImageCache, split, classes: list[str]):
+    """The corrections recorded in the run (core.corrections), applied after the split was drawn.
+
+    Relabelled photos take their new label in `cache.labels` (this process's copy); excluded ones
+    leave their split. Returns the split to train on.
+    """
+    from core.corrections import apply
+
+    if not recorded:
+        return split
+    cache.labels, split, _ = apply(recorded, cache.paths, cache.labels, classes, split)
+    return split
 
 
 def _ingest(index, config, cache_root, report, should_stop, console, workers) -> ImageCache:

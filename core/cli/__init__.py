@@ -21,6 +21,8 @@ log = logging.getLogger("flora")
 COMMAND_MODULES = (
     "core.cli.runs",
     "core.cli.results",
+    "core.cli.analysis",
+    "core.cli.explain",
     "core.cli.sweep",
     "core.cli.serving",
     "core.cli.export",

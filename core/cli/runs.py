@@ -66,7 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         config = config_from_args(args, store)
         dataset = resolve_dataset_path(args.dataset, data_root)
-        submission = jobs.submit(store, dataset, config, force=args.force)
+        corrections = jobs.dataset_corrections(data_root, dataset)
+        if corrections:
+            log.info("applying %d label correction(s) kept for %s", len(corrections), dataset)
+        submission = jobs.submit(store, dataset, config, force=args.force, corrections=corrections)
 
     run_id = submission.run_id
     if submission.outcome == jobs.CACHED:

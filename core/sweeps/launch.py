@@ -235,7 +235,8 @@ def promote(
     if background:
         submission = jobs.launch(sweep.dataset_path, config, models_root, data_root)
     else:
-        submission = jobs.submit(RunStore(models_root), sweep.dataset_path, config)
+        corrections = jobs.dataset_corrections(data_root, sweep.dataset_path)
+        submission = jobs.submit(RunStore(models_root), sweep.dataset_path, config, corrections=corrections)
     runs = RunStore(models_root)
     if not runs.get(submission.run_id).name:
         name, note = promotion_label(sweep, best)

@@ -139,7 +139,12 @@ def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: b
     started = time.perf_counter()
     views = space.max_views(fixed)
     keras.utils.set_random_seed(fixed.seed)  # the order a run follows, so the backbone (and its features) match
-    data = load_training_data(index, fixed, cache_dir(data_root), report, folder.stop_requested, console, workers)
+    from core.jobs import dataset_corrections
+
+    corrections = dataset_corrections(data_root, sweep.dataset_path)  # as the run it promotes will apply them
+    data = load_training_data(
+        index, fixed, cache_dir(data_root), report, folder.stop_requested, console, workers, corrections=corrections
+    )
     folder.update(split={**data.split.sizes(), "source": data.split.source})
     policy = mixed_precision_policy(device)
     with dtype_policy(policy), data_parallel(device) as parallel:

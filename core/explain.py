@@ -1,0 +1,292 @@
+"""Where the model looked: Grad-CAM heatmaps on ResNet-50's last conv block, for a class or a contrast.
+
+Grad-CAM (Selvaraju et al. 2017) weighs each channel k of the feature map A (conv5_block3_out) by
+the mean gradient of a score with respect to it, alpha_k = mean_ij d score / d A_ijk, and sums:
+map_ij = sum_k alpha_k A_ijk. The score is a *logit* (before the softmax: a probability's gradient
+vanishes exactly when the model is sure), either one class's (the map is kept where it is positive:
+evidence for that class) or the difference of two (the *contrast* map, signed: where the photo says
+"A rather than B"; swapping A and B flips its sign). With Flora's global-average-pooled head this
+equals HiResCAM.
+
+The classifier is split in two: the backbone to the feature map (one forward pass), and the head
+from it (pool -> head -> logits). Only the small head is differentiated. `keras.ops` has no
+gradient, so one small dispatch does it per backend: TensorFlow's GradientTape, jax.grad, torch
+autograd. Maps are cached per (run, image, target) under the run's heatmaps/ folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.runs import HEATMAPS_DIR, MODEL_FILE, Run
+
+TARGET_LAYER = "conv5_block3_out"  # the last conv block of ResNet-50: the backbone's own output
+_TINY = 1e-12
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to explain: one class (`against` None) or `cls` rather than `against` (a contrast)."""
+
+    cls: int
+    against: int | None = None
+
+    @property
+    def contrast(self) -> bool:
+        return self.against is not None
+
+    def weights(self, num_classes: int) -> np.ndarray:
+        """The score as a weighting of the logits: e_cls, or e_cls - e_against."""
+        w = np.zeros(num_classes, dtype=np.float32)
+        w[self.cls] += 1.0
+        if self.against is not None:
+            w[self.against] -= 1.0
+        return w
+
+    @property
+    def key(self) -> str:
+        return f"{self.cls}" if self.against is None else f"{self.cls}-vs-{self.against}"
+
+
+# ----------------------------------------------------------------------------- the gradient dispatch
+
+
+def logit_gradients(head, feature_map: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient of each image's score sum_c w_c z_c (z = head(A), the logits) with respect to A.
+
+    Args:
+        head: a Keras model, feature map -> logits.
+        feature_map: (N, h, w, k).
+        weights: (N, C): the score of each image as a weighting of its logits.
+
+    Returns:
+        (gradients like `feature_map`, scores (N,)), as float64 numpy arrays.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    dtype = keras.backend.standardize_dtype(head.inputs[0].dtype) if head.inputs else "float32"
+    a = np.asarray(feature_map, dtype=dtype)
+    w = np.asarray(weights, dtype=dtype)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensor = tf.convert_to_tensor(a)
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            scores = tf.reduce_sum(head(tensor, training=False) * w, axis=1)
+        grads = tape.gradient(scores, tensor)  # images are independent: d(sum)/dA_n = d score_n / dA_n
+        return np.asarray(grads, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(x):
+            scores = jnp.sum(head(x, training=False) * w, axis=1)
+            return jnp.sum(scores), scores
+
+        grads, scores = jax.grad(total, has_aux=True)(jnp.asarray(a))
+        return np.asarray(grads, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    if backend == "torch":
+        import torch
+
+        tensor = torch.as_tensor(a).to(keras.backend.get_device() or "cpu").requires_grad_(True)
+        scores = (head(tensor, training=False) * torch.as_tensor(w, device=tensor.device)).sum(dim=1)
+        scores.sum().backward()
+        return tensor.grad.detach().cpu().numpy().astype(np.float64), scores.detach().cpu().numpy().astype(np.float64)
+    raise NotImplementedError(f"Grad-CAM has no gradient for the {backend!r} backend (tensorflow, jax, torch)")
+
+
+def grad_cam(feature_map: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """Signed Grad-CAM maps (N, h, w): channels weighted by their spatially averaged gradient, summed."""
+    a = np.asarray(feature_map, dtype=np.float64)
+    alpha = np.asarray(gradients, dtype=np.float64).mean(axis=(1, 2))  # (N, k)
+    return np.einsum("nhwk,nk->nhw", a, alpha)
+
+
+def normalise(cam: np.ndarray, signed: bool) -> np.ndarray:
+    """For display: a class map kept where positive and scaled to [0, 1]; a contrast map scaled to [-1, 1].
+
+    A map with nothing in it (all zero, or no positive part) stays zero: never a division by zero.
+    """
+    cam = np.asarray(cam, dtype=np.float64)
+    cam = np.where(np.isfinite(cam), cam, 0.0)
+    shown = cam if signed else np.maximum(cam, 0.0)
+    peak = float(np.abs(shown).max()) if shown.size else 0.0
+    if peak <= _TINY:
+        return np.zeros_like(shown, dtype=np.float32)
+    return (shown / peak).astype(np.float32)
+
+
+def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
+    """A low-resolution map (h, w) stretched to (size, size), bilinear, as the photo it overlays."""
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- overlays
+
+_HEAT = np.array(  # dark red -> red -> orange -> yellow -> white, for "how much this area counted"
+    [[0.0, 0.0, 0.0], [0.55, 0.0, 0.0], [0.9, 0.15, 0.05], [1.0, 0.6, 0.0], [1.0, 0.95, 0.3], [1.0, 1.0, 0.9]]
+)
+_POSITIVE = np.array([215, 48, 39], dtype=np.float64)  # towards the first class
+_NEGATIVE = np.array([49, 54, 149], dtype=np.float64)  # towards the second
+
+
+def colorize(values: np.ndarray, signed: bool) -> np.ndarray:
+    """RGB colours (h, w, 3) uint8 for a normalised map."""
+    v = np.asarray(values, dtype=np.float64)
+    if signed:
+        t = np.clip(np.abs(v), 0, 1)[..., None]
+        colour = np.where(v[..., None] >= 0, _POSITIVE, _NEGATIVE)
+        return (255 * (1 - t) + colour * t).astype(np.uint8)
+    t = np.clip(v, 0, 1) * (len(_HEAT) - 1)
+    low = np.floor(t).astype(int).clip(0, len(_HEAT) - 2)
+    frac = (t - low)[..., None]
+    return (255 * (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac)).astype(np.uint8)
+
+
+def overlay(photo: np.ndarray, heatmap: np.ndarray, signed: bool = False, alpha: float = 0.6) -> np.ndarray:
+    """The photo with the heatmap painted over it: opaque where the map is strong, clear where it is 0."""
+    photo = np.asarray(photo, dtype=np.float64)
+    size = photo.shape[0]
+    values = upsample(heatmap, size) if heatmap.shape[0] != size else np.asarray(heatmap, dtype=np.float32)
+    colour = colorize(values, signed).astype(np.float64)
+    strength = (alpha * np.clip(np.abs(values), 0, 1))[..., None]
+    return np.clip(photo * (1 - strength) + colour * strength, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- a run's model, split
+
+
+@dataclass
+class Heatmap:
+    """One explained target on one image."""
+
+    target: Target
+    cam: np.ndarray  # (h, w) signed Grad-CAM at the feature map's resolution
+    score: float  # the explained logit (or logit difference)
+
+    @property
+    def signed(self) -> bool:
+        return self.target.contrast
+
+    @property
+    def values(self) -> np.ndarray:
+        """The display map: [0, 1] for a class, [-1, 1] for a contrast."""
+        return normalise(self.cam, self.signed)
+
+
+def split_classifier(classifier):
+    """(backbone: raw image -> conv5_block3_out, head: that map -> logits), sharing the classifier's weights."""
+    import keras
+
+    from core.analysis import head_logits_model
+    from core.model import backbone_of, head_of
+
+    backbone = backbone_of(classifier)
+    if backbone.layers[-1].name != TARGET_LAYER:
+        raise ValueError(f"the backbone's output is not {TARGET_LAYER}: Grad-CAM expects Flora's ResNet-50")
+    size = classifier.input_shape[1]
+    image = keras.Input((size, size, 3), name="image")
+    feature_map = backbone(classifier.get_layer("resnet_preprocess")(image))
+    features = keras.Model(image, feature_map, name="to_feature_map")
+    grid = keras.Input(tuple(feature_map.shape[1:]), name="feature_map")
+    logits = head_logits_model(head_of(classifier))(classifier.get_layer("avg_pool")(grid))
+    return features, keras.Model(grid, logits, name="from_feature_map")
+
+
+class Explainer:
+    """A run's model split for Grad-CAM, loaded once; maps cached in the run folder."""
+
+    def __init__(self, run: Run):
+        from core.inference import ModelMissing
+
+        if not run.has_model:
+            raise ModelMissing(run.run_id, run.state)
+        from core.device import without_cuda_noise
+
+        with without_cuda_noise():
+            from core.model import load_classifier
+
+            classifier = load_classifier(run.path(MODEL_FILE))
+        self.run = run
+        self.classes = run.classes
+        config = run.train_config
+        self.image_size, self.cache_size = config.image_size, config.cache_size
+        self.features, self.head = split_classifier(classifier)
+        self.cache_dir = run.directory / HEATMAPS_DIR
+
+    def class_index(self, name: str) -> int:
+        """Raises KeyError naming the classes when `name` is not one."""
+        if name not in self.classes:
+            raise KeyError(f"unknown class {name!r}; the run's classes: {', '.join(self.classes)}")
+        return self.classes.index(name)
+
+    def load(self, source) -> np.ndarray:
+        """The image as the model sees it (decoded, resized, centre-cropped). Raises ImageError."""
+        from core.imaging import load_for_model
+
+        if hasattr(source, "read") and not isinstance(source, str | os.PathLike):
+            source = source.read()
+        return load_for_model(source, self.image_size, self.cache_size)
+
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        """The image's logits through the split model (equal to the classifier's)."""
+        import keras
+
+        return keras.ops.convert_to_numpy(self.head(self._feature_map(image), training=False))[0]
+
+    def _feature_map(self, image: np.ndarray) -> np.ndarray:
+        return np.asarray(self.features.predict_on_batch(image[None].astype("float32")), dtype=np.float32)
+
+    def explain(self, image: np.ndarray, targets: list[Target]) -> list[Heatmap]:
+        """Heatmaps of `targets` on one preprocessed image: one backbone pass, one head gradient per target.
+
+        Cached per (image pixels, target) in the run folder.
+        """
+        key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=10).hexdigest()
+        found: dict[Target, Heatmap] = {}
+        for target in targets:
+            cached = self._cached(key, target)
+            if cached is not None:
+                found[target] = cached
+        todo = [t for t in targets if t not in found]
+        if todo:
+            feature_map = self._feature_map(image)
+            repeated = np.repeat(feature_map, len(todo), axis=0)
+            weights = np.stack([t.weights(len(self.classes)) for t in todo])
+            grads, scores = logit_gradients(self.head, repeated, weights)
+            cams = grad_cam(repeated, grads)
+            for target, cam, score in zip(todo, cams, scores, strict=True):
+                found[target] = Heatmap(target, cam.astype(np.float32), float(score))
+                self._store(key, found[target])
+        return [found[t] for t in targets]
+
+    def _file(self, key: str, target: Target) -> Path:
+        return self.cache_dir / f"{key}-{target.key}.npz"
+
+    def _cached(self, key: str, target: Target) -> Heatmap | None:
+        path = self._file(key, target)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return Heatmap(target, data["cam"], float(data["score"]))
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def _store(self, key: str, heatmap: Heatmap) -> None:
+        from core.fileio import atomic_path
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._file(key, heatmap.target)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, cam=heatmap.cam, score=np.float32(heatmap.score))

@@ -1,0 +1,49 @@
+"""The embedding map: PCA and t-SNE of the stored features, cached in the run; nearest neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import embedding
+from core.analysis import RunAnalysis, SplitArrays
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def _analysis(n: int = 60) -> RunAnalysis:
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    centres = rng.normal(0, 5, size=(3, 2048))
+    parts = []
+    for split in ("val", "test"):
+        feats = (centres[labels] + rng.normal(0, 1, size=(n, 2048))).astype(np.float16)
+        logits = rng.normal(size=(n, 3)).astype(np.float32)
+        parts.append(SplitArrays(logits, feats, labels, [f"{split}/{i}.png" for i in range(n)], np.arange(n)))
+    return RunAnalysis(["a", "b", "c"], *parts)
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_maps_separate_the_clusters_and_are_cached_with_their_image_keys(tmp_path, method):
+    analysis = _analysis()
+    analysis.save(tmp_path)
+    points = embedding.run_map(tmp_path, method)
+    assert points.xy.shape == (120, 2) and points.keys[0] == "val:0" and points.keys[-1] == "test:59"
+    labels = np.concatenate([analysis.val.labels, analysis.test.labels])
+    centroids = np.stack([points.xy[labels == k].mean(axis=0) for k in range(3)])
+    spread = max(points.xy[labels == k].std(axis=0).max() for k in range(3))
+    gaps = [np.linalg.norm(centroids[i] - centroids[j]) for i in range(3) for j in range(i + 1, 3)]
+    assert min(gaps) > 2 * spread
+    again = embedding.load_map(tmp_path, method)
+    assert np.array_equal(again.xy, points.xy) and again.split == points.split
+    other = "tsne" if method == "pca" else "pca"
+    assert embedding.load_map(tmp_path, other) is None  # each method computed on its own, kept beside the other
+    embedding.run_map(tmp_path, other)
+    assert embedding.load_map(tmp_path, method) is not None
+
+
+def test_nearest_neighbours_by_cosine_similarity():
+    pool = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
+    rows, similarity = embedding.nearest(np.array([2.0, 0.1]), pool, k=3)
+    assert rows.tolist() == [0, 2, 1]
+    assert similarity[0] == pytest.approx(2 / np.hypot(2, 0.1))
