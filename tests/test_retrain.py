@@ -72,7 +72,7 @@ def test_compare_cli_prints_a_side_by_side_table(setup, capsys):
     if not new:
         pytest.skip("needs the retrained run of the test above")
     code = cli.main(
-        ["compare", old.run_id, new[0].run_id, "--models-dir", str(store.root), "--data-dir", str(data_root)]
+        ["feedback-compare", old.run_id, new[0].run_id, "--models-dir", str(store.root), "--data-dir", str(data_root)]
     )
     out = capsys.readouterr().out
     assert code == 0 and "accuracy" in out and "feedback photos (3)" in out and "promote with" in out

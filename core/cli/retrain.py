@@ -1,4 +1,4 @@
-"""`retrain` and `compare`: train a run's settings again on its dataset plus the feedback photos, then
+"""`retrain` and `feedback-compare`: train a run's settings again on its dataset plus the feedback photos, then
 set old and new side by side on the same test photos (and the feedback photos)."""
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     retrain.add_argument("--json", action="store_true")
     retrain.set_defaults(handler=cmd_retrain)
 
-    compare = sub.add_parser("compare", parents=[common], help="old vs new run on the same test photos")
+    compare = sub.add_parser(
+        "feedback-compare",
+        parents=[common],
+        help="a run vs its retrained successor on the same test photos and on the feedback photos",
+    )
     compare.add_argument("old", metavar="OLD")
     compare.add_argument("new", metavar="NEW")
     compare.add_argument("--json", action="store_true")
@@ -75,5 +79,6 @@ def _print_comparison(old, new, data_root, as_json: bool) -> int:
         rows.append([f"feedback photos ({feedback['photos']})", f"{o:.4f}", f"{n:.4f}", f"{n - o:+.4f}"])
     print(f"old {old.run_id} vs new {new.run_id} on the same {result['test_photos']} test photos")
     print(format_table(["metric", "old", "new", "change"], rows))
+    print(f"paired test (McNemar): python -m core compare {old.run_id} {new.run_id}")
     print(f"promote with: python -m core alias production {new.run_id}")
     return EXIT_OK

@@ -35,7 +35,6 @@ REFERENCE_NPZ = "ood.npz"
 REFERENCE_JSON = "ood.json"
 FORMAT_VERSION = 1
 MAX_TRAIN_IMAGES = 2000  # enough for class means and a shrunk covariance; bounds the time for big sets
-TEMPERATURE_FILE = "temperature.json"  # written by calibration, when a run has been calibrated
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -43,13 +42,10 @@ class ReferenceUnavailable(RuntimeError):
 
 
 def run_temperature(run: Run) -> float:
-    """The run's calibration temperature when one has been fitted (temperature.json), else 1.0."""
-    data = read_json(run.path(TEMPERATURE_FILE), default={}) or {}
-    try:
-        value = float(data.get("temperature", 1.0))
-    except (TypeError, ValueError):
-        return 1.0
-    return value if value > 0 else 1.0
+    """The run's calibration temperature (core.calibration fits it as a run ends), else 1.0."""
+    from core.calibration import stored_temperature
+
+    return stored_temperature(run.directory) or 1.0
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
