@@ -31,7 +31,12 @@ def test_feedback_retrain_compare_promote(setup):
     store, old, data_root, dataset = setup
     with pytest.raises(RetrainError, match="no feedback photos"):
         feedback_dataset(old, data_root)
-    photos = sorted((dataset / "red").iterdir())[:2] + sorted((dataset / "blue").iterdir())[:1]
+    test_photos = set(Evaluation.load(old.directory).paths)  # feedback of a test photo is left out of a retrain
+
+    def outside_test(folder: str, n: int):
+        return [p for p in sorted((dataset / folder).iterdir()) if f"{folder}/{p.name}" not in test_photos][:n]
+
+    photos = outside_test("red", 2) + outside_test("blue", 1)
     for photo, label in zip(photos, ["red", "yellow", "blue"], strict=True):
         kept = add_feedback(data_root, old.dataset_path, old.classes, label, photo.read_bytes(), photo.name)
         assert kept.split in ("train", "val")
