@@ -1,4 +1,4 @@
-"""Entry point of `python -m core`; the commands live in core/cli.py."""
+"""Entry point of `python -m core`; the commands live in the core/cli/ package."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Item 7: a hyperparameter sweep on cached features against ordinary runs of the plain way.
+"""Item 8: a hyperparameter sweep on cached features against ordinary runs of the plain way.
 
 Ours: `python -m core sweep`'s engine (`core.sweeps.search.run_sweep`) from a cold feature cache:
 decode (cached, not timed, as for item 1), extract the features once (clean + every augmented view
@@ -22,7 +22,7 @@ from pathlib import Path
 from core.bench.common import Row, Scale, link_subset, remove, time_row, timed
 
 log = logging.getLogger("flora")
-ITEM = "7 hyperparameter sweep"
+ITEM = "8 hyperparameter sweep"
 VIEWS = 2  # cached augmented views per training image in the fixed settings
 MAX_SWEEP_VS_RUN = 3.0  # the whole sweep should take at most this many cold ordinary runs
 
