@@ -120,11 +120,11 @@ def split_hash(val_paths: list[str], test_paths: list[str]) -> str:
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits / temperature, computed stably in float64, returned as float32."""
+    """Softmax over the last axis of logits / temperature, computed stably in float64, returned as float32."""
     z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z -= z.max(axis=1, keepdims=True)
+    z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def features_and_logits_model(classifier):

@@ -53,11 +53,16 @@ class Prediction:
 
 
 class Predictor:
-    """A run's model, loaded once, with the run's classes and input size."""
+    """A run's model, loaded once, with the run's classes and input size.
 
-    def __init__(self, run: Run):
+    Probabilities are calibrated with the run's temperature (core.calibration, fitted on the
+    validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
+    """
+
+    def __init__(self, run: Run, calibrated: bool = True):
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
+        from core.calibration import stored_temperature
         from core.device import describe
         from core.model import load_classifier  # imports Keras: only when a model is really needed
 
@@ -66,6 +71,7 @@ class Predictor:
         config: TrainConfig = run.train_config
         self.image_size = config.image_size
         self.cache_size = config.cache_size
+        self.temperature = stored_temperature(run.directory) if calibrated else None
         started = time.perf_counter()
         self.model = load_classifier(run.path(MODEL_FILE))
         self.load_seconds = time.perf_counter() - started
@@ -76,7 +82,10 @@ class Predictor:
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import keras
 
-        return keras.ops.convert_to_numpy(self.model.predict_on_batch(batch.astype("float32")))
+        from core.calibration import rescale
+
+        probabilities = keras.ops.convert_to_numpy(self.model.predict_on_batch(batch.astype("float32")))
+        return rescale(probabilities, self.temperature) if self.temperature else probabilities
 
     def preprocess(self, source: Source) -> np.ndarray:
         """Decode one image the way evaluation did. Raises ImageError."""

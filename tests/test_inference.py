@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.calibration import rescale, stored_temperature
 from core.evaluation import Evaluation
 from core.inference import ModelMissing, Predictor
 
@@ -27,8 +28,20 @@ def test_predictions_match_the_stored_evaluation(trained_run, predictor):
         by_label = dict(result.top)
         predicted = np.array([by_label[c] for c in evaluation.classes])
         # features are cached in float16, so allow a little slack; the decision must agree
-        np.testing.assert_allclose(predicted, probabilities, atol=0.02)
+        np.testing.assert_allclose(predicted, rescale(probabilities, predictor.temperature), atol=0.02)
         assert result.label == evaluation.classes[int(np.argmax(probabilities))]
+
+
+def test_probabilities_are_calibrated_with_the_runs_temperature_unless_raw_is_asked(trained_run, predictor):
+    run = trained_run["store"].get(trained_run["run_id"])
+    assert predictor.temperature == stored_temperature(run.directory) and predictor.temperature != 1.0
+    photo = next(iter((trained_run["dataset"] / "red").iterdir()))
+    calibrated = dict(predictor.predict([photo], top_k=4)[0].top)
+    raw = dict(Predictor(run, calibrated=False).predict([photo], top_k=4)[0].top)
+    assert max(raw, key=raw.get) == max(calibrated, key=calibrated.get)  # scaling never changes the answer
+    classes = sorted(raw)
+    expected = rescale(np.array([raw[c] for c in classes]), predictor.temperature)
+    np.testing.assert_allclose([calibrated[c] for c in classes], expected, atol=1e-5)
 
 
 def test_bad_files_get_an_error_entry_and_the_rest_still_run(trained_run, predictor, tmp_path):

@@ -26,6 +26,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         "--csv", metavar="OUT.csv", help="write one row per file: top-k, out-of-distribution flag, or the error"
     )
     predict.add_argument("--log", action="store_true", help="also record each prediction in the prediction log")
+    predict.add_argument(
+        "--raw",
+        action="store_true",
+        help="the model's own probabilities (default: calibrated with the run's temperature, when it has one)",
+    )
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -105,10 +110,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.csv or args.log or any(os.path.isdir(p) for p in args.images):
         return _predict_batch(args, store, run)
     with contextlib.redirect_stdout(sys.stderr):
-        predictor = Predictor(run)
+        predictor = Predictor(run, calibrated=not args.raw)
         results = predictor.predict(args.images, top_k=args.top_k)
     if args.json:
-        emit_json({"run_id": run.run_id, "results": [r.to_dict() for r in results]})
+        emit_json(
+            {"run_id": run.run_id, "temperature": predictor.temperature, "results": [r.to_dict() for r in results]}
+        )
     else:
         for result in results:
             if result.ok:
@@ -129,6 +136,8 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
     files = expand_sources(args.images)
     with contextlib.redirect_stdout(sys.stderr):
         model = ServedModel(run, data_dir(args.data_dir))
+        if args.raw:
+            model.temperature = 1.0  # the model's own probabilities
         log = PredictionLog.of_store(store.root) if args.log else None
         items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id)
     rows = table_rows(items, max(1, min(args.top_k, len(run.classes))))
@@ -137,7 +146,9 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             f.write(csv_text(rows))
         print(f"{len(rows)} rows ({sum(1 for i in items if i.error)} unreadable) -> {args.csv}", file=sys.stderr)
     if args.json:
-        emit_json({"run_id": run.run_id, "ood_method": model.ood_method, "results": rows})
+        emit_json(
+            {"run_id": run.run_id, "temperature": model.temperature, "ood_method": model.ood_method, "results": rows}
+        )
     elif not args.csv:
         for item in items:
             if item.error:
