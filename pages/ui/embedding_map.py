@@ -102,9 +102,7 @@ def figure(frame: pd.DataFrame, colour_by: str, highlight: str | None, classes: 
     fig = go.Figure(traces)
     fig.update_layout(
         height=560,
-        margin=dict(l=10, r=10, t=10, b=10),
-        dragmode="lasso",
-        clickmode="event+select",
+        margin=dict(l=10, r=10, t=36, b=10),  # room above the plot for Plotly's toolbar (lasso, box)
         legend=dict(itemsizing="constant"),
         xaxis=dict(showticklabels=False, title=None, zeroline=False),
         yaxis=dict(showticklabels=False, title=None, zeroline=False),
@@ -191,9 +189,11 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
         st.info("Pick the test or the validation photos (or both) to see them on the map.", icon=":material/info:")
         return
     wrong = int((~frame["correct"]).sum())
+    calibrated = f" Probabilities calibrated with the run's temperature ({temperature:.2f})." if temperature else ""
     st.caption(
-        f"{len(frame)} photos ({wrong} predicted wrongly), {method}. Click a point, or drag a lasso or a box "
-        "around several, to see those photos below. Hover a point for its file and labels."
+        f"{len(frame)} photos ({wrong} predicted wrongly), {method}. Click a point to see its photo below; "
+        "to pick several, choose the lasso or the box in the chart's toolbar (top right) and draw around them. "
+        f"Hover a point for its file and labels.{calibrated}"
     )
     event = st.plotly_chart(
         figure(frame, colour_by, None if highlight == NO_HIGHLIGHT else highlight, analysis.classes),

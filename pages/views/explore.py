@@ -94,8 +94,6 @@ map_tab, issues_tab = st.tabs(["Feature map", "Suspected label errors"], key="ex
 if map_tab.open:
     with map_tab:
         map_section(run, analysis, temperature)
-        if temperature:
-            st.caption(f"Probabilities calibrated with the run's temperature ({temperature:.2f}).")
 if issues_tab.open:
     with issues_tab:
         review_section(run)
