@@ -1,7 +1,6 @@
 """The whole app in a real browser: Home -> Train (launch, watch the curve grow) -> Evaluate (click a
 confusion cell, see its photos) -> Predict (upload, see the top-k); Explore (click a point of the map,
-see that photo). Screenshots go to the test's tmp
-dir (and to $FLORA_SCREENSHOTS when set).
+see that photo). Screenshots go to the test's tmp dir (and to $FLORA_SCREENSHOTS when set).
 
 Uses Debian's chromium through Playwright's Python client; no browser is downloaded.
 """
