@@ -127,18 +127,16 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
             facts.markdown(f":green[:material/check: {text}]")
         classes = run.classes or sorted({issue.given, issue.suggested})
         others = [c for c in classes if c != issue.given]
-        target = actions.selectbox(
+        relabel = actions.columns([3, 2], vertical_alignment="bottom")
+        target = relabel[0].selectbox(
             "Relabel to",
             others,
             index=others.index(issue.suggested) if issue.suggested in others else 0,
             key=f"{key}_to",
-            label_visibility="collapsed",
         )
-        buttons = actions.columns(3 if not marked else 4)
-        buttons[0].button(
-            f"Relabel to {target}", key=f"{key}_relabel", on_click=mark, args=(run, issue.path, RELABEL, target)
-        )
-        buttons[1].button("Exclude", key=f"{key}_exclude", on_click=mark, args=(run, issue.path, EXCLUDE))
-        buttons[2].button("Fine", key=f"{key}_fine", on_click=mark, args=(run, issue.path, FINE))
+        relabel[1].button("Relabel", key=f"{key}_relabel", on_click=mark, args=(run, issue.path, RELABEL, target))
+        buttons = actions.columns(3)
+        buttons[0].button("Exclude", key=f"{key}_exclude", on_click=mark, args=(run, issue.path, EXCLUDE))
+        buttons[1].button("Fine", key=f"{key}_fine", on_click=mark, args=(run, issue.path, FINE))
         if marked:
-            buttons[3].button("Undo", key=f"{key}_undo", on_click=forget, args=(run, issue.path))
+            buttons[2].button("Undo", key=f"{key}_undo", on_click=forget, args=(run, issue.path))

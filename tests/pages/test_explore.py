@@ -145,6 +145,17 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     assert ":green[:material/check: excluded]" in texts(at)
     assert "1 excluded" in texts(at)
 
+    # relabel another suspect to a class picked in its row
+    assert len(review.issues) >= 2, "red and crimson: more than one suspect"
+    second = review.issues[1]
+    row = hashlib.sha1(second.path.encode()).hexdigest()[:10]
+    other = next(c for c in run.classes if c not in (second.given, second.suggested))
+    at.selectbox(key=f"explore_issue_{row}_to").select(other).run()
+    at.button(key=f"explore_issue_{row}_relabel").click().run()
+    marks = Corrections.load(workspace["data"], run.dataset_path)
+    assert marks.entries[second.path]["action"] == "relabel" and marks.entries[second.path]["to"] == other
+    assert marks.action(first.path) == "exclude"
+
 
 def test_a_run_without_analysis_offers_to_compute_it(app, own_run, monkeypatch):
     store, run = own_run
