@@ -23,6 +23,32 @@ SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test", "all": 
 MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
 
 
+@st.cache_resource(show_spinner="Loading the model for the heatmaps…", max_entries=2)
+def _explainer(run_dir: str, model_mtime: float | None):
+    """The run's model split for Grad-CAM, loaded once per model file (Keras is imported here, not at page load)."""
+    from core.explain import Explainer
+    from core.runs import RunStore
+
+    directory = Path(run_dir)
+    return Explainer(RunStore(directory.parent).get(directory.name))
+
+
+def heatmap(run: Run, issue: label_issues.LabelIssue):
+    """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
+    reverse. None (and the reason) when the photo cannot be read."""
+    from core.explain import Target, overlay
+    from core.imaging import ImageError
+
+    explainer = _explainer(str(run.directory), run.model_mtime)
+    try:
+        image = explainer.load(Path(run.dataset_path) / issue.path)
+    except (ImageError, OSError) as e:
+        return None, str(e)
+    target = Target(explainer.class_index(issue.suggested), explainer.class_index(issue.given))
+    [result] = explainer.explain(image, [target])
+    return overlay(image, result.values, signed=True), None
+
+
 def corrections_of(run: Run) -> Corrections:
     return Corrections.load(common.data_root(), run.dataset_path)
 
@@ -74,6 +100,13 @@ def review_section(run: Run) -> None:
         key="explore_issue_splits",
     )
     hide_reviewed = filters[1].toggle("Hide the ones I reviewed", value=False, key="explore_hide_reviewed")
+    heatmaps = filters[1].toggle(
+        "Show where the model looked",
+        value=False,
+        key="explore_issue_heatmaps",
+        help="Grad-CAM contrast map of each photo: red where it looks like the suggested class rather than its "
+        "label, blue the reverse. Loads the model (a few seconds the first time).",
+    )
     issues = [
         issue
         for issue in review.issues
@@ -86,7 +119,7 @@ def review_section(run: Run) -> None:
     page = st.pagination(pages, key="explore_issue_page") if pages > 1 else 1
     start = (page - 1) * PAGE_SIZE
     for issue in issues[start : start + PAGE_SIZE]:
-        issue_row(run, issue, corrections)
+        issue_row(run, issue, corrections, heatmaps)
 
 
 def what_a_correction_does(run: Run, corrections: Corrections) -> None:
@@ -106,13 +139,19 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
     st.page_link(page_file("train"), label="Train again with these corrections", icon=":material/model_training:")
 
 
-def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections) -> None:
+def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections, heatmaps: bool = False) -> None:
     key = f"explore_issue_{hashlib.sha1(issue.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
     marked = corrections.entries.get(issue.path)
     with st.container(border=True, key=key):
         photo, facts, actions = st.columns([1, 3, 3], vertical_alignment="center")
         image, error = common.thumb(Path(run.dataset_path) / issue.path, 120)
         photo.image(image, width=120)
+        if heatmaps and not error:
+            painted, problem = heatmap(run, issue)
+            if painted is not None:
+                photo.image(painted, width=120, caption=f"red: {issue.suggested} · blue: {issue.given}")
+            else:
+                photo.caption(problem)
         facts.markdown(
             f"**{Path(issue.path).name}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
             f"labelled **{issue.given}**, looks like **{issue.suggested}** "

@@ -156,6 +156,13 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     assert marks.entries[second.path]["action"] == "relabel" and marks.entries[second.path]["to"] == other
     assert marks.action(first.path) == "exclude"
 
+    # where the model looked: a contrast heatmap beside each photo on the page
+    at.toggle(key="explore_issue_heatmaps").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    painted = [c for c in _captions(at) if c.startswith("red: ")]
+    assert f"red: {first.suggested} · blue: {first.given}" in painted
+    assert len(painted) == min(len(review.issues), 10)
+
 
 def test_a_run_without_analysis_offers_to_compute_it(app, own_run, monkeypatch):
     store, run = own_run
