@@ -145,11 +145,11 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
     with st.container(border=True, key=key):
         photo, facts, actions = st.columns([1, 3, 3], vertical_alignment="center")
         image, error = common.thumb(Path(run.dataset_path) / issue.path, 120)
-        photo.image(image, width=120)
+        photo.image(image, width="stretch")
         if heatmaps and not error:
             painted, problem = heatmap(run, issue)
             if painted is not None:
-                photo.image(painted, width=120, caption=f"red: {issue.suggested} · blue: {issue.given}")
+                photo.image(painted, width="stretch", caption=f"red: {issue.suggested} · blue: {issue.given}")
             else:
                 photo.caption(problem)
         facts.markdown(
