@@ -245,7 +245,8 @@ def test_a_page_url_opened_first_after_a_restart_gets_the_whole_app(server):
 
 
 def test_explore_a_click_on_the_map_shows_that_photo(server):
-    """Explore: a run trained from the CLI is mapped; a click on a point of the map shows that photo, named."""
+    """Explore: a run trained from the CLI is mapped; a click on a point of the map shows that photo, named;
+    a box over the whole map selects every photo."""
     from playwright.sync_api import expect, sync_playwright
 
     from core.analysis import RunAnalysis
@@ -288,6 +289,20 @@ def test_explore_a_click_on_the_map_shows_that_photo(server):
         photos.first.scroll_into_view_if_needed()
         page.wait_for_timeout(800)
         page.screenshot(path=shots / "8-explore-click.png")
+
+        # a box drawn over the whole map (the toolbar's box tool) selects every photo
+        chart = page.locator("[data-testid='stPlotlyChart']")
+        chart.scroll_into_view_if_needed()
+        chart.hover()
+        chart.locator(".modebar-btn[data-title='Box Select']").click()
+        area = chart.locator("rect.nsewdrag").bounding_box()
+        page.mouse.move(area["x"] + 2, area["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(area["x"] + area["width"] - 2, area["y"] + area["height"] - 2, steps=10)
+        page.mouse.up()
+        total = len(analysis.val.labels) + len(analysis.test.labels)
+        expect(page.get_by_text(f"{total} photo(s) selected")).to_be_visible(timeout=30_000)
+        assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
 
     keep = os.environ.get("FLORA_SCREENSHOTS")
