@@ -16,14 +16,13 @@ from pages.ui import common
 POLL_SECONDS = 1.0
 
 
-def task_panel(run: Run, kind: str, start_label: str, key: str) -> bool:
-    """Offer, start and watch task `kind` of `run`. Returns True when its last run finished (done)."""
+def task_panel(run: Run, kind: str, start_label: str, key: str) -> None:
+    """Offer, start and watch task `kind` of `run`; called while its result is missing (a task that ended
+    "done" without one, its file since deleted, is simply offered again)."""
     status = run_tasks.task_status(run, kind)
-    if status is not None and status.state is RunState.DONE:
-        return True
     if status is not None and status.active:
         st.fragment(_watch, run_every=POLL_SECONDS)(run, kind, key)
-        return False
+        return
     if status is not None and status.state is RunState.FAILED:
         st.error(f"The last attempt failed: {status.error or 'no reason recorded'}", icon=":material/error:")
         log = run_tasks.task_folder(run, kind).log_tail(20)
@@ -35,7 +34,6 @@ def task_panel(run: Run, kind: str, start_label: str, key: str) -> bool:
     if st.button(start_label, key=f"{key}_start", icon=":material/play_arrow:", type="primary"):
         run_tasks.launch(run, kind, common.data_root())
         st.rerun()
-    return False
 
 
 def _watch(run: Run, kind: str, key: str) -> None:

@@ -186,3 +186,17 @@ def test_a_failed_run_without_a_model_says_what_it_cannot_show(app, own_run):
     assert "This run failed before it saved a model: out of memory" in shown
     assert "no predictions or features to map" in shown
     assert not at.get("plotly_chart")
+
+
+def test_a_failed_background_task_says_why_and_is_offered_again(app, own_run):
+    from core.processes import RunState
+
+    store, run = own_run
+    folder = run_tasks.task_folder(run, "label-issues")
+    folder.directory.mkdir(parents=True)
+    folder.write(run_tasks.RunTaskStatus(state=RunState.FAILED, kind="label-issues", error="MemoryError: too big"))
+    at = app("explore", models_dir=store.root)
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    assert "The last attempt failed: MemoryError: too big" in texts(at)
+    assert at.button(key="explore_issues_start").label == "Find suspected label errors"
