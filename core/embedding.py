@@ -132,3 +132,45 @@ def nearest(query: np.ndarray, pool: np.ndarray, k: int = 8) -> tuple[np.ndarray
     top = np.argpartition(-similarity, k - 1)[:k]
     top = top[np.argsort(-similarity[top], kind="stable")]
     return top, similarity[top]
+
+
+def map_frame(analysis: RunAnalysis, points: MapPoints, temperature: float | None = None):
+    """One row per map point: its key, place, photo, given and predicted class, and the model's confidence.
+
+    Columns: key ("test:17"), split, row, x, y, path (relative to the dataset folder), given,
+    predicted, confidence (probability of the predicted class), p_given, correct. Probabilities are
+    softmax(logits / temperature): the run's calibrated ones when a temperature is given.
+    """
+    import pandas as pd
+
+    from core.analysis import softmax
+
+    probabilities = {name: softmax(analysis.split(name).logits, temperature or 1.0) for name in set(points.split)}
+    rows = []
+    for (x, y), name, row in zip(points.xy, points.split, points.row, strict=True):
+        part, p = analysis.split(name), probabilities[name][int(row)]
+        label, predicted = int(part.labels[row]), int(p.argmax())
+        rows.append(
+            {
+                "key": f"{name}:{int(row)}",
+                "split": name,
+                "row": int(row),
+                "x": float(x),
+                "y": float(y),
+                "path": part.paths[row],
+                "given": analysis.classes[label],
+                "predicted": analysis.classes[predicted],
+                "confidence": float(p[predicted]),
+                "p_given": float(p[label]),
+                "correct": predicted == label,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def features_of(analysis: RunAnalysis, key: str) -> np.ndarray:
+    """The pooled features of the image with map key `key` ("test:17"). Raises KeyError for a bad key."""
+    name, _, row = key.partition(":")
+    if name not in ("val", "test") or not row.isdigit() or int(row) >= len(analysis.split(name).labels):
+        raise KeyError(f"no image {key!r} in this run's analysis")
+    return analysis.split(name).features[int(row)].astype(np.float32)

@@ -3,6 +3,7 @@
   analysis      a run from before analysis.npz existed: rebuild its split, load model.keras, and
                 store the validation and test logits and pooled features (once)
   tsne          the t-SNE map of those features (embedding.npz)
+  train-features  pooled features of the training split alone (train_features.npz), for "photos like this"
   label-issues  pooled features of the training split (train_features.npz, through the feature
                 cache when it has them), cross-validated probabilities, the ranked suspects
 
@@ -30,7 +31,7 @@ from core.processes import JobFolder, JobStatus, RunState
 from core.runs import MODEL_FILE, TASKS_DIR, TRAIN_FEATURES_FILE, Run, RunStore
 
 log = logging.getLogger("flora")
-KINDS = ("analysis", "tsne", "label-issues")
+KINDS = ("analysis", "tsne", "train-features", "label-issues")
 LOG_FILE = "task.log"
 Progress = Callable[[str, int, int], None]
 
@@ -351,6 +352,8 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         if progress:
             progress("t-SNE", 0, 1)
         return run_map(run.directory, "tsne")
+    if kind == "train-features":
+        return training_features(run, data_root, progress, should_stop)
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")

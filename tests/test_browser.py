@@ -1,6 +1,6 @@
 """The whole app in a real browser: Home -> Train (launch, watch the curve grow) -> Evaluate (click a
-confusion cell, see its photos) -> Predict (upload, see the top-k). Screenshots go to the test's tmp
-dir (and to $FLORA_SCREENSHOTS when set).
+confusion cell, see its photos) -> Predict (upload, see the top-k); Explore (click a point of the map,
+see that photo). Screenshots go to the test's tmp dir (and to $FLORA_SCREENSHOTS when set).
 
 Uses Debian's chromium through Playwright's Python client; no browser is downloaded.
 """
@@ -242,3 +242,70 @@ def test_a_page_url_opened_first_after_a_restart_gets_the_whole_app(server):
         expect(navigation).to_contain_text("Predict", timeout=30_000)
         expect(page.get_by_text("No finished run yet")).to_be_visible()
         browser.close()
+
+
+def test_explore_a_click_on_the_map_shows_that_photo(server):
+    """Explore: a run trained from the CLI is mapped; a click on a point of the map shows that photo, named;
+    a box over the whole map selects every photo."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from core.analysis import RunAnalysis
+    from core.runs import RunStore
+
+    env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}
+    command = [sys.executable, "-m", "core", "train", str(server["data"] / "flowers"), "--image-size", "32",
+               "--weights", "none", "--epochs", "2", "--patience", "0"]  # fmt: skip
+    subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = RunStore(server["models"]).list()[0]
+    analysis = RunAnalysis.load(run.directory)
+    shots = server["tmp"] / "screenshots"
+    shots.mkdir(exist_ok=True)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        page.goto(server["url"] + "/explore")
+        expect(page.get_by_role("heading", name="Explore", level=1)).to_be_visible(timeout=60_000)
+        points = page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace path.point")
+        expect(points.first).to_be_visible(timeout=60_000)  # Plotly's script loads on first use
+        assert points.count() == len(analysis.val.labels) + len(analysis.test.labels)
+        expect(page.get_by_text("No photos selected yet.")).to_be_visible()
+        page.locator("[data-testid='stPlotlyChart']").scroll_into_view_if_needed()
+        # the point's own key, as the chart holds it: trace and index within the trace
+        key = page.evaluate(
+            """() => { const gd = document.querySelector('.js-plotly-plot');
+                       return gd._fullData[0].customdata[0]; }"""
+        )
+        box = points.first.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        expect(page.get_by_text("1 photo(s) selected")).to_be_visible(timeout=30_000)
+        split, row = key.split(":")
+        name = Path(analysis.split(split).paths[int(row)]).name
+        photos = page.locator(".st-key-explore_selected [data-testid='stImage']")
+        expect(photos.first).to_be_visible()
+        assert name in " ".join(photos.all_inner_texts())
+        assert page.locator("[data-testid='stException']").count() == 0
+        photos.first.scroll_into_view_if_needed()
+        page.wait_for_timeout(800)
+        page.screenshot(path=shots / "8-explore-click.png")
+
+        # a box drawn over the whole map (the toolbar's box tool) selects every photo
+        chart = page.locator("[data-testid='stPlotlyChart']")
+        chart.scroll_into_view_if_needed()
+        chart.hover()
+        chart.locator(".modebar-btn[data-title='Box Select']").click()
+        area = chart.locator("rect.nsewdrag").bounding_box()
+        page.mouse.move(area["x"] + 2, area["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(area["x"] + area["width"] - 2, area["y"] + area["height"] - 2, steps=10)
+        page.mouse.up()
+        total = len(analysis.val.labels) + len(analysis.test.labels)
+        expect(page.get_by_text(f"{total} photo(s) selected")).to_be_visible(timeout=30_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()
+
+    keep = os.environ.get("FLORA_SCREENSHOTS")
+    if keep:
+        shutil.copytree(shots, keep, dirs_exist_ok=True)
+    print(f"screenshots: {shots}")

@@ -47,3 +47,23 @@ def test_nearest_neighbours_by_cosine_similarity():
     rows, similarity = embedding.nearest(np.array([2.0, 0.1]), pool, k=3)
     assert rows.tolist() == [0, 2, 1]
     assert similarity[0] == pytest.approx(2 / np.hypot(2, 0.1))
+
+
+def test_the_map_table_names_each_point_by_its_image_and_what_the_model_said():
+    analysis = _analysis(6)
+    points = embedding.compute_map(analysis, "pca")
+    frame = embedding.map_frame(analysis, points)
+    assert frame["key"].tolist() == points.keys
+    row = frame.set_index("key").loc["test:4"]
+    logits = analysis.test.logits[4]
+    assert row["path"] == "test/4.png" and row["given"] == "abc"[analysis.test.labels[4]]
+    assert row["predicted"] == "abc"[int(logits.argmax())]
+    assert row["correct"] == (int(logits.argmax()) == analysis.test.labels[4])
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert row["confidence"] == pytest.approx(p.max(), rel=1e-5)
+    hotter = embedding.map_frame(analysis, points, temperature=3.0).set_index("key").loc["test:4"]
+    assert hotter["confidence"] < row["confidence"] and hotter["predicted"] == row["predicted"]
+    assert np.array_equal(embedding.features_of(analysis, "val:2"), analysis.val.features[2].astype(np.float32))
+    for bad in ("test:6", "train:0", "test:x"):
+        with pytest.raises(KeyError):
+            embedding.features_of(analysis, bad)

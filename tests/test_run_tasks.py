@@ -80,3 +80,12 @@ def test_the_analysis_as_a_background_job(old_run):
         time.sleep(1)
     assert status.state is RunState.DONE, (status.error, run_tasks.task_folder(run, "analysis").log_tail())
     assert store.get(run.run_id).has_analysis
+
+
+def test_the_training_features_alone_for_photos_like_this(old_run):
+    _store, run, original, data_root = old_run
+    assert run_tasks.TrainFeatures.load(run.directory) is None
+    computed = run_tasks.compute("train-features", run, data_root)
+    stored = run_tasks.TrainFeatures.load(run.directory)
+    assert stored.features.shape == (len(computed.labels), 2048) and stored.paths == computed.paths
+    assert not set(stored.paths) & set(original.val.paths + original.test.paths)  # the training split only

@@ -100,6 +100,23 @@ NOTES = {
         "photos (or how small its logits are, the 'energy' score) and flags the 5% most unusual, as judged on "
         "the validation photos. A flagged photo's answer deserves little trust."
     ),
+    "feature_map": (
+        "**What the feature map shows.** For every photo, ResNet-50 produces 2,048 numbers (its *features*): "
+        "what the head decides from. The map squeezes them into two dimensions so you can look at them: photos "
+        "the network sees as alike land close together. A tight cluster of one colour is a class the features "
+        "separate well; two classes mixed in one cloud are ones the network cannot tell apart, whatever the head "
+        "does; a wrong point deep inside another class's cluster is often a mislabelled photo. PCA keeps the two "
+        "directions of greatest spread (honest distances, weak clusters); t-SNE keeps each photo's neighbours "
+        "(clear clusters, but the gaps between clusters and their sizes mean little)."
+    ),
+    "label_issues": (
+        "**How suspected label errors are found.** Every photo is scored by a model that never saw it, so a "
+        "mislabelled photo cannot be 'memorised' into looking right. For each class, Flora measures how sure "
+        "those models typically are about the photos carrying that label; a photo is a suspect when another "
+        "class clears *its* typical level and its own label does not win (the confident-learning rule, "
+        "Northcutt et al. 2021). A suspect is a question for a person: some are real look-alikes, some are "
+        "photos of two flowers, some are simply in the wrong folder."
+    ),
 }
 
 

@@ -1,0 +1,181 @@
+"""The Explore page's suspected label errors: compute them in the background, then review each one.
+
+Each mark ("relabel to X", "exclude", "fine") is written to the dataset's corrections file in the
+data folder (core.corrections), never to the photos. The next training run applies them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from core import label_issues
+from core.corrections import EXCLUDE, FINE, RELABEL, Corrections
+from core.runs import Run
+from pages.ui import common, teaching
+from pages.ui.navigation import page_file
+from pages.ui.run_task import task_panel
+
+PAGE_SIZE = 10
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test", "all": "dataset"}
+MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
+
+
+@st.cache_resource(show_spinner="Loading the model for the heatmaps…", max_entries=2)
+def _explainer(run_dir: str, model_mtime: float | None):
+    """The run's model split for Grad-CAM, loaded once per model file (Keras is imported here, not at page load)."""
+    from core.explain import Explainer
+    from core.runs import RunStore
+
+    directory = Path(run_dir)
+    return Explainer(RunStore(directory.parent).get(directory.name))
+
+
+def heatmap(run: Run, issue: label_issues.LabelIssue):
+    """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
+    reverse. None (and the reason) when the photo cannot be read."""
+    from core.explain import Target, overlay
+    from core.imaging import ImageError
+
+    explainer = _explainer(str(run.directory), run.model_mtime)
+    try:
+        image = explainer.load(Path(run.dataset_path) / issue.path)
+    except (ImageError, OSError) as e:
+        return None, str(e)
+    target = Target(explainer.class_index(issue.suggested), explainer.class_index(issue.given))
+    [result] = explainer.explain(image, [target])
+    return overlay(image, result.values, signed=True), None
+
+
+def corrections_of(run: Run) -> Corrections:
+    return Corrections.load(common.data_root(), run.dataset_path)
+
+
+def mark(run: Run, path: str, action: str, to: str | None = None) -> None:
+    """Button callback: record one correction (file only; the page shows it on the rerun)."""
+    corrections = corrections_of(run)
+    corrections.mark(path, action, to=to, classes=run.classes or None)
+    corrections.save()
+
+
+def forget(run: Run, path: str) -> None:
+    corrections = corrections_of(run)
+    corrections.forget(path)
+    corrections.save()
+
+
+def review_section(run: Run) -> None:
+    teaching.explain("label_issues")
+    review = label_issues.load(run.directory)
+    if review is None:
+        st.markdown(
+            "Flora scores **every** photo of this run with a model that never saw it (the run's own predictions "
+            "for validation and test; a 5-fold cross-validated classifier on the ResNet features for the "
+            "training photos), then flags the photos whose label the evidence disagrees with. It runs in the "
+            "background: seconds to a minute, longer the first time the training photos' features are computed."
+        )
+        task_panel(run, "label-issues", "Find suspected label errors", key="explore_issues")
+        return
+    corrections = corrections_of(run)
+    what_a_correction_does(run, corrections)
+    st.caption(
+        f"{len(review.issues)} suspect(s) among {review.images} photos "
+        f"({', '.join(f'{n} {SPLIT_NAMES.get(s, s)}' for s, n in review.by_split.items())}); scored by "
+        f"{review.train_source}. Most suspicious first: the lower the probability of the given label, the likelier "
+        "the label is wrong. These are suspects for you to look at, not verdicts."
+    )
+    if not review.issues:
+        st.success("No suspected label errors: every label agrees with the evidence.", icon=":material/check_circle:")
+        return
+    filters = st.columns([3, 2])
+    splits = sorted({issue.split for issue in review.issues})
+    chosen = filters[0].pills(
+        "Splits",
+        splits,
+        selection_mode="multi",
+        default=splits,
+        format_func=lambda s: SPLIT_NAMES.get(s, s),
+        key="explore_issue_splits",
+    )
+    hide_reviewed = filters[1].toggle("Hide the ones I reviewed", value=False, key="explore_hide_reviewed")
+    heatmaps = filters[1].toggle(
+        "Show where the model looked",
+        value=False,
+        key="explore_issue_heatmaps",
+        help="Grad-CAM contrast map of each photo: red where it looks like the suggested class rather than its "
+        "label, blue the reverse. Loads the model (a few seconds the first time).",
+    )
+    issues = [
+        issue
+        for issue in review.issues
+        if issue.split in (chosen or []) and not (hide_reviewed and corrections.action(issue.path))
+    ]
+    if not issues:
+        st.caption("No suspect left with these filters.")
+        return
+    pages = max(1, -(-len(issues) // PAGE_SIZE))
+    page = st.pagination(pages, key="explore_issue_page") if pages > 1 else 1
+    start = (page - 1) * PAGE_SIZE
+    for issue in issues[start : start + PAGE_SIZE]:
+        issue_row(run, issue, corrections, heatmaps)
+
+
+def what_a_correction_does(run: Run, corrections: Corrections) -> None:
+    counts = corrections.counts()
+    done = ", ".join(f"{counts[a]} {w}" for a, w in ((RELABEL, "relabelled"), (EXCLUDE, "excluded"), (FINE, "fine")))
+    with st.expander(f"What a correction does · so far for this dataset: {done}", icon=":material/info:"):
+        st.markdown(
+            f"Your marks are written to `{corrections.file}`, in the data folder, **never to your photos**: no photo "
+            "is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
+            "applies them (a relabelled photo trains as its new class, an excluded one leaves its split) and, "
+            "because its data changed, it gets a **new run id**; the same settings without corrections remain "
+            "the old run.\n\n"
+            "Correcting **training** photos keeps the validation and test photos the same, so the new run can be "
+            "compared with this one photo by photo. Correcting a **validation or test** photo changes what the "
+            "test measures: runs before and after are then no longer compared on the same photos."
+        )
+    st.page_link(page_file("train"), label="Train again with these corrections", icon=":material/model_training:")
+
+
+def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections, heatmaps: bool = False) -> None:
+    key = f"explore_issue_{hashlib.sha1(issue.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
+    marked = corrections.entries.get(issue.path)
+    with st.container(border=True, key=key):
+        photo, facts, actions = st.columns([1, 3, 3], vertical_alignment="center")
+        image, error = common.thumb(Path(run.dataset_path) / issue.path, 120)
+        photo.image(image, width="stretch")
+        if heatmaps and not error:
+            painted, problem = heatmap(run, issue)
+            if painted is not None:
+                photo.image(painted, width="stretch", caption=f"red: {issue.suggested} · blue: {issue.given}")
+            else:
+                photo.caption(problem)
+        facts.markdown(
+            f"**{Path(issue.path).name}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
+            f"labelled **{issue.given}**, looks like **{issue.suggested}** "
+            f"({issue.suggested_probability:.0%}); probability of its label {issue.score:.0%}"
+        )
+        if error:
+            facts.caption(error)
+        if issue.split in ("val", "test"):
+            facts.caption(f"A {SPLIT_NAMES[issue.split]} photo: correcting it changes what the next run is tested on.")
+        if marked:
+            text = MARKED[marked["action"]].format(to=marked.get("to", "?"))
+            facts.markdown(f":green[:material/check: {text}]")
+        classes = run.classes or sorted({issue.given, issue.suggested})
+        others = [c for c in classes if c != issue.given]
+        relabel = actions.columns([3, 2], vertical_alignment="bottom")
+        target = relabel[0].selectbox(
+            "Relabel to",
+            others,
+            index=others.index(issue.suggested) if issue.suggested in others else 0,
+            key=f"{key}_to",
+        )
+        relabel[1].button("Relabel", key=f"{key}_relabel", on_click=mark, args=(run, issue.path, RELABEL, target))
+        buttons = actions.columns(3)
+        buttons[0].button("Exclude", key=f"{key}_exclude", on_click=mark, args=(run, issue.path, EXCLUDE))
+        buttons[1].button("Fine", key=f"{key}_fine", on_click=mark, args=(run, issue.path, FINE))
+        if marked:
+            buttons[2].button("Undo", key=f"{key}_undo", on_click=forget, args=(run, issue.path))

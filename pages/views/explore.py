@@ -1,0 +1,99 @@
+"""Explore: a run's validation and test photos on a map of its ResNet features, and its suspected label errors."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.runs import ANALYSIS_FILE, Run, RunState
+from pages.ui import common
+from pages.ui.embedding_map import map_section
+from pages.ui.label_review import review_section
+from pages.ui.navigation import page_file
+from pages.ui.run_task import task_panel
+
+st.title("Explore")
+st.caption("Where the model places each photo, which photos it confuses and why, and which labels are probably wrong.")
+
+
+@st.cache_resource(show_spinner="Loading the run's analysis…", max_entries=4)
+def load_analysis(run_dir: str, stamp: float):
+    """The run's stored arrays (shared read-only between sessions; read again when the file changes)."""
+    from core.analysis import RunAnalysis
+
+    return RunAnalysis.load(run_dir)
+
+
+def temperature_of(run: Run) -> float | None:
+    from core.calibration import stored_temperature
+
+    return stored_temperature(run.directory)
+
+
+def without_model(run: Run) -> None:
+    """What a run without a saved model can and cannot show."""
+    if run.state is RunState.FAILED:
+        st.error(
+            f"This run failed before it saved a model: {run.status.error or 'no reason recorded'}",
+            icon=":material/error:",
+        )
+    else:
+        st.warning(f"This run ({run.state}) has no saved model.", icon=":material/warning:")
+    st.markdown(
+        "Without a model there are no predictions or features to map, and no label errors to suspect. "
+        "Its settings, curves and log are on the Train page; train it again (or another run) to explore it here."
+    )
+    st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
+
+
+def without_analysis(run: Run) -> None:
+    """A run from before the analysis arrays were stored: offer to compute them once."""
+    st.info(
+        "This run was trained before Flora kept each validation and test photo's features and logits, which the "
+        "map and the label review are drawn from. They can be computed once now: the run's model looks at its "
+        "validation and test photos again (a background job; seconds at 64 px, a minute or two for a thousand "
+        "photos at 224 px). Nothing about the run itself changes.",
+        icon=":material/info:",
+    )
+    task_panel(run, "analysis", "Compute the analysis", key="explore_analysis")
+
+
+runs = [run for run in common.runs() if not run.active]
+if not runs:
+    st.info(
+        "No finished run yet. Train one on the Train page; its photos can be explored here.",
+        icon=":material/model_training:",
+    )
+    st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
+    st.stop()
+
+labels = {run.run_id: f"{common.run_label(run)} · {run.state}" for run in runs}
+if st.session_state.get("explore_run") not in labels:
+    st.session_state["explore_run"] = next((r.run_id for r in runs if r.evaluated), runs[0].run_id)
+run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="explore_run", bind="query-params")
+run = common.store().get(run_id)
+
+if not run.has_model:
+    without_model(run)
+    st.stop()
+if run.state is RunState.STOPPED:
+    st.caption("This run was stopped early: what follows is its best weights so far.")
+elif run.state is RunState.FAILED:
+    st.warning(
+        f"This run failed after saving a model ({run.status.error or 'no reason recorded'}). The photos can still "
+        "be mapped from that model, if its analysis can be computed; its numbers may not be its final ones.",
+        icon=":material/warning:",
+    )
+if not run.has_analysis:
+    without_analysis(run)
+    st.stop()
+common.random_start_notice(run)
+
+analysis = load_analysis(str(run.directory), run.path(ANALYSIS_FILE).stat().st_mtime)
+temperature = temperature_of(run)
+map_tab, issues_tab = st.tabs(["Feature map", "Suspected label errors"], key="explore_tab", on_change="rerun")
+if map_tab.open:
+    with map_tab:
+        map_section(run, analysis, temperature)
+if issues_tab.open:
+    with issues_tab:
+        review_section(run)

@@ -1,0 +1,202 @@
+"""Explore page: the feature map and the photos a selection picks, "photos like this", the suspected label
+errors and their corrections, and runs that lack the analysis arrays or a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import run_tasks
+from core.analysis import RunAnalysis
+from core.corrections import Corrections
+from core.runs import RunStore
+from pages.ui.embedding_map import selected_keys, selected_photos
+from tests.pages.conftest import texts
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+@pytest.fixture
+def own_run(workspace, tmp_path):
+    """A copy of the prepared run in a store of its own (these tests write into the run folder), and the
+    dataset's corrections file removed afterwards (it lives in the shared data folder)."""
+    store = RunStore(tmp_path / "models")
+    shutil.copytree(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
+    run = store.get(workspace["run_id"])
+    yield store, run
+    corrections = Corrections.load(workspace["data"], run.dataset_path)
+    corrections.file.unlink(missing_ok=True)
+
+
+def _map_traces(at) -> list[dict]:
+    charts = at.get("plotly_chart")
+    assert charts, "the map is drawn"
+    return json.loads(charts[0].proto.spec)["data"]
+
+
+def _captions(at) -> list[str]:
+    return [caption for image in at.get("image") for caption in image.captions]
+
+
+def test_selected_keys_come_from_customdata_not_point_numbers():
+    frame = pd.DataFrame(
+        {
+            "key": ["val:0", "test:0", "test:1"],
+            "path": ["a/1.png", "b/2.png", "a/3.png"],
+            "correct": [True, False, True],
+            "p_given": [0.9, 0.2, 0.6],
+        }
+    )
+    # two traces each report their own point 0: only customdata tells them apart
+    event = {
+        "selection": {
+            "points": [
+                {"curve_number": 0, "point_index": 0, "customdata": "test:1"},
+                {"curve_number": 1, "point_index": 0, "customdata": ["test:0"]},
+                {"curve_number": 1, "point_index": 0, "customdata": "test:0"},  # reported twice (box + click)
+                {"curve_number": 2, "point_index": 3},  # no customdata: not one of ours
+            ],
+            "point_indices": [0, 0],
+        }
+    }
+    keys = selected_keys(event)
+    assert keys == ["test:1", "test:0"]
+    assert selected_keys(None) == [] and selected_keys({"selection": {"points": []}}) == []
+    photos = selected_photos(frame, [*keys, "test:99"])
+    assert photos["key"].tolist() == ["test:0", "test:1"]  # wrong first; an unknown key is ignored
+
+
+def test_the_pca_map_carries_every_photo_key_and_a_selection_shows_those_photos(app, own_run, workspace):
+    store, run = own_run
+    analysis = RunAnalysis.load(run.directory)
+    at = app("explore", models_dir=store.root)
+    assert at.title[0].value == "Explore"
+    traces = _map_traces(at)
+    keys = [key for trace in traces for key in trace["customdata"]]
+    expected = [f"val:{i}" for i in range(len(analysis.val.labels))] + [
+        f"test:{i}" for i in range(len(analysis.test.labels))
+    ]
+    assert sorted(keys) == sorted(expected)
+    assert {trace["name"] for trace in traces} == set(analysis.classes)  # coloured by true class
+    assert "No photos selected yet." in texts(at)
+
+    # a lasso over two points of different traces, as the browser reports it
+    picked = ["test:0", "val:1"]
+    points = [{"curve_number": n, "point_index": 0, "customdata": key} for n, key in enumerate(picked)]
+    at.session_state["explore_map"] = {"selection": {"points": points, "point_indices": [0, 0], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "**2 photo(s) selected**, " in texts(at)
+    names = {Path(analysis.test.paths[0]).name, Path(analysis.val.paths[1]).name}
+    shown = {c.split("\n")[-1] for c in _captions(at)}
+    assert names <= shown
+
+    # photos like this: the training features are offered as a background task, then used
+    assert at.button(key="explore_train_features_start")
+    run_tasks.training_features(run, workspace["data"])  # what the background task does
+    at.run()
+    assert "training photos whose features are most similar" in texts(at)
+    train = run_tasks.TrainFeatures.load(run.directory)
+    classes = set(analysis.classes)
+    neighbours = [c for c in _captions(at) if re.match(r"^\w+ · [01]\.\d\d\n", c)]  # "label · similarity"
+    assert len(neighbours) == 8 and {c.split(" · ")[0] for c in neighbours} <= classes
+    assert {c.split("\n")[-1] for c in neighbours} <= {Path(p).name for p in train.paths}
+
+
+def test_colour_by_correct_and_a_highlighted_class(app, own_run):
+    store, run = own_run
+    analysis = RunAnalysis.load(run.directory)
+    at = app("explore", models_dir=store.root)
+    at.selectbox(key="explore_colour").select("correct or wrong")
+    at.selectbox(key="explore_highlight").select(analysis.classes[0])
+    at.run()
+    traces = _map_traces(at)
+    assert [t["name"] for t in traces] == ["other classes", "correct", "wrong"]
+    n_class = int((analysis.val.labels == 0).sum() + (analysis.test.labels == 0).sum())
+    assert len(traces[1]["customdata"]) + len(traces[2]["customdata"]) == n_class
+
+
+def test_label_errors_are_computed_then_listed_and_exclude_writes_the_corrections_file(app, own_run, workspace):
+    store, run = own_run
+    at = app("explore", models_dir=store.root)
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    assert at.button(key="explore_issues_start"), "the computation is offered"
+    review = run_tasks.compute_label_issues(run, workspace["data"])  # what the background task does
+    at.run()
+    assert review.issues, "red and crimson share a colour: some labels must look wrong"
+    first = review.issues[0]
+    shown = texts(at)
+    assert f"{len(review.issues)} suspect(s) among {review.images} photos" in shown
+    assert f"labelled **{first.given}**, looks like **{first.suggested}**" in shown
+    assert "never to your photos" in shown and "new run id" in shown
+    row = hashlib.sha1(first.path.encode()).hexdigest()[:10]
+    at.button(key=f"explore_issue_{row}_exclude").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    corrections = Corrections.load(workspace["data"], run.dataset_path)
+    assert corrections.action(first.path) == "exclude"
+    assert corrections.file.is_relative_to(workspace["data"]) and (Path(run.dataset_path) / first.path).exists()
+    assert ":green[:material/check: excluded]" in texts(at)
+    assert "1 excluded" in texts(at)
+
+    # relabel another suspect to a class picked in its row
+    assert len(review.issues) >= 2, "red and crimson: more than one suspect"
+    second = review.issues[1]
+    row = hashlib.sha1(second.path.encode()).hexdigest()[:10]
+    other = next(c for c in run.classes if c not in (second.given, second.suggested))
+    at.selectbox(key=f"explore_issue_{row}_to").select(other).run()
+    at.button(key=f"explore_issue_{row}_relabel").click().run()
+    marks = Corrections.load(workspace["data"], run.dataset_path)
+    assert marks.entries[second.path]["action"] == "relabel" and marks.entries[second.path]["to"] == other
+    assert marks.action(first.path) == "exclude"
+
+    # where the model looked: a contrast heatmap beside each photo on the page
+    at.toggle(key="explore_issue_heatmaps").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    painted = [c for c in _captions(at) if c.startswith("red: ")]
+    assert f"red: {first.suggested} · blue: {first.given}" in painted
+    assert len(painted) == min(len(review.issues), 10)
+
+
+def test_a_run_without_analysis_offers_to_compute_it(app, own_run, monkeypatch):
+    store, run = own_run
+    run.path("analysis.npz").unlink()
+    launched = []
+    monkeypatch.setattr(run_tasks, "launch", lambda run, kind, data_root: launched.append((run.run_id, kind)))
+    at = app("explore", models_dir=store.root)
+    assert "trained before Flora kept each validation and test photo's features" in texts(at)
+    assert not at.get("plotly_chart")
+    at.button(key="explore_analysis_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert launched == [(run.run_id, "analysis")]
+
+
+def test_a_failed_run_without_a_model_says_what_it_cannot_show(app, own_run):
+    store, run = own_run
+    run.path("model.keras").unlink()
+    store.set_status(run.run_id, state="failed", error="out of memory")
+    at = app("explore", models_dir=store.root)
+    shown = texts(at)
+    assert "This run failed before it saved a model: out of memory" in shown
+    assert "no predictions or features to map" in shown
+    assert not at.get("plotly_chart")
+
+
+def test_a_failed_background_task_says_why_and_is_offered_again(app, own_run):
+    from core.processes import RunState
+
+    store, run = own_run
+    folder = run_tasks.task_folder(run, "label-issues")
+    folder.directory.mkdir(parents=True)
+    folder.write(run_tasks.RunTaskStatus(state=RunState.FAILED, kind="label-issues", error="MemoryError: too big"))
+    at = app("explore", models_dir=store.root)
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    assert "The last attempt failed: MemoryError: too big" in texts(at)
+    assert at.button(key="explore_issues_start").label == "Find suspected label errors"
