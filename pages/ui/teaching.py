@@ -100,6 +100,14 @@ NOTES = {
         "photos (or how small its logits are, the 'energy' score) and flags the 5% most unusual, as judged on "
         "the validation photos. A flagged photo's answer deserves little trust."
     ),
+    "calibration": (
+        "**Calibration: is 90 % really 90 %?** A model's confidence is only useful if, among the photos it "
+        "gives 90 %, about 90 % are right. Networks trained to minimise the loss often end up *over-confident*. "
+        "The reliability diagram sorts the test photos by confidence and compares each bin's accuracy with the "
+        "diagonal; ECE is the average gap, weighted by how many photos each bin holds. *Temperature scaling* "
+        "divides every logit by one number T, fitted on the validation photos: T > 1 softens the "
+        "probabilities, T < 1 sharpens them. The ranking of the classes, and so the accuracy, does not change."
+    ),
 }
 
 

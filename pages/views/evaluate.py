@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages.ui import common, teaching
+from pages.ui import analysis_status, calibration_view, common, teaching
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
@@ -76,6 +76,8 @@ rest[2].metric("Test images", len(evaluation.labels))
 if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 common.random_start_notice(run)
+analysis_status.limits_note(run)
+has_analysis = analysis_status.offer(run)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -193,8 +195,8 @@ def pair_gallery(true_name: str, predicted_name: str) -> None:
     common.gallery(items, size=130, key="evaluate_gallery")
 
 
-matrix_tab, classes_tab, losses_tab = st.tabs(
-    ["Confusion matrix", "Per-class metrics", "Top losses"], key="evaluate_tab", on_change="rerun"
+matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
+    ["Confusion matrix", "Per-class metrics", "Top losses", "Calibration"], key="evaluate_tab", on_change="rerun"
 )
 
 with matrix_tab:
@@ -311,3 +313,9 @@ with losses_tab:
             size=150,
             key="evaluate_losses",
         )
+
+with calibration_tab:
+    if has_analysis:
+        calibration_view.section(run, analysis_status.analysis_stamp(run))
+    else:
+        st.caption("The calibration needs the run's analysis (see above).")
