@@ -149,3 +149,42 @@ def test_top_losses_tab(app, workspace):
         assert shown == names, "the most confidently wrong images are shown, with their file names"
     else:
         assert "No mistakes" in texts(at)
+
+
+def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    from core.confusion import submatrix
+
+    at = app("evaluate", models_dir=many_classes)
+    evaluation = Evaluation.load(many_classes / "thirty000001")
+    picked = ["class03", "class17", "class25"]
+    at.selectbox(key="evaluate_order").set_value("by name").run()
+    at.multiselect(key="evaluate_classes").set_value(picked).run()
+    assert not at.exception
+    assert _matrix_classes(at) == [*picked, "(other)"]
+    at.segmented_control(key="evaluate_view").set_value("counts").run()
+    at.toggle(key="evaluate_hide_diag").set_value(False).run()
+    chart = next(el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind))
+    frame = convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
+    cells = {(t, p): n for t, p, n in zip(frame["true"], frame["predicted"], frame["images"], strict=True)}
+    expected, names = submatrix(evaluation.confusion_matrix(), list(evaluation.classes), picked)
+    assert names[-1] == "(other)"
+    assert cells[("(other)", "(other)")] == expected[-1, -1]
+    assert cells[("class03", "(other)")] == expected[0, -1]
+    assert sum(cells.values()) == len(evaluation.labels), "the rest is summed, nothing lost"
+
+
+def test_confused_together_order_is_one_choice_away(app, many_classes):
+    from core.confusion import confused_together_order
+
+    at = app("evaluate", models_dir=many_classes)
+    evaluation = Evaluation.load(many_classes / "thirty000001")
+    assert at.selectbox(key="evaluate_order").value == "confused together"  # the default at 30 classes
+    at.slider(key="evaluate_limit").set_value(30).run()
+    together = [evaluation.classes[i] for i in confused_together_order(evaluation.confusion_matrix())]
+    assert _matrix_classes(at) == together
+    at.selectbox(key="evaluate_order").set_value("by name").run()
+    assert _matrix_classes(at) == sorted(evaluation.classes) != together
+    at.toggle(key="evaluate_log").set_value(True).run()
+    assert _matrix_spec(at)["layer"][0]["encoding"]["color"]["scale"]["type"] == "symlog"
