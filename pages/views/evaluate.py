@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages.ui import analysis_status, calibration_view, common, confusion_view, teaching
+from pages.ui import analysis_status, calibration_view, common, confusion_view, heatmaps, teaching
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
@@ -123,6 +123,9 @@ def pair_gallery(true_name: str, predicted_name: str) -> None:
             caption = f"{predicted_name} {row.p_predicted:.2f} · {true_name} {row.p_true:.2f}"
         items.append((dataset_root / row.path, f"{caption}\n{Path(row.path).name}"))
     common.gallery(items, size=130, key="evaluate_gallery")
+    if true_name != predicted_name:
+        mistakes = [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
+        heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
 
 
 matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
@@ -261,6 +264,8 @@ with losses_tab:
             size=150,
             key="evaluate_losses",
         )
+        mistakes = [(row.path, row.true, row.predicted) for row in losses.itertuples()]
+        heatmaps.section(run, dataset_root, mistakes, key="evaluate_losses_heatmap_pick")
 
 with calibration_tab:
     if has_analysis:

@@ -59,3 +59,24 @@ def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
     assert "before Flora stored" in texts(at)
     assert "needs the run's analysis" in texts(at)
     assert not any(m.label == "Temperature T" for m in at.metric)
+
+
+def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
+    from core.evaluation import Evaluation
+    from core.runs import HEATMAPS_DIR
+
+    run = workspace["store"].get(workspace["run_id"])
+    evaluation = Evaluation.load(run.directory)
+    confused = evaluation.most_confused()
+    assert not confused.empty, "the fixture's red and crimson share a colour: the model confuses them"
+    at = app("evaluate")
+    true_name, predicted_name = at.selectbox(key="evaluate_true").value, at.selectbox(key="evaluate_pred").value
+    assert true_name != predicted_name
+    at.selectbox(key="evaluate_heatmap_pick").set_value(0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert f"predicted: {predicted_name}" in captions
+    assert f"true: {true_name}" in captions
+    assert f"{true_name} rather than {predicted_name}" in captions
+    assert "what tipped the model" in texts(at)
+    assert len(list((run.directory / HEATMAPS_DIR).glob("*.npz"))) >= 3, "the maps are cached per (image, class)"
