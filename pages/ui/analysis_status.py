@@ -81,4 +81,4 @@ def progress_panel(run) -> None:
         except OSError as e:
             st.error(f"The analysis could not be started: {e}", icon=":material/error:")
             return
-        st.rerun(scope="fragment")
+        st.rerun()  # the progress bar replaces the button

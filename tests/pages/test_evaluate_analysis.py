@@ -80,3 +80,31 @@ def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
     assert f"{true_name} rather than {predicted_name}" in captions
     assert "what tipped the model" in texts(at)
     assert len(list((run.directory / HEATMAPS_DIR).glob("*.npz"))) >= 3, "the maps are cached per (image, class)"
+
+
+@pytest.mark.slow
+def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, workspace):
+    import time
+
+    from core import run_tasks
+    from core.processes import RunState
+    from core.runs import RunStore
+
+    at = _calibration_tab(app, models_dir=old_run_models)
+    at.button(key="evaluate_compute_analysis").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run = RunStore(old_run_models).get(workspace["run_id"])
+    deadline = time.monotonic() + 240
+    status = run_tasks.task_status(run, "analysis")
+    assert status is not None, "the button launched the background task"
+    while status.active and time.monotonic() < deadline:
+        time.sleep(1)
+        status = run_tasks.task_status(run, "analysis")
+    assert status.state is RunState.DONE, (status.state, status.error)
+    assert run.has_analysis
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    cal = calibration.calibrate_run(run.directory)
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert not [b for b in at.button if b.key == "evaluate_compute_analysis"]
