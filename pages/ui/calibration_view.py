@@ -62,7 +62,12 @@ def reading(cal: Calibration) -> str:
         f"The model is **{kind}**: when it says {said:.0%} it is right {right:.0%} of the time "
         f"(its most common confidence on the test photos)."
     )
-    change = "fixes that" if after < before else "does not improve it on the test photos"
+    if after <= 0.7 * before:
+        change = "fixes that"
+    elif after < before:
+        change = "helps a little"
+    else:
+        change = "does not improve it on the test photos"
     second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f}."
     if cal.few_validation_images:
         second += (
@@ -91,6 +96,7 @@ def reliability_chart(bins: list[dict], title: str) -> alt.VConcatChart:
             x=alt.X("lower:Q", scale=scale, title="confidence"),
             x2="upper:Q",
             y=alt.Y("accuracy:Q", scale=scale, title="accuracy"),
+            y2=alt.datum(0),
             tooltip=[
                 alt.Tooltip("lower:Q", title="from", format=".2f"),
                 alt.Tooltip("upper:Q", title="to", format=".2f"),
@@ -123,6 +129,7 @@ def reliability_chart(bins: list[dict], title: str) -> alt.VConcatChart:
             x=alt.X("lower:Q", scale=scale, title="confidence"),
             x2="upper:Q",
             y=alt.Y("count:Q", title="test images"),
+            y2=alt.datum(0),
         )
         .properties(width=300, height=80)
     )
