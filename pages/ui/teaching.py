@@ -117,6 +117,14 @@ NOTES = {
         "Northcutt et al. 2021). A suspect is a question for a person: some are real look-alikes, some are "
         "photos of two flowers, some are simply in the wrong folder."
     ),
+    "calibration": (
+        "**Calibration: is 90 % really 90 %?** A model's confidence is only useful if, among the photos it "
+        "gives 90 %, about 90 % are right. Networks trained to minimise the loss often end up *over-confident*. "
+        "The reliability diagram sorts the test photos by confidence and compares each bin's accuracy with the "
+        "diagonal; ECE is the average gap, weighted by how many photos each bin holds. *Temperature scaling* "
+        "divides every logit by one number T, fitted on the validation photos: T > 1 softens the "
+        "probabilities, T < 1 sharpens them. The ranking of the classes, and so the accuracy, does not change."
+    ),
 }
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages.ui import common, teaching
+from pages.ui import analysis_status, calibration_view, common, confusion_view, heatmaps, teaching
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
@@ -76,6 +74,8 @@ rest[2].metric("Test images", len(evaluation.labels))
 if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 common.random_start_notice(run)
+analysis_status.limits_note(run)
+has_analysis = analysis_status.offer(run)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -105,74 +105,6 @@ def picked_row(event, pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
     return pairs[rows[0]] if rows and rows[0] < len(pairs) else None
 
 
-def matrix_chart(counts: np.ndarray, shown: list[int], normalised: bool, hide_diagonal: bool) -> alt.LayerChart:
-    """The confusion matrix as Altair rectangles: a click anywhere in a cell selects that cell's
-    (true, predicted) class names (a point selection over those fields), and the colours, numbers
-    and hover text come from the same rows."""
-    names = [evaluation.classes[i] for i in shown]
-    sub = counts[np.ix_(shown, shown)].astype(float)
-    row_totals = np.maximum(counts[shown].sum(axis=1), 1)
-    rows = []
-    for r, true_name in enumerate(names):
-        for c, predicted_name in enumerate(names):
-            share = sub[r, c] / row_totals[r]
-            hidden = hide_diagonal and r == c
-            rows.append(
-                {
-                    "true": true_name,
-                    "predicted": predicted_name,
-                    "images": int(sub[r, c]),
-                    "share": share,
-                    "value": None if hidden else (share if normalised else sub[r, c]),
-                    "label": "" if hidden else (f"{share:.0%}" if normalised else f"{int(sub[r, c])}"),
-                }
-            )
-    frame = pd.DataFrame(rows)
-    top = float(frame["value"].max() or 1) if frame["value"].notna().any() else 1.0
-    cell = alt.selection_point(name="cell", fields=["true", "predicted"], on="click", clear=False)
-    side = int(min(900, max(360, 28 * len(names) + 120)))
-    base = alt.Chart(frame).encode(
-        x=alt.X(
-            "predicted:N",
-            sort=names,
-            title="predicted",
-            axis=alt.Axis(labelAngle=-45, labelLimit=140, labelOverlap=False),
-        ),
-        y=alt.Y("true:N", sort=names, title="true", axis=alt.Axis(labelLimit=140, labelOverlap=False)),
-    )
-    rects = (
-        base.mark_rect(stroke="white", strokeWidth=1, cursor="pointer")
-        .encode(
-            color=alt.condition(
-                "datum.value === null",
-                alt.value("#eeeeee"),
-                alt.Color(
-                    "value:Q",
-                    scale=alt.Scale(scheme="redpurple", domainMin=0),
-                    title="share of row" if normalised else "images",
-                ),
-            ),
-            opacity=alt.condition(cell, alt.value(1.0), alt.value(0.85)),
-            tooltip=[
-                alt.Tooltip("true:N"),
-                alt.Tooltip("predicted:N"),
-                alt.Tooltip("images:Q"),
-                alt.Tooltip("share:Q", title="share of true class", format=".1%"),
-            ],
-        )
-        .add_params(cell)
-    )
-    layers = [rects]
-    if len(names) <= 20:
-        layers.append(
-            base.mark_text(fontSize=11).encode(
-                text="label:N",
-                color=alt.condition(f"datum.value > {top / 2}", alt.value("white"), alt.value("#26232a")),
-            )
-        )
-    return alt.layer(*layers).properties(width=side, height=side)
-
-
 def pair_gallery(true_name: str, predicted_name: str) -> None:
     rows = evaluation.pair(true_name, predicted_name)
     what = CORRECT if true_name == predicted_name else f"predicted as **{predicted_name}**"
@@ -191,10 +123,13 @@ def pair_gallery(true_name: str, predicted_name: str) -> None:
             caption = f"{predicted_name} {row.p_predicted:.2f} · {true_name} {row.p_true:.2f}"
         items.append((dataset_root / row.path, f"{caption}\n{Path(row.path).name}"))
     common.gallery(items, size=130, key="evaluate_gallery")
+    if true_name != predicted_name:
+        mistakes = [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
+        heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
 
 
-matrix_tab, classes_tab, losses_tab = st.tabs(
-    ["Confusion matrix", "Per-class metrics", "Top losses"], key="evaluate_tab", on_change="rerun"
+matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
+    ["Confusion matrix", "Per-class metrics", "Top losses", "Calibration"], key="evaluate_tab", on_change="rerun"
 )
 
 with matrix_tab:
@@ -210,21 +145,39 @@ with matrix_tab:
         key="evaluate_hide_diag",
         help="Show only mistakes, so the confusions stand out.",
     )
-    order = controls[2].selectbox("Order classes", ["by name", "worst recall first"], key="evaluate_order")
+    log_scale = controls[1].toggle(
+        "Log colour scale",
+        value=False,
+        key="evaluate_log",
+        help="Stretch the small counts, so rare confusions show beside frequent ones.",
+    )
+    order = controls[2].selectbox(
+        "Order classes",
+        confusion_view.ORDERS,
+        index=2 if evaluation.num_classes > BIG else 0,
+        key="evaluate_order",
+        help="'confused together' puts classes the model mixes up side by side, so mistakes gather in blocks.",
+    )
+    picked = controls[2].multiselect(
+        "Find classes",
+        sorted(evaluation.classes),
+        key="evaluate_classes",
+        placeholder="all classes",
+        help="Show only these classes; every other class is summed into '(other)'.",
+    )
     limit = evaluation.num_classes
-    if evaluation.num_classes > BIG:
+    if evaluation.num_classes > BIG and not picked:
         limit = controls[3].slider(
             "Classes shown (most mistakes)", 5, evaluation.num_classes, BIG, key="evaluate_limit"
         )
-    chosen = evaluation.classes_with_most_errors(limit) if limit < evaluation.num_classes else list(evaluation.classes)
-    ordered = evaluation.classes_by_error() if order == "worst recall first" else sorted(evaluation.classes)
-    shown = [evaluation.classes.index(name) for name in ordered if name in set(chosen)]
+    ordered = confusion_view.ordered_classes(evaluation, counts, order)
+    names, sub, row_totals = confusion_view.shown_matrix(evaluation, counts, ordered, picked, limit)
     confused = evaluation.most_confused()
 
     chart_col, side_col = st.columns([3, 2], gap="medium")
     with chart_col:
         event = st.altair_chart(
-            matrix_chart(counts, shown, view == "row %", hide_diagonal),
+            confusion_view.matrix_chart(names, sub, row_totals, view == "row %", hide_diagonal, log_scale),
             key="evaluate_matrix",
             on_select="rerun",
             selection_mode="cell",
@@ -311,3 +264,11 @@ with losses_tab:
             size=150,
             key="evaluate_losses",
         )
+        mistakes = [(row.path, row.true, row.predicted) for row in losses.itertuples()]
+        heatmaps.section(run, dataset_root, mistakes, key="evaluate_losses_heatmap_pick")
+
+with calibration_tab:
+    if has_analysis:
+        calibration_view.section(run, analysis_status.analysis_stamp(run))
+    else:
+        st.caption("The calibration needs the run's analysis (see above).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -149,3 +150,107 @@ def test_top_losses_tab(app, workspace):
         assert shown == names, "the most confidently wrong images are shown, with their file names"
     else:
         assert "No mistakes" in texts(at)
+
+
+def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    from core.confusion import submatrix
+
+    at = app("evaluate", models_dir=many_classes)
+    evaluation = Evaluation.load(many_classes / "thirty000001")
+    picked = ["class03", "class17", "class25"]
+    at.selectbox(key="evaluate_order").set_value("by name").run()
+    at.multiselect(key="evaluate_classes").set_value(picked).run()
+    assert not at.exception
+    assert _matrix_classes(at) == [*picked, "(other)"]
+    at.segmented_control(key="evaluate_view").set_value("counts").run()
+    at.toggle(key="evaluate_hide_diag").set_value(False).run()
+    chart = next(el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind))
+    frame = convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
+    cells = {(t, p): n for t, p, n in zip(frame["true"], frame["predicted"], frame["images"], strict=True)}
+    expected, names = submatrix(evaluation.confusion_matrix(), list(evaluation.classes), picked)
+    assert names[-1] == "(other)"
+    assert cells[("(other)", "(other)")] == expected[-1, -1]
+    assert cells[("class03", "(other)")] == expected[0, -1]
+    assert sum(cells.values()) == len(evaluation.labels), "the rest is summed, nothing lost"
+
+
+def test_confused_together_order_is_one_choice_away(app, many_classes):
+    from core.confusion import confused_together_order
+
+    at = app("evaluate", models_dir=many_classes)
+    evaluation = Evaluation.load(many_classes / "thirty000001")
+    assert at.selectbox(key="evaluate_order").value == "confused together"  # the default at 30 classes
+    at.slider(key="evaluate_limit").set_value(30).run()
+    together = [evaluation.classes[i] for i in confused_together_order(evaluation.confusion_matrix())]
+    assert _matrix_classes(at) == together
+    at.selectbox(key="evaluate_order").set_value("by name").run()
+    assert _matrix_classes(at) == sorted(evaluation.classes) != together
+    at.toggle(key="evaluate_log").set_value(True).run()
+    assert _matrix_spec(at)["layer"][0]["encoding"]["color"]["scale"]["type"] == "symlog"
+
+
+@pytest.fixture
+def oxford_layout(tmp_path):
+    """A finished 102-class run in Oxford 102's layout (test 20 photos/class in the real set; 4 here),
+    with its evaluation and a hand-written analysis.npz: logits where classes k and k+51 look alike."""
+    from core.analysis import RunAnalysis, SplitArrays, softmax
+    from core.runs import RunState, RunStore
+
+    rng = np.random.default_rng(3)
+    classes = [f"flower {i:03d}" for i in range(1, 103)]
+
+    def split(per_class: int, name: str) -> SplitArrays:
+        labels = np.repeat(np.arange(102), per_class)
+        logits = rng.normal(0, 1, (len(labels), 102)).astype(np.float32)
+        twin = (labels + 51) % 102  # 0<->51, 1<->52, ...: look-alike pairs, far apart by name
+        logits[np.arange(len(labels)), labels] += 4
+        logits[np.arange(len(labels)), twin] += rng.choice([3.0, 5.0], len(labels))  # sometimes wins
+        paths = [f"jpg/{name}_{n:05d}.jpg" for n in range(len(labels))]
+        features = np.zeros((len(labels), 2048), np.float16)
+        return SplitArrays(logits * 2, features, labels, paths, np.arange(len(labels)))  # x2: over-confident
+
+    store = RunStore(tmp_path / "models")
+    record = {
+        "config": {"image_size": 32, "weights": "none"},
+        "classes": classes,
+        "dataset": {"path": str(tmp_path / "oxford102"), "name": "oxford102"},
+    }
+    run = store.create("oxford000001", record)
+    analysis = RunAnalysis(classes, split(2, "val"), split(4, "test"))
+    analysis.save(run.directory)
+    test = analysis.test
+    Evaluation(softmax(test.logits), test.labels, classes, test.paths).save(run.directory)
+    (run.directory / "model.keras").write_bytes(b"not read by this page")
+    store.set_status("oxford000001", state=RunState.DONE)
+    return store.root
+
+
+def _twins_adjacent(names: list[str]) -> int:
+    numbers = [int(name[-3:]) for name in names]
+    return sum(1 for a, b in itertools.pairwise(numbers) if abs(a - b) == 51)
+
+
+def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
+    from core.calibration import calibrate_run
+
+    at = app("evaluate", models_dir=oxford_layout)
+    evaluation = Evaluation.load(oxford_layout / "oxford000001")
+    assert at.selectbox(key="evaluate_order").value == "confused together"
+    shown = _matrix_classes(at)
+    assert len(shown) == 25
+    # look-alike twins are confused with each other: the order puts twin pairs side by side
+    assert _twins_adjacent(shown) >= 5, shown
+    at.selectbox(key="evaluate_order").set_value("by name").run()
+    assert _twins_adjacent(_matrix_classes(at)) == 0, "the original order is one choice away"
+    at.multiselect(key="evaluate_classes").set_value(["flower 001", "flower 002"]).run()
+    assert _matrix_classes(at) == ["flower 001", "flower 002", "(other)"]
+    at.session_state["evaluate_tab"] = "Calibration"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    cal = calibrate_run(oxford_layout / "oxford000001")
+    assert cal.temperature > 1.2, "logits doubled: over-confident, T above 1"
+    assert "over-confident" in texts(at)
+    assert f"{cal.after.ece:.3f}" == {m.label: m.value for m in at.metric}["ECE after"]
+    assert evaluation.num_classes == 102

@@ -1,0 +1,171 @@
+"""The Evaluate page's calibration section: how sure the model should have been, before and after
+temperature scaling (numbers, a reliability diagram, a reading in plain words)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import calibration
+from core.calibration import Calibration, Scores
+from pages.ui import teaching
+
+
+@st.cache_data(show_spinner="Fitting the temperature…", max_entries=16)
+def load_calibration(run_dir: str, stamp: float) -> Calibration:
+    """The run's calibration (fitted once from analysis.npz and stored beside it)."""
+    return calibration.calibrate_run(run_dir)
+
+
+def ece_text(scores: Scores, interval: bool) -> str:
+    text = f"{scores.ece:.3f}"
+    return f"{text} [{scores.ece_low:.3f}–{scores.ece_high:.3f}]" if interval else text
+
+
+def scores_table(cal: Calibration) -> pd.DataFrame:
+    interval = cal.few_validation_images
+    rows = [
+        ("ECE (expected calibration error)" + (", 95 % interval" if interval else ""), "ece"),
+        ("MCE (worst bin's gap)", "mce"),
+        ("NLL (negative log-likelihood)", "nll"),
+        ("Brier score", "brier"),
+        ("Accuracy", "accuracy"),
+    ]
+    table = []
+    for label, name in rows:
+        before, after = getattr(cal.before, name), getattr(cal.after, name)
+        if name == "ece":
+            table.append(
+                {"measure": label, "before": ece_text(cal.before, interval), "after": ece_text(cal.after, interval)}
+            )
+        else:
+            table.append({"measure": label, "before": f"{before:.3f}", "after": f"{after:.3f}"})
+    return pd.DataFrame(table)
+
+
+def reading(cal: Calibration) -> str:
+    """The calibration in one or two plain sentences."""
+    bins = [b for b in cal.reliability_before if b["count"]]
+    top = max(bins, key=lambda b: b["count"] * (b["confidence"] or 0)) if bins else None
+    t, before, after = cal.temperature, cal.before.ece, cal.after.ece
+    if top is None:
+        return "No test image to measure the calibration on."
+    said, right = top["confidence"], top["accuracy"]
+    if t > 1.05:
+        kind = "over-confident"
+    elif t < 0.95:
+        kind = "under-confident"
+    else:
+        kind = "about as confident as it should be"
+    first = (
+        f"The model is **{kind}**: when it says {said:.0%} it is right {right:.0%} of the time "
+        f"(its most common confidence on the test photos)."
+    )
+    if after <= 0.7 * before:
+        change = "fixes that"
+    elif after < before:
+        change = "helps a little"
+    else:
+        change = "does not improve it on the test photos"
+    second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f}."
+    if cal.few_validation_images:
+        second += (
+            f" With only {cal.val_per_class:.1f} validation photos per class the temperature is uncertain; "
+            "the interval on ECE shows how much."
+        )
+    return f"{first} {second}"
+
+
+def reliability_chart(bins: list[dict], title: str) -> alt.VConcatChart:
+    """Accuracy per confidence bin against the diagonal, the gap shaded, the confidence histogram beneath."""
+    frame = pd.DataFrame(bins)
+    frame["middle"] = (frame["lower"] + frame["upper"]) / 2
+    filled = frame[frame["count"] > 0].copy()
+    filled["gap_label"] = filled["gap"].map(lambda g: "over-confident" if g > 0 else "under-confident")
+    scale = alt.Scale(domain=[0, 1])
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+        .mark_line(strokeDash=[4, 4], color="gray")
+        .encode(x=alt.X("x:Q", scale=scale), y=alt.Y("y:Q", scale=scale))
+    )
+    bars = (
+        alt.Chart(filled)
+        .mark_bar(color="#4c78a8", opacity=0.85)
+        .encode(
+            x=alt.X("lower:Q", scale=scale, title="confidence"),
+            x2="upper:Q",
+            y=alt.Y("accuracy:Q", scale=scale, title="accuracy"),
+            y2=alt.datum(0),
+            tooltip=[
+                alt.Tooltip("lower:Q", title="from", format=".2f"),
+                alt.Tooltip("upper:Q", title="to", format=".2f"),
+                alt.Tooltip("count:Q", title="images"),
+                alt.Tooltip("accuracy:Q", format=".1%"),
+                alt.Tooltip("confidence:Q", title="mean confidence", format=".1%"),
+            ],
+        )
+    )
+    gap = (
+        alt.Chart(filled)
+        .mark_bar(opacity=0.35)
+        .encode(
+            x="lower:Q",
+            x2="upper:Q",
+            y="accuracy:Q",
+            y2="confidence:Q",
+            color=alt.Color(
+                "gap_label:N",
+                scale=alt.Scale(domain=["over-confident", "under-confident"], range=["#e45756", "#54a24b"]),
+                title="gap",
+            ),
+        )
+    )
+    top = alt.layer(bars, gap, diagonal).properties(title=title, width=300, height=260)
+    histogram = (
+        alt.Chart(frame)
+        .mark_bar(color="#9d9d9d")
+        .encode(
+            x=alt.X("lower:Q", scale=scale, title="confidence"),
+            x2="upper:Q",
+            y=alt.Y("count:Q", title="test images"),
+            y2=alt.datum(0),
+        )
+        .properties(width=300, height=80)
+    )
+    return alt.vconcat(top, histogram)
+
+
+def section(run, stamp: float) -> None:
+    """The calibration section of a run that has its analysis arrays."""
+    teaching.explain("calibration")
+    try:
+        cal = load_calibration(str(run.directory), stamp)
+    except (OSError, ValueError) as e:
+        st.warning(f"The calibration could not be computed: {e}", icon=":material/warning:")
+        return
+    st.markdown(reading(cal))
+    cols = st.columns(4)
+    cols[0].metric("Temperature T", f"{cal.temperature:.2f}", help="Logits are divided by T before the softmax.")
+    cols[1].metric("ECE before", f"{cal.before.ece:.3f}")
+    cols[2].metric(
+        "ECE after", f"{cal.after.ece:.3f}", delta=f"{cal.after.ece - cal.before.ece:+.3f}", delta_color="inverse"
+    )
+    cols[3].metric(
+        "NLL after", f"{cal.after.nll:.3f}", delta=f"{cal.after.nll - cal.before.nll:+.3f}", delta_color="inverse"
+    )
+    st.dataframe(scores_table(cal), hide_index=True, key="evaluate_calibration_table")
+    st.caption(
+        f"On the {cal.before.images} test photos; T was fitted on the {cal.val_images} validation photos "
+        "(15 equal-width confidence bins)."
+    )
+    left, right = st.columns(2)
+    left.altair_chart(reliability_chart(cal.reliability_before, "Before (raw)"), key="evaluate_reliability_before")
+    right.altair_chart(
+        reliability_chart(cal.reliability_after, f"After (T = {cal.temperature:.2f})"), key="evaluate_reliability_after"
+    )
+    st.caption(
+        "Each bar is the accuracy of the photos whose confidence fell in that bin; a calibrated model's bars "
+        "reach the dashed diagonal. Red: it was surer than it was right (over-confident); green: the reverse. "
+        "The grey histogram beneath shows how many photos fall in each bin."
+    )

@@ -1,0 +1,98 @@
+"""Grad-CAM heatmaps for a misclassified photo on the Evaluate page: where the model looked for the
+class it predicted, for the true class, and what tipped it (the contrast of the two).
+
+The model is loaded once per run and process (st.cache_resource) and only when a photo is picked;
+core.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
+never when the page is imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.imaging import ImageError
+from pages.ui import common
+
+DISPLAY = 224  # overlays of a 32 px model are drawn at this size
+
+
+@st.cache_resource(show_spinner="Loading the model for the heatmaps…", max_entries=2)
+def explainer(run_id: str, run_dir: str, model_stamp: float | None):
+    """The run's model split for Grad-CAM (core.explain.Explainer), once per run and model file."""
+    from core.explain import Explainer
+
+    return Explainer(common.store().get(run_id))
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[0] >= DISPLAY:
+        return image
+    return np.asarray(Image.fromarray(image).resize((DISPLAY, DISPLAY), Image.Resampling.BILINEAR))
+
+
+@st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
+def overlays(run_id: str, run_dir: str, model_stamp: float | None, path: str, true_name: str, predicted_name: str):
+    """(photo, predicted map, true map, contrast map) as display images, and the contrast score."""
+    from core.explain import Target, overlay
+
+    model = explainer(run_id, run_dir, model_stamp)
+    image = model.load(path)
+    true, predicted = model.class_index(true_name), model.class_index(predicted_name)
+    maps = model.explain(image, [Target(predicted), Target(true), Target(true, predicted)])
+    shown = [_display(image)] + [_display(overlay(image, m.values, signed=m.signed)) for m in maps]
+    return shown, maps[2].score
+
+
+def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: str) -> None:
+    """Pick one of `mistakes` ((path relative to the dataset, true, predicted)) and see its heatmaps."""
+    if not mistakes:
+        return
+    if not run.has_model:
+        st.caption("Heatmaps need the run's saved model, which this run does not have.")
+        return
+    options = list(range(len(mistakes)))
+    with st.expander("Where did the model look? (heatmaps)", icon=":material/visibility:", expanded=True):
+        picked = st.selectbox(
+            "Misclassified photo",
+            options,
+            index=None,
+            format_func=lambda i: f"{Path(mistakes[i][0]).name}: {mistakes[i][1]} → {mistakes[i][2]}",
+            key=key,
+            placeholder="Pick a photo to see its heatmaps",
+        )
+        if picked is None:
+            st.caption("Grad-CAM shows which parts of the photo pushed the model towards a class.")
+            return
+        path, true_name, predicted_name = mistakes[picked]
+        full = dataset_root / path
+        try:
+            images, score = overlays(
+                run.run_id, str(run.directory), run.model_mtime, os.fspath(full), true_name, predicted_name
+            )
+        except ImageError as e:
+            st.warning(f"{Path(path).name} could not be read: {e}", icon=":material/broken_image:")
+            return
+        except (OSError, KeyError, ValueError) as e:
+            st.warning(f"The heatmaps could not be computed: {e}", icon=":material/warning:")
+            return
+        cols = st.columns(4)
+        captions = [
+            "the photo",
+            f"predicted: {predicted_name}",
+            f"true: {true_name}",
+            f"{true_name} rather than {predicted_name}",
+        ]
+        for col, image, caption in zip(cols, images, captions, strict=True):
+            col.image(image, caption=caption, width="stretch")
+        st.caption(
+            f"The last map is the contrast: the {true_name} logit minus the {predicted_name} logit "
+            f"({score:+.2f} on this photo). **Red** areas argued for {true_name}, **blue** areas for "
+            f"{predicted_name}: the blue parts are what tipped the model into its mistake. The two maps before it "
+            "show where the model found evidence for each class on its own (brighter = stronger; a clear map: "
+            "nothing in the photo argued for that class)."
+        )

@@ -1,0 +1,110 @@
+"""Evaluate page, issue 11: calibration, computing the analysis of an old run, heatmaps, the large matrix."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from core import calibration
+from core.runs import ANALYSIS_FILE
+from tests.pages.conftest import table_with, texts
+
+
+def _calibration_tab(app, **kwargs):
+    at = app("evaluate", **kwargs)
+    at.session_state["evaluate_tab"] = "Calibration"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_calibration_numbers_are_cores(app, workspace):
+    run = workspace["store"].get(workspace["run_id"])
+    assert run.has_analysis
+    at = _calibration_tab(app)
+    cal = calibration.calibrate_run(run.directory)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert metrics["ECE before"] == f"{cal.before.ece:.3f}"
+    assert metrics["ECE after"] == f"{cal.after.ece:.3f}"
+    table = table_with(at, "measure", "before", "after").set_index("measure")
+    nll = table.loc["NLL (negative log-likelihood)"]
+    assert (nll["before"], nll["after"]) == (f"{cal.before.nll:.3f}", f"{cal.after.nll:.3f}")
+    brier = table.loc["Brier score"]
+    assert (brier["before"], brier["after"]) == (f"{cal.before.brier:.3f}", f"{cal.after.brier:.3f}")
+    ece_row = next(name for name in table.index if name.startswith("ECE"))
+    if cal.few_validation_images:  # the tiny run has 2-3 validation photos per class: the interval is shown
+        assert f"[{cal.before.ece_low:.3f}–{cal.before.ece_high:.3f}]" in table.loc[ece_row, "before"]
+    assert f"ECE {cal.before.ece:.3f} → {cal.after.ece:.3f}" in texts(at)
+    assert f"T = {cal.temperature:.2f}" in texts(at)
+    charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
+    assert len(charts) >= 3, "the matrix and the two reliability diagrams"
+
+
+@pytest.fixture
+def old_run_models(workspace, tmp_path):
+    """A copy of the workspace's models with the run's analysis arrays (and calibration) removed."""
+    models = tmp_path / "models"
+    shutil.copytree(workspace["models"], models)
+    run_dir = models / workspace["run_id"]
+    (run_dir / ANALYSIS_FILE).unlink()
+    (run_dir / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+    return models
+
+
+def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
+    at = _calibration_tab(app, models_dir=old_run_models)
+    assert at.button(key="evaluate_compute_analysis").label == "Compute the analysis"
+    assert "before Flora stored" in texts(at)
+    assert "needs the run's analysis" in texts(at)
+    assert not any(m.label == "Temperature T" for m in at.metric)
+
+
+def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
+    from core.evaluation import Evaluation
+    from core.runs import HEATMAPS_DIR
+
+    run = workspace["store"].get(workspace["run_id"])
+    evaluation = Evaluation.load(run.directory)
+    confused = evaluation.most_confused()
+    assert not confused.empty, "the fixture's red and crimson share a colour: the model confuses them"
+    at = app("evaluate")
+    true_name, predicted_name = at.selectbox(key="evaluate_true").value, at.selectbox(key="evaluate_pred").value
+    assert true_name != predicted_name
+    at.selectbox(key="evaluate_heatmap_pick").set_value(0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert f"predicted: {predicted_name}" in captions
+    assert f"true: {true_name}" in captions
+    assert f"{true_name} rather than {predicted_name}" in captions
+    assert "what tipped the model" in texts(at)
+    assert len(list((run.directory / HEATMAPS_DIR).glob("*.npz"))) >= 3, "the maps are cached per (image, class)"
+
+
+@pytest.mark.slow
+def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, workspace):
+    import time
+
+    from core import run_tasks
+    from core.processes import RunState
+    from core.runs import RunStore
+
+    at = _calibration_tab(app, models_dir=old_run_models)
+    at.button(key="evaluate_compute_analysis").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run = RunStore(old_run_models).get(workspace["run_id"])
+    deadline = time.monotonic() + 240
+    status = run_tasks.task_status(run, "analysis")
+    assert status is not None, "the button launched the background task"
+    while status.active and time.monotonic() < deadline:
+        time.sleep(1)
+        status = run_tasks.task_status(run, "analysis")
+    assert status.state is RunState.DONE, (status.state, status.error)
+    assert run.has_analysis
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    cal = calibration.calibrate_run(run.directory)
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert not [b for b in at.button if b.key == "evaluate_compute_analysis"]
