@@ -360,7 +360,9 @@ OPTIONS: tuple[TrainOption, ...] = (
         "augmented_views",
         "--augmented-views",
         "Augmented views per image",
-        "How many augmented versions of each training photo are cached (besides the clean one).",
+        "How many augmented versions of each training photo are cached (besides the clean one). Each view is "
+        "one more pass of the training photos through ResNet-50, and the random transforms run on the CPU: at "
+        "224 px on a CPU an augmented view costs about 2.7x the clean one (docs/PERFORMANCE.md).",
         NUMBER,
         ADVANCED,
         minimum=0,
