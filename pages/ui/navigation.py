@@ -34,6 +34,7 @@ PAGES = (
     PageSpec("train", "Train", ":material/model_training:"),
     PageSpec("sweep", "Sweep", ":material/tune:"),
     PageSpec("evaluate", "Evaluate", ":material/grid_on:"),
+    PageSpec("compare", "Compare", ":material/compare_arrows:"),
     PageSpec("predict", "Predict", ":material/local_florist:"),
     PageSpec("serve", "Serve", ":material/dns:"),
     PageSpec("monitor", "Monitor", ":material/monitoring:"),
