@@ -41,7 +41,9 @@ if len(runs) < MIN_RUNS:
     st.stop()
 
 labels = {run.run_id: common.run_label(run) for run in runs}
-if "compare_runs" not in st.session_state:
+url_runs = st.query_params.get("runs", "")
+if "compare_runs" not in st.session_state or url_runs not in ("", st.session_state.get("compare_url_seen")):
+    # a first visit, or a link (Serve's old vs new) that names other runs than the ones last picked here
     st.session_state["compare_runs"] = preselected(list(labels))
 picked = st.multiselect(
     f"Runs ({MIN_RUNS} to {MAX_RUNS}; the first is the reference)",
@@ -51,11 +53,11 @@ picked = st.multiselect(
     max_selections=MAX_RUNS,
     placeholder="Pick runs trained on the same dataset",
 )
+st.query_params["runs"] = st.session_state["compare_url_seen"] = ",".join(picked)
 teaching.explain("paired_test")
 if len(picked) < MIN_RUNS:
     st.caption("Pick at least two runs.")
     st.stop()
-st.query_params["runs"] = ",".join(picked)
 
 store = common.store()
 chosen = [store.get(run_id) for run_id in picked]

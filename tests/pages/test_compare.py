@@ -86,3 +86,17 @@ def test_a_run_without_analysis_offers_to_compute_it(app, workspace, tmp_path):
     at = open_compare(app, models, f"{first},{SECOND}")
     assert "trained before its test predictions were stored" in texts(at)
     assert any(b.label == "Compute the analysis" for b in at.button)
+
+
+def test_serve_links_old_vs_new_to_the_compare_page(app, workspace, tmp_path):
+    from core.retrain import RETRAIN_FILE
+
+    models, first = two_runs(workspace, tmp_path)
+    (models / SECOND / RETRAIN_FILE).write_text(json.dumps({"from": first}))
+    at = app("serve", models_dir=models)
+    if at.selectbox(key="serve_export_run").value != first:
+        at.selectbox(key="serve_export_run").set_value(first).run()
+    links = [p for p in at.get("page_link") if "Compare them" in p.proto.label]
+    assert links, [p.proto.label for p in at.get("page_link")]
+    assert links[0].proto.page == "compare"
+    assert links[0].proto.query_string == f"runs={first}%2C{SECOND}"
