@@ -100,3 +100,20 @@ def test_serve_links_old_vs_new_to_the_compare_page(app, workspace, tmp_path):
     assert links, [p.proto.label for p in at.get("page_link")]
     assert links[0].proto.page == "compare"
     assert links[0].proto.query_string == f"runs={first}%2C{SECOND}"
+
+
+def test_four_runs_get_a_parallel_coordinates_view(app, workspace, tmp_path):
+    models, first = two_runs(workspace, tmp_path)
+    for i, run_id in enumerate(["c" * 12, "d" * 12]):
+        shutil.copytree(models / SECOND, models / run_id)
+        config = json.loads((models / run_id / CONFIG_FILE).read_text())
+        config["config"]["seed"] = 10 + i
+        (models / run_id / CONFIG_FILE).write_text(json.dumps(config))
+    at = open_compare(app, models, f"{first},{SECOND},{'c' * 12},{'d' * 12}")
+    assert len(at.multiselect(key="compare_runs").value) == 4
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    parallel = [s for s in specs if s["data"][0]["type"] == "parcoords"]
+    assert parallel, [s["data"][0]["type"] for s in specs]
+    labels = [d["label"] for d in parallel[0]["data"][0]["dimensions"]]
+    assert labels == ["Seed", "test accuracy"]
+    assert len(at.get("plotly_chart")) == 2 and sum("vs" in m.value for m in at.markdown) >= 3
