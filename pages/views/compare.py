@@ -15,7 +15,7 @@ st.caption("Put runs trained on the same dataset side by side, photo by photo, a
 
 
 @st.cache_data(show_spinner="Loading the run's test predictions…", max_entries=32)
-def load_side(run_id: str, stamp: float, _run):
+def load_side(run_dir: str, stamp: float, _run):
     """One run's comparison side, read once per analysis file (`stamp`); a copy per call, so aligning is safe."""
     return load_result(_run)
 
@@ -81,7 +81,7 @@ if missing:
                     st.rerun()
     st.stop()
 
-results = [load_side(run.run_id, run.path(ANALYSIS_FILE).stat().st_mtime, run) for run in chosen]
+results = [load_side(str(run.directory), run.path(ANALYSIS_FILE).stat().st_mtime, run) for run in chosen]
 try:
     comparison = compare(results)
 except NotComparable as e:
