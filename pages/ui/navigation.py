@@ -35,6 +35,7 @@ PAGES = (
     PageSpec("sweep", "Sweep", ":material/tune:"),
     PageSpec("evaluate", "Evaluate", ":material/grid_on:"),
     PageSpec("explore", "Explore", ":material/scatter_plot:"),
+    PageSpec("compare", "Compare", ":material/compare_arrows:"),
     PageSpec("predict", "Predict", ":material/local_florist:"),
     PageSpec("serve", "Serve", ":material/dns:"),
     PageSpec("monitor", "Monitor", ":material/monitoring:"),

@@ -16,6 +16,7 @@ from core.retrain import RetrainError, compare, retrain_with_feedback, retrained
 from core.runs import Run
 from core.serving.aliases import AliasError, AliasStore
 from pages.ui import common
+from pages.ui.navigation import page_file
 
 DEFAULT_ALIAS = "production"
 
@@ -212,6 +213,12 @@ def comparison_table(old: Run, new: Run, key: str) -> None:
     st.caption(
         "The feedback photos were in the new run's training data, so its score on them flatters it; "
         "the test photos are the fair comparison."
+    )
+    st.page_link(
+        page_file("compare"),
+        label="Compare them photo by photo (is the difference real?)",
+        icon=":material/compare_arrows:",
+        query_params={"runs": f"{old.run_id},{new.run_id}"},
     )
     alias_names = [a for a, e in aliases().all().items() if e["run_id"] == old.run_id] or [DEFAULT_ALIAS]
     if st.button(

@@ -125,6 +125,13 @@ NOTES = {
         "divides every logit by one number T, fitted on the validation photos: T > 1 softens the "
         "probabilities, T < 1 sharpens them. The ranking of the classes, and so the accuracy, does not change."
     ),
+    "paired_test": (
+        "**Why a paired test.** Two runs tested on the same photos are not two independent samples: most photos "
+        "are easy for both, some hard for both. Only the photos they disagree on carry evidence. If the runs were "
+        "equally good, each such photo would favour either run like a coin toss; McNemar's exact test asks how "
+        "unlikely the observed split is (e.g. 31 vs 12). Comparing two accuracies with their own error bars "
+        "ignores the pairing and misses real differences, or finds ones that are only noise."
+    ),
 }
 
 

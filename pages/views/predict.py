@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
-from pages.ui import common, predict_extras, teaching
+from pages.ui import common, predict_explain, predict_extras, teaching
 from pages.ui.navigation import page_file
 
 st.title("Predict")
@@ -79,6 +79,7 @@ if len(files) >= predict_extras.MANY:
     predict_extras.many_photos_table(run, model_stamp, files, top_k)
     predict_extras.retrain_panel(run)
     st.stop()
+temperature, raw = predict_explain.calibration_toggle(run)
 for index, (upload_id, name, data) in enumerate(files):
     item = predict_extras.classify(*model_stamp, upload_id, name, data)
     with st.container(border=True):
@@ -88,12 +89,13 @@ for index, (upload_id, name, data) in enumerate(files):
         result = item.answer
         image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
         image_col.image(data, caption=name, width=240)
+        top = predict_explain.shown_top(result, run.classes, temperature, raw)
         with chart_col:
-            label, probability = result.top[0]
+            label, probability = top[0]
             st.markdown(f"Most likely **{label}** ({probability:.1%})")
             predict_extras.ood_notice(item)
             st.plotly_chart(
-                top_k_chart(result.top[:top_k]),
+                top_k_chart(top[:top_k]),
                 key=f"predict_chart_{name}_{len(data)}",
                 config={"displayModeBar": False},
             )
@@ -102,4 +104,5 @@ for index, (upload_id, name, data) in enumerate(files):
                 "logged for the Monitor page"
             )
             predict_extras.feedback_form(run, item, data, key=f"{index}_{len(data)}")
+        predict_explain.where_it_looked(run, model_stamp, data, [c for c, _ in top[:top_k]], key=f"{index}_{len(data)}")
 predict_extras.retrain_panel(run)

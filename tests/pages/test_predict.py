@@ -37,3 +37,34 @@ def test_top_k_follows_the_slider(app, workspace):
     assert len(bars) == 2 and set(bars) <= {"blue", "crimson", "green", "red"}
     at.slider(key="predict_top_k").set_value(4).run()
     assert sorted(_bars(at)) == ["blue", "crimson", "green", "red"]
+
+
+def _bar_values(at) -> list[float]:
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return spec["data"][0]["x"]
+
+
+def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
+    from core.calibration import stored_temperature
+
+    temperature = stored_temperature(workspace["store"].run_dir(workspace["run_id"]))
+    assert temperature is not None and temperature != 1.0, temperature
+    at = app("predict")
+    photo = next((workspace["dataset"] / "green").iterdir()).read_bytes()
+    at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
+    assert "**Calibrated** probabilities" in texts(at)
+    calibrated = _bar_values(at)
+    at.toggle(key="predict_raw").set_value(True).run()
+    assert "**not calibrated**" in texts(at)
+    raw = _bar_values(at)
+    assert raw != calibrated
+    assert abs(max(raw) - max(calibrated)) > 1e-4  # the top class's probability moves with T
+    assert len(at.get("image")) == 1  # only the uploaded photo: no heatmap until "Where it looked" opens
+    key = f"predict_looked_0_{len(photo)}"
+    at.session_state[key] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [e.proto.imgs[0].caption for e in at.get("image") if e.proto.imgs]
+    assert any("(logit " in c for c in captions), captions

@@ -1,0 +1,154 @@
+"""The Compare page's sections: settings, curves, metrics, McNemar's verdicts, per-class F1, the photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core.compare import disagreements, per_class_f1, settings_table
+from core.monitor import epoch_curves
+from pages.ui import common
+
+PHOTOS = 24  # thumbnails per side of a pair
+COLORS = ["#b8336a", "#2f6db5", "#2a9d55", "#e08a1e", "#6b4fa0"]
+
+
+def settings_section(runs, names: dict[str, str]) -> None:
+    st.subheader("What differs")
+    table = settings_table(runs)
+    if table.empty:
+        st.caption("These runs were trained with the same settings (only the randomness differs, if anything).")
+        return
+    st.dataframe(table.rename(columns=names), hide_index=True, width="stretch")
+
+
+def curves_section(runs, names: dict[str, str]) -> None:
+    st.subheader("Learning curves")
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation loss"))
+    for i, run in enumerate(runs):
+        frame = epoch_curves(common.store().read_metrics(run.run_id))
+        color = COLORS[i % len(COLORS)]
+        for col, metric in ((1, "val_accuracy"), (2, "val_loss")):
+            figure.add_scatter(
+                x=frame["epoch"],
+                y=frame[metric],
+                mode="lines+markers",
+                name=names[run.run_id],
+                legendgroup=run.run_id,
+                showlegend=col == 1,
+                line={"color": color},
+                row=1,
+                col=col,
+            )
+    figure.update_xaxes(title_text="epoch")
+    figure.update_layout(
+        height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3}
+    )
+    st.plotly_chart(figure, key="compare_curves", config={"displayModeBar": False})
+
+
+def metrics_section(comparison: dict, names: dict[str, str]) -> None:
+    st.subheader("Test metrics")
+    rows = [
+        {
+            "run": names[run_id],
+            "accuracy": m["accuracy"],
+            "macro F1": m["macro_f1"],
+            "NLL before": m["nll_before"],
+            "NLL after": m["nll_after"],
+            "ECE before": m["ece_before"],
+            "ECE after": m["ece_after"],
+            "temperature": m["temperature"],
+        }
+        for run_id, m in comparison["runs"].items()
+    ]
+    numbers = {c: st.column_config.NumberColumn(format="%.3f") for c in rows[0] if c != "run"}
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=numbers)
+    st.caption(
+        "NLL and ECE measure how honest the probabilities are (lower is better); 'after' is with each run's "
+        "temperature, fitted on its validation photos."
+    )
+
+
+def mcnemar_section(comparison: dict, names: dict[str, str]) -> None:
+    st.subheader("Is the difference real?")
+    for pair in comparison["pairs"]:
+        test = pair["mcnemar"]
+        with st.container(border=True):
+            st.markdown(f"**{names[pair['b']]}** vs **{names[pair['a']]}**")
+            st.markdown(pair["verdict"])
+            st.caption(
+                f"Photos only {pair['a'][:6]} gets right: {test['b']}; only {pair['b'][:6]} gets right: {test['c']}; "
+                f"McNemar's exact test, p = {test['p_value']:.4f}."
+            )
+
+
+def per_class_section(results, names: dict[str, str]) -> None:
+    st.subheader("F1 per class")
+    table = per_class_f1(results)
+    first = results[0].run_id
+    rename = {r.run_id: names[r.run_id] for r in results}
+    rename.update({f"Δ {r.run_id}": f"Δ {r.run_id[:6]} − {first[:6]}" for r in results[1:]})
+    table = table.rename(columns=rename)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "class"},
+    )
+
+
+def disagreements_section(results, runs, names: dict[str, str]) -> None:
+    st.subheader("The photos they disagree on")
+    root = Path(runs[0].dataset_path)
+    first = results[0]
+    for other in results[1:]:
+        photos = disagreements(first, other)
+        a, b = first.run_id[:6], other.run_id[:6]
+        st.markdown(f"**{names[first.run_id]}** vs **{names[other.run_id]}**")
+        tabs = st.tabs(
+            [f"{a} right, {b} wrong ({len(photos['a_only'])})", f"{b} right, {a} wrong ({len(photos['b_only'])})"]
+        )
+        for tab, frame in zip(tabs, (photos["a_only"], photos["b_only"]), strict=True):
+            with tab:
+                if frame.empty:
+                    st.caption("None.")
+                    continue
+                items = [
+                    (root / row.path, f"{row.true} · {a}: {row.a_predicted} · {b}: {row.b_predicted}")
+                    for row in frame.head(PHOTOS).itertuples()
+                ]
+                common.gallery(items, size=120)
+                if len(frame) > PHOTOS:
+                    st.caption(f"The first {PHOTOS} of {len(frame)}.")
+
+
+def _dimension(label: str, values: list[str]) -> dict:
+    try:
+        return {"label": label, "values": [float(v) for v in values]}
+    except ValueError:
+        levels = sorted(set(values))
+        return {
+            "label": label,
+            "values": [levels.index(v) for v in values],
+            "tickvals": list(range(len(levels))),
+            "ticktext": levels,
+        }
+
+
+def parallel_section(runs, comparison: dict, names: dict[str, str]) -> None:
+    st.subheader("Settings vs test accuracy")
+    table = settings_table(runs)
+    accuracy = [comparison["runs"][run.run_id]["accuracy"] for run in runs]
+    dimensions = [_dimension(row.setting, [str(row[run.run_id]) for run in runs]) for _, row in table.iterrows()]
+    dimensions.append({"label": "test accuracy", "values": accuracy})
+    figure = go.Figure(
+        go.Parcoords(line={"color": accuracy, "colorscale": "Viridis", "showscale": True}, dimensions=dimensions)
+    )
+    figure.update_layout(height=360, margin={"l": 40, "r": 40, "t": 50, "b": 20})
+    st.plotly_chart(figure, key="compare_parallel")
+    st.caption("One line per run; drag along an axis to keep only the runs in a range.")

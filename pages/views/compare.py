@@ -1,0 +1,100 @@
+"""Compare: 2-5 finished runs on the very same test photos; is the difference real (McNemar's exact test)?"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import run_tasks
+from core.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, load_result
+from core.runs import ANALYSIS_FILE
+from pages.ui import common, compare_view, teaching
+from pages.ui.navigation import page_file
+
+st.title("Compare")
+st.caption("Put runs trained on the same dataset side by side, photo by photo, and read whether a difference is real.")
+
+
+@st.cache_data(show_spinner="Loading the run's test predictions…", max_entries=32)
+def load_side(run_dir: str, stamp: float, _run):
+    """One run's comparison side, read once per analysis file (`stamp`); a copy per call, so aligning is safe."""
+    return load_result(_run)
+
+
+def preselected(ids: list[str]) -> list[str]:
+    """The runs named in ?runs=ID1,ID2 (full ids or their first characters) that can be picked."""
+    wanted = [part.strip() for part in st.query_params.get("runs", "").split(",") if part.strip()]
+    chosen = []
+    for prefix in wanted:
+        match = next((run_id for run_id in ids if run_id.startswith(prefix)), None)
+        if match and match not in chosen:
+            chosen.append(match)
+    return chosen[:MAX_RUNS]
+
+
+runs = common.finished_runs()
+if len(runs) < MIN_RUNS:
+    st.info(
+        "Comparing needs at least two finished runs on the same dataset. Train another on the Train page.",
+        icon=":material/model_training:",
+    )
+    st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
+    st.stop()
+
+labels = {run.run_id: common.run_label(run) for run in runs}
+url_runs = st.query_params.get("runs", "")
+if "compare_runs" not in st.session_state or url_runs not in ("", st.session_state.get("compare_url_seen")):
+    # a first visit, or a link (Serve's old vs new) that names other runs than the ones last picked here
+    st.session_state["compare_runs"] = preselected(list(labels))
+picked = st.multiselect(
+    f"Runs ({MIN_RUNS} to {MAX_RUNS}; the first is the reference)",
+    list(labels),
+    format_func=labels.get,
+    key="compare_runs",
+    max_selections=MAX_RUNS,
+    placeholder="Pick runs trained on the same dataset",
+)
+st.query_params["runs"] = st.session_state["compare_url_seen"] = ",".join(picked)
+teaching.explain("paired_test")
+if len(picked) < MIN_RUNS:
+    st.caption("Pick at least two runs.")
+    st.stop()
+
+store = common.store()
+chosen = [store.get(run_id) for run_id in picked]
+missing = [run for run in chosen if not run.has_analysis]
+if missing:
+    for run in missing:
+        task = run_tasks.task_status(run, "analysis")
+        with st.container(border=True):
+            st.warning(
+                f"Run {run.run_id[:6]} was trained before its test predictions were stored, so it cannot be "
+                "compared photo by photo yet.",
+                icon=":material/hourglass_empty:",
+            )
+            if task is not None and task.active:
+                st.caption("Computing its analysis in the background… reload the page in a minute.")
+            else:
+                if task is not None and task.error:
+                    st.caption(f"The last attempt failed: {task.error}")
+                if st.button("Compute the analysis", key=f"compare_analyse_{run.run_id}", icon=":material/calculate:"):
+                    run_tasks.launch(run, "analysis", common.data_root())
+                    st.rerun()
+    st.stop()
+
+results = [load_side(str(run.directory), run.path(ANALYSIS_FILE).stat().st_mtime, run) for run in chosen]
+try:
+    comparison = compare(results)
+except NotComparable as e:
+    st.error(f"These runs cannot be compared: {e}.", icon=":material/block:")
+    st.stop()
+
+names = {run.run_id: f"{run.run_id[:6]} · {common.run_title(run)}" for run in chosen}
+st.caption(f"All {len(chosen)} runs were tested on the same {comparison['test_images']} photos.")
+compare_view.settings_section(chosen, names)
+compare_view.curves_section(chosen, names)
+compare_view.metrics_section(comparison, names)
+compare_view.mcnemar_section(comparison, names)
+compare_view.per_class_section(results, names)
+compare_view.disagreements_section(results, chosen, names)
+if len(chosen) > 3:
+    compare_view.parallel_section(chosen, comparison, names)
