@@ -29,8 +29,11 @@ def settings_section(runs, names: dict[str, str]) -> None:
 def curves_section(runs, names: dict[str, str]) -> None:
     st.subheader("Learning curves")
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Validation loss"))
+    last_epoch = 1
     for i, run in enumerate(runs):
         frame = epoch_curves(common.store().read_metrics(run.run_id))
+        if len(frame):
+            last_epoch = max(last_epoch, int(frame["epoch"].max()))
         color = COLORS[i % len(COLORS)]
         for col, metric in ((1, "val_accuracy"), (2, "val_loss")):
             figure.add_scatter(
@@ -44,7 +47,7 @@ def curves_section(runs, names: dict[str, str]) -> None:
                 row=1,
                 col=col,
             )
-    figure.update_xaxes(title_text="epoch")
+    figure.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, round(last_epoch / 10)))  # whole epochs
     figure.update_layout(
         height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3}
     )
