@@ -175,14 +175,16 @@ def test_home_train_evaluate_predict_in_a_browser(server):
             )
         )
         go("Evaluate")
-        page.wait_for_selector("[data-testid='stVegaLiteChart'] g.mark-rect.role-mark path")
+        # the matrix by its key: the page's other charts (calibration's reliability bars) draw rects too
+        matrix = ".st-key-evaluate_matrix [data-testid='stVegaLiteChart']"
+        page.wait_for_selector(f"{matrix} g.mark-rect.role-mark path")
         # the page opens on the worst pair: pick another cell first, so the click has to change it
         page.get_by_role("tab", name="Confusion matrix").click()
         names = sorted(evaluation.classes)
-        cells = page.locator("[data-testid='stVegaLiteChart'] g.mark-rect.role-mark path")
+        cells = page.locator(f"{matrix} g.mark-rect.role-mark path")
         assert cells.count() == len(names) ** 2
         target = cells.nth(names.index(true) * len(names) + names.index(predicted))
-        page.locator("[data-testid='stVegaLiteChart']").scroll_into_view_if_needed()  # as a person scrolls to it
+        page.locator(matrix).scroll_into_view_if_needed()  # as a person scrolls to it
         box = target.bounding_box()
         page.mouse.click(box["x"] + 2, box["y"] + 2)  # 2 px inside the cell's top-left corner
         count = len(evaluation.pair(true, predicted))
