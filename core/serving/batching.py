@@ -33,11 +33,20 @@ class BatcherClosed(RuntimeError):
 
 
 def batch_sizes(max_batch: int) -> list[int]:
-    """The padded batch sizes: powers of two up to `max_batch`, and `max_batch` itself."""
+    """The padded batch sizes: 1, 2, 4, 8, then steps of an eighth of `max_batch` (at least 4) up to it.
+
+    Powers of two alone padded a batch of 17 to 32: under 32 clients on a 2-core CPU the mean batch was
+    about 16 and a quarter of every forward pass was padding. Finer steps waste at most a step's rows,
+    for a few more shapes to warm (10 for a max batch of 32).
+    """
     sizes, size = [], 1
-    while size < max_batch:
+    while size < min(8, max_batch):
         sizes.append(size)
         size *= 2
+    step = max(4, max_batch // 8)
+    while size < max_batch:
+        sizes.append(size)
+        size += step
     return [*sizes, max_batch]
 
 
