@@ -17,6 +17,7 @@ ranking inspectable. Flagged photos are suspects for a person to review, not ver
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ def cross_val_probabilities(
 
 
 def _fit_predict(x_train, y_train, x_held, num_classes: int, seed: int) -> np.ndarray:
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -146,7 +148,11 @@ def _fit_predict(x_train, y_train, x_held, num_classes: int, seed: int) -> np.nd
     # C=0.1: 2,048 features and a few hundred photos per class; stronger regularisation than the
     # default keeps the probabilities honest (the CL thresholds are means of them).
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=300, random_state=seed))
-    model.fit(x_train, y_train)
+    with warnings.catch_warnings():
+        # On a few thousand photos lbfgs may stop at 300 iterations short of its tolerance (bounded on
+        # purpose: seconds per fold); sklearn then warns once per fold, which read as an error in the CLI.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x_train, y_train)
     out = np.zeros((len(x_held), num_classes))
     out[:, model.classes_] = model.predict_proba(x_held)
     return out
