@@ -100,9 +100,14 @@ def _decode_and_sign(images_path, offset, size, items):
     import time
     from pathlib import Path
 
+    signs = Path(os.environ["FLORA_TEST_SIGNS"])
     if str(os.getpid()) == os.environ["FLORA_TEST_PARENT"]:
-        time.sleep(0.3)  # the test's process lags (13 chunks: ~4 s), so a worker that starts slowly still gets chunks
-    Path(os.environ["FLORA_TEST_SIGNS"], str(os.getpid())).touch()
+        # The test's process lags until a worker has signed (at most 2 s a chunk, 13 chunks: ~26 s),
+        # so a worker that starts slowly on a loaded machine still gets chunks; no lag once one has.
+        parent, deadline = os.environ["FLORA_TEST_PARENT"], time.monotonic() + 2.0
+        while time.monotonic() < deadline and all(p.name == parent for p in signs.iterdir()):
+            time.sleep(0.05)
+    Path(signs, str(os.getpid())).touch()
     return _REAL_DECODE_CHUNK(images_path, offset, size, items)
 
 
