@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.runs import RunStore
-from core.serving.ood import IN_DISTRIBUTION_PASS, energy_score, threshold_for
+from core.serving.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
 from core.serving.reference import Reference, compute_reference, ensure_reference
 
 
@@ -50,3 +50,42 @@ def test_threshold_passes_95_percent_and_energy_orders_confidence():
     assert np.mean(scores <= threshold_for(scores)) == pytest.approx(IN_DISTRIBUTION_PASS, abs=0.002)
     sure, unsure = np.array([[10.0, 0.0, 0.0]]), np.array([[0.1, 0.0, 0.05]])
     assert energy_score(sure)[0] < energy_score(unsure)[0]
+
+
+def _detector(method: str, caught: float | None) -> OODDetector:
+    evidence = {
+        "energy": {
+            "test_flagged": 0.077,
+            "foreign_flagged": {"noise": 0.0, "photos": 0.0},
+            "auroc_test_vs_foreign": 0.41,
+        },
+        "mahalanobis": {"test_flagged": 0.046, "foreign_flagged": {"noise": 0.92, "photos": 0.04}},
+    }
+    evidence["mahalanobis"]["foreign_flagged_all"] = caught
+    evidence["mahalanobis"]["auroc_test_vs_foreign"] = 0.71
+    evidence["energy"]["foreign_flagged_all"] = 0.0
+    return OODDetector(method, {"energy": 0.0, "mahalanobis": 1.0}, None, evidence)
+
+
+def test_the_summary_says_in_words_how_far_to_trust_the_flag():
+    weak = _detector("mahalanobis", 0.32)
+    assert weak.weak
+    text = weak.summary()
+    assert "distance of the ResNet features" in text and "picked over the energy of the logits" in text
+    assert "AUROC 0.71 against 0.41" in text
+    assert "flags 5% of the run's test photos and 32% of images from elsewhere (noise 92%, other photos 4%)" in text
+    assert "lets most of those images through" in text
+    strong = _detector("mahalanobis", 0.9)
+    assert (
+        not strong.weak and "lets most" not in strong.summary() and "90% of images from elsewhere" in strong.summary()
+    )
+    unmeasured = OODDetector("energy", {"energy": 0.0, "mahalanobis": 1.0}, None, {})
+    assert unmeasured.weak and "not measured" in unmeasured.summary()
+
+
+def test_a_real_reference_summary_quotes_its_own_evidence(run_copy):
+    run, data_root = run_copy
+    detector = ensure_reference(run, data_root).detector
+    chosen = detector.evidence[detector.method]
+    assert f"{chosen['test_flagged']:.0%} of the run's test photos" in detector.summary()
+    assert f"{chosen['foreign_flagged_all']:.0%} of images from elsewhere" in detector.summary()

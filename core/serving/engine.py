@@ -176,4 +176,5 @@ class ServedModel:
             "ood_method": self.ood_method,
             "ood_threshold": self.reference.detector.thresholds[self.ood_method] if self.reference else None,
             "ood_note": self.reference_note,
+            "ood_summary": self.reference.detector.summary() if self.reference else None,
         }

@@ -27,6 +27,12 @@ METHODS = ("energy", "mahalanobis")
 IN_DISTRIBUTION_PASS = 0.95
 PCA_DIMENSIONS = 128  # Mahalanobis space; the first DRIFT_DIMENSIONS also serve input drift
 DRIFT_DIMENSIONS = 64
+WEAK_BELOW = 0.5  # a method that flags fewer foreign images than this is called weak, in words
+METHOD_NAMES = {
+    "energy": "the energy of the logits",
+    "mahalanobis": "the distance of the ResNet features to the nearest class",
+}
+FOREIGN_NAMES = {"noise": "noise", "drawings": "drawings", "photos": "other photos"}
 
 
 def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -107,6 +113,39 @@ class OODDetector:
         """(score, flagged) of the method in use, per row."""
         score = energy_score(logits) if self.method == "energy" else self.mahalanobis(features)
         return score, score > self.thresholds[self.method]
+
+    @property
+    def weak(self) -> bool:
+        """Whether the method in use misses most foreign images (or was never measured on any)."""
+        caught = self.evidence.get(self.method, {}).get("foreign_flagged_all")
+        return caught is None or caught < WEAK_BELOW
+
+    def summary(self) -> str:
+        """How far to trust the flag, in words, from the evidence the method was picked on."""
+        chosen = self.evidence.get(self.method)
+        name = METHOD_NAMES[self.method]
+        if not chosen or chosen.get("foreign_flagged_all") is None:
+            return f"The check uses {name}; it was not measured on images from elsewhere."
+        kinds = ", ".join(f"{FOREIGN_NAMES.get(k, k)} {v:.0%}" for k, v in chosen["foreign_flagged"].items())
+        others = [m for m in METHODS if m != self.method and self.evidence.get(m, {}).get("auroc_test_vs_foreign")]
+        picked = ""
+        if others:
+            other = others[0]
+            ours, theirs = chosen["auroc_test_vs_foreign"], self.evidence[other]["auroc_test_vs_foreign"]
+            how = "better" if round(ours, 2) > round(theirs, 2) else "as well"
+            picked = (
+                f" (picked over {METHOD_NAMES[other]}: it separates the test photos from those images {how}, "
+                f"AUROC {ours:.2f} against {theirs:.2f})"
+            )
+        text = (
+            f"The check uses {name}{picked}. It flags {chosen['test_flagged']:.0%} of the run's test photos and "
+            f"{chosen['foreign_flagged_all']:.0%} of images from elsewhere ({kinds})."
+        )
+        if self.weak:
+            text += (
+                " It lets most of those images through: an unflagged photo may still be something this model never saw."
+            )
+        return text
 
 
 def threshold_for(scores: np.ndarray, pass_share: float = IN_DISTRIBUTION_PASS) -> float:

@@ -47,6 +47,20 @@ def ood_notice(item) -> None:
         teaching.explain("ood")
 
 
+def ood_check_caption(model) -> None:
+    """How far 'looks like no class it knows' can be trusted for this run, from what it was picked on."""
+    if model.reference is None:
+        if model.reference_note:
+            st.caption(f"No 'looks like no class it knows' check for this run: {model.reference_note}")
+        return
+    detector = model.reference.detector
+    text = f"**'Looks like no class it knows'**: {detector.summary()}"
+    if detector.weak:
+        st.info(text, icon=":material/help:")
+    else:
+        st.caption(text)
+
+
 def feedback_form(run, item, data: bytes, key: str) -> None:
     """'Wrong? It is …': the right label goes into the log and the photo into the feedback folder."""
     from core.feedback import add_feedback

@@ -72,8 +72,9 @@ if not files:
     st.stop()
 
 model_stamp = (str(run.directory), run.model_mtime)
-predict_extras.load_model(*model_stamp)
+served = predict_extras.load_model(*model_stamp)
 common.random_start_notice(run)
+predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
 if len(files) >= predict_extras.MANY:
     predict_extras.many_photos_table(run, model_stamp, files, top_k)

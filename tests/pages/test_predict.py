@@ -16,6 +16,8 @@ def test_upload_photos_and_a_bad_file(app, workspace):
     assert "Most likely **" in shown
     assert "**notes.png** could not be classified: not an image" in shown
     assert "ms (decode + forward pass)" in shown
+    assert "**'Looks like no class it knows'**: The check uses " in shown  # how far the flag can be trusted
+    assert "of the run's test photos and" in shown
     chart = at.get("plotly_chart")[0]
     assert '"orientation":"h"' in chart.proto.spec.replace(" ", "")
 
