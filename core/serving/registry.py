@@ -182,6 +182,7 @@ class ModelRegistry:
                     "classes": len(entry.model.classes),
                     "image_size": entry.model.image_size,
                     "ood_method": entry.model.ood_method,
+                    "ood_summary": entry.model.reference.detector.summary() if entry.model.reference else None,
                     "batching": entry.batcher.stats.to_dict(),
                     "queued": entry.batcher.queued,
                 }

@@ -100,6 +100,9 @@ def server_panel() -> None:
             hide_index=True,
             width="stretch",
         )
+        for m in status.models:
+            if m.get("ood_summary"):  # how far the 'looks like no class it knows' flag can be trusted
+                st.caption(f"**{m['name']}**, 'looks like no class it knows': {m['ood_summary']}")
     if status.swaps:
         last = status.swaps[-1]
         st.caption(f"Last alias move: **{last['alias']}** {last['from']} → {last['to']}")

@@ -1,4 +1,5 @@
-"""Serve page: the start form, aliases moved from the UI, the export section, a dead server shown failed."""
+"""Serve page: the start form, aliases moved from the UI, the export section, a dead server shown failed,
+a running one with its models and how far their out-of-distribution flag holds."""
 
 from __future__ import annotations
 
@@ -44,3 +45,43 @@ def test_a_server_whose_process_died_is_shown_failed(app, workspace, tmp_path):
     at = app("serve", models_dir=models)
     assert "The last server failed" in texts(at)
     assert any(b.label == "Start server" for b in at.button)
+
+
+def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app, workspace, tmp_path):
+    import os
+
+    from core.processes import process_start_time
+
+    models = copy_store(workspace, tmp_path)
+    folder = server_folder(models)
+    folder.directory.mkdir(parents=True)
+    summary = (
+        "The check uses the energy of the logits. It flags 5% of the test photos and 80% of images from elsewhere."
+    )
+    batching = {"mean_batch": 3.5, "batches": 4}
+    folder.write(
+        ServerStatus(
+            state=RunState.RUNNING,
+            pid=os.getpid(),  # alive: this test's own process stands in for the server's
+            pid_start=process_start_time(os.getpid()),
+            url="http://127.0.0.1:8599",
+            ready=True,
+            models=[
+                {
+                    "name": "production",
+                    "run_id": workspace["run_id"],
+                    "alias": True,
+                    "ood_method": "energy",
+                    "ood_summary": summary,
+                    "batching": batching,
+                    "queued": 0,
+                }
+            ],
+            counters={"requests": 14, "images": 14, "rate": 1.4},
+        )
+    )
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Serving at **http://127.0.0.1:8599**" in shown
+    assert f"**production**, 'looks like no class it knows': {summary}" in shown
