@@ -239,7 +239,7 @@ def settings_table(runs) -> pd.DataFrame:
         values = [option.format(getattr(config, option.field)) for config in configs]
         if len(set(values)) > 1:
             rows.append({"setting": option.label, **{run.run_id: v for run, v in zip(runs, values, strict=True)}})
-    corrections = [len(run.config.get("dataset", {}).get("corrections") or {}) for run in runs]
+    corrections = [len(run.corrections or {}) for run in runs]
     if len(set(corrections)) > 1:
         rows.append(
             {"setting": "label corrections", **{r.run_id: str(n) for r, n in zip(runs, corrections, strict=True)}}

@@ -94,8 +94,7 @@ def submission_for_launched(store: RunStore, run_id: str) -> Submission:
     """
     run = store.get(run_id)
     index = scan_dataset(run.dataset_path)
-    expected = run.config.get("dataset", {}).get("fingerprint")
-    if index.fingerprint != expected:
+    if index.fingerprint != run.dataset_fingerprint:
         raise DatasetError(f"the dataset at {run.dataset_path} changed after the run was launched; launch it again")
     return Submission(run_id, NEW, run, index, run.train_config)
 

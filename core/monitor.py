@@ -77,7 +77,7 @@ def plan(run: Run) -> list[Stage]:
     """The stages a run goes through, in order, with their relative costs (from its config and split)."""
     config = run.train_config
     split = run.status.split or {}
-    total = int(run.config.get("dataset", {}).get("images") or sum(split.get(k, 0) for k in ("train", "val", "test")))
+    total = run.dataset_images or sum(int(split.get(k, 0)) for k in ("train", "val", "test"))
     val = int(split.get("val", round(total * config.val_fraction)))
     test = int(split.get("test", round(total * config.test_fraction)))
     train = int(split.get("train", max(0, total - val - test)))

@@ -164,24 +164,43 @@ class Run:
 
     @property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config.get("config", {}))
+        return TrainConfig.from_dict(self.settings)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The TrainConfig as stored (a dict): what the Train page shows as the run's settings."""
+        return dict(self.config.get("config") or {})
 
     @property
     def classes(self) -> list[str]:
         return list(self.config.get("classes", []))
 
     @property
+    def _dataset(self) -> dict[str, Any]:
+        return self.config.get("dataset") or {}
+
+    @property
     def dataset_path(self) -> str:
-        return self.config.get("dataset", {}).get("path", "")
+        return self._dataset.get("path", "")
 
     @property
     def dataset_fingerprint(self) -> str:
-        return self.config.get("dataset", {}).get("fingerprint", "")
+        return self._dataset.get("fingerprint", "")
 
     @property
     def dataset_name(self) -> str:
-        dataset = self.config.get("dataset", {})
-        return dataset.get("name") or Path(dataset.get("path", "?")).name
+        return self._dataset.get("name") or Path(self._dataset.get("path", "?")).name
+
+    @property
+    def dataset_images(self) -> int | None:
+        """How many photos the dataset had when the run was created (None for a record without the count)."""
+        images = self._dataset.get("images")
+        return int(images) if images else None
+
+    @property
+    def corrections(self) -> dict[str, dict[str, Any]] | None:
+        """The label corrections the run applied (core.corrections, {path: {action, to}}), None when none."""
+        return self._dataset.get("corrections") or None
 
     @property
     def has_model(self) -> bool:

@@ -344,7 +344,7 @@ def settings(run: Run) -> None:
             args=(run.run_id,),
             help="Opens the New run form filled with this run's settings, to change one thing and compare.",
         )
-        st.json(run.config.get("config", {}), expanded=False)
+        st.json(run.settings, expanded=False)
         split = run.status.split
         if split:
             st.caption(
