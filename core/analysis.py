@@ -1,13 +1,14 @@
 """Per-run analysis arrays: the validation and test splits' logits and pooled backbone features, stored once.
 
-  models/<run_id>/analysis.npz   for "val" and "test": logits (N, C) float32, features (N, 2048) float16,
+  models/<run_id>/analysis.npz   for "val" and "test": logits (N, C) float32, features (N, D) float16,
                                  labels, paths (relative to the dataset root), cache positions; the classes;
                                  a hash of the two splits' paths (runs compared on the same photos)
 
 Computed at the end of training (a run of an earlier version computes it once on demand), so that
 calibration, the embedding map, label errors and run comparison work from these arrays with numpy
 and scikit-learn and never reload the model. The logits are exact: the head's last Dense layer
-("logits") is linear, and a separate float32 softmax ("probabilities") follows it.
+(layer_names.LOGITS) is linear, and a separate float32 softmax follows it. D is the backbone's width
+(2048 for ResNet-50).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core import layer_names as names
 from core.fileio import atomic_path
 from core.runs import ANALYSIS_FILE
 
 SPLITS = ("val", "test")
-LOGITS_LAYER = "logits"
 
 
 class AnalysisMissing(FileNotFoundError):
@@ -36,7 +37,7 @@ class SplitArrays:
     """One split's rows: what the model said (logits) and saw (pooled features), and the truth."""
 
     logits: np.ndarray  # (N, C) float32
-    features: np.ndarray  # (N, 2048) float16
+    features: np.ndarray  # (N, D) float16
     labels: np.ndarray  # (N,) int64
     paths: list[str]
     positions: np.ndarray  # rows in the image cache
@@ -135,9 +136,9 @@ def features_and_logits_model(classifier):
 
     head = head_of(classifier)
     size = classifier.input_shape[1]
-    inputs = keras.Input((size, size, 3), name="image")
-    x = classifier.get_layer("resnet_preprocess")(inputs)
-    pooled = classifier.get_layer("avg_pool")(backbone_of(classifier)(x))
+    inputs = keras.Input((size, size, 3), name=names.IMAGE)
+    x = classifier.get_layer(names.PREPROCESS)(inputs)
+    pooled = classifier.get_layer(names.AVG_POOL)(backbone_of(classifier)(x))
     logits = head_logits_model(head)(pooled)
     return keras.Model(inputs, [pooled, logits], name="features_and_logits")
 
@@ -146,4 +147,4 @@ def head_logits_model(head):
     """The head without its softmax: pooled features -> logits (shares the head's weights)."""
     import keras
 
-    return keras.Model(head.input, head.get_layer(LOGITS_LAYER).output, name="head_logits")
+    return keras.Model(head.input, head.get_layer(names.LOGITS).output, name="head_logits")

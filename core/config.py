@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import backbones
+
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
 CLASS_WEIGHTING_CHOICES = ("auto", "balanced", "none")
@@ -126,7 +128,9 @@ class TrainConfig:
     """Everything that decides what a training run learns. Its canonical JSON names the run.
 
     The defaults are the Train page's and the CLI's. `weights` is "imagenet", "none", a weights file, or
-    "run:<run_id>" to start from an earlier run's backbone.
+    "run:<run_id>" to start from an earlier run's backbone. `backbone` names an entry of core.backbones:
+    ResNet-50, the only one users pick (the test suite's tiny one while FLORA_TEST_BACKBONE selects it).
+    A ResNet-50 config's JSON leaves `backbone` out, so runs keep the ids they had before it existed.
     """
 
     image_size: int = 224
@@ -150,9 +154,14 @@ class TrainConfig:
     seed: int = 42
     feature_cache: bool = True  # frozen phase trains the head on cached backbone features
     augmented_views: int = 2  # cached augmented views per training image (plus the clean one)
+    backbone: str = field(default_factory=backbones.default_backbone)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head", tuple(int(u) for u in self.head))
+        _check(
+            self.backbone in backbones.choices(),
+            f"backbone must be one of {backbones.choices()}. Received: backbone={self.backbone!r}",
+        )
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
         _check(
@@ -242,13 +251,19 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["head"] = list(self.head)
+        if self.backbone == backbones.DEFAULT_BACKBONE:
+            del data["backbone"]  # the JSON (and so the run id) of a ResNet-50 run is what it was before the seam
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, ignoring unknown keys so older and newer run folders still load."""
+        """Build from a dict, ignoring unknown keys so older and newer run folders still load.
+
+        A dict without `backbone` is a ResNet-50 config (to_dict leaves the default out).
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("backbone", backbones.DEFAULT_BACKBONE)
         if "augment" in values:
             values["augment"] = AugmentConfig.from_dict(values["augment"])
         if "head" in values:

@@ -1,6 +1,7 @@
-"""Where the model looked: Grad-CAM heatmaps on ResNet-50's last conv block, for a class or a contrast.
+"""Where the model looked: Grad-CAM heatmaps on the backbone's last feature map, for a class or a contrast.
 
-Grad-CAM (Selvaraju et al. 2017) weighs each channel k of the feature map A (conv5_block3_out) by
+Grad-CAM (Selvaraju et al. 2017) weighs each channel k of the feature map A (ResNet-50's last block,
+layer_names.FEATURE_MAP) by
 the mean gradient of a score with respect to it, alpha_k = mean_ij d score / d A_ijk, and sums:
 map_ij = sum_k alpha_k A_ijk. The score is a *logit* (before the softmax: a probability's gradient
 vanishes exactly when the model is sure), either one class's (the map is kept where it is positive:
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core import layer_names as names
 from core.runs import HEATMAPS_DIR, MODEL_FILE, Run
 
-TARGET_LAYER = "conv5_block3_out"  # the last conv block of ResNet-50: the backbone's own output
 _TINY = 1e-12
 
 
@@ -188,21 +189,25 @@ class Heatmap:
 
 
 def split_classifier(classifier):
-    """(backbone: raw image -> conv5_block3_out, head: that map -> logits), sharing the classifier's weights."""
+    """(backbone: raw image -> its last feature map, head: that map -> logits), sharing the classifier's weights."""
     import keras
 
+    from core import backbones
     from core.analysis import head_logits_model
-    from core.model import backbone_of, head_of
+    from core.model import head_of
 
-    backbone = backbone_of(classifier)
-    if backbone.layers[-1].name != TARGET_LAYER:
-        raise ValueError(f"the backbone's output is not {TARGET_LAYER}: Grad-CAM expects Flora's ResNet-50")
+    entry = backbones.find_in(classifier)
+    backbone = classifier.get_layer(entry.name)
+    if backbone.layers[-1].name != entry.feature_map:
+        raise ValueError(
+            f"the {entry.title}'s output is {backbone.layers[-1].name!r}, not its feature map {entry.feature_map!r}"
+        )
     size = classifier.input_shape[1]
-    image = keras.Input((size, size, 3), name="image")
-    feature_map = backbone(classifier.get_layer("resnet_preprocess")(image))
+    image = keras.Input((size, size, 3), name=names.IMAGE)
+    feature_map = backbone(classifier.get_layer(names.PREPROCESS)(image))
     features = keras.Model(image, feature_map, name="to_feature_map")
     grid = keras.Input(tuple(feature_map.shape[1:]), name="feature_map")
-    logits = head_logits_model(head_of(classifier))(classifier.get_layer("avg_pool")(grid))
+    logits = head_logits_model(head_of(classifier))(classifier.get_layer(names.AVG_POOL)(grid))
     return features, keras.Model(grid, logits, name="from_feature_map")
 
 

@@ -1,7 +1,8 @@
-"""Pooled ResNet-50 features, computed once per (dataset, size, backbone weights, view) and cached.
+"""Pooled backbone features, computed once per (dataset, size, backbone weights, view) and cached.
 
 When the backbone is frozen its output for an image never changes, so the head can train on
-stored 2048-d features in seconds instead of pushing every image through ResNet-50 every epoch.
+stored features (2048-d for ResNet-50) in seconds instead of pushing every image through the
+backbone every epoch.
 View 0 is the clean centre crop; views 1..k are passes through the training augmentation layers,
 so augmentation still matters.
 
@@ -25,13 +26,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core import backbones
+from core import layer_names as names
 from core.augment import build_augmentation
 from core.batches import ExtractionBatches
 from core.config import AugmentConfig, canonical_json
 from core.distribute import padded_length
 from core.fileio import atomic_path
 from core.ingest import ImageCache
-from core.model import FEATURE_DIM, ResNetPreprocess, allow_jit, backbone_of
+from core.model import allow_jit
 from core.progress import CountCallback
 
 FEATURES_DIRNAME = "features"
@@ -59,12 +62,13 @@ def augment_hash(config: AugmentConfig, seed: int) -> str:
 
 def build_extractor(classifier: keras.Model) -> keras.Model:
     """Raw pixels -> preprocessing -> the classifier's own backbone -> pooled features (shared weights)."""
-    backbone = backbone_of(classifier)
+    entry = backbones.find_in(classifier)
+    backbone = classifier.get_layer(entry.name)
     size = backbone.input_shape[1]
-    inputs = keras.Input((size, size, 3), name="image")
-    x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+    inputs = keras.Input((size, size, 3), name=names.IMAGE)
+    x = entry.preprocess(names.PREPROCESS)(inputs)
     x = backbone(x)
-    outputs = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.GlobalAveragePooling2D(name=names.AVG_POOL)(x)
     return keras.Model(inputs, outputs, name="feature_extractor")
 
 
@@ -167,7 +171,7 @@ class FeatureCache:
         progress: CountCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Features (len(positions), 2048) float16 of `view` for the images at `positions`.
+        """Features (len(positions), the backbone's width) float16 of `view` for the images at `positions`.
 
         Rows already computed are read from disk; the rest go through the backbone and are stored.
 
@@ -179,7 +183,7 @@ class FeatureCache:
             raise ValueError("augmented views need an augmentation config with a transform on")
         augment_key = augment_hash(augment, seed + view) if view > 0 else None
         data_file, done_file = self._files(view, augment_key)
-        features, done = self._load(data_file, done_file)
+        features, done = self._load(data_file, done_file, int(extractor.output_shape[-1]))
         missing = np.unique(positions[~done[positions]])
         if not len(missing):
             if progress:
@@ -230,16 +234,16 @@ class FeatureCache:
         self._save(data_file, done_file, features, done)
         return features[positions]
 
-    def _load(self, data_file: Path, done_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, data_file: Path, done_file: Path, width: int) -> tuple[np.ndarray, np.ndarray]:
         total = len(self.images)
         if data_file.exists() and done_file.exists():
             try:
                 features, done = np.load(data_file), np.load(done_file)
             except (OSError, ValueError):  # a torn or foreign file: start over
-                return _empty(total)
-            if features.shape == (total, FEATURE_DIM) and done.shape == (total,):
+                return _empty(total, width)
+            if features.shape == (total, width) and done.shape == (total,):
                 return features, done
-        return _empty(total)
+        return _empty(total, width)
 
     def _save(self, data_file: Path, done_file: Path, features: np.ndarray, done: np.ndarray) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -259,5 +263,5 @@ def even_batch_size(n: int, largest: int, multiple: int = 1) -> int:
     return padded_length(-(-n // batches), multiple)
 
 
-def _empty(total: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((total, FEATURE_DIM), dtype=np.float16), np.zeros(total, dtype=bool)
+def _empty(total: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((total, width), dtype=np.float16), np.zeros(total, dtype=bool)

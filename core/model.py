@@ -1,8 +1,9 @@
-"""The classifier: raw pixels -> [augmentation] -> ResNet-50 preprocessing -> ResNet-50 -> GAP -> head.
+"""The classifier: raw pixels -> [augmentation] -> preprocessing -> backbone -> GAP -> head.
 
-The preprocessing lives inside the model, so a saved model takes raw 0-255 RGB pixels. The head is
-a nested model named "head" taking the 2048 pooled features, so it can also be trained alone on
-cached features and its weights are the classifier's weights.
+The backbone comes from the registry in core.backbones (ResNet-50 for users); its preprocessing
+lives inside the model, so a saved model takes raw 0-255 RGB pixels. The head is a nested model
+named "head" taking the pooled features (2048 for ResNet-50), so it can also be trained alone on
+cached features and its weights are the classifier's weights. Layer names: core.layer_names.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from core import backbones
+from core import layer_names as names
 from core.augment import build_augmentation
 from core.config import (
     MAX_UNFREEZE_STAGES,
@@ -22,13 +25,8 @@ from core.config import (
     WEIGHTS_NONE,
     AugmentConfig,
 )
-from core.paths import IMAGENET_WEIGHTS_FILE, keras_home
+from core.paths import keras_home
 
-BACKBONE_NAME = "resnet50"
-HEAD_NAME = "head"
-FEATURE_DIM = 2048
-IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_WEIGHTS_FILE
-IMAGENET_WEIGHTS_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 WEIGHTS_URL_ENV = "FLORA_IMAGENET_WEIGHTS_URL"  # a mirror, for machines that cannot reach Google
 
 
@@ -57,6 +55,7 @@ def build_classifier(
     augment: AugmentConfig | None = None,
     seed: int | None = None,
     models_dir: str | os.PathLike | None = None,
+    backbone: str | None = None,
 ) -> keras.Model:
     """Build the transfer-learning classifier with its backbone frozen.
 
@@ -70,25 +69,42 @@ def build_classifier(
         augment: training-only transforms placed first in the model.
         seed: seeds the augmentation layers.
         models_dir: the run store, to resolve "run:<id>".
+        backbone: a name in core.backbones (None: the default, ResNet-50).
 
     Raises:
         ValueError: an argument is out of range.
         WeightsError: the weights cannot be loaded or downloaded.
     """
     _validate(num_classes, image_size, head, dropout)
-    inputs = keras.Input((image_size, image_size, 3), name="image")  # raw 0-255 RGB
+    entry = backbones.get(backbone or backbones.default_backbone())
+    inputs = keras.Input((image_size, image_size, 3), name=names.IMAGE)  # raw 0-255 RGB
     x = inputs
     augmentation = build_augmentation(augment, seed=seed) if augment is not None else None
     if augmentation is not None:
         allow_jit(augmentation)
         x = augmentation(x)
-    x = ResNetPreprocess(name="resnet_preprocess")(x)
-    backbone = build_backbone(image_size, weights, models_dir)
-    backbone.trainable = False
-    x = backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = build_head(num_classes, head, dropout, seed=seed)(x)
-    return keras.Model(inputs, outputs, name="flora_resnet50")
+    x = entry.preprocess(names.PREPROCESS)(x)
+    network = build_backbone(image_size, weights, models_dir, entry.name)
+    network.trainable = False
+    x = network(x)
+    x = keras.layers.GlobalAveragePooling2D(name=names.AVG_POOL)(x)
+    outputs = build_head(num_classes, head, dropout, seed=seed, feature_dim=entry.feature_dim)(x)
+    return keras.Model(inputs, outputs, name=f"flora_{entry.name}")
+
+
+def classifier_for(config, num_classes: int, models_dir: str | os.PathLike | None = None) -> keras.Model:
+    """The classifier a TrainConfig describes (what a run and a sweep both train)."""
+    return build_classifier(
+        num_classes,
+        config.image_size,
+        config.weights,
+        config.head,
+        config.dropout,
+        config.augment,
+        seed=config.seed,
+        models_dir=models_dir,
+        backbone=config.backbone,
+    )
 
 
 def allow_jit(augmentation: keras.Sequential | None) -> None:
@@ -117,9 +133,13 @@ def _validate(num_classes: int, image_size: int, head, dropout: float) -> None:
 
 
 def build_head(
-    num_classes: int, units: tuple[int, ...] = (256,), dropout: float = 0.2, seed: int | None = None
+    num_classes: int,
+    units: tuple[int, ...] = (256,),
+    dropout: float = 0.2,
+    seed: int | None = None,
+    feature_dim: int = names.FEATURE_DIM,
 ) -> keras.Model:
-    """Pooled features (2048) -> BatchNorm -> [Dense(relu) + Dropout]* -> softmax (float32).
+    """Pooled features (`feature_dim`) -> BatchNorm -> [Dense(relu) + Dropout]* -> logits -> softmax (float32).
 
     The BatchNorm puts the pooled features on a common scale before the first Dense (as in
     keras-io's EfficientNet fine-tuning example), which makes the head train quickly and stably.
@@ -135,39 +155,46 @@ def build_head(
     def dropout_seed(offset: int) -> dict:
         return {} if seed is None else {"seed": seed + offset}
 
-    features = keras.Input((FEATURE_DIM,), name="features")
-    x = keras.layers.BatchNormalization(momentum=0.9, name="head_bn")(features)
+    features = keras.Input((int(feature_dim),), name=names.FEATURES)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=names.HEAD_BN)(features)
     for i, width in enumerate(units, start=1):
-        x = keras.layers.Dense(int(width), activation="relu", name=f"head_dense_{i}", **seeded(2 * i))(x)
-        x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}", **dropout_seed(2 * i + 1))(x)
+        x = keras.layers.Dense(int(width), activation="relu", name=names.head_dense(i), **seeded(2 * i))(x)
+        x = keras.layers.Dropout(dropout, name=names.head_dropout(i), **dropout_seed(2 * i + 1))(x)
     if not units:
-        x = keras.layers.Dropout(dropout, name="head_dropout", **dropout_seed(1))(x)
-    logits = keras.layers.Dense(num_classes, name="logits", **seeded(0))(x)
+        x = keras.layers.Dropout(dropout, name=names.HEAD_DROPOUT, **dropout_seed(1))(x)
+    logits = keras.layers.Dense(num_classes, name=names.LOGITS, **seeded(0))(x)
     # float32 softmax: under mixed precision, probabilities near 0 and 1 must not round away.
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(features, outputs, name=HEAD_NAME)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=names.PROBABILITIES)(logits)
+    return keras.Model(features, outputs, name=names.HEAD)
 
 
-def build_backbone(image_size: int, weights: str, models_dir: str | os.PathLike | None = None) -> keras.Model:
-    """ResNet-50 without its top, with the requested starting weights."""
+def head_units(head: keras.Model) -> tuple[int, ...]:
+    """The widths of a head's Dense+Dropout blocks, read from its layers in block order."""
+    blocks = {names.head_dense_block(layer.name): layer for layer in head.layers}
+    blocks.pop(None, None)
+    return tuple(int(blocks[i].units) for i in sorted(blocks))
+
+
+def build_backbone(
+    image_size: int, weights: str, models_dir: str | os.PathLike | None = None, backbone: str | None = None
+) -> keras.Model:
+    """The backbone `backbone` (default ResNet-50) without its top, with the requested starting weights."""
+    entry = backbones.get(backbone or backbones.default_backbone())
     shape = (image_size, image_size, 3)
     weights = str(weights)
     if weights == WEIGHTS_NONE:
-        return keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape, name=BACKBONE_NAME)
+        return entry.build(shape, None, entry.name)
     if weights == WEIGHTS_IMAGENET:
-        path = imagenet_weights_path()
-        return keras.applications.ResNet50(include_top=False, weights=str(path), input_shape=shape, name=BACKBONE_NAME)
+        return entry.build(shape, str(imagenet_weights_path(entry=entry)), entry.name)
     source = resolve_weights_source(weights, models_dir)
     if source.suffix == ".keras":
-        backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape, name=BACKBONE_NAME)
-        backbone.set_weights(_backbone_weights_from(source))
-        return backbone
+        network = entry.build(shape, None, entry.name)
+        network.set_weights(_backbone_weights_from(source, entry))
+        return network
     try:
-        return keras.applications.ResNet50(
-            include_top=False, weights=str(source), input_shape=shape, name=BACKBONE_NAME
-        )
+        return entry.build(shape, str(source), entry.name)
     except Exception as e:
-        raise WeightsError(f"could not load ResNet-50 weights from {source}: {e}") from e
+        raise WeightsError(f"could not load {entry.title} weights from {source}: {e}") from e
 
 
 def resolve_weights_source(weights: str, models_dir: str | os.PathLike | None) -> Path:
@@ -193,52 +220,60 @@ def resolve_weights_source(weights: str, models_dir: str | os.PathLike | None) -
     return path
 
 
-def _backbone_weights_from(model_file: Path) -> list:
+def _backbone_weights_from(model_file: Path, entry: backbones.Backbone) -> list:
     try:
         model = keras.saving.load_model(model_file, compile=False)
     except Exception as e:
         raise WeightsError(f"could not load {model_file}: {e}") from e
     try:
-        return model.get_layer(BACKBONE_NAME).get_weights()
+        return model.get_layer(entry.name).get_weights()
     except ValueError:
-        if len(model.layers) > 100:  # a bare ResNet-50 saved on its own
+        if model.layers and model.layers[-1].name == entry.feature_map:  # a bare backbone saved on its own
             return model.get_weights()
-        raise WeightsError(f"{model_file} has no ResNet-50 backbone layer named {BACKBONE_NAME!r}") from None
+        raise WeightsError(f"{model_file} has no {entry.title} backbone layer named {entry.name!r}") from None
 
 
-def imagenet_weights_path(origin: str | None = None, file_hash: str | None = None) -> Path:
-    """Keras's ImageNet ResNet-50 (no top) weights file, downloading it once into ~/.keras/models.
+def imagenet_weights_path(
+    origin: str | None = None, file_hash: str | None = None, entry: backbones.Backbone | None = None
+) -> Path:
+    """The backbone's published ImageNet weights file (no top), downloading it once into ~/.keras/models.
 
     Raises:
-        WeightsError: not cached and the download failed (offline, blocked, corrupt).
+        WeightsError: the backbone has none, or it is not cached and the download failed (offline,
+            blocked, corrupt).
     """
-    origin = origin or os.environ.get(WEIGHTS_URL_ENV) or IMAGENET_WEIGHTS_URL
-    file_hash = file_hash or IMAGENET_WEIGHTS_MD5  # a mirror must serve the very same file
-    cached = keras_home() / "models" / IMAGENET_WEIGHTS_FILE
+    entry = entry or backbones.get(backbones.RESNET50)
+    published = entry.imagenet
+    if published is None:
+        raise WeightsError(f"the {entry.title} has no ImageNet weights: train it with weights 'none' or a file")
+    origin = origin or os.environ.get(WEIGHTS_URL_ENV) or published.url
+    file_hash = file_hash or published.md5  # a mirror must serve the very same file
+    cached = keras_home() / "models" / published.file
     # get_file silently falls back to /tmp/.keras when the folder does not exist yet
     with contextlib.suppress(OSError):
         cached.parent.mkdir(parents=True, exist_ok=True)
     try:
         return Path(
             keras.utils.get_file(
-                IMAGENET_WEIGHTS_FILE, origin, cache_subdir="models", file_hash=file_hash, cache_dir=str(keras_home())
+                published.file, origin, cache_subdir="models", file_hash=file_hash, cache_dir=str(keras_home())
             )
         )
     except Exception as e:  # URLError, HTTPError, a hash mismatch, a full disk: all mean "not available"
         raise WeightsError(
-            f"ImageNet weights for ResNet-50 are not on this machine and could not be downloaded "
+            f"ImageNet weights for {entry.title} are not on this machine and could not be downloaded "
             f"from {origin} ({type(e).__name__}: {e}). Either connect this machine to the internet "
-            f"once, copy {IMAGENET_WEIGHTS_FILE} into {cached.parent}, set {WEIGHTS_URL_ENV} to a "
+            f"once, copy {published.file} into {cached.parent}, set {WEIGHTS_URL_ENV} to a "
             f"mirror, or train with weights 'none' (random start) or a weights file."
         ) from e
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    return model.get_layer(BACKBONE_NAME)
+    """The classifier's backbone layer (whichever registered backbone it has)."""
+    return model.get_layer(backbones.find_in(model).name)
 
 
 def head_of(model: keras.Model) -> keras.Model:
-    return model.get_layer(HEAD_NAME)
+    return model.get_layer(names.HEAD)
 
 
 def unfreeze(model: keras.Model, stages: int) -> None:
@@ -255,15 +290,17 @@ def unfreeze(model: keras.Model, stages: int) -> None:
         raise ValueError(
             f"unfreeze_stages must be between 0 and {MAX_UNFREEZE_STAGES}. Received: unfreeze_stages={stages}"
         )
-    backbone = backbone_of(model)
+    entry = backbones.find_in(model)
+    network = model.get_layer(entry.name)
     if stages == 0:
-        backbone.trainable = False
+        network.trainable = False
         return
-    backbone.trainable = True
-    top = tuple(f"conv{stage}_" for stage in range(6 - stages, 6))  # stages=1 -> conv5 only
-    for layer in backbone.layers:
+    network.trainable = True
+    lowest_open = len(entry.stages) - stages + 1  # stages=1 -> only the top stage (conv5 on ResNet-50)
+    for layer in network.layers:
+        stage = entry.stage_of(layer.name)
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = layer.name.startswith(top) and not is_bn
+        layer.trainable = stage is not None and stage >= lowest_open and not is_bn
 
 
 def trainable_summary(model: keras.Model) -> dict[str, int]:

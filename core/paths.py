@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.backbones import BACKBONES, RESNET50
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_ENV = "FLORA_MODELS_DIR"
 DATA_ENV = "FLORA_DATA_DIR"
@@ -36,7 +38,7 @@ def _resolve(explicit, env_name: str, default: Path) -> Path:
 
 
 # Keras's own published file for ResNet-50 without its top, cached where Keras caches it.
-IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_WEIGHTS_FILE = BACKBONES[RESNET50].imagenet.file
 
 
 def keras_home() -> Path:

@@ -324,7 +324,7 @@ def dataset_label_issues(
         progress=(lambda d, t: progress("decoding images", d, t)) if progress else None,
     )
     keras.utils.set_random_seed(seed)  # weights "none": the same random backbone for the same seed
-    model = build_classifier(len(index.classes), image_size, weights, head=(8,), seed=seed)
+    model = build_classifier(len(index.classes), image_size, weights, head=(8,), seed=seed, backbone=config.backbone)
     store = FeatureCache(cache_dir(data_root), cache, image_size, weights_hash(backbone_of(model)))
     features = store.get(
         build_extractor(model),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import backbones
 from core.config import (
     AUGMENT_PRESETS,
     CLASS_WEIGHTING_CHOICES,
@@ -29,8 +30,9 @@ from core.config import (
 
 RUN_WEIGHTS_PREFIX = "run:"
 
-# Widget kinds the Train page knows how to draw.
-SELECT_SLIDER, NUMBER, SLIDER, RADIO, TOGGLE, TEXT, PRESET, WEIGHTS = (
+# Widget kinds the Train page knows how to draw; FIXED fields have a CLI flag and no widget (the form
+# keeps the value it was filled with).
+SELECT_SLIDER, NUMBER, SLIDER, RADIO, TOGGLE, TEXT, PRESET, WEIGHTS, FIXED = (
     "select_slider",
     "number",
     "slider",
@@ -39,6 +41,7 @@ SELECT_SLIDER, NUMBER, SLIDER, RADIO, TOGGLE, TEXT, PRESET, WEIGHTS = (
     "text",
     "preset",
     "weights",
+    "fixed",
 )
 # Where a widget goes on the form.
 DATA, HEAD, FINE_TUNE, ADVANCED = "data", "head", "fine_tune", "advanced"
@@ -132,6 +135,17 @@ def describe_weights(weights: str) -> str:
         return "random start"
     run_id = weights_run_id(weights)
     return f"from run {run_id[:6]}" if run_id else Path(weights).name
+
+
+def parse_backbone(text: str) -> str:
+    """A backbone name this installation offers (core.backbones).
+
+    Raises:
+        ConfigError: any other name.
+    """
+    if text not in backbones.choices():
+        raise ConfigError(f"backbone must be one of {', '.join(backbones.choices())}. Received: {text!r}")
+    return text
 
 
 def _float_text(value: float) -> str:
@@ -413,6 +427,16 @@ OPTIONS: tuple[TrainOption, ...] = (
         parse=int,
         short=lambda v: f"seed {v}",
     ),
+    TrainOption(
+        "backbone",
+        "--backbone",
+        "Backbone",
+        "The pretrained network under the head: resnet50 (ResNet-50), the one Flora offers today.",
+        FIXED,
+        ADVANCED,
+        parse=parse_backbone,
+        short=lambda v: backbones.BACKBONES[v].title if v in backbones.BACKBONES else str(v),
+    ),
 )
 BY_FIELD = {option.field: option for option in OPTIONS}
 
@@ -424,6 +448,11 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(option.flag, dest=option.field, action="store_const", const=False, help=option.help)
         elif option.field == "weights":
             parser.add_argument(option.flag, dest=option.field, metavar="WEIGHTS", help=option.help)
+        elif option.kind == FIXED:
+            metavar = "{" + ",".join(backbones.choices()) + "}"
+            parser.add_argument(
+                option.flag, dest=option.field, type=_cli_type(option), metavar=metavar, help=option.help
+            )
         else:
             metavar = {int: "N", float: "X"}.get(option.parse, option.field.upper())
             if option.kind == RADIO:

@@ -33,7 +33,7 @@ from core.device import (
 from core.distribute import data_parallel
 from core.evaluation import Evaluation
 from core.ingest import ImageCache, IngestCancelled, ingest
-from core.model import build_classifier, trainable_summary, unfreeze
+from core.model import classifier_for, trainable_summary, unfreeze
 from core.runs import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus
 from core.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
@@ -72,16 +72,7 @@ def train_run(job: TrainingJob) -> RunStatus:
         if policy or parallel.replicas > 1:
             log.info("mixed precision: %s; %s", policy or "off", parallel.label)
         report("building model", force=True)
-        model = build_classifier(
-            data.num_classes,
-            config.image_size,
-            config.weights,
-            config.head,
-            config.dropout,
-            config.augment,
-            seed=config.seed,
-            models_dir=job.store.root,
-        )
+        model = classifier_for(config, data.num_classes, models_dir=job.store.root)
         trainer = Trainer(job, data, model, parallel, report, input_workers(device), device)
         # Phase 1: only the new head learns; ResNet-50 stays frozen.
         if config.epochs > 0 and not job.should_stop():

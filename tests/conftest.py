@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Plumbing tests build the tiny test backbone (core.backbones), ResNet-50's contract at a fraction of its
+# cost; the processes they start inherit it. Tests about the network itself ask for the `resnet50` fixture.
+os.environ["FLORA_TEST_BACKBONE"] = "tiny"
 
 import numpy as np
 import pytest
@@ -66,6 +69,15 @@ def require_flowers() -> Path:
     if not FLOWERS.is_dir():
         pytest.skip(f"the shared flower photos are not at {FLOWERS}")
     return FLOWERS
+
+
+@pytest.fixture
+def resnet50(monkeypatch) -> str:
+    """The real ResNet-50 for this test (and the processes it starts): where the network is the subject."""
+    from core.backbones import RESNET50, TEST_BACKBONE_ENV
+
+    monkeypatch.delenv(TEST_BACKBONE_ENV, raising=False)
+    return RESNET50
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from core.device import describe, dtype_policy, input_workers, mixed_precision_p
 from core.distribute import data_parallel
 from core.features import build_extractor
 from core.ingest import ingest
-from core.model import FEATURE_DIM, build_classifier, head_of, unfreeze
+from core.layer_names import FEATURE_DIM
+from core.model import build_classifier, head_of, unfreeze
 
 log = logging.getLogger("flora")
 ITEM = "3 GPU path"

@@ -1,11 +1,11 @@
-"""The inference graph of a run: raw pixels -> preprocessing -> ResNet-50 -> pooled features -> logits
+"""The inference graph of a run: raw pixels -> preprocessing -> backbone -> pooled features -> logits
 -> probabilities, with no augmentation layers and in float32.
 
 The saved classifier keeps its augmentation layers (they only act when training), but tools that
 call a model without `training=False` (`model.export()`, converters) would switch them on, and a
 model trained under mixed precision computes in float16. Serving and every export use this graph
 instead: the same weights, copied into a fresh float32 model whose outputs are named
-`probabilities`, `logits` and `features` (the 2048 pooled backbone features).
+`probabilities`, `logits` and `features` (the pooled backbone features, 2048 for ResNet-50): core.layer_names.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from core.model import HEAD_NAME, ResNetPreprocess, backbone_of, build_head, head_of
+from core import backbones
+from core import layer_names as names
+from core.model import build_head, head_of, head_units
 
-OUTPUTS = ("probabilities", "logits", "features")
-
-
-def head_units(head: keras.Model) -> tuple[int, ...]:
-    """The widths of a head's Dense+Dropout blocks, read from its layers."""
-    dense = [layer for layer in head.layers if layer.name.startswith("head_dense_")]
-    return tuple(int(layer.units) for layer in sorted(dense, key=lambda layer: int(layer.name.rsplit("_", 1)[1])))
+OUTPUTS = names.INFERENCE_OUTPUTS
 
 
 def inference_model(classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS) -> keras.Model:
@@ -34,32 +30,31 @@ def inference_model(classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS)
     if unknown:
         raise ValueError(f"outputs must be among {OUTPUTS}. Received: {sorted(unknown)}")
     size = int(classifier.input_shape[1])
+    entry = backbones.find_in(classifier)
     source_head = head_of(classifier)
     num_classes = int(source_head.output_shape[-1])
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        backbone = keras.applications.ResNet50(
-            include_top=False, weights=None, input_shape=(size, size, 3), name="resnet50"
-        )
-        backbone.set_weights(backbone_of(classifier).get_weights())
-        head = build_head(num_classes, head_units(source_head), dropout=0.0)
+        backbone = entry.build((size, size, 3), None, entry.name)
+        backbone.set_weights(classifier.get_layer(entry.name).get_weights())
+        head = build_head(num_classes, head_units(source_head), dropout=0.0, feature_dim=entry.feature_dim)
         head.set_weights(source_head.get_weights())
-        inputs = keras.Input((size, size, 3), name="image", dtype="float32")  # raw 0-255 RGB
-        x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+        inputs = keras.Input((size, size, 3), name=names.IMAGE, dtype="float32")  # raw 0-255 RGB
+        x = entry.preprocess(names.PREPROCESS)(inputs)
         x = backbone(x)
-        features = keras.layers.GlobalAveragePooling2D(name="features")(x)
+        features = keras.layers.GlobalAveragePooling2D(name=names.FEATURES)(x)
         x = features
         for layer in head.layers[1:]:
-            if layer.name == "logits":
+            if layer.name == names.LOGITS:
                 break
             x = layer(x)
-        logits = head.get_layer("logits")(x)
-        probabilities = head.get_layer("probabilities")(logits)
+        logits = head.get_layer(names.LOGITS)(x)
+        probabilities = head.get_layer(names.PROBABILITIES)(logits)
     finally:
         keras.config.set_dtype_policy(previous)
-    tensors = {"probabilities": probabilities, "logits": logits, "features": features}
-    return keras.Model(inputs, [tensors[name] for name in outputs], name=f"flora_{HEAD_NAME}_inference")
+    tensors = {names.PROBABILITIES: probabilities, names.LOGITS: logits, names.FEATURES: features}
+    return keras.Model(inputs, [tensors[name] for name in outputs], name=f"flora_{names.HEAD}_inference")
 
 
 def run_outputs(model: keras.Model, images, batch_size: int = 64) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from core.datasets import DatasetError, scan_dataset
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy
 from core.distribute import data_parallel
 from core.jobs import StopWhileWaiting, device_lock
-from core.model import build_classifier, build_head
+from core.model import build_head, classifier_for
 from core.paths import cache_dir
 from core.processes import RunState
 from core.sweeps.results import Publisher, trial_row
@@ -149,16 +149,7 @@ def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: b
     policy = mixed_precision_policy(device)
     with dtype_policy(policy), data_parallel(device) as parallel:
         report("building model", force=True)
-        model = build_classifier(
-            data.num_classes,
-            fixed.image_size,
-            fixed.weights,
-            fixed.head,
-            fixed.dropout,
-            fixed.augment,
-            seed=fixed.seed,
-            models_dir=store.models_root,
-        )
+        model = classifier_for(fixed, data.num_classes, models_dir=store.models_root)
         extraction = Extraction(
             cache_dir(data_root),
             input_workers(device),
@@ -356,7 +347,8 @@ class Objective:
         self.publisher.publish(trial.study)
         # The head's start depends on the seed alone: the run trained from this trial starts the same.
         keras.utils.set_random_seed(config.seed)
-        head = build_head(data.num_classes, config.head, config.dropout, seed=config.seed)
+        width = int(features["val"].shape[-1])  # the backbone's
+        head = build_head(data.num_classes, config.head, config.dropout, seed=config.seed, feature_dim=width)
         reporter = TrialReporter(trial, self.store, self.sweep_id, config.epochs)
         callbacks = [reporter, *phase_callbacks(config)]
         nll = keras.metrics.CategoricalCrossentropy(name=NLL)

@@ -19,6 +19,7 @@ from core.train_options import (
     ADVANCED,
     DATA,
     FINE_TUNE,
+    FIXED,
     HEAD,
     NUMBER,
     OPTIONS,
@@ -139,7 +140,7 @@ def _start_values(dataset: str) -> None:
     widgets Streamlit dropped (the person was on another page) gets its own last values back.
     """
     state = st.session_state
-    widgets_missing = any(key(o.field) not in state for o in OPTIONS if o.kind != WEIGHTS)
+    widgets_missing = any(key(o.field) not in state for o in OPTIONS if o.kind not in (WEIGHTS, FIXED))
     if state.get(FORM_DATASET) != dataset:
         stored = workspace.train_settings(common.data_root(), dataset)
         fill_from_config(_config_or_default(stored))
@@ -158,7 +159,7 @@ def _config_or_default(data: dict | None) -> TrainConfig:
 def _draw_section(section: str, columns: int = 1) -> str | None:
     """Draw the section's widgets; returns the weights (only the data section has them)."""
     weights = None
-    options = [o for o in OPTIONS if o.section == section]
+    options = [o for o in OPTIONS if o.section == section and o.kind != FIXED]
     slots = st.columns(columns) if columns > 1 else [st.container()]
     for number, option in enumerate(options):
         with slots[number % len(slots)]:
