@@ -215,15 +215,17 @@ def launch(
     models_dir: str | os.PathLike,
     data_root: str | os.PathLike,
     force: bool = False,
+    corrections: dict | None = None,
 ) -> Submission:
     """Start training in a detached background process and return at once.
 
     A finished run comes back as cached and an active one as active; neither starts a process.
+    `corrections`: the label corrections to apply (None: the ones kept for the dataset folder).
     """
     store = RunStore(models_dir)
-    submission = submit(
-        store, dataset_path, config, force=force, corrections=dataset_corrections(data_root, dataset_path)
-    )
+    if corrections is None:
+        corrections = dataset_corrections(data_root, dataset_path)
+    submission = submit(store, dataset_path, config, force=force, corrections=corrections)
     if submission.outcome != NEW:
         return submission
     command = [

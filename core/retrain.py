@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from core.datasets import META_FILE, SPLITS, scan_dataset, split_indices
+from core.datasets import META_FILE, SPLITS
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
 from core.runs import Run, RunStore
 
 RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
+FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
 
 
 class RetrainError(ValueError):
@@ -35,28 +36,31 @@ class RetrainError(ValueError):
 def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
     """Write (or rewrite) `<data>/<base name>-feedback` for `run`; return its path.
 
+    Every photo of the run's dataset keeps the split the run drew for it (core.run_split; photos the run
+    excluded are laid out too, and excluded again by the corrections the retrained run carries over).
+
     Raises:
-        RetrainError: no feedback photos for the run's dataset, or the dataset is gone.
+        RetrainError: no feedback photos for the run's dataset, or the dataset is not the run's any more.
     """
-    from core.ingest import ingest
     from core.paths import cache_dir
+    from core.run_split import DatasetChanged, run_split
 
     base = base_dataset(run.dataset_path).resolve()
     photos = list_feedback(data_root, base)
     if not photos:
         raise RetrainError(f"no feedback photos for {base.name} yet: correct some predictions first")
-    index = scan_dataset(base)
-    config = run.train_config
-    cache = ingest(index, config.cache_size, cache_dir(data_root))
-    split = split_indices(
-        cache.labels,
-        index.classes,
-        cache.splits if index.has_split else None,
-        config.val_fraction,
-        config.test_fraction,
-        config.seed,
-    )
-    splits = {cache.paths[int(i)]: name for name in SPLITS for i in getattr(split, name)}
+    try:
+        data = run_split(run, cache_dir(data_root))
+    except DatasetChanged as e:
+        raise RetrainError(str(e)) from e
+    index = data.index
+    from_feedback_run = Path(run.dataset_path).resolve() != base  # its own feedback copies are laid out again below
+    splits = {
+        rel: name
+        for name in SPLITS
+        for rel in data.paths(getattr(data.drawn, name))
+        if not (from_feedback_run and Path(rel).name.startswith(FEEDBACK_PREFIX))
+    }
     # A corrected photo that is one of the test photos would leak the test split into training: skip it.
     test_hashes = {_sha256(base / rel) for rel, name in splits.items() if name == "test"}
     leaking = [photo for photo in photos if photo.sha256[:16] in test_hashes]
@@ -74,9 +78,9 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
             link.symlink_to(base / rel)
         for photo in photos:
             rel = (
-                f"{photo.split}/{photo.label}/feedback-{photo.path.name}"
+                f"{photo.split}/{photo.label}/{FEEDBACK_PREFIX}{photo.path.name}"
                 if presplit
-                else f"{photo.label}/feedback-{photo.path.name}"
+                else f"{photo.label}/{FEEDBACK_PREFIX}{photo.path.name}"
             )
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(photo.path, staging / rel)
@@ -120,10 +124,12 @@ def retrain_with_feedback(store: RunStore, run: Run, data_root: str | os.PathLik
     from core import jobs
 
     dataset = feedback_dataset(run, data_root)
+    # The run's label corrections carry over (the feedback dataset keeps every photo's path), with any made since.
+    corrections = {**(run.corrections or {}), **(jobs.dataset_corrections(data_root, dataset) or {})} or None
     if background:
-        submission = jobs.launch(dataset, run.train_config, store.root, data_root)
+        submission = jobs.launch(dataset, run.train_config, store.root, data_root, corrections=corrections)
     else:
-        submission = jobs.submit(store, dataset, run.train_config)
+        submission = jobs.submit(store, dataset, run.train_config, corrections=corrections)
     write_json_atomic(
         store.run_dir(submission.run_id) / RETRAIN_FILE,
         {"from": run.run_id, "feedback_photos": read_json(dataset / META_FILE, {}).get("feedback_photos")},

@@ -85,50 +85,17 @@ def stop(run: Run, kind: str) -> None:
 # ----------------------------------------------------------------------------- the run's data again
 
 
-@dataclass
-class RunData:
-    """A run's images and split as it trained on them (label corrections applied)."""
-
-    cache: object  # core.ingest.ImageCache
-    split: object  # core.datasets.Split
-    classes: list[str]
-
-
-def rebuild_data(run: Run, data_root: str | os.PathLike, progress: Progress | None = None) -> RunData:
-    """Scan the run's dataset, read its image cache (a cache hit when it still exists), split as the run did.
+def rebuild_data(run: Run, data_root: str | os.PathLike, progress: Progress | None = None):
+    """The run's images and split as it trained on them (core.run_split: fingerprint checked, corrections applied).
 
     Raises:
-        DatasetError: the dataset is gone or changed since the run (its photos are not the same).
+        DatasetChanged: the dataset is gone or changed since the run (its photos are not the same).
     """
-    from core.corrections import apply
-    from core.datasets import DatasetError, scan_dataset, split_indices
-    from core.ingest import ingest
     from core.paths import cache_dir
+    from core.run_split import run_split
 
-    index = scan_dataset(run.dataset_path)
-    if index.fingerprint != run.dataset_fingerprint:
-        raise DatasetError(
-            f"the dataset at {run.dataset_path} changed since run {run.run_id} was trained (photos added, removed "
-            "or edited): its validation and test photos cannot be found again"
-        )
-    config = run.train_config
-    cache = ingest(
-        index,
-        config.cache_size,
-        cache_dir(data_root),
-        progress=(lambda d, t: progress("decoding images", d, t)) if progress else None,
-    )
-    split = split_indices(
-        cache.labels,
-        index.classes,
-        cache.splits if index.has_split else None,
-        config.val_fraction,
-        config.test_fraction,
-        config.seed,
-    )
-    recorded = run.config.get("dataset", {}).get("corrections")
-    cache.labels, split, _ = apply(recorded, cache.paths, cache.labels, index.classes, split)
-    return RunData(cache, split, index.classes)
+    decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
+    return run_split(run, cache_dir(data_root), progress=decoding)
 
 
 def _model(run: Run):

@@ -12,10 +12,11 @@ in `core.features`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
@@ -23,7 +24,7 @@ import numpy as np
 
 from core.analysis import RunAnalysis, SplitArrays
 from core.config import IMBALANCE_RATIO, TrainConfig
-from core.datasets import DatasetIndex, split_indices
+from core.datasets import DatasetIndex
 from core.device import (
     describe,
     dtype_policy,
@@ -34,6 +35,7 @@ from core.distribute import data_parallel
 from core.evaluation import Evaluation
 from core.ingest import ImageCache, IngestCancelled, ingest
 from core.model import classifier_for, trainable_summary, unfreeze
+from core.run_split import draw_split, run_split
 from core.runs import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus
 from core.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
@@ -146,25 +148,24 @@ def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
 
 
 def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
-    """Decode every image into the cache (once per dataset and size), split it, weigh the classes."""
-    recorded = job.store.get(job.run_id).config.get("dataset", {}).get("corrections")
-    data = load_training_data(
-        job.index,
-        job.config,
-        job.cache_root,
-        report,
-        job.should_stop,
-        job.console,
-        job.ingest_workers,
-        corrections=recorded,
-    )
-    split = data.split
+    """Decode every image into the cache (once per dataset and size), draw the run's split, weigh the classes."""
+    run = job.store.get(job.run_id)
+    with _decoding(report, job.console, len(job.index.entries)) as progress:
+        data = run_split(
+            run,
+            job.cache_root,
+            index=job.index,
+            progress=progress,
+            should_stop=job.should_stop,
+            workers=job.ingest_workers,
+        )
+    training = _training_data(data.cache, data.split, job.index, job.config)
     job.store.set_status(
         job.run_id,
-        split={**split.sizes(), "source": split.source, "notes": split.notes},
+        split={**data.split.sizes(), "source": data.split.source, "notes": data.split.notes},
         unreadable_images=len(data.cache.failures),
     )
-    return data
+    return training
 
 
 def load_training_data(
@@ -177,24 +178,26 @@ def load_training_data(
     workers: int | None = None,
     corrections: dict | None = None,
 ) -> TrainingData:
-    """The decoded images of `index` (decoded once per dataset and size), its split and class weights.
+    """The decoded images of `index`, its split and class weights, for a sweep (a run uses `prepare_data`).
 
-    A run and a sweep both start here, so both see the same split for the same seed. `corrections` are
-    the label corrections a run recorded (relabel / exclude), applied after the split is drawn.
+    The split follows the rule every run follows (core.run_split.draw_split), so a sweep and the run it
+    promotes see the same split for the same seed and `corrections`.
 
     Raises:
         StopRequested: `should_stop` said so while decoding (what was decoded is kept).
     """
-    cache = _ingest(index, config, cache_root, report, should_stop, console, workers)
-    split = split_indices(
-        cache.labels,
-        index.classes,
-        cache.splits if index.has_split else None,
-        config.val_fraction,
-        config.test_fraction,
-        config.seed,
-    )
-    split = apply_label_corrections(corrections, cache, split, index.classes)
+    with _decoding(report, console, len(index.entries)) as progress:
+        cache = ingest(
+            index, config.cache_size, cache_root, progress=progress, workers=workers, should_stop=should_stop
+        )
+    return _training_data(cache, draw_split(cache, index, config, corrections), index, config)
+
+
+def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainConfig) -> TrainingData:
+    hit = " (cache hit)" if cache.hit else ""
+    log.info("images: %d decoded%s, %d unreadable", len(cache), hit, len(cache.failures))
+    for failure in cache.failures[:20]:
+        log.warning("skipped %s: %s", failure["path"], failure["reason"])
     for note in split.notes:
         log.warning("split: %s", note)
     log.info("split (%s): %s", split.source, split.sizes())
@@ -205,22 +208,10 @@ def load_training_data(
     return TrainingData(cache, split, weights, num_classes)
 
 
-def apply_label_corrections(recorded: dict | None, cache: ImageCache, split, classes: list[str]):
-    """The corrections recorded in the run (core.corrections), applied after the split was drawn.
-
-    Relabelled photos take their new label in `cache.labels` (this process's copy); excluded ones
-    leave their split. Returns the split to train on.
-    """
-    from core.corrections import apply
-
-    if not recorded:
-        return split
-    cache.labels, split, _ = apply(recorded, cache.paths, cache.labels, classes, split)
-    return split
-
-
-def _ingest(index, config, cache_root, report, should_stop, console, workers) -> ImageCache:
-    bar = console_bar(console, "decoding images", len(index.entries), unit="img")
+@contextlib.contextmanager
+def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback for decoding (the run's status, and a console bar); a cancel becomes StopRequested."""
+    bar = console_bar(console, "decoding images", total, unit="img")
 
     def progress(done: int, total: int) -> None:
         report("decoding images", done, total)
@@ -229,24 +220,12 @@ def _ingest(index, config, cache_root, report, should_stop, console, workers) ->
             bar.refresh()
 
     try:
-        cache = ingest(
-            index,
-            config.cache_size,
-            cache_root,
-            progress=progress,
-            workers=workers,
-            should_stop=should_stop,
-        )
+        yield progress
     except IngestCancelled as e:
         raise StopRequested(str(e)) from None
     finally:
         if bar is not None:
             bar.close()
-    hit = " (cache hit)" if cache.hit else ""
-    log.info("images: %d decoded%s, %d unreadable", len(cache), hit, len(cache.failures))
-    for failure in cache.failures[:20]:
-        log.warning("skipped %s: %s", failure["path"], failure["reason"])
-    return cache
 
 
 def class_weights(train_labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray | None:

@@ -150,10 +150,9 @@ def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model
 
 def compute_reference(run: Run, data_root: str | os.PathLike | None = None, model=None) -> Reference:
     """Run the model over the run's train (a sample), validation and test splits and foreign images; fit."""
-    from core.datasets import DatasetError, scan_dataset, split_indices
     from core.imaging import center_crop
-    from core.ingest import ingest
     from core.paths import cache_dir
+    from core.run_split import DatasetChanged, run_split
     from core.serving.foreign import foreign_images
     from core.serving.graph import run_outputs
 
@@ -162,20 +161,10 @@ def compute_reference(run: Run, data_root: str | os.PathLike | None = None, mode
     started = time.time()
     config = run.train_config
     try:
-        index = scan_dataset(run.dataset_path)
-    except DatasetError as e:
-        raise ReferenceUnavailable(f"the run's dataset cannot be read ({e}); no out-of-distribution reference") from e
-    if index.classes != run.classes:
-        raise ReferenceUnavailable(f"the dataset at {index.root} no longer has the run's classes")
-    cache = ingest(index, config.cache_size, cache_dir(data_root))
-    split = split_indices(
-        cache.labels,
-        index.classes,
-        cache.splits if index.has_split else None,
-        config.val_fraction,
-        config.test_fraction,
-        config.seed,
-    )
+        data = run_split(run, cache_dir(data_root))  # the run's own split: its label corrections and exclusions
+    except DatasetChanged as e:
+        raise ReferenceUnavailable(f"{e}; no out-of-distribution reference") from e
+    cache, split = data.cache, data.split
     if model is None:
         model = load_inference_model(run)
     rng = np.random.default_rng(0)
