@@ -32,7 +32,9 @@ def cli_env(tmp_path_factory):
 
 
 def test_train_runs_evaluate_predict_on_real_photos(cli_env):
+    """The one CLI end-to-end on the real ResNet-50 (no test backbone) and real photos."""
     base, env = cli_env
+    env = {**env, "FLORA_TEST_BACKBONE": ""}
     photos = link_subset(require_flowers(), base / "flowers", per_class=80)
     args = ["train", str(photos), "--image-size", "64", "--weights", "none", "--epochs", "8", "--seed", "3"]
 

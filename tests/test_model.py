@@ -1,7 +1,8 @@
-"""The classifier builder, unfreeze, starting weights and the ImageNet download path."""
+"""The classifier builder, unfreeze, starting weights and the ImageNet download path, on the real ResNet-50."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import re
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import model as model_module
+from core import backbones
 from core.model import (
     WeightsError,
     backbone_of,
@@ -21,13 +22,15 @@ from core.model import (
     load_classifier,
     unfreeze,
 )
+from core.paths import IMAGENET_WEIGHTS_FILE
 
 SIZE = 32
+pytestmark = pytest.mark.usefixtures("resnet50")  # the network itself is the subject here
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_classifier(3, SIZE, "none", head=(16,), dropout=0.1, seed=0)
+    return build_classifier(3, SIZE, "none", head=(16,), dropout=0.1, seed=0, backbone=backbones.RESNET50)
 
 
 @pytest.mark.backend_agnostic
@@ -90,7 +93,7 @@ def test_unfreeze_rejects_out_of_range(classifier):
 
 @pytest.mark.backend_agnostic
 def test_save_and_load_keep_predictions(classifier, tmp_path):
-    from core.training import save_model
+    from core.train.training import save_model
 
     x = np.random.default_rng(2).integers(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
     save_model(classifier, tmp_path / "model.keras")
@@ -100,7 +103,7 @@ def test_save_and_load_keep_predictions(classifier, tmp_path):
 
 
 def test_start_from_an_earlier_run_or_weights_file(classifier, tmp_path):
-    from core.training import save_model
+    from core.train.training import save_model
 
     run_dir = tmp_path / "models" / "run123"
     run_dir.mkdir(parents=True)
@@ -149,9 +152,9 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path, monkeypatch):
     source.set_weights([w + 0.01 for w in source.get_weights()])
     import h5py
 
-    with h5py.File(served / model_module.IMAGENET_WEIGHTS_FILE, "w") as f:
+    with h5py.File(served / IMAGENET_WEIGHTS_FILE, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
-    digest = hashlib.md5((served / model_module.IMAGENET_WEIGHTS_FILE).read_bytes()).hexdigest()
+    digest = hashlib.md5((served / IMAGENET_WEIGHTS_FILE).read_bytes()).hexdigest()
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -159,15 +162,18 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path, monkeypatch):
     try:
         monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
         monkeypatch.setenv(
-            "FLORA_IMAGENET_WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/{model_module.IMAGENET_WEIGHTS_FILE}"
+            "FLORA_IMAGENET_WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/{IMAGENET_WEIGHTS_FILE}"
         )
-        monkeypatch.setattr(model_module, "IMAGENET_WEIGHTS_MD5", digest)
+        entry = backbones.BACKBONES[backbones.RESNET50]
+        published = dataclasses.replace(entry.imagenet, md5=digest)
+        monkeypatch.setitem(backbones.BACKBONES, entry.name, dataclasses.replace(entry, imagenet=published))
         model = build_classifier(2, SIZE, "imagenet", head=(4,))
         np.testing.assert_allclose(backbone_of(model).get_weights()[0], source.get_weights()[0])
-        assert (tmp_path / "keras" / "models" / model_module.IMAGENET_WEIGHTS_FILE).exists()
+        assert (tmp_path / "keras" / "models" / IMAGENET_WEIGHTS_FILE).exists()
         # a corrupt mirror fails the hash check with the same clear error
-        monkeypatch.setattr(model_module, "IMAGENET_WEIGHTS_MD5", "0" * 32)
-        (tmp_path / "keras" / "models" / model_module.IMAGENET_WEIGHTS_FILE).unlink()
+        corrupt = dataclasses.replace(published, md5="0" * 32)
+        monkeypatch.setitem(backbones.BACKBONES, entry.name, dataclasses.replace(entry, imagenet=corrupt))
+        (tmp_path / "keras" / "models" / IMAGENET_WEIGHTS_FILE).unlink()
         with pytest.raises(WeightsError, match="could not be downloaded"):
             imagenet_weights_path()
     finally:

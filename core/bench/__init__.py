@@ -128,12 +128,15 @@ def _items(args: argparse.Namespace) -> list[str]:
 
 def machine(scale: str, items: list[str], dataset: Path) -> dict[str, Any]:
     """Date, machine, backend and versions: what the figures depend on."""
+    from core.backbones import BACKBONES
+    from core.bench.common import BACKBONE
     from core.device import cpu_name, describe
     from core.runs import package_versions
 
     return {
         "started": _now(),
         "scale": scale,
+        "backbone": BACKBONES[BACKBONE].title,
         "items": items,
         "dataset": str(dataset),
         "device": describe().label,

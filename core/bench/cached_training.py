@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from core.bench.common import Row, Scale, link_subset, remove, time_row, timed
+from core.bench.common import BACKBONE, Row, Scale, link_subset, remove, time_row, timed
 
 log = logging.getLogger("flora")
 ITEM = "1 frozen-backbone training"
@@ -20,11 +20,11 @@ VIEWS = 2  # cached augmented views per training image, besides the clean one
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core import jobs
     from core.config import AUGMENT_PRESETS, TrainConfig
     from core.datasets import scan_dataset
     from core.ingest import ingest
     from core.runs import RunState, RunStore
+    from core.train import jobs
 
     data = dataset
     if scale.train_per_class is not None:
@@ -38,6 +38,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         augment=AUGMENT_PRESETS["standard"],
         augmented_views=VIEWS,
         early_stopping_patience=0,  # both sides run every epoch
+        backbone=BACKBONE,
     )
     index = scan_dataset(data)
     ingest(index, base.cache_size, data_root / ".cache")  # the decoded images both sides read; not timed
@@ -128,5 +129,5 @@ def _warm_up(image_size: int) -> None:
 
     from core.model import build_classifier
 
-    model = build_classifier(2, image_size, "none")
+    model = build_classifier(2, image_size, "none", backbone=BACKBONE)
     model.predict(np.zeros((2, image_size, image_size, 3), dtype=np.uint8), verbose=0)

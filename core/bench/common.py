@@ -13,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from core.backbones import RESNET50
 from core.imaging import is_image_name
 from core.paths import PROJECT_ROOT
+
+BACKBONE = RESNET50  # every item measures ResNet-50, whatever backbone the test suite selects
 
 DEFAULT_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "flowers5-128"
 # Sizes of tf_flowers photos (the set Flora imports): mostly 240-500 px on the long side.
@@ -126,13 +129,19 @@ def photos_of(dataset: Path) -> list[Path]:
 
 
 def link_subset(source: Path, target: Path, per_class: int | None) -> Path:
-    """A dataset of symlinks to the first `per_class` photos of each class of `source` (read-only)."""
+    """A dataset of symlinks to the first `per_class` photos of each class of `source` (read-only).
+
+    A `--workdir` used again keeps the links it already has.
+    """
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         out = target / class_dir.name
         out.mkdir(parents=True, exist_ok=True)
         photos = sorted(p for p in class_dir.iterdir() if is_image_name(p.name))
         for photo in photos[:per_class]:
-            (out / photo.name).symlink_to(photo.resolve())
+            link = out / photo.name
+            if link.is_symlink() and link.resolve() == photo.resolve():
+                continue
+            link.symlink_to(photo.resolve())
     return target
 
 

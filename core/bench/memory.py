@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.bench.common import Row, Scale, make_photos
+from core.bench.common import BACKBONE, Row, Scale, make_photos
 from core.paths import PROJECT_ROOT
 
 log = logging.getLogger("flora")
@@ -75,12 +75,12 @@ def _run_child(job: dict) -> dict:
 
 def child(job: dict) -> dict:
     """Train once in this (fresh) process and report its peak memory."""
-    from core import jobs
     from core.config import TrainConfig
     from core.device import describe
     from core.paths import cache_dir
     from core.runs import RunStore
-    from core.training import TrainingJob, train_run
+    from core.train import jobs
+    from core.train.training import TrainingJob, train_run
 
     workdir = Path(job["workdir"])
     store = RunStore(workdir / "memory-models")
@@ -92,6 +92,7 @@ def child(job: dict) -> dict:
         unfreeze_stages=1,
         feature_cache=False,  # stream the image cache every epoch: the path that could hold it all
         early_stopping_patience=0,
+        backbone=BACKBONE,
     )
     submission = jobs.submit(store, job["dataset"], config, force=True)
     training = TrainingJob(
@@ -153,7 +154,7 @@ def _plain_fit(training) -> dict:
     split = split_indices(cache.labels, cache.classes, cache.splits, config.val_fraction, config.test_fraction)
     x = center_crop(images[cache.rows[split.train]], config.image_size)
     y = keras.utils.to_categorical(cache.labels[split.train], len(cache.classes))
-    model = build_classifier(len(cache.classes), config.image_size, "none")
+    model = build_classifier(len(cache.classes), config.image_size, "none", backbone=config.backbone)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=config.batch_size, epochs=1, steps_per_epoch=training.max_steps, verbose=0)
     return split.sizes()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bench.common import Row, Scale, photos_of, rate_row, time_row
+from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_row
 
 log = logging.getLogger("flora")
 ITEM = "7 serve"
@@ -88,15 +88,17 @@ def _bench_run(dataset: Path, workdir: Path, size: int):
     from core.datasets import scan_dataset
     from core.model import build_classifier
     from core.runs import MODEL_FILE, RunState, RunStore, new_run_record
-    from core.training import save_model
+    from core.train.training import save_model
 
     index = scan_dataset(dataset)
-    config = TrainConfig(image_size=size, weights="none", epochs=1)
+    config = TrainConfig(image_size=size, weights="none", epochs=1, backbone=BACKBONE)
     store = RunStore(workdir / "models")
     run_id = "bench0serve0"
     store.create(run_id, new_run_record(index, config))
     # Speed does not depend on what the weights learned: a freshly built classifier will do.
-    save_model(build_classifier(len(index.classes), size, "none"), store.run_dir(run_id) / MODEL_FILE)
+    save_model(
+        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), store.run_dir(run_id) / MODEL_FILE
+    )
     store.set_status(run_id, state=RunState.DONE)
     return store, run_id
 

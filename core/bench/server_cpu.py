@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from core.bench.common import Row, Scale, link_subset
+from core.bench.common import BACKBONE, Row, Scale, link_subset
 from core.paths import PROJECT_ROOT
 
 ITEM = "ui"
@@ -131,7 +131,8 @@ def measure(
             quiet_cpu = _cpu_seconds(server.pid) - quiet_start
 
             command = [sys.executable, "-m", "core", "train", str(data / "flowers"), "--image-size", "64",
-                       "--weights", "none", "--epochs", "10", "--augment", "standard", "--json"]  # fmt: skip
+                       "--weights", "none", "--epochs", "10", "--augment", "standard", "--backbone", BACKBONE,
+                       "--json"]  # fmt: skip
             run_start, cpu_start = time.time(), _cpu_seconds(server.pid)
             trainer = subprocess.Popen(
                 command, cwd=project_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL

@@ -19,7 +19,7 @@ import logging
 import statistics
 from pathlib import Path
 
-from core.bench.common import Row, Scale, link_subset, remove, time_row, timed
+from core.bench.common import BACKBONE, Row, Scale, link_subset, remove, time_row, timed
 
 log = logging.getLogger("flora")
 ITEM = "8 hyperparameter sweep"
@@ -28,7 +28,6 @@ MAX_SWEEP_VS_RUN = 3.0  # the whole sweep should take at most this many cold ord
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core import jobs
     from core.bench.cached_training import _warm_up
     from core.config import AUGMENT_PRESETS, TrainConfig
     from core.datasets import scan_dataset
@@ -37,6 +36,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     from core.sweeps import SweepStore, default_space, submit
     from core.sweeps.search import run_sweep
     from core.sweeps.space import config_for
+    from core.train import jobs
 
     data = dataset
     if scale.train_per_class is not None:
@@ -50,6 +50,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         epochs=scale.epochs,
         augment=AUGMENT_PRESETS["standard"],
         augmented_views=VIEWS,
+        backbone=BACKBONE,
     )
     index = scan_dataset(data)
     ingest(index, fixed.cache_size, data_root / ".cache")  # the decoded images every side reads; not timed

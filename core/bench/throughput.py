@@ -21,16 +21,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core.batches import ExtractionBatches, FeatureBatches, ImageBatches
-from core.bench.common import PHOTO_SIZES, Row, Scale, photos_of, rate_row
+from core.bench.common import BACKBONE, PHOTO_SIZES, Row, Scale, photos_of, rate_row
 from core.config import cache_size_for
 from core.datasets import scan_dataset
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, recommended_batch_size
-from core.distribute import data_parallel
-from core.features import build_extractor
 from core.ingest import ingest
 from core.layer_names import FEATURE_DIM
 from core.model import build_classifier, head_of, unfreeze
+from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
+from core.train.distribute import data_parallel
+from core.train.features import build_extractor
 
 log = logging.getLogger("flora")
 ITEM = "3 GPU path"
@@ -63,13 +63,13 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     # where Flora changes neither, the same small batch as ours.
     plain_batch = PLAIN_BATCH if on_gpu else batch
     with data_parallel(device):
-        model = build_classifier(classes, size, "none")
+        model = build_classifier(classes, size, "none", backbone=BACKBONE)
         unfreeze(model, 4)
         _compile(model)
         plain = _images_per_second(model, SameBatch(size, classes, plain_batch, steps), steps, plain_batch)
         del model
     with dtype_policy(policy), data_parallel(device) as parallel:
-        model = build_classifier(classes, size, "none")
+        model = build_classifier(classes, size, "none", backbone=BACKBONE)
         unfreeze(model, 4)
         _compile(model)
         synthetic = SameBatch(size, classes, batch, steps)
