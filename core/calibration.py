@@ -306,6 +306,11 @@ def stored_temperature(run_dir: str | os.PathLike) -> float | None:
     return value if value and np.isfinite(value) and value > 0 else None
 
 
+def run_temperature(run) -> float:
+    """The temperature every predictor of a run divides its logits by: the fitted one, else 1.0 (raw softmax)."""
+    return stored_temperature(run.directory) or 1.0
+
+
 def rescale(probabilities: np.ndarray, temperature: float | None) -> np.ndarray:
     """softmax(log p / T), which equals softmax(z / T): log p = z - logsumexp(z), and a shift cancels."""
     probabilities = np.asarray(probabilities, dtype=np.float64)

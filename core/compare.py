@@ -1,11 +1,15 @@
 """Is run B really better than run A? Paired comparison of runs on the very same test photos.
 
-Runs are comparable when they share the classes (same names, same order), the validation and test
-photos (the split hash of their analysis arrays) and the test labels (a label correction of a test
-photo changes what the test measures). Then, per run: accuracy, macro F1, NLL and ECE before and
-after temperature scaling; per class F1 side by side; the photos one gets right and the other wrong;
-and McNemar's exact test on those discordant photos: under "no real difference" each of the n
-discordant photos is equally likely to favour either run, so the count favouring B is Binomial(n, 1/2).
+Runs are comparable when they share the classes (same names, same order), the test photos and the
+test labels (a label correction of a test photo changes what the test measures). Their validation
+photos may differ (a run retrained with feedback has more): only the test split is compared. Then,
+per run: accuracy, macro and weighted F1, NLL and ECE before and after temperature scaling; per
+class F1 side by side; the photos one gets right and the other wrong; and McNemar's exact test on
+those discordant photos: under "no real difference" each of the n discordant photos is equally
+likely to favour either run, so the count favouring B is Binomial(n, 1/2).
+
+This is Flora's one comparison: the Compare page, `python -m core compare`, and the retrain flow's
+old-vs-new (core.retrain) all use `compare`.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def check_comparable(results: list[RunResult]) -> None:
             if not only_a and not only_b:
                 detail = "the same names in another order"
             raise NotComparable(f"runs {first.run_id[:6]} and {other.run_id[:6]} have different classes ({detail})")
-        if a.split_hash != b.split_hash:
+        if set(a.test.paths) != set(b.test.paths):
             shared = len(set(a.test.paths) & set(b.test.paths))
             raise NotComparable(
                 f"runs {first.run_id[:6]} and {other.run_id[:6]} were tested on different photos "
@@ -121,17 +125,15 @@ def metrics(result: RunResult) -> dict[str, Any]:
 
     test = result.analysis.test
     calibration = result.calibration
+
+    def f1(average: str) -> float:
+        labels = np.arange(len(result.analysis.classes))
+        return float(f1_score(test.labels, result.predictions, average=average, labels=labels, zero_division=0))
+
     return {
         "accuracy": float(np.mean(result.correct)) if len(test.labels) else 0.0,
-        "macro_f1": float(
-            f1_score(
-                test.labels,
-                result.predictions,
-                average="macro",
-                labels=np.arange(len(result.analysis.classes)),
-                zero_division=0,
-            )
-        ),
+        "macro_f1": f1("macro"),
+        "weighted_f1": f1("weighted"),
         "nll_before": calibration.before.nll,
         "nll_after": calibration.after.nll,
         "ece_before": calibration.before.ece,
@@ -196,6 +198,10 @@ def compare(results: list[RunResult]) -> dict[str, Any]:
         "runs": {r.run_id: metrics(r) for r in results},
         "classes": first.analysis.classes,
         "test_images": len(first.analysis.test.labels),
+        "per_class_f1": {
+            r.run_id: dict(zip(per_class["class"], per_class[r.run_id].astype(float).round(6), strict=True))
+            for r in results
+        },
         "pairs": [],
     }
     for other in results[1:]:

@@ -1,7 +1,9 @@
 """The one job layer: background processes, their folders, their states and how they end.
 
-Every kind of background work (a training run, a dataset fetch, later sweeps and the model
-server) is a detached process that owns one job folder:
+Every kind of background work is a detached process that owns one job folder, and uses this layer to
+be spawned, watched, stopped and logged the same way: training runs (core.train.jobs), dataset
+fetches (core.dataset_tasks), analysis on a finished run (core.run_tasks), sweeps (core.sweeps) and
+the model server (core.serving.job).
 
   <job>/status.json   its status: a `JobStatus` (or a subclass) as JSON, written atomically
   <job>/<log>         the process's stdout and stderr

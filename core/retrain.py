@@ -6,7 +6,8 @@ the feedback photos copied in, and a `flora.json` that fixes every original phot
 one the run used (so the test split is the very same photos) and puts feedback photos in train or
 val only. Its content differs, so its fingerprint, so the retrained run's id.
 
-`compare` sets the two runs side by side on their common test photos and on the feedback photos;
+`compare_with_feedback` sets the two runs side by side on the same test photos (core.compare, the one
+comparison: McNemar's test says whether the difference could be chance) and on the feedback photos;
 promoting is moving an alias (`core.serving.aliases`), which a running server follows.
 """
 
@@ -121,7 +122,7 @@ def retrain_with_feedback(store: RunStore, run: Run, data_root: str | os.PathLik
 
     Returns the jobs.Submission (its run_id is the new run).
     """
-    from core import jobs
+    from core.train import jobs
 
     dataset = feedback_dataset(run, data_root)
     # The run's label corrections carry over (the feedback dataset keeps every photo's path), with any made since.
@@ -144,33 +145,43 @@ def retrained_from(run: Run) -> str | None:
     return (read_json(run.path(RETRAIN_FILE), default={}) or {}).get("from")
 
 
-def compare(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
-    """Old vs new on their common test photos (metrics and per-class F1) and on the feedback photos."""
-    from core.evaluation import Evaluation
+def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
+    """Old vs new: core.compare's paired comparison on their test photos (the very same ones), and how each
+    does on the feedback photos.
 
-    a, b = Evaluation.load(old.directory), Evaluation.load(new.directory)
-    common = sorted(set(a.paths) & set(b.paths))
-    if not common or a.classes != b.classes:
-        raise RetrainError("the two runs share no test photos (or not the same classes): they cannot be compared")
-    rows = {}
-    for label, evaluation in (("old", a), ("new", b)):
-        keep = np.array([evaluation.paths.index(p) for p in common])
-        subset = Evaluation(evaluation.probabilities[keep], evaluation.labels[keep], evaluation.classes, common)
-        summary = subset.summary()
-        rows[label] = {
-            "accuracy": summary["accuracy"],
-            "macro_f1": summary["macro"]["f1"],
-            "weighted_f1": summary["weighted"]["f1"],
-            "per_class_f1": {c: summary["per_class"][c]["f1"] for c in evaluation.classes},
-        }
-    return {
-        "old": old.run_id,
-        "new": new.run_id,
-        "test_photos": len(common),
-        "same_test_split": len(common) == len(a.paths) == len(b.paths),
-        "test": rows,
-        "feedback": _on_feedback(old, new, data_root),
-    }
+    Returns:
+        core.compare.compare's result with "old", "new" (the run ids) and "feedback" ({photos, old, new}).
+
+    Raises:
+        RetrainError: the two cannot be compared (no stored analysis, other test photos or labels); says why.
+    """
+    from core.analysis import AnalysisMissing
+    from core.compare import NotComparable, compare, load_result
+
+    try:
+        result = compare([load_result(old), load_result(new)])
+    except (NotComparable, AnalysisMissing) as e:
+        raise RetrainError(f"old {old.run_id[:6]} and new {new.run_id[:6]} cannot be compared: {e}") from e
+    return {**result, "old": old.run_id, "new": new.run_id, "feedback": _on_feedback(old, new, data_root)}
+
+
+def old_vs_new_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The comparison as table rows {metric, old, new, change}: overall, per class F1, then the feedback photos."""
+    old, new = result["runs"][result["old"]], result["runs"][result["new"]]
+    names = {"accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "weighted F1", "nll_after": "NLL"}
+    rows = [{"metric": label, "old": old[key], "new": new[key]} for key, label in names.items()]
+    f1_old, f1_new = result["per_class_f1"][result["old"]], result["per_class_f1"][result["new"]]
+    rows += [{"metric": f"F1 {name}", "old": f1_old[name], "new": f1_new[name]} for name in result["classes"]]
+    feedback = result["feedback"]
+    if feedback.get("photos"):
+        rows.append(
+            {
+                "metric": f"accuracy on the {feedback['photos']} feedback photos",
+                "old": feedback["old"]["accuracy"],
+                "new": feedback["new"]["accuracy"],
+            }
+        )
+    return [{**row, "change": row["new"] - row["old"]} for row in rows]
 
 
 def _on_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:

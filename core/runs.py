@@ -231,6 +231,21 @@ class Run:
         return _mtime(self.directory / EVALUATION_NPZ)
 
     @property
+    def analysis_mtime(self) -> float | None:
+        """When the analysis arrays were written (a cache key), None without them."""
+        return _mtime(self.directory / ANALYSIS_FILE)
+
+    @property
+    def embedding_mtime(self) -> float | None:
+        """When the t-SNE map was written, None without one."""
+        return _mtime(self.directory / EMBEDDING_FILE)
+
+    @property
+    def train_features_mtime(self) -> float | None:
+        """When the training split's features were stored, None without them."""
+        return _mtime(self.directory / TRAIN_FEATURES_FILE)
+
+    @property
     def created(self) -> float:
         return float(self.config.get("created", 0.0))
 

@@ -31,10 +31,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from core import jobs
     from core.paths import data_dir
     from core.retrain import retrain_with_feedback
     from core.serving.aliases import resolve
+    from core.train import jobs
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
@@ -61,24 +61,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _print_comparison(old, new, data_root, as_json: bool) -> int:
-    from core.retrain import compare
+    from core.retrain import RetrainError, compare_with_feedback, old_vs_new_rows
 
-    with contextlib.redirect_stdout(sys.stderr):
-        result = compare(old, new, data_root)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = compare_with_feedback(old, new, data_root)
+    except RetrainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     if as_json:
         emit_json(result)
         return EXIT_OK
-    test = result["test"]
-    rows = [
-        [m, f"{test['old'][m]:.4f}", f"{test['new'][m]:.4f}", f"{test['new'][m] - test['old'][m]:+.4f}"]
-        for m in ("accuracy", "macro_f1", "weighted_f1")
-    ]
-    feedback = result["feedback"]
-    if feedback.get("photos"):
-        o, n = feedback["old"]["accuracy"], feedback["new"]["accuracy"]
-        rows.append([f"feedback photos ({feedback['photos']})", f"{o:.4f}", f"{n:.4f}", f"{n - o:+.4f}"])
-    print(f"old {old.run_id} vs new {new.run_id} on the same {result['test_photos']} test photos")
+    rows = [[r["metric"], f"{r['old']:.4f}", f"{r['new']:.4f}", f"{r['change']:+.4f}"] for r in old_vs_new_rows(result)]
+    print(f"old {old.run_id} vs new {new.run_id} on the same {result['test_images']} test photos")
     print(format_table(["metric", "old", "new", "change"], rows))
-    print(f"paired test (McNemar): python -m core compare {old.run_id} {new.run_id}")
+    print(f"is the difference real? {result['pairs'][0]['verdict']} (McNemar's exact test)")
     print(f"promote with: python -m core alias production {new.run_id}")
     return EXIT_OK

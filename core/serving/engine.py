@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from core import layer_names as names
+from core.analysis import softmax
+from core.calibration import run_temperature
 from core.imaging import ImageError, load_for_model, pixels_for_model
 from core.runs import Run
 from core.serving.log import entropy
-from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference, run_temperature, softmax
+from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
 
@@ -50,6 +53,7 @@ class Answer:
     ood_score: float | None = None
     ood_flag: bool | None = None
     projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
+    raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
 
     def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
         out = {
@@ -127,13 +131,16 @@ class ServedModel:
         import keras
 
         outputs = self.model.predict_on_batch(np.asarray(batch, dtype=np.float32))
-        names = ("probabilities", "logits", "features")
-        return {n: keras.ops.convert_to_numpy(o).astype(np.float32) for n, o in zip(names, outputs, strict=True)}
+        return {
+            n: keras.ops.convert_to_numpy(o).astype(np.float32)
+            for n, o in zip(names.INFERENCE_OUTPUTS, outputs, strict=True)
+        }
 
     def answers(self, outputs: dict[str, np.ndarray], top_k: int = 3) -> list[Answer]:
         """Per-row answers from forward()'s outputs: calibrated top-k, entropy, OOD score and flag."""
-        logits, features = outputs["logits"], outputs["features"]
-        probabilities = softmax(logits, self.temperature) if self.temperature != 1.0 else outputs["probabilities"]
+        logits, features = outputs[names.LOGITS], outputs[names.FEATURES]
+        raw = outputs[names.PROBABILITIES]
+        probabilities = softmax(logits, self.temperature) if self.temperature != 1.0 else raw
         top_k = max(1, min(int(top_k), len(self.classes)))
         ood_scores = ood_flags = projections = None
         if self.reference is not None and len(logits):
@@ -154,13 +161,14 @@ class ServedModel:
                     ood_score=None if ood_scores is None else float(ood_scores[i]),
                     ood_flag=None if ood_flags is None else bool(ood_flags[i]),
                     projection=None if projections is None else projections[i],
+                    raw_probabilities=raw[i],
                 )
             )
         return out
 
     def predict_pixels(self, pixels: np.ndarray, top_k: int = 3) -> list[Answer]:
         """Answers for (N, size, size, 3) prepared pixels, without batching (the CLI and the pages)."""
-        outputs = {"probabilities": [], "logits": [], "features": []}
+        outputs = {name: [] for name in names.INFERENCE_OUTPUTS}
         for start in range(0, len(pixels), 64):
             for name, value in self.forward(pixels[start : start + 64]).items():
                 outputs[name].append(value)

@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from core import layer_names as names
+from core.analysis import softmax
+from core.calibration import run_temperature
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.runs import Run
 from core.serving.ood import (
@@ -39,20 +42,6 @@ MAX_TRAIN_IMAGES = 2000  # enough for class means and a shrunk covariance; bound
 
 class ReferenceUnavailable(RuntimeError):
     """The reference cannot be computed (no dataset, no model); the message says why."""
-
-
-def run_temperature(run: Run) -> float:
-    """The run's calibration temperature (core.calibration fits it as a run ends), else 1.0."""
-    from core.calibration import stored_temperature
-
-    return stored_temperature(run.directory) or 1.0
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 @dataclass
@@ -181,21 +170,21 @@ def compute_reference(run: Run, data_root: str | os.PathLike | None = None, mode
     on_train, on_val, on_test = outputs(train), outputs(split.val), outputs(split.test)
     foreign_sets = foreign_images(config.image_size, config.cache_size)
     foreign = {kind: run_outputs(model, images) for kind, images in foreign_sets.items()}
-    projection = Projection.fit(on_train["features"], PCA_DIMENSIONS)
+    features, logits = names.FEATURES, names.LOGITS
+    projection = Projection.fit(on_train[features], PCA_DIMENSIONS)
     detector = fit(
-        (on_train["features"], cache.labels[train]),
-        (on_val["logits"], on_val["features"]),
-        (on_test["logits"], on_test["features"]),
-        {kind: (out["logits"], out["features"]) for kind, out in foreign.items()},
+        (on_train[features], cache.labels[train]),
+        (on_val[logits], on_val[features]),
+        (on_test[logits], on_test[features]),
+        {kind: (out[logits], out[features]) for kind, out in foreign.items()},
         projection,
     )
-    temperature = run_temperature(run)
-    val_probabilities = softmax(on_val["logits"], temperature)
+    val_probabilities = softmax(on_val[logits], run_temperature(run))
     reference = Reference(
         run.run_id,
         detector,
         val_confidence=val_probabilities.max(axis=1),
-        val_projection=projection(on_val["features"], DRIFT_DIMENSIONS),
+        val_projection=projection(on_val[features], DRIFT_DIMENSIONS),
         val_predicted=val_probabilities.argmax(axis=1),
         train_counts=np.bincount(cache.labels[split.train], minlength=len(run.classes)),
         created=time.time(),
