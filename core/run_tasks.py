@@ -120,8 +120,8 @@ def compute_analysis(
         DatasetError: the dataset changed.
     """
     from core.analysis import RunAnalysis, SplitArrays, features_and_logits_model
-    from core.batches import ExtractionBatches
     from core.evaluation import Evaluation
+    from core.train.batches import ExtractionBatches
 
     if not run.has_model:
         raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to analyse")
@@ -205,9 +205,9 @@ def training_features(
     stored = TrainFeatures.load(run.directory)
     if stored is not None:
         return stored
-    from core.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
     from core.model import backbone_of
     from core.paths import cache_dir
+    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
 
     data = rebuild_data(run, data_root, progress)
     model = _model(run)
@@ -277,10 +277,10 @@ def dataset_label_issues(
     from core import label_issues
     from core.config import TrainConfig
     from core.datasets import scan_dataset
-    from core.features import FeatureCache, build_extractor, weights_hash
     from core.ingest import ingest
     from core.model import backbone_of, build_classifier
     from core.paths import cache_dir
+    from core.train.features import FeatureCache, build_extractor, weights_hash
 
     index = scan_dataset(dataset_path)
     config = TrainConfig(image_size=image_size, weights=weights, seed=seed)

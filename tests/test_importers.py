@@ -332,9 +332,9 @@ def _colour_features(path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     """What a new user without a network does: draw the demo set, train with random weights, evaluate."""
-    from core import jobs
     from core.config import TrainConfig
     from core.runs import RunStore
+    from core.train import jobs
 
     result = get_dataset("demo", tmp_path / "data")
     store = RunStore(tmp_path / "models")

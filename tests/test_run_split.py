@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import jobs
 from core.analysis import RunAnalysis
 from core.config import TrainConfig
 from core.corrections import Corrections
 from core.paths import cache_dir
 from core.run_split import DatasetChanged, run_split
 from core.runs import RunStore
+from core.train import jobs
 from tests.conftest import make_image_dataset
 
 

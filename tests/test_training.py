@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core import jobs
-from core.callbacks import BestWeights, EpochCounter, RunLogger
 from core.config import AUGMENT_PRESETS, TrainConfig
 from core.evaluation import Evaluation
 from core.runs import RunState, RunStore
-from core.training import class_weights
+from core.train import jobs
+from core.train.callbacks import BestWeights, EpochCounter, RunLogger
+from core.train.training import class_weights
 from tests.conftest import make_image_dataset
 
 BASE = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(16,), seed=0)
@@ -229,7 +229,7 @@ def test_cosine_schedule_decays_the_rate_over_the_phase(tmp_path, colours):
 def test_plateau_schedule_lowers_the_rate_when_validation_loss_stalls():
     import keras
 
-    from core.schedules import PLATEAU_FACTOR, plateau_patience, schedule_callbacks
+    from core.train.schedules import PLATEAU_FACTOR, plateau_patience, schedule_callbacks
 
     assert schedule_callbacks("constant", 3) == [] and schedule_callbacks("cosine", 3) == []
     assert plateau_patience(3) == 1 and plateau_patience(10) == 5 and plateau_patience(0) == 2
@@ -246,7 +246,7 @@ def test_plateau_schedule_lowers_the_rate_when_validation_loss_stalls():
 
 
 def test_unknown_schedule_is_refused():
-    from core.schedules import learning_rate_for
+    from core.train.schedules import learning_rate_for
 
     with pytest.raises(ValueError, match="lr_schedule must be"):
         learning_rate_for("linear", 0.01, 10)

@@ -52,9 +52,9 @@ def config_from_args(args: argparse.Namespace, store=None) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core import jobs
     from core.datasets import resolve_dataset_path
     from core.paths import data_dir
+    from core.train import jobs
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)

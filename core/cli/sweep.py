@@ -165,10 +165,10 @@ def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bo
 
 def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[dict[str, Any], int]:
     """Train the best trial as a run in this process; (the run's result, the exit status)."""
-    from core import jobs
     from core.cli.runs import train_result
     from core.runs import RunStore
     from core.sweeps import promote
+    from core.train import jobs
 
     chosen = TrainConfig().replace(**{f: getattr(args, f) for f in PROMOTION_FIELDS if getattr(args, f) is not None})
     fine_tune = {f: getattr(chosen, f) for f in PROMOTION_FIELDS}

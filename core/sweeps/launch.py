@@ -220,14 +220,14 @@ def promote(
     fine_tune: dict[str, Any] | None = None,
     background: bool = True,
 ):
-    """Train the best trial's settings as an ordinary run: a `core.jobs` submission.
+    """Train the best trial's settings as an ordinary run: a `core.train.jobs` submission.
 
     In the background (the page) the run is launched detached; otherwise (the CLI) it is only
     submitted and the caller executes it. Either way the run evaluates on the test split when it
     ends, and the sweep records it.
     """
-    from core import jobs
     from core.runs import RunStore
+    from core.train import jobs
 
     store = SweepStore(models_root)
     sweep = store.find(sweep_id)

@@ -3,7 +3,7 @@
 `run_sweep` decodes the images and extracts the pooled backbone features through the feature
 cache (every view any trial may use), exactly as a run would, then lets Optuna (TPE sampler
 seeded with the sweep's seed, median pruner on the validation loss per epoch, its study in the
-sweep folder's SQLite file) draw head settings. Each trial is `core.trainer.fit_head` on those
+sweep folder's SQLite file) draw head settings. Each trial is `core.train.trainer.fit_head` on those
 features: the same fit as phase 1 of a run. The validation split chooses; the test split is not
 even loaded.
 
@@ -26,19 +26,19 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from core.callbacks import learning_rate, scalars
 from core.config import TrainConfig
 from core.datasets import DatasetError, scan_dataset
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy
-from core.distribute import data_parallel
-from core.jobs import StopWhileWaiting, device_lock
 from core.model import build_head, classifier_for
 from core.paths import cache_dir
 from core.processes import RunState
 from core.sweeps.results import Publisher, trial_row
 from core.sweeps.space import SearchSpace, config_for
 from core.sweeps.store import STUDY_NAME, Sweep, SweepStatus, SweepStore
-from core.trainer import (
+from core.train.callbacks import learning_rate, scalars
+from core.train.distribute import data_parallel
+from core.train.jobs import StopWhileWaiting, device_lock
+from core.train.trainer import (
     Extraction,
     StageReporter,
     StopRequested,
@@ -48,7 +48,7 @@ from core.trainer import (
     head_features,
     phase_callbacks,
 )
-from core.training import class_weights, load_training_data
+from core.train.training import class_weights, load_training_data
 
 log = logging.getLogger("flora")
 NLL = "nll"  # the unsmoothed cross-entropy metric: val_nll is what trials are compared on
@@ -139,7 +139,7 @@ def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: b
     started = time.perf_counter()
     views = space.max_views(fixed)
     keras.utils.set_random_seed(fixed.seed)  # the order a run follows, so the backbone (and its features) match
-    from core.jobs import dataset_corrections
+    from core.train.jobs import dataset_corrections
 
     corrections = dataset_corrections(data_root, sweep.dataset_path)  # as the run it promotes will apply them
     data = load_training_data(

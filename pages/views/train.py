@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs
 from core.config import TrainConfig
 from core.monitor import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState
+from core.train import jobs
 from core.train_options import describe_weights, train_command
 from pages.ui import common, teaching, train_form
 from pages.ui.navigation import page_file

@@ -29,13 +29,13 @@ import numpy as np
 from core import backbones
 from core import layer_names as names
 from core.augment import build_augmentation
-from core.batches import ExtractionBatches
 from core.config import AugmentConfig, canonical_json
-from core.distribute import padded_length
 from core.fileio import atomic_path
 from core.ingest import ImageCache
 from core.model import allow_jit
 from core.progress import CountCallback
+from core.train.batches import ExtractionBatches
+from core.train.distribute import padded_length
 
 FEATURES_DIRNAME = "features"
 AUGMENTED_VIEW_VERSION = 2  # 2: augmentation runs inside the compiled extractor, unrounded

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from core import jobs
 from core.config import TrainConfig
 from core.processes import process_start_time
 from core.runs import RunState, RunStore
+from core.train import jobs
 from tests.conftest import make_image_dataset
 
 CONFIG = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(8,), seed=0)

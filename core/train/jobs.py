@@ -151,7 +151,7 @@ def execute(
     from core.paths import cache_dir
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
-        from core.training import StopRequested, TrainingJob, train_run
+        from core.train.training import StopRequested, TrainingJob, train_run
 
     run_id = submission.run_id
     store.claim(run_id, state=RunState.QUEUED, error=None)

@@ -16,9 +16,9 @@ import math
 import keras
 import numpy as np
 
-from core.distribute import pad_rows, padded_length
 from core.imaging import center_crop
 from core.ingest import ImageCache
+from core.train.distribute import pad_rows, padded_length
 
 
 class ImageBatches(keras.utils.PyDataset):

@@ -5,9 +5,9 @@ Phase 1 trains the head with the backbone frozen: on cached backbone features wh
 Phase 2 (optional) unfreezes the top residual stages, BatchNorm kept frozen, at a lower rate.
 The best weights on validation loss win; the test split is evaluated and stored with the run.
 
-`train_run(job)` reads top to bottom as those steps; the fits themselves are in `core.trainer`,
-the batch sources in `core.batches`, the Keras callbacks in `core.callbacks`, the feature cache
-in `core.features`.
+`train_run(job)` reads top to bottom as those steps; the fits themselves are in `core.train.trainer`,
+the batch sources in `core.train.batches`, the Keras callbacks in `core.train.callbacks`, the feature cache
+in `core.train.features`.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from core.device import (
     input_workers,
     mixed_precision_policy,
 )
-from core.distribute import data_parallel
 from core.evaluation import Evaluation
 from core.ingest import ImageCache, IngestCancelled, ingest
 from core.model import classifier_for, trainable_summary, unfreeze
 from core.run_split import draw_split, run_split
 from core.runs import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus
-from core.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
+from core.train.distribute import data_parallel
+from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
 log = logging.getLogger("flora")
 

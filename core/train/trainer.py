@@ -1,7 +1,7 @@
 """The fits of a training run: the head on cached features, the classifier on images, the test split.
 
 `Trainer` holds what both phases share (the epoch counter, the best weights); `TrainingJob` is what
-the run was asked to do and `StageReporter` says what it is doing now. `core.training.train_run`
+the run was asked to do and `StageReporter` says what it is doing now. `core.train.training.train_run`
 calls them in order.
 """
 
@@ -19,17 +19,17 @@ import keras
 import numpy as np
 
 from core.analysis import features_and_logits_model, head_logits_model
-from core.batches import ExtractionBatches, FeatureBatches, ImageBatches
-from core.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.config import TrainConfig
 from core.datasets import DatasetIndex, Split
 from core.device import DeviceInfo, recommended_batch_size
-from core.distribute import Parallelism, pad_rows, padded_length
-from core.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
 from core.ingest import ImageCache
 from core.model import backbone_of, head_of
 from core.runs import CHECKPOINT_FILE, RunStore
-from core.schedules import learning_rate_for, schedule_callbacks
+from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
+from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
+from core.train.distribute import Parallelism, pad_rows, padded_length
+from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+from core.train.schedules import learning_rate_for, schedule_callbacks
 
 log = logging.getLogger("flora")
 HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features

@@ -6,7 +6,7 @@ its folder.
   data/.flora/tasks/<task_id>/task.log      the process's output
   data/.flora/tasks/<task_id>/STOP          present when someone asked it to stop
 
-`python -m core.tasks <task dir>` is the process; `launch_fetch` starts it.
+`python -m core.dataset_tasks <task dir>` is the process; `launch_fetch` starts it.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None,
             stage="starting",
         )
     )
-    folder.launch([sys.executable, "-m", "core.tasks", str(folder.directory)])
+    folder.launch([sys.executable, "-m", "core.dataset_tasks", str(folder.directory)])
     return get_task(folder.directory)
 
 
