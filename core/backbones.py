@@ -49,6 +49,7 @@ class Backbone:
     build: Callable[[tuple[int, int, int], str | None, str], object]  # (shape, weights file, name) -> keras.Model
     preprocess: Callable[[str], object]  # layer name -> the Keras layer: raw 0-255 RGB -> the backbone's input
     stages: tuple[str, ...] = _RESNET_STAGES  # layer-name prefixes of its stages, bottom to top
+    stage_outputs: tuple[str, ...] = ()  # the last layer of each stage, bottom to top (earlier Grad-CAM maps)
     feature_map: str = layer_names.FEATURE_MAP  # its last layer
     feature_dim: int = layer_names.FEATURE_DIM  # that layer's channels
     imagenet: ImagenetWeights | None = None
@@ -106,6 +107,7 @@ BACKBONES: dict[str, Backbone] = {
         title="ResNet-50",
         build=_resnet50,
         preprocess=_resnet_preprocess,
+        stage_outputs=("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", layer_names.FEATURE_MAP),
         imagenet=ImagenetWeights(
             file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             url="https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -118,6 +120,7 @@ BACKBONES: dict[str, Backbone] = {
         title="tiny test backbone",
         build=_tiny,
         preprocess=_resnet_preprocess,
+        stage_outputs=("conv2_block1_out", "conv3_block1_out", "conv4_block1_out", layer_names.FEATURE_MAP),
         test_only=True,
     ),
 }

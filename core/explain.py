@@ -28,6 +28,7 @@ from core import layer_names as names
 from core.runs import HEATMAPS_DIR, MODEL_FILE, Run
 
 _TINY = 1e-12
+COARSE_GRID = 4  # a map with fewer cells a side is drawn in blocks, and an earlier block's map is offered
 
 
 # ----------------------------------------------------------------------------- targets
@@ -114,25 +115,52 @@ def grad_cam(feature_map: np.ndarray, gradients: np.ndarray) -> np.ndarray:
 
 
 def normalise(cam: np.ndarray, signed: bool) -> np.ndarray:
-    """For display: a class map kept where positive and scaled to [0, 1]; a contrast map scaled to [-1, 1].
+    """For display: a class map kept where positive and scaled over its own range to [0, 1]; a contrast map
+    scaled to [-1, 1] (its sign is its meaning, so 0 stays 0).
 
-    A map with nothing in it (all zero, or no positive part) stays zero: never a division by zero.
+    A class map's own range: on a coarse grid every cell is often positive (each one argued a little for the
+    class), and scaled by its peak alone the weakest cell would still be painted nearly as strongly as the
+    strongest: a washed-out photo. From its lowest cell to its highest, the cell that counted least is clear
+    and the one that counted most is opaque. A map with nothing in it (all zero, no positive part, or flat)
+    stays zero: never a division by zero.
     """
     cam = np.asarray(cam, dtype=np.float64)
     cam = np.where(np.isfinite(cam), cam, 0.0)
-    shown = cam if signed else np.maximum(cam, 0.0)
-    peak = float(np.abs(shown).max()) if shown.size else 0.0
-    if peak <= _TINY:
+    if signed:
+        peak = float(np.abs(cam).max()) if cam.size else 0.0
+        return np.zeros_like(cam, dtype=np.float32) if peak <= _TINY else (cam / peak).astype(np.float32)
+    shown = np.maximum(cam, 0.0)
+    low, high = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 0.0)
+    if high - low <= _TINY * max(1.0, high):
         return np.zeros_like(shown, dtype=np.float32)
-    return (shown / peak).astype(np.float32)
+    return ((shown - low) / (high - low)).astype(np.float32)
 
 
 def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
-    """A low-resolution map (h, w) stretched to (size, size), bilinear, as the photo it overlays."""
+    """A low-resolution map (h, w) stretched to (size, size) as the photo it overlays.
+
+    Bilinear from COARSE_GRID cells a side up; below it, nearest-neighbour blocks: a 2x2 map blurred over
+    the photo fades into one even tint, while four blocks show which quarter counted.
+    """
     from PIL import Image
 
-    image = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F")
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    smooth = min(heatmap.shape[:2]) >= COARSE_GRID
+    method = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(heatmap, mode="F").resize((size, size), method), dtype=np.float32)
+
+
+def grid_note(grid: tuple[int, int], image_size: int, last: bool = True) -> str:
+    """One line on the map's resolution at the run's image size, and what such a grid can and cannot tell."""
+    h, w = grid
+    cell = image_size / max(1, w)
+    where = "the backbone's last block" if last else "the block before the last (finer)"
+    text = f"Grad-CAM on {where}: a {h}×{w} grid at {image_size} px, each cell {cell:.0f}×{cell:.0f} px of the photo"
+    if h * w == 1:
+        return f"{text}: one cell can say nothing about where; train at 64 px or more to see a map."
+    if min(h, w) < COARSE_GRID:
+        return f"{text}: it can tell which part of the photo counted most (a side, a corner), not which detail."
+    return f"{text}: coarse regions, not edges or single petals (the map is stretched over the photo)."
 
 
 # ----------------------------------------------------------------------------- overlays
@@ -188,8 +216,12 @@ class Heatmap:
         return normalise(self.cam, self.signed)
 
 
-def split_classifier(classifier):
-    """(backbone: raw image -> its last feature map, head: that map -> logits), sharing the classifier's weights."""
+def split_classifier(classifier, layer: str | None = None):
+    """(image -> a feature map, that map -> logits), sharing the classifier's weights.
+
+    `layer` is the backbone's last feature map (None) or an earlier stage's output (core.backbones'
+    `stage_outputs`): then the second model runs the rest of the backbone too, so the gradient reaches it.
+    """
     import keras
 
     from core import backbones
@@ -202,17 +234,32 @@ def split_classifier(classifier):
         raise ValueError(
             f"the {entry.title}'s output is {backbone.layers[-1].name!r}, not its feature map {entry.feature_map!r}"
         )
+    layer = layer or entry.feature_map
+    if layer == entry.feature_map:
+        to_map, rest = backbone, None
+    else:
+        if layer not in entry.stage_outputs:
+            raise ValueError(f"{layer!r} is not a stage output of the {entry.title}: {entry.stage_outputs}")
+        middle = backbone.get_layer(layer).output
+        to_map = keras.Model(backbone.input, middle, name=f"{entry.name}_to_{layer}")
+        rest = keras.Model(middle, backbone.output, name=f"{entry.name}_from_{layer}")
     size = classifier.input_shape[1]
     image = keras.Input((size, size, 3), name=names.IMAGE)
-    feature_map = backbone(classifier.get_layer(names.PREPROCESS)(image))
+    feature_map = to_map(classifier.get_layer(names.PREPROCESS)(image))
     features = keras.Model(image, feature_map, name="to_feature_map")
     grid = keras.Input(tuple(feature_map.shape[1:]), name="feature_map")
-    logits = head_logits_model(head_of(classifier))(classifier.get_layer(names.AVG_POOL)(grid))
+    last = grid if rest is None else rest(grid)
+    logits = head_logits_model(head_of(classifier))(classifier.get_layer(names.AVG_POOL)(last))
     return features, keras.Model(grid, logits, name="from_feature_map")
 
 
 class Explainer:
-    """A run's model split for Grad-CAM, loaded once; maps cached in the run folder."""
+    """A run's model split for Grad-CAM, loaded once; maps cached in the run folder.
+
+    `layers` are the maps it can draw: the backbone's last feature map, and the stage before it when the
+    backbone names one (a finer grid, for runs trained at small sizes). `default_layer` is the last one
+    unless its grid is under COARSE_GRID cells a side and the earlier one's is finer.
+    """
 
     def __init__(self, run: Run):
         from core.inference import ModelMissing
@@ -222,6 +269,7 @@ class Explainer:
         from core.device import without_cuda_noise
 
         with without_cuda_noise():
+            from core import backbones
             from core.model import load_classifier
 
             classifier = load_classifier(run.path(MODEL_FILE))
@@ -229,8 +277,36 @@ class Explainer:
         self.classes = run.classes
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
-        self.features, self.head = split_classifier(classifier)
+        self.classifier = classifier
+        entry = backbones.find_in(classifier)
+        self.last_layer = entry.feature_map
+        earlier = [name for name in entry.stage_outputs if name != entry.feature_map]
+        self.layers = [entry.feature_map, *earlier[-1:]]
+        self._splits: dict[str, tuple] = {}
+        self.features, self.head = self._split(self.last_layer)
         self.cache_dir = run.directory / HEATMAPS_DIR
+
+    def _split(self, layer: str | None) -> tuple:
+        layer = layer or self.last_layer
+        if layer not in self._splits:
+            self._splits[layer] = split_classifier(self.classifier, layer)
+        return self._splits[layer]
+
+    def grid(self, layer: str | None = None) -> tuple[int, int]:
+        """The (rows, columns) of a layer's map at the run's image size."""
+        shape = self._split(layer)[0].output_shape
+        return int(shape[1]), int(shape[2])
+
+    @property
+    def default_layer(self) -> str:
+        last = self.grid(self.last_layer)
+        if min(last) < COARSE_GRID and len(self.layers) > 1 and min(self.grid(self.layers[1])) > min(last):
+            return self.layers[1]
+        return self.last_layer
+
+    def grid_note(self, layer: str | None = None) -> str:
+        layer = layer or self.last_layer
+        return grid_note(self.grid(layer), self.image_size, last=layer == self.last_layer)
 
     def class_index(self, name: str) -> int:
         """Raises KeyError naming the classes when `name` is not one."""
@@ -246,21 +322,30 @@ class Explainer:
             source = source.read()
         return load_for_model(source, self.image_size, self.cache_size)
 
-    def logits(self, image: np.ndarray) -> np.ndarray:
+    def logits(self, image: np.ndarray, layer: str | None = None) -> np.ndarray:
         """The image's logits through the split model (equal to the classifier's)."""
         import keras
 
-        return keras.ops.convert_to_numpy(self.head(self._feature_map(image), training=False))[0]
+        features, head = self._split(layer)
+        return keras.ops.convert_to_numpy(head(self._feature_map(image, features), training=False))[0]
 
-    def _feature_map(self, image: np.ndarray) -> np.ndarray:
-        return np.asarray(self.features.predict_on_batch(image[None].astype("float32")), dtype=np.float32)
+    @staticmethod
+    def _feature_map(image: np.ndarray, features) -> np.ndarray:
+        return np.asarray(features.predict_on_batch(image[None].astype("float32")), dtype=np.float32)
 
-    def explain(self, image: np.ndarray, targets: list[Target]) -> list[Heatmap]:
+    def explain(self, image: np.ndarray, targets: list[Target], layer: str | None = None) -> list[Heatmap]:
         """Heatmaps of `targets` on one preprocessed image: one backbone pass, one head gradient per target.
 
-        Cached per (image pixels, target) in the run folder.
+        `layer`: which map (one of `layers`; None: the last). Cached per (image pixels, target, layer) in the
+        run folder.
         """
+        layer = layer or self.last_layer
+        if layer not in self.layers:
+            raise ValueError(f"layer must be one of {self.layers}. Received: layer={layer!r}")
+        features, head = self._split(layer)
         key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=10).hexdigest()
+        if layer != self.last_layer:
+            key = f"{key}-{layer}"
         found: dict[Target, Heatmap] = {}
         for target in targets:
             cached = self._cached(key, target)
@@ -268,10 +353,10 @@ class Explainer:
                 found[target] = cached
         todo = [t for t in targets if t not in found]
         if todo:
-            feature_map = self._feature_map(image)
+            feature_map = self._feature_map(image, features)
             repeated = np.repeat(feature_map, len(todo), axis=0)
             weights = np.stack([t.weights(len(self.classes)) for t in todo])
-            grads, scores = logit_gradients(self.head, repeated, weights)
+            grads, scores = logit_gradients(head, repeated, weights)
             cams = grad_cam(repeated, grads)
             for target, cam, score in zip(todo, cams, scores, strict=True):
                 found[target] = Heatmap(target, cam.astype(np.float32), float(score))

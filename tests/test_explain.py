@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, copy_run
 
-GRID = 8  # the tiny model's feature map is 8 x 8 on 32 px photos
+GRID = 8  # the small split model's feature map is 8 x 8 on 32 px photos
 
 
 def tiny_split(seed: int = 0, dtype: str = "float32", classes: int = 3):
@@ -49,6 +50,7 @@ def tiny_maps(weights: list[np.ndarray] | None, images: np.ndarray, target: tupl
     return grad_cam(feature_map, grads), scores
 
 
+@pytest.mark.slow
 def test_tensorflow_and_jax_give_the_same_map(tmp_path):
     import keras
 
@@ -181,14 +183,16 @@ def test_pointing_game_the_peak_falls_inside_the_patch():
     assert hits / len(cams) >= 0.85, hits
 
 
-def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run):
+def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run, tmp_path):
     from core.analysis import features_and_logits_model
     from core.explain import Explainer, Target
     from core.imaging import ImageError
     from core.model import load_classifier
+    from core.runs import RunStore
 
-    store = trained_run["store"]
-    run = store.get(trained_run["run_id"])
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), tmp_path / trained_run["run_id"])
+    run = RunStore(tmp_path).get(trained_run["run_id"])  # a copy: other tests cache maps in the shared run
+    shutil.rmtree(run.directory / "heatmaps", ignore_errors=True)
     explainer = Explainer(run)
     photo = next(iter(sorted(trained_run["dataset"].rglob("*.png"))))
     image = explainer.load(photo)
@@ -207,3 +211,75 @@ def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run):
     assert np.array_equal(again[0].cam, maps[0].cam)
     with pytest.raises(ImageError):
         explainer.load(b"not an image")
+
+
+@pytest.mark.backend_agnostic
+def test_a_coarse_class_map_is_drawn_over_its_own_range_in_blocks():
+    from core.explain import normalise, overlay, upsample
+
+    coarse = np.array([[1.0, 2.0], [1.5, 1.8]])  # every cell argued a little for the class
+    values = normalise(coarse, signed=False)
+    assert values.min() == 0.0 and values.max() == 1.0 and values[1, 0] == pytest.approx(0.5)
+    big = upsample(values, 64)
+    assert sorted(np.unique(big).tolist()) == sorted(values.ravel().tolist())  # four blocks, nothing blurred
+    assert (big[:32, :32] == values[0, 0]).all() and (big[32:, 32:] == values[1, 1]).all()
+    fine = upsample(np.random.default_rng(0).random((8, 8)), 64)
+    assert len(np.unique(fine)) > 64  # from 4 cells a side up, smoothly
+    photo = np.full((64, 64, 3), 120, dtype=np.uint8)
+    painted = overlay(photo, values).astype(int)
+    assert (painted[:32, :32] == 120).all()  # the cell that counted least stays clear
+    assert np.abs(painted[:32, 32:] - 120).max() > 60  # the one that counted most is plainly painted
+    signed = normalise(np.array([[2.0, -1.0], [0.0, 1.0]]), signed=True)
+    assert signed.tolist() == [[1.0, -0.5], [0.0, 0.5]]  # a contrast keeps its zero
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize(
+    ("grid", "size", "says"),
+    [
+        ((7, 7), 224, ["7×7 grid at 224 px", "32×32 px", "coarse regions"]),
+        ((2, 2), 64, ["2×2 grid at 64 px", "32×32 px", "which part of the photo counted most"]),
+        ((1, 1), 32, ["1×1 grid at 32 px", "one cell can say nothing about where"]),
+    ],
+)
+def test_the_grid_note_says_the_real_grid_at_the_runs_size(grid, size, says):
+    from core.explain import grid_note
+
+    note = grid_note(grid, size)
+    assert all(part in note for part in says), note
+
+
+def test_a_small_run_offers_the_finer_block_and_its_gradient_is_right(trained_run):
+    import keras
+
+    from core.explain import Explainer, Target, logit_gradients
+
+    run = trained_run["store"].get(trained_run["run_id"])
+    assert run.train_config.image_size == 32
+    explainer = Explainer(run)
+    last, before = explainer.layers
+    assert explainer.grid(last) == (1, 1) and explainer.grid(before) == (2, 2)
+    assert explainer.default_layer == before
+    assert "2×2 grid at 32 px" in explainer.grid_note(before) and "block before" in explainer.grid_note(before)
+    image = explainer.load(next(iter(sorted(trained_run["dataset"].rglob("*.png")))))
+    assert np.allclose(explainer.logits(image, before), explainer.logits(image), atol=1e-4)  # the same logits
+    [heatmap] = explainer.explain(image, [Target(1, 0)], layer=before)
+    assert heatmap.cam.shape == (2, 2)
+    assert heatmap.score == pytest.approx(float(explainer.logits(image)[1] - explainer.logits(image)[0]), abs=1e-4)
+
+    features, head = explainer._split(before)
+    feature_map = np.asarray(features.predict_on_batch(image[None].astype("float32")), dtype=np.float32)
+    w = Target(1, 0).weights(len(run.classes))[None]
+    grads, _ = logit_gradients(head, feature_map, w)
+
+    def f(a):
+        return float((keras.ops.convert_to_numpy(head(a, training=False)) * w).sum())
+
+    eps = 1e-2
+    for index in np.argsort(-np.abs(grads).ravel())[:4]:  # through the last block too: the gradient reaches it
+        where = np.unravel_index(index, grads.shape)
+        up, down = feature_map.copy(), feature_map.copy()
+        up[where] += eps
+        down[where] -= eps
+        assert grads[where] == pytest.approx((f(up) - f(down)) / (2 * eps), rel=2e-2, abs=1e-4)
+        assert abs(grads[where]) > 1e-3

@@ -21,6 +21,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         "--class", dest="class_name", metavar="NAME", help="the class to explain (default: the predicted one)"
     )
     what.add_argument("--contrast", metavar="A,B", help="what made it say A rather than B (signed: + for A, - for B)")
+    explain.add_argument(
+        "--map",
+        choices=("auto", "last", "previous"),
+        default="auto",
+        help="the backbone block to explain: its last (the head's input), the one before it (a grid twice as fine), "
+        "or auto: the last unless its grid is under 4x4 at the run's size (default)",
+    )
     explain.add_argument("--out", metavar="PNG", help="write the photo with the heatmap over it")
     explain.add_argument("--json", action="store_true", help="the heatmap as a nested list, with its class and size")
     explain.set_defaults(handler=cmd_explain)
@@ -53,7 +60,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             target = Target(explainer.class_index(args.class_name))
         else:
             target = Target(int(np.argmax(logits)))
-        heatmap = explainer.explain(image, [target])[0]
+        layer = {"auto": explainer.default_layer, "last": explainer.last_layer}.get(args.map, explainer.layers[-1])
+        heatmap = explainer.explain(image, [target], layer=layer)[0]
+    note = explainer.grid_note(layer)
+    print(note, file=sys.stderr)
     values = upsample(heatmap.values, explainer.image_size)
     if args.out:
         from PIL import Image
@@ -74,6 +84,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "score": heatmap.score,
                 "image_size": explainer.image_size,
                 "map_size": list(heatmap.cam.shape),
+                "layer": layer,
+                "grid_note": note,
                 "signed": heatmap.signed,
                 "heatmap": np.round(values, 4).tolist(),
                 "out": args.out,
