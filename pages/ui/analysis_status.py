@@ -1,24 +1,17 @@
-""" "Compute the analysis" for runs from before analysis.npz existed: a background run task, its
-progress, and what a failed or stopped run can and cannot show."""
+""" "Compute the analysis", one component for every page that reads a run's analysis arrays (Evaluate's calibration
+and heatmaps, Explore's map and label review, Compare's photo-by-photo comparison): for a run from before
+analysis.npz existed, say what it lacks, start the background run task (core.run_tasks), show its progress and Stop,
+and draw the page again once it is done. Also: what a failed or stopped run can and cannot show.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import run_tasks
 from core.processes import RunState
-from core.runs import ANALYSIS_FILE
-from pages.ui import common
+from pages.ui.run_task import task_panel
 
 KIND = "analysis"
-
-
-def analysis_stamp(run) -> float | None:
-    """The analysis arrays' modification time (a cache key), or None when the run has none."""
-    try:
-        return run.path(ANALYSIS_FILE).stat().st_mtime
-    except OSError:
-        return None
 
 
 def limits_note(run) -> None:
@@ -35,50 +28,28 @@ def limits_note(run) -> None:
         )
 
 
-def offer(run) -> bool:
-    """For a run without analysis arrays: the button and the task's progress. True when the arrays exist."""
+def offer(run, key: str, needed_for: str) -> bool:
+    """True when the run has its analysis arrays; else what it lacks and the button (or the task's progress).
+
+    Args:
+        key: the page's widget-key prefix for the task panel ("evaluate_analysis", ...).
+        needed_for: what the page would show with them ("its calibration and heatmaps").
+    """
     if run.has_analysis:
         return True
     if not run.has_model:
         st.info(
-            "This run has no saved model, so its calibration and heatmaps cannot be computed; "
-            "the metrics above come from its stored test predictions.",
+            f"This run has no saved model, so {needed_for} cannot be computed; "
+            "its settings, curves and log are on the Train page.",
             icon=":material/info:",
         )
         return False
-    progress_panel(run)
-    return run.has_analysis
-
-
-@st.fragment(run_every=2.0)
-def progress_panel(run) -> None:
-    status = run_tasks.task_status(run, KIND)
-    if run.has_analysis:
-        if status is not None and status.state is RunState.DONE and not st.session_state.get("evaluate_analysis_seen"):
-            st.session_state["evaluate_analysis_seen"] = True
-            st.rerun(scope="app")  # the sections appear
-        return
-    if status is not None and status.active:
-        stage = common.progress_text(status.stage or "starting", *(status.stage_progress or (0, 0)))
-        done, total = status.stage_progress or (0, 0)
-        st.progress(done / total if total else 0.0, text=f"Computing the analysis: {stage}")
-        if st.button("Stop", key="evaluate_analysis_stop", icon=":material/stop:"):
-            run_tasks.stop(run, KIND)
-        return
     st.info(
-        "This run is from before Flora stored its validation and test logits and features. Compute them once "
-        "(a pass of those photos through the model, in the background) to see its calibration and heatmaps.",
+        f"Run {run.run_id[:6]} is from before Flora stored each validation and test photo's logits and features, "
+        f"which {needed_for} are drawn from. Compute them once: the run's model looks at those photos again in "
+        "the background (seconds at 64 px, a minute or two for a thousand photos at 224 px). Nothing about the "
+        "run itself changes.",
         icon=":material/analytics:",
     )
-    if status is not None and status.state is RunState.FAILED:
-        st.error(f"The last attempt failed: {status.error or 'no reason recorded'}", icon=":material/error:")
-    elif status is not None and status.state is RunState.STOPPED:
-        st.warning("The last attempt was stopped before it finished.", icon=":material/stop_circle:")
-    if st.button("Compute the analysis", key="evaluate_compute_analysis", type="primary", icon=":material/play_arrow:"):
-        st.session_state.pop("evaluate_analysis_seen", None)
-        try:
-            run_tasks.launch(run, KIND, common.data_root())
-        except OSError as e:
-            st.error(f"The analysis could not be started: {e}", icon=":material/error:")
-            return
-        st.rerun()  # the progress bar replaces the button
+    task_panel(run, KIND, "Compute the analysis", key=key)
+    return False

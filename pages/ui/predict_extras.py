@@ -9,30 +9,25 @@ import streamlit as st
 
 from core.imaging import ImageError
 from core.serving.log import PredictionLog
-from pages.ui import common, serving, teaching
+from pages.ui import common, run_models, serving, teaching
 
 MANY = 4  # from this many photos on, a table replaces the per-photo cards
 
 
-@st.cache_resource(
-    show_spinner="Loading the model and its out-of-distribution reference (first time only)…", max_entries=3
-)
-def load_model(run_dir: str, stamp: float):
-    from core.serving.engine import ServedModel
-
-    run_id = run_dir.rstrip("/").rsplit("/", 1)[-1]
-    return ServedModel(common.store().get(run_id), common.data_root())
+def load_model(key: run_models.ModelKey):
+    """The run's served model (calibrated, with its out-of-distribution check), loaded once per run and model file."""
+    return run_models.served_model(key, str(common.data_root()))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def classify(run_dir: str, stamp: float, upload_id: str, name: str, data: bytes):
+def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes):
     """Every class's probability for one upload, once, logged once (source "ui"); the BatchItem.
 
     `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again.
     """
     from core.serving.batch import predict_many
 
-    model = load_model(run_dir, stamp)
+    model = load_model(key)
     log = PredictionLog.of_store(common.models_root())
     return predict_many(model, [(name, data)], top_k=len(model.classes), log=log, source="ui")[0]
 
@@ -90,14 +85,14 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
             st.success(f"Saved as **{right}** (kept for the {photo.split} split of a retrain).")
 
 
-def many_photos_table(run, stamp: tuple[str, float], files: list[tuple[str, str, bytes]], top_k: int) -> None:
+def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int) -> None:
     """A table of every photo's top-k and OOD flag (unreadable files get their reason) and a CSV download."""
     from core.serving.batch import csv_text, table_rows
 
     progress = st.progress(0.0, text="Classifying…")
     items = []
     for i, (upload_id, name, data) in enumerate(files):
-        items.append(classify(*stamp, upload_id, name, data))
+        items.append(classify(key, upload_id, name, data))
         progress.progress((i + 1) / len(files), text=f"Classifying {i + 1} / {len(files)}")
     progress.empty()
     for item in items:  # the cached answers carry every class; the table shows the top k

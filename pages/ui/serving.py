@@ -12,7 +12,7 @@ import streamlit as st
 from core.export import FORMATS, LAYOUTS, QUANTIZE, ExportError
 from core.export.store import export_dir, run_exports, zip_folder
 from core.feedback import base_dataset, list_feedback
-from core.retrain import RetrainError, compare, retrain_with_feedback, retrained_from
+from core.retrain import RetrainError, compare_with_feedback, old_vs_new_rows, retrain_with_feedback, retrained_from
 from core.runs import Run
 from core.serving.aliases import AliasError, AliasStore
 from pages.ui import common
@@ -175,41 +175,18 @@ def retrain_section(run: Run, key: str) -> None:
 
 def comparison_table(old: Run, new: Run, key: str) -> None:
     try:
-        result = compare(old, new, common.data_root())
+        result = compare_with_feedback(old, new, common.data_root())
     except (RetrainError, OSError) as e:
         st.warning(str(e))
         return
-    st.markdown(f"**Old {old.run_id[:6]} vs new {new.run_id[:6]}** on the same {result['test_photos']} test photos")
-    test = result["test"]
-    rows = [
-        {"metric": m, "old": test["old"][m], "new": test["new"][m], "change": test["new"][m] - test["old"][m]}
-        for m in ("accuracy", "macro_f1", "weighted_f1")
-    ]
-    rows += [
-        {
-            "metric": f"F1 {c}",
-            "old": f1,
-            "new": test["new"]["per_class_f1"][c],
-            "change": test["new"]["per_class_f1"][c] - f1,
-        }
-        for c, f1 in test["old"]["per_class_f1"].items()
-    ]
-    feedback = result["feedback"]
-    if feedback.get("photos"):
-        rows.append(
-            {
-                "metric": f"accuracy on the {feedback['photos']} feedback photos",
-                "old": feedback["old"]["accuracy"],
-                "new": feedback["new"]["accuracy"],
-                "change": feedback["new"]["accuracy"] - feedback["old"]["accuracy"],
-            }
-        )
+    st.markdown(f"**Old {old.run_id[:6]} vs new {new.run_id[:6]}** on the same {result['test_images']} test photos")
     st.dataframe(
-        pd.DataFrame(rows),
+        pd.DataFrame(old_vs_new_rows(result)),
         hide_index=True,
         width="stretch",
         column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("old", "new", "change")},
     )
+    st.markdown(f"**Is the difference real?** {result['pairs'][0]['verdict']} (McNemar's exact test).")
     st.caption(
         "The feedback photos were in the new run's training data, so its score on them flatters it; "
         "the test photos are the fair comparison."

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import run_tasks
 from core.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, load_result
-from core.runs import ANALYSIS_FILE
-from pages.ui import common, compare_view, teaching
+from pages.ui import analysis_status, common, compare_sections, teaching
 from pages.ui.navigation import page_file
 
 st.title("Compare")
@@ -62,26 +60,13 @@ if len(picked) < MIN_RUNS:
 store = common.store()
 chosen = [store.get(run_id) for run_id in picked]
 missing = [run for run in chosen if not run.has_analysis]
+for run in missing:
+    with st.container(border=True):
+        analysis_status.offer(run, key=f"compare_analysis_{run.run_id}", needed_for="a photo-by-photo comparison")
 if missing:
-    for run in missing:
-        task = run_tasks.task_status(run, "analysis")
-        with st.container(border=True):
-            st.warning(
-                f"Run {run.run_id[:6]} was trained before its test predictions were stored, so it cannot be "
-                "compared photo by photo yet.",
-                icon=":material/hourglass_empty:",
-            )
-            if task is not None and task.active:
-                st.caption("Computing its analysis in the background… reload the page in a minute.")
-            else:
-                if task is not None and task.error:
-                    st.caption(f"The last attempt failed: {task.error}")
-                if st.button("Compute the analysis", key=f"compare_analyse_{run.run_id}", icon=":material/calculate:"):
-                    run_tasks.launch(run, "analysis", common.data_root())
-                    st.rerun()
     st.stop()
 
-results = [load_side(str(run.directory), run.path(ANALYSIS_FILE).stat().st_mtime, run) for run in chosen]
+results = [load_side(str(run.directory), run.analysis_mtime, run) for run in chosen]
 try:
     comparison = compare(results)
 except NotComparable as e:
@@ -90,11 +75,11 @@ except NotComparable as e:
 
 names = {run.run_id: f"{run.run_id[:6]} · {common.run_title(run)}" for run in chosen}
 st.caption(f"All {len(chosen)} runs were tested on the same {comparison['test_images']} photos.")
-compare_view.settings_section(chosen, names)
-compare_view.curves_section(chosen, names)
-compare_view.metrics_section(comparison, names)
-compare_view.mcnemar_section(comparison, names)
-compare_view.per_class_section(results, names)
-compare_view.disagreements_section(results, chosen, names)
+compare_sections.settings_section(chosen, names)
+compare_sections.curves_section(chosen, names)
+compare_sections.metrics_section(comparison, names)
+compare_sections.mcnemar_section(comparison, names)
+compare_sections.per_class_section(results, names)
+compare_sections.disagreements_section(results, chosen, names)
 if len(chosen) > 3:
-    compare_view.parallel_section(chosen, comparison, names)
+    compare_sections.parallel_section(chosen, comparison, names)

@@ -12,7 +12,7 @@ from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.health import image_table
 from core.imaging import GRAYSCALE_MODES
-from pages.ui import add_dataset, common, health, teaching
+from pages.ui import common, dataset_add, dataset_health, teaching
 
 PAGE_SIZE = 24
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
@@ -57,7 +57,7 @@ source = st.segmented_control("Dataset from", SOURCES, key="dataset_source", req
 
 chosen: str | None = None
 if source == SOURCES[2]:
-    add_dataset.render()
+    dataset_add.render()
     st.stop()
 elif source == SOURCES[0]:
     found = common.datasets(include_folders=False)
@@ -263,4 +263,4 @@ if split_tab.open:
 
 if health_tab.open:
     with health_tab:
-        health.render(index)
+        dataset_health.render(index)

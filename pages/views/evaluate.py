@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages.ui import analysis_status, calibration_view, common, confusion_view, heatmaps, teaching
+from pages.ui import analysis_status, common, evaluate_calibration, evaluate_confusion, evaluate_heatmaps, teaching
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
@@ -75,7 +75,7 @@ if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 common.random_start_notice(run)
 analysis_status.limits_note(run)
-has_analysis = analysis_status.offer(run)
+has_analysis = analysis_status.offer(run, key="evaluate_analysis", needed_for="its calibration and heatmaps")
 
 
 # ----------------------------------------------------------------------------- selection
@@ -125,7 +125,7 @@ def pair_gallery(true_name: str, predicted_name: str) -> None:
     common.gallery(items, size=130, key="evaluate_gallery")
     if true_name != predicted_name:
         mistakes = [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
-        heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
+        evaluate_heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
 
 
 matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
@@ -153,7 +153,7 @@ with matrix_tab:
     )
     order = controls[2].selectbox(
         "Order classes",
-        confusion_view.ORDERS,
+        evaluate_confusion.ORDERS,
         index=2 if evaluation.num_classes > BIG else 0,
         key="evaluate_order",
         help="'confused together' puts classes the model mixes up side by side, so mistakes gather in blocks.",
@@ -170,14 +170,14 @@ with matrix_tab:
         limit = controls[3].slider(
             "Classes shown (most mistakes)", 5, evaluation.num_classes, BIG, key="evaluate_limit"
         )
-    ordered = confusion_view.ordered_classes(evaluation, counts, order)
-    names, sub, row_totals = confusion_view.shown_matrix(evaluation, counts, ordered, picked, limit)
+    ordered = evaluate_confusion.ordered_classes(evaluation, counts, order)
+    names, sub, row_totals = evaluate_confusion.shown_matrix(evaluation, counts, ordered, picked, limit)
     confused = evaluation.most_confused()
 
     chart_col, side_col = st.columns([3, 2], gap="medium")
     with chart_col:
         event = st.altair_chart(
-            confusion_view.matrix_chart(names, sub, row_totals, view == "row %", hide_diagonal, log_scale),
+            evaluate_confusion.matrix_chart(names, sub, row_totals, view == "row %", hide_diagonal, log_scale),
             key="evaluate_matrix",
             on_select="rerun",
             selection_mode="cell",
@@ -265,10 +265,10 @@ with losses_tab:
             key="evaluate_losses",
         )
         mistakes = [(row.path, row.true, row.predicted) for row in losses.itertuples()]
-        heatmaps.section(run, dataset_root, mistakes, key="evaluate_losses_heatmap_pick")
+        evaluate_heatmaps.section(run, dataset_root, mistakes, key="evaluate_losses_heatmap_pick")
 
 with calibration_tab:
     if has_analysis:
-        calibration_view.section(run, analysis_status.analysis_stamp(run))
+        evaluate_calibration.section(run, run.analysis_mtime)
     else:
         st.caption("The calibration needs the run's analysis (see above).")

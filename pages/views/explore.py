@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.runs import ANALYSIS_FILE, Run, RunState
-from pages.ui import common
-from pages.ui.embedding_map import map_section
-from pages.ui.label_review import review_section
+from core.runs import Run, RunState
+from pages.ui import analysis_status, common
+from pages.ui.explore_label_review import review_section
+from pages.ui.explore_map import map_section
 from pages.ui.navigation import page_file
-from pages.ui.run_task import task_panel
 
 st.title("Explore")
 st.caption("Where the model places each photo, which photos it confuses and why, and which labels are probably wrong.")
@@ -45,18 +44,6 @@ def without_model(run: Run) -> None:
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
 
 
-def without_analysis(run: Run) -> None:
-    """A run from before the analysis arrays were stored: offer to compute them once."""
-    st.info(
-        "This run was trained before Flora kept each validation and test photo's features and logits, which the "
-        "map and the label review are drawn from. They can be computed once now: the run's model looks at its "
-        "validation and test photos again (a background job; seconds at 64 px, a minute or two for a thousand "
-        "photos at 224 px). Nothing about the run itself changes.",
-        icon=":material/info:",
-    )
-    task_panel(run, "analysis", "Compute the analysis", key="explore_analysis")
-
-
 runs = [run for run in common.runs() if not run.active]
 if not runs:
     st.info(
@@ -83,12 +70,11 @@ elif run.state is RunState.FAILED:
         "be mapped from that model, if its analysis can be computed; its numbers may not be its final ones.",
         icon=":material/warning:",
     )
-if not run.has_analysis:
-    without_analysis(run)
+if not analysis_status.offer(run, key="explore_analysis", needed_for="the map and the label review"):
     st.stop()
 common.random_start_notice(run)
 
-analysis = load_analysis(str(run.directory), run.path(ANALYSIS_FILE).stat().st_mtime)
+analysis = load_analysis(str(run.directory), run.analysis_mtime)
 temperature = temperature_of(run)
 map_tab, issues_tab = st.tabs(["Feature map", "Suspected label errors"], key="explore_tab", on_change="rerun")
 if map_tab.open:

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
-from pages.ui import common, predict_explain, predict_extras, teaching
+from pages.ui import common, predict_explain, predict_extras, run_models, teaching
 from pages.ui.navigation import page_file
 
 st.title("Predict")
@@ -71,18 +71,18 @@ if not files:
     st.caption("Upload a photo to classify it.")
     st.stop()
 
-model_stamp = (str(run.directory), run.model_mtime)
-served = predict_extras.load_model(*model_stamp)
+model_key = run_models.key_of(run)
+served = predict_extras.load_model(model_key)
 common.random_start_notice(run)
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
 if len(files) >= predict_extras.MANY:
-    predict_extras.many_photos_table(run, model_stamp, files, top_k)
+    predict_extras.many_photos_table(run, model_key, files, top_k)
     predict_extras.retrain_panel(run)
     st.stop()
-temperature, raw = predict_explain.calibration_toggle(run)
+raw = predict_explain.calibration_toggle(served.temperature)
 for index, (upload_id, name, data) in enumerate(files):
-    item = predict_extras.classify(*model_stamp, upload_id, name, data)
+    item = predict_extras.classify(model_key, upload_id, name, data)
     with st.container(border=True):
         if item.error:
             st.error(f"**{name}** could not be classified: {item.error}", icon=":material/broken_image:")
@@ -90,7 +90,7 @@ for index, (upload_id, name, data) in enumerate(files):
         result = item.answer
         image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
         image_col.image(data, caption=name, width=240)
-        top = predict_explain.shown_top(result, run.classes, temperature, raw)
+        top = predict_explain.shown_top(result, run.classes, raw)
         with chart_col:
             label, probability = top[0]
             st.markdown(f"Most likely **{label}** ({probability:.1%})")
@@ -105,5 +105,5 @@ for index, (upload_id, name, data) in enumerate(files):
                 "logged for the Monitor page"
             )
             predict_extras.feedback_form(run, item, data, key=f"{index}_{len(data)}")
-        predict_explain.where_it_looked(run, model_stamp, data, [c for c, _ in top[:top_k]], key=f"{index}_{len(data)}")
+        predict_explain.where_it_looked(run, data, [c for c, _ in top[:top_k]], key=f"{index}_{len(data)}")
 predict_extras.retrain_panel(run)

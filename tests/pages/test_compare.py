@@ -4,7 +4,6 @@ says it, incomparable runs refused with the reason, ?runs= preselection, runs wi
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from core.compare import compare, load_result
 from core.runs import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE, RunStore
 from pages.ui.navigation import page_file
+from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
 SECOND = "b" * 12
@@ -21,8 +21,8 @@ def two_runs(workspace, tmp_path, perturb=None):
     """The fixture's run and a copy of it under another id whose test predictions differ on some photos."""
     models = tmp_path / "models"
     first = workspace["run_id"]
-    shutil.copytree(workspace["store"].run_dir(first), models / first)
-    shutil.copytree(workspace["store"].run_dir(first), models / SECOND)
+    copy_run(workspace["store"].run_dir(first), models / first)
+    copy_run(workspace["store"].run_dir(first), models / SECOND)
     config = json.loads((models / SECOND / CONFIG_FILE).read_text())
     config["config"]["seed"] = 7  # a setting that differs, for the settings table
     (models / SECOND / CONFIG_FILE).write_text(json.dumps(config))
@@ -84,8 +84,9 @@ def test_a_run_without_analysis_offers_to_compute_it(app, workspace, tmp_path):
     models, first = two_runs(workspace, tmp_path)
     (models / SECOND / ANALYSIS_FILE).unlink()
     at = open_compare(app, models, f"{first},{SECOND}")
-    assert "trained before its test predictions were stored" in texts(at)
-    assert any(b.label == "Compute the analysis" for b in at.button)
+    assert f"Run {SECOND[:6]} is from before Flora stored" in texts(at)
+    assert "a photo-by-photo comparison" in texts(at)
+    assert at.button(key=f"compare_analysis_{SECOND}_start").label == "Compute the analysis"
 
 
 def test_serve_links_old_vs_new_to_the_compare_page(app, workspace, tmp_path):
@@ -105,7 +106,7 @@ def test_serve_links_old_vs_new_to_the_compare_page(app, workspace, tmp_path):
 def test_four_runs_get_a_parallel_coordinates_view(app, workspace, tmp_path):
     models, first = two_runs(workspace, tmp_path)
     for i, run_id in enumerate(["c" * 12, "d" * 12]):
-        shutil.copytree(models / SECOND, models / run_id)
+        copy_run(models / SECOND, models / run_id)
         config = json.loads((models / run_id / CONFIG_FILE).read_text())
         config["config"]["seed"] = 10 + i
         (models / run_id / CONFIG_FILE).write_text(json.dumps(config))

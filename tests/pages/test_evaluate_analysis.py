@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from core import calibration
 from core.runs import ANALYSIS_FILE
+from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
 
@@ -46,7 +45,7 @@ def test_calibration_numbers_are_cores(app, workspace):
 def old_run_models(workspace, tmp_path):
     """A copy of the workspace's models with the run's analysis arrays (and calibration) removed."""
     models = tmp_path / "models"
-    shutil.copytree(workspace["models"], models)
+    copy_run(workspace["models"], models)
     run_dir = models / workspace["run_id"]
     (run_dir / ANALYSIS_FILE).unlink()
     (run_dir / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
@@ -55,7 +54,7 @@ def old_run_models(workspace, tmp_path):
 
 def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
     at = _calibration_tab(app, models_dir=old_run_models)
-    assert at.button(key="evaluate_compute_analysis").label == "Compute the analysis"
+    assert at.button(key="evaluate_analysis_start").label == "Compute the analysis"
     assert "before Flora stored" in texts(at)
     assert "needs the run's analysis" in texts(at)
     assert not any(m.label == "Temperature T" for m in at.metric)
@@ -91,7 +90,7 @@ def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, w
     from core.runs import RunStore
 
     at = _calibration_tab(app, models_dir=old_run_models)
-    at.button(key="evaluate_compute_analysis").click().run()
+    at.button(key="evaluate_analysis_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     run = RunStore(old_run_models).get(workspace["run_id"])
     deadline = time.monotonic() + 240
@@ -107,4 +106,4 @@ def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, w
     metrics = {m.label: m.value for m in at.metric}
     cal = calibration.calibrate_run(run.directory)
     assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
-    assert not [b for b in at.button if b.key == "evaluate_compute_analysis"]
+    assert not [b for b in at.button if b.key == "evaluate_analysis_start"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,8 @@ from core import run_tasks
 from core.analysis import RunAnalysis
 from core.corrections import Corrections
 from core.runs import RunStore
-from pages.ui.embedding_map import selected_keys, selected_photos
+from pages.ui.explore_map import selected_keys, selected_photos
+from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
 pytestmark = pytest.mark.backend_agnostic
@@ -27,7 +27,7 @@ def own_run(workspace, tmp_path):
     """A copy of the prepared run in a store of its own (these tests write into the run folder), and the
     dataset's corrections file removed afterwards (it lives in the shared data folder)."""
     store = RunStore(tmp_path / "models")
-    shutil.copytree(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
     run = store.get(workspace["run_id"])
     yield store, run
     corrections = Corrections.load(workspace["data"], run.dataset_path)
@@ -170,7 +170,8 @@ def test_a_run_without_analysis_offers_to_compute_it(app, own_run, monkeypatch):
     launched = []
     monkeypatch.setattr(run_tasks, "launch", lambda run, kind, data_root: launched.append((run.run_id, kind)))
     at = app("explore", models_dir=store.root)
-    assert "trained before Flora kept each validation and test photo's features" in texts(at)
+    assert "from before Flora stored each validation and test photo's logits and features" in texts(at)
+    assert "the map and the label review" in texts(at)
     assert not at.get("plotly_chart")
     at.button(key="explore_analysis_start").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -1,7 +1,7 @@
 """Grad-CAM heatmaps for a misclassified photo on the Evaluate page: where the model looked for the
 class it predicted, for the true class, and what tipped it (the contrast of the two).
 
-The model is loaded once per run and process (st.cache_resource) and only when a photo is picked;
+The model is loaded once per run and process (pages.ui.run_models) and only when a photo is picked;
 core.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
 never when the page is imported."""
 
@@ -14,17 +14,9 @@ import numpy as np
 import streamlit as st
 
 from core.imaging import ImageError
-from pages.ui import common
+from pages.ui import gradcam, run_models
 
 DISPLAY = 224  # overlays of a 32 px model are drawn at this size
-
-
-@st.cache_resource(show_spinner="Loading the model for the heatmaps…", max_entries=2)
-def explainer(run_id: str, run_dir: str, model_stamp: float | None):
-    """The run's model split for Grad-CAM (core.explain.Explainer), once per run and model file."""
-    from core.explain import Explainer
-
-    return Explainer(common.store().get(run_id))
 
 
 def _display(image: np.ndarray) -> np.ndarray:
@@ -36,14 +28,14 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 
 @st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
-def overlays(run_id: str, run_dir: str, model_stamp: float | None, path: str, true_name: str, predicted_name: str):
+def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name: str, layer: str):
     """(photo, predicted map, true map, contrast map) as display images, and the contrast score."""
     from core.explain import Target, overlay
 
-    model = explainer(run_id, run_dir, model_stamp)
+    model = run_models.explainer(key)
     image = model.load(path)
     true, predicted = model.class_index(true_name), model.class_index(predicted_name)
-    maps = model.explain(image, [Target(predicted), Target(true), Target(true, predicted)])
+    maps = model.explain(image, [Target(predicted), Target(true), Target(true, predicted)], layer=layer)
     shown = [_display(image)] + [_display(overlay(image, m.values, signed=m.signed)) for m in maps]
     return shown, maps[2].score
 
@@ -70,10 +62,10 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             return
         path, true_name, predicted_name = mistakes[picked]
         full = dataset_root / path
+        model_key = run_models.key_of(run)
+        layer = gradcam.layer_picker(run_models.explainer(model_key), key=f"{key}_layer")
         try:
-            images, score = overlays(
-                run.run_id, str(run.directory), run.model_mtime, os.fspath(full), true_name, predicted_name
-            )
+            images, score = overlays(model_key, os.fspath(full), true_name, predicted_name, layer)
         except ImageError as e:
             st.warning(f"{Path(path).name} could not be read: {e}", icon=":material/broken_image:")
             return

@@ -146,18 +146,8 @@ def _train_features(run_dir: str, stamp: float) -> run_tasks.TrainFeatures | Non
     return run_tasks.TrainFeatures.load(run_dir)
 
 
-def _stamp(run: Run, *names: str) -> tuple:
-    stamps = []
-    for name in names:
-        path = run.path(name)
-        stamps.append(path.stat().st_mtime if path.exists() else 0.0)
-    return tuple(stamps)
-
-
 def map_section(run: Run, analysis, temperature: float | None) -> None:
     """Method, colouring and highlight; the map; the selected photos; photos like a picked one."""
-    from core.runs import ANALYSIS_FILE, EMBEDDING_FILE
-
     teaching.explain("feature_map")
     has_tsne = embedding.load_map(run.directory, "tsne") is not None
     controls = st.columns([2, 2, 3, 2])
@@ -183,7 +173,7 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
         task_panel(run, "tsne", "Compute the t-SNE map", key="explore_tsne")
         method = "PCA"
     key = "tsne" if method == "t-SNE" else "pca"
-    frame = _frame(str(run.directory), key, _stamp(run, ANALYSIS_FILE, EMBEDDING_FILE), temperature)
+    frame = _frame(str(run.directory), key, (run.analysis_mtime, run.embedding_mtime), temperature)
     wanted = {"val" if s == "validation" else s for s in (splits or [])}
     frame = frame[frame["split"].isin(wanted)]
     if frame.empty:
@@ -224,12 +214,10 @@ def selection_gallery(run: Run, photos: pd.DataFrame) -> None:
 
 def neighbours_section(run: Run, analysis, photos: pd.DataFrame) -> None:
     """'Photos like this': the training photos nearest to a picked one in feature space."""
-    from core.runs import TRAIN_FEATURES_FILE
-
     st.markdown("#### Photos like this")
     names = {row.key: f"{Path(row.path).name} ({row.given})" for row in photos.itertuples()}
     picked = st.selectbox("Training photos most like", list(names), format_func=names.get, key="explore_like")
-    train = _train_features(str(run.directory), _stamp(run, TRAIN_FEATURES_FILE)[0])
+    train = _train_features(str(run.directory), run.train_features_mtime)
     if train is None:
         st.markdown(
             "To find them, Flora needs the ResNet features of the run's training photos: computed once in the "

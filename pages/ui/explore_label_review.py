@@ -14,7 +14,7 @@ import streamlit as st
 from core import label_issues
 from core.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.runs import Run
-from pages.ui import common, teaching
+from pages.ui import common, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.run_task import task_panel
 
@@ -23,29 +23,19 @@ SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test", "all": 
 MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
 
 
-@st.cache_resource(show_spinner="Loading the model for the heatmaps…", max_entries=2)
-def _explainer(run_dir: str, model_mtime: float | None):
-    """The run's model split for Grad-CAM, loaded once per model file (Keras is imported here, not at page load)."""
-    from core.explain import Explainer
-    from core.runs import RunStore
-
-    directory = Path(run_dir)
-    return Explainer(RunStore(directory.parent).get(directory.name))
-
-
 def heatmap(run: Run, issue: label_issues.LabelIssue):
     """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
     reverse. None (and the reason) when the photo cannot be read."""
     from core.explain import Target, overlay
     from core.imaging import ImageError
 
-    explainer = _explainer(str(run.directory), run.model_mtime)
+    explainer = run_models.explainer(run_models.key_of(run))
     try:
         image = explainer.load(Path(run.dataset_path) / issue.path)
     except (ImageError, OSError) as e:
         return None, str(e)
     target = Target(explainer.class_index(issue.suggested), explainer.class_index(issue.given))
-    [result] = explainer.explain(image, [target])
+    [result] = explainer.explain(image, [target], layer=explainer.default_layer)
     return overlay(image, result.values, signed=True), None
 
 
@@ -115,6 +105,9 @@ def review_section(run: Run) -> None:
     if not issues:
         st.caption("No suspect left with these filters.")
         return
+    if heatmaps:
+        explainer = run_models.explainer(run_models.key_of(run))
+        st.caption(explainer.grid_note(explainer.default_layer))
     pages = max(1, -(-len(issues) // PAGE_SIZE))
     page = st.pagination(pages, key="explore_issue_page") if pages > 1 else 1
     start = (page - 1) * PAGE_SIZE

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import tasks
+from core import dataset_tasks
 from core.importers import (
     KNOWN_SOURCES,
     DownloadError,
@@ -66,7 +66,7 @@ def render() -> None:
 def download_card(key: str) -> None:
     source = KNOWN_SOURCES[key]
     present = (common.data_root() / key).is_dir()
-    latest = next((t for t in tasks.list_tasks(common.data_root()) if t.key == key), None)
+    latest = next((t for t in dataset_tasks.list_tasks(common.data_root()) if t.key == key), None)
     with st.container(border=True):
         st.markdown(f"**{source.title}** · {source.size_mb:.0f} MB download")
         st.caption(f"{source.description} Licence: {source.license}.")
@@ -86,13 +86,13 @@ def download_card(key: str) -> None:
             elif latest is not None and latest.state == RunState.STOPPED:
                 st.info("Stopped; getting it again resumes the download.", icon=":material/pause:")
             if st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
-                tasks.launch_fetch(key, common.data_root())
+                dataset_tasks.launch_fetch(key, common.data_root())
                 st.rerun()
 
 
 @st.fragment(run_every=1.0)
 def fetch_progress(directory: Path) -> None:
-    task = tasks.get_task(directory)
+    task = dataset_tasks.get_task(directory)
     if not task.active:
         common.refresh_datasets()
         st.rerun(scope="app")  # finished: redraw the card as done, failed or stopped
@@ -100,7 +100,7 @@ def fetch_progress(directory: Path) -> None:
     text = common.progress_text(task.status.stage or "starting", done, total)
     st.progress(task.fraction or 0.0, text=text)
     if st.button("Stop", icon=":material/stop:", key=f"dataset_stop_{task.task_id}"):
-        tasks.stop(task)
+        dataset_tasks.stop(task)
 
 
 def zip_import() -> None:
