@@ -25,27 +25,71 @@ def test_nothing_on_means_no_layers():
     assert out.shape == (2, 8, 8, 3) and not out.any()
 
 
-@pytest.mark.parametrize(
-    "field, value",
-    [
-        ("rotation", 30),
-        ("width_shift", 0.3),
-        ("height_shift", 0.3),
-        ("shear", 20),
-        ("zoom", 0.3),
-        ("horizontal_flip", True),
-        ("vertical_flip", True),
-        ("brightness", 0.3),
-        ("contrast", 0.5),
-    ],
-)
-def test_each_transform_changes_the_image(image, field, value):
+@pytest.fixture
+def ramps():
+    """Red rises down the rows, green along the columns, blue is noise: each transform leaves its own trace."""
+    rows, columns = np.mgrid[0:32, 0:32]
+    blue = np.random.default_rng(1).integers(60, 190, (32, 32))
+    return np.stack([40 + 5 * rows, 40 + 5 * columns, blue], axis=-1).astype(np.uint8)
+
+
+# Each field's layer and its setting, as build_augmentation wires them (a transform on the wrong layer fails here).
+WIRING = {
+    "rotation": (30, "RandomRotation", {"factor": (-30 / 360, 30 / 360)}),
+    "width_shift": (0.3, "RandomTranslation", {"width_factor": 0.3, "height_factor": 0.0}),
+    "height_shift": (0.3, "RandomTranslation", {"width_factor": 0.0, "height_factor": 0.3}),
+    "shear": (20, "RandomShear", {"x_factor": (-np.tan(np.radians(20)), np.tan(np.radians(20)))}),
+    "zoom": (0.3, "RandomZoom", {"height_factor": (-0.3, 0.3)}),
+    "horizontal_flip": (True, "RandomFlip", {"mode": "horizontal"}),
+    "vertical_flip": (True, "RandomFlip", {"mode": "vertical"}),
+    "brightness": (0.3, "RandomBrightness", {"factor": (-0.3, 0.3), "value_range": [0, 255]}),
+    "contrast": (0.5, "RandomContrast", {"factor": (0, 0.5)}),
+}
+
+
+def _moved(versions: np.ndarray, original: np.ndarray, channel: int) -> bool:
+    """True when some version's `channel` differs from the original's by more than rounding."""
+    return any(np.abs(v[..., channel].astype(int) - original[..., channel]).max() > 1 for v in versions)
+
+
+@pytest.mark.parametrize("field", list(WIRING))
+def test_each_transform_is_its_own_layer_and_leaves_its_own_trace(ramps, field):
+    value, layer_class, settings = WIRING[field]
     config = AugmentConfig(**{field: value})
-    out = preview(image, config, n=6, seed=1)
-    assert out.shape == (6, 32, 32, 3) and out.dtype == np.uint8
-    changed = [not np.array_equal(version, image) for version in out]
-    assert any(changed), f"{field} left every version unchanged"
-    assert field in EXPLANATIONS
+    [layer] = build_augmentation(config, seed=1).layers
+    assert type(layer).__name__ == layer_class
+    for key, expected in settings.items():
+        got = layer.get_config()[key]
+        assert np.allclose(got, expected) if not isinstance(expected, str) else got == expected, (key, got)
+
+    out = preview(ramps, config, n=8, seed=1)
+    assert out.shape == (8, 32, 32, 3) and out.dtype == np.uint8
+    assert any(not np.array_equal(version, ramps) for version in out), f"{field} left every version unchanged"
+    red_moved, green_moved = _moved(out, ramps, 0), _moved(out, ramps, 1)
+    if field == "horizontal_flip":
+        assert all(np.array_equal(v, ramps) or np.array_equal(v, ramps[:, ::-1]) for v in out)
+    elif field == "vertical_flip":
+        assert all(np.array_equal(v, ramps) or np.array_equal(v, ramps[::-1]) for v in out)
+    elif field == "width_shift":  # along the rows: the red ramp (constant along a row) stays, the green one slides
+        assert green_moved and not red_moved
+    elif field == "height_shift":
+        assert red_moved and not green_moved
+    elif field in ("rotation", "shear", "zoom"):
+        assert red_moved and green_moved
+    else:  # brightness and contrast change values in place: an affine map of each channel, no pixel moves
+        for version in out:
+            for channel in range(3):
+                kept = (version[..., channel] > 0) & (version[..., channel] < 255)
+                x, y = ramps[..., channel][kept].astype(float), version[..., channel][kept].astype(float)
+                scale, offset = np.polyfit(x, y, 1)
+                assert np.abs(scale * x + offset - y).max() <= 1.0  # rounding, and nothing else
+                if field == "brightness":
+                    assert scale == pytest.approx(1.0, abs=0.01)
+
+
+def test_every_field_has_an_explanation():
+    for field in WIRING:
+        assert field in EXPLANATIONS
 
 
 def test_preview_is_reproducible_with_a_seed(image):

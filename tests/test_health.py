@@ -320,11 +320,16 @@ def test_blank_images_are_alike_only_at_the_same_level():
     assert imagehash.correlation(thumbs, np.array([[0, 1], [0, 2]])).tolist() == [1.0, 0.0]
 
 
-def test_thresholds_agree_with_training():
-    from core import training
-    from core.health.findings import IMBALANCE_RATIO
+@pytest.mark.parametrize("big", [29, 30, 31, 45])  # 20 small: ratios 1.45, 1.5 (the threshold), 1.55, 2.25
+def test_the_health_check_flags_imbalance_exactly_where_training_weighs_the_classes(tmp_path, big):
+    from core.config import IMBALANCE_RATIO
+    from core.train.training import class_weights
 
-    assert IMBALANCE_RATIO == training.IMBALANCE_RATIO
+    add_pictures(tmp_path / "photos" / "big", range(big), size=(72, 64))
+    report = check_dataset(add_pictures(tmp_path / "photos" / "small", range(100, 120), size=(72, 64)).parent)
+    flagged = any(f.kind == "class_imbalance" for f in report.findings)
+    weighed = class_weights(np.repeat([0, 1], [big, 20]), 2, "auto") is not None
+    assert flagged == weighed == (big / 20 > IMBALANCE_RATIO)
 
 
 def test_finding_defaults():

@@ -108,7 +108,7 @@ def test_a_preparing_run_reports_its_stage_with_an_eta(tmp_path):
 
 
 def test_the_stage_reporter_marks_when_each_stage_starts(tmp_path):
-    from core.trainer import StageReporter
+    from core.train.trainer import StageReporter
 
     store = RunStore(tmp_path)
     store.create("r", {"config": {}})
@@ -143,17 +143,24 @@ def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
         {"stage": "evaluating on the test split", "phase": 1, "epoch": 4},
     ]
     metrics: list[dict] = []
-    seen = []
+    seen, cells = [], []
     store.set_status("r", state="running", split={"train": 700, "val": 150, "test": 150})
     for number, fields in enumerate(steps):
         epochs_finished = {6: 0, 7: 2, 8: 4}.get(number, 0)
         metrics = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in range(1, epochs_finished + 1)]
         store.set_status("r", **fields)
-        seen.append(progress(store.get("r"), metrics).fraction)
+        state = progress(store.get("r"), metrics)
+        seen.append(state.fraction)
+        cells.append(state.short_text)
     assert seen == sorted(seen) and seen[0] < 0.05 and seen[-1] > 0.95, seen
     assert 0.3 < seen[4] < 0.8  # half of the first augmented view: the extraction is most of the run
-    table = progress(store.get("r"), metrics)
-    assert table.short_text in ("evaluating on the test split", "")
+    # what the runs table's progress cell says at each step (the stage's own share while preparing)
+    assert cells[0] == "decoding images 50%"
+    assert cells[2] == "extracting features 30%" and cells[4] == "extracting features 50%"
+    assert cells[7] == "epoch 3/4"
+    assert cells[-1] == "evaluating on the test split"
+    store.set_status("r", state="done")
+    assert progress(store.get("r"), metrics).short_text == ""  # a finished run's cell is left empty
 
 
 def test_a_stop_request_shows_as_stopping_at_once(tmp_path):

@@ -199,11 +199,11 @@ class Checks:
             return
         largest, smallest = int(present.max()), int(present.min())
         ratio = largest / smallest
-        if ratio < IMBALANCE_RATIO:
+        if ratio <= IMBALANCE_RATIO:  # as training's "auto" class weights: on above the ratio, not at it
             return
         big = index.classes[int(np.argmax(counts))]
         little = index.classes[int(np.argmin(np.where(counts > 0, counts, np.iinfo(counts.dtype).max)))]
-        low = [i for i, c in enumerate(counts) if c > 0 and largest / c >= IMBALANCE_RATIO]
+        low = [i for i, c in enumerate(counts) if c > 0 and largest / c > IMBALANCE_RATIO]
         severity = "warning" if ratio >= STRONG_IMBALANCE else "info"
         self.add(
             "class_imbalance",

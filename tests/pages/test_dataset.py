@@ -8,8 +8,9 @@ import shutil
 import time
 import zipfile
 
+from core.dataset_tasks import STATUS_FILE, tasks_dir
 from core.fileio import write_json_atomic
-from core.tasks import STATUS_FILE, tasks_dir
+from core.health.check import saved_report
 from tests.conftest import make_image_dataset
 from tests.pages.conftest import table_with, texts
 
@@ -162,11 +163,19 @@ def test_health_results_come_back_after_a_reload_and_samples_mix_classes(app, wo
     at.session_state["dataset_tab"] = "Health check"
     at.run()
     at.button(key="dataset_health_go").click().run()
-    assert "Problems:" in "\n".join(f"{m.label}:" for m in at.metric)
-    reloaded = app("dataset")  # a new session: the report of this exact content is read back
+    checked = {m.label: m.value for m in at.metric if m.label in ("Problems", "Warnings", "Notes", "Checked in")}
+    saved = saved_report(workspace["dataset"], workspace["data"] / ".cache")
+    assert saved is not None, "the check stored its report"
+    counts = saved.counts()
+    assert (checked["Problems"], checked["Warnings"], checked["Notes"]) == tuple(
+        str(counts[s]) for s in ("error", "warning", "info")
+    )
+    assert counts["warning"] >= 1  # 56 photos under 64 px: a real finding, not an empty report
+    reloaded = app("dataset")  # a new session: the report of this exact content is read back, not checked again
     reloaded.session_state["dataset_tab"] = "Health check"
     reloaded.run()
-    assert any(m.label == "Problems" for m in reloaded.metric), "the last report is shown without a new check"
+    shown = {m.label: m.value for m in reloaded.metric if m.label in checked}
+    assert shown == checked, "the last report is shown without a new check"
 
     samples = app("dataset")
     samples.session_state["dataset_tab"] = "Samples"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
 from core.evaluation import Evaluation
 from tests.pages.conftest import table_with, texts
@@ -72,13 +73,41 @@ def test_the_matrix_opens_on_the_worst_pair_and_a_click_selects_a_whole_cell(app
     assert in_gallery == names  # those very photos, each with its file name
 
 
-def test_counts_to_row_share_and_hiding_the_diagonal(app):
+def _matrix_cells(at) -> dict[tuple[str, str], tuple]:
+    """(true, predicted) -> (colour value, label text) of every cell the matrix draws."""
+    chart = next(el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind))
+    frame = convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
+    return {
+        (t, p): (v, label)
+        for t, p, v, label in zip(frame["true"], frame["predicted"], frame["value"], frame["label"], strict=True)
+    }
+
+
+def test_counts_to_row_share_and_hiding_the_diagonal(app, workspace):
+    evaluation = Evaluation.load(workspace["store"].run_dir(workspace["run_id"]))
+    counts = evaluation.confusion_matrix()
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     at = app("evaluate")
     at.segmented_control(key="evaluate_view").set_value("row %").run()
     spec = _matrix_spec(at)
     assert spec["layer"][0]["encoding"]["color"]["title"] == "share of row"
+    names = _matrix_classes(at)
+    index = [evaluation.classes.index(n) for n in names]
+    cells = _matrix_cells(at)
+    for r, true_name in zip(index, names, strict=True):
+        for c, predicted_name in zip(index, names, strict=True):
+            assert cells[(true_name, predicted_name)][0] == pytest.approx(shares[r, c])
+    diagonal_before = {n: cells[(n, n)] for n in names}
+    assert any(value > 0 for value, _ in diagonal_before.values())
+
     at.toggle(key="evaluate_hide_diag").set_value(True).run()
     assert not at.exception
+    hidden = _matrix_cells(at)
+    for name in names:  # the diagonal has no colour and no number: the mistakes get the whole scale
+        value, label = hidden[(name, name)]
+        assert (value is None or np.isnan(value)) and label == ""
+    off = [(t, p) for t in names for p in names if t != p]
+    assert all(hidden[cell] == cells[cell] for cell in off)
 
 
 @pytest.fixture
@@ -153,7 +182,6 @@ def test_top_losses_tab(app, workspace):
 
 
 def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
-    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
     from core.confusion import submatrix
 

@@ -8,7 +8,8 @@ import time
 import numpy as np
 
 from core.serving.log import LogRecord, PredictionLog
-from tests.pages.conftest import texts
+from tests.conftest import copy_run
+from tests.pages.conftest import table_with, texts
 
 
 def test_empty_log_says_how_to_fill_it(app, tmp_path):
@@ -18,7 +19,7 @@ def test_empty_log_says_how_to_fill_it(app, tmp_path):
 
 def test_the_log_fills_the_page_and_a_high_ood_rate_raises_a_banner(app, workspace, tmp_path):
     models = tmp_path / "models"
-    shutil.copytree(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
     rng = np.random.default_rng(0)
     classes = ["blue", "crimson", "green", "red"]
     records = []
@@ -49,3 +50,65 @@ def test_the_log_fills_the_page_and_a_high_ood_rate_raises_a_banner(app, workspa
     assert "**out-of-distribution rate: 0.5**" in shown
     assert "Latency p50" in shown
     assert "**Biased**" in shown
+
+
+def _logged(models, run_id: str, classes: list[str], labels, features) -> None:
+    log = PredictionLog.of_store(models)
+    now = time.time()
+    log.record(
+        [
+            LogRecord(
+                model="production",
+                run_id=run_id,
+                source="api",
+                label=classes[label],
+                top_k=[(classes[label], 0.8)],
+                max_probability=0.8,
+                entropy=0.5,
+                ood_score=0.0,
+                ood_flag=False,
+                latency_ms=30.0,
+                image_sha256=f"{i:064x}",
+                time=now - 30 * (len(labels) - i),
+                features=features[i],
+            )
+            for i, label in enumerate(labels)
+        ]
+    )
+
+
+def test_drift_alarms_show_against_the_runs_reference_and_stay_quiet_without_drift(app, workspace, tmp_path):
+    """The run's real reference (fitted from its split): the class mix and the inputs drift, then they do not."""
+    from core.runs import RunStore
+    from core.serving.reference import ensure_reference
+
+    quiet_models, drifting_models = tmp_path / "quiet", tmp_path / "drifting"
+    for models in (quiet_models, drifting_models):
+        copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    run = RunStore(quiet_models).get(workspace["run_id"])
+    reference = ensure_reference(run, workspace["data"])
+    shutil.copy(run.directory / "ood.json", drifting_models / run.run_id)
+    shutil.copy(run.directory / "ood.npz", drifting_models / run.run_id)
+    rng = np.random.default_rng(3)
+    baseline = reference.val_projection
+    counts = np.asarray(reference.train_counts)
+    mix = counts / counts.sum()
+    n = 120
+    # quiet: classes in the training mix, inputs like the validation photos (resampled with a little noise)
+    quiet_features = baseline[rng.integers(0, len(baseline), n)] + rng.normal(0, 0.01, (n, baseline.shape[1]))
+    _logged(quiet_models, run.run_id, run.classes, rng.choice(len(run.classes), n, p=mix), quiet_features)
+    # drifting: one class for almost everything, inputs far from the validation photos
+    drifting_features = quiet_features + 5 * baseline.std(axis=0)
+    _logged(drifting_models, run.run_id, run.classes, np.zeros(n, dtype=int), drifting_features)
+
+    at = app("monitor", models_dir=drifting_models)
+    alarms = [e.value for e in at.error]
+    assert any(a.startswith("**class mix (chi-square p):") for a in alarms), alarms
+    assert any(a.startswith("**input drift (domain classifier AUC):") for a in alarms), alarms
+    assert "no reference yet" not in texts(at)
+
+    at = app("monitor", models_dir=quiet_models)
+    assert not [e.value for e in at.error if "drift" in e.value or "class mix" in e.value]
+    table = table_with(at, "test", "value", "alarm").set_index("test")
+    assert table.loc["class mix (chi-square p)", "value"] > 0.05
+    assert table.loc["input drift (domain classifier AUC)", "value"] <= 0.55

@@ -3,35 +3,41 @@ a running one with its models and how far their out-of-distribution flag holds."
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from core.processes import RunState
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
-from tests.pages.conftest import texts
+from tests.conftest import copy_run
+from tests.pages.conftest import table_with, texts
 
 
 def copy_store(workspace, tmp_path):
     models = tmp_path / "models"
-    shutil.copytree(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
     return models
 
 
 def test_start_form_aliases_and_exports(app, workspace, tmp_path):
     models = copy_store(workspace, tmp_path)
     at = app("serve", models_dir=models)
-    shown = texts(at)
-    assert "Open Inference Protocol" in shown
     assert any(b.label == "Start server" for b in at.button)
-    at.text_input(key="serve_alias_name").set_value("production")
+    assert at.multiselect(key="serve_models").value == [workspace["run_id"]]  # no alias yet: the run itself
+    assert "No alias yet." in texts(at)
+    at.text_input(key="serve_alias_name").set_value("staging")
     next(b for b in at.button if b.label == "Point alias").click().run()
     assert not at.exception
-    assert AliasStore(models).get("production") == workspace["run_id"]
-    assert "**production** now points at run" in texts(at)
+    assert AliasStore(models).get("staging") == workspace["run_id"]
+    assert f"**staging** now points at run {workspace['run_id']}" in texts(at)
+    at.run()
+    aliases = table_with(at, "alias", "run", "previous")
+    assert aliases["alias"].tolist() == ["staging"] and workspace["run_id"][:6] in aliases["run"].iloc[0]
+    assert at.multiselect(key="serve_models").options[0] == "alias staging"  # an alias is offered first
     assert at.selectbox(key="serve_export_format").value == "onnx"
     assert "No export of this run yet." in texts(at)
-    assert "corrected photo(s) kept" in texts(at)
+    # the feedback section counts this run's dataset's corrected photos (none) and offers no retrain without them
+    assert "0 corrected photo(s) kept for **colours** (0 train, 0 val; never test)." in texts(at)
+    assert next(b for b in at.button if b.label == "Retrain with feedback").disabled
 
 
 def test_a_server_whose_process_died_is_shown_failed(app, workspace, tmp_path):
@@ -43,7 +49,8 @@ def test_a_server_whose_process_died_is_shown_failed(app, workspace, tmp_path):
         ServerStatus(state=RunState.RUNNING, pid=999_999, queued_at=time.time() - 100, url="http://127.0.0.1:8599")
     )
     at = app("serve", models_dir=models)
-    assert "The last server failed" in texts(at)
+    failed = [e.value for e in at.error if e.value.startswith("The last server failed")]
+    assert failed and "(pid 999999) ended without finishing" in failed[0] and "Traceback: boom" in failed[0]
     assert any(b.label == "Start server" for b in at.button)
 
 
@@ -66,6 +73,7 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
             pid_start=process_start_time(os.getpid()),
             url="http://127.0.0.1:8599",
             ready=True,
+            names=["production"],
             models=[
                 {
                     "name": "production",
@@ -85,3 +93,12 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     shown = texts(at)
     assert "Serving at **http://127.0.0.1:8599**" in shown
     assert f"**production**, 'looks like no class it knows': {summary}" in shown
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Requests"], metrics["Images"], metrics["Requests / s (10 s)"]) == ("14", "14", "1.4")
+    served = table_with(at, "name", "run", "mean batch")
+    row = served.to_dict("records")[0]
+    assert (row["name"], row["run"], row["mean batch"], row["batches"]) == ("production", workspace["run_id"], 3.5, 4)
+    snippets = [c.value for c in at.code]
+    assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert any('client.infer("production", [photo])' in c for c in snippets)
+    assert not any("Authorization" in c for c in snippets)  # the server runs without a key
