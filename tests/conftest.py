@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Plumbing tests build the tiny test backbone (core.backbones), ResNet-50's contract at a fraction of its
-# cost; the processes they start inherit it. Tests about the network itself ask for the `resnet50` fixture.
-os.environ["FLORA_TEST_BACKBONE"] = "tiny"
+# cost; the processes they start inherit it. Tests about the network itself ask for the `resnet50` fixture
+# (an empty value: no test backbone, so ResNet-50, also in a process that imports this file again).
+os.environ.setdefault("FLORA_TEST_BACKBONE", "tiny")
 
 import numpy as np
 import pytest
@@ -71,12 +75,33 @@ def require_flowers() -> Path:
     return FLOWERS
 
 
+@pytest.fixture(autouse=True)
+def _a_python_process_means_slow(request, monkeypatch):
+    """A test that starts Flora in another Python process (a CLI call, a background run or task, a server
+    process, an import check) is an end-to-end test: it must be marked slow, so `make test-fast`
+    (-m "not slow and not browser") stays a quick inner loop. The job layer's own tests start bare
+    `python -c "print(...)"` processes; those are allowed anywhere."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("browser"):
+        return
+    real_init = subprocess.Popen.__init__
+    node = request.node.nodeid
+
+    def checked_init(self, args, *rest, **kwargs):
+        words = [str(a) for a in args] if isinstance(args, list | tuple) else str(args).split()
+        python = words and (words[0] == sys.executable or Path(words[0]).name.startswith("python"))
+        if python and any(w == "core" or w.startswith("core.") or "import core" in w or "tests." in w for w in words):
+            raise AssertionError(f"{node} starts Flora in a Python process ({args!r:.120}): mark it @pytest.mark.slow")
+        real_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked_init)
+
+
 @pytest.fixture
 def resnet50(monkeypatch) -> str:
     """The real ResNet-50 for this test (and the processes it starts): where the network is the subject."""
     from core.backbones import RESNET50, TEST_BACKBONE_ENV
 
-    monkeypatch.delenv(TEST_BACKBONE_ENV, raising=False)
+    monkeypatch.setenv(TEST_BACKBONE_ENV, "")
     return RESNET50
 
 
@@ -93,26 +118,54 @@ def flowers_subset(tmp_path_factory) -> Path:
     return link_subset(source, tmp_path_factory.mktemp("flowers") / "flowers-subset", per_class=40)
 
 
+# The one trained run every test that only reads a run shares (tests/ and tests/pages/): 4 classes where
+# "red" and "crimson" share a colour, so the model confuses them and the matrix has mistakes to click.
+TRAINED_CLASSES = {"blue": 14, "crimson": 14, "green": 14, "red": 14}
+TRAINED_COLORS = [(40, 60, 220), (220, 40, 40), (40, 190, 40), (220, 40, 40)]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """One finished run on generated images at 32 px (weights none), shared by read-only tests.
+    """One finished run at 32 px (the tiny test backbone, weights none) on data/colours, shared read-only.
 
-    Returns a dict with store, run_id, dataset, data_root.
+    Returns a dict with store, run_id, dataset, data_root, models_root, config. A test that changes a run
+    copies it first (`copy_run`).
     """
-    from core import jobs
     from core.config import TrainConfig
     from core.runs import RunStore
+    from core.train import jobs
 
     base = tmp_path_factory.mktemp("trained")
-    dataset = make_image_dataset(base / "colours", {"red": 14, "green": 14, "blue": 14, "yellow": 14}, seed=3)
-    store = RunStore(base / "models")
-    config = TrainConfig(image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=1)
+    data_root, models_root = base / "data", base / "models"
+    dataset = make_image_dataset(data_root / "colours", TRAINED_CLASSES, seed=4, colors=TRAINED_COLORS)
+    store = RunStore(models_root)
+    config = TrainConfig(
+        image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
+    )
     submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, base / "data", console=False, ingest_workers=1)
+    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
     return {
         "store": store,
         "run_id": submission.run_id,
         "dataset": dataset,
-        "data_root": base / "data",
+        "data_root": data_root,
+        "models_root": models_root,
         "config": config,
     }
+
+
+def _copy_file(source: str, target: str) -> str:
+    """model.keras is hard-linked (Flora never writes into one: a new model replaces it by rename); the rest copied."""
+    if Path(source).name == "model.keras":
+        try:
+            os.link(source, target)
+            return target
+        except OSError:
+            pass  # another file system: copy it
+    return shutil.copy2(source, target)
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    """A run folder (or a whole run store) copied for a test that changes it, its model hard-linked."""
+    shutil.copytree(source, target, copy_function=_copy_file)
+    return target

@@ -10,75 +10,51 @@ import json
 import pytest
 
 from core import cli
-from core.bench import format_report
+from core.bench import ITEMS, format_report
 from core.bench.common import Row, rate_row, time_row
 from tests.conftest import require_flowers
 
-EXPECTED_ROWS = {
-    "train.cached_cold",
-    "train.cached_reuse",
-    "ingest.photos128",
-    "ingest.large128",
-    "ingest.large224",
-    "gpu.full_finetune",
-    "gpu.real_batches",
-    "gpu.frozen_backbone",
-    "gpu.head_on_features",
-    "gpu.extraction",
-    "inference.p50",
-    "inference.p95",
-    "inference.batch",
-    "memory.peak_rss",
-    "serve.batched_vs_bare",
-    "serve.batched_vs_off",
-    "serve.p50",
-    "serve.p95",
-    "serve.p99",
-    "sweep.vs_plain_runs",
-    "sweep.vs_one_run",
+# The figures each item reports. The suite runs a subset end to end (SUBSET, on ResNet-50 at the tiny scale);
+# the whole bench stays a command: `python -m core bench --tiny` checks them all in a few minutes.
+ROWS_BY_ITEM = {
+    "train": {"train.cached_cold", "train.cached_reuse"},
+    "ingest": {"ingest.photos128", "ingest.large128", "ingest.large224"},
+    "gpu": {"gpu.full_finetune", "gpu.real_batches", "gpu.frozen_backbone", "gpu.head_on_features", "gpu.extraction"},
+    "inference": {"inference.p50", "inference.p95", "inference.batch"},
+    "memory": {"memory.peak_rss"},
+    "ui": {"ui.server_cpu_run", "ui.server_cpu_quiet"},
+    "serve": {"serve.batched_vs_bare", "serve.batched_vs_off", "serve.p50", "serve.p95", "serve.p99"},
+    "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
 }
+SUBSET = ("ingest", "inference")  # a figure judged against a target, a rate and a time, for a few seconds each
+
+
+def test_every_item_says_which_figures_it_reports():
+    assert set(ROWS_BY_ITEM) == set(ITEMS)
 
 
 @pytest.mark.slow
 def test_bench_json_reports_every_figure_with_baseline_and_ratio(tmp_path, capsys):
     dataset = require_flowers()
     output = tmp_path / "bench.json"
-    args = ["--tiny", "--json", "--dataset", str(dataset), "--workdir", str(tmp_path / "w"), "--output", str(output)]
-    code = cli.main(["bench", *args])
+    args = ["--tiny", "--json", "--only", ",".join(SUBSET), "--dataset", str(dataset)]
+    code = cli.main(["bench", *args, "--workdir", str(tmp_path / "w"), "--output", str(output)])
     printed = json.loads(capsys.readouterr().out)
     assert code == 0, printed
     assert printed == json.loads(output.read_text())
     meta = printed["meta"]
     assert meta["scale"] == "tiny" and meta["cores"] >= 1 and meta["device"] and meta["versions"]["keras"]
     rows = {row["key"]: row for row in printed["rows"]}
-    ui_rows = {key for key in rows if key.startswith("ui.")}
-    assert set(rows) - ui_rows == EXPECTED_ROWS
-    # the UI item measures the app server in absolute CPU seconds (its baseline, the old code, is in
-    # docs/PERFORMANCE.md); where Chromium is missing it says so instead of a figure
-    assert ui_rows in ({"ui.server_cpu_run", "ui.server_cpu_quiet"}, {"ui.server_cpu"})
-    for key in ui_rows - {"ui.server_cpu"}:
-        assert rows[key]["ours"] is not None and rows[key]["ours"] > 0, key
+    assert set(rows) == set().union(*(ROWS_BY_ITEM[item] for item in SUBSET))
     for key, row in rows.items():
-        if key in ui_rows:
-            continue
         assert row["ours"] is not None and row["ours"] > 0, key
         assert row["baseline"] is not None and row["baseline"] > 0, key
         assert row["baseline_label"], key
         assert row["ratio"] is not None and row["ratio"] > 0, key
         assert row["unit"] and row["figure"] and row["notes"], key
-    # every target is stated, and judged where this machine can judge it
-    for key in ("train.cached_cold", "train.cached_reuse", "ingest.photos128", "memory.peak_rss", "sweep.vs_one_run"):
-        assert rows[key]["target"] and isinstance(rows[key]["met"], bool), key
-    assert rows["gpu.full_finetune"]["target"].startswith(">= 3,000 img/s")
-    # the memory figure comes from a real training process over the whole generated dataset
-    assert rows["memory.peak_rss"]["extra"]["state"] == "done"
-    assert rows["memory.peak_rss"]["extra"]["images"] == 60
-    # the reuse runs really reused the cache
-    assert "no feature was recomputed" in rows["train.cached_reuse"]["notes"]
-    # the sweep's baseline says how many plain runs were timed, and that the rest is extrapolated
-    sweep = rows["sweep.vs_plain_runs"]
-    assert sweep["extra"]["trials"] == 3 and sweep["extra"]["plain_runs_timed"] == 1
-    assert "EXTRAPOLATED to 3 runs" in sweep["notes"] and sweep["target"] == ">= 20x"
+    # a stated target is judged where this machine can judge it
+    assert rows["ingest.photos128"]["target"] and isinstance(rows["ingest.photos128"]["met"], bool)
+    assert meta["backbone"] == "ResNet-50"  # the bench measures ResNet-50 even under the test suite's tiny backbone
 
 
 def test_ratios_point_the_same_way_for_times_and_rates():

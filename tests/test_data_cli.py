@@ -185,6 +185,7 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_stage_otherwise():
     assert "downloading" in terminal.getvalue() and "50.0k" in terminal.getvalue()
 
 
+@pytest.mark.slow
 def test_end_to_end_in_a_subprocess(tmp_path):
     """stdout carries only the result; progress goes to stderr; the exit status says how it went."""
     env = {**os.environ, "FLORA_DATA_DIR": str(tmp_path / "data")}

@@ -49,6 +49,7 @@ def test_describe_matches_the_backend():
     assert info.backend == keras.backend.backend() and info.count >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_core_runs_on_jax_without_tensorflow_installed(tmp_path):
     """Train and predict on JAX in a fresh process where importing TensorFlow fails, as on a JAX-only GPU box."""
@@ -62,7 +63,7 @@ class NoTensorFlow:
 sys.meta_path.insert(0, NoTensorFlow())
 from pathlib import Path
 from tests.conftest import make_image_dataset
-from core import jobs
+from core.train import jobs
 from core.config import AUGMENT_PRESETS, TrainConfig
 from core.runs import RunStore
 from core.inference import Predictor

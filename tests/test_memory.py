@@ -22,7 +22,7 @@ _READ_ALL = """
 import json, sys
 import numpy as np
 from core.ingest import load_cache
-from core.batches import ImageBatches
+from core.train.batches import ImageBatches
 
 def rss():  # resident now (the high-water mark would still hold the framework's start-up peak)
     with open("/proc/self/status") as f:
@@ -47,6 +47,7 @@ print(json.dumps({"batched": growth, "mapped": rss() - start, "rows": rows}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.backend_agnostic
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
 def test_reading_the_whole_cache_in_batches_keeps_rss_far_below_its_size(tmp_path):

@@ -3,20 +3,19 @@ than the test split's photos; both detectors are measured and the better one is 
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from core.runs import RunStore
 from core.serving.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
 from core.serving.reference import Reference, compute_reference, ensure_reference
+from tests.conftest import copy_run
 
 
 @pytest.fixture(scope="module")
 def run_copy(trained_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("ood") / "models"
-    shutil.copytree(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
     return RunStore(root).get(trained_run["run_id"]), trained_run["data_root"]
 
 

@@ -3,7 +3,6 @@ and the same work as a background job."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -13,6 +12,7 @@ from core import run_tasks
 from core.analysis import RunAnalysis
 from core.processes import RunState
 from core.runs import RunStore
+from tests.conftest import copy_run
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def old_run(trained_run, tmp_path):
     """A copy of the trained run in a store of its own, its analysis.npz deleted (as a run from before)."""
     store = RunStore(tmp_path / "models")
     source = trained_run["store"].run_dir(trained_run["run_id"])
-    shutil.copytree(source, store.run_dir(trained_run["run_id"]))
+    copy_run(source, store.run_dir(trained_run["run_id"]))
     original = RunAnalysis.load(source)
     store.run_dir(trained_run["run_id"]).joinpath("analysis.npz").unlink()
     return store, store.get(trained_run["run_id"]), original, tmp_path / "data"
@@ -67,6 +67,7 @@ def test_label_issues_of_a_run_score_every_image(old_run):
     assert all(issue.given != issue.suggested for issue in review.issues)
 
 
+@pytest.mark.slow
 def test_the_analysis_as_a_background_job(old_run):
     store, run, _, data_root = old_run
     status = run_tasks.launch(run, "analysis", data_root)

@@ -1,14 +1,15 @@
-"""The model server with real clients on 127.0.0.1: the three protocols, bad inputs, auth, batching,
-the log under load, and an alias moved under load."""
+"""The model server: one real uvicorn server on 127.0.0.1 for real clients (the three protocols, batching, the log
+under load, an alias moved under load, disconnects), and its error paths (bad inputs, the size limit, the API key,
+a full queue) in-process through an ASGI transport, on the same models."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import contextlib
 import io
 import json
-import shutil
 import struct
 import time
 
@@ -20,9 +21,11 @@ from PIL import Image
 from core.imaging import load_for_model
 from core.runs import RunStore
 from core.serving.aliases import AliasStore
+from core.serving.app import create_app
 from core.serving.log import PredictionLog
-from core.serving.registry import BatchOptions
+from core.serving.registry import BatchOptions, ModelRegistry
 from core.serving.server import BackgroundServer
+from tests.conftest import copy_run
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +33,38 @@ def served(trained_run, tmp_path_factory):
     """A store of its own holding a copy of the trained run, aliased 'production', and a running server."""
     root = tmp_path_factory.mktemp("serving") / "models"
     source = trained_run["store"].run_dir(trained_run["run_id"])
-    shutil.copytree(source, root / trained_run["run_id"])
+    copy_run(source, root / trained_run["run_id"])
     store = RunStore(root)
     AliasStore(root).set("production", trained_run["run_id"])
     data_root = tmp_path_factory.mktemp("serving-data")
     with BackgroundServer(store, ["production"], BatchOptions(max_batch=16, max_wait_ms=5), data_root) as server:
         yield {"server": server, "store": store, "run_id": trained_run["run_id"], "dataset": trained_run["dataset"]}
+
+
+class InProcess:
+    """A client of the server's ASGI app in this process (httpx's ASGI transport, no socket)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://flora.test", timeout=60) as http:
+                return await http.request(method, path, **kwargs)
+
+        return asyncio.run(send())
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+
+def in_process(served, **app_options) -> InProcess:
+    """The server's app with other options, in this process: the same service and loaded models."""
+    return InProcess(create_app(served["server"].service, **app_options))
 
 
 def photos(dataset, n=4):
@@ -51,7 +80,7 @@ def test_health_and_metadata(served):
     assert meta["name"] == "production"
     assert {i["name"] for i in meta["inputs"]} == {"image", "pixels"}
     assert {"probabilities", "label"} <= {o["name"] for o in meta["outputs"]}
-    assert meta["parameters"]["classes"] == ["blue", "green", "red", "yellow"]
+    assert meta["parameters"]["classes"] == ["blue", "crimson", "green", "red"]
     assert httpx.get(f"{url}/v2/models/{served['run_id'][:6]}/ready").json()["ready"]
     assert httpx.get(f"{url}/v1/models/production").json()["model_version_status"][0]["state"] == "AVAILABLE"
     assert httpx.get(f"{url}/openapi.json").status_code == 200
@@ -73,7 +102,7 @@ def test_tritonclient_with_default_settings(served):
     assert probabilities.shape == (3, 4) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert [label.decode() for label in labels] == [
-        ["blue", "green", "red", "yellow"][i] for i in probabilities.argmax(axis=1)
+        ["blue", "crimson", "green", "red"][i] for i in probabilities.argmax(axis=1)
     ]
     # pixels input, any size: resized as a decoded photo is, so the answer is the same
     pixels = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
@@ -174,33 +203,33 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
 def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(served, case):
-    url = served["server"].url
     kind, payload, status, words = BAD_INPUTS[case]
+    http = in_process(served)
     if kind == "rest":
-        response = httpx.post(f"{url}/predict", files={"file": ("upload.jpg", payload)})
+        response = http.post("/predict", files={"file": ("upload.jpg", payload)})
     elif kind == "rest-empty":
-        response = httpx.post(f"{url}/predict", data={"top_k": "2"})
+        response = http.post("/predict", data={"top_k": "2"})
     elif kind == "v2":
-        response = httpx.post(f"{url}/v2/models/production/infer", content=payload)
+        response = http.post("/v2/models/production/infer", content=payload)
     elif kind == "v2json":
-        response = httpx.post(f"{url}/v2/models/production/infer", json=payload)
+        response = http.post("/v2/models/production/infer", json=payload)
     elif kind == "tf":
-        response = httpx.post(f"{url}/v1/models/production:predict", json=payload)
+        response = http.post("/v1/models/production:predict", json=payload)
     else:
-        response = httpx.post(f"{url}/v2/models/nope/infer", json={"inputs": []})
+        response = http.post("/v2/models/nope/infer", json={"inputs": []})
     assert response.status_code == status, response.text
     assert words in response.json()["error"]
     good = photos(served["dataset"], 1)[0].read_bytes()
-    assert httpx.post(f"{url}/predict", files={"file": ("ok.png", good)}).status_code == 200
+    assert http.post("/predict", files={"file": ("ok.png", good)}).status_code == 200
 
 
-def test_a_payload_over_the_limit_is_refused(served, trained_run):
-    store = served["store"]
-    with BackgroundServer(store, ["production"], max_bytes=10_000, log_predictions=False) as small:
-        big = b"x" * 20_000
-        response = httpx.post(f"{small.url}/predict", files={"file": ("big.jpg", big)})
-        assert response.status_code == 413 and "limit" in response.json()["error"]
-        assert httpx.get(f"{small.url}/v2/health/ready").status_code == 200
+def test_a_payload_over_the_limit_is_refused(served):
+    small = in_process(served, max_bytes=10_000)
+    response = small.post("/predict", files={"file": ("big.jpg", b"x" * 20_000)})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    assert small.get("/v2/health/ready").status_code == 200
+    good = photos(served["dataset"], 1)[0].read_bytes()
+    assert small.post("/predict", files={"file": ("ok.png", good)}).status_code == 200
 
 
 def _load(url: str, body: bytes, requests: int, clients: int, path: str = "/predict") -> list[dict]:
@@ -239,7 +268,7 @@ def test_load_32_clients_2000_requests_no_errors_no_lost_log_rows(served):
 def test_moving_the_alias_under_load_drops_no_request(served):
     store, old = served["store"], served["run_id"]
     new = "feed0000beef"
-    shutil.copytree(store.run_dir(old), store.run_dir(new))
+    copy_run(store.run_dir(old), store.run_dir(new))
     server = served["server"]
     body = photos(served["dataset"], 1)[0].read_bytes()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -257,31 +286,39 @@ def test_moving_the_alias_under_load_drops_no_request(served):
 
 
 def test_a_full_queue_answers_503_with_retry_after(served):
-    store = served["store"]
-    options = BatchOptions(max_batch=1, max_wait_ms=0, max_queue=1)
-    with BackgroundServer(store, [served["run_id"]], options, log_predictions=False) as tight:
-        body = photos(served["dataset"], 1)[0].read_bytes()
-        results = []
+    """48 requests at once on models that take one at a time and queue one: the rest are told to come back."""
+    from core.serving.service import Service
 
-        def one(_):
-            response = httpx.post(f"{tight.url}/predict", files={"file": ("p.png", body)}, timeout=60)
-            return response.status_code, response.headers.get("retry-after")
+    registry = ModelRegistry(served["store"], [served["run_id"]], BatchOptions(max_batch=1, max_wait_ms=0, max_queue=1))
+    registry.start()
+    app = create_app(Service(registry, None))
+    body = photos(served["dataset"], 1)[0].read_bytes()
 
-        with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            results = list(pool.map(one, range(48)))
-        statuses = [s for s, _ in results]
-        assert 503 in statuses and 200 in statuses
-        assert all(retry == "1" for s, retry in results if s == 503)
+    async def all_at_once() -> list[tuple[int, str | None]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://flora.test", timeout=60) as http:
+            responses = await asyncio.gather(
+                *(http.post("/predict", files={"file": ("p.png", body)}) for _ in range(48))
+            )
+        return [(r.status_code, r.headers.get("retry-after")) for r in responses]
+
+    try:
+        results = asyncio.run(all_at_once())
+    finally:
+        registry.close()
+    statuses = [s for s, _ in results]
+    assert 503 in statuses and 200 in statuses
+    assert all(retry == "1" for s, retry in results if s == 503)
 
 
 def test_api_key_guards_everything_but_health(served):
-    with BackgroundServer(served["store"], ["production"], api_key="s3cret", log_predictions=False) as guarded:
-        assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200
-        assert httpx.get(f"{guarded.url}/v2/models/production").status_code == 401
-        ok = httpx.get(f"{guarded.url}/v2/models/production", headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200
-        wrong = httpx.get(f"{guarded.url}/v2/models/production", headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+    guarded = in_process(served, api_key="s3cret")
+    assert guarded.get("/v2/health/ready").status_code == 200
+    assert guarded.get("/v2/models/production").status_code == 401
+    ok = guarded.get("/v2/models/production", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    wrong = guarded.get("/v2/models/production", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
 
 
 def test_binary_tensor_extension_by_hand(served):
@@ -314,7 +351,7 @@ def test_feedback_over_the_api_updates_the_log_and_keeps_the_photo(served, tmp_p
     photo = photos(served["dataset"], 1)[0].read_bytes()
     answer = httpx.post(f"{server.url}/predict", files={"file": ("p.png", photo)}).json()["results"][0]
     sha = answer["image_sha256"]
-    kept = httpx.post(f"{server.url}/v1/feedback", files={"file": ("p.png", photo)}, data={"label": "yellow"}).json()
+    kept = httpx.post(f"{server.url}/v1/feedback", files={"file": ("p.png", photo)}, data={"label": "crimson"}).json()
     assert kept["log_rows_updated"] >= 1 and kept["photo_kept"]["split"] in ("train", "val")
     by_sha = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "green"}).json()
     assert by_sha["log_rows_updated"] >= 1 and by_sha["photo_kept"] is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 
@@ -13,6 +12,7 @@ from core.processes import RunState
 from core.runs import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.job import launch_server, server_status, stop_server
+from tests.conftest import copy_run
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def wait_for(condition, seconds: float):
 
 def test_start_use_and_stop_the_background_server(trained_run, tmp_path):
     store = RunStore(tmp_path / "models")
-    shutil.copytree(trained_run["store"].run_dir(trained_run["run_id"]), store.run_dir(trained_run["run_id"]))
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), store.run_dir(trained_run["run_id"]))
     AliasStore(store.root).set("production", trained_run["run_id"])
     port = free_port()
     status = launch_server(store.root, trained_run["data_root"], ["production"], port=port, max_batch=8)

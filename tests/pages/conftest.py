@@ -7,37 +7,23 @@ from streamlit.testing.v1 import AppTest
 
 from core.workspace import state_file
 from pages.ui.navigation import page_file
-from tests.conftest import PROJECT_ROOT, make_image_dataset
+from tests.conftest import PROJECT_ROOT, TRAINED_CLASSES
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
-# "red" and "crimson" share a colour, so the model must confuse them: the matrix has mistakes to click.
-CLASSES = {"blue": 14, "crimson": 14, "green": 14, "red": 14}
-CLASS_COLORS = [(40, 60, 220), (220, 40, 40), (40, 190, 40), (220, 40, 40)]
+CLASSES = TRAINED_CLASSES
 
 
 @pytest.fixture(scope="session")
-def workspace(tmp_path_factory):
-    """data/colours (4 classes, 56 images) and models/ with one finished run at 32 px."""
-    from core import jobs
-    from core.config import TrainConfig
-    from core.runs import RunStore
-
-    base = tmp_path_factory.mktemp("workspace")
-    data_root, models_root = base / "data", base / "models"
-    dataset = make_image_dataset(data_root / "colours", CLASSES, seed=4, colors=CLASS_COLORS)
-    store = RunStore(models_root)
-    config = TrainConfig(
-        image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
-    )
-    submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+def workspace(trained_run):
+    """The shared trained run seen as the app's workspace: data/colours (4 classes, 56 images) and models/ with
+    that one finished run at 32 px."""
     return {
-        "data": data_root,
-        "models": models_root,
-        "dataset": dataset,
-        "run_id": submission.run_id,
-        "store": store,
-        "config": config,
+        "data": trained_run["data_root"],
+        "models": trained_run["models_root"],
+        "dataset": trained_run["dataset"],
+        "run_id": trained_run["run_id"],
+        "store": trained_run["store"],
+        "config": trained_run["config"],
     }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from pages.ui.navigation import PAGES
 from tests.conftest import PROJECT_ROOT
 
@@ -32,6 +34,7 @@ def test_the_ui_uses_no_private_streamlit_api():
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_no_page_loads_keras_when_it_is_imported():
     """Pages call core; what they import at their top must not pull in Keras (a blank page for seconds).
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
 
@@ -134,12 +135,11 @@ def test_new_run_from_a_runs_settings_prefills_the_form(app, workspace):
 
 
 def test_delete_a_finished_run(app, workspace, tmp_path):
-    import shutil
 
     from core.runs import RunStore
 
     copy = tmp_path / "models"
-    shutil.copytree(workspace["models"], copy)
+    copy_run(workspace["models"], copy)
     at = app("train", models_dir=copy)
     at.button(key=f"train_delete_{workspace['run_id']}").click().run()
     assert not RunStore(copy).exists(workspace["run_id"])
@@ -148,13 +148,12 @@ def test_delete_a_finished_run(app, workspace, tmp_path):
 
 def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, tmp_path):
     import os
-    import shutil
 
     from core.processes import process_start_time
     from core.runs import RunStore
 
     copy = tmp_path / "models"
-    shutil.copytree(workspace["models"], copy)
+    copy_run(workspace["models"], copy)
     store = RunStore(copy)
     store.create("preparing001", store.get(workspace["run_id"]).config)
     store.set_status(
@@ -196,12 +195,11 @@ def test_the_form_remembers_the_settings_last_launched_on_a_dataset(app, workspa
 
 
 def test_a_run_can_be_named_and_its_command_copied(app, workspace, tmp_path):
-    import shutil
 
     from core.runs import RunStore
 
     copy = tmp_path / "models"
-    shutil.copytree(workspace["models"], copy)
+    copy_run(workspace["models"], copy)
     at = app("train", models_dir=copy)
     run_id = workspace["run_id"]
     command = next(code.value for code in at.code if code.value.startswith("python -m core train"))
