@@ -186,12 +186,21 @@ def colorize(values: np.ndarray, signed: bool) -> np.ndarray:
 
 
 def overlay(photo: np.ndarray, heatmap: np.ndarray, signed: bool = False, alpha: float = 0.6) -> np.ndarray:
-    """The photo with the heatmap painted over it: opaque where the map is strong, clear where it is 0."""
+    """The photo with the heatmap painted over it.
+
+    A class map tints the whole photo, dark where the area counted least and bright where it counted
+    most, so it reads on any photo (a warm tint alone vanished on yellow flowers); a map with nothing
+    in it leaves the photo as it is. A contrast map is opaque where it is strong and clear at 0 (its
+    sign is its colour).
+    """
     photo = np.asarray(photo, dtype=np.float64)
     size = photo.shape[0]
     values = upsample(heatmap, size) if heatmap.shape[0] != size else np.asarray(heatmap, dtype=np.float32)
+    if not signed and not np.any(values > 0):
+        return np.clip(photo, 0, 255).astype(np.uint8)
     colour = colorize(values, signed).astype(np.float64)
-    strength = (alpha * np.clip(np.abs(values), 0, 1))[..., None]
+    # a contrast: as strong as the map; a class map: the same tint everywhere, its colour says how much
+    strength = (alpha * np.clip(np.abs(values), 0, 1))[..., None] if signed else np.full((*values.shape, 1), alpha)
     return np.clip(photo * (1 - strength) + colour * strength, 0, 255).astype(np.uint8)
 
 
@@ -214,6 +223,11 @@ class Heatmap:
     def values(self) -> np.ndarray:
         """The display map: [0, 1] for a class, [-1, 1] for a contrast."""
         return normalise(self.cam, self.signed)
+
+    @property
+    def empty(self) -> bool:
+        """True when no area of the photo raised the score (a class map with no positive cell)."""
+        return not np.any(self.values)
 
 
 def split_classifier(classifier, layer: str | None = None):

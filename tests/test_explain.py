@@ -227,8 +227,10 @@ def test_a_coarse_class_map_is_drawn_over_its_own_range_in_blocks():
     assert len(np.unique(fine)) > 64  # from 4 cells a side up, smoothly
     photo = np.full((64, 64, 3), 120, dtype=np.uint8)
     painted = overlay(photo, values).astype(int)
-    assert (painted[:32, :32] == 120).all()  # the cell that counted least stays clear
-    assert np.abs(painted[:32, 32:] - 120).max() > 60  # the one that counted most is plainly painted
+    # dark where the area counted least, bright where it counted most: readable on any photo
+    assert painted[:32, :32].mean() < 60 and painted[:32, 32:].mean() > 180
+    assert painted[32:, :32].mean() < painted[32:, 32:].mean() < painted[:32, 32:].mean()
+    assert (overlay(photo, np.zeros((2, 2), np.float32)) == photo).all()  # nothing argued for it: the photo
     signed = normalise(np.array([[2.0, -1.0], [0.0, 1.0]]), signed=True)
     assert signed.tolist() == [[1.0, -0.5], [0.0, 0.5]]  # a contrast keeps its zero
 

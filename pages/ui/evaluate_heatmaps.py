@@ -37,7 +37,7 @@ def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name
     true, predicted = model.class_index(true_name), model.class_index(predicted_name)
     maps = model.explain(image, [Target(predicted), Target(true), Target(true, predicted)], layer=layer)
     shown = [_display(image)] + [_display(overlay(image, m.values, signed=m.signed)) for m in maps]
-    return shown, maps[2].score
+    return shown, maps[2].score, [m.empty for m in maps[:2]]
 
 
 def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: str) -> None:
@@ -65,7 +65,7 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
         model_key = run_models.key_of(run)
         layer = gradcam.layer_picker(run_models.explainer(model_key), key=f"{key}_layer")
         try:
-            images, score = overlays(model_key, os.fspath(full), true_name, predicted_name, layer)
+            images, score, empty = overlays(model_key, os.fspath(full), true_name, predicted_name, layer)
         except ImageError as e:
             st.warning(f"{Path(path).name} could not be read: {e}", icon=":material/broken_image:")
             return
@@ -73,10 +73,11 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             st.warning(f"The heatmaps could not be computed: {e}", icon=":material/warning:")
             return
         cols = st.columns(4)
+        nothing = " (no area raised it)"
         captions = [
             "the photo",
-            f"predicted: {predicted_name}",
-            f"true: {true_name}",
+            f"predicted: {predicted_name}" + (nothing if empty[0] else ""),
+            f"true: {true_name}" + (nothing if empty[1] else ""),
             f"{true_name} rather than {predicted_name}",
         ]
         for col, image, caption in zip(cols, images, captions, strict=True):
@@ -85,6 +86,6 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             f"The last map is the contrast: the {true_name} logit minus the {predicted_name} logit "
             f"({score:+.2f} on this photo). **Red** areas argued for {true_name}, **blue** areas for "
             f"{predicted_name}: the blue parts are what tipped the model into its mistake. The two maps before it "
-            "show where the model found evidence for each class on its own (brighter = stronger; a clear map: "
-            "nothing in the photo argued for that class)."
+            "show where the model found evidence for each class on its own (bright: counted most, dark: least; a "
+            "photo left as it is: no area raised that class's score)."
         )

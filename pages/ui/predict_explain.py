@@ -46,8 +46,8 @@ def shown_top(answer, classes: list[str], raw: bool) -> list[tuple[str, float]]:
 @st.cache_data(show_spinner="Computing where it looked…", max_entries=64)
 def overlays(
     key: run_models.ModelKey, data: bytes, labels: tuple[str, ...], layer: str
-) -> list[tuple[np.ndarray, float]]:
-    """(overlay image, explained logit) per class in `labels` for one photo."""
+) -> list[tuple[np.ndarray, float, bool]]:
+    """(overlay image, explained logit, whether no area raised it) per class in `labels` for one photo."""
     from PIL import Image
 
     from core.explain import Target, overlay, upsample
@@ -57,7 +57,7 @@ def overlays(
     heatmaps = model.explain(image, [Target(model.class_index(label)) for label in labels], layer=layer)
     size = max(OVERLAY_SIZE, image.shape[0])
     photo = np.asarray(Image.fromarray(image.astype(np.uint8)).resize((size, size), Image.BILINEAR))
-    return [(overlay(photo, upsample(h.values, size), signed=False), h.score) for h in heatmaps]
+    return [(overlay(photo, upsample(h.values, size), signed=False), h.score, h.empty) for h in heatmaps]
 
 
 def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
@@ -71,7 +71,7 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
         from core.imaging import ImageError
 
         model_key = run_models.key_of(run)
-        st.caption("Grad-CAM: warm colours mark the regions that raised each class's score most.")
+        st.caption("Grad-CAM: which areas of the photo raised each class's score.")
         layer = gradcam.layer_picker(run_models.explainer(model_key), key=f"predict_looked_layer_{key}")
         try:
             images = overlays(model_key, data, tuple(labels), layer)
@@ -79,5 +79,7 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
             st.error(f"No heatmap for this photo: {e}")
             return
         columns = st.columns(len(images))
-        for column, label, (picture, score) in zip(columns, labels, images, strict=True):
-            column.image(picture, caption=f"{label} (logit {score:.2f})", width="stretch")
+        for column, label, (picture, score, empty) in zip(columns, labels, images, strict=True):
+            note = ": no area of the photo raised it" if empty else ""
+            column.image(picture, caption=f"{label} (logit {score:.2f}){note}", width="stretch")
+        st.caption("Bright areas raised the class's score most, dark ones least.")
