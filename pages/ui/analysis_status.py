@@ -46,7 +46,7 @@ def offer(run, key: str, needed_for: str) -> bool:
         return False
     st.info(
         f"Run {run.run_id[:6]} is from before Flora stored each validation and test photo's logits and features, "
-        f"which {needed_for} are drawn from. Compute them once: the run's model looks at those photos again in "
+        f"needed for {needed_for}. Compute them once: the run's model looks at those photos again in "
         "the background (seconds at 64 px, a minute or two for a thousand photos at 224 px). Nothing about the "
         "run itself changes.",
         icon=":material/analytics:",

@@ -86,6 +86,6 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             f"The last map is the contrast: the {true_name} logit minus the {predicted_name} logit "
             f"({score:+.2f} on this photo). **Red** areas argued for {true_name}, **blue** areas for "
             f"{predicted_name}: the blue parts are what tipped the model into its mistake. The two maps before it "
-            "show where the model found evidence for each class on its own (bright: counted most, dark: least; a "
-            "photo left as it is: no area raised that class's score)."
+            "show where the model found evidence for each class on its own (bright: counted most, dark: least, each "
+            "map on its own scale; a photo left as it is: no area raised that class's score)."
         )

@@ -82,4 +82,7 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
         for column, label, (picture, score, empty) in zip(columns, labels, images, strict=True):
             note = ": no area of the photo raised it" if empty else ""
             column.image(picture, caption=f"{label} (logit {score:.2f}){note}", width="stretch")
-        st.caption("Bright areas raised the class's score most, dark ones least.")
+        st.caption(
+            "Bright areas raised the class's score most, dark ones least. Each map is on its own scale: bright "
+            "means 'counted most for this class', not a fixed amount, so compare places within a map, not across."
+        )
