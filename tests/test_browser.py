@@ -122,6 +122,7 @@ def test_home_train_evaluate_predict_in_a_browser(server):
         expect(page.get_by_text("No runs yet")).to_be_visible()
         shot("2-train-empty")
         env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}
+        env["FLORA_TEST_BACKBONE"] = ""  # the run a user would train: the real ResNet-50
         command = [sys.executable, "-m", "core", "train", str(server["data"] / "flowers"), "--image-size", "64",
                    "--weights", "none", "--epochs", "40", "--patience", "0", "--no-feature-cache"]  # fmt: skip
         launched = time.time()
