@@ -24,6 +24,7 @@ from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
 from core.config import TrainConfig
 from core.processes import RunState
+from core.sweeps.results import most_accurate
 from core.train_options import OPTIONS, add_train_flags, train_command
 
 log = logging.getLogger("flora")
@@ -253,10 +254,17 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     best = result["best"]
     if best:
         print(
-            f"best: trial {best['number']}, validation accuracy {best['val_accuracy']:.4f}, "
-            f"loss {best['val_loss']:.4f}",
+            f"best (lowest validation loss): trial {best['number']}, loss {best['val_loss']:.4f}, "
+            f"validation accuracy {best['val_accuracy']:.4f}",
             file=sys.stderr,
         )
+        top = most_accurate(result["trials"])
+        if top and top["number"] != best["number"]:
+            print(
+                f"highest validation accuracy: trial {top['number']}, {top['val_accuracy']:.4f} "
+                f"(loss {top['val_loss']:.4f})",
+                file=sys.stderr,
+            )
         print(f"  {best['command']}", file=sys.stderr)
     if result["importance"]:
         ordered = sorted(result["importance"].items(), key=lambda item: -item[1])

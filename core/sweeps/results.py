@@ -89,6 +89,12 @@ def study_snapshot(study: optuna.Study, fixed: TrainConfig, importance: dict[str
     return {"trials": rows, "best": best, "importance": importance, "updated_at": time.time()}
 
 
+def most_accurate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The complete trial with the highest validation accuracy (the best trial is chosen by loss, not by this)."""
+    complete = [r for r in rows if r["state"] == "complete" and r.get("val_accuracy") is not None]
+    return max(complete, key=lambda r: (r["val_accuracy"], -r["number"])) if complete else None
+
+
 def param_importance(study: optuna.Study) -> dict[str, float]:
     """Optuna's importance of each searched setting for the validation loss (empty until it can be told)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -65,7 +65,7 @@ def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
                     hovertemplate="%{text}: %{y:.3f}<extra></extra>",
                 )
     figure.update_layout(
-        title="Best validation accuracy so far",
+        title="Highest validation accuracy so far (the best trial is chosen by loss)",
         xaxis_title="minutes since the first trial",
         yaxis={"range": [0, 1.02], "title": "validation accuracy"},
         legend={"orientation": "h", "y": -0.3},

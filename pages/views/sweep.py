@@ -10,6 +10,7 @@ from core.monitor import format_duration
 from core.processes import RunState
 from core.runs import RunNotFound
 from core.sweeps import Sweep
+from core.sweeps.results import most_accurate
 from core.train_options import describe_config
 from pages.ui import common, sweep_charts, sweep_form, teaching
 from pages.ui.navigation import page_file
@@ -166,10 +167,28 @@ def results(sweep: Sweep, snapshot: dict) -> None:
     status, rows = sweep.status, snapshot.get("trials", [])
     names = list(sweep.spec.get("space", {}))
     best = snapshot.get("best")
-    cols = st.columns(4)
-    cols[0].metric("Best validation accuracy", f"{best['val_accuracy']:.3f}" if best else "-")
-    cols[1].metric("Its validation loss", f"{best['val_loss']:.4f}" if best else "-")
-    cols[2].metric(  # the pruned count beneath: "20 (13 pruned)" was cut off in a quarter of the page
+    top = most_accurate(rows)
+    cols = st.columns(5)
+    cols[0].metric(
+        "Best trial's validation loss",
+        f"{best['val_loss']:.4f}" if best else "-",
+        delta=f"trial {best['number']}" if best else None,
+        delta_color="off",
+        delta_arrow="off",
+        help="The best trial is the one with the lowest validation loss: what the sweep minimises, and what "
+        "'Train the best as a run' trains.",
+    )
+    cols[1].metric("Its validation accuracy", f"{best['val_accuracy']:.3f}" if best else "-")
+    cols[2].metric(
+        "Highest validation accuracy",
+        f"{top['val_accuracy']:.3f}" if top else "-",
+        delta=f"trial {top['number']}" if top else None,
+        delta_color="off",
+        delta_arrow="off",
+        help="Of any complete trial. It can be another trial than the best: a trial can get more photos right "
+        "while being surer of its mistakes (a higher loss).",
+    )
+    cols[3].metric(  # the pruned count beneath: "20 (13 pruned)" was cut off in a quarter of the page
         "Trials finished",
         status.trials_done or 0,
         delta=f"{status.trials_pruned or 0} pruned",
@@ -177,7 +196,13 @@ def results(sweep: Sweep, snapshot: dict) -> None:
         delta_arrow="off",
     )
     features = status.features_seconds
-    cols[3].metric("Features (once)", format_duration(features) if features else "-")
+    cols[4].metric("Features (once)", format_duration(features) if features else "-")
+    if best and top and top["number"] != best["number"]:
+        st.caption(
+            f"'Best' means the lowest validation loss: trial {best['number']} ({best['val_accuracy']:.3f} accuracy). "
+            f"Trial {top['number']} got more validation photos right ({top['val_accuracy']:.3f}) with a higher loss "
+            f"({top['val_loss']:.4f}): it is surer of its mistakes, which generalises worse as a rule."
+        )
     if not rows:
         st.caption("The trials appear here as they finish (after the features are extracted).")
         return

@@ -62,16 +62,40 @@ def test_a_finished_sweep_shows_its_trials_charts_and_best(app, finished_sweep):
     assert table["trial"].tolist() == [0, 1, 2]
     assert set(table["state"]) <= {"complete", "✂ pruned"}
     shown = texts(at)
-    assert "Best validation accuracy" in shown and "Trials finished: 3" in shown
+    assert "Best trial's validation loss" in shown and "Trials finished: 3" in shown
     finished = next(m for m in at.metric if m.label == "Trials finished")
     assert finished.delta == "0 pruned"
     assert "Best so far: trial" in shown
     charts = [chart.proto.spec for chart in at.get("plotly_chart")]
-    assert any("Best validation accuracy so far" in spec for spec in charts)
+    assert any("Highest validation accuracy so far" in spec for spec in charts)
     assert any("parcoords" in spec for spec in charts)
     assert any("Which settings mattered most" in spec for spec in charts)
     assert not at.button(key=f"sweep_promote_{sweep_id}").disabled
     assert "python -m core sweep" in "\n".join(code.value for code in at.code)
+
+
+def test_the_headline_says_what_best_means_when_a_more_accurate_trial_lost_on_loss(app, finished_sweep, tmp_path):
+    """The best trial (lowest loss) and the most accurate one differ: both figures, and what 'best' means."""
+    import json
+    import shutil
+
+    models, sweep_id = finished_sweep
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy)
+    trials = copy / ".sweeps" / sweep_id / "trials.json"
+    snapshot = json.loads(trials.read_text())
+    best = snapshot["best"]["number"]
+    other = next(r for r in snapshot["trials"] if r["number"] != best and r["state"] == "complete")
+    snapshot["best"]["val_accuracy"], other["val_accuracy"] = 0.563, 0.620
+    for row in snapshot["trials"]:
+        row["val_accuracy"] = {best: 0.563, other["number"]: 0.620}.get(row["number"], 0.5)
+    trials.write_text(json.dumps(snapshot))
+    at = app("sweep", models_dir=copy)
+    metrics = {m.label: (m.value, m.delta) for m in at.metric}
+    assert metrics["Its validation accuracy"][0] == "0.563"
+    assert metrics["Highest validation accuracy"] == ("0.620", f"trial {other['number']}")
+    assert metrics["Best trial's validation loss"][1] == f"trial {best}"
+    assert f"'Best' means the lowest validation loss: trial {best} (0.563 accuracy)" in texts(at)
 
 
 @pytest.mark.slow
