@@ -21,6 +21,8 @@ from core.fileio import read_json
 from core.imaging import is_image_name
 
 SPLITS = ("train", "val", "test")
+# Below this many test photos an accuracy moves by a point or more per photo: the split says so.
+SMALL_TEST_SPLIT = 100
 _SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -257,7 +259,24 @@ def split_indices(
                 f"too few images to make a {name} split: every class has fewer than 3 readable "
                 f"images. Add images, or bring your own split (DATA/train, DATA/val, DATA/test)."
             )
+    if len(split.test) < SMALL_TEST_SPLIT:
+        split.notes.append(small_test_note(len(split.test)))
     return split
+
+
+def accuracy_margin(n: int, accuracy: float = 0.5) -> float:
+    """Half the width of a 95% interval of an accuracy measured on `n` photos (normal approximation)."""
+    return 1.96 * float(np.sqrt(max(accuracy * (1 - accuracy), 0.25 / max(n, 1)) / max(n, 1)))
+
+
+def small_test_note(n: int, accuracy: float | None = None) -> str:
+    """'small test split: 37 photos: ...', what such a split can and cannot tell."""
+    margin = accuracy_margin(n, 0.5 if accuracy is None else accuracy)
+    return (
+        f"small test split: {n} photos, so one photo is {100 / max(n, 1):.1f} points of accuracy and a test accuracy "
+        f"is known to about ±{100 * margin:.0f} points (95%); differences between runs smaller than that may be "
+        f"chance. More test photos (a larger test fraction, or more photos) give a firmer figure."
+    )
 
 
 def _carve(

@@ -217,7 +217,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         "Photos are resized to this square. 224 is ResNet-50's native size; smaller is much faster.",
         SELECT_SLIDER,
         HEAD,
-        choices=(32, 64, 96, 128, 160, 192, 224, 256),
+        choices=(32, 48, 64, 96, 128, 160, 192, 224, 256),
         parse=int,
         short=lambda v: f"{v} px",
     ),

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.datasets import DatasetError, list_datasets, resolve_dataset_path, scan_dataset, split_indices
+from core.datasets import (
+    SMALL_TEST_SPLIT,
+    DatasetError,
+    list_datasets,
+    resolve_dataset_path,
+    scan_dataset,
+    small_test_note,
+    split_indices,
+)
 from tests.conftest import make_image_dataset
 
 
@@ -118,7 +126,19 @@ def test_split_is_stratified_seeded_and_disjoint():
     counts = split.counts_by_class(labels, classes)
     assert counts["a"] == {"train": 28, "val": 6, "test": 6}
     assert counts["d"] == {"train": 70, "val": 15, "test": 15}
-    assert split.source == "random" and split.notes == []
+    assert split.source == "random" and split.notes == [small_test_note(len(split.test))]
+
+
+@pytest.mark.parametrize(("per_class", "small"), [(20, True), (200, False)])
+def test_a_small_test_split_says_what_its_accuracy_can_tell(per_class, small):
+    labels = np.repeat(np.arange(4), per_class)
+    split = split_indices(labels, ["a", "b", "c", "d"], seed=0)
+    notes = [n for n in split.notes if n.startswith("small test split")]
+    assert bool(notes) == small == (len(split.test) < SMALL_TEST_SPLIT)
+    if small:
+        assert f"{len(split.test)} photos" in notes[0] and "±" in notes[0]
+    assert small_test_note(37).startswith("small test split: 37 photos, so one photo is 2.7 points")
+    assert "±16 points" in small_test_note(37)  # 1.96 * sqrt(0.25 / 37)
 
 
 def test_tiny_classes_go_to_train_with_a_note():

@@ -140,6 +140,7 @@ with classes_tab:
         color_discrete_map={"": "#b8336a", "small": "#e8a33d"},
         height=380 if len(frame) <= 30 else 520,
     )
+    figure.update_traces(hovertemplate="%{x}: %{y} images<extra></extra>")  # not plotly's "note=" line
     figure.update_layout(
         showlegend=ratio > IMBALANCE_RATIO, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text=""
     )

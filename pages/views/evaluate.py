@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.evaluation import Evaluation
 from core.runs import RunState
 from pages.ui import analysis_status, common, evaluate_calibration, evaluate_confusion, evaluate_heatmaps, teaching
@@ -71,6 +72,10 @@ if top_k:
 rest[0].metric("Macro F1", f"{summary_averages['macro']['f1']:.3f}", help="F1 averaged over classes, each class equal.")
 rest[1].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help="F1 averaged over classes by support.")
 rest[2].metric("Test images", len(evaluation.labels))
+if len(evaluation.labels) < SMALL_TEST_SPLIT:
+    st.warning(
+        small_test_note(len(evaluation.labels), evaluation.accuracy()).capitalize(), icon=":material/straighten:"
+    )
 if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 common.random_start_notice(run)

@@ -24,6 +24,10 @@ def test_classes_samples_sizes_and_split(app):
     at = app("dataset")
     shown = texts(at)
     assert "Classes: 4" in shown and "Images: 56" in shown and "Balanced enough" in shown
+    counts = json.loads(
+        next(c for c in at.get("plotly_chart") if c.proto.id and "dataset_counts" in c.proto.id).proto.spec
+    )
+    assert all(trace["hovertemplate"] == "%{x}: %{y} images<extra></extra>" for trace in counts["data"])
 
     _tab(at, "Samples")
     captions = [c for image in at.get("image") for c in image.captions]

@@ -41,6 +41,8 @@ def test_metrics_and_per_class_table(app, workspace):
     assert f"Test images: {len(evaluation.labels)}" in shown
     assert "Top-2 accuracy" in shown  # 4 classes
     assert "started from random weights" in shown  # the prepared run used weights none
+    test_images = len(Evaluation.load(workspace["store"].run_dir(workspace["run_id"])).labels)
+    assert any(w.value.startswith(f"Small test split: {test_images} photos") for w in at.warning)
     table = table_with(at, "class", "precision", "recall", "f1")
     assert sorted(table["class"]) == ["blue", "crimson", "green", "red"]
     assert table["f1"].tolist() == sorted(table["f1"].tolist())  # worst first

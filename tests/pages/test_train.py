@@ -44,6 +44,7 @@ def test_new_run_form_explains_the_plan_and_validates(app):
 
 def _fill_tiny(at, epochs: int):
     at.radio(key="train_weights_kind").set_value("none")
+    assert 48 in at.select_slider(key="train_image_size").options  # the CLI takes 48 px: so does the form
     at.select_slider(key="train_image_size").set_value(32)
     at.select_slider(key="train_batch_size").set_value(16)
     at.number_input(key="train_epochs").set_value(epochs)
