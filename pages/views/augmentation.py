@@ -74,6 +74,20 @@ def current_config() -> AugmentConfig:
     return AugmentConfig(**values)
 
 
+SAVED = "augment_saved"  # what the last Save did: ("saved", name) or ("error", message)
+
+
+def save_current() -> None:
+    """Save the controls as a preset (a callback), and name it in the preset box at once."""
+    try:
+        saved = save_preset(common.data_root(), st.session_state.get("augment_save_name", ""), current_config())
+    except ConfigError as e:
+        st.session_state[SAVED] = ("error", str(e))
+        return
+    st.session_state["augment_preset"] = saved  # the box says the preset these settings now are, not "custom"
+    st.session_state[SAVED] = ("saved", saved)
+
+
 datasets = common.datasets()
 choices = {d["path"]: common.dataset_label(d) for d in datasets}
 current = common.current_dataset()
@@ -156,15 +170,13 @@ with preview_col:
         with grid:
             st.image(version, caption=f"version {i}", width="stretch")
     with st.container(border=True):
-        name = st.text_input(
-            "Save these settings as a preset", placeholder="e.g. gentle flips", key="augment_save_name"
-        )
-        if st.button("Save preset", icon=":material/save:", key="augment_save"):
-            try:
-                saved = save_preset(common.data_root(), name, config)
-                st.success(f"Saved preset **{saved}**: choose it under Augmentation on the Train page.")
-            except ConfigError as e:
-                st.error(str(e))
+        st.text_input("Save these settings as a preset", placeholder="e.g. gentle flips", key="augment_save_name")
+        st.button("Save preset", icon=":material/save:", key="augment_save", on_click=save_current)
+        outcome, text = st.session_state.pop(SAVED, (None, ""))
+        if outcome == "saved":
+            st.success(f"Saved preset **{text}**: choose it under Augmentation on the Train page.")
+        elif outcome == "error":
+            st.error(text)
 
 with st.expander("What each transform does", icon=":material/school:"):
     for name, text in EXPLANATIONS.items():

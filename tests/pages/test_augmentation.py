@@ -45,6 +45,7 @@ def test_save_a_preset_for_the_train_page(app, workspace):
     at.text_input(key="augment_save_name").set_value("gentle flips")
     at.button(key="augment_save").click().run()
     assert "Saved preset **gentle flips**" in texts(at)
+    assert at.selectbox(key="augment_preset").value == "gentle flips"  # the box names it, not "custom"
     assert saved_presets(workspace["data"])["gentle flips"] == AUGMENT_PRESETS["light"]
     train = app("train")
     train.session_state["train_tab"] = "New run"
