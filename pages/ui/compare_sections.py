@@ -121,8 +121,11 @@ def disagreements_section(results, runs, names: dict[str, str]) -> None:
                 if frame.empty:
                     st.caption("None.")
                     continue
-                items = [
-                    (root / row.path, f"{row.true} · {a}: {row.a_predicted} · {b}: {row.b_predicted}")
+                items = [  # the file name under the predictions, as the Evaluate page's galleries
+                    (
+                        root / row.path,
+                        f"{row.true} · {a}: {row.a_predicted} · {b}: {row.b_predicted}\n{Path(row.path).name}",
+                    )
                     for row in frame.head(PHOTOS).itertuples()
                 ]
                 common.gallery(items, size=120)

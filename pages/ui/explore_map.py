@@ -170,6 +170,8 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
             "longer for more) and kept with the run. "
             "The PCA map is shown meanwhile."
         )
+        if run_tasks.task_status(run, "tsne") is None:  # asked for and never tried: start it, no button to find
+            run_tasks.launch(run, "tsne", common.data_root())
         task_panel(run, "tsne", "Compute the t-SNE map", key="explore_tsne")
         method = "PCA"
     key = "tsne" if method == "t-SNE" else "pca"

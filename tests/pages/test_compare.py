@@ -4,6 +4,7 @@ says it, incomparable runs refused with the reason, ?runs= preselection, runs wi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,14 @@ def test_two_runs_compared_with_core_verdict_and_preselected_from_the_url(app, w
     assert f"only {first[:6]} gets right: {pair['mcnemar']['b']}" in shown
     assert f"only {SECOND[:6]} gets right: {pair['mcnemar']['c']}" in shown
     assert any(t.label.startswith(f"{first[:6]} right, {SECOND[:6]} wrong ({pair['mcnemar']['b']})") for t in at.tabs)
+    from core.compare import disagreements
+
+    results = [load_result(store.get(first)), load_result(store.get(SECOND))]
+    compare(results)  # aligns the second run's rows on the first's
+    photos = disagreements(*results)
+    named = {c.split("\n")[-1] for image in at.get("image") for c in image.captions if "\n" in c}
+    first_tab = photos["a_only"]["path"].head(12)
+    assert first_tab.size and {Path(p).name for p in first_tab} <= named  # each photo is named
     settings = next(f.value for f in at.dataframe if "setting" in f.value.columns)
     assert list(settings["setting"]) == ["Seed"]
     per_class = next(f.value for f in at.dataframe if "class" in f.value.columns)

@@ -33,8 +33,9 @@ def test_calibration_numbers_are_cores(app, workspace):
     brier = table.loc["Brier score"]
     assert (brier["before"], brier["after"]) == (f"{cal.before.brier:.3f}", f"{cal.after.brier:.3f}")
     ece_row = next(name for name in table.index if name.startswith("ECE"))
-    if cal.few_validation_images:  # the tiny run has 2-3 validation photos per class: the interval is shown
-        assert f"[{cal.before.ece_low:.3f}–{cal.before.ece_high:.3f}]" in table.loc[ece_row, "before"]
+    assert ece_row == "ECE (expected calibration error), 95 % interval"  # the bootstrap interval, always
+    assert table.loc[ece_row, "before"] == f"{cal.before.ece:.3f} [{cal.before.ece_low:.3f}–{cal.before.ece_high:.3f}]"
+    assert table.loc[ece_row, "after"] == f"{cal.after.ece:.3f} [{cal.after.ece_low:.3f}–{cal.after.ece_high:.3f}]"
     assert f"ECE {cal.before.ece:.3f} → {cal.after.ece:.3f}" in texts(at)
     assert f"T = {cal.temperature:.2f}" in texts(at)
     charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
@@ -107,3 +108,24 @@ def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, w
     cal = calibration.calibrate_run(run.directory)
     assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
     assert not [b for b in at.button if b.key == "evaluate_analysis_start"]
+
+
+def test_the_ece_interval_is_shown_with_many_validation_photos_too():
+    """The interval showed only for runs with few validation photos; a run with 300 a class had none."""
+    import numpy as np
+
+    from core.analysis import RunAnalysis, SplitArrays
+    from pages.ui.evaluate_calibration import scores_table
+
+    rng = np.random.default_rng(0)
+
+    def part(n: int) -> SplitArrays:
+        labels = rng.integers(0, 2, n)
+        logits = rng.normal(size=(n, 2)) + 3 * np.eye(2)[labels]
+        return SplitArrays(logits, np.zeros((n, 4)), labels, [f"{i}.png" for i in range(n)], np.arange(n))
+
+    cal = calibration.calibrate(RunAnalysis(["a", "b"], part(600), part(400)))
+    assert not cal.few_validation_images
+    table = scores_table(cal).set_index("measure")
+    ece = table.loc["ECE (expected calibration error), 95 % interval"]
+    assert ece["before"] == f"{cal.before.ece:.3f} [{cal.before.ece_low:.3f}–{cal.before.ece_high:.3f}]"

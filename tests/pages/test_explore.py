@@ -201,3 +201,16 @@ def test_a_failed_background_task_says_why_and_is_offered_again(app, own_run):
     at.run()
     assert "The last attempt failed: MemoryError: too big" in texts(at)
     assert at.button(key="explore_issues_start").label == "Find suspected label errors"
+
+
+def test_picking_t_sne_starts_it_in_the_background_without_a_button(app, own_run, monkeypatch):
+    store, run = own_run
+    run.path("embedding.npz").unlink(missing_ok=True)
+    launched = []
+    monkeypatch.setattr(run_tasks, "launch", lambda run, kind, data_root: launched.append((run.run_id, kind)))
+    at = app("explore", models_dir=store.root)
+    assert launched == []  # the PCA map is the default: nothing starts until t-SNE is asked for
+    at.segmented_control(key="explore_method").set_value("t-SNE").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert launched == [(run.run_id, "tsne")]
+    assert "computed once in the background" in texts(at)
