@@ -145,7 +145,7 @@ class RunProgress:
         elif self.stage:
             parts.append(self.stage)
         if self.epochs_total and not self.preparing:
-            parts.append(f"epoch {min(self.epochs_done, self.epochs_total)}/{self.epochs_total}")
+            parts.append(self.epoch_label)
         if self.eta_seconds is not None and self.state.active and not self.stopping:
             parts.append(f"about {format_duration(self.eta_seconds)} left")
         return " · ".join(parts)
@@ -160,8 +160,16 @@ class RunProgress:
         if self.preparing and self.stage:
             return f"{self.stage.split(':')[0]} {self.stage_fraction:.0%}"
         if self.epochs_total and self.epochs_done < self.epochs_total:
-            return f"epoch {self.epochs_done + 1}/{self.epochs_total}"
+            return self.epoch_label
         return self.stage or ""
+
+    @property
+    def epoch_label(self) -> str:
+        """'epoch 13/14': the epoch in progress while a run trains (the header and the runs table say the same),
+        the epochs done once it has ended."""
+        if self.state.active:
+            return f"epoch {min(self.epochs_done + 1, self.epochs_total)}/{self.epochs_total}"
+        return f"epoch {min(self.epochs_done, self.epochs_total)}/{self.epochs_total}"
 
 
 def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) -> RunProgress:
@@ -249,16 +257,33 @@ def _same_view(planned: str, reported: str) -> bool:
 
 
 def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: float) -> float | None:
-    """Remaining epochs x the mean duration of the current phase's epochs (early stopping may end it sooner)."""
-    if not run.active or not total or curves.empty:
+    """Time left: the rest of the current phase at its own pace, and a later phase at a pace scaled from it.
+
+    A phase's pace is the mean of its last epochs, or, before its first epoch ends, the time the epoch in
+    progress has taken over the share of its batches done (the first fine-tuning epoch on images is far
+    slower than the head's epochs on cached features: at their pace, it said "3 s left" for a minute).
+    Unknown (None) until a pace can be measured. Early stopping may end a phase sooner.
+    """
+    if not run.active or not total:
         return None
-    phase = curves["phase"].iloc[-1]
-    durations = curves.loc[curves["phase"] == phase, "duration"].dropna()
-    if durations.empty:
+    status, config = run.status, run.train_config
+    phase = int(status.phase or (curves["phase"].iloc[-1] if not curves.empty else 1))
+    in_phase = curves[curves["phase"] == phase] if not curves.empty else curves
+    durations = in_phase["duration"].dropna() if not in_phase.empty else pd.Series(dtype=float)
+    if not durations.empty:
+        per_epoch = float(durations.tail(3).mean())
+    elif batch_part > 0 and status.epoch_started_at:
+        per_epoch = (float(now) - float(status.epoch_started_at)) / batch_part
+    else:
         return None
-    per_epoch = float(durations.tail(3).mean())
-    remaining = max(0.0, total - len(curves) - batch_part)
-    return remaining * per_epoch
+    phase_epochs = config.epochs if phase == 1 else config.fine_tune_epochs
+    remaining = max(0.0, phase_epochs - len(in_phase) - batch_part) * per_epoch
+    if phase == 1 and config.fine_tune_epochs:  # fine-tuning follows: its epochs cost what the plan says
+        costs = {stage.name: stage.cost for stage in plan(run)}
+        head, tune = costs.get("phase 1", 0.0) / config.epochs, costs.get("phase 2", 0.0) / config.fine_tune_epochs
+        ratio = tune / head if head > 0 and tune > 0 else 1.0  # the dataset's size unknown: at least as slow
+        remaining += config.fine_tune_epochs * per_epoch * ratio
+    return remaining
 
 
 def format_duration(seconds: float) -> str:

@@ -71,7 +71,28 @@ def test_progress_and_eta_of_a_running_run(tmp_path):
     assert 0.5 < state.fraction < 1.0  # the run's whole plan: decoding and phase 1 are behind it
     assert state.eta_seconds == pytest.approx(1.5 * 30.0)  # the current phase's epoch time
     assert state.elapsed_seconds == pytest.approx(70.0)
-    assert state.text == "fine-tuning · epoch 3/5 · about 45 s left"
+    assert state.text == "fine-tuning · epoch 4/5 · about 45 s left"  # the epoch in progress, as the runs table
+
+
+def test_at_the_start_of_fine_tuning_the_eta_comes_from_the_epoch_in_progress(tmp_path):
+    """Phase 1 on cached features took 10-12 s an epoch; the first fine-tuning epoch on images is far slower.
+    Its pace comes from the batches it has done, not from phase 1's (which said '3 s left' for a minute)."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 2, "fine_tune_epochs": 3, "unfreeze_stages": 1}})
+    head_only = METRICS[:3]  # two phase-1 epochs done, none of phase 2
+    store.set_status("r", state="running", epochs_total=5, phase=2, epoch=3, batch=2, steps=10, started_at=90.0)
+    store.set_status("r", epoch_started_at=146.0)  # 14 s for 2 of 10 batches: 70 s an epoch
+    state = progress(store.get("r"), head_only, now=160.0)
+    assert state.eta_seconds == pytest.approx((3 - 0.2) * 70.0)
+    assert state.epoch_label == "epoch 3/5"
+    store.set_status("r", batch=0, epoch_started_at=159.0)
+    assert progress(store.get("r"), head_only, now=160.0).eta_seconds is None  # no pace yet: no guess
+    # still in phase 1 on cached features with fine-tuning to come: its epochs are priced by the plan's costs
+    record = {"config": {"epochs": 2, "fine_tune_epochs": 3, "unfreeze_stages": 1}, "dataset": {"images": 1000}}
+    store.create("f", record)
+    store.set_status("f", state="running", epochs_total=5, phase=1, epoch=2, batch=5, steps=10, started_at=90.0)
+    in_phase_1 = progress(store.get("f"), METRICS[:2], now=120.0).eta_seconds
+    assert in_phase_1 > (2 - 1 - 0.5) * 10.0 + 3 * 10.0 * 5  # a fine-tuning epoch costs many head epochs
 
 
 def test_progress_of_a_finished_run_and_stage_progress(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core.config import AUGMENT_PRESETS, TrainConfig
+from core.datasets import small_test_note
 from core.evaluation import Evaluation
 from core.runs import RunState, RunStore
 from core.train import jobs
@@ -32,6 +33,23 @@ def colours(tmp_path):
     return make_image_dataset(tmp_path / "colours", {"red": 10, "green": 10, "blue": 10}, seed=1)
 
 
+def test_a_stop_that_lands_as_training_ends_is_said_not_lost(tmp_path, colours, monkeypatch):
+    """Asked to stop while the run was already evaluating (training had ended on its own): it ends 'done',
+    and its status says a stop was asked for and why it had no effect."""
+    from core.train.trainer import Trainer
+
+    real = Trainer.analyse_splits
+
+    def stop_now(self):
+        self.job.store.request_stop(self.job.run_id)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "analyse_splits", stop_now)
+    _, _, status = _train(tmp_path, colours, BASE)
+    assert status.state == RunState.DONE
+    assert status.note.startswith("a stop was asked for at ") and "finished as planned" in status.note
+
+
 @pytest.mark.backend_agnostic
 def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     store, run_id, status = _train(tmp_path, colours, BASE)
@@ -43,7 +61,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     assert [m["epoch"] for m in epochs] == [1, 2] and all(m["phase"] == 1 for m in epochs)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"} <= set(epochs[0])
     assert any(m["kind"] == "batch" for m in metrics)
-    assert status.split == {"train": 18, "val": 6, "test": 6, "source": "random", "notes": []}
+    assert status.split == {"train": 18, "val": 6, "test": 6, "source": "random", "notes": [small_test_note(6)]}
     evaluation = Evaluation.load(run.directory)
     assert len(evaluation.paths) == 6 and evaluation.classes == ["blue", "green", "red"]
     assert list((tmp_path / "data" / ".cache" / "features").iterdir())

@@ -123,8 +123,16 @@ def train_run(job: TrainingJob) -> RunStatus:
     evaluation.save(job.run_dir)
     summary = evaluation.summary()
     log.info("test accuracy %.4f on %d images (best epoch %s)", summary["accuracy"], len(data.split.test), best_epoch)
+    note = None
+    asked = job.store.stop_requested_at(job.run_id)
+    if asked is not None and not stopped:  # a stop that landed as training ended by itself: say so
+        note = (
+            f"a stop was asked for at {time.strftime('%H:%M:%S', time.localtime(asked))}, as training was "
+            "ending on its own: it finished as planned (its best weights were kept and evaluated)"
+        )
     return job.store.set_status(
         job.run_id,
+        note=note,
         state=RunState.STOPPED if stopped else RunState.DONE,
         finished_at=time.time(),
         stage=None,

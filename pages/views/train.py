@@ -314,6 +314,8 @@ def result(run: Run, state: RunProgress) -> None:
     cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
     if run.state is RunState.STOPPED:
         st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
+    elif status.note:
+        st.caption(status.note[0].upper() + status.note[1:] + ".")
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",

@@ -44,7 +44,7 @@ def test_new_run_form_explains_the_plan_and_validates(app):
 
 def _fill_tiny(at, epochs: int):
     at.radio(key="train_weights_kind").set_value("none")
-    assert 48 in at.select_slider(key="train_image_size").options  # the CLI takes 48 px: so does the form
+    assert "48" in at.select_slider(key="train_image_size").options  # the CLI takes 48 px: so does the form
     at.select_slider(key="train_image_size").set_value(32)
     at.select_slider(key="train_batch_size").set_value(16)
     at.number_input(key="train_epochs").set_value(epochs)
@@ -145,6 +145,17 @@ def test_delete_a_finished_run(app, workspace, tmp_path):
     at.button(key=f"train_delete_{workspace['run_id']}").click().run()
     assert not RunStore(copy).exists(workspace["run_id"])
     assert "No runs yet" in texts(at)
+
+
+def test_a_stop_that_came_too_late_is_said_on_the_finished_run(app, workspace, tmp_path):
+    from core.runs import RunStore
+
+    copy = tmp_path / "models"
+    copy_run(workspace["models"], copy)
+    note = "a stop was asked for at 12:00:00, as training was ending on its own: it finished as planned"
+    RunStore(copy).set_status(workspace["run_id"], note=note)
+    at = app("train", models_dir=copy)
+    assert "A stop was asked for at 12:00:00, as training was ending on its own" in texts(at)
 
 
 def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, tmp_path):
