@@ -74,6 +74,21 @@ class AugmentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def orientation_caveat(self) -> str | None:
+        """What a vertical flip (or a large rotation) claims about the photos, when this config has one."""
+        if self.vertical_flip:
+            return (
+                "Vertical flip is on: it trains on photos upside down. Right for subjects with no up or down "
+                "(flowers seen from above, cells, satellite images); wrong for cats, cars, faces or text, which the "
+                "model will never be shown upside down."
+            )
+        if self.rotation > 45:
+            return (
+                f"Rotation up to {self.rotation:g} degrees: photos lie on their side. Right only if your subjects "
+                "have no up and down."
+            )
+        return None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> AugmentConfig:
         """Build from a dict, ignoring keys this version does not know (older or newer runs)."""

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.imaging import ImageError
-from pages.ui import gradcam, run_models
+from pages.ui import gradcam, run_models, teaching
 
 DISPLAY = 224  # overlays of a 32 px model are drawn at this size
 
@@ -62,6 +62,7 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             return
         path, true_name, predicted_name = mistakes[picked]
         full = dataset_root / path
+        teaching.explain("gradcam", [true_name, predicted_name])
         model_key = run_models.key_of(run)
         layer = gradcam.layer_picker(run_models.explainer(model_key), key=f"{key}_layer")
         try:

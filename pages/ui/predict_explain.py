@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.ui import gradcam, run_models
+from pages.ui import gradcam, run_models, teaching
 
 OVERLAY_SIZE = 224  # the photo is shown at least this large, whatever the run's image size
 
@@ -72,6 +72,7 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
 
         model_key = run_models.key_of(run)
         st.caption("Grad-CAM: which areas of the photo raised each class's score.")
+        teaching.explain("gradcam", list(labels))
         layer = gradcam.layer_picker(run_models.explainer(model_key), key=f"predict_looked_layer_{key}")
         try:
             images = overlays(model_key, data, tuple(labels), layer)

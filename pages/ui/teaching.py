@@ -29,8 +29,10 @@ NOTES = {
     ),
     "augmentation": (
         "**Why augmentation.** A small dataset lets a model memorise exact pixels. Random turns, shifts, zooms "
-        "and colour changes show it a slightly different photo every time, so it has to learn what the flower "
-        "looks like instead. It runs during training only: evaluation and prediction see the photo as it is."
+        "and colour changes show it a slightly different photo every time, so it has to learn what a {a} "
+        "looks like instead. It runs during training only: evaluation and prediction see the photo as it is. "
+        "Each transform claims something about your photos: a vertical flip says a {a} upside down is still a "
+        "{a}; true for flowers seen from above or cells under a microscope, false for cats, cars or text."
     ),
     "freezing": (
         "**What freezing does.** In phase 1 ResNet-50's weights are *frozen*: they do not change, and only the "
@@ -65,12 +67,12 @@ NOTES = {
     "confusion": (
         "**Reading the confusion matrix.** Each **row** is a true class: its cells count where that class's "
         "test photos ended up. The diagonal is what the model got right; a large cell off the diagonal, say "
-        "in row *rose* and column *tulip*, means roses were often taken for tulips. Click a cell to see them."
+        "in row *{a}* and column *{b}*, means {a} photos were often taken for {b}. Click a cell to see them."
     ),
     "precision_recall": (
-        "**Precision and recall.** *Precision* of tulip: of the photos the model called tulip, the share that "
-        "were tulips (how much to trust a 'tulip' answer). *Recall* of tulip: of the real tulips, the share it "
-        "found (how many it misses). F1 is their harmonic mean; macro averages treat every class equally, "
+        "**Precision and recall.** *Precision* of {a}: of the photos the model called {a}, the share that "
+        "really were {a} (how much to trust a '{a}' answer). *Recall* of {a}: of the real {a} photos, the share "
+        "it found (how many it misses). F1 is their harmonic mean; macro averages treat every class equally, "
         "weighted ones by how many test photos each class has."
     ),
     "prediction": (
@@ -88,7 +90,7 @@ NOTES = {
     ),
     "monitoring": (
         "**Why watch a deployed model.** Test accuracy was measured on photos like the training ones. Once "
-        "deployed, the model meets whatever people send: other cameras, seasons, things that are not flowers. "
+        "deployed, the model meets whatever people send: other cameras, seasons, things outside its classes. "
         "It cannot say so itself, so we compare what it is sent with what it was trained on: the mix of classes "
         "it predicts (chi-square test), how sure it is (KS test against validation), whether a simple classifier "
         "can tell new photos from validation ones by their ResNet features (AUC above 0.55 means it can), and "
@@ -96,9 +98,9 @@ NOTES = {
     ),
     "ood": (
         "**'Does not look like any class it knows.'** A classifier always spreads 100% over its classes, even for "
-        "a photo of a cat. Flora measures how far a photo's ResNet features are from every class's training "
-        "photos (or how small its logits are, the 'energy' score) and flags the 5% most unusual, as judged on "
-        "the validation photos. A flagged photo's answer deserves little trust."
+        "a photo of something it was never shown. Flora measures how far a photo's ResNet features are from "
+        "every class's training photos (or how small its logits are, the 'energy' score) and flags the 5% most "
+        "unusual, as judged on the validation photos. A flagged photo's answer deserves little trust."
     ),
     "feature_map": (
         "**What the feature map shows.** For every photo, ResNet-50 produces 2,048 numbers (its *features*): "
@@ -114,8 +116,8 @@ NOTES = {
         "mislabelled photo cannot be 'memorised' into looking right. For each class, Flora measures how sure "
         "those models typically are about the photos carrying that label; a photo is a suspect when another "
         "class clears *its* typical level and its own label does not win (the confident-learning rule, "
-        "Northcutt et al. 2021). A suspect is a question for a person: some are real look-alikes, some are "
-        "photos of two flowers, some are simply in the wrong folder."
+        "Northcutt et al. 2021). A suspect is a question for a person: some are real look-alikes, some show "
+        "two subjects, some are simply in the wrong folder."
     ),
     "calibration": (
         "**Calibration: is 90 % really 90 %?** A model's confidence is only useful if, among the photos it "
@@ -131,6 +133,40 @@ NOTES = {
         "equally good, each such photo would favour either run like a coin toss; McNemar's exact test asks how "
         "unlikely the observed split is (e.g. 31 vs 12). Comparing two accuracies with their own error bars "
         "ignores the pairing and misses real differences, or finds ones that are only noise."
+    ),
+    "gradcam": (
+        "**Reading a Grad-CAM map.** The backbone ends in a grid of cells, each seeing one region of the photo "
+        "(7×7 at 224 px, 2×2 at 64 px). Grad-CAM asks how much each cell's features raised a class's score, "
+        "and paints that over the photo: bright where the region counted most. A coarse grid can say *which "
+        "part* of the photo decided (a side, a corner), never *which detail*; train at a larger size for finer "
+        "maps. A map shows what the model used, not what is right: a {a} judged by the background behind it is "
+        "a warning, not an explanation to trust."
+    ),
+    "top_losses": (
+        "**Top losses.** The loss of a test photo is how surprised the model was by its true label: low when it "
+        "gave the true class a high probability, very high when it was *sure* of another class. The top of this "
+        "list is where to look first: confident mistakes are either a weakness of the model (two classes it "
+        "cannot tell apart) or a wrong label (a {b} photo filed under {a})."
+    ),
+    "health": (
+        "**Why check a dataset before training.** Problems in the data become problems in the model, silently: "
+        "the same photo in training and test makes the test score flatter the model (leakage); duplicates under "
+        "two classes teach it a contradiction; unreadable or tiny images waste steps; a very small class gets a "
+        "test score of one or two photos. The check finds them by hashing every photo (never comparing every "
+        "pair), so it stays fast on large datasets."
+    ),
+}
+
+# Where a run starts from random weights, some notes would be wrong: these replace them.
+RANDOM_START = {
+    "freezing": (
+        "**What freezing does, on a random start.** In phase 1 the backbone's weights are *frozen* and only the "
+        "new head learns. This run starts from **random weights**: the frozen backbone has learnt nothing, so "
+        "its 2,048 features are random mixtures of the pixels, and the head learns what it can from them "
+        "(colour, rough texture). That is why a random start scores far below ImageNet weights. Phase 2 "
+        "(fine-tuning) is where a random backbone learns features of its own, slowly, and needs many photos. "
+        "BatchNorm stays frozen there too; its statistics are a random network's, not ImageNet's, so unfreezing "
+        "them would not wreck anything learnt, but on small batches it would make training noisy."
     ),
 }
 
@@ -157,8 +193,16 @@ def toggle() -> None:
     )
 
 
-def explain(topic: str) -> None:
-    """Show the note on `topic` here, when the notes are on."""
+def note(topic: str, classes: list[str] | None = None, random_start: bool = False) -> str:
+    """The note on `topic`, in the words of this dataset (its own class names) and this run (a random start)."""
+    text = RANDOM_START[topic] if random_start and topic in RANDOM_START else NOTES[topic]
+    names = [c for c in (classes or []) if c] or ["rose", "tulip"]
+    a, b = names[0], names[1] if len(names) > 1 else names[0]
+    return text.replace("{a}", a).replace("{b}", b)
+
+
+def explain(topic: str, classes: list[str] | None = None, random_start: bool = False) -> None:
+    """Show the note on `topic` here, when the notes are on (see `note`)."""
     ensure_toggle_state()
     if st.session_state.get(TOGGLE_KEY):
-        st.info(NOTES[topic], icon=":material/school:")
+        st.info(note(topic, classes, random_start), icon=":material/school:")

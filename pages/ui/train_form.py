@@ -92,7 +92,7 @@ def render() -> tuple[str | None, TrainConfig | None]:
         weights = _draw_section(DATA)
     with phase1_col:
         st.markdown("**Phase 1** · the head learns, ResNet-50 frozen")
-        teaching.explain("freezing")
+        teaching.explain("freezing", random_start=weights == "none")
         _draw_section(HEAD)
     with phase2_col:
         st.markdown("**Phase 2** · fine-tuning (optional)")
@@ -195,6 +195,10 @@ def draw_option(option: TrainOption, prefix: str = "train") -> None:
             state[key(option.field, prefix)] = "standard"
         st.selectbox(option.label, presets, **common_args)
         st.caption("Presets, and any you saved on the Augmentation page.")
+        chosen = all_presets(common.data_root()).get(state.get(key(option.field, prefix)))
+        caveat = chosen.orientation_caveat() if chosen is not None else None
+        if caveat:
+            st.caption(f":orange[{caveat}]")
     if option.field == "batch_size":
         device = common.device_info()
         if device.kind == "gpu":

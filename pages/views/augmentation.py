@@ -16,7 +16,7 @@ from core.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
 from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
 from core.imaging import ImageError, load_for_model
 from core.presets import all_presets, save_preset
-from pages.ui import common
+from pages.ui import common, teaching
 from pages.ui.navigation import page_file
 
 FIELDS = {  # field -> (label, min, max, step, unit)
@@ -163,6 +163,9 @@ with preview_col:
         st.stop()
     on = [FIELDS.get(n, (FLAGS.get(n),))[0] for n, v in dataclasses.asdict(config).items() if v]
     st.markdown(f"**Original** and {count} augmented versions · " + (", ".join(on) if on else "no transform on"))
+    if config.orientation_caveat():
+        st.warning(config.orientation_caveat(), icon=":material/screen_rotation:")
+    teaching.explain("augmentation", index.classes)
     grid = st.grid(5, min_column_width=120)
     with grid:
         st.image(original, caption="original", width="stretch")

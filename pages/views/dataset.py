@@ -264,4 +264,5 @@ if split_tab.open:
 
 if health_tab.open:
     with health_tab:
+        teaching.explain("health")
         dataset_health.render(index)

@@ -89,6 +89,14 @@ has_analysis = analysis_status.offer(run, key="evaluate_analysis", needed_for="i
 # drawn; the select boxes are what the gallery reads.
 
 
+def evaluation_classes_by_confusion(evaluation: Evaluation) -> list[str]:
+    """Two class names for the teaching notes: the most confused pair (true, predicted), else the first two."""
+    confused = evaluation.most_confused()
+    if not confused.empty:
+        return [str(confused.iloc[0]["true"]), str(confused.iloc[0]["predicted"])]
+    return list(evaluation.classes[:2])
+
+
 def apply_pick(source: str, cell: tuple[str, str] | None) -> None:
     """Make `cell` the chosen one if `source` (the matrix or the table) reports a new pick."""
     applied = f"{source}_applied"
@@ -139,7 +147,7 @@ matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
 
 with matrix_tab:
     counts = evaluation.confusion_matrix()
-    teaching.explain("confusion")
+    teaching.explain("confusion", evaluation_classes_by_confusion(evaluation))
     controls = st.columns([2, 2, 2, 2])
     view = controls[0].segmented_control(
         "Show", ["counts", "row %"], default="counts", key="evaluate_view", required=True
@@ -225,7 +233,7 @@ with matrix_tab:
             pair_gallery(true_name, predicted_name)
 
 with classes_tab:
-    teaching.explain("precision_recall")
+    teaching.explain("precision_recall", evaluation_classes_by_confusion(evaluation))
     table = evaluation.per_class()
     top_confusion = confused.drop_duplicates("true").set_index("true")["predicted"]
     table["most often mistaken for"] = table["class"].map(top_confusion).fillna("")
@@ -252,6 +260,7 @@ with classes_tab:
     )
 
 with losses_tab:
+    teaching.explain("top_losses", evaluation_classes_by_confusion(evaluation))
     st.caption("The test images the model got most confidently wrong: often mislabelled photos, or real look-alikes.")
     count = st.slider("How many", 4, 48, 16, 4, key="evaluate_top_k")
     losses = evaluation.top_losses(count)

@@ -51,3 +51,11 @@ def test_save_a_preset_for_the_train_page(app, workspace):
     train.session_state["train_tab"] = "New run"
     train.run()
     assert "gentle flips" in train.selectbox(key="train_augment").options
+
+
+def test_an_upside_down_preset_says_what_it_claims_about_the_photos(app):
+    at = app("augmentation")
+    at.selectbox(key="augment_preset").set_value("strong").run()
+    assert any("Vertical flip is on" in w.value for w in at.warning)
+    at.selectbox(key="augment_preset").set_value("light").run()
+    assert not any("Vertical flip is on" in w.value for w in at.warning)

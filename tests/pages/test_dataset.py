@@ -186,3 +186,14 @@ def test_health_results_come_back_after_a_reload_and_samples_mix_classes(app, wo
     samples.run()
     first_page = [caption.split(" · ")[0] for image in samples.get("image") for caption in image.captions]
     assert set(first_page[:4]) == {"blue", "crimson", "green", "red"}  # every class on the first page
+
+
+def test_the_health_check_has_a_teaching_note(app):
+    at = app("dataset")
+    at.toggle(key="flora_explain").set_value(True).run()
+    try:
+        at.session_state["dataset_tab"] = "Health check"
+        at.run()
+        assert any(i.value.startswith("**Why check a dataset before training.**") for i in at.info)
+    finally:
+        at.toggle(key="flora_explain").set_value(False).run()

@@ -284,3 +284,26 @@ def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
     assert "over-confident" in texts(at)
     assert f"{cal.after.ece:.3f}" == {m.label: m.value for m in at.metric}["ECE after"]
     assert evaluation.num_classes == 102
+
+
+def test_teaching_notes_speak_of_this_datasets_classes_and_cover_losses_and_heatmaps(app, workspace):
+    from pages.ui import teaching
+
+    evaluation = Evaluation.load(workspace["store"].run_dir(workspace["run_id"]))
+    pair = evaluation.most_confused().iloc[0]
+    at = app("evaluate")
+    at.toggle(key="flora_explain").set_value(True).run()
+    try:
+        notes = [i.value for i in at.info]
+        confusion = next(n for n in notes if n.startswith("**Reading the confusion matrix"))
+        assert f"row *{pair['true']}* and column *{pair['predicted']}*" in confusion and "rose" not in confusion
+        at.session_state["evaluate_tab"] = "Top losses"
+        at.run()
+        assert any(i.value.startswith("**Top losses.**") for i in at.info)
+        at.session_state["evaluate_tab"] = "Confusion matrix"
+        at.run()
+        at.selectbox(key="evaluate_heatmap_pick").set_value(0).run()
+        assert any(i.value.startswith("**Reading a Grad-CAM map.**") for i in at.info)
+    finally:
+        at.toggle(key="flora_explain").set_value(False).run()
+    assert teaching.note("confusion").count("rose") >= 1  # without a dataset the examples stay rose and tulip

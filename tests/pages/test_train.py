@@ -231,6 +231,10 @@ def test_teaching_notes_are_off_by_default_and_remembered(app, workspace):
     at.session_state["train_tab"] = "New run"
     at.run()
     assert "What freezing does" in texts(at) and "BatchNorm stays frozen" in texts(at)
+    assert "cannot damage what ResNet-50 learnt on ImageNet" in texts(at)  # the form starts from ImageNet weights
+    at.radio(key="train_weights_kind").set_value("none").run()
+    shown = texts(at)  # a random start: the ImageNet claims would be wrong, the note says what freezing does then
+    assert "What freezing does, on a random start" in shown and "learnt on ImageNet" not in shown
     again = app("train")  # a new session: the choice was kept
     assert again.toggle(key="flora_explain").value is True
     again.toggle(key="flora_explain").set_value(False).run()
