@@ -1,7 +1,8 @@
 """Is run B really better than run A? Paired comparison of runs on the very same test photos.
 
-Runs are comparable when they share the classes (same names, same order), the test photos and the
-test labels (a label correction of a test photo changes what the test measures). Their validation
+Runs are comparable when they share the classes (same names, same order) and most of their test
+photos; they are compared on the test photos they all have with the same label (a label correction
+that excluded or relabelled a test photo leaves it out, and the result says so). Their validation
 photos may differ (a run retrained with feedback has more): only the test split is compared. Then,
 per run: accuracy, macro and weighted F1, NLL and ECE before and after temperature scaling; per
 class F1 side by side; the photos one gets right and the other wrong; and McNemar's exact test on
@@ -47,8 +48,15 @@ class RunResult:
         return self.predictions == self.analysis.test.labels
 
 
+MIN_SHARED = 0.5  # runs sharing under half of their test photos were split differently: nothing to pair
+
+
 def check_comparable(results: list[RunResult]) -> None:
-    """Raise NotComparable with the reason when the runs differ in classes, test photos or test labels."""
+    """Raise NotComparable with the reason when the runs differ in classes or were tested on other photos.
+
+    Runs that share most of their test photos (a label correction excluded or relabelled a few) are
+    comparable on the photos they share with the same label (`common_photos`).
+    """
     if not MIN_RUNS <= len(results) <= MAX_RUNS:
         raise NotComparable(f"compare {MIN_RUNS} to {MAX_RUNS} runs. Received: {len(results)}")
     first = results[0]
@@ -61,32 +69,53 @@ def check_comparable(results: list[RunResult]) -> None:
             if not only_a and not only_b:
                 detail = "the same names in another order"
             raise NotComparable(f"runs {first.run_id[:6]} and {other.run_id[:6]} have different classes ({detail})")
-        if set(a.test.paths) != set(b.test.paths):
-            shared = len(set(a.test.paths) & set(b.test.paths))
+        shared = len(set(a.test.paths) & set(b.test.paths))
+        if shared == 0 or shared < MIN_SHARED * min(len(a.test.paths), len(b.test.paths)):
             raise NotComparable(
                 f"runs {first.run_id[:6]} and {other.run_id[:6]} were tested on different photos "
                 f"({len(a.test.paths)} and {len(b.test.paths)} test photos, {shared} in common: another dataset, "
-                "split seed or fractions, or a photo excluded by a label correction); their accuracies are not paired"
-            )
-        order = np.argsort(b.test.paths)
-        aligned = np.argsort(a.test.paths)
-        differ = int(np.sum(a.test.labels[aligned] != b.test.labels[order]))
-        if differ:
-            raise NotComparable(
-                f"{differ} test photo(s) carry different labels in runs {first.run_id[:6]} and {other.run_id[:6]} "
-                "(a label correction between them): the two test scores measure different things"
+                "split seed or fractions); their accuracies are not paired"
             )
 
 
-def align(results: list[RunResult]) -> None:
-    """Put every run's test rows in the first run's order (the same photos, maybe stored in another order)."""
-    reference = {path: i for i, path in enumerate(results[0].analysis.test.paths)}
-    for result in results[1:]:
+def common_photos(results: list[RunResult]) -> tuple[list[str], dict[str, Any]]:
+    """The test photos every run was tested on with the same label (in the first run's order), and what was
+    left out: {"only_in": {run id: photos}, "relabelled": photos whose label differs between the runs}."""
+    labels = [dict(zip(r.analysis.test.paths, r.analysis.test.labels.tolist(), strict=True)) for r in results]
+    shared = [p for p in results[0].analysis.test.paths if all(p in other for other in labels[1:])]
+    same = [p for p in shared if all(other[p] == labels[0][p] for other in labels[1:])]
+    left_out = {
+        "only_in": {r.run_id: len(r.analysis.test.paths) - len(shared) for r in results},
+        "relabelled": len(shared) - len(same),
+    }
+    return same, left_out
+
+
+def restrict(results: list[RunResult], paths: list[str]) -> None:
+    """Keep only the test rows of `paths` in every run, in that order (the same photos, maybe stored in another)."""
+    for result in results:
         test = result.analysis.test
-        order = np.argsort([reference[p] for p in test.paths])
+        where = {path: i for i, path in enumerate(test.paths)}
+        order = np.array([where[p] for p in paths], dtype=np.int64)
         test.logits, test.features = test.logits[order], test.features[order]
         test.labels, test.positions = test.labels[order], test.positions[order]
-        test.paths = [test.paths[i] for i in order]
+        test.paths = list(paths)
+
+
+def difference_note(left_out: dict[str, Any], names: dict[str, str] | None = None) -> str | None:
+    """What the comparison left out, in words, or None when every run had the same test photos and labels."""
+    names = names or {}
+    parts = [
+        f"{n} test photo(s) only {names.get(run_id, run_id[:6])} has" for run_id, n in left_out["only_in"].items() if n
+    ]
+    if left_out["relabelled"]:
+        parts.append(f"{left_out['relabelled']} whose label a correction changed between the runs")
+    if not parts:
+        return None
+    return (
+        "Left out of the comparison: " + "; ".join(parts) + ". Label corrections exclude or relabel test photos; "
+        "runs are compared only on the photos where they were asked the same question."
+    )
 
 
 def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str, Any]:
@@ -121,10 +150,15 @@ def verdict(test: dict[str, Any], a_name: str = "A", b_name: str = "B") -> str:
 
 
 def metrics(result: RunResult) -> dict[str, Any]:
+    """The run's figures on its (compared) test rows; NLL and ECE before and after its temperature."""
     from sklearn.metrics import f1_score
+
+    from core.calibration import Scores
 
     test = result.analysis.test
     calibration = result.calibration
+    before = Scores.of(softmax(test.logits), test.labels)
+    after = Scores.of(softmax(test.logits, calibration.temperature), test.labels)
 
     def f1(average: str) -> float:
         labels = np.arange(len(result.analysis.classes))
@@ -134,10 +168,10 @@ def metrics(result: RunResult) -> dict[str, Any]:
         "accuracy": float(np.mean(result.correct)) if len(test.labels) else 0.0,
         "macro_f1": f1("macro"),
         "weighted_f1": f1("weighted"),
-        "nll_before": calibration.before.nll,
-        "nll_after": calibration.after.nll,
-        "ece_before": calibration.before.ece,
-        "ece_after": calibration.after.ece,
+        "nll_before": before.nll,
+        "nll_after": after.nll,
+        "ece_before": before.ece,
+        "ece_after": after.ece,
         "temperature": calibration.temperature,
         "test_images": len(test.labels),
     }
@@ -191,13 +225,16 @@ def compare(results: list[RunResult]) -> dict[str, Any]:
         NotComparable: see `check_comparable`.
     """
     check_comparable(results)
-    align(results)
+    paths, left_out = common_photos(results)
+    restrict(results, paths)
     first = results[0]
     per_class = per_class_f1(results)
     out: dict[str, Any] = {
         "runs": {r.run_id: metrics(r) for r in results},
         "classes": first.analysis.classes,
-        "test_images": len(first.analysis.test.labels),
+        "test_images": len(paths),
+        "left_out": left_out,
+        "difference": difference_note(left_out),
         "per_class_f1": {
             r.run_id: dict(zip(per_class["class"], per_class[r.run_id].astype(float).round(6), strict=True))
             for r in results
@@ -257,6 +294,7 @@ __all__ = [
     "NotComparable",
     "RunResult",
     "check_comparable",
+    "common_photos",
     "compare",
     "disagreements",
     "load_result",

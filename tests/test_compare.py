@@ -76,7 +76,6 @@ def test_the_same_photos_in_another_order_are_aligned():
     [
         ("classes", "different classes"),
         ("photos", "tested on different photos"),
-        ("labels", "carry different labels"),
     ],
 )
 def test_runs_that_are_not_paired_are_refused_with_the_reason(change, reason):
@@ -85,14 +84,29 @@ def test_runs_that_are_not_paired_are_refused_with_the_reason(change, reason):
     a = _result("a" * 12, correct, labels)
     if change == "classes":
         b = _result("b" * 12, correct, labels, classes=["daisy", "rose", "tulips"])
-    elif change == "photos":
-        b = _result("b" * 12, correct, labels, paths=[f"x/{i}.jpg" for i in range(30)])
     else:
-        relabelled = labels.copy()
-        relabelled[0] = 2
-        b = _result("b" * 12, correct, relabelled, paths=a.analysis.test.paths)
+        b = _result("b" * 12, correct, labels, paths=[f"x/{i}.jpg" for i in range(30)])
     with pytest.raises(compare.NotComparable, match=reason):
         compare.compare([a, b])
+
+
+def test_runs_a_correction_changed_are_compared_on_their_common_photos_and_say_so():
+    """Run B excluded one test photo and relabelled another: the pair is compared on the other 28 photos."""
+    labels = np.tile(np.arange(3), 10)
+    a = _result("a" * 12, np.ones(30, dtype=bool), labels)
+    relabelled = labels.copy()
+    relabelled[1] = (relabelled[1] + 1) % 3
+    keep = np.arange(1, 30)  # photo 0 excluded from B's test split
+    wrong = np.zeros(29, dtype=bool)  # B gets everything wrong
+    b = _result("b" * 12, wrong, relabelled[keep], paths=[a.analysis.test.paths[i] for i in keep])
+    out = compare.compare([a, b])
+    assert out["test_images"] == 28
+    assert out["left_out"] == {"only_in": {"a" * 12: 1, "b" * 12: 0}, "relabelled": 1}
+    assert (
+        "1 test photo(s) only aaaaaa has" in out["difference"]
+        and "1 whose label a correction changed" in out["difference"]
+    )
+    assert out["mcnemar"]["b"] == 28 and out["runs"]["a" * 12]["test_images"] == 28
 
 
 def test_one_run_or_six_are_refused():

@@ -204,6 +204,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         emit_json(out)
         return EXIT_OK
     print(f"{len(results)} runs on the same {out['test_images']} test photos")
+    if out["difference"]:
+        print(out["difference"])
     rows = [
         [
             run_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, load_result
+from core.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, difference_note, load_result
 from pages.ui import analysis_status, common, compare_sections, teaching
 from pages.ui.navigation import page_file
 
@@ -74,7 +74,15 @@ except NotComparable as e:
     st.stop()
 
 names = {run.run_id: f"{run.run_id[:6]} · {common.run_title(run)}" for run in chosen}
-st.caption(f"All {len(chosen)} runs were tested on the same {comparison['test_images']} photos.")
+difference = difference_note(comparison["left_out"], {run.run_id: run.run_id[:6] for run in chosen})
+if difference:
+    st.info(
+        f"Compared on the {comparison['test_images']} test photos all {len(chosen)} runs have, with the same label. "
+        + difference,
+        icon=":material/rule:",
+    )
+else:
+    st.caption(f"All {len(chosen)} runs were tested on the same {comparison['test_images']} photos.")
 compare_sections.settings_section(chosen, names)
 compare_sections.curves_section(chosen, names)
 compare_sections.metrics_section(comparison, names)

@@ -80,6 +80,22 @@ def test_two_runs_compared_with_core_verdict_and_preselected_from_the_url(app, w
     assert len(at.get("plotly_chart")) >= 1
 
 
+def test_a_run_whose_correction_excluded_a_test_photo_is_compared_on_the_rest(app, workspace, tmp_path):
+    """The second run excluded one test photo (a label correction): compared on the others, and said so."""
+
+    def one_photo_excluded(arrays):
+        for name in ("logits", "features", "labels", "paths", "positions"):
+            arrays[f"test_{name}"] = arrays[f"test_{name}"][1:]
+
+    models, first = two_runs(workspace, tmp_path, one_photo_excluded)
+    at = open_compare(app, models, f"{first},{SECOND}")
+    total = len(np.load(models / first / ANALYSIS_FILE)["test_paths"])
+    notes = [i.value for i in at.info if i.value.startswith("Compared on the")]
+    assert notes and notes[0].startswith(f"Compared on the {total - 1} test photos all 2 runs have")
+    assert f"1 test photo(s) only {first[:6]} has" in notes[0]
+    assert not at.error
+
+
 def test_runs_tested_on_other_photos_are_refused_with_the_reason(app, workspace, tmp_path):
     def other_photos(arrays):
         arrays["test_paths"] = np.array([f"elsewhere/{i}.png" for i in range(len(arrays["test_paths"]))])
