@@ -107,6 +107,56 @@ class Corrections:
         return {name: sum(1 for e in self.entries.values() if e.get("action") == name) for name in ACTIONS}
 
 
+def describe(effective: dict[str, dict[str, Any]] | None) -> str:
+    """'+4 corrections' for a run's name ("" for none)."""
+    return f"+{len(effective)} correction{'s' if len(effective) != 1 else ''}" if effective else ""
+
+
+def summary(effective: dict[str, dict[str, Any]] | None) -> str:
+    """'3 relabelled, 1 excluded' ("none" for none)."""
+    if not effective:
+        return "none"
+    relabelled = sum(1 for e in effective.values() if e.get("action") == RELABEL)
+    excluded = sum(1 for e in effective.values() if e.get("action") == EXCLUDE)
+    return ", ".join(
+        part
+        for part in (f"{relabelled} relabelled" * bool(relabelled), f"{excluded} excluded" * bool(excluded))
+        if part
+    )
+
+
+KEPT, NONE = "kept", "none"
+
+
+def resolve(value: str, data_root: str | os.PathLike, dataset_root: str | os.PathLike, store=None) -> dict | None:
+    """What `--corrections` names, as the effective corrections a run applies (None for none).
+
+    "kept": the ones kept for the dataset folder now (the default); "none": none; "run:<id>": exactly the
+    ones that run applied (what "copy as command" writes, so the command finds that run again); a path:
+    a JSON file of {photo: {"action", "to"}} or a corrections file.
+
+    Raises:
+        ValueError: an unknown run or an unreadable file.
+    """
+    if value == KEPT:
+        return Corrections.load(data_root, dataset_root).effective() or None
+    if value == NONE:
+        return None
+    if value.startswith("run:"):
+        if store is None:
+            raise ValueError(f"--corrections {value} needs the run store")
+        try:
+            return store.find(value[4:]).corrections
+        except KeyError as e:
+            raise ValueError(f"--corrections {value}: no such run") from e
+    data = read_json(Path(value).expanduser())
+    if not isinstance(data, dict):
+        raise ValueError(f"--corrections must be kept, none, run:<id> or a JSON file. Received: {value!r}")
+    entries = data.get("corrections", data)
+    kept = Corrections(str(dataset_root), {str(k): dict(v) for k, v in entries.items() if isinstance(v, dict)})
+    return kept.effective() or None
+
+
 def digest(effective: dict[str, dict[str, Any]] | None) -> str:
     """A short hash of the corrections a run applies ("" for none)."""
     if not effective:

@@ -491,10 +491,15 @@ def config_from_flags(args: argparse.Namespace, base: TrainConfig | None = None,
     return base.replace(**changes) if changes else base
 
 
-def train_arguments(dataset: str, config: TrainConfig) -> list[str]:
-    """The arguments of `python -m core train` that reproduce `config` on `dataset` (defaults left out)."""
+def train_arguments(dataset: str, config: TrainConfig, corrections: str | None = None) -> list[str]:
+    """The arguments of `python -m core train` that reproduce `config` on `dataset` (defaults left out).
+
+    `corrections`: the --corrections value (None: the default, the corrections kept for the dataset).
+    """
     defaults = TrainConfig()
     args = [str(dataset)]
+    if corrections is not None:
+        args += ["--corrections", corrections]
     for option in OPTIONS:
         value = getattr(config, option.field)
         if value == getattr(defaults, option.field):
@@ -506,9 +511,15 @@ def train_arguments(dataset: str, config: TrainConfig) -> list[str]:
     return args
 
 
-def train_command(dataset: str, config: TrainConfig, python: str = "python") -> str:
+def train_command(dataset: str, config: TrainConfig, python: str = "python", corrections: str | None = None) -> str:
     """`python -m core train DATASET --flag value ...`, quoted for a POSIX shell."""
-    return shlex.join([python, "-m", "core", "train", *train_arguments(dataset, config)])
+    return shlex.join([python, "-m", "core", "train", *train_arguments(dataset, config, corrections)])
+
+
+def run_command(run, python: str = "python") -> str:
+    """The command that finds `run` again: its settings and exactly its label corrections (run:<id>, or none)."""
+    corrections = f"run:{run.run_id}" if run.corrections else "none"
+    return train_command(run.dataset_path, run.train_config, python, corrections)
 
 
 def describe_config(config: TrainConfig, always: tuple[str, ...] = ("image_size", "weights")) -> str:

@@ -76,3 +76,40 @@ def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
     assert after.classes[after.test.labels[row]] == "green"
     again = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
     assert again.cached and again.run_id == second.run_id
+
+
+def test_copy_as_command_finds_each_run_again_corrected_or_not(tmp_path, capsys):
+    """The command of a run trained before corrections were marked still finds it (--corrections none), and a
+    corrected run's command finds that run (--corrections run:ID), whatever is marked since."""
+    import json
+    import shlex
+
+    from core import cli
+    from core.runs import RunStore
+    from core.train_options import run_command
+
+    dataset = make_image_dataset(tmp_path / "photos", {"red": 10, "green": 10, "blue": 10}, seed=2)
+    where = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    args = ["train", str(dataset), "--image-size", "32", "--weights", "none", "--epochs", "1", *where, "--json"]
+
+    def train(*extra: str) -> dict:
+        assert cli.main([*args, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain = train()
+    kept = Corrections.load(tmp_path / "data", dataset)
+    kept.mark("red/img_000.png", "exclude")
+    kept.save()
+    corrected = train()  # the default applies the corrections kept now: another run
+    assert corrected["run_id"] != plain["run_id"] and not corrected["cached"]
+    kept.mark("red/img_001.png", "relabel", "green")
+    kept.save()
+    store = RunStore(tmp_path / "models")
+    for run_id in (plain["run_id"], corrected["run_id"]):
+        command = run_command(store.get(run_id))
+        again = train(*shlex.split(command)[5:])  # after "python -m core train DATASET"
+        assert again["run_id"] == run_id and again["cached"], command
+    assert "--corrections none" in run_command(store.get(plain["run_id"]))
+    assert f"--corrections run:{corrected['run_id']}" in run_command(store.get(corrected["run_id"]))
+    assert cli.main([*args, "--corrections", "run:nosuchrun"]) == 1
+    assert "no such run" in capsys.readouterr().err

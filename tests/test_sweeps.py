@@ -170,3 +170,31 @@ def test_stop_then_resume_keeps_the_finished_trials(tmp_path, colours, monkeypat
     # the new trials of the second launch are new settings, not the first launch's draws again
     rates = [row["params"]["learning_rate"] for row in after.values() if row["state"] in ("complete", "pruned")]
     assert len(set(rates)) == len(rates) == 5
+
+
+def test_a_sweep_records_the_corrections_it_applies(tmp_path, colours):
+    """Corrections marked later do not slip into a sweep (or the run it promotes): it keeps what it was given."""
+    import json
+
+    from core.corrections import Corrections
+    from core.sweeps.launch import sweep_corrections
+
+    fixed = TrainConfig(image_size=32, weights="none", epochs=2, head=(8,), seed=0)
+    space = {"dropout": {"low": 0.0, "high": 0.5}}
+    applied = {"red/img_000.png": {"action": "exclude"}}
+    plain = submit(tmp_path / "models", colours, fixed, space, trials=2).sweep
+    corrected = submit(tmp_path / "models", colours, fixed, space, trials=2, corrections=applied).sweep
+    assert corrected.sweep_id != plain.sweep_id  # other data: another sweep
+    assert sweep_corrections(plain, tmp_path / "data") is None
+    kept = Corrections.load(tmp_path / "data", colours)
+    kept.mark("green/img_000.png", "exclude")
+    kept.save()
+    store = SweepStore(tmp_path / "models")
+    assert sweep_corrections(store.get(corrected.sweep_id), tmp_path / "data") == applied
+    assert sweep_corrections(store.get(plain.sweep_id), tmp_path / "data") is None  # not the ones marked since
+    # a sweep from before corrections were recorded: the ones kept for its dataset, as it did then
+    spec_file = store.sweep_dir(plain.sweep_id) / "sweep.json"
+    spec = json.loads(spec_file.read_text())
+    del spec["corrections"]
+    spec_file.write_text(json.dumps(spec))
+    assert sweep_corrections(store.get(plain.sweep_id), tmp_path / "data") == kept.effective()

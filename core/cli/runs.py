@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from core.cli import store_of
-from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, format_table
+from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
 from core.config import TrainConfig
+from core.corrections import resolve as resolve_corrections
+from core.corrections import summary as correction_summary
 from core.runs import Run, RunState
-from core.train_options import add_train_flags, config_from_flags, train_command
+from core.train_options import add_train_flags, config_from_flags, run_command
 
 log = logging.getLogger("flora")
 
@@ -30,6 +32,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--config", help="a TrainConfig JSON file (or a run's config.json); flags override it")
     add_train_flags(train)
+    train.add_argument(
+        "--corrections",
+        default="kept",
+        metavar="kept|none|run:ID|FILE",
+        help="label corrections to apply: kept (those kept for the dataset now, the default), none, run:ID (exactly "
+        "those a run applied: what a run's copied command says), or a JSON file of them",
+    )
     train.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     train.add_argument("--force", action="store_true", help="train again even if this run already finished")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
@@ -66,9 +75,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         config = config_from_args(args, store)
         dataset = resolve_dataset_path(args.dataset, data_root)
-        corrections = jobs.dataset_corrections(data_root, dataset)
+        try:
+            corrections = resolve_corrections(args.corrections, data_root, dataset, store)
+        except ValueError as e:
+            return fail(str(e))
         if corrections:
-            log.info("applying %d label correction(s) kept for %s", len(corrections), dataset)
+            log.info("applying label corrections (%s): %s", args.corrections, correction_summary(corrections))
         submission = jobs.submit(store, dataset, config, force=args.force, corrections=corrections)
 
     run_id = submission.run_id
@@ -162,7 +174,7 @@ def run_row(run: Run) -> dict[str, Any]:
 
 
 def _show(run: Run, as_json: bool) -> int:
-    command = train_command(run.dataset_path, run.train_config)
+    command = run_command(run)
     if as_json:
         emit_json({**run_row(run), "command": command, "config": run.train_config.to_dict(), "dir": str(run.directory)})
         return EXIT_OK

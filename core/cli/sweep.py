@@ -56,6 +56,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train the best trial as an ordinary run, evaluated on the test split (--fine-tune-epochs for phase 2)",
     )
+    sweep.add_argument(
+        "--corrections",
+        default="kept",
+        metavar="kept|none|run:ID|FILE",
+        help="label corrections the trials and the promoted run apply: kept (those kept for the dataset now, the "
+        "default), none, run:ID or a JSON file; recorded with the sweep",
+    )
     sweep.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     sweep.add_argument("--json", action="store_true", help="print one JSON object: the trials, the best, the run")
     sweep.add_argument("--launched-sweep", help=argparse.SUPPRESS)  # the app's background launcher
@@ -131,7 +138,10 @@ def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
     fixed = config_from_args(args, store_of(args))
     space = _load_space(args.space) if args.space else default_space(fixed)
     dataset = resolve_dataset_path(args.dataset, data_root)
-    return submit(models_root, dataset, fixed, space, args.trials, args.timeout)
+    from core.corrections import resolve
+
+    corrections = resolve(args.corrections, data_root, dataset, store_of(args))
+    return submit(models_root, dataset, fixed, space, args.trials, args.timeout, corrections=corrections)
 
 
 def _load_space(value: str) -> Any:

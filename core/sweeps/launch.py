@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, TrainConfig
+from core.corrections import dataset_key
 from core.datasets import scan_dataset
 from core.processes import RunState
 from core.sweeps.space import SearchSpace, parse_space
@@ -77,11 +78,14 @@ def submit(
     space_data: Any,
     trials: int | None,
     timeout: float | None = None,
+    corrections: dict | None = None,
 ) -> SweepSubmission:
     """Check the request, then find or create its sweep and set its budget for the next launch.
 
-    The same dataset, fixed settings and space give the same sweep: a finished one that already
-    has `trials` finished trials comes back FINISHED (nothing to run), a running one ACTIVE.
+    The same dataset, fixed settings, space and label corrections give the same sweep: a finished one that
+    already has `trials` finished trials comes back FINISHED (nothing to run), a running one ACTIVE.
+    `corrections` (effective, core.corrections) are recorded with the sweep: its trials and the run it
+    promotes apply exactly them, whatever is marked later.
 
     Raises:
         ConfigError: a bad space, budget or fixed setting. DatasetError: no usable dataset.
@@ -89,7 +93,7 @@ def submit(
     space = check_request(fixed, space_data, trials, timeout)
     index = scan_dataset(dataset_path)
     store = SweepStore(models_root)
-    sweep_id = sweep_id_for(fixed, space, index.fingerprint)
+    sweep_id = sweep_id_for(fixed, space, dataset_key(index.fingerprint, corrections))
     spec = {
         "dataset": {
             "path": str(index.root),
@@ -100,6 +104,7 @@ def submit(
         },
         "fixed": sweep_identity(fixed).to_dict(),
         "space": space.to_dict(),
+        "corrections": corrections or {},
     }
     sweep = store.create(sweep_id, spec)
     return _resubmit(store, sweep, trials, timeout)
@@ -162,6 +167,16 @@ def launch(
     return SweepSubmission(store.get(submission.sweep.sweep_id), NEW)
 
 
+def sweep_corrections(sweep: Sweep, data_root: str | os.PathLike) -> dict | None:
+    """The label corrections a sweep applies: those recorded with it (a sweep from before they were recorded:
+    the ones kept for its dataset now)."""
+    if "corrections" in sweep.spec:
+        return sweep.spec["corrections"] or None
+    from core.train.jobs import dataset_corrections
+
+    return dataset_corrections(data_root, sweep.dataset_path)
+
+
 def sweep_command(
     dataset: str | os.PathLike,
     fixed: TrainConfig,
@@ -169,11 +184,12 @@ def sweep_command(
     trials: int | None,
     timeout: float | None = None,
     python: str = "python",
+    corrections: str | None = None,
 ) -> str:
     """`python -m core sweep DATASET --trials N --space '{...}' --flag value ...`, quoted for a POSIX shell."""
     from core.train_options import train_arguments
 
-    args = [python, "-m", "core", "sweep", *train_arguments(str(dataset), sweep_identity(fixed))]
+    args = [python, "-m", "core", "sweep", *train_arguments(str(dataset), sweep_identity(fixed), corrections)]
     if trials is not None:
         args += ["--trials", str(trials)]
     if timeout is not None:
@@ -232,10 +248,10 @@ def promote(
     store = SweepStore(models_root)
     sweep = store.find(sweep_id)
     config, best = best_config(sweep, fine_tune)
+    corrections = sweep_corrections(sweep, data_root)
     if background:
-        submission = jobs.launch(sweep.dataset_path, config, models_root, data_root)
+        submission = jobs.launch(sweep.dataset_path, config, models_root, data_root, corrections=corrections or {})
     else:
-        corrections = jobs.dataset_corrections(data_root, sweep.dataset_path)
         submission = jobs.submit(RunStore(models_root), sweep.dataset_path, config, corrections=corrections)
     runs = RunStore(models_root)
     if not runs.get(submission.run_id).name:

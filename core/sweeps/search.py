@@ -139,9 +139,9 @@ def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: b
     started = time.perf_counter()
     views = space.max_views(fixed)
     keras.utils.set_random_seed(fixed.seed)  # the order a run follows, so the backbone (and its features) match
-    from core.train.jobs import dataset_corrections
+    from core.sweeps.launch import sweep_corrections
 
-    corrections = dataset_corrections(data_root, sweep.dataset_path)  # as the run it promotes will apply them
+    corrections = sweep_corrections(sweep, data_root)  # as the run it promotes will apply them
     data = load_training_data(
         index, fixed, cache_dir(data_root), report, folder.stop_requested, console, workers, corrections=corrections
     )

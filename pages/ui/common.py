@@ -120,8 +120,13 @@ def finished_runs() -> list[Run]:
 
 
 def run_title(run: Run) -> str:
-    """What tells a run apart: the name a person gave it, else its settings that differ from the defaults."""
-    return run.name or describe_config(run.train_config)
+    """What tells a run apart: the name a person gave it, else its settings that differ from the defaults; and
+    the label corrections it applied ('+4 corrections'), which a name does not hide."""
+    from core.corrections import describe
+
+    title = run.name or describe_config(run.train_config)
+    corrections = describe(run.corrections)
+    return f"{title} · {corrections}" if corrections and corrections not in title else title
 
 
 def run_label(run: Run) -> str:

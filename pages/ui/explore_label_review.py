@@ -129,7 +129,12 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
             "compared with this one photo by photo. Correcting a **validation or test** photo changes what the "
             "test measures: runs before and after are then no longer compared on the same photos."
         )
-    st.page_link(page_file("train"), label="Train again with these corrections", icon=":material/model_training:")
+    st.page_link(
+        page_file("train"),
+        label="Train again with these corrections",
+        icon=":material/model_training:",
+        query_params={"train_prefill": run.run_id},
+    )
 
 
 def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections, heatmaps: bool = False) -> None:

@@ -63,6 +63,7 @@ class SweepRequest:
     trials: int | None
     timeout: float | None
     error: str | None = None
+    corrections: dict | None = None  # the label corrections the trials and the promoted run apply
 
 
 def key(name: str) -> str:
@@ -80,6 +81,7 @@ def render() -> SweepRequest:
         weights = train_form.weights_picker(BY_FIELD["weights"], PREFIX)
         for field in FIXED_FIELDS[1:]:
             train_form.draw_option(BY_FIELD[field], PREFIX)
+        corrections = train_form.corrections_choice(dataset, PREFIX)
     fixed, error = _fixed(dataset, weights)
     with space_col:
         st.markdown("**Search space** · what the trials vary (only the head's settings: the features stay cached)")
@@ -105,7 +107,7 @@ def render() -> SweepRequest:
             error = str(e)
     if dataset is None:
         error = error or "Choose a dataset first."
-    return SweepRequest(dataset, fixed, space, int(trials), timeout, error)
+    return SweepRequest(dataset, fixed, space, int(trials), timeout, error, corrections)
 
 
 def _start_values(dataset: str) -> None:

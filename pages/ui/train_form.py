@@ -116,6 +116,33 @@ def remember(dataset: str, config: TrainConfig) -> None:
     workspace.remember_train_settings(common.data_root(), dataset, config.to_dict())
 
 
+def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | None:
+    """Which label corrections the new run (or sweep) applies, said on the form with a way to leave them out.
+
+    Returns the effective corrections to apply, None for none (also when the dataset has none kept).
+    """
+    from core.corrections import describe, summary
+    from core.train.jobs import dataset_corrections
+
+    if dataset is None:
+        return None
+    kept = dataset_corrections(common.data_root(), dataset)
+    if not kept:
+        return None
+    apply = st.toggle(
+        f"Apply the {len(kept)} label correction(s) kept for this dataset ({summary(kept)})",
+        value=True,
+        key=key("apply_corrections", prefix),
+        help="Marked on the Explore page. They change what the run trains on (and, for test photos, what it is "
+        "tested on), so the run gets its own id and its name says '+N corrections'. Off: the photos' own labels.",
+    )
+    if apply:
+        st.caption(f"This run will apply them ({describe(kept)}); the same settings without them are another run.")
+        return kept
+    st.caption("The corrections are left out: the photos train and test with their folders' labels.")
+    return None
+
+
 def dataset_picker(prefix: str = "train") -> str | None:
     options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
     current = common.current_dataset()

@@ -39,7 +39,13 @@ def launch(request: sweep_form.SweepRequest) -> None:
     """Launch button: check, then start the sweep in the background and show it."""
     try:
         submission = sweeps.submit(
-            common.models_root(), request.dataset, request.fixed, request.space, request.trials, request.timeout
+            common.models_root(),
+            request.dataset,
+            request.fixed,
+            request.space,
+            request.trials,
+            request.timeout,
+            corrections=request.corrections,
         )
         submission = sweeps.launch(submission, common.models_root(), common.data_root())
     except (ValueError, OSError) as e:
@@ -359,7 +365,14 @@ with new_tab:
     elif request.fixed is not None:
         st.caption("The same sweep from a terminal:")
         st.code(
-            sweeps.sweep_command(request.dataset, request.fixed, request.space, request.trials, request.timeout),
+            sweeps.sweep_command(
+                request.dataset,
+                request.fixed,
+                request.space,
+                request.trials,
+                request.timeout,
+                corrections=None if request.corrections else "none",
+            ),
             language="bash",
         )
         st.caption(

@@ -9,10 +9,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import TrainConfig
+from core.corrections import summary as correction_summary
 from core.monitor import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState
 from core.train import jobs
-from core.train_options import describe_weights, train_command
+from core.train.jobs import dataset_corrections
+from core.train_options import describe_weights, run_command, train_command
 from pages.ui import common, teaching, train_form
 from pages.ui.navigation import page_file
 
@@ -69,10 +71,12 @@ def plan_text(config: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- callbacks
 
 
-def launch(dataset: str, config: TrainConfig) -> None:
+def launch(dataset: str, config: TrainConfig, corrections: dict | None) -> None:
     """Launch button: start the run in the background, then show it on the Runs tab."""
     try:
-        submission = jobs.launch(dataset, config, common.models_root(), common.data_root())
+        submission = jobs.launch(
+            dataset, config, common.models_root(), common.data_root(), corrections=corrections or {}
+        )
     except (ValueError, OSError) as e:
         st.session_state["train_error"] = f"Could not launch: {e}"
         return
@@ -91,6 +95,42 @@ def prefill_from(run_id: str) -> None:
     st.session_state[train_form.FORM_DATASET] = run.dataset_path
     common.set_current_dataset(run.dataset_path)
     st.session_state["train_tab"] = "New run"
+
+
+PREFILL = "train_prefill"  # ?train_prefill=<run id>: open New run filled with that run's settings (Explore's link)
+
+
+PREFILL_NOTE = "train_prefill_note"
+
+
+def take_prefill_link() -> None:
+    """A run's settings arrived by link (Explore's "Train again with these corrections"): fill the form and open
+    it (before the tabs are drawn), and keep what the new run changes for `prefilled_note`."""
+    run_id = st.query_params.get(PREFILL)
+    if not run_id:
+        return
+    del st.query_params[PREFILL]
+    try:
+        run = common.store().find(run_id)
+    except KeyError:
+        st.session_state[PREFILL_NOTE] = ("warning", f"Run {run_id} is not in the run store.")
+        return
+    prefill_from(run.run_id)
+    kept = dataset_corrections(common.data_root(), run.dataset_path)
+    st.session_state[PREFILL_NOTE] = (
+        "info",
+        f"The form holds run {run.run_id[:6]}'s settings. With the label corrections kept for its dataset now "
+        f"({correction_summary(kept)}; the run had {correction_summary(run.corrections)}), the new run differs "
+        "from it only in those. Launch it below, or change a setting first.",
+    )
+
+
+def prefilled_note() -> None:
+    kind, text = st.session_state.pop(PREFILL_NOTE, (None, ""))
+    if kind == "info":
+        st.info(text, icon=":material/edit_note:")
+    elif kind == "warning":
+        st.warning(text)
 
 
 def stop_run(run_id: str) -> None:
@@ -327,7 +367,17 @@ def result(run: Run, state: RunProgress) -> None:
 def settings(run: Run) -> None:
     with st.expander("Settings, name and command of this run", icon=":material/settings:"):
         st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
-        st.code(train_command(run.dataset_path, run.train_config), language="bash")
+        st.code(run_command(run), language="bash")
+        if run.corrections:
+            st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}):")
+            st.dataframe(
+                [
+                    {"photo": path, "correction": e.get("action"), "to": e.get("to") or ""}
+                    for path, e in run.corrections.items()
+                ],
+                hide_index=True,
+                key=f"train_corrections_{run.run_id}",
+            )
         name_col, note_col = st.columns([1, 2])
         name_col.text_input(
             "Name",
@@ -392,18 +442,22 @@ def live_runs_area() -> None:
         st.rerun(scope="app")  # all finished: draw once more as a still page and stop polling
 
 
+take_prefill_link()
 all_runs = common.runs()
 if "train_tab" not in st.session_state:
     st.session_state["train_tab"] = "Runs" if all_runs else "New run"
 runs_tab, new_tab = st.tabs(["Runs", "New run"], key="train_tab", on_change="rerun")
 
 with new_tab:
+    prefilled_note()
     dataset, config = train_form.render()
+    corrections = train_form.corrections_choice(dataset)
     if config is not None:
         with st.container(border=True):
             st.markdown(plan_text(config))
             st.caption("The same run from a terminal (copy it with the button at the right):")
-            st.code(train_command(dataset, config), language="bash")
+            flag = None if corrections else "none"
+            st.code(train_command(dataset, config, corrections=flag), language="bash")
     st.page_link(
         page_file("sweep"),
         label="Not sure which learning rate, head or dropout? A sweep tries many on cached features in minutes",
@@ -418,7 +472,7 @@ with new_tab:
         disabled=config is None,
         key="train_launch",
         on_click=launch,
-        args=(dataset, config),
+        args=(dataset, config, corrections),
     )
 
 with runs_tab:

@@ -28,6 +28,19 @@ def workspace(trained_run):
 
 
 @pytest.fixture
+def kept_corrections(workspace):
+    """Two corrections kept for the workspace's dataset (removed afterwards: the data folder is shared)."""
+    from core.corrections import Corrections
+
+    kept = Corrections.load(workspace["data"], workspace["dataset"])
+    kept.mark("red/img_000.png", "relabel", "crimson")
+    kept.mark("blue/img_001.png", "exclude")
+    kept.save()
+    yield kept.effective()
+    kept.file.unlink(missing_ok=True)
+
+
+@pytest.fixture
 def app(workspace, monkeypatch):
     """An AppTest of the whole app (navigation + sidebar) on the prepared workspace."""
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))

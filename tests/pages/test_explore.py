@@ -136,6 +136,8 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     assert f"{len(review.issues)} suspect(s) among {review.images} photos" in shown
     assert f"labelled **{first.given}**, looks like **{first.suggested}**" in shown
     assert "never to your photos" in shown and "new run id" in shown
+    again = next(p for p in at.get("page_link") if p.proto.label == "Train again with these corrections")
+    assert again.proto.page == "train" and again.proto.query_string == f"train_prefill={run.run_id}"
     row = hashlib.sha1(first.path.encode()).hexdigest()[:10]
     at.button(key=f"explore_issue_{row}_exclude").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -117,3 +117,11 @@ def test_train_the_best_as_a_run_makes_an_ordinary_run(app, finished_sweep):
     assert f"Trained as run `{run.run_id}`: done, test accuracy" in texts(again)
     evaluate = app("evaluate", models_dir=models)
     assert evaluate.selectbox(key="evaluate_run").value == run.run_id
+
+
+def test_the_form_says_which_corrections_the_sweep_applies(app, kept_corrections, tmp_path):
+    at = _new_sweep_tab(app, tmp_path / "models")
+    toggle = at.toggle(key="sweep_apply_corrections")
+    assert toggle.value is True and "(1 relabelled, 1 excluded)" in toggle.label
+    toggle.set_value(False).run()
+    assert "--corrections none" in at.code[-1].value

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from pages.ui.navigation import page_file
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -238,3 +239,58 @@ def test_teaching_notes_are_off_by_default_and_remembered(app, workspace):
     again = app("train")  # a new session: the choice was kept
     assert again.toggle(key="flora_explain").value is True
     again.toggle(key="flora_explain").set_value(False).run()
+
+
+def test_the_form_says_which_corrections_apply_and_can_leave_them_out(app, kept_corrections, monkeypatch, tmp_path):
+    from core.train import jobs
+
+    launched = []
+
+    def fake_launch(dataset, config, models, data, force=False, corrections=None):
+        launched.append(corrections)
+        raise OSError("not launched in this test")
+
+    monkeypatch.setattr(jobs, "launch", fake_launch)
+    at = app("train", models_dir=tmp_path / "models")
+    at.session_state["train_tab"] = "New run"
+    at.run()
+    toggle = at.toggle(key="train_apply_corrections")
+    assert (
+        toggle.value is True
+        and "2 label correction(s) kept for this dataset (1 relabelled, 1 excluded)" in toggle.label
+    )
+    assert "--corrections" not in at.code[-1].value  # the default applies the kept ones
+    at.button(key="train_launch").click().run()
+    assert launched[-1] == kept_corrections
+    at.toggle(key="train_apply_corrections").set_value(False).run()
+    assert "--corrections none" in at.code[-1].value
+    at.button(key="train_launch").click().run()
+    assert launched[-1] == {}  # none
+
+
+def test_a_corrected_run_is_named_for_them_shows_them_and_its_command_finds_it(app, workspace, tmp_path):
+    import json
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / "c0rrected001")
+    record = json.loads((models / "c0rrected001" / "config.json").read_text())
+    record["dataset"]["corrections"] = {"red/img_000.png": {"action": "relabel", "to": "crimson"}}
+    (models / "c0rrected001" / "config.json").write_text(json.dumps(record))
+    at = app("train", models_dir=models)
+    at.selectbox(key="train_run").set_value("c0rrected001").run()
+    assert "+1 correction" in at.selectbox(key="train_run").format_func("c0rrected001")
+    table = table_with(at, "photo", "correction", "to")
+    assert table.to_dict("records") == [{"photo": "red/img_000.png", "correction": "relabel", "to": "crimson"}]
+    assert any("--corrections run:c0rrected001" in code.value for code in at.code)
+
+
+def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(app, workspace, kept_corrections):
+    at = app("home")
+    at.query_params["train_prefill"] = workspace["run_id"]
+    at.switch_page(page_file("train"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["train_tab"] == "New run"
+    note = next(i.value for i in at.info if i.value.startswith("The form holds run"))
+    assert "(1 relabelled, 1 excluded; the run had none)" in note
+    assert at.select_slider(key="train_image_size").value == workspace["config"].image_size
