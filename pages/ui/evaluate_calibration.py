@@ -118,6 +118,7 @@ def reliability_chart(bins: list[dict], title: str) -> alt.VConcatChart:
                 "gap_label:N",
                 scale=alt.Scale(domain=["over-confident", "under-confident"], range=["#e45756", "#54a24b"]),
                 title="gap",
+                legend=alt.Legend(orient="bottom"),  # at the right it was cut off in a half-page column
             ),
         )
     )

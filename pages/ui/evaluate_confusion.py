@@ -68,13 +68,22 @@ def matrix_chart(
     cell = alt.selection_point(name="cell", fields=["true", "predicted"], on="click", clear=False)
     side = int(min(900, max(360, 28 * len(names) + 120)))
     base = alt.Chart(frame).encode(
+        # cells apart by a gap, not a white stroke: a stroke is drawn over the neighbouring cell, so a click on a
+        # cell's white border selected its neighbour; a click in the gap now selects nothing
         x=alt.X(
             "predicted:N",
+            scale=alt.Scale(paddingInner=0.06),
             sort=names,
             title="predicted",
             axis=alt.Axis(labelAngle=-45, labelLimit=140, labelOverlap=False),
         ),
-        y=alt.Y("true:N", sort=names, title="true", axis=alt.Axis(labelLimit=140, labelOverlap=False)),
+        y=alt.Y(
+            "true:N",
+            scale=alt.Scale(paddingInner=0.06),
+            sort=names,
+            title="true",
+            axis=alt.Axis(labelLimit=140, labelOverlap=False),
+        ),
     )
     # symlog, not log: most cells of a large matrix are 0, which a log scale cannot place
     scale = (
@@ -83,7 +92,7 @@ def matrix_chart(
         else alt.Scale(scheme="redpurple", domainMin=0)
     )
     rects = (
-        base.mark_rect(stroke="white", strokeWidth=1, cursor="pointer")
+        base.mark_rect(cursor="pointer")
         .encode(
             color=alt.condition(
                 "datum.value === null",

@@ -47,20 +47,24 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
     if not run.has_model:
         st.caption("Heatmaps need the run's saved model, which this run does not have.")
         return
-    options = list(range(len(mistakes)))
+    by_path = {path: (path, true_name, predicted_name) for path, true_name, predicted_name in mistakes}
+    if st.session_state.get(key) not in by_path:  # another cell, page or run: nothing of the last pick stays
+        st.session_state[key] = None
     with st.expander("Where did the model look? (heatmaps)", icon=":material/visibility:", expanded=True):
+        pairs = {(true_name, predicted_name) for _, true_name, predicted_name in mistakes}
+        (true_name, predicted_name), *others = sorted(pairs)
         picked = st.selectbox(
-            "Misclassified photo",
-            options,
+            "Misclassified photo" + ("" if others else f" ({true_name} predicted as {predicted_name})"),
+            list(by_path),
             index=None,
-            format_func=lambda i: f"{Path(mistakes[i][0]).name}: {mistakes[i][1]} → {mistakes[i][2]}",
+            format_func=lambda p: f"{Path(p).name}: {by_path[p][1]} → {by_path[p][2]}",
             key=key,
             placeholder="Pick a photo to see its heatmaps",
         )
         if picked is None:
             st.caption("Grad-CAM shows which parts of the photo pushed the model towards a class.")
             return
-        path, true_name, predicted_name = mistakes[picked]
+        path, true_name, predicted_name = by_path[picked]
         full = dataset_root / path
         teaching.explain("gradcam", [true_name, predicted_name])
         model_key = run_models.key_of(run)

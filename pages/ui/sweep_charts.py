@@ -88,7 +88,11 @@ def parallel_figure(rows: list[dict[str, Any]], names: list[str]) -> go.Figure |
             dimensions=dimensions,
         )
     )
-    figure.update_layout(title="Settings of each completed trial against its validation accuracy", **LAYOUT)
+    # the outer axes' labels and the colour bar need room: with 10 px margins they were cut off
+    figure.update_layout(
+        title="Settings of each completed trial against its validation accuracy",
+        **{**LAYOUT, "height": 380, "margin": {"l": 70, "r": 90, "t": 70, "b": 30}},
+    )
     return figure
 
 

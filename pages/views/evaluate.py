@@ -118,13 +118,14 @@ def picked_row(event, pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
     return pairs[rows[0]] if rows and rows[0] < len(pairs) else None
 
 
-def pair_gallery(true_name: str, predicted_name: str) -> None:
+def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, str]]:
+    """The photos of a cell of the matrix; returns its mistakes (path, true, predicted) on the page shown."""
     rows = evaluation.pair(true_name, predicted_name)
     what = CORRECT if true_name == predicted_name else f"predicted as **{predicted_name}**"
     st.markdown(f"**{true_name}** {what}: {len(rows)} test image(s)")
     if rows.empty:
         st.caption("No test image in this cell.")
-        return
+        return []
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = st.pagination(pages, key="evaluate_page") if pages > 1 else 1
     chunk = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
@@ -136,9 +137,9 @@ def pair_gallery(true_name: str, predicted_name: str) -> None:
             caption = f"{predicted_name} {row.p_predicted:.2f} · {true_name} {row.p_true:.2f}"
         items.append((dataset_root / row.path, f"{caption}\n{Path(row.path).name}"))
     common.gallery(items, size=130, key="evaluate_gallery")
-    if true_name != predicted_name:
-        mistakes = [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
-        evaluate_heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
+    if true_name == predicted_name:
+        return []
+    return [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
 
 
 matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
@@ -230,7 +231,9 @@ with matrix_tab:
         true_name = pick[0].selectbox("True class", evaluation.classes, key="evaluate_true")
         predicted_name = pick[1].selectbox("Predicted as", evaluation.classes, key="evaluate_pred")
         with st.container(height=560, border=False):
-            pair_gallery(true_name, predicted_name)
+            mistakes = pair_gallery(true_name, predicted_name)
+    # the heatmaps at the page's width: four maps in the side column were 70 px wide each
+    evaluate_heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
 
 with classes_tab:
     teaching.explain("precision_recall", evaluation_classes_by_confusion(evaluation))

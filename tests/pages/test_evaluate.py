@@ -62,6 +62,9 @@ def test_the_matrix_opens_on_the_worst_pair_and_a_click_selects_a_whole_cell(app
     selection = spec["params"][0] if "params" in spec else spec["layer"][0]["params"][0]
     assert selection["select"]["fields"] == ["true", "predicted"]  # the whole rectangle is the target
     assert spec["layer"][0]["mark"]["type"] == "rect"
+    assert "stroke" not in spec["layer"][0]["mark"]  # a stroke overlaps the neighbour: a click there picked it
+    encoding = spec["layer"][0]["encoding"]
+    assert encoding["x"]["scale"]["paddingInner"] > 0 and encoding["y"]["scale"]["paddingInner"] > 0
 
     # a click on a cell, as the browser reports it: the cell's class names
     true_class = evaluation.classes[int(evaluation.labels[0])]
@@ -302,7 +305,7 @@ def test_teaching_notes_speak_of_this_datasets_classes_and_cover_losses_and_heat
         assert any(i.value.startswith("**Top losses.**") for i in at.info)
         at.session_state["evaluate_tab"] = "Confusion matrix"
         at.run()
-        at.selectbox(key="evaluate_heatmap_pick").set_value(0).run()
+        at.selectbox(key="evaluate_heatmap_pick").select_index(0).run()
         assert any(i.value.startswith("**Reading a Grad-CAM map.**") for i in at.info)
     finally:
         at.toggle(key="flora_explain").set_value(False).run()

@@ -40,6 +40,8 @@ def test_calibration_numbers_are_cores(app, workspace):
     assert f"T = {cal.temperature:.2f}" in texts(at)
     charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
     assert len(charts) >= 3, "the matrix and the two reliability diagrams"
+    reliability = [c.proto.spec for c in charts if "over-confident" in c.proto.spec]
+    assert reliability and all('"orient":"bottom"' in spec.replace(" ", "") for spec in reliability)
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
     at = app("evaluate")
     true_name, predicted_name = at.selectbox(key="evaluate_true").value, at.selectbox(key="evaluate_pred").value
     assert true_name != predicted_name
-    at.selectbox(key="evaluate_heatmap_pick").set_value(0).run()
+    at.selectbox(key="evaluate_heatmap_pick").select_index(0).run()
     assert not at.exception, [e.value for e in at.exception]
     captions = [c for image in at.get("image") for c in image.captions]
     assert any(c.startswith(f"predicted: {predicted_name}") for c in captions)
@@ -80,6 +82,12 @@ def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
     assert f"{true_name} rather than {predicted_name}" in captions
     assert "what tipped the model" in texts(at)
     assert len(list((run.directory / HEATMAPS_DIR).glob("*.npz"))) >= 3, "the maps are cached per (image, class)"
+    # another cell of the matrix: the last pick (and its contrast text) does not stay behind
+    other = next((t, p) for t, p in zip(confused["true"], confused["predicted"], strict=True) if t != true_name)
+    at.selectbox(key="evaluate_true").set_value(other[0])
+    at.selectbox(key="evaluate_pred").set_value(other[1]).run()
+    assert at.selectbox(key="evaluate_heatmap_pick").value is None
+    assert "what tipped the model" not in texts(at)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -68,7 +69,8 @@ def test_a_finished_sweep_shows_its_trials_charts_and_best(app, finished_sweep):
     assert "Best so far: trial" in shown
     charts = [chart.proto.spec for chart in at.get("plotly_chart")]
     assert any("Highest validation accuracy so far" in spec for spec in charts)
-    assert any("parcoords" in spec for spec in charts)
+    parallel = next(json.loads(spec) for spec in charts if "parcoords" in spec)
+    assert parallel["layout"]["margin"]["l"] >= 60 and parallel["layout"]["margin"]["r"] >= 60  # labels not cut
     assert any("Which settings mattered most" in spec for spec in charts)
     assert not at.button(key=f"sweep_promote_{sweep_id}").disabled
     assert "python -m core sweep" in "\n".join(code.value for code in at.code)
