@@ -245,17 +245,26 @@ def compute_label_issues(
     analysis = RunAnalysis.load(run.directory)
     temperature = calibrate_run(run.directory).temperature
     train = training_features(run, data_root, progress, should_stop)
+    classes = len(analysis.classes)
     if progress:
-        progress("cross-validating the training split", 0, 1)
-    train_probabilities = label_issues.cross_val_probabilities(train.features, train.labels, len(analysis.classes))
-    parts = {"train": (train_probabilities, train.labels, train.paths)}
+        progress("cross-validating the training split", 0, 2)
+    scored = label_issues.out_of_sample(train.features, train.labels, classes)
+    if progress:
+        progress("measuring the ranking on planted label flips", 1, 2)
+    trust = label_issues.self_test(train.features, train.labels, classes, C=scored.C)
+    parts = {"train": (scored.probabilities, train.labels, train.paths)}
     for name in ("val", "test"):
         part = analysis.split(name)
         parts[name] = (softmax(part.logits, temperature), part.labels, part.paths)
     result = label_issues.review(
         parts,
         analysis.classes,
-        f"{label_issues.FOLDS}-fold cross-validated logistic regression on the pooled features",
+        f"{label_issues.FOLDS}-fold cross-validated logistic regression on the pooled features "
+        f"(C = {scored.C:g}, chosen by inner cross-validation)"
+        if scored.C
+        else "the training labels (too few photos to cross-validate)",
+        scored=scored,
+        trust=trust,
     )
     label_issues.save(result, run.directory)
     return result
@@ -301,11 +310,14 @@ def dataset_label_issues(
     )
     if progress:
         progress("cross-validating", 0, 1)
-    probabilities = label_issues.cross_val_probabilities(features, cache.labels, len(index.classes), seed=seed)
+    scored = label_issues.out_of_sample(features, cache.labels, len(index.classes), seed=seed)
+    trust = label_issues.self_test(features, cache.labels, len(index.classes), seed=seed, C=scored.C)
     return label_issues.review(
-        {"all": (probabilities, cache.labels, list(cache.paths))},
+        {"all": (scored.probabilities, cache.labels, list(cache.paths))},
         index.classes,
         f"{label_issues.FOLDS}-fold cross-validated logistic regression on ResNet-50 ({weights}) features",
+        scored=scored,
+        trust=trust,
     )
 
 

@@ -173,12 +173,27 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(f"{len(review.issues)} suspected label error(s) among {review.images} images ({review.train_source})")
+    trust = review.trust or {}
+    if trust.get("planted"):
+        print(
+            f"trust: {trust['planted']} labels flipped on purpose, {trust['found']} of them among the first "
+            f"{trust['planted']} suspects (a random order: about {trust['chance']:.0f}); confident learning "
+            f"estimates {review.estimated_errors} wrong labels"
+        )
     if rows:
         print(
             format_table(
-                ["path", "given", "suggested", "score", "split", "marked"],
+                ["path", "given", "suggested", "odds", "score", "split", "marked"],
                 [
-                    [r["path"], r["given"], r["suggested"], f"{r['score']:.3f}", r["split"], r["marked"] or ""]
+                    [
+                        r["path"],
+                        r["given"],
+                        r["suggested"],
+                        f"{r['odds']:.1f}",
+                        f"{r['score']:.3f}",
+                        r["split"],
+                        r["marked"] or "",
+                    ]
                     for r in rows
                 ],
             )

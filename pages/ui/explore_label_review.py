@@ -72,10 +72,11 @@ def review_section(run: Run) -> None:
     what_a_correction_does(run, corrections)
     st.caption(
         f"{len(review.issues)} suspect(s) among {review.images} photos "
-        f"({', '.join(f'{n} {SPLIT_NAMES.get(s, s)}' for s, n in review.by_split.items())}); scored by "
-        f"{review.train_source}. Most suspicious first: the lower the probability of the given label, the likelier "
-        "the label is wrong. These are suspects for you to look at, not verdicts."
+        f"({', '.join(f'{n} {SPLIT_NAMES.get(s, s)}' for s, n in review.by_split.items())}). The training photos "
+        f"are scored by {review.train_source}; validation and test photos by the run itself. Most suspicious "
+        "first: how many times likelier the suggested class is than the label. Suspects to look at, not verdicts."
     )
+    trust_note(run, review)
     if not review.issues:
         st.success("No suspected label errors: every label agrees with the evidence.", icon=":material/check_circle:")
         return
@@ -85,9 +86,11 @@ def review_section(run: Run) -> None:
         "Splits",
         splits,
         selection_mode="multi",
-        default=splits,
+        default=[s for s in splits if s != "test"] or splits,  # test photos: only when asked for (see help)
         format_func=lambda s: SPLIT_NAMES.get(s, s),
         key="explore_issue_splits",
+        help="Test photos are left out at first: correcting one changes what every later run is tested on, "
+        "and runs before and after are then compared on fewer photos. Add them when you mean to.",
     )
     hide_reviewed = filters[1].toggle("Hide the ones I reviewed", value=False, key="explore_hide_reviewed")
     heatmaps = filters[1].toggle(
@@ -115,6 +118,48 @@ def review_section(run: Run) -> None:
         issue_row(run, issue, corrections, heatmaps)
 
 
+def trust_note(run: Run, review: label_issues.LabelReview) -> None:
+    """How far the ranking can be trusted, from this run's own figures (and plainly when it is close to chance)."""
+    trust = review.trust or {}
+    parts = []
+    if review.model_accuracy is not None:
+        parts.append(
+            f"the model that scores the training photos gets {review.model_accuracy:.0%} of their labels right out "
+            f"of sample (always guessing the largest class: {review.chance_accuracy or 0:.0%})"
+        )
+    if trust.get("planted"):
+        parts.append(
+            f"when {trust['planted']} of those labels were flipped on purpose and the photos ranked again, "
+            f"{trust['found']} of the flips came among the first {trust['planted']} suspects (a random order would "
+            f"put about {trust['chance']:.0f} there)"
+        )
+    share = review.estimated_errors / max(1, review.images)
+    if share > 0.2:
+        parts.append(
+            f"confident learning estimates {review.estimated_errors} wrong labels ({share:.0%}): far more than a "
+            "dataset usually holds, so most suspects are the model's own mistakes"
+        )
+    if not parts:
+        return
+    text = "**How far to trust this list** (measured on this run): " + "; ".join(parts) + "."
+    random_start = run.train_config.weights == "none"
+    weak = (
+        " This run's backbone started from random weights: its features barely tell the classes apart."
+        if random_start
+        else ""
+    )
+    if review.close_to_chance:
+        st.warning(
+            f"{text}{weak} The ranking is close to chance: review by eye"
+            + (", or train with ImageNet weights first." if random_start else "."),
+            icon=":material/casino:",
+        )
+    elif random_start:
+        st.warning(f"{text}{weak} Expect many suspects to be its own mistakes.", icon=":material/casino:")
+    else:
+        st.info(text, icon=":material/rule:")
+
+
 def what_a_correction_does(run: Run, corrections: Corrections) -> None:
     counts = corrections.counts()
     done = ", ".join(f"{counts[a]} {w}" for a, w in ((RELABEL, "relabelled"), (EXCLUDE, "excluded"), (FINE, "fine")))
@@ -137,6 +182,10 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
     )
 
 
+def _times(odds: float) -> str:
+    return f"{odds:.1f}×" if odds < 10 else f"{odds:,.0f}×"
+
+
 def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections, heatmaps: bool = False) -> None:
     key = f"explore_issue_{hashlib.sha1(issue.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
     marked = corrections.entries.get(issue.path)
@@ -153,7 +202,7 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
         facts.markdown(
             f"**{Path(issue.path).name}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
             f"labelled **{issue.given}**, looks like **{issue.suggested}** "
-            f"({issue.suggested_probability:.0%}); probability of its label {issue.score:.0%}"
+            f"({issue.suggested_probability:.0%}, {_times(issue.odds)} its label's {issue.score:.1%})"
         )
         if error:
             facts.caption(error)

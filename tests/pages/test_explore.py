@@ -131,10 +131,14 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     review = run_tasks.compute_label_issues(run, workspace["data"])  # what the background task does
     at.run()
     assert review.issues, "red and crimson share a colour: some labels must look wrong"
-    first = review.issues[0]
+    first = next(issue for issue in review.issues if issue.split != "test")  # test photos: only when asked for
     shown = texts(at)
     assert f"{len(review.issues)} suspect(s) among {review.images} photos" in shown
     assert f"labelled **{first.given}**, looks like **{first.suggested}**" in shown
+    assert "test" not in at.pills(key="explore_issue_splits").value
+    trust = next(w.value for w in at.warning if w.value.startswith("**How far to trust this list**"))
+    assert f"gets {review.model_accuracy:.0%} of their labels right out of sample" in trust
+    assert "started from random weights" in trust  # the fixture's run is a random start: said plainly
     assert "never to your photos" in shown and "new run id" in shown
     again = next(p for p in at.get("page_link") if p.proto.label == "Train again with these corrections")
     assert again.proto.page == "train" and again.proto.query_string == f"train_prefill={run.run_id}"
