@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import backbones
+from core.field_types import FieldTypeError, check_field_types
 
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
@@ -36,6 +37,14 @@ class ConfigError(ValueError):
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _check_types(cls: type, values: dict[str, Any], what: str) -> None:
+    """A stored or hand-written config with a value of the wrong kind fails here, naming the field."""
+    try:
+        check_field_types(cls, values, what)
+    except FieldTypeError as e:
+        raise ConfigError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,12 @@ class AugmentConfig:
         """Build from a dict, ignoring keys this version does not know (older or newer runs)."""
         if not data:
             return cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"augment must be an object of settings. Received: {data!r:.60}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        _check_types(cls, values, "augment")
+        return cls(**values)
 
 
 # What each transform does, in a sentence, for the Augmentation page and the docs.
@@ -278,8 +291,11 @@ class TrainConfig:
 
         A dict without `backbone` is a ResNet-50 config (to_dict leaves the default out).
         """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training config is an object of settings. Received: {data!r:.60}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        _check_types(cls, values, "config")
         values.setdefault("backbone", backbones.DEFAULT_BACKBONE)
         if "augment" in values:
             values["augment"] = AugmentConfig.from_dict(values["augment"])

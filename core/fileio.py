@@ -51,6 +51,37 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+class UnreadableFile(ValueError):
+    """A file that exists but cannot be read as what it should be; the message says why."""
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file that must be whole.
+
+    Raises:
+        FileNotFoundError: it is not there.
+        UnreadableFile: it is cut short, not JSON, not UTF-8, or cannot be opened.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError:
+        raise UnreadableFile(f"{path.name} is not UTF-8 text") from None
+    except OSError as e:
+        raise UnreadableFile(f"{path.name} cannot be read ({e.strerror or e})") from None
+    if not text.strip():
+        raise UnreadableFile(f"{path.name} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = not text.rstrip().endswith(("}", "]"))  # a whole document ends with its closing bracket
+        raise UnreadableFile(
+            f"{path.name} is {'cut short' if cut else 'not valid JSON'} (line {e.lineno}, column {e.colno}: {e.msg})"
+        ) from None
+
+
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
     """Read a JSON file; `default` when it is missing or unreadable."""
     try:

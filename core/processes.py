@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from core.fileio import read_json, write_json_atomic
+from core.field_types import FieldTypeError, check_field_types
+from core.fileio import UnreadableFile, load_json, write_json_atomic
 from core.paths import PROJECT_ROOT
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
+UNREADABLE = "unreadable"  # the key JobFolder.read puts in a status it could not read: why
 # A job launched a moment ago has no pid yet; it is not "dead" during this grace period.
 LAUNCH_GRACE_SECONDS = 30.0
 _LOG_TAIL_BYTES = 256 * 1024
@@ -107,9 +109,20 @@ class JobStatus:
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in dataclasses.fields(cls)) - {"extra"}
 
+    @property
+    def unreadable(self) -> str | None:
+        """Why the stored status could not be read (JobFolder.read), None when it could."""
+        return self.extra.get(UNREADABLE)
+
     @classmethod
     def from_dict(cls: type[S], data: dict[str, Any] | None) -> S:
-        """Build from stored JSON: unknown keys go to `extra`, renamed ones to their field."""
+        """Build from stored JSON: unknown keys go to `extra`, renamed ones to their field.
+
+        Raises:
+            FieldTypeError: not an object, or a declared field holding a value of the wrong kind.
+        """
+        if data is not None and not isinstance(data, dict):
+            raise FieldTypeError(f"{STATUS_FILE} holds {type(data).__name__} {data!r:.40}, not an object")
         data = dict(data or {})
         known = cls.field_names()
         values: dict[str, Any] = {}
@@ -127,6 +140,7 @@ class JobStatus:
                 values["stage_progress"] = (int(progress[0]), int(progress[1]))
             except (TypeError, ValueError, IndexError):
                 values["stage_progress"] = None
+        check_field_types(cls, values, STATUS_FILE)
         return cls(**values, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,8 +180,17 @@ class JobFolder:
         return self.directory / STOP_FILE
 
     def read(self) -> JobStatus:
-        """The status as stored (a default, queued status when there is none yet)."""
-        return self.status_type.from_dict(read_json(self.status_path, default={}) or {})
+        """The status as stored (a default, queued status when there is none yet).
+
+        A status file that cannot be read (cut short, not an object, a field of the wrong kind) reads
+        as a failed job whose `unreadable` says why: never a traceback, and never rewritten by a reader.
+        """
+        try:
+            return self.status_type.from_dict(load_json(self.status_path))
+        except FileNotFoundError:
+            return self.status_type()
+        except (UnreadableFile, FieldTypeError) as e:
+            return self.status_type(state=RunState.FAILED, error=f"unreadable: {e}", extra={UNREADABLE: str(e)})
 
     def write(self, status: JobStatus) -> JobStatus:
         status.updated_at = time.time()
@@ -187,6 +210,8 @@ class JobFolder:
                 f"declare them on the status class. Known: {sorted(self.status_type.field_names())}"
             )
         status = self.read()
+        if status.unreadable:  # its owner writes a whole status again
+            status = self.status_type()
         for name, value in fields.items():
             if name == "state":
                 value = RunState(value)
@@ -235,10 +260,13 @@ class JobFolder:
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
 
-    def refresh(self, status: JobStatus | None = None, what: str = "the job's process") -> JobStatus:
+    def refresh(
+        self, status: JobStatus | None = None, what: str = "the job's process", persist: bool = True
+    ) -> JobStatus:
         """The status, with a job whose process is gone marked failed (with its last log lines).
 
-        A queued job without a pid is given `LAUNCH_GRACE_SECONDS` to start.
+        A queued job without a pid is given `LAUNCH_GRACE_SECONDS` to start. With `persist` the failure
+        is written to the folder; without it (a read-only command) it is only returned.
         """
         status = status if status is not None else self.read()
         if not status.active or not self.is_dead(status):
@@ -248,6 +276,8 @@ class JobFolder:
         tail = self.log_tail(15)
         if tail:
             error += f"; last log lines:\n{tail}"
+        if not persist:
+            return dataclasses.replace(status, state=RunState.FAILED, error=error, finished_at=time.time(), stage=None)
         return self.update(state=RunState.FAILED, error=error, finished_at=time.time(), stage=None)
 
     @staticmethod

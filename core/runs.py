@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 
 from core.config import TrainConfig
 from core.datasets import DatasetIndex
-from core.fileio import append_jsonl, read_json, read_jsonl, write_json_atomic
+from core.fileio import UnreadableFile, append_jsonl, load_json, read_json, read_jsonl, write_json_atomic
 from core.processes import ACTIVE_STATES, STATUS_FILE, STOP_FILE, JobFolder, JobStatus, RunState, process_alive
 
 CONFIG_FILE = "config.json"
@@ -42,7 +43,17 @@ LOG_FILE = "train.log"
 CHECKPOINT_FILE = "best.weights.h5"
 LABEL_FILE = "label.json"
 MAX_NAME_LENGTH = 80
-__all__ = ["ACTIVE_STATES", "Run", "RunNotFound", "RunState", "RunStatus", "RunStore", "new_run_record"]
+__all__ = [
+    "ACTIVE_STATES",
+    "Run",
+    "RunNotFound",
+    "RunState",
+    "RunStatus",
+    "RunStore",
+    "RunUnreadable",
+    "check_run_id",
+    "new_run_record",
+]
 
 ANALYSIS_FILE = "analysis.npz"  # written by core.analysis
 # What the analysis modules derive from it (each computed once, on demand or at the end of training):
@@ -135,6 +146,55 @@ def package_versions() -> dict[str, str]:
 class RunNotFound(KeyError):
     def __str__(self) -> str:
         return f"no run {self.args[0]!r} in the run store"
+
+
+class RunUnreadable(ValueError):
+    """A run folder whose config or status cannot be read; listed as "unreadable: <reason>", never a traceback."""
+
+    def __init__(self, run_id: str, reason: str, directory: Path | None = None):
+        super().__init__(run_id, reason)
+        self.run_id, self.reason, self.directory = run_id, reason, directory
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} is unreadable: {self.reason}"
+
+
+# What a run id may be where it becomes a folder name (mlflow's rule, shorter): letters, digits, '-', '_'.
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """Return `run_id` when it can name a run folder; raise ValueError for anything else ('..', '/', ...)."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"{str(run_id)[:80]!r} is not a run id: a run id is up to 64 letters, digits, '-' or '_' "
+            "(a path is not accepted; give the id, as `python -m core runs` lists it)"
+        )
+    return run_id
+
+
+def check_record(record: Any) -> None:
+    """Raise UnreadableFile when a loaded config.json is not a run record this version can use."""
+    if not isinstance(record, dict):
+        raise UnreadableFile(f"{CONFIG_FILE} holds {type(record).__name__}, not an object")
+    try:
+        TrainConfig.from_dict(record.get("config") or {})
+    except ValueError as e:  # ConfigError, and a config field of the wrong kind
+        raise UnreadableFile(f"{CONFIG_FILE}: {e}") from None
+    classes = record.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        raise UnreadableFile(f"{CONFIG_FILE}: classes is not a list of names")
+    dataset = record.get("dataset", {})
+    if not isinstance(dataset, dict):
+        raise UnreadableFile(f"{CONFIG_FILE}: dataset is not an object")
+    for key in ("path", "name", "fingerprint"):
+        if dataset.get(key) is not None and not isinstance(dataset[key], str):
+            raise UnreadableFile(f"{CONFIG_FILE}: dataset {key} is not text")
+    for key, value in (("dataset images", dataset.get("images")), ("created", record.get("created"))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UnreadableFile(f"{CONFIG_FILE}: {key} is not a number")
+    if dataset.get("corrections") is not None and not isinstance(dataset["corrections"], dict):
+        raise UnreadableFile(f"{CONFIG_FILE}: dataset corrections is not an object")
 
 
 @dataclass
@@ -267,7 +327,8 @@ class RunStore:
         self.root = Path(root)
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        """The folder of `run_id`. Raises ValueError for an id that is not one (a path, '..')."""
+        return self.root / check_run_id(run_id)
 
     def _job(self, run_id: str) -> JobFolder:
         return JobFolder(self.run_dir(run_id), LOG_FILE, RunStatus)
@@ -291,25 +352,44 @@ class RunStore:
         return Run(run_id, directory, record, status)
 
     def get(self, run_id: str) -> Run:
-        """The run `run_id`. Raises RunNotFound."""
+        """The run `run_id`.
+
+        Raises:
+            RunNotFound: no such run.
+            RunUnreadable: its config or status is cut short, not JSON, or holds values of the wrong kind.
+        """
         directory = self.run_dir(run_id)
-        config = read_json(directory / CONFIG_FILE)
-        if config is None:
-            raise RunNotFound(run_id)
+        try:
+            config = load_json(directory / CONFIG_FILE)
+            check_record(config)
+        except FileNotFoundError:
+            raise RunNotFound(run_id) from None
+        except UnreadableFile as e:
+            raise RunUnreadable(run_id, str(e), directory) from None
         job = self._job(run_id)
-        label = read_json(directory / LABEL_FILE, default={}) or {}
+        status = job.read()
+        if status.unreadable:
+            raise RunUnreadable(run_id, status.unreadable, directory)
+        label = read_json(directory / LABEL_FILE, default={})
+        label = label if isinstance(label, dict) else {}
         return Run(
             run_id,
             directory,
             config,
-            job.read(),
+            status,
             stop_requested_at=job.stop_requested_at(),
             name=str(label.get("name") or ""),
             note=str(label.get("note") or ""),
         )
 
     def find(self, prefix: str) -> Run:
-        """The run whose id is `prefix` or starts with it (like git's short hashes)."""
+        """The run whose id is `prefix` or starts with it (like git's short hashes).
+
+        Raises:
+            ValueError: `prefix` is not a run id (a path, '..').
+            RunNotFound, RunUnreadable: as `get`; KeyError: an ambiguous prefix.
+        """
+        check_run_id(prefix)
         if self.exists(prefix):
             return self.get(prefix)
         matches = [run_id for run_id in self._ids() if run_id.startswith(prefix)]
@@ -320,22 +400,30 @@ class RunStore:
         raise RunNotFound(prefix)
 
     def list(self) -> list[Run]:
-        """All runs, newest first."""
-        runs = []
+        """All readable runs, newest first (`unreadable()` lists the others)."""
+        return self.scan()[0]
+
+    def unreadable(self) -> list[RunUnreadable]:
+        """The run folders that cannot be read, each with why (pages and `core runs` list them)."""
+        return self.scan()[1]
+
+    def scan(self) -> tuple[list[Run], list[RunUnreadable]]:
+        """(readable runs newest first, unreadable run folders by id): one pass over the store."""
+        runs, unreadable = [], []
         for run_id in self._ids():
             try:
                 runs.append(self.get(run_id))
             except RunNotFound:
                 continue  # a folder being created right now
-        return sorted(runs, key=lambda run: run.created, reverse=True)
+            except RunUnreadable as e:
+                unreadable.append(e)
+        return sorted(runs, key=lambda run: run.created, reverse=True), sorted(unreadable, key=lambda e: e.run_id)
 
     def _ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return [
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / CONFIG_FILE).exists()
+            p.name for p in self.root.iterdir() if p.is_dir() and _RUN_ID.match(p.name) and (p / CONFIG_FILE).exists()
         ]
 
     def set_status(self, run_id: str, **fields: Any) -> RunStatus:
@@ -419,7 +507,19 @@ class RunStore:
             raise ValueError(f"run {run_id} is {run.state}; stop it before deleting")
         shutil.rmtree(run.directory)
 
-    def refresh(self, run: Run) -> Run:
-        """Mark a queued/running run whose process is gone as failed, so it is never shown running forever."""
-        run.status = self._job(run.run_id).refresh(run.status, what="the training process")
+    def delete_unreadable(self, run_id: str) -> None:
+        """Remove a run folder that cannot be read (`unreadable()`). Raises ValueError for one that can."""
+        try:
+            self.get(run_id)
+        except RunUnreadable as e:
+            shutil.rmtree(e.directory or self.run_dir(run_id))
+            return
+        raise ValueError(f"run {run_id} can be read; delete it as a run (stopping it first if it is active)")
+
+    def refresh(self, run: Run, persist: bool = True) -> Run:
+        """Mark a queued/running run whose process is gone as failed, so it is never shown running forever.
+
+        `persist=False` (read-only commands such as `core runs`) shows it failed without writing.
+        """
+        run.status = self._job(run.run_id).refresh(run.status, what="the training process", persist=persist)
         return run

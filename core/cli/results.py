@@ -55,7 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.evaluation import Evaluation
 
     store = store_of(args)
-    run = store.refresh(store.find(args.run_id))
+    run = store.refresh(store.find(args.run_id), persist=False)
     if not run.has_evaluation:
         return fail(not_evaluated_reason(run))
     evaluation = Evaluation.load(run.directory)

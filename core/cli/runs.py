@@ -16,7 +16,7 @@ from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, f
 from core.config import TrainConfig
 from core.corrections import resolve as resolve_corrections
 from core.corrections import summary as correction_summary
-from core.runs import Run, RunState
+from core.runs import Run, RunState, RunUnreadable
 from core.train_options import add_train_flags, config_from_flags, run_command
 
 log = logging.getLogger("flora")
@@ -141,9 +141,12 @@ def train_result(run: Run, cached: bool) -> dict[str, Any]:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     store = store_of(args)
+    # A read: a run whose process died shows as failed here, but only the app or its owner writes that down.
     if args.show:
-        return _show(store.refresh(store.find(args.show)), args.json)
-    rows = [run_row(store.refresh(run)) for run in store.list()]
+        return _show(store.refresh(store.find(args.show), persist=False), args.json)
+    runs, unreadable = store.scan()
+    rows = [run_row(store.refresh(run, persist=False)) for run in runs]
+    rows += [unreadable_row(problem) for problem in unreadable]
     if args.json:
         emit_json(rows)
         return EXIT_OK
@@ -151,8 +154,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {store.root}", file=sys.stderr)
         return EXIT_OK
     headers = ["run_id", "state", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created"]
-    print(format_table(headers, [[cell(row[h]) for h in headers] for row in rows]))
+    print(format_table(headers, [[cell(row[h]) for h in headers] for row in rows if row["state"] != UNREADABLE]))
+    for problem in unreadable:
+        print(f"{problem.run_id}  unreadable: {problem.reason}", file=sys.stderr)
     return EXIT_OK
+
+
+UNREADABLE = "unreadable"
+
+
+def unreadable_row(problem: RunUnreadable) -> dict[str, Any]:
+    """`core runs --json`'s entry for a run folder it cannot read: the id, the state "unreadable" and why."""
+    return {"run_id": problem.run_id, "state": UNREADABLE, "error": problem.reason, "dir": str(problem.directory)}
 
 
 def run_row(run: Run) -> dict[str, Any]:

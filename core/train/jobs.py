@@ -22,7 +22,7 @@ from pathlib import Path
 from core.config import TrainConfig, run_id_for
 from core.datasets import DatasetError, DatasetIndex, scan_dataset
 from core.processes import process_alive
-from core.runs import Run, RunState, RunStatus, RunStore, new_run_record
+from core.runs import Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
 
 log = logging.getLogger("flora")
 CACHED, ACTIVE, NEW = "cached", "active", "new"
@@ -67,11 +67,15 @@ def submit(
     index = scan_dataset(dataset_path)
     run_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
     if store.exists(run_id):
-        run = store.refresh(store.get(run_id))
-        if run.state is RunState.DONE and run.has_model and not force:
-            return Submission(run_id, CACHED, run, index, config)
-        if run.active:
-            return Submission(run_id, ACTIVE, run, index, config)
+        try:
+            run = store.refresh(store.get(run_id))
+        except RunUnreadable as e:  # a folder cut short by a crash or a bad edit: trained again from scratch
+            log.warning("%s; training it again", e)
+        else:
+            if run.state is RunState.DONE and run.has_model and not force:
+                return Submission(run_id, CACHED, run, index, config)
+            if run.active:
+                return Submission(run_id, ACTIVE, run, index, config)
     record = new_run_record(index, config)
     if corrections:
         record["dataset"]["corrections"] = corrections

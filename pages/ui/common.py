@@ -17,7 +17,7 @@ from core.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datase
 from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
-from core.runs import Run, RunState, RunStore
+from core.runs import Run, RunState, RunStore, RunUnreadable
 from core.sweeps import Sweep, SweepStore
 from core.thumbnails import placeholder, thumbnail
 from core.train_options import describe_config
@@ -66,8 +66,8 @@ def store() -> RunStore:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _runs_as_of(root: str, stamp: tuple[int, float]) -> list[Run]:
-    return RunStore(root).list()
+def _runs_as_of(root: str, stamp: tuple[int, float]) -> tuple[list[Run], list[RunUnreadable]]:
+    return RunStore(root).scan()
 
 
 def runs() -> list[Run]:
@@ -77,8 +77,14 @@ def runs() -> list[Run]:
     writing its status), so a page polling every second or two reads a stat per run, not every file.
     """
     run_store = store()
-    listed = _runs_as_of(str(run_store.root), run_store.stamp())
+    listed, _ = _runs_as_of(str(run_store.root), run_store.stamp())
     return [run_store.refresh(run) if run.active else run for run in listed]
+
+
+def unreadable_runs() -> list[RunUnreadable]:
+    """Run folders whose config or status cannot be read (listed with why, never a traceback)."""
+    run_store = store()
+    return _runs_as_of(str(run_store.root), run_store.stamp())[1]
 
 
 def active_runs() -> list[Run]:

@@ -11,7 +11,7 @@ import streamlit as st
 from core.config import TrainConfig
 from core.corrections import summary as correction_summary
 from core.monitor import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
-from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState
+from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState, RunUnreadable
 from core.train import jobs
 from core.train.jobs import dataset_corrections
 from core.train_options import describe_weights, run_command, train_command
@@ -112,8 +112,8 @@ def take_prefill_link() -> None:
     del st.query_params[PREFILL]
     try:
         run = common.store().find(run_id)
-    except KeyError:
-        st.session_state[PREFILL_NOTE] = ("warning", f"Run {run_id} is not in the run store.")
+    except (KeyError, ValueError) as e:  # not in the store, not an id, or unreadable
+        st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {e}")
         return
     prefill_from(run.run_id)
     kept = dataset_corrections(common.data_root(), run.dataset_path)
@@ -411,6 +411,34 @@ def settings(run: Run) -> None:
                 )
 
 
+def unreadable_runs(problems: list[RunUnreadable]) -> None:
+    """Run folders that cannot be read: each with why and where, and a way to remove it."""
+    if not problems:
+        return
+    with st.expander(f"{len(problems)} run folder(s) cannot be read", icon=":material/broken_image:"):
+        st.caption(
+            "Their config.json or status.json is cut short, not JSON, or holds a value of the wrong kind (a crash "
+            "mid-write, or a hand edit). They are left as they are; fix the file, or delete the folder."
+        )
+        for problem in problems:
+            left, right = st.columns([5, 1], vertical_alignment="center")
+            left.text(f"{problem.run_id}  unreadable: {problem.reason}\n{problem.directory}")
+            right.button(
+                "Delete",
+                key=f"train_delete_unreadable_{problem.run_id}",
+                on_click=delete_unreadable,
+                args=(problem.run_id,),
+                help="Removes this folder from the run store. This cannot be undone.",
+            )
+
+
+def delete_unreadable(run_id: str) -> None:
+    try:
+        common.store().delete_unreadable(run_id)
+    except (KeyError, ValueError, OSError) as e:
+        st.session_state["train_error_runs"] = str(e)
+
+
 def runs_area() -> list[Run]:
     """The run list, the run picker and the picked run's monitor; returns the runs as listed."""
     all_runs = common.runs()
@@ -418,6 +446,7 @@ def runs_area() -> list[Run]:
     metrics = {run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.active}
     states = {run.run_id: progress(run, metrics[run.run_id]) for run in all_runs if run.active}
     runs_table(all_runs, states)
+    unreadable_runs(common.unreadable_runs())
     ids = [run.run_id for run in all_runs]
     if st.session_state.get("train_run") not in ids:
         active = [run.run_id for run in all_runs if run.active]
@@ -428,6 +457,9 @@ def runs_area() -> list[Run]:
         run = common.store().refresh(common.store().get(selected))
     except RunNotFound:
         st.warning(f"Run {selected} is gone from the run store.")
+        return all_runs
+    except RunUnreadable as e:
+        st.warning(str(e), icon=":material/broken_image:")
         return all_runs
     run_metrics = metrics.get(selected)
     if run_metrics is None:

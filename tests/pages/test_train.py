@@ -294,3 +294,31 @@ def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(a
     note = next(i.value for i in at.info if i.value.startswith("The form holds run"))
     assert "(1 relabelled, 1 excluded; the run had none)" in note
     assert at.select_slider(key="train_image_size").value == workspace["config"].image_size
+
+
+def test_damaged_run_folders_never_break_a_page(app, workspace, tmp_path):
+    """A status of [1,2,3], a config whose image_size is text, a config cut short: each page draws, and Train
+    lists them as unreadable with why (before: a TypeError on every page, or a run vanishing silently)."""
+    from pages.ui.navigation import PAGES
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    store = workspace["store"].__class__(models)
+    source = store.run_dir(workspace["run_id"])
+    for run_id in ("statuslist", "badtype", "cutconfig"):
+        copy_run(source, models / run_id)
+    (models / "statuslist" / "status.json").write_text("[1,2,3]")
+    config = (models / "badtype" / "config.json").read_text()
+    (models / "badtype" / "config.json").write_text(config.replace('"image_size": 32', '"image_size": "<str>"'))
+    (models / "cutconfig" / "config.json").write_text(config[: len(config) // 2])
+    at = app("train", models_dir=models)
+    expander = next(e for e in at.expander if "3 run folder(s) cannot be read" in e.label)
+    shown = [t.value for t in expander.text]
+    assert any("badtype  unreadable: config.json: config: image_size is '<str>'" in line for line in shown)
+    assert any("cutconfig  unreadable: config.json is cut short" in line for line in shown)
+    assert table_with(at, "id")["id"].tolist() == [workspace["run_id"]]
+    for page in PAGES:
+        at.switch_page(page_file(page.name)).run()
+        assert not at.exception, (page.name, [e.value for e in at.exception])
+    at.switch_page(page_file("train")).run()
+    next(b for b in at.button if b.key == "train_delete_unreadable_cutconfig").click().run()
+    assert not (models / "cutconfig").exists()
