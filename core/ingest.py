@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import numpy as np
 from core.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
 from core.imaging import ImageError, load_square
+from core.processes import process_alive
 from core.progress import CountCallback
 
 CACHE_VERSION = (
@@ -140,6 +142,7 @@ def ingest(
         return cached
 
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(folder.parent)
     staging = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     staging.mkdir()
     try:
@@ -158,6 +161,32 @@ def ingest(
     result = load_cache(folder)
     assert result is not None
     return result
+
+
+def remove_stale_staging(cache_root: str | os.PathLike) -> list[Path]:
+    """Delete the half-built folders of decoders that died (kill -9, a power cut); return what went.
+
+    A staging folder is named `.<cache>.<pid>.<ns>.tmp` (or `.stale` while a replaced cache is deleted); one
+    whose process is no longer alive is never finished by anyone.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(cache_root))
+    except OSError:
+        return removed
+    for entry in entries:
+        parts = entry.name.split(".")
+        if not (entry.name.startswith(".") and len(parts) >= 5 and parts[-1] in ("tmp", "stale")):
+            continue
+        try:
+            pid = int(parts[-3])
+        except ValueError:
+            continue
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
 
 
 def _discard(folder: Path) -> None:
@@ -247,7 +276,12 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
     # spawn (a few tenths of a second of imports): a small dataset is done before they are up.
     # spawn, not fork: the parent may hold TensorFlow or Streamlit threads that fork would copy.
     others = workers - 1
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=others, mp_context=multiprocessing.get_context("spawn"))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=others,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     ready = [pool.submit(os.getpid) for _ in range(others)]
     in_flight: dict[concurrent.futures.Future, list] = {}
     usable, finished = True, False
@@ -275,6 +309,22 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
         # still starting, nor on an error (what is left running writes only into the staging file).
         pool.shutdown(wait=finished and all(f.done() for f in ready), cancel_futures=True)
     return failures
+
+
+def exit_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
+    """A decoding worker's initializer: end this process soon after its parent is gone.
+
+    A parent killed with SIGKILL never shuts its pool down; without this its workers (and so the resource
+    tracker that waits on their pipe) lived on. A daemon thread notices the parent's end (this process is
+    re-parented) and exits at once, whatever the worker is doing.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _chunk_size(total: int, workers: int) -> int:
