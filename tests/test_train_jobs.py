@@ -122,3 +122,42 @@ def _wait_for_epoch(store, run_id, timeout=240):
         assert store.refresh(store.get(run_id)).state != RunState.FAILED, store.log_tail(run_id)
         time.sleep(0.3)
     raise AssertionError(f"no epoch finished in {timeout}s:\n{store.log_tail(run_id)}")
+
+
+@pytest.mark.parametrize("ending", ["done", "failed"])
+def test_a_second_identical_train_command_waits_for_the_first_and_reports_its_result(
+    tmp_path, dataset, monkeypatch, capsys, ending
+):
+    """Before: the second `core train` exited 0 at once, printing "state": "queued"."""
+    import json
+
+    from core.cli import main as cli
+    from core.cli import runs as cli_runs
+
+    store = RunStore(tmp_path / "models")
+    first = jobs.submit(store, dataset, CONFIG, corrections=None)
+    me = os.getpid()
+    store.set_status(first.run_id, state=RunState.RUNNING, pid=me, pid_start=process_start_time(me), epoch=1)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(CONFIG.to_dict()))
+    monkeypatch.setattr(cli_runs, "WAIT_POLL_SECONDS", 0.05)
+
+    def the_first_one_ends():
+        time.sleep(0.5)
+        if ending == "done":
+            store.set_status(first.run_id, state=RunState.DONE, accuracy=0.75, finished_at=time.time())
+        else:
+            store.set_status(first.run_id, state=RunState.FAILED, error="out of cheese", finished_at=time.time())
+
+    ender = threading.Thread(target=the_first_one_ends)
+    ender.start()
+    started = time.monotonic()
+    where = ["--models-dir", str(store.root), "--data-dir", str(tmp_path / "data")]
+    code = cli(["train", str(dataset), "--config", str(config_file), "--corrections", "none", "--json", *where])
+    ender.join()
+    result = json.loads(capsys.readouterr().out)
+    assert time.monotonic() - started >= 0.4  # it waited
+    assert result["run_id"] == first.run_id and result["state"] == ending
+    assert code == (0 if ending == "done" else 1)
+    if ending == "failed":
+        assert result["error"] == "out of cheese"

@@ -8,6 +8,7 @@ import datetime
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_result(args, store, run_id, cached=True)
     if submission.outcome == jobs.ACTIVE:
         run = submission.run
-        log.info("run %s is already %s (pid %s); not starting it twice", run_id, run.state, run.status.pid)
+        log.info(
+            "run %s is already %s in another process (pid %s); not starting it twice: waiting for it to end "
+            "(Ctrl-C leaves it running)",
+            run_id,
+            run.state,
+            run.status.pid,
+        )
+        wait_for_run(store, run_id)
         return _train_result(args, store, run_id, cached=False)
 
     index = submission.index
@@ -105,6 +113,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         _train_result(args, store, run_id, cached=False)
         return EXIT_FAILED
     return _train_result(args, store, run_id, cached=False)
+
+
+WAIT_POLL_SECONDS = 2.0
+
+
+def wait_for_run(store, run_id: str, poll: float = WAIT_POLL_SECONDS) -> Run:
+    """Wait until a run another process trains has ended (a dead process counts as failed); log its epochs."""
+    said = None
+    while True:
+        run = store.refresh(store.get(run_id))
+        if not run.active:
+            return run
+        where = f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total}" if run.status.epoch else run.state
+        if where != said:
+            log.info("run %s: %s", run_id, where)
+            said = where
+        time.sleep(poll)
 
 
 def _train_result(args, store, run_id: str, cached: bool) -> int:
