@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,8 +32,71 @@ _BACKGROUND = (255, 255, 255)  # transparent pixels become white, as a viewer sh
 _ORIENTATION_TAG = 0x0112
 
 
+# Above this many pixels an image that libjpeg cannot shrink while decoding (PNG, WebP, TIFF...) is reduced in
+# its own mode right after loading, before the RGB conversion that would triple its memory.
+REDUCE_FIRST_PIXELS = 24_000_000
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "LA": 2, "La": 2, "PA": 2}
+
+
 class ImageError(ValueError):
     """An image could not be decoded; the message says why."""
+
+
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit (a decompression bomb, or a photo far larger than any model needs)."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an encoded image's header says, read without decoding its pixels."""
+
+    width: int
+    height: int
+    format: str | None
+    mode: str
+    decoded_bytes: int  # the most memory its decoding at `size` holds at once (draft scale and mode counted)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_header(source: bytes | BinaryIO, size: int, max_pixels: int = MAX_PIXELS) -> ImageHeader:
+    """The size, format and decoding cost of an encoded image, from its header only.
+
+    Raises:
+        ImageTooLarge: over `max_pixels`.
+        ImageError: not an image, or one without pixels.
+    """
+    if isinstance(source, bytes | bytearray):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height, mode, fmt = image.size[0], image.size[1], image.mode, image.format
+    except UnidentifiedImageError:
+        raise ImageError("not an image (the contents are not a format Pillow can read)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"image too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"corrupt or truncated image data ({e})") from None
+    _check_pixels(width, height, max_pixels)
+    scale = 1
+    if fmt == "JPEG":
+        while scale < 8 and min(width, height) // (scale * 2) >= size:
+            scale *= 2  # libjpeg decodes at 1/2, 1/4 or 1/8 scale (as _decode does)
+    bands = _BYTES_PER_PIXEL.get(mode, 4 if mode in ("RGBA", "RGBa", "CMYK", "I", "F") else 3)
+    decoded = -(-width // scale) * -(-height // scale) * bands
+    return ImageHeader(width, height, fmt, mode, decoded)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+            f"{max_pixels / 1e6:.0f} MP limit that guards against decompression bombs"
+        )
 
 
 def is_image_name(name: str | os.PathLike) -> bool:
@@ -105,11 +169,7 @@ def pixels_for_model(pixels: np.ndarray, image_size: int, cache_size: int) -> np
 
 def _decode(image: Image.Image, size: int) -> np.ndarray:
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ImageError(
-            f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
-            f"{MAX_PIXELS / 1e6:.0f} MP limit that guards against decompression bombs"
-        )
+    _check_pixels(width, height)
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if image.format == "JPEG" and image.mode in ("RGB", "L"):
@@ -119,10 +179,34 @@ def _decode(image: Image.Image, size: int) -> np.ndarray:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result stays >= size: much faster.
         image.draft(image.mode, (size, size))
     image.load()
+    if width * height > REDUCE_FIRST_PIXELS:
+        image = _reduce_first(image, size)
     with contextlib.suppress(Exception):  # a malformed EXIF block must not cost us the picture
         # in place: without it Pillow returns a full copy of every photo that needs no turn
         ImageOps.exif_transpose(image, in_place=True)
     return _resize_center_square(_to_rgb(image), size)
+
+
+def _reduce_first(image: Image.Image, size: int) -> Image.Image:
+    """A huge loaded image shrunk in its own mode to about twice `size` on its shorter side.
+
+    Converting a 100-megapixel 1-bit or palette PNG to RGB first held 300 MB more; reduced first it holds a
+    few hundred kilobytes. Box averaging where the mode has it; nearest neighbour otherwise (1-bit, palette,
+    16-bit), which the final bicubic resize then smooths.
+    """
+    factor = max(1, min(image.size) // (2 * size))
+    if factor < 2:
+        return image
+    exif = image.getexif()
+    try:
+        reduced = image.reduce(factor)
+    except ValueError:  # "image has wrong mode"
+        target = (max(1, image.size[0] // factor), max(1, image.size[1] // factor))
+        reduced = image.resize(target, Image.Resampling.NEAREST)
+    reduced.info.update(image.info)
+    if exif:
+        reduced.getexif().update(exif)
+    return reduced
 
 
 def _decode_jpeg_fast(image: Image.Image, size: int) -> np.ndarray | None:

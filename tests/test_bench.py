@@ -25,6 +25,7 @@ ROWS_BY_ITEM = {
     "ui": {"ui.server_cpu_run", "ui.server_cpu_quiet"},
     "serve": {"serve.batched_vs_bare", "serve.batched_vs_off", "serve.p50", "serve.p95", "serve.p99"},
     "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
+    "attack": {"attack.healthz", "attack.peak_rss", "attack.normal_throughput"},
 }
 SUBSET = ("ingest", "inference")  # a figure judged against a target, a rate and a time, for a few seconds each
 

@@ -153,16 +153,37 @@ def _png(width, height) -> bytes:
     return buffer.getvalue()
 
 
-def _bomb() -> bytes:
+def _bomb(width=12000, height=12000) -> bytes:
     buffer = io.BytesIO()
-    Image.new("1", (12000, 12000)).save(buffer, "PNG")  # 144 MP, a few KB compressed
+    Image.new("1", (width, height)).save(buffer, "PNG")  # 144 MP by default, a few KB compressed
     return buffer.getvalue()
 
 
 BAD_INPUTS = {
     "text file": ("rest", b"hello, I am not a photo", 400, "not an image"),
     "truncated": ("rest", _png(40, 40)[:60], 400, "truncated"),
-    "image bomb": ("rest", _bomb(), 400, "too large"),
+    "image bomb": ("rest", _bomb(), 413, "too large"),
+    "bombs over the request's pixels": ("rest-many", [_bomb(10000, 10000)] * 3, 413, "megapixels together"),
+    "shape of booleans": (
+        "v2json",
+        {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [True, 2, 2, 3], "data": [0] * 12}]},
+        400,
+        "'shape' must be a list of non-negative integers",
+    ),
+    "output parameters not an object": (
+        "v2json",
+        {
+            "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 2, 2, 3], "data": [0] * 12}],
+            "outputs": [{"name": "label", "parameters": "x"}],
+        },
+        400,
+        "'parameters' must be an object",
+    ),
+    "json nested 100k deep": ("v2", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    "tf json nested 100k deep": ("tf-raw", b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nested"),
+    "tf NaN pixels": ("tf-raw", b'{"instances": [[[[NaN, 0, 0]]]]}', 400, "finite"),
+    "tf infinite pixels": ("tf-raw", b'{"instances": [[[[Infinity, 0, 0]]]]}', 400, "finite"),
+    "GET on predict": ("get-predict", b"", 405, "use POST"),
     "malformed json": ("v2", b"{not json", 400, "malformed JSON"),
     "wrong datatype": (
         "v2json",
@@ -209,6 +230,12 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(served, case):
         response = http.post("/predict", files={"file": ("upload.jpg", payload)})
     elif kind == "rest-empty":
         response = http.post("/predict", data={"top_k": "2"})
+    elif kind == "rest-many":
+        response = http.post("/predict", files=[("file", (f"{i}.png", data)) for i, data in enumerate(payload)])
+    elif kind == "tf-raw":
+        response = http.post("/v1/models/production:predict", content=payload)
+    elif kind == "get-predict":
+        response = http.get("/v1/models/production:predict")
     elif kind == "v2":
         response = http.post("/v2/models/production/infer", content=payload)
     elif kind == "v2json":
@@ -218,6 +245,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(served, case):
     else:
         response = http.post("/v2/models/nope/infer", json={"inputs": []})
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
     assert words in response.json()["error"]
     good = photos(served["dataset"], 1)[0].read_bytes()
     assert http.post("/predict", files={"file": ("ok.png", good)}).status_code == 200

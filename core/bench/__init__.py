@@ -10,6 +10,8 @@ Items (each a module here):
   serve      7  the model server under 32 concurrent clients (batching on/off, vs bare batch
                 throughput) and onnxruntime / LiteRT vs Keras
   sweep      8  a 20-trial sweep on cached features vs 20 runs the plain way, and vs one ordinary run
+  attack     9  the model server while 32 clients send 100-megapixel PNG bombs: /healthz latency, peak
+                memory, and the normal clients' throughput against without the attack
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -34,7 +36,7 @@ from typing import Any
 from core.bench.common import DEFAULT_DATASET, SCALES, Row, remove
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep")
+ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep", "attack")
 _MODULES = {
     "train": "core.bench.cached_training",
     "ingest": "core.bench.decode",
@@ -44,6 +46,7 @@ _MODULES = {
     "ui": "core.bench.server_cpu",
     "serve": "core.bench.serve",
     "sweep": "core.bench.sweep",
+    "attack": "core.bench.attack",
 }
 
 

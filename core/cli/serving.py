@@ -8,6 +8,8 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_OK, cell, emit_json, format_table
+from core.serving.decode_budget import DEFAULT_BUDGET_BYTES, DEFAULT_REQUEST_PIXELS
+from core.serving.quota import FeedbackQuota
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -27,6 +29,29 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest request body (bytes)")
     serve.add_argument(
         "--no-ood", action="store_true", help="no out-of-distribution scores (skips computing a run's reference)"
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="beyond 127.0.0.1 without FLORA_API_KEY: serve predictions to anyone anyway (feedback stays closed)",
+    )
+    serve.add_argument(
+        "--decode-budget-mb",
+        type=int,
+        default=DEFAULT_BUDGET_BYTES // (1024 * 1024),
+        help="memory all image decodes may hold at once; requests beyond it wait (then 503)",
+    )
+    serve.add_argument(
+        "--max-request-megapixels",
+        type=float,
+        default=DEFAULT_REQUEST_PIXELS / 1e6,
+        help="all images of one request together (413 beyond)",
+    )
+    serve.add_argument(
+        "--feedback-per-client", type=int, default=FeedbackQuota.per_client, help="feedback items per client a day"
+    )
+    serve.add_argument(
+        "--feedback-total", type=int, default=FeedbackQuota.total, help="feedback photos a dataset's folder holds"
     )
     serve.add_argument("--job-dir", help=argparse.SUPPRESS)  # the app's background server
     serve.set_defaults(handler=cmd_serve)
@@ -50,9 +75,15 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from core.paths import data_dir
     from core.serving.registry import BatchOptions
-    from core.serving.server import serve
+    from core.serving.server import ServerLimits, serve
 
     store = store_of(args)
+    limits = ServerLimits(
+        decode_budget_bytes=args.decode_budget_mb * 1024 * 1024,
+        max_request_pixels=int(args.max_request_megapixels * 1e6),
+        feedback_per_client=args.feedback_per_client,
+        feedback_total=args.feedback_total,
+    )
     options = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
     print(f"serving {', '.join(args.models)} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
     return serve(
@@ -65,6 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
         job_dir=args.job_dir,
         ood=not args.no_ood,
+        allow_anonymous=args.allow_anonymous,
+        limits=limits,
     )
 
 

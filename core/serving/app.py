@@ -7,6 +7,7 @@ the Open Inference Protocol and TF Serving use), and the server keeps serving. O
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import time
 
@@ -17,14 +18,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import __version__
 from core.serving.batching import QueueFull
+from core.serving.decode_budget import DecodeBusy
+from core.serving.quota import QuotaExceeded
 from core.serving.registry import NotReady, UnknownModel
-from core.serving.service import InputError, Service
+from core.serving.service import InputError, Service, TooManyPixels
 from core.serving.v2 import ProtocolError
 
 API_KEY_ENV = "FLORA_API_KEY"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/healthz")
+# The API's description is no secret: /docs opens without the key, and its Authorize button takes it.
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class PayloadTooLarge(Exception):
@@ -80,7 +95,7 @@ class Guard:
         state = scope.setdefault("state", {})  # what `request.state` reads
         state["started"] = time.perf_counter()
         path = scope["path"]
-        if self.api_key and path not in OPEN_PATHS:
+        if self.api_key and path not in OPEN_PATHS and path not in DOCS_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"")
             token = given[7:] if given[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(token, self.api_key):
@@ -100,11 +115,23 @@ class Guard:
             self.service.counters.count(_protocol(path), status, state.get("images", 0))
 
 
-def create_app(service: Service, api_key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
-    """The server's application around `service` (its registry already started, or starting)."""
+def create_app(
+    service: Service, api_key: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES, host: str = "127.0.0.1"
+) -> FastAPI:
+    """The server's application around `service` (its registry already started, or starting).
+
+    `host` is the address the server listens on: beyond loopback without an API key, feedback (which
+    stores photos for retraining) is refused.
+    """
     from core.serving import protocols, rest
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    service.feedback_closed_reason = None
+    if not api_key and not is_loopback(host):
+        service.feedback_closed_reason = (
+            f"feedback is closed: this server listens on {host}, beyond this machine, without an API key. "
+            f"Start it with an API key ({API_KEY_ENV} or the Serve page's key) to accept feedback."
+        )
     app = FastAPI(
         title="Flora model server",
         version=__version__,
@@ -124,6 +151,18 @@ def create_app(service: Service, api_key: str | None = None, max_bytes: int = DE
     @app.exception_handler(InputError)
     async def bad_input(request: Request, exc: Exception):
         return error(400, str(exc))
+
+    @app.exception_handler(TooManyPixels)
+    async def too_many_pixels(request: Request, exc: TooManyPixels):
+        return error(413, str(exc))
+
+    @app.exception_handler(QuotaExceeded)
+    async def over_quota(request: Request, exc: QuotaExceeded):
+        return error(429, str(exc))
+
+    @app.exception_handler(DecodeBusy)
+    async def decoding_busy(request: Request, exc: DecodeBusy):
+        return error(503, str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, exc: UnknownModel):
@@ -154,7 +193,30 @@ def create_app(service: Service, api_key: str | None = None, max_bytes: int = DE
     app.include_router(protocols.v2_router(service))
     app.include_router(protocols.tfserving_router(service))
     app.include_router(rest.router(service))
+    if api_key:
+        _document_the_key(app)
     return app
+
+
+def _document_the_key(app: FastAPI) -> None:
+    """Say in the OpenAPI document that every route but health needs the bearer key, so /docs offers
+    "Authorize" and its "Try it out" sends the key (it was a 401 in the browser)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": f"the server's key ({API_KEY_ENV})"}
+            }
+            schema["security"] = [{"apiKey": []}]
+            for path in OPEN_PATHS:
+                for operation in schema.get("paths", {}).get(path, {}).values():
+                    operation["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _protocol(path: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from core import layer_names as names
 from core.analysis import softmax
 from core.calibration import run_temperature
-from core.imaging import ImageError, load_for_model, pixels_for_model
+from core.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.runs import Run
 from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
@@ -111,13 +111,25 @@ class ServedModel:
     def ood_method(self) -> str | None:
         return self.reference.detector.method if self.reference else None
 
-    def decode(self, data: bytes, name: str | None = None) -> Decoded:
-        """An encoded image file -> model pixels. Raises ImageError with the reason."""
+    def decode(self, data: bytes, name: str | None = None, header: ImageHeader | None = None) -> Decoded:
+        """An encoded image file -> model pixels. Raises ImageError with the reason.
+
+        `header` (core.imaging.read_header, read by the caller to budget the decode) saves a second look.
+        """
         if not data:
             raise ImageError("empty file: no image data")
         pixels = load_for_model(bytes(data), self.image_size, self.cache_size)
-        sha, width, height = image_facts(data)
+        if header is None:
+            sha, width, height = image_facts(data)
+        else:
+            sha, width, height = hashlib.sha256(data).hexdigest(), header.width, header.height
         return Decoded(pixels, sha, width, height, name)
+
+    def read_header(self, data: bytes) -> ImageHeader:
+        """What decoding `data` for this model will cost, from its header. Raises ImageError (ImageTooLarge)."""
+        if not data:
+            raise ImageError("empty file: no image data")
+        return read_header(bytes(data), self.cache_size)
 
     def from_pixels(self, array: np.ndarray, name: str | None = None) -> Decoded:
         """Raw (H, W, 3) pixels -> model pixels, resized as a decoded photo is. Raises ImageError."""

@@ -14,8 +14,9 @@ import binascii
 import json
 from typing import Any
 
+import anyio
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from core import __version__
 from core.serving.registry import Route
@@ -87,7 +88,8 @@ def v2_router(service: Service) -> APIRouter:
     async def infer(name: str, request: Request, version: str | None = None):
         route = service.registry.get(name)
         body = await request.body()
-        parsed = parse_request(body, request.headers.get(HEADER))
+        # parsed in a worker thread: a large JSON body takes seconds the event loop (and /healthz) cannot spare
+        parsed = await anyio.to_thread.run_sync(parse_request, body, request.headers.get(HEADER))
         decoded = await _v2_inputs(service, route, parsed)
         request.state.images = len(decoded)
         route, answers = await service.answer(route, decoded, request.state.started)
@@ -148,6 +150,9 @@ def tfserving_router(service: Service) -> APIRouter:
     @router.get("/v1/models/{name}", summary="Model status")
     @router.get("/v1/models/{name}/versions/{version}", include_in_schema=False)
     async def status(name: str, version: str | None = None):
+        for verb in (":predict", ":classify", ":regress"):
+            if (version or name).endswith(verb):
+                raise HTTPException(405, f"use POST: {verb[1:]} takes a JSON body", headers={"Allow": "POST"})
         service.registry.get(name)
         ok = {"error_code": "OK", "error_message": ""}
         return {"model_version_status": [{"version": VERSION, "state": "AVAILABLE", "status": ok}]}
@@ -181,26 +186,9 @@ def tfserving_router(service: Service) -> APIRouter:
     @router.post("/v1/models/{name}/versions/{version}:predict", include_in_schema=False)
     async def predict(name: str, request: Request, version: str | None = None):
         route = service.registry.get(name)
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"malformed JSON in the request: {e}") from None
-        if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
-            raise InputError('the request must be a JSON object with "instances" (or "inputs")')
-        columnar = "instances" not in body
-        items = body["inputs"] if columnar else body["instances"]
-        if isinstance(items, dict):  # {"inputs": {"image_bytes": [...]}}
-            if len(items) != 1:
-                raise InputError("send one named input (e.g. image_bytes)")
-            items = next(iter(items.values()))
-        if not isinstance(items, list):
-            raise InputError('"instances" must be a list')
-        files, arrays = [], []
-        for i, item in enumerate(items):
-            kind, value = _instance(item, i)
-            (files if kind == "file" else arrays).append((f"instances[{i}]", value))
-        if files and arrays:
-            raise InputError("send either encoded images ({'b64': ...}) or pixel arrays, not both in one request")
+        raw = await request.body()
+        # parsed in a worker thread: a 20 MB body of pixel numbers takes seconds the event loop cannot spare
+        files, arrays, columnar = await anyio.to_thread.run_sync(_tfserving_inputs, raw)
         if files:
             decoded = await service.decode_strict(route, files)
         else:
@@ -211,6 +199,38 @@ def tfserving_router(service: Service) -> APIRouter:
         return {"outputs": predictions} if columnar else {"predictions": predictions}
 
     return router
+
+
+def _tfserving_inputs(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool]:
+    """(encoded files, pixel arrays, columnar?) from a TF Serving predict body. Raises InputError."""
+    try:
+        return _tfserving_parse(raw)
+    except RecursionError:
+        raise InputError("the request's JSON is nested too deeply") from None
+
+
+def _tfserving_parse(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool]:
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"malformed JSON in the request: {e}") from None
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+        raise InputError('the request must be a JSON object with "instances" (or "inputs")')
+    columnar = "instances" not in body
+    items = body["inputs"] if columnar else body["instances"]
+    if isinstance(items, dict):  # {"inputs": {"image_bytes": [...]}}
+        if len(items) != 1:
+            raise InputError("send one named input (e.g. image_bytes)")
+        items = next(iter(items.values()))
+    if not isinstance(items, list):
+        raise InputError('"instances" must be a list')
+    files, arrays = [], []
+    for i, item in enumerate(items):
+        kind, value = _instance(item, i)
+        (files if kind == "file" else arrays).append((f"instances[{i}]", value))
+    if files and arrays:
+        raise InputError("send either encoded images ({'b64': ...}) or pixel arrays, not both in one request")
+    return files, arrays, columnar
 
 
 def _instance(item: Any, position: int) -> tuple[str, Any]:
@@ -232,6 +252,8 @@ def _instance(item: Any, position: int) -> tuple[str, Any]:
             raise InputError(f"instances[{position}]: pixel data must be numbers in nested lists") from None
         if array.ndim != 3 or array.shape[2] != 3:
             raise InputError(f"instances[{position}]: pixels must be H x W x 3. Received shape {list(array.shape)}")
+        if not np.isfinite(array).all():
+            raise InputError(f"instances[{position}]: pixel values must be finite numbers (NaN or infinity sent)")
         if array.size and (array.min() < 0 or array.max() > 255):
             raise InputError(f"instances[{position}]: pixel values must be in 0-255")
         return "pixels", array.round().astype(np.uint8)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+import anyio
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from core.imaging import ImageError
+from core.imaging import ImageError, ImageTooLarge
 from core.serving.service import InputError, Service
 
 
@@ -46,7 +47,8 @@ def router(service: Service) -> APIRouter:
         request.state.images = len(good)
         if not good:
             problems = "; ".join(f"{name}: {e}" for (name, _), e in zip(uploads, decoded, strict=True))
-            return JSONResponse({"error": f"no readable image: {problems}"}, status_code=400)
+            too_large = all(isinstance(e, ImageTooLarge) for e in decoded)
+            return JSONResponse({"error": f"no readable image: {problems}"}, status_code=413 if too_large else 400)
         route, answers = await service.answer(route, good, request.state.started, top_k=max(1, top_k))
         it = iter(answers)
         results = []
@@ -70,8 +72,8 @@ def router(service: Service) -> APIRouter:
         ),
     )
     async def feedback(request: Request):
-        from core.feedback import add_feedback
-
+        if not service.feedback_open:
+            return JSONResponse({"error": service.feedback_closed_reason}, status_code=403)
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/"):
             form = await request.form()
@@ -80,36 +82,29 @@ def router(service: Service) -> APIRouter:
             if len(uploads) != 1:
                 raise InputError("send exactly one photo (field 'file') with its 'label'")
             name, data = uploads[0]
+            sha = ""
         else:
+            body = await request.body()
             try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                parsed = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
                 raise InputError(f"malformed JSON in the request: {e}") from None
-            if not isinstance(body, dict):
+            if not isinstance(parsed, dict):
                 raise InputError('send {"image_sha256": "...", "label": "..."}')
-            label, model, name, data = str(body.get("label") or ""), body.get("model"), None, None
-            sha = str(body.get("image_sha256") or "")
+            label, model, name, data = str(parsed.get("label") or ""), parsed.get("model"), None, None
+            sha = str(parsed.get("image_sha256") or "")
         route = service.registry.get(str(model)) if model else service.registry.default()
         run = route.loaded.model.run
         if label not in run.classes:
             raise InputError(f"unknown label {label!r}; the model knows: {', '.join(run.classes)}")
-        kept = None
-        if data is not None:
-            try:
-                photo = add_feedback(
-                    service.data_root, run.dataset_path, run.classes, label, data, name, run.train_config.val_fraction
-                )
-            except ImageError as e:
-                raise InputError(f"{name}: {e}") from None
-            sha, kept = photo.sha256, {"path": str(photo.path), "split": photo.split}
-        if not sha:
+        if data is None and not sha:
             raise InputError("feedback needs the photo (multipart 'file') or its 'image_sha256'")
-        if service.writer is not None:
-            service.writer.flush()
-            updated = service.writer.log.add_feedback(label, image_sha256=sha)
-        else:
-            updated = 0
-        return {"label": label, "image_sha256": sha, "log_rows_updated": updated, "photo_kept": kept}
+        client = request.client.host if request.client else "unknown"
+        # Decoding the photo, writing it and waiting on the prediction log run in a bounded worker pool: a
+        # bomb of a photo or a log another process holds locked must not stall the event loop (and /healthz).
+        return await anyio.to_thread.run_sync(
+            service.keep_feedback, route, label, data, name, sha, client, limiter=service.feedback_limiter
+        )
 
     return api
 

@@ -10,12 +10,20 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 from core.processes import JobFolder, RunState
 from core.runs import RunStore
-from core.serving.app import DEFAULT_MAX_BYTES, create_app
+from core.serving.app import API_KEY_ENV, DEFAULT_MAX_BYTES, create_app, is_loopback
+from core.serving.decode_budget import (
+    DEFAULT_BUDGET_BYTES,
+    DEFAULT_REQUEST_PIXELS,
+    DecodeBudget,
+    return_large_blocks_to_the_system,
+)
 from core.serving.job import SERVER_LOG, ServerStatus, port_free
 from core.serving.log import LogWriter, PredictionLog
+from core.serving.quota import FeedbackQuota
 from core.serving.registry import BatchOptions, ModelRegistry
 from core.serving.service import Service
 
@@ -34,21 +42,46 @@ def serve(
     max_bytes: int = DEFAULT_MAX_BYTES,
     job_dir: str | os.PathLike | None = None,
     ood: bool = True,
+    allow_anonymous: bool = False,
+    limits: ServerLimits | None = None,
 ) -> int:
-    """Serve until stopped (Ctrl-C, SIGTERM, or the job's stop flag); return an exit status."""
+    """Serve until stopped (Ctrl-C, SIGTERM, or the job's stop flag); return an exit status.
+
+    Beyond loopback the server needs an API key (`api_key` or FLORA_API_KEY), or `allow_anonymous` to
+    answer predictions without one (feedback then stays closed).
+    """
     import uvicorn
 
     options = options or BatchOptions()
+    limits = limits or ServerLimits()
     folder = JobFolder(job_dir, SERVER_LOG, ServerStatus) if job_dir else None
     url = f"http://{host}:{port}"
     if folder:
         folder.claim(state=RunState.RUNNING, started_at=time.time(), url=url, host=host, port=port, names=names)
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(host):
+        if not api_key and not allow_anonymous:
+            return _failed(
+                folder,
+                f"refusing to listen on {host} without an API key: anyone who reaches this port could use the "
+                f"models. Set {API_KEY_ENV} (clients send 'Authorization: Bearer <key>'), or pass "
+                "--allow-anonymous to serve predictions to anyone (feedback stays closed).",
+            )
+        if api_key:
+            log.warning("listening on %s: reachable from the network; every route but health needs the key", host)
+        else:
+            log.warning(
+                "listening on %s WITHOUT an API key (--allow-anonymous): anyone who reaches this port can ask for "
+                "predictions; feedback is closed",
+                host,
+            )
     if not port_free(host, port):
         return _failed(folder, f"port {port} on {host} is in use; choose another port (--port)")
+    return_large_blocks_to_the_system()
     registry = ModelRegistry(store, names, options, data_root, ood=ood)
     writer = LogWriter(PredictionLog.of_store(store.root))
-    service = Service(registry, writer, data_root)
-    app = create_app(service, api_key, max_bytes)
+    service = limits.service(registry, writer, data_root)
+    app = create_app(service, api_key, max_bytes, host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     failure: list[str] = []
@@ -89,6 +122,27 @@ def serve(
         _write_status(folder, registry, service, options, api_key, max_bytes)
         folder.update(state=RunState.STOPPED, finished_at=time.time(), stage=None, ready=False)
     return 0
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the server takes on at once: decoding memory, pixels per request, feedback per client and in all."""
+
+    decode_budget_bytes: int = DEFAULT_BUDGET_BYTES
+    max_request_pixels: int = DEFAULT_REQUEST_PIXELS
+    feedback_per_client: int = FeedbackQuota.per_client
+    feedback_total: int = FeedbackQuota.total
+
+    def service(self, registry: ModelRegistry, writer: LogWriter | None, data_root) -> Service:
+        quota = FeedbackQuota(per_client=self.feedback_per_client, total=self.feedback_total)
+        return Service(
+            registry,
+            writer,
+            data_root,
+            budget=DecodeBudget(self.decode_budget_bytes),
+            max_request_pixels=self.max_request_pixels,
+            quota=quota,
+        )
 
 
 def _failed(folder: JobFolder | None, message: str) -> int:
@@ -135,6 +189,7 @@ class BackgroundServer:
         max_bytes: int = DEFAULT_MAX_BYTES,
         port: int | None = None,
         log_predictions: bool = True,
+        limits: ServerLimits | None = None,
     ):
         import socket
 
@@ -148,7 +203,7 @@ class BackgroundServer:
         self.url = f"http://127.0.0.1:{port}"
         self.registry = ModelRegistry(store, names, options or BatchOptions(), data_root)
         self.writer = LogWriter(PredictionLog.of_store(store.root)) if log_predictions else None
-        self.service = Service(self.registry, self.writer, data_root)
+        self.service = (limits or ServerLimits()).service(self.registry, self.writer, data_root)
         app = create_app(self.service, api_key, max_bytes)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)

@@ -16,17 +16,24 @@ from typing import Any
 import anyio
 import numpy as np
 
-from core.imaging import ImageError
+from core.imaging import ImageError, ImageHeader, ImageTooLarge
 from core.serving.batching import BatcherClosed
+from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded
 from core.serving.log import LogRecord, LogWriter
+from core.serving.quota import FeedbackQuota
 from core.serving.registry import ModelRegistry, Route
 
 MAX_IMAGES_PER_REQUEST = 256
+FEEDBACK_WORKERS = 2  # feedback calls decoding or writing at once (each holds a worker thread)
 
 
 class InputError(ValueError):
     """A request input the server cannot use (HTTP 400); the message says which and why."""
+
+
+class TooManyPixels(InputError):
+    """An image over the pixel limit, or a request whose images together are (HTTP 413)."""
 
 
 @dataclass
@@ -76,21 +83,100 @@ class Counters:
 class Service:
     """The registry, the log writer and the counters, behind the calls the endpoints make."""
 
-    def __init__(self, registry: ModelRegistry, writer: LogWriter | None = None, data_root=None):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        writer: LogWriter | None = None,
+        data_root=None,
+        budget: DecodeBudget | None = None,
+        max_request_pixels: int = DEFAULT_REQUEST_PIXELS,
+        quota: FeedbackQuota | None = None,
+    ):
         self.registry = registry
         self.writer = writer
         self.data_root = data_root
         self.counters = Counters()
+        self.budget = budget or DecodeBudget()
+        self.max_request_pixels = max_request_pixels
+        self.quota = quota or FeedbackQuota()
+        # Feedback stores photos for retraining: closed when the server is reachable from the network
+        # without an API key (create_app decides); the reason is what a refused client reads.
+        self.feedback_closed_reason: str | None = None
+        self.feedback_limiter = anyio.CapacityLimiter(FEEDBACK_WORKERS)
+
+    @property
+    def feedback_open(self) -> bool:
+        return self.feedback_closed_reason is None
+
+    def keep_feedback(
+        self, route: Route, label: str, data: bytes | None, name: str | None, sha: str, client: str
+    ) -> dict[str, Any]:
+        """Keep a corrected photo (and/or label its predictions in the log); in a worker thread.
+
+        Raises:
+            InputError (TooManyPixels): the photo cannot be read, or is over the pixel limit.
+            QuotaExceeded: the client's or the dataset's feedback quota is used up.
+        """
+        from core.feedback import add_feedback, list_feedback
+
+        run = route.loaded.model.run
+        kept = None
+        if data is not None:
+            try:
+                header = route.loaded.model.read_header(data)
+            except ImageTooLarge as e:
+                raise TooManyPixels(f"{name}: {e}") from None
+            except ImageError as e:
+                raise InputError(f"{name}: {e}") from None
+            photos = list_feedback(self.data_root, run.dataset_path)
+            held = sum(photo.path.stat().st_size for photo in photos if photo.path.exists())
+            self.quota.admit(client, len(data), len(photos), held)
+            try:
+                with self.budget.hold(header.decoded_bytes):
+                    photo = add_feedback(
+                        self.data_root, run.dataset_path, run.classes, label, data, name, run.train_config.val_fraction
+                    )
+            except ImageError as e:
+                raise InputError(f"{name}: {e}") from None
+            sha, kept = photo.sha256, {"path": str(photo.path), "split": photo.split}
+        else:
+            self.quota.admit(client, 0, 0, 0)
+        updated = 0
+        if self.writer is not None:
+            self.writer.flush()
+            updated = self.writer.log.add_feedback(label, image_sha256=sha)
+        return {"label": label, "image_sha256": sha, "log_rows_updated": updated, "photo_kept": kept}
 
     async def decode_files(self, route: Route, files: list[tuple[str, bytes]]) -> list[Decoded | ImageError]:
-        """Decode encoded files in a worker thread; a bad one becomes its ImageError (the rest still decode)."""
+        """Decode encoded files in a worker thread; a bad one becomes its ImageError (the rest still decode).
+
+        Each file's header is read first: a request whose images together are over `max_request_pixels`
+        is refused whole (TooManyPixels) before any is decoded, and each decode holds its share of the
+        process's decode budget (waiting for room; DecodeBusy when there is none for too long).
+        """
         model = route.loaded.model
 
         def work() -> list[Decoded | ImageError]:
-            out: list[Decoded | ImageError] = []
-            for name, data in files:
+            headers: list[ImageHeader | ImageError] = []
+            for _, data in files:
                 try:
-                    out.append(model.decode(data, name))
+                    headers.append(model.read_header(data))
+                except ImageError as e:
+                    headers.append(e)
+            total = sum(h.pixels for h in headers if isinstance(h, ImageHeader))
+            if total > self.max_request_pixels:
+                raise TooManyPixels(
+                    f"the request's images hold {total / 1e6:.0f} megapixels together, over this server's "
+                    f"{self.max_request_pixels / 1e6:.0f} MP per request; send fewer or smaller images"
+                )
+            out: list[Decoded | ImageError] = []
+            for (name, data), header in zip(files, headers, strict=True):
+                if isinstance(header, ImageError):
+                    out.append(header)
+                    continue
+                try:
+                    with self.budget.hold(header.decoded_bytes):
+                        out.append(model.decode(data, name, header))
                 except ImageError as e:
                     out.append(e)
             return out
@@ -99,9 +185,11 @@ class Service:
         return await anyio.to_thread.run_sync(work)
 
     async def decode_strict(self, route: Route, files: list[tuple[str, bytes]]) -> list[Decoded]:
-        """Decode all or fail: the first unreadable file raises InputError naming it."""
+        """Decode all or fail: the first unreadable file raises InputError naming it (TooManyPixels: too large)."""
         decoded = await self.decode_files(route, files)
         for (name, _), item in zip(files, decoded, strict=True):
+            if isinstance(item, ImageTooLarge):
+                raise TooManyPixels(f"{name}: {item}")
             if isinstance(item, ImageError):
                 raise InputError(f"{name}: {item}")
         return decoded  # type: ignore[return-value]
@@ -110,6 +198,12 @@ class Service:
         """Raw (H, W, 3) pixel arrays -> model pixels (resized as photos are). Raises InputError."""
         model = route.loaded.model
         self._check_count(len(arrays))
+        total = sum(int(np.prod(np.shape(array)[:2])) for _, array in arrays)
+        if total > self.max_request_pixels:
+            raise TooManyPixels(
+                f"the request's pixel arrays hold {total / 1e6:.0f} megapixels, over this server's "
+                f"{self.max_request_pixels / 1e6:.0f} MP per request"
+            )
 
         def work() -> list[Decoded]:
             out = []

@@ -66,7 +66,14 @@ class InferRequest:
 
 
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Decode an infer request body. Raises ProtocolError."""
+    """Decode an infer request body. Raises ProtocolError (for any shape of wrong input, never another error)."""
+    try:
+        return _parse_request(body, header_length)
+    except RecursionError:
+        raise ProtocolError("the request's JSON is nested too deeply") from None
+
+
+def _parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
         try:
             length = int(header_length)
@@ -98,10 +105,16 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     if not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")
     outputs = {}
-    for spec in request.get("outputs") or []:
+    requested = request.get("outputs") or []
+    if not isinstance(requested, list):
+        raise ProtocolError("'outputs' must be a list of {'name': ...} objects")
+    for spec in requested:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise ProtocolError("each requested output needs a 'name'")
-        outputs[spec["name"]] = bool((spec.get("parameters") or {}).get("binary_data", False))
+        output_parameters = spec.get("parameters") or {}
+        if not isinstance(output_parameters, dict):
+            raise ProtocolError(f"output {spec['name']!r}: 'parameters' must be an object")
+        outputs[spec["name"]] = bool(output_parameters.get("binary_data", False))
     return InferRequest(
         id=request.get("id"),
         inputs=tensors,
@@ -121,7 +134,7 @@ def _tensor(spec: Any, position: int, binary: memoryview) -> tuple[Tensor, int]:
         raise ProtocolError(f"input {position} has no 'name'")
     if datatype not in DTYPES:
         raise ProtocolError(f"input {name!r}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers. Received: {shape!r}")
     count = math.prod(shape)
     parameters = spec.get("parameters") or {}
