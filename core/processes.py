@@ -246,10 +246,11 @@ class JobFolder:
 
     # ------------------------------------------------------------------ the process
 
-    def launch(self, command: list[str]) -> JobStatus:
-        """Start `command` detached, its output appended to the log; record its pid."""
+    def launch(self, command: list[str], env: dict[str, str] | None = None) -> JobStatus:
+        """Start `command` detached (with `env` added to this environment), its output appended to the log;
+        record its pid."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        pid, pid_start = spawn_detached(command, self.log_path)
+        pid, pid_start = spawn_detached(command, self.log_path, env)
         return self.update(pid=pid, pid_start=pid_start, launched_at=time.time())
 
     def claim(self, **fields: Any) -> JobStatus:
@@ -305,7 +306,9 @@ def log_tail(path: str | os.PathLike, lines: int = 40) -> str:
     return "\n".join(kept[-lines:])
 
 
-def spawn_detached(command: list[str], log_path: str | os.PathLike) -> tuple[int, str | None]:
+def spawn_detached(
+    command: list[str], log_path: str | os.PathLike, extra_env: dict[str, str] | None = None
+) -> tuple[int, str | None]:
     """Start `command` in its own session (it outlives the app and the tab), output appended to `log_path`.
 
     Runs from the project root with the project on PYTHONPATH and unbuffered output; the child is
@@ -314,7 +317,7 @@ def spawn_detached(command: list[str], log_path: str | os.PathLike) -> tuple[int
     """
     existing = os.environ.get("PYTHONPATH")
     pythonpath = f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+    env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(

@@ -78,8 +78,11 @@ def launch_server(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     max_bytes: int | None = None,
+    api_key: str | None = None,
 ) -> ServerStatus:
     """Start `python -m core serve` detached for this run store; return its status at once.
+
+    `api_key` reaches the server process through its environment (FLORA_API_KEY), never its command line.
 
     Raises:
         ServerRunning: one is already running.
@@ -131,7 +134,8 @@ def launch_server(
     ]
     if max_bytes:
         command += ["--max-bytes", str(int(max_bytes))]
-    folder.launch(command)
+    env = {"FLORA_API_KEY": api_key} if api_key else None
+    folder.launch(command, env=env)
     return server_status(models_root)
 
 

@@ -29,7 +29,11 @@ def start_form() -> None:
     names = list(serving.aliases().all()) + [run.run_id for run in runs]
     labels = {run.run_id: common.run_label(run) for run in runs}
     default = [names[0]] if names else []
-    with st.form("serve_start"):
+    last = server_status(common.models_root())
+    if "serve_port" not in st.session_state:  # after a Stop, the port it ran on (not the default again)
+        st.session_state["serve_port"] = int(last.port or DEFAULT_PORT)
+    # Enter in a field does not start the server: only the button does.
+    with st.form("serve_start", enter_to_submit=False):
         chosen = st.multiselect(
             "Models to serve (aliases follow their run when it moves)",
             names,
@@ -38,9 +42,17 @@ def start_form() -> None:
             key="serve_models",
         )
         cols = st.columns(3)
-        port = cols[0].number_input("Port", 1024, 65535, DEFAULT_PORT, key="serve_port")
+        port = cols[0].number_input("Port", 1024, 65535, key="serve_port")
         max_batch = cols[1].number_input("Max batch", 1, 256, 32, key="serve_max_batch", help="1 turns batching off")
         max_wait = cols[2].number_input("Max wait (ms)", 0.0, 100.0, 5.0, key="serve_max_wait")
+        api_key = st.text_input(
+            "API key (optional)",
+            type="password",
+            key="serve_api_key",
+            help="Clients then send 'Authorization: Bearer <key>' on every route but health; /docs has an "
+            "Authorize button for it. Without a key the server answers anyone who can reach it on this machine. "
+            "The key is handed to the server process only (never written to disk or its command line).",
+        )
         if st.form_submit_button("Start server", icon=":material/play_arrow:", type="primary"):
             try:
                 launch_server(
@@ -50,6 +62,7 @@ def start_form() -> None:
                     port=int(port),
                     max_batch=int(max_batch),
                     max_wait_ms=float(max_wait),
+                    api_key=api_key.strip() or None,
                 )
             except (ServerRunning, ValueError) as e:
                 st.error(str(e))
@@ -124,8 +137,9 @@ result = client.infer("{model}", [photo])
 print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
         language="python",
     )
-    tf.code(
-        f"""curl{bearer} -d "{{\\"instances\\": [{{\\"b64\\": \\"$(base64 -w0 rose.jpg)\\"}}]}}" \\
+    tf.code(  # the body goes through a file: a photo's base64 on the command line fails over ~96 KB
+        f"""{{ printf '{{"instances": [{{"b64": "'; base64 -w0 rose.jpg; printf '"}}]}}'; }} > request.json
+curl{bearer} -H "Content-Type: application/json" --data-binary @request.json \\
      {url}/v1/models/{model}:predict""",
         language="bash",
     )

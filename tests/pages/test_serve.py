@@ -102,3 +102,22 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
     assert any('client.infer("production", [photo])' in c for c in snippets)
     assert not any("Authorization" in c for c in snippets)  # the server runs without a key
+
+
+def test_the_start_form_takes_an_api_key_keeps_the_last_port_and_enter_does_not_start(
+    app, workspace, tmp_path, monkeypatch
+):
+    from core import processes
+
+    models = copy_store(workspace, tmp_path)
+    folder = server_folder(models)
+    folder.directory.mkdir(parents=True)
+    folder.write(ServerStatus(state=RunState.STOPPED, port=8612, finished_at=time.time()))
+    launched = {}
+    monkeypatch.setattr(processes, "spawn_detached", lambda command, log, env=None: launched.update(env=env) or (0, None))
+    at = app("serve", models_dir=models)
+    assert at.number_input(key="serve_port").value == 8612  # before: back to 8500 after a Stop
+    at.text_input(key="serve_api_key").set_value("s3cret")
+    next(b for b in at.button if b.label == "Start server").click().run()
+    assert launched["env"] == {"FLORA_API_KEY": "s3cret"}
+    assert "s3cret" not in (folder.status_path.read_text())
