@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# 127.0.0.1: this machine only. HOST=0.0.0.0 shares Flora on the network: people then sign in (README, Sharing).
+HOST ?= 127.0.0.1
 # pytest-xdist workers: 2 processes made the suite 1.5x faster on 2 cores (docs/PERFORMANCE.md)
 TEST_WORKERS ?= 2
 
@@ -18,7 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT)
+	$(BIN)/python -m core share-check --host $(HOST) --port $(PORT)
+	$(BIN)/streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

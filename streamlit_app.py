@@ -5,10 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core.monitor import progress
-from pages.ui import common, teaching
+from pages.ui import auth, common, teaching
 from pages.ui.navigation import PAGES, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
+user = auth.gate()  # shared: the sign-in page and nothing else until signed in
 common.warm_up()
 
 # The sidebar's page list is drawn below (st.page_link): Streamlit's own list is off in
@@ -65,6 +66,7 @@ def jobs_panel() -> None:
 
 with st.sidebar:
     st.markdown("### :material/local_florist: Flora")
+    auth.sidebar(user)
     for page in PAGES:
         st.page_link(page.file, label=page.title, icon=page.icon)
     st.divider()
@@ -79,4 +81,4 @@ with st.sidebar:
     busy = common.active_runs() or common.active_sweeps()
     st.fragment(jobs_panel, run_every=LIVE_EVERY if busy else IDLE_EVERY)()
 
-navigation.run()
+auth.run_page(navigation)

@@ -16,12 +16,13 @@ from PIL import Image
 
 from core.runs import RunStore
 from core.serving.aliases import AliasStore
-from core.serving.app import create_app, is_loopback
+from core.serving.app import create_app
 from core.serving.decode_budget import DecodeBudget, DecodeBusy
 from core.serving.log import PredictionLog
 from core.serving.quota import FeedbackQuota, QuotaExceeded
 from core.serving.registry import BatchOptions
 from core.serving.server import BackgroundServer, ServerLimits, serve
+from core.sharing import is_loopback
 from tests.conftest import copy_run
 from tests.test_serving import InProcess, photos
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "core.cli.export",
     "core.cli.retrain",
     "core.cli.data",
+    "core.cli.sharing",
     "core.bench",
 )
 

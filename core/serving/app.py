@@ -7,7 +7,6 @@ the Open Inference Protocol and TF Serving use), and the server keeps serving. O
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 import time
 
@@ -23,6 +22,7 @@ from core.serving.quota import QuotaExceeded
 from core.serving.registry import NotReady, UnknownModel
 from core.serving.service import InputError, Service, TooManyPixels
 from core.serving.v2 import ProtocolError
+from core.sharing import is_loopback
 
 API_KEY_ENV = "FLORA_API_KEY"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -30,16 +30,6 @@ RETRY_AFTER_SECONDS = 1
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/healthz")
 # The API's description is no secret: /docs opens without the key, and its Authorize button takes it.
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
-
-
-def is_loopback(host: str) -> bool:
-    """True when `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class PayloadTooLarge(Exception):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from core.processes import JobFolder, RunState
 from core.runs import RunStore
-from core.serving.app import API_KEY_ENV, DEFAULT_MAX_BYTES, create_app, is_loopback
+from core.serving.app import API_KEY_ENV, DEFAULT_MAX_BYTES, create_app
 from core.serving.decode_budget import (
     DEFAULT_BUDGET_BYTES,
     DEFAULT_REQUEST_PIXELS,
@@ -26,6 +26,7 @@ from core.serving.log import LogWriter, PredictionLog
 from core.serving.quota import FeedbackQuota
 from core.serving.registry import BatchOptions, ModelRegistry
 from core.serving.service import Service
+from core.sharing import is_loopback
 
 log = logging.getLogger("flora")
 STATUS_INTERVAL = 1.0

@@ -114,7 +114,9 @@ def test_the_start_form_takes_an_api_key_keeps_the_last_port_and_enter_does_not_
     folder.directory.mkdir(parents=True)
     folder.write(ServerStatus(state=RunState.STOPPED, port=8612, finished_at=time.time()))
     launched = {}
-    monkeypatch.setattr(processes, "spawn_detached", lambda command, log, env=None: launched.update(env=env) or (0, None))
+    monkeypatch.setattr(
+        processes, "spawn_detached", lambda command, log, env=None: launched.update(env=env) or (0, None)
+    )
     at = app("serve", models_dir=models)
     assert at.number_input(key="serve_port").value == 8612  # before: back to 8500 after a Stop
     at.text_input(key="serve_api_key").set_value("s3cret")

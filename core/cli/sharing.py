@@ -1,0 +1,49 @@
+"""`share-check`: before the app starts (make run), say how people will sign in, or refuse to share it open."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.cli.output import EXIT_OK
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    check = sub.add_parser(
+        "share-check",
+        parents=[common],
+        help="before starting the app on HOST: how people sign in; refuses a shared app nobody can sign in to",
+    )
+    check.add_argument("--host", default="127.0.0.1", help="the address the app will listen on")
+    check.add_argument("--port", type=int, default=8501)
+    check.set_defaults(handler=cmd_share_check)
+
+
+def cmd_share_check(args: argparse.Namespace) -> int:
+    from core import sharing
+    from core.paths import data_dir
+
+    data_root = data_dir(args.data_dir)
+    try:
+        how = sharing.check_ready(args.host, data_root)
+    except sharing.NotReadyToShare as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    shown = "localhost" if args.host in ("127.0.0.1", "::1", "localhost") else args.host
+    url = f"http://{shown if shown not in ('0.0.0.0', '::') else '<this machine>'}:{args.port}"
+    if how == "local":
+        print(f"Flora on this machine only: {url} (to share it: make run HOST=0.0.0.0)", file=sys.stderr)
+    elif how == "oidc":
+        print(
+            f"Flora shared at {url}: people sign in with OpenID Connect ({sharing.oidc_configured()})", file=sys.stderr
+        )
+    else:
+        token = sharing.access_token(data_root)
+        print(f"Flora shared at {url}: people sign in with the access token:", file=sys.stderr)
+        print(f"  {url}/?token={token}", file=sys.stderr)
+    if sharing.is_shared(args.host) and not sharing.admins():
+        print(
+            f"note: no admins set ({sharing.ADMINS_ENV}); nobody can delete others' runs or start the server",
+            file=sys.stderr,
+        )
+    return EXIT_OK

@@ -1,0 +1,50 @@
+"""A shared Flora in AppTest: no sign-in configured means nothing but the reason; the access token and a name let
+a person in, and the sidebar says who they are (the OpenID Connect sign-in: tests/test_browser_sharing.py)."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.pages.conftest import APP, texts
+
+
+def test_shared_without_a_way_to_sign_in_shows_only_why(app, workspace, monkeypatch):
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.delenv("FLORA_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("FLORA_AUTH", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Flora is not ready to share"
+    assert "FLORA_ACCESS_TOKEN" in at.error[0].value and "[auth]" in at.error[0].value
+    assert not at.sidebar.markdown  # no pages, no workspace
+
+
+def test_the_access_token_and_a_name_let_a_person_in(app, workspace, monkeypatch):
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-123")
+    monkeypatch.setenv("FLORA_ADMINS", "Prof Oak")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert [b.label for b in at.button] == ["Sign in"] and not at.sidebar.markdown
+    at.text_input(key="flora_token_field").set_value("wrong")
+    at.text_input(key="flora_name_field").set_value("Ash")
+    at.button[0].click().run()
+    assert "That access token is not this server's." in [e.value for e in at.error]
+    at.text_input(key="flora_token_field").set_value("class-token-123")
+    at.button[0].click().run()
+    assert not at.exception
+    shown = " ".join(c.value for c in at.sidebar.caption)
+    assert "Ash" in shown and "admin" not in shown
+    assert "Finished models: 1" in texts(at)  # Home, drawn
+    # the instructor named in FLORA_ADMINS is an admin
+    teacher = AppTest.from_file(APP, default_timeout=60)
+    teacher.query_params["token"] = "class-token-123"
+    teacher.run()
+    assert teacher.text_input(key="flora_token_field").value == "class-token-123"
+    teacher.text_input(key="flora_name_field").set_value("Prof  Oak")
+    teacher.button[0].click().run()
+    assert "Prof Oak · admin" in " ".join(c.value for c in teacher.sidebar.caption)

@@ -1,0 +1,130 @@
+"""A shared Flora in a real browser, signing in through a real OpenID Connect provider.
+
+The provider is oidc-provider-mock (a real OIDC server: discovery, authorization form, tokens, userinfo),
+started by the test on loopback with its own port and stopped by its process id; the app is `streamlit
+run` with FLORA_SHARED=1 (as behind a reverse proxy) and a secrets file whose [auth] points at it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from core.bench.server_cpu import CHROMIUM_ARGS, free_port, wait_healthy
+from tests.conftest import PROJECT_ROOT, make_image_dataset
+from tests.test_browser import chromium_path
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def oidc_provider(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "oidc.log", "wb")  # noqa: SIM115 (open for the provider's lifetime)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/.well-known/openid-configuration", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the OIDC provider did not start:\n{(tmp_path / 'oidc.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        for sub, email, name in (("alice", "alice@example.com", "Alice Liddell"), ("bob", "bob@example.com", "Bob")):
+            assert httpx.put(f"{url}/users/{sub}", json={"email": email, "name": name}).status_code == 204
+        yield url
+    finally:
+        os.kill(process.pid, 15)
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def shared_app(tmp_path, oidc_provider):
+    data, models = tmp_path / "data", tmp_path / "models"
+    make_image_dataset(data / "flowers", {"daisy": 6, "rose": 6}, size=(48, 40))
+    port = free_port()
+    app_url = f"http://127.0.0.1:{port}"
+    secrets_file = tmp_path / "secrets.toml"
+    secrets_file.write_text(
+        "[auth]\n"
+        f'redirect_uri = "{app_url}/oauth2callback"\n'
+        f'cookie_secret = "{secrets.token_hex(32)}"\n'
+        'client_id = "flora"\n'
+        'client_secret = "flora-secret"\n'
+        f'server_metadata_url = "{oidc_provider}/.well-known/openid-configuration"\n'
+    )
+    env = {
+        **os.environ,
+        "FLORA_DATA_DIR": str(data),
+        "FLORA_MODELS_DIR": str(models),
+        "FLORA_SHARED": "1",
+        "FLORA_ADMINS": "alice@example.com",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("FLORA_ACCESS_TOKEN", None)
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
+    command += ["--server.headless", "true", "--secrets.files", str(secrets_file)]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_healthy(port)
+        except RuntimeError:
+            pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+        yield {"url": app_url, "tmp": tmp_path}
+    finally:
+        os.kill(process.pid, 15)
+        process.wait(timeout=20)
+        log.close()
+
+
+def test_sign_in_through_the_oidc_provider_and_out_again(shared_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = shared_app["tmp"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(shared_app["url"])
+        sign_in = page.get_by_role("button", name="Sign in")
+        expect(sign_in).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(shots / "1-signed-out.png"))
+        # an unsigned browser sees the sign-in page and nothing of the app: no pages, no datasets
+        assert page.get_by_role("link", name="Dataset").count() == 0
+        assert page.get_by_role("link", name="Train").count() == 0
+        assert page.get_by_text("Workspace").count() == 0
+        page.goto(f"{shared_app['url']}/train")
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=60_000)
+        assert page.get_by_text("New run").count() == 0
+
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/oauth2/authorize**", timeout=60_000)  # the provider's own form
+        page.screenshot(path=str(shots / "2-provider.png"))
+        page.locator("input[name=sub]").fill("alice")
+        page.get_by_role("button", name="Authorize").click()
+        page.wait_for_url(f"{shared_app['url']}/**", timeout=60_000)
+        expect(page.get_by_text("Alice Liddell (alice@example.com) · admin")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("link", name="Train")).to_be_visible()
+        page.screenshot(path=str(shots / "3-signed-in.png"))
+
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url("**/oauth2/end_session**", timeout=60_000)  # the provider ends its session too
+        page.get_by_role("button", name="End session").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=60_000)
+        assert page.get_by_role("link", name="Train").count() == 0
+        browser.close()
