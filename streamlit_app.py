@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.monitor import progress
-from pages.ui import auth, common, teaching
+from core.runs import RunState
+from core.train.queue import places
+from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import PAGES, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
@@ -43,10 +45,13 @@ def jobs_panel() -> None:
     if not ids:
         st.caption("No training running.")
         return
+    line = places(common.runs()) if any(run.state is RunState.QUEUED for run in active) else {}
     for run in active:
         state = progress(run, common.store().read_metrics(run.run_id))
-        st.markdown(f"**{common.run_title(run)}** · {run.dataset_name}")
-        if state.preparing:
+        st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)}")
+        if run.run_id in line:
+            st.progress(0.0, text=f"waiting for the device: {line[run.run_id].text}")
+        elif state.preparing:
             st.progress(state.stage_fraction, text=state.stage_text)
         else:
             st.progress(state.fraction, text=state.text or state.state_label)

@@ -43,6 +43,7 @@ LOG_FILE = "train.log"
 CHECKPOINT_FILE = "best.weights.h5"
 LABEL_FILE = "label.json"
 MAX_NAME_LENGTH = 80
+LOCAL_OWNER = "local"  # the owner of runs started in an app that is not shared (core.sharing.LOCAL_USER)
 __all__ = [
     "ACTIVE_STATES",
     "Run",
@@ -108,9 +109,10 @@ class RunStatus(JobStatus):
     best_epoch: int | None = None  # whose weights were kept
 
 
-def new_run_record(index: DatasetIndex, config: TrainConfig) -> dict[str, Any]:
-    """What config.json holds: enough to reproduce the run (config, data, classes, versions)."""
+def new_run_record(index: DatasetIndex, config: TrainConfig, owner: str = LOCAL_OWNER) -> dict[str, Any]:
+    """What config.json holds: enough to reproduce the run (config, data, classes, versions), and whose it is."""
     return {
+        "owner": owner,
         "config": config.to_dict(),
         "classes": index.classes,
         "dataset": {
@@ -193,6 +195,8 @@ def check_record(record: Any) -> None:
     for key, value in (("dataset images", dataset.get("images")), ("created", record.get("created"))):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise UnreadableFile(f"{CONFIG_FILE}: {key} is not a number")
+    if record.get("owner") is not None and not isinstance(record["owner"], str):
+        raise UnreadableFile(f"{CONFIG_FILE}: owner is not text")
     if dataset.get("corrections") is not None and not isinstance(dataset["corrections"], dict):
         raise UnreadableFile(f"{CONFIG_FILE}: dataset corrections is not an object")
 
@@ -304,6 +308,11 @@ class Run:
     def train_features_mtime(self) -> float | None:
         """When the training split's features were stored, None without them."""
         return _mtime(self.directory / TRAIN_FEATURES_FILE)
+
+    @property
+    def owner(self) -> str:
+        """Who started the run: a signed-in user, the CLI's OS user, or "local" (and runs from before owners)."""
+        return str(self.config.get("owner") or LOCAL_OWNER)
 
     @property
     def created(self) -> float:

@@ -40,6 +40,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         help="label corrections to apply: kept (those kept for the dataset now, the default), none, run:ID (exactly "
         "those a run applied: what a run's copied command says), or a JSON file of them",
     )
+    train.add_argument(
+        "--owner", help="whose run it is, as the app's runs table shows it (default: this machine's user name)"
+    )
     train.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     train.add_argument("--force", action="store_true", help="train again even if this run already finished")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
@@ -82,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return fail(str(e))
         if corrections:
             log.info("applying label corrections (%s): %s", args.corrections, correction_summary(corrections))
-        submission = jobs.submit(store, dataset, config, force=args.force, corrections=corrections)
+        owner = args.owner or os_user()
+        submission = jobs.submit(store, dataset, config, force=args.force, corrections=corrections, owner=owner)
 
     run_id = submission.run_id
     if submission.outcome == jobs.CACHED:
@@ -132,6 +136,16 @@ def wait_for_run(store, run_id: str, poll: float = WAIT_POLL_SECONDS) -> Run:
         time.sleep(poll)
 
 
+def os_user() -> str:
+    """This machine's user name (the owner of runs the CLI starts), "local" when there is none."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "local"
+    except (KeyError, OSError):  # no passwd entry (a container with a bare uid)
+        return "local"
+
+
 def _train_result(args, store, run_id: str, cached: bool) -> int:
     run = store.get(run_id)
     result = train_result(run, cached)
@@ -178,7 +192,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs in {store.root}", file=sys.stderr)
         return EXIT_OK
-    headers = ["run_id", "state", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created"]
+    headers = ["run_id", "state", "owner", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created"]
     print(format_table(headers, [[cell(row[h]) for h in headers] for row in rows if row["state"] != UNREADABLE]))
     for problem in unreadable:
         print(f"{problem.run_id}  unreadable: {problem.reason}", file=sys.stderr)
@@ -199,6 +213,7 @@ def run_row(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "state": run.state.value,
+        "owner": run.owner,
         "dataset": run.dataset_name,
         "classes": len(run.classes),
         "size": config.image_size,
@@ -217,7 +232,19 @@ def _show(run: Run, as_json: bool) -> int:
         emit_json({**run_row(run), "command": command, "config": run.train_config.to_dict(), "dir": str(run.directory)})
         return EXIT_OK
     row = run_row(run)
-    for key in ("run_id", "state", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created", "device"):
+    for key in (
+        "run_id",
+        "state",
+        "owner",
+        "dataset",
+        "classes",
+        "size",
+        "weights",
+        "epochs",
+        "accuracy",
+        "created",
+        "device",
+    ):
         print(f"{key:<10} {cell(row[key])}")
     if row["error"]:
         print(f"error      {row['error']}")

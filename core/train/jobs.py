@@ -22,7 +22,8 @@ from pathlib import Path
 from core.config import TrainConfig, run_id_for
 from core.datasets import DatasetError, DatasetIndex, scan_dataset
 from core.processes import process_alive
-from core.runs import Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
+from core.runs import LOCAL_OWNER, Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
+from core.train.queue import check_share, my_turn
 
 log = logging.getLogger("flora")
 CACHED, ACTIVE, NEW = "cached", "active", "new"
@@ -54,13 +55,18 @@ def submit(
     config: TrainConfig,
     force: bool = False,
     corrections: dict | None = None,
+    owner: str = LOCAL_OWNER,
+    max_queued: int | None = None,
 ) -> Submission:
-    """Find the run for (config, dataset, label corrections) or create it queued.
+    """Find the run for (config, dataset, label corrections) or create it queued, owned by `owner`.
 
     A finished run is returned as a cache hit unless `force`; a queued or running one whose
     process is alive is returned as active (never trained twice at once); a failed or stopped
     one is reset and trained again. `corrections` (core.corrections, the effective ones) are
-    recorded in the run and are part of its id.
+    recorded in the run and are part of its id. A run a cache hit or an active run finds keeps its owner.
+
+    Raises:
+        TooManyQueued: `owner` already has `max_queued` runs waiting for the device.
     """
     from core.corrections import dataset_key
 
@@ -76,7 +82,8 @@ def submit(
                 return Submission(run_id, CACHED, run, index, config)
             if run.active:
                 return Submission(run_id, ACTIVE, run, index, config)
-    record = new_run_record(index, config)
+    check_share(store.list(), owner, max_queued)
+    record = new_run_record(index, config, owner)
     if corrections:
         record["dataset"]["corrections"] = corrections
     run = store.create(run_id, record)
@@ -109,8 +116,11 @@ def device_lock(
     name: str,
     should_stop: Callable[[], bool] = lambda: False,
     on_wait: Callable[[], None] = lambda: None,
+    my_turn: Callable[[], bool] = lambda: True,
 ) -> Iterator[None]:
     """Hold the lock of accelerator `name` in the run store (waits while another run has it).
+
+    A waiting caller tries the lock only while `my_turn()` says it is first in line (core.train.queue).
 
     Raises:
         StopWhileWaiting: `should_stop` returned True before the lock was free.
@@ -123,6 +133,8 @@ def device_lock(
         waiting = False
         while True:
             try:
+                if not my_turn():
+                    raise BlockingIOError("another run is first in line")
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
@@ -170,6 +182,7 @@ def execute(
             device.lock_name,
             should_stop=lambda: store.stop_requested(run_id),
             on_wait=lambda: _waiting(store, run_id, device.label),
+            my_turn=lambda: my_turn(store, run_id),
         ):
             job = TrainingJob(
                 store,
@@ -220,6 +233,8 @@ def launch(
     data_root: str | os.PathLike,
     force: bool = False,
     corrections: dict | None = None,
+    owner: str = LOCAL_OWNER,
+    max_queued: int | None = None,
 ) -> Submission:
     """Start training in a detached background process and return at once.
 
@@ -229,7 +244,9 @@ def launch(
     store = RunStore(models_dir)
     if corrections is None:
         corrections = dataset_corrections(data_root, dataset_path)
-    submission = submit(store, dataset_path, config, force=force, corrections=corrections)
+    submission = submit(
+        store, dataset_path, config, force=force, corrections=corrections, owner=owner, max_queued=max_queued
+    )
     if submission.outcome != NEW:
         return submission
     command = [

@@ -144,3 +144,31 @@ def run_page(navigation) -> None:
             "tell whoever runs this Flora the error id.",
             icon=":material/error:",
         )
+
+
+def can_change(run) -> bool:
+    """Whether the signed-in user may stop, rename or delete `run`: their own, or any for an admin."""
+    user = current_user()
+    return user.admin or run.owner == user.id
+
+
+def read_only_note(run) -> None:
+    """Say why a run's controls are missing: it is someone else's."""
+    st.caption(f":material/visibility: {plain.md(run.owner)}'s run: you can look at it, not change it.")
+
+
+MINE, EVERYONE = "Mine", "Everyone's"
+
+
+def scope_runs(runs: list, key: str) -> list:
+    """Shared: a "Mine / Everyone's" choice above a run list (mine first by default); otherwise every run."""
+    if not shared():
+        return runs
+    user = current_user()
+    mine = [run for run in runs if run.owner == user.id]
+    if key not in st.session_state:
+        st.session_state[key] = MINE if mine else EVERYONE
+    scope = st.segmented_control("Runs", [MINE, EVERYONE], key=key, help="Others' runs are read-only.")
+    if scope == EVERYONE or scope is None:
+        return runs
+    return mine

@@ -8,14 +8,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core import sharing
 from core.config import TrainConfig
 from core.corrections import summary as correction_summary
 from core.monitor import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState, RunUnreadable
 from core.train import jobs
 from core.train.jobs import dataset_corrections
+from core.train.queue import Place, places
 from core.train_options import describe_weights, run_command, train_command
-from pages.ui import common, teaching, train_form
+from pages.ui import auth, common, teaching, train_form
 from pages.ui.navigation import page_file
 
 FORCE_STOP_AFTER = 20  # seconds a stop request may take before "Force stop" is offered
@@ -74,8 +76,15 @@ def plan_text(config: TrainConfig) -> str:
 def launch(dataset: str, config: TrainConfig, corrections: dict | None) -> None:
     """Launch button: start the run in the background, then show it on the Runs tab."""
     try:
+        user = auth.current_user()
         submission = jobs.launch(
-            dataset, config, common.models_root(), common.data_root(), corrections=corrections or {}
+            dataset,
+            config,
+            common.models_root(),
+            common.data_root(),
+            corrections=corrections or {},
+            owner=user.id,
+            max_queued=sharing.max_queued_runs() if auth.shared() else None,
         )
     except (ValueError, OSError) as e:
         st.session_state["train_error"] = f"Could not launch: {e}"
@@ -133,16 +142,32 @@ def prefilled_note() -> None:
         st.warning(text)
 
 
+def allowed(run_id: str) -> bool:
+    """Whether the signed-in user may change this run (the buttons only show when so; this checks again)."""
+    try:
+        run = common.store().get(run_id)
+    except (KeyError, ValueError):
+        return False
+    if auth.can_change(run):
+        return True
+    st.session_state["train_error_runs"] = f"Run {run_id} is {run.owner}'s: only they or an admin can change it."
+    return False
+
+
 def stop_run(run_id: str) -> None:
-    jobs.stop(common.store(), run_id)
+    if allowed(run_id):
+        jobs.stop(common.store(), run_id)
 
 
 def kill_run(run_id: str) -> None:
-    jobs.kill(common.store(), run_id)
+    if allowed(run_id):
+        jobs.kill(common.store(), run_id)
 
 
 def delete_run(run_id: str) -> None:
     """Remove a finished, failed or stopped run from the store."""
+    if not allowed(run_id):
+        return
     try:
         common.store().delete(run_id)
     except (ValueError, OSError) as e:
@@ -152,6 +177,8 @@ def delete_run(run_id: str) -> None:
 
 
 def save_label(run_id: str) -> None:
+    if not allowed(run_id):
+        return
     try:
         common.store().set_label(
             run_id,
@@ -186,17 +213,24 @@ def show_notice() -> None:
         )
 
 
-def runs_table(runs: list[Run], states: dict[str, RunProgress]) -> None:
-    """The run list: what tells each run apart, what it is doing now, and how far the whole run is."""
+def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, Place] | None = None) -> None:
+    """The run list: whose, what tells each run apart, what it is doing now (its place in line while it waits
+    for the device), and how far the whole run is."""
     rows = []
+    line = line or {}
+    owners = auth.shared() or len({run.owner for run in runs}) > 1
     for run in runs:
         state = states.get(run.run_id)
+        now = state.short_text if state else ""
+        if run.run_id in line:
+            now = line[run.run_id].text
         rows.append(
             {
                 "run": common.run_title(run),
+                **({"owner": run.owner} if owners else {}),
                 "dataset": run.dataset_name,
                 "state": state.state_label if state else run.state.value,
-                "now": state.short_text if state else "",
+                "now": now,
                 "progress": state.fraction if state else (1.0 if run.state is RunState.DONE else None),
                 "accuracy": f"{run.status.accuracy:.3f}" if run.status.accuracy is not None else "",
                 "id": run.run_id,
@@ -327,6 +361,9 @@ def curves(run: Run, metrics: list[dict], state: RunProgress) -> None:
 
 
 def stop_controls(run: Run) -> None:
+    if not auth.can_change(run):
+        auth.read_only_note(run)
+        return
     if run.stop_requested_at is None:
         st.button("Stop", icon=":material/stop:", key=f"train_stop_{run.run_id}", on_click=stop_run, args=(run.run_id,))
         return
@@ -378,6 +415,8 @@ def settings(run: Run) -> None:
                 hide_index=True,
                 key=f"train_corrections_{run.run_id}",
             )
+        if not auth.can_change(run):
+            auth.read_only_note(run)
         name_col, note_col = st.columns([1, 2])
         name_col.text_input(
             "Name",
@@ -387,7 +426,13 @@ def settings(run: Run) -> None:
             placeholder="e.g. baseline",
         )
         note_col.text_input("Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried")
-        st.button("Save name and note", key=f"train_label_{run.run_id}", on_click=save_label, args=(run.run_id,))
+        st.button(
+            "Save name and note",
+            key=f"train_label_{run.run_id}",
+            on_click=save_label,
+            args=(run.run_id,),
+            disabled=not auth.can_change(run),
+        )
         st.button(
             "New run from these settings",
             icon=":material/content_copy:",
@@ -403,7 +448,7 @@ def settings(run: Run) -> None:
                 f"Split ({split.get('source')}): {split.get('train')} train / {split.get('val')} validation / "
                 f"{split.get('test')} test images. " + " ".join(split.get("notes", []))
             )
-        if not run.active:
+        if not run.active and auth.can_change(run):
             with st.popover("Delete this run", icon=":material/delete:"):
                 st.caption("Removes its model, metrics and log from the run store. This cannot be undone.")
                 st.button(
@@ -441,12 +486,14 @@ def delete_unreadable(run_id: str) -> None:
 
 def runs_area() -> list[Run]:
     """The run list, the run picker and the picked run's monitor; returns the runs as listed."""
-    all_runs = common.runs()
+    everyone = common.runs()
+    all_runs = auth.scope_runs(everyone, "train_scope") or everyone
     # each active run's metrics.jsonl is read once per redraw, for the table and the monitor alike
     metrics = {run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.active}
     states = {run.run_id: progress(run, metrics[run.run_id]) for run in all_runs if run.active}
-    runs_table(all_runs, states)
-    unreadable_runs(common.unreadable_runs())
+    runs_table(all_runs, states, places(everyone))
+    if auth.current_user().admin:
+        unreadable_runs(common.unreadable_runs())
     ids = [run.run_id for run in all_runs]
     if st.session_state.get("train_run") not in ids:
         active = [run.run_id for run in all_runs if run.active]

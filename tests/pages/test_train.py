@@ -246,7 +246,7 @@ def test_the_form_says_which_corrections_apply_and_can_leave_them_out(app, kept_
 
     launched = []
 
-    def fake_launch(dataset, config, models, data, force=False, corrections=None):
+    def fake_launch(dataset, config, models, data, force=False, corrections=None, **ownership):
         launched.append(corrections)
         raise OSError("not launched in this test")
 
