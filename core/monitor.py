@@ -259,9 +259,10 @@ def _same_view(planned: str, reported: str) -> bool:
 def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: float) -> float | None:
     """Time left: the rest of the current phase at its own pace, and a later phase at a pace scaled from it.
 
-    A phase's pace is the mean of its last epochs, or, before its first epoch ends, the time the epoch in
-    progress has taken over the share of its batches done (the first fine-tuning epoch on images is far
-    slower than the head's epochs on cached features: at their pace, it said "3 s left" for a minute).
+    A phase's pace is the mean of its last epochs, or, before its first epoch ends, the pace of the batches
+    the epoch in progress has done after its first (the first fine-tuning epoch on images is far slower than
+    the head's epochs on cached features: at their pace, it said "3 s left" for a minute; and its first
+    batch traces and compiles the model: counting it, it said "about 6 min" for a run that took 30 s).
     Unknown (None) until a pace can be measured. Early stopping may end a phase sooner.
     """
     if not run.active or not total:
@@ -270,14 +271,18 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
     phase = int(status.phase or (curves["phase"].iloc[-1] if not curves.empty else 1))
     in_phase = curves[curves["phase"] == phase] if not curves.empty else curves
     durations = in_phase["duration"].dropna() if not in_phase.empty else pd.Series(dtype=float)
+    phase_epochs = config.epochs if phase == 1 else config.fine_tune_epochs
     if not durations.empty:
         per_epoch = float(durations.tail(3).mean())
-    elif batch_part > 0 and status.epoch_started_at:
-        per_epoch = (float(now) - float(status.epoch_started_at)) / batch_part
+        remaining = max(0.0, phase_epochs - len(in_phase) - batch_part) * per_epoch
     else:
-        return None
-    phase_epochs = config.epochs if phase == 1 else config.fine_tune_epochs
-    remaining = max(0.0, phase_epochs - len(in_phase) - batch_part) * per_epoch
+        batch, steps = int(status.batch or 0), int(status.steps or 0)
+        if batch < 2 or not steps or status.first_batch_at is None:
+            return None  # no pace yet: no guess ("estimating")
+        until = float(status.updated_at or now)
+        per_batch = max(0.0, until - float(status.first_batch_at)) / (batch - 1)
+        per_epoch = per_batch * steps
+        remaining = max(0, steps - batch) * per_batch + max(0.0, phase_epochs - len(in_phase) - 1) * per_epoch
     if phase == 1 and config.fine_tune_epochs:  # fine-tuning follows: its epochs cost what the plan says
         costs = {stage.name: stage.cost for stage in plan(run)}
         head, tune = costs.get("phase 1", 0.0) / config.epochs, costs.get("phase 2", 0.0) / config.fine_tune_epochs

@@ -99,6 +99,7 @@ class RunStatus(JobStatus):
     batch: int | None = None  # batches done in that epoch
     steps: int | None = None  # batches per epoch
     epoch_started_at: float | None = None
+    first_batch_at: float | None = None  # when the epoch's first batch ended (it carries graph tracing, compiles)
     epochs_total: int | None = None
     epochs_done: int | None = None
     last_epoch: dict[str, Any] | None = None  # the last epoch's metrics record

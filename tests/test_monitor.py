@@ -80,13 +80,17 @@ def test_at_the_start_of_fine_tuning_the_eta_comes_from_the_epoch_in_progress(tm
     store = RunStore(tmp_path)
     store.create("r", {"config": {"epochs": 2, "fine_tune_epochs": 3, "unfreeze_stages": 1}})
     head_only = METRICS[:3]  # two phase-1 epochs done, none of phase 2
-    store.set_status("r", state="running", epochs_total=5, phase=2, epoch=3, batch=2, steps=10, started_at=90.0)
-    store.set_status("r", epoch_started_at=146.0)  # 14 s for 2 of 10 batches: 70 s an epoch
-    state = progress(store.get("r"), head_only, now=160.0)
-    assert state.eta_seconds == pytest.approx((3 - 0.2) * 70.0)
+    from core.fileio import write_json_atomic
+
+    status = {"state": "running", "epochs_total": 5, "phase": 2, "epoch": 3, "batch": 3, "steps": 10}
+    # the first batch took 20 s (tracing, compiling); the next two 7 s each: 70 s an epoch from here on
+    status |= {"started_at": 90.0, "epoch_started_at": 126.0, "first_batch_at": 146.0, "updated_at": 160.0}
+    write_json_atomic(store.run_dir("r") / "status.json", status)
+    state = progress(store.get("r"), head_only, now=161.0)
+    assert state.eta_seconds == pytest.approx(7 * 7.0 + 2 * 70.0)  # not (now - epoch start) / 3 per batch
     assert state.epoch_label == "epoch 3/5"
-    store.set_status("r", batch=0, epoch_started_at=159.0)
-    assert progress(store.get("r"), head_only, now=160.0).eta_seconds is None  # no pace yet: no guess
+    write_json_atomic(store.run_dir("r") / "status.json", status | {"batch": 1, "updated_at": 146.0})
+    assert progress(store.get("r"), head_only, now=150.0).eta_seconds is None  # the first batch alone: no guess
     # still in phase 1 on cached features with fine-tuning to come: its epochs are priced by the plan's costs
     record = {"config": {"epochs": 2, "fine_tune_epochs": 3, "unfreeze_stages": 1}, "dataset": {"images": 1000}}
     store.create("f", record)

@@ -44,12 +44,14 @@ class RunLogger(keras.callbacks.Callback):
         self.stopped = False
         self._last_write = 0.0
         self._epoch_start = time.time()
+        self._first_batch_at: float | None = None
         self._epoch = 0
         self._last_batch = -1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1  # Keras counts from 0; fit(initial_epoch=...) keeps phase 2 global
         self._epoch_start = time.time()
+        self._first_batch_at = None
         self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
@@ -60,6 +62,8 @@ class RunLogger(keras.callbacks.Callback):
             self.model.stop_training = True
             self.stopped = True
         now = time.time()
+        if self._first_batch_at is None:
+            self._first_batch_at = now  # the pace is measured from here: the first batch traces and compiles
         steps = self.params.get("steps") or 0
         if now - self._last_write >= STATUS_INTERVAL or batch + 1 == steps:
             self._last_write = now
@@ -82,6 +86,7 @@ class RunLogger(keras.callbacks.Callback):
                 steps=steps,
                 epochs_total=self.epochs_total,
                 epoch_started_at=self._epoch_start,
+                first_batch_at=self._first_batch_at,
             )
 
     def on_epoch_end(self, epoch, logs=None):
