@@ -159,6 +159,13 @@ NOTES = {
 
 # Where a run starts from random weights, some notes would be wrong: these replace them.
 RANDOM_START = {
+    "resize": (
+        "**Image size and 'caffe' preprocessing, on a random start.** ResNet-50's ImageNet filters expect objects "
+        "at about 224×224 pixels; this run starts from **random weights**, so no scale or recipe is expected yet: "
+        "smaller inputs (32–64 px) train far faster and are fine for seeing the whole pipeline work, at the cost of "
+        "detail. Flora still prepares pixels the 'caffe' way (BGR order, minus the average ImageNet pixel) inside "
+        "the model, so a random start and an ImageNet start take the same photos and can be compared."
+    ),
     "freezing": (
         "**What freezing does, on a random start.** In phase 1 the backbone's weights are *frozen* and only the "
         "new head learns. This run starts from **random weights**: the frozen backbone has learnt nothing, so "

@@ -90,6 +90,7 @@ def render() -> tuple[str | None, TrainConfig | None]:
             _start_values(dataset)
     with data_col:
         weights = _draw_section(DATA)
+        teaching.explain("resize", random_start=weights == "none")  # ImageNet's 224 px and recipe, or not
     with phase1_col:
         st.markdown("**Phase 1** · the head learns, ResNet-50 frozen")
         teaching.explain("freezing", random_start=weights == "none")
@@ -129,17 +130,24 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
     kept = dataset_corrections(common.data_root(), dataset)
     if not kept:
         return None
+    what = "sweep" if prefix == "sweep" else "run"
     apply = st.toggle(
-        f"Apply the {len(kept)} label correction(s) kept for this dataset ({summary(kept)})",
+        f"Apply {len(kept)} label correction(s)",
         value=True,
         key=key("apply_corrections", prefix),
         help="Marked on the Explore page. They change what the run trains on (and, for test photos, what it is "
         "tested on), so the run gets its own id and its name says '+N corrections'. Off: the photos' own labels.",
     )
     if apply:
-        st.caption(f"This run will apply them ({describe(kept)}); the same settings without them are another run.")
+        st.caption(
+            f"Kept for this dataset: {summary(kept)}. This {what} will apply them ({describe(kept)}); the same "
+            f"settings without them are another {what}."
+        )
         return kept
-    st.caption("The corrections are left out: the photos train and test with their folders' labels.")
+    st.caption(
+        f"{len(kept)} correction(s) kept for this dataset ({summary(kept)}) are left out: the photos train and test "
+        "with their folders' labels."
+    )
     return None
 
 

@@ -6,16 +6,25 @@ import streamlit as st
 
 from core import sweeps
 from core.config import TrainConfig
+from core.corrections import summary as correction_summary
 from core.monitor import format_duration
 from core.processes import RunState
 from core.runs import RunNotFound
 from core.sweeps import Sweep
+from core.sweeps.launch import sweep_corrections
 from core.sweeps.results import most_accurate
 from core.train_options import describe_config
 from pages.ui import common, sweep_charts, sweep_form, teaching
 from pages.ui.navigation import page_file
 
 LIVE_EVERY = 2.0  # seconds between redraws while a sweep runs
+
+
+def launch_corrections(sweep: Sweep) -> dict | None:
+    """The label corrections the sweep applied (recorded with it)."""
+    return sweep_corrections(sweep, common.data_root())
+
+
 QUIET = {"displayModeBar": False}
 
 st.title("Sweep")
@@ -124,7 +133,9 @@ def header(sweep: Sweep) -> None:
         st.markdown(f"**{sweep.dataset_name}** · sweep `{sweep.sweep_id}`")
         common.state_badge(sweep)
         st.caption(f"{sweep.status.device or 'device: deciding'} · pid {sweep.status.pid or '-'}")
-    st.caption(f"Fixed for every trial: {describe_config(sweep.fixed)}.")
+    applied = launch_corrections(sweep)
+    with_corrections = f" · +{len(applied)} label corrections ({correction_summary(applied)})" if applied else ""
+    st.caption(f"Fixed for every trial: {describe_config(sweep.fixed)}{with_corrections}.")
 
 
 def progress(sweep: Sweep) -> None:
@@ -224,11 +235,13 @@ def results(sweep: Sweep, snapshot: dict) -> None:
         right.caption("Which settings mattered most shows here once three trials have completed.")
     parallel = sweep_charts.parallel_figure(rows, names)
     if parallel is not None:
+        st.markdown(f"**{sweep_charts.PARALLEL_CAPTION}**")
         st.plotly_chart(parallel, key=f"sweep_parallel_{sweep.sweep_id}", config=QUIET)
-        st.caption("Each line is a completed trial; drag along an axis to keep only some of them.")
+        st.caption("Drag along an axis to keep only some of the trials.")
     st.dataframe(
         sweep_charts.trials_frame(rows, names),
         hide_index=True,
+        width="stretch",  # every column in view (the last was cut off at its natural width)
         key="sweep_trials_table",
         column_config={
             "val accuracy": st.column_config.NumberColumn(format="%.3f"),
@@ -247,7 +260,9 @@ def best_trial(sweep: Sweep, best: dict | None) -> None:
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in best.get("shown", {}).items())
         st.markdown(f"**Best so far: trial {best['number']}** · {shown}")
         config = TrainConfig.from_dict(best["config"])
-        st.caption(f"As a run: {describe_config(config)}")
+        applied = launch_corrections(sweep)
+        with_corrections = f" · +{len(applied)} label corrections" if applied else ""
+        st.caption(f"As a run: {describe_config(config)}{with_corrections}")
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.number_input(
                 "Fine-tune epochs on top (0 = none)",
@@ -305,12 +320,24 @@ def details(sweep: Sweep) -> None:
         st.code(common.sweep_store().log_tail(sweep.sweep_id, 40) or "(empty)", language=None)
     with st.expander("What this sweep searches, and the same from a terminal", icon=":material/settings:"):
         space = sweep.spec.get("space", {})
+        applied = launch_corrections(sweep)
         st.code(
             sweeps.sweep_command(
-                sweep.dataset_path, sweep.fixed, space, sweep.status.trials_target, sweep.status.timeout_seconds
+                sweep.dataset_path,
+                sweep.fixed,
+                space,
+                sweep.status.trials_target,
+                sweep.status.timeout_seconds,
+                corrections="kept" if applied else "none",
             ),
             language="bash",
+            wrap_lines=True,
         )
+        if applied:
+            st.caption(
+                f"It applied {len(applied)} label correction(s): {correction_summary(applied)} "
+                "(`--corrections kept` applies those kept for the dataset when the command runs)."
+            )
         st.json({"space": space, "fixed": sweep.spec.get("fixed", {})}, expanded=False)
         if not sweep.active:
             with st.popover("Delete this sweep", icon=":material/delete:"):
@@ -371,9 +398,10 @@ with new_tab:
                 request.space,
                 request.trials,
                 request.timeout,
-                corrections=None if request.corrections else "none",
+                corrections="kept" if request.corrections else "none",
             ),
             language="bash",
+            wrap_lines=True,
         )
         st.caption(
             "The first trial uses your settings as they are (where they fall inside the space), so the best is never "

@@ -28,7 +28,6 @@ st.caption(
     "Transfer learning in two phases: first only the new head learns while ResNet-50 stays frozen, "
     "then (optionally) the top ResNet stages are unfrozen and fine-tuned at a lower learning rate."
 )
-teaching.explain("resize")
 
 
 SCHEDULE_WORDS = {
@@ -404,7 +403,7 @@ def result(run: Run, state: RunProgress) -> None:
 def settings(run: Run) -> None:
     with st.expander("Settings, name and command of this run", icon=":material/settings:"):
         st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
-        st.code(run_command(run), language="bash")
+        st.code(run_command(run), language="bash", wrap_lines=True)
         if run.corrections:
             st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}):")
             st.dataframe(
@@ -535,8 +534,14 @@ with new_tab:
         with st.container(border=True):
             st.markdown(plan_text(config))
             st.caption("The same run from a terminal (copy it with the button at the right):")
-            flag = None if corrections else "none"
-            st.code(train_command(dataset, config, corrections=flag), language="bash")
+            flag = "kept" if corrections else "none"
+            st.code(train_command(dataset, config, corrections=flag), language="bash", wrap_lines=True)
+            if corrections:
+                st.caption(
+                    "`--corrections kept` applies the corrections kept for the dataset when the command runs. Once "
+                    "launched, the run's own command (under its settings) pins exactly these, as "
+                    "`--corrections run:<its id>`."
+                )
     st.page_link(
         page_file("sweep"),
         label="Not sure which learning rate, head or dropout? A sweep tries many on cached features in minutes",

@@ -71,6 +71,12 @@ def test_a_finished_sweep_shows_its_trials_charts_and_best(app, finished_sweep):
     assert any("Highest validation accuracy so far" in spec for spec in charts)
     parallel = next(json.loads(spec) for spec in charts if "parcoords" in spec)
     assert parallel["layout"]["margin"]["l"] >= 60 and parallel["layout"]["margin"]["r"] >= 60  # labels not cut
+    assert "title" not in parallel["layout"] or not parallel["layout"]["title"].get("text")  # it sat on the axes
+    for dimension in parallel["data"][0]["dimensions"]:  # few distinct values: ticks at exactly those
+        values = dimension["values"]
+        numeric_axis = dimension["label"] not in ("val accuracy", "learning rate") and "range" in dimension
+        if len(set(values)) <= 8 and numeric_axis and all(isinstance(v, int | float) for v in values):
+            assert len(dimension["tickvals"]) == len(set(values))
     assert any("Which settings mattered most" in spec for spec in charts)
     assert not at.button(key=f"sweep_promote_{sweep_id}").disabled
     assert "python -m core sweep" in "\n".join(code.value for code in at.code)
@@ -124,6 +130,8 @@ def test_train_the_best_as_a_run_makes_an_ordinary_run(app, finished_sweep):
 def test_the_form_says_which_corrections_the_sweep_applies(app, kept_corrections, tmp_path):
     at = _new_sweep_tab(app, tmp_path / "models")
     toggle = at.toggle(key="sweep_apply_corrections")
-    assert toggle.value is True and "(1 relabelled, 1 excluded)" in toggle.label
+    assert toggle.value is True and toggle.label == "Apply 2 label correction(s)"
+    assert "Kept for this dataset: 1 relabelled, 1 excluded. This sweep will apply them" in texts(at)
+    assert "--corrections kept" in at.code[-1].value
     toggle.set_value(False).run()
     assert "--corrections none" in at.code[-1].value

@@ -236,6 +236,7 @@ def test_teaching_notes_are_off_by_default_and_remembered(app, workspace):
     at.radio(key="train_weights_kind").set_value("none").run()
     shown = texts(at)  # a random start: the ImageNet claims would be wrong, the note says what freezing does then
     assert "What freezing does, on a random start" in shown and "learnt on ImageNet" not in shown
+    assert "'caffe' preprocessing, on a random start" in shown and "Its ImageNet weights also expect" not in shown
     again = app("train")  # a new session: the choice was kept
     assert again.toggle(key="flora_explain").value is True
     again.toggle(key="flora_explain").set_value(False).run()
@@ -255,11 +256,9 @@ def test_the_form_says_which_corrections_apply_and_can_leave_them_out(app, kept_
     at.session_state["train_tab"] = "New run"
     at.run()
     toggle = at.toggle(key="train_apply_corrections")
-    assert (
-        toggle.value is True
-        and "2 label correction(s) kept for this dataset (1 relabelled, 1 excluded)" in toggle.label
-    )
-    assert "--corrections" not in at.code[-1].value  # the default applies the kept ones
+    assert toggle.value is True and toggle.label == "Apply 2 label correction(s)"
+    assert "Kept for this dataset: 1 relabelled, 1 excluded. This run will apply them" in texts(at)
+    assert "--corrections kept" in at.code[-1].value  # said, and pinned by the run's own command once launched
     at.button(key="train_launch").click().run()
     assert launched[-1] == kept_corrections
     at.toggle(key="train_apply_corrections").set_value(False).run()
