@@ -214,7 +214,9 @@ def apply(
         test=np.setdiff1d(split.test, drop),
         notes=list(split.notes),
     )
-    notes = [f"label corrections: {relabelled} photo(s) relabelled, {len(excluded)} excluded {by_split}"]
+    where = ", ".join(f"{count} from {name}" for name, count in by_split.items() if count)
+    excluded_text = f"{len(excluded)} excluded ({where})" if excluded else "none excluded"
+    notes = [f"Label corrections: {relabelled} photo(s) relabelled, {excluded_text}."]
     if missing:
         notes.append(f"{len(missing)} corrected photo(s) are no longer in the dataset: ignored")
     kept.notes.extend(notes)

@@ -270,10 +270,10 @@ def accuracy_margin(n: int, accuracy: float = 0.5) -> float:
 
 
 def small_test_note(n: int, accuracy: float | None = None) -> str:
-    """'small test split: 37 photos: ...', what such a split can and cannot tell."""
+    """'Small test split: 37 photos, ...': what such a split can and cannot tell (a sentence of its own)."""
     margin = accuracy_margin(n, 0.5 if accuracy is None else accuracy)
     return (
-        f"small test split: {n} photos, so one photo is {100 / max(n, 1):.1f} points of accuracy and a test accuracy "
+        f"Small test split: {n} photos, so one photo is {100 / max(n, 1):.1f} points of accuracy and a test accuracy "
         f"is known to about ±{100 * margin:.0f} points (95%); differences between runs smaller than that may be "
         f"chance. More test photos (a larger test fraction, or more photos) give a firmer figure."
     )

@@ -133,11 +133,11 @@ def test_split_is_stratified_seeded_and_disjoint():
 def test_a_small_test_split_says_what_its_accuracy_can_tell(per_class, small):
     labels = np.repeat(np.arange(4), per_class)
     split = split_indices(labels, ["a", "b", "c", "d"], seed=0)
-    notes = [n for n in split.notes if n.startswith("small test split")]
+    notes = [n for n in split.notes if n.startswith("Small test split")]
     assert bool(notes) == small == (len(split.test) < SMALL_TEST_SPLIT)
     if small:
         assert f"{len(split.test)} photos" in notes[0] and "±" in notes[0]
-    assert small_test_note(37).startswith("small test split: 37 photos, so one photo is 2.7 points")
+    assert small_test_note(37).startswith("Small test split: 37 photos, so one photo is 2.7 points")
     assert "±16 points" in small_test_note(37)  # 1.96 * sqrt(0.25 / 37)
 
 

@@ -150,7 +150,7 @@ def test_sizes_and_grayscale(report):
     assert sorted(gray.files) == ["daisy/gray 16-bit.png", "daisy/gray L.png", "daisy/gray rgb.jpg"]
     assert report.by_kind("ignored_files").files == ["rose/readme.txt"]
     small = report.by_kind("small_images")
-    assert small.severity == "info" and "smaller than the 224 px training size" in small.title
+    assert small.severity == "info" and "smaller than the default 224 px training size" in small.title
 
 
 def test_findings_are_ordered_and_serialisable(report):

@@ -240,7 +240,12 @@ class Checks:
             self.add(
                 "small_images",
                 "info",
-                f"{len(small)} image{_s(len(small))} ({share:.0%}) smaller than the {self.image_size} px training size",
+                f"{len(small)} image{_s(len(small))} ({share:.0%}) smaller than "
+                + (
+                    f"the default {self.image_size} px training size"
+                    if self.image_size == TrainConfig().image_size
+                    else f"the {self.image_size} px training size"
+                ),
                 f"Training at {self.image_size} px upscales them, which costs time and adds no detail. Train "
                 f"at an image size near their shorter side (median {int(np.median(short[small]))} px) instead.",
                 small,

@@ -82,11 +82,12 @@ def mcnemar_section(comparison: dict, names: dict[str, str]) -> None:
     for pair in comparison["pairs"]:
         test = pair["mcnemar"]
         with st.container(border=True):
-            st.markdown(f"**{names[pair['b']]}** vs **{names[pair['a']]}**")
+            st.markdown(f"**{names[pair['a']]}** vs **{names[pair['b']]}**")  # the order the disagreements use
             st.markdown(pair["verdict"])
+            p = test["p_value"]
             st.caption(
                 f"Photos only {pair['a'][:6]} gets right: {test['b']}; only {pair['b'][:6]} gets right: {test['c']}; "
-                f"McNemar's exact test, p = {test['p_value']:.4f}."
+                f"McNemar's exact test, {f'p = {p:.3f}' if p >= 0.001 else 'p < 0.001'}."
             )
 
 

@@ -62,19 +62,32 @@ def reading(cal: Calibration) -> str:
         f"The model is **{kind}**: when it says {said:.0%} it is right {right:.0%} of the time "
         f"(its most common confidence on the test photos)."
     )
-    if after <= 0.7 * before:
-        change = "fixes that"
-    elif after < before:
-        change = "helps a little"
-    else:
+    overlap = (
+        cal.after.ece_high is not None and cal.before.ece_low is not None and cal.after.ece_high >= (cal.before.ece_low)
+    )
+    if after >= before:
         change = "does not improve it on the test photos"
-    second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f}."
+    elif overlap:  # the two intervals overlap: the improvement may be the test photos' luck
+        change = "may help, but the intervals overlap, so the improvement could be chance"
+    elif after <= 0.7 * before:
+        change = "improves it clearly"
+    else:
+        change = "helps a little"
+    second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f} (95 % intervals in the table)."
+    if after > 0.1:
+        second += " An ECE above 0.1 is still poorly calibrated: read its probabilities as rough."
     if cal.few_validation_images:
         second += (
-            f" With only {cal.val_per_class:.1f} validation photos per class the temperature is uncertain; "
+            f" With only {cal.val_per_class:.0f} validation photos per class the temperature is uncertain; "
             "the interval on ECE shows how much."
         )
     return f"{first} {second}"
+
+
+def _interval(scores) -> str:
+    if scores.ece_low is None or scores.ece_high is None:
+        return "not computed"
+    return f"{scores.ece_low:.3f}–{scores.ece_high:.3f}"
 
 
 def reliability_chart(bins: list[dict], title: str) -> alt.VConcatChart:
@@ -148,9 +161,13 @@ def section(run, stamp: float) -> None:
     st.markdown(reading(cal))
     cols = st.columns(4)
     cols[0].metric("Temperature T", f"{cal.temperature:.2f}", help="Logits are divided by T before the softmax.")
-    cols[1].metric("ECE before", f"{cal.before.ece:.3f}")
+    cols[1].metric("ECE before", f"{cal.before.ece:.3f}", help=f"95 % interval {_interval(cal.before)}")
     cols[2].metric(
-        "ECE after", f"{cal.after.ece:.3f}", delta=f"{cal.after.ece - cal.before.ece:+.3f}", delta_color="inverse"
+        "ECE after",
+        f"{cal.after.ece:.3f}",
+        delta=f"{cal.after.ece - cal.before.ece:+.3f}",
+        delta_color="inverse",
+        help=f"95 % interval {_interval(cal.after)}",
     )
     cols[3].metric(
         "NLL after", f"{cal.after.nll:.3f}", delta=f"{cal.after.nll - cal.before.nll:+.3f}", delta_color="inverse"

@@ -14,7 +14,7 @@ import streamlit as st
 from core import label_issues
 from core.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.runs import Run
-from pages.ui import common, run_models, teaching
+from pages.ui import common, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.run_task import task_panel
 
@@ -105,6 +105,14 @@ def review_section(run: Run) -> None:
         for issue in review.issues
         if issue.split in (chosen or []) and not (hide_reviewed and corrections.action(issue.path))
     ]
+    hidden = len(review.issues) - len(issues)
+    if hidden:
+        left_out = [SPLIT_NAMES.get(s, s) for s in splits if s not in (chosen or [])]
+        why = f"the {' and '.join(left_out)} photos are left out (Splits)" if left_out else ""
+        reviewed = "the reviewed ones are hidden" if hide_reviewed else ""
+        st.caption(
+            f"Showing {len(issues)} of {len(review.issues)} suspects: {'; '.join(p for p in (why, reviewed) if p)}."
+        )
     if not issues:
         st.caption("No suspect left with these filters.")
         return
@@ -171,8 +179,9 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
             "because its data changed, it gets a **new run id**; the same settings without corrections remain "
             "the old run.\n\n"
             "Correcting **training** photos keeps the validation and test photos the same, so the new run can be "
-            "compared with this one photo by photo. Correcting a **validation or test** photo changes what the "
-            "test measures: runs before and after are then no longer compared on the same photos."
+            "compared with this one photo by photo. Correcting a **validation** photo changes the score that picks "
+            "the best epoch. Correcting a **test** photo changes what the test measures: runs before and after are "
+            "then compared on the photos they still share."
         )
     st.page_link(
         page_file("train"),
@@ -200,14 +209,19 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
             else:
                 photo.caption(problem)
         facts.markdown(
-            f"**{Path(issue.path).name}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
-            f"labelled **{issue.given}**, looks like **{issue.suggested}** "
+            f"**{plain.md(Path(issue.path).name)}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
+            f"labelled **{plain.md(issue.given)}**, looks like **{plain.md(issue.suggested)}** "
             f"({issue.suggested_probability:.0%}, {_times(issue.odds)} its label's {issue.score:.1%})"
         )
         if error:
             facts.caption(error)
-        if issue.split in ("val", "test"):
-            facts.caption(f"A {SPLIT_NAMES[issue.split]} photo: correcting it changes what the next run is tested on.")
+        if issue.split == "val":
+            facts.caption(
+                "A validation photo: correcting it changes the score that picks the next run's best epoch (and "
+                "stops it early), not its test."
+            )
+        elif issue.split == "test":
+            facts.caption("A test photo: correcting it changes what the next run is tested on.")
         if marked:
             text = MARKED[marked["action"]].format(to=marked.get("to", "?"))
             facts.markdown(f":green[:material/check: {text}]")

@@ -191,30 +191,39 @@ if sizes_tab.open:
             cols[0].metric("Median size", f"{int(readable['width'].median())}×{int(readable['height'].median())}")
             cols[1].metric("Smallest side", f"{int(shorter.min())} px")
             cols[2].metric("Largest side", f"{int(readable[['width', 'height']].max(axis=1).max())} px")
-            cols[3].metric("Grayscale-mode files", int(readable["mode"].isin(GRAYSCALE_MODES).sum()))
-            left, right = st.columns(2)
-            left.plotly_chart(
-                px.histogram(
-                    x=shorter,
-                    nbins=40,
-                    labels={"x": "shorter side (px)"},
-                    height=300,
-                    color_discrete_sequence=["#b8336a"],
-                ).update_layout(margin={"t": 10}, yaxis_title="images"),
-                key="dataset_shorter_side",
-                config={"displayModeBar": False},
+            cols[3].metric(
+                "Stored as grayscale",
+                int(readable["mode"].isin(GRAYSCALE_MODES).sum()),
+                help="Files in a grayscale mode. The health check also counts colour files whose pixels are all "
+                "gray, so its figure can be higher.",
             )
-            right.plotly_chart(
-                px.histogram(
-                    x=aspect,
-                    nbins=40,
-                    labels={"x": "aspect ratio (width / height)"},
-                    height=300,
-                    color_discrete_sequence=["#2f6db5"],
-                ).update_layout(margin={"t": 10}, yaxis_title="images"),
-                key="dataset_aspect",
-                config={"displayModeBar": False},
-            )
+            if shorter.nunique() == 1 and aspect.nunique() == 1:  # one size: a histogram would be a single bar
+                width, height = int(readable["width"].iloc[0]), int(readable["height"].iloc[0])
+                st.caption(f"Every readable image is {width}×{height} px.")
+            else:
+                left, right = st.columns(2)
+                left.plotly_chart(
+                    px.histogram(
+                        x=shorter,
+                        nbins=40,
+                        labels={"x": "shorter side (px)"},
+                        height=300,
+                        color_discrete_sequence=["#b8336a"],
+                    ).update_layout(margin={"t": 10}, yaxis_title="images"),
+                    key="dataset_shorter_side",
+                    config={"displayModeBar": False},
+                )
+                right.plotly_chart(
+                    px.histogram(
+                        x=aspect,
+                        nbins=40,
+                        labels={"x": "aspect ratio (width / height)"},
+                        height=300,
+                        color_discrete_sequence=["#2f6db5"],
+                    ).update_layout(margin={"t": 10}, yaxis_title="images"),
+                    key="dataset_aspect",
+                    config={"displayModeBar": False},
+                )
             st.caption(
                 "Training resizes each photo's shorter side and crops its centre square, so very wide or tall "
                 "photos lose their sides; photos smaller than the training size are enlarged (blurry)."

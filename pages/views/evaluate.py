@@ -73,9 +73,7 @@ rest[0].metric("Macro F1", f"{summary_averages['macro']['f1']:.3f}", help="F1 av
 rest[1].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help="F1 averaged over classes by support.")
 rest[2].metric("Test images", len(evaluation.labels))
 if len(evaluation.labels) < SMALL_TEST_SPLIT:
-    st.warning(
-        small_test_note(len(evaluation.labels), evaluation.accuracy()).capitalize(), icon=":material/straighten:"
-    )
+    st.warning(small_test_note(len(evaluation.labels), evaluation.accuracy()), icon=":material/straighten:")
 if run.state is RunState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 common.random_start_notice(run)
@@ -264,7 +262,11 @@ with classes_tab:
 
 with losses_tab:
     teaching.explain("top_losses", evaluation_classes_by_confusion(evaluation))
-    st.caption("The test images the model got most confidently wrong: often mislabelled photos, or real look-alikes.")
+    st.caption(
+        "The test images the model got most confidently wrong, highest loss first: often mislabelled photos, or real "
+        "look-alikes. Under each: true → predicted, its loss (−log of the probability it gave the true class) and "
+        "that probability."
+    )
     count = st.slider("How many", 4, 48, 16, 4, key="evaluate_top_k")
     losses = evaluation.top_losses(count)
     if losses.empty:
@@ -274,7 +276,7 @@ with losses_tab:
             [
                 (
                     dataset_root / row.path,
-                    f"{row.true} → {row.predicted} ({row.p_predicted:.2f})\n{Path(row.path).name}",
+                    f"{row.true} → {row.predicted} · loss {row.loss:.2f} (p {row.p_true:.3f})\n{Path(row.path).name}",
                 )
                 for row in losses.itertuples()
             ],
