@@ -8,8 +8,10 @@ Layouts understood:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,25 +97,60 @@ class DatasetIndex:
         return self.root / rel
 
 
-def scan_dataset(root: str | os.PathLike) -> DatasetIndex:
+class ScanLimit(DatasetError):
+    """A folder scan stopped at its bound (file names or seconds); the message says where and why."""
+
+
+@dataclasses.dataclass
+class _Budget:
+    """How far a scan may go: file names seen and seconds spent (None: no bound)."""
+
+    max_files: int | None
+    max_seconds: float | None
+    root: Path
+    seen: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def count(self, names: int) -> None:
+        self.seen += names
+        if self.max_files is not None and self.seen > self.max_files:
+            raise ScanLimit(
+                f"stopped scanning {self.root} after {self.max_files:,} file names: is this the dataset's own folder "
+                "(class folders inside), not a folder above it?"
+            )
+        if self.max_seconds is not None and time.monotonic() - self.started > self.max_seconds:
+            raise ScanLimit(
+                f"stopped scanning {self.root} after {self.max_seconds:.0f} s ({self.seen:,} file names so far): "
+                "is this the dataset's own folder? (The CLI, python -m core train, scans without this bound.)"
+            )
+
+
+def scan_dataset(
+    root: str | os.PathLike, max_files: int | None = None, max_seconds: float | None = None
+) -> DatasetIndex:
     """Index a dataset folder without opening any image.
+
+    `max_files` / `max_seconds` bound the scan (the app's: a folder picked by mistake, such as `/`, stops
+    early and says so); None scans everything.
 
     Raises:
         DatasetError: the folder is missing or holds no class folder with images.
+        ScanLimit: a bound was reached.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root}")
+    budget = _Budget(max_files, max_seconds, root)
     meta = read_json(root / META_FILE, default={}) or {}
     manifest = meta.pop("splits", None) if isinstance(meta, dict) else None
 
     split_dirs = _split_dirs(root)
     if split_dirs:
         layout = "presplit"
-        found = _scan_presplit(root, split_dirs)
+        found = _scan_presplit(root, split_dirs, budget)
     else:
         layout = "manifest" if manifest else "classes"
-        found = _scan_class_folders(root, None)
+        found = _scan_class_folders(root, None, budget=budget)
 
     files, ignored, seen_classes = found
     classes = sorted({cls for _, cls, _, _ in files})
@@ -153,17 +190,17 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return found if "train" in found else {}
 
 
-def _scan_presplit(root: Path, split_dirs: dict[str, Path]):
+def _scan_presplit(root: Path, split_dirs: dict[str, Path], budget: _Budget | None = None):
     files, ignored, seen = [], [], set()
     for split, folder in split_dirs.items():
-        sub_files, sub_ignored, sub_seen = _scan_class_folders(folder, split, root)
+        sub_files, sub_ignored, sub_seen = _scan_class_folders(folder, split, root, budget)
         files += sub_files
         ignored += sub_ignored
         seen |= sub_seen
     return files, ignored, seen
 
 
-def _scan_class_folders(folder: Path, split: str | None, root: Path | None = None):
+def _scan_class_folders(folder: Path, split: str | None, root: Path | None = None, budget: _Budget | None = None):
     root = root or folder
     files, ignored, seen = [], [], set()
     for class_dir in sorted(folder.iterdir()):
@@ -172,6 +209,8 @@ def _scan_class_folders(folder: Path, split: str | None, root: Path | None = Non
         seen.add(class_dir.name)
         for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
             dirnames[:] = [d for d in dirnames if _visible(Path(d))]
+            if budget is not None:
+                budget.count(len(filenames) + len(dirnames))
             for name in filenames:
                 path = Path(dirpath) / name
                 if not _visible(path):

@@ -23,18 +23,17 @@ USER_KEY = "flora_user"  # the signed-in user of this browser session (token sig
 TOKEN_PARAM = "token"
 
 
-def listen_address() -> str | None:
-    """The address the app server listens on (`server.address`; None: Streamlit's default, every interface)."""
-    return st.get_option("server.address") or None
-
-
 def oidc_configured() -> str | None:
     """The secrets file (among Streamlit's `secrets.files`) whose [auth] section st.login can use."""
     return sharing.oidc_configured([Path(p) for p in st.get_option("secrets.files") or []])
 
 
 def shared() -> bool:
-    return sharing.is_shared(listen_address() or "0.0.0.0")
+    return common.shared()
+
+
+def listen_address() -> str | None:
+    return common.listen_address()
 
 
 def current_user() -> User:

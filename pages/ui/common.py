@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core import paths, workspace
+from core import data_roots, paths, sharing, workspace
 from core.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
 from core.device import DeviceInfo, quick_describe
 from core.imaging import ImageError
@@ -21,6 +21,7 @@ from core.runs import Run, RunState, RunStore, RunUnreadable
 from core.sweeps import Sweep, SweepStore
 from core.thumbnails import placeholder, thumbnail
 from core.train_options import describe_config
+from pages.ui import plain
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 STATE_BADGES = {
@@ -192,13 +193,47 @@ def _folder_stamp(path: Path) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _scan_cached(path: str, stamp: float) -> DatasetIndex:
-    return scan_dataset(path)
+    return scan_dataset(path, max_files=data_roots.SCAN_MAX_FILES, max_seconds=data_roots.SCAN_MAX_SECONDS)
 
 
 def scan(path: str | os.PathLike) -> DatasetIndex:
-    """Scan a dataset folder (cached until its folders change). Raises DatasetError."""
-    path = Path(path).expanduser()
-    return _scan_cached(str(path.resolve()), _folder_stamp(path))
+    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds.
+
+    Raises:
+        OutsideDataRoots: the folder is not under a data root.
+        DatasetError (ScanLimit): not a dataset, or the scan stopped at its bound.
+    """
+    path = data_roots.check_inside(path, roots())
+    return _scan_cached(str(path), _folder_stamp(path))
+
+
+def listen_address() -> str | None:
+    """The address the app server listens on (`server.address`; None: Streamlit's default, every interface)."""
+    return st.get_option("server.address") or None
+
+
+def shared() -> bool:
+    """Whether this Flora is shared (core.sharing): listening beyond loopback, or FLORA_SHARED=1."""
+    return sharing.is_shared(listen_address() or "0.0.0.0")
+
+
+def roots() -> list[Path]:
+    """The folders datasets may come from (core.data_roots)."""
+    return data_roots.data_roots(data_root(), shared())
+
+
+def drop_folders_outside_roots() -> list[str]:
+    """Forget remembered dataset folders outside the data roots; return them (the page says so once)."""
+    allowed = roots()
+    dropped = [f for f in workspace.remembered_folders(data_root()) if not data_roots.inside(f, allowed)]
+    last = workspace.last_dataset(data_root())
+    if last and not data_roots.inside(last, allowed) and last not in dropped:
+        dropped.append(last)
+    for folder in dropped:
+        workspace.forget_folder(data_root(), folder)
+    if dropped:
+        st.session_state.pop(CURRENT_DATASET, None)
+    return dropped
 
 
 @st.cache_data(show_spinner=False, ttl=10)
@@ -228,7 +263,9 @@ def datasets(include_folders: bool = True) -> list[dict]:
 
     Each: name, path, classes, images, split, synthetic, folder (True for one outside data/).
     """
-    folders = tuple(workspace.remembered_folders(data_root())) if include_folders else ()
+    allowed = roots()
+    remembered = workspace.remembered_folders(data_root()) if include_folders else []
+    folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
     return _datasets_cached(str(data_root()), folders)
 
 
@@ -276,7 +313,7 @@ def progress_text(stage: str, done: int, total: int) -> str:
 def current_dataset() -> str | None:
     """The dataset picked last (on any page, in this session or an earlier one), else the first one."""
     chosen = st.session_state.get(CURRENT_DATASET) or workspace.last_dataset(data_root())
-    if chosen and Path(chosen).is_dir():
+    if chosen and Path(chosen).is_dir() and data_roots.inside(chosen, roots()):
         return chosen
     found = datasets()
     return found[0]["path"] if found else None
@@ -305,8 +342,8 @@ def try_scan(path: str | None) -> DatasetIndex | None:
         return None
     try:
         return scan(path)
-    except DatasetError as e:
-        st.error(str(e), icon=":material/folder_off:")
+    except (DatasetError, data_roots.OutsideDataRoots) as e:
+        st.error(plain.md(e), icon=":material/folder_off:")
         return None
 
 

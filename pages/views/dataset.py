@@ -12,7 +12,7 @@ from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.health import image_table
 from core.imaging import GRAYSCALE_MODES
-from pages.ui import common, dataset_add, dataset_health, teaching
+from pages.ui import common, dataset_add, dataset_health, plain, teaching
 
 PAGE_SIZE = 24
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
@@ -43,6 +43,14 @@ def _use_recent_folder() -> None:
         st.session_state["dataset_folder"] = st.session_state["dataset_recent"]
         st.session_state["dataset_recent"] = None
 
+
+dropped = common.drop_folders_outside_roots()
+if dropped:
+    st.warning(
+        f"Forgot {len(dropped)} remembered folder(s) outside the folders Flora may read datasets from: "
+        + ", ".join(plain.md(folder) for folder in dropped),
+        icon=":material/folder_off:",
+    )
 
 if "dataset_source" not in st.session_state:
     # Open where the person left off: a folder outside data/ picked last (this session or before)
@@ -81,6 +89,9 @@ else:
         placeholder="/path/to/photos (class folders inside, or train/val/test)",
         help="A folder of class folders (DATA/<class>/<image>), or one already split into train/val/test.",
     ).strip()
+    st.caption(
+        "Folders Flora may read datasets from: " + ", ".join(f"`{root}`" for root in common.roots()) + " (and below)."
+    )
     recent = [folder for folder in common.remembered_folders() if folder != typed]
     if recent:
         st.pills(
@@ -94,7 +105,7 @@ else:
         if Path(typed).expanduser().is_dir():
             chosen = typed
         else:
-            st.error(f"No folder at `{typed}`.", icon=":material/folder_off:")
+            st.error(f"No folder at {plain.md(typed)}.", icon=":material/folder_off:")
 
 index = common.try_scan(chosen)
 if index is None:
@@ -109,7 +120,7 @@ if index.meta.get("synthetic"):
     )
 description = index.meta.get("description")
 if description:
-    st.caption(description)
+    st.caption(plain.md(description))  # the dataset's own words: text, never Markdown (no outside images)
 
 counts = index.class_counts()
 sizes = pd.Series(counts)
@@ -119,7 +130,10 @@ cols[1].metric("Images", len(index.entries))
 cols[2].metric("Largest / smallest class", f"{sizes.max()} / {sizes.min()}")
 cols[3].metric("Split", "own" if index.has_split else "seeded", help=LAYOUT_SPLITS[index.layout])
 if index.empty_classes:
-    st.warning(f"Empty class folder(s) left out: {', '.join(index.empty_classes)}", icon=":material/folder_off:")
+    st.warning(
+        f"Empty class folder(s) left out: {', '.join(plain.md(c) for c in index.empty_classes)}",
+        icon=":material/folder_off:",
+    )
 if index.ignored_files:
     with st.expander(f"{len(index.ignored_files)} file(s) ignored: not images by their name"):
         st.write(index.ignored_files[:200])

@@ -197,3 +197,47 @@ def test_the_health_check_has_a_teaching_note(app):
         assert any(i.value.startswith("**Why check a dataset before training.**") for i in at.info)
     finally:
         at.toggle(key="flora_explain").set_value(False).run()
+
+
+def test_folders_outside_the_data_roots_are_refused_and_forgotten(app, workspace, monkeypatch, tmp_path):
+    """Before: "A folder on this machine" scanned / (447,118 names) and served images from /usr/share/icons."""
+    from core import workspace as state
+    from tests.conftest import make_image_dataset
+
+    outside = make_image_dataset(tmp_path / "elsewhere" / "pets", {"cat": 3, "dog": 3})
+    state.remember_dataset(workspace["data"], outside)  # picked before the roots existed
+    monkeypatch.setenv("FLORA_DATA_ROOTS", str(tmp_path / "allowed"))
+    at = app("dataset")
+    assert any("Forgot 1 remembered folder(s) outside the folders" in w.value for w in at.warning)
+    assert str(outside) not in state.remembered_folders(workspace["data"])
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(outside)).run()
+    assert any("is outside the folders Flora may read datasets from" in e.value for e in at.error)
+    assert not at.get("imgs") and not at.exception  # no photo of it shown
+    at.text_input(key="dataset_folder").set_value("/").run()
+    assert any("is outside the folders" in e.value for e in at.error)
+
+
+def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkeypatch):
+    """Before: a description's Markdown image was fetched from an outside address; class names rendered bold, red."""
+    import json
+
+    from core.datasets import META_FILE
+    from pages.ui.plain import md, visible
+    from tests.conftest import make_image_dataset
+
+    root = make_image_dataset(workspace["data"] / "odd names", {"**big**": 3, ":red[x]": 3, "$x$": 3})
+    (root / "empty [link](mailto:a@b.c)").mkdir()
+    description = "![tracker](http://example.com/pixel.png) **bold** <b>html</b> \u202egpj.exe"
+    (root / META_FILE).write_text(json.dumps({"description": description}))
+    try:
+        at = app("dataset")
+        at.selectbox(key="dataset_pick").set_value(str(root)).run()
+        assert md(description) in [c.value for c in at.caption]
+        assert "\\!\\[tracker\\]\\(http\\://example\\.com/pixel\\.png\\)" in md(description)
+        assert "\\u202e" in visible(description)  # a right-to-left override shown as its code
+        assert any("empty \\[link\\]\\(mailto\\:a@b\\.c\\)" in w.value for w in at.warning)
+    finally:
+        import shutil
+
+        shutil.rmtree(root)
