@@ -61,7 +61,7 @@ def jobs_panel() -> None:
     for sweep in active_sweeps:
         status = sweep.status
         done, target = status.trials_done or 0, status.trials_target
-        st.markdown(f"**Sweep** · {sweep.dataset_name}")
+        st.markdown(f"**Sweep** · {plain.md(sweep.dataset_name)}")
         text = f"{done}/{target} trials" if target else f"{done} trials"
         st.progress(min(1.0, done / target) if target else 0.0, text=f"{text} · {status.stage or 'starting'}")
         st.page_link(

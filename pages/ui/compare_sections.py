@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from core.compare import disagreements, per_class_f1, settings_table
 from core.monitor import epoch_curves
-from pages.ui import common
+from pages.ui import common, plain
 
 PHOTOS = 24  # thumbnails per side of a pair
 COLORS = ["#b8336a", "#2f6db5", "#2a9d55", "#e08a1e", "#6b4fa0"]
@@ -82,7 +82,9 @@ def mcnemar_section(comparison: dict, names: dict[str, str]) -> None:
     for pair in comparison["pairs"]:
         test = pair["mcnemar"]
         with st.container(border=True):
-            st.markdown(f"**{names[pair['a']]}** vs **{names[pair['b']]}**")  # the order the disagreements use
+            st.markdown(
+                f"**{plain.md(names[pair['a']])}** vs **{plain.md(names[pair['b']])}**"
+            )  # the order the disagreements use
             st.markdown(pair["verdict"])
             p = test["p_value"]
             st.caption(
@@ -113,7 +115,7 @@ def disagreements_section(results, runs, names: dict[str, str]) -> None:
     for other in results[1:]:
         photos = disagreements(first, other)
         a, b = first.run_id[:6], other.run_id[:6]
-        st.markdown(f"**{names[first.run_id]}** vs **{names[other.run_id]}**")
+        st.markdown(f"**{plain.md(names[first.run_id])}** vs **{plain.md(names[other.run_id])}**")
         tabs = st.tabs(
             [f"{a} right, {b} wrong ({len(photos['a_only'])})", f"{b} right, {a} wrong ({len(photos['b_only'])})"]
         )

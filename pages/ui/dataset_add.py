@@ -18,7 +18,7 @@ from core.importers import (
     import_zip,
 )
 from core.processes import RunState
-from pages.ui import common
+from pages.ui import common, plain
 
 
 def open_dataset(path: str) -> None:
@@ -32,7 +32,10 @@ def open_dataset(path: str) -> None:
 def show_result(result: ImportResult, key: str) -> None:
     common.refresh_datasets()
     verb = "is already here" if result.already_present else "is ready"
-    st.success(f"**{result.name}** {verb}: {result.classes} classes, {result.images} images.", icon=":material/check:")
+    st.success(
+        f"**{plain.md(result.name)}** {verb}: {result.classes} classes, {result.images} images.",
+        icon=":material/check:",
+    )
     for note in result.notes:
         st.caption(note)
     if result.skipped:

@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.imaging import ImageError
-from pages.ui import gradcam, run_models, teaching
+from pages.ui import gradcam, plain, run_models, teaching
 
 DISPLAY = 224  # overlays of a 32 px model are drawn at this size
 
@@ -72,7 +72,7 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
         try:
             images, score, empty = overlays(model_key, os.fspath(full), true_name, predicted_name, layer)
         except ImageError as e:
-            st.warning(f"{Path(path).name} could not be read: {e}", icon=":material/broken_image:")
+            st.warning(f"{plain.md(Path(path).name)} could not be read: {plain.md(e)}", icon=":material/broken_image:")
             return
         except (OSError, KeyError, ValueError) as e:
             st.warning(f"The heatmaps could not be computed: {e}", icon=":material/warning:")

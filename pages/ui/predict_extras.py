@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.imaging import ImageError
 from core.serving.log import PredictionLog
-from pages.ui import common, run_models, serving, teaching
+from pages.ui import common, plain, run_models, serving, teaching
 
 MANY = 4  # from this many photos on, a table replaces the per-photo cards
 
@@ -128,7 +128,7 @@ def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:
                     for name, content in zip_members(data)
                 ]
             except ValueError as e:
-                st.error(f"**{upload.name}**: {e}")
+                st.error(f"**{plain.md(upload.name)}**: {plain.md(e)}")
         else:
             files.append((upload.file_id, upload.name, data))
     return files

@@ -15,7 +15,7 @@ from core.feedback import base_dataset, list_feedback
 from core.retrain import RetrainError, compare_with_feedback, old_vs_new_rows, retrain_with_feedback, retrained_from
 from core.runs import Run
 from core.serving.aliases import AliasError, AliasStore
-from pages.ui import common
+from pages.ui import common, plain
 from pages.ui.navigation import page_file
 
 DEFAULT_ALIAS = "production"
@@ -68,7 +68,10 @@ def alias_table() -> None:
                 st.error(str(e))
             else:
                 moved = f" (was {entry['previous']})" if entry["previous"] else ""
-                st.success(f"**{name}** now points at run {run_id}{moved}. A running server switches within a second.")
+                st.success(
+                    f"**{plain.md(name)}** now points at run {run_id}{moved}. "
+                    "A running server switches within a second."
+                )
 
 
 def export_section(run: Run) -> None:

@@ -16,7 +16,7 @@ from core.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
 from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
 from core.imaging import ImageError, load_for_model
 from core.presets import all_presets, save_preset
-from pages.ui import common, teaching
+from pages.ui import common, plain, teaching
 from pages.ui.navigation import page_file
 
 FIELDS = {  # field -> (label, min, max, step, unit)
@@ -159,7 +159,7 @@ with preview_col:
     try:
         original, versions = augmented(str(index.absolute(image_path)), size, config, count, int(seed))
     except ImageError as e:
-        st.error(f"{image_path} cannot be read: {e}", icon=":material/broken_image:")
+        st.error(f"{plain.md(image_path)} cannot be read: {plain.md(e)}", icon=":material/broken_image:")
         st.stop()
     on = [FIELDS.get(n, (FLAGS.get(n),))[0] for n, v in dataclasses.asdict(config).items() if v]
     st.markdown(f"**Original** and {count} augmented versions · " + (", ".join(on) if on else "no transform on"))

@@ -11,7 +11,15 @@ import streamlit as st
 from core.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.evaluation import Evaluation
 from core.runs import RunState
-from pages.ui import analysis_status, common, evaluate_calibration, evaluate_confusion, evaluate_heatmaps, teaching
+from pages.ui import (
+    analysis_status,
+    common,
+    evaluate_calibration,
+    evaluate_confusion,
+    evaluate_heatmaps,
+    plain,
+    teaching,
+)
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 24
@@ -120,7 +128,7 @@ def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, st
     """The photos of a cell of the matrix; returns its mistakes (path, true, predicted) on the page shown."""
     rows = evaluation.pair(true_name, predicted_name)
     what = CORRECT if true_name == predicted_name else f"predicted as **{predicted_name}**"
-    st.markdown(f"**{true_name}** {what}: {len(rows)} test image(s)")
+    st.markdown(f"**{plain.md(true_name)}** {what}: {len(rows)} test image(s)")
     if rows.empty:
         st.caption("No test image in this cell.")
         return []

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
-from pages.ui import common, predict_explain, predict_extras, run_models, teaching
+from pages.ui import common, plain, predict_explain, predict_extras, run_models, teaching
 from pages.ui.navigation import page_file
 
 st.title("Predict")
@@ -49,7 +49,7 @@ run_id = controls[0].selectbox(
 )
 run = common.store().get(run_id)
 top_k = controls[1].slider("Top k", 1, min(10, len(run.classes)), min(3, len(run.classes)), key="predict_top_k")
-st.caption(f"Classes: {', '.join(run.classes[:20])}{' …' if len(run.classes) > 20 else ''}")
+st.caption(f"Classes: {', '.join(plain.md(c) for c in run.classes[:20])}{' …' if len(run.classes) > 20 else ''}")
 
 source = st.segmented_control("Photo from", ["Upload", "Camera"], default="Upload", key="predict_source", required=True)
 files = []
@@ -85,7 +85,9 @@ for index, (upload_id, name, data) in enumerate(files):
     item = predict_extras.classify(model_key, upload_id, name, data)
     with st.container(border=True):
         if item.error:
-            st.error(f"**{name}** could not be classified: {item.error}", icon=":material/broken_image:")
+            st.error(
+                f"**{plain.md(name)}** could not be classified: {plain.md(item.error)}", icon=":material/broken_image:"
+            )
             continue
         result = item.answer
         image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
@@ -93,7 +95,7 @@ for index, (upload_id, name, data) in enumerate(files):
         top = predict_explain.shown_top(result, run.classes, raw)
         with chart_col:
             label, probability = top[0]
-            st.markdown(f"Most likely **{label}** ({probability:.1%})")
+            st.markdown(f"Most likely **{plain.md(label)}** ({probability:.1%})")
             predict_extras.ood_notice(item)
             st.plotly_chart(
                 top_k_chart(top[:top_k]),

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.processes import RunState
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
-from pages.ui import common, serving, teaching
+from pages.ui import common, plain, serving, teaching
 from pages.ui.navigation import page_file
 
 LIVE_EVERY = 2.0
@@ -115,7 +115,7 @@ def server_panel() -> None:
         )
         for m in status.models:
             if m.get("ood_summary"):  # how far the 'looks like no class it knows' flag can be trusted
-                st.caption(f"**{m['name']}**, 'looks like no class it knows': {m['ood_summary']}")
+                st.caption(f"**{plain.md(m['name'])}**, 'looks like no class it knows': {m['ood_summary']}")
     if status.swaps:
         last = status.swaps[-1]
         st.caption(f"Last alias move: **{last['alias']}** {last['from']} → {last['to']}")

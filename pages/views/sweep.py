@@ -14,7 +14,7 @@ from core.sweeps import Sweep
 from core.sweeps.launch import sweep_corrections
 from core.sweeps.results import most_accurate
 from core.train_options import describe_config
-from pages.ui import common, sweep_charts, sweep_form, teaching
+from pages.ui import common, plain, sweep_charts, sweep_form, teaching
 from pages.ui.navigation import page_file
 
 LIVE_EVERY = 2.0  # seconds between redraws while a sweep runs
@@ -130,7 +130,7 @@ def notices() -> None:
 
 def header(sweep: Sweep) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.markdown(f"**{sweep.dataset_name}** · sweep `{sweep.sweep_id}`")
+        st.markdown(f"**{plain.md(sweep.dataset_name)}** · sweep `{sweep.sweep_id}`")
         common.state_badge(sweep)
         st.caption(f"{sweep.status.device or 'device: deciding'} · pid {sweep.status.pid or '-'}")
     applied = launch_corrections(sweep)

@@ -17,7 +17,7 @@ from core.train import jobs
 from core.train.jobs import dataset_corrections
 from core.train.queue import Place, places
 from core.train_options import describe_weights, run_command, train_command
-from pages.ui import auth, common, teaching, train_form
+from pages.ui import auth, common, plain, teaching, train_form
 from pages.ui.navigation import page_file
 
 FORCE_STOP_AFTER = 20  # seconds a stop request may take before "Force stop" is offered
@@ -306,7 +306,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
     """The selected run: state, progress and ETA, live curves, Stop, and the result or the error."""
     header = st.container(horizontal=True, vertical_alignment="center")
     with header:
-        st.markdown(f"**{common.run_title(run)}** · {run.dataset_name} · `{run.run_id}`")
+        st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)} · `{run.run_id}`")
         common.state_badge(run)
         st.caption(f"{run.status.device or 'device: deciding'} · pid {run.status.pid or '-'}")
     if run.note:
