@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from core.config import run_id_for
 from core.datasets import META_FILE, SPLITS
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
-from core.runs import Run, RunStore
+from core.runs import LOCAL_OWNER, Run, RunStore
 
 RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
@@ -63,9 +64,15 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
         if not (from_feedback_run and Path(rel).name.startswith(FEEDBACK_PREFIX))
     }
     # A corrected photo that is one of the test photos would leak the test split into training: skip it.
-    test_hashes = {_sha256(base / rel) for rel, name in splits.items() if name == "test"}
-    leaking = [photo for photo in photos if photo.sha256[:16] in test_hashes]
+    hashes = {_sha256(base / rel): (rel, name) for rel, name in splits.items()}
+    leaking = [photo for photo in photos if hashes.get(photo.sha256[:16], ("", ""))[1] == "test"]
     photos = [photo for photo in photos if photo not in leaking]
+    # A corrected photo that is the same file as a training or validation photo relabels it in effect: say so.
+    copies = [
+        {"feedback": photo.path.name, "label": photo.label, "same_as": hashes[photo.sha256[:16]][0]}
+        for photo in photos
+        if photo.sha256[:16] in hashes
+    ]
     if not photos:
         raise RetrainError("every feedback photo is one of the test photos; add photos from outside the test split")
     presplit = index.layout == "presplit"
@@ -92,6 +99,7 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
             BASE_KEY: str(base),
             "feedback_photos": len(photos),
             "feedback_skipped_test_photos": len(leaking),
+            "feedback_copies": copies,
         }
         if not presplit:
             meta["splits"] = splits
@@ -117,24 +125,47 @@ def _sha256(path: Path) -> str:
         return ""
 
 
-def retrain_with_feedback(store: RunStore, run: Run, data_root: str | os.PathLike, background: bool = True):
+def retrain_with_feedback(
+    store: RunStore, run: Run, data_root: str | os.PathLike, background: bool = True, owner: str = LOCAL_OWNER
+):
     """Train the run's settings on its dataset + feedback: launched in the background (the app) or here.
 
-    Returns the jobs.Submission (its run_id is the new run).
+    Returns the jobs.Submission (its run_id is the new run, never `run` itself).
+
+    Raises:
+        RetrainError: no feedback photos, or none the run has not trained on already.
     """
+    from core.corrections import dataset_key
+    from core.datasets import scan_dataset
     from core.train import jobs
 
     dataset = feedback_dataset(run, data_root)
     # The run's label corrections carry over (the feedback dataset keeps every photo's path), with any made since.
     corrections = {**(run.corrections or {}), **(jobs.dataset_corrections(data_root, dataset) or {})} or None
+    # The run this would be: if it is the run itself, its data already held every feedback photo (before: "old
+    # dc0d4a vs new dc0d4a", a run compared with itself, every change 0.000).
+    would_be = run_id_for(run.train_config, dataset_key(scan_dataset(dataset).fingerprint, corrections))
+    if would_be == run.run_id:
+        photos = read_json(dataset / META_FILE, {}).get("feedback_photos")
+        raise RetrainError(
+            f"run {run.run_id} was already trained on every feedback photo kept for its dataset ({photos}): "
+            "there is nothing new to retrain with. Correct more predictions first, or retrain the run they came from."
+        )
     if background:
-        submission = jobs.launch(dataset, run.train_config, store.root, data_root, corrections=corrections)
+        submission = jobs.launch(dataset, run.train_config, store.root, data_root, corrections=corrections, owner=owner)
     else:
-        submission = jobs.submit(store, dataset, run.train_config, corrections=corrections)
-    write_json_atomic(
-        store.run_dir(submission.run_id) / RETRAIN_FILE,
-        {"from": run.run_id, "feedback_photos": read_json(dataset / META_FILE, {}).get("feedback_photos")},
-    )
+        submission = jobs.submit(store, dataset, run.train_config, corrections=corrections, owner=owner)
+    meta = read_json(dataset / META_FILE, {})
+    record = read_json(store.run_dir(submission.run_id) / RETRAIN_FILE, default=None)
+    if not record or record.get("from") != run.run_id:  # a cache hit keeps where it came from
+        write_json_atomic(
+            store.run_dir(submission.run_id) / RETRAIN_FILE,
+            {
+                "from": run.run_id,
+                "feedback_photos": meta.get("feedback_photos"),
+                "copies": meta.get("feedback_copies", []),
+            },
+        )
     if run.name:
         store.set_label(submission.run_id, name=f"{run.name} + feedback"[:80])
     return submission
@@ -142,7 +173,43 @@ def retrain_with_feedback(store: RunStore, run: Run, data_root: str | os.PathLik
 
 def retrained_from(run: Run) -> str | None:
     """The run this one was retrained from, if it was."""
-    return (read_json(run.path(RETRAIN_FILE), default={}) or {}).get("from")
+    return retrain_record(run).get("from")
+
+
+def retrain_record(run: Run) -> dict[str, Any]:
+    """retrain.json of a retrained run: where it came from, its feedback photos, copies, its stored comparison."""
+    record = read_json(run.path(RETRAIN_FILE), default={})
+    return record if isinstance(record, dict) else {}
+
+
+def stored_comparison(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
+    """compare_with_feedback, kept in the new run's retrain.json (it belongs to the retrain run: a reload, another
+    page or another person sees the same result), computed again only when either run's analysis changed."""
+    stamp = [old.run_id, old.analysis_mtime, new.analysis_mtime]
+    record = retrain_record(new)
+    kept = record.get("comparison")
+    if isinstance(kept, dict) and kept.get("stamp") == stamp:
+        return kept["result"]
+    result = compare_with_feedback(old, new, data_root)
+    if record.get("from") == old.run_id:
+        write_json_atomic(new.path(RETRAIN_FILE), {**record, "comparison": {"stamp": stamp, "result": result}})
+    return result
+
+
+def promotion_advice(result: dict[str, Any]) -> list[str]:
+    """Why promoting the new run may be a mistake (empty: it is better, and not by chance), in words."""
+    old, new = result["runs"][result["old"]], result["runs"][result["new"]]
+    reasons = []
+    change = new["accuracy"] - old["accuracy"]
+    if change < 0:
+        reasons.append(f"the new run is {-change:.3f} less accurate on the shared test photos")
+    pair = result["pairs"][0]
+    p_value = pair["mcnemar"]["p_value"]
+    if p_value >= 0.05:
+        reasons.append(f"the difference could be chance (McNemar p = {p_value:.3f})")
+    if result.get("difference"):
+        reasons.append(result["difference"])
+    return reasons
 
 
 def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:

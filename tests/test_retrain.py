@@ -122,3 +122,80 @@ def test_runs_on_other_test_photos_are_refused_with_the_reason(retrained, traine
     jobs.execute(other, submission, data_root, console=False, ingest_workers=1)
     with pytest.raises(RetrainError, match="tested on different photos"):
         compare_with_feedback(old, other.get(submission.run_id), data_root)
+
+
+def test_a_retrained_run_is_never_retrained_into_itself(retrained, capsys):
+    """Before: retraining the newest run (already trained on the feedback) compared it with itself, every change 0."""
+    store, _, new, data_root = retrained
+    with pytest.raises(RetrainError, match="already trained on every feedback photo"):
+        retrain_with_feedback(store, new, data_root, background=False)
+    code = cli.main(
+        ["retrain", new.run_id, "--with-feedback", "--models-dir", str(store.root), "--data-dir", str(data_root)]
+    )
+    assert code == 1 and "nothing new to retrain with" in capsys.readouterr().err
+
+
+def test_the_comparison_is_stored_with_the_retrained_run_and_promotion_is_advised(retrained):
+    from core.retrain import promotion_advice, retrain_record, stored_comparison
+
+    store, old, new, data_root = retrained
+    first = stored_comparison(old, new, data_root)
+    kept = retrain_record(store.get(new.run_id))["comparison"]
+    assert kept["result"]["pairs"] == first["pairs"]  # stored with the new run: a reload shows the same
+    assert stored_comparison(old, store.get(new.run_id), data_root)["pairs"] == first["pairs"]
+    worse = {**first, "runs": {old.run_id: {"accuracy": 0.8}, new.run_id: {"accuracy": 0.7}}}
+    worse["pairs"] = [{"mcnemar": {"b": 3, "c": 1, "p_value": 0.62}}]
+    worse["difference"] = "Left out of the comparison: 2 test photo(s) only abc has."
+    reasons = promotion_advice(worse)
+    assert "0.100 less accurate" in reasons[0] and "could be chance (McNemar p = 0.620)" in reasons[1]
+    assert reasons[2].startswith("Left out of the comparison")
+    better = {**worse, "runs": {old.run_id: {"accuracy": 0.7}, new.run_id: {"accuracy": 0.9}}, "difference": None}
+    better["pairs"] = [{"mcnemar": {"b": 0, "c": 12, "p_value": 0.0005}}]
+    assert promotion_advice(better) == []
+
+
+def test_feedback_that_is_a_copy_of_a_dataset_photo_is_flagged(setup, tmp_path):
+    from core.datasets import META_FILE
+    from core.fileio import read_json
+
+    store, old, _, dataset = setup
+    data_root = tmp_path / "data"
+    test_photos = set(Evaluation.load(old.directory).paths)
+    photo = next(p for p in sorted((dataset / "green").iterdir()) if f"green/{p.name}" not in test_photos)
+    add_feedback(data_root, old.dataset_path, old.classes, "blue", photo.read_bytes(), photo.name)
+    meta = read_json(feedback_dataset(old, data_root) / META_FILE)
+    assert meta["feedback_copies"] == [{"feedback": meta["feedback_copies"][0]["feedback"], "label": "blue",
+                                        "same_as": f"green/{photo.name}"}]  # fmt: skip
+
+
+def test_the_serve_page_retrains_the_picked_run_and_guards_a_doubtful_promote(retrained, monkeypatch):
+    """Before: Retrain used the Exports box's run, its result vanished on reload, Promote asked nothing."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.retrain import promotion_advice, stored_comparison
+    from pages.ui.navigation import page_file
+    from tests.pages.conftest import APP, texts
+
+    store, old, new, data_root = retrained
+    AliasStore(store.root).set("production", old.run_id)
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(store.root))
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data_root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(page_file("serve")).run()
+    assert at.selectbox(key="serve_retrain_run").value == old.run_id  # the production run, picked explicitly
+    shown = texts(at)
+    assert f"Old {old.run_id[:6]} vs new {new.run_id[:6]}" in shown
+    promote = at.button(key=f"serve_promote_{new.run_id}")
+    doubtful = promotion_advice(stored_comparison(old, new, data_root))
+    if doubtful:  # a tiny run: usually "could be chance": a confirmation first
+        assert promote.disabled and "Think twice" in shown
+        at.checkbox(key=f"serve_confirm_{new.run_id}").check().run()
+    at.button(key=f"serve_promote_{new.run_id}").click().run()
+    assert AliasStore(store.root).get("production") == new.run_id
+    again = AppTest.from_file(APP, default_timeout=120)  # a reload: the comparison is still there
+    again.run()
+    again.switch_page(page_file("serve")).run()
+    again.selectbox(key="serve_retrain_run").set_value(new.run_id).run()
+    assert f"Old {old.run_id[:6]} vs new {new.run_id[:6]}" in texts(again)
+    assert "serves the new run" in texts(again)

@@ -39,7 +39,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     store = store_of(args)
     data_root = data_dir(args.data_dir)
     old = resolve(store, args.run_id).run
-    submission = retrain_with_feedback(store, old, data_root, background=args.background)
+    from core.cli.runs import os_user
+
+    submission = retrain_with_feedback(store, old, data_root, background=args.background, owner=os_user())
     print(f"run {submission.run_id} ({submission.outcome}) on {submission.index.root}", file=sys.stderr)
     if submission.outcome == jobs.NEW and not args.background:
         with contextlib.redirect_stdout(sys.stderr):
@@ -61,11 +63,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _print_comparison(old, new, data_root, as_json: bool) -> int:
-    from core.retrain import RetrainError, compare_with_feedback, old_vs_new_rows
+    from core.retrain import RetrainError, old_vs_new_rows, promotion_advice, stored_comparison
 
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            result = compare_with_feedback(old, new, data_root)
+            result = stored_comparison(old, new, data_root)
     except RetrainError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -76,5 +78,7 @@ def _print_comparison(old, new, data_root, as_json: bool) -> int:
     print(f"old {old.run_id} vs new {new.run_id} on the same {result['test_images']} test photos")
     print(format_table(["metric", "old", "new", "change"], rows))
     print(f"is the difference real? {result['pairs'][0]['verdict']} (McNemar's exact test)")
+    for reason in promotion_advice(result):
+        print(f"think twice before promoting: {reason}")
     print(f"promote with: python -m core alias production {new.run_id}")
     return EXIT_OK

@@ -136,4 +136,4 @@ def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:
 
 def retrain_panel(run) -> None:
     with st.expander("Retrain with the corrections", icon=":material/restart_alt:"):
-        serving.retrain_section(run, key="predict")
+        serving.retrain_section(key="predict", run=run)

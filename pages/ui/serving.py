@@ -12,7 +12,15 @@ import streamlit as st
 from core.export import FORMATS, LAYOUTS, QUANTIZE, ExportError
 from core.export.store import export_dir, run_exports, zip_folder
 from core.feedback import base_dataset, list_feedback
-from core.retrain import RetrainError, compare_with_feedback, old_vs_new_rows, retrain_with_feedback, retrained_from
+from core.retrain import (
+    RetrainError,
+    old_vs_new_rows,
+    promotion_advice,
+    retrain_record,
+    retrain_with_feedback,
+    retrained_from,
+    stored_comparison,
+)
 from core.runs import Run
 from core.serving.aliases import AliasError, AliasStore
 from pages.ui import common, plain
@@ -55,23 +63,36 @@ def alias_table() -> None:
         )
     if not runs:
         return
+    notice = st.session_state.pop("serve_alias_notice", None)
+    if notice:
+        getattr(st, notice[0])(notice[1])
+    from pages.ui import auth
+
+    if not auth.current_user().admin:
+        st.caption("Moving an alias is an admin's step.")
+        return
     with st.form("serve_alias_form", border=False):
         cols = st.columns([1, 3, 1], vertical_alignment="bottom")
-        name = cols[0].text_input("Alias", value=DEFAULT_ALIAS, key="serve_alias_name")
-        run_id = cols[1].selectbox(
-            "Run", list(runs), format_func=lambda r: common.run_label(runs[r]), key="serve_alias_run"
-        )
-        if cols[2].form_submit_button("Point alias", icon=":material/label:"):
-            try:
-                entry = aliases().set(name.strip(), run_id)
-            except (AliasError, KeyError) as e:
-                st.error(str(e))
-            else:
-                moved = f" (was {entry['previous']})" if entry["previous"] else ""
-                st.success(
-                    f"**{plain.md(name)}** now points at run {run_id}{moved}. "
-                    "A running server switches within a second."
-                )
+        cols[0].text_input("Alias", value=DEFAULT_ALIAS, key="serve_alias_name")
+        cols[1].selectbox("Run", list(runs), format_func=lambda r: common.run_label(runs[r]), key="serve_alias_run")
+        cols[2].form_submit_button("Point alias", icon=":material/label:", on_click=_point_alias)
+
+
+def _point_alias() -> None:
+    """Point alias (a callback: the table above shows the new state in the same redraw)."""
+    name = str(st.session_state.get("serve_alias_name") or "").strip()
+    run_id = st.session_state.get("serve_alias_run")
+    try:
+        entry = aliases().set(name, run_id)
+    except (AliasError, KeyError, ValueError) as e:
+        st.session_state["serve_alias_notice"] = ("error", str(e))
+        return
+    moved = f" (was {entry['previous']})" if entry["previous"] else ""
+    st.session_state["serve_alias_notice"] = (
+        "success",
+        f"**{plain.md(name)}** now points at run {run_id}{moved}. A running server loads it first (the old one "
+        "answers meanwhile), then switches without dropping a request.",
+    )
 
 
 def export_section(run: Run) -> None:
@@ -150,62 +171,150 @@ def export_section(run: Run) -> None:
         )
 
 
-def retrain_section(run: Run, key: str) -> None:
-    """Feedback photos of the run's dataset, Retrain with feedback, then compare and promote."""
-    photos = list_feedback(common.data_root(), base_dataset(run.dataset_path))
+def retrain_section(key: str, run: Run | None = None) -> None:
+    """Retrain a served model with the feedback kept for its dataset, then compare and promote.
+
+    The run to retrain is picked here (default: the run behind the production alias), never taken from
+    another box. Each retrained run's comparison with its parent is stored with it, so it is there after a
+    reload, on another page, for another person.
+    """
+    runs = served_runs()
+    if not runs:
+        return
+    by_id = {r.run_id: r for r in runs}
+    if run is None:
+        production = aliases().get(DEFAULT_ALIAS)
+        picked_key = f"{key}_retrain_run"
+        if st.session_state.get(picked_key) not in by_id:
+            st.session_state[picked_key] = production if production in by_id else runs[0].run_id
+        alias_of = {e["run_id"]: a for a, e in aliases().all().items()}
+        chosen = st.selectbox(
+            "Run to retrain (the model whose predictions were corrected)",
+            list(by_id),
+            format_func=lambda r: (f"{alias_of[r]} → " if r in alias_of else "") + common.run_label(by_id[r]),
+            key=picked_key,
+        )
+        run = by_id[chosen]
+    base = base_dataset(run.dataset_path)
+    photos = list_feedback(common.data_root(), base)
     st.caption(
-        f"{len(photos)} corrected photo(s) kept for **{base_dataset(run.dataset_path).name}** "
+        f"{len(photos)} corrected photo(s) kept for **{plain.md(base.name)}** "
         f"({sum(p.split == 'train' for p in photos)} train, {sum(p.split == 'val' for p in photos)} val; never test)."
     )
-    if st.button(
+    notice = st.session_state.pop(f"{key}_retrain_notice", None)
+    if notice:
+        getattr(st, notice[0])(notice[1])
+    st.button(
         "Retrain with feedback",
         icon=":material/restart_alt:",
         key=f"{key}_retrain",
         disabled=not photos,
+        on_click=_retrain,
+        args=(run.run_id, key),
         help="The same settings on the dataset plus the corrected photos: a new run, compared with this one "
         "on the same test photos.",
-    ):
-        try:
-            submission = retrain_with_feedback(common.store(), run, common.data_root())
-        except (RetrainError, ValueError, OSError) as e:
-            st.error(str(e))
-        else:
-            st.success(f"Retraining as run {submission.run_id} ({submission.outcome}); follow it on the Train page.")
-    children = [r for r in served_runs() if retrained_from(r) == run.run_id and r.evaluated]
-    for child in children:
+    )
+    parent = retrained_from(run)
+    if parent and parent in by_id:  # the picked run is itself a retrain: its comparison with where it came from
+        comparison_table(by_id[parent], run, key)
+    for child in [r for r in runs if retrained_from(r) == run.run_id and r.evaluated]:
         comparison_table(run, child, key)
+
+
+def _retrain(run_id: str, key: str) -> None:
+    from pages.ui import auth
+
+    try:
+        run = common.store().get(run_id)
+        submission = retrain_with_feedback(common.store(), run, common.data_root(), owner=auth.current_user().id)
+    except (RetrainError, ValueError, OSError) as e:
+        st.session_state[f"{key}_retrain_notice"] = ("error", str(e))
+        return
+    st.session_state[f"{key}_retrain_notice"] = (
+        "success",
+        f"Retraining {run_id[:6]} as run {submission.run_id} ({submission.outcome}); follow it on the Train page. "
+        "Its comparison with this run appears here when it has finished.",
+    )
 
 
 def comparison_table(old: Run, new: Run, key: str) -> None:
     try:
-        result = compare_with_feedback(old, new, common.data_root())
+        result = stored_comparison(old, new, common.data_root())
     except (RetrainError, OSError) as e:
         st.warning(str(e))
         return
-    st.markdown(f"**Old {old.run_id[:6]} vs new {new.run_id[:6]}** on the same {result['test_images']} test photos")
-    st.dataframe(
-        pd.DataFrame(old_vs_new_rows(result)),
-        hide_index=True,
-        width="stretch",
-        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("old", "new", "change")},
-    )
-    st.markdown(f"**Is the difference real?** {result['pairs'][0]['verdict']} (McNemar's exact test).")
-    st.caption(
-        "The feedback photos were in the new run's training data, so its score on them flatters it; "
-        "the test photos are the fair comparison."
-    )
-    st.page_link(
-        page_file("compare"),
-        label="Compare them photo by photo (is the difference real?)",
-        icon=":material/compare_arrows:",
-        query_params={"runs": f"{old.run_id},{new.run_id}"},
-    )
-    alias_names = [a for a, e in aliases().all().items() if e["run_id"] == old.run_id] or [DEFAULT_ALIAS]
-    if st.button(
-        f"Promote: point {alias_names[0]} at the new run", icon=":material/upgrade:", key=f"{key}_promote_{new.run_id}"
-    ):
-        entry = aliases().set(alias_names[0], new.run_id)
-        st.success(
-            f"**{alias_names[0]}** now serves run {entry['run_id']}; "
-            "a running server switches without dropping a request."
+    record = retrain_record(new)
+    with st.container(border=True):
+        st.markdown(
+            f"**Old {old.run_id[:6]} vs new {new.run_id[:6]}** (retrained with {record.get('feedback_photos', '?')} "
+            f"feedback photo(s)) on the same {result['test_images']} test photos"
         )
+        if result.get("difference"):
+            st.caption(result["difference"])  # why photos dropped out of the comparison
+        st.dataframe(
+            pd.DataFrame(old_vs_new_rows(result)),
+            hide_index=True,
+            width="stretch",
+            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("old", "new", "change")},
+        )
+        st.markdown(f"**Is the difference real?** {result['pairs'][0]['verdict']} (McNemar's exact test).")
+        st.caption(
+            "The feedback photos were in the new run's training data, so its score on them flatters it; "
+            "the test photos are the fair comparison."
+        )
+        copies = record.get("copies") or []
+        if copies:
+            st.caption(
+                f"{len(copies)} feedback photo(s) are the very files of the dataset's own photos (same hash), so they "
+                "relabel those photos in effect: "
+                + ", ".join(f"{plain.md(c['same_as'])} → {plain.md(c['label'])}" for c in copies[:5])
+                + (" …" if len(copies) > 5 else "")
+            )
+        st.page_link(
+            page_file("compare"),
+            label="Compare them photo by photo",
+            icon=":material/compare_arrows:",
+            query_params={"runs": f"{old.run_id},{new.run_id}"},
+        )
+        promote_controls(old, new, result, key)
+
+
+def promote_controls(old: Run, new: Run, result: dict, key: str) -> None:
+    """Promote: move the old run's alias to the new run; a confirmation first when it may be a mistake."""
+    from pages.ui import auth
+
+    alias_names = [a for a, e in aliases().all().items() if e["run_id"] == old.run_id] or [DEFAULT_ALIAS]
+    if aliases().get(alias_names[0]) == new.run_id:
+        st.caption(f":material/check: **{plain.md(alias_names[0])}** serves the new run.")
+        return
+    if not auth.current_user().admin:
+        st.caption("Promoting moves an alias: an admin's step.")
+        return
+    reasons = promotion_advice(result)
+    confirmed = True
+    if reasons:
+        st.warning("Think twice: " + "; ".join(reasons) + ".", icon=":material/warning:")
+        confirmed = st.checkbox(
+            f"Promote it anyway: point {alias_names[0]} at {new.run_id[:6]}", key=f"{key}_confirm_{new.run_id}"
+        )
+    st.button(
+        f"Promote: point {alias_names[0]} at the new run",
+        icon=":material/upgrade:",
+        key=f"{key}_promote_{new.run_id}",
+        disabled=not confirmed,
+        on_click=_promote,
+        args=(alias_names[0], new.run_id, key),
+    )
+
+
+def _promote(alias: str, run_id: str, key: str) -> None:
+    try:
+        entry = aliases().set(alias, run_id)
+    except (AliasError, KeyError) as e:
+        st.session_state[f"{key}_retrain_notice"] = ("error", str(e))
+        return
+    st.session_state[f"{key}_retrain_notice"] = (
+        "success",
+        f"**{plain.md(alias)}** now serves run {entry['run_id']}. A running server loads it first and keeps "
+        "answering with the old one meanwhile; the switch itself drops no request.",
+    )

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.processes import RunState
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
-from pages.ui import common, plain, serving, teaching
+from pages.ui import auth, common, plain, serving, teaching
 from pages.ui.navigation import page_file
 
 LIVE_EVERY = 2.0
@@ -26,6 +26,9 @@ if not runs:
 
 
 def start_form() -> None:
+    if not auth.current_user().admin:
+        st.caption("Starting the model server is an admin's step on a shared Flora.")
+        return
     names = list(serving.aliases().all()) + [run.run_id for run in runs]
     labels = {run.run_id: common.run_label(run) for run in runs}
     default = [names[0]] if names else []
@@ -86,7 +89,7 @@ def server_panel() -> None:
         head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs)", icon=":material/dns:")
     else:
         head[0].info(f"Starting at {url}: {status.stage or 'loading'}…", icon=":material/hourglass_top:")
-    if head[1].button("Stop server", icon=":material/stop:", key="serve_stop"):
+    if auth.current_user().admin and head[1].button("Stop server", icon=":material/stop:", key="serve_stop"):
         stop_server(common.models_root())
         st.toast("Stopping the server after the requests in hand…")
     counters = status.counters or {}
@@ -160,4 +163,4 @@ export_run = st.selectbox("Run to export", list(labels), format_func=labels.get,
 serving.export_section(common.store().get(export_run))
 
 st.subheader("Feedback → retrain → compare → promote")
-serving.retrain_section(common.store().get(export_run), key="serve")
+serving.retrain_section(key="serve")

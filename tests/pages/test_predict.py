@@ -14,7 +14,7 @@ def test_upload_photos_and_a_bad_file(app, workspace):
     assert not at.exception
     shown = texts(at)
     assert "Most likely **" in shown
-    assert "**notes.png** could not be classified: not an image" in shown
+    assert "**notes\\.png** could not be classified: not an image" in shown  # the name as text (escaped)
     assert "ms (decode + forward pass)" in shown
     assert "**'Looks like no class it knows'**: The check uses " in shown  # how far the flag can be trusted
     assert "of the run's test photos and" in shown
