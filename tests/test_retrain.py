@@ -158,7 +158,7 @@ def test_feedback_that_is_a_copy_of_a_dataset_photo_is_flagged(setup, tmp_path):
     from core.datasets import META_FILE
     from core.fileio import read_json
 
-    store, old, _, dataset = setup
+    _, old, _, dataset = setup
     data_root = tmp_path / "data"
     test_photos = set(Evaluation.load(old.directory).paths)
     photo = next(p for p in sorted((dataset / "green").iterdir()) if f"green/{p.name}" not in test_photos)
