@@ -94,16 +94,42 @@ def export_run(
     """
     import keras
 
-    from core.export import convert, triton, verify
-    from core.serving.reference import load_inference_model
-
     check_request(fmt, quantize, layout)
     if keras.backend.backend() != "tensorflow":
         raise ExportError("exports need the TensorFlow backend; use export_in_subprocess (the CLI does)")
     if not run.has_model:
         raise ExportError(f"run {run.run_id} has no saved model (state {run.state})")
-    out = Path(out).expanduser().resolve()
-    name = name or f"flora-{run.run_id}"
+    final = Path(out).expanduser().resolve()
+    final.mkdir(parents=True, exist_ok=True)
+    # Everything is written to a staging folder beside `out` and moved in only once it passed: a failed export
+    # leaves nothing (before: a 24 MB int8 file that had failed its own check stayed).
+    out = final.parent / f".{final.name}.export.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    out.mkdir()
+    try:
+        record = _export_into(run, fmt, out, quantize, layout, name or f"flora-{run.run_id}")
+        record = json.loads(json.dumps(record).replace(str(out), str(final)))  # the paths it will have
+        write_json_atomic(out / EXPORT_JSON, record)
+        _publish(out, final)
+        return record
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move each entry of `stage` into `out`, replacing an entry of the same name (other files stay)."""
+    for entry in stage.iterdir():
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry, target)
+
+
+def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: str | None, name: str) -> dict[str, Any]:
+    from core.export import convert, triton, verify
+    from core.serving.reference import load_inference_model
+
     started = time.perf_counter()
     model = load_inference_model(run)
     pixels, files, source = verification_photos(run)
@@ -139,14 +165,17 @@ def export_run(
             else:
                 written = convert.write_onnx(model, out)
                 runner, runtime = verify.onnx_runner(written[0])
+        elif quantize == "int8":
+            written, runner, runtime, extra["calibration_photos"] = _int8(run, model, out, reference, pixels)
         else:
-            representative = _representative(calibration_photos(run)) if quantize == "int8" else None
-            written = convert.write_tflite(model, out, quantize, representative)
+            written = convert.write_tflite(model, out, quantize, None)
             runner, runtime = verify.tflite_runner(written[0])
     except ExportError:
         raise
     except Exception as e:
         raise ExportError(f"the {fmt} export failed: {type(e).__name__}: {e}") from e
+    if fmt in ("onnx", "tflite") and layout is None:
+        written += write_recipe(run, out, written[0].name)
     figures = verify.compare(reference, runner, pixels)
     tolerance, least = TOLERANCE[precision], MIN_AGREEMENT[precision]
     figures.update(
@@ -179,14 +208,70 @@ def export_run(
         "created": time.time(),
         **extra,
     }
-    write_json_atomic(out / EXPORT_JSON, record)
     if not passed:
+        why = ""
+        if precision == "int8":
+            why = (
+                f" with {extra.get('calibration_photos')} calibration photos (from outside the test split): 8-bit "
+                "integers lose too much of this network's activations for its answers to stay the same. Use "
+                "--quantize float16 (half the size, answers kept) or no quantization"
+            )
         raise ExportError(
             f"the {fmt} export disagrees with the Keras model: max |diff| {figures['max_abs_diff']:.2e} "
             f"(tolerance {tolerance}), top-1 agreement {figures['top1_agreement']:.1%} (at least {least:.0%}), "
-            f"repeatable {figures['repeatable']}; see {out / EXPORT_JSON}"
+            f"repeatable {figures['repeatable']}{why}. Nothing was kept."
         )
     return record
+
+
+def _int8(run: Run, model, out: Path, reference: np.ndarray, pixels: np.ndarray):
+    """Full-integer TFLite, calibrated on photos from outside the test split; more of them when the first
+    calibration does not keep the answers (at least MIN_AGREEMENT) and the dataset has more to give."""
+    from core.export import convert, verify
+
+    least = MIN_AGREEMENT["int8"]
+    for count in (CALIBRATION_IMAGES, 4 * CALIBRATION_IMAGES):
+        photos = calibration_photos(run, count)
+        for old in out.glob("*.tflite"):
+            old.unlink()
+        written = convert.write_tflite(model, out, "int8", _representative(photos))
+        runner, runtime = verify.tflite_runner(written[0])
+        if verify.compare(reference, runner, pixels)["top1_agreement"] >= least or len(photos) < count:
+            break
+    return written, runner, runtime, len(photos)
+
+
+RECIPE_FILE = "preprocessing.json"
+PREDICT_SCRIPT = "predict.py"
+
+
+def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
+    """preprocessing.json (how photos become the model's input, the classes, the temperature) and predict.py,
+    a standalone script that reproduces `python -m core predict` with the runtime alone."""
+    from core.calibration import run_temperature
+
+    config = run.train_config
+    recipe = {
+        "model_file": model_file,
+        "classes": run.classes,
+        "image_size": config.image_size,
+        "cache_size": config.cache_size,
+        "temperature": run_temperature(run),
+        "input": "float32 [N, image_size, image_size, 3], RGB, 0-255 (not scaled: 'caffe' preprocessing is inside)",
+        "resize": (
+            "decode to RGB (EXIF orientation applied; transparency on white; 16-bit scaled to 8), resize the shorter "
+            "side to cache_size around the centre square (bicubic, antialiased, when shrinking; bilinear when "
+            "enlarging), then crop the centre image_size square"
+        ),
+        "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
+        "calibrated": "softmax(logits / temperature): what Flora shows and serves",
+        "run_id": run.run_id,
+    }
+    recipe_path = out / RECIPE_FILE
+    write_json_atomic(recipe_path, recipe)
+    script = out / PREDICT_SCRIPT
+    script.write_text((Path(__file__).parent / "predict_template.py").read_text())
+    return [recipe_path, script]
 
 
 def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
