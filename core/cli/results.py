@@ -129,7 +129,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_batch(args: argparse.Namespace, store, run) -> int:
     """Folders and --csv / --log: the serving engine (with the out-of-distribution flag), one row per file."""
     from core.paths import data_dir
-    from core.serving.batch import csv_text, expand_sources, predict_many, table_rows
+    from core.serving.batch import csv_text, expand_sources, predict_many, size_note, table_rows
     from core.serving.engine import ServedModel
     from core.serving.log import PredictionLog
 
@@ -140,7 +140,7 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             model.temperature = 1.0  # the model's own probabilities
         log = PredictionLog.of_store(store.root) if args.log else None
         items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id)
-    rows = table_rows(items, max(1, min(args.top_k, len(run.classes))))
+    rows = table_rows(items, max(1, min(args.top_k, len(run.classes))), run.train_config.image_size)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
             f.write(csv_text(rows))
@@ -155,5 +155,7 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
                 print(f"{item.name}: error: {item.error}")
             else:
                 flag = "  (does not look like any class it knows)" if item.answer.ood_flag else ""
+                small = size_note(item.decoded, run.train_config.image_size)
+                flag += f"  (warning: {small})" if small else ""
                 print(f"{item.name}: {', '.join(f'{label} {p:.3f}' for label, p in item.answer.top)}{flag}")
     return EXIT_OK if all(not i.error for i in items) else EXIT_FAILED

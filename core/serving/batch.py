@@ -133,8 +133,25 @@ def record_for(
     )
 
 
-def table_rows(items: list[BatchItem], top_k: int) -> list[dict[str, Any]]:
-    """One flat row per file: path, label_i / probability_i for i in 1..k, ood flag and score, error."""
+SMALL_SHARE = 0.5  # a photo whose shorter side is under half the model's input is enlarged beyond recognition
+
+
+def size_note(decoded: Decoded | None, image_size: int) -> str | None:
+    """A warning for a photo far smaller than the model's input (a 1-pixel image got 'bees (70.5%)'), else None."""
+    if decoded is None or decoded.width is None or decoded.height is None:
+        return None
+    shorter = min(decoded.width, decoded.height)
+    if shorter >= SMALL_SHARE * image_size:
+        return None
+    return (
+        f"only {decoded.width}x{decoded.height} px, far below the {image_size} px the model looks at: it was "
+        "enlarged to fit, so the answer says little about what is in it"
+    )
+
+
+def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None) -> list[dict[str, Any]]:
+    """One flat row per file: path, label_i / probability_i for i in 1..k, ood flag and score, a size warning
+    (with `image_size`), error."""
     rows = []
     for item in items:
         row: dict[str, Any] = {"path": item.name}
@@ -145,6 +162,8 @@ def table_rows(items: list[BatchItem], top_k: int) -> list[dict[str, Any]]:
         answer = item.answer
         row["out_of_distribution"] = "" if answer is None or answer.ood_flag is None else bool(answer.ood_flag)
         row["ood_score"] = "" if answer is None or answer.ood_score is None else round(answer.ood_score, 4)
+        if image_size is not None:
+            row["warning"] = size_note(item.decoded, image_size) or ""
         row["error"] = item.error or ""
         rows.append(row)
     return rows

@@ -85,7 +85,7 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
             st.success(f"Saved as **{right}** (kept for the {photo.split} split of a retrain).")
 
 
-def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int) -> None:
+def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int) -> list:
     """A table of every photo's top-k and OOD flag (unreadable files get their reason) and a CSV download."""
     from core.serving.batch import csv_text, table_rows
 
@@ -98,11 +98,24 @@ def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str,
     for item in items:  # the cached answers carry every class; the table shows the top k
         if item.answer is not None:
             item.answer.top = item.answer.top[:top_k]
-    rows = table_rows(items, top_k)
+    rows = table_rows(items, top_k, run.train_config.image_size)
     flagged = sum(1 for item in items if item.answer is not None and item.answer.ood_flag)
     bad = sum(1 for item in items if item.error)
-    st.markdown(f"**{len(items)} photos**: {bad} unreadable, {flagged} that look like no class the model knows.")
-    st.dataframe(rows, hide_index=True, width="stretch")
+    small = sum(1 for row in rows if row.get("warning"))
+    st.markdown(
+        f"**{len(items)} photos**: {bad} unreadable, {flagged} that look like no class the model knows"
+        + (f", {small} far smaller than the model's input." if small else ".")
+    )
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={  # long reasons wrap in a wide column instead of being cut off
+            "error": st.column_config.TextColumn("error", width="large"),
+            "warning": st.column_config.TextColumn("warning", width="large"),
+            "path": st.column_config.TextColumn("path", width="medium"),
+        },
+    )
     st.download_button(
         "Download as CSV",
         csv_text(rows),
@@ -111,6 +124,7 @@ def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str,
         icon=":material/download:",
         key="predict_csv",
     )
+    return items
 
 
 def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
+from core.serving.batch import size_note
 from pages.ui import common, plain, predict_explain, predict_extras, run_models, teaching
 from pages.ui.navigation import page_file
 
@@ -76,36 +77,51 @@ served = predict_extras.load_model(model_key)
 common.random_start_notice(run)
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
-if len(files) >= predict_extras.MANY:
-    predict_extras.many_photos_table(run, model_key, files, top_k)
-    predict_extras.retrain_panel(run)
-    st.stop()
 raw = predict_explain.calibration_toggle(served.temperature)
-for index, (upload_id, name, data) in enumerate(files):
-    item = predict_extras.classify(model_key, upload_id, name, data)
-    with st.container(border=True):
-        if item.error:
-            st.error(
-                f"**{plain.md(name)}** could not be classified: {plain.md(item.error)}", icon=":material/broken_image:"
-            )
-            continue
-        result = item.answer
-        image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
-        image_col.image(data, caption=name, width=240)
-        top = predict_explain.shown_top(result, run.classes, raw)
-        with chart_col:
-            label, probability = top[0]
-            st.markdown(f"Most likely **{plain.md(label)}** ({probability:.1%})")
-            predict_extras.ood_notice(item)
-            st.plotly_chart(
-                top_k_chart(top[:top_k]),
-                key=f"predict_chart_{name}_{len(data)}",
-                config={"displayModeBar": False},
-            )
-            st.caption(
-                f"Predicted in {item.seconds * 1000:.0f} ms (decode + forward pass) on {common.device_info().label}; "
-                "logged for the Monitor page"
-            )
-            predict_extras.feedback_form(run, item, data, key=f"{index}_{len(data)}")
-        predict_explain.where_it_looked(run, data, [c for c, _ in top[:top_k]], key=f"{index}_{len(data)}")
+
+
+def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None:
+    """One photo: its answer, how sure (calibrated or raw), where it looked, and "Wrong?"."""
+    if item.error:
+        st.error(
+            f"**{plain.md(name)}** could not be classified: {plain.md(item.error)}", icon=":material/broken_image:"
+        )
+        return
+    result = item.answer
+    image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
+    image_col.image(data, caption=name, width=240)
+    top = predict_explain.shown_top(result, run.classes, raw)
+    with chart_col:
+        label, probability = top[0]
+        st.markdown(f"Most likely **{plain.md(label)}** ({probability:.1%})")
+        small = size_note(item.decoded, run.train_config.image_size)
+        if small:
+            st.warning(f"This photo is {small}.", icon=":material/photo_size_select_small:")
+        predict_extras.ood_notice(item)
+        st.plotly_chart(
+            top_k_chart(top[:top_k]),
+            key=f"predict_chart_{index}_{len(data)}",
+            config={"displayModeBar": False},
+        )
+        st.caption(
+            f"Predicted in {item.seconds * 1000:.0f} ms (decode + forward pass) on {common.device_info().label}; "
+            "logged for the Monitor page"
+        )
+        predict_extras.feedback_form(run, item, data, key=f"{index}_{len(data)}")
+    predict_explain.where_it_looked(run, data, [c for c, _ in top[:top_k]], key=f"{index}_{len(data)}")
+
+
+if len(files) >= predict_extras.MANY:
+    items = predict_extras.many_photos_table(run, model_key, files, top_k)
+    st.caption("Each photo's answer in full (how sure, where it looked, and a correction if it is wrong):")
+    for index, ((upload_id, name, data), item) in enumerate(zip(files, items, strict=True)):
+        heading = (
+            f"{name}: {item.answer.label} ({item.answer.max_probability:.0%})" if item.answer else f"{name}: unreadable"
+        )
+        with st.expander(heading):
+            photo_card(index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data))
+else:
+    for index, (upload_id, name, data) in enumerate(files):
+        with st.container(border=True):
+            photo_card(index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data))
 predict_extras.retrain_panel(run)

@@ -70,3 +70,27 @@ def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
     assert not at.exception, [e.value for e in at.exception]
     captions = [e.proto.imgs[0].caption for e in at.get("image") if e.proto.imgs]
     assert any("(logit " in c for c in captions), captions
+
+
+def test_a_tiny_image_is_warned_about_and_many_photos_keep_their_cards(app, workspace):
+    """Before: a 1-pixel image got 'Most likely bees (70.5%)' with no warning; four or more photos lost
+    calibration, 'Where it looked' and 'Wrong?'; the error column was cut off."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(buffer, "PNG")
+    at = app("predict")
+    at.file_uploader(key="predict_upload").set_value([("dot.png", buffer.getvalue(), "image/png")]).run()
+    assert any("This photo is only 1x1 px, far below the 32 px" in w.value for w in at.warning)
+    photos = sorted((workspace["dataset"] / "green").iterdir())[:4]
+    files = [(p.name, p.read_bytes(), "image/png") for p in photos] + [("notes.png", b"x", "image/png")]
+    at.file_uploader(key="predict_upload").set_value(files).run()
+    assert not at.exception
+    table = next(frame.value for frame in at.dataframe if "error" in frame.value.columns)
+    assert len(table) == 5 and "warning" in table.columns
+    cards = [e for e in at.expander if e.label.startswith(photos[0].name)]
+    assert cards and "Calibrated" in texts(at)  # the toggle applies to the cards
+    assert sum(1 for e in at.expander if "looked" in e.label) == 4  # Grad-CAM per readable photo
+    assert at.selectbox(key=f"predict_feedback_label_0_{len(files[0][1])}")  # "Wrong? It is ..." per photo
