@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, difference_note, load_result
-from pages.ui import analysis_status, common, compare_sections, teaching
+from pages.ui import analysis_status, auth, common, compare_sections, teaching
 from pages.ui.navigation import page_file
 
 st.title("Compare")
@@ -38,6 +38,13 @@ if len(runs) < MIN_RUNS:
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
     st.stop()
 
+# Shared: mine first, everyone's a click away; runs a link names or already picked stay offered, whoever's.
+scoped = {run.run_id for run in auth.scope_runs(runs, "compare_scope")}
+named = [part.strip() for part in st.query_params.get("runs", "").split(",") if part.strip()]
+kept = set(st.session_state.get("compare_runs") or [])
+runs = [
+    run for run in runs if run.run_id in scoped or run.run_id in kept or any(run.run_id.startswith(p) for p in named)
+] or runs
 labels = {run.run_id: common.run_label(run) for run in runs}
 url_runs = st.query_params.get("runs", "")
 if "compare_runs" not in st.session_state or url_runs not in ("", st.session_state.get("compare_url_seen")):

@@ -48,3 +48,26 @@ def test_the_access_token_and_a_name_let_a_person_in(app, workspace, monkeypatch
     teacher.text_input(key="flora_name_field").set_value("Prof  Oak")
     teacher.button[0].click().run()
     assert "Prof Oak · admin" in " ".join(c.value for c in teacher.sidebar.caption)
+
+
+def test_others_runs_are_read_only_and_mine_come_first(app, workspace, monkeypatch):
+    from pages.ui.navigation import page_file
+
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-123")
+    monkeypatch.delenv("FLORA_ADMINS", raising=False)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["token"] = "class-token-123"
+    at.run()
+    at.text_input(key="flora_name_field").set_value("Ash")
+    at.button[0].click().run()
+    at.switch_page(page_file("train")).run()
+    assert not at.exception
+    assert at.segmented_control(key="train_scope").value == "Everyone's"  # none of Ash's own yet
+    assert "local's run: you can look at it, not change it" in texts(at)
+    assert not [p for p in at.get("popover") if "Delete" in str(p.proto)]
+    assert not [b for b in at.button if b.label in ("Stop", "Delete")]
+    at.switch_page(page_file("evaluate")).run()
+    assert not at.exception and at.segmented_control(key="evaluate_scope").value == "Everyone's"
