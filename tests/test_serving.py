@@ -310,7 +310,14 @@ def test_moving_the_alias_under_load_drops_no_request(served):
         time.sleep(0.2)
     answered = httpx.post(f"{server.url}/predict", files={"file": ("p.png", body)}).json()
     assert answered["run_id"] == new
+    assert server.registry.swaps[-1]["load_seconds"] >= 0  # said on the Serve page
+    # moving it back (a rollback): the old run was kept warm, so the switch takes no load (<= 2 s)
+    moved = time.time()
     AliasStore(store.root).set("production", old)
+    while server.registry.get("production").loaded.run_id != old and time.time() < moved + 10:
+        time.sleep(0.05)
+    assert server.registry.get("production").loaded.run_id == old and time.time() - moved <= 2.0
+    assert server.registry.swaps[-1]["load_seconds"] < 0.5
 
 
 def test_a_full_queue_answers_503_with_retry_after(served):

@@ -21,6 +21,7 @@ from core.serving.engine import ServedModel
 
 log = logging.getLogger("flora")
 WATCH_INTERVAL = 0.5
+SPARE_RUNS = 1  # runs kept loaded after no name points at them (a rollback is then immediate)
 
 
 class UnknownModel(KeyError):
@@ -86,6 +87,9 @@ class ModelRegistry:
         self._routes: dict[str, str] = {}  # name -> run id
         self._alias_names: set[str] = set()
         self._loaded: dict[str, Loaded] = {}
+        # Runs no name points at any more, kept loaded (the newest SPARE_RUNS): moving an alias back (a rollback
+        # after a promote) is then a switch, not an 18 s load.
+        self._spares: dict[str, Loaded] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -112,7 +116,7 @@ class ModelRegistry:
         self._stop.set()
         if self._watcher:
             self._watcher.join(5)
-        for loaded in list(self._loaded.values()):
+        for loaded in [*self._loaded.values(), *self._spares.values()]:
             loaded.batcher.close()
 
     @property
@@ -122,6 +126,9 @@ class ModelRegistry:
     def _load(self, run_id: str) -> Loaded:
         with self._lock:
             if run_id in self._loaded:
+                return self._loaded[run_id]
+            if run_id in self._spares:  # retired a moment ago, still warm
+                self._loaded[run_id] = self._spares.pop(run_id)
                 return self._loaded[run_id]
         run = self.store.get(run_id)
         started = time.perf_counter()
@@ -219,12 +226,14 @@ class ModelRegistry:
             except RunNotFound:
                 log.warning("alias %s points at missing run %s; still serving %s", name, new_id, old_id)
                 continue
-            self._load(new_id)
+            started = time.perf_counter()
+            self._load(new_id)  # loaded and warmed before the switch: the old run answers meanwhile
+            seconds = round(time.perf_counter() - started, 2)
             with self._lock:
                 self._routes[name] = new_id
             swaps.append((name, old_id, new_id))
-            self.swaps.append({"alias": name, "from": old_id, "to": new_id, "at": time.time()})
-            log.info("alias %s now serves run %s (was %s)", name, new_id, old_id)
+            self.swaps.append({"alias": name, "from": old_id, "to": new_id, "at": time.time(), "load_seconds": seconds})
+            log.info("alias %s now serves run %s (was %s; %.1f s to load it)", name, new_id, old_id, seconds)
             self._retire(old_id)
         return swaps
 
@@ -232,9 +241,14 @@ class ModelRegistry:
         """Unload a run no name points at any more, once its queued requests are done."""
         if run_id is None:
             return
+        closing = []
         with self._lock:
             if run_id in self._routes.values():
                 return
             loaded = self._loaded.pop(run_id, None)
-        if loaded is not None:
-            threading.Thread(target=loaded.batcher.close, name=f"retire-{run_id}", daemon=True).start()
+            if loaded is not None:
+                self._spares[run_id] = loaded
+            while len(self._spares) > SPARE_RUNS:
+                closing.append(self._spares.pop(next(iter(self._spares))))
+        for old in closing:
+            threading.Thread(target=old.batcher.close, name=f"retire-{old.run_id}", daemon=True).start()

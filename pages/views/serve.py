@@ -121,7 +121,9 @@ def server_panel() -> None:
                 st.caption(f"**{plain.md(m['name'])}**, 'looks like no class it knows': {m['ood_summary']}")
     if status.swaps:
         last = status.swaps[-1]
-        st.caption(f"Last alias move: **{last['alias']}** {last['from']} → {last['to']}")
+        took = last.get("load_seconds")
+        loaded = f" ({took:.1f} s to load and warm it first; the old run answered meanwhile)" if took else ""
+        st.caption(f"Last alias move: **{plain.md(last['alias'])}** {last['from']} → {last['to']}{loaded}")
     with st.expander("Server log"):
         st.code(server_folder(common.models_root()).log_tail(30) or "(empty)", language=None)
     try_it(url, status.names[0] if status.names else runs[0].run_id, bool((status.options or {}).get("auth")))
