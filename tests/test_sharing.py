@@ -65,3 +65,16 @@ def test_admins_are_listed_by_email_subject_or_name(monkeypatch):
     monkeypatch.setenv(sharing.ADMINS_ENV, "Alice@Example.com, Prof  Oak")
     assert sharing.is_admin("alice@example.com") and sharing.is_admin(None, "prof oak")
     assert not sharing.is_admin("bob@example.com", "Oak")
+
+
+def test_make_run_binds_this_machine_and_shares_only_when_told():
+    """Before: no server.address, so `make run` listened on every interface and printed a Network URL."""
+    import tomllib
+
+    from tests.conftest import PROJECT_ROOT
+
+    config = tomllib.loads((PROJECT_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert "HOST ?= 127.0.0.1" in makefile
+    assert "--server.address $(HOST)" in makefile and "core share-check --host $(HOST)" in makefile

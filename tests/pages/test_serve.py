@@ -98,6 +98,9 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     served = table_with(at, "name", "run", "mean batch")
     row = served.to_dict("records")[0]
     assert (row["name"], row["run"], row["mean batch"], row["batches"]) == ("production", workspace["run_id"], 3.5, 4)
+    # the TF Serving example sends the body from a file: a photo's base64 on the command line failed over ~96 KB
+    tf_code = next(code.value for code in at.code if ":predict" in code.value)
+    assert "--data-binary @request.json" in tf_code and "base64 -w0 rose.jpg;" in tf_code
     snippets = [c.value for c in at.code]
     assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
     assert any('client.infer("production", [photo])' in c for c in snippets)
