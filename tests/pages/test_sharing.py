@@ -71,3 +71,26 @@ def test_others_runs_are_read_only_and_mine_come_first(app, workspace, monkeypat
     assert not [b for b in at.button if b.label in ("Stop", "Delete")]
     at.switch_page(page_file("evaluate")).run()
     assert not at.exception and at.segmented_control(key="evaluate_scope").value == "Everyone's"
+
+
+def _failing_page():
+    from pages.ui import auth
+
+    class Navigation:
+        title = "Boom"
+
+        def run(self):
+            raise RuntimeError("the secret path /srv/flora/keys")
+
+    auth.run_page(Navigation())
+
+
+def test_shared_errors_show_an_id_not_the_traceback(monkeypatch, caplog):
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    at = AppTest.from_function(_failing_page)
+    at.run()
+    assert not at.exception  # no traceback in the browser
+    message = at.error[0].value
+    assert "Something went wrong on this page (error " in message and "secret path" not in message
+    error_id = message.split("(error ")[1][:8]
+    assert f"error {error_id} on page Boom" in caplog.text and "the secret path" in caplog.text  # in the log
