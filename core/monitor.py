@@ -144,8 +144,8 @@ class RunProgress:
             parts.append("stopping: finishing the batch, then saving the best weights and evaluating")
         elif self.stage:
             parts.append(self.stage)
-        if self.epochs_total and not self.preparing:
-            parts.append(self.epoch_label)
+        if self.epochs_total and not self.preparing and self.state is not RunState.QUEUED:
+            parts.append(self.epoch_label)  # a queued run has no epoch in progress yet
         if self.eta_seconds is not None and self.state.active and not self.stopping:
             parts.append(f"about {format_duration(self.eta_seconds)} left")
         return " · ".join(parts)
@@ -159,6 +159,8 @@ class RunProgress:
             return ""
         if self.preparing and self.stage:
             return f"{self.stage.split(':')[0]} {self.stage_fraction:.0%}"
+        if self.state is RunState.QUEUED:
+            return self.stage or "starting"
         if self.epochs_total and self.epochs_done < self.epochs_total:
             return self.epoch_label
         return self.stage or ""
@@ -269,6 +271,8 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
         return None
     status, config = run.status, run.train_config
     phase = int(status.phase or (curves["phase"].iloc[-1] if not curves.empty else 1))
+    if (status.stage or "").startswith("fine-tuning"):
+        phase = 2  # the stage says so before the first batch of phase 2 writes its phase
     in_phase = curves[curves["phase"] == phase] if not curves.empty else curves
     durations = in_phase["duration"].dropna() if not in_phase.empty else pd.Series(dtype=float)
     phase_epochs = config.epochs if phase == 1 else config.fine_tune_epochs
@@ -283,11 +287,11 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
         per_batch = max(0.0, until - float(status.first_batch_at)) / (batch - 1)
         per_epoch = per_batch * steps
         remaining = max(0, steps - batch) * per_batch + max(0.0, phase_epochs - len(in_phase) - 1) * per_epoch
-    if phase == 1 and config.fine_tune_epochs:  # fine-tuning follows: its epochs cost what the plan says
-        costs = {stage.name: stage.cost for stage in plan(run)}
-        head, tune = costs.get("phase 1", 0.0) / config.epochs, costs.get("phase 2", 0.0) / config.fine_tune_epochs
-        ratio = tune / head if head > 0 and tune > 0 else 1.0  # the dataset's size unknown: at least as slow
-        remaining += config.fine_tune_epochs * per_epoch * ratio
+    if phase == 1 and config.fine_tune_epochs:
+        # Fine-tuning follows, on images: nothing measured yet says how long its epochs take (a head epoch on
+        # cached features is mostly fixed overhead, so scaling it said "about 7 min" for a 35 s run). Say nothing
+        # rather than guess; the time shows from fine-tuning's second batch on.
+        return None
     return remaining
 
 

@@ -91,12 +91,15 @@ def test_at_the_start_of_fine_tuning_the_eta_comes_from_the_epoch_in_progress(tm
     assert state.epoch_label == "epoch 3/5"
     write_json_atomic(store.run_dir("r") / "status.json", status | {"batch": 1, "updated_at": 146.0})
     assert progress(store.get("r"), head_only, now=150.0).eta_seconds is None  # the first batch alone: no guess
-    # still in phase 1 on cached features with fine-tuning to come: its epochs are priced by the plan's costs
+    # still in phase 1 on cached features with fine-tuning to come: no guess (scaling a head epoch, mostly fixed
+    # overhead, by the plan's costs said "about 7 min" for a 35 s run)
     record = {"config": {"epochs": 2, "fine_tune_epochs": 3, "unfreeze_stages": 1}, "dataset": {"images": 1000}}
     store.create("f", record)
     store.set_status("f", state="running", epochs_total=5, phase=1, epoch=2, batch=5, steps=10, started_at=90.0)
-    in_phase_1 = progress(store.get("f"), METRICS[:2], now=120.0).eta_seconds
-    assert in_phase_1 > (2 - 1 - 0.5) * 10.0 + 3 * 10.0 * 5  # a fine-tuning epoch costs many head epochs
+    assert progress(store.get("f"), METRICS[:2], now=120.0).eta_seconds is None
+    # fine-tuning has begun (its stage says so) before its first batch wrote phase 2: still no guess from phase 1
+    store.set_status("f", stage="fine-tuning", batch=1, first_batch_at=None)
+    assert progress(store.get("f"), METRICS[:2], now=121.0).eta_seconds is None
 
 
 def test_progress_of_a_finished_run_and_stage_progress(tmp_path):

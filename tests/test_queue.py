@@ -112,3 +112,9 @@ def test_a_waiting_run_takes_the_device_only_on_its_turn(store):
     for thread in threads:
         thread.join(30)
     assert got == ["misty1", "ash1"]
+
+
+def test_no_line_while_nobody_holds_the_device(store):
+    """A run launched a moment ago is starting, not 'next in line' (the walk saw that with nothing else running)."""
+    queue(store, "ash1", "ash", at=1)
+    assert places(store.list()) == {}

@@ -84,6 +84,8 @@ def my_turn(store: RunStore, run_id: str) -> bool:
 def places(runs: list[Run], now: float | None = None) -> dict[str, Place]:
     """Each waiting run's place in line and an estimate of when it starts, from this store's own pace."""
     now = time.time() if now is None else now
+    if not any(run.state is RunState.RUNNING for run in runs):
+        return {}  # nobody holds the device: a queued run is starting, not waiting in line
     per_epoch = seconds_per_epoch(runs)
     remaining = 0.0
     for run in runs:
