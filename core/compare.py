@@ -141,12 +141,12 @@ def p_value_words(p: float) -> str:
 
 
 def verdict(test: dict[str, Any], a_name: str = "A", b_name: str = "B") -> str:
-    """'B is better on 31 photos, worse on 12; p = 0.005: unlikely to be chance'."""
+    """'B is better than A on 31 photos, worse on 12; p = 0.005: unlikely to be chance'."""
     b, c, p = test["b"], test["c"], test["p_value"]
     if b + c == 0:
         return f"{a_name} and {b_name} get exactly the same test photos right: no difference to test"
     p_text = f"p = {p:.3f}" if p >= 0.001 else "p < 0.001"
-    return f"{b_name} is better on {c} photo(s), worse on {b}; {p_text}: {p_value_words(p)}"
+    return f"{b_name} is better than {a_name} on {c} photo(s), worse on {b}; {p_text}: {p_value_words(p)}"
 
 
 def metrics(result: RunResult) -> dict[str, Any]:

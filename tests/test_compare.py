@@ -39,7 +39,10 @@ def test_mcnemar_exact_p_values():
     assert test["p_value"] == pytest.approx(2 * binom.cdf(12, 43, 0.5))
     assert test["p_value"] < 0.01
     words = compare.verdict(test)
-    assert words.startswith("B is better on 31 photo(s), worse on 12; p = 0.00") and "unlikely to be chance" in words
+    assert (
+        words.startswith("B is better than A on 31 photo(s), worse on 12; p = 0.00")
+        and "unlikely to be chance" in words
+    )
     assert compare.mcnemar(a, a)["p_value"] == 1.0  # no discordant photo
     assert "consistent with chance" in compare.verdict(compare.mcnemar([True, False], [False, True]))
 

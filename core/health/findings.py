@@ -296,8 +296,8 @@ class Checks:
         self.add(
             "grayscale",
             severity,
-            f"{len(found)} grayscale image{_s(len(found))} ({share:.1%} of {total})"
-            + (f", concentrated in {', '.join(lopsided)}" if lopsided else ""),
+            f"{len(found)} black-and-white image{_s(len(found))} ({share:.1%} of {total}; gray pixels, whatever "
+            "the file's colour mode)" + (f", concentrated in {', '.join(lopsided)}" if lopsided else ""),
             detail,
             found,
             captions={self.paths[i]: self.index.classes[labels[i]] for i in found},

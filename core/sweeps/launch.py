@@ -20,6 +20,7 @@ from typing import Any
 from core.config import ConfigError, TrainConfig
 from core.corrections import dataset_key
 from core.datasets import scan_dataset
+from core.fileio import write_json_atomic
 from core.processes import RunState
 from core.sweeps.space import SearchSpace, parse_space
 from core.sweeps.store import Sweep, SweepStore, sweep_id_for, sweep_identity
@@ -175,6 +176,21 @@ def sweep_corrections(sweep: Sweep, data_root: str | os.PathLike) -> dict | None
     from core.train.jobs import dataset_corrections
 
     return dataset_corrections(data_root, sweep.dataset_path)
+
+
+CORRECTIONS_FILE = "corrections.json"  # in a sweep's folder: exactly the corrections it applied
+
+
+def pinned_corrections(sweep: Sweep, data_root: str | os.PathLike) -> str:
+    """The `--corrections` value that repeats `sweep` exactly: "none", or a file in its folder holding the very
+    corrections it applied (written on first use), so the command does not follow later corrections."""
+    applied = sweep_corrections(sweep, data_root)
+    if not applied:
+        return "none"
+    path = sweep.directory / CORRECTIONS_FILE
+    if not path.exists():
+        write_json_atomic(path, applied)
+    return str(path)
 
 
 def sweep_command(

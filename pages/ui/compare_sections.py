@@ -72,8 +72,10 @@ def metrics_section(comparison: dict, names: dict[str, str]) -> None:
     numbers = {c: st.column_config.NumberColumn(format="%.3f") for c in rows[0] if c != "run"}
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config=numbers)
     st.caption(
-        "NLL and ECE measure how honest the probabilities are (lower is better); 'after' is with each run's "
-        "temperature, fitted on its validation photos."
+        f"On the {comparison['test_images']} test photos every run was asked about (the same photos and labels for "
+        "all; a run's own page counts all of its own, so its figures there can differ a little). NLL and ECE "
+        "measure how honest the probabilities are (lower is better); 'after' is with each run's temperature, "
+        "fitted on its validation photos."
     )
 
 

@@ -47,7 +47,7 @@ def scores_table(cal: Calibration) -> pd.DataFrame:
 def reading(cal: Calibration) -> str:
     """The calibration in one or two plain sentences."""
     bins = [b for b in cal.reliability_before if b["count"]]
-    top = max(bins, key=lambda b: b["count"] * (b["confidence"] or 0)) if bins else None
+    top = max(bins, key=lambda b: b["count"]) if bins else None  # the bin holding the most test photos
     t, before, after = cal.temperature, cal.before.ece, cal.after.ece
     if top is None:
         return "No test image to measure the calibration on."
@@ -76,6 +76,11 @@ def reading(cal: Calibration) -> str:
     second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f} (95 % intervals in the table)."
     if after > 0.1:
         second += " An ECE above 0.1 is still poorly calibrated: read its probabilities as rough."
+    if cal.after.mce > cal.before.mce:
+        second += (
+            f" Its worst confidence bin got worse (MCE {cal.before.mce:.3f} → {cal.after.mce:.3f}): one temperature "
+            "for every photo cannot fix every bin."
+        )
     if cal.few_validation_images:
         second += (
             f" With only {cal.val_per_class:.0f} validation photos per class the temperature is uncertain; "

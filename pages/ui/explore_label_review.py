@@ -217,8 +217,9 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
             facts.caption(error)
         if issue.split == "val":
             facts.caption(
-                "A validation photo: correcting it changes the score that picks the next run's best epoch (and "
-                "stops it early), not its test."
+                "A validation photo: correcting it changes the score that picks the next run's best epoch"
+                + (" (and stops it early)" if run.train_config.early_stopping_patience else "")
+                + ", not its test."
             )
         elif issue.split == "test":
             facts.caption("A test photo: correcting it changes what the next run is tested on.")

@@ -42,9 +42,12 @@ def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
         key=lambda r: r["finished_at"],
     )
     figure = go.Figure()
+    unit = "minutes"
     if finished:
         start = min(r["started_at"] or r["finished_at"] for r in finished)
-        minutes = [(r["finished_at"] - start) / 60 for r in finished]
+        span = max(r["finished_at"] for r in finished) - start
+        unit, scale = ("seconds", 1.0) if span < 120 else ("minutes", 60.0)  # a 23 s sweep read 0.04-0.08 min
+        minutes = [(r["finished_at"] - start) / scale for r in finished]
         best, running = [], -math.inf
         for row in finished:
             running = max(running, row["val_accuracy"])
@@ -66,7 +69,7 @@ def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
                 )
     figure.update_layout(
         title="Highest validation accuracy so far (the best trial is chosen by loss)",
-        xaxis_title="minutes since the first trial",
+        xaxis_title=f"{unit} since the first trial",
         yaxis={"range": [0, 1.02], "title": "validation accuracy"},
         legend={"orientation": "h", "y": -0.3},
         **LAYOUT,
@@ -115,7 +118,7 @@ def _dimension(name: str, values: list[Any]) -> dict[str, Any]:
             "values": values,
             "range": [low, high],
             "tickvals": distinct,
-            "ticktext": [f"{v:g}" for v in distinct],
+            "ticktext": [f"{v:.3g}" for v in distinct],  # 0.078, not 0.0780093
         }
     order = sorted({str(v) for v in values})
     shown = ["none" if (name == "head" and v == "") else v for v in order]

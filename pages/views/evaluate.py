@@ -116,6 +116,12 @@ def apply_pick(source: str, cell: tuple[str, str] | None) -> None:
         st.session_state["evaluate_page"] = 1
 
 
+UNCALIBRATED = (
+    "Probabilities here are the model's own softmax, before calibration (the Calibration tab shows what its "
+    "temperature changes); Predict, Explore and the server show calibrated ones, so a photo's figure differs there."
+)
+
+
 def picked_cell(event) -> tuple[str, str] | None:
     picked = ((event or {}).get("selection") or {}).get("cell") or []
     return (picked[0].get("true"), picked[0].get("predicted")) if picked else None
@@ -129,8 +135,9 @@ def picked_row(event, pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
 def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, str]]:
     """The photos of a cell of the matrix; returns its mistakes (path, true, predicted) on the page shown."""
     rows = evaluation.pair(true_name, predicted_name)
-    what = CORRECT if true_name == predicted_name else f"predicted as **{predicted_name}**"
+    what = CORRECT if true_name == predicted_name else f"predicted as **{plain.md(predicted_name)}**"
     st.markdown(f"**{plain.md(true_name)}** {what}: {len(rows)} test image(s)")
+    st.caption(UNCALIBRATED)
     if rows.empty:
         st.caption("No test image in this cell.")
         return []
@@ -275,7 +282,7 @@ with losses_tab:
     st.caption(
         "The test images the model got most confidently wrong, highest loss first: often mislabelled photos, or real "
         "look-alikes. Under each: true → predicted, its loss (−log of the probability it gave the true class) and "
-        "that probability."
+        "that probability. " + UNCALIBRATED
     )
     count = st.slider("How many", 4, 48, 16, 4, key="evaluate_top_k")
     losses = evaluation.top_losses(count)

@@ -11,7 +11,7 @@ from core.monitor import format_duration
 from core.processes import RunState
 from core.runs import RunNotFound
 from core.sweeps import Sweep
-from core.sweeps.launch import sweep_corrections
+from core.sweeps.launch import pinned_corrections, sweep_corrections
 from core.sweeps.results import most_accurate
 from core.train_options import describe_config
 from pages.ui import common, plain, sweep_charts, sweep_form, teaching
@@ -259,6 +259,11 @@ def best_trial(sweep: Sweep, best: dict | None) -> None:
     with st.container(border=True):
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in best.get("shown", {}).items())
         st.markdown(f"**Best so far: trial {best['number']}** · {shown}")
+        if best["number"] == 0 and not sweep.active:
+            st.caption(
+                "Trial 0 is your own settings (where they fall inside the space): none of the other trials beat "
+                "them on validation loss. Try more trials or a wider space, or keep your settings."
+            )
         config = TrainConfig.from_dict(best["config"])
         applied = launch_corrections(sweep)
         with_corrections = f" · +{len(applied)} label corrections" if applied else ""
@@ -328,15 +333,16 @@ def details(sweep: Sweep) -> None:
                 space,
                 sweep.status.trials_target,
                 sweep.status.timeout_seconds,
-                corrections="kept" if applied else "none",
+                corrections=pinned_corrections(sweep, common.data_root()),
             ),
             language="bash",
             wrap_lines=True,
         )
         if applied:
             st.caption(
-                f"It applied {len(applied)} label correction(s): {correction_summary(applied)} "
-                "(`--corrections kept` applies those kept for the dataset when the command runs)."
+                f"It applied {len(applied)} label correction(s): {correction_summary(applied)}. The command names "
+                "a file in the sweep's folder holding exactly those, so it repeats this sweep even after later "
+                "corrections."
             )
         st.json({"space": space, "fixed": sweep.spec.get("fixed", {})}, expanded=False)
         if not sweep.active:

@@ -51,7 +51,7 @@ def plan_text(config: TrainConfig) -> str:
     if config.epochs:
         where = "on cached backbone features" if config.feature_cache else "on images through the frozen ResNet-50"
         views = (
-            f", {config.augmented_views} augmented view(s) per image"
+            f", {config.augmented_views} augmented view(s) per image besides the clean one"
             if config.feature_cache and config.augment.enabled
             else ""
         )
@@ -125,12 +125,32 @@ def take_prefill_link() -> None:
         return
     prefill_from(run.run_id)
     kept = dataset_corrections(common.data_root(), run.dataset_path)
+    on_test = _test_photos_among(run, kept)
+    test_note = (
+        f" {on_test} of them are test photos: the two runs will then be compared on the test photos they still "
+        "share (Compare says which dropped out)."
+        if on_test
+        else ""
+    )
     st.session_state[PREFILL_NOTE] = (
         "info",
         f"The form holds run {run.run_id[:6]}'s settings. With the label corrections kept for its dataset now "
         f"({correction_summary(kept)}; the run had {correction_summary(run.corrections)}), the new run differs "
-        "from it only in those. Launch it below, or change a setting first.",
+        f"from it only in those.{test_note} Launch it below, or change a setting first.",
     )
+
+
+def _test_photos_among(run: Run, corrections: dict | None) -> int:
+    """How many of `corrections` are photos of the run's test split (0 when it has no stored evaluation)."""
+    from core.evaluation import Evaluation, EvaluationMissing
+
+    if not corrections:
+        return 0
+    try:
+        test = set(Evaluation.load(run.directory).paths)
+    except (EvaluationMissing, OSError, ValueError):
+        return 0
+    return sum(1 for path in corrections if path in test)
 
 
 def prefilled_note() -> None:
@@ -340,7 +360,14 @@ def curves(run: Run, metrics: list[dict], state: RunProgress) -> None:
                 if (state.stage or "").startswith("extracting features"):
                     st.caption(
                         "ResNet-50 runs over each image once (and over each augmented view) and the result is "
-                        f"cached: the {state.epochs_total} epoch(s) then take seconds, and their curves appear here."
+                        f"cached: the {run.train_config.epochs} head epoch(s) then take seconds"
+                        + (
+                            f" (the {run.train_config.fine_tune_epochs} fine-tuning epoch(s) after them run on "
+                            "images, far slower)"
+                            if run.train_config.fine_tune_epochs
+                            else ""
+                        )
+                        + ", and their curves appear here."
                     )
                 else:
                     st.caption(f"The curves appear here when the first of {state.epochs_total} epoch(s) runs.")
