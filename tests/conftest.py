@@ -76,6 +76,16 @@ def require_flowers() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _data_roots_for_tests(monkeypatch):
+    """The app reads datasets only under its data roots (core.data_roots): in tests, the temporary folders
+    the tests make datasets in, and the shared photos. A test about the roots sets its own."""
+    import tempfile
+
+    roots = [tempfile.gettempdir(), str(FLOWERS.parent.parent), str(PROJECT_ROOT.parent)]
+    monkeypatch.setenv("FLORA_DATA_ROOTS", os.pathsep.join(roots))
+
+
+@pytest.fixture(autouse=True)
 def _a_python_process_means_slow(request, monkeypatch):
     """A test that starts Flora in another Python process (a CLI call, a background run or task, a server
     process, an import check) is an end-to-end test: it must be marked slow, so `make test-fast`
