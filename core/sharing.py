@@ -8,10 +8,12 @@ FLORA_SHARED=1 says so (behind a reverse proxy on 127.0.0.1). Shared means signe
   (redirect_uri, cookie_secret, client_id, client_secret, server_metadata_url).
 - An access token, Jupyter-style, for a class without an identity provider: FLORA_ACCESS_TOKEN, or
   FLORA_AUTH=token to have one made at start (kept in `<data>/.flora/access-token`, printed with the URL).
-  Each person then gives their name, which their runs are recorded under.
+  Each person then gives their name and a passphrase: the first to use a name sets it, so nobody can sign in
+  as a classmate. The session is kept in the page's URL, so a reload stays signed in.
 
 Shared with neither: `share-check` (run by `make run`) refuses to start and the app shows only that.
-Admins (FLORA_ADMINS: e-mail addresses, OIDC subjects, or names given with the token) may delete any run,
+Admins (FLORA_ADMINS: e-mail addresses or subjects of OpenID Connect users; with the token, whoever signs in
+with FLORA_ADMIN_TOKEN instead of the class's) may delete any run,
 move aliases, start and stop the model server and change data roots; everyone else works on their own
 runs and sees the others' read-only. Not shared, the one person at the keyboard is "local" and an admin.
 """
@@ -157,6 +159,106 @@ def max_queued_runs() -> int:
         return max(1, int(os.environ.get(MAX_QUEUED_ENV, DEFAULT_MAX_QUEUED)))
     except ValueError:
         return DEFAULT_MAX_QUEUED
+
+
+ADMIN_TOKEN_ENV = "FLORA_ADMIN_TOKEN"  # token sign-in: whoever signs in with this one is an admin
+PEOPLE_FILE = "people.json"  # token sign-in: each name's passphrase (scrypt), so nobody else can take the name
+SESSIONS_FILE = "sessions.json"  # token sign-in: session ids kept in the page's URL, so a reload stays signed in
+SESSION_HOURS = 12
+MIN_PASSPHRASE = 4
+
+
+class NameTaken(ValueError):
+    """A name someone else already signed in with, and a passphrase that is not theirs."""
+
+
+def admin_token() -> str | None:
+    return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+
+
+def _flora_dir(data_root: str | os.PathLike) -> Path:
+    return Path(data_root) / ".flora"
+
+
+def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
+    """Sign in as `name` with `passphrase`: the first person to use a name sets its passphrase, later sign-ins
+    must give it (with a shared class token anyone could otherwise type a classmate's name, or an admin's).
+    Returns the name as first written.
+
+    Raises:
+        NameTaken: the name is someone's and the passphrase is not theirs; ValueError: a passphrase too short.
+    """
+    import hashlib
+
+    from core.fileio import read_json
+
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
+    key = " ".join(name.split()).lower()
+    path = _flora_dir(data_root) / PEOPLE_FILE
+    people = read_json(path, default={}) or {}
+    entry = people.get(key)
+    if entry:
+        salt = bytes.fromhex(entry["salt"])
+        given = hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+        if not secrets.compare_digest(given, entry["hash"]):
+            raise NameTaken(
+                f"{entry['name']} has signed in here before with another passphrase. If that is you, use your "
+                "passphrase; if not, choose another name."
+            )
+        return str(entry["name"])
+    salt = secrets.token_bytes(16)
+    people[key] = {
+        "name": " ".join(name.split()),
+        "salt": salt.hex(),
+        "hash": hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1).hex(),
+    }
+    write_bytes_atomic(path, __import__("json").dumps(people, indent=2).encode())
+    os.chmod(path, 0o600)
+    return people[key]["name"]
+
+
+def open_session(data_root: str | os.PathLike, name: str, admin: bool, now: float | None = None) -> str:
+    """A session id for a token sign-in (kept in the page's URL: a reload stays signed in)."""
+    import json
+    import time
+
+    from core.fileio import read_json
+
+    now = time.time() if now is None else now
+    path = _flora_dir(data_root) / SESSIONS_FILE
+    sessions = {k: v for k, v in (read_json(path, default={}) or {}).items() if v.get("expires", 0) > now}
+    session_id = secrets.token_urlsafe(24)
+    sessions[session_id] = {"name": name, "admin": bool(admin), "expires": now + SESSION_HOURS * 3600}
+    write_bytes_atomic(path, json.dumps(sessions, indent=2).encode())
+    os.chmod(path, 0o600)
+    return session_id
+
+
+def session_user(data_root: str | os.PathLike, session_id: str | None, now: float | None = None) -> User | None:
+    """The user of a live session id, or None (unknown or expired)."""
+    import time
+
+    from core.fileio import read_json
+
+    if not session_id:
+        return None
+    now = time.time() if now is None else now
+    entry = (read_json(_flora_dir(data_root) / SESSIONS_FILE, default={}) or {}).get(str(session_id))
+    if not isinstance(entry, dict) or entry.get("expires", 0) <= now:
+        return None
+    return User(str(entry["name"]), str(entry["name"]), admin=bool(entry.get("admin")), how="token")
+
+
+def close_session(data_root: str | os.PathLike, session_id: str | None) -> None:
+    import json
+
+    from core.fileio import read_json
+
+    path = _flora_dir(data_root) / SESSIONS_FILE
+    sessions = read_json(path, default={}) or {}
+    if sessions.pop(str(session_id), None) is not None:
+        write_bytes_atomic(path, json.dumps(sessions, indent=2).encode())
 
 
 def tokens_match(given: str | None, expected: str | None) -> bool:

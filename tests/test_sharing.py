@@ -78,3 +78,20 @@ def test_make_run_binds_this_machine_and_shares_only_when_told():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     assert "HOST ?= 127.0.0.1" in makefile
     assert "--server.address $(HOST)" in makefile and "core share-check --host $(HOST)" in makefile
+
+
+def test_a_name_is_claimed_by_its_first_passphrase_and_sessions_expire(tmp_path):
+    assert sharing.claim_name(tmp_path, "Ash  Ketchum", "pikachu") == "Ash Ketchum"
+    assert sharing.claim_name(tmp_path, "ash ketchum", "pikachu") == "Ash Ketchum"  # the same person, any case
+    with pytest.raises(sharing.NameTaken, match="another passphrase"):
+        sharing.claim_name(tmp_path, "ASH KETCHUM", "charmander")
+    with pytest.raises(ValueError, match="at least 4 characters"):
+        sharing.claim_name(tmp_path, "Misty", "abc")
+    people = (tmp_path / ".flora" / "people.json").read_text()
+    assert "pikachu" not in people and stat.S_IMODE((tmp_path / ".flora" / "people.json").stat().st_mode) == 0o600
+    session = sharing.open_session(tmp_path, "Ash Ketchum", admin=False, now=1000.0)
+    assert sharing.session_user(tmp_path, session, now=1001.0).id == "Ash Ketchum"
+    assert sharing.session_user(tmp_path, session, now=1000.0 + 13 * 3600) is None  # expired
+    assert sharing.session_user(tmp_path, "forged", now=1001.0) is None
+    sharing.close_session(tmp_path, session)
+    assert sharing.session_user(tmp_path, session, now=1001.0) is None

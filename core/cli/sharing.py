@@ -41,7 +41,11 @@ def cmd_share_check(args: argparse.Namespace) -> int:
         token = sharing.access_token(data_root)
         print(f"Flora shared at {url}: people sign in with the access token:", file=sys.stderr)
         print(f"  {url}/?token={token}", file=sys.stderr)
-    if sharing.is_shared(args.host) and not sharing.admins():
+        if sharing.admin_token():
+            print(f"  admins: {url}/?token=<FLORA_ADMIN_TOKEN>", file=sys.stderr)
+        else:
+            print(f"  (set {sharing.ADMIN_TOKEN_ENV} for an admin's sign-in)", file=sys.stderr)
+    if how == "oidc" and not sharing.admins():
         print(
             f"note: no admins set ({sharing.ADMINS_ENV}); nobody can delete others' runs or start the server",
             file=sys.stderr,

@@ -21,6 +21,8 @@ from pages.ui import common, plain
 log = logging.getLogger("flora")
 USER_KEY = "flora_user"  # the signed-in user of this browser session (token sign-in)
 TOKEN_PARAM = "token"
+SESSION_PARAM = "session"  # token sign-in: the session id, kept in the URL (a reload stays signed in)
+SESSION_KEY = "flora_session"
 
 
 def oidc_configured() -> str | None:
@@ -76,7 +78,14 @@ def gate() -> User:
         st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login)
         st.stop()
     user = st.session_state.get(USER_KEY)
+    if user is None:  # a reload or a new page: the session id in the URL signs in again
+        user = sharing.session_user(common.data_root(), st.query_params.get(SESSION_PARAM))
+        if user is not None:
+            st.session_state[USER_KEY] = user
+            st.session_state[SESSION_KEY] = st.query_params.get(SESSION_PARAM)
     if user is not None:
+        if st.session_state.get(SESSION_KEY):
+            st.query_params[SESSION_PARAM] = st.session_state[SESSION_KEY]  # kept in the URL across pages
         return user
     _token_sign_in()
     st.stop()
@@ -89,31 +98,54 @@ def _sign_in_page(text: str) -> None:
 
 
 def _token_sign_in() -> None:
-    expected = sharing.access_token(common.data_root())
-    given = st.query_params.get(TOKEN_PARAM) or st.session_state.get("flora_token_given")
+    data_root = common.data_root()
+    expected, admin_token = sharing.access_token(data_root), sharing.admin_token()
+    given = st.query_params.get(TOKEN_PARAM) or ""
+    if st.query_params.get(SESSION_PARAM):
+        st.caption("Your earlier session has ended (or is not this server's): sign in again.")
     _sign_in_page("This Flora is shared with an access token (your instructor has it, or the link they sent).")
+    if given and not (sharing.tokens_match(given, expected) or sharing.tokens_match(given, admin_token)):
+        st.warning("The token in this link is not this server's: check the link, or type the token.")
     with st.form("flora_sign_in", enter_to_submit=True):
-        token = st.text_input("Access token", value=given or "", type="password", key="flora_token_field")
+        token = st.text_input("Access token", value=given, type="password", key="flora_token_field")
         name = st.text_input(
             "Your name",
             key="flora_name_field",
             max_chars=60,
             help="Your runs are recorded under it; others see them read-only.",
         )
+        passphrase = st.text_input(
+            "Your passphrase",
+            type="password",
+            key="flora_passphrase_field",
+            help="The first time you use a name, the passphrase you type becomes its own: next time (another "
+            "computer, another day) the same name needs it, so nobody else can sign in as you.",
+        )
         if st.form_submit_button("Sign in", type="primary", icon=":material/login:"):
-            if not sharing.tokens_match(token.strip(), expected):
+            admin = sharing.tokens_match(token.strip(), admin_token)
+            name = " ".join(name.split())
+            if not (admin or sharing.tokens_match(token.strip(), expected)):
                 st.error("That access token is not this server's.", icon=":material/key_off:")
-            elif not " ".join(name.split()):
+            elif not name:
                 st.error("Give your name: your runs are recorded under it.", icon=":material/badge:")
             else:
-                name = " ".join(name.split())
-                st.session_state[USER_KEY] = User(name, name, admin=sharing.is_admin(name), how="token")
+                try:
+                    name = sharing.claim_name(data_root, name, passphrase)
+                except ValueError as e:  # NameTaken, or a passphrase too short
+                    st.error(plain.md(e), icon=":material/badge:")
+                    return
+                session_id = sharing.open_session(data_root, name, admin)
+                st.session_state[USER_KEY] = User(name, name, admin=admin, how="token")
+                st.session_state[SESSION_KEY] = session_id
                 st.query_params.pop(TOKEN_PARAM, None)
+                st.query_params[SESSION_PARAM] = session_id
                 st.rerun()
 
 
 def sign_out() -> None:
     user = current_user()
+    sharing.close_session(common.data_root(), st.session_state.pop(SESSION_KEY, None))
+    st.query_params.pop(SESSION_PARAM, None)
     st.session_state.pop(USER_KEY, None)
     if user.how == "oidc":
         st.logout()
@@ -167,7 +199,15 @@ def scope_runs(runs: list, key: str) -> list:
     mine = [run for run in runs if run.owner == user.id]
     if key not in st.session_state:
         st.session_state[key] = MINE if mine else EVERYONE
-    scope = st.segmented_control("Runs", [MINE, EVERYONE], key=key, help="Others' runs are read-only.")
-    if scope == EVERYONE or scope is None:
+    scope = st.segmented_control(
+        "Runs",
+        [MINE, EVERYONE],
+        key=key,
+        required=True,
+        help="Mine: the runs you started. Everyone's: every run on this server (others' are read-only to you).",
+    )
+    if scope == EVERYONE:
         return runs
+    if not mine:
+        st.caption("You have not started a run yet: start one, or look at Everyone's.")
     return mine
