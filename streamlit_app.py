@@ -48,7 +48,8 @@ def jobs_panel() -> None:
     line = places(common.runs()) if any(run.state is RunState.QUEUED for run in active) else {}
     for run in active:
         state = progress(run, common.store().read_metrics(run.run_id))
-        st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)}")
+        whose = f" · {plain.md(run.owner)}'s" if common.shared() else ""
+        st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)}{whose}")
         if run.run_id in line:
             st.progress(0.0, text=f"waiting for the device: {line[run.run_id].text}")
         elif state.preparing:

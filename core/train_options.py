@@ -243,7 +243,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         maximum=500,
         step=1,
         parse=int,
-        short=lambda v: f"{v} epochs",
+        short=lambda v: f"{v} epoch{'' if v == 1 else 's'}",
     ),
     TrainOption(
         "learning_rate",

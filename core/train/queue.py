@@ -77,7 +77,8 @@ def fair_order(runs: list[Run]) -> list[Run]:
 
 def my_turn(store: RunStore, run_id: str) -> bool:
     """True when `run_id` is first in line (or not in the line at all: nothing to wait for)."""
-    order = fair_order([store.refresh(run) if run.active else run for run in store.list()])
+    # read-only: a waiting process never writes another run's status (the app and each run's own process do)
+    order = fair_order([store.refresh(run, persist=False) if run.active else run for run in store.list()])
     return not order or order[0].run_id == run_id or run_id not in {run.run_id for run in order}
 
 

@@ -145,7 +145,8 @@ def run_label(run: Run) -> str:
     import datetime
 
     created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
-    return f"{run.dataset_name} · {run_title(run)} · {created} · {run.run_id[:6]}"
+    whose = f" · {run.owner}'s" if shared() else ""  # shared: whose run it is, in every picker
+    return f"{run.dataset_name} · {run_title(run)}{whose} · {created} · {run.run_id[:6]}"
 
 
 def random_start_notice(run: Run) -> None:

@@ -44,7 +44,10 @@ named = [part.strip() for part in st.query_params.get("runs", "").split(",") if 
 kept = set(st.session_state.get("compare_runs") or [])
 runs = [
     run for run in runs if run.run_id in scoped or run.run_id in kept or any(run.run_id.startswith(p) for p in named)
-] or runs
+]
+if len(runs) < MIN_RUNS:
+    st.caption(f"Comparing needs {MIN_RUNS} finished runs here: look at Everyone's.")
+    st.stop()
 labels = {run.run_id: common.run_label(run) for run in runs}
 url_runs = st.query_params.get("runs", "")
 if "compare_runs" not in st.session_state or url_runs not in ("", st.session_state.get("compare_url_seen")):

@@ -58,7 +58,9 @@ if not runs:
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
     st.stop()
 
-runs = auth.scope_runs(runs, "evaluate_scope") or runs  # shared: mine first, everyone's a click away
+runs = auth.scope_runs(runs, "evaluate_scope")  # shared: mine first, everyone's a click away
+if not runs:
+    st.stop()
 labels = {run.run_id: common.run_label(run) for run in runs}
 if st.session_state.get("evaluate_run") not in labels:
     st.session_state["evaluate_run"] = runs[0].run_id

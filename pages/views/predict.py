@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.imaging import IMAGE_EXTENSIONS
 from core.serving.batch import size_note
-from pages.ui import common, plain, predict_explain, predict_extras, run_models, teaching
+from pages.ui import auth, common, plain, predict_explain, predict_extras, run_models, teaching
 from pages.ui.navigation import page_file
 
 st.title("Predict")
@@ -43,7 +43,9 @@ if not runs:
 
 labels = {run.run_id: common.run_label(run) for run in runs}
 if st.session_state.get("predict_run") not in labels:
-    st.session_state["predict_run"] = runs[0].run_id
+    me = auth.current_user().id
+    mine = [run for run in runs if run.owner == me]  # shared: your own newest model first
+    st.session_state["predict_run"] = (mine or runs)[0].run_id
 controls = st.columns([3, 1])
 run_id = controls[0].selectbox(
     "Model (run)", list(labels), format_func=labels.get, key="predict_run", bind="query-params"

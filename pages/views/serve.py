@@ -80,7 +80,7 @@ def server_panel() -> None:
         if status.state is RunState.FAILED and status.error:
             st.error(f"The last server failed: {status.error}", icon=":material/error:")
         elif status.finished_at:
-            st.caption(f"The server is stopped ({status.state}).")
+            st.caption("The server is stopped.")
         start_form()
         return
     url = status.url or f"http://{status.host}:{status.port}"
@@ -131,14 +131,25 @@ def server_panel() -> None:
 
 def try_it(url: str, model: str, auth: bool) -> None:
     bearer = ' -H "Authorization: Bearer $FLORA_API_KEY"' if auth else ""
+    if auth:
+        st.caption(
+            "This server asks for its API key: set FLORA_API_KEY to it in your shell first (whoever started the "
+            "server has it)."
+        )
+    headers = ', headers={"Authorization": "Bearer " + os.environ["FLORA_API_KEY"]}' if auth else ""
+    imports = (
+        "import os, numpy as np, tritonclient.http as triton"
+        if auth
+        else "import numpy as np, tritonclient.http as triton"
+    )
     curl, triton, tf = st.tabs(["curl", "tritonclient (Python)", "TF Serving REST"])
     curl.code(f'curl{bearer} -F "file=@rose.jpg" "{url}/predict?model={model}&top_k=3"', language="bash")
     triton.code(
-        f"""import numpy as np, tritonclient.http as triton
+        f"""{imports}
 client = triton.InferenceServerClient("{url.removeprefix("http://")}")
 photo = triton.InferInput("image", [1], "BYTES")
 photo.set_data_from_numpy(np.array([open("rose.jpg", "rb").read()], dtype=object))
-result = client.infer("{model}", [photo])
+result = client.infer("{model}", [photo]{headers})
 print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
         language="python",
     )

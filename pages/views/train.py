@@ -192,6 +192,7 @@ def delete_run(run_id: str) -> None:
     except (ValueError, OSError) as e:
         st.session_state["train_error_runs"] = str(e)
         return
+    st.toast(f"Deleted run {run_id}.", icon=":material/delete:")
     st.session_state.pop("train_run", None)
 
 
@@ -476,7 +477,8 @@ def settings(run: Run) -> None:
             )
         if not run.active and auth.can_change(run):
             with st.popover("Delete this run", icon=":material/delete:"):
-                st.caption("Removes its model, metrics and log from the run store. This cannot be undone.")
+                whose = "" if run.owner == auth.current_user().id else f"This is {plain.md(run.owner)}'s run. "
+                st.caption(f"{whose}Removes its model, metrics and log from the run store. This cannot be undone.")
                 st.button(
                     "Delete", type="primary", key=f"train_delete_{run.run_id}", on_click=delete_run, args=(run.run_id,)
                 )
@@ -513,7 +515,9 @@ def delete_unreadable(run_id: str) -> None:
 def runs_area() -> list[Run]:
     """The run list, the run picker and the picked run's monitor; returns the runs as listed."""
     everyone = common.runs()
-    all_runs = auth.scope_runs(everyone, "train_scope") or everyone
+    all_runs = auth.scope_runs(everyone, "train_scope")
+    if not all_runs:  # "Mine" and none yet (the choice says so)
+        return everyone
     # each active run's metrics.jsonl is read once per redraw, for the table and the monitor alike
     metrics = {run.run_id: common.store().read_metrics(run.run_id) for run in all_runs if run.active}
     states = {run.run_id: progress(run, metrics[run.run_id]) for run in all_runs if run.active}
