@@ -281,8 +281,8 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
         remaining = max(0.0, phase_epochs - len(in_phase) - batch_part) * per_epoch
     else:
         batch, steps = int(status.batch or 0), int(status.steps or 0)
-        if batch < 2 or not steps or status.first_batch_at is None:
-            return None  # no pace yet: no guess ("estimating")
+        if batch < 2 or not steps or status.first_batch_at is None or int(status.phase or 1) != phase:
+            return None  # no pace yet (or the batch counts are still the last phase's): no guess
         until = float(status.updated_at or now)
         per_batch = max(0.0, until - float(status.first_batch_at)) / (batch - 1)
         per_epoch = per_batch * steps

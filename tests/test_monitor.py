@@ -97,8 +97,9 @@ def test_at_the_start_of_fine_tuning_the_eta_comes_from_the_epoch_in_progress(tm
     store.create("f", record)
     store.set_status("f", state="running", epochs_total=5, phase=1, epoch=2, batch=5, steps=10, started_at=90.0)
     assert progress(store.get("f"), METRICS[:2], now=120.0).eta_seconds is None
-    # fine-tuning has begun (its stage says so) before its first batch wrote phase 2: still no guess from phase 1
-    store.set_status("f", stage="fine-tuning", batch=1, first_batch_at=None)
+    # fine-tuning has begun (its stage says so) before its first batch wrote phase 2: no guess from the batch counts
+    # and pace phase 1 left in the status (they said "about 1 s left" while fine-tuning compiled)
+    store.set_status("f", stage="fine-tuning", batch=10, steps=10, first_batch_at=100.0, updated_at=119.0)
     assert progress(store.get("f"), METRICS[:2], now=121.0).eta_seconds is None
 
 
