@@ -33,7 +33,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     get.add_argument("--json", action="store_true")
     get.set_defaults(handler=cmd_get)
 
-    imports = actions.add_parser("import", help="import Oxford 102 files or a zip of class folders")
+    imports = actions.add_parser("import", help="import Oxford 102 files, a zip of class folders, or a labelled table")
     kinds = imports.add_subparsers(metavar="KIND")
     imports.set_defaults(handler=lambda args: _usage(imports))
     oxford = kinds.add_parser(
@@ -50,6 +50,23 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     zipped.add_argument("--force", action="store_true", help="replace a dataset of that name")
     zipped.add_argument("--json", action="store_true")
     zipped.set_defaults(handler=cmd_import_zip)
+    table = kinds.add_parser(
+        "csv",
+        parents=[common],
+        help="a folder of images and a CSV (or Parquet) of image, label[, split]: linked, not copied",
+    )
+    table.add_argument("labels", metavar="LABELS.csv")
+    table.add_argument("images", metavar="IMAGES_DIR")
+    table.add_argument("name", metavar="NAME", help="dataset name under the data folder")
+    table.add_argument("--path-column", help="the column of image paths or ids (default: path, image, id, ...)")
+    table.add_argument("--label-column", help="the column of labels (default: label, class, breed, ...)")
+    table.add_argument("--split-column", help="a column of train/val/test (default: split, set, ... when present)")
+    table.add_argument(
+        "--skip-missing", action="store_true", help="import the rows whose image is there; list the rest"
+    )
+    table.add_argument("--force", action="store_true", help="replace a dataset of that name")
+    table.add_argument("--json", action="store_true")
+    table.set_defaults(handler=cmd_import_csv)
 
     check = actions.add_parser("check", parents=[common], help="health check: unreadable files, duplicates, leaks...")
     check.add_argument("dataset", metavar="DIR", help="a dataset folder, or a dataset name under the data folder")
@@ -87,6 +104,25 @@ def cmd_import_zip(args: argparse.Namespace) -> int:
 
     return _run_import(
         args, lambda root, progress: import_zip(args.file, args.name, root, progress, overwrite=args.force)
+    )
+
+
+def cmd_import_csv(args: argparse.Namespace) -> int:
+    from core.importers.csv_labels import import_csv
+
+    return _run_import(
+        args,
+        lambda root, progress: import_csv(
+            args.labels,
+            args.images,
+            args.name,
+            root,
+            args.path_column,
+            args.label_column,
+            args.split_column,
+            args.skip_missing,
+            args.force,
+        ),
     )
 
 

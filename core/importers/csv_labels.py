@@ -1,0 +1,219 @@
+"""Datasets labelled by a table: a folder of images and a CSV (or Parquet) of `image, label[, split]`.
+
+Kaggle-style sets come this way (`id,breed`; `image,label,split`; ids with or without the extension; paths
+in sub-folders). The import makes an ordinary Flora dataset without copying a photo: `data/<name>/<label>/`
+holds a symbolic link per row to the image where it is, and `flora.json` records the split column when
+there is one (the "manifest" layout). Links keep the import instant and the disk untouched; the images
+must stay where they are (the dataset says where they came from).
+
+Bad input gets a clear message and nothing half-made: a missing column (the columns found are listed),
+rows whose file is missing (listed by id; `skip_missing` imports the rest), the same image with two
+labels, empty labels, a split other than train/val/test, another encoding or delimiter (detected and
+said), 0 usable rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from core.datasets import META_FILE
+from core.imaging import IMAGE_EXTENSIONS
+from core.importers.common import (
+    ImportRejected,
+    ImportResult,
+    finish,
+    staging_folder,
+    validate_dataset_name,
+    write_meta,
+)
+
+PATH_COLUMNS = ("path", "image", "image_path", "filename", "file", "file_name", "img", "id", "image_id")
+LABEL_COLUMNS = ("label", "class", "category", "species", "breed", "target", "y")
+SPLIT_COLUMNS = ("split", "set", "subset", "fold")
+SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SHOWN = 10  # rows named in a message before "... and N more"
+
+
+def read_table(path: str | os.PathLike) -> tuple[list[dict[str, str]], list[str], list[str]]:
+    """(rows, columns, notes) of a CSV (delimiter and encoding detected) or a Parquet file.
+
+    Raises:
+        ImportRejected: unreadable, or no rows.
+    """
+    path = Path(path)
+    notes: list[str] = []
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            import pandas as pd
+
+            frame = pd.read_parquet(path).astype(str)
+        except (ImportError, ValueError, OSError) as e:
+            raise ImportRejected(f"{path.name} cannot be read as Parquet: {e}") from None
+        columns = [str(c) for c in frame.columns]
+        return [dict(zip(columns, row, strict=True)) for row in frame.itertuples(index=False)], columns, notes
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ImportRejected(f"{path} cannot be read: {e.strerror or e}") from None
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    if encoding != "utf-8-sig":
+        notes.append(f"{path.name} is not UTF-8: read as {encoding}")
+    try:
+        dialect = csv.Sniffer().sniff(text[:20_000], delimiters=",;\t|")
+        delimiter = dialect.delimiter
+    except csv.Error:
+        delimiter = ","
+    if delimiter != ",":
+        notes.append(f"{path.name} separates its columns with {delimiter!r}, not commas: read that way")
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if not columns or not rows:
+        raise ImportRejected(f"{path.name} has no rows (an empty file, or a header alone)")
+    return rows, columns, notes
+
+
+def pick_column(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str) -> str | None:
+    """The column to use for `what`: the one given, else the first known name (case-insensitive), else None."""
+    if given:
+        if given not in columns:
+            raise ImportRejected(f"no column {given!r} in the table; its columns: {', '.join(columns)}")
+        return given
+    lower = {c.lower(): c for c in columns}
+    return next((lower[name] for name in candidates if name in lower), None)
+
+
+def import_csv(
+    labels: str | os.PathLike,
+    images: str | os.PathLike,
+    name: str,
+    data_root: str | os.PathLike,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    skip_missing: bool = False,
+    overwrite: bool = False,
+) -> ImportResult:
+    """Import the table `labels` over the images under `images` as dataset `name` (links, not copies).
+
+    Raises:
+        ImportRejected: any of the problems in the module's docstring, said with the rows concerned.
+    """
+    name = validate_dataset_name(name, data_root, overwrite)
+    images = Path(images).expanduser().resolve()
+    if not images.is_dir():
+        raise ImportRejected(f"no folder of images at {images}")
+    rows, columns, notes = read_table(labels)
+    path_col = pick_column(columns, path_column, PATH_COLUMNS, "image")
+    label_col = pick_column(columns, label_column, LABEL_COLUMNS, "label")
+    if path_col is None or label_col is None:
+        missing = [what for what, col in (("images (--path-column)", path_col), ("labels (--label-column)", label_col))
+                   if col is None]  # fmt: skip
+        raise ImportRejected(
+            f"which column holds the {' and the '.join(missing)}? The table's columns: {', '.join(columns)}"
+        )
+    split_col = pick_column(columns, split_column, SPLIT_COLUMNS, "split")
+    plan = _plan(rows, images, path_col, label_col, split_col, skip_missing, notes)
+    with staging_folder(data_root, name, overwrite) as staging:
+        splits: dict[str, str] = {}
+        for rel, _label, target, split in plan["entries"]:
+            link = staging / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+            if split:
+                splits[rel] = split
+        meta: dict[str, Any] = {"name": name, "source": "csv", "labels": str(Path(labels).resolve()),
+                                "images": str(images), "linked": True}  # fmt: skip
+        if splits:
+            meta["splits"] = splits
+        write_meta(staging, meta)
+        notes.append(
+            f"{len(plan['entries'])} images linked, not copied, from {images}: keep them there (the dataset reads "
+            "them through the links)"
+        )
+        return finish(staging, name, data_root, "csv", plan["skipped"], notes)
+
+
+def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | None, skip_missing: bool, notes):
+    """Check every row; return {"entries": [(rel, label, target, split)], "skipped": [...]} or raise."""
+    empty, bad_split, missing, entries, skipped = [], [], [], [], []
+    seen: dict[Path, tuple[int, str]] = {}
+    conflicts, repeats = [], 0
+    for number, row in enumerate(rows, start=2):  # the header is line 1
+        value, label = row.get(path_col, ""), row.get(label_col, "")
+        if not label:
+            empty.append(f"line {number} ({value or 'no image'})")
+            continue
+        split = ""
+        if split_col:
+            given = row.get(split_col, "").lower()
+            split = SPLITS.get(given, "")
+            if given and not split:
+                bad_split.append(f"line {number}: {row.get(split_col)!r}")
+                continue
+        target = _find(images, value)
+        if target is None:
+            missing.append(value or f"line {number}")
+            continue
+        if target in seen:
+            if seen[target][1] != label:
+                conflicts.append(f"{value}: {seen[target][1]!r} (line {seen[target][0]}) and {label!r} (line {number})")
+            else:
+                repeats += 1
+            continue
+        seen[target] = (number, label)
+        folder = label.replace("/", "_").replace("\\", "_").strip(". ") or "_"
+        rel = f"{folder}/{target.relative_to(images).as_posix().replace('/', '__')}"
+        entries.append((rel, label, target, split))
+    problems = []
+    if empty:
+        problems.append(f"{len(empty)} row(s) with no label: {_some(empty)}")
+    if bad_split:
+        problems.append(f"{len(bad_split)} split value(s) other than train, val or test: {_some(bad_split)}")
+    if conflicts:
+        problems.append(f"{len(conflicts)} image(s) listed twice with different labels: {_some(conflicts)}")
+    if missing and not skip_missing:
+        problems.append(
+            f"{len(missing)} row(s) name images that are not in {images}: {_some(missing)} (--skip-missing imports "
+            "the rest and lists these)"
+        )
+    if problems:
+        raise ImportRejected("nothing imported: " + "; ".join(problems))
+    skipped += [{"path": value, "reason": "no such image in the folder"} for value in missing]
+    if repeats:
+        notes.append(f"{repeats} row(s) repeat an image with the same label: counted once")
+    if not entries:
+        raise ImportRejected("nothing imported: no row names an image that is there")
+    return {"entries": entries, "skipped": skipped}
+
+
+def _find(images: Path, value: str) -> Path | None:
+    """The image a row names: the path as given (in sub-folders too), or an id with one of the image extensions."""
+    if not value or value.startswith(("/", "\\")) or ".." in Path(value).parts:
+        return None  # only files under the images folder
+    candidate = images / value
+    if candidate.is_file():
+        return candidate
+    if not Path(value).suffix:
+        for extension in sorted(IMAGE_EXTENSIONS):
+            for spelled in (extension, extension.upper()):
+                if (images / f"{value}{spelled}").is_file():
+                    return images / f"{value}{spelled}"
+    return None
+
+
+def _some(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN])
+    return shown + (f" ... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+__all__ = ["META_FILE", "import_csv", "read_table"]
