@@ -51,9 +51,11 @@ def show_result(result: ImportResult, key: str) -> None:
 
 
 def render() -> None:
-    download_tab, zip_tab, oxford_tab, demo_tab = st.tabs(
-        ["Download", "Upload a zip", "Oxford 102 from a folder", "Demo set (offline)"]
+    download_tab, zip_tab, table_tab, oxford_tab, demo_tab = st.tabs(
+        ["Download", "Upload a zip", "Images + a table of labels", "Oxford 102 from a folder", "Demo set (offline)"]
     )
+    with table_tab:
+        table_import()
     with download_tab:
         st.caption("Downloads run in the background: you can keep using Flora, and an interrupted download resumes.")
         for key in ("tf_flowers", "oxford102"):
@@ -127,6 +129,99 @@ def zip_import() -> None:
             return
         progress.bar.empty()
         show_result(result, "zip")
+
+
+def table_import() -> None:
+    """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
+    import tempfile
+
+    from core.data_roots import OutsideDataRoots, check_inside
+    from core.importers.csv_labels import (
+        LABEL_COLUMNS,
+        PATH_COLUMNS,
+        SPLIT_COLUMNS,
+        import_csv,
+        pick_column,
+        read_table,
+    )
+
+    st.caption(
+        "Kaggle-style sets: a folder of images and a table naming each image's label (`id,breed`; "
+        "`image,label,split`; ids with or without the extension; paths in sub-folders). The photos are linked, "
+        "not copied: keep them where they are."
+    )
+    upload = st.file_uploader("The table (CSV or Parquet)", type=["csv", "tsv", "txt", "parquet"], key="dataset_table")
+    images = st.text_input(
+        "Folder of the images (on this machine)", key="dataset_table_images", placeholder="/path/to/train_images"
+    ).strip()
+    if upload is None:
+        return
+    suffix = Path(upload.name).suffix or ".csv"
+    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False, dir=common.data_root()) as handle:
+        handle.write(upload.getvalue())
+        table_path = Path(handle.name)
+    try:
+        try:
+            rows, columns, notes = read_table(table_path)
+        except ImportRejected as e:
+            st.error(f"Not readable: {plain.md(e)}", icon=":material/block:")
+            return
+        for note in notes:
+            st.caption(plain.md(note))
+        st.dataframe(rows[:5], hide_index=True)
+        st.caption(f"{len(rows)} rows; the first 5 above.")
+        defaults = {
+            "image": pick_column(columns, None, PATH_COLUMNS, "image"),
+            "label": pick_column(columns, None, LABEL_COLUMNS, "label"),
+            "split": pick_column(columns, None, SPLIT_COLUMNS, "split"),
+        }
+        cols = st.columns(3)
+        path_col = cols[0].selectbox(
+            "Image column", columns, index=columns.index(defaults["image"]) if defaults["image"] else 0,
+            key="dataset_table_path_column",
+        )  # fmt: skip
+        label_col = cols[1].selectbox(
+            "Label column", columns, index=columns.index(defaults["label"]) if defaults["label"] else 0,
+            key="dataset_table_label_column",
+        )  # fmt: skip
+        split_options = ["(none: Flora draws the split)", *columns]
+        split_choice = cols[2].selectbox(
+            "Split column", split_options, index=split_options.index(defaults["split"]) if defaults["split"] else 0,
+            key="dataset_table_split_column",
+        )  # fmt: skip
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.get(label_col, "")] = counts.get(row.get(label_col, ""), 0) + 1
+        top = sorted(counts.items(), key=lambda item: -item[1])
+        st.caption(
+            f"{len(counts)} classes by the label column: "
+            + ", ".join(f"{plain.md(name or '(empty)')} {n}" for name, n in top[:12])
+            + (f" … and {len(top) - 12} more" if len(top) > 12 else "")
+        )
+        name = st.text_input("Dataset name", value=Path(upload.name).stem.replace(" ", "_"), key="dataset_table_name")
+        skip = st.toggle("Import the rows whose image is there, and list the rest", key="dataset_table_skip")
+        if not st.button(
+            "Import", icon=":material/table_view:", disabled=not (images and name), key="dataset_table_go"
+        ):
+            return
+        try:
+            folder = check_inside(images, common.roots())
+            result = import_csv(
+                table_path,
+                folder,
+                name,
+                common.data_root(),
+                path_col,
+                label_col,
+                None if split_choice == split_options[0] else split_choice,
+                skip,
+            )
+        except (ImportRejected, OutsideDataRoots, OSError, ValueError) as e:
+            st.error(f"Not imported: {plain.md(e)}", icon=":material/block:")
+            return
+        show_result(result, "table")
+    finally:
+        table_path.unlink(missing_ok=True)
 
 
 def oxford_import() -> None:

@@ -244,3 +244,28 @@ def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkey
         import shutil
 
         shutil.rmtree(root)
+
+
+def test_a_table_of_labels_is_previewed_then_imported(app, workspace, tmp_path):
+    """Issue 19: 'add a dataset' from a CSV: the first rows, the columns picked, class counts, then the import."""
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(6):
+        Image.new("RGB", (20, 20), (40 * i, 80, 90)).save(images / f"p{i}.png")
+    table = "id,breed\n" + "".join(f"p{i},{'beagle' if i < 3 else 'pug'}\n" for i in range(6))
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    at.file_uploader(key="dataset_table").set_value(("dogs.csv", table.encode(), "text/csv")).run()
+    assert not at.exception
+    assert at.selectbox(key="dataset_table_path_column").value == "id"
+    assert at.selectbox(key="dataset_table_label_column").value == "breed"
+    assert "2 classes by the label column: beagle 3, pug 3" in texts(at)
+    at.text_input(key="dataset_table_images").set_value(str(images)).run()
+    at.button(key="dataset_table_go").click().run()
+    assert "**dogs** is ready: 2 classes, 6 images." in texts(at)
+    assert (workspace["data"] / "dogs" / "beagle").is_dir()
+    import shutil
+
+    shutil.rmtree(workspace["data"] / "dogs")
