@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -68,19 +69,8 @@ def read_header(source: bytes | BinaryIO, size: int, max_pixels: int = MAX_PIXEL
         ImageTooLarge: over `max_pixels`.
         ImageError: not an image, or one without pixels.
     """
-    if isinstance(source, bytes | bytearray):
-        source = io.BytesIO(source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                width, height, mode, fmt = image.size[0], image.size[1], image.mode, image.format
-    except UnidentifiedImageError:
-        raise ImageError("not an image (the contents are not a format Pillow can read)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"image too large to decode safely ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"corrupt or truncated image data ({e})") from None
+    with opened(source) as image:
+        width, height, mode, fmt = image.size[0], image.size[1], image.mode, image.format
     _check_pixels(width, height, max_pixels)
     scale = 1
     if fmt == "JPEG":
@@ -117,13 +107,21 @@ def load_square(source: str | os.PathLike | bytes | BinaryIO, size: int) -> np.n
     Raises:
         ImageError: the file is missing, not an image, truncated, or too large.
     """
+    with opened(source) as image:
+        return _decode(image, size)
+
+
+@contextlib.contextmanager
+def opened(source: str | os.PathLike | bytes | BinaryIO) -> Iterator[Image.Image]:
+    """Open an image with Pillow; whatever goes wrong, in the opening or in the block, becomes an ImageError
+    that says why (ImageTooLarge for a decompression bomb)."""
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as image:
-                return _decode(image, size)
+                yield image
     except ImageError:
         raise
     except FileNotFoundError as e:
@@ -131,7 +129,7 @@ def load_square(source: str | os.PathLike | bytes | BinaryIO, size: int) -> np.n
     except UnidentifiedImageError:
         raise ImageError("not an image (the contents are not a format Pillow can read)") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"image too large to decode safely ({e})") from None
+        raise ImageTooLarge(f"image too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"corrupt or truncated image data ({e})") from None
 

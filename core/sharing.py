@@ -20,15 +20,18 @@ runs and sees the others' read-only. Not shared, the one person at the keyboard 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomllib
 
-from core.fileio import write_bytes_atomic
+from core.fileio import read_json, write_bytes_atomic
 from core.paths import PROJECT_ROOT
 
 SHARED_ENV = "FLORA_SHARED"
@@ -188,10 +191,6 @@ def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
     Raises:
         NameTaken: the name is someone's and the passphrase is not theirs; ValueError: a passphrase too short.
     """
-    import hashlib
-
-    from core.fileio import read_json
-
     if len(passphrase) < MIN_PASSPHRASE:
         raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
     key = " ".join(name.split()).lower()
@@ -213,18 +212,13 @@ def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
         "salt": salt.hex(),
         "hash": hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1).hex(),
     }
-    write_bytes_atomic(path, __import__("json").dumps(people, indent=2).encode())
+    write_bytes_atomic(path, json.dumps(people, indent=2).encode())
     os.chmod(path, 0o600)
     return people[key]["name"]
 
 
 def open_session(data_root: str | os.PathLike, name: str, admin: bool, now: float | None = None) -> str:
     """A session id for a token sign-in (kept in the page's URL: a reload stays signed in)."""
-    import json
-    import time
-
-    from core.fileio import read_json
-
     now = time.time() if now is None else now
     path = _flora_dir(data_root) / SESSIONS_FILE
     sessions = {k: v for k, v in (read_json(path, default={}) or {}).items() if v.get("expires", 0) > now}
@@ -237,10 +231,6 @@ def open_session(data_root: str | os.PathLike, name: str, admin: bool, now: floa
 
 def session_user(data_root: str | os.PathLike, session_id: str | None, now: float | None = None) -> User | None:
     """The user of a live session id, or None (unknown or expired)."""
-    import time
-
-    from core.fileio import read_json
-
     if not session_id:
         return None
     now = time.time() if now is None else now
@@ -251,10 +241,6 @@ def session_user(data_root: str | os.PathLike, session_id: str | None, now: floa
 
 
 def close_session(data_root: str | os.PathLike, session_id: str | None) -> None:
-    import json
-
-    from core.fileio import read_json
-
     path = _flora_dir(data_root) / SESSIONS_FILE
     sessions = read_json(path, default={}) or {}
     if sessions.pop(str(session_id), None) is not None:

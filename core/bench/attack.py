@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 from core.bench.common import Row, Scale, photos_of, rate_row
-from core.bench.serve import _bench_run, _free_port
+from core.bench.serve import _bench_run, _free_port, start_server, wait_ready
 
 log = logging.getLogger("flora")
 ITEM = "9 attack"
@@ -115,21 +113,10 @@ def _measure(models_root: Path, run_id: str, photos, requests: int, attackers: i
     command = [sys.executable, "-m", "core", "serve", run_id, "--port", str(port), "--no-ood"]
     command += ["--models-dir", str(models_root), "--data-dir", str(models_root.parent / "data")]
     log_file = open(models_root.parent / "server-attack.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "FLORA_API_KEY": ""}
-    )
+    server = start_server(command, log_file)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the bench server did not start; see {log_file.name}")
-            time.sleep(0.3)
+        wait_ready(url, server, log_file.name)
         asyncio.run(_clients(url, photos, NORMAL_CLIENTS * 2, NORMAL_CLIENTS))  # warm up
         started = time.perf_counter()
         asyncio.run(_clients(url, photos, requests, NORMAL_CLIENTS))

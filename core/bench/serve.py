@@ -155,21 +155,10 @@ def _serve_and_load(models_root: Path, run_id: str, photos, requests: int, clien
         str(models_root.parent / "data"),
     ]
     log_file = open(models_root.parent / f"server-{max_batch}.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "FLORA_API_KEY": ""}
-    )
+    server = start_server(command, log_file)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the bench server did not start; see {log_file.name}")
-            time.sleep(0.3)
+        wait_ready(url, server, log_file.name)
         asyncio.run(_clients(url, photos, min(clients, 8) * 2, clients))  # warm the connections and the server
         started = time.perf_counter()
         latencies = asyncio.run(_clients(url, photos, requests, clients))
@@ -185,6 +174,27 @@ def _serve_and_load(models_root: Path, run_id: str, photos, requests: int, clien
         "mean_batch": mean_batch,
         **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)},
     }
+
+
+def start_server(command: list[str], log_file) -> subprocess.Popen:
+    """`python -m core serve ...` in its own process, its output to `log_file`, without an API key."""
+    return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "FLORA_API_KEY": ""})
+
+
+def wait_ready(url: str, server: subprocess.Popen, log_name: str, timeout: float = 300) -> None:
+    """Wait until the server answers ready. Raises RuntimeError when it ends or does not within `timeout`."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"the bench server did not start; see {log_name}")
+        time.sleep(0.3)
 
 
 async def _clients(url: str, photos: list[bytes], requests: int, clients: int) -> list[float]:
