@@ -135,3 +135,45 @@ def test_planted_flips_in_real_photos_lead_the_ranking(tmp_path):
     assert top.max() < 0.5 and top.min() > 1e-6  # honest, not the saturated 0% of an unregularised fit
     trust = label_issues.self_test(features, given, 5, C=scored.C)
     assert trust["planted"] == 50 and trust["lift"] > 2  # the page's trust figure, on these photos
+
+
+def test_small_classes_are_dealt_to_the_folds_not_fitted_once_per_photo(monkeypatch):
+    """1,000 classes of 1-2 photos: k fits in all (it was one fit per photo), each photo scored by a model that
+    did not see it."""
+    from core import label_issues
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.repeat([0, 1], 30), np.arange(2, 300), np.arange(2, 100)])
+    x = rng.normal(size=(len(y), 16)).astype(np.float32)
+    fits = []
+    real = label_issues._fit_predict
+
+    def counting(x_train, y_train, x_held, *args):
+        fits.append(len(x_held))
+        return real(x_train, y_train, x_held, *args)
+
+    monkeypatch.setattr(label_issues, "_fit_predict", counting)
+    result = label_issues.out_of_sample(x, y, 300, C=0.01)
+    assert len(fits) == 2 and sum(fits) == len(y)  # two folds (the smallest class has 1 photo), every row held once
+    assert result.probabilities.shape == (len(y), 300) and result.probabilities.dtype == np.float32
+    singletons = np.flatnonzero(np.bincount(y)[y] == 1)
+    assert np.allclose(result.probabilities[singletons, y[singletons]], 0.0)  # a model that never saw the class
+
+
+def test_a_fold_fits_on_a_class_balanced_sample_of_a_large_set():
+    from core.label_issues import balanced_sample
+
+    y = np.concatenate([np.zeros(9000, int), np.ones(900, int), np.full(100, 2)])
+    rows = np.arange(len(y))
+    chosen = balanced_sample(rows, y, 1000, np.random.default_rng(0))
+    counts = np.bincount(y[chosen], minlength=3)
+    assert len(chosen) <= 1000 and counts[2] == 100  # the small class whole, the large ones cut to one share
+    assert counts[0] == counts[1] == 450
+    assert np.array_equal(balanced_sample(rows[:50], y, 1000, np.random.default_rng(0)), rows[:50])
+
+
+def test_many_classes_see_fewer_principal_directions():
+    from core.label_issues import MAX_DIMENSIONS, dimensions
+
+    assert dimensions(5) == dimensions(102) == dimensions(256) == MAX_DIMENSIONS
+    assert dimensions(1000) == 65 and dimensions(100_000) == 32
