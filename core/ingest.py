@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import concurrent.futures.process
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -31,6 +32,7 @@ from core.imaging import ImageError, load_square
 from core.processes import process_alive
 from core.progress import CountCallback
 
+log = logging.getLogger("flora")
 CACHE_VERSION = (
     3  # bump when decoding changes, so old caches are rebuilt (2: bilinear when enlarging; 3: OpenCV enlarges)
 )
@@ -42,6 +44,41 @@ _PARALLEL_MIN = 96  # below this many images, worker start-up costs more than it
 
 class IngestCancelled(RuntimeError):
     """Decoding was stopped on request."""
+
+
+class NotEnoughDisk(OSError):
+    """The disk lacks the room the decoded cache needs: nothing was written."""
+
+
+DISK_MARGIN_BYTES = 256 * 1024**2  # left free beyond the cache itself: the index, logs, the rest of the system
+
+
+def cache_bytes(images: int, size: int) -> int:
+    """Bytes the decoded cache of `images` photos at `size` px takes on disk (uint8 RGB squares)."""
+    return images * size * size * 3
+
+
+def check_disk(folder: str | os.PathLike, images: int, size: int) -> None:
+    """Raise NotEnoughDisk when the file system of `folder` has no room for the cache (plus a margin)."""
+    need = cache_bytes(images, size)
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need + DISK_MARGIN_BYTES > free:
+        raise NotEnoughDisk(
+            f"decoding {images:,} photos at {size} px needs {human_bytes(need)} in {folder}, and its disk has "
+            f"{human_bytes(free)} free. Free some space (the Dataset page lists old caches to remove), choose a "
+            "smaller image size, or point FLORA_DATA_DIR at a larger disk. Nothing was written."
+        )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
 
 
 @dataclass
@@ -132,6 +169,7 @@ def ingest(
 
     Raises:
         IngestCancelled: `should_stop` asked to stop.
+        NotEnoughDisk: the disk has no room for the cache (said before decoding anything).
     """
     folder = cache_folder(cache_root, index.fingerprint, size)
     cached = load_cache(folder)
@@ -143,6 +181,14 @@ def ingest(
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(folder.parent)
+    check_disk(folder.parent, len(index.entries), size)
+    log.info(
+        "decoding %d photos at %d px into %s (%s)",
+        len(index.entries),
+        size,
+        folder,
+        human_bytes(cache_bytes(len(index.entries), size)),
+    )
     staging = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     staging.mkdir()
     try:

@@ -147,3 +147,32 @@ def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monk
     cache = ingest(scan_dataset(root), 16, tmp_path / "cache", workers=2)
     assert len(cache) == 120 and not cache.failures
     np.testing.assert_array_equal(cache.read([119])[0], load_square(root / cache.paths[119], 16))
+
+
+def test_a_disk_without_room_is_said_before_decoding_and_nothing_is_written(tiny_dataset, tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from core import ingest as ingest_module
+
+    index = scan_dataset(tiny_dataset)
+    need = ingest_module.cache_bytes(len(index.entries), 64)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - need, need))  # no margin left
+    with pytest.raises(ingest_module.NotEnoughDisk) as refused:
+        ingest(index, 64, tmp_path / "cache", workers=1)
+    message = str(refused.value)
+    assert (
+        f"{len(index.entries):,} photos at 64 px" in message and "free" in message and "Nothing was written" in message
+    )
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))
+    assert len(ingest(index, 64, tmp_path / "cache", workers=1)) == len(index.entries)
+
+
+def test_cache_bytes_are_the_squares_it_holds():
+    from core.ingest import cache_bytes, human_bytes
+
+    assert cache_bytes(300_000, 224) == 300_000 * 224 * 224 * 3
+    assert human_bytes(cache_bytes(300_000, 224)) == "45.2 GB"
+    assert human_bytes(512) == "512 bytes"

@@ -212,7 +212,7 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
     num_classes = len(index.classes)
     weights = class_weights(cache.labels[split.train], num_classes, config.class_weighting)
     if weights is not None:
-        log.info("class weights on (imbalanced classes): %s", np.round(weights, 2).tolist())
+        log.info("class weights on (imbalanced classes): %s", weights_summary(weights))
     return TrainingData(cache, split, weights, num_classes)
 
 
@@ -234,6 +234,19 @@ def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Call
     finally:
         if bar is not None:
             bar.close()
+
+
+def weights_summary(weights: np.ndarray, listed: int = 20) -> str:
+    """The class weights for a log line: every one for a few classes, their range for many (1,000 numbers are no log)."""
+    if len(weights) <= listed:
+        return str(np.round(weights, 2).tolist())
+    used = weights[weights > 0]
+    low, high = (float(used.min()), float(used.max())) if len(used) else (0.0, 0.0)
+    unused = int((weights == 0).sum())
+    return (
+        f"{len(weights)} classes, from {low:.2f} to {high:.2f} (median {float(np.median(used)) if len(used) else 0:.2f})"
+        + (f"; {unused} with no training photo weigh 0" if unused else "")
+    )
 
 
 def class_weights(train_labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray | None:
