@@ -254,6 +254,7 @@ def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
             "split": LAYOUT_SPLITS[index.layout],
             "synthetic": bool(index.meta.get("synthetic")),
             "folder": outside,
+            "fingerprint": index.fingerprint,
         }
         for index, outside in indexes
     ]
@@ -262,7 +263,7 @@ def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
 def datasets(include_folders: bool = True) -> list[dict]:
     """Datasets under the data folder, then (unless told not to) folders elsewhere used before.
 
-    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/).
+    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/), fingerprint.
     """
     allowed = roots()
     remembered = workspace.remembered_folders(data_root()) if include_folders else []

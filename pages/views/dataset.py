@@ -12,7 +12,7 @@ from core.config import IMBALANCE_RATIO, TrainConfig
 from core.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.health import image_table
 from core.imaging import GRAYSCALE_MODES
-from pages.ui import common, dataset_add, dataset_health, plain, teaching
+from pages.ui import common, dataset_add, dataset_caches, dataset_health, plain, teaching
 
 PAGE_SIZE = 24
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
@@ -138,8 +138,8 @@ if index.ignored_files:
     with st.expander(f"{len(index.ignored_files)} file(s) ignored: not images by their name"):
         st.write(index.ignored_files[:200])
 
-classes_tab, samples_tab, sizes_tab, split_tab, health_tab = st.tabs(
-    ["Classes", "Samples", "Image sizes", "Split", "Health check"], key="dataset_tab", on_change="rerun"
+classes_tab, samples_tab, sizes_tab, split_tab, health_tab, disk_tab = st.tabs(
+    ["Classes", "Samples", "Image sizes", "Split", "Health check", "Disk"], key="dataset_tab", on_change="rerun"
 )
 
 with classes_tab:
@@ -289,3 +289,7 @@ if health_tab.open:
     with health_tab:
         teaching.explain("health")
         dataset_health.render(index)
+
+if disk_tab.open:
+    with disk_tab:
+        dataset_caches.render(index)

@@ -269,3 +269,25 @@ def test_a_table_of_labels_is_previewed_then_imported(app, workspace, tmp_path):
     import shutil
 
     shutil.rmtree(workspace["data"] / "dogs")
+
+
+def test_the_disk_tab_lists_caches_and_removes_only_the_stale(app, workspace):
+    cache = workspace["data"] / ".cache"
+    gone = cache / "0123456789abcdef-37"
+    gone.mkdir(parents=True)
+    (gone / "images.npy").write_bytes(b"\1" * 300_000)
+    from core.ingest import CACHE_VERSION
+
+    write_json_atomic(gone / "index.json", {"version": CACHE_VERSION, "dataset_root": str(workspace["data"] / "gone")})
+    in_use_before = sorted(p.name for p in cache.iterdir() if p.name != gone.name)
+    at = _tab(app("dataset"), "Disk")
+    frame = table_with(at, "what", "size", "state", "dataset")
+    stale = frame[frame["state"] != "in use"]
+    assert list(stale["folder"]) == [gone.name] and "dataset is gone" in stale["state"].iloc[0]
+    assert (frame["state"] == "in use").sum() >= 1  # the workspace's own decoded photos (and features)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Stale (removable)"] == "303.1 KB" or metrics["Stale (removable)"].endswith("KB")
+    at.button(key="dataset_remove_stale_caches").click().run()
+    assert not gone.exists()
+    assert sorted(p.name for p in cache.iterdir()) == in_use_before
+    assert "Nothing stale" in texts(at)
