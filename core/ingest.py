@@ -58,13 +58,45 @@ def cache_bytes(images: int, size: int) -> int:
     return images * size * size * 3
 
 
-def check_disk(folder: str | os.PathLike, images: int, size: int) -> None:
-    """Raise NotEnoughDisk when the file system of `folder` has no room for the cache (plus a margin)."""
-    need = cache_bytes(images, size)
+@dataclass(frozen=True)
+class DiskPlan:
+    """What decoding a dataset at a size will take: nothing when its cache is built, else `need` of `free`."""
+
+    decoded: bool
+    need: int
+    free: int
+
+    @property
+    def fits(self) -> bool:
+        return self.decoded or self.need + DISK_MARGIN_BYTES <= self.free
+
+    def sentence(self, images: int, size: int) -> str:
+        if self.decoded:
+            return f"Its {images:,} photos are already decoded at {size} px: training starts at once."
+        return (
+            f"Decoding {images:,} photos at {size} px takes {human_bytes(self.need)} of disk in the cache "
+            f"({human_bytes(self.free)} free there)."
+        )
+
+
+def disk_plan(cache_root: str | os.PathLike, fingerprint: str, images: int, size: int) -> DiskPlan:
+    """Whether the cache of (`fingerprint`, `size`) is built, and if not, the disk it needs and the disk free."""
+    decoded = load_cache(cache_folder(cache_root, fingerprint, size)) is not None
+    return DiskPlan(decoded, 0 if decoded else cache_bytes(images, size), free_bytes(cache_root))
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free bytes on the file system `folder` is (or will be) on."""
     probe = Path(folder)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    return shutil.disk_usage(probe).free
+
+
+def check_disk(folder: str | os.PathLike, images: int, size: int) -> None:
+    """Raise NotEnoughDisk when the file system of `folder` has no room for the cache (plus a margin)."""
+    need = cache_bytes(images, size)
+    free = free_bytes(folder)
     if need + DISK_MARGIN_BYTES > free:
         raise NotEnoughDisk(
             f"decoding {images:,} photos at {size} px needs {human_bytes(need)} in {folder}, and its disk has "

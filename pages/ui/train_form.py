@@ -151,6 +151,26 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
     return None
 
 
+def disk_note(dataset: str | None, config) -> None:
+    """Under the plan: the disk decoding will take (or that the photos are decoded already); a warning when it
+    does not fit, said before launching rather than by a failed run."""
+    from core.ingest import disk_plan
+
+    found = next((d for d in common.datasets() if d["path"] == dataset), None)
+    if not found or not found.get("fingerprint"):
+        return
+    plan = disk_plan(common.cache_root(), found["fingerprint"], found["images"], config.cache_size)
+    sentence = plan.sentence(found["images"], config.cache_size)
+    if plan.fits:
+        st.caption(f":material/hard_drive: {sentence}")
+    else:
+        st.warning(
+            f"{sentence} That does not fit: free some space (the Dataset page's Disk tab lists stale caches), "
+            "choose a smaller image size, or move the data folder (FLORA_DATA_DIR) to a larger disk.",
+            icon=":material/hard_drive:",
+        )
+
+
 def dataset_picker(prefix: str = "train") -> str | None:
     options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
     current = common.current_dataset()

@@ -564,6 +564,7 @@ with new_tab:
     if config is not None:
         with st.container(border=True):
             st.markdown(plan_text(config))
+            train_form.disk_note(dataset, config)
             st.caption("The same run from a terminal (copy it with the button at the right):")
             flag = "kept" if corrections else "none"
             st.code(train_command(dataset, config, corrections=flag), language="bash", wrap_lines=True)

@@ -325,3 +325,17 @@ def test_damaged_run_folders_never_break_a_page(app, workspace, tmp_path):
     at.switch_page(page_file("train")).run()
     next(b for b in at.button if b.key == "train_delete_unreadable_cutconfig").click().run()
     assert not (models / "cutconfig").exists()
+
+
+def test_the_plan_says_the_disk_decoding_takes_or_that_it_is_done(app, workspace, monkeypatch):
+    import collections
+    import shutil
+
+    at = _fill_tiny(_new_run_tab(app), 1)  # 32 px: the workspace's photos are decoded at that size already
+    assert "already decoded at 37 px" in texts(at)
+    at.select_slider(key="train_image_size").set_value(48).run()
+    assert "Decoding 56 photos at 55 px takes 508.2 KB of disk in the cache" in texts(at)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    at.run()
+    assert any("That does not fit" in w.value for w in at.warning)
