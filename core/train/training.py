@@ -237,15 +237,15 @@ def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Call
 
 
 def weights_summary(weights: np.ndarray, listed: int = 20) -> str:
-    """The class weights for a log line: every one for a few classes, their range for many (1,000 numbers are no log)."""
+    """The class weights for a log line: each one for a few classes, their range for many (1,000 numbers are no log)."""
     if len(weights) <= listed:
         return str(np.round(weights, 2).tolist())
     used = weights[weights > 0]
     low, high = (float(used.min()), float(used.max())) if len(used) else (0.0, 0.0)
     unused = int((weights == 0).sum())
-    return (
-        f"{len(weights)} classes, from {low:.2f} to {high:.2f} (median {float(np.median(used)) if len(used) else 0:.2f})"
-        + (f"; {unused} with no training photo weigh 0" if unused else "")
+    median = float(np.median(used)) if len(used) else 0.0
+    return f"{len(weights)} classes, from {low:.2f} to {high:.2f} (median {median:.2f})" + (
+        f"; {unused} with no training photo weigh 0" if unused else ""
     )
 
 
