@@ -43,6 +43,9 @@ SEARCH_ROWS = 1500  # rows the inner cross-validation chooses C on (a sample of 
 MAX_FIT_ROWS = 30_000  # rows one fold's model is fitted on (a class-balanced sample of larger sets): bounded cost
 MAX_WEIGHTS = 65_536  # principal directions x classes: 256 directions up to 256 classes, 65 at 1,000
 MIN_DIMENSIONS = 32
+PCA_FIT_ROWS = 50_000  # rows the principal directions are fitted on (a sample of larger sets)
+REDUCE_CHUNK = 20_000  # rows standardised and projected at a time
+SELF_TEST_ROWS = 20_000  # training photos the self-test plants flips among (a class-balanced sample of more)
 PLANTED_SHARE = 0.05  # of the training photos flipped on purpose to measure the ranking
 
 
@@ -145,17 +148,38 @@ def rank(
 def reduce(features: np.ndarray, dimensions: int = MAX_DIMENSIONS, seed: int = 0) -> np.ndarray:
     """Standardised features on at most `dimensions` principal directions, scaled to unit mean square.
 
-    Unsupervised (no label is looked at), so fitting it on every row leaks nothing into the folds.
+    Unsupervised (no label is looked at), so fitting it on every row leaks nothing into the folds. Read in
+    chunks of the stored (float16) features, the directions fitted on at most PCA_FIT_ROWS of them: 300k x
+    2,048 features never exist as a float32 copy (2.4 GB, and as much again standardised).
     """
     from sklearn.decomposition import PCA
 
-    x = np.asarray(features, dtype=np.float32)
-    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
-    n = min(dimensions, x.shape[1], max(1, len(x) - 1))
-    if n < x.shape[1]:
-        x = PCA(n, random_state=seed).fit_transform(x)
-    scale = float(np.sqrt(np.mean(np.square(x)))) or 1.0
-    return (x / scale).astype(np.float32)
+    x = np.asarray(features)
+    n, width = x.shape
+    mean = np.zeros(width)
+    square = np.zeros(width)
+    for start in range(0, n, REDUCE_CHUNK):
+        part = x[start : start + REDUCE_CHUNK].astype(np.float64)
+        mean += part.sum(axis=0)
+        square += np.square(part).sum(axis=0)
+    mean /= max(n, 1)
+    std = np.sqrt(np.maximum(square / max(n, 1) - mean**2, 0.0)) + 1e-6
+
+    def standardised(rows: np.ndarray) -> np.ndarray:
+        return ((rows.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+
+    k = min(dimensions, width, max(1, n - 1))
+    if k < width:
+        rng = np.random.default_rng(seed)
+        fit_rows = np.sort(rng.choice(n, PCA_FIT_ROWS, replace=False)) if n > PCA_FIT_ROWS else np.arange(n)
+        pca = PCA(k, random_state=seed).fit(standardised(x[fit_rows]))
+        out = np.empty((n, k), dtype=np.float32)
+        for start in range(0, n, REDUCE_CHUNK):
+            out[start : start + REDUCE_CHUNK] = pca.transform(standardised(x[start : start + REDUCE_CHUNK]))
+    else:
+        out = standardised(x)
+    scale = float(np.sqrt(np.mean(np.square(out, dtype=np.float64)))) or 1.0
+    return (out / scale).astype(np.float32)
 
 
 @dataclass
@@ -292,11 +316,15 @@ def self_test(
     features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0, C: float | None = None
 ) -> dict[str, Any]:
     """How well the ranking finds wrong labels on these very photos: flip PLANTED_SHARE of the labels on
-    purpose, rank again, count the planted flips among the first as many suspects as were planted.
+    purpose, rank again, count the planted flips among the first as many suspects as were planted. Beyond
+    SELF_TEST_ROWS photos, on a class-balanced sample of them.
 
     Returns {"planted", "found", "chance" (what a random order would find), "lift" (found / chance)}.
     """
     y = np.asarray(labels, dtype=np.int64)
+    if len(y) > SELF_TEST_ROWS:  # a class-balanced sample measures the ranking as well, at a bounded cost
+        kept = balanced_sample(np.arange(len(y)), y, SELF_TEST_ROWS, np.random.default_rng(seed + 3))
+        features, y = np.asarray(features)[kept], y[kept]
     n = len(y)
     planted = max(5, round(PLANTED_SHARE * n))
     if n < 4 * planted or num_classes < 2:
