@@ -27,6 +27,7 @@ PAGE_SIZE = 24
 NEIGHBOURS = 8
 FADED = "rgba(160,160,160,0.25)"
 PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 colours; with 102 classes, highlight one
+LEGEND_CLASSES = 20  # beyond this many classes on the map, the largest keep a colour and the rest share grey
 
 
 # ----------------------------------------------------------------------------- selection -> photos
@@ -63,6 +64,17 @@ def caption(row) -> str:
 # ----------------------------------------------------------------------------- the figure
 
 
+def coloured_classes(frame: pd.DataFrame, classes: list[str]) -> set[str]:
+    """The classes that get a colour of their own: all of them up to LEGEND_CLASSES, else the largest on the map
+    (a legend of 1,000 entries is no legend; "Highlight a class" shows any one)."""
+    counts = frame["given"].value_counts()
+    if len(counts) <= LEGEND_CLASSES:
+        return set(counts.index)
+    order = {name: i for i, name in enumerate(classes)}
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], order.get(item[0], 0)))
+    return {name for name, _ in ranked[:LEGEND_CLASSES]}
+
+
 def figure(frame: pd.DataFrame, colour_by: str, highlight: str | None, classes: list[str]) -> go.Figure:
     """The map as a Plotly figure: one trace per colour group, each point's customdata its image key."""
     if colour_by not in COLOUR_BY:
@@ -75,10 +87,16 @@ def figure(frame: pd.DataFrame, colour_by: str, highlight: str | None, classes: 
         shown = frame[frame["given"] == highlight]
         traces.append(_trace(scatter, rest, "other classes", dict(color=FADED, size=6)))
     if colour_by == "true class":
+        coloured = coloured_classes(shown, classes)
+        rest = shown[~shown["given"].isin(coloured)]
+        if len(rest):  # drawn first, so the coloured classes lie on top
+            others = rest["given"].nunique()
+            traces.append(_trace(scatter, rest, f"{others} other classes", dict(color=FADED, size=_size(highlight))))
+        groups = dict(tuple(shown[shown["given"].isin(coloured)].groupby("given", sort=False)))
         for i, name in enumerate(classes):
-            part = shown[shown["given"] == name]
-            if len(part):
-                traces.append(_trace(scatter, part, name, dict(color=PALETTE[i % len(PALETTE)], size=_size(highlight))))
+            if name in groups:
+                colour = PALETTE[i % len(PALETTE)]
+                traces.append(_trace(scatter, groups[name], name, dict(color=colour, size=_size(highlight))))
     elif colour_by == "correct or wrong":
         traces.append(_trace(scatter, shown[shown["correct"]], "correct", dict(color="#4c78a8", size=_size(highlight))))
         wrong = shown[~shown["correct"]]
@@ -183,6 +201,13 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
         return
     wrong = int((~frame["correct"]).sum())
     calibrated = f" Probabilities calibrated with the run's temperature ({temperature:.2f})." if temperature else ""
+    classes_shown = frame["given"].nunique()
+    if colour_by == "true class" and classes_shown > LEGEND_CLASSES and highlight == NO_HIGHLIGHT:
+        st.caption(
+            f":material/palette: {classes_shown} classes on the map: the {LEGEND_CLASSES} with the most photos here "
+            "have a colour each, the others share grey. Highlight a class to see any one; colour by correct or "
+            "wrong to see where the mistakes lie."
+        )
     st.caption(
         f"{len(frame)} photos ({wrong} predicted wrongly), {method}. Click a point to see its photo below; "
         "to pick several, choose the lasso or the box in the chart's toolbar (top right) and draw around them. "

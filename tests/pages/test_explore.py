@@ -220,3 +220,30 @@ def test_picking_t_sne_starts_it_in_the_background_without_a_button(app, own_run
     assert not at.exception, [e.value for e in at.exception]
     assert launched == [(run.run_id, "tsne")]
     assert "computed once in the background" in texts(at)
+
+
+def test_a_thousand_classes_colour_the_largest_and_lump_the_rest():
+    from pages.ui.explore_map import LEGEND_CLASSES, figure
+
+    classes = [f"class_{i:04d}" for i in range(1000)]
+    given = [classes[i % 1000] for i in range(3000)] + [classes[7]] * 40  # class 7 has the most photos
+    frame = pd.DataFrame(
+        {
+            "x": range(len(given)),
+            "y": range(len(given)),
+            "key": [f"test:{i}" for i in range(len(given))],
+            "path": [f"{g}/{i}.jpg" for i, g in enumerate(given)],
+            "split": "test",
+            "given": given,
+            "predicted": given,
+            "confidence": 0.5,
+            "correct": True,
+        }
+    )
+    traces = figure(frame, "true class", None, classes).data
+    names = [t.name for t in traces]
+    assert names[0] == f"{1000 - LEGEND_CLASSES} other classes" and len(traces) == LEGEND_CLASSES + 1
+    assert "class_0007" in names
+    assert sorted(k for t in traces for k in t.customdata) == sorted(frame["key"])  # every photo drawn once
+    few = figure(frame[frame["given"].isin(classes[:5])], "true class", None, classes).data
+    assert [t.name for t in few] == classes[:5]  # a few classes: each its own colour, no "other"
