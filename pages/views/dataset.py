@@ -15,6 +15,7 @@ from core.imaging import GRAYSCALE_MODES
 from pages.ui import common, dataset_add, dataset_caches, dataset_health, plain, teaching
 
 PAGE_SIZE = 24
+MANY_CLASSES = 60  # beyond this many classes, the counts chart is sorted by size with no names under it
 SOURCES = ["In the data folder", "A folder on this machine", "Add a dataset"]
 
 st.title("Dataset")
@@ -146,6 +147,9 @@ with classes_tab:
     ratio = float(sizes.max() / max(sizes.min(), 1))
     frame = pd.DataFrame({"class": sizes.index, "images": sizes.values})
     frame["note"] = ["small" if n < sizes.max() / IMBALANCE_RATIO else "" for n in frame["images"]]
+    many = len(frame) > MANY_CLASSES
+    if many:  # names under 1,000 bars are unreadable: the bars sorted by size, the names in a table to search
+        frame = frame.sort_values(["images", "class"], ascending=[False, True], kind="stable")
     figure = px.bar(
         frame,
         x="class",
@@ -158,7 +162,23 @@ with classes_tab:
     figure.update_layout(
         showlegend=ratio > IMBALANCE_RATIO, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text=""
     )
+    if many:
+        figure.update_xaxes(
+            showticklabels=False,
+            title_text=f"{len(frame):,} classes, largest first",
+            categoryorder="array",
+            categoryarray=list(frame["class"]),
+        )
+        figure.update_traces(marker_line_width=0)
     st.plotly_chart(figure, key="dataset_counts", config={"displayModeBar": False})
+    if many:
+        st.caption(
+            f"{len(frame):,} classes, largest first: hover a bar for its class. The table lists them all (click a "
+            "column to sort; the search in its toolbar finds a class)."
+        )
+        st.dataframe(
+            frame[["class", "images", "note"]], hide_index=True, key="dataset_class_table", height=300, width="stretch"
+        )
     if ratio > IMBALANCE_RATIO:
         st.warning(
             f"Imbalanced: the largest class has {ratio:.1f}x the images of the smallest "
