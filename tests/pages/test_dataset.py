@@ -291,3 +291,17 @@ def test_the_disk_tab_lists_caches_and_removes_only_the_stale(app, workspace):
     assert not gone.exists()
     assert sorted(p.name for p in cache.iterdir()) == in_use_before
     assert "Nothing stale" in texts(at)
+
+
+def test_many_classes_get_a_sorted_chart_and_a_table_of_every_class(app, tmp_path):
+    counts = {f"species_{i:03d}": 1 + (i % 3) for i in range(80)}
+    folder = make_image_dataset(tmp_path / "many", counts, size=(16, 16))
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    assert not at.exception
+    assert "80 classes, largest first" in texts(at)
+    table = table_with(at, "class", "images")
+    assert len(table) == 80 and list(table["images"])[:27] == [3] * 26 + [2]  # every class listed, largest first
+    chart = json.loads(next(c for c in at.get("plotly_chart") if "dataset_counts" in c.proto.id).proto.spec)
+    assert chart["layout"]["xaxis"]["showticklabels"] is False
