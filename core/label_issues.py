@@ -228,15 +228,20 @@ def out_of_sample(
         C = choose_c(x, y, num_classes, seed)
     # Rows of classes too small to stratify are dealt to the folds in turn: each is scored by a model that
     # did not see it (a class's only photo, by one that never saw the class), at k fits in all, not one per row.
-    splittable = counts[y] >= k
-    small = np.flatnonzero(~splittable)
-    small_fold = np.random.default_rng(seed).permutation(len(small)) % k
+    splittable = np.flatnonzero(counts[y] >= k)
+    small = np.flatnonzero(counts[y] < k)
+    fold_of = np.empty(len(y), dtype=np.int64)
+    fold_of[small] = np.random.default_rng(seed).permutation(len(small)) % k
+    if len(splittable):
+        folds = StratifiedKFold(k, shuffle=True, random_state=seed).split(x[splittable], y[splittable])
+        for fold, (_, held) in enumerate(folds):
+            fold_of[splittable[held]] = fold
     rng = np.random.default_rng(seed + 2)
-    folds = StratifiedKFold(k, shuffle=True, random_state=seed).split(x[splittable], y[splittable])
-    for fold, (train, held) in enumerate(folds):
-        held_rows = np.concatenate([np.flatnonzero(splittable)[held], small[small_fold == fold]])
-        train_rows = np.concatenate([np.flatnonzero(splittable)[train], small[small_fold != fold]])
-        train_rows = balanced_sample(train_rows, y, MAX_FIT_ROWS, rng)
+    for fold in range(k):
+        held_rows = np.flatnonzero(fold_of == fold)
+        train_rows = balanced_sample(np.flatnonzero(fold_of != fold), y, MAX_FIT_ROWS, rng)
+        if not len(held_rows) or not len(train_rows):
+            continue
         out[held_rows] = _fit_predict(x[train_rows], y[train_rows], x[held_rows], num_classes, seed, C)
     return OutOfSample(out, float(C), float(np.mean(out.argmax(axis=1) == y)))
 

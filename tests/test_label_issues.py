@@ -177,3 +177,13 @@ def test_many_classes_see_fewer_principal_directions():
 
     assert dimensions(5) == dimensions(102) == dimensions(256) == MAX_DIMENSIONS
     assert dimensions(1000) == 65 and dimensions(100_000) == 32
+
+
+def test_a_set_where_every_class_has_one_photo_is_scored_without_stratifying():
+    from core.label_issues import out_of_sample
+
+    rng = np.random.default_rng(1)
+    y = np.arange(40)
+    result = out_of_sample(rng.normal(size=(40, 8)).astype(np.float32), y, 40, C=0.01)
+    assert result.probabilities.shape == (40, 40)
+    assert np.allclose(result.probabilities[y, y], 0.0)  # each photo's class was never seen by its model
