@@ -26,8 +26,8 @@ OLD_FORMAT = "an older cache format"
 UNFINISHED = "left unfinished by a stopped decode"
 UNKNOWN = "no dataset here has its fingerprint"
 
-_IMAGES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)$")
-_FEATURES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)-(?P<backbone>.+)$")
+_IMAGES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)(?P<jpeg>-jpeg)?$")
+_FEATURES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})(?:-jpeg)?-(?P<size>\d+)-(?P<backbone>.+)$")
 _HEALTH = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+)-v(?P<version>\d+)\.\w+$")
 
 
@@ -73,7 +73,8 @@ def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[Ca
             else:
                 state = _state(fingerprint, dataset, current)
             size = folder_bytes(path)
-            entries.append(CacheEntry(path, "decoded photos", size, fingerprint, dataset, int(match["size"]), state))
+            kind = "decoded photos (JPEG)" if match["jpeg"] else "decoded photos"
+            entries.append(CacheEntry(path, kind, size, fingerprint, dataset, int(match["size"]), state))
     features = root / "features"
     if features.is_dir():
         for path in sorted(features.iterdir()):

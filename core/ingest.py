@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import concurrent.futures.process
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -38,6 +39,13 @@ CACHE_VERSION = (
 )
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
+JPEGS_FILE = "images.jpegs"  # the compact cache: each square as a JPEG, one after another
+OFFSETS_FILE = "offsets.npy"  # the compact cache: (rows, 2) int64 start and length of each square's JPEG
+RAW, COMPACT = "raw", "jpeg"
+FORMATS = (RAW, COMPACT)
+CACHE_FORMAT_ENV = "FLORA_CACHE_FORMAT"  # raw | jpeg | auto (default: raw, jpeg when raw does not fit the disk)
+JPEG_QUALITY = 95
+COMPACT_RATIO = 5  # a square's raw bytes / its q95 JPEG's, at least (photos measured 6-9x; noise ~4x at 32 px)
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
 _PARALLEL_MIN = 96  # below this many images, worker start-up costs more than it saves
 
@@ -53,9 +61,33 @@ class NotEnoughDisk(OSError):
 DISK_MARGIN_BYTES = 256 * 1024**2  # left free beyond the cache itself: the index, logs, the rest of the system
 
 
-def cache_bytes(images: int, size: int) -> int:
-    """Bytes the decoded cache of `images` photos at `size` px takes on disk (uint8 RGB squares)."""
-    return images * size * size * 3
+def cache_bytes(images: int, size: int, format: str = RAW) -> int:
+    """Bytes the decoded cache of `images` photos at `size` px takes on disk: uint8 RGB squares (raw), or
+    about a fifth of that at most as JPEGs (compact; an estimate: the real size depends on the photos)."""
+    raw = images * size * size * 3
+    return raw if format == RAW else raw // COMPACT_RATIO
+
+
+def chosen_format(images: int, size: int, cache_root: str | os.PathLike) -> str:
+    """The cache format to decode into: FLORA_CACHE_FORMAT (raw or jpeg), or by default raw, and jpeg when
+    the raw squares would not fit the disk but the JPEGs would."""
+    asked = os.environ.get(CACHE_FORMAT_ENV, "auto").strip().lower() or "auto"
+    if asked in FORMATS:
+        return asked
+    if asked != "auto":
+        raise ValueError(f"{CACHE_FORMAT_ENV} must be raw, jpeg or auto. Received: {asked!r}")
+    free = free_bytes(cache_root)
+    if cache_bytes(images, size) + DISK_MARGIN_BYTES <= free:
+        return RAW
+    if cache_bytes(images, size, COMPACT) + DISK_MARGIN_BYTES <= free:
+        log.warning(
+            "the raw cache (%s) does not fit the %s free: decoding into the compact JPEG cache (about %s) instead",
+            human_bytes(cache_bytes(images, size)),
+            human_bytes(free),
+            human_bytes(cache_bytes(images, size, COMPACT)),
+        )
+        return COMPACT
+    return RAW  # check_disk then says it does not fit, with the figures
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,7 @@ class DiskPlan:
     decoded: bool
     need: int
     free: int
+    format: str = RAW
 
     @property
     def fits(self) -> bool:
@@ -73,16 +106,20 @@ class DiskPlan:
     def sentence(self, images: int, size: int) -> str:
         if self.decoded:
             return f"Its {images:,} photos are already decoded at {size} px: training starts at once."
+        compact = " as JPEGs (the compact cache: the raw squares would not fit)" if self.format == COMPACT else ""
         return (
-            f"Decoding {images:,} photos at {size} px takes {human_bytes(self.need)} of disk in the cache "
-            f"({human_bytes(self.free)} free there)."
+            f"Decoding {images:,} photos at {size} px takes {'about ' if compact else ''}{human_bytes(self.need)} "
+            f"of disk in the cache{compact} ({human_bytes(self.free)} free there)."
         )
 
 
 def disk_plan(cache_root: str | os.PathLike, fingerprint: str, images: int, size: int) -> DiskPlan:
     """Whether the cache of (`fingerprint`, `size`) is built, and if not, the disk it needs and the disk free."""
-    decoded = load_cache(cache_folder(cache_root, fingerprint, size)) is not None
-    return DiskPlan(decoded, 0 if decoded else cache_bytes(images, size), free_bytes(cache_root))
+    decoded = find_cache(cache_root, fingerprint, size) is not None
+    if decoded:
+        return DiskPlan(True, 0, free_bytes(cache_root))
+    format = chosen_format(images, size, cache_root)
+    return DiskPlan(False, cache_bytes(images, size, format), free_bytes(cache_root), format)
 
 
 def free_bytes(folder: str | os.PathLike) -> int:
@@ -93,13 +130,14 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return shutil.disk_usage(probe).free
 
 
-def check_disk(folder: str | os.PathLike, images: int, size: int) -> None:
+def check_disk(folder: str | os.PathLike, images: int, size: int, format: str = RAW) -> None:
     """Raise NotEnoughDisk when the file system of `folder` has no room for the cache (plus a margin)."""
-    need = cache_bytes(images, size)
+    need = cache_bytes(images, size, format)
     free = free_bytes(folder)
     if need + DISK_MARGIN_BYTES > free:
+        what = " as JPEGs" if format == COMPACT else ""
         raise NotEnoughDisk(
-            f"decoding {images:,} photos at {size} px needs {human_bytes(need)} in {folder}, and its disk has "
+            f"decoding {images:,} photos at {size} px{what} needs {human_bytes(need)} in {folder}, and its disk has "
             f"{human_bytes(free)} free. Free some space (the Dataset page lists old caches to remove), choose a "
             "smaller image size, or point FLORA_DATA_DIR at a larger disk. Nothing was written."
         )
@@ -127,6 +165,8 @@ class ImageCache:
     rows: np.ndarray  # row of each readable image in images.npy
     failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     dataset_root: str = ""
+    format: str = RAW  # raw: uint8 squares in images.npy; jpeg: each square a q95 JPEG in images.jpegs
+    offsets: np.ndarray | None = field(default=None, repr=False)  # jpeg: (rows, 2) start, length
     hit: bool = False  # True when this call found the cache already built
     _fd: int | None = field(default=None, repr=False, compare=False)
     _fd_pid: int | None = field(default=None, repr=False, compare=False)
@@ -139,11 +179,26 @@ class ImageCache:
     def row_bytes(self) -> int:
         return self.size * self.size * 3
 
+    @property
+    def content_key(self) -> str:
+        """What the squares are: the dataset's fingerprint, and the format when it changes the pixels (JPEG)."""
+        return self.fingerprint if self.format == RAW else f"{self.fingerprint}-{self.format}"
+
     def read(self, positions) -> np.ndarray:
         """Images at `positions` (indices into `paths`) as a (k, size, size, 3) uint8 array."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         out = np.empty((len(positions), self.size, self.size, 3), dtype=np.uint8)
         fd = self._file()
+        if self.format == COMPACT:
+            import simplejpeg
+
+            for i, row in enumerate(self.rows[positions]):
+                start, length = (int(v) for v in self.offsets[row])
+                data = os.pread(fd, length, start)
+                if len(data) != length:
+                    raise OSError(f"cache file {self.directory / JPEGS_FILE} is truncated")
+                out[i] = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+            return out
         for i, row in enumerate(self.rows[positions]):
             view = memoryview(out[i]).cast("B")
             got = os.preadv(fd, [view], self._offset + int(row) * self.row_bytes)
@@ -154,9 +209,10 @@ class ImageCache:
     def _file(self) -> int:
         # One descriptor per process: positioned reads are thread-safe, descriptors are not fork-safe.
         if self._fd is None or self._fd_pid != os.getpid():
-            self._fd = os.open(self.directory / IMAGES_FILE, os.O_RDONLY)
+            name = JPEGS_FILE if self.format == COMPACT else IMAGES_FILE
+            self._fd = os.open(self.directory / name, os.O_RDONLY)
             self._fd_pid = os.getpid()
-            self._offset = _data_offset(self.directory / IMAGES_FILE)
+            self._offset = 0 if self.format == COMPACT else _data_offset(self.directory / IMAGES_FILE)
         return self._fd
 
     def close(self) -> None:
@@ -175,8 +231,18 @@ class ImageCache:
             self.close()
 
 
-def cache_folder(cache_root: str | os.PathLike, fingerprint: str, size: int) -> Path:
-    return Path(cache_root) / f"{fingerprint}-{size}"
+def cache_folder(cache_root: str | os.PathLike, fingerprint: str, size: int, format: str = RAW) -> Path:
+    suffix = "" if format == RAW else f"-{format}"
+    return Path(cache_root) / f"{fingerprint}-{size}{suffix}"
+
+
+def find_cache(cache_root: str | os.PathLike, fingerprint: str, size: int) -> ImageCache | None:
+    """The built cache of (`fingerprint`, `size`) in either format (raw first), or None."""
+    for format in FORMATS:
+        cached = load_cache(cache_folder(cache_root, fingerprint, size, format))
+        if cached is not None:
+            return cached
+    return None
 
 
 def ingest(
@@ -186,8 +252,9 @@ def ingest(
     progress: CountCallback | None = None,
     workers: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    format: str | None = None,
 ) -> ImageCache:
-    """Decode `index`'s images into squares of `size` px, or return the cache already built.
+    """Decode `index`'s images into squares of `size` px, or return the cache already built (either format).
 
     Unreadable files are skipped and listed in `failures` with their reason, never fatal.
 
@@ -198,34 +265,41 @@ def ingest(
         progress: called as progress(done, total) while decoding.
         workers: decoding processes; default one per CPU core.
         should_stop: polled between chunks; when it returns True decoding stops.
+        format: raw or jpeg (the compact cache); default `chosen_format` (FLORA_CACHE_FORMAT, else raw, and jpeg
+            when the raw squares would not fit the disk).
 
     Raises:
         IngestCancelled: `should_stop` asked to stop.
         NotEnoughDisk: the disk has no room for the cache (said before decoding anything).
     """
-    folder = cache_folder(cache_root, index.fingerprint, size)
-    cached = load_cache(folder)
+    cached = find_cache(cache_root, index.fingerprint, size)
     if cached is not None:
         if progress:
             progress(len(index.entries), len(index.entries))
         cached.hit = True
         return cached
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    format = format or chosen_format(len(index.entries), size, cache_root)
+    folder = cache_folder(cache_root, index.fingerprint, size, format)
     remove_stale_staging(folder.parent)
-    check_disk(folder.parent, len(index.entries), size)
+    check_disk(folder.parent, len(index.entries), size, format)
     log.info(
-        "decoding %d photos at %d px into %s (%s)",
+        "decoding %d photos at %d px into %s (%s%s)",
         len(index.entries),
         size,
         folder,
-        human_bytes(cache_bytes(len(index.entries), size)),
+        human_bytes(cache_bytes(len(index.entries), size, format)),
+        ", as JPEGs: an estimate" if format == COMPACT else "",
     )
     staging = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     staging.mkdir()
     try:
-        failures = _decode_all(index, size, staging / IMAGES_FILE, progress, workers, should_stop)
-        _write_index(staging, index, size, failures)
+        if format == COMPACT:
+            failures = _encode_all(index, size, staging, progress, workers, should_stop)
+        else:
+            failures = _decode_all(index, size, staging / IMAGES_FILE, progress, workers, should_stop)
+        _write_index(staging, index, size, failures, format)
         if folder.exists() and load_cache(folder) is None:
             _discard(folder)  # a partial or older-version cache: replace it
         try:
@@ -281,9 +355,19 @@ def load_cache(folder: str | os.PathLike) -> ImageCache | None:
     """The cache in `folder`, or None when it is missing, partial, or from another version."""
     folder = Path(folder)
     meta = read_json(folder / INDEX_FILE)
-    if not meta or meta.get("version") != CACHE_VERSION or not (folder / IMAGES_FILE).exists():
+    if not meta or meta.get("version") != CACHE_VERSION:
+        return None
+    format = meta.get("format", RAW)
+    offsets = None
+    if format == COMPACT:
+        if not (folder / JPEGS_FILE).exists() or not (folder / OFFSETS_FILE).exists():
+            return None
+        offsets = np.load(folder / OFFSETS_FILE)
+    elif not (folder / IMAGES_FILE).exists():
         return None
     return ImageCache(
+        format=format,
+        offsets=offsets,
         directory=folder,
         size=int(meta["size"]),
         fingerprint=meta["fingerprint"],
@@ -297,12 +381,13 @@ def load_cache(folder: str | os.PathLike) -> ImageCache | None:
     )
 
 
-def _write_index(folder: Path, index: DatasetIndex, size: int, failures: dict[int, str]) -> None:
+def _write_index(folder: Path, index: DatasetIndex, size: int, failures: dict[int, str], format: str = RAW) -> None:
     ok = [i for i in range(len(index.entries)) if i not in failures]
     write_json_atomic(
         folder / INDEX_FILE,
         {
             "version": CACHE_VERSION,
+            "format": format,
             "fingerprint": index.fingerprint,
             "size": size,
             "classes": index.classes,
@@ -321,7 +406,31 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
     total = len(index.entries)
     array = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
     del array  # header and size are on disk; rows are written with positioned writes
-    offset = _data_offset(images_path)
+    task = functools.partial(decode_chunk, str(images_path), _data_offset(images_path), size)
+    return _run_chunks(index, task, lambda failures: failures, progress, workers, should_stop)
+
+
+def _encode_all(index, size, folder: Path, progress, workers, should_stop) -> dict[int, str]:
+    """The compact cache: each square encoded as a JPEG by the workers, appended here in arrival order."""
+    offsets = np.zeros((len(index.entries), 2), dtype=np.int64)
+    with open(folder / JPEGS_FILE, "wb") as out:
+
+        def absorb(result: tuple[dict[int, str], dict[int, bytes]]) -> dict[int, str]:
+            failures, encoded = result
+            for row, data in encoded.items():
+                offsets[row] = (out.tell(), len(data))
+                out.write(data)
+            return failures
+
+        failures = _run_chunks(index, functools.partial(encode_chunk, size), absorb, progress, workers, should_stop)
+    np.save(folder / OFFSETS_FILE, offsets)
+    return failures
+
+
+def _run_chunks(index, task, absorb, progress, workers, should_stop) -> dict[int, str]:
+    """Run `task` over chunks of (row, path) here and in worker processes; `absorb` each result (here, in
+    order of arrival) into its {row: reason} failures."""
+    total = len(index.entries)
     items = [(row, str(index.root / entry.path)) for row, entry in enumerate(index.entries)]
     workers = workers or os.cpu_count() or 1
     chunk_size = _chunk_size(total, workers)
@@ -331,9 +440,9 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
     if progress:
         progress(0, total)
 
-    def account(result: dict[int, str], count: int) -> None:
+    def account(result, count: int) -> None:
         nonlocal done
-        failures.update(result)
+        failures.update(absorb(result))
         done += count
         if progress:
             progress(done, total)
@@ -342,7 +451,7 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
 
     def decode_here() -> None:
         chunk = chunks.pop()  # from the back: the worker processes take from the front
-        account(decode_chunk(str(images_path), offset, size, chunk), len(chunk))
+        account(task(chunk), len(chunk))
 
     if workers <= 1 or total < _PARALLEL_MIN:
         while chunks:
@@ -369,7 +478,7 @@ def _decode_all(index, size, images_path, progress, workers, should_stop) -> dic
                 usable = not any(f.done() and f.exception() is not None for f in ready)
                 while usable and chunks and len(in_flight) < 2 * others:  # two queued per process: never idle
                     chunk = chunks.popleft()
-                    in_flight[pool.submit(decode_chunk, str(images_path), offset, size, chunk)] = chunk
+                    in_flight[pool.submit(task, chunk)] = chunk
             for future in [f for f in in_flight if f.done()]:
                 chunk = in_flight.pop(future)
                 if isinstance(future.exception(), concurrent.futures.process.BrokenProcessPool):
@@ -432,6 +541,25 @@ def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int
     finally:
         os.close(fd)
     return failures
+
+
+def encode_chunk(size: int, items: list[tuple[int, str]]) -> tuple[dict[int, str], dict[int, bytes]]:
+    """Decode `items` (row, path) into squares and encode each as a JPEG: ({row: reason} failures, {row: bytes})."""
+    import simplejpeg
+
+    failures: dict[int, str] = {}
+    encoded: dict[int, bytes] = {}
+    for row, path in items:
+        try:
+            square = load_square(path, size)
+        except ImageError as e:
+            failures[row] = str(e)
+            continue
+        except Exception as e:  # a decoder bug must cost one image, not the dataset
+            failures[row] = f"could not decode ({type(e).__name__}: {e})"
+            continue
+        encoded[row] = simplejpeg.encode_jpeg(square, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling="444")
+    return failures, encoded
 
 
 def _data_offset(path: str | os.PathLike) -> int:

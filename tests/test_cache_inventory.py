@@ -73,3 +73,11 @@ def test_a_path_outside_the_cache_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not under the cache folder"):
         cache_inventory.remove([entry], tmp_path / "cache")
     assert outside.exists()
+
+
+def test_a_compact_cache_is_listed_as_jpeg_and_in_use(tmp_path):
+    root = make_image_dataset(tmp_path / "data" / "kept", {"a": 3, "b": 3})
+    cache = tmp_path / "data" / ".cache"
+    ingest(scan_dataset(root), 28, cache, workers=1, format="jpeg")
+    (entry,) = cache_inventory.inventory(cache, cache_inventory.current_fingerprints([root]))
+    assert (entry.kind, entry.size, entry.state, entry.dataset) == ("decoded photos (JPEG)", 28, IN_USE, str(root))

@@ -176,3 +176,44 @@ def test_cache_bytes_are_the_squares_it_holds():
     assert cache_bytes(300_000, 224) == 300_000 * 224 * 224 * 3
     assert human_bytes(cache_bytes(300_000, 224)) == "45.2 GB"
     assert human_bytes(512) == "512 bytes"
+
+
+def test_the_compact_cache_holds_jpegs_that_read_back_close_to_the_raw_squares(messy_dataset, tmp_path):
+    from core.ingest import COMPACT, JPEGS_FILE, RAW
+
+    index = scan_dataset(messy_dataset)
+    raw = ingest(index, 32, tmp_path / "raw", workers=1, format=RAW)
+    compact = ingest(index, 32, tmp_path / "compact", workers=2, format=COMPACT)
+    assert compact.format == COMPACT and compact.directory.name.endswith("-32-jpeg")
+    assert compact.paths == raw.paths and {f["path"] for f in compact.failures} == {f["path"] for f in raw.failures}
+    assert (compact.directory / JPEGS_FILE).stat().st_size < (raw.directory / "images.npy").stat().st_size
+    a, b = raw.read(range(len(raw))).astype(int), compact.read(range(len(compact))).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 4  # q95 JPEG: a few levels of 255 on average
+    assert compact.content_key == f"{index.fingerprint}-jpeg" and raw.content_key == index.fingerprint
+    again = ingest(index, 32, tmp_path / "compact", workers=1)  # either format is a hit, whatever the default
+    assert again.hit and again.format == COMPACT
+    reloaded = load_cache(compact.directory)
+    assert np.array_equal(reloaded.read([3, 0]), compact.read([3, 0]))
+
+
+def test_the_format_follows_the_environment_else_the_disk(tiny_dataset, tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from core import ingest as ingest_module
+
+    index = scan_dataset(tiny_dataset)
+    monkeypatch.setenv("FLORA_CACHE_FORMAT", "jpeg")
+    assert ingest(index, 24, tmp_path / "a", workers=1).format == "jpeg"
+    monkeypatch.setenv("FLORA_CACHE_FORMAT", "bmp")
+    with pytest.raises(ValueError, match="FLORA_CACHE_FORMAT must be raw, jpeg or auto"):
+        ingest(index, 24, tmp_path / "b", workers=1)
+    monkeypatch.delenv("FLORA_CACHE_FORMAT")
+    assert ingest(index, 24, tmp_path / "c", workers=1).format == "raw"  # room enough: the raw squares
+    raw_need = ingest_module.cache_bytes(len(index.entries), 24)
+    usage = collections.namedtuple("usage", "total used free")
+    free = ingest_module.DISK_MARGIN_BYTES + raw_need // 2  # the JPEGs fit, the raw squares do not
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
+    plan = ingest_module.disk_plan(tmp_path / "d", index.fingerprint, len(index.entries), 24)
+    assert plan.format == "jpeg" and plan.fits and "as JPEGs" in plan.sentence(len(index.entries), 24)
+    assert ingest(index, 24, tmp_path / "d", workers=1).format == "jpeg"

@@ -151,7 +151,7 @@ class FeatureCache:
     ):
         self.images = images
         self.image_size = image_size
-        self.directory = Path(cache_root) / FEATURES_DIRNAME / f"{images.fingerprint}-{image_size}-{backbone_key}"
+        self.directory = Path(cache_root) / FEATURES_DIRNAME / f"{images.content_key}-{image_size}-{backbone_key}"
         self.workers = workers  # threads reading batches ahead of the model
         self.replicas = replicas  # batches are a multiple of this (data-parallel devices)
         self._augmenting: dict[tuple[int, str], keras.Model] = {}  # per extractor and augmentation
