@@ -26,8 +26,12 @@ ROWS_BY_ITEM = {
     "serve": {"serve.batched_vs_bare", "serve.batched_vs_off", "serve.p50", "serve.p95", "serve.p99"},
     "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
     "attack": {"attack.healthz", "attack.peak_rss", "attack.normal_throughput"},
+    "cache": {"cache.disk", "cache.read", "cache.accuracy"},
+    "scale": {f"scale.{name}" for name in ("peak_rss", "disk")}
+    | {f"scale.{name}" for name, _ in __import__("core.bench.scale", fromlist=["STAGES"]).STAGES}
+    | {f"scale.page_{page}" for page in __import__("core.bench.scale", fromlist=["PAGES"]).PAGES},
 }
-SUBSET = ("ingest", "inference")  # a figure judged against a target, a rate and a time, for a few seconds each
+SUBSET = ("ingest", "inference", "cache")  # a figure judged against a target, a rate and a time, for a few seconds each
 
 
 def test_every_item_says_which_figures_it_reports():
@@ -48,6 +52,9 @@ def test_bench_json_reports_every_figure_with_baseline_and_ratio(tmp_path, capsy
     rows = {row["key"]: row for row in printed["rows"]}
     assert set(rows) == set().union(*(ROWS_BY_ITEM[item] for item in SUBSET))
     for key, row in rows.items():
+        if key == "cache.accuracy":  # a handful of test photos at the tiny scale: 0 is a possible accuracy
+            assert 0 <= row["ours"] <= 1 and 0 <= row["baseline"] <= 1 and row["notes"], row
+            continue
         assert row["ours"] is not None and row["ours"] > 0, key
         assert row["baseline"] is not None and row["baseline"] > 0, key
         assert row["baseline_label"], key
@@ -109,3 +116,34 @@ def test_markdown_report_has_one_table_row_per_figure():
     table = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(table) == 2 and all(line.count(" | ") == 6 for line in table)
     assert "4.00x" in table[0] and "yes" in table[0] and "tensorflow 2.21" in text
+
+
+def test_growth_exponent_is_the_slope_between_the_two_largest_sizes():
+    from core.bench.scale import exponent
+
+    assert exponent({1_000: 1.0, 10_000: 10.0, 100_000: 100.0}) == pytest.approx(1.0)
+    assert exponent({1_000: 5.0, 10_000: 1.0, 100_000: 100.0}) == pytest.approx(2.0)  # only the last two count
+    assert exponent({10_000: 2.0, 100_000: None}) is None
+
+
+@pytest.mark.slow
+def test_scale_item_measures_every_stage_and_page_at_two_sizes(tmp_path, capsys):
+    """The whole scale item at the tiny sizes: every stage in its own process, every page drawn without an error."""
+    from core.bench.scale import SIZES
+
+    code = cli.main(["bench", "--tiny", "--json", "--only", "scale", "--workdir", str(tmp_path / "w")])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0, printed
+    rows = {row["key"]: row for row in printed["rows"]}
+    assert set(rows) == ROWS_BY_ITEM["scale"]
+    sizes = [str(n) for n in SIZES["tiny"].sizes]
+    for key, row in rows.items():
+        if key in ("scale.disk", "scale.peak_rss"):
+            continue
+        seconds = row["extra"]["seconds"]
+        assert sorted(seconds) == sorted(sizes) and all(seconds[n] is not None for n in sizes), (key, seconds)
+        assert all(rss > 0.05 for rss in row["extra"]["rss_gb"].values()), key
+        assert "growth_exponent" in row["extra"] and "Error" not in row["notes"], (key, row["notes"])
+    assert rows["scale.train"]["extra"]["seconds"][sizes[-1]] > rows["scale.head"]["extra"]["seconds"][sizes[-1]]
+    disk = rows["scale.disk"]["extra"]["disk"][sizes[-1]]
+    assert disk["dataset_bytes"] > 0 and disk["cache_bytes"] >= SIZES["tiny"].sizes[-1] * 32 * 32 * 3

@@ -12,6 +12,11 @@ Items (each a module here):
   sweep      8  a 20-trial sweep on cached features vs 20 runs the plain way, and vs one ordinary run
   attack     9  the model server while 32 clients send 100-megapixel PNG bombs: /healthz latency, peak
                 memory, and the normal clients' throughput against without the attack
+  cache     10  the compact cache (each square a q95 JPEG) against the raw one: disk, read throughput against
+                training's need, and test accuracy of the same run on each
+  scale     11  how every stage's time and memory grow at 1,000 classes, 1k -> 100k photos, and the pages'
+                first draw at 500 runs and 1,000,000 logged predictions (only with --only scale: it takes
+                about an hour at full scale, minutes with --quick)
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -36,7 +41,8 @@ from typing import Any
 from core.bench.common import DEFAULT_DATASET, SCALES, Row, remove
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep", "attack")
+ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep", "attack", "cache", "scale")
+DEFAULT_ITEMS = ITEMS[:-1]  # scale is asked for by name
 _MODULES = {
     "train": "core.bench.cached_training",
     "ingest": "core.bench.decode",
@@ -47,6 +53,8 @@ _MODULES = {
     "serve": "core.bench.serve",
     "sweep": "core.bench.sweep",
     "attack": "core.bench.attack",
+    "cache": "core.bench.cache_format",
+    "scale": "core.bench.scale",
 }
 
 
@@ -64,7 +72,7 @@ def register(sub, common) -> None:
         action="store_true",
         help="only the GPU item (ResNet-50 224 px training throughput), e.g. KERAS_BACKEND=jax on an H200",
     )
-    bench.add_argument("--only", help=f"comma-separated items to run: {','.join(ITEMS)} (default: all)")
+    bench.add_argument("--only", help=f"comma-separated items to run: {','.join(ITEMS)} (default: all but scale)")
     bench.add_argument("--dataset", help=f"a folder of class folders of photos (default: {DEFAULT_DATASET})")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     bench.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs/PERFORMANCE.md)")
@@ -78,7 +86,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scale = SCALES["tiny" if args.tiny else "quick" if args.quick else "full"]
     items = _items(args)
     dataset = Path(args.dataset).expanduser().resolve() if args.dataset else DEFAULT_DATASET
-    if not dataset.is_dir() and items != ["gpu"]:
+    if not dataset.is_dir() and not set(items) <= {"gpu", "scale"}:
         print(f"error: no photos at {dataset}; pass --dataset DIR (a folder of class folders)", file=sys.stderr)
         return 2
     workdir = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="flora-bench-"))
@@ -121,7 +129,7 @@ def _items(args: argparse.Namespace) -> list[str]:
     if args.gpu:
         return ["gpu"]
     if not args.only:
-        return list(ITEMS)
+        return list(DEFAULT_ITEMS)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ITEMS))
     if unknown:
