@@ -86,3 +86,28 @@ def test_skip_missing_imports_the_rest_and_lists_them(images, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 4
     assert result["skipped"] == [{"path": "lost.jpg", "reason": "no such image in the folder"}]
+
+
+def test_a_parquet_table_imports_like_a_csv_and_its_missing_labels_are_refused(images, tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "image": [f"{'sub/' if i % 2 else ''}img{i}.jpg" for i in range(8)],
+            "label": ["cat"] * 4 + ["dog"] * 4,
+            "split": pd.Categorical(["train", "val", "test", "train"] * 2),
+            "weight": [0.5, 1.0, None, 2.0, 1.0, 1.0, 1.0, 1.0],  # another column with a missing value: ignored
+        }
+    )
+    table = tmp_path / "labels.parquet"
+    frame.to_parquet(table)
+    data = tmp_path / "data"
+    result = import_csv(table, images, "pets", data)
+    index = scan_dataset(data / "pets")
+    assert result.images == 8 and index.classes == ["cat", "dog"]
+    assert sorted(e.split for e in index.entries) == sorted(["train", "val", "test", "train"] * 2)
+    frame.loc[3, "label"] = None
+    frame.to_parquet(table)
+    with pytest.raises(ImportRejected, match="with no label: line 5"):
+        import_csv(table, images, "pets2", data)
+    assert not (data / "pets2").exists()

@@ -50,7 +50,8 @@ def read_table(path: str | os.PathLike) -> tuple[list[dict[str, str]], list[str]
         try:
             import pandas as pd
 
-            frame = pd.read_parquet(path).astype(str)
+            frame = pd.read_parquet(path)
+            frame = frame.astype("string").fillna("").astype(str)  # a missing value is empty, not "None"
         except (ImportError, ValueError, OSError) as e:
             raise ImportRejected(f"{path.name} cannot be read as Parquet: {e}") from None
         columns = [str(c) for c in frame.columns]
