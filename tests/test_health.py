@@ -365,3 +365,29 @@ def test_check_can_be_stopped(planted):
 
     with pytest.raises(CheckCancelled):
         check_dataset(planted, should_stop=lambda: True)
+
+
+def test_near_pairs_are_exactly_the_pairs_within_the_distance_without_comparing_every_pair():
+    from core.health import imagehash
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**62, 150, dtype=np.uint64) * np.uint64(4) + rng.integers(0, 4, 150).astype(np.uint64)
+    hashes = []
+    for value in base:  # each picture, and copies a few to 14 bits away
+        hashes.append(value)
+        for _ in range(int(rng.integers(0, 4))):
+            mask = 0
+            for bit in rng.choice(64, int(rng.integers(0, 15)), replace=False):
+                mask |= 1 << int(bit)
+            hashes.append(value ^ np.uint64(mask))
+    hashes = np.array(hashes, dtype=np.uint64)
+    for distance in (0, 4, 10, 13):
+        brute = sorted(
+            (i, j)
+            for i in range(len(hashes))
+            for j in range(i + 1, len(hashes))
+            if int(imagehash.hamming(hashes[i], hashes[j])) <= distance
+        )
+        found = [tuple(pair) for pair in imagehash.near_pairs(hashes, distance).tolist()]
+        assert found == brute, distance
+    assert imagehash.near_pairs(hashes[:1], 10).shape == (0, 2)
