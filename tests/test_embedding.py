@@ -67,3 +67,15 @@ def test_the_map_table_names_each_point_by_its_image_and_what_the_model_said():
     for bad in ("test:6", "train:0", "test:x"):
         with pytest.raises(KeyError):
             embedding.features_of(analysis, bad)
+
+
+def test_beyond_the_limit_t_sne_maps_a_seeded_sample_and_pca_every_photo(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding, "TSNE_MAX_POINTS", 50)
+    analysis = _analysis()
+    analysis.save(tmp_path)
+    tsne = embedding.run_map(tmp_path, "tsne")
+    assert len(tsne.xy) == 50 and len(set(tsne.keys)) == 50
+    assert embedding.tsne_sample(120, limit=50).tolist() == sorted(embedding.tsne_sample(120, limit=50).tolist())
+    assert len(embedding.run_map(tmp_path, "pca").xy) == 120
+    frame = embedding.map_frame(analysis, tsne)
+    assert len(frame) == 50 and set(frame["key"]) == set(tsne.keys)

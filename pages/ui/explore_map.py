@@ -200,6 +200,14 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
         st.info("Pick the test or the validation photos (or both) to see them on the map.", icon=":material/info:")
         return
     wrong = int((~frame["correct"]).sum())
+    if key == "tsne":
+        total = sum(len(analysis.split(name).labels) for name in ("val", "test"))
+        mapped = len(_frame(str(run.directory), key, (run.analysis_mtime, run.embedding_mtime), temperature))
+        if mapped < total:
+            st.caption(
+                f":material/scatter_plot: t-SNE of a seeded sample of {mapped:,} of the {total:,} test and validation "
+                "photos: beyond that many it would take many minutes and gigabytes. PCA maps every photo."
+            )
     calibrated = f" Probabilities calibrated with the run's temperature ({temperature:.2f})." if temperature else ""
     classes_shown = frame["given"].nunique()
     if colour_by == "true class" and classes_shown > LEGEND_CLASSES and highlight == NO_HIGHLIGHT:
