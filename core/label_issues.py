@@ -43,6 +43,7 @@ SEARCH_ROWS = 1500  # rows the inner cross-validation chooses C on (a sample of 
 MAX_FIT_ROWS = 30_000  # rows one fold's model is fitted on (a class-balanced sample of larger sets): bounded cost
 MAX_WEIGHTS = 65_536  # principal directions x classes: 256 directions up to 256 classes, 65 at 1,000
 MIN_DIMENSIONS = 32
+ROWS_AT_ONCE = 8192  # rows of probabilities the rule and the ranking work through at a time
 PCA_FIT_ROWS = 50_000  # rows the principal directions are fitted on (a sample of larger sets)
 REDUCE_CHUNK = 20_000  # rows standardised and projected at a time
 SELF_TEST_ROWS = 20_000  # training photos the self-test plants flips among (a class-balanced sample of more)
@@ -67,12 +68,18 @@ class LabelIssue:
 
 def confident_thresholds(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """t_j: the mean probability of class j over the images labelled j (nan for a class with none)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    sums = np.bincount(labels, weights=probabilities[np.arange(len(labels)), labels], minlength=num_classes)
+    given = np.asarray(probabilities)[np.arange(len(labels)), labels].astype(np.float64)
+    sums = np.bincount(labels, weights=given, minlength=num_classes)
     counts = np.bincount(labels, minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _chunks(n: int):
+    """Row ranges of ROWS_AT_ONCE: an (n, classes) temporary never exists whole (800 MB at 100k x 1,000 in float64)."""
+    for start in range(0, n, ROWS_AT_ONCE):
+        yield slice(start, min(n, start + ROWS_AT_ONCE))
 
 
 def find_label_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,31 +88,42 @@ def find_label_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np
     Returns:
         (flagged mask, confident label per image; -1 where no class reaches its threshold).
     """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = np.asarray(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = probabilities.shape[1]
     thresholds = confident_thresholds(probabilities, labels, num_classes)
     # A class no image is labelled with can never be confidently "meant" (its threshold is unknown).
-    reached = probabilities >= np.where(np.isnan(thresholds), np.inf, thresholds)[None, :]
-    masked = np.where(reached, probabilities, -np.inf)
-    confident = np.where(reached.any(axis=1), masked.argmax(axis=1), -1)
-    flagged = (confident >= 0) & (confident != labels) & (probabilities.argmax(axis=1) != labels)
+    bar = np.where(np.isnan(thresholds), np.inf, thresholds)[None, :]
+    confident = np.empty(len(labels), dtype=np.int64)
+    top = np.empty(len(labels), dtype=np.int64)
+    for rows in _chunks(len(labels)):
+        p = probabilities[rows].astype(np.float64)
+        reached = p >= bar
+        masked = np.where(reached, p, -np.inf)
+        confident[rows] = np.where(reached.any(axis=1), masked.argmax(axis=1), -1)
+        top[rows] = p.argmax(axis=1)
+    flagged = (confident >= 0) & (confident != labels) & (top != labels)
     return flagged, confident
 
 
 def log_odds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """log p(most probable other class) - log p(given class): > 0 when another class is likelier."""
-    logp = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
-    rows = np.arange(len(labels))
-    others = logp.copy()
-    others[rows, labels] = -np.inf
-    return others.max(axis=1) - logp[rows, labels]
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels, dtype=np.int64)
+    out = np.empty(len(labels), dtype=np.float64)
+    for rows in _chunks(len(labels)):
+        logp = np.log(np.clip(probabilities[rows].astype(np.float64), 1e-12, 1.0))
+        index = np.arange(len(logp))
+        given = logp[index, labels[rows]].copy()
+        logp[index, labels[rows]] = -np.inf
+        out[rows] = logp.max(axis=1) - given
+    return out
 
 
 def estimate_errors(probabilities: np.ndarray, labels: np.ndarray) -> int:
     """Confident learning's estimate of how many labels are wrong: the off-diagonal of the confident joint,
     calibrated so each given label's row sums to its count (Northcutt et al. 2021, eq. 2-3)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = np.asarray(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     k = probabilities.shape[1]
     _, confident = find_label_issues(probabilities, labels)
@@ -124,7 +142,7 @@ def rank(
     splits: list[str],
 ) -> list[LabelIssue]:
     """The flagged images as LabelIssues, the suggested label's log odds against the given one highest first."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = np.asarray(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     flagged, confident = find_label_issues(probabilities, labels)
     rows = np.arange(len(labels))
@@ -413,7 +431,11 @@ def review(
     dataset without a run) to (probabilities, labels, paths). The list is cut at the estimated number of
     wrong labels. `scored`: the cross-validated model's figures; `trust`: its self-test."""
     names = [name for name in parts if len(parts[name][1])]
-    probabilities = np.concatenate([parts[n][0] for n in names]) if names else np.zeros((0, len(classes)))
+    probabilities = (  # float32: 100k x 1,000 is 400 MB, not 800
+        np.concatenate([np.asarray(parts[n][0], dtype=np.float32) for n in names])
+        if names
+        else np.zeros((0, len(classes)), dtype=np.float32)
+    )
     labels = np.concatenate([parts[n][1] for n in names]) if names else np.zeros(0, dtype=np.int64)
     paths = [p for n in names for p in parts[n][2]]
     splits = [n for n in names for _ in parts[n][2]]

@@ -187,3 +187,17 @@ def test_a_set_where_every_class_has_one_photo_is_scored_without_stratifying():
     result = out_of_sample(rng.normal(size=(40, 8)).astype(np.float32), y, 40, C=0.01)
     assert result.probabilities.shape == (40, 40)
     assert np.allclose(result.probabilities[y, y], 0.0)  # each photo's class was never seen by its model
+
+
+def test_the_rule_and_the_ranking_read_the_rows_in_chunks_with_the_same_result(monkeypatch):
+    from core import label_issues
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 7, 500)
+    probabilities = rng.dirichlet(np.ones(7) * 0.5, 500).astype(np.float32)
+    whole = label_issues.find_label_issues(probabilities, labels), label_issues.log_odds(probabilities, labels)
+    monkeypatch.setattr(label_issues, "ROWS_AT_ONCE", 37)
+    chunked = label_issues.find_label_issues(probabilities, labels), label_issues.log_odds(probabilities, labels)
+    assert np.array_equal(whole[0][0], chunked[0][0]) and np.array_equal(whole[0][1], chunked[0][1])
+    assert np.allclose(whole[1], chunked[1])
+    assert whole[0][0].any()  # a real case: some flagged
