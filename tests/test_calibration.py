@@ -116,3 +116,16 @@ def test_a_run_is_calibrated_once_and_the_fit_is_stored(tmp_path):
     summary = first.summary()
     assert {"temperature", "ece_before", "ece_after", "nll_before", "nll_after"} <= set(summary)
     assert first.few_validation_images is False  # 100 validation images per class
+
+
+def test_the_temperature_search_minimises_the_same_nll_as_logits_nll():
+    from core.calibration import fit_temperature, logits_nll
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 50, 2000)
+    logits = rng.normal(0, 1, (2000, 50)).astype(np.float32)
+    logits[np.arange(2000), labels] += 2.5
+    logits *= 3.0  # over-confident: the best T is above 1
+    t = fit_temperature(logits, labels)
+    assert t > 1.05
+    assert logits_nll(logits, labels, t) <= min(logits_nll(logits, labels, t * f) for f in (0.97, 1.03)) + 1e-9
