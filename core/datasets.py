@@ -153,7 +153,7 @@ def scan_dataset(
         found = _scan_class_folders(root, None, budget=budget)
 
     files, ignored, seen_classes = found
-    classes = sorted({cls for _, cls, _, _ in files})
+    classes = sorted({cls for _, cls, _, _, _ in files})
     empty = sorted(seen_classes - set(classes))
     if not classes:
         loose = sum(1 for p in root.iterdir() if p.is_file() and _visible(p) and is_image_name(p.name))
@@ -169,16 +169,18 @@ def scan_dataset(
         )
     label_of = {name: i for i, name in enumerate(classes)}
     entries = []
-    for rel, cls, split, size in sorted(files):
+    mtimes = {}
+    for rel, cls, split, size, mtime in sorted(files):
         if layout == "manifest":
             split = _SPLIT_ALIASES.get(str(manifest.get(rel, "")).lower())
         entries.append(ImageEntry(rel, label_of[cls], split, size))
-    fingerprint = _fingerprint(root, entries, layout)
+        mtimes[rel] = mtime
+    fingerprint = _fingerprint(root, entries, layout, mtimes)
     return DatasetIndex(root, classes, entries, fingerprint, layout, empty, sorted(ignored), meta)
 
 
 def _visible(path: Path) -> bool:
-    return not path.name.startswith(".") and path.name not in _IGNORED_NAMES
+    return _visible_name(path.name)
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -201,39 +203,51 @@ def _scan_presplit(root: Path, split_dirs: dict[str, Path], budget: _Budget | No
 
 
 def _scan_class_folders(folder: Path, split: str | None, root: Path | None = None, budget: _Budget | None = None):
+    """(files as (relative path, class, split, bytes, mtime ns), ignored names, class folders seen).
+
+    Plain strings and one stat per file: 100,000 photos in about a second, where pathlib objects and a second
+    stat for the fingerprint took 6 s (the Dataset page's first draw waited for it)."""
     root = root or folder
+    prefix = len(str(root)) + 1
     files, ignored, seen = [], [], set()
     for class_dir in sorted(folder.iterdir()):
         if not (class_dir.is_dir() and _visible(class_dir)):
             continue
         seen.add(class_dir.name)
         for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
-            dirnames[:] = [d for d in dirnames if _visible(Path(d))]
+            dirnames[:] = [d for d in dirnames if _visible_name(d)]
             if budget is not None:
                 budget.count(len(filenames) + len(dirnames))
+            relative_dir = dirpath[prefix:].replace(os.sep, "/")
             for name in filenames:
-                path = Path(dirpath) / name
-                if not _visible(path):
+                if not _visible_name(name):
                     continue
-                rel = path.relative_to(root).as_posix()
+                rel = f"{relative_dir}/{name}"
                 if not is_image_name(name):
                     ignored.append(rel)
                     continue
                 try:
-                    stat = path.stat()
+                    stat = os.stat(os.path.join(dirpath, name))
                 except OSError:
                     continue
-                files.append((rel, class_dir.name, split, stat.st_size))
+                files.append((rel, class_dir.name, split, stat.st_size, stat.st_mtime_ns))
     return files, ignored, seen
 
 
-def _fingerprint(root: Path, entries: list[ImageEntry], layout: str) -> str:
+def _visible_name(name: str) -> bool:
+    return not name.startswith(".") and name not in _IGNORED_NAMES
+
+
+def _fingerprint(root: Path, entries: list[ImageEntry], layout: str, mtimes: dict[str, int] | None = None) -> str:
     digest = hashlib.sha256(f"layout={layout}\n".encode())
     for entry in entries:
-        try:
-            mtime = (root / entry.path).stat().st_mtime_ns
-        except OSError:
-            mtime = 0
+        if mtimes is not None and entry.path in mtimes:
+            mtime = mtimes[entry.path]
+        else:
+            try:
+                mtime = (root / entry.path).stat().st_mtime_ns
+            except OSError:
+                mtime = 0
         digest.update(f"{entry.path}\t{entry.bytes}\t{mtime}\t{entry.split}\n".encode())
     return digest.hexdigest()[:16]
 
