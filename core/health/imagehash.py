@@ -11,6 +11,7 @@ import numpy as np
 from scipy.fft import dctn
 
 THUMB = 32  # side of the grayscale thumbnail the hash is computed from
+_ROWS = 8192  # thumbnails (or pairs) worked through at a time
 _BANDS, _BAND_BITS = 4, 16  # near-duplicate search: the hash cut into 4 bands of 16 bits
 _FLAT_STD = 2.0  # gray levels: a thumbnail this even is a blank image
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -23,10 +24,14 @@ def grayscale(rgb: np.ndarray) -> np.ndarray:
 
 def phash(gray: np.ndarray) -> np.ndarray:
     """64-bit DCT hashes of (n, 32, 32) grayscale thumbnails, as uint64 (n,)."""
-    gray = np.asarray(gray, np.float32).reshape(-1, THUMB, THUMB)
-    low = dctn(gray, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(gray), 64)
-    bits = low > np.median(low, axis=1, keepdims=True)
-    return np.packbits(bits, axis=1).view(">u8").reshape(-1).astype(np.uint64)
+    gray = np.asarray(gray).reshape(-1, THUMB, THUMB)
+    out = np.empty(len(gray), dtype=np.uint64)
+    for start in range(0, len(gray), _ROWS):  # in chunks: float copies of 300k thumbnails would be gigabytes
+        part = gray[start : start + _ROWS].astype(np.float32)
+        low = dctn(part, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(part), 64)
+        bits = low > np.median(low, axis=1, keepdims=True)
+        out[start : start + _ROWS] = np.packbits(bits, axis=1).view(">u8").reshape(-1)
+    return out
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,19 +96,24 @@ def correlation(thumbs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     alike (1.0) when their levels match, a flat one and a textured one as unrelated (0.0).
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    if len(pairs) == 0:
-        return np.empty(0, np.float32)
+    out = np.empty(len(pairs), np.float32)
+    for start in range(0, len(pairs), _ROWS):  # only the pairs' thumbnails, a chunk at a time, ever in float
+        a, b = (_centred(thumbs[pairs[start : start + _ROWS, k]]) for k in (0, 1))
+        (ca, ma, sa), (cb, mb, sb) = a, b
+        dot = np.einsum("ij,ij->i", ca, cb) / ca.shape[1]
+        blank = (sa < _FLAT_STD) | (sb < _FLAT_STD)
+        both_blank = (sa < _FLAT_STD) & (sb < _FLAT_STD)
+        result = np.where(blank, 0.0, dot / np.maximum(sa * sb, 1e-6))
+        out[start : start + _ROWS] = np.where(both_blank & (np.abs(ma - mb) < 4), 1.0, result)
+    return out
+
+
+def _centred(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each thumbnail flattened and centred (float32), its mean and its standard deviation."""
     flat = thumbs.reshape(len(thumbs), -1).astype(np.float32)
     mean = flat.mean(axis=1)
     centred = flat - mean[:, None]
-    std = np.sqrt((centred**2).mean(axis=1))
-    a, b = pairs[:, 0], pairs[:, 1]
-    dot = np.einsum("ij,ij->i", centred[a], centred[b]) / flat.shape[1]
-    blank = (std[a] < _FLAT_STD) | (std[b] < _FLAT_STD)
-    both_blank = (std[a] < _FLAT_STD) & (std[b] < _FLAT_STD)
-    result = np.where(blank, 0.0, dot / np.maximum(std[a] * std[b], 1e-6))
-    result = np.where(both_blank & (np.abs(mean[a] - mean[b]) < 4), 1.0, result)
-    return result.astype(np.float32)
+    return centred, mean, np.sqrt((centred**2).mean(axis=1))
 
 
 def groups(n: int, pairs: np.ndarray) -> list[list[int]]:
