@@ -28,7 +28,7 @@ UNKNOWN = "no dataset here has its fingerprint"
 
 _IMAGES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)(?P<jpeg>-jpeg)?$")
 _FEATURES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})(?:-jpeg)?-(?P<size>\d+)-(?P<backbone>.+)$")
-_HEALTH = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+)-v(?P<version>\d+)\.\w+$")
+_HEALTH = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:-\d+)?)-v(?P<version>\d+)\.\w+$")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def caches(tmp_path):
     (cache / ".abcdef0123456789-24.123.456.tmp").mkdir()
     (cache / ".abcdef0123456789-24.123.456.tmp" / "images.npy").write_bytes(b"\0" * 5000)
     (cache / f"{before_edit}-table-v1.parquet").write_bytes(b"x" * 100)
+    (cache / f"{before_edit}-report-224-v1.json").write_bytes(b"{}")  # a saved health report
     current = cache_inventory.current_fingerprints([kept, edited])
     return cache, current, {"kept": kept, "edited": edited, "gone": gone, "before_edit": before_edit}
 
@@ -49,6 +50,7 @@ def test_every_cache_is_listed_with_its_size_and_state(caches):
     assert [(e.dataset, e.kind) for e in by_state[DATASET_GONE]] == [(str(roots["gone"]), "decoded photos")]
     changed = {(e.fingerprint, e.kind) for e in by_state[DATASET_CHANGED]}
     assert changed == {(roots["before_edit"], "decoded photos"), (roots["before_edit"], "health check")}
+    assert len(by_state[DATASET_CHANGED]) == 3  # the decoded photos, the health table and its report
     assert [e.size for e in by_state[OLD_FORMAT]] == [30]
     assert len(by_state[UNFINISHED]) == 1
     assert not any(e.state == IN_USE for e in entries[: len(entries) - len(by_state[IN_USE])])  # stale ones first
