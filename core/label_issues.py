@@ -66,10 +66,47 @@ class LabelIssue:
         return asdict(self)
 
 
+class Stacked:
+    """The rows of several (n_i, classes) arrays read as one, never joined: the splits' probabilities of 300k
+    photos x 1,000 classes are 1.2 GB, and a joined copy would be as much again. Rows are read by slices (a
+    chunk at a time) and single cells by (rows, columns) index arrays."""
+
+    def __init__(self, arrays: list[np.ndarray], width: int):
+        self.arrays = [np.asarray(a) for a in arrays]
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.shape = (int(self.starts[-1]), width)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, _ = key.indices(len(self))
+            parts = [
+                a[max(start - s, 0) : max(min(stop - s, len(a)), 0)]
+                for a, s in zip(self.arrays, self.starts[:-1], strict=True)
+            ]
+            parts = [part for part in parts if len(part)]
+            return np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), dtype=np.float32)
+        rows, columns = key
+        rows, columns = np.asarray(rows), np.asarray(columns)
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty(np.broadcast(rows, columns).shape, dtype=np.float64)
+        for i, array in enumerate(self.arrays):
+            mine = which == i
+            if mine.any():
+                out[mine] = array[rows[mine] - self.starts[i], np.broadcast_to(columns, rows.shape)[mine]]
+        return out if out.shape else float(out)
+
+
+def _rows(probabilities):
+    return probabilities if isinstance(probabilities, Stacked) else np.asarray(probabilities)
+
+
 def confident_thresholds(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """t_j: the mean probability of class j over the images labelled j (nan for a class with none)."""
     labels = np.asarray(labels, dtype=np.int64)
-    given = np.asarray(probabilities)[np.arange(len(labels)), labels].astype(np.float64)
+    given = np.asarray(_rows(probabilities)[np.arange(len(labels)), labels], dtype=np.float64)
     sums = np.bincount(labels, weights=given, minlength=num_classes)
     counts = np.bincount(labels, minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -88,7 +125,7 @@ def find_label_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np
     Returns:
         (flagged mask, confident label per image; -1 where no class reaches its threshold).
     """
-    probabilities = np.asarray(probabilities)
+    probabilities = _rows(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = probabilities.shape[1]
     thresholds = confident_thresholds(probabilities, labels, num_classes)
@@ -108,7 +145,7 @@ def find_label_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np
 
 def log_odds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """log p(most probable other class) - log p(given class): > 0 when another class is likelier."""
-    probabilities = np.asarray(probabilities)
+    probabilities = _rows(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     out = np.empty(len(labels), dtype=np.float64)
     for rows in _chunks(len(labels)):
@@ -123,7 +160,7 @@ def log_odds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def estimate_errors(probabilities: np.ndarray, labels: np.ndarray) -> int:
     """Confident learning's estimate of how many labels are wrong: the off-diagonal of the confident joint,
     calibrated so each given label's row sums to its count (Northcutt et al. 2021, eq. 2-3)."""
-    probabilities = np.asarray(probabilities)
+    probabilities = _rows(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     k = probabilities.shape[1]
     _, confident = find_label_issues(probabilities, labels)
@@ -142,7 +179,7 @@ def rank(
     splits: list[str],
 ) -> list[LabelIssue]:
     """The flagged images as LabelIssues, the suggested label's log odds against the given one highest first."""
-    probabilities = np.asarray(probabilities)
+    probabilities = _rows(probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     flagged, confident = find_label_issues(probabilities, labels)
     rows = np.arange(len(labels))
@@ -431,11 +468,7 @@ def review(
     dataset without a run) to (probabilities, labels, paths). The list is cut at the estimated number of
     wrong labels. `scored`: the cross-validated model's figures; `trust`: its self-test."""
     names = [name for name in parts if len(parts[name][1])]
-    probabilities = (  # float32: 100k x 1,000 is 400 MB, not 800
-        np.concatenate([np.asarray(parts[n][0], dtype=np.float32) for n in names])
-        if names
-        else np.zeros((0, len(classes)), dtype=np.float32)
-    )
+    probabilities = Stacked([parts[n][0] for n in names], len(classes))  # read in place, never joined
     labels = np.concatenate([parts[n][1] for n in names]) if names else np.zeros(0, dtype=np.int64)
     paths = [p for n in names for p in parts[n][2]]
     splits = [n for n in names for _ in parts[n][2]]

@@ -201,3 +201,25 @@ def test_the_rule_and_the_ranking_read_the_rows_in_chunks_with_the_same_result(m
     assert np.array_equal(whole[0][0], chunked[0][0]) and np.array_equal(whole[0][1], chunked[0][1])
     assert np.allclose(whole[1], chunked[1])
     assert whole[0][0].any()  # a real case: some flagged
+
+
+def test_the_splits_are_read_in_place_with_the_same_review_as_joined():
+    from core import label_issues
+
+    rng = np.random.default_rng(6)
+    parts = {}
+    for name, n in (("train", 300), ("val", 40), ("test", 45)):
+        labels = rng.integers(0, 6, n)
+        parts[name] = (
+            rng.dirichlet(np.ones(6) * 0.4, n).astype(np.float32),
+            labels,
+            [f"{name}/{i}.jpg" for i in range(n)],
+        )
+    classes = [f"c{i}" for i in range(6)]
+    review = label_issues.review(parts, classes, "test")
+    joined = np.concatenate([p[0] for p in parts.values()])
+    labels = np.concatenate([p[1] for p in parts.values()])
+    paths = [path for p in parts.values() for path in p[2]]
+    splits = [name for name, p in parts.items() for _ in p[2]]
+    expected = label_issues.rank(joined, labels, classes, paths, splits)[: label_issues.estimate_errors(joined, labels)]
+    assert [i.to_dict() for i in review.issues] == [i.to_dict() for i in expected] and review.issues
