@@ -373,7 +373,12 @@ def _fit_predict(x_train, y_train, x_held, num_classes: int, seed: int, C: float
 
 
 def self_test(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0, C: float | None = None
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    seed: int = 0,
+    C: float | None = None,
+    reduced: bool = False,
 ) -> dict[str, Any]:
     """How well the ranking finds wrong labels on these very photos: flip PLANTED_SHARE of the labels on
     purpose, rank again, count the planted flips among the first as many suspects as were planted. Beyond
@@ -393,7 +398,7 @@ def self_test(
     rows = rng.choice(n, planted, replace=False)
     flipped = y.copy()
     flipped[rows] = (y[rows] + rng.integers(1, num_classes, planted)) % num_classes
-    x = reduce(features, dimensions(num_classes), seed)
+    x = np.asarray(features, dtype=np.float32) if reduced else reduce(features, dimensions(num_classes), seed)
     probabilities = out_of_sample(x, flipped, num_classes, seed=seed, C=C, reduced=True).probabilities
     flagged, _ = find_label_issues(probabilities, flipped)
     odds = log_odds(probabilities, flipped)
