@@ -100,3 +100,21 @@ def test_save_load_round_trip(evaluation, tmp_path):
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="columns"):
         Evaluation(np.zeros((2, 2)), np.zeros(2), ["a", "b", "c"], ["x", "y"])
+
+
+def test_the_classes_of_the_top_mistakes_show_those_mistakes_and_untested_classes_leave_the_macro():
+    from core.evaluation import Evaluation
+
+    classes = [f"c{i}" for i in range(6)]
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 3])  # c4 and c5 have no test photo
+    predictions = np.array([4, 4, 0, 5, 1, 2, 2, 3])  # c0 -> c4 twice, c1 -> c5 once
+    probabilities = np.full((8, 6), 0.02)
+    probabilities[np.arange(8), predictions] = 0.9
+    evaluation = Evaluation(
+        probabilities=probabilities, labels=labels, classes=classes, paths=[f"{i}.jpg" for i in range(8)]
+    )
+    assert evaluation.classes_of_top_mistakes(2) == ["c0", "c4"]  # both sides of the most frequent mistake
+    assert evaluation.classes_of_top_mistakes(4) == ["c0", "c4", "c1", "c5"]
+    per_class = evaluation.per_class().set_index("class")
+    tested = per_class[per_class["support"] > 0]
+    assert evaluation.averages()["macro"]["f1"] == pytest.approx(tested["f1"].mean())

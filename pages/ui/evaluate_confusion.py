@@ -31,12 +31,12 @@ def ordered_classes(evaluation, counts: np.ndarray, order: str) -> list[str]:
 
 def shown_matrix(evaluation, counts: np.ndarray, ordered: list[str], picked: list[str], limit: int):
     """(names, counts of the shown cells, each row's total images): the picked classes plus "(other)",
-    or the `limit` classes with the most mistakes, in the order of `ordered`."""
+    or `limit` classes of the most frequent mistakes (both sides of each pair), in the order of `ordered`."""
     if picked:
         names = [name for name in ordered if name in set(picked)]
         sub, names = submatrix(counts, list(evaluation.classes), names)
         return names, sub.astype(float), np.maximum(sub.sum(axis=1), 1)
-    chosen = set(evaluation.classes_with_most_errors(limit)) if limit < evaluation.num_classes else set(ordered)
+    chosen = set(evaluation.classes_of_top_mistakes(limit)) if limit < evaluation.num_classes else set(ordered)
     index = [evaluation.classes.index(name) for name in ordered if name in chosen]
     names = [evaluation.classes[i] for i in index]
     return names, counts[np.ix_(index, index)].astype(float), np.maximum(counts[index].sum(axis=1), 1)

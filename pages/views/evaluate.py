@@ -81,7 +81,11 @@ if top_k:
         help=f"Share of test images whose true class is among the {top_k} most probable.",
     )
     rest = rest[1:]
-rest[0].metric("Macro F1", f"{summary_averages['macro']['f1']:.3f}", help="F1 averaged over classes, each class equal.")
+rest[0].metric(
+    "Macro F1",
+    f"{summary_averages['macro']['f1']:.3f}",
+    help="F1 averaged over the classes with test photos, each class equal.",
+)
 rest[1].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help="F1 averaged over classes by support.")
 rest[2].metric("Test images", len(evaluation.labels))
 if len(evaluation.labels) < SMALL_TEST_SPLIT:
@@ -212,7 +216,7 @@ with matrix_tab:
             key="evaluate_matrix",
             on_select="rerun",
             selection_mode="cell",
-            width="content",
+            width="stretch",  # its column's width: a fixed 900 px ran under the side panel at 1,400 px
         )
         apply_pick("evaluate_matrix", picked_cell(event))
         st.caption(
@@ -257,8 +261,20 @@ with classes_tab:
     table = evaluation.per_class()
     top_confusion = confused.drop_duplicates("true").set_index("true")["predicted"]
     table["most often mistaken for"] = table["class"].map(top_confusion).fillna("")
-    table = table.sort_values(["f1", "class"]).reset_index(drop=True)
-    st.caption("Worst classes first. Click a column header to sort differently.")
+    untested = table["support"] == 0
+    table = table.assign(_untested=untested).sort_values(["_untested", "f1", "class"]).drop(columns="_untested")
+    table = table.reset_index(drop=True)
+    for column in ("precision", "recall", "f1"):  # no test photo: no score, not a score of 0
+        table[column] = table[column].where(table["support"] > 0)
+    st.caption(
+        "Worst classes first. Click a column header to sort differently."
+        + (
+            f" {int(untested.sum()):,} class(es) have no test photo: their scores are blank, they are listed last "
+            "and left out of the macro averages."
+            if untested.any()
+            else ""
+        )
+    )
     st.dataframe(
         table,
         hide_index=True,

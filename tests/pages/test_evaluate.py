@@ -146,11 +146,11 @@ def many_classes(tmp_path):
 def test_large_class_controls_change_the_matrix(app, many_classes):
     at = app("evaluate", models_dir=many_classes)
     assert "Top-5 accuracy" in texts(at)
-    assert len(_matrix_classes(at)) == 25  # starts from the 25 classes with the most mistakes
+    assert len(_matrix_classes(at)) == 25  # starts from 25 classes of the most frequent mistakes
     at.slider(key="evaluate_limit").set_value(8).run()
     shown = _matrix_classes(at)
     evaluation = Evaluation.load(many_classes / "thirty000001")
-    assert len(shown) == 8 and set(shown) == set(evaluation.classes_with_most_errors(8))
+    assert len(shown) == 8 and set(shown) == set(evaluation.classes_of_top_mistakes(8))
     at.selectbox(key="evaluate_order").set_value("worst recall first").run()
     by_recall = [c for c in evaluation.classes_by_error() if c in set(shown)]
     assert _matrix_classes(at) == by_recall
