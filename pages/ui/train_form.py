@@ -160,7 +160,9 @@ def disk_note(dataset: str | None, config) -> None:
     if not found or not found.get("fingerprint"):
         return
     plan = disk_plan(common.cache_root(), found["fingerprint"], found["images"], config.cache_size)
-    sentence = plan.sentence(found["images"], config.cache_size)
+    sentence = plan.sentence(found["images"], config.cache_size) + (
+        f" (Squares of {config.cache_size} px for {config.image_size} px training: 8/7 of it, room for the crops.)"
+    )
     if plan.fits:
         st.caption(f":material/hard_drive: {sentence}")
     else:
