@@ -10,6 +10,7 @@ import pytest
 from core import cache_inventory
 from core.cache_inventory import DATASET_CHANGED, DATASET_GONE, IN_USE, OLD_FORMAT, UNFINISHED
 from core.datasets import scan_dataset
+from core.health.table import CACHE_VERSION as HEALTH_VERSION
 from core.ingest import INDEX_FILE, ingest
 from tests.conftest import make_image_dataset
 
@@ -32,8 +33,8 @@ def caches(tmp_path):
     (old / INDEX_FILE).write_text(json.dumps({**index, "version": 1}))
     (cache / ".abcdef0123456789-24.123.456.tmp").mkdir()
     (cache / ".abcdef0123456789-24.123.456.tmp" / "images.npy").write_bytes(b"\0" * 5000)
-    (cache / f"{before_edit}-table-v1.parquet").write_bytes(b"x" * 100)
-    (cache / f"{before_edit}-report-224-v1.json").write_bytes(b"{}")  # a saved health report
+    (cache / f"{before_edit}-table-v{HEALTH_VERSION}.parquet").write_bytes(b"x" * 100)
+    (cache / f"{before_edit}-report-224-v{HEALTH_VERSION}.json").write_bytes(b"{}")  # a saved health report
     current = cache_inventory.current_fingerprints([kept, edited])
     return cache, current, {"kept": kept, "edited": edited, "gone": gone, "before_edit": before_edit}
 

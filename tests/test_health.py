@@ -391,3 +391,26 @@ def test_near_pairs_are_exactly_the_pairs_within_the_distance_without_comparing_
         found = [tuple(pair) for pair in imagehash.near_pairs(hashes, distance).tolist()]
         assert found == brute, distance
     assert imagehash.near_pairs(hashes[:1], 10).shape == (0, 2)
+
+
+def test_one_pattern_in_other_colours_is_not_the_same_picture_but_a_reencoded_copy_is(tmp_path):
+    y, x = np.mgrid[0:64, 0:64]
+    wave = ((np.sin(x * 0.6 + y * 0.3) + 1) / 2)[..., None]
+    pink_blue = (np.array([230, 120, 180]) * wave + np.array([60, 90, 220]) * (1 - wave)).astype(np.uint8)
+    green_purple = (np.array([80, 200, 90]) * wave + np.array([120, 40, 140]) * (1 - wave)).astype(np.uint8)
+    for name, pixels, quality in (("a/stripes.jpg", pink_blue, 95), ("b/copy.jpg", pink_blue, 70)):
+        (tmp_path / "set" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "set" / name, quality=quality)
+    (tmp_path / "set" / "c").mkdir()
+    Image.fromarray(green_purple).save(tmp_path / "set" / "c" / "other.jpg", quality=95)
+    for i in range(3):  # padding so the folders are classes with more than one photo
+        for cls in "abc":
+            picture(i + 10 * ord(cls)).save(tmp_path / "set" / cls / f"pad{i}.png")
+    from core.health.analysis import analyse, duplicate_groups
+
+    index = scan_dataset(tmp_path / "set")
+    analysis, _ = analyse(index, None, None, 1, None)
+    _, near, _ = duplicate_groups(analysis)
+    named = [sorted(index.entries[i].path for i in group) for group in near]
+    assert ["a/stripes.jpg", "b/copy.jpg"] in named
+    assert not any("c/other.jpg" in group for group in named)

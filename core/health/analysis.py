@@ -24,6 +24,7 @@ from core.imaging import GRAYSCALE_MODES, ImageError, load_square
 
 NEAR_BITS = 10  # of 64 perceptual-hash bits: candidates for "the same picture"
 NEAR_CORRELATION = 0.92  # ...confirmed when their thumbnails also correlate this well
+NEAR_COLOUR_LEVELS = 24.0  # ...and their mean R, G and B are within this many levels of 255
 GRAY_MEAN_CHROMA = 3.0  # mean max(R,G,B)-min(R,G,B) over the thumbnail, in gray levels
 GRAY_PEAK_CHROMA = 16.0  # and its 99th percentile: a gray photo saved as RGB has only JPEG noise
 
@@ -38,6 +39,7 @@ class Analysis:
     phash: np.ndarray  # uint64
     thumbs: np.ndarray  # (n, 32, 32) uint8 grayscale
     chroma_mean: np.ndarray  # float32
+    colour: np.ndarray  # (n, 3) float32: the mean R, G, B of the thumbnail
     chroma_peak: np.ndarray  # float32
     readable: np.ndarray  # bool
     reason: np.ndarray  # '<U...'
@@ -59,6 +61,7 @@ def analyse(index: DatasetIndex, progress, cache_root, workers, should_stop) -> 
     readable = np.zeros(n, bool)
     thumbs = np.zeros((n, imagehash.THUMB, imagehash.THUMB), np.uint8)
     chroma_mean = np.zeros(n, np.float32)
+    mean_rgb = np.zeros((n, 3), np.float32)
     chroma_peak = np.zeros(n, np.float32)
     paths = [index.root / e.path for e in index.entries]
     chunks = [range(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
@@ -78,7 +81,7 @@ def analyse(index: DatasetIndex, progress, cache_root, workers, should_stop) -> 
                     sha[i] = digest
                     readable[i] = True
                     thumbs[i] = gray
-                    chroma_mean[i], chroma_peak[i] = colour
+                    chroma_mean[i], chroma_peak[i], mean_rgb[i] = colour
                 done += len(chunk)
                 report(progress, "hashing", done, n)
                 if should_stop and should_stop():
@@ -95,6 +98,7 @@ def analyse(index: DatasetIndex, progress, cache_root, workers, should_stop) -> 
         phash=hashes,
         thumbs=thumbs,
         chroma_mean=chroma_mean,
+        colour=mean_rgb,
         chroma_peak=chroma_peak,
         readable=readable,
         reason=np.array(reason, dtype=str),
@@ -108,8 +112,9 @@ def analyse(index: DatasetIndex, progress, cache_root, workers, should_stop) -> 
 
 def _analyse_chunk(
     paths: list[Path],
-) -> list[tuple[str, np.ndarray | None, tuple[float, float] | None, str | None]]:
-    """Per file: (sha256, grayscale thumbnail, (mean, 99th percentile) chroma, None) or ("", None, None, reason).
+) -> list[tuple[str, np.ndarray | None, tuple[float, float, np.ndarray] | None, str | None]]:
+    """Per file: (sha256, grayscale thumbnail, (mean and 99th percentile chroma, mean RGB), None), or
+    ("", None, None, reason).
 
     The per-image arithmetic runs here, in the worker threads, not in the thread collecting results.
     """
@@ -129,7 +134,7 @@ def _analyse_chunk(
             continue
         gray = np.clip(imagehash.grayscale(thumb), 0, 255).round().astype(np.uint8)
         chroma = thumb.max(axis=2).astype(np.float32) - thumb.min(axis=2)
-        colour = (float(chroma.mean()), float(np.percentile(chroma, 99)))
+        colour = (float(chroma.mean()), float(np.percentile(chroma, 99)), thumb.reshape(-1, 3).mean(axis=0))
         out.append((hashlib.sha256(data).hexdigest(), gray, colour, None))
     return out
 
@@ -153,6 +158,10 @@ def duplicate_groups(analysis: Analysis) -> tuple[list[list[int]], list[list[int
     candidates = positions[candidates] if len(candidates) else np.empty((0, 2), np.int64)
     if len(candidates):
         alike = imagehash.correlation(analysis.thumbs, candidates) >= NEAR_CORRELATION
+        # the hash and the correlation see grayscale only: two pictures of one pattern in other colours are not
+        # "the same picture" (a re-encoded or slightly re-coloured copy stays within a few levels)
+        shift = np.abs(analysis.colour[candidates[:, 0]] - analysis.colour[candidates[:, 1]]).max(axis=1)
+        alike &= shift <= NEAR_COLOUR_LEVELS
         different_bytes = analysis.sha256[candidates[:, 0]] != analysis.sha256[candidates[:, 1]]
         candidates = candidates[alike & different_bytes]
     n = len(analysis.readable)

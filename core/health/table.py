@@ -14,7 +14,7 @@ from core.fileio import read_json, write_json_atomic
 from core.imaging import MAX_PIXELS, ImageError, load_square
 from core.progress import StageCallback
 
-CACHE_VERSION = 1  # of the cached table and analysis files; bump when their content changes
+CACHE_VERSION = 2  # of the cached table and analysis files; bump when their content changes (2: mean colour)
 TABLE_COLUMNS = ["path", "class", "split", "width", "height", "mode", "format", "bytes", "readable", "reason"]
 CHUNK = 64  # files between progress reports
 
