@@ -47,7 +47,10 @@ def test_get_list_and_check_the_demo_set(tmp_path, capsys):
     report = json.loads(out)
     assert code == 0 and report["images"] == 300 and report["ok"] is True
     assert [f["kind"] for f in report["findings"]] == ["small_images"]
-    assert any(p.name.endswith("-health-v1.npz") for p in (tmp_path / "data" / ".cache").iterdir())
+    from core.health.table import CACHE_VERSION
+
+    cached = (tmp_path / "data" / ".cache").iterdir()
+    assert any(p.name.endswith(f"-health-v{CACHE_VERSION}.npz") for p in cached)
     code, out, _ = run(capsys, "check", "demo", "--data-dir", data, "--image-size", "96")
     assert code == 0 and "no problems found" in out and "(cached)" in out
 
