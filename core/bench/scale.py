@@ -372,29 +372,14 @@ def _map(run_dir: str, method: str) -> dict[str, Any]:
 
 
 def _pages(dataset: str, run_id: str, other_id: str) -> dict[str, Any]:
-    """Each page's first draw through AppTest (a fresh session each, as a newly opened tab)."""
-    from streamlit.testing.v1 import AppTest
+    """Each page's first draw (AppTest). The drawing lives with the pages: `core/` never imports Streamlit."""
+    import importlib
 
-    from pages.ui.navigation import page_file
-
-    app = str(_project_root() / "streamlit_app.py")
-    times: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    drawn: dict[str, dict[str, int]] = {}  # what each page showed: tables, charts, metrics (not an empty page)
-    for page in PAGES:
-        at = AppTest.from_file(app, default_timeout=600)
-        at.run()
-        at.switch_page(page_file(page))
-        started = time.perf_counter()
-        at.run()
-        times[page] = time.perf_counter() - started
-        kinds = ("dataframe", "plotly_chart", "arrow_vega_lite_chart", "vega_lite_chart", "metric", "image")
-        drawn[page] = {kind: len(at.get(kind)) for kind in kinds if len(at.get(kind))}
-        if at.exception:
-            errors[page] = str(at.exception[0].value)[:300]
-    return {"pages": times, "errors": errors, "drawn": drawn}
+    first_draw = importlib.import_module(PAGE_DRAW_MODULE)
+    return first_draw.draw_pages(PAGES)
 
 
+PAGE_DRAW_MODULE = "pages.ui.first_draw"  # by name: the UI side of the benchmark
 CALLS = {"scan": _scan, "analysis": _analysis, "map": _map, "pages": _pages}
 
 
