@@ -519,6 +519,16 @@ def _chunk_size(total: int, workers: int) -> int:
     return max(16, min(_CHUNK, -(-total // (8 * max(1, workers)))))
 
 
+def _square_or_reason(path: str, size: int) -> np.ndarray | str:
+    """The photo at `path` as a `size` RGB square, or why it could not be decoded."""
+    try:
+        return load_square(path, size)
+    except ImageError as e:
+        return str(e)
+    except Exception as e:  # a decoder bug must cost one image, not the dataset
+        return f"could not decode ({type(e).__name__}: {e})"
+
+
 def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int, str]]) -> dict[int, str]:
     """Decode `items` (row, path) into their rows of the cache file; return {row: reason} failures."""
     failures: dict[int, str] = {}
@@ -526,13 +536,9 @@ def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int
     fd = os.open(images_path, os.O_WRONLY)
     try:
         for row, path in items:
-            try:
-                square = load_square(path, size)  # contiguous RGB rows, written without a copy
-            except ImageError as e:
-                failures[row] = str(e)
-                continue
-            except Exception as e:  # a decoder bug must cost one image, not the dataset
-                failures[row] = f"could not decode ({type(e).__name__}: {e})"
+            square = _square_or_reason(path, size)  # contiguous RGB rows, written without a copy
+            if isinstance(square, str):
+                failures[row] = square
                 continue
             if square.nbytes != row_bytes:
                 failures[row] = f"could not decode (got {square.nbytes} bytes for a {size}x{size} RGB square)"
@@ -550,13 +556,9 @@ def encode_chunk(size: int, items: list[tuple[int, str]]) -> tuple[dict[int, str
     failures: dict[int, str] = {}
     encoded: dict[int, bytes] = {}
     for row, path in items:
-        try:
-            square = load_square(path, size)
-        except ImageError as e:
-            failures[row] = str(e)
-            continue
-        except Exception as e:  # a decoder bug must cost one image, not the dataset
-            failures[row] = f"could not decode ({type(e).__name__}: {e})"
+        square = _square_or_reason(path, size)
+        if isinstance(square, str):
+            failures[row] = square
             continue
         encoded[row] = simplejpeg.encode_jpeg(square, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling="444")
     return failures, encoded
