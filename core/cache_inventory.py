@@ -76,25 +76,20 @@ def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[Ca
             kind = "decoded photos (JPEG)" if match["jpeg"] else "decoded photos"
             entries.append(CacheEntry(path, kind, size, fingerprint, dataset, int(match["size"]), state))
     features = root / "features"
-    if features.is_dir():
-        for path in sorted(features.iterdir()):
-            match = _FEATURES.match(path.name)
-            if not (path.is_dir() and match):
-                continue
-            fingerprint = match["fingerprint"]
-            dataset = current.get(fingerprint) or roots.get(fingerprint, "")
-            state = _state(fingerprint, dataset, current)
-            entries.append(
-                CacheEntry(path, "features", folder_bytes(path), fingerprint, dataset, int(match["size"]), state)
-            )
-    for path in sorted(root.iterdir()):
-        match = _HEALTH.match(path.name)
-        if not (path.is_file() and match):
+    derived = (
+        [(p, _FEATURES, "features") for p in sorted(features.iterdir()) if p.is_dir()] if features.is_dir() else []
+    )
+    derived += [(p, _HEALTH, "health check") for p in sorted(root.iterdir()) if p.is_file()]
+    for path, pattern, kind in derived:  # made from a dataset's photos: known by fingerprint only
+        match = pattern.match(path.name)
+        if not match:
             continue
         fingerprint = match["fingerprint"]
         dataset = current.get(fingerprint) or roots.get(fingerprint, "")
-        state = OLD_FORMAT if int(match["version"]) != HEALTH_VERSION else _state(fingerprint, dataset, current)
-        entries.append(CacheEntry(path, "health check", path.stat().st_size, fingerprint, dataset, None, state))
+        older = kind == "health check" and int(match["version"]) != HEALTH_VERSION
+        state = OLD_FORMAT if older else _state(fingerprint, dataset, current)
+        size = int(match["size"]) if kind == "features" else None
+        entries.append(CacheEntry(path, kind, folder_bytes(path), fingerprint, dataset, size, state))
     return sorted(entries, key=lambda e: (e.state == IN_USE, -e.bytes))
 
 
@@ -149,7 +144,10 @@ def remove(entries: list[CacheEntry], cache_root: str | os.PathLike) -> int:
 
 
 def folder_bytes(folder: Path) -> int:
-    """Disk used by the files under `folder` (allocated blocks: a sparse file counts what it holds)."""
+    """Disk used by the files under `folder`, or by `folder` if it is a file (allocated blocks: a sparse file
+    counts what it holds)."""
+    if os.path.isfile(folder):
+        return os.lstat(folder).st_blocks * 512
     total = 0
     for dirpath, _, files in os.walk(folder):
         for name in files:
