@@ -255,6 +255,7 @@ def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
             "synthetic": bool(index.meta.get("synthetic")),
             "folder": outside,
             "fingerprint": index.fingerprint,
+            "given_splits": sorted({e.split for e in index.entries if e.split}) if index.has_split else [],
         }
         for index, outside in indexes
     ]
@@ -263,7 +264,8 @@ def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
 def datasets(include_folders: bool = True) -> list[dict]:
     """Datasets under the data folder, then (unless told not to) folders elsewhere used before.
 
-    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/), fingerprint.
+    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/), fingerprint,
+    given_splits (the splits the dataset brings itself: [] when Flora draws them).
     """
     allowed = roots()
     remembered = workspace.remembered_folders(data_root()) if include_folders else []

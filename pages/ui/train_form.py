@@ -100,7 +100,13 @@ def render() -> tuple[str | None, TrainConfig | None]:
         _draw_section(FINE_TUNE)
     with st.expander("Advanced", icon=":material/tune:"):
         teaching.explain("feature_cache")
-        _draw_section(ADVANCED, columns=4)
+        brought = shares_not_applying(dataset)
+        if brought:
+            st.caption(
+                f":material/info: This dataset brings its own {' and '.join(brought.values())} photos, so the "
+                f"{' and '.join(s.split('_')[0] for s in brought)} share does not apply (greyed out below)."
+            )
+        _draw_section(ADVANCED, columns=4, not_applying=set(brought))
     if dataset is None or weights is None:
         return dataset, None
     try:
@@ -213,8 +219,17 @@ def _config_or_default(data: dict | None) -> TrainConfig:
         return TrainConfig()
 
 
-def _draw_section(section: str, columns: int = 1) -> str | None:
-    """Draw the section's widgets; returns the weights (only the data section has them)."""
+def shares_not_applying(dataset: str | None) -> dict[str, str]:
+    """{field: split} of the val/test shares a dataset makes moot by bringing that split itself (a share
+    only carves a split the dataset lacks out of its train photos)."""
+    found = next((d for d in common.datasets() if d["path"] == dataset), None)
+    given = set(found.get("given_splits", [])) if found else set()
+    return {f"{split}_fraction": split for split in ("val", "test") if split in given}
+
+
+def _draw_section(section: str, columns: int = 1, not_applying: set[str] = frozenset()) -> str | None:
+    """Draw the section's widgets (greyed where `not_applying`); returns the weights (only the data section has
+    them)."""
     weights = None
     options = [o for o in OPTIONS if o.section == section and o.kind != FIXED]
     slots = st.columns(columns) if columns > 1 else [st.container()]
@@ -223,14 +238,14 @@ def _draw_section(section: str, columns: int = 1) -> str | None:
             if option.kind == WEIGHTS:
                 weights = weights_picker(option)
             else:
-                draw_option(option)
+                draw_option(option, disabled=option.field in not_applying)
     return weights
 
 
-def draw_option(option: TrainOption, prefix: str = "train") -> None:
+def draw_option(option: TrainOption, prefix: str = "train", disabled: bool = False) -> None:
     """The widget of one TrainConfig field, as the options table describes it, keyed `<prefix>_<field>`."""
     state = st.session_state
-    disabled = bool(option.needs) and not state.get(key(option.needs, prefix), True)
+    disabled = disabled or (bool(option.needs) and not state.get(key(option.needs, prefix), True))
     common_args = {"key": key(option.field, prefix), "help": option.help, "disabled": disabled}
     if option.kind == SELECT_SLIDER:
         choices = sorted({*option.choices, state.get(key(option.field, prefix), option.default)})

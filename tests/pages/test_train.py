@@ -339,3 +339,22 @@ def test_the_plan_says_the_disk_decoding_takes_or_that_it_is_done(app, workspace
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     at.run()
     assert any("That does not fit" in w.value for w in at.warning)
+
+
+def test_a_dataset_with_its_own_val_split_greys_out_the_val_share(app, tmp_path, monkeypatch):
+    from tests.conftest import make_image_dataset
+
+    data = tmp_path / "data"
+    for split, count in (("train", 6), ("val", 2)):  # no test folder: the test share still carves one
+        make_image_dataset(data / "given" / split, {"red": count, "blue": count}, size=(16, 16))
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    at = _new_run_tab(app, tmp_path / "models")
+    assert at.selectbox(key="train_dataset").value.endswith("given")
+    assert at.slider(key="train_val_fraction").disabled and not at.slider(key="train_test_fraction").disabled
+    assert "brings its own val photos, so the val share does not apply" in texts(at)
+
+
+def test_a_dataset_without_a_split_offers_both_shares(app):
+    at = _new_run_tab(app)
+    assert not at.slider(key="train_val_fraction").disabled and not at.slider(key="train_test_fraction").disabled
+    assert "share does not apply" not in texts(at)
