@@ -111,3 +111,12 @@ def test_a_parquet_table_imports_like_a_csv_and_its_missing_labels_are_refused(i
     with pytest.raises(ImportRejected, match="with no label: line 5"):
         import_csv(table, images, "pets2", data)
     assert not (data / "pets2").exists()
+
+
+def test_a_suggested_name_looks_past_generic_file_and_folder_names():
+    from core.importers.csv_labels import suggest_name
+
+    assert suggest_name("dog_breeds.csv", "/x/kaggle/train") == "dog_breeds"
+    assert suggest_name("labels.csv", "/x/dog-breeds/train_images") == "dog-breeds"
+    assert suggest_name("train.csv", "/x/plant net/images/train") == "plant_net"
+    assert suggest_name("labels.csv", None) == "labels"  # nothing better known

@@ -36,6 +36,26 @@ LABEL_COLUMNS = ("label", "class", "category", "species", "breed", "target", "y"
 SPLIT_COLUMNS = ("split", "set", "subset", "fold")
 SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SHOWN = 10  # rows named in a message before "... and N more"
+# Names that say what a file or folder holds, not which dataset: a suggested name looks past them.
+GENERIC_NAMES = {
+    "labels", "label", "train", "test", "val", "data", "dataset", "metadata", "annotations", "classes",
+    "train_labels", "trainlabels", "image_labels", "images", "image", "imgs", "img", "photos", "pictures",
+    "train_images", "test_images", "jpg", "jpeg", "files", "all", "input", "sample_submission",
+}  # fmt: skip
+
+
+def suggest_name(table: str, images: str | os.PathLike | None) -> str:
+    """A dataset name from the table's file name, or, when that is generic ("labels.csv", "train.csv"), from the
+    images folder or the nearest parent folder whose name is not ("~/kaggle/dogs/train" -> "dogs")."""
+    candidates = [Path(table).stem]
+    if images:
+        folder = Path(images).expanduser()
+        candidates += [folder.name, *(parent.name for parent in folder.parents)]
+    for candidate in candidates:
+        cleaned = "_".join(candidate.split()).strip("._-")
+        if cleaned and cleaned.lower() not in GENERIC_NAMES:
+            return cleaned
+    return "_".join(Path(table).stem.split()) or "table_dataset"
 
 
 def read_table(path: str | os.PathLike) -> tuple[list[dict[str, str]], list[str], list[str]]:

@@ -30,10 +30,13 @@ def open_dataset(path: str) -> None:
 
 
 def show_result(result: ImportResult, key: str) -> None:
+    """Say what was imported and make it the current dataset (the Train page and the picker start from it)."""
     common.refresh_datasets()
+    common.set_current_dataset(result.path)
     verb = "is already here" if result.already_present else "is ready"
     st.success(
-        f"**{plain.md(result.name)}** {verb}: {result.classes} classes, {result.images} images.",
+        f"**{plain.md(result.name)}** {verb}: {result.classes} classes, {result.images} images. "
+        "It is now the current dataset: the Train page starts from it.",
         icon=":material/check:",
     )
     for note in result.notes:
@@ -143,6 +146,7 @@ def table_import() -> None:
         import_csv,
         pick_column,
         read_table,
+        suggest_name,
     )
 
     st.caption(
@@ -198,7 +202,8 @@ def table_import() -> None:
             + ", ".join(f"{plain.md(name or '(empty)')} {n}" for name, n in top[:12])
             + (f" … and {len(top) - 12} more" if len(top) > 12 else "")
         )
-        name = st.text_input("Dataset name", value=Path(upload.name).stem.replace(" ", "_"), key="dataset_table_name")
+        suggested = suggest_name(upload.name, images)
+        name = st.text_input("Dataset name", value=suggested, key=f"dataset_table_name_{suggested}")
         skip = st.toggle("Import the rows whose image is there, and list the rest", key="dataset_table_skip")
         if not st.button(
             "Import", icon=":material/table_view:", disabled=not (images and name), key="dataset_table_go"

@@ -250,14 +250,14 @@ def test_a_table_of_labels_is_previewed_then_imported(app, workspace, tmp_path):
     """Issue 19: 'add a dataset' from a CSV: the first rows, the columns picked, class counts, then the import."""
     from PIL import Image
 
-    images = tmp_path / "imgs"
-    images.mkdir()
+    images = tmp_path / "dogs" / "images"  # a generic table name ("labels.csv"): the name comes from the folders
+    images.mkdir(parents=True)
     for i in range(6):
         Image.new("RGB", (20, 20), (40 * i, 80, 90)).save(images / f"p{i}.png")
     table = "id,breed\n" + "".join(f"p{i},{'beagle' if i < 3 else 'pug'}\n" for i in range(6))
     at = app("dataset")
     at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
-    at.file_uploader(key="dataset_table").set_value(("dogs.csv", table.encode(), "text/csv")).run()
+    at.file_uploader(key="dataset_table").set_value(("labels.csv", table.encode(), "text/csv")).run()
     assert not at.exception
     assert at.selectbox(key="dataset_table_path_column").value == "id"
     assert at.selectbox(key="dataset_table_label_column").value == "breed"
@@ -266,6 +266,9 @@ def test_a_table_of_labels_is_previewed_then_imported(app, workspace, tmp_path):
     at.button(key="dataset_table_go").click().run()
     assert "**dogs** is ready: 2 classes, 6 images." in texts(at)
     assert (workspace["data"] / "dogs" / "beagle").is_dir()
+    from pages.ui.common import CURRENT_DATASET
+
+    assert at.session_state[CURRENT_DATASET] == str((workspace["data"] / "dogs").resolve())  # selected
     import shutil
 
     shutil.rmtree(workspace["data"] / "dogs")
