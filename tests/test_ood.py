@@ -72,7 +72,8 @@ def test_the_summary_says_in_words_how_far_to_trust_the_flag():
     text = weak.summary()
     assert "distance of the ResNet features" in text and "picked over the energy of the logits" in text
     assert "AUROC 0.71 against 0.41" in text
-    assert "flags 5% of the run's test photos and 32% of images from elsewhere (noise 92%, other photos 4%)" in text
+    assert "caught 32% of images from elsewhere that it was tried on (noise 92%, other photos 4%)" in text
+    assert "wrongly flags 5% of the run's test photos" in text and "0.50 a coin toss" in text
     assert "lets most of those images through" in text
     strong = _detector("mahalanobis", 0.9)
     assert (

@@ -29,7 +29,7 @@ PCA_DIMENSIONS = 128  # Mahalanobis space; the first DRIFT_DIMENSIONS also serve
 DRIFT_DIMENSIONS = 64
 WEAK_BELOW = 0.5  # a method that flags fewer foreign images than this is called weak, in words
 METHOD_NAMES = {
-    "energy": "the energy of the logits",
+    "energy": "the energy of the logits (how strongly its raw scores favour any class at all)",
     "mahalanobis": "the distance of the ResNet features to the nearest class",
 }
 FOREIGN_NAMES = {"noise": "noise", "drawings": "drawings", "photos": "other photos"}
@@ -125,7 +125,7 @@ class OODDetector:
         chosen = self.evidence.get(self.method)
         name = METHOD_NAMES[self.method]
         if not chosen or chosen.get("foreign_flagged_all") is None:
-            return f"The check uses {name}; it was not measured on images from elsewhere."
+            return f"It uses {name}; how often it catches images from elsewhere was not measured."
         kinds = ", ".join(f"{FOREIGN_NAMES.get(k, k)} {v:.0%}" for k, v in chosen["foreign_flagged"].items())
         others = [m for m in METHODS if m != self.method and self.evidence.get(m, {}).get("auroc_test_vs_foreign")]
         picked = ""
@@ -134,12 +134,13 @@ class OODDetector:
             ours, theirs = chosen["auroc_test_vs_foreign"], self.evidence[other]["auroc_test_vs_foreign"]
             how = "better" if round(ours, 2) > round(theirs, 2) else "as well"
             picked = (
-                f" (picked over {METHOD_NAMES[other]}: it separates the test photos from those images {how}, "
-                f"AUROC {ours:.2f} against {theirs:.2f})"
+                f", picked over {METHOD_NAMES[other]}: it tells the test photos from those images {how} (AUROC "
+                f"{ours:.2f} against {theirs:.2f}; 1.00 is perfect, 0.50 a coin toss)"
             )
         text = (
-            f"The check uses {name}{picked}. It flags {chosen['test_flagged']:.0%} of the run's test photos and "
-            f"{chosen['foreign_flagged_all']:.0%} of images from elsewhere ({kinds})."
+            f"It caught {chosen['foreign_flagged_all']:.0%} of images from elsewhere that it was tried on "
+            f"({kinds}), and wrongly flags {chosen['test_flagged']:.0%} of the run's test photos. How: {name}"
+            f"{picked}."
         )
         if self.weak:
             text += (

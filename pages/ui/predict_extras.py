@@ -49,7 +49,10 @@ def ood_check_caption(model) -> None:
             st.caption(f"No 'looks like no class it knows' check for this run: {model.reference_note}")
         return
     detector = model.reference.detector
-    text = f"**'Looks like no class it knows'**: {detector.summary()}"
+    text = (
+        "**'Looks like no class it knows'**: Flora flags a photo unlike everything the model was taught (a cat "
+        f"for a flower model), since a model always answers with one of its classes. {detector.summary()}"
+    )
     if detector.weak:
         st.info(text, icon=":material/help:")
     else:

@@ -41,6 +41,7 @@ if not runs:
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
     st.stop()
 
+CLASSES_IN_A_LINE = 20
 labels = {run.run_id: common.run_label(run) for run in runs}
 if st.session_state.get("predict_run") not in labels:
     me = auth.current_user().id
@@ -52,7 +53,12 @@ run_id = controls[0].selectbox(
 )
 run = common.store().get(run_id)
 top_k = controls[1].slider("Top k", 1, min(10, len(run.classes)), min(3, len(run.classes)), key="predict_top_k")
-st.caption(f"Classes: {', '.join(plain.md(c) for c in run.classes[:20])}{' …' if len(run.classes) > 20 else ''}")
+if len(run.classes) <= CLASSES_IN_A_LINE:
+    st.caption(f"Classes: {', '.join(plain.md(c) for c in run.classes)}")
+else:  # 1,000 species do not fit a line: all of them, searchable
+    with st.expander(f"The {len(run.classes)} classes this model knows", icon=":material/list:"):
+        st.dataframe({"class": run.classes}, hide_index=True, height=240, key="predict_classes")
+        st.caption("Search with the table's magnifier (top right), or sort by the column.")
 
 source = st.segmented_control("Photo from", ["Upload", "Camera"], default="Upload", key="predict_source", required=True)
 files = []

@@ -16,8 +16,9 @@ def test_upload_photos_and_a_bad_file(app, workspace):
     assert "Most likely **" in shown
     assert "**notes\\.png** could not be classified: not an image" in shown  # the name as text (escaped)
     assert "ms (decode + forward pass)" in shown
-    assert "**'Looks like no class it knows'**: The check uses " in shown  # how far the flag can be trusted
-    assert "of the run's test photos and" in shown
+    assert "**'Looks like no class it knows'**: Flora flags a photo unlike everything" in shown  # what it is
+    assert "of the run's test photos. How: " in shown  # and how far the flag can be trusted
+    assert "Classes: " in shown and not any("classes this model knows" in e.label for e in at.expander)
     chart = at.get("plotly_chart")[0]
     assert '"orientation":"h"' in chart.proto.spec.replace(" ", "")
 
@@ -94,3 +95,19 @@ def test_a_tiny_image_is_warned_about_and_many_photos_keep_their_cards(app, work
     assert cards and "Calibrated" in texts(at)  # the toggle applies to the cards
     assert sum(1 for e in at.expander if "looked" in e.label) == 4  # Grad-CAM per readable photo
     assert at.selectbox(key=f"predict_feedback_label_0_{len(files[0][1])}")  # "Wrong? It is ..." per photo
+
+
+def test_a_model_of_many_classes_lists_them_all_in_a_searchable_table(app, workspace, tmp_path):
+    import json
+
+    from tests.conftest import copy_run
+
+    run_dir = copy_run(workspace["store"].run_dir(workspace["run_id"]), tmp_path / "models" / workspace["run_id"])
+    config = json.loads((run_dir / "config.json").read_text())
+    config["classes"] = [f"species_{i:03d}" for i in range(30)]  # the list only: nothing is predicted here
+    (run_dir / "config.json").unlink()  # a hard link to the shared run's file: replace, do not write through
+    (run_dir / "config.json").write_text(json.dumps(config))
+    at = app("predict", models_dir=tmp_path / "models")
+    assert any(e.label == "The 30 classes this model knows" for e in at.expander)
+    assert at.dataframe[0].value["class"].tolist() == config["classes"]
+    assert "Classes: " not in texts(at)
