@@ -26,7 +26,9 @@ WEBGL_ABOVE = 3000  # points drawn by WebGL past this (SVG slows down); fewer st
 PAGE_SIZE = 24
 NEIGHBOURS = 8
 FADED = "rgba(160,160,160,0.25)"
-PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 colours; with 102 classes, highlight one
+# Green-Armytage's alphabet (26 colours picked to be told apart) without its two greys, the "other classes"
+# colour: one colour per class on the map (at most LEGEND_CLASSES of them), none repeated or alike.
+PALETTE = [c for c in qualitative.Alphabet if c not in ("#565656", "#E2E2E2")]
 LEGEND_CLASSES = 20  # beyond this many classes on the map, the largest keep a colour and the rest share grey
 
 
@@ -93,10 +95,9 @@ def figure(frame: pd.DataFrame, colour_by: str, highlight: str | None, classes: 
             others = rest["given"].nunique()
             traces.append(_trace(scatter, rest, f"{others} other classes", dict(color=FADED, size=_size(highlight))))
         groups = dict(tuple(shown[shown["given"].isin(coloured)].groupby("given", sort=False)))
-        for i, name in enumerate(classes):
-            if name in groups:
-                colour = PALETTE[i % len(PALETTE)]
-                traces.append(_trace(scatter, groups[name], name, dict(color=colour, size=_size(highlight))))
+        for rank, name in enumerate(name for name in classes if name in groups):  # colours by rank: none repeat
+            colour = PALETTE[rank % len(PALETTE)]
+            traces.append(_trace(scatter, groups[name], name, dict(color=colour, size=_size(highlight))))
     elif colour_by == "correct or wrong":
         traces.append(_trace(scatter, shown[shown["correct"]], "correct", dict(color="#4c78a8", size=_size(highlight))))
         wrong = shown[~shown["correct"]]

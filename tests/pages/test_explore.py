@@ -247,3 +247,19 @@ def test_a_thousand_classes_colour_the_largest_and_lump_the_rest():
     assert sorted(k for t in traces for k in t.customdata) == sorted(frame["key"])  # every photo drawn once
     few = figure(frame[frame["given"].isin(classes[:5])], "true class", None, classes).data
     assert [t.name for t in few] == classes[:5]  # a few classes: each its own colour, no "other"
+
+
+def test_the_coloured_classes_never_share_a_colour_whatever_their_place_in_the_list():
+    from pages.ui.explore_map import LEGEND_CLASSES, figure
+
+    classes = [f"class_{i:04d}" for i in range(1000)]
+    largest = [classes[48 * k] for k in range(LEGEND_CLASSES)]  # places that a 48-colour cycle would give one colour
+    given = classes + largest * 5
+    frame = pd.DataFrame(
+        {"x": range(len(given)), "y": range(len(given)), "key": [f"test:{i}" for i in range(len(given))],
+         "path": [f"{g}/{i}.jpg" for i, g in enumerate(given)], "split": "test", "given": given,
+         "predicted": given, "confidence": 0.5, "correct": True}
+    )  # fmt: skip
+    coloured = [t for t in figure(frame, "true class", None, classes).data if not t.name.endswith("other classes")]
+    assert sorted(t.name for t in coloured) == sorted(largest)
+    assert len({t.marker.color for t in coloured}) == LEGEND_CLASSES
