@@ -23,7 +23,7 @@ from pages.ui import (
 )
 from pages.ui.navigation import page_file
 
-PAGE_SIZE = 24
+PAGE_SIZE = 12  # a cell's photos per page: all in view beside the matrix, no scrolling box to miss
 BIG = 25  # above this many classes, start from the classes with the most mistakes
 CORRECT = "predicted correctly"
 
@@ -150,6 +150,9 @@ def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, st
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = st.pagination(pages, key="evaluate_page") if pages > 1 else 1
     chunk = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    if pages > 1:
+        first = (page - 1) * PAGE_SIZE + 1
+        st.caption(f"Photos {first}–{first + len(chunk) - 1} of {len(rows)}; the pages above show the rest.")
     items = []
     for row in chunk.itertuples():
         if true_name == predicted_name:
@@ -157,7 +160,7 @@ def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, st
         else:
             caption = f"{predicted_name} {row.p_predicted:.2f} · {true_name} {row.p_true:.2f}"
         items.append((dataset_root / row.path, f"{caption}\n{Path(row.path).name}"))
-    common.gallery(items, size=130, key="evaluate_gallery")
+    common.gallery(items, size=110, key="evaluate_gallery")
     if true_name == predicted_name:
         return []
     return [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
@@ -251,8 +254,7 @@ with matrix_tab:
         pick = st.columns(2)
         true_name = pick[0].selectbox("True class", evaluation.classes, key="evaluate_true")
         predicted_name = pick[1].selectbox("Predicted as", evaluation.classes, key="evaluate_pred")
-        with st.container(height=560, border=False):
-            mistakes = pair_gallery(true_name, predicted_name)
+        mistakes = pair_gallery(true_name, predicted_name)
     # the heatmaps at the page's width: four maps in the side column were 70 px wide each
     evaluate_heatmaps.section(run, dataset_root, mistakes, key="evaluate_heatmap_pick")
 
