@@ -2,26 +2,50 @@
 # Both create .venv and install the pinned requirements on first use.
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The build this machine gets (core/gpu_build.py, standard library only): requirements.txt on a CPU machine,
+# the GPU build its NVIDIA driver supports where `nvidia-smi` lists a GPU. FLORA_GPU=0/1 overrides;
+# FLORA_BACKEND=jax picks JAX (jax[cuda13] or jax[cuda12] by the driver) and is the Keras backend of `make run`.
+FLORA_BACKEND ?= tensorflow
+export FLORA_BACKEND
+REQUIREMENTS := $(shell $(PYTHON) core/gpu_build.py)
+BUILD := $(patsubst requirements%.txt,%,$(REQUIREMENTS))
+STAMP := $(VENV)/.installed$(BUILD)
 PORT ?= 8501
 # 127.0.0.1: this machine only. HOST=0.0.0.0 shares Flora on the network: people then sign in (README, Sharing).
 HOST ?= 127.0.0.1
 # pytest-xdist workers: 2 processes made the suite 1.5x faster on 2 cores (docs/PERFORMANCE.md)
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint format test-jax test-fast bench clean-venv
+.PHONY: run test lint format test-jax test-fast bench clean-venv build device
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Another build installed here before (a CPU venv on a machine that now has a driver, TensorFlow's CUDA pins
+# where JAX's are wanted): the venv is made afresh, never two frameworks' CUDA libraries in one.
+$(STAMP): requirements.txt requirements-dev.txt $(REQUIREMENTS)
+	@echo "flora: $$($(PYTHON) core/gpu_build.py --explain) -> $(REQUIREMENTS)"
+	@if ls $(VENV)/.installed* >/dev/null 2>&1 && [ ! -e $(STAMP) ]; then \
+		echo "flora: $(VENV) holds another build: making it afresh"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
 	touch $(STAMP)
+	@# the check that the framework sees the GPU, after every import Flora does (a warning, not a failure)
+	-@[ "$(REQUIREMENTS)" = "requirements.txt" ] || KERAS_BACKEND=$(FLORA_BACKEND) $(BIN)/python -m core device
+
+# What `make` would install on this machine and why (a dry run: installs nothing).
+build:
+	@echo "$$($(PYTHON) core/gpu_build.py --explain)"
+	@echo "install: pip install -r $(REQUIREMENTS) -r requirements-dev.txt"
+
+# Which device trains, as the framework sees it after Flora's imports; why not, when a driver is there.
+device: $(STAMP)
+	KERAS_BACKEND=$(FLORA_BACKEND) $(BIN)/python -m core device
 
 run: $(STAMP)
 	$(BIN)/python -m core share-check --host $(HOST) --port $(PORT)
-	$(BIN)/streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT)
+	KERAS_BACKEND=$${KERAS_BACKEND:-$(FLORA_BACKEND)} $(BIN)/streamlit run streamlit_app.py \
+		--server.address $(HOST) --server.port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,7 +57,7 @@ format: $(STAMP)
 
 # The whole suite on TensorFlow, then the backend-agnostic smoke subset on JAX.
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(TEST_WORKERS)
 	$(MAKE) test-jax
 
 test-jax: $(STAMP)
