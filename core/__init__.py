@@ -6,3 +6,10 @@ by concern; `python -m core --help` lists the commands.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# FLORA_BACKEND=jax|tensorflow names the Keras backend for the app and the CLI (KERAS_BACKEND, when set, wins),
+# before anything imports Keras: every Flora process starts by importing `core`.
+if _os.environ.get("FLORA_BACKEND") and not _os.environ.get("KERAS_BACKEND"):
+    _os.environ["KERAS_BACKEND"] = _os.environ["FLORA_BACKEND"].strip().lower()

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "core.cli.retrain",
     "core.cli.data",
     "core.cli.sharing",
+    "core.cli.device",
     "core.bench",
 )
 

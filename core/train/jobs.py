@@ -163,7 +163,7 @@ def execute(
     Raises:
         Exception: whatever failed the run, after recording it as failed with the error.
     """
-    from core.device import describe, without_cuda_noise
+    from core.device import describe, nvidia_gpus, without_cuda_noise
     from core.paths import cache_dir
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
@@ -175,7 +175,14 @@ def execute(
         with without_cuda_noise():
             device = describe()
         store.set_status(run_id, device=device.label)
-        if device.kind == "cpu":
+        if device.kind == "cpu" and nvidia_gpus():
+            log.warning(
+                "an NVIDIA driver is here but %s sees no GPU: training on the CPU (%s); `python -m core device` "
+                "says why and the fix",
+                device.backend,
+                device.name,
+            )
+        elif device.kind == "cpu":
             log.info("no GPU found: training on the CPU (%s)", device.name)
         with device_lock(
             store.root,
