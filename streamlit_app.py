@@ -76,7 +76,8 @@ with st.sidebar:
     for page in PAGES:
         st.page_link(page.file, label=page.title, icon=page.icon)
     st.divider()
-    st.caption(f"Device: {common.device_info().label}")
+    checking = common.device_check() is not None and common.device_check().result() is None
+    st.fragment(common.device_caption, run_every=2.0 if checking else None)()
     teaching.toggle()
     with st.expander("Workspace", icon=":material/folder:"):
         st.caption(f"Datasets: `{common.data_root()}`")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.pages.conftest import APP, table_with, texts
@@ -29,3 +32,35 @@ def test_empty_workspace_says_how_to_get_a_dataset(tmp_path, monkeypatch):
     assert "Datasets: 0" in shown
     assert "No dataset under" in shown and "data get demo" in shown and "tf_flowers" in shown
     assert "No training runs yet" in shown
+
+
+@pytest.mark.slow
+def test_the_sidebar_says_when_the_framework_does_not_see_the_drivers_gpu(app, tmp_path, monkeypatch):
+    """Issue 20.1: a driver (a fake nvidia-smi) and the CPU build: the sidebar checks, then says training will run
+    on the CPU, why, and the fix, and the Home page counts the CPU as the device."""
+    import time
+
+    from pages.ui import common
+    from tests.test_gpu_build import FAKE_SMI
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "nvidia-smi").write_text(FAKE_SMI)
+    (folder / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    common._driver_device.clear(), common.device_check.clear()
+    try:
+        at = app()
+        checking = "Device: NVIDIA H100 80GB HBM3 (checking that TensorFlow sees it…)"
+        assert checking in [c.value for c in at.sidebar.caption]
+        check = common.device_check()
+        deadline = time.time() + 240
+        while check.result() is None and time.time() < deadline:
+            time.sleep(0.5)
+        at.run()
+        warning = next(w.value for w in at.sidebar.warning if "Training will run on the CPU" in w.value)
+        assert "driver found \\(NVIDIA H100 80GB HBM3" in warning
+        assert "pip install -r requirements-gpu-tensorflow.txt`" in warning  # the fix, as code
+        assert any(m.label == "Device" and m.value == "CPU" for m in at.metric)
+    finally:
+        common._driver_device.clear(), common.device_check.clear()
