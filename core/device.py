@@ -368,7 +368,7 @@ def _why_not_seen(backend: str, driver, tensorflow_first: bool = False) -> tuple
     if backend == "tensorflow":
         if not _has_module("nvidia.cudnn") and not _has_module("nvidia.cuda_runtime"):
             return (
-                "its CUDA libraries are not installed (this environment has the CPU build, plain `tensorflow`)",
+                "its CUDA libraries are not installed (this environment has the CPU build, plain tensorflow)",
                 f"{reinstall}, or pip install -r requirements-gpu-tensorflow.txt",
             )
         built = _tensorflow_cuda()
@@ -385,7 +385,7 @@ def _why_not_seen(backend: str, driver, tensorflow_first: bool = False) -> tuple
         plugins = [m for m in (12, 13) if _has_module(f"jax_plugins.xla_cuda{m}") or _has_module(f"jax_cuda{m}_plugin")]
         if not plugins:
             return (
-                "JAX's CUDA plugin is not installed (this environment has the CPU build, plain `jax`)",
+                "JAX's CUDA plugin is not installed (this environment has the CPU build, plain jax)",
                 f"FLORA_BACKEND=jax {reinstall}, or pip install -r requirements-gpu-jax-cuda"
                 f"{13 if (driver.cuda_major or 13) >= 13 else 12}.txt",
             )

@@ -173,6 +173,9 @@ def _driver_device() -> DeviceInfo:
     return quick_describe()
 
 
+DEVICE_CHECK_PENDING = "flora_device_check_pending"  # this session drew a page before the check answered
+
+
 @st.cache_resource(show_spinner=False)
 def device_check() -> CheckInBackground | None:
     """Where a driver is found, whether the framework sees its GPU: checked once per server start, in a process
@@ -199,8 +202,12 @@ def device_caption() -> None:
     framework = FRAMEWORK_NAMES.get(info.backend, info.backend)
     checked = device_check().result()
     if checked is None:
+        st.session_state[DEVICE_CHECK_PENDING] = True
         st.caption(f"Device: {info.name} (checking that {framework} sees it…)")
-    elif checked.get("ok"):
+        return
+    if st.session_state.pop(DEVICE_CHECK_PENDING, False):
+        st.rerun()  # the page was drawn with the driver's GPU: draw it again with what the check found
+    if checked.get("ok"):
         st.caption(f"Device: {checked['sentence']}")
     else:
         st.warning(
