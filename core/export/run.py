@@ -317,6 +317,21 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+# On JAX (or PyTorch) every format still goes through TensorFlow: the SavedModel, ONNX (tf2onnx) and TFLite
+# converters are TensorFlow's, and JAX-to-ONNX fails in onnxruntime. A JAX-only environment says so.
+NO_TENSORFLOW = (
+    "exports need TensorFlow (every format is converted and verified through it, also from a JAX session), and "
+    "this environment has none: pip install tensorflow==2.21.0 (the CPU build is enough). Meanwhile the run's "
+    "own Keras file, model.keras in its run folder, loads in Keras on any backend."
+)
+
+
+def tensorflow_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def export_in_subprocess(
     models_root: str | os.PathLike,
     run_id: str,
@@ -332,6 +347,8 @@ def export_in_subprocess(
         ExportError: the export failed or disagreed (the message carries the reason).
     """
     check_request(fmt, quantize, layout)
+    if not tensorflow_installed():
+        raise ExportError(NO_TENSORFLOW)
     command = [sys.executable, "-m", "core", "export", run_id, "--format", fmt, "--out", str(out), "--json"]
     command += ["--models-dir", str(models_root)]
     if quantize:
