@@ -153,7 +153,7 @@ def _describe_tensorflow() -> DeviceInfo:
 def _describe_jax() -> DeviceInfo:
     import jax
 
-    devices = jax.devices()
+    devices = jax.local_devices()  # this process's: a multi-host run's others are not this process's to use alone
     gpus = [d for d in devices if d.platform == "gpu"]
     if not gpus:
         return DeviceInfo("jax", "cpu", cpu_name(), len(devices))
