@@ -47,6 +47,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     train.add_argument("--force", action="store_true", help="train again even if this run already finished")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
     train.add_argument("--launched-run", help=argparse.SUPPRESS)  # used by the app's background launcher
+    hosts = train.add_argument_group(
+        "multi-host (JAX)", "phase 2 data parallel across N processes, one per host; process 0 writes the run"
+    )
+    hosts.add_argument("--distributed", metavar="HOST:PORT", help="the coordinator: process 0's address and a port")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="processes in all (one per host)")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1 (0 coordinates)")
     train.set_defaults(handler=cmd_train)
 
     runs = sub.add_parser("runs", parents=[common], help="list the runs in the store (or --show one)")
@@ -71,6 +77,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
+    hosts = None
+    if args.distributed:  # one process of a multi-host run: only process 0 writes to the run store
+        from core.config import ConfigError
+        from core.train import multihost
+
+        try:
+            hosts = multihost.parse(args.distributed, args.num_processes, args.process_id)
+        except ConfigError as e:
+            return fail(str(e))
+        if not hosts.writer:
+            import tempfile
+
+            from core.runs import RunStore
+
+            store = RunStore(tempfile.mkdtemp(prefix=f"flora-process-{hosts.process_id}-"))
+            args.force = True
     if args.launched_run:
         submission = jobs.submission_for_launched(store, args.launched_run)
     else:
@@ -88,6 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         owner = args.owner or os_user()
         submission = jobs.submit(store, dataset, config, force=args.force, corrections=corrections, owner=owner)
 
+    if hosts is not None:
+        return _train_across_hosts(args, store, data_root, submission, hosts)
     run_id = submission.run_id
     if submission.outcome == jobs.CACHED:
         log.info("run %s already finished with this config and data: cached (use --force to train again)", run_id)
@@ -117,6 +141,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         _train_result(args, store, run_id, cached=False)
         return EXIT_FAILED
     return _train_result(args, store, run_id, cached=False)
+
+
+def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
+    """One process of a multi-host run: join the others and train (phase 2 across all). Process 0 writes the
+    run folder; the others train in the scratch store they were given, removed at the end."""
+    import shutil
+
+    from core.config import ConfigError
+    from core.train import jobs, multihost
+
+    try:
+        multihost.check_config(submission.config, hosts)
+        if submission.outcome != jobs.NEW:
+            raise ConfigError(f"run {submission.run_id} is already {submission.run.state}: add --force to train again")
+        multihost.initialize(hosts)
+    except ConfigError as e:
+        if not hosts.writer:
+            shutil.rmtree(store.root, ignore_errors=True)
+        return fail(str(e))
+    log.info("run %s, %s", submission.run_id, hosts.label)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
+    except Exception as e:
+        print(f"error: run {submission.run_id} failed ({hosts.label}): {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if not hosts.writer:
+            shutil.rmtree(store.root, ignore_errors=True)
+    if not hosts.writer:
+        print(f"{submission.run_id} (trained as {hosts.label}; process 0 wrote the run)")
+        return EXIT_OK
+    return _train_result(args, store, submission.run_id, cached=False)
 
 
 WAIT_POLL_SECONDS = 2.0

@@ -157,8 +157,10 @@ def execute(
     data_root: str | os.PathLike,
     console: bool = True,
     ingest_workers: int | None = None,
+    hosts=None,
 ) -> RunStatus:
-    """Train the submitted run in this process; return its final status.
+    """Train the submitted run in this process; return its final status. `hosts` (a `MultiHost`): phase 2
+    across the processes of a multi-host run.
 
     Raises:
         Exception: whatever failed the run, after recording it as failed with the error.
@@ -200,6 +202,7 @@ def execute(
                 console=console,
                 ingest_workers=ingest_workers,
                 device=device,
+                hosts=hosts,
             )
             return train_run(job)
     except (StopRequested, StopWhileWaiting) as e:

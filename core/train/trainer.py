@@ -29,6 +29,7 @@ from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.train.distribute import Parallelism, pad_rows, padded_length
 from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+from core.train.multihost import STRATEGY, MultiHost, ProcessShard, across_processes
 from core.train.schedules import learning_rate_for, schedule_callbacks
 
 log = logging.getLogger("flora")
@@ -54,6 +55,7 @@ class TrainingJob:
     ingest_workers: int | None = None
     device: DeviceInfo | None = None  # None: ask the backend
     max_steps: int | None = None  # at most this many steps per epoch on images (benchmarks); None: all
+    hosts: MultiHost | None = None  # phase 2 across processes on several hosts (JAX); None: this process alone
 
     @property
     def run_dir(self) -> Path:
@@ -160,10 +162,20 @@ class Trainer:
         )
 
     def fit_on_images(self, phase: int) -> None:
-        """Fit the whole classifier on images (augmentation inside the model): phase 1 or 2."""
+        """Fit the whole classifier on images (augmentation inside the model): phase 1 or 2; phase 2 across the
+        processes of a multi-host run."""
+        hosts = self.job.hosts
+        if phase == 2 and hosts is not None:
+            with across_processes(self.model, hosts) as devices:
+                log.info("phase 2 across %d processes, %d devices (%s)", hosts.num_processes, devices, STRATEGY)
+                self._fit_on_images(phase, devices, hosts)
+            return
+        self._fit_on_images(phase, self.replicas)
+
+    def _fit_on_images(self, phase: int, replicas: int, hosts: MultiHost | None = None) -> None:
         config, split = self.job.config, self.data.split
         learning_rate = config.learning_rate if phase == 1 else config.fine_tune_learning_rate
-        reading = {"replicas": self.replicas, "workers": self.workers, "max_queue_size": 2 * self.workers}
+        reading = {"replicas": replicas, "workers": self.workers, "max_queue_size": 2 * self.workers}
         shape = {"num_classes": self.data.num_classes, "image_size": config.image_size, "batch_size": config.batch_size}
         train = ImageBatches(
             self.data.cache,
@@ -175,6 +187,8 @@ class Trainer:
             **reading,
         )
         val = ImageBatches(self.data.cache, split.val, **shape, **reading)
+        if hosts is not None:  # this process's rows of each global batch
+            train, val = ProcessShard(train, hosts), ProcessShard(val, hosts)
         initial_epoch = self.counter.epochs_done
         epochs = initial_epoch + (config.epochs if phase == 1 else config.fine_tune_epochs)
         self.best.track(self.model)

@@ -70,7 +70,8 @@ def train_run(job: TrainingJob) -> RunStatus:
 
     policy = mixed_precision_policy(device)
     with dtype_policy(policy), data_parallel(device) as parallel:
-        job.store.set_status(job.run_id, parallel=parallel.label)
+        spread = f"; phase 2 across {job.hosts.num_processes} processes (JAX, multi-host)" if job.hosts else ""
+        job.store.set_status(job.run_id, parallel=parallel.label + spread)
         if policy or parallel.replicas > 1:
             log.info("mixed precision: %s; %s", policy or "off", parallel.label)
         report("building model", force=True)

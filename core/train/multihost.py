@@ -1,0 +1,173 @@
+"""Multi-host data-parallel fine-tuning on JAX: one process per host, phase 2 over every host's devices.
+
+    python -m core train DATA ... --distributed HOST:PORT --num-processes N --process-id I
+
+Keras's distribution API does the work (`keras.distribution.initialize` starts JAX's distributed runtime
+with the coordinator's address; `DataParallel` over all processes' devices replicates the weights and
+splits each global batch across them). Phase 1 (the head on cached features, or on images) runs in every
+process alike, from the same seed; phase 2, the fine-tuning that is the costly part on images, runs
+across the processes: each reads only its own rows of every global batch (`ProcessShard`; process i the
+i-th slice), JAX assembles the global batch and averages the gradients, so every process takes the same
+step as one process fed the whole batch would. After it the weights are copied back to each process's
+own device and the run is evaluated there. Process 0 writes the run folder; the others train in a
+scratch store they remove (`--process-id` decides, as the coordinator is process 0).
+
+Not Ray Train's TensorFlow trainer (broken with Keras 3) nor TF's MultiWorkerMirroredStrategy: JAX only.
+On CPUs the processes talk over Gloo (tests run 2 on localhost); on GPU hosts over NCCL, and JAX reads
+SLURM's or Open MPI's environment when the three values are left to it (docs: README "More than one
+machine").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.config import ConfigError
+
+log = logging.getLogger("flora")
+STRATEGY = "keras.distribution.DataParallel across processes"
+
+
+@dataclass(frozen=True)
+class MultiHost:
+    coordinator: str  # "host:port" of process 0's coordination service
+    num_processes: int
+    process_id: int
+
+    @property
+    def writer(self) -> bool:
+        """Process 0 writes the run folder; the others only lend their devices to phase 2."""
+        return self.process_id == 0
+
+    @property
+    def label(self) -> str:
+        return f"process {self.process_id} of {self.num_processes} (coordinator {self.coordinator})"
+
+
+def parse(coordinator: str, num_processes: int | None, process_id: int | None) -> MultiHost:
+    """The `--distributed` flags, checked.
+
+    Raises:
+        ConfigError: a malformed address, fewer than 2 processes, or an id out of range.
+    """
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--distributed must be HOST:PORT (the coordinator, process 0). Received: {coordinator!r}")
+    if num_processes is None or process_id is None:
+        raise ConfigError("--distributed needs --num-processes N and --process-id I (0 for the coordinator)")
+    if num_processes < 2:
+        raise ConfigError(f"--num-processes must be at least 2. Received: {num_processes}")
+    if not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process-id must be in [0, {num_processes}). Received: {process_id}")
+    return MultiHost(coordinator, num_processes, process_id)
+
+
+def check_config(config, hosts: MultiHost) -> None:
+    """What a multi-host run needs of its settings.
+
+    Raises:
+        ConfigError: the global batch does not split evenly, or there is no phase 2 to spread.
+    """
+    if config.batch_size % hosts.num_processes:
+        raise ConfigError(
+            f"the batch ({config.batch_size}, global) must split evenly over {hosts.num_processes} processes"
+        )
+    if config.fine_tune_epochs <= 0:
+        raise ConfigError(
+            "multi-host training spreads phase 2 (fine-tuning) across the processes: set --fine-tune-epochs "
+            "(phase 1 alone runs on one machine)"
+        )
+
+
+def initialize(hosts: MultiHost) -> None:
+    """Join the JAX distributed runtime (before JAX computes anything in this process).
+
+    Raises:
+        ConfigError: the Keras backend is not JAX.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise ConfigError(
+            "multi-host training runs on JAX: set FLORA_BACKEND=jax (or KERAS_BACKEND=jax). "
+            f"Received: {keras.backend.backend()}"
+        )
+    import jax
+
+    with contextlib.suppress(AttributeError, ValueError):  # CPU processes talk over Gloo (GPUs: NCCL)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    log.info("joining %s", hosts.label)
+    keras.distribution.initialize(hosts.coordinator, hosts.num_processes, hosts.process_id)
+    log.info("%d processes, %d devices in all: %s", jax.process_count(), jax.device_count(), jax.devices())
+
+
+@contextlib.contextmanager
+def across_processes(model, hosts: MultiHost) -> Iterator[int]:
+    """Inside the block, `model` trains data parallel over every process's devices (yields their count); after
+    it, its weights are each process's own again (the run is evaluated and saved locally)."""
+    import keras
+
+    devices = keras.distribution.list_devices()
+    previous = keras.distribution.distribution()
+    plan = keras.distribution.DataParallel(devices=devices)
+    plan.auto_shard_dataset = False  # each process reads its own rows already (ProcessShard)
+    keras.distribution.set_distribution(plan)
+    try:
+        for variable in model.variables:  # replicated on every device of every process
+            value = variable.numpy()
+            variable._layout = plan.get_variable_layout(variable)
+            variable._direct_assign(value)
+        yield len(devices)
+    finally:
+        keras.distribution.set_distribution(previous)
+        for variable in _all_variables(model):
+            value = variable.numpy()  # the replicated value (Keras reads it from this process's copy)
+            variable._layout = None
+            variable._direct_assign(keras.ops.convert_to_tensor(value))
+
+
+def _all_variables(model) -> list:
+    optimizer = getattr(model, "optimizer", None)
+    extra = list(optimizer.variables) if optimizer is not None and getattr(optimizer, "built", False) else []
+    return list(model.variables) + extra
+
+
+class ProcessShard:
+    """This process's rows of each global batch of a Keras PyDataset: process i of N gets the i-th of N equal
+    slices (the global batch is padded to a multiple of the device count by the batches themselves)."""
+
+    def __new__(cls, batches, hosts: MultiHost):
+        import keras
+
+        class _Shard(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__(workers=batches.workers, max_queue_size=batches.max_queue_size)
+                self.batches = batches
+
+            def __len__(self) -> int:
+                return len(batches)
+
+            def __getitem__(self, index: int):
+                return tuple(_rows(part, hosts) for part in batches[index])
+
+            def on_epoch_end(self) -> None:
+                batches.on_epoch_end()
+
+        return _Shard()
+
+
+def _rows(part, hosts: MultiHost):
+    if part is None:
+        return None
+    if isinstance(part, dict):
+        return {k: _rows(v, hosts) for k, v in part.items()}
+    n = len(part)
+    if n % hosts.num_processes:
+        raise ValueError(f"a batch of {n} rows does not split over {hosts.num_processes} processes")
+    share = n // hosts.num_processes
+    return np.asarray(part)[hosts.process_id * share : (hosts.process_id + 1) * share]
