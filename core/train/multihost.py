@@ -13,9 +13,8 @@ own device and the run is evaluated there. Process 0 writes the run folder; the 
 scratch store they remove (`--process-id` decides, as the coordinator is process 0).
 
 Not Ray Train's TensorFlow trainer (broken with Keras 3) nor TF's MultiWorkerMirroredStrategy: JAX only.
-On CPUs the processes talk over Gloo (tests run 2 on localhost); on GPU hosts over NCCL, and JAX reads
-SLURM's or Open MPI's environment when the three values are left to it (docs: README "More than one
-machine").
+On CPUs the processes talk over Gloo (tests run 2 on localhost); on GPU hosts over NCCL (README, "More than
+one machine": what a cluster needs, and SLURM's variables for the three flags).
 """
 
 from __future__ import annotations
