@@ -25,7 +25,16 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     predict.add_argument(
         "--csv", metavar="OUT.csv", help="write one row per file: top-k, out-of-distribution flag, or the error"
     )
+    predict.add_argument("--parquet", metavar="OUT.parquet", help="the same table as --csv, as Parquet")
     predict.add_argument("--log", action="store_true", help="also record each prediction in the prediction log")
+    predict.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        nargs="?",
+        const="",
+        help="classify on a Ray cluster (Ray Data, one model actor per GPU or CPU): its address, e.g. head:6379 "
+        "(--ray alone: $FLORA_RAY_ADDRESS); the paths and Flora's folder must be the same on every node",
+    )
     predict.add_argument(
         "--raw",
         action="store_true",
@@ -107,7 +116,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     run = resolve(store, args.run_id).run
-    if args.csv or args.log or any(os.path.isdir(p) for p in args.images):
+    if args.ray is not None:
+        return _predict_on_ray(args, store, run)
+    if args.csv or args.parquet or args.log or any(os.path.isdir(p) for p in args.images):
         return _predict_batch(args, store, run)
     with contextlib.redirect_stdout(sys.stderr):
         predictor = Predictor(run, calibrated=not args.raw)
@@ -129,7 +140,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_batch(args: argparse.Namespace, store, run) -> int:
     """Folders and --csv / --log: the serving engine (with the out-of-distribution flag), one row per file."""
     from core.paths import data_dir
-    from core.serving.batch import csv_text, expand_sources, predict_many, size_note, table_rows
+    from core.serving.batch import expand_sources, predict_many, size_note, table_rows
     from core.serving.engine import ServedModel
     from core.serving.log import PredictionLog
 
@@ -141,15 +152,12 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
         log = PredictionLog.of_store(store.root) if args.log else None
         items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id)
     rows = table_rows(items, max(1, min(args.top_k, len(run.classes))), run.train_config.image_size)
-    if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            f.write(csv_text(rows))
-        print(f"{len(rows)} rows ({sum(1 for i in items if i.error)} unreadable) -> {args.csv}", file=sys.stderr)
+    _write_tables(args, rows)
     if args.json:
         emit_json(
             {"run_id": run.run_id, "temperature": model.temperature, "ood_method": model.ood_method, "results": rows}
         )
-    elif not args.csv:
+    elif not (args.csv or args.parquet):
         for item in items:
             if item.error:
                 print(f"{item.name}: error: {item.error}")
@@ -159,3 +167,53 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
                 flag += f"  (warning: {small})" if small else ""
                 print(f"{item.name}: {', '.join(f'{label} {p:.3f}' for label, p in item.answer.top)}{flag}")
     return EXIT_OK if all(not i.error for i in items) else EXIT_FAILED
+
+
+def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:
+    from core.serving.batch import csv_text
+
+    unreadable = sum(1 for row in rows if row.get("error"))
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            f.write(csv_text(rows))
+        print(f"{len(rows)} rows ({unreadable} unreadable) -> {args.csv}", file=sys.stderr)
+    if args.parquet:
+        import pandas as pd
+
+        # typed columns: an empty cell (an unreadable file's probabilities) is a missing value, not ""
+        frame = pd.DataFrame(rows).replace({"": None}).infer_objects()
+        frame.to_parquet(args.parquet, index=False)
+        print(f"{len(rows)} rows ({unreadable} unreadable) -> {args.parquet}", file=sys.stderr)
+
+
+def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
+    """`--ray`: the batch path's table, made by model actors on a Ray cluster (core/ray_predict.py)."""
+    from core.paths import data_dir
+    from core.ray_predict import predict_on_ray
+    from core.serving.batch import expand_sources
+
+    if args.log:
+        return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")
+    files = expand_sources(args.images)
+    try:
+        rows, where = predict_on_ray(
+            args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
+        )
+    except ValueError as e:
+        return fail(str(e))
+    resource = f"{where['num_gpus']} GPU" if "num_gpus" in where else f"{where['num_cpus']} CPU"
+    print(
+        f"Ray at {where['address']}: {len(rows)} photos by {where['actors']} model actor(s) ({resource} each) on "
+        f"{where['nodes']} node(s) in {where['seconds']:.1f} s",
+        file=sys.stderr,
+    )
+    _write_tables(args, rows)
+    if args.json:
+        emit_json({"run_id": run.run_id, "ray": where, "results": rows})
+    elif not (args.csv or args.parquet):
+        for row in rows:
+            if row["error"]:
+                print(f"{row['path']}: error: {row['error']}")
+            else:
+                print(f"{row['path']}: {row['label_1']} {row['probability_1']:.3f}")
+    return EXIT_OK if not any(row["error"] for row in rows) else EXIT_FAILED

@@ -1,0 +1,114 @@
+"""A real Ray cluster on this machine, for the tests and the Ray benchmark: a head node and more nodes, each a
+`ray start --block` process with its own explicit ports and resources, stopped by its process group (never
+`ray stop`, which would stop every Ray on the machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class LocalRayCluster:
+    def __init__(self):
+        # Ray's socket paths must stay short (107 bytes): a folder of its own directly under /tmp
+        self.temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        self.nodes: list[subprocess.Popen] = []
+        self.port = free_ports(1)[0]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _start(self, head: bool, cpus: int, resources: str | None = None) -> subprocess.Popen:
+        p = free_ports(9)
+        command = [RAY, "start", "--block", f"--num-cpus={cpus}", "--num-gpus=0", "--disable-usage-stats"]
+        command += [
+            f"--node-manager-port={p[0]}",
+            f"--object-manager-port={p[1]}",
+            f"--metrics-export-port={p[2]}",
+            f"--dashboard-agent-listen-port={p[3]}",
+            f"--dashboard-agent-grpc-port={p[4]}",
+            f"--runtime-env-agent-port={p[5]}",
+            f"--min-worker-port={20000 + (p[6] % 20000)}",
+            f"--max-worker-port={20000 + (p[6] % 20000) + 200}",
+            "--object-store-memory=200000000",
+        ]
+        if head:
+            command += [
+                "--head",
+                f"--port={self.port}",
+                f"--ray-client-server-port={p[7]}",
+                "--include-dashboard=false",
+                f"--temp-dir={self.temp}",
+            ]
+        else:
+            command += [f"--address={self.address}"]
+        if resources:
+            command += [f"--resources={resources}"]
+        node = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ
+        )
+        self.nodes.append(node)
+        return node
+
+    def start(self, nodes: int = 2, timeout: float = 120, cpus: int = 1) -> LocalRayCluster:
+        """A head and `nodes - 1` more nodes of `cpus` CPUs each; returns when all have joined."""
+        self._start(head=True, cpus=cpus)
+        self._wait_for(1, timeout)
+        for _ in range(nodes - 1):
+            self._start(head=False, cpus=cpus)
+        self._wait_for(nodes, timeout)
+        return self
+
+    def _wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            done = subprocess.run(
+                [RAY, "status", f"--address={self.address}"], capture_output=True, text=True, timeout=60
+            )
+            if done.returncode == 0 and done.stdout.count("node_") >= count:
+                return
+            if any(node.poll() is not None for node in self.nodes):
+                raise RuntimeError(f"a Ray node exited while starting: {[n.returncode for n in self.nodes]}")
+            time.sleep(1)
+        raise TimeoutError(f"{count} Ray node(s) did not come up in {timeout} s")
+
+    def kill_node(self, node: subprocess.Popen) -> None:
+        """Kill a node and everything it started (its process group), as a machine going down would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            if node.poll() is None:
+                try:
+                    os.killpg(node.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for node in self.nodes:
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill_node(node)
+        import shutil
+
+        shutil.rmtree(self.temp, ignore_errors=True)

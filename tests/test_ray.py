@@ -1,0 +1,67 @@
+"""Issue 20.2: Flora on a real local Ray cluster (a head and a second node on this machine, 1 CPU each)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core.ray_local import LocalRayCluster
+from tests.conftest import PROJECT_ROOT
+
+pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    cluster = LocalRayCluster().start(nodes=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()  # every node by its process group
+
+
+def _predict(trained_run, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLORA_DATA_DIR": str(trained_run["data_root"])}
+    env.pop("FLORA_RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "core", "predict", trained_run["run_id"], str(trained_run["dataset"]), *extra]
+    command += ["--models-dir", str(trained_run["models_root"])]
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_batch_prediction_on_the_cluster_gives_the_local_table_in_path_order(ray_cluster, trained_run, tmp_path):
+    import pandas as pd
+
+    (trained_run["dataset"] / "red" / "notes.png").write_bytes(b"not a photo")  # a bad file: a row with its reason
+    try:
+        local = _predict(trained_run, "--csv", str(tmp_path / "local.csv"), "--top-k", "2")
+        on_ray = _predict(
+            trained_run, "--ray", ray_cluster.address, "--csv", str(tmp_path / "ray.csv"), "--top-k", "2",
+            "--parquet", str(tmp_path / "ray.parquet"),
+        )  # fmt: skip
+    finally:
+        (trained_run["dataset"] / "red" / "notes.png").unlink()
+    assert local.returncode == 1 == on_ray.returncode, on_ray.stderr[-3000:]  # 1: one file was not a photo
+    assert "Traceback" not in local.stderr + on_ray.stderr, on_ray.stderr[-3000:]
+    assert f"Ray at {ray_cluster.address}:" in on_ray.stderr and "model actor(s) (1 CPU each) on 2 node(s)" in (
+        on_ray.stderr
+    )
+    a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv")
+    assert len(a) == 57 and list(b["path"]) == list(a["path"])  # every file, in the local path's order
+    assert list(b.columns) == list(a.columns)
+    for column in ("label_1", "probability_1", "label_2", "probability_2", "out_of_distribution", "error"):
+        assert b[column].fillna("").tolist() == a[column].fillna("").tolist(), column
+    np.testing.assert_allclose(b["ood_score"].fillna(0), a["ood_score"].fillna(0), rtol=1e-5)
+    assert "not an image" in b.set_index("path").loc[str(trained_run["dataset"] / "red" / "notes.png"), "error"]
+    parquet = pd.read_parquet(tmp_path / "ray.parquet")
+    assert parquet["path"].tolist() == list(a["path"]) and parquet["probability_1"].dtype == "float64"
+
+
+@pytest.mark.slow
+def test_batch_prediction_without_a_cluster_address_says_how_to_give_one(trained_run):
+    env_free = _predict(trained_run, "--ray")
+    assert env_free.returncode != 0 and "pass --ray ADDRESS or set FLORA_RAY_ADDRESS" in env_free.stderr
