@@ -78,6 +78,12 @@ class LocalRayCluster:
         self._wait_for(nodes, timeout)
         return self
 
+    def add_node(self, cpus: int = 1, timeout: float = 120):
+        """One more node of `cpus` CPUs; returns its process (for `kill_node`) once it has joined."""
+        node = self._start(head=False, cpus=cpus)
+        self._wait_for(len(self.nodes), timeout)
+        return node
+
     def _wait_for(self, count: int, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -17,43 +17,12 @@ CPUs on a CPU cluster), streams the batches, and retries a failed task.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("flora")
-ADDRESS_ENV = "FLORA_RAY_ADDRESS"
-PASSED_ENV = ("KERAS_BACKEND", "FLORA_BACKEND", "FLORA_DATA_DIR", "FLORA_MODELS_DIR", "TF_CPP_MIN_LOG_LEVEL")
-
-
-def connect(address: str | None) -> str:
-    """Join the cluster at `address` (or $FLORA_RAY_ADDRESS) with Flora importable on its workers; returns it.
-
-    Raises:
-        ValueError: no address given anywhere.
-    """
-    import ray
-
-    from core.paths import PROJECT_ROOT
-
-    address = address or os.environ.get(ADDRESS_ENV)
-    if not address:
-        raise ValueError(f"no Ray cluster: pass --ray ADDRESS or set {ADDRESS_ENV}")
-    if ray.is_initialized():
-        return address
-    env = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level=logging.WARNING)
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # Flora says what ran where in one line instead
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    return address
+from core.ray_cluster import ADDRESS_ENV, connect
 
 
 class _Classifier:

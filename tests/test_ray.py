@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -65,3 +66,63 @@ def test_batch_prediction_on_the_cluster_gives_the_local_table_in_path_order(ray
 def test_batch_prediction_without_a_cluster_address_says_how_to_give_one(trained_run):
     env_free = _predict(trained_run, "--ray")
     assert env_free.returncode != 0 and "pass --ray ADDRESS or set FLORA_RAY_ADDRESS" in env_free.stderr
+
+
+def _train(tmp_path, dataset, address: str, *extra: str, env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("FLORA_RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "core", "train", str(dataset), "--weights", "none", "--image-size", "32"]
+    command += ["--batch-size", "8", "--head", "8", "--ray", address, "--models-dir", str(tmp_path / "models")]
+    command += ["--data-dir", str(tmp_path / "data"), *extra]
+    return subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_a_run_trains_as_a_ray_task_on_a_node_and_shows_like_any_run(ray_cluster, tmp_path):
+    from core.runs import RunStore
+    from tests.conftest import make_image_dataset
+
+    dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
+    process = _train(tmp_path, dataset, ray_cluster.address, "--epochs", "2")
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    run_id = out.strip().splitlines()[-1]
+    run = RunStore(tmp_path / "models").get(run_id)
+    assert run.state == "done" and re.fullmatch(r"Ray node [\d.]+ \([0-9a-f]{8}\)", run.status.node)
+    assert run.status.pid == process.pid  # the submitting process owns it while Ray trains it
+    log = (run.directory / "train.log").read_text()
+    assert f"training on {run.status.node}" in log and "test accuracy" in log  # the node's own log lines
+    assert "submitted to Ray at" in err and "asking for 1 CPU(s)" in err
+
+
+@pytest.mark.slow
+def test_a_node_that_dies_during_a_run_marks_it_failed_with_the_reason(ray_cluster, tmp_path):
+    import time
+
+    from core.runs import RunStore
+    from tests.conftest import make_image_dataset
+
+    big = ray_cluster.add_node(cpus=2)  # the only node with 2 CPUs: the run's task must land there
+    dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
+    slow = ["--epochs", "1", "--fine-tune-epochs", "500", "--patience", "0", "--no-feature-cache"]  # minutes
+    process = _train(tmp_path, dataset, ray_cluster.address, *slow, env_extra={"FLORA_RAY_CPUS": "2"})
+    store = RunStore(tmp_path / "models")
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            runs = store.list()
+            if runs and runs[0].status.node and runs[0].status.epoch:
+                break  # training on the node, an epoch under way
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(1)
+        ray_cluster.kill_node(big)
+        _out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    run = store.list()[0]
+    assert process.returncode != 0 and run.state == "failed"
+    assert "died while training it" in run.status.error and run.status.node in run.status.error
+    assert "train it again" in err
