@@ -94,6 +94,7 @@ class RunStatus(JobStatus):
 
     device: str | None = None  # "CPU: ... (tensorflow)", "GPU: NVIDIA H200 (jax)"
     parallel: str | None = None  # "single device" or "data parallel over N devices (...)"
+    node: str | None = None  # where a Ray task trains it: "Ray node 10.0.0.7 (3f2a9c1b)"; None: this machine
     phase: int | None = None  # 1: head on a frozen backbone; 2: fine-tuning
     epoch: int | None = None  # the epoch in progress (global over both phases, from 1)
     batch: int | None = None  # batches done in that epoch

@@ -47,6 +47,14 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     train.add_argument("--force", action="store_true", help="train again even if this run already finished")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
     train.add_argument("--launched-run", help=argparse.SUPPRESS)  # used by the app's background launcher
+    train.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        nargs="?",
+        const="",
+        help="train as a task on a Ray cluster (head:6379; --ray alone: $FLORA_RAY_ADDRESS): Ray starts it on a node "
+        "with a free GPU (or CPU); models/ and data/ must be on storage every node mounts",
+    )
     hosts = train.add_argument_group(
         "multi-host (JAX)", "phase 2 data parallel across N processes, one per host; process 0 writes the run"
     )
@@ -130,6 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     index = submission.index
     log.info("run %s: %d images in %d classes from %s", run_id, len(index.entries), len(index.classes), index.root)
+    if args.ray is not None:
+        return _train_on_ray(args, store, data_root, run_id)
     jobs.install_stop_on_sigterm(store, run_id)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
@@ -138,6 +148,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     except Exception as e:
         print(f"error: run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        _train_result(args, store, run_id, cached=False)
+        return EXIT_FAILED
+    return _train_result(args, store, run_id, cached=False)
+
+
+def _train_on_ray(args, store, data_root, run_id: str) -> int:
+    """`--ray`: the run as a Ray task on the cluster; this process waits for it as the run's owner."""
+    from core.ray_runs import train_on_ray
+    from core.train import jobs
+
+    jobs.install_stop_on_sigterm(store, run_id)
+    try:
+        train_on_ray(store, run_id, data_root, args.ray or None)
+    except ValueError as e:  # no address anywhere
+        store.set_status(run_id, state=RunState.FAILED, finished_at=time.time(), error=str(e))
+        return fail(str(e))
+    except RuntimeError as e:
+        print(f"error: run {run_id} failed: {e}", file=sys.stderr)
         _train_result(args, store, run_id, cached=False)
         return EXIT_FAILED
     return _train_result(args, store, run_id, cached=False)

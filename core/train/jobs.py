@@ -158,9 +158,12 @@ def execute(
     console: bool = True,
     ingest_workers: int | None = None,
     hosts=None,
+    on_ray: str | None = None,
 ) -> RunStatus:
     """Train the submitted run in this process; return its final status. `hosts` (a `MultiHost`): phase 2
-    across the processes of a multi-host run.
+    across the processes of a multi-host run. `on_ray` (the node, in words): a Ray task trains it, so the
+    process that submitted it stays its owner (its pid, which the app watches) and Ray's scheduler, not
+    this machine's device lock, decides when the device is free.
 
     Raises:
         Exception: whatever failed the run, after recording it as failed with the error.
@@ -172,7 +175,10 @@ def execute(
         from core.train.training import StopRequested, TrainingJob, train_run
 
     run_id = submission.run_id
-    store.claim(run_id, state=RunState.QUEUED, error=None)
+    if on_ray:
+        store.set_status(run_id, state=RunState.QUEUED, error=None, node=on_ray)
+    else:
+        store.claim(run_id, state=RunState.QUEUED, error=None)
     try:
         with without_cuda_noise():
             device = describe()
@@ -186,13 +192,18 @@ def execute(
             )
         elif device.kind == "cpu":
             log.info("no GPU found: training on the CPU (%s)", device.name)
-        with device_lock(
-            store.root,
-            device.lock_name,
-            should_stop=lambda: store.stop_requested(run_id),
-            on_wait=lambda: _waiting(store, run_id, device.label),
-            my_turn=lambda: my_turn(store, run_id),
-        ):
+        lock = (
+            contextlib.nullcontext()
+            if on_ray
+            else device_lock(
+                store.root,
+                device.lock_name,
+                should_stop=lambda: store.stop_requested(run_id),
+                on_wait=lambda: _waiting(store, run_id, device.label),
+                my_turn=lambda: my_turn(store, run_id),
+            )
+        )
+        with lock:
             job = TrainingJob(
                 store,
                 run_id,
@@ -245,8 +256,10 @@ def launch(
     corrections: dict | None = None,
     owner: str = LOCAL_OWNER,
     max_queued: int | None = None,
+    ray_address: str | None = None,
 ) -> Submission:
-    """Start training in a detached background process and return at once.
+    """Start training in a detached background process and return at once. With `ray_address` that process
+    submits the run as a task to the Ray cluster and waits for it (core/ray_runs.py).
 
     A finished run comes back as cached and an active one as active; neither starts a process.
     `corrections`: the label corrections to apply (None: the ones kept for the dataset folder).
@@ -271,6 +284,8 @@ def launch(
         "--data-dir",
         str(Path(data_root).resolve()),
     ]
+    if ray_address:
+        command += ["--ray", ray_address]
     store.launch(submission.run_id, command)  # detached: survives the server and the tab
     submission.run = store.get(submission.run_id)
     return submission
