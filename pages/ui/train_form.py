@@ -337,3 +337,28 @@ def _config_from_widgets(weights: str) -> TrainConfig:
             value = int(value)
         values[option.field] = value
     return TrainConfig(**values)
+
+
+def ray_choice() -> str | None:
+    """Where FLORA_RAY_ADDRESS names a Ray cluster: train there (the default) or on this machine; the address."""
+    import os
+
+    from core.ray_cluster import ADDRESS_ENV
+
+    configured = os.environ.get(ADDRESS_ENV, "").strip()
+    if not configured:
+        return None
+    on = st.toggle(
+        "Train on the Ray cluster",
+        value=True,
+        key="train_on_ray",
+        help="Ray starts the run as a task on a node with a free GPU (or CPU); it shows here like any run, and its "
+        "status and log name the node. Off: this machine trains it.",
+    )
+    address = st.text_input("Ray cluster address", value=configured, key="train_ray_address", disabled=not on)
+    if on:
+        st.caption(
+            ":material/hub: The run folder and the photos must be on storage every node mounts (the same paths); "
+            "Stop works as for a local run, and a node that goes down marks the run failed with the reason."
+        )
+    return address.strip() or configured if on else None

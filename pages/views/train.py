@@ -72,8 +72,9 @@ def plan_text(config: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- callbacks
 
 
-def launch(dataset: str, config: TrainConfig, corrections: dict | None) -> None:
-    """Launch button: start the run in the background, then show it on the Runs tab."""
+def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_address: str | None = None) -> None:
+    """Launch button: start the run in the background (or as a task on the Ray cluster), then show it on the
+    Runs tab."""
     try:
         user = auth.current_user()
         submission = jobs.launch(
@@ -84,6 +85,7 @@ def launch(dataset: str, config: TrainConfig, corrections: dict | None) -> None:
             corrections=corrections or {},
             owner=user.id,
             max_queued=sharing.max_queued_runs() if auth.shared() else None,
+            ray_address=ray_address,
         )
     except (ValueError, OSError) as e:
         st.session_state["train_error"] = f"Could not launch: {e}"
@@ -329,7 +331,9 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
     with header:
         st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)} · `{run.run_id}`")
         common.state_badge(run)
-        st.caption(f"{run.status.device or 'device: deciding'} · pid {run.status.pid or '-'}")
+        where = f" on {run.status.node}" if run.status.node else ""
+        owner = " (the process waiting for Ray)" if run.status.node else ""
+        st.caption(f"{run.status.device or 'device: deciding'}{where} · pid {run.status.pid or '-'}{owner}")
     if run.note:
         st.caption(run.note)
 
@@ -579,6 +583,7 @@ with new_tab:
         label="Not sure which learning rate, head or dropout? A sweep tries many on cached features in minutes",
         icon=":material/tune:",
     )
+    ray_address = train_form.ray_choice()
     if "train_error" in st.session_state:
         st.error(st.session_state.pop("train_error"), icon=":material/error:")
     st.button(
@@ -588,7 +593,7 @@ with new_tab:
         disabled=config is None,
         key="train_launch",
         on_click=launch,
-        args=(dataset, config, corrections),
+        args=(dataset, config, corrections, ray_address),
     )
 
 with runs_tab:

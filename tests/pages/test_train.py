@@ -358,3 +358,18 @@ def test_a_dataset_without_a_split_offers_both_shares(app):
     at = _new_run_tab(app)
     assert not at.slider(key="train_val_fraction").disabled and not at.slider(key="train_test_fraction").disabled
     assert "share does not apply" not in texts(at)
+
+
+def test_with_a_ray_cluster_configured_the_form_offers_to_train_there(app, monkeypatch):
+    monkeypatch.setenv("FLORA_RAY_ADDRESS", "10.0.0.7:6379")
+    at = _new_run_tab(app)
+    assert at.toggle(key="train_on_ray").value and at.text_input(key="train_ray_address").value == "10.0.0.7:6379"
+    assert "storage every node mounts" in texts(at)
+    at.toggle(key="train_on_ray").set_value(False).run()
+    assert at.text_input(key="train_ray_address").disabled
+
+
+def test_without_a_ray_cluster_the_form_says_nothing_of_it(app, monkeypatch):
+    monkeypatch.delenv("FLORA_RAY_ADDRESS", raising=False)
+    at = _new_run_tab(app)
+    assert not [t for t in at.toggle if t.key == "train_on_ray"]
