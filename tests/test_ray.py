@@ -126,3 +126,29 @@ def test_a_node_that_dies_during_a_run_marks_it_failed_with_the_reason(ray_clust
     assert process.returncode != 0 and run.state == "failed"
     assert "died while training it" in run.status.error and run.status.node in run.status.error
     assert "train it again" in err
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_trials_on_two_ray_workers_sharing_the_study(ray_cluster, tmp_path):
+    from core.sweeps import SweepStore
+    from tests.conftest import make_image_dataset
+
+    dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
+    env = {**os.environ}
+    env.pop("FLORA_RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "core", "sweep", str(dataset), "--trials", "4", "--weights", "none"]
+    command += ["--image-size", "32", "--epochs", "2", "--batch-size", "8", "--ray", ray_cluster.address]
+    command += ["--ray-workers", "2", "--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 trials on 2 Ray workers" in done.stderr
+    sweep = SweepStore(tmp_path / "models").list()[0]
+    assert sweep.status.state == "done" and "on 2 Ray worker(s)" in sweep.status.note
+    from core.sweeps.search import open_study
+
+    trials = open_study(sweep)[0].get_trials(deepcopy=False)
+    assert len([t for t in trials if t.state.name == "COMPLETE"]) == 4
+    workers = {t.user_attrs.get("worker", "").split(" on ")[0] for t in trials}
+    assert workers == {"worker 1", "worker 2"}  # both ran trials, each named
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # no two workers drew the same settings
+    assert not (sweep.directory / "features.npz").exists()  # the shared features are removed after

@@ -66,6 +66,15 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     sweep.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     sweep.add_argument("--json", action="store_true", help="print one JSON object: the trials, the best, the run")
     sweep.add_argument("--launched-sweep", help=argparse.SUPPRESS)  # the app's background launcher
+    sweep.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        nargs="?",
+        const="",
+        help="run the trials on a Ray cluster's workers, sharing the study (--ray alone: $FLORA_RAY_ADDRESS); "
+        "needs --trials; models/ and data/ on storage every node mounts",
+    )
+    sweep.add_argument("--ray-workers", type=int, default=2, metavar="N", help="Ray workers running trials (2)")
     sweep.set_defaults(handler=cmd_sweep)
 
     sweeps = sub.add_parser("sweeps", parents=[common], help="list sweeps (--show one's trials, --stop one)")
@@ -98,7 +107,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         done = submission.sweep.status.trials_done
         log.info("sweep %s already has %s finished trials: nothing to run", sweep_id, done)
     elif submission.outcome is not None:
-        code = _run(store, sweep_id, data_root, args.workers, console=True)
+        ray = (args.ray or None, max(1, args.ray_workers)) if args.ray is not None else None
+        code = _run(store, sweep_id, data_root, args.workers, console=True, ray=ray)
     sweep = store.refresh(store.get(sweep_id))
     result = sweep_result(sweep)
     if args.promote:
@@ -158,14 +168,14 @@ def _load_space(value: str) -> Any:
         raise ValueError(f"--space is not valid JSON: {e}") from None
 
 
-def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bool) -> int:
+def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bool, ray=None) -> int:
     """Run the sweep in this process (SIGTERM asks it to stop); the exit status."""
     from core.sweeps.search import run_sweep
 
     signal.signal(signal.SIGTERM, lambda signum, frame: store.request_stop(sweep_id))
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints; stdout is for the result
-            status = run_sweep(store, sweep_id, data_root, console=console, workers=workers)
+            status = run_sweep(store, sweep_id, data_root, console=console, workers=workers, ray=ray)
     except KeyboardInterrupt:
         raise
     except Exception as e:

@@ -73,6 +73,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "started_at": trial.datetime_start.timestamp() if trial.datetime_start else None,
         "finished_at": trial.datetime_complete.timestamp() if trial.datetime_complete else None,
         "note": attrs.get("note"),
+        "worker": attrs.get("worker"),  # the Ray worker that ran it; None: the sweep's own process
         "curve": attrs.get("curve", []),
     }
 

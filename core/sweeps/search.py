@@ -79,9 +79,15 @@ def open_study(sweep: Sweep) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
 
 
 def run_sweep(
-    store: SweepStore, sweep_id: str, data_root: str | Path, console: bool = False, workers: int | None = None
+    store: SweepStore,
+    sweep_id: str,
+    data_root: str | Path,
+    console: bool = False,
+    workers: int | None = None,
+    ray: tuple[str | None, int] | None = None,
 ) -> SweepStatus:
-    """Search in this process until the target, the time budget or a stop; the final status.
+    """Search in this process until the target, the time budget or a stop; the final status. `ray`: (address,
+    workers) to run the trials on a Ray cluster's workers instead (core/ray_sweeps.py).
 
     Raises:
         Exception: whatever failed the sweep, after recording it as failed with the error.
@@ -100,7 +106,7 @@ def run_sweep(
             should_stop=folder.stop_requested,
             on_wait=lambda: folder.update(stage="waiting for the device: a run is training"),
         ):
-            return _search(store, store.get(sweep_id), Path(data_root), device, console, workers)
+            return _search(store, store.get(sweep_id), Path(data_root), device, console, workers, ray)
     except (SweepStopped, StopRequested, StopWhileWaiting) as e:
         log.info("sweep %s stopped: %s", sweep_id, e)
         return folder.update(
@@ -128,7 +134,7 @@ def run_sweep(
         raise
 
 
-def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: bool, workers) -> SweepStatus:
+def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: bool, workers, ray=None) -> SweepStatus:
     folder = store.folder(sweep.sweep_id)
     fixed, space = sweep.fixed, sweep.space
     index = scan_dataset(sweep.dataset_path)
@@ -178,8 +184,31 @@ def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: b
             if start:
                 study.enqueue_trial(start, user_attrs={"note": "your starting settings"})
         publisher = Publisher(store, sweep.sweep_id, fixed, space)
+        if ray is not None:
+            return _optimize_on_ray(store, sweep, data_root, study, features, publisher, *ray)
         objective = Objective(store, sweep.sweep_id, fixed, space, data, features, parallel.replicas, publisher)
         return _optimize(store, sweep.sweep_id, study, objective, publisher)
+
+
+def _optimize_on_ray(store, sweep: Sweep, data_root: Path, study, features, publisher, address, workers: int):
+    """The remaining trials on Ray workers sharing the study; the sweep's final status."""
+    from core.ray_sweeps import run_trials_on_ray
+
+    folder = store.folder(sweep.sweep_id)
+    target = folder.read().trials_target
+    if target is None:
+        raise ValueError("a sweep on Ray needs a trial count (--trials) to share out among its workers")
+    remaining = target - _count(study, FINISHED)
+    if remaining > 0:
+        reports = run_trials_on_ray(store, sweep, data_root, features, address, workers, remaining)
+        for report in reports:
+            log.info("sweep %s: %s ran %d trial(s) in %.1f s", sweep.sweep_id, *report.values())
+    study = open_study(sweep)[0]  # what every worker wrote
+    publisher.publish(study, importance=True)
+    if folder.stop_requested():
+        raise SweepStopped(f"stopped after {_count(study, FINISHED)} finished trials")
+    done = _count(study, FINISHED)
+    return _finish(store, sweep.sweep_id, study, f"{done} trials finished on {workers} Ray worker(s)")
 
 
 def _optimize(store: SweepStore, sweep_id: str, study: optuna.Study, objective, publisher) -> SweepStatus:

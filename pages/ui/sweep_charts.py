@@ -15,7 +15,8 @@ LAYOUT = {"height": 320, "margin": {"l": 10, "r": 10, "t": 40, "b": 10}}
 
 
 def trials_frame(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
-    """One row per trial: number, state, validation figures, epochs, seconds, each setting (shown), note."""
+    """One row per trial: number, state, validation figures, epochs, seconds, each setting (shown), note, and the
+    Ray worker that ran it (sweeps on Ray)."""
     records = []
     for row in rows:
         state = row["state"]
@@ -31,6 +32,8 @@ def trials_frame(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
         for name in names:
             record[name] = shown.get(name, "")
         record["note"] = row.get("note") or ""
+        if any(r.get("worker") for r in rows):  # a sweep on Ray: which worker ran each trial
+            record["worker"] = row.get("worker") or "the sweep's process"
         records.append(record)
     return pd.DataFrame(records)
 

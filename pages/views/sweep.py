@@ -250,6 +250,14 @@ def results(sweep: Sweep, snapshot: dict) -> None:
         },
     )
     st.caption("✂ pruned: stopped early because its validation loss was worse than the median of earlier trials.")
+    workers = {row.get("worker") for row in rows if row.get("worker")}
+    if workers:
+        st.caption(
+            f":material/hub: These trials ran on {len(workers)} Ray worker(s) at once, sharing the study (the "
+            "worker column). Parallel search is not the serial one: a worker chooses its next settings without "
+            "the results of trials still running elsewhere, so the same seed and trial count can find another "
+            "best than one worker would."
+        )
 
 
 def best_trial(sweep: Sweep, best: dict | None) -> None:
