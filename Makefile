@@ -57,7 +57,7 @@ format: $(STAMP)
 
 # The whole suite on TensorFlow, then the backend-agnostic smoke subset on JAX.
 test: lint
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) test-jax
 
 test-jax: $(STAMP)
@@ -65,7 +65,7 @@ test-jax: $(STAMP)
 
 # The inner loop: everything but the end-to-end tests that start Flora in another process, and the browser.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow and not browser"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not browser"
 
 bench: $(STAMP)
 	$(BIN)/python -m core bench

@@ -63,9 +63,11 @@ class LocalRayCluster:
             command += [f"--address={self.address}"]
         if resources:
             command += [f"--resources={resources}"]
+        output = open(Path(self.temp) / f"node-{len(self.nodes)}.log", "wb")  # noqa: SIM115  (the node's, till it ends)
         node = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ
         )
+        output.close()  # the child keeps its own handle
         self.nodes.append(node)
         return node
 
@@ -85,17 +87,34 @@ class LocalRayCluster:
         return node
 
     def _wait_for(self, count: int, timeout: float) -> None:
+        """Until `count` nodes are up. A node (not the head) that exits while joining is started again once:
+        on 2 busy cores one can miss its time to reach the head."""
         deadline = time.time() + timeout
+        restarted: set[int] = set()
         while time.time() < deadline:
             done = subprocess.run(
                 [RAY, "status", f"--address={self.address}"], capture_output=True, text=True, timeout=60
             )
             if done.returncode == 0 and done.stdout.count("node_") >= count:
                 return
-            if any(node.poll() is not None for node in self.nodes):
-                raise RuntimeError(f"a Ray node exited while starting: {[n.returncode for n in self.nodes]}")
+            for number, node in enumerate(self.nodes):
+                if node.poll() is not None:
+                    said = (Path(self.temp) / f"node-{number}.log").read_text(errors="replace")[-1500:]
+                    if number == 0 or number in restarted:
+                        raise RuntimeError(f"Ray node {number} exited ({node.returncode}) while starting: {said}")
+                    restarted.add(number)
+                    self.nodes[number] = self._restart(number)
             time.sleep(1)
         raise TimeoutError(f"{count} Ray node(s) did not come up in {timeout} s")
+
+    def _restart(self, number: int) -> subprocess.Popen:
+        command = list(self.nodes[number].args)
+        output = open(Path(self.temp) / f"node-{number}.log", "ab")  # noqa: SIM115  (the node's)
+        node = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ
+        )
+        output.close()
+        return node
 
     def kill_node(self, node: subprocess.Popen) -> None:
         """Kill a node and everything it started (its process group), as a machine going down would."""

@@ -14,6 +14,7 @@ from core.ray_local import LocalRayCluster
 from tests.conftest import PROJECT_ROOT
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one cluster at a time on 2 cores: these tests share a worker
 
 
 @pytest.fixture(scope="module")
