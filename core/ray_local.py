@@ -29,6 +29,21 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+WORKER_PORTS = 200  # each node's workers listen on a range of their own
+WORKER_BASE, WORKER_TOP = 12000, 32000  # below the ephemeral ports the other components were given
+
+
+def worker_port_range(taken: list[int]) -> int:
+    """The first of WORKER_PORTS ports for a node's workers: below the ephemeral range, clear of `taken`
+    (Ray refuses a range that holds a port another component uses), drawn at random so nodes differ."""
+    import random
+
+    while True:
+        start = WORKER_BASE + random.randrange((WORKER_TOP - WORKER_BASE) // WORKER_PORTS) * WORKER_PORTS
+        if not any(start <= port < start + WORKER_PORTS for port in taken):
+            return start
+
+
 class LocalRayCluster:
     def __init__(self):
         # Ray's socket paths must stay short (107 bytes): a folder of its own directly under /tmp
@@ -38,7 +53,8 @@ class LocalRayCluster:
         self.address = f"127.0.0.1:{self.port}"
 
     def _start(self, head: bool, cpus: int, resources: str | None = None) -> subprocess.Popen:
-        p = free_ports(9)
+        p = free_ports(9)  # from the ephemeral range (32768 and up here)
+        workers = worker_port_range(p)
         command = [RAY, "start", "--block", f"--num-cpus={cpus}", "--num-gpus=0", "--disable-usage-stats"]
         command += [
             f"--node-manager-port={p[0]}",
@@ -47,8 +63,8 @@ class LocalRayCluster:
             f"--dashboard-agent-listen-port={p[3]}",
             f"--dashboard-agent-grpc-port={p[4]}",
             f"--runtime-env-agent-port={p[5]}",
-            f"--min-worker-port={20000 + (p[6] % 20000)}",
-            f"--max-worker-port={20000 + (p[6] % 20000) + 200}",
+            f"--min-worker-port={workers}",
+            f"--max-worker-port={workers + WORKER_PORTS - 1}",
             "--object-store-memory=200000000",
         ]
         if head:

@@ -153,3 +153,33 @@ def test_a_sweep_runs_its_trials_on_two_ray_workers_sharing_the_study(ray_cluste
     assert workers == {"worker 1", "worker 2"}  # both ran trials, each named
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # no two workers drew the same settings
     assert not (sweep.directory / "features.npz").exists()  # the shared features are removed after
+
+
+@pytest.mark.slow
+def test_stop_reaches_a_run_training_on_a_ray_node(ray_cluster, tmp_path):
+    """The Train page's Stop writes the run's stop flag in the shared folder; the task on the node reads it."""
+    import time
+
+    from core.runs import RunStore
+    from tests.conftest import make_image_dataset
+
+    dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
+    slow = ["--epochs", "1", "--fine-tune-epochs", "500", "--patience", "0", "--no-feature-cache"]
+    process = _train(tmp_path, dataset, ray_cluster.address, *slow)
+    store = RunStore(tmp_path / "models")
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            runs = store.list()
+            if runs and runs[0].status.node and (runs[0].status.epochs_done or 0) >= 1:
+                break
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(1)
+        store.request_stop(store.list()[0].run_id)
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    run = store.list()[0]
+    assert process.returncode == 0, err[-3000:]
+    assert run.state == "stopped" and run.status.node and (run.directory / "model.keras").exists()
