@@ -7,7 +7,8 @@ loads the run's served model once (the same `ServedModel` as the local path: cal
 out-of-distribution flag), reads its chunks' photos from disk itself (in parallel across actors) and returns
 the same table rows as the local path; the driver puts the chunks back in path order. Labels and
 probabilities come out the same as the local path's; the out-of-distribution score can differ in its 7th
-digit (Ray gives an actor of 1 CPU one math thread, which sums in another order). The paths must mean the
+digit (Ray gives an actor of 1 CPU one math thread, which sums in another order), so a photo whose score
+sits right at the threshold may be flagged on one path and not the other. The paths must mean the
 same on every node (shared storage), as must Flora's folder: the actors import it from `PYTHONPATH`.
 
 Ray is the engine here, never a home-made scheduler: it places the actors (one per GPU, or per `cpus`

@@ -55,9 +55,13 @@ def test_batch_prediction_on_the_cluster_gives_the_local_table_in_path_order(ray
     a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv")
     assert len(a) == 57 and list(b["path"]) == list(a["path"])  # every file, in the local path's order
     assert list(b.columns) == list(a.columns)
-    for column in ("label_1", "probability_1", "label_2", "probability_2", "out_of_distribution", "error"):
+    for column in ("label_1", "probability_1", "label_2", "probability_2", "error"):
         assert b[column].fillna("").tolist() == a[column].fillna("").tolist(), column
     np.testing.assert_allclose(b["ood_score"].fillna(0), a["ood_score"].fillna(0), rtol=1e-5)
+    # The flag is the score against a threshold: a photo whose score sits at the threshold (to its 6th digit)
+    # may land on either side; any other photo is flagged alike.
+    flipped = a[a["out_of_distribution"].fillna("") != b["out_of_distribution"].fillna("")].index
+    assert len(flipped) <= 1, a.loc[flipped]
     assert "not an image" in b.set_index("path").loc[str(trained_run["dataset"] / "red" / "notes.png"), "error"]
     parquet = pd.read_parquet(tmp_path / "ray.parquet")
     assert parquet["path"].tolist() == list(a["path"]) and parquet["probability_1"].dtype == "float64"
