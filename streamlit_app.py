@@ -51,7 +51,7 @@ def jobs_panel() -> None:
         whose = f" · {plain.md(run.owner)}'s" if common.shared() else ""
         st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)}{whose}")
         if run.run_id in line:
-            st.progress(0.0, text=f"waiting for the device: {line[run.run_id].text}")
+            st.progress(0.0, text=line[run.run_id].waiting_text)
         elif state.preparing:
             st.progress(state.stage_fraction, text=state.stage_text)
         else:

@@ -95,6 +95,8 @@ class RunStatus(JobStatus):
     device: str | None = None  # "CPU: ... (tensorflow)", "GPU: NVIDIA H200 (jax)"
     parallel: str | None = None  # "single device" or "data parallel over N devices (...)"
     node: str | None = None  # where a Ray task trains it: "Ray node 10.0.0.7 (3f2a9c1b)"; None: this machine
+    line: str | None = None  # the line it waits in (core.train.queue): None this machine's device, "ray" the cluster
+    submitted_at: float | None = None  # when it left Flora's line for the Ray cluster's scheduler
     phase: int | None = None  # 1: head on a frozen backbone; 2: fine-tuning
     epoch: int | None = None  # the epoch in progress (global over both phases, from 1)
     batch: int | None = None  # batches done in that epoch

@@ -12,7 +12,16 @@ import pytest
 from core.processes import process_start_time
 from core.runs import RunState, RunStore
 from core.train import jobs
-from core.train.queue import TooManyQueued, check_share, fair_order, my_turn, ordinal, places
+from core.train.queue import (
+    RAY_LINE,
+    TooManyQueued,
+    check_share,
+    fair_order,
+    in_flight,
+    my_turn,
+    ordinal,
+    places,
+)
 
 
 def _record(owner: str, epochs: int = 2):
@@ -29,11 +38,11 @@ def store(tmp_path):
     return RunStore(tmp_path / "models")
 
 
-def queue(store: RunStore, run_id: str, owner: str, at: float) -> None:
-    """A run waiting for the device, its process this (live) one."""
+def queue(store: RunStore, run_id: str, owner: str, at: float, line: str | None = None) -> None:
+    """A run waiting for the device (`line` "ray": for the Ray cluster), its process this (live) one."""
     me = os.getpid()
     store.create(run_id, _record(owner))
-    store.set_status(run_id, state=RunState.QUEUED, queued_at=at, pid=me, pid_start=process_start_time(me))
+    store.set_status(run_id, state=RunState.QUEUED, queued_at=at, pid=me, pid_start=process_start_time(me), line=line)
 
 
 def test_one_persons_ten_runs_do_not_hold_the_others_back(store):
@@ -118,3 +127,64 @@ def test_no_line_while_nobody_holds_the_device(store):
     """A run launched a moment ago is starting, not 'next in line' (the walk saw that with nothing else running)."""
     queue(store, "ash1", "ash", at=1)
     assert places(store.list()) == {}
+
+
+def test_the_ray_clusters_line_and_this_devices_line_never_hold_each_other_back(store):
+    """Issue 20: a run waiting for the cluster is not ahead of a run waiting for this machine's device."""
+    store.create("busy", _record("brock"))
+    store.set_status("busy", state=RunState.RUNNING, started_at=10.0)  # this machine's device is taken
+    queue(store, "misty_ray", "misty", at=1, line=RAY_LINE)  # first of all, but for the cluster
+    queue(store, "ash_local", "ash", at=2)
+    queue(store, "ash_ray", "ash", at=3, line=RAY_LINE)
+    assert [run.run_id for run in fair_order(store.list())] == ["ash_local"]
+    assert [run.run_id for run in fair_order(store.list(), RAY_LINE)] == ["misty_ray", "ash_ray"]
+    assert my_turn(store, "ash_local") and my_turn(store, "misty_ray") and not my_turn(store, "ash_ray")
+    found = places(store.list())
+    assert found["ash_local"].waiting_text.startswith("waiting for the device: next in line")
+    assert found["ash_ray"].waiting_text == "waiting for the Ray cluster: 2nd in line"  # no estimate: Ray knows
+    store.set_status("misty_ray", submitted_at=20.0)  # handed to Ray: in flight, out of Flora's line
+    assert [run.run_id for run in in_flight(store.list())] == ["misty_ray"]
+    assert my_turn(store, "ash_ray")
+
+
+def test_a_run_for_the_cluster_is_handed_to_ray_on_its_turn_and_when_there_is_room(store):
+    """The fair line feeds the cluster: first in line and fewer runs in flight than it takes, never before."""
+    from core.ray_runs import capacity, wait_for_turn
+
+    queue(store, "on_ray", "misty", at=1, line=RAY_LINE)
+    store.set_status("on_ray", submitted_at=2.0)  # training on the cluster
+    queue(store, "ash1", "ash", at=3, line=RAY_LINE)
+    queue(store, "misty2", "misty", at=4, line=RAY_LINE)
+    handed: list[str] = []
+
+    def submit(run_id: str) -> None:
+        if wait_for_turn(store, run_id, room=lambda: 1, poll_seconds=0.05):
+            store.set_status(run_id, submitted_at=time.time())
+            handed.append(run_id)
+
+    threads = [threading.Thread(target=submit, args=(r,)) for r in ("misty2", "ash1")]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    assert handed == []  # the cluster takes 1 run at once and has one
+    assert (
+        store.get("ash1").status.stage
+        == "waiting for the Ray cluster: 1st in line (1 of the 1 run(s) it takes at once)"
+    )
+    assert "2nd in line" in store.get("misty2").status.stage  # queued after ash1, and misty is on the cluster
+    store.set_status("on_ray", state=RunState.DONE, started_at=2.0)
+    deadline = time.time() + 20
+    while len(handed) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert handed == ["ash1"]  # one at a time: misty2 waits for room again
+    store.set_status("ash1", state=RunState.DONE, started_at=time.time())
+    for thread in threads:
+        thread.join(20)
+    assert handed == ["ash1", "misty2"]
+    queue(store, "late", "brock", at=9, line=RAY_LINE)
+    store.request_stop("late")
+    assert wait_for_turn(store, "late", room=lambda: 0, poll_seconds=0.05) is False  # Stop while in line
+    assert capacity({"GPU": 4.0, "CPU": 64.0}, {"num_gpus": 1, "num_cpus": 1}) == 4
+    assert capacity({"CPU": 8.0}, {"num_gpus": 0, "num_cpus": 3}) == 2
+    assert capacity({"CPU": 1.0}, {"num_gpus": 0, "num_cpus": 3}) == 1  # a run too big still gets a turn

@@ -160,8 +160,9 @@ def test_a_sweep_runs_its_trials_on_two_ray_workers_sharing_the_study(ray_cluste
 
 
 @pytest.mark.slow
-def test_stop_reaches_a_run_training_on_a_ray_node(ray_cluster, tmp_path):
-    """The Train page's Stop writes the run's stop flag in the shared folder; the task on the node reads it."""
+def test_stop_reaches_a_run_training_on_a_ray_node_and_one_waiting_in_line_for_the_cluster(ray_cluster, tmp_path):
+    """The Train page's Stop writes the run's stop flag in the shared folder; the task on the node reads it. A run
+    the fair line holds back (the cluster is full) is withdrawn before Ray ever sees it."""
     import time
 
     from core.runs import RunStore
@@ -169,8 +170,10 @@ def test_stop_reaches_a_run_training_on_a_ray_node(ray_cluster, tmp_path):
 
     dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
     slow = ["--epochs", "1", "--fine-tune-epochs", "500", "--patience", "0", "--no-feature-cache"]
-    process = _train(tmp_path, dataset, ray_cluster.address, *slow)
+    one_at_a_time = {"FLORA_RAY_MAX_RUNS": "1"}  # the cluster takes one run: a second waits in Flora's line
+    process = _train(tmp_path, dataset, ray_cluster.address, *slow, env_extra=one_at_a_time)
     store = RunStore(tmp_path / "models")
+    second = None
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
@@ -179,11 +182,27 @@ def test_stop_reaches_a_run_training_on_a_ray_node(ray_cluster, tmp_path):
                 break
             assert process.poll() is None, process.communicate()[1][-3000:]
             time.sleep(1)
-        store.request_stop(store.list()[0].run_id)
+        first = store.list()[0]
+        assert first.status.line == "ray" and first.status.submitted_at
+        second = _train(tmp_path, dataset, ray_cluster.address, *slow, "--seed", "7", env_extra=one_at_a_time)
+        while time.time() < deadline:
+            waiting = [run for run in store.list() if run.run_id != first.run_id]
+            if waiting and "waiting for the Ray cluster: 1st in line" in (waiting[0].status.stage or ""):
+                break
+            assert second.poll() is None, second.communicate()[1][-3000:]
+            time.sleep(0.5)
+        store.request_stop(waiting[0].run_id)  # Stop in Flora's line: withdrawn, never handed to Ray
+        _, second_err = second.communicate(timeout=120)
+        assert second.returncode == 0, second_err[-3000:]
+        store.request_stop(first.run_id)
         _, err = process.communicate(timeout=300)
     finally:
-        if process.poll() is None:
-            process.kill()
-    run = store.list()[0]
+        for started in (process, second):
+            if started is not None and started.poll() is None:
+                started.kill()
+    run = store.get(first.run_id)
     assert process.returncode == 0, err[-3000:]
     assert run.state == "stopped" and run.status.node and (run.directory / "model.keras").exists()
+    withdrawn = store.get(waiting[0].run_id)
+    assert withdrawn.state == "stopped" and withdrawn.status.submitted_at is None and withdrawn.status.node is None
+    assert "stopped while waiting in line for the Ray cluster" in withdrawn.status.note

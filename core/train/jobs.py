@@ -23,7 +23,7 @@ from core.config import TrainConfig, run_id_for
 from core.datasets import DatasetError, DatasetIndex, scan_dataset
 from core.processes import process_alive
 from core.runs import LOCAL_OWNER, Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
-from core.train.queue import check_share, my_turn
+from core.train.queue import RAY_LINE, check_share, my_turn
 
 log = logging.getLogger("flora")
 CACHED, ACTIVE, NEW = "cached", "active", "new"
@@ -286,6 +286,7 @@ def launch(
     ]
     if ray_address:
         command += ["--ray", ray_address]
+        store.set_status(submission.run_id, line=RAY_LINE)  # in the cluster's line from the start, not this device's
     store.launch(submission.run_id, command)  # detached: survives the server and the tab
     submission.run = store.get(submission.run_id)
     return submission

@@ -245,7 +245,7 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
         state = states.get(run.run_id)
         now = state.short_text if state else ""
         if run.run_id in line:
-            now = line[run.run_id].text
+            now = line[run.run_id].waiting_text
         rows.append(
             {
                 "run": common.run_title(run),
