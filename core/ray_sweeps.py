@@ -34,10 +34,18 @@ def shares(remaining: int, workers: int) -> list[int]:
 
 
 def run_trials_on_ray(
-    store, sweep, data_root: Path, features: dict[str, np.ndarray], address: str | None, workers: int, remaining: int
+    store,
+    sweep,
+    data_root: Path,
+    features: dict[str, np.ndarray],
+    address: str | None,
+    workers: int,
+    remaining: int,
+    deadline: float | None = None,
 ) -> list[dict[str, Any]]:
     """Save the features where every node can read them, run `remaining` trials on `workers` Ray tasks, wait;
-    returns each worker's report. Raises RuntimeError when a worker failed."""
+    returns each worker's report. `deadline` (epoch seconds): no worker starts a trial after it (the sweep's
+    time budget). Raises RuntimeError when a worker failed."""
     import ray
 
     folder = store.folder(sweep.sweep_id)
@@ -51,7 +59,7 @@ def run_trials_on_ray(
     folder.update(stage=f"{remaining} trials on {len(dealt)} Ray workers ({address})")
     log.info("sweep %s: %d trials on %d Ray workers at %s: %s", sweep.sweep_id, remaining, len(dealt), address, dealt)
     refs = [
-        task.remote(str(store.models_root), str(data_root), sweep.sweep_id, str(path), share, i + 1)
+        task.remote(str(store.models_root), str(data_root), sweep.sweep_id, str(path), share, i + 1, deadline)
         for i, share in enumerate(dealt)
     ]
     try:
@@ -66,7 +74,13 @@ def run_trials_on_ray(
 
 
 def _trial_worker(
-    models_root: str, data_root: str, sweep_id: str, features_file: str, trials: int, number: int
+    models_root: str,
+    data_root: str,
+    sweep_id: str,
+    features_file: str,
+    trials: int,
+    number: int,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """On a Ray worker: the sweep's split and cached features, the shared study, `trials` trials of it."""
     import optuna
@@ -113,5 +127,6 @@ def _trial_worker(
             study.stop()
 
     started = time.perf_counter()
-    study.optimize(tagged, n_trials=trials, callbacks=[stop_when_asked], catch=(SweepStopped,))
+    budget = None if deadline is None else max(0.0, deadline - time.time())
+    study.optimize(tagged, n_trials=trials, timeout=budget, callbacks=[stop_when_asked], catch=(SweepStopped,))
     return {"worker": worker, "trials": trials, "seconds": time.perf_counter() - started}

@@ -134,21 +134,29 @@ def test_a_node_that_dies_during_a_run_marks_it_failed_with_the_reason(ray_clust
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_its_trials_on_two_ray_workers_sharing_the_study(ray_cluster, tmp_path):
-    from core.sweeps import SweepStore
+def test_a_sweep_launched_as_the_sweep_page_does_runs_its_trials_on_two_ray_workers(ray_cluster, tmp_path):
+    """The Sweep page's launch (its background process, `--ray ADDRESS --ray-workers 2`), the study shared."""
+    import time
+
+    from core.config import TrainConfig
+    from core.sweeps import SweepStore, default_space, launch, submit
     from tests.conftest import make_image_dataset
 
     dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
-    env = {**os.environ}
-    env.pop("FLORA_RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "core", "sweep", str(dataset), "--trials", "4", "--weights", "none"]
-    command += ["--image-size", "32", "--epochs", "2", "--batch-size", "8", "--ray", ray_cluster.address]
-    command += ["--ray-workers", "2", "--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "4 trials on 2 Ray workers" in done.stderr
-    sweep = SweepStore(tmp_path / "models").list()[0]
-    assert sweep.status.state == "done" and "on 2 Ray worker(s)" in sweep.status.note
+    fixed = TrainConfig(weights="none", image_size=32, epochs=2, batch_size=8)
+    models, data = tmp_path / "models", tmp_path / "data"
+    submission = submit(models, dataset, fixed, default_space(fixed), trials=4, timeout=600)
+    launch(submission, models, data, ray=(ray_cluster.address, 2))
+    store = SweepStore(models)
+    deadline = time.time() + 900
+    while store.refresh(store.get(submission.sweep.sweep_id)).status.active and time.time() < deadline:
+        time.sleep(2)
+    sweep = store.get(submission.sweep.sweep_id)
+    if sweep.status.active and sweep.status.pid:
+        os.kill(sweep.status.pid, 9)  # stop what the test started
+    log = store.folder(sweep.sweep_id).log_tail(60)
+    assert sweep.status.state == "done" and "on 2 Ray worker(s)" in sweep.status.note, log
+    assert "4 trials on 2 Ray workers" in log
     from core.sweeps.search import open_study
 
     trials = open_study(sweep)[0].get_trials(deepcopy=False)

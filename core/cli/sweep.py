@@ -93,8 +93,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     models_root, data_root = models_dir(args.models_dir), data_dir(args.data_dir)
     store = SweepStore(models_root)
+    ray = (args.ray or None, max(1, args.ray_workers)) if args.ray is not None else None
     if args.launched_sweep:
-        return _run(store, args.launched_sweep, data_root, args.workers, console=False)
+        return _run(store, args.launched_sweep, data_root, args.workers, console=False, ray=ray)
 
     submission = _submit(args, models_root, data_root)
     if submission is None:
@@ -107,7 +108,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         done = submission.sweep.status.trials_done
         log.info("sweep %s already has %s finished trials: nothing to run", sweep_id, done)
     elif submission.outcome is not None:
-        ray = (args.ray or None, max(1, args.ray_workers)) if args.ray is not None else None
         code = _run(store, sweep_id, data_root, args.workers, console=True, ray=ray)
     sweep = store.refresh(store.get(sweep_id))
     result = sweep_result(sweep)

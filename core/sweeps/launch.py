@@ -146,9 +146,13 @@ def _resubmit(store: SweepStore, sweep: Sweep, trials: int | None, timeout: floa
 
 
 def launch(
-    submission: SweepSubmission, models_root: str | os.PathLike, data_root: str | os.PathLike
+    submission: SweepSubmission,
+    models_root: str | os.PathLike,
+    data_root: str | os.PathLike,
+    ray: tuple[str, int] | None = None,
 ) -> SweepSubmission:
-    """Start a NEW submission's process detached (it outlives the page); others are returned as they are."""
+    """Start a NEW submission's process detached (it outlives the page); others are returned as they are.
+    `ray` (address, workers): its trials run on that many Ray workers of the cluster (core.ray_sweeps)."""
     if submission.outcome != NEW:
         return submission
     store = SweepStore(models_root)
@@ -163,9 +167,18 @@ def launch(
         str(Path(models_root).resolve()),
         "--data-dir",
         str(Path(data_root).resolve()),
+        *ray_arguments(ray),
     ]
     store.folder(submission.sweep.sweep_id).launch(command)
     return SweepSubmission(store.get(submission.sweep.sweep_id), NEW)
+
+
+def ray_arguments(ray: tuple[str, int] | None) -> list[str]:
+    """`--ray ADDRESS --ray-workers N` for a sweep on a Ray cluster; nothing for one on this machine."""
+    if ray is None:
+        return []
+    address, workers = ray
+    return ["--ray", address, "--ray-workers", str(max(1, int(workers)))]
 
 
 def sweep_corrections(sweep: Sweep, data_root: str | os.PathLike) -> dict | None:
@@ -201,6 +214,7 @@ def sweep_command(
     timeout: float | None = None,
     python: str = "python",
     corrections: str | None = None,
+    ray: tuple[str, int] | None = None,
 ) -> str:
     """`python -m core sweep DATASET --trials N --space '{...}' --flag value ...`, quoted for a POSIX shell."""
     from core.train_options import train_arguments
@@ -210,7 +224,7 @@ def sweep_command(
         args += ["--trials", str(trials)]
     if timeout is not None:
         args += ["--timeout", f"{timeout:g}"]
-    args += ["--space", json.dumps(space, separators=(",", ":"))]
+    args += ["--space", json.dumps(space, separators=(",", ":")), *ray_arguments(ray)]
     return shlex.join(args)
 
 

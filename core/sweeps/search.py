@@ -195,12 +195,14 @@ def _optimize_on_ray(store, sweep: Sweep, data_root: Path, study, features, publ
     from core.ray_sweeps import run_trials_on_ray
 
     folder = store.folder(sweep.sweep_id)
-    target = folder.read().trials_target
+    status = folder.read()
+    target, timeout = status.trials_target, status.timeout_seconds
     if target is None:
         raise ValueError("a sweep on Ray needs a trial count (--trials) to share out among its workers")
     remaining = target - _count(study, FINISHED)
+    deadline = None if timeout is None else time.time() + timeout
     if remaining > 0:
-        reports = run_trials_on_ray(store, sweep, data_root, features, address, workers, remaining)
+        reports = run_trials_on_ray(store, sweep, data_root, features, address, workers, remaining, deadline)
         for report in reports:
             log.info("sweep %s: %s ran %d trial(s) in %.1f s", sweep.sweep_id, *report.values())
     study = open_study(sweep)[0]  # what every worker wrote
@@ -208,7 +210,10 @@ def _optimize_on_ray(store, sweep: Sweep, data_root: Path, study, features, publ
     if folder.stop_requested():
         raise SweepStopped(f"stopped after {_count(study, FINISHED)} finished trials")
     done = _count(study, FINISHED)
-    return _finish(store, sweep.sweep_id, study, f"{done} trials finished on {workers} Ray worker(s)")
+    reason = f"{done} trials finished on {workers} Ray worker(s)"
+    if timeout is not None and done < target:
+        reason = f"the time budget ({timeout:g} s) ran out after {done} finished trials on {workers} Ray worker(s)"
+    return _finish(store, sweep.sweep_id, study, reason)
 
 
 def _optimize(store: SweepStore, sweep_id: str, study: optuna.Study, objective, publisher) -> SweepStatus:

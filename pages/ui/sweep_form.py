@@ -64,6 +64,7 @@ class SweepRequest:
     timeout: float | None
     error: str | None = None
     corrections: dict | None = None  # the label corrections the trials and the promoted run apply
+    ray: tuple[str, int] | None = None  # (address, workers): the trials on a Ray cluster; None: this machine
 
 
 def key(name: str) -> str:
@@ -99,6 +100,7 @@ def render() -> SweepRequest:
             help="No new trial starts after this long (features are extracted first). With both, whichever "
             "comes first ends the sweep.",
         )
+        ray = ray_choice()
     timeout = float(minutes) * 60 if minutes else None
     if error is None and fixed is not None:
         try:
@@ -107,7 +109,40 @@ def render() -> SweepRequest:
             error = str(e)
     if dataset is None:
         error = error or "Choose a dataset first."
-    return SweepRequest(dataset, fixed, space, int(trials), timeout, error, corrections)
+    return SweepRequest(dataset, fixed, space, int(trials), timeout, error, corrections, ray)
+
+
+def ray_choice() -> tuple[str, int] | None:
+    """Where FLORA_RAY_ADDRESS names a Ray cluster: the trials there, on how many workers (the default), or on
+    this machine; (address, workers) or None."""
+    import os
+
+    from core.ray_cluster import ADDRESS_ENV
+
+    configured = os.environ.get(ADDRESS_ENV, "").strip()
+    if not configured:
+        return None
+    st.markdown("**Where the trials run**")
+    on = st.toggle(
+        "Run the trials on the Ray cluster",
+        value=True,
+        key=key("on_ray"),
+        help="The features are extracted once here; then Ray workers (a GPU, or a CPU, each) share the study and run "
+        "the trials at once. Off: this machine runs them one after another.",
+    )
+    address_col, workers_col = st.columns([2, 1])
+    address = address_col.text_input("Ray cluster address", value=configured, key=key("ray_address"), disabled=not on)
+    workers = workers_col.number_input(
+        "Ray workers", 1, 64, 2, step=1, key=key("ray_workers"), disabled=not on, help="trials running at once"
+    )
+    if not on:
+        return None
+    st.caption(
+        ":material/hub: The trials table says which worker ran each. Workers pick settings without the results of "
+        "trials still running elsewhere, so the best can differ from one worker's with the same seed. The sweep "
+        "folder and the photos must be on storage every node mounts (the same paths)."
+    )
+    return (address.strip() or configured, int(workers))
 
 
 def _start_values(dataset: str) -> None:

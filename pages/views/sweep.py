@@ -56,7 +56,7 @@ def launch(request: sweep_form.SweepRequest) -> None:
             request.timeout,
             corrections=request.corrections,
         )
-        submission = sweeps.launch(submission, common.models_root(), common.data_root())
+        submission = sweeps.launch(submission, common.models_root(), common.data_root(), ray=request.ray)
     except (ValueError, OSError) as e:
         st.session_state["sweep_error"] = f"Could not launch: {e}"
         return
@@ -413,6 +413,7 @@ with new_tab:
                 request.trials,
                 request.timeout,
                 corrections="kept" if request.corrections else "none",
+                ray=request.ray,
             ),
             language="bash",
             wrap_lines=True,

@@ -135,3 +135,18 @@ def test_the_form_says_which_corrections_the_sweep_applies(app, kept_corrections
     assert "--corrections kept" in at.code[-1].value
     toggle.set_value(False).run()
     assert "--corrections none" in at.code[-1].value
+
+
+def test_with_a_ray_cluster_configured_the_form_offers_to_run_the_trials_there(app, monkeypatch, tmp_path):
+    """Issue 20: the Sweep page launches a sweep on Ray workers (the command it shows is the same sweep)."""
+    monkeypatch.setenv("FLORA_RAY_ADDRESS", "10.0.0.7:6379")
+    at = _new_sweep_tab(app, tmp_path / "models")
+    assert at.toggle(key="sweep_on_ray").value and at.number_input(key="sweep_ray_workers").value == 2
+    assert "which worker ran each" in texts(at)
+    at.number_input(key="sweep_ray_workers").set_value(3).run()
+    assert at.code[-1].value.endswith("--ray 10.0.0.7:6379 --ray-workers 3")
+    at.toggle(key="sweep_on_ray").set_value(False).run()
+    assert "--ray" not in at.code[-1].value and at.number_input(key="sweep_ray_workers").disabled
+    monkeypatch.delenv("FLORA_RAY_ADDRESS")
+    plain = _new_sweep_tab(app, tmp_path / "models")
+    assert not [t for t in plain.toggle if t.key == "sweep_on_ray"]
