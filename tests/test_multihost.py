@@ -28,6 +28,31 @@ def test_the_flags_are_checked():
             parse(*bad)
 
 
+def test_auto_reads_what_slurm_set_for_this_process_through_jaxs_own_detection(monkeypatch):
+    """`--distributed auto` under `srun`: the first node of the step, a port from the job id, the task's numbers."""
+    pytest.importorskip("jax")
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "OMPI_", "JOBSET_", "JAX_COORDINATOR")):
+            monkeypatch.delenv(name)
+    with pytest.raises(ConfigError, match="found no cluster environment JAX detects"):
+        parse("auto", None, None)
+    fake_srun = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_STEP_NODELIST": "gpu[07-08]",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "0",
+        "SLURM_STEP_NUM_NODES": "2",
+    }
+    for name, value in fake_srun.items():
+        monkeypatch.setenv(name, value)
+    hosts = parse("auto", None, None)
+    assert hosts == MultiHost(f"gpu07:{4242 % 4096 + 61440}", 2, 1, "slurm") and not hosts.writer
+    assert "from slurm" in hosts.label
+    monkeypatch.setenv("JAX_COORDINATOR_PORT", "7777")
+    assert parse("auto", None, 0).coordinator == "gpu07:7777" and parse("auto", None, 0).writer  # given wins
+
+
 def test_the_global_batch_must_split_and_phase_2_must_run():
     hosts = MultiHost("h:1", 2, 0)
     check_config(TrainConfig(batch_size=8, fine_tune_epochs=1), hosts)

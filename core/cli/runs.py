@@ -58,7 +58,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     hosts = train.add_argument_group(
         "multi-host (JAX)", "phase 2 data parallel across N processes, one per host; process 0 writes the run"
     )
-    hosts.add_argument("--distributed", metavar="HOST:PORT", help="the coordinator: process 0's address and a port")
+    hosts.add_argument(
+        "--distributed",
+        metavar="HOST:PORT",
+        help="the coordinator: process 0's address and a port; auto: what SLURM (srun), Open MPI (mpirun) or a "
+        "Kubernetes JobSet set for this process (JAX's detection)",
+    )
     hosts.add_argument("--num-processes", type=int, metavar="N", help="processes in all (one per host)")
     hosts.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1 (0 coordinates)")
     train.set_defaults(handler=cmd_train)

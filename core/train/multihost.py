@@ -1,6 +1,7 @@
 """Multi-host data-parallel fine-tuning on JAX: one process per host, phase 2 over every host's devices.
 
     python -m core train DATA ... --distributed HOST:PORT --num-processes N --process-id I
+    python -m core train DATA ... --distributed auto     (under SLURM, Open MPI or a Kubernetes JobSet)
 
 Keras's distribution API does the work (`keras.distribution.initialize` starts JAX's distributed runtime
 with the coordinator's address; `DataParallel` over all processes' devices replicates the weights and
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ from core.config import ConfigError
 
 log = logging.getLogger("flora")
 STRATEGY = "keras.distribution.DataParallel across processes"
+AUTO = "auto"  # --distributed auto: the cluster's scheduler says (JAX's own detection)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class MultiHost:
     coordinator: str  # "host:port" of process 0's coordination service
     num_processes: int
     process_id: int
+    scheduler: str | None = None  # where `--distributed auto` found them: "slurm", "ompi", ...; None: given
 
     @property
     def writer(self) -> bool:
@@ -45,15 +49,22 @@ class MultiHost:
 
     @property
     def label(self) -> str:
-        return f"process {self.process_id} of {self.num_processes} (coordinator {self.coordinator})"
+        found = f", from {self.scheduler}" if self.scheduler else ""
+        return f"process {self.process_id} of {self.num_processes} (coordinator {self.coordinator}{found})"
 
 
 def parse(coordinator: str, num_processes: int | None, process_id: int | None) -> MultiHost:
-    """The `--distributed` flags, checked.
+    """The `--distributed` flags, checked. `auto`: the coordinator, count and id the cluster's scheduler set for
+    this process (given numbers win).
 
     Raises:
-        ConfigError: a malformed address, fewer than 2 processes, or an id out of range.
+        ConfigError: a malformed address, fewer than 2 processes, an id out of range, or `auto` outside a cluster.
     """
+    scheduler = None
+    if coordinator == AUTO:
+        coordinator, found_count, found_id, scheduler = detect()
+        num_processes = found_count if num_processes is None else num_processes
+        process_id = found_id if process_id is None else process_id
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--distributed must be HOST:PORT (the coordinator, process 0). Received: {coordinator!r}")
@@ -63,7 +74,33 @@ def parse(coordinator: str, num_processes: int | None, process_id: int | None) -
         raise ConfigError(f"--num-processes must be at least 2. Received: {num_processes}")
     if not 0 <= process_id < num_processes:
         raise ConfigError(f"--process-id must be in [0, {num_processes}). Received: {process_id}")
-    return MultiHost(coordinator, num_processes, process_id)
+    return MultiHost(coordinator, num_processes, process_id, scheduler)
+
+
+def detect() -> tuple[str, int, int, str]:
+    """What a cluster's scheduler set for this process, read by JAX's own detection (the one
+    `jax.distributed.initialize()` uses): SLURM (`srun`: SLURM_PROCID, SLURM_NTASKS, the first node of
+    SLURM_STEP_NODELIST, a port from SLURM_JOB_ID or $JAX_COORDINATOR_PORT), Open MPI's `mpirun`, a Kubernetes
+    JobSet. Returns (coordinator, process count, this process's id, the scheduler's name).
+
+    Raises:
+        ConfigError: JAX is not installed, or no cluster environment it knows is present.
+    """
+    try:
+        from jax._src.clusters import ClusterEnv  # JAX's cluster detection (no public handle on it)
+    except ImportError:
+        raise ConfigError("--distributed auto reads the cluster through JAX: install the JAX build") from None
+    found = [env for env in ClusterEnv._cluster_types if not env.opt_in_only_method and env.is_env_present()]
+    if not found:
+        raise ConfigError(
+            "--distributed auto found no cluster environment JAX detects (SLURM's srun, Open MPI's mpirun, a "
+            "Kubernetes JobSet): start the processes there, or give --distributed HOST:PORT --num-processes N "
+            "--process-id I"
+        )
+    env = found[0]
+    port = os.environ.get("JAX_COORDINATOR_PORT")
+    coordinator = env.get_coordinator_address(timeout_secs=None, override_coordinator_port=port)
+    return coordinator, int(env.get_process_count()), int(env.get_process_id()), env.name
 
 
 def check_config(config, hosts: MultiHost) -> None:
