@@ -30,7 +30,7 @@ import numpy as np
 from core.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
 from core.imaging import ImageError, load_square
-from core.processes import process_alive
+from core.processes import host_tag, process_alive
 from core.progress import CountCallback
 
 log = logging.getLogger("flora")
@@ -58,6 +58,9 @@ class NotEnoughDisk(OSError):
     """The disk lacks the room the decoded cache needs: nothing was written."""
 
 
+# A half-built folder another machine left in a cache on shared storage (its process is not ours to check)
+# is removed only once nothing in it has changed for this long.
+FOREIGN_STAGING_SECONDS = 24 * 3600
 DISK_MARGIN_BYTES = 256 * 1024**2  # left free beyond the cache itself: the index, logs, the rest of the system
 
 
@@ -292,7 +295,7 @@ def ingest(
         human_bytes(cache_bytes(len(index.entries), size, format)),
         ", as JPEGs: an estimate" if format == COMPACT else "",
     )
-    staging = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    staging = folder.parent / _staging_name(folder, "tmp")
     staging.mkdir()
     try:
         if format == COMPACT:
@@ -315,35 +318,59 @@ def ingest(
     return result
 
 
+def _staging_name(folder: Path, suffix: str) -> str:
+    """`.<cache>.<pid>@<host>.<ns>.<suffix>`: whose it is, on which machine (caches may live on storage that
+    several machines mount, a Ray cluster's nodes among them)."""
+    return f".{folder.name}.{os.getpid()}@{host_tag()}.{time.monotonic_ns()}.{suffix}"
+
+
 def remove_stale_staging(cache_root: str | os.PathLike) -> list[Path]:
     """Delete the half-built folders of decoders that died (kill -9, a power cut); return what went.
 
-    A staging folder is named `.<cache>.<pid>.<ns>.tmp` (or `.stale` while a replaced cache is deleted); one
-    whose process is no longer alive is never finished by anyone.
+    A staging folder is named `.<cache>.<pid>@<host>.<ns>.tmp` (or `.stale` while a replaced cache is deleted;
+    older ones lack `@<host>`); one of this machine whose process is no longer alive is never finished by
+    anyone. One of another machine sharing the storage may be under way there (its pid means nothing here):
+    it goes only once nothing in it changed for FOREIGN_STAGING_SECONDS.
     """
     removed = []
     try:
         entries = list(os.scandir(cache_root))
     except OSError:
         return removed
+    here = host_tag()
     for entry in entries:
         parts = entry.name.split(".")
         if not (entry.name.startswith(".") and len(parts) >= 5 and parts[-1] in ("tmp", "stale")):
             continue
+        owner, _, host = parts[-3].partition("@")
         try:
-            pid = int(parts[-3])
+            pid = int(owner)
         except ValueError:
             continue
-        if pid == os.getpid() or process_alive(pid):
+        if host and host != here:
+            if time.time() - _last_change(entry.path) < FOREIGN_STAGING_SECONDS:
+                continue
+        elif pid == os.getpid() or process_alive(pid):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))
     return removed
 
 
+def _last_change(path: str) -> float:
+    """The newest modification time of a folder and what it holds (one level: a staging folder is flat)."""
+    newest = 0.0
+    with contextlib.suppress(OSError):
+        newest = os.stat(path).st_mtime
+        for entry in os.scandir(path):
+            with contextlib.suppress(OSError):
+                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
 def _discard(folder: Path) -> None:
     """Move a stale cache folder aside, then delete it (the rename makes room at once)."""
-    trash = folder.parent / f".{folder.name}.{os.getpid()}.{time.monotonic_ns()}.stale"
+    trash = folder.parent / _staging_name(folder, "stale")
     try:
         os.rename(folder, trash)
     except OSError:

@@ -333,6 +333,14 @@ def spawn_detached(
     return process.pid, process_start_time(process.pid)
 
 
+def host_tag() -> str:
+    """This machine's name as a file name part (no dots or @): a pid in a name means something only on the
+    machine that wrote it, and a folder on shared storage may be written from several."""
+    import socket
+
+    return socket.gethostname().replace(".", "-").replace("@", "-") or "host"
+
+
 def process_alive(pid: int | None, start_time: str | None = None) -> bool:
     """True when `pid` is a live, non-zombie process (and started at `start_time`, when given)."""
     if not pid:

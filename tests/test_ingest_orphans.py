@@ -76,3 +76,23 @@ def test_a_live_decoders_staging_folder_is_left_alone(tmp_path):
     (tmp_path / ".abc-16.notapid.1.tmp").mkdir()
     assert remove_stale_staging(tmp_path) == []
     assert live.exists() and parent.exists()
+
+
+def test_another_machines_staging_folder_on_shared_storage_is_left_alone_while_it_changes(tmp_path):
+    """Caches on storage several machines mount (a Ray cluster): a pid of another host means nothing here, so
+    its half-built folder goes only once it has not changed for a day."""
+    from core import ingest as module
+    from core.processes import host_tag
+
+    busy = tmp_path / f".abc-16.{os.getpid() + 999_999}@other-node.1.tmp"  # a pid not alive here
+    (busy / "part").mkdir(parents=True)
+    left = tmp_path / ".abc-16.12345@gone-node.2.tmp"
+    left.mkdir()
+    day_ago = time.time() - module.FOREIGN_STAGING_SECONDS - 60
+    os.utime(left, (day_ago, day_ago))
+    mine_dead = tmp_path / f".abc-16.{os.getpid() + 999_999}@{host_tag()}.3.tmp"
+    mine_dead.mkdir()
+    assert sorted(remove_stale_staging(tmp_path)) == sorted([left, mine_dead])
+    assert busy.exists()
+    staging = module._staging_name(tmp_path / "abc-16", "tmp")
+    assert staging.split(".")[-3] == f"{os.getpid()}@{host_tag()}" and "." not in host_tag()

@@ -1,6 +1,6 @@
 """What every importer shares: errors, the result, dataset names, and the stage-then-rename rule.
 
-An import writes into a hidden staging folder beside its target (`data/.<name>.<pid>.<random>.importing`)
+An import writes into a hidden staging folder beside its target (`data/.<name>.<pid>@<host>.<random>.importing`)
 and renames it into place only once everything is written and checked, so a failed or interrupted
 import leaves no half-written dataset behind.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 from core.datasets import META_FILE, DatasetError, scan_dataset, split_indices
 from core.fileio import umask, write_json_atomic
-from core.processes import process_alive
+from core.processes import host_tag, process_alive
 from core.progress import StageCallback
 
 BYTE_STAGES = frozenset({"downloading", "verifying", "unpacking"})  # their done/total count bytes, others files
@@ -131,7 +131,8 @@ def staging_folder(data_root: str | os.PathLike, name: str, overwrite: bool = Fa
     data_root = Path(data_root)
     data_root.mkdir(parents=True, exist_ok=True)
     _remove_orphans(data_root, name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=STAGING_SUFFIX, dir=data_root))
+    prefix = f".{name}.{os.getpid()}@{host_tag()}."
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=STAGING_SUFFIX, dir=data_root))
     os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes 0700; the dataset gets the usual folder mode
     try:
         yield staging
@@ -164,10 +165,14 @@ def publish(staging: Path, target: Path, overwrite: bool) -> None:
 
 
 def _remove_orphans(data_root: Path, name: str) -> None:
-    """Delete staging folders of this name left by import processes that no longer run."""
+    """Delete staging folders of this name left by import processes of this machine that no longer run (another
+    machine's, on a data folder both mount, are its own to judge)."""
     for leftover in data_root.glob(f".{glob_escape(name)}.*{STAGING_SUFFIX}"):
-        match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\..*{re.escape(STAGING_SUFFIX)}", leftover.name)
-        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+        pattern = rf"\.{re.escape(name)}\.(\d+)(?:@([^.]+))?\..*{re.escape(STAGING_SUFFIX)}"
+        match = re.fullmatch(pattern, leftover.name)
+        if not match or (match.group(2) and match.group(2) != host_tag()):
+            continue
+        if int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
