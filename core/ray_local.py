@@ -30,6 +30,7 @@ def free_ports(count: int) -> list[int]:
 
 
 WORKER_PORTS = 200  # each node's workers listen on a range of their own
+STOP_GRACE_SECONDS = 10  # after SIGTERM, a node that has not ended is killed with its process group
 WORKER_BASE, WORKER_TOP = 12000, 32000  # below the ephemeral ports the other components were given
 
 
@@ -147,8 +148,8 @@ class LocalRayCluster:
                     continue
         for node in self.nodes:
             try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                node.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:  # `ray start --block` can sit on its children: the group goes
                 self.kill_node(node)
         import shutil
 
