@@ -7,7 +7,18 @@ import logging
 import os
 
 ADDRESS_ENV = "FLORA_RAY_ADDRESS"
-PASSED_ENV = ("KERAS_BACKEND", "FLORA_BACKEND", "FLORA_DATA_DIR", "FLORA_MODELS_DIR", "TF_CPP_MIN_LOG_LEVEL")
+# What decides what a task computes or where it reads, as the submitting process has it: the backend, the
+# folders, the ImageNet weights' mirror, the cache format, the test backbone a run's config may name.
+PASSED_ENV = (
+    "KERAS_BACKEND",
+    "FLORA_BACKEND",
+    "FLORA_DATA_DIR",
+    "FLORA_MODELS_DIR",
+    "FLORA_IMAGENET_WEIGHTS_URL",
+    "FLORA_CACHE_FORMAT",
+    "FLORA_TEST_BACKBONE",
+    "TF_CPP_MIN_LOG_LEVEL",
+)
 
 
 def connect(address: str | None) -> str:

@@ -358,7 +358,8 @@ def ray_choice() -> str | None:
     address = st.text_input("Ray cluster address", value=configured, key="train_ray_address", disabled=not on)
     if on:
         st.caption(
-            ":material/hub: The run folder and the photos must be on storage every node mounts (the same paths); "
-            "Stop works as for a local run, and a node that goes down marks the run failed with the reason."
+            ":material/hub: When the cluster is full the run waits its turn in a line of its own, round-robin between "
+            "people. The run folder and the photos must be on storage every node mounts (the same paths); Stop works "
+            "as for a local run, and a node that goes down marks the run failed with the reason."
         )
     return address.strip() or configured if on else None

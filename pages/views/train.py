@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import pandas as pd
@@ -565,13 +566,16 @@ with new_tab:
     prefilled_note()
     dataset, config = train_form.render()
     corrections = train_form.corrections_choice(dataset)
+    ray_address = train_form.ray_choice()
     if config is not None:
         with st.container(border=True):
             st.markdown(plan_text(config))
             train_form.disk_note(dataset, config)
             st.caption("The same run from a terminal (copy it with the button at the right):")
             flag = "kept" if corrections else "none"
-            st.code(train_command(dataset, config, corrections=flag), language="bash", wrap_lines=True)
+            command = train_command(dataset, config, corrections=flag)
+            command += f" --ray {shlex.quote(ray_address)}" if ray_address else ""
+            st.code(command, language="bash", wrap_lines=True)
             if corrections:
                 st.caption(
                     "`--corrections kept` applies the corrections kept for the dataset when the command runs. Once "
@@ -583,7 +587,6 @@ with new_tab:
         label="Not sure which learning rate, head or dropout? A sweep tries many on cached features in minutes",
         icon=":material/tune:",
     )
-    ray_address = train_form.ray_choice()
     if "train_error" in st.session_state:
         st.error(st.session_state.pop("train_error"), icon=":material/error:")
     st.button(
