@@ -365,8 +365,10 @@ def test_with_a_ray_cluster_configured_the_form_offers_to_train_there(app, monke
     at = _new_run_tab(app)
     assert at.toggle(key="train_on_ray").value and at.text_input(key="train_ray_address").value == "10.0.0.7:6379"
     assert "storage every node mounts" in texts(at)
+    assert any(code.value.endswith(" --ray 10.0.0.7:6379") for code in at.code)  # the terminal's same run
     at.toggle(key="train_on_ray").set_value(False).run()
     assert at.text_input(key="train_ray_address").disabled
+    assert not any("--ray" in code.value for code in at.code)
 
 
 def test_without_a_ray_cluster_the_form_says_nothing_of_it(app, monkeypatch):
