@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.monitor import progress
-from core.runs import RunState
+from core.runs.curves import progress
+from core.runs.store import RunState
 from core.train.queue import places
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import PAGES, page_file

@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.datasets import META_FILE
+from core.data.datasets import META_FILE
+from core.data.imaging import ImageError, is_image_name, load_square
 from core.fileio import read_json, write_bytes_atomic, write_json_atomic
-from core.imaging import ImageError, is_image_name, load_square
 
 FEEDBACK_DIRNAME = Path(".flora") / "feedback"
 FEEDBACK_SPLITS = ("train", "val")

@@ -13,9 +13,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from core.config import TrainConfig
-from core.imaging import ImageError, load_for_model
-from core.runs import MODEL_FILE, Run
+from core.data.imaging import ImageError, load_for_model
+from core.runs.store import MODEL_FILE, Run
+from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
 
@@ -55,16 +55,16 @@ class Prediction:
 class Predictor:
     """A run's model, loaded once, with the run's classes and input size.
 
-    Probabilities are calibrated with the run's temperature (core.calibration, fitted on the
+    Probabilities are calibrated with the run's temperature (core.results.calibration, fitted on the
     validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
     """
 
     def __init__(self, run: Run, calibrated: bool = True):
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
-        from core.calibration import stored_temperature
         from core.device import describe
-        from core.model import load_classifier  # imports Keras: only when a model is really needed
+        from core.network.model import load_classifier  # imports Keras: only when a model is really needed
+        from core.results.calibration import stored_temperature
 
         self.run = run
         self.classes = run.classes
@@ -82,7 +82,7 @@ class Predictor:
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import keras
 
-        from core.calibration import rescale
+        from core.results.calibration import rescale
 
         probabilities = keras.ops.convert_to_numpy(self.model.predict_on_batch(batch.astype("float32")))
         return rescale(probabilities, self.temperature) if self.temperature else probabilities

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.backbones import BACKBONES, RESNET50
+from core.network.backbones import BACKBONES, RESNET50
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_ENV = "FLORA_MODELS_DIR"

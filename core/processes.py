@@ -2,7 +2,7 @@
 
 Every kind of background work is a detached process that owns one job folder, and uses this layer to
 be spawned, watched, stopped and logged the same way: training runs (core.train.jobs), dataset
-fetches (core.dataset_tasks), analysis on a finished run (core.run_tasks), sweeps (core.sweeps) and
+fetches (core.importers.tasks), analysis on a finished run (core.results.tasks), sweeps (core.sweeps) and
 the model server (core.serving.job).
 
   <job>/status.json   its status: a `JobStatus` (or a subclass) as JSON, written atomically

@@ -6,7 +6,7 @@ the feedback photos copied in, and a `flora.json` that fixes every original phot
 one the run used (so the test split is the very same photos) and puts feedback photos in train or
 val only. Its content differs, so its fingerprint, so the retrained run's id.
 
-`compare_with_feedback` sets the two runs side by side on the same test photos (core.compare, the one
+`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.compare, the one
 comparison: McNemar's test says whether the difference could be chance) and on the feedback photos;
 promoting is moving an alias (`core.serving.aliases`), which a running server follows.
 """
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from core.config import run_id_for
-from core.datasets import META_FILE, SPLITS
+from core.data.datasets import META_FILE, SPLITS
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
-from core.runs import LOCAL_OWNER, Run, RunStore
+from core.runs.store import LOCAL_OWNER, Run, RunStore
+from core.settings.config import run_id_for
 
 RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
@@ -38,14 +38,14 @@ class RetrainError(ValueError):
 def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
     """Write (or rewrite) `<data>/<base name>-feedback` for `run`; return its path.
 
-    Every photo of the run's dataset keeps the split the run drew for it (core.run_split; photos the run
+    Every photo of the run's dataset keeps the split the run drew for it (core.runs.split; photos the run
     excluded are laid out too, and excluded again by the corrections the retrained run carries over).
 
     Raises:
         RetrainError: no feedback photos for the run's dataset, or the dataset is not the run's any more.
     """
     from core.paths import cache_dir
-    from core.run_split import DatasetChanged, run_split
+    from core.runs.split import DatasetChanged, run_split
 
     base = base_dataset(run.dataset_path).resolve()
     photos = list_feedback(data_root, base)
@@ -135,8 +135,8 @@ def retrain_with_feedback(
     Raises:
         RetrainError: no feedback photos, or none the run has not trained on already.
     """
-    from core.corrections import dataset_key
-    from core.datasets import scan_dataset
+    from core.data.corrections import dataset_key
+    from core.data.datasets import scan_dataset
     from core.train import jobs
 
     dataset = feedback_dataset(run, data_root)
@@ -213,17 +213,17 @@ def promotion_advice(result: dict[str, Any]) -> list[str]:
 
 
 def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
-    """Old vs new: core.compare's paired comparison on their test photos (the very same ones), and how each
+    """Old vs new: core.results.compare's paired comparison on their test photos (the very same ones), and how each
     does on the feedback photos.
 
     Returns:
-        core.compare.compare's result with "old", "new" (the run ids) and "feedback" ({photos, old, new}).
+        core.results.compare.compare's result with "old", "new" (the run ids) and "feedback" ({photos, old, new}).
 
     Raises:
         RetrainError: the two cannot be compared (no stored analysis, other test photos or labels); says why.
     """
-    from core.analysis import AnalysisMissing
-    from core.compare import NotComparable, compare, load_result
+    from core.results.arrays import AnalysisMissing
+    from core.results.compare import NotComparable, compare, load_result
 
     try:
         result = compare([load_result(old), load_result(new)])

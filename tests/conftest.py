@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Plumbing tests build the tiny test backbone (core.backbones), ResNet-50's contract at a fraction of its
+# Plumbing tests build the tiny test backbone (core.network.backbones), ResNet-50's contract at a fraction of its
 # cost; the processes they start inherit it. Tests about the network itself ask for the `resnet50` fixture
 # (an empty value: no test backbone, so ResNet-50, also in a process that imports this file again).
 os.environ.setdefault("FLORA_TEST_BACKBONE", "tiny")
@@ -77,7 +77,7 @@ def require_flowers() -> Path:
 
 @pytest.fixture(autouse=True)
 def _data_roots_for_tests(monkeypatch):
-    """The app reads datasets only under its data roots (core.data_roots): in tests, the temporary folders
+    """The app reads datasets only under its data roots (core.data.roots): in tests, the temporary folders
     the tests make datasets in, and the shared photos. A test about the roots sets its own."""
     import tempfile
 
@@ -109,7 +109,7 @@ def _a_python_process_means_slow(request, monkeypatch):
 @pytest.fixture
 def resnet50(monkeypatch) -> str:
     """The real ResNet-50 for this test (and the processes it starts): where the network is the subject."""
-    from core.backbones import RESNET50, TEST_BACKBONE_ENV
+    from core.network.backbones import RESNET50, TEST_BACKBONE_ENV
 
     monkeypatch.setenv(TEST_BACKBONE_ENV, "")
     return RESNET50
@@ -141,8 +141,8 @@ def trained_run(tmp_path_factory):
     Returns a dict with store, run_id, dataset, data_root, models_root, config. A test that changes a run
     copies it first (`copy_run`).
     """
-    from core.config import TrainConfig
-    from core.runs import RunStore
+    from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
     from core.train import jobs
 
     base = tmp_path_factory.mktemp("trained")

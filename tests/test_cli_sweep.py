@@ -78,7 +78,7 @@ def test_json_lists_the_trials_and_the_best_then_promote_trains_it_as_a_run(work
     run = promoted["promoted"]
     assert code == 0 and run["state"] == "done" and 0 <= run["accuracy"] <= 1 and run["cached"] is False
     assert promoted["promoted_run"] == run["run_id"]
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     stored = RunStore(base / "models").get(run["run_id"])
     assert stored.name == f"best of sweep {result['sweep_id'][:6]} (trial {best['number']})"

@@ -64,8 +64,8 @@ sys.meta_path.insert(0, NoTensorFlow())
 from pathlib import Path
 from tests.conftest import make_image_dataset
 from core.train import jobs
-from core.config import AUGMENT_PRESETS, TrainConfig
-from core.runs import RunStore
+from core.settings.config import AUGMENT_PRESETS, TrainConfig
+from core.runs.store import RunStore
 from core.inference import Predictor
 data = make_image_dataset(Path({str(tmp_path)!r}) / "d", {{"a": 6, "b": 6}})
 store = RunStore({str(tmp_path / "models")!r})

@@ -74,8 +74,8 @@ if backend == "tensorflow":
 from pathlib import Path
 from tests.conftest import make_image_dataset
 from core.train import jobs
-from core.config import AUGMENT_PRESETS, TrainConfig
-from core.runs import RunStore
+from core.settings.config import AUGMENT_PRESETS, TrainConfig
+from core.runs.store import RunStore
 data = make_image_dataset(Path(tmp) / "d", {"a": 9, "b": 8, "c": 7})
 store = RunStore(Path(tmp) / "models")
 config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1, batch_size=5, head=(8,),
@@ -89,8 +89,8 @@ print(json.dumps({"run_id": sub.run_id, **{k: status.get(k) for k in ("state", "
 _PREDICT = """
 import json, sys
 from pathlib import Path
-from core.runs import RunStore
-from core.evaluation import Evaluation
+from core.runs.store import RunStore
+from core.results.evaluation import Evaluation
 from core.inference import Predictor
 store = RunStore(Path(sys.argv[1]) / "models")
 run = store.get(sys.argv[2])

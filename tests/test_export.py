@@ -9,7 +9,7 @@ import pytest
 from core import cli
 from core.export import ExportError, check_request
 from core.export.run import export_run
-from core.runs import RunStore
+from core.runs.store import RunStore
 from tests.conftest import copy_run
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def run(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def resnet_run(trained_run, tmp_path_factory):
     """A run of the real ResNet-50 (32 px, one epoch): each format's converter meets the network users export."""
-    from core.config import TrainConfig
+    from core.settings.config import TrainConfig
     from core.train import jobs
 
     base = tmp_path_factory.mktemp("export-resnet")

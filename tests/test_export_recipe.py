@@ -1,4 +1,4 @@
-"""The predict.py shipped with every ONNX/TFLite export decodes photos exactly as Flora does (core.imaging):
+"""The predict.py shipped with every ONNX/TFLite export decodes photos exactly as Flora does (core.data.imaging):
 checked pixel for pixel on the odd kinds of image Flora accepts, so the two cannot drift apart."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.imaging import load_for_model
+from core.data.imaging import load_for_model
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "core" / "export" / "predict_template.py"
 

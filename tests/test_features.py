@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.config import AUGMENT_PRESETS
-from core.datasets import scan_dataset
-from core.imaging import center_crop
-from core.ingest import ingest
-from core.model import backbone_of, build_classifier
+from core.data.datasets import scan_dataset
+from core.data.imaging import center_crop
+from core.data.ingest import ingest
+from core.network.model import backbone_of, build_classifier
+from core.settings.config import AUGMENT_PRESETS
 from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
 
 SIZE = 32

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.calibration import rescale, stored_temperature
-from core.evaluation import Evaluation
 from core.inference import ModelMissing, Predictor
+from core.results.calibration import rescale, stored_temperature
+from core.results.evaluation import Evaluation
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -19,11 +19,11 @@ def predictor(trained_run):
 
 
 def test_predictions_match_the_model_on_the_cached_photos_and_the_stored_evaluation(trained_run, predictor):
-    from core.analysis import features_and_logits_model, softmax
-    from core.datasets import scan_dataset
-    from core.imaging import center_crop
-    from core.ingest import ingest
-    from core.model import load_classifier
+    from core.data.datasets import scan_dataset
+    from core.data.imaging import center_crop
+    from core.data.ingest import ingest
+    from core.network.model import load_classifier
+    from core.results.arrays import features_and_logits_model, softmax
 
     run = trained_run["store"].get(trained_run["run_id"])
     config = run.train_config
@@ -82,7 +82,7 @@ def test_top_k_is_clamped(trained_run, predictor):
 
 
 def test_a_run_without_a_model_is_refused(tmp_path):
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     store = RunStore(tmp_path)
     run = store.create("r", {"config": {}, "classes": ["a", "b"]})

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.datasets import scan_dataset
-from core.ingest import ingest
+from core.data.datasets import scan_dataset
+from core.data.ingest import ingest
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
 SIZE = 448  # big rows (602 KB each) from small photos: a cache of ~150 MB from a few seconds of decoding
@@ -21,7 +21,7 @@ SIZE = 448  # big rows (602 KB each) from small photos: a cache of ~150 MB from 
 _READ_ALL = """
 import json, sys
 import numpy as np
-from core.ingest import load_cache
+from core.data.ingest import load_cache
 from core.train.batches import ImageBatches
 
 def rss():  # resident now (the high-water mark would still hold the framework's start-up peak)

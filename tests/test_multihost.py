@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.config import ConfigError, TrainConfig
+from core.settings.config import ConfigError, TrainConfig
 from core.train.multihost import MultiHost, _rows, check_config, parse
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
@@ -78,7 +78,7 @@ def _free_port() -> int:
 
 
 def _epochs(models, run_id: str) -> list[dict]:
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     return [r for r in RunStore(models).read_metrics(run_id) if r["kind"] == "epoch"]
 
@@ -127,7 +127,7 @@ def test_two_processes_fine_tune_like_one_with_the_same_global_batch(tmp_path):
     for a, b in zip(single, spread, strict=True):
         np.testing.assert_allclose(b["loss"], a["loss"], rtol=2e-3, atol=1e-4)
         np.testing.assert_allclose(b["val_loss"], a["val_loss"], rtol=2e-3, atol=1e-4)
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     status = RunStore(tmp_path / "two").get(run_id).status
     assert status.state == "done" and "phase 2 across 2 processes" in status.parallel

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.runs import RunStore
+from core.runs.store import RunStore
 from core.serving.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
 from core.serving.reference import Reference, compute_reference, ensure_reference
 from tests.conftest import copy_run

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from core.processes import process_start_time
-from core.runs import RunState, RunStore
+from core.runs.store import RunState, RunStore
 from core.train import jobs
 from core.train.queue import (
     RAY_LINE,
@@ -149,7 +149,7 @@ def test_the_ray_clusters_line_and_this_devices_line_never_hold_each_other_back(
 
 def test_a_run_for_the_cluster_is_handed_to_ray_on_its_turn_and_when_there_is_room(store):
     """The fair line feeds the cluster: first in line and fewer runs in flight than it takes, never before."""
-    from core.ray_runs import capacity, wait_for_turn
+    from core.train.ray import capacity, wait_for_turn
 
     queue(store, "on_ray", "misty", at=1, line=RAY_LINE)
     store.set_status("on_ray", submitted_at=2.0)  # training on the cluster

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.ray_local import LocalRayCluster
+from core.bench.ray_local import LocalRayCluster
 from tests.conftest import PROJECT_ROOT
 
 pytest.importorskip("ray")
@@ -86,7 +86,7 @@ def _train(tmp_path, dataset, address: str, *extra: str, env_extra: dict | None 
 
 @pytest.mark.slow
 def test_a_run_trains_as_a_ray_task_on_a_node_and_shows_like_any_run(ray_cluster, tmp_path):
-    from core.runs import RunStore
+    from core.runs.store import RunStore
     from tests.conftest import make_image_dataset
 
     dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))
@@ -106,7 +106,7 @@ def test_a_run_trains_as_a_ray_task_on_a_node_and_shows_like_any_run(ray_cluster
 def test_a_node_that_dies_during_a_run_marks_it_failed_with_the_reason(ray_cluster, tmp_path):
     import time
 
-    from core.runs import RunStore
+    from core.runs.store import RunStore
     from tests.conftest import make_image_dataset
 
     big = ray_cluster.add_node(cpus=2)  # the only node with 2 CPUs: the run's task must land there
@@ -138,7 +138,7 @@ def test_a_sweep_launched_as_the_sweep_page_does_runs_its_trials_on_two_ray_work
     """The Sweep page's launch (its background process, `--ray ADDRESS --ray-workers 2`), the study shared."""
     import time
 
-    from core.config import TrainConfig
+    from core.settings.config import TrainConfig
     from core.sweeps import SweepStore, default_space, launch, submit
     from tests.conftest import make_image_dataset
 
@@ -157,7 +157,7 @@ def test_a_sweep_launched_as_the_sweep_page_does_runs_its_trials_on_two_ray_work
     log = store.folder(sweep.sweep_id).log_tail(60)
     assert sweep.status.state == "done" and "on 2 Ray worker(s)" in sweep.status.note, log
     assert "4 trials on 2 Ray workers" in log
-    from core.sweeps.search import open_study
+    from core.sweeps.trials import open_study
 
     trials = open_study(sweep)[0].get_trials(deepcopy=False)
     assert len([t for t in trials if t.state.name == "COMPLETE"]) == 4
@@ -173,7 +173,7 @@ def test_stop_reaches_a_run_training_on_a_ray_node_and_one_waiting_in_line_for_t
     the fair line holds back (the cluster is full) is withdrawn before Ray ever sees it."""
     import time
 
-    from core.runs import RunStore
+    from core.runs.store import RunStore
     from tests.conftest import make_image_dataset
 
     dataset = make_image_dataset(tmp_path / "photos", {"red": 8, "green": 8, "blue": 8}, size=(24, 24))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from core import cli
-from core.compare import verdict
-from core.datasets import scan_dataset
-from core.evaluation import Evaluation
+from core.data.datasets import scan_dataset
+from core.data.imaging import ImageError
 from core.feedback import add_feedback, list_feedback
-from core.imaging import ImageError
+from core.results.compare import verdict
+from core.results.evaluation import Evaluation
 from core.retrain import (
     RetrainError,
     compare_with_feedback,
@@ -19,7 +19,7 @@ from core.retrain import (
     retrain_with_feedback,
     retrained_from,
 )
-from core.runs import RunStore
+from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.train import jobs
 from tests.conftest import copy_run
@@ -155,7 +155,7 @@ def test_the_comparison_is_stored_with_the_retrained_run_and_promotion_is_advise
 
 
 def test_feedback_that_is_a_copy_of_a_dataset_photo_is_flagged(setup, tmp_path):
-    from core.datasets import META_FILE
+    from core.data.datasets import META_FILE
     from core.fileio import read_json
 
     _, old, _, dataset = setup

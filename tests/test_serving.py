@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.imaging import load_for_model
-from core.runs import RunStore
+from core.data.imaging import load_for_model
+from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.app import create_app
 from core.serving.log import PredictionLog

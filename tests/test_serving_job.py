@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from core.processes import RunState
-from core.runs import RunStore
+from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.job import launch_server, server_status, stop_server
 from tests.conftest import copy_run

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from core.runs import RunStore
+from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.app import create_app
 from core.serving.decode_budget import DecodeBudget, DecodeBusy

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.config import AugmentConfig, TrainConfig
 from core.processes import RunState
+from core.settings.config import AugmentConfig, TrainConfig
 from core.sweeps import SpaceError, SweepStore, default_space, parse_space, resubmit, submit
 from core.sweeps.space import config_for
 from tests.conftest import make_image_dataset
@@ -112,7 +112,7 @@ def test_a_sweep_finds_a_learning_rate_that_beats_a_bad_one(tmp_path, colours):
 
 
 def test_the_median_pruner_stops_a_hopeless_trial(tmp_path, colours):
-    from core.sweeps.search import PRUNE_AFTER_TRIALS, open_study
+    from core.sweeps.trials import PRUNE_AFTER_TRIALS, open_study
 
     models, data_root = tmp_path / "models", tmp_path / "data"
     submission = submit(models, colours, FIXED.replace(epochs=5), LR_SPACE, trials=PRUNE_AFTER_TRIALS + 1)
@@ -132,7 +132,7 @@ def test_the_median_pruner_stops_a_hopeless_trial(tmp_path, colours):
 def test_stop_then_resume_keeps_the_finished_trials(tmp_path, colours, monkeypatch):
     import optuna
 
-    from core.sweeps.search import TrialReporter, open_study
+    from core.sweeps.trials import TrialReporter, open_study
 
     models, data_root = tmp_path / "models", tmp_path / "data"
     store = SweepStore(models)
@@ -176,7 +176,7 @@ def test_a_sweep_records_the_corrections_it_applies(tmp_path, colours):
     """Corrections marked later do not slip into a sweep (or the run it promotes): it keeps what it was given."""
     import json
 
-    from core.corrections import Corrections
+    from core.data.corrections import Corrections
     from core.sweeps.launch import sweep_corrections
 
     fixed = TrainConfig(image_size=32, weights="none", epochs=2, head=(8,), seed=0)

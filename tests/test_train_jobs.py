@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from core.config import TrainConfig
 from core.processes import process_start_time
-from core.runs import RunState, RunStore
+from core.runs.store import RunState, RunStore
+from core.settings.config import TrainConfig
 from core.train import jobs
 from tests.conftest import make_image_dataset
 

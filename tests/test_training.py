@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core.config import AUGMENT_PRESETS, TrainConfig
-from core.datasets import small_test_note
-from core.evaluation import Evaluation
-from core.runs import RunState, RunStore
+from core.data.datasets import small_test_note
+from core.results.evaluation import Evaluation
+from core.runs.store import RunState, RunStore
+from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.train import jobs
 from core.train.callbacks import BestWeights, EpochCounter, RunLogger
 from core.train.training import class_weights
@@ -76,9 +76,9 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
 
 def _check_analysis(run, evaluation) -> None:
     """The stored logits and features are the model's own: recomputed from the saved model, they agree."""
-    from core.analysis import RunAnalysis, features_and_logits_model
-    from core.imaging import load_for_model
-    from core.model import load_classifier
+    from core.data.imaging import load_for_model
+    from core.network.model import load_classifier
+    from core.results.arrays import RunAnalysis, features_and_logits_model
 
     analysis = RunAnalysis.load(run.directory)
     assert analysis.classes == evaluation.classes and analysis.test.paths == evaluation.paths

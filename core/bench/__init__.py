@@ -139,10 +139,10 @@ def _items(args: argparse.Namespace) -> list[str]:
 
 def machine(scale: str, items: list[str], dataset: Path) -> dict[str, Any]:
     """Date, machine, backend and versions: what the figures depend on."""
-    from core.backbones import BACKBONES
     from core.bench.common import BACKBONE
     from core.device import cpu_name, describe
-    from core.runs import package_versions
+    from core.network.backbones import BACKBONES
+    from core.runs.store import package_versions
 
     return {
         "started": _now(),

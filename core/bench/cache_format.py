@@ -33,8 +33,8 @@ GPU_NEED = 3000.0  # img/s, the GPU fine-tuning target
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.datasets import scan_dataset
-    from core.ingest import COMPACT, RAW, ingest
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import COMPACT, RAW, ingest
 
     photos = make_photos(dataset, workdir / "photos", scale.large_photos, seed=2)
     index = scan_dataset(photos)

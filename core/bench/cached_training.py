@@ -20,10 +20,10 @@ VIEWS = 2  # cached augmented views per training image, besides the clean one
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.config import AUGMENT_PRESETS, TrainConfig
-    from core.datasets import scan_dataset
-    from core.ingest import ingest
-    from core.runs import RunState, RunStore
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import ingest
+    from core.runs.store import RunState, RunStore
+    from core.settings.config import AUGMENT_PRESETS, TrainConfig
     from core.train import jobs
 
     data = dataset
@@ -127,7 +127,7 @@ def _warm_up(image_size: int) -> None:
     """One forward pass first, so neither side pays the framework's one-time start-up."""
     import numpy as np
 
-    from core.model import build_classifier
+    from core.network.model import build_classifier
 
     model = build_classifier(2, image_size, "none", backbone=BACKBONE)
     model.predict(np.zeros((2, image_size, image_size, 3), dtype=np.uint8), verbose=0)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from core.backbones import RESNET50
-from core.imaging import is_image_name
+from core.data.imaging import is_image_name
+from core.network.backbones import RESNET50
 from core.paths import PROJECT_ROOT
 
 BACKBONE = RESNET50  # every item measures ResNet-50, whatever backbone the test suite selects

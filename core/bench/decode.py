@@ -1,7 +1,7 @@
 """Item 2: decoding photos into the cache against a plain PIL loop over the same files.
 
 Baseline: `np.asarray(Image.open(p).convert("RGB").resize((s, s)))` for every file, one
-process, into an array held in memory. Ours: `core.ingest.ingest` into a fresh cache folder
+process, into an array held in memory. Ours: `core.data.ingest.ingest` into a fresh cache folder
 (every worker started, every row written). Same files, same square size, timed alternately
 (baseline first, then ours first, ...) and compared by their medians.
 """
@@ -32,7 +32,7 @@ def plain_loop(paths: list[Path], size: int) -> np.ndarray:
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.config import cache_size_for
+    from core.settings.config import cache_size_for
 
     per_class = None if scale.ingest_photos is None else max(1, scale.ingest_photos // 5)
     real = dataset if per_class is None else link_subset(dataset, workdir / "ingest-photos", per_class)
@@ -50,8 +50,8 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
 
 
 def _case(key: str, folder: Path, size: int, image_size: int, what: str, repeats: int, workdir: Path) -> Row:
-    from core.datasets import scan_dataset
-    from core.ingest import ingest
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import ingest
 
     index = scan_dataset(folder)
     paths = [index.root / entry.path for entry in index.entries]

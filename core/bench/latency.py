@@ -24,12 +24,12 @@ BATCH = 64
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     import keras
 
-    from core.config import TrainConfig
-    from core.datasets import scan_dataset
-    from core.imaging import load_for_model
+    from core.data.datasets import scan_dataset
+    from core.data.imaging import load_for_model
     from core.inference import Predictor
-    from core.model import build_classifier
-    from core.runs import MODEL_FILE, RunState, RunStore, new_run_record
+    from core.network.model import build_classifier
+    from core.runs.store import MODEL_FILE, RunState, RunStore, new_run_record
+    from core.settings.config import TrainConfig
     from core.train.training import save_model
 
     size = scale.inference_size

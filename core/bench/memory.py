@@ -75,10 +75,10 @@ def _run_child(job: dict) -> dict:
 
 def child(job: dict) -> dict:
     """Train once in this (fresh) process and report its peak memory."""
-    from core.config import TrainConfig
     from core.device import describe
     from core.paths import cache_dir
-    from core.runs import RunStore
+    from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
     from core.train import jobs
     from core.train.training import TrainingJob, train_run
 
@@ -143,10 +143,10 @@ def _plain_fit(training) -> dict:
     import keras
     import numpy as np
 
-    from core.datasets import split_indices
-    from core.imaging import center_crop
-    from core.ingest import IMAGES_FILE, ingest
-    from core.model import build_classifier
+    from core.data.datasets import split_indices
+    from core.data.imaging import center_crop
+    from core.data.ingest import IMAGES_FILE, ingest
+    from core.network.model import build_classifier
 
     config = training.config
     cache = ingest(training.index, config.cache_size, training.cache_root)

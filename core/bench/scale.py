@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from core.bench.common import Row, Scale
-from core.cache_inventory import folder_bytes
+from core.health.caches import folder_bytes
 
 log = logging.getLogger("flora")
 
@@ -65,7 +65,7 @@ SIZES = {
 
 # (stage, what it is): in the order they run. Train's own stages are read from its status.
 STAGES = (
-    ("scan", "scan the folder (core.datasets.scan_dataset)"),
+    ("scan", "scan the folder (core.data.datasets.scan_dataset)"),
     ("health", "health check: headers, hashes, duplicates and leakage (`core data check --no-cache`)"),
     ("ingest", "decode into the cache (train's 'decoding images' stage)"),
     ("features", "ResNet-50 features of every photo at 32 px (train's 'extracting features' stages)"),
@@ -347,15 +347,15 @@ def child(argv: list[str]) -> int:
 
 
 def _scan(dataset: str) -> dict[str, Any]:
-    from core.datasets import scan_dataset
+    from core.data.datasets import scan_dataset
 
     index = scan_dataset(dataset)
     return {"photos": len(index.entries), "classes": len(index.classes)}
 
 
 def _analysis(run_dir: str) -> dict[str, Any]:
-    from core.analysis import RunAnalysis
-    from core.evaluation import Evaluation
+    from core.results.arrays import RunAnalysis
+    from core.results.evaluation import Evaluation
 
     analysis = RunAnalysis.load(run_dir)
     summary = Evaluation.load(run_dir).summary()
@@ -363,8 +363,8 @@ def _analysis(run_dir: str) -> dict[str, Any]:
 
 
 def _map(run_dir: str, method: str) -> dict[str, Any]:
-    from core.analysis import RunAnalysis
-    from core.embedding import compute_map, save_map
+    from core.results.arrays import RunAnalysis
+    from core.results.embedding import compute_map, save_map
 
     points = compute_map(RunAnalysis.load(run_dir), method)
     save_map(run_dir, method, points)

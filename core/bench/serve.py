@@ -84,10 +84,10 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
 
 
 def _bench_run(dataset: Path, workdir: Path, size: int):
-    from core.config import TrainConfig
-    from core.datasets import scan_dataset
-    from core.model import build_classifier
-    from core.runs import MODEL_FILE, RunState, RunStore, new_run_record
+    from core.data.datasets import scan_dataset
+    from core.network.model import build_classifier
+    from core.runs.store import MODEL_FILE, RunState, RunStore, new_run_record
+    from core.settings.config import TrainConfig
     from core.train.training import save_model
 
     index = scan_dataset(dataset)
@@ -104,7 +104,7 @@ def _bench_run(dataset: Path, workdir: Path, size: int):
 
 
 def _decoded(run, photos: list[bytes]) -> np.ndarray:
-    from core.imaging import load_for_model
+    from core.data.imaging import load_for_model
 
     config = run.train_config
     return np.stack([load_for_model(p, config.image_size, config.cache_size) for p in photos]).astype(np.float32)

@@ -29,10 +29,10 @@ MAX_SWEEP_VS_RUN = 3.0  # the whole sweep should take at most this many cold ord
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     from core.bench.cached_training import _warm_up
-    from core.config import AUGMENT_PRESETS, TrainConfig
-    from core.datasets import scan_dataset
-    from core.ingest import ingest
-    from core.runs import RunState, RunStore
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import ingest
+    from core.runs.store import RunState, RunStore
+    from core.settings.config import AUGMENT_PRESETS, TrainConfig
     from core.sweeps import SweepStore, default_space, submit
     from core.sweeps.search import run_sweep
     from core.sweeps.space import config_for

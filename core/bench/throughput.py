@@ -22,12 +22,12 @@ import keras
 import numpy as np
 
 from core.bench.common import BACKBONE, PHOTO_SIZES, Row, Scale, photos_of, rate_row
-from core.config import cache_size_for
-from core.datasets import scan_dataset
+from core.data.datasets import scan_dataset
+from core.data.ingest import ingest
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, recommended_batch_size
-from core.ingest import ingest
-from core.layer_names import FEATURE_DIM
-from core.model import build_classifier, head_of, unfreeze
+from core.network.layer_names import FEATURE_DIM
+from core.network.model import build_classifier, head_of, unfreeze
+from core.settings.config import cache_size_for
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.distribute import data_parallel
 from core.train.features import build_extractor

@@ -14,14 +14,14 @@ import os
 import sys
 
 from core.cli.output import EXIT_FAILED, EXIT_USAGE
-from core.config import ConfigError
+from core.settings.config import ConfigError
 
 log = logging.getLogger("flora")
 # Modules with a `register(subparsers, common)`, in the order their commands are listed.
 COMMAND_MODULES = (
     "core.cli.runs",
     "core.cli.results",
-    "core.cli.analysis",
+    "core.cli.diagnosis",
     "core.cli.explain",
     "core.cli.sweep",
     "core.cli.serving",
@@ -74,6 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 def store_of(args: argparse.Namespace):
     """The run store the command's --models-dir (or the environment) names."""
     from core.paths import models_dir
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     return RunStore(models_dir(args.models_dir))

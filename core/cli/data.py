@@ -161,7 +161,7 @@ def _run_import(args: argparse.Namespace, action) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from core.datasets import resolve_dataset_path
+    from core.data.datasets import resolve_dataset_path
     from core.health import check_dataset
     from core.paths import cache_dir
 
@@ -217,7 +217,7 @@ def format_report(report) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from core.datasets import list_datasets
+    from core.data.datasets import list_datasets
 
     root = _data_root(args)
     rows = []

@@ -37,8 +37,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
     from core.cli.results import not_evaluated_reason
-    from core.explain import Explainer, Target, overlay, upsample
-    from core.imaging import ImageError
+    from core.data.imaging import ImageError
+    from core.results.explain import Explainer, Target, overlay, upsample
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id))

@@ -45,7 +45,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 def not_evaluated_reason(run) -> str:
     """Why a run has no test evaluation yet, and what to do, by its state."""
-    from core.runs import RunState
+    from core.runs.store import RunState
 
     where = f"run {run.run_id}"
     if run.stopping:
@@ -61,7 +61,7 @@ def not_evaluated_reason(run) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.evaluation import Evaluation
+    from core.results.evaluation import Evaluation
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
@@ -140,7 +140,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_batch(args: argparse.Namespace, store, run) -> int:
     """Folders and --csv / --log: the serving engine (with the out-of-distribution flag), one row per file."""
     from core.paths import data_dir
-    from core.serving.batch import expand_sources, predict_many, size_note, table_rows
+    from core.serving.batch_predict import expand_sources, predict_many, size_note, table_rows
     from core.serving.engine import ServedModel
     from core.serving.log import PredictionLog
 
@@ -170,7 +170,7 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
 
 
 def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:
-    from core.serving.batch import csv_text
+    from core.serving.batch_predict import csv_text
 
     unreadable = sum(1 for row in rows if row.get("error"))
     if args.csv:
@@ -187,10 +187,10 @@ def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:
 
 
 def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
-    """`--ray`: the batch path's table, made by model actors on a Ray cluster (core/ray_predict.py)."""
+    """`--ray`: the batch path's table, made by model actors on a Ray cluster (core/serving/ray.py)."""
     from core.paths import data_dir
-    from core.ray_predict import predict_on_ray
-    from core.serving.batch import expand_sources
+    from core.serving.batch_predict import expand_sources
+    from core.serving.ray import predict_on_ray
 
     if args.log:
         return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")

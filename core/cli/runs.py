@@ -14,11 +14,11 @@ from typing import Any
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
-from core.config import TrainConfig
-from core.corrections import resolve as resolve_corrections
-from core.corrections import summary as correction_summary
-from core.runs import Run, RunState, RunUnreadable
-from core.train_options import add_train_flags, config_from_flags, run_command
+from core.data.corrections import resolve as resolve_corrections
+from core.data.corrections import summary as correction_summary
+from core.runs.store import Run, RunState, RunUnreadable
+from core.settings.config import TrainConfig
+from core.settings.options import add_train_flags, config_from_flags, run_command
 
 log = logging.getLogger("flora")
 
@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace, store=None) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.datasets import resolve_dataset_path
+    from core.data.datasets import resolve_dataset_path
     from core.paths import data_dir
     from core.train import jobs
 
@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_root = data_dir(args.data_dir)
     hosts = None
     if args.distributed:  # one process of a multi-host run: only process 0 writes to the run store
-        from core.config import ConfigError
+        from core.settings.config import ConfigError
         from core.train import multihost
 
         try:
@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not hosts.writer:
             import tempfile
 
-            from core.runs import RunStore
+            from core.runs.store import RunStore
 
             store = RunStore(tempfile.mkdtemp(prefix=f"flora-process-{hosts.process_id}-"))
             args.force = True
@@ -160,8 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_on_ray(args, store, data_root, run_id: str) -> int:
     """`--ray`: the run as a Ray task on the cluster; this process waits for it as the run's owner."""
-    from core.ray_runs import train_on_ray
     from core.train import jobs
+    from core.train.ray import train_on_ray
 
     jobs.install_stop_on_sigterm(store, run_id)
     try:
@@ -181,7 +181,7 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
     run folder; the others train in the scratch store they were given, removed at the end."""
     import shutil
 
-    from core.config import ConfigError
+    from core.settings.config import ConfigError
     from core.train import jobs, multihost
 
     try:

@@ -22,10 +22,10 @@ from typing import Any
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
-from core.config import TrainConfig
 from core.processes import RunState
+from core.settings.config import TrainConfig
+from core.settings.options import OPTIONS, add_train_flags, train_command
 from core.sweeps.results import most_accurate
-from core.train_options import OPTIONS, add_train_flags, train_command
 
 log = logging.getLogger("flora")
 
@@ -124,7 +124,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
     """The sweep the arguments name, (re)started if there is budget to spend; None after a usage error."""
-    from core.datasets import resolve_dataset_path
+    from core.data.datasets import resolve_dataset_path
     from core.sweeps import FINISHED, SweepStore, SweepSubmission, default_space, resubmit, submit
 
     if args.sweep:
@@ -148,7 +148,7 @@ def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
     fixed = config_from_args(args, store_of(args))
     space = _load_space(args.space) if args.space else default_space(fixed)
     dataset = resolve_dataset_path(args.dataset, data_root)
-    from core.corrections import resolve
+    from core.data.corrections import resolve
 
     corrections = resolve(args.corrections, data_root, dataset, store_of(args))
     return submit(models_root, dataset, fixed, space, args.trials, args.timeout, corrections=corrections)
@@ -187,7 +187,7 @@ def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bo
 def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[dict[str, Any], int]:
     """Train the best trial as a run in this process; (the run's result, the exit status)."""
     from core.cli.runs import train_result
-    from core.runs import RunStore
+    from core.runs.store import RunStore
     from core.sweeps import promote
     from core.train import jobs
 

@@ -9,7 +9,7 @@ shrinking, bilinear when enlarging), the centre `image_size` square cropped, as 
 does the rest ('caffe' preprocessing is inside it). Probabilities are softmax(logits / temperature), the
 run's calibrated ones; they match Flora's to about 1e-5.
 
-Flora's test suite checks this file against Flora's own decoding (core.imaging) pixel for pixel.
+Flora's test suite checks this file against Flora's own decoding (core.data.imaging) pixel for pixel.
 """
 
 from __future__ import annotations

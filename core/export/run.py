@@ -19,7 +19,7 @@ import numpy as np
 
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
 from core.fileio import write_json_atomic
-from core.runs import Run
+from core.runs.store import Run
 
 VERIFY_IMAGES = 48
 CALIBRATION_IMAGES = 200
@@ -27,8 +27,8 @@ CALIBRATION_IMAGES = 200
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
     """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
-    from core.evaluation import Evaluation, EvaluationMissing
-    from core.imaging import ImageError, load_for_model
+    from core.data.imaging import ImageError, load_for_model
+    from core.results.evaluation import Evaluation, EvaluationMissing
 
     config = run.train_config
     pixels, files = [], []
@@ -55,9 +55,9 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
 
 def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
     """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
-    from core.datasets import scan_dataset
-    from core.evaluation import Evaluation, EvaluationMissing
-    from core.imaging import ImageError, load_for_model
+    from core.data.datasets import scan_dataset
+    from core.data.imaging import ImageError, load_for_model
+    from core.results.evaluation import Evaluation, EvaluationMissing
 
     config = run.train_config
     try:
@@ -248,7 +248,7 @@ PREDICT_SCRIPT = "predict.py"
 def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
     """preprocessing.json (how photos become the model's input, the classes, the temperature) and predict.py,
     a standalone script that reproduces `python -m core predict` with the runtime alone."""
-    from core.calibration import run_temperature
+    from core.results.calibration import run_temperature
 
     config = run.train_config
     recipe = {
@@ -278,8 +278,8 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     """Max |diff| between the inference graph and the saved classifier itself (should be ~1e-6)."""
     import keras
 
-    from core.model import load_classifier
-    from core.runs import MODEL_FILE
+    from core.network.model import load_classifier
+    from core.runs.store import MODEL_FILE
     from core.serving.reference import load_inference_model
 
     classifier = load_classifier(run.path(MODEL_FILE))

@@ -13,14 +13,14 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from core.config import TrainConfig
-from core.datasets import DatasetIndex
+from core.data.datasets import DatasetIndex
 from core.fileio import read_json, write_json_atomic
-from core.health.analysis import analyse, duplicate_groups, grayscale_flags
 from core.health.findings import Checks
+from core.health.hashing import analyse, duplicate_groups, grayscale_flags
 from core.health.report import SEVERITIES, HealthReport
 from core.health.table import as_index, cache_file, image_table
 from core.progress import StageCallback
+from core.settings.config import TrainConfig
 
 
 def check_dataset(

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import IMBALANCE_RATIO, TrainConfig
-from core.datasets import SPLITS, DatasetError, DatasetIndex, split_indices
-from core.health.analysis import Analysis
+from core.data.datasets import SPLITS, DatasetError, DatasetIndex, split_indices
+from core.health.hashing import Analysis
 from core.health.report import Finding
+from core.settings.config import IMBALANCE_RATIO, TrainConfig
 
 TINY_SIDE = 64  # px: below this the picture holds too little to learn from at any input size
 EXTREME_ASPECT = 3.0  # longer/shorter side: the centre square then keeps under a third of the picture

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from core.datasets import DatasetIndex, scan_dataset
+from core.data.datasets import DatasetIndex, scan_dataset
+from core.data.imaging import MAX_PIXELS, ImageError, load_square
 from core.fileio import read_json, write_json_atomic
-from core.imaging import MAX_PIXELS, ImageError, load_square
 from core.progress import StageCallback
 
 CACHE_VERSION = 2  # of the cached table and analysis files; bump when their content changes (2: mean colour)

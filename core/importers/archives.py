@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from core.datasets import split_of_folder
-from core.imaging import MAX_PIXELS, is_image_name
+from core.data.datasets import split_of_folder
+from core.data.imaging import MAX_PIXELS, is_image_name
 from core.importers.common import (
     ImportCancelled,
     ImportRejected,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.datasets import META_FILE, DatasetError, scan_dataset, split_indices
+from core.data.datasets import META_FILE, DatasetError, scan_dataset, split_indices
 from core.fileio import umask, write_json_atomic
 from core.processes import host_tag, process_alive
 from core.progress import StageCallback

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.datasets import META_FILE
-from core.imaging import IMAGE_EXTENSIONS
+from core.data.datasets import META_FILE
+from core.data.imaging import IMAGE_EXTENSIONS
 from core.importers.common import (
     ImportRejected,
     ImportResult,

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.datasets import DatasetError, scan_dataset
-from core.imaging import is_image_name
+from core.data.datasets import DatasetError, scan_dataset
+from core.data.imaging import is_image_name
 from core.importers import oxford
 from core.importers.archives import Budget, copy_limited, is_junk, safe_target, tar_files
 from core.importers.common import (

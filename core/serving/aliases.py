@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import read_json, write_json_atomic
-from core.runs import Run, RunNotFound, RunStore
+from core.runs.store import Run, RunNotFound, RunStore
 
 ALIASES_FILE = "aliases.json"
 _LOCK_FILE = ".aliases.lock"

@@ -2,7 +2,7 @@
 
 A 12 KB PNG can say it is 10000 x 10000 pixels. Decoding one held ~0.5 GB; a dozen at once took a
 server to 6.7 GB, and glibc kept most of it afterwards. Every decode first reads the image's header
-(core.imaging.read_header: size, mode, libjpeg's draft scale), then holds that many bytes of this
+(core.data.imaging.read_header: size, mode, libjpeg's draft scale), then holds that many bytes of this
 budget while it decodes. Requests beyond the budget wait their turn (bounded: then 503), so memory
 stays within the budget plus the model, whatever arrives. When the last large decode ends the freed
 memory is handed back to the operating system.

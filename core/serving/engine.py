@@ -2,7 +2,7 @@
 
 `ServedModel` holds the run's float32 inference graph (no augmentation), its classes, its
 calibration temperature (when the run has one) and its out-of-distribution reference. Decoding
-uses `core.imaging.load_for_model`, the very loader of the image cache and `core predict`, so a
+uses `core.data.imaging.load_for_model`, the very loader of the image cache and `core predict`, so a
 photo sent to the server becomes the same tensor it would in training.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from core import layer_names as names
-from core.analysis import softmax
-from core.calibration import run_temperature
-from core.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
-from core.runs import Run
+from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
+from core.network import layer_names as names
+from core.results.arrays import softmax
+from core.results.calibration import run_temperature
+from core.runs.store import Run
 from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
@@ -114,7 +114,7 @@ class ServedModel:
     def decode(self, data: bytes, name: str | None = None, header: ImageHeader | None = None) -> Decoded:
         """An encoded image file -> model pixels. Raises ImageError with the reason.
 
-        `header` (core.imaging.read_header, read by the caller to budget the decode) saves a second look.
+        `header` (core.data.imaging.read_header, read by the caller to budget the decode) saves a second look.
         """
         if not data:
             raise ImageError("empty file: no image data")

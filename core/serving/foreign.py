@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.imaging import ImageError, pixels_for_model
+from core.data.imaging import ImageError, pixels_for_model
 
 KINDS = ("noise", "drawings", "photos")
 

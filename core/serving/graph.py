@@ -5,7 +5,7 @@ The saved classifier keeps its augmentation layers (they only act when training)
 call a model without `training=False` (`model.export()`, converters) would switch them on, and a
 model trained under mixed precision computes in float16. Serving and every export use this graph
 instead: the same weights, copied into a fresh float32 model whose outputs are named
-`probabilities`, `logits` and `features` (the pooled backbone features, 2048 for ResNet-50): core.layer_names.
+`probabilities`, `logits` and `features` (the pooled backbone features, 2048 for ResNet-50): core.network.layer_names.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from core import backbones
-from core import layer_names as names
-from core.model import build_head, head_of, head_units
+from core.network import backbones
+from core.network import layer_names as names
+from core.network.model import build_head, head_of, head_units
 
 OUTPUTS = names.INFERENCE_OUTPUTS
 

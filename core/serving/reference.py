@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from core import layer_names as names
-from core.analysis import softmax
-from core.calibration import run_temperature
 from core.fileio import atomic_path, read_json, write_json_atomic
-from core.runs import Run
+from core.network import layer_names as names
+from core.results.arrays import softmax
+from core.results.calibration import run_temperature
+from core.runs.store import Run
 from core.serving.ood import (
     DRIFT_DIMENSIONS,
     PCA_DIMENSIONS,
@@ -139,9 +139,9 @@ def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model
 
 def compute_reference(run: Run, data_root: str | os.PathLike | None = None, model=None) -> Reference:
     """Run the model over the run's train (a sample), validation and test splits and foreign images; fit."""
-    from core.imaging import center_crop
+    from core.data.imaging import center_crop
     from core.paths import cache_dir
-    from core.run_split import DatasetChanged, run_split
+    from core.runs.split import DatasetChanged, run_split
     from core.serving.foreign import foreign_images
     from core.serving.graph import run_outputs
 
@@ -201,8 +201,8 @@ def compute_reference(run: Run, data_root: str | os.PathLike | None = None, mode
 
 def load_inference_model(run: Run):
     """The run's classifier as a float32 inference graph (probabilities, logits, features)."""
-    from core.model import load_classifier
-    from core.runs import MODEL_FILE
+    from core.network.model import load_classifier
+    from core.runs.store import MODEL_FILE
     from core.serving.graph import inference_model
 
     return inference_model(load_classifier(run.path(MODEL_FILE)))

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from core.runs import RunNotFound, RunStore
+from core.runs.store import RunNotFound, RunStore
 from core.serving.aliases import AliasStore, resolve
 from core.serving.batching import DynamicBatcher
 from core.serving.engine import ServedModel

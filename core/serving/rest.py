@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from core.imaging import ImageError, ImageTooLarge
+from core.data.imaging import ImageError, ImageTooLarge
 from core.serving.service import InputError, Service
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from core.processes import JobFolder, RunState
-from core.runs import RunStore
+from core.runs.store import RunStore
 from core.serving.app import API_KEY_ENV, DEFAULT_MAX_BYTES, create_app
 from core.serving.decode_budget import (
     DEFAULT_BUDGET_BYTES,

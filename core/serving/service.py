@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from core.imaging import ImageError, ImageHeader, ImageTooLarge
+from core.data.imaging import ImageError, ImageHeader, ImageTooLarge
 from core.serving.batching import BatcherClosed
 from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded

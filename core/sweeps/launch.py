@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, TrainConfig
-from core.corrections import dataset_key
-from core.datasets import scan_dataset
+from core.data.corrections import dataset_key
+from core.data.datasets import scan_dataset
 from core.fileio import write_json_atomic
 from core.processes import RunState
+from core.settings.config import ConfigError, TrainConfig
 from core.sweeps.space import SearchSpace, parse_space
 from core.sweeps.store import Sweep, SweepStore, sweep_id_for, sweep_identity
 
@@ -85,7 +85,7 @@ def submit(
 
     The same dataset, fixed settings, space and label corrections give the same sweep: a finished one that
     already has `trials` finished trials comes back FINISHED (nothing to run), a running one ACTIVE.
-    `corrections` (effective, core.corrections) are recorded with the sweep: its trials and the run it
+    `corrections` (effective, core.data.corrections) are recorded with the sweep: its trials and the run it
     promotes apply exactly them, whatever is marked later.
 
     Raises:
@@ -152,7 +152,7 @@ def launch(
     ray: tuple[str, int] | None = None,
 ) -> SweepSubmission:
     """Start a NEW submission's process detached (it outlives the page); others are returned as they are.
-    `ray` (address, workers): its trials run on that many Ray workers of the cluster (core.ray_sweeps)."""
+    `ray` (address, workers): its trials run on that many Ray workers of the cluster (core.sweeps.ray)."""
     if submission.outcome != NEW:
         return submission
     store = SweepStore(models_root)
@@ -217,7 +217,7 @@ def sweep_command(
     ray: tuple[str, int] | None = None,
 ) -> str:
     """`python -m core sweep DATASET --trials N --space '{...}' --flag value ...`, quoted for a POSIX shell."""
-    from core.train_options import train_arguments
+    from core.settings.options import train_arguments
 
     args = [python, "-m", "core", "sweep", *train_arguments(str(dataset), sweep_identity(fixed), corrections)]
     if trials is not None:
@@ -272,7 +272,7 @@ def promote(
     submitted and the caller executes it. Either way the run evaluates on the test split when it
     ends, and the sweep records it.
     """
-    from core.runs import RunStore
+    from core.runs.store import RunStore
     from core.train import jobs
 
     store = SweepStore(models_root)

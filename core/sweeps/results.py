@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from core.config import TrainConfig
+from core.settings.config import TrainConfig
 from core.sweeps.space import SearchSpace, config_for, display_value
 from core.sweeps.store import SweepStore
 

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigError, TrainConfig
-from core.train_options import OPTIONS, format_head, parse_head
+from core.settings.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigError, TrainConfig
+from core.settings.options import OPTIONS, format_head, parse_head
 
 FLOAT, INT, CHOICE = "float", "int", "choice"
 

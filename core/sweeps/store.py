@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import TrainConfig, canonical_json
 from core.fileio import read_json, write_json_atomic
 from core.processes import STATUS_FILE, JobFolder, JobStatus, RunState, process_alive
+from core.settings.config import TrainConfig, canonical_json
 from core.sweeps.space import SearchSpace, parse_space
 
 SWEEPS_DIRNAME = ".sweeps"

@@ -9,5 +9,5 @@
   distribute   data parallel over several devices
   jobs         a training run as a background job: find or create the run, wait for the device, train
 
-The job layer itself (spawn, liveness, stop flag, log) is core.processes; a run's split is core.run_split.
+The job layer itself (spawn, liveness, stop flag, log) is core.processes; a run's split is core.runs.split.
 """

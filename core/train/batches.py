@@ -16,8 +16,8 @@ import math
 import keras
 import numpy as np
 
-from core.imaging import center_crop
-from core.ingest import ImageCache
+from core.data.imaging import center_crop
+from core.data.ingest import ImageCache
 from core.train.distribute import pad_rows, padded_length
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import keras
 
-from core.runs import RunStore
+from core.runs.store import RunStore
 
 log = logging.getLogger("flora")
 STATUS_INTERVAL = 1.0  # seconds between status/metrics writes within an epoch

@@ -26,14 +26,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core import backbones
-from core import layer_names as names
-from core.augment import build_augmentation
-from core.config import AugmentConfig, canonical_json
+from core.data.ingest import ImageCache
 from core.fileio import atomic_path
-from core.ingest import ImageCache
-from core.model import allow_jit
+from core.network import backbones
+from core.network import layer_names as names
+from core.network.augment import build_augmentation
+from core.network.model import allow_jit
 from core.progress import CountCallback
+from core.settings.config import AugmentConfig, canonical_json
 from core.train.batches import ExtractionBatches
 from core.train.distribute import padded_length
 

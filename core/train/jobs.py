@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import TrainConfig, run_id_for
-from core.datasets import DatasetError, DatasetIndex, scan_dataset
+from core.data.datasets import DatasetError, DatasetIndex, scan_dataset
 from core.processes import process_alive
-from core.runs import LOCAL_OWNER, Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
+from core.runs.store import LOCAL_OWNER, Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
+from core.settings.config import TrainConfig, run_id_for
 from core.train.queue import RAY_LINE, check_share, my_turn
 
 log = logging.getLogger("flora")
@@ -62,13 +62,13 @@ def submit(
 
     A finished run is returned as a cache hit unless `force`; a queued or running one whose
     process is alive is returned as active (never trained twice at once); a failed or stopped
-    one is reset and trained again. `corrections` (core.corrections, the effective ones) are
+    one is reset and trained again. `corrections` (core.data.corrections, the effective ones) are
     recorded in the run and are part of its id. A run a cache hit or an active run finds keeps its owner.
 
     Raises:
         TooManyQueued: `owner` already has `max_queued` runs waiting for the device.
     """
-    from core.corrections import dataset_key
+    from core.data.corrections import dataset_key
 
     index = scan_dataset(dataset_path)
     run_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
@@ -92,7 +92,7 @@ def submit(
 
 def dataset_corrections(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> dict | None:
     """The label corrections kept for this dataset folder that change training (None when there are none)."""
-    from core.corrections import Corrections
+    from core.data.corrections import Corrections
 
     return Corrections.load(data_root, dataset_path).effective() or None
 
@@ -259,7 +259,7 @@ def launch(
     ray_address: str | None = None,
 ) -> Submission:
     """Start training in a detached background process and return at once. With `ray_address` that process
-    submits the run as a task to the Ray cluster and waits for it (core/ray_runs.py).
+    submits the run as a task to the Ray cluster and waits for it (core/train/ray.py).
 
     A finished run comes back as cached and an active one as active; neither starts a process.
     `corrections`: the label corrections to apply (None: the ones kept for the dataset folder).

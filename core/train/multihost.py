@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.config import ConfigError
+from core.settings.config import ConfigError
 
 log = logging.getLogger("flora")
 STRATEGY = "keras.distribution.DataParallel across processes"

@@ -9,7 +9,7 @@ A waiting process takes the lock only when it is first in that order.
 Each person may have `max_queued` runs waiting at once (core.sharing: FLORA_MAX_QUEUED_RUNS when shared).
 
 There are two lines, each fair on its own: this machine's device (`LOCAL_LINE`) and a Ray cluster
-(`RAY_LINE`, core.ray_runs). A run for the cluster waits in Flora's line until it is first and the cluster
+(`RAY_LINE`, core.train.ray). A run for the cluster waits in Flora's line until it is first and the cluster
 has room for one more run (`in_flight` below its capacity); only then is it handed to Ray's scheduler, so
 the fair order, not the order of submission, decides who gets the cluster's next free device. A run in
 one line never holds back a run in the other.
@@ -21,7 +21,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from core.runs import Run, RunState, RunStore
+from core.runs.store import Run, RunState, RunStore
 
 FALLBACK_SECONDS_PER_EPOCH = 60.0  # an estimate before any run of this store has finished
 LOCAL_LINE = None  # RunStatus.line of a run for this machine's device

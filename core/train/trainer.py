@@ -18,13 +18,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.analysis import features_and_logits_model, head_logits_model
-from core.config import TrainConfig
-from core.datasets import DatasetIndex, Split
+from core.data.datasets import DatasetIndex, Split
+from core.data.ingest import ImageCache
 from core.device import DeviceInfo, recommended_batch_size
-from core.ingest import ImageCache
-from core.model import backbone_of, head_of
-from core.runs import CHECKPOINT_FILE, RunStore
+from core.network.model import backbone_of, head_of
+from core.results.arrays import features_and_logits_model, head_logits_model
+from core.runs.store import CHECKPOINT_FILE, RunStore
+from core.settings.config import TrainConfig
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.train.distribute import Parallelism, pad_rows, padded_length

@@ -22,20 +22,20 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core.analysis import RunAnalysis, SplitArrays
-from core.config import IMBALANCE_RATIO, TrainConfig
-from core.datasets import DatasetIndex
+from core.data.datasets import DatasetIndex
+from core.data.ingest import ImageCache, IngestCancelled, ingest
 from core.device import (
     describe,
     dtype_policy,
     input_workers,
     mixed_precision_policy,
 )
-from core.evaluation import Evaluation
-from core.ingest import ImageCache, IngestCancelled, ingest
-from core.model import classifier_for, trainable_summary, unfreeze
-from core.run_split import draw_split, run_split
-from core.runs import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus
+from core.network.model import classifier_for, trainable_summary, unfreeze
+from core.results.arrays import RunAnalysis, SplitArrays
+from core.results.evaluation import Evaluation
+from core.runs.split import draw_split, run_split
+from core.runs.store import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus
+from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
@@ -147,7 +147,7 @@ def train_run(job: TrainingJob) -> RunStatus:
 
 def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
     """Fit the run's temperature on its validation logits now (milliseconds), so every predictor has it."""
-    from core import calibration
+    from core.results import calibration
 
     fitted = calibration.calibrate(analysis)
     calibration.save(fitted, run_dir)
@@ -189,7 +189,7 @@ def load_training_data(
 ) -> TrainingData:
     """The decoded images of `index`, its split and class weights, for a sweep (a run uses `prepare_data`).
 
-    The split follows the rule every run follows (core.run_split.draw_split), so a sweep and the run it
+    The split follows the rule every run follows (core.runs.split.draw_split), so a sweep and the run it
     promotes see the same split for the same seed and `corrections`.
 
     Raises:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from core import label_issues
-from core.analysis import softmax
+from core.results import label_issues
+from core.results.arrays import softmax
 
 n, classes, width = int(sys.argv[1]), 1000, 2048
 rng = np.random.default_rng(0)

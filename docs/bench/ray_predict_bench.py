@@ -2,7 +2,7 @@
 
     python docs/bench/ray_predict_bench.py RUN_ID FOLDER [--models-dir M] [--data-dir D] [--cpus 2]
 
-Starts a one-node Ray cluster on this machine (`core.ray_local`, all `--cpus`), runs `python -m core predict
+Starts a one-node Ray cluster on this machine (`core.bench.ray_local`, all `--cpus`), runs `python -m core predict
 RUN FOLDER --csv` without and with `--ray`, twice each in turn, and prints photos/s and the ratio (Ray over
 local; the issue's target is >= 0.8). Both include starting Python and loading the model; Ray's also joining
 the cluster and starting its actors: its whole overhead, measured.
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from core.ray_local import LocalRayCluster  # noqa: E402
-from core.serving.batch import expand_sources  # noqa: E402
+from core.bench.ray_local import LocalRayCluster  # noqa: E402
+from core.serving.batch_predict import expand_sources  # noqa: E402
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
     python docs/bench/ray_sweep_bench.py DATASET [--trials 12] [--epochs 8] [--image-size 64] [--cpus 2]
 
-Starts a one-node Ray cluster on this machine (`core.ray_local`, all `--cpus`) and runs the same sweep (same
+Starts a one-node Ray cluster on this machine (`core.bench.ray_local`, all `--cpus`) and runs the same sweep (same
 data, fixed settings, default space, seed and trial count) three times, each in a run store of its own and
 all sharing one data folder: `python -m core sweep` on this machine, then with `--ray ADDRESS --ray-workers
 1` and `--ray-workers 2`. Prints, per path, the whole command's wall time, the features' share (the same
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from core.ray_local import LocalRayCluster  # noqa: E402
+from core.bench.ray_local import LocalRayCluster  # noqa: E402
 from core.sweeps import SweepStore  # noqa: E402
 
 

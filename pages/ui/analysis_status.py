@@ -1,6 +1,6 @@
 """ "Compute the analysis", one component for every page that reads a run's analysis arrays (Evaluate's calibration
 and heatmaps, Explore's map and label review, Compare's photo-by-photo comparison): for a run from before
-analysis.npz existed, say what it lacks, start the background run task (core.run_tasks), show its progress and Stop,
+analysis.npz existed, say what it lacks, start the background run task (core.results.tasks), show its progress and Stop,
 and draw the page again once it is done. Also: what a failed or stopped run can and cannot show.
 """
 

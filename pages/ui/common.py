@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core import data_roots, paths, sharing, workspace
-from core.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
+from core import paths, sharing, workspace
+from core.data import roots as data_roots
+from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
+from core.data.imaging import ImageError
+from core.data.thumbnails import placeholder, thumbnail
 from core.device import FRAMEWORK_NAMES, CheckInBackground, DeviceInfo, quick_describe
-from core.imaging import ImageError
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
-from core.runs import Run, RunState, RunStore, RunUnreadable
+from core.runs.store import Run, RunState, RunStore, RunUnreadable
+from core.settings.options import describe_config
 from core.sweeps import Sweep, SweepStore
-from core.thumbnails import placeholder, thumbnail
-from core.train_options import describe_config
 from pages.ui import plain
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
@@ -46,8 +47,7 @@ def warm_up() -> threading.Thread:
         from core.device import without_cuda_noise
 
         with without_cuda_noise():
-            import core.evaluation
-            import core.model  # noqa: F401 (Keras and its framework)
+            pass
 
     thread = threading.Thread(target=load, name="flora-warm-up", daemon=True)
     thread.start()
@@ -129,7 +129,7 @@ def finished_runs() -> list[Run]:
 def run_title(run: Run) -> str:
     """What tells a run apart: the name a person gave it, else its settings that differ from the defaults; and
     the label corrections it applied ('+4 corrections'), which a name does not hide."""
-    from core.corrections import describe
+    from core.data.corrections import describe
 
     title = run.name or describe_config(run.train_config)
     corrections = describe(run.corrections)
@@ -263,7 +263,7 @@ def shared() -> bool:
 
 
 def roots() -> list[Path]:
-    """The folders datasets may come from (core.data_roots)."""
+    """The folders datasets may come from (core.data.roots)."""
     return data_roots.data_roots(data_root(), shared())
 
 

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.compare import disagreements, per_class_f1, settings_table
-from core.monitor import epoch_curves
+from core.results.compare import disagreements, per_class_f1, settings_table
+from core.runs.curves import epoch_curves
 from pages.ui import common, plain
 
 PHOTOS = 24  # thumbnails per side of a pair

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import dataset_tasks
 from core.importers import (
     KNOWN_SOURCES,
     DownloadError,
@@ -17,6 +16,7 @@ from core.importers import (
     import_oxford102,
     import_zip,
 )
+from core.importers import tasks as dataset_tasks
 from core.processes import RunState
 from pages.ui import common, plain
 
@@ -138,7 +138,7 @@ def table_import() -> None:
     """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
     import tempfile
 
-    from core.data_roots import OutsideDataRoots, check_inside
+    from core.data.roots import OutsideDataRoots, check_inside
     from core.importers.csv_labels import (
         LABEL_COLUMNS,
         PATH_COLUMNS,

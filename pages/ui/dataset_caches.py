@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import cache_inventory
-from core.ingest import human_bytes
+from core.data.ingest import human_bytes
+from core.health import caches as cache_inventory
 from pages.ui import auth, common, plain
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.datasets import DatasetError, DatasetIndex
+from core.data.datasets import DatasetError, DatasetIndex
 from core.health import CheckCancelled, Finding, HealthReport, check_dataset, saved_report
 from pages.ui import common
 

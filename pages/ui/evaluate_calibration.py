@@ -7,8 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import calibration
-from core.calibration import Calibration, Scores
+from core.results import calibration
+from core.results.calibration import Calibration, Scores
 from pages.ui import teaching
 
 

@@ -1,7 +1,7 @@
 """The Explore page's suspected label errors: compute them in the background, then review each one.
 
 Each mark ("relabel to X", "exclude", "fine") is written to the dataset's corrections file in the
-data folder (core.corrections), never to the photos. The next training run applies them.
+data folder (core.data.corrections), never to the photos. The next training run applies them.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import label_issues
-from core.corrections import EXCLUDE, FINE, RELABEL, Corrections
-from core.runs import Run
+from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
+from core.results import label_issues
+from core.runs.store import Run
 from pages.ui import common, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.run_task import task_panel
@@ -26,8 +26,8 @@ MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
 def heatmap(run: Run, issue: label_issues.LabelIssue):
     """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
     reverse. None (and the reason) when the photo cannot be read."""
-    from core.explain import Target, overlay
-    from core.imaging import ImageError
+    from core.data.imaging import ImageError
+    from core.results.explain import Target, overlay
 
     explainer = run_models.explainer(run_models.key_of(run))
     try:

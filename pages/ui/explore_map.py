@@ -15,8 +15,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from core import embedding, run_tasks
-from core.runs import Run
+from core.results import embedding
+from core.results import tasks as run_tasks
+from core.runs.store import Run
 from pages.ui import common, teaching
 from pages.ui.run_task import task_panel
 
@@ -154,7 +155,7 @@ def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _frame(run_dir: str, method: str, stamp: tuple, temperature: float | None) -> pd.DataFrame:
-    from core.analysis import RunAnalysis
+    from core.results.arrays import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
     return embedding.map_frame(analysis, embedding.run_map(run_dir, method), temperature)

@@ -13,7 +13,7 @@ import streamlit as st
 
 def layer_picker(explainer, key: str) -> str:
     """The map's layer (the last block's, or the finer one before it when the last grid is coarse); its caption."""
-    from core.explain import COARSE_GRID
+    from core.results.explain import COARSE_GRID
 
     last = explainer.last_layer
     chosen = last

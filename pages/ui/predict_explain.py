@@ -50,7 +50,7 @@ def overlays(
     """(overlay image, explained logit, whether no area raised it) per class in `labels` for one photo."""
     from PIL import Image
 
-    from core.explain import Target, overlay, upsample
+    from core.results.explain import Target, overlay, upsample
 
     model = run_models.explainer(key)
     image = model.load(data)
@@ -68,7 +68,7 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
     if not section.open:
         return
     with section:
-        from core.imaging import ImageError
+        from core.data.imaging import ImageError
 
         model_key = run_models.key_of(run)
         st.caption("Grad-CAM: which areas of the photo raised each class's score.")

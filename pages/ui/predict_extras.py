@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.imaging import ImageError
+from core.data.imaging import ImageError
 from core.serving.log import PredictionLog
 from pages.ui import common, plain, run_models, serving, teaching
 
@@ -25,7 +25,7 @@ def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes):
 
     `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again.
     """
-    from core.serving.batch import predict_many
+    from core.serving.batch_predict import predict_many
 
     model = load_model(key)
     log = PredictionLog.of_store(common.models_root())
@@ -90,7 +90,7 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
 
 def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int) -> list:
     """A table of every photo's top-k and OOD flag (unreadable files get their reason) and a CSV download."""
-    from core.serving.batch import csv_text, table_rows
+    from core.serving.batch_predict import csv_text, table_rows
 
     progress = st.progress(0.0, text="Classifying…")
     items = []
@@ -133,7 +133,7 @@ def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str,
 def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:
     """(upload id, name, bytes) of each uploaded file, a zip opened into its files (refused if too large to open
     safely)."""
-    from core.serving.batch import zip_members
+    from core.serving.batch_predict import zip_members
 
     files = []
     for upload in uploads or []:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import streamlit as st
 
-from core.runs import Run, RunStore
+from core.runs.store import Run, RunStore
 
 
 class ModelKey(NamedTuple):
@@ -33,8 +33,8 @@ def _run(key: ModelKey) -> Run:
 
 @st.cache_resource(show_spinner="Loading the run's model for the heatmaps (first time only)…", max_entries=3)
 def explainer(key: ModelKey):
-    """The run's model split for Grad-CAM (core.explain.Explainer); maps are cached in the run folder."""
-    from core.explain import Explainer
+    """The run's model split for Grad-CAM (core.results.explain.Explainer); maps are cached in the run folder."""
+    from core.results.explain import Explainer
 
     return Explainer(_run(key))
 

@@ -1,4 +1,4 @@
-"""A run's background analysis task (core.run_tasks) on a page: start it, watch its progress, stop it.
+"""A run's background analysis task (core.results.tasks) on a page: start it, watch its progress, stop it.
 
 The task runs in its own process (it survives the tab); the panel polls its job folder every second
 in a fragment and redraws the whole page once when it ends, so the page can show the result.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import run_tasks
 from core.processes import RunState
-from core.runs import Run
+from core.results import tasks as run_tasks
+from core.runs.store import Run
 from pages.ui import common
 
 POLL_SECONDS = 1.0

@@ -1,6 +1,6 @@
 """The Sweep page's New sweep form: a dataset, the fixed settings, the search space and the budget.
 
-The fixed settings are drawn from core.train_options.OPTIONS like the Train page's (keys
+The fixed settings are drawn from core.settings.options.OPTIONS like the Train page's (keys
 `sweep_<field>`) and start from the settings last launched on the dataset; those settings are also
 the first trial's, where they fall inside the space. The space has one row per searchable setting:
 a checkbox (search it or not) and its range or choices. core.sweeps checks the result, so the page
@@ -15,10 +15,10 @@ from typing import Any
 import streamlit as st
 
 from core import workspace
-from core.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigError, TrainConfig
-from core.presets import all_presets, preset_name_for
+from core.settings.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigError, TrainConfig
+from core.settings.options import BY_FIELD
+from core.settings.presets import all_presets, preset_name_for
 from core.sweeps import DEFAULT_SPACE, SEARCHABLE, check_request
-from core.train_options import BY_FIELD
 from pages.ui import common, train_form
 
 PREFIX = "sweep"
@@ -117,7 +117,7 @@ def ray_choice() -> tuple[str, int] | None:
     this machine; (address, workers) or None."""
     import os
 
-    from core.ray_cluster import ADDRESS_ENV
+    from core.cluster import ADDRESS_ENV
 
     configured = os.environ.get(ADDRESS_ENV, "").strip()
     if not configured:

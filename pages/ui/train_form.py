@@ -1,4 +1,4 @@
-"""The Train page's New run form, drawn from core.train_options.OPTIONS: one widget per TrainConfig field.
+"""The Train page's New run form, drawn from core.settings.options.OPTIONS: one widget per TrainConfig field.
 
 Widget keys are `train_<field>`. The form starts from the settings last launched on the chosen
 dataset (remembered on disk), keeps its values while the person visits other pages, and can be
@@ -12,10 +12,9 @@ import hashlib
 import streamlit as st
 
 from core import workspace
-from core.config import ConfigError, TrainConfig, canonical_json
 from core.paths import imagenet_weights_cached, imagenet_weights_file
-from core.presets import all_presets, preset_name_for, save_preset
-from core.train_options import (
+from core.settings.config import ConfigError, TrainConfig, canonical_json
+from core.settings.options import (
     ADVANCED,
     DATA,
     FINE_TUNE,
@@ -35,6 +34,7 @@ from core.train_options import (
     parse_head,
     weights_run_id,
 )
+from core.settings.presets import all_presets, preset_name_for, save_preset
 from pages.ui import common, teaching
 from pages.ui.navigation import page_file
 
@@ -128,7 +128,7 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
 
     Returns the effective corrections to apply, None for none (also when the dataset has none kept).
     """
-    from core.corrections import describe, summary
+    from core.data.corrections import describe, summary
     from core.train.jobs import dataset_corrections
 
     if dataset is None:
@@ -160,7 +160,7 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
 def disk_note(dataset: str | None, config) -> None:
     """Under the plan: the disk decoding will take (or that the photos are decoded already); a warning when it
     does not fit, said before launching rather than by a failed run."""
-    from core.ingest import disk_plan
+    from core.data.ingest import disk_plan
 
     found = next((d for d in common.datasets() if d["path"] == dataset), None)
     if not found or not found.get("fingerprint"):
@@ -343,7 +343,7 @@ def ray_choice() -> str | None:
     """Where FLORA_RAY_ADDRESS names a Ray cluster: train there (the default) or on this machine; the address."""
     import os
 
-    from core.ray_cluster import ADDRESS_ENV
+    from core.cluster import ADDRESS_ENV
 
     configured = os.environ.get(ADDRESS_ENV, "").strip()
     if not configured:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
-from core.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
-from core.imaging import ImageError, load_for_model
-from core.presets import all_presets, save_preset
+from core.data.imaging import ImageError, load_for_model
+from core.settings.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
+from core.settings.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
+from core.settings.presets import all_presets, save_preset
 from pages.ui import common, plain, teaching
 from pages.ui.navigation import page_file
 
@@ -39,7 +39,7 @@ st.caption(
 
 @st.cache_data(show_spinner="Running the augmentation layers (the first time also loads Keras)…", max_entries=64)
 def augmented(path: str, size: int, config: AugmentConfig, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from core.augment import preview  # Keras: imported here, so the page draws its controls first
+    from core.network.augment import preview  # Keras: imported here, so the page draws its controls first
 
     original = load_for_model(path, size, cache_size_for(size))
     return original, preview(original, config, n=n, seed=seed)

@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.config import IMBALANCE_RATIO, TrainConfig
-from core.datasets import LAYOUT_SPLITS, DatasetError, split_indices
+from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
+from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
-from core.imaging import GRAYSCALE_MODES
+from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from pages.ui import common, dataset_add, dataset_caches, dataset_health, plain, teaching
 
 PAGE_SIZE = 24

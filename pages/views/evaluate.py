@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.datasets import SMALL_TEST_SPLIT, small_test_note
-from core.evaluation import Evaluation
-from core.runs import RunState
+from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
+from core.results.evaluation import Evaluation
+from core.runs.store import RunState
 from pages.ui import (
     analysis_status,
     auth,

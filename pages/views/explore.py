@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.runs import Run, RunState
+from core.runs.store import Run, RunState
 from pages.ui import analysis_status, common
 from pages.ui.explore_label_review import review_section
 from pages.ui.explore_map import map_section
@@ -17,13 +17,13 @@ st.caption("Where the model places each photo, which photos it confuses and why,
 @st.cache_resource(show_spinner="Loading the run's analysis…", max_entries=4)
 def load_analysis(run_dir: str, stamp: float):
     """The run's stored arrays (shared read-only between sessions; read again when the file changes)."""
-    from core.analysis import RunAnalysis
+    from core.results.arrays import RunAnalysis
 
     return RunAnalysis.load(run_dir)
 
 
 def temperature_of(run: Run) -> float | None:
-    from core.calibration import stored_temperature
+    from core.results.calibration import stored_temperature
 
     return stored_temperature(run.directory)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.imaging import IMAGE_EXTENSIONS
-from core.serving.batch import size_note
+from core.data.imaging import IMAGE_EXTENSIONS
+from core.serving.batch_predict import size_note
 from pages.ui import auth, common, plain, predict_explain, predict_extras, run_models, teaching
 from pages.ui.navigation import page_file
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from core import sweeps
-from core.config import TrainConfig
-from core.corrections import summary as correction_summary
-from core.monitor import format_duration
+from core.data.corrections import summary as correction_summary
 from core.processes import RunState
-from core.runs import RunNotFound
+from core.runs.curves import format_duration
+from core.runs.store import RunNotFound
+from core.settings.config import TrainConfig
+from core.settings.options import describe_config
 from core.sweeps import Sweep
 from core.sweeps.launch import pinned_corrections, sweep_corrections
 from core.sweeps.results import most_accurate
-from core.train_options import describe_config
 from pages.ui import common, plain, sweep_charts, sweep_form, teaching
 from pages.ui.navigation import page_file
 

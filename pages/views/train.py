@@ -10,14 +10,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import sharing
-from core.config import TrainConfig
-from core.corrections import summary as correction_summary
-from core.monitor import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
-from core.runs import MAX_NAME_LENGTH, Run, RunNotFound, RunState, RunUnreadable
+from core.data.corrections import summary as correction_summary
+from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
+from core.runs.store import MAX_NAME_LENGTH, Run, RunNotFound, RunState, RunUnreadable
+from core.settings.config import TrainConfig
+from core.settings.options import describe_weights, run_command, train_command
 from core.train import jobs
 from core.train.jobs import dataset_corrections
 from core.train.queue import Place, places
-from core.train_options import describe_weights, run_command, train_command
 from pages.ui import auth, common, plain, teaching, train_form
 from pages.ui.navigation import page_file
 
@@ -145,7 +145,7 @@ def take_prefill_link() -> None:
 
 def _test_photos_among(run: Run, corrections: dict | None) -> int:
     """How many of `corrections` are photos of the run's test split (0 when it has no stored evaluation)."""
-    from core.evaluation import Evaluation, EvaluationMissing
+    from core.results.evaluation import Evaluation, EvaluationMissing
 
     if not corrections:
         return 0

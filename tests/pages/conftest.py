@@ -30,7 +30,7 @@ def workspace(trained_run):
 @pytest.fixture
 def kept_corrections(workspace):
     """Two corrections kept for the workspace's dataset (removed afterwards: the data folder is shared)."""
-    from core.corrections import Corrections
+    from core.data.corrections import Corrections
 
     kept = Corrections.load(workspace["data"], workspace["dataset"])
     kept.mark("red/img_000.png", "relabel", "crimson")

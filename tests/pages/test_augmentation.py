@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from core.config import AUGMENT_PRESETS, AugmentConfig
-from core.presets import saved_presets
+from core.settings.config import AUGMENT_PRESETS, AugmentConfig
+from core.settings.presets import saved_presets
 from tests.pages.conftest import texts
 
 

@@ -8,9 +8,9 @@ import shutil
 import time
 import zipfile
 
-from core.dataset_tasks import STATUS_FILE, tasks_dir
 from core.fileio import write_json_atomic
 from core.health.check import saved_report
+from core.importers.tasks import STATUS_FILE, tasks_dir
 from tests.conftest import make_image_dataset
 from tests.pages.conftest import table_with, texts
 
@@ -222,7 +222,7 @@ def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkey
     """Before: a description's Markdown image was fetched from an outside address; class names rendered bold, red."""
     import json
 
-    from core.datasets import META_FILE
+    from core.data.datasets import META_FILE
     from pages.ui.plain import md, visible
     from tests.conftest import make_image_dataset
 
@@ -279,7 +279,7 @@ def test_the_disk_tab_lists_caches_and_removes_only_the_stale(app, workspace):
     gone = cache / "0123456789abcdef-37"
     gone.mkdir(parents=True)
     (gone / "images.npy").write_bytes(b"\1" * 300_000)
-    from core.ingest import CACHE_VERSION
+    from core.data.ingest import CACHE_VERSION
 
     write_json_atomic(gone / "index.json", {"version": CACHE_VERSION, "dataset_root": str(workspace["data"] / "gone")})
     at = _tab(app("dataset"), "Disk")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-from core.evaluation import Evaluation
+from core.results.evaluation import Evaluation
 from tests.pages.conftest import table_with, texts
 
 
@@ -119,7 +119,7 @@ def test_counts_to_row_share_and_hiding_the_diagonal(app, workspace):
 def many_classes(tmp_path):
     """A finished 30-class run (a synthetic evaluation: the page reads no model)."""
     from core.fileio import write_json_atomic
-    from core.runs import RunState, RunStore
+    from core.runs.store import RunState, RunStore
 
     rng = np.random.default_rng(0)
     classes = [f"class{i:02d}" for i in range(30)]
@@ -188,7 +188,7 @@ def test_top_losses_tab(app, workspace):
 
 def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
-    from core.confusion import submatrix
+    from core.results.confusion import submatrix
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -210,7 +210,7 @@ def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
 
 def test_confused_together_order_is_one_choice_away(app, many_classes):
-    from core.confusion import confused_together_order
+    from core.results.confusion import confused_together_order
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -228,8 +228,8 @@ def test_confused_together_order_is_one_choice_away(app, many_classes):
 def oxford_layout(tmp_path):
     """A finished 102-class run in Oxford 102's layout (test 20 photos/class in the real set; 4 here),
     with its evaluation and a hand-written analysis.npz: logits where classes k and k+51 look alike."""
-    from core.analysis import RunAnalysis, SplitArrays, softmax
-    from core.runs import RunState, RunStore
+    from core.results.arrays import RunAnalysis, SplitArrays, softmax
+    from core.runs.store import RunState, RunStore
 
     rng = np.random.default_rng(3)
     classes = [f"flower {i:03d}" for i in range(1, 103)]
@@ -266,7 +266,7 @@ def _twins_adjacent(names: list[str]) -> int:
 
 
 def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
-    from core.calibration import calibrate_run
+    from core.results.calibration import calibrate_run
 
     at = app("evaluate", models_dir=oxford_layout)
     evaluation = Evaluation.load(oxford_layout / "oxford000001")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import calibration
-from core.runs import ANALYSIS_FILE
+from core.results import calibration
+from core.runs.store import ANALYSIS_FILE
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -64,8 +64,8 @@ def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
 
 
 def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
-    from core.evaluation import Evaluation
-    from core.runs import HEATMAPS_DIR
+    from core.results.evaluation import Evaluation
+    from core.runs.store import HEATMAPS_DIR
 
     run = workspace["store"].get(workspace["run_id"])
     evaluation = Evaluation.load(run.directory)
@@ -94,9 +94,9 @@ def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
 def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, workspace):
     import time
 
-    from core import run_tasks
     from core.processes import RunState
-    from core.runs import RunStore
+    from core.results import tasks as run_tasks
+    from core.runs.store import RunStore
 
     at = _calibration_tab(app, models_dir=old_run_models)
     at.button(key="evaluate_analysis_start").click().run()
@@ -122,7 +122,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
     """The interval showed only for runs with few validation photos; a run with 300 a class had none."""
     import numpy as np
 
-    from core.analysis import RunAnalysis, SplitArrays
+    from core.results.arrays import RunAnalysis, SplitArrays
     from pages.ui.evaluate_calibration import scores_table
 
     rng = np.random.default_rng(0)

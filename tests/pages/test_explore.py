@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import run_tasks
-from core.analysis import RunAnalysis
-from core.corrections import Corrections
-from core.runs import RunStore
+from core.data.corrections import Corrections
+from core.results import tasks as run_tasks
+from core.results.arrays import RunAnalysis
+from core.runs.store import RunStore
 from pages.ui.explore_map import selected_keys, selected_photos
 from tests.conftest import copy_run
 from tests.pages.conftest import texts

@@ -50,7 +50,7 @@ def _bar_values(at) -> list[float]:
 
 
 def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
-    from core.calibration import stored_temperature
+    from core.results.calibration import stored_temperature
 
     temperature = stored_temperature(workspace["store"].run_dir(workspace["run_id"]))
     assert temperature is not None and temperature != 1.0, temperature

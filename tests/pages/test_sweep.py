@@ -108,7 +108,7 @@ def test_the_headline_says_what_best_means_when_a_more_accurate_trial_lost_on_lo
 
 @pytest.mark.slow
 def test_train_the_best_as_a_run_makes_an_ordinary_run(app, finished_sweep):
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     models, sweep_id = finished_sweep
     at = app("sweep", models_dir=models)

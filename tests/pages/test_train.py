@@ -55,7 +55,7 @@ def _fill_tiny(at, epochs: int):
 
 @pytest.mark.slow
 def test_launch_trains_in_the_background_then_the_same_settings_are_cached(app, workspace, tmp_path):
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     store = RunStore(tmp_path / "models")
     at = _fill_tiny(_new_run_tab(app, store.root), epochs=2)
@@ -83,7 +83,7 @@ def test_launch_trains_in_the_background_then_the_same_settings_are_cached(app, 
 
 @pytest.mark.slow
 def test_stop_a_running_run_from_the_page(app, workspace, tmp_path):
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     store = RunStore(tmp_path / "models")
     at = _new_run_tab(app, store.root)
@@ -138,7 +138,7 @@ def test_new_run_from_a_runs_settings_prefills_the_form(app, workspace):
 
 def test_delete_a_finished_run(app, workspace, tmp_path):
 
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     copy = tmp_path / "models"
     copy_run(workspace["models"], copy)
@@ -149,7 +149,7 @@ def test_delete_a_finished_run(app, workspace, tmp_path):
 
 
 def test_a_stop_that_came_too_late_is_said_on_the_finished_run(app, workspace, tmp_path):
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     copy = tmp_path / "models"
     copy_run(workspace["models"], copy)
@@ -163,7 +163,7 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     import os
 
     from core.processes import process_start_time
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     copy = tmp_path / "models"
     copy_run(workspace["models"], copy)
@@ -191,7 +191,7 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
 
 def test_the_form_remembers_the_settings_last_launched_on_a_dataset(app, workspace, tmp_path):
     from core import workspace as remembered
-    from core.config import TrainConfig
+    from core.settings.config import TrainConfig
 
     dataset = str(workspace["dataset"].resolve())
     remembered.remember_train_settings(
@@ -209,7 +209,7 @@ def test_the_form_remembers_the_settings_last_launched_on_a_dataset(app, workspa
 
 def test_a_run_can_be_named_and_its_command_copied(app, workspace, tmp_path):
 
-    from core.runs import RunStore
+    from core.runs.store import RunStore
 
     copy = tmp_path / "models"
     copy_run(workspace["models"], copy)
@@ -293,7 +293,7 @@ def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(a
     note = next(i.value for i in at.info if i.value.startswith("The form holds run"))
     assert "(1 relabelled, 1 excluded; the run had none)" in note
     assert at.select_slider(key="train_image_size").value == workspace["config"].image_size
-    from core.evaluation import Evaluation
+    from core.results.evaluation import Evaluation
 
     on_test = len(set(kept_corrections) & set(Evaluation.load(workspace["store"].run_dir(workspace["run_id"])).paths))
     assert (f"{on_test} of them are test photos" in note) == bool(on_test)  # said when a test photo changes

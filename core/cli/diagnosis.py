@@ -1,0 +1,240 @@
+"""`analyse`, `calibrate`, `label-issues`, `compare`: why a run got things wrong, from its stored arrays."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from core.cli import store_of
+from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
+
+
+def register(sub, common: argparse.ArgumentParser) -> None:
+    analyse = sub.add_parser(
+        "analyse",
+        parents=[common],
+        help="store a run's validation/test logits and features (once, for runs trained before they were kept)",
+    )
+    analyse.add_argument("run_id", metavar="RUN")
+    analyse.add_argument("--force", action="store_true", help="compute them again even if they are stored")
+    analyse.add_argument("--json", action="store_true")
+    analyse.set_defaults(handler=cmd_analyse)
+
+    calibrate = sub.add_parser(
+        "calibrate", parents=[common], help="fit a run's temperature on validation; ECE and NLL before/after on test"
+    )
+    calibrate.add_argument("run_id", metavar="RUN")
+    calibrate.add_argument("--refit", action="store_true", help="fit again even if a temperature is stored")
+    calibrate.add_argument("--json", action="store_true")
+    calibrate.set_defaults(handler=cmd_calibrate)
+
+    issues = sub.add_parser(
+        "label-issues",
+        parents=[common],
+        help="photos whose label is probably wrong (a run's, or a dataset's through a ResNet-50)",
+    )
+    issues.add_argument("source", metavar="DATASET_OR_RUN", help="a run id (prefix), or a dataset folder or name")
+    issues.add_argument("--image-size", type=int, default=224, help="for a dataset: the input size (default 224)")
+    issues.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
+    issues.add_argument("--seed", type=int, default=42, help="for a dataset: the folds' and a random start's seed")
+    issues.add_argument("--limit", type=int, default=0, help="print at most this many (0: all)")
+    issues.add_argument("--json", action="store_true")
+    issues.set_defaults(handler=cmd_label_issues)
+
+    compare = sub.add_parser(
+        "compare", parents=[common], help="compare 2-5 runs on the same test photos (McNemar's exact test)"
+    )
+    compare.add_argument("run_ids", nargs="+", metavar="RUN")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(handler=cmd_compare)
+
+
+def analysed(store, run_id: str):
+    """The run, or a failure message naming what it lacks and what to do."""
+    from core.cli.results import not_evaluated_reason
+
+    run = store.refresh(store.find(run_id))
+    if not run.has_model:
+        return None, not_evaluated_reason(run)
+    if not run.has_analysis:
+        return None, (
+            f"run {run.run_id} was trained before validation/test logits were stored: "
+            f"run `python -m core analyse {run.run_id}` once"
+        )
+    return run, None
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{stage}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from core.cli.results import not_evaluated_reason
+    from core.paths import data_dir
+    from core.results import tasks as run_tasks
+
+    store = store_of(args)
+    run = store.refresh(store.find(args.run_id))
+    if not run.has_model:
+        return fail(not_evaluated_reason(run))
+    if run.has_analysis and not args.force:
+        message = f"run {run.run_id} already has its analysis arrays (--force to compute them again)"
+        if args.json:
+            emit_json({"run_id": run.run_id, "computed": False})
+        else:
+            print(message)
+        return EXIT_OK
+    with contextlib.redirect_stdout(sys.stderr):
+        analysis = run_tasks.compute_analysis(run, data_dir(args.data_dir), _progress)
+    result = {
+        "run_id": run.run_id,
+        "computed": True,
+        "val_images": len(analysis.val.labels),
+        "test_images": len(analysis.test.labels),
+        "split_hash": analysis.split_hash,
+    }
+    if args.json:
+        emit_json(result)
+    else:
+        print(
+            f"\nrun {run.run_id}: stored logits and features of {result['val_images']} validation and "
+            f"{result['test_images']} test images"
+        )
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from core.results.calibration import calibrate_run
+
+    store = store_of(args)
+    run, problem = analysed(store, args.run_id)
+    if problem:
+        return fail(problem)
+    calibration = calibrate_run(run.directory, refit=args.refit)
+    summary = {"run_id": run.run_id, **calibration.summary()}
+    if args.json:
+        emit_json(summary)
+        return EXIT_OK
+    before, after = calibration.before, calibration.after
+    print(
+        f"run {run.run_id}: temperature {calibration.temperature:.3f} (fitted on {calibration.val_images} "
+        f"validation images; test split of {before.images})"
+    )
+    rows = [
+        ["ECE", f"{before.ece:.4f}", f"{after.ece:.4f}"],
+        [
+            "ECE 95% interval",
+            f"{before.ece_low:.3f}-{before.ece_high:.3f}",
+            f"{after.ece_low:.3f}-{after.ece_high:.3f}",
+        ],
+        ["MCE", f"{before.mce:.4f}", f"{after.mce:.4f}"],
+        ["NLL", f"{before.nll:.4f}", f"{after.nll:.4f}"],
+        ["Brier", f"{before.brier:.4f}", f"{after.brier:.4f}"],
+        ["accuracy", f"{before.accuracy:.4f}", f"{after.accuracy:.4f}"],
+    ]
+    print(format_table(["", "before", "after"], rows))
+    if calibration.few_validation_images:
+        print(f"note: {calibration.val_per_class:.0f} validation images per class: the temperature itself is uncertain")
+    return EXIT_OK
+
+
+def cmd_label_issues(args: argparse.Namespace) -> int:
+    from core.data.corrections import Corrections
+    from core.data.datasets import resolve_dataset_path
+    from core.paths import data_dir
+    from core.results import tasks as run_tasks
+    from core.results.label_issues import load as load_issues
+
+    store = store_of(args)
+    data_root = data_dir(args.data_dir)
+    run = None
+    with contextlib.suppress(KeyError):
+        run = store.find(args.source)
+    with contextlib.redirect_stdout(sys.stderr):
+        if run is not None:
+            run, problem = analysed(store, run.run_id)
+            if problem:
+                return fail(problem)
+            review = load_issues(run.directory) or run_tasks.compute_label_issues(run, data_root, _progress)
+            dataset = run.dataset_path
+        else:
+            dataset = resolve_dataset_path(args.source, data_root)
+            review = run_tasks.dataset_label_issues(
+                dataset, data_root, args.image_size, args.weights, args.seed, _progress
+            )
+    marks = Corrections.load(data_root, dataset)
+    issues = review.issues[: args.limit] if args.limit else review.issues
+    rows = [{**issue.to_dict(), "marked": marks.action(issue.path)} for issue in issues]
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"{len(review.issues)} suspected label error(s) among {review.images} images ({review.train_source})")
+    trust = review.trust or {}
+    if trust.get("planted"):
+        print(
+            f"trust: {trust['planted']} labels flipped on purpose, {trust['found']} of them among the first "
+            f"{trust['planted']} suspects (a random order: about {trust['chance']:.0f}); confident learning "
+            f"estimates {review.estimated_errors} wrong labels"
+        )
+    if rows:
+        print(
+            format_table(
+                ["path", "given", "suggested", "odds", "score", "split", "marked"],
+                [
+                    [
+                        r["path"],
+                        r["given"],
+                        r["suggested"],
+                        f"{r['odds']:.1f}",
+                        f"{r['score']:.3f}",
+                        r["split"],
+                        r["marked"] or "",
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from core.results.compare import NotComparable, compare, load_result
+
+    store = store_of(args)
+    results = []
+    for run_id in args.run_ids:
+        run, problem = analysed(store, run_id)
+        if problem:
+            return fail(problem)
+        results.append(load_result(run))
+    try:
+        out = compare(results)
+    except NotComparable as e:
+        return fail(f"not comparable: {e}")
+    if args.json:
+        emit_json(out)
+        return EXIT_OK
+    print(f"{len(results)} runs on the same {out['test_images']} test photos")
+    if out["difference"]:
+        print(out["difference"])
+    rows = [
+        [
+            run_id,
+            f"{m['accuracy']:.4f}",
+            f"{m['macro_f1']:.4f}",
+            f"{m['nll_before']:.3f} -> {m['nll_after']:.3f}",
+            f"{m['ece_before']:.3f} -> {m['ece_after']:.3f}",
+        ]
+        for run_id, m in out["runs"].items()
+    ]
+    print(format_table(["run", "accuracy", "macro f1", "nll (calibrated)", "ece (calibrated)"], rows))
+    for pair in out["pairs"]:
+        print(f"\n{pair['b']} vs {pair['a']}: {pair['verdict']}")
+        deltas = sorted(pair["per_class_f1_delta"].items(), key=lambda kv: kv[1])
+        shown = deltas[:5] + [d for d in deltas[-5:] if d not in deltas[:5]]
+        print(format_table(["class", "f1 change"], [[name, f"{delta:+.3f}"] for name, delta in shown]))
+    return EXIT_OK if out else EXIT_FAILED

@@ -1,0 +1,223 @@
+"""Label corrections a person made after reviewing suspected label errors, applied by the next training run.
+
+  <data>/.flora/corrections/<dataset name>-<hash of its folder>.json
+      {"dataset": "/abs/path", "corrections": {"rose/123.jpg": {"action": "relabel", "to": "tulip", "at": ...}}}
+
+Kept in the workspace's data folder, beside the datasets, never inside a dataset folder: the photos
+and their folders are the user's (and may be read-only, shared); a correction never moves, renames
+or deletes a photo. Actions: "relabel" (train on it as class `to`), "exclude" (leave it out of every
+split), "fine" (reviewed, the label is right: no effect on training, not shown as a suspect again).
+
+How a run applies them (`apply`): the split is drawn from the folder labels first, exactly as
+without corrections, then relabelled photos take their new label and excluded ones leave the split
+they were in. So a correction of training photos keeps the validation and test splits identical
+(runs before and after stay comparable photo by photo); a correction of a validation or test photo
+changes what the test measures, and the Compare page says so and refuses to pair those runs.
+The corrections a run applied are recorded in its config.json, and they are part of its id: the
+same settings after a correction are a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.settings.config import canonical_json
+from core.fileio import read_json, write_json_atomic
+
+CORRECTIONS_DIR = Path(".flora") / "corrections"
+RELABEL, EXCLUDE, FINE = "relabel", "exclude", "fine"
+ACTIONS = (RELABEL, EXCLUDE, FINE)
+EFFECTIVE = (RELABEL, EXCLUDE)  # the actions that change what a run trains on
+
+
+def corrections_file(data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Path:
+    """Where the corrections of the dataset at `dataset_root` are kept (one file per dataset folder)."""
+    resolved = Path(dataset_root).expanduser().resolve()
+    key = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    return Path(data_root) / CORRECTIONS_DIR / f"{resolved.name}-{key}.json"
+
+
+@dataclass
+class Corrections:
+    """The corrections of one dataset folder, keyed by photo path relative to it."""
+
+    dataset: str
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file: Path | None = None
+
+    @classmethod
+    def load(cls, data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Corrections:
+        path = corrections_file(data_root, dataset_root)
+        data = read_json(path, default={}) or {}
+        entries = {
+            str(k): dict(v)
+            for k, v in (data.get("corrections") or {}).items()
+            if isinstance(v, dict) and v.get("action") in ACTIONS
+        }
+        return cls(str(Path(dataset_root).expanduser().resolve()), entries, path)
+
+    def save(self) -> None:
+        if self.file is None:
+            raise ValueError("these corrections have no file (load them with Corrections.load)")
+        write_json_atomic(self.file, {"dataset": self.dataset, "corrections": self.entries})
+
+    def mark(self, path: str, action: str, to: str | None = None, classes: list[str] | None = None) -> None:
+        """Record `action` for the photo at `path` (relative to the dataset folder), replacing any earlier one.
+
+        Raises:
+            ValueError: an unknown action, or a relabel without a valid target class.
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}. Received: action={action!r}")
+        entry: dict[str, Any] = {"action": action, "at": time.time()}
+        if action == RELABEL:
+            if not to:
+                raise ValueError(f"relabelling {path} needs the class to relabel it to")
+            if classes is not None and to not in classes:
+                raise ValueError(f"cannot relabel {path} to {to!r}: not a class of this dataset ({', '.join(classes)})")
+            entry["to"] = to
+        self.entries[path] = entry
+
+    def forget(self, path: str) -> None:
+        self.entries.pop(path, None)
+
+    def action(self, path: str) -> str | None:
+        entry = self.entries.get(path)
+        return entry.get("action") if entry else None
+
+    def effective(self) -> dict[str, dict[str, Any]]:
+        """The corrections that change training (relabel, exclude), without timestamps: what a run records."""
+        out = {}
+        for path in sorted(self.entries):
+            entry = self.entries[path]
+            if entry.get("action") == RELABEL:
+                out[path] = {"action": RELABEL, "to": entry["to"]}
+            elif entry.get("action") == EXCLUDE:
+                out[path] = {"action": EXCLUDE}
+        return out
+
+    def counts(self) -> dict[str, int]:
+        return {name: sum(1 for e in self.entries.values() if e.get("action") == name) for name in ACTIONS}
+
+
+def describe(effective: dict[str, dict[str, Any]] | None) -> str:
+    """'+4 corrections' for a run's name ("" for none)."""
+    return f"+{len(effective)} correction{'s' if len(effective) != 1 else ''}" if effective else ""
+
+
+def summary(effective: dict[str, dict[str, Any]] | None) -> str:
+    """'3 relabelled, 1 excluded' ("none" for none)."""
+    if not effective:
+        return "none"
+    relabelled = sum(1 for e in effective.values() if e.get("action") == RELABEL)
+    excluded = sum(1 for e in effective.values() if e.get("action") == EXCLUDE)
+    return ", ".join(
+        part
+        for part in (f"{relabelled} relabelled" * bool(relabelled), f"{excluded} excluded" * bool(excluded))
+        if part
+    )
+
+
+KEPT, NONE = "kept", "none"
+
+
+def resolve(value: str, data_root: str | os.PathLike, dataset_root: str | os.PathLike, store=None) -> dict | None:
+    """What `--corrections` names, as the effective corrections a run applies (None for none).
+
+    "kept": the ones kept for the dataset folder now (the default); "none": none; "run:<id>": exactly the
+    ones that run applied (what "copy as command" writes, so the command finds that run again); a path:
+    a JSON file of {photo: {"action", "to"}} or a corrections file.
+
+    Raises:
+        ValueError: an unknown run or an unreadable file.
+    """
+    if value == KEPT:
+        return Corrections.load(data_root, dataset_root).effective() or None
+    if value == NONE:
+        return None
+    if value.startswith("run:"):
+        if store is None:
+            raise ValueError(f"--corrections {value} needs the run store")
+        try:
+            return store.find(value[4:]).corrections
+        except KeyError as e:
+            raise ValueError(f"--corrections {value}: no such run") from e
+    data = read_json(Path(value).expanduser())
+    if not isinstance(data, dict):
+        raise ValueError(f"--corrections must be kept, none, run:<id> or a JSON file. Received: {value!r}")
+    entries = data.get("corrections", data)
+    kept = Corrections(str(dataset_root), {str(k): dict(v) for k, v in entries.items() if isinstance(v, dict)})
+    return kept.effective() or None
+
+
+def digest(effective: dict[str, dict[str, Any]] | None) -> str:
+    """A short hash of the corrections a run applies ("" for none)."""
+    if not effective:
+        return ""
+    return hashlib.sha256(canonical_json(effective).encode()).hexdigest()[:12]
+
+
+def dataset_key(fingerprint: str, effective: dict[str, dict[str, Any]] | None) -> str:
+    """What a run id hashes for its data: the photos' fingerprint, plus the corrections applied (if any).
+
+    Without corrections it is the fingerprint alone, so runs made before corrections existed keep their ids.
+    """
+    tag = digest(effective)
+    return f"{fingerprint}+corrections:{tag}" if tag else fingerprint
+
+
+def apply(
+    effective: dict[str, dict[str, Any]] | None,
+    paths: list[str],
+    labels: np.ndarray,
+    classes: list[str],
+    split,
+) -> tuple[np.ndarray, Any, list[str]]:
+    """Apply recorded corrections to one run's data after its split was drawn.
+
+    Args:
+        effective: {path: {"action": "relabel", "to": class} | {"action": "exclude"}}.
+        paths, labels: the image cache's rows (positions index both).
+        split: a `core.data.datasets.Split` of positions.
+
+    Returns:
+        (corrected labels (a copy), the split without excluded positions, notes in words).
+    """
+    labels = np.array(labels, copy=True)
+    if not effective:
+        return labels, split, []
+    position = {path: i for i, path in enumerate(paths)}
+    excluded, relabelled, missing = [], 0, []
+    for path, entry in effective.items():
+        i = position.get(path)
+        if i is None:
+            missing.append(path)  # unreadable now, or no longer in the folder
+            continue
+        if entry.get("action") == RELABEL and entry.get("to") in classes:
+            labels[i] = classes.index(entry["to"])
+            relabelled += 1
+        elif entry.get("action") == EXCLUDE:
+            excluded.append(i)
+    drop = np.array(sorted(excluded), dtype=np.int64)
+    by_split = {name: int(np.isin(getattr(split, name), drop).sum()) for name in ("train", "val", "test")}
+    kept = replace(
+        split,
+        train=np.setdiff1d(split.train, drop),
+        val=np.setdiff1d(split.val, drop),
+        test=np.setdiff1d(split.test, drop),
+        notes=list(split.notes),
+    )
+    where = ", ".join(f"{count} from {name}" for name, count in by_split.items() if count)
+    excluded_text = f"{len(excluded)} excluded ({where})" if excluded else "none excluded"
+    notes = [f"Label corrections: {relabelled} photo(s) relabelled, {excluded_text}."]
+    if missing:
+        notes.append(f"{len(missing)} corrected photo(s) are no longer in the dataset: ignored")
+    kept.notes.extend(notes)
+    return labels, kept, notes

@@ -1,0 +1,380 @@
+"""Analysis work on a finished run that may take a while, in the foreground (CLI) or as a background job.
+
+  analysis      a run from before analysis.npz existed: rebuild its split, load model.keras, and
+                store the validation and test logits and pooled features (once)
+  tsne          the t-SNE map of those features (embedding.npz)
+  train-features  pooled features of the training split alone (train_features.npz), for "photos like this"
+  label-issues  pooled features of the training split (train_features.npz, through the feature
+                cache when it has them), cross-validated probabilities, the ranked suspects
+
+Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
+log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
+Decision for "compute the analysis": a background job, not a spinner. It is a forward pass of the
+validation and test photos through ResNet-50: seconds at 64 px, but about 90 s for the 1,300 flower
+photos at 224 px on this CPU and minutes for Oxford 102's 7,000, too long to hold a page's script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.processes import JobFolder, JobStatus, RunState
+from core.runs.store import MODEL_FILE, TASKS_DIR, TRAIN_FEATURES_FILE, Run, RunStore
+
+log = logging.getLogger("flora")
+KINDS = ("analysis", "tsne", "train-features", "label-issues")
+LOG_FILE = "task.log"
+Progress = Callable[[str, int, int], None]
+
+
+class TaskStopped(RuntimeError):
+    """The task was stopped on request."""
+
+
+@dataclass
+class RunTaskStatus(JobStatus):
+    """A run task's status: the job fields, what it computes, and where the datasets live."""
+
+    kind: str = ""
+    data_root: str = ""
+
+
+def task_folder(run: Run, kind: str) -> JobFolder:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+    return JobFolder(run.directory / TASKS_DIR / kind, LOG_FILE, RunTaskStatus)
+
+
+def task_status(run: Run, kind: str) -> RunTaskStatus | None:
+    """The task's status (a dead process shown as failed), or None when it was never started."""
+    folder = task_folder(run, kind)
+    if not folder.status_path.exists():
+        return None
+    return folder.refresh(what=f"the {kind} task")
+
+
+def launch(run: Run, kind: str, data_root: str | os.PathLike) -> RunTaskStatus:
+    """Start `kind` for `run` in the background; an active one is returned instead of a second."""
+    current = task_status(run, kind)
+    if current is not None and current.active:
+        return current
+    folder = task_folder(run, kind)
+    folder.directory.mkdir(parents=True, exist_ok=True)
+    folder.clear_stop()
+    folder.log_path.unlink(missing_ok=True)
+    folder.write(
+        RunTaskStatus(state=RunState.QUEUED, kind=kind, data_root=str(Path(data_root).resolve()), queued_at=time.time())
+    )
+    command = [sys.executable, "-m", "core.results.tasks", str(run.directory), kind, "--data-dir", str(data_root)]
+    return folder.launch(command)
+
+
+def stop(run: Run, kind: str) -> None:
+    task_folder(run, kind).request_stop()
+
+
+# ----------------------------------------------------------------------------- the run's data again
+
+
+def rebuild_data(run: Run, data_root: str | os.PathLike, progress: Progress | None = None):
+    """The run's images and split as it trained on them (core.runs.split: fingerprint checked, corrections applied).
+
+    Raises:
+        DatasetChanged: the dataset is gone or changed since the run (its photos are not the same).
+    """
+    from core.paths import cache_dir
+    from core.runs.split import run_split
+
+    decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
+    return run_split(run, cache_dir(data_root), progress=decoding)
+
+
+def _model(run: Run):
+    from core.device import without_cuda_noise
+
+    with without_cuda_noise():
+        from core.network.model import load_classifier
+
+        return load_classifier(run.path(MODEL_FILE))
+
+
+def compute_analysis(
+    run: Run,
+    data_root: str | os.PathLike,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+):
+    """Rebuild a run's split, load its model, and store analysis.npz (what newer runs store as they end).
+
+    Raises:
+        ModelMissing-like FileNotFoundError: the run has no model.
+        DatasetError: the dataset changed.
+    """
+    from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model
+    from core.results.evaluation import Evaluation
+    from core.train.batches import ExtractionBatches
+
+    if not run.has_model:
+        raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to analyse")
+    data = rebuild_data(run, data_root, progress)
+    positions = np.concatenate([data.split.val, data.split.test])
+    if run.has_evaluation:
+        stored = Evaluation.load(run.directory).paths
+        rebuilt = [data.cache.paths[i] for i in data.split.test]
+        if sorted(stored) != sorted(rebuilt):
+            from core.data.datasets import DatasetError
+
+            raise DatasetError(
+                f"the rebuilt test split of run {run.run_id} is not the one it was evaluated on "
+                f"({len(rebuilt)} photos vs {len(stored)}): the split rules changed since; retrain the run"
+            )
+    model = features_and_logits_model(_model(run))
+    size = run.train_config.image_size
+    batch = 32
+    batches = ExtractionBatches(data.cache, positions, size, batch)
+    pooled, logits = [], []
+    for i in range(len(batches)):
+        if should_stop and should_stop():
+            raise TaskStopped("stopped on request")
+        x = batches[i]
+        x = x[0] if isinstance(x, tuple) else x
+        f, z = model.predict_on_batch(x.astype("float32"))
+        pooled.append(np.asarray(f, dtype=np.float32))
+        logits.append(np.asarray(z, dtype=np.float32))
+        if progress:
+            progress("computing logits and features", min((i + 1) * batch, len(positions)), len(positions))
+    pooled_all = np.concatenate(pooled)[: len(positions)]
+    logits_all = np.concatenate(logits)[: len(positions)]
+    n_val = len(data.split.val)
+    parts = []
+    for _name, rows, where in (("val", data.split.val, slice(0, n_val)), ("test", data.split.test, slice(n_val, None))):
+        parts.append(
+            SplitArrays(
+                logits=logits_all[where],
+                features=pooled_all[where],
+                labels=data.cache.labels[rows],
+                paths=[data.cache.paths[i] for i in rows],
+                positions=rows,
+            )
+        )
+    analysis = RunAnalysis(data.classes, *parts)
+    analysis.save(run.directory)
+    return analysis
+
+
+@dataclass
+class TrainFeatures:
+    """Pooled features of a run's training split (for neighbours and cross-validated label checks)."""
+
+    features: np.ndarray  # (N, 2048) float16
+    labels: np.ndarray
+    paths: list[str]
+
+    def save(self, run_dir: str | os.PathLike) -> None:
+        from core.fileio import atomic_path
+
+        with atomic_path(Path(run_dir) / TRAIN_FEATURES_FILE) as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=self.features, labels=self.labels, paths=np.array(self.paths, dtype=str))
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> TrainFeatures | None:
+        path = Path(run_dir) / TRAIN_FEATURES_FILE
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["features"], data["labels"], data["paths"].tolist())
+
+
+def training_features(
+    run: Run,
+    data_root: str | os.PathLike,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainFeatures:
+    """The run's training-split features: stored in the run folder, else from the feature cache
+    (free when the run trained its head on cached features and never fine-tuned), else computed once."""
+    stored = TrainFeatures.load(run.directory)
+    if stored is not None:
+        return stored
+    from core.network.model import backbone_of
+    from core.paths import cache_dir
+    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+
+    data = rebuild_data(run, data_root, progress)
+    model = _model(run)
+    store = FeatureCache(
+        cache_dir(data_root), data.cache, run.train_config.image_size, weights_hash(backbone_of(model))
+    )
+    try:
+        features = store.get(
+            build_extractor(model),
+            data.split.train,
+            batch_size=32,
+            progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
+            should_stop=should_stop,
+        )
+    except ExtractionStopped as e:
+        raise TaskStopped(str(e)) from None
+    result = TrainFeatures(
+        features, data.cache.labels[data.split.train], [data.cache.paths[i] for i in data.split.train]
+    )
+    result.save(run.directory)
+    return result
+
+
+def compute_label_issues(
+    run: Run,
+    data_root: str | os.PathLike,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+):
+    """Out-of-sample probabilities for every image of the run and the ranked suspects (label_issues.json)."""
+    from core.results import label_issues
+    from core.results.arrays import RunAnalysis, softmax
+    from core.results.calibration import calibrate_run
+
+    analysis = RunAnalysis.load(run.directory)
+    temperature = calibrate_run(run.directory).temperature
+    train = training_features(run, data_root, progress, should_stop)
+    classes = len(analysis.classes)
+    train_labels, train_paths = train.labels, train.paths
+    # Reduced once, for both the cross-validation and the self-test; the 2,048-wide features are let go
+    # (300k photos: 1 GB of float16 no longer held while the probabilities are made).
+    x = label_issues.reduce(train.features, label_issues.dimensions(classes))
+    del train
+    if progress:
+        progress("cross-validating the training split", 0, 2)
+    scored = label_issues.out_of_sample(x, train_labels, classes, reduced=True)
+    if progress:
+        progress("measuring the ranking on planted label flips", 1, 2)
+    trust = label_issues.self_test(x, train_labels, classes, C=scored.C, reduced=True)
+    parts = {"train": (scored.probabilities, train_labels, train_paths)}
+    for name in ("val", "test"):
+        part = analysis.split(name)
+        parts[name] = (softmax(part.logits, temperature), part.labels, part.paths)
+    result = label_issues.review(
+        parts,
+        analysis.classes,
+        f"{label_issues.FOLDS}-fold cross-validated logistic regression on the pooled features "
+        f"(C = {scored.C:g}, chosen by inner cross-validation)"
+        if scored.C
+        else "the training labels (too few photos to cross-validate)",
+        scored=scored,
+        trust=trust,
+    )
+    label_issues.save(result, run.directory)
+    return result
+
+
+def dataset_label_issues(
+    dataset_path: str | os.PathLike,
+    data_root: str | os.PathLike,
+    image_size: int = 224,
+    weights: str = "imagenet",
+    seed: int = 42,
+    progress: Progress | None = None,
+):
+    """Suspected label errors of a dataset without a run: pooled features of every photo through a
+    ResNet-50 with `weights` (the feature cache's, when it has them), cross-validated probabilities,
+    the confident-learning rule. The labels are the folders' (corrections are not applied)."""
+    import keras
+
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import ingest
+    from core.network.model import backbone_of, build_classifier
+    from core.paths import cache_dir
+    from core.results import label_issues
+    from core.settings.config import TrainConfig
+    from core.train.features import FeatureCache, build_extractor, weights_hash
+
+    index = scan_dataset(dataset_path)
+    config = TrainConfig(image_size=image_size, weights=weights, seed=seed)
+    cache = ingest(
+        index,
+        config.cache_size,
+        cache_dir(data_root),
+        progress=(lambda d, t: progress("decoding images", d, t)) if progress else None,
+    )
+    keras.utils.set_random_seed(seed)  # weights "none": the same random backbone for the same seed
+    model = build_classifier(len(index.classes), image_size, weights, head=(8,), seed=seed, backbone=config.backbone)
+    store = FeatureCache(cache_dir(data_root), cache, image_size, weights_hash(backbone_of(model)))
+    features = store.get(
+        build_extractor(model),
+        np.arange(len(cache)),
+        batch_size=32,
+        progress=(lambda d, t: progress("extracting features", d, t)) if progress else None,
+    )
+    if progress:
+        progress("cross-validating", 0, 1)
+    scored = label_issues.out_of_sample(features, cache.labels, len(index.classes), seed=seed)
+    trust = label_issues.self_test(features, cache.labels, len(index.classes), seed=seed, C=scored.C)
+    return label_issues.review(
+        {"all": (scored.probabilities, cache.labels, list(cache.paths))},
+        index.classes,
+        f"{label_issues.FOLDS}-fold cross-validated logistic regression on ResNet-50 ({weights}) features",
+        scored=scored,
+        trust=trust,
+    )
+
+
+def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
+    """Do task `kind` in this process."""
+    if kind == "analysis":
+        return compute_analysis(run, data_root, progress, should_stop)
+    if kind == "tsne":
+        from core.results.embedding import run_map
+
+        if progress:
+            progress("t-SNE", 0, 1)
+        return run_map(run.directory, "tsne")
+    if kind == "train-features":
+        return training_features(run, data_root, progress, should_stop)
+    if kind == "label-issues":
+        return compute_label_issues(run, data_root, progress, should_stop)
+    raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The background process: claim the task folder, compute, record how it ended."""
+    parser = argparse.ArgumentParser(prog="python -m core.results.tasks")
+    parser.add_argument("run_dir")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--data-dir", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s flora: %(message)s")
+    run_dir = Path(args.run_dir)
+    run = RunStore(run_dir.parent).get(run_dir.name)
+    folder = task_folder(run, args.kind)
+    folder.claim(state=RunState.RUNNING, started_at=time.time(), stage="starting")
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or (total and done >= total):
+            last[0] = now
+            folder.update(stage=stage, stage_progress=(int(done), int(total)))
+
+    try:
+        compute(args.kind, run, args.data_dir, progress, folder.stop_requested)
+    except TaskStopped as e:
+        folder.update(state=RunState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
+        return 0
+    except Exception as e:
+        log.exception("%s task of run %s failed", args.kind, run.run_id)
+        folder.update(state=RunState.FAILED, error=f"{type(e).__name__}: {e}", finished_at=time.time(), stage=None)
+        return 1
+    folder.update(state=RunState.DONE, finished_at=time.time(), stage=None, stage_progress=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
