@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.processes import JobState
 from core.runs.curves import progress
-from core.runs.store import RunState
 from core.train.queue import places
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import PAGES, page_file
@@ -45,7 +45,7 @@ def jobs_panel() -> None:
     if not ids:
         st.caption("No training running.")
         return
-    line = places(common.runs()) if any(run.state is RunState.QUEUED for run in active) else {}
+    line = places(common.runs()) if any(run.state is JobState.QUEUED for run in active) else {}
     for run in active:
         state = progress(run, common.store().read_metrics(run.run_id))
         whose = f" · {plain.md(run.owner)}'s" if common.shared() else ""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 
+from core.paths import PROJECT_ROOT
+
 ADDRESS_ENV = "FLORA_RAY_ADDRESS"
 # What decides what a task computes or where it reads, as the submitting process has it: the backend, the
 # folders, the ImageNet weights' mirror, the cache format, the test backbone a run's config may name.
@@ -28,8 +30,6 @@ def connect(address: str | None) -> str:
         ValueError: no address given anywhere.
     """
     import ray
-
-    from core.paths import PROJECT_ROOT
 
     address = address or os.environ.get(ADDRESS_ENV)
     if not address:

@@ -20,8 +20,9 @@ from pathlib import Path
 from core.data.datasets import META_FILE
 from core.data.imaging import ImageError, is_image_name, load_square
 from core.fileio import read_json, write_bytes_atomic, write_json_atomic
+from core.paths import flora_dir
 
-FEEDBACK_DIRNAME = Path(".flora") / "feedback"
+FEEDBACK_DIRNAME = "feedback"  # in <data>/.flora/
 FEEDBACK_SPLITS = ("train", "val")
 BASE_KEY = "feedback_base"  # in a derived dataset's flora.json: the dataset it extends
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -47,7 +48,7 @@ def feedback_dir(data_root: str | os.PathLike, dataset_path: str | os.PathLike) 
     """The feedback folder of a dataset (of its base, for a derived one)."""
     base = base_dataset(dataset_path).expanduser().resolve()
     digest = hashlib.sha256(str(base).encode()).hexdigest()[:8]
-    return Path(data_root) / FEEDBACK_DIRNAME / f"{_SAFE.sub('_', base.name)}-{digest}"
+    return flora_dir(data_root) / FEEDBACK_DIRNAME / f"{_SAFE.sub('_', base.name)}-{digest}"
 
 
 def split_for(sha256: str, val_fraction: float) -> str:

@@ -14,7 +14,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from core.data.imaging import ImageError, load_for_model
-from core.runs.store import MODEL_FILE, Run
+from core.device import describe
+from core.results.calibration import rescale, stored_temperature
+from core.runs.record import MODEL_FILE, Run
 from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
@@ -62,9 +64,7 @@ class Predictor:
     def __init__(self, run: Run, calibrated: bool = True):
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
-        from core.device import describe
         from core.network.model import load_classifier  # imports Keras: only when a model is really needed
-        from core.results.calibration import stored_temperature
 
         self.run = run
         self.classes = run.classes
@@ -81,8 +81,6 @@ class Predictor:
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import keras
-
-        from core.results.calibration import rescale
 
         probabilities = keras.ops.convert_to_numpy(self.model.predict_on_batch(batch.astype("float32")))
         return rescale(probabilities, self.temperature) if self.temperature else probabilities

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from core.network.backbones import BACKBONES, RESNET50
@@ -11,6 +12,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODELS_ENV = "FLORA_MODELS_DIR"
 DATA_ENV = "FLORA_DATA_DIR"
 CACHE_DIRNAME = ".cache"
+FLORA_DIRNAME = ".flora"  # Flora's own files beside the datasets: workspace, presets, corrections, feedback, tasks
+
+
+def flora_dir(data_root: str | os.PathLike) -> Path:
+    """`<data>/.flora/`: what Flora keeps beside the datasets (never inside one): the workspace, presets, label
+    corrections, feedback photos, dataset tasks, and a shared Flora's sign-in files."""
+    return Path(data_root) / FLORA_DIRNAME
 
 
 def models_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -26,6 +34,34 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 def cache_dir(data_root: str | os.PathLike | None = None) -> Path:
     """Decoded images and backbone features: `<data>/.cache/`."""
     return data_dir(data_root) / CACHE_DIRNAME
+
+
+# --- the cache's names: what core.data.ingest, core.train.features and core.health write, and what
+# core.health.caches lists and removes. A name is spelled here once, with the pattern that reads it back.
+FEATURES_DIRNAME = "features"  # <data>/.cache/features/<features cache>/: pooled backbone features per view
+DECODED_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)(?P<jpeg>-jpeg)?$")
+FEATURES_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})(?:-jpeg)?-(?P<size>\d+)-(?P<backbone>.+)$")
+HEALTH_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:-\d+)?)-v(?P<version>\d+)\.\w+$")
+
+
+def features_dir(cache_root: str | os.PathLike) -> Path:
+    """`<data>/.cache/features/`: every dataset's cached backbone features."""
+    return Path(cache_root) / FEATURES_DIRNAME
+
+
+def decoded_cache_name(fingerprint: str, size: int, format_suffix: str = "") -> str:
+    """`<fingerprint>-<size>[-jpeg]`: a dataset's photos decoded into squares of `size` (DECODED_CACHE)."""
+    return f"{fingerprint}-{size}{format_suffix}"
+
+
+def features_cache_name(content_key: str, image_size: int, backbone_key: str) -> str:
+    """`<content key>-<size>-<backbone hash>`: one backbone's features of a decoded cache (FEATURES_CACHE)."""
+    return f"{content_key}-{image_size}-{backbone_key}"
+
+
+def health_cache_name(fingerprint: str, what: str, version: int, suffix: str) -> str:
+    """`<fingerprint>-<what>-v<version>.<suffix>`: a health check's table or report (HEALTH_CACHE)."""
+    return f"{fingerprint}-{what}-v{version}.{suffix}"
 
 
 def _resolve(explicit, env_name: str, default: Path) -> Path:

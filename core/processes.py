@@ -32,13 +32,14 @@ from core.paths import PROJECT_ROOT
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
+TASK_LOG = "task.log"  # a background task's log: a dataset fetch (core.importers.tasks), a run's analysis
 UNREADABLE = "unreadable"  # the key JobFolder.read puts in a status it could not read: why
 # A job launched a moment ago has no pid yet; it is not "dead" during this grace period.
 LAUNCH_GRACE_SECONDS = 30.0
 _LOG_TAIL_BYTES = 256 * 1024
 
 
-class RunState(str, enum.Enum):
+class JobState(str, enum.Enum):
     """Where a background job is in its life. The values are what status.json stores."""
 
     QUEUED = "queued"  # created, waiting for its process or for the device
@@ -50,7 +51,7 @@ class RunState(str, enum.Enum):
     @property
     def active(self) -> bool:
         """True while the job may still change: queued or running."""
-        return self in (RunState.QUEUED, RunState.RUNNING)
+        return self in (JobState.QUEUED, JobState.RUNNING)
 
     @property
     def finished(self) -> bool:
@@ -60,7 +61,7 @@ class RunState(str, enum.Enum):
         return self.value
 
     @classmethod
-    def parse(cls, value: Any, default: RunState | None = None) -> RunState:
+    def parse(cls, value: Any, default: JobState | None = None) -> JobState:
         """A state from stored text; `default` (queued) for a missing or unknown value."""
         try:
             return cls(value)
@@ -68,7 +69,7 @@ class RunState(str, enum.Enum):
             return default or cls.QUEUED
 
 
-ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
 
 S = TypeVar("S", bound="JobStatus")
 
@@ -83,7 +84,7 @@ class JobStatus:
     so a misspelt key fails loudly instead of silently never being read.
     """
 
-    state: RunState = RunState.QUEUED
+    state: JobState = JobState.QUEUED
     pid: int | None = None
     pid_start: str | None = None  # the process's start time, to tell a reused pid apart
     queued_at: float | None = None
@@ -133,7 +134,7 @@ class JobStatus:
                 values.setdefault(name, value)
             else:
                 extra[key] = value
-        values["state"] = RunState.parse(values.get("state"))
+        values["state"] = JobState.parse(values.get("state"))
         progress = values.get("stage_progress")
         if progress is not None:
             try:
@@ -157,6 +158,27 @@ class JobStatus:
             value = getattr(self, name)
             return default if value is None else value
         return self.extra.get(name, default)
+
+
+class JobRecord:
+    """What a job read from disk says of itself (a Run, a Sweep): its state, whether it may still change, and
+    whether it was asked to stop. A subclass has `status` (a JobStatus) and `stop_requested_at`."""
+
+    status: JobStatus
+    stop_requested_at: float | None
+
+    @property
+    def state(self) -> JobState:
+        return self.status.state
+
+    @property
+    def active(self) -> bool:
+        return self.status.active
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop and not ended yet (a run finishes its batch, saves its best weights, evaluates)."""
+        return self.active and self.stop_requested_at is not None
 
 
 class JobFolder:
@@ -190,7 +212,7 @@ class JobFolder:
         except FileNotFoundError:
             return self.status_type()
         except (UnreadableFile, FieldTypeError) as e:
-            return self.status_type(state=RunState.FAILED, error=f"unreadable: {e}", extra={UNREADABLE: str(e)})
+            return self.status_type(state=JobState.FAILED, error=f"unreadable: {e}", extra={UNREADABLE: str(e)})
 
     def write(self, status: JobStatus) -> JobStatus:
         status.updated_at = time.time()
@@ -214,7 +236,7 @@ class JobFolder:
             status = self.status_type()
         for name, value in fields.items():
             if name == "state":
-                value = RunState(value)
+                value = JobState(value)
             elif name == "stage_progress" and value is not None:
                 value = (int(value[0]), int(value[1]))
             setattr(status, name, value)
@@ -278,8 +300,8 @@ class JobFolder:
         if tail:
             error += f"; last log lines:\n{tail}"
         if not persist:
-            return dataclasses.replace(status, state=RunState.FAILED, error=error, finished_at=time.time(), stage=None)
-        return self.update(state=RunState.FAILED, error=error, finished_at=time.time(), stage=None)
+            return dataclasses.replace(status, state=JobState.FAILED, error=error, finished_at=time.time(), stage=None)
+        return self.update(state=JobState.FAILED, error=error, finished_at=time.time(), stage=None)
 
     @staticmethod
     def is_dead(status: JobStatus, now: float | None = None) -> bool:

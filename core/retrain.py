@@ -21,11 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from core.data.datasets import META_FILE, SPLITS
+from core.data.corrections import dataset_key
+from core.data.datasets import META_FILE, SPLITS, scan_dataset
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
-from core.runs.store import LOCAL_OWNER, Run, RunStore
+from core.inference import Predictor
+from core.paths import cache_dir
+from core.results.arrays import AnalysisMissing
+from core.results.compare import NotComparable, compare, load_result
+from core.runs.record import LOCAL_OWNER, Run
+from core.runs.split import DatasetChanged, run_split
+from core.runs.store import RunStore
 from core.settings.config import run_id_for
+from core.train import jobs
 
 RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
@@ -44,8 +52,6 @@ def feedback_dataset(run: Run, data_root: str | os.PathLike) -> Path:
     Raises:
         RetrainError: no feedback photos for the run's dataset, or the dataset is not the run's any more.
     """
-    from core.paths import cache_dir
-    from core.runs.split import DatasetChanged, run_split
 
     base = base_dataset(run.dataset_path).resolve()
     photos = list_feedback(data_root, base)
@@ -135,9 +141,6 @@ def retrain_with_feedback(
     Raises:
         RetrainError: no feedback photos, or none the run has not trained on already.
     """
-    from core.data.corrections import dataset_key
-    from core.data.datasets import scan_dataset
-    from core.train import jobs
 
     dataset = feedback_dataset(run, data_root)
     # The run's label corrections carry over (the feedback dataset keeps every photo's path), with any made since.
@@ -222,8 +225,6 @@ def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> d
     Raises:
         RetrainError: the two cannot be compared (no stored analysis, other test photos or labels); says why.
     """
-    from core.results.arrays import AnalysisMissing
-    from core.results.compare import NotComparable, compare, load_result
 
     try:
         result = compare([load_result(old), load_result(new)])
@@ -252,7 +253,6 @@ def old_vs_new_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _on_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
-    from core.inference import Predictor
 
     photos = list_feedback(data_root, base_dataset(old.dataset_path))
     if not photos:

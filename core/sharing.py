@@ -32,7 +32,7 @@ from pathlib import Path
 import tomllib
 
 from core.fileio import read_json, write_bytes_atomic
-from core.paths import PROJECT_ROOT
+from core.paths import PROJECT_ROOT, flora_dir
 
 SHARED_ENV = "FLORA_SHARED"
 AUTH_ENV = "FLORA_AUTH"  # "token": make an access token at start when FLORA_ACCESS_TOKEN is not set
@@ -105,7 +105,7 @@ def oidc_configured(files: list[Path] | None = None) -> str | None:
 
 
 def token_file(data_root: str | os.PathLike) -> Path:
-    return Path(data_root) / ".flora" / TOKEN_FILE
+    return flora_dir(data_root) / TOKEN_FILE
 
 
 def access_token(data_root: str | os.PathLike, create: bool = False) -> str | None:
@@ -179,10 +179,6 @@ def admin_token() -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
 
 
-def _flora_dir(data_root: str | os.PathLike) -> Path:
-    return Path(data_root) / ".flora"
-
-
 def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
     """Sign in as `name` with `passphrase`: the first person to use a name sets its passphrase, later sign-ins
     must give it (with a shared class token anyone could otherwise type a classmate's name, or an admin's).
@@ -194,7 +190,7 @@ def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
     if len(passphrase) < MIN_PASSPHRASE:
         raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
     key = " ".join(name.split()).lower()
-    path = _flora_dir(data_root) / PEOPLE_FILE
+    path = flora_dir(data_root) / PEOPLE_FILE
     people = read_json(path, default={}) or {}
     entry = people.get(key)
     if entry:
@@ -220,7 +216,7 @@ def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
 def open_session(data_root: str | os.PathLike, name: str, admin: bool, now: float | None = None) -> str:
     """A session id for a token sign-in (kept in the page's URL: a reload stays signed in)."""
     now = time.time() if now is None else now
-    path = _flora_dir(data_root) / SESSIONS_FILE
+    path = flora_dir(data_root) / SESSIONS_FILE
     sessions = {k: v for k, v in (read_json(path, default={}) or {}).items() if v.get("expires", 0) > now}
     session_id = secrets.token_urlsafe(24)
     sessions[session_id] = {"name": name, "admin": bool(admin), "expires": now + SESSION_HOURS * 3600}
@@ -234,14 +230,14 @@ def session_user(data_root: str | os.PathLike, session_id: str | None, now: floa
     if not session_id:
         return None
     now = time.time() if now is None else now
-    entry = (read_json(_flora_dir(data_root) / SESSIONS_FILE, default={}) or {}).get(str(session_id))
+    entry = (read_json(flora_dir(data_root) / SESSIONS_FILE, default={}) or {}).get(str(session_id))
     if not isinstance(entry, dict) or entry.get("expires", 0) <= now:
         return None
     return User(str(entry["name"]), str(entry["name"]), admin=bool(entry.get("admin")), how="token")
 
 
 def close_session(data_root: str | os.PathLike, session_id: str | None) -> None:
-    path = _flora_dir(data_root) / SESSIONS_FILE
+    path = flora_dir(data_root) / SESSIONS_FILE
     sessions = read_json(path, default={}) or {}
     if sessions.pop(str(session_id), None) is not None:
         write_bytes_atomic(path, json.dumps(sessions, indent=2).encode())

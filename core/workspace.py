@@ -13,14 +13,15 @@ import os
 from pathlib import Path
 
 from core.fileio import read_json, write_json_atomic
+from core.paths import flora_dir
 
-STATE_FILE = Path(".flora") / "workspace.json"
+STATE_FILE = "workspace.json"  # in <data>/.flora/
 MAX_FOLDERS = 12
 MAX_SETTINGS = 50  # datasets whose last training settings are kept
 
 
 def state_file(data_root: str | os.PathLike) -> Path:
-    return Path(data_root) / STATE_FILE
+    return flora_dir(data_root) / STATE_FILE
 
 
 def remember_dataset(data_root: str | os.PathLike, path: str | os.PathLike) -> None:

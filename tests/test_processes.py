@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.processes import JobFolder, JobStatus, RunState, process_alive, process_start_time, spawn_detached
+from core.processes import JobFolder, JobState, JobStatus, process_alive, process_start_time, spawn_detached
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -24,7 +24,7 @@ class ExampleStatus(JobStatus):
 def test_status_round_trips_and_keeps_unknown_keys():
     stored = {"state": "running", "pid": 12, "items": 3, "from_the_future": {"a": 1}, "stage_progress": [2, 5]}
     status = ExampleStatus.from_dict(stored)
-    assert status.state is RunState.RUNNING and status.active and status.items == 3
+    assert status.state is JobState.RUNNING and status.active and status.items == 3
     assert status.stage_progress == (2, 5) and status.extra == {"from_the_future": {"a": 1}}
     again = status.to_dict()
     assert again["state"] == "running" and again["from_the_future"] == {"a": 1} and again["stage_progress"] == [2, 5]
@@ -34,15 +34,15 @@ def test_status_round_trips_and_keeps_unknown_keys():
 def test_old_and_odd_status_files_still_load():
     old = JobStatus.from_dict({"state": "running", "created": 10.0, "finished": 20.0})
     assert old.queued_at == 10.0 and old.finished_at == 20.0  # names of an earlier version
-    assert JobStatus.from_dict({"state": "exploded"}).state is RunState.QUEUED
-    assert JobStatus.from_dict(None).state is RunState.QUEUED
+    assert JobStatus.from_dict({"state": "exploded"}).state is JobState.QUEUED
+    assert JobStatus.from_dict(None).state is JobState.QUEUED
     assert JobStatus.from_dict({"stage_progress": "half"}).stage_progress is None
-    assert RunState.DONE == "done" and str(RunState.DONE) == "done"  # the stored text compares equal
+    assert JobState.DONE == "done" and str(JobState.DONE) == "done"  # the stored text compares equal
 
 
 def test_a_misspelt_field_fails_loudly(tmp_path):
     folder = JobFolder(tmp_path / "job", "job.log", ExampleStatus)
-    folder.update(state=RunState.RUNNING, items=2)
+    folder.update(state=JobState.RUNNING, items=2)
     with pytest.raises(TypeError, match="no field"):
         folder.update(itemz=3)
     status = folder.read()
@@ -62,22 +62,22 @@ def test_stop_flag_and_log_tail(tmp_path):
 
 def test_refresh_fails_a_job_whose_process_is_gone(tmp_path):
     folder = JobFolder(tmp_path / "job", "job.log")
-    folder.update(state=RunState.RUNNING, pid=2**22 - 3)
+    folder.update(state=JobState.RUNNING, pid=2**22 - 3)
     folder.log_path.write_text("Killed\n")
     status = folder.refresh(what="the worker")
     assert (
-        status.state is RunState.FAILED
+        status.state is JobState.FAILED
         and "the worker (pid 4194301) ended" in status.error
         and "Killed" in status.error
     )
     live = JobFolder(tmp_path / "live", "job.log")
-    live.claim(state=RunState.RUNNING)
-    assert live.refresh().state is RunState.RUNNING
+    live.claim(state=JobState.RUNNING)
+    assert live.refresh().state is JobState.RUNNING
     young = JobFolder(tmp_path / "young", "job.log")
-    young.update(state=RunState.QUEUED, queued_at=time.time())  # no pid yet: within the grace period
-    assert young.refresh().state is RunState.QUEUED
+    young.update(state=JobState.QUEUED, queued_at=time.time())  # no pid yet: within the grace period
+    assert young.refresh().state is JobState.QUEUED
     young.update(queued_at=time.time() - 3600)
-    assert young.refresh().state is RunState.FAILED
+    assert young.refresh().state is JobState.FAILED
 
 
 def test_launch_detaches_and_logs(tmp_path):

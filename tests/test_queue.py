@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from core.processes import process_start_time
-from core.runs.store import RunState, RunStore
+from core.processes import JobState, process_start_time
+from core.runs.store import RunStore
 from core.train import jobs
 from core.train.queue import (
     RAY_LINE,
@@ -42,7 +42,7 @@ def queue(store: RunStore, run_id: str, owner: str, at: float, line: str | None 
     """A run waiting for the device (`line` "ray": for the Ray cluster), its process this (live) one."""
     me = os.getpid()
     store.create(run_id, _record(owner))
-    store.set_status(run_id, state=RunState.QUEUED, queued_at=at, pid=me, pid_start=process_start_time(me), line=line)
+    store.set_status(run_id, state=JobState.QUEUED, queued_at=at, pid=me, pid_start=process_start_time(me), line=line)
 
 
 def test_one_persons_ten_runs_do_not_hold_the_others_back(store):
@@ -58,7 +58,7 @@ def test_one_persons_ten_runs_do_not_hold_the_others_back(store):
 
 def test_who_trained_last_waits_behind_who_has_not(store):
     store.create("done0", _record("ash"))
-    store.set_status("done0", state=RunState.DONE, started_at=500.0, finished_at=560.0, epochs_done=2)
+    store.set_status("done0", state=JobState.DONE, started_at=500.0, finished_at=560.0, epochs_done=2)
     queue(store, "ash1", "ash", at=600)
     queue(store, "misty1", "misty", at=700)  # queued later, but misty has not had the device yet
     assert [run.run_id for run in fair_order(store.list())] == ["misty1", "ash1"]
@@ -68,9 +68,9 @@ def test_who_trained_last_waits_behind_who_has_not(store):
 
 def test_places_and_estimates_from_the_stores_own_pace(store):
     store.create("done0", _record("ash", epochs=2))
-    store.set_status("done0", state=RunState.DONE, started_at=10.0, finished_at=130.0, epochs_done=2)  # 60 s/epoch
+    store.set_status("done0", state=JobState.DONE, started_at=10.0, finished_at=130.0, epochs_done=2)  # 60 s/epoch
     store.create("busy", _record("brock", epochs=2))
-    store.set_status("busy", state=RunState.RUNNING, started_at=1000.0)
+    store.set_status("busy", state=JobState.RUNNING, started_at=1000.0)
     queue(store, "ash1", "ash", at=1001)
     queue(store, "misty1", "misty", at=1002)
     found = places(store.list(), now=1030.0)
@@ -105,13 +105,13 @@ def test_a_waiting_run_takes_the_device_only_on_its_turn(store):
     queue(store, "ash1", "ash", at=1)
     queue(store, "misty1", "misty", at=2)
     store.create("ran", _record("ash"))
-    store.set_status("ran", state=RunState.DONE, started_at=5.0)  # ash trained last: misty goes first
+    store.set_status("ran", state=JobState.DONE, started_at=5.0)  # ash trained last: misty goes first
     got: list[str] = []
 
     def wait_for_the_device(run_id: str) -> None:
         with jobs.device_lock(store.root, "cpu", my_turn=lambda: my_turn(store, run_id)):
             got.append(run_id)
-            store.set_status(run_id, state=RunState.DONE, started_at=time.time())
+            store.set_status(run_id, state=JobState.DONE, started_at=time.time())
 
     with jobs.device_lock(store.root, "cpu"):  # someone is training
         threads = [threading.Thread(target=wait_for_the_device, args=(r,)) for r in ("ash1", "misty1")]
@@ -132,7 +132,7 @@ def test_no_line_while_nobody_holds_the_device(store):
 def test_the_ray_clusters_line_and_this_devices_line_never_hold_each_other_back(store):
     """Issue 20: a run waiting for the cluster is not ahead of a run waiting for this machine's device."""
     store.create("busy", _record("brock"))
-    store.set_status("busy", state=RunState.RUNNING, started_at=10.0)  # this machine's device is taken
+    store.set_status("busy", state=JobState.RUNNING, started_at=10.0)  # this machine's device is taken
     queue(store, "misty_ray", "misty", at=1, line=RAY_LINE)  # first of all, but for the cluster
     queue(store, "ash_local", "ash", at=2)
     queue(store, "ash_ray", "ash", at=3, line=RAY_LINE)
@@ -172,13 +172,13 @@ def test_a_run_for_the_cluster_is_handed_to_ray_on_its_turn_and_when_there_is_ro
         == "waiting for the Ray cluster: 1st in line (1 of the 1 run(s) it takes at once)"
     )
     assert "2nd in line" in store.get("misty2").status.stage  # queued after ash1, and misty is on the cluster
-    store.set_status("on_ray", state=RunState.DONE, started_at=2.0)
+    store.set_status("on_ray", state=JobState.DONE, started_at=2.0)
     deadline = time.time() + 20
     while len(handed) < 1 and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
     assert handed == ["ash1"]  # one at a time: misty2 waits for room again
-    store.set_status("ash1", state=RunState.DONE, started_at=time.time())
+    store.set_status("ash1", state=JobState.DONE, started_at=time.time())
     for thread in threads:
         thread.join(20)
     assert handed == ["ash1", "misty2"]

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from core.processes import RunState
+from core.processes import JobState
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.job import launch_server, server_status, stop_server
@@ -43,7 +43,7 @@ def test_start_use_and_stop_the_background_server(trained_run, tmp_path):
     with pytest.raises(RuntimeError, match="already"):
         launch_server(store.root, trained_run["data_root"], ["production"], port=free_port())
     ready = wait_for(lambda: (s := server_status(store.root)).ready and s, 240)
-    assert ready.state is RunState.RUNNING and ready.models[0]["run_id"] == trained_run["run_id"]
+    assert ready.state is JobState.RUNNING and ready.models[0]["run_id"] == trained_run["run_id"]
     assert "of the run's test photos. How: " in ready.models[0]["ood_summary"]  # the Serve page shows it
     photo = next((trained_run["dataset"] / "green").iterdir()).read_bytes()
     answer = httpx.post(f"{ready.url}/predict", files={"file": ("g.png", photo)}, timeout=60)
@@ -53,7 +53,7 @@ def test_start_use_and_stop_the_background_server(trained_run, tmp_path):
     counted = wait_for(lambda: (s := server_status(store.root)).counters.get("requests", 0) >= 2 and s, 30)
     assert counted.counters["client_errors"] >= 1
     stop_server(store.root)
-    stopped = wait_for(lambda: (s := server_status(store.root)).state is RunState.STOPPED and s, 60)
+    stopped = wait_for(lambda: (s := server_status(store.root)).state is JobState.STOPPED and s, 60)
     assert not stopped.active and stopped.finished_at
 
 

@@ -165,7 +165,9 @@ def test_a_20_mb_json_pixel_body_does_not_block_other_routes(server):
         ]
 
     slowest, statuses = health_while(url, work)
-    assert statuses == [200] and slowest < 1.0
+    # Blocked, health waited ~4 s; 2.5 s leaves room for a busy CI machine (the other xdist worker) while the
+    # parse no longer holds the event loop.
+    assert statuses == [200] and slowest < 2.5
 
 
 def test_feedback_needs_the_key_beyond_loopback(server):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.processes import RunState
+from core.processes import JobState
 from core.settings.config import AugmentConfig, TrainConfig
 from core.sweeps import SpaceError, SweepStore, default_space, parse_space, resubmit, submit
 from core.sweeps.space import config_for
@@ -89,7 +89,7 @@ def test_a_sweep_finds_a_learning_rate_that_beats_a_bad_one(tmp_path, colours):
     bad = FIXED.replace(learning_rate=1e-6)  # deliberately bad: the head barely moves in 4 epochs
     submission = submit(models, colours, bad, LR_SPACE, trials=6)
     status = _sweep(models, data_root, submission.sweep.sweep_id)
-    assert status.state is RunState.DONE and status.trials_done == 6
+    assert status.state is JobState.DONE and status.trials_done == 6
     sweep = SweepStore(models).get(submission.sweep.sweep_id)
     snapshot = sweep.trials()
     first = snapshot["trials"][0]
@@ -121,7 +121,7 @@ def test_the_median_pruner_stops_a_hopeless_trial(tmp_path, colours):
         study.enqueue_trial({"learning_rate": rate})
     study.enqueue_trial({"learning_rate": 1e-6})
     status = _sweep(models, data_root, submission.sweep.sweep_id)
-    assert status.state is RunState.DONE and status.trials_pruned == 1
+    assert status.state is JobState.DONE and status.trials_pruned == 1
     rows = SweepStore(models).get(submission.sweep.sweep_id).trials()["trials"]
     hopeless = rows[-1]
     assert hopeless["state"] == "pruned" and hopeless["params"] == {"learning_rate": 1e-6}
@@ -147,7 +147,7 @@ def test_stop_then_resume_keeps_the_finished_trials(tmp_path, colours, monkeypat
 
     monkeypatch.setattr(TrialReporter, "on_train_batch_end", stop_during_trial_2)
     status = _sweep(models, data_root, sweep_id)
-    assert status.state is RunState.STOPPED and status.trials_done == 2 and "launch it again" in status.note
+    assert status.state is JobState.STOPPED and status.trials_done == 2 and "launch it again" in status.note
     before = {row["number"]: row for row in store.get(sweep_id).trials()["trials"]}
     assert [before[n]["state"] for n in (0, 1, 2)] == ["complete", "complete", "failed"]
     assert before[2]["note"] == "stopped: tried again when the sweep continues"
@@ -160,7 +160,7 @@ def test_stop_then_resume_keeps_the_finished_trials(tmp_path, colours, monkeypat
     assert killed.params == before[2]["params"]
     assert resubmit(models, sweep_id, trials=5).outcome == "new"
     status = _sweep(models, data_root, sweep_id)
-    assert status.state is RunState.DONE and status.trials_done == 5
+    assert status.state is JobState.DONE and status.trials_done == 5
     after = {row["number"]: row for row in store.get(sweep_id).trials()["trials"]}
     for n in (0, 1):  # kept as they were, not trained again
         assert after[n]["val_loss"] == before[n]["val_loss"] and after[n]["finished_at"] == before[n]["finished_at"]

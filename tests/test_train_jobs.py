@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from core.processes import process_start_time
-from core.runs.store import RunState, RunStore
+from core.processes import JobState, process_start_time
+from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.train import jobs
 from tests.conftest import make_image_dataset
@@ -36,9 +36,9 @@ def test_submit_new_then_cached_then_forced(tmp_path, dataset, trained_run):
 def test_an_active_run_is_not_started_twice(tmp_path, dataset):
     store = RunStore(tmp_path / "models")
     first = jobs.submit(store, dataset, CONFIG)
-    store.set_status(first.run_id, state=RunState.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
+    store.set_status(first.run_id, state=JobState.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
     assert jobs.submit(store, dataset, CONFIG).outcome == jobs.ACTIVE
-    store.set_status(first.run_id, state=RunState.FAILED)
+    store.set_status(first.run_id, state=JobState.FAILED)
     assert jobs.submit(store, dataset, CONFIG).outcome == jobs.NEW  # a failed run is retried
 
 
@@ -87,8 +87,8 @@ def test_launch_trains_in_the_background_and_the_same_request_is_cached(tmp_path
     submission = jobs.launch(dataset, CONFIG, models, data)
     assert submission.outcome == jobs.NEW and time.time() - started < 5  # returns at once
     store = RunStore(models)
-    run = _wait_for(store, submission.run_id, {RunState.DONE, RunState.FAILED})
-    assert run.state == RunState.DONE, store.log_tail(submission.run_id)
+    run = _wait_for(store, submission.run_id, {JobState.DONE, JobState.FAILED})
+    assert run.state == JobState.DONE, store.log_tail(submission.run_id)
     log = (store.run_dir(submission.run_id) / "train.log").read_text()
     assert "test accuracy" in log
     if not shutil.which("nvidia-smi"):  # a CPU-only machine: one plain line, not CUDA errors
@@ -104,13 +104,13 @@ def test_a_background_run_can_be_stopped_and_a_killed_one_shows_failed(tmp_path,
     submission = jobs.launch(dataset, slow, models, data)
     _wait_for_epoch(store, submission.run_id)
     jobs.stop(store, submission.run_id)
-    run = _wait_for(store, submission.run_id, {RunState.STOPPED, RunState.FAILED, RunState.DONE})
-    assert run.state == RunState.STOPPED and run.has_model  # keeps the best weights it had
+    run = _wait_for(store, submission.run_id, {JobState.STOPPED, JobState.FAILED, JobState.DONE})
+    assert run.state == JobState.STOPPED and run.has_model  # keeps the best weights it had
 
     killed = jobs.launch(dataset, slow.replace(seed=1), models, data)
     _wait_for_epoch(store, killed.run_id)
     os.kill(store.get(killed.run_id).status.pid, signal.SIGKILL)
-    run = _wait_for(store, killed.run_id, {RunState.FAILED}, timeout=30)
+    run = _wait_for(store, killed.run_id, {JobState.FAILED}, timeout=30)
     assert "ended without finishing" in run.status.error
 
 
@@ -119,7 +119,7 @@ def _wait_for_epoch(store, run_id, timeout=240):
     while time.time() < deadline:
         if any(m.get("kind") == "epoch" for m in store.read_metrics(run_id)):
             return
-        assert store.refresh(store.get(run_id)).state != RunState.FAILED, store.log_tail(run_id)
+        assert store.refresh(store.get(run_id)).state != JobState.FAILED, store.log_tail(run_id)
         time.sleep(0.3)
     raise AssertionError(f"no epoch finished in {timeout}s:\n{store.log_tail(run_id)}")
 
@@ -137,7 +137,7 @@ def test_a_second_identical_train_command_waits_for_the_first_and_reports_its_re
     store = RunStore(tmp_path / "models")
     first = jobs.submit(store, dataset, CONFIG, corrections=None)
     me = os.getpid()
-    store.set_status(first.run_id, state=RunState.RUNNING, pid=me, pid_start=process_start_time(me), epoch=1)
+    store.set_status(first.run_id, state=JobState.RUNNING, pid=me, pid_start=process_start_time(me), epoch=1)
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(CONFIG.to_dict()))
     monkeypatch.setattr(cli_runs, "WAIT_POLL_SECONDS", 0.05)
@@ -145,9 +145,9 @@ def test_a_second_identical_train_command_waits_for_the_first_and_reports_its_re
     def the_first_one_ends():
         time.sleep(0.5)
         if ending == "done":
-            store.set_status(first.run_id, state=RunState.DONE, accuracy=0.75, finished_at=time.time())
+            store.set_status(first.run_id, state=JobState.DONE, accuracy=0.75, finished_at=time.time())
         else:
-            store.set_status(first.run_id, state=RunState.FAILED, error="out of cheese", finished_at=time.time())
+            store.set_status(first.run_id, state=JobState.FAILED, error="out of cheese", finished_at=time.time())
 
     ender = threading.Thread(target=the_first_one_ends)
     ender.start()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from core.data.datasets import small_test_note
+from core.processes import JobState
 from core.results.evaluation import Evaluation
-from core.runs.store import RunState, RunStore
+from core.runs.store import RunStore
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.train import jobs
 from core.train.callbacks import BestWeights, EpochCounter, RunLogger
@@ -46,14 +47,14 @@ def test_a_stop_that_lands_as_training_ends_is_said_not_lost(tmp_path, colours, 
 
     monkeypatch.setattr(Trainer, "analyse_splits", stop_now)
     _, _, status = _train(tmp_path, colours, BASE)
-    assert status.state == RunState.DONE
+    assert status.state == JobState.DONE
     assert status.note.startswith("a stop was asked for at ") and "finished as planned" in status.note
 
 
 @pytest.mark.backend_agnostic
 def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     store, run_id, status = _train(tmp_path, colours, BASE)
-    assert status.state == RunState.DONE and 0 <= status.accuracy <= 1
+    assert status.state == JobState.DONE and 0 <= status.accuracy <= 1
     run = store.get(run_id)
     assert run.has_model and run.has_evaluation
     metrics = store.read_metrics(run_id)
@@ -70,7 +71,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     # Another learning rate reuses the cached features: nothing new is computed.
     feature_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy")}
     _, other_id, other = _train(tmp_path, colours, BASE.replace(learning_rate=3e-3))
-    assert other_id != run_id and other.state == RunState.DONE
+    assert other_id != run_id and other.state == JobState.DONE
     assert {p: p.stat().st_mtime_ns for p in feature_files} == feature_files
 
 
@@ -104,7 +105,7 @@ def test_image_path_with_augmentation_and_fine_tuning(tmp_path, colours):
         early_stopping_patience=0,
     )
     store, run_id, status = _train(tmp_path, colours, config)
-    assert status.state == RunState.DONE and status.epochs_done == 2
+    assert status.state == JobState.DONE and status.epochs_done == 2
     epochs = [m for m in store.read_metrics(run_id) if m["kind"] == "epoch"]
     assert [(m["phase"], m["epoch"]) for m in epochs] == [(1, 1), (2, 2)]
     assert epochs[1]["lr"] == pytest.approx(config.fine_tune_learning_rate)
@@ -116,7 +117,7 @@ def test_image_path_with_augmentation_and_fine_tuning(tmp_path, colours):
 def test_augmented_views_are_cached_per_view(tmp_path, colours):
     config = BASE.replace(augment=AUGMENT_PRESETS["light"], augmented_views=2, epochs=1)
     _, _, status = _train(tmp_path, colours, config)
-    assert status.state == RunState.DONE
+    assert status.state == JobState.DONE
     names = sorted(p.name for p in (tmp_path / "data" / ".cache" / "features").rglob("*.npy"))
     assert sum(name.startswith("view1-") for name in names) == 2  # data + done mask
     assert sum(name.startswith("view2-") for name in names) == 2
@@ -128,7 +129,7 @@ def test_a_run_asked_to_stop_before_it_starts_ends_stopped(tmp_path, colours):
     submission = jobs.submit(store, colours, BASE)
     store.request_stop(submission.run_id)
     status = jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
-    assert status.state == RunState.STOPPED and not store.get(submission.run_id).has_model
+    assert status.state == JobState.STOPPED and not store.get(submission.run_id).has_model
 
 
 def test_a_failing_run_records_its_error(tmp_path, colours):
@@ -138,7 +139,7 @@ def test_a_failing_run_records_its_error(tmp_path, colours):
     with pytest.raises(Exception, match="no such file"):
         jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     run = store.get(submission.run_id)
-    assert run.state == RunState.FAILED and "no such file" in run.status.error
+    assert run.state == JobState.FAILED and "no such file" in run.status.error
 
 
 def test_single_class_dataset_fails_with_a_clear_error(tmp_path):
@@ -238,7 +239,7 @@ def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_pa
 @pytest.mark.backend_agnostic
 def test_cosine_schedule_decays_the_rate_over_the_phase(tmp_path, colours):
     store, run_id, status = _train(tmp_path, colours, BASE.replace(epochs=3, lr_schedule="cosine"))
-    assert status.state == RunState.DONE
+    assert status.state == JobState.DONE
     rates = [m["lr"] for m in store.read_metrics(run_id) if m["kind"] == "epoch"]
     assert len(rates) == 3 and rates[0] < BASE.learning_rate and rates == sorted(rates, reverse=True)
     assert rates[-1] == pytest.approx(0.0, abs=1e-9)  # cosine ends at zero after the phase's last step

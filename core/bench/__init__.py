@@ -38,7 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.bench.common import DEFAULT_DATASET, SCALES, Row, remove
+from core.bench.common import BACKBONE, DEFAULT_DATASET, SCALES, Row, remove
+from core.device import cpu_name, describe
+from core.network.backbones import BACKBONES
+from core.paths import PROJECT_ROOT
+from core.runs.record import package_versions
 
 log = logging.getLogger("flora")
 ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep", "attack", "cache", "scale")
@@ -139,10 +143,6 @@ def _items(args: argparse.Namespace) -> list[str]:
 
 def machine(scale: str, items: list[str], dataset: Path) -> dict[str, Any]:
     """Date, machine, backend and versions: what the figures depend on."""
-    from core.bench.common import BACKBONE
-    from core.device import cpu_name, describe
-    from core.network.backbones import BACKBONES
-    from core.runs.store import package_versions
 
     return {
         "started": _now(),
@@ -261,7 +261,6 @@ def _memory_gb() -> float | None:
 
 
 def _commit() -> str | None:
-    from core.paths import PROJECT_ROOT
 
     try:
         out = subprocess.run(

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from core.bench.common import Row, Scale, photos_of, rate_row
-from core.bench.serve import _bench_run, _free_port, start_server, wait_ready
+from core.bench.serve import _bench_run, _clients, _free_port, start_server, wait_ready
 
 log = logging.getLogger("flora")
 ITEM = "9 attack"
@@ -106,8 +106,6 @@ def _memory(pid: int) -> dict[str, int]:
 
 def _measure(models_root: Path, run_id: str, photos, requests: int, attackers: int, per_attacker: int, data) -> dict:
     import httpx
-
-    from core.bench.serve import _clients
 
     port = _free_port()
     command = [sys.executable, "-m", "core", "serve", run_id, "--port", str(port), "--no-ood"]

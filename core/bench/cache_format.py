@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from core.bench.common import Row, Scale, link_subset, make_photos, rate_row
+from core.data.cache_disk import COMPACT, RAW
+from core.data.datasets import scan_dataset
+from core.data.ingest import ingest
 from core.paths import PROJECT_ROOT
 
 log = logging.getLogger("flora")
@@ -33,8 +36,6 @@ GPU_NEED = 3000.0  # img/s, the GPU fine-tuning target
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.data.datasets import scan_dataset
-    from core.data.ingest import COMPACT, RAW, ingest
 
     photos = make_photos(dataset, workdir / "photos", scale.large_photos, seed=2)
     index = scan_dataset(photos)

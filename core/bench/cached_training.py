@@ -13,6 +13,13 @@ import logging
 from pathlib import Path
 
 from core.bench.common import BACKBONE, Row, Scale, link_subset, remove, time_row, timed
+from core.data.datasets import scan_dataset
+from core.data.ingest import ingest
+from core.paths import cache_dir, features_dir
+from core.processes import JobState
+from core.runs.store import RunStore
+from core.settings.config import AUGMENT_PRESETS, TrainConfig
+from core.train import jobs
 
 log = logging.getLogger("flora")
 ITEM = "1 frozen-backbone training"
@@ -20,11 +27,6 @@ VIEWS = 2  # cached augmented views per training image, besides the clean one
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.data.datasets import scan_dataset
-    from core.data.ingest import ingest
-    from core.runs.store import RunState, RunStore
-    from core.settings.config import AUGMENT_PRESETS, TrainConfig
-    from core.train import jobs
 
     data = dataset
     if scale.train_per_class is not None:
@@ -41,16 +43,16 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         backbone=BACKBONE,
     )
     index = scan_dataset(data)
-    ingest(index, base.cache_size, data_root / ".cache")  # the decoded images both sides read; not timed
+    ingest(index, base.cache_size, cache_dir(data_root))  # the decoded images both sides read; not timed
     _warm_up(base.image_size)
 
     def train(config: TrainConfig, cold: bool):
         if cold:
-            remove(data_root / ".cache" / "features")
+            remove(features_dir(cache_dir(data_root)))
         submission = jobs.submit(store, data, config, force=True)
         with timed() as timing:
             status = jobs.execute(store, submission, data_root, console=False)
-        if status.state is not RunState.DONE:
+        if status.state is not JobState.DONE:
             raise RuntimeError(f"run {submission.run_id} ended {status.state}: {status.error}")
         log.info(
             "bench: %s in %.1f s (cpu %.1f s), accuracy %.3f",
@@ -65,7 +67,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     plain, plain_status = train(base.replace(feature_cache=False), cold=False)
     if scale.sandwich:  # the machine may be busier during one of them: time ours before and after
         cached.append(train(base, cold=True))
-    features = data_root / ".cache" / "features"
+    features = features_dir(cache_dir(data_root))
     before = {path: path.stat().st_mtime_ns for path in features.rglob("*.npy")}
     reuse = [
         train(base.replace(learning_rate=3e-3), cold=False),
@@ -127,7 +129,7 @@ def _warm_up(image_size: int) -> None:
     """One forward pass first, so neither side pays the framework's one-time start-up."""
     import numpy as np
 
-    from core.network.model import build_classifier
+    from core.network.model import build_classifier  # heavy: keras
 
     model = build_classifier(2, image_size, "none", backbone=BACKBONE)
     model.predict(np.zeros((2, image_size, image_size, 3), dtype=np.uint8), verbose=0)

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from core.bench.common import Row, Scale, link_subset, make_photos, photos_of, rate_row, remove, timed
+from core.data.datasets import scan_dataset
+from core.data.ingest import ingest
+from core.settings.config import cache_size_for
 
 log = logging.getLogger("flora")
 ITEM = "2 ingest"
@@ -32,7 +35,6 @@ def plain_loop(paths: list[Path], size: int) -> np.ndarray:
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.settings.config import cache_size_for
 
     per_class = None if scale.ingest_photos is None else max(1, scale.ingest_photos // 5)
     real = dataset if per_class is None else link_subset(dataset, workdir / "ingest-photos", per_class)
@@ -50,8 +52,6 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
 
 
 def _case(key: str, folder: Path, size: int, image_size: int, what: str, repeats: int, workdir: Path) -> Row:
-    from core.data.datasets import scan_dataset
-    from core.data.ingest import ingest
 
     index = scan_dataset(folder)
     paths = [index.root / entry.path for entry in index.entries]

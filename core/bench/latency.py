@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_row
+from core.data.datasets import scan_dataset
+from core.data.imaging import load_for_model
+from core.inference import Predictor
+from core.processes import JobState
+from core.runs.record import MODEL_FILE, new_run_record
+from core.runs.store import RunStore
+from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
 ITEM = "4 inference"
@@ -24,13 +31,8 @@ BATCH = 64
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     import keras
 
-    from core.data.datasets import scan_dataset
-    from core.data.imaging import load_for_model
-    from core.inference import Predictor
-    from core.network.model import build_classifier
-    from core.runs.store import MODEL_FILE, RunState, RunStore, new_run_record
-    from core.settings.config import TrainConfig
-    from core.train.training import save_model
+    from core.network.model import build_classifier  # heavy: keras
+    from core.train.training import save_model  # heavy: keras
 
     size = scale.inference_size
     index = scan_dataset(dataset)
@@ -42,7 +44,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     save_model(
         build_classifier(len(index.classes), size, "none", backbone=BACKBONE), store.run_dir(run_id) / MODEL_FILE
     )
-    store.set_status(run_id, state=RunState.DONE)
+    store.set_status(run_id, state=JobState.DONE)
 
     all_photos = photos_of(dataset)
     photos = all_photos[:: max(1, len(all_photos) // scale.inference_photos)][: scale.inference_photos]

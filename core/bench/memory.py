@@ -20,7 +20,15 @@ import sys
 from pathlib import Path
 
 from core.bench.common import BACKBONE, Row, Scale, make_photos
-from core.paths import PROJECT_ROOT
+from core.data.cache_disk import IMAGES_FILE
+from core.data.datasets import split_indices
+from core.data.imaging import center_crop
+from core.data.ingest import ingest
+from core.device import describe
+from core.paths import PROJECT_ROOT, cache_dir
+from core.runs.store import RunStore
+from core.settings.config import TrainConfig
+from core.train import jobs
 
 log = logging.getLogger("flora")
 ITEM = "5 memory"
@@ -75,12 +83,7 @@ def _run_child(job: dict) -> dict:
 
 def child(job: dict) -> dict:
     """Train once in this (fresh) process and report its peak memory."""
-    from core.device import describe
-    from core.paths import cache_dir
-    from core.runs.store import RunStore
-    from core.settings.config import TrainConfig
-    from core.train import jobs
-    from core.train.training import TrainingJob, train_run
+    from core.train.training import TrainingJob, train_run  # heavy: keras
 
     workdir = Path(job["workdir"])
     store = RunStore(workdir / "memory-models")
@@ -143,10 +146,7 @@ def _plain_fit(training) -> dict:
     import keras
     import numpy as np
 
-    from core.data.datasets import split_indices
-    from core.data.imaging import center_crop
-    from core.data.ingest import IMAGES_FILE, ingest
-    from core.network.model import build_classifier
+    from core.network.model import build_classifier  # heavy: keras
 
     config = training.config
     cache = ingest(training.index, config.cache_size, training.cache_root)

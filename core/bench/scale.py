@@ -21,24 +21,25 @@ import logging
 import math
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from core.bench.common import Row, Scale
+from core.bench.scale_data import copy_runs, draw_dataset, fill_log, remove_heavy
+from core.cli import build_parser
+from core.data.datasets import scan_dataset
 from core.health.caches import folder_bytes
+from core.paths import PROJECT_ROOT, cache_dir
+from core.results.arrays import RunAnalysis
+from core.results.embedding import compute_map, save_map
 
 log = logging.getLogger("flora")
 
 CLASSES = 1_000
-PHOTO_PX = 48
 TRAIN_PX = 32
 RUN_COPIES = 499  # with the run itself: 500 runs in the store
 LOG_ROWS = 1_000_000
@@ -132,7 +133,7 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
     ):
         seconds = sum(t for label, t in trained.get("stages", {}).items() if label.startswith(parts))
         out[name] = {"seconds": seconds, "rss_gb": trained["rss_gb"], "rc": 0, "within": "train"}
-    out["train"]["cache_bytes"] = folder_bytes(data / ".cache")
+    out["train"]["cache_bytes"] = folder_bytes(cache_dir(data))
     run_dir = models / run_id
     stage("evaluate", "evaluate", run_id, "--json", *common)
     stage("analysis", str(run_dir), call="analysis")
@@ -145,7 +146,7 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
     stage("sweep", "sweep", str(dataset), "--trials", "3", "--epochs", "1", "--image-size", str(TRAIN_PX),
           "--weights", "none", "--augment", "none", "--json", *common)  # fmt: skip
     fill_log(models, run_id, sizes.log_rows, sizes.classes)
-    pages = run_stage(work / "pages.json", [str(dataset), run_id, copies[0]], "pages", env)
+    pages = run_stage(work / "pages.json", list(PAGES), "pages", env, script=PAGE_BENCH)
     for page in PAGES:
         seconds = pages.get("pages", {}).get(page)
         error = pages.get("errors", {}).get(page)
@@ -161,130 +162,22 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
     return out
 
 
-# --- the synthetic dataset -------------------------------------------------------------------------
-
-
-def draw_dataset(root: Path, n: int, classes: int, workers: int = 2) -> None:
-    """`n` JPEGs of PHOTO_PX squares, photo i of class i % `classes`, in the dataset's own split: about
-    80/10/10 train/val/test drawn per photo (a split of its own, so even 1 photo per class trains: a
-    class whose photo fell in val or test has none to learn from, as in a real set that small)."""
-    names = [f"class_{c:04d}" for c in range(classes)]
-    chunks = [(str(root), names, start, min(n, start + 2_000)) for start in range(0, n, 2_000)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(_draw_chunk, chunks))
-
-
-def _draw_chunk(job: tuple[str, list[str], int, int]) -> None:
-    from PIL import Image
-
-    root, names, start, stop = job
-    classes = len(names)
-    for i in range(start, stop):
-        c = i % classes
-        pixels = class_pattern(c) + np.random.default_rng(i).normal(0, 18, (PHOTO_PX, PHOTO_PX, 3))
-        pixels = np.roll(pixels, int(i * 7 % PHOTO_PX), axis=1)
-        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-        draw = np.random.default_rng(i).random()
-        split = "test" if draw < 0.1 else "val" if draw < 0.2 else "train"
-        folder = Path(root) / split / names[c]
-        folder.mkdir(parents=True, exist_ok=True)
-        image.save(folder / f"{i:06d}.jpg", quality=90)
-
-
-def class_pattern(c: int) -> np.ndarray:
-    """Class `c`'s look: two colours in stripes of its own width and angle."""
-    rng = np.random.default_rng(10_000 + c)
-    a, b = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
-    angle, period = rng.uniform(0, np.pi), rng.uniform(4, 16)
-    y, x = np.mgrid[0:PHOTO_PX, 0:PHOTO_PX]
-    wave = (np.sin((x * np.cos(angle) + y * np.sin(angle)) * 2 * np.pi / period) + 1) / 2
-    return a * wave[..., None] + b * (1 - wave[..., None])
-
-
-# --- the run store and the log the pages see -------------------------------------------------------
-
-
-def copy_runs(models: Path, run_id: str, count: int) -> list[str]:
-    """`count` copies of the run under ids of their own: small files copied, large ones hard-linked."""
-    source = models / run_id
-    ids = []
-    for i in range(count):
-        copy_id = f"{run_id}c{i:03d}"
-        target = models / copy_id
-        ids.append(copy_id)
-        if target.exists():
-            continue
-        shutil.copytree(source, target, copy_function=_link_or_copy)
-        config = json.loads((target / "config.json").read_text())
-        config["run_id"] = copy_id
-        (target / "config.json").write_text(json.dumps(config, indent=2))
-    return ids
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    if os.path.getsize(src) > 1_000_000:
-        os.link(src, dst)
-    else:
-        shutil.copy2(src, dst)
-
-
-def fill_log(models: Path, run_id: str, rows: int, classes: int) -> None:
-    """`rows` predictions of `run_id` over the last 30 days in the store's prediction log (SQLite)."""
-    from core.serving.log import PredictionLog
-
-    log_db = PredictionLog.of_store(models)
-    with log_db._connect():  # creates the file and its schema, as the server's first prediction does
-        pass
-    rng = np.random.default_rng(0)
-    now = time.time()
-    with sqlite3.connect(log_db.path) as db:
-        (have,) = db.execute("SELECT COUNT(*) FROM predictions").fetchone()
-        for start in range(have, rows, 50_000):
-            count = min(rows, start + 50_000) - start
-            times = np.sort(now - rng.uniform(0, 30 * 86_400, count))
-            labels = rng.integers(0, classes, count)
-            confidence = rng.beta(5, 2, count)
-            db.executemany(
-                "INSERT INTO predictions (time, model, run_id, source, image_sha256, name, width, height, label, "
-                "top_k, max_probability, entropy, ood_score, ood_flag, latency_ms) "
-                "VALUES (?, ?, ?, 'api', ?, ?, 500, 375, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        float(times[k]),
-                        run_id,
-                        run_id,
-                        f"{start + k:064x}",
-                        f"photo_{start + k}.jpg",
-                        f"class_{labels[k]:04d}",
-                        json.dumps([[f"class_{labels[k]:04d}", round(float(confidence[k]), 4)]]),
-                        float(confidence[k]),
-                        float(1 - confidence[k]),
-                        float(rng.normal()),
-                        int(confidence[k] < 0.3),
-                        float(rng.gamma(4, 10)),
-                    )
-                    for k in range(count)
-                ),
-            )
-            db.commit()
-
-
-def remove_heavy(work: Path) -> None:
-    """Keep the drawn dataset (a --workdir used again reuses it); drop caches and runs."""
-    shutil.rmtree(work / "models", ignore_errors=True)
-    shutil.rmtree(work / "data" / ".cache", ignore_errors=True)
-
-
 # --- one stage in a process of its own -------------------------------------------------------------
 
 
-def run_stage(result_file: Path, argv, call: str | None, env: dict[str, str]) -> dict[str, Any]:
-    """Run a stage in a child process; its seconds come from inside it, its peak RSS from os.wait4."""
+def run_stage(
+    result_file: Path, argv, call: str | None, env: dict[str, str], script: Path | None = None
+) -> dict[str, Any]:
+    """Run a stage in a child process; its seconds come from inside it, its peak RSS from os.wait4. `script`: a
+    script of its own writing the result file (the pages' first draw), instead of this module's `child`."""
     result_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "core.bench.scale", str(result_file), call or "cli", *argv]
+    if script is not None:
+        command = [sys.executable, str(script), str(result_file), *argv]
+    else:
+        command = [sys.executable, "-m", "core.bench.scale", str(result_file), call or "cli", *argv]
     with open(result_file.with_suffix(".log"), "wb") as stderr:
         child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, **env}, cwd=str(_project_root())
+            command, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, **env}, cwd=str(PROJECT_ROOT)
         )
         stdout = child.stdout.read() if child.stdout else b""
         _, status, usage = os.wait4(child.pid, 0)
@@ -299,12 +192,6 @@ def run_stage(result_file: Path, argv, call: str | None, env: dict[str, str]) ->
     return result
 
 
-def _project_root() -> Path:
-    from core.paths import PROJECT_ROOT
-
-    return PROJECT_ROOT
-
-
 def child(argv: list[str]) -> int:
     result_file, kind, rest = Path(argv[0]), argv[1], argv[2:]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -313,8 +200,7 @@ def child(argv: list[str]) -> int:
 
     result: dict[str, Any] = {}
     if kind == "cli":
-        from core.cli import build_parser
-        from core.train import trainer
+        from core.train import trainer  # heavy: keras
 
         stages: dict[str, float] = {}
         current: list[Any] = [None, 0.0]
@@ -347,15 +233,13 @@ def child(argv: list[str]) -> int:
 
 
 def _scan(dataset: str) -> dict[str, Any]:
-    from core.data.datasets import scan_dataset
 
     index = scan_dataset(dataset)
     return {"photos": len(index.entries), "classes": len(index.classes)}
 
 
 def _analysis(run_dir: str) -> dict[str, Any]:
-    from core.results.arrays import RunAnalysis
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation import Evaluation  # heavy: sklearn
 
     analysis = RunAnalysis.load(run_dir)
     summary = Evaluation.load(run_dir).summary()
@@ -363,24 +247,16 @@ def _analysis(run_dir: str) -> dict[str, Any]:
 
 
 def _map(run_dir: str, method: str) -> dict[str, Any]:
-    from core.results.arrays import RunAnalysis
-    from core.results.embedding import compute_map, save_map
 
     points = compute_map(RunAnalysis.load(run_dir), method)
     save_map(run_dir, method, points)
     return {"points": len(points.xy) if hasattr(points, "xy") else None}
 
 
-def _pages(dataset: str, run_id: str, other_id: str) -> dict[str, Any]:
-    """Each page's first draw (AppTest). The drawing lives with the pages: `core/` never imports Streamlit."""
-    import importlib
-
-    first_draw = importlib.import_module(PAGE_DRAW_MODULE)
-    return first_draw.draw_pages(PAGES)
-
-
-PAGE_DRAW_MODULE = "pages.ui.first_draw"  # by name: the UI side of the benchmark
-CALLS = {"scan": _scan, "analysis": _analysis, "map": _map, "pages": _pages}
+CALLS = {"scan": _scan, "analysis": _analysis, "map": _map}
+# The pages are drawn by a script beside the app, run as a process like `streamlit_app.py` (core never imports
+# the UI): it writes the same result file as a stage.
+PAGE_BENCH = PROJECT_ROOT / "page_bench.py"
 
 
 # --- the figures -------------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_row
+from core.data.datasets import scan_dataset
+from core.data.imaging import load_for_model
+from core.processes import JobState
+from core.runs.record import MODEL_FILE, new_run_record
+from core.runs.store import RunStore
+from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
 ITEM = "7 serve"
@@ -84,11 +90,8 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
 
 
 def _bench_run(dataset: Path, workdir: Path, size: int):
-    from core.data.datasets import scan_dataset
-    from core.network.model import build_classifier
-    from core.runs.store import MODEL_FILE, RunState, RunStore, new_run_record
-    from core.settings.config import TrainConfig
-    from core.train.training import save_model
+    from core.network.model import build_classifier  # heavy: keras
+    from core.train.training import save_model  # heavy: keras
 
     index = scan_dataset(dataset)
     config = TrainConfig(image_size=size, weights="none", epochs=1, backbone=BACKBONE)
@@ -99,19 +102,18 @@ def _bench_run(dataset: Path, workdir: Path, size: int):
     save_model(
         build_classifier(len(index.classes), size, "none", backbone=BACKBONE), store.run_dir(run_id) / MODEL_FILE
     )
-    store.set_status(run_id, state=RunState.DONE)
+    store.set_status(run_id, state=JobState.DONE)
     return store, run_id
 
 
 def _decoded(run, photos: list[bytes]) -> np.ndarray:
-    from core.data.imaging import load_for_model
 
     config = run.train_config
     return np.stack([load_for_model(p, config.image_size, config.cache_size) for p in photos]).astype(np.float32)
 
 
 def _bare_throughput(run, photos: list[bytes]) -> float:
-    from core.serving.reference import load_inference_model
+    from core.serving.reference import load_inference_model  # heavy: sklearn
 
     model = load_inference_model(run)
     images = _decoded(run, photos)
@@ -220,8 +222,8 @@ def _runtimes(run, photos: list[bytes], workdir: Path) -> list[Row]:
     """onnxruntime and LiteRT vs Keras on the same graph: one photo (latency) and batches (throughput)."""
     import keras
 
-    from core.export import convert, verify
-    from core.serving.reference import load_inference_model
+    from core.export import convert, verify  # heavy: keras
+    from core.serving.reference import load_inference_model  # heavy: sklearn
 
     model = load_inference_model(run)
     images = _decoded(run, photos)

@@ -19,7 +19,17 @@ import logging
 import statistics
 from pathlib import Path
 
+from core.bench.cached_training import _warm_up
 from core.bench.common import BACKBONE, Row, Scale, link_subset, remove, time_row, timed
+from core.data.datasets import scan_dataset
+from core.data.ingest import ingest
+from core.paths import cache_dir, features_dir
+from core.processes import JobState
+from core.runs.store import RunStore
+from core.settings.config import AUGMENT_PRESETS, TrainConfig
+from core.sweeps import SweepStore, default_space, submit
+from core.sweeps.space import config_for
+from core.train import jobs
 
 log = logging.getLogger("flora")
 ITEM = "8 hyperparameter sweep"
@@ -28,15 +38,7 @@ MAX_SWEEP_VS_RUN = 3.0  # the whole sweep should take at most this many cold ord
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
-    from core.bench.cached_training import _warm_up
-    from core.data.datasets import scan_dataset
-    from core.data.ingest import ingest
-    from core.runs.store import RunState, RunStore
-    from core.settings.config import AUGMENT_PRESETS, TrainConfig
-    from core.sweeps import SweepStore, default_space, submit
-    from core.sweeps.search import run_sweep
-    from core.sweeps.space import config_for
-    from core.train import jobs
+    from core.sweeps.search import run_sweep  # heavy: keras
 
     data = dataset
     if scale.train_per_class is not None:
@@ -53,15 +55,15 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         backbone=BACKBONE,
     )
     index = scan_dataset(data)
-    ingest(index, fixed.cache_size, data_root / ".cache")  # the decoded images every side reads; not timed
+    ingest(index, fixed.cache_size, cache_dir(data_root))  # the decoded images every side reads; not timed
     _warm_up(fixed.image_size)
-    features = data_root / ".cache" / "features"
+    features = features_dir(cache_dir(data_root))
 
     def ordinary(config: TrainConfig):
         submission = jobs.submit(runs, data, config, force=True)
         with timed() as timing:
             status = jobs.execute(runs, submission, data_root, console=False)
-        if status.state is not RunState.DONE:
+        if status.state is not JobState.DONE:
             raise RuntimeError(f"run {submission.run_id} ended {status.state}: {status.error}")
         return timing, status
 
@@ -75,7 +77,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     sweeps = SweepStore(models)
     with timed() as sweep_time:
         status = run_sweep(sweeps, submission.sweep.sweep_id, data_root, console=False)
-    if status.state is not RunState.DONE:
+    if status.state is not JobState.DONE:
         raise RuntimeError(f"sweep ended {status.state}: {status.error}")
     snapshot = sweeps.get(submission.sweep.sweep_id).trials()
     trials = [row for row in snapshot["trials"] if row["state"] in ("complete", "pruned")]

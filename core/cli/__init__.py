@@ -14,6 +14,8 @@ import os
 import sys
 
 from core.cli.output import EXIT_FAILED, EXIT_USAGE
+from core.paths import models_dir
+from core.runs.store import RunStore
 from core.settings.config import ConfigError
 
 log = logging.getLogger("flora")
@@ -73,7 +75,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def store_of(args: argparse.Namespace):
     """The run store the command's --models-dir (or the environment) names."""
-    from core.paths import models_dir
-    from core.runs.store import RunStore
 
     return RunStore(models_dir(args.models_dir))

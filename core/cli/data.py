@@ -16,6 +16,11 @@ import argparse
 import sys
 
 from core.cli.output import EXIT_OK, EXIT_USAGE, emit_json, fail, format_table
+from core.data.datasets import list_datasets, resolve_dataset_path
+from core.health import check_dataset
+from core.importers import BYTE_STAGES, ImportCancelled, get_dataset, import_oxford102, import_zip
+from core.importers.csv_labels import import_csv
+from core.paths import cache_dir, data_dir
 
 _EXAMPLES = 3  # files shown per finding in the text report
 
@@ -84,7 +89,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from core.importers import get_dataset
 
     return _run_import(
         args, lambda root, progress: get_dataset(args.key, root, progress, url=args.url, force=args.force)
@@ -92,7 +96,6 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_import_oxford(args: argparse.Namespace) -> int:
-    from core.importers import import_oxford102
 
     return _run_import(
         args, lambda root, progress: import_oxford102(args.source, root, args.name, progress, overwrite=args.force)
@@ -100,7 +103,6 @@ def cmd_import_oxford(args: argparse.Namespace) -> int:
 
 
 def cmd_import_zip(args: argparse.Namespace) -> int:
-    from core.importers import import_zip
 
     return _run_import(
         args, lambda root, progress: import_zip(args.file, args.name, root, progress, overwrite=args.force)
@@ -108,7 +110,6 @@ def cmd_import_zip(args: argparse.Namespace) -> int:
 
 
 def cmd_import_csv(args: argparse.Namespace) -> int:
-    from core.importers.csv_labels import import_csv
 
     return _run_import(
         args,
@@ -127,8 +128,6 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
 
 
 def _run_import(args: argparse.Namespace, action) -> int:
-    from core.importers import ImportCancelled
-    from core.paths import data_dir
 
     root = data_dir(args.data_dir)
     bar = ConsoleStageBar()
@@ -161,9 +160,6 @@ def _run_import(args: argparse.Namespace, action) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from core.data.datasets import resolve_dataset_path
-    from core.health import check_dataset
-    from core.paths import cache_dir
 
     path = resolve_dataset_path(args.dataset, _data_root(args))
     bar = ConsoleStageBar()
@@ -217,7 +213,6 @@ def format_report(report) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from core.data.datasets import list_datasets
 
     root = _data_root(args)
     rows = []
@@ -265,8 +260,6 @@ class ConsoleStageBar:
             if self.tty:
                 from tqdm import tqdm
 
-                from core.importers import BYTE_STAGES
-
                 in_bytes = stage in BYTE_STAGES
                 self.bar = tqdm(
                     total=total or None,
@@ -296,7 +289,6 @@ def _plural(count: int, word: str) -> str:
 
 
 def _data_root(args: argparse.Namespace):
-    from core.paths import data_dir
 
     return data_dir(args.data_dir)
 

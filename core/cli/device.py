@@ -7,6 +7,8 @@ import json
 import sys
 
 from core.cli.output import EXIT_FAILED, EXIT_OK
+from core.device_check import check
+from core.gpu_build import choose
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -22,8 +24,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    from core.device import check
-    from core.gpu_build import choose
 
     result = check()
     if args.json:

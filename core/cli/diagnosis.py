@@ -8,6 +8,14 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
+from core.cli.results import not_evaluated_reason
+from core.data.corrections import Corrections
+from core.data.datasets import resolve_dataset_path
+from core.paths import data_dir
+from core.results import tasks as run_tasks
+from core.results.calibration import calibrate_run
+from core.results.compare import NotComparable, compare, load_result
+from core.results.label_issues import load as load_issues
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -52,7 +60,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 def analysed(store, run_id: str):
     """The run, or a failure message naming what it lacks and what to do."""
-    from core.cli.results import not_evaluated_reason
 
     run = store.refresh(store.find(run_id))
     if not run.has_model:
@@ -71,9 +78,6 @@ def _progress(stage: str, done: int, total: int) -> None:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    from core.cli.results import not_evaluated_reason
-    from core.paths import data_dir
-    from core.results import tasks as run_tasks
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id))
@@ -106,7 +110,6 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from core.results.calibration import calibrate_run
 
     store = store_of(args)
     run, problem = analysed(store, args.run_id)
@@ -141,16 +144,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_label_issues(args: argparse.Namespace) -> int:
-    from core.data.corrections import Corrections
-    from core.data.datasets import resolve_dataset_path
-    from core.paths import data_dir
-    from core.results import tasks as run_tasks
-    from core.results.label_issues import load as load_issues
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
     run = None
-    with contextlib.suppress(KeyError):
+    # A run id or prefix; else a dataset. A folder path is not a run id (find raises ValueError for it), and a
+    # name that is neither raises RunNotFound: both go on to the dataset forms.
+    with contextlib.suppress(KeyError, ValueError):
         run = store.find(args.source)
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
@@ -202,7 +202,6 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.results.compare import NotComparable, compare, load_result
 
     store = store_of(args)
     results = []

@@ -8,6 +8,9 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_OK, emit_json, fail
+from core.cli.results import not_evaluated_reason
+from core.data.imaging import ImageError
+from core.results.explain import Explainer, Target, overlay, upsample
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -35,10 +38,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from core.cli.results import not_evaluated_reason
-    from core.data.imaging import ImageError
-    from core.results.explain import Explainer, Target, overlay, upsample
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id))

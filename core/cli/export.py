@@ -8,10 +8,12 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json
+from core.export import FORMATS, LAYOUTS, QUANTIZE, ExportError
+from core.export.run import export_in_subprocess, export_run
+from core.serving.aliases import resolve
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
-    from core.export import FORMATS, LAYOUTS, QUANTIZE
 
     export = sub.add_parser(
         "export",
@@ -38,20 +40,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     import os
 
-    from core.export import ExportError
-    from core.serving.aliases import resolve
-
     store = store_of(args)
     run = resolve(store, args.run_id).run
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     try:
         if backend != "tensorflow":  # the JAX-to-ONNX route fails in onnxruntime: export through TensorFlow
-            from core.export.run import export_in_subprocess
-
             record = export_in_subprocess(store.root, run.run_id, args.format, args.out, args.quantize, args.layout)
         else:
-            from core.export.run import export_run
-
             with contextlib.redirect_stdout(sys.stderr):
                 record = export_run(run, args.format, args.out, args.quantize, args.layout, args.name)
     except ExportError as e:

@@ -9,6 +9,12 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
+from core.inference import Predictor
+from core.paths import data_dir
+from core.processes import JobState
+from core.serving.aliases import resolve
+from core.serving.log import PredictionLog
+from core.serving.ray import predict_on_ray
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -45,7 +51,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 def not_evaluated_reason(run) -> str:
     """Why a run has no test evaluation yet, and what to do, by its state."""
-    from core.runs.store import RunState
 
     where = f"run {run.run_id}"
     if run.stopping:
@@ -53,15 +58,15 @@ def not_evaluated_reason(run) -> str:
     if run.active:
         epochs = f" (epoch {run.status.epoch or 0}/{run.status.epochs_total or '?'})" if run.status.epoch else ""
         return f"{where} is still {run.state}{epochs}: its test evaluation is written when it ends"
-    if run.state is RunState.FAILED:
+    if run.state is JobState.FAILED:
         return f"{where} failed, so it has no evaluation: {run.status.error or 'no error recorded'}"
-    if run.state is RunState.STOPPED:
+    if run.state is JobState.STOPPED:
         return f"{where} was stopped before its first epoch finished: there is no model to evaluate"
     return f"{where} has no stored evaluation (state {run.state})"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation import Evaluation  # heavy: sklearn
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
@@ -111,8 +116,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.inference import Predictor
-    from core.serving.aliases import resolve
 
     store = store_of(args)
     run = resolve(store, args.run_id).run
@@ -139,10 +142,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_batch(args: argparse.Namespace, store, run) -> int:
     """Folders and --csv / --log: the serving engine (with the out-of-distribution flag), one row per file."""
-    from core.paths import data_dir
-    from core.serving.batch_predict import expand_sources, predict_many, size_note, table_rows
-    from core.serving.engine import ServedModel
-    from core.serving.log import PredictionLog
+    from core.serving.batch_predict import expand_sources, predict_many, size_note, table_rows  # heavy: sklearn
+    from core.serving.engine import ServedModel  # heavy: sklearn
 
     files = expand_sources(args.images)
     with contextlib.redirect_stdout(sys.stderr):
@@ -170,7 +171,7 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
 
 
 def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:
-    from core.serving.batch_predict import csv_text
+    from core.serving.batch_predict import csv_text  # heavy: sklearn
 
     unreadable = sum(1 for row in rows if row.get("error"))
     if args.csv:
@@ -188,9 +189,7 @@ def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:
 
 def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
     """`--ray`: the batch path's table, made by model actors on a Ray cluster (core/serving/ray.py)."""
-    from core.paths import data_dir
-    from core.serving.batch_predict import expand_sources
-    from core.serving.ray import predict_on_ray
+    from core.serving.batch_predict import expand_sources  # heavy: sklearn
 
     if args.log:
         return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")

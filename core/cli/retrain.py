@@ -9,6 +9,11 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, format_table
+from core.cli.runs import os_user
+from core.paths import data_dir
+from core.retrain import RetrainError, old_vs_new_rows, promotion_advice, retrain_with_feedback, stored_comparison
+from core.serving.aliases import resolve
+from core.train import jobs
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -31,15 +36,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from core.paths import data_dir
-    from core.retrain import retrain_with_feedback
-    from core.serving.aliases import resolve
-    from core.train import jobs
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
     old = resolve(store, args.run_id).run
-    from core.cli.runs import os_user
 
     submission = retrain_with_feedback(store, old, data_root, background=args.background, owner=os_user())
     print(f"run {submission.run_id} ({submission.outcome}) on {submission.index.root}", file=sys.stderr)
@@ -54,8 +54,6 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.paths import data_dir
-    from core.serving.aliases import resolve
 
     store = store_of(args)
     old, new = resolve(store, args.old).run, resolve(store, args.new).run
@@ -63,7 +61,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _print_comparison(old, new, data_root, as_json: bool) -> int:
-    from core.retrain import RetrainError, old_vs_new_rows, promotion_advice, stored_comparison
 
     try:
         with contextlib.redirect_stdout(sys.stderr):

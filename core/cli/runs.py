@@ -16,9 +16,15 @@ from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
 from core.data.corrections import resolve as resolve_corrections
 from core.data.corrections import summary as correction_summary
-from core.runs.store import Run, RunState, RunUnreadable
-from core.settings.config import TrainConfig
+from core.data.datasets import resolve_dataset_path
+from core.paths import data_dir
+from core.processes import JobState
+from core.runs.record import Run, RunUnreadable
+from core.runs.store import RunStore
+from core.settings.config import ConfigError, TrainConfig
 from core.settings.options import add_train_flags, config_from_flags, run_command
+from core.train import jobs, multihost
+from core.train.ray import train_on_ray
 
 log = logging.getLogger("flora")
 
@@ -84,25 +90,17 @@ def config_from_args(args: argparse.Namespace, store=None) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.data.datasets import resolve_dataset_path
-    from core.paths import data_dir
-    from core.train import jobs
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
     hosts = None
     if args.distributed:  # one process of a multi-host run: only process 0 writes to the run store
-        from core.settings.config import ConfigError
-        from core.train import multihost
-
         try:
             hosts = multihost.parse(args.distributed, args.num_processes, args.process_id)
         except ConfigError as e:
             return fail(str(e))
         if not hosts.writer:
             import tempfile
-
-            from core.runs.store import RunStore
 
             store = RunStore(tempfile.mkdtemp(prefix=f"flora-process-{hosts.process_id}-"))
             args.force = True
@@ -160,14 +158,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_on_ray(args, store, data_root, run_id: str) -> int:
     """`--ray`: the run as a Ray task on the cluster; this process waits for it as the run's owner."""
-    from core.train import jobs
-    from core.train.ray import train_on_ray
 
     jobs.install_stop_on_sigterm(store, run_id)
     try:
         train_on_ray(store, run_id, data_root, args.ray or None)
     except ValueError as e:  # no address anywhere
-        store.set_status(run_id, state=RunState.FAILED, finished_at=time.time(), error=str(e))
+        store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), error=str(e))
         return fail(str(e))
     except RuntimeError as e:
         print(f"error: run {run_id} failed: {e}", file=sys.stderr)
@@ -180,9 +176,6 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
     """One process of a multi-host run: join the others and train (phase 2 across all). Process 0 writes the
     run folder; the others train in the scratch store they were given, removed at the end."""
     import shutil
-
-    from core.settings.config import ConfigError
-    from core.train import jobs, multihost
 
     try:
         multihost.check_config(submission.config, hosts)
@@ -242,11 +235,11 @@ def _train_result(args, store, run_id: str, cached: bool) -> int:
     if args.json:
         emit_json(result)
     else:
-        if run.state in (RunState.DONE, RunState.STOPPED) and run.status.accuracy is not None:
+        if run.state in (JobState.DONE, JobState.STOPPED) and run.status.accuracy is not None:
             note = " (cached)" if cached else ""
             print(f"test accuracy {run.status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
         print(run_id)
-    return EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
+    return EXIT_FAILED if run.state is JobState.FAILED else EXIT_OK
 
 
 def train_result(run: Run, cached: bool) -> dict[str, Any]:

@@ -8,7 +8,10 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_OK, cell, emit_json, format_table
+from core.paths import data_dir
+from core.serving.aliases import AliasStore
 from core.serving.decode_budget import DEFAULT_BUDGET_BYTES, DEFAULT_REQUEST_PIXELS
+from core.serving.log import PredictionLog, parse_since
 from core.serving.quota import FeedbackQuota
 
 
@@ -73,9 +76,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from core.paths import data_dir
-    from core.serving.registry import BatchOptions
-    from core.serving.server import ServerLimits, serve
+    from core.serving.registry import BatchOptions  # heavy: sklearn
+    from core.serving.server import ServerLimits, serve  # heavy: fastapi
 
     store = store_of(args)
     limits = ServerLimits(
@@ -102,7 +104,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_alias(args: argparse.Namespace) -> int:
-    from core.serving.aliases import AliasStore
 
     store = store_of(args)
     aliases = AliasStore(store.root)
@@ -142,7 +143,6 @@ def cmd_alias(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from core.serving.log import PredictionLog, parse_since
 
     store = store_of(args)
     since = parse_since(args.since) if args.since else None

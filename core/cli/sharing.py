@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core import sharing
 from core.cli.output import EXIT_OK
+from core.paths import data_dir
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -20,8 +22,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_share_check(args: argparse.Namespace) -> int:
-    from core import sharing
-    from core.paths import data_dir
 
     data_root = data_dir(args.data_dir)
     try:

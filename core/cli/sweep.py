@@ -22,10 +22,18 @@ from typing import Any
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
-from core.processes import RunState
+from core.cli.runs import config_from_args, train_result
+from core.data.corrections import resolve
+from core.data.datasets import resolve_dataset_path
+from core.paths import data_dir, models_dir
+from core.processes import JobState
+from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.settings.options import OPTIONS, add_train_flags, train_command
+from core.sweeps import ACTIVE, FINISHED, SweepStore, SweepSubmission, default_space, promote, resubmit, submit
 from core.sweeps.results import most_accurate
+from core.sweeps.space import display_value
+from core.train import jobs
 
 log = logging.getLogger("flora")
 
@@ -88,8 +96,6 @@ PROMOTION_FIELDS = ("fine_tune_epochs", "unfreeze_stages", "fine_tune_learning_r
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from core.paths import data_dir, models_dir
-    from core.sweeps import ACTIVE, FINISHED, SweepStore
 
     models_root, data_root = models_dir(args.models_dir), data_dir(args.data_dir)
     store = SweepStore(models_root)
@@ -124,9 +130,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
     """The sweep the arguments name, (re)started if there is budget to spend; None after a usage error."""
-    from core.data.datasets import resolve_dataset_path
-    from core.sweeps import FINISHED, SweepStore, SweepSubmission, default_space, resubmit, submit
-
     if args.sweep:
         given = [o for o in OPTIONS if getattr(args, o.field) is not None]
         fixed_flags = [o.flag for o in given if o.field not in PROMOTION_FIELDS]
@@ -143,12 +146,10 @@ def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
     if not args.dataset:
         print("error: sweep needs DATA_DIR (a folder of class folders) or --sweep ID", file=sys.stderr)
         return None
-    from core.cli.runs import config_from_args
 
     fixed = config_from_args(args, store_of(args))
     space = _load_space(args.space) if args.space else default_space(fixed)
     dataset = resolve_dataset_path(args.dataset, data_root)
-    from core.data.corrections import resolve
 
     corrections = resolve(args.corrections, data_root, dataset, store_of(args))
     return submit(models_root, dataset, fixed, space, args.trials, args.timeout, corrections=corrections)
@@ -170,7 +171,7 @@ def _load_space(value: str) -> Any:
 
 def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bool, ray=None) -> int:
     """Run the sweep in this process (SIGTERM asks it to stop); the exit status."""
-    from core.sweeps.search import run_sweep
+    from core.sweeps.search import run_sweep  # heavy: keras
 
     signal.signal(signal.SIGTERM, lambda signum, frame: store.request_stop(sweep_id))
     try:
@@ -181,15 +182,11 @@ def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bo
     except Exception as e:
         print(f"error: sweep {sweep_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_FAILED if status.state is RunState.FAILED else EXIT_OK
+    return EXIT_FAILED if status.state is JobState.FAILED else EXIT_OK
 
 
 def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[dict[str, Any], int]:
     """Train the best trial as a run in this process; (the run's result, the exit status)."""
-    from core.cli.runs import train_result
-    from core.runs.store import RunStore
-    from core.sweeps import promote
-    from core.train import jobs
 
     chosen = TrainConfig().replace(**{f: getattr(args, f) for f in PROMOTION_FIELDS if getattr(args, f) is not None})
     fine_tune = {f: getattr(chosen, f) for f in PROMOTION_FIELDS}
@@ -208,7 +205,7 @@ def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[d
     run = runs.get(submission.run_id)
     result = train_result(run, cached=submission.outcome == jobs.CACHED)
     result["command"] = train_command(run.dataset_path, run.train_config)
-    return result, EXIT_FAILED if run.state is RunState.FAILED else EXIT_OK
+    return result, EXIT_FAILED if run.state is JobState.FAILED else EXIT_OK
 
 
 def sweep_result(sweep) -> dict[str, Any]:
@@ -297,15 +294,11 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
 
 
 def _short(raw: Any, name: str) -> str:
-    from core.sweeps.space import display_value
 
     return "-" if raw is None else display_value(name, raw)
 
 
 def cmd_sweeps(args: argparse.Namespace) -> int:
-    from core.paths import models_dir
-    from core.sweeps import SweepStore
-
     store = SweepStore(models_dir(args.models_dir))
     if args.stop:
         sweep = store.find(args.stop)

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from core.settings.config import canonical_json
 from core.fileio import read_json, write_json_atomic
+from core.paths import flora_dir
+from core.settings.config import canonical_json
 
-CORRECTIONS_DIR = Path(".flora") / "corrections"
+CORRECTIONS_DIR = "corrections"  # in <data>/.flora/
 RELABEL, EXCLUDE, FINE = "relabel", "exclude", "fine"
 ACTIONS = (RELABEL, EXCLUDE, FINE)
 EFFECTIVE = (RELABEL, EXCLUDE)  # the actions that change what a run trains on
@@ -41,7 +42,7 @@ def corrections_file(data_root: str | os.PathLike, dataset_root: str | os.PathLi
     """Where the corrections of the dataset at `dataset_root` are kept (one file per dataset folder)."""
     resolved = Path(dataset_root).expanduser().resolve()
     key = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
-    return Path(data_root) / CORRECTIONS_DIR / f"{resolved.name}-{key}.json"
+    return flora_dir(data_root) / CORRECTIONS_DIR / f"{resolved.name}-{key}.json"
 
 
 @dataclass

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from core.fileio import read_json
 from core.data.imaging import is_image_name
+from core.fileio import read_json
 
 SPLITS = ("train", "val", "test")
 # Below this many test photos an accuracy moves by a point or more per photo: the split says so.

@@ -10,16 +10,10 @@ so a process's resident memory holds a batch, not the dataset.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-import concurrent.futures.process
 import contextlib
-import functools
 import logging
-import multiprocessing
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,93 +21,35 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.cache_disk import (
+    CACHE_VERSION,
+    COMPACT,
+    FORMATS,
+    IMAGES_FILE,
+    INDEX_FILE,
+    JPEGS_FILE,
+    OFFSETS_FILE,
+    RAW,
+    DiskPlan,
+    cache_bytes,
+    check_disk,
+    chosen_format,
+    free_bytes,
+    human_bytes,
+)
 from core.data.datasets import DatasetIndex
+from core.data.decode_pool import _data_offset, _decode_all, _encode_all
 from core.fileio import read_json, write_json_atomic
-from core.data.imaging import ImageError, load_square
+from core.paths import decoded_cache_name
 from core.processes import host_tag, process_alive
 from core.progress import CountCallback
 
 log = logging.getLogger("flora")
-CACHE_VERSION = (
-    3  # bump when decoding changes, so old caches are rebuilt (2: bilinear when enlarging; 3: OpenCV enlarges)
-)
-IMAGES_FILE = "images.npy"
-INDEX_FILE = "index.json"
-JPEGS_FILE = "images.jpegs"  # the compact cache: each square as a JPEG, one after another
-OFFSETS_FILE = "offsets.npy"  # the compact cache: (rows, 2) int64 start and length of each square's JPEG
-RAW, COMPACT = "raw", "jpeg"
-FORMATS = (RAW, COMPACT)
-CACHE_FORMAT_ENV = "FLORA_CACHE_FORMAT"  # raw | jpeg | auto (default: raw, jpeg when raw does not fit the disk)
-JPEG_QUALITY = 95
-COMPACT_RATIO = 5  # raw bytes / q95 JPEG bytes, for the estimate said before decoding (flowers at 256 px: 12x)
-_CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
-_PARALLEL_MIN = 96  # below this many images, worker start-up costs more than it saves
-
-
-class IngestCancelled(RuntimeError):
-    """Decoding was stopped on request."""
-
-
-class NotEnoughDisk(OSError):
-    """The disk lacks the room the decoded cache needs: nothing was written."""
 
 
 # A half-built folder another machine left in a cache on shared storage (its process is not ours to check)
 # is removed only once nothing in it has changed for this long.
 FOREIGN_STAGING_SECONDS = 24 * 3600
-DISK_MARGIN_BYTES = 256 * 1024**2  # left free beyond the cache itself: the index, logs, the rest of the system
-
-
-def cache_bytes(images: int, size: int, format: str = RAW) -> int:
-    """Bytes the decoded cache of `images` photos at `size` px takes on disk: uint8 RGB squares (raw), or
-    about a fifth of that at most as JPEGs (compact; an estimate: the real size depends on the photos)."""
-    raw = images * size * size * 3
-    return raw if format == RAW else raw // COMPACT_RATIO
-
-
-def chosen_format(images: int, size: int, cache_root: str | os.PathLike) -> str:
-    """The cache format to decode into: FLORA_CACHE_FORMAT (raw or jpeg), or by default raw, and jpeg when
-    the raw squares would not fit the disk but the JPEGs would."""
-    asked = os.environ.get(CACHE_FORMAT_ENV, "auto").strip().lower() or "auto"
-    if asked in FORMATS:
-        return asked
-    if asked != "auto":
-        raise ValueError(f"{CACHE_FORMAT_ENV} must be raw, jpeg or auto. Received: {asked!r}")
-    free = free_bytes(cache_root)
-    if cache_bytes(images, size) + DISK_MARGIN_BYTES <= free:
-        return RAW
-    if cache_bytes(images, size, COMPACT) + DISK_MARGIN_BYTES <= free:
-        log.warning(
-            "the raw cache (%s) does not fit the %s free: decoding into the compact JPEG cache (about %s) instead",
-            human_bytes(cache_bytes(images, size)),
-            human_bytes(free),
-            human_bytes(cache_bytes(images, size, COMPACT)),
-        )
-        return COMPACT
-    return RAW  # check_disk then says it does not fit, with the figures
-
-
-@dataclass(frozen=True)
-class DiskPlan:
-    """What decoding a dataset at a size will take: nothing when its cache is built, else `need` of `free`."""
-
-    decoded: bool
-    need: int
-    free: int
-    format: str = RAW
-
-    @property
-    def fits(self) -> bool:
-        return self.decoded or self.need + DISK_MARGIN_BYTES <= self.free
-
-    def sentence(self, images: int, size: int) -> str:
-        if self.decoded:
-            return f"Its {images:,} photos are already decoded at {size} px: training starts at once."
-        compact = " as JPEGs (the compact cache: the raw squares would not fit)" if self.format == COMPACT else ""
-        return (
-            f"Decoding {images:,} photos at {size} px takes {'about ' if compact else ''}{human_bytes(self.need)} "
-            f"of disk in the cache{compact} ({human_bytes(self.free)} free there)."
-        )
 
 
 def disk_plan(cache_root: str | os.PathLike, fingerprint: str, images: int, size: int) -> DiskPlan:
@@ -123,35 +59,6 @@ def disk_plan(cache_root: str | os.PathLike, fingerprint: str, images: int, size
         return DiskPlan(True, 0, free_bytes(cache_root))
     format = chosen_format(images, size, cache_root)
     return DiskPlan(False, cache_bytes(images, size, format), free_bytes(cache_root), format)
-
-
-def free_bytes(folder: str | os.PathLike) -> int:
-    """Free bytes on the file system `folder` is (or will be) on."""
-    probe = Path(folder)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
-def check_disk(folder: str | os.PathLike, images: int, size: int, format: str = RAW) -> None:
-    """Raise NotEnoughDisk when the file system of `folder` has no room for the cache (plus a margin)."""
-    need = cache_bytes(images, size, format)
-    free = free_bytes(folder)
-    if need + DISK_MARGIN_BYTES > free:
-        what = " as JPEGs" if format == COMPACT else ""
-        raise NotEnoughDisk(
-            f"decoding {images:,} photos at {size} px{what} needs {human_bytes(need)} in {folder}, and its disk has "
-            f"{human_bytes(free)} free. Free some space (the Dataset page lists old caches to remove), choose a "
-            "smaller image size, or point FLORA_DATA_DIR at a larger disk. Nothing was written."
-        )
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} TB"
 
 
 @dataclass
@@ -235,8 +142,7 @@ class ImageCache:
 
 
 def cache_folder(cache_root: str | os.PathLike, fingerprint: str, size: int, format: str = RAW) -> Path:
-    suffix = "" if format == RAW else f"-{format}"
-    return Path(cache_root) / f"{fingerprint}-{size}{suffix}"
+    return Path(cache_root) / decoded_cache_name(fingerprint, size, "" if format == RAW else f"-{format}")
 
 
 def find_cache(cache_root: str | os.PathLike, fingerprint: str, size: int) -> ImageCache | None:
@@ -427,176 +333,3 @@ def _write_index(folder: Path, index: DatasetIndex, size: int, failures: dict[in
             "created": time.time(),
         },
     )
-
-
-def _decode_all(index, size, images_path, progress, workers, should_stop) -> dict[int, str]:
-    total = len(index.entries)
-    array = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(total, size, size, 3))
-    del array  # header and size are on disk; rows are written with positioned writes
-    task = functools.partial(decode_chunk, str(images_path), _data_offset(images_path), size)
-    return _run_chunks(index, task, lambda failures: failures, progress, workers, should_stop)
-
-
-def _encode_all(index, size, folder: Path, progress, workers, should_stop) -> dict[int, str]:
-    """The compact cache: each square encoded as a JPEG by the workers, appended here in arrival order."""
-    offsets = np.zeros((len(index.entries), 2), dtype=np.int64)
-    with open(folder / JPEGS_FILE, "wb") as out:
-
-        def absorb(result: tuple[dict[int, str], dict[int, bytes]]) -> dict[int, str]:
-            failures, encoded = result
-            for row, data in encoded.items():
-                offsets[row] = (out.tell(), len(data))
-                out.write(data)
-            return failures
-
-        failures = _run_chunks(index, functools.partial(encode_chunk, size), absorb, progress, workers, should_stop)
-    np.save(folder / OFFSETS_FILE, offsets)
-    return failures
-
-
-def _run_chunks(index, task, absorb, progress, workers, should_stop) -> dict[int, str]:
-    """Run `task` over chunks of (row, path) here and in worker processes; `absorb` each result (here, in
-    order of arrival) into its {row: reason} failures."""
-    total = len(index.entries)
-    items = [(row, str(index.root / entry.path)) for row, entry in enumerate(index.entries)]
-    workers = workers or os.cpu_count() or 1
-    chunk_size = _chunk_size(total, workers)
-    chunks = collections.deque(items[i : i + chunk_size] for i in range(0, total, chunk_size))
-    failures: dict[int, str] = {}
-    done = 0
-    if progress:
-        progress(0, total)
-
-    def account(result, count: int) -> None:
-        nonlocal done
-        failures.update(absorb(result))
-        done += count
-        if progress:
-            progress(done, total)
-        if should_stop and should_stop():
-            raise IngestCancelled("decoding stopped on request")
-
-    def decode_here() -> None:
-        chunk = chunks.pop()  # from the back: the worker processes take from the front
-        account(task(chunk), len(chunk))
-
-    if workers <= 1 or total < _PARALLEL_MIN:
-        while chunks:
-            decode_here()
-        return failures
-
-    # This process decodes too, next to workers - 1 others. It starts at once, and work goes to
-    # the others only after one of them has answered, so no image ever waits for a process to
-    # spawn (a few tenths of a second of imports): a small dataset is done before they are up.
-    # spawn, not fork: the parent may hold TensorFlow or Streamlit threads that fork would copy.
-    others = workers - 1
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=others,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
-    )
-    ready = [pool.submit(os.getpid) for _ in range(others)]
-    in_flight: dict[concurrent.futures.Future, list] = {}
-    usable, finished = True, False
-    try:
-        while chunks or in_flight:
-            if usable and any(f.done() for f in ready):
-                usable = not any(f.done() and f.exception() is not None for f in ready)
-                while usable and chunks and len(in_flight) < 2 * others:  # two queued per process: never idle
-                    chunk = chunks.popleft()
-                    in_flight[pool.submit(task, chunk)] = chunk
-            for future in [f for f in in_flight if f.done()]:
-                chunk = in_flight.pop(future)
-                if isinstance(future.exception(), concurrent.futures.process.BrokenProcessPool):
-                    usable = False  # a process died (or could not start): this one does the rest
-                    chunks.append(chunk)
-                    continue
-                account(future.result(), len(chunk))
-            if chunks:
-                decode_here()
-            elif in_flight:
-                concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-        finished = True
-    finally:
-        # Reap processes that are up (their CPU time is then accounted to us); never wait for one
-        # still starting, nor on an error (what is left running writes only into the staging file).
-        pool.shutdown(wait=finished and all(f.done() for f in ready), cancel_futures=True)
-    return failures
-
-
-def exit_with_parent(parent_pid: int, poll_seconds: float = 0.5) -> None:
-    """A decoding worker's initializer: end this process soon after its parent is gone.
-
-    A parent killed with SIGKILL never shuts its pool down; without this its workers (and so the resource
-    tracker that waits on their pipe) lived on. A daemon thread notices the parent's end (this process is
-    re-parented) and exits at once, whatever the worker is doing.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(poll_seconds)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _chunk_size(total: int, workers: int) -> int:
-    """Images per task: about 8 tasks per decoder so the last ones finish together, 16-64 each."""
-    return max(16, min(_CHUNK, -(-total // (8 * max(1, workers)))))
-
-
-def _square_or_reason(path: str, size: int) -> np.ndarray | str:
-    """The photo at `path` as a `size` RGB square, or why it could not be decoded."""
-    try:
-        return load_square(path, size)
-    except ImageError as e:
-        return str(e)
-    except Exception as e:  # a decoder bug must cost one image, not the dataset
-        return f"could not decode ({type(e).__name__}: {e})"
-
-
-def decode_chunk(images_path: str, offset: int, size: int, items: list[tuple[int, str]]) -> dict[int, str]:
-    """Decode `items` (row, path) into their rows of the cache file; return {row: reason} failures."""
-    failures: dict[int, str] = {}
-    row_bytes = size * size * 3
-    fd = os.open(images_path, os.O_WRONLY)
-    try:
-        for row, path in items:
-            square = _square_or_reason(path, size)  # contiguous RGB rows, written without a copy
-            if isinstance(square, str):
-                failures[row] = square
-                continue
-            if square.nbytes != row_bytes:
-                failures[row] = f"could not decode (got {square.nbytes} bytes for a {size}x{size} RGB square)"
-                continue
-            os.pwrite(fd, square, offset + row * row_bytes)
-    finally:
-        os.close(fd)
-    return failures
-
-
-def encode_chunk(size: int, items: list[tuple[int, str]]) -> tuple[dict[int, str], dict[int, bytes]]:
-    """Decode `items` (row, path) into squares and encode each as a JPEG: ({row: reason} failures, {row: bytes})."""
-    import simplejpeg
-
-    failures: dict[int, str] = {}
-    encoded: dict[int, bytes] = {}
-    for row, path in items:
-        square = _square_or_reason(path, size)
-        if isinstance(square, str):
-            failures[row] = square
-            continue
-        encoded[row] = simplejpeg.encode_jpeg(square, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling="444")
-    return failures, encoded
-
-
-def _data_offset(path: str | os.PathLike) -> int:
-    """Byte offset of the array data in a .npy file (after its header)."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
-        return f.tell()

@@ -17,9 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from core.data.datasets import scan_dataset
+from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
 from core.fileio import write_json_atomic
-from core.runs.store import Run
+from core.paths import PROJECT_ROOT
+from core.results.calibration import run_temperature
+from core.runs.record import MODEL_FILE, Run
 
 VERIFY_IMAGES = 48
 CALIBRATION_IMAGES = 200
@@ -27,8 +31,7 @@ CALIBRATION_IMAGES = 200
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
     """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
-    from core.data.imaging import ImageError, load_for_model
-    from core.results.evaluation import Evaluation, EvaluationMissing
+    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     pixels, files = [], []
@@ -55,9 +58,7 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
 
 def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
     """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
-    from core.data.datasets import scan_dataset
-    from core.data.imaging import ImageError, load_for_model
-    from core.results.evaluation import Evaluation, EvaluationMissing
+    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     try:
@@ -127,8 +128,8 @@ def _publish(stage: Path, out: Path) -> None:
 
 
 def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: str | None, name: str) -> dict[str, Any]:
-    from core.export import convert, triton, verify
-    from core.serving.reference import load_inference_model
+    from core.export import convert, triton, verify  # heavy: keras
+    from core.serving.reference import load_inference_model  # heavy: sklearn
 
     started = time.perf_counter()
     model = load_inference_model(run)
@@ -227,7 +228,7 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
 def _int8(run: Run, model, out: Path, reference: np.ndarray, pixels: np.ndarray):
     """Full-integer TFLite, calibrated on photos from outside the test split; more of them when the first
     calibration does not keep the answers (at least MIN_AGREEMENT) and the dataset has more to give."""
-    from core.export import convert, verify
+    from core.export import convert, verify  # heavy: keras
 
     least = MIN_AGREEMENT["int8"]
     for count in (CALIBRATION_IMAGES, 4 * CALIBRATION_IMAGES):
@@ -248,7 +249,6 @@ PREDICT_SCRIPT = "predict.py"
 def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
     """preprocessing.json (how photos become the model's input, the classes, the temperature) and predict.py,
     a standalone script that reproduces `python -m core predict` with the runtime alone."""
-    from core.results.calibration import run_temperature
 
     config = run.train_config
     recipe = {
@@ -278,9 +278,8 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     """Max |diff| between the inference graph and the saved classifier itself (should be ~1e-6)."""
     import keras
 
-    from core.network.model import load_classifier
-    from core.runs.store import MODEL_FILE
-    from core.serving.reference import load_inference_model
+    from core.network.model import load_classifier  # heavy: keras
+    from core.serving.reference import load_inference_model  # heavy: sklearn
 
     classifier = load_classifier(run.path(MODEL_FILE))
     graph = load_inference_model(run)
@@ -355,7 +354,6 @@ def export_in_subprocess(
         command += ["--quantize", quantize]
     if layout:
         command += ["--layout", layout]
-    from core.paths import PROJECT_ROOT
 
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=PROJECT_ROOT)

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.export import EXPORT_JSON
 from core.fileio import read_json
-from core.runs.store import Run
+from core.runs.record import Run
 
 EXPORTS_DIRNAME = "exports"
 

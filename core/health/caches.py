@@ -12,12 +12,15 @@ ones can be removed. A cache of a dataset in use is never listed as removable.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.data.cache_disk import CACHE_VERSION, INDEX_FILE
+from core.data.datasets import DatasetError, scan_dataset
 from core.fileio import read_json
+from core.health.table import CACHE_VERSION as HEALTH_VERSION
+from core.paths import DECODED_CACHE, FEATURES_CACHE, HEALTH_CACHE, features_dir
 
 IN_USE = "in use"
 DATASET_GONE = "its dataset is gone"
@@ -25,10 +28,6 @@ DATASET_CHANGED = "its dataset changed since (an older version)"
 OLD_FORMAT = "an older cache format"
 UNFINISHED = "left unfinished by a stopped decode"
 UNKNOWN = "no dataset here has its fingerprint"
-
-_IMAGES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)(?P<jpeg>-jpeg)?$")
-_FEATURES = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})(?:-jpeg)?-(?P<size>\d+)-(?P<backbone>.+)$")
-_HEALTH = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:-\d+)?)-v(?P<version>\d+)\.\w+$")
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,6 @@ class CacheEntry:
 def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[CacheEntry]:
     """Every cache under `cache_root`, largest first. `current` maps the fingerprints of the datasets
     as they are now to their folders (from a scan of each); a cache of another fingerprint is stale."""
-    from core.data.ingest import CACHE_VERSION, INDEX_FILE
-    from core.health.table import CACHE_VERSION as HEALTH_VERSION
 
     root = Path(cache_root)
     if not root.is_dir():
@@ -61,7 +58,7 @@ def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[Ca
         if path.is_dir() and path.name.startswith(".") and path.name.endswith(".tmp"):
             entries.append(CacheEntry(path, "decoded photos", folder_bytes(path), "", "", None, UNFINISHED))
             continue
-        match = _IMAGES.match(path.name)
+        match = DECODED_CACHE.match(path.name)
         if path.is_dir() and match:
             index = _read_index(path / INDEX_FILE)
             dataset = str(index.get("dataset_root", "")) if index else ""
@@ -75,11 +72,11 @@ def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[Ca
             size = folder_bytes(path)
             kind = "decoded photos (JPEG)" if match["jpeg"] else "decoded photos"
             entries.append(CacheEntry(path, kind, size, fingerprint, dataset, int(match["size"]), state))
-    features = root / "features"
+    features = features_dir(root)
     derived = (
-        [(p, _FEATURES, "features") for p in sorted(features.iterdir()) if p.is_dir()] if features.is_dir() else []
+        [(p, FEATURES_CACHE, "features") for p in sorted(features.iterdir()) if p.is_dir()] if features.is_dir() else []
     )
-    derived += [(p, _HEALTH, "health check") for p in sorted(root.iterdir()) if p.is_file()]
+    derived += [(p, HEALTH_CACHE, "health check") for p in sorted(root.iterdir()) if p.is_file()]
     for path, pattern, kind in derived:  # made from a dataset's photos: known by fingerprint only
         match = pattern.match(path.name)
         if not match:
@@ -113,7 +110,6 @@ def _read_index(path: Path) -> dict | None:
 
 def current_fingerprints(folders) -> dict[str, str]:
     """{fingerprint: folder} of the datasets at `folders` as they are now (folders that fail to scan are skipped)."""
-    from core.data.datasets import DatasetError, scan_dataset
 
     found: dict[str, str] = {}
     for folder in folders:

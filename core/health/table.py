@@ -12,6 +12,7 @@ from PIL import Image
 from core.data.datasets import DatasetIndex, scan_dataset
 from core.data.imaging import MAX_PIXELS, ImageError, load_square
 from core.fileio import read_json, write_json_atomic
+from core.paths import health_cache_name
 from core.progress import StageCallback
 
 CACHE_VERSION = 2  # of the cached table and analysis files; bump when their content changes (2: mean colour)
@@ -31,7 +32,7 @@ def report(progress: StageCallback | None, stage: str, done: int, total: int) ->
 def cache_file(cache_root, index: DatasetIndex, what: str, suffix: str) -> Path | None:
     if cache_root is None:
         return None
-    return Path(cache_root) / f"{index.fingerprint}-{what}-v{CACHE_VERSION}.{suffix}"
+    return Path(cache_root) / health_cache_name(index.fingerprint, what, CACHE_VERSION, suffix)
 
 
 def image_table(

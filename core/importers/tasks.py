@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.processes import STATUS_FILE, STOP_FILE, JobFolder, JobStatus, RunState
+from core.importers import DownloadError, ImportCancelled, ImportRejected, get_dataset
+from core.paths import flora_dir
+from core.processes import STATUS_FILE, STOP_FILE, TASK_LOG, JobFolder, JobState, JobStatus
 
-TASKS_DIRNAME = Path(".flora") / "tasks"
-LOG_FILE = "task.log"
+TASKS_DIRNAME = "tasks"  # in <data>/.flora/
 _WRITE_INTERVAL = 0.5
 __all__ = [
-    "LOG_FILE",
     "STATUS_FILE",
     "STOP_FILE",
+    "TASK_LOG",
     "Task",
     "TaskStatus",
     "get_task",
@@ -60,7 +61,7 @@ class Task:
     status: TaskStatus
 
     @property
-    def state(self) -> RunState:
+    def state(self) -> JobState:
         return self.status.state
 
     @property
@@ -81,11 +82,11 @@ class Task:
 
 
 def _folder(directory: str | os.PathLike) -> JobFolder:
-    return JobFolder(directory, LOG_FILE, TaskStatus)
+    return JobFolder(directory, TASK_LOG, TaskStatus)
 
 
 def tasks_dir(data_root: str | os.PathLike) -> Path:
-    return Path(data_root) / TASKS_DIRNAME
+    return flora_dir(data_root) / TASKS_DIRNAME
 
 
 def list_tasks(data_root: str | os.PathLike) -> list[Task]:
@@ -113,7 +114,7 @@ def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None,
     folder.directory.mkdir(parents=True)
     folder.write(
         TaskStatus(
-            state=RunState.RUNNING,
+            state=JobState.RUNNING,
             key=key,
             url=url,
             force=force,
@@ -133,10 +134,9 @@ def stop(task: Task) -> None:
 
 def run(directory: str | os.PathLike) -> int:
     """The task process: do the work, reporting to status.json; exit status 0 when done."""
-    from core.importers import DownloadError, ImportCancelled, ImportRejected, get_dataset
 
     folder = _folder(directory)
-    spec: TaskStatus = folder.claim(state=RunState.RUNNING, started_at=time.time())
+    spec: TaskStatus = folder.claim(state=JobState.RUNNING, started_at=time.time())
     last = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -156,14 +156,14 @@ def run(directory: str | os.PathLike) -> int:
             force=bool(spec.force),
         )
     except ImportCancelled as e:
-        folder.update(state=RunState.STOPPED, error=None, note=str(e), finished_at=time.time())
+        folder.update(state=JobState.STOPPED, error=None, note=str(e), finished_at=time.time())
         print(f"stopped: {e}", flush=True)
         return 0
     except (DownloadError, ImportRejected, OSError, ValueError) as e:
-        folder.update(state=RunState.FAILED, error=str(e), finished_at=time.time())
+        folder.update(state=JobState.FAILED, error=str(e), finished_at=time.time())
         print(f"error: {e}", flush=True)
         return 1
-    folder.update(state=RunState.DONE, result=result.to_dict(), finished_at=time.time(), stage="done")
+    folder.update(state=JobState.DONE, result=result.to_dict(), finished_at=time.time(), stage="done")
     print(f"done: {result.name} ({result.classes} classes, {result.images} images)", flush=True)
     return 0
 

@@ -20,6 +20,8 @@ from core.network import layer_names as names
 from core.network.augment import build_augmentation
 from core.network.layers import ResNetPreprocess  # noqa: F401 (registers the layer before load_classifier reads a model)
 from core.paths import keras_home
+from core.runs.record import MODEL_FILE
+from core.runs.store import RunStore
 from core.settings.config import (
     MAX_UNFREEZE_STAGES,
     MIN_IMAGE_SIZE,
@@ -191,13 +193,16 @@ def resolve_weights_source(weights: str, models_dir: str | os.PathLike | None) -
     if weights.startswith("run:"):
         if models_dir is None:
             raise WeightsError(f"weights={weights!r} needs the run store (models_dir) to find the run")
-        folder = Path(models_dir) / weights[4:]
+        try:
+            folder = RunStore(models_dir).run_dir(weights[4:])
+        except ValueError as e:
+            raise WeightsError(f"weights={weights!r}: {e}") from None
         if not folder.is_dir():
             raise WeightsError(f"weights={weights!r}: no such run in {models_dir}")
         weights = str(folder)
     path = Path(weights).expanduser()
     if path.is_dir():
-        model_file = path / "model.keras"
+        model_file = path / MODEL_FILE
         if not model_file.exists():
             raise WeightsError(f"run folder {path} has no model.keras (is the run finished?)")
         return model_file

@@ -22,7 +22,7 @@ import numpy as np
 
 from core.fileio import atomic_path
 from core.network import layer_names as names
-from core.runs.store import ANALYSIS_FILE
+from core.runs.record import ANALYSIS_FILE
 
 SPLITS = ("val", "test")
 
@@ -132,7 +132,7 @@ def features_and_logits_model(classifier):
     """The classifier's own layers as image -> (pooled features, logits): one pass gives both, weights shared."""
     import keras
 
-    from core.network.model import backbone_of, head_of
+    from core.network.model import backbone_of, head_of  # heavy: keras
 
     head = head_of(classifier)
     size = classifier.input_shape[1]

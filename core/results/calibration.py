@@ -23,7 +23,7 @@ import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.results.arrays import RunAnalysis, softmax
-from core.runs.store import CALIBRATION_FILE
+from core.runs.record import CALIBRATION_FILE
 
 BINS = 15
 T_BOUNDS = (0.05, 20.0)  # a temperature outside this says the logits are broken, not over-confident

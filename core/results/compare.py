@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from core.results.arrays import RunAnalysis, softmax
-from core.results.calibration import Calibration
+from core.results.calibration import Calibration, Scores, calibrate_run
+from core.settings.options import OPTIONS
 
 MIN_RUNS, MAX_RUNS = 2, 5
 
@@ -153,8 +154,6 @@ def metrics(result: RunResult) -> dict[str, Any]:
     """The run's figures on its (compared) test rows; NLL and ECE before and after its temperature."""
     from sklearn.metrics import f1_score
 
-    from core.results.calibration import Scores
-
     test = result.analysis.test
     calibration = result.calibration
     before = Scores.of(softmax(test.logits), test.labels)
@@ -266,7 +265,6 @@ def load_result(run) -> RunResult:
     Raises:
         AnalysisMissing: the run has no analysis arrays yet.
     """
-    from core.results.calibration import calibrate_run
 
     analysis = RunAnalysis.load(run.directory)
     return RunResult(run.run_id, analysis, calibrate_run(run.directory))
@@ -274,7 +272,6 @@ def load_result(run) -> RunResult:
 
 def settings_table(runs) -> pd.DataFrame:
     """The training settings that differ between `runs` (one row per setting, one column per run)."""
-    from core.settings.options import OPTIONS
 
     rows = []
     configs = [run.train_config for run in runs]

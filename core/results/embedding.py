@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import atomic_path
-from core.results.arrays import RunAnalysis
-from core.runs.store import EMBEDDING_FILE
+from core.results.arrays import RunAnalysis, softmax
+from core.runs.record import EMBEDDING_FILE
 
 METHODS = ("pca", "tsne")
 TSNE_PCA_DIMS = 50  # t-SNE runs on the top principal components: the usual practice, and much faster
@@ -158,8 +158,6 @@ def map_frame(analysis: RunAnalysis, points: MapPoints, temperature: float | Non
     softmax(logits / temperature): the run's calibrated ones when a temperature is given.
     """
     import pandas as pd
-
-    from core.results.arrays import softmax
 
     probabilities = {name: softmax(analysis.split(name).logits, temperature or 1.0) for name in set(points.split)}
     rows = []

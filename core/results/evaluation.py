@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from core.fileio import atomic_path, write_json_atomic
-from core.runs.store import EVALUATION_JSON, EVALUATION_NPZ
+from core.runs.record import EVALUATION_JSON, EVALUATION_NPZ
 
 _EPS = 1e-7
 

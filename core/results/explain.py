@@ -24,8 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.imaging import load_for_model
+from core.device import without_cuda_noise
+from core.fileio import atomic_path
+from core.inference import ModelMissing
+from core.network import backbones
 from core.network import layer_names as names
-from core.runs.store import HEATMAPS_DIR, MODEL_FILE, Run
+from core.results.arrays import head_logits_model
+from core.runs.record import HEATMAPS_DIR, MODEL_FILE, Run
 
 _TINY = 1e-12
 COARSE_GRID = 4  # a map with fewer cells a side is drawn in blocks, and an earlier block's map is offered
@@ -238,9 +244,7 @@ def split_classifier(classifier, layer: str | None = None):
     """
     import keras
 
-    from core.network import backbones
-    from core.network.model import head_of
-    from core.results.arrays import head_logits_model
+    from core.network.model import head_of  # heavy: keras
 
     entry = backbones.find_in(classifier)
     backbone = classifier.get_layer(entry.name)
@@ -276,15 +280,12 @@ class Explainer:
     """
 
     def __init__(self, run: Run):
-        from core.inference import ModelMissing
 
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
-        from core.device import without_cuda_noise
 
         with without_cuda_noise():
-            from core.network import backbones
-            from core.network.model import load_classifier
+            from core.network.model import load_classifier  # heavy: keras
 
             classifier = load_classifier(run.path(MODEL_FILE))
         self.run = run
@@ -330,7 +331,6 @@ class Explainer:
 
     def load(self, source) -> np.ndarray:
         """The image as the model sees it (decoded, resized, centre-cropped). Raises ImageError."""
-        from core.data.imaging import load_for_model
 
         if hasattr(source, "read") and not isinstance(source, str | os.PathLike):
             source = source.read()
@@ -389,7 +389,6 @@ class Explainer:
             return None
 
     def _store(self, key: str, heatmap: Heatmap) -> None:
-        from core.fileio import atomic_path
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self._file(key, heatmap.target)) as tmp, open(tmp, "wb") as f:

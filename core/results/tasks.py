@@ -27,13 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
-from core.processes import JobFolder, JobStatus, RunState
-from core.runs.store import MODEL_FILE, TASKS_DIR, TRAIN_FEATURES_FILE, Run, RunStore
+from core.data.datasets import DatasetError, scan_dataset
+from core.data.ingest import ingest
+from core.device import without_cuda_noise
+from core.fileio import atomic_path
+from core.paths import cache_dir
+from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
+from core.progress import StageCallback
+from core.results import label_issues, out_of_sample
+from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
+from core.results.calibration import calibrate_run
+from core.results.embedding import run_map
+from core.runs.record import MODEL_FILE, TASKS_DIR, TRAIN_FEATURES_FILE, Run
+from core.runs.split import run_split
+from core.runs.store import RunStore
+from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
 KINDS = ("analysis", "tsne", "train-features", "label-issues")
-LOG_FILE = "task.log"
-Progress = Callable[[str, int, int], None]
 
 
 class TaskStopped(RuntimeError):
@@ -51,7 +62,7 @@ class RunTaskStatus(JobStatus):
 def task_folder(run: Run, kind: str) -> JobFolder:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
-    return JobFolder(run.directory / TASKS_DIR / kind, LOG_FILE, RunTaskStatus)
+    return JobFolder(run.directory / TASKS_DIR / kind, TASK_LOG, RunTaskStatus)
 
 
 def task_status(run: Run, kind: str) -> RunTaskStatus | None:
@@ -72,7 +83,7 @@ def launch(run: Run, kind: str, data_root: str | os.PathLike) -> RunTaskStatus:
     folder.clear_stop()
     folder.log_path.unlink(missing_ok=True)
     folder.write(
-        RunTaskStatus(state=RunState.QUEUED, kind=kind, data_root=str(Path(data_root).resolve()), queued_at=time.time())
+        RunTaskStatus(state=JobState.QUEUED, kind=kind, data_root=str(Path(data_root).resolve()), queued_at=time.time())
     )
     command = [sys.executable, "-m", "core.results.tasks", str(run.directory), kind, "--data-dir", str(data_root)]
     return folder.launch(command)
@@ -85,24 +96,21 @@ def stop(run: Run, kind: str) -> None:
 # ----------------------------------------------------------------------------- the run's data again
 
 
-def rebuild_data(run: Run, data_root: str | os.PathLike, progress: Progress | None = None):
+def rebuild_data(run: Run, data_root: str | os.PathLike, progress: StageCallback | None = None):
     """The run's images and split as it trained on them (core.runs.split: fingerprint checked, corrections applied).
 
     Raises:
         DatasetChanged: the dataset is gone or changed since the run (its photos are not the same).
     """
-    from core.paths import cache_dir
-    from core.runs.split import run_split
 
     decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
     return run_split(run, cache_dir(data_root), progress=decoding)
 
 
 def _model(run: Run):
-    from core.device import without_cuda_noise
 
     with without_cuda_noise():
-        from core.network.model import load_classifier
+        from core.network.model import load_classifier  # heavy: keras
 
         return load_classifier(run.path(MODEL_FILE))
 
@@ -110,7 +118,7 @@ def _model(run: Run):
 def compute_analysis(
     run: Run,
     data_root: str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ):
     """Rebuild a run's split, load its model, and store analysis.npz (what newer runs store as they end).
@@ -119,9 +127,8 @@ def compute_analysis(
         ModelMissing-like FileNotFoundError: the run has no model.
         DatasetError: the dataset changed.
     """
-    from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model
-    from core.results.evaluation import Evaluation
-    from core.train.batches import ExtractionBatches
+    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.train.batches import ExtractionBatches  # heavy: keras
 
     if not run.has_model:
         raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to analyse")
@@ -131,8 +138,6 @@ def compute_analysis(
         stored = Evaluation.load(run.directory).paths
         rebuilt = [data.cache.paths[i] for i in data.split.test]
         if sorted(stored) != sorted(rebuilt):
-            from core.data.datasets import DatasetError
-
             raise DatasetError(
                 f"the rebuilt test split of run {run.run_id} is not the one it was evaluated on "
                 f"({len(rebuilt)} photos vs {len(stored)}): the split rules changed since; retrain the run"
@@ -180,7 +185,6 @@ class TrainFeatures:
     paths: list[str]
 
     def save(self, run_dir: str | os.PathLike) -> None:
-        from core.fileio import atomic_path
 
         with atomic_path(Path(run_dir) / TRAIN_FEATURES_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=self.features, labels=self.labels, paths=np.array(self.paths, dtype=str))
@@ -197,7 +201,7 @@ class TrainFeatures:
 def training_features(
     run: Run,
     data_root: str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainFeatures:
     """The run's training-split features: stored in the run folder, else from the feature cache
@@ -205,9 +209,8 @@ def training_features(
     stored = TrainFeatures.load(run.directory)
     if stored is not None:
         return stored
-    from core.network.model import backbone_of
-    from core.paths import cache_dir
-    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+    from core.network.model import backbone_of  # heavy: keras
+    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash  # heavy: keras
 
     data = rebuild_data(run, data_root, progress)
     model = _model(run)
@@ -234,14 +237,10 @@ def training_features(
 def compute_label_issues(
     run: Run,
     data_root: str | os.PathLike,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ):
     """Out-of-sample probabilities for every image of the run and the ranked suspects (label_issues.json)."""
-    from core.results import label_issues
-    from core.results.arrays import RunAnalysis, softmax
-    from core.results.calibration import calibrate_run
-
     analysis = RunAnalysis.load(run.directory)
     temperature = calibrate_run(run.directory).temperature
     train = training_features(run, data_root, progress, should_stop)
@@ -249,11 +248,11 @@ def compute_label_issues(
     train_labels, train_paths = train.labels, train.paths
     # Reduced once, for both the cross-validation and the self-test; the 2,048-wide features are let go
     # (300k photos: 1 GB of float16 no longer held while the probabilities are made).
-    x = label_issues.reduce(train.features, label_issues.dimensions(classes))
+    x = out_of_sample.reduce(train.features, out_of_sample.dimensions(classes))
     del train
     if progress:
         progress("cross-validating the training split", 0, 2)
-    scored = label_issues.out_of_sample(x, train_labels, classes, reduced=True)
+    scored = out_of_sample.out_of_sample(x, train_labels, classes, reduced=True)
     if progress:
         progress("measuring the ranking on planted label flips", 1, 2)
     trust = label_issues.self_test(x, train_labels, classes, C=scored.C, reduced=True)
@@ -264,7 +263,7 @@ def compute_label_issues(
     result = label_issues.review(
         parts,
         analysis.classes,
-        f"{label_issues.FOLDS}-fold cross-validated logistic regression on the pooled features "
+        f"{out_of_sample.FOLDS}-fold cross-validated logistic regression on the pooled features "
         f"(C = {scored.C:g}, chosen by inner cross-validation)"
         if scored.C
         else "the training labels (too few photos to cross-validate)",
@@ -281,20 +280,15 @@ def dataset_label_issues(
     image_size: int = 224,
     weights: str = "imagenet",
     seed: int = 42,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
 ):
     """Suspected label errors of a dataset without a run: pooled features of every photo through a
     ResNet-50 with `weights` (the feature cache's, when it has them), cross-validated probabilities,
     the confident-learning rule. The labels are the folders' (corrections are not applied)."""
     import keras
 
-    from core.data.datasets import scan_dataset
-    from core.data.ingest import ingest
-    from core.network.model import backbone_of, build_classifier
-    from core.paths import cache_dir
-    from core.results import label_issues
-    from core.settings.config import TrainConfig
-    from core.train.features import FeatureCache, build_extractor, weights_hash
+    from core.network.model import backbone_of, build_classifier  # heavy: keras
+    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
 
     index = scan_dataset(dataset_path)
     config = TrainConfig(image_size=image_size, weights=weights, seed=seed)
@@ -315,12 +309,12 @@ def dataset_label_issues(
     )
     if progress:
         progress("cross-validating", 0, 1)
-    scored = label_issues.out_of_sample(features, cache.labels, len(index.classes), seed=seed)
+    scored = out_of_sample.out_of_sample(features, cache.labels, len(index.classes), seed=seed)
     trust = label_issues.self_test(features, cache.labels, len(index.classes), seed=seed, C=scored.C)
     return label_issues.review(
         {"all": (scored.probabilities, cache.labels, list(cache.paths))},
         index.classes,
-        f"{label_issues.FOLDS}-fold cross-validated logistic regression on ResNet-50 ({weights}) features",
+        f"{out_of_sample.FOLDS}-fold cross-validated logistic regression on ResNet-50 ({weights}) features",
         scored=scored,
         trust=trust,
     )
@@ -331,8 +325,6 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "analysis":
         return compute_analysis(run, data_root, progress, should_stop)
     if kind == "tsne":
-        from core.results.embedding import run_map
-
         if progress:
             progress("t-SNE", 0, 1)
         return run_map(run.directory, "tsne")
@@ -354,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     run = RunStore(run_dir.parent).get(run_dir.name)
     folder = task_folder(run, args.kind)
-    folder.claim(state=RunState.RUNNING, started_at=time.time(), stage="starting")
+    folder.claim(state=JobState.RUNNING, started_at=time.time(), stage="starting")
     last = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -366,13 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         compute(args.kind, run, args.data_dir, progress, folder.stop_requested)
     except TaskStopped as e:
-        folder.update(state=RunState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
+        folder.update(state=JobState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
         return 0
     except Exception as e:
         log.exception("%s task of run %s failed", args.kind, run.run_id)
-        folder.update(state=RunState.FAILED, error=f"{type(e).__name__}: {e}", finished_at=time.time(), stage=None)
+        folder.update(state=JobState.FAILED, error=f"{type(e).__name__}: {e}", finished_at=time.time(), stage=None)
         return 1
-    folder.update(state=RunState.DONE, finished_at=time.time(), stage=None, stage_progress=None)
+    folder.update(state=JobState.DONE, finished_at=time.time(), stage=None, stage_progress=None)
     return 0
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.runs.store import Run, RunState
+from core.processes import JobState
+from core.runs.record import Run
 
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
@@ -104,7 +105,7 @@ def plan(run: Run) -> list[Stage]:
 class RunProgress:
     """How far a run is and how long it may take; fractions in [0, 1]."""
 
-    state: RunState
+    state: JobState
     stage: str | None
     fraction: float  # of the whole run: decoding, feature extraction, epochs and evaluation weighed by cost
     epochs_done: int
@@ -144,7 +145,7 @@ class RunProgress:
             parts.append("stopping: finishing the batch, then saving the best weights and evaluating")
         elif self.stage:
             parts.append(self.stage)
-        if self.epochs_total and not self.preparing and self.state is not RunState.QUEUED:
+        if self.epochs_total and not self.preparing and self.state is not JobState.QUEUED:
             parts.append(self.epoch_label)  # a queued run has no epoch in progress yet
         if self.eta_seconds is not None and self.state.active and not self.stopping:
             parts.append(f"about {format_duration(self.eta_seconds)} left")
@@ -159,7 +160,7 @@ class RunProgress:
             return ""
         if self.preparing and self.stage:
             return f"{self.stage.split(':')[0]} {self.stage_fraction:.0%}"
-        if self.state is RunState.QUEUED:
+        if self.state is JobState.QUEUED:
             return self.stage or "starting"
         if self.epochs_total and self.epochs_done < self.epochs_total:
             return self.epoch_label
@@ -196,7 +197,7 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     started = status.started_at
     finished = status.finished_at
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
-    if run.state is RunState.DONE:
+    if run.state is JobState.DONE:
         fraction = 1.0
     elif run.active:
         fraction = _whole_run_fraction(run, done, batch_part, stage_fraction)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.corrections import apply
 from core.data.datasets import DatasetError, DatasetIndex, Split, scan_dataset, split_indices
 from core.data.ingest import ImageCache, ingest
-from core.runs.store import Run
+from core.progress import CountCallback
+from core.runs.record import Run
 from core.settings.config import TrainConfig
-
-Progress = Callable[[int, int], None]
 
 
 class DatasetChanged(DatasetError):
@@ -79,7 +79,6 @@ def _drawn(cache: ImageCache, index: DatasetIndex, config: TrainConfig) -> Split
 def _corrected(cache: ImageCache, index: DatasetIndex, split: Split, corrections: dict | None) -> Split:
     if not corrections:
         return split
-    from core.data.corrections import apply
 
     cache.labels, split, _ = apply(corrections, cache.paths, cache.labels, index.classes, split)
     return split
@@ -110,7 +109,7 @@ def run_split(
     run: Run,
     cache_root: str | os.PathLike,
     index: DatasetIndex | None = None,
-    progress: Progress | None = None,
+    progress: CountCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     workers: int | None = None,
 ) -> RunData:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import read_json, write_json_atomic
-from core.runs.store import Run, RunNotFound, RunStore
+from core.runs.record import Run, RunNotFound
+from core.runs.store import RunStore
 
 ALIASES_FILE = "aliases.json"
 _LOCK_FILE = ".aliases.lock"

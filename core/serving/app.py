@@ -113,7 +113,7 @@ def create_app(
     `host` is the address the server listens on: beyond loopback without an API key, feedback (which
     stores photos for retraining) is refused.
     """
-    from core.serving import protocols, rest
+    from core.serving import protocols, rest  # heavy: fastapi
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     service.feedback_closed_reason = None

@@ -114,23 +114,7 @@ def record_for(
 ) -> LogRecord:
     answer, decoded = item.answer, item.decoded
     assert answer is not None and decoded is not None
-    return LogRecord(
-        model=name or model.run_id,
-        run_id=model.run_id,
-        source=source,
-        label=answer.label,
-        top_k=answer.top,
-        max_probability=answer.max_probability,
-        entropy=answer.entropy,
-        ood_score=answer.ood_score,
-        ood_flag=answer.ood_flag,
-        latency_ms=latency_ms,
-        image_sha256=decoded.sha256,
-        name=decoded.name,
-        width=decoded.width,
-        height=decoded.height,
-        features=answer.projection,
-    )
+    return LogRecord.of_answer(name or model.run_id, model.run_id, source, answer, decoded, latency_ms)
 
 
 SMALL_SHARE = 0.5  # a photo whose shorter side is under half the model's input is enlarged beyond recognition

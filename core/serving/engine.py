@@ -23,7 +23,7 @@ from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_fo
 from core.network import layer_names as names
 from core.results.arrays import softmax
 from core.results.calibration import run_temperature
-from core.runs.store import Run
+from core.runs.record import Run
 from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
@@ -87,7 +87,7 @@ class ServedModel:
     """A run's model ready to answer: decode, forward, answer."""
 
     def __init__(self, run: Run, data_root: str | os.PathLike | None = None, with_reference: bool = True):
-        from core.serving.reference import load_inference_model
+        from core.serving.reference import load_inference_model  # heavy: sklearn
 
         started = time.perf_counter()
         self.run = run

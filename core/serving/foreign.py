@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.data.imaging import ImageError, pixels_for_model
+from core.importers.demo import DEMO_CLASSES, draw_flower
 
 KINDS = ("noise", "drawings", "photos")
 
@@ -42,7 +43,6 @@ def _noise(rng: np.random.Generator, n: int, side: int) -> list[np.ndarray]:
 
 
 def _drawings(rng: np.random.Generator, n: int, side: int) -> list[np.ndarray]:
-    from core.importers.demo import DEMO_CLASSES, draw_flower
 
     kinds = list(DEMO_CLASSES.values())
     return [draw_flower(rng, side, *kinds[i % len(kinds)]) for i in range(n)]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.processes import JobFolder, JobStatus, RunState
+from core.processes import JobFolder, JobState, JobStatus
 
 SERVER_DIRNAME = ".server"
 SERVER_LOG = "server.log"
@@ -55,7 +55,7 @@ def server_status(models_root: str | os.PathLike) -> ServerStatus:
     """The server's status (stopped when none was ever started); one whose process died is shown failed."""
     folder = server_folder(models_root)
     if not folder.status_path.exists():
-        return ServerStatus(state=RunState.STOPPED)
+        return ServerStatus(state=JobState.STOPPED)
     return folder.refresh(what="the model server")
 
 
@@ -102,7 +102,7 @@ def launch_server(
         folder.log_path.unlink()
     folder.write(
         ServerStatus(
-            state=RunState.QUEUED,
+            state=JobState.QUEUED,
             queued_at=time.time(),
             host=host,
             port=int(port),

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-LOG_FILE = "predictions.sqlite"
+LOG_DATABASE = "predictions.sqlite"
 SOURCES = ("api", "ui", "cli")
 BUSY_TIMEOUT_SECONDS = 60.0
 _SCHEMA = """
@@ -100,6 +100,28 @@ class LogRecord:
     features: np.ndarray | None = None  # a small float vector (the reference PCA projection)
     time: float = field(default_factory=time.time)
 
+    @classmethod
+    def of_answer(cls, model: str, run_id: str, source: str, answer, decoded, latency_ms: float) -> LogRecord:
+        """The record of one answered photo: `answer` a served model's Answer for it, `decoded` its Decoded (the
+        request path and batch prediction both log through this)."""
+        return cls(
+            model=model,
+            run_id=run_id,
+            source=source,
+            label=answer.label,
+            top_k=answer.top,
+            max_probability=answer.max_probability,
+            entropy=answer.entropy,
+            ood_score=answer.ood_score,
+            ood_flag=answer.ood_flag,
+            latency_ms=latency_ms,
+            image_sha256=decoded.sha256,
+            name=decoded.name,
+            width=decoded.width,
+            height=decoded.height,
+            features=answer.projection,
+        )
+
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}. Received: source={self.source!r}")
@@ -151,7 +173,7 @@ class PredictionLog:
 
     @classmethod
     def of_store(cls, models_root: str | os.PathLike) -> PredictionLog:
-        return cls(Path(models_root) / LOG_FILE)
+        return cls(Path(models_root) / LOG_DATABASE)
 
     @contextlib.contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:

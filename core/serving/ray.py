@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from core.cluster import ADDRESS_ENV, connect
+from core.runs.store import RunStore
 
 
 class _Classifier:
     """A Ray Data actor: the run's served model, loaded once, classifying batches of paths."""
 
     def __init__(self, models_root: str, run_id: str, data_root: str, top_k: int, raw: bool):
-        from core.runs.store import RunStore
-        from core.serving.engine import ServedModel
+        from core.serving.engine import ServedModel  # heavy: sklearn
 
         run = RunStore(models_root).get(run_id)
         self.model = ServedModel(run, data_root)
@@ -44,7 +44,7 @@ class _Classifier:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One chunk of the local path's (its first 64 photos, the next 64, ...): the same batches through the
         model, so the same numbers to the last digit."""
-        from core.serving.batch_predict import predict_many, table_rows
+        from core.serving.batch_predict import predict_many, table_rows  # heavy: sklearn
 
         tables = []
         for paths in batch["paths"]:
@@ -67,7 +67,7 @@ def predict_on_ray(
     ran where (actors, GPUs or CPUs each, seconds)."""
     import ray
 
-    from core.serving.batch_predict import CHUNK
+    from core.serving.batch_predict import CHUNK  # heavy: sklearn
 
     connect(address)
     resources = ray.cluster_resources()

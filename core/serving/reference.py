@@ -19,11 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from core.data.imaging import center_crop
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.network import layer_names as names
+from core.paths import cache_dir
 from core.results.arrays import softmax
 from core.results.calibration import run_temperature
-from core.runs.store import Run
+from core.runs.record import MODEL_FILE, Run
+from core.runs.split import DatasetChanged, run_split
+from core.serving.foreign import foreign_images
 from core.serving.ood import (
     DRIFT_DIMENSIONS,
     PCA_DIMENSIONS,
@@ -139,11 +143,7 @@ def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model
 
 def compute_reference(run: Run, data_root: str | os.PathLike | None = None, model=None) -> Reference:
     """Run the model over the run's train (a sample), validation and test splits and foreign images; fit."""
-    from core.data.imaging import center_crop
-    from core.paths import cache_dir
-    from core.runs.split import DatasetChanged, run_split
-    from core.serving.foreign import foreign_images
-    from core.serving.graph import run_outputs
+    from core.serving.graph import run_outputs  # heavy: keras
 
     if not run.has_model:
         raise ReferenceUnavailable(f"run {run.run_id} has no saved model")
@@ -201,8 +201,7 @@ def compute_reference(run: Run, data_root: str | os.PathLike | None = None, mode
 
 def load_inference_model(run: Run):
     """The run's classifier as a float32 inference graph (probabilities, logits, features)."""
-    from core.network.model import load_classifier
-    from core.runs.store import MODEL_FILE
-    from core.serving.graph import inference_model
+    from core.network.model import load_classifier  # heavy: keras
+    from core.serving.graph import inference_model  # heavy: keras
 
     return inference_model(load_classifier(run.path(MODEL_FILE)))

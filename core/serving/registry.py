@@ -14,7 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from core.runs.store import RunNotFound, RunStore
+from core.runs.record import RunNotFound
+from core.runs.store import RunStore
 from core.serving.aliases import AliasStore, resolve
 from core.serving.batching import DynamicBatcher
 from core.serving.engine import ServedModel

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from core.processes import JobFolder, RunState
+from core.processes import JobFolder, JobState
 from core.runs.store import RunStore
 from core.serving.app import API_KEY_ENV, DEFAULT_MAX_BYTES, create_app
 from core.serving.decode_budget import (
@@ -58,7 +58,7 @@ def serve(
     folder = JobFolder(job_dir, SERVER_LOG, ServerStatus) if job_dir else None
     url = f"http://{host}:{port}"
     if folder:
-        folder.claim(state=RunState.RUNNING, started_at=time.time(), url=url, host=host, port=port, names=names)
+        folder.claim(state=JobState.RUNNING, started_at=time.time(), url=url, host=host, port=port, names=names)
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     if not is_loopback(host):
         if not api_key and not allow_anonymous:
@@ -121,7 +121,7 @@ def serve(
         return _failed(folder, failure[0])
     if folder:
         _write_status(folder, registry, service, options, api_key, max_bytes)
-        folder.update(state=RunState.STOPPED, finished_at=time.time(), stage=None, ready=False)
+        folder.update(state=JobState.STOPPED, finished_at=time.time(), stage=None, ready=False)
     return 0
 
 
@@ -149,7 +149,7 @@ class ServerLimits:
 def _failed(folder: JobFolder | None, message: str) -> int:
     log.error(message)
     if folder:
-        folder.update(state=RunState.FAILED, error=message, finished_at=time.time(), stage=None, ready=False)
+        folder.update(state=JobState.FAILED, error=message, finished_at=time.time(), stage=None, ready=False)
     return 1
 
 

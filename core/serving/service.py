@@ -17,6 +17,7 @@ import anyio
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, ImageTooLarge
+from core.feedback import add_feedback, list_feedback
 from core.serving.batching import BatcherClosed
 from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded
@@ -117,7 +118,6 @@ class Service:
             InputError (TooManyPixels): the photo cannot be read, or is over the pixel limit.
             QuotaExceeded: the client's or the dataset's feedback quota is used up.
         """
-        from core.feedback import add_feedback, list_feedback
 
         run = route.loaded.model.run
         kept = None
@@ -240,23 +240,5 @@ class Service:
         latency_ms = (time.perf_counter() - started) * 1000.0
         if self.writer is not None:
             for item, ans in zip(decoded, answers, strict=True):
-                self.writer.add(
-                    LogRecord(
-                        model=route.name,
-                        run_id=route.loaded.run_id,
-                        source=source,
-                        label=ans.label,
-                        top_k=ans.top,
-                        max_probability=ans.max_probability,
-                        entropy=ans.entropy,
-                        ood_score=ans.ood_score,
-                        ood_flag=ans.ood_flag,
-                        latency_ms=latency_ms,
-                        image_sha256=item.sha256,
-                        name=item.name,
-                        width=item.width,
-                        height=item.height,
-                        features=ans.projection,
-                    )
-                )
+                self.writer.add(LogRecord.of_answer(route.name, route.loaded.run_id, source, ans, item, latency_ms))
         return route, answers

@@ -11,14 +11,15 @@ import re
 from pathlib import Path
 
 from core.fileio import read_json, write_json_atomic
+from core.paths import flora_dir
 from core.settings.config import AUGMENT_PRESETS, AugmentConfig, ConfigError
 
-PRESETS_FILE = Path(".flora") / "augment_presets.json"
+PRESETS_FILE = "augment_presets.json"  # in <data>/.flora/
 _NAME = re.compile(r"^[\w][\w .-]{0,39}$")
 
 
 def _path(data_root: str | os.PathLike) -> Path:
-    return Path(data_root) / PRESETS_FILE
+    return flora_dir(data_root) / PRESETS_FILE
 
 
 def saved_presets(data_root: str | os.PathLike) -> dict[str, AugmentConfig]:

@@ -20,10 +20,14 @@ from typing import Any
 from core.data.corrections import dataset_key
 from core.data.datasets import scan_dataset
 from core.fileio import write_json_atomic
-from core.processes import RunState
+from core.processes import JobState
+from core.runs.store import RunStore
 from core.settings.config import ConfigError, TrainConfig
+from core.settings.options import train_arguments
 from core.sweeps.space import SearchSpace, parse_space
-from core.sweeps.store import Sweep, SweepStore, sweep_id_for, sweep_identity
+from core.sweeps.store import CORRECTIONS_FILE, Sweep, SweepStore, sweep_id_for, sweep_identity
+from core.train import jobs
+from core.train.jobs import dataset_corrections
 
 NEW, ACTIVE, FINISHED = "new", "active", "finished"
 
@@ -125,12 +129,12 @@ def _resubmit(store: SweepStore, sweep: Sweep, trials: int | None, timeout: floa
     if sweep.active:
         return SweepSubmission(sweep, ACTIVE)
     done = sweep.status.trials_done or 0
-    if sweep.state is RunState.DONE and trials is not None and timeout is None and done >= trials:
+    if sweep.state is JobState.DONE and trials is not None and timeout is None and done >= trials:
         return SweepSubmission(sweep, FINISHED)
     folder = store.folder(sweep.sweep_id)
     folder.clear_stop()
     folder.update(
-        state=RunState.QUEUED,
+        state=JobState.QUEUED,
         queued_at=time.time(),
         launched_at=None,
         pid=None,
@@ -186,12 +190,8 @@ def sweep_corrections(sweep: Sweep, data_root: str | os.PathLike) -> dict | None
     the ones kept for its dataset now)."""
     if "corrections" in sweep.spec:
         return sweep.spec["corrections"] or None
-    from core.train.jobs import dataset_corrections
 
     return dataset_corrections(data_root, sweep.dataset_path)
-
-
-CORRECTIONS_FILE = "corrections.json"  # in a sweep's folder: exactly the corrections it applied
 
 
 def pinned_corrections(sweep: Sweep, data_root: str | os.PathLike) -> str:
@@ -217,7 +217,6 @@ def sweep_command(
     ray: tuple[str, int] | None = None,
 ) -> str:
     """`python -m core sweep DATASET --trials N --space '{...}' --flag value ...`, quoted for a POSIX shell."""
-    from core.settings.options import train_arguments
 
     args = [python, "-m", "core", "sweep", *train_arguments(str(dataset), sweep_identity(fixed), corrections)]
     if trials is not None:
@@ -272,8 +271,6 @@ def promote(
     submitted and the caller executes it. Either way the run evaluates on the test split when it
     ends, and the sweep records it.
     """
-    from core.runs.store import RunStore
-    from core.train import jobs
 
     store = SweepStore(models_root)
     sweep = store.find(sweep_id)

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from core.cluster import connect
+from core.sweeps.store import FEATURES_FILE
 from core.sweeps.trials import trial_worker
 
 log = logging.getLogger("flora")
-FEATURES_FILE = "features.npz"
 WAIT_POLL_SECONDS = 2.0
 
 

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy
 from core.network.model import classifier_for
 from core.paths import cache_dir
-from core.processes import RunState
+from core.processes import JobState
 from core.sweeps.ray import run_trials_on_ray
 from core.sweeps.results import Publisher, trial_row
 from core.sweeps.store import Sweep, SweepStatus, SweepStore
@@ -57,7 +57,7 @@ def run_sweep(
         Exception: whatever failed the sweep, after recording it as failed with the error.
     """
     folder = store.folder(sweep_id)
-    folder.claim(state=RunState.QUEUED, error=None, note=None, finished_at=None, trial_running=None)
+    folder.claim(state=JobState.QUEUED, error=None, note=None, finished_at=None, trial_running=None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from us instead
     # Every trial is a new head, so TensorFlow traces its step anew: expected, not worth a warning.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -74,7 +74,7 @@ def run_sweep(
     except (SweepStopped, StopRequested, StopWhileWaiting) as e:
         log.info("sweep %s stopped: %s", sweep_id, e)
         return folder.update(
-            state=RunState.STOPPED,
+            state=JobState.STOPPED,
             finished_at=time.time(),
             stage=None,
             stage_progress=None,
@@ -83,13 +83,13 @@ def run_sweep(
         )
     except KeyboardInterrupt:
         folder.update(
-            state=RunState.STOPPED, finished_at=time.time(), stage=None, trial_running=None, note="interrupted"
+            state=JobState.STOPPED, finished_at=time.time(), stage=None, trial_running=None, note="interrupted"
         )
         raise
     except BaseException as e:
         log.exception("sweep %s failed", sweep_id)
         folder.update(
-            state=RunState.FAILED,
+            state=JobState.FAILED,
             finished_at=time.time(),
             stage=None,
             trial_running=None,
@@ -102,7 +102,7 @@ def _search(store: SweepStore, sweep: Sweep, data_root: Path, device, console: b
     folder = store.folder(sweep.sweep_id)
     fixed, space = sweep.fixed, sweep.space
     index = checked_dataset(sweep)
-    folder.update(state=RunState.RUNNING, started_at=time.time())
+    folder.update(state=JobState.RUNNING, started_at=time.time())
     report = StageReporter(folder.update)
     started = time.perf_counter()
     views = space.max_views(fixed)
@@ -214,7 +214,7 @@ def _optimize(store: SweepStore, sweep_id: str, study: optuna.Study, objective, 
 def _finish(store: SweepStore, sweep_id: str, study: optuna.Study, note: str) -> SweepStatus:
     log.info("sweep %s done: %s", sweep_id, note)
     return store.update(
-        sweep_id, state=RunState.DONE, finished_at=time.time(), stage=None, stage_progress=None, note=note
+        sweep_id, state=JobState.DONE, finished_at=time.time(), stage=None, stage_progress=None, note=note
     )
 
 

@@ -6,6 +6,8 @@
   models/.sweeps/<sweep_id>/trials.json   the trials, the best and the importances, rewritten after each
                                           trial (what the page polls, without opening the study)
   models/.sweeps/<sweep_id>/sweep.log     the sweep process's output
+  models/.sweeps/<sweep_id>/corrections.json   the label corrections it applied, when a command repeats it
+  models/.sweeps/<sweep_id>/features.npz  the features every Ray worker loads (only while they run)
   models/.sweeps/<sweep_id>/STOP          present when someone asked it to stop
 
 The folder's name starts with a dot, so the run store does not list it as a run. A sweep's id is a
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import read_json, write_json_atomic
-from core.processes import STATUS_FILE, JobFolder, JobStatus, RunState, process_alive
+from core.processes import STATUS_FILE, JobFolder, JobRecord, JobStatus, process_alive
 from core.settings.config import TrainConfig, canonical_json
 from core.sweeps.space import SearchSpace, parse_space
 
@@ -31,7 +33,9 @@ SWEEPS_DIRNAME = ".sweeps"
 SPEC_FILE = "sweep.json"
 STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.json"
-LOG_FILE = "sweep.log"
+SWEEP_LOG = "sweep.log"
+CORRECTIONS_FILE = "corrections.json"  # exactly the corrections the sweep applied (core.sweeps.launch)
+FEATURES_FILE = "features.npz"  # the features Ray workers load, there while they run (core.sweeps.ray)
 STUDY_NAME = "flora"
 # Settings that only the promoted run uses (a sweep trains heads): not part of what a sweep is.
 PROMOTION_FIELDS = ("fine_tune_epochs", "unfreeze_stages", "fine_tune_learning_rate")
@@ -69,7 +73,7 @@ def sweep_id_for(fixed: TrainConfig, space: SearchSpace, dataset_fingerprint: st
 
 
 @dataclass
-class Sweep:
+class Sweep(JobRecord):
     """A sweep folder as read from disk."""
 
     sweep_id: str
@@ -77,18 +81,6 @@ class Sweep:
     spec: dict[str, Any]
     status: SweepStatus = field(default_factory=SweepStatus)
     stop_requested_at: float | None = None
-
-    @property
-    def state(self) -> RunState:
-        return self.status.state
-
-    @property
-    def active(self) -> bool:
-        return self.status.active
-
-    @property
-    def stopping(self) -> bool:
-        return self.active and self.stop_requested_at is not None
 
     @property
     def fixed(self) -> TrainConfig:
@@ -131,7 +123,7 @@ class SweepStore:
         return self.root / sweep_id
 
     def folder(self, sweep_id: str) -> JobFolder:
-        return JobFolder(self.sweep_dir(sweep_id), LOG_FILE, SweepStatus)
+        return JobFolder(self.sweep_dir(sweep_id), SWEEP_LOG, SweepStatus)
 
     def exists(self, sweep_id: str) -> bool:
         return (self.sweep_dir(sweep_id) / SPEC_FILE).exists()

@@ -32,12 +32,12 @@ from core.network import backbones
 from core.network import layer_names as names
 from core.network.augment import build_augmentation
 from core.network.model import allow_jit
+from core.paths import features_cache_name, features_dir
 from core.progress import CountCallback
 from core.settings.config import AugmentConfig, canonical_json
 from core.train.batches import ExtractionBatches
 from core.train.distribute import padded_length
 
-FEATURES_DIRNAME = "features"
 AUGMENTED_VIEW_VERSION = 2  # 2: augmentation runs inside the compiled extractor, unrounded
 SEGMENT_BATCHES = 32  # batches per predict call: bounds memory and how much a stop or crash loses
 CHECKPOINT_SECONDS = 60.0  # at most one interim save a minute: each rewrites the view's whole file
@@ -151,7 +151,7 @@ class FeatureCache:
     ):
         self.images = images
         self.image_size = image_size
-        self.directory = Path(cache_root) / FEATURES_DIRNAME / f"{images.content_key}-{image_size}-{backbone_key}"
+        self.directory = features_dir(cache_root) / features_cache_name(images.content_key, image_size, backbone_key)
         self.workers = workers  # threads reading batches ahead of the model
         self.replicas = replicas  # batches are a multiple of this (data-parallel devices)
         self._augmenting: dict[tuple[int, str], keras.Model] = {}  # per extractor and augmentation

@@ -19,9 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.data.corrections import Corrections, dataset_key
 from core.data.datasets import DatasetError, DatasetIndex, scan_dataset
-from core.processes import process_alive
-from core.runs.store import LOCAL_OWNER, Run, RunState, RunStatus, RunStore, RunUnreadable, new_run_record
+from core.device import describe, nvidia_gpus, without_cuda_noise
+from core.paths import cache_dir
+from core.processes import JobState, process_alive
+from core.runs.record import LOCAL_OWNER, Run, RunStatus, RunUnreadable, new_run_record
+from core.runs.store import RunStore
 from core.settings.config import TrainConfig, run_id_for
 from core.train.queue import RAY_LINE, check_share, my_turn
 
@@ -68,7 +72,6 @@ def submit(
     Raises:
         TooManyQueued: `owner` already has `max_queued` runs waiting for the device.
     """
-    from core.data.corrections import dataset_key
 
     index = scan_dataset(dataset_path)
     run_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
@@ -78,7 +81,7 @@ def submit(
         except RunUnreadable as e:  # a folder cut short by a crash or a bad edit: trained again from scratch
             log.warning("%s; training it again", e)
         else:
-            if run.state is RunState.DONE and run.has_model and not force:
+            if run.state is JobState.DONE and run.has_model and not force:
                 return Submission(run_id, CACHED, run, index, config)
             if run.active:
                 return Submission(run_id, ACTIVE, run, index, config)
@@ -92,7 +95,6 @@ def submit(
 
 def dataset_corrections(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> dict | None:
     """The label corrections kept for this dataset folder that change training (None when there are none)."""
-    from core.data.corrections import Corrections
 
     return Corrections.load(data_root, dataset_path).effective() or None
 
@@ -168,17 +170,15 @@ def execute(
     Raises:
         Exception: whatever failed the run, after recording it as failed with the error.
     """
-    from core.device import describe, nvidia_gpus, without_cuda_noise
-    from core.paths import cache_dir
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
-        from core.train.training import StopRequested, TrainingJob, train_run
+        from core.train.training import StopRequested, TrainingJob, train_run  # heavy: keras
 
     run_id = submission.run_id
     if on_ray:
-        store.set_status(run_id, state=RunState.QUEUED, error=None, node=on_ray)
+        store.set_status(run_id, state=JobState.QUEUED, error=None, node=on_ray)
     else:
-        store.claim(run_id, state=RunState.QUEUED, error=None)
+        store.claim(run_id, state=JobState.QUEUED, error=None)
     try:
         with without_cuda_noise():
             device = describe()
@@ -220,7 +220,7 @@ def execute(
         log.info("run %s stopped: %s", run_id, e)
         return store.set_status(
             run_id,
-            state=RunState.STOPPED,
+            state=JobState.STOPPED,
             finished_at=time.time(),
             stage=None,
             stage_progress=None,
@@ -228,13 +228,13 @@ def execute(
             note=str(e),
         )
     except KeyboardInterrupt:
-        store.set_status(run_id, state=RunState.STOPPED, finished_at=time.time(), stage=None, note="interrupted")
+        store.set_status(run_id, state=JobState.STOPPED, finished_at=time.time(), stage=None, note="interrupted")
         raise
     except BaseException as e:
         log.exception("run %s failed", run_id)
         store.set_status(
             run_id,
-            state=RunState.FAILED,
+            state=JobState.FAILED,
             finished_at=time.time(),
             stage=None,
             error=f"{type(e).__name__}: {e}",
@@ -304,7 +304,7 @@ def kill(store: RunStore, run_id: str) -> None:
     if pid and process_alive(pid, run.status.pid_start):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(os.getpgid(int(pid)), signal.SIGKILL)
-    store.set_status(run_id, state=RunState.STOPPED, finished_at=time.time(), stage=None, note="killed")
+    store.set_status(run_id, state=JobState.STOPPED, finished_at=time.time(), stage=None, note="killed")
 
 
 def install_stop_on_sigterm(store: RunStore, run_id: str) -> None:

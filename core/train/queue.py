@@ -21,7 +21,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from core.runs.store import Run, RunState, RunStore
+from core.processes import JobState
+from core.runs.record import Run
+from core.runs.store import RunStore
 
 FALLBACK_SECONDS_PER_EPOCH = 60.0  # an estimate before any run of this store has finished
 LOCAL_LINE = None  # RunStatus.line of a run for this machine's device
@@ -65,7 +67,7 @@ def ordinal(n: int) -> str:
 
 def waiting(runs: list[Run]) -> list[Run]:
     """Runs waiting for the device: queued (launched or about to be), not yet training."""
-    return [run for run in runs if run.state is RunState.QUEUED]
+    return [run for run in runs if run.state is JobState.QUEUED]
 
 
 def in_line(runs: list[Run], line: str | None = LOCAL_LINE) -> list[Run]:
@@ -127,12 +129,12 @@ def places(runs: list[Run], now: float | None = None) -> dict[str, Place]:
 def _local_places(runs: list[Run], now: float | None) -> dict[str, Place]:
     now = time.time() if now is None else now
     local = [run for run in runs if run.status.line == LOCAL_LINE]
-    if not any(run.state is RunState.RUNNING for run in local):
+    if not any(run.state is JobState.RUNNING for run in local):
         return {}  # nobody holds the device: a queued run is starting, not waiting in line
     per_epoch = seconds_per_epoch(runs)
     remaining = 0.0
     for run in local:
-        if run.state is RunState.RUNNING and run.status.started_at is not None:
+        if run.state is JobState.RUNNING and run.status.started_at is not None:
             expected = per_epoch * max(1, run.train_config.total_epochs)
             remaining += max(per_epoch, expected - (now - float(run.status.started_at)))
     result: dict[str, Place] = {}
@@ -149,7 +151,7 @@ def seconds_per_epoch(runs: list[Run]) -> float:
     paces = []
     for run in runs:
         status = run.status
-        if run.state is RunState.DONE and status.started_at and status.finished_at and status.epochs_done:
+        if run.state is JobState.DONE and status.started_at and status.finished_at and status.epochs_done:
             paces.append((float(status.finished_at) - float(status.started_at)) / int(status.epochs_done))
     return statistics.median(paces) if paces else FALLBACK_SECONDS_PER_EPOCH
 

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from core.cluster import connect
-from core.runs.store import LOG_FILE, RunState, RunStore
+from core.processes import JobState
+from core.runs.store import RunStore
+from core.train import jobs
 from core.train.queue import RAY_LINE, fair_order, in_flight, live_runs, ordinal
 
 log = logging.getLogger("flora")
@@ -37,11 +39,9 @@ def _train_task(models_root: str, data_root: str, run_id: str) -> dict[str, Any]
     """On the node Ray chose: train the run into the shared run folder, logging into its train.log."""
     import ray
 
-    from core.train import jobs
-
     node = f"Ray node {ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
     store = RunStore(models_root)
-    handler = logging.FileHandler(Path(models_root) / run_id / LOG_FILE)
+    handler = logging.FileHandler(store.log_path(run_id))
     handler.setFormatter(logging.Formatter("%(asctime)s flora: %(message)s", "%H:%M:%S"))
     flora = logging.getLogger("flora")
     flora.addHandler(handler)
@@ -109,7 +109,7 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
     cpus = int(os.environ.get("FLORA_RAY_CPUS", "0") or 0) or None
     asked = resources(ray.cluster_resources(), cpus)
     what = "a GPU" if asked["num_gpus"] else f"{asked['num_cpus']:g} CPU(s)"
-    store.claim(run_id, state=RunState.QUEUED, error=None, line=RAY_LINE, submitted_at=None, stage="in line for Ray")
+    store.claim(run_id, state=JobState.QUEUED, error=None, line=RAY_LINE, submitted_at=None, stage="in line for Ray")
     if not wait_for_turn(store, run_id, lambda: capacity(ray.cluster_resources(), asked)):
         return _stopped(store, run_id, "stopped while waiting in line for the Ray cluster")
     store.set_status(run_id, submitted_at=time.time(), stage=f"queued on Ray ({address}): waiting for {what}")
@@ -136,8 +136,8 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
             else _short(e)
         )
         current = store.get(run_id).status
-        if current.state not in (RunState.FAILED, RunState.STOPPED, RunState.DONE) or died:
-            store.set_status(run_id, state=RunState.FAILED, finished_at=time.time(), stage=None, error=reason)
+        if current.state not in (JobState.FAILED, JobState.STOPPED, JobState.DONE) or died:
+            store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), stage=None, error=reason)
         raise RuntimeError(reason) from None
     log.info("run %s: %s on %s", run_id, result["state"], result["node"])
     return result
@@ -145,8 +145,8 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
 
 def _stopped(store: RunStore, run_id: str, note: str) -> dict[str, Any]:
     log.info("run %s %s", run_id, note)
-    store.set_status(run_id, state=RunState.STOPPED, finished_at=time.time(), stage=None, error=None, note=note)
-    return {"state": str(RunState.STOPPED), "node": None, "accuracy": None}
+    store.set_status(run_id, state=JobState.STOPPED, finished_at=time.time(), stage=None, error=None, note=note)
+    return {"state": str(JobState.STOPPED), "node": None, "accuracy": None}
 
 
 def _short(error: Exception) -> str:

@@ -23,7 +23,8 @@ from core.data.ingest import ImageCache
 from core.device import DeviceInfo, recommended_batch_size
 from core.network.model import backbone_of, head_of
 from core.results.arrays import features_and_logits_model, head_logits_model
-from core.runs.store import CHECKPOINT_FILE, RunStore
+from core.runs.record import CHECKPOINT_FILE
+from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger

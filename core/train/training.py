@@ -23,7 +23,8 @@ import keras
 import numpy as np
 
 from core.data.datasets import DatasetIndex
-from core.data.ingest import ImageCache, IngestCancelled, ingest
+from core.data.decode_pool import IngestCancelled
+from core.data.ingest import ImageCache, ingest
 from core.device import (
     describe,
     dtype_policy,
@@ -31,10 +32,12 @@ from core.device import (
     mixed_precision_policy,
 )
 from core.network.model import classifier_for, trainable_summary, unfreeze
+from core.processes import JobState
+from core.results import calibration
 from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import Evaluation
+from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
-from core.runs.store import CHECKPOINT_FILE, MODEL_FILE, RunState, RunStatus
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
@@ -56,7 +59,7 @@ def train_run(job: TrainingJob) -> RunStatus:
     device = job.device or describe()
     job.store.set_status(
         job.run_id,
-        state=RunState.RUNNING,
+        state=JobState.RUNNING,
         started_at=time.time(),
         device=device.label,
         epochs_total=config.total_epochs,
@@ -134,7 +137,7 @@ def train_run(job: TrainingJob) -> RunStatus:
     return job.store.set_status(
         job.run_id,
         note=note,
-        state=RunState.STOPPED if stopped else RunState.DONE,
+        state=JobState.STOPPED if stopped else JobState.DONE,
         finished_at=time.time(),
         stage=None,
         stage_progress=None,
@@ -147,7 +150,6 @@ def train_run(job: TrainingJob) -> RunStatus:
 
 def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
     """Fit the run's temperature on its validation logits now (milliseconds), so every predictor has it."""
-    from core.results import calibration
 
     fitted = calibration.calibrate(analysis)
     calibration.save(fitted, run_dir)

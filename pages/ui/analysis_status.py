@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.processes import RunState
+from core.processes import JobState
 from pages.ui.run_task import task_panel
 
 KIND = "analysis"
@@ -16,12 +16,12 @@ KIND = "analysis"
 
 def limits_note(run) -> None:
     """What a run that failed or was stopped early can and cannot show."""
-    if run.state is RunState.STOPPED:
+    if run.state is JobState.STOPPED:
         st.caption(
             "This run was stopped early: the calibration, heatmaps and confusion matrix describe its best "
             "weights so far, not a finished model."
         )
-    elif run.state is RunState.FAILED:
+    elif run.state is JobState.FAILED:
         st.caption(
             "This run failed: with a saved model its analysis can still be computed; without one, only its "
             "training curves (Monitor page) remain."

@@ -17,20 +17,23 @@ from core.data import roots as data_roots
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
 from core.data.imaging import ImageError
 from core.data.thumbnails import placeholder, thumbnail
-from core.device import FRAMEWORK_NAMES, CheckInBackground, DeviceInfo, quick_describe
+from core.device import DeviceInfo, quick_describe
+from core.device_check import FRAMEWORK_NAMES, CheckInBackground
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
-from core.runs.store import Run, RunState, RunStore, RunUnreadable
+from core.processes import JobState
+from core.runs.record import Run, RunUnreadable
+from core.runs.store import RunStore
 from core.settings.options import describe_config
 from core.sweeps import Sweep, SweepStore
 from pages.ui import plain
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 STATE_BADGES = {
-    RunState.QUEUED: ("gray", ":material/hourglass_empty:"),
-    RunState.RUNNING: ("blue", ":material/directions_run:"),
-    RunState.DONE: ("green", ":material/check_circle:"),
-    RunState.FAILED: ("red", ":material/error:"),
-    RunState.STOPPED: ("orange", ":material/stop_circle:"),
+    JobState.QUEUED: ("gray", ":material/hourglass_empty:"),
+    JobState.RUNNING: ("blue", ":material/directions_run:"),
+    JobState.DONE: ("green", ":material/check_circle:"),
+    JobState.FAILED: ("red", ":material/error:"),
+    JobState.STOPPED: ("orange", ":material/stop_circle:"),
 }
 
 

@@ -17,7 +17,7 @@ from core.importers import (
     import_zip,
 )
 from core.importers import tasks as dataset_tasks
-from core.processes import RunState
+from core.processes import JobState
 from pages.ui import common, plain
 
 
@@ -89,9 +89,9 @@ def download_card(key: str) -> None:
                 args=(str(common.data_root() / key),),
             )
         else:
-            if latest is not None and latest.state == RunState.FAILED:
+            if latest is not None and latest.state == JobState.FAILED:
                 st.error(f"The last attempt failed: {latest.status.error}", icon=":material/cloud_off:")
-            elif latest is not None and latest.state == RunState.STOPPED:
+            elif latest is not None and latest.state == JobState.STOPPED:
                 st.info("Stopped; getting it again resumes the download.", icon=":material/pause:")
             if st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
                 dataset_tasks.launch_fetch(key, common.data_root())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.data.ingest import human_bytes
+from core.data.cache_disk import human_bytes
 from core.health import caches as cache_inventory
 from pages.ui import auth, common, plain
 

@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import label_issues
-from core.runs.store import Run
+from core.runs.record import Run
 from pages.ui import common, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.run_task import task_panel

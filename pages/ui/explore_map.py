@@ -17,7 +17,7 @@ from plotly.colors import qualitative
 
 from core.results import embedding
 from core.results import tasks as run_tasks
-from core.runs.store import Run
+from core.runs.record import Run
 from pages.ui import common, teaching
 from pages.ui.run_task import task_panel
 

@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 import streamlit as st
 
-from core.runs.store import Run, RunStore
+from core.runs.record import Run
+from core.runs.store import RunStore
 
 
 class ModelKey(NamedTuple):

@@ -21,7 +21,7 @@ from core.retrain import (
     retrained_from,
     stored_comparison,
 )
-from core.runs.store import Run
+from core.runs.record import Run
 from core.serving.aliases import AliasError, AliasStore
 from pages.ui import common, plain
 from pages.ui.navigation import page_file

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
+from core.processes import JobState
 from core.results.evaluation import Evaluation
-from core.runs.store import RunState
 from pages.ui import (
     analysis_status,
     auth,
@@ -90,7 +90,7 @@ rest[1].metric("Weighted F1", f"{summary_averages['weighted']['f1']:.3f}", help=
 rest[2].metric("Test images", len(evaluation.labels))
 if len(evaluation.labels) < SMALL_TEST_SPLIT:
     st.warning(small_test_note(len(evaluation.labels), evaluation.accuracy()), icon=":material/straighten:")
-if run.state is RunState.STOPPED:
+if run.state is JobState.STOPPED:
     st.caption("This run was stopped early; these are the metrics of its best weights so far.")
 common.random_start_notice(run)
 analysis_status.limits_note(run)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.runs.store import Run, RunState
+from core.processes import JobState
+from core.runs.record import Run
 from pages.ui import analysis_status, common
 from pages.ui.explore_label_review import review_section
 from pages.ui.explore_map import map_section
@@ -30,7 +31,7 @@ def temperature_of(run: Run) -> float | None:
 
 def without_model(run: Run) -> None:
     """What a run without a saved model can and cannot show."""
-    if run.state is RunState.FAILED:
+    if run.state is JobState.FAILED:
         st.error(
             f"This run failed before it saved a model: {run.status.error or 'no reason recorded'}",
             icon=":material/error:",
@@ -62,9 +63,9 @@ run = common.store().get(run_id)
 if not run.has_model:
     without_model(run)
     st.stop()
-if run.state is RunState.STOPPED:
+if run.state is JobState.STOPPED:
     st.caption("This run was stopped early: what follows is its best weights so far.")
-elif run.state is RunState.FAILED:
+elif run.state is JobState.FAILED:
     st.warning(
         f"This run failed after saving a model ({run.status.error or 'no reason recorded'}). The photos can still "
         "be mapped from that model, if its analysis can be computed; its numbers may not be its final ones.",

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.runs.store import RunNotFound
+from core.runs.record import RunNotFound
 from core.serving import drift
 from core.serving.log import PredictionLog
 from core.serving.reference import Reference, reference_stamp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.processes import RunState
+from core.processes import JobState
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
 from pages.ui import auth, common, plain, serving, teaching
 from pages.ui.navigation import page_file
@@ -77,7 +77,7 @@ def start_form() -> None:
 def server_panel() -> None:
     status = server_status(common.models_root())
     if not status.active:
-        if status.state is RunState.FAILED and status.error:
+        if status.state is JobState.FAILED and status.error:
             st.error(f"The last server failed: {status.error}", icon=":material/error:")
         elif status.finished_at:
             st.caption("The server is stopped.")

@@ -6,9 +6,9 @@ import streamlit as st
 
 from core import sweeps
 from core.data.corrections import summary as correction_summary
-from core.processes import RunState
+from core.processes import JobState
 from core.runs.curves import format_duration
-from core.runs.store import RunNotFound
+from core.runs.record import RunNotFound
 from core.settings.config import TrainConfig
 from core.settings.options import describe_config
 from core.sweeps import Sweep
@@ -160,13 +160,13 @@ def progress(sweep: Sweep) -> None:
                 args=(sweep.sweep_id,),
             )
         return
-    if sweep.state is RunState.FAILED:
+    if sweep.state is JobState.FAILED:
         st.error(f"This sweep failed: {status.error or 'no error recorded'}", icon=":material/error:")
     elif status.note:
         st.caption(f"{sweep.state.value.capitalize()}: {status.note}.")
     with st.container(horizontal=True, vertical_alignment="bottom"):
         more = st.number_input("More trials", 1, 500, 10, key=f"sweep_more_{sweep.sweep_id}")
-        unfinished = sweep.state is not RunState.DONE and target and done < target
+        unfinished = sweep.state is not JobState.DONE and target and done < target
         label = f"Continue to {target} trials" if unfinished else f"Run {int(more)} more trials"
         goal = target if unfinished else done + int(more)
         st.button(
@@ -329,7 +329,7 @@ def promoted_run(sweep: Sweep) -> None:
 
 
 def details(sweep: Sweep) -> None:
-    with st.expander("Log", icon=":material/terminal:", expanded=sweep.state is RunState.FAILED):
+    with st.expander("Log", icon=":material/terminal:", expanded=sweep.state is JobState.FAILED):
         st.code(common.sweep_store().log_tail(sweep.sweep_id, 40) or "(empty)", language=None)
     with st.expander("What this sweep searches, and the same from a terminal", icon=":material/settings:"):
         space = sweep.spec.get("space", {})

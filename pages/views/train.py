@@ -11,8 +11,9 @@ import streamlit as st
 
 from core import sharing
 from core.data.corrections import summary as correction_summary
+from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary, progress
-from core.runs.store import MAX_NAME_LENGTH, Run, RunNotFound, RunState, RunUnreadable
+from core.runs.record import MAX_NAME_LENGTH, Run, RunNotFound, RunUnreadable
 from core.settings.config import TrainConfig
 from core.settings.options import describe_weights, run_command, train_command
 from core.train import jobs
@@ -254,7 +255,7 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
                 "dataset": run.dataset_name,
                 "state": state.state_label if state else run.state.value,
                 "now": now,
-                "progress": state.fraction if state else (1.0 if run.state is RunState.DONE else None),
+                "progress": state.fraction if state else (1.0 if run.state is JobState.DONE else None),
                 "accuracy": f"{run.status.accuracy:.3f}" if run.status.accuracy is not None else "",
                 "id": run.run_id,
             }
@@ -343,15 +344,15 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
         if (run.status.parallel or "").startswith("data parallel"):
             st.caption(f"Training {run.status.parallel}.")
         stop_controls(run)
-    elif run.state is RunState.FAILED:
+    elif run.state is JobState.FAILED:
         st.error(f"This run failed: {run.status.error or 'no error recorded'}", icon=":material/error:")
     if run.evaluated:
         result(run, state)
-    elif run.state is RunState.STOPPED:
+    elif run.state is JobState.STOPPED:
         st.info("Stopped on request before its first epoch finished: there is no model to evaluate.")
     common.random_start_notice(run)
     curves(run, metrics, state)
-    with st.expander("Log", icon=":material/terminal:", expanded=run.state is RunState.FAILED):
+    with st.expander("Log", icon=":material/terminal:", expanded=run.state is JobState.FAILED):
         st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
     settings(run)
 
@@ -421,7 +422,7 @@ def result(run: Run, state: RunProgress) -> None:
     cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
     cols[2].metric("Best epoch", status.best_epoch or "-")
     cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
-    if run.state is RunState.STOPPED:
+    if run.state is JobState.STOPPED:
         st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
     elif status.note:
         st.caption(status.note[0].upper() + status.note[1:] + ".")

@@ -48,8 +48,8 @@ def test_apply_relabels_and_excludes_after_the_split():
 
 def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
     from core.results.arrays import RunAnalysis
-    from core.settings.config import TrainConfig
     from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
     from core.train import jobs
 
     dataset = make_image_dataset(tmp_path / "photos", {"red": 10, "green": 10, "blue": 10}, seed=2)

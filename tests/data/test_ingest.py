@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from core.data.datasets import scan_dataset
+from core.data.decode_pool import IngestCancelled, decode_chunk
 from core.data.imaging import load_square
-from core.data.ingest import IngestCancelled, cache_folder, decode_chunk, ingest, load_cache
+from core.data.ingest import cache_folder, ingest, load_cache
 from tests.conftest import make_image_dataset
 
 
@@ -115,6 +116,7 @@ def test_worker_processes_and_this_one_decode_together(tmp_path, monkeypatch):
     import os
 
     from core.data import ingest as ingest_module
+
     root = make_image_dataset(tmp_path / "many", {"a": 100, "b": 100}, size=(50, 30))
     signs = tmp_path / "signs"
     signs.mkdir()
@@ -134,6 +136,7 @@ def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monk
     import concurrent.futures.process
 
     from core.data import ingest as ingest_module
+
     class BrokenPool(concurrent.futures.ProcessPoolExecutor):
         def submit(self, fn, /, *args, **kwargs):
             future = concurrent.futures.Future()
@@ -152,6 +155,7 @@ def test_a_disk_without_room_is_said_before_decoding_and_nothing_is_written(tiny
     import shutil
 
     from core.data import ingest as ingest_module
+
     index = scan_dataset(tiny_dataset)
     need = ingest_module.cache_bytes(len(index.entries), 64)
     usage = collections.namedtuple("usage", "total used free")
@@ -168,7 +172,7 @@ def test_a_disk_without_room_is_said_before_decoding_and_nothing_is_written(tiny
 
 
 def test_cache_bytes_are_the_squares_it_holds():
-    from core.data.ingest import cache_bytes, human_bytes
+    from core.data.cache_disk import cache_bytes, human_bytes
 
     assert cache_bytes(300_000, 224) == 300_000 * 224 * 224 * 3
     assert human_bytes(cache_bytes(300_000, 224)) == "45.2 GB"
@@ -176,7 +180,7 @@ def test_cache_bytes_are_the_squares_it_holds():
 
 
 def test_the_compact_cache_holds_jpegs_that_read_back_close_to_the_raw_squares(messy_dataset, tmp_path):
-    from core.data.ingest import COMPACT, JPEGS_FILE, RAW
+    from core.data.cache_disk import COMPACT, JPEGS_FILE, RAW
 
     index = scan_dataset(messy_dataset)
     raw = ingest(index, 32, tmp_path / "raw", workers=1, format=RAW)
@@ -198,6 +202,7 @@ def test_the_format_follows_the_environment_else_the_disk(tiny_dataset, tmp_path
     import shutil
 
     from core.data import ingest as ingest_module
+
     index = scan_dataset(tiny_dataset)
     monkeypatch.setenv("FLORA_CACHE_FORMAT", "jpeg")
     assert ingest(index, 24, tmp_path / "a", workers=1).format == "jpeg"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.data.datasets import scan_dataset
-from core.data.ingest import decode_chunk, ingest, remove_stale_staging
+from core.data.decode_pool import decode_chunk
+from core.data.ingest import ingest, remove_stale_staging
 from core.processes import process_alive
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.data.roots import ROOTS_ENV, OutsideDataRoots, check_inside, data_roots, inside
 from core.data.datasets import ScanLimit, scan_dataset
+from core.data.roots import ROOTS_ENV, OutsideDataRoots, check_inside, data_roots, inside
 from tests.conftest import make_image_dataset
 
 

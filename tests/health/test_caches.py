@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
+from core.data.cache_disk import INDEX_FILE
 from core.data.datasets import scan_dataset
-from core.data.ingest import INDEX_FILE, ingest
+from core.data.ingest import ingest
 from core.health import caches as cache_inventory
 from core.health.caches import DATASET_CHANGED, DATASET_GONE, IN_USE, OLD_FORMAT, UNFINISHED
 from core.health.table import CACHE_VERSION as HEALTH_VERSION

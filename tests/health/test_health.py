@@ -176,8 +176,34 @@ def test_leakage_follows_the_training_settings(planted, report):
     }
     assert other.stats["image_size"] == 64 and other.by_kind("small_images") is None
     assert other.stats["split"]["sizes"] != report.stats["split"]["sizes"]
-    leak = other.by_kind("split_leakage")
-    assert leak is None or "seed 7" in leak.detail
+
+
+def test_leakage_is_found_in_the_split_the_settings_draw(tmp_path):
+    """Copies of the same photos: the leak the check reports is exactly the pairs that this seed and these
+    fractions put into different splits (worked out here with the split function training uses)."""
+    root = tmp_path / "copies"
+    for name, seeds in (("a", range(0, 12)), ("b", range(20, 32))):
+        add_pictures(root / name, seeds)
+        for seed in seeds:
+            shutil.copyfile(root / name / f"p{seed:04d}.jpg", root / name / f"p{seed:04d} copy.jpg")
+    config = TrainConfig(val_fraction=0.2, test_fraction=0.1, seed=7, image_size=64)
+    index = scan_dataset(root)
+    split = split_indices(index.labels, index.classes, None, 0.2, 0.1, 7)
+    split_of = {}
+    for name in ("train", "val", "test"):
+        for i in getattr(split, name):
+            split_of[index.entries[i].path] = name
+    crossing = sorted(
+        path
+        for path in split_of
+        if not path.endswith(" copy.jpg") and split_of[path] != split_of[path[:-4] + " copy.jpg"]
+    )
+    assert crossing  # 24 pairs: some straddle two splits under any seed worth the name
+
+    leak = check_dataset(root, config=config).by_kind("split_leakage")
+    assert leak is not None and "seed 7" in leak.detail
+    originals = sorted(path for group in leak.groups for path in group if not path.endswith(" copy.jpg"))
+    assert originals == crossing and all(len(group) == 2 for group in leak.groups)
 
 
 def test_leakage_across_the_datasets_own_split(tmp_path):

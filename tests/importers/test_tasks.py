@@ -9,7 +9,7 @@ import pytest
 from core.data.datasets import scan_dataset
 from core.fileio import write_json_atomic
 from core.importers import tasks as dataset_tasks
-from core.processes import RunState
+from core.processes import JobState
 from tests.datafixtures import FileServer, tf_flowers_members, tgz_bytes
 
 
@@ -37,7 +37,7 @@ def test_fetch_runs_in_the_background_and_reports(tmp_path, server):
     assert task.active and task.key == "tf_flowers"
     assert dataset_tasks.launch_fetch("tf_flowers", tmp_path, url=url).task_id == task.task_id  # not twice at once
     task = _wait(task)
-    assert task.state == RunState.DONE, task.status
+    assert task.state == JobState.DONE, task.status
     assert task.status.result["classes"] == 5
     assert scan_dataset(tmp_path / "tf_flowers").classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
     assert "done: tf_flowers" in task.log_tail()
@@ -47,7 +47,7 @@ def test_fetch_runs_in_the_background_and_reports(tmp_path, server):
 @pytest.mark.slow
 def test_a_failed_fetch_says_why(tmp_path, server):
     task = _wait(dataset_tasks.launch_fetch("tf_flowers", tmp_path, url=server.url + "/missing.tgz"))
-    assert task.state == RunState.FAILED and "404" in task.status.error
+    assert task.state == JobState.FAILED and "404" in task.status.error
     assert not (tmp_path / "tf_flowers").exists()
 
 
@@ -61,7 +61,7 @@ def test_stop_before_the_download_and_a_dead_process(tmp_path, server):
     )
     (folder / dataset_tasks.STOP_FILE).write_text("now")
     assert dataset_tasks.run(folder) == 0
-    assert dataset_tasks.get_task(folder).state == RunState.STOPPED
+    assert dataset_tasks.get_task(folder).state == JobState.STOPPED
 
     dead = dataset_tasks.tasks_dir(tmp_path) / "t2"
     dead.mkdir()
@@ -69,6 +69,6 @@ def test_stop_before_the_download_and_a_dead_process(tmp_path, server):
         dead / dataset_tasks.STATUS_FILE,
         {"state": "running", "key": "oxford102", "pid": 2**22 - 5, "created": time.time()},
     )
-    (dead / dataset_tasks.LOG_FILE).write_text("downloading: 5/10\nKilled\n")
+    (dead / dataset_tasks.TASK_LOG).write_text("downloading: 5/10\nKilled\n")
     task = dataset_tasks.get_task(dead)
-    assert task.state == RunState.FAILED and "Killed" in task.status.error
+    assert task.state == JobState.FAILED and "Killed" in task.status.error

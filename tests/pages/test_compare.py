@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from core.results.compare import compare, load_result
-from core.runs.store import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE, RunStore
+from core.runs.record import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE
+from core.runs.store import RunStore
 from pages.ui.navigation import page_file
 from tests.conftest import copy_run
 from tests.pages.conftest import texts

@@ -279,7 +279,7 @@ def test_the_disk_tab_lists_caches_and_removes_only_the_stale(app, workspace):
     gone = cache / "0123456789abcdef-37"
     gone.mkdir(parents=True)
     (gone / "images.npy").write_bytes(b"\1" * 300_000)
-    from core.data.ingest import CACHE_VERSION
+    from core.data.cache_disk import CACHE_VERSION
 
     write_json_atomic(gone / "index.json", {"version": CACHE_VERSION, "dataset_root": str(workspace["data"] / "gone")})
     at = _tab(app("dataset"), "Disk")

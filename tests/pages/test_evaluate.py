@@ -119,7 +119,8 @@ def test_counts_to_row_share_and_hiding_the_diagonal(app, workspace):
 def many_classes(tmp_path):
     """A finished 30-class run (a synthetic evaluation: the page reads no model)."""
     from core.fileio import write_json_atomic
-    from core.runs.store import RunState, RunStore
+    from core.processes import JobState
+    from core.runs.store import RunStore
 
     rng = np.random.default_rng(0)
     classes = [f"class{i:02d}" for i in range(30)]
@@ -138,7 +139,7 @@ def many_classes(tmp_path):
         run.directory
     )
     (run.directory / "model.keras").write_bytes(b"not read by this page")
-    store.set_status("thirty000001", state=RunState.DONE)
+    store.set_status("thirty000001", state=JobState.DONE)
     write_json_atomic(tmp_path / "unused.json", {})
     return store.root
 
@@ -228,8 +229,9 @@ def test_confused_together_order_is_one_choice_away(app, many_classes):
 def oxford_layout(tmp_path):
     """A finished 102-class run in Oxford 102's layout (test 20 photos/class in the real set; 4 here),
     with its evaluation and a hand-written analysis.npz: logits where classes k and k+51 look alike."""
+    from core.processes import JobState
     from core.results.arrays import RunAnalysis, SplitArrays, softmax
-    from core.runs.store import RunState, RunStore
+    from core.runs.store import RunStore
 
     rng = np.random.default_rng(3)
     classes = [f"flower {i:03d}" for i in range(1, 103)]
@@ -256,7 +258,7 @@ def oxford_layout(tmp_path):
     test = analysis.test
     Evaluation(softmax(test.logits), test.labels, classes, test.paths).save(run.directory)
     (run.directory / "model.keras").write_bytes(b"not read by this page")
-    store.set_status("oxford000001", state=RunState.DONE)
+    store.set_status("oxford000001", state=JobState.DONE)
     return store.root
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.results import calibration
-from core.runs.store import ANALYSIS_FILE
+from core.runs.record import ANALYSIS_FILE
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -65,7 +65,7 @@ def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
 
 def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
     from core.results.evaluation import Evaluation
-    from core.runs.store import HEATMAPS_DIR
+    from core.runs.record import HEATMAPS_DIR
 
     run = workspace["store"].get(workspace["run_id"])
     evaluation = Evaluation.load(run.directory)
@@ -94,7 +94,7 @@ def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
 def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, workspace):
     import time
 
-    from core.processes import RunState
+    from core.processes import JobState
     from core.results import tasks as run_tasks
     from core.runs.store import RunStore
 
@@ -108,7 +108,7 @@ def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, w
     while status.active and time.monotonic() < deadline:
         time.sleep(1)
         status = run_tasks.task_status(run, "analysis")
-    assert status.state is RunState.DONE, (status.state, status.error)
+    assert status.state is JobState.DONE, (status.state, status.error)
     assert run.has_analysis
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -196,12 +196,12 @@ def test_a_failed_run_without_a_model_says_what_it_cannot_show(app, own_run):
 
 
 def test_a_failed_background_task_says_why_and_is_offered_again(app, own_run):
-    from core.processes import RunState
+    from core.processes import JobState
 
     store, run = own_run
     folder = run_tasks.task_folder(run, "label-issues")
     folder.directory.mkdir(parents=True)
-    folder.write(run_tasks.RunTaskStatus(state=RunState.FAILED, kind="label-issues", error="MemoryError: too big"))
+    folder.write(run_tasks.RunTaskStatus(state=JobState.FAILED, kind="label-issues", error="MemoryError: too big"))
     at = app("explore", models_dir=store.root)
     at.session_state["explore_tab"] = "Suspected label errors"
     at.run()

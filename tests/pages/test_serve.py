@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from core.processes import RunState
+from core.processes import JobState
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
 from tests.conftest import copy_run
@@ -46,7 +46,7 @@ def test_a_server_whose_process_died_is_shown_failed(app, workspace, tmp_path):
     folder.directory.mkdir(parents=True)
     folder.log_path.write_text("Traceback: boom\n")
     folder.write(
-        ServerStatus(state=RunState.RUNNING, pid=999_999, queued_at=time.time() - 100, url="http://127.0.0.1:8599")
+        ServerStatus(state=JobState.RUNNING, pid=999_999, queued_at=time.time() - 100, url="http://127.0.0.1:8599")
     )
     at = app("serve", models_dir=models)
     failed = [e.value for e in at.error if e.value.startswith("The last server failed")]
@@ -68,7 +68,7 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     batching = {"mean_batch": 3.5, "batches": 4}
     folder.write(
         ServerStatus(
-            state=RunState.RUNNING,
+            state=JobState.RUNNING,
             pid=os.getpid(),  # alive: this test's own process stands in for the server's
             pid_start=process_start_time(os.getpid()),
             url="http://127.0.0.1:8599",
@@ -115,7 +115,7 @@ def test_the_start_form_takes_an_api_key_keeps_the_last_port_and_enter_does_not_
     models = copy_store(workspace, tmp_path)
     folder = server_folder(models)
     folder.directory.mkdir(parents=True)
-    folder.write(ServerStatus(state=RunState.STOPPED, port=8612, finished_at=time.time()))
+    folder.write(ServerStatus(state=JobState.STOPPED, port=8612, finished_at=time.time()))
     launched = {}
     monkeypatch.setattr(
         processes, "spawn_detached", lambda command, log, env=None: launched.update(env=env) or (0, None)

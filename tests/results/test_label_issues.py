@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from core.results import label_issues
+from core.results import label_issues, out_of_sample
 from tests.conftest import make_image_dataset
 
 
@@ -46,7 +46,7 @@ def test_cross_validation_scores_each_row_with_a_model_that_did_not_see_it():
     flip = np.array([5, 40, 70])
     noisy = y.copy()
     noisy[flip] = (y[flip] + 1) % 3
-    p = label_issues.cross_val_probabilities(x, noisy, 3)
+    p = out_of_sample.cross_val_probabilities(x, noisy, 3)
     assert p.shape == (90, 3) and np.allclose(p.sum(axis=1), 1)
     # a memorising model would give the flipped rows their (wrong) given label; out of sample they get the truth
     assert (p[flip].argmax(axis=1) == y[flip]).all()
@@ -61,7 +61,7 @@ def test_tiny_classes_do_not_break_the_folds():
     rng = np.random.default_rng(1)
     y = np.array([0] * 20 + [1] * 20 + [2])  # one class with a single image
     x = rng.normal(size=(41, 8)) + y[:, None] * 3
-    p = label_issues.cross_val_probabilities(x, y, 3)
+    p = out_of_sample.cross_val_probabilities(x, y, 3)
     assert np.isfinite(p).all() and p.shape == (41, 3)
 
 
@@ -122,7 +122,7 @@ def test_planted_flips_in_real_photos_lead_the_ranking(tmp_path):
     flips = rng.choice(len(truth), len(truth) // 10, replace=False)
     given = truth.copy()
     given[flips] = (truth[flips] + rng.integers(1, 5, len(flips))) % 5
-    scored = label_issues.out_of_sample(features, given, 5)
+    scored = out_of_sample.out_of_sample(features, given, 5)
     paths = [str(i) for i in range(len(given))]
     ranked = [
         int(issue.path)
@@ -130,7 +130,7 @@ def test_planted_flips_in_real_photos_lead_the_ranking(tmp_path):
     ]
     precision = np.isin(ranked[:50], flips).mean()
     assert precision >= 0.3, precision
-    assert scored.C in label_issues.C_GRID and scored.C < 0.1  # regularised, chosen by inner cross-validation
+    assert scored.C in out_of_sample.C_GRID and scored.C < 0.1  # regularised, chosen by inner cross-validation
     top = scored.probabilities[ranked[:10], given[ranked[:10]]]
     assert top.max() < 0.5 and top.min() > 1e-6  # honest, not the saturated 0% of an unregularised fit
     trust = label_issues.self_test(features, given, 5, C=scored.C)
@@ -140,20 +140,19 @@ def test_planted_flips_in_real_photos_lead_the_ranking(tmp_path):
 def test_small_classes_are_dealt_to_the_folds_not_fitted_once_per_photo(monkeypatch):
     """1,000 classes of 1-2 photos: k fits in all (it was one fit per photo), each photo scored by a model that
     did not see it."""
-    from core.results import label_issues
 
     rng = np.random.default_rng(0)
     y = np.concatenate([np.repeat([0, 1], 30), np.arange(2, 300), np.arange(2, 100)])
     x = rng.normal(size=(len(y), 16)).astype(np.float32)
     fits = []
-    real = label_issues._fit_predict
+    real = out_of_sample._fit_predict
 
     def counting(x_train, y_train, x_held, *args):
         fits.append(len(x_held))
         return real(x_train, y_train, x_held, *args)
 
-    monkeypatch.setattr(label_issues, "_fit_predict", counting)
-    result = label_issues.out_of_sample(x, y, 300, C=0.01)
+    monkeypatch.setattr(out_of_sample, "_fit_predict", counting)
+    result = out_of_sample.out_of_sample(x, y, 300, C=0.01)
     assert len(fits) == 2 and sum(fits) == len(y)  # two folds (the smallest class has 1 photo), every row held once
     assert result.probabilities.shape == (len(y), 300) and result.probabilities.dtype == np.float32
     singletons = np.flatnonzero(np.bincount(y)[y] == 1)
@@ -161,7 +160,7 @@ def test_small_classes_are_dealt_to_the_folds_not_fitted_once_per_photo(monkeypa
 
 
 def test_a_fold_fits_on_a_class_balanced_sample_of_a_large_set():
-    from core.results.label_issues import balanced_sample
+    from core.results.out_of_sample import balanced_sample
 
     y = np.concatenate([np.zeros(9000, int), np.ones(900, int), np.full(100, 2)])
     rows = np.arange(len(y))
@@ -173,14 +172,14 @@ def test_a_fold_fits_on_a_class_balanced_sample_of_a_large_set():
 
 
 def test_many_classes_see_fewer_principal_directions():
-    from core.results.label_issues import MAX_DIMENSIONS, dimensions
+    from core.results.out_of_sample import MAX_DIMENSIONS, dimensions
 
     assert dimensions(5) == dimensions(102) == dimensions(256) == MAX_DIMENSIONS
     assert dimensions(1000) == 65 and dimensions(100_000) == 32
 
 
 def test_a_set_where_every_class_has_one_photo_is_scored_without_stratifying():
-    from core.results.label_issues import out_of_sample
+    from core.results.out_of_sample import out_of_sample
 
     rng = np.random.default_rng(1)
     y = np.arange(40)

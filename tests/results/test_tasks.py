@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from core.processes import RunState
+from core.processes import JobState
 from core.results import tasks as run_tasks
 from core.results.arrays import RunAnalysis
 from core.runs.store import RunStore
@@ -79,7 +79,7 @@ def test_the_analysis_as_a_background_job(old_run):
         if not status.active:
             break
         time.sleep(1)
-    assert status.state is RunState.DONE, (status.error, run_tasks.task_folder(run, "analysis").log_tail())
+    assert status.state is JobState.DONE, (status.error, run_tasks.task_folder(run, "analysis").log_tail())
     assert store.get(run.run_id).has_analysis
 
 

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from core.fileio import read_jsonl, write_json_atomic
-from core.processes import process_start_time
-from core.runs.store import RunNotFound, RunState, RunStore
+from core.processes import JobState, process_start_time
+from core.runs.record import RunNotFound
+from core.runs.store import RunStore
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def _record(name="ds"):
 
 def test_create_get_list(store):
     run = store.create("abc123", _record())
-    assert run.state == RunState.QUEUED and (run.directory / "config.json").exists()
+    assert run.state == JobState.QUEUED and (run.directory / "config.json").exists()
     got = store.get("abc123")
     assert got.classes == ["a", "b"] and got.dataset_name == "ds" and got.train_config.epochs == 2
     store.create("def456", _record("other"))
@@ -48,9 +49,9 @@ def test_ambiguous_prefix(store):
 
 def test_status_merges_and_metrics_tolerate_a_torn_line(store):
     store.create("r1", _record())
-    store.set_status("r1", state=RunState.RUNNING, epoch=1)
+    store.set_status("r1", state=JobState.RUNNING, epoch=1)
     status = store.set_status("r1", epoch=2)
-    assert status.state == RunState.RUNNING and status.epoch == 2
+    assert status.state == JobState.RUNNING and status.epoch == 2
     store.append_metrics("r1", {"epoch": 1, "loss": 0.5})
     with open(store.run_dir("r1") / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "lo')  # a writer died mid-line
@@ -80,30 +81,30 @@ def test_refresh_marks_a_dead_process_failed_with_its_log(store):
     assert finished.returncode == 0
     dead_pid = 2**22 - 3  # beyond the usual pid range
     (store.run_dir("r1") / "train.log").write_text("loading\r10%\r50%\nboom: out of memory\n")
-    store.set_status("r1", state=RunState.RUNNING, pid=dead_pid)
+    store.set_status("r1", state=JobState.RUNNING, pid=dead_pid)
     run = store.refresh(store.get("r1"))
-    assert run.state == RunState.FAILED
+    assert run.state == JobState.FAILED
     assert "ended without finishing" in run.status.error and "boom: out of memory" in run.status.error
     assert store.log_tail("r1") == "50%\nboom: out of memory"
 
 
 def test_refresh_leaves_live_and_finished_runs_alone(store):
     store.create("live", _record())
-    store.set_status("live", state=RunState.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
-    assert store.refresh(store.get("live")).state == RunState.RUNNING
+    store.set_status("live", state=JobState.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
+    assert store.refresh(store.get("live")).state == JobState.RUNNING
     store.create("done", _record())
-    store.set_status("done", state=RunState.DONE)
-    assert store.refresh(store.get("done")).state == RunState.DONE
+    store.set_status("done", state=JobState.DONE)
+    assert store.refresh(store.get("done")).state == JobState.DONE
     store.create("launching", _record())  # no pid yet: within the launch grace period
-    assert store.refresh(store.get("launching")).state == RunState.QUEUED
+    assert store.refresh(store.get("launching")).state == JobState.QUEUED
 
 
 def test_delete_refuses_an_active_run(store):
     store.create("r1", _record())
-    store.set_status("r1", state=RunState.RUNNING, pid=os.getpid())
+    store.set_status("r1", state=JobState.RUNNING, pid=os.getpid())
     with pytest.raises(ValueError, match="stop it before deleting"):
         store.delete("r1")
-    store.set_status("r1", state=RunState.DONE)
+    store.set_status("r1", state=JobState.DONE)
     store.delete("r1")
     assert not store.exists("r1")
 
@@ -119,7 +120,7 @@ def test_status_is_typed_and_old_folders_still_load(store):
         store.run_dir("old") / "status.json", {"state": "done", "accuracy": 0.5, "created": 1.0, "gpu_temp": 61}
     )
     run = store.get("old")
-    assert run.state is RunState.DONE and run.status.accuracy == 0.5 and run.status.queued_at == 1.0
+    assert run.state is JobState.DONE and run.status.accuracy == 0.5 and run.status.queued_at == 1.0
     assert run.status.extra == {"gpu_temp": 61}
     store.set_status("old", best_epoch=3)
     assert json.loads((store.run_dir("old") / "status.json").read_text())["gpu_temp"] == 61  # kept on rewrite
@@ -131,10 +132,10 @@ def test_evaluate_says_why_a_run_has_no_evaluation_yet(store, capsys):
     from core.cli import main
 
     store.create("r1", _record())
-    store.set_status("r1", state=RunState.RUNNING, pid=os.getpid(), epoch=3, epochs_total=10)
+    store.set_status("r1", state=JobState.RUNNING, pid=os.getpid(), epoch=3, epochs_total=10)
     args = ["evaluate", "r1", "--models-dir", str(store.root)]
     assert main(args) == 1 and "is still running (epoch 3/10)" in capsys.readouterr().err
     store.request_stop("r1")
     assert main(args) == 1 and "is stopping: it is saving its best weights" in capsys.readouterr().err
-    store.set_status("r1", state=RunState.STOPPED)
+    store.set_status("r1", state=JobState.STOPPED)
     assert main(args) == 1 and "stopped before its first epoch finished" in capsys.readouterr().err

@@ -9,7 +9,9 @@ import json
 import pytest
 
 from core.cli import main as cli
-from core.runs.store import RunNotFound, RunState, RunStore, RunUnreadable, check_run_id
+from core.processes import JobState
+from core.runs.record import RunNotFound, RunUnreadable, check_run_id
+from core.runs.store import RunStore
 from core.serving.aliases import AliasError, AliasStore
 from tests.conftest import copy_run
 
@@ -32,7 +34,7 @@ def damaged(tmp_path):
     store = RunStore(tmp_path / "models")
     for run_id in ("good", "statuslist", "badtype", "cutconfig", "cutstatus"):
         store.create(run_id, _record())
-        store.set_status(run_id, state=RunState.DONE, finished_at=1.0, accuracy=0.5)
+        store.set_status(run_id, state=JobState.DONE, finished_at=1.0, accuracy=0.5)
     (store.run_dir("statuslist") / "status.json").write_text("[1, 2, 3]\n")
     config = json.loads((store.run_dir("badtype") / "config.json").read_text())
     config["config"]["image_size"] = "<str>"
@@ -74,18 +76,18 @@ def test_core_runs_lists_them_and_writes_nothing(damaged, capsys):
 def test_a_read_shows_a_dead_run_failed_without_writing_it(tmp_path, capsys):
     store = RunStore(tmp_path / "models")
     store.create("dead", _record())
-    store.set_status("dead", state=RunState.RUNNING, pid=2**22 + 12345, started_at=1.0)
+    store.set_status("dead", state=JobState.RUNNING, pid=2**22 + 12345, started_at=1.0)
     before = _digest(store.run_dir("dead") / "status.json")
     assert cli(["runs", "--models-dir", str(store.root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["state"] == "failed"
     assert _digest(store.run_dir("dead") / "status.json") == before
-    assert store.refresh(store.get("dead")).state is RunState.FAILED  # the app (an owner of the store) writes it
-    assert store.get("dead").state is RunState.FAILED
+    assert store.refresh(store.get("dead")).state is JobState.FAILED  # the app (an owner of the store) writes it
+    assert store.get("dead").state is JobState.FAILED
 
 
 def test_the_owner_of_a_run_writes_a_whole_status_over_an_unreadable_one(damaged):
-    damaged.set_status("cutstatus", state=RunState.RUNNING, epoch=1)
-    assert damaged.get("cutstatus").state is RunState.RUNNING
+    damaged.set_status("cutstatus", state=JobState.RUNNING, epoch=1)
+    assert damaged.get("cutstatus").state is JobState.RUNNING
 
 
 def test_an_unreadable_folder_can_be_deleted_but_a_readable_run_not_that_way(damaged):

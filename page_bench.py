@@ -1,30 +1,35 @@
 """Each page's first draw at scale, through Streamlit's AppTest: the scale benchmark's page stage.
 
-It lives with the pages, not in `core/` (which never imports Streamlit): the benchmark's child process
-looks it up by name (`core.bench.scale.CALLS["pages"]`).
+    python page_bench.py RESULT.json PAGE [PAGE ...]
+
+`python -m core bench --only scale` runs this script as a process of its own, as the ui item runs
+`streamlit_app.py`: `core/` never imports Streamlit nor the pages. It writes the same result file as
+the bench's other stages: {"seconds", "pages": {page: s}, "errors": {page: message}, "drawn": {page: {kind: n}}}.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from core.paths import PROJECT_ROOT
+from streamlit.testing.v1 import AppTest
+
 from pages.ui.navigation import page_file
 
+APP = str(Path(__file__).resolve().parent / "streamlit_app.py")
 KINDS = ("dataframe", "plotly_chart", "arrow_vega_lite_chart", "vega_lite_chart", "metric", "image")
 
 
-def draw_pages(pages: tuple[str, ...]) -> dict[str, Any]:
+def draw_pages(pages: list[str]) -> dict[str, Any]:
     """Each page's first draw in a fresh session (a newly opened tab): seconds, errors, and what it drew."""
-    from streamlit.testing.v1 import AppTest
-
-    app = str(PROJECT_ROOT / "streamlit_app.py")
     times: dict[str, float] = {}
     errors: dict[str, str] = {}
     drawn: dict[str, dict[str, int]] = {}  # tables, charts, metrics: so an empty page would show
     for page in pages:
-        at = AppTest.from_file(app, default_timeout=600)
+        at = AppTest.from_file(APP, default_timeout=600)
         at.run()
         at.switch_page(page_file(page))
         started = time.perf_counter()
@@ -34,3 +39,16 @@ def draw_pages(pages: tuple[str, ...]) -> dict[str, Any]:
         if at.exception:
             errors[page] = str(at.exception[0].value)[:300]
     return {"pages": times, "errors": errors, "drawn": drawn}
+
+
+def main(argv: list[str]) -> int:
+    result_file, pages = Path(argv[0]), argv[1:]
+    started = time.perf_counter()
+    result = draw_pages(pages)
+    result["seconds"] = time.perf_counter() - started
+    result_file.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
