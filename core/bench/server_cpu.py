@@ -12,6 +12,7 @@ taken with one harness (docs/PERFORMANCE.md records one).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from core.bench.common import BACKBONE, Row, Scale, link_subset
+from core.bench.scale_data import copy_runs
 from core.paths import PROJECT_ROOT
 
 ITEM = "ui"
@@ -36,6 +38,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 QUIET_SECONDS = 30
+STORE_RUNS = 200  # finished runs in the store beside the watched one: a class's store, read by every poll
+CPU_SHARE_TARGET = 0.10  # of one core, while a tab watches a run
 
 
 def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
@@ -57,7 +61,16 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         ]
     per_class = {"full": 160, "quick": 60, "tiny": 8}[scale.name]
     quiet = QUIET_SECONDS if scale.name == "full" else 10
-    result = measure(PROJECT_ROOT, dataset, workdir, per_class=per_class, chromium=chromium, quiet_seconds=quiet)
+    store_runs = {"full": STORE_RUNS, "quick": 50, "tiny": 3}[scale.name]
+    result = measure(
+        PROJECT_ROOT,
+        dataset,
+        workdir,
+        per_class=per_class,
+        chromium=chromium,
+        quiet_seconds=quiet,
+        store_runs=store_runs,
+    )
     share = result["run_cpu"] / result["run_wall"] if result["run_wall"] else None
     return [
         Row(
@@ -66,10 +79,13 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
             "app server CPU while one tab watches a training run",
             "s",
             result["run_cpu"],
+            target=f"< {100 * CPU_SHARE_TARGET:.0f}% of a core",
+            met=share is not None and share < CPU_SHARE_TARGET,
             notes=f"{result['run_wall']:.0f} s run ({result['images']} photos at 64 px, weights none, standard "
             f"augmentation, cached features), launched from the CLI after the tab opened (reloaded once "
             "after 20 s if the page had not shown it); "
-            f"{100 * share:.1f}% of one core"
+            f"{100 * share:.1f}% of one core (target under {100 * CPU_SHARE_TARGET:.0f}%), "
+            f"{store_runs} finished runs in the store beside it"
             + (
                 f"; the page showed it after {result['noticed']:.1f} s"
                 if result["noticed"] is not None
@@ -95,6 +111,7 @@ def measure(
     per_class: int = 160,
     chromium: str = "chromium",
     quiet_seconds: float = QUIET_SECONDS,
+    store_runs: int = 0,
 ) -> dict:
     """Server CPU seconds while a tab watches a run, and while it sits quiet; see the module docstring."""
     from playwright.sync_api import sync_playwright
@@ -111,6 +128,11 @@ def measure(
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(project_root),
     }
+    if store_runs:  # a store such as a class leaves: one small finished run, and copies of it (hard links)
+        first = [sys.executable, "-m", "core", "train", str(data / "flowers"), "--image-size", "32", "--weights",
+                 "none", "--epochs", "1", "--augment", "none", "--backbone", BACKBONE, "--json"]  # fmt: skip
+        done = subprocess.run(first, cwd=project_root, env=env, capture_output=True, text=True, check=True)
+        copy_runs(models, json.loads(done.stdout)["run_id"], store_runs - 1)
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)

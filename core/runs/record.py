@@ -19,6 +19,7 @@ readers tolerate a torn last metrics line, missing fields and fields they do not
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import re
@@ -203,8 +204,9 @@ class Run(JobRecord):
     name: str = ""  # given by a person; "" when none was
     note: str = ""
 
-    @property
+    @functools.cached_property
     def train_config(self) -> TrainConfig:
+        """Its settings as a TrainConfig (checked once: a page polling 500 runs asks for it every redraw)."""
         return TrainConfig.from_dict(self.settings)
 
     @property

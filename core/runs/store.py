@@ -7,8 +7,10 @@ fields they do not know.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,23 @@ class RunStore:
                     continue
         return count, latest
 
+    def folder_stamps(self) -> dict[str, int]:
+        """Each run folder's modification time in ns (a stat per run). A folder's time moves whenever the run
+        writes a file into it (every write is atomic: a new file renamed into place), so an unchanged time means
+        an unchanged config, status, label and stop flag (metrics.jsonl, appended in place, is read apart)."""
+        stamps = {}
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return {}
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir():
+                    stamps[entry.name] = entry.stat().st_mtime_ns
+        return stamps
+
     def append_metrics(self, run_id: str, record: dict[str, Any]) -> None:
         append_jsonl(self.run_dir(run_id) / METRICS_FILE, record)
 
@@ -246,3 +265,45 @@ class RunStore:
         """
         run.status = self._job(run.run_id).refresh(run.status, what="the training process", persist=persist)
         return run
+
+
+class RunListing:
+    """The store's runs, kept between looks and read again folder by folder: a run whose folder has not changed
+    since the last look is not read again. A page polling every two seconds while one run trains then reads that
+    run's files, not the 500 a class's store holds (before, every status write of one run re-read every run).
+    Safe across the threads of one server; the runs it returns are shared, so callers do not change them."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[int, Run | RunUnreadable]] = {}
+        self._listed: tuple[list[Run], list[RunUnreadable]] = ([], [])
+
+    def scan(self) -> tuple[list[Run], list[RunUnreadable]]:
+        """(readable runs newest first, unreadable run folders by id), as `RunStore.scan` gives them."""
+        with self._lock:
+            stamps = self.store.folder_stamps()
+            if stamps.keys() == self._known.keys() and all(self._known[k][0] == v for k, v in stamps.items()):
+                return self._listed
+            known: dict[str, tuple[int, Run | RunUnreadable]] = {}
+            for run_id, stamp in stamps.items():
+                seen = self._known.get(run_id)
+                if seen is not None and seen[0] == stamp:
+                    known[run_id] = seen
+                    continue
+                try:
+                    known[run_id] = (stamp, self.store.get(run_id))
+                except RunNotFound:
+                    continue  # a folder being created right now: read when its config is there
+                except RunUnreadable as e:
+                    known[run_id] = (stamp, e)
+                except ValueError:
+                    continue  # a folder whose name is not a run id
+            runs = [item for _, item in known.values() if isinstance(item, Run)]
+            unreadable = [item for _, item in known.values() if isinstance(item, RunUnreadable)]
+            self._known = known
+            self._listed = (
+                sorted(runs, key=lambda run: run.created, reverse=True),
+                sorted(unreadable, key=lambda e: e.run_id),
+            )
+            return self._listed

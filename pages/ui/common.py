@@ -5,6 +5,7 @@ Page keys are prefixed with the page's name; the few values shared between pages
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -22,7 +23,7 @@ from core.device_check import FRAMEWORK_NAMES, CheckInBackground
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
 from core.processes import JobState
 from core.runs.record import Run, RunUnreadable
-from core.runs.store import RunStore
+from core.runs.store import RunListing, RunStore
 from core.settings.options import describe_config
 from core.sweeps import Sweep, SweepStore
 from pages.ui import plain
@@ -69,26 +70,25 @@ def store() -> RunStore:
     return RunStore(models_root())
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _runs_as_of(root: str, stamp: tuple[int, float]) -> tuple[list[Run], list[RunUnreadable]]:
-    return RunStore(root).scan()
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _listing(root: str) -> RunListing:
+    return RunListing(RunStore(root))
 
 
 def runs() -> list[Run]:
     """All runs, newest first, with dead processes marked failed.
 
-    The run folders are read again only when the store's stamp changes (a run created, deleted, or
-    writing its status), so a page polling every second or two reads a stat per run, not every file.
+    One listing per store for the whole server (no copy per call): a poll stats each run folder and reads
+    again only the runs whose folder changed (the one training, as it writes its status).
     """
     run_store = store()
-    listed, _ = _runs_as_of(str(run_store.root), run_store.stamp())
-    return [run_store.refresh(run) if run.active else run for run in listed]
+    listed, _ = _listing(str(run_store.root)).scan()
+    return [run_store.refresh(dataclasses.replace(run)) if run.active else run for run in listed]
 
 
 def unreadable_runs() -> list[RunUnreadable]:
     """Run folders whose config or status cannot be read (listed with why, never a traceback)."""
-    run_store = store()
-    return _runs_as_of(str(run_store.root), run_store.stamp())[1]
+    return _listing(str(store().root)).scan()[1]
 
 
 def active_runs() -> list[Run]:
@@ -122,6 +122,15 @@ def sweep_label(sweep: Sweep) -> str:
     created = datetime.datetime.fromtimestamp(sweep.created).strftime("%b %d %H:%M")
     searched = ", ".join(sweep.spec.get("space", {}))
     return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}"
+
+
+def job_picker(label: str, jobs: list, ids: list[str], labels: dict[str, str], key: str) -> str:
+    """The picker of a live list of jobs (runs, sweeps), bound to the URL under `key`: it keeps its pick while
+    that job is listed, else takes the first active one (else the newest). Returns the picked id."""
+    if st.session_state.get(key) not in ids:
+        active = [job_id for job, job_id in zip(jobs, ids, strict=True) if job.active]
+        st.session_state[key] = (active or ids)[0]
+    return st.selectbox(label, ids, format_func=labels.get, key=key, bind="query-params")
 
 
 def finished_runs() -> list[Run]:
