@@ -8,7 +8,7 @@ from core.processes import JobState
 from core.runs.curves import progress
 from core.train.queue import places
 from pages.ui import auth, common, plain, teaching
-from pages.ui.navigation import PAGES, page_file
+from pages.ui.navigation import PAGES, SWEEP_PICK, TRAIN_RUN, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
 user = auth.gate()  # shared: the sign-in page and nothing else until signed in
@@ -57,7 +57,7 @@ def jobs_panel() -> None:
         else:
             st.progress(state.fraction, text=state.text or state.state_label)
         st.page_link(
-            page_file("train"), label="Watch it", icon=":material/monitoring:", query_params={"train_run": run.run_id}
+            page_file("train"), label="Watch it", icon=":material/monitoring:", query_params={TRAIN_RUN: run.run_id}
         )
     for sweep in active_sweeps:
         status = sweep.status
@@ -66,7 +66,7 @@ def jobs_panel() -> None:
         text = f"{done}/{target} trials" if target else f"{done} trials"
         st.progress(min(1.0, done / target) if target else 0.0, text=f"{text} · {status.stage or 'starting'}")
         st.page_link(
-            page_file("sweep"), label="Watch it", icon=":material/tune:", query_params={"sweep_pick": sweep.sweep_id}
+            page_file("sweep"), label="Watch it", icon=":material/tune:", query_params={SWEEP_PICK: sweep.sweep_id}
         )
 
 

@@ -251,3 +251,15 @@ class Evaluation:
                 paths=data["paths"].tolist(),
                 cache_positions=positions if positions is not None and len(positions) else None,
             )
+
+
+def test_photos_among(run_dir: str | os.PathLike, paths) -> int:
+    """How many of `paths` (relative to the dataset) are photos of the run's test split; 0 when it has no stored
+    evaluation. The Train page says how many of the label corrections a run would apply touch its test photos."""
+    if not paths:
+        return 0
+    try:
+        test = set(Evaluation.load(run_dir).paths)
+    except (EvaluationMissing, OSError, ValueError):
+        return 0
+    return sum(1 for path in paths if path in test)

@@ -42,6 +42,12 @@ PAGES = (
 )
 _BY_NAME = {page.name: page for page in PAGES}
 
+# The query parameters a link may set: the page binds its picker to the same key, so the link, the picker and the
+# URL in the address bar agree. Spelled here once: the sidebar, Sweep and Explore link to Train with them.
+TRAIN_RUN = "train_run"  # /train?train_run=<run id>: the run the Train page watches
+TRAIN_PREFILL = "train_prefill"  # /train?train_prefill=<run id>: the New run form filled with that run's settings
+SWEEP_PICK = "sweep_pick"  # /sweep?sweep_pick=<sweep id>: the sweep the Sweep page shows
+
 
 def run_app() -> None:
     """Run the app's main script (what a page entry file does on a server's first request)."""

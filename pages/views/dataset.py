@@ -12,7 +12,10 @@ from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
-from pages.ui import common, dataset_add, dataset_caches, dataset_health, plain, teaching
+from pages.ui import common, plain, teaching
+from pages.ui.dataset import add as dataset_add
+from pages.ui.dataset import caches as dataset_caches
+from pages.ui.dataset import health as dataset_health
 
 PAGE_SIZE = 24
 MANY_CLASSES = 60  # beyond this many classes, the counts chart is sorted by size with no names under it

@@ -11,16 +11,10 @@ import streamlit as st
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.processes import JobState
 from core.results.evaluation import Evaluation
-from pages.ui import (
-    analysis_status,
-    auth,
-    common,
-    evaluate_calibration,
-    evaluate_confusion,
-    evaluate_heatmaps,
-    plain,
-    teaching,
-)
+from pages.ui import analysis_status, auth, common, plain, teaching
+from pages.ui.evaluate import calibration as evaluate_calibration
+from pages.ui.evaluate import confusion as evaluate_confusion
+from pages.ui.evaluate import heatmaps as evaluate_heatmaps
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 12  # a cell's photos per page: all in view beside the matrix, no scrolling box to miss

@@ -7,8 +7,8 @@ import streamlit as st
 from core.processes import JobState
 from core.runs.record import Run
 from pages.ui import analysis_status, common
-from pages.ui.explore_label_review import review_section
-from pages.ui.explore_map import map_section
+from pages.ui.explore.label_review import review_section
+from pages.ui.explore.map import map_section
 from pages.ui.navigation import page_file
 
 st.title("Explore")

@@ -7,8 +7,10 @@ import streamlit as st
 
 from core.data.imaging import IMAGE_EXTENSIONS
 from core.serving.batch_predict import size_note
-from pages.ui import auth, common, plain, predict_explain, predict_extras, run_models, teaching
+from pages.ui import auth, common, plain, run_models, teaching
 from pages.ui.navigation import page_file
+from pages.ui.predict import explain as predict_explain
+from pages.ui.predict import extras as predict_extras
 
 st.title("Predict")
 st.caption("Classify your own photos with a trained run. The photo is prepared exactly as the test images were.")

@@ -6,8 +6,9 @@ import streamlit as st
 
 from core.processes import JobState
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
-from pages.ui import auth, common, plain, serving, teaching
+from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
+from pages.ui.serving import sections as serving
 
 LIVE_EVERY = 2.0
 

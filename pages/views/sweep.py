@@ -14,8 +14,10 @@ from core.settings.options import describe_config
 from core.sweeps import Sweep
 from core.sweeps.launch import pinned_corrections, sweep_corrections
 from core.sweeps.results import most_accurate
-from pages.ui import common, plain, sweep_charts, sweep_form, teaching
-from pages.ui.navigation import page_file
+from pages.ui import common, plain, teaching
+from pages.ui.navigation import SWEEP_PICK, TRAIN_RUN, page_file
+from pages.ui.sweep import charts as sweep_charts
+from pages.ui.sweep import form as sweep_form
 
 LIVE_EVERY = 2.0  # seconds between redraws while a sweep runs
 
@@ -75,7 +77,7 @@ def continue_sweep(sweep_id: str, trials: int | None, timeout: float | None) -> 
 
 
 def _show(submission: sweeps.SweepSubmission) -> None:
-    st.session_state["sweep_pick"] = submission.sweep.sweep_id
+    st.session_state[SWEEP_PICK] = submission.sweep.sweep_id
     st.session_state["sweep_tab"] = "Sweeps"
     st.session_state["sweep_notice"] = (submission.outcome, submission.sweep.sweep_id)
 
@@ -102,7 +104,7 @@ def delete_sweep(sweep_id: str) -> None:
     except (ValueError, OSError) as e:
         st.session_state["sweep_error_list"] = str(e)
         return
-    st.session_state.pop("sweep_pick", None)
+    st.session_state.pop(SWEEP_PICK, None)
 
 
 # ----------------------------------------------------------------------------- one sweep
@@ -317,7 +319,7 @@ def promoted_run(sweep: Sweep) -> None:
             page_file("train"),
             label="Watch it on Train",
             icon=":material/monitoring:",
-            query_params={"train_run": run_id},
+            query_params={TRAIN_RUN: run_id},
         )
         if run.evaluated:
             st.page_link(
@@ -369,11 +371,8 @@ def sweep_area() -> list[Sweep]:
     """The sweep picker and the picked sweep; returns the sweeps as listed."""
     listed = common.sweeps()
     ids = [s.sweep_id for s in listed]
-    if st.session_state.get("sweep_pick") not in ids:
-        active = [s.sweep_id for s in listed if s.active]
-        st.session_state["sweep_pick"] = (active or ids)[0]
     labels = {s.sweep_id: common.sweep_label(s) for s in listed}
-    picked = st.selectbox("Sweep", ids, format_func=labels.get, key="sweep_pick", bind="query-params")
+    picked = common.job_picker("Sweep", listed, ids, labels, SWEEP_PICK)
     try:
         sweep = common.sweep_store().refresh(common.sweep_store().get(picked))
     except KeyError:

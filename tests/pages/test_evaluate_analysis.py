@@ -123,7 +123,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
     import numpy as np
 
     from core.results.arrays import RunAnalysis, SplitArrays
-    from pages.ui.evaluate_calibration import scores_table
+    from pages.ui.evaluate.calibration import scores_table
 
     rng = np.random.default_rng(0)
 

@@ -15,7 +15,7 @@ from core.data.corrections import Corrections
 from core.results import tasks as run_tasks
 from core.results.arrays import RunAnalysis
 from core.runs.store import RunStore
-from pages.ui.explore_map import selected_keys, selected_photos
+from pages.ui.explore.map import selected_keys, selected_photos
 from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
@@ -223,7 +223,7 @@ def test_picking_t_sne_starts_it_in_the_background_without_a_button(app, own_run
 
 
 def test_a_thousand_classes_colour_the_largest_and_lump_the_rest():
-    from pages.ui.explore_map import LEGEND_CLASSES, figure
+    from pages.ui.explore.map import LEGEND_CLASSES, figure
 
     classes = [f"class_{i:04d}" for i in range(1000)]
     given = [classes[i % 1000] for i in range(3000)] + [classes[7]] * 40  # class 7 has the most photos
@@ -250,7 +250,7 @@ def test_a_thousand_classes_colour_the_largest_and_lump_the_rest():
 
 
 def test_the_coloured_classes_never_share_a_colour_whatever_their_place_in_the_list():
-    from pages.ui.explore_map import LEGEND_CLASSES, figure
+    from pages.ui.explore.map import LEGEND_CLASSES, figure
 
     classes = [f"class_{i:04d}" for i in range(1000)]
     largest = [classes[48 * k] for k in range(LEGEND_CLASSES)]  # places that a 48-colour cycle would give one colour

@@ -15,7 +15,7 @@ from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import label_issues
 from core.runs.record import Run
 from pages.ui import common, plain, run_models, teaching
-from pages.ui.navigation import page_file
+from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
 
 PAGE_SIZE = 10
@@ -187,7 +187,7 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
         page_file("train"),
         label="Train again with these corrections",
         icon=":material/model_training:",
-        query_params={"train_prefill": run.run_id},
+        query_params={TRAIN_PREFILL: run.run_id},
     )
 
 

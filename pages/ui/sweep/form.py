@@ -19,7 +19,8 @@ from core.settings.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigEr
 from core.settings.options import BY_FIELD
 from core.settings.presets import all_presets, preset_name_for
 from core.sweeps import DEFAULT_SPACE, SEARCHABLE, check_request
-from pages.ui import common, train_form
+from pages.ui import common
+from pages.ui.train import form as train_form
 
 PREFIX = "sweep"
 FORM_DATASET = "sweep_form_dataset"  # the dataset the fixed settings were last filled for

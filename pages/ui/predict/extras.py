@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.data.imaging import ImageError
 from core.serving.log import PredictionLog
-from pages.ui import common, plain, run_models, serving, teaching
+from pages.ui import common, plain, run_models, teaching
+from pages.ui.serving import sections as serving
 
 MANY = 4  # from this many photos on, a table replaces the per-photo cards
 

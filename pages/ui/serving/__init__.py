@@ -1,0 +1,1 @@
+"""Serving parts of the Serve, Monitor and Predict pages: aliases, exports, retrain-and-promote."""

@@ -1,0 +1,1 @@
+"""The Sweep page's parts: the form and the charts."""

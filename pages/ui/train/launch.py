@@ -1,0 +1,134 @@
+"""Launching a run from the Train page: the plan in words, the launch itself, and a New run form filled from
+another run (Explore's and a run's own "train again" links).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import sharing
+from core.data.corrections import summary as correction_summary
+from core.results.evaluation import test_photos_among
+from core.settings.config import TrainConfig
+from core.settings.options import describe_weights
+from core.train import jobs
+from core.train.jobs import dataset_corrections
+from pages.ui import auth, common
+from pages.ui.navigation import TRAIN_PREFILL, TRAIN_RUN
+from pages.ui.train import form as train_form
+
+SCHEDULE_WORDS = {
+    "constant": "",
+    "cosine": ", decaying to zero along a cosine",
+    "plateau": ", lowered whenever validation loss stalls",
+}
+
+
+def plan_text(config: TrainConfig) -> str:
+    """What the run will do, in words, for people learning transfer learning."""
+    steps = []
+    if config.weights == "none":
+        steps.append(
+            "**Random start**: ResNet-50 begins with random weights, so its 2,048 features are random mixes of "
+            "the pixels. The head can still learn colour and rough texture, but expect much lower accuracy than "
+            "from ImageNet weights, and confident mistakes."
+        )
+    else:
+        steps.append(f"**Start**: ResNet-50 with {describe_weights(config.weights)} weights, a new head on top.")
+    if config.epochs:
+        where = "on cached backbone features" if config.feature_cache else "on images through the frozen ResNet-50"
+        views = (
+            f", {config.augmented_views} augmented view(s) per image besides the clean one"
+            if config.feature_cache and config.augment.enabled
+            else ""
+        )
+        steps.append(
+            f"**Phase 1**: {config.epochs} epochs training only the head, {where}{views}, "
+            f"learning rate {config.learning_rate:g}{SCHEDULE_WORDS[config.lr_schedule]}."
+        )
+    if config.fine_tune_epochs:
+        steps.append(
+            f"**Phase 2**: {config.fine_tune_epochs} epochs fine-tuning the top {config.unfreeze_stages} "
+            f"ResNet stage(s) (BatchNorm frozen) at {config.fine_tune_learning_rate:g}"
+            f"{SCHEDULE_WORDS[config.lr_schedule]}."
+        )
+    steps.append("The weights of the epoch with the lowest validation loss are kept and evaluated on the test split.")
+    return "\n\n".join(steps)
+
+
+def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_address: str | None = None) -> None:
+    """Launch button: start the run in the background (or as a task on the Ray cluster), then show it on the
+    Runs tab."""
+    try:
+        user = auth.current_user()
+        submission = jobs.launch(
+            dataset,
+            config,
+            common.models_root(),
+            common.data_root(),
+            corrections=corrections or {},
+            owner=user.id,
+            max_queued=sharing.max_queued_runs() if auth.shared() else None,
+            ray_address=ray_address,
+        )
+    except (ValueError, OSError) as e:
+        st.session_state["train_error"] = f"Could not launch: {e}"
+        return
+    train_form.remember(dataset, config)
+    st.session_state[TRAIN_RUN] = submission.run_id
+    st.session_state["train_tab"] = "Runs"
+    kind = {jobs.CACHED: "cached", jobs.ACTIVE: "active"}.get(submission.outcome, "new")
+    st.session_state["train_notice"] = (kind, submission.run_id)
+
+
+def prefill_from(run_id: str) -> None:
+    """Copy a run's settings into the New run form and open it."""
+    run = common.store().get(run_id)
+    train_form.fill_from_config(run.train_config)
+    st.session_state[train_form.key("dataset")] = run.dataset_path
+    st.session_state[train_form.FORM_DATASET] = run.dataset_path
+    common.set_current_dataset(run.dataset_path)
+    st.session_state["train_tab"] = "New run"
+
+
+PREFILL = TRAIN_PREFILL
+
+
+PREFILL_NOTE = "train_prefill_note"
+
+
+def take_prefill_link() -> None:
+    """A run's settings arrived by link (Explore's "Train again with these corrections"): fill the form and open
+    it (before the tabs are drawn), and keep what the new run changes for `prefilled_note`."""
+    run_id = st.query_params.get(PREFILL)
+    if not run_id:
+        return
+    del st.query_params[PREFILL]
+    try:
+        run = common.store().find(run_id)
+    except (KeyError, ValueError) as e:  # not in the store, not an id, or unreadable
+        st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {e}")
+        return
+    prefill_from(run.run_id)
+    kept = dataset_corrections(common.data_root(), run.dataset_path)
+    on_test = test_photos_among(run.directory, kept or ())
+    test_note = (
+        f" {on_test} of them are test photos: the two runs will then be compared on the test photos they still "
+        "share (Compare says which dropped out)."
+        if on_test
+        else ""
+    )
+    st.session_state[PREFILL_NOTE] = (
+        "info",
+        f"The form holds run {run.run_id[:6]}'s settings. With the label corrections kept for its dataset now "
+        f"({correction_summary(kept)}; the run had {correction_summary(run.corrections)}), the new run differs "
+        f"from it only in those.{test_note} Launch it below, or change a setting first.",
+    )
+
+
+def prefilled_note() -> None:
+    kind, text = st.session_state.pop(PREFILL_NOTE, (None, ""))
+    if kind == "info":
+        st.info(text, icon=":material/edit_note:")
+    elif kind == "warning":
+        st.warning(text)

@@ -1,0 +1,232 @@
+"""One run watched on the Train page: its curves (a Plotly figure, rebuilt only when its metrics change), progress,
+stop controls, result and settings.
+"""
+
+from __future__ import annotations
+
+import time
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.data.corrections import summary as correction_summary
+from core.processes import JobState
+from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
+from core.runs.record import MAX_NAME_LENGTH, Run
+from core.settings.options import run_command
+from pages.ui import auth, common, plain, teaching
+from pages.ui.navigation import page_file
+from pages.ui.train.launch import prefill_from
+from pages.ui.train.runs import delete_run, kill_run, save_label, stop_run
+
+FORCE_STOP_AFTER = 20  # seconds a stop request may take before "Force stop" is offered
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def curves_figure(run_id: str, stamp: tuple, _metrics: list[dict], metric: str) -> go.Figure:
+    """Loss or accuracy over epochs (and within them), built once per new metrics line (`stamp`)."""
+    metrics = _metrics  # not hashed by the cache: the stamp stands for it
+    frame, batches, boundary = epoch_curves(metrics), batch_curve(metrics), phase_boundary(metrics)
+    title = "Loss" if metric == "loss" else "Accuracy"
+    figure = go.Figure()
+    if not batches.empty and batches[metric].notna().any():
+        figure.add_scatter(
+            x=batches["x"],
+            y=batches[metric],
+            mode="lines+markers" if len(batches) < 3 else "lines",
+            name="train (within epoch)",
+            line={"width": 1, "color": "rgba(184,51,106,0.35)"},
+        )
+    if not frame.empty:
+        figure.add_scatter(
+            x=frame["epoch"], y=frame[metric], mode="lines+markers", name="train", line={"color": "#b8336a"}
+        )
+        figure.add_scatter(
+            x=frame["epoch"],
+            y=frame[f"val_{metric}"],
+            mode="lines+markers",
+            name="validation",
+            line={"color": "#2f6db5", "dash": "dash"},
+        )
+    if boundary is not None:
+        figure.add_vline(
+            x=boundary,
+            line_dash="dot",
+            line_color="gray",
+            annotation_text="fine-tuning starts",
+            annotation_position="top left",
+        )
+    figure.update_layout(
+        title=title,
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_title="epoch",
+        legend={"orientation": "h", "y": -0.25},
+        hovermode="x unified",
+    )
+    if metric == "accuracy":
+        figure.update_yaxes(range=[0, 1.02])
+    return figure
+
+
+def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
+    """The selected run: state, progress and ETA, live curves, Stop, and the result or the error."""
+    header = st.container(horizontal=True, vertical_alignment="center")
+    with header:
+        st.markdown(f"**{plain.md(common.run_title(run))}** · {plain.md(run.dataset_name)} · `{run.run_id}`")
+        common.state_badge(run)
+        where = f" on {run.status.node}" if run.status.node else ""
+        owner = " (the process waiting for Ray)" if run.status.node else ""
+        st.caption(f"{run.status.device or 'device: deciding'}{where} · pid {run.status.pid or '-'}{owner}")
+    if run.note:
+        st.caption(run.note)
+
+    if run.active:
+        st.progress(state.fraction, text=f"whole run {state.fraction:.0%} · {state.text or 'starting'}")
+        if (run.status.parallel or "").startswith("data parallel"):
+            st.caption(f"Training {run.status.parallel}.")
+        stop_controls(run)
+    elif run.state is JobState.FAILED:
+        st.error(f"This run failed: {run.status.error or 'no error recorded'}", icon=":material/error:")
+    if run.evaluated:
+        result(run, state)
+    elif run.state is JobState.STOPPED:
+        st.info("Stopped on request before its first epoch finished: there is no model to evaluate.")
+    common.random_start_notice(run)
+    curves(run, metrics, state)
+    with st.expander("Log", icon=":material/terminal:", expanded=run.state is JobState.FAILED):
+        st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
+    settings(run)
+
+
+def curves(run: Run, metrics: list[dict], state: RunProgress) -> None:
+    """Loss and accuracy as soon as there is a point; until then, what the run is doing instead."""
+    has_points = any(m.get("kind") in ("batch", "epoch") for m in metrics)
+    if not has_points:
+        with st.container(border=True, height=160, vertical_alignment="center"):
+            if run.active and state.stage_fraction is not None:
+                st.progress(state.stage_fraction, text=state.stage_text)
+                if (state.stage or "").startswith("extracting features"):
+                    st.caption(
+                        "ResNet-50 runs over each image once (and over each augmented view) and the result is "
+                        f"cached: the {run.train_config.epochs} head epoch(s) then take seconds"
+                        + (
+                            f" (the {run.train_config.fine_tune_epochs} fine-tuning epoch(s) after them run on "
+                            "images, far slower)"
+                            if run.train_config.fine_tune_epochs
+                            else ""
+                        )
+                        + ", and their curves appear here."
+                    )
+                else:
+                    st.caption(f"The curves appear here when the first of {state.epochs_total} epoch(s) runs.")
+            elif run.active:
+                st.caption(f"{state.stage or 'Starting'}… The curves appear here when the first epoch runs.")
+            else:
+                st.caption("This run ended before its first epoch ran: there are no curves.")
+        return
+    stamp = (len(metrics), metrics[-1].get("time"))
+    left, right = st.columns(2)
+    quiet = {"displayModeBar": False}
+    left.plotly_chart(curves_figure(run.run_id, stamp, metrics, "loss"), key=f"train_loss_{run.run_id}", config=quiet)
+    right.plotly_chart(
+        curves_figure(run.run_id, stamp, metrics, "accuracy"), key=f"train_acc_{run.run_id}", config=quiet
+    )
+    teaching.explain("curves")
+
+
+def stop_controls(run: Run) -> None:
+    if not auth.can_change(run):
+        auth.read_only_note(run)
+        return
+    if run.stop_requested_at is None:
+        st.button("Stop", icon=":material/stop:", key=f"train_stop_{run.run_id}", on_click=stop_run, args=(run.run_id,))
+        return
+    waited = time.time() - run.stop_requested_at
+    st.caption(
+        f"Stopping (asked {format_duration(waited)} ago): the current batch finishes, then the best weights so far "
+        "are saved and evaluated on the test split."
+    )
+    if waited > FORCE_STOP_AFTER:
+        st.button(
+            "Force stop",
+            icon=":material/dangerous:",
+            key=f"train_kill_{run.run_id}",
+            on_click=kill_run,
+            args=(run.run_id,),
+        )
+
+
+def result(run: Run, state: RunProgress) -> None:
+    status = run.status
+    cols = st.columns(4)
+    cols[0].metric("Test accuracy", f"{status.accuracy:.3f}" if status.accuracy is not None else "-")
+    cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
+    cols[2].metric("Best epoch", status.best_epoch or "-")
+    cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
+    if run.state is JobState.STOPPED:
+        st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
+    elif status.note:
+        st.caption(status.note[0].upper() + status.note[1:] + ".")
+    st.page_link(
+        page_file("evaluate"),
+        label="Study it on the Evaluate page",
+        icon=":material/grid_on:",
+        query_params={"evaluate_run": run.run_id},
+    )
+
+
+def settings(run: Run) -> None:
+    with st.expander("Settings, name and command of this run", icon=":material/settings:"):
+        st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
+        st.code(run_command(run), language="bash", wrap_lines=True)
+        if run.corrections:
+            st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}):")
+            st.dataframe(
+                [
+                    {"photo": path, "correction": e.get("action"), "to": e.get("to") or ""}
+                    for path, e in run.corrections.items()
+                ],
+                hide_index=True,
+                key=f"train_corrections_{run.run_id}",
+            )
+        if not auth.can_change(run):
+            auth.read_only_note(run)
+        name_col, note_col = st.columns([1, 2])
+        name_col.text_input(
+            "Name",
+            value=run.name,
+            max_chars=MAX_NAME_LENGTH,
+            key=f"train_name_{run.run_id}",
+            placeholder="e.g. baseline",
+        )
+        note_col.text_input("Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried")
+        st.button(
+            "Save name and note",
+            key=f"train_label_{run.run_id}",
+            on_click=save_label,
+            args=(run.run_id,),
+            disabled=not auth.can_change(run),
+        )
+        st.button(
+            "New run from these settings",
+            icon=":material/content_copy:",
+            key=f"train_prefill_{run.run_id}",
+            on_click=prefill_from,
+            args=(run.run_id,),
+            help="Opens the New run form filled with this run's settings, to change one thing and compare.",
+        )
+        st.json(run.settings, expanded=False)
+        split = run.status.split
+        if split:
+            st.caption(
+                f"Split ({split.get('source')}): {split.get('train')} train / {split.get('val')} validation / "
+                f"{split.get('test')} test images. " + " ".join(split.get("notes", []))
+            )
+        if not run.active and auth.can_change(run):
+            with st.popover("Delete this run", icon=":material/delete:"):
+                whose = "" if run.owner == auth.current_user().id else f"This is {plain.md(run.owner)}'s run. "
+                st.caption(f"{whose}Removes its model, metrics and log from the run store. This cannot be undone.")
+                st.button(
+                    "Delete", type="primary", key=f"train_delete_{run.run_id}", on_click=delete_run, args=(run.run_id,)
+                )
