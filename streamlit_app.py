@@ -7,7 +7,7 @@ import streamlit as st
 from core.processes import JobState
 from core.runs.curves import progress
 from core.train.queue import places
-from pages.ui import auth, common, plain, teaching
+from pages.ui import auth, common, device_status, plain, teaching
 from pages.ui.navigation import PAGES, SWEEP_PICK, TRAIN_RUN, page_file
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
@@ -76,8 +76,8 @@ with st.sidebar:
     for page in PAGES:
         st.page_link(page.file, label=page.title, icon=page.icon)
     st.divider()
-    checking = common.device_check() is not None and common.device_check().result() is None
-    st.fragment(common.device_caption, run_every=2.0 if checking else None)()
+    checking = device_status.device_check() is not None and device_status.device_check().result() is None
+    st.fragment(device_status.device_caption, run_every=2.0 if checking else None)()
     teaching.toggle()
     with st.expander("Workspace", icon=":material/folder:"):
         st.caption(f"Datasets: `{common.data_root()}`")

@@ -1,4 +1,6 @@
-"""Helpers shared by the pages: workspace paths, cached loaders, small widgets. Never imports Keras.
+"""What every page reads: the workspace, the run store and the sweeps (listed once per server), run titles and
+badges, the job picker, and whether Flora is shared. Never imports Keras. Datasets: dataset_choice; photos:
+photo_gallery; the device line: device_status.
 
 Page keys are prefixed with the page's name; the few values shared between pages use "flora_".
 """
@@ -6,29 +8,19 @@ Page keys are prefixed with the page's name; the few values shared between pages
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from core import paths, sharing, workspace
-from core.data import roots as data_roots
-from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
-from core.data.imaging import ImageError
-from core.data.thumbnails import placeholder, thumbnail
-from core.device import DeviceInfo, quick_describe
-from core.device_check import FRAMEWORK_NAMES, CheckInBackground
+from core import paths, sharing
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
 from core.processes import JobState
 from core.runs.record import Run, RunUnreadable
 from core.runs.store import RunListing, RunStore
 from core.settings.options import describe_config
 from core.sweeps import Sweep, SweepStore
-from pages.ui import plain
 
-CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 STATE_BADGES = {
     JobState.QUEUED: ("gray", ":material/hourglass_empty:"),
     JobState.RUNNING: ("blue", ":material/directions_run:"),
@@ -179,56 +171,6 @@ def random_start_notice(run: Run) -> None:
         )
 
 
-@st.cache_resource(show_spinner=False, ttl=600)
-def _driver_device() -> DeviceInfo:
-    """What nvidia-smi says (asked at most every 10 min): a GPU here is the driver's, not yet the framework's."""
-    return quick_describe()
-
-
-DEVICE_CHECK_PENDING = "flora_device_check_pending"  # this session drew a page before the check answered
-
-
-@st.cache_resource(show_spinner=False)
-def device_check() -> CheckInBackground | None:
-    """Where a driver is found, whether the framework sees its GPU: checked once per server start, in a process
-    of its own (a plain `tensorflow` on a GPU machine would otherwise train on the CPU without a word)."""
-    return CheckInBackground() if _driver_device().kind == "gpu" else None
-
-
-def device_info() -> DeviceInfo:
-    """The device training will use, as the sidebar and forms show it: the driver's GPU until the check says
-    the framework does not see it, then the CPU."""
-    driver = _driver_device()
-    checked = device_check().result() if driver.kind == "gpu" else None
-    if checked and not checked.get("ok") and checked.get("kind") == "cpu":
-        return DeviceInfo(checked["backend"], "cpu", checked["name"], checked.get("count", 1))
-    return driver
-
-
-def device_caption() -> None:
-    """The sidebar's device line: the CPU; or the GPU and whether the framework sees it, with the fix if not."""
-    info = _driver_device()
-    if info.kind != "gpu":
-        st.caption(f"Device: {info.label}")
-        return
-    framework = FRAMEWORK_NAMES.get(info.backend, info.backend)
-    checked = device_check().result()
-    if checked is None:
-        st.session_state[DEVICE_CHECK_PENDING] = True
-        st.caption(f"Device: {info.name} (checking that {framework} sees it…)")
-        return
-    if st.session_state.pop(DEVICE_CHECK_PENDING, False):
-        st.rerun()  # the page was drawn with the driver's GPU: draw it again with what the check found
-    if checked.get("ok"):
-        st.caption(f"Device: {checked['sentence']}")
-    else:
-        st.warning(
-            f"**Training will run on the CPU.** {plain.md(checked['sentence'])}"
-            + (f"  \nFix: `{checked['fix']}`" if checked.get("fix") else ""),
-            icon=":material/memory:",
-        )
-
-
 def state_badge(run: Run | Sweep) -> None:
     """A run's or a sweep's state as a coloured badge; "stopping" from the moment a stop is asked for."""
     if run.stopping:
@@ -236,32 +178,6 @@ def state_badge(run: Run | Sweep) -> None:
         return
     color, icon = STATE_BADGES.get(run.state, ("gray", None))
     st.badge(str(run.state), color=color, icon=icon)
-
-
-def _folder_stamp(path: Path) -> float:
-    """Changes when class folders gain or lose files (cheap: folder mtimes only)."""
-    try:
-        stamps = [path.stat().st_mtime]
-        stamps += [child.stat().st_mtime for child in path.iterdir() if child.is_dir()]
-        return max(stamps)
-    except OSError:
-        return 0.0
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _scan_cached(path: str, stamp: float) -> DatasetIndex:
-    return scan_dataset(path, max_files=data_roots.SCAN_MAX_FILES, max_seconds=data_roots.SCAN_MAX_SECONDS)
-
-
-def scan(path: str | os.PathLike) -> DatasetIndex:
-    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds.
-
-    Raises:
-        OutsideDataRoots: the folder is not under a data root.
-        DatasetError (ScanLimit): not a dataset, or the scan stopped at its bound.
-    """
-    path = data_roots.check_inside(path, roots())
-    return _scan_cached(str(path), _folder_stamp(path))
 
 
 def listen_address() -> str | None:
@@ -272,76 +188,6 @@ def listen_address() -> str | None:
 def shared() -> bool:
     """Whether this Flora is shared (core.sharing): listening beyond loopback, or FLORA_SHARED=1."""
     return sharing.is_shared(listen_address() or "0.0.0.0")
-
-
-def roots() -> list[Path]:
-    """The folders datasets may come from (core.data.roots)."""
-    return data_roots.data_roots(data_root(), shared())
-
-
-def drop_folders_outside_roots() -> list[str]:
-    """Forget remembered dataset folders outside the data roots; return them (the page says so once)."""
-    allowed = roots()
-    dropped = [f for f in workspace.remembered_folders(data_root()) if not data_roots.inside(f, allowed)]
-    last = workspace.last_dataset(data_root())
-    if last and not data_roots.inside(last, allowed) and last not in dropped:
-        dropped.append(last)
-    for folder in dropped:
-        workspace.forget_folder(data_root(), folder)
-    if dropped:
-        st.session_state.pop(CURRENT_DATASET, None)
-    return dropped
-
-
-@st.cache_data(show_spinner=False, ttl=10)
-def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
-    indexes = [(index, False) for index in list_datasets(root)]
-    for folder in folders:
-        try:
-            indexes.append((scan_dataset(folder), True))
-        except DatasetError:
-            continue  # a remembered folder that no longer holds a dataset is simply not offered
-    return [
-        {
-            "name": index.name,
-            "path": str(index.root),
-            "classes": len(index.classes),
-            "images": len(index.entries),
-            "split": LAYOUT_SPLITS[index.layout],
-            "synthetic": bool(index.meta.get("synthetic")),
-            "folder": outside,
-            "fingerprint": index.fingerprint,
-            "given_splits": sorted({e.split for e in index.entries if e.split}) if index.has_split else [],
-        }
-        for index, outside in indexes
-    ]
-
-
-def datasets(include_folders: bool = True) -> list[dict]:
-    """Datasets under the data folder, then (unless told not to) folders elsewhere used before.
-
-    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/), fingerprint,
-    given_splits (the splits the dataset brings itself: [] when Flora draws them).
-    """
-    allowed = roots()
-    remembered = workspace.remembered_folders(data_root()) if include_folders else []
-    folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
-    return _datasets_cached(str(data_root()), folders)
-
-
-def dataset_label(dataset: dict) -> str:
-    """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
-    where = f" · folder {dataset['path']}" if dataset["folder"] else ""
-    return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
-
-
-def refresh_datasets() -> None:
-    """Forget the cached list of datasets (after an import added one)."""
-    _datasets_cached.clear()
-
-
-def cache_root() -> Path:
-    return paths.cache_dir(data_root())
 
 
 class ThrottledProgress:
@@ -368,71 +214,3 @@ def progress_text(stage: str, done: int, total: int) -> str:
     if stage in BYTE_STAGES:
         return f"{stage} {done / 1e6:.1f} / {total / 1e6:.1f} MB" if total else f"{stage} {done / 1e6:.1f} MB"
     return f"{stage} {done} / {total}" if total else stage
-
-
-def current_dataset() -> str | None:
-    """The dataset picked last (on any page, in this session or an earlier one), else the first one."""
-    chosen = st.session_state.get(CURRENT_DATASET) or workspace.last_dataset(data_root())
-    if chosen and Path(chosen).is_dir() and data_roots.inside(chosen, roots()):
-        return chosen
-    found = datasets()
-    return found[0]["path"] if found else None
-
-
-def set_current_dataset(path: str | os.PathLike) -> None:
-    """Make `path` the dataset every page starts from, now and after a reload (remembered on disk)."""
-    resolved = str(Path(path).expanduser().resolve())
-    st.session_state[CURRENT_DATASET] = resolved
-    workspace.remember_dataset(data_root(), resolved)
-
-
-def remembered_folders() -> list[str]:
-    """Dataset folders outside data/ picked before, most recent first."""
-    return workspace.remembered_folders(data_root())
-
-
-def outside_data_root(path: str | os.PathLike | None) -> bool:
-    """True for a dataset folder that is not under the data folder."""
-    return bool(path) and not Path(path).resolve().is_relative_to(data_root().resolve())
-
-
-def try_scan(path: str | None) -> DatasetIndex | None:
-    """Scan, or show why not and return None."""
-    if not path:
-        return None
-    try:
-        return scan(path)
-    except (DatasetError, data_roots.OutsideDataRoots) as e:
-        st.error(plain.md(e), icon=":material/folder_off:")
-        return None
-
-
-@st.cache_data(show_spinner=False, max_entries=2048)
-def _thumbnail_cached(path: str, size: int, mtime: float) -> np.ndarray:
-    return thumbnail(path, size)
-
-
-def thumb(path: str | os.PathLike, size: int = 160) -> tuple[np.ndarray, str | None]:
-    """(image, error) for a gallery: a placeholder and the reason when the file cannot be read."""
-    try:
-        mtime = os.stat(path).st_mtime
-        return _thumbnail_cached(str(path), size, mtime), None
-    except (ImageError, OSError) as e:
-        return placeholder(size), str(e) if isinstance(e, ImageError) else "file not found"
-
-
-def gallery(
-    items: list[tuple[str | os.PathLike, str]], size: int = 160, columns: int | str = "auto", key: str | None = None
-) -> None:
-    """Thumbnails with captions in a responsive grid (in a container with `key`, when given)."""
-    if not items:
-        return
-    grid = (
-        st.container(key=key).grid(columns, min_column_width=size + 16)
-        if key
-        else st.grid(columns, min_column_width=size + 16)
-    )
-    for path, caption in items:
-        image, error = thumb(path, size)
-        with grid:
-            st.image(image, caption=f"{caption} — {error}" if error else caption, width=size)

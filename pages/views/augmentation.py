@@ -16,7 +16,7 @@ from core.data.imaging import ImageError, load_for_model
 from core.settings.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
 from core.settings.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
 from core.settings.presets import all_presets, save_preset
-from pages.ui import common, plain, teaching
+from pages.ui import common, dataset_choice, plain, teaching
 from pages.ui.navigation import page_file
 
 FIELDS = {  # field -> (label, min, max, step, unit)
@@ -88,9 +88,9 @@ def save_current() -> None:
     st.session_state[SAVED] = ("saved", saved)
 
 
-datasets = common.datasets()
-choices = {d["path"]: common.dataset_label(d) for d in datasets}
-current = common.current_dataset()
+datasets = dataset_choice.datasets()
+choices = {d["path"]: dataset_choice.dataset_label(d) for d in datasets}
+current = dataset_choice.current_dataset()
 if current and current not in choices:
     choices = {current: Path(current).name, **choices}
 if not choices:
@@ -108,8 +108,8 @@ with controls_col:
         format_func=choices.get,
         key="augment_dataset",
     )
-    common.set_current_dataset(dataset)
-    index = common.try_scan(dataset)
+    dataset_choice.set_current_dataset(dataset)
+    index = dataset_choice.try_scan(dataset)
     if index is None:
         st.stop()
     cls = st.selectbox("Class", index.classes, key="augment_class")

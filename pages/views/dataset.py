@@ -12,7 +12,7 @@ from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
-from pages.ui import common, plain, teaching
+from pages.ui import common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
@@ -27,7 +27,7 @@ st.title("Dataset")
 @st.cache_data(show_spinner="Reading image headers…", max_entries=8)
 def sizes_table(root: str, fingerprint: str) -> pd.DataFrame:
     """Width, height, mode, readability of every file (header reads; cached on disk too)."""
-    return image_table(common.scan(root), cache_root=common.cache_root())
+    return image_table(dataset_choice.scan(root), cache_root=dataset_choice.cache_root())
 
 
 def interleaved(entries: list) -> list:
@@ -48,7 +48,7 @@ def _use_recent_folder() -> None:
         st.session_state["dataset_recent"] = None
 
 
-dropped = common.drop_folders_outside_roots()
+dropped = dataset_choice.drop_folders_outside_roots()
 if dropped:
     st.warning(
         f"Forgot {len(dropped)} remembered folder(s) outside the folders Flora may read datasets from: "
@@ -59,8 +59,8 @@ if dropped:
 if "dataset_source" not in st.session_state:
     # Open where the person left off: a folder outside data/ picked last (this session or before)
     # comes back in the folder box, so a reload or a new tab shows the same dataset.
-    last = common.current_dataset()
-    if common.outside_data_root(last):
+    last = dataset_choice.current_dataset()
+    if dataset_choice.outside_data_root(last):
         st.session_state["dataset_source"] = SOURCES[1]
         st.session_state.setdefault("dataset_folder", last)
     else:
@@ -72,7 +72,7 @@ if source == SOURCES[2]:
     dataset_add.render()
     st.stop()
 elif source == SOURCES[0]:
-    found = common.datasets(include_folders=False)
+    found = dataset_choice.datasets(include_folders=False)
     if not found:
         st.info(
             f"No dataset in `{common.data_root()}` yet. Choose **Add a dataset** above (a download, a zip, "
@@ -80,9 +80,9 @@ elif source == SOURCES[0]:
             icon=":material/info:",
         )
     else:
-        options = {d["path"]: common.dataset_label(d) for d in found}
+        options = {d["path"]: dataset_choice.dataset_label(d) for d in found}
         paths = list(options)
-        current = common.current_dataset()
+        current = dataset_choice.current_dataset()
         if st.session_state.get("dataset_pick") not in paths:
             st.session_state["dataset_pick"] = current if current in paths else paths[0]
         chosen = st.selectbox("Dataset", paths, format_func=options.get, key="dataset_pick")
@@ -94,9 +94,11 @@ else:
         help="A folder of class folders (DATA/<class>/<image>), or one already split into train/val/test.",
     ).strip()
     st.caption(
-        "Folders Flora may read datasets from: " + ", ".join(f"`{root}`" for root in common.roots()) + " (and below)."
+        "Folders Flora may read datasets from: "
+        + ", ".join(f"`{root}`" for root in dataset_choice.roots())
+        + " (and below)."
     )
-    recent = [folder for folder in common.remembered_folders() if folder != typed]
+    recent = [folder for folder in dataset_choice.remembered_folders() if folder != typed]
     if recent:
         st.pills(
             "Used before",
@@ -111,10 +113,10 @@ else:
         else:
             st.error(f"No folder at {plain.md(typed)}.", icon=":material/folder_off:")
 
-index = common.try_scan(chosen)
+index = dataset_choice.try_scan(chosen)
 if index is None:
     st.stop()
-common.set_current_dataset(index.root)
+dataset_choice.set_current_dataset(index.root)
 
 if index.meta.get("synthetic"):
     st.warning(
@@ -213,7 +215,7 @@ if samples_tab.open:
                 row = table.loc[entry.path] if entry.path in table.index else None
                 dims = f"{row.width}×{row.height}" if row is not None and row.width else "?"
                 items.append((index.absolute(entry), f"{index.classes[entry.label]} · {dims}"))
-            common.gallery(items, size=size)
+            photo_gallery.gallery(items, size=size)
 
 if sizes_tab.open:
     with sizes_tab:

@@ -11,7 +11,7 @@ import streamlit as st
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.processes import JobState
 from core.results.evaluation import Evaluation
-from pages.ui import analysis_status, auth, common, plain, teaching
+from pages.ui import analysis_status, auth, common, photo_gallery, plain, teaching
 from pages.ui.evaluate import calibration as evaluate_calibration
 from pages.ui.evaluate import confusion as evaluate_confusion
 from pages.ui.evaluate import heatmaps as evaluate_heatmaps
@@ -154,7 +154,7 @@ def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, st
         else:
             caption = f"{predicted_name} {row.p_predicted:.2f} · {true_name} {row.p_true:.2f}"
         items.append((dataset_root / row.path, f"{caption}\n{Path(row.path).name}"))
-    common.gallery(items, size=110, key="evaluate_gallery")
+    photo_gallery.gallery(items, size=110, key="evaluate_gallery")
     if true_name == predicted_name:
         return []
     return [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
@@ -303,7 +303,7 @@ with losses_tab:
     if losses.empty:
         st.success("No mistakes on the test split.")
     else:
-        common.gallery(
+        photo_gallery.gallery(
             [
                 (
                     dataset_root / row.path,

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.importers.sources import KNOWN_SOURCES
-from pages.ui import common
+from pages.ui import common, dataset_choice, device_status
 from pages.ui.navigation import page_file
 
 st.title(":material/local_florist: Flora")
@@ -16,10 +16,10 @@ st.markdown(
     "were confused with which, and classify a photo of your own."
 )
 
-datasets = common.datasets()
+datasets = dataset_choice.datasets()
 runs = common.runs()
 finished = [run for run in runs if run.has_model]
-device = common.device_info()
+device = device_status.device_info()
 
 left, middle, right, last = st.columns(4)
 left.metric("Datasets", len(datasets))

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.data.imaging import IMAGE_EXTENSIONS
 from core.serving.batch_predict import size_note
-from pages.ui import auth, common, plain, run_models, teaching
+from pages.ui import auth, common, device_status, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
@@ -114,8 +114,8 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
             config={"displayModeBar": False},
         )
         st.caption(
-            f"Predicted in {item.seconds * 1000:.0f} ms (decode + forward pass) on {common.device_info().label}; "
-            "logged for the Monitor page"
+            f"Predicted in {item.seconds * 1000:.0f} ms (decode + forward pass) on "
+            f"{device_status.device_info().label}; logged for the Monitor page"
         )
         predict_extras.feedback_form(run, item, data, key=f"{index}_{len(data)}")
     predict_explain.where_it_looked(run, data, [c for c, _ in top[:top_k]], key=f"{index}_{len(data)}")

@@ -11,6 +11,7 @@ import zipfile
 from core.fileio import write_json_atomic
 from core.health.check import saved_report
 from core.importers.tasks import STATUS_FILE, tasks_dir
+from pages.ui import dataset_choice
 from tests.conftest import make_image_dataset
 from tests.pages.conftest import table_with, texts
 
@@ -231,9 +232,7 @@ def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkey
     description = "![tracker](http://example.com/pixel.png) **bold** <b>html</b> \u202egpj.exe"
     (root / META_FILE).write_text(json.dumps({"description": description}))
     try:
-        from pages.ui import common
-
-        common.refresh_datasets()  # the list is cached for a few seconds: another test may have drawn it
+        dataset_choice.refresh_datasets()  # the list is cached for a few seconds: another test may have drawn it
         at = app("dataset")
         at.selectbox(key="dataset_pick").set_value(str(root)).run()
         assert md(description) in [c.value for c in at.caption]
@@ -266,7 +265,7 @@ def test_a_table_of_labels_is_previewed_then_imported(app, workspace, tmp_path):
     at.button(key="dataset_table_go").click().run()
     assert "**dogs** is ready: 2 classes, 6 images." in texts(at)
     assert (workspace["data"] / "dogs" / "beagle").is_dir()
-    from pages.ui.common import CURRENT_DATASET
+    from pages.ui.dataset_choice import CURRENT_DATASET
 
     assert at.session_state[CURRENT_DATASET] == str((workspace["data"] / "dogs").resolve())  # selected
     import shutil

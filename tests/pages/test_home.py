@@ -7,6 +7,7 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pages.ui import device_status
 from tests.pages.conftest import APP, table_with, texts
 
 
@@ -40,7 +41,6 @@ def test_the_sidebar_says_when_the_framework_does_not_see_the_drivers_gpu(app, t
     on the CPU, why, and the fix, and the Home page counts the CPU as the device."""
     import time
 
-    from pages.ui import common
     from tests.test_gpu_build import FAKE_SMI
 
     folder = tmp_path / "bin"
@@ -48,12 +48,12 @@ def test_the_sidebar_says_when_the_framework_does_not_see_the_drivers_gpu(app, t
     (folder / "nvidia-smi").write_text(FAKE_SMI)
     (folder / "nvidia-smi").chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
-    common._driver_device.clear(), common.device_check.clear()
+    device_status._driver_device.clear(), device_status.device_check.clear()
     try:
         at = app()
         checking = "Device: NVIDIA H100 80GB HBM3 (checking that TensorFlow sees it…)"
         assert checking in [c.value for c in at.sidebar.caption]
-        check = common.device_check()
+        check = device_status.device_check()
         deadline = time.time() + 240
         while check.result() is None and time.time() < deadline:
             time.sleep(0.5)
@@ -63,4 +63,4 @@ def test_the_sidebar_says_when_the_framework_does_not_see_the_drivers_gpu(app, t
         assert "pip install -r requirements-gpu-tensorflow.txt`" in warning  # the fix, as code
         assert any(m.label == "Device" and m.value == "CPU" for m in at.metric)
     finally:
-        common._driver_device.clear(), common.device_check.clear()
+        device_status._driver_device.clear(), device_status.device_check.clear()

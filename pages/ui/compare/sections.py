@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from core.results.compare import disagreements, per_class_f1, settings_table
 from core.runs.curves import epoch_curves
-from pages.ui import common, plain
+from pages.ui import common, photo_gallery, plain
 
 PHOTOS = 24  # thumbnails per side of a pair
 COLORS = ["#b8336a", "#2f6db5", "#2a9d55", "#e08a1e", "#6b4fa0"]
@@ -133,7 +133,7 @@ def disagreements_section(results, runs, names: dict[str, str]) -> None:
                     )
                     for row in frame.head(PHOTOS).itertuples()
                 ]
-                common.gallery(items, size=120)
+                photo_gallery.gallery(items, size=120)
                 if len(frame) > PHOTOS:
                     st.caption(f"The first {PHOTOS} of {len(frame)}.")
 

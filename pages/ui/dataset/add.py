@@ -18,21 +18,21 @@ from core.importers import (
 )
 from core.importers import tasks as dataset_tasks
 from core.processes import JobState
-from pages.ui import common, plain
+from pages.ui import common, dataset_choice, plain
 
 
 def open_dataset(path: str) -> None:
     """Button callback: show the dataset just added."""
-    common.refresh_datasets()
-    common.set_current_dataset(path)
+    dataset_choice.refresh_datasets()
+    dataset_choice.set_current_dataset(path)
     st.session_state["dataset_source"] = "In the data folder"
     st.session_state["dataset_pick"] = str(Path(path).resolve())
 
 
 def show_result(result: ImportResult, key: str) -> None:
     """Say what was imported and make it the current dataset (the Train page and the picker start from it)."""
-    common.refresh_datasets()
-    common.set_current_dataset(result.path)
+    dataset_choice.refresh_datasets()
+    dataset_choice.set_current_dataset(result.path)
     verb = "is already here" if result.already_present else "is ready"
     st.success(
         f"**{plain.md(result.name)}** {verb}: {result.classes} classes, {result.images} images. "
@@ -102,7 +102,7 @@ def download_card(key: str) -> None:
 def fetch_progress(directory: Path) -> None:
     task = dataset_tasks.get_task(directory)
     if not task.active:
-        common.refresh_datasets()
+        dataset_choice.refresh_datasets()
         st.rerun(scope="app")  # finished: redraw the card as done, failed or stopped
     done, total = task.status.stage_progress or (0, 0)
     text = common.progress_text(task.status.stage or "starting", done, total)
@@ -210,7 +210,7 @@ def table_import() -> None:
         ):
             return
         try:
-            folder = check_inside(images, common.roots())
+            folder = check_inside(images, dataset_choice.roots())
             result = import_csv(
                 table_path,
                 folder,

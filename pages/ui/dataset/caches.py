@@ -7,12 +7,12 @@ import streamlit as st
 
 from core.data.cache_disk import human_bytes
 from core.health import caches as cache_inventory
-from pages.ui import auth, common, plain
+from pages.ui import auth, dataset_choice, plain
 
 
 def render(index) -> None:
-    root = common.cache_root()
-    known = {d["fingerprint"]: d["path"] for d in common.datasets() if d.get("fingerprint")}
+    root = dataset_choice.cache_root()
+    known = {d["fingerprint"]: d["path"] for d in dataset_choice.datasets() if d.get("fingerprint")}
     known[index.fingerprint] = str(index.root)
     entries = cache_inventory.inventory(root, known)
     if not entries:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.data.datasets import DatasetError, DatasetIndex
 from core.health import CheckCancelled, Finding, HealthReport, check_dataset, saved_report
-from pages.ui import common
+from pages.ui import common, dataset_choice, photo_gallery
 
 SEVERITY_LOOK = {
     "error": (":material/error:", "red"),
@@ -27,13 +27,13 @@ def render(index: DatasetIndex) -> None:
     if st.button("Run the health check", type="primary", icon=":material/health_and_safety:", key="dataset_health_go"):
         progress = common.ThrottledProgress("reading headers")
         try:
-            st.session_state[key] = check_dataset(index, progress=progress, cache_root=common.cache_root())
+            st.session_state[key] = check_dataset(index, progress=progress, cache_root=dataset_choice.cache_root())
         except (DatasetError, CheckCancelled) as e:
             st.error(str(e))
         progress.bar.empty()
     report: HealthReport | None = st.session_state.get(key)
     if report is None:  # checked before (this session or another) on exactly this content?
-        report = st.session_state[key] = saved_report(index, common.cache_root())
+        report = st.session_state[key] = saved_report(index, dataset_choice.cache_root())
     if report is None:
         return
     st.caption("Results of the last check of this exact content; run it again after changing the files.")
@@ -58,12 +58,12 @@ def show_finding(index: DatasetIndex, finding: Finding) -> None:
         if finding.groups:
             for number, group in enumerate(finding.groups[:SHOWN_GROUPS], start=1):
                 st.caption(f"Group {number}: the same picture")
-                common.gallery([(index.root / path, caption(finding, path)) for path in group], size=120)
+                photo_gallery.gallery([(index.root / path, caption(finding, path)) for path in group], size=120)
             if len(finding.groups) > SHOWN_GROUPS:
                 st.caption(f"… and {len(finding.groups) - SHOWN_GROUPS} more group(s); all files are listed below.")
         elif finding.files:
             shown = finding.files[:SHOWN_FILES]
-            common.gallery([(index.root / path, caption(finding, path)) for path in shown], size=120)
+            photo_gallery.gallery([(index.root / path, caption(finding, path)) for path in shown], size=120)
             if len(finding.files) > SHOWN_FILES:
                 st.caption(f"… and {len(finding.files) - SHOWN_FILES} more; all are listed below.")
         if finding.files:

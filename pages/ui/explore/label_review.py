@@ -14,7 +14,7 @@ import streamlit as st
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import label_issues
 from core.runs.record import Run
-from pages.ui import common, plain, run_models, teaching
+from pages.ui import common, photo_gallery, plain, run_models, teaching
 from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
 
@@ -200,7 +200,7 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
     marked = corrections.entries.get(issue.path)
     with st.container(border=True, key=key):
         photo, facts, actions = st.columns([1, 3, 3], vertical_alignment="center")
-        image, error = common.thumb(Path(run.dataset_path) / issue.path, 120)
+        image, error = photo_gallery.thumb(Path(run.dataset_path) / issue.path, 120)
         photo.image(image, width="stretch")
         if heatmaps and not error:
             painted, problem = heatmap(run, issue)

@@ -18,7 +18,7 @@ from plotly.colors import qualitative
 from core.results import embedding
 from core.results import tasks as run_tasks
 from core.runs.record import Run
-from pages.ui import common, teaching
+from pages.ui import common, photo_gallery, teaching
 from pages.ui.run_task import task_panel
 
 COLOUR_BY = ("true class", "correct or wrong", "confidence")
@@ -246,7 +246,9 @@ def selection_gallery(run: Run, photos: pd.DataFrame) -> None:
     page = st.pagination(pages, key="explore_page") if pages > 1 else 1
     chunk = photos.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     root = Path(run.dataset_path)
-    common.gallery([(root / row.path, caption(row)) for row in chunk.itertuples()], size=130, key="explore_selected")
+    photo_gallery.gallery(
+        [(root / row.path, caption(row)) for row in chunk.itertuples()], size=130, key="explore_selected"
+    )
 
 
 def neighbours_section(run: Run, analysis, photos: pd.DataFrame) -> None:
@@ -274,7 +276,7 @@ def neighbours_section(run: Run, analysis, photos: pd.DataFrame) -> None:
         f"labelled {given}. What the model learnt from photos like these is what it applies to this one."
     )
     root = Path(run.dataset_path)
-    common.gallery(
+    photo_gallery.gallery(
         [
             (root / train.paths[r], f"{label} · {s:.2f}\n{Path(train.paths[r]).name}")
             for r, label, s in zip(rows, labels, similarity, strict=True)

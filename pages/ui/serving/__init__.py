@@ -1,1 +1,1 @@
-"""Serving parts of the Serve, Monitor and Predict pages: aliases, exports, retrain-and-promote."""
+"""The Serve page's parts: aliases, exports, retrain-and-promote (Predict shows the retrain panel too)."""

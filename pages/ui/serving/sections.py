@@ -1,4 +1,4 @@
-"""Serving parts shared by the Serve, Monitor and Predict pages: aliases, exports, retrain-and-promote.
+"""Serving parts of the Serve page (aliases, exports, retrain-and-promote); Predict shows the retrain panel too.
 
 UI only: every action calls core (the job layer for the server, core.export for exports,
 core.retrain for retraining and comparing).

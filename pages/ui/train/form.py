@@ -35,7 +35,7 @@ from core.settings.options import (
     weights_run_id,
 )
 from core.settings.presets import all_presets, preset_name_for, save_preset
-from pages.ui import common, teaching
+from pages.ui import common, dataset_choice, device_status, teaching
 from pages.ui.navigation import page_file
 
 FORM_DATASET = "train_form_dataset"  # the dataset the widgets were last filled for
@@ -162,10 +162,10 @@ def disk_note(dataset: str | None, config) -> None:
     does not fit, said before launching rather than by a failed run."""
     from core.data.ingest import disk_plan
 
-    found = next((d for d in common.datasets() if d["path"] == dataset), None)
+    found = next((d for d in dataset_choice.datasets() if d["path"] == dataset), None)
     if not found or not found.get("fingerprint"):
         return
-    plan = disk_plan(common.cache_root(), found["fingerprint"], found["images"], config.cache_size)
+    plan = disk_plan(dataset_choice.cache_root(), found["fingerprint"], found["images"], config.cache_size)
     sentence = plan.sentence(found["images"], config.cache_size) + (
         f" (Squares of {config.cache_size} px for {config.image_size} px training: 8/7 of it, room for the crops.)"
     )
@@ -180,8 +180,8 @@ def disk_note(dataset: str | None, config) -> None:
 
 
 def dataset_picker(prefix: str = "train") -> str | None:
-    options = {d["path"]: common.dataset_label(d) for d in common.datasets()}
-    current = common.current_dataset()
+    options = {d["path"]: dataset_choice.dataset_label(d) for d in dataset_choice.datasets()}
+    current = dataset_choice.current_dataset()
     if current and current not in options:
         options = {current: current, **options}
     if not options:
@@ -192,7 +192,7 @@ def dataset_picker(prefix: str = "train") -> str | None:
     if st.session_state.get(key("dataset", prefix)) not in paths:
         st.session_state[key("dataset", prefix)] = current if current in paths else paths[0]
     chosen = st.selectbox("Dataset", paths, format_func=options.get, key=key("dataset", prefix))
-    common.set_current_dataset(chosen)
+    dataset_choice.set_current_dataset(chosen)
     return chosen
 
 
@@ -222,7 +222,7 @@ def _config_or_default(data: dict | None) -> TrainConfig:
 def shares_not_applying(dataset: str | None) -> dict[str, str]:
     """{field: split} of the val/test shares a dataset makes moot by bringing that split itself (a share
     only carves a split the dataset lacks out of its train photos)."""
-    found = next((d for d in common.datasets() if d["path"] == dataset), None)
+    found = next((d for d in dataset_choice.datasets() if d["path"] == dataset), None)
     given = set(found.get("given_splits", [])) if found else set()
     return {f"{split}_fraction": split for split in ("val", "test") if split in given}
 
@@ -272,7 +272,7 @@ def draw_option(option: TrainOption, prefix: str = "train", disabled: bool = Fal
         if caveat:
             st.caption(f":orange[{caveat}]")
     if option.field == "batch_size":
-        device = common.device_info()
+        device = device_status.device_info()
         if device.kind == "gpu":
             from core.device import recommended_batch_size
 

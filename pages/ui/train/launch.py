@@ -13,7 +13,7 @@ from core.settings.config import TrainConfig
 from core.settings.options import describe_weights
 from core.train import jobs
 from core.train.jobs import dataset_corrections
-from pages.ui import auth, common
+from pages.ui import auth, common, dataset_choice
 from pages.ui.navigation import TRAIN_PREFILL, TRAIN_RUN
 from pages.ui.train import form as train_form
 
@@ -87,7 +87,7 @@ def prefill_from(run_id: str) -> None:
     train_form.fill_from_config(run.train_config)
     st.session_state[train_form.key("dataset")] = run.dataset_path
     st.session_state[train_form.FORM_DATASET] = run.dataset_path
-    common.set_current_dataset(run.dataset_path)
+    dataset_choice.set_current_dataset(run.dataset_path)
     st.session_state["train_tab"] = "New run"
 
 

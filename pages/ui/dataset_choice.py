@@ -1,0 +1,151 @@
+"""The datasets the pages offer: scanning (cached by the folder's time), the list under the data folder and the
+allowed roots, the dataset picked last, and the decoded cache's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import paths, workspace
+from core.data import roots as data_roots
+from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
+from pages.ui import plain
+from pages.ui.common import data_root, shared
+
+CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
+
+
+def _folder_stamp(path: Path) -> float:
+    """Changes when class folders gain or lose files (cheap: folder mtimes only)."""
+    try:
+        stamps = [path.stat().st_mtime]
+        stamps += [child.stat().st_mtime for child in path.iterdir() if child.is_dir()]
+        return max(stamps)
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _scan_cached(path: str, stamp: float) -> DatasetIndex:
+    return scan_dataset(path, max_files=data_roots.SCAN_MAX_FILES, max_seconds=data_roots.SCAN_MAX_SECONDS)
+
+
+def scan(path: str | os.PathLike) -> DatasetIndex:
+    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds.
+
+    Raises:
+        OutsideDataRoots: the folder is not under a data root.
+        DatasetError (ScanLimit): not a dataset, or the scan stopped at its bound.
+    """
+    path = data_roots.check_inside(path, roots())
+    return _scan_cached(str(path), _folder_stamp(path))
+
+
+def roots() -> list[Path]:
+    """The folders datasets may come from (core.data.roots)."""
+    return data_roots.data_roots(data_root(), shared())
+
+
+def drop_folders_outside_roots() -> list[str]:
+    """Forget remembered dataset folders outside the data roots; return them (the page says so once)."""
+    allowed = roots()
+    dropped = [f for f in workspace.remembered_folders(data_root()) if not data_roots.inside(f, allowed)]
+    last = workspace.last_dataset(data_root())
+    if last and not data_roots.inside(last, allowed) and last not in dropped:
+        dropped.append(last)
+    for folder in dropped:
+        workspace.forget_folder(data_root(), folder)
+    if dropped:
+        st.session_state.pop(CURRENT_DATASET, None)
+    return dropped
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
+    indexes = [(index, False) for index in list_datasets(root)]
+    for folder in folders:
+        try:
+            indexes.append((scan_dataset(folder), True))
+        except DatasetError:
+            continue  # a remembered folder that no longer holds a dataset is simply not offered
+    return [
+        {
+            "name": index.name,
+            "path": str(index.root),
+            "classes": len(index.classes),
+            "images": len(index.entries),
+            "split": LAYOUT_SPLITS[index.layout],
+            "synthetic": bool(index.meta.get("synthetic")),
+            "folder": outside,
+            "fingerprint": index.fingerprint,
+            "given_splits": sorted({e.split for e in index.entries if e.split}) if index.has_split else [],
+        }
+        for index, outside in indexes
+    ]
+
+
+def datasets(include_folders: bool = True) -> list[dict]:
+    """Datasets under the data folder, then (unless told not to) folders elsewhere used before.
+
+    Each: name, path, classes, images, split, synthetic, folder (True for one outside data/), fingerprint,
+    given_splits (the splits the dataset brings itself: [] when Flora draws them).
+    """
+    allowed = roots()
+    remembered = workspace.remembered_folders(data_root()) if include_folders else []
+    folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
+    return _datasets_cached(str(data_root()), folders)
+
+
+def dataset_label(dataset: dict) -> str:
+    """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
+    where = f" · folder {dataset['path']}" if dataset["folder"] else ""
+    return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
+
+
+def refresh_datasets() -> None:
+    """Forget the cached list of datasets (after an import added one)."""
+    _datasets_cached.clear()
+
+
+def cache_root() -> Path:
+    return paths.cache_dir(data_root())
+
+
+def current_dataset() -> str | None:
+    """The dataset picked last (on any page, in this session or an earlier one), else the first one."""
+    chosen = st.session_state.get(CURRENT_DATASET) or workspace.last_dataset(data_root())
+    if chosen and Path(chosen).is_dir() and data_roots.inside(chosen, roots()):
+        return chosen
+    found = datasets()
+    return found[0]["path"] if found else None
+
+
+def set_current_dataset(path: str | os.PathLike) -> None:
+    """Make `path` the dataset every page starts from, now and after a reload (remembered on disk)."""
+    resolved = str(Path(path).expanduser().resolve())
+    st.session_state[CURRENT_DATASET] = resolved
+    workspace.remember_dataset(data_root(), resolved)
+
+
+def remembered_folders() -> list[str]:
+    """Dataset folders outside data/ picked before, most recent first."""
+    return workspace.remembered_folders(data_root())
+
+
+def outside_data_root(path: str | os.PathLike | None) -> bool:
+    """True for a dataset folder that is not under the data folder."""
+    return bool(path) and not Path(path).resolve().is_relative_to(data_root().resolve())
+
+
+def try_scan(path: str | None) -> DatasetIndex | None:
+    """Scan, or show why not and return None."""
+    if not path:
+        return None
+    try:
+        return scan(path)
+    except (DatasetError, data_roots.OutsideDataRoots) as e:
+        st.error(plain.md(e), icon=":material/folder_off:")
+        return None
