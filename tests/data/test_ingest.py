@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.data import cache_disk, decode_pool
 from core.data.datasets import scan_dataset
 from core.data.decode_pool import IngestCancelled, decode_chunk
 from core.data.imaging import load_square
@@ -115,14 +116,13 @@ def _decode_and_sign(images_path, offset, size, items):
 def test_worker_processes_and_this_one_decode_together(tmp_path, monkeypatch):
     import os
 
-    from core.data import ingest as ingest_module
 
     root = make_image_dataset(tmp_path / "many", {"a": 100, "b": 100}, size=(50, 30))
     signs = tmp_path / "signs"
     signs.mkdir()
     monkeypatch.setenv("FLORA_TEST_PARENT", str(os.getpid()))
     monkeypatch.setenv("FLORA_TEST_SIGNS", str(signs))
-    monkeypatch.setattr(ingest_module, "decode_chunk", _decode_and_sign)
+    monkeypatch.setattr(decode_pool, "decode_chunk", _decode_and_sign)
     index = scan_dataset(root)
     cache = ingest(index, 24, tmp_path / "cache", workers=3)
     pids = {p.name for p in signs.iterdir()}
@@ -135,7 +135,6 @@ def test_worker_processes_and_this_one_decode_together(tmp_path, monkeypatch):
 def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monkeypatch):
     import concurrent.futures.process
 
-    from core.data import ingest as ingest_module
 
     class BrokenPool(concurrent.futures.ProcessPoolExecutor):
         def submit(self, fn, /, *args, **kwargs):
@@ -143,7 +142,7 @@ def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monk
             future.set_exception(concurrent.futures.process.BrokenProcessPool("a worker died"))
             return future
 
-    monkeypatch.setattr(ingest_module.concurrent.futures, "ProcessPoolExecutor", BrokenPool)
+    monkeypatch.setattr(decode_pool.concurrent.futures, "ProcessPoolExecutor", BrokenPool)
     root = make_image_dataset(tmp_path / "many", {"a": 60, "b": 60})
     cache = ingest(scan_dataset(root), 16, tmp_path / "cache", workers=2)
     assert len(cache) == 120 and not cache.failures
@@ -154,13 +153,12 @@ def test_a_disk_without_room_is_said_before_decoding_and_nothing_is_written(tiny
     import collections
     import shutil
 
-    from core.data import ingest as ingest_module
 
     index = scan_dataset(tiny_dataset)
-    need = ingest_module.cache_bytes(len(index.entries), 64)
+    need = cache_disk.cache_bytes(len(index.entries), 64)
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - need, need))  # no margin left
-    with pytest.raises(ingest_module.NotEnoughDisk) as refused:
+    with pytest.raises(cache_disk.NotEnoughDisk) as refused:
         ingest(index, 64, tmp_path / "cache", workers=1)
     message = str(refused.value)
     assert (
@@ -211,9 +209,9 @@ def test_the_format_follows_the_environment_else_the_disk(tiny_dataset, tmp_path
         ingest(index, 24, tmp_path / "b", workers=1)
     monkeypatch.delenv("FLORA_CACHE_FORMAT")
     assert ingest(index, 24, tmp_path / "c", workers=1).format == "raw"  # room enough: the raw squares
-    raw_need = ingest_module.cache_bytes(len(index.entries), 24)
+    raw_need = cache_disk.cache_bytes(len(index.entries), 24)
     usage = collections.namedtuple("usage", "total used free")
-    free = ingest_module.DISK_MARGIN_BYTES + raw_need // 2  # the JPEGs fit, the raw squares do not
+    free = cache_disk.DISK_MARGIN_BYTES + raw_need // 2  # the JPEGs fit, the raw squares do not
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - free, free))
     plan = ingest_module.disk_plan(tmp_path / "d", index.fingerprint, len(index.entries), 24)
     assert plan.format == "jpeg" and plan.fits and "as JPEGs" in plan.sentence(len(index.entries), 24)

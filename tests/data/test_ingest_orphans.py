@@ -18,7 +18,7 @@ from core.data.ingest import ingest, remove_stale_staging
 from core.processes import process_alive
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
-_REAL_DECODE_CHUNK = decode_chunk  # bound before the parent script patches core.data.ingest's
+_REAL_DECODE_CHUNK = decode_chunk  # bound before the parent script patches core.data.decode_pool's
 
 
 def slow_signed_decode(images_path, offset, size, items):
@@ -30,10 +30,10 @@ def slow_signed_decode(images_path, offset, size, items):
 
 _PARENT = """
 import sys
-from core.data import ingest as module
+from core.data import decode_pool, ingest as module
 from core.data.datasets import scan_dataset
-from tests.test_ingest_orphans import slow_signed_decode
-module.decode_chunk = slow_signed_decode
+from tests.data.test_ingest_orphans import slow_signed_decode
+decode_pool.decode_chunk = slow_signed_decode
 module.ingest(scan_dataset(sys.argv[1]), 16, sys.argv[2], workers=3)
 """
 
