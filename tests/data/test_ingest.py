@@ -116,7 +116,6 @@ def _decode_and_sign(images_path, offset, size, items):
 def test_worker_processes_and_this_one_decode_together(tmp_path, monkeypatch):
     import os
 
-
     root = make_image_dataset(tmp_path / "many", {"a": 100, "b": 100}, size=(50, 30))
     signs = tmp_path / "signs"
     signs.mkdir()
@@ -135,7 +134,6 @@ def test_worker_processes_and_this_one_decode_together(tmp_path, monkeypatch):
 def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monkeypatch):
     import concurrent.futures.process
 
-
     class BrokenPool(concurrent.futures.ProcessPoolExecutor):
         def submit(self, fn, /, *args, **kwargs):
             future = concurrent.futures.Future()
@@ -152,7 +150,6 @@ def test_a_broken_worker_pool_leaves_the_decoding_to_this_process(tmp_path, monk
 def test_a_disk_without_room_is_said_before_decoding_and_nothing_is_written(tiny_dataset, tmp_path, monkeypatch):
     import collections
     import shutil
-
 
     index = scan_dataset(tiny_dataset)
     need = cache_disk.cache_bytes(len(index.entries), 64)
