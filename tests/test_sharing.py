@@ -7,12 +7,13 @@ import stat
 import pytest
 
 from core import sharing
+from core.sharing import attempts, people, sessions
 from core.cli import main as cli
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
-    for name in (sharing.SHARED_ENV, sharing.AUTH_ENV, sharing.TOKEN_ENV, sharing.ADMINS_ENV):
+    for name in (sharing.SHARED_ENV, sharing.AUTH_ENV, sharing.TOKEN_ENV, sharing.ADMINS_ENV, sharing.ADMIN_TOKEN_ENV):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -81,17 +82,100 @@ def test_make_run_binds_this_machine_and_shares_only_when_told():
 
 
 def test_a_name_is_claimed_by_its_first_passphrase_and_sessions_expire(tmp_path):
-    assert sharing.claim_name(tmp_path, "Ash  Ketchum", "pikachu") == "Ash Ketchum"
-    assert sharing.claim_name(tmp_path, "ash ketchum", "pikachu") == "Ash Ketchum"  # the same person, any case
-    with pytest.raises(sharing.NameTaken, match="another passphrase"):
-        sharing.claim_name(tmp_path, "ASH KETCHUM", "charmander")
+    assert people.claim_name(tmp_path, "Ash  Ketchum", "pikachu") == "Ash Ketchum"
+    assert people.claim_name(tmp_path, "ash ketchum", "pikachu") == "Ash Ketchum"  # the same person, any case
+    with pytest.raises(people.NameTaken, match="another passphrase"):
+        people.claim_name(tmp_path, "ASH KETCHUM", "charmander")
     with pytest.raises(ValueError, match="at least 4 characters"):
-        sharing.claim_name(tmp_path, "Misty", "abc")
-    people = (tmp_path / ".flora" / "people.json").read_text()
-    assert "pikachu" not in people and stat.S_IMODE((tmp_path / ".flora" / "people.json").stat().st_mode) == 0o600
-    session = sharing.open_session(tmp_path, "Ash Ketchum", admin=False, now=1000.0)
-    assert sharing.session_user(tmp_path, session, now=1001.0).id == "Ash Ketchum"
-    assert sharing.session_user(tmp_path, session, now=1000.0 + 13 * 3600) is None  # expired
-    assert sharing.session_user(tmp_path, "forged", now=1001.0) is None
-    sharing.close_session(tmp_path, session)
-    assert sharing.session_user(tmp_path, session, now=1001.0) is None
+        people.claim_name(tmp_path, "Misty", "abc")
+    people_file = (tmp_path / ".flora" / "people.json").read_text()
+    assert "pikachu" not in people_file and stat.S_IMODE((tmp_path / ".flora" / "people.json").stat().st_mode) == 0o600
+    session = sessions.open_session(tmp_path, "Ash Ketchum", admin=False, now=1000.0)
+    assert sessions.session_user(tmp_path, session, now=1001.0).id == "Ash Ketchum"
+    assert sessions.session_user(tmp_path, session, now=1000.0 + 13 * 3600) is None  # expired
+    assert sessions.session_user(tmp_path, "forged", now=1001.0) is None
+    sessions.close_session(tmp_path, session)
+    assert sessions.session_user(tmp_path, session, now=1001.0) is None
+    # signing out everywhere ends every browser's session of that name, nobody else's
+    one, two = (sessions.open_session(tmp_path, "Ash Ketchum", admin=False, now=1000.0) for _ in range(2))
+    misty = sessions.open_session(tmp_path, "Misty", admin=False, now=1000.0)
+    assert [p["name"] for p in sessions.active_people(tmp_path, now=1001.0)] == ["Ash Ketchum", "Misty"]
+    assert sessions.close_sessions_of(tmp_path, "Ash Ketchum") == 2
+    assert sessions.session_user(tmp_path, one, now=1001.0) is None and sessions.session_user(tmp_path, two) is None
+    assert sessions.session_user(tmp_path, misty, now=1001.0).id == "Misty"
+
+
+def test_names_that_own_work_outside_the_token_sign_in_are_nobodys_to_take(tmp_path, monkeypatch):
+    """Before (probe): signing in as `root` owned every command-line run; `local` and `аlice` (Cyrillic а) too."""
+    monkeypatch.setattr(people.getpass, "getuser", lambda: "flora-ci")
+    for name, why in [
+        ("root", "this server's own account"),
+        ("Flora-CI", "this server's own account"),
+        ("LOCAL", "before it was shared"),
+        ("ｌｏｃａｌ", "before it was shared"),  # full-width letters: the same name
+        ("ann@example.com", "e-mail"),
+        ("Prof Oak", "owns runs made outside this sign-in"),  # an OIDC subject or --owner name with runs
+    ]:
+        with pytest.raises(people.NameTaken, match=why):
+            people.claim_name(tmp_path, name, "pikachu", owners=["Prof Oak", "local"])
+    people.remember_identity(tmp_path, "sub-1234")  # an OIDC subject seen before it owns anything
+    with pytest.raises(people.NameTaken, match="identity provider"):
+        people.claim_name(tmp_path, "SUB-1234", "pikachu")
+    assert people.claim_name(tmp_path, "alice", "wonderland") == "alice"
+    assert people.claim_name(tmp_path, "alice", "wonderland", owners=["alice"]) == "alice"  # her runs stay hers
+    with pytest.raises(people.NameTaken, match="reads the same as “alice”"):
+        people.claim_name(tmp_path, "\u0430lice", "guessing")  # Cyrillic а
+    assert people.claim_name(tmp_path, "ALICE", "wonderland") == "alice"
+    assert people.name_key("\u0430lice") == people.name_key("Alice") == "alice"
+    assert people.same_person("root", "local") and not people.same_person("alice", "local")
+
+
+def test_wrong_passphrases_slow_down_then_lock_a_name_until_an_admin_unlocks(tmp_path):
+    key, now = attempts.name_key_of("alice"), 1000.0
+    for tries in range(1, attempts.NAME_RULE.lock_after + 1):
+        attempts.check(tmp_path, key, "alice", now=now)  # never refused before its wait is over
+        note = attempts.failed(tmp_path, key, "alice", now=now)
+        if tries == attempts.NAME_RULE.free_tries:
+            with pytest.raises(attempts.SignInPaused, match="wait 2 s"):
+                attempts.check(tmp_path, key, "alice", now=now + 0.5)
+        now += attempts.MAX_WAIT_S + 1
+    assert "locked for 15 min" in note
+    with pytest.raises(attempts.SignInPaused, match="locked after 10 failed sign-ins"):
+        attempts.check(tmp_path, key, "alice", now=now)  # the right passphrase too: the page checks first
+    [row] = attempts.troubled(tmp_path, now=now)
+    assert row["label"] == "alice" and row["failures"] == 10 and row["locked_until"] > now
+    assert attempts.unlock(tmp_path, key)
+    attempts.check(tmp_path, key, "alice", now=now)
+    assert attempts.troubled(tmp_path, now=now) == []
+    # a lock cools down by itself, and a client gets more room than a name
+    for _ in range(attempts.NAME_RULE.lock_after):
+        attempts.failed(tmp_path, key, "alice", now=now)
+    attempts.check(tmp_path, key, "alice", now=now + attempts.LOCK_MINUTES * 60 + 1)
+    assert attempts.CLIENT_RULE.lock_after > attempts.NAME_RULE.lock_after
+
+
+def test_share_check_refuses_a_token_too_short_to_resist_guessing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sharing, "secrets_files", lambda: [tmp_path / "none.toml"])
+    monkeypatch.setenv(sharing.TOKEN_ENV, "x")
+    assert cli(["share-check", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "too short" in err and "at least 16 characters" in err and "token_urlsafe" in err
+    monkeypatch.setenv(sharing.TOKEN_ENV, "a-long-enough-class-token")
+    monkeypatch.setenv(sharing.ADMIN_TOKEN_ENV, "admin")
+    assert cli(["share-check", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
+    assert "FLORA_ADMIN_TOKEN is too short" in capsys.readouterr().err
+    monkeypatch.setenv(sharing.ADMIN_TOKEN_ENV, "a-long-enough-admin-token")
+    assert cli(["share-check", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 0
+
+
+def test_the_sign_in_mode_is_the_one_the_app_started_with(tmp_path, monkeypatch):
+    """Before (probe): writing [auth] into secrets.toml under a running token-mode Flora switched it to OIDC."""
+    monkeypatch.setenv(sharing.TOKEN_ENV, "a-long-enough-class-token")
+    secrets = tmp_path / "secrets.toml"
+    assert sharing.auth_mode("0.0.0.0", tmp_path, [secrets]) == "token"
+    secrets.write_text(
+        '[auth]\nredirect_uri = "r"\ncookie_secret = "s"\nclient_id = "c"\nclient_secret = "d"\n'
+        'server_metadata_url = "m"\n'
+    )
+    assert sharing.check_ready("0.0.0.0", tmp_path, [secrets]) == "oidc"  # what a restart would pick
+    assert sharing.auth_mode("0.0.0.0", tmp_path, [secrets]) == "token"

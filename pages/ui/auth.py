@@ -15,14 +15,15 @@ from pathlib import Path
 import streamlit as st
 
 from core import sharing
-from core.sharing import LOCAL, User
+from core.sharing import LOCAL, User, attempts, people, sessions
 from pages.ui import common, plain
 
 log = logging.getLogger("flora")
 USER_KEY = "flora_user"  # the signed-in user of this browser session (token sign-in)
 TOKEN_PARAM = "token"
-SESSION_PARAM = "session"  # token sign-in: the session id, kept in the URL (a reload stays signed in)
+OLD_SESSION_PARAM = "session"  # links from before the cookie carried the session: dropped, never honoured
 SESSION_KEY = "flora_session"
+COOKIE_ACTION_KEY = "flora_cookie_action"  # ("set", id) or ("clear", None): written by the next draw
 
 
 def oidc_configured() -> str | None:
@@ -45,18 +46,46 @@ def current_user() -> User:
     user = st.session_state.get(USER_KEY)
     if user is not None:
         return user
-    if oidc_configured() and st.user.is_logged_in:
+    if _mode() == "oidc" and st.user.is_logged_in:
         return _oidc_user()
     return LOCAL  # not reached past the gate
 
 
+def _mode() -> str:
+    """How people sign in, fixed when the app started (raises NotReadyToShare)."""
+    files = [Path(p) for p in st.get_option("secrets.files") or []]
+    return sharing.auth_mode(listen_address() or "0.0.0.0", common.data_root(), files)
+
+
 def _oidc_user() -> User:
+    """The identity provider's user: recorded under the e-mail (or the subject); an admin only by the verified
+    e-mail or the subject, never by the display name, which some providers let people set."""
     info = st.user
     email = str(info.get("email") or "")
     subject = str(info.get("sub") or "")
     identity = email or subject
     name = str(info.get("name") or identity)
-    return User(identity, name, admin=sharing.is_admin(email, subject, name), how="oidc")
+    verified = info.get("email_verified") is not False  # a provider that says "not verified" is believed
+    return User(identity, name, admin=sharing.is_admin(email if verified else None, subject), how="oidc")
+
+
+def _cookie_name() -> str:
+    return f"flora_session_{st.get_option('server.port') or 8501}"
+
+
+def _write_cookie() -> None:
+    """Set or clear the session cookie in the browser (a script on the page: Streamlit has no cookie writer).
+    SameSite=Strict, and Secure when the page came over https."""
+    action = st.session_state.pop(COOKIE_ACTION_KEY, None)
+    if action is None:
+        return
+    what, session_id = action
+    value = f"{session_id}; Max-Age={sessions.SESSION_HOURS * 3600}" if what == "set" else "; Max-Age=0"
+    st.html(
+        f"""<script>document.cookie = "{_cookie_name()}={value}; Path=/; SameSite=Strict"
+        + (location.protocol === "https:" ? "; Secure" : "");</script>""",
+        unsafe_allow_javascript=True,
+    )
 
 
 def gate() -> User:
@@ -65,27 +94,33 @@ def gate() -> User:
         return LOCAL
     st.set_option("client.showErrorDetails", False)  # tracebacks go to the server log, with an error id
     try:
-        files = [Path(p) for p in st.get_option("secrets.files") or []]
-        how = sharing.check_ready(listen_address() or "0.0.0.0", common.data_root(), files)
+        how = _mode()
     except sharing.NotReadyToShare as e:
         st.title("Flora is not ready to share")
         st.error(str(e), icon=":material/lock:")
         st.stop()
     if how == "oidc":
         if st.user.is_logged_in:
-            return _oidc_user()
+            user = _oidc_user()
+            people.remember_identity(common.data_root(), user.id)
+            return user
         _sign_in_page("Sign in with your organisation's account to use Flora here.")
         st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login)
         st.stop()
+    if OLD_SESSION_PARAM in st.query_params:  # an old link: a session never travels in a URL
+        st.query_params.pop(OLD_SESSION_PARAM, None)
+    _write_cookie()
     user = st.session_state.get(USER_KEY)
-    if user is None:  # a reload or a new page: the session id in the URL signs in again
-        user = sharing.session_user(common.data_root(), st.query_params.get(SESSION_PARAM))
+    if user is not None and sessions.session_user(common.data_root(), st.session_state.get(SESSION_KEY)) is None:
+        st.session_state.pop(USER_KEY, None)  # signed out everywhere (or expired) from another browser
+        user = None
+    if user is None:  # a reload or a new tab: the session cookie signs in again
+        session_id = st.context.cookies.get(_cookie_name())
+        user = sessions.session_user(common.data_root(), session_id)
         if user is not None:
             st.session_state[USER_KEY] = user
-            st.session_state[SESSION_KEY] = st.query_params.get(SESSION_PARAM)
+            st.session_state[SESSION_KEY] = session_id
     if user is not None:
-        if st.session_state.get(SESSION_KEY):
-            st.query_params[SESSION_PARAM] = st.session_state[SESSION_KEY]  # kept in the URL across pages
         return user
     _token_sign_in()
     st.stop()
@@ -101,8 +136,6 @@ def _token_sign_in() -> None:
     data_root = common.data_root()
     expected, admin_token = sharing.access_token(data_root), sharing.admin_token()
     given = st.query_params.get(TOKEN_PARAM) or ""
-    if st.query_params.get(SESSION_PARAM):
-        st.caption("Your earlier session has ended (or is not this server's): sign in again.")
     _sign_in_page("This Flora is shared with an access token (your instructor has it, or the link they sent).")
     if given and not (sharing.tokens_match(given, expected) or sharing.tokens_match(given, admin_token)):
         st.warning("The token in this link is not this server's: check the link, or type the token.")
@@ -122,33 +155,59 @@ def _token_sign_in() -> None:
             "computer, another day) the same name needs it, so nobody else can sign in as you.",
         )
         if st.form_submit_button("Sign in", type="primary", icon=":material/login:"):
-            admin = sharing.tokens_match(token.strip(), admin_token)
-            name = " ".join(name.split())
-            if not (admin or sharing.tokens_match(token.strip(), expected)):
-                st.error("That access token is not this server's.", icon=":material/key_off:")
-            elif not name:
-                st.error("Give your name: your runs are recorded under it.", icon=":material/badge:")
-            else:
-                try:
-                    name = sharing.claim_name(data_root, name, passphrase)
-                except ValueError as e:  # NameTaken, or a passphrase too short
-                    st.error(plain.md(e), icon=":material/badge:")
-                    return
-                session_id = sharing.open_session(data_root, name, admin)
-                st.session_state[USER_KEY] = User(name, name, admin=admin, how="token")
-                st.session_state[SESSION_KEY] = session_id
-                st.query_params.pop(TOKEN_PARAM, None)
-                st.query_params[SESSION_PARAM] = session_id
-                st.rerun()
+            _try_sign_in(data_root, token.strip(), " ".join(name.split()), passphrase, expected, admin_token)
 
 
-def sign_out() -> None:
+def _try_sign_in(data_root, token: str, name: str, passphrase: str, expected, admin_token) -> None:
+    client = attempts.client_key_of(st.context.ip_address)
+    name_key = attempts.name_key_of(name) if name else None
+    try:
+        attempts.check(data_root, client, "this computer")
+        if name_key:
+            attempts.check(data_root, name_key, f"the name “{name}”")
+    except attempts.SignInPaused as e:
+        st.error(plain.md(e), icon=":material/timer:")
+        return
+    admin = sharing.tokens_match(token, admin_token)
+    if not (admin or sharing.tokens_match(token, expected)):
+        note = attempts.failed(data_root, client, "this computer")
+        st.error(f"That access token is not this server's. {note}".strip(), icon=":material/key_off:")
+        return
+    if not name:
+        st.error("Give your name: your runs are recorded under it.", icon=":material/badge:")
+        return
+    try:
+        name = people.claim_name(data_root, name, passphrase, owners=common.work_owners())
+    except people.NameTaken as e:
+        note = ""
+        if "another passphrase" in str(e):  # a wrong passphrase for a claimed name counts; a reserved one does not
+            note = attempts.failed(data_root, name_key, f"the name “{name}”")
+            attempts.failed(data_root, client, "this computer")
+        st.error(plain.md(f"{e} {note}".strip()), icon=":material/badge:")
+        return
+    except ValueError as e:  # a passphrase too short
+        st.error(plain.md(e), icon=":material/badge:")
+        return
+    attempts.succeeded(data_root, name_key)
+    session_id = sessions.open_session(data_root, name, admin)
+    st.session_state[USER_KEY] = User(name, name, admin=admin, how="token")
+    st.session_state[SESSION_KEY] = session_id
+    st.session_state[COOKIE_ACTION_KEY] = ("set", session_id)
+    st.query_params.pop(TOKEN_PARAM, None)
+    st.rerun()
+
+
+def sign_out(everywhere: bool = False) -> None:
     user = current_user()
-    sharing.close_session(common.data_root(), st.session_state.pop(SESSION_KEY, None))
-    st.query_params.pop(SESSION_PARAM, None)
+    data_root = common.data_root()
+    if everywhere and user.how == "token":
+        sessions.close_sessions_of(data_root, user.id)
+    sessions.close_session(data_root, st.session_state.pop(SESSION_KEY, None))
     st.session_state.pop(USER_KEY, None)
     if user.how == "oidc":
         st.logout()
+    else:
+        st.session_state[COOKIE_ACTION_KEY] = ("clear", None)
 
 
 def sidebar(user: User) -> None:
@@ -158,6 +217,16 @@ def sidebar(user: User) -> None:
     role = " · admin" if user.admin else ""
     st.caption(f":material/person: {plain.md(user.label)}{role}")
     st.button("Sign out", key="flora_sign_out", on_click=sign_out, icon=":material/logout:", type="tertiary")
+    if user.how == "token":
+        st.button(
+            "Sign out everywhere",
+            key="flora_sign_out_everywhere",
+            on_click=sign_out,
+            kwargs={"everywhere": True},
+            icon=":material/devices_off:",
+            type="tertiary",
+            help="Ends your sessions on every browser and computer (one left signed in on a classroom machine, say).",
+        )
 
 
 def run_page(navigation) -> None:
@@ -177,15 +246,16 @@ def run_page(navigation) -> None:
         )
 
 
-def can_change(run) -> bool:
-    """Whether the signed-in user may stop, rename or delete `run`: their own, or any for an admin."""
+def can_change(thing) -> bool:
+    """Whether the signed-in user may stop, rename or delete `thing` (a run, a sweep, anything with an `owner`):
+    their own, or any for an admin."""
     user = current_user()
-    return user.admin or run.owner == user.id
+    return user.admin or people.same_person(thing.owner, user.id)
 
 
-def read_only_note(run) -> None:
-    """Say why a run's controls are missing: it is someone else's."""
-    st.caption(f":material/visibility: {plain.md(run.owner)}'s run: you can look at it, not change it.")
+def read_only_note(thing, what: str = "run") -> None:
+    """Say why a run's (or sweep's) controls are missing: it is someone else's."""
+    st.caption(f":material/visibility: {plain.md(thing.owner)}'s {what}: you can look at it, not change it.")
 
 
 MINE, EVERYONE = "Mine", "Everyone's"

@@ -107,13 +107,19 @@ def active_sweeps() -> list[Sweep]:
     return [sweep for sweep in sweeps() if sweep.active]
 
 
+def work_owners() -> set[str]:
+    """Everyone who owns a run or a sweep here (the sign-in keeps names that own work outside it unclaimable)."""
+    return {run.owner for run in runs()} | {sweep.owner for sweep in sweeps()}
+
+
 def sweep_label(sweep: Sweep) -> str:
     """A picker's label: dataset, what it searches, when it began, its id (facts that do not change)."""
     import datetime
 
     created = datetime.datetime.fromtimestamp(sweep.created).strftime("%b %d %H:%M")
     searched = ", ".join(sweep.spec.get("space", {}))
-    return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}"
+    whose = f" · {sweep.owner}'s" if shared() else ""
+    return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}{whose}"
 
 
 def job_picker(label: str, jobs: list, ids: list[str], labels: dict[str, str], key: str) -> str:

@@ -3,9 +3,16 @@ a person in, and the sidebar says who they are (the OpenID Connect sign-in: test
 
 from __future__ import annotations
 
+import re
+
 from streamlit.testing.v1 import AppTest
 
 from tests.pages.conftest import APP, texts
+
+
+def errors(at) -> list[str]:
+    """The page's error messages as they read (user strings in them are Markdown-escaped)."""
+    return [re.sub(r"\\(.)", r"\1", e.value) for e in at.error]
 
 
 def test_shared_without_a_way_to_sign_in_shows_only_why(app, workspace, monkeypatch):
@@ -36,8 +43,8 @@ def test_the_access_token_a_name_and_its_passphrase_let_a_person_in(app, workspa
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.setenv("FLORA_SHARED", "1")
-    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-123")
-    monkeypatch.setenv("FLORA_ADMIN_TOKEN", "oak-admin-456")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_ADMIN_TOKEN", "oak-admin-token-456")
     monkeypatch.setenv("FLORA_ADMINS", "Prof Oak")  # OIDC identities only: a typed name is not an admin
     monkeypatch.setenv("FLORA_DATA_DIR", str(data))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
@@ -46,44 +53,73 @@ def test_the_access_token_a_name_and_its_passphrase_let_a_person_in(app, workspa
     assert [b.label for b in at.button] == ["Sign in"] and not at.sidebar.markdown
     _sign_in(at, "wrong", "Ash")
     assert "That access token is not this server's." in [e.value for e in at.error]
-    _sign_in(at, "class-token-123", "Ash")
+    _sign_in(at, "class-token-12345", "Ash")
     assert not at.exception
     shown = " ".join(c.value for c in at.sidebar.caption)
     assert "Ash" in shown and "admin" not in shown
     assert "Finished models: 1" in texts(at)  # Home, drawn
-    session = at.query_params["session"]
-    assert session and sharing.session_user(data, session).id == "Ash"
-    # a reload (a new script session with the URL): still signed in
-    again = AppTest.from_file(APP, default_timeout=60)
-    again.query_params["session"] = session
-    again.run()
-    assert "Ash" in " ".join(c.value for c in again.sidebar.caption) and not again.text_input
+    # the session is never in the page's link (a link pasted to a classmate would sign them in): a cookie keeps it
+    assert "session" not in at.query_params and "token" not in at.query_params
+    from core.sharing import sessions
+
+    [active] = sessions.active_people(data)
+    assert active["name"] == "Ash"
+    session = sessions.open_session(data, "Ash", admin=False)
+    old_link = AppTest.from_file(APP, default_timeout=60)
+    old_link.query_params["session"] = session  # a link from before: it signs nobody in
+    old_link.run()
+    assert [b.label for b in old_link.button] == ["Sign in"] and "session" not in old_link.query_params
     # somebody else typing Ash's name (or "prof oak") with the class token is refused or not an admin
-    other = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-123", "ash", "guess")
-    assert any("has signed in here before with another passphrase" in e.value for e in other.error)
-    prof = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-123", "Prof Oak", "letmein")
+    other = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "ash", "guess")
+    assert any("has signed in here before with another passphrase" in e for e in errors(other))
+    prof = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "Prof Oak", "letmein")
     assert "admin" not in " ".join(c.value for c in prof.sidebar.caption)
     # the instructor signs in with the admin token
     teacher = AppTest.from_file(APP, default_timeout=60)
-    teacher.query_params["token"] = "oak-admin-456"
+    teacher.query_params["token"] = "oak-admin-token-456"
     teacher.run()
-    assert teacher.text_input(key="flora_token_field").value == "oak-admin-456"
-    _sign_in(teacher, "oak-admin-456", "Instructor", "bulbasaur")
+    assert teacher.text_input(key="flora_token_field").value == "oak-admin-token-456"
+    _sign_in(teacher, "oak-admin-token-456", "Instructor", "bulbasaur")
     assert "Instructor · admin" in " ".join(c.value for c in teacher.sidebar.caption)
+
+
+def test_guessing_a_passphrase_locks_the_name_and_reserved_names_say_why(app, workspace, monkeypatch, tmp_path):
+    """Before (probe): 25 wrong passphrases for alice in 29 s, then the right one signed in; `root` owned the
+    command line's runs."""
+    from core.sharing import attempts
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    monkeypatch.setattr(attempts, "MAX_WAIT_S", 0)  # the slow-down is the unit test's; here only the lock
+    at = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "root", "pikachu")
+    assert any("this server's own account" in e for e in errors(at))
+    at = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "alice", "wonderland")
+    assert not at.error
+    guesser = AppTest.from_file(APP, default_timeout=60).run()
+    for _ in range(attempts.NAME_RULE.lock_after):
+        _sign_in(guesser, "class-token-12345", "Alice", "guess-123")
+    assert any("now locked for 15 min" in e for e in errors(guesser))
+    owner = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "alice", "wonderland")
+    assert any("is locked after 10 failed sign-ins" in e for e in errors(owner))
+    assert [b.label for b in owner.button] == ["Sign in"]
 
 
 def test_others_runs_are_read_only_and_mine_come_first(app, workspace, monkeypatch):
     from pages.ui.navigation import page_file
 
     monkeypatch.setenv("FLORA_SHARED", "1")
-    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-123")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
     monkeypatch.delenv("FLORA_ADMINS", raising=False)
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["token"] = "class-token-123"
+    at.query_params["token"] = "class-token-12345"
     at.run()
-    _sign_in(at, "class-token-123", "Gary", "eevee")
+    _sign_in(at, "class-token-12345", "Gary", "eevee")
     at.switch_page(page_file("train")).run()
     assert not at.exception
     assert at.segmented_control(key="train_scope").value == "Everyone's"  # none of Ash's own yet

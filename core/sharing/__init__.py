@@ -9,39 +9,46 @@ FLORA_SHARED=1 says so (behind a reverse proxy on 127.0.0.1). Shared means signe
 - An access token, Jupyter-style, for a class without an identity provider: FLORA_ACCESS_TOKEN, or
   FLORA_AUTH=token to have one made at start (kept in `<data>/.flora/access-token`, printed with the URL).
   Each person then gives their name and a passphrase: the first to use a name sets it, so nobody can sign in
-  as a classmate. The session is kept in the page's URL, so a reload stays signed in.
+  as a classmate (`core.sharing.people`; names that own work outside this sign-in are nobody's to take).
+  The session is a cookie the page sets, never part of the link people copy (`core.sharing.sessions`);
+  repeated wrong tokens or passphrases slow down and then lock the name or the client
+  (`core.sharing.attempts`) until it cools down or an admin unlocks it.
+
+How people sign in is decided once, when the app starts (`auth_mode`): writing an [auth] section into
+secrets.toml under a running token-mode Flora changes nothing until a restart.
 
 Shared with neither: `share-check` (run by `make run`) refuses to start and the app shows only that.
-Admins (FLORA_ADMINS: e-mail addresses or subjects of OpenID Connect users; with the token, whoever signs in
-with FLORA_ADMIN_TOKEN instead of the class's) may delete any run,
-move aliases, start and stop the model server and change data roots; everyone else works on their own
-runs and sees the others' read-only. Not shared, the one person at the keyboard is "local" and an admin.
+Admins (FLORA_ADMINS: verified e-mail addresses or subjects of OpenID Connect users, never their display
+names; with the token, whoever signs in with FLORA_ADMIN_TOKEN instead of the class's) may delete any run,
+move aliases, start and stop the model server, change data roots, unlock names and see the class; everyone
+else works on their own runs and sees the others' read-only. Not shared, the one person at the keyboard is
+"local" and an admin.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomllib
 
-from core.fileio import read_json, write_bytes_atomic
+from core.fileio import write_bytes_atomic
 from core.paths import PROJECT_ROOT, flora_dir
 
 SHARED_ENV = "FLORA_SHARED"
 AUTH_ENV = "FLORA_AUTH"  # "token": make an access token at start when FLORA_ACCESS_TOKEN is not set
 TOKEN_ENV = "FLORA_ACCESS_TOKEN"
+ADMIN_TOKEN_ENV = "FLORA_ADMIN_TOKEN"  # token sign-in: whoever signs in with this one is an admin
 ADMINS_ENV = "FLORA_ADMINS"
 MAX_QUEUED_ENV = "FLORA_MAX_QUEUED_RUNS"
 DEFAULT_MAX_QUEUED = 3  # runs one person may have waiting for the device at once (shared only)
 LOCAL_USER = "local"
 TOKEN_FILE = "access-token"
+MIN_TOKEN_CHARS = 16  # a class token shorter than this could be guessed; secrets.token_urlsafe(24) gives 32
+MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(24))"'
 AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
 
 
@@ -135,7 +142,21 @@ def check_ready(host: str | None, data_root: str | os.PathLike, files: list[Path
         return "local"
     if oidc_configured(files):
         return "oidc"
-    if access_token(data_root, create=True):
+    token = access_token(data_root, create=True)
+    if token:
+        weak = [
+            name
+            for name, value in (("the access token", token), ("FLORA_ADMIN_TOKEN", admin_token()))
+            if value and len(value) < MIN_TOKEN_CHARS
+        ]
+        if weak:
+            which = " and ".join(weak)
+            raise NotReadyToShare(
+                f"{which[0].upper()}{which[1:]} {'is' if len(weak) == 1 else 'are'} too short to resist guessing: "
+                f"a shared Flora needs at least {MIN_TOKEN_CHARS} characters. Make one with\n  {MAKE_TOKEN}\n"
+                f"and set it as {TOKEN_ENV} or {ADMIN_TOKEN_ENV} (or {AUTH_ENV}=token, with {TOKEN_ENV} unset, "
+                "to have the class's made)."
+            )
         return "token"
     raise NotReadyToShare(
         f"Flora is shared (it listens on {host or 'a proxied address'}) but nobody could sign in. Set one of:\n"
@@ -146,13 +167,33 @@ def check_ready(host: str | None, data_root: str | os.PathLike, files: list[Path
     )
 
 
+_MODES: dict[tuple, str] = {}
+
+
+def auth_mode(host: str | None, data_root: str | os.PathLike, files: list[Path] | None = None) -> str:
+    """`check_ready`, decided once per process for the same settings: the app's sign-in mode is the one it
+    started with, whatever is written into secrets.toml while it runs (a restart picks the change up).
+    A refusal is not remembered: fixing the settings and reloading lets people in."""
+    key = (
+        host,
+        str(data_root),
+        tuple(str(f) for f in files or ()),
+        *(os.environ.get(name, "") for name in (SHARED_ENV, AUTH_ENV, TOKEN_ENV, ADMIN_TOKEN_ENV)),
+    )
+    if key not in _MODES:
+        _MODES[key] = check_ready(host, data_root, files)
+    return _MODES[key]
+
+
 def admins() -> frozenset[str]:
-    """The admin list (FLORA_ADMINS, comma-separated: e-mails, subjects, names), lower-cased, spaces collapsed."""
+    """The admin list (FLORA_ADMINS, comma-separated: e-mails or subjects), lower-cased, spaces collapsed."""
     raw = os.environ.get(ADMINS_ENV, "")
     return frozenset(" ".join(part.split()).lower() for part in raw.replace("\n", ",").split(",") if part.strip())
 
 
 def is_admin(*identities: str | None) -> bool:
+    """Whether any of `identities` (a verified e-mail, a subject) is in FLORA_ADMINS. Never pass a display name:
+    some providers let people set their own."""
     listed = admins()
     return any(identity and " ".join(identity.split()).lower() in listed for identity in identities)
 
@@ -164,83 +205,8 @@ def max_queued_runs() -> int:
         return DEFAULT_MAX_QUEUED
 
 
-ADMIN_TOKEN_ENV = "FLORA_ADMIN_TOKEN"  # token sign-in: whoever signs in with this one is an admin
-PEOPLE_FILE = "people.json"  # token sign-in: each name's passphrase (scrypt), so nobody else can take the name
-SESSIONS_FILE = "sessions.json"  # token sign-in: session ids kept in the page's URL, so a reload stays signed in
-SESSION_HOURS = 12
-MIN_PASSPHRASE = 4
-
-
-class NameTaken(ValueError):
-    """A name someone else already signed in with, and a passphrase that is not theirs."""
-
-
 def admin_token() -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
-
-
-def claim_name(data_root: str | os.PathLike, name: str, passphrase: str) -> str:
-    """Sign in as `name` with `passphrase`: the first person to use a name sets its passphrase, later sign-ins
-    must give it (with a shared class token anyone could otherwise type a classmate's name, or an admin's).
-    Returns the name as first written.
-
-    Raises:
-        NameTaken: the name is someone's and the passphrase is not theirs; ValueError: a passphrase too short.
-    """
-    if len(passphrase) < MIN_PASSPHRASE:
-        raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
-    key = " ".join(name.split()).lower()
-    path = flora_dir(data_root) / PEOPLE_FILE
-    people = read_json(path, default={}) or {}
-    entry = people.get(key)
-    if entry:
-        salt = bytes.fromhex(entry["salt"])
-        given = hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1).hex()
-        if not secrets.compare_digest(given, entry["hash"]):
-            raise NameTaken(
-                f"{entry['name']} has signed in here before with another passphrase. If that is you, use your "
-                "passphrase; if not, choose another name."
-            )
-        return str(entry["name"])
-    salt = secrets.token_bytes(16)
-    people[key] = {
-        "name": " ".join(name.split()),
-        "salt": salt.hex(),
-        "hash": hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1).hex(),
-    }
-    write_bytes_atomic(path, json.dumps(people, indent=2).encode())
-    os.chmod(path, 0o600)
-    return people[key]["name"]
-
-
-def open_session(data_root: str | os.PathLike, name: str, admin: bool, now: float | None = None) -> str:
-    """A session id for a token sign-in (kept in the page's URL: a reload stays signed in)."""
-    now = time.time() if now is None else now
-    path = flora_dir(data_root) / SESSIONS_FILE
-    sessions = {k: v for k, v in (read_json(path, default={}) or {}).items() if v.get("expires", 0) > now}
-    session_id = secrets.token_urlsafe(24)
-    sessions[session_id] = {"name": name, "admin": bool(admin), "expires": now + SESSION_HOURS * 3600}
-    write_bytes_atomic(path, json.dumps(sessions, indent=2).encode())
-    os.chmod(path, 0o600)
-    return session_id
-
-
-def session_user(data_root: str | os.PathLike, session_id: str | None, now: float | None = None) -> User | None:
-    """The user of a live session id, or None (unknown or expired)."""
-    if not session_id:
-        return None
-    now = time.time() if now is None else now
-    entry = (read_json(flora_dir(data_root) / SESSIONS_FILE, default={}) or {}).get(str(session_id))
-    if not isinstance(entry, dict) or entry.get("expires", 0) <= now:
-        return None
-    return User(str(entry["name"]), str(entry["name"]), admin=bool(entry.get("admin")), how="token")
-
-
-def close_session(data_root: str | os.PathLike, session_id: str | None) -> None:
-    path = flora_dir(data_root) / SESSIONS_FILE
-    sessions = read_json(path, default={}) or {}
-    if sessions.pop(str(session_id), None) is not None:
-        write_bytes_atomic(path, json.dumps(sessions, indent=2).encode())
 
 
 def tokens_match(given: str | None, expected: str | None) -> bool:

@@ -1,0 +1,159 @@
+"""Who may take a name on a token-shared Flora: a name is an identity, never just what someone typed.
+
+With the class's access token each person gives a name and a passphrase; the first to use a name sets its
+passphrase (`claim_name`). Some names are nobody's to claim there, because they already own work made
+outside this sign-in: "local" (every run made before Flora was shared), this server's own user (every
+`python -m core train` run, "root" on many servers), OpenID Connect identities (e-mails, subjects) and any
+other owner of runs or sweeps that no token sign-in made. Names are compared by their Unicode skeleton
+(UTS #39 confusables, NFKC, case folded), so "аlice" with a Cyrillic а is "alice", and the message says why
+a name is taken.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+
+from core.fileio import read_json, write_bytes_atomic
+from core.paths import flora_dir
+from core.sharing import LOCAL_USER
+
+PEOPLE_FILE = "people.json"  # each token name's passphrase (scrypt) and each OpenID Connect identity seen
+MIN_PASSPHRASE = 4
+SERVER_ACCOUNTS = ("root",)  # besides this process's own user: the usual owner of command-line runs
+
+
+class NameTaken(ValueError):
+    """A name that is someone's (or nobody's to take); the message says why and what to do."""
+
+
+@lru_cache(maxsize=4096)
+def name_key(name: str) -> str:
+    """The form two names are compared in: spaces collapsed, NFKC, look-alike letters mapped to their Latin
+    prototype (Unicode's confusables), case folded. "Alice", "ALICE", "аlice" (Cyrillic а) and "Ａlice" agree."""
+    from confusable_homoglyphs import confusables  # the Unicode confusables table, loaded on first use
+
+    text = unicodedata.normalize("NFKC", " ".join(name.split()))
+    mapped = []
+    for char in text:
+        found = confusables.is_confusable(char, preferred_aliases=["latin"], greedy=False) if not char.isascii() else 0
+        mapped.append(found[0]["homoglyphs"][0]["c"] if found else char)
+    return unicodedata.normalize("NFKC", "".join(mapped)).casefold()
+
+
+def server_users() -> set[str]:
+    """The OS accounts whose runs the command line records: this process's user and the usual server ones."""
+    try:
+        me = getpass.getuser()
+    except (KeyError, OSError):
+        me = ""
+    return {name for name in (me, *SERVER_ACCOUNTS) if name}
+
+
+def _people_path(data_root):
+    return flora_dir(data_root) / PEOPLE_FILE
+
+
+def _load(data_root) -> dict:
+    raw = read_json(_people_path(data_root), default={}) or {}
+    if not isinstance(raw, dict):
+        return {}
+    # keyed by name_key: files from before the skeleton (lower-cased keys) read the same
+    return {name_key(str(entry.get("name", key))): entry for key, entry in raw.items() if isinstance(entry, dict)}
+
+
+def _save(data_root, people: dict) -> None:
+    path = _people_path(data_root)
+    write_bytes_atomic(path, json.dumps(people, indent=2, ensure_ascii=False).encode())
+    os.chmod(path, 0o600)
+
+
+def token_names(data_root) -> set[str]:
+    """The names people have claimed with the access token (as first written)."""
+    return {str(entry["name"]) for entry in _load(data_root).values() if entry.get("hash")}
+
+
+def remember_identity(data_root, identity: str) -> None:
+    """Record an OpenID Connect identity (e-mail or subject) that signed in: nobody can claim it as a name later,
+    even before it owns a run."""
+    people = _load(data_root)
+    key = name_key(identity)
+    if key in people:
+        return
+    people[key] = {"name": identity, "how": "oidc"}
+    _save(data_root, people)
+
+
+def why_reserved(name: str, data_root, owners: Iterable[str] = ()) -> str | None:
+    """Why `name` cannot be claimed with the token, or None: it owns work made outside this sign-in."""
+    key = name_key(name)
+    if key == name_key(LOCAL_USER):
+        return f"“{LOCAL_USER}” owns every run made on this Flora before it was shared"
+    if key in {name_key(user) for user in server_users()}:
+        return "that is this server's own account, which owns the runs started from the command line"
+    if "@" in name:
+        return "names with an @ are e-mail addresses, which belong to sign-ins through an identity provider"
+    people = _load(data_root)
+    entry = people.get(key)
+    if entry and entry.get("how") == "oidc":
+        return "that is the identity of someone who signed in through the identity provider"
+    claimed = {k for k, e in people.items() if e.get("hash")}
+    for owner in owners:
+        if name_key(owner) == key and key not in claimed:
+            return f"“{owner}” owns runs made outside this sign-in (the command line, or an identity provider)"
+    return None
+
+
+def claim_name(data_root, name: str, passphrase: str, owners: Iterable[str] = ()) -> str:
+    """Sign in as `name` with `passphrase`: the first person to use a name sets its passphrase, later sign-ins
+    must give it. `owners`: everyone who owns runs or sweeps (those no token sign-in made are not claimable).
+    Returns the name as first written.
+
+    Raises:
+        NameTaken: the name is reserved, someone else's, or looks the same as someone else's;
+        ValueError: a passphrase too short.
+    """
+    name = " ".join(name.split())
+    reason = why_reserved(name, data_root, owners)
+    if reason:
+        raise NameTaken(f"You cannot sign in as “{name}”: {reason}. Choose another name.")
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
+    people = _load(data_root)
+    key = name_key(name)
+    entry = people.get(key)
+    if entry:
+        given = _hash(passphrase, bytes.fromhex(entry["salt"]))
+        if not secrets.compare_digest(given, entry["hash"]):
+            same = "" if entry["name"] == name else f" (“{name}” reads the same as “{entry['name']}”)"
+            raise NameTaken(
+                f"{entry['name']} has signed in here before with another passphrase{same}. If that is you, use "
+                "your passphrase; if not, choose another name."
+            )
+        return str(entry["name"])
+    salt = secrets.token_bytes(16)
+    people[key] = {"name": name, "salt": salt.hex(), "hash": _hash(passphrase, salt)}
+    _save(data_root, people)
+    return name
+
+
+def _hash(passphrase: str, salt: bytes) -> str:
+    return hashlib.scrypt(passphrase.encode(), salt=salt, n=2**14, r=8, p=1).hex()
+
+
+def layer_of(owner: str | None) -> str:
+    """Whose work `owner` is: the person at this machine ("local", this server's account and "root", who share
+    the app that is not shared and the command line) is one; everyone else is themselves."""
+    if not owner or owner == LOCAL_USER or owner in server_users():
+        return LOCAL_USER
+    return owner
+
+
+def same_person(a: str | None, b: str | None) -> bool:
+    return layer_of(a) == layer_of(b)
