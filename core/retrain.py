@@ -144,7 +144,7 @@ def retrain_with_feedback(
 
     dataset = feedback_dataset(run, data_root)
     # The run's label corrections carry over (the feedback dataset keeps every photo's path), with any made since.
-    corrections = {**(run.corrections or {}), **(jobs.dataset_corrections(data_root, dataset) or {})} or None
+    corrections = {**(run.corrections or {}), **(jobs.dataset_corrections(data_root, dataset, owner) or {})} or None
     # The run this would be: if it is the run itself, its data already held every feedback photo (before: "old
     # dc0d4a vs new dc0d4a", a run compared with itself, every change 0.000).
     would_be = run_id_for(run.train_config, dataset_key(scan_dataset(dataset).fingerprint, corrections))

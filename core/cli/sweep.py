@@ -22,7 +22,7 @@ from typing import Any
 
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
-from core.cli.runs import config_from_args, train_result
+from core.cli.runs import config_from_args, os_user, train_result
 from core.data.corrections import resolve
 from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir, models_dir
@@ -70,6 +70,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         metavar="kept|none|run:ID|FILE",
         help="label corrections the trials and the promoted run apply: kept (those kept for the dataset now, the "
         "default), none, run:ID or a JSON file; recorded with the sweep",
+    )
+    sweep.add_argument(
+        "--owner", help="whose sweep it is (and its promoted run), as the app shows it (default: this machine's user)"
     )
     sweep.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     sweep.add_argument("--json", action="store_true", help="print one JSON object: the trials, the best, the run")
@@ -151,8 +154,9 @@ def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
     space = _load_space(args.space) if args.space else default_space(fixed)
     dataset = resolve_dataset_path(args.dataset, data_root)
 
-    corrections = resolve(args.corrections, data_root, dataset, store_of(args))
-    return submit(models_root, dataset, fixed, space, args.trials, args.timeout, corrections=corrections)
+    owner = args.owner or os_user()
+    corrections = resolve(args.corrections, data_root, dataset, store_of(args), person=owner)
+    return submit(models_root, dataset, fixed, space, args.trials, args.timeout, corrections=corrections, owner=owner)
 
 
 def _load_space(value: str) -> Any:

@@ -15,6 +15,15 @@ they were in. So a correction of training photos keeps the validation and test s
 changes what the test measures, and the Compare page says so and refuses to pair those runs.
 The corrections a run applied are recorded in its config.json, and they are part of its id: the
 same settings after a correction are a new run.
+
+Whose marks: each person's marks are their own layer of the file (the person at this machine, "local",
+keeps the file's top-level "corrections", as before Flora was shared). A run applies its owner's marks,
+never a classmate's. A mark made while looking at someone else's run is also a *proposal* to that run's
+owner: it applies to its maker's own runs, and to the owner's once they (or an admin) accept it; the run
+records whose corrections it applied (`corrections_by`).
+
+  {"dataset": "/abs/path", "corrections": {...local...},
+   "people": {"alice": {"rose/1.jpg": {"action": "exclude", "at": ..., "proposed_to": "bob"}}}}
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import numpy as np
 from core.fileio import read_json, write_json_atomic
 from core.paths import flora_dir
 from core.settings.config import canonical_json
+from core.sharing.people import LOCAL_USER, layer_of
 
 CORRECTIONS_DIR = "corrections"  # in <data>/.flora/
 RELABEL, EXCLUDE, FINE = "relabel", "exclude", "fine"
@@ -52,25 +62,79 @@ class Corrections:
     dataset: str
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     file: Path | None = None
+    person: str = LOCAL_USER  # whose marks `entries` are (core.sharing.people.layer_of)
+    others: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # everyone else's, read-only
 
     @classmethod
-    def load(cls, data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Corrections:
+    def load(
+        cls, data_root: str | os.PathLike, dataset_root: str | os.PathLike, person: str | None = LOCAL_USER
+    ) -> Corrections:
+        """The marks of `person` (their own and the ones they accepted) on the dataset at `dataset_root`."""
         path = corrections_file(data_root, dataset_root)
-        data = read_json(path, default={}) or {}
-        entries = {
-            str(k): dict(v)
-            for k, v in (data.get("corrections") or {}).items()
-            if isinstance(v, dict) and v.get("action") in ACTIONS
-        }
-        return cls(str(Path(dataset_root).expanduser().resolve()), entries, path)
+        layers = _layers(read_json(path, default={}) or {})
+        person = layer_of(person)
+        own = layers.pop(person, {})
+        return cls(str(Path(dataset_root).expanduser().resolve()), own, path, person, layers)
 
     def save(self) -> None:
+        """Write this person's marks (read again first: others may have marked since this was loaded)."""
         if self.file is None:
             raise ValueError("these corrections have no file (load them with Corrections.load)")
-        write_json_atomic(self.file, {"dataset": self.dataset, "corrections": self.entries})
+        layers = _layers(read_json(self.file, default={}) or {})
+        layers[self.person] = self.entries
+        local = layers.pop(LOCAL_USER, {})
+        data: dict[str, Any] = {"dataset": self.dataset, "corrections": local}
+        if any(layers.values()):
+            data["people"] = {name: marks for name, marks in sorted(layers.items()) if marks}
+        write_json_atomic(self.file, data)
 
-    def mark(self, path: str, action: str, to: str | None = None, classes: list[str] | None = None) -> None:
+    def proposals(self) -> list[dict[str, Any]]:
+        """Others' marks proposed to this person (made on their runs), not yet accepted or declined:
+        [{"path", "by", "action", "to"?, "at"}], newest first."""
+        found = []
+        for by, marks in self.others.items():
+            for path, entry in marks.items():
+                if layer_of(entry.get("proposed_to")) != self.person or self.person in entry.get("declined_by", []):
+                    continue
+                mine = self.entries.get(path)
+                if mine and mine.get("action") == entry.get("action") and mine.get("to") == entry.get("to"):
+                    continue
+                found.append(
+                    {"path": path, "by": by, **{k: v for k, v in entry.items() if k in ("action", "to", "at")}}
+                )
+        return sorted(found, key=lambda p: -float(p.get("at", 0)))
+
+    def accept(self, path: str, by: str) -> None:
+        """Take `by`'s proposed mark on `path` as this person's own (their runs apply it from now on)."""
+        entry = self.others.get(by, {}).get(path)
+        if entry is None:
+            raise KeyError(f"{by} proposed nothing for {path}")
+        self.entries[path] = {
+            **{k: v for k, v in entry.items() if k in ("action", "to")},
+            "at": time.time(),
+            "from": by,
+        }
+
+    def decline(self, path: str, by: str) -> None:
+        """Say no to `by`'s proposal on `path` (it stays theirs, and stops being shown here)."""
+        layers = _layers(read_json(self.file, default={}) or {}) if self.file else {}
+        entry = layers.get(by, {}).get(path)
+        if entry is None:
+            return
+        entry["declined_by"] = sorted({*entry.get("declined_by", []), self.person})
+        self.others[by] = layers[by]
+        Corrections(self.dataset, layers[by], self.file, by).save()
+
+    def mark(
+        self,
+        path: str,
+        action: str,
+        to: str | None = None,
+        classes: list[str] | None = None,
+        proposed_to: str | None = None,
+    ) -> None:
         """Record `action` for the photo at `path` (relative to the dataset folder), replacing any earlier one.
+        `proposed_to`: the owner of the run it was marked on, when that is someone else (a proposal to them).
 
         Raises:
             ValueError: an unknown action, or a relabel without a valid target class.
@@ -84,6 +148,8 @@ class Corrections:
             if classes is not None and to not in classes:
                 raise ValueError(f"cannot relabel {path} to {to!r}: not a class of this dataset ({', '.join(classes)})")
             entry["to"] = to
+        if proposed_to is not None and layer_of(proposed_to) != self.person:
+            entry["proposed_to"] = layer_of(proposed_to)
         self.entries[path] = entry
 
     def forget(self, path: str) -> None:
@@ -108,6 +174,21 @@ class Corrections:
         return {name: sum(1 for e in self.entries.values() if e.get("action") == name) for name in ACTIONS}
 
 
+def _layers(data: dict) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every person's marks in a corrections file: {person: {path: entry}} (the top level is "local")."""
+
+    def valid(marks) -> dict[str, dict[str, Any]]:
+        if not isinstance(marks, dict):
+            return {}
+        return {str(k): dict(v) for k, v in marks.items() if isinstance(v, dict) and v.get("action") in ACTIONS}
+
+    layers = {LOCAL_USER: valid(data.get("corrections"))}
+    people = data.get("people")
+    for name, marks in people.items() if isinstance(people, dict) else ():
+        layers[layer_of(str(name))] = valid(marks)
+    return layers
+
+
 def describe(effective: dict[str, dict[str, Any]] | None) -> str:
     """'+4 corrections' for a run's name ("" for none)."""
     return f"+{len(effective)} correction{'s' if len(effective) != 1 else ''}" if effective else ""
@@ -129,10 +210,12 @@ def summary(effective: dict[str, dict[str, Any]] | None) -> str:
 KEPT, NONE = "kept", "none"
 
 
-def resolve(value: str, data_root: str | os.PathLike, dataset_root: str | os.PathLike, store=None) -> dict | None:
+def resolve(
+    value: str, data_root: str | os.PathLike, dataset_root: str | os.PathLike, store=None, person: str = LOCAL_USER
+) -> dict | None:
     """What `--corrections` names, as the effective corrections a run applies (None for none).
 
-    "kept": the ones kept for the dataset folder now (the default); "none": none; "run:<id>": exactly the
+    "kept": the ones `person` keeps for the dataset folder now (the default); "none": none; "run:<id>": exactly the
     ones that run applied (what "copy as command" writes, so the command finds that run again); a path:
     a JSON file of {photo: {"action", "to"}} or a corrections file.
 
@@ -140,7 +223,7 @@ def resolve(value: str, data_root: str | os.PathLike, dataset_root: str | os.Pat
         ValueError: an unknown run or an unreadable file.
     """
     if value == KEPT:
-        return Corrections.load(data_root, dataset_root).effective() or None
+        return Corrections.load(data_root, dataset_root, person).effective() or None
     if value == NONE:
         return None
     if value.startswith("run:"):

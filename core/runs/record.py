@@ -241,6 +241,18 @@ class Run(JobRecord):
         return int(images) if images else None
 
     @property
+    def reused_from(self) -> dict[str, str] | None:
+        """{"run_id", "owner"}: the classmate's identical run this one is a copy of (core.train.jobs), or None."""
+        found = self.config.get("reused_from")
+        return found if isinstance(found, dict) and found.get("run_id") else None
+
+    @property
+    def corrections_by(self) -> str | None:
+        """Whose label corrections the run applied (None: none, or a run from before they were per person)."""
+        found = self.config.get("dataset", {}).get("corrections_by")
+        return str(found) if found and self.corrections else None
+
+    @property
     def corrections(self) -> dict[str, dict[str, Any]] | None:
         """The label corrections the run applied (core.data.corrections, {path: {action, to}}), None when none."""
         return self._dataset.get("corrections") or None

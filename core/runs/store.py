@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fileio import UnreadableFile, append_jsonl, load_json, read_json, read_jsonl, write_json_atomic
-from core.processes import JobFolder, JobState, process_alive
+from core.processes import STATUS_FILE, STOP_FILE, JobFolder, JobState, process_alive
 from core.runs.record import (
     CONFIG_FILE,
     LABEL_FILE,
@@ -25,6 +25,7 @@ from core.runs.record import (
     MODEL_FILE,
     RUN_ID_PATTERN,
     RUN_OUTPUTS,
+    TASKS_DIR,
     TRAIN_LOG,
     Run,
     RunNotFound,
@@ -65,6 +66,46 @@ class RunStore:
         write_json_atomic(directory / CONFIG_FILE, record)
         status = self._job(run_id).write(RunStatus(state=JobState.QUEUED, queued_at=time.time()))
         return Run(run_id, directory, record, status)
+
+    def reuse(self, source_id: str, run_id: str, owner: str) -> Run:
+        """`owner`'s own copy of the finished run `source_id` as `run_id`: every file hard-linked (copied across
+        file systems), the config re-owned and saying where it came from, the status as finished; its name,
+        note, log and analysis jobs are not carried (they were the other person's)."""
+        source = self.get(source_id)
+        directory = self.run_dir(run_id)
+        partial = directory.with_name(f".{run_id}.reusing")
+        shutil.rmtree(partial, ignore_errors=True)
+        skip = {CONFIG_FILE, STATUS_FILE, STOP_FILE, LABEL_FILE, TRAIN_LOG, TASKS_DIR}
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(
+            source.directory,
+            partial,
+            ignore=lambda d, names: skip & set(names) if d == str(source.directory) else (),
+            copy_function=link,
+        )
+        record = {
+            **source.config,
+            "owner": owner,
+            "created": time.time(),
+            "run_id": run_id,
+            "reused_from": {"run_id": source_id, "owner": source.owner},
+        }
+        write_json_atomic(partial / CONFIG_FILE, record)
+        status = {**source.status.to_dict(), "pid": None, "node": None}
+        write_json_atomic(partial / STATUS_FILE, status)
+        (partial / TRAIN_LOG).write_text(
+            f"Reused {source.owner}'s identical run {source_id} (the same settings and data): its files are "
+            "hard-linked here, nothing was trained again.\n"
+        )
+        shutil.rmtree(directory, ignore_errors=True)  # a failed or unreadable earlier try
+        os.replace(partial, directory)
+        return self.get(run_id)
 
     def get(self, run_id: str) -> Run:
         """The run `run_id`.

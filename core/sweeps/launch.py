@@ -24,6 +24,7 @@ from core.processes import JobState
 from core.runs.store import RunStore
 from core.settings.config import ConfigError, TrainConfig
 from core.settings.options import train_arguments
+from core.sharing.people import LOCAL_USER
 from core.sweeps.space import SearchSpace, parse_space
 from core.sweeps.store import CORRECTIONS_FILE, Sweep, SweepStore, sweep_id_for, sweep_identity
 from core.train import jobs
@@ -84,13 +85,15 @@ def submit(
     trials: int | None,
     timeout: float | None = None,
     corrections: dict | None = None,
+    owner: str = LOCAL_USER,
 ) -> SweepSubmission:
     """Check the request, then find or create its sweep and set its budget for the next launch.
 
     The same dataset, fixed settings, space and label corrections give the same sweep: a finished one that
     already has `trials` finished trials comes back FINISHED (nothing to run), a running one ACTIVE.
     `corrections` (effective, core.data.corrections) are recorded with the sweep: its trials and the run it
-    promotes apply exactly them, whatever is marked later.
+    promotes apply exactly them, whatever is marked later. `owner`: whose sweep it is (its runs are theirs too);
+    the same request by someone else is their own sweep.
 
     Raises:
         ConfigError: a bad space, budget or fixed setting. DatasetError: no usable dataset.
@@ -98,7 +101,7 @@ def submit(
     space = check_request(fixed, space_data, trials, timeout)
     index = scan_dataset(dataset_path)
     store = SweepStore(models_root)
-    sweep_id = sweep_id_for(fixed, space, dataset_key(index.fingerprint, corrections))
+    sweep_id = sweep_id_for(fixed, space, dataset_key(index.fingerprint, corrections), owner)
     spec = {
         "dataset": {
             "path": str(index.root),
@@ -110,6 +113,7 @@ def submit(
         "fixed": sweep_identity(fixed).to_dict(),
         "space": space.to_dict(),
         "corrections": corrections or {},
+        "owner": owner,
     }
     sweep = store.create(sweep_id, spec)
     return _resubmit(store, sweep, trials, timeout)
@@ -191,7 +195,7 @@ def sweep_corrections(sweep: Sweep, data_root: str | os.PathLike) -> dict | None
     if "corrections" in sweep.spec:
         return sweep.spec["corrections"] or None
 
-    return dataset_corrections(data_root, sweep.dataset_path)
+    return dataset_corrections(data_root, sweep.dataset_path, sweep.owner)
 
 
 def pinned_corrections(sweep: Sweep, data_root: str | os.PathLike) -> str:
@@ -276,10 +280,15 @@ def promote(
     sweep = store.find(sweep_id)
     config, best = best_config(sweep, fine_tune)
     corrections = sweep_corrections(sweep, data_root)
+    owner = sweep.owner  # the best trial's run is the sweep's owner's, whoever pressed the button
     if background:
-        submission = jobs.launch(sweep.dataset_path, config, models_root, data_root, corrections=corrections or {})
+        submission = jobs.launch(
+            sweep.dataset_path, config, models_root, data_root, corrections=corrections or {}, owner=owner
+        )
     else:
-        submission = jobs.submit(RunStore(models_root), sweep.dataset_path, config, corrections=corrections)
+        submission = jobs.submit(
+            RunStore(models_root), sweep.dataset_path, config, corrections=corrections, owner=owner
+        )
     runs = RunStore(models_root)
     if not runs.get(submission.run_id).name:
         name, note = promotion_label(sweep, best)

@@ -27,6 +27,7 @@ from typing import Any
 from core.fileio import read_json, write_json_atomic
 from core.processes import STATUS_FILE, JobFolder, JobRecord, JobStatus, process_alive
 from core.settings.config import TrainConfig, canonical_json
+from core.sharing.people import LOCAL_USER, layer_of
 from core.sweeps.space import SearchSpace, parse_space
 
 SWEEPS_DIRNAME = ".sweeps"
@@ -66,9 +67,12 @@ def sweep_identity(fixed: TrainConfig) -> TrainConfig:
     return fixed.replace(**{name: getattr(defaults, name) for name in PROMOTION_FIELDS})
 
 
-def sweep_id_for(fixed: TrainConfig, space: SearchSpace, dataset_fingerprint: str) -> str:
-    """Short hash naming the sweep: the same search on the same data finds the same sweep."""
+def sweep_id_for(fixed: TrainConfig, space: SearchSpace, dataset_fingerprint: str, owner: str | None = None) -> str:
+    """Short hash naming the sweep: the same search on the same data by the same person finds the same sweep
+    (the person at this machine, "local" or the command line's user, keeps the ids sweeps had before owners)."""
     payload = {"fixed": sweep_identity(fixed).to_dict(), "space": space.to_dict(), "dataset": dataset_fingerprint}
+    if layer_of(owner) != LOCAL_USER:
+        payload["owner"] = layer_of(owner)
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
 
 
@@ -98,6 +102,11 @@ class Sweep(JobRecord):
     def dataset_name(self) -> str:
         dataset = self.spec.get("dataset", {})
         return dataset.get("name") or Path(dataset.get("path", "?")).name
+
+    @property
+    def owner(self) -> str:
+        """Who started the sweep (a signed-in user, the CLI's --owner or OS user; "local" before owners)."""
+        return str(self.spec.get("owner") or LOCAL_USER)
 
     @property
     def created(self) -> float:

@@ -10,6 +10,7 @@ outlives the browser tab.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from core.processes import JobState, process_alive
 from core.runs.record import LOCAL_OWNER, Run, RunStatus, RunUnreadable, new_run_record
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig, run_id_for
+from core.sharing.people import layer_of, same_person
 from core.train.queue import RAY_LINE, check_share, my_turn
 
 log = logging.getLogger("flora")
@@ -67,36 +69,62 @@ def submit(
     A finished run is returned as a cache hit unless `force`; a queued or running one whose
     process is alive is returned as active (never trained twice at once); a failed or stopped
     one is reset and trained again. `corrections` (core.data.corrections, the effective ones) are
-    recorded in the run and are part of its id. A run a cache hit or an active run finds keeps its owner.
+    recorded in the run and are part of its id, with whose they are. The same settings and data asked for by
+    someone other than the run's owner give that person a run of their own (`personal_run_id`): when the
+    owner's run has finished, a copy of it with its files hard-linked (nothing trained again, `reused_from`
+    says whose); while it trains, that run comes back as active.
 
     Raises:
         TooManyQueued: `owner` already has `max_queued` runs waiting for the device.
     """
 
     index = scan_dataset(dataset_path)
-    run_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
-    if store.exists(run_id):
-        try:
-            run = store.refresh(store.get(run_id))
-        except RunUnreadable as e:  # a folder cut short by a crash or a bad edit: trained again from scratch
-            log.warning("%s; training it again", e)
-        else:
-            if run.state is JobState.DONE and run.has_model and not force:
-                return Submission(run_id, CACHED, run, index, config)
-            if run.active:
-                return Submission(run_id, ACTIVE, run, index, config)
+    base_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
+    run_id, run = base_id, _readable(store, base_id)
+    base = run
+    if base is not None and not same_person(base.owner, owner):  # a classmate's: this person's own id
+        run_id = personal_run_id(base_id, owner)
+        run = _readable(store, run_id)
+    if run is not None:
+        if run.state is JobState.DONE and run.has_model and not force:
+            return Submission(run_id, CACHED, run, index, config)
+        if run.active:
+            return Submission(run_id, ACTIVE, run, index, config)
+    if base is not None and run_id != base_id and not force:
+        if base.state is JobState.DONE and base.has_model:  # the same computation, finished: their own copy
+            return Submission(run_id, CACHED, store.reuse(base_id, run_id, owner), index, config)
+        if base.active:  # being trained now for someone else: never twice at once
+            return Submission(base_id, ACTIVE, base, index, config)
     check_share(store.list(), owner, max_queued)
     record = new_run_record(index, config, owner)
     if corrections:
         record["dataset"]["corrections"] = corrections
+        record["dataset"]["corrections_by"] = layer_of(owner)
     run = store.create(run_id, record)
     return Submission(run_id, NEW, run, index, config)
 
 
-def dataset_corrections(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> dict | None:
-    """The label corrections kept for this dataset folder that change training (None when there are none)."""
+def _readable(store: RunStore, run_id: str) -> Run | None:
+    if not store.exists(run_id):
+        return None
+    try:
+        return store.refresh(store.get(run_id))
+    except RunUnreadable as e:  # a folder cut short by a crash or a bad edit: trained again from scratch
+        log.warning("%s; training it again", e)
+        return None
 
-    return Corrections.load(data_root, dataset_path).effective() or None
+
+def personal_run_id(run_id: str, owner: str) -> str:
+    """The id of `owner`'s own run of the same settings and data as `run_id` when that one is someone else's."""
+    return hashlib.sha256(f"{run_id}\0owner:{layer_of(owner)}".encode()).hexdigest()[:12]
+
+
+def dataset_corrections(
+    data_root: str | os.PathLike, dataset_path: str | os.PathLike, person: str = LOCAL_OWNER
+) -> dict | None:
+    """The label corrections `person` keeps for this dataset folder that change training (None: none)."""
+
+    return Corrections.load(data_root, dataset_path, person).effective() or None
 
 
 def submission_for_launched(store: RunStore, run_id: str) -> Submission:
@@ -266,7 +294,7 @@ def launch(
     """
     store = RunStore(models_dir)
     if corrections is None:
-        corrections = dataset_corrections(data_root, dataset_path)
+        corrections = dataset_corrections(data_root, dataset_path, owner)
     submission = submit(
         store, dataset_path, config, force=force, corrections=corrections, owner=owner, max_queued=max_queued
     )

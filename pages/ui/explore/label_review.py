@@ -1,7 +1,9 @@
 """The Explore page's suspected label errors: compute them in the background, then review each one.
 
 Each mark ("relabel to X", "exclude", "fine") is written to the dataset's corrections file in the
-data folder (core.data.corrections), never to the photos. The next training run applies them.
+data folder (core.data.corrections), never to the photos, as the marks of whoever made it. The next
+training run of that person applies them; marks on someone else's run are also proposals to its owner,
+who (or an admin) accepts or declines them here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import streamlit as st
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import label_issues
 from core.runs.record import Run
-from pages.ui import common, photo_gallery, plain, run_models, teaching
+from core.sharing.people import same_person
+from pages.ui import auth, common, photo_gallery, plain, run_models, teaching
 from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
 
@@ -40,14 +43,53 @@ def heatmap(run: Run, issue: label_issues.LabelIssue):
 
 
 def corrections_of(run: Run) -> Corrections:
-    return Corrections.load(common.data_root(), run.dataset_path)
+    """The signed-in person's marks on the run's dataset (everyone's own; "local" when not shared)."""
+    return Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id)
 
 
 def mark(run: Run, path: str, action: str, to: str | None = None) -> None:
-    """Button callback: record one correction (file only; the page shows it on the rerun)."""
+    """Button callback: record one correction (file only; the page shows it on the rerun). On someone else's
+    run it is also a proposal to its owner."""
     corrections = corrections_of(run)
-    corrections.mark(path, action, to=to, classes=run.classes or None)
+    corrections.mark(path, action, to=to, classes=run.classes or None, proposed_to=run.owner)
     corrections.save()
+
+
+def answer_proposal(run: Run, path: str, by: str, accept: bool) -> None:
+    """Accept (as the run owner's own mark) or decline a classmate's proposed correction."""
+    owners = Corrections.load(common.data_root(), run.dataset_path, run.owner)
+    if accept:
+        owners.accept(path, by)
+        owners.save()
+    else:
+        owners.decline(path, by)
+
+
+def proposals_section(run: Run) -> None:
+    """Marks others made on this run's owner's runs, for the owner (or an admin) to accept or decline."""
+    if not auth.can_change(run):
+        return
+    proposals = Corrections.load(common.data_root(), run.dataset_path, run.owner).proposals()
+    if not proposals:
+        return
+    mine = same_person(run.owner, auth.current_user().id)
+    whose = "your" if mine else f"{plain.md(run.owner)}'s"
+    with st.expander(
+        f"Proposed corrections for {whose} runs: {len(proposals)}", icon=":material/inbox:", expanded=True
+    ):
+        st.caption(
+            "Marks others made while looking at these runs. They change nothing here until accepted: an accepted "
+            f"one becomes {whose} own mark, applied by {whose} next run on this dataset."
+        )
+        for i, proposal in enumerate(proposals[:50]):
+            what = MARKED.get(proposal["action"], proposal["action"]).format(to=proposal.get("to", "?"))
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.markdown(
+                    f"`{plain.md(proposal['path'])}`: {plain.md(what)}, proposed by **{plain.md(proposal['by'])}**"
+                )
+                args = (run, proposal["path"], proposal["by"])
+                st.button("Accept", key=f"proposal_yes_{i}", on_click=answer_proposal, args=(*args, True))
+                st.button("Decline", key=f"proposal_no_{i}", on_click=answer_proposal, args=(*args, False))
 
 
 def forget(run: Run, path: str) -> None:
@@ -69,6 +111,7 @@ def review_section(run: Run) -> None:
         task_panel(run, "label-issues", "Find suspected label errors", key="explore_issues")
         return
     corrections = corrections_of(run)
+    proposals_section(run)
     what_a_correction_does(run, corrections)
     st.caption(
         f"{len(review.issues)} suspect(s) among {review.images} photos "
@@ -172,6 +215,13 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
     counts = corrections.counts()
     done = ", ".join(f"{counts[a]} {w}" for a, w in ((RELABEL, "relabelled"), (EXCLUDE, "excluded"), (FINE, "fine")))
     with st.expander(f"What a correction does · so far for this dataset: {done}", icon=":material/info:"):
+        if not same_person(run.owner, auth.current_user().id):
+            st.info(
+                f"This is {plain.md(run.owner)}'s run: your marks are yours (your next run on this dataset applies "
+                f"them) and proposals to {plain.md(run.owner)}, whose runs apply them only once they (or an admin) "
+                "accept them. Nobody's marks change anyone else's training.",
+                icon=":material/group:",
+            )
         st.markdown(
             f"Your marks are written to `{corrections.file}`, in the data folder, **never to your photos**: no photo "
             "is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "

@@ -7,7 +7,7 @@ import streamlit as st
 from core import sweeps
 from core.sweeps import Sweep
 from core.sweeps.launch import sweep_corrections
-from pages.ui import common
+from pages.ui import auth, common
 from pages.ui.navigation import SWEEP_PICK
 from pages.ui.sweep import form as sweep_form
 
@@ -28,6 +28,7 @@ def launch(request: sweep_form.SweepRequest) -> None:
             request.trials,
             request.timeout,
             corrections=request.corrections,
+            owner=auth.current_user().id,
         )
         submission = sweeps.launch(submission, common.models_root(), common.data_root(), ray=request.ray)
     except (ValueError, OSError) as e:
@@ -36,8 +37,23 @@ def launch(request: sweep_form.SweepRequest) -> None:
     _show(submission)
 
 
+def _refused(sweep_id: str, what: str) -> bool:
+    """True (and why, on the page) when the signed-in user may not `what` this sweep: it is someone else's."""
+    try:
+        sweep = common.sweep_store().find(sweep_id)
+    except KeyError as e:
+        st.session_state["sweep_error_list"] = str(e)
+        return True
+    if auth.can_change(sweep):
+        return False
+    st.session_state["sweep_error_list"] = f"Sweep {sweep_id} is {sweep.owner}'s: only they or an admin can {what} it."
+    return True
+
+
 def continue_sweep(sweep_id: str, trials: int | None, timeout: float | None) -> None:
     """Continue a stopped, failed or finished sweep: its finished trials are kept."""
+    if _refused(sweep_id, "continue"):
+        return
     try:
         submission = sweeps.resubmit(common.models_root(), sweep_id, trials, timeout)
         submission = sweeps.launch(submission, common.models_root(), common.data_root())
@@ -54,13 +70,16 @@ def _show(submission: sweeps.SweepSubmission) -> None:
 
 
 def stop_sweep(sweep_id: str) -> None:
-    sweeps.stop(common.models_root(), sweep_id)
+    if not _refused(sweep_id, "stop"):
+        sweeps.stop(common.models_root(), sweep_id)
 
 
 def promote(sweep_id: str) -> None:
     """Train the best trial as an ordinary run (optionally fine-tuned), evaluated on the test split."""
     epochs = int(st.session_state.get(f"sweep_ft_{sweep_id}", 0))
     fine_tune = {"fine_tune_epochs": epochs, "unfreeze_stages": 1} if epochs else None
+    if _refused(sweep_id, "train the best of"):
+        return
     try:
         submission = sweeps.promote(common.models_root(), common.data_root(), sweep_id, fine_tune, background=True)
     except (ValueError, OSError, KeyError) as e:
@@ -70,6 +89,8 @@ def promote(sweep_id: str) -> None:
 
 
 def delete_sweep(sweep_id: str) -> None:
+    if _refused(sweep_id, "delete"):
+        return
     try:
         common.sweep_store().delete(sweep_id)
     except (ValueError, OSError) as e:

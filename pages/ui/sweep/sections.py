@@ -14,7 +14,7 @@ from core.settings.options import describe_config
 from core.sweeps import Sweep
 from core.sweeps.launch import pinned_corrections
 from core.sweeps.results import most_accurate
-from pages.ui import common, plain
+from pages.ui import auth, common, plain
 from pages.ui.navigation import TRAIN_RUN, page_file
 from pages.ui.sweep import charts as sweep_charts
 from pages.ui.sweep.actions import continue_sweep, delete_sweep, launch_corrections, promote, stop_sweep
@@ -65,6 +65,8 @@ def progress(sweep: Sweep) -> None:
         st.progress(fraction, text=f"{done}{of} trials finished ({status.trials_pruned or 0} pruned) · {stage}")
         if sweep.stopping:
             st.caption("Stopping: the trial training now is cut short and will be tried again if you continue.")
+        elif not auth.can_change(sweep):
+            auth.read_only_note(sweep, "sweep")
         else:
             st.button(
                 "Stop",
@@ -78,6 +80,9 @@ def progress(sweep: Sweep) -> None:
         st.error(f"This sweep failed: {status.error or 'no error recorded'}", icon=":material/error:")
     elif status.note:
         st.caption(f"{sweep.state.value.capitalize()}: {status.note}.")
+    if not auth.can_change(sweep):
+        auth.read_only_note(sweep, "sweep")
+        return
     with st.container(horizontal=True, vertical_alignment="bottom"):
         more = st.number_input("More trials", 1, 500, 10, key=f"sweep_more_{sweep.sweep_id}")
         unfinished = sweep.state is not JobState.DONE and target and done < target
@@ -200,13 +205,13 @@ def best_trial(sweep: Sweep, best: dict | None) -> None:
                 help="Phase 2 after the head: the top ResNet stage unfrozen at a low rate. Slow on a CPU.",
             )
             st.button(
-                "Train the best as a run",
+                "Train the best as a run" if auth.can_change(sweep) else f"Only {sweep.owner} can train its best",
                 type="primary",
                 icon=":material/model_training:",
                 key=f"sweep_promote_{sweep.sweep_id}",
                 on_click=promote,
                 args=(sweep.sweep_id,),
-                disabled=sweep.active,
+                disabled=sweep.active or not auth.can_change(sweep),
                 help="An ordinary run in the run store, evaluated on the test split: it shows on Train and Evaluate.",
             )
         promoted_run(sweep)
@@ -267,7 +272,7 @@ def details(sweep: Sweep) -> None:
                 "corrections."
             )
         st.json({"space": space, "fixed": sweep.spec.get("fixed", {})}, expanded=False)
-        if not sweep.active:
+        if not sweep.active and auth.can_change(sweep):
             with st.popover("Delete this sweep", icon=":material/delete:"):
                 st.caption("Removes its trials and study. Runs trained from it stay in the run store.")
                 st.button(

@@ -35,7 +35,7 @@ from core.settings.options import (
     weights_run_id,
 )
 from core.settings.presets import all_presets, preset_name_for, save_preset
-from pages.ui import common, dataset_choice, device_status, teaching
+from pages.ui import auth, common, dataset_choice, device_status, teaching
 from pages.ui.navigation import page_file
 
 FORM_DATASET = "train_form_dataset"  # the dataset the widgets were last filled for
@@ -133,7 +133,7 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
 
     if dataset is None:
         return None
-    kept = dataset_corrections(common.data_root(), dataset)
+    kept = dataset_corrections(common.data_root(), dataset, auth.current_user().id)
     if not kept:
         return None
     what = "sweep" if prefix == "sweep" else "run"

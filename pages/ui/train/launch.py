@@ -110,7 +110,7 @@ def take_prefill_link() -> None:
         st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {e}")
         return
     prefill_from(run.run_id)
-    kept = dataset_corrections(common.data_root(), run.dataset_path)
+    kept = dataset_corrections(common.data_root(), run.dataset_path, auth.current_user().id)
     on_test = test_photos_among(run.directory, kept or ())
     test_note = (
         f" {on_test} of them are test photos: the two runs will then be compared on the test photos they still "

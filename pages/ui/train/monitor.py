@@ -79,7 +79,14 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
         owner = " (the process waiting for Ray)" if run.status.node else ""
         st.caption(f"{run.status.device or 'device: deciding'}{where} · pid {run.status.pid or '-'}{owner}")
     if run.note:
-        st.caption(run.note)
+        st.caption(plain.md(run.note))
+    if run.reused_from:
+        source = run.reused_from
+        st.caption(
+            f":material/content_copy: {plain.md(run.owner)}'s own copy of {plain.md(source.get('owner', '?'))}'s "
+            f"identical run `{plain.md(source['run_id'])}` (the same settings and data): its files are shared on "
+            "disk, nothing was trained twice."
+        )
 
     if run.active:
         st.progress(state.fraction, text=f"whole run {state.fraction:.0%} · {state.text or 'starting'}")
@@ -181,7 +188,8 @@ def settings(run: Run) -> None:
         st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
         st.code(run_command(run), language="bash", wrap_lines=True)
         if run.corrections:
-            st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}):")
+            whose = f", {plain.md(run.corrections_by)}'s marks" if run.corrections_by else ""
+            st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}{whose}):")
             st.dataframe(
                 [
                     {"photo": path, "correction": e.get("action"), "to": e.get("to") or ""}

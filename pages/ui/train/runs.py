@@ -10,9 +10,10 @@ import streamlit as st
 from core.processes import JobState
 from core.runs.curves import RunProgress
 from core.runs.record import Run, RunUnreadable
+from core.sharing.people import same_person
 from core.train import jobs
 from core.train.queue import Place
-from pages.ui import auth, common
+from pages.ui import auth, common, plain
 from pages.ui.navigation import TRAIN_RUN
 
 
@@ -71,7 +72,27 @@ def show_notice() -> None:
     if not notice:
         return
     kind, run_id = notice
-    if kind == "cached":
+    try:
+        run = common.store().get(run_id)
+    except (KeyError, ValueError, OSError):
+        run = None
+    me = auth.current_user().id
+    if kind == "cached" and run is not None and run.reused_from and same_person(run.owner, me):
+        source = run.reused_from
+        st.info(
+            f"Run **{run_id}** is yours: {plain.md(source.get('owner', 'someone'))} had already trained exactly these "
+            f"settings on this data (run {plain.md(source['run_id'])}), so its results were reused (the files are "
+            "shared on disk, nothing was trained again). Rename it, delete it or train on from it as your own.",
+            icon=":material/bolt:",
+        )
+    elif kind == "active" and run is not None and not same_person(run.owner, me):
+        st.info(
+            f"{plain.md(run.owner)} is training exactly these settings on this data right now (run **{run_id}**, "
+            "shown). When it finishes, launch again: you get a run of your own from it in seconds, nothing trained "
+            "twice.",
+            icon=":material/sync:",
+        )
+    elif kind == "cached":
         st.info(
             f"Cached: run **{run_id}** already finished with exactly these settings on this data. Showing it.",
             icon=":material/bolt:",
