@@ -55,3 +55,25 @@ def test_a_damaged_state_file_is_treated_as_empty(tmp_path):
         assert workspace.last_dataset(data) is None and workspace.remembered_folders(data) == []
     workspace.remember_dataset(data, a)
     assert workspace.remembered_folders(data) == [str(a.resolve())]
+
+
+def test_each_person_has_their_own_workspace(tmp_path):
+    """Before (walk): one student's form came out with "dropout 0.8 · smoothing 0.3" set by two others."""
+    from core import workspace
+
+    data = tmp_path / "data"
+    flowers, cats = tmp_path / "flowers", tmp_path / "cats"
+    flowers.mkdir(), cats.mkdir()
+    workspace.remember_train_settings(data, flowers, {"dropout": 0.8}, person="alice")
+    workspace.remember_dataset(data, cats, person="alice")
+    workspace.set_preference(data, "teaching", True, person="alice")
+    assert workspace.train_settings(data, flowers, person="bob") is None
+    assert (
+        workspace.last_dataset(data, person="bob") is None
+        and workspace.preference(data, "teaching", person="bob") is None
+    )
+    assert workspace.train_settings(data, flowers, person="alice") == {"dropout": 0.8}
+    assert workspace.last_dataset(data, person="alice") == str(cats.resolve())
+    workspace.remember_dataset(data, flowers)  # the person at this machine: the app not shared, and the CLI
+    assert workspace.last_dataset(data, person="root") == str(flowers.resolve())
+    assert workspace.state_file(data) == workspace.state_file(data, "local") != workspace.state_file(data, "alice")

@@ -12,7 +12,7 @@ import streamlit as st
 from core import paths, workspace
 from core.data import roots as data_roots
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
-from pages.ui import plain
+from pages.ui import auth, plain
 from pages.ui.common import data_root, shared
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
@@ -52,12 +52,16 @@ def roots() -> list[Path]:
 def drop_folders_outside_roots() -> list[str]:
     """Forget remembered dataset folders outside the data roots; return them (the page says so once)."""
     allowed = roots()
-    dropped = [f for f in workspace.remembered_folders(data_root()) if not data_roots.inside(f, allowed)]
-    last = workspace.last_dataset(data_root())
+    dropped = [
+        f
+        for f in workspace.remembered_folders(data_root(), person=auth.current_user().id)
+        if not data_roots.inside(f, allowed)
+    ]
+    last = workspace.last_dataset(data_root(), person=auth.current_user().id)
     if last and not data_roots.inside(last, allowed) and last not in dropped:
         dropped.append(last)
     for folder in dropped:
-        workspace.forget_folder(data_root(), folder)
+        workspace.forget_folder(data_root(), folder, person=auth.current_user().id)
     if dropped:
         st.session_state.pop(CURRENT_DATASET, None)
     return dropped
@@ -94,7 +98,7 @@ def datasets(include_folders: bool = True) -> list[dict]:
     given_splits (the splits the dataset brings itself: [] when Flora draws them).
     """
     allowed = roots()
-    remembered = workspace.remembered_folders(data_root()) if include_folders else []
+    remembered = workspace.remembered_folders(data_root(), person=auth.current_user().id) if include_folders else []
     folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
     return _datasets_cached(str(data_root()), folders)
 
@@ -116,7 +120,7 @@ def cache_root() -> Path:
 
 def current_dataset() -> str | None:
     """The dataset picked last (on any page, in this session or an earlier one), else the first one."""
-    chosen = st.session_state.get(CURRENT_DATASET) or workspace.last_dataset(data_root())
+    chosen = st.session_state.get(CURRENT_DATASET) or workspace.last_dataset(data_root(), person=auth.current_user().id)
     if chosen and Path(chosen).is_dir() and data_roots.inside(chosen, roots()):
         return chosen
     found = datasets()
@@ -127,12 +131,12 @@ def set_current_dataset(path: str | os.PathLike) -> None:
     """Make `path` the dataset every page starts from, now and after a reload (remembered on disk)."""
     resolved = str(Path(path).expanduser().resolve())
     st.session_state[CURRENT_DATASET] = resolved
-    workspace.remember_dataset(data_root(), resolved)
+    workspace.remember_dataset(data_root(), resolved, person=auth.current_user().id)
 
 
 def remembered_folders() -> list[str]:
     """Dataset folders outside data/ picked before, most recent first."""
-    return workspace.remembered_folders(data_root())
+    return workspace.remembered_folders(data_root(), person=auth.current_user().id)
 
 
 def outside_data_root(path: str | os.PathLike | None) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import workspace
-from pages.ui import common
+from pages.ui import auth, common
 
 TOGGLE_KEY = "flora_explain"
 PREFERENCE = "explain"
@@ -181,12 +181,16 @@ RANDOM_START = {
 def ensure_toggle_state() -> None:
     """Load the remembered choice into the session (before the toggle is drawn)."""
     if TOGGLE_KEY not in st.session_state:
-        st.session_state[TOGGLE_KEY] = bool(workspace.preference(common.data_root(), PREFERENCE, False))
+        st.session_state[TOGGLE_KEY] = bool(
+            workspace.preference(common.data_root(), PREFERENCE, False, person=auth.current_user().id)
+        )
 
 
 def remember_toggle() -> None:
     """Toggle callback: keep the choice for later sessions."""
-    workspace.set_preference(common.data_root(), PREFERENCE, bool(st.session_state.get(TOGGLE_KEY)))
+    workspace.set_preference(
+        common.data_root(), PREFERENCE, bool(st.session_state.get(TOGGLE_KEY)), person=auth.current_user().id
+    )
 
 
 def toggle() -> None:

@@ -19,7 +19,7 @@ from core.settings.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigEr
 from core.settings.options import BY_FIELD
 from core.settings.presets import all_presets, preset_name_for
 from core.sweeps import DEFAULT_SPACE, SEARCHABLE, check_request
-from pages.ui import common
+from pages.ui import auth, common
 from pages.ui.train import form as train_form
 
 PREFIX = "sweep"
@@ -168,7 +168,7 @@ def _start_values(dataset: str) -> None:
 
 def base_config(dataset: str) -> TrainConfig:
     """The settings last launched on `dataset` (else the defaults): the sweep's other fixed settings."""
-    stored = workspace.train_settings(common.data_root(), dataset)
+    stored = workspace.train_settings(common.data_root(), dataset, person=auth.current_user().id)
     try:
         return TrainConfig.from_dict(stored) if stored else TrainConfig()
     except (ConfigError, TypeError, ValueError):

@@ -120,7 +120,7 @@ def render() -> tuple[str | None, TrainConfig | None]:
 
 def remember(dataset: str, config: TrainConfig) -> None:
     """Keep `config` as the settings this dataset's form starts from next time (on disk)."""
-    workspace.remember_train_settings(common.data_root(), dataset, config.to_dict())
+    workspace.remember_train_settings(common.data_root(), dataset, config.to_dict(), person=auth.current_user().id)
 
 
 def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | None:
@@ -205,7 +205,7 @@ def _start_values(dataset: str) -> None:
     state = st.session_state
     widgets_missing = any(key(o.field) not in state for o in OPTIONS if o.kind not in (WEIGHTS, FIXED))
     if state.get(FORM_DATASET) != dataset:
-        stored = workspace.train_settings(common.data_root(), dataset)
+        stored = workspace.train_settings(common.data_root(), dataset, person=auth.current_user().id)
         fill_from_config(_config_or_default(stored))
     elif widgets_missing:
         fill_from_config(_config_or_default(state.get(FORM_VALUES)))
