@@ -41,7 +41,9 @@ def scan(path: str | os.PathLike) -> DatasetIndex:
         DatasetError (ScanLimit): not a dataset, or the scan stopped at its bound.
     """
     path = data_roots.check_inside(path, roots())
-    return _scan_cached(str(path), _folder_stamp(path))
+    index = _scan_cached(str(path), _folder_stamp(path))
+    data_roots.check_links(index.root, index.links, roots())
+    return index
 
 
 def roots() -> list[Path]:
@@ -68,13 +70,21 @@ def drop_folders_outside_roots() -> list[str]:
 
 
 @st.cache_data(show_spinner=False, ttl=10)
-def _datasets_cached(root: str, folders: tuple[str, ...]) -> list[dict]:
+def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[dict]:
     indexes = [(index, False) for index in list_datasets(root)]
     for folder in folders:
         try:
             indexes.append((scan_dataset(folder), True))
         except DatasetError:
             continue  # a remembered folder that no longer holds a dataset is simply not offered
+    usable = []
+    for index, outside in indexes:  # one with links out of the data roots is not offered (core.data.roots)
+        try:
+            data_roots.check_links(index.root, index.links, [Path(a) for a in allowed])
+        except data_roots.OutsideDataRoots:
+            continue
+        usable.append((index, outside))
+    indexes = usable
     return [
         {
             "name": index.name,
@@ -100,7 +110,7 @@ def datasets(include_folders: bool = True) -> list[dict]:
     allowed = roots()
     remembered = workspace.remembered_folders(data_root(), person=auth.current_user().id) if include_folders else []
     folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
-    return _datasets_cached(str(data_root()), folders)
+    return _datasets_cached(str(data_root()), folders, tuple(str(a) for a in allowed))
 
 
 def dataset_label(dataset: dict) -> str:

@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
+from core.data import roots as data_roots
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
@@ -96,7 +97,7 @@ else:
     st.caption(
         "Folders Flora may read datasets from: "
         + ", ".join(f"`{root}`" for root in dataset_choice.roots())
-        + " (and below)."
+        + f" (and below). {data_roots.LINK_RULE}"
     )
     recent = [folder for folder in dataset_choice.remembered_folders() if folder != typed]
     if recent:

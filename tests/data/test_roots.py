@@ -43,3 +43,28 @@ def test_a_scan_stops_at_its_bound_and_says_so(tmp_path):
         scan_dataset(dataset, max_files=10)
     with pytest.raises(ScanLimit, match="file names so far"):
         scan_dataset(dataset, max_seconds=-1)
+
+
+def test_one_link_rule_at_every_depth(tmp_path):
+    """Before (probe): `data/escape/stolen -> /outside/secretcls` was listed as class "stolen" while a dataset
+    folder linked into data/ was refused with "Move or link the dataset into one of them"."""
+    from core.data.roots import LINK_RULE, check_links
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    make_image_dataset(outside / "secret", {"secretcls": 2})
+    dataset = make_image_dataset(data / "escape", {"fine": 2})
+    (dataset / "stolen").symlink_to(outside / "secret" / "secretcls")  # a class folder
+    inside_link = make_image_dataset(data / "other", {"x": 2})
+    (dataset / "fine" / "photo-link.png").symlink_to(next((inside_link / "x").iterdir()))  # a photo, inside
+    roots = [data.resolve()]
+    index = scan_dataset(dataset)
+    assert sorted(index.links) == ["fine/photo-link.png", "stolen"]
+    with pytest.raises(OutsideDataRoots, match="stolen -> ") as refused:
+        check_links(index.root, index.links, roots)
+    assert LINK_RULE in str(refused.value) and "fine/photo-link" not in str(refused.value)
+    (dataset / "stolen").unlink()
+    check_links(dataset, scan_dataset(dataset).links, roots)  # a link inside the roots counts
+    (data / "linked").symlink_to(outside / "secret")  # the dataset folder itself
+    with pytest.raises(OutsideDataRoots, match="is a link to it") as folder:
+        check_inside(data / "linked", roots)
+    assert LINK_RULE in str(folder.value) and "Move or copy" in str(folder.value)
