@@ -209,6 +209,12 @@ def test_feedback_quotas_per_client_and_in_total(server):
         assert http.post("/v1/feedback", json=body).status_code == 200
         over = http.post("/v1/feedback", json=body)
         assert over.status_code == 429 and "limit per client" in over.json()["error"]
+        # over real HTTP from loopback, a forged X-Forwarded-For is not a new client (before: 200 after the 429)
+        service.quota = FeedbackQuota(per_client=1)
+        url = server["server"].url
+        assert httpx.post(f"{url}/v1/feedback", json=body, timeout=30).status_code == 200
+        forged = {"X-Forwarded-For": "10.9.9.9"}
+        assert httpx.post(f"{url}/v1/feedback", json=body, headers=forged, timeout=30).status_code == 429
     finally:
         service.quota = saved
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 from core.cli import store_of
@@ -56,6 +57,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--feedback-total", type=int, default=FeedbackQuota.total, help="feedback photos a dataset's folder holds"
     )
+    serve.add_argument(
+        "--trusted-proxies",
+        default=os.environ.get("FLORA_TRUSTED_PROXIES", ""),
+        metavar="ADDRESSES",
+        help="reverse proxies (comma-separated addresses) whose X-Forwarded-For names the client for the feedback "
+        "quota; default none: the connecting address is the client ($FLORA_TRUSTED_PROXIES)",
+    )
     serve.add_argument("--job-dir", help=argparse.SUPPRESS)  # the app's background server
     serve.set_defaults(handler=cmd_serve)
 
@@ -85,6 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_request_pixels=int(args.max_request_megapixels * 1e6),
         feedback_per_client=args.feedback_per_client,
         feedback_total=args.feedback_total,
+        trusted_proxies=args.trusted_proxies.strip(),
     )
     options = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
     print(f"serving {', '.join(args.models)} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)

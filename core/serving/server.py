@@ -83,7 +83,7 @@ def serve(
     writer = LogWriter(PredictionLog.of_store(store.root))
     service = limits.service(registry, writer, data_root)
     app = create_app(service, api_key, max_bytes, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    config = limits.uvicorn_config(app, host, port, log_level="info", timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     failure: list[str] = []
 
@@ -133,6 +133,23 @@ class ServerLimits:
     max_request_pixels: int = DEFAULT_REQUEST_PIXELS
     feedback_per_client: int = FeedbackQuota.per_client
     feedback_total: int = FeedbackQuota.total
+    trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed ("": nobody's)
+
+    def uvicorn_config(self, app, host: str, port: int, **options):
+        """The server's uvicorn settings. X-Forwarded-For names the client (the feedback quota's key) only from
+        the proxies the operator named: uvicorn's default believes it from 127.0.0.1, so any local process
+        (or a proxy that passes the header through) could pose as a fresh client after a 429."""
+        import uvicorn
+
+        return uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            proxy_headers=bool(self.trusted_proxies),
+            forwarded_allow_ips=self.trusted_proxies or None,
+            **options,
+        )
 
     def service(self, registry: ModelRegistry, writer: LogWriter | None, data_root) -> Service:
         quota = FeedbackQuota(per_client=self.feedback_per_client, total=self.feedback_total)
@@ -204,9 +221,10 @@ class BackgroundServer:
         self.url = f"http://127.0.0.1:{port}"
         self.registry = ModelRegistry(store, names, options or BatchOptions(), data_root)
         self.writer = LogWriter(PredictionLog.of_store(store.root)) if log_predictions else None
-        self.service = (limits or ServerLimits()).service(self.registry, self.writer, data_root)
+        limits = limits or ServerLimits()
+        self.service = limits.service(self.registry, self.writer, data_root)
         app = create_app(self.service, api_key, max_bytes)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        config = limits.uvicorn_config(app, "127.0.0.1", port, log_level="warning")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="flora-server", daemon=True)
 
