@@ -71,6 +71,8 @@ def read_header(source: bytes | BinaryIO, size: int, max_pixels: int = MAX_PIXEL
     """
     with opened(source) as image:
         width, height, mode, fmt = image.size[0], image.size[1], image.mode, image.format
+        progressive = fmt == "JPEG" and bool(image.info.get("progressive") or image.info.get("progression"))
+        coefficients = jpeg_coefficient_bytes(width, height, getattr(image, "layer", None)) if progressive else 0
     _check_pixels(width, height, max_pixels)
     scale = 1
     if fmt == "JPEG":
@@ -78,7 +80,26 @@ def read_header(source: bytes | BinaryIO, size: int, max_pixels: int = MAX_PIXEL
             scale *= 2  # libjpeg decodes at 1/2, 1/4 or 1/8 scale (as _decode does)
     bands = _BYTES_PER_PIXEL.get(mode, 4 if mode in ("RGBA", "RGBa", "CMYK", "I", "F") else 3)
     decoded = -(-width // scale) * -(-height // scale) * bands
-    return ImageHeader(width, height, fmt, mode, decoded)
+    # A progressive JPEG is decoded scan by scan into a buffer of every DCT coefficient of the whole image,
+    # whatever the output scale: 587 KB saying 10000 x 10000 held ~260 MB while the scaled pixels were 5 MB.
+    return ImageHeader(width, height, fmt, mode, decoded + coefficients)
+
+
+def jpeg_coefficient_bytes(width: int, height: int, layers) -> int:
+    """The bytes libjpeg's coefficient buffer takes for a progressive (or multi-scan) JPEG: 64 two-byte
+    coefficients per 8x8 block of every component, at its sampling factor, padded to whole MCUs.
+    `layers`: Pillow's JpegImageFile.layer, [(component id, h, v, quant table)]; None: 3 components 4:4:4."""
+    layers = layers or [(1, 1, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]
+    h_max = max(h for _, h, _, _ in layers) or 1
+    v_max = max(v for _, _, v, _ in layers) or 1
+    total = 0
+    for _, h, v, _ in layers:
+        blocks_wide = -(-width * h // (h_max * 8))
+        blocks_high = -(-height * v // (v_max * 8))
+        blocks_wide = -(-blocks_wide // h) * h  # libjpeg rounds each component up to whole MCUs
+        blocks_high = -(-blocks_high // v) * v
+        total += blocks_wide * blocks_high * 64 * 2
+    return total
 
 
 def _check_pixels(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
