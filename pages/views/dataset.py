@@ -8,8 +8,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.data import roots as data_roots
+from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
