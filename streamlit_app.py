@@ -8,7 +8,7 @@ from core.processes import JobState
 from core.runs.curves import progress
 from core.train.queue import places
 from pages.ui import auth, common, device_status, plain, teaching
-from pages.ui.navigation import PAGES, SWEEP_PICK, TRAIN_RUN, page_file
+from pages.ui.navigation import SWEEP_PICK, TRAIN_RUN, page_file, pages_for
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
 user = auth.gate()  # shared: the sign-in page and nothing else until signed in
@@ -16,6 +16,7 @@ common.warm_up()
 
 # The sidebar's page list is drawn below (st.page_link): Streamlit's own list is off in
 # .streamlit/config.toml, so its legacy pages/ listing never shows (pages/ui/navigation.py).
+PAGES = pages_for(auth.shared(), user.admin)
 navigation = st.navigation(
     [
         st.Page(page.file, title=page.title, icon=page.icon, url_path=page.name, default=i == 0)

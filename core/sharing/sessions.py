@@ -13,6 +13,8 @@ from core.paths import flora_dir
 from core.sharing import User
 
 SESSIONS_FILE = "sessions.json"
+PRESENCE_FILE = "presence.json"  # {name: last seen}: every signed-in person, token or identity provider
+ACTIVE_MINUTES = 15  # seen this recently: "active" in the instructor's view
 SESSION_HOURS = 12
 SEEN_EVERY_S = 60  # how often a session's "last seen" is written (each page draw would be too often)
 
@@ -91,3 +93,18 @@ def active_people(data_root, now: float | None = None) -> list[dict]:
         row["started"] = min(row["started"], float(entry.get("started", now)))
         row["seen"] = max(row["seen"], float(entry.get("seen", entry.get("started", 0))))
     return sorted(people.values(), key=lambda row: -row["seen"])
+
+
+def note_presence(data_root, name: str, now: float | None = None) -> None:
+    """Record that `name` used a page now (the app calls it at most once a minute per browser)."""
+    now = time.time() if now is None else now
+    path = flora_dir(data_root) / PRESENCE_FILE
+    seen = read_json(path, default={}) or {}
+    seen[name] = now
+    write_bytes_atomic(path, json.dumps(seen, indent=2, ensure_ascii=False).encode())
+
+
+def last_seen(data_root) -> dict[str, float]:
+    """When each person last used a page (names never seen are absent)."""
+    seen = read_json(flora_dir(data_root) / PRESENCE_FILE, default={}) or {}
+    return {str(k): float(v) for k, v in seen.items() if isinstance(v, (int, float))}

@@ -102,7 +102,8 @@ def gate() -> User:
     if how == "oidc":
         if st.user.is_logged_in:
             user = _oidc_user()
-            people.remember_identity(common.data_root(), user.id)
+            if _note_presence(user):
+                people.remember_identity(common.data_root(), user.id)
             return user
         _sign_in_page("Sign in with your organisation's account to use Flora here.")
         st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login)
@@ -121,9 +122,26 @@ def gate() -> User:
             st.session_state[USER_KEY] = user
             st.session_state[SESSION_KEY] = session_id
     if user is not None:
+        _note_presence(user)
         return user
     _token_sign_in()
     st.stop()
+
+
+PRESENCE_KEY = "flora_presence_at"
+
+
+def _note_presence(user: User) -> bool:
+    """Note that `user` is here (for the instructor's Class page), at most once a minute per browser; True when
+    it wrote."""
+    import time
+
+    now = time.time()
+    if now - st.session_state.get(PRESENCE_KEY, 0.0) < sessions.SEEN_EVERY_S:
+        return False
+    st.session_state[PRESENCE_KEY] = now
+    sessions.note_presence(common.data_root(), user.id, now)
+    return True
 
 
 def _sign_in_page(text: str) -> None:

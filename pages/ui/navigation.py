@@ -21,6 +21,7 @@ class PageSpec:
     name: str  # also the URL path: /train
     title: str
     icon: str
+    admins_only: bool = False  # listed and reachable only for an admin of a shared Flora
 
     @property
     def file(self) -> str:
@@ -39,6 +40,7 @@ PAGES = (
     PageSpec("predict", "Predict", ":material/local_florist:"),
     PageSpec("serve", "Serve", ":material/dns:"),
     PageSpec("monitor", "Monitor", ":material/monitoring:"),
+    PageSpec("class", "Class", ":material/groups:", admins_only=True),
 )
 _BY_NAME = {page.name: page for page in PAGES}
 
@@ -55,6 +57,11 @@ def run_app() -> None:
     from pathlib import Path
 
     runpy.run_path(str(Path(__file__).resolve().parents[2] / "streamlit_app.py"), run_name="__main__")
+
+
+def pages_for(shared: bool, admin: bool) -> tuple[PageSpec, ...]:
+    """The pages this person sees: the admin-only ones (the Class view) only for an admin of a shared Flora."""
+    return tuple(page for page in PAGES if not page.admins_only or (shared and admin))
 
 
 def page_file(name: str) -> str:

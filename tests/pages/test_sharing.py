@@ -151,3 +151,33 @@ def test_shared_errors_show_an_id_not_the_traceback(monkeypatch, caplog):
     assert "Something went wrong on this page (error " in message and "secret path" not in message
     error_id = message.split("(error ")[1][:8]
     assert f"error {error_id} on page Boom" in caplog.text and "the secret path" in caplog.text  # in the log
+
+
+def test_the_class_page_shows_people_the_cost_and_frees_a_locked_name(app, workspace, monkeypatch, tmp_path):
+    """Issue 29, section 9: an admin sees who is here, each person's runs and queue, what the class costs, and can
+    unlock a name; students do not get the page at all."""
+    from core.sharing import attempts
+    from pages.ui.navigation import page_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_ADMIN_TOKEN", "oak-admin-token-456")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    student = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "Misty", "staryu")
+    assert "Class" not in [link.label for link in student.sidebar.get("page_link")]
+    for _ in range(attempts.NAME_RULE.lock_after):
+        attempts.failed(data, attempts.name_key_of("Misty"), "the name “Misty”")
+    teacher = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "oak-admin-token-456", "Oak", "bulbasaur")
+    assert "Class" in [link.label for link in teacher.sidebar.get("page_link")]
+    teacher.switch_page(page_file("class")).run()
+    assert not teacher.exception
+    shown = texts(teacher)
+    assert "A run here has taken about" in shown and "Active now: 2" in shown
+    people = teacher.dataframe[0].value
+    assert {"Misty", "Oak", "local"} <= set(people["name"]) and people.set_index("name").loc["local", "runs"] >= 1
+    assert any("failed sign-in(s), locked for" in m.value for m in teacher.markdown)
+    next(b for b in teacher.button if b.label == "Unlock").click().run()
+    assert attempts.troubled(data) == [] and "Unlocked" in texts(teacher)

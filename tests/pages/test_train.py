@@ -302,7 +302,7 @@ def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(a
 def test_damaged_run_folders_never_break_a_page(app, workspace, tmp_path):
     """A status of [1,2,3], a config whose image_size is text, a config cut short: each page draws, and Train
     lists them as unreadable with why (before: a TypeError on every page, or a run vanishing silently)."""
-    from pages.ui.navigation import PAGES
+    from pages.ui.navigation import pages_for
 
     models = copy_run(workspace["models"], tmp_path / "models")
     store = workspace["store"].__class__(models)
@@ -319,7 +319,7 @@ def test_damaged_run_folders_never_break_a_page(app, workspace, tmp_path):
     assert any("badtype  unreadable: config.json: config: image_size is '<str>'" in line for line in shown)
     assert any("cutconfig  unreadable: config.json is cut short" in line for line in shown)
     assert table_with(at, "id")["id"].tolist() == [workspace["run_id"]]
-    for page in PAGES:
+    for page in pages_for(shared=False, admin=True):
         at.switch_page(page_file(page.name)).run()
         assert not at.exception, (page.name, [e.value for e in at.exception])
     at.switch_page(page_file("train")).run()
