@@ -128,3 +128,67 @@ def test_sign_in_through_the_oidc_provider_and_out_again(shared_app):
         expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=60_000)
         assert page.get_by_role("link", name="Train").count() == 0
         browser.close()
+
+
+@pytest.fixture
+def token_app(tmp_path):
+    data, models = tmp_path / "data", tmp_path / "models"
+    make_image_dataset(data / "flowers", {"daisy": 6, "rose": 6}, size=(48, 40))
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLORA_DATA_DIR": str(data),
+        "FLORA_MODELS_DIR": str(models),
+        "FLORA_SHARED": "1",
+        "FLORA_ACCESS_TOKEN": "class-token-for-the-browser",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
+    command += ["--server.headless", "true", "--secrets.files", str(tmp_path / "no-secrets.toml")]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_healthy(port)
+        except RuntimeError:
+            pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+        yield {"url": f"http://127.0.0.1:{port}", "tmp": tmp_path}
+    finally:
+        os.kill(process.pid, 15)
+        process.wait(timeout=20)
+        log.close()
+
+
+def test_the_token_session_lives_in_a_cookie_not_in_the_link(token_app):
+    """Before (walk): `?session=...` in the URL, so a link pasted to a classmate signed them in as you."""
+    from playwright.sync_api import sync_playwright
+
+    url = token_app["url"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(f"{url}/?token=class-token-for-the-browser", timeout=60_000)
+            page.get_by_role("textbox", name="Your name").fill("Ash")
+            page.get_by_role("textbox", name="Your passphrase").fill("pikachu")
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=60_000)
+            page.get_by_role("link", name="Train").first.click()
+            page.wait_for_url("**/train**", timeout=60_000)
+            copied = page.url
+            assert "session" not in copied and "token" not in copied
+            page.reload()  # a reload stays signed in: the cookie
+            page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=60_000)
+            cookies = {c["name"]: c for c in page.context.cookies()}
+            [session] = [c for name, c in cookies.items() if name.startswith("flora_session_")]
+            assert session["sameSite"] == "Strict"
+            classmate = browser.new_context().new_page()  # the link pasted to a classmate
+            classmate.goto(copied, timeout=60_000)
+            classmate.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
+            assert not classmate.get_by_role("button", name="Sign out everywhere").count()
+            page.get_by_role("button", name="Sign out everywhere").click()
+            page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
+            page.reload()
+            page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)  # the cookie was cleared
+        finally:
+            browser.close()
