@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from core import sharing
-from core.sharing import attempts, people, sessions
 from core.cli import main as cli
+from core.sharing import attempts, people, sessions
 
 
 @pytest.fixture(autouse=True)

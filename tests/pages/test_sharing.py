@@ -38,7 +38,6 @@ def _sign_in(at, token: str, name: str, passphrase: str = "pikachu"):
 
 def test_the_access_token_a_name_and_its_passphrase_let_a_person_in(app, workspace, monkeypatch, tmp_path):
     """Before (walk): anyone with the class token could type a classmate's or the instructor's name and be them."""
-    from core import sharing
 
     data = tmp_path / "data"
     data.mkdir()
