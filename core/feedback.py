@@ -21,11 +21,19 @@ from core.data.datasets import META_FILE
 from core.data.imaging import ImageError, is_image_name, load_square
 from core.fileio import read_json, write_bytes_atomic, write_json_atomic
 from core.paths import flora_dir
+from core.sharing.people import LOCAL_USER, same_person
 
 FEEDBACK_DIRNAME = "feedback"  # in <data>/.flora/
 FEEDBACK_SPLITS = ("train", "val")
 BASE_KEY = "feedback_base"  # in a derived dataset's flora.json: the dataset it extends
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+SERVER_CLIENT = "the model server"  # who gave feedback through the server's API (its clients are keys, not people)
+
+
+class NotYourFeedback(ValueError):
+    """A photo someone else labelled: only they (or an admin) may change its label."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class FeedbackPhoto:
     label: str
     split: str
     sha256: str
+    by: str = LOCAL_USER  # who gave it (a signed-in person, "local", or the model server's clients)
 
 
 def base_dataset(dataset_path: str | os.PathLike) -> Path:
@@ -64,11 +73,14 @@ def add_feedback(
     data: bytes,
     name: str | None = None,
     val_fraction: float = 0.15,
+    by: str = LOCAL_USER,
+    may_replace_any: bool = False,
 ) -> FeedbackPhoto:
-    """Keep a corrected photo under its right label (replacing an earlier label for the same photo).
+    """Keep a corrected photo under its right label (replacing an earlier label for the same photo), as `by`'s.
 
     Raises:
         ValueError: a label the model does not know.
+        NotYourFeedback: someone else labelled this photo (unless `may_replace_any`: an admin).
         ImageError: the data are not a readable image.
     """
     if label not in classes:
@@ -76,21 +88,31 @@ def add_feedback(
     load_square(data, 32)  # refuse what training could not read
     sha = hashlib.sha256(data).hexdigest()
     folder = feedback_dir(data_root, dataset_path)
-    for old in list_feedback(data_root, dataset_path):
-        if old.sha256.startswith(sha[:16]):
-            old.path.unlink(missing_ok=True)
+    earlier = [old for old in list_feedback(data_root, dataset_path) if old.sha256.startswith(sha[:16])]
+    for old in earlier:
+        if not same_person(old.by, by) and not may_replace_any and old.label != label:
+            raise NotYourFeedback(
+                f"{old.by} already said this photo is {old.label}: only they or an admin can change its label"
+            )
+    for old in earlier:
+        old.path.unlink(missing_ok=True)
     suffix = Path(name or "").suffix.lower()
     suffix = suffix if is_image_name(f"x{suffix}") else ".jpg"
     split = split_for(sha, val_fraction)
     target = folder / split / label / f"{sha[:16]}{suffix}"
     write_bytes_atomic(target, data)
-    write_json_atomic(folder / "feedback.json", {"dataset": str(base_dataset(dataset_path).resolve())})
-    return FeedbackPhoto(target, label, split, sha)
+    record = read_json(folder / "feedback.json", default={}) or {}
+    givers = record.get("by") if isinstance(record.get("by"), dict) else {}
+    givers[sha[:16]] = by
+    write_json_atomic(folder / "feedback.json", {"dataset": str(base_dataset(dataset_path).resolve()), "by": givers})
+    return FeedbackPhoto(target, label, split, sha, by)
 
 
 def list_feedback(data_root: str | os.PathLike, dataset_path: str | os.PathLike) -> list[FeedbackPhoto]:
     """Every feedback photo of a dataset, by split and class."""
     folder = feedback_dir(data_root, dataset_path)
+    record = read_json(folder / "feedback.json", default={}) or {}
+    givers = record.get("by") if isinstance(record, dict) and isinstance(record.get("by"), dict) else {}
     photos = []
     for split in FEEDBACK_SPLITS:
         root = folder / split
@@ -99,8 +121,17 @@ def list_feedback(data_root: str | os.PathLike, dataset_path: str | os.PathLike)
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for path in sorted(class_dir.iterdir()):
                 if path.is_file() and is_image_name(path.name):
-                    photos.append(FeedbackPhoto(path, class_dir.name, split, path.stem))
+                    by = str(givers.get(path.stem[:16], LOCAL_USER))
+                    photos.append(FeedbackPhoto(path, class_dir.name, split, path.stem, by))
     return photos
 
 
-__all__ = ["FeedbackPhoto", "ImageError", "add_feedback", "base_dataset", "feedback_dir", "list_feedback"]
+__all__ = [
+    "FeedbackPhoto",
+    "ImageError",
+    "NotYourFeedback",
+    "add_feedback",
+    "base_dataset",
+    "feedback_dir",
+    "list_feedback",
+]

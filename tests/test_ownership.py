@@ -115,3 +115,33 @@ def test_sweeps_have_owners_and_the_same_request_by_another_is_their_own(tmp_pat
     assert cli.sweep.sweep_id == mine.sweep.sweep_id
     alice = submit_sweep(models, dataset, CONFIG, space, trials=2, owner="alice")
     assert alice.sweep.sweep_id != mine.sweep.sweep_id and alice.sweep.owner == "alice"
+
+
+def test_presets_and_feedback_photos_are_their_makers_to_change(tmp_path):
+    from core.feedback import NotYourFeedback, add_feedback, list_feedback
+    from core.settings.config import AugmentConfig, ConfigError
+    from core.settings.presets import all_presets, delete_preset, preset_owner, save_preset
+    from tests.datafixtures import jpeg_bytes
+
+    data = tmp_path / "data"
+    gentle, other = AugmentConfig(horizontal_flip=True), AugmentConfig(horizontal_flip=True, rotation=10.0)
+    save_preset(data, "gentle flips", gentle, owner="alice")
+    assert preset_owner(data, "gentle flips") == "alice" and "gentle flips" in all_presets(data)
+    with pytest.raises(ConfigError, match="alice's preset"):
+        save_preset(data, "gentle flips", other, owner="bob")
+    assert save_preset(data, "gentle flips", gentle, owner="bob") == "gentle flips"  # the same settings: fine
+    assert preset_owner(data, "gentle flips") == "alice"
+    save_preset(data, "gentle flips", other, owner="Prof Oak", may_replace_any=True)  # an admin
+    with pytest.raises(ConfigError, match="only they or an admin can delete"):
+        delete_preset(data, "gentle flips", owner="bob")
+    delete_preset(data, "gentle flips", owner="alice")
+    assert "gentle flips" not in all_presets(data)
+
+    dataset = tmp_path / "ds"
+    photo = jpeg_bytes(1)
+    add_feedback(data, dataset, ["a", "b"], "a", photo, "p.jpg", by="alice")
+    with pytest.raises(NotYourFeedback, match="alice already said this photo is a"):
+        add_feedback(data, dataset, ["a", "b"], "b", photo, "p.jpg", by="bob")
+    add_feedback(data, dataset, ["a", "b"], "b", photo, "p.jpg", by="alice")  # her own: she may change it
+    [kept] = list_feedback(data, dataset)
+    assert kept.label == "b" and kept.by == "alice"

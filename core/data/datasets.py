@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import is_image_name
-from core.fileio import read_json
+from core.fileio import read_json, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 # Below this many test photos an accuracy moves by a point or more per photo: the split says so.
@@ -179,6 +179,18 @@ def scan_dataset(
         mtimes[rel] = mtime
     fingerprint = _fingerprint(root, entries, layout, mtimes)
     return DatasetIndex(root, classes, entries, fingerprint, layout, empty, sorted(ignored), meta, sorted(links))
+
+
+ADDED_BY = "added_by"  # in a dataset's flora.json: who added it from the app (a shared Flora says whose it is)
+
+
+def record_added_by(dataset_root: str | os.PathLike, person: str) -> None:
+    """Note in the dataset's flora.json who added it (kept if already noted: the first to add it)."""
+    path = Path(dataset_root) / META_FILE
+    meta = read_json(path, default={}) or {}
+    if not isinstance(meta, dict) or meta.get(ADDED_BY):
+        return
+    write_json_atomic(path, {**meta, ADDED_BY: person})
 
 
 def _visible(path: Path) -> bool:

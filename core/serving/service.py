@@ -17,7 +17,7 @@ import anyio
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, ImageTooLarge
-from core.feedback import add_feedback, list_feedback
+from core.feedback import SERVER_CLIENT, NotYourFeedback, add_feedback, list_feedback
 from core.serving.batching import BatcherClosed
 from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded
@@ -134,9 +134,16 @@ class Service:
             try:
                 with self.budget.hold(header.decoded_bytes):
                     photo = add_feedback(
-                        self.data_root, run.dataset_path, run.classes, label, data, name, run.train_config.val_fraction
+                        self.data_root,
+                        run.dataset_path,
+                        run.classes,
+                        label,
+                        data,
+                        name,
+                        run.train_config.val_fraction,
+                        by=SERVER_CLIENT,
                     )
-            except ImageError as e:
+            except (ImageError, NotYourFeedback) as e:
                 raise InputError(f"{name}: {e}") from None
             sha, kept = photo.sha256, {"path": str(photo.path), "split": photo.split}
         else:

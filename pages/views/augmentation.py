@@ -15,8 +15,8 @@ import streamlit as st
 from core.data.imaging import ImageError, load_for_model
 from core.settings.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
 from core.settings.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
-from core.settings.presets import all_presets, save_preset
-from pages.ui import common, dataset_choice, plain, teaching
+from core.settings.presets import all_presets, preset_owner, save_preset
+from pages.ui import auth, common, dataset_choice, plain, teaching
 from pages.ui.navigation import page_file
 
 FIELDS = {  # field -> (label, min, max, step, unit)
@@ -77,10 +77,23 @@ def current_config() -> AugmentConfig:
 SAVED = "augment_saved"  # what the last Save did: ("saved", name) or ("error", message)
 
 
+def preset_label(name: str) -> str:
+    """A preset as the picker names it: whose it is on a shared Flora (built-in ones are nobody's)."""
+    owner = preset_owner(common.data_root(), name) if auth.shared() and name != CUSTOM else None
+    return f"{name} · {owner}'s" if owner else name
+
+
 def save_current() -> None:
     """Save the controls as a preset (a callback), and name it in the preset box at once."""
     try:
-        saved = save_preset(common.data_root(), st.session_state.get("augment_save_name", ""), current_config())
+        user = auth.current_user()
+        saved = save_preset(
+            common.data_root(),
+            st.session_state.get("augment_save_name", ""),
+            current_config(),
+            owner=user.id,
+            may_replace_any=user.admin and auth.shared(),
+        )
     except ConfigError as e:
         st.session_state[SAVED] = ("error", str(e))
         return
@@ -129,6 +142,7 @@ with controls_col:
         [*presets, CUSTOM],
         key="augment_preset",
         on_change=apply_preset,
+        format_func=preset_label,
         help="Fills the controls below; then change any of them (the box then says custom).",
     )
     for name, (label, low, high, step, unit) in FIELDS.items():
@@ -179,7 +193,7 @@ with preview_col:
         if outcome == "saved":
             st.success(f"Saved preset **{text}**: choose it under Augmentation on the Train page.")
         elif outcome == "error":
-            st.error(text)
+            st.error(plain.md(text))
 
 with st.expander("What each transform does", icon=":material/school:"):
     for name, text in EXPLANATIONS.items():

@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.data import roots as data_roots
-from core.data.datasets import LAYOUT_SPLITS, DatasetError, split_indices
+from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError, split_indices
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
@@ -128,6 +128,11 @@ if index.meta.get("synthetic"):
 description = index.meta.get("description")
 if description:
     st.caption(plain.md(description))  # the dataset's own words: text, never Markdown (no outside images)
+if common.shared() and index.meta.get(ADDED_BY):
+    st.caption(
+        f":material/person: Added by {plain.md(index.meta[ADDED_BY])}. Datasets are never replaced or deleted from "
+        "the app: anyone may train on it, nobody can change it here."
+    )
 
 counts = index.class_counts()
 sizes = pd.Series(counts)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.data.datasets import record_added_by
 from core.importers import (
     KNOWN_SOURCES,
     DownloadError,
@@ -18,7 +19,7 @@ from core.importers import (
 )
 from core.importers import tasks as dataset_tasks
 from core.processes import JobState
-from pages.ui import common, dataset_choice, plain
+from pages.ui import auth, common, dataset_choice, plain
 
 
 def open_dataset(path: str) -> None:
@@ -33,6 +34,8 @@ def show_result(result: ImportResult, key: str) -> None:
     """Say what was imported and make it the current dataset (the Train page and the picker start from it)."""
     dataset_choice.refresh_datasets()
     dataset_choice.set_current_dataset(result.path)
+    if not result.already_present:
+        record_added_by(result.path, auth.current_user().id)
     verb = "is already here" if result.already_present else "is ready"
     st.success(
         f"**{plain.md(result.name)}** {verb}: {result.classes} classes, {result.images} images. "

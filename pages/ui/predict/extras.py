@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.data.imaging import ImageError
 from core.serving.log import PredictionLog
-from pages.ui import common, plain, run_models, teaching
+from pages.ui import auth, common, plain, run_models, teaching
 from pages.ui.serving import sections as serving
 
 MANY = 4  # from this many photos on, a table replaces the per-photo cards
@@ -77,9 +77,11 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
                     data,
                     item.name,
                     run.train_config.val_fraction,
+                    by=auth.current_user().id,
+                    may_replace_any=auth.current_user().admin and auth.shared(),
                 )
-            except (ImageError, ValueError, OSError) as e:
-                st.error(str(e))
+            except (ImageError, ValueError, OSError) as e:  # NotYourFeedback too: someone else's label
+                st.error(plain.md(e))
                 return
             log = PredictionLog.of_store(common.models_root())
             if item.log_id is not None:

@@ -23,7 +23,7 @@ from core.retrain import (
 )
 from core.runs.record import Run
 from core.serving.aliases import AliasError, AliasStore
-from pages.ui import common, plain
+from pages.ui import auth, common, plain
 from pages.ui.navigation import page_file
 
 DEFAULT_ALIAS = "production"
@@ -116,7 +116,10 @@ def export_section(run: Run) -> None:
     )
     layout = None if layout == "plain" else layout
     quantize = None if quantize == "none" else quantize
-    if cols[3].button("Export and verify", icon=":material/output:", key="serve_export_go"):
+    mine = auth.can_change(run)
+    if not mine:
+        auth.read_only_note(run)  # an export is written into the run's folder: its owner's (or an admin's) to make
+    if cols[3].button("Export and verify", icon=":material/output:", key="serve_export_go", disabled=not mine):
         target = export_dir(run, fmt, quantize if fmt == "tflite" else None, layout)
         with st.spinner(f"Exporting to {fmt} and checking it against the Keras model (a minute or two)…"):
             try:
@@ -197,9 +200,14 @@ def retrain_section(key: str, run: Run | None = None) -> None:
         run = by_id[chosen]
     base = base_dataset(run.dataset_path)
     photos = list_feedback(common.data_root(), base)
+    givers: dict[str, int] = {}
+    for photo in photos:
+        givers[photo.by] = givers.get(photo.by, 0) + 1
+    whose = ", ".join(f"{plain.md(by)} {n}" for by, n in sorted(givers.items(), key=lambda kv: -kv[1]))
     st.caption(
         f"{len(photos)} corrected photo(s) kept for **{plain.md(base.name)}** "
-        f"({sum(p.split == 'train' for p in photos)} train, {sum(p.split == 'val' for p in photos)} val; never test)."
+        f"({sum(p.split == 'train' for p in photos)} train, {sum(p.split == 'val' for p in photos)} val; never test)"
+        + (f"; given by {whose}." if whose else ".")
     )
     notice = st.session_state.pop(f"{key}_retrain_notice", None)
     if notice:

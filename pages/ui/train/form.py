@@ -70,7 +70,7 @@ def fill_from_config(config: TrainConfig) -> None:
             name = preset_name_for(value, common.data_root())
             if name is None:  # a custom augmentation: keep it as a preset so the form can show it
                 digest = hashlib.sha256(canonical_json(value.to_dict()).encode()).hexdigest()[:6]
-                name = save_preset(common.data_root(), f"custom {digest}", value)
+                name = save_preset(common.data_root(), f"custom {digest}", value, owner=auth.current_user().id)
             state[key(option.field)] = name
         elif option.kind == TEXT:
             state[key(option.field)] = format_head(value)
