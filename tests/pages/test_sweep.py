@@ -150,3 +150,29 @@ def test_with_a_ray_cluster_configured_the_form_offers_to_run_the_trials_there(a
     monkeypatch.delenv("FLORA_RAY_ADDRESS")
     plain = _new_sweep_tab(app, tmp_path / "models")
     assert not [t for t in plain.toggle if t.key == "sweep_on_ray"]
+
+
+def test_a_classmates_sweep_is_read_only(workspace, finished_sweep, monkeypatch):
+    """Before (probe): any signed-in student stopped or deleted a sweep someone else started."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.sharing import User, sessions
+    from pages.ui.navigation import page_file
+    from tests.pages.conftest import APP
+
+    models, sweep_id = finished_sweep
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(models))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["flora_user"] = User("Gary", "Gary", admin=False, how="token")
+    at.session_state["flora_session"] = sessions.open_session(workspace["data"], "Gary", admin=False)
+    at.run()
+    at.switch_page(page_file("sweep")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "local's sweep: you can look at it, not change it" in texts(at)
+    labels = [b.label for b in at.button]
+    assert not [label for label in labels if label.startswith(("Run ", "Continue", "Stop", "Delete"))]
+    promote = next(b for b in at.button if b.key == f"sweep_promote_{sweep_id}")
+    assert promote.disabled and promote.label == "Only local can train its best"
