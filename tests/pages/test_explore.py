@@ -263,3 +263,43 @@ def test_the_coloured_classes_never_share_a_colour_whatever_their_place_in_the_l
     coloured = [t for t in figure(frame, "true class", None, classes).data if not t.name.endswith("other classes")]
     assert sorted(t.name for t in coloured) == sorted(largest)
     assert len({t.marker.color for t in coloured}) == LEGEND_CLASSES
+
+
+def test_a_mark_on_a_classmates_run_is_a_proposal_its_owner_accepts(own_run, workspace, monkeypatch):
+    """Before (walk): bob pressed Exclude on root's run and alice's next run applied it."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.sharing import User, sessions
+    from pages.ui.navigation import page_file
+    from tests.pages.conftest import APP
+
+    store, run = own_run
+    review = run_tasks.compute_label_issues(run, workspace["data"])
+    first = next(issue for issue in review.issues if issue.split != "test")
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(store.root))
+
+    def signed_in(name: str, admin: bool) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.session_state["flora_user"] = User(name, name, admin=admin, how="token")
+        at.session_state["flora_session"] = sessions.open_session(workspace["data"], name, admin=admin)
+        at.session_state["explore_tab"] = "Suspected label errors"
+        at.run()
+        at.switch_page(page_file("explore")).run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    gary = signed_in("Gary", admin=False)
+    assert "This is local's run: your marks are yours" in texts(gary)
+    row = hashlib.sha1(first.path.encode()).hexdigest()[:10]
+    gary.button(key=f"explore_issue_{row}_exclude").click().run()
+    assert Corrections.load(workspace["data"], run.dataset_path, "Gary").action(first.path) == "exclude"
+    assert Corrections.load(workspace["data"], run.dataset_path, "local").action(first.path) is None  # not local's
+    teacher = signed_in("Oak", admin=True)
+    inbox = next(e for e in teacher.expander if e.label.startswith("Proposed corrections for local's runs: 1"))
+    assert "proposed by **Gary**" in " ".join(m.value for m in inbox.markdown)
+    next(b for b in teacher.button if b.label == "Accept").click().run()
+    assert Corrections.load(workspace["data"], run.dataset_path, "local").action(first.path) == "exclude"
+    assert not [e for e in teacher.expander if e.label.startswith("Proposed corrections")]
