@@ -179,3 +179,21 @@ def test_the_sign_in_mode_is_the_one_the_app_started_with(tmp_path, monkeypatch)
     )
     assert sharing.check_ready("0.0.0.0", tmp_path, [secrets]) == "oidc"  # what a restart would pick
     assert sharing.auth_mode("0.0.0.0", tmp_path, [secrets]) == "token"
+
+
+def test_oidc_admin_rights_come_from_the_verified_email_or_the_subject_never_the_name(monkeypatch):
+    """Before (probe): `is_admin` was also matched against the name claim, which some providers let users set."""
+    from types import SimpleNamespace
+
+    from pages.ui import auth
+
+    def user(**claims):
+        monkeypatch.setattr(auth, "st", SimpleNamespace(user=claims))
+        return auth._oidc_user()
+
+    monkeypatch.setenv(sharing.ADMINS_ENV, "Prof Oak, oak@school.edu, sub-42")
+    assert not user(email="eve@school.edu", sub="sub-7", name="Prof Oak").admin  # a name anyone can set
+    assert not user(email="oak@school.edu", email_verified=False, sub="sub-7", name="Oak").admin
+    assert user(email="oak@school.edu", email_verified=True, sub="sub-7", name="Oak").admin
+    assert user(email="oak@school.edu", sub="sub-7").admin  # a provider that says nothing of verification
+    assert user(sub="sub-42", name="Someone").admin and user(sub="sub-42").id == "sub-42"
