@@ -226,6 +226,7 @@ def sweep_result(sweep) -> dict[str, Any]:
     return {
         "sweep_id": sweep.sweep_id,
         "state": sweep.state.value,
+        "owner": sweep.owner,
         "dataset": sweep.dataset_path,
         "sweep_dir": str(sweep.directory),
         "fixed": sweep.spec.get("fixed"),
@@ -318,6 +319,7 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
         {
             "sweep_id": s.sweep_id,
             "state": s.state.value,
+            "owner": s.owner,
             "dataset": s.dataset_name,
             "trials": f"{s.status.trials_done or 0}/{s.status.trials_target or '-'}",
             "pruned": s.status.trials_pruned or 0,
