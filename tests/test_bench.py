@@ -25,7 +25,13 @@ ROWS_BY_ITEM = {
     "ui": {"ui.server_cpu_run", "ui.server_cpu_quiet"},
     "serve": {"serve.batched_vs_bare", "serve.batched_vs_off", "serve.p50", "serve.p95", "serve.p99"},
     "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
-    "attack": {"attack.healthz", "attack.peak_rss", "attack.normal_throughput"},
+    "attack": {
+        "attack.healthz",
+        "attack.peak_rss",
+        "attack.normal_throughput",
+        "attack.jpeg_healthz",
+        "attack.jpeg_peak_rss",
+    },
     "cache": {"cache.disk", "cache.read", "cache.accuracy"},
     "scale": {f"scale.{name}" for name in ("peak_rss", "disk")}
     | {f"scale.{name}" for name, _ in __import__("core.bench.scale", fromlist=["STAGES"]).STAGES}

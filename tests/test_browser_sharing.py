@@ -7,6 +7,7 @@ run` with FLORA_SHARED=1 (as behind a reverse proxy) and a secrets file whose [a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -53,10 +54,37 @@ def oidc_provider(tmp_path):
         log.close()
 
 
+@contextlib.contextmanager
+def _streamlit(tmp_path, port: int, settings: dict, secrets_file):
+    """`streamlit run` of the app, shared (FLORA_SHARED=1), on loopback with `settings` (environment variables;
+    no access token unless given); stopped by its process id."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "FLORA_ACCESS_TOKEN"},
+        "FLORA_DATA_DIR": str(tmp_path / "data"),
+        "FLORA_MODELS_DIR": str(tmp_path / "models"),
+        "FLORA_SHARED": "1",
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+    }
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
+    command += ["--server.headless", "true", "--secrets.files", str(secrets_file)]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_healthy(port)
+        except RuntimeError:
+            pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+        yield {"url": f"http://127.0.0.1:{port}", "tmp": tmp_path}
+    finally:
+        os.kill(process.pid, 15)
+        process.wait(timeout=20)
+        log.close()
+
+
 @pytest.fixture
 def shared_app(tmp_path, oidc_provider):
-    data, models = tmp_path / "data", tmp_path / "models"
-    make_image_dataset(data / "flowers", {"daisy": 6, "rose": 6}, size=(48, 40))
+    make_image_dataset(tmp_path / "data" / "flowers", {"daisy": 6, "rose": 6}, size=(48, 40))
     port = free_port()
     app_url = f"http://127.0.0.1:{port}"
     secrets_file = tmp_path / "secrets.toml"
@@ -68,29 +96,9 @@ def shared_app(tmp_path, oidc_provider):
         'client_secret = "flora-secret"\n'
         f'server_metadata_url = "{oidc_provider}/.well-known/openid-configuration"\n'
     )
-    env = {
-        **os.environ,
-        "FLORA_DATA_DIR": str(data),
-        "FLORA_MODELS_DIR": str(models),
-        "FLORA_SHARED": "1",
-        "FLORA_ADMINS": "alice@example.com",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("FLORA_ACCESS_TOKEN", None)
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
-    command += ["--server.headless", "true", "--secrets.files", str(secrets_file)]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_healthy(port)
-        except RuntimeError:
-            pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-        yield {"url": app_url, "tmp": tmp_path}
-    finally:
-        os.kill(process.pid, 15)
-        process.wait(timeout=20)
-        log.close()
+    env = {"FLORA_ADMINS": "alice@example.com"}
+    with _streamlit(tmp_path, port, env, secrets_file) as running:
+        yield running
 
 
 def test_sign_in_through_the_oidc_provider_and_out_again(shared_app):
@@ -132,31 +140,10 @@ def test_sign_in_through_the_oidc_provider_and_out_again(shared_app):
 
 @pytest.fixture
 def token_app(tmp_path):
-    data, models = tmp_path / "data", tmp_path / "models"
-    make_image_dataset(data / "flowers", {"daisy": 6, "rose": 6}, size=(48, 40))
-    port = free_port()
-    env = {
-        **os.environ,
-        "FLORA_DATA_DIR": str(data),
-        "FLORA_MODELS_DIR": str(models),
-        "FLORA_SHARED": "1",
-        "FLORA_ACCESS_TOKEN": "class-token-for-the-browser",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
-    command += ["--server.headless", "true", "--secrets.files", str(tmp_path / "no-secrets.toml")]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_healthy(port)
-        except RuntimeError:
-            pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-        yield {"url": f"http://127.0.0.1:{port}", "tmp": tmp_path}
-    finally:
-        os.kill(process.pid, 15)
-        process.wait(timeout=20)
-        log.close()
+    make_image_dataset(tmp_path / "data" / "flowers", {"daisy": 6, "rose": 6}, size=(48, 40))
+    env = {"FLORA_ACCESS_TOKEN": "class-token-for-the-browser"}
+    with _streamlit(tmp_path, free_port(), env, tmp_path / "no-secrets.toml") as running:
+        yield running
 
 
 def test_the_token_session_lives_in_a_cookie_not_in_the_link(token_app):

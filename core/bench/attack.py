@@ -70,33 +70,6 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         f"{attackers} attackers x {per_attacker} PNGs of 10000x10000 px (12 KB, 1-bit) beside {NORMAL_CLIENTS} "
         f"clients sending {requests} real photos; {size} px ResNet-50"
     )
-    health = Row(
-        "attack.healthz",
-        ITEM,
-        "slowest /healthz answer during the attack",
-        "s",
-        result["health_max"],
-        TARGET_HEALTH_SECONDS,
-        "the target",
-        TARGET_HEALTH_SECONDS / result["health_max"] if result["health_max"] else None,
-        target=f"<= {TARGET_HEALTH_SECONDS:g} s",
-        met=result["health_max"] <= TARGET_HEALTH_SECONDS,
-        notes=f"{what}; {result['health_probes']} probes, median {result['health_median'] * 1000:.0f} ms",
-    )
-    memory = Row(
-        "attack.peak_rss",
-        ITEM,
-        "server peak resident memory (VmHWM) through the attack",
-        "GB",
-        result["peak_bytes"] / 1024**3,
-        TARGET_PEAK_BYTES / 1024**3,
-        "the target",
-        TARGET_PEAK_BYTES / result["peak_bytes"],
-        target="<= 3 GB",
-        met=result["peak_bytes"] <= TARGET_PEAK_BYTES,
-        notes=f"{what}; resident before the attack {result['rss_before'] / 1024**3:.2f} GB, after it "
-        f"{result['rss_after'] / 1024**3:.2f} GB; bombs answered {result['bomb_statuses']}",
-    )
     throughput = rate_row(
         "attack.normal_throughput",
         ITEM,
@@ -107,47 +80,48 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         "the same clients without the attack",
         notes=what,
     )
-    rows = [health, memory, throughput]
-    jpeg = progressive_jpeg(10000 if scale.name != "tiny" else 3000)
+    rows = [*_attack_rows("attack", "the attack", result, what, "bombs"), throughput]
+    side = 10000 if scale.name != "tiny" else 3000
+    jpeg = progressive_jpeg(side)
     jpeg_attackers = JPEG_ATTACKERS if scale.name != "tiny" else 4
     result = _measure(store.root, run_id, photos, requests, jpeg_attackers, 1, jpeg, name="bomb.jpg")
-    side = 10000 if scale.name != "tiny" else 3000
     what = (
         f"{jpeg_attackers} attackers at once x a progressive JPEG of {side}x{side} px ({len(jpeg) / 1e6:.1f} MB) "
         f"beside {NORMAL_CLIENTS} clients sending {requests} real photos; {size} px ResNet-50"
     )
-    rows.append(
-        Row(
-            "attack.jpeg_healthz",
-            ITEM,
-            "slowest /healthz answer during the progressive-JPEG attack",
-            "s",
-            result["health_max"],
-            TARGET_HEALTH_SECONDS,
-            "the target",
-            TARGET_HEALTH_SECONDS / result["health_max"] if result["health_max"] else None,
-            target=f"<= {TARGET_HEALTH_SECONDS:g} s",
-            met=result["health_max"] <= TARGET_HEALTH_SECONDS,
-            notes=f"{what}; {result['health_probes']} probes, median {result['health_median'] * 1000:.0f} ms",
-        )
+    return rows + _attack_rows("attack.jpeg", "the progressive-JPEG attack", result, what, "JPEGs")
+
+
+def _attack_rows(prefix: str, attack: str, result: dict, what: str, sent: str) -> list[Row]:
+    """`prefix`: "attack" names the rows attack.healthz and attack.peak_rss; "attack.jpeg", attack.jpeg_healthz..."""
+    health = Row(
+        f"{prefix}{'.' if prefix == 'attack' else '_'}healthz",
+        ITEM,
+        f"slowest /healthz answer during {attack}",
+        "s",
+        result["health_max"],
+        TARGET_HEALTH_SECONDS,
+        "the target",
+        TARGET_HEALTH_SECONDS / result["health_max"] if result["health_max"] else None,
+        target=f"<= {TARGET_HEALTH_SECONDS:g} s",
+        met=result["health_max"] <= TARGET_HEALTH_SECONDS,
+        notes=f"{what}; {result['health_probes']} probes, median {result['health_median'] * 1000:.0f} ms",
     )
-    rows.append(
-        Row(
-            "attack.jpeg_peak_rss",
-            ITEM,
-            "server peak resident memory (VmHWM) through the progressive-JPEG attack",
-            "GB",
-            result["peak_bytes"] / 1024**3,
-            TARGET_PEAK_BYTES / 1024**3,
-            "the target",
-            TARGET_PEAK_BYTES / result["peak_bytes"],
-            target="<= 3 GB",
-            met=result["peak_bytes"] <= TARGET_PEAK_BYTES,
-            notes=f"{what}; resident before the attack {result['rss_before'] / 1024**3:.2f} GB, after it "
-            f"{result['rss_after'] / 1024**3:.2f} GB; JPEGs answered {result['bomb_statuses']}",
-        )
+    memory = Row(
+        f"{prefix}{'.' if prefix == 'attack' else '_'}peak_rss",
+        ITEM,
+        f"server peak resident memory (VmHWM) through {attack}",
+        "GB",
+        result["peak_bytes"] / 1024**3,
+        TARGET_PEAK_BYTES / 1024**3,
+        "the target",
+        TARGET_PEAK_BYTES / result["peak_bytes"],
+        target="<= 3 GB",
+        met=result["peak_bytes"] <= TARGET_PEAK_BYTES,
+        notes=f"{what}; resident before the attack {result['rss_before'] / 1024**3:.2f} GB, after it "
+        f"{result['rss_after'] / 1024**3:.2f} GB; {sent} answered {result['bomb_statuses']}",
     )
-    return rows
+    return [health, memory]
 
 
 def _memory(pid: int) -> dict[str, int]:
