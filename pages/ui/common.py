@@ -20,6 +20,7 @@ from core.runs.record import Run, RunUnreadable
 from core.runs.store import RunListing, RunStore
 from core.settings.options import describe_config
 from core.sweeps import Sweep, SweepStore
+from pages.ui import plain
 
 STATE_BADGES = {
     JobState.QUEUED: ("gray", ":material/hourglass_empty:"),
@@ -172,7 +173,7 @@ def random_start_notice(run: Run) -> None:
             "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
             "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
             "With ImageNet weights the same run typically gets most flower photos right. To train from them "
-            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in `{imagenet_weights_file().parent}`, or set "
+            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {plain.code(imagenet_weights_file().parent)}, or set "
             "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* on the Train page."
         )
 

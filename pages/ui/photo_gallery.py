@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.data.imaging import ImageError
 from core.data.thumbnails import placeholder, thumbnail
+from pages.ui import plain
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -30,7 +31,9 @@ def thumb(path: str | os.PathLike, size: int = 160) -> tuple[np.ndarray, str | N
 def gallery(
     items: list[tuple[str | os.PathLike, str]], size: int = 160, columns: int | str = "auto", key: str | None = None
 ) -> None:
-    """Thumbnails with captions in a responsive grid (in a container with `key`, when given)."""
+    """Thumbnails with captions in a responsive grid (in a container with `key`, when given).
+
+    A caption is plain text (class and file names), escaped here line by line: an image's caption is Markdown."""
     if not items:
         return
     grid = (
@@ -41,4 +44,5 @@ def gallery(
     for path, caption in items:
         image, error = thumb(path, size)
         with grid:
-            st.image(image, caption=f"{caption} — {error}" if error else caption, width=size)
+            text = f"{caption} — {error}" if error else caption
+            st.image(image, caption="\n".join(plain.md(line) for line in text.split("\n")), width=size)

@@ -2,12 +2,15 @@
 
 Streamlit renders Markdown almost everywhere: a class named `**big**` came out bold, `:red[x]` red,
 `$x$` as KaTeX, a link live, and a dataset description's image was fetched from an outside address.
-`md(text)` escapes a string for use inside Markdown; `visible(text)` also shows the invisible
-direction marks a file name can hide behind (U+202E turns "gpj.exe" into "exe.jpg") as their codes.
+`md(text)` escapes a string for use inside Markdown and `code(text)` makes it a code span (a path in monospace);
+`chart(text)` escapes it for a Plotly label or hover text, which read a little HTML (<b>, <a href>, <br>). All three
+show the invisible direction marks a file name can hide behind (U+202E turns "gpj.exe" into "exe.jpg") as their
+codes, which `visible(text)` does alone.
 """
 
 from __future__ import annotations
 
+import html
 import re
 
 # CommonMark lets any ASCII punctuation be escaped with a backslash; these start Markdown, Streamlit's
@@ -26,3 +29,19 @@ def md(text: object) -> str:
     """`text` escaped to read literally inside Markdown (and its invisible characters made visible)."""
     escaped = _SPECIAL.sub(r"\\\1", visible(text))
     return escaped.replace("\n", " ")
+
+
+def code(text: object) -> str:
+    """`text` as a Markdown code span (monospace, read literally): fenced by more backticks than it holds in a row,
+    so a backtick in a file name cannot end the span early; its invisible characters made visible."""
+    shown = visible(text).replace("\n", " ")
+    longest = max((len(run) for run in re.findall("`+", shown)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
+def chart(text: object) -> str:
+    """`text` for a Plotly label, legend entry or hover text: Plotly reads tags (<a href>, <b>, <br>) in them; here
+    `<`, `>` and `&` are entities, which Plotly shows as the characters they are."""
+    return html.escape(visible(text), quote=False)

@@ -11,7 +11,7 @@ import streamlit as st
 from core.processes import JobState
 from core.results import tasks as run_tasks
 from core.runs.record import Run
-from pages.ui import common
+from pages.ui import common, plain
 
 POLL_SECONDS = 1.0
 
@@ -24,13 +24,13 @@ def task_panel(run: Run, kind: str, start_label: str, key: str) -> None:
         st.fragment(_watch, run_every=POLL_SECONDS)(run, kind, key)
         return
     if status is not None and status.state is JobState.FAILED:
-        st.error(f"The last attempt failed: {status.error or 'no reason recorded'}", icon=":material/error:")
+        st.error(f"The last attempt failed: {plain.md(status.error or 'no reason recorded')}", icon=":material/error:")
         log = run_tasks.task_folder(run, kind).log_tail(20)
         if log:
             with st.expander("Its log", icon=":material/description:"):
                 st.code(log, language=None)
     elif status is not None and status.state is JobState.STOPPED:
-        st.caption(f"Stopped before it finished ({status.note or 'on request'}).")
+        st.caption(f"Stopped before it finished ({plain.md(status.note or 'on request')}).")
     if st.button(start_label, key=f"{key}_start", icon=":material/play_arrow:", type="primary"):
         run_tasks.launch(run, kind, common.data_root())
         st.rerun()

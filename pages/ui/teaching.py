@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import workspace
-from pages.ui import auth, common
+from pages.ui import auth, common, plain
 
 TOGGLE_KEY = "flora_explain"
 PREFERENCE = "explain"
@@ -205,9 +205,10 @@ def toggle() -> None:
 
 
 def note(topic: str, classes: list[str] | None = None, random_start: bool = False) -> str:
-    """The note on `topic`, in the words of this dataset (its own class names) and this run (a random start)."""
+    """The note on `topic`, in the words of this dataset (its own class names, escaped: a note is Markdown) and this
+    run (a random start)."""
     text = RANDOM_START[topic] if random_start and topic in RANDOM_START else NOTES[topic]
-    names = [c for c in (classes or []) if c] or ["rose", "tulip"]
+    names = [plain.md(c) for c in (classes or []) if c] or ["rose", "tulip"]
     a, b = names[0], names[1] if len(names) > 1 else names[0]
     return text.replace("{a}", a).replace("{b}", b)
 

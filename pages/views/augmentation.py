@@ -168,7 +168,7 @@ with preview_col:
     try:
         config = current_config()
     except ConfigError as e:
-        st.error(str(e))
+        st.error(plain.md(e))
         st.stop()
     try:
         original, versions = augmented(str(index.absolute(image_path)), size, config, count, int(seed))
@@ -191,7 +191,7 @@ with preview_col:
         st.button("Save preset", icon=":material/save:", key="augment_save", on_click=save_current)
         outcome, text = st.session_state.pop(SAVED, (None, ""))
         if outcome == "saved":
-            st.success(f"Saved preset **{text}**: choose it under Augmentation on the Train page.")
+            st.success(f"Saved preset **{plain.md(text)}**: choose it under Augmentation on the Train page.")
         elif outcome == "error":
             st.error(plain.md(text))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.results.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, difference_note, load_result
-from pages.ui import analysis_status, auth, common, teaching
+from pages.ui import analysis_status, auth, common, plain, teaching
 from pages.ui.compare import sections as compare_sections
 from pages.ui.navigation import page_file
 
@@ -81,7 +81,7 @@ results = [load_side(str(run.directory), run.analysis_mtime, run) for run in cho
 try:
     comparison = compare(results)
 except NotComparable as e:
-    st.error(f"These runs cannot be compared: {e}.", icon=":material/block:")
+    st.error(f"These runs cannot be compared: {plain.md(e)}.", icon=":material/block:")
     st.stop()
 
 names = {run.run_id: f"{run.run_id[:6]} · {common.run_title(run)}" for run in chosen}

@@ -76,7 +76,7 @@ elif source == SOURCES[0]:
     found = dataset_choice.datasets(include_folders=False)
     if not found:
         st.info(
-            f"No dataset in `{common.data_root()}` yet. Choose **Add a dataset** above (a download, a zip, "
+            f"No dataset in {plain.code(common.data_root())} yet. Choose **Add a dataset** above (a download, a zip, "
             "or the offline demo set), or use a folder on this machine.",
             icon=":material/info:",
         )
@@ -96,7 +96,7 @@ else:
     ).strip()
     st.caption(
         "Folders Flora may read datasets from: "
-        + ", ".join(f"`{root}`" for root in dataset_choice.roots())
+        + ", ".join(plain.code(root) for root in dataset_choice.roots())
         + f" (and below). {data_roots.LINK_RULE}"
     )
     recent = [folder for folder in dataset_choice.remembered_folders() if folder != typed]
@@ -104,6 +104,7 @@ else:
         st.pills(
             "Used before",
             recent,
+            format_func=plain.md,  # a pill's text is Markdown: a folder's name is shown as it is
             key="dataset_recent",
             on_change=_use_recent_folder,
             help="Folders you picked here before (remembered in the data folder's .flora/workspace.json).",
@@ -161,8 +162,9 @@ with classes_tab:
     many = len(frame) > MANY_CLASSES
     if many:  # names under 1,000 bars are unreadable: the bars sorted by size, the names in a table to search
         frame = frame.sort_values(["images", "class"], ascending=[False, True], kind="stable")
+    bars = frame.assign(**{"class": frame["class"].map(plain.chart)})  # names as text: Plotly reads tags in them
     figure = px.bar(
-        frame,
+        bars,
         x="class",
         y="images",
         color="note",
@@ -178,7 +180,7 @@ with classes_tab:
             showticklabels=False,
             title_text=f"{len(frame):,} classes, largest first",
             categoryorder="array",
-            categoryarray=list(frame["class"]),
+            categoryarray=list(bars["class"]),
         )
         figure.update_traces(marker_line_width=0)
     st.plotly_chart(figure, key="dataset_counts", config={"displayModeBar": False})
@@ -193,8 +195,9 @@ with classes_tab:
     if ratio > IMBALANCE_RATIO:
         st.warning(
             f"Imbalanced: the largest class has {ratio:.1f}x the images of the smallest "
-            f"({sizes.idxmax()}: {sizes.max()}, {sizes.idxmin()}: {sizes.min()}). Training turns on class weights "
-            '("auto"), so rare classes are not ignored; the per-class metrics will show how they fare.',
+            f"({plain.md(sizes.idxmax())}: {sizes.max()}, {plain.md(sizes.idxmin())}: {sizes.min()}). Training turns "
+            'on class weights ("auto"), so rare classes are not ignored; the per-class metrics will show how they '
+            "fare.",
             icon=":material/balance:",
         )
     else:
@@ -300,7 +303,7 @@ if split_tab.open:
                 index.labels[kept], index.classes, given, defaults.val_fraction, defaults.test_fraction, defaults.seed
             )
         except DatasetError as e:
-            st.error(f"This dataset cannot be split for training: {e}", icon=":material/call_split:")
+            st.error(f"This dataset cannot be split for training: {plain.md(e)}", icon=":material/call_split:")
         else:
             table = pd.DataFrame(split.counts_by_class(index.labels[kept], index.classes)).T
             what = (
@@ -311,7 +314,7 @@ if split_tab.open:
             sizes_text = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
             st.markdown(f"Training uses {what}: {sizes_text}.")
             for note in split.notes:
-                st.caption(note)
+                st.caption(plain.md(note))
             if left_out:
                 st.caption(f"{left_out} file(s) that cannot be read are left out, as training leaves them out.")
             st.dataframe(table, key="dataset_split_table")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.processes import JobState
 from core.runs.record import Run
-from pages.ui import analysis_status, common
+from pages.ui import analysis_status, common, plain
 from pages.ui.explore.label_review import review_section
 from pages.ui.explore.map import map_section
 from pages.ui.navigation import page_file
@@ -33,7 +33,7 @@ def without_model(run: Run) -> None:
     """What a run without a saved model can and cannot show."""
     if run.state is JobState.FAILED:
         st.error(
-            f"This run failed before it saved a model: {run.status.error or 'no reason recorded'}",
+            f"This run failed before it saved a model: {plain.md(run.status.error or 'no reason recorded')}",
             icon=":material/error:",
         )
     else:
@@ -67,8 +67,8 @@ if run.state is JobState.STOPPED:
     st.caption("This run was stopped early: what follows is its best weights so far.")
 elif run.state is JobState.FAILED:
     st.warning(
-        f"This run failed after saving a model ({run.status.error or 'no reason recorded'}). The photos can still "
-        "be mapped from that model, if its analysis can be computed; its numbers may not be its final ones.",
+        f"This run failed after saving a model ({plain.md(run.status.error or 'no reason recorded')}). The photos can "
+        "still be mapped from that model, if its analysis can be computed; its numbers may not be its final ones.",
         icon=":material/warning:",
     )
 if not analysis_status.offer(run, key="explore_analysis", needed_for="the map and the label review"):

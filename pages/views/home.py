@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.importers.sources import KNOWN_SOURCES
-from pages.ui import common, dataset_choice, device_status
+from pages.ui import common, dataset_choice, device_status, plain
 from pages.ui.navigation import page_file
 
 st.title(":material/local_florist: Flora")
@@ -82,7 +82,7 @@ if datasets:
     )
 else:
     st.info(
-        f"No dataset under `{common.data_root()}` yet. To get one:\n\n"
+        f"No dataset under {plain.code(common.data_root())} yet. To get one:\n\n"
         f"- open **Dataset** and choose *Get tf_flowers* ({KNOWN_SOURCES['tf_flowers'].size_mb:.0f} MB download), "
         "*Oxford 102*, or upload a zip "
         "of class folders;\n"

@@ -17,7 +17,7 @@ st.caption("Classify your own photos with a trained run. The photo is prepared e
 
 
 def top_k_chart(top: list[tuple[str, float]]):
-    labels = [label for label, _ in top][::-1]
+    labels = [plain.chart(label) for label, _ in top][::-1]  # class names as text (Plotly reads tags in them)
     values = [p for _, p in top][::-1]
     figure = go.Figure(
         go.Bar(
@@ -99,7 +99,7 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
         return
     result = item.answer
     image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
-    image_col.image(data, caption=name, width=240)
+    image_col.image(data, caption=plain.md(name), width=240)
     top = predict_explain.shown_top(result, run.classes, raw)
     with chart_col:
         label, probability = top[0]
@@ -125,9 +125,8 @@ if len(files) >= predict_extras.MANY:
     items = predict_extras.many_photos_table(run, model_key, files, top_k)
     st.caption("Each photo's answer in full (how sure, where it looked, and a correction if it is wrong):")
     for index, ((upload_id, name, data), item) in enumerate(zip(files, items, strict=True)):
-        heading = (
-            f"{name}: {item.answer.label} ({item.answer.max_probability:.0%})" if item.answer else f"{name}: unreadable"
-        )
+        answer = f"{plain.md(item.answer.label)} ({item.answer.max_probability:.0%})" if item.answer else "unreadable"
+        heading = f"{plain.md(name)}: {answer}"
         with st.expander(heading):
             photo_card(index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data))
 else:

@@ -69,7 +69,7 @@ def start_form() -> None:
                     api_key=api_key.strip() or None,
                 )
             except (ServerRunning, ValueError) as e:
-                st.error(str(e))
+                st.error(plain.md(e))
             else:
                 st.rerun()
 
@@ -79,7 +79,7 @@ def server_panel() -> None:
     status = server_status(common.models_root())
     if not status.active:
         if status.state is JobState.FAILED and status.error:
-            st.error(f"The last server failed: {status.error}", icon=":material/error:")
+            st.error(f"The last server failed: {plain.md(status.error)}", icon=":material/error:")
         elif status.finished_at:
             st.caption("The server is stopped.")
         start_form()
@@ -89,7 +89,7 @@ def server_panel() -> None:
     if status.ready:
         head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs)", icon=":material/dns:")
     else:
-        head[0].info(f"Starting at {url}: {status.stage or 'loading'}…", icon=":material/hourglass_top:")
+        head[0].info(f"Starting at {url}: {plain.md(status.stage or 'loading')}…", icon=":material/hourglass_top:")
     if auth.current_user().admin and head[1].button("Stop server", icon=":material/stop:", key="serve_stop"):
         stop_server(common.models_root())
         st.toast("Stopping the server after the requests in hand…")

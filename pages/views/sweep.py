@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import sweeps
 from core.sweeps import Sweep
-from pages.ui import common, teaching
+from pages.ui import common, plain, teaching
 from pages.ui.navigation import SWEEP_PICK
 from pages.ui.sweep import form as sweep_form
 from pages.ui.sweep.actions import launch
@@ -63,7 +63,7 @@ list_tab, new_tab = st.tabs(["Sweeps", "New sweep"], key="sweep_tab", on_change=
 with new_tab:
     request = sweep_form.render()
     if request.error:
-        st.error(request.error, icon=":material/error:")
+        st.error(plain.md(request.error), icon=":material/error:")
     elif request.fixed is not None:
         st.caption("The same sweep from a terminal:")
         st.code(
@@ -84,7 +84,7 @@ with new_tab:
             "worse on validation than what you had."
         )
     if "sweep_error" in st.session_state:
-        st.error(st.session_state.pop("sweep_error"), icon=":material/error:")
+        st.error(plain.md(st.session_state.pop("sweep_error")), icon=":material/error:")
     st.button(
         "Launch sweep",
         type="primary",

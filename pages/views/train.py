@@ -10,7 +10,7 @@ from core.runs.curves import progress
 from core.runs.record import Run, RunNotFound, RunUnreadable
 from core.settings.options import train_command
 from core.train.queue import places
-from pages.ui import auth, common
+from pages.ui import auth, common, plain
 from pages.ui.navigation import TRAIN_RUN, page_file
 from pages.ui.train import form as train_form
 from pages.ui.train.launch import launch, plan_text, prefilled_note, take_prefill_link
@@ -50,7 +50,7 @@ def runs_area() -> list[Run]:
         st.warning(f"Run {selected} is gone from the run store.")
         return all_runs
     except RunUnreadable as e:
-        st.warning(str(e), icon=":material/broken_image:")
+        st.warning(plain.md(e), icon=":material/broken_image:")
         return all_runs
     run_metrics = metrics.get(selected)
     if run_metrics is None:

@@ -13,6 +13,7 @@ from core.results.compare import compare, load_result
 from core.runs.record import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE
 from core.runs.store import RunStore
 from pages.ui.navigation import page_file
+from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
@@ -71,7 +72,7 @@ def test_two_runs_compared_with_core_verdict_and_preselected_from_the_url(app, w
     photos = disagreements(*results)
     named = {c.split("\n")[-1] for image in at.get("image") for c in image.captions if "\n" in c}
     first_tab = photos["a_only"]["path"].head(12)
-    assert first_tab.size and {Path(p).name for p in first_tab} <= named  # each photo is named
+    assert first_tab.size and {md(Path(p).name) for p in first_tab} <= named  # each photo is named (as text)
     settings = next(f.value for f in at.dataframe if "setting" in f.value.columns)
     assert list(settings["setting"]) == ["Seed"]
     per_class = next(f.value for f in at.dataframe if "class" in f.value.columns)

@@ -12,6 +12,7 @@ from core.fileio import write_json_atomic
 from core.health.check import saved_report
 from core.importers.tasks import STATUS_FILE, tasks_dir
 from pages.ui import dataset_choice
+from pages.ui.plain import md
 from tests.conftest import make_image_dataset
 from tests.pages.conftest import table_with, texts
 
@@ -76,7 +77,7 @@ def test_a_folder_picked_by_path_is_still_there_after_a_reload_and_on_other_page
     assert again.text_input(key="dataset_folder").value == str(second)
     assert "Classes: 2" in texts(again)
     used_before = again.pills(key="dataset_recent")
-    assert used_before.options == [str(first.resolve())]
+    assert used_before.options == [md(first.resolve())]  # a pill's text is Markdown: the folder as text
     used_before.set_value(str(first.resolve())).run()  # click the "Used before" pill
     assert again.text_input(key="dataset_folder").value == str(first.resolve())
 
@@ -102,7 +103,7 @@ def test_health_check_finds_planted_duplicates(app, tmp_path):
     assert "would straddle the split training makes" in titles, titles
     assert "Problems:" in texts(at)
     captions = [c for image in at.get("image") for c in image.captions]
-    assert any("copy_of_a.png" in c for c in captions)
+    assert any(md("copy_of_a.png") in c for c in captions)
 
 
 def test_add_the_demo_set_then_open_it(app, workspace, tmp_path, monkeypatch):
@@ -138,7 +139,7 @@ def test_zip_upload_good_and_hostile(app, workspace, tmp_path, monkeypatch):
     evil = _zip({"roses/a.png": photo, "../evil.txt": b"gotcha"})
     at.file_uploader(key="dataset_zip").set_value(("evil.zip", evil, "application/zip")).run()
     at.button(key="dataset_zip_go").click().run()
-    assert "Not imported:" in texts(at) and ".." in texts(at)
+    assert "Not imported:" in texts(at) and md("..") in texts(at)
     assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")) == ["my_photos"]
 
 
@@ -159,7 +160,7 @@ def test_download_card_shows_a_failed_attempt(app, tmp_path, monkeypatch):
     at = app("dataset")
     at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
     shown = texts(at)
-    assert "The last attempt failed: could not reach storage.googleapis.com" in shown
+    assert f"The last attempt failed: {md('could not reach storage.googleapis.com')}" in shown
     assert "Get tf_flowers" in [b.label for b in at.button] and "Get oxford102" in [b.label for b in at.button]
 
 
@@ -224,7 +225,7 @@ def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkey
     import json
 
     from core.data.datasets import META_FILE
-    from pages.ui.plain import md, visible
+    from pages.ui.plain import visible
     from tests.conftest import make_image_dataset
 
     root = make_image_dataset(workspace["data"] / "odd names", {"**big**": 3, ":red[x]": 3, "$x$": 3})

@@ -11,6 +11,7 @@ import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
 from core.results.evaluation import Evaluation
+from pages.ui.plain import md
 from tests.pages.conftest import table_with, texts
 
 
@@ -73,7 +74,7 @@ def test_the_matrix_opens_on_the_worst_pair_and_a_click_selects_a_whole_cell(app
     assert at.selectbox(key="evaluate_true").value == true_class
     expected = evaluation.pair(true_class, true_class)
     assert f"**{true_class}** predicted correctly: {len(expected)} test image(s)" in texts(at)
-    names = {Path(p).name for p in expected["path"]}
+    names = {md(Path(p).name) for p in expected["path"]}  # captions are Markdown: the names escaped
     in_gallery = {c.split("\n")[-1] for c in _gallery_captions(at) if c.split("\n")[-1] in names}
     assert in_gallery == names  # those very photos, each with its file name
 
@@ -180,7 +181,7 @@ def test_top_losses_tab(app, workspace):
     evaluation = _evaluation(workspace)
     wrong = evaluation.top_losses(16)
     if len(wrong):
-        names = {Path(p).name for p in wrong["path"]}
+        names = {md(Path(p).name) for p in wrong["path"]}  # captions are Markdown: the names escaped
         shown = {c.split("\n")[-1] for c in _gallery_captions(at) if " → " in c}
         assert shown == names, "the most confidently wrong images are shown, with their file names"
     else:

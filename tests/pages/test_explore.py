@@ -16,6 +16,7 @@ from core.results import tasks as run_tasks
 from core.results.arrays import RunAnalysis
 from core.runs.store import RunStore
 from pages.ui.explore.map import selected_keys, selected_photos
+from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
@@ -93,7 +94,7 @@ def test_the_pca_map_carries_every_photo_key_and_a_selection_shows_those_photos(
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "**2 photo(s) selected**, " in texts(at)
-    names = {Path(analysis.test.paths[0]).name, Path(analysis.val.paths[1]).name}
+    names = {md(Path(analysis.test.paths[0]).name), md(Path(analysis.val.paths[1]).name)}  # captions: Markdown
     shown = {c.split("\n")[-1] for c in _captions(at)}
     assert names <= shown
 
@@ -104,9 +105,9 @@ def test_the_pca_map_carries_every_photo_key_and_a_selection_shows_those_photos(
     assert "training photos whose features are most similar" in texts(at)
     train = run_tasks.TrainFeatures.load(run.directory)
     classes = set(analysis.classes)
-    neighbours = [c for c in _captions(at) if re.match(r"^\w+ · [01]\.\d\d\n", c)]  # "label · similarity"
+    neighbours = [c for c in _captions(at) if re.match(r"^\w+ · [01]\\\.\d\d\n", c)]  # "label · similarity"
     assert len(neighbours) == 8 and {c.split(" · ")[0] for c in neighbours} <= classes
-    assert {c.split("\n")[-1] for c in neighbours} <= {Path(p).name for p in train.paths}
+    assert {c.split("\n")[-1] for c in neighbours} <= {md(Path(p).name) for p in train.paths}
 
 
 def test_colour_by_correct_and_a_highlighted_class(app, own_run):
@@ -205,7 +206,7 @@ def test_a_failed_background_task_says_why_and_is_offered_again(app, own_run):
     at = app("explore", models_dir=store.root)
     at.session_state["explore_tab"] = "Suspected label errors"
     at.run()
-    assert "The last attempt failed: MemoryError: too big" in texts(at)
+    assert f"The last attempt failed: {md('MemoryError: too big')}" in texts(at)
     assert at.button(key="explore_issues_start").label == "Find suspected label errors"
 
 

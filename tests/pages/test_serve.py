@@ -8,6 +8,7 @@ import time
 from core.processes import JobState
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
+from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -50,7 +51,7 @@ def test_a_server_whose_process_died_is_shown_failed(app, workspace, tmp_path):
     )
     at = app("serve", models_dir=models)
     failed = [e.value for e in at.error if e.value.startswith("The last server failed")]
-    assert failed and "(pid 999999) ended without finishing" in failed[0] and "Traceback: boom" in failed[0]
+    assert failed and md("(pid 999999) ended without finishing") in failed[0] and md("Traceback: boom") in failed[0]
     assert any(b.label == "Start server" for b in at.button)
 
 

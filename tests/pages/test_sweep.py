@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.sweeps import SEARCHABLE
+from pages.ui.plain import md
 from tests.pages.conftest import table_with, texts
 
 
@@ -42,7 +43,7 @@ def test_the_launch_form_checks_the_space_before_anything_starts(app, tmp_path):
     assert command.startswith("python -m core sweep ") and "--trials 20" in command and '"learning_rate"' in command
 
     at.multiselect(key="sweep_range_batch_size").set_value([]).run()
-    assert "batch_size: choices must be a non-empty list" in texts(at)
+    assert md("batch_size: choices must be a non-empty list") in texts(at)
     assert at.button(key="sweep_launch").disabled
     for name in SEARCHABLE:
         box = at.checkbox(key=f"sweep_on_{name}")

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from pages.ui.navigation import page_file
+from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -118,7 +119,7 @@ def test_a_failed_run_shows_its_error_and_log(app, workspace):
         at = app("train")
         at.selectbox(key="train_run").set_value("failedrun001").run()
         shown = texts(at)
-        assert "This run failed: ValueError: out of cheese" in shown
+        assert f"This run failed: {md('ValueError: out of cheese')}" in shown
         assert any("out of cheese" in code.value for code in at.code)
     finally:
         store.delete("failedrun001")
@@ -156,7 +157,7 @@ def test_a_stop_that_came_too_late_is_said_on_the_finished_run(app, workspace, t
     note = "a stop was asked for at 12:00:00, as training was ending on its own: it finished as planned"
     RunStore(copy).set_status(workspace["run_id"], note=note)
     at = app("train", models_dir=copy)
-    assert "A stop was asked for at 12:00:00, as training was ending on its own" in texts(at)
+    assert md("A stop was asked for at 12:00:00, as training was ending on its own") in texts(at)
 
 
 def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, tmp_path):

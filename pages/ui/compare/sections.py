@@ -40,7 +40,7 @@ def curves_section(runs, names: dict[str, str]) -> None:
                 x=frame["epoch"],
                 y=frame[metric],
                 mode="lines+markers",
-                name=names[run.run_id],
+                name=plain.chart(names[run.run_id]),  # a run's name as text (Plotly reads tags in it)
                 legendgroup=run.run_id,
                 showlegend=col == 1,
                 line={"color": color},

@@ -43,7 +43,7 @@ def show_result(result: ImportResult, key: str) -> None:
         icon=":material/check:",
     )
     for note in result.notes:
-        st.caption(note)
+        st.caption(plain.md(note))
     if result.skipped:
         with st.expander(f"{len(result.skipped)} file(s) not imported"):
             st.dataframe(result.skipped, hide_index=True)
@@ -84,7 +84,7 @@ def download_card(key: str) -> None:
         if latest is not None and latest.active:
             fetch_progress(latest.directory)
         elif present:
-            st.caption(f":material/check_circle: In `{common.data_root() / key}`.")
+            st.caption(f":material/check_circle: In {plain.code(common.data_root() / key)}.")
             st.button(
                 "Open it",
                 key=f"dataset_open_present_{key}",
@@ -93,7 +93,7 @@ def download_card(key: str) -> None:
             )
         else:
             if latest is not None and latest.state == JobState.FAILED:
-                st.error(f"The last attempt failed: {latest.status.error}", icon=":material/cloud_off:")
+                st.error(f"The last attempt failed: {plain.md(latest.status.error)}", icon=":material/cloud_off:")
             elif latest is not None and latest.state == JobState.STOPPED:
                 st.info("Stopped; getting it again resumes the download.", icon=":material/pause:")
             if st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
@@ -131,7 +131,7 @@ def zip_import() -> None:
             result = import_zip(upload, name, common.data_root(), progress=progress)
         except (ImportRejected, ImportCancelled, OSError, ValueError) as e:
             progress.bar.empty()
-            st.error(f"Not imported: {e}", icon=":material/block:")
+            st.error(f"Not imported: {plain.md(e)}", icon=":material/block:")
             return
         progress.bar.empty()
         show_result(result, "zip")
@@ -246,7 +246,7 @@ def oxford_import() -> None:
             result = import_oxford102(source, common.data_root(), name=name, progress=progress)
         except (ImportRejected, ImportCancelled, OSError, ValueError) as e:
             progress.bar.empty()
-            st.error(f"Not imported: {e}", icon=":material/block:")
+            st.error(f"Not imported: {plain.md(e)}", icon=":material/block:")
             return
         progress.bar.empty()
         show_result(result, "oxford")
@@ -263,7 +263,7 @@ def demo() -> None:
             result = get_dataset("demo", common.data_root(), progress=progress)
         except (ImportRejected, DownloadError, OSError) as e:
             progress.bar.empty()
-            st.error(str(e))
+            st.error(plain.md(e))
             return
         progress.bar.empty()
         show_result(result, "demo")

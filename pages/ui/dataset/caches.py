@@ -16,13 +16,13 @@ def render(index) -> None:
     known[index.fingerprint] = str(index.root)
     entries = cache_inventory.inventory(root, known)
     if not entries:
-        st.caption(f"No caches in `{plain.md(str(root))}` yet: training decodes each dataset there once.")
+        st.caption(f"No caches in {plain.code(root)} yet: training decodes each dataset there once.")
         return
     stale = [e for e in entries if e.removable]
     mine = [e for e in entries if e.fingerprint == index.fingerprint]
     total = sum(e.bytes for e in entries)
     cols = st.columns(3)
-    cols[0].metric("Caches on disk", human_bytes(total), help=f"Everything under {root}.")
+    cols[0].metric("Caches on disk", human_bytes(total), help=f"Everything under {plain.code(root)}.")
     cols[1].metric("This dataset's", human_bytes(sum(e.bytes for e in mine)))
     cols[2].metric("Stale (removable)", human_bytes(sum(e.bytes for e in stale)))
     st.caption(

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.data.datasets import DatasetError, DatasetIndex
 from core.health import CheckCancelled, Finding, HealthReport, check_dataset, saved_report
-from pages.ui import common, dataset_choice, photo_gallery
+from pages.ui import common, dataset_choice, photo_gallery, plain
 
 SEVERITY_LOOK = {
     "error": (":material/error:", "red"),
@@ -29,7 +29,7 @@ def render(index: DatasetIndex) -> None:
         try:
             st.session_state[key] = check_dataset(index, progress=progress, cache_root=dataset_choice.cache_root())
         except (DatasetError, CheckCancelled) as e:
-            st.error(str(e))
+            st.error(plain.md(e))
         progress.bar.empty()
     report: HealthReport | None = st.session_state.get(key)
     if report is None:  # checked before (this session or another) on exactly this content?
@@ -53,8 +53,9 @@ def render(index: DatasetIndex) -> None:
 
 def show_finding(index: DatasetIndex, finding: Finding) -> None:
     icon, _ = SEVERITY_LOOK.get(finding.severity, (":material/info:", "gray"))
-    with st.expander(finding.title, icon=icon, expanded=finding.severity == "error"):
-        st.markdown(finding.detail)
+    # a finding's words name classes and files: text, never Markdown
+    with st.expander(plain.md(finding.title), icon=icon, expanded=finding.severity == "error"):
+        st.markdown(plain.md(finding.detail))
         if finding.groups:
             for number, group in enumerate(finding.groups[:SHOWN_GROUPS], start=1):
                 st.caption(f"Group {number}: the same picture")

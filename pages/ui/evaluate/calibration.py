@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.results import calibration
 from core.results.calibration import Calibration, Scores
-from pages.ui import teaching
+from pages.ui import plain, teaching
 
 
 @st.cache_data(show_spinner="Fitting the temperature…", max_entries=16)
@@ -161,7 +161,7 @@ def section(run, stamp: float) -> None:
     try:
         cal = load_calibration(str(run.directory), stamp)
     except (OSError, ValueError) as e:
-        st.warning(f"The calibration could not be computed: {e}", icon=":material/warning:")
+        st.warning(f"The calibration could not be computed: {plain.md(e)}", icon=":material/warning:")
         return
     st.markdown(reading(cal))
     cols = st.columns(4)

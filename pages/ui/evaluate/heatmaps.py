@@ -54,7 +54,8 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
         pairs = {(true_name, predicted_name) for _, true_name, predicted_name in mistakes}
         (true_name, predicted_name), *others = sorted(pairs)
         picked = st.selectbox(
-            "Misclassified photo" + ("" if others else f" ({true_name} predicted as {predicted_name})"),
+            "Misclassified photo"
+            + ("" if others else f" ({plain.md(true_name)} predicted as {plain.md(predicted_name)})"),
             list(by_path),
             index=None,
             format_func=lambda p: f"{Path(p).name}: {by_path[p][1]} → {by_path[p][2]}",
@@ -75,22 +76,23 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             st.warning(f"{plain.md(Path(path).name)} could not be read: {plain.md(e)}", icon=":material/broken_image:")
             return
         except (OSError, KeyError, ValueError) as e:
-            st.warning(f"The heatmaps could not be computed: {e}", icon=":material/warning:")
+            st.warning(f"The heatmaps could not be computed: {plain.md(e)}", icon=":material/warning:")
             return
         cols = st.columns(4)
         nothing = " (no area raised it)"
+        true_md, predicted_md = plain.md(true_name), plain.md(predicted_name)  # captions are Markdown
         captions = [
             "the photo",
-            f"predicted: {predicted_name}" + (nothing if empty[0] else ""),
-            f"true: {true_name}" + (nothing if empty[1] else ""),
-            f"{true_name} rather than {predicted_name}",
+            f"predicted: {predicted_md}" + (nothing if empty[0] else ""),
+            f"true: {true_md}" + (nothing if empty[1] else ""),
+            f"{true_md} rather than {predicted_md}",
         ]
         for col, image, caption in zip(cols, images, captions, strict=True):
             col.image(image, caption=caption, width="stretch")
         st.caption(
-            f"The last map is the contrast: the {true_name} logit minus the {predicted_name} logit "
-            f"({score:+.2f} on this photo). **Red** areas argued for {true_name}, **blue** areas for "
-            f"{predicted_name}: the blue parts are what tipped the model into its mistake. The two maps before it "
+            f"The last map is the contrast: the {true_md} logit minus the {predicted_md} logit "
+            f"({score:+.2f} on this photo). **Red** areas argued for {true_md}, **blue** areas for "
+            f"{predicted_md}: the blue parts are what tipped the model into its mistake. The two maps before it "
             "show where the model found evidence for each class on its own (bright: counted most, dark: least, each "
             "map on its own scale; a photo left as it is: no area raised that class's score)."
         )

@@ -85,7 +85,7 @@ def proposals_section(run: Run) -> None:
             what = MARKED.get(proposal["action"], proposal["action"]).format(to=proposal.get("to", "?"))
             with st.container(horizontal=True, vertical_alignment="center"):
                 st.markdown(
-                    f"`{plain.md(proposal['path'])}`: {plain.md(what)}, proposed by **{plain.md(proposal['by'])}**"
+                    f"{plain.code(proposal['path'])}: {plain.md(what)}, proposed by **{plain.md(proposal['by'])}**"
                 )
                 args = (run, proposal["path"], proposal["by"])
                 st.button("Accept", key=f"proposal_yes_{i}", on_click=answer_proposal, args=(*args, True))
@@ -223,8 +223,8 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
                 icon=":material/group:",
             )
         st.markdown(
-            f"Your marks are written to `{corrections.file}`, in the data folder, **never to your photos**: no photo "
-            "is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
+            f"Your marks are written to {plain.code(corrections.file)}, in the data folder, **never to your photos**: "
+            "no photo is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
             "applies them (a relabelled photo trains as its new class, an excluded one leaves its split) and, "
             "because its data changed, it gets a **new run id**; the same settings without corrections remain "
             "the old run.\n\n"
@@ -255,16 +255,20 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
         if heatmaps and not error:
             painted, problem = heatmap(run, issue)
             if painted is not None:
-                photo.image(painted, width="stretch", caption=f"red: {issue.suggested} · blue: {issue.given}")
+                photo.image(
+                    painted,
+                    width="stretch",
+                    caption=f"red: {plain.md(issue.suggested)} · blue: {plain.md(issue.given)}",
+                )
             else:
-                photo.caption(problem)
+                photo.caption(plain.md(problem))
         facts.markdown(
             f"**{plain.md(Path(issue.path).name)}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
             f"labelled **{plain.md(issue.given)}**, looks like **{plain.md(issue.suggested)}** "
             f"({issue.suggested_probability:.0%}, {_times(issue.odds)} its label's {issue.score:.1%})"
         )
         if error:
-            facts.caption(error)
+            facts.caption(plain.md(error))
         if issue.split == "val":
             facts.caption(
                 "A validation photo: correcting it changes the score that picks the next run's best epoch"
@@ -275,7 +279,7 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
             facts.caption("A test photo: correcting it changes what the next run is tested on.")
         if marked:
             text = MARKED[marked["action"]].format(to=marked.get("to", "?"))
-            facts.markdown(f":green[:material/check: {text}]")
+            facts.markdown(f":green[:material/check: {plain.md(text)}]")
         classes = run.classes or sorted({issue.given, issue.suggested})
         others = [c for c in classes if c != issue.given]
         relabel = actions.columns([3, 2], vertical_alignment="bottom")

@@ -18,7 +18,7 @@ from plotly.colors import qualitative
 from core.results import embedding
 from core.results import tasks as run_tasks
 from core.runs.record import Run
-from pages.ui import common, photo_gallery, teaching
+from pages.ui import common, photo_gallery, plain, teaching
 from pages.ui.run_task import task_panel
 
 COLOUR_BY = ("true class", "correct or wrong", "confidence")
@@ -98,7 +98,7 @@ def figure(frame: pd.DataFrame, colour_by: str, highlight: str | None, classes: 
         groups = dict(tuple(shown[shown["given"].isin(coloured)].groupby("given", sort=False)))
         for rank, name in enumerate(name for name in classes if name in groups):  # colours by rank: none repeat
             colour = PALETTE[rank % len(PALETTE)]
-            traces.append(_trace(scatter, groups[name], name, dict(color=colour, size=_size(highlight))))
+            traces.append(_trace(scatter, groups[name], plain.chart(name), dict(color=colour, size=_size(highlight))))
     elif colour_by == "correct or wrong":
         traces.append(_trace(scatter, shown[shown["correct"]], "correct", dict(color="#4c78a8", size=_size(highlight))))
         wrong = shown[~shown["correct"]]
@@ -142,8 +142,9 @@ def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
         name=name,
         marker=marker,
         customdata=part["key"].tolist(),
-        text=[
-            f"{Path(r.path).name}<br>{r.split} · given {r.given}<br>predicted {r.predicted} ({r.confidence:.2f})"
+        text=[  # class and file names as text (Plotly reads tags in it)
+            f"{plain.chart(Path(r.path).name)}<br>{r.split} · given {plain.chart(r.given)}<br>"
+            f"predicted {plain.chart(r.predicted)} ({r.confidence:.2f})"
             for r in part.itertuples()
         ],
         hovertemplate="%{text}<extra></extra>",
@@ -273,7 +274,7 @@ def neighbours_section(run: Run, analysis, photos: pd.DataFrame) -> None:
     same = sum(1 for label in labels if label == given)
     st.caption(
         f"The {len(rows)} training photos whose features are most similar (cosine similarity): {same} of them are "
-        f"labelled {given}. What the model learnt from photos like these is what it applies to this one."
+        f"labelled {plain.md(given)}. What the model learnt from photos like these is what it applies to this one."
     )
     root = Path(run.dataset_path)
     photo_gallery.gallery(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.ui import gradcam, run_models, teaching
+from pages.ui import gradcam, plain, run_models, teaching
 
 OVERLAY_SIZE = 224  # the photo is shown at least this large, whatever the run's image size
 
@@ -77,12 +77,12 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
         try:
             images = overlays(model_key, data, tuple(labels), layer)
         except (ImageError, KeyError, ValueError) as e:
-            st.error(f"No heatmap for this photo: {e}")
+            st.error(f"No heatmap for this photo: {plain.md(e)}")
             return
         columns = st.columns(len(images))
         for column, label, (picture, score, empty) in zip(columns, labels, images, strict=True):
             note = ": no area of the photo raised it" if empty else ""
-            column.image(picture, caption=f"{label} (logit {score:.2f}){note}", width="stretch")
+            column.image(picture, caption=f"{plain.md(label)} (logit {score:.2f}){note}", width="stretch")
         st.caption(
             "Bright areas raised the class's score most, dark ones least. Each map is on its own scale: bright "
             "means 'counted most for this class', not a fixed amount, so compare places within a map, not across."

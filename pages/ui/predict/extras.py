@@ -47,7 +47,7 @@ def ood_check_caption(model) -> None:
     """How far 'looks like no class it knows' can be trusted for this run, from what it was picked on."""
     if model.reference is None:
         if model.reference_note:
-            st.caption(f"No 'looks like no class it knows' check for this run: {model.reference_note}")
+            st.caption(f"No 'looks like no class it knows' check for this run: {plain.md(model.reference_note)}")
         return
     detector = model.reference.detector
     text = (
@@ -88,7 +88,7 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
                 log.add_feedback(right, prediction_id=item.log_id)
             else:
                 log.add_feedback(right, image_sha256=photo.sha256)
-            st.success(f"Saved as **{right}** (kept for the {photo.split} split of a retrain).")
+            st.success(f"Saved as **{plain.md(right)}** (kept for the {photo.split} split of a retrain).")
 
 
 def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int) -> list:

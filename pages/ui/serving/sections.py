@@ -85,7 +85,7 @@ def _point_alias() -> None:
     try:
         entry = aliases().set(name, run_id)
     except (AliasError, KeyError, ValueError) as e:
-        st.session_state["serve_alias_notice"] = ("error", str(e))
+        st.session_state["serve_alias_notice"] = ("error", plain.md(e))  # shown as Markdown
         return
     moved = f" (was {entry['previous']})" if entry["previous"] else ""
     st.session_state["serve_alias_notice"] = (
@@ -127,7 +127,7 @@ def export_section(run: Run) -> None:
                     common.models_root(), run.run_id, fmt, target, quantize if fmt == "tflite" else None, layout
                 )
             except ExportError as e:
-                st.error(f"The export failed: {e}", icon=":material/error:")
+                st.error(f"The export failed: {plain.md(e)}", icon=":material/error:")
             else:
                 v = record["verification"]
                 st.success(
@@ -236,7 +236,7 @@ def _retrain(run_id: str, key: str) -> None:
         run = common.store().get(run_id)
         submission = retrain_with_feedback(common.store(), run, common.data_root(), owner=auth.current_user().id)
     except (RetrainError, ValueError, OSError) as e:
-        st.session_state[f"{key}_retrain_notice"] = ("error", str(e))
+        st.session_state[f"{key}_retrain_notice"] = ("error", plain.md(e))  # shown as Markdown
         return
     st.session_state[f"{key}_retrain_notice"] = (
         "success",
@@ -249,7 +249,7 @@ def comparison_table(old: Run, new: Run, key: str) -> None:
     try:
         result = stored_comparison(old, new, common.data_root())
     except (RetrainError, OSError) as e:
-        st.warning(str(e))
+        st.warning(plain.md(e))
         return
     record = retrain_record(new)
     with st.container(border=True):
@@ -303,10 +303,11 @@ def promote_controls(old: Run, new: Run, result: dict, key: str) -> None:
     if reasons:
         st.warning("Think twice: " + "; ".join(reasons) + ".", icon=":material/warning:")
         confirmed = st.checkbox(
-            f"Promote it anyway: point {alias_names[0]} at {new.run_id[:6]}", key=f"{key}_confirm_{new.run_id}"
+            f"Promote it anyway: point {plain.md(alias_names[0])} at {new.run_id[:6]}",
+            key=f"{key}_confirm_{new.run_id}",
         )
     st.button(
-        f"Promote: point {alias_names[0]} at the new run",
+        f"Promote: point {plain.md(alias_names[0])} at the new run",
         icon=":material/upgrade:",
         key=f"{key}_promote_{new.run_id}",
         disabled=not confirmed,
@@ -319,7 +320,7 @@ def _promote(alias: str, run_id: str, key: str) -> None:
     try:
         entry = aliases().set(alias, run_id)
     except (AliasError, KeyError) as e:
-        st.session_state[f"{key}_retrain_notice"] = ("error", str(e))
+        st.session_state[f"{key}_retrain_notice"] = ("error", plain.md(e))
         return
     st.session_state[f"{key}_retrain_notice"] = (
         "success",

@@ -24,7 +24,7 @@ QUIET = {"displayModeBar": False}  # the charts' toolbar stays hidden
 
 def notices() -> None:
     if "sweep_error_list" in st.session_state:
-        st.error(st.session_state.pop("sweep_error_list"), icon=":material/error:")
+        st.error(plain.md(st.session_state.pop("sweep_error_list")), icon=":material/error:")
     notice = st.session_state.pop("sweep_notice", None)
     if notice:
         outcome, sweep_id = notice
@@ -49,7 +49,7 @@ def header(sweep: Sweep) -> None:
         st.caption(f"{sweep.status.device or 'device: deciding'} · pid {sweep.status.pid or '-'}")
     applied = launch_corrections(sweep)
     with_corrections = f" · +{len(applied)} label corrections ({correction_summary(applied)})" if applied else ""
-    st.caption(f"Fixed for every trial: {describe_config(sweep.fixed)}{with_corrections}.")
+    st.caption(f"Fixed for every trial: {plain.md(describe_config(sweep.fixed))}{with_corrections}.")
 
 
 def progress(sweep: Sweep) -> None:
@@ -77,9 +77,9 @@ def progress(sweep: Sweep) -> None:
             )
         return
     if sweep.state is JobState.FAILED:
-        st.error(f"This sweep failed: {status.error or 'no error recorded'}", icon=":material/error:")
+        st.error(f"This sweep failed: {plain.md(status.error or 'no error recorded')}", icon=":material/error:")
     elif status.note:
-        st.caption(f"{sweep.state.value.capitalize()}: {status.note}.")
+        st.caption(f"{sweep.state.value.capitalize()}: {plain.md(status.note)}.")
     if not auth.can_change(sweep):
         auth.read_only_note(sweep, "sweep")
         return
@@ -194,7 +194,7 @@ def best_trial(sweep: Sweep, best: dict | None) -> None:
         config = TrainConfig.from_dict(best["config"])
         applied = launch_corrections(sweep)
         with_corrections = f" · +{len(applied)} label corrections" if applied else ""
-        st.caption(f"As a run: {describe_config(config)}{with_corrections}")
+        st.caption(f"As a run: {plain.md(describe_config(config))}{with_corrections}")
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.number_input(
                 "Fine-tune epochs on top (0 = none)",
@@ -205,7 +205,9 @@ def best_trial(sweep: Sweep, best: dict | None) -> None:
                 help="Phase 2 after the head: the top ResNet stage unfrozen at a low rate. Slow on a CPU.",
             )
             st.button(
-                "Train the best as a run" if auth.can_change(sweep) else f"Only {sweep.owner} can train its best",
+                "Train the best as a run"
+                if auth.can_change(sweep)
+                else f"Only {plain.md(sweep.owner)} can train its best",
                 type="primary",
                 icon=":material/model_training:",
                 key=f"sweep_promote_{sweep.sweep_id}",

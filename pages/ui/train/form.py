@@ -35,7 +35,7 @@ from core.settings.options import (
     weights_run_id,
 )
 from core.settings.presets import all_presets, preset_name_for, save_preset
-from pages.ui import auth, common, dataset_choice, device_status, teaching
+from pages.ui import auth, common, dataset_choice, device_status, plain, teaching
 from pages.ui.navigation import page_file
 
 FORM_DATASET = "train_form_dataset"  # the dataset the widgets were last filled for
@@ -112,7 +112,7 @@ def render() -> tuple[str | None, TrainConfig | None]:
     try:
         config = _config_from_widgets(weights)
     except (ConfigError, ValueError) as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(plain.md(e), icon=":material/error:")
         return dataset, None
     st.session_state[FORM_VALUES] = config.to_dict()
     return dataset, config
@@ -295,8 +295,8 @@ def weights_picker(option: TrainOption, prefix: str = "train") -> str | None:
         if not imagenet_weights_cached():
             st.caption(
                 f":material/cloud_download: Not on this machine yet: Keras downloads them (94 MB) when the run "
-                f"starts. Offline? Copy the file to `{imagenet_weights_file()}`, set `FLORA_IMAGENET_WEIGHTS_URL` "
-                "to a mirror, or choose *A weights file* with its path."
+                f"starts. Offline? Copy the file to {plain.code(imagenet_weights_file())}, set "
+                "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* with its path."
             )
         return "imagenet"
     if kind == "none":

@@ -13,7 +13,7 @@ from core.settings.config import TrainConfig
 from core.settings.options import describe_weights
 from core.train import jobs
 from core.train.jobs import dataset_corrections
-from pages.ui import auth, common, dataset_choice
+from pages.ui import auth, common, dataset_choice, plain
 from pages.ui.navigation import TRAIN_PREFILL, TRAIN_RUN
 from pages.ui.train import form as train_form
 
@@ -34,7 +34,9 @@ def plan_text(config: TrainConfig) -> str:
             "from ImageNet weights, and confident mistakes."
         )
     else:
-        steps.append(f"**Start**: ResNet-50 with {describe_weights(config.weights)} weights, a new head on top.")
+        steps.append(
+            f"**Start**: ResNet-50 with {plain.md(describe_weights(config.weights))} weights, a new head on top."
+        )
     if config.epochs:
         where = "on cached backbone features" if config.feature_cache else "on images through the frozen ResNet-50"
         views = (
@@ -72,7 +74,7 @@ def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_addr
             ray_address=ray_address,
         )
     except (ValueError, OSError) as e:
-        st.session_state["train_error"] = f"Could not launch: {e}"
+        st.session_state["train_error"] = f"Could not launch: {plain.md(e)}"  # shown as Markdown
         return
     train_form.remember(dataset, config)
     st.session_state[TRAIN_RUN] = submission.run_id
@@ -107,7 +109,7 @@ def take_prefill_link() -> None:
     try:
         run = common.store().find(run_id)
     except (KeyError, ValueError) as e:  # not in the store, not an id, or unreadable
-        st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {e}")
+        st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {plain.md(e)}")  # the id came in a link
         return
     prefill_from(run.run_id)
     kept = dataset_corrections(common.data_root(), run.dataset_path, auth.current_user().id)

@@ -84,7 +84,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
         source = run.reused_from
         st.caption(
             f":material/content_copy: {plain.md(run.owner)}'s own copy of {plain.md(source.get('owner', '?'))}'s "
-            f"identical run `{plain.md(source['run_id'])}` (the same settings and data): its files are shared on "
+            f"identical run {plain.code(source['run_id'])} (the same settings and data): its files are shared on "
             "disk, nothing was trained twice."
         )
 
@@ -94,7 +94,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
             st.caption(f"Training {run.status.parallel}.")
         stop_controls(run)
     elif run.state is JobState.FAILED:
-        st.error(f"This run failed: {run.status.error or 'no error recorded'}", icon=":material/error:")
+        st.error(f"This run failed: {plain.md(run.status.error or 'no error recorded')}", icon=":material/error:")
     if run.evaluated:
         result(run, state)
     elif run.state is JobState.STOPPED:
@@ -174,7 +174,7 @@ def result(run: Run, state: RunProgress) -> None:
     if run.state is JobState.STOPPED:
         st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
     elif status.note:
-        st.caption(status.note[0].upper() + status.note[1:] + ".")
+        st.caption(plain.md(status.note[0].upper() + status.note[1:] + "."))
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",
@@ -229,7 +229,7 @@ def settings(run: Run) -> None:
         if split:
             st.caption(
                 f"Split ({split.get('source')}): {split.get('train')} train / {split.get('val')} validation / "
-                f"{split.get('test')} test images. " + " ".join(split.get("notes", []))
+                f"{split.get('test')} test images. " + plain.md(" ".join(split.get("notes", [])))
             )
         if not run.active and auth.can_change(run):
             with st.popover("Delete this run", icon=":material/delete:"):

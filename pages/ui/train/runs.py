@@ -67,7 +67,7 @@ def save_label(run_id: str) -> None:
 
 def show_notice() -> None:
     if "train_error_runs" in st.session_state:
-        st.error(st.session_state.pop("train_error_runs"), icon=":material/error:")
+        st.error(plain.md(st.session_state.pop("train_error_runs")), icon=":material/error:")
     notice = st.session_state.pop("train_notice", None)
     if not notice:
         return
