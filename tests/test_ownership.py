@@ -145,3 +145,23 @@ def test_presets_and_feedback_photos_are_their_makers_to_change(tmp_path):
     add_feedback(data, dataset, ["a", "b"], "b", photo, "p.jpg", by="alice")  # her own: she may change it
     [kept] = list_feedback(data, dataset)
     assert kept.label == "b" and kept.by == "alice"
+
+
+def test_the_class_view_charges_the_device_only_for_what_it_trained(tmp_path, dataset):
+    """Walk: copied runs were charged as device time and a running sweep did not count as running."""
+    from types import SimpleNamespace
+
+    from core.sharing import classroom
+
+    store = RunStore(tmp_path / "models")
+    first = jobs.submit(store, dataset, CONFIG, owner="alice")
+    _finish(store, first.run_id)
+    store.set_status(first.run_id, started_at=time.time() - 120, finished_at=time.time())
+    copy = jobs.submit(store, dataset, CONFIG, owner="bob")
+    sweep = SimpleNamespace(owner="bob", state=JobState.RUNNING)
+    people = {p.name: p for p in classroom.people_table(store.list(), {"bob": time.time()}, [sweep])}
+    assert people["alice"].device_seconds == pytest.approx(120, abs=2) and people["bob"].device_seconds == 0
+    assert people["bob"].running == 1 and people["bob"].active(time.time())
+    assert classroom.typical_run_seconds(store.list()) == pytest.approx(120, abs=2)
+    assert "one run each for 3 people is about 6 min" in classroom.class_cost(store.list(), 3).lower()
+    assert copy.run.reused_from

@@ -114,6 +114,8 @@ def test_names_that_own_work_outside_the_token_sign_in_are_nobodys_to_take(tmp_p
         ("LOCAL", "before it was shared"),
         ("ｌｏｃａｌ", "before it was shared"),  # full-width letters: the same name
         ("ann@example.com", "e-mail"),
+        ("Admin", "the role of whoever runs this Flora"),
+        ("Prof\u200bOak", "invisible characters"),  # a zero-width space: a copy that reads the same
         ("Prof Oak", "owns runs made outside this sign-in"),  # an OIDC subject or --owner name with runs
     ]:
         with pytest.raises(people.NameTaken, match=why):

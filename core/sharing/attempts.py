@@ -71,8 +71,8 @@ def check(data_root, key: str, label: str, now: float | None = None) -> None:
     if locked_until > now:
         minutes = max(1, round((locked_until - now) / 60))
         raise SignInPaused(
-            f"{label} is locked after {count} failed sign-ins: try again in about {minutes} min, or ask an admin "
-            "to unlock it (the Class page)."
+            f"{_sentence(label)} is locked after {count} failed sign-ins: try again in about {minutes} min, or ask "
+            "an admin to unlock it (the Class page)."
         )
     wait = _wait_after(count, _rule(key))
     if last_at + wait > now:
@@ -98,11 +98,18 @@ def failed(data_root, key: str, label: str, now: float | None = None) -> str:
             (key, label, count, now, locked_until),
         )
     if locked_until:
-        return f"{label} is now locked for {LOCK_MINUTES} min after {count} failed sign-ins (an admin can unlock it)."
+        return _sentence(
+            f"{label} is now locked for {LOCK_MINUTES} min after {count} failed sign-ins (an admin can unlock it)."
+        )
     left = rule.lock_after - count
     if count >= rule.free_tries:
-        return f"{left} more failed sign-ins lock {label} for {LOCK_MINUTES} min; each try now waits longer."
+        tries = "failed sign-in locks" if left == 1 else "more failed sign-ins lock"
+        return f"{left} {tries} {label} for {LOCK_MINUTES} min; each try now waits longer."
     return ""
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def succeeded(data_root, key: str) -> None:

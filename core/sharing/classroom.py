@@ -32,9 +32,11 @@ class Person:
         return self.last_seen is not None and now - self.last_seen <= ACTIVE_MINUTES * 60
 
 
-def people_table(runs: list, seen: dict[str, float]) -> list[Person]:
-    """One row per person who owns runs or has used a page, the most recently seen first."""
+def people_table(runs: list, seen: dict[str, float], sweeps: list = ()) -> list[Person]:
+    """One row per person who owns runs or sweeps or has used a page, the most recently seen first. A running
+    sweep counts as running (it holds the device)."""
     names = {layer_of(run.owner) for run in runs} | {layer_of(name) for name in seen}
+    names |= {layer_of(sweep.owner) for sweep in sweeps}
     rows = []
     for name in names:
         theirs = [run for run in runs if layer_of(run.owner) == name]
@@ -42,7 +44,8 @@ def people_table(runs: list, seen: dict[str, float]) -> list[Person]:
             Person(
                 name=name,
                 runs=len(theirs),
-                running=sum(1 for run in theirs if run.state is JobState.RUNNING),
+                running=sum(1 for run in theirs if run.state is JobState.RUNNING)
+                + sum(1 for sweep in sweeps if layer_of(sweep.owner) == name and sweep.state is JobState.RUNNING),
                 queued=sum(1 for run in theirs if run.state is JobState.QUEUED),
                 device_seconds=sum(_device_seconds(run) for run in theirs),
                 last_seen=max((t for n, t in seen.items() if layer_of(n) == name), default=None),
@@ -52,6 +55,8 @@ def people_table(runs: list, seen: dict[str, float]) -> list[Person]:
 
 
 def _device_seconds(run) -> float:
+    if run.reused_from:  # a copy of a classmate's run: the device did nothing for it
+        return 0.0
     started, finished = run.status.started_at, run.status.finished_at
     if started and finished and finished > started:
         return float(finished - started)

@@ -27,6 +27,7 @@ from core.sharing import LOCAL_USER
 PEOPLE_FILE = "people.json"  # each token name's passphrase (scrypt) and each OpenID Connect identity seen
 MIN_PASSPHRASE = 4
 SERVER_ACCOUNTS = ("root",)  # besides this process's own user: the usual owner of command-line runs
+ROLE_NAMES = ("admin", "administrator")  # a student named "admin" would read as the one who runs the class
 
 
 class NameTaken(ValueError):
@@ -92,7 +93,11 @@ def remember_identity(data_root, identity: str) -> None:
 
 def why_reserved(name: str, data_root, owners: Iterable[str] = ()) -> str | None:
     """Why `name` cannot be claimed with the token, or None: it owns work made outside this sign-in."""
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs") for char in name):
+        return "it holds invisible characters (a zero-width space makes a copy of someone's name look the same)"
     key = name_key(name)
+    if key in {name_key(role) for role in ROLE_NAMES}:
+        return "it reads as the role of whoever runs this Flora; admins sign in with their own token"
     if key == name_key(LOCAL_USER):
         return f"“{LOCAL_USER}” owns every run made on this Flora before it was shared"
     if key in {name_key(user) for user in server_users()}:

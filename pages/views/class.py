@@ -11,7 +11,7 @@ import streamlit as st
 from core.processes import JobState
 from core.runs.curves import format_duration
 from core.sharing import attempts, classroom, sessions
-from core.sharing.people import layer_of
+from core.sharing.people import LOCAL_USER, layer_of, server_users
 from core.train import jobs
 from pages.ui import auth, common, plain
 
@@ -28,7 +28,7 @@ st.caption(
 data_root = common.data_root()
 now = time.time()
 runs = common.runs()
-people = classroom.people_table(runs, sessions.last_seen(data_root))
+people = classroom.people_table(runs, sessions.last_seen(data_root), common.sweeps())
 active = [p for p in people if p.active(now)]
 
 with st.container(horizontal=True):
@@ -54,7 +54,9 @@ else:
         pd.DataFrame(
             [
                 {
-                    "name": p.name,
+                    "name": f"{p.name} (this machine: the command line, {', '.join(sorted(server_users()))})"
+                    if p.name == LOCAL_USER
+                    else p.name,
                     "active": p.active(now),
                     "last seen": _ago(p.last_seen),
                     "runs": p.runs,
