@@ -24,6 +24,7 @@ from core.runs.record import Run, RunNotFound
 from core.runs.store import RunStore
 
 ALIASES_FILE = "aliases.json"
+PRODUCTION = "production"  # the alias clients are told to use, and what pickers default to
 _LOCK_FILE = ".aliases.lock"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 _HEX = re.compile(r"^[0-9a-f]+$")

@@ -2,7 +2,7 @@
 
 Requests arrive already decoded (a bad photo fails its own request, never a batch). A worker
 thread takes the first waiting request, waits up to `max_wait_ms` for more until `max_batch` rows,
-pads the rows to the next of a few fixed batch sizes (each warmed before the server says ready,
+pads the rows to the next of a few fixed batch sizes (the model is warmed for them before the server says ready,
 so no request pays for compiling a new shape), runs the model once and hands each request its rows.
 The queue is bounded: when it is full, `submit` raises `QueueFull` at once (the server answers 503
 with Retry-After) instead of letting latency grow without end. A request whose client went away is
@@ -107,11 +107,6 @@ class DynamicBatcher:
         self._started = False
         self._closed = False
         self._gate = threading.Lock()  # a submit either lands before the stop marker or sees closed
-
-    def warm(self) -> None:
-        """Run every padded batch size once, so no request waits for a shape to compile."""
-        for size in self.sizes:
-            self.forward(np.zeros((size, *self.image_shape), dtype=np.uint8))
 
     def start(self) -> DynamicBatcher:
         if not self._started:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,21 @@ def image_facts(data: bytes) -> tuple[str, int | None, int | None]:
 class ServedModel:
     """A run's model ready to answer: decode, forward, answer."""
 
-    def __init__(self, run: Run, data_root: str | os.PathLike | None = None, with_reference: bool = True):
+    def __init__(
+        self,
+        run: Run,
+        data_root: str | os.PathLike | None = None,
+        with_reference: bool = True,
+        reference_later: bool = False,
+    ):
+        """Load `run` to answer.
+
+        Args:
+            with_reference: score 'looks like no class it knows' with the run's out-of-distribution reference.
+            reference_later: (the server) a run without a stored reference (trained before training fitted
+                one) answers at once and gets its reference in the background; its answers carry the flag
+                from then on. Otherwise it is fitted here, first.
+        """
         from core.serving.reference import load_inference_model  # heavy: sklearn
 
         started = time.perf_counter()
@@ -95,17 +110,63 @@ class ServedModel:
         self.classes = run.classes
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
-        self.model = load_inference_model(run)
+        self.model = load_inference_model(run, share_backbone=True)
         self.temperature = run_temperature(run)
         self.reference: Reference | None = None
         self.reference_note: str | None = None
+        self.data_root = data_root
+        self._compiling = threading.Event()  # set while `warm(background=True)` compiles
+        self.warm_seconds: float | None = None
         if with_reference:
-            try:
-                self.reference = ensure_reference(run, data_root, self.model)
-            except (ReferenceUnavailable, OSError, ValueError) as e:
-                self.reference_note = str(e)
-                log.warning("run %s: no out-of-distribution reference: %s", run.run_id, e)
+            self.reference = Reference.load(run.directory)
+            if self.reference is None and reference_later:
+                self.reference_note = "fitting the out-of-distribution reference in the background (first use)"
+                threading.Thread(target=self._fit_reference, name=f"reference-{run.run_id}", daemon=True).start()
+            elif self.reference is None:
+                self._fit_reference()
         self.load_seconds = time.perf_counter() - started
+
+    def _fit_reference(self) -> None:
+        try:
+            self.reference = ensure_reference(self.run, self.data_root, self.model)
+            self.reference_note = None
+        except (ReferenceUnavailable, OSError, ValueError) as e:
+            self.reference_note = str(e)
+            log.warning("run %s: no out-of-distribution reference: %s", self.run_id, e)
+
+    def warm(self, batch_sizes: list[int], background: bool = False) -> None:
+        """Prepare the forward pass for these batch sizes, so no request pays for it.
+
+        TensorFlow traces the graph once with the batch dimension left open (every size then reuses it) and
+        runs it once; JAX compiles each size, so each runs once. `background` (a switch): return at once;
+        until the compiled graph is ready, `forward` runs the same graph op by op (slower per batch, but the
+        run answers seconds sooner).
+        """
+        if not background:
+            self._compile(list(batch_sizes))
+            return
+        self._compiling.set()
+        compiling = threading.Thread(target=self._compile, args=(list(batch_sizes),), name=f"warm-{self.run_id}")
+        compiling.daemon = True
+        compiling.start()
+
+    def _compile(self, sizes: list[int]) -> None:
+        import keras
+
+        started = time.perf_counter()
+        try:
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf  # heavy: the backend's own tracing
+
+                self.model.make_predict_function()
+                spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
+                self.model.predict_function.get_concrete_function([(spec,)])
+                sizes = sizes[:1]
+            for size in sizes:
+                self.model.predict_on_batch(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
+        finally:
+            self._compiling.clear()
+        self.warm_seconds = time.perf_counter() - started
 
     @property
     def ood_method(self) -> str | None:
@@ -142,7 +203,10 @@ class ServedModel:
         """probabilities, logits and pooled features for a (N, size, size, 3) batch."""
         import keras
 
-        outputs = self.model.predict_on_batch(np.asarray(batch, dtype=np.float32))
+        batch = np.asarray(batch, dtype=np.float32)
+        # A switch's first seconds: the same graph op by op, until the compiled one is ready.
+        eager = self._compiling.is_set()
+        outputs = self.model(batch, training=False) if eager else self.model.predict_on_batch(batch)
         return {
             n: keras.ops.convert_to_numpy(o).astype(np.float32)
             for n, o in zip(names.INFERENCE_OUTPUTS, outputs, strict=True)

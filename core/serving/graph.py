@@ -20,8 +20,14 @@ from core.network.model import build_head, head_of, head_units
 OUTPUTS = names.INFERENCE_OUTPUTS
 
 
-def inference_model(classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS) -> keras.Model:
+def inference_model(
+    classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS, share_backbone: bool = False
+) -> keras.Model:
     """A float32 copy of `classifier` without augmentation, with the named outputs (in that order).
+
+    `share_backbone` (the server): when the classifier's backbone already computes in float32, the graph calls
+    that very backbone instead of building a second ResNet-50 and copying its weights (about a second of a
+    switch's load). Exports keep a fresh copy, as converters see it.
 
     Raises:
         ValueError: an unknown output name.
@@ -36,8 +42,12 @@ def inference_model(classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        backbone = entry.build((size, size, 3), None, entry.name)
-        backbone.set_weights(classifier.get_layer(entry.name).get_weights())
+        trained = classifier.get_layer(entry.name)
+        if share_backbone and _computes_in_float32(trained):
+            backbone = trained
+        else:
+            backbone = entry.build((size, size, 3), None, entry.name)
+            backbone.set_weights(trained.get_weights())
         head = build_head(num_classes, head_units(source_head), dropout=0.0, feature_dim=entry.feature_dim)
         head.set_weights(source_head.get_weights())
         inputs = keras.Input((size, size, 3), name=names.IMAGE, dtype="float32")  # raw 0-255 RGB
@@ -55,6 +65,10 @@ def inference_model(classifier: keras.Model, outputs: tuple[str, ...] = OUTPUTS)
         keras.config.set_dtype_policy(previous)
     tensors = {names.PROBABILITIES: probabilities, names.LOGITS: logits, names.FEATURES: features}
     return keras.Model(inputs, [tensors[name] for name in outputs], name=f"flora_{names.HEAD}_inference")
+
+
+def _computes_in_float32(model: keras.Model) -> bool:
+    return all(layer.dtype_policy.compute_dtype == "float32" for layer in [model, *model.layers])
 
 
 def run_outputs(model: keras.Model, images, batch_size: int = 64) -> dict[str, np.ndarray]:

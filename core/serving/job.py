@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.processes import JobFolder, JobState, JobStatus
+from core.serving.aliases import PRODUCTION
 
 SERVER_DIRNAME = ".server"
 SERVER_LOG = "server.log"
@@ -45,6 +46,24 @@ class ServerStatus(JobStatus):
     options: dict[str, Any] = field(default_factory=dict)  # max_batch, max_wait_ms, max_bytes, auth
     log_rows: int | None = None  # prediction-log rows written
     swaps: list[dict[str, Any]] = field(default_factory=list)  # alias moves seen while running
+
+
+    def answering(self, name: str) -> str | None:
+        """The run the server answers with for model name `name` now; None when it does not serve that name."""
+        return next((m["run_id"] for m in self.models if m.get("name") == name), None)
+
+    def client_name(self) -> str | None:
+        """The model name to give clients: `production` when served, else another alias, else the first name."""
+        served = [m["name"] for m in self.models] or list(self.names)
+        aliases = [m["name"] for m in self.models if m.get("alias")]
+        if PRODUCTION in aliases:
+            return PRODUCTION
+        return (aliases or served or [None])[0]
+
+    def switched_at(self, name: str, run_id: str) -> float | None:
+        """When the server moved `name` to `run_id` (its last such swap), if it did while running."""
+        moves = [s for s in self.swaps if s.get("alias") == name and s.get("to") == run_id]
+        return moves[-1].get("at") if moves else None
 
 
 def server_folder(models_root: str | os.PathLike) -> JobFolder:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data.datasets import DatasetIndex
 from core.data.imaging import center_crop
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.network import layer_names as names
@@ -127,8 +128,17 @@ def reference_stamp(run_dir: str | os.PathLike) -> float:
         return 0.0
 
 
-def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model=None) -> Reference:
+def ensure_reference(
+    run: Run,
+    data_root: str | os.PathLike | None = None,
+    model=None,
+    cache_root: str | os.PathLike | None = None,
+    index: DatasetIndex | None = None,
+) -> Reference:
     """The run's reference, computed and stored first when it has none.
+
+    Training fits it as its last step (`core.train.training`), so a server's first switch to a run only loads
+    it; a run trained before that gets it here, on first use.
 
     Raises:
         ReferenceUnavailable: no model, or the dataset is gone.
@@ -136,21 +146,30 @@ def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model
     found = Reference.load(run.directory)
     if found is not None:
         return found
-    reference = compute_reference(run, data_root, model)
+    reference = compute_reference(run, data_root, model, cache_root, index)
     reference.save(run.directory)
     return reference
 
 
-def compute_reference(run: Run, data_root: str | os.PathLike | None = None, model=None) -> Reference:
-    """Run the model over the run's train (a sample), validation and test splits and foreign images; fit."""
+def compute_reference(
+    run: Run,
+    data_root: str | os.PathLike | None = None,
+    model=None,
+    cache_root: str | os.PathLike | None = None,
+    index: DatasetIndex | None = None,
+) -> Reference:
+    """Run the model over the run's train (a sample), validation and test splits and foreign images; fit.
+
+    `cache_root` (default `<data_root>/.cache`) holds the decoded images; `index`, the dataset already scanned.
+    """
     from core.serving.graph import run_outputs  # heavy: keras
 
     if not run.has_model:
         raise ReferenceUnavailable(f"run {run.run_id} has no saved model")
     started = time.time()
     config = run.train_config
-    try:
-        data = run_split(run, cache_dir(data_root))  # the run's own split: its label corrections and exclusions
+    try:  # the run's own split: its label corrections and exclusions
+        data = run_split(run, cache_root if cache_root is not None else cache_dir(data_root), index)
     except DatasetChanged as e:
         raise ReferenceUnavailable(f"{e}; no out-of-distribution reference") from e
     cache, split = data.cache, data.split
@@ -199,9 +218,12 @@ def compute_reference(run: Run, data_root: str | os.PathLike | None = None, mode
     return reference
 
 
-def load_inference_model(run: Run):
-    """The run's classifier as a float32 inference graph (probabilities, logits, features)."""
+def load_inference_model(run: Run, share_backbone: bool = False):
+    """The run's classifier as a float32 inference graph (probabilities, logits, features).
+
+    `share_backbone`: see `core.serving.graph.inference_model` (the server's quicker load).
+    """
     from core.network.model import load_classifier  # heavy: keras
     from core.serving.graph import inference_model  # heavy: keras
 
-    return inference_model(load_classifier(run.path(MODEL_FILE)))
+    return inference_model(load_classifier(run.path(MODEL_FILE)), share_backbone=share_backbone)

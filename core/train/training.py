@@ -38,6 +38,7 @@ from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import Evaluation
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
+from core.serving.reference import ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
@@ -126,6 +127,8 @@ def train_run(job: TrainingJob) -> RunStatus:
     )
     evaluation.save(job.run_dir)
     summary = evaluation.summary()
+    report("fitting the out-of-distribution reference", force=True)
+    fit_reference(job)
     log.info("test accuracy %.4f on %d images (best epoch %s)", summary["accuracy"], len(data.split.test), best_epoch)
     note = None
     asked = job.store.stop_requested_at(job.run_id)
@@ -146,6 +149,22 @@ def train_run(job: TrainingJob) -> RunStatus:
         best_epoch=best_epoch,
         epochs_done=trainer.counter.epochs_done,
     )
+
+
+def fit_reference(job: TrainingJob) -> None:
+    """Fit the run's out-of-distribution reference now, while its images are decoded and at hand.
+
+    It is the run's, not a server's: a server switching to this run then only loads it (a first switch used to
+    spend most of its minute here). A run that cannot have one (a stop, a dataset that moved) still finishes;
+    a server then fits it in the background on first use.
+    """
+    started = time.perf_counter()
+    try:
+        ensure_reference(job.store.get(job.run_id), cache_root=job.cache_root, index=job.index)
+    except (ReferenceUnavailable, OSError, ValueError) as e:
+        log.warning("no out-of-distribution reference for run %s: %s", job.run_id, e)
+        return
+    log.info("out-of-distribution reference fitted in %.1fs", time.perf_counter() - started)
 
 
 def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
