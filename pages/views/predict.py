@@ -11,6 +11,7 @@ from pages.ui import auth, common, device_status, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
+from pages.ui.serving import sections as serving
 
 st.title("Predict")
 st.caption("Classify your own photos with a trained run. The photo is prepared exactly as the test images were.")
@@ -44,16 +45,26 @@ if not runs:
     st.stop()
 
 CLASSES_IN_A_LINE = 20
-labels = {run.run_id: common.run_label(run) for run in runs}
+by_run = serving.aliases_by_run()
+labels = {run.run_id: serving.with_aliases(run, by_run) for run in runs}
+production = serving.aliases().get(serving.DEFAULT_ALIAS)
 if st.session_state.get("predict_run") not in labels:
     me = auth.current_user().id
     mine = [run for run in runs if run.owner == me]  # shared: your own newest model first
-    st.session_state["predict_run"] = (mine or runs)[0].run_id
+    # The model people mean is the one production serves; without that alias, your newest (or the newest).
+    st.session_state["predict_run"] = production if production in labels else (mine or runs)[0].run_id
 controls = st.columns([3, 1])
 run_id = controls[0].selectbox(
     "Model (run)", list(labels), format_func=labels.get, key="predict_run", bind="query-params"
 )
 run = common.store().get(run_id)
+if production == run_id:
+    st.caption(f"The run *{serving.DEFAULT_ALIAS}* points at: what the model server answers with under that name.")
+elif production in labels:
+    st.caption(
+        f"Not the production model: *{serving.DEFAULT_ALIAS}* points at run {production}. Pick it above to see "
+        "what clients of the model server get."
+    )
 top_k = controls[1].slider("Top k", 1, min(10, len(run.classes)), min(3, len(run.classes)), key="predict_top_k")
 if len(run.classes) <= CLASSES_IN_A_LINE:
     st.caption(f"Classes: {', '.join(plain.md(c) for c in run.classes)}")

@@ -30,9 +30,12 @@ def start_form() -> None:
     if not auth.current_user().admin:
         st.caption("Starting the model server is an admin's step on a shared Flora.")
         return
-    names = list(serving.aliases().all()) + [run.run_id for run in runs]
+    listed = serving.aliases().all()
+    alias_names = sorted(listed, key=lambda a: (a != serving.DEFAULT_ALIAS, a))  # production first
+    names = alias_names + [run.run_id for run in runs]
     labels = {run.run_id: common.run_label(run) for run in runs}
-    default = [names[0]] if names else []
+    labels |= {a: f"{a} → run {listed[a]['run_id']} (alias)" for a in alias_names}
+    default = [names[0]] if names else []  # what production serves; with no alias yet, the newest run
     last = server_status(common.models_root())
     if "serve_port" not in st.session_state:  # after a Stop, the port it ran on (not the default again)
         st.session_state["serve_port"] = int(last.port or DEFAULT_PORT)
@@ -45,6 +48,12 @@ def start_form() -> None:
             format_func=lambda n: labels.get(n, f"alias {n}"),
             key="serve_models",
         )
+        if not alias_names:
+            st.caption(
+                f"No alias yet, so clients name the run by its id ({runs[0].run_id}, the newest). Point "
+                f"*{serving.DEFAULT_ALIAS}* at a run under Aliases below and serve that instead: clients keep one "
+                "name while the run behind it changes."
+            )
         cols = st.columns(3)
         port = cols[0].number_input("Port", 1024, 65535, key="serve_port")
         max_batch = cols[1].number_input("Max batch", 1, 256, 32, key="serve_max_batch", help="1 turns batching off")
@@ -127,10 +136,23 @@ def server_panel() -> None:
         st.caption(f"Last alias move: **{plain.md(last['alias'])}** {last['from']} → {last['to']}{loaded}")
     with st.expander("Server log"):
         st.code(server_folder(common.models_root()).log_tail(30) or "(empty)", language=None)
-    try_it(url, status.names[0] if status.names else runs[0].run_id, bool((status.options or {}).get("auth")))
+    try_it(url, status, bool((status.options or {}).get("auth")))
 
 
-def try_it(url: str, model: str, auth: bool) -> None:
+def try_it(url: str, status, auth: bool) -> None:
+    """Client snippets that name what the server serves: production first, then another alias, then a run."""
+    served = [m["name"] for m in status.models] or list(status.names)
+    model = status.client_name() or runs[0].run_id
+    if len(served) > 1:
+        model = st.selectbox("Model in the examples", served, index=served.index(model), key="serve_try_model")
+    answering = status.answering(model)
+    if answering and answering != model:
+        st.caption(f"Clients name **{plain.md(model)}**; it answers with run {answering} now, and follows the alias.")
+    elif answering:
+        st.caption(
+            f"Clients name run **{model}** by its id: it stays that run. Serve an alias such as "
+            f"*{serving.DEFAULT_ALIAS}* to let clients keep one name while the run behind it changes."
+        )
     bearer = ' -H "Authorization: Bearer $FLORA_API_KEY"' if auth else ""
     if auth:
         st.caption(

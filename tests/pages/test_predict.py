@@ -113,3 +113,23 @@ def test_a_model_of_many_classes_lists_them_all_in_a_searchable_table(app, works
     assert any(e.label == "The 30 classes this model knows" for e in at.expander)
     assert at.dataframe[0].value["class"].tolist() == config["classes"]
     assert "Classes: " not in texts(at)
+
+
+def test_the_model_people_mean_is_the_one_production_serves(app, workspace, tmp_path):
+    """Issue 32: with a production alias, Predict starts on its run (not the newest) and says which it is."""
+    from core.runs.store import RunStore
+    from core.serving.aliases import AliasStore
+    from tests.conftest import copy_run
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(models / workspace["run_id"], models / "feed0000beef")
+    newest, other = [run.run_id for run in RunStore(models).list()][:2]
+    AliasStore(models).set("production", other)
+    at = app("predict", models_dir=models)
+    assert not at.exception
+    assert at.selectbox(key="predict_run").value == other
+    assert "The run *production* points at" in texts(at)
+    assert at.selectbox(key="predict_run").format_func(other).startswith("production → ")
+    at.selectbox(key="predict_run").set_value(newest).run()
+    assert f"Not the production model: *production* points at run {other}." in texts(at)

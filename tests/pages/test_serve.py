@@ -29,11 +29,13 @@ def test_start_form_aliases_and_exports(app, workspace, tmp_path):
     next(b for b in at.button if b.label == "Point alias").click().run()
     assert not at.exception
     assert AliasStore(models).get("staging") == workspace["run_id"]
-    assert f"**staging** now points at run {workspace['run_id']}" in texts(at)
+    assert f"**staging** points at run {workspace['run_id']}" in texts(at)
     at.run()
     aliases = table_with(at, "alias", "run", "previous")
     assert aliases["alias"].tolist() == ["staging"] and workspace["run_id"][:6] in aliases["run"].iloc[0]
-    assert at.multiselect(key="serve_models").options[0] == "alias staging"  # an alias is offered first
+    assert at.multiselect(key="serve_models").options[0] == f"staging → run {workspace['run_id']} (alias)"  # first
+    # no server: the alias's line says so (no "now serves" before anything serves it)
+    assert f"**staging** points at run {workspace['run_id']}. No server is running" in texts(at)
     assert at.selectbox(key="serve_export_format").value == "onnx"
     assert "No export of this run yet." in texts(at)
     # the feedback section counts this run's dataset's corrected photos (none) and offers no retrain without them
@@ -106,6 +108,68 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
     assert any('client.infer("production", [photo])' in c for c in snippets)
     assert not any("Authorization" in c for c in snippets)  # the server runs without a key
+
+
+def running_server(models, run_id, names, answering):
+    """A status.json as a live server writes it: this test's process stands in for the server's."""
+    import os
+
+    from core.processes import process_start_time
+
+    folder = server_folder(models)
+    folder.directory.mkdir(parents=True, exist_ok=True)
+    batching = {"mean_batch": 1.0, "batches": 1}
+    folder.write(
+        ServerStatus(
+            state=JobState.RUNNING,
+            pid=os.getpid(),
+            pid_start=process_start_time(os.getpid()),
+            url="http://127.0.0.1:8599",
+            ready=True,
+            names=names,
+            models=[
+                {"name": n, "run_id": answering[n], "alias": not n[0].isdigit(), "batching": batching, "queued": 0}
+                for n in names
+            ],
+        )
+    )
+
+
+def test_snippets_and_promote_name_what_the_server_answers_with(app, workspace, tmp_path):
+    """Issue 32: the snippets name production (not the newest run), and a moved alias says 'switching' until the
+    server answers with the new run; an alias the server does not serve is said to be unserved."""
+    models = copy_store(workspace, tmp_path)
+    old, new = workspace["run_id"], "feed0000beef"
+    copy_run(models / old, models / new)
+    AliasStore(models).set("production", old)
+    running_server(models, old, [new, "production"], {new: new, "production": old})
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    snippets = [c.value for c in at.code]
+    assert any("/predict?model=production&top_k=3" in c for c in snippets)  # production, not the newest run
+    assert at.selectbox(key="serve_try_model").value == "production"
+    assert f"The server answers **production** with run {old}." in texts(at)
+    # the alias moves: until the server's status shows the new run answering, it is 'switching'
+    AliasStore(models).set("production", new)
+    at.run()
+    assert any(f"Switching **production**: the server is loading run {new}" in i.value for i in at.info)
+    running_server(models, new, [new, "production"], {new: new, "production": new})
+    at.run()
+    assert f"The server answers **production** with run {new}." in texts(at)
+    # a server started with a run id does not follow production: said plainly
+    running_server(models, old, [old], {old: old})
+    at.run()
+    warning = next(w.value for w in at.warning if "does not serve" in w.value)
+    assert f"**production** points at run {new}, but the running server does not serve **production**" in warning
+    assert any(f"/predict?model={old}&top_k=3" in c.value for c in at.code)
+
+
+def test_the_alias_form_acts_on_its_button_only(app, workspace, tmp_path):
+    models = copy_store(workspace, tmp_path)
+    at = app("serve", models_dir=models)
+    forms = {f.proto.form.form_id: f.proto.form for f in at.get("form")}
+    assert forms["serve_alias_form"].enter_to_submit is False  # Enter in the name field points nothing
+    assert forms["serve_start"].enter_to_submit is False
 
 
 def test_the_start_form_takes_an_api_key_keeps_the_last_port_and_enter_does_not_start(

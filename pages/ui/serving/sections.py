@@ -6,6 +6,8 @@ core.retrain for retraining and comparing).
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -22,15 +24,79 @@ from core.retrain import (
     stored_comparison,
 )
 from core.runs.record import Run
-from core.serving.aliases import AliasError, AliasStore
+from core.serving.aliases import PRODUCTION, AliasError, AliasStore
+from core.serving.job import server_status
 from pages.ui import auth, common, plain
 from pages.ui.navigation import page_file
 
-DEFAULT_ALIAS = "production"
+DEFAULT_ALIAS = PRODUCTION
+SWITCH_WATCH_EVERY = 1.0  # seconds between looks while a server switches an alias to a new run
 
 
 def aliases() -> AliasStore:
     return AliasStore(common.models_root())
+
+
+def aliases_by_run() -> dict[str, list[str]]:
+    """{run id: the aliases that point at it}."""
+    out: dict[str, list[str]] = {}
+    for alias, entry in sorted(aliases().all().items()):
+        out.setdefault(entry["run_id"], []).append(alias)
+    return out
+
+
+def with_aliases(run: Run, by_run: dict[str, list[str]]) -> str:
+    """A picker's label with the aliases that point at the run first ("production → flowers · ...")."""
+    names = by_run.get(run.run_id)
+    return (" · ".join(names) + " → " if names else "") + common.run_label(run)
+
+
+def alias_state(alias: str) -> tuple[str, str]:
+    """What `alias` means to a client right now, in words: (kind, text); kind is success, info, warning or
+    switching (the server is loading the run the alias now points at; the old one answers meanwhile)."""
+    target = aliases().get(alias)
+    name = plain.md(alias)
+    if target is None:
+        return "info", f"No alias **{name}** yet."
+    status = server_status(common.models_root())
+    if not status.active:
+        return "info", f"**{name}** points at run {target}. No server is running; one started with {name} serves it."
+    if not status.ready:
+        return "switching", f"The server is starting; **{name}** will answer with run {target}."
+    answering = status.answering(alias)
+    if answering is None:
+        served = ", ".join(plain.md(m["name"]) for m in status.models) or "nothing yet"
+        return "warning", (
+            f"**{name}** points at run {target}, but the running server does not serve **{name}** (it serves "
+            f"{served}): clients that name {name} are told 'unknown model'. Stop the server and start it with "
+            f"{name} to serve it."
+        )
+    if answering == target:
+        at = status.switched_at(alias, target)
+        since = f" (switched at {time.strftime('%H:%M:%S', time.localtime(at))})" if at else ""
+        return "success", f"The server answers **{name}** with run {target}{since}."
+    return "switching", (
+        f"Switching **{name}**: the server is loading run {target}; run {answering} answers meanwhile and no "
+        "request is dropped. This line turns green when the new run answers."
+    )
+
+
+def alias_status_line(alias: str) -> None:
+    """The alias's state; while the server switches, a line that watches until the new run answers."""
+    kind, text = alias_state(alias)
+    if kind == "switching":
+        _switch_watch(alias)
+    else:
+        icons = {"success": ":material/check_circle:", "warning": ":material/warning:", "info": ":material/info:"}
+        getattr(st, kind)(text, icon=icons[kind])
+
+
+@st.fragment(run_every=SWITCH_WATCH_EVERY)
+def _switch_watch(alias: str) -> None:
+    kind, text = alias_state(alias)
+    if kind != "switching":
+        st.rerun()  # the whole page: the settled line replaces this watch (which then stops running)
+    st.info(text, icon=":material/hourglass_top:")
 
 
 def served_runs() -> list[Run]:
@@ -71,10 +137,14 @@ def alias_table() -> None:
     if not auth.current_user().admin:
         st.caption("Moving an alias is an admin's step.")
         return
-    with st.form("serve_alias_form", border=False):
+    for alias in sorted(listing):  # what each alias answers with now (a move shows until the server makes it)
+        alias_status_line(alias)
+    # Enter in the name field does not move anything: only the button does.
+    with st.form("serve_alias_form", border=False, enter_to_submit=False):
         cols = st.columns([1, 3, 1], vertical_alignment="bottom")
         cols[0].text_input("Alias", value=DEFAULT_ALIAS, key="serve_alias_name")
-        cols[1].selectbox("Run", list(runs), format_func=lambda r: common.run_label(runs[r]), key="serve_alias_run")
+        by_run = aliases_by_run()
+        cols[1].selectbox("Run", list(runs), format_func=lambda r: with_aliases(runs[r], by_run), key="serve_alias_run")
         cols[2].form_submit_button("Point alias", icon=":material/label:", on_click=_point_alias)
 
 
@@ -88,10 +158,13 @@ def _point_alias() -> None:
         st.session_state["serve_alias_notice"] = ("error", plain.md(e))  # shown as Markdown
         return
     moved = f" (was {entry['previous']})" if entry["previous"] else ""
+    if entry["previous"] == entry["run_id"]:
+        moved = " (it already did)"
     st.session_state["serve_alias_notice"] = (
         "success",
-        f"**{plain.md(name)}** now points at run {run_id}{moved}. A running server loads it first (the old one "
-        "answers meanwhile), then switches without dropping a request.",
+        f"**{plain.md(name)}** points at run {entry['run_id']}{moved}. A running server that serves it loads the "
+        "run first (the old one answers meanwhile), then switches without dropping a request: the line below says "
+        "when.",
     )
 
 
@@ -190,11 +263,11 @@ def retrain_section(key: str, run: Run | None = None) -> None:
         picked_key = f"{key}_retrain_run"
         if st.session_state.get(picked_key) not in by_id:
             st.session_state[picked_key] = production if production in by_id else runs[0].run_id
-        alias_of = {e["run_id"]: a for a, e in aliases().all().items()}
+        by_run = aliases_by_run()
         chosen = st.selectbox(
             "Run to retrain (the model whose predictions were corrected)",
             list(by_id),
-            format_func=lambda r: (f"{alias_of[r]} → " if r in alias_of else "") + common.run_label(by_id[r]),
+            format_func=lambda r: with_aliases(by_id[r], by_run),
             key=picked_key,
         )
         run = by_id[chosen]
@@ -293,7 +366,7 @@ def promote_controls(old: Run, new: Run, result: dict, key: str) -> None:
 
     alias_names = [a for a, e in aliases().all().items() if e["run_id"] == old.run_id] or [DEFAULT_ALIAS]
     if aliases().get(alias_names[0]) == new.run_id:
-        st.caption(f":material/check: **{plain.md(alias_names[0])}** serves the new run.")
+        alias_status_line(alias_names[0])  # "switching" until the server answers with the new run
         return
     if not auth.current_user().admin:
         st.caption("Promoting moves an alias: an admin's step.")
@@ -324,6 +397,6 @@ def _promote(alias: str, run_id: str, key: str) -> None:
         return
     st.session_state[f"{key}_retrain_notice"] = (
         "success",
-        f"**{plain.md(alias)}** now serves run {entry['run_id']}. A running server loads it first and keeps "
-        "answering with the old one meanwhile; the switch itself drops no request.",
+        f"**{plain.md(alias)}** points at run {entry['run_id']} now. A running server that serves it loads the "
+        "new run first and keeps answering with the old one meanwhile; the line below says when it switches.",
     )
