@@ -47,7 +47,6 @@ class ServerStatus(JobStatus):
     log_rows: int | None = None  # prediction-log rows written
     swaps: list[dict[str, Any]] = field(default_factory=list)  # alias moves seen while running
 
-
     def answering(self, name: str) -> str | None:
         """The run the server answers with for model name `name` now; None when it does not serve that name."""
         return next((m["run_id"] for m in self.models if m.get("name") == name), None)
