@@ -94,3 +94,32 @@ def test_the_table_covers_every_command_that_takes_a_run_or_a_dataset():
             takes_run_or_data.add(name)
     covered = {command.split()[0] for command in FORMS} | {"serve", "retrain", "feedback-compare"}
     assert takes_run_or_data <= covered, sorted(takes_run_or_data - covered)
+
+
+def test_label_issues_writes_the_whole_list_as_csv_with_the_marks(forms_store):
+    """Issue 32: the suspects download whole (the page's button and `label-issues --csv` write the same table)."""
+    import csv
+    import json
+
+    from core.data.corrections import Corrections
+    from core.results.label_issues import EXPORT_COLUMNS
+
+    where = ["--models-dir", str(forms_store["models_root"]), "--data-dir", str(forms_store["data_root"])]
+
+    def run(*argv) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            assert cli([*argv, *where]) == 0
+        return out.getvalue()
+
+    listed = json.loads(run("label-issues", forms_store["run_id"], "--json"))
+    assert listed, "the tiny run's colours share hues: some labels look wrong"
+    marks = Corrections.load(forms_store["data_root"], forms_store["dataset"])
+    marks.mark(listed[0]["path"], "exclude")
+    marks.save()
+    rows = list(csv.DictReader(io.StringIO(run("label-issues", forms_store["run_id"], "--csv"))))
+    assert tuple(rows[0]) == EXPORT_COLUMNS and len(rows) == len(listed)
+    assert [r["path"] for r in rows] == [r["path"] for r in listed] and rows[0]["rank"] == "1"
+    assert rows[0]["marked"] == "exclude" and float(rows[0]["odds"]) == pytest.approx(listed[0]["odds"], rel=1e-3)
+    marks.forget(listed[0]["path"])
+    marks.save()

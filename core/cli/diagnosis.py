@@ -15,6 +15,7 @@ from core.paths import data_dir
 from core.results import tasks as run_tasks
 from core.results.calibration import calibrate_run
 from core.results.compare import NotComparable, compare, load_result
+from core.results.label_issues import export_csv, export_rows
 from core.results.label_issues import load as load_issues
 
 
@@ -47,7 +48,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     issues.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
     issues.add_argument("--seed", type=int, default=42, help="for a dataset: the folds' and a random start's seed")
     issues.add_argument("--limit", type=int, default=0, help="print at most this many (0: all)")
-    issues.add_argument("--json", action="store_true")
+    output = issues.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument(
+        "--csv", action="store_true", help="the whole list as CSV (rank, path, labels, odds, score, your marks)"
+    )
     issues.set_defaults(handler=cmd_label_issues)
 
     compare = sub.add_parser(
@@ -166,6 +171,9 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
             )
     marks = Corrections.load(data_root, dataset)
     issues = review.issues[: args.limit] if args.limit else review.issues
+    if args.csv:
+        sys.stdout.write(export_csv(export_rows(issues, marks)))
+        return EXIT_OK
     rows = [{**issue.to_dict(), "marked": marks.action(issue.path)} for issue in issues]
     if args.json:
         emit_json(rows)

@@ -24,6 +24,8 @@ this keeps the ranking inspectable. Flagged photos are suspects for a person to 
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -311,6 +313,47 @@ def review(
         C=None if scored is None else scored.C,
         trust=trust,
     )
+
+
+EXPORT_COLUMNS = (
+    *("rank", "path", "split", "given", "suggested"),
+    *("odds", "score", "suggested_probability", "marked", "to"),
+)
+
+
+def export_rows(issues: list[LabelIssue], corrections=None) -> list[dict[str, Any]]:
+    """The suspects as table rows (most suspicious first), each with the reviewer's mark when there is one.
+
+    `corrections`: a `core.data.corrections.Corrections` (its `entries`: path -> {"action", "to"}), or None.
+    """
+    marks = corrections.entries if corrections is not None else {}
+    rows = []
+    for rank_, issue in enumerate(issues, start=1):
+        mark = marks.get(issue.path) or {}
+        rows.append(
+            {
+                "rank": rank_,
+                "path": issue.path,
+                "split": issue.split,
+                "given": issue.given,
+                "suggested": issue.suggested,
+                "odds": round(float(issue.odds), 4),
+                "score": round(float(issue.score), 6),
+                "suggested_probability": round(float(issue.suggested_probability), 6),
+                "marked": mark.get("action") or "",
+                "to": mark.get("to") or "",
+            }
+        )
+    return rows
+
+
+def export_csv(rows: list[dict[str, Any]]) -> str:
+    """`export_rows` as CSV text (a header, then one line per suspect)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def save(result: LabelReview, run_dir: str | os.PathLike) -> None:

@@ -137,6 +137,8 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     assert f"{len(review.issues)} suspect(s) among {review.images} photos" in shown
     assert f"labelled **{first.given}**, looks like **{first.suggested}**" in shown
     assert "test" not in at.pills(key="explore_issue_splits").value
+    csv_button = next(b for b in at.get("download_button") if b.proto.label.startswith("Download all"))
+    assert csv_button.proto.label == f"Download all {len(review.issues)} suspects (CSV)"  # the whole list, whole
     trust = next(w.value for w in at.warning if w.value.startswith("**How far to trust this list**"))
     assert f"gets {review.model_accuracy:.0%} of their labels right out of sample" in trust
     assert "started from random weights" in trust  # the fixture's run is a random start: said plainly

@@ -120,6 +120,17 @@ def review_section(run: Run) -> None:
         "first: how many times likelier the suggested class is than the label. Suspects to look at, not verdicts."
     )
     trust_note(run, review)
+    if review.issues:  # the whole list, not 50 pages of 10
+        st.download_button(
+            f"Download all {len(review.issues)} suspects (CSV)",
+            data=lambda: label_issues.export_csv(label_issues.export_rows(review.issues, corrections)),
+            file_name=f"label-issues-{run.run_id}.csv",
+            mime="text/csv",
+            icon=":material/download:",
+            key="explore_issues_csv",
+            help="Every suspect, most suspicious first, with its split, given and suggested labels, odds, score "
+            "and your mark; the filters below do not apply. `python -m core label-issues RUN --csv` writes the same.",
+        )
     if not review.issues:
         st.success("No suspected label errors: every label agrees with the evidence.", icon=":material/check_circle:")
         return
