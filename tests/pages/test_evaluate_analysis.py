@@ -137,3 +137,30 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
     table = scores_table(cal).set_index("measure")
     ece = table.loc["ECE (expected calibration error), 95 % interval"]
     assert ece["before"] == f"{cal.before.ece:.3f} [{cal.before.ece_low:.3f}–{cal.before.ece_high:.3f}]"
+
+
+def test_the_heatmaps_start_on_the_map_that_shows_something(app, workspace, monkeypatch):
+    """Issue 32: the finer map came out blank for both classes on a photo where the coarser one was clear. The
+    picker starts on the map that shows something, and says so when the one picked shows less."""
+    from core.results.explain import Explainer
+    from pages.ui.evaluate import heatmaps
+
+    explainer = Explainer(workspace["store"].get(workspace["run_id"]))
+    assert len(explainer.layers) == 2, "at 32 px both maps are offered"
+    default = explainer.default_layer
+    other = next(layer for layer in explainer.layers if layer != default)
+    real = heatmaps.overlays
+
+    def default_is_blank(key, path, true_name, predicted_name, layer):
+        shown, score, _ = real(key, path, true_name, predicted_name, layer)
+        return shown, score, [layer == default, layer == default]
+
+    monkeypatch.setattr(heatmaps, "overlays", default_is_blank)
+    at = app("evaluate")
+    at.selectbox(key="evaluate_heatmap_pick").select_index(0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["evaluate_heatmap_pick_layer"] == other  # not the blank default
+    assert not any("shows more" in i.value for i in at.info)
+    at.session_state["evaluate_heatmap_pick_layer"] = default  # the person picks the blank one: told
+    at.run()
+    assert any("shows more: 2 of the maps below come out blank" in i.value for i in at.info)

@@ -69,8 +69,16 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
         full = dataset_root / path
         teaching.explain("gradcam", [true_name, predicted_name])
         model_key = run_models.key_of(run)
-        layer = gradcam.layer_picker(run_models.explainer(model_key), key=f"{key}_layer")
+        layer_key = f"{key}_layer"
+        if st.session_state.get(f"{key}_layer_photo") != picked:  # another photo: start on its own clearest map
+            st.session_state[f"{key}_layer_photo"] = picked
+            st.session_state.pop(layer_key, None)
+
+        def blank_maps(layer: str) -> int:  # cached per layer: the picker's look costs nothing more
+            return sum(overlays(model_key, os.fspath(full), true_name, predicted_name, layer)[2])
+
         try:
+            layer = gradcam.layer_picker(run_models.explainer(model_key), key=layer_key, blank_maps=blank_maps)
             images, score, empty = overlays(model_key, os.fspath(full), true_name, predicted_name, layer)
         except ImageError as e:
             st.warning(f"{plain.md(Path(path).name)} could not be read: {plain.md(e)}", icon=":material/broken_image:")
