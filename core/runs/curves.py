@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.processes import JobState
 from core.runs.record import Run
+from core.settings.config import TrainConfig
 
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
@@ -76,9 +77,14 @@ class Stage:
 
 def plan(run: Run) -> list[Stage]:
     """The stages a run goes through, in order, with their relative costs (from its config and split)."""
-    config = run.train_config
     split = run.status.split or {}
     total = run.dataset_images or sum(int(split.get(k, 0)) for k in ("train", "val", "test"))
+    return plan_of(run.train_config, total, split)
+
+
+def plan_of(config: TrainConfig, total: int, split: dict | None = None) -> list[Stage]:
+    """The stages of a run of `config` on `total` photos (its split's counts when known, else its fractions)."""
+    split = split or {}
     val = int(split.get("val", round(total * config.val_fraction)))
     test = int(split.get("test", round(total * config.test_fraction)))
     train = int(split.get("train", max(0, total - val - test)))

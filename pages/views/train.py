@@ -80,6 +80,7 @@ with new_tab:
         with st.container(border=True):
             st.markdown(plan_text(config))
             train_form.disk_note(dataset, config)
+            train_form.duration_note(dataset, config)
             st.caption("The same run from a terminal (copy it with the button at the right):")
             flag = "kept" if corrections else "none"
             command = train_command(dataset, config, corrections=flag)

@@ -342,6 +342,20 @@ def test_the_plan_says_the_disk_decoding_takes_or_that_it_is_done(app, workspace
     assert any("That does not fit" in w.value for w in at.warning)
 
 
+def test_the_plan_says_how_long_the_run_will_take_here(app, workspace):
+    """Issue 32: the plan gives a duration, priced from the run that finished on this device (the workspace's)."""
+    from core.runs.estimate import estimate
+    from pages.ui.device_status import device_info
+
+    run = workspace["store"].get(workspace["run_id"])
+    assert run.status.device == device_info().label  # the page and the run name this machine's device alike
+    at = _fill_tiny(_new_run_tab(app), 1)
+    config = run.train_config.replace(epochs=1)
+    shown = next(c for c in texts(at).split("\n") if "Training takes about" in c)
+    assert "from the pace of the run that finished on this device" in shown
+    assert estimate(config, 56, [run], run.status.device) is not None
+
+
 def test_a_dataset_with_its_own_val_split_greys_out_the_val_share(app, tmp_path, monkeypatch):
     from tests.conftest import make_image_dataset
 

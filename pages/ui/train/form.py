@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import workspace
 from core.paths import imagenet_weights_cached, imagenet_weights_file
+from core.runs.estimate import estimate
 from core.settings.config import ConfigError, TrainConfig, canonical_json
 from core.settings.options import (
     ADVANCED,
@@ -177,6 +178,25 @@ def disk_note(dataset: str | None, config) -> None:
             "choose a smaller image size, or move the data folder (FLORA_DATA_DIR) to a larger disk.",
             icon=":material/hard_drive:",
         )
+
+
+def duration_note(dataset: str | None, config) -> None:
+    """Under the plan: how long the run will take on this device, priced from the runs that finished on it."""
+    found = next((d for d in dataset_choice.datasets() if d["path"] == dataset), None)
+    if not found or not found.get("images"):
+        return
+    device = device_status.device_info().label
+    guess = estimate(config, int(found["images"]), common.runs(), device)
+    if guess is None:
+        st.caption(
+            ":material/schedule: No run has finished on this device yet: once one has, the plan says how long a "
+            "run like this takes here."
+        )
+        return
+    st.caption(
+        f":material/schedule: Training takes {guess.text}. Early stopping can end it sooner; features an earlier "
+        "run of this dataset and size cached already are not extracted again."
+    )
 
 
 def dataset_picker(prefix: str = "train") -> str | None:
