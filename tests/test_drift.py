@@ -103,3 +103,22 @@ def test_too_few_predictions_say_so_instead_of_a_verdict():
     found = checks(traffic(n=drift.MIN_ROWS - 1, mix=[1.0, 0, 0, 0], confidence=(1, 5), shift=3.0), reference())
     for name in (CLASS_MIX, CONFIDENCE, INPUT):
         assert found[name].value is None and not found[name].alarm and "needs 30+" in found[name].detail
+
+
+def test_a_window_of_one_photo_sent_again_and_again_is_said_to_be_about_the_sender():
+    """Issue 32: one photo sent 200 times raised three drift alarms. The report says the window is dominated by a
+    few repeated inputs and what the tests say with each distinct input counted once."""
+    rows = traffic(n=240)
+    for i, row in enumerate(rows):
+        row["image_sha256"], row["name"] = f"{i:064x}", f"photo{i}.jpg"
+    assert drift.report(rows, CLASSES, reference()).repeats is None  # varied traffic: nothing to say
+    same = dict(rows[0], label="rose", max_probability=0.2, features=np.full(8, 3.0, dtype=np.float32))
+    same |= {"image_sha256": "ab" * 32, "name": "cat.jpg"}
+    flooded = rows[:40] + [dict(same, time=rows[40 + k]["time"]) for k in range(200)]
+    report = drift.report(flooded, CLASSES, reference())
+    assert len(report.alarms) >= 2, "the repeated photo alone moves the tests"
+    repeats = report.repeats
+    assert repeats is not None and repeats.top[0] == ("ab" * 32, "cat.jpg", 200) and repeats.distinct == 41
+    assert repeats.share == pytest.approx(202 / 240)  # the 3 most-sent: cat.jpg x200 and two once
+    assert repeats.distinct_alarms == []  # the 41 distinct photos look like the reference
+    assert "cat.jpg ×200" in repeats.text and "no test alarms" in repeats.text

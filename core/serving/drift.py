@@ -19,6 +19,8 @@ KS_DISTANCE = 0.1  # with a large reference (over 1,000 photos) a p-value flags 
 DOMAIN_AUC = 0.55  # a classifier telling recent inputs from validation ones better than this: drift
 OOD_RATE = 0.15  # the threshold passes 95 % of validation photos; 3x the expected 5 % flagged is an alarm
 MIN_ROWS = 30  # fewer recent predictions say too little for a test
+FEW_INPUTS = 3  # a window is dominated by repeats when its FEW_INPUTS most-sent inputs make up ...
+REPEATED_SHARE = 0.5  # ... at least this share of its predictions: its alarms are about that sender
 
 
 @dataclass
@@ -43,10 +45,38 @@ class MonitorReport:
     confidence: pd.DataFrame  # time bucket -> mean top probability
     checks: list[Check] = field(default_factory=list)
     feedback: dict[str, Any] = field(default_factory=dict)
+    repeats: Repeats | None = None  # a window dominated by a few inputs sent again and again, when it is
 
     @property
     def alarms(self) -> list[Check]:
         return [c for c in self.checks if c.alarm]
+
+
+@dataclass
+class Repeats:
+    """A window whose predictions are mostly a few inputs sent again and again (one photo sent 200 times raised
+    three drift alarms: they described that sender, not a change in what people send)."""
+
+    rows: int  # predictions in the window with an input hash
+    distinct: int  # distinct inputs among them
+    top: list[tuple[str, str | None, int]]  # (sha256, a name it was sent as, times) of the most-sent inputs
+    share: float  # of the predictions that are the FEW_INPUTS most-sent inputs
+    distinct_alarms: list[str] | None  # the tests that still alarm on each distinct input once; None: too few
+
+    @property
+    def text(self) -> str:
+        times = ", ".join(f"{name or sha[:12]} ×{n}" for sha, name, n in self.top)
+        if self.distinct_alarms is None:
+            alike = f"too few distinct inputs (under {MIN_ROWS}) to test them on their own"
+        elif self.distinct_alarms:
+            alike = f"counting each distinct input once, {', '.join(self.distinct_alarms)} still alarm"
+        else:
+            alike = "counting each distinct input once, no test alarms"
+        return (
+            f"{self.share:.0%} of the {self.rows} predictions in this period are {len(self.top)} input(s) sent again "
+            f"and again ({times}; {self.distinct} distinct inputs in all). The tests below then describe that "
+            f"sender more than a change in the photos people send: {alike}."
+        )
 
 
 def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -79,7 +109,37 @@ def report(rows: list[dict[str, Any]], classes: list[str], reference=None, bucke
         features = [f for f in data.get("features", pd.Series(dtype=object)) if f is not None]
         checks.append(_input_drift(np.array(features) if features else np.zeros((0, 1)), reference.val_projection))
     checks.append(_ood_rate(data))
-    return MonitorReport(len(data), traffic, latency, mix, confidence, checks, _feedback(data))
+    found = MonitorReport(len(data), traffic, latency, mix, confidence, checks, _feedback(data))
+    found.repeats = _repeats(data, rows, classes, reference)
+    return found
+
+
+def _repeats(data: pd.DataFrame, rows: list[dict[str, Any]], classes: list[str], reference) -> Repeats | None:
+    """A Repeats when a few inputs make up most of the window (None otherwise, or without input hashes)."""
+    if "image_sha256" not in data:
+        return None
+    hashes = data["image_sha256"].dropna()
+    if len(hashes) < MIN_ROWS:
+        return None
+    counts = hashes.value_counts()
+    top = counts.head(FEW_INPUTS)
+    share = float(top.sum() / len(hashes))
+    if share < REPEATED_SHARE or len(counts) == len(hashes):
+        return None
+    names = data.dropna(subset=["image_sha256"]).groupby("image_sha256")["name"].first() if "name" in data else {}
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:  # each input once (its first prediction), as a window of varied traffic would have it
+        if row.get("image_sha256") is not None:
+            first.setdefault(row["image_sha256"], row)
+    distinct_rows = list(first.values())
+    once = report(distinct_rows, classes, reference) if len(distinct_rows) >= MIN_ROWS else None
+    return Repeats(
+        rows=len(hashes),
+        distinct=len(counts),
+        top=[(sha, names.get(sha) if len(names) else None, int(n)) for sha, n in top.items()],
+        share=share,
+        distinct_alarms=[c.name for c in once.alarms] if once is not None else None,
+    )
 
 
 def _class_mix(observed: np.ndarray, train: np.ndarray) -> Check:

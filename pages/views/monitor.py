@@ -12,7 +12,7 @@ from core.runs.record import RunNotFound
 from core.serving import drift
 from core.serving.log import PredictionLog
 from core.serving.reference import Reference, reference_stamp
-from pages.ui import common, teaching
+from pages.ui import common, plain, teaching
 from pages.ui.navigation import page_file
 
 LIVE_EVERY = 5.0
@@ -63,9 +63,12 @@ def panel() -> None:
     if not report.rows:
         st.info("No prediction of this model in that period.")
         return
+    if report.repeats is not None:  # the alarms below are then about who sends, not about the photos people send
+        st.warning(f"**Mostly repeated inputs.** {plain.md(report.repeats.text)}", icon=":material/repeat:")
     for alarm in report.alarms:
+        about = " (in a window of mostly repeated inputs: see above)" if report.repeats is not None else ""
         st.error(
-            f"**{alarm.name}: {alarm.value:.3g}** (threshold {alarm.threshold}). {alarm.meaning}",
+            f"**{alarm.name}: {alarm.value:.3g}** (threshold {alarm.threshold}){about}. {alarm.meaning}",
             icon=":material/warning:",
         )
     if reference is None:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from core.serving.log import LogRecord, PredictionLog
+from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -52,8 +53,9 @@ def test_the_log_fills_the_page_and_a_high_ood_rate_raises_a_banner(app, workspa
     assert "**Biased**" in shown
 
 
-def _logged(models, run_id: str, classes: list[str], labels, features) -> None:
+def _logged(models, run_id: str, classes: list[str], labels, features, hashes=None) -> None:
     log = PredictionLog.of_store(models)
+    hashes = hashes or [f"{i:064x}" for i in range(len(labels))]
     now = time.time()
     log.record(
         [
@@ -68,7 +70,7 @@ def _logged(models, run_id: str, classes: list[str], labels, features) -> None:
                 ood_score=0.0,
                 ood_flag=False,
                 latency_ms=30.0,
-                image_sha256=f"{i:064x}",
+                image_sha256=hashes[i],
                 time=now - 30 * (len(labels) - i),
                 features=features[i],
             )
@@ -108,7 +110,24 @@ def test_drift_alarms_show_against_the_runs_reference_and_stay_quiet_without_dri
     assert "no reference yet" not in texts(at)
 
     at = app("monitor", models_dir=quiet_models)
+    assert not [w.value for w in at.warning if "repeated inputs" in w.value]
     assert not [e.value for e in at.error if "drift" in e.value or "class mix" in e.value]
     table = table_with(at, "test", "value", "alarm").set_index("test")
     assert table.loc["class mix (chi-square p)", "value"] > 0.05
     assert table.loc["input drift (domain classifier AUC)", "value"] <= 0.55
+
+    # one photo sent 90 times among 30 others (issue 32): the alarms are said to be about that sender
+    repeated_models = tmp_path / "repeated"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), repeated_models / workspace["run_id"])
+    for name in ("ood.json", "ood.npz"):
+        shutil.copy(run.directory / name, repeated_models / run.run_id)
+    labels = np.concatenate([rng.choice(len(run.classes), 30, p=mix), np.zeros(90, dtype=int)])
+    features = np.concatenate([quiet_features[:30], np.repeat(drifting_features[:1], 90, axis=0)])
+    hashes = [f"{i:064x}" for i in range(30)] + ["ab" * 32] * 90
+    _logged(repeated_models, run.run_id, run.classes, labels, features, hashes)
+    at = app("monitor", models_dir=repeated_models)
+    assert not at.exception, [e.value for e in at.exception]
+    note = next(w.value for w in at.warning if w.value.startswith("**Mostly repeated inputs.**"))
+    assert md("of the 120 predictions in this period are 3 input(s) sent again and again") in note
+    assert md("abababababab ×90") in note  # no name was sent with it: the start of its hash
+    assert any("(in a window of mostly repeated inputs: see above)" in e.value for e in at.error)
