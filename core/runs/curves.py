@@ -65,6 +65,8 @@ def phase_boundary(metrics: list[dict[str, Any]]) -> float | None:
 # on images costs a forward and a backward pass; an epoch of the head on cached features is nearly free.
 _DECODE_COST, _FORWARD_COST, _TRAIN_STEP_COST, _HEAD_EPOCH_COST = 0.05, 1.0, 3.0, 0.01
 EXTRACTING = "extracting features"
+REFERENCE_STAGE = "fitting the out-of-distribution reference"  # training's last step (core.train.training)
+REFERENCE_TRAIN_SAMPLE = 2000  # training photos the reference passes through the model (core.serving.reference)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def plan_of(config: TrainConfig, total: int, split: dict | None = None) -> list[
         stages.append(Stage("phase 2", (_TRAIN_STEP_COST * train + _FORWARD_COST * val) * config.fine_tune_epochs))
     cheap_test = config.feature_cache and config.epochs and not config.fine_tune_epochs
     stages.append(Stage("evaluating on the test split", (_HEAD_EPOCH_COST if cheap_test else _FORWARD_COST) * test))
+    stages.append(Stage(REFERENCE_STAGE, _FORWARD_COST * (min(train, REFERENCE_TRAIN_SAMPLE) + val + test)))
     return stages
 
 
@@ -243,6 +246,8 @@ def _whole_run_fraction(run: Run, epochs_done: int, batch_part: float, stage_fra
             position = index + 1 if stages[index].name == "phase 1" else index
             part = (epochs_done + batch_part - phase1) / max(1, config.fine_tune_epochs)
         if stage.startswith(("saving", "evaluating")):
+            position, part = len(stages) - 2, 0.5
+        elif stage == REFERENCE_STAGE:
             position, part = len(stages) - 1, 0.5
         return min(1.0, (sum(costs[:position]) + min(1.0, part) * costs[position]) / whole)
     names = [s.name for s in stages]
@@ -252,6 +257,8 @@ def _whole_run_fraction(run: Run, epochs_done: int, batch_part: float, stage_fra
     elif stage.startswith("decoding"):
         position = 0
     elif stage.startswith(("saving", "evaluating")):
+        position = len(stages) - 2
+    elif stage == REFERENCE_STAGE:
         position = len(stages) - 1
     else:  # building the model, waiting for the device: between decoding and the next stage
         return min(1.0, costs[0] / whole) if stage and not stage.startswith("waiting") else 0.0

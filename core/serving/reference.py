@@ -26,6 +26,7 @@ from core.network import layer_names as names
 from core.paths import cache_dir
 from core.results.arrays import softmax
 from core.results.calibration import run_temperature
+from core.runs.curves import REFERENCE_TRAIN_SAMPLE
 from core.runs.record import MODEL_FILE, Run
 from core.runs.split import DatasetChanged, run_split
 from core.serving.foreign import foreign_images
@@ -42,7 +43,7 @@ log = logging.getLogger("flora")
 REFERENCE_NPZ = "ood.npz"
 REFERENCE_JSON = "ood.json"
 FORMAT_VERSION = 1
-MAX_TRAIN_IMAGES = 2000  # enough for class means and a shrunk covariance; bounds the time for big sets
+MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
 
 
 class ReferenceUnavailable(RuntimeError):

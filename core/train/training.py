@@ -36,6 +36,7 @@ from core.processes import JobState
 from core.results import calibration
 from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import Evaluation
+from core.runs.curves import REFERENCE_STAGE
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
 from core.serving.reference import ReferenceUnavailable, ensure_reference
@@ -127,7 +128,7 @@ def train_run(job: TrainingJob) -> RunStatus:
     )
     evaluation.save(job.run_dir)
     summary = evaluation.summary()
-    report("fitting the out-of-distribution reference", force=True)
+    report(REFERENCE_STAGE, force=True)
     fit_reference(job)
     log.info("test accuracy %.4f on %d images (best epoch %s)", summary["accuracy"], len(data.split.test), best_epoch)
     note = None

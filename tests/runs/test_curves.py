@@ -170,24 +170,26 @@ def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
         {"stage": "training the head on cached features", "stage_progress": None, "phase": 1, "epoch": 1},
         {"stage": "training the head on cached features", "phase": 1, "epoch": 3, "batch": 5, "steps": 10},
         {"stage": "evaluating on the test split", "phase": 1, "epoch": 4},
+        {"stage": "fitting the out-of-distribution reference", "phase": 1, "epoch": 4},
     ]
     metrics: list[dict] = []
     seen, cells = [], []
     store.set_status("r", state="running", split={"train": 700, "val": 150, "test": 150})
     for number, fields in enumerate(steps):
-        epochs_finished = {6: 0, 7: 2, 8: 4}.get(number, 0)
+        epochs_finished = {6: 0, 7: 2, 8: 4, 9: 4}.get(number, 0)
         metrics = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in range(1, epochs_finished + 1)]
         store.set_status("r", **fields)
         state = progress(store.get("r"), metrics)
         seen.append(state.fraction)
         cells.append(state.short_text)
-    assert seen == sorted(seen) and seen[0] < 0.05 and seen[-1] > 0.95, seen
+    assert seen == sorted(seen) and seen[0] < 0.05 and seen[-2] < seen[-1] > 0.8, seen
     assert 0.3 < seen[4] < 0.8  # half of the first augmented view: the extraction is most of the run
     # what the runs table's progress cell says at each step (the stage's own share while preparing)
     assert cells[0] == "decoding images 50%"
     assert cells[2] == "extracting features 30%" and cells[4] == "extracting features 50%"
     assert cells[7] == "epoch 3/4"
-    assert cells[-1] == "evaluating on the test split"
+    assert cells[-2] == "evaluating on the test split"
+    assert cells[-1] == "fitting the out-of-distribution reference"  # a pass over train (sampled), val and test
     store.set_status("r", state="done")
     assert progress(store.get("r"), metrics).short_text == ""  # a finished run's cell is left empty
 
