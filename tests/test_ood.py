@@ -35,6 +35,26 @@ def test_foreign_images_are_flagged_far_more_than_test_photos(run_copy):
     assert 0.9 <= 1 - chosen["val_flagged"] <= 1.0  # the threshold lets about 95 % of validation photos pass
 
 
+def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(run_copy):
+    """Training fits the reference from the features and logits it already has (KnownOutputs): the same detector
+    and baselines as a pass of every photo through the served graph, within float16 rounding."""
+    from core.results.arrays import RunAnalysis
+    from core.serving.reference import KnownOutputs
+
+    run, data_root = run_copy
+    analysis = RunAnalysis.load(run.directory)
+    known = KnownOutputs(
+        val=(analysis.val.features, analysis.val.logits), test=(analysis.test.features, analysis.test.logits)
+    )
+    reused, passed = compute_reference(run, data_root, known=known), compute_reference(run, data_root)
+    assert reused.detector.method == passed.detector.method
+    assert reused.detector.thresholds == pytest.approx(passed.detector.thresholds, rel=0.05, abs=0.05)
+    np.testing.assert_allclose(reused.val_confidence, passed.val_confidence, atol=0.02)
+    assert (reused.val_predicted == passed.val_predicted).mean() >= 0.95
+    wrong_length = KnownOutputs(val=(analysis.val.features[:1], analysis.val.logits[:1]))
+    assert wrong_length.split("val", len(analysis.val.labels)) is None  # not the split's photos: passed again
+
+
 def test_the_reference_is_stored_once_and_loaded_back(run_copy):
     run, data_root = run_copy
     first = ensure_reference(run, data_root)

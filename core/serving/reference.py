@@ -121,6 +121,27 @@ class Reference:
             )
 
 
+@dataclass
+class KnownOutputs:
+    """Outputs training computed with the run's final weights, in its split's order (float16 features are fine):
+    fitting the reference at the end of training reuses them instead of passing those photos again."""
+
+    val: tuple[np.ndarray, np.ndarray] | None = None  # (pooled features, logits) of split.val
+    test: tuple[np.ndarray, np.ndarray] | None = None  # ... of split.test
+    train_features: np.ndarray | None = None  # (n_train, D) clean pooled features of split.train; None after phase 2
+
+    def split(self, name: str, rows: int) -> dict[str, np.ndarray] | None:
+        found = getattr(self, name)
+        if found is None or len(found[0]) != rows or len(found[1]) != rows:
+            return None
+        return {names.FEATURES: np.asarray(found[0], np.float32), names.LOGITS: np.asarray(found[1], np.float32)}
+
+    def train(self, rows: np.ndarray, total: int) -> dict[str, np.ndarray] | None:
+        if self.train_features is None or len(self.train_features) != total:
+            return None
+        return {names.FEATURES: np.asarray(self.train_features[rows], np.float32)}
+
+
 def reference_stamp(run_dir: str | os.PathLike) -> float:
     """When the run's reference was written (a cache key), 0 when it has none."""
     try:
@@ -135,6 +156,7 @@ def ensure_reference(
     model=None,
     cache_root: str | os.PathLike | None = None,
     index: DatasetIndex | None = None,
+    known: KnownOutputs | None = None,
 ) -> Reference:
     """The run's reference, computed and stored first when it has none.
 
@@ -147,7 +169,7 @@ def ensure_reference(
     found = Reference.load(run.directory)
     if found is not None:
         return found
-    reference = compute_reference(run, data_root, model, cache_root, index)
+    reference = compute_reference(run, data_root, model, cache_root, index, known)
     reference.save(run.directory)
     return reference
 
@@ -158,10 +180,12 @@ def compute_reference(
     model=None,
     cache_root: str | os.PathLike | None = None,
     index: DatasetIndex | None = None,
+    known: KnownOutputs | None = None,
 ) -> Reference:
     """Run the model over the run's train (a sample), validation and test splits and foreign images; fit.
 
-    `cache_root` (default `<data_root>/.cache`) holds the decoded images; `index`, the dataset already scanned.
+    `cache_root` (default `<data_root>/.cache`) holds the decoded images; `index`, the dataset already scanned;
+    `known`, what training computed already with the final weights (those photos are not passed again).
     """
     from core.serving.graph import run_outputs  # heavy: keras
 
@@ -177,9 +201,10 @@ def compute_reference(
     if model is None:
         model = load_inference_model(run)
     rng = np.random.default_rng(0)
-    train = split.train
-    if len(train) > MAX_TRAIN_IMAGES:
-        train = np.sort(rng.choice(train, MAX_TRAIN_IMAGES, replace=False))
+    rows = np.arange(len(split.train))
+    if len(rows) > MAX_TRAIN_IMAGES:
+        rows = np.sort(rng.choice(rows, MAX_TRAIN_IMAGES, replace=False))
+    train = split.train[rows]
 
     def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
         size = config.image_size
@@ -187,7 +212,10 @@ def compute_reference(
         images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
         return run_outputs(model, images)
 
-    on_train, on_val, on_test = outputs(train), outputs(split.val), outputs(split.test)
+    known = known or KnownOutputs()
+    on_train = known.train(rows, len(split.train)) or outputs(train)
+    on_val = known.split("val", len(split.val)) or outputs(split.val)
+    on_test = known.split("test", len(split.test)) or outputs(split.test)
     foreign_sets = foreign_images(config.image_size, config.cache_size)
     foreign = {kind: run_outputs(model, images) for kind, images in foreign_sets.items()}
     features, logits = names.FEATURES, names.LOGITS

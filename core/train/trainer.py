@@ -210,6 +210,12 @@ class Trainer:
             callbacks=self.callbacks(phase),
         )
 
+    @property
+    def features_are_final(self) -> bool:
+        """The cached features are the final backbone's: phase 2 did not run (it changes the backbone)."""
+        config = self.job.config
+        return not (config.fine_tune_epochs > 0 and self.counter.epochs_done > config.epochs)
+
     def analyse_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Pooled features and logits of the validation and test splits: {"val": (f, z), "test": (f, z)}.
 
@@ -218,8 +224,7 @@ class Trainer:
         """
         config = self.job.config
         split = self.data.split
-        phase2_ran = config.fine_tune_epochs > 0 and self.counter.epochs_done > config.epochs
-        if self.features is not None and "test" in self.features and not phase2_ran:
+        if self.features is not None and "test" in self.features and self.features_are_final:
             logits_of = head_logits_model(head_of(self.model))
             out = {}
             for name in ("val", "test"):

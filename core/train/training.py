@@ -39,7 +39,7 @@ from core.results.evaluation import Evaluation
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
-from core.serving.reference import ReferenceUnavailable, ensure_reference
+from core.serving.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
@@ -129,7 +129,7 @@ def train_run(job: TrainingJob) -> RunStatus:
     evaluation.save(job.run_dir)
     summary = evaluation.summary()
     report(REFERENCE_STAGE, force=True)
-    fit_reference(job)
+    fit_reference(job, trainer, arrays)
     log.info("test accuracy %.4f on %d images (best epoch %s)", summary["accuracy"], len(data.split.test), best_epoch)
     note = None
     asked = job.store.stop_requested_at(job.run_id)
@@ -152,7 +152,7 @@ def train_run(job: TrainingJob) -> RunStatus:
     )
 
 
-def fit_reference(job: TrainingJob) -> None:
+def fit_reference(job: TrainingJob, trainer: Trainer, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """Fit the run's out-of-distribution reference now, while its images are decoded and at hand.
 
     It is the run's, not a server's: a server switching to this run then only loads it (a first switch used to
@@ -160,8 +160,10 @@ def fit_reference(job: TrainingJob) -> None:
     a server then fits it in the background on first use.
     """
     started = time.perf_counter()
+    train = trainer.features["train"][0] if trainer.features is not None and trainer.features_are_final else None
+    known = KnownOutputs(val=arrays["val"], test=arrays["test"], train_features=train)  # not passed again
     try:
-        ensure_reference(job.store.get(job.run_id), cache_root=job.cache_root, index=job.index)
+        ensure_reference(job.store.get(job.run_id), cache_root=job.cache_root, index=job.index, known=known)
     except (ReferenceUnavailable, OSError, ValueError) as e:
         log.warning("no out-of-distribution reference for run %s: %s", job.run_id, e)
         return
