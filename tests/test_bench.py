@@ -23,7 +23,14 @@ ROWS_BY_ITEM = {
     "inference": {"inference.p50", "inference.p95", "inference.batch"},
     "memory": {"memory.peak_rss"},
     "ui": {"ui.server_cpu_run", "ui.server_cpu_quiet"},
-    "serve": {"serve.batched_vs_bare", "serve.batched_vs_off", "serve.p50", "serve.p95", "serve.p99"},
+    "serve": {
+        "serve.batched_vs_bare",
+        "serve.batched_vs_off",
+        "serve.p50",
+        "serve.p95",
+        "serve.p99",
+        "serve.first_switch",
+    },
     "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
     "attack": {
         "attack.healthz",
