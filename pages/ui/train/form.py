@@ -186,17 +186,14 @@ def duration_note(dataset: str | None, config) -> None:
     if not found or not found.get("images"):
         return
     device = device_status.device_info().label
-    guess = estimate(config, int(found["images"]), common.runs(), device)
+    guess = estimate(config, int(found["images"]), common.runs(), device, found.get("fingerprint") or "")
     if guess is None:
         st.caption(
             ":material/schedule: No run has finished on this device yet: once one has, the plan says how long a "
             "run like this takes here."
         )
         return
-    st.caption(
-        f":material/schedule: Training takes {guess.text}. Early stopping can end it sooner; features an earlier "
-        "run of this dataset and size cached already are not extracted again."
-    )
+    st.caption(f":material/schedule: Training takes {guess.text}. Early stopping can end it sooner.")
 
 
 def dataset_picker(prefix: str = "train") -> str | None:
