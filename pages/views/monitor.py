@@ -66,9 +66,16 @@ def panel() -> None:
     if report.repeats is not None:  # the alarms below are then about who sends, not about the photos people send
         st.warning(f"**Mostly repeated inputs.** {plain.md(report.repeats.text)}", icon=":material/repeat:")
     for alarm in report.alarms:
-        about = " (in a window of mostly repeated inputs: see above)" if report.repeats is not None else ""
+        if report.repeats is not None:  # an alarm about who sends: said in its headline, and not in red
+            st.warning(
+                f"**{alarm.name}: {alarm.value:.3g}**, over its threshold ({alarm.threshold}) because of the "
+                f"repeated inputs above, not (as far as this window can tell) a change in what people send. "
+                f"Otherwise it would mean: {alarm.meaning}",
+                icon=":material/repeat:",
+            )
+            continue
         st.error(
-            f"**{alarm.name}: {alarm.value:.3g}** (threshold {alarm.threshold}){about}. {alarm.meaning}",
+            f"**{alarm.name}: {alarm.value:.3g}** (threshold {alarm.threshold}). {alarm.meaning}",
             icon=":material/warning:",
         )
     if reference is None:
@@ -102,7 +109,13 @@ def panel() -> None:
     st.markdown("**Drift tests**")
     st.dataframe(
         [
-            {"test": c.name, "value": c.value, "threshold": c.threshold, "alarm": c.alarm, "note": c.detail}
+            {
+                "test": c.name,
+                "value": c.value,
+                "threshold": c.threshold,
+                "alarm": c.alarm,
+                "note": ("mostly repeated inputs: about the sender. " if c.alarm and report.repeats else "") + c.detail,
+            }
             for c in report.checks
         ],
         hide_index=True,

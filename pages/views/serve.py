@@ -36,6 +36,9 @@ def start_form() -> None:
     labels = {run.run_id: common.run_label(run) for run in runs}
     labels |= {a: f"{a} → run {listed[a]['run_id']} (alias)" for a in alias_names}
     default = [names[0]] if names else []  # what production serves; with no alias yet, the newest run
+    if st.session_state.get("serve_models_default") != default:  # an alias made since: the picker follows it
+        st.session_state["serve_models_default"] = default
+        st.session_state["serve_models"] = default
     last = server_status(common.models_root())
     if "serve_port" not in st.session_state:  # after a Stop, the port it ran on (not the default again)
         st.session_state["serve_port"] = int(last.port or DEFAULT_PORT)
@@ -44,7 +47,6 @@ def start_form() -> None:
         chosen = st.multiselect(
             "Models to serve (aliases follow their run when it moves)",
             names,
-            default=default,
             format_func=lambda n: labels.get(n, f"alias {n}"),
             key="serve_models",
         )

@@ -130,4 +130,7 @@ def test_drift_alarms_show_against_the_runs_reference_and_stay_quiet_without_dri
     note = next(w.value for w in at.warning if w.value.startswith("**Mostly repeated inputs.**"))
     assert md("of the 120 predictions in this period are 3 input(s) sent again and again") in note
     assert md("abababababab ×90") in note  # no name was sent with it: the start of its hash
-    assert any("(in a window of mostly repeated inputs: see above)" in e.value for e in at.error)
+    assert not [e.value for e in at.error if "drift" in e.value or "class mix" in e.value]  # not red: the sender
+    assert any("because of the repeated inputs above" in w.value for w in at.warning)
+    table = table_with(at, "test", "value", "alarm").set_index("test")
+    assert all(note.startswith("mostly repeated inputs") for note in table[table["alarm"]]["note"])

@@ -34,12 +34,14 @@ def test_start_form_aliases_and_exports(app, workspace, tmp_path):
     aliases = table_with(at, "alias", "run", "previous")
     assert aliases["alias"].tolist() == ["staging"] and workspace["run_id"][:6] in aliases["run"].iloc[0]
     assert at.multiselect(key="serve_models").options[0] == f"staging → run {workspace['run_id']} (alias)"  # first
+    assert at.multiselect(key="serve_models").value == ["staging"]  # the picker follows the new alias (the walk)
     # no server: the alias's line says so (no "now serves" before anything serves it)
     assert f"**staging** points at run {workspace['run_id']}. No server is running" in texts(at)
     assert at.selectbox(key="serve_export_format").value == "onnx"
     assert "No export of this run yet." in texts(at)
     # the feedback section counts this run's dataset's corrected photos (none) and offers no retrain without them
-    assert "0 corrected photo(s) kept for **colours** (0 train, 0 val; never test)." in texts(at)
+    assert "0 feedback photo(s) (predictions corrected on Predict or through the server" in texts(at)
+    assert "kept for **colours** (0 train, 0 val; never test)." in texts(at)
     assert next(b for b in at.button if b.label == "Retrain with feedback").disabled
 
 

@@ -278,7 +278,8 @@ def retrain_section(key: str, run: Run | None = None) -> None:
         givers[photo.by] = givers.get(photo.by, 0) + 1
     whose = ", ".join(f"{plain.md(by)} {n}" for by, n in sorted(givers.items(), key=lambda kv: -kv[1]))
     st.caption(
-        f"{len(photos)} corrected photo(s) kept for **{plain.md(base.name)}** "
+        f"{len(photos)} feedback photo(s) (predictions corrected on Predict or through the server; label marks "
+        f"made on Explore are applied by Train instead) kept for **{plain.md(base.name)}** "
         f"({sum(p.split == 'train' for p in photos)} train, {sum(p.split == 'val' for p in photos)} val; never test)"
         + (f"; given by {whose}." if whose else ".")
     )
@@ -292,7 +293,7 @@ def retrain_section(key: str, run: Run | None = None) -> None:
         disabled=not photos,
         on_click=_retrain,
         args=(run.run_id, key),
-        help="The same settings on the dataset plus the corrected photos: a new run, compared with this one "
+        help="The same settings on the dataset plus the feedback photos: a new run, compared with this one "
         "on the same test photos.",
     )
     parent = retrained_from(run)
