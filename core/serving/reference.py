@@ -150,15 +150,9 @@ def reference_stamp(run_dir: str | os.PathLike) -> float:
         return 0.0
 
 
-def ensure_reference(
-    run: Run,
-    data_root: str | os.PathLike | None = None,
-    model=None,
-    cache_root: str | os.PathLike | None = None,
-    index: DatasetIndex | None = None,
-    known: KnownOutputs | None = None,
-) -> Reference:
-    """The run's reference, computed and stored first when it has none.
+def ensure_reference(run: Run, data_root: str | os.PathLike | None = None, model=None, **inputs) -> Reference:
+    """The run's reference, computed and stored first when it has none (`inputs`: `compute_reference`'s
+    cache_root, index and known).
 
     Training fits it as its last step (`core.train.training`), so a server's first switch to a run only loads
     it; a run trained before that gets it here, on first use.
@@ -169,7 +163,7 @@ def ensure_reference(
     found = Reference.load(run.directory)
     if found is not None:
         return found
-    reference = compute_reference(run, data_root, model, cache_root, index, known)
+    reference = compute_reference(run, data_root, model, **inputs)
     reference.save(run.directory)
     return reference
 
