@@ -198,4 +198,5 @@ def test_the_serve_page_retrains_the_picked_run_and_guards_a_doubtful_promote(re
     again.switch_page(page_file("serve")).run()
     again.selectbox(key="serve_retrain_run").set_value(new.run_id).run()
     assert f"Old {old.run_id[:6]} vs new {new.run_id[:6]}" in texts(again)
-    assert "serves the new run" in texts(again)
+    # no server runs in this test: the line says where production points, never that it already serves it
+    assert f"**production** points at run {new.run_id}. No server is running" in texts(again)
