@@ -109,3 +109,24 @@ def test_a_real_reference_summary_quotes_its_own_evidence(run_copy):
     chosen = detector.evidence[detector.method]
     assert f"{chosen['test_flagged']:.0%} of the run's test photos" in detector.summary()
     assert f"{chosen['foreign_flagged_all']:.0%} of images from elsewhere" in detector.summary()
+
+
+def test_the_distance_to_the_nearest_class_is_the_textbook_one_for_every_row():
+    """The expanded form (two matrix products for all classes) against scipy's Mahalanobis per row and class,
+    classes without training rows never the nearest."""
+    from scipy.spatial.distance import mahalanobis
+
+    from core.serving.ood import Mahalanobis, Projection
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(300, 24)).astype(np.float32)
+    labels = rng.integers(0, 7, size=300)
+    labels[labels == 3] = 4  # class 3 has no training rows
+    projection = Projection.fit(features, 8)
+    detector = Mahalanobis.fit(features, labels, projection)
+    queries = rng.normal(size=(40, 24)).astype(np.float32)
+    z = projection(queries).astype(np.float64)
+    present = [c for c in range(len(detector.means)) if np.all(np.isfinite(detector.means[c]))]
+    assert 3 not in present
+    expected = [min(mahalanobis(row, detector.means[c], detector.precision) ** 2 for c in present) for row in z]
+    np.testing.assert_allclose(detector(queries), expected, rtol=1e-4, atol=1e-4)

@@ -87,14 +87,22 @@ class Mahalanobis:
         return cls(projection, means.astype(np.float32), precision.astype(np.float32))
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        z = self.projection(features)
-        best = np.full(len(z), np.inf)
-        for mean in self.means:
-            if not np.all(np.isfinite(mean)):
-                continue
-            d = z - mean
-            best = np.minimum(best, np.einsum("ij,jk,ik->i", d, self.precision, d))
-        return best
+        """Each row's squared Mahalanobis distance to its nearest class mean.
+
+        Expanded as z'Pz - 2 z'P m + m'P m, so all classes are two matrix products (BLAS) instead of a loop of
+        einsums over the classes: at 1,000 classes the loop made fitting a reference take 20-35 s.
+        """
+        z = np.asarray(self.projection(features), dtype=np.float64)
+        present = np.all(np.isfinite(self.means), axis=1)
+        if not len(z) or not present.any():
+            return np.full(len(z), np.inf)
+        means = self.means[present].astype(np.float64)
+        precision = self.precision.astype(np.float64)
+        zp = z @ precision
+        own = np.einsum("ij,ij->i", zp, z)
+        theirs = np.einsum("ij,ij->i", means @ precision, means)
+        distances = own[:, None] - 2.0 * (zp @ means.T) + theirs[None, :]
+        return np.maximum(distances.min(axis=1), 0.0)  # rounding can take a zero distance just below 0
 
 
 @dataclass
