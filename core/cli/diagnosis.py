@@ -12,6 +12,7 @@ from core.cli.results import not_evaluated_reason
 from core.data.corrections import Corrections
 from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
+from core.results import conformal
 from core.results import tasks as run_tasks
 from core.results.calibration import calibrate_run
 from core.results.compare import NotComparable, compare, load_result
@@ -35,6 +36,19 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     calibrate.add_argument("run_id", metavar="RUN")
     calibrate.add_argument("--refit", action="store_true", help="fit again even if a temperature is stored")
+    calibrate.add_argument(
+        "--conformal",
+        metavar="LEVEL",
+        type=float,
+        help="also fit prediction sets that hold the right class this share of the time: 0.9 (or its alpha, 0.1); "
+        "fitted on half the test split, reported on the other half",
+    )
+    calibrate.add_argument(
+        "--method",
+        choices=conformal.METHODS,
+        default=conformal.DEFAULT_METHOD,
+        help="with --conformal: raps (regularised adaptive sets, the default) or aps",
+    )
     calibrate.add_argument("--json", action="store_true")
     calibrate.set_defaults(handler=cmd_calibrate)
 
@@ -122,7 +136,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return fail(problem)
     calibration = calibrate_run(run.directory, refit=args.refit)
     summary = {"run_id": run.run_id, **calibration.summary()}
+    sets = None
+    if args.conformal is not None:
+        try:
+            sets = conformal.fit_run(run.directory, conformal.level_of(args.conformal), args.method)
+        except conformal.ConformalError as e:
+            return fail(f"run {run.run_id}: {e}")
     if args.json:
+        if sets is not None:
+            summary["conformal"] = {**sets.summary(), "photos": sets.photos}
         emit_json(summary)
         return EXIT_OK
     before, after = calibration.before, calibration.after
@@ -145,7 +167,48 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(["", "before", "after"], rows))
     if calibration.few_validation_images:
         print(f"note: {calibration.val_per_class:.0f} validation images per class: the temperature itself is uncertain")
+    if sets is not None:
+        print_sets(sets)
     return EXIT_OK
+
+
+def print_sets(sets: conformal.ConformalSets) -> None:
+    """The held-out half's coverage and set sizes, by class, and how far another halving would move them."""
+    held, spread = sets.held_out, sets.spread
+    probabilities = "calibrated probabilities" + (f" averaged over {sets.views} views" if sets.views > 1 else "")
+    where = "a threshold per class, so each class is covered" if sets.by_class else "one threshold for all classes"
+    few = sets.few_photos()
+    if few:
+        where += f" ({', '.join(few)}: too few photos for their own, the overall one)"
+    print(
+        f"\nprediction sets at {sets.level:.0%} ({sets.method.upper()} on the {probabilities}; {sets.how})\n"
+        f"{where}; fitted on {len(sets.calibration_scores)} test photos, counted on the other {held.photos}:"
+    )
+    print(
+        f"coverage {held.coverage:.3f} (target {sets.level:.2f}), mean set size {held.mean_size:.2f} of "
+        f"{len(sets.classes)} classes, one class {held.singletons:.0%}, every class {held.full:.0%}"
+    )
+    rows = [
+        [
+            c.name,
+            str(c.photos),
+            "-" if c.coverage is None else f"{c.coverage:.3f}",
+            "-" if c.mean_size is None else f"{c.mean_size:.2f}",
+            "-"
+            if spread is None or c.name not in spread.class_coverage_low
+            else f"{spread.class_coverage_low[c.name]:.2f}-{spread.class_coverage_high[c.name]:.2f}",
+        ]
+        for c in held.by_class
+    ]
+    print(format_table(["class", "photos", "coverage", "mean size", "95% over halvings"], rows))
+    if held.under_covered:
+        print(f"under-covered (below {sets.level:.0%} by more than chance explains): {', '.join(held.under_covered)}")
+    if spread is not None:
+        print(
+            f"over {spread.splits} random halvings: coverage {spread.coverage_mean:.3f} +/- {spread.coverage_sd:.3f} "
+            f"(95% of halvings {spread.coverage_low:.3f}-{spread.coverage_high:.3f}), mean size {spread.size_mean:.2f}"
+        )
+    print("stored with the run: Predict, the model server and batch predictions give these sets")
 
 
 def cmd_label_issues(args: argparse.Namespace) -> int:

@@ -51,6 +51,9 @@ CALIBRATION_FILE = "calibration.json"  # core.results.calibration: the fitted te
 EMBEDDING_FILE = "embedding.npz"  # core.results.embedding: 2-D maps (PCA, t-SNE) of the val/test features
 TRAIN_FEATURES_FILE = "train_features.npz"  # core.results.tasks: pooled features of the training split
 LABEL_ISSUES_FILE = "label_issues.json"  # core.results.label_issues: suspected label errors, ranked
+CONFORMAL_FILE = "conformal.json"  # core.results.conformal: prediction sets' calibration scores and held-out report
+TTA_FILE = "tta.json"  # core.results.tta: test-time augmentation measured on validation and test
+TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
 # Files a retrain replaces; config.json stays (same id, same config).
@@ -60,6 +63,9 @@ RUN_OUTPUTS = (
     EMBEDDING_FILE,
     TRAIN_FEATURES_FILE,
     LABEL_ISSUES_FILE,
+    CONFORMAL_FILE,
+    TTA_FILE,
+    TTA_ARRAYS,
     HEATMAPS_DIR,
     TASKS_DIR,
     STATUS_FILE,

@@ -33,7 +33,7 @@ from core.device import (
 )
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
-from core.results import calibration
+from core.results import calibration, conformal
 from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import Evaluation
 from core.runs.curves import REFERENCE_STAGE
@@ -178,6 +178,16 @@ def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
     log.info(
         "calibration: temperature %.3f (test ECE %.3f -> %.3f)", fitted.temperature, fitted.before.ece, fitted.after.ece
     )
+    # Prediction sets at 90% from the same arrays (milliseconds): Predict and the server offer them at once.
+    try:
+        sets = conformal.fit_run(run_dir)
+        log.info(
+            "prediction sets at 90%%: held-out coverage %.3f, mean size %.2f",
+            sets.held_out.coverage,
+            sets.held_out.mean_size,
+        )
+    except conformal.ConformalError as e:
+        log.info("no prediction sets: %s", e)
 
 
 def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:

@@ -1,0 +1,551 @@
+"""Prediction sets with a guarantee: split conformal prediction (APS and RAPS) on a run's calibrated probabilities.
+
+Instead of one answer, a *set* of classes ("rose or tulip") built so that, over photos like the run's test
+photos, sets hold the right class at least a chosen share of the time (the *level*, 1 - alpha). Split
+conformal prediction (Vovk et al.; Angelopoulos & Bates 2021, "A gentle introduction") gives this from any
+model: score how unlikely each calibration photo's true class looked, take the ceil((n + 1) * level)-th
+smallest score as the threshold, and put in a new photo's set every class whose score would be below it.
+The guarantee holds whatever the model, as long as the new photos are exchangeable with the calibration ones.
+
+The score is adaptive, so sets grow where the model is unsure:
+  APS (Romano, Sesia & Candes 2020): the probability mass of the classes ranked above the class, plus a
+      random share u of its own probability (cumsum - u * p in sorted order);
+  RAPS (Angelopoulos et al. 2021): APS plus lambda * (rank - k_reg)+, a penalty on classes ranked below
+      k_reg, which keeps sets small when many classes share the tail; lambda and k_reg are chosen on the
+      *validation* split (never on the photos the threshold or the report use).
+
+A threshold per class (Mondrian conformal prediction, Vovk 2005) makes the promise hold for each class, not only
+on average over them: a class the model finds hard gets larger sets instead of fewer right answers. Flora uses
+it whenever every class has enough calibration photos for the level, and one threshold for all otherwise.
+
+Flora fits the threshold on one half of the test split and reports on the other half (`held_out`): the
+recounted coverage, the mean set size, coverage and size by class. The other half never chose anything.
+A random split is one draw: `spread` repeats the halving many times and says how far coverage moves.
+
+The random u of each photo is drawn from its probabilities themselves (a hash of its top classes), so a
+photo gets the same set in the CLI, on the Predict page and from the model server, and anyone can recount.
+Every set holds at least the top class (RAPS's `allow_zero_sets=False`): never an empty answer, and the
+coverage only grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.fileio import read_json, write_json_atomic
+from core.runs.record import CONFORMAL_FILE
+
+METHODS = ("raps", "aps")
+DEFAULT_METHOD = "raps"
+DEFAULT_LEVEL = 0.9
+LEVEL_RANGE = (0.80, 0.99)  # what Predict's slider offers
+LAMBDAS = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # RAPS's grid (the paper's, with 0 = APS)
+SPREAD_SPLITS = 200  # random halvings of the test split for the coverage spread
+HALF_SEED = 0
+CONFORMAL_VERSION = 1
+_TOLERANCE = 1e-9  # scores equal to the threshold up to float noise are inside
+
+
+class ConformalError(ValueError):
+    """Too few photos to fit sets at this level, or a level outside (0, 1)."""
+
+
+def level_of(value: float) -> float:
+    """A level (coverage, 0.5-1) from either a level or an alpha: 0.9 and 0.1 both mean 'right 9 times in 10'."""
+    value = float(value)
+    if not 0 < value < 1:
+        raise ConformalError(f"the level must be between 0 and 1 (0.9, or alpha 0.1). Received: {value}")
+    return value if value >= 0.5 else 1.0 - value
+
+
+def photo_u(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's uniform draw in [0, 1), from a hash of what the model said: its three likeliest classes in
+    order and its top probability to two decimals.
+
+    A deterministic function of the model's output: the same photo gets the same draw wherever it is scored
+    (float noise between the CLI, the page and the server does not move three ranks or two decimals), and the
+    guarantee holds (scores stay a fixed function of the photo and its label, so exchangeable photos give
+    exchangeable scores).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
+    top = np.rint(probabilities.max(axis=1, initial=0.0) * 100).astype(np.int64)
+    out = np.empty(len(probabilities))
+    for i, (ranks, sure) in enumerate(zip(order, top, strict=True)):
+        key = ",".join(map(str, ranks.tolist())) + f":{sure}"
+        out[i] = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2.0**64
+    return out
+
+
+def class_scores(
+    probabilities: np.ndarray, u: np.ndarray | None = None, lam: float = 0.0, k_reg: int = 0
+) -> np.ndarray:
+    """(N, C): the score each class would have if it were the photo's label (lower: more plausible).
+
+    In the order of decreasing probability: the cumulated probability up to and including the class, minus
+    u times its own probability, plus lam * (rank - k_reg)+ with 1-based ranks (RAPS; lam = 0 is APS).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if u is None:
+        u = photo_u(probabilities)
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    ranked = np.take_along_axis(probabilities, order, axis=1)
+    ranks = np.arange(1, probabilities.shape[1] + 1)
+    ranked_scores = np.cumsum(ranked, axis=1) - np.asarray(u, dtype=np.float64)[:, None] * ranked
+    ranked_scores += lam * np.maximum(0, ranks - k_reg)[None, :]
+    scores = np.empty_like(ranked_scores)
+    np.put_along_axis(scores, order, ranked_scores, axis=1)
+    return scores
+
+
+def true_scores(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return scores[np.arange(len(scores)), np.asarray(labels, dtype=np.int64)]
+
+
+def threshold(calibration_scores: np.ndarray, level: float) -> float:
+    """The ceil((n + 1) * level)-th smallest calibration score; +inf when n is too small for the level."""
+    n = len(calibration_scores)
+    k = math.ceil((n + 1) * level - 1e-12)
+    if k > n:
+        return math.inf
+    return float(np.sort(np.asarray(calibration_scores, dtype=np.float64))[k - 1])
+
+
+def min_photos(level: float) -> int:
+    """The fewest calibration photos for which the threshold is finite at `level` (9 at 0.9, 99 at 0.99)."""
+    return math.ceil(level / (1 - level) - 1e-9)
+
+
+def class_thresholds(
+    scores: np.ndarray, labels: np.ndarray, classes: int, level: float
+) -> tuple[np.ndarray, list[int]]:
+    """(C,) thresholds, each from the calibration photos of its class (Mondrian, class-conditional conformal:
+    the guarantee then holds for each class), and the classes with too few photos for `level`, which take the
+    threshold of all photos instead (for them the guarantee is the overall one)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    overall = threshold(scores, level)
+    cuts, few = np.full(classes, overall), []
+    for c in range(classes):
+        mine = scores[labels == c]
+        if len(mine) < min_photos(level):
+            few.append(c)
+        else:
+            cuts[c] = threshold(mine, level)
+    return cuts, few
+
+
+def set_masks(scores: np.ndarray, cut: float | np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) booleans: the classes in each photo's set (`cut`: one threshold, or one per class); an otherwise
+    empty set holds the top class."""
+    masks = scores <= np.asarray(cut, dtype=np.float64) + _TOLERANCE
+    empty = ~masks.any(axis=1)
+    if empty.any():
+        top = (np.asarray(probabilities) if probabilities is not None else -scores).argmax(axis=1)
+        masks[np.flatnonzero(empty), top[empty]] = True
+    return masks
+
+
+def choose_regularisation(
+    probabilities: np.ndarray, labels: np.ndarray, level: float, method: str
+) -> tuple[float, int, str]:
+    """(lam, k_reg, how) for `method` from the validation split.
+
+    RAPS: k_reg is the rank of the true class that `level` of validation photos reach (MAPIE's k*), lam the
+    value of the grid with the smallest mean set size on validation. APS, or too few validation photos: 0, 0.
+    """
+    if method == "aps":
+        return 0.0, 0, "APS: no regularisation"
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) < min_photos(level) + 1:
+        return 0.0, 0, f"RAPS without regularisation: {len(labels)} validation photos are too few to choose it"
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    given = probabilities[np.arange(len(labels)), labels]
+    ranks = 1 + (probabilities > given[:, None]).sum(axis=1)
+    reached = threshold(ranks, level)
+    k_reg = int(max(1, reached if np.isfinite(reached) else ranks.max()))
+    u = photo_u(probabilities)
+    best = (math.inf, 0.0)
+    for lam in LAMBDAS:
+        scores = class_scores(probabilities, u, lam, k_reg)
+        cut = threshold(true_scores(scores, labels), level)
+        size = float(set_masks(scores, cut, probabilities).sum(axis=1).mean())
+        if size < best[0] - 1e-9:
+            best = (size, lam)
+    how = (
+        f"RAPS: k_reg = {k_reg} (the true class's rank reached by {level:.0%} of validation photos), "
+        f"lambda = {best[1]:g} (the smallest mean set size on validation, {best[0]:.2f} classes)"
+    )
+    return best[1], k_reg, how
+
+
+@dataclass
+class ClassCoverage:
+    name: str
+    photos: int
+    coverage: float | None  # None: no held-out photo of this class
+    mean_size: float | None
+    p_below: float | None  # one-sided binomial p-value of 'this class is covered less than the level'
+
+
+@dataclass
+class HeldOut:
+    """What the sets did on the half of the test split that chose nothing."""
+
+    photos: int
+    coverage: float
+    mean_size: float
+    singletons: float  # share of sets with one class
+    full: float  # share of sets holding every class
+    by_class: list[ClassCoverage]
+
+    @property
+    def under_covered(self) -> list[str]:
+        """Classes whose coverage is below the level by more than chance explains (binomial p < 0.05)."""
+        return [c.name for c in self.by_class if c.p_below is not None and c.p_below < 0.05]
+
+
+@dataclass
+class Spread:
+    """Coverage and size over many random halvings of the test split (each: fit on one half, count the other)."""
+
+    splits: int
+    coverage_mean: float
+    coverage_sd: float
+    coverage_low: float  # 2.5 % and 97.5 % of the halvings
+    coverage_high: float
+    size_mean: float
+    class_coverage_low: dict[str, float] = field(default_factory=dict)  # per class, 2.5 % of the halvings
+    class_coverage_high: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ConformalSets:
+    """A run's prediction sets: the score, its calibration scores (any level's threshold), the held-out report."""
+
+    method: str
+    level: float  # the level the report (and RAPS's regularisation) was made at
+    lam: float
+    k_reg: int
+    how: str
+    temperature: float
+    views: int  # 1: the photo as it is; > 1: test-time augmentation's averaged views (core.results.tta)
+    calibration_scores: list[float]  # the true-class scores of the calibration half, sorted
+    calibration_labels: list[int]  # their classes, in the same order
+    by_class: bool  # a threshold per class (each class covered), else one for all photos
+    classes: list[str]
+    held_out: HeldOut
+    spread: Spread | None
+    photos: list[dict[str, Any]]  # the held-out half: path, label, set (class names), for anyone to recount
+    version: int = CONFORMAL_VERSION
+
+    def cut(self, level: float | None = None) -> float | np.ndarray:
+        """The threshold at `level` (default: the fitted one): one number, or one per class."""
+        level = self.level if level is None else level
+        if not self.by_class:
+            return threshold(np.asarray(self.calibration_scores), level)
+        return class_thresholds(self.calibration_scores, self.calibration_labels, len(self.classes), level)[0]
+
+    def few_photos(self, level: float | None = None) -> list[str]:
+        """Classes with too few calibration photos for a threshold of their own at `level` (by class only)."""
+        if not self.by_class:
+            return []
+        level = self.level if level is None else level
+        few = class_thresholds(self.calibration_scores, self.calibration_labels, len(self.classes), level)[1]
+        return [self.classes[c] for c in few]
+
+    def sets(self, probabilities: np.ndarray, level: float | None = None) -> list[list[int]]:
+        """The class indices in each row's set at `level`, most probable first."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if probabilities.ndim == 1:
+            probabilities = probabilities[None]
+        scores = class_scores(probabilities, lam=self.lam, k_reg=self.k_reg)
+        masks = set_masks(scores, self.cut(level), probabilities)
+        order = np.argsort(-probabilities, axis=1, kind="stable")
+        return [[int(j) for j in row_order if mask[j]] for row_order, mask in zip(order, masks, strict=True)]
+
+    def named_sets(self, probabilities: np.ndarray, level: float | None = None) -> list[list[str]]:
+        return [[self.classes[j] for j in row] for row in self.sets(probabilities, level)]
+
+    def summary(self) -> dict[str, Any]:
+        """What `core calibrate --conformal --json` prints besides the photos."""
+        held = self.held_out
+        return {
+            "method": self.method,
+            "level": self.level,
+            "alpha": round(1 - self.level, 6),
+            "lambda": self.lam,
+            "k_reg": self.k_reg,
+            "how": self.how,
+            "temperature": self.temperature,
+            "views": self.views,
+            "calibration_photos": len(self.calibration_scores),
+            "by_class": self.by_class,
+            "threshold": self.cut() if not self.by_class else dict(zip(self.classes, self.cut().tolist(), strict=True)),
+            "classes_with_the_overall_threshold": self.few_photos(),
+            "held_out": {
+                "photos": held.photos,
+                "coverage": held.coverage,
+                "mean_set_size": held.mean_size,
+                "single_class_sets": held.singletons,
+                "all_class_sets": held.full,
+                "under_covered_classes": held.under_covered,
+                "by_class": [asdict(c) for c in held.by_class],
+            },
+            "spread": asdict(self.spread) if self.spread else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConformalSets:
+        data = dict(data)
+        held = dict(data["held_out"])
+        held["by_class"] = [ClassCoverage(**c) for c in held["by_class"]]
+        data["held_out"] = HeldOut(**held)
+        data["spread"] = Spread(**data["spread"]) if data.get("spread") else None
+        return cls(**data)
+
+
+def held_out_report(masks: np.ndarray, labels: np.ndarray, classes: list[str], level: float) -> HeldOut:
+    from scipy.stats import binomtest  # heavy: scipy
+
+    labels = np.asarray(labels, dtype=np.int64)
+    covered = masks[np.arange(len(labels)), labels]
+    sizes = masks.sum(axis=1)
+    by_class = []
+    for c, name in enumerate(classes):
+        mine = labels == c
+        n = int(mine.sum())
+        if n == 0:
+            by_class.append(ClassCoverage(name, 0, None, None, None))
+            continue
+        hits = int(covered[mine].sum())
+        p_below = float(binomtest(hits, n, level, alternative="less").pvalue)
+        by_class.append(ClassCoverage(name, n, hits / n, float(sizes[mine].mean()), p_below))
+    n = max(1, len(labels))
+    return HeldOut(
+        photos=len(labels),
+        coverage=float(covered.mean()) if len(labels) else 0.0,
+        mean_size=float(sizes.mean()) if len(labels) else 0.0,
+        singletons=float((sizes == 1).sum() / n),
+        full=float((sizes == len(classes)).sum() / n),
+        by_class=by_class,
+    )
+
+
+def coverage_spread(
+    scores: np.ndarray,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    level: float,
+    splits: int = SPREAD_SPLITS,
+    seed: int = 1,
+    by_class: bool = False,
+) -> Spread:
+    """Fit on a random half, count on the other, `splits` times: how far one split's coverage can move."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    given = true_scores(scores, labels)
+    top = probabilities.argmax(axis=1)
+    rng = np.random.default_rng(seed)
+    coverages, sizes = np.empty(splits), np.empty(splits)
+    per_class = np.full((splits, len(classes)), np.nan)
+    for s in range(splits):
+        perm = rng.permutation(n)
+        calibrate, held = perm[: n // 2], perm[n // 2 :]
+        if by_class:
+            cut = class_thresholds(given[calibrate], labels[calibrate], len(classes), level)[0]
+        else:
+            cut = threshold(given[calibrate], level)
+        inside = scores[held] <= cut + _TOLERANCE
+        inside[np.arange(len(held)), top[held]] |= ~inside.any(axis=1)  # the top class of an empty set
+        covered = inside[np.arange(len(held)), labels[held]]
+        coverages[s], sizes[s] = covered.mean(), inside.sum(axis=1).mean()
+        hits = np.bincount(labels[held], weights=covered, minlength=len(classes))
+        counts = np.bincount(labels[held], minlength=len(classes))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class[s] = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+    low, high = np.nanquantile(per_class, [0.025, 0.975], axis=0)
+    return Spread(
+        splits=splits,
+        coverage_mean=float(coverages.mean()),
+        coverage_sd=float(coverages.std(ddof=1)) if splits > 1 else 0.0,
+        coverage_low=float(np.quantile(coverages, 0.025)),
+        coverage_high=float(np.quantile(coverages, 0.975)),
+        size_mean=float(sizes.mean()),
+        class_coverage_low={c: float(v) for c, v in zip(classes, low, strict=True) if np.isfinite(v)},
+        class_coverage_high={c: float(v) for c, v in zip(classes, high, strict=True) if np.isfinite(v)},
+    )
+
+
+def fit(
+    test_probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    test_paths: list[str],
+    classes: list[str],
+    val_probabilities: np.ndarray,
+    val_labels: np.ndarray,
+    level: float = DEFAULT_LEVEL,
+    method: str = DEFAULT_METHOD,
+    temperature: float = 1.0,
+    views: int = 1,
+    seed: int = HALF_SEED,
+    spread_splits: int = SPREAD_SPLITS,
+    by_class: bool | None = None,
+) -> ConformalSets:
+    """Choose the regularisation on validation, fit the threshold on one half of the test split, report on the other.
+
+    `by_class`: a threshold per class (each class covered at the level, sets larger for hard classes); None
+    (the default): per class when every class has enough calibration photos for the level, else one for all.
+
+    Raises:
+        ConformalError: the level is out of range, or the calibration half is too small for it.
+    """
+    if method not in METHODS:
+        raise ConformalError(f"method must be one of {METHODS}. Received: method={method!r}")
+    level = level_of(level)
+    probabilities = np.asarray(test_probabilities, dtype=np.float64)
+    labels = np.asarray(test_labels, dtype=np.int64)
+    n = len(labels)
+    if n // 2 < min_photos(level):
+        raise ConformalError(
+            f"{n} test photos are too few for sets at {level:.0%}: the calibration half needs at least "
+            f"{min_photos(level)} photos (it has {n // 2}); pick a lower level or a larger test split"
+        )
+    lam, k_reg, how = choose_regularisation(val_probabilities, val_labels, level, method)
+    scores = class_scores(probabilities, lam=lam, k_reg=k_reg)
+    perm = np.random.default_rng(seed).permutation(n)
+    calibrate, held = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
+    given = true_scores(scores[calibrate], labels[calibrate])
+    order_of_scores = np.argsort(given, kind="stable")
+    calibration_scores, calibration_labels = given[order_of_scores], labels[calibrate][order_of_scores]
+    if by_class is None:
+        counts = np.bincount(calibration_labels, minlength=len(classes))
+        by_class = bool(counts.min() >= min_photos(level))
+    if by_class:
+        cut = class_thresholds(calibration_scores, calibration_labels, len(classes), level)[0]
+    else:
+        cut = threshold(calibration_scores, level)
+    masks = set_masks(scores[held], cut, probabilities[held])
+    order = np.argsort(-probabilities[held], axis=1, kind="stable")
+    photos = [
+        {
+            "path": test_paths[i],
+            "label": classes[labels[i]],
+            "set": [classes[j] for j in row_order if mask[j]],
+        }
+        for i, row_order, mask in zip(held, order, masks, strict=True)
+    ]
+    return ConformalSets(
+        method=method,
+        level=level,
+        lam=lam,
+        k_reg=k_reg,
+        how=how,
+        temperature=float(temperature),
+        views=int(views),
+        calibration_scores=[float(s) for s in calibration_scores],
+        calibration_labels=[int(c) for c in calibration_labels],
+        by_class=by_class,
+        classes=list(classes),
+        held_out=held_out_report(masks, labels[held], classes, level),
+        spread=coverage_spread(scores, probabilities, labels, classes, level, spread_splits, by_class=by_class)
+        if spread_splits
+        else None,
+        photos=photos,
+    )
+
+
+def save(sets: ConformalSets, run_dir: str | os.PathLike) -> None:
+    write_json_atomic(Path(run_dir) / CONFORMAL_FILE, sets.to_dict())
+
+
+def load(run_dir: str | os.PathLike) -> ConformalSets | None:
+    """The run's stored prediction sets, or None (never fitted, or from another version)."""
+    data = read_json(Path(run_dir) / CONFORMAL_FILE)
+    if not data or data.get("version") != CONFORMAL_VERSION:
+        return None
+    try:
+        return ConformalSets.from_dict(data)
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def fit_run(run_dir: str | os.PathLike, level: float = DEFAULT_LEVEL, method: str = DEFAULT_METHOD) -> ConformalSets:
+    """Fit and store a run's sets from its analysis arrays, on the probabilities its predictors give.
+
+    Raises:
+        AnalysisMissing: the run has no analysis arrays yet.
+        ConformalError: too few test photos for the level.
+    """
+    from core.results.arrays import RunAnalysis
+    from core.results.calibration import stored_temperature
+    from core.results.tta import served_probabilities
+
+    analysis = RunAnalysis.load(run_dir)
+    val, test, views = served_probabilities(run_dir, analysis)
+    fitted = fit(
+        test,
+        analysis.test.labels,
+        analysis.test.paths,
+        analysis.classes,
+        val,
+        analysis.val.labels,
+        level,
+        method,
+        temperature=stored_temperature(run_dir) or 1.0,
+        views=views,
+    )
+    save(fitted, run_dir)
+    return fitted
+
+
+def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
+    """The run's sets: stored ones (refitted at their level when the run's views changed since), else fitted now
+    at the default level; None when the run has no analysis arrays or too few test photos."""
+    from core.results.arrays import AnalysisMissing
+    from core.results.tta import used_by
+
+    stored = load(run_dir)
+    report = used_by(run_dir)
+    views = len(report.views) if report is not None else 1
+    if stored is not None and stored.views == views:
+        return stored
+    try:
+        if stored is not None:
+            return fit_run(run_dir, stored.level, stored.method)
+        return fit_run(run_dir)
+    except (AnalysisMissing, ConformalError):
+        return None
+
+
+def level_words(level: float) -> str:
+    """'9 times in 10' at 0.9, '95% of the time' at 0.95."""
+    tenths = level * 10
+    return f"{round(tenths)} times in 10" if abs(tenths - round(tenths)) < 1e-6 else f"{level:.0%} of the time"
+
+
+def set_words(names: list[str], total: int, level: float) -> str:
+    """The set in plain words (the caller escapes the names): 'rose or tulip', and what a one-class, wide or
+    all-class set means."""
+    share = level_words(level)
+    if len(names) == 1:
+        return f"{names[0]}: sets like this hold the right class {share}, and here one class is enough"
+    listed = ", ".join(names[:-1]) + f" or {names[-1]}"
+    if len(names) == total:
+        return (
+            f"any of the {total} classes: the model cannot narrow this photo down at {level:.0%} "
+            "(it is unsure, or the photo is unlike what it was trained on)"
+        )
+    if len(names) > max(3, total // 2):
+        return f"{listed}: a wide set ({len(names)} of {total} classes), the model is unsure about this photo"
+    return f"{listed}: sets like this hold the right class {share}"
