@@ -20,6 +20,12 @@ from core.serving.ray import predict_on_ray
 def register(sub, common: argparse.ArgumentParser) -> None:
     evaluate = sub.add_parser("evaluate", parents=[common], help="test-split metrics of a run")
     evaluate.add_argument("run_id", metavar="RUN_ID", help="a run id (a unique prefix is enough)")
+    evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="also with test-time augmentation (each photo in 4 views, averaged): accuracy, macro F1, NLL with and "
+        "without, McNemar's p-value, the cost per photo; the run then uses it only where it helped on validation",
+    )
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -33,6 +39,14 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     predict.add_argument("--parquet", metavar="OUT.parquet", help="the same table as --csv, as Parquet")
     predict.add_argument("--log", action="store_true", help="also record each prediction in the prediction log")
+    predict.add_argument(
+        "--set-level",
+        type=float,
+        default=0.9,
+        metavar="LEVEL",
+        help="with folders, --csv or --parquet: each photo's prediction set at this level (0.8-0.99; default 0.9), "
+        "where the run has sets; 0: none",
+    )
     predict.add_argument(
         "--ray",
         metavar="ADDRESS",
@@ -74,8 +88,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return fail(not_evaluated_reason(run))
     evaluation = Evaluation.load(run.directory)
     summary = evaluation.summary()
+    report = None
+    if args.tta:
+        if not run.has_analysis:
+            return fail(f"run {run.run_id} has no analysis arrays: run `python -m core analyse {run.run_id}` first")
+        report = _measure_tta(args, run)
     if args.json:
-        emit_json({"run_id": run.run_id, **summary})
+        extra = {"tta": report.summary()} if report is not None else {}
+        emit_json({"run_id": run.run_id, **summary, **extra})
         return EXIT_OK
     print(f"run {run.run_id}  ({run.dataset_name}, {len(run.classes)} classes, state {run.state})")
     print(f"accuracy      {summary['accuracy']:.4f}  on {summary['test_images']} test images")
@@ -112,7 +132,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 [[r.true, r.predicted, str(r["count"])] for _, r in confused.iterrows()],
             )
         )
+    if report is not None:
+        print_tta(report)
     return EXIT_OK
+
+
+def _measure_tta(args: argparse.Namespace, run):
+    from core.results import conformal, tta  # heavy: sklearn
+
+    with contextlib.redirect_stdout(sys.stderr):
+        last = [""]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage != last[0] or done >= total:
+                last[0] = stage
+                print(f"{stage}: {done}/{total}", file=sys.stderr)
+
+        report = tta.measure(run, data_dir(args.data_dir), progress)
+        conformal.run_sets(run.directory)  # the run's sets follow the probabilities its predictors now give
+    return report
+
+
+def print_tta(report) -> None:
+    """With and without test-time augmentation, on test (and validation, which decides)."""
+    from core.results.compare import p_value_words
+
+    print(f"\ntest-time augmentation: {len(report.views)} views ({', '.join(report.views)}), averaged")
+    rows = []
+    for name, part in (("test", report.test), ("validation", report.validation)):
+        rows += [
+            [f"{name} accuracy", f"{part.accuracy_without:.4f}", f"{part.accuracy_with:.4f}"],
+            [f"{name} macro F1", f"{part.macro_f1_without:.4f}", f"{part.macro_f1_with:.4f}"],
+            [f"{name} NLL", f"{part.nll_without:.4f}", f"{part.nll_with:.4f}"],
+        ]
+    print(format_table(["", "without", "with"], rows))
+    test = report.test
+    p_text = f"p = {test.p_value:.3f}" if test.p_value >= 0.001 else "p < 0.001"
+    print(
+        f"test: better on {test.better} photo(s), worse on {test.worse}; McNemar {p_text}: "
+        f"{p_value_words(test.p_value)}"
+    )
+    print(
+        f"cost: {report.seconds_per_photo_without * 1000:.1f} ms a photo without, "
+        f"{report.seconds_per_photo_with * 1000:.1f} ms with ({len(report.views)} forward passes)"
+    )
+    print(f"decision: {report.reason}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -150,8 +214,15 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
         model = ServedModel(run, data_dir(args.data_dir))
         if args.raw:
             model.temperature = 1.0  # the model's own probabilities
+            model.sets = None  # sets are fitted on the calibrated ones
+        set_level = None
+        if args.set_level and model.sets is not None:
+            try:
+                set_level = model.check_set_level(args.set_level)
+            except ValueError as e:
+                return fail(str(e))
         log = PredictionLog.of_store(store.root) if args.log else None
-        items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id)
+        items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id, set_level)
     rows = table_rows(items, max(1, min(args.top_k, len(run.classes))), run.train_config.image_size)
     _write_tables(args, rows)
     if args.json:
@@ -164,6 +235,8 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
                 print(f"{item.name}: error: {item.error}")
             else:
                 flag = "  (does not look like any class it knows)" if item.answer.ood_flag else ""
+                if item.answer.prediction_set is not None:
+                    flag += f"  [set at {item.answer.set_level:.0%}: {' or '.join(item.answer.prediction_set)}]"
                 small = size_note(item.decoded, run.train_config.image_size)
                 flag += f"  (warning: {small})" if small else ""
                 print(f"{item.name}: {', '.join(f'{label} {p:.3f}' for label, p in item.answer.top)}{flag}")

@@ -6,6 +6,8 @@
   train-features  pooled features of the training split alone (train_features.npz), for "photos like this"
   label-issues  pooled features of the training split (train_features.npz, through the feature
                 cache when it has them), cross-validated probabilities, the ranked suspects
+  tta           the validation and test photos in test-time augmentation's views (core.results.tta), and the
+                run's prediction sets again when its predictors now average the views
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -44,7 +46,7 @@ from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
-KINDS = ("analysis", "tsne", "train-features", "label-issues")
+KINDS = ("analysis", "tsne", "train-features", "label-issues", "tta")
 
 
 class TaskStopped(RuntimeError):
@@ -332,6 +334,12 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         return training_features(run, data_root, progress, should_stop)
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
+    if kind == "tta":
+        from core.results import conformal, tta  # heavy: sklearn
+
+        report = tta.measure(run, data_root, progress, should_stop)
+        conformal.run_sets(run.directory)
+        return report
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
 
 

@@ -31,7 +31,7 @@ from core.results.calibration import nll, run_temperature, stored_temperature
 from core.results.compare import mcnemar
 from core.runs.record import TTA_ARRAYS, TTA_FILE, Run
 
-VIEWS = ("as it is", "mirrored", "zoomed, top left", "zoomed, bottom right")
+VIEWS = ("as it is", "mirrored", "zoomed top-left", "zoomed bottom-right")
 ZOOM = 7 / 8  # a zoomed view keeps this share of the side, resized back to the input size
 HELPS_P = 0.05  # the validation gain must be this unlikely under 'no difference' (McNemar, two-sided)
 BATCH = 32

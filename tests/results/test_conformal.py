@@ -198,3 +198,28 @@ def test_a_run_stores_its_sets_and_fits_them_when_missing(trained_run, tmp_path)
     again = cf.load(run_dir)
     assert again is not None and again.calibration_scores == fitted.calibration_scores
     assert again.views == 1 and again.classes == ["blue", "crimson", "green", "red"]
+
+
+def test_calibrate_conformal_on_the_command_line_carries_every_held_out_photo(trained_run, tmp_path):
+    import contextlib
+    import io
+
+    from core.cli import main as cli
+    from tests.conftest import copy_run
+
+    store_root = copy_run(trained_run["models_root"], tmp_path / "models")
+    run_id = trained_run["run_id"]
+    common = ["--models-dir", str(store_root), "--data-dir", str(trained_run["data_root"])]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli(["calibrate", run_id[:6], "--conformal", "0.2", "--method", "aps", "--json", *common]) == 0
+    result = json.loads(out.getvalue())["conformal"]
+    assert result["level"] == pytest.approx(0.8) and result["method"] == "aps"
+    photos = result["photos"]
+    assert photos and all({"path", "label", "set"} <= set(p) for p in photos)
+    recount = np.mean([p["label"] in p["set"] for p in photos])
+    assert recount == pytest.approx(result["held_out"]["coverage"])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert cli(["calibrate", run_id, "--conformal", "0.99", *common]) != 0
+    assert "too few" in err.getvalue()
