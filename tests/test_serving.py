@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from core.data.imaging import load_for_model
+from core.results import conformal
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.app import create_app
@@ -34,6 +35,8 @@ def served(trained_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving") / "models"
     source = trained_run["store"].run_dir(trained_run["run_id"])
     copy_run(source, root / trained_run["run_id"])
+    # prediction sets at 80%: the tiny run's 9 test photos leave 4 to calibrate on, enough for 80% (not 90%)
+    conformal.fit_run(root / trained_run["run_id"], level=0.8, method="aps")
     store = RunStore(root)
     AliasStore(root).set("production", trained_run["run_id"])
     data_root = tmp_path_factory.mktemp("serving-data")
@@ -127,6 +130,44 @@ def test_v2_json_tensors_and_tfserving_agree(served):
     result = rest["results"][0]
     assert result["label"] == by_name["label"]["data"][0]
     assert len(result["top"]) == 2 and "out_of_distribution" in result
+
+
+def test_prediction_sets_on_every_route_when_asked(served):
+    url = served["server"].url
+    data = photos(served["dataset"], 2)[1].read_bytes()
+    b64 = base64.b64encode(data).decode()
+    rest = httpx.post(f"{url}/predict?prediction_set=0.8", files={"file": ("x.png", data, "image/png")}).json()
+    chosen = rest["results"][0]["prediction_set"]
+    assert chosen["level"] == 0.8 and chosen["classes"]
+    assert set(chosen["classes"]) <= {"blue", "crimson", "green", "red"}
+    body = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}],
+        "parameters": {"prediction_set": 0.8},
+    }
+    v2 = {o["name"]: o for o in httpx.post(f"{url}/v2/models/production/infer", json=body).json()["outputs"]}
+    assert json.loads(v2["prediction_set"]["data"][0]) == chosen["classes"]
+    tf = httpx.post(f"{url}/v1/models/production:predict", json={"instances": [{"b64": b64}], "prediction_set": 0.8})
+    assert tf.json()["prediction_sets"] == [chosen["classes"]]
+    # a higher level never gives a smaller set; without the parameter no set is computed
+    wide = httpx.post(f"{url}/predict?prediction_set=0.95", files={"file": ("x.png", data, "image/png")}).json()
+    assert set(chosen["classes"]) <= set(wide["results"][0]["prediction_set"]["classes"])
+    plain = httpx.post(f"{url}/predict", files={"file": ("x.png", data, "image/png")}).json()
+    assert "prediction_set" not in plain["results"][0]
+    for bad, words in (("1.5", "between 0 and 1"), ("0.6", "0.80-0.99"), ("many", "could not convert")):
+        refused = httpx.post(f"{url}/predict?prediction_set={bad}", files={"file": ("x.png", data, "image/png")})
+        assert refused.status_code == 400 and words in refused.text
+
+
+def test_batch_prediction_writes_each_photo_s_set_to_the_table(served):
+    from core.serving.batch_predict import csv_text, predict_many, table_rows
+
+    model = served["server"].registry.get("production").loaded.model
+    files = [(p.name, p) for p in photos(served["dataset"], 3)] + [("broken.png", b"not an image")]
+    items = predict_many(model, files, top_k=2, set_level=0.9)
+    rows = table_rows(items, 2)
+    assert [row["prediction_set"] != "" for row in rows] == [True, True, True, False]
+    assert rows[0]["set_level"] == 0.9 and rows[0]["set_size"] == len(rows[0]["prediction_set"].split(" | "))
+    assert "prediction_set,set_size,set_level" in csv_text(rows).splitlines()[0]
 
 
 def test_the_server_sees_the_same_pixels_as_training(served):

@@ -79,8 +79,11 @@ def predict_many(
     log: PredictionLog | None = None,
     source: str = "cli",
     model_name: str | None = None,
+    set_level: float | None = None,
 ) -> list[BatchItem]:
-    """Classify files in chunks; unreadable ones get their reason. Logs each prediction when `log` is given."""
+    """Classify files in chunks; unreadable ones get their reason. Logs each prediction when `log` is given.
+
+    `set_level` (a level the run's prediction sets offer): each answer carries its conformal set too."""
     items = []
     for start in range(0, len(files), CHUNK):
         started = time.perf_counter()
@@ -94,7 +97,7 @@ def predict_many(
                 chunk.append(BatchItem(name, error=reason))
         good = [item for item in chunk if item.decoded is not None]
         if good:
-            answers = model.predict_pixels(np.stack([item.decoded.pixels for item in good]), top_k)
+            answers = model.predict_pixels(np.stack([item.decoded.pixels for item in good]), top_k, set_level)
             for item, answer in zip(good, answers, strict=True):
                 item.answer = answer
             each = (time.perf_counter() - started) / len(chunk)
@@ -133,10 +136,14 @@ def size_note(decoded: Decoded | None, image_size: int) -> str | None:
     )
 
 
+SET_SEPARATOR = " | "  # between the class names of a prediction set in a table cell
+
+
 def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None) -> list[dict[str, Any]]:
-    """One flat row per file: path, label_i / probability_i for i in 1..k, ood flag and score, a size warning
-    (with `image_size`), error."""
+    """One flat row per file: path, label_i / probability_i for i in 1..k, the prediction set and its level (when
+    asked for), ood flag and score, a size warning (with `image_size`), error."""
     rows = []
+    with_sets = any(item.answer is not None and item.answer.prediction_set is not None for item in items)
     for item in items:
         row: dict[str, Any] = {"path": item.name}
         top = item.answer.top if item.answer else []
@@ -144,6 +151,11 @@ def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None
             row[f"label_{i + 1}"] = top[i][0] if i < len(top) else ""
             row[f"probability_{i + 1}"] = round(top[i][1], 6) if i < len(top) else ""
         answer = item.answer
+        if with_sets:
+            chosen = None if answer is None else answer.prediction_set
+            row["prediction_set"] = "" if chosen is None else SET_SEPARATOR.join(chosen)
+            row["set_size"] = "" if chosen is None else len(chosen)
+            row["set_level"] = "" if chosen is None else answer.set_level
         row["out_of_distribution"] = "" if answer is None or answer.ood_flag is None else bool(answer.ood_flag)
         row["ood_score"] = "" if answer is None or answer.ood_score is None else round(answer.ood_score, 4)
         if image_size is not None:

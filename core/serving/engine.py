@@ -22,6 +22,7 @@ import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.network import layer_names as names
+from core.results import conformal, tta
 from core.results.arrays import softmax
 from core.results.calibration import run_temperature
 from core.runs.record import Run
@@ -29,6 +30,7 @@ from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
+VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Answer:
     ood_flag: bool | None = None
     projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
     raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
+    prediction_set: list[str] | None = None  # the classes of its conformal set, most probable first
+    set_level: float | None = None  # the share of such sets that hold the right class
+    views: int = 1  # > 1: the probabilities average test-time augmentation's views
 
     def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
         out = {
@@ -63,6 +68,10 @@ class Answer:
             "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
             "entropy": round(self.entropy, 6),
         }
+        if self.prediction_set is not None:
+            out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
+        if self.views > 1:
+            out["views"] = self.views
         if self.ood_score is not None:
             out["out_of_distribution"] = {
                 "flag": bool(self.ood_flag),
@@ -112,6 +121,10 @@ class ServedModel:
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
         self.temperature = run_temperature(run)
+        # Test-time augmentation only where it helped on the run's validation split (core.results.tta).
+        self.tta = tta.used_by(run.directory)
+        self.views = len(self.tta.views) if self.tta is not None else 1
+        self.sets = conformal.run_sets(run.directory)  # None: no analysis arrays, or too few test photos
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
@@ -200,7 +213,16 @@ class ServedModel:
         return Decoded(pixels, sha, int(array.shape[1]), int(array.shape[0]), name)
 
     def forward(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """probabilities, logits and pooled features for a (N, size, size, 3) batch."""
+        """probabilities, logits and pooled features for a (N, size, size, 3) batch; for a run that uses
+        test-time augmentation, also its views' averaged calibrated probabilities (`VIEWS_AVERAGE`)."""
+        outputs = self._forward_once(batch)
+        if self.views > 1:
+            view_logits = [outputs[names.LOGITS]]
+            view_logits += [self._forward_once(view)[names.LOGITS] for view in tta.views_of(batch)[1:]]
+            outputs[VIEWS_AVERAGE] = tta.averaged(view_logits, self.temperature)
+        return outputs
+
+    def _forward_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import keras
 
         batch = np.asarray(batch, dtype=np.float32)
@@ -212,11 +234,34 @@ class ServedModel:
             for n, o in zip(names.INFERENCE_OUTPUTS, outputs, strict=True)
         }
 
-    def answers(self, outputs: dict[str, np.ndarray], top_k: int = 3) -> list[Answer]:
-        """Per-row answers from forward()'s outputs: calibrated top-k, entropy, OOD score and flag."""
+    def check_set_level(self, level: float | None) -> float | None:
+        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none. Raises ValueError."""
+        if level is None:
+            return None
+        level = conformal.level_of(level)
+        if self.sets is None:
+            raise ValueError(
+                f"run {self.run_id} has no prediction sets (its test split is too small, or it has no analysis "
+                f"arrays); fit them with `python -m core calibrate {self.run_id} --conformal 0.9`"
+            )
+        low, high = conformal.LEVEL_RANGE
+        if not low - 1e-9 <= level <= high + 1e-9:
+            raise ValueError(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
+        return level
+
+    def answers(self, outputs: dict[str, np.ndarray], top_k: int = 3, set_level: float | None = None) -> list[Answer]:
+        """Per-row answers from forward()'s outputs: calibrated top-k (the views' average where the run uses
+        test-time augmentation), entropy, OOD score and flag, and at `set_level` the conformal set."""
         logits, features = outputs[names.LOGITS], outputs[names.FEATURES]
         raw = outputs[names.PROBABILITIES]
-        probabilities = softmax(logits, self.temperature) if self.temperature != 1.0 else raw
+        single = softmax(logits, self.temperature) if self.temperature != 1.0 else raw
+        probabilities = outputs.get(VIEWS_AVERAGE, single)
+        views = self.views if VIEWS_AVERAGE in outputs else 1
+        sets = None
+        if set_level is not None and self.sets is not None and len(logits):
+            # the probabilities the sets were fitted on: the views' average, or the photo as it is
+            fitted_on = probabilities if self.sets.views > 1 and views > 1 else single
+            sets = self.sets.named_sets(fitted_on, set_level)
         top_k = max(1, min(int(top_k), len(self.classes)))
         ood_scores = ood_flags = projections = None
         if self.reference is not None and len(logits):
@@ -238,18 +283,21 @@ class ServedModel:
                     ood_flag=None if ood_flags is None else bool(ood_flags[i]),
                     projection=None if projections is None else projections[i],
                     raw_probabilities=raw[i],
+                    prediction_set=None if sets is None else sets[i],
+                    set_level=None if sets is None else set_level,
+                    views=views,
                 )
             )
         return out
 
-    def predict_pixels(self, pixels: np.ndarray, top_k: int = 3) -> list[Answer]:
+    def predict_pixels(self, pixels: np.ndarray, top_k: int = 3, set_level: float | None = None) -> list[Answer]:
         """Answers for (N, size, size, 3) prepared pixels, without batching (the CLI and the pages)."""
-        outputs = {name: [] for name in names.INFERENCE_OUTPUTS}
+        outputs: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(pixels), 64):
             for name, value in self.forward(pixels[start : start + 64]).items():
-                outputs[name].append(value)
+                outputs.setdefault(name, []).append(value)
         joined = {name: np.concatenate(values) for name, values in outputs.items() if values}
-        return self.answers(joined, top_k) if joined else []
+        return self.answers(joined, top_k, set_level) if joined else []
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -261,4 +309,13 @@ class ServedModel:
             "ood_threshold": self.reference.detector.thresholds[self.ood_method] if self.reference else None,
             "ood_note": self.reference_note,
             "ood_summary": self.reference.detector.summary() if self.reference else None,
+            "test_time_augmentation": None if self.tta is None else {"views": self.tta.views, "why": self.tta.reason},
+            "prediction_sets": None
+            if self.sets is None
+            else {
+                "method": self.sets.method,
+                "fitted_level": self.sets.level,
+                "levels": list(conformal.LEVEL_RANGE),
+                "held_out_coverage": self.sets.held_out.coverage,
+            },
         }

@@ -224,6 +224,19 @@ class Service:
         return await anyio.to_thread.run_sync(work)
 
     @staticmethod
+    def set_level_of(route: Route, value: Any) -> float | None:
+        """A request's prediction-set level (0.9, or its alpha 0.1; None: no sets), checked against the route's
+        run before anything is decoded. Raises InputError."""
+        if value is None or value == "" or value is False:
+            return None
+        if value is True or (isinstance(value, str) and value.lower() in ("true", "yes")):
+            value = 0.9  # asked for sets without a level: the usual 9 times in 10
+        try:
+            return route.loaded.model.check_set_level(float(value))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"prediction_set: {e}") from None
+
+    @staticmethod
     def _check_count(count: int) -> None:
         if count == 0:
             raise InputError("no image in the request")
@@ -231,9 +244,17 @@ class Service:
             raise InputError(f"at most {MAX_IMAGES_PER_REQUEST} images per request. Received: {count}")
 
     async def answer(
-        self, route: Route, decoded: list[Decoded], started: float, top_k: int = 3, source: str = "api"
+        self,
+        route: Route,
+        decoded: list[Decoded],
+        started: float,
+        top_k: int = 3,
+        source: str = "api",
+        set_level: float | None = None,
     ) -> tuple[Route, list[Answer]]:
-        """Run the decoded images through the model's batcher; log each; return the route that answered."""
+        """Run the decoded images through the model's batcher; log each; return the route that answered.
+
+        `set_level` (checked by `set_level_of` first): each answer also carries its conformal prediction set."""
         pixels = np.stack([d.pixels for d in decoded])
         for _ in range(3):
             try:
@@ -243,7 +264,7 @@ class Service:
                 route = self.registry.get(route.name)
         else:
             raise RuntimeError("the model kept being swapped; try again")
-        answers = route.loaded.model.answers(outputs, top_k)
+        answers = route.loaded.model.answers(outputs, top_k, set_level)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if self.writer is not None:
             for item, ans in zip(decoded, answers, strict=True):
