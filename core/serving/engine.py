@@ -249,6 +249,13 @@ class ServedModel:
             raise ValueError(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
         return level
 
+    def set_of(self, answer: Answer, level: float) -> list[str] | None:
+        """The class names of an answer's prediction set at `level` (the Predict page's slider), most probable first;
+        None when the run has no sets, or they were fitted on other probabilities than this answer's."""
+        if self.sets is None or self.sets.views != answer.views:
+            return None
+        return self.sets.named_sets(answer.probabilities, level)[0]
+
     def answers(self, outputs: dict[str, np.ndarray], top_k: int = 3, set_level: float | None = None) -> list[Answer]:
         """Per-row answers from forward()'s outputs: calibrated top-k (the views' average where the run uses
         test-time augmentation), entropy, OOD score and flag, and at `set_level` the conformal set."""

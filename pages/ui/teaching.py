@@ -80,6 +80,21 @@ NOTES = {
         "'none of these'. A photo of something else still gets a class, sometimes with high confidence, and a "
         "model trained from a random start is often confidently wrong."
     ),
+    "prediction_sets": (
+        "**Why a set instead of one answer.** A probability of 70% is a statement about the model; a *set* comes "
+        "with a promise about the world: of photos like the test photos, sets at 90% hold the right class 9 times "
+        "in 10. Flora learns how far down the ranking it must go from half of the test photos (conformal "
+        "prediction: the 90th-percentile of how unlikely the right class looked) and checks the promise on the "
+        "other half. The set grows where the model is unsure: one class for an easy {a}, several for a hard one. "
+        "A set of every class means 'the model cannot tell here', which is worth knowing. The promise is about "
+        "photos like the test ones: a photo of something else entirely is covered by nothing."
+    ),
+    "tta": (
+        "**Test-time augmentation.** The photo is shown to the model a few times, mirrored and slightly zoomed, "
+        "and the answers are averaged, like asking for a second look. It costs one forward pass per view and "
+        "does not always help, so Flora measures it on the validation photos first and uses it only when the "
+        "gain is larger than chance explains (McNemar's test on the photos it changes)."
+    ),
     "serving": (
         "**Why a server, and why these protocols.** A trained model is only useful when other programs can ask it. "
         "Flora's server speaks the protocols that production model servers (Triton, KServe, TF Serving) use, so a "

@@ -14,6 +14,7 @@ from core.results.evaluation import Evaluation
 from pages.ui import analysis_status, auth, common, photo_gallery, plain, teaching
 from pages.ui.evaluate import calibration as evaluate_calibration
 from pages.ui.evaluate import confusion as evaluate_confusion
+from pages.ui.evaluate import guarantees as evaluate_guarantees
 from pages.ui.evaluate import heatmaps as evaluate_heatmaps
 from pages.ui.navigation import page_file
 
@@ -161,7 +162,7 @@ def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, st
 
 
 matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
-    ["Confusion matrix", "Per-class metrics", "Top losses", "Calibration"], key="evaluate_tab", on_change="rerun"
+    ["Confusion matrix", "Per-class metrics", "Top losses", "Calibration & sets"], key="evaluate_tab", on_change="rerun"
 )
 
 with matrix_tab:
@@ -320,5 +321,7 @@ with losses_tab:
 with calibration_tab:
     if has_analysis:
         evaluate_calibration.section(run, run.analysis_mtime)
+        evaluate_guarantees.sets_section(run, run.analysis_mtime)
+        evaluate_guarantees.tta_section(run)
     else:
         st.caption("The calibration needs the run's analysis (see above).")

@@ -11,6 +11,7 @@ from pages.ui import auth, common, device_status, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
+from pages.ui.predict import sets as predict_sets
 from pages.ui.serving import sections as serving
 
 st.title("Predict")
@@ -99,6 +100,8 @@ common.random_start_notice(run)
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
 raw = predict_explain.calibration_toggle(served.temperature)
+predict_sets.views_caption(served)
+set_level = predict_sets.level_slider(served)
 
 
 def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None:
@@ -115,6 +118,7 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
     with chart_col:
         label, probability = top[0]
         st.markdown(f"Most likely **{plain.md(label)}** ({probability:.1%})")
+        predict_sets.set_line(served, result, set_level)
         small = size_note(item.decoded, run.train_config.image_size)
         if small:
             st.warning(f"This photo is {small}.", icon=":material/photo_size_select_small:")
@@ -133,7 +137,7 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
 
 
 if len(files) >= predict_extras.MANY:
-    items = predict_extras.many_photos_table(run, model_key, files, top_k)
+    items = predict_extras.many_photos_table(run, model_key, files, top_k, set_level)
     st.caption("Each photo's answer in full (how sure, where it looked, and a correction if it is wrong):")
     for index, ((upload_id, name, data), item) in enumerate(zip(files, items, strict=True)):
         answer = f"{plain.md(item.answer.label)} ({item.answer.max_probability:.0%})" if item.answer else "unreadable"

@@ -282,7 +282,7 @@ def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
     assert _twins_adjacent(_matrix_classes(at)) == 0, "the original order is one choice away"
     at.multiselect(key="evaluate_classes").set_value(["flower 001", "flower 002"]).run()
     assert _matrix_classes(at) == ["flower 001", "flower 002", "(other)"]
-    at.session_state["evaluate_tab"] = "Calibration"
+    at.session_state["evaluate_tab"] = "Calibration & sets"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     cal = calibrate_run(oxford_layout / "oxford000001")
@@ -313,3 +313,27 @@ def test_teaching_notes_speak_of_this_datasets_classes_and_cover_losses_and_heat
     finally:
         at.toggle(key="flora_explain").set_value(False).run()
     assert teaching.note("confusion").count("rose") >= 1  # without a dataset the examples stay rose and tulip
+
+
+def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, workspace, tmp_path):
+    from core.results import conformal, tta
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    run_dir = models / workspace["run_id"]
+    conformal.fit_run(run_dir, level=0.8, method="aps")
+    at = app("evaluate", models_dir=models)
+    at.session_state["evaluate_tab"] = "Calibration & sets"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Promised"] == "80%" and "Held on the other half" in metrics
+    charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
+    assert any("share of sets holding the right class" in c.proto.spec for c in charts)
+    assert any(b.label == "Measure test-time augmentation" for b in at.button)
+    tta.measure(RunStore(models).get(workspace["run_id"]), workspace["data"])
+    at.run()
+    shown = texts(at)
+    assert "Decision: on validation" in shown and "McNemar" in shown
+    assert {"accuracy", "macro F1", "NLL (lower is better)"} <= set(at.dataframe[-1].value["figure"])

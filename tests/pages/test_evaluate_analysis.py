@@ -12,7 +12,7 @@ from tests.pages.conftest import table_with, texts
 
 def _calibration_tab(app, **kwargs):
     at = app("evaluate", **kwargs)
-    at.session_state["evaluate_tab"] = "Calibration"
+    at.session_state["evaluate_tab"] = "Calibration & sets"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -252,7 +252,7 @@ def test_evaluate_gallery_heatmaps_and_top_losses(open_page):
     run(at)
     assert [c for image in at.get("image") for c in image.captions if c.startswith("true: ")]
     assert_no_markup(at)
-    for tab in ("Per-class metrics", "Calibration"):
+    for tab in ("Per-class metrics", "Calibration & sets"):
         at.session_state["evaluate_tab"] = tab
         assert_no_markup(run(at))
     at.selectbox(key="evaluate_true").set_value("![c](c.png)")

@@ -133,3 +133,49 @@ def test_the_model_people_mean_is_the_one_production_serves(app, workspace, tmp_
     assert at.selectbox(key="predict_run").format_func(other).startswith("production → ")
     at.selectbox(key="predict_run").set_value(newest).run()
     assert f"Not the production model: *production* points at run {other}." in texts(at)
+
+
+def _store_with_sets_and_views(workspace, tmp_path, helped: bool):
+    """A copy of the workspace's run with prediction sets at 80% and test-time augmentation measured."""
+    import json
+
+    from core.results import conformal, tta
+    from tests.conftest import copy_run
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    run_dir = models / workspace["run_id"]
+    run = workspace["store"].__class__(models).get(workspace["run_id"])
+    tta.measure(run, workspace["data"])
+    report = json.loads((run_dir / "tta.json").read_text())
+    report["helped"] = helped
+    (run_dir / "tta.json").write_text(json.dumps(report))
+    conformal.fit_run(run_dir, level=0.8, method="aps")
+    return models
+
+
+def test_a_prediction_set_at_the_level_picked_and_the_views_said(app, workspace, tmp_path):
+    models = _store_with_sets_and_views(workspace, tmp_path, helped=True)
+    at = app("predict", models_dir=models)
+    photo = next((workspace["dataset"] / "green").iterdir()).read_bytes()
+    at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Measured, not promised: on the" in shown and "sets at 80% held the right class" in shown
+    assert "**At 90%:**" in shown  # the slider's default
+    assert "Each photo is classified in 4 views" in shown
+    at.slider(key="predict_set_level").set_value(80).run()
+    shown = texts(at)
+    assert "**At 80%:**" in shown and "**At 90%:**" not in shown
+
+
+def test_many_photos_carry_their_sets_in_the_table(app, workspace, tmp_path):
+    models = _store_with_sets_and_views(workspace, tmp_path, helped=False)
+    at = app("predict", models_dir=models)
+    files = [
+        (f"{i}.png", p.read_bytes(), "image/png") for i, p in enumerate(sorted(workspace["dataset"].rglob("*.png"))[:5])
+    ]
+    at.file_uploader(key="predict_upload").set_value(files).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert "prediction_set" in table.columns and table["prediction_set"].str.len().min() > 0
+    assert "Test-time augmentation was measured for this run and is off" in texts(at)

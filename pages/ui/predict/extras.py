@@ -91,8 +91,11 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
             st.success(f"Saved as **{plain.md(right)}** (kept for the {photo.split} split of a retrain).")
 
 
-def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int) -> list:
-    """A table of every photo's top-k and OOD flag (unreadable files get their reason) and a CSV download."""
+def many_photos_table(
+    run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int, set_level: float | None = None
+) -> list:
+    """A table of every photo's top-k, prediction set (at `set_level`) and OOD flag (unreadable files get their
+    reason) and a CSV download."""
     from core.serving.batch_predict import csv_text, table_rows
 
     progress = st.progress(0.0, text="Classifying…")
@@ -101,9 +104,12 @@ def many_photos_table(run, key: run_models.ModelKey, files: list[tuple[str, str,
         items.append(classify(key, upload_id, name, data))
         progress.progress((i + 1) / len(files), text=f"Classifying {i + 1} / {len(files)}")
     progress.empty()
+    model = load_model(key)
     for item in items:  # the cached answers carry every class; the table shows the top k
         if item.answer is not None:
             item.answer.top = item.answer.top[:top_k]
+            item.answer.prediction_set = model.set_of(item.answer, set_level) if set_level else None
+            item.answer.set_level = set_level if item.answer.prediction_set is not None else None
     rows = table_rows(items, top_k, run.train_config.image_size)
     flagged = sum(1 for item in items if item.answer is not None and item.answer.ood_flag)
     bad = sum(1 for item in items if item.error)

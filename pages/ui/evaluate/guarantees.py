@@ -1,0 +1,161 @@
+"""Evaluate's answers with a guarantee: the run's prediction sets (coverage and size by class on the held-out half of
+the test split, with how far another halving could move them), and test-time augmentation with its gain measured
+(offered as a background task, then its figures and the decision)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.results import conformal, tta
+from core.results.compare import p_value_words
+from pages.ui import plain, teaching
+from pages.ui.run_task import task_panel
+
+
+@st.cache_data(show_spinner="Fitting prediction sets…", max_entries=32)
+def _sets(run_dir: str, stamp: float, views_stamp: float) -> conformal.ConformalSets | None:
+    return conformal.run_sets(run_dir)
+
+
+def coverage_chart(sets: conformal.ConformalSets) -> alt.LayerChart:
+    """Coverage by class on the held-out half (bars), the spread over halvings (whiskers), the level (a rule)."""
+    spread = sets.spread
+    rows = [
+        {
+            "class": plain.chart(c.name),
+            "coverage": c.coverage,
+            "photos": c.photos,
+            "mean set size": c.mean_size,
+            "low": spread.class_coverage_low.get(c.name) if spread else None,
+            "high": spread.class_coverage_high.get(c.name) if spread else None,
+            "under": c.name in sets.held_out.under_covered,
+        }
+        for c in sets.held_out.by_class
+        if c.coverage is not None
+    ]
+    frame = pd.DataFrame(rows)
+    height = max(120, 22 * len(frame))
+    y = alt.Y("class:N", sort=None, title=None)
+    bars = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("coverage:Q", scale=alt.Scale(domain=[0, 1]), title="share of sets holding the right class"),
+            y=y,
+            color=alt.condition("datum.under", alt.value("#c0392b"), alt.value("#5b8fbf")),
+            tooltip=[
+                "class",
+                alt.Tooltip("coverage:Q", format=".1%"),
+                "photos",
+                alt.Tooltip("mean set size:Q", format=".2f"),
+            ],
+        )
+    )
+    whiskers = alt.Chart(frame).mark_rule(color="#333").encode(x="low:Q", x2="high:Q", y=y)
+    level = (
+        alt.Chart(pd.DataFrame({"level": [sets.level]}))
+        .mark_rule(strokeDash=[4, 3], color="#b8336a")
+        .encode(x="level:Q")
+    )
+    return (bars + whiskers + level).properties(height=height)
+
+
+def sets_section(run, stamp: float) -> None:
+    """Prediction sets: the promise, whether it held on photos that chose nothing, by class."""
+    st.subheader("Prediction sets: answers with a guarantee")
+    teaching.explain("prediction_sets", run.classes)
+    tta_file = run.directory / "tta.json"
+    sets = _sets(str(run.directory), stamp, tta_file.stat().st_mtime if tta_file.exists() else 0.0)
+    if sets is None:
+        st.caption(
+            "No prediction sets: the test split is too small to fit them on one half and check them on the other "
+            f"at 90% (`python -m core calibrate {run.run_id} --conformal 0.8` tries a lower level)."
+        )
+        return
+    held, spread = sets.held_out, sets.spread
+    cols = st.columns(4)
+    cols[0].metric("Promised", f"{sets.level:.0%}", help="Sets should hold the right class this share of the time.")
+    cols[1].metric(
+        "Held on the other half",
+        f"{held.coverage:.1%}",
+        help=f"Recounted on {held.photos} test photos the threshold never saw.",
+    )
+    cols[2].metric("Mean set size", f"{held.mean_size:.2f}", help=f"Of {len(sets.classes)} classes.")
+    cols[3].metric("One class", f"{held.singletons:.0%}", help="Sets that name a single class.")
+    st.altair_chart(coverage_chart(sets), key="evaluate_coverage_chart")
+    words = (
+        "a threshold per class, so the promise holds for each class"
+        if sets.by_class
+        else "one threshold for all classes, so the promise holds on average over them, not for each"
+    )
+    caption = (
+        f"Bars: the share of held-out sets that held the right class, by class; the dashed line is the promise "
+        f"({sets.level:.0%}); whiskers: 95% of {spread.splits if spread else 0} random halvings of the test split. "
+        f"{sets.method.upper()} sets on the calibrated probabilities, {words}."
+    )
+    if spread is not None:
+        caption += (
+            f" Over the halvings coverage was {spread.coverage_mean:.1%} ± {spread.coverage_sd:.1%}, "
+            f"so one split's figure can be off by a few points either way."
+        )
+    st.caption(caption)
+    if held.under_covered:
+        st.warning(
+            "Under-covered (below the promise by more than chance explains): "
+            + ", ".join(plain.md(c) for c in held.under_covered)
+            + ". Their sets miss the right class more often than promised.",
+            icon=":material/warning:",
+        )
+    few = sets.few_photos()
+    if few:
+        st.caption(
+            "Too few photos for a threshold of their own, so they share the overall one: "
+            + ", ".join(plain.md(c) for c in few)
+        )
+
+
+def tta_section(run) -> None:
+    """Test-time augmentation: measure it (a background task), then the figures and whether the run uses it."""
+    st.subheader("Test-time augmentation: a second look, used only if it measurably helps")
+    teaching.explain("tta")
+    report = tta.load(run.directory)
+    if report is None:
+        st.caption(
+            f"Classify every validation and test photo in {len(tta.VIEWS)} views ({', '.join(tta.VIEWS)}) and "
+            "average them; the validation photos decide whether Predict and the server use it."
+        )
+        task_panel(run, "tta", "Measure test-time augmentation", key="evaluate_tta")
+        return
+    rows = []
+    for name, part in (("test", report.test), ("validation", report.validation)):
+        rows += [
+            {"split": name, "figure": "accuracy", "without": part.accuracy_without, "with": part.accuracy_with},
+            {"split": name, "figure": "macro F1", "without": part.macro_f1_without, "with": part.macro_f1_with},
+            {"split": name, "figure": "NLL (lower is better)", "without": part.nll_without, "with": part.nll_with},
+        ]
+    frame = pd.DataFrame(rows)
+    frame["change"] = frame["with"] - frame["without"]
+    st.dataframe(
+        frame,
+        hide_index=True,
+        key="evaluate_tta_table",
+        column_config={
+            "without": st.column_config.NumberColumn(format="%.4f"),
+            "with": st.column_config.NumberColumn(format="%.4f"),
+            "change": st.column_config.NumberColumn(format="%+.4f"),
+        },
+    )
+    test = report.test
+    p_text = f"p = {test.p_value:.3f}" if test.p_value >= 0.001 else "p < 0.001"
+    st.markdown(
+        f"On the test photos the views made **{test.better}** answers right that were wrong and **{test.worse}** "
+        f"wrong that were right (McNemar {p_text}: {p_value_words(test.p_value)}). "
+        f"They cost {report.seconds_per_photo_with * 1000:.0f} ms a photo instead of "
+        f"{report.seconds_per_photo_without * 1000:.0f} ms."
+    )
+    (st.success if report.helped else st.info)(
+        f"Decision: {plain.md(report.reason)}.", icon=":material/check_circle:" if report.helped else ":material/info:"
+    )
+    task_panel(run, "tta", "Measure again", key="evaluate_tta_again")
