@@ -49,6 +49,13 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         default=conformal.DEFAULT_METHOD,
         help="with --conformal: raps (regularised adaptive sets, the default) or aps",
     )
+    calibrate.add_argument(
+        "--thresholds",
+        choices=("auto", "per-class", "overall"),
+        default="auto",
+        help="with --conformal: per-class (each class covered at the level; larger sets for hard classes), overall "
+        "(covered on average over the classes; smaller sets), auto (per class when most classes have enough photos)",
+    )
     calibrate.add_argument("--json", action="store_true")
     calibrate.set_defaults(handler=cmd_calibrate)
 
@@ -139,7 +146,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     sets = None
     if args.conformal is not None:
         try:
-            sets = conformal.fit_run(run.directory, conformal.level_of(args.conformal), args.method)
+            by_class = {"auto": None, "per-class": True, "overall": False}[args.thresholds]
+            sets = conformal.fit_run(run.directory, conformal.level_of(args.conformal), args.method, by_class)
         except conformal.ConformalError as e:
             return fail(f"run {run.run_id}: {e}")
     if args.json:
@@ -196,11 +204,12 @@ def print_sets(sets: conformal.ConformalSets) -> None:
             "-" if c.mean_size is None else f"{c.mean_size:.2f}",
             "-"
             if spread is None or c.name not in spread.class_coverage_low
-            else f"{spread.class_coverage_low[c.name]:.2f}-{spread.class_coverage_high[c.name]:.2f}",
+            else f"{spread.class_coverage_mean.get(c.name, float('nan')):.3f} "
+            f"({spread.class_coverage_low[c.name]:.2f}-{spread.class_coverage_high[c.name]:.2f})",
         ]
         for c in held.by_class
     ]
-    print(format_table(["class", "photos", "coverage", "mean size", "95% over halvings"], rows))
+    print(format_table(["class", "photos", "coverage", "mean size", "over halvings: mean (95%)"], rows))
     if held.under_covered:
         print(f"under-covered (below {sets.level:.0%} by more than chance explains): {', '.join(held.under_covered)}")
     if spread is not None:

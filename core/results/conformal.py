@@ -16,7 +16,8 @@ The score is adaptive, so sets grow where the model is unsure:
 
 A threshold per class (Mondrian conformal prediction, Vovk 2005) makes the promise hold for each class, not only
 on average over them: a class the model finds hard gets larger sets instead of fewer right answers. Flora uses
-it whenever every class has enough calibration photos for the level, and one threshold for all otherwise.
+it when most classes have enough calibration photos for the level (a class with too few shares the overall
+threshold, and is named), and one threshold for all otherwise.
 
 Flora fits the threshold on one half of the test split and reports on the other half (`held_out`): the
 recounted coverage, the mean set size, coverage and size by class. The other half never chose anything.
@@ -49,6 +50,7 @@ LEVEL_RANGE = (0.80, 0.99)  # what Predict's slider offers
 LAMBDAS = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # RAPS's grid (the paper's, with 0 = APS)
 SPREAD_SPLITS = 200  # random halvings of the test split for the coverage spread
 HALF_SEED = 0
+BY_CLASS_SHARE = 0.5  # thresholds per class when at least this share of classes has enough calibration photos
 CONFORMAL_VERSION = 1
 _TOLERANCE = 1e-9  # scores equal to the threshold up to float noise are inside
 
@@ -223,6 +225,7 @@ class Spread:
     size_mean: float
     class_coverage_low: dict[str, float] = field(default_factory=dict)  # per class, 2.5 % of the halvings
     class_coverage_high: dict[str, float] = field(default_factory=dict)
+    class_coverage_mean: dict[str, float] = field(default_factory=dict)  # per class, over the halvings
 
 
 @dataclass
@@ -375,6 +378,7 @@ def coverage_spread(
         with np.errstate(invalid="ignore", divide="ignore"):
             per_class[s] = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
     low, high = np.nanquantile(per_class, [0.025, 0.975], axis=0)
+    mean = np.nanmean(per_class, axis=0)
     return Spread(
         splits=splits,
         coverage_mean=float(coverages.mean()),
@@ -384,6 +388,7 @@ def coverage_spread(
         size_mean=float(sizes.mean()),
         class_coverage_low={c: float(v) for c, v in zip(classes, low, strict=True) if np.isfinite(v)},
         class_coverage_high={c: float(v) for c, v in zip(classes, high, strict=True) if np.isfinite(v)},
+        class_coverage_mean={c: float(v) for c, v in zip(classes, mean, strict=True) if np.isfinite(v)},
     )
 
 
@@ -405,7 +410,8 @@ def fit(
     """Choose the regularisation on validation, fit the threshold on one half of the test split, report on the other.
 
     `by_class`: a threshold per class (each class covered at the level, sets larger for hard classes); None
-    (the default): per class when every class has enough calibration photos for the level, else one for all.
+    (the default): per class when at least half the classes have enough calibration photos for the level (the
+    others take the overall threshold), else one for all.
 
     Raises:
         ConformalError: the level is out of range, or the calibration half is too small for it.
@@ -428,9 +434,9 @@ def fit(
     given = true_scores(scores[calibrate], labels[calibrate])
     order_of_scores = np.argsort(given, kind="stable")
     calibration_scores, calibration_labels = given[order_of_scores], labels[calibrate][order_of_scores]
-    if by_class is None:
+    if by_class is None:  # per class when most classes can have their own (the rest share the overall one)
         counts = np.bincount(calibration_labels, minlength=len(classes))
-        by_class = bool(counts.min() >= min_photos(level))
+        by_class = bool((counts >= min_photos(level)).mean() >= BY_CLASS_SHARE)
     if by_class:
         cut = class_thresholds(calibration_scores, calibration_labels, len(classes), level)[0]
     else:
@@ -480,7 +486,12 @@ def load(run_dir: str | os.PathLike) -> ConformalSets | None:
         return None
 
 
-def fit_run(run_dir: str | os.PathLike, level: float = DEFAULT_LEVEL, method: str = DEFAULT_METHOD) -> ConformalSets:
+def fit_run(
+    run_dir: str | os.PathLike,
+    level: float = DEFAULT_LEVEL,
+    method: str = DEFAULT_METHOD,
+    by_class: bool | None = None,
+) -> ConformalSets:
     """Fit and store a run's sets from its analysis arrays, on the probabilities its predictors give.
 
     Raises:
@@ -504,6 +515,7 @@ def fit_run(run_dir: str | os.PathLike, level: float = DEFAULT_LEVEL, method: st
         method,
         temperature=stored_temperature(run_dir) or 1.0,
         views=views,
+        by_class=by_class,
     )
     save(fitted, run_dir)
     return fitted
@@ -522,7 +534,7 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
         return stored
     try:
         if stored is not None:
-            return fit_run(run_dir, stored.level, stored.method)
+            return fit_run(run_dir, stored.level, stored.method, stored.by_class)
         return fit_run(run_dir)
     except (AnalysisMissing, ConformalError):
         return None
