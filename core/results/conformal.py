@@ -31,201 +31,35 @@ coverage only grows.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
+from core.results.conformal_scores import (
+    ConformalError,
+    choose_regularisation,
+    class_scores,
+    class_thresholds,
+    level_of,
+    min_photos,
+    set_masks,
+    threshold,
+    true_scores,
+)
+from core.results.coverage import SPREAD_SPLITS, ClassCoverage, HeldOut, Spread, coverage_spread, held_out_report
 from core.runs.record import CONFORMAL_FILE
 
 METHODS = ("raps", "aps")
 DEFAULT_METHOD = "raps"
 DEFAULT_LEVEL = 0.9
 LEVEL_RANGE = (0.80, 0.99)  # what Predict's slider offers
-LAMBDAS = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # RAPS's grid (the paper's, with 0 = APS)
-SPREAD_SPLITS = 200  # random halvings of the test split for the coverage spread
 HALF_SEED = 0
 BY_CLASS_SHARE = 0.5  # thresholds per class when at least this share of classes has enough calibration photos
 CONFORMAL_VERSION = 1
-_TOLERANCE = 1e-9  # scores equal to the threshold up to float noise are inside
-
-
-class ConformalError(ValueError):
-    """Too few photos to fit sets at this level, or a level outside (0, 1)."""
-
-
-def level_of(value: float) -> float:
-    """A level (coverage, 0.5-1) from either a level or an alpha: 0.9 and 0.1 both mean 'right 9 times in 10'."""
-    value = float(value)
-    if not 0 < value < 1:
-        raise ConformalError(f"the level must be between 0 and 1 (0.9, or alpha 0.1). Received: {value}")
-    return value if value >= 0.5 else 1.0 - value
-
-
-def photo_u(probabilities: np.ndarray) -> np.ndarray:
-    """Each row's uniform draw in [0, 1), from a hash of what the model said: its three likeliest classes in
-    order and its top probability to two decimals.
-
-    A deterministic function of the model's output: the same photo gets the same draw wherever it is scored
-    (float noise between the CLI, the page and the server does not move three ranks or two decimals), and the
-    guarantee holds (scores stay a fixed function of the photo and its label, so exchangeable photos give
-    exchangeable scores).
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
-    top = np.rint(probabilities.max(axis=1, initial=0.0) * 100).astype(np.int64)
-    out = np.empty(len(probabilities))
-    for i, (ranks, sure) in enumerate(zip(order, top, strict=True)):
-        key = ",".join(map(str, ranks.tolist())) + f":{sure}"
-        out[i] = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2.0**64
-    return out
-
-
-def class_scores(
-    probabilities: np.ndarray, u: np.ndarray | None = None, lam: float = 0.0, k_reg: int = 0
-) -> np.ndarray:
-    """(N, C): the score each class would have if it were the photo's label (lower: more plausible).
-
-    In the order of decreasing probability: the cumulated probability up to and including the class, minus
-    u times its own probability, plus lam * (rank - k_reg)+ with 1-based ranks (RAPS; lam = 0 is APS).
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if u is None:
-        u = photo_u(probabilities)
-    order = np.argsort(-probabilities, axis=1, kind="stable")
-    ranked = np.take_along_axis(probabilities, order, axis=1)
-    ranks = np.arange(1, probabilities.shape[1] + 1)
-    ranked_scores = np.cumsum(ranked, axis=1) - np.asarray(u, dtype=np.float64)[:, None] * ranked
-    ranked_scores += lam * np.maximum(0, ranks - k_reg)[None, :]
-    scores = np.empty_like(ranked_scores)
-    np.put_along_axis(scores, order, ranked_scores, axis=1)
-    return scores
-
-
-def true_scores(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return scores[np.arange(len(scores)), np.asarray(labels, dtype=np.int64)]
-
-
-def threshold(calibration_scores: np.ndarray, level: float) -> float:
-    """The ceil((n + 1) * level)-th smallest calibration score; +inf when n is too small for the level."""
-    n = len(calibration_scores)
-    k = math.ceil((n + 1) * level - 1e-12)
-    if k > n:
-        return math.inf
-    return float(np.sort(np.asarray(calibration_scores, dtype=np.float64))[k - 1])
-
-
-def min_photos(level: float) -> int:
-    """The fewest calibration photos for which the threshold is finite at `level` (9 at 0.9, 99 at 0.99)."""
-    return math.ceil(level / (1 - level) - 1e-9)
-
-
-def class_thresholds(
-    scores: np.ndarray, labels: np.ndarray, classes: int, level: float
-) -> tuple[np.ndarray, list[int]]:
-    """(C,) thresholds, each from the calibration photos of its class (Mondrian, class-conditional conformal:
-    the guarantee then holds for each class), and the classes with too few photos for `level`, which take the
-    threshold of all photos instead (for them the guarantee is the overall one)."""
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
-    overall = threshold(scores, level)
-    cuts, few = np.full(classes, overall), []
-    for c in range(classes):
-        mine = scores[labels == c]
-        if len(mine) < min_photos(level):
-            few.append(c)
-        else:
-            cuts[c] = threshold(mine, level)
-    return cuts, few
-
-
-def set_masks(scores: np.ndarray, cut: float | np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-    """(N, C) booleans: the classes in each photo's set (`cut`: one threshold, or one per class); an otherwise
-    empty set holds the top class."""
-    masks = scores <= np.asarray(cut, dtype=np.float64) + _TOLERANCE
-    empty = ~masks.any(axis=1)
-    if empty.any():
-        top = (np.asarray(probabilities) if probabilities is not None else -scores).argmax(axis=1)
-        masks[np.flatnonzero(empty), top[empty]] = True
-    return masks
-
-
-def choose_regularisation(
-    probabilities: np.ndarray, labels: np.ndarray, level: float, method: str
-) -> tuple[float, int, str]:
-    """(lam, k_reg, how) for `method` from the validation split.
-
-    RAPS: k_reg is the rank of the true class that `level` of validation photos reach (MAPIE's k*), lam the
-    value of the grid with the smallest mean set size on validation. APS, or too few validation photos: 0, 0.
-    """
-    if method == "aps":
-        return 0.0, 0, "APS: no regularisation"
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) < min_photos(level) + 1:
-        return 0.0, 0, f"RAPS without regularisation: {len(labels)} validation photos are too few to choose it"
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    given = probabilities[np.arange(len(labels)), labels]
-    ranks = 1 + (probabilities > given[:, None]).sum(axis=1)
-    reached = threshold(ranks, level)
-    k_reg = int(max(1, reached if np.isfinite(reached) else ranks.max()))
-    u = photo_u(probabilities)
-    best = (math.inf, 0.0)
-    for lam in LAMBDAS:
-        scores = class_scores(probabilities, u, lam, k_reg)
-        cut = threshold(true_scores(scores, labels), level)
-        size = float(set_masks(scores, cut, probabilities).sum(axis=1).mean())
-        if size < best[0] - 1e-9:
-            best = (size, lam)
-    how = (
-        f"RAPS: k_reg = {k_reg} (the true class's rank reached by {level:.0%} of validation photos), "
-        f"lambda = {best[1]:g} (the smallest mean set size on validation, {best[0]:.2f} classes)"
-    )
-    return best[1], k_reg, how
-
-
-@dataclass
-class ClassCoverage:
-    name: str
-    photos: int
-    coverage: float | None  # None: no held-out photo of this class
-    mean_size: float | None
-    p_below: float | None  # one-sided binomial p-value of 'this class is covered less than the level'
-
-
-@dataclass
-class HeldOut:
-    """What the sets did on the half of the test split that chose nothing."""
-
-    photos: int
-    coverage: float
-    mean_size: float
-    singletons: float  # share of sets with one class
-    full: float  # share of sets holding every class
-    by_class: list[ClassCoverage]
-
-    @property
-    def under_covered(self) -> list[str]:
-        """Classes whose coverage is below the level by more than chance explains (binomial p < 0.05)."""
-        return [c.name for c in self.by_class if c.p_below is not None and c.p_below < 0.05]
-
-
-@dataclass
-class Spread:
-    """Coverage and size over many random halvings of the test split (each: fit on one half, count the other)."""
-
-    splits: int
-    coverage_mean: float
-    coverage_sd: float
-    coverage_low: float  # 2.5 % and 97.5 % of the halvings
-    coverage_high: float
-    size_mean: float
-    class_coverage_low: dict[str, float] = field(default_factory=dict)  # per class, 2.5 % of the halvings
-    class_coverage_high: dict[str, float] = field(default_factory=dict)
-    class_coverage_mean: dict[str, float] = field(default_factory=dict)  # per class, over the halvings
 
 
 @dataclass
@@ -315,81 +149,6 @@ class ConformalSets:
         data["held_out"] = HeldOut(**held)
         data["spread"] = Spread(**data["spread"]) if data.get("spread") else None
         return cls(**data)
-
-
-def held_out_report(masks: np.ndarray, labels: np.ndarray, classes: list[str], level: float) -> HeldOut:
-    from scipy.stats import binomtest  # heavy: scipy
-
-    labels = np.asarray(labels, dtype=np.int64)
-    covered = masks[np.arange(len(labels)), labels]
-    sizes = masks.sum(axis=1)
-    by_class = []
-    for c, name in enumerate(classes):
-        mine = labels == c
-        n = int(mine.sum())
-        if n == 0:
-            by_class.append(ClassCoverage(name, 0, None, None, None))
-            continue
-        hits = int(covered[mine].sum())
-        p_below = float(binomtest(hits, n, level, alternative="less").pvalue)
-        by_class.append(ClassCoverage(name, n, hits / n, float(sizes[mine].mean()), p_below))
-    n = max(1, len(labels))
-    return HeldOut(
-        photos=len(labels),
-        coverage=float(covered.mean()) if len(labels) else 0.0,
-        mean_size=float(sizes.mean()) if len(labels) else 0.0,
-        singletons=float((sizes == 1).sum() / n),
-        full=float((sizes == len(classes)).sum() / n),
-        by_class=by_class,
-    )
-
-
-def coverage_spread(
-    scores: np.ndarray,
-    probabilities: np.ndarray,
-    labels: np.ndarray,
-    classes: list[str],
-    level: float,
-    splits: int = SPREAD_SPLITS,
-    seed: int = 1,
-    by_class: bool = False,
-) -> Spread:
-    """Fit on a random half, count on the other, `splits` times: how far one split's coverage can move."""
-    labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
-    given = true_scores(scores, labels)
-    top = probabilities.argmax(axis=1)
-    rng = np.random.default_rng(seed)
-    coverages, sizes = np.empty(splits), np.empty(splits)
-    per_class = np.full((splits, len(classes)), np.nan)
-    for s in range(splits):
-        perm = rng.permutation(n)
-        calibrate, held = perm[: n // 2], perm[n // 2 :]
-        if by_class:
-            cut = class_thresholds(given[calibrate], labels[calibrate], len(classes), level)[0]
-        else:
-            cut = threshold(given[calibrate], level)
-        inside = scores[held] <= cut + _TOLERANCE
-        inside[np.arange(len(held)), top[held]] |= ~inside.any(axis=1)  # the top class of an empty set
-        covered = inside[np.arange(len(held)), labels[held]]
-        coverages[s], sizes[s] = covered.mean(), inside.sum(axis=1).mean()
-        hits = np.bincount(labels[held], weights=covered, minlength=len(classes))
-        counts = np.bincount(labels[held], minlength=len(classes))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_class[s] = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
-    low, high = np.nanquantile(per_class, [0.025, 0.975], axis=0)
-    mean = np.nanmean(per_class, axis=0)
-    return Spread(
-        splits=splits,
-        coverage_mean=float(coverages.mean()),
-        coverage_sd=float(coverages.std(ddof=1)) if splits > 1 else 0.0,
-        coverage_low=float(np.quantile(coverages, 0.025)),
-        coverage_high=float(np.quantile(coverages, 0.975)),
-        size_mean=float(sizes.mean()),
-        class_coverage_low={c: float(v) for c, v in zip(classes, low, strict=True) if np.isfinite(v)},
-        class_coverage_high={c: float(v) for c, v in zip(classes, high, strict=True) if np.isfinite(v)},
-        class_coverage_mean={c: float(v) for c, v in zip(classes, mean, strict=True) if np.isfinite(v)},
-    )
 
 
 def fit(

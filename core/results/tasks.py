@@ -337,7 +337,10 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "tta":
         from core.results import conformal, tta  # heavy: sklearn
 
-        report = tta.measure(run, data_root, progress, should_stop)
+        try:
+            report = tta.measure(run, data_root, progress, should_stop)
+        except tta.MeasureStopped as e:
+            raise TaskStopped(str(e)) from None
         conformal.run_sets(run.directory)
         return report
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")

@@ -38,6 +38,10 @@ BATCH = 32
 TTA_VERSION = 1
 
 
+class MeasureStopped(RuntimeError):
+    """`measure` was asked to stop (what it had measured is dropped)."""
+
+
 def views_of(batch: np.ndarray) -> list[np.ndarray]:
     """The fixed views of an (N, S, S, 3) batch, each (N, S, S, 3) float32; the first is the batch itself."""
     import keras  # heavy: keras
@@ -198,9 +202,7 @@ def measure(
         singles, views = [], []
         for start in range(0, len(part.positions), BATCH):
             if should_stop and should_stop():
-                from core.results.tasks import TaskStopped  # heavy: the task layer
-
-                raise TaskStopped("stopped on request")
+                raise MeasureStopped("stopped on request")
             chosen = part.positions[start : start + BATCH]
             batch = np.ascontiguousarray(center_crop(data.cache.read(chosen), size))
             logits = []

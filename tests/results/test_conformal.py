@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from core.results import conformal as cf
+from core.results import conformal_scores as sc
 from core.results.arrays import softmax
 
 pytestmark = pytest.mark.backend_agnostic
@@ -62,12 +63,12 @@ def test_aps_threshold_and_sets_match_mapie_on_the_same_scores(level):
     # MAPIE draws each photo's u from RandomState(random_state): the same draws, given to Flora's score
     u_calibrate = np.random.RandomState(7).uniform(size=len(calibrate))
     u_test = np.random.RandomState(7).uniform(size=len(test))
-    ours = cf.threshold(cf.true_scores(cf.class_scores(p[calibrate], u_calibrate), y[calibrate]), level)
+    ours = sc.threshold(sc.true_scores(sc.class_scores(p[calibrate], u_calibrate), y[calibrate]), level)
     assert ours == pytest.approx(their_threshold, abs=1e-12)
-    our_sets = cf.class_scores(p[test], u_test) <= ours + 1e-9
+    our_sets = sc.class_scores(p[test], u_test) <= ours + 1e-9
     assert (our_sets == their_sets[:, :, 0]).all(axis=1).mean() == 1.0
     # Flora then gives an empty set its top class (never an empty answer): only ever a superset
-    filled = cf.set_masks(cf.class_scores(p[test], u_test), ours, p[test])
+    filled = sc.set_masks(sc.class_scores(p[test], u_test), ours, p[test])
     assert (filled >= our_sets).all() and filled.any(axis=1).all()
 
 
@@ -82,15 +83,15 @@ def test_raps_regularised_scores_match_mapie():
     aps = cumsum - u[:, None] * p[np.arange(len(y)), y][:, None]
     for lam, k_reg in [(0.0, 1), (0.01, 2), (0.2, 3)]:
         theirs = RAPSConformityScore._regularize_conformity_score(np.array([k_reg]), lam, aps.copy(), rank)[:, 0, 0]
-        ours = cf.true_scores(cf.class_scores(p, u, lam, k_reg), y)
+        ours = sc.true_scores(sc.class_scores(p, u, lam, k_reg), y)
         assert np.allclose(ours, theirs, atol=1e-12)
 
 
 def test_threshold_is_the_finite_sample_order_statistic():
     scores = np.arange(1, 20) / 20.0  # 19 scores
-    assert cf.threshold(scores, 0.9) == pytest.approx(18 / 20)  # ceil(20 * 0.9) = 18th smallest
-    assert cf.threshold(scores[:8], 0.9) == np.inf  # ceil(9 * 0.9) = 9 > 8: every class
-    assert cf.min_photos(0.9) == 9 and cf.min_photos(0.99) == 99
+    assert sc.threshold(scores, 0.9) == pytest.approx(18 / 20)  # ceil(20 * 0.9) = 18th smallest
+    assert sc.threshold(scores[:8], 0.9) == np.inf  # ceil(9 * 0.9) = 9 > 8: every class
+    assert sc.min_photos(0.9) == 9 and sc.min_photos(0.99) == 99
 
 
 @pytest.mark.parametrize("method", cf.METHODS)
@@ -159,19 +160,19 @@ def test_the_report_recounts_from_its_own_photos_and_names_under_covered_classes
 
 
 def test_level_or_alpha_and_too_few_photos():
-    assert cf.level_of(0.9) == 0.9 and cf.level_of(0.1) == pytest.approx(0.9)
-    with pytest.raises(cf.ConformalError, match="between 0 and 1"):
-        cf.level_of(1.5)
+    assert sc.level_of(0.9) == 0.9 and sc.level_of(0.1) == pytest.approx(0.9)
+    with pytest.raises(sc.ConformalError, match="between 0 and 1"):
+        sc.level_of(1.5)
     p, y = _draw(30, 3, seed=1)
-    with pytest.raises(cf.ConformalError, match="too few"):
+    with pytest.raises(sc.ConformalError, match="too few"):
         cf.fit(p, y, [str(i) for i in range(30)], list("abc"), p, y, 0.99)
 
 
 def test_the_same_probabilities_get_the_same_draw_whatever_float_noise():
     p, _ = _draw(50, 5, seed=2)
     noisy = p + 1e-7
-    assert np.array_equal(cf.photo_u(p), cf.photo_u(noisy.astype(np.float32)))
-    assert cf.photo_u(p).min() >= 0 and cf.photo_u(p).max() < 1 and len(set(cf.photo_u(p))) > 40
+    assert np.array_equal(sc.photo_u(p), sc.photo_u(noisy.astype(np.float32)))
+    assert sc.photo_u(p).min() >= 0 and sc.photo_u(p).max() < 1 and len(set(sc.photo_u(p))) > 40
 
 
 def test_set_words():
@@ -190,7 +191,7 @@ def test_a_run_stores_its_sets_and_fits_them_when_missing(trained_run, tmp_path)
     sets = cf.run_sets(run_dir)
     # 56 photos, 15% test: too few test photos for a 90% set with a calibration half: said, not invented
     if sets is None:
-        with pytest.raises(cf.ConformalError, match="too few"):
+        with pytest.raises(sc.ConformalError, match="too few"):
             cf.fit_run(run_dir)
         fitted = cf.fit_run(run_dir, level=0.8)
     else:
