@@ -36,6 +36,10 @@ FORMS = {
         ("folder", "name"),
         ["train", "{arg}", "--epochs", "1", "--image-size", "32", "--weights", "none", "--augment", "none", "--json"],
     ),
+    "lr-find": (
+        ("id", "prefix", "alias", "folder", "name"),
+        ["lr-find", "{arg}", "--steps", "20", "--image-size", "32", "--weights", "none", "--json"],
+    ),
     "sweep": (
         ("folder", "name"),
         ["sweep", "{arg}", "--trials", "1", "--epochs", "1", "--image-size", "32", "--weights", "none", "--json"],

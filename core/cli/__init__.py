@@ -22,6 +22,7 @@ log = logging.getLogger("flora")
 # Modules with a `register(subparsers, common)`, in the order their commands are listed.
 COMMAND_MODULES = (
     "core.cli.runs",
+    "core.cli.lr_find",
     "core.cli.results",
     "core.cli.diagnosis",
     "core.cli.explain",
