@@ -53,6 +53,17 @@ NOTES = {
         "but generalises worse. Early stopping ends the phase then, and the weights of the best validation "
         "epoch are kept. Augmentation, dropout and more photos push that point later."
     ),
+    "lr_finder": (
+        "**Reading the range test.** A fresh head takes one training step per learning rate while the rate grows "
+        "from 0.0000001 to 10, and the loss of each step is drawn (the line smooths the noisy dots). **Flat** at "
+        "first: the steps are too small to move the weights, so the loss stays at its starting guess. **Falling** "
+        "next: the rate is large enough to learn, and the larger it is, the faster the loss drops. **Exploding** "
+        "at the end: each step overshoots the valley it aims for and lands higher up the other side, and the next "
+        "overshoots more. The suggestion sits **below the lowest point** on purpose: the lowest point was reached "
+        "after a single step at each rate, already on the edge of blowing up, while training holds one rate for "
+        "thousands of steps. Half-way down the longest fall (fastai's *valley* rule) still learns fast and stays "
+        "safe. It is a starting point, not a verdict: a sweep or a few short runs can confirm it."
+    ),
     "sweep": (
         "**What a sweep does, and why the test split stays out of it.** Settings such as the learning rate, "
         "dropout or the head's size are not learnt from the photos: you choose them, and a poor choice can cost "

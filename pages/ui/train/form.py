@@ -38,6 +38,7 @@ from core.settings.options import (
 from core.settings.presets import all_presets, preset_name_for, save_preset
 from pages.ui import auth, common, dataset_choice, device_status, plain, teaching
 from pages.ui.navigation import page_file
+from pages.ui.train import lr_finder
 
 FORM_DATASET = "train_form_dataset"  # the dataset the widgets were last filled for
 FORM_VALUES = "train_form_values"  # the form's last config (a dict): survives visits to other pages
@@ -92,13 +93,14 @@ def render() -> tuple[str | None, TrainConfig | None]:
     with data_col:
         weights = _draw_section(DATA)
         teaching.explain("resize", random_start=weights == "none")  # ImageNet's 224 px and recipe, or not
+    finders: dict = {}  # a place beside each learning-rate field, filled once the settings are read
     with phase1_col:
         st.markdown("**Phase 1** · the head learns, ResNet-50 frozen")
         teaching.explain("freezing", random_start=weights == "none")
-        _draw_section(HEAD)
+        _draw_section(HEAD, finders=finders)
     with phase2_col:
         st.markdown("**Phase 2** · fine-tuning (optional)")
-        _draw_section(FINE_TUNE)
+        _draw_section(FINE_TUNE, finders=finders)
     with st.expander("Advanced", icon=":material/tune:"):
         teaching.explain("feature_cache")
         brought = shares_not_applying(dataset)
@@ -108,14 +110,16 @@ def render() -> tuple[str | None, TrainConfig | None]:
                 f"{' and '.join(s.split('_')[0] for s in brought)} share does not apply (greyed out below)."
             )
         _draw_section(ADVANCED, columns=4, not_applying=set(brought))
-    if dataset is None or weights is None:
-        return dataset, None
-    try:
-        config = _config_from_widgets(weights)
-    except (ConfigError, ValueError) as e:
-        st.error(plain.md(e), icon=":material/error:")
-        return dataset, None
-    st.session_state[FORM_VALUES] = config.to_dict()
+    config = None
+    if dataset is not None and weights is not None:
+        try:
+            config = _config_from_widgets(weights)
+        except (ConfigError, ValueError) as e:
+            st.error(plain.md(e), icon=":material/error:")
+    for field, slot in finders.items():
+        lr_finder.panel(slot, field, key(field), dataset, config, corrections_applied(dataset))
+    if config is not None:
+        st.session_state[FORM_VALUES] = config.to_dict()
     return dataset, config
 
 
@@ -156,6 +160,15 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
         "with their folders' labels."
     )
     return None
+
+
+def corrections_applied(dataset: str | None, prefix: str = "train") -> dict | None:
+    """The corrections `corrections_choice` applies, read before its toggle is drawn (what the run would apply)."""
+    from core.train.jobs import dataset_corrections
+
+    if dataset is None or not st.session_state.get(key("apply_corrections", prefix), True):
+        return None
+    return dataset_corrections(common.data_root(), dataset, auth.current_user().id)
 
 
 def disk_note(dataset: str | None, config) -> None:
@@ -244,9 +257,11 @@ def shares_not_applying(dataset: str | None) -> dict[str, str]:
     return {f"{split}_fraction": split for split in ("val", "test") if split in given}
 
 
-def _draw_section(section: str, columns: int = 1, not_applying: set[str] = frozenset()) -> str | None:
+def _draw_section(
+    section: str, columns: int = 1, not_applying: set[str] = frozenset(), finders: dict | None = None
+) -> str | None:
     """Draw the section's widgets (greyed where `not_applying`); returns the weights (only the data section has
-    them)."""
+    them). `finders` gets a place under each learning-rate field, for its finder."""
     weights = None
     options = [o for o in OPTIONS if o.section == section and o.kind != FIXED]
     slots = st.columns(columns) if columns > 1 else [st.container()]
@@ -256,6 +271,8 @@ def _draw_section(section: str, columns: int = 1, not_applying: set[str] = froze
                 weights = weights_picker(option)
             else:
                 draw_option(option, disabled=option.field in not_applying)
+            if finders is not None and option.field in lr_finder.FIELDS:
+                finders[option.field] = st.container()
     return weights
 
 
