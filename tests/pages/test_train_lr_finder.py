@@ -80,10 +80,9 @@ def test_a_finished_test_draws_its_curve_and_its_suggestion_goes_into_the_field(
     at.session_state["flora_explain"] = True
     at.run()
     chart = next(c for c in at.get("plotly_chart") if "learning rate (log scale)" in c.proto.spec)
-    assert (
-        '"type":"log"' in chart.proto.spec.replace(" ", "")
-        and f"suggested {short(result.suggested_lr)}" in chart.proto.spec
-    )
+    spec = chart.proto.spec.replace(" ", "")
+    assert '"type":"log"' in spec and '"name":"suggested"' in spec
+    assert f'"text":["{short(result.suggested_lr)}"]' in spec  # the suggestion marked with its rate
     shown = texts(at)
     assert f"Suggested: **{short(result.suggested_lr)}**" in shown and "valley (fastai's rule)" in shown
     assert "Reading the range test" in shown and "below the lowest point" in shown  # the teaching note

@@ -108,6 +108,10 @@ def _stop(key: str) -> None:
 
 def _result(result: RangeTest, field: str, widget_key: str) -> None:
     st.plotly_chart(curve_figure(result), key=f"train_lr_find_chart_{result.phase}", config={"displayModeBar": False})
+    st.caption(
+        "Dots: each step's own loss; line: smoothed. :red[●] the suggestion; :orange[◇] the steepest fall and the "
+        "lowest loss's rate / 10."
+    )
     rate = rounded(result.suggested_lr)
     st.caption(f"Suggested: **{short(rate)}**. {result.reason}")  # the engine's words, not a person's
     st.caption(
@@ -148,26 +152,30 @@ def curve_figure(result: RangeTest) -> go.Figure:
     )
     figure.add_scatter(x=lrs, y=smoothed, mode="lines", name="smoothed", line={"color": COLOURS["smoothed"]})
     for name, rate, colour, size in (
-        (f"suggested {short(result.suggested_lr)}", result.suggested_lr, COLOURS["suggested"], 12),
         ("steepest", result.steepest_lr, COLOURS["other"], 8),
         ("lowest / 10", result.min_lr_over_10, COLOURS["other"], 8),
+        ("suggested", result.suggested_lr, COLOURS["suggested"], 12),
     ):
         at = min(range(len(lrs)), key=lambda i, rate=rate: abs(math.log(lrs[i] / rate)))
+        suggested = name == "suggested"
         figure.add_scatter(
             x=[lrs[at]],
             y=[smoothed[at]],
-            mode="markers",
+            mode="markers+text" if suggested else "markers",
             name=name,
-            marker={"size": size, "color": colour, "symbol": "circle" if size > 8 else "diamond-open"},
+            text=[short(rate)] if suggested else None,
+            textposition="top right",
+            textfont={"color": colour},
+            marker={"size": size, "color": colour, "symbol": "circle" if suggested else "diamond-open"},
         )
     lowest = min(smoothed)
     before = smoothed[: smoothed.index(lowest) + 1]
     top = max(before) + 0.25 * (max(before) - lowest) + 1e-3  # the explosion off the top: the valley is the story
     figure.update_layout(
         height=300,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "y": 1.12},
-        xaxis={"type": "log", "title": "learning rate (log scale)"},
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        showlegend=False,  # the column is narrow: the caption under the chart says what is what
+        xaxis={"type": "log", "title": "learning rate (log scale)", "exponentformat": "power"},
         yaxis={"title": "loss", "range": [max(0.0, lowest - 0.1 * (top - lowest)), top]},
     )
     return figure
