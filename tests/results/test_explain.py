@@ -274,7 +274,10 @@ def test_a_small_run_offers_the_finer_block_and_its_gradient_is_right(trained_ru
 
 
 def _check_gradient(head, feature_map: np.ndarray, w: np.ndarray, smallest: float) -> None:
-    """The 4 largest entries of the head's gradient against central differences (float32, a step of 1e-2)."""
+    """The 4 largest entries of the head's gradient against central differences (float32): the median of steps of
+    3e-2, 1e-2 and 3e-3, within 3%. One step alone is off by up to 3% on some CPUs (float32 rounding through three
+    residual blocks: 0.00364 at 1e-2 against 0.00353 at 3e-2 and 0.00351 at 3e-3 for a gradient of 0.00354); a
+    wrong path for the gradient is off by far more."""
     import keras
 
     from core.results.explain import logit_gradients
@@ -284,13 +287,16 @@ def _check_gradient(head, feature_map: np.ndarray, w: np.ndarray, smallest: floa
     def f(a):
         return float((keras.ops.convert_to_numpy(head(a, training=False)) * w).sum())
 
-    eps = 1e-2
-    for index in np.argsort(-np.abs(grads).ravel())[:4]:
-        where = np.unravel_index(index, grads.shape)
+    def central(where, eps: float) -> float:
         up, down = feature_map.copy(), feature_map.copy()
         up[where] += eps
         down[where] -= eps
-        assert grads[where] == pytest.approx((f(up) - f(down)) / (2 * eps), rel=2e-2, abs=smallest / 10)
+        return (f(up) - f(down)) / (2 * eps)
+
+    for index in np.argsort(-np.abs(grads).ravel())[:4]:
+        where = np.unravel_index(index, grads.shape)
+        estimate = float(np.median([central(where, eps) for eps in (3e-2, 1e-2, 3e-3)]))
+        assert grads[where] == pytest.approx(estimate, rel=3e-2, abs=smallest / 10)
         assert abs(grads[where]) > smallest  # a gradient of zero cannot pass
 
 
