@@ -210,8 +210,9 @@ def print_sets(sets: conformal.ConformalSets) -> None:
         for c in held.by_class
     ]
     print(format_table(["class", "photos", "coverage", "mean size", "over halvings: mean (95%)"], rows))
-    if held.under_covered:
-        print(f"under-covered (below {sets.level:.0%} by more than chance explains): {', '.join(held.under_covered)}")
+    under = sets.under_covered()
+    if under:
+        print(f"under-covered (their average over the halvings is below {sets.level:.0%}): {', '.join(under)}")
     if spread is not None:
         print(
             f"over {spread.splits} random halvings: coverage {spread.coverage_mean:.3f} +/- {spread.coverage_sd:.3f} "

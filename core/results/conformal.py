@@ -25,14 +25,14 @@ A random split is one draw: `spread` repeats the halving many times and says how
 
 The random u of each photo is drawn from its probabilities themselves (a hash of its top classes), so a
 photo gets the same set in the CLI, on the Predict page and from the model server, and anyone can recount.
-Every set holds at least the top class (RAPS's `allow_zero_sets=False`): never an empty answer, and the
-coverage only grows.
+Every set holds the top class (as RAPS's `allow_zero_sets=False` does for an empty set, here for every set): the
+answer shown first is always in its set, no set is empty, a higher level never drops a class, and coverage only grows.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ LEVEL_RANGE = (0.80, 0.99)  # what Predict's slider offers
 HALF_SEED = 0
 BY_CLASS_SHARE = 0.5  # thresholds per class when at least this share of classes has enough calibration photos
 CONFORMAL_VERSION = 1
+UNDER_MARGIN = 0.02  # a class whose coverage averaged over the halvings is this far below the level is under-covered
 
 
 @dataclass
@@ -81,6 +82,23 @@ class ConformalSets:
     spread: Spread | None
     photos: list[dict[str, Any]]  # the held-out half: path, label, set (class names), for anyone to recount
     version: int = CONFORMAL_VERSION
+    # the held-out half at every whole percent Predict offers: {"90": {"coverage": .., "mean_size": ..}, ...}
+    by_level: dict[str, dict[str, float]] = field(default_factory=dict)
+    # what this fit replaced when the run's probabilities changed (test-time augmentation adopted or dropped)
+    previous: dict[str, Any] | None = None
+
+    def under_covered(self) -> list[str]:
+        """Classes the sets cover less than promised: their mean over the halvings is over UNDER_MARGIN below the
+        level (one halving's figure moves by several points either way); without halvings, a one-sided binomial
+        test on the held-out half (p < 0.05)."""
+        if self.spread is not None and self.spread.class_coverage_mean:
+            means = self.spread.class_coverage_mean
+            return [c for c in self.classes if c in means and means[c] < self.level - UNDER_MARGIN]
+        return self.held_out.under_covered
+
+    def at_level(self, level: float) -> dict[str, float] | None:
+        """The held-out half's coverage and mean set size at `level` (a whole percent from LEVEL_RANGE), or None."""
+        return self.by_level.get(str(round(level * 100)))
 
     def cut(self, level: float | None = None) -> float | np.ndarray:
         """The threshold at `level` (default: the fitted one): one number, or one per class."""
@@ -132,10 +150,12 @@ class ConformalSets:
                 "mean_set_size": held.mean_size,
                 "single_class_sets": held.singletons,
                 "all_class_sets": held.full,
-                "under_covered_classes": held.under_covered,
+                "under_covered_classes": self.under_covered(),
                 "by_class": [asdict(c) for c in held.by_class],
             },
             "spread": asdict(self.spread) if self.spread else None,
+            "by_level": self.by_level,
+            "previous": self.previous,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,6 +221,18 @@ def fit(
     else:
         cut = threshold(calibration_scores, level)
     masks = set_masks(scores[held], cut, probabilities[held])
+    by_level = {}
+    low, high = (round(x * 100) for x in LEVEL_RANGE)
+    for percent in range(low, high + 1):
+        if by_class:
+            other = class_thresholds(calibration_scores, calibration_labels, len(classes), percent / 100)[0]
+        else:
+            other = threshold(calibration_scores, percent / 100)
+        inside = set_masks(scores[held], other, probabilities[held])
+        by_level[str(percent)] = {
+            "coverage": float(inside[np.arange(len(held)), labels[held]].mean()),
+            "mean_size": float(inside.sum(axis=1).mean()),
+        }
     order = np.argsort(-probabilities[held], axis=1, kind="stable")
     photos = [
         {
@@ -227,6 +259,7 @@ def fit(
         if spread_splits
         else None,
         photos=photos,
+        by_level=by_level,
     )
 
 
@@ -250,6 +283,7 @@ def fit_run(
     level: float = DEFAULT_LEVEL,
     method: str = DEFAULT_METHOD,
     by_class: bool | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> ConformalSets:
     """Fit and store a run's sets from its analysis arrays, on the probabilities its predictors give.
 
@@ -276,6 +310,7 @@ def fit_run(
         views=views,
         by_class=by_class,
     )
+    fitted.previous = previous
     save(fitted, run_dir)
     return fitted
 
@@ -293,16 +328,24 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
         return stored
     try:
         if stored is not None:
-            return fit_run(run_dir, stored.level, stored.method, stored.by_class)
+            before = {
+                "views": stored.views,
+                "coverage": stored.held_out.coverage,
+                "mean_size": stored.held_out.mean_size,
+            }
+            return fit_run(run_dir, stored.level, stored.method, stored.by_class, previous=before)
         return fit_run(run_dir)
     except (AnalysisMissing, ConformalError):
         return None
 
 
 def level_words(level: float) -> str:
-    """'9 times in 10' at 0.9, '95% of the time' at 0.95."""
-    tenths = level * 10
-    return f"{round(tenths)} times in 10" if abs(tenths - round(tenths)) < 1e-6 else f"{level:.0%} of the time"
+    """'9 times in 10' at 0.9, '19 times in 20' at 0.95, '99 times in 100' at 0.99."""
+    for out_of in (10, 20, 100):
+        right = level * out_of
+        if abs(right - round(right)) < 1e-6:
+            return f"{round(right)} times in {out_of}"
+    return f"{level:.0%} of the time"
 
 
 def set_words(names: list[str], total: int, level: float) -> str:
@@ -310,13 +353,16 @@ def set_words(names: list[str], total: int, level: float) -> str:
     all-class set means."""
     share = level_words(level)
     if len(names) == 1:
-        return f"{names[0]}: sets like this hold the right class {share}, and here one class is enough"
+        return f"{names[0]}: sets like this hold the right class {share}, and for this photo one class is enough"
     listed = ", ".join(names[:-1]) + f" or {names[-1]}"
     if len(names) == total:
         return (
-            f"any of the {total} classes: the model cannot narrow this photo down at {level:.0%} "
+            f"any of the {total} classes: at {level:.0%} the model cannot narrow this photo down "
             "(it is unsure, or the photo is unlike what it was trained on)"
         )
     if len(names) > max(3, total // 2):
-        return f"{listed}: a wide set ({len(names)} of {total} classes), the model is unsure about this photo"
+        return (
+            f"{listed}: sets like this hold the right class {share}; this one is wide ({len(names)} of {total} "
+            "classes), the model is unsure about this photo at this level"
+        )
     return f"{listed}: sets like this hold the right class {share}"

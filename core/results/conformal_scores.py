@@ -87,8 +87,12 @@ def class_thresholds(
     scores: np.ndarray, labels: np.ndarray, classes: int, level: float
 ) -> tuple[np.ndarray, list[int]]:
     """(C,) thresholds, each from the calibration photos of its class (Mondrian, class-conditional conformal:
-    the guarantee then holds for each class), and the classes with too few photos for `level`, which take the
-    threshold of all photos instead (for them the guarantee is the overall one)."""
+    the guarantee then holds for each class), and the classes with too few photos for `level`.
+
+    A class with too few photos takes the larger of the threshold of all photos and its own largest score (what
+    its photos support at the highest level they can): never lower than at a level its photos did support, so a
+    higher level never gives a smaller set, and the overall guarantee still holds for it.
+    """
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     overall = threshold(scores, level)
     cuts, few = np.full(classes, overall), []
@@ -96,19 +100,20 @@ def class_thresholds(
         mine = scores[labels == c]
         if len(mine) < min_photos(level):
             few.append(c)
+            if len(mine):
+                cuts[c] = max(overall, float(mine.max()))
         else:
             cuts[c] = threshold(mine, level)
     return cuts, few
 
 
 def set_masks(scores: np.ndarray, cut: float | np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-    """(N, C) booleans: the classes in each photo's set (`cut`: one threshold, or one per class); an otherwise
-    empty set holds the top class."""
+    """(N, C) booleans: the classes in each photo's set (`cut`: one threshold, or one per class), always with the
+    top class: the answer shown first is in its own set, no set is empty, and a higher level never drops a class
+    (filling only empty sets did: {top} at one level, {another} at the next, with per-class thresholds)."""
     masks = scores <= np.asarray(cut, dtype=np.float64) + TOLERANCE
-    empty = ~masks.any(axis=1)
-    if empty.any():
-        top = (np.asarray(probabilities) if probabilities is not None else -scores).argmax(axis=1)
-        masks[np.flatnonzero(empty), top[empty]] = True
+    top = (np.asarray(probabilities) if probabilities is not None else -scores).argmax(axis=1)
+    masks[np.arange(len(masks)), top] = True
     return masks
 
 

@@ -106,7 +106,7 @@ def coverage_spread(
         else:
             cut = threshold(given[calibrate], level)
         inside = scores[held] <= cut + TOLERANCE
-        inside[np.arange(len(held)), top[held]] |= ~inside.any(axis=1)  # the top class of an empty set
+        inside[np.arange(len(held)), top[held]] = True  # the top class is always in its set
         covered = inside[np.arange(len(held)), labels[held]]
         coverages[s], sizes[s] = covered.mean(), inside.sum(axis=1).mean()
         hits = np.bincount(labels[held], weights=covered, minlength=len(classes))

@@ -158,18 +158,18 @@ def decide(validation: SplitFigures) -> tuple[bool, str]:
     p_text = f"p = {p:.3f}" if p >= 0.001 else "p < 0.001"
     if gain > 0 and p < HELPS_P:
         return True, (
-            f"on validation the views raised accuracy by {gain:+.1%} ({validation.better} photos better, "
+            f"on validation the views raised accuracy by {gain * 100:.1f} points ({validation.better} photos better, "
             f"{validation.worse} worse; McNemar {p_text}): Predict and the server use them"
         )
     if gain > 0:
         return False, (
-            f"on validation the views raised accuracy by {gain:+.1%}, but {validation.better} photos better and "
-            f"{validation.worse} worse is within chance (McNemar {p_text}): not used, it would cost "
+            f"on validation the views raised accuracy by {gain * 100:.1f} points, but {validation.better} photos "
+            f"better and {validation.worse} worse is within chance (McNemar {p_text}): not used, it would cost "
             f"{len(VIEWS)} forward passes a photo for a gain not shown"
         )
     if gain == 0:
         return False, "on validation the views changed no photo's answer for the better overall: not used"
-    return False, f"on validation the views lowered accuracy by {-gain:.1%}: not used"
+    return False, f"on validation the views lowered accuracy by {-gain * 100:.1f} points: not used"
 
 
 def measure(
