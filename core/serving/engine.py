@@ -25,7 +25,7 @@ from core.network import layer_names as names
 from core.results import conformal, tta
 from core.results.arrays import softmax
 from core.results.calibration import run_temperature
-from core.runs.record import Run
+from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
 from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
@@ -121,10 +121,9 @@ class ServedModel:
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
         self.temperature = run_temperature(run)
-        # Test-time augmentation only where it helped on the run's validation split (core.results.tta).
-        self.tta = tta.used_by(run.directory)
-        self.views = len(self.tta.views) if self.tta is not None else 1
-        self.sets = conformal.run_sets(run.directory)  # None: no analysis arrays, or too few test photos
+        self._stamp: tuple = ()
+        self._looked = 0.0
+        self._read_answer_settings()
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
@@ -138,6 +137,33 @@ class ServedModel:
             elif self.reference is None:
                 self._fit_reference()
         self.load_seconds = time.perf_counter() - started
+
+    def _answer_files(self) -> tuple:
+        stamps = []
+        for name in (TTA_FILE, CONFORMAL_FILE):
+            try:
+                stamps.append((self.run.directory / name).stat().st_mtime_ns)
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
+    def _read_answer_settings(self) -> None:
+        """Test-time augmentation only where it helped on the run's validation split (core.results.tta), and the
+        run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those probabilities."""
+        self.tta = tta.used_by(self.run.directory)
+        self.views = len(self.tta.views) if self.tta is not None else 1
+        self.sets = conformal.run_sets(self.run.directory)
+        self._stamp = self._answer_files()
+
+    def follow_run(self, every: float = 1.0) -> tuple:
+        """Pick up what changed in the run since it was loaded (test-time augmentation measured, sets refitted),
+        looking at most every `every` seconds; returns a stamp that changes when they do."""
+        now = time.monotonic()
+        if now - self._looked >= every:
+            self._looked = now
+            if self._answer_files() != self._stamp:
+                self._read_answer_settings()
+        return self._stamp
 
     def _fit_reference(self) -> None:
         try:

@@ -256,6 +256,7 @@ class Service:
 
         `set_level` (checked by `set_level_of` first): each answer also carries its conformal prediction set."""
         pixels = np.stack([d.pixels for d in decoded])
+        route.loaded.model.follow_run()  # test-time augmentation or sets changed since it loaded
         for _ in range(3):
             try:
                 outputs = await route.loaded.batcher.run(pixels)

@@ -18,9 +18,15 @@ st.title("Predict")
 st.caption("Classify your own photos with a trained run. The photo is prepared exactly as the test images were.")
 
 
-def top_k_chart(top: list[tuple[str, float]]):
+def top_k_chart(top: list[tuple[str, float]], in_set: set[str] | None = None):
+    """Bars of the classes shown, best at the top; with a prediction set, its classes dark and the others pale."""
     labels = [plain.chart(label) for label, _ in top][::-1]  # class names as text (Plotly reads tags in them)
     values = [p for _, p in top][::-1]
+    names = [label for label, _ in top][::-1]
+    if in_set is None:
+        colours = ["#b8336a" if i == len(values) - 1 else "#d9a3bb" for i in range(len(values))]
+    else:
+        colours = ["#b8336a" if name in in_set else "#d9d9d9" for name in names]
     figure = go.Figure(
         go.Bar(
             x=values,
@@ -28,7 +34,7 @@ def top_k_chart(top: list[tuple[str, float]]):
             orientation="h",
             text=[f"{p:.1%}" for p in values],
             textposition="auto",
-            marker_color=["#b8336a" if i == len(values) - 1 else "#d9a3bb" for i in range(len(values))],
+            marker_color=colours,
         )
     )
     figure.update_layout(
@@ -96,6 +102,7 @@ if not files:
 
 model_key = run_models.key_of(run)
 served = predict_extras.load_model(model_key)
+answer_stamp = served.follow_run(every=0.0)  # test-time augmentation measured or sets refitted since it loaded
 common.random_start_notice(run)
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
@@ -118,13 +125,14 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
     with chart_col:
         label, probability = top[0]
         st.markdown(f"Most likely **{plain.md(label)}** ({probability:.1%})")
-        predict_sets.set_line(served, result, set_level)
+        in_set = predict_sets.set_line(served, result, set_level)
         small = size_note(item.decoded, run.train_config.image_size)
         if small:
             st.warning(f"This photo is {small}.", icon=":material/photo_size_select_small:")
         predict_extras.ood_notice(item)
+        shown = top[:top_k] + [item for item in top[top_k:] if in_set and item[0] in in_set]
         st.plotly_chart(
-            top_k_chart(top[:top_k]),
+            top_k_chart(shown, in_set),
             key=f"predict_chart_{index}_{len(data)}",
             config={"displayModeBar": False},
         )
@@ -143,9 +151,13 @@ if len(files) >= predict_extras.MANY:
         answer = f"{plain.md(item.answer.label)} ({item.answer.max_probability:.0%})" if item.answer else "unreadable"
         heading = f"{plain.md(name)}: {answer}"
         with st.expander(heading):
-            photo_card(index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data))
+            photo_card(
+                index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data, answer_stamp)
+            )
 else:
     for index, (upload_id, name, data) in enumerate(files):
         with st.container(border=True):
-            photo_card(index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data))
+            photo_card(
+                index, upload_id, name, data, predict_extras.classify(model_key, upload_id, name, data, answer_stamp)
+            )
 predict_extras.retrain_panel(run)

@@ -330,7 +330,7 @@ def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, 
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Promised"] == "80%" and "Held on the other half" in metrics
     charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
-    assert any("share of sets holding the right class" in c.proto.spec for c in charts)
+    assert any("share of held-out sets holding the right class" in c.proto.spec for c in charts)
     assert any(b.label == "Measure test-time augmentation" for b in at.button)
     tta.measure(RunStore(models).get(workspace["run_id"]), workspace["data"])
     at.run()

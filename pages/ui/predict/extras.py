@@ -21,10 +21,11 @@ def load_model(key: run_models.ModelKey):
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes):
+def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes, stamp: tuple = ()):
     """Every class's probability for one upload, once, logged once (source "ui"); the BatchItem.
 
-    `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again.
+    `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again;
+    `stamp` (ServedModel.follow_run) changes when the run's test-time augmentation or sets do.
     """
     from core.serving.batch_predict import predict_many
 
@@ -100,8 +101,9 @@ def many_photos_table(
 
     progress = st.progress(0.0, text="Classifying…")
     items = []
+    stamp = load_model(key).follow_run()
     for i, (upload_id, name, data) in enumerate(files):
-        items.append(classify(key, upload_id, name, data))
+        items.append(classify(key, upload_id, name, data, stamp))
         progress.progress((i + 1) / len(files), text=f"Classifying {i + 1} / {len(files)}")
     progress.empty()
     model = load_model(key)

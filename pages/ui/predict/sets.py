@@ -29,26 +29,48 @@ def level_slider(served) -> float | None:
         key="predict_set_level",
         help="Instead of one answer, the classes the right one is among, as often as you ask. Higher: larger sets.",
     )
+    level = percent / 100
     held = sets.held_out
+    measured = sets.at_level(level) or {"coverage": held.coverage, "mean_size": held.mean_size}
+    at = level if sets.at_level(level) else sets.level
     st.caption(
         f"Measured, not promised: on the {held.photos} test photos this run never fitted anything on, sets at "
-        f"{sets.level:.0%} held the right class {held.coverage:.0%} of the time, with {held.mean_size:.1f} of "
+        f"{at:.0%} held the right class {measured['coverage']:.0%} of the time, with {measured['mean_size']:.1f} of "
         f"{len(sets.classes)} classes on average"
-        + (" (a threshold per class, so each class is covered)." if sets.by_class else ".")
+        + (
+            f"; averaged over {sets.spread.splits} random splits, {sets.spread.coverage_mean:.0%} at {sets.level:.0%}."
+            if sets.spread is not None
+            else "."
+        )
+        + (" The sets come from the 4 views' average, as the answers do." if sets.views > 1 else "")
     )
     teaching.explain("prediction_sets")
-    return percent / 100
+    return level
 
 
-def set_line(served, answer, level: float | None) -> None:
-    """'At 90%: rose or tulip', with what a one-class, wide or all-class set means."""
+def set_line(served, answer, level: float | None) -> set[str] | None:
+    """'At 90%: rose or tulip', with what a one-class, wide or all-class set means; the set's classes, or None."""
     if level is None or answer is None:
-        return
+        return None
     names = served.set_of(answer, level)
     if names is None:
-        return
+        return None
     words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level)
     st.markdown(f"**At {level:.0%}:** {words}")
+    order = {name: i for i, (name, _) in enumerate(answer.top)}
+    if any(order.get(n, 0) > i for i, n in enumerate(names)):
+        st.caption(
+            "Dark bars: the set. Each class has its own cut-off (a class the model finds hard gets a lower bar to "
+            "clear), so a less likely class can be in the set while a likelier one is not."
+        )
+    else:
+        st.caption("Dark bars: the classes in the set.")
+    if answer.ood_flag:
+        st.caption(
+            "But this photo looks like no class the model knows: the promise is about photos like its test photos, "
+            "so for this one the set means little."
+        )
+    return set(names)
 
 
 def views_caption(served) -> None:
@@ -58,11 +80,14 @@ def views_caption(served) -> None:
     report = served.tta or tta.load(served.run.directory)
     if report is None:
         return
-    if served.views > 1:
+    if served.views > 1 and report.helped:
         st.caption(
             f"Each photo is classified in {len(report.views)} views ({', '.join(report.views)}) and the answers "
             f"averaged: {plain.md(report.reason)}."
         )
     else:
-        st.caption(f"Test-time augmentation was measured for this run and is off: {plain.md(report.reason)}.")
+        st.caption(
+            f"Each photo is classified once, as it is: test-time augmentation was measured for this run and "
+            f"{plain.md(report.reason)}."
+        )
     teaching.explain("tta")
