@@ -417,7 +417,7 @@ def _sweep(model, batches, rates: np.ndarray, phase: str, extraction):
                 bar.update(1)
             reason = average.stop_reason(smoothed)
             if reason:
-                stopped = f"{reason} at {rate:.1e}"
+                stopped = f"{reason} at a rate of {rate:.1e}"
                 break
     finally:
         if bar is not None:

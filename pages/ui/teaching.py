@@ -56,7 +56,9 @@ NOTES = {
     "lr_finder": (
         "**Reading the range test.** A fresh head takes one training step per learning rate while the rate grows "
         "from 0.0000001 to 10, and the loss of each step is drawn (the line smooths the noisy dots). **Flat** at "
-        "first: the steps are too small to move the weights, so the loss stays at its starting guess. **Falling** "
+        "first: the steps are too small to move the weights, so the loss stays at its starting guess (with weak "
+        "features, as from a random start, the flat part can be short and noisy). The dashed line is the loss of "
+        "guessing every class equally: the lower the curve dips under it, the more the head can learn. **Falling** "
         "next: the rate is large enough to learn, and the larger it is, the faster the loss drops. **Exploding** "
         "at the end: each step overshoots the valley it aims for and lands higher up the other side, and the next "
         "overshoots more. The suggestion sits **below the lowest point** on purpose: the lowest point was reached "
@@ -94,11 +96,14 @@ NOTES = {
     "prediction_sets": (
         "**Why a set instead of one answer.** A probability of 70% is a statement about the model; a *set* comes "
         "with a promise about the world: of photos like the test photos, sets at 90% hold the right class 9 times "
-        "in 10. Flora learns how far down the ranking it must go from half of the test photos (conformal "
-        "prediction: the 90th-percentile of how unlikely the right class looked) and checks the promise on the "
-        "other half. The set grows where the model is unsure: one class for an easy {a}, several for a hard one. "
-        "A set of every class means 'the model cannot tell here', which is worth knowing. The promise is about "
-        "photos like the test ones: a photo of something else entirely is covered by nothing."
+        "in 10. Flora gives every class a score for the photo, how unlikely it would be as the answer (the "
+        "probability of the classes ranked above it, plus a share of its own), and learns from half of the test "
+        "photos the score under which the right class falls 90% of the time; for each class separately when there "
+        "are enough photos of it, so a hard class is covered too (conformal prediction). A set holds every class "
+        "under its line: usually the top few, not always in the order of the bars. The other half of the test "
+        "photos checks the promise. Sets grow where the model is unsure: one class for an easy {a}, several for a "
+        "hard one; a set of every class means 'the model cannot tell here'. The promise is about photos like the "
+        "test ones: a photo of something else entirely is covered by nothing."
     ),
     "tta": (
         "**Test-time augmentation.** The photo is shown to the model a few times, mirrored and slightly zoomed, "

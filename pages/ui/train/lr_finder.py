@@ -22,7 +22,7 @@ from pages.ui import common, dataset_choice, plain, teaching
 POLL_SECONDS = 1.0
 # The form field each phase's panel sits beside.
 FIELDS = {rate_field(phase): phase for phase in (HEAD, FINE_TUNE)}
-COLOURS = {"smoothed": "#2f6db5", "raw": "#9aa7b8", "suggested": "#b8336a", "other": "#e08a1e"}
+COLOURS = {"smoothed": "#2f6db5", "raw": "#9aa7b8", "suggested": "#b8336a", "steepest": "#e08a1e", "minimum": "#2e8b57"}
 
 
 def short(rate: float) -> str:
@@ -109,14 +109,15 @@ def _stop(key: str) -> None:
 def _result(result: RangeTest, field: str, widget_key: str) -> None:
     st.plotly_chart(curve_figure(result), key=f"train_lr_find_chart_{result.phase}", config={"displayModeBar": False})
     st.caption(
-        "Dots: each step's own loss; line: smoothed. :red[●] the suggestion; :orange[◇] the steepest fall and the "
-        "lowest loss's rate / 10."
+        "Dots: each step's own loss; line: smoothed. :red[●] the suggestion; :orange[▼] the steepest fall; "
+        ":green[■] the lowest loss's rate / 10; dashed: the loss of guessing every class equally (ln of the number "
+        "of classes): below it the head has learnt something."
     )
     rate = rounded(result.suggested_lr)
     st.caption(f"Suggested: **{short(rate)}**. {result.reason}")  # the engine's words, not a person's
     st.caption(
         f"Beside it: the steepest fall at {short(result.steepest_lr)}, and the lowest loss's rate / 10 at "
-        f"{short(result.min_lr_over_10)}. {result.steps} steps in {result.seconds:.0f} s; it ended at "
+        f"{short(result.min_lr_over_10)}. {result.steps} steps in {result.seconds:.0f} s; it ended when "
         f"{result.stopped}."
     )
     current = st.session_state.get(widget_key)
@@ -151,10 +152,10 @@ def curve_figure(result: RangeTest) -> go.Figure:
         opacity=0.6,
     )
     figure.add_scatter(x=lrs, y=smoothed, mode="lines", name="smoothed", line={"color": COLOURS["smoothed"]})
-    for name, rate, colour, size in (
-        ("steepest", result.steepest_lr, COLOURS["other"], 8),
-        ("lowest / 10", result.min_lr_over_10, COLOURS["other"], 8),
-        ("suggested", result.suggested_lr, COLOURS["suggested"], 12),
+    for name, rate, colour, symbol in (
+        ("steepest", result.steepest_lr, COLOURS["steepest"], "triangle-down"),
+        ("lowest / 10", result.min_lr_over_10, COLOURS["minimum"], "square"),
+        ("suggested", result.suggested_lr, COLOURS["suggested"], "circle"),
     ):
         at = min(range(len(lrs)), key=lambda i, rate=rate: abs(math.log(lrs[i] / rate)))
         suggested = name == "suggested"
@@ -166,16 +167,20 @@ def curve_figure(result: RangeTest) -> go.Figure:
             text=[short(rate)] if suggested else None,
             textposition="top right",
             textfont={"color": colour},
-            marker={"size": size, "color": colour, "symbol": "circle" if suggested else "diamond-open"},
+            marker={"size": 13 if suggested else 10, "color": colour, "symbol": symbol},
         )
-    lowest = min(smoothed)
-    before = smoothed[: smoothed.index(lowest) + 1]
-    top = max(before) + 0.25 * (max(before) - lowest) + 1e-3  # the explosion off the top: the valley is the story
+    classes = int(result.config.get("classes") or 0)
+    chance = math.log(classes) if classes > 1 else None
+    if chance is not None:
+        figure.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1)
+    lowest, highest = min(smoothed), max(smoothed)
+    top = highest + 0.05 * (highest - lowest) + 1e-3  # the whole curve, the explosion included (it stops at 4x)
+    bottom = min(lowest, chance if chance is not None else lowest)
     figure.update_layout(
-        height=300,
+        height=340,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
         showlegend=False,  # the column is narrow: the caption under the chart says what is what
         xaxis={"type": "log", "title": "learning rate (log scale)", "exponentformat": "power"},
-        yaxis={"title": "loss", "range": [max(0.0, lowest - 0.1 * (top - lowest)), top]},
+        yaxis={"title": "loss", "range": [max(0.0, bottom - 0.08 * (top - bottom)), top]},
     )
     return figure
