@@ -59,7 +59,7 @@ DEFAULT_LEVEL = 0.9
 LEVEL_RANGE = (0.80, 0.99)  # what Predict's slider offers
 HALF_SEED = 0
 BY_CLASS_SHARE = 0.5  # thresholds per class when at least this share of classes has enough calibration photos
-CONFORMAL_VERSION = 1
+CONFORMAL_VERSION = 2  # 2: every set holds the top class; coverage and size at each level
 UNDER_MARGIN = 0.02  # a class whose coverage averaged over the halvings is this far below the level is under-covered
 
 
