@@ -134,7 +134,8 @@ def sets_section(run, stamp: float) -> None:
             + changed,
             icon=":material/layers:",
         )
-    st.altair_chart(coverage_chart(sets), key="evaluate_coverage_chart")
+    chart = coverage_chart(sets)
+    st.altair_chart(chart, height=chart.height + 60, key="evaluate_coverage_chart")  # + the axis and its title
     words = (
         "a threshold per class, so the promise is made for each class (each class's average over many splits "
         "reaches it; one split can leave a class a few points short)"
