@@ -160,7 +160,7 @@ def test_a_prediction_set_at_the_level_picked_and_the_views_said(app, workspace,
     at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
     shown = texts(at)
-    assert "Measured, not promised: on the" in shown and "sets at 90% held the right class" in shown
+    assert "How the promise held: on the" in shown and "sets at 90% held the right class" in shown
     assert "**At 90%:**" in shown  # the slider's default
     assert "Each photo is classified in 4 views" in shown
     at.slider(key="predict_set_level").set_value(80).run()

@@ -34,7 +34,7 @@ def level_slider(served) -> float | None:
     measured = sets.at_level(level) or {"coverage": held.coverage, "mean_size": held.mean_size}
     at = level if sets.at_level(level) else sets.level
     st.caption(
-        f"Measured, not promised: on the {held.photos} test photos this run never fitted anything on, sets at "
+        f"How the promise held: on the {held.photos} test photos this run never fitted anything on, sets at "
         f"{at:.0%} held the right class {measured['coverage']:.0%} of the time, with {measured['mean_size']:.1f} of "
         f"{len(sets.classes)} classes on average"
         + (
