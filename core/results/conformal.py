@@ -233,15 +233,11 @@ def fit(
             "coverage": float(inside[np.arange(len(held)), labels[held]].mean()),
             "mean_size": float(inside.sum(axis=1).mean()),
         }
-    order = np.argsort(-probabilities[held], axis=1, kind="stable")
-    photos = [
-        {
-            "path": test_paths[i],
-            "label": classes[labels[i]],
-            "set": [classes[j] for j in row_order if mask[j]],
-        }
-        for i, row_order, mask in zip(held, order, masks, strict=True)
-    ]
+    photos = []
+    for i, mask in zip(held, masks, strict=True):
+        members = np.flatnonzero(mask)
+        members = members[np.argsort(-probabilities[i, members], kind="stable")]  # most probable first
+        photos.append({"path": test_paths[i], "label": classes[labels[i]], "set": [classes[j] for j in members]})
     return ConformalSets(
         method=method,
         level=level,
