@@ -124,10 +124,30 @@ def many_photos_table(
         rows,
         hide_index=True,
         width="stretch",
-        column_config={  # long reasons wrap in a wide column instead of being cut off
+        column_config={  # words a person reads (the CSV keeps the column names), long reasons wrapped
+            "path": st.column_config.TextColumn("photo", width="medium"),
+            **{
+                f"label_{i + 1}": st.column_config.TextColumn("best guess" if i == 0 else f"guess {i + 1}")
+                for i in range(top_k)
+            },
+            **{
+                f"probability_{i + 1}": st.column_config.NumberColumn(
+                    "how sure" if i == 0 else f"guess {i + 1}, how sure", format="percent"
+                )
+                for i in range(top_k)
+            },
+            "prediction_set": st.column_config.TextColumn(
+                f"could be (at {set_level:.0%})" if set_level else "could be",
+                help="The prediction set: the classes the right one is among, as often as the level says.",
+            ),
+            "set_size": st.column_config.NumberColumn("classes in the set"),
+            "set_level": None,
+            "out_of_distribution": st.column_config.CheckboxColumn(
+                "unlike the training photos?", help="Looks like no class the model knows: its answer means little."
+            ),
+            "ood_score": None,
             "error": st.column_config.TextColumn("error", width="large"),
             "warning": st.column_config.TextColumn("warning", width="large"),
-            "path": st.column_config.TextColumn("path", width="medium"),
         },
     )
     st.download_button(
