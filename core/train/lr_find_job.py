@@ -25,7 +25,7 @@ from typing import Any
 from core.data.datasets import scan_dataset
 from core.fileio import read_json, write_json_atomic
 from core.paths import cache_dir, flora_dir
-from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
+from core.processes import TASK_LOG, JobFolder, JobRecord, JobState, JobStatus
 from core.settings.config import TrainConfig, canonical_json
 from core.train.lr_find import HEAD, RangeTest, check_phase, identity
 
@@ -48,8 +48,9 @@ class FinderStatus(JobStatus):
 
 
 @dataclass
-class Finder:
-    """A range test as read from its folder: its status and, once done, its result."""
+class Finder(JobRecord):
+    """A range test as read from its folder: its status and, once done, its result (state, active and stopping
+    as every job record has them)."""
 
     key: str
     folder: JobFolder
@@ -57,12 +58,8 @@ class Finder:
     result: RangeTest | None
 
     @property
-    def state(self) -> JobState:
-        return self.status.state
-
-    @property
-    def active(self) -> bool:
-        return self.status.active
+    def stop_requested_at(self) -> float | None:
+        return self.folder.stop_requested_at()
 
     def log_tail(self, lines: int = 15) -> str:
         return self.folder.log_tail(lines)
