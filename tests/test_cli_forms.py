@@ -27,6 +27,7 @@ FORMS = {
         ["label-issues", "{arg}", "--json", "--image-size", "32", "--weights", "none"],
     ),
     "compare": (("id", "prefix"), ["compare", "{arg}", "{arg}", "--json"]),
+    "fix-worth": (("id", "prefix"), ["fix-worth", "{arg}", "--top", "3", "--seeds", "2", "--json"]),
     "explain": (("id", "prefix"), ["explain", "{arg}", "{image}", "--out", "{tmp}/cam.png"]),
     "export": (("id", "prefix", "alias"), ["export", "{arg}", "--format", "keras", "--out", "{tmp}/export"]),
     "alias": (("id", "prefix"), ["alias", "staging", "{arg}"]),

@@ -1,0 +1,252 @@
+"""The fix estimate in words (what it says, what it cannot see), and beside the result of the corrected run.
+
+A later run that applied label corrections (its config records them) is put beside the estimate made for exactly
+those corrections (core.results.fix_worth, found by their digest in the earlier run's folder): the validation
+accuracy and macro F1 both runs measured on their stored validation logits, on the validation photos both have
+(scored on the labels as the earlier run had them and, when a correction changed some, on the corrected ones),
+the test change Compare measures, and a sentence on how far the estimate held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.results.arrays import RunAnalysis
+from core.results.feature_head import accuracy_and_macro_f1
+from core.results.fix_worth import AS_LABELLED, CORRECTED, Change, Estimate, find
+from core.runs.record import Run
+
+
+def caveats(estimate: Estimate, run: Run) -> list[str]:
+    """What the estimate cannot see, and what the corrections do that it leaves out, in plain words."""
+    config, touched = run.train_config, estimate.touched
+    notes = []
+    if config.fine_tune_epochs:
+        notes.append(
+            "It retrains only the head, on this run's frozen features. This run also fine-tuned its backbone, and "
+            "a corrected run will too: what the corrected labels teach the backbone is not in the estimate."
+        )
+    else:
+        notes.append(
+            "It retrains only the head, on this run's frozen features (a simpler head than the network's, without "
+            "augmentation): a corrected run that trains its head as this one did is the closest match."
+        )
+    notes.append(
+        "The test photos are never looked at: the corrected run's test change is the check, and Compare shows it "
+        "beside this estimate."
+    )
+    changed_train = touched["train_relabelled"] + touched["train_excluded"]
+    if not changed_train:
+        notes.append("None of these corrections changes a training photo: the head learns exactly the same.")
+    val = touched["val_relabelled"] + touched["val_excluded"]
+    if val:
+        notes.append(
+            f"{val} of the corrections are of validation photos: that changes what is measured, not what is learnt, "
+            "so the change is given on the validation labels as they are and on the corrected ones."
+        )
+    if touched["test"]:
+        notes.append(
+            f"{touched['test']} of the corrections are of test photos: they change what the test measures, not what "
+            "is learnt, so they add nothing here."
+        )
+    if touched["unchanged"]:
+        notes.append(f"{touched['unchanged']} already have that label in this run (it applied them): no change.")
+    if touched["missing"]:
+        notes.append(
+            f"{touched['missing']} name photos or classes this run does not have (excluded by it, or no longer in "
+            "the dataset): left out."
+        )
+    if config.weights == "none":
+        notes.append(
+            "This run's backbone started from random weights: its features barely tell the classes apart, so "
+            "fixing labels shows less here than it would on ImageNet features."
+        )
+    return notes
+
+
+def points(value: float) -> str:
+    """A change of a fraction in percentage points: '+1.8'."""
+    return f"{value * 100:+.1f}"
+
+
+def change_words(change: Change) -> str:
+    """'+1.8 points (95%: +0.4 to +3.1)'."""
+    return f"{points(change.change)} points (95%: {points(change.low)} to {points(change.high)})"
+
+
+def headline(estimate: Estimate, scoring: str = AS_LABELLED) -> str:
+    """'Fixing your 12 marks would change validation accuracy by +1.8 points (95%: +0.4 to +3.1), from 71.2% to
+    73.0%, and macro F1 by ...'."""
+    figures = estimate.results[scoring]
+    accuracy, f1 = figures["accuracy"], figures["macro_f1"]
+    where = "on the corrected validation labels, " if scoring == CORRECTED else ""
+    return (
+        f"Fixing {estimate.words} would change {where}validation accuracy by {change_words(accuracy)}, from "
+        f"{accuracy.before:.1%} to {accuracy.after:.1%}, and macro F1 by {change_words(f1)}."
+    )
+
+
+def verdict(change: Change) -> str:
+    """What the interval says, in words."""
+    if change.low > 0:
+        return "likely to help: the whole interval is above zero"
+    if change.high < 0:
+        return "likely to hurt: the whole interval is below zero"
+    return "no clear change: the interval holds zero"
+
+
+def how(estimate: Estimate) -> str:
+    """How the figures were made, in one sentence."""
+    return (
+        f"A head retrained on this run's stored features of {estimate.train_photos} training photos, with and "
+        f"without the corrections, {estimate.seeds} times on resamples of them, scored on "
+        f"{estimate.val_photos} validation photos and {estimate.resamples} resamples of those: 95% of the paired "
+        f"changes fell in the interval ({estimate.seconds:.1f} s)."
+    )
+
+
+def touched_words(estimate: Estimate) -> str:
+    """'10 training photos relabelled, 2 excluded; 1 validation photo relabelled' ('no training or validation
+    photo' when none)."""
+    parts = []
+    for split, name in (("train", "training"), ("val", "validation")):
+        relabelled, excluded = estimate.touched[f"{split}_relabelled"], estimate.touched[f"{split}_excluded"]
+        if relabelled or excluded:
+            photos = "photo" if relabelled + excluded == 1 else "photos"
+            done = [f"{relabelled} relabelled" * bool(relabelled), f"{excluded} excluded" * bool(excluded)]
+            parts.append(f"{name} {photos}: " + ", ".join(d for d in done if d))
+    return "; ".join(parts) or "no training or validation photo"
+
+
+# --- beside the corrected run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Held:
+    """An estimate (or none) beside what the corrected run measured."""
+
+    before_run: str
+    after_run: str
+    corrections: int  # the later run applied
+    estimate: Estimate | None
+    measured: dict[str, dict[str, dict[str, float]]]  # scoring -> figure -> {"before", "after", "change"}
+    val_photos: int  # the validation photos both runs have
+    test: dict[str, dict[str, float]] | None  # figure -> {"before", "after", "change"}, from the comparison
+    other_settings: list[str]  # settings that also differ between the two runs
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before_run": self.before_run,
+            "after_run": self.after_run,
+            "corrections": self.corrections,
+            "estimate": None if self.estimate is None else self.estimate.to_dict(),
+            "measured": self.measured,
+            "val_photos": self.val_photos,
+            "test": self.test,
+            "other_settings": self.other_settings,
+            "sentence": self.sentence,
+        }
+
+
+def _figures(before: tuple[float, float], after: tuple[float, float]) -> dict[str, dict[str, float]]:
+    return {
+        name: {"before": before[i], "after": after[i], "change": after[i] - before[i]}
+        for i, name in enumerate(("accuracy", "macro_f1"))
+    }
+
+
+def measured_validation(before: RunAnalysis, after: RunAnalysis) -> tuple[dict[str, Any], int]:
+    """Both runs' validation accuracy and macro F1 from their stored logits, on the validation photos both have:
+    scored on the earlier run's labels and, when a correction changed some of them, on the later run's."""
+    where = {path: i for i, path in enumerate(after.val.paths)}
+    rows_a = np.array([i for i, path in enumerate(before.val.paths) if path in where], dtype=np.int64)
+    rows_b = np.array([where[before.val.paths[i]] for i in rows_a], dtype=np.int64)
+    predicted_a = before.val.logits[rows_a].argmax(axis=1)
+    predicted_b = after.val.logits[rows_b].argmax(axis=1)
+    labels_a, labels_b = before.val.labels[rows_a], after.val.labels[rows_b]
+    classes = len(before.classes)
+    out = {
+        AS_LABELLED: _figures(
+            accuracy_and_macro_f1(labels_a, predicted_a, classes), accuracy_and_macro_f1(labels_a, predicted_b, classes)
+        )
+    }
+    if len(rows_a) < len(before.val.paths) or np.any(labels_a != labels_b):
+        out[CORRECTED] = _figures(
+            accuracy_and_macro_f1(labels_b, predicted_a, classes), accuracy_and_macro_f1(labels_b, predicted_b, classes)
+        )
+    return out, len(rows_a)
+
+
+def held(
+    before: Run,
+    after: Run,
+    analyses: tuple[RunAnalysis, RunAnalysis],
+    comparison: dict[str, Any] | None = None,
+    other_settings: list[str] | None = None,
+) -> Held | None:
+    """The estimate made (on `before`) for the corrections `after` applied, beside what `after` measured; None when
+    `after` applied no corrections, or the same ones as `before`.
+
+    Args:
+        comparison: core.results.compare.compare's result for these runs (its test figures), if made.
+        other_settings: the settings (besides the corrections) that differ between the runs, in words.
+    """
+    if not after.corrections or after.corrections == before.corrections:
+        return None
+    estimate = find(before.directory, after.corrections)
+    measured, photos = measured_validation(*analyses)
+    test = None
+    if comparison is not None:
+        a, b = comparison["runs"][before.run_id], comparison["runs"][after.run_id]
+        test = _figures((a["accuracy"], a["macro_f1"]), (b["accuracy"], b["macro_f1"]))
+    result = Held(
+        before.run_id, after.run_id, len(after.corrections), estimate, measured, photos, test, other_settings or [], ""
+    )
+    result.sentence = held_sentence(result)
+    return result
+
+
+def held_sentence(result: Held) -> str:
+    """How far the estimate held, in words (or how to make one next time)."""
+    a, b = result.before_run[:6], result.after_run[:6]
+    estimate = result.estimate
+    test = result.test or {}
+    test_words = (
+        f" On the test photos, which the estimate never sees, {b} changed accuracy by "
+        f"{points(test['accuracy']['change'])} points and macro F1 by {points(test['macro_f1']['change'])}."
+        if test
+        else ""
+    )
+    also = (
+        f" These runs also differ in {', '.join(result.other_settings)}: the change is not the corrections' alone."
+        if result.other_settings
+        else ""
+    )
+    if estimate is None:
+        return (
+            f"No estimate was made on {a} for the {result.corrections} corrections {b} applied. Before the next "
+            "corrected run, make one: Explore › Suspected label errors › 'What would fixing these be worth?', or "
+            f"`python -m core fix-worth {a} --marked`." + test_words + also
+        )
+    scoring = CORRECTED if CORRECTED in estimate.results and CORRECTED in result.measured else AS_LABELLED
+    guessed: Change = estimate.results[scoring]["accuracy"]
+    got = result.measured[scoring]["accuracy"]["change"]
+    said = f"The estimate said {change_words(guessed)} of validation accuracy; {b} measured {points(got)}"
+    if guessed.low <= got <= guessed.high:
+        verdict_words = ": inside the interval, so the estimate held here."
+    elif got > guessed.high:
+        verdict_words = (
+            ": more than the interval. The real run learnt more from the fix than a head on frozen features can "
+            "(a fine-tuned backbone, the network's own head), or its own randomness helped."
+        )
+    else:
+        verdict_words = (
+            ": less than the interval. A real run has more randomness than the head the estimate retrains (its "
+            "own start, augmentation, the epoch early stopping kept), and a backbone that changed with training."
+        )
+    where = " (on the corrected validation labels)" if scoring == CORRECTED else ""
+    return said + where + verdict_words + test_words + also
