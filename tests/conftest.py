@@ -179,3 +179,19 @@ def copy_run(source: Path, target: Path) -> Path:
     """A run folder (or a whole run store) copied for a test that changes it, its model hard-linked."""
     shutil.copytree(source, target, copy_function=_copy_file)
     return target
+
+
+def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
+    """The shared run and its dataset copied under `base` (data/, models/), the run's config pointing at the copy:
+    for a test that writes into the dataset folder (unlabelled photos, labelled copies)."""
+    import json
+
+    data_root, models_root = base / "data", base / "models"
+    dataset = data_root / Path(trained_run["dataset"]).name
+    shutil.copytree(trained_run["dataset"], dataset)
+    run_dir = copy_run(trained_run["models_root"] / trained_run["run_id"], models_root / trained_run["run_id"])
+    config_file = run_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["dataset"]["path"] = str(dataset.resolve())
+    config_file.write_text(json.dumps(config))
+    return {"data_root": data_root, "models_root": models_root, "dataset": dataset, "run_id": trained_run["run_id"]}

@@ -26,6 +26,10 @@ FORMS = {
         ("id", "prefix", "folder", "name"),
         ["label-issues", "{arg}", "--json", "--image-size", "32", "--weights", "none"],
     ),
+    "label-next": (
+        ("id", "prefix", "folder", "name"),
+        ["label-next", "{arg}", "--json", "--image-size", "32", "--weights", "none"],
+    ),
     "compare": (("id", "prefix"), ["compare", "{arg}", "{arg}", "--json"]),
     "fix-worth": (("id", "prefix"), ["fix-worth", "{arg}", "--top", "3", "--seeds", "2", "--json"]),
     "explain": (("id", "prefix"), ["explain", "{arg}", "{image}", "--out", "{tmp}/cam.png"]),

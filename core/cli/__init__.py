@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "core.cli.lr_find",
     "core.cli.results",
     "core.cli.diagnosis",
+    "core.cli.label_next",
     "core.cli.fix_worth",
     "core.cli.explain",
     "core.cli.sweep",

@@ -43,6 +43,8 @@ LAYOUT_SPLITS = {
 }
 META_FILE = "flora.json"  # written by importers: name, source, synthetic, optional "splits"
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
+# A top-level folder of photos without a label (core.data.unlabelled): never a class, not in the fingerprint.
+UNLABELLED_NAMES = ("unlabelled", "unlabeled")
 
 
 def split_of_folder(name: str) -> str | None:
@@ -231,6 +233,8 @@ def _scan_class_folders(folder: Path, split: str | None, root: Path | None = Non
     for class_dir in sorted(folder.iterdir()):
         if not (class_dir.is_dir() and _visible(class_dir)):
             continue
+        if split is None and class_dir.name.lower() in UNLABELLED_NAMES:
+            continue  # photos waiting for a label (core.data.unlabelled), never a class
         seen.add(class_dir.name)
         if class_dir.is_symlink():
             links.append(str(class_dir)[prefix:].replace(os.sep, "/"))

@@ -8,6 +8,8 @@
                 cache when it has them), cross-validated probabilities, the ranked suspects
   tta           the validation and test photos in test-time augmentation's views (core.results.tta), and the
                 run's prediction sets again when its predictors now average the views
+  label-next    the training split's features and the dataset's unlabelled photos' through the run
+                (core.results.label_next_tasks); label-next-simulate: the strategy against random, measured
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -31,8 +33,6 @@ import numpy as np
 
 from core.data.datasets import DatasetError, scan_dataset
 from core.data.ingest import ingest
-from core.device import without_cuda_noise
-from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
@@ -40,17 +40,22 @@ from core.results import label_issues, out_of_sample
 from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
 from core.results.calibration import calibrate_run
 from core.results.embedding import run_map
-from core.runs.record import MODEL_FILE, TASKS_DIR, TRAIN_FEATURES_FILE, Run
-from core.runs.split import run_split
+from core.results.train_features import (  # noqa: F401  TrainFeatures: read by pages and tests through here
+    FeaturesStopped,
+    TrainFeatures,
+    load_model,
+    rebuild_data,
+    training_features,
+)
+from core.runs.record import TASKS_DIR, Run
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
-KINDS = ("analysis", "tsne", "train-features", "label-issues", "tta")
+KINDS = ("analysis", "tsne", "train-features", "label-issues", "tta", "label-next", "label-next-simulate")
 
 
-class TaskStopped(RuntimeError):
-    """The task was stopped on request."""
+TaskStopped = FeaturesStopped  # the task was stopped on request (the features' own stop is the same)
 
 
 @dataclass
@@ -98,25 +103,6 @@ def stop(run: Run, kind: str) -> None:
 # ----------------------------------------------------------------------------- the run's data again
 
 
-def rebuild_data(run: Run, data_root: str | os.PathLike, progress: StageCallback | None = None):
-    """The run's images and split as it trained on them (core.runs.split: fingerprint checked, corrections applied).
-
-    Raises:
-        DatasetChanged: the dataset is gone or changed since the run (its photos are not the same).
-    """
-
-    decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
-    return run_split(run, cache_dir(data_root), progress=decoding)
-
-
-def _model(run: Run):
-
-    with without_cuda_noise():
-        from core.network.model import load_classifier  # heavy: keras
-
-        return load_classifier(run.path(MODEL_FILE))
-
-
 def compute_analysis(
     run: Run,
     data_root: str | os.PathLike,
@@ -144,7 +130,7 @@ def compute_analysis(
                 f"the rebuilt test split of run {run.run_id} is not the one it was evaluated on "
                 f"({len(rebuilt)} photos vs {len(stored)}): the split rules changed since; retrain the run"
             )
-    model = features_and_logits_model(_model(run))
+    model = features_and_logits_model(load_model(run))
     size = run.train_config.image_size
     batch = 32
     batches = ExtractionBatches(data.cache, positions, size, batch)
@@ -176,64 +162,6 @@ def compute_analysis(
     analysis = RunAnalysis(data.classes, *parts)
     analysis.save(run.directory)
     return analysis
-
-
-@dataclass
-class TrainFeatures:
-    """Pooled features of a run's training split (for neighbours and cross-validated label checks)."""
-
-    features: np.ndarray  # (N, 2048) float16
-    labels: np.ndarray
-    paths: list[str]
-
-    def save(self, run_dir: str | os.PathLike) -> None:
-
-        with atomic_path(Path(run_dir) / TRAIN_FEATURES_FILE) as tmp, open(tmp, "wb") as f:
-            np.savez(f, features=self.features, labels=self.labels, paths=np.array(self.paths, dtype=str))
-
-    @classmethod
-    def load(cls, run_dir: str | os.PathLike) -> TrainFeatures | None:
-        path = Path(run_dir) / TRAIN_FEATURES_FILE
-        if not path.exists():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return cls(data["features"], data["labels"], data["paths"].tolist())
-
-
-def training_features(
-    run: Run,
-    data_root: str | os.PathLike,
-    progress: StageCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainFeatures:
-    """The run's training-split features: stored in the run folder, else from the feature cache
-    (free when the run trained its head on cached features and never fine-tuned), else computed once."""
-    stored = TrainFeatures.load(run.directory)
-    if stored is not None:
-        return stored
-    from core.network.model import backbone_of  # heavy: keras
-    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash  # heavy: keras
-
-    data = rebuild_data(run, data_root, progress)
-    model = _model(run)
-    store = FeatureCache(
-        cache_dir(data_root), data.cache, run.train_config.image_size, weights_hash(backbone_of(model))
-    )
-    try:
-        features = store.get(
-            build_extractor(model),
-            data.split.train,
-            batch_size=32,
-            progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
-            should_stop=should_stop,
-        )
-    except ExtractionStopped as e:
-        raise TaskStopped(str(e)) from None
-    result = TrainFeatures(
-        features, data.cache.labels[data.split.train], [data.cache.paths[i] for i in data.split.train]
-    )
-    result.save(run.directory)
-    return result
 
 
 def compute_label_issues(
@@ -343,6 +271,10 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
             raise TaskStopped(str(e)) from None
         conformal.run_sets(run.directory)
         return report
+    if kind in ("label-next", "label-next-simulate"):
+        from core.results import label_next_tasks
+
+        return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
 
 

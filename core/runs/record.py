@@ -53,6 +53,9 @@ TRAIN_FEATURES_FILE = "train_features.npz"  # core.results.tasks: pooled feature
 LABEL_ISSUES_FILE = "label_issues.json"  # core.results.label_issues: suspected label errors, ranked
 CONFORMAL_FILE = "conformal.json"  # core.results.conformal: prediction sets' calibration scores and held-out report
 TTA_FILE = "tta.json"  # core.results.tta: test-time augmentation measured on validation and test
+DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues: outliers, overlapping classes, groups, health
+LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next_data: the unlabelled photos' features through this run
+LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next_simulation: its saving, measured
 TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
@@ -66,6 +69,7 @@ RUN_OUTPUTS = (
     CONFORMAL_FILE,
     TTA_FILE,
     TTA_ARRAYS,
+    DATA_ISSUES_FILE,
     HEATMAPS_DIR,
     TASKS_DIR,
     STATUS_FILE,

@@ -1,0 +1,180 @@
+"""Unlabelled photos of a dataset: a folder of them beside the class folders, scanned apart, never trained on,
+and labelled one by one (label-next).
+
+  DATA/unlabelled/<any sub-folders>/<image>        (also "unlabeled"; any case) the photos waiting for a label
+  <data>/.flora/labelled/<dataset name>-<hash of its folder>.json
+      {"dataset": "/abs/path", "photos": {"unlabelled/a.jpg": {"label": "rose", "to": "rose/a.jpg", "at": .., "by": ..},
+                                          "unlabelled/b.jpg": {"label": null, "at": .., "by": ..}}}   (none of these)
+
+Labelling copies the photo into its class folder (`DATA/<class>/` or, for a dataset with its own split,
+`DATA/train/<class>/`): the next run trains on it like any other photo of the class, and the original stays in
+unlabelled/ where its owner put it, never moved or deleted. The record says which ones were labelled (and where the
+copy went) or set aside as "none of these", so they are not offered again. The unlabelled folder is not part of the
+dataset's fingerprint: adding photos there does not change which run a training request finds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.data.datasets import (
+    UNLABELLED_NAMES,
+    DatasetError,
+    DatasetIndex,
+    ImageEntry,
+    _fingerprint,
+    _split_dirs,
+    _visible_name,
+)
+from core.data.imaging import is_image_name
+from core.fileio import read_json, write_json_atomic
+from core.paths import flora_dir
+
+UNLABELLED_DIR = "unlabelled"  # the folder's name Flora makes; "unlabeled" is read too
+LABELLED_DIR = "labelled"  # in <data>/.flora/: what was labelled from the unlabelled folders
+UNLABELLED_CLASS = "(unlabelled)"  # the single "class" of an unlabelled photos' index (never a real class)
+
+
+def is_unlabelled_folder(name: str) -> bool:
+    """True for a dataset's top-level folder of photos without a label (never a class)."""
+    return name.lower() in UNLABELLED_NAMES
+
+
+def unlabelled_folders(dataset_root: str | os.PathLike) -> list[Path]:
+    """The dataset's unlabelled folders at its top level (usually none or one)."""
+    root = Path(dataset_root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_unlabelled_folder(p.name))
+
+
+def scan_unlabelled(dataset_root: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """Every image file under the unlabelled folders as (path relative to the dataset root, bytes, mtime ns)."""
+    root = Path(dataset_root).resolve()
+    prefix = len(str(root)) + 1
+    found = []
+    for folder in unlabelled_folders(root):
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if _visible_name(d))
+            for name in sorted(filenames):
+                if not (_visible_name(name) and is_image_name(name)):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    stat = os.stat(full)
+                except OSError:
+                    continue
+                found.append((full[prefix:].replace(os.sep, "/"), stat.st_size, stat.st_mtime_ns))
+    return found
+
+
+def labelled_file(data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Path:
+    """Where the record of a dataset's labelled photos is kept (one file per dataset folder)."""
+    resolved = Path(dataset_root).expanduser().resolve()
+    key = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    return flora_dir(data_root) / LABELLED_DIR / f"{resolved.name}-{key}.json"
+
+
+@dataclass
+class Unlabelled:
+    """A dataset's unlabelled photos and what has been done with them."""
+
+    dataset_root: Path
+    photos: list[str]  # every unlabelled photo found (relative to the dataset root)
+    record: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> {"label", "to", "at", "by"}
+    record_file: Path | None = None
+    _sizes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Unlabelled:
+        root = Path(dataset_root).expanduser().resolve()
+        found = scan_unlabelled(root)
+        path = labelled_file(data_root, root)
+        data = read_json(path, default={}) or {}
+        record = data.get("photos") if isinstance(data, dict) else None
+        return cls(
+            root,
+            [rel for rel, _, _ in found],
+            dict(record) if isinstance(record, dict) else {},
+            path,
+            {rel: (size, mtime) for rel, size, mtime in found},
+        )
+
+    @property
+    def pending(self) -> list[str]:
+        """Photos still waiting for a label (neither labelled nor set aside)."""
+        return [p for p in self.photos if p not in self.record]
+
+    @property
+    def labelled(self) -> dict[str, str]:
+        """path -> the class it was given (photos set aside as "none of these" are not in it)."""
+        return {p: r["label"] for p, r in self.record.items() if r.get("label")}
+
+    @property
+    def set_aside(self) -> list[str]:
+        return [p for p, r in self.record.items() if not r.get("label")]
+
+    def index(self, pending_only: bool = False) -> DatasetIndex:
+        """The unlabelled photos (every one, or only the pending) as an index of one pseudo-class, for decoding into
+        the cache (core.data.ingest) and the feature cache; its fingerprint names exactly these files, so labelling
+        some of them does not make the features computed for all of them stale."""
+        paths = self.pending if pending_only else self.photos
+        entries = [ImageEntry(p, 0, None, self._sizes.get(p, (0, 0))[0]) for p in paths]
+        mtimes = {p: self._sizes.get(p, (0, 0))[1] for p in paths}
+        fingerprint = _fingerprint(self.dataset_root, entries, "unlabelled", mtimes)
+        return DatasetIndex(self.dataset_root, [UNLABELLED_CLASS], entries, fingerprint, "unlabelled")
+
+    def label(self, path: str, label: str | None, classes: list[str], by: str = "local") -> str | None:
+        """Give `path` the class `label` (copying it into the class's folder; returns the copy's relative path), or set
+        it aside as none of the classes (`label` None). The original stays where it is.
+
+        Raises:
+            DatasetError: the photo is not one of the unlabelled ones, the class is unknown, or the copy cannot be made.
+        """
+        if path not in self.photos:
+            raise DatasetError(f"{path} is not one of this dataset's unlabelled photos")
+        copied = None
+        if label is not None:
+            if label not in classes:
+                raise DatasetError(f"{label!r} is not a class of this dataset (its classes: {', '.join(classes)})")
+            presplit = _split_dirs(self.dataset_root)  # a dataset with its own split: the photo joins training
+            folder = (presplit["train"] if presplit else self.dataset_root) / label
+            copied = self._copy(self.dataset_root / path, folder)
+        self.record[path] = {"label": label, "to": copied, "at": time.time(), "by": by}
+        self.save()
+        return copied
+
+    def undo(self, path: str) -> None:
+        """Take back a label: the copy made in the class folder is removed, the photo waits again."""
+        entry = self.record.pop(path, None)
+        if entry and entry.get("to"):
+            copy = self.dataset_root / entry["to"]
+            if copy.is_file() and self.dataset_root in copy.resolve().parents:
+                copy.unlink()
+        self.save()
+
+    def save(self) -> None:
+        if self.record_file is None:
+            return
+        write_json_atomic(self.record_file, {"dataset": str(self.dataset_root), "photos": self.record})
+
+    def _copy(self, source: Path, folder: Path) -> str:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / source.name
+            stem, suffix, n = source.stem, source.suffix, 1
+            while target.exists():
+                n += 1
+                target = folder / f"{stem}-{n}{suffix}"
+            shutil.copy2(source, target)
+        except OSError as e:
+            raise DatasetError(
+                f"could not copy {source.name} into {folder} ({e.strerror or e}): is the dataset's folder writable?"
+            ) from None
+        return str(target.relative_to(self.dataset_root)).replace(os.sep, "/")
