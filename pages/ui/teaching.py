@@ -150,6 +150,15 @@ NOTES = {
         "Northcutt et al. 2021). A suspect is a question for a person: some are real look-alikes, some show "
         "two subjects, some are simply in the wrong folder."
     ),
+    "label_next": (
+        "**Which photos to label next (active learning).** Labelling costs a person's time, so label the photos "
+        "that teach the model most. Flora's head (retrained on the stored features in a second) scores every "
+        "waiting photo; the ones it is most *torn* about (the two likeliest classes close together) are candidates, "
+        "and they are grouped by similarity so a batch covers different kinds of photos instead of ten near-copies "
+        "(diverse mini-batch active learning, Zhdanov 2019). After each batch the head learns from the new labels. "
+        "Whether this beats picking at random depends on the data: Flora measures it on photos whose labels it "
+        "already knows, hiding them and labelling them again both ways."
+    ),
     "calibration": (
         "**Calibration: is 90 % really 90 %?** A model's confidence is only useful if, among the photos it "
         "gives 90 %, about 90 % are right. Networks trained to minimise the loss often end up *over-confident*. "

@@ -1,0 +1,258 @@
+"""The Explore page's "Label next": the unlabelled photos worth labelling first, labelled in place, and whether
+Flora's way of picking them saves labels over picking at random on this data (measured, not promised).
+
+A labelled photo is copied into its class folder (core.data.unlabelled): the next run trains on it, the original
+stays in unlabelled/. The batch stays put while it is labelled; the head retrains on the stored features (a
+second) when the batch is done, so the next batch uses what was just learned.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.data.datasets import DatasetError
+from core.data.unlabelled import UNLABELLED_DIR, Unlabelled
+from core.importers.common import ImportRejected
+from core.importers.unlabelled import add_files, add_zip
+from core.results import label_next_tasks
+from core.results.label_next import RANDOM, STRATEGY, next_batch
+from core.results.label_next_data import UnlabelledFeatures, workbench
+from core.results.train_features import TrainFeatures
+from core.runs.record import Run
+from pages.ui import auth, common, photo_gallery, plain, teaching
+from pages.ui.run_task import task_panel
+
+BUTTONS_UP_TO = 8  # classes shown as one button each; more: a picker
+STRATEGY_NAMES = {STRATEGY: "Flora's picking (uncertain and varied)", RANDOM: "Picking at random"}
+
+
+def _unlabelled(run: Run) -> Unlabelled:
+    return Unlabelled.load(common.data_root(), run.dataset_path)
+
+
+def _state(run: Run) -> dict:
+    """This session's batch for the run: the picks shown, the ones skipped, how the head was last retrained."""
+    return st.session_state.setdefault(f"label_next_{run.run_id}", {"picks": [], "skipped": [], "retrained": None})
+
+
+def label_photo(run: Run, path: str, label: str | None) -> None:
+    """Button callback: give the photo its class (a copy into the class folder) or set it aside."""
+    try:
+        copied = _unlabelled(run).label(path, label, run.classes or [], by=auth.current_user().id)
+    except DatasetError as e:
+        st.session_state["label_next_error"] = str(e)
+        return
+    st.session_state["label_next_done"] = (
+        f"{Path(path).name}: labelled **{plain.md(label)}** (copied to {plain.code(copied)})"
+        if label
+        else f"{Path(path).name}: set aside as none of these classes"
+    )
+
+
+def undo(run: Run, path: str) -> None:
+    _unlabelled(run).undo(path)
+
+
+def skip(run: Run, path: str) -> None:
+    _state(run)["skipped"].append(path)
+
+
+def upload_section(run: Run, expanded: bool) -> None:
+    """Add photos without a label: image files or a zip, into the dataset's unlabelled/ folder."""
+    with st.expander("Add unlabelled photos", icon=":material/add_photo_alternate:", expanded=expanded):
+        st.caption(
+            f"They go into {plain.code(str(Path(run.dataset_path) / UNLABELLED_DIR))}, beside the class folders: "
+            "never trained on until you give them a class. (Copying photos into that folder works too.)"
+        )
+        files = st.file_uploader(
+            "Photos, or a zip of photos",
+            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"],
+            accept_multiple_files=True,
+            key=f"label_next_upload_{run.run_id}",
+        )
+        if files and st.button("Add them", key="label_next_add", icon=":material/upload:"):
+            added, skipped = [], []
+            try:
+                images = [(f.name, f) for f in files if not f.name.lower().endswith(".zip")]
+                result = add_files(run.dataset_path, images)
+                added += result.added
+                skipped += result.skipped
+                for archive in (f for f in files if f.name.lower().endswith(".zip")):
+                    result = add_zip(run.dataset_path, archive)
+                    added += result.added
+                    skipped += result.skipped
+            except (ImportRejected, OSError) as e:
+                st.error(f"Nothing more was added: {plain.md(str(e))}", icon=":material/error:")
+            if added:
+                st.success(f"Added {len(added)} photo(s).", icon=":material/check:")
+            for item in skipped[:20]:
+                st.warning(
+                    f"Left out {plain.code(item['path'])}: {plain.md(item['reason'])}", icon=":material/warning:"
+                )
+
+
+def label_next_section(run: Run) -> None:
+    teaching.explain("label_next")
+    unlabelled = _unlabelled(run)
+    if not unlabelled.photos:
+        st.info(
+            "This dataset has no unlabelled photos. Put photos without a label in a folder named **unlabelled** "
+            "inside the dataset's folder (beside the class folders), or add them below: Flora will rank them by "
+            "how much labelling each would teach the model.",
+            icon=":material/label_off:",
+        )
+        upload_section(run, expanded=True)
+        simulation_section(run)
+        return
+    st.caption(
+        f"{len(unlabelled.pending)} photo(s) waiting for a label · {len(unlabelled.labelled)} labelled here (copied "
+        f"into their class folders, the originals kept in unlabelled/) · {len(unlabelled.set_aside)} set aside as "
+        "none of these classes. Labelled photos are trained on by the **next** run on this dataset."
+    )
+    upload_section(run, expanded=False)
+    computed = UnlabelledFeatures.load(run.directory)
+    train = TrainFeatures.load(run.directory)
+    if computed is None or train is None or computed.fingerprint != unlabelled.index().fingerprint:
+        st.markdown(
+            "First Flora computes the features of the training photos and of the unlabelled ones through this "
+            "run's network, in the background (seconds to minutes, once; again when photos are added)."
+        )
+        task_panel(run, "label-next", "Prepare the unlabelled photos", key="explore_label_next")
+    elif not unlabelled.pending:
+        st.success("Every unlabelled photo has been labelled or set aside.", icon=":material/done_all:")
+    else:
+        batch_section(run, unlabelled, computed, train)
+    simulation_section(run)
+
+
+def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures, train: TrainFeatures) -> None:
+    state = _state(run)
+    for key, show in (("label_next_error", st.error), ("label_next_done", st.success)):
+        message = st.session_state.pop(key, None)
+        if message:
+            show(message, icon=":material/error:" if show is st.error else ":material/check:")
+    batch = st.segmented_control(
+        "Photos per batch", [5, 10, 20], default=10, key="label_next_batch_size", required=True
+    )  # fmt: skip
+    handled = set(unlabelled.record) | set(state["skipped"])
+    open_picks = [p for p in state["picks"] if p["path"] not in handled]
+    if not open_picks:
+        started = time.perf_counter()
+        bench = workbench(run.classes or [], train.features, train.labels, unlabelled, computed)
+        waiting = [p for p in bench.pending_paths if p not in state["skipped"]]
+        if not waiting:
+            state["skipped"] = []  # every waiting photo was skipped: offer them again
+            waiting = bench.pending_paths
+        keep = [i for i, p in enumerate(bench.pending_paths) if p in set(waiting)]
+        picks = next_batch(
+            bench.labelled_x, bench.labelled_y, bench.pending_x[keep], [bench.pending_paths[i] for i in keep],
+            bench.classes, int(batch or 10),
+        )  # fmt: skip
+        state["picks"] = [p.to_dict() for p in picks]
+        state["retrained"] = (len(bench.labelled_y), bench.newly_labelled, time.perf_counter() - started)
+        open_picks = state["picks"]
+    photos, new, seconds = state["retrained"] or (0, 0, 0.0)
+    st.caption(
+        f"The head was retrained on {photos:,} labelled photos ({new} of them labelled here) in {seconds:.1f} s and "
+        f"picked these {len(state['picks'])}: the most torn first, each standing for a group of similar uncertain "
+        "photos. Label them, set aside what is none of these classes, or skip; the next batch follows."
+    )
+    can_label = auth.can_change(run)
+    if not can_label:
+        st.caption("Only this run's owner (or an admin) labels from it; the ranking is shown for reading.")
+    for i, pick in enumerate(state["picks"]):
+        path = pick["path"]
+        with st.container(border=True, horizontal=True, key=f"label_next_card_{i}"):
+            image, error = photo_gallery.thumb(Path(run.dataset_path) / path, 160)
+            st.image(image, width=160, caption=plain.md(Path(path).name))
+            with st.container():
+                guesses = " · ".join(f"{plain.md(g['class'])} {g['probability']:.0%}" for g in pick["guesses"])
+                st.markdown(f"**The model's guesses:** {guesses}")
+                st.caption(f"Why this one: {plain.md(pick['reason'])}." + (f" ({error})" if error else ""))
+                record = unlabelled.record.get(path)
+                if record is not None:
+                    done = f"labelled **{plain.md(record['label'])}**" if record.get("label") else "set aside"
+                    with st.container(horizontal=True, vertical_alignment="center"):
+                        st.markdown(f":material/check: {done}")
+                        if can_label:
+                            st.button("Undo", key=f"label_next_undo_{i}", on_click=undo, args=(run, path))
+                elif path in state["skipped"]:
+                    st.caption("Skipped for now.")
+                elif can_label:
+                    label_buttons(run, path, i)
+
+
+def label_buttons(run: Run, path: str, i: int) -> None:
+    classes = run.classes or []
+    with st.container(horizontal=True):
+        if len(classes) <= BUTTONS_UP_TO:
+            for name in classes:
+                st.button(plain.md(name), key=f"label_next_{i}_{name}", on_click=label_photo, args=(run, path, name))
+        else:
+            choice = st.selectbox("Class", classes, key=f"label_next_choice_{i}", label_visibility="collapsed")
+            st.button("Label", key=f"label_next_go_{i}", on_click=label_photo, args=(run, path, choice), type="primary")
+        st.button("None of these", key=f"label_next_none_{i}", on_click=label_photo, args=(run, path, None))
+        st.button("Skip", key=f"label_next_skip_{i}", on_click=skip, args=(run, path))
+
+
+def curves_chart(result: dict) -> alt.LayerChart:
+    rows = [
+        {"labels": labels, "accuracy": accuracy, "strategy": STRATEGY_NAMES.get(name, name)}
+        for name, figures in result["strategies"].items()
+        for labels, accuracy in figures["curve"]
+    ]
+    frame = pd.DataFrame(rows)
+    lines = (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("labels:Q", title="labels given"),
+            y=alt.Y("accuracy:Q", title="validation accuracy (mean over seeds)", axis=alt.Axis(format="%")),
+            color=alt.Color("strategy:N", title=None, legend=alt.Legend(orient="bottom")),
+            tooltip=["strategy", "labels", alt.Tooltip("accuracy:Q", format=".1%")],
+        )
+    )
+    target = (
+        alt.Chart(pd.DataFrame({"target": [result["target_accuracy"]]}))
+        .mark_rule(strokeDash=[4, 4], color="gray")
+        .encode(y="target:Q")
+    )
+    return (lines + target).properties(height=300)
+
+
+def simulation_section(run: Run) -> None:
+    st.subheader("Does it save labels on this data?", divider="gray")
+    result = label_next_tasks.stored_simulation(run.directory)
+    if result is None:
+        st.markdown(
+            "Measured on this run's own labelled photos: Flora hides their labels, starts from 2 photos per class, "
+            "and labels them again batch by batch, once picking its way and once at random, over 3 seeds, "
+            "retraining the head after every batch and scoring it on the validation photos. It counts the labels "
+            "each needs to reach 95% of the accuracy with every label. Seconds to a few minutes, in the background."
+        )
+        task_panel(run, "label-next-simulate", "Measure it against random", key="explore_label_next_simulate")
+        return
+    (st.success if result.get("measurable") else st.info)(
+        plain.md(result["verdict"][0].upper() + result["verdict"][1:]) + ".", icon=":material/insights:"
+    )
+    st.altair_chart(curves_chart(result), width="stretch")
+    ours, theirs = result["strategies"].get(STRATEGY, {}), result["strategies"].get(RANDOM, {})
+
+    def spread(figures: dict) -> str:
+        by_seed = [("not reached" if h is None else str(h)) for h in figures.get("labels_to_target_by_seed", [])]
+        return ", ".join(by_seed) or "-"
+
+    st.caption(
+        f"Target (dashed): {result['target_accuracy']:.1%} validation accuracy, {result['target_fraction']:.0%} of "
+        f"the {result['full_accuracy']:.1%} the head reaches with all {result['pool']:,} training labels. Labels "
+        f"needed per seed: Flora's picking {spread(ours)}; random {spread(theirs)}. Measured on this run's features: "
+        "a network started from ImageNet weights gives features where both reach the target sooner."
+    )
+    with st.expander("Measure again", icon=":material/refresh:"):
+        st.caption("After more photos were labelled or the run's features changed.")
+        task_panel(run, "label-next-simulate", "Measure again", key="explore_label_next_simulate_again")

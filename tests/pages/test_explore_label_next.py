@@ -1,0 +1,100 @@
+"""Explore's "Label next": preparing the unlabelled photos, labelling a batch in place (a copy in the class folder,
+the original kept), none of these, skip, undo, uploads, and the measured saving against random."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from core.data.unlabelled import Unlabelled
+from core.results import label_next_tasks
+from core.runs.store import RunStore
+from pages.ui.plain import md
+from tests.conftest import copy_run_and_dataset
+from tests.pages.conftest import texts
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+@pytest.fixture
+def own(trained_run, tmp_path, monkeypatch):
+    copied = copy_run_and_dataset(trained_run, tmp_path)
+    dataset = copied["dataset"]
+    classes = sorted(p.name for p in dataset.iterdir() if p.is_dir())
+    (dataset / "unlabelled").mkdir()
+    for i, cls in enumerate(classes):
+        for j, source in enumerate(sorted((dataset / cls).iterdir())[:2]):
+            (dataset / "unlabelled" / f"u{i}{j}{source.suffix}").write_bytes(source.read_bytes())
+    copied["run"] = RunStore(copied["models_root"]).get(copied["run_id"])
+    copied["classes"] = classes
+    return copied
+
+
+def _open(app, own, monkeypatch):
+    at = app("explore", models_dir=own["models_root"])
+    monkeypatch.setenv("FLORA_DATA_DIR", str(own["data_root"]))
+    at.session_state["explore_tab"] = "Label next"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_a_batch_is_labelled_in_place_and_nothing_is_lost(app, own, monkeypatch):
+    at = _open(app, own, monkeypatch)
+    assert f"{2 * len(own['classes'])} photo(s) waiting for a label" in texts(at)
+    assert at.button(key="explore_label_next_start"), "preparing the features is offered"
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])  # what the background task does
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "The model's guesses:" in shown and "Why this one:" in shown and "retrained on" in shown
+    first_class = own["classes"][0]
+    at.button(key=f"label_next_0_{first_class}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    waiting = Unlabelled.load(own["data_root"], own["dataset"])
+    [(labelled, given)] = waiting.labelled.items()
+    copy = own["dataset"] / waiting.record[labelled]["to"]
+    assert given == first_class and copy.is_file() and copy.parent.name == first_class
+    assert (own["dataset"] / labelled).is_file(), "the original stays in unlabelled/"
+    assert "labelled **" in texts(at) and at.button(key="label_next_undo_0")
+    at.button(key="label_next_none_1").click().run()
+    at.button(key="label_next_skip_2").click().run()
+    waiting = Unlabelled.load(own["data_root"], own["dataset"])
+    assert len(waiting.set_aside) == 1 and "Skipped for now." in texts(at)
+    at.button(key="label_next_undo_0").click().run()
+    assert not copy.exists() and labelled in Unlabelled.load(own["data_root"], own["dataset"]).pending
+
+
+def test_the_saving_is_measured_then_shown_in_curves_and_words(app, own, monkeypatch):
+    at = _open(app, own, monkeypatch)
+    assert at.button(key="explore_label_next_simulate_start"), "the measurement is offered"
+    result = label_next_tasks.simulate_run(own["run"], own["data_root"])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert md(result["verdict"][1:]) in shown and "Target (dashed)" in shown
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "the two curves are drawn"
+
+
+def test_photos_are_added_by_upload_and_a_bad_file_is_named(app, own, monkeypatch):
+    at = _open(app, own, monkeypatch)
+    png = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 10)).save(png, "PNG")
+    from core.importers.unlabelled import add_files
+
+    # the uploader's button calls add_files with the uploaded files (AppTest cannot upload; the call is the same)
+    result = add_files(own["dataset"], [("green.png", io.BytesIO(png.getvalue())), ("bad.jpg", io.BytesIO(b"x"))])
+    assert result.added == ["unlabelled/green.png"] and result.skipped[0]["path"] == "bad.jpg"
+    at.run()
+    assert f"{2 * len(own['classes']) + 1} photo(s) waiting" in texts(at)
+    assert at.button(key="explore_label_next_start"), "a new photo: the features are prepared again"
+
+
+def test_a_dataset_without_unlabelled_photos_says_how_to_add_them(app, workspace):
+    at = app("explore")
+    at.session_state["explore_tab"] = "Label next"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "no unlabelled photos" in texts(at) and "unlabelled" in texts(at)
