@@ -17,6 +17,7 @@ from pages.ui import common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
+from pages.ui.dataset.unlabelled import unlabelled_tab as unlabelled_view
 
 PAGE_SIZE = 24
 MANY_CLASSES = 60  # beyond this many classes, the counts chart is sorted by size with no names under it
@@ -151,8 +152,10 @@ if index.ignored_files:
     with st.expander(f"{len(index.ignored_files)} file(s) ignored: not images by their name"):
         st.write(index.ignored_files[:200])
 
-classes_tab, samples_tab, sizes_tab, split_tab, health_tab, disk_tab = st.tabs(
-    ["Classes", "Samples", "Image sizes", "Split", "Health check", "Disk"], key="dataset_tab", on_change="rerun"
+classes_tab, samples_tab, sizes_tab, split_tab, health_tab, unlabelled_tab, disk_tab = st.tabs(
+    ["Classes", "Samples", "Image sizes", "Split", "Health check", "Unlabelled", "Disk"],
+    key="dataset_tab",
+    on_change="rerun",
 )
 
 with classes_tab:
@@ -324,6 +327,9 @@ if health_tab.open:
         teaching.explain("health")
         dataset_health.render(index)
 
+if unlabelled_tab.open:
+    with unlabelled_tab:
+        unlabelled_view(index.root)
 if disk_tab.open:
     with disk_tab:
         dataset_caches.render(index)

@@ -309,3 +309,18 @@ def test_many_classes_get_a_sorted_chart_and_a_table_of_every_class(app, tmp_pat
     assert len(table) == 80 and list(table["images"])[:27] == [3] * 26 + [2]  # every class listed, largest first
     chart = json.loads(next(c for c in at.get("plotly_chart") if "dataset_counts" in c.proto.id).proto.spec)
     assert chart["layout"]["xaxis"]["showticklabels"] is False
+
+
+def test_unlabelled_photos_are_shown_apart_and_never_as_a_class(app, tmp_path):
+    folder = make_image_dataset(tmp_path / "mine", {"big": 6, "small": 4})
+    make_image_dataset(tmp_path / "loose", {"unlabelled": 3})
+    shutil.move(str(tmp_path / "loose" / "unlabelled"), str(folder / "unlabelled"))
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    assert "Classes: 2" in texts(at) and "Images: 10" in texts(at)  # the unlabelled photos are no class
+    _tab(at, "Unlabelled")
+    assert not at.exception, [e.value for e in at.exception]
+    assert "**3** photo(s) waiting for a label" in texts(at)
+    assert len([c for image in at.get("image") for c in image.captions]) == 3
+    assert any(p.proto.label.startswith("Rank and label them") for p in at.get("page_link"))

@@ -16,15 +16,14 @@ import pandas as pd
 import streamlit as st
 
 from core.data.datasets import DatasetError
-from core.data.unlabelled import UNLABELLED_DIR, Unlabelled
-from core.importers.common import ImportRejected
-from core.importers.unlabelled import add_files, add_zip
+from core.data.unlabelled import Unlabelled
 from core.results import label_next_tasks
 from core.results.label_next import RANDOM, STRATEGY, next_batch
 from core.results.label_next_data import UnlabelledFeatures, workbench
 from core.results.train_features import TrainFeatures
 from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, teaching
+from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.run_task import task_panel
 
 BUTTONS_UP_TO = 8  # classes shown as one button each; more: a picker
@@ -62,40 +61,6 @@ def skip(run: Run, path: str) -> None:
     _state(run)["skipped"].append(path)
 
 
-def upload_section(run: Run, expanded: bool) -> None:
-    """Add photos without a label: image files or a zip, into the dataset's unlabelled/ folder."""
-    with st.expander("Add unlabelled photos", icon=":material/add_photo_alternate:", expanded=expanded):
-        st.caption(
-            f"They go into {plain.code(str(Path(run.dataset_path) / UNLABELLED_DIR))}, beside the class folders: "
-            "never trained on until you give them a class. (Copying photos into that folder works too.)"
-        )
-        files = st.file_uploader(
-            "Photos, or a zip of photos",
-            type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"],
-            accept_multiple_files=True,
-            key=f"label_next_upload_{run.run_id}",
-        )
-        if files and st.button("Add them", key="label_next_add", icon=":material/upload:"):
-            added, skipped = [], []
-            try:
-                images = [(f.name, f) for f in files if not f.name.lower().endswith(".zip")]
-                result = add_files(run.dataset_path, images)
-                added += result.added
-                skipped += result.skipped
-                for archive in (f for f in files if f.name.lower().endswith(".zip")):
-                    result = add_zip(run.dataset_path, archive)
-                    added += result.added
-                    skipped += result.skipped
-            except (ImportRejected, OSError) as e:
-                st.error(f"Nothing more was added: {plain.md(str(e))}", icon=":material/error:")
-            if added:
-                st.success(f"Added {len(added)} photo(s).", icon=":material/check:")
-            for item in skipped[:20]:
-                st.warning(
-                    f"Left out {plain.code(item['path'])}: {plain.md(item['reason'])}", icon=":material/warning:"
-                )
-
-
 def label_next_section(run: Run) -> None:
     teaching.explain("label_next")
     unlabelled = _unlabelled(run)
@@ -106,7 +71,7 @@ def label_next_section(run: Run) -> None:
             "how much labelling each would teach the model.",
             icon=":material/label_off:",
         )
-        upload_section(run, expanded=True)
+        upload_section(run.dataset_path, expanded=True, key=f"label_next_upload_{run.run_id}")
         simulation_section(run)
         return
     st.caption(
@@ -114,7 +79,7 @@ def label_next_section(run: Run) -> None:
         f"into their class folders, the originals kept in unlabelled/) · {len(unlabelled.set_aside)} set aside as "
         "none of these classes. Labelled photos are trained on by the **next** run on this dataset."
     )
-    upload_section(run, expanded=False)
+    upload_section(run.dataset_path, expanded=False, key=f"label_next_upload_{run.run_id}")
     computed = UnlabelledFeatures.load(run.directory)
     train = TrainFeatures.load(run.directory)
     if computed is None or train is None or computed.fingerprint != unlabelled.index().fingerprint:
