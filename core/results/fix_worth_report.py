@@ -109,15 +109,15 @@ def how(estimate: Estimate) -> str:
 
 
 def touched_words(estimate: Estimate) -> str:
-    """'10 training photos relabelled, 2 excluded; 1 validation photo relabelled' ('no training or validation
-    photo' when none)."""
+    """'12 training photos: 10 relabelled, 2 excluded; 1 validation photo: 1 relabelled' ('no training or
+    validation photo' when none)."""
     parts = []
     for split, name in (("train", "training"), ("val", "validation")):
         relabelled, excluded = estimate.touched[f"{split}_relabelled"], estimate.touched[f"{split}_excluded"]
         if relabelled or excluded:
-            photos = "photo" if relabelled + excluded == 1 else "photos"
+            count = relabelled + excluded
             done = [f"{relabelled} relabelled" * bool(relabelled), f"{excluded} excluded" * bool(excluded)]
-            parts.append(f"{name} {photos}: " + ", ".join(d for d in done if d))
+            parts.append(f"{count} {name} photo{'s' * (count != 1)}: " + ", ".join(d for d in done if d))
     return "; ".join(parts) or "no training or validation photo"
 
 
@@ -137,6 +137,7 @@ class Held:
     test: dict[str, dict[str, float]] | None  # figure -> {"before", "after", "change"}, from the comparison
     other_settings: list[str]  # settings that also differ between the two runs
     sentence: str
+    made_before: bool = True  # the estimate was made before the corrected run was created
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +150,7 @@ class Held:
             "test": self.test,
             "other_settings": self.other_settings,
             "sentence": self.sentence,
+            "made_before": self.made_before,
         }
 
 
@@ -206,6 +208,7 @@ def held(
     result = Held(
         before.run_id, after.run_id, len(after.corrections), estimate, measured, photos, test, other_settings or [], ""
     )
+    result.made_before = estimate is None or estimate.made_at <= after.created
     result.sentence = held_sentence(result)
     return result
 
@@ -235,7 +238,7 @@ def held_sentence(result: Held) -> str:
     scoring = CORRECTED if CORRECTED in estimate.results and CORRECTED in result.measured else AS_LABELLED
     guessed: Change = estimate.results[scoring]["accuracy"]
     got = result.measured[scoring]["accuracy"]["change"]
-    said = f"The estimate said {change_words(guessed)} of validation accuracy; {b} measured {points(got)}"
+    said = f"The estimate said {change_words(guessed)} of validation accuracy; {b} measured {points(got)} points"
     if guessed.low <= got <= guessed.high:
         verdict_words = ": inside the interval, so the estimate held here."
     elif got > guessed.high:

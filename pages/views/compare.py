@@ -98,6 +98,7 @@ compare_sections.settings_section(chosen, names)
 compare_sections.curves_section(chosen, names)
 compare_sections.metrics_section(comparison, names)
 compare_sections.mcnemar_section(comparison, names)
+compare_sections.fix_worth_section(chosen, results, comparison, names)
 compare_sections.per_class_section(results, names)
 compare_sections.disagreements_section(results, chosen, names)
 if len(chosen) > 3:

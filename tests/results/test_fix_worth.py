@@ -139,7 +139,7 @@ def test_a_runs_estimate_applies_each_kind_of_correction_and_is_found_by_its_dig
     assert "frozen features" in notes and "test photos are never looked at" in notes
     assert "1 of the corrections are of validation photos" in notes and "random weights" in notes
     assert "1 of the corrections are of test photos" in notes
-    assert touched_words(found) == "training photos: 1 relabelled, 1 excluded; validation photo: 1 relabelled"
+    assert touched_words(found) == "2 training photos: 1 relabelled, 1 excluded; 1 validation photo: 1 relabelled"
     assert headline(found).startswith("Fixing your 6 marks would change validation accuracy by ")
     assert "95%: " in headline(found) and "on the corrected validation labels" in headline(found, CORRECTED)
 
@@ -227,6 +227,7 @@ def test_the_estimate_is_found_beside_the_corrected_run_and_its_measured_change(
     }
     result = held(run, after, analyses, comparison)
     assert result.estimate.digest == estimate.digest
+    assert not result.made_before  # the copy says it was created with the first run, before this estimate
     a, b = analyses
     for labels, scoring in ((a.val.labels, AS_LABELLED), (b.val.labels, CORRECTED)):
         for logits, side in ((a.val.logits, "before"), (b.val.logits, "after")):

@@ -1,4 +1,5 @@
-"""The Compare page's sections: settings, curves, metrics, McNemar's verdicts, per-class F1, the photos."""
+"""The Compare page's sections: settings, curves, metrics, McNemar's verdicts, what fixing labels was worth (the
+estimate beside the corrected run), per-class F1, the photos."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from core.results import fix_worth
 from core.results.compare import disagreements, per_class_f1, settings_table
+from core.results.fix_worth_report import change_words, held, points
 from core.runs.curves import epoch_curves
 from pages.ui import common, photo_gallery, plain
 
@@ -163,3 +166,86 @@ def parallel_section(runs, comparison: dict, names: dict[str, str]) -> None:
     figure.update_layout(height=360, margin={"l": 40, "r": 40, "t": 50, "b": 20})
     st.plotly_chart(figure, key="compare_parallel")
     st.caption("One line per run; drag along an axis to keep only the runs in a range.")
+
+
+def fix_worth_section(runs, results, comparison: dict, names: dict[str, str]) -> None:
+    """Each later run that applied label corrections the first did not, beside the estimate made for them."""
+    first = runs[0]
+    shown = False
+    for run, result in zip(runs[1:], results[1:], strict=True):
+        table = settings_table([first, run])
+        others = [row for row in table["setting"] if row != "label corrections"]
+        found = held(first, run, (results[0].analysis, result.analysis), comparison, others)
+        if found is None:
+            continue
+        if not shown:
+            st.subheader("What fixing the labels was worth")
+            shown = True
+        with st.container(border=True):
+            st.markdown(
+                f"**{plain.md(names[first.run_id])}** → **{plain.md(names[run.run_id])}**: "
+                f"{found.corrections} label correction(s) applied"
+            )
+            st.dataframe(pd.DataFrame(_held_rows(found)), hide_index=True, width="stretch")
+            st.markdown(found.sentence)  # Flora's own words, run ids and setting names: the command as code
+            if found.estimate is None:
+                _estimate_now(first, run)
+            else:
+                when = "before" if found.made_before else "after (but without looking at anything of)"
+                st.caption(
+                    f"The estimate was made from {first.run_id[:6]}'s stored features and validation photos, {when} "
+                    f"{run.run_id[:6]}, never from test photos; the measured figures are both runs' own, on the "
+                    f"{found.val_photos} validation photos they share."
+                )
+
+
+def _held_rows(found) -> list[dict[str, str]]:
+    estimate = found.estimate
+    rows = []
+    scorings = ((fix_worth.AS_LABELLED, "validation"), (fix_worth.CORRECTED, "validation, corrected labels"))
+    for scoring, where in scorings:
+        measured = found.measured.get(scoring)
+        if measured is None:
+            continue
+        for figure, name in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+            guess = (estimate.results.get(scoring) or {}).get(figure) if estimate else None
+            rows.append(
+                {
+                    "figure": f"{where}: {name}",
+                    "estimated change (95%)": change_words(guess) if guess else "no estimate",
+                    "measured change": f"{points(measured[figure]['change'])} points "
+                    f"({measured[figure]['before']:.1%} → {measured[figure]['after']:.1%})",
+                }
+            )
+    for figure, name in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+        if found.test:
+            rows.append(
+                {
+                    "figure": f"test: {name}",
+                    "estimated change (95%)": "never looked at",
+                    "measured change": f"{points(found.test[figure]['change'])} points "
+                    f"({found.test[figure]['before']:.1%} → {found.test[figure]['after']:.1%})",
+                }
+            )
+    return rows
+
+
+def _estimate_now(first, run) -> None:
+    """Make the missing estimate now, from the first run's features (it still never sees the later run's results)."""
+    if first.train_features_mtime is None:
+        st.caption(
+            f"To make one now: `python -m core fix-worth {first.run_id[:6]} --corrections run:{run.run_id[:6]}` "
+            "(it computes the training photos' features once)."
+        )
+        return
+    if st.button(
+        f"Estimate it now from {first.run_id[:6]}'s features",
+        key=f"compare_fix_worth_{run.run_id}",
+        icon=":material/calculate:",
+        help="Seconds. Made after the result, it still sees only the first run's stored features and validation "
+        "photos, never the corrected run's figures: a fair test of how far such estimates hold here.",
+    ):
+        choice = fix_worth.Choice(fix_worth.GIVEN, given=f"run:{run.run_id}")
+        with st.spinner("Retraining the head with and without the corrections…"):
+            fix_worth.estimate_run(first, common.data_root(), run.corrections, choice)
+        st.rerun()

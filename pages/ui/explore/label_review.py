@@ -18,6 +18,7 @@ from core.results import label_issues
 from core.runs.record import Run
 from core.sharing.people import same_person
 from pages.ui import auth, common, photo_gallery, plain, run_models, teaching
+from pages.ui.explore import fix_worth
 from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
 
@@ -120,6 +121,7 @@ def review_section(run: Run) -> None:
         "first: how many times likelier the suggested class is than the label. Suspects to look at, not verdicts."
     )
     trust_note(run, review)
+    fix_worth.panel(run, review)  # what fixing these would be worth, before the long run
     if review.issues:  # the whole list, not 50 pages of 10
         st.download_button(
             f"Download all {len(review.issues)} suspects (CSV)",

@@ -1,0 +1,121 @@
+"""The suspected label errors' panel "What would fixing these be worth?": the fix estimate (core.results.fix_worth) for
+the person's marks, every suspect or the top N, in words, with what it cannot see and the way to the real run."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.data.corrections import Corrections
+from core.results import fix_worth, label_issues
+from core.results.fix_worth_report import caveats, headline, how, touched_words, verdict
+from core.runs.record import Run
+from pages.ui import auth, common, plain
+from pages.ui.navigation import TRAIN_PREFILL, page_file
+
+KEY = "explore_fix_worth"
+DEFAULT_TOP = 50
+
+
+def _choices(marks: int, suspects: int) -> dict[str, str]:
+    """The choices this run offers, in words ('your 12 marks', 'every suspect (40)', 'the top N suspects')."""
+    out = {}
+    if marks:
+        out[fix_worth.MARKED] = fix_worth.Choice(fix_worth.MARKED).words(marks)
+    if suspects:
+        out[fix_worth.SUSPECTS] = fix_worth.Choice(fix_worth.SUSPECTS).words(suspects)
+        out[fix_worth.TOP] = "the top N suspects"
+    return out
+
+
+def panel(run: Run, review: label_issues.LabelReview) -> None:
+    """Offer the estimate for a choice of corrections, and show the one stored for it."""
+    person = auth.current_user().id
+    marks = Corrections.load(common.data_root(), run.dataset_path, person).effective()
+    suspects = len(fix_worth.suspects_as_corrections(review))
+    with st.expander("What would fixing these be worth?", icon=":material/query_stats:"):
+        st.caption(
+            "Before the long run: Flora retrains a simple head on this run's stored photo features twice, with the "
+            "labels as they are and with the fixes, several times over, and measures the change on the validation "
+            "photos. It takes seconds; a real corrected run takes as long as this one did."
+        )
+        choices = _choices(len(marks), suspects)
+        if not choices:
+            st.caption("Nothing to fix yet: mark a suspect (Relabel or Exclude) below.")
+            return
+        kind = st.radio(
+            "Fix",
+            list(choices),
+            format_func=choices.get,
+            horizontal=True,
+            key=f"{KEY}_choice",
+            help="Your marks: the relabels and excludes you made below (what your next run applies). Suspects: "
+            "those outside the test photos, each relabelled to the class it looks like.",
+        )
+        top = 0
+        if kind == fix_worth.TOP:
+            top = int(
+                st.number_input(
+                    "How many of the most suspicious",
+                    min_value=1,
+                    max_value=suspects,
+                    value=min(DEFAULT_TOP, suspects),
+                    key=f"{KEY}_top",
+                    help="The suspects outside the test photos, most suspicious first, each relabelled to the class "
+                    "it looks like.",
+                )
+            )
+        choice = fix_worth.Choice(kind, top=top)
+        try:
+            corrections = fix_worth.chosen_corrections(run, common.data_root(), choice, person)
+        except fix_worth.FixWorthError as e:
+            st.caption(plain.md(e))
+            return
+        if run.train_features_mtime is None:
+            st.caption("It needs the training photos' features, stored when the suspects are found: find them again.")
+            return
+        stored = fix_worth.find(run.directory, corrections)
+        words = choice.words(len(corrections))
+        if st.button(
+            f"Estimate it again ({words})" if stored else f"Estimate what fixing {words} is worth",
+            key=f"{KEY}_go",
+            icon=":material/calculate:",
+            type="secondary" if stored else "primary",
+        ):
+            with st.spinner(f"Retraining the head {fix_worth.SEEDS} times with and without the fixes…"):
+                fix_worth.estimate_run(run, common.data_root(), corrections, choice)
+            st.rerun()  # drawn again from the stored estimate (the button then offers to make it again)
+        if stored is None:
+            return
+        show(run, stored)
+
+
+def show(run: Run, estimate: fix_worth.Estimate) -> None:
+    """The estimate in words: the change and its interval, what it rests on, what it cannot see, what next."""
+    accuracy = estimate.results[fix_worth.AS_LABELLED]["accuracy"]
+    st.markdown(f"**{headline(estimate)}**")  # Flora's own words and figures: no name of anyone's in them
+    st.markdown(
+        f"Reading: {verdict(accuracy)}. The fixes change {touched_words(estimate)}. The range in brackets is where "
+        "95% of the retrains landed on resamples of the photos: how much the answer moves with which photos happen "
+        "to be in training and validation."
+    )
+    if fix_worth.CORRECTED in estimate.results:
+        st.markdown(headline(estimate, fix_worth.CORRECTED))
+    st.caption(how(estimate))
+    st.markdown("**What it cannot see**\n\n" + "\n".join(f"- {note}" for note in caveats(estimate, run)))
+    if estimate.choice.get("kind") == fix_worth.MARKED:
+        st.markdown(
+            "**The real answer** is a run trained with these corrections. Compare then shows this estimate beside "
+            "what that run measured, so you learn how far to trust such estimates on your data."
+        )
+        st.page_link(
+            page_file("train"),
+            label="Train again with these corrections",
+            icon=":material/model_training:",
+            query_params={TRAIN_PREFILL: run.run_id},
+        )
+    else:
+        st.markdown(
+            "**The real answer** is a run trained with these fixes: mark them first (Relabel on each suspect below, "
+            "after a look at the photo), then train again with your corrections. Compare then shows the estimate "
+            "made for your marks beside what that run measured."
+        )
