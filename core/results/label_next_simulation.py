@@ -75,11 +75,12 @@ def simulate(
         raise ValueError("the simulation needs labelled photos of at least two classes")
     batch = batch or max(10, min(num_classes, 100))
 
-    def accuracy(rows: np.ndarray, seed: int) -> float:
-        head = fit_head(pool_x[rows], pool_y[rows], num_classes, seed=seed)
-        return accuracy_and_macro_f1(val_y, head.predict(val_x), num_classes)[0]
+    def scored(rows: np.ndarray, seed: int, warm=None):
+        """The head on `rows` (started from `warm`'s weights) and its validation accuracy."""
+        head = fit_head(pool_x[rows], pool_y[rows], num_classes, seed=seed, warm=warm)
+        return head, accuracy_and_macro_f1(val_y, head.predict(val_x), num_classes)[0]
 
-    full = accuracy(np.arange(len(pool_y)), 0)
+    full = scored(np.arange(len(pool_y)), 0)[1]
     target = target_fraction * full
     start = len(starting_rows(pool_y, start_per_class, np.random.default_rng(0)))
     counts = schedule(start, len(pool_y), batch)
@@ -91,7 +92,9 @@ def simulate(
         for strategy in strategies:
             labelled = np.zeros(len(pool_y), dtype=bool)
             labelled[first] = True
-            states.append({"seed": seed, "strategy": strategy, "labelled": labelled, "curve": [], "hit": None})
+            states.append(
+                {"seed": seed, "strategy": strategy, "labelled": labelled, "curve": [], "hit": None, "head": None}
+            )
     done_steps = 0
     for step, count in enumerate(counts):
         for state in states:
@@ -102,13 +105,11 @@ def simulate(
             if need > 0:
                 pending = np.flatnonzero(~labelled)
                 probabilities = None
-                if strategy != RANDOM:
-                    rows = np.flatnonzero(labelled)
-                    head = fit_head(pool_x[rows], pool_y[rows], num_classes, seed=seed)
-                    probabilities = head.probabilities(pool_x[pending])
+                if strategy != RANDOM:  # the head scored at the last step is the one that picks the next batch
+                    probabilities = state["head"].probabilities(pool_x[pending])
                 chosen = pick(strategy, pool_x[pending], probabilities, need, seed * 1000 + step)
                 labelled[pending[chosen]] = True
-            value = accuracy(np.flatnonzero(labelled), seed)
+            state["head"], value = scored(np.flatnonzero(labelled), seed, warm=state["head"])
             state["curve"].append(value)
             if state["hit"] is None and value >= target:
                 state["hit"] = int(labelled.sum())
@@ -128,7 +129,9 @@ def _median(values: list[int | None], never: int) -> float | None:
     """The median over seeds, a seed that never reached the target counted as `never` (None when most never did)."""
     filled = [never + 1 if v is None else v for v in values]
     median = float(np.median(filled))
-    return None if median > never else median
+    if median > never:
+        return None
+    return int(median) if median.is_integer() else median
 
 
 def summarise(counts, curves, reached, full, target, seeds, batch, start_per_class, pool, started) -> dict:
