@@ -30,6 +30,10 @@ FORMS = {
         ("id", "prefix", "folder", "name"),
         ["label-next", "{arg}", "--json", "--image-size", "32", "--weights", "none"],
     ),
+    "data-issues": (
+        ("id", "prefix", "folder", "name"),
+        ["data-issues", "{arg}", "--json", "--image-size", "32", "--weights", "none"],
+    ),
     "compare": (("id", "prefix"), ["compare", "{arg}", "{arg}", "--json"]),
     "fix-worth": (("id", "prefix"), ["fix-worth", "{arg}", "--top", "3", "--seeds", "2", "--json"]),
     "explain": (("id", "prefix"), ["explain", "{arg}", "{image}", "--out", "{tmp}/cam.png"]),

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "core.cli.diagnosis",
     "core.cli.label_next",
     "core.cli.fix_worth",
+    "core.cli.data_issues",
     "core.cli.explain",
     "core.cli.sweep",
     "core.cli.serving",

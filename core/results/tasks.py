@@ -10,6 +10,8 @@
                 run's prediction sets again when its predictors now average the views
   label-next    the training split's features and the dataset's unlabelled photos' through the run
                 (core.results.label_next_tasks); label-next-simulate: the strategy against random, measured
+  data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
+                duplicates, leaks and imbalance in one list (core.results.data_issues, data_issues.json)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -52,7 +54,10 @@ from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
-KINDS = ("analysis", "tsne", "train-features", "label-issues", "tta", "label-next", "label-next-simulate")
+KINDS = (
+    *("analysis", "tsne", "train-features", "label-issues", "tta"),
+    *("label-next", "label-next-simulate", "data-issues"),
+)
 
 
 TaskStopped = FeaturesStopped  # the task was stopped on request (the features' own stop is the same)
@@ -275,6 +280,10 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         from core.results import label_next_tasks
 
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
+    if kind == "data-issues":
+        from core.results import data_issues  # the health check's modules and k-means: only for this task
+
+        return data_issues.for_run_saved(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
 
 

@@ -1,0 +1,69 @@
+"""Data issues of a run: the "data-issues" task keeps its result in the run folder, and `core data-issues` prints
+it as a list or as one JSON object. The shared run's "red" and "crimson" are drawn in the same colour."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from core.cli import main as cli
+from core.results import data_issues
+from core.results import tasks as run_tasks
+from core.runs.record import DATA_ISSUES_FILE, RUN_OUTPUTS
+from core.runs.store import RunStore
+from tests.conftest import copy_run
+
+
+@pytest.fixture
+def own_run(trained_run, tmp_path):
+    """A copy of the shared run in a store of its own (the result is written into the run folder)."""
+    store = RunStore(tmp_path / "models")
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), store.run_dir(trained_run["run_id"]))
+    return store, store.get(trained_run["run_id"]), trained_run["data_root"]
+
+
+def _cli(*argv) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = cli(list(argv))
+    return code, out.getvalue()
+
+
+def test_the_task_finds_the_pair_drawn_alike_and_keeps_the_result_with_the_run(own_run):
+    store, run, data_root = own_run
+    assert data_issues.load(run.directory) is None and DATA_ISSUES_FILE in RUN_OUTPUTS  # a retrain replaces it
+    result = run_tasks.compute("data-issues", run, data_root)
+    assert (run.directory / DATA_ISSUES_FILE).exists()
+    assert data_issues.load(run.directory).to_dict() == result.to_dict()
+    assert result.source["run_id"] == run.run_id and set(result.by_split) == {"train", "val", "test"}
+    assert result.photos == sum(result.by_split.values()) == 56
+    first = result.overlapping_classes[0]
+    assert first["classes"] == ["crimson", "red"] and first["suggestion"] == "merge"
+    worst = {row["class"] for row in result.label_health["classes"][:2]}
+    assert worst == {"crimson", "red"}
+    splits = {row["split"] for row in result.outliers}
+    assert splits <= {"train", "val", "test"}
+
+
+def test_the_command_prints_a_list_and_one_json_object(own_run):
+    store, run, data_root = own_run
+    where = ["--models-dir", str(store.root), "--data-dir", str(data_root)]
+    code, text = _cli("data-issues", run.run_id, *where)
+    assert code == 0
+    assert f"Data issues of run {run.run_id}: 56 photos in 4 classes" in text
+    assert "consider merging crimson and red, or write a clearer rule for telling them apart" in text
+    for heading in ("label health", "outliers", "overlapping classes", "underperforming groups", "duplicates"):
+        assert f". {heading} (score " in text
+    code, out = _cli("data-issues", run.run_id, "--json", *where)  # read back from the run folder
+    data = json.loads(out)
+    assert code == 0 and data["overlapping_classes"][0]["classes"] == ["crimson", "red"]
+    for key in ("outliers", "overlapping_classes", "underperforming_groups", "label_health"):
+        assert key in data
+    assert all({"path", "score"} <= set(row) for row in data["outliers"])
+    assert all({"classes", "score"} <= set(pair) for pair in data["overlapping_classes"])
+    assert {"duplicates", "leaks", "imbalance"} <= set(data) and 0 < data["label_health"]["score"] < 1
+    code, _ = _cli("data-issues", run.run_id, "--limit", "-1", *where)
+    assert code == 1
