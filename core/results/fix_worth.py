@@ -37,10 +37,9 @@ from core.results import label_issues
 from core.results.arrays import RunAnalysis
 from core.results.feature_head import HEAD_C, fit_head
 from core.results.out_of_sample import dimensions, reduce
-from core.runs.record import Run
+from core.runs.record import FIX_WORTH_FILE, Run
 from core.sharing.people import LOCAL_USER
 
-FIX_WORTH_FILE = "fix_worth.json"
 FIX_WORTH_VERSION = 1
 SEEDS = 8  # paired head fits (one bootstrap resample of the training rows each)
 RESAMPLES = 2000  # validation resamples over all pairs

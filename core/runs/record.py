@@ -55,6 +55,7 @@ CONFORMAL_FILE = "conformal.json"  # core.results.conformal: prediction sets' ca
 TTA_FILE = "tta.json"  # core.results.tta: test-time augmentation measured on validation and test
 DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues: outliers, overlapping classes, groups, health
 LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next_data: the unlabelled photos' features through this run
+FIX_WORTH_FILE = "fix_worth.json"  # core.results.fix_worth: what fixing labels would change, by corrections digest
 LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next_simulation: its saving, measured
 TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
@@ -70,6 +71,9 @@ RUN_OUTPUTS = (
     TTA_FILE,
     TTA_ARRAYS,
     DATA_ISSUES_FILE,
+    LABEL_NEXT_FILE,
+    LABEL_NEXT_SIMULATION_FILE,
+    FIX_WORTH_FILE,
     HEATMAPS_DIR,
     TASKS_DIR,
     STATUS_FILE,
