@@ -7,6 +7,7 @@ import streamlit as st
 from core.processes import JobState
 from core.runs.record import Run
 from pages.ui import analysis_status, common, plain
+from pages.ui.explore.data_issues import data_issues_section
 from pages.ui.explore.label_next import label_next_section
 from pages.ui.explore.label_review import review_section
 from pages.ui.explore.map import map_section
@@ -78,8 +79,8 @@ common.random_start_notice(run)
 
 analysis = load_analysis(str(run.directory), run.analysis_mtime)
 temperature = temperature_of(run)
-map_tab, issues_tab, next_tab = st.tabs(
-    ["Feature map", "Suspected label errors", "Label next"], key="explore_tab", on_change="rerun"
+map_tab, issues_tab, data_tab, next_tab = st.tabs(
+    ["Feature map", "Suspected label errors", "Data issues", "Label next"], key="explore_tab", on_change="rerun"
 )
 if map_tab.open:
     with map_tab:
@@ -87,6 +88,9 @@ if map_tab.open:
 if issues_tab.open:
     with issues_tab:
         review_section(run)
+if data_tab.open:
+    with data_tab:
+        data_issues_section(run)
 if next_tab.open:
     with next_tab:
         label_next_section(run)

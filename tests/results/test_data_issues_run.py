@@ -33,7 +33,7 @@ def _cli(*argv) -> tuple[int, str]:
 
 
 def test_the_task_finds_the_pair_drawn_alike_and_keeps_the_result_with_the_run(own_run):
-    store, run, data_root = own_run
+    _, run, data_root = own_run
     assert data_issues.load(run.directory) is None and DATA_ISSUES_FILE in RUN_OUTPUTS  # a retrain replaces it
     result = run_tasks.compute("data-issues", run, data_root)
     assert (run.directory / DATA_ISSUES_FILE).exists()

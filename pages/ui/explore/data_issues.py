@@ -1,0 +1,226 @@
+"""The Explore page's "Data issues": what else is wrong with the run's data, found in the background, in one list.
+
+Each issue type gets a line that says what it is in plain words, how many photos it touches and a score (1.00:
+nothing found), then its photos as thumbnails: outliers, overlapping classes (merge, or a clearer rule), clusters
+the model does worse on, label health per class, and the health check's duplicates, leaks and imbalance.
+The result comes from core.results.data_issues (the "data-issues" run task), kept in the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.results import data_issues
+from core.results import tasks as run_tasks
+from core.runs.record import DATA_ISSUES_FILE, Run
+from pages.ui import common, photo_gallery, plain
+from pages.ui.run_task import task_panel
+
+KIND = "data-issues"
+SHOWN = 12  # photos per issue, before "Show more"
+TITLES = {
+    "label_health": ("Label health", ":material/health_and_safety:"),
+    "outliers": ("Outliers", ":material/scatter_plot:"),
+    "overlapping_classes": ("Overlapping classes", ":material/join_inner:"),
+    "underperforming_groups": ("Groups the model does worse on", ":material/group_work:"),
+    "duplicates": ("Duplicates", ":material/content_copy:"),
+    "leaks": ("Leaks between splits", ":material/water_drop:"),
+    "imbalance": ("Class imbalance", ":material/balance:"),
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _load(run_dir: str, stamp: float) -> data_issues.DataIssues | None:
+    return data_issues.load(run_dir)
+
+
+def _stamp(run: Run) -> float:
+    try:
+        return os.stat(run.directory / DATA_ISSUES_FILE).st_mtime
+    except OSError:
+        return 0.0
+
+
+def data_issues_section(run: Run) -> None:
+    result = _load(str(run.directory), _stamp(run))
+    status = run_tasks.task_status(run, KIND)
+    if result is None or (status is not None and status.active):
+        st.markdown(
+            "Besides wrong labels, a dataset can hold photos that belong to no class (a screenshot among flowers), "
+            "two classes nobody can tell apart, groups of photos the model fails on, copies of one picture and "
+            "classes far smaller than the rest. Flora looks for all of them at once: every photo is scored by a "
+            "model that never saw it, its features are compared with every other photo's, and the dataset health "
+            "check's findings join the list. It runs in the background: seconds to a few minutes, longer the first "
+            "time each photo is read for the health check."
+        )
+        task_panel(run, KIND, "Look for data issues", key="explore_data_issues")
+        return
+    source = ", ".join(f"{n} {name}" for name, n in result.by_split.items())
+    st.caption(
+        f"{result.photos} photos ({source}) in {result.classes} classes, looked at "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(result.computed_at))}. "
+        f"Probabilities: {plain.md(result.how)}. "
+        "Each score runs from 0 to 1: 1.00 means nothing of that kind was found."
+    )
+    if run.train_config.weights == "none":
+        st.caption(
+            "This run's backbone started from random weights: its features tell photos apart poorly, so expect more "
+            "overlap and fewer clear outliers than ImageNet features would show."
+        )
+    if result.health_note:
+        st.caption(plain.md(result.health_note))
+    if st.button("Look again", key="explore_data_issues_again", icon=":material/refresh:"):
+        run_tasks.launch(run, KIND, common.data_root())
+        st.rerun()
+    root = Path(run.dataset_path)
+    for line in result.summary():
+        issue_block(line, result, root)
+
+
+def issue_block(line: dict, result: data_issues.DataIssues, root: Path) -> None:
+    """One issue type: its headline, what it means, then its photos."""
+    title, icon = TITLES[line["kind"]]
+    kind = line["kind"]
+    with st.container(border=True, key=f"explore_data_{kind}"):
+        st.markdown(f"{icon} **{title}** · score {line['score']:.2f} · {plain.md(line['title'])}")
+        st.caption(plain.md(line["explanation"]))
+        if line["score"] >= 0.9995 and kind != "label_health":
+            return  # nothing of this kind
+        if kind == "label_health":
+            health_details(result)
+        elif kind == "outliers":
+            outlier_details(result, root)
+        elif kind == "overlapping_classes":
+            overlap_details(result, root)
+        elif kind == "underperforming_groups":
+            group_details(result, root)
+        else:
+            finding_details(getattr(result, kind), root, kind)
+
+
+def _more(items: list, key: str) -> list:
+    """The first SHOWN items, or all of them once "Show all" is ticked."""
+    if len(items) <= SHOWN:
+        return items
+    every = st.toggle(f"Show all {len(items)}", key=key, value=False)
+    return items if every else items[:SHOWN]
+
+
+def health_details(result: data_issues.DataIssues) -> None:
+    frame = pd.DataFrame(
+        [
+            {
+                "class": row["class"],
+                "labels that look right": row["score"],
+                "photos": row["photos"],
+                "probably wrong": row["wrong_labels"],
+            }
+            for row in result.label_health["classes"]
+        ]
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={
+            "labels that look right": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
+        },
+        key="explore_data_health_table",
+    )
+    st.caption("Worst class first. The photos themselves are in the **Suspected label errors** tab.")
+
+
+def outlier_details(result: data_issues.DataIssues, root: Path) -> None:
+    rows = _more(result.outliers, "explore_data_outliers_all")
+    photo_gallery.gallery(
+        [(root / row["path"], f"{row['score']:.1f}× · {row['class']}\n{Path(row['path']).name}") for row in rows],
+        size=120,
+        key="explore_data_outlier_photos",
+    )
+    if len(result.outliers) < result.outliers_flagged:
+        st.caption(f"The {len(result.outliers)} most unusual of {result.outliers_flagged} are kept.")
+
+
+def overlap_details(result: data_issues.DataIssues, root: Path) -> None:
+    for i, pair in enumerate(result.overlapping_classes[:SHOWN]):
+        a, b = (plain.md(name) for name in pair["classes"])
+        apart = pair["separability"]
+        told = (
+            ""
+            if apart is None
+            else f" Shown one photo of each, the model picks the right one {apart:.0%} of the time (a coin: 50%"
+            + (
+                f"; the other close pairs: {pair['typical_separability']:.0%}"
+                if pair.get("typical_separability")
+                else ""
+            )
+            + ")."
+        )
+        advice = (
+            f"Consider merging **{a}** and **{b}**, or write a clearer rule for telling them apart."
+            if pair["suggestion"] == "merge"
+            else f"Write a clearer rule for telling **{a}** from **{b}** and relabel by it (or merge them)."
+        )
+        with st.expander(
+            f"{pair['classes'][0]} and {pair['classes'][1]}: about {pair['photos']} photos between them "
+            f"(score {pair['score']:.3f})" + (" · merge?" if pair["suggestion"] == "merge" else ""),
+            expanded=i == 0,
+        ):
+            st.markdown(advice + told)
+            photo_gallery.gallery(
+                [
+                    (
+                        root / e["path"],
+                        f"labelled {e['label']} · {e['share']:.0%} {e['looks_like']}\n{Path(e['path']).name}",
+                    )
+                    for e in pair["examples"]
+                ],
+                size=110,
+                key=f"explore_data_pair_{i}",
+            )
+
+
+def group_details(result: data_issues.DataIssues, root: Path) -> None:
+    for i, group in enumerate(result.underperforming_groups[:SHOWN]):
+        classes = ", ".join(f"{plain.md(name)} ({n})" for name, n in group["classes"].items())
+        with st.expander(
+            f"{group['photos']} similar photos: {group['accuracy']:.0%} right, against {group['rest_accuracy']:.0%} "
+            "elsewhere",
+            expanded=i == 0,
+        ):
+            st.markdown(
+                f"Mostly {classes}. A difference this large would arise by chance less than "
+                f"{max(group['p_value'], 0.001):.1%} of the time. Wrong ones first:"
+            )
+            photo_gallery.gallery(
+                [
+                    (root / e["path"], f"{e['label']} → {e['predicted']}\n{Path(e['path']).name}")
+                    for e in group["examples"]
+                ],
+                size=110,
+                key=f"explore_data_group_{i}",
+            )
+
+
+def finding_details(findings: list[dict], root: Path, kind: str) -> None:
+    for i, finding in enumerate(findings):
+        st.markdown(f"{plain.md(finding['title'])}")
+        st.caption(plain.md(finding["detail"]))
+        groups = finding["groups"] or [[path] for path in finding["files"]]
+        shown = groups[:4] if finding["groups"] else groups[:SHOWN]
+        photo_gallery.gallery(
+            [
+                (root / path, f"{finding['captions'].get(path, '')}\n{path}".strip())
+                for group in shown
+                for path in group
+                if not path.endswith("/")
+            ],
+            size=100,
+            key=f"explore_data_{kind}_{i}",
+        )
+        if len(groups) > len(shown):
+            st.caption(f"{len(shown)} of {len(groups)} shown; the Dataset page's health check lists them all.")
