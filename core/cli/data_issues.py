@@ -70,9 +70,11 @@ def cmd_data_issues(args: argparse.Namespace) -> int:
 
 def describe(result, limit: int = 10) -> str:
     """The result as a readable list: one block per issue type, its explanation, then its photos or pairs."""
+    from core.results.data_issues import score_text, splits_text  # with the command's own lazy import
+
     source = result.source
     what = f"run {source['run_id']}" if "run_id" in source else f"dataset {source.get('dataset', '')}"
-    splits = ", ".join(f"{n} {name}" for name, n in result.by_split.items())
+    splits = splits_text(result.by_split)
     lines = [
         f"Data issues of {what}: {result.photos} photos in {result.classes} classes ({splits})",
         f"  probabilities: {result.how}",
@@ -80,7 +82,10 @@ def describe(result, limit: int = 10) -> str:
     if result.health_note:
         lines.append(f"  note: {result.health_note}")
     for number, line in enumerate(result.summary(), start=1):
-        lines += ["", f"{number}. {line['kind'].replace('_', ' ')} (score {line['score']:.2f}): {line['title']}"]
+        lines += [
+            "",
+            f"{number}. {line['kind'].replace('_', ' ')} (score {score_text(line['score'])}): {line['title']}",
+        ]
         lines.append(f"   {line['explanation']}")
         lines += ["   " + row for row in _details(result, line["kind"], limit)]
     return "\n".join(lines)

@@ -43,8 +43,10 @@ EXPLAIN = {
     "label_health": "The share of labels that look right to a model that never saw the photo (1.0: all of them), "
     "and per class. A low class has many photos that look like another class.",
     "duplicates": "The same picture filed more than once (from the dataset health check).",
-    "leaks": "Copies of one picture in training and in validation or test: the test score is then too good.",
-    "imbalance": "Some classes have far fewer photos than others (from the dataset health check).",
+    "leaks": "Copies of one picture on both sides of a split (training and validation or test, or validation and "
+    "test): the model is scored on pictures it has, in effect, seen, so the scores look better than they are.",
+    "imbalance": "Some classes have far fewer photos than others (from the dataset health check). Score: the smallest "
+    "class's photos divided by the largest's.",
 }
 
 
@@ -98,8 +100,24 @@ class DataIssues:
             title = "; ".join(f["title"] for f in findings) if findings else f"no {key} found"
             if self.health_note and not findings and self.health_note.startswith("the dataset's folder"):
                 title = "not checked: the dataset's folder cannot be read"
-            lines.append(_line(key, 1 - files / n, files, title))
+            score = 1 - files / n
+            if key == "imbalance" and any(f["kind"] == "class_imbalance" for f in findings):
+                sizes = [row["photos"] for row in self.label_health.get("classes", []) if row["photos"]]
+                score = min(sizes) / max(sizes) if sizes else score  # the smallest class against the largest
+            lines.append(_line(key, score, files, title))
         return lines
+
+
+def score_text(score: float) -> str:
+    """A score for people: two decimals, or three where two would round a finding up to a clean 1.00."""
+    return f"{score:.3f}" if 0.995 <= score < 0.9995 else f"{score:.2f}"
+
+
+def splits_text(by_split: dict[str, int]) -> str:
+    """'356 train, 76 val, 76 test': the splits in training's order."""
+    order = ("train", "val", "test", "all")
+    names = sorted(by_split, key=lambda name: order.index(name) if name in order else len(order))
+    return ", ".join(f"{by_split[name]} {name}" for name in names)
 
 
 def _line(kind: str, score: float, photos: int, title: str) -> dict[str, Any]:

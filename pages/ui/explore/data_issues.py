@@ -22,7 +22,8 @@ from pages.ui import common, photo_gallery, plain
 from pages.ui.run_task import task_panel
 
 KIND = "data-issues"
-SHOWN = 12  # photos per issue, before "Show more"
+SHOWN = 12  # photos per issue, before "Show all"
+PAIRS_SHOWN = 5  # overlapping pairs and groups, before "Show all"
 TITLES = {
     "label_health": ("Label health", ":material/health_and_safety:"),
     "outliers": ("Outliers", ":material/scatter_plot:"),
@@ -60,7 +61,7 @@ def data_issues_section(run: Run) -> None:
         )
         task_panel(run, KIND, "Look for data issues", key="explore_data_issues")
         return
-    source = ", ".join(f"{n} {name}" for name, n in result.by_split.items())
+    source = data_issues.splits_text(result.by_split)
     st.caption(
         f"{result.photos} photos ({source}) in {result.classes} classes, looked at "
         f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(result.computed_at))}. "
@@ -87,7 +88,7 @@ def issue_block(line: dict, result: data_issues.DataIssues, root: Path) -> None:
     title, icon = TITLES[line["kind"]]
     kind = line["kind"]
     with st.container(border=True, key=f"explore_data_{kind}"):
-        st.markdown(f"{icon} **{title}** · score {line['score']:.2f} · {plain.md(line['title'])}")
+        st.markdown(f"{icon} **{title}** · score {data_issues.score_text(line['score'])} · {plain.md(line['title'])}")
         st.caption(plain.md(line["explanation"]))
         if line["score"] >= 0.9995 and kind != "label_health":
             return  # nothing of this kind
@@ -103,12 +104,12 @@ def issue_block(line: dict, result: data_issues.DataIssues, root: Path) -> None:
             finding_details(getattr(result, kind), root, kind)
 
 
-def _more(items: list, key: str) -> list:
-    """The first SHOWN items, or all of them once "Show all" is ticked."""
-    if len(items) <= SHOWN:
+def _more(items: list, key: str, shown: int = SHOWN) -> list:
+    """The first `shown` items, or all of them once "Show all" is ticked."""
+    if len(items) <= shown:
         return items
     every = st.toggle(f"Show all {len(items)}", key=key, value=False)
-    return items if every else items[:SHOWN]
+    return items if every else items[:shown]
 
 
 def health_details(result: data_issues.DataIssues) -> None:
@@ -146,7 +147,7 @@ def outlier_details(result: data_issues.DataIssues, root: Path) -> None:
 
 
 def overlap_details(result: data_issues.DataIssues, root: Path) -> None:
-    for i, pair in enumerate(result.overlapping_classes[:SHOWN]):
+    for i, pair in enumerate(_more(result.overlapping_classes, "explore_data_pairs_all", PAIRS_SHOWN)):
         a, b = (plain.md(name) for name in pair["classes"])
         apart = pair["separability"]
         told = (
@@ -185,7 +186,7 @@ def overlap_details(result: data_issues.DataIssues, root: Path) -> None:
 
 
 def group_details(result: data_issues.DataIssues, root: Path) -> None:
-    for i, group in enumerate(result.underperforming_groups[:SHOWN]):
+    for i, group in enumerate(_more(result.underperforming_groups, "explore_data_groups_all", PAIRS_SHOWN)):
         classes = ", ".join(f"{plain.md(name)} ({n})" for name, n in group["classes"].items())
         with st.expander(
             f"{group['photos']} similar photos: {group['accuracy']:.0%} right, against {group['rest_accuracy']:.0%} "
@@ -207,15 +208,19 @@ def group_details(result: data_issues.DataIssues, root: Path) -> None:
 
 
 def finding_details(findings: list[dict], root: Path, kind: str) -> None:
+    """The health check's findings as it words them; the copies' photos group by group (an imbalance lists only
+    its classes: a gallery of a small class's photos says nothing)."""
     for i, finding in enumerate(findings):
-        st.markdown(f"{plain.md(finding['title'])}")
+        st.markdown(plain.md(finding["title"]))
         st.caption(plain.md(finding["detail"]))
+        if finding["kind"] in ("class_imbalance", "small_class"):
+            continue
         groups = finding["groups"] or [[path] for path in finding["files"]]
         shown = groups[:4] if finding["groups"] else groups[:SHOWN]
         photo_gallery.gallery(
             [
-                (root / path, f"{finding['captions'].get(path, '')}\n{path}".strip())
-                for group in shown
+                (root / path, _copy_caption(finding, n, path))
+                for n, group in enumerate(shown, start=1)
                 for path in group
                 if not path.endswith("/")
             ],
@@ -224,3 +229,9 @@ def finding_details(findings: list[dict], root: Path, kind: str) -> None:
         )
         if len(groups) > len(shown):
             st.caption(f"{len(shown)} of {len(groups)} shown; the Dataset page's health check lists them all.")
+
+
+def _copy_caption(finding: dict, group: int, path: str) -> str:
+    note = finding["captions"].get(path, "")
+    head = f"copy group {group}" + (f" · {note}" if note else "") if finding["groups"] else note
+    return f"{head}\n{path}".strip()
