@@ -214,3 +214,25 @@ def test_a_class_drawn_like_another_is_suggested_for_merging_beside_the_health_c
     merge = next(line for line in data["summary"] if line["kind"] == "overlapping_classes")
     assert "consider merging red and red2, or write a clearer rule" in merge["title"]
     assert data_issues.DataIssues.from_dict(data).to_dict() == data
+
+
+def test_a_dataset_folder_that_cannot_be_read_leaves_the_health_checks_findings_out_and_says_so(tmp_path):
+    from core.results.data_issues_inputs import Inputs, add_health
+    from core.settings.config import TrainConfig
+
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    inputs = Inputs(
+        ["a", "b"],
+        np.random.default_rng(5).normal(0, 1, (6, 3)),
+        Stacked([np.full((6, 2), 0.5)], 2),
+        labels,
+        [f"{i}.png" for i in range(6)],
+        ["train"] * 6,
+        "how",
+        {"run_id": "r"},
+    )
+    add_health(inputs, tmp_path / "gone", tmp_path, TrainConfig())
+    assert "cannot be read now" in inputs.health_note and inputs.look is None
+    summary = {line["kind"]: line for line in data_issues.find(inputs).summary()}
+    assert summary["leaks"]["title"] == "not checked: the dataset's folder cannot be read"
+    assert summary["outliers"]["title"]  # the features alone still score the photos

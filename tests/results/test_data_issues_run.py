@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 
 import pytest
 
 from core.cli import main as cli
+from core.processes import JobState
 from core.results import data_issues
 from core.results import tasks as run_tasks
 from core.runs.record import DATA_ISSUES_FILE, RUN_OUTPUTS
@@ -67,3 +69,15 @@ def test_the_command_prints_a_list_and_one_json_object(own_run):
     assert {"duplicates", "leaks", "imbalance"} <= set(data) and 0 < data["label_health"]["score"] < 1
     code, _ = _cli("data-issues", run.run_id, "--limit", "-1", *where)
     assert code == 1
+
+
+@pytest.mark.slow
+def test_the_background_task_keeps_its_result(own_run):
+    _, run, data_root = own_run
+    status = run_tasks.launch(run, "data-issues", data_root)
+    deadline = time.time() + 300
+    while time.time() < deadline and status.active:
+        time.sleep(1)
+        status = run_tasks.task_status(run, "data-issues")
+    assert status.state is JobState.DONE, (status.error, run_tasks.task_folder(run, "data-issues").log_tail())
+    assert data_issues.load(run.directory).overlapping_classes[0]["classes"] == ["crimson", "red"]
