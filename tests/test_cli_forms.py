@@ -125,7 +125,7 @@ def test_label_issues_writes_the_whole_list_as_csv_with_the_marks(forms_store):
             assert cli([*argv, *where]) == 0
         return out.getvalue()
 
-    listed = json.loads(run("label-issues", forms_store["run_id"], "--json"))
+    listed = json.loads(run("label-issues", forms_store["run_id"], "--json"))["issues"]
     assert listed, "the tiny run's colours share hues: some labels look wrong"
     marks = Corrections.load(forms_store["data_root"], forms_store["dataset"])
     marks.mark(listed[0]["path"], "exclude")

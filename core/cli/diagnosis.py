@@ -69,10 +69,15 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     issues.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
     issues.add_argument("--seed", type=int, default=42, help="for a dataset: the folds' and a random start's seed")
     issues.add_argument("--limit", type=int, default=0, help="print at most this many (0: all)")
+    issues.add_argument("--all", action="store_true", help="print the suspects behind what the self-test supports too")
     output = issues.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true")
     output.add_argument(
-        "--csv", action="store_true", help="the whole list as CSV (rank, path, labels, odds, score, your marks)"
+        "--json", action="store_true", help="one object: the counts, what the self-test supports and why, the issues"
+    )
+    output.add_argument(
+        "--csv",
+        action="store_true",
+        help="the whole list as CSV (rank, path, labels, odds, score, supported yes/no, your marks)",
     )
     issues.set_defaults(handler=cmd_label_issues)
 
@@ -243,14 +248,16 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
                 dataset, data_root, args.image_size, args.weights, args.seed, _progress
             )
     marks = Corrections.load(data_root, dataset)
-    issues = review.issues[: args.limit] if args.limit else review.issues
     if args.csv:
-        sys.stdout.write(export_csv(export_rows(issues, marks)))
+        issues = review.issues[: args.limit] if args.limit else review.issues
+        sys.stdout.write(export_csv(export_rows(issues, marks, review.supported)))
         return EXIT_OK
-    rows = [{**issue.to_dict(), "marked": marks.action(issue.path)} for issue in issues]
     if args.json:
-        emit_json(rows)
+        emit_json(review.summary(marks.action, args.limit))
         return EXIT_OK
+    shown = review.issues if args.all else review.first
+    issues = shown[: args.limit] if args.limit else shown
+    rows = [{**issue.to_dict(), "marked": marks.action(issue.path)} for issue in issues]
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(f"{len(review.issues)} suspected label error(s) among {review.images} images ({review.train_source})")
@@ -261,12 +268,17 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
             f"{trust['planted']} suspects (a random order: about {trust['chance']:.0f}); confident learning "
             f"estimates {review.estimated_errors} wrong labels"
         )
+    if review.supported is not None:
+        print(f"supported by the self-test: the first {review.supported} of {len(review.issues)}")
+        print(review.supported_why)
     if rows:
+        first = len(review.issues) if review.supported is None else review.supported
         print(
             format_table(
-                ["path", "given", "suggested", "odds", "score", "split", "marked"],
+                ["#", "path", "given", "suggested", "odds", "score", "split", "marked"],
                 [
                     [
+                        f"{i}" if i <= first else f"{i} (behind)",
                         r["path"],
                         r["given"],
                         r["suggested"],
@@ -275,10 +287,12 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
                         r["split"],
                         r["marked"] or "",
                     ]
-                    for r in rows
+                    for i, r in enumerate(rows, start=1)
                 ],
             )
         )
+    if review.behind and not args.all:
+        print(f"{len(review.behind)} more suspect(s) behind these, weaker evidence: --all prints them, --csv all")
     return EXIT_OK
 
 

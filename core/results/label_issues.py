@@ -2,11 +2,10 @@
 
 1. Out-of-sample probabilities for every image: the validation and test splits from the run's own
    logits (calibrated with its temperature; the model never trained on them), the training split by
-   stratified K-fold cross-validation of a logistic regression on the stored pooled features (each
-   image scored by a model that did not see it). The features are standardised and reduced to at most
-   256 principal directions, and the regularisation C is chosen by the log loss of an inner
-   cross-validation: an unregularised fit separates 2,048 weak features in every fold and its
-   probabilities saturate at 0% and 100%, which ranks nothing.
+   stratified K-fold cross-validation on the stored pooled features (each image scored by a model that did
+   not see it): Gaussian classes with one shared, shrunk covariance on at most 256 principal directions,
+   fitted from sufficient statistics, its shrinkage and softmax temperature chosen by held-out log loss
+   (core.results.out_of_sample: linear in the photos, 1,000 classes included).
 2. The confident-learning rule (Northcutt et al., 2021, "Confident Learning"): class j's threshold
    t_j is the mean probability of j over the images labelled j; an image's *confident label* is the
    most probable class among those it reaches the threshold of; an image is flagged when its
@@ -14,9 +13,11 @@
 3. Ranked by the log odds of the suggested label against the given one (a score that does not
    saturate as a probability does), and the list cut at confident learning's estimate of how many
    labels are wrong (the off-diagonal of the calibrated confident joint).
-4. How far the ranking can be trusted, measured on the run's own training photos: a few of their
-   labels are flipped on purpose and the ranking is made again; how many of the planted flips come
-   first, against a random order, is the figure the page shows.
+4. How far the ranking can be trusted, measured on the run's own training photos
+   (core.results.label_self_test): a few of their labels are flipped on purpose and the ranking is made
+   again; how many of the planted flips come first, against a random order, is the figure the page shows,
+   and how deep they keep coming at least SUPPORT_LIFT times as often as at random bounds the list: the
+   first `supported` suspects are what the evidence supports, the rest are shown behind them.
 
 Written in numpy and scikit-learn rather than depending on cleanlab: the rules are a few lines and
 this keeps the ranking inspectable. Flagged photos are suspects for a person to review, not verdicts.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,12 @@ from typing import Any
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
-from core.results.out_of_sample import OutOfSample, balanced_sample, dimensions, out_of_sample, reduce
+from core.results.out_of_sample import OutOfSample
 from core.runs.record import LABEL_ISSUES_FILE
 
-LABEL_ISSUES_VERSION = 2  # 2: regularisation chosen by inner CV, log-odds ranking, the cap, the self-test
+LABEL_ISSUES_VERSION = 3  # 3: Gaussian classes from sufficient statistics, the list bounded by its self-test
 ROWS_AT_ONCE = 8192  # rows of probabilities the rule and the ranking work through at a time
-SELF_TEST_ROWS = 20_000  # training photos the self-test plants flips among (a class-balanced sample of more)
-PLANTED_SHARE = 0.05  # of the training photos flipped on purpose to measure the ranking
+SUPPORT_LIFT = 2.0  # the self-test supports a depth where planted flips come at least this many times chance
 
 
 @dataclass(frozen=True)
@@ -193,42 +194,6 @@ def rank(
     ]
 
 
-def self_test(
-    features: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    seed: int = 0,
-    C: float | None = None,
-    reduced: bool = False,
-) -> dict[str, Any]:
-    """How well the ranking finds wrong labels on these very photos: flip PLANTED_SHARE of the labels on
-    purpose, rank again, count the planted flips among the first as many suspects as were planted. Beyond
-    SELF_TEST_ROWS photos, on a class-balanced sample of them.
-
-    Returns {"planted", "found", "chance" (what a random order would find), "lift" (found / chance)}.
-    """
-    y = np.asarray(labels, dtype=np.int64)
-    if len(y) > SELF_TEST_ROWS:  # a class-balanced sample measures the ranking as well, at a bounded cost
-        kept = balanced_sample(np.arange(len(y)), y, SELF_TEST_ROWS, np.random.default_rng(seed + 3))
-        features, y = np.asarray(features)[kept], y[kept]
-    n = len(y)
-    planted = max(5, round(PLANTED_SHARE * n))
-    if n < 4 * planted or num_classes < 2:
-        return {"planted": 0, "found": 0, "chance": 0.0, "lift": None}
-    rng = np.random.default_rng(seed + 1)
-    rows = rng.choice(n, planted, replace=False)
-    flipped = y.copy()
-    flipped[rows] = (y[rows] + rng.integers(1, num_classes, planted)) % num_classes
-    x = np.asarray(features, dtype=np.float32) if reduced else reduce(features, dimensions(num_classes), seed)
-    probabilities = out_of_sample(x, flipped, num_classes, seed=seed, C=C, reduced=True).probabilities
-    flagged, _ = find_label_issues(probabilities, flipped)
-    odds = log_odds(probabilities, flipped)
-    order = [i for i in np.argsort(-odds, kind="stable") if flagged[i]][:planted]
-    found = int(np.isin(rows, order).sum())
-    chance = planted * planted / n
-    return {"planted": planted, "found": found, "chance": round(chance, 2), "lift": round(found / chance, 2)}
-
-
 @dataclass
 class LabelReview:
     """Every image's out-of-sample evidence and the ranked suspects, as stored with a run."""
@@ -242,8 +207,10 @@ class LabelReview:
     estimated_errors: int = 0  # confident learning's estimate of how many labels are wrong (the cap)
     model_accuracy: float | None = None  # the cross-validated model's out-of-sample accuracy on its labels
     chance_accuracy: float | None = None  # always guessing the largest class
-    C: float | None = None  # the regularisation chosen
-    trust: dict[str, Any] | None = None  # the self-test: planted, found, chance, lift
+    fit: dict[str, float] | None = None  # the cross-validated model's shrinkage, temperature, noise (out_of_sample.Fit)
+    trust: dict[str, Any] | None = None  # the self-test: planted, found, chance, lift, photos, depth, found_at_depth
+    supported: int | None = None  # the first this many suspects are what the self-test supports (None: no self-test)
+    supported_why: str = ""  # why the list is bounded there, in words (the page and the CLI say it)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -256,8 +223,10 @@ class LabelReview:
             "estimated_errors": self.estimated_errors,
             "model_accuracy": self.model_accuracy,
             "chance_accuracy": self.chance_accuracy,
-            "C": self.C,
+            "fit": self.fit,
             "trust": self.trust,
+            "supported": self.supported,
+            "supported_why": self.supported_why,
         }
 
     @classmethod
@@ -272,15 +241,86 @@ class LabelReview:
             estimated_errors=int(data.get("estimated_errors", 0)),
             model_accuracy=data.get("model_accuracy"),
             chance_accuracy=data.get("chance_accuracy"),
-            C=data.get("C"),
+            fit=data.get("fit"),
             trust=data.get("trust"),
+            supported=data.get("supported"),
+            supported_why=str(data.get("supported_why", "")),
         )
 
     @property
     def close_to_chance(self) -> bool:
         """True when the self-test found planted flips barely more often than a random order would."""
         lift = (self.trust or {}).get("lift")
-        return lift is not None and lift < 2.0
+        return lift is not None and lift < SUPPORT_LIFT
+
+    def summary(self, marked: Callable[[str], str | None] | None = None, limit: int = 0) -> dict[str, Any]:
+        """What `core label-issues --json` prints: the counts, what the self-test supports and why, and the issues
+        (at most `limit`; 0: all), each with `supported` (true / false; null without a self-test) and its mark."""
+        issues = self.issues[:limit] if limit else self.issues
+        return {
+            "images": self.images,
+            "listed": len(self.issues),
+            "supported": self.supported,
+            "behind": len(self.behind),
+            "supported_why": self.supported_why,
+            "flagged": self.flagged,
+            "estimated_errors": self.estimated_errors,
+            "train_source": self.train_source,
+            "trust": self.trust,
+            "issues": [
+                {
+                    **issue.to_dict(),
+                    "supported": None if self.supported is None else i < self.supported,
+                    "marked": marked(issue.path) if marked else None,
+                }
+                for i, issue in enumerate(issues)
+            ],
+        }
+
+    @property
+    def first(self) -> list[LabelIssue]:
+        """The suspects the self-test supports (all of them when there was no self-test)."""
+        return self.issues if self.supported is None else self.issues[: self.supported]
+
+    @property
+    def behind(self) -> list[LabelIssue]:
+        """The suspects past what the self-test supports: weaker evidence, shown after the first."""
+        return [] if self.supported is None else self.issues[self.supported :]
+
+
+def bound(trust: dict[str, Any] | None, images: int, listed: int) -> tuple[int | None, str]:
+    """How many of the `listed` suspects (of `images` photos) the self-test supports, and why in words.
+
+    The rule: the self-test's supported depth (where its own ranking stops paying off: past it, further
+    suspects held planted flips less than SUPPORT_LIFT times as often as random picks; see label_self_test)
+    is a share of its photos; the same share of these photos, at most the list, is what the evidence supports
+    here. None when there was no self-test (too few photos): nothing bounds the list then.
+    """
+    trust = trust or {}
+    planted, photos = int(trust.get("planted") or 0), int(trust.get("photos") or 0)
+    if not planted or not photos or "depth" not in trust:
+        return None, "Too few photos to test the list on mistakes planted on purpose, so every suspect is shown."
+    depth, found = int(trust["depth"]), int(trust.get("found_at_depth") or 0)
+    swapped = (
+        f"When {planted:,} of {photos:,} training labels were swapped on purpose as a test and the photos ranked again"
+    )
+    twice = "twice" if SUPPORT_LIFT == 2 else f"{SUPPORT_LIFT:g} times"
+    if depth == 0 or listed == 0:
+        return 0, (
+            f"{swapped}, no stretch at the top of the list held the swapped photos even {twice} as often as "
+            "picking photos at random would. Treat every suspect as a guess: look at them by eye, or train with "
+            "better features (ImageNet weights) first."
+        )
+    supported = min(listed, max(1, round(depth / photos * images)))
+    times = found / (depth * planted / photos)
+    rest = listed - supported
+    return supported, (
+        f"{swapped}, the first {depth:,} suspects held {found:,} of the swapped photos: {times:.1f} times as many "
+        f"as {depth:,} photos picked at random would. Further down the list, swapped photos turned up less than "
+        f"{twice} as often as in a random pick. Scaled to these {images:,} photos, that is the first "
+        f"{supported:,} suspects"
+        + (f"; the other {rest:,} have weaker evidence: look at them after these, if at all." if rest else ".")
+    )
 
 
 def review(
@@ -292,7 +332,8 @@ def review(
 ) -> LabelReview:
     """Rank the suspects over every split: `parts` maps a split ("train", "val", "test", or "all" for a
     dataset without a run) to (probabilities, labels, paths). The list is cut at the estimated number of
-    wrong labels. `scored`: the cross-validated model's figures; `trust`: its self-test."""
+    wrong labels, and bounded (`bound`) by what the self-test supports. `scored`: the cross-validated model's
+    figures; `trust`: its self-test (label_self_test.self_test)."""
     names = [name for name in parts if len(parts[name][1])]
     probabilities = Stacked([parts[n][0] for n in names], len(classes))  # read in place, never joined
     labels = np.concatenate([parts[n][1] for n in names]) if names else np.zeros(0, dtype=np.int64)
@@ -301,8 +342,10 @@ def review(
     issues = rank(probabilities, labels, classes, paths, splits) if len(labels) else []
     estimated = estimate_errors(probabilities, labels) if len(labels) else 0
     counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(1)
+    listed = issues[:estimated]
+    supported, why = bound(trust, len(labels), len(listed))
     return LabelReview(
-        issues[:estimated],
+        listed,
         len(labels),
         {n: len(parts[n][1]) for n in names},
         train_source,
@@ -310,21 +353,24 @@ def review(
         estimated_errors=estimated,
         model_accuracy=None if scored is None else scored.accuracy,
         chance_accuracy=float(counts.max() / max(1, counts.sum())),
-        C=None if scored is None else scored.C,
+        fit=None if scored is None or scored.fit is None else asdict(scored.fit),
         trust=trust,
+        supported=supported,
+        supported_why=why,
     )
 
 
 EXPORT_COLUMNS = (
     *("rank", "path", "split", "given", "suggested"),
-    *("odds", "score", "suggested_probability", "marked", "to"),
+    *("odds", "score", "suggested_probability", "supported", "marked", "to"),
 )
 
 
-def export_rows(issues: list[LabelIssue], corrections=None) -> list[dict[str, Any]]:
+def export_rows(issues: list[LabelIssue], corrections=None, supported: int | None = None) -> list[dict[str, Any]]:
     """The suspects as table rows (most suspicious first), each with the reviewer's mark when there is one.
 
     `corrections`: a `core.data.corrections.Corrections` (its `entries`: path -> {"action", "to"}), or None.
+    `supported`: the review's `supported` (the first that many are marked "yes", the rest "no"; None: "").
     """
     marks = corrections.entries if corrections is not None else {}
     rows = []
@@ -340,6 +386,7 @@ def export_rows(issues: list[LabelIssue], corrections=None) -> list[dict[str, An
                 "odds": round(float(issue.odds), 4),
                 "score": round(float(issue.score), 6),
                 "suggested_probability": round(float(issue.suggested_probability), 6),
+                "supported": "" if supported is None else "yes" if rank_ <= supported else "no",
                 "marked": mark.get("action") or "",
                 "to": mark.get("to") or "",
             }

@@ -38,7 +38,7 @@ from core.data.ingest import ingest
 from core.paths import cache_dir
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
-from core.results import label_issues, out_of_sample
+from core.results import label_issues, label_self_test, out_of_sample
 from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
 from core.results.calibration import calibrate_run
 from core.results.embedding import run_map
@@ -190,7 +190,7 @@ def compute_label_issues(
     scored = out_of_sample.out_of_sample(x, train_labels, classes, reduced=True)
     if progress:
         progress("measuring the ranking on planted label flips", 1, 2)
-    trust = label_issues.self_test(x, train_labels, classes, C=scored.C, reduced=True)
+    trust = label_self_test.self_test(x, train_labels, classes, reduced=True)
     parts = {"train": (scored.probabilities, train_labels, train_paths)}
     for name in ("val", "test"):
         part = analysis.split(name)
@@ -198,9 +198,9 @@ def compute_label_issues(
     result = label_issues.review(
         parts,
         analysis.classes,
-        f"{out_of_sample.FOLDS}-fold cross-validated logistic regression on the pooled features "
-        f"(C = {scored.C:g}, chosen by inner cross-validation)"
-        if scored.C
+        f"{out_of_sample.FOLDS}-fold cross-validated Gaussian classes with a shared covariance on the pooled "
+        f"features ({scored.fit.words()})"
+        if scored.fit
         else "the training labels (too few photos to cross-validate)",
         scored=scored,
         trust=trust,
@@ -244,12 +244,14 @@ def dataset_label_issues(
     )
     if progress:
         progress("cross-validating", 0, 1)
-    scored = out_of_sample.out_of_sample(features, cache.labels, len(index.classes), seed=seed)
-    trust = label_issues.self_test(features, cache.labels, len(index.classes), seed=seed, C=scored.C)
+    x = out_of_sample.reduce(features, out_of_sample.dimensions(len(index.classes)), seed)
+    scored = out_of_sample.out_of_sample(x, cache.labels, len(index.classes), seed=seed, reduced=True)
+    trust = label_self_test.self_test(x, cache.labels, len(index.classes), seed=seed, reduced=True)
     return label_issues.review(
         {"all": (scored.probabilities, cache.labels, list(cache.paths))},
         index.classes,
-        f"{out_of_sample.FOLDS}-fold cross-validated logistic regression on ResNet-50 ({weights}) features",
+        f"{out_of_sample.FOLDS}-fold cross-validated Gaussian classes with a shared covariance on ResNet-50 "
+        f"({weights}) features",
         scored=scored,
         trust=trust,
     )

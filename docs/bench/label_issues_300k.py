@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from core.results import label_issues
+from core.results import label_issues, label_self_test, out_of_sample
 from core.results.arrays import softmax
 
 n, classes, width = int(sys.argv[1]), 1000, 2048
@@ -38,17 +38,21 @@ def logits(m):
 
 print("made", time.perf_counter() - started, flush=True)
 t0 = time.perf_counter()
-x = label_issues.reduce(train, label_issues.dimensions(classes))
+x = out_of_sample.reduce(train, out_of_sample.dimensions(classes))
 del train
-scored = label_issues.out_of_sample(x, labels, classes, reduced=True)
-trust = label_issues.self_test(x, labels, classes, C=scored.C, reduced=True)
+scored = out_of_sample.out_of_sample(x, labels, classes, reduced=True)
+t1 = time.perf_counter()
+trust = label_self_test.self_test(x, labels, classes, reduced=True)
+t2 = time.perf_counter()
 parts = {"train": (scored.probabilities, labels, [f"t{i}" for i in range(n_train)])}
 for name in ("val", "test"):
     z, y = logits(n_val)
     parts[name] = (softmax(z, 1.0), y, [f"{name}{i}" for i in range(n_val)])
 result = label_issues.review(parts, [f"c{i}" for i in range(classes)], "synthetic", scored=scored, trust=trust)
 print(
-    f"n={n} seconds={time.perf_counter() - t0:.1f} flagged={result.flagged} estimated={result.estimated_errors} "
+    f"n={n} seconds={time.perf_counter() - t0:.1f} (cross-validation {t1 - t0:.1f}, self-test {t2 - t1:.1f}) "
+    f"flagged={result.flagged} estimated={result.estimated_errors} supported={result.supported} "
+    f"accuracy={scored.accuracy:.3f} self-test={trust} "
     f"peak_rss_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9:.2f}",
     flush=True,
 )

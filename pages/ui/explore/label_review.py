@@ -125,13 +125,16 @@ def review_section(run: Run) -> None:
     if review.issues:  # the whole list, not 50 pages of 10
         st.download_button(
             f"Download all {len(review.issues)} suspects (CSV)",
-            data=lambda: label_issues.export_csv(label_issues.export_rows(review.issues, corrections)),
+            data=lambda: label_issues.export_csv(
+                label_issues.export_rows(review.issues, corrections, review.supported)
+            ),
             file_name=f"label-issues-{run.run_id}.csv",
             mime="text/csv",
             icon=":material/download:",
             key="explore_issues_csv",
-            help="Every suspect, most suspicious first, with its split, given and suggested labels, odds, score "
-            "and your mark; the filters below do not apply. `python -m core label-issues RUN --csv` writes the same.",
+            help="Every suspect, most suspicious first, with its split, given and suggested labels, odds, score, "
+            "whether the self-test supports it (yes/no) and your mark; the filters below do not apply. "
+            "`python -m core label-issues RUN --csv` writes the same.",
         )
     if not review.issues:
         st.success("No suspected label errors: every label agrees with the evidence.", icon=":material/check_circle:")
@@ -175,8 +178,49 @@ def review_section(run: Run) -> None:
     if heatmaps:
         explainer = run_models.explainer(run_models.key_of(run))
         st.caption(explainer.grid_note(explainer.default_layer))
+    if review.supported is None:  # no self-test: nothing bounds the list
+        st.caption(review.supported_why)
+        rows_page(run, issues, corrections, heatmaps, key="explore_issue_page")
+        return
+    supported = {issue.path for issue in review.first}
+    first = [issue for issue in issues if issue.path in supported]
+    behind = [issue for issue in issues if issue.path not in supported]
+    if first:
+        st.markdown(f"**What the evidence supports: {len(first)} suspect(s), most suspicious first**")
+        st.caption(review.supported_why)
+        rows_page(run, first, corrections, heatmaps, key="explore_issue_page")
+    elif review.supported == 0:
+        st.warning(review.supported_why, icon=":material/casino:")
+    else:
+        st.caption("None of the suspects the evidence supports is left with these filters.")
+    if behind:
+        if review.supported:
+            label, why = f"{len(behind)} more suspect(s), with weaker evidence", BEHIND_WHY
+        else:
+            label, why = f"All {len(behind)} suspect(s), none supported by the self-test", NONE_SUPPORTED
+        with st.expander(label, icon=":material/low_priority:"):
+            st.caption(why)
+            rows_page(run, behind, corrections, heatmaps, key="explore_issue_behind_page")
+
+
+BEHIND_WHY = (
+    "Why these are behind: Flora tested its own list by swapping some training labels on purpose and ranking the "
+    "photos again. Down to this point in the list, the swapped photos turned up at least twice as often as in "
+    "photos picked at random; from here on they did not. So the evidence against these labels is weak: many are "
+    "probably the model's own mistakes rather than wrong labels. Look at them after the ones above, if at all."
+)
+
+NONE_SUPPORTED = (
+    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: the "
+    "swapped photos did not come first even twice as often as in photos picked at random. On this run the list is "
+    "little better than a guess; look through it by eye if you like, or train with better features first."
+)
+
+
+def rows_page(run: Run, issues: list, corrections: Corrections, heatmaps: bool, key: str) -> None:
+    """One page of PAGE_SIZE suspects' rows, with the pages to turn when there are more."""
     pages = max(1, -(-len(issues) // PAGE_SIZE))
-    page = st.pagination(pages, key="explore_issue_page") if pages > 1 else 1
+    page = st.pagination(pages, key=key) if pages > 1 else 1
     start = (page - 1) * PAGE_SIZE
     for issue in issues[start : start + PAGE_SIZE]:
         issue_row(run, issue, corrections, heatmaps)
