@@ -79,7 +79,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 source = f"run {run.run_id}"
         else:
             dataset = resolve_dataset_path(args.source, data_root)
-            found = label_next_data.dataset_features(
+            found = label_next_data.dataset_pool(
                 dataset, data_root, args.image_size, args.weights, args.seed, _progress
             )
             classes, source = found.classes, found.source

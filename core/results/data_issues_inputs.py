@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.data.datasets import DatasetError, scan_dataset
-from core.data.ingest import ingest
 from core.health.findings import Checks
 from core.health.hashing import CheckCancelled, analyse, duplicate_groups
 from core.health.report import Finding
@@ -119,28 +118,10 @@ def for_dataset(
     progress: StageCallback | None = None,
 ) -> Inputs:
     """Every photo of a dataset without a run, through a backbone with `weights` (labels: the folders')."""
-    import keras  # heavy: keras
+    from core.results.dataset_features import dataset_features
 
-    from core.network.model import backbone_of, build_classifier  # heavy: keras
-    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
-
-    index = scan_dataset(dataset_path)
-    config = TrainConfig(image_size=image_size, weights=weights, seed=seed)
-    cache = ingest(
-        index,
-        config.cache_size,
-        cache_dir(data_root),
-        progress=(lambda d, t: progress("decoding images", d, t)) if progress else None,
-    )
-    keras.utils.set_random_seed(seed)  # weights "none": the same random backbone for the same seed
-    model = build_classifier(len(index.classes), image_size, weights, head=(8,), seed=seed, backbone=config.backbone)
-    store = FeatureCache(cache_dir(data_root), cache, image_size, weights_hash(backbone_of(model)))
-    features = store.get(
-        build_extractor(model),
-        np.arange(len(cache)),
-        batch_size=32,
-        progress=(lambda d, t: progress("extracting features", d, t)) if progress else None,
-    )
+    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    index, config, cache, features = found.index, found.config, found.cache, found.features
     classes = list(index.classes)
     _stage(progress, "cross-validating")
     x = reduce(features, dimensions(len(classes)), seed)

@@ -200,7 +200,7 @@ def simulate_features(
 
 
 @dataclass
-class DatasetFeatures:
+class DatasetPool:
     """A dataset's photos through a ResNet-50 with given weights: the labelled ones and the unlabelled ones."""
 
     classes: list[str]
@@ -211,44 +211,23 @@ class DatasetFeatures:
     source: str
 
 
-def dataset_features(
+def dataset_pool(
     dataset_path: str | os.PathLike,
     data_root: str | os.PathLike,
     image_size: int = 224,
     weights: str = "imagenet",
     seed: int = 42,
     progress: StageCallback | None = None,
-) -> DatasetFeatures:
+) -> DatasetPool:
     """Every labelled and unlabelled photo of a dataset without a run through one backbone (the feature cache's)."""
-    import keras  # heavy: keras
+    from core.results.dataset_features import dataset_features
 
-    from core.data.datasets import scan_dataset
-    from core.data.ingest import ingest
-    from core.network.model import backbone_of, build_classifier  # heavy: keras
-    from core.settings.config import TrainConfig
-    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
-
-    index = scan_dataset(dataset_path)
-    config = TrainConfig(image_size=image_size, weights=weights, seed=seed)
-    cache = ingest(
-        index,
-        config.cache_size,
-        cache_dir(data_root),
-        progress=(lambda d, t: progress("decoding images", d, t)) if progress else None,
-    )
-    keras.utils.set_random_seed(seed)  # weights "none": the same random backbone for the same seed
-    model = build_classifier(len(index.classes), image_size, weights, head=(8,), seed=seed, backbone=config.backbone)
-    store = FeatureCache(cache_dir(data_root), cache, image_size, weights_hash(backbone_of(model)))
-    features = store.get(
-        build_extractor(model),
-        np.arange(len(cache)),
-        batch_size=32,
-        progress=(lambda d, t: progress("extracting features", d, t)) if progress else None,
-    )
+    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    index, config, model, cache, features = found.index, found.config, found.model, found.cache, found.features
     unlabelled = extract(
         Unlabelled.load(data_root, index.root), model, image_size, config.cache_size, data_root, progress
     )
-    return DatasetFeatures(
+    return DatasetPool(
         index.classes, features, np.asarray(cache.labels), list(cache.paths), unlabelled,
         f"ResNet-50 ({weights}) features of {index.name} at {image_size} px",
     )  # fmt: skip
