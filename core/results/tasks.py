@@ -33,9 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.datasets import DatasetError, scan_dataset
-from core.data.ingest import ingest
-from core.paths import cache_dir
+from core.data.datasets import DatasetError
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results import label_issues, label_self_test, out_of_sample
@@ -51,7 +49,6 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
 )
 from core.runs.record import TASKS_DIR, Run
 from core.runs.store import RunStore
-from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")
 KINDS = (
@@ -220,28 +217,10 @@ def dataset_label_issues(
     """Suspected label errors of a dataset without a run: pooled features of every photo through a
     ResNet-50 with `weights` (the feature cache's, when it has them), cross-validated probabilities,
     the confident-learning rule. The labels are the folders' (corrections are not applied)."""
-    import keras
+    from core.results.dataset_features import dataset_features
 
-    from core.network.model import backbone_of, build_classifier  # heavy: keras
-    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
-
-    index = scan_dataset(dataset_path)
-    config = TrainConfig(image_size=image_size, weights=weights, seed=seed)
-    cache = ingest(
-        index,
-        config.cache_size,
-        cache_dir(data_root),
-        progress=(lambda d, t: progress("decoding images", d, t)) if progress else None,
-    )
-    keras.utils.set_random_seed(seed)  # weights "none": the same random backbone for the same seed
-    model = build_classifier(len(index.classes), image_size, weights, head=(8,), seed=seed, backbone=config.backbone)
-    store = FeatureCache(cache_dir(data_root), cache, image_size, weights_hash(backbone_of(model)))
-    features = store.get(
-        build_extractor(model),
-        np.arange(len(cache)),
-        batch_size=32,
-        progress=(lambda d, t: progress("extracting features", d, t)) if progress else None,
-    )
+    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    index, cache, features = found.index, found.cache, found.features
     if progress:
         progress("cross-validating", 0, 1)
     x = out_of_sample.reduce(features, out_of_sample.dimensions(len(index.classes)), seed)
