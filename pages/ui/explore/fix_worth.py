@@ -58,10 +58,10 @@ def panel(run: Run, review: label_issues.LabelReview) -> None:
                     "How many of the most suspicious",
                     min_value=1,
                     max_value=suspects,
-                    value=min(DEFAULT_TOP, suspects),
+                    value=min(review.supported or DEFAULT_TOP, suspects),  # what the self-test supports first
                     key=f"{KEY}_top",
                     help="The suspects outside the test photos, most suspicious first, each relabelled to the class "
-                    "it looks like.",
+                    "it looks like. It starts at the suspects the evidence supports (the list above shows them first).",
                 )
             )
         choice = fix_worth.Choice(kind, top=top)
