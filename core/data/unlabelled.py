@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from core.data.datasets import (
+    LABELLED_IN_FLORA,
+    META_FILE,
     UNLABELLED_NAMES,
     DatasetError,
     DatasetIndex,
@@ -148,6 +150,8 @@ class Unlabelled:
             copied = self._copy(self.dataset_root / path, folder)
         self.record[path] = {"label": label, "to": copied, "at": time.time(), "by": by}
         self.save()
+        if copied:
+            self._note_in_dataset(copied, add=True)
         return copied
 
     def undo(self, path: str) -> None:
@@ -157,7 +161,26 @@ class Unlabelled:
             copy = self.dataset_root / entry["to"]
             if copy.is_file() and self.dataset_root in copy.resolve().parents:
                 copy.unlink()
+            self._note_in_dataset(entry["to"], add=False)
         self.save()
+
+    def _note_in_dataset(self, copied: str, add: bool) -> None:
+        """Keep the dataset's own list (flora.json) of the photos labelled in Flora: a run's split puts them in
+        training and splits the other photos as before they came (core.runs.split)."""
+        path = self.dataset_root / META_FILE
+        meta = read_json(path, default={}) or {}
+        if not isinstance(meta, dict):
+            return
+        listed = [p for p in meta.get(LABELLED_IN_FLORA) or [] if p != copied]
+        if add:
+            listed.append(copied)
+        meta[LABELLED_IN_FLORA] = sorted(listed)
+        if not listed:
+            meta.pop(LABELLED_IN_FLORA)
+        try:
+            write_json_atomic(path, meta)
+        except OSError as e:
+            raise DatasetError(f"could not note the labelled photo in {path} ({e.strerror or e})") from None
 
     def save(self) -> None:
         if self.record_file is None:

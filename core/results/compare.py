@@ -114,8 +114,10 @@ def difference_note(left_out: dict[str, Any], names: dict[str, str] | None = Non
     if not parts:
         return None
     return (
-        "Left out of the comparison: " + "; ".join(parts) + ". Label corrections exclude or relabel test photos; "
-        "runs are compared only on the photos where they were asked the same question."
+        "Left out of the comparison: " + "; ".join(parts) + ". Test photos differ when label corrections exclude "
+        "or relabel test photos, or when the dataset's photos changed between the runs (photos added or removed "
+        "reshuffle a seeded split; 'What differs' shows it as 'dataset photos'); runs are compared only on the "
+        "photos where they were asked the same question."
     )
 
 
@@ -279,6 +281,14 @@ def settings_table(runs) -> pd.DataFrame:
         values = [option.format(getattr(config, option.field)) for config in configs]
         if len(set(values)) > 1:
             rows.append({"setting": option.label, **{run.run_id: v for run, v in zip(runs, values, strict=True)}})
+    datasets = [(run.dataset_path, run.dataset_fingerprint) for run in runs]
+    if len(set(datasets)) > 1:  # other photos (added, labelled in Flora, removed) or another folder altogether
+        rows.append(
+            {
+                "setting": "dataset photos",
+                **{r.run_id: f"{r.dataset_images or '?'} ({r.dataset_fingerprint[:6]})" for r in runs},
+            }
+        )
     corrections = [len(run.corrections or {}) for run in runs]
     if len(set(corrections)) > 1:
         rows.append(

@@ -249,3 +249,61 @@ def test_the_cli_lists_the_batch_and_the_simulation_as_json(own):
     simulated = json.loads(cli("label-next", own["run_id"], "--simulate", "--json"))
     assert {"target_accuracy", "seeds", "strategies"} <= simulated.keys() and simulated["seeds"] == 3
     assert all("labels_to_target" in s and "curve" in s for s in simulated["strategies"].values())
+
+
+def test_photos_labelled_in_flora_join_training_and_the_rest_split_as_before(tmp_path):
+    from core.data.ingest import ingest
+    from core.runs.split import draw_split
+    from core.settings.config import TrainConfig
+
+    root = tmp_path / "data" / "flowers"
+    for cls, colour in (("rose", (220, 20, 40)), ("daisy", (240, 240, 240)), ("tulip", (200, 100, 0))):
+        for i in range(10):
+            _photo(root / cls / f"{i}.png", (colour[0], colour[1], (colour[2] + 7 * i) % 255))
+    for i in range(4):
+        _photo(root / "unlabelled" / f"new{i}.png", (10, 10 + i, 10))
+    config = TrainConfig(image_size=32, weights="none")
+
+    def split_by_path():
+        index = scan_dataset(root)
+        cache = ingest(index, 36, tmp_path / "cache")
+        split = draw_split(cache, index, config, None)
+        return {name: {cache.paths[i] for i in getattr(split, name)} for name in ("train", "val", "test")}, split
+
+    before, _ = split_by_path()
+    waiting = Unlabelled.load(tmp_path / "data", root)
+    copies = [waiting.label(f"unlabelled/new{i}.png", cls, ["daisy", "rose", "tulip"]) for i, cls in
+              enumerate(("rose", "rose", "daisy", "tulip"))]  # fmt: skip
+    after, split = split_by_path()
+    assert set(copies) <= after["train"] and "4 photo(s) labelled in Flora join training" in " ".join(split.notes)
+    assert after["val"] == before["val"] and after["test"] == before["test"]  # comparable photo by photo
+    assert after["train"] - set(copies) == before["train"]
+    waiting.undo("unlabelled/new0.png")
+    assert copies[0] not in json.loads((root / "flora.json").read_text())["labelled_in_flora"]
+
+
+def test_a_run_before_and_after_labelling_says_its_photos_differ(dataset, tmp_path):
+    from types import SimpleNamespace
+
+    from core.results.compare import settings_table
+    from core.settings.config import TrainConfig
+    from pages.ui.train.launch import dataset_change
+
+    index = scan_dataset(dataset)
+    before = SimpleNamespace(
+        run_id="aaaaaa", train_config=TrainConfig(), corrections=None, dataset_path=str(dataset),
+        dataset_fingerprint=index.fingerprint, dataset_images=len(index.entries),
+    )  # fmt: skip
+    assert dataset_change(before) == ""
+    _photo(dataset / "unlabelled" / "new.png")
+    Unlabelled.load(tmp_path / "data", dataset).label("unlabelled/new.png", "rose", ["daisy", "rose"])
+    now = scan_dataset(dataset)
+    after = SimpleNamespace(**{**vars(before), "run_id": "bbbbbb", "dataset_fingerprint": now.fingerprint,
+                               "dataset_images": len(now.entries)})  # fmt: skip
+    words = dataset_change(before)
+    assert "7 now, 6 when it trained" in words and "1 of its photos were labelled in Flora" in words
+    table = settings_table([before, after])
+    assert table.set_index("setting").loc["dataset photos"].tolist() == [
+        f"6 ({index.fingerprint[:6]})",
+        f"7 ({now.fingerprint[:6]})",
+    ]

@@ -120,12 +120,34 @@ def take_prefill_link() -> None:
         if on_test
         else ""
     )
+    photos_note = dataset_change(run)
     st.session_state[PREFILL_NOTE] = (
         "info",
         f"The form holds run {run.run_id[:6]}'s settings. With the label corrections kept for its dataset now "
         f"({correction_summary(kept)}; the run had {correction_summary(run.corrections)}), the new run differs "
-        f"from it only in those.{test_note} Launch it below, or change a setting first.",
+        f"from it {'in those' + photos_note if photos_note else 'only in those'}.{test_note} Launch it below, or "
+        "change a setting first.",
     )
+
+
+def dataset_change(run) -> str:
+    """', and in its photos: ...' when the run's dataset folder no longer holds the photos it trained on, else ''."""
+    from core.data.datasets import LABELLED_IN_FLORA, DatasetError, scan_dataset
+
+    try:
+        index = scan_dataset(run.dataset_path, max_seconds=10)
+    except DatasetError:
+        return ""
+    if index.fingerprint == run.dataset_fingerprint:
+        return ""
+    labelled = len(index.meta.get(LABELLED_IN_FLORA) or [])
+    then = run.dataset_images
+    words = f", and in its photos: {len(index.entries):,} now" + (f", {then:,} when it trained" if then else "")
+    if labelled:
+        words += (
+            f"; {labelled} of its photos were labelled in Flora: they join training, the others keep their split"
+        )
+    return words
 
 
 def prefilled_note() -> None:
