@@ -43,11 +43,8 @@ LAYOUT_SPLITS = {
 }
 META_FILE = "flora.json"  # written by importers: name, source, synthetic, optional "splits"
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
-# A top-level folder of photos without a label (core.data.unlabelled): never a class, not in the fingerprint.
-UNLABELLED_NAMES = ("unlabelled", "unlabeled")
-# In flora.json: the photos copied into their class folder by labelling them in Flora (core.data.unlabelled). A run's
-# split puts them in training and draws the rest as before they came (core.runs.split).
-LABELLED_IN_FLORA = "labelled_in_flora"
+UNLABELLED_NAMES = ("unlabelled", "unlabeled")  # top-level photos without a label (core.data.unlabelled): no class
+LABELLED_IN_FLORA = "labelled_in_flora"  # flora.json: photos labelled in Flora, put in training (core.runs.split)
 
 
 def split_of_folder(name: str) -> str | None:

@@ -195,16 +195,17 @@ def saving(strategies: dict) -> dict:
     measurable = saved > 0 and max(hits_a) < min(hits_b)
     if measurable:
         verdict = (
-            f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f}: it saved about "
-            f"{saved:.0f} labels ({saved / b:.0%}) on this data, in every seed"
+            f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f} (the middle of the "
+            f"seeds): it saved about {saved:.0f} labels ({saved / b:.0%}) on this data, in every seed"
         )
     elif saved > 0:
         verdict = (
-            f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f}; the seeds overlap, "
-            f"so the saving of about {saved:.0f} labels is not measurable here"
+            f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f} (the middle of the "
+            f"seeds); the seeds overlap, so the saving of about {saved:.0f} labels is not measurable here"
         )
     else:
         verdict = (
-            f"Flora's picking needed {a:.0f} labels, random picking {b:.0f}: it saved nothing measurable on this data"
+            f"Flora's picking needed {a:.0f} labels, random picking {b:.0f} (the middle of the seeds): it saved "
+            "nothing measurable on this data"
         )
     return {"saved_labels": round(float(saved), 1), "measurable": bool(measurable), "verdict": verdict}

@@ -9,6 +9,7 @@ label-next-simulate   the training split's labels hidden and labelled again batc
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,7 +58,13 @@ def simulate_run(
         )  # fmt: skip
     except SimulationStopped as e:
         raise FeaturesStopped(str(e)) from None
-    result = {"version": SIMULATION_VERSION, "run_id": run.run_id, "source": "the run's training split", **result}
+    result = {
+        "version": SIMULATION_VERSION,
+        "run_id": run.run_id,
+        "source": "the run's training split",
+        "measured_at": time.time(),
+        **result,
+    }
     write_json_atomic(Path(run.directory) / LABEL_NEXT_SIMULATION_FILE, result)
     return result
 

@@ -323,4 +323,7 @@ def test_unlabelled_photos_are_shown_apart_and_never_as_a_class(app, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert "**3** photo(s) waiting for a label" in texts(at)
     assert len([c for image in at.get("image") for c in image.captions]) == 3
-    assert any(p.proto.label.startswith("Rank and label them") for p in at.get("page_link"))
+    at.button(key="to_label_next").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["explore_tab"] == "Label next"
+    assert "This dataset has no unlabelled photos" in texts(at)  # Explore opened on the Label next tab

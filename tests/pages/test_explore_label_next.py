@@ -62,7 +62,9 @@ def test_a_batch_is_labelled_in_place_and_nothing_is_lost(app, own, monkeypatch)
     at.button(key="label_next_none_1").click().run()
     at.button(key="label_next_skip_2").click().run()
     waiting = Unlabelled.load(own["data_root"], own["dataset"])
-    assert len(waiting.set_aside) == 1 and "Skipped for now." in texts(at)
+    assert len(waiting.set_aside) == 1 and "Skipped for now" in texts(at)
+    at.button(key="label_next_unskip_2").click().run()
+    assert "Skipped for now" not in texts(at) and at.button(key="label_next_skip_2"), "a skip is undone"
     at.button(key="label_next_undo_0").click().run()
     assert not copy.exists() and labelled in Unlabelled.load(own["data_root"], own["dataset"]).pending
 
@@ -76,6 +78,9 @@ def test_the_saving_is_measured_then_shown_in_curves_and_words(app, own, monkeyp
     shown = texts(at)
     assert md(result["verdict"][1:]) in shown and "Target (dashed)" in shown
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "the two curves are drawn"
+    assert (
+        "Measured " in shown and "the same answer" in shown and at.button(key="explore_label_next_simulate_again_start")
+    )
 
 
 def test_photos_are_added_by_upload_and_a_bad_file_is_named(app, own, monkeypatch):

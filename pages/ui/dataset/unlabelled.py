@@ -63,9 +63,9 @@ def unlabelled_tab(dataset_root: str | Path) -> None:
             f"into their class folders; the originals stay in unlabelled/) · {len(waiting.set_aside)} set aside as "
             "none of the classes. They are not part of the classes above, the split or any run until labelled."
         )
-        st.page_link(
-            page_file("explore"), label="Rank and label them (Explore, Label next)", icon=":material/arrow_forward:"
-        )
+        if st.button("Rank and label them (Explore, Label next)", icon=":material/arrow_forward:", key="to_label_next"):
+            st.session_state["explore_tab"] = "Label next"  # the tab opens on arrival
+            st.switch_page(page_file("explore"))
         photo_gallery.gallery(
             [(Path(waiting.dataset_root) / p, Path(p).name) for p in waiting.pending[:SHOWN]],
             size=120,

@@ -27,7 +27,7 @@ from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.run_task import task_panel
 
 BUTTONS_UP_TO = 8  # classes shown as one button each; more: a picker
-STRATEGY_NAMES = {STRATEGY: "Flora's picking (uncertain and varied)", RANDOM: "Picking at random"}
+STRATEGY_NAMES = {STRATEGY: "Flora's picking (uncertain, varied)", RANDOM: "at random"}
 
 
 def _unlabelled(run: Run) -> Unlabelled:
@@ -59,6 +59,12 @@ def undo(run: Run, path: str) -> None:
 
 def skip(run: Run, path: str) -> None:
     _state(run)["skipped"].append(path)
+
+
+def unskip(run: Run, path: str) -> None:
+    skipped = _state(run)["skipped"]
+    if path in skipped:
+        skipped.remove(path)
 
 
 def label_next_section(run: Run) -> None:
@@ -118,10 +124,17 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
             bench.labelled_x, bench.labelled_y, bench.pending_x[keep], [bench.pending_paths[i] for i in keep],
             bench.classes, int(batch or 10),
         )  # fmt: skip
+        previous = [p["path"] for p in state["picks"]]
+        if previous:
+            given = sum(1 for p in previous if (unlabelled.record.get(p) or {}).get("label"))
+            aside = sum(1 for p in previous if p in unlabelled.record and not unlabelled.record[p].get("label"))
+            state["last"] = f"Last batch: {given} labelled, {aside} set aside, {len(previous) - given - aside} skipped."
         state["picks"] = [p.to_dict() for p in picks]
         state["retrained"] = (len(bench.labelled_y), bench.newly_labelled, time.perf_counter() - started)
         open_picks = state["picks"]
     photos, new, seconds = state["retrained"] or (0, 0, 0.0)
+    if state.get("last"):
+        st.caption(state["last"])
     st.caption(
         f"The head was retrained on {photos:,} labelled photos ({new} of them labelled here) in {seconds:.1f} s and "
         f"picked these {len(state['picks'])}: the most torn first, each standing for a group of similar uncertain "
@@ -133,8 +146,8 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
     for i, pick in enumerate(state["picks"]):
         path = pick["path"]
         with st.container(border=True, horizontal=True, key=f"label_next_card_{i}"):
-            image, error = photo_gallery.thumb(Path(run.dataset_path) / path, 160)
-            st.image(image, width=160, caption=plain.md(Path(path).name))
+            image, error = photo_gallery.thumb(Path(run.dataset_path) / path, 448)  # sharp at 224 on a fine screen
+            st.image(image, width=224, caption=plain.md(Path(path).name))
             with st.container():
                 guesses = " · ".join(f"{plain.md(g['class'])} {g['probability']:.0%}" for g in pick["guesses"])
                 st.markdown(f"**The model's guesses:** {guesses}")
@@ -147,7 +160,9 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
                         if can_label:
                             st.button("Undo", key=f"label_next_undo_{i}", on_click=undo, args=(run, path))
                 elif path in state["skipped"]:
-                    st.caption("Skipped for now.")
+                    with st.container(horizontal=True, vertical_alignment="center"):
+                        st.caption("Skipped for now: it comes back in a later batch.")
+                        st.button("Undo", key=f"label_next_unskip_{i}", on_click=unskip, args=(run, path))
                 elif can_label:
                     label_buttons(run, path, i)
 
@@ -177,8 +192,13 @@ def curves_chart(result: dict) -> alt.LayerChart:
         .mark_line(point=True)
         .encode(
             x=alt.X("labels:Q", title="labels given"),
-            y=alt.Y("accuracy:Q", title="validation accuracy (mean over seeds)", axis=alt.Axis(format="%")),
-            color=alt.Color("strategy:N", title=None, legend=alt.Legend(orient="bottom")),
+            y=alt.Y("accuracy:Q", title="validation accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "strategy:N",
+                title=None,
+                scale=alt.Scale(domain=list(STRATEGY_NAMES.values()), range=["#b8336a", "#2f6db5"]),
+                legend=alt.Legend(orient="bottom", labelLimit=400),
+            ),
             tooltip=["strategy", "labels", alt.Tooltip("accuracy:Q", format=".1%")],
         )
     )
@@ -212,12 +232,19 @@ def simulation_section(run: Run) -> None:
         by_seed = [("not reached" if h is None else str(h)) for h in figures.get("labels_to_target_by_seed", [])]
         return ", ".join(by_seed) or "-"
 
+    counts = [c for c, _ in ours.get("curve", [])]
     st.caption(
         f"Target (dashed): {result['target_accuracy']:.1%} validation accuracy, {result['target_fraction']:.0%} of "
         f"the {result['full_accuracy']:.1%} the head reaches with all {result['pool']:,} training labels. Labels "
-        f"needed per seed: Flora's picking {spread(ours)}; random {spread(theirs)}. Measured on this run's features: "
-        "a network started from ImageNet weights gives features where both reach the target sooner."
+        f"needed per seed: Flora's picking {spread(ours)}; random {spread(theirs)} (the headline gives the middle of "
+        f"the {result['seeds']} seeds). Accuracy is measured at {', '.join(map(str, counts[:6]))}, … labels (a batch "
+        "more each step, a fifth more once that is larger), so a saving is counted in those steps. Measured on this "
+        "run's features: a network started from ImageNet weights gives features where both reach the target sooner."
     )
-    with st.expander("Measure again", icon=":material/refresh:"):
-        st.caption("After more photos were labelled or the run's features changed.")
-        task_panel(run, "label-next-simulate", "Measure again", key="explore_label_next_simulate_again")
+    measured = result.get("measured_at")
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(measured)) if measured else "earlier"
+    st.caption(
+        f"Measured {when} in {result.get('seconds', 0):.0f} s. The seeds are fixed, so measuring again on the same "
+        "photos gives the same answer: measure again after this run's training photos changed, or on a new run."
+    )
+    task_panel(run, "label-next-simulate", "Measure again", key="explore_label_next_simulate_again")
