@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HEAD_C = 0.1  # regularisation on unit-scale reduced features (out_of_sample.C_GRID's upper end: weak features)
+HEAD_C = 0.1  # regularisation on unit-scale reduced features: fairly strong, as weak features overfit easily
 HEAD_ITERATIONS = 200
 
 

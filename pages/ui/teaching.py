@@ -148,7 +148,9 @@ NOTES = {
         "those models typically are about the photos carrying that label; a photo is a suspect when another "
         "class clears *its* typical level and its own label does not win (the confident-learning rule, "
         "Northcutt et al. 2021). A suspect is a question for a person: some are real look-alikes, some show "
-        "two subjects, some are simply in the wrong folder."
+        "two subjects, some are simply in the wrong folder. How long a list is worth reading is measured too: Flora "
+        "flips a few known labels on purpose and checks how deep into its ranking those flips keep turning up "
+        "clearly more often than by chance; the suspects above that depth are shown first, the rest behind them."
     ),
     "label_next": (
         "**Which photos to label next (active learning).** Labelling costs a person's time, so label the photos "
