@@ -14,7 +14,7 @@ from core.data.corrections import summary
 from core.paths import data_dir
 from core.results import fix_worth, label_issues
 from core.results import tasks as run_tasks
-from core.results.fix_worth_report import caveats, change_words, headline, how, touched_words, verdict
+from core.results.fix_worth_report import caveats, change_words, from_to, headline, how, touched_words, verdict
 from core.settings.options import train_command
 
 
@@ -35,8 +35,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     which.add_argument(
         "--suspects",
         action="store_true",
-        help="every suspected label error outside the test photos, relabelled to its suggestion (found first if "
-        "the run has none yet)",
+        help="every suspected label error among the training photos, relabelled to its suggestion or as marked "
+        "(Fine ones left out; found first if the run has none yet)",
     )
     which.add_argument("--top", type=int, metavar="N", help="the N most suspicious of those")
     which.add_argument(
@@ -100,7 +100,7 @@ def cmd_fix_worth(args: argparse.Namespace) -> int:
         rows = [
             [
                 name,
-                f"{change.before:.1%} -> {change.after:.1%}",
+                " -> ".join(from_to(change)),
                 change_words(change),
                 verdict(change).split(":")[0],
             ]

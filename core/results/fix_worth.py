@@ -12,8 +12,13 @@ both the training photos' and the validation photos' luck.
 
 What it cannot see, and says: a fine-tuned backbone (the features are the run's, frozen), augmentation, the
 network's own head and schedule; the test split (never looked at: the real run's test change is the check). A
-correction of a validation photo changes what is measured: the estimate is then given on the labels as they are
-and on the corrected ones. A correction of a test photo changes nothing here.
+correction of a validation photo changes what is measured, not what is learnt: the estimate is then given on the
+labels as they are and, with the person's corrected labels taken as the truth, on the corrected ones. A correction
+of a test photo changes nothing here.
+
+The suspects (every one, or the top N) are taken among the training photos only: relabelling a validation suspect
+to the model's own guess would grade the model against itself. A suspect the person marked Fine is left out, and
+one they marked (relabel, exclude) takes their mark instead of the suggestion.
 
   models/<run_id>/fix_worth.json   {"version": 1, "estimates": {<corrections digest>: estimate}}
 
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data.corrections import EXCLUDE, RELABEL, Corrections, digest, resolve
+from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections, digest, resolve
 from core.fileio import read_json, write_json_atomic
 from core.results import label_issues
 from core.results.arrays import RunAnalysis
@@ -175,39 +180,54 @@ def paired_change(
 
 @dataclass(frozen=True)
 class Choice:
-    """Which corrections to estimate: a person's marks, every suspect relabelled to its suggestion, the top N
-    suspects, or a set given whole (`given`: what `train --corrections` names, e.g. the ones a run applied)."""
+    """Which corrections to estimate: a person's marks, every suspect among the training photos relabelled to its
+    suggestion (or as the person marked it; Fine ones left out), the top N of those, or a set given whole (`given`:
+    what `train --corrections` names, e.g. the ones a run applied)."""
 
     kind: str = MARKED
     top: int = 0
     given: str = ""
 
     def words(self, count: int) -> str:
-        """'your 12 marks', 'every suspect (40)', 'the top 50 suspects', 'these 7 corrections'."""
+        """'your 12 marks', 'every training suspect (40)', 'the top 50 training suspects', 'these 7 corrections'."""
         s = "" if count == 1 else "s"
         if self.kind == MARKED:
             return f"your {count} mark{s}"
         if self.kind == SUSPECTS:
-            return f"every suspect ({count})"
+            return f"every training suspect ({count})"
         if self.kind == TOP:
-            return f"the top {count} suspect{s}"
+            return f"the top {count} training suspect{s}"
         return f"these {count} correction{s}"
 
 
-def suspects_as_corrections(review: label_issues.LabelReview, top: int = 0) -> dict[str, dict[str, Any]]:
-    """The suspects (test photos left out, as the review shows them first) relabelled to their suggestion, most
-    suspicious first; `top`: only the first that many."""
-    issues = [issue for issue in review.issues if issue.split != "test"]
-    if top:
-        issues = issues[:top]
-    return {issue.path: {"action": RELABEL, "to": issue.suggested} for issue in issues}
+def suspects_as_corrections(
+    review: label_issues.LabelReview, top: int = 0, marks: dict | None = None, depth: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The suspects among the training photos (validation and test ones change the measure, not the model), most
+    suspicious first, each relabelled to its suggestion; `top`: only the first that many (0: all); `marks`: the
+    person's (`Corrections.entries`): a suspect marked Fine is left out, one marked relabel or exclude takes that
+    mark; `depth`: only among the review's first `depth` suspects (what its self-test supports; None: all)."""
+    marks = marks or {}
+    out: dict[str, dict[str, Any]] = {}
+    for issue in review.issues[:depth] if depth is not None else review.issues:
+        mark = marks.get(issue.path) or {}
+        if issue.split != "train" or mark.get("action") == FINE:
+            continue  # a Fine one is reviewed: the label is right
+        if mark.get("action") == EXCLUDE or (mark.get("action") == RELABEL and mark.get("to")):
+            out[issue.path] = {k: v for k, v in mark.items() if k in ("action", "to")}
+        else:
+            out[issue.path] = {"action": RELABEL, "to": issue.suggested}
+        if top and len(out) >= top:
+            break
+    return out
 
 
 def chosen_corrections(
     run: Run, data_root: str | os.PathLike, choice: Choice, person: str | None = None, store=None
 ) -> dict[str, dict[str, Any]]:
     """The corrections `choice` names for `run` ({path: {"action", "to"?}}, as a run records them); `person`:
-    whose marks (the run applies its owner's; the CLI's are "local", as `train --corrections kept`).
+    whose marks (the run applies its owner's; the CLI's are "local", as `train --corrections kept`), which the
+    suspects also follow (Fine: left out; relabel or exclude: that mark, not the suggestion).
 
     Raises:
         FixWorthError: no marks, no suspects, no label review to take them from, or a given set that is empty.
@@ -234,9 +254,13 @@ def chosen_corrections(
                 f"run {run.run_id} has no suspected label errors yet: find them first "
                 f"(`python -m core label-issues {run.run_id}`, or Explore's 'Suspected label errors')"
             )
-        found = suspects_as_corrections(review, choice.top if choice.kind == TOP else 0)
+        marks = Corrections.load(data_root, run.dataset_path, person or LOCAL_USER).entries
+        found = suspects_as_corrections(review, choice.top if choice.kind == TOP else 0, marks)
         if not found:
-            raise FixWorthError(f"run {run.run_id} has no suspected label errors outside its test photos")
+            raise FixWorthError(
+                f"run {run.run_id} has no suspected label errors among its training photos that are not marked "
+                "Fine (suspects among validation and test photos change what is measured, not what is learnt)"
+            )
         return found
     raise FixWorthError(f"choice must be one of {CHOICES} or a given set. Received: {choice.kind!r}")
 

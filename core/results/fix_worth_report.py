@@ -16,7 +16,7 @@ import numpy as np
 
 from core.results.arrays import RunAnalysis
 from core.results.feature_head import accuracy_and_macro_f1
-from core.results.fix_worth import AS_LABELLED, CORRECTED, Change, Estimate, find
+from core.results.fix_worth import AS_LABELLED, CORRECTED, MARKED, SUSPECTS, TOP, Change, Estimate, find
 from core.runs.record import Run
 
 
@@ -38,26 +38,35 @@ def caveats(estimate: Estimate, run: Run) -> list[str]:
         "The test photos are never looked at: the corrected run's test change is the check, and Compare shows it "
         "beside this estimate."
     )
+    if estimate.choice.get("kind") in (SUSPECTS, TOP):
+        notes.append(
+            "Only the suspects among the training photos are fixed: fixing a validation photo changes the measure, "
+            "not the model (relabelled to the model's own guess, it would grade the model against itself)."
+        )
+        notes.append("Suspects you marked Fine are left out; the ones you marked take your mark, not the suggestion.")
     changed_train = touched["train_relabelled"] + touched["train_excluded"]
     if not changed_train:
         notes.append("None of these corrections changes a training photo: the head learns exactly the same.")
     val = touched["val_relabelled"] + touched["val_excluded"]
     if val:
         notes.append(
-            f"{val} of the corrections are of validation photos: that changes what is measured, not what is learnt, "
-            "so the change is given on the validation labels as they are and on the corrected ones."
+            f"{_of_the_corrections(val, 'a validation photo', 'validation photos')}: that changes what is measured, "
+            "not what is learnt, so the change is given twice: on the validation labels as they are, and with the "
+            "corrected labels taken as the truth."
         )
     if touched["test"]:
         notes.append(
-            f"{touched['test']} of the corrections are of test photos: they change what the test measures, not what "
-            "is learnt, so they add nothing here."
+            f"{_of_the_corrections(touched['test'], 'a test photo', 'test photos')}: that changes what the test "
+            "measures, not what is learnt, so it adds nothing here."
         )
     if touched["unchanged"]:
-        notes.append(f"{touched['unchanged']} already have that label in this run (it applied them): no change.")
+        n = touched["unchanged"]
+        notes.append(f"{n} already {'has' if n == 1 else 'have'} that label in this run (it applied it): no change.")
     if touched["missing"]:
+        n = touched["missing"]
         notes.append(
-            f"{touched['missing']} name photos or classes this run does not have (excluded by it, or no longer in "
-            "the dataset): left out."
+            f"{n} {'names a photo or class' if n == 1 else 'name photos or classes'} this run does not have "
+            "(excluded by it, or no longer in the dataset): left out."
         )
     if config.weights == "none":
         notes.append(
@@ -65,6 +74,11 @@ def caveats(estimate: Estimate, run: Run) -> list[str]:
             "fixing labels shows less here than it would on ImageNet features."
         )
     return notes
+
+
+def _of_the_corrections(count: int, one: str, many: str) -> str:
+    """'1 of the corrections is of a validation photo', '3 of the corrections are of validation photos'."""
+    return f"{count} of the corrections is of {one}" if count == 1 else f"{count} of the corrections are of {many}"
 
 
 def points(value: float) -> str:
@@ -77,15 +91,44 @@ def change_words(change: Change) -> str:
     return f"{points(change.change)} points (95%: {points(change.low)} to {points(change.high)})"
 
 
+def from_to(change: Change) -> tuple[str, str]:
+    """The figure without and with the fix, as shown beside its change: 'from' is the mean without the fix, 'to' is
+    that plus the change as shown, so the words add up ('from 47.7% to 48.0%' beside '+0.3 points', where the two
+    means alone would round to 47.7% and 48.1%)."""
+    before = round(change.before * 100, 1)
+    return f"{before:.1f}%", f"{before + float(points(change.change)):.1f}%"
+
+
+def _by(change: Change) -> str:
+    """'+1.8 points on average (95%: +0.4 to +3.1)'."""
+    return f"{points(change.change)} points on average (95%: {points(change.low)} to {points(change.high)})"
+
+
 def headline(estimate: Estimate, scoring: str = AS_LABELLED) -> str:
-    """'Fixing your 12 marks would change validation accuracy by +1.8 points (95%: +0.4 to +3.1), from 71.2% to
-    73.0%, and macro F1 by ...'."""
+    """'Fixing your 12 marks would change validation accuracy by +1.8 points on average (95%: +0.4 to +3.1), from
+    71.2% to 73.0%, and macro F1 by ...'; on the corrected labels, it first says whose labels are the truth."""
     figures = estimate.results[scoring]
     accuracy, f1 = figures["accuracy"], figures["macro_f1"]
-    where = "on the corrected validation labels, " if scoring == CORRECTED else ""
+    start, end = from_to(accuracy)
+    said = f"would change validation accuracy by {_by(accuracy)}, from {start} to {end}, and macro F1 by {_by(f1)}."
+    if scoring != CORRECTED:
+        return f"Fixing {estimate.words} {said}"
+    return f"{truth_words(estimate)}, fixing {estimate.words} {said}"
+
+
+def truth_words(estimate: Estimate) -> str:
+    """'Scored against your corrected validation labels, taken as the truth (2 relabelled photos at their new label,
+    1 excluded photo left out)': what the corrected figures measure against."""
+    whose = "your" if estimate.choice.get("kind") == MARKED else "these"
+    relabelled, excluded = estimate.touched["val_relabelled"], estimate.touched["val_excluded"]
+    parts = [
+        f"{relabelled} relabelled photo{'s' * (relabelled != 1)} at {'their' if relabelled != 1 else 'its'} new label"
+        * bool(relabelled),
+        f"{excluded} excluded photo{'s' * (excluded != 1)} left out" * bool(excluded),
+    ]
     return (
-        f"Fixing {estimate.words} would change {where}validation accuracy by {change_words(accuracy)}, from "
-        f"{accuracy.before:.1%} to {accuracy.after:.1%}, and macro F1 by {change_words(f1)}."
+        f"Scored against {whose} corrected validation labels, taken as the truth "
+        f"({', '.join(part for part in parts if part)})"
     )
 
 

@@ -40,6 +40,9 @@ def test_the_panel_estimates_the_marks_and_the_top_n_in_words(app, own_run, work
     marks = Corrections.load(workspace["data"], run.dataset_path)
     marks.mark(train[0].path, "relabel", train[0].suggested)
     marks.mark(train[1].path, "exclude")
+    fine = [issue.path for issue in train[2:3]]  # reviewed: the label is right, so no choice fixes it
+    for path in fine:
+        marks.mark(path, "fine")
     marks.save()
     at = app("explore", models_dir=store.root)
     at.session_state["explore_tab"] = "Suspected label errors"
@@ -62,12 +65,17 @@ def test_the_panel_estimates_the_marks_and_the_top_n_in_words(app, own_run, work
     assert len(links) == 2 and all(p.proto.page == "train" for p in links)  # the panel's, and the review's
     assert at.button(key="explore_fix_worth_go").label == "Estimate it again (your 2 marks)"  # found again, stored
 
+    every = f"every training suspect ({len(train) - len(fine)})"
+    assert at.radio(key="explore_fix_worth_choice").options[1] == every
     at.radio(key="explore_fix_worth_choice").set_value("top").run()
+    assert "Only the suspects among the training photos are fixed" in texts(at)
     at.number_input(key="explore_fix_worth_top").set_value(1).run()
     at.button(key="explore_fix_worth_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "Fixing the top 1 suspect would change validation accuracy by" in texts(at)
+    assert "Fixing the top 1 training suspect would change validation accuracy by" in texts(at)
     assert "mark them first" in texts(at)
+    top = fix_worth.find(run.directory, {train[0].path: {"action": "relabel", "to": train[0].suggested}})
+    assert top is not None and top.touched["train_relabelled"] == 1  # the first training suspect, not a Fine one
 
 
 def corrected_pair(workspace, tmp_path):

@@ -18,7 +18,16 @@ from core.results import fix_worth
 from core.results.arrays import RunAnalysis
 from core.results.feature_head import accuracy_and_macro_f1, fit_head
 from core.results.fix_worth import AS_LABELLED, CORRECTED, Change, Choice, FixWorthError
-from core.results.fix_worth_report import Held, caveats, headline, held, held_sentence, touched_words
+from core.results.fix_worth_report import (
+    Held,
+    caveats,
+    from_to,
+    headline,
+    held,
+    held_sentence,
+    points,
+    touched_words,
+)
 from core.runs.record import ANALYSIS_FILE, CONFIG_FILE
 from core.runs.store import RunStore
 from tests.conftest import copy_run
@@ -137,11 +146,30 @@ def test_a_runs_estimate_applies_each_kind_of_correction_and_is_found_by_its_dig
     assert fix_worth.find(run.directory, {"other.png": {"action": "exclude"}}) is None
     notes = " ".join(caveats(found, run))
     assert "frozen features" in notes and "test photos are never looked at" in notes
-    assert "1 of the corrections are of validation photos" in notes and "random weights" in notes
-    assert "1 of the corrections are of test photos" in notes
+    assert "1 of the corrections is of a validation photo: " in notes and "random weights" in notes
+    assert "1 of the corrections is of a test photo: " in notes and "1 already has that label" in notes
+    assert "1 names a photo or class" in notes and "training photos are fixed" not in notes  # said of suspects only
     assert touched_words(found) == "2 training photos: 1 relabelled, 1 excluded; 1 validation photo: 1 relabelled"
     assert headline(found).startswith("Fixing your 6 marks would change validation accuracy by ")
-    assert "95%: " in headline(found) and "on the corrected validation labels" in headline(found, CORRECTED)
+    assert "points on average (95%: " in headline(found)
+    assert headline(found, CORRECTED).startswith(
+        "Scored against your corrected validation labels, taken as the truth (1 relabelled photo at its new label), "
+        "fixing your 6 marks would change validation accuracy by "
+    )
+
+
+def test_the_shown_from_and_to_add_up_to_the_shown_change():
+    """The two means alone would read 'from 47.7% to 48.1%' beside '+0.3 points': 'to' is 'from' plus the change."""
+    change = Change(before=0.47749, after=0.48051, change=0.00302, low=-0.01, high=0.02)
+    assert from_to(change) == ("47.7%", "48.0%")
+    estimate = fix_worth.Estimate(
+        "a" * 12, "d", 3, {"kind": "marked", "top": 0, "given": ""}, {}, {AS_LABELLED: {"accuracy": change,
+        "macro_f1": change}}, 8, 100, 50, 20, 1.0,
+    )  # fmt: skip
+    assert "by +0.3 points on average (95%: -1.0 to +2.0), from 47.7% to 48.0%, and macro F1" in headline(estimate)
+    for before, delta in ((0.5, -0.0449), (0.123456, 0.05551), (0.999, 0.0004)):
+        start, end = from_to(Change(before, before + delta, delta, 0, 0))
+        assert float(end[:-1]) - float(start[:-1]) == pytest.approx(float(points(delta)), abs=1e-9)
 
 
 def test_the_choices_name_marks_suspects_and_the_top_n_or_say_what_is_missing(own_run):
@@ -161,14 +189,34 @@ def test_the_choices_name_marks_suspects_and_the_top_n_or_say_what_is_missing(ow
 
     issues = [
         LabelIssue("test/a.png", "red", "crimson", 0.1, 0.8, "test"),
+        LabelIssue("red/img_001.png", "red", "crimson", 0.1, 0.8, "train"),  # marked Fine above: left out
         LabelIssue("b.png", "red", "crimson", 0.1, 0.8, "train"),
-        LabelIssue("c.png", "blue", "green", 0.2, 0.7, "val"),
+        LabelIssue("c.png", "blue", "green", 0.2, 0.7, "val"),  # a validation suspect: changes the measure only
+        LabelIssue("d.png", "blue", "green", 0.2, 0.7, "train"),
+        LabelIssue("e.png", "blue", "green", 0.3, 0.6, "train"),
     ]
-    save(LabelReview(issues, 56, {"train": 40}, "test"), run.directory)
+    save(LabelReview(issues, 56, {"train": 40}, "test", supported=3), run.directory)
+    marks = Corrections.load(data_root, run.dataset_path)
+    marks.mark("d.png", "exclude")
+    marks.mark("e.png", "relabel", "red")
+    marks.mark("c.png", "relabel", "red")
+    marks.save()
     every = fix_worth.chosen_corrections(run, data_root, Choice(fix_worth.SUSPECTS))
-    assert every == {"b.png": {"action": "relabel", "to": "crimson"}, "c.png": {"action": "relabel", "to": "green"}}
-    assert list(fix_worth.chosen_corrections(run, data_root, Choice(fix_worth.TOP, top=1))) == ["b.png"]
-    assert Choice(fix_worth.TOP, top=1).words(1) == "the top 1 suspect"
+    assert every == {
+        "b.png": {"action": "relabel", "to": "crimson"},
+        "d.png": {"action": "exclude"},  # the person's mark, not the suggestion
+        "e.png": {"action": "relabel", "to": "red"},
+    }
+    assert list(fix_worth.chosen_corrections(run, data_root, Choice(fix_worth.TOP, top=2))) == ["b.png", "d.png"]
+    review = fix_worth.label_issues.load(run.directory)
+    assert list(fix_worth.suspects_as_corrections(review, depth=review.supported)) == ["red/img_001.png", "b.png"]
+    assert Choice(fix_worth.TOP, top=1).words(1) == "the top 1 training suspect"
+    assert Choice(fix_worth.SUSPECTS).words(3) == "every training suspect (3)"
+    for name in ("b.png", "d.png", "e.png"):
+        marks.mark(name, "fine")
+    marks.save()
+    with pytest.raises(FixWorthError, match="among its training photos that are not marked Fine"):
+        fix_worth.chosen_corrections(run, data_root, Choice(fix_worth.SUSPECTS))
     with pytest.raises(FixWorthError, match="at least 1"):
         fix_worth.chosen_corrections(run, data_root, Choice(fix_worth.TOP, top=0))
 
@@ -185,6 +233,9 @@ def test_the_cli_prints_the_estimate_its_interval_and_caveats(own_run):
     accuracy = result["results"]["as_labelled"]["accuracy"]
     assert accuracy["low"] <= accuracy["change"] <= accuracy["high"] or accuracy["low"] == accuracy["high"]
     assert result["headline"].startswith("Fixing the top") and result["caveats"]
+    assert any(note.startswith("Only the suspects among the training photos are fixed") for note in result["caveats"])
+    assert result["touched"]["val_relabelled"] == result["touched"]["val_excluded"] == 0
+    assert "corrected" not in result["results"]  # no validation photo changed: one scoring
     assert fix_worth.find(run.directory, fix_worth.chosen_corrections(run, data_root, Choice("top", 3))) is not None
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):

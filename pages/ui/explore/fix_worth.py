@@ -17,21 +17,30 @@ DEFAULT_TOP = 50
 
 
 def _choices(marks: int, suspects: int) -> dict[str, str]:
-    """The choices this run offers, in words ('your 12 marks', 'every suspect (40)', 'the top N suspects')."""
+    """The choices this run offers, in words ('your 12 marks', 'every training suspect (40)', 'the top N training
+    suspects')."""
     out = {}
     if marks:
         out[fix_worth.MARKED] = fix_worth.Choice(fix_worth.MARKED).words(marks)
     if suspects:
         out[fix_worth.SUSPECTS] = fix_worth.Choice(fix_worth.SUSPECTS).words(suspects)
-        out[fix_worth.TOP] = "the top N suspects"
+        out[fix_worth.TOP] = "the top N training suspects"
     return out
+
+
+def _supported(review: label_issues.LabelReview, entries: dict) -> int:
+    """The training suspects (not marked Fine) among the first ones the self-test supports; 0 without a self-test."""
+    if review.supported is None:
+        return 0
+    return len(fix_worth.suspects_as_corrections(review, marks=entries, depth=review.supported))
 
 
 def panel(run: Run, review: label_issues.LabelReview) -> None:
     """Offer the estimate for a choice of corrections, and show the one stored for it."""
     person = auth.current_user().id
-    marks = Corrections.load(common.data_root(), run.dataset_path, person).effective()
-    suspects = len(fix_worth.suspects_as_corrections(review))
+    kept = Corrections.load(common.data_root(), run.dataset_path, person)
+    marks = kept.effective()
+    suspects = len(fix_worth.suspects_as_corrections(review, marks=kept.entries))
     with st.expander("What would fixing these be worth?", icon=":material/query_stats:"):
         st.caption(
             "Before the long run: Flora retrains a simple head on this run's stored photo features twice, with the "
@@ -49,8 +58,14 @@ def panel(run: Run, review: label_issues.LabelReview) -> None:
             horizontal=True,
             key=f"{KEY}_choice",
             help="Your marks: the relabels and excludes you made below (what your next run applies). Suspects: "
-            "those outside the test photos, each relabelled to the class it looks like.",
+            "those among the training photos, each relabelled to the class it looks like, or as you marked it "
+            "(the ones you marked Fine are left out).",
         )
+        if kind in (fix_worth.SUSPECTS, fix_worth.TOP):
+            st.caption(
+                "Only the suspects among the training photos are fixed: fixing a validation photo changes the "
+                "measure, not the model. Suspects you marked Fine are left out; the ones you marked take your mark."
+            )
         top = 0
         if kind == fix_worth.TOP:
             top = int(
@@ -58,10 +73,11 @@ def panel(run: Run, review: label_issues.LabelReview) -> None:
                     "How many of the most suspicious",
                     min_value=1,
                     max_value=suspects,
-                    value=min(review.supported or DEFAULT_TOP, suspects),  # what the self-test supports first
+                    value=min(_supported(review, kept.entries) or DEFAULT_TOP, suspects),
                     key=f"{KEY}_top",
-                    help="The suspects outside the test photos, most suspicious first, each relabelled to the class "
-                    "it looks like. It starts at the suspects the evidence supports (the list above shows them first).",
+                    help="The suspects among the training photos, most suspicious first (the ones you marked Fine left "
+                    "out), each relabelled to the class it looks like or as you marked it. It starts at the training "
+                    "suspects the evidence supports (the list above shows them first).",
                 )
             )
         choice = fix_worth.Choice(kind, top=top)
@@ -100,6 +116,10 @@ def show(run: Run, estimate: fix_worth.Estimate) -> None:
     )
     if fix_worth.CORRECTED in estimate.results:
         st.markdown(headline(estimate, fix_worth.CORRECTED))
+        st.caption(
+            "Its 'from' differs from the figure above because the answer key changed, not the model: these figures "
+            "trust the corrected validation labels, so they are only as right as those corrections."
+        )
     st.caption(how(estimate))
     st.markdown("**What it cannot see**\n\n" + "\n".join(f"- {note}" for note in caveats(estimate, run)))
     if estimate.choice.get("kind") == fix_worth.MARKED:
