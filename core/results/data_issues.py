@@ -9,6 +9,11 @@ health, and the health check's duplicates, leaks and imbalance (cleanlab's Datal
 
 `find(inputs)` makes the result from what core.results.data_issues_inputs gathered; a run keeps it as
 `models/<run_id>/data_issues.json` (the "data-issues" task of core.results.tasks; `python -m core data-issues`).
+A run's result read back carries its stored label review's counts (`label_review`, from label_issues.json), and
+the label health line gives those: the figures the Suspected label errors tab shows.
+
+Every line's score runs from 0 to 1, higher is better, 1 = nothing of that kind found; `SCORE_MEANING` says what
+each one measures (mostly the share of photos the issue leaves untouched).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
-from core.results import groups, outliers, overlap
+from core.results import groups, label_issues, outliers, overlap
 from core.results.data_issues_inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
 from core.runs.record import DATA_ISSUES_FILE
 
@@ -50,6 +55,17 @@ EXPLAIN = {
 }
 
 
+SCORE_MEANING = {
+    "label_health": "the share of labels not suspected of being wrong",
+    "outliers": "the share of photos that are not outliers",
+    "overlapping_classes": "the share of photos not caught between two overlapping classes",
+    "underperforming_groups": "the share of photos outside the clusters the model does worse on",
+    "duplicates": "the share of photos with no copy",
+    "leaks": "the share of photos with no copy across splits",
+    "imbalance": "the smallest class's photos divided by the largest's",
+}
+
+
 @dataclass
 class DataIssues:
     """Every issue type's findings for one run or dataset (see the module's docstring)."""
@@ -70,6 +86,7 @@ class DataIssues:
     leaks: list[dict[str, Any]] = field(default_factory=list)
     imbalance: list[dict[str, Any]] = field(default_factory=list)
     health_note: str | None = None
+    label_review: dict[str, Any] | None = None  # the run's label review's counts (with_label_review), when it has one
     computed_at: float = 0.0
     seconds: float = 0.0
     version: int = DATA_ISSUES_VERSION
@@ -87,9 +104,12 @@ class DataIssues:
         n = max(self.photos, 1)
         grouped = sum(g["photos"] for g in self.underperforming_groups)
         between = sum(p["photos"] for p in self.overlapping_classes)
-        health = self.label_health.get("score", 1.0)
+        health, wrong = self.label_health.get("score", 1.0), self.label_health.get("wrong_labels", 0)
+        if self.label_review:  # the Suspected label errors tab's own figures
+            wrong = self.label_review["suspects"]
+            health = 1 - wrong / max(self.label_review["photos"], 1)
         lines = [
-            _line("label_health", health, self.label_health.get("wrong_labels", 0), _health_title(self)),
+            _line("label_health", health, wrong, _health_title(self)),
             _line("outliers", 1 - self.outliers_flagged / n, self.outliers_flagged, _outliers_title(self)),
             _line("overlapping_classes", 1 - between / n, between, _overlap_title(self)),
             _line("underperforming_groups", 1 - grouped / n, grouped, _groups_title(self)),
@@ -127,14 +147,26 @@ def _line(kind: str, score: float, photos: int, title: str) -> dict[str, Any]:
         "photos": int(photos),
         "title": title,
         "explanation": EXPLAIN[kind],
+        "score_meaning": SCORE_MEANING[kind],
     }
 
 
 def _health_title(issues: DataIssues) -> str:
     health = issues.label_health
     worst = health.get("classes", [])[:1]
+    lowest = f"; lowest class: {worst[0]['class']} ({worst[0]['score']:.0%} of its labels look right)" if worst else ""
+    review = issues.label_review
+    if review:
+        n = max(review["photos"], 1)
+        supported = review.get("supported")
+        return (
+            f"{review['suspects']} suspected label errors ({review['suspects'] / n:.0%} of {review['photos']} photos"
+            + (f"; the self-test supports the first {supported}" if supported is not None else "")
+            + f"), and confident learning estimates {review['estimated_errors']} wrong labels in all "
+            f"({review['estimated_errors'] / n:.0%}): the figures of Suspected label errors" + lowest
+        )
     text = f"{health.get('score', 1.0):.1%} of labels look right ({health.get('wrong_labels', 0)} probably wrong)"
-    return text + (f"; lowest class: {worst[0]['class']} ({worst[0]['score']:.0%})" if worst else "")
+    return text + lowest
 
 
 def _outliers_title(issues: DataIssues) -> str:
@@ -152,8 +184,9 @@ def _overlap_title(issues: DataIssues) -> str:
     a, b = top["classes"]
     if top["suggestion"] == "merge":
         return (
-            f"the model cannot tell {a} from {b} (right {top['separability']:.0%} of the time when shown one of each; "
-            f"a coin: 50%): consider merging {a} and {b}, or write a clearer rule for telling them apart"
+            f"the model cannot tell {a} from {b} (given one photo of each, it says which is which "
+            f"{top['separability']:.0%} of the time; guessing: 50%): consider merging {a} and {b}, or write a "
+            "clearer rule for telling them apart"
         )
     return f"{a} and {b} overlap most (about {top['photos']} photos sit between them): a clearer rule may separate them"
 
@@ -240,15 +273,35 @@ def save(result: DataIssues, run_dir: str | os.PathLike) -> None:
 
 
 def load(run_dir: str | os.PathLike) -> DataIssues | None:
-    """The run's stored result, or None (never computed, or by an older version)."""
+    """The run's stored result with its label review's counts, or None (never computed, or by an older version)."""
     data = read_json(Path(run_dir) / DATA_ISSUES_FILE)
     if not data or data.get("version") != DATA_ISSUES_VERSION:
         return None
-    return DataIssues.from_dict(data)
+    return with_label_review(DataIssues.from_dict(data), run_dir)
+
+
+def with_label_review(result: DataIssues, run_dir: str | os.PathLike) -> DataIssues:
+    """`result` carrying the counts of the run's stored label review (None when it has none): its suspects, confident
+    learning's estimate of the wrong labels and the depth its self-test supports, so label health says what the
+    Suspected label errors tab says. Both score the photos alike (data_issues_inputs), so they agree unless one is
+    older than the other."""
+    review = label_issues.load(run_dir)
+    result.label_review = (
+        None
+        if review is None
+        else {
+            "suspects": len(review.issues),
+            "flagged": review.flagged,
+            "estimated_errors": review.estimated_errors,
+            "supported": review.supported,
+            "photos": review.images,
+        }
+    )
+    return result
 
 
 def for_run_saved(run, data_root, progress=None, should_stop=None) -> DataIssues:
     """Gather a run's inputs, find the issues, keep them in the run folder (the "data-issues" task)."""
     result = find(for_run(run, data_root, progress, should_stop), progress=progress)
     save(result, run.directory)
-    return result
+    return with_label_review(result, run.directory)

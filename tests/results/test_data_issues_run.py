@@ -8,6 +8,7 @@ import io
 import json
 import time
 
+import numpy as np
 import pytest
 
 from core.cli import main as cli
@@ -81,3 +82,37 @@ def test_the_background_task_keeps_its_result(own_run):
         status = run_tasks.task_status(run, "data-issues")
     assert status.state is JobState.DONE, (status.error, run_tasks.task_folder(run, "data-issues").log_tail())
     assert data_issues.load(run.directory).overlapping_classes[0]["classes"] == ["crimson", "red"]
+
+
+def test_label_health_counts_what_the_label_review_counts_and_carries_its_figures(own_run):
+    """Both cross-validate the training photos on the same reduction of their features, so the wrong labels agree
+    (on the flowers, reducing them with the other splits had made the review's 1,331 suspects read 1,351 here); read
+    back, the result carries the review's counts and its label health line gives them."""
+    _, run, data_root = own_run
+    result = data_issues.for_run_saved(run, data_root)
+    assert result.label_review is None  # no review of this copy yet
+    review = run_tasks.compute_label_issues(run, data_root)
+    assert result.label_health["wrong_labels"] == review.flagged
+    inputs = data_issues.for_run(run, data_root)  # the very probabilities the review scored its suspects by
+    where = {path: i for i, path in enumerate(inputs.paths)}
+    train = [issue for issue in review.issues if issue.split == "train"]
+    assert train, "red and crimson share a colour: training labels look wrong"
+    for issue in train:
+        i = where[issue.path]
+        given = np.asarray(inputs.probabilities[i : i + 1], dtype=np.float64)[0, inputs.classes.index(issue.given)]
+        assert given == pytest.approx(issue.score, rel=1e-9, abs=1e-12)
+    assert sum(row["wrong_labels"] for row in result.label_health["classes"]) == review.estimated_errors
+    again = data_issues.load(run.directory)
+    assert again.label_review == {
+        "suspects": len(review.issues),
+        "flagged": review.flagged,
+        "estimated_errors": review.estimated_errors,
+        "supported": review.supported,
+        "photos": review.images,
+    }
+    line = {row["kind"]: row for row in again.summary()}["label_health"]
+    assert line["photos"] == len(review.issues)
+    assert line["score"] == pytest.approx(1 - len(review.issues) / review.images, abs=1e-4)
+    assert line["title"].startswith(f"{len(review.issues)} suspected label errors")
+    assert f"confident learning estimates {review.estimated_errors} wrong labels in all" in line["title"]
+    assert all(row["score_meaning"] for row in again.summary())
