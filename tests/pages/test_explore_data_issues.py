@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.data.corrections import Corrections
 from core.results import data_issues
+from core.results import tasks as run_tasks
 from core.runs.store import RunStore
+from pages.ui.explore.data_issues import mark_words
 from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import texts
@@ -34,12 +37,63 @@ def test_the_tab_offers_the_search_then_lists_every_issue_with_its_photos(app, o
     assert not at.exception, [e.value for e in at.exception]
     shown = texts(at)
     for title in ("Label health", "Outliers", "Overlapping classes", "Groups the model does worse on", "Duplicates"):
-        assert f"**{title}** · score " in shown
+        assert f"**{title}** · health " in shown
+    assert "(1 = nothing of this kind found)" in shown and "the share of photos that are not outliers" in shown
     assert "Consider merging **crimson** and **red**, or write a clearer rule for telling them apart." in shown
-    assert f"{result.photos} photos (" in shown and "1.00 means nothing of that kind was found" in shown
+    assert f"{result.photos} photos (" in shown and "1 means nothing of that kind was found" in shown
+    pair = result.overlapping_classes[0]
+    assert f"About {pair['photos']} photos look more like the other class" in shown
+    assert "Shown one crimson photo and one red photo, the model says which is which" in shown
+    assert "have not been reviewed photo by photo yet" in shown
     assert "started from random weights" in shown  # the shared run's backbone is a random start
     captions = [caption for image in at.get("image") for caption in image.captions]
     examples = result.overlapping_classes[0]["examples"]
     name = md(examples[0]["path"].split("/")[-1])  # captions are Markdown
     assert any(caption.endswith(name) for caption in captions)  # the pair's photos are drawn
     assert at.button(key="explore_data_issues_again").label == "Look again"
+
+
+def test_label_health_gives_the_label_reviews_figures_links_there_and_marked_photos_say_so(app, own_run, workspace):
+    """The same run's Suspected label errors and Data issues count the same wrong labels (the tabs said 1331 and
+    1351 on the flowers); the words lead to that tab; a photo the person marked says so under its thumbnail."""
+    store, run = own_run
+    review = run_tasks.compute_label_issues(run, workspace["data"])
+    result = data_issues.for_run_saved(run, workspace["data"])
+    pair = result.overlapping_classes[0]
+    marks = Corrections.load(workspace["data"], run.dataset_path)
+    marks.mark(pair["examples"][0]["path"], "fine")
+    if result.outliers:
+        marks.mark(result.outliers[0]["path"], "exclude")
+    marks.save()
+    try:
+        at = app("explore", models_dir=store.root)
+        at.session_state["explore_tab"] = "Data issues"
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown = texts(at)
+        health = data_issues.score_text(1 - len(review.issues) / review.images)
+        assert f"**Label health** · health {health} of 1 · {len(review.issues)} suspected label errors" in shown
+        assert "the figures of Suspected label errors" in shown
+        assert f"estimates {review.estimated_errors} wrong labels in all" in shown
+        assert f"they add up to {review.estimated_errors}" in shown  # per class, the same estimate
+        captions = [caption for image in at.get("image") for caption in image.captions]
+        assert any(md("you marked: fine") in caption for caption in captions)  # captions are Markdown
+        if result.outliers:
+            assert any(md("you marked: exclude") in caption for caption in captions)
+        assert "You have already marked" in shown or not result.outliers
+        at.button(key="explore_data_to_review").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.session_state["explore_tab"] == "Suspected label errors"
+        assert "What would fixing these be worth?" in [e.label for e in at.expander]  # the review tab is drawn
+    finally:
+        marks.file.unlink(missing_ok=True)
+
+
+def test_mark_words_say_each_kind_of_mark():
+    marks = {"a.png": {"action": "relabel", "to": "red"}, "b.png": {"action": "exclude"}, "c.png": {"action": "fine"}}
+    assert [mark_words(marks, p) for p in ("a.png", "b.png", "c.png", "d.png")] == [
+        " · you marked: relabel to red",
+        " · you marked: exclude",
+        " · you marked: fine",
+        "",
+    ]

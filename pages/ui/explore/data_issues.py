@@ -1,8 +1,10 @@
 """The Explore page's "Data issues": what else is wrong with the run's data, found in the background, in one list.
 
-Each issue type gets a line that says what it is in plain words, how many photos it touches and a score (1.00:
-nothing found), then its photos as thumbnails: outliers, overlapping classes (merge, or a clearer rule), clusters
-the model does worse on, label health per class, and the health check's duplicates, leaks and imbalance.
+Each issue type gets a line that says what it is in plain words, how many photos it touches and a health score
+(0 to 1, 1 = nothing found, and what it measures), then its photos as thumbnails: outliers, overlapping classes
+(merge, or a clearer rule), clusters the model does worse on, label health per class (the Suspected label errors
+tab's figures, with a link there), and the health check's duplicates, leaks and imbalance. A photo the person has
+already marked (exclude, relabel, fine) says so under its thumbnail.
 The result comes from core.results.data_issues (the "data-issues" run task), kept in the run folder.
 """
 
@@ -15,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import data_issues
 from core.results import tasks as run_tasks
-from core.runs.record import DATA_ISSUES_FILE, Run
-from pages.ui import common, photo_gallery, plain
+from core.runs.record import DATA_ISSUES_FILE, LABEL_ISSUES_FILE, Run
+from pages.ui import auth, common, photo_gallery, plain
 from pages.ui.run_task import task_panel
 
 KIND = "data-issues"
@@ -35,16 +38,26 @@ TITLES = {
 }
 
 
+REVIEW_TAB = "Suspected label errors"  # the Explore tab the label health line links to
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
-def _load(run_dir: str, stamp: float) -> data_issues.DataIssues | None:
-    return data_issues.load(run_dir)
+def _load(run_dir: str, stamp: tuple[float, float]) -> data_issues.DataIssues | None:
+    return data_issues.load(run_dir)  # with the label review's counts: `stamp` holds both files' times
 
 
-def _stamp(run: Run) -> float:
-    try:
-        return os.stat(run.directory / DATA_ISSUES_FILE).st_mtime
-    except OSError:
-        return 0.0
+def _stamp(run: Run) -> tuple[float, float]:
+    def mtime(name: str) -> float:
+        try:
+            return os.stat(run.directory / name).st_mtime
+        except OSError:
+            return 0.0
+
+    return mtime(DATA_ISSUES_FILE), mtime(LABEL_ISSUES_FILE)
+
+
+def _open_review() -> None:
+    st.session_state["explore_tab"] = REVIEW_TAB  # a callback: runs before the tabs are drawn again
 
 
 def data_issues_section(run: Run) -> None:
@@ -66,7 +79,8 @@ def data_issues_section(run: Run) -> None:
         f"{result.photos} photos ({source}) in {result.classes} classes, looked at "
         f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(result.computed_at))}. "
         f"Probabilities: {plain.md(result.how)}. "
-        "Each score runs from 0 to 1: 1.00 means nothing of that kind was found."
+        "Each line has a health score from 0 to 1, and higher is better: 1 means nothing of that kind was found, "
+        "0.95 means about 5% of the photos are touched. Each line says what its score measures."
     )
     if run.train_config.weights == "none":
         st.caption(
@@ -79,27 +93,33 @@ def data_issues_section(run: Run) -> None:
         run_tasks.launch(run, KIND, common.data_root())
         st.rerun()
     root = Path(run.dataset_path)
+    marks = Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id).entries
     for line in result.summary():
-        issue_block(line, result, root)
+        issue_block(line, result, root, marks)
 
 
-def issue_block(line: dict, result: data_issues.DataIssues, root: Path) -> None:
-    """One issue type: its headline, what it means, then its photos."""
+def issue_block(line: dict, result: data_issues.DataIssues, root: Path, marks: dict | None = None) -> None:
+    """One issue type: its headline and health score (what it measures, which way is good), what it means, then
+    its photos (`marks`: the person's corrections, path -> {"action", "to"?}, shown under a marked photo)."""
     title, icon = TITLES[line["kind"]]
     kind = line["kind"]
+    marks = marks or {}
     with st.container(border=True, key=f"explore_data_{kind}"):
-        st.markdown(f"{icon} **{title}** · score {data_issues.score_text(line['score'])} · {plain.md(line['title'])}")
-        st.caption(plain.md(line["explanation"]))
+        score = data_issues.score_text(line["score"])
+        st.markdown(f"{icon} **{title}** · health {score} of 1 · {plain.md(line['title'])}")
+        st.caption(
+            f"Health {score}: {line['score_meaning']} (1 = nothing of this kind found). {plain.md(line['explanation'])}"
+        )
         if line["score"] >= 0.9995 and kind != "label_health":
             return  # nothing of this kind
         if kind == "label_health":
             health_details(result)
         elif kind == "outliers":
-            outlier_details(result, root)
+            outlier_details(result, root, marks)
         elif kind == "overlapping_classes":
-            overlap_details(result, root)
+            overlap_details(result, root, marks)
         elif kind == "underperforming_groups":
-            group_details(result, root)
+            group_details(result, root, marks)
         else:
             finding_details(getattr(result, kind), root, kind)
 
@@ -112,16 +132,38 @@ def _more(items: list, key: str, shown: int = SHOWN) -> list:
     return items if every else items[:shown]
 
 
+def mark_words(marks: dict, path: str) -> str:
+    """' · you marked: exclude' (or relabel to X, or fine) for a photo the person has marked; '' otherwise."""
+    entry = marks.get(path) or {}
+    action = entry.get("action")
+    if action == RELABEL:
+        return f" · you marked: relabel to {entry.get('to', '?')}"
+    if action in (EXCLUDE, FINE):
+        return f" · you marked: {action}"
+    return ""
+
+
+def _marked_note(paths: list[str], marks: dict) -> None:
+    marked = sum(1 for path in paths if mark_words(marks, path))
+    if marked:
+        st.caption(
+            f"You have already marked {marked} of these (said under each): an excluded photo leaves your next run, a "
+            "relabelled one trains as its new class, a fine one keeps its label. Marks are made in Suspected label "
+            "errors."
+        )
+
+
 def health_details(result: data_issues.DataIssues) -> None:
+    rows = result.label_health["classes"]
     frame = pd.DataFrame(
         [
             {
                 "class": row["class"],
                 "labels that look right": row["score"],
                 "photos": row["photos"],
-                "probably wrong": row["wrong_labels"],
+                "estimated wrong": row["wrong_labels"],
             }
-            for row in result.label_health["classes"]
+            for row in rows
         ]
     )
     st.dataframe(
@@ -132,43 +174,94 @@ def health_details(result: data_issues.DataIssues) -> None:
         },
         key="explore_data_health_table",
     )
-    st.caption("Worst class first. The photos themselves are in the **Suspected label errors** tab.")
+    estimated = sum(row["wrong_labels"] for row in rows)
+    review = result.label_review
+    if review is None:
+        where = (
+            "This run's labels have not been reviewed photo by photo yet: the Suspected label errors tab does it, "
+            "with the same model and the same counts."
+        )
+    elif review["estimated_errors"] == estimated:
+        where = "The suspects themselves, photo by photo, are in the Suspected label errors tab."
+    else:  # a review made before this look (or after a change): counts from different scorings
+        where = (
+            f"The Suspected label errors tab estimates {review['estimated_errors']}: it and this look scored the "
+            "photos separately (at different times, or by an older Flora), so they differ a little. Look again to "
+            "line them up."
+        )
+    st.caption(
+        f"Worst class first. Per class, confident learning's estimate of its wrong labels (they add up to "
+        f"{estimated}); a suspect is a photo it is surest about. {where}"
+    )
+    st.button(
+        "See the suspects in Suspected label errors",
+        key="explore_data_to_review",
+        type="tertiary",
+        icon=":material/arrow_forward:",
+        on_click=_open_review,
+    )
 
 
-def outlier_details(result: data_issues.DataIssues, root: Path) -> None:
+def outlier_details(result: data_issues.DataIssues, root: Path, marks: dict | None = None) -> None:
+    marks = marks or {}
     rows = _more(result.outliers, "explore_data_outliers_all")
     photo_gallery.gallery(
-        [(root / row["path"], f"{row['score']:.1f}× · {row['class']}\n{Path(row['path']).name}") for row in rows],
+        [
+            (
+                root / row["path"],
+                f"{row['score']:.1f}× · {row['class']}{mark_words(marks, row['path'])}\n{Path(row['path']).name}",
+            )
+            for row in rows
+        ],
         size=120,
         key="explore_data_outlier_photos",
     )
+    _marked_note([row["path"] for row in result.outliers], marks)
     if len(result.outliers) < result.outliers_flagged:
         st.caption(f"The {len(result.outliers)} most unusual of {result.outliers_flagged} are kept.")
 
 
-def overlap_details(result: data_issues.DataIssues, root: Path) -> None:
+def pair_words(pair: dict, sizes: dict[str, int], photos: int) -> str:
+    """The pair's score in words: 'About 466 photos look more like the other class: 28% of the 1,650 rose and
+    tulip photos, 11% of all 4,167 photos.'"""
+    a, b = (plain.md(name) for name in pair["classes"])
+    both = sizes.get(pair["classes"][0], 0) + sizes.get(pair["classes"][1], 0)
+    of_both = f"{pair['photos'] / both:.0%} of the {both:,} {a} and {b} photos, " if both else ""
+    return (
+        f"About {pair['photos']:,} photos look more like the other class to a model that never saw them: "
+        f"{of_both}{pair['score']:.0%} of all {photos:,} photos."
+    )
+
+
+def told_apart_words(pair: dict) -> str:
+    """How well the model tells the two apart, for an instructor: a photo of each, which is which."""
+    apart = pair["separability"]
+    if apart is None:
+        return ""
+    a, b = (plain.md(name) for name in pair["classes"])
+    typical = pair.get("typical_separability")
+    return (
+        f" Shown one {a} photo and one {b} photo, the model says which is which {apart:.0%} of the time; guessing "
+        "would get 50%, always right is 100%"
+        + (f"; for a typical pair among those it mixes up most, it gets {typical:.0%}" if typical else "")
+        + "."
+    )
+
+
+def overlap_details(result: data_issues.DataIssues, root: Path, marks: dict | None = None) -> None:
+    marks = marks or {}
+    sizes = {row["class"]: row["photos"] for row in result.label_health.get("classes", [])}
     for i, pair in enumerate(_more(result.overlapping_classes, "explore_data_pairs_all", PAIRS_SHOWN)):
         a, b = (plain.md(name) for name in pair["classes"])
-        apart = pair["separability"]
-        told = (
-            ""
-            if apart is None
-            else f" Shown one photo of each, the model picks the right one {apart:.0%} of the time (a coin: 50%"
-            + (
-                f"; the other close pairs: {pair['typical_separability']:.0%}"
-                if pair.get("typical_separability")
-                else ""
-            )
-            + ")."
-        )
+        told = " " + pair_words(pair, sizes, result.photos) + told_apart_words(pair)
         advice = (
             f"Consider merging **{a}** and **{b}**, or write a clearer rule for telling them apart."
             if pair["suggestion"] == "merge"
             else f"Write a clearer rule for telling **{a}** from **{b}** and relabel by it (or merge them)."
         )
         with st.expander(
-            f"{pair['classes'][0]} and {pair['classes'][1]}: about {pair['photos']} photos between them "
-            f"(score {pair['score']:.3f})" + (" · merge?" if pair["suggestion"] == "merge" else ""),
+            f"{pair['classes'][0]} and {pair['classes'][1]}: about {pair['photos']} photos look like the other class"
+            + (" · merge?" if pair["suggestion"] == "merge" else ""),
             expanded=i == 0,
         ):
             st.markdown(advice + told)
@@ -176,7 +269,8 @@ def overlap_details(result: data_issues.DataIssues, root: Path) -> None:
                 [
                     (
                         root / e["path"],
-                        f"labelled {e['label']} · {e['share']:.0%} {e['looks_like']}\n{Path(e['path']).name}",
+                        f"labelled {e['label']} · {e['share']:.0%} {e['looks_like']}{mark_words(marks, e['path'])}"
+                        f"\n{Path(e['path']).name}",
                     )
                     for e in pair["examples"]
                 ],
@@ -185,7 +279,8 @@ def overlap_details(result: data_issues.DataIssues, root: Path) -> None:
             )
 
 
-def group_details(result: data_issues.DataIssues, root: Path) -> None:
+def group_details(result: data_issues.DataIssues, root: Path, marks: dict | None = None) -> None:
+    marks = marks or {}
     for i, group in enumerate(_more(result.underperforming_groups, "explore_data_groups_all", PAIRS_SHOWN)):
         classes = ", ".join(f"{plain.md(name)} ({n})" for name, n in group["classes"].items())
         with st.expander(
@@ -199,7 +294,10 @@ def group_details(result: data_issues.DataIssues, root: Path) -> None:
             )
             photo_gallery.gallery(
                 [
-                    (root / e["path"], f"{e['label']} → {e['predicted']}\n{Path(e['path']).name}")
+                    (
+                        root / e["path"],
+                        f"{e['label']} → {e['predicted']}{mark_words(marks, e['path'])}\n{Path(e['path']).name}",
+                    )
                     for e in group["examples"]
                 ],
                 size=110,
