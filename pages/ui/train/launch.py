@@ -144,9 +144,7 @@ def dataset_change(run) -> str:
     then = run.dataset_images
     words = f", and in its photos: {len(index.entries):,} now" + (f", {then:,} when it trained" if then else "")
     if labelled:
-        words += (
-            f"; {labelled} of its photos were labelled in Flora: they join training, the others keep their split"
-        )
+        words += f"; {labelled} of its photos were labelled in Flora: they join training, the others keep their split"
     return words
 
 
