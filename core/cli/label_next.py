@@ -75,7 +75,9 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 from core.results.arrays import RunAnalysis
 
                 classes = RunAnalysis.load(run.directory).classes
-                bench = label_next_data.workbench(classes, train.features, train.labels, unlabelled, computed)
+                bench = label_next_data.workbench(
+                    classes, train.features, train.labels, unlabelled, computed, labelled_paths=train.paths
+                )
                 source = f"run {run.run_id}"
         else:
             dataset = resolve_dataset_path(args.source, data_root)
@@ -94,7 +96,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
             else:
                 unlabelled = Unlabelled.load(data_root, dataset)
                 bench = label_next_data.workbench(
-                    classes, found.features, found.labels, unlabelled, found.unlabelled, args.seed
+                    classes, found.features, found.labels, unlabelled, found.unlabelled, args.seed, found.paths
                 )
     if sys.stderr.isatty():
         print(file=sys.stderr)

@@ -145,14 +145,23 @@ def workbench(
     unlabelled: Unlabelled,
     computed: UnlabelledFeatures | None,
     seed: int = 0,
+    labelled_paths: list[str] | None = None,
 ) -> Workbench:
-    """Join the labelled photos, the photos labelled since (with their new class) and the pending ones."""
+    """Join the labelled photos, the photos labelled since (with their new class) and the pending ones.
+
+    `labelled_paths`: the labelled rows' paths; a photo labelled in Flora whose copy is already among them (a run
+    trained after it was labelled) is not counted twice."""
     from core.results.out_of_sample import dimensions, reduce
 
     row_of = {p: i for i, p in enumerate(computed.paths)} if computed is not None else {}
     failed = {f["path"] for f in (computed.failures if computed is not None else [])}
     label_of = {name: i for i, name in enumerate(classes)}
-    new = [(row_of[p], label_of[c]) for p, c in unlabelled.labelled.items() if p in row_of and c in label_of]
+    known = set(labelled_paths or ())
+    new = [
+        (row_of[p], label_of[c])
+        for p, c in unlabelled.labelled.items()
+        if p in row_of and c in label_of and unlabelled.record[p].get("to") not in known
+    ]
     pending = [p for p in unlabelled.pending if p in row_of]
     missing = [p for p in unlabelled.pending if p not in row_of and p not in failed]
     parts = [np.asarray(labelled_features)]

@@ -215,6 +215,12 @@ def test_a_run_ranks_its_unlabelled_photos_and_learns_from_each_labelled_one(own
     )
     assert after.newly_labelled == 1 and len(after.labelled_y) == len(train.labels) + 1
     assert picks[0].path not in after.pending_paths and after.labelled_y[-1] == 0
+    copy = Unlabelled.load(data_root, run.dataset_path).record[picks[0].path]["to"]
+    retrained = label_next_data.workbench(  # a run trained after the labelling already has the copy
+        run.classes, train.features, train.labels, Unlabelled.load(data_root, run.dataset_path), computed,
+        labelled_paths=[*train.paths[:-1], copy],
+    )  # fmt: skip
+    assert retrained.newly_labelled == 0 and len(retrained.labelled_y) == len(train.labels)
 
 
 def test_the_simulation_task_stores_its_result_for_the_page(own):

@@ -114,7 +114,9 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
     open_picks = [p for p in state["picks"] if p["path"] not in handled]
     if not open_picks:
         started = time.perf_counter()
-        bench = workbench(run.classes or [], train.features, train.labels, unlabelled, computed)
+        bench = workbench(
+            run.classes or [], train.features, train.labels, unlabelled, computed, labelled_paths=train.paths
+        )
         waiting = [p for p in bench.pending_paths if p not in state["skipped"]]
         if not waiting:
             state["skipped"] = []  # every waiting photo was skipped: offer them again
