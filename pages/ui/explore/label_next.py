@@ -20,6 +20,7 @@ from core.data.unlabelled import Unlabelled
 from core.results import label_next_tasks
 from core.results.label_next import RANDOM, STRATEGY, next_batch
 from core.results.label_next_data import UnlabelledFeatures, workbench
+from core.results.label_next_simulation import saving
 from core.results.train_features import TrainFeatures
 from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, teaching
@@ -224,8 +225,9 @@ def simulation_section(run: Run) -> None:
         )
         task_panel(run, "label-next-simulate", "Measure it against random", key="explore_label_next_simulate")
         return
-    (st.success if result.get("measurable") else st.info)(
-        plain.md(result["verdict"][0].upper() + result["verdict"][1:]) + ".", icon=":material/insights:"
+    said = saving(result["strategies"])  # the words of today's Flora for the stored numbers
+    (st.success if said["measurable"] else st.info)(
+        plain.md(said["verdict"][0].upper() + said["verdict"][1:]) + ".", icon=":material/insights:"
     )
     st.altair_chart(curves_chart(result), width="stretch")
     ours, theirs = result["strategies"].get(STRATEGY, {}), result["strategies"].get(RANDOM, {})
