@@ -53,7 +53,9 @@ labels = {run.run_id: common.run_label(run) for run in runs}
 url_runs = st.query_params.get("runs", "")
 if "compare_runs" not in st.session_state or url_runs not in ("", st.session_state.get("compare_url_seen")):
     # a first visit, or a link (Serve's old vs new) that names other runs than the ones last picked here
-    st.session_state["compare_runs"] = preselected(list(labels))
+    st.session_state["compare_runs"] = preselected(list(labels)) or (
+        list(labels) if len(labels) == MIN_RUNS and len({run.dataset_path for run in runs}) == 1 else []
+    )  # two runs on one dataset and nothing named: those two
 picked = st.multiselect(
     f"Runs ({MIN_RUNS} to {MAX_RUNS}; the first is the reference)",
     list(labels),

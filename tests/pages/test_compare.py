@@ -145,3 +145,10 @@ def test_four_runs_get_a_parallel_coordinates_view(app, workspace, tmp_path):
     labels = [d["label"] for d in parallel[0]["data"][0]["dimensions"]]
     assert labels == ["Seed", "test accuracy"]
     assert len(at.get("plotly_chart")) == 2 and sum("vs" in m.value for m in at.markdown) >= 3
+
+
+def test_two_runs_of_one_dataset_are_picked_when_nothing_names_them(app, workspace, tmp_path):
+    models, first = two_runs(workspace, tmp_path)
+    at = open_compare(app, models, "")
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted([first, SECOND])
+    assert not at.exception, [e.value for e in at.exception]
