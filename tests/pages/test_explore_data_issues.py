@@ -97,3 +97,27 @@ def test_mark_words_say_each_kind_of_mark():
         " · you marked: fine",
         "",
     ]
+
+
+def test_outliers_can_be_left_out_of_the_next_run_from_the_tab(app, own_run, workspace):
+    store, run = own_run
+    import dataclasses
+
+    found = data_issues.for_run_saved(run, workspace["data"])
+    photo = found.overlapping_classes[0]["examples"][0]["path"]  # one of the run's photos, taken for an outlier
+    result = dataclasses.replace(
+        found, outliers=[{"path": photo, "score": 3.0, "class": photo.split("/")[0]}], outliers_flagged=1
+    )
+    data_issues.save(result, run.directory)
+    at = app("explore", models_dir=store.root)
+    at.session_state["explore_tab"] = "Data issues"
+    at.run()
+    first = result.outliers[0]["path"]
+    try:
+        at.multiselect(key="explore_data_exclude_outliers").set_value([first]).run()
+        at.button(key="explore_data_exclude_outliers_go").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert Corrections.load(workspace["data"], run.dataset_path).action(first) == "exclude"
+        assert md("you marked: exclude") in " ".join(c for image in at.get("image") for c in image.captions)
+    finally:
+        Corrections.load(workspace["data"], run.dataset_path).file.unlink(missing_ok=True)

@@ -95,10 +95,12 @@ def data_issues_section(run: Run) -> None:
     root = Path(run.dataset_path)
     marks = Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id).entries
     for line in result.summary():
-        issue_block(line, result, root, marks)
+        issue_block(line, result, root, marks, run)
 
 
-def issue_block(line: dict, result: data_issues.DataIssues, root: Path, marks: dict | None = None) -> None:
+def issue_block(
+    line: dict, result: data_issues.DataIssues, root: Path, marks: dict | None = None, run: Run | None = None
+) -> None:
     """One issue type: its headline and health score (what it measures, which way is good), what it means, then
     its photos (`marks`: the person's corrections, path -> {"action", "to"?}, shown under a marked photo)."""
     title, icon = TITLES[line["kind"]]
@@ -116,6 +118,8 @@ def issue_block(line: dict, result: data_issues.DataIssues, root: Path, marks: d
             health_details(result)
         elif kind == "outliers":
             outlier_details(result, root, marks)
+            if run is not None:
+                exclude_picker(run, [row["path"] for row in result.outliers], marks, "outliers")
         elif kind == "overlapping_classes":
             overlap_details(result, root, marks)
         elif kind == "underperforming_groups":
@@ -219,6 +223,34 @@ def outlier_details(result: data_issues.DataIssues, root: Path, marks: dict | No
     _marked_note([row["path"] for row in result.outliers], marks)
     if len(result.outliers) < result.outliers_flagged:
         st.caption(f"The {len(result.outliers)} most unusual of {result.outliers_flagged} are kept.")
+
+
+def _exclude(run: Run, key: str) -> None:
+    from pages.ui.explore.label_review import mark
+
+    for path in st.session_state.get(key) or []:
+        mark(run, path, EXCLUDE)
+    st.session_state[key] = []
+
+
+def exclude_picker(run: Run, paths: list[str], marks: dict, kind: str) -> None:
+    """Act on what was found: leave chosen photos out of the next run (a correction mark, as the label review makes:
+    the photo itself is never touched; undone there)."""
+    open_paths = [p for p in paths if p not in marks]
+    if not open_paths:
+        return
+    key = f"explore_data_exclude_{kind}"
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        st.multiselect(
+            "Leave out of the next run",
+            open_paths,
+            format_func=lambda p: Path(p).name,
+            key=key,
+            placeholder="Pick the photos that do not belong",
+            help="Marks them 'exclude' in your label corrections (the photo files stay where they are); your next "
+            "run on this dataset leaves them out. Suspected label errors lists and undoes the marks.",
+        )
+        st.button("Leave them out", key=f"{key}_go", on_click=_exclude, args=(run, key), icon=":material/block:")
 
 
 def pair_words(pair: dict, sizes: dict[str, int], photos: int) -> str:
