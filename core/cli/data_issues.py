@@ -8,8 +8,8 @@ import contextlib
 import sys
 
 from core.cli import store_of
-from core.cli.diagnosis import analysed
-from core.cli.output import EXIT_OK, emit_json, fail, format_table
+from core.cli.diagnosis import analysed, dataset_options, run_or_none
+from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
 
@@ -25,16 +25,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="RUN_OR_DATASET", help="a run id (prefix), or a dataset folder or name")
     parser.add_argument("--again", action="store_true", help="for a run: look again even if its result is stored")
     parser.add_argument("--limit", type=int, default=10, help="photos and pairs printed per issue (default 10)")
-    parser.add_argument("--image-size", type=int, default=224, help="for a dataset: the input size (default 224)")
-    parser.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
-    parser.add_argument("--seed", type=int, default=42, help="for a dataset: the folds' and a random start's seed")
+    dataset_options(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object: every issue type, every photo listed")
     parser.set_defaults(handler=cmd_data_issues)
-
-
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{stage}: {done}/{total}   ", end="", file=sys.stderr, flush=True)
 
 
 def cmd_data_issues(args: argparse.Namespace) -> int:
@@ -44,21 +37,20 @@ def cmd_data_issues(args: argparse.Namespace) -> int:
         return fail(f"--limit must be 0 or more. Received: {args.limit}")
     store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = None
-    # A run id or prefix; else a dataset (a folder is not a run id, and a name that is neither goes on too).
-    with contextlib.suppress(KeyError, ValueError):
-        run = store.find(args.source)
+    run = run_or_none(store, args.source)
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
             run, problem = analysed(store, run.run_id)
             if problem:
                 return fail(problem)
             result = None if args.again else data_issues.load(run.directory)
-            result = result or data_issues.for_run_saved(run, data_root, _progress)
+            result = result or data_issues.for_run_saved(run, data_root, stage_progress)
         else:
             dataset = resolve_dataset_path(args.source, data_root)
-            inputs = data_issues.for_dataset(dataset, data_root, args.image_size, args.weights, args.seed, _progress)
-            result = data_issues.find(inputs, progress=_progress)
+            inputs = data_issues.for_dataset(
+                dataset, data_root, args.image_size, args.weights, args.seed, stage_progress
+            )
+            result = data_issues.find(inputs, progress=stage_progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.json:

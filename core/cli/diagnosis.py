@@ -7,7 +7,7 @@ import contextlib
 import sys
 
 from core.cli import store_of
-from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
+from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.results import not_evaluated_reason
 from core.data.corrections import Corrections
 from core.data.datasets import resolve_dataset_path
@@ -65,9 +65,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         help="photos whose label is probably wrong (a run's, or a dataset's through a ResNet-50)",
     )
     issues.add_argument("source", metavar="DATASET_OR_RUN", help="a run id (prefix), or a dataset folder or name")
-    issues.add_argument("--image-size", type=int, default=224, help="for a dataset: the input size (default 224)")
-    issues.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
-    issues.add_argument("--seed", type=int, default=42, help="for a dataset: the folds' and a random start's seed")
+    dataset_options(issues)
     issues.add_argument("--limit", type=int, default=0, help="print at most this many (0: all)")
     issues.add_argument("--all", action="store_true", help="print the suspects behind what the self-test supports too")
     output = issues.add_mutually_exclusive_group()
@@ -103,9 +101,19 @@ def analysed(store, run_id: str):
     return run, None
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{stage}: {done}/{total}", end="", file=sys.stderr, flush=True)
+def dataset_options(parser: argparse.ArgumentParser, seed_help: str = "the folds' and a random start's seed") -> None:
+    """--image-size, --weights, --seed: how a command given a dataset (not a run) makes its features."""
+    parser.add_argument("--image-size", type=int, default=224, help="for a dataset: the input size (default 224)")
+    parser.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
+    parser.add_argument("--seed", type=int, default=42, help=f"for a dataset: {seed_help}")
+
+
+def run_or_none(store, source: str):
+    """The run `source` names (id or prefix), or None: then it is a dataset folder or name. A folder path is not a
+    run id (find raises ValueError for it), and a name that is neither raises RunNotFound: both go on."""
+    with contextlib.suppress(KeyError, ValueError):
+        return store.find(source)
+    return None
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
@@ -122,7 +130,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             print(message)
         return EXIT_OK
     with contextlib.redirect_stdout(sys.stderr):
-        analysis = run_tasks.compute_analysis(run, data_dir(args.data_dir), _progress)
+        analysis = run_tasks.compute_analysis(run, data_dir(args.data_dir), stage_progress)
     result = {
         "run_id": run.run_id,
         "computed": True,
@@ -230,22 +238,18 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = None
-    # A run id or prefix; else a dataset. A folder path is not a run id (find raises ValueError for it), and a
-    # name that is neither raises RunNotFound: both go on to the dataset forms.
-    with contextlib.suppress(KeyError, ValueError):
-        run = store.find(args.source)
+    run = run_or_none(store, args.source)
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
             run, problem = analysed(store, run.run_id)
             if problem:
                 return fail(problem)
-            review = load_issues(run.directory) or run_tasks.compute_label_issues(run, data_root, _progress)
+            review = load_issues(run.directory) or run_tasks.compute_label_issues(run, data_root, stage_progress)
             dataset = run.dataset_path
         else:
             dataset = resolve_dataset_path(args.source, data_root)
             review = run_tasks.dataset_label_issues(
-                dataset, data_root, args.image_size, args.weights, args.seed, _progress
+                dataset, data_root, args.image_size, args.weights, args.seed, stage_progress
             )
     marks = Corrections.load(data_root, dataset)
     if args.csv:

@@ -9,7 +9,7 @@ import sys
 
 from core.cli import store_of
 from core.cli.diagnosis import analysed
-from core.cli.output import EXIT_OK, emit_json, fail, format_table
+from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.data.corrections import summary
 from core.paths import data_dir
 from core.results import fix_worth, label_issues
@@ -55,11 +55,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_fix_worth)
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{stage}: {done}/{total}", end="", file=sys.stderr, flush=True)
-
-
 def choice_of(args: argparse.Namespace) -> fix_worth.Choice:
     if args.suspects:
         return fix_worth.Choice(fix_worth.SUSPECTS)
@@ -82,10 +77,12 @@ def cmd_fix_worth(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # Keras prints to stdout; keep it for the result
         if choice.kind in (fix_worth.SUSPECTS, fix_worth.TOP) and label_issues.load(run.directory) is None:
             print(f"finding run {run.run_id}'s suspected label errors first", file=sys.stderr)
-            run_tasks.compute_label_issues(run, data_root, _progress)
+            run_tasks.compute_label_issues(run, data_root, stage_progress)
         try:
             corrections = fix_worth.chosen_corrections(run, data_root, choice, store=store)
-            estimate = fix_worth.estimate_run(run, data_root, corrections, choice, seeds=args.seeds, progress=_progress)
+            estimate = fix_worth.estimate_run(
+                run, data_root, corrections, choice, seeds=args.seeds, progress=stage_progress
+            )
         except fix_worth.FixWorthError as e:
             return fail(str(e))
     notes = caveats(estimate, run)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from core.cli import store_of
-from core.cli.diagnosis import analysed
-from core.cli.output import EXIT_OK, emit_json, fail, format_table
+from core.cli.diagnosis import analysed, dataset_options, run_or_none
+from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.data.datasets import resolve_dataset_path, split_indices
 from core.data.unlabelled import Unlabelled
 from core.paths import data_dir
@@ -33,16 +33,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=int, default=3, help="with --simulate: seeds per strategy (default 3, at least 3)"
     )
-    parser.add_argument("--image-size", type=int, default=224, help="for a dataset: the input size (default 224)")
-    parser.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
-    parser.add_argument("--seed", type=int, default=42, help="for a dataset: its split's and a random start's seed")
+    dataset_options(parser, "its split's and a random start's seed")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=cmd_label_next)
-
-
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{stage}: {done}/{total}   ", end="", file=sys.stderr, flush=True)
 
 
 def cmd_label_next(args: argparse.Namespace) -> int:
@@ -55,9 +48,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
         return fail(f"--seeds must be at least 3, so the saving has a spread. Received: {args.seeds}")
     store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = None
-    with contextlib.suppress(KeyError, ValueError):
-        run = store.find(args.source)
+    run = run_or_none(store, args.source)
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
             run, problem = analysed(store, run.run_id)
@@ -65,13 +56,13 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 return fail(problem)
             dataset, classes = run.dataset_path, None
             if args.simulate:
-                result = label_next_tasks.simulate_run(run, data_root, args.seeds, progress=_progress)
+                result = label_next_tasks.simulate_run(run, data_root, args.seeds, progress=stage_progress)
             else:
-                train = training_features(run, data_root, _progress)
+                train = training_features(run, data_root, stage_progress)
                 unlabelled = Unlabelled.load(data_root, dataset)
                 computed = label_next_data.UnlabelledFeatures.load(run.directory)
                 if computed is None or computed.fingerprint != unlabelled.index().fingerprint:
-                    computed = label_next_data.prepare_run(run, data_root, _progress)
+                    computed = label_next_data.prepare_run(run, data_root, stage_progress)
                 from core.results.arrays import RunAnalysis
 
                 classes = RunAnalysis.load(run.directory).classes
@@ -82,7 +73,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
         else:
             dataset = resolve_dataset_path(args.source, data_root)
             found = label_next_data.dataset_pool(
-                dataset, data_root, args.image_size, args.weights, args.seed, _progress
+                dataset, data_root, args.image_size, args.weights, args.seed, stage_progress
             )
             classes, source = found.classes, found.source
             if args.simulate:
@@ -90,7 +81,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 pool, val = np.concatenate([split.train, split.test]), split.val
                 result = label_next_data.simulate_features(
                     found.features[pool], found.labels[pool], found.features[val], found.labels[val], len(classes),
-                    args.seeds, None, _progress,
+                    args.seeds, None, stage_progress,
                 )  # fmt: skip
                 result = {"source": f"{source}: train and test photos as the pool, validation to score", **result}
             else:

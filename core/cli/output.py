@@ -30,6 +30,12 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def stage_progress(stage: str, done: int, total: int) -> None:
+    """A long command's progress on one line of stderr (a terminal only: scripts reading stderr get no noise)."""
+    if sys.stderr.isatty():
+        print(f"\r{stage}: {done}/{total}   ", end="", file=sys.stderr, flush=True)
+
+
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_FAILED
