@@ -22,13 +22,24 @@ from core.results.label_next import RANDOM, STRATEGY, next_batch
 from core.results.label_next_data import UnlabelledFeatures, workbench
 from core.results.label_next_simulation import saving
 from core.results.train_features import TrainFeatures
-from core.runs.record import Run
+from core.runs.record import LABEL_NEXT_FILE, Run
 from pages.ui import auth, common, photo_gallery, plain, teaching
 from pages.ui.dataset.unlabelled import upload_section
+from pages.ui.explore.map import stored_train_features
 from pages.ui.run_task import task_panel
 
 BUTTONS_UP_TO = 8  # classes shown as one button each; more: a picker
 STRATEGY_NAMES = {STRATEGY: "Flora's picking (uncertain, varied)", RANDOM: "at random"}
+
+
+def _mtime(path: Path) -> float | None:
+    return path.stat().st_mtime if path.exists() else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _unlabelled_features(run_dir: str, stamp: float | None) -> UnlabelledFeatures | None:
+    """The unlabelled photos' features through the run, read once per file (`stamp`)."""
+    return UnlabelledFeatures.load(run_dir)
 
 
 def _unlabelled(run: Run) -> Unlabelled:
@@ -87,8 +98,8 @@ def label_next_section(run: Run) -> None:
         "none of these classes. Labelled photos are trained on by the **next** run on this dataset."
     )
     upload_section(run.dataset_path, expanded=False, key=f"label_next_upload_{run.run_id}")
-    computed = UnlabelledFeatures.load(run.directory)
-    train = TrainFeatures.load(run.directory)
+    computed = _unlabelled_features(str(run.directory), _mtime(run.directory / LABEL_NEXT_FILE))
+    train = stored_train_features(str(run.directory), run.train_features_mtime)  # read once, not at every click
     if computed is None or train is None or computed.fingerprint != unlabelled.index().fingerprint:
         st.markdown(
             "First Flora computes the features of the training photos and of the unlabelled ones through this "

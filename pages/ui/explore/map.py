@@ -163,7 +163,8 @@ def _frame(run_dir: str, method: str, stamp: tuple, temperature: float | None) -
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _train_features(run_dir: str, stamp: float) -> run_tasks.TrainFeatures | None:
+def stored_train_features(run_dir: str, stamp: float | None) -> run_tasks.TrainFeatures | None:
+    """The run's training-split features, read once per file (`stamp`) and shared by the map and Label next."""
     return run_tasks.TrainFeatures.load(run_dir)
 
 
@@ -257,7 +258,7 @@ def neighbours_section(run: Run, analysis, photos: pd.DataFrame) -> None:
     st.markdown("#### Photos like this")
     names = {row.key: f"{Path(row.path).name} ({row.given})" for row in photos.itertuples()}
     picked = st.selectbox("Training photos most like", list(names), format_func=names.get, key="explore_like")
-    train = _train_features(str(run.directory), run.train_features_mtime)
+    train = stored_train_features(str(run.directory), run.train_features_mtime)
     if train is None:
         st.markdown(
             "To find them, Flora needs the ResNet features of the run's training photos: computed once in the "
