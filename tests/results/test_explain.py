@@ -152,15 +152,14 @@ def _patch_photos(n: int, rng):
     return images.astype("float32"), labels, corners
 
 
-@pytest.mark.backend_agnostic
-def test_pointing_game_the_peak_falls_inside_the_patch():
+def _pointing_game(seed: int, x, y, test_x, test_y, corners) -> tuple[float, float]:
+    """Train the small split model from `seed` on patch photos; its test accuracy and the share of Grad-CAM peaks
+    that fall inside the patch (a 2-pixel margin: the map is upsampled 4x)."""
     import keras
 
     from core.results.explain import Target, grad_cam, logit_gradients, upsample
 
-    rng = np.random.default_rng(0)
-    x, y, _ = _patch_photos(600, rng)
-    features, head = tiny_split(seed=5)
+    features, head = tiny_split(seed=seed)
     image = keras.Input((32, 32, 3))
     model = keras.Model(image, head(features(image)))
     model.compile(
@@ -169,18 +168,46 @@ def test_pointing_game_the_peak_falls_inside_the_patch():
         metrics=["accuracy"],
     )
     model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    test_x, test_y, corners = _patch_photos(60, np.random.default_rng(1))
-    assert model.evaluate(test_x, test_y, verbose=0)[1] > 0.9
+    accuracy = float(model.evaluate(test_x, test_y, verbose=0)[1])
     feature_map = np.asarray(features.predict_on_batch(test_x))
     weights = np.stack([Target(int(c)).weights(3) for c in test_y])
     grads, _ = logit_gradients(head, feature_map, weights)
-    cams = grad_cam(feature_map, grads)
-    hits = 0
-    for cam, (top, left) in zip(cams, corners, strict=True):
-        big = upsample(np.maximum(cam, 0), 32)
-        py, px = np.unravel_index(np.argmax(big), big.shape)
-        hits += top - 2 <= py < top + 14 and left - 2 <= px < left + 14  # a 2-pixel margin: 4x upsampling
-    assert hits / len(cams) >= 0.85, hits
+    peaks = [
+        np.unravel_index(np.argmax(upsample(np.maximum(cam, 0), 32)), (32, 32)) for cam in grad_cam(feature_map, grads)
+    ]
+    return accuracy, _inside(peaks, corners)
+
+
+def _inside(points, corners) -> float:
+    return float(
+        np.mean(
+            [
+                top - 2 <= py < top + 14 and left - 2 <= px < left + 14
+                for (py, px), (top, left) in zip(points, corners, strict=True)
+            ]
+        )
+    )
+
+
+@pytest.mark.backend_agnostic
+def test_pointing_game_the_peak_falls_inside_the_patch():
+    """Grad-CAM points at the patch on models that learned it, far above a random point (~0.22). One training run's
+    map hinges on the CPU's floating point (one seed gave 47 of 60 on an AMD EPYC under JAX, 60 of 60 on an Intel
+    Xeon), so the claim is over several seeds: the median model points right >= 90% of the time, none below 60%."""
+    rng = np.random.default_rng(0)
+    x, y, _ = _patch_photos(600, rng)
+    test_x, test_y, corners = _patch_photos(60, np.random.default_rng(1))
+    chance = _inside(np.random.default_rng(2).integers(0, 32, size=(len(corners), 2)), corners)
+    assert chance < 0.4
+    rates: list[float] = []
+    for seed in range(6):  # a seed whose model did not learn the patch (about 1 in 20) says nothing of Grad-CAM
+        accuracy, rate = _pointing_game(seed, x, y, test_x, test_y, corners)
+        if accuracy >= 0.9:
+            rates.append(rate)
+        if len(rates) == 3:
+            break
+    assert len(rates) == 3, f"fewer than 3 of 6 seeds learned the patch: {rates}"
+    assert np.median(rates) >= 0.9 and min(rates) >= 0.6, (rates, chance)
 
 
 def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run, tmp_path):
