@@ -88,8 +88,9 @@ def test_a_name_is_claimed_by_its_first_passphrase_and_sessions_expire(tmp_path)
         people.claim_name(tmp_path, "ASH KETCHUM", "charmander")
     with pytest.raises(ValueError, match="at least 4 characters"):
         people.claim_name(tmp_path, "Misty", "abc")
-    people_file = (tmp_path / ".flora" / "people.json").read_text()
-    assert "pikachu" not in people_file and stat.S_IMODE((tmp_path / ".flora" / "people.json").stat().st_mode) == 0o600
+    stored = sorted((tmp_path / ".flora").glob("shared.sqlite*"))  # the database, its -wal and -shm
+    assert stored and all(b"pikachu" not in path.read_bytes() for path in stored)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in stored} == {0o600}  # hashes and session ids: private
     session = sessions.open_session(tmp_path, "Ash Ketchum", admin=False, now=1000.0)
     assert sessions.session_user(tmp_path, session, now=1001.0).id == "Ash Ketchum"
     assert sessions.session_user(tmp_path, session, now=1000.0 + 13 * 3600) is None  # expired
