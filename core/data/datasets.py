@@ -9,10 +9,12 @@ Layouts understood:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISLNK
@@ -188,11 +190,32 @@ ADDED_BY = "added_by"  # in a dataset's flora.json: who added it from the app (a
 
 def record_added_by(dataset_root: str | os.PathLike, person: str) -> None:
     """Note in the dataset's flora.json who added it (kept if already noted: the first to add it)."""
-    path = Path(dataset_root) / META_FILE
-    meta = read_json(path, default={}) or {}
-    if not isinstance(meta, dict) or meta.get(ADDED_BY):
-        return
-    write_json_atomic(path, {**meta, ADDED_BY: person})
+    update_meta(dataset_root, lambda meta: None if meta.get(ADDED_BY) else {**meta, ADDED_BY: person})
+
+
+def update_meta(dataset_root: str | os.PathLike, change: Callable[[dict], dict | None]) -> None:
+    """Change a dataset's flora.json: `change` gets what it holds and returns what to write (None: nothing).
+
+    flora.json belongs to the dataset folder (it travels with it, and the split of any Flora that opens the
+    folder reads it), so it is not moved into a data folder's shared store; its read-change-write runs under
+    an exclusive lock on the dataset folder itself (flock: no lock file among the photos), so two people
+    labelling photos of one dataset at once both stay listed.
+
+    Raises:
+        OSError: flora.json cannot be written (a read-only dataset folder).
+    """
+    root = Path(dataset_root)
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        meta = read_json(root / META_FILE, default={}) or {}
+        if not isinstance(meta, dict):
+            return  # not Flora's own format: left alone
+        changed = change(dict(meta))
+        if changed is not None:
+            write_json_atomic(root / META_FILE, changed)
+    finally:
+        os.close(folder)  # closing releases the lock
 
 
 def _visible(path: Path) -> bool:
