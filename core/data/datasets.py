@@ -9,12 +9,10 @@ Layouts understood:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISLNK
@@ -23,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import is_image_name
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_json, update_json
 
 SPLITS = ("train", "val", "test")
 # Below this many test photos an accuracy moves by a point or more per photo: the split says so.
@@ -190,32 +188,10 @@ ADDED_BY = "added_by"  # in a dataset's flora.json: who added it from the app (a
 
 def record_added_by(dataset_root: str | os.PathLike, person: str) -> None:
     """Note in the dataset's flora.json who added it (kept if already noted: the first to add it)."""
-    update_meta(dataset_root, lambda meta: None if meta.get(ADDED_BY) else {**meta, ADDED_BY: person})
-
-
-def update_meta(dataset_root: str | os.PathLike, change: Callable[[dict], dict | None]) -> None:
-    """Change a dataset's flora.json: `change` gets what it holds and returns what to write (None: nothing).
-
-    flora.json belongs to the dataset folder (it travels with it, and the split of any Flora that opens the
-    folder reads it), so it is not moved into a data folder's shared store; its read-change-write runs under
-    an exclusive lock on the dataset folder itself (flock: no lock file among the photos), so two people
-    labelling photos of one dataset at once both stay listed.
-
-    Raises:
-        OSError: flora.json cannot be written (a read-only dataset folder).
-    """
-    root = Path(dataset_root)
-    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        meta = read_json(root / META_FILE, default={}) or {}
-        if not isinstance(meta, dict):
-            return  # not Flora's own format: left alone
-        changed = change(dict(meta))
-        if changed is not None:
-            write_json_atomic(root / META_FILE, changed)
-    finally:
-        os.close(folder)  # closing releases the lock
+    meta_path = Path(dataset_root) / META_FILE
+    update_json(
+        meta_path, lambda meta: None if not isinstance(meta, dict) or meta.get(ADDED_BY) else {**meta, ADDED_BY: person}
+    )
 
 
 def _visible(path: Path) -> bool:

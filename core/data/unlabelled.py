@@ -14,8 +14,8 @@ dataset's fingerprint: adding photos there does not change which run a training 
 The record is the data folder's shared store (`core.shared_store`: a row per photo, written in a transaction, so a
 class labelling at once keeps every label, and a photo two people label at once is labelled once); records kept
 before it, `<data>/.flora/labelled/<dataset name>-<hash>.json`, are imported the first time it is opened. The
-dataset's own flora.json lists the copies for the split; it is changed under the dataset folder's lock
-(`core.data.datasets.update_meta`).
+dataset's own flora.json lists the copies for the split. It stays a file in the dataset folder (it travels with the
+folder, and the split of any Flora that opens it reads it), changed under the folder's lock (`core.fileio.update_json`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ from core.data.datasets import (
     _fingerprint,
     _split_dirs,
     _visible_name,
-    update_meta,
 )
 from core.data.imaging import is_image_name
-from core.fileio import read_json
+from core.fileio import read_json, update_json
 from core.paths import flora_dir
 from core.shared_store import SharedStore, Table
 
@@ -226,7 +225,9 @@ class Unlabelled:
         """Keep the dataset's own list (flora.json) of the photos labelled in Flora: a run's split puts them in
         training and splits the other photos as before they came (core.runs.split)."""
 
-        def change(meta: dict) -> dict:
+        def change(meta):
+            if not isinstance(meta, dict):
+                return None  # not Flora's own format: left alone
             listed = [p for p in meta.get(LABELLED_IN_FLORA) or [] if p != copied]
             if add:
                 listed.append(copied)
@@ -235,11 +236,11 @@ class Unlabelled:
                 meta.pop(LABELLED_IN_FLORA)
             return meta
 
+        path = self.dataset_root / META_FILE
         try:
-            update_meta(self.dataset_root, change)
+            update_json(path, change)  # under the dataset folder's lock: two people labelling at once both stay listed
         except OSError as e:
-            where = self.dataset_root / META_FILE
-            raise DatasetError(f"could not note the labelled photo in {where} ({e.strerror or e})") from None
+            raise DatasetError(f"could not note the labelled photo in {path} ({e.strerror or e})") from None
 
     def _copy(self, source: Path, folder: Path) -> str:
         try:
