@@ -140,7 +140,11 @@ class SharedStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection to the database, opened on first use and kept: closing the last connection
         checkpoints the WAL and removes it, which made every write cost ~18 ms instead of ~1."""
-        connections = _thread().setdefault("connections", {})
+        state = _thread()
+        if state.get("pid") != os.getpid():  # a forked child must not use its parent's connections (SQLite's rule)
+            state.clear()
+            state["pid"] = os.getpid()
+        connections = state.setdefault("connections", {})
         try:
             inode = self.path.stat().st_ino
         except FileNotFoundError:
