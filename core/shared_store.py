@@ -112,7 +112,18 @@ class SharedStore:
 
     @contextlib.contextmanager
     def read(self, table: Table) -> Iterator[sqlite3.Connection]:
-        """A connection to read `table` (made and imported first, in a write transaction, if it is new)."""
+        """A connection to read `table` (made and imported first, in a write transaction, if it is new). Where the
+        database's folder does not exist there is nothing to read or import: an empty table in memory, and no
+        folder made (a read never writes one, e.g. a mistyped --models-dir)."""
+        if not self.path.parent.is_dir():
+            empty = sqlite3.connect(":memory:")
+            for statement in table.schema:
+                empty.execute(statement)
+            try:
+                yield empty
+            finally:
+                empty.close()
+            return
         with self._connect() as db:
             if not _exists(db, table.name):
                 if self.path in _held():

@@ -112,3 +112,10 @@ def test_the_data_folders_store_is_private_and_the_run_stores_is_not(tmp_path):
     with models.write(THINGS):
         pass
     assert stat.S_IMODE(models.path.stat().st_mode) & 0o044  # readable like the run folders beside it
+
+
+def test_a_read_where_nothing_was_ever_written_makes_no_folder(tmp_path):
+    store = SharedStore.of_models(tmp_path / "mistyped")
+    with store.read(THINGS) as db:
+        assert db.execute("SELECT COUNT(*) FROM things").fetchone() == (0,)
+    assert store.version(THINGS) == 0 and not (tmp_path / "mistyped").exists()
