@@ -40,6 +40,9 @@ ROWS_BY_ITEM = {
         "attack.jpeg_peak_rss",
     },
     "cache": {"cache.disk", "cache.read", "cache.accuracy"},
+    "concurrency": {
+        f"concurrency.{key}" for key in __import__("core.bench.concurrency", fromlist=["STORES"]).STORES.values()
+    },
     "scale": {f"scale.{name}" for name in ("peak_rss", "disk")}
     | {f"scale.{name}" for name, _ in __import__("core.bench.scale", fromlist=["STAGES"]).STAGES}
     | {f"scale.page_{page}" for page in __import__("core.bench.scale", fromlist=["PAGES"]).PAGES},

@@ -14,6 +14,9 @@ Items (each a module here):
                 memory, and the normal clients' throughput against without the attack
   cache     10  the compact cache (each square a q95 JPEG) against the raw one: disk, read throughput against
                 training's need, and test accuracy of the same run on each
+  concurrency   every shared store (names, sessions, marks, presets, workspaces, labelled photos, feedback,
+                aliases, sign-in failures) written by 2 processes x 16 threads at once: writes kept of attempted,
+                and writes per second
   scale     11  how every stage's time and memory grow at 1,000 classes, 1k -> 100k photos, and the pages'
                 first draw at 500 runs and 1,000,000 logged predictions (only with --only scale: it takes
                 about an hour at full scale, minutes with --quick)
@@ -45,7 +48,20 @@ from core.paths import PROJECT_ROOT
 from core.runs.record import package_versions
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep", "attack", "cache", "scale")
+ITEMS = (
+    "train",
+    "ingest",
+    "gpu",
+    "inference",
+    "memory",
+    "ui",
+    "serve",
+    "sweep",
+    "attack",
+    "cache",
+    "concurrency",
+    "scale",
+)
 DEFAULT_ITEMS = ITEMS[:-1]  # scale is asked for by name
 _MODULES = {
     "train": "core.bench.cached_training",
@@ -58,6 +74,7 @@ _MODULES = {
     "sweep": "core.bench.sweep",
     "attack": "core.bench.attack",
     "cache": "core.bench.cache_format",
+    "concurrency": "core.bench.concurrency",
     "scale": "core.bench.scale",
 }
 
@@ -90,7 +107,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scale = SCALES["tiny" if args.tiny else "quick" if args.quick else "full"]
     items = _items(args)
     dataset = Path(args.dataset).expanduser().resolve() if args.dataset else DEFAULT_DATASET
-    if not dataset.is_dir() and not set(items) <= {"gpu", "scale"}:
+    if not dataset.is_dir() and not set(items) <= {"gpu", "scale", "concurrency"}:  # these make their own data
         print(f"error: no photos at {dataset}; pass --dataset DIR (a folder of class folders)", file=sys.stderr)
         return 2
     workdir = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="flora-bench-"))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import is_image_name
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_json, update_json
 
 SPLITS = ("train", "val", "test")
 # Below this many test photos an accuracy moves by a point or more per photo: the split says so.
@@ -188,11 +188,10 @@ ADDED_BY = "added_by"  # in a dataset's flora.json: who added it from the app (a
 
 def record_added_by(dataset_root: str | os.PathLike, person: str) -> None:
     """Note in the dataset's flora.json who added it (kept if already noted: the first to add it)."""
-    path = Path(dataset_root) / META_FILE
-    meta = read_json(path, default={}) or {}
-    if not isinstance(meta, dict) or meta.get(ADDED_BY):
-        return
-    write_json_atomic(path, {**meta, ADDED_BY: person})
+    meta_path = Path(dataset_root) / META_FILE
+    update_json(
+        meta_path, lambda meta: None if not isinstance(meta, dict) or meta.get(ADDED_BY) else {**meta, ADDED_BY: person}
+    )
 
 
 def _visible(path: Path) -> bool:

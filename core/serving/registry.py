@@ -21,7 +21,7 @@ from core.serving.batching import DynamicBatcher
 from core.serving.engine import ServedModel
 
 log = logging.getLogger("flora")
-WATCH_INTERVAL = 0.2  # a stat of aliases.json: cheap; part of how soon a switch starts
+WATCH_INTERVAL = 0.2  # a read of the aliases' version: cheap; part of how soon a switch starts
 SPARE_RUNS = 1  # runs kept loaded after no name points at them (a rollback is then immediate)
 
 

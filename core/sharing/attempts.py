@@ -53,6 +53,7 @@ def _connect(data_root) -> sqlite3.Connection:
     path = flora_dir(data_root) / DATABASE
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=10, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")  # readers beside the writer, as in core.shared_store
     db.execute(
         "CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, label TEXT, count INTEGER NOT NULL, "
         "last_at REAL NOT NULL, locked_until REAL NOT NULL DEFAULT 0)"
@@ -86,6 +87,7 @@ def failed(data_root, key: str, label: str, now: float | None = None) -> str:
     now = time.time() if now is None else now
     rule = _rule(key)
     with closing(_connect(data_root)) as db:
+        db.execute("BEGIN IMMEDIATE")  # the count read and written in one transaction: no failure goes uncounted
         row = db.execute("SELECT count, last_at, locked_until FROM failures WHERE key = ?", (key,)).fetchone()
         # a cooled-down lock, or failures over an hour old, start afresh
         fresh = row is None or (row[2] and row[2] <= now) or now - row[1] > FORGET_AFTER_S
@@ -97,6 +99,7 @@ def failed(data_root, key: str, label: str, now: float | None = None) -> str:
             "last_at = excluded.last_at, locked_until = excluded.locked_until",
             (key, label, count, now, locked_until),
         )
+        db.execute("COMMIT")
     if locked_until:
         return _sentence(
             f"{label} is now locked for {LOCK_MINUTES} min after {count} failed sign-ins (an admin can unlock it)."

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
-import os
 import secrets
+import sqlite3
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 
-from core.fileio import read_json, write_bytes_atomic
+from core.fileio import read_json
 from core.paths import flora_dir
+from core.shared_store import SharedStore, Table
 from core.sharing import LOCAL_USER
 
-PEOPLE_FILE = "people.json"  # each token name's passphrase (scrypt) and each OpenID Connect identity seen
+PEOPLE_FILE = "people.json"  # where people were kept before the shared store (imported once)
 MIN_PASSPHRASE = 4
 SERVER_ACCOUNTS = ("root",)  # besides this process's own user: the usual owner of command-line runs
 ROLE_NAMES = ("admin", "administrator")  # a student named "admin" would read as the one who runs the class
@@ -57,22 +58,43 @@ def server_users() -> set[str]:
     return {name for name in (me, *SERVER_ACCOUNTS) if name}
 
 
-def _people_path(data_root):
-    return flora_dir(data_root) / PEOPLE_FILE
+def _import_people(db: sqlite3.Connection, data_root: Path) -> None:
+    raw = read_json(flora_dir(data_root) / PEOPLE_FILE, default={}) or {}
+    for key, entry in raw.items() if isinstance(raw, dict) else ():
+        if isinstance(entry, dict):
+            name = str(entry.get("name", key))
+            db.execute(
+                "INSERT OR IGNORE INTO people (key, name, how, salt, hash) VALUES (?, ?, ?, ?, ?)",
+                (name_key(name), name, entry.get("how") or "token", entry.get("salt"), entry.get("hash")),
+            )
+
+
+# each token name's passphrase (scrypt) and each OpenID Connect identity seen, one row each, keyed by name_key
+PEOPLE = Table(
+    "people",
+    ("CREATE TABLE people (key TEXT PRIMARY KEY, name TEXT NOT NULL, how TEXT NOT NULL, salt TEXT, hash TEXT)",),
+    _import_people,
+)
 
 
 def _load(data_root) -> dict:
-    raw = read_json(_people_path(data_root), default={}) or {}
-    if not isinstance(raw, dict):
-        return {}
-    # keyed by name_key: files from before the skeleton (lower-cased keys) read the same
-    return {name_key(str(entry.get("name", key))): entry for key, entry in raw.items() if isinstance(entry, dict)}
+    """Everyone known, by name_key: {"name", "how", "salt"?, "hash"?}."""
+    with SharedStore.of_data(data_root).read(PEOPLE) as db:
+        rows = db.execute("SELECT key, name, how, salt, hash FROM people").fetchall()
+    return {key: _entry(name, how, salt, hash_) for key, name, how, salt, hash_ in rows}
 
 
-def _save(data_root, people: dict) -> None:
-    path = _people_path(data_root)
-    write_bytes_atomic(path, json.dumps(people, indent=2, ensure_ascii=False).encode())
-    os.chmod(path, 0o600)
+def _entry(name: str, how: str, salt: str | None, hash_: str | None) -> dict:
+    entry = {"name": name, "how": how}
+    if hash_:
+        entry.update(salt=salt, hash=hash_)
+    return entry
+
+
+def _find(data_root, key: str) -> dict | None:
+    with SharedStore.of_data(data_root).read(PEOPLE) as db:
+        row = db.execute("SELECT name, how, salt, hash FROM people WHERE key = ?", (key,)).fetchone()
+    return _entry(*row) if row else None
 
 
 def token_names(data_root) -> set[str]:
@@ -83,12 +105,10 @@ def token_names(data_root) -> set[str]:
 def remember_identity(data_root, identity: str) -> None:
     """Record an OpenID Connect identity (e-mail or subject) that signed in: nobody can claim it as a name later,
     even before it owns a run."""
-    people = _load(data_root)
-    key = name_key(identity)
-    if key in people:
-        return
-    people[key] = {"name": identity, "how": "oidc"}
-    _save(data_root, people)
+    with SharedStore.of_data(data_root).write(PEOPLE) as db:
+        db.execute(
+            "INSERT OR IGNORE INTO people (key, name, how) VALUES (?, ?, 'oidc')", (name_key(identity), identity)
+        )
 
 
 def why_reserved(name: str, data_root, owners: Iterable[str] = ()) -> str | None:
@@ -104,13 +124,11 @@ def why_reserved(name: str, data_root, owners: Iterable[str] = ()) -> str | None
         return "that is this server's own account, which owns the runs started from the command line"
     if "@" in name:
         return "names with an @ are e-mail addresses, which belong to sign-ins through an identity provider"
-    people = _load(data_root)
-    entry = people.get(key)
+    entry = _find(data_root, key)
     if entry and entry.get("how") == "oidc":
         return "that is the identity of someone who signed in through the identity provider"
-    claimed = {k for k, e in people.items() if e.get("hash")}
     for owner in owners:
-        if name_key(owner) == key and key not in claimed:
+        if name_key(owner) == key and not (entry and entry.get("hash")):
             return f"“{owner}” owns runs made outside this sign-in (the command line, or an identity provider)"
     return None
 
@@ -130,22 +148,31 @@ def claim_name(data_root, name: str, passphrase: str, owners: Iterable[str] = ()
         raise NameTaken(f"You cannot sign in as “{name}”: {reason}. Choose another name.")
     if len(passphrase) < MIN_PASSPHRASE:
         raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
-    people = _load(data_root)
     key = name_key(name)
-    entry = people.get(key)
-    if entry:
-        given = _hash(passphrase, bytes.fromhex(entry["salt"]))
-        if not secrets.compare_digest(given, entry["hash"]):
-            same = "" if entry["name"] == name else f" (“{name}” reads the same as “{entry['name']}”)"
-            raise NameTaken(
-                f"{entry['name']} has signed in here before with another passphrase{same}. If that is you, use "
-                "your passphrase; if not, choose another name."
+    entry = _find(data_root, key)
+    if entry is None:
+        # hashed before the transaction (scrypt takes ~50 ms: a class signing in must not queue behind it); the
+        # row goes in only if the name is still free, in one statement, so one first passphrase wins
+        salt = secrets.token_bytes(16)
+        hashed = _hash(passphrase, salt)
+        with SharedStore.of_data(data_root).write(PEOPLE) as db:
+            taken = db.execute(
+                "INSERT OR IGNORE INTO people (key, name, how, salt, hash) VALUES (?, ?, 'token', ?, ?)",
+                (key, name, salt.hex(), hashed),
             )
-        return str(entry["name"])
-    salt = secrets.token_bytes(16)
-    people[key] = {"name": name, "salt": salt.hex(), "hash": _hash(passphrase, salt)}
-    _save(data_root, people)
-    return name
+            if taken.rowcount == 1:
+                return name
+        entry = _find(data_root, key)  # claimed in between: whoever did set its passphrase
+    if not entry.get("hash"):  # an identity provider's, recorded in between
+        raise NameTaken(f"You cannot sign in as “{name}”: someone signed in through the identity provider as it.")
+    given = _hash(passphrase, bytes.fromhex(entry["salt"]))
+    if not secrets.compare_digest(given, entry["hash"]):
+        same = "" if entry["name"] == name else f" (“{name}” reads the same as “{entry['name']}”)"
+        raise NameTaken(
+            f"{entry['name']} has signed in here before with another passphrase{same}. If that is you, use "
+            "your passphrase; if not, choose another name."
+        )
+    return str(entry["name"])
 
 
 def _hash(passphrase: str, salt: bytes) -> str:

@@ -108,7 +108,7 @@ else:
             format_func=plain.md,  # a pill's text is Markdown: a folder's name is shown as it is
             key="dataset_recent",
             on_change=_use_recent_folder,
-            help="Folders you picked here before (remembered in the data folder's .flora/workspace.json).",
+            help="Folders you picked here before (remembered in the data folder's .flora/shared.sqlite).",
         )
     if typed:
         if Path(typed).expanduser().is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.workspace import state_file
+from core.workspace import forget_person
 from pages.ui.navigation import page_file
 from tests.conftest import PROJECT_ROOT, TRAINED_CLASSES
 
@@ -30,14 +30,14 @@ def workspace(trained_run):
 @pytest.fixture
 def kept_corrections(workspace):
     """Two corrections kept for the workspace's dataset (removed afterwards: the data folder is shared)."""
-    from core.data.corrections import Corrections
+    from core.data.corrections import Corrections, forget_dataset
 
     kept = Corrections.load(workspace["data"], workspace["dataset"])
     kept.mark("red/img_000.png", "relabel", "crimson")
     kept.mark("blue/img_001.png", "exclude")
     kept.save()
     yield kept.effective()
-    kept.file.unlink(missing_ok=True)
+    forget_dataset(workspace["data"], workspace["dataset"])
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def app(workspace, monkeypatch):
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
     # Each test starts as a first visit: no dataset remembered from an earlier test's session.
-    state_file(workspace["data"]).unlink(missing_ok=True)
+    forget_person(workspace["data"])
 
     def open_page(page: str | None = None, models_dir=None) -> AppTest:
         if models_dir is not None:  # a test that adds runs gets a store of its own

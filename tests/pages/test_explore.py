@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.data.corrections import Corrections
+from core.data.corrections import Corrections, forget_dataset
 from core.results import tasks as run_tasks
 from core.results.arrays import RunAnalysis
 from core.runs.store import RunStore
@@ -31,8 +31,7 @@ def own_run(workspace, tmp_path):
     copy_run(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
     run = store.get(workspace["run_id"])
     yield store, run
-    corrections = Corrections.load(workspace["data"], run.dataset_path)
-    corrections.file.unlink(missing_ok=True)
+    forget_dataset(workspace["data"], run.dataset_path)
 
 
 def _map_traces(at) -> list[dict]:

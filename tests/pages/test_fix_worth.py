@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from core.data.corrections import Corrections
+from core.data.corrections import Corrections, forget_dataset
 from core.results import fix_worth
 from core.results import tasks as run_tasks
 from core.results.fix_worth_report import points
@@ -29,7 +29,7 @@ def own_run(workspace, tmp_path):
     copy_run(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
     run = store.get(workspace["run_id"])
     yield store, run
-    Corrections.load(workspace["data"], run.dataset_path).file.unlink(missing_ok=True)
+    forget_dataset(workspace["data"], run.dataset_path)
 
 
 def test_the_panel_estimates_the_marks_and_the_top_n_in_words(app, own_run, workspace):

@@ -205,7 +205,7 @@ def test_the_form_remembers_the_settings_last_launched_on_a_dataset(app, workspa
         assert at.select_slider(key="train_learning_rate").value == 5e-4  # not a slider stop: added for it
         assert "--lr 0.0005" in at.code[-1].value
     finally:
-        remembered.state_file(workspace["data"]).unlink(missing_ok=True)
+        remembered.forget_person(workspace["data"])
 
 
 def test_a_run_can_be_named_and_its_command_copied(app, workspace, tmp_path):

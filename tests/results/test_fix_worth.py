@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from core.cli import main as cli
-from core.data.corrections import Corrections, digest
+from core.data.corrections import Corrections, digest, forget_dataset
 from core.results import fix_worth
 from core.results.arrays import RunAnalysis
 from core.results.feature_head import accuracy_and_macro_f1, fit_head
@@ -103,7 +103,7 @@ def own_run(trained_run, tmp_path):
     copy_run(trained_run["store"].run_dir(trained_run["run_id"]), store.run_dir(trained_run["run_id"]))
     run = store.get(trained_run["run_id"])
     yield store, run, trained_run["data_root"]
-    Corrections.load(trained_run["data_root"], run.dataset_path).file.unlink(missing_ok=True)
+    forget_dataset(trained_run["data_root"], run.dataset_path)
 
 
 def corrections_of_each_kind(run, data_root):
