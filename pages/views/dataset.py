@@ -111,8 +111,8 @@ else:
             help="Folders you picked here before (remembered in the data folder's .flora/workspace.json).",
         )
     if typed:
-        if Path(typed).expanduser().is_dir():
-            chosen = typed
+        if not data_roots.inside(typed, dataset_choice.roots()) or Path(typed).expanduser().is_dir():
+            chosen = typed  # outside the roots, the scan's refusal: the same whether the folder exists or not
         else:
             st.error(f"No folder at {plain.md(typed)}.", icon=":material/folder_off:")
 

@@ -141,7 +141,7 @@ def table_import() -> None:
     """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
     import tempfile
 
-    from core.data.roots import OutsideDataRoots, check_inside
+    from core.data.roots import OutsideDataRoots, check_source
     from core.importers.csv_labels import (
         LABEL_COLUMNS,
         PATH_COLUMNS,
@@ -213,7 +213,7 @@ def table_import() -> None:
         ):
             return
         try:
-            folder = check_inside(images, dataset_choice.roots())
+            folder = check_source(images, dataset_choice.roots(), base=common.data_root())
             result = import_csv(
                 table_path,
                 folder,
@@ -236,15 +236,18 @@ def oxford_import() -> None:
     st.caption(
         "If you already have Oxford 102 as published (a folder with `jpg/` or `102flowers.tgz`, plus "
         "`imagelabels.mat` and `setid.mat`), import it here: 102 named classes and the official "
-        "1,020 / 1,020 / 6,149 split."
+        "1,020 / 1,020 / 6,149 split. The folder must be inside the data roots (a name alone is a folder in the "
+        "data folder)."
     )
-    source = st.text_input("Folder", key="dataset_oxford_src", placeholder="/path/to/oxford102").strip()
+    source = st.text_input("Folder", key="dataset_oxford_src", placeholder="oxford102-published").strip()
     name = st.text_input("Dataset name", value="oxford102", key="dataset_oxford_name")
     if st.button("Import Oxford 102", icon=":material/local_florist:", disabled=not source, key="dataset_oxford_go"):
         progress = common.ThrottledProgress("copying")
         try:
-            result = import_oxford102(source, common.data_root(), name=name, progress=progress)
-        except (ImportRejected, ImportCancelled, OSError, ValueError) as e:
+            result = import_oxford102(
+                source, common.data_root(), name=name, progress=progress, roots=dataset_choice.roots()
+            )
+        except (ImportRejected, ImportCancelled, OSError, ValueError) as e:  # OutsideDataRoots is a ValueError
             progress.bar.empty()
             st.error(f"Not imported: {plain.md(e)}", icon=":material/block:")
             return

@@ -62,6 +62,7 @@ def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_addr
     """Launch button: start the run in the background (or as a task on the Ray cluster), then show it on the
     Runs tab."""
     try:
+        dataset_choice.scan(dataset)  # inside the data roots, links too (OutsideDataRoots is a ValueError)
         user = auth.current_user()
         submission = jobs.launch(
             dataset,
