@@ -107,3 +107,43 @@ def test_a_runs_photos_outside_the_roots_are_not_shown(shared):
     assert not at.exception
     captions = [caption for image in at.get("image") for caption in image.captions]
     assert captions and all("outside the data folders this Flora reads" in c for c in captions)
+
+
+def _signed_in(workspace, name: str, admin: bool, page: str, **state) -> AppTest:
+    """A person signed in (their session opened as the sign-in page would), on `page`."""
+    from core.sharing import User, sessions
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["flora_user"] = User(name, name, admin=admin, how="token")
+    at.session_state["flora_session"] = sessions.open_session(workspace["data"], name, admin=admin)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page_file(page)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_a_student_starts_no_task_on_a_classmates_run(workspace, monkeypatch, tmp_path):
+    """Before (probe): a student's "Find suspected label errors" on a classmate's run wrote into that run's folder.
+    Now only its owner (or an admin) starts or stops one; the student is offered their own copy of the run."""
+    from core.results import tasks as run_tasks
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+
+    store = RunStore(tmp_path / "models")
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
+    run = store.get(workspace["run_id"])
+    assert run.owner == "local" and not (run.directory / "label_issues.json").exists()
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(store.root))
+    gary = _signed_in(workspace, "Gary", False, "explore", explore_tab="Suspected label errors")
+    assert "This is local's run: only they (or an admin) can compute this" in texts(gary)
+    assert not [b for b in gary.button if b.label == "Find suspected label errors"]
+    [link] = [p for p in gary.get("page_link") if "your own copy" in p.proto.label]
+    assert workspace["run_id"] in link.proto.page or workspace["run_id"] in str(link.proto)
+    assert run_tasks.task_status(run, "label-issues") is None
+    oak = _signed_in(workspace, "Oak", True, "explore", explore_tab="Suspected label errors")
+    assert [b for b in oak.button if b.label == "Find suspected label errors"]  # an admin may
