@@ -147,3 +147,37 @@ def test_a_student_starts_no_task_on_a_classmates_run(workspace, monkeypatch, tm
     assert run_tasks.task_status(run, "label-issues") is None
     oak = _signed_in(workspace, "Oak", True, "explore", explore_tab="Suspected label errors")
     assert [b for b in oak.button if b.label == "Find suspected label errors"]  # an admin may
+
+
+def test_downloads_are_an_admins_and_only_their_starter_or_an_admin_stops_one(workspace, monkeypatch, tmp_path):
+    """Before (probe): any student could start the 229/345 MB downloads, and every student saw a download's Stop."""
+    import time
+
+    from core.importers import tasks as dataset_tasks
+    from core.processes import JobState
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    workspace = {**workspace, "data": data}
+
+    def on_downloads(name: str, admin: bool) -> AppTest:
+        at = _signed_in(workspace, name, admin, "dataset")
+        at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+        assert not at.exception
+        return at
+
+    gary = on_downloads("Gary", False)
+    assert not [b for b in gary.button if b.label.startswith("Get ")]
+    assert "downloads are for whoever runs it" in texts(gary)
+    oak = on_downloads("Oak", True)
+    assert {b.label for b in oak.button} >= {"Get tf_flowers", "Get oxford102"}
+    # a download under way (its process just starting): its progress for everyone, its Stop for its owner or an admin
+    folder = dataset_tasks._folder(dataset_tasks.tasks_dir(data) / "20260101-000000-tf_flowers-abcdef")
+    folder.directory.mkdir(parents=True)
+    folder.write(dataset_tasks.TaskStatus(state=JobState.RUNNING, key="tf_flowers", queued_at=time.time(), owner="Oak"))
+    assert not [b for b in on_downloads("Gary", False).button if b.label == "Stop"]
+    assert [b for b in on_downloads("Oak", True).button if b.label == "Stop"]

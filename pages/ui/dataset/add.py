@@ -96,8 +96,13 @@ def download_card(key: str) -> None:
                 st.error(f"The last attempt failed: {plain.md(latest.status.error)}", icon=":material/cloud_off:")
             elif latest is not None and latest.state == JobState.STOPPED:
                 st.info("Stopped; getting it again resumes the download.", icon=":material/pause:")
-            if st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
-                dataset_tasks.launch_fetch(key, common.data_root())
+            if not auth.current_user().admin:  # shared: hundreds of MB on the server's disk and line
+                st.caption(
+                    f":material/lock: On this shared Flora downloads are for whoever runs it: ask an admin to get "
+                    f"{key} (it is then everyone's)."
+                )
+            elif st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
+                dataset_tasks.launch_fetch(key, common.data_root(), owner=auth.current_user().id)
                 st.rerun()
 
 
@@ -110,7 +115,7 @@ def fetch_progress(directory: Path) -> None:
     done, total = task.status.stage_progress or (0, 0)
     text = common.progress_text(task.status.stage or "starting", done, total)
     st.progress(task.fraction or 0.0, text=text)
-    if st.button("Stop", icon=":material/stop:", key=f"dataset_stop_{task.task_id}"):
+    if auth.can_change(task) and st.button("Stop", icon=":material/stop:", key=f"dataset_stop_{task.task_id}"):
         dataset_tasks.stop(task)
 
 
