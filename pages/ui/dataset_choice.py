@@ -13,7 +13,7 @@ from core import paths, workspace
 from core.data import roots as data_roots
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
 from pages.ui import auth, plain
-from pages.ui.common import data_root, shared
+from pages.ui.common import data_root, shared, shown_path
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 
@@ -118,7 +118,7 @@ def datasets(include_folders: bool = True) -> list[dict]:
 
 def dataset_label(dataset: dict) -> str:
     """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
-    where = f" · folder {dataset['path']}" if dataset["folder"] else ""
+    where = f" · folder {shown_path(dataset['path'])}" if dataset["folder"] else ""
     return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
 
 

@@ -6,10 +6,12 @@ show relative to the data folder."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.paths import imagenet_weights_cached
 from pages.ui.navigation import page_file
 from tests.conftest import make_image_dataset
 from tests.pages.conftest import APP, texts
@@ -181,3 +183,22 @@ def test_downloads_are_an_admins_and_only_their_starter_or_an_admin_stops_one(wo
     folder.write(dataset_tasks.TaskStatus(state=JobState.RUNNING, key="tf_flowers", queued_at=time.time(), owner="Oak"))
     assert not [b for b in on_downloads("Gary", False).button if b.label == "Stop"]
     assert [b for b in on_downloads("Oak", True).button if b.label == "Stop"]
+
+
+def test_server_paths_show_from_the_data_folder_on(shared):
+    """Before (probe): Home's folder column, the Train command, the Keras cache and the Workspace panel showed
+    the server's paths to every student."""
+    at = shared()
+    server = str(shared.data.parent)  # the server's own layout above the data folder
+    home = at.dataframe[0].value if at.dataframe else None
+    assert home is not None and list(home["path"]) == ["data/flowers"]
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert server not in sidebar and "this server's data folder" in sidebar
+    at.switch_page(page_file("train")).run()
+    at.session_state["train_tab"] = "New run"
+    at.run()
+    command = next(c.value for c in at.code if "-m core train" in c.value)
+    assert command.startswith("python -m core train flowers ") and server not in command
+    assert server not in texts(at) and str(Path.home()) + "/.keras" not in texts(at)
+    if not imagenet_weights_cached():  # the form says where Keras keeps them, in words the admin knows
+        assert "Keras's cache on the server" in texts(at)

@@ -84,7 +84,7 @@ def download_card(key: str) -> None:
         if latest is not None and latest.active:
             fetch_progress(latest.directory)
         elif present:
-            st.caption(f":material/check_circle: In {plain.code(common.data_root() / key)}.")
+            st.caption(f":material/check_circle: In {plain.code(common.shown_path(common.data_root() / key))}.")
             st.button(
                 "Open it",
                 key=f"dataset_open_present_{key}",

@@ -282,8 +282,9 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
                 "accept them. Nobody's marks change anyone else's training.",
                 icon=":material/group:",
             )
+        where = plain.code(common.shown_path(corrections.file))
         st.markdown(
-            f"Your marks are written to {plain.code(corrections.file)}, in the data folder, **never to your photos**: "
+            f"Your marks are written to {where}, in the data folder, **never to your photos**: "
             "no photo is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
             "applies them (a relabelled photo trains as its new class, an excluded one leaves its split) and, "
             "because its data changed, it gets a **new run id**; the same settings without corrections remain "
