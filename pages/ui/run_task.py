@@ -60,7 +60,7 @@ def task_panel(run: Run, kind: str, start_label: str, key: str) -> None:
     refused = why_not(run)
     if refused and not (status is not None and status.active):
         st.caption(f":material/visibility: {refused}")
-        if not auth.can_change(run):
+        if not auth.can_change(run) and not dataset_choice.outside_reason(run.dataset_path):
             own_copy_link(run)
         return
     if status is not None and status.active:

@@ -202,3 +202,14 @@ def test_server_paths_show_from_the_data_folder_on(shared):
     assert server not in texts(at) and str(Path.home()) + "/.keras" not in texts(at)
     if not imagenet_weights_cached():  # the form says where Keras keeps them, in words the admin knows
         assert "Keras's cache on the server" in texts(at)
+
+
+def test_a_link_to_train_a_run_on_photos_outside_the_roots_says_so(shared, workspace):
+    """The Train page's "train again" link reads the run's dataset: on a shared Flora not outside its roots."""
+    at = shared()
+    at.switch_page(page_file("train"))
+    at.query_params["train_prefill"] = workspace["run_id"]
+    at.run()
+    assert not at.exception
+    assert any("dataset is outside the data folders this Flora reads: nothing to fill" in w.value for w in at.warning)
+    assert "linkds" not in " ".join(at.selectbox(key="train_dataset").options)
