@@ -81,9 +81,12 @@ with st.sidebar:
     st.fragment(device_status.device_caption, run_every=2.0 if checking else None)()
     teaching.toggle()
     with st.expander("Workspace", icon=":material/folder:"):
-        st.caption(f"Datasets: `{common.data_root()}`")
-        st.caption(f"Runs: `{common.models_root()}`")
-        st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
+        if common.shared():  # the server's folders are its admin's business
+            st.caption("Datasets and runs live in this server's data folder and run store, shared by everyone here.")
+        else:
+            st.caption(f"Datasets: `{common.data_root()}`")
+            st.caption(f"Runs: `{common.models_root()}`")
+            st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
     st.markdown("**Jobs**")
     st.session_state.pop(ACTIVE_IDS, None)  # a whole-page run: the panel starts from what it sees now
     busy = common.active_runs() or common.active_sweeps()

@@ -77,6 +77,18 @@ def _resolve(explicit, env_name: str, default: Path) -> Path:
 IMAGENET_WEIGHTS_FILE = BACKBONES[RESNET50].imagenet.file
 
 
+def relative_to_data(path: str | os.PathLike, data_root: str | os.PathLike, named: bool = True) -> str:
+    """`path` as a shared Flora shows it to the people using it: from the data folder on (`data/flowers`,
+    `data/.flora/corrections/x.json`; without the folder's own name when not `named`: `flowers`, what the command
+    line takes for a dataset), else only its last part after `…/`. Nobody needs the server's own layout."""
+    given, root = Path(path), Path(data_root)
+    for candidate, base in ((given.absolute(), root.absolute()), (given.resolve(), root.resolve())):
+        if candidate == base or candidate.is_relative_to(base):
+            inner = candidate.relative_to(base).as_posix()
+            return (root.name if inner == "." else f"{root.name}/{inner}") if named else inner
+    return f"…/{given.name}"
+
+
 def keras_home() -> Path:
     """Where Keras keeps downloads: $KERAS_HOME, else ~/.keras."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")

@@ -429,6 +429,8 @@ def test_feedback_over_the_api_updates_the_log_and_keeps_the_photo(served, tmp_p
     sha = answer["image_sha256"]
     kept = httpx.post(f"{server.url}/v1/feedback", files={"file": ("p.png", photo)}, data={"label": "crimson"}).json()
     assert kept["log_rows_updated"] >= 1 and kept["photo_kept"]["split"] in ("train", "val")
+    where = kept["photo_kept"]["path"]  # from the data folder on: the server's own layout is not the client's
+    assert not where.startswith("/") and "/.flora/feedback/" in where and where.endswith(".png")
     by_sha = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "green"}).json()
     assert by_sha["log_rows_updated"] >= 1 and by_sha["photo_kept"] is None
     rows = [r for r in PredictionLog.of_store(served["store"].root).read() if r["image_sha256"] == sha]

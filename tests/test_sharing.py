@@ -134,7 +134,7 @@ def test_names_that_own_work_outside_the_token_sign_in_are_nobodys_to_take(tmp_p
 
 
 def test_wrong_passphrases_slow_down_then_lock_a_name_until_an_admin_unlocks(tmp_path):
-    key, now = attempts.name_key_of("alice"), 1000.0
+    key, now = attempts.name_key_of("alice", "a-browser-id-0123"), 1000.0
     for tries in range(1, attempts.NAME_RULE.lock_after + 1):
         attempts.check(tmp_path, key, "alice", now=now)  # never refused before its wait is over
         note = attempts.failed(tmp_path, key, "alice", now=now)

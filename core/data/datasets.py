@@ -13,6 +13,7 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISLNK
@@ -423,14 +424,13 @@ def _carve_missing(members: np.ndarray, fractions: dict[str, float], rng) -> dic
     return out
 
 
-def list_datasets(data_root: str | os.PathLike) -> list[DatasetIndex]:
-    """Datasets directly under `data_root` (each a folder a scan accepts), by name."""
-    root = Path(data_root)
-    found = []
+def list_datasets(data_root: str | os.PathLike, keep: Callable[[Path], bool] | None = None) -> list[DatasetIndex]:
+    """Datasets directly under `data_root` (each a folder a scan accepts), by name; `keep`: the folders to scan."""
+    root, found = Path(data_root), []
     if not root.is_dir():
         return found
     for child in sorted(root.iterdir()):
-        if child.is_dir() and _visible(child):
+        if child.is_dir() and _visible(child) and (keep is None or keep(child)):
             try:
                 found.append(scan_dataset(child))
             except DatasetError:

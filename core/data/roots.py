@@ -11,7 +11,14 @@ types commands can read the folders anyway.
 Links, one rule at every depth (`LINK_RULE`): the app follows a symbolic link, be it the dataset folder,
 a class folder, a subfolder or a photo, only when what it points to is inside the data roots too. A
 dataset holding a link that points outside is not opened, and the message names the links; nothing of
-it is listed, shown as a thumbnail or trained on from the app.
+it is listed, shown as a thumbnail or trained on from the app. A dataset folder under the data folder that is
+itself a link out of the roots (`data/linkds -> /elsewhere`) is not listed either, and picking it any other way
+(a remembered choice, a link to a page) is refused with the same rule (`OutsideDataRoots` is a `DatasetError`,
+so every place that shows why a dataset cannot be used shows this too).
+
+Imports from a server folder (Oxford 102, a table's images) read only inside the roots, and their refusal
+(`check_source`) reads the same for a folder that exists, one that is a link and one that does not: it tells
+nothing about what lies outside.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.data.datasets import DatasetError
 from core.paths import PROJECT_ROOT
 
 ROOTS_ENV = "FLORA_DATA_ROOTS"
@@ -31,7 +39,7 @@ LINK_RULE = (
 )
 
 
-class OutsideDataRoots(ValueError):
+class OutsideDataRoots(DatasetError):
     """A folder outside the data roots; the message names the roots and how to add one."""
 
 
@@ -65,11 +73,35 @@ def check_inside(path: str | os.PathLike, roots: list[Path]) -> Path:
     if inside(resolved, roots):
         return resolved
     listed = ", ".join(str(root) for root in roots)
-    given = Path(path).expanduser()
-    via = f" ({given} is a link to it)" if given.absolute() != resolved else ""
+    given = Path(path).expanduser().absolute()
+    # a link that lies in the roots (data/linkds) is named as one; where a path outside them leads is not said
+    what = "is a link pointing outside" if given != resolved and _lexically_inside(given, roots) else "is outside"
     raise OutsideDataRoots(
-        f"{resolved}{via} is outside the folders Flora may read datasets from ({listed}). {LINK_RULE} Move or "
+        f"{given} {what} the folders Flora may read datasets from ({listed}). {LINK_RULE} Move or "
         f"copy the dataset into one of them, or have whoever runs this Flora add its folder to {ROOTS_ENV}."
+    )
+
+
+def _lexically_inside(path: Path, roots: list[Path]) -> bool:
+    """`path` (made absolute, `..` and links not followed) lies under a root as written."""
+    normal = Path(os.path.normpath(path))
+    return any(normal == root or normal.is_relative_to(root) for root in roots)
+
+
+def check_source(path: str | os.PathLike, roots: list[Path], base: str | os.PathLike | None = None) -> Path:
+    """A server folder to import from (Oxford 102, a table's images), resolved, when it is inside `roots`.
+
+    A relative path is taken from `base` (the data folder). Outside the roots, OutsideDataRoots says the same
+    words whether the folder exists, is a link or is missing, and names only what was typed: an import's error
+    must not tell a student what the server holds (`/root/.ssh` and `/root/nonexistent` read alike)."""
+    given = Path(path).expanduser()
+    if not given.is_absolute() and base is not None:
+        given = Path(base) / given
+    if inside(given, roots):
+        return given.resolve()
+    raise OutsideDataRoots(
+        f"{path} is not a folder Flora may import from: imports read only inside the data folder (and the other "
+        f"data roots whoever runs this Flora listed in {ROOTS_ENV}). {LINK_RULE} Put the files there first."
     )
 
 

@@ -50,6 +50,7 @@ class TaskStatus(JobStatus):
     force: bool = False
     data_root: str = ""
     result: dict[str, Any] | None = None  # ImportResult.to_dict() once done
+    owner: str = ""  # who started it (a shared Flora lets only them, or an admin, stop it)
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Task:
     @property
     def active(self) -> bool:
         return self.status.active
+
+    @property
+    def owner(self) -> str:
+        return self.status.owner
 
     @property
     def fraction(self) -> float | None:
@@ -104,8 +109,11 @@ def get_task(directory: str | os.PathLike) -> Task:
     return Task(folder.directory.name, folder.directory, status)
 
 
-def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None, force: bool = False) -> Task:
-    """Start fetching dataset `key` in the background; an active fetch of the same key is returned instead."""
+def launch_fetch(
+    key: str, data_root: str | os.PathLike, url: str | None = None, force: bool = False, owner: str = ""
+) -> Task:
+    """Start fetching dataset `key` in the background for `owner`; an active fetch of the same key is returned
+    instead."""
     for task in list_tasks(data_root):
         if task.active and task.key == key:
             return task
@@ -121,6 +129,7 @@ def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None,
             queued_at=time.time(),
             data_root=str(Path(data_root).resolve()),
             stage="starting",
+            owner=owner,
         )
     )
     folder.launch([sys.executable, "-m", "core.importers.tasks", str(folder.directory)])

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, ImageTooLarge
 from core.feedback import SERVER_CLIENT, NotYourFeedback, add_feedback, list_feedback
+from core.paths import relative_to_data
 from core.serving.batching import BatcherClosed
 from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded
@@ -145,7 +146,8 @@ class Service:
                     )
             except (ImageError, NotYourFeedback) as e:
                 raise InputError(f"{name}: {e}") from None
-            sha, kept = photo.sha256, {"path": str(photo.path), "split": photo.split}
+            # the reply goes to whoever sent it: where it is kept from the data folder on, not the server's layout
+            sha, kept = photo.sha256, {"path": relative_to_data(photo.path, self.data_root), "split": photo.split}
         else:
             self.quota.admit(client, 0, 0, 0)
         updated = 0

@@ -1,10 +1,23 @@
-"""Sign-in that resists guessing: wrong passphrases for a name, and wrong tokens or passphrases from one client,
-first slow down and then lock, until the lock cools down or an admin unlocks it.
+"""Sign-in that resists guessing without letting one person lock another out: wrong tokens and passphrases slow
+down and then lock, counted so that a classmate's tries never make you wait.
 
-A name: the first FREE_TRIES wrong passphrases cost nothing, each one after must wait twice as long as the
-last (2 s, 4 s, ... at most a minute), and the LOCK_AFTER-th locks the name for LOCK_MINUTES, its right
-passphrase included. A client (its address) gets more room, because a classroom behind one router shares
-one. The counts live in SQLite (`<data>/.flora/sign-in.sqlite`), so every app thread and a restart agree.
+Each try comes from a client (core.sharing.clients): the address counted (X-Forwarded-For believed only from a
+configured proxy) and a browser id kept in a cookie. Failures count under several keys:
+
+  name in a browser     `name:<key>|browser:<id>`  NAME_RULE: the first FREE_TRIES cost nothing, each one after
+                        waits twice as long as the last (2 s, 4 s, ... at most a minute), the LOCK_AFTER-th
+                        locks it for LOCK_MINUTES, right passphrase included
+  name, new browsers    `name:<key>|new`           every browser that never signed in as that name, together:
+                        NEW_BROWSERS_RULE, roomier; checked only from such browsers, so whoever guesses a
+                        classmate's passphrase (clearing cookies or not) never locks the classmate's own browser
+  a browser             `client:<address>|browser:<id>`  wrong tokens and passphrases: CLIENT_RULE
+  an address            `client:<address>`         browsers that never signed in and began failing, each counted
+                        once (one browser's own tries are its own key's): ADDRESS_RULE, generous (a classroom
+                        behind one router or proxy shares it); it holds back only what clears its cookie at
+                        every try, and a browser that has signed in here before is not held by it
+
+A right sign-in clears its browser's counts and remembers the browser for that name. The counts live in SQLite
+(`<data>/.flora/sign-in.sqlite`, each change in one transaction), so every app thread, process and a restart agree.
 """
 
 from __future__ import annotations
@@ -29,24 +42,49 @@ class Rule:
     lock_after: int
 
 
-NAME_RULE = Rule(free_tries=3, lock_after=10)
-CLIENT_RULE = Rule(free_tries=10, lock_after=30)
+NAME_RULE = Rule(free_tries=3, lock_after=10)  # one name from one browser
+NEW_BROWSERS_RULE = Rule(free_tries=10, lock_after=50)  # one name from every browser new to it, together
+CLIENT_RULE = Rule(free_tries=10, lock_after=30)  # one browser
+ADDRESS_RULE = Rule(free_tries=60, lock_after=200)  # browsers new here that began failing at one address
 
 
 class SignInPaused(RuntimeError):
     """A name or client that must wait, or is locked; the message says which, for how long, and who can unlock."""
 
 
-def name_key_of(name: str) -> str:
-    return f"name:{name_key(name)}"
+@dataclass(frozen=True)
+class Client:
+    """Who tries: the address counted (core.sharing.clients.client_address) and the browser's id (its cookie)."""
+
+    address: str
+    browser: str
+
+    @property
+    def browser_key(self) -> str:
+        return f"client:{self.address}|browser:{self.browser}"
+
+    @property
+    def address_key(self) -> str:
+        return f"client:{self.address}"
+
+    @property
+    def browser_label(self) -> str:
+        return f"a browser at {self.address} (…{self.browser[-4:]})"
+
+    @property
+    def address_label(self) -> str:
+        return f"browsers new to this Flora at {self.address}"  # counted once each, as they begin to fail
 
 
-def client_key_of(address: str | None) -> str:
-    return f"client:{address or 'unknown'}"
+def name_key_of(name: str, browser: str | None = None) -> str:
+    """The key of `name` tried from `browser`, or from browsers new to it (None)."""
+    return f"name:{name_key(name)}|" + (f"browser:{browser}" if browser else "new")
 
 
 def _rule(key: str) -> Rule:
-    return NAME_RULE if key.startswith("name:") else CLIENT_RULE
+    if key.startswith("name:"):
+        return NEW_BROWSERS_RULE if key.endswith("|new") else NAME_RULE
+    return CLIENT_RULE if "|browser:" in key else ADDRESS_RULE
 
 
 def _connect(data_root) -> sqlite3.Connection:
@@ -58,7 +96,78 @@ def _connect(data_root) -> sqlite3.Connection:
         "CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, label TEXT, count INTEGER NOT NULL, "
         "last_at REAL NOT NULL, locked_until REAL NOT NULL DEFAULT 0)"
     )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS browsers (browser TEXT NOT NULL, name TEXT NOT NULL, signed_in_at REAL NOT NULL, "
+        "PRIMARY KEY (browser, name))"
+    )
     return db
+
+
+# ----------------------------------------------------------------------------- one sign-in, every key it counts under
+
+
+def check_sign_in(data_root, client: Client, name: str | None, now: float | None = None) -> None:
+    """Raise SignInPaused when this browser (or, for a browser new here, its address; for a browser new to `name`,
+    the name's new browsers) must wait or is locked."""
+    known_here, known_for_name = _known(data_root, client.browser, name)
+    check(data_root, client.browser_key, "this browser", now)
+    if not known_here:
+        check(data_root, client.address_key, client.address_label, now)
+    if name:
+        check(data_root, name_key_of(name, client.browser), f"the name “{name}” in this browser", now)
+        if not known_for_name:
+            check(data_root, name_key_of(name), f"the name “{name}” from browsers it has not signed in from", now)
+
+
+def failed_token(data_root, client: Client, now: float | None = None) -> str:
+    """Count a wrong access token; returns what the page says about what comes next."""
+    _count_new_browser(data_root, client, now)
+    return failed(data_root, client.browser_key, client.browser_label, now, shown="this browser")
+
+
+def failed_passphrase(data_root, client: Client, name: str, now: float | None = None) -> str:
+    """Count a wrong passphrase for a claimed name; returns what the page says about what comes next."""
+    _, known_for_name = _known(data_root, client.browser, name)
+    _count_new_browser(data_root, client, now)
+    failed(data_root, client.browser_key, client.browser_label, now)
+    if not known_for_name:
+        failed(data_root, name_key_of(name), f"the name “{name}” from browsers it has not signed in from", now)
+    key = name_key_of(name, client.browser)
+    return failed(data_root, key, f"the name “{name}” in {client.browser_label}", now, shown=f"the name “{name}”")
+
+
+def signed_in(data_root, client: Client, name: str, now: float | None = None) -> None:
+    """A right sign-in: this browser's counts are cleared and it is remembered for `name` (and as known here)."""
+    now = time.time() if now is None else now
+    with closing(_connect(data_root)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM failures WHERE key IN (?, ?)", (client.browser_key, name_key_of(name, client.browser)))
+        db.execute(
+            "INSERT INTO browsers (browser, name, signed_in_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(browser, name) DO UPDATE SET signed_in_at = excluded.signed_in_at",
+            (client.browser, name_key(name), now),
+        )
+        db.execute("COMMIT")
+
+
+def _count_new_browser(data_root, client: Client, now: float | None) -> None:
+    """A browser that never signed in here and fails for the first time counts once for its address."""
+    if _known(data_root, client.browser, None)[0]:
+        return
+    with closing(_connect(data_root)) as db:
+        begun = db.execute("SELECT 1 FROM failures WHERE key = ?", (client.browser_key,)).fetchone()
+    if not begun:
+        failed(data_root, client.address_key, client.address_label, now)
+
+
+def _known(data_root, browser: str, name: str | None) -> tuple[bool, bool]:
+    """(signed in here before as anyone, signed in before as `name`) from this browser."""
+    with closing(_connect(data_root)) as db:
+        rows = {row[0] for row in db.execute("SELECT name FROM browsers WHERE browser = ?", (browser,))}
+    return bool(rows), bool(name) and name_key(name) in rows
+
+
+# ----------------------------------------------------------------------------- one key
 
 
 def check(data_root, key: str, label: str, now: float | None = None) -> None:
@@ -82,8 +191,9 @@ def check(data_root, key: str, label: str, now: float | None = None) -> None:
         )
 
 
-def failed(data_root, key: str, label: str, now: float | None = None) -> str:
-    """Count one failure for `key`; returns what the page says about what comes next."""
+def failed(data_root, key: str, label: str, now: float | None = None, shown: str | None = None) -> str:
+    """Count one failure for `key` (`label`: what the Class page calls it); returns what the page says about what
+    comes next, naming it `shown` (default: the label)."""
     now = time.time() if now is None else now
     rule = _rule(key)
     with closing(_connect(data_root)) as db:
@@ -100,14 +210,15 @@ def failed(data_root, key: str, label: str, now: float | None = None) -> str:
             (key, label, count, now, locked_until),
         )
         db.execute("COMMIT")
+    shown = shown or label
     if locked_until:
         return _sentence(
-            f"{label} is now locked for {LOCK_MINUTES} min after {count} failed sign-ins (an admin can unlock it)."
+            f"{shown} is now locked for {LOCK_MINUTES} min after {count} failed sign-ins (an admin can unlock it)."
         )
     left = rule.lock_after - count
     if count >= rule.free_tries:
         tries = "failed sign-in locks" if left == 1 else "more failed sign-ins lock"
-        return f"{left} {tries} {label} for {LOCK_MINUTES} min; each try now waits longer."
+        return f"{left} {tries} {shown} for {LOCK_MINUTES} min; each try now waits longer."
     return ""
 
 
@@ -116,7 +227,7 @@ def _sentence(text: str) -> str:
 
 
 def succeeded(data_root, key: str) -> None:
-    """A right sign-in clears the name's (or client's) count."""
+    """A right sign-in clears the key's count."""
     with closing(_connect(data_root)) as db:
         db.execute("DELETE FROM failures WHERE key = ?", (key,))
 

@@ -31,6 +31,25 @@ SERVER_ACCOUNTS = ("root",)  # besides this process's own user: the usual owner 
 ROLE_NAMES = ("admin", "administrator")  # a student named "admin" would read as the one who runs the class
 
 
+# Characters that show as nothing, or as a blank, beside a name's letters: Hangul fillers, the blank Braille
+# pattern, variation selectors, the grapheme joiner, Khmer's inherent vowels, Mongolian's selectors, the null
+# notehead. With every format character (Cf: zero-width spaces and joiners, tags, bidi marks), control, private-use
+# and unassigned one, a name holding one is refused: "alice" + U+2800 would read as a second "alice".
+_BLANKS = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0, 0x1D159})
+_BLANK_RANGES = ((0x180B, 0x180F), (0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+_UNSEEN_CATEGORIES = ("Cc", "Cf", "Co", "Cs", "Cn")
+
+
+def invisible(char: str) -> bool:
+    """True for a character that does not show as itself in a name (a filler, a blank, a selector, a format mark)."""
+    code = ord(char)
+    return (
+        unicodedata.category(char) in _UNSEEN_CATEGORIES
+        or code in _BLANKS
+        or any(low <= code <= high for low, high in _BLANK_RANGES)
+    )
+
+
 class NameTaken(ValueError):
     """A name that is someone's (or nobody's to take); the message says why and what to do."""
 
@@ -113,8 +132,11 @@ def remember_identity(data_root, identity: str) -> None:
 
 def why_reserved(name: str, data_root, owners: Iterable[str] = ()) -> str | None:
     """Why `name` cannot be claimed with the token, or None: it owns work made outside this sign-in."""
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs") for char in name):
-        return "it holds invisible characters (a zero-width space makes a copy of someone's name look the same)"
+    if any(invisible(char) for char in name):
+        return (
+            "it holds invisible characters (a zero-width space, or a blank such as U+3164 or U+2800, makes a copy of "
+            "someone's name look the same)"
+        )
     key = name_key(name)
     if key in {name_key(role) for role in ROLE_NAMES}:
         return "it reads as the role of whoever runs this Flora; admins sign in with their own token"

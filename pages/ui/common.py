@@ -8,6 +8,7 @@ Page keys are prefixed with the page's name; the few values shared between pages
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -173,9 +174,17 @@ def random_start_notice(run: Run) -> None:
             "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
             "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
             "With ImageNet weights the same run typically gets most flower photos right. To train from them "
-            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {plain.code(imagenet_weights_file().parent)}, or set "
+            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {keras_cache_words()}, or set "
             "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* on the Train page."
         )
+
+
+def keras_cache_words() -> str:
+    """Where Keras keeps its downloads, as a page says it: the folder itself, or on a shared Flora (whose
+    server folders are not shown) words its admin knows."""
+    if shared():
+        return "Keras's cache on the server (whoever runs this Flora: `~/.keras/models`, or `$KERAS_HOME/models`)"
+    return plain.code(imagenet_weights_file().parent)
 
 
 def state_badge(run: Run | Sweep) -> None:
@@ -190,6 +199,13 @@ def state_badge(run: Run | Sweep) -> None:
 def listen_address() -> str | None:
     """The address the app server listens on (`server.address`; None: Streamlit's default, every interface)."""
     return st.get_option("server.address") or None
+
+
+def shown_path(path: str | os.PathLike, argument: bool = False) -> str:
+    """A server path as a page shows it: whole on a Flora used by one person, from the data folder on, on a shared
+    one (core.paths.relative_to_data); `argument`: a dataset as the command line takes it (its name in the data
+    folder)."""
+    return paths.relative_to_data(path, data_root(), named=not argument) if shared() else str(path)
 
 
 def shared() -> bool:

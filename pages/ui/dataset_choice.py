@@ -13,7 +13,7 @@ from core import paths, workspace
 from core.data import roots as data_roots
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
 from pages.ui import auth, plain
-from pages.ui.common import data_root, shared
+from pages.ui.common import data_root, shared, shown_path
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 
@@ -71,7 +71,9 @@ def drop_folders_outside_roots() -> list[str]:
 
 @st.cache_data(show_spinner=False, ttl=10)
 def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[dict]:
-    indexes = [(index, False) for index in list_datasets(root)]
+    roots = [Path(a) for a in allowed]
+    # a folder linked in from outside the data roots (data/linkds -> /elsewhere) is neither read nor offered
+    indexes = [(index, False) for index in list_datasets(root, keep=lambda folder: data_roots.inside(folder, roots))]
     for folder in folders:
         try:
             indexes.append((scan_dataset(folder), True))
@@ -80,7 +82,8 @@ def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ..
     usable = []
     for index, outside in indexes:  # one with links out of the data roots is not offered (core.data.roots)
         try:
-            data_roots.check_links(index.root, index.links, [Path(a) for a in allowed])
+            data_roots.check_inside(index.root, roots)
+            data_roots.check_links(index.root, index.links, roots)
         except data_roots.OutsideDataRoots:
             continue
         usable.append((index, outside))
@@ -115,7 +118,7 @@ def datasets(include_folders: bool = True) -> list[dict]:
 
 def dataset_label(dataset: dict) -> str:
     """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
-    where = f" · folder {dataset['path']}" if dataset["folder"] else ""
+    where = f" · folder {shown_path(dataset['path'])}" if dataset["folder"] else ""
     return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
 
 
@@ -152,6 +155,15 @@ def remembered_folders() -> list[str]:
 def outside_data_root(path: str | os.PathLike | None) -> bool:
     """True for a dataset folder that is not under the data folder."""
     return bool(path) and not Path(path).resolve().is_relative_to(data_root().resolve())
+
+
+def outside_reason(path: str | os.PathLike) -> str | None:
+    """Why the app does not read `path` (a run's photo or dataset) on a shared Flora: it resolves outside the data
+    roots (a run made from the command line on a folder elsewhere, a link); None when it may. A Flora used by one
+    person reads wherever its runs were made, as before."""
+    if not shared() or data_roots.inside(path, roots()):
+        return None
+    return "outside the data folders this Flora reads"
 
 
 def try_scan(path: str | None) -> DatasetIndex | None:

@@ -16,8 +16,13 @@ import re
 # CommonMark lets any ASCII punctuation be escaped with a backslash; these start Markdown, Streamlit's
 # directives (:red[...], :material/...:), KaTeX ($), HTML (<, &) or autolinks.
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=\"'])")
-# Direction overrides and isolates, zero-width characters, the byte-order mark.
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# Direction overrides and isolates, zero-width characters, the byte-order mark; and the blanks a name could hide
+# behind ("alice" + U+2800 or U+3164 read as a second alice): fillers, the soft hyphen, selectors, joiners, tags.
+_INVISIBLE = re.compile(
+    "[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+    "\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2060-\u2064\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U000e0000-\U000e01ef]"
+)
 
 
 def visible(text: object) -> str:

@@ -77,8 +77,8 @@ elif source == SOURCES[0]:
     found = dataset_choice.datasets(include_folders=False)
     if not found:
         st.info(
-            f"No dataset in {plain.code(common.data_root())} yet. Choose **Add a dataset** above (a download, a zip, "
-            "or the offline demo set), or use a folder on this machine.",
+            f"No dataset in {plain.code(common.shown_path(common.data_root()))} yet. Choose **Add a dataset** above "
+            "(a download, a zip, or the offline demo set), or use a folder on this machine.",
             icon=":material/info:",
         )
     else:
@@ -97,7 +97,7 @@ else:
     ).strip()
     st.caption(
         "Folders Flora may read datasets from: "
-        + ", ".join(plain.code(root) for root in dataset_choice.roots())
+        + ", ".join(plain.code(common.shown_path(root)) for root in dataset_choice.roots())
         + f" (and below). {data_roots.LINK_RULE}"
     )
     recent = [folder for folder in dataset_choice.remembered_folders() if folder != typed]
@@ -111,8 +111,8 @@ else:
             help="Folders you picked here before (remembered in the data folder's .flora/shared.sqlite).",
         )
     if typed:
-        if Path(typed).expanduser().is_dir():
-            chosen = typed
+        if not data_roots.inside(typed, dataset_choice.roots()) or Path(typed).expanduser().is_dir():
+            chosen = typed  # outside the roots, the scan's refusal: the same whether the folder exists or not
         else:
             st.error(f"No folder at {plain.md(typed)}.", icon=":material/folder_off:")
 

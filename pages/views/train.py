@@ -83,7 +83,9 @@ with new_tab:
             train_form.duration_note(dataset, config)
             st.caption("The same run from a terminal (copy it with the button at the right):")
             flag = "kept" if corrections else "none"
-            command = train_command(dataset, config, corrections=flag)
+            command = train_command(
+                common.shown_path(dataset, argument=True), config, corrections=flag
+            )  # shared: a name
             command += f" --ray {shlex.quote(ray_address)}" if ray_address else ""
             st.code(command, language="bash", wrap_lines=True)
             if corrections:

@@ -451,6 +451,29 @@ def test_oxford_import_errors_name_the_problem(tmp_path, breakage, message):
     assert_nothing_left(tmp_path / "data", "oxford102")
 
 
+def test_the_apps_oxford_import_reads_only_inside_the_data_roots(tmp_path):
+    """Before (probe): the app imported from any server folder, and told `/root/.ssh` ("missing imagelabels.mat")
+    from `/root/nonexistent` ("not found")."""
+    from core.data.roots import OutsideDataRoots
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (outside / ".ssh").mkdir(parents=True)
+    (outside / ".ssh" / "id_ed25519").write_text("private")
+    roots = [data.resolve()]
+    said = []
+    for folder in (outside / ".ssh", outside / "nonexistent"):
+        with pytest.raises(OutsideDataRoots) as refused:
+            import_oxford102(folder, data, roots=roots)
+        said.append(str(refused.value).replace(str(folder), "FOLDER"))
+    assert said[0] == said[1] and "imagelabels" not in said[0] and "not found" not in said[0]
+    with pytest.raises(ImportRejected, match="source folder not found"):  # inside the roots: said as it is
+        import_oxford102("not-there-yet", data, roots=roots)
+    require_oxford()
+    oxford_source(data / "ox-src", image_ids=[1, 2, 3])
+    result = import_oxford102("ox-src", data, name="ox-small", roots=roots)  # a name: a folder in the data folder
+    assert result.images == 3
+
+
 # ----------------------------------------------------------------------------- downloads
 
 

@@ -19,8 +19,8 @@ def upload_section(dataset_root: str | Path, expanded: bool, key: str) -> None:
     """Add photos without a label: image files or a zip, into the dataset's unlabelled/ folder."""
     with st.expander("Add unlabelled photos", icon=":material/add_photo_alternate:", expanded=expanded):
         st.caption(
-            f"They go into {plain.code(str(Path(dataset_root) / UNLABELLED_DIR))}, beside the class folders: "
-            "never trained on until you give them a class. (Copying photos into that folder works too.)"
+            f"They go into {plain.code(common.shown_path(Path(dataset_root) / UNLABELLED_DIR))}, beside the class "
+            "folders: never trained on until you give them a class. (Copying photos into that folder works too.)"
         )
         files = st.file_uploader(
             "Photos, or a zip of photos",

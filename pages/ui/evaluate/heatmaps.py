@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.imaging import ImageError
-from pages.ui import gradcam, plain, run_models, teaching
+from pages.ui import dataset_choice, gradcam, plain, run_models, teaching
 
 DISPLAY = 224  # overlays of a 32 px model are drawn at this size
 
@@ -67,6 +67,10 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             return
         path, true_name, predicted_name = by_path[picked]
         full = dataset_root / path
+        refused = dataset_choice.outside_reason(full)
+        if refused:
+            st.warning(f"{plain.md(Path(path).name)} is not shown: {refused}.", icon=":material/folder_off:")
+            return
         teaching.explain("gradcam", [true_name, predicted_name])
         model_key = run_models.key_of(run)
         layer_key = f"{key}_layer"

@@ -21,7 +21,7 @@ from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import data_issues
 from core.results import tasks as run_tasks
 from core.runs.record import DATA_ISSUES_FILE, LABEL_ISSUES_FILE, Run
-from pages.ui import auth, common, photo_gallery, plain
+from pages.ui import auth, common, photo_gallery, plain, run_task
 from pages.ui.run_task import task_panel
 
 KIND = "data-issues"
@@ -89,8 +89,10 @@ def data_issues_section(run: Run) -> None:
         )
     if result.health_note:
         st.caption(plain.md(result.health_note))
-    if st.button("Look again", key="explore_data_issues_again", icon=":material/refresh:"):
-        run_tasks.launch(run, KIND, common.data_root())
+    if run_task.why_not(run) is None and st.button(
+        "Look again", key="explore_data_issues_again", icon=":material/refresh:"
+    ):
+        run_task.launch(run, KIND)
         st.rerun()
     root = Path(run.dataset_path)
     marks = Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id).entries

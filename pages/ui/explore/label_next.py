@@ -59,7 +59,7 @@ def label_photo(run: Run, path: str, label: str | None) -> None:
         st.session_state["label_next_error"] = str(e)
         return
     st.session_state["label_next_done"] = (
-        f"{Path(path).name}: labelled **{plain.md(label)}** (copied to {plain.code(copied)})"
+        f"{Path(path).name}: labelled **{plain.md(label)}** (copied to {plain.code(common.shown_path(copied))})"
         if label
         else f"{Path(path).name}: set aside as none of these classes"
     )

@@ -17,7 +17,7 @@ from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import label_issues
 from core.runs.record import Run
 from core.sharing.people import same_person
-from pages.ui import auth, common, photo_gallery, plain, run_models, teaching
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
 from pages.ui.explore import fix_worth
 from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
@@ -33,6 +33,9 @@ def heatmap(run: Run, issue: label_issues.LabelIssue):
     from core.data.imaging import ImageError
     from core.results.explain import Target, overlay
 
+    refused = dataset_choice.outside_reason(Path(run.dataset_path) / issue.path)
+    if refused:
+        return None, refused
     explainer = run_models.explainer(run_models.key_of(run))
     try:
         image = explainer.load(Path(run.dataset_path) / issue.path)
@@ -279,8 +282,9 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
                 "accept them. Nobody's marks change anyone else's training.",
                 icon=":material/group:",
             )
+        where = plain.code(common.shown_path(corrections.file))
         st.markdown(
-            f"Your marks are written to {plain.code(corrections.file)}, in the data folder, **never to your photos**: "
+            f"Your marks are written to {where}, in the data folder, **never to your photos**: "
             "no photo is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
             "applies them (a relabelled photo trains as its new class, an excluded one leaves its split) and, "
             "because its data changed, it gets a **new run id**; the same settings without corrections remain "

@@ -18,7 +18,7 @@ from plotly.colors import qualitative
 from core.results import embedding
 from core.results import tasks as run_tasks
 from core.runs.record import Run
-from pages.ui import common, photo_gallery, plain, teaching
+from pages.ui import photo_gallery, plain, run_task, teaching
 from pages.ui.run_task import task_panel
 
 COLOUR_BY = ("true class", "correct or wrong", "confidence")
@@ -193,7 +193,7 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
             "The PCA map is shown meanwhile."
         )
         if run_tasks.task_status(run, "tsne") is None:  # asked for and never tried: start it, no button to find
-            run_tasks.launch(run, "tsne", common.data_root())
+            run_task.launch(run, "tsne")  # not on someone else's run: the panel says why
         task_panel(run, "tsne", "Compute the t-SNE map", key="explore_tsne")
         method = "PCA"
     key = "tsne" if method == "t-SNE" else "pca"

@@ -26,7 +26,7 @@ from core.retrain import (
 from core.runs.record import Run
 from core.serving.aliases import PRODUCTION, AliasError, AliasStore
 from core.serving.job import server_status
-from pages.ui import auth, common, plain
+from pages.ui import auth, common, dataset_choice, plain
 from pages.ui.navigation import page_file
 
 DEFAULT_ALIAS = PRODUCTION
@@ -308,6 +308,9 @@ def _retrain(run_id: str, key: str) -> None:
 
     try:
         run = common.store().get(run_id)
+        outside = dataset_choice.outside_reason(run.dataset_path)
+        if outside:  # a shared Flora's roots: the derived dataset would link to those photos
+            raise RetrainError(f"run {run_id[:6]}'s photos are {outside}: it cannot be retrained from the app")
         submission = retrain_with_feedback(common.store(), run, common.data_root(), owner=auth.current_user().id)
     except (RetrainError, ValueError, OSError) as e:
         st.session_state[f"{key}_retrain_notice"] = ("error", plain.md(e))  # shown as Markdown

@@ -62,6 +62,7 @@ def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_addr
     """Launch button: start the run in the background (or as a task on the Ray cluster), then show it on the
     Runs tab."""
     try:
+        dataset_choice.scan(dataset)  # inside the data roots, links too (OutsideDataRoots is a ValueError)
         user = auth.current_user()
         submission = jobs.launch(
             dataset,
@@ -110,6 +111,10 @@ def take_prefill_link() -> None:
         run = common.store().find(run_id)
     except (KeyError, ValueError) as e:  # not in the store, not an id, or unreadable
         st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {plain.md(e)}")  # the id came in a link
+        return
+    outside = dataset_choice.outside_reason(run.dataset_path)
+    if outside:  # a shared Flora's roots: its photos are not read, its settings not taken over on another dataset
+        st.session_state[PREFILL_NOTE] = ("warning", f"Run {run.run_id[:6]}'s dataset is {outside}: nothing to fill.")
         return
     prefill_from(run.run_id)
     kept = dataset_corrections(common.data_root(), run.dataset_path, auth.current_user().id)

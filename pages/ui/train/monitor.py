@@ -186,7 +186,11 @@ def result(run: Run, state: RunProgress) -> None:
 def settings(run: Run) -> None:
     with st.expander("Settings, name and command of this run", icon=":material/settings:"):
         st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
-        st.code(run_command(run), language="bash", wrap_lines=True)
+        st.code(
+            run_command(run, dataset=common.shown_path(run.dataset_path, argument=True)),
+            language="bash",
+            wrap_lines=True,
+        )
         if run.corrections:
             whose = f", {plain.md(run.corrections_by)}'s marks" if run.corrections_by else ""
             st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}{whose}):")
