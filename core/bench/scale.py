@@ -56,12 +56,13 @@ class ScaleSizes:
     classes: int
     log_rows: int
     run_copies: int
+    one_process: bool = False  # every stage of a size in one child (StageWorker): the suite's tiny scale
 
 
 SIZES = {
     "full": ScaleSizes((1_000, 10_000, 100_000), CLASSES, LOG_ROWS, RUN_COPIES),
     "quick": ScaleSizes((2_000, 5_000, 20_000), CLASSES, 200_000, 99),
-    "tiny": ScaleSizes((60, 120), 6, 500, 3),  # the test suite's: every code path, seconds
+    "tiny": ScaleSizes((60, 120), 6, 500, 3, one_process=True),  # the test suite's: every code path, seconds
 }
 
 # (stage, what it is): in the order they run. Train's own stages are read from its status.
@@ -108,11 +109,26 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
     remove_heavy(work)  # a --workdir used again: train, ingest and the rest from nothing, as measured
     disk = folder_bytes(dataset)
     env = {"FLORA_DATA_DIR": str(data), "FLORA_MODELS_DIR": str(models), "FLORA_DATA_ROOTS": str(work)}
+    worker = StageWorker(env, work / "stages.log") if sizes.one_process else None
+    try:
+        out = _measure_stages(n, sizes, work, env, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    out["disk"]["dataset_bytes"] = disk
+    return out
+
+
+def _measure_stages(
+    n: int, sizes: ScaleSizes, work: Path, env: dict[str, str], worker: StageWorker | None
+) -> dict[str, dict[str, Any]]:
+    data, models = Path(env["FLORA_DATA_DIR"]), Path(env["FLORA_MODELS_DIR"])
+    dataset = data / "synthetic"
     common = ["--models-dir", str(models), "--data-dir", str(data)]
     out: dict[str, dict[str, Any]] = {}
 
     def stage(name: str, *argv: str, call: str | None = None) -> dict[str, Any]:
-        result = run_stage(work / f"{name}.json", argv, call, env)
+        result = run_stage(work / f"{name}.json", argv, call, env, worker=worker)
         out[name] = result
         log.info("scale: N=%d %s %s s, peak RSS %.2f GB", n, name, result["seconds"], result["rss_gb"])
         return result
@@ -158,7 +174,7 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
             "error": error,
             "drawn": drawn,
         }
-    out["disk"] = {"seconds": None, "rss_gb": None, "dataset_bytes": disk, "cache_bytes": out["train"]["cache_bytes"]}
+    out["disk"] = {"seconds": None, "rss_gb": None, "cache_bytes": out["train"]["cache_bytes"]}
     return out
 
 
@@ -166,11 +182,19 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
 
 
 def run_stage(
-    result_file: Path, argv, call: str | None, env: dict[str, str], script: Path | None = None
+    result_file: Path,
+    argv,
+    call: str | None,
+    env: dict[str, str],
+    script: Path | None = None,
+    worker: StageWorker | None = None,
 ) -> dict[str, Any]:
     """Run a stage in a child process; its seconds come from inside it, its peak RSS from os.wait4. `script`: a
-    script of its own writing the result file (the pages' first draw), instead of this module's `child`."""
+    script of its own writing the result file (the pages' first draw), instead of this module's `child`.
+    `worker`: the tiny scale's one child for every stage of a size (its peak RSS so far, not the stage's)."""
     result_file.unlink(missing_ok=True)
+    if worker is not None and script is None:
+        return worker.run(result_file, call or "cli", list(argv))
     if script is not None:
         command = [sys.executable, str(script), str(result_file), *argv]
     else:
@@ -192,12 +216,96 @@ def run_stage(
     return result
 
 
+class StageWorker:
+    """One child process that runs the stages it is sent one after another, as `child` would each in a process of
+    its own. The tiny scale (the test suite's) uses it: there, importing TensorFlow for each of a size's dozen stages
+    cost more than the stages; the seconds are still measured inside the child, imports excluded."""
+
+    def __init__(self, env: dict[str, str], log_file: Path):
+        read_end, self._reply_fd = os.pipe()
+        self._replies = os.fdopen(read_end, "r")
+        self._log = open(log_file, "wb")  # noqa: SIM115 (open for the worker's lifetime)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "core.bench.scale", "--serve", str(self._reply_fd)],
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+            stderr=self._log,
+            env={**os.environ, **env},
+            cwd=str(PROJECT_ROOT),
+            pass_fds=(self._reply_fd,),
+            text=True,
+        )
+        os.close(self._reply_fd)
+
+    def run(self, result_file: Path, kind: str, argv: list[str]) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps([str(result_file), kind, *argv]) + "\n")
+        self._process.stdin.flush()
+        reply = self._replies.readline()
+        if not reply:
+            raise RuntimeError(
+                f"the scale bench's stage worker died (exit {self._process.wait()}): see {self._log.name}"
+            )
+        result = json.loads(result_file.read_text()) if result_file.exists() else {"seconds": None}
+        result.update(json.loads(reply))
+        if result["rc"] != 0:
+            log.warning("scale: stage %s exited %s: %s", kind, result["rc"], result.get("tail", "")[-500:])
+        return result
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=120)
+        self._replies.close()
+        self._log.close()
+
+    def __enter__(self) -> StageWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def child(argv: list[str]) -> int:
-    result_file, kind, rest = Path(argv[0]), argv[1], argv[2:]
+    if argv[0] == "--serve":
+        return _serve(int(argv[1]))
+    _start_child()
+    return _run_one(Path(argv[0]), argv[1], argv[2:])
+
+
+def _start_child() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s flora: %(message)s")
     import keras  # noqa: F401  imports are not the stage's cost
 
+
+def _serve(reply_fd: int) -> int:
+    """A StageWorker's child: a stage per line of stdin ([result file, kind, *argv]); each answered on `reply_fd`
+    with its exit code, the stdout it printed and the process's peak RSS so far."""
+    import contextlib
+    import io
+    import resource
+    import traceback
+
+    _start_child()
+    with os.fdopen(reply_fd, "w") as replies:
+        for line in sys.stdin:
+            result_file, kind, *rest = json.loads(line)
+            printed = io.StringIO()
+            tail = ""
+            try:
+                with contextlib.redirect_stdout(printed):
+                    rc = _run_one(Path(result_file), kind, rest)
+            except BaseException:  # a failed stage (SystemExit included) is reported; the next one still runs
+                rc, tail = 1, traceback.format_exc()[-2000:]
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+            reply = {"rc": rc, "stdout": printed.getvalue(), "rss_gb": peak}
+            replies.write(json.dumps(reply | ({"tail": tail} if tail else {})) + "\n")
+            replies.flush()
+    return 0
+
+
+def _run_one(result_file: Path, kind: str, rest: list[str]) -> int:
     result: dict[str, Any] = {}
     if kind == "cli":
         from core.train import trainer  # heavy: keras
@@ -215,10 +323,13 @@ def child(argv: list[str]) -> int:
             return original(self, name, done, total, force)
 
         trainer.StageReporter.__call__ = timing
-        args = build_parser().parse_args(rest)
-        started = time.perf_counter()
-        rc = args.handler(args)
-        result["seconds"] = time.perf_counter() - started
+        try:
+            args = build_parser().parse_args(rest)
+            started = time.perf_counter()
+            rc = args.handler(args)
+            result["seconds"] = time.perf_counter() - started
+        finally:
+            trainer.StageReporter.__call__ = original
         if current[0] is not None:
             stages[current[0]] = stages.get(current[0], 0.0) + time.perf_counter() - current[1]
         result["stages"] = stages
