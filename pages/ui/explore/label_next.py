@@ -236,10 +236,13 @@ def simulation_section(run: Run) -> None:
         )
         task_panel(run, "label-next-simulate", "Measure it against random", key="explore_label_next_simulate")
         return
-    said = saving(result["strategies"])  # the words of today's Flora for the stored numbers
-    (st.success if said["measurable"] else st.info)(
-        plain.md(said["verdict"][0].upper() + said["verdict"][1:]) + ".", icon=":material/insights:"
-    )
+    said = saving(result["strategies"], result.get("target_band_photos"))  # today's words for the stored numbers
+    show = st.info
+    if said.get("better") == RANDOM:
+        show = st.warning
+    elif said["measurable"] and said.get("better") == STRATEGY:
+        show = st.success
+    show(plain.md(said["verdict"][0].upper() + said["verdict"][1:]) + ".", icon=":material/insights:")
     st.altair_chart(curves_chart(result), width="stretch")
     ours, theirs = result["strategies"].get(STRATEGY, {}), result["strategies"].get(RANDOM, {})
 
