@@ -71,6 +71,24 @@ def test_labelling_copies_into_the_class_folder_keeps_the_original_and_undo_take
         again.label("rose/1.png", "rose", ["daisy", "rose"])
 
 
+def test_labelling_a_photo_again_makes_no_second_copy(dataset, tmp_path):
+    _photo(dataset / "unlabelled" / "a.png")
+    _photo(dataset / "unlabelled" / "b.png")
+    data_root = tmp_path / "data"
+    first = Unlabelled.load(data_root, dataset).label("unlabelled/a.png", "rose", ["daisy", "rose"])
+    for _ in range(6):  # clicks that reached the server after the first one (each loads the record afresh)
+        assert Unlabelled.load(data_root, dataset).label("unlabelled/a.png", "rose", ["daisy", "rose"]) == first
+    assert sorted(p.name for p in (dataset / "rose").iterdir()) == ["0.png", "1.png", "2.png", "a.png"]
+    assert Unlabelled.load(data_root, dataset).record["unlabelled/a.png"]["to"] == first == "rose/a.png"
+    with pytest.raises(DatasetError, match="already labelled 'rose': undo that first"):
+        Unlabelled.load(data_root, dataset).label("unlabelled/a.png", "daisy", ["daisy", "rose"])
+    assert sorted(p.name for p in (dataset / "daisy").iterdir()) == ["0.png", "1.png", "2.png"]
+    Unlabelled.load(data_root, dataset).label("unlabelled/b.png", None, ["daisy", "rose"])
+    assert Unlabelled.load(data_root, dataset).label("unlabelled/b.png", None, ["daisy", "rose"]) is None
+    with pytest.raises(DatasetError, match="already set aside"):
+        Unlabelled.load(data_root, dataset).label("unlabelled/b.png", "rose", ["daisy", "rose"])
+
+
 def test_a_dataset_with_its_own_split_gets_the_photo_in_training(tmp_path):
     root = tmp_path / "split"
     for split in ("train", "val"):
