@@ -140,13 +140,14 @@ def test_photos_are_added_by_upload_and_a_bad_file_is_named(app, own, monkeypatc
     at = _open(app, own, monkeypatch)
     png = io.BytesIO()
     Image.new("RGB", (16, 16), (10, 200, 10)).save(png, "PNG")
-    from core.importers.unlabelled import add_files
-
-    # the uploader's button calls add_files with the uploaded files (AppTest cannot upload; the call is the same)
-    result = add_files(own["dataset"], [("green.png", io.BytesIO(png.getvalue())), ("bad.jpg", io.BytesIO(b"x"))])
-    assert result.added == ["unlabelled/green.png"] and result.skipped[0]["path"] == "bad.jpg"
-    at.run()
-    assert f"{2 * len(own['classes']) + 1} photo(s) waiting" in texts(at)
+    files = [("green.png", png.getvalue(), "image/png"), ("bad.jpg", b"x", "image/jpeg")]
+    at.file_uploader(key=f"label_next_upload_{own['run_id']}_0").set_value(files).run()
+    at.button(key=f"label_next_upload_{own['run_id']}_add").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Added 1 photo(s)." in shown and "bad.jpg" in shown
+    assert f"{2 * len(own['classes']) + 1} photo(s) waiting" in shown, "counted at once, no reload"
+    assert (own["dataset"] / "unlabelled" / "green.png").is_file()
     assert at.button(key="explore_label_next_start"), "a new photo: the features are prepared again"
 
 
