@@ -188,6 +188,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(["", "before", "after"], rows))
     if calibration.few_validation_images:
         print(f"note: {calibration.val_per_class:.0f} validation images per class: the temperature itself is uncertain")
+    bound = calibration.bound_words()
+    if bound:
+        print(f"note: {bound}")
     if sets is not None:
         print_sets(sets)
     return EXIT_OK
