@@ -310,7 +310,8 @@ class Checks:
         if lopsided:
             detail += (
                 f"Here they are concentrated in {', '.join(lopsided)}: a model can learn 'gray means "
-                f"{lopsided[0]}' instead of the flower. Add colour pictures there, or remove the gray ones."
+                f"{lopsided[0]}' instead of what a {lopsided[0]} looks like. Add colour pictures there, or remove the "
+                "gray ones."
             )
         self.add(
             "grayscale",

@@ -172,7 +172,8 @@ def random_start_notice(run: Run) -> None:
         st.markdown(
             "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
             "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
-            "With ImageNet weights the same run typically gets most flower photos right. To train from them "
+            "With ImageNet weights the backbone starts from features learnt on over a million photos, and the same "
+            "run usually does far better. To train from them "
             f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {plain.code(imagenet_weights_file().parent)}, or set "
             "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* on the Train page."
         )

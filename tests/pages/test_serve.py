@@ -105,9 +105,15 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     assert (row["name"], row["run"], row["mean batch"], row["batches"]) == ("production", workspace["run_id"], 3.5, 4)
     # the TF Serving example sends the body from a file: a photo's base64 on the command line failed over ~96 KB
     tf_code = next(code.value for code in at.code if ":predict" in code.value)
-    assert "--data-binary @request.json" in tf_code and "base64 -w0 rose.jpg;" in tf_code
+    photo = sorted((workspace["dataset"] / "blue").iterdir())[0].resolve()  # one of the dataset's own photos
+    assert "--data-binary @request.json" in tf_code and f"base64 -w0 {photo};" in tf_code
     snippets = [c.value for c in at.code]
-    assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert f'curl -F file=@{photo} "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert any(f'open({str(photo)!r}, "rb")' in c for c in snippets)
+    assert not any("rose" in c for c in snippets)
+    said = next(c.value for c in at.caption if c.value.startswith("The examples send"))
+    assert said.startswith("The examples send `img_000.png`, a photo of **blue** from the dataset colours")
+    assert "any photo of its classes (blue, crimson, green, red)" in said
     assert any('client.infer("production", [photo])' in c for c in snippets)
     assert not any("Authorization" in c for c in snippets)  # the server runs without a key
 
