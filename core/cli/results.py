@@ -70,7 +70,7 @@ def not_evaluated_reason(run) -> str:
     if run.stopping:
         return f"{where} is stopping: it is saving its best weights and evaluating them; try again in a few seconds"
     if run.active:
-        epochs = f" (epoch {run.status.epoch or 0}/{run.status.epochs_total or '?'})" if run.status.epoch else ""
+        epochs = f" (epoch {run.status.epoch}/{run.status.epochs_total or '?'} in progress)" if run.status.epoch else ""
         return f"{where} is still {run.state}{epochs}: its test evaluation is written when it ends"
     if run.state is JobState.FAILED:
         return f"{where} failed, so it has no evaluation: {run.status.error or 'no error recorded'}"

@@ -212,7 +212,11 @@ def wait_for_run(store, run_id: str, poll: float = WAIT_POLL_SECONDS) -> Run:
         run = store.refresh(store.get(run_id))
         if not run.active:
             return run
-        where = f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total}" if run.status.epoch else run.state
+        where = (
+            f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total} in progress"
+            if run.status.epoch
+            else run.state
+        )
         if where != said:
             log.info("run %s: %s", run_id, where)
             said = where

@@ -184,7 +184,7 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     assert at.selectbox(key="train_run").value == "preparing001"  # the active run is picked first
     bars = [bar.text for bar in at.get("progress")]
     assert any(text.startswith("extracting features: train · 300 / 1200 · about") for text in bars), bars
-    assert not any("epoch 0/10" in text for text in bars), bars
+    assert not any("0/10 epochs" in text for text in bars), bars
     assert "ResNet-50 runs over each image once" in texts(at)
     sidebar = [bar.text for bar in at.sidebar.get("progress")]
     assert any("300 / 1200" in text for text in sidebar), sidebar
