@@ -23,6 +23,7 @@ from core.runs.record import Run, RunUnreadable
 from core.runs.store import RunStore
 from core.settings.config import ConfigError, TrainConfig
 from core.settings.options import add_train_flags, config_from_flags, run_command
+from core.sharing.people import layer_of
 from core.train import jobs, multihost
 from core.train.ray import train_on_ray
 
@@ -300,7 +301,7 @@ def run_row(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "state": run.state.value,
-        "owner": run.owner,
+        "owner": layer_of(run.owner),  # the person at this machine is "local", whether from the app or here
         "dataset": run.dataset_name,
         "classes": len(run.classes),
         "size": config.image_size,

@@ -119,7 +119,7 @@ def sweep_label(sweep: Sweep) -> str:
 
     created = datetime.datetime.fromtimestamp(sweep.created).strftime("%b %d %H:%M")
     searched = ", ".join(sweep.spec.get("space", {}))
-    whose = f" · {sweep.owner}'s" if shared() else ""
+    whose = f" · {sharing.people.layer_of(sweep.owner)}'s" if shared() else ""
     return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}{whose}"
 
 
@@ -156,7 +156,7 @@ def run_label(run: Run) -> str:
     import datetime
 
     created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
-    whose = f" · {run.owner}'s" if shared() else ""  # shared: whose run it is, in every picker
+    whose = f" · {sharing.people.layer_of(run.owner)}'s" if shared() else ""  # shared: whose run, in every picker
     return f"{run.dataset_name} · {run_title(run)}{whose} · {created} · {run.run_id[:6]}"
 
 
