@@ -35,6 +35,9 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0  # decode + forward for this image
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # every class's, in the run's class order
+    prediction_set: list[str] | None = None  # its conformal set at set_level, most probable first (when asked)
+    set_level: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,11 +50,14 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"image": self.source, "error": self.error}
-        return {
+        out = {
             "image": self.source,
             "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
             "seconds": round(self.seconds, 4),
         }
+        if self.prediction_set is not None:
+            out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
+        return out
 
 
 class Predictor:
@@ -106,7 +112,7 @@ class Predictor:
             probabilities = self._forward(image[None])[0]
             order = np.argsort(-probabilities)[:top_k]
             top = [(self.classes[i], float(probabilities[i])) for i in order]
-            results.append(Prediction(name, top, seconds=time.perf_counter() - started))
+            results.append(Prediction(name, top, seconds=time.perf_counter() - started, probabilities=probabilities))
         return results
 
     def predict_batch(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -14,6 +14,7 @@ import os
 import sys
 
 from core.cli.output import EXIT_FAILED, EXIT_USAGE
+from core.device import quiet_tensorflow_where_no_gpu
 from core.paths import models_dir
 from core.runs.store import RunStore
 from core.settings.config import ConfigError
@@ -42,6 +43,7 @@ COMMAND_MODULES = (
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    quiet_tensorflow_where_no_gpu()  # no "failed call to cuInit: CUDA error" from a machine without a GPU
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -188,6 +188,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(["", "before", "after"], rows))
     if calibration.few_validation_images:
         print(f"note: {calibration.val_per_class:.0f} validation images per class: the temperature itself is uncertain")
+    bound = calibration.bound_words()
+    if bound:
+        print(f"note: {bound}")
     if sets is not None:
         print_sets(sets)
     return EXIT_OK
@@ -226,6 +229,17 @@ def print_sets(sets: conformal.ConformalSets) -> None:
     under = sets.under_covered()
     if under:
         print(f"under-covered (their average over the halvings is below {sets.level:.0%}): {', '.join(under)}")
+    sizes = sorted(held.by_size.items(), key=lambda item: int(item[0]))
+    print(
+        "by set size, right of held-out sets: "
+        + ", ".join(f"{conformal.size_words(int(k))} {right} of {photos}" for k, (right, photos) in sizes)
+        + " (the promise is over all photos together, not each photo or each size)"
+    )
+    for size, right, photos in sets.short_sizes():
+        print(
+            f"  {conformal.size_words(size)} sets were right {right} of {photos} times ({right / photos:.0%}), less "
+            f"often than {sets.level:.0%}: there a set is the model's best guess, not a sure answer"
+        )
     if spread is not None:
         print(
             f"over {spread.splits} random halvings: coverage {spread.coverage_mean:.3f} +/- {spread.coverage_sd:.3f} "

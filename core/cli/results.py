@@ -44,8 +44,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         type=float,
         default=0.9,
         metavar="LEVEL",
-        help="with folders, --csv or --parquet: each photo's prediction set at this level (0.8-0.99; default 0.9), "
-        "where the run has sets; 0: none",
+        help="each photo's prediction set at this level (0.8-0.99; default 0.9), where the run has sets; 0: none. "
+        "Not drawn at random: the same photo always gets the same set",
     )
     predict.add_argument(
         "--ray",
@@ -70,7 +70,7 @@ def not_evaluated_reason(run) -> str:
     if run.stopping:
         return f"{where} is stopping: it is saving its best weights and evaluating them; try again in a few seconds"
     if run.active:
-        epochs = f" (epoch {run.status.epoch or 0}/{run.status.epochs_total or '?'})" if run.status.epoch else ""
+        epochs = f" (epoch {run.status.epoch}/{run.status.epochs_total or '?'} in progress)" if run.status.epoch else ""
         return f"{where} is still {run.state}{epochs}: its test evaluation is written when it ends"
     if run.state is JobState.FAILED:
         return f"{where} failed, so it has no evaluation: {run.status.error or 'no error recorded'}"
@@ -190,6 +190,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         predictor = Predictor(run, calibrated=not args.raw)
         results = predictor.predict(args.images, top_k=args.top_k)
+        problem = _add_sets(args, run, results)
+    if problem:
+        return fail(problem)
     if args.json:
         emit_json(
             {"run_id": run.run_id, "temperature": predictor.temperature, "results": [r.to_dict() for r in results]}
@@ -198,10 +201,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for result in results:
             if result.ok:
                 tops = ", ".join(f"{label} {p:.3f}" for label, p in result.top)
+                chosen = result.prediction_set
+                tops += f"  [set at {result.set_level:.0%}: {' or '.join(chosen)}]" if chosen is not None else ""
                 print(f"{result.source}: {tops}")
             else:
                 print(f"{result.source}: error: {result.error}")
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _add_sets(args: argparse.Namespace, run, results: list) -> str | None:
+    """Each photo's prediction set at --set-level, from the calibrated probabilities the run's sets were fitted on;
+    returns what is wrong with the level, if anything. No set with --raw, where the run has none, or where its sets
+    are on test-time augmentation's averaged views (the folder form classifies in those views and gives them)."""
+    if args.raw or not args.set_level:
+        return None
+    from core.results import conformal  # heavy: scipy
+
+    low, high = conformal.LEVEL_RANGE
+    if not low - 1e-9 <= args.set_level <= high + 1e-9:
+        return f"--set-level must be {low:.2f}-{high:.2f} (or 0: no sets). Received: {args.set_level:g}"
+    sets = conformal.run_sets(run.directory)
+    if sets is None or sets.views != 1:
+        return None
+    for result in results:
+        if result.ok and result.probabilities is not None:
+            result.prediction_set = sets.named_sets(result.probabilities, args.set_level)[0]
+            result.set_level = args.set_level
+    return None
 
 
 def _predict_batch(args: argparse.Namespace, store, run) -> int:

@@ -23,6 +23,7 @@ from core.runs.record import Run, RunUnreadable
 from core.runs.store import RunStore
 from core.settings.config import ConfigError, TrainConfig
 from core.settings.options import add_train_flags, config_from_flags, run_command
+from core.sharing.people import layer_of
 from core.train import jobs, multihost
 from core.train.ray import train_on_ray
 
@@ -212,7 +213,11 @@ def wait_for_run(store, run_id: str, poll: float = WAIT_POLL_SECONDS) -> Run:
         run = store.refresh(store.get(run_id))
         if not run.active:
             return run
-        where = f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total}" if run.status.epoch else run.state
+        where = (
+            f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total} in progress"
+            if run.status.epoch
+            else run.state
+        )
         if where != said:
             log.info("run %s: %s", run_id, where)
             said = where
@@ -296,7 +301,7 @@ def run_row(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "state": run.state.value,
-        "owner": run.owner,
+        "owner": layer_of(run.owner),  # the person at this machine is "local", whether from the app or here
         "dataset": run.dataset_name,
         "classes": len(run.classes),
         "size": config.image_size,

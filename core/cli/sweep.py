@@ -30,6 +30,7 @@ from core.processes import JobState
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.settings.options import OPTIONS, add_train_flags, train_command
+from core.sharing.people import layer_of
 from core.sweeps import ACTIVE, FINISHED, SweepStore, SweepSubmission, default_space, promote, resubmit, submit
 from core.sweeps.results import most_accurate
 from core.sweeps.space import display_value
@@ -226,7 +227,7 @@ def sweep_result(sweep) -> dict[str, Any]:
     return {
         "sweep_id": sweep.sweep_id,
         "state": sweep.state.value,
-        "owner": sweep.owner,
+        "owner": layer_of(sweep.owner),
         "dataset": sweep.dataset_path,
         "sweep_dir": str(sweep.directory),
         "fixed": sweep.spec.get("fixed"),
@@ -319,7 +320,7 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
         {
             "sweep_id": s.sweep_id,
             "state": s.state.value,
-            "owner": s.owner,
+            "owner": layer_of(s.owner),
             "dataset": s.dataset_name,
             "trials": f"{s.status.trials_done or 0}/{s.status.trials_target or '-'}",
             "pruned": s.status.trials_pruned or 0,

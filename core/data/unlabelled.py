@@ -168,13 +168,21 @@ class Unlabelled:
 
     def label(self, path: str, label: str | None, classes: list[str], by: str = "local") -> str | None:
         """Give `path` the class `label` (copying it into the class's folder; returns the copy's relative path), or set
-        it aside as none of the classes (`label` None). The original stays where it is.
+        it aside as none of the classes (`label` None). The original stays where it is. Labelling a photo again with
+        the same class (or setting it aside again) changes nothing and returns the copy made the first time.
 
         Raises:
-            DatasetError: the photo is not one of the unlabelled ones, the class is unknown, or the copy cannot be made.
+            DatasetError: the photo is not one of the unlabelled ones, it already has another answer (undo it first),
+                the class is unknown, or the copy cannot be made.
         """
         if path not in self.photos:
             raise DatasetError(f"{path} is not one of this dataset's unlabelled photos")
+        done = self.record.get(path)
+        if done is not None:  # labelling is idempotent: a second click makes no second copy
+            if done.get("label") == label:
+                return done.get("to")
+            said = f"labelled {done['label']!r}" if done.get("label") else "set aside as none of the classes"
+            raise DatasetError(f"{path} is already {said}: undo that first to give it another class")
         copied = None
         if label is not None:
             if label not in classes:

@@ -1,6 +1,6 @@
 """Classify photos with a Flora export, without Flora: onnxruntime (or LiteRT) and Pillow and NumPy.
 
-    python predict.py rose.jpg tulip.png [--top-k 3] [--json]
+    python predict.py photo.jpg another.png [--top-k 3] [--json]
 
 It reads `preprocessing.json` beside it (made with the export) and prepares each photo exactly as Flora
 does (`python -m core predict`): decode to RGB (EXIF orientation applied, transparency on white, 16-bit

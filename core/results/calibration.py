@@ -27,6 +27,8 @@ from core.runs.record import CALIBRATION_FILE
 
 BINS = 15
 T_BOUNDS = (0.05, 20.0)  # a temperature outside this says the logits are broken, not over-confident
+AT_BOUND = 0.01  # a fitted T within 1% of a bound of the search stopped there: the best T may lie beyond
+NEAR_UNIFORM = 0.95  # NLL after scaling at or above this share of ln K: about the same probability for every class
 BOOTSTRAP_SAMPLES = 1000
 FEW_PER_CLASS = 30  # fewer validation images per class than this: the fitted T is itself uncertain
 CALIBRATION_VERSION = 1
@@ -223,10 +225,61 @@ class Calibration:
     version: int = CALIBRATION_VERSION
     reliability_before: list[dict[str, Any]] = field(default_factory=list)
     reliability_after: list[dict[str, Any]] = field(default_factory=list)
+    classes: int = 0  # how many classes (0 in files written before it was kept: from the validation counts)
 
     @property
     def few_validation_images(self) -> bool:
         return self.val_per_class < FEW_PER_CLASS
+
+    @property
+    def class_count(self) -> int:
+        if self.classes:
+            return self.classes
+        return max(2, round(self.val_images / self.val_per_class)) if self.val_per_class else 2
+
+    @property
+    def at_bound(self) -> str | None:
+        """ "upper" or "lower" when the fitted T sits on a bound of the search (T_BOUNDS): the search stopped
+        there, the best temperature may lie beyond it; None otherwise."""
+        low, high = T_BOUNDS
+        if self.temperature >= high * (1 - AT_BOUND):
+            return "upper"
+        if self.temperature <= low * (1 + AT_BOUND):
+            return "lower"
+        return None
+
+    @property
+    def near_uniform(self) -> bool:
+        """True when the calibrated probabilities are about the same for every class: the test NLL after scaling
+        is close to ln K, what a guess of 1/K for every class scores."""
+        return self.after.nll >= NEAR_UNIFORM * float(np.log(self.class_count))
+
+    def bound_words(self) -> str | None:
+        """What a temperature on the search's bound, or near-uniform calibrated probabilities, mean, in plain words
+        (the CLI and the Evaluate page say it); None when neither is the case."""
+        k = self.class_count
+        said = []
+        if self.at_bound == "upper":
+            said.append(
+                f"T = {self.temperature:.2f} is the upper bound of Flora's search ({T_BOUNDS[0]:g}-{T_BOUNDS[1]:g}): "
+                "the search stopped there, and the best temperature may be higher still"
+            )
+        elif self.at_bound == "lower":
+            said.append(
+                f"T = {self.temperature:.2f} is the lower bound of Flora's search ({T_BOUNDS[0]:g}-{T_BOUNDS[1]:g}): "
+                "the search stopped there, and the logits look broken rather than under-confident"
+            )
+        if self.near_uniform:
+            said.append(
+                f"after scaling the model gives every class about the same probability (test NLL {self.after.nll:.3f}; "
+                f"ln {k} = {np.log(k):.3f} is what saying 1/{k} = {1 / k:.0%} for every class scores), so it says "
+                f"about {1 / k:.0%} for everything: its probabilities are honest only in saying it cannot tell. The "
+                "ranking, and so the accuracy, is unchanged; a smaller ECE here means no more than that"
+            )
+        if not said:
+            return None
+        text = "; ".join(said)
+        return text[0].upper() + text[1:] + "."
 
     def summary(self) -> dict[str, Any]:
         """What `python -m core calibrate --json` prints (test split)."""
@@ -246,6 +299,9 @@ class Calibration:
             "test_images": self.before.images,
             "val_images": self.val_images,
             "few_validation_images": self.few_validation_images,
+            "temperature_bounds": list(T_BOUNDS),
+            "temperature_at_bound": self.at_bound,
+            "near_uniform_after": self.near_uniform,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +331,7 @@ def calibrate(analysis: RunAnalysis) -> Calibration:
         val_nll_after=logits_nll(val.logits, val.labels, temperature),
         reliability_before=reliability(raw, test.labels),
         reliability_after=reliability(scaled, test.labels),
+        classes=len(analysis.classes),
     )
 
 

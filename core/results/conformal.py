@@ -7,9 +7,19 @@ model: score how unlikely each calibration photo's true class looked, take the c
 smallest score as the threshold, and put in a new photo's set every class whose score would be below it.
 The guarantee holds whatever the model, as long as the new photos are exchangeable with the calibration ones.
 
+What the promise covers: it is *marginal*, over all photos like the test photos taken together. It does not say
+that this photo's set is right 9 times in 10, nor that one-class sets are: on a weak model, sets of one class can be
+right much less often than the level while larger sets make up for it. The held-out half is therefore also counted
+by set size (`HeldOut.by_size`, and at every level in `by_level`), and the words under a set say how sets of its
+size did. A threshold per class (below) makes the promise hold for each class; no split-conformal threshold can
+make it hold for each set size (the size is what the threshold decides), so for sizes Flora reports, not promises.
+
 The score is adaptive, so sets grow where the model is unsure:
-  APS (Romano, Sesia & Candes 2020): the probability mass of the classes ranked above the class, plus a
-      random share u of its own probability (cumsum - u * p in sorted order);
+  APS (Romano, Sesia & Candes 2020): the probability mass of the classes ranked above the class (the
+      non-randomised score: the original draws a random share u of the class's own probability per photo,
+      which makes coverage exact but gives two photos the model sees alike different sets; Flora does not draw,
+      so the same photo always gets the same set and the guarantee holds, with coverage at or a little above
+      the level);
   RAPS (Angelopoulos et al. 2021): APS plus lambda * (rank - k_reg)+, a penalty on classes ranked below
       k_reg, which keeps sets small when many classes share the tail; lambda and k_reg are chosen on the
       *validation* split (never on the photos the threshold or the report use).
@@ -20,13 +30,14 @@ it when most classes have enough calibration photos for the level (a class with 
 threshold, and is named), and one threshold for all otherwise.
 
 Flora fits the threshold on one half of the test split and reports on the other half (`held_out`): the
-recounted coverage, the mean set size, coverage and size by class. The other half never chose anything.
+recounted coverage, the mean set size, coverage and size by class and by set size. The other half never chose
+anything.
 A random split is one draw: `spread` repeats the halving many times and says how far coverage moves.
 
-The random u of each photo is drawn from its probabilities themselves (a hash of its top classes), so a
-photo gets the same set in the CLI, on the Predict page and from the model server, and anyone can recount.
-Every set holds the top class (as RAPS's `allow_zero_sets=False` does for an empty set, here for every set): the
-answer shown first is always in its set, no set is empty, a higher level never drops a class, and coverage only grows.
+The sets are a fixed function of a photo's probabilities: a photo gets the same set in the CLI, on the Predict
+page and from the model server, and anyone can recount. Every set holds the top class (as RAPS's
+`allow_zero_sets=False` does for an empty set, here for every set): the answer shown first is always in its set, no
+set is empty, a higher level never drops a class, and coverage only grows.
 """
 
 from __future__ import annotations
@@ -50,7 +61,15 @@ from core.results.conformal_scores import (
     threshold,
     true_scores,
 )
-from core.results.coverage import SPREAD_SPLITS, ClassCoverage, HeldOut, Spread, coverage_spread, held_out_report
+from core.results.coverage import (
+    SPREAD_SPLITS,
+    ClassCoverage,
+    HeldOut,
+    Spread,
+    by_size,
+    coverage_spread,
+    held_out_report,
+)
 from core.runs.record import CONFORMAL_FILE
 
 METHODS = ("raps", "aps")
@@ -59,7 +78,7 @@ DEFAULT_LEVEL = 0.9
 LEVEL_RANGE = (0.80, 0.99)  # what Predict's slider offers
 HALF_SEED = 0
 BY_CLASS_SHARE = 0.5  # thresholds per class when at least this share of classes has enough calibration photos
-CONFORMAL_VERSION = 2  # 2: every set holds the top class; coverage and size at each level
+CONFORMAL_VERSION = 3  # 2: every set holds the top class; coverage and size at each level. 3: not randomised; by size
 UNDER_MARGIN = 0.02  # a class whose coverage averaged over the halvings is this far below the level is under-covered
 
 
@@ -82,8 +101,9 @@ class ConformalSets:
     spread: Spread | None
     photos: list[dict[str, Any]]  # the held-out half: path, label, set (class names), for anyone to recount
     version: int = CONFORMAL_VERSION
-    # the held-out half at every whole percent Predict offers: {"90": {"coverage": .., "mean_size": ..}, ...}
-    by_level: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the held-out half at every whole percent Predict offers:
+    # {"90": {"coverage": .., "mean_size": .., "by_size": {"1": [right, photos], ..}}, ...}
+    by_level: dict[str, dict[str, Any]] = field(default_factory=dict)
     # what this fit replaced when the run's probabilities changed (test-time augmentation adopted or dropped)
     previous: dict[str, Any] | None = None
 
@@ -99,6 +119,27 @@ class ConformalSets:
     def at_level(self, level: float) -> dict[str, float] | None:
         """The held-out half's coverage and mean set size at `level` (a whole percent from LEVEL_RANGE), or None."""
         return self.by_level.get(str(round(level * 100)))
+
+    def size_record(self, size: int, level: float | None = None) -> tuple[int, int] | None:
+        """(right, photos): how often the held-out half's sets of `size` classes at `level` held the right class;
+        None when none had that size (or the level was not counted)."""
+        level = self.level if level is None else level
+        counted = self.at_level(level)
+        sizes = counted.get("by_size") if counted else (self.held_out.by_size if level == self.level else None)
+        record = (sizes or {}).get(str(int(size)))
+        return (int(record[0]), int(record[1])) if record and record[1] else None
+
+    def short_sizes(self, level: float | None = None) -> list[tuple[int, int, int]]:
+        """(size, right, photos) for the set sizes whose held-out sets held the right class less often than
+        `level`: where the promise, made over all photos, does not carry over to sets of that size."""
+        level = self.level if level is None else level
+        counted = self.at_level(level)
+        sizes = counted.get("by_size") if counted else self.held_out.by_size
+        out = []
+        for size, (right, photos) in sorted((sizes or {}).items(), key=lambda item: int(item[0])):
+            if photos and right / photos < level:
+                out.append((int(size), int(right), int(photos)))
+        return out
 
     def cut(self, level: float | None = None) -> float | np.ndarray:
         """The threshold at `level` (default: the fitted one): one number, or one per class."""
@@ -150,6 +191,10 @@ class ConformalSets:
                 "mean_set_size": held.mean_size,
                 "single_class_sets": held.singletons,
                 "all_class_sets": held.full,
+                "by_size": held.by_size,
+                "sizes_right_less_often_than_the_level": [
+                    {"size": size, "right": right, "photos": photos} for size, right, photos in self.short_sizes()
+                ],
                 "under_covered_classes": self.under_covered(),
                 "by_class": [asdict(c) for c in held.by_class],
             },
@@ -232,6 +277,7 @@ def fit(
         by_level[str(percent)] = {
             "coverage": float(inside[np.arange(len(held)), labels[held]].mean()),
             "mean_size": float(inside.sum(axis=1).mean()),
+            "by_size": by_size(inside, labels[held]),
         }
     photos = []
     for i, mask in zip(held, masks, strict=True):
@@ -323,6 +369,10 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     if stored is not None and stored.views == views:
         return stored
     try:
+        older = read_json(Path(run_dir) / CONFORMAL_FILE) if stored is None else None
+        if isinstance(older, dict) and older.get("method") in METHODS and isinstance(older.get("level"), float):
+            # sets of an earlier version (randomised): fitted again the same way, at the level they were asked for
+            return fit_run(run_dir, older["level"], older["method"], older.get("by_class"))
         if stored is not None:
             before = {
                 "views": stored.views,
@@ -344,21 +394,44 @@ def level_words(level: float) -> str:
     return f"{level:.0%} of the time"
 
 
-def set_words(names: list[str], total: int, level: float) -> str:
-    """The set in plain words (the caller escapes the names): 'rose or tulip', and what a one-class, wide or
-    all-class set means."""
+SIZE_WORDS = {1: "one-class", 2: "two-class", 3: "three-class"}
+
+
+def size_words(size: int) -> str:
+    return SIZE_WORDS.get(size, f"{size}-class")
+
+
+def set_words(names: list[str], total: int, level: float, record: tuple[int, int] | None = None) -> str:
+    """The set in plain words (the caller escapes the names): 'rose or tulip', what the promise covers (all photos,
+    not this one), and, with `record` (right, photos: how the run's held-out sets of this size did at this level,
+    ConformalSets.size_record), how often sets of this size were right, said plainly when less often than the level.
+    """
     share = level_words(level)
-    if len(names) == 1:
-        return f"{names[0]}: sets like this hold the right class {share}, and for this photo one class is enough"
-    listed = ", ".join(names[:-1]) + f" or {names[-1]}"
-    if len(names) == total:
-        return (
+    size = len(names)
+    listed = names[0] if size == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
+    if size == total:
+        what = (
             f"any of the {total} classes: at {level:.0%} the model cannot narrow this photo down "
             "(it is unsure, or the photo is unlike what it was trained on)"
         )
-    if len(names) > max(3, total // 2):
+    elif size == 1:
+        what = f"{listed}, one class at this level"
+    elif size > max(3, total // 2):
+        what = f"{listed}: a wide set ({size} of {total} classes), the model is unsure about this photo"
+    else:
+        what = listed
+    promise = (
+        f"Over all photos like the run's test photos, sets at {level:.0%} hold the right class at least {share}: "
+        "a promise about photos taken together, not about this one"
+    )
+    if record is None:
+        return f"{what}. {promise}."
+    right, photos = record
+    sized = f"{size_words(size)} sets" if size < total else "sets of every class"
+    if right / photos < level:
         return (
-            f"{listed}: sets like this hold the right class {share}; this one is wide ({len(names)} of {total} "
-            "classes), the model is unsure about this photo at this level"
+            f"{what}. {promise}. On this run's held-out test photos, {sized} were right only {right} of {photos} "
+            f"times ({right / photos:.0%}), less often than that: read this set as the model's best guess, not a "
+            "sure answer."
         )
-    return f"{listed}: sets like this hold the right class {share}"
+    return f"{what}. {promise}; on this run's held-out test photos, {sized} were right {right} of {photos} times."

@@ -4,13 +4,12 @@ stores a run's sets with these; `core.results.coverage` counts what they did."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 
 LAMBDAS = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # RAPS's grid (the paper's, with 0 = APS)
-TOLERANCE = 1e-9  # scores equal to the threshold up to float noise are inside
+TOLERANCE = 1e-6  # scores equal to the threshold up to float noise (float32 probabilities summed) are inside
 
 
 class ConformalError(ValueError):
@@ -25,43 +24,28 @@ def level_of(value: float) -> float:
     return value if value >= 0.5 else 1.0 - value
 
 
-def photo_u(probabilities: np.ndarray) -> np.ndarray:
-    """Each row's uniform draw in [0, 1), from a hash of what the model said: its three likeliest classes in
-    order and its top probability to two decimals.
-
-    A deterministic function of the model's output: the same photo gets the same draw wherever it is scored
-    (float noise between the CLI, the page and the server does not move three ranks or two decimals), and the
-    guarantee holds (scores stay a fixed function of the photo and its label, so exchangeable photos give
-    exchangeable scores).
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    k = min(3, probabilities.shape[1])
-    likeliest = np.argpartition(-probabilities, k - 1, axis=1)[:, :k] if k else np.zeros((len(probabilities), 0), int)
-    within = np.argsort(-np.take_along_axis(probabilities, likeliest, axis=1), axis=1, kind="stable")
-    order = np.take_along_axis(likeliest, within, axis=1)  # the three likeliest, likeliest first
-    top = np.rint(probabilities.max(axis=1, initial=0.0) * 100).astype(np.int64)
-    out = np.empty(len(probabilities))
-    for i, (ranks, sure) in enumerate(zip(order, top, strict=True)):
-        key = ",".join(map(str, ranks.tolist())) + f":{sure}"
-        out[i] = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2.0**64
-    return out
-
-
 def class_scores(
-    probabilities: np.ndarray, u: np.ndarray | None = None, lam: float = 0.0, k_reg: int = 0
+    probabilities: np.ndarray, u: np.ndarray | float = 1.0, lam: float = 0.0, k_reg: int = 0
 ) -> np.ndarray:
     """(N, C): the score each class would have if it were the photo's label (lower: more plausible).
 
     In the order of decreasing probability: the cumulated probability up to and including the class, minus
     u times its own probability, plus lam * (rank - k_reg)+ with 1-based ranks (RAPS; lam = 0 is APS).
+
+    Flora's sets use u = 1: a class's score is the probability of the classes ranked above it, so a class joins
+    the set while the classes above it hold no more than the threshold. Not randomised: the same probabilities
+    always give the same set, and a surer photo never gets a larger set than a less sure one with the same ranking.
+    The guarantee (at least the level, over photos exchangeable with the calibration ones) holds for any score
+    fixed in advance; randomised APS (u drawn per photo, MAPIE's "randomized") only brings coverage down to
+    exactly the level, at the price of sets that differ between two photos the model sees alike. The tests pass
+    MAPIE's draws as `u` to check the arithmetic against it.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    if u is None:
-        u = photo_u(probabilities)
     order = np.argsort(-probabilities, axis=1, kind="stable")
     ranked = np.take_along_axis(probabilities, order, axis=1)
     ranks = np.arange(1, probabilities.shape[1] + 1)
-    ranked_scores = np.cumsum(ranked, axis=1) - np.asarray(u, dtype=np.float64)[:, None] * ranked
+    share = np.asarray(u, dtype=np.float64)
+    ranked_scores = np.cumsum(ranked, axis=1) - (share[:, None] if share.ndim else share) * ranked
     ranked_scores += lam * np.maximum(0, ranks - k_reg)[None, :]
     scores = np.empty_like(ranked_scores)
     np.put_along_axis(scores, order, ranked_scores, axis=1)
@@ -140,10 +124,9 @@ def choose_regularisation(
     k_reg = int(max(1, reached if np.isfinite(reached) else ranks.max()))
     # One sort for the whole grid: in rank order a row's scores are its APS scores plus lam * (rank - k_reg)+,
     # ascending in rank, so a set at threshold q is the ranks whose score is <= q (and always the first).
-    u = photo_u(probabilities)
     order = np.argsort(-probabilities, axis=1, kind="stable")
     ranked = np.take_along_axis(probabilities, order, axis=1)
-    base = np.cumsum(ranked, axis=1) - u[:, None] * ranked
+    base = np.cumsum(ranked, axis=1) - ranked  # class_scores with u = 1: the mass ranked above each class
     rows = np.arange(len(labels))
     true_rank = np.argmax(order == labels[:, None], axis=1)  # 0-based position of the label in each row
     penalty = np.maximum(0, np.arange(1, probabilities.shape[1] + 1) - k_reg)

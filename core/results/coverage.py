@@ -1,5 +1,6 @@
 """What prediction sets did on photos that chose nothing: coverage and size on the held-out half, by class (with a
-one-sided binomial test naming under-covered classes), and how far they move over many random halvings."""
+one-sided binomial test naming under-covered classes) and by set size, and how far they move over many random
+halvings."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class HeldOut:
     singletons: float  # share of sets with one class
     full: float  # share of sets holding every class
     by_class: list[ClassCoverage]
+    # by set size: {"1": [right, photos], "2": [...]}: how often sets of each size held the right class. The promise
+    # is over all photos; a size's figure can fall short of it (one-class sets of a weak model, often)
+    by_size: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def under_covered(self) -> list[str]:
@@ -53,6 +57,14 @@ class Spread:
     class_coverage_low: dict[str, float] = field(default_factory=dict)  # per class, 2.5 % of the halvings
     class_coverage_high: dict[str, float] = field(default_factory=dict)
     class_coverage_mean: dict[str, float] = field(default_factory=dict)  # per class, over the halvings
+
+
+def by_size(masks: np.ndarray, labels: np.ndarray) -> dict[str, list[int]]:
+    """{size: [right, photos]}: for the sets of each size, how many held the right class, out of how many."""
+    labels = np.asarray(labels, dtype=np.int64)
+    covered = masks[np.arange(len(labels)), labels]
+    sizes = masks.sum(axis=1)
+    return {str(int(k)): [int(covered[sizes == k].sum()), int((sizes == k).sum())] for k in np.unique(sizes)}
 
 
 def held_out_report(masks: np.ndarray, labels: np.ndarray, classes: list[str], level: float) -> HeldOut:
@@ -79,6 +91,7 @@ def held_out_report(masks: np.ndarray, labels: np.ndarray, classes: list[str], l
         singletons=float((sizes == 1).sum() / n),
         full=float((sizes == len(classes)).sum() / n),
         by_class=by_class,
+        by_size=by_size(masks, labels),
     )
 
 

@@ -39,8 +39,8 @@ MAX_OUTLIERS = 1000  # listed (the most unusual first); `outliers_flagged` count
 
 EXPLAIN = {
     "outliers": "Photos far from every other photo, in what the network sees and in how the picture looks (a "
-    "screenshot among flowers, a blank, a wrong file). Score: how many times farther from its nearest photos than "
-    "a typical photo is. Delete the ones that do not belong; keep the unusual but genuine ones.",
+    "screenshot among photos of the classes, a blank, a wrong file). Score: how many times farther from its nearest "
+    "photos than a typical photo is. Delete the ones that do not belong; keep the unusual but genuine ones.",
     "overlapping_classes": "Pairs of classes the model mixes up, photos of each looking like the other. Consider "
     "merging the two classes, or write a clearer rule for telling them apart and relabel by it.",
     "underperforming_groups": "Clusters of similar photos on which the model is right much less often than on the "

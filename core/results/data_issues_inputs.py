@@ -152,8 +152,9 @@ def add_health(
     progress: StageCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> None:
-    """The health check's per-photo look and its duplicate, leak and imbalance findings (leaks under `config`'s
-    split rule), from its caches; sets `inputs.health_note` instead when the dataset cannot be read."""
+    """The health check's per-photo look and its duplicate, leak and imbalance findings (leaks under the run's own
+    split, photo by photo, for a run; under the split rule with `config`'s fractions and seed for a dataset), from
+    its caches; sets `inputs.health_note` instead when the dataset cannot be read."""
     try:
         index = scan_dataset(dataset_path)
     except (DatasetError, OSError) as e:
@@ -177,7 +178,13 @@ def add_health(
     table["readable"] = readable
     paths = table["path"].tolist()
     checks = Checks(index, table, paths, config.image_size, config)
-    split_of, split_info = checks.split(readable)
+    run_id = (inputs.source or {}).get("run_id")
+    if run_id:  # a run: the split it trained on, photo by photo, never one drawn again by other rules
+        split_of, split_info = checks.run_split(
+            {path: split for path, split in zip(inputs.paths, inputs.splits, strict=True)}, run_id
+        )
+    else:
+        split_of, split_info = checks.split(readable)
     exact, near, combined = duplicate_groups(analysis)
     checks.duplicates(exact, near, analysis)
     checks.leakage(combined, split_of, split_info)

@@ -182,6 +182,12 @@ class Held:
     sentence: str
     made_before: bool = True  # the estimate was made before the corrected run was created
 
+    @property
+    def confounded(self) -> bool:
+        """True when the runs differ in more than the corrections: the measured change is not theirs alone, and
+        the estimate is not judged against it."""
+        return bool(self.other_settings)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "before_run": self.before_run,
@@ -194,6 +200,7 @@ class Held:
             "other_settings": self.other_settings,
             "sentence": self.sentence,
             "made_before": self.made_before,
+            "confounded": self.confounded,
         }
 
 
@@ -238,7 +245,8 @@ def held(
 
     Args:
         comparison: core.results.compare.compare's result for these runs (its test figures), if made.
-        other_settings: the settings (besides the corrections) that differ between the runs, in words.
+        other_settings: what else (besides the corrections) differs between the runs, in words (e.g. "dataset
+            photos (800 -> 851)"): with any, the comparison is confounded and the estimate is not judged.
     """
     if not after.corrections or after.corrections == before.corrections:
         return None
@@ -257,7 +265,9 @@ def held(
 
 
 def held_sentence(result: Held) -> str:
-    """How far the estimate held, in words (or how to make one next time)."""
+    """How far the estimate held, in words (or how to make one next time). Only a run that differs from its base in
+    the corrections alone judges the estimate; against any other, the sentence says the comparison is confounded
+    and by what."""
     a, b = result.before_run[:6], result.after_run[:6]
     estimate = result.estimate
     test = result.test or {}
@@ -272,6 +282,17 @@ def held_sentence(result: Held) -> str:
         if result.other_settings
         else ""
     )
+    if estimate is not None and result.other_settings:  # confounded: the estimate is judged by no such run
+        scoring = CORRECTED if CORRECTED in estimate.results and CORRECTED in result.measured else AS_LABELLED
+        guessed: Change = estimate.results[scoring]["accuracy"]
+        got = result.measured[scoring]["accuracy"]["change"]
+        return (
+            f"The estimate said {change_words(guessed)} of validation accuracy; {b} measured {points(got)} points, "
+            f"but {b} differs from {a} in more than the corrections: {', '.join(result.other_settings)}. The "
+            "measured change mixes the corrections with that, so it cannot say whether the estimate held (the "
+            f"comparison is confounded). To check the estimate, compare {a} with a run that has {a}'s settings and "
+            "photos and only these corrections." + test_words
+        )
     if estimate is None:
         return (
             f"No estimate was made on {a} for the {result.corrections} corrections {b} applied. Before the next "

@@ -8,8 +8,9 @@ that is larger, so a big pool takes tens of steps, not thousands), so the curves
 
 The target is TARGET_FRACTION of the accuracy the head reaches with every label of the pool; a strategy's
 `labels_to_target` is the median over seeds of the first count at which it reached the target (None: never, within
-the pool). The saving is random's median minus Flora's, and it is called measurable only when every seed of Flora's
-needed fewer labels than every seed of random's (with 3 seeds, the ranges do not overlap).
+the pool). The saving is random's median minus Flora's, and it is called measurable only when every seed of the
+better strategy needed fewer labels than every seed of the other (with 3 seeds, the ranges do not overlap). When
+random does better, the verdict says so; it also says how many validation photos wide the target band is.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def simulate(
     counts = counts[: len(states[0]["curve"])]
     curves = {s: [st["curve"] for st in states if st["strategy"] == s] for s in strategies}
     reached = {s: [st["hit"] for st in states if st["strategy"] == s] for s in strategies}
-    return summarise(counts, curves, reached, full, target, seeds, batch, start_per_class, len(pool_y), started)
+    return summarise(
+        counts, curves, reached, full, target, seeds, batch, start_per_class, len(pool_y), started, len(val_y)
+    )
 
 
 def _median(values: list[int | None], never: int) -> float | None:
@@ -134,7 +137,9 @@ def _median(values: list[int | None], never: int) -> float | None:
     return int(median) if median.is_integer() else median
 
 
-def summarise(counts, curves, reached, full, target, seeds, batch, start_per_class, pool, started) -> dict:
+def summarise(
+    counts, curves, reached, full, target, seeds, batch, start_per_class, pool, started, validation_photos
+) -> dict:
     strategies = {}
     for name, runs in curves.items():
         mean = np.mean(np.asarray(runs), axis=0)
@@ -148,6 +153,8 @@ def summarise(counts, curves, reached, full, target, seeds, batch, start_per_cla
             "curves_by_seed": [[round(float(a), 4) for a in run] for run in runs],
         }
     out = {
+        "validation_photos": validation_photos,
+        "target_band_photos": band_photos(full, target, validation_photos),
         "target_accuracy": round(float(target), 4),
         "full_accuracy": round(float(full), 4),
         "target_fraction": TARGET_FRACTION,
@@ -159,15 +166,39 @@ def summarise(counts, curves, reached, full, target, seeds, batch, start_per_cla
         "strategies": strategies,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    out.update(saving(strategies))
+    out.update(saving(strategies, out["target_band_photos"]))
     return out
 
 
-def saving(strategies: dict) -> dict:
-    """What Flora's strategy saved against random, and whether the seeds make it measurable, in numbers and words."""
+def band_photos(full: float, target: float, validation_photos: int) -> float:
+    """How many validation photos lie between the target and the accuracy with every label: the band a strategy
+    must enter, counted in photos (4 photos wide means a few photos' luck decides when it gets there)."""
+    return round(max(0.0, full - target) * validation_photos, 1)
+
+
+def _seeds(hits: list[int | None]) -> str:
+    return ", ".join("never" if h is None else str(h) for h in hits)
+
+
+def saving(strategies: dict, band: float | None = None) -> dict:
+    """What Flora's strategy saved against random, and whether the seeds make it measurable, in numbers and words.
+
+    `band`: the target band's width in validation photos (band_photos), said in the verdict when known. `better`
+    names the strategy that needed fewer labels in the middle of the seeds (None: a tie or nothing to compare);
+    `measurable` is True when every seed agrees on it."""
+    out = _saving(strategies)
+    if band is not None and STRATEGY in strategies and RANDOM in strategies:
+        out["verdict"] += (
+            f". The target band was {band:g} validation photo{'s' if band != 1 else ''} wide (the target sits that "
+            "many photos below the accuracy with every label), so a few photos' luck moves when a strategy gets there"
+        )
+    return out
+
+
+def _saving(strategies: dict) -> dict:
     ours, theirs = strategies.get(STRATEGY), strategies.get(RANDOM)
     if not ours or not theirs:
-        return {"saved_labels": None, "measurable": False, "verdict": "only one strategy was measured"}
+        return {"saved_labels": None, "measurable": False, "better": None, "verdict": "only one strategy was measured"}
     a, b = ours["labels_to_target"], theirs["labels_to_target"]
     hits_a = ours["labels_to_target_by_seed"]
     hits_b = theirs["labels_to_target_by_seed"]
@@ -175,37 +206,54 @@ def saving(strategies: dict) -> dict:
         return {
             "saved_labels": None,
             "measurable": False,
+            "better": None,
             "verdict": "neither strategy reached the target within the labelled photos: nothing to compare here",
         }
     if b is None:
         return {
             "saved_labels": None,
             "measurable": all(h is not None for h in hits_a),
+            "better": STRATEGY,
             "verdict": f"Flora's picking reached the target with {a:.0f} labels; random picking did not reach it "
             "with every label of the pool",
         }
     if a is None:
         return {
             "saved_labels": None,
-            "measurable": False,
-            "verdict": f"random picking reached the target with {b:.0f} labels and Flora's picking did not: "
-            "it saved nothing here",
+            "measurable": all(h is not None for h in hits_b),
+            "better": RANDOM,
+            "verdict": f"random picking did better: it reached the target with {b:.0f} labels and Flora's picking "
+            "did not reach it with every label of the pool",
         }
     saved = b - a
-    measurable = saved > 0 and max(hits_a) < min(hits_b)
-    if measurable:
+    middle = f"(the middle of the seeds; by seed, Flora's {_seeds(hits_a)}, random's {_seeds(hits_b)})"
+    if saved > 0:
+        measurable = max(hits_a) < min(hits_b)
+        if measurable:
+            verdict = (
+                f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f} {middle}: it "
+                f"saved about {saved:.0f} labels ({saved / b:.0%}) on this data, in every seed"
+            )
+        else:
+            verdict = (
+                f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f} {middle}; the "
+                f"seeds overlap, so the saving of about {saved:.0f} labels is not measurable here"
+            )
+        better = STRATEGY
+    elif saved < 0:
+        measurable = max(hits_b) < min(hits_a)
         verdict = (
-            f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f} (the middle of the "
-            f"seeds): it saved about {saved:.0f} labels ({saved / b:.0%}) on this data, in every seed"
+            f"random picking did better: it reached the target with {b:.0f} labels, Flora's picking needed {a:.0f} "
+            f"{middle}, about {-saved:.0f} more labels"
+            + (" in every seed" if measurable else "; the seeds overlap, so the difference is not measurable here")
         )
-    elif saved > 0:
-        verdict = (
-            f"Flora's picking reached the target with {a:.0f} labels, random picking with {b:.0f} (the middle of the "
-            f"seeds); the seeds overlap, so the saving of about {saved:.0f} labels is not measurable here"
-        )
+        better = RANDOM
     else:
-        verdict = (
-            f"Flora's picking needed {a:.0f} labels, random picking {b:.0f} (the middle of the seeds): it saved "
-            "nothing measurable on this data"
-        )
-    return {"saved_labels": round(float(saved), 1), "measurable": bool(measurable), "verdict": verdict}
+        measurable, better = False, None
+        verdict = f"Flora's picking and random picking both needed {a:.0f} labels {middle}: no saving on this data"
+    return {
+        "saved_labels": round(float(saved), 1),
+        "measurable": bool(measurable),
+        "better": better,
+        "verdict": verdict,
+    }

@@ -26,12 +26,12 @@ def router(service: Service) -> APIRouter:
         summary="Classify uploaded photos",
         description=(
             "Multipart upload of one or more photos (any field name), e.g. "
-            "`curl -F file=@rose.jpg 'http://127.0.0.1:8500/predict?top_k=3'`. Query `model` picks an alias or "
+            "`curl -F file=@photo.jpg 'http://127.0.0.1:8500/predict?top_k=3'`. Query `model` picks an alias or "
             "run (default: the first one served). Each photo gets its top-k labels with probabilities "
             "(calibrated where the run has a temperature) and an out-of-distribution flag; a photo that "
             "cannot be read gets an error of its own. All unreadable: 400. `prediction_set=0.9` adds each photo's "
-            "conformal prediction set: the classes that, for photos like the run's test photos, hold the right one "
-            "9 times in 10 (levels 0.8-0.99)."
+            "conformal prediction set: the classes that, over photos like the run's test photos taken together, hold "
+            "the right one at least 9 times in 10 (levels 0.8-0.99; a promise about photos together, not each one)."
         ),
     )
     async def predict(

@@ -296,7 +296,8 @@ def can_change(thing) -> bool:
 
 def read_only_note(thing, what: str = "run") -> None:
     """Say why a run's (or sweep's) controls are missing: it is someone else's."""
-    st.caption(f":material/visibility: {plain.md(thing.owner)}'s {what}: you can look at it, not change it.")
+    whose = plain.md(people.layer_of(thing.owner))
+    st.caption(f":material/visibility: {whose}'s {what}: you can look at it, not change it.")
 
 
 MINE, EVERYONE = "Mine", "Everyone's"
@@ -307,7 +308,7 @@ def scope_runs(runs: list, key: str) -> list:
     if not shared():
         return runs
     user = current_user()
-    mine = [run for run in runs if run.owner == user.id]
+    mine = [run for run in runs if people.same_person(run.owner, user.id)]
     if key not in st.session_state:
         st.session_state[key] = MINE if mine else EVERYONE
     scope = st.segmented_control(

@@ -120,7 +120,7 @@ def sweep_label(sweep: Sweep) -> str:
 
     created = datetime.datetime.fromtimestamp(sweep.created).strftime("%b %d %H:%M")
     searched = ", ".join(sweep.spec.get("space", {}))
-    whose = f" · {sweep.owner}'s" if shared() else ""
+    whose = f" · {sharing.people.layer_of(sweep.owner)}'s" if shared() else ""
     return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}{whose}"
 
 
@@ -157,7 +157,7 @@ def run_label(run: Run) -> str:
     import datetime
 
     created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
-    whose = f" · {run.owner}'s" if shared() else ""  # shared: whose run it is, in every picker
+    whose = f" · {sharing.people.layer_of(run.owner)}'s" if shared() else ""  # shared: whose run, in every picker
     return f"{run.dataset_name} · {run_title(run)}{whose} · {created} · {run.run_id[:6]}"
 
 
@@ -173,7 +173,8 @@ def random_start_notice(run: Run) -> None:
         st.markdown(
             "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
             "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
-            "With ImageNet weights the same run typically gets most flower photos right. To train from them "
+            "With ImageNet weights the backbone starts from features learnt on over a million photos, and the same "
+            "run usually does far better. To train from them "
             f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {keras_cache_words()}, or set "
             "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* on the Train page."
         )

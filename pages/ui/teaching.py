@@ -95,15 +95,18 @@ NOTES = {
     ),
     "prediction_sets": (
         "**Why a set instead of one answer.** A probability of 70% is a statement about the model; a *set* comes "
-        "with a promise about the world: of photos like the test photos, sets at 90% hold the right class 9 times "
-        "in 10. Flora gives every class a score for the photo, how unlikely it would be as the answer (the "
-        "probability of the classes ranked above it, plus a share of its own), and learns from half of the test "
-        "photos the score under which the right class falls 90% of the time; for each class separately when there "
-        "are enough photos of it, so a hard class is covered too (conformal prediction). A set holds every class "
-        "under its line: usually the top few, not always in the order of the bars. The other half of the test "
-        "photos checks the promise. Sets grow where the model is unsure: one class for an easy {a}, several for a "
-        "hard one; a set of every class means 'the model cannot tell here'. The promise is about photos like the "
-        "test ones: a photo of something else entirely is covered by nothing."
+        "with a promise about the world: of photos like the test photos, sets at 90% hold the right class at least "
+        "9 times in 10. The promise is over all those photos taken together, not for each photo, and not for each "
+        "kind of set: on a weak model one-class sets can be right less often while larger sets make up for it, so "
+        "Flora counts how sets of each size did on held-out photos and says so under the set. Flora gives every "
+        "class a score for the photo, how unlikely it would be as the answer (the probability of the classes "
+        "ranked above it), and learns from half of the test photos the score under which the right class falls "
+        "90% of the time; for each class separately when there are enough photos of it, so a hard class is "
+        "covered too (conformal prediction). Nothing is drawn at random: the same photo always gets the same set. "
+        "A set holds every class under its line: usually the top few, not always in the order of the bars. The "
+        "other half of the test photos checks the promise. Sets grow where the model is unsure: one class for an "
+        "easy {a}, several for a hard one; a set of every class means 'the model cannot tell here'. The promise is "
+        "about photos like the test ones: a photo of something else entirely is covered by nothing."
     ),
     "tta": (
         "**Test-time augmentation.** The photo is shown to the model a few times, mirrored and slightly zoomed, "

@@ -32,8 +32,9 @@ FLAGS = {"horizontal_flip": "Horizontal flip", "vertical_flip": "Vertical flip"}
 
 st.title("Augmentation")
 st.caption(
-    "Augmentation shows the model a slightly different photo every epoch, so it learns the flower, not the "
-    "exact pixels. It runs inside the model during training only: evaluation and prediction see the photo as it is."
+    "Augmentation shows the model a slightly different photo every epoch, so it learns what each class looks "
+    "like, not the exact pixels. It runs inside the model during training only: evaluation and prediction see the "
+    "photo as it is."
 )
 
 

@@ -57,7 +57,7 @@ steps = [
     (
         page_file("predict"),
         "5 · Predict",
-        "Upload or take a photo: what flower is it?",
+        "Upload or take a photo: which of the run's classes is it?",
         None,
     ),
 ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import streamlit as st
 
+from core.data.thumbnails import example_photo
 from core.processes import JobState
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
 from pages.ui import auth, common, plain, teaching
@@ -141,13 +145,31 @@ def server_panel() -> None:
     try_it(url, status, bool((status.options or {}).get("auth")))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def example_file(dataset_path: str) -> str | None:
+    return example_photo(dataset_path)
+
+
+def example_of(run_id: str | None) -> tuple[str, str]:
+    """(a photo of the run's own dataset for the snippets, what it is in words); "photo.jpg" when none is found."""
+    run = next((r for r in runs if r.run_id == run_id), None)
+    found = example_file(run.dataset_path) if run is not None else None
+    if not found:
+        return "photo.jpg", "any photo of the classes the model knows"
+    classes = ", ".join(plain.md(c) for c in (run.classes or [])[:6]) + (", …" if len(run.classes or []) > 6 else "")
+    where = f"{plain.code(Path(found).name)}, a photo of **{plain.md(Path(found).parent.name)}** from the dataset"
+    return found, f"{where} {plain.md(run.dataset_name)}; any photo of its classes ({classes}) works the same"
+
+
 def try_it(url: str, status, auth: bool) -> None:
-    """Client snippets that name what the server serves: production first, then another alias, then a run."""
+    """Client snippets that name what the server serves (production first, then another alias, then a run) and a
+    photo of that run's own dataset."""
     served = [m["name"] for m in status.models] or list(status.names)
     model = status.client_name() or runs[0].run_id
     if len(served) > 1:
         model = st.selectbox("Model in the examples", served, index=served.index(model), key="serve_try_model")
     answering = status.answering(model)
+    photo, photo_words = example_of(answering or model)
     if answering and answering != model:
         st.caption(f"Clients name **{plain.md(model)}**; it answers with run {answering} now, and follows the alias.")
     elif answering:
@@ -167,23 +189,25 @@ def try_it(url: str, status, auth: bool) -> None:
         if auth
         else "import numpy as np, tritonclient.http as triton"
     )
+    st.caption(f"The examples send {photo_words}.")
     curl, triton, tf = st.tabs(["curl", "tritonclient (Python)", "TF Serving REST"])
-    curl.code(f'curl{bearer} -F "file=@rose.jpg" "{url}/predict?model={model}&top_k=3"', language="bash")
+    curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}&top_k=3"', language="bash")
     curl.caption(
-        "Add `&prediction_set=0.9` for each photo's prediction set: the classes that hold the right one 9 times in "
-        "10 (any level from 0.8 to 0.99; v2 clients pass the request parameter `prediction_set`)."
+        "Add `&prediction_set=0.9` for each photo's prediction set: the classes that, over photos like the run's test "
+        "photos taken together, hold the right one at least 9 times in 10 (a promise about photos together, not each "
+        "one; any level from 0.8 to 0.99; v2 clients pass the request parameter `prediction_set`)."
     )
     triton.code(
         f"""{imports}
 client = triton.InferenceServerClient("{url.removeprefix("http://")}")
 photo = triton.InferInput("image", [1], "BYTES")
-photo.set_data_from_numpy(np.array([open("rose.jpg", "rb").read()], dtype=object))
+photo.set_data_from_numpy(np.array([open({photo!r}, "rb").read()], dtype=object))
 result = client.infer("{model}", [photo]{headers})
 print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
         language="python",
     )
     tf.code(  # the body goes through a file: a photo's base64 on the command line fails over ~96 KB
-        f"""{{ printf '{{"instances": [{{"b64": "'; base64 -w0 rose.jpg; printf '"}}]}}'; }} > request.json
+        f"""{{ printf '{{"instances": [{{"b64": "'; base64 -w0 {shlex.quote(photo)}; printf '"}}]}}'; }} > request.json
 curl{bearer} -H "Content-Type: application/json" --data-binary @request.json \\
      {url}/v1/models/{model}:predict""",
         language="bash",

@@ -329,6 +329,11 @@ def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, 
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Promised"] == "80%" and "Held on the other half" in metrics
+    sets = conformal.load(run_dir)
+    said = texts(at)
+    assert "**What the promise covers**: all photos like the test photos taken together" in said
+    for size, right, photos in sets.short_sizes():  # a size whose sets were right less often than 80% is named
+        assert f"{conformal.size_words(size)} sets {right} of {photos}" in said
     charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
     assert any("share of held-out sets holding the right class" in c.proto.spec for c in charts)
     assert any(b.label == "Measure test-time augmentation" for b in at.button)

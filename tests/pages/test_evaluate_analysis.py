@@ -24,7 +24,7 @@ def test_calibration_numbers_are_cores(app, workspace):
     at = _calibration_tab(app)
     cal = calibration.calibrate_run(run.directory)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}" + (" (bound)" if cal.at_bound else "")
     assert metrics["ECE before"] == f"{cal.before.ece:.3f}"
     assert metrics["ECE after"] == f"{cal.after.ece:.3f}"
     table = table_with(at, "measure", "before", "after").set_index("measure")
@@ -114,7 +114,7 @@ def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, w
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     cal = calibration.calibrate_run(run.directory)
-    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}" + (" (bound)" if cal.at_bound else "")
     assert not [b for b in at.button if b.key == "evaluate_analysis_start"]
 
 

@@ -30,7 +30,7 @@ def test_the_tab_offers_the_search_then_lists_every_issue_with_its_photos(app, o
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.button(key="explore_data_issues_start").label == "Look for data issues"
-    assert "a screenshot among flowers" in texts(at)
+    assert "a screenshot among blue and crimson" in texts(at)  # the dataset's own classes, not flowers
 
     result = data_issues.for_run_saved(run, workspace["data"])  # what the background task does
     at.run()

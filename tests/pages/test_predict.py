@@ -162,6 +162,16 @@ def test_a_prediction_set_at_the_level_picked_and_the_views_said(app, workspace,
     shown = texts(at)
     assert "How the promise held: on the" in shown and "sets at 90% held the right class" in shown
     assert "**At 90%:**" in shown  # the slider's default
+    assert "a promise about photos taken together, not about this one" in shown  # what the promise covers
+    from core.results import conformal
+
+    sets = conformal.load(models / workspace["run_id"])
+    line = next(t for t in shown.split("\n") if t.startswith("**At 90%:**"))
+    size = 1 + line.count(" or ") if "any of the" not in line else len(sets.classes)
+    record = sets.size_record(size, 0.9)
+    if record:  # how the held-out sets of this set's size did at 90%, with "only" where less often than that
+        right, photos = record
+        assert f"were right {'only ' if right / photos < 0.9 else ''}{right} of {photos} times" in line
     assert "Each photo is classified in 4 views" in shown
     at.slider(key="predict_set_level").set_value(80).run()
     shown = texts(at)

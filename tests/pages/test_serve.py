@@ -105,9 +105,15 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     assert (row["name"], row["run"], row["mean batch"], row["batches"]) == ("production", workspace["run_id"], 3.5, 4)
     # the TF Serving example sends the body from a file: a photo's base64 on the command line failed over ~96 KB
     tf_code = next(code.value for code in at.code if ":predict" in code.value)
-    assert "--data-binary @request.json" in tf_code and "base64 -w0 rose.jpg;" in tf_code
+    photo = sorted((workspace["dataset"] / "blue").iterdir())[0].resolve()  # one of the dataset's own photos
+    assert "--data-binary @request.json" in tf_code and f"base64 -w0 {photo};" in tf_code
     snippets = [c.value for c in at.code]
-    assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert f'curl -F file=@{photo} "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert any(f'open({str(photo)!r}, "rb")' in c for c in snippets)
+    assert not any("rose" in c for c in snippets)
+    said = next(c.value for c in at.caption if c.value.startswith("The examples send"))
+    assert said.startswith("The examples send `img_000.png`, a photo of **blue** from the dataset colours")
+    assert "any photo of its classes (blue, crimson, green, red)" in said
     assert any('client.infer("production", [photo])' in c for c in snippets)
     assert not any("Authorization" in c for c in snippets)  # the server runs without a key
 
@@ -193,3 +199,31 @@ def test_the_start_form_takes_an_api_key_keeps_the_last_port_and_enter_does_not_
     next(b for b in at.button if b.label == "Start server").click().run()
     assert launched["env"] == {"FLORA_API_KEY": "s3cret"}
     assert "s3cret" not in (folder.status_path.read_text())
+
+
+def test_the_page_follows_an_alias_moved_from_the_command_line(app, workspace, tmp_path, rerun_timed_fragments):
+    """Issue 39: after `core alias production B` the open page kept a green "answers production with run A" for
+    over 100 s. The alias lines refresh on their own timer, so the open page shows the move and then the switch."""
+    import contextlib
+    import io
+
+    from core.cli import main as cli
+
+    models = copy_store(workspace, tmp_path)
+    old, new = workspace["run_id"], "feed0000beef"
+    copy_run(models / old, models / new)
+    AliasStore(models).set("production", old)
+    running_server(models, old, ["production"], {"production": old})
+    at = app("serve", models_dir=models)
+    assert f"The server answers **production** with run {old}." in texts(at)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli(["alias", "production", new, "--models-dir", str(models)]) == 0  # from the command line
+    rerun_timed_fragments(at)  # the open page, not reloaded: only what refreshes on its own
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"answers **production** with run {old}" not in texts(at)
+    assert any(f"Switching **production**: the server is loading run {new}" in i.value for i in at.info)
+    assert table_with(at, "alias", "run", "previous")["previous"].tolist() == [old]
+    running_server(models, new, ["production"], {"production": new})  # the server has switched
+    rerun_timed_fragments(at)
+    assert f"The server answers **production** with run {new}" in texts(at)
+    assert any(f"it answers with run {new} now" in c.value for c in at.caption)  # the snippets' line too

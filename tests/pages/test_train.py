@@ -184,7 +184,7 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     assert at.selectbox(key="train_run").value == "preparing001"  # the active run is picked first
     bars = [bar.text for bar in at.get("progress")]
     assert any(text.startswith("extracting features: train · 300 / 1200 · about") for text in bars), bars
-    assert not any("epoch 0/10" in text for text in bars), bars
+    assert not any("0/10 epochs" in text for text in bars), bars
     assert "ResNet-50 runs over each image once" in texts(at)
     sidebar = [bar.text for bar in at.sidebar.get("progress")]
     assert any("300 / 1200" in text for text in sidebar), sidebar
@@ -390,3 +390,33 @@ def test_without_a_ray_cluster_the_form_says_nothing_of_it(app, monkeypatch):
     monkeypatch.delenv("FLORA_RAY_ADDRESS", raising=False)
     at = _new_run_tab(app)
     assert not [t for t in at.toggle if t.key == "train_on_ray"]
+
+
+def test_runs_from_the_command_line_and_the_app_show_one_owner(app, workspace, tmp_path):
+    """The walk: CLI runs were "root"'s and app runs "local"'s in the same table; both are the person here."""
+    import contextlib
+    import io
+    import json
+
+    from core.cli import main as cli
+    from core.runs.record import CONFIG_FILE
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / "c11c11c11c11")
+    config = json.loads((models / "c11c11c11c11" / CONFIG_FILE).read_text())
+    config["owner"] = "root"  # as `python -m core train` records it, run as root
+    (models / "c11c11c11c11" / CONFIG_FILE).write_text(json.dumps(config))
+    at = app("train", models_dir=models)
+    table = table_with(at, "run", "state", "id")
+    assert len(table) == 2 and "owner" not in table.columns, "one person: no owner column to tell apart"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli(["runs", "--json", "--models-dir", str(models)]) == 0
+    assert {row["owner"] for row in json.loads(out.getvalue())} == {"local"}
+    others = tmp_path / "others"  # somebody else's run beside them: the column is back, each person named once
+    copy_run(models, others)
+    config["owner"] = "alice"
+    (others / "c11c11c11c11" / CONFIG_FILE).write_text(json.dumps(config))
+    at = app("train", models_dir=others)
+    assert sorted(table_with(at, "run", "owner", "id")["owner"]) == ["alice", "local"]

@@ -129,3 +129,36 @@ def test_the_temperature_search_minimises_the_same_nll_as_logits_nll():
     t = fit_temperature(logits, labels)
     assert t > 1.05
     assert logits_nll(logits, labels, t) <= min(logits_nll(logits, labels, t * f) for f in (0.97, 1.03)) + 1e-9
+
+
+def test_a_temperature_on_the_search_bound_and_near_uniform_probabilities_are_said():
+    from pages.ui.evaluate.calibration import reading
+
+    # the analyst's walk: two classes, logits that carry almost nothing yet are sure of themselves
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 2, 2000)
+    logits = rng.normal(0, 6, (2000, 2))
+    logits[np.arange(2000), labels] += 0.15  # barely better than a coin
+    n = 1000
+    feats = np.zeros((n, 4), np.float16)
+    parts = [
+        SplitArrays(logits[s], feats, labels[s], [f"c/{i}.png" for i in range(n)], np.arange(n))
+        for s in (slice(0, n), slice(n, 2 * n))
+    ]
+    cal = calibration.calibrate(RunAnalysis(["cats", "dogs"], *parts))
+    assert cal.temperature == pytest.approx(calibration.T_BOUNDS[1], rel=1e-3) and cal.at_bound == "upper"
+    assert cal.near_uniform and cal.after.nll == pytest.approx(np.log(2), abs=0.02)
+    said = cal.bound_words()
+    assert "T = 20.00 is the upper bound of Flora's search (0.05-20)" in said
+    assert "ln 2 = 0.693" in said and "about 50% for everything" in said
+    read = reading(cal)
+    assert "improves it clearly" not in read and "T = 20.00 is the upper bound" in read
+    assert cal.summary()["temperature_at_bound"] == "upper" and cal.summary()["near_uniform_after"] is True
+    assert calibration.Calibration.from_dict(cal.to_dict()).classes == 2
+
+    fine = calibration.calibrate(_analysis(3.0))  # logits 3x too sharp, and informative: no such sentence
+    assert fine.at_bound is None and not fine.near_uniform and fine.bound_words() is None
+    assert "upper bound" not in reading(fine)
+    older = {**fine.to_dict()}
+    older.pop("classes")  # a calibration.json from before the class count was kept
+    assert calibration.Calibration.from_dict(older).class_count == 4

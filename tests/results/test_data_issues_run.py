@@ -116,3 +116,31 @@ def test_label_health_counts_what_the_label_review_counts_and_carries_its_figure
     assert line["title"].startswith(f"{len(review.issues)} suspected label errors")
     assert f"confident learning estimates {review.estimated_errors} wrong labels in all" in line["title"]
     assert all(row["score_meaning"] for row in again.summary())
+
+
+def test_leaks_are_counted_on_the_split_the_run_trained_on(trained_run, tmp_path):
+    import shutil
+
+    from core.results.arrays import RunAnalysis
+    from core.results.data_issues_inputs import Inputs, add_health
+    from core.results.label_issues import Stacked
+    from tests.conftest import copy_run_and_dataset
+
+    copied = copy_run_and_dataset(trained_run, tmp_path)
+    run = RunStore(copied["models_root"]).get(copied["run_id"])
+    test_photo = RunAnalysis.load(run.directory).test.paths[0]
+    twin = f"{test_photo.split('/')[0]}/twin-of-a-test-photo.png"
+    shutil.copyfile(copied["dataset"] / test_photo, copied["dataset"] / twin)
+
+    def leaks(splits):
+        inputs = Inputs(
+            run.classes, np.zeros((2, 2)), Stacked([np.full((2, len(run.classes)), 0.25)], len(run.classes)),
+            np.zeros(2, dtype=np.int64), [test_photo, twin], splits, "", {"run_id": run.run_id},
+        )  # fmt: skip
+        add_health(inputs, copied["dataset"], copied["data_root"], run.train_config)
+        return inputs.findings["leaks"]
+
+    [leak] = leaks(["test", "train"])  # the run trained on the twin and tested on its original
+    assert f"straddle the split run {run.run_id[:6]} trained on (1 across train/test)" in leak.title
+    assert leak.captions == {test_photo: "test", twin: "train"}
+    assert leaks(["test", "test"]) == []  # both on the same side of the run's own split: no leak there

@@ -309,3 +309,21 @@ def test_the_sentence_says_whether_the_measured_change_fell_inside_the_interval(
     sentence = held_sentence(result)
     assert sentence.startswith("The estimate said +2.0 points (95%: +0.0 to +5.0) of validation accuracy")
     assert words in sentence
+    assert not result.confounded and "confounded" not in sentence
+
+
+def test_an_estimate_is_not_judged_against_a_run_that_differs_in_more_than_the_corrections():
+    # the walk: the corrected run also trained on 51 photos labelled in Flora; the measured change fell inside
+    change = Change(before=0.7, after=0.72, change=0.02, low=0.0, high=0.05)
+    estimate = fix_worth.Estimate(
+        "a" * 12, "d", 3, {"kind": "marked", "top": 0, "given": ""}, {}, {AS_LABELLED: {"accuracy": change}}, 8, 100,
+        50, 20, 1.0,
+    )  # fmt: skip
+    figures = {"accuracy": {"before": 0.7, "after": 0.72, "change": 0.02}}
+    photos = ["dataset photos (800 (1a2b3c) → 851 (4d5e6f))"]
+    result = Held("a" * 12, "b" * 12, 3, estimate, {AS_LABELLED: figures}, 20, None, photos, "")
+    sentence = held_sentence(result)
+    assert result.confounded and result.to_dict()["confounded"] is True
+    assert "held" not in sentence.replace("whether the estimate held", "") and "inside the interval" not in sentence
+    assert "bbbbbb differs from aaaaaa in more than the corrections: dataset photos (800 (1a2b3c) → 851" in sentence
+    assert "the comparison is confounded" in sentence and "only these corrections" in sentence

@@ -71,6 +71,24 @@ def test_labelling_copies_into_the_class_folder_keeps_the_original_and_undo_take
         again.label("rose/1.png", "rose", ["daisy", "rose"])
 
 
+def test_labelling_a_photo_again_makes_no_second_copy(dataset, tmp_path):
+    _photo(dataset / "unlabelled" / "a.png")
+    _photo(dataset / "unlabelled" / "b.png")
+    data_root = tmp_path / "data"
+    first = Unlabelled.load(data_root, dataset).label("unlabelled/a.png", "rose", ["daisy", "rose"])
+    for _ in range(6):  # clicks that reached the server after the first one (each loads the record afresh)
+        assert Unlabelled.load(data_root, dataset).label("unlabelled/a.png", "rose", ["daisy", "rose"]) == first
+    assert sorted(p.name for p in (dataset / "rose").iterdir()) == ["0.png", "1.png", "2.png", "a.png"]
+    assert Unlabelled.load(data_root, dataset).record["unlabelled/a.png"]["to"] == first == "rose/a.png"
+    with pytest.raises(DatasetError, match="already labelled 'rose': undo that first"):
+        Unlabelled.load(data_root, dataset).label("unlabelled/a.png", "daisy", ["daisy", "rose"])
+    assert sorted(p.name for p in (dataset / "daisy").iterdir()) == ["0.png", "1.png", "2.png"]
+    Unlabelled.load(data_root, dataset).label("unlabelled/b.png", None, ["daisy", "rose"])
+    assert Unlabelled.load(data_root, dataset).label("unlabelled/b.png", None, ["daisy", "rose"]) is None
+    with pytest.raises(DatasetError, match="already set aside"):
+        Unlabelled.load(data_root, dataset).label("unlabelled/b.png", "rose", ["daisy", "rose"])
+
+
 def test_a_dataset_with_its_own_split_gets_the_photo_in_training(tmp_path):
     root = tmp_path / "split"
     for split in ("train", "val"):
@@ -168,6 +186,10 @@ def test_on_a_set_built_to_reward_it_flora_needs_no_more_labels_than_random():
     assert [c for c, _ in ours["curve"]] == [c for c, _ in theirs["curve"]]  # the same schedule
     assert ours["curve"][0][0] == 10  # 2 per class to start
     assert result["target_accuracy"] == pytest.approx(0.95 * result["full_accuracy"], abs=1e-3)
+    assert result["validation_photos"] == 400
+    band = (result["full_accuracy"] - result["target_accuracy"]) * 400
+    assert result["target_band_photos"] == pytest.approx(band, abs=0.2)
+    assert f"target band was {result['target_band_photos']:g} validation photos wide" in result["verdict"]
     json.dumps(result)  # the CLI prints it as it is
 
 
@@ -180,7 +202,21 @@ def test_the_verdict_calls_a_saving_measurable_only_when_every_seed_agrees():
     overlap = saving({STRATEGY: figures([20, 30, 100]), "random": figures([40, 90, 120])})
     assert not overlap["measurable"] and "not measurable" in overlap["verdict"]
     worse = saving({STRATEGY: figures([90, 90, 90]), "random": figures([40, 40, 40])})
-    assert not worse["measurable"] and "saved nothing" in worse["verdict"]
+    assert worse["measurable"] and worse["better"] == "random" and worse["saved_labels"] == -50
+    assert worse["verdict"].startswith("random picking did better: it reached the target with 40 labels, Flora's")
+    assert "in every seed" in worse["verdict"]
+    # the analyst's walk: seeds 156/44/462 against 34/44/24, a band 4 validation photos wide
+    walk = saving({STRATEGY: figures([156, 44, 462]), "random": figures([34, 44, 24])}, band=4.0)
+    assert walk["better"] == "random" and not walk["measurable"] and "saved nothing" not in walk["verdict"]
+    assert walk["verdict"].startswith("random picking did better: it reached the target with 34 labels, Flora's ")
+    assert "needed 156" in walk["verdict"] and "156, 44, 462" in walk["verdict"] and "not measurable" in walk["verdict"]
+    assert "The target band was 4 validation photos wide" in walk["verdict"]
+    tie = saving({STRATEGY: figures([40, 40, 40]), "random": figures([40, 50, 30])})
+    assert tie["better"] is None and "no saving" in tie["verdict"] and "band" not in tie["verdict"]
+    never = saving(
+        {STRATEGY: {"labels_to_target": None, "labels_to_target_by_seed": [None] * 3}, "random": figures([9])}
+    )
+    assert never["better"] == "random" and never["verdict"].startswith("random picking did better")
     assert schedule(10, 35, 10) == [10, 20, 30, 35] and len(schedule(10, 10**6, 10)) == 40  # bounded steps
 
 

@@ -65,6 +65,9 @@ def reading(cal: Calibration) -> str:
     overlap = (
         cal.after.ece_high is not None and cal.before.ece_low is not None and cal.after.ece_high >= (cal.before.ece_low)
     )
+    bound = cal.bound_words()
+    if bound:  # on the search's bound, or near-uniform after: a smaller ECE does not mean a better model
+        return f"{first} Temperature scaling moves ECE {before:.3f} → {after:.3f}, but: {bound}"
     if after >= before:
         change = "does not improve it on the test photos"
     elif overlap:  # the two intervals overlap: the improvement may be the test photos' luck
@@ -165,7 +168,14 @@ def section(run, stamp: float) -> None:
         return
     st.markdown(reading(cal))
     cols = st.columns(4)
-    cols[0].metric("Temperature T", f"{cal.temperature:.2f}", help="Logits are divided by T before the softmax.")
+    searched = f" Searched between {calibration.T_BOUNDS[0]:g} and {calibration.T_BOUNDS[1]:g}" + (
+        f": this T is the search's {cal.at_bound} bound." if cal.at_bound else "."
+    )
+    cols[0].metric(
+        "Temperature T",
+        f"{cal.temperature:.2f}" + (" (bound)" if cal.at_bound else ""),
+        help="Logits are divided by T before the softmax." + searched,
+    )
     cols[1].metric("ECE before", f"{cal.before.ece:.3f}", help=f"95 % interval {_interval(cal.before)}")
     cols[2].metric(
         "ECE after",

@@ -98,6 +98,33 @@ def verdict(sets: conformal.ConformalSets) -> str:
     return overall + f"; by class, every class's average over the halvings is {min(means.values()):.0%} or more."
 
 
+def size_words(sets: conformal.ConformalSets) -> str:
+    """What the promise covers, and how the held-out sets did by size: where sets of a size held the right class
+    less often than the level, said with the figure."""
+    sizes = sets.held_out.by_size
+    counted = ", ".join(
+        f"{conformal.size_words(int(k))} {right} of {photos}"
+        for k, (right, photos) in sorted(sizes.items(), key=lambda item: int(item[0]))
+    )
+    said = (
+        f"**What the promise covers**: all photos like the test photos taken together (marginal coverage), not each "
+        f"photo and not each size of set. By size, the held-out sets held the right class: {counted}."
+    )
+    short = sets.short_sizes()
+    if short:
+        named = "; ".join(
+            f"{conformal.size_words(size)} sets {right} of {photos} ({right / photos:.0%})"
+            for size, right, photos in short
+        )
+        said += (
+            f" Less often than {sets.level:.0%} for {named}: there the sets are the model's best guess, not a sure "
+            "answer, and larger sets make up the promise. No threshold can promise each size (the size is what the "
+            "threshold decides); a threshold per class is what Flora offers"
+            + (" and uses here." if sets.by_class else " (too few test photos per class here for one of their own).")
+        )
+    return said
+
+
 def sets_section(run, stamp: float) -> None:
     """Prediction sets: the promise, whether it held on photos that chose nothing, by class."""
     st.subheader("Prediction sets: answers with a guarantee")
@@ -121,6 +148,7 @@ def sets_section(run, stamp: float) -> None:
     cols[2].metric("Mean set size", f"{held.mean_size:.2f}", help=f"Of {len(sets.classes)} classes.")
     cols[3].metric("One class", f"{held.singletons:.0%}", help="Sets that name a single class.")
     st.markdown(verdict(sets))
+    st.markdown(size_words(sets))
     if sets.views > 1:
         before = sets.previous
         changed = (

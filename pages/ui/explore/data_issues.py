@@ -64,8 +64,10 @@ def data_issues_section(run: Run) -> None:
     result = _load(str(run.directory), _stamp(run))
     status = run_tasks.task_status(run, KIND)
     if result is None or (status is not None and status.active):
+        names = [plain.md(c) for c in (run.classes or [])][:2]
+        among = " and ".join(names) if names else "your classes"
         st.markdown(
-            "Besides wrong labels, a dataset can hold photos that belong to no class (a screenshot among flowers), "
+            f"Besides wrong labels, a dataset can hold photos that belong to no class (a screenshot among {among}), "
             "two classes nobody can tell apart, groups of photos the model fails on, copies of one picture and "
             "classes far smaller than the rest. Flora looks for all of them at once: every photo is scored by a "
             "model that never saw it, its features are compared with every other photo's, and the dataset health "

@@ -229,8 +229,10 @@ def rows_page(run: Run, issues: list, corrections: Corrections, heatmaps: bool, 
         issue_row(run, issue, corrections, heatmaps)
 
 
-def trust_note(run: Run, review: label_issues.LabelReview) -> None:
-    """How far the ranking can be trusted, from this run's own figures (and plainly when it is close to chance)."""
+def trust_words(review: label_issues.LabelReview, random_start: bool) -> tuple[str, str] | None:
+    """How far the ranking can be trusted, from this run's own figures, in one verdict: ("warning" or "info", the
+    words), None when there is nothing to say. Close to chance over the first suspects while the top few beat it
+    (the supported depth below): one sentence says both, never "close to chance" beside "2.6 times as many"."""
     trust = review.trust or {}
     parts = []
     if review.model_accuracy is not None:
@@ -251,22 +253,36 @@ def trust_note(run: Run, review: label_issues.LabelReview) -> None:
             "dataset usually holds, so most suspects are the model's own mistakes"
         )
     if not parts:
-        return
+        return None
     text = "**How far to trust this list** (measured on this run): " + "; ".join(parts) + "."
-    random_start = run.train_config.weights == "none"
     weak = (
         " This run's backbone started from random weights: its features barely tell the classes apart."
         if random_start
         else ""
     )
     if review.close_to_chance:
-        st.warning(
-            f"{text}{weak} The ranking is close to chance: review by eye"
-            + (", or train with ImageNet weights first." if random_start else "."),
-            icon=":material/casino:",
+        verdict = (
+            f" Only the first {review.supported:,} suspect(s) beat chance (the self-test's figure below); past them "
+            "the ranking is close to chance: review the rest by eye"
+            if review.supported
+            else " The ranking is close to chance: review by eye"
         )
-    elif random_start:
-        st.warning(f"{text}{weak} Expect many suspects to be its own mistakes.", icon=":material/casino:")
+        return "warning", f"{text}{weak}{verdict}" + (
+            ", or train with ImageNet weights first." if random_start else "."
+        )
+    if random_start:
+        return "warning", f"{text}{weak} Expect many suspects to be its own mistakes."
+    return "info", text
+
+
+def trust_note(run: Run, review: label_issues.LabelReview) -> None:
+    """How far the ranking can be trusted (trust_words), shown as a warning or a note."""
+    said = trust_words(review, run.train_config.weights == "none")
+    if said is None:
+        return
+    kind, text = said
+    if kind == "warning":
+        st.warning(text, icon=":material/casino:")
     else:
         st.info(text, icon=":material/rule:")
 

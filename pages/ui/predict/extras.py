@@ -51,9 +51,11 @@ def ood_check_caption(model) -> None:
             st.caption(f"No 'looks like no class it knows' check for this run: {plain.md(model.reference_note)}")
         return
     detector = model.reference.detector
+    names = [plain.md(c) for c in model.classes]
+    known = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
     text = (
-        "**'Looks like no class it knows'**: Flora flags a photo unlike everything the model was taught (a cat "
-        f"for a flower model), since a model always answers with one of its classes. {detector.summary()}"
+        "**'Looks like no class it knows'**: Flora flags a photo unlike everything the model was taught (a photo "
+        f"of none of {known}), since a model always answers with one of its classes. {detector.summary()}"
     )
     if detector.weak:
         st.info(text, icon=":material/help:")

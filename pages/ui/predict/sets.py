@@ -55,7 +55,8 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
     names = served.set_of(answer, level)
     if names is None:
         return None
-    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level)
+    record = served.sets.size_record(len(names), level) if served.sets is not None else None
+    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level, record)
     st.markdown(f"**At {level:.0%}:** {words}")
     order = {name: i for i, (name, _) in enumerate(answer.top)}
     if any(order.get(n, 0) > i for i, n in enumerate(names)):
