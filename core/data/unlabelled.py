@@ -206,6 +206,8 @@ class Unlabelled:
                 if copied:
                     (self.dataset_root / copied).unlink(missing_ok=True)
                 self.record[path] = _entry(*earlier)
+                if earlier[0] == label:  # the same answer from another click or person: one copy, theirs
+                    return earlier[1]
                 given = f"as {earlier[0]}" if earlier[0] else "as none of these"
                 raise DatasetError(f"{path} was labelled {given} by {earlier[3] or 'someone'} meanwhile")
         self.record[path] = entry
