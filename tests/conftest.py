@@ -195,3 +195,23 @@ def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
     config["dataset"]["path"] = str(dataset.resolve())
     config_file.write_text(json.dumps(config))
     return {"data_root": data_root, "models_root": models_root, "dataset": dataset, "run_id": trained_run["run_id"]}
+
+
+# FLORA_TEST_CPU_REPORT=FILE: each test's CPU seconds (its own and its waited-for child processes'), a JSON line per
+# test, for finding what makes the suite slow on any machine (wall times depend on the load, CPU seconds much less).
+if os.environ.get("FLORA_TEST_CPU_REPORT"):
+    import json
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        def cpu() -> float:
+            me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+        started, wall = cpu(), time.perf_counter()
+        yield
+        line = {"test": item.nodeid, "cpu_s": round(cpu() - started, 2), "wall_s": round(time.perf_counter() - wall, 2)}
+        with open(os.environ["FLORA_TEST_CPU_REPORT"], "a") as report:
+            report.write(json.dumps(line) + "\n")
