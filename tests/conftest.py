@@ -197,6 +197,16 @@ def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
     return {"data_root": data_root, "models_root": models_root, "dataset": dataset, "run_id": trained_run["run_id"]}
 
 
+@pytest.fixture(autouse=True)
+def _patient_browser_assertions(request):
+    """Browser tests' `expect(...)` waits up to 30 s, not Playwright's 5: a loaded 2-core machine (CI's) can take
+    longer than 5 s to draw a page's first heading, and a slow draw is not what these tests are about."""
+    if request.node.get_closest_marker("browser"):
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=30_000)
+
+
 # FLORA_TEST_CPU_REPORT=FILE: each test's CPU seconds (its own and its waited-for child processes'), a JSON line per
 # test, for finding what makes the suite slow on any machine (wall times depend on the load, CPU seconds much less).
 if os.environ.get("FLORA_TEST_CPU_REPORT"):
