@@ -3,10 +3,12 @@ simulation against random (on a set built to reward it), and the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,13 +101,36 @@ def test_a_dataset_with_its_own_split_gets_the_photo_in_training(tmp_path):
     assert copied == "train/daisy/x.png"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@contextlib.contextmanager
+def _as_a_user(folder: Path):
+    """Run the block as a user for whom a 0555 folder is read-only: as root (CI's user), the effective uid becomes
+    `nobody` for the block, with `folder` readable and every folder above it traversable, so the read-only path runs
+    everywhere."""
+    if os.geteuid() != 0:
+        yield
+        return
+    above = [p for p in folder.parents if p != Path("/")]
+    modes = {p: p.stat().st_mode & 0o7777 for p in [folder, *above]}
+    for p, mode in modes.items():
+        os.chmod(p, mode | (0o005 if p == folder else 0o001))  # the dataset listed, the folders above passed through
+    os.setegid(65534)  # the group too: root's group would read the folders' group bits, not the others'
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        for p, mode in modes.items():
+            os.chmod(p, mode)
+
+
 def test_a_read_only_dataset_says_so_and_loses_nothing(dataset, tmp_path):
     _photo(dataset / "unlabelled" / "a.png")
     os.chmod(dataset / "rose", 0o555)
+    unlabelled = Unlabelled.load(tmp_path / "data", dataset)
     try:
-        with pytest.raises(DatasetError, match="writable"):
-            Unlabelled.load(tmp_path / "data", dataset).label("unlabelled/a.png", "rose", ["daisy", "rose"])
+        with pytest.raises(DatasetError, match="writable"), _as_a_user(dataset):
+            unlabelled.label("unlabelled/a.png", "rose", ["daisy", "rose"])
     finally:
         os.chmod(dataset / "rose", 0o755)
     assert (dataset / "unlabelled" / "a.png").is_file()
