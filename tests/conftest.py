@@ -69,10 +69,19 @@ def link_subset(source: Path, target: Path, per_class: int) -> Path:
     return target
 
 
+def require_shared(path: Path, what: str) -> Path:
+    """`path` under the shared data (../shared/data, or FLORA_SHARED_DATA), or skip saying what is missing; with
+    FLORA_REQUIRE_SHARED_DATA set (a machine that has the data and must check it) a missing file fails instead."""
+    if not path.exists():
+        message = f"{what} are not at {path} (../shared/data beside the project, or set FLORA_SHARED_DATA)"
+        if os.environ.get("FLORA_REQUIRE_SHARED_DATA"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def require_flowers() -> Path:
-    if not FLOWERS.is_dir():
-        pytest.skip(f"the shared flower photos are not at {FLOWERS}")
-    return FLOWERS
+    return require_shared(FLOWERS, "the shared flower photos (flowers5-128)")
 
 
 @pytest.fixture(autouse=True)

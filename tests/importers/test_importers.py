@@ -30,7 +30,7 @@ from core.importers import (
 from core.importers import download as download_module
 from core.importers.archives import Budget, copy_limited
 from core.importers.oxford import class_folder
-from tests.conftest import OXFORD
+from tests.conftest import OXFORD, require_shared
 from tests.datafixtures import (
     OXFORD_COUNT,
     FileServer,
@@ -46,8 +46,7 @@ from tests.datafixtures import (
 
 
 def require_oxford() -> Path:
-    if not (OXFORD / "imagelabels.mat").is_file():
-        pytest.skip(f"the Oxford 102 label files are not at {OXFORD}")
+    require_shared(OXFORD / "imagelabels.mat", "the Oxford 102 label files")
     return OXFORD
 
 
