@@ -164,9 +164,9 @@ def card_html(run: Run, settings: dict[str, Any]) -> str:
     else:
         table = evaluation.per_class()
         body = "".join(
-            f"<tr><td>{e(str(name))}</td><td>{r['precision']:.2f}</td><td>{r['recall']:.2f}</td>"
+            f"<tr><td>{e(str(r['class']))}</td><td>{r['precision']:.2f}</td><td>{r['recall']:.2f}</td>"
             f"<td>{int(r['support'])}</td></tr>"
-            for name, r in table.iterrows()
+            for _, r in table.iterrows()
         )
         figures = (
             f"<p>Test accuracy {evaluation.accuracy():.1%} on {len(evaluation.labels)} photos the model never trained "
