@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.runs.record import TENSORBOARD_DIR
 from core.tracking.pictures import confusion_png
+from core.train.callbacks import learning_rate
 
 log = logging.getLogger("flora")
 
@@ -78,9 +79,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
             if self._writer is None:
                 self._writer = EventWriter(self.run_dir)
             values = {f"epoch/{name}": value for name, value in (logs or {}).items() if _number(value)}
-            rate = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
-            if rate is not None:
-                values["epoch/learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+            values["epoch/learning_rate"] = learning_rate(self.model)
             self._writer.scalars(epoch + 1, values)
         except (OSError, ValueError, TypeError) as e:  # a full disk must not end the run
             log.warning("TensorBoard: could not write epoch %d: %s", epoch + 1, e)

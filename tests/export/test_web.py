@@ -172,10 +172,6 @@ def _core_predict(store: RunStore, run_id: str, folder: Path) -> dict[str, dict]
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    from tests.test_browser import chromium_path
-
     run, store = web_export["run"], web_export["store"]
     photos_dir = tmp_path / "photos"
     test_photos = []
@@ -190,8 +186,38 @@ def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export,
     photos = test_photos + held_out_photos(photos_dir, 20, extra=[LARGE_JPEG])
     expected = _core_predict(store, run.run_id, photos_dir)
 
-    server = _serve(web_export["folder"].parent)
-    base = f"http://127.0.0.1:{server.server_address[1]}/web/"
+    cards, by_api, outside = classify_in_chromium(web_export["folder"], photos, tmp_path)
+    assert outside == []
+    assert set(cards) == {p.name for p in photos}
+    ood = json.loads((web_export["folder"] / MODEL_JSON).read_text())["ood"]
+    for photo in photos:
+        row, card, answer = expected[photo.name], cards[photo.name], by_api[photo.name]
+        want = {row[f"label_{i}"]: row[f"probability_{i}"] for i in range(1, 5)}
+        assert card["error"] is None, (photo.name, card["error"])
+        if photo.stem.endswith(f"_{20:02d}"):  # the large JPEG: decoded whole in the browser, so close, not equal
+            assert answer["approximate_decode"] and answer["label"] == row["label_1"], photo.name
+            continue
+        assert not answer["approximate_decode"], photo.name
+        for got in (card["probabilities"], answer["probabilities"]):
+            assert max(got, key=got.get) == row["label_1"], photo.name
+            assert max(abs(got[name] - p) for name, p in want.items()) <= TOLERANCE, (photo.name, got, want)
+        assert answer["label"] == card["label"] == row["label_1"]
+        assert answer["prediction_set"]["classes"] == row["prediction_set"].split(" | "), photo.name
+        score = answer["none_of_these"]["score"]
+        assert score == pytest.approx(row["ood_score"], rel=1e-3, abs=1e-3), photo.name
+        if abs(score - ood["threshold"]) > 1e-3 * max(1.0, abs(ood["threshold"])):
+            assert answer["none_of_these"]["flag"] == row["out_of_distribution"], photo.name
+
+
+def classify_in_chromium(folder: Path, photos: list[Path], tmp_path: Path) -> tuple[dict, dict, list[str]]:
+    """The page served from `folder` on loopback with every other request blocked: each photo through the file
+    input (the cards) and through floraClassify (`by_api`), and the requests that were refused."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import chromium_path
+
+    server = _serve(folder.parent)
+    base = f"http://127.0.0.1:{server.server_address[1]}/{folder.name}/"
     outside: list[str] = []
     try:
         with sync_playwright() as p:
@@ -230,25 +256,36 @@ def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export,
             browser.close()
     finally:
         server.shutdown()
+    return {card["name"]: card for card in cards}, by_api, outside
 
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_page_averages_the_views_where_the_run_uses_them(trained_run, tmp_path):
+    """A run whose validation said test-time augmentation helps: the page averages the same four views."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("exports run on the TensorFlow backend")
+    from core.export.run import export_run
+    from core.results import tta
+
+    models = copy_run(trained_run["models_root"], tmp_path / "models")
+    store = RunStore(models)
+    run = store.get(trained_run["run_id"])
+    figures = tta.SplitFigures(8, 0.5, 0.6, 0.5, 0.6, 1.0, 0.9, 1, 0, 0.5)
+    report = tta.TTAReport(list(tta.VIEWS), figures, figures, True, "helped (set by the test)", 0.01, 0.04, 1.0, "-")
+    tta.save(report, {}, run.directory)
+    export_run(run, "web", tmp_path / "site" / "web")
+    settings = json.loads((tmp_path / "site" / "web" / MODEL_JSON).read_text())
+    assert settings["tta"]["views"] == len(tta.VIEWS)
+    photos = held_out_photos(tmp_path / "photos", 8)
+    expected = _core_predict(store, run.run_id, tmp_path / "photos")
+    cards, by_api, outside = classify_in_chromium(tmp_path / "site" / "web", photos, tmp_path)
     assert outside == []
-    cards = {card["name"]: card for card in cards}
-    assert set(cards) == {p.name for p in photos}
-    ood = json.loads((web_export["folder"] / MODEL_JSON).read_text())["ood"]
     for photo in photos:
-        row, card, answer = expected[photo.name], cards[photo.name], by_api[photo.name]
+        row, answer = expected[photo.name], by_api[photo.name]
         want = {row[f"label_{i}"]: row[f"probability_{i}"] for i in range(1, 5)}
-        assert card["error"] is None, (photo.name, card["error"])
-        if photo.stem.endswith(f"_{20:02d}"):  # the large JPEG: decoded whole in the browser, so close, not equal
-            assert answer["approximate_decode"] and answer["label"] == row["label_1"], photo.name
-            continue
-        assert not answer["approximate_decode"], photo.name
-        for got in (card["probabilities"], answer["probabilities"]):
-            assert max(got, key=got.get) == row["label_1"], photo.name
+        assert answer["views"] == len(tta.VIEWS)
+        for got in (cards[photo.name]["probabilities"], answer["probabilities"]):
             assert max(abs(got[name] - p) for name, p in want.items()) <= TOLERANCE, (photo.name, got, want)
-        assert answer["label"] == card["label"] == row["label_1"]
-        assert answer["prediction_set"]["classes"] == row["prediction_set"].split(" | "), photo.name
-        score = answer["none_of_these"]["score"]
-        assert score == pytest.approx(row["ood_score"], rel=1e-3, abs=1e-3), photo.name
-        if abs(score - ood["threshold"]) > 1e-3 * max(1.0, abs(ood["threshold"])):
-            assert answer["none_of_these"]["flag"] == row["out_of_distribution"], photo.name
