@@ -163,6 +163,7 @@ def card_html(run: Run, settings: dict[str, Any]) -> str:
         figures = "<p>No test figures were stored with this run.</p>"
     else:
         table = evaluation.per_class()
+        rough = " So few photos give a rough figure." if len(evaluation.labels) < 100 else ""
         body = "".join(
             f"<tr><td>{e(str(r['class']))}</td><td>{r['precision']:.2f}</td><td>{r['recall']:.2f}</td>"
             f"<td>{int(r['support'])}</td></tr>"
@@ -170,7 +171,7 @@ def card_html(run: Run, settings: dict[str, Any]) -> str:
         )
         figures = (
             f"<p>Test accuracy {evaluation.accuracy():.1%} on {len(evaluation.labels)} photos the model never trained "
-            f"on. A small test split gives a rough figure.</p><table><tr><th>class</th><th>precision</th><th>recall"
+            f"on.{rough}</p><table><tr><th>class</th><th>precision</th><th>recall"
             f"</th><th>test photos</th></tr>{body}</table>"
         )
     sets = settings["sets"]
