@@ -20,6 +20,7 @@ import numpy as np
 
 from core.bench.common import Row, rate_row, time_row
 from core.bench.server_cpu import free_port
+from core.serving.grpc_proto import SERVICE, message_class
 
 ITEM = "7 serve"
 ROUNDS = 2
@@ -132,8 +133,6 @@ async def _http(url: str, run_id: str, photos: list[bytes], requests: int, clien
 
 async def _grpc(address: str, run_id: str, photos: list[bytes], requests: int, clients: int) -> list[float]:
     import grpc
-
-    from core.serving.grpc_proto import SERVICE, message_class
 
     request_class, response_class = message_class("ModelInferRequest"), message_class("ModelInferResponse")
     messages = []

@@ -18,6 +18,9 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
+from core.data.imaging import ImageError
+from core.runs.store import RunStore
+
 RUN_ARTIFACT = "run"
 # what a pyfunc model needs of a run's folder (the rest of it stays in the run store)
 RUN_FILES = ("config.json", "status.json", "model.keras", "calibration.json")
@@ -26,7 +29,6 @@ RUN_FILES = ("config.json", "status.json", "model.keras", "calibration.json")
 class FloraModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from core.inference import Predictor  # heavy: keras
-        from core.runs.store import RunStore
 
         folder = Path(context.artifacts[RUN_ARTIFACT])
         run = RunStore(folder.parent).get(folder.name)
@@ -35,8 +37,6 @@ class FloraModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
-
-        from core.data.imaging import ImageError
 
         column = model_input["image"] if hasattr(model_input, "columns") else model_input
         rows = []
