@@ -121,6 +121,15 @@ def test_bad_inputs_and_limits_are_grpc_status_codes(both):
             assert _code(lambda: rpc_large.infer("production", [wide])) == "StatusCode.RESOURCE_EXHAUSTED"
         finally:
             rpc_large.close()
+        # the decode budget: while other decodes hold it all, a request waits its turn, then UNAVAILABLE (HTTP 503)
+        budget = both["server"].service.budget
+        wait, budget.wait_seconds = budget.wait_seconds, 0.2
+        try:
+            with budget.hold(budget.limit):
+                code = _code(lambda: rpc.infer("production", [_image_input(grpcclient, files)]))
+        finally:
+            budget.wait_seconds = wait
+        assert code == "StatusCode.UNAVAILABLE"
         # and the server still answers
         assert rpc.infer("production", [_image_input(grpcclient, files)]).as_numpy("probabilities").shape == (1, 4)
     finally:
