@@ -8,6 +8,8 @@ least 80 % of it. Latency p50/p95/p99 with batching on and off. The server logs 
 as it would in use; out-of-distribution scoring is off (`--no-ood`: its reference would need the
 whole dataset decoded first).
 
+The same server's Open Inference Protocol over gRPC against over HTTP, the same 32 clients (core.bench.serve_grpc).
+
 Runtimes: onnxruntime and LiteRT (TFLite) against Keras `predict_on_batch` on the same inference
 graph, one photo at a time (latency) and batches of 32 (throughput); not at the tests' tiny scale.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.bench import serve_grpc
 from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_row
 from core.data.datasets import scan_dataset
 from core.data.imaging import load_for_model
@@ -87,6 +90,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         )
         row.unit = "ms"
         rows.append(row)
+    rows += serve_grpc.rows(store.root, run_id, photos, requests, clients, start_server, wait_ready)
     rows.append(_first_switch_row(dataset, workdir, store, run_id, photos, size))
     if scale.name != "tiny":  # converting ResNet-50 takes a minute or more whatever the input size
         rows += _runtimes(store.get(run_id), photos, workdir)

@@ -24,6 +24,7 @@ from core.runs.store import RunStore
 from core.settings.config import ConfigError, TrainConfig
 from core.settings.options import add_train_flags, config_from_flags, run_command
 from core.sharing.people import layer_of
+from core.tracking import tracking_uri
 from core.train import jobs, multihost
 from core.train.ray import train_on_ray
 
@@ -53,6 +54,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     train.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     train.add_argument("--force", action="store_true", help="train again even if this run already finished")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
+    train.add_argument(
+        "--track",
+        metavar="URI",
+        help="log the run to an MLflow tracking server when it ends: settings, curves, metrics, artifacts and the "
+        "model (default $MLFLOW_TRACKING_URI; none: no tracking)",
+    )
     train.add_argument("--launched-run", help=argparse.SUPPRESS)  # used by the app's background launcher
     train.add_argument(
         "--ray",
@@ -152,9 +159,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     except Exception as e:
         print(f"error: run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        track(args, store, run_id)
         _train_result(args, store, run_id, cached=False)
         return EXIT_FAILED
+    track(args, store, run_id)
     return _train_result(args, store, run_id, cached=False)
+
+
+def track(args: argparse.Namespace, store: RunStore, run_id: str) -> None:
+    """--track (or $MLFLOW_TRACKING_URI): log the ended run to MLflow; a failure to log is a warning only."""
+    uri = tracking_uri(args.track)
+    if uri is None:
+        return
+    from core.tracking.mlflow_log import log_quietly, log_run  # heavy: mlflow
+
+    with contextlib.redirect_stdout(sys.stderr):
+        log_quietly(f"run {run_id}", log_run, store.get(run_id), uri)
 
 
 def _train_on_ray(args, store, data_root, run_id: str) -> int:
@@ -168,8 +188,10 @@ def _train_on_ray(args, store, data_root, run_id: str) -> int:
         return fail(str(e))
     except RuntimeError as e:
         print(f"error: run {run_id} failed: {e}", file=sys.stderr)
+        track(args, store, run_id)
         _train_result(args, store, run_id, cached=False)
         return EXIT_FAILED
+    track(args, store, run_id)
     return _train_result(args, store, run_id, cached=False)
 
 

@@ -20,13 +20,20 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser(
         "serve",
         parents=[common],
-        help="serve runs over HTTP (Open Inference Protocol, TF Serving REST, multipart /predict)",
+        help="serve runs over HTTP (Open Inference Protocol, TF Serving REST, multipart /predict) and gRPC",
         description="Serve runs (or aliases) over HTTP until Ctrl-C. Docs at http://HOST:PORT/docs. "
         "Set FLORA_API_KEY to require 'Authorization: Bearer <key>' on everything but health.",
     )
     serve.add_argument("models", nargs="+", metavar="RUN_OR_ALIAS", help="run ids, unique prefixes or aliases")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the Open Inference Protocol over gRPC on this port (KServe's grpc_predict_v2; "
+        "tritonclient.grpc works as is)",
+    )
     serve.add_argument("--max-batch", type=int, default=32, help="most images per forward pass (1: no batching)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     serve.add_argument("--max-queue", type=int, default=512, help="requests waiting before 503 + Retry-After")
@@ -96,7 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trusted_proxies=args.trusted_proxies.strip(),
     )
     options = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
-    print(f"serving {', '.join(args.models)} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    grpc = f" and gRPC on {args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
+    print(f"serving {', '.join(args.models)} on http://{args.host}:{args.port}{grpc} (docs: /docs)", file=sys.stderr)
     return serve(
         store,
         args.models,
@@ -109,6 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ood=not args.no_ood,
         allow_anonymous=args.allow_anonymous,
         limits=limits,
+        grpc_port=args.grpc_port,
     )
 
 

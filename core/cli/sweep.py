@@ -34,6 +34,7 @@ from core.sharing.people import layer_of
 from core.sweeps import ACTIVE, FINISHED, SweepStore, SweepSubmission, default_space, promote, resubmit, submit
 from core.sweeps.results import most_accurate
 from core.sweeps.space import display_value
+from core.tracking import tracking_uri
 from core.train import jobs
 
 log = logging.getLogger("flora")
@@ -77,6 +78,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     sweep.add_argument("--json", action="store_true", help="print one JSON object: the trials, the best, the run")
+    sweep.add_argument(
+        "--track",
+        metavar="URI",
+        help="log the sweep to an MLflow tracking server when it ends, its trials as child runs (and the promoted "
+        "run); default $MLFLOW_TRACKING_URI",
+    )
     sweep.add_argument("--launched-sweep", help=argparse.SUPPRESS)  # the app's background launcher
     sweep.add_argument(
         "--ray",
@@ -105,7 +112,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     store = SweepStore(models_root)
     ray = (args.ray or None, max(1, args.ray_workers)) if args.ray is not None else None
     if args.launched_sweep:
-        return _run(store, args.launched_sweep, data_root, args.workers, console=False, ray=ray)
+        code = _run(store, args.launched_sweep, data_root, args.workers, console=False, ray=ray)
+        _track(args, store, args.launched_sweep, None, models_root)
+        return code
 
     submission = _submit(args, models_root, data_root)
     if submission is None:
@@ -128,8 +137,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         result["promoted"] = promoted
         result["promoted_run"] = promoted["run_id"]
         code = code or promoted_code
+    _track(args, store, sweep_id, result.get("promoted_run"), models_root)
     _print(result, args.json)
     return code
+
+
+def _track(args: argparse.Namespace, store: SweepStore, sweep_id: str, promoted: str | None, models_root) -> None:
+    """--track (or $MLFLOW_TRACKING_URI): the sweep as a parent MLflow run, its trials (and promoted run) children."""
+    uri = tracking_uri(args.track)
+    if uri is None:
+        return
+    from core.tracking.mlflow_log import log_quietly, log_sweep  # heavy: mlflow
+
+    sweep = store.refresh(store.get(sweep_id))
+    run = RunStore(models_root).get(promoted) if promoted else None
+    with contextlib.redirect_stdout(sys.stderr):
+        log_quietly(f"sweep {sweep_id}", log_sweep, sweep_result(sweep), sweep.trials().get("trials", []), uri, run)
 
 
 def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):

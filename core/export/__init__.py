@@ -1,9 +1,10 @@
 """Exports of a run, each verified in its own runtime against the Keras model.
 
-`python -m core export RUN --format keras|savedmodel|onnx|tflite [--quantize float16|int8]
+`python -m core export RUN --format keras|savedmodel|onnx|tflite|web [--quantize float16|int8]
 [--layout tfserving|triton] --out DIR` writes the model and an `export.json` beside it with the
 agreement figures (max absolute difference of the probabilities, top-1 agreement on fixed test
-photos). An export that disagrees beyond tolerance fails loudly.
+photos). An export that disagrees beyond tolerance fails loudly. `web` is the ONNX export (with the pooled
+features) inside a page that classifies in the browser (core.export.web), and a zip of that folder beside it.
 
 Every export starts from the run's float32 inference graph without augmentation
 (`core.serving.graph`) and is made with the TensorFlow backend; on another backend (JAX) the CLI
@@ -12,7 +13,7 @@ runs the export in a TensorFlow subprocess (`export_in_subprocess`).
 
 from __future__ import annotations
 
-FORMATS = ("keras", "savedmodel", "onnx", "tflite")
+FORMATS = ("keras", "savedmodel", "onnx", "tflite", "web")
 QUANTIZE = ("float16", "int8")
 LAYOUTS = ("tfserving", "triton")
 EXPORT_JSON = "export.json"

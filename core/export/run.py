@@ -20,7 +20,8 @@ import numpy as np
 from core.data.datasets import scan_dataset
 from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
-from core.fileio import write_json_atomic
+from core.export.store import zip_folder
+from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
 from core.results.calibration import run_temperature
 from core.runs.record import MODEL_FILE, Run
@@ -109,8 +110,12 @@ def export_run(
     try:
         record = _export_into(run, fmt, out, quantize, layout, name or f"flora-{run.run_id}")
         record = json.loads(json.dumps(record).replace(str(out), str(final)))  # the paths it will have
+        if fmt == "web":
+            record["zip"] = str(final.parent / f"{final.name}.zip")
         write_json_atomic(out / EXPORT_JSON, record)
         _publish(out, final)
+        if fmt == "web":  # the folder as one file to hand on, beside it (written whole, then renamed)
+            write_bytes_atomic(Path(record["zip"]), zip_folder(final))
         return record
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -166,6 +171,13 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
             else:
                 written = convert.write_onnx(model, out)
                 runner, runtime = verify.onnx_runner(written[0])
+        elif fmt == "web":
+            from core.export import web  # heavy: sklearn (the out-of-distribution reference)
+
+            written = convert.write_onnx(model, out, with_features=True)
+            runner, runtime = verify.onnx_runner(written[0])
+            written += web.write_page(run, out, written[0].name)
+            runtime += f" (the page runs it on {web.ORT_WEB.name} {web.ORT_WEB.version})"
         elif quantize == "int8":
             written, runner, runtime, extra["calibration_photos"] = _int8(run, model, out, reference, pixels)
         else:

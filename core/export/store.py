@@ -31,6 +31,8 @@ def run_exports(run: Run) -> list[dict[str, Any]]:
         return []
     found = []
     for folder in root.iterdir():
+        if not folder.is_dir():  # the web export's zip lies beside its folder
+            continue
         record = read_json(folder / EXPORT_JSON)
         if isinstance(record, dict):
             found.append({**record, "kind": folder.name, "folder": str(folder)})

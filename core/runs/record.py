@@ -60,6 +60,7 @@ LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_
 TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
+TENSORBOARD_DIR = "tensorboard"  # core.tracking.tensorboard: event files (per-epoch scalars, the confusion matrix)
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (
     ANALYSIS_FILE,

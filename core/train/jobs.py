@@ -285,9 +285,11 @@ def launch(
     owner: str = LOCAL_OWNER,
     max_queued: int | None = None,
     ray_address: str | None = None,
+    track: str | None = None,
 ) -> Submission:
     """Start training in a detached background process and return at once. With `ray_address` that process
-    submits the run as a task to the Ray cluster and waits for it (core/train/ray.py).
+    submits the run as a task to the Ray cluster and waits for it (core/train/ray.py). `track`: an MLflow
+    tracking URI the run is logged to when it ends (core.tracking).
 
     A finished run comes back as cached and an active one as active; neither starts a process.
     `corrections`: the label corrections to apply (None: the ones kept for the dataset folder).
@@ -312,6 +314,8 @@ def launch(
         "--data-dir",
         str(Path(data_root).resolve()),
     ]
+    if track:
+        command += ["--track", track]
     if ray_address:
         command += ["--ray", ray_address]
         store.set_status(submission.run_id, line=RAY_LINE)  # in the cluster's line from the start, not this device's

@@ -26,6 +26,7 @@ from core.results.arrays import features_and_logits_model, head_logits_model
 from core.runs.record import CHECKPOINT_FILE
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
+from core.tracking.tensorboard import TensorBoardLogger
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.train.distribute import Parallelism, pad_rows, padded_length
@@ -127,7 +128,11 @@ class Trainer:
 
     def callbacks(self, phase: int) -> list[keras.callbacks.Callback]:
         config = self.job.config
-        callbacks = [RunLogger(self.job.store, self.job.run_id, phase, self.counter, config.total_epochs), self.best]
+        callbacks = [
+            RunLogger(self.job.store, self.job.run_id, phase, self.counter, config.total_epochs),
+            self.best,
+            TensorBoardLogger(self.job.run_dir),
+        ]
         callbacks += phase_callbacks(config)
         if self.job.console:
             callbacks.append(EpochProgressBar(phase, config.total_epochs))

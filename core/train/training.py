@@ -41,6 +41,7 @@ from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
 from core.serving.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
+from core.tracking.tensorboard import write_evaluation
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
@@ -127,6 +128,7 @@ def train_run(job: TrainingJob) -> RunStatus:
         cache_positions=analysis.test.positions,
     )
     evaluation.save(job.run_dir)
+    write_evaluation(job.run_dir, trainer.counter.epochs_done, evaluation, calibration.stored_temperature(job.run_dir))
     summary = evaluation.summary()
     report(REFERENCE_STAGE, force=True)
     fit_reference(job, trainer, arrays)
