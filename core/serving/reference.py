@@ -181,7 +181,7 @@ def compute_reference(
     `cache_root` (default `<data_root>/.cache`) holds the decoded images; `index`, the dataset already scanned;
     `known`, what training computed already with the final weights (those photos are not passed again).
     """
-    from core.serving.graph import run_outputs  # heavy: keras
+    from core.network.graph import run_outputs  # heavy: keras
 
     if not run.has_model:
         raise ReferenceUnavailable(f"run {run.run_id} has no saved model")
@@ -246,7 +246,7 @@ def load_inference_model(run: Run, share_backbone: bool = False):
 
     `share_backbone`: see `core.serving.graph.inference_model` (the server's quicker load).
     """
+    from core.network.graph import inference_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
-    from core.serving.graph import inference_model  # heavy: keras
 
     return inference_model(load_classifier(run.path(MODEL_FILE)), share_backbone=share_backbone)
