@@ -15,7 +15,7 @@ import numpy as np
 
 from core.data.imaging import ImageError, load_for_model
 from core.device import describe
-from core.results.calibration import rescale, stored_temperature
+from core.results.probabilities.calibration import rescale, stored_temperature
 from core.runs.record import MODEL_FILE, Run
 from core.settings.config import TrainConfig
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.inference import ModelMissing, Predictor
-from core.results.calibration import rescale, stored_temperature
 from core.results.evaluation import Evaluation
+from core.results.probabilities.calibration import rescale, stored_temperature
 
 pytestmark = pytest.mark.backend_agnostic
 

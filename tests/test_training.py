@@ -68,7 +68,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     assert list((tmp_path / "data" / ".cache" / "features").iterdir())
     _check_analysis(run, evaluation)
     # the out-of-distribution reference is the run's, fitted as training ends (a server's switch only loads it)
-    from core.serving.reference import Reference
+    from core.results.probabilities.reference import Reference
 
     reference = Reference.load(run.directory)
     assert reference is not None and reference.run_id == run_id and len(reference.val_confidence) == 6

@@ -12,12 +12,12 @@ from core.cli.results import not_evaluated_reason
 from core.data.corrections import Corrections
 from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
-from core.results import conformal
 from core.results import tasks as run_tasks
-from core.results.calibration import calibrate_run
 from core.results.compare import NotComparable, compare, load_result
 from core.results.label_issues import export_csv, export_rows
 from core.results.label_issues import load as load_issues
+from core.results.probabilities import conformal
+from core.results.probabilities.calibration import calibrate_run
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:

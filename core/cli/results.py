@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _measure_tta(args: argparse.Namespace, run):
-    from core.results import conformal, tta  # heavy: sklearn
+    from core.results.probabilities import conformal, tta  # heavy: sklearn
 
     with contextlib.redirect_stdout(sys.stderr):
         last = [""]
@@ -215,7 +215,7 @@ def _add_sets(args: argparse.Namespace, run, results: list) -> str | None:
     are on test-time augmentation's averaged views (the folder form classifies in those views and gives them)."""
     if args.raw or not args.set_level:
         return None
-    from core.results import conformal  # heavy: scipy
+    from core.results.probabilities import conformal  # heavy: scipy
 
     low, high = conformal.LEVEL_RANGE
     if not low - 1e-9 <= args.set_level <= high + 1e-9:

@@ -22,7 +22,7 @@ from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
 from core.fileio import write_json_atomic
 from core.paths import PROJECT_ROOT
-from core.results.calibration import run_temperature
+from core.results.probabilities.calibration import run_temperature
 from core.runs.record import MODEL_FILE, Run
 
 VERIFY_IMAGES = 48
@@ -129,7 +129,7 @@ def _publish(stage: Path, out: Path) -> None:
 
 def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: str | None, name: str) -> dict[str, Any]:
     from core.export import convert, triton, verify  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     started = time.perf_counter()
     model = load_inference_model(run)
@@ -279,7 +279,7 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     import keras
 
     from core.network.model import load_classifier  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     classifier = load_classifier(run.path(MODEL_FILE))
     graph = load_inference_model(run)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core.results.arrays import RunAnalysis, softmax
-from core.results.calibration import Calibration, Scores, calibrate_run
+from core.results.probabilities.calibration import Calibration, Scores, calibrate_run
 from core.settings.options import OPTIONS
 
 MIN_RUNS, MAX_RUNS = 2, 5

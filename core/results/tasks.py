@@ -38,8 +38,8 @@ from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results import label_issues, label_self_test, out_of_sample
 from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
-from core.results.calibration import calibrate_run
 from core.results.embedding import run_map
+from core.results.probabilities.calibration import calibrate_run
 from core.results.train_features import (  # noqa: F401  TrainFeatures: read by pages and tests through here
     FeaturesStopped,
     TrainFeatures,
@@ -249,7 +249,7 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
     if kind == "tta":
-        from core.results import conformal, tta  # heavy: sklearn
+        from core.results.probabilities import conformal, tta  # heavy: sklearn
 
         try:
             report = tta.measure(run, data_root, progress, should_stop)

@@ -22,12 +22,12 @@ import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.network import layer_names as names
-from core.results import conformal, tta
 from core.results.arrays import softmax
-from core.results.calibration import run_temperature
+from core.results.probabilities import conformal, tta
+from core.results.probabilities.calibration import run_temperature
+from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
 from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
 from core.serving.log import entropy
-from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
 VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
@@ -111,7 +111,7 @@ class ServedModel:
                 one) answers at once and gets its reference in the background; its answers carry the flag
                 from then on. Otherwise it is fitted here, first.
         """
-        from core.serving.reference import load_inference_model  # heavy: sklearn
+        from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
         started = time.perf_counter()
         self.run = run

@@ -33,13 +33,13 @@ from core.device import (
 )
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
-from core.results import calibration, conformal
 from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import Evaluation
+from core.results.probabilities import calibration, conformal
+from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
-from core.serving.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar

@@ -26,7 +26,7 @@ def load_analysis(run_dir: str, stamp: float):
 
 
 def temperature_of(run: Run) -> float | None:
-    from core.results.calibration import stored_temperature
+    from core.results.probabilities.calibration import stored_temperature
 
     return stored_temperature(run.directory)
 

@@ -269,7 +269,7 @@ def _twins_adjacent(names: list[str]) -> int:
 
 
 def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
-    from core.results.calibration import calibrate_run
+    from core.results.probabilities.calibration import calibrate_run
 
     at = app("evaluate", models_dir=oxford_layout)
     evaluation = Evaluation.load(oxford_layout / "oxford000001")
@@ -316,7 +316,7 @@ def test_teaching_notes_speak_of_this_datasets_classes_and_cover_losses_and_heat
 
 
 def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, workspace, tmp_path):
-    from core.results import conformal, tta
+    from core.results.probabilities import conformal, tta
     from core.runs.store import RunStore
     from tests.conftest import copy_run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.results import calibration
+from core.results.probabilities import calibration
 from core.runs.record import ANALYSIS_FILE
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts

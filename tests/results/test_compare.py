@@ -7,7 +7,7 @@ import pytest
 
 from core.results import compare
 from core.results.arrays import RunAnalysis, SplitArrays
-from core.results.calibration import calibrate
+from core.results.probabilities.calibration import calibrate
 
 pytestmark = pytest.mark.backend_agnostic
 CLASSES = ["daisy", "rose", "tulip"]

@@ -87,7 +87,7 @@ def test_training_and_the_analysis_task_store_that_split(corrected_run):
 
 
 def test_the_out_of_distribution_reference_is_fitted_on_that_split(corrected_run):
-    from core.serving.reference import compute_reference
+    from core.results.probabilities.reference import compute_reference
 
     run = corrected_run["run"]
     expected = _expected(corrected_run)

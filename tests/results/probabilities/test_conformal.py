@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.results import conformal as cf
-from core.results import conformal_scores as sc
 from core.results.arrays import softmax
+from core.results.probabilities import conformal as cf
+from core.results.probabilities import conformal_scores as sc
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
-from core.results.conformal_scores import (
+from core.results.probabilities.conformal_scores import (
     ConformalError,
     choose_regularisation,
     class_scores,
@@ -61,7 +61,7 @@ from core.results.conformal_scores import (
     threshold,
     true_scores,
 )
-from core.results.coverage import (
+from core.results.probabilities.coverage import (
     SPREAD_SPLITS,
     ClassCoverage,
     HeldOut,
@@ -334,8 +334,8 @@ def fit_run(
         ConformalError: too few test photos for the level.
     """
     from core.results.arrays import RunAnalysis
-    from core.results.calibration import stored_temperature
-    from core.results.tta import served_probabilities
+    from core.results.probabilities.calibration import stored_temperature
+    from core.results.probabilities.tta import served_probabilities
 
     analysis = RunAnalysis.load(run_dir)
     val, test, views = served_probabilities(run_dir, analysis)
@@ -361,7 +361,7 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's sets: stored ones (refitted at their level when the run's views changed since), else fitted now
     at the default level; None when the run has no analysis arrays or too few test photos."""
     from core.results.arrays import AnalysisMissing
-    from core.results.tta import used_by
+    from core.results.probabilities.tta import used_by
 
     stored = load(run_dir)
     report = used_by(run_dir)

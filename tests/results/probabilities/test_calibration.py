@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results import calibration
 from core.results.arrays import RunAnalysis, SplitArrays, softmax
+from core.results.probabilities import calibration
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -119,7 +119,7 @@ def test_a_run_is_calibrated_once_and_the_fit_is_stored(tmp_path):
 
 
 def test_the_temperature_search_minimises_the_same_nll_as_logits_nll():
-    from core.results.calibration import fit_temperature, logits_nll
+    from core.results.probabilities.calibration import fit_temperature, logits_nll
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 50, 2000)

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from core.results import tta
 from core.results.arrays import softmax
+from core.results.probabilities import tta
 from tests.conftest import copy_run
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.results.probabilities.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
+from core.results.probabilities.reference import Reference, compute_reference, ensure_reference
 from core.runs.store import RunStore
-from core.serving.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
-from core.serving.reference import Reference, compute_reference, ensure_reference
 from tests.conftest import copy_run
 
 
@@ -39,7 +39,7 @@ def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(r
     """Training fits the reference from the features and logits it already has (KnownOutputs): the same detector
     and baselines as a pass of every photo through the served graph, within float16 rounding."""
     from core.results.arrays import RunAnalysis
-    from core.serving.reference import KnownOutputs
+    from core.results.probabilities.reference import KnownOutputs
 
     run, data_root = run_copy
     analysis = RunAnalysis.load(run.directory)
@@ -116,7 +116,7 @@ def test_the_distance_to_the_nearest_class_is_the_textbook_one_for_every_row():
     classes without training rows never the nearest."""
     from scipy.spatial.distance import mahalanobis
 
-    from core.serving.ood import Mahalanobis, Projection
+    from core.results.probabilities.ood import Mahalanobis, Projection
 
     rng = np.random.default_rng(5)
     features = rng.normal(size=(300, 24)).astype(np.float32)

@@ -25,12 +25,9 @@ from core.fileio import atomic_path, read_json, write_json_atomic
 from core.network import layer_names as names
 from core.paths import cache_dir
 from core.results.arrays import softmax
-from core.results.calibration import run_temperature
-from core.runs.curves import REFERENCE_TRAIN_SAMPLE
-from core.runs.record import MODEL_FILE, Run
-from core.runs.split import DatasetChanged, run_split
-from core.serving.foreign import foreign_images
-from core.serving.ood import (
+from core.results.probabilities.calibration import run_temperature
+from core.results.probabilities.foreign import foreign_images
+from core.results.probabilities.ood import (
     DRIFT_DIMENSIONS,
     PCA_DIMENSIONS,
     Mahalanobis,
@@ -38,6 +35,9 @@ from core.serving.ood import (
     Projection,
     fit,
 )
+from core.runs.curves import REFERENCE_TRAIN_SAMPLE
+from core.runs.record import MODEL_FILE, Run
+from core.runs.split import DatasetChanged, run_split
 
 log = logging.getLogger("flora")
 REFERENCE_NPZ = "ood.npz"

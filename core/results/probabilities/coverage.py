@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.results.conformal_scores import TOLERANCE, class_thresholds, threshold, true_scores
+from core.results.probabilities.conformal_scores import TOLERANCE, class_thresholds, threshold, true_scores
 
 SPREAD_SPLITS = 200  # random halvings of the test split for the coverage spread
 SIZE_SPLITS = 20  # of which the mean set size is counted on the first (every class's score: n x classes a halving)
