@@ -14,8 +14,8 @@ from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
 from core.results import tasks as run_tasks
 from core.results.compare import NotComparable, compare, load_result
-from core.results.label_issues import export_csv, export_rows
-from core.results.label_issues import load as load_issues
+from core.results.labels.issues import export_csv, export_rows
+from core.results.labels.issues import load as load_issues
 from core.results.probabilities import conformal
 from core.results.probabilities.calibration import calibrate_run
 

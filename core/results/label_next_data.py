@@ -151,7 +151,7 @@ def workbench(
 
     `labelled_paths`: the labelled rows' paths; a photo labelled in Flora whose copy is already among them (a run
     trained after it was labelled) is not counted twice."""
-    from core.results.out_of_sample import dimensions, reduce
+    from core.results.labels.out_of_sample import dimensions, reduce
 
     row_of = {p: i for i, p in enumerate(computed.paths)} if computed is not None else {}
     failed = {f["path"] for f in (computed.failures if computed is not None else [])}
@@ -197,7 +197,7 @@ def simulate_features(
 ) -> dict:
     """`label_next_simulation.simulate` on pooled features (reduced together, unsupervised)."""
     from core.results.label_next_simulation import simulate
-    from core.results.out_of_sample import dimensions, reduce
+    from core.results.labels.out_of_sample import dimensions, reduce
 
     x = reduce(np.concatenate([pool_features, val_features]), dimensions(num_classes))
     n = len(pool_labels)

@@ -36,9 +36,11 @@ import numpy as np
 from core.data.datasets import DatasetError
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
-from core.results import label_issues, label_self_test, out_of_sample
 from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
 from core.results.embedding import run_map
+from core.results.labels import issues as label_issues
+from core.results.labels import out_of_sample
+from core.results.labels import self_test as label_self_test
 from core.results.probabilities.calibration import calibrate_run
 from core.results.train_features import (  # noqa: F401  TrainFeatures: read by pages and tests through here
     FeaturesStopped,

@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from core.results import data_issues, groups, outliers, overlap
-from core.results.label_issues import Stacked
+from core.results import data_issues, groups, outliers
+from core.results.labels import overlap
+from core.results.labels.issues import Stacked
 from tests.conftest import make_image_dataset, require_flowers
 from tests.results.planted import PLANTED_PREFIX, flowers_with_non_flowers
 

@@ -123,7 +123,7 @@ def test_leaks_are_counted_on_the_split_the_run_trained_on(trained_run, tmp_path
 
     from core.results.arrays import RunAnalysis
     from core.results.data_issues_inputs import Inputs, add_health
-    from core.results.label_issues import Stacked
+    from core.results.labels.issues import Stacked
     from tests.conftest import copy_run_and_dataset
 
     copied = copy_run_and_dataset(trained_run, tmp_path)

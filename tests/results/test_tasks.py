@@ -51,7 +51,7 @@ def test_a_changed_dataset_is_refused(old_run, tmp_path):
 
 
 def test_label_issues_of_a_run_score_every_image(old_run):
-    from core.results import label_issues
+    from core.results.labels import issues as label_issues
 
     _store, run, original, data_root = old_run
     original.save(run.directory)

@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
-from core.results import label_issues
+from core.results.labels import issues as label_issues
 from core.runs.record import Run
 from core.sharing.people import same_person
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching

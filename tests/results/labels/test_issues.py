@@ -8,7 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from core.results import label_issues, label_self_test, out_of_sample
+from core.results.labels import issues as label_issues
+from core.results.labels import out_of_sample
+from core.results.labels import self_test as label_self_test
 from tests.conftest import make_image_dataset
 
 
@@ -160,7 +162,7 @@ def test_small_classes_are_dealt_to_the_folds_not_fitted_once_per_photo():
 
 
 def test_a_fold_fits_on_a_class_balanced_sample_of_a_large_set():
-    from core.results.out_of_sample import balanced_sample
+    from core.results.labels.out_of_sample import balanced_sample
 
     y = np.concatenate([np.zeros(9000, int), np.ones(900, int), np.full(100, 2)])
     rows = np.arange(len(y))
@@ -172,14 +174,14 @@ def test_a_fold_fits_on_a_class_balanced_sample_of_a_large_set():
 
 
 def test_many_classes_see_fewer_principal_directions():
-    from core.results.out_of_sample import MAX_DIMENSIONS, dimensions
+    from core.results.labels.out_of_sample import MAX_DIMENSIONS, dimensions
 
     assert dimensions(5) == dimensions(102) == dimensions(256) == MAX_DIMENSIONS
     assert dimensions(1000) == 65 and dimensions(100_000) == 32
 
 
 def test_a_set_where_every_class_has_one_photo_is_scored_without_stratifying():
-    from core.results.out_of_sample import out_of_sample
+    from core.results.labels.out_of_sample import out_of_sample
 
     rng = np.random.default_rng(1)
     y = np.arange(40)
@@ -189,7 +191,7 @@ def test_a_set_where_every_class_has_one_photo_is_scored_without_stratifying():
 
 
 def test_the_rule_and_the_ranking_read_the_rows_in_chunks_with_the_same_result(monkeypatch):
-    from core.results import label_issues
+    from core.results.labels import issues as label_issues
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 500)
@@ -203,7 +205,7 @@ def test_the_rule_and_the_ranking_read_the_rows_in_chunks_with_the_same_result(m
 
 
 def test_the_splits_are_read_in_place_with_the_same_review_as_joined():
-    from core.results import label_issues
+    from core.results.labels import issues as label_issues
 
     rng = np.random.default_rng(6)
     parts = {}

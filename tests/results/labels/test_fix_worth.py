@@ -14,11 +14,11 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from core.cli import main as cli
 from core.data.corrections import Corrections, digest, forget_dataset
-from core.results import fix_worth
 from core.results.arrays import RunAnalysis
 from core.results.feature_head import accuracy_and_macro_f1, fit_head
-from core.results.fix_worth import AS_LABELLED, CORRECTED, Change, Choice, FixWorthError
-from core.results.fix_worth_report import (
+from core.results.labels import fix_worth
+from core.results.labels.fix_worth import AS_LABELLED, CORRECTED, Change, Choice, FixWorthError
+from core.results.labels.fix_worth_report import (
     Held,
     caveats,
     from_to,
@@ -185,7 +185,7 @@ def test_the_choices_name_marks_suspects_and_the_top_n_or_say_what_is_missing(ow
     assert fix_worth.chosen_corrections(run, data_root, Choice()) == {
         "red/img_000.png": {"action": "relabel", "to": "crimson"}
     }
-    from core.results.label_issues import LabelIssue, LabelReview, save
+    from core.results.labels.issues import LabelIssue, LabelReview, save
 
     issues = [
         LabelIssue("test/a.png", "red", "crimson", 0.1, 0.8, "test"),

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
-from core.results.out_of_sample import OutOfSample
+from core.results.labels.out_of_sample import OutOfSample
 from core.runs.record import LABEL_ISSUES_FILE
 
 LABEL_ISSUES_VERSION = 3  # 3: Gaussian classes from sufficient statistics, the list bounded by its self-test

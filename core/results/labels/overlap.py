@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.results.label_issues import ROWS_AT_ONCE, Stacked
+from core.results.labels.issues import ROWS_AT_ONCE, Stacked
 
 BIG_THRESHOLD = 2.0  # a class no photo is labelled with: nothing reaches it (cleanlab's BIG_VALUE)
 NUDGE = 1e-6  # cleanlab's FLOATING_POINT_COMPARISON

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from core.results.label_issues import SUPPORT_LIFT, find_label_issues, log_odds
-from core.results.out_of_sample import Fit, balanced_sample, dimensions, out_of_sample, reduce
+from core.results.labels.issues import SUPPORT_LIFT, find_label_issues, log_odds
+from core.results.labels.out_of_sample import Fit, balanced_sample, dimensions, out_of_sample, reduce
 
 SELF_TEST_ROWS = 20_000  # training photos the self-test plants flips among (a class-balanced sample of more)
 PLANTED_SHARE = 0.05  # of the training photos flipped on purpose to measure the ranking

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results import label_issues, out_of_sample
-from core.results.out_of_sample import Fit, FoldStatistics, assign_folds
+from core.results.labels import issues as label_issues
+from core.results.labels import out_of_sample
+from core.results.labels.out_of_sample import Fit, FoldStatistics, assign_folds
 
 pytestmark = pytest.mark.backend_agnostic
 
