@@ -260,7 +260,7 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         conformal.run_sets(run.directory)
         return report
     if kind in ("label-next", "label-next-simulate"):
-        from core.results import label_next_tasks
+        from core.results.label_next import tasks as label_next_tasks
 
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     if kind == "data-issues":

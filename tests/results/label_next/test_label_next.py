@@ -16,9 +16,10 @@ from core.data.datasets import DatasetError, scan_dataset
 from core.data.unlabelled import Unlabelled
 from core.importers.common import ImportRejected
 from core.importers.unlabelled import add_files, add_zip
-from core.results import label_next_data, label_next_tasks
-from core.results.label_next import STRATEGY, margins, pick_margin_diverse
-from core.results.label_next_simulation import saving, schedule, simulate
+from core.results.label_next import data as label_next_data
+from core.results.label_next import tasks as label_next_tasks
+from core.results.label_next.picking import STRATEGY, margins, pick_margin_diverse
+from core.results.label_next.simulation import saving, schedule, simulate
 from core.results.train_features import training_features
 from core.runs.store import RunStore
 from tests.conftest import copy_run_and_dataset

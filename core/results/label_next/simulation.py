@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from core.results.label_next import RANDOM, STRATEGIES, STRATEGY, pick
+from core.results.label_next.picking import RANDOM, STRATEGIES, STRATEGY, pick
 
 TARGET_FRACTION = 0.95
 START_PER_CLASS = 2

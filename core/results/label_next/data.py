@@ -131,7 +131,7 @@ class Workbench:
         return not self.missing
 
     def next_batch(self, batch: int = 10, seed: int = 0):
-        from core.results.label_next import next_batch
+        from core.results.label_next.picking import next_batch
 
         return next_batch(
             self.labelled_x, self.labelled_y, self.pending_x, self.pending_paths, self.classes, batch, seed
@@ -196,7 +196,7 @@ def simulate_features(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """`label_next_simulation.simulate` on pooled features (reduced together, unsupervised)."""
-    from core.results.label_next_simulation import simulate
+    from core.results.label_next.simulation import simulate
     from core.results.labels.out_of_sample import dimensions, reduce
 
     x = reduce(np.concatenate([pool_features, val_features]), dimensions(num_classes))
