@@ -264,7 +264,9 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
 
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     if kind == "data-issues":
-        from core.results import data_issues  # the health check's modules and k-means: only for this task
+        from core.results.data_issues import (
+            report as data_issues,  # the health check's modules and k-means: only for this task
+        )
 
         return data_issues.for_run_saved(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")

@@ -18,8 +18,8 @@ import pandas as pd
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
-from core.results import data_issues
 from core.results import tasks as run_tasks
+from core.results.data_issues import report as data_issues
 from core.runs.record import DATA_ISSUES_FILE, LABEL_ISSUES_FILE, Run
 from pages.ui import auth, common, photo_gallery, plain, run_task
 from pages.ui.run_task import task_panel

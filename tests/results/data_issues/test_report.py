@@ -9,7 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from core.results import data_issues, groups, outliers
+from core.results.data_issues import groups, outliers
+from core.results.data_issues import report as data_issues
 from core.results.labels import overlap
 from core.results.labels.issues import Stacked
 from tests.conftest import make_image_dataset, require_flowers
@@ -218,7 +219,7 @@ def test_a_class_drawn_like_another_is_suggested_for_merging_beside_the_health_c
 
 
 def test_a_dataset_folder_that_cannot_be_read_leaves_the_health_checks_findings_out_and_says_so(tmp_path):
-    from core.results.data_issues_inputs import Inputs, add_health
+    from core.results.data_issues.inputs import Inputs, add_health
     from core.settings.config import TrainConfig
 
     labels = np.array([0, 1, 0, 1, 0, 1])

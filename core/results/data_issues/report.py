@@ -28,8 +28,8 @@ import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
-from core.results import groups, outliers
-from core.results.data_issues_inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
+from core.results.data_issues import groups, outliers
+from core.results.data_issues.inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
 from core.results.labels import issues as label_issues
 from core.results.labels import overlap
 from core.runs.record import DATA_ISSUES_FILE

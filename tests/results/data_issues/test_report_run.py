@@ -13,8 +13,8 @@ import pytest
 
 from core.cli import main as cli
 from core.processes import JobState
-from core.results import data_issues
 from core.results import tasks as run_tasks
+from core.results.data_issues import report as data_issues
 from core.runs.record import DATA_ISSUES_FILE, RUN_OUTPUTS
 from core.runs.store import RunStore
 from tests.conftest import copy_run
@@ -122,7 +122,7 @@ def test_leaks_are_counted_on_the_split_the_run_trained_on(trained_run, tmp_path
     import shutil
 
     from core.results.arrays import RunAnalysis
-    from core.results.data_issues_inputs import Inputs, add_health
+    from core.results.data_issues.inputs import Inputs, add_health
     from core.results.labels.issues import Stacked
     from tests.conftest import copy_run_and_dataset
 
