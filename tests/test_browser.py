@@ -85,7 +85,7 @@ def test_home_train_evaluate_predict_in_a_browser(server):
     -> Evaluate (a click near a cell's edge opens that cell's photos, in view, named) -> Predict."""
     from playwright.sync_api import expect, sync_playwright
 
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
     from core.runs.store import RunStore
 
     shots = server["tmp"] / "screenshots"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.inference import ModelMissing, Predictor
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.results.probabilities.calibration import rescale, stored_temperature
 
 pytestmark = pytest.mark.backend_agnostic

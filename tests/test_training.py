@@ -11,7 +11,7 @@ import pytest
 
 from core.data.datasets import small_test_note
 from core.processes import JobState
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.runs.store import RunStore
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.train import jobs

@@ -35,7 +35,7 @@ from core.data.datasets import scan_dataset
 from core.health.caches import folder_bytes
 from core.paths import PROJECT_ROOT, cache_dir
 from core.results.arrays import RunAnalysis
-from core.results.embedding import compute_map, save_map
+from core.results.evaluation.embedding import compute_map, save_map
 
 log = logging.getLogger("flora")
 
@@ -350,7 +350,7 @@ def _scan(dataset: str) -> dict[str, Any]:
 
 
 def _analysis(run_dir: str) -> dict[str, Any]:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     analysis = RunAnalysis.load(run_dir)
     summary = Evaluation.load(run_dir).summary()

@@ -13,7 +13,7 @@ from core.data.corrections import Corrections
 from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
 from core.results import tasks as run_tasks
-from core.results.compare import NotComparable, compare, load_result
+from core.results.evaluation.compare import NotComparable, compare, load_result
 from core.results.labels.issues import export_csv, export_rows
 from core.results.labels.issues import load as load_issues
 from core.results.probabilities import conformal

@@ -80,7 +80,7 @@ def not_evaluated_reason(run) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
@@ -155,7 +155,7 @@ def _measure_tta(args: argparse.Namespace, run):
 
 def print_tta(report) -> None:
     """With and without test-time augmentation, on test (and validation, which decides)."""
-    from core.results.compare import p_value_words
+    from core.results.evaluation.compare import p_value_words
 
     print(f"\ntest-time augmentation: {len(report.views)} views ({', '.join(report.views)}), averaged")
     rows = []

@@ -31,7 +31,7 @@ CALIBRATION_IMAGES = 200
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
     """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     pixels, files = [], []
@@ -58,7 +58,7 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
 
 def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
     """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     try:

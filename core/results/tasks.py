@@ -37,7 +37,7 @@ from core.data.datasets import DatasetError
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
-from core.results.embedding import run_map
+from core.results.evaluation.embedding import run_map
 from core.results.labels import issues as label_issues
 from core.results.labels import out_of_sample
 from core.results.labels import self_test as label_self_test
@@ -119,7 +119,7 @@ def compute_analysis(
         ModelMissing-like FileNotFoundError: the run has no model.
         DatasetError: the dataset changed.
     """
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
     from core.train.batches import ExtractionBatches  # heavy: keras
 
     if not run.has_model:

@@ -34,7 +34,7 @@ from core.device import (
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
 from core.results.arrays import RunAnalysis, SplitArrays
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.results.probabilities import calibration, conformal
 from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.runs.curves import REFERENCE_STAGE

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from pages.ui.plain import md
 from tests.pages.conftest import table_with, texts
 
@@ -190,7 +190,7 @@ def test_top_losses_tab(app, workspace):
 
 def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
-    from core.results.confusion import submatrix
+    from core.results.evaluation.confusion import submatrix
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -212,7 +212,7 @@ def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
 
 def test_confused_together_order_is_one_choice_away(app, many_classes):
-    from core.results.confusion import confused_together_order
+    from core.results.evaluation.confusion import confused_together_order
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")

@@ -27,7 +27,7 @@ import numpy as np
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.progress import StageCallback
 from core.results.arrays import RunAnalysis, softmax
-from core.results.compare import mcnemar
+from core.results.evaluation.compare import mcnemar
 from core.results.probabilities.calibration import nll, run_temperature, stored_temperature
 from core.runs.record import TTA_ARRAYS, TTA_FILE, Run
 

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.results.compare import disagreements, per_class_f1, settings_table
+from core.results.evaluation.compare import disagreements, per_class_f1, settings_table
 from core.results.labels import fix_worth
 from core.results.labels.fix_worth_report import change_words, held, points
 from core.runs.curves import epoch_curves

@@ -30,7 +30,7 @@ def _display(image: np.ndarray) -> np.ndarray:
 @st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
 def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name: str, layer: str):
     """(photo, predicted map, true map, contrast map) as display images, and the contrast score."""
-    from core.results.explain import Target, overlay
+    from core.results.evaluation.explain import Target, overlay
 
     model = run_models.explainer(key)
     image = model.load(path)

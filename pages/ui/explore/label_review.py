@@ -31,7 +31,7 @@ def heatmap(run: Run, issue: label_issues.LabelIssue):
     """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
     reverse. None (and the reason) when the photo cannot be read."""
     from core.data.imaging import ImageError
-    from core.results.explain import Target, overlay
+    from core.results.evaluation.explain import Target, overlay
 
     refused = dataset_choice.outside_reason(Path(run.dataset_path) / issue.path)
     if refused:

@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from core.results import embedding
 from core.results import tasks as run_tasks
+from core.results.evaluation import embedding
 from core.runs.record import Run
 from pages.ui import photo_gallery, plain, run_task, teaching
 from pages.ui.run_task import task_panel

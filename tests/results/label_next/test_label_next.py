@@ -328,7 +328,7 @@ def test_photos_labelled_in_flora_join_training_and_the_rest_split_as_before(tmp
 def test_a_run_before_and_after_labelling_says_its_photos_differ(dataset, tmp_path):
     from types import SimpleNamespace
 
-    from core.results.compare import settings_table
+    from core.results.evaluation.compare import settings_table
     from core.settings.config import TrainConfig
     from pages.ui.train.launch import dataset_change
 

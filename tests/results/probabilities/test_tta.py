@@ -32,7 +32,7 @@ def test_the_views_are_the_photo_its_mirror_and_two_zoomed_corners():
 @pytest.mark.backend_agnostic
 def test_views_are_used_only_for_a_gain_chance_hardly_explains():
     def figures(better, worse, without=0.5):
-        from core.results.compare import mcnemar
+        from core.results.evaluation.compare import mcnemar
 
         a = np.array([True] * worse + [False] * better + [True] * 50)
         b = np.array([False] * worse + [True] * better + [True] * 50)

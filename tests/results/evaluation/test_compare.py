@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results import compare
 from core.results.arrays import RunAnalysis, SplitArrays
+from core.results.evaluation import compare
 from core.results.probabilities.calibration import calibrate
 
 pytestmark = pytest.mark.backend_agnostic

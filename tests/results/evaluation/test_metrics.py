@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results.evaluation import Evaluation, EvaluationMissing
+from core.results.evaluation.metrics import Evaluation, EvaluationMissing
 
 CLASSES = ["daisy", "rose", "tulip"]
 # true labels and predicted probabilities, chosen so every number below is checkable by hand
@@ -103,7 +103,7 @@ def test_shape_mismatch_is_refused():
 
 
 def test_the_classes_of_the_top_mistakes_show_those_mistakes_and_untested_classes_leave_the_macro():
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
 
     classes = [f"c{i}" for i in range(6)]
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 3])  # c4 and c5 have no test photo

@@ -38,7 +38,7 @@ def tiny_split(seed: int = 0, dtype: str = "float32", classes: int = 3):
 
 def tiny_maps(weights: list[np.ndarray] | None, images: np.ndarray, target: tuple[int, int | None]):
     """Grad-CAM maps of `target` with the tiny model (given weights, else seeded ones)."""
-    from core.results.explain import Target, grad_cam, logit_gradients
+    from core.results.evaluation.explain import Target, grad_cam, logit_gradients
 
     features, head = tiny_split()
     if weights is not None:
@@ -85,7 +85,7 @@ def test_tensorflow_and_jax_give_the_same_map(tmp_path):
 
 @pytest.mark.backend_agnostic
 def test_the_gradient_agrees_with_finite_differences():
-    from core.results.explain import Target, logit_gradients
+    from core.results.evaluation.explain import Target, logit_gradients
 
     _features, head = tiny_split(seed=3, dtype="float64")
     rng = np.random.default_rng(1)
@@ -127,7 +127,7 @@ def test_swapping_the_contrast_classes_flips_the_sign():
 
 @pytest.mark.backend_agnostic
 def test_a_flat_map_gives_zeros_not_nan():
-    from core.results.explain import Heatmap, Target, grad_cam, normalise, overlay
+    from core.results.evaluation.explain import Heatmap, Target, grad_cam, normalise, overlay
 
     flat = np.zeros((1, 2, 2, 4))
     cam = grad_cam(flat, np.ones_like(flat))
@@ -157,7 +157,7 @@ def _pointing_game(seed: int, x, y, test_x, test_y, corners) -> tuple[float, flo
     that fall inside the patch (a 2-pixel margin: the map is upsampled 4x)."""
     import keras
 
-    from core.results.explain import Target, grad_cam, logit_gradients, upsample
+    from core.results.evaluation.explain import Target, grad_cam, logit_gradients, upsample
 
     features, head = tiny_split(seed=seed)
     image = keras.Input((32, 32, 3))
@@ -214,7 +214,7 @@ def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run, tmp_pa
     from core.data.imaging import ImageError
     from core.network.model import load_classifier
     from core.results.arrays import features_and_logits_model
-    from core.results.explain import Explainer, Target
+    from core.results.evaluation.explain import Explainer, Target
     from core.runs.store import RunStore
 
     copy_run(trained_run["store"].run_dir(trained_run["run_id"]), tmp_path / trained_run["run_id"])
@@ -242,7 +242,7 @@ def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run, tmp_pa
 
 @pytest.mark.backend_agnostic
 def test_a_coarse_class_map_is_drawn_over_its_own_range_in_blocks():
-    from core.results.explain import normalise, overlay, upsample
+    from core.results.evaluation.explain import normalise, overlay, upsample
 
     coarse = np.array([[1.0, 2.0], [1.5, 1.8]])  # every cell argued a little for the class
     values = normalise(coarse, signed=False)
@@ -272,7 +272,7 @@ def test_a_coarse_class_map_is_drawn_over_its_own_range_in_blocks():
     ],
 )
 def test_the_grid_note_says_the_real_grid_at_the_runs_size(grid, size, says):
-    from core.results.explain import grid_note
+    from core.results.evaluation.explain import grid_note
 
     note = grid_note(grid, size)
     assert all(part in note for part in says), note
@@ -280,7 +280,7 @@ def test_the_grid_note_says_the_real_grid_at_the_runs_size(grid, size, says):
 
 def test_a_small_run_offers_the_finer_block_and_its_gradient_is_right(trained_run):
 
-    from core.results.explain import Explainer, Target
+    from core.results.evaluation.explain import Explainer, Target
 
     run = trained_run["store"].get(trained_run["run_id"])
     assert run.train_config.image_size == 32
@@ -307,7 +307,7 @@ def _check_gradient(head, feature_map: np.ndarray, w: np.ndarray, smallest: floa
     wrong path for the gradient is off by far more."""
     import keras
 
-    from core.results.explain import logit_gradients
+    from core.results.evaluation.explain import logit_gradients
 
     grads, _ = logit_gradients(head, feature_map, w)
 
@@ -332,7 +332,7 @@ def test_the_gradient_through_resnet50s_last_stage_agrees_with_finite_difference
     import keras
 
     from core.network.model import build_classifier
-    from core.results.explain import Target, split_classifier
+    from core.results.evaluation.explain import Target, split_classifier
 
     keras.utils.set_random_seed(0)
     classifier = build_classifier(3, 64, "none", head=(8,), seed=0, backbone=resnet50)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results import confusion
+from core.results.evaluation import confusion
 
 pytestmark = pytest.mark.backend_agnostic
 
