@@ -27,8 +27,8 @@ from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
 from core.inference import Predictor
 from core.paths import cache_dir
-from core.results.arrays import AnalysisMissing
 from core.results.evaluation.compare import NotComparable, compare, load_result
+from core.runs.analysis import AnalysisMissing
 from core.runs.record import LOCAL_OWNER, Run
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore

@@ -84,7 +84,7 @@ def _check_analysis(run, evaluation) -> None:
     """The stored logits and features are the model's own: recomputed from the saved model, they agree."""
     from core.data.imaging import load_for_model
     from core.network.model import load_classifier
-    from core.results.arrays import RunAnalysis, features_and_logits_model
+    from core.runs.analysis import RunAnalysis, features_and_logits_model
 
     analysis = RunAnalysis.load(run.directory)
     assert analysis.classes == evaluation.classes and analysis.test.paths == evaluation.paths

@@ -34,8 +34,8 @@ from core.cli import build_parser
 from core.data.datasets import scan_dataset
 from core.health.caches import folder_bytes
 from core.paths import PROJECT_ROOT, cache_dir
-from core.results.arrays import RunAnalysis
 from core.results.evaluation.embedding import compute_map, save_map
+from core.runs.analysis import RunAnalysis
 
 log = logging.getLogger("flora")
 

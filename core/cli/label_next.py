@@ -64,7 +64,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 computed = label_next_data.UnlabelledFeatures.load(run.directory)
                 if computed is None or computed.fingerprint != unlabelled.index().fingerprint:
                     computed = label_next_data.prepare_run(run, data_root, stage_progress)
-                from core.results.arrays import RunAnalysis
+                from core.runs.analysis import RunAnalysis
 
                 classes = RunAnalysis.load(run.directory).classes
                 bench = label_next_data.workbench(

@@ -36,7 +36,6 @@ import numpy as np
 from core.data.datasets import DatasetError
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
-from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
 from core.results.evaluation.embedding import run_map
 from core.results.labels import issues as label_issues
 from core.results.labels import out_of_sample
@@ -49,6 +48,7 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
     rebuild_data,
     training_features,
 )
+from core.runs.analysis import RunAnalysis, SplitArrays, features_and_logits_model, softmax
 from core.runs.record import TASKS_DIR, Run
 from core.runs.store import RunStore
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.network import layer_names as names
-from core.results.arrays import softmax
 from core.results.probabilities import conformal, tta
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import softmax
 from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
 from core.serving.log import entropy
 

@@ -22,7 +22,7 @@ from core.data.datasets import DatasetIndex, Split
 from core.data.ingest import ImageCache
 from core.device import DeviceInfo, recommended_batch_size
 from core.network.model import backbone_of, head_of
-from core.results.arrays import features_and_logits_model, head_logits_model
+from core.runs.analysis import features_and_logits_model, head_logits_model
 from core.runs.record import CHECKPOINT_FILE
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig

@@ -33,10 +33,10 @@ from core.device import (
 )
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
-from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation.metrics import Evaluation
 from core.results.probabilities import calibration, conformal
 from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import RunAnalysis, SplitArrays
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split

@@ -231,7 +231,7 @@ def oxford_layout(tmp_path):
     """A finished 102-class run in Oxford 102's layout (test 20 photos/class in the real set; 4 here),
     with its evaluation and a hand-written analysis.npz: logits where classes k and k+51 look alike."""
     from core.processes import JobState
-    from core.results.arrays import RunAnalysis, SplitArrays, softmax
+    from core.runs.analysis import RunAnalysis, SplitArrays, softmax
     from core.runs.store import RunStore
 
     rng = np.random.default_rng(3)

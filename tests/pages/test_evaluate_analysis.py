@@ -122,7 +122,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
     """The interval showed only for runs with few validation photos; a run with 300 a class had none."""
     import numpy as np
 
-    from core.results.arrays import RunAnalysis, SplitArrays
+    from core.runs.analysis import RunAnalysis, SplitArrays
     from pages.ui.evaluate.calibration import scores_table
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import pytest
 
 from core.processes import JobState
 from core.results import tasks as run_tasks
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
 from tests.conftest import copy_run
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from core.data.corrections import Corrections
 from core.paths import cache_dir
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig

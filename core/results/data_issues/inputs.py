@@ -27,12 +27,12 @@ from core.health.report import Finding
 from core.health.table import image_table
 from core.paths import cache_dir
 from core.progress import StageCallback
-from core.results.arrays import RunAnalysis, softmax
 from core.results.data_issues.outliers import LOOK_WIDTH, look_statistics
 from core.results.labels.issues import Stacked
 from core.results.labels.out_of_sample import FOLDS, dimensions, out_of_sample, reduce
 from core.results.probabilities.calibration import calibrate_run
 from core.results.train_features import FeaturesStopped, training_features
+from core.runs.analysis import RunAnalysis, softmax
 from core.runs.record import Run
 from core.settings.config import TrainConfig
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.results.arrays import RunAnalysis, softmax
 from core.results.probabilities.calibration import Calibration, Scores, calibrate_run
+from core.runs.analysis import RunAnalysis, softmax
 from core.settings.options import OPTIONS
 
 MIN_RUNS, MAX_RUNS = 2, 5

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import atomic_path
-from core.results.arrays import RunAnalysis, softmax
+from core.runs.analysis import RunAnalysis, softmax
 from core.runs.record import EMBEDDING_FILE
 
 METHODS = ("pca", "tsne")

@@ -30,7 +30,7 @@ from core.fileio import atomic_path
 from core.inference import ModelMissing
 from core.network import backbones
 from core.network import layer_names as names
-from core.results.arrays import head_logits_model
+from core.runs.analysis import head_logits_model
 from core.runs.record import HEATMAPS_DIR, MODEL_FILE, Run
 
 _TINY = 1e-12

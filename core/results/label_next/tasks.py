@@ -15,10 +15,10 @@ from pathlib import Path
 
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
-from core.results.arrays import RunAnalysis
 from core.results.label_next import data as label_next_data
 from core.results.label_next.simulation import SimulationStopped
 from core.results.train_features import FeaturesStopped, training_features
+from core.runs.analysis import RunAnalysis
 from core.runs.record import LABEL_NEXT_SIMULATION_FILE, Run
 
 SIMULATION_VERSION = 1

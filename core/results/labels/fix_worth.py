@@ -38,10 +38,10 @@ import numpy as np
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections, digest, resolve
 from core.fileio import read_json, write_json_atomic
-from core.results.arrays import RunAnalysis
 from core.results.feature_head import HEAD_C, fit_head
 from core.results.labels import issues as label_issues
 from core.results.labels.out_of_sample import dimensions, reduce
+from core.runs.analysis import RunAnalysis
 from core.runs.record import FIX_WORTH_FILE, Run
 from core.sharing.people import LOCAL_USER
 

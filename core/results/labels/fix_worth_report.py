@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from core.results.arrays import RunAnalysis
 from core.results.feature_head import accuracy_and_macro_f1
 from core.results.labels.fix_worth import AS_LABELLED, CORRECTED, MARKED, SUSPECTS, TOP, Change, Estimate, find
+from core.runs.analysis import RunAnalysis
 from core.runs.record import Run
 
 

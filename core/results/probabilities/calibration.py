@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
-from core.results.arrays import RunAnalysis, softmax
+from core.runs.analysis import RunAnalysis, softmax
 from core.runs.record import CALIBRATION_FILE
 
 BINS = 15

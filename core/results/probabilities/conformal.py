@@ -333,9 +333,9 @@ def fit_run(
         AnalysisMissing: the run has no analysis arrays yet.
         ConformalError: too few test photos for the level.
     """
-    from core.results.arrays import RunAnalysis
     from core.results.probabilities.calibration import stored_temperature
     from core.results.probabilities.tta import served_probabilities
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
     val, test, views = served_probabilities(run_dir, analysis)
@@ -360,8 +360,8 @@ def fit_run(
 def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's sets: stored ones (refitted at their level when the run's views changed since), else fitted now
     at the default level; None when the run has no analysis arrays or too few test photos."""
-    from core.results.arrays import AnalysisMissing
     from core.results.probabilities.tta import used_by
+    from core.runs.analysis import AnalysisMissing
 
     stored = load(run_dir)
     report = used_by(run_dir)

@@ -24,7 +24,6 @@ from core.data.imaging import center_crop
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.network import layer_names as names
 from core.paths import cache_dir
-from core.results.arrays import softmax
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.foreign import foreign_images
 from core.results.probabilities.ood import (
@@ -35,6 +34,7 @@ from core.results.probabilities.ood import (
     Projection,
     fit,
 )
+from core.runs.analysis import softmax
 from core.runs.curves import REFERENCE_TRAIN_SAMPLE
 from core.runs.record import MODEL_FILE, Run
 from core.runs.split import DatasetChanged, run_split

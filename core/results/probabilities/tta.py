@@ -26,9 +26,9 @@ import numpy as np
 
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.progress import StageCallback
-from core.results.arrays import RunAnalysis, softmax
 from core.results.evaluation.compare import mcnemar
 from core.results.probabilities.calibration import nll, run_temperature, stored_temperature
+from core.runs.analysis import RunAnalysis, softmax
 from core.runs.record import TTA_ARRAYS, TTA_FILE, Run
 
 VIEWS = ("as it is", "mirrored", "zoomed top-left", "zoomed bottom-right")
@@ -182,7 +182,7 @@ def measure(
     from core.data.imaging import center_crop
     from core.network.model import load_classifier  # heavy: keras
     from core.paths import cache_dir
-    from core.results.arrays import features_and_logits_model  # heavy: keras
+    from core.runs.analysis import features_and_logits_model  # heavy: keras
     from core.runs.record import MODEL_FILE
     from core.runs.split import run_split
 

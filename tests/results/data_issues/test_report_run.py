@@ -121,9 +121,9 @@ def test_label_health_counts_what_the_label_review_counts_and_carries_its_figure
 def test_leaks_are_counted_on_the_split_the_run_trained_on(trained_run, tmp_path):
     import shutil
 
-    from core.results.arrays import RunAnalysis
     from core.results.data_issues.inputs import Inputs, add_health
     from core.results.labels.issues import Stacked
+    from core.runs.analysis import RunAnalysis
     from tests.conftest import copy_run_and_dataset
 
     copied = copy_run_and_dataset(trained_run, tmp_path)

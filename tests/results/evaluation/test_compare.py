@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import compare
 from core.results.probabilities.calibration import calibrate
+from core.runs.analysis import RunAnalysis, SplitArrays
 
 pytestmark = pytest.mark.backend_agnostic
 CLASSES = ["daisy", "rose", "tulip"]

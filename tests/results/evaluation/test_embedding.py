@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results.arrays import RunAnalysis, SplitArrays
 from core.results.evaluation import embedding
+from core.runs.analysis import RunAnalysis, SplitArrays
 
 pytestmark = pytest.mark.backend_agnostic
 

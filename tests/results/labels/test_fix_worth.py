@@ -14,7 +14,6 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from core.cli import main as cli
 from core.data.corrections import Corrections, digest, forget_dataset
-from core.results.arrays import RunAnalysis
 from core.results.feature_head import accuracy_and_macro_f1, fit_head
 from core.results.labels import fix_worth
 from core.results.labels.fix_worth import AS_LABELLED, CORRECTED, Change, Choice, FixWorthError
@@ -28,6 +27,7 @@ from core.results.labels.fix_worth_report import (
     points,
     touched_words,
 )
+from core.runs.analysis import RunAnalysis
 from core.runs.record import ANALYSIS_FILE, CONFIG_FILE
 from core.runs.store import RunStore
 from tests.conftest import copy_run

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results.arrays import RunAnalysis, SplitArrays, softmax
 from core.results.probabilities import calibration
+from core.runs.analysis import RunAnalysis, SplitArrays, softmax
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.results.arrays import softmax
 from core.results.probabilities import conformal as cf
 from core.results.probabilities import conformal_scores as sc
+from core.runs.analysis import softmax
 
 pytestmark = pytest.mark.backend_agnostic
 

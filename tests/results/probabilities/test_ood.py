@@ -38,8 +38,8 @@ def test_foreign_images_are_flagged_far_more_than_test_photos(run_copy):
 def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(run_copy):
     """Training fits the reference from the features and logits it already has (KnownOutputs): the same detector
     and baselines as a pass of every photo through the served graph, within float16 rounding."""
-    from core.results.arrays import RunAnalysis
     from core.results.probabilities.reference import KnownOutputs
+    from core.runs.analysis import RunAnalysis
 
     run, data_root = run_copy
     analysis = RunAnalysis.load(run.directory)

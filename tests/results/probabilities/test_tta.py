@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from core.results.arrays import softmax
 from core.results.probabilities import tta
+from core.runs.analysis import softmax
 from tests.conftest import copy_run
 
 
@@ -65,7 +65,7 @@ def _with_views(run_dir, helped: bool) -> None:
 
 def test_measure_a_run_and_evaluate_tta_on_the_command_line(trained_run, tmp_path):
     from core.cli import main as cli
-    from core.results.arrays import RunAnalysis
+    from core.runs.analysis import RunAnalysis
 
     store_root = copy_run(trained_run["models_root"], tmp_path / "models")
     run_id = trained_run["run_id"]
