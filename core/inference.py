@@ -63,7 +63,7 @@ class Prediction:
 class Predictor:
     """A run's model, loaded once, with the run's classes and input size.
 
-    Probabilities are calibrated with the run's temperature (core.results.calibration, fitted on the
+    Probabilities are calibrated with the run's temperature (core.results.probabilities.calibration, fitted on the
     validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
     """
 

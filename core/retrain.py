@@ -6,7 +6,7 @@ the feedback photos copied in, and a `flora.json` that fixes every original phot
 one the run used (so the test split is the very same photos) and puts feedback photos in train or
 val only. Its content differs, so its fingerprint, so the retrained run's id.
 
-`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.compare, the one
+`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.evaluation.compare, the one
 comparison: McNemar's test says whether the difference could be chance) and on the feedback photos;
 promoting is moving an alias (`core.serving.aliases`), which a running server follows.
 """
@@ -216,11 +216,12 @@ def promotion_advice(result: dict[str, Any]) -> list[str]:
 
 
 def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
-    """Old vs new: core.results.compare's paired comparison on their test photos (the very same ones), and how each
-    does on the feedback photos.
+    """Old vs new: core.results.evaluation.compare's paired comparison on their test photos (the very same ones), and
+    how each does on the feedback photos.
 
     Returns:
-        core.results.compare.compare's result with "old", "new" (the run ids) and "feedback" ({photos, old, new}).
+        `compare`'s result (core.results.evaluation.compare) with "old", "new" (the run ids) and "feedback"
+        ({photos, old, new}).
 
     Raises:
         RetrainError: the two cannot be compared (no stored analysis, other test photos or labels); says why.

@@ -1,5 +1,5 @@
 """`fix-worth`: what fixing labels would change on a run's validation photos, estimated in seconds before the long
-run (core.results.fix_worth), with its 95% interval and what it cannot see."""
+run (core.results.labels.fix_worth), with its 95% interval and what it cannot see."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ agreement figures (max absolute difference of the probabilities, top-1 agreement
 photos). An export that disagrees beyond tolerance fails loudly.
 
 Every export starts from the run's float32 inference graph without augmentation
-(`core.serving.graph`) and is made with the TensorFlow backend; on another backend (JAX) the CLI
+(`core.network.graph`) and is made with the TensorFlow backend; on another backend (JAX) the CLI
 runs the export in a TensorFlow subprocess (`export_in_subprocess`).
 """
 

@@ -6,12 +6,12 @@
   train-features  pooled features of the training split alone (train_features.npz), for "photos like this"
   label-issues  pooled features of the training split (train_features.npz, through the feature
                 cache when it has them), cross-validated probabilities, the ranked suspects
-  tta           the validation and test photos in test-time augmentation's views (core.results.tta), and the
-                run's prediction sets again when its predictors now average the views
+  tta           the validation and test photos in test-time augmentation's views (core.results.probabilities.tta), and
+                the run's prediction sets again when its predictors now average the views
   label-next    the training split's features and the dataset's unlabelled photos' through the run
-                (core.results.label_next_tasks); label-next-simulate: the strategy against random, measured
+                (core.results.label_next.tasks); label-next-simulate: the strategy against random, measured
   data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
-                duplicates, leaks and imbalance in one list (core.results.data_issues, data_issues.json)
+                duplicates, leaks and imbalance in one list (core.results.data_issues.report, data_issues.json)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.

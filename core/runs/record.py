@@ -6,7 +6,7 @@
   models/<run_id>/model.keras     the final model
   models/<run_id>/evaluation.npz  test-split probabilities, labels, paths
   models/<run_id>/evaluation.json metrics derived from them
-  models/<run_id>/analysis.npz    validation and test logits, pooled features, labels, paths (core.results.arrays)
+  models/<run_id>/analysis.npz    validation and test logits, pooled features, labels, paths (core.runs.analysis)
   models/<run_id>/calibration.json, embedding.npz, train_features.npz, label_issues.json, heatmaps/, tasks/
                                   what the analysis derives from it (see the constants below)
   models/<run_id>/train.log       the training process's output
@@ -45,20 +45,20 @@ LABEL_FILE = "label.json"
 MAX_NAME_LENGTH = 80
 LOCAL_OWNER = "local"  # the owner of runs started in an app that is not shared (core.sharing.LOCAL_USER)
 
-ANALYSIS_FILE = "analysis.npz"  # written by core.results.arrays
+ANALYSIS_FILE = "analysis.npz"  # written by core.runs.analysis
 # What the analysis modules derive from it (each computed once, on demand or at the end of training):
-CALIBRATION_FILE = "calibration.json"  # core.results.calibration: the fitted temperature and its scores
-EMBEDDING_FILE = "embedding.npz"  # core.results.embedding: 2-D maps (PCA, t-SNE) of the val/test features
+CALIBRATION_FILE = "calibration.json"  # core.results.probabilities.calibration: the fitted temperature and its scores
+EMBEDDING_FILE = "embedding.npz"  # core.results.evaluation.embedding: 2-D maps (PCA, t-SNE) of the val/test features
 TRAIN_FEATURES_FILE = "train_features.npz"  # core.results.tasks: pooled features of the training split
-LABEL_ISSUES_FILE = "label_issues.json"  # core.results.label_issues: suspected label errors, ranked
-CONFORMAL_FILE = "conformal.json"  # core.results.conformal: prediction sets' calibration scores and held-out report
-TTA_FILE = "tta.json"  # core.results.tta: test-time augmentation measured on validation and test
-DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues: outliers, overlapping classes, groups, health
-LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next_data: the unlabelled photos' features through this run
-FIX_WORTH_FILE = "fix_worth.json"  # core.results.fix_worth: what fixing labels would change, by corrections digest
-LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next_simulation: its saving, measured
-TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
-HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
+LABEL_ISSUES_FILE = "label_issues.json"  # core.results.labels.issues: suspected label errors, ranked
+CONFORMAL_FILE = "conformal.json"  # core.results.probabilities.conformal: prediction sets' scores, held-out report
+TTA_FILE = "tta.json"  # core.results.probabilities.tta: test-time augmentation measured on validation and test
+DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues.report: outliers, overlapping classes, groups, health
+LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next.data: the unlabelled photos' features through this run
+FIX_WORTH_FILE = "fix_worth.json"  # core.results.labels.fix_worth: what fixing labels would change, by their digest
+LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next.simulation: its saving, measured
+TTA_ARRAYS = "tta.npz"  # core.results.probabilities.tta: the averaged probabilities of those views, per split
+HEATMAPS_DIR = "heatmaps"  # core.results.evaluation.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (

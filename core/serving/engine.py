@@ -148,8 +148,9 @@ class ServedModel:
         return tuple(stamps)
 
     def _read_answer_settings(self) -> None:
-        """Test-time augmentation only where it helped on the run's validation split (core.results.tta), and the
-        run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those probabilities."""
+        """Test-time augmentation only where it helped on the run's validation split (core.results.probabilities.tta),
+        and the run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those
+        probabilities."""
         self.tta = tta.used_by(self.run.directory)
         self.views = len(self.tta.views) if self.tta is not None else 1
         self.sets = conformal.run_sets(self.run.directory)

@@ -2,7 +2,7 @@
 
   a run       its training split's pooled features (core.results.train_features: stored, or from the feature
               cache) and its validation and test arrays (analysis.npz); out-of-sample probabilities: 5-fold
-              cross-validation for the training photos (core.results.out_of_sample), the run's calibrated softmax
+              cross-validation for the training photos (core.results.labels.out_of_sample), the run's calibrated softmax
               for validation and test (the model never trained on them), exactly as the label review makes them
   a dataset   every photo's features through a backbone (the feature cache's, when it has them), every photo
               cross-validated

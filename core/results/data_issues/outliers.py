@@ -9,7 +9,7 @@ three times farther from its neighbours than a typical one. Two views are scored
 - the look of the picture (`look_statistics`): mean colour, colourfulness, contrast, edges, the gray-level
   histogram, how alike neighbouring pixels are (near 1 in a photograph, near 0 in noise) and the share of the
   largest flat area (large in a screenshot). Read from the health check's 32 px thumbnails, so free once the
-  dataset was checked. Measured on flowers5-128 with 8 planted non-flowers (tests/results/test_data_issues.py,
+  dataset was checked. Measured on flowers5-128 with 8 planted non-flowers (tests/results/data_issues/test_report.py,
   docs: the helper's report): a random-start backbone's features alone put 2-6 of them in the top 20, the two
   views together 7-8.
 

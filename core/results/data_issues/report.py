@@ -1,13 +1,13 @@
 """What else is wrong with the data, in one list: outliers, overlapping classes, underperforming groups, label
 health, and the health check's duplicates, leaks and imbalance (cleanlab's Datalab issue types as the checklist).
 
-  outliers                photos far from every other photo (core.results.outliers), each with its score
-  overlapping_classes     pairs of classes photos sit between (core.results.overlap), merge or a clearer rule
-  underperforming_groups  clusters of similar photos the model gets wrong much more often (core.results.groups)
-  label_health            the share of labels that look right, overall and per class (core.results.overlap)
+  outliers                photos far from every other photo (data_issues.outliers), each with its score
+  overlapping_classes     pairs of classes photos sit between (labels.overlap), merge or a clearer rule
+  underperforming_groups  clusters of similar photos the model gets wrong much more often (data_issues.groups)
+  label_health            the share of labels that look right, overall and per class (labels.overlap)
   duplicates, leaks, imbalance   the dataset health check's findings (core.health), as it reports them
 
-`find(inputs)` makes the result from what core.results.data_issues_inputs gathered; a run keeps it as
+`find(inputs)` makes the result from what core.results.data_issues.inputs gathered; a run keeps it as
 `models/<run_id>/data_issues.json` (the "data-issues" task of core.results.tasks; `python -m core data-issues`).
 A run's result read back carries its stored label review's counts (`label_review`, from label_issues.json), and
 the label health line gives those: the figures the Suspected label errors tab shows.

@@ -6,7 +6,7 @@ folder (`label_next.npz`: features, paths, the unlabelled folder's fingerprint, 
 a page reads them without Keras. For a dataset without a run: every photo through a ResNet-50 with the given weights
 (the feature cache's, as `label-issues DATASET` does).
 
-The features are reduced (core.results.out_of_sample.reduce, unsupervised) over labelled and unlabelled rows
+The features are reduced (core.results.labels.out_of_sample.reduce, unsupervised) over labelled and unlabelled rows
 together; photos labelled from the unlabelled folder join the labelled rows with their new class.
 """
 

@@ -6,7 +6,7 @@ photo; the PREFILTER x batch photos with the smallest *margin* (top probability 
 torn between two classes) are clustered into `batch` groups by k-means on their features, weighted by how
 uncertain each is, and from each group the photo nearest its centre is picked. So a batch covers the kinds of
 photos the model is unsure about, instead of one kind many times. "random" picks uniformly, for comparison
-(core.results.label_next_simulation measures both on labels hidden on purpose).
+(core.results.label_next.simulation measures both on labels hidden on purpose).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def next_batch(
 ) -> list[Pick]:
     """The head retrained on the labelled rows, then the next `batch` pending photos to label, most torn first.
 
-    Features are the reduced ones (core.results.out_of_sample.reduce over labelled and pending together).
+    Features are the reduced ones (core.results.labels.out_of_sample.reduce over labelled and pending together).
     """
     from core.results.feature_head import fit_head  # heavy: sklearn
 

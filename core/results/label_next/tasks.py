@@ -1,9 +1,9 @@
 """Label-next as background work on a run: prepare the features it ranks on, and measure its saving against random.
 
 label-next            the training split's features (core.results.train_features) and the unlabelled photos'
-                      through the run (core.results.label_next_data), stored in the run folder
+                      through the run (core.results.label_next.data), stored in the run folder
 label-next-simulate   the training split's labels hidden and labelled again batch by batch with each strategy,
-                      scored on the validation split (core.results.label_next_simulation); label_next_simulation.json
+                      scored on the validation split (core.results.label_next.simulation); label_next_simulation.json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fix estimate in words (what it says, what it cannot see), and beside the result of the corrected run.
 
 A later run that applied label corrections (its config records them) is put beside the estimate made for exactly
-those corrections (core.results.fix_worth, found by their digest in the earlier run's folder): the validation
+those corrections (core.results.labels.fix_worth, found by their digest in the earlier run's folder): the validation
 accuracy and macro F1 both runs measured on their stored validation logits, on the validation photos both have
 (scored on the labels as the earlier run had them and, when a correction changed some, on the corrected ones),
 the test change Compare measures, and a sentence on how far the estimate held.
@@ -244,7 +244,7 @@ def held(
     `after` applied no corrections, or the same ones as `before`.
 
     Args:
-        comparison: core.results.compare.compare's result for these runs (its test figures), if made.
+        comparison: core.results.evaluation.compare.compare's result for these runs (its test figures), if made.
         other_settings: what else (besides the corrections) differs between the runs, in words (e.g. "dataset
             photos (800 -> 851)"): with any, the comparison is confounded and the estimate is not judged.
     """

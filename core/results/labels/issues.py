@@ -5,7 +5,7 @@
    stratified K-fold cross-validation on the stored pooled features (each image scored by a model that did
    not see it): Gaussian classes with one shared, shrunk covariance on at most 256 principal directions,
    fitted from sufficient statistics, its shrinkage and softmax temperature chosen by held-out log loss
-   (core.results.out_of_sample: linear in the photos, 1,000 classes included).
+   (core.results.labels.out_of_sample: linear in the photos, 1,000 classes included).
 2. The confident-learning rule (Northcutt et al., 2021, "Confident Learning"): class j's threshold
    t_j is the mean probability of j over the images labelled j; an image's *confident label* is the
    most probable class among those it reaches the threshold of; an image is flagged when its
@@ -14,7 +14,7 @@
    saturate as a probability does), and the list cut at confident learning's estimate of how many
    labels are wrong (the off-diagonal of the calibrated confident joint).
 4. How far the ranking can be trusted, measured on the run's own training photos
-   (core.results.label_self_test): a few of their labels are flipped on purpose and the ranking is made
+   (core.results.labels.self_test): a few of their labels are flipped on purpose and the ranking is made
    again; how many of the planted flips come first, against a random order, is the figure the page shows,
    and how deep they keep coming at least SUPPORT_LIFT times as often as at random bounds the list: the
    first `supported` suspects are what the evidence supports, the rest are shown behind them.

@@ -18,7 +18,7 @@ held-out fold's, so the folds cost one pass over the rows; scoring is one matrix
   temperature so soft that confident learning's thresholds let a third of planted flips through (516 of 797
   caught in the first 797, against 631 with the noise model; measured at 1,000 classes, 20k photos).
 
-Used by core.results.label_issues (and its self-test). The ranking by log odds does not depend on the
+Used by core.results.labels.issues (and its self-test). The ranking by log odds does not depend on the
 temperature; which photos are flagged does.
 """
 

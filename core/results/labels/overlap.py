@@ -4,7 +4,7 @@ Both read the *calibrated confident joint* of confident learning (Northcutt et a
 class it confidently belongs to (its probability of that class reaches the class's threshold, the mean probability
 the class's own photos get), counted against its given label, each given label's row rescaled to that label's count.
 Computed as cleanlab 2.9 computes it (`cleanlab.count.compute_confident_joint`, `estimate_joint`), so the figures
-are the same as cleanlab's on the same probabilities (tests/results/test_data_issues.py checks it):
+are the same as cleanlab's on the same probabilities (tests/results/data_issues/test_report.py checks it):
 
 - overlapping classes (`cleanlab.dataset.find_overlapping_classes`): the joint made symmetric, joint[a, b] +
   joint[b, a]: the share of all photos that sit between a and b. A pair the model cannot tell apart (given one photo

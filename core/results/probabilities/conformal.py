@@ -92,7 +92,7 @@ class ConformalSets:
     k_reg: int
     how: str
     temperature: float
-    views: int  # 1: the photo as it is; > 1: test-time augmentation's averaged views (core.results.tta)
+    views: int  # 1: the photo as it is; > 1: test-time augmentation's averaged views (core.results.probabilities.tta)
     calibration_scores: list[float]  # the true-class scores of the calibration half, sorted
     calibration_labels: list[int]  # their classes, in the same order
     by_class: bool  # a threshold per class (each class covered), else one for all photos

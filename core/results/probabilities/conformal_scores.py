@@ -1,6 +1,6 @@
 """Conformal prediction's arithmetic: the APS / RAPS score of every class, the finite-sample threshold (one, or one
-per class), the sets they give, and RAPS's regularisation chosen on validation. `core.results.conformal` fits and
-stores a run's sets with these; `core.results.coverage` counts what they did."""
+per class), the sets they give, and RAPS's regularisation chosen on validation. `core.results.probabilities.conformal`
+fits and stores a run's sets with these; `core.results.probabilities.coverage` counts what they did."""
 
 from __future__ import annotations
 

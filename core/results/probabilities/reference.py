@@ -244,7 +244,7 @@ def compute_reference(
 def load_inference_model(run: Run, share_backbone: bool = False):
     """The run's classifier as a float32 inference graph (probabilities, logits, features).
 
-    `share_backbone`: see `core.serving.graph.inference_model` (the server's quicker load).
+    `share_backbone`: see `core.network.graph.inference_model` (the server's quicker load).
     """
     from core.network.graph import inference_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras

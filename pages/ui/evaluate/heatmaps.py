@@ -2,7 +2,7 @@
 class it predicted, for the true class, and what tipped it (the contrast of the two).
 
 The model is loaded once per run and process (pages.ui.run_models) and only when a photo is picked;
-core.results.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
+core.results.evaluation.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
 never when the page is imported."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each issue type gets a line that says what it is in plain words, how many photos
 (merge, or a clearer rule), clusters the model does worse on, label health per class (the Suspected label errors
 tab's figures, with a link there), and the health check's duplicates, leaks and imbalance. A photo the person has
 already marked (exclude, relabel, fine) says so under its thumbnail.
-The result comes from core.results.data_issues (the "data-issues" run task), kept in the run folder.
+The result comes from core.results.data_issues.report (the "data-issues" run task), kept in the run folder.
 """
 
 from __future__ import annotations

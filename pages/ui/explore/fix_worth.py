@@ -1,5 +1,6 @@
-"""The suspected label errors' panel "What would fixing these be worth?": the fix estimate (core.results.fix_worth) for
-the person's marks, every suspect or the top N, in words, with what it cannot see and the way to the real run."""
+"""The suspected label errors' panel "What would fixing these be worth?": the fix estimate
+(core.results.labels.fix_worth) for the person's marks, every suspect or the top N, in words, with what it cannot see
+and the way to the real run."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def test_tensorflow_and_jax_give_the_same_map(tmp_path):
     contrast, _ = tiny_maps(weights, images, (1, 2))
     code = (
         "import json, numpy as np\n"
-        "from tests.results.test_explain import tiny_maps\n"
+        "from tests.results.evaluation.test_explain import tiny_maps\n"
         f"d = np.load({str(tmp_path / 'w.npz')!r})\n"
         "w = [d[f'arr_{i}'] for i in range(len(d.files) - 1)]\n"
         "a, _ = tiny_maps(w, d['images'], (1, None))\n"
