@@ -83,8 +83,9 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
 def _check_analysis(run, evaluation) -> None:
     """The stored logits and features are the model's own: recomputed from the saved model, they agree."""
     from core.data.imaging import load_for_model
+    from core.network.graph import features_and_logits_model
     from core.network.model import load_classifier
-    from core.runs.analysis import RunAnalysis, features_and_logits_model
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run.directory)
     assert analysis.classes == evaluation.classes and analysis.test.paths == evaluation.paths

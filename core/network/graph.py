@@ -15,7 +15,7 @@ import numpy as np
 
 from core.network import backbones
 from core.network import layer_names as names
-from core.network.model import build_head, head_of, head_units
+from core.network.model import backbone_of, build_head, head_of, head_units
 
 OUTPUTS = names.INFERENCE_OUTPUTS
 
@@ -82,3 +82,19 @@ def run_outputs(model: keras.Model, images, batch_size: int = 64) -> dict[str, n
         for name, value in zip(names, out, strict=True):
             parts[name].append(keras.ops.convert_to_numpy(value).astype(np.float32))
     return {name: np.concatenate(values) if values else np.zeros((0,)) for name, values in parts.items()}
+
+
+def features_and_logits_model(classifier):
+    """The classifier's own layers as image -> (pooled features, logits): one pass gives both, weights shared."""
+    head = head_of(classifier)
+    size = classifier.input_shape[1]
+    inputs = keras.Input((size, size, 3), name=names.IMAGE)
+    x = classifier.get_layer(names.PREPROCESS)(inputs)
+    pooled = classifier.get_layer(names.AVG_POOL)(backbone_of(classifier)(x))
+    logits = head_logits_model(head)(pooled)
+    return keras.Model(inputs, [pooled, logits], name="features_and_logits")
+
+
+def head_logits_model(head):
+    """The head without its softmax: pooled features -> logits (shares the head's weights)."""
+    return keras.Model(head.input, head.get_layer(names.LOGITS).output, name="head_logits")

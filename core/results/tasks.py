@@ -48,7 +48,7 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
     rebuild_data,
     training_features,
 )
-from core.runs.analysis import RunAnalysis, SplitArrays, features_and_logits_model, softmax
+from core.runs.analysis import RunAnalysis, SplitArrays, softmax
 from core.runs.record import TASKS_DIR, Run
 from core.runs.store import RunStore
 
@@ -119,6 +119,7 @@ def compute_analysis(
         ModelMissing-like FileNotFoundError: the run has no model.
         DatasetError: the dataset changed.
     """
+    from core.network.graph import features_and_logits_model  # heavy: keras
     from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
     from core.train.batches import ExtractionBatches  # heavy: keras
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import atomic_path
-from core.network import layer_names as names
 from core.runs.record import ANALYSIS_FILE
 
 SPLITS = ("val", "test")
@@ -126,25 +125,3 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def features_and_logits_model(classifier):
-    """The classifier's own layers as image -> (pooled features, logits): one pass gives both, weights shared."""
-    import keras
-
-    from core.network.model import backbone_of, head_of  # heavy: keras
-
-    head = head_of(classifier)
-    size = classifier.input_shape[1]
-    inputs = keras.Input((size, size, 3), name=names.IMAGE)
-    x = classifier.get_layer(names.PREPROCESS)(inputs)
-    pooled = classifier.get_layer(names.AVG_POOL)(backbone_of(classifier)(x))
-    logits = head_logits_model(head)(pooled)
-    return keras.Model(inputs, [pooled, logits], name="features_and_logits")
-
-
-def head_logits_model(head):
-    """The head without its softmax: pooled features -> logits (shares the head's weights)."""
-    import keras
-
-    return keras.Model(head.input, head.get_layer(names.LOGITS).output, name="head_logits")

@@ -21,8 +21,8 @@ import numpy as np
 from core.data.datasets import DatasetIndex, Split
 from core.data.ingest import ImageCache
 from core.device import DeviceInfo, recommended_batch_size
+from core.network.graph import features_and_logits_model, head_logits_model
 from core.network.model import backbone_of, head_of
-from core.runs.analysis import features_and_logits_model, head_logits_model
 from core.runs.record import CHECKPOINT_FILE
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig

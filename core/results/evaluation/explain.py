@@ -30,7 +30,6 @@ from core.fileio import atomic_path
 from core.inference import ModelMissing
 from core.network import backbones
 from core.network import layer_names as names
-from core.runs.analysis import head_logits_model
 from core.runs.record import HEATMAPS_DIR, MODEL_FILE, Run
 
 _TINY = 1e-12
@@ -244,6 +243,7 @@ def split_classifier(classifier, layer: str | None = None):
     """
     import keras
 
+    from core.network.graph import head_logits_model  # heavy: keras
     from core.network.model import head_of  # heavy: keras
 
     entry = backbones.find_in(classifier)

@@ -180,9 +180,9 @@ def measure(
 ) -> TTAReport:
     """Evaluate the run's validation and test photos with and without the views; store and return the report."""
     from core.data.imaging import center_crop
+    from core.network.graph import features_and_logits_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
     from core.paths import cache_dir
-    from core.runs.analysis import features_and_logits_model  # heavy: keras
     from core.runs.record import MODEL_FILE
     from core.runs.split import run_split
 

@@ -212,9 +212,9 @@ def test_pointing_game_the_peak_falls_inside_the_patch():
 
 def test_a_runs_explainer_matches_its_logits_and_caches_maps(trained_run, tmp_path):
     from core.data.imaging import ImageError
+    from core.network.graph import features_and_logits_model
     from core.network.model import load_classifier
     from core.results.evaluation.explain import Explainer, Target
-    from core.runs.analysis import features_and_logits_model
     from core.runs.store import RunStore
 
     copy_run(trained_run["store"].run_dir(trained_run["run_id"]), tmp_path / trained_run["run_id"])
