@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.data.datasets import META_FILE
 from core.data.imaging import ImageError, is_image_name, load_square
+from core.errors import NotAllowed
 from core.fileio import read_json, write_bytes_atomic
 from core.paths import flora_dir
 from core.shared_store import SharedStore, Table
@@ -37,7 +38,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 SERVER_CLIENT = "the model server"  # who gave feedback through the server's API (its clients are keys, not people)
 
 
-class NotYourFeedback(ValueError):
+class NotYourFeedback(NotAllowed, ValueError):
     """A photo someone else labelled: only they (or an admin) may change its label."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from core.data.imaging import ImageError, load_for_model
 from core.device import describe
+from core.errors import Unavailable
 from core.results.probabilities.calibration import rescale, stored_temperature
 from core.runs.record import MODEL_FILE, Run
 from core.settings.config import TrainConfig
@@ -22,7 +23,7 @@ from core.settings.config import TrainConfig
 Source = str | os.PathLike | bytes | BinaryIO
 
 
-class ModelMissing(FileNotFoundError):
+class ModelMissing(Unavailable, FileNotFoundError):
     def __str__(self) -> str:
         return f"run {self.args[0]} has no saved model (state: {self.args[1]}); train it to completion first"
 

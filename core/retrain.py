@@ -23,6 +23,7 @@ import numpy as np
 
 from core.data.corrections import dataset_key
 from core.data.datasets import META_FILE, SPLITS, scan_dataset
+from core.errors import InvalidInput
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
 from core.inference import Predictor
@@ -39,7 +40,7 @@ RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
 
 
-class RetrainError(ValueError):
+class RetrainError(InvalidInput):
     """Retraining cannot start as asked; the message says why."""
 
 

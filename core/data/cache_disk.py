@@ -17,6 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import Unavailable
+
 log = logging.getLogger("flora")
 
 CACHE_VERSION = (
@@ -51,7 +53,7 @@ JPEG_QUALITY = 95
 COMPACT_RATIO = 5  # raw bytes / q95 JPEG bytes, for the estimate said before decoding (flowers at 256 px: 12x)
 
 
-class NotEnoughDisk(OSError):
+class NotEnoughDisk(Unavailable, OSError):
     """The disk lacks the room the decoded cache needs: nothing was written."""
 
 

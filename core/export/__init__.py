@@ -12,6 +12,8 @@ runs the export in a TensorFlow subprocess (`export_in_subprocess`).
 
 from __future__ import annotations
 
+from core.errors import Unavailable
+
 FORMATS = ("keras", "savedmodel", "onnx", "tflite")
 QUANTIZE = ("float16", "int8")
 LAYOUTS = ("tfserving", "triton")
@@ -21,7 +23,7 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "int8": None}
 MIN_AGREEMENT = {"float32": 1.0, "float16": 0.99, "int8": 0.99}
 
 
-class ExportError(RuntimeError):
+class ExportError(Unavailable):
     """An export could not be made or did not agree with the Keras model; the message says why."""
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from core.device import without_cuda_noise
+from core.errors import Cancelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
@@ -18,7 +19,7 @@ from core.runs.record import MODEL_FILE, TRAIN_FEATURES_FILE, Run
 from core.runs.split import run_split
 
 
-class FeaturesStopped(RuntimeError):
+class FeaturesStopped(Cancelled):
     """Computing the features was stopped on request."""
 
 

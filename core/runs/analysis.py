@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import Unavailable
 from core.fileio import atomic_path
 from core.runs.record import ANALYSIS_FILE
 
 SPLITS = ("val", "test")
 
 
-class AnalysisMissing(FileNotFoundError):
+class AnalysisMissing(Unavailable, FileNotFoundError):
     def __str__(self) -> str:
         return f"no analysis arrays in {self.args[0]} (a run from before they were stored: compute them once)"
 

@@ -30,6 +30,7 @@ from typing import Any
 from core import __version__
 from core.data.datasets import DatasetIndex
 from core.device import keras_backend_name
+from core.errors import NotFound, Unavailable
 from core.fileio import UnreadableFile
 from core.processes import STATUS_FILE, STOP_FILE, JobRecord, JobStatus
 from core.settings.config import TrainConfig
@@ -150,12 +151,12 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-class RunNotFound(KeyError):
+class RunNotFound(NotFound):
     def __str__(self) -> str:
         return f"no run {self.args[0]!r} in the run store"
 
 
-class RunUnreadable(ValueError):
+class RunUnreadable(Unavailable, ValueError):
     """A run folder whose config or status cannot be read; listed as "unreadable: <reason>", never a traceback."""
 
     def __init__(self, run_id: str, reason: str, directory: Path | None = None):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import Conflict
 from core.processes import JobFolder, JobState, JobStatus
 from core.serving.aliases import PRODUCTION
 
@@ -28,7 +29,7 @@ DEFAULT_PORT = 8500
 _MAX_LOG_BYTES = 5 * 1024 * 1024
 
 
-class ServerRunning(RuntimeError):
+class ServerRunning(Conflict):
     """A server is already running for this run store."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from core.errors import Conflict
 from core.fileio import read_json
 from core.paths import flora_dir
 from core.shared_store import SharedStore, Table
@@ -50,7 +51,7 @@ def invisible(char: str) -> bool:
     )
 
 
-class NameTaken(ValueError):
+class NameTaken(Conflict, ValueError):
     """A name that is someone's (or nobody's to take); the message says why and what to do."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from core.data.corrections import Corrections, dataset_key
 from core.data.datasets import DatasetError, DatasetIndex, scan_dataset
 from core.device import describe, nvidia_gpus, without_cuda_noise
+from core.errors import Cancelled
 from core.paths import cache_dir
 from core.processes import JobState, process_alive
 from core.runs.record import LOCAL_OWNER, Run, RunStatus, RunUnreadable, new_run_record
@@ -36,7 +37,7 @@ CACHED, ACTIVE, NEW = "cached", "active", "new"
 LOCK_POLL_SECONDS = 1.0
 
 
-class StopWhileWaiting(RuntimeError):
+class StopWhileWaiting(Cancelled):
     """A queued run was asked to stop before it got the device."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.data.datasets import DatasetError, DatasetIndex
+from core.errors import Unavailable
 from core.settings.config import ConfigError, TrainConfig
 
 log = logging.getLogger("flora")
@@ -68,7 +69,7 @@ FINE_TUNE_FIELDS = (
 )
 
 
-class RangeTestFailed(RuntimeError):
+class RangeTestFailed(Unavailable):
     """The range test recorded too few points to suggest a rate (the loss was not a number from the start)."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from core.data.datasets import DatasetIndex, Split
 from core.data.ingest import ImageCache
 from core.device import DeviceInfo, recommended_batch_size
+from core.errors import Cancelled
 from core.network.graph import features_and_logits_model, head_logits_model
 from core.network.model import backbone_of, head_of
 from core.runs.record import CHECKPOINT_FILE
@@ -39,7 +40,7 @@ VALIDATION_BATCH = 512  # rows per validation batch on cached features
 STAGE_WRITE_INTERVAL = 0.5  # seconds between stage-progress writes to status.json
 
 
-class StopRequested(RuntimeError):
+class StopRequested(Cancelled):
     """The run was asked to stop before any epoch finished."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.errors import InvalidInput
 from core.results.probabilities.calibration import Calibration, Scores, calibrate_run
 from core.runs.analysis import RunAnalysis, softmax
 from core.settings.options import OPTIONS
@@ -28,7 +29,7 @@ from core.settings.options import OPTIONS
 MIN_RUNS, MAX_RUNS = 2, 5
 
 
-class NotComparable(ValueError):
+class NotComparable(InvalidInput):
     """The runs cannot be compared photo by photo; the message says why."""
 
 

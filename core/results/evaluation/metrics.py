@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from core.errors import Unavailable
 from core.fileio import atomic_path, write_json_atomic
 from core.runs.record import EVALUATION_JSON, EVALUATION_NPZ
 
 _EPS = 1e-7
 
 
-class EvaluationMissing(FileNotFoundError):
+class EvaluationMissing(Unavailable, FileNotFoundError):
     def __str__(self) -> str:
         return f"no evaluation stored in {self.args[0]} (the run has not finished)"
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from core.errors import Cancelled
 from core.results.label_next.picking import RANDOM, STRATEGIES, STRATEGY, pick
 
 TARGET_FRACTION = 0.95
@@ -28,7 +29,7 @@ SEEDS = 3
 MAX_STEPS = 40
 
 
-class SimulationStopped(RuntimeError):
+class SimulationStopped(Cancelled):
     """The simulation was stopped on request."""
 
 

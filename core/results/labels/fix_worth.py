@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections, digest, resolve
+from core.errors import InvalidInput
 from core.fileio import read_json, write_json_atomic
 from core.results.feature_head import HEAD_C, fit_head
 from core.results.labels import issues as label_issues
@@ -55,7 +56,7 @@ CHOICES = (MARKED, SUSPECTS, TOP)
 AS_LABELLED, CORRECTED = "as_labelled", "corrected"
 
 
-class FixWorthError(ValueError):
+class FixWorthError(InvalidInput):
     """Nothing to estimate, or what it needs is missing; the message says what to do."""
 
 

@@ -8,11 +8,13 @@ import math
 
 import numpy as np
 
+from core.errors import InvalidInput
+
 LAMBDAS = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # RAPS's grid (the paper's, with 0 = APS)
 TOLERANCE = 1e-6  # scores equal to the threshold up to float noise (float32 probabilities summed) are inside
 
 
-class ConformalError(ValueError):
+class ConformalError(InvalidInput):
     """Too few photos to fit sets at this level, or a level outside (0, 1)."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from core.data.datasets import DatasetIndex
 from core.data.imaging import center_crop
+from core.errors import Unavailable
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.network import layer_names as names
 from core.paths import cache_dir
@@ -46,7 +47,7 @@ FORMAT_VERSION = 1
 MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
 
 
-class ReferenceUnavailable(RuntimeError):
+class ReferenceUnavailable(Unavailable):
     """The reference cannot be computed (no dataset, no model); the message says why."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import Cancelled
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.progress import StageCallback
 from core.results.evaluation.compare import mcnemar
@@ -38,7 +39,7 @@ BATCH = 32
 TTA_VERSION = 1
 
 
-class MeasureStopped(RuntimeError):
+class MeasureStopped(Cancelled):
     """`measure` was asked to stop (what it had measured is dropped)."""
 
 
