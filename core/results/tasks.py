@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import DatasetError
+from core.errors import Cancelled
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results.evaluation.embedding import run_map
@@ -254,10 +255,7 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "tta":
         from core.results.probabilities import conformal, tta  # heavy: sklearn
 
-        try:
-            report = tta.measure(run, data_root, progress, should_stop)
-        except tta.MeasureStopped as e:
-            raise TaskStopped(str(e)) from None
+        report = tta.measure(run, data_root, progress, should_stop)
         conformal.run_sets(run.directory)
         return report
     if kind in ("label-next", "label-next-simulate"):
@@ -295,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         compute(args.kind, run, args.data_dir, progress, folder.stop_requested)
-    except TaskStopped as e:
+    except Cancelled as e:  # every stop on request, however deep it was noticed
         folder.update(state=JobState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
         return 0
     except Exception as e:

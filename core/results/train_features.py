@@ -77,23 +77,20 @@ def training_features(
     if stored is not None:
         return stored
     from core.network.model import backbone_of  # heavy: keras
-    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash  # heavy: keras
+    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
 
     data = rebuild_data(run, data_root, progress)
     model = load_model(run)
     store = FeatureCache(
         cache_dir(data_root), data.cache, run.train_config.image_size, weights_hash(backbone_of(model))
     )
-    try:
-        features = store.get(
-            build_extractor(model),
-            data.split.train,
-            batch_size=32,
-            progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
-            should_stop=should_stop,
-        )
-    except ExtractionStopped as e:
-        raise FeaturesStopped(str(e)) from None
+    features = store.get(
+        build_extractor(model),
+        data.split.train,
+        batch_size=32,
+        progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
+        should_stop=should_stop,
+    )
     result = TrainFeatures(
         features, data.cache.labels[data.split.train], [data.cache.paths[i] for i in data.split.train]
     )

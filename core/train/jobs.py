@@ -201,7 +201,7 @@ def execute(
     """
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
-        from core.train.training import StopRequested, TrainingJob, train_run  # heavy: keras
+        from core.train.training import TrainingJob, train_run  # heavy: keras
 
     run_id = submission.run_id
     if on_ray:
@@ -245,7 +245,7 @@ def execute(
                 hosts=hosts,
             )
             return train_run(job)
-    except (StopRequested, StopWhileWaiting) as e:
+    except Cancelled as e:  # a stop on request, wherever it was noticed (decoding, a fit, the device's line)
         log.info("run %s stopped: %s", run_id, e)
         return store.set_status(
             run_id,

@@ -279,7 +279,7 @@ def find_learning_rate(
 
     Raises:
         ConfigError: an unknown phase, too few steps, nothing to unfreeze. DatasetError: fewer than two classes.
-        StopRequested: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
+        Cancelled: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
     """
     check_phase(phase)
     steps = STEPS[phase] if steps is None else int(steps)

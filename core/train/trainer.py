@@ -30,7 +30,7 @@ from core.settings.config import TrainConfig
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.train.distribute import Parallelism, pad_rows, padded_length
-from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+from core.train.features import FeatureCache, build_extractor, weights_hash
 from core.train.multihost import STRATEGY, MultiHost, ProcessShard, across_processes
 from core.train.schedules import learning_rate_for, schedule_callbacks
 
@@ -285,7 +285,7 @@ def head_features(
         the clean view of every split, then `views` augmented views of the training images.
 
     Raises:
-        StopRequested: `extraction.should_stop` said so (what was computed is kept in the cache).
+        Cancelled: `extraction.should_stop` said so (what was computed is kept in the cache).
     """
     split = data.split
     extract = _feature_extractor(model, data, config, extraction)
@@ -340,8 +340,6 @@ def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConf
                 progress,
                 extraction.should_stop,
             )
-        except ExtractionStopped as e:
-            raise StopRequested(str(e)) from None
         finally:
             if bar is not None:
                 bar.close()

@@ -23,7 +23,6 @@ import keras
 import numpy as np
 
 from core.data.datasets import DatasetIndex
-from core.data.decode_pool import IngestCancelled
 from core.data.ingest import ImageCache, ingest
 from core.device import (
     describe,
@@ -227,7 +226,7 @@ def load_training_data(
     promotes see the same split for the same seed and `corrections`.
 
     Raises:
-        StopRequested: `should_stop` said so while decoding (what was decoded is kept).
+        Cancelled: `should_stop` said so while decoding (what was decoded is kept).
     """
     with _decoding(report, console, len(index.entries)) as progress:
         cache = ingest(
@@ -253,7 +252,7 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
 
 @contextlib.contextmanager
 def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback for decoding (the run's status, and a console bar); a cancel becomes StopRequested."""
+    """A progress callback for decoding (the run's status, and a console bar)."""
     bar = console_bar(console, "decoding images", total, unit="img")
 
     def progress(done: int, total: int) -> None:
@@ -264,8 +263,6 @@ def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Call
 
     try:
         yield progress
-    except IngestCancelled as e:
-        raise StopRequested(str(e)) from None
     finally:
         if bar is not None:
             bar.close()

@@ -22,7 +22,7 @@ import numpy as np
 
 from core.data.datasets import DatasetError, scan_dataset
 from core.health.findings import Checks
-from core.health.hashing import CheckCancelled, analyse, duplicate_groups
+from core.health.hashing import analyse, duplicate_groups
 from core.health.report import Finding
 from core.health.table import image_table
 from core.paths import cache_dir
@@ -78,7 +78,7 @@ def for_run(
 
     Raises:
         AnalysisMissing: the run has no analysis arrays yet.
-        Stopped: `should_stop` asked to stop.
+        Cancelled: `should_stop` asked to stop.
     """
     train = training_features(run, data_root, progress, should_stop)
     analysis = RunAnalysis.load(run.directory)
@@ -164,16 +164,13 @@ def add_health(
         return
     cache_root = cache_dir(data_root)
     table = image_table(index, None, cache_root)
-    try:
-        analysis, _ = analyse(
-            index,
-            (lambda s, d, t: progress("the health check: reading every photo once", d, t)) if progress else None,
-            cache_root,
-            None,
-            should_stop,
-        )
-    except CheckCancelled as e:
-        raise Stopped(str(e)) from None
+    analysis, _ = analyse(
+        index,
+        (lambda s, d, t: progress("the health check: reading every photo once", d, t)) if progress else None,
+        cache_root,
+        None,
+        should_stop,
+    )
     readable = analysis.readable
     table["readable"] = readable
     paths = table["path"].tolist()

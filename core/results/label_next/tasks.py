@@ -16,8 +16,7 @@ from pathlib import Path
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
 from core.results.label_next import data as label_next_data
-from core.results.label_next.simulation import SimulationStopped
-from core.results.train_features import FeaturesStopped, training_features
+from core.results.train_features import training_features
 from core.runs.analysis import RunAnalysis
 from core.runs.record import LABEL_NEXT_SIMULATION_FILE, Run
 
@@ -51,13 +50,10 @@ def simulate_run(
     train = training_features(run, data_root, progress, should_stop)
     analysis = RunAnalysis.load(run.directory)
     val = analysis.split("val")
-    try:
-        result = label_next_data.simulate_features(
-            train.features, train.labels, val.features, val.labels, len(analysis.classes), seeds, batch,
-            progress, should_stop,
-        )  # fmt: skip
-    except SimulationStopped as e:
-        raise FeaturesStopped(str(e)) from None
+    result = label_next_data.simulate_features(
+        train.features, train.labels, val.features, val.labels, len(analysis.classes), seeds, batch,
+        progress, should_stop,
+    )  # fmt: skip
     result = {
         "version": SIMULATION_VERSION,
         "run_id": run.run_id,
