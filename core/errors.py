@@ -14,6 +14,7 @@ from __future__ import annotations
 
 EXIT_FAILED = 1  # a FloraError or a stop: the message on stderr says why
 EXIT_BUG = 70  # anything else (sysexits' EX_SOFTWARE): a bug in Flora, its traceback on stderr
+EXIT_TEMPFAIL = 75  # Busy (sysexits' EX_TEMPFAIL): the same command may work in a moment
 
 
 class FloraError(Exception):
@@ -48,6 +49,7 @@ class Busy(FloraError, RuntimeError):
     """Flora is at a limit for now: a full queue, a spent quota, a pause after failed sign-ins."""
 
     what_to_do = "try again in a moment"
+    exit_code = EXIT_TEMPFAIL
 
 
 class Unavailable(FloraError, RuntimeError):

@@ -243,10 +243,7 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             model.sets = None  # sets are fitted on the calibrated ones
         set_level = None
         if args.set_level and model.sets is not None:
-            try:
-                set_level = model.check_set_level(args.set_level)
-            except ValueError as e:
-                return fail(str(e))
+            set_level = model.check_set_level(args.set_level)
         log = PredictionLog.of_store(store.root) if args.log else None
         items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id, set_level)
     rows = table_rows(items, max(1, min(args.top_k, len(run.classes))), run.train_config.image_size)
@@ -293,12 +290,9 @@ def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
     if args.log:
         return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")
     files = expand_sources(args.images)
-    try:
-        rows, where = predict_on_ray(
-            args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
-        )
-    except ValueError as e:
-        return fail(str(e))
+    rows, where = predict_on_ray(
+        args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
+    )
     resource = f"{where['num_gpus']} GPU" if "num_gpus" in where else f"{where['num_cpus']} CPU"
     print(
         f"Ray at {where['address']}: {len(rows)} photos by {where['actors']} model actor(s) ({resource} each) on "

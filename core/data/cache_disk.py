@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import Unavailable
+from core.errors import InvalidInput, Unavailable
 
 log = logging.getLogger("flora")
 
@@ -74,7 +74,7 @@ def chosen_format(images: int, size: int, cache_root: str | os.PathLike) -> str:
     if asked in FORMATS:
         return asked
     if asked != "auto":
-        raise ValueError(f"{CACHE_FORMAT_ENV} must be raw, jpeg or auto. Received: {asked!r}")
+        raise InvalidInput(f"{CACHE_FORMAT_ENV} must be raw, jpeg or auto. Received: {asked!r}")
     free = free_bytes(cache_root)
     if cache_bytes(images, size) + DISK_MARGIN_BYTES <= free:
         return RAW

@@ -35,6 +35,7 @@ import numpy as np
 
 from core.data.datasets import DatasetError
 from core.errors import Cancelled
+from core.inference import ModelMissing
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results.evaluation.embedding import run_map
@@ -125,7 +126,7 @@ def compute_analysis(
     from core.train.batches import ExtractionBatches  # heavy: keras
 
     if not run.has_model:
-        raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to analyse")
+        raise ModelMissing(run.run_id, run.state)
     data = rebuild_data(run, data_root, progress)
     positions = np.concatenate([data.split.val, data.split.test])
     if run.has_evaluation:

@@ -30,7 +30,7 @@ from typing import Any
 from core import __version__
 from core.data.datasets import DatasetIndex
 from core.device import keras_backend_name
-from core.errors import NotFound, Unavailable
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.fileio import UnreadableFile
 from core.processes import STATUS_FILE, STOP_FILE, JobRecord, JobStatus
 from core.settings.config import TrainConfig
@@ -156,6 +156,18 @@ class RunNotFound(NotFound):
         return f"no run {self.args[0]!r} in the run store"
 
 
+class AmbiguousRun(NotFound):
+    """A run id prefix that several runs start with; the message lists them."""
+
+
+class RunActive(Conflict, ValueError):
+    """A run still queued or running where only a finished one will do (delete it: stop it first)."""
+
+
+class NotARunId(InvalidInput):
+    """A name that cannot be a run id (a path, '..'): it may still name a dataset."""
+
+
 class RunUnreadable(Unavailable, ValueError):
     """A run folder whose config or status cannot be read; listed as "unreadable: <reason>", never a traceback."""
 
@@ -172,9 +184,9 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def check_run_id(run_id: str) -> str:
-    """Return `run_id` when it can name a run folder; raise ValueError for anything else ('..', '/', ...)."""
+    """Return `run_id` when it can name a run folder; raise NotARunId for anything else ('..', '/', ...)."""
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
-        raise ValueError(
+        raise NotARunId(
             f"{str(run_id)[:80]!r} is not a run id: a run id is up to 64 letters, digits, '-' or '_' "
             "(a path is not accepted; give the id, as `python -m core runs` lists it)"
         )

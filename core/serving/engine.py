@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
+from core.errors import InvalidInput
 from core.network import layer_names as names
 from core.results.probabilities import conformal, tta
 from core.results.probabilities.calibration import run_temperature
@@ -262,18 +263,22 @@ class ServedModel:
         }
 
     def check_set_level(self, level: float | None) -> float | None:
-        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none. Raises ValueError."""
+        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none.
+
+        Raises:
+            InvalidInput: a level out of range, or the run has no prediction sets.
+        """
         if level is None:
             return None
         level = conformal.level_of(level)
         if self.sets is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"run {self.run_id} has no prediction sets (its test split is too small, or it has no analysis "
                 f"arrays); fit them with `python -m core calibrate {self.run_id} --conformal 0.9`"
             )
         low, high = conformal.LEVEL_RANGE
         if not low - 1e-9 <= level <= high + 1e-9:
-            raise ValueError(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
+            raise InvalidInput(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
         return level
 
     def set_of(self, answer: Answer, level: float) -> list[str] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import Conflict
+from core.errors import Conflict, InvalidInput
 from core.processes import JobFolder, JobState, JobStatus
 from core.serving.aliases import PRODUCTION
 
@@ -105,16 +105,16 @@ def launch_server(
 
     Raises:
         ServerRunning: one is already running.
-        ValueError: no model named, or the port is taken.
+        InvalidInput: no model named, or the port is taken.
     """
     if not names:
-        raise ValueError("pick at least one run or alias to serve")
+        raise InvalidInput("pick at least one run or alias to serve")
     folder = server_folder(models_root)
     current = server_status(models_root)
     if current.active:
         raise ServerRunning(f"a server is already {current.state} at {current.url} (pid {current.pid}); stop it first")
     if not port_free(host, port):
-        raise ValueError(f"port {port} on {host} is in use; choose another port")
+        raise InvalidInput(f"port {port} on {host} is in use; choose another port")
     folder.directory.mkdir(parents=True, exist_ok=True)
     folder.clear_stop()
     if folder.log_path.exists() and folder.log_path.stat().st_size > _MAX_LOG_BYTES:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from core.errors import Busy, NotFound
+from core.errors import Busy, InvalidInput, NotFound
 from core.runs.record import RunNotFound
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore, resolve
@@ -78,7 +78,7 @@ class ModelRegistry:
         ood: bool = True,
     ):
         if not names:
-            raise ValueError("a server needs at least one model: a run id, a prefix or an alias")
+            raise InvalidInput("a server needs at least one model: a run id, a prefix or an alias")
         self.store = store
         self.names = list(dict.fromkeys(names))
         self.options = options or BatchOptions()

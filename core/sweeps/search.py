@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy
-from core.errors import Cancelled
+from core.errors import Cancelled, InvalidInput
 from core.network.model import classifier_for
 from core.paths import cache_dir
 from core.processes import JobState
@@ -154,7 +154,7 @@ def _optimize_on_ray(store, sweep: Sweep, data_root: Path, study, features, publ
     status = folder.read()
     target, timeout = status.trials_target, status.timeout_seconds
     if target is None:
-        raise ValueError("a sweep on Ray needs a trial count (--trials) to share out among its workers")
+        raise InvalidInput("a sweep on Ray needs a trial count (--trials) to share out among its workers")
     remaining = target - count(study, FINISHED)
     deadline = None if timeout is None else time.time() + timeout
     if remaining > 0:

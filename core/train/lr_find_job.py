@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.data.datasets import scan_dataset
+from core.data.datasets import DatasetError, scan_dataset
 from core.errors import Cancelled
 from core.fileio import read_json, write_json_atomic
 from core.paths import cache_dir, flora_dir
@@ -151,7 +151,7 @@ def run(directory: str | os.PathLike) -> int:
     try:
         index = scan_dataset(status.dataset)
         if index.fingerprint != status.fingerprint:
-            raise ValueError(f"the dataset at {status.dataset} changed since the range test was asked for: ask again")
+            raise DatasetError(f"the dataset at {status.dataset} changed since the range test was asked for: ask again")
         result = find_learning_rate(
             index,
             TrainConfig.from_dict(status.config or {}),

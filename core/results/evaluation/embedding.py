@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import NotFound
 from core.fileio import atomic_path
 from core.runs.analysis import RunAnalysis, softmax
 from core.runs.record import EMBEDDING_FILE
@@ -186,5 +187,5 @@ def features_of(analysis: RunAnalysis, key: str) -> np.ndarray:
     """The pooled features of the image with map key `key` ("test:17"). Raises KeyError for a bad key."""
     name, _, row = key.partition(":")
     if name not in ("val", "test") or not row.isdigit() or int(row) >= len(analysis.split(name).labels):
-        raise KeyError(f"no image {key!r} in this run's analysis")
+        raise NotFound(f"no image {key!r} in this run's analysis")
     return analysis.split(name).features[int(row)].astype(np.float32)

@@ -26,6 +26,7 @@ import numpy as np
 
 from core.data.imaging import load_for_model
 from core.device import without_cuda_noise
+from core.errors import InvalidInput, NotFound
 from core.fileio import atomic_path
 from core.inference import ModelMissing
 from core.network import backbones
@@ -324,9 +325,9 @@ class Explainer:
         return grid_note(self.grid(layer), self.image_size, last=layer == self.last_layer)
 
     def class_index(self, name: str) -> int:
-        """Raises KeyError naming the classes when `name` is not one."""
+        """Raises NotFound (a KeyError) naming the classes when `name` is not one."""
         if name not in self.classes:
-            raise KeyError(f"unknown class {name!r}; the run's classes: {', '.join(self.classes)}")
+            raise NotFound(f"unknown class {name!r}; the run's classes: {', '.join(self.classes)}")
         return self.classes.index(name)
 
     def load(self, source) -> np.ndarray:
@@ -355,7 +356,7 @@ class Explainer:
         """
         layer = layer or self.last_layer
         if layer not in self.layers:
-            raise ValueError(f"layer must be one of {self.layers}. Received: layer={layer!r}")
+            raise InvalidInput(f"layer must be one of {self.layers}. Received: layer={layer!r}")
         features, head = self._split(layer)
         key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=10).hexdigest()
         if layer != self.last_layer:

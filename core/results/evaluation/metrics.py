@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from core.errors import Unavailable
+from core.errors import NotFound, Unavailable
 from core.fileio import atomic_path, write_json_atomic
 from core.runs.record import EVALUATION_JSON, EVALUATION_NPZ
 
@@ -160,7 +160,7 @@ class Evaluation:
             try:
                 return self.classes.index(value)
             except ValueError:
-                raise KeyError(f"unknown class {value!r}") from None
+                raise NotFound(f"unknown class {value!r}") from None
         return int(value)
 
     def classes_by_error(self) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from core.errors import Cancelled
+from core.errors import Cancelled, InvalidInput
 from core.results.label_next.picking import RANDOM, STRATEGIES, STRATEGY, pick
 
 TARGET_FRACTION = 0.95
@@ -72,9 +72,9 @@ def simulate(
     pool_y = np.asarray(pool_y, dtype=np.int64)
     val_y = np.asarray(val_y, dtype=np.int64)
     if not len(val_y):
-        raise ValueError("the simulation needs labelled validation photos to measure accuracy on")
+        raise InvalidInput("the simulation needs labelled validation photos to measure accuracy on")
     if len(np.unique(pool_y)) < 2:
-        raise ValueError("the simulation needs labelled photos of at least two classes")
+        raise InvalidInput("the simulation needs labelled photos of at least two classes")
     batch = batch or max(10, min(num_classes, 100))
 
     def scored(rows: np.ndarray, seed: int, warm=None):

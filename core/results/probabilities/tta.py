@@ -26,6 +26,7 @@ import numpy as np
 
 from core.errors import Cancelled
 from core.fileio import atomic_path, read_json, write_json_atomic
+from core.inference import ModelMissing
 from core.progress import StageCallback
 from core.results.evaluation.compare import mcnemar
 from core.results.probabilities.calibration import nll, run_temperature, stored_temperature
@@ -188,7 +189,7 @@ def measure(
     from core.runs.split import run_split
 
     if not run.has_model:
-        raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to evaluate")
+        raise ModelMissing(run.run_id, run.state)
     analysis = RunAnalysis.load(run.directory)
     decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
     data = run_split(run, cache_dir(data_root), progress=decoding)
