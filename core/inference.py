@@ -15,14 +15,15 @@ import numpy as np
 
 from core.data.imaging import ImageError, load_for_model
 from core.device import describe
-from core.results.calibration import rescale, stored_temperature
+from core.errors import Unavailable
+from core.results.probabilities.calibration import rescale, stored_temperature
 from core.runs.record import MODEL_FILE, Run
 from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
 
 
-class ModelMissing(FileNotFoundError):
+class ModelMissing(Unavailable, FileNotFoundError):
     def __str__(self) -> str:
         return f"run {self.args[0]} has no saved model (state: {self.args[1]}); train it to completion first"
 
@@ -63,7 +64,7 @@ class Prediction:
 class Predictor:
     """A run's model, loaded once, with the run's classes and input size.
 
-    Probabilities are calibrated with the run's temperature (core.results.calibration, fitted on the
+    Probabilities are calibrated with the run's temperature (core.results.probabilities.calibration, fitted on the
     validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
     """
 

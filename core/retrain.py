@@ -6,7 +6,7 @@ the feedback photos copied in, and a `flora.json` that fixes every original phot
 one the run used (so the test split is the very same photos) and puts feedback photos in train or
 val only. Its content differs, so its fingerprint, so the retrained run's id.
 
-`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.compare, the one
+`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.evaluation.compare, the one
 comparison: McNemar's test says whether the difference could be chance) and on the feedback photos;
 promoting is moving an alias (`core.serving.aliases`), which a running server follows.
 """
@@ -23,12 +23,13 @@ import numpy as np
 
 from core.data.corrections import dataset_key
 from core.data.datasets import META_FILE, SPLITS, scan_dataset
+from core.errors import InvalidInput
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
 from core.inference import Predictor
 from core.paths import cache_dir
-from core.results.arrays import AnalysisMissing
-from core.results.compare import NotComparable, compare, load_result
+from core.results.evaluation.compare import NotComparable, compare, load_result
+from core.runs.analysis import AnalysisMissing
 from core.runs.record import LOCAL_OWNER, Run
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore
@@ -39,7 +40,7 @@ RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
 
 
-class RetrainError(ValueError):
+class RetrainError(InvalidInput):
     """Retraining cannot start as asked; the message says why."""
 
 
@@ -216,11 +217,12 @@ def promotion_advice(result: dict[str, Any]) -> list[str]:
 
 
 def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
-    """Old vs new: core.results.compare's paired comparison on their test photos (the very same ones), and how each
-    does on the feedback photos.
+    """Old vs new: core.results.evaluation.compare's paired comparison on their test photos (the very same ones), and
+    how each does on the feedback photos.
 
     Returns:
-        core.results.compare.compare's result with "old", "new" (the run ids) and "feedback" ({photos, old, new}).
+        `compare`'s result (core.results.evaluation.compare) with "old", "new" (the run ids) and "feedback"
+        ({photos, old, new}).
 
     Raises:
         RetrainError: the two cannot be compared (no stored analysis, other test photos or labels); says why.

@@ -92,7 +92,7 @@ _PREDICT = """
 import json, sys
 from pathlib import Path
 from core.runs.store import RunStore
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.inference import Predictor
 store = RunStore(Path(sys.argv[1]) / "models")
 run = store.get(sys.argv[2])

@@ -9,8 +9,8 @@ from core import cli
 from core.data.datasets import scan_dataset
 from core.data.imaging import ImageError
 from core.feedback import add_feedback, list_feedback
-from core.results.compare import verdict
-from core.results.evaluation import Evaluation
+from core.results.evaluation.compare import verdict
+from core.results.evaluation.metrics import Evaluation
 from core.retrain import (
     RetrainError,
     compare_with_feedback,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.results import conformal
+from core.results.probabilities import conformal
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.registry import BatchOptions

@@ -11,7 +11,7 @@ import pytest
 
 from core.data.datasets import small_test_note
 from core.processes import JobState
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.runs.store import RunStore
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.train import jobs
@@ -68,7 +68,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     assert list((tmp_path / "data" / ".cache" / "features").iterdir())
     _check_analysis(run, evaluation)
     # the out-of-distribution reference is the run's, fitted as training ends (a server's switch only loads it)
-    from core.serving.reference import Reference
+    from core.results.probabilities.reference import Reference
 
     reference = Reference.load(run.directory)
     assert reference is not None and reference.run_id == run_id and len(reference.val_confidence) == 6
@@ -83,8 +83,9 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
 def _check_analysis(run, evaluation) -> None:
     """The stored logits and features are the model's own: recomputed from the saved model, they agree."""
     from core.data.imaging import load_for_model
+    from core.network.graph import features_and_logits_model
     from core.network.model import load_classifier
-    from core.results.arrays import RunAnalysis, features_and_logits_model
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run.directory)
     assert analysis.classes == evaluation.classes and analysis.test.paths == evaluation.paths

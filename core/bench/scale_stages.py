@@ -16,8 +16,8 @@ from typing import Any
 from core.cli import build_parser
 from core.data.datasets import scan_dataset
 from core.paths import PROJECT_ROOT
-from core.results.arrays import RunAnalysis
-from core.results.embedding import compute_map, save_map
+from core.results.evaluation.embedding import compute_map, save_map
+from core.runs.analysis import RunAnalysis
 
 log = logging.getLogger("flora")
 
@@ -193,7 +193,7 @@ def _scan(dataset: str) -> dict[str, Any]:
 
 
 def _analysis(run_dir: str) -> dict[str, Any]:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     analysis = RunAnalysis.load(run_dir)
     summary = Evaluation.load(run_dir).summary()

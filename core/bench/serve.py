@@ -103,7 +103,7 @@ SWITCH_RATE = 10.0  # requests per second: a steady stream (about a third of wha
 
 def _first_switch_row(dataset: Path, workdir: Path, store: RunStore, run_id: str, photos, size: int) -> Row:
     """`production` moved to a run the server never loaded, under a steady stream: when does it answer?"""
-    from core.serving.reference import ensure_reference  # heavy: sklearn
+    from core.results.probabilities.reference import ensure_reference  # heavy: sklearn
 
     new_id = "bench0serve1"
     _bench_run(dataset, workdir, size, new_id)
@@ -218,7 +218,7 @@ def _decoded(run, photos: list[bytes]) -> np.ndarray:
 
 
 def _bare_throughput(run, photos: list[bytes]) -> float:
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     model = load_inference_model(run)
     images = _decoded(run, photos)
@@ -328,7 +328,7 @@ def _runtimes(run, photos: list[bytes], workdir: Path) -> list[Row]:
     import keras
 
     from core.export import convert, verify  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     model = load_inference_model(run)
     images = _decoded(run, photos)

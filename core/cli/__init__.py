@@ -3,6 +3,9 @@
 Results go to stdout (the last line of `train` is the run id, or one JSON object with --json);
 progress bars and logs go to stderr, so scripts can read stdout alone. Each group of commands
 lives in its own module and registers its subcommands; `COMMAND_MODULES` lists them.
+
+Errors: a `FloraError` (core.errors) or a stop is one line on stderr, `error: <what happened>`, and its kind's exit
+code (1; `Busy`: 75, try again later). Anything else is a bug: its traceback on stderr, and exit code 70.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
-from core.cli.output import EXIT_FAILED, EXIT_USAGE
+from core.cli.output import BUG_NOTE, EXIT_USAGE
 from core.device import quiet_tensorflow_where_no_gpu
+from core.errors import EXIT_BUG, Cancelled, FloraError
 from core.paths import models_dir
 from core.runs.store import RunStore
-from core.settings.config import ConfigError
 
 log = logging.getLogger("flora")
 # Modules with a `register(subparsers, common)`, in the order their commands are listed.
@@ -60,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except KeyError as e:  # RunNotFound and friends say it well; a bare KeyError only quotes
-        print(f"error: {e if type(e) is not KeyError else e.args[0]}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (FloraError, Cancelled) as e:  # what a person can act on, or a stop they asked for: one line
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return e.exit_code
+    except Exception:  # a bug, not something the user did: never a one-line message that hides where it is
+        traceback.print_exc()
+        print(BUG_NOTE, file=sys.stderr)
+        return EXIT_BUG
 
 
 def build_parser() -> argparse.ArgumentParser:

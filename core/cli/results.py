@@ -80,7 +80,7 @@ def not_evaluated_reason(run) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _measure_tta(args: argparse.Namespace, run):
-    from core.results import conformal, tta  # heavy: sklearn
+    from core.results.probabilities import conformal, tta  # heavy: sklearn
 
     with contextlib.redirect_stdout(sys.stderr):
         last = [""]
@@ -155,7 +155,7 @@ def _measure_tta(args: argparse.Namespace, run):
 
 def print_tta(report) -> None:
     """With and without test-time augmentation, on test (and validation, which decides)."""
-    from core.results.compare import p_value_words
+    from core.results.evaluation.compare import p_value_words
 
     print(f"\ntest-time augmentation: {len(report.views)} views ({', '.join(report.views)}), averaged")
     rows = []
@@ -215,7 +215,7 @@ def _add_sets(args: argparse.Namespace, run, results: list) -> str | None:
     are on test-time augmentation's averaged views (the folder form classifies in those views and gives them)."""
     if args.raw or not args.set_level:
         return None
-    from core.results import conformal  # heavy: scipy
+    from core.results.probabilities import conformal  # heavy: scipy
 
     low, high = conformal.LEVEL_RANGE
     if not low - 1e-9 <= args.set_level <= high + 1e-9:
@@ -243,10 +243,7 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             model.sets = None  # sets are fitted on the calibrated ones
         set_level = None
         if args.set_level and model.sets is not None:
-            try:
-                set_level = model.check_set_level(args.set_level)
-            except ValueError as e:
-                return fail(str(e))
+            set_level = model.check_set_level(args.set_level)
         log = PredictionLog.of_store(store.root) if args.log else None
         items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id, set_level)
     rows = table_rows(items, max(1, min(args.top_k, len(run.classes))), run.train_config.image_size)
@@ -293,12 +290,9 @@ def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
     if args.log:
         return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")
     files = expand_sources(args.images)
-    try:
-        rows, where = predict_on_ray(
-            args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
-        )
-    except ValueError as e:
-        return fail(str(e))
+    rows, where = predict_on_ray(
+        args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
+    )
     resource = f"{where['num_gpus']} GPU" if "num_gpus" in where else f"{where['num_cpus']} CPU"
     print(
         f"Ray at {where['address']}: {len(rows)} photos by {where['actors']} model actor(s) ({resource} each) on "

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from core.cli import store_of
-from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
+from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.data.corrections import resolve as resolve_corrections
 from core.data.corrections import summary as correction_summary
 from core.data.datasets import resolve_dataset_path
+from core.errors import InvalidInput, Unavailable
 from core.paths import data_dir
 from core.processes import JobState
 from core.runs.record import Run, RunUnreadable
@@ -103,10 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_root = data_dir(args.data_dir)
     hosts = None
     if args.distributed:  # one process of a multi-host run: only process 0 writes to the run store
-        try:
-            hosts = multihost.parse(args.distributed, args.num_processes, args.process_id)
-        except ConfigError as e:
-            return fail(str(e))
+        hosts = multihost.parse(args.distributed, args.num_processes, args.process_id)
         if not hosts.writer:
             import tempfile
 
@@ -120,10 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         config = config_from_args(args, store)
         dataset = resolve_dataset_path(args.dataset, data_root)
-        try:
-            corrections = resolve_corrections(args.corrections, data_root, dataset, store)
-        except ValueError as e:
-            return fail(str(e))
+        corrections = resolve_corrections(args.corrections, data_root, dataset, store)
         if corrections:
             log.info("applying label corrections (%s): %s", args.corrections, correction_summary(corrections))
         owner = args.owner or os_user()
@@ -155,15 +150,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
             jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        print(f"error: run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
         track(args, store, run_id)
-        _train_result(args, store, run_id, cached=False)
-        return EXIT_FAILED
+        return _train_failed(args, store, run_id, e)
     track(args, store, run_id)
     return _train_result(args, store, run_id, cached=False)
+
+
+def _train_failed(args, store, run_id: str, error: Exception, where: str = "") -> int:
+    """A run that failed: why on stderr, its result on stdout, and the exit code (a bug's: its traceback is above)."""
+    code = job_failed(f"run {run_id}{where}", error)
+    if store is not None:
+        _train_result(args, store, run_id, cached=False)
+    return code
 
 
 def track(args: argparse.Namespace, store: RunStore, run_id: str) -> None:
@@ -183,10 +182,10 @@ def _train_on_ray(args, store, data_root, run_id: str) -> int:
     jobs.install_stop_on_sigterm(store, run_id)
     try:
         train_on_ray(store, run_id, data_root, args.ray or None)
-    except ValueError as e:  # no address anywhere
+    except InvalidInput as e:  # no address anywhere
         store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), error=str(e))
         return fail(str(e))
-    except RuntimeError as e:
+    except Unavailable as e:  # the task failed on its node: the run says why
         print(f"error: run {run_id} failed: {e}", file=sys.stderr)
         track(args, store, run_id)
         _train_result(args, store, run_id, cached=False)
@@ -213,9 +212,8 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
-    except Exception as e:
-        print(f"error: run {submission.run_id} failed ({hosts.label}): {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    except Exception as e:  # recorded and logged (traceback) by execute
+        return _train_failed(args, None, submission.run_id, e, f" ({hosts.label})")
     finally:
         if not hosts.writer:
             shutil.rmtree(store.root, ignore_errors=True)

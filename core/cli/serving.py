@@ -9,6 +9,7 @@ import sys
 
 from core.cli import store_of
 from core.cli.output import EXIT_OK, cell, emit_json, format_table
+from core.errors import InvalidInput, NotFound
 from core.paths import data_dir
 from core.serving.aliases import AliasStore
 from core.serving.decode_budget import DEFAULT_BUDGET_BYTES, DEFAULT_REQUEST_PIXELS
@@ -127,9 +128,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
     aliases = AliasStore(store.root)
     if args.delete:
         if not args.alias:
-            raise ValueError("alias --delete needs the ALIAS to remove")
+            raise InvalidInput("alias --delete needs the ALIAS to remove")
         if not aliases.remove(args.alias):
-            raise KeyError(f"no alias {args.alias!r}")
+            raise NotFound(f"no alias {args.alias!r}")
         print(f"removed alias {args.alias}", file=sys.stderr)
         return EXIT_OK
     if args.alias and args.run:
@@ -143,7 +144,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
     if args.alias:
         run_id = aliases.get(args.alias)
         if run_id is None:
-            raise KeyError(f"no alias {args.alias!r}")
+            raise NotFound(f"no alias {args.alias!r}")
         print(run_id)
         return EXIT_OK
     listing = aliases.all()

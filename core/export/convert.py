@@ -18,6 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core.errors import InvalidInput
+
 PIXELS_SIGNATURE = "predict_pixels"
 BYTES_SIGNATURE = "serving_default"
 OPSET = 17
@@ -140,7 +142,7 @@ def write_tflite(
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
             if representative is None:
-                raise ValueError("int8 quantization needs representative photos")
+                raise InvalidInput("int8 quantization needs representative photos")
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

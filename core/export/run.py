@@ -23,7 +23,7 @@ from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, chec
 from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
-from core.results.calibration import run_temperature
+from core.results.probabilities.calibration import run_temperature
 from core.runs.record import MODEL_FILE, Run
 
 VERIFY_IMAGES = 48
@@ -32,7 +32,7 @@ CALIBRATION_IMAGES = 200
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
     """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     pixels, files = [], []
@@ -59,7 +59,7 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
 
 def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
     """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     try:
@@ -134,7 +134,7 @@ def _publish(stage: Path, out: Path) -> None:
 
 def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: str | None, name: str) -> dict[str, Any]:
     from core.export import convert, triton, verify  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     started = time.perf_counter()
     model = load_inference_model(run)
@@ -291,7 +291,7 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     import keras
 
     from core.network.model import load_classifier  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     classifier = load_classifier(run.path(MODEL_FILE))
     graph = load_inference_model(run)

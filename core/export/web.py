@@ -27,8 +27,8 @@ import numpy as np
 
 from core.export.npm import ORT_WEB, vendor
 from core.fileio import write_json_atomic
-from core.results import conformal, tta
-from core.results.calibration import run_temperature
+from core.results.probabilities import conformal, tta
+from core.results.probabilities.calibration import run_temperature
 from core.runs.record import Run
 
 PAGE_FILES = ("index.html", "page.js", "flora.js", "flora.css")
@@ -111,7 +111,7 @@ def _sets(run: Run) -> dict[str, Any] | None:
 
 def _reference(run: Run) -> tuple[dict[str, Any] | None, bytes | None]:
     """The run's 'none of these' check: its method, threshold and words, and for Mahalanobis its arrays."""
-    from core.serving.reference import Reference  # heavy: sklearn
+    from core.results.probabilities.reference import Reference  # heavy: sklearn
 
     reference = Reference.load(run.directory)
     if reference is None:
@@ -143,7 +143,7 @@ def _reference(run: Run) -> tuple[dict[str, Any] | None, bytes | None]:
 
 def card_html(run: Run, settings: dict[str, Any]) -> str:
     """The model's card: a short page of what the run stored (data, settings, test figures, its limits)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     e = html.escape
     config = run.train_config

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from core.errors import Unavailable
 from core.network import backbones
 from core.network import layer_names as names
 from core.network.augment import build_augmentation
@@ -33,7 +34,7 @@ from core.settings.config import (
 WEIGHTS_URL_ENV = "FLORA_IMAGENET_WEIGHTS_URL"  # a mirror, for machines that cannot reach Google
 
 
-class WeightsError(ValueError):
+class WeightsError(Unavailable, ValueError):
     """The requested starting weights cannot be had; the message says what to do instead."""
 
 

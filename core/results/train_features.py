@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from core.device import without_cuda_noise
+from core.errors import Cancelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
@@ -18,7 +19,7 @@ from core.runs.record import MODEL_FILE, TRAIN_FEATURES_FILE, Run
 from core.runs.split import run_split
 
 
-class FeaturesStopped(RuntimeError):
+class FeaturesStopped(Cancelled):
     """Computing the features was stopped on request."""
 
 
@@ -76,23 +77,20 @@ def training_features(
     if stored is not None:
         return stored
     from core.network.model import backbone_of  # heavy: keras
-    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash  # heavy: keras
+    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
 
     data = rebuild_data(run, data_root, progress)
     model = load_model(run)
     store = FeatureCache(
         cache_dir(data_root), data.cache, run.train_config.image_size, weights_hash(backbone_of(model))
     )
-    try:
-        features = store.get(
-            build_extractor(model),
-            data.split.train,
-            batch_size=32,
-            progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
-            should_stop=should_stop,
-        )
-    except ExtractionStopped as e:
-        raise FeaturesStopped(str(e)) from None
+    features = store.get(
+        build_extractor(model),
+        data.split.train,
+        batch_size=32,
+        progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
+        should_stop=should_stop,
+    )
     result = TrainFeatures(
         features, data.cache.labels[data.split.train], [data.cache.paths[i] for i in data.split.train]
     )

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
+from core.errors import InvalidInput
 from core.network import layer_names as names
-from core.results import conformal, tta
-from core.results.arrays import softmax
-from core.results.calibration import run_temperature
+from core.results.probabilities import conformal, tta
+from core.results.probabilities.calibration import run_temperature
+from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import softmax
 from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
 from core.serving.log import entropy
-from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
 VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
@@ -111,7 +112,7 @@ class ServedModel:
                 one) answers at once and gets its reference in the background; its answers carry the flag
                 from then on. Otherwise it is fitted here, first.
         """
-        from core.serving.reference import load_inference_model  # heavy: sklearn
+        from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
         started = time.perf_counter()
         self.run = run
@@ -148,8 +149,9 @@ class ServedModel:
         return tuple(stamps)
 
     def _read_answer_settings(self) -> None:
-        """Test-time augmentation only where it helped on the run's validation split (core.results.tta), and the
-        run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those probabilities."""
+        """Test-time augmentation only where it helped on the run's validation split (core.results.probabilities.tta),
+        and the run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those
+        probabilities."""
         self.tta = tta.used_by(self.run.directory)
         self.views = len(self.tta.views) if self.tta is not None else 1
         self.sets = conformal.run_sets(self.run.directory)
@@ -261,18 +263,22 @@ class ServedModel:
         }
 
     def check_set_level(self, level: float | None) -> float | None:
-        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none. Raises ValueError."""
+        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none.
+
+        Raises:
+            InvalidInput: a level out of range, or the run has no prediction sets.
+        """
         if level is None:
             return None
         level = conformal.level_of(level)
         if self.sets is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"run {self.run_id} has no prediction sets (its test split is too small, or it has no analysis "
                 f"arrays); fit them with `python -m core calibrate {self.run_id} --conformal 0.9`"
             )
         low, high = conformal.LEVEL_RANGE
         if not low - 1e-9 <= level <= high + 1e-9:
-            raise ValueError(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
+            raise InvalidInput(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
         return level
 
     def set_of(self, answer: Answer, level: float) -> list[str] | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import Conflict, InvalidInput
 from core.processes import JobFolder, JobState, JobStatus
 from core.serving.aliases import PRODUCTION
 
@@ -28,7 +29,7 @@ DEFAULT_PORT = 8500
 _MAX_LOG_BYTES = 5 * 1024 * 1024
 
 
-class ServerRunning(RuntimeError):
+class ServerRunning(Conflict):
     """A server is already running for this run store."""
 
 
@@ -107,18 +108,18 @@ def launch_server(
 
     Raises:
         ServerRunning: one is already running.
-        ValueError: no model named, or the port is taken.
+        InvalidInput: no model named, or the port is taken.
     """
     if not names:
-        raise ValueError("pick at least one run or alias to serve")
+        raise InvalidInput("pick at least one run or alias to serve")
     folder = server_folder(models_root)
     current = server_status(models_root)
     if current.active:
         raise ServerRunning(f"a server is already {current.state} at {current.url} (pid {current.pid}); stop it first")
     if not port_free(host, port):
-        raise ValueError(f"port {port} on {host} is in use; choose another port")
+        raise InvalidInput(f"port {port} on {host} is in use; choose another port")
     if grpc_port is not None and (grpc_port == port or not port_free(host, grpc_port)):
-        raise ValueError(f"port {grpc_port} on {host} is in use; choose another gRPC port")
+        raise InvalidInput(f"port {grpc_port} on {host} is in use; choose another gRPC port")
     folder.directory.mkdir(parents=True, exist_ok=True)
     folder.clear_stop()
     if folder.log_path.exists() and folder.log_path.stat().st_size > _MAX_LOG_BYTES:

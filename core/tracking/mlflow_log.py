@@ -23,7 +23,7 @@ from typing import Any
 
 from core.fileio import read_jsonl
 from core.processes import JobState
-from core.results.calibration import stored_temperature
+from core.results.probabilities.calibration import stored_temperature
 from core.runs.record import METRICS_FILE, Run
 from core.tracking.pictures import confusion_png, curves_png
 
@@ -102,7 +102,7 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
 def _log_evaluation(run: Run, folder: Path) -> None:
     import mlflow
 
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     evaluation = Evaluation.load(run.directory)
     summary = evaluation.summary()

@@ -23,6 +23,7 @@ from pathlib import Path
 from core.data.corrections import Corrections, dataset_key
 from core.data.datasets import DatasetError, DatasetIndex, scan_dataset
 from core.device import describe, nvidia_gpus, without_cuda_noise
+from core.errors import Cancelled
 from core.paths import cache_dir
 from core.processes import JobState, process_alive
 from core.runs.record import LOCAL_OWNER, Run, RunStatus, RunUnreadable, new_run_record
@@ -36,7 +37,7 @@ CACHED, ACTIVE, NEW = "cached", "active", "new"
 LOCK_POLL_SECONDS = 1.0
 
 
-class StopWhileWaiting(RuntimeError):
+class StopWhileWaiting(Cancelled):
     """A queued run was asked to stop before it got the device."""
 
 
@@ -200,7 +201,7 @@ def execute(
     """
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
-        from core.train.training import StopRequested, TrainingJob, train_run  # heavy: keras
+        from core.train.training import TrainingJob, train_run  # heavy: keras
 
     run_id = submission.run_id
     if on_ray:
@@ -244,7 +245,7 @@ def execute(
                 hosts=hosts,
             )
             return train_run(job)
-    except (StopRequested, StopWhileWaiting) as e:
+    except Cancelled as e:  # a stop on request, wherever it was noticed (decoding, a fit, the device's line)
         log.info("run %s stopped: %s", run_id, e)
         return store.set_status(
             run_id,

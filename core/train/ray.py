@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cluster import connect
+from core.errors import Unavailable
 from core.processes import JobState
 from core.runs.store import RunStore
 from core.train import jobs
@@ -101,7 +102,7 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
     said (its "state" is "stopped" when asked to stop before it reached a node).
 
     Raises:
-        RuntimeError: the task failed (the run is marked failed with the reason, naming the node where known).
+        Unavailable: the task failed (the run is marked failed with the reason, naming the node where known).
     """
     import ray
 
@@ -138,7 +139,7 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
         current = store.get(run_id).status
         if current.state not in (JobState.FAILED, JobState.STOPPED, JobState.DONE) or died:
             store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), stage=None, error=reason)
-        raise RuntimeError(reason) from None
+        raise Unavailable(reason) from None
     log.info("run %s: %s on %s", run_id, result["state"], result["node"])
     return result
 

@@ -23,7 +23,6 @@ import keras
 import numpy as np
 
 from core.data.datasets import DatasetIndex
-from core.data.decode_pool import IngestCancelled
 from core.data.ingest import ImageCache, ingest
 from core.device import (
     describe,
@@ -33,13 +32,13 @@ from core.device import (
 )
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
-from core.results import calibration, conformal
-from core.results.arrays import RunAnalysis, SplitArrays
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
+from core.results.probabilities import calibration, conformal
+from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import RunAnalysis, SplitArrays
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
-from core.serving.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.tracking.tensorboard import write_evaluation
 from core.train.distribute import data_parallel
@@ -229,7 +228,7 @@ def load_training_data(
     promotes see the same split for the same seed and `corrections`.
 
     Raises:
-        StopRequested: `should_stop` said so while decoding (what was decoded is kept).
+        Cancelled: `should_stop` said so while decoding (what was decoded is kept).
     """
     with _decoding(report, console, len(index.entries)) as progress:
         cache = ingest(
@@ -255,7 +254,7 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
 
 @contextlib.contextmanager
 def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback for decoding (the run's status, and a console bar); a cancel becomes StopRequested."""
+    """A progress callback for decoding (the run's status, and a console bar)."""
     bar = console_bar(console, "decoding images", total, unit="img")
 
     def progress(done: int, total: int) -> None:
@@ -266,8 +265,6 @@ def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Call
 
     try:
         yield progress
-    except IngestCancelled as e:
-        raise StopRequested(str(e)) from None
     finally:
         if bar is not None:
             bar.close()

@@ -47,7 +47,7 @@ def test_apply_relabels_and_excludes_after_the_split():
 
 
 def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
-    from core.results.arrays import RunAnalysis
+    from core.runs.analysis import RunAnalysis
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs

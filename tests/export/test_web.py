@@ -25,8 +25,8 @@ from PIL import Image
 from core.bench.server_cpu import CHROMIUM_ARGS
 from core.export.npm import ORT_WEB, NpmError, NpmPackage, fetch
 from core.export.web import MODEL_JSON
-from core.results import conformal
-from core.results.calibration import run_temperature
+from core.results.probabilities import conformal
+from core.results.probabilities.calibration import run_temperature
 from core.runs.store import RunStore
 from tests.conftest import PROJECT_ROOT, TRAINED_COLORS, copy_run, write_class_image
 
@@ -175,7 +175,7 @@ def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export,
     run, store = web_export["run"], web_export["store"]
     photos_dir = tmp_path / "photos"
     test_photos = []
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
 
     for rel in Evaluation.load(run.directory).paths[:8]:
         source = Path(run.dataset_path) / rel
@@ -268,7 +268,7 @@ def test_the_page_averages_the_views_where_the_run_uses_them(trained_run, tmp_pa
     if keras.backend.backend() != "tensorflow":
         pytest.skip("exports run on the TensorFlow backend")
     from core.export.run import export_run
-    from core.results import tta
+    from core.results.probabilities import tta
 
     models = copy_run(trained_run["models_root"], tmp_path / "models")
     store = RunStore(models)

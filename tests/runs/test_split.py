@@ -12,7 +12,7 @@ from PIL import Image
 
 from core.data.corrections import Corrections
 from core.paths import cache_dir
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
@@ -87,7 +87,7 @@ def test_training_and_the_analysis_task_store_that_split(corrected_run):
 
 
 def test_the_out_of_distribution_reference_is_fitted_on_that_split(corrected_run):
-    from core.serving.reference import compute_reference
+    from core.results.probabilities.reference import compute_reference
 
     run = corrected_run["run"]
     expected = _expected(corrected_run)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.runs.record import TENSORBOARD_DIR
 from core.tracking.pictures import confusion_png, curves_png
 

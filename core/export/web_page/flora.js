@@ -419,7 +419,7 @@
     return Math.max(best, 0);
   }
 
-  // ------------------------------------------------------------------ test-time augmentation's views (core.results.tta)
+  // ------------------------------------------------------------------ test-time augmentation's views (core.results.probabilities.tta)
 
   function mirrored(pixels, size) {
     var out = new Float32Array(pixels.length);

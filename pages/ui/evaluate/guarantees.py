@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.results import conformal, tta
-from core.results.compare import p_value_words
+from core.results.evaluation.compare import p_value_words
+from core.results.probabilities import conformal, tta
 from pages.ui import plain, teaching
 from pages.ui.run_task import task_panel
 

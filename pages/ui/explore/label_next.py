@@ -17,10 +17,10 @@ import streamlit as st
 
 from core.data.datasets import DatasetError
 from core.data.unlabelled import Unlabelled
-from core.results import label_next_tasks
-from core.results.label_next import RANDOM, STRATEGY, next_batch
-from core.results.label_next_data import UnlabelledFeatures, workbench
-from core.results.label_next_simulation import saving
+from core.results.label_next import tasks as label_next_tasks
+from core.results.label_next.data import UnlabelledFeatures, workbench
+from core.results.label_next.picking import RANDOM, STRATEGY, next_batch
+from core.results.label_next.simulation import saving
 from core.results.train_features import TrainFeatures
 from core.runs.record import LABEL_NEXT_FILE, Run
 from pages.ui import auth, common, photo_gallery, plain, teaching

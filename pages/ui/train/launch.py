@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import sharing
 from core.data.corrections import summary as correction_summary
-from core.results.evaluation import test_photos_among
+from core.results.evaluation.metrics import test_photos_among
 from core.settings.config import TrainConfig
 from core.settings.options import describe_weights
 from core.train import jobs
