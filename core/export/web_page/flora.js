@@ -305,84 +305,13 @@
     });
   }
 
-  // SHA-256 (FIPS 180-4) of an ASCII string: the sets' per-photo draw needs it where crypto.subtle is
-  // missing (a page served over plain http from another machine is not a secure context).
-  function sha256(text) {
-    var K = [
-      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-      0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-      0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-      0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-      0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-      0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-      0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-      0xc67178f2,
-    ];
-    var H = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
-    var bytes = [];
-    for (var i = 0; i < text.length; i++) bytes.push(text.charCodeAt(i) & 255);
-    var bits = bytes.length * 8;
-    bytes.push(0x80);
-    while (bytes.length % 64 !== 56) bytes.push(0);
-    for (var s = 56; s >= 0; s -= 8) bytes.push(s >= 32 ? Math.floor(bits / Math.pow(2, s)) & 255 : (bits >>> s) & 255);
-    var w = new Array(64);
-    function rotr(x, n) {
-      return (x >>> n) | (x << (32 - n));
-    }
-    for (var off = 0; off < bytes.length; off += 64) {
-      for (var t = 0; t < 16; t++) {
-        w[t] = (bytes[off + 4 * t] << 24) | (bytes[off + 4 * t + 1] << 16) | (bytes[off + 4 * t + 2] << 8) | bytes[off + 4 * t + 3];
-      }
-      for (t = 16; t < 64; t++) {
-        var s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >>> 3);
-        var s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >>> 10);
-        w[t] = (w[t - 16] + s0 + w[t - 7] + s1) | 0;
-      }
-      var a = H[0], b = H[1], c = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
-      for (t = 0; t < 64; t++) {
-        var t1 = (h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[t] + w[t]) | 0;
-        var t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
-        h = g;
-        g = f;
-        f = e;
-        e = (d + t1) | 0;
-        d = c;
-        c = b;
-        b = a;
-        a = (t1 + t2) | 0;
-      }
-      H = [H[0] + a, H[1] + b, H[2] + c, H[3] + d, H[4] + e, H[5] + f, H[6] + g, H[7] + h].map(function (v) {
-        return v >>> 0;
-      });
-    }
-    return H;
-  }
-
-  function roundHalfEven(x) {
-    var r = Math.round(x);
-    return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-  }
-
-  // conformal_scores.photo_u: a uniform draw from the three likeliest classes and the top probability.
-  function photoU(probabilities, ranked) {
-    var key = ranked.slice(0, Math.min(3, ranked.length)).join(",") + ":" + roundHalfEven(probabilities[ranked[0]] * 100);
-    var h = sha256(key);
-    var swap = function (v) {
-      return ((v & 255) << 24) | (((v >>> 8) & 255) << 16) | (((v >>> 16) & 255) << 8) | (v >>> 24);
-    };
-    // the digest's first 8 bytes as a little-endian integer, over 2^64
-    var low = swap(h[0]) >>> 0;
-    var high = swap(h[1]) >>> 0;
-    return (high * 4294967296 + low) / 18446744073709551616;
-  }
-
   // conformal_scores.class_scores + set_masks: every class whose score is within the level's threshold, and the top.
   function predictionSet(probabilities, sets, level) {
     var key = String(Math.round(level * 100));
     var cut = sets.cuts[key];
     if (cut === undefined) throw new Error("prediction sets are stored for levels " + Object.keys(sets.cuts).join(", ") + "%");
     var ranked = order(probabilities);
-    var u = photoU(probabilities, ranked);
+    var u = 1; // not randomised (conformal_scores.class_scores): the same photo always gets the same set
     var inside = [];
     var cumulative = 0;
     for (var r = 0; r < ranked.length; r++) {
@@ -390,7 +319,7 @@
       cumulative += probabilities[j];
       var score = cumulative - u * probabilities[j] + sets.lam * Math.max(0, r + 1 - sets.k_reg);
       var threshold = Array.isArray(cut) ? cut[j] : cut;
-      if (r === 0 || score <= (threshold === null ? Infinity : threshold) + 1e-9) inside.push(j);
+      if (r === 0 || score <= (threshold === null ? Infinity : threshold) + 1e-6) inside.push(j);
     }
     return inside;
   }
@@ -626,9 +555,7 @@
     model: model,
     modelPixels: modelPixels,
     centerSquare: centerSquare,
-    sha256: sha256,
     _resample: resample,
-    photoU: photoU,
     predictionSet: predictionSet,
     softmax: softmax,
   };
