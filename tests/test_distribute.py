@@ -74,6 +74,7 @@ if backend == "tensorflow":
 from pathlib import Path
 from tests.conftest import make_image_dataset
 from core.train import jobs
+from core import run_job
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.runs.store import RunStore
 data = make_image_dataset(Path(tmp) / "d", {"a": 9, "b": 8, "c": 7})
@@ -82,7 +83,7 @@ config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1
                      augment=AUGMENT_PRESETS["light"], augmented_views=0, class_weighting="balanced",
                      backbone="resnet50")  # ResNet-50 itself: its BatchNorm and stages, data parallel
 sub = jobs.submit(store, data, config)
-status = jobs.execute(store, sub, Path(tmp) / "data", console=False, ingest_workers=1)
+status = run_job.execute(store, sub, Path(tmp) / "data", console=False, ingest_workers=1)
 print(json.dumps({"run_id": sub.run_id, **{k: status.get(k) for k in ("state", "device", "parallel", "epochs_done")}}))
 """
 
