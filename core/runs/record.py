@@ -61,6 +61,10 @@ LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_
 TTA_ARRAYS = "tta.npz"  # core.results.probabilities.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.evaluation.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
+REFERENCE_NPZ = "ood.npz"  # core.results.probabilities.reference: what served photos are compared against
+REFERENCE_JSON = "ood.json"  # its detectors' summary and format version
+RETRAIN_FILE = "retrain.json"  # core.retrain: in a retrained run's folder, the run it came from
+EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one folder per kind
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (
     ANALYSIS_FILE,

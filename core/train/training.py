@@ -35,7 +35,7 @@ from core.device import (
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
 from core.runs.analysis import RunAnalysis, SplitArrays
-from core.runs.record import CHECKPOINT_FILE, MODEL_FILE
+from core.runs.files import run_files
 from core.runs.split import draw_split, run_split
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
@@ -109,8 +109,8 @@ def train_run(job: TrainingJob) -> Fit:
             raise StopRequested("stopped before the first epoch finished")
         best_epoch = trainer.best.restore()
         report("saving model", force=True)
-        save_model(model, job.run_dir / MODEL_FILE)
-        (job.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        save_model(model, run_files(job.run_dir).model)
+        run_files(job.run_dir).checkpoint.unlink(missing_ok=True)
         report("evaluating on the test split", force=True)
         arrays = trainer.analyse_splits()
 
