@@ -73,6 +73,7 @@ def test_flipped_labels_in_separable_photos_are_found(tmp_path):
     model sees every flipped photo as its true colour (recall should be near 1; 0.8 leaves room for a
     fold that draws several flips); a clean photo is flagged only when its own class's probability is
     unusually low, which a few borderline noisy photos can cause (precision 0.7 allows ~4 of them)."""
+    from core.results.dataset_features import DatasetSource
     from core.results.tasks import dataset_label_issues
 
     classes = {"red": 40, "green": 40, "blue": 40, "yellow": 40}
@@ -87,7 +88,7 @@ def test_flipped_labels_in_separable_photos_are_found(tmp_path):
             moved = root / target / f"moved_{name}_{photo.name}"
             shutil.move(photo, moved)
             flipped.add(moved.relative_to(root).as_posix())
-    review = dataset_label_issues(root, tmp_path / "data", image_size=32, weights="none")
+    review = dataset_label_issues(DatasetSource(root, tmp_path / "data", image_size=32, weights="none"))
     found = {issue.path for issue in review.issues}
     hits = found & flipped
     precision = len(hits) / max(1, len(found))
