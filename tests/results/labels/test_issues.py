@@ -48,7 +48,7 @@ def test_cross_validation_scores_each_row_with_a_model_that_did_not_see_it():
     flip = np.array([5, 40, 70])
     noisy = y.copy()
     noisy[flip] = (y[flip] + 1) % 3
-    p = out_of_sample.cross_val_probabilities(x, noisy, 3)
+    p = out_of_sample.out_of_sample(x, noisy, 3).probabilities
     assert p.shape == (90, 3) and np.allclose(p.sum(axis=1), 1)
     # a memorising model would give the flipped rows their (wrong) given label; out of sample they get the truth
     assert (p[flip].argmax(axis=1) == y[flip]).all()
@@ -63,7 +63,7 @@ def test_tiny_classes_do_not_break_the_folds():
     rng = np.random.default_rng(1)
     y = np.array([0] * 20 + [1] * 20 + [2])  # one class with a single image
     x = rng.normal(size=(41, 8)) + y[:, None] * 3
-    p = out_of_sample.cross_val_probabilities(x, y, 3)
+    p = out_of_sample.out_of_sample(x, y, 3).probabilities
     assert np.isfinite(p).all() and p.shape == (41, 3)
 
 
