@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -54,7 +52,7 @@ dropped = dataset_choice.drop_folders_outside_roots()
 if dropped:
     st.warning(
         f"Forgot {len(dropped)} remembered folder(s) outside the folders Flora may read datasets from: "
-        + ", ".join(plain.md(folder) for folder in dropped),
+        + ", ".join(plain.md(common.shown_path(folder)) for folder in dropped),
         icon=":material/folder_off:",
     )
 
@@ -111,12 +109,13 @@ else:
             help="Folders you picked here before (remembered in the data folder's .flora/shared.sqlite).",
         )
     if typed:
-        if not data_roots.inside(typed, dataset_choice.roots()) or Path(typed).expanduser().is_dir():
-            chosen = typed  # outside the roots, the scan's refusal: the same whether the folder exists or not
+        folder = dataset_choice.typed_folder(typed)  # a short path from the data folder, as the hint names it
+        if not data_roots.inside(folder, dataset_choice.roots()) or folder.is_dir():
+            chosen = str(folder)  # outside the roots, the scan's refusal: the same whether the folder exists or not
         else:
             st.error(f"No folder at {plain.md(typed)}.", icon=":material/folder_off:")
 
-index = dataset_choice.try_scan(chosen)
+index = dataset_choice.try_scan(chosen, typed=typed if source == SOURCES[1] else None)
 if index is None:
     st.stop()
 dataset_choice.set_current_dataset(index.root)

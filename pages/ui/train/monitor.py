@@ -102,7 +102,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
     common.random_start_notice(run)
     curves(run, metrics, state)
     with st.expander("Log", icon=":material/terminal:", expanded=run.state is JobState.FAILED):
-        st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
+        st.code(common.shown_log(common.store().log_tail(run.run_id, 40)) or "(empty)", language=None)
     settings(run)
 
 
