@@ -150,6 +150,7 @@ def trained_run(tmp_path_factory):
     Returns a dict with store, run_id, dataset, data_root, models_root, config. A test that changes a run
     copies it first (`copy_run`).
     """
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -162,7 +163,7 @@ def trained_run(tmp_path_factory):
         image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
     )
     submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     return {
         "store": store,
         "run_id": submission.run_id,

@@ -26,6 +26,7 @@ def run(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def resnet_run(trained_run, tmp_path_factory):
     """A run of the real ResNet-50 (32 px, one epoch): each format's converter meets the network users export."""
+    from core import run_job
     from core.settings.config import TrainConfig
     from core.train import jobs
 
@@ -35,7 +36,7 @@ def resnet_run(trained_run, tmp_path_factory):
         image_size=32, weights="none", epochs=1, batch_size=16, head=(16,), seed=1, backbone="resnet50"
     )
     submission = jobs.submit(store, trained_run["dataset"], config)
-    jobs.execute(store, submission, base / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, base / "data", console=False, ingest_workers=1)
     return store.get(submission.run_id)
 
 

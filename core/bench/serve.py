@@ -34,7 +34,8 @@ from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_ro
 from core.data.datasets import scan_dataset
 from core.data.imaging import load_for_model
 from core.processes import JobState
-from core.runs.record import MODEL_FILE, new_run_record
+from core.runs.files import run_files
+from core.runs.record import new_run_record
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.settings.config import TrainConfig
@@ -205,7 +206,7 @@ def _bench_run(dataset: Path, workdir: Path, size: int, run_id: str = "bench0ser
     store.create(run_id, new_run_record(index, config))
     # Speed does not depend on what the weights learned: a freshly built classifier will do.
     save_model(
-        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), store.run_dir(run_id) / MODEL_FILE
+        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), run_files(store.run_dir(run_id)).model
     )
     store.set_status(run_id, state=JobState.DONE)
     return store, run_id

@@ -16,6 +16,7 @@ from core.results import tasks as run_tasks
 from core.results.labels import fix_worth
 from core.results.labels import issues as label_issues
 from core.results.labels.fix_worth_report import caveats, change_words, from_to, headline, how, touched_words, verdict
+from core.runs.files import run_files
 from core.settings.options import train_command
 
 
@@ -111,8 +112,8 @@ def cmd_fix_worth(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"  - {note}")
     print(
-        f"stored with the run ({fix_worth.FIX_WORTH_FILE}): once a run applies exactly these corrections, the Compare "
-        "page shows this estimate beside its result"
+        f"stored with the run ({run_files(run).fix_worth.name}): once a run applies exactly these corrections, the "
+        "Compare page shows this estimate beside its result"
     )
     if choice.kind == fix_worth.MARKED:
         command = train_command(run.dataset_path, run.train_config, corrections="kept")

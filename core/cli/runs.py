@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core import run_job
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.data.corrections import resolve as resolve_corrections
@@ -149,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     jobs.install_stop_on_sigterm(store, run_id)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
-            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
+            run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
     except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
         track(args, store, run_id)
         return _train_failed(args, store, run_id, e)
@@ -181,7 +182,7 @@ def _train_on_ray(args, store, data_root, run_id: str) -> int:
 
     jobs.install_stop_on_sigterm(store, run_id)
     try:
-        train_on_ray(store, run_id, data_root, args.ray or None)
+        train_on_ray(store, run_id, data_root, args.ray or None, run_job.ray_task)
     except InvalidInput as e:  # no address anywhere
         store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), error=str(e))
         return fail(str(e))
@@ -211,7 +212,7 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
     log.info("run %s, %s", submission.run_id, hosts.label)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
+            run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
     except Exception as e:  # recorded and logged (traceback) by execute
         return _train_failed(args, None, submission.run_id, e, f" ({hosts.label})")
     finally:

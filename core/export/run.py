@@ -24,7 +24,8 @@ from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
 from core.results.probabilities.calibration import run_temperature
-from core.runs.record import MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 VERIFY_IMAGES = 48
 CALIBRATION_IMAGES = 200
@@ -293,7 +294,7 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     from core.network.model import load_classifier  # heavy: keras
     from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
-    classifier = load_classifier(run.path(MODEL_FILE))
+    classifier = load_classifier(run_files(run).model)
     graph = load_inference_model(run)
     a = keras.ops.convert_to_numpy(classifier.predict_on_batch(pixels.astype(np.float32)))
     b = keras.ops.convert_to_numpy(graph.predict_on_batch(pixels.astype(np.float32))[0])

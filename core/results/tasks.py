@@ -51,7 +51,8 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
     training_features,
 )
 from core.runs.analysis import RunAnalysis, SplitArrays, softmax
-from core.runs.record import TASKS_DIR, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.store import RunStore
 
 log = logging.getLogger("flora")
@@ -75,7 +76,7 @@ class RunTaskStatus(JobStatus):
 def task_folder(run: Run, kind: str) -> JobFolder:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
-    return JobFolder(run.directory / TASKS_DIR / kind, TASK_LOG, RunTaskStatus)
+    return JobFolder(run_files(run).task(kind), TASK_LOG, RunTaskStatus)
 
 
 def task_status(run: Run, kind: str) -> RunTaskStatus | None:

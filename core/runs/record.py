@@ -62,6 +62,10 @@ TTA_ARRAYS = "tta.npz"  # core.results.probabilities.tta: the averaged probabili
 HEATMAPS_DIR = "heatmaps"  # core.results.evaluation.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
 TENSORBOARD_DIR = "tensorboard"  # core.tracking.tensorboard: event files (per-epoch scalars, the confusion matrix)
+REFERENCE_NPZ = "ood.npz"  # core.results.probabilities.reference: what served photos are compared against
+REFERENCE_JSON = "ood.json"  # its detectors' summary and format version
+RETRAIN_FILE = "retrain.json"  # core.retrain: in a retrained run's folder, the run it came from
+EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one folder per kind
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (
     ANALYSIS_FILE,

@@ -27,7 +27,8 @@ from core.results.probabilities import conformal, tta
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
 from core.runs.analysis import softmax
-from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.serving.log import entropy
 
 log = logging.getLogger("flora")
@@ -141,9 +142,10 @@ class ServedModel:
 
     def _answer_files(self) -> tuple:
         stamps = []
-        for name in (TTA_FILE, CONFORMAL_FILE):
+        files = run_files(self.run)
+        for path in (files.tta, files.conformal):
             try:
-                stamps.append((self.run.directory / name).stat().st_mtime_ns)
+                stamps.append(path.stat().st_mtime_ns)
             except OSError:
                 stamps.append(None)
         return tuple(stamps)

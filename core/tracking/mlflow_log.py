@@ -24,7 +24,8 @@ from typing import Any
 from core.fileio import read_jsonl
 from core.processes import JobState
 from core.results.probabilities.calibration import stored_temperature
-from core.runs.record import METRICS_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.tracking.pictures import confusion_png, curves_png
 
 log = logging.getLogger("flora")
@@ -68,7 +69,7 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=run.run_id, tags=tags) as active:
         mlflow_id = active.info.run_id
         mlflow.log_params(flat_settings(run.train_config.to_dict()))
-        epochs = [row for row in read_jsonl(run.path(METRICS_FILE)) if row.get("kind") == "epoch"]
+        epochs = [row for row in read_jsonl(run_files(run).metrics) if row.get("kind") == "epoch"]
         metrics = [
             Metric(name, float(row[name]), int(float(row.get("time", 0)) * 1000), int(row["epoch"]))
             for row in epochs
@@ -88,7 +89,7 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
             }
             (folder / "curves.png").write_bytes(curves_png(curves, f"run {run.run_id}"))
             mlflow.log_artifact(str(folder / "curves.png"))
-            mlflow.log_artifact(str(run.path(METRICS_FILE)))
+            mlflow.log_artifact(str(run_files(run).metrics))
             if run.has_evaluation:
                 _log_evaluation(run, folder)
             if run.has_model:

@@ -334,6 +334,7 @@ def _colour_features(path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     """What a new user without a network does: draw the demo set, train with random weights, evaluate."""
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -342,7 +343,7 @@ def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     store = RunStore(tmp_path / "models")
     config = TrainConfig(image_size=64, weights="none", epochs=8, batch_size=32, head=(64,), seed=1)
     submission = jobs.submit(store, result.path, config)
-    jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     status = store.get(submission.run_id).status
     assert status.state == "done" and status.accuracy >= 0.5, status  # chance is 0.2
 

@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +23,8 @@ from core.data.unlabelled import Unlabelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
-from core.runs.record import LABEL_NEXT_FILE, MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 
 @dataclass
@@ -37,7 +37,7 @@ class UnlabelledFeatures:
     failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}: could not be read
 
     def save(self, run_dir: str | os.PathLike) -> None:
-        with atomic_path(Path(run_dir) / LABEL_NEXT_FILE) as tmp, open(tmp, "wb") as f:
+        with atomic_path(run_files(run_dir).label_next) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 features=self.features,
@@ -48,7 +48,7 @@ class UnlabelledFeatures:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> UnlabelledFeatures | None:
-        path = Path(run_dir) / LABEL_NEXT_FILE
+        path = run_files(run_dir).label_next
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
@@ -106,7 +106,7 @@ def prepare_run(
     unlabelled = Unlabelled.load(data_root, run.dataset_path)
     config = run.train_config
     result = extract(
-        unlabelled, load_classifier(run.path(MODEL_FILE)), config.image_size, config.cache_size, data_root,
+        unlabelled, load_classifier(run_files(run).model), config.image_size, config.cache_size, data_root,
         progress, should_stop,
     )  # fmt: skip
     result.save(run.directory)

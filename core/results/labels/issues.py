@@ -30,14 +30,13 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.results.labels.out_of_sample import OutOfSample
-from core.runs.record import LABEL_ISSUES_FILE
+from core.runs.files import run_files
 
 LABEL_ISSUES_VERSION = 3  # 3: Gaussian classes from sufficient statistics, the list bounded by its self-test
 ROWS_AT_ONCE = 8192  # rows of probabilities the rule and the ranking work through at a time
@@ -404,11 +403,11 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def save(result: LabelReview, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / LABEL_ISSUES_FILE, result.to_dict())
+    write_json_atomic(run_files(run_dir).label_issues, result.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> LabelReview | None:
-    data = read_json(Path(run_dir) / LABEL_ISSUES_FILE)
+    data = read_json(run_files(run_dir).label_issues)
     if not data or data.get("version") != LABEL_ISSUES_VERSION:
         return None
     return LabelReview.from_dict(data)

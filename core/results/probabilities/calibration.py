@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.runs.analysis import RunAnalysis, softmax
-from core.runs.record import CALIBRATION_FILE
+from core.runs.files import run_files
 
 BINS = 15
 T_BOUNDS = (0.05, 20.0)  # a temperature outside this says the logits are broken, not over-confident
@@ -336,12 +335,12 @@ def calibrate(analysis: RunAnalysis) -> Calibration:
 
 
 def save(calibration: Calibration, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / CALIBRATION_FILE, calibration.to_dict())
+    write_json_atomic(run_files(run_dir).calibration, calibration.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> Calibration | None:
     """The stored calibration of a run, or None (not fitted yet, or from another version)."""
-    data = read_json(Path(run_dir) / CALIBRATION_FILE)
+    data = read_json(run_files(run_dir).calibration)
     if not data or data.get("version") != CALIBRATION_VERSION:
         return None
     try:
@@ -367,7 +366,7 @@ def calibrate_run(run_dir: str | os.PathLike, refit: bool = False) -> Calibratio
 
 def stored_temperature(run_dir: str | os.PathLike) -> float | None:
     """The run's fitted temperature, or None when it has none (predictors then show raw probabilities)."""
-    data = read_json(Path(run_dir) / CALIBRATION_FILE)
+    data = read_json(run_files(run_dir).calibration)
     try:
         value = float(data["temperature"]) if data else None
     except (KeyError, TypeError, ValueError):

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +69,7 @@ from core.results.probabilities.coverage import (
     coverage_spread,
     held_out_report,
 )
-from core.runs.record import CONFORMAL_FILE
+from core.runs.files import run_files
 
 METHODS = ("raps", "aps")
 DEFAULT_METHOD = "raps"
@@ -306,12 +305,12 @@ def fit(
 
 
 def save(sets: ConformalSets, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / CONFORMAL_FILE, sets.to_dict())
+    write_json_atomic(run_files(run_dir).conformal, sets.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's stored prediction sets, or None (never fitted, or from another version)."""
-    data = read_json(Path(run_dir) / CONFORMAL_FILE)
+    data = read_json(run_files(run_dir).conformal)
     if not data or data.get("version") != CONFORMAL_VERSION:
         return None
     try:
@@ -369,7 +368,7 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     if stored is not None and stored.views == views:
         return stored
     try:
-        older = read_json(Path(run_dir) / CONFORMAL_FILE) if stored is None else None
+        older = read_json(run_files(run_dir).conformal) if stored is None else None
         if isinstance(older, dict) and older.get("method") in METHODS and isinstance(older.get("level"), float):
             # sets of an earlier version (randomised): fitted again the same way, at the level they were asked for
             return fit_run(run_dir, older["level"], older["method"], older.get("by_class"))

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,12 +36,11 @@ from core.results.probabilities.ood import (
 )
 from core.runs.analysis import softmax
 from core.runs.curves import REFERENCE_TRAIN_SAMPLE
-from core.runs.record import MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.split import DatasetChanged, run_split
 
 log = logging.getLogger("flora")
-REFERENCE_NPZ = "ood.npz"
-REFERENCE_JSON = "ood.json"
 FORMAT_VERSION = 1
 MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
 
@@ -84,9 +82,9 @@ class Reference:
         }
 
     def save(self, run_dir: str | os.PathLike) -> None:
-        run_dir = Path(run_dir)
+        files = run_files(run_dir)
         m = self.detector.mahalanobis
-        with atomic_path(run_dir / REFERENCE_NPZ) as tmp, open(tmp, "wb") as f:
+        with atomic_path(files.reference_arrays) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
                 f,
                 pca_mean=m.projection.mean,
@@ -98,16 +96,16 @@ class Reference:
                 val_predicted=self.val_predicted.astype(np.int32),
                 train_counts=self.train_counts.astype(np.int64),
             )
-        write_json_atomic(run_dir / REFERENCE_JSON, self.summary())
+        write_json_atomic(files.reference_summary, self.summary())
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Reference | None:
         """The stored reference, or None when there is none (or it is of another version)."""
-        run_dir = Path(run_dir)
-        summary = read_json(run_dir / REFERENCE_JSON)
-        if not summary or summary.get("version") != FORMAT_VERSION or not (run_dir / REFERENCE_NPZ).exists():
+        files = run_files(run_dir)
+        summary = read_json(files.reference_summary)
+        if not summary or summary.get("version") != FORMAT_VERSION or not files.reference_arrays.exists():
             return None
-        with np.load(run_dir / REFERENCE_NPZ, allow_pickle=False) as data:
+        with np.load(files.reference_arrays, allow_pickle=False) as data:
             projection = Projection(data["pca_mean"], data["pca_components"])
             mahalanobis = Mahalanobis(projection, data["class_means"], data["precision"])
             detector = OODDetector(summary["method"], dict(summary["thresholds"]), mahalanobis, summary["evidence"])
@@ -146,7 +144,7 @@ class KnownOutputs:
 def reference_stamp(run_dir: str | os.PathLike) -> float:
     """When the run's reference was written (a cache key), 0 when it has none."""
     try:
-        return (Path(run_dir) / REFERENCE_JSON).stat().st_mtime
+        return run_files(run_dir).reference_summary.stat().st_mtime
     except OSError:
         return 0.0
 
@@ -250,4 +248,4 @@ def load_inference_model(run: Run, share_backbone: bool = False):
     from core.network.graph import inference_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
 
-    return inference_model(load_classifier(run.path(MODEL_FILE)), share_backbone=share_backbone)
+    return inference_model(load_classifier(run_files(run).model), share_backbone=share_backbone)
