@@ -214,9 +214,10 @@ BEHIND_WHY = (
 )
 
 NONE_SUPPORTED = (
-    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: the "
-    "swapped photos did not come first even twice as often as in photos picked at random. On this run the list is "
-    "little better than a guess; look through it by eye if you like, or train with better features first."
+    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: no stretch "
+    "at its top held the swapped photos clearly more often than photos picked at random, or often enough to tell "
+    "from luck (the figures are above). On this run the list is little better than a guess; look through it by eye "
+    "if you like, or train with better features first."
 )
 
 
@@ -244,7 +245,7 @@ def trust_words(review: label_issues.LabelReview, random_start: bool) -> tuple[s
         parts.append(
             f"when {trust['planted']} of those labels were flipped on purpose and the photos ranked again, "
             f"{trust['found']} of the flips came among the first {trust['planted']} suspects (a random order would "
-            f"put about {trust['chance']:.0f} there)"
+            f"put about {trust['chance']:.1f} there)"
         )
     share = review.estimated_errors / max(1, review.images)
     if share > 0.2:
