@@ -140,6 +140,10 @@ def test_others_runs_are_read_only_and_mine_come_first(app, workspace, monkeypat
     assert "local's run: you can look at it, not change it" in texts(at)
     assert not [p for p in at.get("popover") if "Delete" in str(p.proto)]
     assert not [b for b in at.button if b.label in ("Stop", "Delete")]
+    # walk of issue 38, item 17: Name and Note were editable beside that note (only Save was disabled)
+    run_id = workspace["run_id"]
+    assert at.text_input(key=f"train_name_{run_id}").disabled and at.text_input(key=f"train_note_{run_id}").disabled
+    assert not [b for b in at.button if b.label == "Save name and note"]
     at.switch_page(page_file("evaluate")).run()
     assert not at.exception and at.segmented_control(key="evaluate_scope").value == "Everyone's"
 
