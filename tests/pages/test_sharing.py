@@ -52,6 +52,11 @@ def test_the_access_token_a_name_and_its_passphrase_let_a_person_in(app, workspa
     assert [b.label for b in at.button] == ["Sign in"] and not at.sidebar.markdown
     _sign_in(at, "wrong", "Ash")
     assert "That access token is not this server's." in [e.value for e in at.error]
+    # walk of issue 38, item 15: an empty token read as a wrong one, a 300-character name as no name at all
+    _sign_in(at, "", "Ash")
+    assert [e.value for e in at.error] == ["Type the access token: your instructor has it, or the link they sent."]
+    _sign_in(at, "class-token-12345", "x" * 300)
+    assert any("it is 300 characters long, and a name is at most 40" in e for e in errors(at))
     _sign_in(at, "class-token-12345", "Ash")
     assert not at.exception
     shown = " ".join(c.value for c in at.sidebar.caption)
