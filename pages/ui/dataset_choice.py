@@ -52,6 +52,17 @@ def typed_folder(typed: str) -> Path:
     return data_roots.typed_folder(typed, data_root())
 
 
+def linked_out() -> list[str]:
+    """The folders in the data folder that are links out of the data roots (`data/linkds -> /elsewhere`): left out
+    of every list, which an admin is told so the dataset does not go missing in silence."""
+    allowed, root = roots(), data_root()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_symlink() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [p.name for p in folders if p.is_dir() and not data_roots.inside(p, allowed)]
+
+
 def roots() -> list[Path]:
     """The folders datasets may come from (core.data.roots)."""
     return data_roots.data_roots(data_root(), shared())

@@ -11,7 +11,7 @@ from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError, split_indi
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
-from pages.ui import common, dataset_choice, photo_gallery, plain, teaching
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
@@ -73,6 +73,15 @@ if source == SOURCES[2]:
     st.stop()
 elif source == SOURCES[0]:
     found = dataset_choice.datasets(include_folders=False)
+    hidden = dataset_choice.linked_out() if auth.current_user().admin and common.shared() else []
+    if hidden:  # an admin's note: a dataset linked in from outside the roots is in no list (walk of issue 38, 13)
+        st.warning(
+            f"Not offered to anyone: {', '.join(plain.code(name) for name in hidden)} in the data folder "
+            f"{'is a link' if len(hidden) == 1 else 'are links'} to a folder outside the folders Flora may read "
+            f"datasets from. {data_roots.LINK_RULE} Add the target's folder to {data_roots.ROOTS_ENV} (and restart), "
+            "or copy the dataset into the data folder.",
+            icon=":material/link_off:",
+        )
     if not found:
         st.info(
             f"No dataset in {plain.code(common.shown_path(common.data_root()))} yet. Choose **Add a dataset** above "

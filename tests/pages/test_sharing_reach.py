@@ -243,3 +243,15 @@ def test_short_folders_and_refusals_and_logs_show_no_server_path(shared, workspa
     at.run()
     [log] = [c.value for c in at.code if "images in" in c.value]
     assert "from data/flowers" in log and "into data/.cache/291a" in log and server not in log, log
+
+
+def test_an_admin_is_told_which_linked_dataset_no_list_offers(shared):
+    """Walk of issue 38, item 13: `data/linkds` was in no picker and no view, with no note for the instructor."""
+    student = shared()
+    student.switch_page(page_file("dataset")).run()
+    assert not [w for w in student.warning if "linkds" in w.value]
+    admin = shared("Oak", admin=True)
+    admin.switch_page(page_file("dataset")).run()
+    [note] = [w.value for w in admin.warning if "linkds" in w.value]
+    assert note.startswith("Not offered to anyone: `linkds` in the data folder is a link to a folder outside")
+    assert str(shared.outside) not in note and "FLORA_DATA_ROOTS" in note
