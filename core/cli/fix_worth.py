@@ -8,8 +8,8 @@ import contextlib
 import sys
 
 from core.cli import store_of
-from core.cli.diagnosis import analysed
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
+from core.cli.sources import analysed
 from core.data.corrections import summary
 from core.paths import data_dir
 from core.results import tasks as run_tasks
@@ -72,9 +72,7 @@ def cmd_fix_worth(args: argparse.Namespace) -> int:
         return fail(f"--seeds must be at least 1. Received: {args.seeds}")
     store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run, problem = analysed(store, args.run_id)
-    if problem:
-        return fail(problem)
+    run = analysed(store, args.run_id)
     choice = choice_of(args)
     with contextlib.redirect_stdout(sys.stderr):  # Keras prints to stdout; keep it for the result
         if choice.kind in (fix_worth.SUSPECTS, fix_worth.TOP) and label_issues.load(run.directory) is None:

@@ -38,6 +38,7 @@ from core.errors import Cancelled
 from core.inference import ModelMissing
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
+from core.results.dataset_features import DatasetSource, dataset_features
 from core.results.evaluation.embedding import run_map
 from core.results.labels import issues as label_issues
 from core.results.labels import out_of_sample
@@ -212,20 +213,12 @@ def compute_label_issues(
     return result
 
 
-def dataset_label_issues(
-    dataset_path: str | os.PathLike,
-    data_root: str | os.PathLike,
-    image_size: int = 224,
-    weights: str = "imagenet",
-    seed: int = 42,
-    progress: StageCallback | None = None,
-):
+def dataset_label_issues(source: DatasetSource, progress: StageCallback | None = None):
     """Suspected label errors of a dataset without a run: pooled features of every photo through a
     ResNet-50 with `weights` (the feature cache's, when it has them), cross-validated probabilities,
     the confident-learning rule. The labels are the folders' (corrections are not applied)."""
-    from core.results.dataset_features import dataset_features
-
-    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    found = dataset_features(source, progress)
+    seed, weights = source.seed, source.weights
     index, cache, features = found.index, found.cache, found.features
     if progress:
         progress("cross-validating", 0, 1)

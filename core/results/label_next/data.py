@@ -23,6 +23,7 @@ from core.data.unlabelled import Unlabelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
+from core.results.dataset_features import DatasetSource, dataset_features
 from core.runs.files import run_files
 from core.runs.record import Run
 
@@ -220,18 +221,10 @@ class DatasetPool:
     source: str
 
 
-def dataset_pool(
-    dataset_path: str | os.PathLike,
-    data_root: str | os.PathLike,
-    image_size: int = 224,
-    weights: str = "imagenet",
-    seed: int = 42,
-    progress: StageCallback | None = None,
-) -> DatasetPool:
+def dataset_pool(source: DatasetSource, progress: StageCallback | None = None) -> DatasetPool:
     """Every labelled and unlabelled photo of a dataset without a run through one backbone (the feature cache's)."""
-    from core.results.dataset_features import dataset_features
-
-    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    found = dataset_features(source, progress)
+    data_root, image_size, weights = source.data_root, source.image_size, source.weights
     index, config, model, cache, features = found.index, found.config, found.model, found.cache, found.features
     unlabelled = extract(
         Unlabelled.load(data_root, index.root), model, image_size, config.cache_size, data_root, progress
