@@ -92,9 +92,12 @@ def test_invalid_dataset_names_say_why(name, message):
 
 def test_existing_name_is_taken_unless_overwriting(tmp_path):
     (tmp_path / "flowers").mkdir()
-    with pytest.raises(ImportRejected, match="already exists"):
+    with pytest.raises(ImportRejected, match="already exists") as clash:
         validate_dataset_name("flowers", tmp_path)
     assert validate_dataset_name("flowers", tmp_path, overwrite=True) == "flowers"
+    # walk of issue 38, items 1 and 14: the page showed the server's data folder and offered a replace it has not
+    assert str(tmp_path) not in str(clash.value) and "or replace it" not in str(clash.value)
+    assert "choose another name (the command line's --force replaces it)" in str(clash.value)
 
 
 # ----------------------------------------------------------------------------- zip

@@ -102,7 +102,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
     common.random_start_notice(run)
     curves(run, metrics, state)
     with st.expander("Log", icon=":material/terminal:", expanded=run.state is JobState.FAILED):
-        st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
+        st.code(common.shown_log(common.store().log_tail(run.run_id, 40)) or "(empty)", language=None)
     settings(run)
 
 
@@ -202,7 +202,8 @@ def settings(run: Run) -> None:
                 hide_index=True,
                 key=f"train_corrections_{run.run_id}",
             )
-        if not auth.can_change(run):
+        mine = auth.can_change(run)
+        if not mine:
             auth.read_only_note(run)
         name_col, note_col = st.columns([1, 2])
         name_col.text_input(
@@ -211,15 +212,13 @@ def settings(run: Run) -> None:
             max_chars=MAX_NAME_LENGTH,
             key=f"train_name_{run.run_id}",
             placeholder="e.g. baseline",
+            disabled=not mine,  # a classmate's run: read, not typed into beside "you can look at it, not change it"
         )
-        note_col.text_input("Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried")
-        st.button(
-            "Save name and note",
-            key=f"train_label_{run.run_id}",
-            on_click=save_label,
-            args=(run.run_id,),
-            disabled=not auth.can_change(run),
+        note_col.text_input(
+            "Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried", disabled=not mine
         )
+        if mine:
+            st.button("Save name and note", key=f"train_label_{run.run_id}", on_click=save_label, args=(run.run_id,))
         st.button(
             "New run from these settings",
             icon=":material/content_copy:",

@@ -256,6 +256,11 @@ def test_the_list_is_bounded_by_the_self_tests_depth_scaled_to_the_photos_and_sa
     assert label_issues.bound(trust, images=2500, listed=150)[0] == 150  # never more than the list
     assert label_issues.bound({**trust, "depth": 0, "found_at_depth": 0}, 2500, 600)[0] == 0
     assert "no stretch at the top" in label_issues.bound({**trust, "depth": 0}, 2500, 600)[1]
+    # walk of issue 38, item 16: 1 flip among the first 6 against 0.3 by chance is above twice chance, but luck
+    lucky = {"planted": 6, "found": 1, "chance": 0.3, "lift": 3.3, "photos": 120, "depth": 0, "found_at_depth": 0}
+    why = label_issues.bound(lucky, 150, 20)[1]
+    assert "no stretch" not in why and "only 1 of them came among the first 6 suspects" in why
+    assert "more than the 0.3 a random pick would hold, but fewer than 3, too few to tell from luck" in why
     assert label_issues.bound({"planted": 0, "lift": None}, 2500, 600)[0] is None  # no self-test: not bounded
     assert label_issues.bound(None, 2500, 600)[0] is None
 
