@@ -42,7 +42,7 @@ COMMAND_MODULES = {
     "core.cli.export": ("export",),
     "core.cli.retrain": ("retrain", "feedback-compare"),
     "core.cli.data": ("data",),
-    "core.cli.sharing": ("share-check",),
+    "core.cli.sharing": ("share-check", "people"),
     "core.cli.device": ("device",),
     "core.bench": ("bench",),
 }
