@@ -55,6 +55,7 @@ COMMANDS = {
     "data check": (["data", "check", "{dataset}"], "core.cli.data:check_dataset", "key"),
     "data list": (["data", "list"], "core.cli.data:list_datasets", "key"),
     "share-check": (["share-check"], "core.sharing:check_ready", "key"),
+    "people": (["people", "list"], "core.cli.sharing:people.registered", "key"),
     "device": (["device"], "core.cli.device:check", "runtime"),
     "bench": (["bench", "--only", "concurrency"], "core.bench.concurrency:run", "key"),
 }
