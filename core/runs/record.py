@@ -60,6 +60,10 @@ LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_
 TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
+SELECTIVE_FILE = "selective.json"  # core.results.selective: the threshold that answers only when sure, its report
+CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # core.results.class_thresholds: a threshold per class, as saved
+ROBUSTNESS_FILE = "robustness.json"  # core.results.robustness: accuracy under the 15 corruptions at 5 severities
+MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (
     ANALYSIS_FILE,
@@ -74,6 +78,10 @@ RUN_OUTPUTS = (
     LABEL_NEXT_FILE,
     LABEL_NEXT_SIMULATION_FILE,
     FIX_WORTH_FILE,
+    SELECTIVE_FILE,
+    CLASS_THRESHOLDS_FILE,
+    ROBUSTNESS_FILE,
+    MODEL_CARD_FILE,
     HEATMAPS_DIR,
     TASKS_DIR,
     STATUS_FILE,
