@@ -27,11 +27,13 @@ from core.results.arrays import softmax
 from core.results.calibration import run_temperature
 from core.runs.record import CLASS_THRESHOLDS_FILE, CONFORMAL_FILE, SELECTIVE_FILE, TTA_FILE, Run
 from core.serving.holding_back import hold_back
+from core.serving.image_stats import image_statistics
 from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
 VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
+IMAGE_STATS = "image_statistics"  # forward()'s picture statistics (core.serving.image_stats), for "none of these"
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Answer:
     entropy: float
     ood_score: float | None = None
     ood_flag: bool | None = None
+    ood_why: str | None = None  # where the picture's statistics flag it: its most unusual one, in words
     projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
     raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
     prediction_set: list[str] | None = None  # the classes of its conformal set, most probable first
@@ -88,6 +91,8 @@ class Answer:
                 "score": round(float(self.ood_score), 4),
                 "method": ood_method,
             }
+            if self.ood_why:
+                out["out_of_distribution"]["why"] = self.ood_why
         return out
 
 
@@ -254,6 +259,7 @@ class ServedModel:
         """probabilities, logits and pooled features for a (N, size, size, 3) batch; for a run that uses
         test-time augmentation, also its views' averaged calibrated probabilities (`VIEWS_AVERAGE`)."""
         outputs = self._forward_once(batch)
+        outputs[IMAGE_STATS] = image_statistics(batch)
         if self.views > 1:
             view_logits = [outputs[names.LOGITS]]
             view_logits += [self._forward_once(view)[names.LOGITS] for view in tta.views_of(batch)[1:]]
@@ -332,8 +338,9 @@ class ServedModel:
             sets = self.sets.named_sets(fitted_on, set_level)
         top_k = max(1, min(int(top_k), len(self.classes)))
         ood_scores = ood_flags = projections = None
+        pictures = outputs.get(IMAGE_STATS)
         if self.reference is not None and len(logits):
-            ood_scores, ood_flags = self.reference.detector.score(logits, features)
+            ood_scores, ood_flags = self.reference.detector.score(logits, features, pictures)
             projections = self.reference.drift_projection(features)
         out = []
         entropies = entropy(probabilities)
@@ -349,6 +356,9 @@ class ServedModel:
                     entropy=float(entropies[i]),
                     ood_score=None if ood_scores is None else float(ood_scores[i]),
                     ood_flag=None if ood_flags is None else bool(ood_flags[i]),
+                    ood_why=self.reference.detector.why(pictures[i])
+                    if ood_flags is not None and ood_flags[i] and pictures is not None
+                    else None,
                     projection=None if projections is None else projections[i],
                     raw_probabilities=raw[i],
                     prediction_set=None if sets is None else sets[i],
