@@ -152,3 +152,28 @@ def test_run_selective_is_stored_and_used(trained_run, tmp_path):
     assert sel.load(run_dir).held_out == fitted.held_out
     answered, why = sel.decision(fitted, 0.0, 0.2)
     assert not answered and why
+
+
+@pytest.mark.slow
+def test_core_calibrate_max_error_lists_photos_that_recount(flower_run):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    command = [sys.executable, "-m", "core", "calibrate", flower_run["run_id"], "--max-error", "0.2", "--json"]
+    command += ["--models-dir", str(flower_run["models_root"]), "--data-dir", str(flower_run["data_root"])]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)["selective"]
+    photos = report["photos"]
+    assert photos and {"path", "label", "prediction", "answered"} <= set(photos[0])
+    answered = [p for p in photos if p["answered"]]
+    wrong = sum(p["label"] != p["prediction"] for p in answered)
+    assert report["held_out"]["answered"] == len(answered) and report["held_out"]["errors"] == wrong
+    if report["threshold"] is None:
+        assert not answered and report["nearest"] is not None
+    else:
+        assert wrong <= report["held_out"]["allowed_errors"]  # within the slack of a finite count at the level
+        assert all(p["answered"] == (p["confidence"] >= report["threshold"]) for p in photos)
