@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "core.cli.lr_find",
     "core.cli.results",
     "core.cli.diagnosis",
+    "core.cli.robustness",
     "core.cli.label_next",
     "core.cli.fix_worth",
     "core.cli.data_issues",
