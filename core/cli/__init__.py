@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "core.cli.results",
     "core.cli.diagnosis",
     "core.cli.robustness",
+    "core.cli.card",
     "core.cli.label_next",
     "core.cli.fix_worth",
     "core.cli.data_issues",

@@ -22,6 +22,7 @@ from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
 from core.fileio import write_json_atomic
 from core.paths import PROJECT_ROOT
+from core.results import class_thresholds, model_card
 from core.results.calibration import run_temperature
 from core.runs.record import MODEL_FILE, Run
 
@@ -108,6 +109,8 @@ def export_run(
     out.mkdir()
     try:
         record = _export_into(run, fmt, out, quantize, layout, name or f"flora-{run.run_id}")
+        if run.has_evaluation:  # every bundle carries the run's card
+            record["model_card"] = str(model_card.write(run, out / model_card.EXPORT_CARD))
         record = json.loads(json.dumps(record).replace(str(out), str(final)))  # the paths it will have
         write_json_atomic(out / EXPORT_JSON, record)
         _publish(out, final)
@@ -265,6 +268,7 @@ def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
         ),
         "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
         "calibrated": "softmax(logits / temperature): what Flora shows and serves",
+        "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
         "run_id": run.run_id,
     }
     recipe_path = out / RECIPE_FILE
