@@ -320,8 +320,9 @@ def load(run_dir: str | os.PathLike) -> Selective | None:
         return None
 
 
-def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR) -> Selective:
-    """Fit and store a run's selective answers on the probabilities its predictors give (core.results.tta).
+def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR, store: bool = True) -> Selective:
+    """Fit a run's selective answers on the probabilities its predictors give (core.results.tta); `store`: keep them
+    as the run's (the level its report is at; any level's threshold comes from them either way).
 
     Raises:
         AnalysisMissing: the run has no analysis arrays yet.
@@ -335,7 +336,8 @@ def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR) ->
     fitted = fit(
         test, analysis.test.labels, analysis.test.paths, analysis.classes, val, analysis.val.labels, max_error, views
     )
-    save(fitted, run_dir)
+    if store:
+        save(fitted, run_dir)
     return fitted
 
 
