@@ -36,9 +36,10 @@ from core.runs.record import ROBUSTNESS_FILE, Run
 ROBUSTNESS_VERSION = 1
 MAX_PHOTOS = 200  # test photos measured (a stratified sample of more): 76 passes each
 BATCH = 64
-# Seconds per photo and pass (corrupting it and a forward pass) at 224 px on the 2-core AMD EPYC this was written on,
-# for an estimate before any measurement on the device (docs/PERFORMANCE.md); scaled by the input's area.
-DEFAULT_PACE_224 = 0.09
+# Seconds per photo and pass (corrupting it and a forward pass of ResNet-50) on the 2-core AMD EPYC this was written
+# on, idle: about 0.012 s at 64 px and 0.09 s at 224 px, so a + b x (size / 224)^2 (docs/PERFORMANCE.md). Used
+# before any measurement on the device, and to carry a measurement at one size to another.
+PACE_FIXED, PACE_AREA = 0.005, 0.085
 REFERENCE_SIZE = 224
 FROST_NOTE = (
     "frost blends a generated ice texture, not the reference's frost photographs: not comparable with published "
@@ -210,20 +211,24 @@ def estimate(run: Run, others: list[Run] | None = None, limit: int = MAX_PHOTOS)
 
     device = describe().label
     size = run.train_config.image_size
-    area = (size / REFERENCE_SIZE) ** 2
     test = _test_size(run)
     photos = min(test, limit) if test else limit
-    paces = []
+    paces = []  # earlier measurements on this device: how much slower (or faster) than the idle default
     for other in others or []:
         found = load(other.directory)
         if found is not None and found.device == device and found.seconds_per_pass > 0:
-            paces.append(found.seconds_per_pass / (found.image_size / REFERENCE_SIZE) ** 2)
+            paces.append(found.seconds_per_pass / default_pace(found.image_size))
     if paces:
-        pace, how = float(np.median(paces)) * area, f"from {len(paces)} earlier measurement(s) on this device"
+        pace, how = float(np.median(paces)) * default_pace(size), f"from {len(paces)} earlier measurement(s) here"
     else:
-        pace, how = DEFAULT_PACE_224 * area, "a first guess: nothing was measured on this device yet"
+        pace, how = default_pace(size), "a first guess: nothing was measured on this device yet"
     passes = photos * (1 + len(CORRUPTIONS) * len(SEVERITIES))
     return Cost(photos, passes, passes * pace, how)
+
+
+def default_pace(image_size: int) -> float:
+    """Seconds per photo and pass at `image_size` on the idle machine this was measured on."""
+    return PACE_FIXED + PACE_AREA * (image_size / REFERENCE_SIZE) ** 2
 
 
 def _test_size(run: Run) -> int:
