@@ -36,10 +36,10 @@ from core.runs.record import ROBUSTNESS_FILE, Run
 ROBUSTNESS_VERSION = 1
 MAX_PHOTOS = 200  # test photos measured (a stratified sample of more): 76 passes each
 BATCH = 64
-# Seconds per photo and pass (corrupting it and a forward pass of ResNet-50) on the 2-core AMD EPYC this was written
-# on, idle: about 0.012 s at 64 px and 0.09 s at 224 px, so a + b x (size / 224)^2 (docs/PERFORMANCE.md). Used
-# before any measurement on the device, and to carry a measurement at one size to another.
-PACE_FIXED, PACE_AREA = 0.005, 0.085
+# Seconds per photo and pass (corrupting it, then a forward pass of ResNet-50) on these 2 cores, idle: about 0.013 s
+# at 64 px (7 ms corrupting, 6 ms forward) and 0.074 s at 224 px (41 + 33 ms), so a + b x (size / 224)^2
+# (docs/PERFORMANCE.md). Used before any measurement on the device, and to carry one to another size.
+PACE_FIXED, PACE_AREA = 0.0073, 0.0667
 REFERENCE_SIZE = 224
 FROST_NOTE = (
     "frost blends a generated ice texture, not the reference's frost photographs: not comparable with published "
