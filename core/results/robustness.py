@@ -136,7 +136,7 @@ class RobustnessReport:
         return (
             f"{where}, accuracy {self.clean_accuracy:.2f} clean falls to "
             f"{1 - self.mce:.2f} on average under the 15 corruptions (mean corruption error {self.mce:.0%}, "
-            f"{self.relative_mce * 100:.0f} points above the clean error). Hardest: {named}."
+            f"{_points(self.relative_mce)} the clean error). Hardest: {named}."
         )
 
     def summary(self) -> dict[str, Any]:
@@ -155,6 +155,15 @@ class RobustnessReport:
     def from_dict(cls, data: dict[str, Any]) -> RobustnessReport:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _points(difference: float) -> str:
+    """'7 points above', '1 point below', 'about the same as': a weak model can do better on corrupted photos."""
+    points = round(difference * 100)
+    if points == 0:
+        return "about the same as"
+    unit = "point" if abs(points) == 1 else "points"
+    return f"{abs(points)} {unit} {'above' if points > 0 else 'below'}"
 
 
 def save(report: RobustnessReport, run_dir: str | os.PathLike) -> None:

@@ -76,6 +76,20 @@ def test_a_sample_keeps_every_class():
     assert len(rows) <= 50 and set(labels[rows]) == {0, 1, 2} and np.all(np.diff(rows) > 0)
 
 
+def _report(clean: float, corrupted: float) -> robustness.RobustnessReport:
+    return robustness.RobustnessReport(
+        run_id="r", classes=["a", "b"], image_size=64, photos=10, test_photos=10, photos_digest="d",
+        clean_accuracy=clean, accuracy={c: [corrupted] * 5 for c in cr.CORRUPTIONS}, seconds=1.0,
+        seconds_per_pass=0.01, device="cpu", created=0.0,
+    )  # fmt: skip
+
+
+def test_the_sentence_says_which_side_of_the_clean_error_in_points():
+    assert "(mean corruption error 40%, 10 points above the clean error)" in _report(0.7, 0.6).words()
+    assert "1 point below the clean error" in _report(0.5, 0.51).words()  # a weak model can gain from noise
+    assert "about the same as the clean error" in _report(0.5, 0.502).words()
+
+
 def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_run, tmp_path, capsys):
     from core import cli
 
