@@ -49,7 +49,7 @@ def drop_chart(reports: list[robustness.RobustnessReport], labels: list[str]) ->
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            y=alt.Y("corruption:N", sort=order, title=None),
+            y=alt.Y("corruption:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)),
             x=alt.X("drop:Q", axis=alt.Axis(format="%"), title="accuracy lost (clean minus the mean over severities)"),
             yOffset=alt.YOffset("run:N") if len(reports) > 1 else alt.YOffset(),
             color=alt.Color("run:N" if len(reports) > 1 else "family:N", title=None),
@@ -62,7 +62,7 @@ def drop_chart(reports: list[robustness.RobustnessReport], labels: list[str]) ->
                 alt.Tooltip("drop:Q", format=".1%"),
             ],
         )
-        .properties(height=28 * len(order) * (len(reports) if len(reports) > 1 else 1) // 1.5)
+        .properties(height=26 * len(order) * len(reports) + 40)
     )
 
 
