@@ -43,8 +43,8 @@ METHOD_NAMES = {
     "knn": "the distance of the ResNet features to the nearest training photos",
     STATS: "how the picture looks (contrast, neighbouring pixels, flat areas) against the run's photos",
 }
-for _m in FEATURE_METHODS:
-    METHOD_NAMES[f"{_m} + {STATS}"] = f"{METHOD_NAMES[_m]}, or {METHOD_NAMES[STATS]}"
+for _m in FEATURE_METHODS:  # either part far out flags the photo
+    METHOD_NAMES[f"{_m} + {STATS}"] = f"{METHOD_NAMES[_m]}, plus a check of how the picture looks"
 FOREIGN_NAMES = {"noise": "noise", "flat": "flat images", "drawings": "drawings", "photos": "other photos"}
 
 
@@ -196,9 +196,9 @@ class OODDetector:
         if others and "selection_caught" in chosen:  # picked on a set of foreign images apart from the reported one
             other = max(others, key=lambda m: self.evidence[m].get("selection_caught") or 0.0)
             picked = (
-                f", picked over {len(others)} other ways (the next best, {METHOD_NAMES[other]}, caught "
-                f"{self.evidence[other]['selection_caught']:.0%} of another set of such images where it caught "
-                f"{chosen['selection_caught']:.0%})"
+                f"; picked over {len(others)} other ways on another set of such images, where it caught "
+                f"{chosen['selection_caught']:.0%} and the next best ({METHOD_NAMES[other]}) "
+                f"{self.evidence[other]['selection_caught']:.0%}"
             )
         elif others:
             other = max(others, key=lambda m: self.evidence[m]["auroc_test_vs_foreign"])
