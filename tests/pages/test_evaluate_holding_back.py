@@ -36,6 +36,7 @@ def test_a_slider_per_class_says_the_trade_off_and_saving_holds_back_predict(app
     at = _tab(app, "When to answer", models)
     sliders = [s for s in at.slider if s.key and s.key.startswith(f"evaluate_threshold_{run.run_id}_")]
     assert len(sliders) == len(classes)  # a slider for each class
+    assert f"An answer '{classes[0]}' is given only when the model gives {classes[0]} at least" in texts(at)
     at.slider(key=f"evaluate_threshold_{run.run_id}_0").set_value(0.9).run()
     expected = class_thresholds.words(classes[0], class_thresholds.class_answers(probabilities, labels, 0, 0.9))
     assert expected in texts(at)

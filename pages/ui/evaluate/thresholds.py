@@ -124,17 +124,18 @@ def _curve_chart(rows: list[per_class.ClassAnswers], threshold: float, name: str
 def class_thresholds_section(run) -> None:
     """A slider per class over its confidence threshold with the trade-off in words, saved with the run."""
     st.subheader("A threshold per class")
-    st.caption(
-        "An answer 'tulip' is given only when the model gives tulip at least its threshold. Moving a slider up makes "
-        "that class's answers right more often (precision) and finds fewer of its photos (recall). Figures on the "
-        "test photos, with the probabilities Predict shows; the photos that judge a threshold also helped pick it, "
-        "so on new photos expect a little less."
-    )
     try:
         probabilities, labels, classes = _probabilities(str(run.directory), _stamp(run))
     except FileNotFoundError:
         st.caption("The thresholds need the run's analysis (see above).")
         return
+    example = plain.md(classes[0])
+    st.caption(
+        f"An answer '{example}' is given only when the model gives {example} at least its threshold. Moving a slider "
+        "up makes that class's answers right more often (precision) and finds fewer of its photos (recall). Figures "
+        "on the test photos, with the probabilities Predict shows; the photos that judge a threshold also helped pick "
+        "it, so on new photos expect a little less."
+    )
     saved = per_class.load(run.directory)
     key = f"evaluate_thresholds_{run.run_id}"
     if key not in st.session_state:
