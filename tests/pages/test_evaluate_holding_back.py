@@ -82,7 +82,7 @@ def test_predict_answers_only_when_sure(app, workspace, models):
     shown = texts(at)
     if threshold is None:  # the tiny run's 9 test photos cannot show 5%: said, and every photo held back
         assert "No threshold can promise at most 5% wrong" in shown
-        assert "Held back: not sure enough to answer" in shown
+        assert "**Held back**: no threshold can promise at most 5% wrong" in shown
     else:
         assert f"Answers when its top probability is **{threshold:.1%}** or more" in shown
     table = next(frame.value for frame in at.dataframe if "answered" in frame.value.columns)

@@ -37,8 +37,9 @@ def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes, s
 def ood_notice(item) -> None:
     answer = item.answer
     if answer is not None and answer.ood_flag:
+        why = f" ({plain.md(answer.ood_why)})" if answer.ood_why else ""
         st.warning(
-            "This photo **does not look like any class the model knows**: its answer deserves little trust.",
+            f"This photo **does not look like any class the model knows**{why}: its answer deserves little trust.",
             icon=":material/help:",
         )
         teaching.explain("ood")

@@ -71,8 +71,7 @@ def notice(answer) -> bool:
     if answer is None or not answer.abstained:
         return False
     st.warning(
-        f"**Held back: not sure enough to answer.** {plain.md(answer.abstain_reason)}. The model's best guess is "
-        "below, for what it is worth.",
+        f"**Held back**: {plain.md(answer.abstain_reason)}. The model's best guess is below, for what it is worth.",
         icon=":material/pan_tool:",
     )
     return True
