@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.data.datasets import META_FILE
 from core.data.imaging import ImageError, is_image_name, load_square
+from core.errors import InvalidInput, NotAllowed
 from core.fileio import read_json, write_bytes_atomic
 from core.paths import flora_dir
 from core.shared_store import SharedStore, Table
@@ -37,7 +38,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 SERVER_CLIENT = "the model server"  # who gave feedback through the server's API (its clients are keys, not people)
 
 
-class NotYourFeedback(ValueError):
+class NotYourFeedback(NotAllowed, ValueError):
     """A photo someone else labelled: only they (or an admin) may change its label."""
 
 
@@ -105,12 +106,12 @@ def add_feedback(
     """Keep a corrected photo under its right label (replacing an earlier label for the same photo), as `by`'s.
 
     Raises:
-        ValueError: a label the model does not know.
+        InvalidInput: a label the model does not know.
         NotYourFeedback: someone else labelled this photo (unless `may_replace_any`: an admin).
         ImageError: the data are not a readable image.
     """
     if label not in classes:
-        raise ValueError(f"unknown class {label!r}; the model knows: {', '.join(classes)}")
+        raise InvalidInput(f"unknown class {label!r}; the model knows: {', '.join(classes)}")
     load_square(data, 32)  # refuse what training could not read
     sha = hashlib.sha256(data).hexdigest()
     folder = feedback_dir(data_root, dataset_path)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from core.errors import Unavailable
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -71,7 +73,7 @@ def update_json(path: str | os.PathLike, change: Callable[[Any], Any]) -> None:
         os.close(folder)  # closing releases the lock
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(Unavailable, ValueError):
     """A file that exists but cannot be read as what it should be; the message says why."""
 
 

@@ -15,14 +15,16 @@ import numpy as np
 
 from core.data.imaging import ImageError, load_for_model
 from core.device import describe
-from core.results.calibration import rescale, stored_temperature
-from core.runs.record import MODEL_FILE, Run
+from core.errors import Unavailable
+from core.results.probabilities.calibration import rescale, stored_temperature
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
 
 
-class ModelMissing(FileNotFoundError):
+class ModelMissing(Unavailable, FileNotFoundError):
     def __str__(self) -> str:
         return f"run {self.args[0]} has no saved model (state: {self.args[1]}); train it to completion first"
 
@@ -63,7 +65,7 @@ class Prediction:
 class Predictor:
     """A run's model, loaded once, with the run's classes and input size.
 
-    Probabilities are calibrated with the run's temperature (core.results.calibration, fitted on the
+    Probabilities are calibrated with the run's temperature (core.results.probabilities.calibration, fitted on the
     validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
     """
 
@@ -79,7 +81,7 @@ class Predictor:
         self.cache_size = config.cache_size
         self.temperature = stored_temperature(run.directory) if calibrated else None
         started = time.perf_counter()
-        self.model = load_classifier(run.path(MODEL_FILE))
+        self.model = load_classifier(run_files(run).model)
         self.load_seconds = time.perf_counter() - started
         self.device_label = describe().label
         # The first call compiles the predict function; do it now so the first photo is not slow.

@@ -30,6 +30,9 @@ ROWS_BY_ITEM = {
         "serve.p95",
         "serve.p99",
         "serve.first_switch",
+        "serve.grpc_vs_http",
+        "serve.grpc_p50",
+        "serve.grpc_p95",
     },
     "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
     "attack": {

@@ -117,7 +117,7 @@ def test_label_issues_writes_the_whole_list_as_csv_with_the_marks(forms_store):
     import json
 
     from core.data.corrections import Corrections
-    from core.results.label_issues import EXPORT_COLUMNS
+    from core.results.labels.issues import EXPORT_COLUMNS
 
     where = ["--models-dir", str(forms_store["models_root"]), "--data-dir", str(forms_store["data_root"])]
 

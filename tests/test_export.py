@@ -26,6 +26,7 @@ def run(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def resnet_run(trained_run, tmp_path_factory):
     """A run of the real ResNet-50 (32 px, one epoch): each format's converter meets the network users export."""
+    from core import run_job
     from core.settings.config import TrainConfig
     from core.train import jobs
 
@@ -35,7 +36,7 @@ def resnet_run(trained_run, tmp_path_factory):
         image_size=32, weights="none", epochs=1, batch_size=16, head=(16,), seed=1, backbone="resnet50"
     )
     submission = jobs.submit(store, trained_run["dataset"], config)
-    jobs.execute(store, submission, base / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, base / "data", console=False, ingest_workers=1)
     return store.get(submission.run_id)
 
 
@@ -156,7 +157,7 @@ def test_an_export_carries_the_runs_card_and_holds_back_under_its_class_threshol
     from pathlib import Path
 
     from core.results import class_thresholds, model_card
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
 
     copy = RunStore(copy_run(run.directory, tmp_path / "models" / run.run_id).parent).get(run.run_id)
     class_thresholds.save(copy.directory, {copy.classes[0]: 0.99}, copy.classes)

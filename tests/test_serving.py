@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from core.data.imaging import load_for_model
-from core.results import conformal
+from core.results.probabilities import conformal
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.app import create_app

@@ -43,6 +43,7 @@ from typing import Any
 
 from core.bench.common import BACKBONE, DEFAULT_DATASET, SCALES, Row, remove
 from core.device import cpu_name, describe
+from core.errors import EXIT_BUG, FloraError, InvalidInput
 from core.network.backbones import BACKBONES
 from core.paths import PROJECT_ROOT
 from core.runs.record import package_versions
@@ -114,7 +115,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     meta = machine(scale.name, items, dataset)
     rows: list[Row] = []
-    failed = False
+    code = 0
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints; stdout is for the result
             for item in items:
@@ -127,7 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     log.exception("bench: %s failed", item)
                     note = f"{type(e).__name__}: {e}"
                     rows.append(Row(f"{item}.error", item, f"{item} failed", "", None, notes=note))
-                    failed = True
+                    code = max(code, e.exit_code if isinstance(e, FloraError) else EXIT_BUG)
                 log.info("bench: %s took %.0f s", item, time.perf_counter() - started)
     finally:
         if not args.workdir:
@@ -143,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_markdown(result))
     else:
         print(format_report(result))
-    return 1 if failed else 0
+    return code
 
 
 def _items(args: argparse.Namespace) -> list[str]:
@@ -154,7 +155,7 @@ def _items(args: argparse.Namespace) -> list[str]:
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ITEMS))
     if unknown:
-        raise ValueError(f"unknown bench item(s) {unknown}: choose from {', '.join(ITEMS)}")
+        raise InvalidInput(f"unknown bench item(s) {unknown}: choose from {', '.join(ITEMS)}")
     return [name for name in ITEMS if name in chosen]
 
 

@@ -8,6 +8,8 @@ least 80 % of it. Latency p50/p95/p99 with batching on and off. The server logs 
 as it would in use; out-of-distribution scoring is off (`--no-ood`: its reference would need the
 whole dataset decoded first).
 
+The same server's Open Inference Protocol over gRPC against over HTTP, the same 32 clients (core.bench.serve_grpc).
+
 Runtimes: onnxruntime and LiteRT (TFLite) against Keras `predict_on_batch` on the same inference
 graph, one photo at a time (latency) and batches of 32 (throughput); not at the tests' tiny scale.
 """
@@ -27,11 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.bench import serve_grpc
 from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_row
 from core.data.datasets import scan_dataset
 from core.data.imaging import load_for_model
 from core.processes import JobState
-from core.runs.record import MODEL_FILE, new_run_record
+from core.runs.files import run_files
+from core.runs.record import new_run_record
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.settings.config import TrainConfig
@@ -87,6 +91,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         )
         row.unit = "ms"
         rows.append(row)
+    rows += serve_grpc.rows(store.root, run_id, photos, requests, clients, start_server, wait_ready)
     rows.append(_first_switch_row(dataset, workdir, store, run_id, photos, size))
     if scale.name != "tiny":  # converting ResNet-50 takes a minute or more whatever the input size
         rows += _runtimes(store.get(run_id), photos, workdir)
@@ -99,7 +104,7 @@ SWITCH_RATE = 10.0  # requests per second: a steady stream (about a third of wha
 
 def _first_switch_row(dataset: Path, workdir: Path, store: RunStore, run_id: str, photos, size: int) -> Row:
     """`production` moved to a run the server never loaded, under a steady stream: when does it answer?"""
-    from core.serving.reference import ensure_reference  # heavy: sklearn
+    from core.results.probabilities.reference import ensure_reference  # heavy: sklearn
 
     new_id = "bench0serve1"
     _bench_run(dataset, workdir, size, new_id)
@@ -201,7 +206,7 @@ def _bench_run(dataset: Path, workdir: Path, size: int, run_id: str = "bench0ser
     store.create(run_id, new_run_record(index, config))
     # Speed does not depend on what the weights learned: a freshly built classifier will do.
     save_model(
-        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), store.run_dir(run_id) / MODEL_FILE
+        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), run_files(store.run_dir(run_id)).model
     )
     store.set_status(run_id, state=JobState.DONE)
     return store, run_id
@@ -214,7 +219,7 @@ def _decoded(run, photos: list[bytes]) -> np.ndarray:
 
 
 def _bare_throughput(run, photos: list[bytes]) -> float:
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     model = load_inference_model(run)
     images = _decoded(run, photos)
@@ -324,7 +329,7 @@ def _runtimes(run, photos: list[bytes], workdir: Path) -> list[Row]:
     import keras
 
     from core.export import convert, verify  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     model = load_inference_model(run)
     images = _decoded(run, photos)

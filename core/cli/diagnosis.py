@@ -13,12 +13,14 @@ from core.cli.selective import print_selective
 from core.data.corrections import Corrections
 from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
-from core.results import conformal, selective
+from core.results import selective
 from core.results import tasks as run_tasks
-from core.results.calibration import calibrate_run
-from core.results.compare import NotComparable, compare, load_result
-from core.results.label_issues import export_csv, export_rows
-from core.results.label_issues import load as load_issues
+from core.results.evaluation.compare import NotComparable, compare, load_result
+from core.results.labels.issues import export_csv, export_rows
+from core.results.labels.issues import load as load_issues
+from core.results.probabilities import conformal
+from core.results.probabilities.calibration import calibrate_run
+from core.runs.record import NotARunId, RunNotFound
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -119,8 +121,8 @@ def dataset_options(parser: argparse.ArgumentParser, seed_help: str = "the folds
 
 def run_or_none(store, source: str):
     """The run `source` names (id or prefix), or None: then it is a dataset folder or name. A folder path is not a
-    run id (find raises ValueError for it), and a name that is neither raises RunNotFound: both go on."""
-    with contextlib.suppress(KeyError, ValueError):
+    run id (NotARunId), and a name that is neither is no run (RunNotFound): both go on."""
+    with contextlib.suppress(RunNotFound, NotARunId):
         return store.find(source)
     return None
 

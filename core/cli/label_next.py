@@ -39,7 +39,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_label_next(args: argparse.Namespace) -> int:
-    from core.results import label_next_data, label_next_tasks  # heavy: sklearn
+    from core.results.label_next import data as label_next_data  # heavy: sklearn
+    from core.results.label_next import tasks as label_next_tasks
     from core.results.train_features import training_features
 
     if args.batch < 1:
@@ -63,7 +64,7 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 computed = label_next_data.UnlabelledFeatures.load(run.directory)
                 if computed is None or computed.fingerprint != unlabelled.index().fingerprint:
                     computed = label_next_data.prepare_run(run, data_root, stage_progress)
-                from core.results.arrays import RunAnalysis
+                from core.runs.analysis import RunAnalysis
 
                 classes = RunAnalysis.load(run.directory).classes
                 bench = label_next_data.workbench(

@@ -13,6 +13,7 @@ from core.cli.output import EXIT_OK, emit_json, fail, format_table
 from core.data.corrections import resolve as resolve_corrections
 from core.data.datasets import resolve_dataset_path, scan_dataset
 from core.paths import cache_dir, data_dir
+from core.runs.record import NotARunId, RunNotFound
 from core.runs.split import check_dataset
 from core.serving.aliases import resolve as resolve_run
 from core.settings.config import TrainConfig
@@ -55,9 +56,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     store = store_of(args)
     data_root = data_dir(args.data_dir)
     run = None
-    # A run id, prefix or alias; else a dataset. A folder path is not a run id (ValueError) and a dataset name is
+    # A run id, prefix or alias; else a dataset. A folder path is not a run id (NotARunId) and a dataset name is
     # no run (RunNotFound): both go on to the dataset forms.
-    with contextlib.suppress(KeyError, ValueError):
+    with contextlib.suppress(RunNotFound, NotARunId):
         run = resolve_run(store, args.source).run
     if run is not None:
         index = check_dataset(run)

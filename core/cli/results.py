@@ -87,7 +87,7 @@ def not_evaluated_reason(run) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
@@ -145,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _measure_tta(args: argparse.Namespace, run):
-    from core.results import conformal, tta  # heavy: sklearn
+    from core.results.probabilities import conformal, tta  # heavy: sklearn
 
     with contextlib.redirect_stdout(sys.stderr):
         last = [""]
@@ -162,7 +162,7 @@ def _measure_tta(args: argparse.Namespace, run):
 
 def print_tta(report) -> None:
     """With and without test-time augmentation, on test (and validation, which decides)."""
-    from core.results.compare import p_value_words
+    from core.results.evaluation.compare import p_value_words
 
     print(f"\ntest-time augmentation: {len(report.views)} views ({', '.join(report.views)}), averaged")
     rows = []
@@ -223,12 +223,9 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             model.sets = None  # sets are fitted on the calibrated ones
             model.class_thresholds = {}  # and so are the class thresholds
         set_level = None
-        try:
-            if args.set_level and model.sets is not None:
-                set_level = model.check_set_level(args.set_level)
-            max_error = model.check_max_error(args.max_error)
-        except ValueError as e:
-            return fail(str(e))
+        if args.set_level and model.sets is not None:
+            set_level = model.check_set_level(args.set_level)
+        max_error = model.check_max_error(args.max_error)
         log = PredictionLog.of_store(store.root) if args.log else None
         named = [(str(p), p) for p in files]
         items = predict_many(model, named, args.top_k, log, "cli", args.run_id, set_level, max_error)
@@ -303,12 +300,9 @@ def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
     if args.log:
         return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")
     files = expand_sources(args.images)
-    try:
-        rows, where = predict_on_ray(
-            args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
-        )
-    except ValueError as e:
-        return fail(str(e))
+    rows, where = predict_on_ray(
+        args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
+    )
     resource = f"{where['num_gpus']} GPU" if "num_gpus" in where else f"{where['num_cpus']} CPU"
     print(
         f"Ray at {where['address']}: {len(rows)} photos by {where['actors']} model actor(s) ({resource} each) on "

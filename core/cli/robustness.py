@@ -62,7 +62,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             return fail(f"run {other.run_id} has no robustness report: run `python -m core robustness {other.run_id}`")
     try:
         relative = report.against(baseline) if baseline is not None else None
-    except ValueError as e:
+    except robustness.NotComparable as e:
         return fail(str(e))
     if args.json:
         emit_json({**report.summary(), **({"against": relative} if relative else {})})

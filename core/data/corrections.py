@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import InvalidInput, NotFound
 from core.fileio import read_json
 from core.paths import flora_dir
 from core.settings.config import canonical_json
@@ -155,7 +156,7 @@ class Corrections:
         """Take `by`'s proposed mark on `path` as this person's own (their runs apply it from now on)."""
         entry = self.others.get(by, {}).get(path)
         if entry is None:
-            raise KeyError(f"{by} proposed nothing for {path}")
+            raise NotFound(f"{by} proposed nothing for {path}")
         self.entries[path] = {
             **{k: v for k, v in entry.items() if k in ("action", "to")},
             "at": time.time(),
@@ -191,16 +192,18 @@ class Corrections:
         `proposed_to`: the owner of the run it was marked on, when that is someone else (a proposal to them).
 
         Raises:
-            ValueError: an unknown action, or a relabel without a valid target class.
+            InvalidInput: an unknown action, or a relabel without a valid target class.
         """
         if action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}. Received: action={action!r}")
+            raise InvalidInput(f"action must be one of {ACTIONS}. Received: action={action!r}")
         entry: dict[str, Any] = {"action": action, "at": time.time()}
         if action == RELABEL:
             if not to:
-                raise ValueError(f"relabelling {path} needs the class to relabel it to")
+                raise InvalidInput(f"relabelling {path} needs the class to relabel it to")
             if classes is not None and to not in classes:
-                raise ValueError(f"cannot relabel {path} to {to!r}: not a class of this dataset ({', '.join(classes)})")
+                raise InvalidInput(
+                    f"cannot relabel {path} to {to!r}: not a class of this dataset ({', '.join(classes)})"
+                )
             entry["to"] = to
         if proposed_to is not None and layer_of(proposed_to) != self.person:
             entry["proposed_to"] = layer_of(proposed_to)
@@ -285,14 +288,14 @@ def resolve(
         return None
     if value.startswith("run:"):
         if store is None:
-            raise ValueError(f"--corrections {value} needs the run store")
+            raise InvalidInput(f"--corrections {value} needs the run store")
         try:
             return store.find(value[4:]).corrections
-        except KeyError as e:
-            raise ValueError(f"--corrections {value}: no such run") from e
+        except NotFound as e:  # no run by that id, or several
+            raise NotFound(f"--corrections {value}: no such run") from e
     data = read_json(Path(value).expanduser())
     if not isinstance(data, dict):
-        raise ValueError(f"--corrections must be kept, none, run:<id> or a JSON file. Received: {value!r}")
+        raise InvalidInput(f"--corrections must be kept, none, run:<id> or a JSON file. Received: {value!r}")
     entries = data.get("corrections", data)
     kept = Corrections(str(dataset_root), {str(k): dict(v) for k, v in entries.items() if isinstance(v, dict)})
     return kept.effective() or None

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import is_image_name
+from core.errors import InvalidInput
 from core.fileio import read_json, update_json
 
 SPLITS = ("train", "val", "test")
@@ -53,7 +54,7 @@ def split_of_folder(name: str) -> str | None:
     return _SPLIT_ALIASES.get(name.lower())
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidInput):
     """The dataset cannot be used as asked; the message says what to change."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data.datasets import META_FILE, DatasetError, scan_dataset, split_indices
+from core.errors import Cancelled, InvalidInput, Unavailable
 from core.fileio import umask, write_json_atomic
 from core.processes import host_tag, process_alive
 from core.progress import StageCallback
@@ -31,15 +32,15 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 _FORBIDDEN_CHARS = set('<>:"|?*')
 
 
-class ImportRejected(ValueError):
+class ImportRejected(InvalidInput):
     """The input cannot be imported as it is (hostile, malformed, or clashing); the message names the problem."""
 
 
-class DownloadError(ValueError):
+class DownloadError(Unavailable, ValueError):
     """A download failed or did not verify; the message says which, and what was kept for a retry."""
 
 
-class ImportCancelled(RuntimeError):
+class ImportCancelled(Cancelled):
     """The import was stopped on request; a partial download is kept so the next attempt resumes it."""
 
 

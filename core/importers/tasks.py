@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.importers import DownloadError, ImportCancelled, ImportRejected, get_dataset
+from core.errors import Cancelled, FloraError
+from core.importers import get_dataset
 from core.paths import flora_dir
 from core.processes import STATUS_FILE, STOP_FILE, TASK_LOG, JobFolder, JobState, JobStatus
 
@@ -164,13 +166,17 @@ def run(directory: str | os.PathLike) -> int:
             url=spec.url,
             force=bool(spec.force),
         )
-    except ImportCancelled as e:
+    except Cancelled as e:
         folder.update(state=JobState.STOPPED, error=None, note=str(e), finished_at=time.time())
         print(f"stopped: {e}", flush=True)
         return 0
-    except (DownloadError, ImportRejected, OSError, ValueError) as e:
+    except (FloraError, OSError) as e:
         folder.update(state=JobState.FAILED, error=str(e), finished_at=time.time())
         print(f"error: {e}", flush=True)
+        return 1
+    except Exception as e:  # a bug: its traceback in the fetch's log
+        traceback.print_exc()
+        folder.update(state=JobState.FAILED, error=f"{type(e).__name__}: {e}", finished_at=time.time())
         return 1
     folder.update(state=JobState.DONE, result=result.to_dict(), finished_at=time.time(), stage="done")
     print(f"done: {result.name} ({result.classes} classes, {result.images} images)", flush=True)

@@ -4,7 +4,8 @@ Evaluate shows, for each class and any threshold, what the class's answers do on
 is a photo whose top class is the class with a top probability at or above the threshold; its *precision* is the
 share of those answers that are right, its *recall* the share of the class's photos found that way ("at 0.70: 19 of
 20 'tulip' answers right, 2 of 3 'tulip' photos found"). The probabilities are the ones the run's predictors give
-(calibrated, test-time augmentation's average where the run uses it: `core.results.tta.served_probabilities`).
+(calibrated, test-time augmentation's average where the run uses it:
+`core.results.probabilities.tta.served_probabilities`).
 
 Saved thresholds are part of the run (`class_thresholds.json`): Predict, the model server and the exports' predict
 script hold back an answer whose class's threshold is not met and say why. Figures on the test photos are where a
@@ -17,19 +18,19 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.errors import InvalidInput
 from core.fileio import read_json, write_json_atomic
-from core.runs.record import CLASS_THRESHOLDS_FILE
+from core.runs.files import run_files
 
 THRESHOLDS_VERSION = 1
 STEP = 0.01  # the sliders' step and the curve's grid
 
 
-class ThresholdError(ValueError):
+class ThresholdError(InvalidInput):
     """A threshold outside [0, 1) or a class the run does not have."""
 
 
@@ -104,13 +105,13 @@ def save(
     """Store the run's thresholds (0 or absent: none for that class); returns what was stored."""
     kept = check(thresholds, classes)
     record = {"version": THRESHOLDS_VERSION, "thresholds": kept, "saved_at": time.time(), "saved_by": by}
-    write_json_atomic(Path(run_dir) / CLASS_THRESHOLDS_FILE, record)
+    write_json_atomic(run_files(run_dir).class_thresholds, record)
     return kept
 
 
 def load(run_dir: str | os.PathLike) -> dict[str, float]:
     """The run's saved thresholds by class name ({} when none)."""
-    data = read_json(Path(run_dir) / CLASS_THRESHOLDS_FILE)
+    data = read_json(run_files(run_dir).class_thresholds)
     if not isinstance(data, dict) or data.get("version") != THRESHOLDS_VERSION:
         return {}
     found = data.get("thresholds")
@@ -150,8 +151,8 @@ def table(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], thr
 
 def run_probabilities(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(test probabilities as the run's predictors give them, test labels, classes). Raises AnalysisMissing."""
-    from core.results.arrays import RunAnalysis
-    from core.results.tta import served_probabilities
+    from core.results.probabilities.tta import served_probabilities
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
     _, test, _ = served_probabilities(run_dir, analysis)

@@ -20,7 +20,8 @@ import yaml
 
 from core import __version__
 from core.fileio import read_json, write_bytes_atomic
-from core.runs.record import MODEL_CARD_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 BOOTSTRAP = 1000
 EXPORT_CARD = "README.md"  # the name Hugging Face and code hosts show a folder's card by
@@ -28,11 +29,12 @@ EXPORT_CARD = "README.md"  # the name Hugging Face and code hosts show a folder'
 
 def facts(run: Run) -> dict[str, Any]:
     """Everything the card says, read from the run's files (missing parts None)."""
-    from core.results import class_thresholds, conformal, robustness, selective  # heavy: scipy
-    from core.results.calibration import load as load_calibration
-    from core.results.data_issues import load as load_issues
-    from core.results.evaluation import Evaluation
-    from core.serving.reference import Reference
+    from core.results import class_thresholds, robustness, selective  # heavy: scipy
+    from core.results.data_issues.report import load as load_issues
+    from core.results.evaluation.metrics import Evaluation
+    from core.results.probabilities import conformal
+    from core.results.probabilities.calibration import load as load_calibration
+    from core.results.probabilities.reference import Reference
 
     evaluation = Evaluation.load(run.directory)
     summary = evaluation.summary()
@@ -42,7 +44,7 @@ def facts(run: Run) -> dict[str, Any]:
     return {
         "run": run,
         "config": run.train_config,
-        "record": read_json(run.path("config.json")) or {},
+        "record": read_json(run_files(run).config) or {},
         "status": run.status,
         "evaluation": evaluation,
         "summary": summary,
@@ -137,7 +139,7 @@ def render(run: Run) -> str:
 
 def write(run: Run, path: str | os.PathLike | None = None) -> Path:
     """Write the card (default: the run folder's model_card.md); its path."""
-    target = Path(path) if path is not None else run.path(MODEL_CARD_FILE)
+    target = Path(path) if path is not None else run_files(run).model_card
     write_bytes_atomic(target, render(run).encode("utf-8"))
     return target
 

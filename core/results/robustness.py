@@ -23,15 +23,16 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.errors import Cancelled, InvalidInput
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
 from core.results.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
-from core.runs.record import ROBUSTNESS_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 ROBUSTNESS_VERSION = 1
 MAX_PHOTOS = 200  # test photos measured (a stratified sample of more): 76 passes each
@@ -47,7 +48,11 @@ FROST_NOTE = (
 )
 
 
-class RobustnessStopped(Exception):
+class NotComparable(InvalidInput):
+    """Two reports measured on other test photos or at another size: their errors cannot be divided."""
+
+
+class RobustnessStopped(Cancelled):
     """The measurement was stopped on request."""
 
 
@@ -94,10 +99,10 @@ class RobustnessReport:
         """CE normalised by `baseline`'s per corruption (sum of errors over severities, divided), and their mean.
 
         Raises:
-            ValueError: the two were not measured on the same photos at the same size.
+            NotComparable: the two were not measured on the same photos at the same size.
         """
         if (baseline.photos_digest, baseline.image_size) != (self.photos_digest, self.image_size):
-            raise ValueError(
+            raise NotComparable(
                 f"runs {self.run_id} and {baseline.run_id} were not measured on the same test photos at the same "
                 "size: their corruption errors cannot be divided"
             )
@@ -167,11 +172,11 @@ def _points(difference: float) -> str:
 
 
 def save(report: RobustnessReport, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / ROBUSTNESS_FILE, asdict(report))
+    write_json_atomic(run_files(run_dir).robustness, asdict(report))
 
 
 def load(run_dir: str | os.PathLike) -> RobustnessReport | None:
-    data = read_json(Path(run_dir) / ROBUSTNESS_FILE)
+    data = read_json(run_files(run_dir).robustness)
     if not data or data.get("version") != ROBUSTNESS_VERSION:
         return None
     try:
@@ -241,7 +246,7 @@ def default_pace(image_size: int) -> float:
 
 
 def _test_size(run: Run) -> int:
-    from core.results.arrays import AnalysisMissing, RunAnalysis
+    from core.runs.analysis import AnalysisMissing, RunAnalysis
 
     try:
         return len(RunAnalysis.load(run.directory).test.labels)
@@ -267,8 +272,7 @@ def measure(
     from core.device import describe
     from core.network.model import load_classifier  # heavy: keras
     from core.paths import cache_dir
-    from core.results.arrays import RunAnalysis
-    from core.runs.record import MODEL_FILE
+    from core.runs.analysis import RunAnalysis
     from core.runs.split import run_split
 
     started = time.perf_counter()
@@ -279,7 +283,7 @@ def measure(
     labels = np.asarray(analysis.test.labels)[rows]
     size = run.train_config.image_size
     pixels = np.ascontiguousarray(center_crop(data.cache.read(np.asarray(analysis.test.positions)[rows]), size))
-    model = load_classifier(run.path(MODEL_FILE))
+    model = load_classifier(run_files(run).model)
     paths = [analysis.test.paths[i] for i in rows]
 
     def accuracy(images: np.ndarray) -> float:

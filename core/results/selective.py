@@ -3,7 +3,7 @@
 The person names a level ("at most 5% wrong among the photos you answer"). Flora answers a photo when its top
 probability reaches a threshold and holds back otherwise, and picks the threshold by Learn then Test (Angelopoulos,
 Bates, Candes, Jordan & Lei 2021) on the calibration half of the test split (the half conformal prediction sets
-calibrate on, `core.results.conformal`):
+calibrate on, `core.results.probabilities.conformal`):
 
   for each threshold t, the hypothesis "the error among photos answered at t is above the level" is tested with
   the exact binomial p-value of the errors among the calibration photos answered at t (Bentkus's binary bound,
@@ -32,14 +32,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.errors import InvalidInput
 from core.fileio import read_json, write_json_atomic
 from core.results.learn_then_test import DELTA, MAX_ERROR_RANGE, learn_then_test, nearest_level
-from core.runs.record import SELECTIVE_FILE
+from core.runs.files import run_files
 
 DEFAULT_MAX_ERROR = 0.05
 HALF_SEED = 0  # the same halves as the conformal sets
@@ -48,7 +48,7 @@ SLACK_CONFIDENCE = 0.95  # the held-out half's own noise: the errors a rate at t
 SELECTIVE_VERSION = 1
 
 
-class SelectiveError(ValueError):
+class SelectiveError(InvalidInput):
     """A level outside MAX_ERROR_RANGE, or too few photos to calibrate on."""
 
 
@@ -157,7 +157,7 @@ class Selective:
 
     max_error: float  # the level the report below was made at
     delta: float
-    views: int  # the probabilities' views (core.results.tta), as the conformal sets
+    views: int  # the probabilities' views (core.results.probabilities.tta), as the conformal sets
     classes: list[str]
     calibration_confidence: list[float]
     calibration_correct: list[bool]
@@ -306,12 +306,12 @@ def fit(
 
 
 def save(selective: Selective, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / SELECTIVE_FILE, selective.to_dict())
+    write_json_atomic(run_files(run_dir).selective, selective.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> Selective | None:
     """The run's stored selective answers, or None (never fitted, or of another version)."""
-    data = read_json(Path(run_dir) / SELECTIVE_FILE)
+    data = read_json(run_files(run_dir).selective)
     if not data or data.get("version") != SELECTIVE_VERSION:
         return None
     try:
@@ -321,15 +321,15 @@ def load(run_dir: str | os.PathLike) -> Selective | None:
 
 
 def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR, store: bool = True) -> Selective:
-    """Fit a run's selective answers on the probabilities its predictors give (core.results.tta); `store`: keep them
+    """Fit a run's selective answers on the probabilities its predictors give (probabilities.tta); `store`: keep them
     as the run's (the level its report is at; any level's threshold comes from them either way).
 
     Raises:
         AnalysisMissing: the run has no analysis arrays yet.
         SelectiveError: a level out of range or too few test photos.
     """
-    from core.results.arrays import RunAnalysis
-    from core.results.tta import served_probabilities
+    from core.results.probabilities.tta import served_probabilities
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
     val, test, views = served_probabilities(run_dir, analysis)
@@ -344,8 +344,8 @@ def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR, st
 def run_selective(run_dir: str | os.PathLike) -> Selective | None:
     """The run's selective answers: stored (refitted at their level when the run's views changed), else fitted now at
     the default level; None without analysis arrays or with too few test photos."""
-    from core.results.arrays import AnalysisMissing
-    from core.results.tta import used_by
+    from core.results.probabilities.tta import used_by
+    from core.runs.analysis import AnalysisMissing
 
     stored = load(run_dir)
     report = used_by(run_dir)

@@ -6,12 +6,12 @@
   train-features  pooled features of the training split alone (train_features.npz), for "photos like this"
   label-issues  pooled features of the training split (train_features.npz, through the feature
                 cache when it has them), cross-validated probabilities, the ranked suspects
-  tta           the validation and test photos in test-time augmentation's views (core.results.tta), and the
-                run's prediction sets again when its predictors now average the views
+  tta           the validation and test photos in test-time augmentation's views (core.results.probabilities.tta), and
+                the run's prediction sets again when its predictors now average the views
   label-next    the training split's features and the dataset's unlabelled photos' through the run
-                (core.results.label_next_tasks); label-next-simulate: the strategy against random, measured
+                (core.results.label_next.tasks); label-next-simulate: the strategy against random, measured
   data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
-                duplicates, leaks and imbalance in one list (core.results.data_issues, data_issues.json)
+                duplicates, leaks and imbalance in one list (core.results.data_issues.report, data_issues.json)
   robustness    the test photos under the 15 ImageNet-C corruptions at 5 severities (core.results.robustness)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
@@ -35,12 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import DatasetError
+from core.errors import Cancelled
+from core.inference import ModelMissing
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
-from core.results import label_issues, label_self_test, out_of_sample
-from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
-from core.results.calibration import calibrate_run
-from core.results.embedding import run_map
+from core.results.evaluation.embedding import run_map
+from core.results.labels import issues as label_issues
+from core.results.labels import out_of_sample
+from core.results.labels import self_test as label_self_test
+from core.results.probabilities.calibration import calibrate_run
 from core.results.train_features import (  # noqa: F401  TrainFeatures: read by pages and tests through here
     FeaturesStopped,
     TrainFeatures,
@@ -48,7 +51,9 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
     rebuild_data,
     training_features,
 )
-from core.runs.record import TASKS_DIR, Run
+from core.runs.analysis import RunAnalysis, SplitArrays, softmax
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.store import RunStore
 
 log = logging.getLogger("flora")
@@ -72,7 +77,7 @@ class RunTaskStatus(JobStatus):
 def task_folder(run: Run, kind: str) -> JobFolder:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
-    return JobFolder(run.directory / TASKS_DIR / kind, TASK_LOG, RunTaskStatus)
+    return JobFolder(run_files(run).task(kind), TASK_LOG, RunTaskStatus)
 
 
 def task_status(run: Run, kind: str) -> RunTaskStatus | None:
@@ -118,11 +123,12 @@ def compute_analysis(
         ModelMissing-like FileNotFoundError: the run has no model.
         DatasetError: the dataset changed.
     """
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.network.graph import features_and_logits_model  # heavy: keras
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
     from core.train.batches import ExtractionBatches  # heavy: keras
 
     if not run.has_model:
-        raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to analyse")
+        raise ModelMissing(run.run_id, run.state)
     data = rebuild_data(run, data_root, progress)
     positions = np.concatenate([data.split.val, data.split.test])
     if run.has_evaluation:
@@ -250,16 +256,13 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
     if kind == "tta":
-        from core.results import conformal, tta  # heavy: sklearn
+        from core.results.probabilities import conformal, tta  # heavy: sklearn
 
-        try:
-            report = tta.measure(run, data_root, progress, should_stop)
-        except tta.MeasureStopped as e:
-            raise TaskStopped(str(e)) from None
+        report = tta.measure(run, data_root, progress, should_stop)
         conformal.run_sets(run.directory)
         return report
     if kind in ("label-next", "label-next-simulate"):
-        from core.results import label_next_tasks
+        from core.results.label_next import tasks as label_next_tasks
 
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     if kind == "robustness":
@@ -270,7 +273,9 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         except robustness.RobustnessStopped as e:
             raise TaskStopped(str(e)) from None
     if kind == "data-issues":
-        from core.results import data_issues  # the health check's modules and k-means: only for this task
+        from core.results.data_issues import (
+            report as data_issues,  # the health check's modules and k-means: only for this task
+        )
 
         return data_issues.for_run_saved(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         compute(args.kind, run, args.data_dir, progress, folder.stop_requested)
-    except TaskStopped as e:
+    except Cancelled as e:  # every stop on request, however deep it was noticed
         folder.update(state=JobState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
         return 0
     except Exception as e:

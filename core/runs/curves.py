@@ -66,7 +66,8 @@ def phase_boundary(metrics: list[dict[str, Any]]) -> float | None:
 _DECODE_COST, _FORWARD_COST, _TRAIN_STEP_COST, _HEAD_EPOCH_COST = 0.05, 1.0, 3.0, 0.01
 EXTRACTING = "extracting features"
 REFERENCE_STAGE = "fitting the out-of-distribution reference"  # training's last step (core.train.training)
-REFERENCE_TRAIN_SAMPLE = 2000  # training photos the reference passes through the model (core.serving.reference)
+# training photos the OOD reference passes through the model (core.results.probabilities.reference)
+REFERENCE_TRAIN_SAMPLE = 2000
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import InvalidInput
 from core.fileio import read_json
 from core.runs.record import Run, RunNotFound
 from core.runs.store import RunStore
@@ -30,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
-class AliasError(ValueError):
+class AliasError(InvalidInput):
     """An alias name or target that cannot be used; the message says why."""
 
 

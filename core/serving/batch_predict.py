@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError
+from core.errors import InvalidInput
 from core.serving.engine import Answer, Decoded, ServedModel
 from core.serving.log import LogRecord, PredictionLog
 
@@ -56,19 +57,19 @@ def zip_members(data: bytes) -> list[tuple[str, bytes]]:
     """The files in a zip (images and others alike, folders skipped), refusing archives too big to open safely.
 
     Raises:
-        ValueError: not a zip, or over MAX_ZIP_FILES files / MAX_ZIP_BYTES uncompressed.
+        InvalidInput: not a zip, or over MAX_ZIP_FILES files / MAX_ZIP_BYTES uncompressed.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
-        raise ValueError("not a zip archive") from None
+        raise InvalidInput("not a zip archive") from None
     infos = [i for i in archive.infolist() if not i.is_dir() and not Path(i.filename).name.startswith(".")]
     infos = [i for i in infos if "__MACOSX" not in i.filename]
     if len(infos) > MAX_ZIP_FILES:
-        raise ValueError(f"the zip holds {len(infos)} files; at most {MAX_ZIP_FILES} are classified at once")
+        raise InvalidInput(f"the zip holds {len(infos)} files; at most {MAX_ZIP_FILES} are classified at once")
     total = sum(i.file_size for i in infos)
     if total > MAX_ZIP_BYTES:
-        raise ValueError(f"the zip unpacks to {total / 1e6:.0f} MB, over the {MAX_ZIP_BYTES / 1e6:.0f} MB limit")
+        raise InvalidInput(f"the zip unpacks to {total / 1e6:.0f} MB, over the {MAX_ZIP_BYTES / 1e6:.0f} MB limit")
     return [(i.filename, archive.read(i)) for i in infos]
 
 

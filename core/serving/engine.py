@@ -21,19 +21,24 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
+from core.errors import InvalidInput, Unavailable
 from core.network import layer_names as names
-from core.results import class_thresholds, conformal, selective, tta
-from core.results.arrays import softmax
-from core.results.calibration import run_temperature
-from core.runs.record import CLASS_THRESHOLDS_FILE, CONFORMAL_FILE, SELECTIVE_FILE, TTA_FILE, Run
+from core.results import class_thresholds, selective
+from core.results.probabilities import conformal, tta
+from core.results.probabilities.calibration import run_temperature
+from core.results.probabilities.image_stats import image_statistics
+from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import softmax
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.serving.holding_back import hold_back
-from core.serving.image_stats import image_statistics
 from core.serving.log import entropy
-from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
 VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
-IMAGE_STATS = "image_statistics"  # forward()'s picture statistics (core.serving.image_stats), for "none of these"
+IMAGE_STATS = (
+    "image_statistics"  # forward()'s picture statistics (core.results.probabilities.image_stats), for "none of these"
+)
 
 
 @dataclass
@@ -126,7 +131,7 @@ class ServedModel:
                 one) answers at once and gets its reference in the background; its answers carry the flag
                 from then on. Otherwise it is fitted here, first.
         """
-        from core.serving.reference import load_inference_model  # heavy: sklearn
+        from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
         started = time.perf_counter()
         self.run = run
@@ -155,16 +160,18 @@ class ServedModel:
 
     def _answer_files(self) -> tuple:
         stamps = []
-        for name in (TTA_FILE, CONFORMAL_FILE, SELECTIVE_FILE, CLASS_THRESHOLDS_FILE):
+        files = run_files(self.run)
+        for path in (files.tta, files.conformal, files.selective, files.class_thresholds):
             try:
-                stamps.append((self.run.directory / name).stat().st_mtime_ns)
+                stamps.append(path.stat().st_mtime_ns)
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
 
     def _read_answer_settings(self) -> None:
-        """Test-time augmentation only where it helped on the run's validation split (core.results.tta), and the
-        run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those probabilities."""
+        """Test-time augmentation only where it helped on the run's validation split (core.results.probabilities.tta),
+        and the run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those
+        probabilities."""
         self.tta = tta.used_by(self.run.directory)
         self.views = len(self.tta.views) if self.tta is not None else 1
         self.sets = conformal.run_sets(self.run.directory)
@@ -279,23 +286,28 @@ class ServedModel:
         }
 
     def check_set_level(self, level: float | None) -> float | None:
-        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none. Raises ValueError."""
+        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none.
+
+        Raises:
+            InvalidInput: a level out of range, or the run has no prediction sets.
+        """
         if level is None:
             return None
         level = conformal.level_of(level)
         if self.sets is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"run {self.run_id} has no prediction sets (its test split is too small, or it has no analysis "
                 f"arrays); fit them with `python -m core calibrate {self.run_id} --conformal 0.9`"
             )
         low, high = conformal.LEVEL_RANGE
         if not low - 1e-9 <= level <= high + 1e-9:
-            raise ValueError(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
+            raise InvalidInput(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
         return level
 
     def check_max_error(self, value: float | None) -> float | None:
         """A request's maximum error among answered photos (0.05; None: answer every photo), the run's threshold for
-        it fitted first when the run has none yet (or it was fitted on other probabilities). Raises ValueError."""
+        it fitted first when the run has none yet (or it was fitted on other probabilities). Raises InvalidInput or
+        Unavailable."""
         if value is None:
             return None
         level = selective.check_max_error(value)
@@ -303,7 +315,7 @@ class ServedModel:
             self.selective = selective.run_selective(self.run.directory)
             self._stamp = self._answer_files()
         if self.selective is None:
-            raise ValueError(
+            raise Unavailable(
                 f"run {self.run_id} has no calibrated threshold (its test split is too small, or it has no analysis "
                 f"arrays); `python -m core calibrate {self.run_id} --max-error {level:g}` says which"
             )

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import InvalidInput
+
 LOG_DATABASE = "predictions.sqlite"
 SOURCES = ("api", "ui", "cli")
 BUSY_TIMEOUT_SECONDS = 60.0
@@ -223,7 +225,7 @@ class PredictionLog:
         Returns the number of rows updated (0: nothing matched).
         """
         if prediction_id is None and not image_sha256:
-            raise ValueError("feedback needs a prediction id or an image sha256")
+            raise InvalidInput("feedback needs a prediction id or an image sha256")
         if prediction_id is not None:
             where, value = "id = ?", int(prediction_id)
         else:
@@ -311,7 +313,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         return datetime.datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise ValueError(
+        raise InvalidInput(
             f"--since takes a duration ago (30m, 2h, 7d), epoch seconds or an ISO date/time. Received: {text!r}"
         ) from None
 

@@ -28,7 +28,7 @@ from core.serving.v2 import HEADER, InferRequest, ProtocolError, encode_response
 VERSION = "1"
 
 
-def _metadata(route: Route) -> dict[str, Any]:
+def metadata_of(route: Route) -> dict[str, Any]:
     model = route.loaded.model
     classes = len(model.classes)
     outputs = [
@@ -80,7 +80,7 @@ def v2_router(service: Service) -> APIRouter:
     @router.get("/v2/models/{name}", summary="A model's inputs, outputs and class names")
     @router.get("/v2/models/{name}/versions/{version}", include_in_schema=False)
     async def model_metadata(name: str, version: str | None = None):
-        return _metadata(service.registry.get(name))
+        return metadata_of(service.registry.get(name))
 
     @router.get("/v2/models/{name}/ready", summary="The model is loaded and warmed")
     @router.get("/v2/models/{name}/versions/{version}/ready", include_in_schema=False)
@@ -99,37 +99,44 @@ def v2_router(service: Service) -> APIRouter:
         body = await request.body()
         # parsed in a worker thread: a large JSON body takes seconds the event loop (and /healthz) cannot spare
         parsed = await anyio.to_thread.run_sync(parse_request, body, request.headers.get(HEADER))
-        set_level = service.set_level_of(route, parsed.parameters.get("prediction_set"))
-        max_error = service.max_error_of(route, parsed.parameters.get("max_error"))
-        decoded = await _v2_inputs(service, route, parsed)
-        request.state.images = len(decoded)
-        route, answers = await service.answer(
-            route, decoded, request.state.started, set_level=set_level, max_error=max_error
-        )
-        outputs = [
-            ("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32)),
-            ("label", "BYTES", _bytes_array([a.label.encode() for a in answers])),
-        ]
-        if set_level is not None:
-            sets = [json.dumps(a.prediction_set or []).encode() for a in answers]
-            outputs.append(("prediction_set", "BYTES", _bytes_array(sets)))
-        if any(a.abstained is not None for a in answers):
-            outputs.append(("abstained", "BOOL", np.array([bool(a.abstained) for a in answers], dtype=bool)))
-            reasons = [(a.abstain_reason or "").encode() for a in answers]
-            outputs.append(("abstain_reason", "BYTES", _bytes_array(reasons)))
-        if route.loaded.model.reference is not None:
-            outputs.append(("ood_score", "FP32", np.array([a.ood_score for a in answers], dtype=np.float32)))
-            outputs.append(("out_of_distribution", "BOOL", np.array([a.ood_flag for a in answers], dtype=bool)))
-        known = {name for name, _, _ in outputs}
-        unknown = [out for out in parsed.outputs if out not in known]
-        if unknown:
-            raise ProtocolError(f"unknown output(s) {unknown}; this model has {sorted(known)}")
+        route, outputs, images = await v2_answer(service, route, parsed, request.state.started)
+        request.state.images = images
         content, header_length = encode_response(route.name, VERSION, parsed, outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER: str(header_length)})
 
     return router
+
+
+async def v2_answer(
+    service: Service, route: Route, parsed: InferRequest, started: float
+) -> tuple[Route, list[tuple[str, str, np.ndarray]], int]:
+    """An Open Inference Protocol request answered, over HTTP or gRPC alike: the route that answered, the
+    outputs (name, datatype, array) and how many images it held. Raises ProtocolError or InputError."""
+    set_level = service.set_level_of(route, parsed.parameters.get("prediction_set"))
+    max_error = service.max_error_of(route, parsed.parameters.get("max_error"))
+    decoded = await _v2_inputs(service, route, parsed)
+    route, answers = await service.answer(route, decoded, started, set_level=set_level, max_error=max_error)
+    outputs = [
+        ("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32)),
+        ("label", "BYTES", _bytes_array([a.label.encode() for a in answers])),
+    ]
+    if set_level is not None:
+        sets = [json.dumps(a.prediction_set or []).encode() for a in answers]
+        outputs.append(("prediction_set", "BYTES", _bytes_array(sets)))
+    if any(a.abstained is not None for a in answers):
+        outputs.append(("abstained", "BOOL", np.array([bool(a.abstained) for a in answers], dtype=bool)))
+        reasons = [(a.abstain_reason or "").encode() for a in answers]
+        outputs.append(("abstain_reason", "BYTES", _bytes_array(reasons)))
+    if route.loaded.model.reference is not None:
+        outputs.append(("ood_score", "FP32", np.array([a.ood_score for a in answers], dtype=np.float32)))
+        outputs.append(("out_of_distribution", "BOOL", np.array([a.ood_flag for a in answers], dtype=bool)))
+    known = {name for name, _, _ in outputs}
+    unknown = [out for out in parsed.outputs if out not in known]
+    if unknown:
+        raise ProtocolError(f"unknown output(s) {unknown}; this model has {sorted(known)}")
+    return route, outputs, len(decoded)
 
 
 async def _v2_inputs(service: Service, route: Route, request: InferRequest):

@@ -17,6 +17,7 @@ import anyio
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, ImageTooLarge
+from core.errors import InvalidInput
 from core.feedback import SERVER_CLIENT, NotYourFeedback, add_feedback, list_feedback
 from core.paths import relative_to_data
 from core.serving.batching import BatcherClosed
@@ -30,7 +31,7 @@ MAX_IMAGES_PER_REQUEST = 256
 FEEDBACK_WORKERS = 2  # feedback calls decoding or writing at once (each holds a worker thread)
 
 
-class InputError(ValueError):
+class InputError(InvalidInput):
     """A request input the server cannot use (HTTP 400); the message says which and why."""
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import InvalidInput
 from core.field_types import FieldTypeError, check_field_types
 from core.network import backbones
 
@@ -30,7 +31,7 @@ IMBALANCE_RATIO = 1.5
 CACHE_RATIO = 8 / 7
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """A setting is out of range; the message names it and the value received."""
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import tomllib
 
+from core.errors import InvalidInput
 from core.fileio import write_bytes_atomic
 from core.paths import PROJECT_ROOT, flora_dir
 
@@ -60,7 +61,7 @@ MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(24))"'
 AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
 
 
-class NotReadyToShare(RuntimeError):
+class NotReadyToShare(InvalidInput, RuntimeError):
     """Shared without a way to sign in; the message says which setting to add."""
 
 

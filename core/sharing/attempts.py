@@ -27,6 +27,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 
+from core.errors import Busy
 from core.paths import flora_dir
 from core.sharing.people import name_key
 
@@ -48,7 +49,7 @@ CLIENT_RULE = Rule(free_tries=10, lock_after=30)  # one browser
 ADDRESS_RULE = Rule(free_tries=60, lock_after=200)  # browsers new here that began failing at one address
 
 
-class SignInPaused(RuntimeError):
+class SignInPaused(Busy):
     """A name or client that must wait, or is locked; the message says which, for how long, and who can unlock."""
 
 

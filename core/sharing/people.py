@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from core.errors import Conflict, InvalidInput
 from core.fileio import read_json
 from core.paths import flora_dir
 from core.shared_store import SharedStore, Table
@@ -50,7 +51,7 @@ def invisible(char: str) -> bool:
     )
 
 
-class NameTaken(ValueError):
+class NameTaken(Conflict, ValueError):
     """A name that is someone's (or nobody's to take); the message says why and what to do."""
 
 
@@ -169,7 +170,7 @@ def claim_name(data_root, name: str, passphrase: str, owners: Iterable[str] = ()
     if reason:
         raise NameTaken(f"You cannot sign in as “{name}”: {reason}. Choose another name.")
     if len(passphrase) < MIN_PASSPHRASE:
-        raise ValueError(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
+        raise InvalidInput(f"choose a passphrase of at least {MIN_PASSPHRASE} characters (you will need it next time)")
     key = name_key(name)
     entry = _find(data_root, key)
     if entry is None:

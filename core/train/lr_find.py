@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.data.datasets import DatasetError, DatasetIndex
+from core.errors import Unavailable
 from core.settings.config import ConfigError, TrainConfig
 
 log = logging.getLogger("flora")
@@ -68,7 +69,7 @@ FINE_TUNE_FIELDS = (
 )
 
 
-class RangeTestFailed(RuntimeError):
+class RangeTestFailed(Unavailable):
     """The range test recorded too few points to suggest a rate (the loss was not a number from the start)."""
 
 
@@ -278,7 +279,7 @@ def find_learning_rate(
 
     Raises:
         ConfigError: an unknown phase, too few steps, nothing to unfreeze. DatasetError: fewer than two classes.
-        StopRequested: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
+        Cancelled: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
     """
     check_phase(phase)
     steps = STEPS[phase] if steps is None else int(steps)

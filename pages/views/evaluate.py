@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.processes import JobState
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from pages.ui import analysis_status, auth, common, photo_gallery, plain, teaching
 from pages.ui.evaluate import calibration as evaluate_calibration
 from pages.ui.evaluate import card as evaluate_card

@@ -60,10 +60,19 @@ def start_form() -> None:
                 f"*{serving.DEFAULT_ALIAS}* at a run under Aliases below and serve that instead: clients keep one "
                 "name while the run behind it changes."
             )
-        cols = st.columns(3)
+        cols = st.columns(4)
         port = cols[0].number_input("Port", 1024, 65535, key="serve_port")
         max_batch = cols[1].number_input("Max batch", 1, 256, 32, key="serve_max_batch", help="1 turns batching off")
         max_wait = cols[2].number_input("Max wait (ms)", 0.0, 100.0, 5.0, key="serve_max_wait")
+        grpc_port = cols[3].number_input(
+            "gRPC port (0: none)",
+            0,
+            65535,
+            0,
+            key="serve_grpc_port",
+            help="Also serve the Open Inference Protocol over gRPC (KServe's grpc_predict_v2; tritonclient.grpc "
+            "works as is) on this port, with the same models, limits and API key.",
+        )
         api_key = st.text_input(
             "API key (optional)",
             type="password",
@@ -82,6 +91,7 @@ def start_form() -> None:
                     max_batch=int(max_batch),
                     max_wait_ms=float(max_wait),
                     api_key=api_key.strip() or None,
+                    grpc_port=int(grpc_port) or None,
                 )
             except (ServerRunning, ValueError) as e:
                 st.error(plain.md(e))
@@ -102,7 +112,8 @@ def server_panel() -> None:
     url = status.url or f"http://{status.host}:{status.port}"
     head = st.columns([3, 1], vertical_alignment="center")
     if status.ready:
-        head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs)", icon=":material/dns:")
+        grpc = f" · gRPC at **{status.grpc}**" if status.grpc else ""
+        head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs){grpc}", icon=":material/dns:")
     else:
         head[0].info(f"Starting at {url}: {plain.md(status.stage or 'loading')}…", icon=":material/hourglass_top:")
     if auth.current_user().admin and head[1].button("Stop server", icon=":material/stop:", key="serve_stop"):

@@ -14,7 +14,7 @@ from PIL import Image
 from core.data.datasets import DatasetError, scan_dataset, split_indices
 from core.health import Finding, check_dataset, image_table, imagehash, saved_report
 from core.settings.config import TrainConfig
-from tests.conftest import FLOWERS
+from tests.conftest import FLOWERS, require_flowers
 from tests.datafixtures import picture
 
 
@@ -374,8 +374,7 @@ def test_finding_defaults():
 @pytest.mark.slow
 def test_real_flower_photos(tmp_path):
     """The shared flowers5-128 set: 4,317 photos with known duplicates (see docs/DATASETS.md)."""
-    if not FLOWERS.is_dir():
-        pytest.skip("the shared flower photos are not available")
+    require_flowers()
     report = check_dataset(FLOWERS, cache_root=tmp_path)
     assert report.images == 4317 and report.stats["readable"] == 4317
     assert report.by_kind("unreadable") is None

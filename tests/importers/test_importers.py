@@ -30,7 +30,7 @@ from core.importers import (
 from core.importers import download as download_module
 from core.importers.archives import Budget, copy_limited
 from core.importers.oxford import class_folder
-from tests.conftest import OXFORD
+from tests.conftest import OXFORD, require_shared
 from tests.datafixtures import (
     OXFORD_COUNT,
     FileServer,
@@ -46,8 +46,7 @@ from tests.datafixtures import (
 
 
 def require_oxford() -> Path:
-    if not (OXFORD / "imagelabels.mat").is_file():
-        pytest.skip(f"the Oxford 102 label files are not at {OXFORD}")
+    require_shared(OXFORD / "imagelabels.mat", "the Oxford 102 label files")
     return OXFORD
 
 
@@ -332,6 +331,7 @@ def _colour_features(path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     """What a new user without a network does: draw the demo set, train with random weights, evaluate."""
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -340,7 +340,7 @@ def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     store = RunStore(tmp_path / "models")
     config = TrainConfig(image_size=64, weights="none", epochs=8, batch_size=32, head=(64,), seed=1)
     submission = jobs.submit(store, result.path, config)
-    jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     status = store.get(submission.run_id).status
     assert status.state == "done" and status.accuracy >= 0.5, status  # chance is 0.2
 

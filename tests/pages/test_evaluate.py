@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from pages.ui.plain import md
 from tests.pages.conftest import table_with, texts
 
@@ -190,7 +190,7 @@ def test_top_losses_tab(app, workspace):
 
 def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
-    from core.results.confusion import submatrix
+    from core.results.evaluation.confusion import submatrix
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -212,7 +212,7 @@ def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
 
 def test_confused_together_order_is_one_choice_away(app, many_classes):
-    from core.results.confusion import confused_together_order
+    from core.results.evaluation.confusion import confused_together_order
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -231,7 +231,7 @@ def oxford_layout(tmp_path):
     """A finished 102-class run in Oxford 102's layout (test 20 photos/class in the real set; 4 here),
     with its evaluation and a hand-written analysis.npz: logits where classes k and k+51 look alike."""
     from core.processes import JobState
-    from core.results.arrays import RunAnalysis, SplitArrays, softmax
+    from core.runs.analysis import RunAnalysis, SplitArrays, softmax
     from core.runs.store import RunStore
 
     rng = np.random.default_rng(3)
@@ -269,7 +269,7 @@ def _twins_adjacent(names: list[str]) -> int:
 
 
 def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
-    from core.results.calibration import calibrate_run
+    from core.results.probabilities.calibration import calibrate_run
 
     at = app("evaluate", models_dir=oxford_layout)
     evaluation = Evaluation.load(oxford_layout / "oxford000001")
@@ -316,7 +316,7 @@ def test_teaching_notes_speak_of_this_datasets_classes_and_cover_losses_and_heat
 
 
 def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, workspace, tmp_path):
-    from core.results import conformal, tta
+    from core.results.probabilities import conformal, tta
     from core.runs.store import RunStore
     from tests.conftest import copy_run
 

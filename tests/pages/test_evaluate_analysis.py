@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.results import calibration
+from core.results.probabilities import calibration
 from core.runs.record import ANALYSIS_FILE
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
@@ -64,7 +64,7 @@ def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
 
 
 def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
     from core.runs.record import HEATMAPS_DIR
 
     run = workspace["store"].get(workspace["run_id"])
@@ -122,7 +122,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
     """The interval showed only for runs with few validation photos; a run with 300 a class had none."""
     import numpy as np
 
-    from core.results.arrays import RunAnalysis, SplitArrays
+    from core.runs.analysis import RunAnalysis, SplitArrays
     from pages.ui.evaluate.calibration import scores_table
 
     rng = np.random.default_rng(0)
@@ -142,7 +142,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
 def test_the_heatmaps_start_on_the_map_that_shows_something(app, workspace, monkeypatch):
     """Issue 32: the finer map came out blank for both classes on a photo where the coarser one was clear. The
     picker starts on the map that shows something, and says so when the one picked shows less."""
-    from core.results.explain import Explainer
+    from core.results.evaluation.explain import Explainer
     from pages.ui.evaluate import heatmaps
 
     explainer = Explainer(workspace["store"].get(workspace["run_id"]))

@@ -13,7 +13,7 @@ import pytest
 
 from core.data.corrections import Corrections, forget_dataset
 from core.results import tasks as run_tasks
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
 from pages.ui.explore.map import selected_keys, selected_photos
 from pages.ui.plain import md

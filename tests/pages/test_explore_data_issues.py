@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from core.data.corrections import Corrections, forget_dataset
-from core.results import data_issues
 from core.results import tasks as run_tasks
+from core.results.data_issues import report as data_issues
 from core.runs.store import RunStore
 from pages.ui.explore.data_issues import mark_words
 from pages.ui.plain import md

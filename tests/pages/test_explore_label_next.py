@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.data.unlabelled import Unlabelled
-from core.results import label_next_tasks
+from core.results.label_next import tasks as label_next_tasks
 from core.runs.store import RunStore
 from pages.ui.plain import md
 from tests.conftest import copy_run_and_dataset

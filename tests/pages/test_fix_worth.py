@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from core.data.corrections import Corrections, forget_dataset
-from core.results import fix_worth
 from core.results import tasks as run_tasks
-from core.results.fix_worth_report import points
+from core.results.labels import fix_worth
+from core.results.labels.fix_worth_report import points
 from core.runs.record import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE
 from core.runs.store import RunStore
 from pages.ui.navigation import page_file

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from core.results import label_issues
-from core.results.label_issues import LabelIssue, LabelReview
+from core.results.labels import issues as label_issues
+from core.results.labels.issues import LabelIssue, LabelReview
 from core.runs.store import RunStore
 from pages.ui.explore.label_review import BEHIND_WHY, NONE_SUPPORTED, trust_words
 from tests.conftest import copy_run

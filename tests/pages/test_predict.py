@@ -50,7 +50,7 @@ def _bar_values(at) -> list[float]:
 
 
 def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
-    from core.results.calibration import stored_temperature
+    from core.results.probabilities.calibration import stored_temperature
 
     temperature = stored_temperature(workspace["store"].run_dir(workspace["run_id"]))
     assert temperature is not None and temperature != 1.0, temperature
@@ -139,7 +139,7 @@ def _store_with_sets_and_views(workspace, tmp_path, helped: bool):
     """A copy of the workspace's run with prediction sets at 80% and test-time augmentation measured."""
     import json
 
-    from core.results import conformal, tta
+    from core.results.probabilities import conformal, tta
     from tests.conftest import copy_run
 
     models = copy_run(workspace["models"], tmp_path / "models")
@@ -163,7 +163,7 @@ def test_a_prediction_set_at_the_level_picked_and_the_views_said(app, workspace,
     assert "How the promise held: on the" in shown and "sets at 90% held the right class" in shown
     assert "**At 90%:**" in shown  # the slider's default
     assert "a promise about photos taken together, not about this one" in shown  # what the promise covers
-    from core.results import conformal
+    from core.results.probabilities import conformal
 
     sets = conformal.load(models / workspace["run_id"])
     line = next(t for t in shown.split("\n") if t.startswith("**At 90%:**"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from core.processes import JobState
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
@@ -227,3 +229,20 @@ def test_the_page_follows_an_alias_moved_from_the_command_line(app, workspace, t
     rerun_timed_fragments(at)
     assert f"The server answers **production** with run {new}" in texts(at)
     assert any(f"it answers with run {new} now" in c.value for c in at.caption)  # the snippets' line too
+
+
+@pytest.mark.slow
+def test_the_web_export_is_made_and_offered_from_the_serve_page(app, workspace, tmp_path):
+    """A newcomer's walk: pick web, export, read how to open it, download the zip."""
+    from pages.ui.serving.sections import WEB_HOW_TO
+
+    models = copy_store(workspace, tmp_path)
+    at = app("serve", models_dir=models)
+    at.selectbox(key="serve_export_format").set_value("web").run()
+    next(b for b in at.button if b.label == "Export and verify").click().run(timeout=600)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("web export verified with onnxruntime" in s.value for s in at.success), [e.value for e in at.error]
+    assert WEB_HOW_TO in texts(at)
+    folder = models / workspace["run_id"] / "exports" / "web"
+    assert (folder / "index.html").is_file() and (folder / "vendor" / "ort.wasm.min.js").is_file()
+    assert any(b.label == "Download web" for b in at.get("download_button"))

@@ -294,7 +294,7 @@ def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(a
     note = next(i.value for i in at.info if i.value.startswith("The form holds run"))
     assert "(1 relabelled, 1 excluded; the run had none)" in note
     assert at.select_slider(key="train_image_size").value == workspace["config"].image_size
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
 
     on_test = len(set(kept_corrections) & set(Evaluation.load(workspace["store"].run_dir(workspace["run_id"])).paths))
     assert (f"{on_test} of them are test photos" in note) == bool(on_test)  # said when a test photo changes

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.results import class_thresholds as ct
-from core.results.arrays import softmax
+from core.runs.analysis import softmax
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from core.results import model_card
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.runs.store import RunStore
 from tests.conftest import copy_run
 

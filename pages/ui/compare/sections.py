@@ -10,9 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.results import fix_worth
-from core.results.compare import disagreements, per_class_f1, settings_table
-from core.results.fix_worth_report import change_words, held, points
+from core.results.evaluation.compare import disagreements, per_class_f1, settings_table
+from core.results.labels import fix_worth
+from core.results.labels.fix_worth_report import change_words, held, points
 from core.runs.curves import epoch_curves
 from pages.ui import common, photo_gallery, plain
 

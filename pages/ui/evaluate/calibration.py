@@ -7,8 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.results import calibration
-from core.results.calibration import Calibration, Scores
+from core.results.probabilities import calibration
+from core.results.probabilities.calibration import Calibration, Scores
 from pages.ui import plain, teaching
 
 

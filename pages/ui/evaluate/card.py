@@ -6,34 +6,26 @@ from __future__ import annotations
 import streamlit as st
 
 from core.results import model_card
-from core.runs.record import (
-    CALIBRATION_FILE,
-    CLASS_THRESHOLDS_FILE,
-    CONFORMAL_FILE,
-    DATA_ISSUES_FILE,
-    EVALUATION_JSON,
-    ROBUSTNESS_FILE,
-    SELECTIVE_FILE,
-)
+from core.runs.files import run_files
 
-READ_FROM = (
-    EVALUATION_JSON,
-    CALIBRATION_FILE,
-    CONFORMAL_FILE,
-    SELECTIVE_FILE,
-    CLASS_THRESHOLDS_FILE,
-    ROBUSTNESS_FILE,
-    DATA_ISSUES_FILE,
-    "ood.json",
-)
+
+def _read_from(run) -> tuple:
+    """The files the card is written from."""
+    files = run_files(run)
+    return (
+        files.evaluation_summary,
+        files.calibration,
+        files.conformal,
+        files.selective,
+        files.class_thresholds,
+        files.robustness,
+        files.data_issues,
+        files.reference_summary,
+    )
 
 
 def _stamp(run) -> tuple:
-    stamps = []
-    for name in READ_FROM:
-        path = run.directory / name
-        stamps.append(path.stat().st_mtime if path.exists() else 0.0)
-    return tuple(stamps)
+    return tuple(path.stat().st_mtime if path.exists() else 0.0 for path in _read_from(run))
 
 
 @st.cache_data(show_spinner="Writing the model card…", max_entries=32)

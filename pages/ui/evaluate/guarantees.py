@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.results import conformal, tta
-from core.results.compare import p_value_words
+from core.results.evaluation.compare import p_value_words
+from core.results.probabilities import conformal, tta
+from core.runs.files import run_files
 from pages.ui import plain, teaching
 from pages.ui.run_task import task_panel
 
@@ -129,7 +130,7 @@ def sets_section(run, stamp: float) -> None:
     """Prediction sets: the promise, whether it held on photos that chose nothing, by class."""
     st.subheader("Prediction sets: answers with a guarantee")
     teaching.explain("prediction_sets", run.classes)
-    tta_file = run.directory / "tta.json"
+    tta_file = run_files(run).tta
     sets = _sets(str(run.directory), stamp, tta_file.stat().st_mtime if tta_file.exists() else 0.0)
     if sets is None:
         st.caption(

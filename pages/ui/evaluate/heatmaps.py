@@ -2,7 +2,7 @@
 class it predicted, for the true class, and what tipped it (the contrast of the two).
 
 The model is loaded once per run and process (pages.ui.run_models) and only when a photo is picked;
-core.results.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
+core.results.evaluation.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
 never when the page is imported."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _display(image: np.ndarray) -> np.ndarray:
 @st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
 def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name: str, layer: str):
     """(photo, predicted map, true map, contrast map) as display images, and the contrast score."""
-    from core.results.explain import Target, overlay
+    from core.results.evaluation.explain import Target, overlay
 
     model = run_models.explainer(key)
     image = model.load(path)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.results import robustness
 from core.results.corruptions import FAMILIES
+from core.runs.files import run_files
 from pages.ui import common, plain, teaching
 from pages.ui.run_task import launch, task_panel, why_not
 
@@ -20,7 +21,7 @@ def _report(run_dir: str, stamp: float) -> robustness.RobustnessReport | None:
 
 
 def report_of(run) -> robustness.RobustnessReport | None:
-    path = run.directory / "robustness.json"
+    path = run_files(run).robustness
     return _report(str(run.directory), path.stat().st_mtime if path.exists() else 0.0)
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.results import class_thresholds as per_class
 from core.results import selective
+from core.runs.files import run_files
 from pages.ui import auth, plain
 from pages.ui.run_task import why_not
 
@@ -19,7 +20,7 @@ SLIDERS_UP_TO = 12  # more classes than this: pick one to set instead of a slide
 
 def _stamp(run) -> tuple:
     """What the figures depend on: the analysis arrays and test-time augmentation's probabilities."""
-    tta = run.directory / "tta.json"
+    tta = run_files(run).tta
     return run.analysis_mtime, tta.stat().st_mtime if tta.exists() else 0.0
 
 

@@ -17,12 +17,13 @@ import streamlit as st
 
 from core.data.datasets import DatasetError
 from core.data.unlabelled import Unlabelled
-from core.results import label_next_tasks
-from core.results.label_next import RANDOM, STRATEGY, next_batch
-from core.results.label_next_data import UnlabelledFeatures, workbench
-from core.results.label_next_simulation import saving
+from core.results.label_next import tasks as label_next_tasks
+from core.results.label_next.data import UnlabelledFeatures, workbench
+from core.results.label_next.picking import RANDOM, STRATEGY, next_batch
+from core.results.label_next.simulation import saving
 from core.results.train_features import TrainFeatures
-from core.runs.record import LABEL_NEXT_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, teaching
 from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.explore.map import stored_train_features
@@ -131,7 +132,7 @@ def label_next_section(run: Run) -> None:
         "none of these classes. Labelled photos are trained on by the **next** run on this dataset."
     )
     upload_section(run.dataset_path, expanded=False, key=f"label_next_upload_{run.run_id}")
-    computed = _unlabelled_features(str(run.directory), _mtime(run.directory / LABEL_NEXT_FILE))
+    computed = _unlabelled_features(str(run.directory), _mtime(run_files(run).label_next))
     train = stored_train_features(str(run.directory), run.train_features_mtime)  # read once, not at every click
     if computed is None or train is None or computed.fingerprint != unlabelled.index().fingerprint:
         st.markdown(

@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
-from core.results import label_issues
+from core.results.labels import issues as label_issues
 from core.runs.record import Run
 from core.sharing.people import same_person
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
@@ -31,7 +31,7 @@ def heatmap(run: Run, issue: label_issues.LabelIssue):
     """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
     reverse. None (and the reason) when the photo cannot be read."""
     from core.data.imaging import ImageError
-    from core.results.explain import Target, overlay
+    from core.results.evaluation.explain import Target, overlay
 
     refused = dataset_choice.outside_reason(Path(run.dataset_path) / issue.path)
     if refused:

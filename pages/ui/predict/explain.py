@@ -50,7 +50,7 @@ def overlays(
     """(overlay image, explained logit, whether no area raised it) per class in `labels` for one photo."""
     from PIL import Image
 
-    from core.results.explain import Target, overlay, upsample
+    from core.results.evaluation.explain import Target, overlay, upsample
 
     model = run_models.explainer(key)
     image = model.load(data)

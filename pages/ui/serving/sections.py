@@ -178,6 +178,13 @@ def _point_alias() -> None:
     )
 
 
+WEB_HOW_TO = (
+    "The **web** export is a page that classifies photos in the browser, offline: unzip it, run "
+    "`python3 -m http.server 8000` in the folder and open http://localhost:8000/ (or put the folder on any static "
+    "host). Its README shows how to call `floraClassify(image)` from your own page."
+)
+
+
 def export_section(run: Run) -> None:
     """Make an export of `run` (verified; in a TensorFlow subprocess) and list the ones made, with downloads."""
     from core.export.run import export_in_subprocess
@@ -245,6 +252,8 @@ def export_section(run: Run) -> None:
             "MB": st.column_config.NumberColumn(format="%.1f"),
         },
     )
+    if any(r["kind"] == "web" for r in made):
+        st.caption(WEB_HOW_TO)
     download = st.columns(min(4, len(made)))
     for i, record in enumerate(made):
         download[i % len(download)].download_button(
