@@ -212,6 +212,7 @@ def flower_run(tmp_path_factory):
     """One finished run on two classes of real photos (daisy and sunflower, 150 each, symlinks into ../shared/data)
     at 32 px with the tiny test backbone and a random start: for what needs real pictures (the 'none of these'
     check's image statistics) and a test split large enough to calibrate on. Shared read-only, like trained_run."""
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -228,7 +229,7 @@ def flower_run(tmp_path_factory):
     store = RunStore(models_root)
     config = TrainConfig(image_size=32, weights="none", epochs=6, batch_size=32, head=(32,), seed=1)
     submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     return {
         "store": store,
         "run_id": submission.run_id,

@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.data.imaging import load_for_model
 from core.results.probabilities import conformal
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.app import create_app
@@ -218,7 +219,7 @@ def test_saved_class_thresholds_hold_back_answers_everywhere(served):
         rows = table_rows(predict_many(model, [("x.png", data)], top_k=2), 2)
         assert rows[0]["answered"] is False and "saved threshold" in rows[0]["held_back_because"]
     finally:
-        (run_dir / class_thresholds.CLASS_THRESHOLDS_FILE).unlink()
+        run_files(run_dir).class_thresholds.unlink()
         time.sleep(1.2)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from core.results import class_thresholds as ct
 from core.runs.analysis import softmax
+from core.runs.files import run_files
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -51,7 +52,7 @@ def test_words_count_what_the_figures_count():
 def test_saved_thresholds_hold_back_and_are_checked(tmp_path):
     saved = ct.save(tmp_path, {"tulip": 0.7, "rose": 0.0}, ["rose", "tulip"], by="ana")
     assert saved == {"tulip": 0.7} and ct.load(tmp_path) == {"tulip": 0.7}
-    assert json.loads((tmp_path / ct.CLASS_THRESHOLDS_FILE).read_text())["saved_by"] == "ana"
+    assert json.loads(run_files(tmp_path).class_thresholds.read_text())["saved_by"] == "ana"
     assert ct.decision(saved, "tulip", 0.75) == (True, None)
     answered, why = ct.decision(saved, "tulip", 0.62)
     assert not answered and why == "62.0% for tulip is under its saved threshold of 0.70"

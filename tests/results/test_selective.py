@@ -12,6 +12,7 @@ import pytest
 
 from core.results import learn_then_test as ltt
 from core.results import selective as sel
+from core.runs.files import run_files
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -148,7 +149,7 @@ def test_run_selective_is_stored_and_used(trained_run, tmp_path):
 
     run_dir = copy_run(trained_run["models_root"] / trained_run["run_id"], tmp_path / "run")
     fitted = sel.run_selective(run_dir)
-    assert fitted is not None and (run_dir / sel.SELECTIVE_FILE).exists()
+    assert fitted is not None and run_files(run_dir).selective.exists()
     assert sel.load(run_dir).held_out == fitted.held_out
     answered, why = sel.decision(fitted, 0.0, 0.2)
     assert not answered and why
