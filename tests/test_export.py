@@ -150,3 +150,32 @@ def test_an_onnx_export_ships_its_recipe_and_a_predict_script_that_matches_flora
     predictor = Predictor(run)  # what `python -m core predict` computes: Flora's decoding, calibrated
     ours = predictor.predict_batch(np.stack([predictor.preprocess(path) for path in paths]))
     assert np.abs(np.asarray(theirs) - ours).max() < 1e-5
+
+
+def test_an_export_carries_the_runs_card_and_holds_back_under_its_class_thresholds(run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.results import class_thresholds, model_card
+    from core.results.evaluation.metrics import Evaluation
+
+    copy = RunStore(copy_run(run.directory, tmp_path / "models" / run.run_id).parent).get(run.run_id)
+    class_thresholds.save(copy.directory, {copy.classes[0]: 0.99}, copy.classes)
+    folder = tmp_path / "out"
+    record = export_run(copy, "onnx", folder)
+    card = (folder / model_card.EXPORT_CARD).read_text()
+    assert record["model_card"] == str(folder / model_card.EXPORT_CARD)
+    metrics = model_card.read_metadata(card)["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0]["value"] == Evaluation.load(copy.directory).accuracy()
+    recipe = json.loads((folder / "preprocessing.json").read_text())
+    assert recipe["class_thresholds"] == {copy.classes[0]: 0.99}
+    photos = sorted(Path(copy.dataset_path).rglob("*.png"))[:6]
+    done = subprocess.run(
+        [sys.executable, str(folder / "predict.py"), *map(str, photos), "--json"], capture_output=True, text=True
+    )
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(answers) == len(photos)
+    for answer in answers:
+        top = max(answer["probabilities"])
+        assert answer["abstained"] == (answer["label"] == copy.classes[0] and top < 0.99)

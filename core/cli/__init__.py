@@ -33,6 +33,8 @@ COMMAND_MODULES = {
     "core.cli.lr_find": ("lr-find",),
     "core.cli.results": ("evaluate", "predict"),
     "core.cli.diagnosis": ("analyse", "calibrate", "label-issues", "compare"),
+    "core.cli.robustness": ("robustness",),
+    "core.cli.card": ("card",),
     "core.cli.label_next": ("label-next",),
     "core.cli.fix_worth": ("fix-worth",),
     "core.cli.data_issues": ("data-issues",),

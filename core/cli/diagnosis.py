@@ -9,9 +9,11 @@ import sys
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.results import not_evaluated_reason
+from core.cli.selective import print_selective
 from core.cli.sources import analysed, dataset_options, run_or_dataset
 from core.data.corrections import Corrections
 from core.paths import data_dir
+from core.results import selective
 from core.results import tasks as run_tasks
 from core.results.evaluation.compare import NotComparable, compare, load_result
 from core.results.labels.issues import export_csv, export_rows
@@ -55,6 +57,14 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         default="auto",
         help="with --conformal: per-class (each class covered at the level; larger sets for hard classes), overall "
         "(covered on average over the classes; smaller sets), auto (per class when most classes have enough photos)",
+    )
+    calibrate.add_argument(
+        "--max-error",
+        metavar="LEVEL",
+        type=float,
+        help="also answer only when sure: the confidence threshold that keeps wrong answers at or below this share of "
+        "the photos answered (0.05, or 5), promised with probability 90% (Learn then Test on half the test split, "
+        "recounted on the other half)",
     )
     calibrate.add_argument("--json", action="store_true")
     calibrate.set_defaults(handler=cmd_calibrate)
@@ -131,9 +141,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             sets = conformal.fit_run(run.directory, conformal.level_of(args.conformal), args.method, by_class)
         except conformal.ConformalError as e:
             return fail(f"run {run.run_id}: {e}")
+    held_back = None
+    if args.max_error is not None:
+        try:
+            held_back = selective.fit_run(run.directory, selective.check_max_error(args.max_error))
+        except selective.SelectiveError as e:
+            return fail(f"run {run.run_id}: {e}")
     if args.json:
         if sets is not None:
             summary["conformal"] = {**sets.summary(), "photos": sets.photos}
+        if held_back is not None:
+            summary["selective"] = {**held_back.summary(), "photos": held_back.photos}
         emit_json(summary)
         return EXIT_OK
     before, after = calibration.before, calibration.after
@@ -161,6 +179,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"note: {bound}")
     if sets is not None:
         print_sets(sets)
+    if held_back is not None:
+        print_selective(held_back)
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, chec
 from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
+from core.results import class_thresholds, model_card
 from core.results.probabilities.calibration import run_temperature
 from core.runs.files import run_files
 from core.runs.record import Run
@@ -110,6 +111,8 @@ def export_run(
     out.mkdir()
     try:
         record = _export_into(run, fmt, out, quantize, layout, name or f"flora-{run.run_id}")
+        if run.has_evaluation:  # every bundle carries the run's card
+            record["model_card"] = str(model_card.write(run, out / model_card.EXPORT_CARD))
         record = json.loads(json.dumps(record).replace(str(out), str(final)))  # the paths it will have
         if fmt == "web":
             record["zip"] = str(final.parent / f"{final.name}.zip")
@@ -278,6 +281,7 @@ def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
         ),
         "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
         "calibrated": "softmax(logits / temperature): what Flora shows and serves",
+        "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
         "run_id": run.run_id,
     }
     recipe_path = out / RECIPE_FILE

@@ -12,6 +12,7 @@
                 (core.results.label_next.tasks); label-next-simulate: the strategy against random, measured
   data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
                 duplicates, leaks and imbalance in one list (core.results.data_issues.report, data_issues.json)
+  robustness    the test photos under the 15 ImageNet-C corruptions at 5 severities (core.results.robustness)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -59,7 +60,7 @@ from core.runs.store import RunStore
 log = logging.getLogger("flora")
 KINDS = (
     *("analysis", "tsne", "train-features", "label-issues", "tta"),
-    *("label-next", "label-next-simulate", "data-issues"),
+    *("label-next", "label-next-simulate", "data-issues", "robustness"),
 )
 
 
@@ -257,6 +258,13 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         from core.results.label_next import tasks as label_next_tasks
 
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
+    if kind == "robustness":
+        from core.results import robustness  # the corruptions' scipy and OpenCV: only for this task
+
+        try:
+            return robustness.measure(run, data_root, progress, should_stop)
+        except robustness.RobustnessStopped as e:
+            raise TaskStopped(str(e)) from None
     if kind == "data-issues":
         from core.results.data_issues import (
             report as data_issues,  # the health check's modules and k-means: only for this task

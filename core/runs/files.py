@@ -122,6 +122,27 @@ class RunFiles:
         """A folder: Grad-CAM maps cached per (image, class)."""
         return self._file(names.HEATMAPS_DIR)
 
+    # how far to trust its answers, how it holds up, and its card (on demand)
+    @property
+    def selective(self) -> Path:
+        """The threshold that answers only when sure at each level, and its held-out report."""
+        return self._file(names.SELECTIVE_FILE)
+
+    @property
+    def class_thresholds(self) -> Path:
+        """A confidence threshold per class, as saved from Evaluate."""
+        return self._file(names.CLASS_THRESHOLDS_FILE)
+
+    @property
+    def robustness(self) -> Path:
+        """Accuracy under the 15 corruptions at 5 severities."""
+        return self._file(names.ROBUSTNESS_FILE)
+
+    @property
+    def model_card(self) -> Path:
+        """The run's model card (Hugging Face's layout)."""
+        return self._file(names.MODEL_CARD_FILE)
+
     def task(self, kind: str) -> Path:
         """The job folder of the run's background analysis task `kind` (core.results.tasks)."""
         return self._file(names.TASKS_DIR) / kind

@@ -190,3 +190,20 @@ def test_many_photos_carry_their_sets_in_the_table(app, workspace, tmp_path):
     table = at.dataframe[0].value
     assert "prediction_set" in table.columns and table["prediction_set"].str.len().min() > 0
     assert "Each photo is classified once, as it is: test-time augmentation was measured" in texts(at)
+
+
+def test_a_photo_unlike_the_runs_says_why_it_is_flagged(app, workspace):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    at = app("predict")
+    at.file_uploader(key="predict_upload").set_value(("noise.png", buffer.getvalue(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    flagged = [w.value for w in at.warning if "does not look like any class the model knows" in w.value]
+    assert flagged, [w.value for w in at.warning]
+    assert "** (its " in flagged[0] and "spreads " in flagged[0]  # the statistic that stands out, in words

@@ -1,6 +1,7 @@
 """What a served run is compared against, computed once per run and kept in its folder:
 
-  models/<run_id>/ood.npz    the out-of-distribution detectors (PCA, class means, precision) and the
+  models/<run_id>/ood.npz    the out-of-distribution detectors (PCA, class means, precision, the normalised
+                             training features of kNN, the image statistics' medians and spreads) and the
                              validation baselines the Monitor page tests drift against
   models/<run_id>/ood.json   thresholds, the chosen method and the evidence for it (rates, AUROC)
 
@@ -26,14 +27,16 @@ from core.network import layer_names as names
 from core.paths import cache_dir
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.foreign import foreign_images
+from core.results.probabilities.image_stats import StatsCheck, image_statistics
+from core.results.probabilities.knn_distance import KNNDistance
 from core.results.probabilities.ood import (
     DRIFT_DIMENSIONS,
     PCA_DIMENSIONS,
     Mahalanobis,
     OODDetector,
     Projection,
-    fit,
 )
+from core.results.probabilities.ood_choice import PictureInputs, fit
 from core.runs.analysis import softmax
 from core.runs.curves import REFERENCE_TRAIN_SAMPLE
 from core.runs.files import run_files
@@ -41,7 +44,8 @@ from core.runs.record import Run
 from core.runs.split import DatasetChanged, run_split
 
 log = logging.getLogger("flora")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: kNN distance, image statistics and their combinations, picked on a separate foreign set
+REPORT_SEED = 1  # the foreign images the figures are reported on (seed 0: the ones the method is picked on)
 MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
 
 
@@ -75,6 +79,8 @@ class Reference:
             "run_id": self.run_id,
             "method": self.detector.method,
             "thresholds": self.detector.thresholds,
+            "scales": self.detector.scales,
+            "knn_k": self.detector.knn.k if self.detector.knn is not None else None,
             "evidence": self.detector.evidence,
             "validation_images": len(self.val_confidence),
             "train_counts": self.train_counts.astype(int).tolist(),
@@ -95,6 +101,11 @@ class Reference:
                 val_projection=self.val_projection.astype(np.float32),
                 val_predicted=self.val_predicted.astype(np.int32),
                 train_counts=self.train_counts.astype(np.int64),
+                knn_bank=(self.detector.knn.bank if self.detector.knn is not None else np.zeros((0, 1))).astype(
+                    np.float16
+                ),
+                stats_median=self.detector.stats.median if self.detector.stats is not None else np.zeros(0),
+                stats_spread=self.detector.stats.spread if self.detector.stats is not None else np.zeros(0),
             )
         write_json_atomic(files.reference_summary, self.summary())
 
@@ -108,7 +119,17 @@ class Reference:
         with np.load(files.reference_arrays, allow_pickle=False) as data:
             projection = Projection(data["pca_mean"], data["pca_components"])
             mahalanobis = Mahalanobis(projection, data["class_means"], data["precision"])
-            detector = OODDetector(summary["method"], dict(summary["thresholds"]), mahalanobis, summary["evidence"])
+            knn = KNNDistance(data["knn_bank"].astype(np.float32), int(summary["knn_k"])) if summary["knn_k"] else None
+            stats = StatsCheck(data["stats_median"], data["stats_spread"]) if len(data["stats_median"]) else None
+            detector = OODDetector(
+                summary["method"],
+                dict(summary["thresholds"]),
+                mahalanobis,
+                summary["evidence"],
+                knn=knn,
+                stats=stats,
+                scales={k: list(v) for k, v in summary["scales"].items()},
+            )
             return cls(
                 summary["run_id"],
                 detector,
@@ -199,19 +220,36 @@ def compute_reference(
         rows = np.sort(rng.choice(rows, MAX_TRAIN_IMAGES, replace=False))
     train = split.train[rows]
 
-    def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
+    def pixels(positions: np.ndarray) -> np.ndarray:
         size = config.image_size
         chunks = [center_crop(cache.read(positions[i : i + 256]), size) for i in range(0, len(positions), 256)]
-        images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
-        return run_outputs(model, images)
+        return np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
+
+    def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
+        return run_outputs(model, pixels(positions))
+
+    def statistics(positions: np.ndarray) -> np.ndarray:  # the decoded photos again: cheap beside a forward pass
+        return np.concatenate([image_statistics(pixels(positions[i : i + 256])) for i in range(0, len(positions), 256)])
 
     known = known or KnownOutputs()
     on_train = known.train(rows, len(split.train)) or outputs(train)
     on_val = known.split("val", len(split.val)) or outputs(split.val)
     on_test = known.split("test", len(split.test)) or outputs(split.test)
+    features, logits = names.FEATURES, names.LOGITS
     foreign_sets = foreign_images(config.image_size, config.cache_size)
     foreign = {kind: run_outputs(model, images) for kind, images in foreign_sets.items()}
-    features, logits = names.FEATURES, names.LOGITS
+    report_sets = foreign_images(config.image_size, config.cache_size, seed=REPORT_SEED)
+    report = {}
+    for kind, images in report_sets.items():
+        out = run_outputs(model, images)
+        report[kind] = (out[logits], out[features], image_statistics(images))
+    pictures = PictureInputs(
+        train=statistics(train),
+        val=statistics(split.val),
+        test=statistics(split.test),
+        foreign={kind: image_statistics(images) for kind, images in foreign_sets.items()},
+        report=report,
+    )
     projection = Projection.fit(on_train[features], PCA_DIMENSIONS)
     detector = fit(
         (on_train[features], cache.labels[train]),
@@ -219,6 +257,7 @@ def compute_reference(
         (on_test[logits], on_test[features]),
         {kind: (out[logits], out[features]) for kind, out in foreign.items()},
         projection,
+        pictures,
     )
     val_probabilities = softmax(on_val[logits], run_temperature(run))
     reference = Reference(
