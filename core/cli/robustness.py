@@ -7,8 +7,8 @@ import contextlib
 import sys
 
 from core.cli import store_of
-from core.cli.diagnosis import analysed
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
+from core.cli.sources import analysed
 from core.paths import data_dir
 from core.results import robustness
 
@@ -39,9 +39,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     store = store_of(args)
-    run, problem = analysed(store, args.run_id)
-    if problem:
-        return fail(problem)
+    run = analysed(store, args.run_id)
     if args.photos < 1:
         return fail(f"--photos must be at least 1. Received: {args.photos}")
     report = None if args.force else robustness.load(run.directory)
@@ -54,9 +52,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             report = robustness.measure(run, data_dir(args.data_dir), stage_progress, limit=args.photos)
     baseline = None
     if args.against:
-        other, problem = analysed(store, args.against)
-        if problem:
-            return fail(problem)
+        other = analysed(store, args.against)
         baseline = robustness.load(other.directory)
         if baseline is None:
             return fail(f"run {other.run_id} has no robustness report: run `python -m core robustness {other.run_id}`")
