@@ -72,7 +72,7 @@ class Predictor:
     def __init__(self, run: Run, calibrated: bool = True):
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
-        from core.network.model import load_classifier  # imports Keras: only when a model is really needed
+        from core.network.model import load_classifier  # heavy: keras (only when a model is really needed)
 
         self.run = run
         self.classes = run.classes

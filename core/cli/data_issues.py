@@ -30,9 +30,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_data_issues(args: argparse.Namespace) -> int:
-    from core.results.data_issues import (
-        report as data_issues,  # the health check's modules and k-means: only for this command
-    )
+    from core.results.data_issues import report as data_issues  # heavy: scipy, pandas (only for this command)
 
     if args.limit < 0:
         return fail(f"--limit must be 0 or more. Received: {args.limit}")
@@ -56,7 +54,7 @@ def cmd_data_issues(args: argparse.Namespace) -> int:
 
 def describe(result, limit: int = 10) -> str:
     """The result as a readable list: one block per issue type, its explanation, then its photos or pairs."""
-    from core.results.data_issues.report import score_text, splits_text  # with the command's own lazy import
+    from core.results.data_issues.report import score_text, splits_text  # heavy: scipy, pandas
 
     source = result.source
     what = f"run {source['run_id']}" if "run_id" in source else f"dataset {source.get('dataset', '')}"

@@ -14,6 +14,10 @@ from core.cli.sources import dataset_options, run_or_dataset
 from core.data.datasets import split_indices
 from core.data.unlabelled import Unlabelled
 from core.paths import data_dir
+from core.results.label_next import data as label_next_data
+from core.results.label_next import tasks as label_next_tasks
+from core.results.train_features import training_features
+from core.runs.analysis import RunAnalysis
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -39,10 +43,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_label_next(args: argparse.Namespace) -> int:
-    from core.results.label_next import data as label_next_data  # heavy: sklearn
-    from core.results.label_next import tasks as label_next_tasks
-    from core.results.train_features import training_features
-
     if args.batch < 1:
         return fail(f"--batch must be at least 1. Received: {args.batch}")
     if args.simulate and args.seeds < 3:
@@ -60,8 +60,6 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 computed = label_next_data.UnlabelledFeatures.load(run.directory)
                 if computed is None or computed.fingerprint != unlabelled.index().fingerprint:
                     computed = label_next_data.prepare_run(run, data_root, stage_progress)
-                from core.runs.analysis import RunAnalysis
-
                 classes = RunAnalysis.load(run.directory).classes
                 bench = label_next_data.workbench(
                     classes, train.features, train.labels, unlabelled, computed, labelled_paths=train.paths

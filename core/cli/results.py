@@ -162,7 +162,7 @@ def _measure_tta(args: argparse.Namespace, run):
 
 def print_tta(report) -> None:
     """With and without test-time augmentation, on test (and validation, which decides)."""
-    from core.results.evaluation.compare import p_value_words
+    from core.results.evaluation.compare import p_value_words  # heavy: pandas
 
     print(f"\ntest-time augmentation: {len(report.views)} views ({', '.join(report.views)}), averaged")
     rows = []

@@ -41,6 +41,7 @@ from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results.dataset_features import DatasetSource, dataset_features
 from core.results.evaluation.embedding import run_map
+from core.results.label_next import tasks as label_next_tasks
 from core.results.labels import issues as label_issues
 from core.results.labels import out_of_sample
 from core.results.labels import self_test as label_self_test
@@ -249,14 +250,12 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
     if kind == "tta":
-        from core.results.probabilities import conformal, tta  # heavy: sklearn
+        from core.results.probabilities import conformal, tta  # heavy: pandas (tta's McNemar test)
 
         report = tta.measure(run, data_root, progress, should_stop)
         conformal.run_sets(run.directory)
         return report
     if kind in ("label-next", "label-next-simulate"):
-        from core.results.label_next import tasks as label_next_tasks
-
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     if kind == "robustness":
         from core.results import robustness  # the corruptions' scipy and OpenCV: only for this task
@@ -266,9 +265,7 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
         except robustness.RobustnessStopped as e:
             raise TaskStopped(str(e)) from None
     if kind == "data-issues":
-        from core.results.data_issues import (
-            report as data_issues,  # the health check's modules and k-means: only for this task
-        )
+        from core.results.data_issues import report as data_issues  # heavy: scipy, pandas (only for this task)
 
         return data_issues.for_run_saved(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")

@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.data.ingest import ingest
 from core.data.unlabelled import Unlabelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
 from core.results.dataset_features import DatasetSource, dataset_features
+from core.results.label_next import picking, simulation
+from core.results.labels.out_of_sample import dimensions, reduce
 from core.runs.files import run_files
 from core.runs.record import Run
 
@@ -68,7 +71,6 @@ def extract(
     should_stop: Callable[[], bool] | None = None,
 ) -> UnlabelledFeatures:
     """Every unlabelled photo (pending or already labelled) decoded once and through `model`'s backbone."""
-    from core.data.ingest import ingest
     from core.network.model import backbone_of  # heavy: keras
     from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
 
@@ -132,9 +134,7 @@ class Workbench:
         return not self.missing
 
     def next_batch(self, batch: int = 10, seed: int = 0):
-        from core.results.label_next.picking import next_batch
-
-        return next_batch(
+        return picking.next_batch(
             self.labelled_x, self.labelled_y, self.pending_x, self.pending_paths, self.classes, batch, seed
         )
 
@@ -152,8 +152,6 @@ def workbench(
 
     `labelled_paths`: the labelled rows' paths; a photo labelled in Flora whose copy is already among them (a run
     trained after it was labelled) is not counted twice."""
-    from core.results.labels.out_of_sample import dimensions, reduce
-
     row_of = {p: i for i, p in enumerate(computed.paths)} if computed is not None else {}
     failed = {f["path"] for f in (computed.failures if computed is not None else [])}
     label_of = {name: i for i, name in enumerate(classes)}
@@ -197,12 +195,9 @@ def simulate_features(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """`label_next_simulation.simulate` on pooled features (reduced together, unsupervised)."""
-    from core.results.label_next.simulation import simulate
-    from core.results.labels.out_of_sample import dimensions, reduce
-
     x = reduce(np.concatenate([pool_features, val_features]), dimensions(num_classes))
     n = len(pool_labels)
-    return simulate(
+    return simulation.simulate(
         x[:n], pool_labels, x[n:], val_labels, num_classes, seeds=seeds, batch=batch,
         progress=(lambda d, t: progress("labelling batch by batch, both strategies", d, t)) if progress else None,
         should_stop=should_stop,

@@ -41,6 +41,7 @@ from core.fileio import read_json, write_json_atomic
 from core.results.feature_head import HEAD_C, fit_head
 from core.results.labels import issues as label_issues
 from core.results.labels.out_of_sample import dimensions, reduce
+from core.results.train_features import training_features
 from core.runs.analysis import RunAnalysis
 from core.runs.files import run_files
 from core.runs.record import Run
@@ -354,14 +355,12 @@ def estimate_run(
     """Estimate what applying `corrections` to `run`'s data would change on its validation photos (and store it).
 
     Args:
-        train: the run's training features (core.results.tasks.TrainFeatures); read or computed when None.
+        train: the run's training features (core.results.train_features.TrainFeatures); read or computed when None.
 
     Raises:
         FixWorthError: no corrections, or no validation photos.
         AnalysisMissing: the run has no analysis arrays.
     """
-    from core.results.tasks import training_features
-
     if not corrections:
         raise FixWorthError("no corrections to estimate")
     started = time.perf_counter()

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
+from core.results.probabilities.calibration import stored_temperature
 from core.results.probabilities.conformal_scores import (
     ConformalError,
     choose_regularisation,
@@ -69,6 +70,7 @@ from core.results.probabilities.coverage import (
     coverage_spread,
     held_out_report,
 )
+from core.runs.analysis import AnalysisMissing, RunAnalysis
 from core.runs.files import run_files
 
 METHODS = ("raps", "aps")
@@ -332,9 +334,7 @@ def fit_run(
         AnalysisMissing: the run has no analysis arrays yet.
         ConformalError: too few test photos for the level.
     """
-    from core.results.probabilities.calibration import stored_temperature
-    from core.results.probabilities.tta import served_probabilities
-    from core.runs.analysis import RunAnalysis
+    from core.results.probabilities.tta import served_probabilities  # heavy: pandas (tta's McNemar test)
 
     analysis = RunAnalysis.load(run_dir)
     val, test, views = served_probabilities(run_dir, analysis)
@@ -359,8 +359,7 @@ def fit_run(
 def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's sets: stored ones (refitted at their level when the run's views changed since), else fitted now
     at the default level; None when the run has no analysis arrays or too few test photos."""
-    from core.results.probabilities.tta import used_by
-    from core.runs.analysis import AnalysisMissing
+    from core.results.probabilities.tta import used_by  # heavy: pandas (tta's McNemar test)
 
     stored = load(run_dir)
     report = used_by(run_dir)

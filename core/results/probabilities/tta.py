@@ -23,15 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from core.data.imaging import center_crop
 from core.errors import Cancelled
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.inference import ModelMissing
+from core.paths import cache_dir
 from core.progress import StageCallback
 from core.results.evaluation.compare import mcnemar
 from core.results.probabilities.calibration import nll, run_temperature, stored_temperature
 from core.runs.analysis import RunAnalysis, softmax
 from core.runs.files import run_files
 from core.runs.record import Run
+from core.runs.split import run_split
 
 VIEWS = ("as it is", "mirrored", "zoomed top-left", "zoomed bottom-right")
 ZOOM = 7 / 8  # a zoomed view keeps this share of the side, resized back to the input size
@@ -181,11 +184,8 @@ def measure(
     should_stop: Callable[[], bool] | None = None,
 ) -> TTAReport:
     """Evaluate the run's validation and test photos with and without the views; store and return the report."""
-    from core.data.imaging import center_crop
     from core.network.graph import features_and_logits_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
-    from core.paths import cache_dir
-    from core.runs.split import run_split
 
     if not run.has_model:
         raise ModelMissing(run.run_id, run.state)
