@@ -27,6 +27,7 @@ from core.export.npm import ORT_WEB, NpmError, NpmPackage, fetch
 from core.export.web import MODEL_JSON
 from core.results.probabilities import conformal
 from core.results.probabilities.calibration import run_temperature
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from tests.conftest import PROJECT_ROOT, TRAINED_COLORS, copy_run, write_class_image
 
@@ -123,6 +124,10 @@ def test_the_folder_holds_the_page_the_runtime_and_the_run_s_answers(web_export)
         stored = np.asarray([np.inf if v is None else v for v in np.atleast_1d(settings["sets"]["cuts"][str(level)])])
         np.testing.assert_allclose(stored, np.atleast_1d(cut))
     assert settings["ood"]["method"] in ("energy", "mahalanobis")
+    assert settings["ood"]["scale"] is not None and settings["ood"]["server_method"]
+    if settings["ood"]["server_method"] != settings["ood"]["method"]:  # the page says which it uses, and why
+        words = settings["ood"]["summary"]
+        assert "This page uses" in words and "Flora's own server uses" in words
     card = (folder / "card.html").read_text()
     assert run.run_id in card and all(name in card for name in run.classes)
     with zipfile.ZipFile(record["zip"]) as archive:
@@ -169,6 +174,15 @@ def _core_predict(store: RunStore, run_id: str, folder: Path) -> dict[str, dict]
     return {Path(row["path"]).name: row for row in rows}
 
 
+def _serve_with_the_pages_check(run, method: str) -> None:
+    """Where the run's server picked a method the page does not compute (kNN, the picture's statistics), core
+    predict is made to use the page's, on this test's copy of the run: the page's score is then the server's."""
+    files = run_files(run)
+    summary = json.loads(files.reference_summary.read_text())
+    summary["method"] = method
+    files.reference_summary.write_text(json.dumps(summary))
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export, tmp_path):
@@ -184,12 +198,13 @@ def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export,
         target.write_bytes(source.read_bytes())
         test_photos.append(target)
     photos = test_photos + held_out_photos(photos_dir, 20, extra=[LARGE_JPEG])
+    ood = json.loads((web_export["folder"] / MODEL_JSON).read_text())["ood"]
+    _serve_with_the_pages_check(run, ood["method"])
     expected = _core_predict(store, run.run_id, photos_dir)
 
     cards, by_api, outside = classify_in_chromium(web_export["folder"], photos, tmp_path)
     assert outside == []
     assert set(cards) == {p.name for p in photos}
-    ood = json.loads((web_export["folder"] / MODEL_JSON).read_text())["ood"]
     for photo in photos:
         row, card, answer = expected[photo.name], cards[photo.name], by_api[photo.name]
         want = {row[f"label_{i}"]: row[f"probability_{i}"] for i in range(1, 5)}
@@ -289,3 +304,18 @@ def test_the_page_averages_the_views_where_the_run_uses_them(trained_run, tmp_pa
         assert answer["views"] == len(tta.VIEWS)
         for got in (cards[photo.name]["probabilities"], answer["probabilities"]):
             assert max(abs(got[name] - p) for name, p in want.items()) <= TOLERANCE, (photo.name, got, want)
+
+
+def test_the_page_keeps_the_runs_check_where_it_can_and_else_takes_the_better_of_its_two():
+    from types import SimpleNamespace
+
+    from core.export.web import page_method
+
+    evidence = {
+        "energy": {"selection_caught": 0.4, "selection_auroc": 0.8},
+        "mahalanobis": {"selection_caught": 0.7, "selection_auroc": 0.7},
+        "knn + image statistics": {"selection_caught": 0.9, "selection_auroc": 0.9},
+    }
+    assert page_method(SimpleNamespace(method="energy", evidence=evidence)) == "energy"
+    assert page_method(SimpleNamespace(method="knn + image statistics", evidence=evidence)) == "mahalanobis"
+    assert page_method(SimpleNamespace(method="image statistics", evidence={})) == "energy"  # nothing known: cheaper
