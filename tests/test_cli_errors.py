@@ -31,7 +31,7 @@ COMMANDS = {
     "runs": (["runs"], "core.runs.store:RunStore.scan", "key"),
     "lr-find": (["lr-find", "{run}", "--steps", "20"], "core.train.lr_find:find_learning_rate", "key"),
     "evaluate": (["evaluate", "{run}"], "core.results.evaluation.metrics:Evaluation.summary", "key"),
-    "predict": (["predict", "{run}", "{image}"], "core.inference:Predictor.predict", "key"),
+    "predict": (["predict", "{run}", "{image}"], "core.serving.batch_predict:predict_many", "key"),
     "analyse": (["analyse", "{run}", "--force"], "core.results.tasks:compute_analysis", "key"),
     "calibrate": (["calibrate", "{run}"], "core.cli.diagnosis:calibrate_run", "key"),
     "label-issues": (["label-issues", "{run}"], "core.cli.diagnosis:load_issues", "key"),
