@@ -79,6 +79,7 @@ def answer_settings(run: Run, model_file: str) -> dict[str, Any]:
         "temperature": run_temperature(run),
         "tta": None if used is None else {"views": len(used.views), "zoom": tta.ZOOM, "why": used.reason},
         "sets": _sets(run),
+        "trust": _trust(run),
         "ood": None,
         "runtime": {"name": ORT_WEB.name, "version": ORT_WEB.version},
     }
@@ -106,6 +107,28 @@ def _sets(run: Run) -> dict[str, Any] | None:
         "levels": list(range(low, high + 1)),
         "cuts": cuts,
         "held_out_coverage": sets.held_out.coverage,
+        "held_out_photos": sets.held_out.photos,
+        # measured on the held-out half at each level: {"90": {"coverage", "mean_size", "by_size": {"1": [right, n]}}}
+        "measured": sets.by_level or {},
+    }
+
+
+def _trust(run: Run) -> dict[str, Any]:
+    """What the page says once near its top about how far to trust it: test accuracy beside chance, and whether
+    the model started from random weights (its confident answers are often wrong)."""
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
+
+    try:
+        evaluation = Evaluation.load(run.directory)
+    except EvaluationMissing:
+        accuracy, photos = None, 0
+    else:
+        accuracy, photos = evaluation.accuracy(), len(evaluation.labels)
+    return {
+        "accuracy": accuracy,
+        "test_photos": photos,
+        "chance": 1 / len(run.classes),
+        "random_start": run.train_config.weights == "none",
     }
 
 
