@@ -197,13 +197,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _file_results(items: list, model) -> list[dict]:
     """Photo by photo, as `core predict IMAGE... --json` gives them: the answer (top-k, entropy, its set, whether it
-    looks like none of the run's classes, whether it is held back) with the file and its seconds, or the error."""
+    looks like none of the run's classes, whether it is held back) with the file and its seconds, or the error.
+    `ood_score` is also a field of its own, named as in a folder's rows and --csv (where `out_of_distribution` is
+    the flag alone; here it is the object with the flag, score, method and why)."""
     out = []
     for item in items:
         if item.error:
             out.append({"image": item.name, "error": item.error})
-        else:
-            out.append({"image": item.name, **item.answer.to_dict(model.ood_method), "seconds": round(item.seconds, 4)})
+            continue
+        answer = item.answer.to_dict(model.ood_method)
+        if "out_of_distribution" in answer:
+            answer["ood_score"] = answer["out_of_distribution"]["score"]
+        out.append({"image": item.name, **answer, "seconds": round(item.seconds, 4)})
     return out
 
 

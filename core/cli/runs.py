@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = submission.run_id
     if submission.outcome == jobs.CACHED:
         log.info("run %s already finished with this config and data: cached (use --force to train again)", run_id)
-        return _train_result(args, store, run_id, cached=True)
+        return _train_result(args, store, run_id, cached=True, tracked=track(args, store, run_id))
     if submission.outcome == jobs.ACTIVE:
         run = submission.run
         log.info(
@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.status.pid,
         )
         wait_for_run(store, run_id)
-        return _train_result(args, store, run_id, cached=False)
+        return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
     index = submission.index
     log.info("run %s: %d images in %d classes from %s", run_id, len(index.entries), len(index.classes), index.root)
@@ -152,29 +152,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
             run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
     except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
-        track(args, store, run_id)
-        return _train_failed(args, store, run_id, e)
-    track(args, store, run_id)
-    return _train_result(args, store, run_id, cached=False)
+        return _train_failed(args, store, run_id, e, tracked=track(args, store, run_id))
+    return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
 
-def _train_failed(args, store, run_id: str, error: Exception, where: str = "") -> int:
+def _train_failed(args, store, run_id: str, error: Exception, where: str = "", tracked: dict | None = None) -> int:
     """A run that failed: why on stderr, its result on stdout, and the exit code (a bug's: its traceback is above)."""
     code = job_failed(f"run {run_id}{where}", error)
     if store is not None:
-        _train_result(args, store, run_id, cached=False)
+        _train_result(args, store, run_id, cached=False, tracked=tracked)
     return code
 
 
-def track(args: argparse.Namespace, store: RunStore, run_id: str) -> None:
-    """--track (or $MLFLOW_TRACKING_URI): log the ended run to MLflow; a failure to log is a warning only."""
+def track(args: argparse.Namespace, store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """--track (or $MLFLOW_TRACKING_URI): log the ended run to MLflow once (a run already logged to that URI,
+    a cached one too, is not logged again); what `train --json` says under "mlflow", None without tracking.
+    A failure to log is a warning only."""
     uri = tracking_uri(args.track)
     if uri is None:
-        return
-    from core.tracking.mlflow_log import log_quietly, log_run  # heavy: mlflow
+        return None
+    from core.tracking.mlflow_log import track_run  # heavy: mlflow
 
     with contextlib.redirect_stdout(sys.stderr):
-        log_quietly(f"run {run_id}", log_run, store.get(run_id), uri)
+        return track_run(store, run_id, uri)
 
 
 def _train_on_ray(args, store, data_root, run_id: str) -> int:
@@ -188,11 +188,9 @@ def _train_on_ray(args, store, data_root, run_id: str) -> int:
         return fail(str(e))
     except Unavailable as e:  # the task failed on its node: the run says why
         print(f"error: run {run_id} failed: {e}", file=sys.stderr)
-        track(args, store, run_id)
-        _train_result(args, store, run_id, cached=False)
+        _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
         return EXIT_FAILED
-    track(args, store, run_id)
-    return _train_result(args, store, run_id, cached=False)
+    return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
 
 def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
@@ -255,17 +253,32 @@ def os_user() -> str:
         return "local"
 
 
-def _train_result(args, store, run_id: str, cached: bool) -> int:
+def _train_result(args, store, run_id: str, cached: bool, tracked: dict[str, Any] | None = None) -> int:
     run = store.get(run_id)
     result = train_result(run, cached)
+    if tracked is not None:
+        result["mlflow"] = tracked
     if args.json:
         emit_json(result)
     else:
         if run.state in (JobState.DONE, JobState.STOPPED) and run.status.accuracy is not None:
             note = " (cached)" if cached else ""
             print(f"test accuracy {run.status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
+        if tracked is not None:
+            print(tracked_line(tracked), file=sys.stderr)
         print(run_id)
     return EXIT_FAILED if run.state is JobState.FAILED else EXIT_OK
+
+
+def tracked_line(tracked: dict[str, Any]) -> str:
+    """Where --track logged the run, in a line: the MLflow run id (and its page), or why it was not logged."""
+    uri = tracked["tracking_uri"]
+    if tracked.get("error"):
+        return f"MLflow: not logged to {uri} ({tracked['error']}): the same command logs it once the server answers"
+    where = f" ({tracked['url']})" if tracked.get("url") else ""
+    if tracked["already_logged"]:
+        return f"MLflow: already logged to {uri} as MLflow run {tracked['run_id']}{where}, not logged again"
+    return f"MLflow: logged to {uri} as MLflow run {tracked['run_id']}{where}"
 
 
 def train_result(run: Run, cached: bool) -> dict[str, Any]:

@@ -128,6 +128,9 @@ class RunStatus(JobStatus):
     accuracy: float | None = None  # on the test split, once evaluated
     macro_f1: float | None = None
     best_epoch: int | None = None  # whose weights were kept
+    mlflow: dict[str, Any] | None = (
+        None  # {tracking URI: {"run_id", "experiment_id"}}: where it was logged (core.tracking)
+    )
 
 
 def new_run_record(index: DatasetIndex, config: TrainConfig, owner: str = LOCAL_OWNER) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
 from core.runs.record import MAX_NAME_LENGTH, Run
 from core.settings.options import run_command
+from core.tracking import run_url
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.train.launch import prefill_from
@@ -175,12 +176,22 @@ def result(run: Run, state: RunProgress) -> None:
         st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
     elif status.note:
         st.caption(plain.md(status.note[0].upper() + status.note[1:] + "."))
+    mlflow_runs(run)
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",
         icon=":material/grid_on:",
         query_params={"evaluate_run": run.run_id},
     )
+
+
+def mlflow_runs(run: Run) -> None:
+    """Where the run was logged to MLflow (`--track`, the form's field): the MLflow run, linked to its page."""
+    for uri, entry in (run.status.mlflow or {}).items():
+        name = f"MLflow run {entry.get('run_id')}"
+        url = run_url(uri, entry)
+        shown = f"[{plain.md(name)}](<{url.replace('>', '%3E')}>)" if url else plain.code(name)
+        st.caption(f"Logged to MLflow at {plain.code(uri)}: {shown}")
 
 
 def settings(run: Run) -> None:

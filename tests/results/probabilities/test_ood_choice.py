@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,13 @@ def test_core_predict_json_flags_noise_and_flat_images(flower_run, tmp_path):
     results = json.loads(done.stdout)["results"]
     assert len(results) == 40
     assert sum(r["out_of_distribution"]["flag"] for r in results) >= 39
+    # the same photos as a folder: its rows' flag and ood_score are the single photos' (same field name)
+    command[5 : 5 + len(files)] = [str(files[0].parent)]
+    folder = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert folder.returncode == 0, folder.stderr[-3000:]
+    rows = {Path(row["path"]).name: row for row in json.loads(folder.stdout)["results"]}
+    for result in results:
+        row = rows[Path(result["image"]).name]
+        assert result["ood_score"] == pytest.approx(row["ood_score"], abs=1e-4)
+        assert result["ood_score"] == result["out_of_distribution"]["score"]
+        assert result["out_of_distribution"]["flag"] == row["out_of_distribution"]
