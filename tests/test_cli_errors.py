@@ -38,7 +38,7 @@ COMMANDS = {
     "compare": (["compare", "{run}", "{run}"], "core.cli.diagnosis:compare", "key"),
     "robustness": (["robustness", "{run}", "--photos", "2"], "core.results.robustness:measure", "key"),
     "card": (["card", "{run}", "--out", "{tmp}/card.md"], "core.results.model_card:write", "key"),
-    "label-next": (["label-next", "{run}"], "core.results.train_features:training_features", "key"),
+    "label-next": (["label-next", "{run}"], "core.cli.label_next:training_features", "key"),
     "fix-worth": (["fix-worth", "{run}"], "core.results.labels.fix_worth:chosen_corrections", "key"),
     "data-issues": (["data-issues", "{run}", "--again"], "core.results.data_issues.report:for_run_saved", "key"),
     "explain": (["explain", "{run}", "{image}"], "core.cli.explain:Explainer", "runtime"),
@@ -72,6 +72,7 @@ def store(trained_run, tmp_path_factory):
 
 
 def _plant(monkeypatch, target: str, bug: str) -> None:
+    build_parser()  # every command module imported first: none binds the planted function for the tests after
     module, _, path = target.partition(":")
     owner = importlib.import_module(module)
     *parents, name = path.split(".")
