@@ -73,6 +73,43 @@ def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
     assert any("(logit " in c for c in captions), captions
 
 
+def test_80_percent_means_80_percent_only_where_the_calibration_supports_it(app, workspace, tmp_path):
+    """Before: "'80%' means right about 80% of the time" with T fitted on 36 photos and an ECE interval of 0-0.17,
+    which the Evaluate page words carefully. Predict now gives the same caveats with the figures."""
+    import json
+
+    from core.results.probabilities import calibration
+    from tests.conftest import copy_run
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    run_dir = models / workspace["run_id"]
+    stored = run_dir / "calibration.json"
+    data = json.loads(stored.read_text())
+    data["val_images"], data["val_per_class"] = 36, 9.0  # the walk's figures: few validation photos
+    data["after"].update(ece=0.05, ece_low=0.0, ece_high=0.17, mce=0.257)
+    stored.write_text(json.dumps(data))
+    cal = calibration.load(run_dir)
+    at = app("predict", models_dir=models)
+    photo = next((workspace["dataset"] / "green").iterdir()).read_bytes()
+    at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = next(c.value for c in at.caption if c.value.startswith("**Calibrated** probabilities"))
+    assert "so that '80%' means right about 80% of the time" not in said
+    assert "Whether '80%' means right about 80% of the time is not established here" in said
+    assert "the calibration error (ECE) is 0.050, 95 % interval 0.000-0.170" in said
+    assert "the worst confidence bin is off by 0.257" in said
+    for caveat in cal.caveats():  # the very sentences the Evaluate page's reading gives
+        assert caveat in said
+    assert "With only 9 validation photos per class the temperature is uncertain" in said
+    assert "reaches above 0.1" in said
+    data["val_per_class"] = 300.0  # enough photos, a tight interval: the claim stands, with its figures
+    data["after"].update(ece=0.02, ece_low=0.01, ece_high=0.04, mce=0.06)
+    stored.write_text(json.dumps(data))
+    at.run()
+    said = next(c.value for c in at.caption if c.value.startswith("**Calibrated** probabilities"))
+    assert "so that '80%' means right about 80% of the time: on " in said and "0.010-0.040" in said
+
+
 def test_a_tiny_image_is_warned_about_and_many_photos_keep_their_cards(app, workspace):
     """Before: a 1-pixel image got 'Most likely bees (70.5%)' with no warning; four or more photos lost
     calibration, 'Where it looked' and 'Wrong?'; the error column was cut off."""
