@@ -95,8 +95,9 @@ NOTES = {
     ),
     "prediction_sets": (
         "**Why a set instead of one answer.** A probability of 70% is a statement about the model; a *set* comes "
-        "with a promise about the world: of photos like the test photos, sets at 90% hold the right class at least "
-        "9 times in 10. The promise is over all those photos taken together, not for each photo, and not for each "
+        "with a promise about the world: on average over many photos like the calibration ones, sets at 90% hold "
+        "the right class 9 times in 10. The promise is over all those photos taken together, not for each photo, "
+        "not for each class unless each class has its own threshold, and not for each "
         "kind of set: on a weak model one-class sets can be right less often while larger sets make up for it, so "
         "Flora counts how sets of each size did on held-out photos and says so under the set. Flora gives every "
         "class a score for the photo, how unlikely it would be as the answer (the probability of the classes "

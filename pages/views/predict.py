@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.imaging import IMAGE_EXTENSIONS
+from core.results.probabilities import calibration
 from core.serving.batch_predict import size_note
 from pages.ui import auth, common, device_status, plain, run_models, teaching
 from pages.ui.navigation import page_file
@@ -107,7 +108,7 @@ answer_stamp = served.follow_run(every=0.0)  # test-time augmentation measured o
 common.random_start_notice(run)
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
-raw = predict_explain.calibration_toggle(served.temperature)
+raw = predict_explain.calibration_toggle(served.temperature, calibration.load(run.directory))
 predict_sets.views_caption(served)
 set_level = predict_sets.level_slider(served)
 max_error = predict_sure.level_control(served)

@@ -280,6 +280,24 @@ class Calibration:
         text = "; ".join(said)
         return text[0].upper() + text[1:] + "."
 
+    def caveats(self) -> list[str]:
+        """Why '80%' may not mean right about 80% of the time after scaling, one sentence each (the Evaluate page's
+        reading and the Predict page say the same); empty when the test photos support it."""
+        said = [self.bound_words()] if self.bound_words() else []
+        if self.after.ece > 0.1:
+            said.append("An ECE above 0.1 is still poorly calibrated: read its probabilities as rough.")
+        elif self.after.ece_high is not None and self.after.ece_high > 0.1:
+            said.append(
+                f"The ECE's 95 % interval ({self.after.ece_low:.3f}-{self.after.ece_high:.3f}) reaches above 0.1: on "
+                f"{self.after.images} test photos it may still be poorly calibrated."
+            )
+        if self.few_validation_images:
+            said.append(
+                f"With only {self.val_per_class:.0f} validation photos per class the temperature is uncertain; "
+                "the interval on ECE shows how much."
+            )
+        return said
+
     def summary(self) -> dict[str, Any]:
         """What `python -m core calibrate --json` prints (test split)."""
         return {
