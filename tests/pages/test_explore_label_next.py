@@ -157,3 +157,41 @@ def test_a_dataset_without_unlabelled_photos_says_how_to_add_them(app, workspace
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "no unlabelled photos" in texts(at) and "unlabelled" in texts(at)
+
+
+def test_a_click_during_the_retrain_leaves_the_summary_of_the_batch_that_was_labelled(app, own, monkeypatch):
+    from streamlit.runtime.state.session_state import SessionState
+
+    from pages.ui.explore import label_next as page
+
+    # A click on the greyed page while the head retrains starts another run of the page at once (Streamlit's fast
+    # reruns) while the first one is still retraining: both find the finished batch, both retrain.
+    monkeypatch.setattr(SessionState, "_remove_stale_widgets", lambda self, active: None)
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    first = own["classes"][0]
+    drawn = {b.key: b for b in at.button}
+
+    def click(key):
+        states = at._tree.get_widget_states()
+        states.widgets.append(drawn[key].click()._widget_state)
+        at._run(states)
+        assert not at.exception, [e.value for e in at.exception]
+
+    retrains, real = [], page.workbench
+
+    def retrain_meanwhile_clicked(*args, **kwargs):
+        retrains.append(1)
+        if len(retrains) == 1:
+            click(f"label_next_b1_4_{first}")  # the second run of the page, made while this one retrains
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(page, "workbench", retrain_meanwhile_clicked)
+    for i in range(5):
+        click(f"label_next_b1_{i}_{first}")
+    assert len(retrains) == 2, "both runs of the page retrained"
+    assert len(Unlabelled.load(own["data_root"], own["dataset"]).labelled) == 5
+    assert "Last batch: 5 labelled, 0 set aside, 0 skipped." in texts(at)
+    assert at.session_state[f"label_next_{own['run_id']}"]["batch"] == 2, "one new batch, not two"
