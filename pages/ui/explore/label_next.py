@@ -155,7 +155,7 @@ def draw_batch(
         if offered_again:
             state["skipped"] = []
         state["picks"] = [p.to_dict() for p in picks]
-        state["retrained"] = (len(bench.labelled_y), bench.newly_labelled, time.perf_counter() - started)
+        state["retrained"] = (len(bench.labelled_y), bench.labelled_here, time.perf_counter() - started)
         state["batch"] = state.get("batch", 0) + 1
         state["retraining"] = False
 
