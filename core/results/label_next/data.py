@@ -125,7 +125,8 @@ class Workbench:
     labelled_y: np.ndarray
     pending_x: np.ndarray
     pending_paths: list[str]
-    newly_labelled: int  # photos labelled from the unlabelled folder among the labelled rows
+    newly_labelled: int  # photos labelled from the unlabelled folder since the run trained (rows added here)
+    labelled_here: int  # every photo labelled from the unlabelled folder among the labelled rows (the run's too)
     failures: list[dict[str, str]]
     missing: list[str]  # pending photos without features yet (added after the preparation)
 
@@ -151,7 +152,7 @@ def workbench(
     """Join the labelled photos, the photos labelled since (with their new class) and the pending ones.
 
     `labelled_paths`: the labelled rows' paths; a photo labelled in Flora whose copy is already among them (a run
-    trained after it was labelled) is not counted twice."""
+    trained after it was labelled) is not counted twice, and counts among the photos labelled here."""
     row_of = {p: i for i, p in enumerate(computed.paths)} if computed is not None else {}
     failed = {f["path"] for f in (computed.failures if computed is not None else [])}
     label_of = {name: i for i, name in enumerate(classes)}
@@ -161,6 +162,7 @@ def workbench(
         for p, c in unlabelled.labelled.items()
         if p in row_of and c in label_of and unlabelled.record[p].get("to") not in known
     ]
+    trained_on = sum(1 for p in unlabelled.labelled if unlabelled.record[p].get("to") in known)
     pending = [p for p in unlabelled.pending if p in row_of]
     missing = [p for p in unlabelled.pending if p not in row_of and p not in failed]
     parts = [np.asarray(labelled_features)]
@@ -178,6 +180,7 @@ def workbench(
         x[n_old + n_new :],
         pending,
         n_new,
+        trained_on + n_new,
         computed.failures if computed is not None else [],
         missing,
     )
