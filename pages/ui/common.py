@@ -15,6 +15,9 @@ from pathlib import Path
 import streamlit as st
 
 from core import paths, sharing
+from core.data.corrections import describe
+from core.device import without_cuda_noise
+from core.importers import BYTE_STAGES
 from core.paths import IMAGENET_WEIGHTS_FILE, imagenet_weights_file
 from core.processes import JobState
 from core.runs.record import Run, RunUnreadable
@@ -42,10 +45,9 @@ def warm_up() -> threading.Thread:
     """
 
     def load() -> None:
-        from core.device import without_cuda_noise
-
         with without_cuda_noise():
-            pass
+            import core.network.model  # heavy: Keras and its framework, the point of warming up
+            import core.results.evaluation.metrics  # noqa: F401  # heavy: scikit-learn, for the first Evaluate
 
     thread = threading.Thread(target=load, name="flora-warm-up", daemon=True)
     thread.start()
@@ -141,8 +143,6 @@ def finished_runs() -> list[Run]:
 def run_title(run: Run) -> str:
     """What tells a run apart: the name a person gave it, else its settings that differ from the defaults; and
     the label corrections it applied ('+4 corrections'), which a name does not hide."""
-    from core.data.corrections import describe
-
     title = run.name or describe_config(run.train_config)
     corrections = describe(run.corrections)
     return f"{title} · {corrections}" if corrections and corrections not in title else title
@@ -239,8 +239,6 @@ class ThrottledProgress:
 
 def progress_text(stage: str, done: int, total: int) -> str:
     """'downloading 12.0 / 228.8 MB', 'hashing 1200 / 4317'."""
-    from core.importers import BYTE_STAGES
-
     if stage in BYTE_STAGES:
         return f"{stage} {done / 1e6:.1f} / {total / 1e6:.1f} MB" if total else f"{stage} {done / 1e6:.1f} MB"
     return f"{stage} {done} / {total}" if total else stage

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from core.results.evaluation.explain import COARSE_GRID
+
 
 def layer_picker(explainer, key: str, blank_maps: Callable[[str], int] | None = None) -> str:
     """The map's layer (the last block's, or the finer one before it when the last grid is coarse); its caption.
@@ -20,8 +22,6 @@ def layer_picker(explainer, key: str, blank_maps: Callable[[str], int] | None = 
     layer. Given, the picker starts on the map that shows something (the finer one can be blank where the coarser
     is clear), and says so when the one picked shows less than the other.
     """
-    from core.results.evaluation.explain import COARSE_GRID
-
     last = explainer.last_layer
     chosen = last
     labels: dict[str, str] = {}  # the layers offered (none when the last block's grid is fine enough)

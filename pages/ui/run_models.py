@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import streamlit as st
 
+from core.results.evaluation.explain import Explainer
 from core.runs.record import Run
 from core.runs.store import RunStore
 
@@ -35,8 +36,6 @@ def _run(key: ModelKey) -> Run:
 @st.cache_resource(show_spinner="Loading the run's model for the heatmaps (first time only)…", max_entries=3)
 def explainer(key: ModelKey):
     """The run's model split for Grad-CAM (core.results.evaluation.explain.Explainer); maps cached in the run folder."""
-    from core.results.evaluation.explain import Explainer
-
     return Explainer(_run(key))
 
 
@@ -45,6 +44,6 @@ def explainer(key: ModelKey):
 )
 def served_model(key: ModelKey, data_root: str):
     """The run's model as the server runs it (core.serving.engine.ServedModel): calibrated, with its OOD check."""
-    from core.serving.engine import ServedModel
+    from core.serving.engine import ServedModel  # heavy: scikit-learn and scipy, loaded when a model is served here
 
     return ServedModel(_run(key), data_root)

@@ -40,7 +40,7 @@ st.caption(
 
 @st.cache_data(show_spinner="Running the augmentation layers (the first time also loads Keras)…", max_entries=64)
 def augmented(path: str, size: int, config: AugmentConfig, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from core.network.augment import preview  # Keras: imported here, so the page draws its controls first
+    from core.network.augment import preview  # heavy: Keras, imported here so the page draws its controls first
 
     original = load_for_model(path, size, cache_size_for(size))
     return original, preview(original, config, n=n, seed=seed)

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.data.thumbnails import example_photo
 from core.processes import JobState
+from core.results.probabilities import conformal, promise
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
@@ -175,8 +176,6 @@ def example_of(run_id: str | None) -> tuple[str, str]:
 def sets_words(run_id: str) -> str:
     """What `prediction_set=0.9` adds: the promise (an average over many photos, not each one) beside what the run's
     held-out photos measured at 90%, with their count."""
-    from core.results.probabilities import conformal, promise
-
     run = next((r for r in runs if r.run_id == run_id), None)
     sets = conformal.load(run.directory) if run is not None else None
     said = (

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data.datasets import record_added_by
+from core.data.roots import OutsideDataRoots, check_source
 from core.importers import (
     KNOWN_SOURCES,
     DownloadError,
@@ -18,6 +19,15 @@ from core.importers import (
     import_zip,
 )
 from core.importers import tasks as dataset_tasks
+from core.importers.csv_labels import (
+    LABEL_COLUMNS,
+    PATH_COLUMNS,
+    SPLIT_COLUMNS,
+    import_csv,
+    pick_column,
+    read_table,
+    suggest_name,
+)
 from core.processes import JobState
 from pages.ui import auth, common, dataset_choice, plain
 
@@ -145,17 +155,6 @@ def zip_import() -> None:
 def table_import() -> None:
     """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
     import tempfile
-
-    from core.data.roots import OutsideDataRoots, check_source
-    from core.importers.csv_labels import (
-        LABEL_COLUMNS,
-        PATH_COLUMNS,
-        SPLIT_COLUMNS,
-        import_csv,
-        pick_column,
-        read_table,
-        suggest_name,
-    )
 
     st.caption(
         "Kaggle-style sets: a folder of images and a table naming each image's label (`id,breed`; "

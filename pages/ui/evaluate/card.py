@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.results import model_card
 from core.runs.files import run_files
+from core.runs.store import RunStore
 
 
 def _read_from(run) -> tuple:
@@ -30,7 +31,6 @@ def _stamp(run) -> tuple:
 
 @st.cache_data(show_spinner="Writing the model card…", max_entries=32)
 def _card(models_root: str, run_id: str, stamp: tuple) -> str:
-    from core.runs.store import RunStore
 
     return model_card.render(RunStore(models_root).get(run_id))
 

@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.imaging import ImageError
+from core.results.evaluation.explain import Target, overlay
 from pages.ui import dataset_choice, gradcam, plain, run_models, teaching
 
 DISPLAY = 224  # overlays of a 32 px model are drawn at this size
@@ -30,8 +31,6 @@ def _display(image: np.ndarray) -> np.ndarray:
 @st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
 def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name: str, layer: str):
     """(photo, predicted map, true map, contrast map) as display images, and the contrast score."""
-    from core.results.evaluation.explain import Target, overlay
-
     model = run_models.explainer(key)
     image = model.load(path)
     true, predicted = model.class_index(true_name), model.class_index(predicted_name)

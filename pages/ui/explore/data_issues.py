@@ -23,6 +23,7 @@ from core.results.data_issues import report as data_issues
 from core.runs.files import run_files
 from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, run_task
+from pages.ui.explore.label_review import mark
 from pages.ui.run_task import task_panel
 
 KIND = "data-issues"
@@ -232,7 +233,6 @@ def outlier_details(result: data_issues.DataIssues, root: Path, marks: dict | No
 
 
 def _exclude(run: Run, key: str) -> None:
-    from pages.ui.explore.label_review import mark
 
     for path in st.session_state.get(key) or []:
         mark(run, path, EXCLUDE)

@@ -14,6 +14,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
+from core.data.imaging import ImageError
+from core.results.evaluation.explain import Target, overlay
 from core.results.labels import issues as label_issues
 from core.runs.record import Run
 from core.sharing.people import layer_of, same_person
@@ -30,9 +32,6 @@ MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
 def heatmap(run: Run, issue: label_issues.LabelIssue):
     """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
     reverse. None (and the reason) when the photo cannot be read."""
-    from core.data.imaging import ImageError
-    from core.results.evaluation.explain import Target, overlay
-
     refused = dataset_choice.outside_reason(Path(run.dataset_path) / issue.path)
     if refused:
         return None, refused

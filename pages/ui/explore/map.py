@@ -17,6 +17,7 @@ from plotly.colors import qualitative
 
 from core.results import tasks as run_tasks
 from core.results.evaluation import embedding
+from core.runs.analysis import RunAnalysis
 from core.runs.record import Run
 from pages.ui import photo_gallery, plain, run_task, teaching
 from pages.ui.run_task import task_panel
@@ -156,7 +157,6 @@ def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _frame(run_dir: str, method: str, stamp: tuple, temperature: float | None) -> pd.DataFrame:
-    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
     return embedding.map_frame(analysis, embedding.run_map(run_dir, method), temperature)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from core.data.imaging import ImageError
+from core.results.evaluation.explain import Target, overlay, upsample
 from pages.ui import gradcam, plain, run_models, teaching
 
 OVERLAY_SIZE = 224  # the photo is shown at least this large, whatever the run's image size
@@ -70,8 +72,6 @@ def overlays(
     """(overlay image, explained logit, whether no area raised it) per class in `labels` for one photo."""
     from PIL import Image
 
-    from core.results.evaluation.explain import Target, overlay, upsample
-
     model = run_models.explainer(key)
     image = model.load(data)
     heatmaps = model.explain(image, [Target(model.class_index(label)) for label in labels], layer=layer)
@@ -88,8 +88,6 @@ def where_it_looked(run, data: bytes, labels: list[str], key: str) -> None:
     if not section.open:
         return
     with section:
-        from core.data.imaging import ImageError
-
         model_key = run_models.key_of(run)
         st.caption("Grad-CAM: which areas of the photo raised each class's score.")
         teaching.explain("gradcam", list(labels))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.imaging import ImageError
+from core.feedback import add_feedback
+from core.serving.holding_back import hold_back
 from core.serving.log import PredictionLog
 from pages.ui import auth, common, plain, run_models, teaching
 from pages.ui.serving import sections as serving
@@ -27,6 +29,7 @@ def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes, s
     `upload_id` is the upload's own id, so uploading the same photo again classifies (and times) it again;
     `stamp` (ServedModel.follow_run) changes when the run's test-time augmentation or sets do.
     """
+    # heavy: scikit-learn and scipy, loaded when a batch is predicted
     from core.serving.batch_predict import predict_many
 
     model = load_model(key)
@@ -66,8 +69,6 @@ def ood_check_caption(model) -> None:
 
 def feedback_form(run, item, data: bytes, key: str) -> None:
     """'Wrong? It is …': the right label goes into the log and the photo into the feedback folder."""
-    from core.feedback import add_feedback
-
     classes = [c for c in run.classes if c != item.answer.label]
     with st.popover("Wrong? It is …", icon=":material/edit:"):
         right = st.selectbox("The right class", classes, key=f"predict_feedback_label_{key}")
@@ -105,8 +106,8 @@ def many_photos_table(
 ) -> list:
     """A table of every photo's top-k, prediction set (at `set_level`), whether it is answered (at `max_error`, and
     under the run's class thresholds) and OOD flag (unreadable files get their reason) and a CSV download."""
+    # heavy: scikit-learn and scipy, loaded when a batch is predicted
     from core.serving.batch_predict import csv_text, table_rows
-    from core.serving.holding_back import hold_back
 
     progress = st.progress(0.0, text="Classifying…")
     items = []
@@ -178,6 +179,7 @@ def many_photos_table(
 def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:
     """(upload id, name, bytes) of each uploaded file, a zip opened into its files (refused if too large to open
     safely)."""
+    # heavy: scikit-learn and scipy, loaded when a batch is predicted
     from core.serving.batch_predict import zip_members
 
     files = []

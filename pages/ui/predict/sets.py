@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results.probabilities import conformal, promise
+from core.results.probabilities import conformal, promise, tta
 from pages.ui import plain, teaching
 
 
@@ -93,8 +93,6 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
 
 def views_caption(served) -> None:
     """Whether each photo is classified in several views, and the measurement that decided it."""
-    from core.results.probabilities import tta
-
     report = served.tta or tta.load(served.run.directory)
     if report is None:
         return

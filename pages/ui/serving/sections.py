@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.export import FORMATS, LAYOUTS, QUANTIZE, ExportError
+from core.export.run import export_in_subprocess
 from core.export.store import export_dir, run_exports, zip_folder
 from core.feedback import base_dataset, list_feedback
 from core.retrain import (
@@ -105,8 +106,6 @@ def served_runs() -> list[Run]:
 
 def alias_table() -> None:
     """The aliases, and a form to point one at a run (a running server follows at once)."""
-    from pages.ui import auth
-
     admin = auth.current_user().admin
     alias_overview(admin)
     if not served_runs():
@@ -187,8 +186,6 @@ WEB_HOW_TO = (
 
 def export_section(run: Run) -> None:
     """Make an export of `run` (verified; in a TensorFlow subprocess) and list the ones made, with downloads."""
-    from core.export.run import export_in_subprocess
-
     cols = st.columns(4, vertical_alignment="bottom")
     fmt = cols[0].selectbox("Format", FORMATS, index=2, key="serve_export_format")
     quantize = cols[1].selectbox(
@@ -323,7 +320,6 @@ def retrain_section(key: str, run: Run | None = None) -> None:
 
 
 def _retrain(run_id: str, key: str) -> None:
-    from pages.ui import auth
 
     try:
         run = common.store().get(run_id)
@@ -385,8 +381,6 @@ def comparison_table(old: Run, new: Run, key: str) -> None:
 
 def promote_controls(old: Run, new: Run, result: dict, key: str) -> None:
     """Promote: move the old run's alias to the new run; a confirmation first when it may be a mistake."""
-    from pages.ui import auth
-
     alias_names = [a for a, e in aliases().all().items() if e["run_id"] == old.run_id] or [DEFAULT_ALIAS]
     if aliases().get(alias_names[0]) == new.run_id:
         alias_status_line(alias_names[0])  # "switching" until the server answers with the new run

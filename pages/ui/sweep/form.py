@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from core import workspace
+from core.cluster import ADDRESS_ENV
 from core.settings.config import CLASS_WEIGHTING_CHOICES, LR_SCHEDULES, ConfigError, TrainConfig
 from core.settings.options import BY_FIELD
 from core.settings.presets import all_presets, preset_name_for
@@ -117,8 +118,6 @@ def ray_choice() -> tuple[str, int] | None:
     """Where FLORA_RAY_ADDRESS names a Ray cluster: the trials there, on how many workers (the default), or on
     this machine; (address, workers) or None."""
     import os
-
-    from core.cluster import ADDRESS_ENV
 
     configured = os.environ.get(ADDRESS_ENV, "").strip()
     if not configured:

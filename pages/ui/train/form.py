@@ -12,6 +12,10 @@ import hashlib
 import streamlit as st
 
 from core import workspace
+from core.cluster import ADDRESS_ENV
+from core.data.corrections import describe, summary
+from core.data.ingest import disk_plan
+from core.device import recommended_batch_size
 from core.paths import imagenet_weights_cached, imagenet_weights_file
 from core.runs.estimate import estimate
 from core.settings.config import ConfigError, TrainConfig, canonical_json
@@ -36,6 +40,7 @@ from core.settings.options import (
     weights_run_id,
 )
 from core.settings.presets import all_presets, preset_name_for, save_preset
+from core.train.jobs import dataset_corrections
 from pages.ui import auth, common, dataset_choice, device_status, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.train import lr_finder
@@ -133,9 +138,6 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
 
     Returns the effective corrections to apply, None for none (also when the dataset has none kept).
     """
-    from core.data.corrections import describe, summary
-    from core.train.jobs import dataset_corrections
-
     if dataset is None:
         return None
     kept = dataset_corrections(common.data_root(), dataset, auth.current_user().id)
@@ -164,8 +166,6 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
 
 def corrections_applied(dataset: str | None, prefix: str = "train") -> dict | None:
     """The corrections `corrections_choice` applies, read before its toggle is drawn (what the run would apply)."""
-    from core.train.jobs import dataset_corrections
-
     if dataset is None or not st.session_state.get(key("apply_corrections", prefix), True):
         return None
     return dataset_corrections(common.data_root(), dataset, auth.current_user().id)
@@ -174,8 +174,6 @@ def corrections_applied(dataset: str | None, prefix: str = "train") -> dict | No
 def disk_note(dataset: str | None, config) -> None:
     """Under the plan: the disk decoding will take (or that the photos are decoded already); a warning when it
     does not fit, said before launching rather than by a failed run."""
-    from core.data.ingest import disk_plan
-
     found = next((d for d in dataset_choice.datasets() if d["path"] == dataset), None)
     if not found or not found.get("fingerprint"):
         return
@@ -308,8 +306,6 @@ def draw_option(option: TrainOption, prefix: str = "train", disabled: bool = Fal
     if option.field == "batch_size":
         device = device_status.device_info()
         if device.kind == "gpu":
-            from core.device import recommended_batch_size
-
             suggested = recommended_batch_size(device, state.get(key("image_size", prefix), 224))
             st.caption(f"On {device.name}, a batch of about {suggested} keeps the GPU busy (fine-tuning).")
 
@@ -376,8 +372,6 @@ def _config_from_widgets(weights: str) -> TrainConfig:
 def ray_choice() -> str | None:
     """Where FLORA_RAY_ADDRESS names a Ray cluster: train there (the default) or on this machine; the address."""
     import os
-
-    from core.cluster import ADDRESS_ENV
 
     configured = os.environ.get(ADDRESS_ENV, "").strip()
     if not configured:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import sharing
 from core.data.corrections import summary as correction_summary
+from core.data.datasets import LABELLED_IN_FLORA, DatasetError, scan_dataset
 from core.results.evaluation.metrics import test_photos_among
 from core.settings.config import TrainConfig
 from core.settings.options import describe_weights
@@ -144,8 +145,6 @@ def take_prefill_link() -> None:
 
 def dataset_change(run) -> str:
     """', and in its photos: ...' when the run's dataset folder no longer holds the photos it trained on, else ''."""
-    from core.data.datasets import LABELLED_IN_FLORA, DatasetError, scan_dataset
-
     try:
         index = scan_dataset(run.dataset_path, max_seconds=10)
     except DatasetError:
