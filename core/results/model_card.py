@@ -20,6 +20,7 @@ import yaml
 
 from core import __version__
 from core.fileio import read_json, write_bytes_atomic
+from core.results.model_card_text import body
 from core.runs.files import run_files
 from core.runs.record import Run
 
@@ -130,8 +131,6 @@ def metadata(found: dict[str, Any]) -> dict[str, Any]:
 
 def render(run: Run) -> str:
     """The card: `---` YAML `---` then Markdown."""
-    from core.results.model_card_text import body
-
     found = facts(run)
     header = yaml.safe_dump(metadata(found), sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{header}---\n\n{body(found, __version__, time.time())}"

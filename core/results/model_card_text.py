@@ -259,7 +259,7 @@ def _selective(found) -> str:
 
 
 def _none_of_these(found) -> str:
-    from core.results.probabilities.ood import FOREIGN_NAMES, METHOD_NAMES
+    from core.results.probabilities.ood import FOREIGN_NAMES, METHOD_NAMES  # heavy: scikit-learn
 
     detector = found["ood"]
     if detector is None:

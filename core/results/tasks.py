@@ -258,7 +258,7 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind in ("label-next", "label-next-simulate"):
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     if kind == "robustness":
-        from core.results import robustness  # the corruptions' scipy and OpenCV: only for this task
+        from core.results import robustness  # heavy: the corruptions' scipy and OpenCV, only for this task
 
         try:
             return robustness.measure(run, data_root, progress, should_stop)
