@@ -48,6 +48,17 @@ def _parameters(message, number: int, owner: str) -> None:
     _field(message, "parameters", number, f"{owner}.ParametersEntry", repeated=True)
 
 
+def _tensor(message, name: str, with_contents: bool = False) -> None:
+    """A tensor message nested in `message`: name, datatype and shape (KServe's TensorMetadata); the request's and the
+    response's tensors add `parameters = 4` and `InferTensorContents contents = 5`."""
+    tensor = message.nested_type.add(name=name)
+    for spec in (("name", 1, "string"), ("datatype", 2, "string"), ("shape", 3, "int64", True)):
+        _field(tensor, *spec)
+    if with_contents:
+        _parameters(tensor, 4, f"{message.name}.{name}")
+        _field(tensor, "contents", 5, "InferTensorContents")
+
+
 def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(name="flora/grpc_predict_v2.proto", package=PACKAGE, syntax="proto3")
 
@@ -76,9 +87,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         ("inputs", 4, "ModelMetadataResponse.TensorMetadata", True),
         ("outputs", 5, "ModelMetadataResponse.TensorMetadata", True),
     )
-    tensor = metadata.nested_type.add(name="TensorMetadata")
-    for spec in (("name", 1, "string"), ("datatype", 2, "string"), ("shape", 3, "int64", True)):
-        _field(tensor, *spec)
+    _tensor(metadata, "TensorMetadata")
 
     request = message(
         "ModelInferRequest",
@@ -90,11 +99,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         ("raw_input_contents", 7, "bytes", True),
     )
     _parameters(request, 4, "ModelInferRequest")
-    given = request.nested_type.add(name="InferInputTensor")
-    for spec in (("name", 1, "string"), ("datatype", 2, "string"), ("shape", 3, "int64", True)):
-        _field(given, *spec)
-    _parameters(given, 4, "ModelInferRequest.InferInputTensor")
-    _field(given, "contents", 5, "InferTensorContents")
+    _tensor(request, "InferInputTensor", with_contents=True)
     wanted = request.nested_type.add(name="InferRequestedOutputTensor")
     _field(wanted, "name", 1, "string")
     _parameters(wanted, 2, "ModelInferRequest.InferRequestedOutputTensor")
@@ -108,11 +113,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         ("raw_output_contents", 6, "bytes", True),
     )
     _parameters(response, 4, "ModelInferResponse")
-    output = response.nested_type.add(name="InferOutputTensor")
-    for spec in (("name", 1, "string"), ("datatype", 2, "string"), ("shape", 3, "int64", True)):
-        _field(output, *spec)
-    _parameters(output, 4, "ModelInferResponse.InferOutputTensor")
-    _field(output, "contents", 5, "InferTensorContents")
+    _tensor(response, "InferOutputTensor", with_contents=True)
 
     parameter = file.message_type.add(name="InferParameter")
     parameter.oneof_decl.add(name="parameter_choice")
