@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bench.server_cpu import CHROMIUM_ARGS, free_port, wait_healthy
+from core.bench.common import free_port
+from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
 from tests.conftest import FLOWERS, PROJECT_ROOT, link_subset, make_image_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

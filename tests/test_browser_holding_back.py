@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from core.bench.server_cpu import CHROMIUM_ARGS, free_port, wait_healthy
+from core.bench.common import free_port
+from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
 from tests.conftest import PROJECT_ROOT, copy_run_and_dataset
 from tests.test_browser import chromium_path
 

@@ -13,12 +13,12 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from core.bench.server_cpu import CHROMIUM_ARGS, free_port, wait_healthy
+from core.bench.common import free_port, wait_answering
+from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 from tests.test_browser import chromium_path
 
@@ -36,16 +36,9 @@ def oidc_provider(tmp_path):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/.well-known/openid-configuration", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                pytest.fail(f"the OIDC provider did not start:\n{(tmp_path / 'oidc.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_answering(
+            f"{url}/.well-known/openid-configuration", process, 60, tmp_path / "oidc.log", "the OIDC provider"
+        )
         for sub, email, name in (("alice", "alice@example.com", "Alice Liddell"), ("bob", "bob@example.com", "Bob")):
             assert httpx.put(f"{url}/users/{sub}", json={"email": email, "name": name}).status_code == 204
         yield url

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.bench.server_cpu import CHROMIUM_ARGS, free_port
+from core.bench.common import free_port
+from core.bench.server_cpu import CHROMIUM_ARGS
 from core.sharing import attempts
 from tests.conftest import make_image_dataset
 from tests.test_browser import chromium_path

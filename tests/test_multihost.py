@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from core.bench.common import free_port
 from core.settings.config import ConfigError, TrainConfig
 from core.train.multihost import MultiHost, _rows, check_config, parse
 from tests.conftest import PROJECT_ROOT, make_image_dataset
@@ -71,12 +71,6 @@ def test_each_process_reads_its_own_slice_of_every_global_batch():
         _rows(batch, MultiHost("h:1", 4, 0))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _epochs(models, run_id: str) -> list[dict]:
     from core.runs.store import RunStore
 
@@ -103,7 +97,7 @@ def test_two_processes_fine_tune_like_one_with_the_same_global_batch(tmp_path):
     one = train("one", "d1")
     one_out, one_err = one.communicate(timeout=400)
     assert one.returncode == 0, one_err[-2000:]
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     processes = [
         train("two", f"d{2 + i}", "--distributed", coordinator, "--num-processes", "2", "--process-id", str(i))
         for i in (1, 0)

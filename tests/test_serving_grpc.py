@@ -169,7 +169,7 @@ def test_an_api_key_is_asked_of_grpc_calls_but_health(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_core_serve_grpc_port_from_the_command_line(trained_run, tmp_path):
-    from core.bench.server_cpu import free_port
+    from core.bench.common import free_port
 
     root = tmp_path / "models"
     copy_run(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])

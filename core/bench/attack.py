@@ -26,8 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from core.bench.common import Row, Scale, photos_of, rate_row
-from core.bench.serve import _bench_run, _clients, _free_port, start_server, wait_ready
+from core.bench.common import Row, Scale, free_port, photos_of, rate_row
+from core.bench.serve import _bench_run, _clients, start_server, wait_ready
 
 log = logging.getLogger("flora")
 ITEM = "9 attack"
@@ -147,7 +147,7 @@ def _measure(
 ) -> dict:
     import httpx
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "core", "serve", run_id, "--port", str(port), "--no-ood"]
     command += ["--models-dir", str(models_root), "--data-dir", str(models_root.parent / "data")]
     log_file = open(models_root.parent / "server-attack.log", "wb")  # noqa: SIM115

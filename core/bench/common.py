@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,3 +190,35 @@ def make_photos(source: Path, target: Path, count: int, seed: int = 0, splits: d
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_answering(
+    url: str,
+    process: subprocess.Popen | None = None,
+    timeout: float = 60,
+    log: str | Path | None = None,
+    what: str = "",
+) -> None:
+    """Wait until a GET of `url` answers 200 (a server the caller started). RuntimeError, with the tail of its `log`,
+    when `process` ends first or `timeout` seconds pass."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # refused while it starts, or an HTTP error status
+            pass
+        ended = process is not None and process.poll() is not None
+        if ended or time.time() > deadline:
+            why = f"ended with exit code {process.returncode}" if ended else f"did not answer within {timeout:.0f} s"
+            tail = Path(log).read_text(errors="replace")[-3000:] if log and Path(log).exists() else ""
+            raise RuntimeError(f"{what or url} {why}" + (f":\n{tail}" if tail else ""))
+        time.sleep(0.3)

@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from core.bench import serve_grpc
-from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row, time_row
+from core.bench.common import BACKBONE, Row, Scale, free_port, photos_of, rate_row, time_row, wait_answering
 from core.data.datasets import scan_dataset
 from core.data.imaging import load_for_model
 from core.processes import JobState
@@ -143,7 +142,7 @@ def _switch_under_stream(models_root: Path, alias: str, new_id: str, photos, tim
     """Serve `alias`, stream requests, point it at `new_id`; seconds until an answer comes from `new_id`."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "core", "serve", alias, "--port", str(port), "--max-batch", "32"]
     command += ["--max-wait-ms", "5", "--models-dir", str(models_root), "--data-dir", str(models_root.parent / "data")]
     log_file = open(models_root.parent / "server-switch.log", "wb")  # noqa: SIM115
@@ -245,16 +244,10 @@ def _bare_throughput(run, photos: list[bytes]) -> float:
     return best
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve_and_load(models_root: Path, run_id: str, photos, requests: int, clients: int, max_batch: int) -> dict:
     import httpx
 
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable,
         "-m",
@@ -302,18 +295,7 @@ def start_server(command: list[str], log_file) -> subprocess.Popen:
 
 def wait_ready(url: str, server: subprocess.Popen, log_name: str, timeout: float = 300) -> None:
     """Wait until the server answers ready. Raises RuntimeError when it ends or does not within `timeout`."""
-    import httpx
-
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"the bench server did not start; see {log_name}")
-        time.sleep(0.3)
+    wait_answering(f"{url}/v2/health/ready", server, timeout, log_name, "the bench server")
 
 
 async def _clients(url: str, photos: list[bytes], requests: int, clients: int) -> list[float]:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.bench.common import Row, rate_row, time_row
-from core.bench.server_cpu import free_port
+from core.bench.common import Row, free_port, rate_row, time_row
 from core.serving.grpc_proto import SERVICE, message_class
 
 ITEM = "7 serve"

@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from core.bench.common import BACKBONE, Row, Scale, link_subset
+from core.bench.common import BACKBONE, Row, Scale, free_port, link_subset, wait_answering
 from core.bench.scale_data import copy_runs
 from core.paths import PROJECT_ROOT
 
@@ -201,18 +199,5 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_healthy(port: int, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"streamlit did not start on port {port}")
+    wait_answering(f"http://127.0.0.1:{port}/_stcore/health", timeout=timeout, what=f"streamlit on port {port}")

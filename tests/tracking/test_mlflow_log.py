@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.bench.server_cpu import free_port
+from core.bench.common import free_port, wait_answering
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
 pytestmark = pytest.mark.slow
@@ -35,7 +34,6 @@ def mlflow_executable() -> str:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 (SQLite store, artifacts served by it), its process group stopped by pid."""
-    import httpx
 
     base = tmp_path_factory.mktemp("mlflow")
     port = free_port()
@@ -44,17 +42,8 @@ def mlflow_server(tmp_path_factory):
     log = open(base / "server.log", "wb")  # noqa: SIM115 (the server's lifetime)
     process = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
     try:
-        while True:
-            try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(base / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_answering(f"{uri}/health", process, 240, base / "server.log", "the mlflow server")
         yield uri
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the server and its workers: the group of the pid we started
