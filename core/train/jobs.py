@@ -28,6 +28,7 @@ from core.runs.record import LOCAL_OWNER, Run, RunUnreadable, new_run_record
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig, run_id_for
 from core.sharing.people import layer_of, same_person
+from core.tracking.background import track_later
 from core.train.queue import RAY_LINE, check_share
 
 log = logging.getLogger("flora")
@@ -194,7 +195,8 @@ def launch(
 ) -> Submission:
     """Start training in a detached background process and return at once. With `ray_address` that process
     submits the run as a task to the Ray cluster and waits for it (core/train/ray.py). `track`: an MLflow
-    tracking URI the run is logged to when it ends (core.tracking).
+    tracking URI the run is logged to when it ends (core.tracking); a cached run not logged there yet is logged by
+    a background process (core.tracking.background).
 
     A finished run comes back as cached and an active one as active; neither starts a process.
     `corrections`: the label corrections to apply (None: the ones kept for the dataset folder).
@@ -205,6 +207,8 @@ def launch(
     submission = submit(
         store, dataset_path, config, force=force, corrections=corrections, owner=owner, max_queued=max_queued
     )
+    if submission.outcome == CACHED and track:  # nothing trains, so nothing would log it: log it in the background
+        track_later(store, submission.run_id, track)
     if submission.outcome != NEW:
         return submission
     command = [

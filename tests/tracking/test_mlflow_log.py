@@ -9,12 +9,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from core.bench.common import free_port, wait_answering
+from core.processes import JobState
+from core.runs.store import RunStore
+from core.tracking import background
+from core.tracking.background import track_later
+from core.train import jobs
 from tests.conftest import PROJECT_ROOT, make_image_dataset
 
 pytestmark = pytest.mark.slow
@@ -132,6 +138,42 @@ def test_a_cached_run_is_logged_once_when_tracked_later(mlflow_server, tmp_path)
     assert len(client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{result['run_id']}'")) == 1
     status = json.loads((tmp_path / "models" / result["run_id"] / "status.json").read_text())
     assert status["mlflow"][mlflow_server]["run_id"] == found.info.run_id
+
+    # The Train page's launch of these settings with its MLflow field filled: cached, so logged in the background
+    # (the same server under another name is another tracking URI; an unreachable one fails with its reason).
+    store = RunStore(tmp_path / "models")
+    config = store.get(result["run_id"]).train_config
+    other_name = mlflow_server.replace("127.0.0.1", "localhost")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # the unreachable URI fails at once (the child inherits it)
+    try:
+        for uri in (other_name, "http://127.0.0.1:9"):
+            submission = jobs.launch(dataset, config, tmp_path / "models", tmp_path / "data", track=uri)
+            assert submission.outcome == jobs.CACHED
+            logging = _logging_ended(store, result["run_id"])
+            assert logging.note == uri
+            if uri == other_name:
+                assert logging.state is JobState.DONE, logging.error
+                assert store.get(result["run_id"]).status.mlflow[other_name]["run_id"]
+                assert (
+                    len(client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{result['run_id']}'"))
+                    == 2
+                )
+                assert not track_later(store, result["run_id"], other_name)  # logged there: not again
+            else:
+                assert logging.state is JobState.FAILED and "127.0.0.1" in logging.error
+                assert uri not in store.get(result["run_id"]).status.mlflow
+    finally:
+        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+
+
+def _logging_ended(store, run_id: str, timeout: float = 240):
+    deadline = time.time() + timeout
+    while True:
+        logging = background.status(store.get(run_id))
+        if logging is not None and not logging.active:
+            return logging
+        assert time.time() < deadline, f"the background logging did not end: {logging}"
+        time.sleep(0.5)
 
 
 def test_a_tracked_sweep_logs_its_trials_as_child_runs(mlflow_server, tmp_path):

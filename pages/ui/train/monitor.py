@@ -14,6 +14,7 @@ from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
 from core.runs.record import MAX_NAME_LENGTH, Run
 from core.settings.options import run_command
+from core.tracking import background as background_tracking
 from core.tracking import run_url
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
@@ -186,12 +187,38 @@ def result(run: Run, state: RunProgress) -> None:
 
 
 def mlflow_runs(run: Run) -> None:
-    """Where the run was logged to MLflow (`--track`, the form's field): the MLflow run, linked to its page."""
+    """Where the run was logged to MLflow (`--track`, the form's field): the MLflow run, linked to its page; and a
+    cached run's logging in the background (launched with the MLflow field filled) while it runs or if it failed."""
     for uri, entry in (run.status.mlflow or {}).items():
         name = f"MLflow run {entry.get('run_id')}"
         url = run_url(uri, entry)
         shown = f"[{plain.md(name)}](<{url.replace('>', '%3E')}>)" if url else plain.code(name)
         st.caption(f"Logged to MLflow at {plain.code(uri)}: {shown}")
+    logging = background_tracking.status(run)
+    if logging is None or logging.note in (run.status.mlflow or {}):
+        return
+    if logging.active:
+        st.fragment(_watch_logging, run_every=2)(run.run_id)
+    elif logging.state is JobState.FAILED:
+        st.warning(
+            f"Could not log this run to MLflow at {plain.code(logging.note or '')}: {plain.md(logging.error or '')}. "
+            "Launch the same settings again with the MLflow field filled to try again (nothing trains).",
+            icon=":material/cloud_off:",
+        )
+
+
+def _watch_logging(run_id: str) -> None:
+    """The background logging's line, until it ends (then the whole page once more: the link or the failure)."""
+    run = common.store().get(run_id)
+    logging = background_tracking.status(run)
+    if logging is None or not logging.active:
+        st.rerun(scope="app")
+    since = time.time() - (logging.queued_at or time.time())
+    st.caption(
+        f":material/cloud_upload: Logging this run to MLflow at {plain.code(logging.note or '')} in the background "
+        f"({since:.0f} s so far): these settings were trained already, so nothing trains; the link shows here when "
+        "it is logged."
+    )
 
 
 def settings(run: Run) -> None:
