@@ -299,7 +299,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(out)
         return EXIT_OK
-    print(f"{len(results)} runs on the same {out['test_images']} test photos")
+    if out["split_differs"]:
+        print(f"{len(results)} runs split differently, paired on the {out['test_images']} test photos they share")
+        print(out["split_differs"])
+    else:
+        print(f"{len(results)} runs on the same {out['test_images']} test photos")
     if out["difference"]:
         print(out["difference"])
     rows = [
