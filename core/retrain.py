@@ -232,6 +232,11 @@ def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> d
         result = compare([load_result(old), load_result(new)])
     except (NotComparable, AnalysisMissing) as e:
         raise RetrainError(f"old {old.run_id[:6]} and new {new.run_id[:6]} cannot be compared: {e}") from e
+    if result["split_differs"]:  # a retrained run keeps its old split: old vs new is judged on the very same photos
+        raise RetrainError(
+            f"old {old.run_id[:6]} and new {new.run_id[:6]} cannot be compared: they were tested on different photos "
+            f"(split differently; {result['test_images']} in common)"
+        )
     return {**result, "old": old.run_id, "new": new.run_id, "feedback": _on_feedback(old, new, data_root)}
 
 

@@ -76,6 +76,9 @@ def describe(result, limit: int = 10) -> str:
 
 
 def _details(result, kind: str, limit: int) -> list[str]:
+    from core.results.data_issues.report import overlap_advice  # heavy: scipy, pandas
+    from core.results.labels.verdict import probability_text  # heavy: numpy, with the label review
+
     if kind == "label_health":
         rows = [
             [c["class"], f"{c['score']:.2f}", str(c["photos"]), str(c["wrong_labels"])]
@@ -89,15 +92,12 @@ def _details(result, kind: str, limit: int) -> list[str]:
         out = []
         for pair in result.overlapping_classes[:limit]:
             a, b = pair["classes"]
-            apart = "" if pair["separability"] is None else f"told apart {pair['separability']:.0%} of the time; "
-            advice = (
-                f"consider merging {a} and {b}, or write a clearer rule for telling them apart"
-                if pair["suggestion"] == "merge"
-                else f"write a clearer rule for telling {a} from {b} (or merge them)"
-            )
-            out.append(f"{a} / {b}: score {pair['score']:.4f} (~{pair['photos']} photos between them; {apart}{advice})")
+            apart = "" if pair["separability"] is None else f"; told apart {pair['separability']:.0%} of the time"
+            out.append(f"{a} / {b}: score {pair['score']:.4f} (~{pair['photos']} photos between them{apart})")
+            out.append("    " + overlap_advice(pair, result.classes))
             out += [
-                f"    {e['path']} (labelled {e['label']}; of the two, {e['share']:.0%} {e['looks_like']})"
+                f"    {e['path']} (labelled {e['label']}; of the two, the model gives {e['looks_like']} "
+                f"{probability_text(e['share'])})"
                 for e in pair["examples"][:EXAMPLES]
             ]
         return out

@@ -18,6 +18,7 @@ from core.results import tasks as run_tasks
 from core.results.evaluation.compare import NotComparable, compare, load_result
 from core.results.labels.issues import export_csv, export_rows
 from core.results.labels.issues import load as load_issues
+from core.results.labels.verdict import probability_text, verdict
 from core.results.probabilities import conformal
 from core.results.probabilities.calibration import calibrate_run
 
@@ -251,38 +252,30 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
         issues = review.issues[: args.limit] if args.limit else review.issues
         sys.stdout.write(export_csv(export_rows(issues, marks, review.supported)))
         return EXIT_OK
+    said = verdict(review, random_start=run is not None and run.train_config.weights == "none")
     if args.json:
-        emit_json(review.summary(marks.action, args.limit))
+        emit_json({**review.summary(marks.action, args.limit), "verdict": said.headline})
         return EXIT_OK
     shown = review.issues if args.all else review.first
     issues = shown[: args.limit] if args.limit else shown
     rows = [{**issue.to_dict(), "marked": marks.action(issue.path)} for issue in issues]
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print(f"{len(review.issues)} suspected label error(s) among {review.images} images ({review.train_source})")
-    trust = review.trust or {}
-    if trust.get("planted"):
-        print(
-            f"trust: {trust['planted']} labels flipped on purpose, {trust['found']} of them among the first "
-            f"{trust['planted']} suspects (a random order: about {trust['chance']:.0f}); confident learning "
-            f"estimates {review.estimated_errors} wrong labels"
-        )
-    if review.supported is not None:
-        print(f"supported by the self-test: the first {review.supported} of {len(review.issues)}")
-        print(review.supported_why)
+    print(said.headline)
+    print("\n".join(f"  - {line}" for line in said.figures))
     if rows:
         first = len(review.issues) if review.supported is None else review.supported
         print(
             format_table(
-                ["#", "path", "given", "suggested", "odds", "score", "split", "marked"],
+                ["#", "path", "given", "suggested", "p(suggested)", "p(given)", "split", "marked"],
                 [
                     [
                         f"{i}" if i <= first else f"{i} (behind)",
                         r["path"],
                         r["given"],
                         r["suggested"],
-                        f"{r['odds']:.1f}",
-                        f"{r['score']:.3f}",
+                        probability_text(r["suggested_probability"]),
+                        probability_text(r["score"]),
                         r["split"],
                         r["marked"] or "",
                     ]
@@ -306,7 +299,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(out)
         return EXIT_OK
-    print(f"{len(results)} runs on the same {out['test_images']} test photos")
+    if out["split_differs"]:
+        print(f"{len(results)} runs split differently, paired on the {out['test_images']} test photos they share")
+        print(out["split_differs"])
+    else:
+        print(f"{len(results)} runs on the same {out['test_images']} test photos")
     if out["difference"]:
         print(out["difference"])
     rows = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.data.corrections import apply
 from core.data.datasets import LABELLED_IN_FLORA, DatasetIndex, Split, split_indices
 
 
@@ -37,3 +38,28 @@ def split_rule(
     notes = [*drawn.notes, f"{int(added.sum())} photo(s) labelled in Flora join training; the rest split as before"]
     train = np.sort(np.concatenate([others[drawn.train], np.flatnonzero(added)])).astype(np.int64)
     return Split(train, others[drawn.val], others[drawn.test], drawn.source, notes)
+
+
+def next_split(
+    labels: np.ndarray,
+    paths: list[str],
+    index: DatasetIndex,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    given: list[str | None] | None = None,
+    corrections: dict | None = None,
+) -> tuple[np.ndarray, Split]:
+    """The split the next run on these photos trains with, and its labels: `split_rule`, then the label
+    `corrections` that run applies (core.data.corrections.apply: relabelled photos take their new label, excluded
+    ones leave their split). core.runs.split draws every run's split with it and the Dataset page's Split tab shows
+    it, so the tab's counts are the next run's.
+
+    Raises:
+        DatasetError: as split_indices.
+    """
+    split = split_rule(labels, paths, index, val_fraction, test_fraction, seed, given)
+    if not corrections:
+        return np.asarray(labels), split
+    labels, split, _ = apply(corrections, paths, labels, index.classes, split)
+    return labels, split

@@ -21,7 +21,7 @@ import numpy as np
 from core.data.corrections import apply
 from core.data.datasets import DatasetError, DatasetIndex, Split, scan_dataset
 from core.data.ingest import ImageCache, ingest
-from core.data.split_rule import split_rule
+from core.data.split_rule import next_split, split_rule
 from core.progress import CountCallback
 from core.runs.record import Run
 from core.settings.config import TrainConfig
@@ -62,8 +62,11 @@ def draw_split(cache: ImageCache, index: DatasetIndex, config: TrainConfig, corr
 
     Relabelled photos take their new label in `cache.labels` (this process's copy).
     """
-    split = _drawn(cache, index, config)
-    return _corrected(cache, index, split, corrections)
+    given = cache.splits if index.has_split else None
+    cache.labels, split = next_split(
+        cache.labels, cache.paths, index, config.val_fraction, config.test_fraction, config.seed, given, corrections
+    )
+    return split
 
 
 def _drawn(cache: ImageCache, index: DatasetIndex, config: TrainConfig) -> Split:

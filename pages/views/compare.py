@@ -87,7 +87,13 @@ except NotComparable as e:
     st.stop()
 
 names = {run.run_id: f"{run.run_id[:6]} · {common.run_title(run)}" for run in chosen}
-difference = difference_note(comparison["left_out"], {run.run_id: run.run_id[:6] for run in chosen})
+if comparison["split_differs"]:  # another seed: mostly other test photos, paired on the few shared
+    st.warning(plain.md(comparison["split_differs"]), icon=":material/call_split:")
+difference = (
+    None
+    if comparison["split_differs"]
+    else difference_note(comparison["left_out"], {r.run_id: r.run_id[:6] for r in chosen})
+)
 if difference:
     st.info(
         f"Compared on the {comparison['test_images']} test photos all {len(chosen)} runs have, with the same label. "

@@ -7,10 +7,12 @@ import plotly.express as px
 import streamlit as st
 
 from core.data import roots as data_roots
-from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError, split_indices
+from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError
 from core.data.imaging import GRAYSCALE_MODES
+from core.data.split_rule import next_split
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
+from core.train.jobs import dataset_corrections
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
@@ -307,23 +309,35 @@ if split_tab.open:
         readable = sizes_table(str(index.root), index.fingerprint).set_index("path")["readable"]
         kept = [i for i, e in enumerate(index.entries) if bool(readable.get(e.path, True))]
         left_out = len(index.entries) - len(kept)
-        try:
+        try:  # the very rule the next run draws with: labelled-in-Flora photos to training, your marks applied
             defaults = TrainConfig()
             given = [index.entries[i].split for i in kept] if index.has_split else None
-            split = split_indices(
-                index.labels[kept], index.classes, given, defaults.val_fraction, defaults.test_fraction, defaults.seed
+            labels, split = next_split(
+                index.labels[kept],
+                [index.entries[i].path for i in kept],
+                index,
+                defaults.val_fraction,
+                defaults.test_fraction,
+                defaults.seed,
+                given,
+                dataset_corrections(common.data_root(), index.root, auth.current_user().id),
             )
         except DatasetError as e:
             st.error(f"This dataset cannot be split for training: {plain.md(e)}", icon=":material/call_split:")
         else:
-            table = pd.DataFrame(split.counts_by_class(index.labels[kept], index.classes)).T
+            table = pd.DataFrame(split.counts_by_class(labels, index.classes)).T
             what = (
                 "the dataset's own split"
                 if split.source == "dataset"
-                else "a stratified split with seed 42 (the Train page's default)"
+                else f"a stratified split with seed {defaults.seed}"
             )
             sizes_text = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
-            st.markdown(f"Training uses {what}: {sizes_text}.")
+            st.markdown(f"The next run with the Train page's defaults uses {what}: {sizes_text}.")
+            st.caption(
+                "Drawn by the rule every run draws with: photos labelled in Flora join training, the rest split as "
+                "before they came, and your label corrections applied (excluded photos leave their split). Another "
+                "seed or other fractions on the Train page draw another split."
+            )
             for note in split.notes:
                 st.caption(plain.md(note))
             if left_out:

@@ -107,6 +107,19 @@ def test_runs_tested_on_other_photos_are_refused_with_the_reason(app, workspace,
     assert any("cannot be compared" in e.value and "tested on different photos" in e.value for e in at.error)
 
 
+def test_runs_split_differently_say_so_and_pair_only_the_shared_photos(app, workspace, tmp_path):
+    def mostly_other_photos(arrays):  # another seed's split: a few test photos in common
+        paths = arrays["test_paths"].astype(str)
+        arrays["test_paths"] = np.array([*paths[:2], *[f"elsewhere/{i}.png" for i in range(len(paths) - 2)]])
+
+    models, first = two_runs(workspace, tmp_path, mostly_other_photos)
+    at = open_compare(app, models, f"{first},{SECOND}")
+    assert not at.error
+    [warning] = [w.value for w in at.warning if "split differently" in w.value]
+    assert "they share only 2" in warning and "seed draws the split as well" in warning
+    assert not [i.value for i in at.info if i.value.startswith("Compared on the")]  # one explanation, not two
+
+
 def test_a_run_without_analysis_offers_to_compute_it(app, workspace, tmp_path):
     models, first = two_runs(workspace, tmp_path)
     (models / SECOND / ANALYSIS_FILE).unlink()

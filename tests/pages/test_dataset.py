@@ -45,7 +45,7 @@ def test_classes_samples_sizes_and_split(app):
     assert "Median size: 48×40" in shown and "Every file's header reads as an image" in shown
 
     _tab(at, "Split")
-    assert "Training uses a stratified split with seed 42" in texts(at)
+    assert "The next run with the Train page's defaults uses a stratified split with seed 42" in texts(at)
     assert table_with(at, "train", "val", "test").loc["red"].tolist() == [10, 2, 2]
 
 
@@ -354,3 +354,42 @@ def test_uploaded_unlabelled_photos_show_in_the_tab_at_once(app, tmp_path):
     assert not at.file_uploader(key="dataset_unlabelled_upload_1").value, "the uploader is emptied: added once"
     at.run()
     assert "Added 2 photo(s)." not in texts(at) and "**2** photo(s) waiting for a label" in texts(at)
+
+
+def test_the_split_tab_shows_the_split_the_next_run_trains_with(app, workspace, tmp_path):
+    # the walk of issue 39: the tab said 179/38/38 while the run used 36 val / 36 test (labelled photos to training)
+    from core.data.corrections import Corrections
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import ingest
+    from core.data.unlabelled import Unlabelled
+    from core.runs.split import draw_split
+    from core.settings.config import TrainConfig
+    from core.train.jobs import dataset_corrections
+
+    folder = make_image_dataset(tmp_path / "mine", {"daisy": 20, "dandelion": 20})
+    make_image_dataset(tmp_path / "loose", {"unlabelled": 6})
+    shutil.move(str(tmp_path / "loose" / "unlabelled"), str(folder / "unlabelled"))
+    waiting = Unlabelled.load(workspace["data"], folder)
+    for i in range(6):  # labelled in Flora: they join training, the rest split as before
+        waiting.label(f"unlabelled/img_{i:03d}.png", ("daisy", "dandelion")[i % 2], ["daisy", "dandelion"])
+    marks = Corrections.load(workspace["data"], folder)
+    marks.mark("daisy/img_000.png", "exclude")
+    marks.mark("dandelion/img_001.png", "relabel", to="daisy")
+    marks.save()
+
+    index = scan_dataset(folder)
+    config = TrainConfig(image_size=32, weights="none")
+    cache = ingest(index, config.cache_size, tmp_path / "cache")
+    split = draw_split(cache, index, config, dataset_corrections(workspace["data"], folder))  # what a run uses
+    expected = split.counts_by_class(cache.labels, index.classes)
+
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    _tab(at, "Split")
+    assert not at.exception, [e.value for e in at.exception]
+    table = table_with(at, "train", "val", "test")
+    assert {name: table.loc[name].to_dict() for name in index.classes} == expected
+    sizes = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
+    assert f"The next run with the Train page's defaults uses a stratified split with seed 42: {sizes}." in texts(at)
+    assert md("6 photo(s) labelled in Flora join training") in texts(at) and "1 excluded" in texts(at)

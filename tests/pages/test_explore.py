@@ -13,6 +13,7 @@ import pytest
 
 from core.data.corrections import Corrections, forget_dataset
 from core.results import tasks as run_tasks
+from core.results.labels.verdict import suspect_words, verdict
 from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
 from pages.ui.explore.map import selected_keys, selected_photos
@@ -133,14 +134,14 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     assert review.issues, "red and crimson share a colour: some labels must look wrong"
     first = next(issue for issue in review.issues if issue.split != "test")  # test photos: only when asked for
     shown = texts(at)
-    assert f"{len(review.issues)} suspect(s) among {review.images} photos" in shown
-    assert f"labelled **{first.given}**, looks like **{first.suggested}**" in shown
+    assert md(f"{len(review.issues)} suspect(s) among {review.images} photos") in shown  # behind the verdict
+    assert f"labelled **{first.given}**, {md(suspect_words(first))}" in shown
     assert "test" not in at.pills(key="explore_issue_splits").value
     csv_button = next(b for b in at.get("download_button") if b.proto.label.startswith("Download all"))
     assert csv_button.proto.label == f"Download all {len(review.issues)} suspects (CSV)"  # the whole list, whole
-    trust = next(w.value for w in at.warning if w.value.startswith("**How far to trust this list**"))
-    assert f"gets {review.model_accuracy:.0%} of their labels right out of sample" in trust
-    assert "started from random weights" in trust  # the fixture's run is a random start: said plainly
+    said = verdict(review, random_start=True)  # the fixture's run is a random start: a warning
+    assert said.kind == "warning" and said.headline in [w.value for w in at.warning]
+    assert f"gets {review.model_accuracy:.0%} of the training labels right out of sample" in said.headline
     assert "never to your photos" in shown and "new run id" in shown
     again = next(p for p in at.get("page_link") if p.proto.label == "Train again with these corrections")
     assert again.proto.page == "train" and again.proto.query_string == f"train_prefill={run.run_id}"

@@ -1,7 +1,7 @@
 """What else is wrong with the data, in one list: outliers, overlapping classes, underperforming groups, label
 health, and the health check's duplicates, leaks and imbalance (cleanlab's Datalab issue types as the checklist).
 
-  outliers                photos far from every other photo (data_issues.outliers), each with its score
+  outliers                photos farther from their nearest photos than most are (data_issues.outliers), with the ratio
   overlapping_classes     pairs of classes photos sit between (labels.overlap), merge or a clearer rule
   underperforming_groups  clusters of similar photos the model gets wrong much more often (data_issues.groups)
   label_health            the share of labels that look right, overall and per class (labels.overlap)
@@ -39,9 +39,11 @@ DATA_ISSUES_VERSION = 1
 MAX_OUTLIERS = 1000  # listed (the most unusual first); `outliers_flagged` counts them all
 
 EXPLAIN = {
-    "outliers": "Photos far from every other photo, in what the network sees and in how the picture looks (a "
-    "screenshot among photos of the classes, a blank, a wrong file). Score: how many times farther from its nearest "
-    "photos than a typical photo is. Delete the ones that do not belong; keep the unusual but genuine ones.",
+    "outliers": "Photos farther from their nearest photos than most photos are, in what the network sees and in how "
+    "the picture looks (a screenshot among photos of the classes, a blank, a wrong file). Score: how many times "
+    "farther from its nearest photos than a typical photo is (1.0x: typical); a photo is listed above the usual "
+    "outlier bar (the third quartile plus 1.7 interquartile ranges of those ratios). Unusual is not wrong: delete "
+    "the ones that do not belong, keep the unusual but genuine ones.",
     "overlapping_classes": "Pairs of classes the model mixes up, photos of each looking like the other. Consider "
     "merging the two classes, or write a clearer rule for telling them apart and relabel by it.",
     "underperforming_groups": "Clusters of similar photos on which the model is right much less often than on the "
@@ -157,15 +159,16 @@ def _health_title(issues: DataIssues) -> str:
     worst = health.get("classes", [])[:1]
     lowest = f"; lowest class: {worst[0]['class']} ({worst[0]['score']:.0%} of its labels look right)" if worst else ""
     review = issues.label_review
-    if review:
-        n = max(review["photos"], 1)
-        supported = review.get("supported")
-        return (
-            f"{review['suspects']} suspected label errors ({review['suspects'] / n:.0%} of {review['photos']} photos"
-            + (f"; the self-test supports the first {supported}" if supported is not None else "")
-            + f"), and confident learning estimates {review['estimated_errors']} wrong labels in all "
-            f"({review['estimated_errors'] / n:.0%}): the figures of Suspected label errors" + lowest
-        )
+    if review:  # the label review's one verdict (labels.verdict), not its figures side by side
+        n, suspects, supported = max(review["photos"], 1), review["suspects"], review.get("supported")
+        listed = f"{suspects} suspected label errors ({suspects / n:.0%} of {review['photos']} photos)"
+        if supported is None:
+            said = f"{listed}, each a guess (too few photos to test the list)"
+        elif supported == 0:
+            said = f"{listed}, none found clearly better than a random pick in the self-test: treat them as guesses"
+        else:
+            said = f"{listed}: review the first {supported} first, as deep as the self-test found the list beats chance"
+        return f"{said}; see Suspected label errors" + lowest
     text = f"{health.get('score', 1.0):.1%} of labels look right ({health.get('wrong_labels', 0)} probably wrong)"
     return text + lowest
 
@@ -173,8 +176,28 @@ def _health_title(issues: DataIssues) -> str:
 def _outliers_title(issues: DataIssues) -> str:
     if not issues.outliers_flagged:
         return "no photo stands far apart from the rest"
+    scores = [row["score"] for row in issues.outliers]
+    spread = f"{min(scores):.1f}x to {max(scores):.1f}x" if scores else "more than"
     return (
-        f"{issues.outliers_flagged} photo(s) unlike any other ({issues.outliers_flagged / max(issues.photos, 1):.1%})"
+        f"{issues.outliers_flagged} photo(s) ({issues.outliers_flagged / max(issues.photos, 1):.1%}) stand farther "
+        f"from their nearest photos than the rest: {spread} a typical photo's distance (listed above "
+        f"{issues.outlier_threshold:.2f}x, the usual outlier bar)"
+    )
+
+
+def overlap_advice(pair: dict[str, Any], classes: int, name=str) -> str:
+    """What to do about an overlapping pair, fitting the dataset: merging is offered only where other classes
+    would be left to tell apart (merging the only two classes leaves nothing to classify). `name` dresses a class
+    name (the page bolds it)."""
+    a, b = (name(c) for c in pair["classes"])
+    if pair["suggestion"] == "merge" and classes > 2:
+        return f"Consider merging {a} and {b}, or write a clearer rule for telling them apart."
+    if classes > 2:
+        return f"Write a clearer rule for telling {a} from {b} and relabel by it (or merge them)."
+    return (
+        f"Write a clearer rule for telling {a} from {b} and relabel by it, check the labels of the photos below, or "
+        "give the model more to see (larger images, ImageNet weights). These are the only two classes: merging them "
+        "would leave nothing to classify."
     )
 
 
@@ -183,7 +206,7 @@ def _overlap_title(issues: DataIssues) -> str:
         return "no two classes overlap"
     top = issues.overlapping_classes[0]
     a, b = top["classes"]
-    if top["suggestion"] == "merge":
+    if top["suggestion"] == "merge" and issues.classes > 2:
         return (
             f"the model cannot tell {a} from {b} (given one photo of each, it says which is which "
             f"{top['separability']:.0%} of the time; guessing: 50%): consider merging {a} and {b}, or write a "

@@ -50,14 +50,16 @@ class RunResult:
         return self.predictions == self.analysis.test.labels
 
 
-MIN_SHARED = 0.5  # runs sharing under half of their test photos were split differently: nothing to pair
+MIN_SHARED = 0.5  # runs sharing under half of their test photos were split differently: paired on the few shared
 
 
 def check_comparable(results: list[RunResult]) -> None:
     """Raise NotComparable with the reason when the runs differ in classes or were tested on other photos.
 
     Runs that share most of their test photos (a label correction excluded or relabelled a few) are
-    comparable on the photos they share with the same label (`common_photos`).
+    comparable on the photos they share with the same label (`common_photos`). Runs split differently (another
+    seed: Flora's seed draws the split as well as the start, or other fractions) share only a few; they are
+    compared on those few and the result says so (`split_note`). Runs that share none are refused.
     """
     if not MIN_RUNS <= len(results) <= MAX_RUNS:
         raise NotComparable(f"compare {MIN_RUNS} to {MAX_RUNS} runs. Received: {len(results)}")
@@ -72,12 +74,30 @@ def check_comparable(results: list[RunResult]) -> None:
                 detail = "the same names in another order"
             raise NotComparable(f"runs {first.run_id[:6]} and {other.run_id[:6]} have different classes ({detail})")
         shared = len(set(a.test.paths) & set(b.test.paths))
-        if shared == 0 or shared < MIN_SHARED * min(len(a.test.paths), len(b.test.paths)):
+        if shared == 0:
             raise NotComparable(
                 f"runs {first.run_id[:6]} and {other.run_id[:6]} were tested on different photos "
-                f"({len(a.test.paths)} and {len(b.test.paths)} test photos, {shared} in common: another dataset, "
-                "split seed or fractions); their accuracies are not paired"
+                f"({len(a.test.paths)} and {len(b.test.paths)} test photos, none in common: another dataset, "
+                "or another seed or fractions, which draw another split); their accuracies are not paired"
             )
+
+
+def split_note(results: list[RunResult], shared: int, names: dict[str, str] | None = None) -> str | None:
+    """When the runs were split differently (they share under MIN_SHARED of their test photos), that in words: how
+    many test photos each has, how many they share, and that the paired figures are on those alone. None otherwise."""
+    names = names or {}
+    sizes = [len(r.analysis.test.paths) for r in results]
+    if shared >= MIN_SHARED * min(sizes):
+        return None
+    each = ", ".join(f"{names.get(r.run_id, r.run_id[:6])} {n}" for r, n in zip(results, sizes, strict=True))
+    return (
+        f"These runs were split differently, so their test photos differ: they share only {shared} (test photos: "
+        f"{each}). Flora's seed draws the split as well as the weights' start, so runs with another seed (or other "
+        f"fractions) are tested mostly on other photos. Every paired figure here (accuracy, McNemar, per class) is "
+        f"on the {shared} shared photo(s) alone; each run's own test accuracy is on photos the other never saw, "
+        "and cannot be set side by side. Flora has no setting yet for another random start on the same split, so "
+        "two seeds cannot be compared on the same photos."
+    )
 
 
 def common_photos(results: list[RunResult]) -> tuple[list[str], dict[str, Any]]:
@@ -228,6 +248,7 @@ def compare(results: list[RunResult]) -> dict[str, Any]:
     """
     check_comparable(results)
     paths, left_out = common_photos(results)
+    split_differs = split_note(results, len(paths))  # on each run's own test photos, before they are restricted
     restrict(results, paths)
     first = results[0]
     per_class = per_class_f1(results)
@@ -236,7 +257,8 @@ def compare(results: list[RunResult]) -> dict[str, Any]:
         "classes": first.analysis.classes,
         "test_images": len(paths),
         "left_out": left_out,
-        "difference": difference_note(left_out),
+        "difference": None if split_differs else difference_note(left_out),  # (split_differs says why they differ)
+        "split_differs": split_differs,
         "per_class_f1": {
             r.run_id: dict(zip(per_class["class"], per_class[r.run_id].astype(float).round(6), strict=True))
             for r in results
@@ -309,5 +331,6 @@ __all__ = [
     "mcnemar",
     "per_class_f1",
     "settings_table",
+    "split_note",
     "verdict",
 ]

@@ -106,7 +106,12 @@ def explain(probabilities: np.ndarray, classes: list[str], group: int) -> tuple[
     else:
         why = f"the model leans to {guesses[0][0]} ({guesses[0][1]:.0%}), among the least sure of the waiting photos"
     if group > 1:
-        why += f"; it stands for {group} similar uncertain photos, so one label teaches about all of them"
+        # only what was measured: the group's size and that a batch takes one per group. Whether one label "teaches
+        # about" the rest is not measured per photo (the simulation measures the strategy as a whole, against random).
+        why += (
+            f"; it is the most central of {group} uncertain photos that look alike to the model, and the batch takes "
+            "one photo from each such group, so its labels spread over different kinds of photo"
+        )
     return guesses, margin, why
 
 

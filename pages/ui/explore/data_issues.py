@@ -20,6 +20,7 @@ import streamlit as st
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import tasks as run_tasks
 from core.results.data_issues import report as data_issues
+from core.results.labels.verdict import probability_text
 from core.runs.files import run_files
 from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, run_task
@@ -290,16 +291,11 @@ def overlap_details(result: data_issues.DataIssues, root: Path, marks: dict | No
     marks = marks or {}
     sizes = {row["class"]: row["photos"] for row in result.label_health.get("classes", [])}
     for i, pair in enumerate(_more(result.overlapping_classes, "explore_data_pairs_all", PAIRS_SHOWN)):
-        a, b = (plain.md(name) for name in pair["classes"])
         told = " " + pair_words(pair, sizes, result.photos) + told_apart_words(pair)
-        advice = (
-            f"Consider merging **{a}** and **{b}**, or write a clearer rule for telling them apart."
-            if pair["suggestion"] == "merge"
-            else f"Write a clearer rule for telling **{a}** from **{b}** and relabel by it (or merge them)."
-        )
+        advice = data_issues.overlap_advice(pair, result.classes, name=lambda c: f"**{plain.md(c)}**")
         with st.expander(
             f"{pair['classes'][0]} and {pair['classes'][1]}: about {pair['photos']} photos look like the other class"
-            + (" · merge?" if pair["suggestion"] == "merge" else ""),
+            + (" · merge?" if pair["suggestion"] == "merge" and result.classes > 2 else ""),
             expanded=i == 0,
         ):
             st.markdown(advice + told)
@@ -307,7 +303,8 @@ def overlap_details(result: data_issues.DataIssues, root: Path, marks: dict | No
                 [
                     (
                         root / e["path"],
-                        f"labelled {e['label']} · {e['share']:.0%} {e['looks_like']}{mark_words(marks, e['path'])}"
+                        f"labelled {e['label']} · {e['looks_like']} {probability_text(e['share'])}"
+                        f"{mark_words(marks, e['path'])}"
                         f"\n{Path(e['path']).name}",
                     )
                     for e in pair["examples"]

@@ -212,8 +212,8 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
         st.caption(batch_summary(state["last"]["paths"], unlabelled.record, state["last"]["skipped"]))
     st.caption(
         f"The head was retrained on {photos:,} labelled photos ({new} of them labelled here) in {seconds:.1f} s and "
-        f"picked these {len(state['picks'])}: the most torn first, each standing for a group of similar uncertain "
-        "photos. Label them, set aside what is none of these classes, or skip; the next batch follows."
+        f"picked these {len(state['picks'])}: the most torn first, one from each group of uncertain photos that look "
+        "alike to it. Label them, set aside what is none of these classes, or skip; the next batch follows."
     )
     can_label = auth.can_change(run)
     if not can_label:

@@ -17,6 +17,7 @@ from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.data.imaging import ImageError
 from core.results.evaluation.explain import Target, overlay
 from core.results.labels import issues as label_issues
+from core.results.labels import verdict
 from core.runs.record import Run
 from core.sharing.people import layer_of, same_person
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
@@ -124,13 +125,7 @@ def review_section(run: Run) -> None:
     corrections = corrections_of(run)
     proposals_section(run)
     what_a_correction_does(run, corrections)
-    st.caption(
-        f"{len(review.issues)} suspect(s) among {review.images} photos "
-        f"({', '.join(f'{n} {SPLIT_NAMES.get(s, s)}' for s, n in review.by_split.items())}). The training photos "
-        f"are scored by {review.train_source}; validation and test photos by the run itself. Most suspicious "
-        "first: how many times likelier the suggested class is than the label. Suspects to look at, not verdicts."
-    )
-    trust_note(run, review)
+    trust_note(run, review)  # the one verdict: how many to review first and why, the figures behind it
     fix_worth.panel(run, review)  # what fixing these would be worth, before the long run
     if review.issues:  # the whole list, not 50 pages of 10
         st.download_button(
@@ -147,8 +142,7 @@ def review_section(run: Run) -> None:
             "`python -m core label-issues RUN --csv` writes the same.",
         )
     if not review.issues:
-        st.success("No suspected label errors: every label agrees with the evidence.", icon=":material/check_circle:")
-        return
+        return  # the verdict said so
     filters = st.columns([3, 2])
     splits = sorted({issue.split for issue in review.issues})
     chosen = filters[0].pills(
@@ -188,20 +182,16 @@ def review_section(run: Run) -> None:
     if heatmaps:
         explainer = run_models.explainer(run_models.key_of(run))
         st.caption(explainer.grid_note(explainer.default_layer))
-    if review.supported is None:  # no self-test: nothing bounds the list
-        st.caption(review.supported_why)
+    if review.supported is None:  # no self-test: nothing bounds the list (the verdict says so)
         rows_page(run, issues, corrections, heatmaps, key="explore_issue_page")
         return
     supported = {issue.path for issue in review.first}
     first = [issue for issue in issues if issue.path in supported]
     behind = [issue for issue in issues if issue.path not in supported]
     if first:
-        st.markdown(f"**What the evidence supports: {len(first)} suspect(s), most suspicious first**")
-        st.caption(review.supported_why)
+        st.markdown(f"**Review these first: {len(first)} suspect(s), most suspicious first**")
         rows_page(run, first, corrections, heatmaps, key="explore_issue_page")
-    elif review.supported == 0:
-        st.warning(review.supported_why, icon=":material/casino:")
-    else:
+    elif review.supported:
         st.caption("None of the suspects the evidence supports is left with these filters.")
     if behind:
         if review.supported:
@@ -237,62 +227,19 @@ def rows_page(run: Run, issues: list, corrections: Corrections, heatmaps: bool, 
         issue_row(run, issue, corrections, heatmaps)
 
 
-def trust_words(review: label_issues.LabelReview, random_start: bool) -> tuple[str, str] | None:
-    """How far the ranking can be trusted, from this run's own figures, in one verdict: ("warning" or "info", the
-    words), None when there is nothing to say. Close to chance over the first suspects while the top few beat it
-    (the supported depth below): one sentence says both, never "close to chance" beside "2.6 times as many"."""
-    trust = review.trust or {}
-    parts = []
-    if review.model_accuracy is not None:
-        parts.append(
-            f"the model that scores the training photos gets {review.model_accuracy:.0%} of their labels right out "
-            f"of sample (always guessing the largest class: {review.chance_accuracy or 0:.0%})"
-        )
-    if trust.get("planted"):
-        parts.append(
-            f"when {trust['planted']} of those labels were flipped on purpose and the photos ranked again, "
-            f"{trust['found']} of the flips came among the first {trust['planted']} suspects (a random order would "
-            f"put about {trust['chance']:.1f} there)"
-        )
-    share = review.estimated_errors / max(1, review.images)
-    if share > 0.2:
-        parts.append(
-            f"confident learning estimates {review.estimated_errors} wrong labels ({share:.0%}): far more than a "
-            "dataset usually holds, so most suspects are the model's own mistakes"
-        )
-    if not parts:
-        return None
-    text = "**How far to trust this list** (measured on this run): " + "; ".join(parts) + "."
-    weak = (
-        " This run's backbone started from random weights: its features barely tell the classes apart."
-        if random_start
-        else ""
-    )
-    if review.close_to_chance:
-        verdict = (
-            f" Only the first {review.supported:,} suspect(s) beat chance (the self-test's figure below); past them "
-            "the ranking is close to chance: review the rest by eye"
-            if review.supported
-            else " The ranking is close to chance: review by eye"
-        )
-        return "warning", f"{text}{weak}{verdict}" + (
-            ", or train with ImageNet weights first." if random_start else "."
-        )
-    if random_start:
-        return "warning", f"{text}{weak} Expect many suspects to be its own mistakes."
-    return "info", text
-
-
 def trust_note(run: Run, review: label_issues.LabelReview) -> None:
-    """How far the ranking can be trusted (trust_words), shown as a warning or a note."""
-    said = trust_words(review, run.train_config.weights == "none")
-    if said is None:
-        return
-    kind, text = said
-    if kind == "warning":
-        st.warning(text, icon=":material/casino:")
+    """The review's one verdict (core.results.labels.verdict): how many suspects to review first and why, measured
+    against a random pick, with the figures behind it in an expander."""
+    said = verdict.verdict(review, run.train_config.weights == "none")
+    if not review.issues:
+        st.success(said.headline, icon=":material/check_circle:")
+    elif said.kind == "warning":
+        st.warning(said.headline, icon=":material/casino:")
     else:
-        st.info(text, icon=":material/rule:")
+        st.info(said.headline, icon=":material/rule:")
+    with st.expander("The figures behind this", icon=":material/functions:"):
+        for line in said.figures:
+            st.markdown(f"- {plain.md(line)}")
 
 
 def what_a_correction_does(run: Run, corrections: Corrections) -> None:
@@ -326,10 +273,6 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
     )
 
 
-def _times(odds: float) -> str:
-    return f"{odds:.1f}×" if odds < 10 else f"{odds:,.0f}×"
-
-
 def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections, heatmaps: bool = False) -> None:
     key = f"explore_issue_{hashlib.sha1(issue.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
     marked = corrections.entries.get(issue.path)
@@ -349,8 +292,7 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
                 photo.caption(plain.md(problem))
         facts.markdown(
             f"**{plain.md(Path(issue.path).name)}** · {SPLIT_NAMES.get(issue.split, issue.split)} photo  \n"
-            f"labelled **{plain.md(issue.given)}**, looks like **{plain.md(issue.suggested)}** "
-            f"({issue.suggested_probability:.0%}, {_times(issue.odds)} its label's {issue.score:.1%})"
+            f"labelled **{plain.md(issue.given)}**, {plain.md(verdict.suspect_words(issue))}"
         )
         if error:
             facts.caption(plain.md(error))

@@ -243,3 +243,39 @@ def test_a_dataset_folder_that_cannot_be_read_leaves_the_health_checks_findings_
     summary = {line["kind"]: line for line in data_issues.find(inputs).summary()}
     assert summary["leaks"]["title"] == "not checked: the dataset's folder cannot be read"
     assert summary["outliers"]["title"]  # the features alone still score the photos
+
+
+def test_two_classes_are_never_told_to_merge_and_outliers_are_worded_by_their_ratio():
+    # the walk of issue 39: daisy and dandelion, "(or merge them)" and photos at 1.6x "unlike any other"
+    pair = {"classes": ["daisy", "dandelion"], "suggestion": "clearer rule"}
+    two = data_issues.overlap_advice(pair, classes=2)
+    assert "merg" not in two.replace("merging them would leave nothing to classify", "")
+    assert "only two classes" in two
+    assert "(or merge them)" in data_issues.overlap_advice(pair, classes=3)
+    assert "Consider merging" in data_issues.overlap_advice({**pair, "suggestion": "merge"}, classes=3)
+    assert "Consider merging" not in data_issues.overlap_advice({**pair, "suggestion": "merge"}, classes=2)
+
+    result = data_issues.DataIssues(
+        source={"dataset": "flowers"},
+        photos=200,
+        classes=2,
+        by_split={"all": 200},
+        how="test",
+        outliers=[
+            {"path": p, "score": v, "class": "daisy", "split": "all"} for p, v in (("a.jpg", 2.4), ("b.jpg", 1.6))
+        ],
+        outliers_flagged=2,
+        outlier_threshold=1.55,
+        overlapping_classes=[{**pair, "score": 0.1, "photos": 20, "separability": 0.6, "examples": []}],
+        underperforming_groups=[],
+        groups_tested=4,
+        label_health={"score": 0.9, "wrong_labels": 20, "classes": []},
+    )
+    lines = {line["kind"]: line["title"] for line in result.summary()}
+    assert "unlike any other" not in lines["outliers"]
+    assert "1.6x to 2.4x a typical photo's distance (listed above 1.55x" in lines["outliers"]
+    assert "merg" not in lines["overlapping_classes"]
+    from core.cli.data_issues import describe
+
+    text = describe(result)
+    assert "(or merge them)" not in text and "unlike any other" not in text and "only two classes" in text

@@ -117,3 +117,21 @@ def test_one_run_or_six_are_refused():
     one = _result("a" * 12, np.ones(3, bool), labels)
     with pytest.raises(compare.NotComparable, match="compare 2 to 5 runs"):
         compare.compare([one])
+
+
+def test_runs_split_differently_are_paired_on_the_photos_they_share_and_say_so():
+    # the walk of issue 39: another seed draws another split, so "another random start" shared only a few test photos
+    labels = np.tile(np.arange(3), 12)
+    a = _result("a" * 12, np.ones(36, dtype=bool), labels)
+    shared = a.analysis.test.paths[:6]
+    others = [f"elsewhere/{i}.jpg" for i in range(30)]
+    b = _result("b" * 12, np.zeros(36, dtype=bool), labels, paths=[*shared, *others])
+    out = compare.compare([a, b])
+    assert out["test_images"] == 6 and out["mcnemar"]["b"] == 6  # paired statistics on the shared photos alone
+    assert out["runs"]["a" * 12]["test_images"] == 6
+    note = out["split_differs"]
+    assert "split differently" in note and "they share only 6 (test photos: aaaaaa 36, bbbbbb 36)" in note
+    assert "seed draws the split as well as the weights' start" in note and "on the 6 shared photo(s) alone" in note
+    assert out["difference"] is None  # not blamed on corrections or changed photos
+    same = compare.compare([a, _result("c" * 12, np.ones(36, dtype=bool), labels)])
+    assert same["split_differs"] is None

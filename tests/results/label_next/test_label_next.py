@@ -20,7 +20,7 @@ from core.importers.common import ImportRejected
 from core.importers.unlabelled import add_files, add_zip
 from core.results.label_next import data as label_next_data
 from core.results.label_next import tasks as label_next_tasks
-from core.results.label_next.picking import STRATEGY, margins, pick_margin_diverse
+from core.results.label_next.picking import STRATEGY, explain, margins, pick_margin_diverse
 from core.results.label_next.simulation import saving, schedule, simulate
 from core.results.train_features import training_features
 from core.runs.store import RunStore
@@ -186,6 +186,15 @@ def test_margins_and_the_batch_covers_each_uncertain_group_once():
     assert sorted(groups.tolist()) == [5, 10, 15]  # the 30 least certain: 15 + 10 + 5
     # pure margin would have taken three near-copies of the first group
     assert set(np.argsort(margins(p), kind="stable")[:3]) <= set(range(15))
+
+
+def test_a_picks_reason_says_only_what_was_measured():
+    # the walk of issue 39: "it stands for 27 similar uncertain photos, so one label teaches about all of them"
+    _, _, why = explain(np.array([0.52, 0.48]), ["daisy", "dandelion"], group=27)
+    assert "torn between daisy (52%) and dandelion (48%)" in why
+    assert "of 27 uncertain photos that look alike" in why and "one photo from each such group" in why
+    assert "teaches" not in why and "all of them" not in why
+    assert "look alike" not in explain(np.array([0.52, 0.48]), ["daisy", "dandelion"], group=1)[2]
 
 
 def _built_to_reward_it(n=2000, classes=5, easy=0.85, seed=0):
