@@ -224,7 +224,8 @@ def try_it(url: str, status, auth: bool) -> None:
         else "import numpy as np, tritonclient.http as triton"
     )
     st.caption(f"The examples send {photo_words}.")
-    curl, triton, tf = st.tabs(["curl", "tritonclient (Python)", "TF Serving REST"])
+    names = ["curl", "tritonclient (Python)", "TF Serving REST"] + (["gRPC (Python)"] if status.grpc else [])
+    curl, triton, tf, *grpc = st.tabs(names)
     curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}&top_k=3"', language="bash")
     curl.caption(sets_words(answering or model))
     triton.code(
@@ -241,6 +242,29 @@ print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
 curl{bearer} -H "Content-Type: application/json" --data-binary @request.json \\
      {url}/v1/models/{model}:predict""",
         language="bash",
+    )
+    if grpc:
+        grpc_snippet(grpc[0], status.grpc, model, photo, auth)
+
+
+def grpc_snippet(tab, address: str, model: str, photo: str, auth: bool) -> None:
+    """The Open Inference Protocol over gRPC (`--grpc-port`): tritonclient.grpc, the same inputs and outputs."""
+    headers = ', headers={"authorization": "Bearer " + os.environ["FLORA_API_KEY"]}' if auth else ""
+    imports = "import os, numpy as np" if auth else "import numpy as np"
+    tab.code(
+        f"""{imports}
+import tritonclient.grpc as grpcclient
+
+client = grpcclient.InferenceServerClient("{address}")
+photo = grpcclient.InferInput("image", [1], "BYTES")
+photo.set_data_from_numpy(np.array([open({photo!r}, "rb").read()], dtype=object))
+result = client.infer("{model}", [photo]{headers})
+print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
+        language="python",
+    )
+    tab.caption(
+        "The same model, batcher and limits as HTTP (KServe's grpc_predict_v2). gRPC's model metadata cannot carry "
+        "class names: each answer's `label` output names its class, and HTTP's model page lists them all."
     )
 
 

@@ -120,7 +120,7 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     assert not any("Authorization" in c for c in snippets)  # the server runs without a key
 
 
-def running_server(models, run_id, names, answering):
+def running_server(models, run_id, names, answering, grpc=None):
     """A status.json as a live server writes it: this test's process stands in for the server's."""
     import os
 
@@ -135,6 +135,7 @@ def running_server(models, run_id, names, answering):
             pid=os.getpid(),
             pid_start=process_start_time(os.getpid()),
             url="http://127.0.0.1:8599",
+            grpc=grpc,
             ready=True,
             names=names,
             models=[
@@ -159,13 +160,16 @@ def test_snippets_and_promote_name_what_the_server_answers_with(app, workspace, 
     assert any("/predict?model=production&top_k=3" in c for c in snippets)  # production, not the newest run
     assert at.selectbox(key="serve_try_model").value == "production"
     assert f"The server answers **production** with run {old}." in texts(at)
+    assert not any("grpcclient" in c for c in snippets)  # no gRPC port: no gRPC tab
     # the alias moves: until the server's status shows the new run answering, it is 'switching'
     AliasStore(models).set("production", new)
     at.run()
     assert any(f"Switching **production**: the server is loading run {new}" in i.value for i in at.info)
-    running_server(models, new, [new, "production"], {new: new, "production": new})
+    running_server(models, new, [new, "production"], {new: new, "production": new}, grpc="127.0.0.1:8601")
     at.run()
     assert f"The server answers **production** with run {new}." in texts(at)
+    grpc = next(c.value for c in at.code if "grpcclient" in c.value)  # served over gRPC too: its snippet
+    assert 'InferenceServerClient("127.0.0.1:8601")' in grpc and 'client.infer("production", [photo])' in grpc
     # a server started with a run id does not follow production: said plainly
     running_server(models, old, [old], {old: old})
     at.run()
