@@ -45,7 +45,10 @@ FORMS = {
     "data check": (("folder", "name"), ["data", "check", "{arg}", "--json"]),
     "train": (
         ("folder", "name"),
-        ["train", "{arg}", "--epochs", "1", "--image-size", "32", "--weights", "none", "--augment", "none", "--json"],
+        [
+            *["train", "{arg}", "--epochs", "1", "--image-size", "32", "--weights", "none", "--augment", "none"],
+            *["--split-seed", "7", "--json"],
+        ],
     ),
     "lr-find": (
         ("id", "prefix", "alias", "folder", "name"),
@@ -53,7 +56,10 @@ FORMS = {
     ),
     "sweep": (
         ("folder", "name"),
-        ["sweep", "{arg}", "--trials", "1", "--epochs", "1", "--image-size", "32", "--weights", "none", "--json"],
+        [
+            *["sweep", "{arg}", "--trials", "1", "--epochs", "1", "--image-size", "32", "--weights", "none"],
+            *["--split-seed", "7", "--json"],
+        ],
     ),
 }
 CASES = [(command, form) for command, (forms, _) in FORMS.items() for form in forms]

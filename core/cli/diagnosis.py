@@ -304,6 +304,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(out["split_differs"])
     else:
         print(f"{len(results)} runs on the same {out['test_images']} test photos")
+    if out["same_split"]:
+        print(out["same_split"])
     if out["difference"]:
         print(out["difference"])
     rows = [

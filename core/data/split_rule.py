@@ -20,7 +20,8 @@ def split_rule(
     given: list[str | None] | None = None,
 ) -> Split:
     """The split a run draws of these photos (its decoded ones, or the health check's readable ones): the dataset's
-    own split where it brings one (`given`), else stratified with the seed (split_indices); photos labelled in Flora
+    own split where it brings one (`given`), else stratified with `seed` (a config's split_draw_seed: its split seed,
+    else its seed; split_indices); photos labelled in Flora
     (listed in flora.json) join training and the others split exactly as they did before those were added (the same
     photos, order, labels and seed), so a run before and after stays comparable. core.runs.split draws every run's
     split with it and the health check measures leaks under it: one rule, so both name the same photos.

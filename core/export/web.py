@@ -229,7 +229,11 @@ def card_html(run: Run, settings: dict[str, Any]) -> str:
         ("Classes", ", ".join(run.classes)),
         ("Input", f"{config.image_size} x {config.image_size} px, from a {config.cache_size} px centre square"),
         ("Backbone", f"{getattr(config, 'backbone', None) or 'resnet50'}, weights {config.weights}"),
-        ("Training", f"{config.epochs} epochs head, {config.fine_tune_epochs} fine-tuning; seed {config.seed}"),
+        (
+            "Training",
+            f"{config.epochs} epochs head, {config.fine_tune_epochs} fine-tuning; seed {config.seed}"
+            + ("" if config.split_seed is None else f", split seed {config.split_seed}"),
+        ),
         ("Calibration", f"temperature {settings['temperature']:.3f} (probabilities are softmax(logits / T))"),
     ]
     figures = ""

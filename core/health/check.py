@@ -41,7 +41,7 @@ def check_dataset(
         image_size: the training input size the size findings refer to (default: the config's, 224).
         workers: decoding threads (default: up to 4).
         should_stop: polled between chunks of files; True raises CheckCancelled.
-        config: the training settings to check against (its split fractions and seed decide the
+        config: the training settings to check against (its split fractions and split seed decide the
             split leakage is measured on when the dataset has no split of its own); default TrainConfig().
 
     Raises:

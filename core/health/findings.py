@@ -78,13 +78,13 @@ class Checks:
             "source": "dataset" if index.has_split else "random",
             "val_fraction": config.val_fraction,
             "test_fraction": config.test_fraction,
-            "seed": config.seed,
+            "seed": config.split_draw_seed,
         }
         given = [index.entries[i].split for i in positions] if index.has_split else None
         try:  # the rule every run draws its split with: photos labelled in Flora join training, as in training
             split = split_rule(
                 index.labels[positions], [index.entries[i].path for i in positions], index,
-                config.val_fraction, config.test_fraction, config.seed, given,
+                config.val_fraction, config.test_fraction, config.split_draw_seed, given,
             )  # fmt: skip
         except DatasetError as e:
             info["error"] = str(e)

@@ -147,7 +147,8 @@ def _training(found) -> str:
     data = (
         f"*{md(run.dataset_name)}*: {record.get('dataset', {}).get('images', '?')} photos, fingerprint "
         f"`{run.dataset_fingerprint}`; split {split.get('train', '?')} train, {split.get('val', '?')} validation, "
-        f"{split.get('test', '?')} test ({md(split.get('source', 'random, stratified by class'))}, seed {config.seed})."
+        f"{split.get('test', '?')} test ({md(split.get('source', 'random, stratified by class'))}, "
+        f"seed {config.split_draw_seed})."
     )
     if counts:
         data += " Photos per class: " + ", ".join(f"{md(k)} {v}" for k, v in counts.items()) + "."

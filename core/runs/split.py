@@ -1,9 +1,9 @@
 """A run's data, drawn one way for everyone: its images, its train/val/test split and its labels.
 
 A run's split is not stored photo by photo; it is drawn again from its rule: the dataset's own split
-where it brings one, else a stratified split with the run's seed and fractions; then the label
-corrections the run recorded (core.data.corrections) are applied, relabelled photos taking their new label
-and excluded ones leaving their split. Training, the analysis tasks, the out-of-distribution reference
+where it brings one, else a stratified split with the run's fractions and split seed (`split_seed`, else its seed);
+then the label corrections the run recorded (core.data.corrections) are applied, relabelled photos taking their
+new label and excluded ones leaving their split. Training, the analysis tasks, the out-of-distribution reference
 and retraining with feedback all get a run's data from `run_split`, which first checks that the
 dataset is still the one the run was trained on (its fingerprint): a changed folder would silently
 give other photos. A sweep, which is not a run, draws with `draw_split` (the same rule).
@@ -63,8 +63,9 @@ def draw_split(cache: ImageCache, index: DatasetIndex, config: TrainConfig, corr
     Relabelled photos take their new label in `cache.labels` (this process's copy).
     """
     given = cache.splits if index.has_split else None
+    seed = config.split_draw_seed
     cache.labels, split = next_split(
-        cache.labels, cache.paths, index, config.val_fraction, config.test_fraction, config.seed, given, corrections
+        cache.labels, cache.paths, index, config.val_fraction, config.test_fraction, seed, given, corrections
     )
     return split
 
@@ -72,7 +73,7 @@ def draw_split(cache: ImageCache, index: DatasetIndex, config: TrainConfig, corr
 def _drawn(cache: ImageCache, index: DatasetIndex, config: TrainConfig) -> Split:
     given = cache.splits if index.has_split else None
     return split_rule(
-        cache.labels, cache.paths, index, config.val_fraction, config.test_fraction, config.seed, given
+        cache.labels, cache.paths, index, config.val_fraction, config.test_fraction, config.split_draw_seed, given
     )  # fmt: skip
 
 

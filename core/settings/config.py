@@ -161,6 +161,11 @@ class TrainConfig:
     "run:<run_id>" to start from an earlier run's backbone. `backbone` names an entry of core.network.backbones:
     ResNet-50, the only one users pick (the test suite's tiny one while FLORA_TEST_BACKBONE selects it).
     A ResNet-50 config's JSON leaves `backbone` out, so runs keep the ids they had before it existed.
+
+    `seed` starts the weights, the augmentation and the order of the photos; it draws the split too unless
+    `split_seed` is set, which then draws the split alone: the same split seed with another seed is another random
+    start on the very same training, validation and test photos. A config without `split_seed` leaves it out of its
+    JSON, so its run id is the one it had before the field existed.
     """
 
     image_size: int = 224
@@ -182,6 +187,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
+    split_seed: int | None = None  # None: the split is drawn with `seed`
     feature_cache: bool = True  # frozen phase trains the head on cached backbone features
     augmented_views: int = 2  # cached augmented views per training image (plus the clean one)
     backbone: str = field(default_factory=backbones.default_backbone)
@@ -267,6 +273,11 @@ class TrainConfig:
             "val_fraction + test_fraction must leave room for training",
         )
         _check(
+            self.split_seed is None or 0 <= self.split_seed < 2**31,
+            "split_seed must be 0 to 2**31-1, or unset (the seed draws the split). "
+            f"Received: split_seed={self.split_seed}",
+        )
+        _check(
             0 <= self.augmented_views <= 16,
             f"augmented_views must be 0-16. Received: augmented_views={self.augmented_views}",
         )
@@ -277,6 +288,11 @@ class TrainConfig:
         return cache_size_for(self.image_size)
 
     @property
+    def split_draw_seed(self) -> int:
+        """The seed the split is drawn with: `split_seed` when set, else `seed`."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
     def total_epochs(self) -> int:
         return self.epochs + self.fine_tune_epochs
 
@@ -285,6 +301,8 @@ class TrainConfig:
         data["head"] = list(self.head)
         if self.backbone == backbones.DEFAULT_BACKBONE:
             del data["backbone"]  # the JSON (and so the run id) of a ResNet-50 run is what it was before the seam
+        if self.split_seed is None:
+            del data["split_seed"]  # likewise a run whose seed draws its split: its id is the one it always had
         return data
 
     @classmethod

@@ -418,7 +418,8 @@ OPTIONS: tuple[TrainOption, ...] = (
         "seed",
         "--seed",
         "Seed",
-        "One seed for the split, the weights' start and the augmentation: the same seed, the same run.",
+        "Draws the weights' start, the augmentation and the photos' order, and the split too unless a split seed "
+        "is set: the same seed, the same run.",
         NUMBER,
         ADVANCED,
         minimum=0,
@@ -426,6 +427,22 @@ OPTIONS: tuple[TrainOption, ...] = (
         step=1,
         parse=int,
         short=lambda v: f"seed {v}",
+    ),
+    TrainOption(
+        "split_seed",
+        "--split-seed",
+        "Split seed",
+        "Same as the seed unless set; set it to keep the split while changing the start. It alone then draws "
+        "which photos train, validate and test: give it an earlier run's seed (or split seed) and another seed, "
+        "and the two runs differ only by chance, on the very same photos, which Compare pairs them on.",
+        NUMBER,
+        ADVANCED,
+        minimum=0,
+        maximum=2**31 - 1,
+        step=1,
+        parse=int,
+        format=lambda v: "same as the seed" if v is None else str(v),  # (None, the default, is never a flag)
+        short=lambda v: f"split seed {v}",
     ),
     TrainOption(
         "backbone",

@@ -47,6 +47,15 @@ NOTES = {
         "trains the head on those: an epoch then takes seconds instead of a full pass through ResNet-50. A "
         "later run on the same data, size and weights reuses the cache."
     ),
+    "seeds": (
+        "**Seed and split seed.** Training draws random numbers: the new head's first weights (a random start's "
+        "backbone too), the augmentation, the order of the photos. The *seed* fixes them, so the same settings give "
+        "the same run. It also draws which photos train, validate and test, unless a *split seed* is set: then that "
+        "alone draws the split. Two runs with the same split seed and another seed are two random starts on the very "
+        "same photos: the difference between them is what chance alone moves, the yardstick any other change (a "
+        "setting, more photos, corrected labels) has to beat. Two seeds without a split seed are tested on mostly "
+        "other photos, and Compare can pair them only on the few they share."
+    ),
     "curves": (
         "**Reading the curves.** Training loss should fall. If **validation loss rises while training loss keeps "
         "falling**, the model is memorising the training photos (overfitting): it fits them better and better "

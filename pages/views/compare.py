@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results.evaluation.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, difference_note, load_result
+from core.results.evaluation.compare import (
+    MAX_RUNS,
+    MIN_RUNS,
+    NotComparable,
+    compare,
+    difference_note,
+    load_result,
+    same_split_note,
+)
 from pages.ui import analysis_status, auth, common, plain, teaching
 from pages.ui.compare import sections as compare_sections
 from pages.ui.navigation import page_file
@@ -102,6 +110,8 @@ if difference:
     )
 else:
     st.caption(f"All {len(chosen)} runs were tested on the same {comparison['test_images']} photos.")
+if comparison["same_split"]:  # a split seed kept: two random starts on one split
+    st.info(plain.md(same_split_note(results, names)), icon=":material/casino:")
 compare_sections.settings_section(chosen, names)
 compare_sections.curves_section(chosen, names)
 compare_sections.metrics_section(comparison, names)

@@ -318,7 +318,7 @@ if split_tab.open:
                 index,
                 defaults.val_fraction,
                 defaults.test_fraction,
-                defaults.seed,
+                defaults.split_draw_seed,
                 given,
                 dataset_corrections(common.data_root(), index.root, auth.current_user().id),
             )
@@ -329,14 +329,20 @@ if split_tab.open:
             what = (
                 "the dataset's own split"
                 if split.source == "dataset"
-                else f"a stratified split with seed {defaults.seed}"
+                else f"a stratified split with seed {defaults.split_draw_seed}"
             )
             sizes_text = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
             st.markdown(f"The next run with the Train page's defaults uses {what}: {sizes_text}.")
+            keep = (
+                ""
+                if split.source == "dataset"
+                else f"; a *Split seed* of {defaults.split_draw_seed} there keeps this split while another seed "
+                "changes only the start"
+            )
             st.caption(
                 "Drawn by the rule every run draws with: photos labelled in Flora join training, the rest split as "
                 "before they came, and your label corrections applied (excluded photos leave their split). Another "
-                "seed or other fractions on the Train page draw another split."
+                f"seed or other fractions on the Train page draw another split{keep}."
             )
             for note in split.notes:
                 st.caption(plain.md(note))

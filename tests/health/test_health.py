@@ -176,6 +176,10 @@ def test_leakage_follows_the_training_settings(planted, report):
     }
     assert other.stats["image_size"] == 64 and other.by_kind("small_images") is None
     assert other.stats["split"]["sizes"] != report.stats["split"]["sizes"]
+    kept = check_dataset(planted, config=config.replace(seed=99, split_seed=7))  # another start on seed 7's split
+    assert kept.stats["split"] == other.stats["split"]
+    leaks = [check.by_kind("split_leakage") for check in (kept, other)]
+    assert [leak.groups if leak else None for leak in leaks] == [leak.groups if leak else None for leak in leaks[::-1]]
 
 
 def test_leakage_is_found_in_the_split_the_settings_draw(tmp_path):

@@ -117,7 +117,23 @@ def test_runs_split_differently_say_so_and_pair_only_the_shared_photos(app, work
     assert not at.error
     [warning] = [w.value for w in at.warning if "split differently" in w.value]
     assert "they share only 2" in warning and "seed draws the split as well" in warning
+    assert md("Split seed (under Advanced)") in warning  # how to get the same split
     assert not [i.value for i in at.info if i.value.startswith("Compared on the")]  # one explanation, not two
+
+
+def test_two_starts_on_one_split_are_said_to_differ_by_chance_alone(app, workspace, tmp_path):
+    models, first = two_runs(workspace, tmp_path)
+    config = json.loads((models / SECOND / CONFIG_FILE).read_text())
+    config["config"]["split_seed"] = workspace["config"].seed  # seed 7 on the first run's split
+    (models / SECOND / CONFIG_FILE).write_text(json.dumps(config))
+    at = open_compare(app, models, f"{first},{SECOND}")
+    [said] = [i.value for i in at.info if "Same split" in i.value]
+    assert said.startswith(md("Same split, another random start: the difference is what chance alone moves"))
+    assert md(f"{first[:6]}") in said and "seed 7" in said
+    assert not [w.value for w in at.warning if "split differently" in w.value]
+    settings = next(f.value for f in at.dataframe if "setting" in f.value.columns)
+    assert list(settings["setting"]) == ["Seed", "Split seed"]
+    assert settings.iloc[:, 1].tolist() == ["2", "same as the seed"]  # the first run drew its split with its seed
 
 
 def test_a_run_without_analysis_offers_to_compute_it(app, workspace, tmp_path):

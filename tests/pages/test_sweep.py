@@ -56,6 +56,13 @@ def test_the_launch_form_checks_the_space_before_anything_starts(app, tmp_path):
     assert not (tmp_path / "models").exists()  # nothing was launched
 
 
+def test_the_sweep_keeps_a_split_seed_when_one_is_set(app, tmp_path):
+    at = _new_sweep_tab(app, tmp_path / "models")
+    assert at.number_input(key="sweep_split_seed").value is None and "--split-seed" not in at.code[-1].value
+    at.number_input(key="sweep_split_seed").set_value(3).run()
+    assert "--split-seed 3" in at.code[-1].value and not at.button(key="sweep_launch").disabled
+
+
 def test_a_finished_sweep_shows_its_trials_charts_and_best(app, finished_sweep):
     models, sweep_id = finished_sweep
     at = app("sweep", models_dir=models)

@@ -433,3 +433,20 @@ def test_runs_from_the_command_line_and_the_app_show_one_owner(app, workspace, t
     (others / "c11c11c11c11" / CONFIG_FILE).write_text(json.dumps(config))
     at = app("train", models_dir=others)
     assert sorted(table_with(at, "run", "owner", "id")["owner"]) == ["alice", "local"]
+
+
+def test_the_split_seed_is_empty_unless_set_and_then_keeps_the_split(app):
+    at = _new_run_tab(app)
+    field = at.number_input(key="train_split_seed")
+    assert field.value is None and field.placeholder == "same as the seed"
+    assert "--split-seed" not in at.code[-1].value
+    field.set_value(7).run()
+    assert "--split-seed 7" in at.code[-1].value
+    assert at.session_state["train_form_values"]["split_seed"] == 7
+    at.number_input(key="train_split_seed").set_value(None).run()
+    assert "split_seed" not in at.session_state["train_form_values"]  # unset again: the run id it always had
+    at.toggle(key="flora_explain").set_value(True).run()
+    try:
+        assert "Seed and split seed" in texts(at) and "what chance alone moves" in texts(at)
+    finally:
+        at.toggle(key="flora_explain").set_value(False).run()

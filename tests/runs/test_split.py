@@ -128,3 +128,56 @@ def test_a_changed_dataset_is_refused_by_name(corrected_run, tmp_path):
     (copy / "red" / "img_000.png").unlink()
     with pytest.raises(DatasetChanged, match="changed since run"):
         run_split(run, cache_dir(corrected_run["data_root"]))
+
+
+@pytest.fixture(scope="module")
+def two_starts(tmp_path_factory):
+    """Two runs on one split seed with other seeds: another random start on the same split."""
+    base = tmp_path_factory.mktemp("starts")
+    dataset = make_image_dataset(base / "photos", {"red": 12, "green": 12, "blue": 12}, seed=6)
+    data_root, store = base / "data", RunStore(base / "models")
+    config = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(8,), seed=1, split_seed=11)
+    runs = []
+    for seed in (1, 2):
+        submission = jobs.submit(store, dataset, config.replace(seed=seed))
+        run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+        runs.append(store.get(submission.run_id))
+    return {"store": store, "runs": runs, "data_root": data_root}
+
+
+def test_one_split_seed_with_two_seeds_keeps_the_split_and_starts_the_weights_apart(two_starts):
+    import keras
+
+    from core.network.model import classifier_for
+    from core.runs.split import draw_split
+
+    first, second = two_starts["runs"]
+    assert first.run_id != second.run_id and first.state == second.state == "done"
+    splits = [run_split(run, cache_dir(two_starts["data_root"])) for run in (first, second)]
+    for name in ("train", "val", "test"):
+        assert np.array_equal(getattr(splits[0].split, name), getattr(splits[1].split, name)), name
+    stored = [RunAnalysis.load(run.directory) for run in (first, second)]
+    assert stored[0].val.paths == stored[1].val.paths and stored[0].test.paths == stored[1].test.paths
+    own = draw_split(splits[0].cache, splits[0].index, first.train_config.replace(split_seed=None), None)
+    assert not np.array_equal(own.test, splits[0].split.test)  # seed 1 alone would have drawn another split
+
+    def start(config):  # the weights a run starts from, built as training builds them
+        keras.utils.set_random_seed(config.seed)
+        return [w.copy() for w in classifier_for(config, 3).get_weights()]
+
+    one, again, two = start(first.train_config), start(first.train_config), start(second.train_config)
+    assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+def test_compare_says_two_starts_on_one_split_differ_by_chance_alone(two_starts, capsys):
+    from core.cli import main as cli
+    from core.results.evaluation.compare import compare, load_result
+
+    first, second = two_starts["runs"]
+    out = compare([load_result(first), load_result(second)])
+    assert out["split_differs"] is None and out["test_images"] == len(RunAnalysis.load(first.directory).test.paths)
+    assert out["same_split"].startswith("Same split, another random start: the difference is what chance alone moves")
+    assert f"{first.run_id[:6]} seed 1, {second.run_id[:6]} seed 2" in out["same_split"]
+    assert cli(["compare", first.run_id, second.run_id, "--models-dir", str(two_starts["store"].root)]) == 0
+    assert "Same split, another random start" in capsys.readouterr().out

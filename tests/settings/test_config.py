@@ -30,10 +30,14 @@ from core.settings.config import (
         ({"head": (0,)}, "head units must be positive"),
         ({"augmented_views": 99}, "augmented_views"),
         ({"lr_schedule": "linear"}, "lr_schedule must be one of ('constant', 'cosine', 'plateau')"),
+        (
+            {"split_seed": -1},
+            "split_seed must be 0 to 2**31-1, or unset (the seed draws the split). Received: split_seed=-1",
+        ),
     ],
 )
 def test_train_config_rejects_bad_values_with_a_message(changes, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         TrainConfig(**changes)
 
 
@@ -66,3 +70,22 @@ def test_run_id_is_stable_and_depends_on_config_and_data():
     assert run_id_for(config, "abc") != run_id_for(config.replace(learning_rate=0.01), "abc")
     assert len(run_id_for(config, "abc")) == 12
     assert canonical_json({"b": 1, "a": [1, 2]}) == '{"a":[1,2],"b":1}'
+
+
+def test_a_config_without_split_seed_keeps_the_run_id_it_had_before_the_field():
+    # ids computed by the code before split_seed existed: every existing run, cache key and folder stays the same
+    resnet = TrainConfig(backbone="resnet50")
+    assert run_id_for(resnet, "abc") == "6cff684667d7"
+    small = TrainConfig(epochs=3, seed=7, image_size=64, weights="none", backbone="tiny")
+    assert run_id_for(small, "f00d") == "fc68486f9a2f"
+    assert "split_seed" not in small.to_dict() and small.split_draw_seed == 7
+
+
+def test_a_split_seed_draws_the_split_and_names_another_run():
+    config = TrainConfig(epochs=3, seed=7, split_seed=42)
+    assert config.split_draw_seed == 42 and config.to_dict()["split_seed"] == 42
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert run_id_for(config, "abc") != run_id_for(config.replace(split_seed=None), "abc")
+    assert run_id_for(config, "abc") != run_id_for(config.replace(seed=8), "abc")  # another start, its own run
+    with pytest.raises(ConfigError, match="split_seed is 'x', not"):
+        TrainConfig.from_dict({"split_seed": "x"})

@@ -55,6 +55,7 @@ def test_every_config_field_has_exactly_one_option():
             lr_schedule="cosine",
             seed=7,
         ),
+        TrainConfig(seed=8, split_seed=7),  # another start on seed 7's split
     ],
 )
 def test_the_command_of_a_config_gives_the_same_config_back(config):
@@ -91,3 +92,17 @@ def test_bad_flags_say_what_they_take():
         _parse(["flowers", "--class-weights", "sometimes"])
     with pytest.raises(SystemExit):
         _parse(["flowers", "--lr-schedule", "linear"])
+
+
+def test_split_seed_is_an_optional_flag_left_out_when_unset():
+    assert _parse(["flowers", "--split-seed", "7"]).split_seed == 7
+    assert config_from_flags(_parse(["flowers", "--seed", "8", "--split-seed", "7"])) == TrainConfig(
+        seed=8, split_seed=7
+    )
+    assert config_from_flags(_parse(["flowers", "--seed", "8"])).split_seed is None
+    assert "--split-seed" not in train_arguments("flowers", TrainConfig(seed=8))
+    assert train_arguments("flowers", TrainConfig(split_seed=3)) == ["flowers", "--split-seed", "3"]
+    with pytest.raises(SystemExit):
+        _parse(["flowers", "--split-seed", "one"])
+    with pytest.raises(ConfigError, match="split_seed must be 0"):
+        config_from_flags(_parse(["flowers", "--split-seed", "-1"]))

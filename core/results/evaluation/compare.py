@@ -7,7 +7,9 @@ photos may differ (a run retrained with feedback has more): only the test split 
 per run: accuracy, macro and weighted F1, NLL and ECE before and after temperature scaling; per
 class F1 side by side; the photos one gets right and the other wrong; and McNemar's exact test on
 those discordant photos: under "no real difference" each of the n discordant photos is equally
-likely to favour either run, so the count favouring B is Binomial(n, 1/2).
+likely to favour either run, so the count favouring B is Binomial(n, 1/2). Runs on the very same split that differ
+in their seed alone (a split seed kept them on one split) are two random starts: `same_split_note` says that their
+difference is what chance alone moves; runs split differently are told how to get that (`split_note`).
 
 This is Flora's one comparison: the Compare page, `python -m core compare`, and the retrain flow's
 old-vs-new (core.retrain) all use `compare`.
@@ -24,6 +26,7 @@ import pandas as pd
 from core.errors import InvalidInput
 from core.results.probabilities.calibration import Calibration, Scores, calibrate_run
 from core.runs.analysis import RunAnalysis, softmax
+from core.settings.config import TrainConfig, canonical_json
 from core.settings.options import OPTIONS
 
 MIN_RUNS, MAX_RUNS = 2, 5
@@ -35,11 +38,19 @@ class NotComparable(InvalidInput):
 
 @dataclass
 class RunResult:
-    """One run's side of a comparison."""
+    """One run's side of a comparison.
+
+    `config`, `dataset` (its fingerprint) and `corrections` (their canonical JSON, "" for none) say how the run was
+    trained, when known (`load_result` fills them): they tell two random starts on the same split apart from runs
+    that differ in more.
+    """
 
     run_id: str
     analysis: RunAnalysis
     calibration: Calibration
+    config: TrainConfig | None = None
+    dataset: str | None = None
+    corrections: str | None = None
 
     @property
     def predictions(self) -> np.ndarray:
@@ -58,8 +69,8 @@ def check_comparable(results: list[RunResult]) -> None:
 
     Runs that share most of their test photos (a label correction excluded or relabelled a few) are
     comparable on the photos they share with the same label (`common_photos`). Runs split differently (another
-    seed: Flora's seed draws the split as well as the start, or other fractions) share only a few; they are
-    compared on those few and the result says so (`split_note`). Runs that share none are refused.
+    seed without a split seed: Flora's seed draws the split as well as the start, or other fractions) share only a
+    few; they are compared on those few and the result says so (`split_note`). Runs that share none are refused.
     """
     if not MIN_RUNS <= len(results) <= MAX_RUNS:
         raise NotComparable(f"compare {MIN_RUNS} to {MAX_RUNS} runs. Received: {len(results)}")
@@ -90,13 +101,44 @@ def split_note(results: list[RunResult], shared: int, names: dict[str, str] | No
     if shared >= MIN_SHARED * min(sizes):
         return None
     each = ", ".join(f"{names.get(r.run_id, r.run_id[:6])} {n}" for r, n in zip(results, sizes, strict=True))
+    first = results[0]
+    keep = (
+        f"its split seed, {first.config.split_draw_seed}, and its validation and test shares"
+        if first.config is not None
+        else "the first run's split seed (its seed, unless it had a split seed) and shares"
+    )
     return (
         f"These runs were split differently, so their test photos differ: they share only {shared} (test photos: "
-        f"{each}). Flora's seed draws the split as well as the weights' start, so runs with another seed (or other "
-        f"fractions) are tested mostly on other photos. Every paired figure here (accuracy, McNemar, per class) is "
-        f"on the {shared} shared photo(s) alone; each run's own test accuracy is on photos the other never saw, "
-        "and cannot be set side by side. Flora has no setting yet for another random start on the same split, so "
-        "two seeds cannot be compared on the same photos."
+        f"{each}). Flora's seed draws the split as well as the weights' start unless a split seed is set, so runs "
+        f"with another seed (or other fractions) are tested mostly on other photos. Every paired figure here "
+        f"(accuracy, McNemar, per class) is on the {shared} shared photo(s) alone; each run's own test accuracy is "
+        "on photos the other never saw, and cannot be set side by side. To see what another random start alone "
+        f"moves, on the very same photos, train again like {names.get(first.run_id, first.run_id[:6])} with {keep} "
+        "and another seed: --split-seed on `core train`, or the Train page's Split seed (under Advanced)."
+    )
+
+
+def same_split_note(results: list[RunResult], names: dict[str, str] | None = None) -> str | None:
+    """When the runs trained, validated and tested on the very same photos (the same data, corrections, validation
+    and test photos) with the same settings but for their seeds, that in words: their differences are chance's.
+    None otherwise, and when a run's settings are unknown. Call it before the runs are restricted."""
+    if any(r.config is None for r in results):
+        return None
+    first = results[0]
+    split = (first.dataset, first.corrections, first.analysis.split_hash)
+    if any((r.dataset, r.corrections, r.analysis.split_hash) != split for r in results[1:]):
+        return None
+    seeds = [r.config.seed for r in results]
+    others = {canonical_json(r.config.replace(seed=0, split_seed=None).to_dict()) for r in results}
+    if len(set(seeds)) < len(seeds) or len(others) > 1:
+        return None  # the same run twice, or runs that differ in more than their start
+    names = names or {}
+    each = ", ".join(f"{names.get(r.run_id, r.run_id[:6])} seed {r.config.seed}" for r in results)
+    return (
+        "Same split, another random start: the difference is what chance alone moves. These runs trained, "
+        f"validated and tested on the very same photos with the same settings; only the seed differs ({each}), "
+        "which draws the weights' start, the augmentation and the photos' order. A change of setting or of data "
+        "has to move the figures by more than this to count."
     )
 
 
@@ -249,6 +291,7 @@ def compare(results: list[RunResult]) -> dict[str, Any]:
     check_comparable(results)
     paths, left_out = common_photos(results)
     split_differs = split_note(results, len(paths))  # on each run's own test photos, before they are restricted
+    same_split = same_split_note(results)
     restrict(results, paths)
     first = results[0]
     per_class = per_class_f1(results)
@@ -259,6 +302,7 @@ def compare(results: list[RunResult]) -> dict[str, Any]:
         "left_out": left_out,
         "difference": None if split_differs else difference_note(left_out),  # (split_differs says why they differ)
         "split_differs": split_differs,
+        "same_split": same_split,
         "per_class_f1": {
             r.run_id: dict(zip(per_class["class"], per_class[r.run_id].astype(float).round(6), strict=True))
             for r in results
@@ -292,7 +336,10 @@ def load_result(run) -> RunResult:
     """
 
     analysis = RunAnalysis.load(run.directory)
-    return RunResult(run.run_id, analysis, calibrate_run(run.directory))
+    corrections = canonical_json(run.corrections) if run.corrections else ""
+    return RunResult(
+        run.run_id, analysis, calibrate_run(run.directory), run.train_config, run.dataset_fingerprint, corrections
+    )
 
 
 def settings_table(runs) -> pd.DataFrame:
@@ -330,6 +377,7 @@ __all__ = [
     "load_result",
     "mcnemar",
     "per_class_f1",
+    "same_split_note",
     "settings_table",
     "split_note",
     "verdict",

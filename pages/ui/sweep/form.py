@@ -26,7 +26,7 @@ from pages.ui.train import form as train_form
 PREFIX = "sweep"
 FORM_DATASET = "sweep_form_dataset"  # the dataset the fixed settings were last filled for
 # The fixed settings the form shows; every other one comes from the settings last launched on the data.
-FIXED_FIELDS = ("weights", "image_size", "augment", "epochs", "early_stopping_patience", "seed")
+FIXED_FIELDS = ("weights", "image_size", "augment", "epochs", "early_stopping_patience", "seed", "split_seed")
 RATE_STOPS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 HEAD_CHOICES = ("none", "128", "256", "512", "256,128", "512,128", "512,256")
 BATCH_CHOICES = (8, 16, 32, 64, 128, 256)

@@ -81,7 +81,7 @@ def fill_from_config(config: TrainConfig) -> None:
             state[key(option.field)] = name
         elif option.kind == TEXT:
             state[key(option.field)] = format_head(value)
-        elif option.kind in (NUMBER, SLIDER) and option.minimum is not None:
+        elif option.kind in (NUMBER, SLIDER) and option.minimum is not None and value is not None:
             state[key(option.field)] = type(option.minimum)(min(max(value, option.minimum), option.maximum))
         else:
             state[key(option.field)] = value
@@ -108,6 +108,7 @@ def render() -> tuple[str | None, TrainConfig | None]:
         _draw_section(FINE_TUNE, finders=finders)
     with st.expander("Advanced", icon=":material/tune:"):
         teaching.explain("feature_cache")
+        teaching.explain("seeds")
         brought = shares_not_applying(dataset)
         if brought:
             st.caption(
@@ -283,6 +284,16 @@ def draw_option(option: TrainOption, prefix: str = "train", disabled: bool = Fal
         choices = sorted({*option.choices, state.get(key(option.field, prefix), option.default)})
         fmt = (lambda v: f"{v:g}") if isinstance(option.default, float) else str
         st.select_slider(option.label, choices, format_func=fmt, **common_args)
+    elif option.kind == NUMBER and option.default is None:  # optional: empty means "as the default rule"
+        st.number_input(
+            option.label,
+            int(option.minimum),
+            int(option.maximum),
+            value=None,
+            step=int(option.step),
+            placeholder="same as the seed",
+            **common_args,
+        )
     elif option.kind == NUMBER:
         st.number_input(option.label, int(option.minimum), int(option.maximum), step=int(option.step), **common_args)
     elif option.kind == SLIDER:
@@ -364,7 +375,7 @@ def _config_from_widgets(weights: str) -> TrainConfig:
         elif option.kind == TEXT:
             value = parse_head(value)
         elif option.kind == NUMBER:
-            value = int(value)
+            value = None if value is None else int(value)
         values[option.field] = value
     return TrainConfig(**values)
 

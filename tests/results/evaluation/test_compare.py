@@ -135,3 +135,49 @@ def test_runs_split_differently_are_paired_on_the_photos_they_share_and_say_so()
     assert out["difference"] is None  # not blamed on corrections or changed photos
     same = compare.compare([a, _result("c" * 12, np.ones(36, dtype=bool), labels)])
     assert same["split_differs"] is None
+
+
+def _trained(result, config, dataset="f00d", corrections=""):
+    result.config, result.dataset, result.corrections = config, dataset, corrections
+    return result
+
+
+def test_two_random_starts_on_the_same_split_are_paired_on_all_photos_and_said_to_be_chance():
+    from core.settings.config import TrainConfig
+
+    labels = np.tile(np.arange(3), 12)
+    rng = np.random.default_rng(5)
+    first = TrainConfig(epochs=3, seed=42)  # its seed drew its split
+    a = _trained(_result("a" * 12, rng.uniform(size=36) < 0.7, labels), first)
+    b = _trained(_result("b" * 12, rng.uniform(size=36) < 0.7, labels, seed=1), first.replace(seed=7, split_seed=42))
+    out = compare.compare([a, b])
+    assert out["test_images"] == 36 and out["split_differs"] is None and out["difference"] is None
+    assert out["same_split"].startswith("Same split, another random start: the difference is what chance alone moves")
+    assert "only the seed differs (aaaaaa seed 42, bbbbbb seed 7)" in out["same_split"]
+
+    def note(**changes):
+        a2 = _trained(_result("a" * 12, np.ones(36, bool), labels), first)
+        fields = {"config": first.replace(seed=7, split_seed=42), "dataset": "f00d", "corrections": "", **changes}
+        b2 = _trained(_result("b" * 12, np.ones(36, bool), labels), **fields)
+        return compare.compare([a2, b2])["same_split"]
+
+    assert note() is not None
+    assert note(config=first.replace(seed=7, split_seed=42, learning_rate=0.01)) is None  # more than chance differs
+    assert note(corrections='{"x.jpg":"excluded"}') is None  # trained on other labels
+    assert note(dataset="beef") is None  # other photos
+    assert note(config=None) is None  # settings unknown: nothing claimed
+    assert compare.compare([a, _trained(_result("a" * 12, np.ones(36, bool), labels), first)])["same_split"] is None
+
+
+def test_runs_split_differently_are_told_how_to_keep_the_split():
+    from core.settings.config import TrainConfig
+
+    labels = np.tile(np.arange(3), 12)
+    a = _trained(_result("a" * 12, np.ones(36, dtype=bool), labels), TrainConfig(epochs=3, seed=42))
+    others = [*a.analysis.test.paths[:6], *[f"elsewhere/{i}.jpg" for i in range(30)]]
+    b = _result("b" * 12, np.zeros(36, dtype=bool), labels, paths=others)
+    b = _trained(b, TrainConfig(epochs=3, seed=7))
+    out = compare.compare([a, b])
+    assert out["same_split"] is None
+    assert "train again like aaaaaa with its split seed, 42, and its validation and test shares" in out["split_differs"]
+    assert "--split-seed on `core train`, or the Train page's Split seed (under Advanced)" in out["split_differs"]
