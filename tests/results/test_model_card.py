@@ -40,7 +40,7 @@ def test_huggingface_reads_the_card_and_its_metrics_are_the_runs(run):
 
 
 def test_missing_parts_name_their_command_and_stored_ones_are_quoted(run):
-    from core.results import robustness
+    from core.results.evaluation import robustness
 
     text = model_card.render(run)
     assert f"`python -m core robustness {run.run_id}`" in text

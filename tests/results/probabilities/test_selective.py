@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from core.results import learn_then_test as ltt
-from core.results import selective as sel
+from core.results.probabilities import learn_then_test as ltt
+from core.results.probabilities import selective as sel
 from core.runs.files import run_files
 
 pytestmark = pytest.mark.backend_agnostic
