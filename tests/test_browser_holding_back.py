@@ -47,7 +47,8 @@ def server(trained_run, tmp_path):
 def test_when_to_answer_robustness_card_and_answering_only_when_sure(server):
     from playwright.sync_api import expect, sync_playwright
 
-    from core.results import class_thresholds, robustness
+    from core.results.evaluation import robustness
+    from core.results.probabilities import class_thresholds
     from core.runs.store import RunStore
 
     expect.set_options(timeout=120_000)

@@ -36,7 +36,7 @@ COMMANDS = {
     "calibrate": (["calibrate", "{run}"], "core.cli.diagnosis:calibrate_run", "key"),
     "label-issues": (["label-issues", "{run}"], "core.cli.diagnosis:load_issues", "key"),
     "compare": (["compare", "{run}", "{run}"], "core.cli.diagnosis:compare", "key"),
-    "robustness": (["robustness", "{run}", "--photos", "2"], "core.results.robustness:measure", "key"),
+    "robustness": (["robustness", "{run}", "--photos", "2"], "core.results.evaluation.robustness:measure", "key"),
     "card": (["card", "{run}", "--out", "{tmp}/card.md"], "core.results.model_card:write", "key"),
     "label-next": (["label-next", "{run}"], "core.cli.label_next:training_features", "key"),
     "fix-worth": (["fix-worth", "{run}"], "core.results.labels.fix_worth:chosen_corrections", "key"),

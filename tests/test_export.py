@@ -157,8 +157,9 @@ def test_an_export_carries_the_runs_card_and_holds_back_under_its_class_threshol
     import sys
     from pathlib import Path
 
-    from core.results import class_thresholds, model_card
+    from core.results import model_card
     from core.results.evaluation.metrics import Evaluation
+    from core.results.probabilities import class_thresholds
 
     copy = RunStore(copy_run(run.directory, tmp_path / "models" / run.run_id).parent).get(run.run_id)
     class_thresholds.save(copy.directory, {copy.classes[0]: 0.99}, copy.classes)

@@ -172,7 +172,7 @@ def test_batch_prediction_writes_each_photo_s_set_to_the_table(served):
 
 
 def test_answer_only_when_sure_on_every_route_when_asked(served):
-    from core.results import selective
+    from core.results.probabilities import selective
     from core.serving.holding_back import FOREIGN_REASON
 
     url = served["server"].url
@@ -201,7 +201,7 @@ def test_answer_only_when_sure_on_every_route_when_asked(served):
 
 
 def test_saved_class_thresholds_hold_back_answers_everywhere(served):
-    from core.results import class_thresholds
+    from core.results.probabilities import class_thresholds
     from core.serving.batch_predict import predict_many, table_rows
 
     url = served["server"].url

@@ -13,13 +13,12 @@ from core.cli.selective import print_selective
 from core.cli.sources import analysed, dataset_options, run_or_dataset
 from core.data.corrections import Corrections
 from core.paths import data_dir
-from core.results import selective
 from core.results import tasks as run_tasks
 from core.results.evaluation.compare import NotComparable, compare, load_result
 from core.results.labels.issues import export_csv, export_rows
 from core.results.labels.issues import load as load_issues
 from core.results.labels.verdict import probability_text, verdict
-from core.results.probabilities import conformal
+from core.results.probabilities import conformal, selective
 from core.results.probabilities.calibration import calibrate_run
 
 

@@ -10,7 +10,7 @@ from core.cli import store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.sources import analysed
 from core.paths import data_dir
-from core.results import robustness
+from core.results.evaluation import robustness
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@ another halving moves it, and, where no threshold can promise the level, the nea
 
 from __future__ import annotations
 
-from core.results.selective import Selective
+from core.results.probabilities.selective import Selective
 
 
 def print_selective(fitted: Selective) -> None:

@@ -23,7 +23,8 @@ from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, chec
 from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
-from core.results import class_thresholds, model_card
+from core.results import model_card
+from core.results.probabilities import class_thresholds
 from core.results.probabilities.calibration import run_temperature
 from core.runs.files import run_files
 from core.runs.record import Run

@@ -199,16 +199,20 @@ def _caught(detector, method: str) -> float:
 
 def _page_summary(detector, method: str, names: dict[str, str]) -> str:
     """Words for a page whose check is not the run's own: which it uses, what it caught, and why not the run's."""
+    from core.results.probabilities.ood import THRESHOLD_IN_USE  # heavy: sklearn
+
     seen = detector.evidence.get(method) or {}
     measured = (
-        f"it caught {seen['foreign_flagged_all']:.0%} of images from elsewhere that it was tried on and wrongly "
-        f"flags {seen['test_flagged']:.0%} of the run's test photos"
+        f"at {THRESHOLD_IN_USE} it caught {seen['foreign_flagged_all']:.0%} of images from elsewhere that it was "
+        f"tried on and wrongly flags {seen['test_flagged']:.0%} of the run's test photos"
         if seen.get("foreign_flagged_all") is not None and seen.get("test_flagged") is not None
         else "how often it catches images from elsewhere was not measured"
     )
     server = detector.evidence.get(detector.method) or {}
     theirs = (
-        f" (it caught {server['foreign_flagged_all']:.0%})" if server.get("foreign_flagged_all") is not None else ""
+        f" (at its own threshold it caught {server['foreign_flagged_all']:.0%})"
+        if server.get("foreign_flagged_all") is not None
+        else ""
     )
     return (
         f"This page uses {names[method]}: {measured}. Flora's own server uses {names[detector.method]}{theirs}, "

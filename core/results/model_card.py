@@ -30,10 +30,10 @@ EXPORT_CARD = "README.md"  # the name Hugging Face and code hosts show a folder'
 
 def facts(run: Run) -> dict[str, Any]:
     """Everything the card says, read from the run's files (missing parts None)."""
-    from core.results import class_thresholds, robustness, selective  # heavy: scipy
     from core.results.data_issues.report import load as load_issues
+    from core.results.evaluation import robustness  # heavy: scipy
     from core.results.evaluation.metrics import Evaluation
-    from core.results.probabilities import conformal
+    from core.results.probabilities import class_thresholds, conformal, selective  # heavy: scipy
     from core.results.probabilities.calibration import load as load_calibration
     from core.results.probabilities.reference import Reference
 

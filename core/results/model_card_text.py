@@ -260,23 +260,35 @@ def _selective(found) -> str:
 
 
 def _none_of_these(found) -> str:
-    from core.results.probabilities.ood import FOREIGN_NAMES, METHOD_NAMES  # heavy: scikit-learn
+    from core.results.probabilities.ood import FOREIGN_NAMES, METHOD_NAMES, THRESHOLD_IN_USE  # heavy: scikit-learn
 
     detector = found["ood"]
     if detector is None:
         return "## 'None of these'\n\nNo out-of-distribution reference is stored for this run."
     chosen = detector.evidence.get(detector.method, {})
+    in_use = ", ".join(f"{FOREIGN_NAMES.get(k, k)} {v:.0%}" for k, v in chosen.get("foreign_flagged", {}).items())
     lines = [
         "## 'None of these'",
         "",
         f"Method: {METHOD_NAMES.get(detector.method, detector.method)}, picked among "
-        f"{len(detector.evidence)} on one set of foreign images and reported on another. It flags "
-        f"{chosen.get('test_flagged', 0):.0%} of the test photos. Share of foreign images caught at 5% false alarms "
-        "on the test photos:",
-        "",
+        f"{len(detector.evidence)} on one set of foreign images and reported on another. At {THRESHOLD_IN_USE} it "
+        f"flags {chosen.get('test_flagged', 0):.0%} of the test photos (its false alarms)"
+        + (
+            f" and catches these shares of the foreign images: {in_use} (the figures Predict and Serve show)."
+            if in_use
+            else "."
+        ),
     ]
     kinds = list(chosen.get("caught_at_5_percent_test_alarms", {}))
     if kinds:
+        lines += [
+            "",
+            "To compare the methods at one false-alarm rate, each is also measured at the threshold that flags 5% of "
+            "the test photos (where the threshold in use flags more than 5% of them, this one is stricter and catches "
+            "less; where it flags fewer, the other way round). Share of foreign images caught at 5% false alarms on "
+            "the test photos:",
+            "",
+        ]
         lines.append("| method | " + " | ".join(FOREIGN_NAMES.get(k, k) for k in kinds) + " |")
         lines.append("| --- |" + " --- |" * len(kinds))
         for method, figures in detector.evidence.items():

@@ -12,7 +12,7 @@
                 (core.results.label_next.tasks); label-next-simulate: the strategy against random, measured
   data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
                 duplicates, leaks and imbalance in one list (core.results.data_issues.report, data_issues.json)
-  robustness    the test photos under the 15 ImageNet-C corruptions at 5 severities (core.results.robustness)
+  robustness    the test photos under the 15 ImageNet-C corruptions at 5 severities (core.results.evaluation.robustness)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -258,7 +258,7 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind in ("label-next", "label-next-simulate"):
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
     if kind == "robustness":
-        from core.results import robustness  # heavy: the corruptions' scipy and OpenCV, only for this task
+        from core.results.evaluation import robustness  # heavy: the corruptions' scipy and OpenCV, only for this task
 
         try:
             return robustness.measure(run, data_root, progress, should_stop)

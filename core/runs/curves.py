@@ -126,6 +126,7 @@ class RunProgress:
     stage_eta_seconds: float | None = None  # time left in the current stage, from its own pace
     stage_counts: tuple[int, int] | None = None  # (done, total) of the current stage
     stopping: bool = False  # asked to stop, not ended yet
+    stage_seconds: float | None = None  # time in the current stage so far, for a step nothing times (see `text`)
 
     @property
     def preparing(self) -> bool:
@@ -161,7 +162,20 @@ class RunProgress:
             # the ETA is the epochs' (their measured pace); what follows them (saving, the test split, the
             # out-of-distribution reference) is not timed and can take longer than the epochs on cached features
             parts.append(f"about {format_duration(self.eta_seconds)} of epochs left, then testing and saving")
+        elif self.untimed_step and self.stage_seconds is not None:
+            # the walk: 'whole run 29%' sat still for 16 s across the phase change and the reference took 25 s with
+            # nothing said: a step without a pace shows that it is alive and how long it has taken so far
+            parts.append(f"{format_duration(self.stage_seconds)} in this step so far (not timed in advance)")
         return " · ".join(parts)
+
+    @property
+    def untimed_step(self) -> bool:
+        """A step of an active run that neither counts items nor runs epochs with a pace: building the model,
+        fine-tuning's compile before its first batches, saving, the test split, the out-of-distribution reference."""
+        if not self.state.active or self.stopping or self.stage_counts or self.eta_seconds is not None:
+            return False
+        stage = self.stage or ""
+        return stage.startswith(("building", "saving", "evaluating", "fine-tuning")) or stage == REFERENCE_STAGE
 
     @property
     def short_text(self) -> str:
@@ -205,6 +219,9 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
         if stage_started is not None and done_items > 0 and run.active:
             pace = (float(status.updated_at or now) - float(stage_started)) / done_items
             stage_eta = max(0.0, pace * (total_items - done_items))
+    stage_seconds = None
+    if run.active and status.stage_started_at is not None:
+        stage_seconds = max(0.0, float(now) - float(status.stage_started_at))
     started = status.started_at
     finished = status.finished_at
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
@@ -226,6 +243,7 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
         stage_eta_seconds=stage_eta,
         stage_counts=stage_counts,
         stopping=run.stopping,
+        stage_seconds=stage_seconds,
     )
 
 

@@ -66,9 +66,9 @@ REFERENCE_NPZ = "ood.npz"  # core.results.probabilities.reference: what served p
 REFERENCE_JSON = "ood.json"  # its detectors' summary and format version
 RETRAIN_FILE = "retrain.json"  # core.retrain: in a retrained run's folder, the run it came from
 EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one folder per kind
-SELECTIVE_FILE = "selective.json"  # core.results.selective: the threshold that answers only when sure, its report
-CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # core.results.class_thresholds: a threshold per class, as saved
-ROBUSTNESS_FILE = "robustness.json"  # core.results.robustness: accuracy under the 15 corruptions at 5 severities
+SELECTIVE_FILE = "selective.json"  # results.probabilities.selective: the threshold answering only when sure, its report
+CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # results.probabilities.class_thresholds: a threshold per class
+ROBUSTNESS_FILE = "robustness.json"  # results.evaluation.robustness: accuracy under 15 corruptions at 5 severities
 MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (

@@ -23,8 +23,7 @@ import numpy as np
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.errors import InvalidInput, Unavailable
 from core.network import layer_names as names
-from core.results import class_thresholds, selective
-from core.results.probabilities import conformal, tta
+from core.results.probabilities import class_thresholds, conformal, selective, tta
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.image_stats import image_statistics
 from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference

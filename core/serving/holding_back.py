@@ -1,7 +1,7 @@
 """Whether an answer is given or held back, and why: the run's saved threshold for the answer's class
-(`core.results.class_thresholds`), and, when asked for a maximum error, the threshold that promises it
-(`core.results.selective`) with photos that look like none of the run's classes held back too (the promise covers
-photos like the run's test photos, not those).
+(`core.results.probabilities.class_thresholds`), and, when asked for a maximum error, the threshold that promises
+it (`core.results.probabilities.selective`) with photos that look like none of the run's classes held back too (the
+promise covers photos like the run's test photos, not those).
 
 Answers get `abstained` (None where nothing could hold them back: no level asked and no class threshold saved) and
 the reasons in words.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.results import class_thresholds as per_class
-from core.results import selective as sure
+from core.results.probabilities import class_thresholds as per_class
+from core.results.probabilities import selective as sure
 
 FOREIGN_REASON = (
     "it looks like none of the classes this model knows: the promise covers photos like its test photos only"

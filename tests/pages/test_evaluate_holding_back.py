@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.results import class_thresholds, robustness, selective
+from core.results.evaluation import robustness
 from core.results.evaluation.metrics import Evaluation
+from core.results.probabilities import class_thresholds, selective
 from core.runs.store import RunStore
 from pages.ui.navigation import page_file
 from tests.conftest import copy_run

@@ -40,7 +40,7 @@ def test_huggingface_reads_the_card_and_its_metrics_are_the_runs(run):
 
 
 def test_missing_parts_name_their_command_and_stored_ones_are_quoted(run):
-    from core.results import robustness
+    from core.results.evaluation import robustness
 
     text = model_card.render(run)
     assert f"`python -m core robustness {run.run_id}`" in text
@@ -55,6 +55,25 @@ def test_missing_parts_name_their_command_and_stored_ones_are_quoted(run):
     assert "falls to 0.50 on average under the 15 corruptions" in text and "| gaussian_noise | 0.500 |" in text
     meta = model_card.read_metadata(text)["model-index"][0]["results"][0]["metrics"]
     assert {"type": "mce", "value": 0.5, "name": "Mean corruption error (15 x 5)", "verified": False} in meta
+
+
+def test_the_none_of_these_figures_are_the_ones_predict_and_serve_show_at_the_threshold_named(run):
+    """Issue 39 (walk 7): the card quoted '42% at 5% false alarms' where Predict and Serve said 71%: two thresholds,
+    unnamed. The card's first figures are the served check's own, at the threshold named in both places; the table
+    beside them says it compares the methods at 5% false alarms on the test photos."""
+    from core.results.probabilities.ood import FOREIGN_NAMES, THRESHOLD_IN_USE
+    from core.results.probabilities.reference import Reference
+
+    detector = Reference.load(run.directory).detector
+    chosen = detector.evidence[detector.method]
+    summary, card = detector.summary(), model_card.render(run)
+    section = card[card.index("## 'None of these'") :]
+    assert f"At {THRESHOLD_IN_USE}" in summary and f"At {THRESHOLD_IN_USE}" in section
+    shares = ", ".join(f"{FOREIGN_NAMES[k]} {v:.0%}" for k, v in chosen["foreign_flagged"].items())
+    assert f"({shares})" in summary and f"foreign images: {shares} (the figures Predict and Serve show)" in section
+    assert f"wrongly flags {chosen['test_flagged']:.0%} of the run's test photos" in summary
+    assert f"flags {chosen['test_flagged']:.0%} of the test photos (its false alarms)" in section
+    assert "To compare the methods at one false-alarm rate" in section and "| method |" in section
 
 
 def test_intervals_hold_the_metric(run):

@@ -221,3 +221,32 @@ def test_the_eta_is_the_epochs_and_says_so_and_none_once_they_are_over(tmp_path)
         state = progress(store.get("r"), every, now=230.0)
         assert state.eta_seconds is None and "left" not in state.text and state.text.startswith(stage)
         assert "10/10 epochs done" in state.text
+
+
+def test_a_step_nothing_times_says_how_long_it_has_taken_so_far(tmp_path):
+    """The walk: 'whole run 29%' sat still for 16 s across the phase change (frozen -> fine-tuning) and the
+    out-of-distribution reference took 25 s with no word. A step with neither counts nor a pace says it is alive
+    and for how long, on a fake clock; one with an ETA or counts keeps its own words."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 2, "fine_tune_epochs": 2}, "dataset": {"images": 800}})
+    head = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in (1, 2)]
+    store.set_status("r", state="running", epochs_total=4, phase=1, epoch=2, stage="fine-tuning", stage_started_at=100)
+    state = progress(store.get("r"), head, now=116.0)
+    assert (
+        state.eta_seconds is None
+        and state.text == "fine-tuning · 2/4 epochs done · 16 s in this step so far (not timed in advance)"
+    )
+    # fine-tuning's batches give a pace: the ETA speaks, not the step's clock
+    store.set_status("r", phase=2, epoch=3, batch=5, steps=10, first_batch_at=120.0, updated_at=124.0)
+    state = progress(store.get("r"), head, now=124.0)
+    assert state.eta_seconds is not None and "so far" not in state.text
+    for stage in ("evaluating on the test split", "fitting the out-of-distribution reference"):
+        store.set_status("r", stage=stage, stage_started_at=200.0, epoch=4, batch=None, steps=None)
+        every = head + [{"kind": "epoch", "epoch": e, "phase": 2, "duration": 5.0} for e in (3, 4)]
+        assert progress(store.get("r"), every, now=225.0).text == (
+            f"{stage} · 4/4 epochs done · 25 s in this step so far (not timed in advance)"
+        )
+    store.set_status("r", stage="decoding images", stage_progress=[10, 100], stage_started_at=200.0)
+    assert "so far" not in progress(store.get("r"), [], now=225.0).text
+    store.set_status("r", state="done")
+    assert "so far" not in progress(store.get("r"), [], now=225.0).text

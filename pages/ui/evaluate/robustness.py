@@ -8,8 +8,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.results import robustness
-from core.results.corruptions import FAMILIES
+from core.results.evaluation import robustness
+from core.results.evaluation.corruptions import FAMILIES
 from core.runs.files import run_files
 from pages.ui import common, plain, teaching
 from pages.ui.run_task import launch, task_panel, why_not

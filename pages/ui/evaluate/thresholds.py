@@ -8,8 +8,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.results import class_thresholds as per_class
-from core.results import selective
+from core.results.probabilities import class_thresholds as per_class
+from core.results.probabilities import selective
 from core.runs.files import run_files
 from pages.ui import auth, plain
 from pages.ui.run_task import why_not

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results import selective
+from core.results.probabilities import selective
 from core.serving.holding_back import hold_back
 from pages.ui import plain, teaching
 

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from core.results import corruptions as cr
-from core.results import robustness
+from core.results.evaluation import corruptions as cr
+from core.results.evaluation import robustness
 from core.runs.store import RunStore
 from tests.conftest import copy_run
 

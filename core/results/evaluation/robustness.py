@@ -1,5 +1,5 @@
 """How a run holds up: its accuracy on its test photos under the 15 ImageNet-C corruptions at 5 severities
-(`core.results.corruptions`), kept with the run (`robustness.json`).
+(`core.results.evaluation.corruptions`), kept with the run (`robustness.json`).
 
 Figures, after Hendrycks & Dietterich (2019), with E the error (1 - accuracy):
 
@@ -30,7 +30,7 @@ import numpy as np
 from core.errors import Cancelled, InvalidInput
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
-from core.results.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
+from core.results.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from core.runs.files import run_files
 from core.runs.record import Run
 

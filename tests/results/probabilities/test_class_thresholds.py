@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from core.results import class_thresholds as ct
+from core.results.probabilities import class_thresholds as ct
 from core.runs.analysis import softmax
 from core.runs.files import run_files
 

@@ -1,7 +1,7 @@
 """Learn then Test's arithmetic for answering only when sure (Angelopoulos, Bates, Candes, Jordan & Lei 2021): the
 errors among the photos each confidence threshold answers, their binomial p-values, where the fixed sequence of
 thresholds starts (decided on validation) and the most lenient threshold it rejects 'error above the level' at.
-`core.results.selective` fits, reports and stores a run's threshold with these."""
+`core.results.probabilities.selective` fits, reports and stores a run's threshold with these."""
 
 from __future__ import annotations
 

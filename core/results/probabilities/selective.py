@@ -38,7 +38,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.fileio import read_json, write_json_atomic
-from core.results.learn_then_test import DELTA, MAX_ERROR_RANGE, learn_then_test, nearest_level
+from core.results.probabilities.learn_then_test import DELTA, MAX_ERROR_RANGE, learn_then_test, nearest_level
 from core.runs.files import run_files
 
 DEFAULT_MAX_ERROR = 0.05
