@@ -30,6 +30,7 @@ EXPORT_CARD = "README.md"  # the name Hugging Face and code hosts show a folder'
 
 def facts(run: Run) -> dict[str, Any]:
     """Everything the card says, read from the run's files (missing parts None)."""
+    # heavy: scipy, scikit-learn and pandas (data issues, the evaluation, the reference, robustness): for the card only
     from core.results.data_issues.report import load as load_issues
     from core.results.evaluation import robustness  # heavy: scipy
     from core.results.evaluation.metrics import Evaluation

@@ -27,12 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from core.data.imaging import center_crop
+from core.device import describe
 from core.errors import Cancelled, InvalidInput
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
 from core.results.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
+from core.runs.analysis import AnalysisMissing, RunAnalysis
+from core.runs.curves import format_duration
 from core.runs.files import run_files
 from core.runs.record import Run
+from core.runs.split import run_split
 
 ROBUSTNESS_VERSION = 1
 MAX_PHOTOS = 200  # test photos measured (a stratified sample of more): 76 passes each
@@ -210,7 +215,6 @@ class Cost:
 
     @property
     def text(self) -> str:
-        from core.runs.curves import format_duration
 
         return (
             f"{self.photos} test photos x 76 passes (clean, and 15 corruptions at 5 severities): about "
@@ -221,7 +225,6 @@ class Cost:
 def estimate(run: Run, others: list[Run] | None = None, limit: int = MAX_PHOTOS) -> Cost:
     """How long `measure` will take for `run`, priced at the pace of earlier measurements on this device (scaled by
     the input's area), else at this project's measured default."""
-    from core.device import describe
 
     device = describe().label
     size = run.train_config.image_size
@@ -246,7 +249,6 @@ def default_pace(image_size: int) -> float:
 
 
 def _test_size(run: Run) -> int:
-    from core.runs.analysis import AnalysisMissing, RunAnalysis
 
     try:
         return len(RunAnalysis.load(run.directory).test.labels)
@@ -268,12 +270,8 @@ def measure(
         AnalysisMissing: the run has no analysis arrays (its test photos' positions).
         RobustnessStopped: `should_stop` said so.
     """
-    from core.data.imaging import center_crop
-    from core.device import describe
     from core.network.model import load_classifier  # heavy: keras
     from core.paths import cache_dir
-    from core.runs.analysis import RunAnalysis
-    from core.runs.split import run_split
 
     started = time.perf_counter()
     analysis = RunAnalysis.load(run.directory)

@@ -151,7 +151,7 @@ def table(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], thr
 
 def run_probabilities(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(test probabilities as the run's predictors give them, test labels, classes). Raises AnalysisMissing."""
-    from core.results.probabilities.tta import served_probabilities
+    from core.results.probabilities.tta import served_probabilities  # heavy: pandas (the views' tables)
     from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)

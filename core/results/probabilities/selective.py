@@ -328,7 +328,7 @@ def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR, st
         AnalysisMissing: the run has no analysis arrays yet.
         SelectiveError: a level out of range or too few test photos.
     """
-    from core.results.probabilities.tta import served_probabilities
+    from core.results.probabilities.tta import served_probabilities  # heavy: pandas (the views' tables)
     from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
@@ -344,7 +344,7 @@ def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR, st
 def run_selective(run_dir: str | os.PathLike) -> Selective | None:
     """The run's selective answers: stored (refitted at their level when the run's views changed), else fitted now at
     the default level; None without analysis arrays or with too few test photos."""
-    from core.results.probabilities.tta import used_by
+    from core.results.probabilities.tta import used_by  # heavy: pandas (the views' tables)
     from core.runs.analysis import AnalysisMissing
 
     stored = load(run_dir)
