@@ -71,8 +71,9 @@ def _computes_in_float32(model: keras.Model) -> bool:
     return all(layer.dtype_policy.compute_dtype == "float32" for layer in [model, *model.layers])
 
 
-def run_outputs(model: keras.Model, images, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Every output of an `inference_model` for (N, size, size, 3) pixels, in batches, as numpy arrays."""
+def run_outputs(model: keras.Model, images, batch_size: int = 64, on_batch=None) -> dict[str, np.ndarray]:
+    """Every output of an `inference_model` for (N, size, size, 3) pixels, in batches, as numpy arrays.
+    `on_batch(n)`: told after each batch how many images it held (a progress count)."""
     names = [name.split("/")[0] for name in model.output_names]
     parts: dict[str, list] = {name: [] for name in names}
     for start in range(0, len(images), batch_size):
@@ -81,6 +82,8 @@ def run_outputs(model: keras.Model, images, batch_size: int = 64) -> dict[str, n
         out = out if isinstance(out, list | tuple) else [out]
         for name, value in zip(names, out, strict=True):
             parts[name].append(keras.ops.convert_to_numpy(value).astype(np.float32))
+        if on_batch is not None:
+            on_batch(len(batch))
     return {name: np.concatenate(values) if values else np.zeros((0,)) for name, values in parts.items()}
 
 

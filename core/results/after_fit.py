@@ -53,7 +53,7 @@ def finish_run(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cach
     write_evaluation(run_dir, fit.epochs_done, evaluation, calibration.stored_temperature(run_dir))
     summary = evaluation.summary()
     report(REFERENCE_STAGE, force=True)
-    fit_reference(store, run_id, fit, index, cache_root)
+    fit_reference(store, run_id, fit, index, cache_root, report)
     log.info(
         "test accuracy %.4f on %d images (best epoch %s)",
         summary["accuracy"],
@@ -63,7 +63,7 @@ def finish_run(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cach
     return summary
 
 
-def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cache_root: Path) -> None:
+def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cache_root: Path, report=None) -> None:
     """Fit the run's out-of-distribution reference now, while its images are decoded and at hand.
 
     It is the run's, not a server's: a server switching to this run then only loads it (a first switch used to
@@ -73,7 +73,7 @@ def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, c
     started = time.perf_counter()
     known = KnownOutputs(val=fit.outputs["val"], test=fit.outputs["test"], train_features=fit.train_features)
     try:
-        ensure_reference(store.get(run_id), cache_root=cache_root, index=index, known=known)
+        ensure_reference(store.get(run_id), cache_root=cache_root, index=index, known=known, progress=report)
     except (ReferenceUnavailable, OSError, ValueError) as e:
         log.warning("no out-of-distribution reference for run %s: %s", run_id, e)
         return

@@ -162,6 +162,9 @@ class RunProgress:
             # the ETA is the epochs' (their measured pace); what follows them (saving, the test split, the
             # out-of-distribution reference) is not timed and can take longer than the epochs on cached features
             parts.append(f"about {format_duration(self.eta_seconds)} of epochs left, then testing and saving")
+        elif self.stage_counts and self.epochs_done and self.state.active and not self.stopping:
+            # a step after the epochs that counts its photos (the out-of-distribution reference): how far, how long
+            parts.append(self.stage_text.removeprefix(self.stage or "").lstrip(" ·"))
         elif self.untimed_step and self.stage_seconds is not None:
             # the walk: 'whole run 29%' sat still for 16 s across the phase change and the reference took 25 s with
             # nothing said: a step without a pace shows that it is alive and how long it has taken so far
@@ -268,7 +271,7 @@ def _whole_run_fraction(run: Run, epochs_done: int, batch_part: float, stage_fra
         if stage.startswith(("saving", "evaluating")):
             position, part = len(stages) - 2, 0.5
         elif stage == REFERENCE_STAGE:
-            position, part = len(stages) - 1, 0.5
+            position, part = len(stages) - 1, stage_fraction if stage_fraction is not None else 0.5
         return min(1.0, (sum(costs[:position]) + min(1.0, part) * costs[position]) / whole)
     names = [s.name for s in stages]
     if stage.startswith(EXTRACTING):
@@ -317,7 +320,13 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
     phase_epochs = config.epochs if phase == 1 else config.fine_tune_epochs
     if not durations.empty:
         per_epoch = float(durations.tail(3).mean())
-        remaining = max(0.0, phase_epochs - len(in_phase) - batch_part) * per_epoch
+        epochs_left = max(0.0, phase_epochs - len(in_phase) - batch_part)
+        remaining = epochs_left * per_epoch
+        ended = in_phase["time"].dropna()
+        if not batch_part and epochs_left and not ended.empty:
+            # no batch counts within the epoch (head epochs on cached features): count down from the last epoch's
+            # end instead of standing still and jumping at each epoch (the walk: "27 s" then "41 s" left)
+            remaining -= min(per_epoch, max(0.0, float(now) - float(ended.iloc[-1])))
     else:
         batch, steps = int(status.batch or 0), int(status.steps or 0)
         if batch < 2 or not steps or status.first_batch_at is None or int(status.phase or 1) != phase:

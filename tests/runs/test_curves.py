@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.fileio import write_json_atomic
 from core.runs.curves import batch_curve, epoch_curves, format_duration, phase_boundary, progress
 from core.runs.store import RunStore
 
@@ -250,3 +251,31 @@ def test_a_step_nothing_times_says_how_long_it_has_taken_so_far(tmp_path):
     assert "so far" not in progress(store.get("r"), [], now=225.0).text
     store.set_status("r", state="done")
     assert "so far" not in progress(store.get("r"), [], now=225.0).text
+
+
+def test_between_epochs_without_batch_counts_the_eta_counts_down_and_never_jumps_up(tmp_path):
+    """The walk: head epochs on cached features report no batches, so the ETA stood still through an epoch and
+    moved at its end (27 s, then 41 s left). From the last epoch's end it counts down, never below the epochs
+    still to come after the one in progress."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 10}, "dataset": {"images": 800}})
+    epochs = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 3.0, "time": 100.0 + 3 * e} for e in (1, 2, 3, 4)]
+    store.set_status("r", state="running", epochs_total=10, phase=1, epoch=5, stage="training the head")
+    etas = [progress(store.get("r"), epochs, now=now).eta_seconds for now in (112.0, 113.0, 114.5, 120.0, 150.0)]
+    assert etas == pytest.approx([18.0, 17.0, 15.5, 15.0, 15.0])  # 6 epochs of 3 s left; the 5th under way
+
+
+def test_the_reference_step_counts_its_photos_and_says_the_time_left(tmp_path):
+    """The walk: the out-of-distribution reference (94% of the whole run) took 25 s with no time given. It counts
+    the photos it passes through the model; their pace gives the time left, and the whole run moves with it."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 2}, "dataset": {"images": 800}})
+    every = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in (1, 2)]
+    stage = "fitting the out-of-distribution reference"
+    status = {"state": "running", "epochs_total": 2, "phase": 1, "epoch": 2, "stage": stage, "stage_started_at": 200.0}
+    write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [100, 400], "updated_at": 210.0})
+    early = progress(store.get("r"), every, now=210.0)
+    assert early.text == f"{stage} · 2/2 epochs done · 100 / 400 · about 30 s left"
+    write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [300, 400], "updated_at": 230.0})
+    late = progress(store.get("r"), every, now=230.0)
+    assert late.text.endswith("300 / 400 · about 10 s left") and early.fraction < late.fraction < 1.0

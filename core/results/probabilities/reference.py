@@ -25,6 +25,7 @@ from core.errors import Unavailable
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.network import layer_names as names
 from core.paths import cache_dir
+from core.progress import StageCallback
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.foreign import foreign_images
 from core.results.probabilities.image_stats import StatsCheck, image_statistics
@@ -38,7 +39,7 @@ from core.results.probabilities.ood import (
 )
 from core.results.probabilities.ood_choice import PictureInputs, fit
 from core.runs.analysis import softmax
-from core.runs.curves import REFERENCE_TRAIN_SAMPLE
+from core.runs.curves import REFERENCE_STAGE, REFERENCE_TRAIN_SAMPLE
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runs.split import DatasetChanged, run_split
@@ -195,11 +196,13 @@ def compute_reference(
     cache_root: str | os.PathLike | None = None,
     index: DatasetIndex | None = None,
     known: KnownOutputs | None = None,
+    progress: StageCallback | None = None,
 ) -> Reference:
     """Run the model over the run's train (a sample), validation and test splits and foreign images; fit.
 
     `cache_root` (default `<data_root>/.cache`) holds the decoded images; `index`, the dataset already scanned;
-    `known`, what training computed already with the final weights (those photos are not passed again).
+    `known`, what training computed already with the final weights (those photos are not passed again);
+    `progress(REFERENCE_STAGE, done, total)`: the images through the model so far (most of the step's time).
     """
     from core.network.graph import run_outputs  # heavy: keras
 
@@ -225,23 +228,41 @@ def compute_reference(
         chunks = [center_crop(cache.read(positions[i : i + 256]), size) for i in range(0, len(positions), 256)]
         return np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
 
+    known = known or KnownOutputs()
+    given = {
+        "train": known.train(rows, len(split.train)),
+        "val": known.split("val", len(split.val)),
+        "test": known.split("test", len(split.test)),
+    }
+    foreign_sets = foreign_images(config.image_size, config.cache_size)
+    report_sets = foreign_images(config.image_size, config.cache_size, seed=REPORT_SEED)
+    through = [
+        len(p) for name, p in (("train", train), ("val", split.val), ("test", split.test)) if given[name] is None
+    ]
+    total = sum(through) + sum(len(i) for sets in (foreign_sets, report_sets) for i in sets.values())
+    passed = [0]
+
+    def count(n: int) -> None:  # photos through the model so far: the step's count and, from its pace, time left
+        passed[0] += n
+        if progress is not None:
+            progress(REFERENCE_STAGE, passed[0], total)
+
     def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
-        return run_outputs(model, pixels(positions))
+        return run_outputs(model, pixels(positions), on_batch=count)
 
     def statistics(positions: np.ndarray) -> np.ndarray:  # the decoded photos again: cheap beside a forward pass
         return np.concatenate([image_statistics(pixels(positions[i : i + 256])) for i in range(0, len(positions), 256)])
 
-    known = known or KnownOutputs()
-    on_train = known.train(rows, len(split.train)) or outputs(train)
-    on_val = known.split("val", len(split.val)) or outputs(split.val)
-    on_test = known.split("test", len(split.test)) or outputs(split.test)
+    if progress is not None:
+        progress(REFERENCE_STAGE, 0, total)
+    on_train = given["train"] or outputs(train)
+    on_val = given["val"] or outputs(split.val)
+    on_test = given["test"] or outputs(split.test)
     features, logits = names.FEATURES, names.LOGITS
-    foreign_sets = foreign_images(config.image_size, config.cache_size)
-    foreign = {kind: run_outputs(model, images) for kind, images in foreign_sets.items()}
-    report_sets = foreign_images(config.image_size, config.cache_size, seed=REPORT_SEED)
+    foreign = {kind: run_outputs(model, images, on_batch=count) for kind, images in foreign_sets.items()}
     report = {}
     for kind, images in report_sets.items():
-        out = run_outputs(model, images)
+        out = run_outputs(model, images, on_batch=count)
         report[kind] = (out[logits], out[features], image_statistics(images))
     pictures = PictureInputs(
         train=statistics(train),

@@ -8,6 +8,7 @@ import pytest
 
 from core.results.probabilities.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
 from core.results.probabilities.reference import Reference, compute_reference, ensure_reference
+from core.runs.curves import REFERENCE_STAGE
 from core.runs.store import RunStore
 from tests.conftest import copy_run
 
@@ -46,7 +47,15 @@ def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(r
     known = KnownOutputs(
         val=(analysis.val.features, analysis.val.logits), test=(analysis.test.features, analysis.test.logits)
     )
-    reused, passed = compute_reference(run, data_root, known=known), compute_reference(run, data_root)
+    counts = {"reused": [], "passed": []}
+    reused = compute_reference(run, data_root, known=known, progress=lambda *a: counts["reused"].append(a))
+    passed = compute_reference(run, data_root, progress=lambda *a: counts["passed"].append(a))
+    # the step counts the images it passes through the model, up to its total (training's are not passed again)
+    for said in counts.values():
+        assert {stage for stage, _, _ in said} == {REFERENCE_STAGE} and said[0][1] == 0
+        assert [done for _, done, _ in said] == sorted(done for _, done, _ in said) and said[-1][1] == said[-1][2]
+    photos = len(analysis.val.labels) + len(analysis.test.labels)
+    assert counts["passed"][-1][2] - counts["reused"][-1][2] == photos
     assert reused.detector.method == passed.detector.method
     assert reused.detector.thresholds == pytest.approx(passed.detector.thresholds, rel=0.05, abs=0.05)
     np.testing.assert_allclose(reused.val_confidence, passed.val_confidence, atol=0.02)
