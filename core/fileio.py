@@ -9,9 +9,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core.errors import Unavailable
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -111,6 +113,18 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return default
+
+
+def read_versioned(path: str | os.PathLike, version: Any, build: Callable[[dict[str, Any]], T]) -> T | None:
+    """The JSON record at `path` built by `build` (a `from_dict`), or None when it is missing, unreadable, of another
+    `version`, or malformed (a field missing or of the wrong kind): what a reader treats as never written."""
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("version") != version:
+        return None
+    try:
+        return build(data)
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_versioned, write_json_atomic
 from core.progress import StageCallback
 from core.results.data_issues import groups, outliers
 from core.results.data_issues.inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
@@ -298,10 +298,8 @@ def save(result: DataIssues, run_dir: str | os.PathLike) -> None:
 
 def load(run_dir: str | os.PathLike) -> DataIssues | None:
     """The run's stored result with its label review's counts, or None (never computed, or by an older version)."""
-    data = read_json(run_files(run_dir).data_issues)
-    if not data or data.get("version") != DATA_ISSUES_VERSION:
-        return None
-    return with_label_review(DataIssues.from_dict(data), run_dir)
+    found = read_versioned(run_files(run_dir).data_issues, DATA_ISSUES_VERSION, DataIssues.from_dict)
+    return with_label_review(found, run_dir) if found is not None else None
 
 
 def with_label_review(result: DataIssues, run_dir: str | os.PathLike) -> DataIssues:

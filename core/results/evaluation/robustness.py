@@ -30,7 +30,7 @@ import numpy as np
 from core.data.imaging import center_crop
 from core.device import describe
 from core.errors import Cancelled, InvalidInput
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_versioned, write_json_atomic
 from core.progress import StageCallback
 from core.results.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from core.runs.analysis import AnalysisMissing, RunAnalysis
@@ -181,13 +181,7 @@ def save(report: RobustnessReport, run_dir: str | os.PathLike) -> None:
 
 
 def load(run_dir: str | os.PathLike) -> RobustnessReport | None:
-    data = read_json(run_files(run_dir).robustness)
-    if not data or data.get("version") != ROBUSTNESS_VERSION:
-        return None
-    try:
-        return RobustnessReport.from_dict(data)
-    except (TypeError, KeyError, ValueError):
-        return None
+    return read_versioned(run_files(run_dir).robustness, ROBUSTNESS_VERSION, RobustnessReport.from_dict)
 
 
 def sample(labels: np.ndarray, limit: int = MAX_PHOTOS, seed: int = 0) -> np.ndarray:

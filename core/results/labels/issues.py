@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_versioned, write_json_atomic
 from core.results.labels.out_of_sample import OutOfSample
 from core.runs.files import run_files
 
@@ -417,7 +417,4 @@ def save(result: LabelReview, run_dir: str | os.PathLike) -> None:
 
 
 def load(run_dir: str | os.PathLike) -> LabelReview | None:
-    data = read_json(run_files(run_dir).label_issues)
-    if not data or data.get("version") != LABEL_ISSUES_VERSION:
-        return None
-    return LabelReview.from_dict(data)
+    return read_versioned(run_files(run_dir).label_issues, LABEL_ISSUES_VERSION, LabelReview.from_dict)

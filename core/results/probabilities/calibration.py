@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_json, read_versioned, write_json_atomic
 from core.runs.analysis import RunAnalysis, softmax
 from core.runs.files import run_files
 
@@ -358,13 +358,7 @@ def save(calibration: Calibration, run_dir: str | os.PathLike) -> None:
 
 def load(run_dir: str | os.PathLike) -> Calibration | None:
     """The stored calibration of a run, or None (not fitted yet, or from another version)."""
-    data = read_json(run_files(run_dir).calibration)
-    if not data or data.get("version") != CALIBRATION_VERSION:
-        return None
-    try:
-        return Calibration.from_dict(data)
-    except (TypeError, KeyError):
-        return None
+    return read_versioned(run_files(run_dir).calibration, CALIBRATION_VERSION, Calibration.from_dict)
 
 
 def calibrate_run(run_dir: str | os.PathLike, refit: bool = False) -> Calibration:

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_json, read_versioned, write_json_atomic
 from core.results.probabilities.calibration import stored_temperature
 from core.results.probabilities.conformal_scores import (
     ConformalError,
@@ -320,13 +320,7 @@ def save(sets: ConformalSets, run_dir: str | os.PathLike) -> None:
 
 def load(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's stored prediction sets, or None (never fitted, or from another version)."""
-    data = read_json(run_files(run_dir).conformal)
-    if not data or data.get("version") != CONFORMAL_VERSION:
-        return None
-    try:
-        return ConformalSets.from_dict(data)
-    except (TypeError, KeyError, ValueError):
-        return None
+    return read_versioned(run_files(run_dir).conformal, CONFORMAL_VERSION, ConformalSets.from_dict)
 
 
 def fit_run(

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_versioned, write_json_atomic
 from core.results.probabilities.learn_then_test import DELTA, MAX_ERROR_RANGE, learn_then_test, nearest_level
 from core.runs.files import run_files
 
@@ -311,13 +311,7 @@ def save(selective: Selective, run_dir: str | os.PathLike) -> None:
 
 def load(run_dir: str | os.PathLike) -> Selective | None:
     """The run's stored selective answers, or None (never fitted, or of another version)."""
-    data = read_json(run_files(run_dir).selective)
-    if not data or data.get("version") != SELECTIVE_VERSION:
-        return None
-    try:
-        return Selective.from_dict(data)
-    except (TypeError, KeyError, ValueError):
-        return None
+    return read_versioned(run_files(run_dir).selective, SELECTIVE_VERSION, Selective.from_dict)
 
 
 def fit_run(run_dir: str | os.PathLike, max_error: float = DEFAULT_MAX_ERROR, store: bool = True) -> Selective:

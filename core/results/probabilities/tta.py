@@ -25,7 +25,7 @@ import numpy as np
 
 from core.data.imaging import center_crop
 from core.errors import Cancelled
-from core.fileio import atomic_path, read_json, write_json_atomic
+from core.fileio import atomic_path, read_versioned, write_json_atomic
 from core.inference import ModelMissing
 from core.paths import cache_dir
 from core.progress import StageCallback
@@ -250,13 +250,7 @@ def save(report: TTAReport, averaged_probabilities: dict[str, np.ndarray], run_d
 
 def load(run_dir: str | os.PathLike) -> TTAReport | None:
     """The run's stored report, or None (never measured, or from another version)."""
-    data = read_json(run_files(run_dir).tta)
-    if not data or data.get("version") != TTA_VERSION:
-        return None
-    try:
-        return TTAReport.from_dict(data)
-    except (TypeError, KeyError, ValueError):
-        return None
+    return read_versioned(run_files(run_dir).tta, TTA_VERSION, TTAReport.from_dict)
 
 
 def used_by(run_dir: str | os.PathLike) -> TTAReport | None:
