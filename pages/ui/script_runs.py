@@ -1,0 +1,37 @@
+"""What Streamlit does between two runs of a page's script, as Flora needs it.
+
+After every script run (every click, every fragment's refresh) Streamlit calls `_clean_problem_modules`: where
+Keras is loaded it runs `keras.backend.clear_session()`, whose full garbage collection over TensorFlow's heap costs
+about 0.3 s of CPU each time (measured here; Flora loads Keras in the background at start, `common.warm_up`). So
+a page polling a run every 2 s spent a sixth of a core on it, and every click waited for it. Flora builds no Keras
+model that a script run would leave behind: models load once into `st.cache_resource` and stay in use across
+runs. So the Keras half of that cleanup is skipped; matplotlib's half is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from streamlit.runtime.scriptrunner import script_runner
+
+
+def keep_keras_session() -> bool:
+    """Install the cleanup without Keras's clear_session (once per process). False when Streamlit no longer has the
+    hook (a newer Streamlit: tests/pages/test_layout.py then fails, so it is looked at again)."""
+    current = getattr(script_runner, "_clean_problem_modules", None)
+    if current is None:
+        return False
+    if not getattr(current, "keeps_keras_session", False):
+        script_runner._clean_problem_modules = _close_matplotlib_figures
+    return True
+
+
+def _close_matplotlib_figures() -> None:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        with contextlib.suppress(Exception):  # as Streamlit does: a failed cleanup never breaks the app
+            pyplot.close("all")
+
+
+_close_matplotlib_figures.keeps_keras_session = True
