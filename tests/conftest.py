@@ -19,6 +19,21 @@ import pytest
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _scan_streamlit_components_once() -> None:
+    """Every new AppTest scans all ~300 installed distributions for Streamlit components (~0.4 s of CPU, and the
+    suite makes hundreds of AppTests); the installed packages do not change while the tests run: scan once."""
+    import functools
+
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = manifest_scanner.scan_component_manifests
+    if not hasattr(scan, "cache_info"):
+        manifest_scanner.scan_component_manifests = functools.lru_cache(maxsize=1)(scan)
+
+
+_scan_streamlit_components_once()
 # ../shared/data beside the project, unless FLORA_SHARED_DATA says where it is
 SHARED_DATA = Path(os.environ.get("FLORA_SHARED_DATA") or PROJECT_ROOT.parent / "shared" / "data")
 FLOWERS = SHARED_DATA / "flowers5-128"
