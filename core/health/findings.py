@@ -30,6 +30,7 @@ class Checks:
         self.image_size = image_size
         self.config = config or TrainConfig()
         self.findings: list[Finding] = []
+        self.names = index.classes  # what a label value is called (multi-label: each label list, core.health.check)
 
     def add(self, kind, severity, title, detail, positions=(), groups=(), captions=None, files=None) -> None:
         files = files if files is not None else [self.paths[i] for i in positions]
@@ -170,7 +171,7 @@ class Checks:
         if not conflicts:
             return
         files = sorted(i for g in conflicts for i in g)
-        classes = self.index.classes
+        classes = self.names
         self.add(
             "conflicting_labels",
             "error",
@@ -293,7 +294,7 @@ class Checks:
         readable = self.table["readable"].to_numpy()
         total = int(readable.sum())
         per_class = {
-            self.index.classes[c]: (int(np.sum(gray & (labels == c))), int(np.sum(readable & (labels == c))))
+            self.names[c]: (int(np.sum(gray & (labels == c))), int(np.sum(readable & (labels == c))))
             for c in np.unique(labels[found])
         }
         share = len(found) / max(1, total)
@@ -320,7 +321,7 @@ class Checks:
             "the file's colour mode)" + (f", concentrated in {', '.join(lopsided)}" if lopsided else ""),
             detail,
             found,
-            captions={self.paths[i]: self.index.classes[labels[i]] for i in found},
+            captions={self.paths[i]: self.names[labels[i]] for i in found},
         )
 
     def ignored(self) -> None:
