@@ -71,7 +71,7 @@ test: lint mlflow-server
 	$(MAKE) test-jax
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 # The inner loop: everything but the end-to-end tests that start Flora in another process, and the browser.
 test-fast: $(STAMP)

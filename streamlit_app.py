@@ -9,8 +9,10 @@ from core.runs.curves import progress
 from core.train.queue import places
 from pages.ui import auth, common, device_status, plain, teaching
 from pages.ui.navigation import SWEEP_PICK, TRAIN_RUN, page_file, pages_for
+from pages.ui.server_log import quiet_closed_browsers
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
+quiet_closed_browsers()  # a closed tab is not an error in the log where error ids are looked up
 user = auth.gate()  # shared: the sign-in page and nothing else until signed in
 common.warm_up()
 

@@ -17,7 +17,8 @@ from core.data.imaging import ImageError, load_for_model
 from core.device import describe
 from core.errors import Unavailable
 from core.results.probabilities.calibration import rescale, stored_temperature
-from core.runs.record import MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
@@ -71,7 +72,7 @@ class Predictor:
     def __init__(self, run: Run, calibrated: bool = True):
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
-        from core.network.model import load_classifier  # imports Keras: only when a model is really needed
+        from core.network.model import load_classifier  # heavy: keras (only when a model is really needed)
 
         self.run = run
         self.classes = run.classes
@@ -80,7 +81,7 @@ class Predictor:
         self.cache_size = config.cache_size
         self.temperature = stored_temperature(run.directory) if calibrated else None
         started = time.perf_counter()
-        self.model = load_classifier(run.path(MODEL_FILE))
+        self.model = load_classifier(run_files(run).model)
         self.load_seconds = time.perf_counter() - started
         self.device_label = describe().label
         # The first call compiles the predict function; do it now so the first photo is not slow.

@@ -89,6 +89,19 @@ def relative_to_data(path: str | os.PathLike, data_root: str | os.PathLike, name
     return f"…/{given.name}"
 
 
+# an absolute path's folders, where no word, scheme (https://) or name already cut (data/...) comes before it
+_FOLDERS = re.compile(r"(?<![\w.:/~…-])/(?:[^\s/'\"(),:;]+/)+")
+
+
+def hide_server_paths(text: str, data_root: str | os.PathLike) -> str:
+    """`text` (a log a page shows) as a shared Flora shows it: paths in the data folder from the data folder on
+    (`data/flowers`, as relative_to_data), every other absolute path cut to its last part (`…/training.py`)."""
+    root = Path(data_root)
+    for base in sorted({str(root.absolute()), str(root.resolve())}, key=len, reverse=True):
+        text = re.sub(re.escape(base) + r"(?![^/\s'\"(),:;])", lambda _: root.name, text)
+    return _FOLDERS.sub("…/", text)
+
+
 def keras_home() -> Path:
     """Where Keras keeps downloads: $KERAS_HOME, else ~/.keras."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")

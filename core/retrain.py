@@ -30,13 +30,13 @@ from core.inference import Predictor
 from core.paths import cache_dir
 from core.results.evaluation.compare import NotComparable, compare, load_result
 from core.runs.analysis import AnalysisMissing
+from core.runs.files import run_files
 from core.runs.record import LOCAL_OWNER, Run
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore
 from core.settings.config import run_id_for
 from core.train import jobs
 
-RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
 
 
@@ -160,10 +160,10 @@ def retrain_with_feedback(
     else:
         submission = jobs.submit(store, dataset, run.train_config, corrections=corrections, owner=owner)
     meta = read_json(dataset / META_FILE, {})
-    record = read_json(store.run_dir(submission.run_id) / RETRAIN_FILE, default=None)
+    record = read_json(run_files(store.run_dir(submission.run_id)).retrain, default=None)
     if not record or record.get("from") != run.run_id:  # a cache hit keeps where it came from
         write_json_atomic(
-            store.run_dir(submission.run_id) / RETRAIN_FILE,
+            run_files(store.run_dir(submission.run_id)).retrain,
             {
                 "from": run.run_id,
                 "feedback_photos": meta.get("feedback_photos"),
@@ -182,7 +182,7 @@ def retrained_from(run: Run) -> str | None:
 
 def retrain_record(run: Run) -> dict[str, Any]:
     """retrain.json of a retrained run: where it came from, its feedback photos, copies, its stored comparison."""
-    record = read_json(run.path(RETRAIN_FILE), default={})
+    record = read_json(run_files(run).retrain, default={})
     return record if isinstance(record, dict) else {}
 
 
@@ -196,7 +196,7 @@ def stored_comparison(old: Run, new: Run, data_root: str | os.PathLike) -> dict[
         return kept["result"]
     result = compare_with_feedback(old, new, data_root)
     if record.get("from") == old.run_id:
-        write_json_atomic(new.path(RETRAIN_FILE), {**record, "comparison": {"stamp": stamp, "result": result}})
+        write_json_atomic(run_files(new).retrain, {**record, "comparison": {"stamp": stamp, "result": result}})
     return result
 
 

@@ -33,6 +33,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +181,7 @@ class SharedStore:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode = WAL")  # kept in the file: set once, by its first user
+        _switch_to_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")  # in WAL: never corrupt; durable at the next checkpoint
         return db
 
@@ -194,6 +194,27 @@ class SharedStore:
             db.execute(statement)
         if table.importer is not None:
             table.importer(db, self.home)
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Set WAL on a database that is not in it yet (kept in the file: done once, by its first user).
+
+    SQLite does not wait its busy timeout for this switch: several processes opening a new database at once
+    (a class's first sign-ins, two `core alias` calls) got "database is locked" from one of them (CI: 1 write
+    of 64 lost). So the switch is tried again, with a short sleep, until one of them has made it or the busy
+    timeout has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.002
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if ("locked" not in str(error) and "busy" not in str(error)) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _thread() -> dict:

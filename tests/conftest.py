@@ -150,6 +150,7 @@ def trained_run(tmp_path_factory):
     Returns a dict with store, run_id, dataset, data_root, models_root, config. A test that changes a run
     copies it first (`copy_run`).
     """
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -162,7 +163,7 @@ def trained_run(tmp_path_factory):
         image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
     )
     submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     return {
         "store": store,
         "run_id": submission.run_id,
@@ -204,6 +205,38 @@ def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
     config["dataset"]["path"] = str(dataset.resolve())
     config_file.write_text(json.dumps(config))
     return {"data_root": data_root, "models_root": models_root, "dataset": dataset, "run_id": trained_run["run_id"]}
+
+
+@pytest.fixture(scope="session")
+def flower_run(tmp_path_factory):
+    """One finished run on two classes of real photos (daisy and sunflower, 150 each, symlinks into ../shared/data)
+    at 32 px with the tiny test backbone and a random start: for what needs real pictures (the 'none of these'
+    check's image statistics) and a test split large enough to calibrate on. Shared read-only, like trained_run."""
+    from core import run_job
+    from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
+    from core.train import jobs
+
+    source = require_flowers()
+    base = tmp_path_factory.mktemp("flower-run")
+    data_root, models_root = base / "data", base / "models"
+    dataset = data_root / "two-flowers"
+    for name in ("daisy", "sunflower"):
+        folder = dataset / name
+        folder.mkdir(parents=True)
+        for photo in sorted((source / name).iterdir())[:150]:
+            (folder / photo.name).symlink_to(photo)
+    store = RunStore(models_root)
+    config = TrainConfig(image_size=32, weights="none", epochs=6, batch_size=32, head=(32,), seed=1)
+    submission = jobs.submit(store, dataset, config)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+    return {
+        "store": store,
+        "run_id": submission.run_id,
+        "dataset": dataset,
+        "data_root": data_root,
+        "models_root": models_root,
+    }
 
 
 @pytest.fixture(autouse=True)

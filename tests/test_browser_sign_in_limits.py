@@ -53,7 +53,7 @@ def test_a_guessers_tries_hold_only_their_own_browser(tmp_path, trusted):
             if trusted:  # the header is believed: each forged address is a client of its own (as configured)
                 assert "not this server's" in said and "wait" not in said
             else:
-                assert "Too many failed sign-ins for this browser: wait" in said
+                assert "Too many failed sign-ins from this browser: wait" in said
             classmate = browser.new_context().new_page()  # another browser at the same address, right away
             classmate.goto(f"{app['url']}/?token={TOKEN}", timeout=60_000)
             classmate.get_by_role("textbox", name="Your name").fill("Misty")

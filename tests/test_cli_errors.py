@@ -31,12 +31,14 @@ COMMANDS = {
     "runs": (["runs"], "core.runs.store:RunStore.scan", "key"),
     "lr-find": (["lr-find", "{run}", "--steps", "20"], "core.train.lr_find:find_learning_rate", "key"),
     "evaluate": (["evaluate", "{run}"], "core.results.evaluation.metrics:Evaluation.summary", "key"),
-    "predict": (["predict", "{run}", "{image}"], "core.inference:Predictor.predict", "key"),
+    "predict": (["predict", "{run}", "{image}"], "core.serving.batch_predict:predict_many", "key"),
     "analyse": (["analyse", "{run}", "--force"], "core.results.tasks:compute_analysis", "key"),
     "calibrate": (["calibrate", "{run}"], "core.cli.diagnosis:calibrate_run", "key"),
     "label-issues": (["label-issues", "{run}"], "core.cli.diagnosis:load_issues", "key"),
     "compare": (["compare", "{run}", "{run}"], "core.cli.diagnosis:compare", "key"),
-    "label-next": (["label-next", "{run}"], "core.results.train_features:training_features", "key"),
+    "robustness": (["robustness", "{run}", "--photos", "2"], "core.results.robustness:measure", "key"),
+    "card": (["card", "{run}", "--out", "{tmp}/card.md"], "core.results.model_card:write", "key"),
+    "label-next": (["label-next", "{run}"], "core.cli.label_next:training_features", "key"),
     "fix-worth": (["fix-worth", "{run}"], "core.results.labels.fix_worth:chosen_corrections", "key"),
     "data-issues": (["data-issues", "{run}", "--again"], "core.results.data_issues.report:for_run_saved", "key"),
     "explain": (["explain", "{run}", "{image}"], "core.cli.explain:Explainer", "runtime"),
@@ -55,6 +57,7 @@ COMMANDS = {
     "data check": (["data", "check", "{dataset}"], "core.cli.data:check_dataset", "key"),
     "data list": (["data", "list"], "core.cli.data:list_datasets", "key"),
     "share-check": (["share-check"], "core.sharing:check_ready", "key"),
+    "people": (["people", "list"], "core.cli.sharing:people.registered", "key"),
     "device": (["device"], "core.cli.device:check", "runtime"),
     "bench": (["bench", "--only", "concurrency"], "core.bench.concurrency:run", "key"),
 }
@@ -69,6 +72,7 @@ def store(trained_run, tmp_path_factory):
 
 
 def _plant(monkeypatch, target: str, bug: str) -> None:
+    build_parser()  # every command module imported first: none binds the planted function for the tests after
     module, _, path = target.partition(":")
     owner = importlib.import_module(module)
     *parents, name = path.split(".")

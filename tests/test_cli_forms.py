@@ -22,6 +22,8 @@ FORMS = {
     "predict": (("id", "prefix", "alias"), ["predict", "{arg}", "{image}", "--json"]),
     "analyse": (("id", "prefix"), ["analyse", "{arg}", "--json"]),
     "calibrate": (("id", "prefix"), ["calibrate", "{arg}", "--json"]),
+    "robustness": (("id", "prefix"), ["robustness", "{arg}", "--photos", "2", "--json"]),
+    "card": (("id", "prefix"), ["card", "{arg}", "--json"]),
     "label-issues": (
         ("id", "prefix", "folder", "name"),
         ["label-issues", "{arg}", "--json", "--image-size", "32", "--weights", "none"],

@@ -64,6 +64,7 @@ sys.meta_path.insert(0, NoTensorFlow())
 from pathlib import Path
 from tests.conftest import make_image_dataset
 from core.train import jobs
+from core import run_job
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.runs.store import RunStore
 from core.inference import Predictor
@@ -72,7 +73,7 @@ store = RunStore({str(tmp_path / "models")!r})
 config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1, head=(4,),
                      augment=AUGMENT_PRESETS["light"], augmented_views=1)
 sub = jobs.submit(store, data, config)
-status = jobs.execute(store, sub, {str(tmp_path / "data")!r}, console=False, ingest_workers=1)
+status = run_job.execute(store, sub, {str(tmp_path / "data")!r}, console=False, ingest_workers=1)
 assert status.state == "done", status
 result = Predictor(store.get(sub.run_id)).predict([next((data / "a").iterdir())])[0]
 assert result.ok, result

@@ -74,6 +74,7 @@ if backend == "tensorflow":
 from pathlib import Path
 from tests.conftest import make_image_dataset
 from core.train import jobs
+from core import run_job
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.runs.store import RunStore
 data = make_image_dataset(Path(tmp) / "d", {"a": 9, "b": 8, "c": 7})
@@ -84,7 +85,7 @@ config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1
 # frozen BatchNorm of phase 2 run data parallel as they would on ResNet-50, without compiling ResNet-50's training
 # graph on 2 devices (the subject is the distribution, not the network)
 sub = jobs.submit(store, data, config)
-status = jobs.execute(store, sub, Path(tmp) / "data", console=False, ingest_workers=1)
+status = run_job.execute(store, sub, Path(tmp) / "data", console=False, ingest_workers=1)
 print(json.dumps({"run_id": sub.run_id, **{k: status.get(k) for k in ("state", "device", "parallel", "epochs_done")}}))
 """
 

@@ -32,7 +32,7 @@ from core.data.datasets import LABELLED_IN_FLORA, META_FILE
 from core.data.unlabelled import Unlabelled
 from core.feedback import add_feedback, list_feedback
 from core.paths import PROJECT_ROOT
-from core.runs.record import MODEL_FILE
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.settings.config import AugmentConfig
@@ -92,7 +92,7 @@ def prepare(workdir: Path, plan: Plan) -> dict[str, str]:
         _png(dataset / "unlabelled" / f"{key}.png", n)
     store = RunStore(models)
     store.create(RUN_ID, {"config": {}})
-    (store.run_dir(RUN_ID) / MODEL_FILE).write_bytes(b"")  # what an alias may point at
+    run_files(store.run_dir(RUN_ID)).model.write_bytes(b"")  # what an alias may point at
     return {"data": str(data), "models": str(models), "dataset": str(dataset)}
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core import run_job
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.data.corrections import resolve as resolve_corrections
@@ -129,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = submission.run_id
     if submission.outcome == jobs.CACHED:
         log.info("run %s already finished with this config and data: cached (use --force to train again)", run_id)
-        return _train_result(args, store, run_id, cached=True)
+        return _train_result(args, store, run_id, cached=True, tracked=track(args, store, run_id))
     if submission.outcome == jobs.ACTIVE:
         run = submission.run
         log.info(
@@ -140,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.status.pid,
         )
         wait_for_run(store, run_id)
-        return _train_result(args, store, run_id, cached=False)
+        return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
     index = submission.index
     log.info("run %s: %d images in %d classes from %s", run_id, len(index.entries), len(index.classes), index.root)
@@ -149,31 +150,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     jobs.install_stop_on_sigterm(store, run_id)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
-            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
+            run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
     except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
-        track(args, store, run_id)
-        return _train_failed(args, store, run_id, e)
-    track(args, store, run_id)
-    return _train_result(args, store, run_id, cached=False)
+        return _train_failed(args, store, run_id, e, tracked=track(args, store, run_id))
+    return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
 
-def _train_failed(args, store, run_id: str, error: Exception, where: str = "") -> int:
+def _train_failed(args, store, run_id: str, error: Exception, where: str = "", tracked: dict | None = None) -> int:
     """A run that failed: why on stderr, its result on stdout, and the exit code (a bug's: its traceback is above)."""
     code = job_failed(f"run {run_id}{where}", error)
     if store is not None:
-        _train_result(args, store, run_id, cached=False)
+        _train_result(args, store, run_id, cached=False, tracked=tracked)
     return code
 
 
-def track(args: argparse.Namespace, store: RunStore, run_id: str) -> None:
-    """--track (or $MLFLOW_TRACKING_URI): log the ended run to MLflow; a failure to log is a warning only."""
+def track(args: argparse.Namespace, store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """--track (or $MLFLOW_TRACKING_URI): log the ended run to MLflow once (a run already logged to that URI,
+    a cached one too, is not logged again); what `train --json` says under "mlflow", None without tracking.
+    A failure to log is a warning only."""
     uri = tracking_uri(args.track)
     if uri is None:
-        return
-    from core.tracking.mlflow_log import log_quietly, log_run  # heavy: mlflow
+        return None
+    from core.tracking.mlflow_log import track_run  # heavy: mlflow
 
     with contextlib.redirect_stdout(sys.stderr):
-        log_quietly(f"run {run_id}", log_run, store.get(run_id), uri)
+        return track_run(store, run_id, uri)
 
 
 def _train_on_ray(args, store, data_root, run_id: str) -> int:
@@ -181,17 +182,15 @@ def _train_on_ray(args, store, data_root, run_id: str) -> int:
 
     jobs.install_stop_on_sigterm(store, run_id)
     try:
-        train_on_ray(store, run_id, data_root, args.ray or None)
+        train_on_ray(store, run_id, data_root, args.ray or None, run_job.ray_task)
     except InvalidInput as e:  # no address anywhere
         store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), error=str(e))
         return fail(str(e))
     except Unavailable as e:  # the task failed on its node: the run says why
         print(f"error: run {run_id} failed: {e}", file=sys.stderr)
-        track(args, store, run_id)
-        _train_result(args, store, run_id, cached=False)
+        _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
         return EXIT_FAILED
-    track(args, store, run_id)
-    return _train_result(args, store, run_id, cached=False)
+    return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
 
 def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
@@ -211,7 +210,7 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
     log.info("run %s, %s", submission.run_id, hosts.label)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
+            run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
     except Exception as e:  # recorded and logged (traceback) by execute
         return _train_failed(args, None, submission.run_id, e, f" ({hosts.label})")
     finally:
@@ -254,17 +253,32 @@ def os_user() -> str:
         return "local"
 
 
-def _train_result(args, store, run_id: str, cached: bool) -> int:
+def _train_result(args, store, run_id: str, cached: bool, tracked: dict[str, Any] | None = None) -> int:
     run = store.get(run_id)
     result = train_result(run, cached)
+    if tracked is not None:
+        result["mlflow"] = tracked
     if args.json:
         emit_json(result)
     else:
         if run.state in (JobState.DONE, JobState.STOPPED) and run.status.accuracy is not None:
             note = " (cached)" if cached else ""
             print(f"test accuracy {run.status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
+        if tracked is not None:
+            print(tracked_line(tracked), file=sys.stderr)
         print(run_id)
     return EXIT_FAILED if run.state is JobState.FAILED else EXIT_OK
+
+
+def tracked_line(tracked: dict[str, Any]) -> str:
+    """Where --track logged the run, in a line: the MLflow run id (and its page), or why it was not logged."""
+    uri = tracked["tracking_uri"]
+    if tracked.get("error"):
+        return f"MLflow: not logged to {uri} ({tracked['error']}): the same command logs it once the server answers"
+    where = f" ({tracked['url']})" if tracked.get("url") else ""
+    if tracked["already_logged"]:
+        return f"MLflow: already logged to {uri} as MLflow run {tracked['run_id']}{where}, not logged again"
+    return f"MLflow: logged to {uri} as MLflow run {tracked['run_id']}{where}"
 
 
 def train_result(run: Run, cached: bool) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core import run_job
 from core.cli import store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.cli.runs import config_from_args, os_user, train_result
@@ -224,7 +225,7 @@ def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[d
         jobs.install_stop_on_sigterm(runs, submission.run_id)
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                jobs.execute(runs, submission, data_root, console=True, ingest_workers=args.workers)
+                run_job.execute(runs, submission, data_root, console=True, ingest_workers=args.workers)
         except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
             failed = job_failed(f"run {submission.run_id}", e)
     else:

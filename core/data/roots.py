@@ -24,6 +24,7 @@ nothing about what lies outside.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from core.data.datasets import DatasetError
@@ -67,17 +68,37 @@ def inside(path: str | os.PathLike, roots: list[Path]) -> bool:
     return any(resolved == root or resolved.is_relative_to(root) for root in roots)
 
 
-def check_inside(path: str | os.PathLike, roots: list[Path]) -> Path:
-    """`path` resolved, or OutsideDataRoots saying which folders are allowed."""
+def typed_folder(typed: str, data_root: str | os.PathLike) -> Path:
+    """A folder as a person typed it: `~` expanded, a short path taken from the data folder (`flowers`), or from
+    above it when it starts with the data folder's own name (`data/flowers`, as the pages name the data folder on
+    a shared Flora), never from the folder the app was started in."""
+    given = Path(typed.strip()).expanduser()
+    if given.is_absolute():
+        return given
+    root = Path(data_root).absolute()
+    inner = root / given
+    if given.parts and given.parts[0] == root.name and not inner.exists():
+        return root.parent / given
+    return inner
+
+
+def check_inside(
+    path: str | os.PathLike, roots: list[Path], shown: Callable[[Path], str] = str, typed: str | None = None
+) -> Path:
+    """`path` resolved, or OutsideDataRoots saying which folders are allowed. `shown(path)`: how the message writes
+    a server path (a shared Flora: from the data folder on, core.paths.relative_to_data); `typed`: the folder as the
+    person wrote it, which the message names instead of the path it led to (`~`, not the server's home)."""
     resolved = Path(path).expanduser().resolve()
     if inside(resolved, roots):
         return resolved
-    listed = ", ".join(str(root) for root in roots)
+    listed = ", ".join(shown(root) for root in roots)
     given = Path(path).expanduser().absolute()
     # a link that lies in the roots (data/linkds) is named as one; where a path outside them leads is not said
-    what = "is a link pointing outside" if given != resolved and _lexically_inside(given, roots) else "is outside"
+    link = given != resolved and _lexically_inside(given, roots)
+    what = "is a link pointing outside" if link else "is outside"
+    named = shown(given) if link or typed is None else typed
     raise OutsideDataRoots(
-        f"{given} {what} the folders Flora may read datasets from ({listed}). {LINK_RULE} Move or "
+        f"{named} {what} the folders Flora may read datasets from ({listed}). {LINK_RULE} Move or "
         f"copy the dataset into one of them, or have whoever runs this Flora add its folder to {ROOTS_ENV}."
     )
 
@@ -105,16 +126,18 @@ def check_source(path: str | os.PathLike, roots: list[Path], base: str | os.Path
     )
 
 
-def check_links(dataset_root: str | os.PathLike, links: list[str], roots: list[Path]) -> None:
+def check_links(
+    dataset_root: str | os.PathLike, links: list[str], roots: list[Path], shown: Callable[[Path], str] = str
+) -> None:
     """Raise OutsideDataRoots when any of a dataset's links (relative paths, core.data.datasets.DatasetIndex.links)
-    points outside `roots`, naming the first few."""
+    points outside `roots`, naming the first few (`shown`: how a server path is written, as in check_inside)."""
     root = Path(dataset_root)
     outside = [link for link in links if not inside(root / link, roots)]
     if not outside:
         return
-    named = ", ".join(f"{link} -> {(root / link).resolve()}" for link in outside[:3])
+    named = ", ".join(f"{link} -> {shown((root / link).resolve())}" for link in outside[:3])
     more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
-    listed = ", ".join(str(r) for r in roots)
+    listed = ", ".join(shown(r) for r in roots)
     raise OutsideDataRoots(
         f"{root.name} holds {len(outside)} link(s) pointing outside the folders Flora may read datasets from "
         f"({listed}): {named}{more}. {LINK_RULE} Replace the links with the files (or links inside those folders), "

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from core.data.imaging import MAX_PIXELS, ImageError
+from core.data.imaging import MAX_PIXELS, ImageError, is_image_name
 from core.data.imaging import _to_rgb as to_rgb  # the training path's careful conversions (alpha, 16-bit, CMYK)
 
 
@@ -17,8 +17,6 @@ def example_photo(dataset_root: str | os.PathLike) -> str | None:
     """One photo of the dataset (the first image of its first class folder, in name order; under train/ for a
     dataset with its own split), for examples that name a file: None when none is found. Looks at two folders, not
     the whole dataset."""
-    from core.data.imaging import is_image_name
-
     root = os.path.abspath(dataset_root)
     for base in (os.path.join(root, "train"), root):
         try:

@@ -19,11 +19,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import Unavailable
+
 CACHE_ENV = "FLORA_NPM_CACHE"
 NPM_TIMEOUT = 600
 
 
-class NpmError(RuntimeError):
+class NpmError(Unavailable):
     """A package could not be fetched or did not match its pinned hash; the message says what to do."""
 
 

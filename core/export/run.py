@@ -23,8 +23,10 @@ from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, chec
 from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
+from core.results import class_thresholds, model_card
 from core.results.probabilities.calibration import run_temperature
-from core.runs.record import MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 VERIFY_IMAGES = 48
 CALIBRATION_IMAGES = 200
@@ -109,6 +111,8 @@ def export_run(
     out.mkdir()
     try:
         record = _export_into(run, fmt, out, quantize, layout, name or f"flora-{run.run_id}")
+        if run.has_evaluation:  # every bundle carries the run's card
+            record["model_card"] = str(model_card.write(run, out / model_card.EXPORT_CARD))
         record = json.loads(json.dumps(record).replace(str(out), str(final)))  # the paths it will have
         if fmt == "web":
             record["zip"] = str(final.parent / f"{final.name}.zip")
@@ -277,6 +281,7 @@ def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
         ),
         "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
         "calibrated": "softmax(logits / temperature): what Flora shows and serves",
+        "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
         "run_id": run.run_id,
     }
     recipe_path = out / RECIPE_FILE
@@ -293,7 +298,7 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     from core.network.model import load_classifier  # heavy: keras
     from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
-    classifier = load_classifier(run.path(MODEL_FILE))
+    classifier = load_classifier(run_files(run).model)
     graph = load_inference_model(run)
     a = keras.ops.convert_to_numpy(classifier.predict_on_batch(pixels.astype(np.float32)))
     b = keras.ops.convert_to_numpy(graph.predict_on_batch(pixels.astype(np.float32))[0])

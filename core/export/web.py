@@ -79,6 +79,7 @@ def answer_settings(run: Run, model_file: str) -> dict[str, Any]:
         "temperature": run_temperature(run),
         "tta": None if used is None else {"views": len(used.views), "zoom": tta.ZOOM, "why": used.reason},
         "sets": _sets(run),
+        "trust": _trust(run),
         "ood": None,
         "runtime": {"name": ORT_WEB.name, "version": ORT_WEB.version},
     }
@@ -106,24 +107,57 @@ def _sets(run: Run) -> dict[str, Any] | None:
         "levels": list(range(low, high + 1)),
         "cuts": cuts,
         "held_out_coverage": sets.held_out.coverage,
+        "held_out_photos": sets.held_out.photos,
+        # measured on the held-out half at each level: {"90": {"coverage", "mean_size", "by_size": {"1": [right, n]}}}
+        "measured": sets.by_level or {},
     }
 
 
+def _trust(run: Run) -> dict[str, Any]:
+    """What the page says once near its top about how far to trust it: test accuracy beside chance, and whether
+    the model started from random weights (its confident answers are often wrong)."""
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
+
+    try:
+        evaluation = Evaluation.load(run.directory)
+    except EvaluationMissing:
+        accuracy, photos = None, 0
+    else:
+        accuracy, photos = evaluation.accuracy(), len(evaluation.labels)
+    return {
+        "accuracy": accuracy,
+        "test_photos": photos,
+        "chance": 1 / len(run.classes),
+        "random_start": run.train_config.weights == "none",
+    }
+
+
+PAGE_METHODS = ("energy", "mahalanobis")  # the 'none of these' checks flora.js computes (from logits, features)
+
+
 def _reference(run: Run) -> tuple[dict[str, Any] | None, bytes | None]:
-    """The run's 'none of these' check: its method, threshold and words, and for Mahalanobis its arrays."""
+    """The page's 'none of these' check: its method, scale, threshold and words, and for Mahalanobis its arrays.
+
+    The page computes energy and Mahalanobis only: a run whose server picked the nearest training photos (kNN: a
+    bank of every training photo's features, too big for a page) or the picture's statistics gets the better of
+    the two on the same evidence, and its words say so (flora.js; the run's server keeps its own method)."""
+    from core.results.probabilities.ood import METHOD_NAMES, WEAK_BELOW  # heavy: sklearn
     from core.results.probabilities.reference import Reference  # heavy: sklearn
 
     reference = Reference.load(run.directory)
     if reference is None:
         return None, None
     detector = reference.detector
+    method = page_method(detector)
     ood: dict[str, Any] = {
-        "method": detector.method,
-        "threshold": float(detector.thresholds[detector.method]),
-        "summary": detector.summary(),
-        "weak": detector.weak,
+        "method": method,
+        "threshold": float(detector.thresholds[method]),
+        "scale": list(detector.scales[method]) if method in detector.scales else None,  # (score - [0]) / [1]
+        "summary": detector.summary() if method == detector.method else _page_summary(detector, method, METHOD_NAMES),
+        "weak": detector.weak if method == detector.method else _caught(detector, method) < WEAK_BELOW,
+        "server_method": detector.method,
     }
-    if detector.method != "mahalanobis":
+    if method != "mahalanobis":
         return ood, None
     m = detector.mahalanobis
     parts = {
@@ -139,6 +173,48 @@ def _reference(run: Run) -> tuple[dict[str, Any] | None, bytes | None]:
         blob += data.tobytes()
     ood.update({"file": REFERENCE_FILE, "arrays": layout})
     return ood, bytes(blob)
+
+
+def page_method(detector) -> str:
+    """The run's own method where the page computes it; else the better of the page's, by the evidence the run's
+    method was picked on (foreign images caught on the selection set, then AUROC; equal: energy, the cheaper)."""
+    if detector.method in PAGE_METHODS:
+        return detector.method
+    evidence = detector.evidence or {}
+
+    def strength(method: str) -> tuple[float, float, int]:
+        seen = evidence.get(method) or {}
+        return (
+            round(seen.get("selection_caught") or 0.0, 3),
+            round(seen.get("selection_auroc") or seen.get("auroc_test_vs_foreign") or 0.0, 3),
+            -PAGE_METHODS.index(method),
+        )
+
+    return max(PAGE_METHODS, key=strength)
+
+
+def _caught(detector, method: str) -> float:
+    return (detector.evidence.get(method) or {}).get("foreign_flagged_all") or 0.0
+
+
+def _page_summary(detector, method: str, names: dict[str, str]) -> str:
+    """Words for a page whose check is not the run's own: which it uses, what it caught, and why not the run's."""
+    seen = detector.evidence.get(method) or {}
+    measured = (
+        f"it caught {seen['foreign_flagged_all']:.0%} of images from elsewhere that it was tried on and wrongly "
+        f"flags {seen['test_flagged']:.0%} of the run's test photos"
+        if seen.get("foreign_flagged_all") is not None and seen.get("test_flagged") is not None
+        else "how often it catches images from elsewhere was not measured"
+    )
+    server = detector.evidence.get(detector.method) or {}
+    theirs = (
+        f" (it caught {server['foreign_flagged_all']:.0%})" if server.get("foreign_flagged_all") is not None else ""
+    )
+    return (
+        f"This page uses {names[method]}: {measured}. Flora's own server uses {names[detector.method]}{theirs}, "
+        "which needs what a page does not carry (the training photos' features, or the picture's statistics "
+        "computed as Flora does), so the page's flags can differ from the server's."
+    )
 
 
 def card_html(run: Run, settings: dict[str, Any]) -> str:

@@ -123,9 +123,13 @@ def validate_dataset_name(name: str, data_root: str | os.PathLike | None = None,
         raise ImportRejected(f"dataset name {clean!r} is reserved on Windows; choose another")
     if data_root is not None and not overwrite and (Path(data_root) / clean).exists():
         raise ImportRejected(
-            f"a dataset named {clean!r} already exists in {data_root}; choose another name or replace it"
+            f"a dataset named {clean!r} already exists in the data folder: choose another name{_REPLACE}"
         )
     return clean
+
+
+# the message's word on replacing: only the command line replaces a dataset (the app never does, a class shares them)
+_REPLACE = " (the command line's --force replaces it)"
 
 
 @contextlib.contextmanager
@@ -153,7 +157,7 @@ def publish(staging: Path, target: Path, overwrite: bool) -> None:
     """Rename a finished staging folder to `target`, replacing an existing one only if `overwrite`."""
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise ImportRejected(f"a dataset named {target.name!r} already exists in {target.parent}")
+            raise ImportRejected(f"a dataset named {target.name!r} already exists in the data folder{_REPLACE}")
         old = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.replaced")
         os.rename(target, old)
         try:
@@ -167,7 +171,10 @@ def publish(staging: Path, target: Path, overwrite: bool) -> None:
         os.rename(staging, target)
     except OSError as e:
         if target.exists():  # another import of the same name finished first
-            raise ImportRejected(f"a dataset named {target.name!r} already exists in {target.parent}") from None
+            raise ImportRejected(
+                f"a dataset named {target.name!r} was just added to the data folder by another import: choose "
+                "another name"
+            ) from None
         raise OSError(f"could not move the imported dataset into place at {target}: {e}") from e
 
 

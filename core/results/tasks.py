@@ -12,6 +12,7 @@
                 (core.results.label_next.tasks); label-next-simulate: the strategy against random, measured
   data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
                 duplicates, leaks and imbalance in one list (core.results.data_issues.report, data_issues.json)
+  robustness    the test photos under the 15 ImageNet-C corruptions at 5 severities (core.results.robustness)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -38,7 +39,9 @@ from core.errors import Cancelled
 from core.inference import ModelMissing
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
+from core.results.dataset_features import DatasetSource, dataset_features
 from core.results.evaluation.embedding import run_map
+from core.results.label_next import tasks as label_next_tasks
 from core.results.labels import issues as label_issues
 from core.results.labels import out_of_sample
 from core.results.labels import self_test as label_self_test
@@ -51,13 +54,14 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
     training_features,
 )
 from core.runs.analysis import RunAnalysis, SplitArrays, softmax
-from core.runs.record import TASKS_DIR, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.store import RunStore
 
 log = logging.getLogger("flora")
 KINDS = (
     *("analysis", "tsne", "train-features", "label-issues", "tta"),
-    *("label-next", "label-next-simulate", "data-issues"),
+    *("label-next", "label-next-simulate", "data-issues", "robustness"),
 )
 
 
@@ -75,7 +79,7 @@ class RunTaskStatus(JobStatus):
 def task_folder(run: Run, kind: str) -> JobFolder:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
-    return JobFolder(run.directory / TASKS_DIR / kind, TASK_LOG, RunTaskStatus)
+    return JobFolder(run_files(run).task(kind), TASK_LOG, RunTaskStatus)
 
 
 def task_status(run: Run, kind: str) -> RunTaskStatus | None:
@@ -211,20 +215,12 @@ def compute_label_issues(
     return result
 
 
-def dataset_label_issues(
-    dataset_path: str | os.PathLike,
-    data_root: str | os.PathLike,
-    image_size: int = 224,
-    weights: str = "imagenet",
-    seed: int = 42,
-    progress: StageCallback | None = None,
-):
+def dataset_label_issues(source: DatasetSource, progress: StageCallback | None = None):
     """Suspected label errors of a dataset without a run: pooled features of every photo through a
     ResNet-50 with `weights` (the feature cache's, when it has them), cross-validated probabilities,
     the confident-learning rule. The labels are the folders' (corrections are not applied)."""
-    from core.results.dataset_features import dataset_features
-
-    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    found = dataset_features(source, progress)
+    seed, weights = source.seed, source.weights
     index, cache, features = found.index, found.cache, found.features
     if progress:
         progress("cross-validating", 0, 1)
@@ -254,19 +250,22 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
     if kind == "tta":
-        from core.results.probabilities import conformal, tta  # heavy: sklearn
+        from core.results.probabilities import conformal, tta  # heavy: pandas (tta's McNemar test)
 
         report = tta.measure(run, data_root, progress, should_stop)
         conformal.run_sets(run.directory)
         return report
     if kind in ("label-next", "label-next-simulate"):
-        from core.results.label_next import tasks as label_next_tasks
-
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
+    if kind == "robustness":
+        from core.results import robustness  # the corruptions' scipy and OpenCV: only for this task
+
+        try:
+            return robustness.measure(run, data_root, progress, should_stop)
+        except robustness.RobustnessStopped as e:
+            raise TaskStopped(str(e)) from None
     if kind == "data-issues":
-        from core.results.data_issues import (
-            report as data_issues,  # the health check's modules and k-means: only for this task
-        )
+        from core.results.data_issues import report as data_issues  # heavy: scipy, pandas (only for this task)
 
         return data_issues.for_run_saved(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -15,7 +14,8 @@ from core.errors import Cancelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
-from core.runs.record import MODEL_FILE, TRAIN_FEATURES_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.split import run_split
 
 
@@ -40,7 +40,7 @@ def load_model(run: Run):
     with without_cuda_noise():
         from core.network.model import load_classifier  # heavy: keras
 
-        return load_classifier(run.path(MODEL_FILE))
+        return load_classifier(run_files(run).model)
 
 
 @dataclass
@@ -53,12 +53,12 @@ class TrainFeatures:
 
     def save(self, run_dir: str | os.PathLike) -> None:
 
-        with atomic_path(Path(run_dir) / TRAIN_FEATURES_FILE) as tmp, open(tmp, "wb") as f:
+        with atomic_path(run_files(run_dir).train_features) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=self.features, labels=self.labels, paths=np.array(self.paths, dtype=str))
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> TrainFeatures | None:
-        path = Path(run_dir) / TRAIN_FEATURES_FILE
+        path = run_files(run_dir).train_features
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:

@@ -62,6 +62,14 @@ TTA_ARRAYS = "tta.npz"  # core.results.probabilities.tta: the averaged probabili
 HEATMAPS_DIR = "heatmaps"  # core.results.evaluation.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
 TENSORBOARD_DIR = "tensorboard"  # core.tracking.tensorboard: event files (per-epoch scalars, the confusion matrix)
+REFERENCE_NPZ = "ood.npz"  # core.results.probabilities.reference: what served photos are compared against
+REFERENCE_JSON = "ood.json"  # its detectors' summary and format version
+RETRAIN_FILE = "retrain.json"  # core.retrain: in a retrained run's folder, the run it came from
+EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one folder per kind
+SELECTIVE_FILE = "selective.json"  # core.results.selective: the threshold that answers only when sure, its report
+CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # core.results.class_thresholds: a threshold per class, as saved
+ROBUSTNESS_FILE = "robustness.json"  # core.results.robustness: accuracy under the 15 corruptions at 5 severities
+MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (
     ANALYSIS_FILE,
@@ -76,6 +84,10 @@ RUN_OUTPUTS = (
     LABEL_NEXT_FILE,
     LABEL_NEXT_SIMULATION_FILE,
     FIX_WORTH_FILE,
+    SELECTIVE_FILE,
+    CLASS_THRESHOLDS_FILE,
+    ROBUSTNESS_FILE,
+    MODEL_CARD_FILE,
     HEATMAPS_DIR,
     TASKS_DIR,
     STATUS_FILE,
@@ -116,6 +128,9 @@ class RunStatus(JobStatus):
     accuracy: float | None = None  # on the test split, once evaluated
     macro_f1: float | None = None
     best_epoch: int | None = None  # whose weights were kept
+    mlflow: dict[str, Any] | None = (
+        None  # {tracking URI: {"run_id", "experiment_id"}}: where it was logged (core.tracking)
+    )
 
 
 def new_run_record(index: DatasetIndex, config: TrainConfig, owner: str = LOCAL_OWNER) -> dict[str, Any]:

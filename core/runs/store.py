@@ -100,7 +100,7 @@ class RunStore:
             "reused_from": {"run_id": source_id, "owner": source.owner},
         }
         write_json_atomic(partial / CONFIG_FILE, record)
-        status = {**source.status.to_dict(), "pid": None, "node": None}
+        status = {**source.status.to_dict(), "pid": None, "node": None, "mlflow": None}  # logged under its id
         write_json_atomic(partial / STATUS_FILE, status)
         (partial / TRAIN_LOG).write_text(
             f"Reused {source.owner}'s identical run {source_id} (the same settings and data): its files are "

@@ -123,9 +123,6 @@ class AliasStore:
         with self._store.write(ALIASES) as db:
             return db.execute("DELETE FROM aliases WHERE alias = ?", (alias,)).rowcount > 0
 
-    def aliases_of(self, run_id: str) -> list[str]:
-        return sorted(alias for alias, entry in self.all().items() if entry["run_id"] == run_id)
-
 
 def resolve(store: RunStore, name: str) -> Resolved:
     """The run a model name stands for: an alias, a run id, or a unique prefix of one.

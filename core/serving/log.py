@@ -22,7 +22,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -316,13 +316,6 @@ def parse_since(text: str, now: float | None = None) -> float:
         raise InvalidInput(
             f"--since takes a duration ago (30m, 2h, 7d), epoch seconds or an ISO date/time. Received: {text!r}"
         ) from None
-
-
-def record_dict(record: LogRecord) -> dict[str, Any]:
-    """A record as plain JSON (without its features), for tests and messages."""
-    data = asdict(record)
-    data.pop("features", None)
-    return data
 
 
 class LogWriter:

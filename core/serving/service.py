@@ -240,6 +240,17 @@ class Service:
             raise InputError(f"prediction_set: {e}") from None
 
     @staticmethod
+    def max_error_of(route: Route, value: Any) -> float | None:
+        """A request's maximum error among answered photos (0.05, or 5 for 5%; None: answer every photo), checked
+        against the route's run before anything is decoded. Raises InputError."""
+        if value is None or value == "" or value is False:
+            return None
+        try:
+            return route.loaded.model.check_max_error(float(value))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"max_error: {e}") from None
+
+    @staticmethod
     def _check_count(count: int) -> None:
         if count == 0:
             raise InputError("no image in the request")
@@ -254,10 +265,12 @@ class Service:
         top_k: int = 3,
         source: str = "api",
         set_level: float | None = None,
+        max_error: float | None = None,
     ) -> tuple[Route, list[Answer]]:
         """Run the decoded images through the model's batcher; log each; return the route that answered.
 
-        `set_level` (checked by `set_level_of` first): each answer also carries its conformal prediction set."""
+        `set_level` (checked by `set_level_of` first): each answer also carries its conformal prediction set;
+        `max_error` (checked by `max_error_of`): each answer says whether it is held back, and why."""
         pixels = np.stack([d.pixels for d in decoded])
         route.loaded.model.follow_run()  # test-time augmentation or sets changed since it loaded
         for _ in range(3):
@@ -268,7 +281,9 @@ class Service:
                 route = self.registry.get(route.name)
         else:
             raise RuntimeError("the model kept being swapped; try again")
-        answers = route.loaded.model.answers(outputs, top_k, set_level)
+        if max_error is not None and route.loaded.model.selective is None:  # the alias moved to another run
+            max_error = self.max_error_of(route, max_error)
+        answers = route.loaded.model.answers(outputs, top_k, set_level, max_error)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if self.writer is not None:
             for item, ans in zip(decoded, answers, strict=True):

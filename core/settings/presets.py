@@ -123,23 +123,6 @@ def save_preset(
     return name
 
 
-def delete_preset(
-    data_root: str | os.PathLike, name: str, owner: str = LOCAL_USER, may_delete_any: bool = False
-) -> None:
-    """Delete `owner`'s preset `name`.
-
-    Raises:
-        ConfigError: it is someone else's (unless `may_delete_any`: an admin).
-    """
-    with SharedStore.of_data(data_root).write(PRESETS) as db:
-        earlier = db.execute("SELECT owner FROM presets WHERE name = ?", (name,)).fetchone()
-        if earlier is None:
-            return
-        if not same_person(earlier[0], owner) and not may_delete_any:
-            raise ConfigError(f"{name!r} is {earlier[0]}'s preset: only they or an admin can delete it")
-        db.execute("DELETE FROM presets WHERE name = ?", (name,))
-
-
 def preset_name_for(config: AugmentConfig, data_root: str | os.PathLike) -> str | None:
     """The name of a preset equal to `config`, if there is one."""
     for name, preset in all_presets(data_root).items():

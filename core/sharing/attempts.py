@@ -109,15 +109,20 @@ def _connect(data_root) -> sqlite3.Connection:
 
 def check_sign_in(data_root, client: Client, name: str | None, now: float | None = None) -> None:
     """Raise SignInPaused when this browser (or, for a browser new here, its address; for a browser new to `name`,
-    the name's new browsers) must wait or is locked."""
+    the name's new browsers) must wait or is locked. `name`: as registered (the page looks it up), so the message
+    names the person as they wrote it, not the spelling just typed."""
     known_here, known_for_name = _known(data_root, client.browser, name)
-    check(data_root, client.browser_key, "this browser", now)
+    check(data_root, client.browser_key, "this browser", now, words=_browser_words)
     if not known_here:
-        check(data_root, client.address_key, client.address_label, now)
+        check(data_root, client.address_key, client.address_label, now, words=_address_words(client.address))
     if name:
-        check(data_root, name_key_of(name, client.browser), f"the name “{name}” in this browser", now)
+        check(data_root, name_key_of(name, client.browser), f"“{name}” in this browser", now, words=_name_words(name))
         if not known_for_name:
-            check(data_root, name_key_of(name), f"the name “{name}” from browsers it has not signed in from", now)
+            check(data_root, name_key_of(name), _new_label(name), now, words=_new_browsers_words(name))
+
+
+def _new_label(name: str) -> str:
+    return f"the name “{name}” from browsers it has not signed in from"
 
 
 def failed_token(data_root, client: Client, now: float | None = None) -> str:
@@ -127,14 +132,70 @@ def failed_token(data_root, client: Client, now: float | None = None) -> str:
 
 
 def failed_passphrase(data_root, client: Client, name: str, now: float | None = None) -> str:
-    """Count a wrong passphrase for a claimed name; returns what the page says about what comes next."""
+    """Count a wrong passphrase for a claimed name (`name` as registered); returns what the page says about what
+    comes next (the lock it counts towards is this browser's: other browsers that signed in as the name are never
+    held back by it)."""
     _, known_for_name = _known(data_root, client.browser, name)
     _count_new_browser(data_root, client, now)
     failed(data_root, client.browser_key, client.browser_label, now)
     if not known_for_name:
-        failed(data_root, name_key_of(name), f"the name “{name}” from browsers it has not signed in from", now)
+        failed(data_root, name_key_of(name), _new_label(name), now)
     key = name_key_of(name, client.browser)
-    return failed(data_root, key, f"the name “{name}” in {client.browser_label}", now, shown=f"the name “{name}”")
+    return failed(
+        data_root, key, f"the name “{name}” in {client.browser_label}", now, shown=f"“{name}” in this browser"
+    )
+
+
+# What a paused or locked sign-in says, by what holds it: (while waiting, seconds) and (while locked, minutes, count).
+_UNLOCK = "or ask an admin to unlock it (the Class page)"
+
+
+def _browser_words(wait: int | None, minutes: int | None, count: int) -> str:
+    if minutes is not None:
+        return f"This browser is locked after {count} failed sign-ins: try again in about {minutes} min, {_UNLOCK}."
+    return f"Too many failed sign-ins from this browser: wait {wait} s and try again."
+
+
+def _name_words(name: str):
+    def words(wait: int | None, minutes: int | None, count: int) -> str:
+        if minutes is not None:
+            return (
+                f"“{name}” is locked in this browser after {count} wrong passphrases: try again in about {minutes} "
+                f"min, {_UNLOCK}. A browser that has signed in as {name} before is not held back."
+            )
+        return f"Too many wrong passphrases for “{name}” in this browser: wait {wait} s and try again."
+
+    return words
+
+
+def _new_browsers_words(name: str):
+    def words(wait: int | None, minutes: int | None, count: int) -> str:
+        why = (
+            f"Someone has given {count} wrong passphrases for “{name}” from browsers that never signed in as that "
+            "name, so every such browser, this one included,"
+        )
+        if minutes is not None:
+            held = f"is locked out of “{name}” for about {minutes} min"
+        else:
+            held = f"waits {wait} s before trying it"
+        return (
+            f"{why} {held}. A browser that has signed in as {name} before is not held back: use one of those, wait, "
+            f"{_UNLOCK}."
+        )
+
+    return words
+
+
+def _address_words(address: str):
+    def words(wait: int | None, minutes: int | None, count: int) -> str:
+        held = f"are locked for about {minutes} min" if minutes is not None else f"wait {wait} s before each try"
+        return (
+            f"{count} browsers new to this Flora began failing to sign in from this address ({address}; a classroom "
+            f"behind one router shares it), so new browsers here {held}. A browser that has signed in here before "
+            f"is not held back: use one of those, wait, {_UNLOCK}."
+        )
+
+    return words
 
 
 def signed_in(data_root, client: Client, name: str, now: float | None = None) -> None:
@@ -171,8 +232,9 @@ def _known(data_root, browser: str, name: str | None) -> tuple[bool, bool]:
 # ----------------------------------------------------------------------------- one key
 
 
-def check(data_root, key: str, label: str, now: float | None = None) -> None:
-    """Raise SignInPaused when `key` may not try now (waiting after failures, or locked)."""
+def check(data_root, key: str, label: str, now: float | None = None, words=None) -> None:
+    """Raise SignInPaused when `key` may not try now (waiting after failures, or locked). `words(wait_s, lock_min,
+    count)`: what the message says (default: a sentence naming `label`)."""
     now = time.time() if now is None else now
     with closing(_connect(data_root)) as db:
         row = db.execute("SELECT count, last_at, locked_until FROM failures WHERE key = ?", (key,)).fetchone()
@@ -181,15 +243,17 @@ def check(data_root, key: str, label: str, now: float | None = None) -> None:
     count, last_at, locked_until = row
     if locked_until > now:
         minutes = max(1, round((locked_until - now) / 60))
+        if words is not None:
+            raise SignInPaused(words(None, minutes, count))
         raise SignInPaused(
-            f"{_sentence(label)} is locked after {count} failed sign-ins: try again in about {minutes} min, or ask "
-            "an admin to unlock it (the Class page)."
+            f"{_sentence(label)} is locked after {count} failed sign-ins: try again in about {minutes} min, {_UNLOCK}."
         )
     wait = _wait_after(count, _rule(key))
     if last_at + wait > now:
-        raise SignInPaused(
-            f"Too many failed sign-ins for {label}: wait {int(last_at + wait - now) + 1} s and try again."
-        )
+        seconds = int(last_at + wait - now) + 1
+        if words is not None:
+            raise SignInPaused(words(seconds, None, count))
+        raise SignInPaused(f"Too many failed sign-ins for {label}: wait {seconds} s and try again.")
 
 
 def failed(data_root, key: str, label: str, now: float | None = None, shown: str | None = None) -> str:
@@ -231,6 +295,21 @@ def succeeded(data_root, key: str) -> None:
     """A right sign-in clears the key's count."""
     with closing(_connect(data_root)) as db:
         db.execute("DELETE FROM failures WHERE key = ?", (key,))
+
+
+def forget_name(data_root, name: str) -> int:
+    """Forget every count kept for `name` (in each browser, and from new browsers) and the browsers remembered for it:
+    after an admin resets or removes it, whoever signs in with it next starts clean. Returns the counts forgotten."""
+    key = name_key(name)
+    with closing(_connect(data_root)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        forgotten = db.execute(
+            "DELETE FROM failures WHERE key = ? OR substr(key, 1, ?) = ?",
+            (name_key_of(name), len(f"name:{key}|browser:"), f"name:{key}|browser:"),
+        ).rowcount
+        db.execute("DELETE FROM browsers WHERE name = ?", (key,))
+        db.execute("COMMIT")
+    return forgotten
 
 
 def unlock(data_root, key: str) -> bool:

@@ -133,3 +133,9 @@ def last_seen(data_root) -> dict[str, float]:
     """When each person last used a page (names never seen are absent)."""
     with SharedStore.of_data(data_root).read(PRESENCE) as db:
         return {str(name): float(seen) for name, seen in db.execute("SELECT name, seen FROM presence")}
+
+
+def forget_presence(data_root, name: str) -> None:
+    """Forget when `name` was last seen (a removed name leaves the Class page's list unless it owns runs)."""
+    with SharedStore.of_data(data_root).write(PRESENCE) as db:
+        db.execute("DELETE FROM presence WHERE name = ?", (name,))

@@ -20,3 +20,11 @@ def tracking_uri(explicit: str | None = None) -> str | None:
     """Where to log: `explicit` (--track), else $MLFLOW_TRACKING_URI, else None (no tracking)."""
     value = explicit if explicit is not None else os.environ.get(TRACKING_ENV)
     return value.strip() or None if value else None
+
+
+def run_url(uri: str, entry: dict) -> str | None:
+    """The MLflow web page of a logged run (`entry`: {"run_id", "experiment_id"}, as a run's status keeps it
+    under its tracking URI), for a tracking server reached over http(s); None for a local store."""
+    if not uri.startswith(("http://", "https://")) or not entry.get("run_id") or not entry.get("experiment_id"):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{entry['experiment_id']}/runs/{entry['run_id']}"

@@ -24,7 +24,10 @@ from typing import Any
 from core.fileio import read_jsonl
 from core.processes import JobState
 from core.results.probabilities.calibration import stored_temperature
-from core.runs.record import METRICS_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
+from core.runs.store import RunStore
+from core.tracking import run_url
 from core.tracking.pictures import confusion_png, curves_png
 
 log = logging.getLogger("flora")
@@ -54,8 +57,43 @@ def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def track_run(store: RunStore, run_id: str, uri: str) -> dict[str, Any]:
+    """Log the ended run `run_id` to `uri` once, and keep the MLflow run's id in its status (`mlflow`, by URI):
+    a run already logged there is not logged again. What `core train --json` says under "mlflow": the tracking
+    URI, the MLflow run and experiment ids, `already_logged`, the MLflow page's `url` (an http server), or the
+    `error` that kept it from being logged (logged as a warning: tracking never fails a run)."""
+    run = store.get(run_id)
+    known = (run.status.mlflow or {}).get(uri)
+    if known:
+        log.info("MLflow: run %s was already logged at %s as %s: not logged again", run_id, uri, known["run_id"])
+        return tracked(uri, known, already=True)
+    try:
+        mlflow_id, experiment_id = _log_run(run, uri)
+    except Exception as e:  # a server down, refused, or an MLflow error: the run itself is fine
+        error = f"{type(e).__name__}: {e}"
+        log.warning("MLflow: could not log run %s: %s (the same command with --track logs it later)", run_id, error)
+        return {"tracking_uri": uri, "run_id": None, "already_logged": False, "error": error}
+    entry = {"run_id": mlflow_id, "experiment_id": experiment_id}
+    store.set_status(run_id, mlflow={**(store.get(run_id).status.mlflow or {}), uri: entry})
+    return tracked(uri, entry, already=False)
+
+
+def tracked(uri: str, entry: dict[str, Any], already: bool) -> dict[str, Any]:
+    result = {"tracking_uri": uri, "run_id": entry["run_id"], "experiment_id": entry.get("experiment_id")}
+    result["already_logged"] = already
+    url = run_url(uri, entry)
+    if url:
+        result["url"] = url
+    return result
+
+
 def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
     """Log `run` (ended: done, stopped or failed) to the tracking server at `uri`; the MLflow run id."""
+    return _log_run(run, uri, parent_run_id)[0]
+
+
+def _log_run(run: Run, uri: str, parent_run_id: str | None = None) -> tuple[str, str]:
+    """`log_run`: the MLflow run id and its experiment's id."""
     import mlflow
     from mlflow.entities import Metric
 
@@ -68,7 +106,7 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=run.run_id, tags=tags) as active:
         mlflow_id = active.info.run_id
         mlflow.log_params(flat_settings(run.train_config.to_dict()))
-        epochs = [row for row in read_jsonl(run.path(METRICS_FILE)) if row.get("kind") == "epoch"]
+        epochs = [row for row in read_jsonl(run_files(run).metrics) if row.get("kind") == "epoch"]
         metrics = [
             Metric(name, float(row[name]), int(float(row.get("time", 0)) * 1000), int(row["epoch"]))
             for row in epochs
@@ -88,7 +126,7 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
             }
             (folder / "curves.png").write_bytes(curves_png(curves, f"run {run.run_id}"))
             mlflow.log_artifact(str(folder / "curves.png"))
-            mlflow.log_artifact(str(run.path(METRICS_FILE)))
+            mlflow.log_artifact(str(run_files(run).metrics))
             if run.has_evaluation:
                 _log_evaluation(run, folder)
             if run.has_model:
@@ -96,7 +134,7 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
         mlflow.set_tag("flora.finished", str(run.state.value))
     client.set_terminated(mlflow_id, STATUS.get(run.state, "FINISHED"))
     log.info("MLflow: run %s logged as %s at %s", run.run_id, mlflow_id, uri)
-    return mlflow_id
+    return mlflow_id, str(experiment.experiment_id)
 
 
 def _log_evaluation(run: Run, folder: Path) -> None:

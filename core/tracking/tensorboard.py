@@ -12,13 +12,12 @@ import logging
 import math
 import os
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 from PIL import Image
 
-from core.runs.record import TENSORBOARD_DIR
+from core.runs.files import run_files
 from core.tracking.pictures import confusion_png
 from core.train.callbacks import learning_rate
 
@@ -31,7 +30,7 @@ class EventWriter:
     def __init__(self, run_dir: str | os.PathLike):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        folder = Path(run_dir) / TENSORBOARD_DIR
+        folder = run_files(run_dir).tensorboard
         folder.mkdir(parents=True, exist_ok=True)
         self._writer = EventFileWriter(str(folder))
 

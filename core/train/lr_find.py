@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.data.datasets import DatasetError, DatasetIndex
+from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, without_cuda_noise
 from core.errors import Unavailable
 from core.settings.config import ConfigError, TrainConfig
 
@@ -289,7 +290,6 @@ def find_learning_rate(
         raise ConfigError("the fine-tune range test needs unfreeze_stages >= 1 (there is nothing to fine-tune)")
     if len(index.classes) < 2:
         raise DatasetError(f"a range test needs at least 2 classes; {index.root} has {len(index.classes)}")
-    from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, without_cuda_noise
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
         import keras  # heavy: keras

@@ -24,7 +24,7 @@ from core.device import DeviceInfo, recommended_batch_size
 from core.errors import Cancelled
 from core.network.graph import features_and_logits_model, head_logits_model
 from core.network.model import backbone_of, head_of
-from core.runs.record import CHECKPOINT_FILE
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.tracking.tensorboard import TensorBoardLogger
@@ -199,7 +199,7 @@ class Trainer:
         initial_epoch = self.counter.epochs_done
         epochs = initial_epoch + (config.epochs if phase == 1 else config.fine_tune_epochs)
         self.best.track(self.model)
-        self.best.checkpoint = self.job.run_dir / CHECKPOINT_FILE  # epochs are slow here: keep the best on disk
+        self.best.checkpoint = run_files(self.job.run_dir).checkpoint  # epochs are slow here: keep the best on disk
         self.report("training" if phase == 1 else "fine-tuning", force=True)
         steps = min(self.job.max_steps, len(train)) if self.job.max_steps else None
         total_steps = (steps or len(train)) * (epochs - initial_epoch)

@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import sharing
+from core.errors import InvalidInput
 from core.sharing import LOCAL, User, attempts, clients, people, sessions
 from pages.ui import common, plain
 
@@ -188,9 +189,8 @@ def _token_sign_in() -> None:
         token = st.text_input("Access token", value=given, type="password", key="flora_token_field")
         name = st.text_input(
             "Your name",
-            key="flora_name_field",
-            max_chars=60,
-            help="Your runs are recorded under it; others see them read-only.",
+            key="flora_name_field",  # no max_chars: the page drops a longer pasted value, and the rule says why
+            help=f"Your runs are recorded under it; others see them read-only. A name is {people.NAME_RULE}.",
         )
         passphrase = st.text_input(
             "Your passphrase",
@@ -205,8 +205,11 @@ def _token_sign_in() -> None:
 
 def _try_sign_in(data_root, token: str, name: str, passphrase: str, expected, admin_token) -> None:
     client = _client()
-    try:
-        attempts.check_sign_in(data_root, client, name or None)
+    if not token:
+        st.error("Type the access token: your instructor has it, or the link they sent.", icon=":material/key:")
+        return
+    try:  # the name as registered ("BOB" is bob's): the pause is counted and named by it
+        attempts.check_sign_in(data_root, client, people.registered_name(data_root, name) if name else None)
     except attempts.SignInPaused as e:
         st.error(plain.md(e), icon=":material/timer:")
         return
@@ -220,13 +223,11 @@ def _try_sign_in(data_root, token: str, name: str, passphrase: str, expected, ad
         return
     try:
         name = people.claim_name(data_root, name, passphrase, owners=common.work_owners())
-    except people.NameTaken as e:
-        note = ""
-        if "another passphrase" in str(e):  # a wrong passphrase for a claimed name counts; a reserved one does not
-            note = attempts.failed_passphrase(data_root, client, name)
+    except people.WrongPassphrase as e:  # a wrong passphrase for a claimed name counts; a reserved one does not
+        note = attempts.failed_passphrase(data_root, client, e.registered)
         st.error(plain.md(f"{e} {note}".strip()), icon=":material/badge:")
         return
-    except ValueError as e:  # a passphrase too short
+    except (people.NameTaken, InvalidInput) as e:  # reserved, a look-alike, a name the rule refuses, a short passphrase
         st.error(plain.md(e), icon=":material/badge:")
         return
     attempts.signed_in(data_root, client, name)

@@ -209,6 +209,12 @@ def shown_path(path: str | os.PathLike, argument: bool = False) -> str:
     return paths.relative_to_data(path, data_root(), named=not argument) if shared() else str(path)
 
 
+def shown_log(text: str) -> str:
+    """A log's text as a page shows it: whole on a Flora used by one person; on a shared one, no server path (paths
+    in the data folder from it on, others cut to their last part: core.paths.hide_server_paths)."""
+    return paths.hide_server_paths(text, data_root()) if text and shared() else text
+
+
 def shared() -> bool:
     """Whether this Flora is shared (core.sharing): listening beyond loopback, or FLORA_SHARED=1."""
     return sharing.is_shared(listen_address() or "0.0.0.0")

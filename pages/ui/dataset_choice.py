@@ -33,17 +33,34 @@ def _scan_cached(path: str, stamp: float) -> DatasetIndex:
     return scan_dataset(path, max_files=data_roots.SCAN_MAX_FILES, max_seconds=data_roots.SCAN_MAX_SECONDS)
 
 
-def scan(path: str | os.PathLike) -> DatasetIndex:
-    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds.
+def scan(path: str | os.PathLike, typed: str | None = None) -> DatasetIndex:
+    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds;
+    `typed`: the folder as the person wrote it, which a refusal names (on a shared Flora no server path shows).
 
     Raises:
         OutsideDataRoots: the folder is not under a data root.
         DatasetError (ScanLimit): not a dataset, or the scan stopped at its bound.
     """
-    path = data_roots.check_inside(path, roots())
+    path = data_roots.check_inside(path, roots(), shown=shown_path, typed=typed if shared() else None)
     index = _scan_cached(str(path), _folder_stamp(path))
-    data_roots.check_links(index.root, index.links, roots())
+    data_roots.check_links(index.root, index.links, roots(), shown=shown_path)
     return index
+
+
+def typed_folder(typed: str) -> Path:
+    """A folder typed on a page: a short path from the data folder (core.data.roots.typed_folder)."""
+    return data_roots.typed_folder(typed, data_root())
+
+
+def linked_out() -> list[str]:
+    """The folders in the data folder that are links out of the data roots (`data/linkds -> /elsewhere`): left out
+    of every list, which an admin is told so the dataset does not go missing in silence."""
+    allowed, root = roots(), data_root()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_symlink() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [p.name for p in folders if p.is_dir() and not data_roots.inside(p, allowed)]
 
 
 def roots() -> list[Path]:
@@ -168,12 +185,12 @@ def outside_reason(path: str | os.PathLike) -> str | None:
     return "outside the data folders this Flora reads"
 
 
-def try_scan(path: str | None) -> DatasetIndex | None:
-    """Scan, or show why not and return None."""
+def try_scan(path: str | os.PathLike | None, typed: str | None = None) -> DatasetIndex | None:
+    """Scan, or show why not and return None (`typed`: as scan)."""
     if not path:
         return None
     try:
-        return scan(path)
+        return scan(path, typed)
     except (DatasetError, data_roots.OutsideDataRoots) as e:
         st.error(plain.md(e), icon=":material/folder_off:")
         return None

@@ -68,7 +68,7 @@ def task_panel(run: Run, kind: str, start_label: str, key: str) -> None:
         return
     if status is not None and status.state is JobState.FAILED:
         st.error(f"The last attempt failed: {plain.md(status.error or 'no reason recorded')}", icon=":material/error:")
-        log = run_tasks.task_folder(run, kind).log_tail(20)
+        log = common.shown_log(run_tasks.task_folder(run, kind).log_tail(20))
         if log:
             with st.expander("Its log", icon=":material/description:"):
                 st.code(log, language=None)

@@ -172,6 +172,30 @@ def example_of(run_id: str | None) -> tuple[str, str]:
     return found, f"{where} {plain.md(run.dataset_name)}; any photo of its classes ({classes}) works the same"
 
 
+def sets_words(run_id: str) -> str:
+    """What `prediction_set=0.9` adds: the promise (an average over many photos, not each one) beside what the run's
+    held-out photos measured at 90%, with their count."""
+    from core.results.probabilities import conformal, promise
+
+    run = next((r for r in runs if r.run_id == run_id), None)
+    sets = conformal.load(run.directory) if run is not None else None
+    said = (
+        "Add `&prediction_set=0.9` for each photo's prediction set (any level from 0.8 to 0.99; v2 clients pass the "
+        "request parameter `prediction_set`): the classes that, "
+        + promise.promise_words(0.9, bool(sets and sets.by_class))
+    )
+    if sets is None:
+        return said + "."
+    at = 0.9 if sets.at_level(0.9) else sets.level
+    right, photos, full = sets.held_record(at)
+    said += (
+        f". On this run's {photos} held-out test photos, sets at {at:.0%} held the right class "
+        f"{promise.held_words(right, photos, at)}"
+    )
+    every = promise.full_words(full / photos if photos else 0.0, len(sets.classes))
+    return said + (f"; {every}." if every else ".")
+
+
 def try_it(url: str, status, auth: bool) -> None:
     """Client snippets that name what the server serves (production first, then another alias, then a run) and a
     photo of that run's own dataset."""
@@ -203,11 +227,7 @@ def try_it(url: str, status, auth: bool) -> None:
     st.caption(f"The examples send {photo_words}.")
     curl, triton, tf = st.tabs(["curl", "tritonclient (Python)", "TF Serving REST"])
     curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}&top_k=3"', language="bash")
-    curl.caption(
-        "Add `&prediction_set=0.9` for each photo's prediction set: the classes that, over photos like the run's test "
-        "photos taken together, hold the right one at least 9 times in 10 (a promise about photos together, not each "
-        "one; any level from 0.8 to 0.99; v2 clients pass the request parameter `prediction_set`)."
-    )
+    curl.caption(sets_words(answering or model))
     triton.code(
         f"""{imports}
 client = triton.InferenceServerClient("{url.removeprefix("http://")}")

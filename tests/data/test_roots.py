@@ -113,3 +113,40 @@ def test_an_import_folder_outside_the_roots_reads_the_same_whether_it_exists_or_
     assert check_source("oxford-src", roots, base=data) == (data / "oxford-src").resolve()  # a name: in data/
     assert check_source(data / "oxford-src", roots) == (data / "oxford-src").resolve()
     assert check_source(data / "not-yet", roots) == (data / "not-yet").resolve()  # inside: the import says more
+
+
+def test_a_short_folder_is_read_from_the_data_folder_not_the_apps(tmp_path, monkeypatch):
+    """Walk of issue 38, item 12: the hint named the data folder `data`, yet `data/flowers30` was taken from the
+    folder the app started in and refused."""
+    from core.data.roots import typed_folder
+
+    data = tmp_path / "srv" / "data"
+    make_image_dataset(data / "flowers", {"rose": 2, "tulip": 2})
+    monkeypatch.chdir(tmp_path)
+    assert typed_folder("data/flowers", data) == data / "flowers"
+    assert typed_folder("flowers", data) == data / "flowers"
+    assert typed_folder(str(data / "flowers"), data) == data / "flowers"
+    assert typed_folder("~", data) == Path.home()
+    assert check_inside(typed_folder("data/flowers", data), [data.resolve()]) == (data / "flowers").resolve()
+
+
+def test_a_refusal_names_the_folder_as_typed_and_the_roots_as_shown(tmp_path):
+    """Walk of issue 38, item 1: "/root is outside the folders ... (/tmp/walk38/data)" told a student that the server
+    runs as root and where its data folder is."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "linkds").symlink_to(make_image_dataset(tmp_path / "elsewhere", {"a": 2, "b": 2}))
+
+    def shown(path):
+        return f"<{Path(path).name}>"
+
+    with pytest.raises(OutsideDataRoots) as refused:
+        check_inside(Path.home(), [data.resolve()], shown=shown, typed="~")
+    said = str(refused.value)
+    assert (
+        said.startswith("~ is outside the folders Flora may read datasets from (<data>)") and str(tmp_path) not in said
+    )
+    assert str(Path.home()) not in said.replace("~", "")
+    with pytest.raises(OutsideDataRoots) as link:
+        check_inside(data / "linkds", [data.resolve()], shown=shown, typed="data/linkds")
+    assert str(link.value).startswith("<linkds> is a link pointing outside") and str(tmp_path) not in str(link.value)

@@ -27,6 +27,7 @@ from core.export.npm import ORT_WEB, NpmError, NpmPackage, fetch
 from core.export.web import MODEL_JSON
 from core.results.probabilities import conformal
 from core.results.probabilities.calibration import run_temperature
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from tests.conftest import PROJECT_ROOT, TRAINED_COLORS, copy_run, write_class_image
 
@@ -123,6 +124,10 @@ def test_the_folder_holds_the_page_the_runtime_and_the_run_s_answers(web_export)
         stored = np.asarray([np.inf if v is None else v for v in np.atleast_1d(settings["sets"]["cuts"][str(level)])])
         np.testing.assert_allclose(stored, np.atleast_1d(cut))
     assert settings["ood"]["method"] in ("energy", "mahalanobis")
+    assert settings["ood"]["scale"] is not None and settings["ood"]["server_method"]
+    if settings["ood"]["server_method"] != settings["ood"]["method"]:  # the page says which it uses, and why
+        words = settings["ood"]["summary"]
+        assert "This page uses" in words and "Flora's own server uses" in words
     card = (folder / "card.html").read_text()
     assert run.run_id in card and all(name in card for name in run.classes)
     with zipfile.ZipFile(record["zip"]) as archive:
@@ -169,6 +174,15 @@ def _core_predict(store: RunStore, run_id: str, folder: Path) -> dict[str, dict]
     return {Path(row["path"]).name: row for row in rows}
 
 
+def _serve_with_the_pages_check(run, method: str) -> None:
+    """Where the run's server picked a method the page does not compute (kNN, the picture's statistics), core
+    predict is made to use the page's, on this test's copy of the run: the page's score is then the server's."""
+    files = run_files(run)
+    summary = json.loads(files.reference_summary.read_text())
+    summary["method"] = method
+    files.reference_summary.write_text(json.dumps(summary))
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export, tmp_path):
@@ -184,12 +198,15 @@ def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export,
         target.write_bytes(source.read_bytes())
         test_photos.append(target)
     photos = test_photos + held_out_photos(photos_dir, 20, extra=[LARGE_JPEG])
+    ood = json.loads((web_export["folder"] / MODEL_JSON).read_text())["ood"]
+    _serve_with_the_pages_check(run, ood["method"])
     expected = _core_predict(store, run.run_id, photos_dir)
 
-    cards, by_api, outside = classify_in_chromium(web_export["folder"], photos, tmp_path)
+    cards, by_api, outside, trust = classify_in_chromium(web_export["folder"], photos, tmp_path)
     assert outside == []
-    assert set(cards) == {p.name for p in photos}
-    ood = json.loads((web_export["folder"] / MODEL_JSON).read_text())["ood"]
+    assert [card["name"] for card in cards.values()] == [p.name for p in photos]  # in the order chosen
+    settings = json.loads((web_export["folder"] / MODEL_JSON).read_text())
+    the_page_says_how_far_to_trust_it(trust, settings, run)
     for photo in photos:
         row, card, answer = expected[photo.name], cards[photo.name], by_api[photo.name]
         want = {row[f"label_{i}"]: row[f"probability_{i}"] for i in range(1, 5)}
@@ -203,15 +220,43 @@ def test_the_page_answers_like_core_predict_with_the_network_blocked(web_export,
             assert max(abs(got[name] - p) for name, p in want.items()) <= TOLERANCE, (photo.name, got, want)
         assert answer["label"] == card["label"] == row["label_1"]
         assert answer["prediction_set"]["classes"] == row["prediction_set"].split(" | "), photo.name
+        assert card["shown_name"] == photo.name
+        the_set_is_said_with_what_it_measured(card, settings)
         score = answer["none_of_these"]["score"]
         assert score == pytest.approx(row["ood_score"], rel=1e-3, abs=1e-3), photo.name
         if abs(score - ood["threshold"]) > 1e-3 * max(1.0, abs(ood["threshold"])):
             assert answer["none_of_these"]["flag"] == row["out_of_distribution"], photo.name
 
 
-def classify_in_chromium(folder: Path, photos: list[Path], tmp_path: Path) -> tuple[dict, dict, list[str]]:
+def the_set_is_said_with_what_it_measured(card: dict, settings: dict) -> None:
+    """The set's sentence: the coverage measured on held-out photos at its level (not the level itself), 'cannot
+    tell' for a set of every class, 'one class' for one."""
+    sets, text = settings["sets"], card["set_text"]
+    measured = sets["measured"]["90"]["coverage"]
+    assert f"held the right class {100 * measured:.1f}% of the time" in text, text
+    assert f"{sets['held_out_photos']} held-out test photos" in text, text
+    if len(card["set"]) == len(settings["classes"]):
+        assert "cannot tell" in text, text
+    elif len(card["set"]) == 1:
+        assert f"one class, {card['set'][0]}." in text, text
+
+
+def the_page_says_how_far_to_trust_it(trust: str, settings: dict, run) -> None:
+    """Once near the top: test accuracy beside chance, a random start said plainly, the check's own summary."""
+    from core.results.evaluation.metrics import Evaluation
+
+    evaluation = Evaluation.load(run.directory)
+    assert f"Test accuracy {100 * evaluation.accuracy():.1f}% on {len(evaluation.labels)} photos" in trust, trust
+    assert f"guessing would get {100 / len(run.classes):.1f}%" in trust, trust
+    assert settings["trust"]["random_start"] and "started from random weights" in trust, trust
+    assert settings["ood"]["summary"] in trust, trust
+    assert ("misses most images from elsewhere" in trust) == settings["ood"]["weak"], trust
+
+
+def classify_in_chromium(folder: Path, photos: list[Path], tmp_path: Path) -> tuple[dict, dict, list[str], str]:
     """The page served from `folder` on loopback with every other request blocked: each photo through the file
-    input (the cards) and through floraClassify (`by_api`), and the requests that were refused."""
+    input (the cards, in the page's order) and through floraClassify (`by_api`), the requests that were refused,
+    and what the page says near its top about how far to trust it."""
     from playwright.sync_api import sync_playwright
 
     from tests.test_browser import chromium_path
@@ -241,8 +286,10 @@ def classify_in_chromium(folder: Path, photos: list[Path], tmp_path: Path) -> tu
             cards = page.evaluate(
                 "() => Array.from(document.querySelectorAll('.result')).map(c => ({name: c.dataset.name, "
                 "label: c.dataset.label, probabilities: JSON.parse(c.dataset.probabilities || '{}'), "
-                "error: c.dataset.error || null}))"
+                "error: c.dataset.error || null, shown_name: c.querySelector('.file').textContent, "
+                "set: JSON.parse(c.dataset.set || '[]'), set_text: (c.querySelector('.set') || {}).textContent}))"
             )
+            trust = page.inner_text("#trust")
             by_api = {}
             for photo in photos:
                 kind = "jpeg" if photo.suffix == ".jpg" else "png"
@@ -256,7 +303,7 @@ def classify_in_chromium(folder: Path, photos: list[Path], tmp_path: Path) -> tu
             browser.close()
     finally:
         server.shutdown()
-    return {card["name"]: card for card in cards}, by_api, outside
+    return {card["name"]: card for card in cards}, by_api, outside, trust
 
 
 @pytest.mark.slow
@@ -281,7 +328,7 @@ def test_the_page_averages_the_views_where_the_run_uses_them(trained_run, tmp_pa
     assert settings["tta"]["views"] == len(tta.VIEWS)
     photos = held_out_photos(tmp_path / "photos", 8)
     expected = _core_predict(store, run.run_id, tmp_path / "photos")
-    cards, by_api, outside = classify_in_chromium(tmp_path / "site" / "web", photos, tmp_path)
+    cards, by_api, outside, _ = classify_in_chromium(tmp_path / "site" / "web", photos, tmp_path)
     assert outside == []
     for photo in photos:
         row, answer = expected[photo.name], by_api[photo.name]
@@ -289,3 +336,76 @@ def test_the_page_averages_the_views_where_the_run_uses_them(trained_run, tmp_pa
         assert answer["views"] == len(tta.VIEWS)
         for got in (cards[photo.name]["probabilities"], answer["probabilities"]):
             assert max(abs(got[name] - p) for name, p in want.items()) <= TOLERANCE, (photo.name, got, want)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_photo_buttons_wait_for_the_model_and_early_photos_wait_too(web_export, tmp_path):
+    """While the model loads (held back here), the photo buttons, the camera and the level are off and the status
+    says so; a photo given to floraClassify meanwhile is answered once the model comes, not refused."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import chromium_path
+
+    folder = web_export["folder"]
+    photo = held_out_photos(tmp_path / "photos", 1)[0]
+    server = _serve(folder.parent)
+    base = f"http://127.0.0.1:{server.server_address[1]}/{folder.name}/"
+    held: list = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+
+            def hold_the_model(route):
+                if not route.request.url.startswith(base):
+                    route.abort()
+                elif route.request.url.endswith(".onnx"):
+                    held.append(route)
+                else:
+                    route.continue_()
+
+            page.route("**/*", hold_the_model)
+            page.goto(base + "index.html")
+            for _ in range(600):  # the runtime's WebAssembly first, then the model (held)
+                if held:
+                    break
+                page.wait_for_timeout(100)
+            assert held, "the page asked for no model"
+            assert page.get_attribute("body", "data-ready") is None
+            for control in ("#photos", "#snapshot", "#camera", "#level"):
+                assert page.is_disabled(control), control
+            assert "Loading the model" in page.inner_text("#status")
+            source = f"data:image/png;base64,{base64.b64encode(photo.read_bytes()).decode()}"
+            page.evaluate(
+                "(src) => { const img = new Image(); img.src = src; window.early = img.decode()"
+                ".then(() => floraClassify(img, {topK: 2})).then(a => a.label, e => 'error: ' + e.message); }",
+                source,
+            )
+            page.wait_for_timeout(300)
+            for route in held:
+                route.continue_()
+            page.wait_for_selector("body[data-ready]", state="attached", timeout=90_000)
+            assert page.get_attribute("body", "data-ready") == "true", page.inner_text("#status")
+            for control in ("#photos", "#snapshot", "#camera", "#level"):
+                assert page.is_enabled(control), control
+            label = page.evaluate("() => window.early")
+            assert label in web_export["run"].classes, label
+            browser.close()
+    finally:
+        server.shutdown()
+
+
+def test_the_page_keeps_the_runs_check_where_it_can_and_else_takes_the_better_of_its_two():
+    from types import SimpleNamespace
+
+    from core.export.web import page_method
+
+    evidence = {
+        "energy": {"selection_caught": 0.4, "selection_auroc": 0.8},
+        "mahalanobis": {"selection_caught": 0.7, "selection_auroc": 0.7},
+        "knn + image statistics": {"selection_caught": 0.9, "selection_auroc": 0.9},
+    }
+    assert page_method(SimpleNamespace(method="energy", evidence=evidence)) == "energy"
+    assert page_method(SimpleNamespace(method="knn + image statistics", evidence=evidence)) == "mahalanobis"
+    assert page_method(SimpleNamespace(method="image statistics", evidence={})) == "energy"  # nothing known: cheaper

@@ -92,9 +92,12 @@ def test_invalid_dataset_names_say_why(name, message):
 
 def test_existing_name_is_taken_unless_overwriting(tmp_path):
     (tmp_path / "flowers").mkdir()
-    with pytest.raises(ImportRejected, match="already exists"):
+    with pytest.raises(ImportRejected, match="already exists") as clash:
         validate_dataset_name("flowers", tmp_path)
     assert validate_dataset_name("flowers", tmp_path, overwrite=True) == "flowers"
+    # walk of issue 38, items 1 and 14: the page showed the server's data folder and offered a replace it has not
+    assert str(tmp_path) not in str(clash.value) and "or replace it" not in str(clash.value)
+    assert "choose another name (the command line's --force replaces it)" in str(clash.value)
 
 
 # ----------------------------------------------------------------------------- zip
@@ -331,6 +334,7 @@ def _colour_features(path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     """What a new user without a network does: draw the demo set, train with random weights, evaluate."""
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -339,7 +343,7 @@ def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     store = RunStore(tmp_path / "models")
     config = TrainConfig(image_size=64, weights="none", epochs=8, batch_size=32, head=(64,), seed=1)
     submission = jobs.submit(store, result.path, config)
-    jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     status = store.get(submission.run_id).status
     assert status.state == "done" and status.accuracy >= 0.5, status  # chance is 0.2
 

@@ -117,7 +117,7 @@ def test_a_run_without_analysis_offers_to_compute_it(app, workspace, tmp_path):
 
 
 def test_serve_links_old_vs_new_to_the_compare_page(app, workspace, tmp_path):
-    from core.retrain import RETRAIN_FILE
+    from core.runs.record import RETRAIN_FILE
 
     models, first = two_runs(workspace, tmp_path)
     (models / SECOND / RETRAIN_FILE).write_text(json.dumps({"from": first}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.results.probabilities import calibration
+from core.runs.files import run_files
 from core.runs.record import ANALYSIS_FILE
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
@@ -51,7 +52,7 @@ def old_run_models(workspace, tmp_path):
     copy_run(workspace["models"], models)
     run_dir = models / workspace["run_id"]
     (run_dir / ANALYSIS_FILE).unlink()
-    (run_dir / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+    run_files(run_dir).calibration.unlink(missing_ok=True)
     return models
 
 

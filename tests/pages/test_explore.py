@@ -301,6 +301,12 @@ def test_a_mark_on_a_classmates_run_is_a_proposal_its_owner_accepts(own_run, wor
     gary.button(key=f"explore_issue_{row}_exclude").click().run()
     assert Corrections.load(workspace["data"], run.dataset_path, "Gary").action(first.path) == "exclude"
     assert Corrections.load(workspace["data"], run.dataset_path, "local").action(first.path) is None  # not local's
+    # walk of issue 38, item 11: the row said only "✓ excluded"
+    said = [c.value for c in gary.caption if c.value.startswith("Your mark, and a proposal to local")]
+    assert said == [
+        "Your mark, and a proposal to local: their runs apply it only if they accept it; your own next "
+        "run on this dataset applies it."
+    ]
     teacher = signed_in("Oak", admin=True)
     inbox = next(e for e in teacher.expander if e.label.startswith("Proposed corrections for local's runs: 1"))
     assert "proposed by **Gary**" in " ".join(m.value for m in inbox.markdown)

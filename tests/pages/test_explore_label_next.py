@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -157,3 +158,72 @@ def test_a_dataset_without_unlabelled_photos_says_how_to_add_them(app, workspace
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "no unlabelled photos" in texts(at) and "unlabelled" in texts(at)
+
+
+def test_a_click_during_the_retrain_leaves_the_summary_of_the_batch_that_was_labelled(app, own, monkeypatch):
+    from streamlit.runtime.state.session_state import SessionState
+
+    from pages.ui.explore import label_next as page
+
+    # A click on the greyed page while the head retrains starts another run of the page at once (Streamlit's fast
+    # reruns) while the first one is still retraining: both find the finished batch, both retrain.
+    monkeypatch.setattr(SessionState, "_remove_stale_widgets", lambda self, active: None)
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    first = own["classes"][0]
+    drawn = {b.key: b for b in at.button}
+
+    def click(key):
+        states = at._tree.get_widget_states()
+        states.widgets.append(drawn[key].click()._widget_state)
+        at._run(states)
+        assert not at.exception, [e.value for e in at.exception]
+
+    retrains, real = [], page.workbench
+
+    def retrain_meanwhile_clicked(*args, **kwargs):
+        retrains.append(1)
+        if len(retrains) == 1:
+            click(f"label_next_b1_4_{first}")  # the second run of the page, made while this one retrains
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(page, "workbench", retrain_meanwhile_clicked)
+    for i in range(5):
+        click(f"label_next_b1_{i}_{first}")
+    assert len(retrains) == 2, "both runs of the page retrained"
+    assert len(Unlabelled.load(own["data_root"], own["dataset"]).labelled) == 5
+    assert "Last batch: 5 labelled, 0 set aside, 0 skipped." in texts(at)
+    assert at.session_state[f"label_next_{own['run_id']}"]["batch"] == 2, "one new batch, not two"
+
+
+def test_a_run_trained_after_photos_were_labelled_here_counts_them_among_its_labelled_photos(app, own, monkeypatch):
+    from core.results.label_next.data import UnlabelledFeatures
+    from core.results.train_features import TrainFeatures, training_features
+
+    run, classes = own["run"], own["run"].classes
+    label_next_tasks.compute("label-next", run, own["data_root"])
+    train, computed = training_features(run, own["data_root"]), UnlabelledFeatures.load(run.directory)
+    waiting = Unlabelled.load(own["data_root"], own["dataset"])
+    early = waiting.pending[:2]
+    for path in early:
+        waiting.label(path, classes[0], classes)
+    # What a run trained after these labels stores: its training split holds the two copies.
+    rows = [computed.paths.index(p) for p in early]
+    record = Unlabelled.load(own["data_root"], own["dataset"]).record
+    TrainFeatures(
+        np.concatenate([train.features, computed.features[rows]]),
+        np.concatenate([train.labels, [0, 0]]),
+        [*train.paths, *(record[p]["to"] for p in early)],
+    ).save(run.directory)
+    at = _open(app, own, monkeypatch)
+    photos = len(train.paths) + 2
+    assert f"retrained on {photos} labelled photos (2 of them labelled here)" in texts(at)
+    assert len(at.session_state[f"label_next_{own['run_id']}"]["picks"]) == 6, "every photo still waiting"
+    for key in [f"label_next_b1_{i}_{classes[1]}" for i in range(5)] + ["label_next_b1_5_skip"]:
+        at.button(key=key).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Last batch: 5 labelled, 0 set aside, 1 skipped." in shown and "7 labelled here (copied" in shown
+    assert f"retrained on {photos + 5} labelled photos (7 of them labelled here)" in shown

@@ -81,3 +81,6 @@ def test_a_list_close_to_chance_whose_top_beats_it_gets_one_verdict(app, workspa
     assert "times as many" in review.supported_why and review.supported_why in texts(at)
     nothing = LabelReview([], 75, {"train": 75}, "test", trust={**weak, "depth": 0}, supported=0)
     assert "The ranking is close to chance: review by eye" in trust_words(nothing, random_start=False)[1]
+    # walk of issue 38, item 16: "(a random order would put about 0 there)" beside "1 of the flips came among..."
+    lucky = LabelReview([], 75, {"train": 75}, "test", trust={**weak, "found": 1, "chance": 0.3}, supported=0)
+    assert "(a random order would put about 0.3 there)" in trust_words(lucky, random_start=False)[1]

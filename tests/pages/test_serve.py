@@ -246,3 +246,29 @@ def test_the_web_export_is_made_and_offered_from_the_serve_page(app, workspace, 
     folder = models / workspace["run_id"] / "exports" / "web"
     assert (folder / "index.html").is_file() and (folder / "vendor" / "ort.wasm.min.js").is_file()
     assert any(b.label == "Download web" for b in at.get("download_button"))
+
+
+def test_the_snippets_state_the_set_promise_as_an_average_beside_the_held_out_count(app, workspace, tmp_path):
+    """Before: 'hold the right one at least 9 times in 10' while the run's held-out sets held 16 of 18 (89%)."""
+    import json
+
+    from core.results.probabilities import conformal
+
+    models = copy_store(workspace, tmp_path)
+    run_id = workspace["run_id"]
+    conformal.fit_run(models / run_id, level=0.8, method="aps")
+    stored = models / run_id / "conformal.json"
+    data = json.loads(stored.read_text())
+    data["by_level"]["90"]["by_size"] = {"1": [5, 7], "4": [11, 11]}  # the walk's figures: 16 of 18 right
+    stored.write_text(json.dumps(data))
+    running_server(models, run_id, [run_id], {run_id: run_id})
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at)
+    assert "at least 9 times in 10" not in said
+    assert "on average over many photos like the calibration ones (half of the run's test photos), sets at 90%" in said
+    assert (
+        "On this run's 18 held-out test photos, sets at 90% held the right class 16 of 18 (89%): below 90%, but "
+        "within the sampling slack" in said
+    )
+    assert "on 61% of photos the set holds all 4 classes" in said

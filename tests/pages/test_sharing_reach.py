@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.paths import imagenet_weights_cached
 from pages.ui.navigation import page_file
-from tests.conftest import make_image_dataset
+from tests.conftest import copy_run, make_image_dataset
 from tests.pages.conftest import APP, texts
 
 TOKEN, ADMIN_TOKEN = "class-token-12345", "oak-admin-token-456"
@@ -213,3 +213,45 @@ def test_a_link_to_train_a_run_on_photos_outside_the_roots_says_so(shared, works
     assert not at.exception
     assert any("dataset is outside the data folders this Flora reads: nothing to fill" in w.value for w in at.warning)
     assert "linkds" not in " ".join(at.selectbox(key="train_dataset").options)
+
+
+def test_short_folders_and_refusals_and_logs_show_no_server_path(shared, workspace, monkeypatch, tmp_path):
+    """Walk of issue 38, items 1 and 12: `data/flowers30` (the hint's own spelling) was refused as
+    "/work/walk38/data/flowers30 is outside..."; `~` answered "/root is outside..."; a run's log showed the data
+    folder's server path."""
+    models = tmp_path / "models"
+    run_dir = copy_run(workspace["models"] / workspace["run_id"], models / workspace["run_id"])
+    with (run_dir / "train.log").open("a") as log:  # the lines the walk saw, on this data folder
+        log.write(f"run x: 150 images in 2 classes from {shared.data / 'flowers'}\n")
+        log.write(f"decoding 150 photos at 224 px into {shared.data / '.cache' / '291a'} (3 MB)\n")
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(models))
+    at = shared()
+    server = str(shared.data.parent)
+    at.switch_page(page_file("dataset")).run()
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    for typed in ("data/flowers", "flowers"):
+        at.text_input(key="dataset_folder").set_value(typed).run()
+        assert not at.exception and not at.error, errors(at)
+        assert [m.value for m in at.metric if m.label == "Classes"] == ["2"]
+    for typed, named in (("~", "~"), ("data/linkds", "data/linkds")):
+        at.text_input(key="dataset_folder").set_value(typed).run()
+        [refused] = errors(at)
+        assert refused.startswith(f"{named} is ") and "(data)" in refused, refused
+        assert server not in refused and str(Path.home()) + " " not in refused and str(shared.outside) not in refused
+    at.switch_page(page_file("train"))
+    at.query_params["train_run"] = workspace["run_id"]
+    at.run()
+    [log] = [c.value for c in at.code if "images in" in c.value]
+    assert "from data/flowers" in log and "into data/.cache/291a" in log and server not in log, log
+
+
+def test_an_admin_is_told_which_linked_dataset_no_list_offers(shared):
+    """Walk of issue 38, item 13: `data/linkds` was in no picker and no view, with no note for the instructor."""
+    student = shared()
+    student.switch_page(page_file("dataset")).run()
+    assert not [w for w in student.warning if "linkds" in w.value]
+    admin = shared("Oak", admin=True)
+    admin.switch_page(page_file("dataset")).run()
+    [note] = [w.value for w in admin.warning if "linkds" in w.value]
+    assert note.startswith("Not offered to anyone: `linkds` in the data folder is a link to a folder outside")
+    assert str(shared.outside) not in note and "FLORA_DATA_ROOTS" in note

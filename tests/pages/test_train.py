@@ -25,6 +25,19 @@ def test_runs_tab_shows_the_finished_run_with_its_curves(app, workspace):
     assert "epoch" in charts[0].proto.spec
 
 
+def test_a_run_logged_to_mlflow_shows_its_mlflow_run_with_a_link(app, workspace):
+    store, run_id = workspace["store"], workspace["run_id"]
+    before = store.get(run_id).status.mlflow
+    uri = "http://127.0.0.1:5999"
+    store.set_status(run_id, mlflow={uri: {"run_id": "abc123", "experiment_id": "7"}})
+    try:
+        at = app("train")
+        shown = [c.value for c in at.caption]
+        assert f"Logged to MLflow at `{uri}`: [MLflow run abc123](<{uri}/#/experiments/7/runs/abc123>)" in shown
+    finally:
+        store.set_status(run_id, mlflow=before)
+
+
 def _new_run_tab(app, models_dir=None):
     at = app("train", models_dir=models_dir)
     at.session_state["train_tab"] = "New run"

@@ -45,7 +45,7 @@ def test_a_guesser_clearing_cookies_never_locks_the_owners_browser(tmp_path, mon
     now = 1000.0
     for _ in range(5):  # five fresh browsers, one wrong passphrase each
         attempts.failed_passphrase(tmp_path, Client(CLASSROOM, new_browser_id()), "Bob", now=now)
-    with pytest.raises(SignInPaused, match="from browsers it has not signed in from is locked"):
+    with pytest.raises(SignInPaused, match=r"browsers that never signed in as that name.*is locked out of “bob”"):
         attempts.check_sign_in(tmp_path, Client(CLASSROOM, new_browser_id()), "bob", now=now)
     assert _tries_ok(tmp_path, owner, "BOB", now)  # bob's own browser signs in as ever
     assert _tries_ok(tmp_path, Client(CLASSROOM, new_browser_id()), "alice", now)  # other names: untouched
@@ -98,3 +98,44 @@ def test_failures_at_the_same_moment_all_count(tmp_path):
         thread.join()
     [row] = attempts.troubled(tmp_path, now=1000.0)
     assert row["failures"] == 80
+
+
+def test_the_lock_a_note_warns_of_is_this_browsers_and_names_the_registered_spelling(tmp_path, monkeypatch):
+    """Before (walk, item 8): "7 more failed sign-ins lock the name “BOB” for 15 min", though the lock held only
+    that browser and "BOB" was the typed spelling of "bob"."""
+    guesser = Client(CLASSROOM, new_browser_id())
+    notes = [
+        attempts.failed_passphrase(tmp_path, guesser, "bob", now=1000.0) for _ in range(attempts.NAME_RULE.lock_after)
+    ]
+    assert notes[attempts.NAME_RULE.free_tries - 1].endswith(
+        "lock “bob” in this browser for 15 min; each try now waits longer."
+    )
+    assert (
+        notes[-1] == "“bob” in this browser is now locked for 15 min after 10 failed sign-ins (an admin can unlock it)."
+    )
+    assert not any("the name" in note for note in notes)
+
+
+def test_a_new_browser_held_by_a_guessers_tries_is_told_why_and_what_to_do(tmp_path, monkeypatch):
+    """Before (walk, item 7): the real alice on a new browser read only "Too many failed sign-ins for the name
+    “alice” from browsers it has not signed in from: wait 22 s"."""
+    for _ in range(attempts.NEW_BROWSERS_RULE.free_tries + 1):
+        attempts.failed_passphrase(tmp_path, Client(f"10.1.0.{_}", new_browser_id()), "alice", now=1000.0)
+    with pytest.raises(SignInPaused) as held:
+        attempts.check_sign_in(tmp_path, Client("10.2.0.1", new_browser_id()), "alice", now=1000.0)
+    said = str(held.value)
+    assert "Someone has given" in said and "wrong passphrases for “alice”" in said and "unlock" in said
+
+
+def test_forgetting_a_name_clears_its_counts_and_its_browsers_only(tmp_path):
+    one, other = Client(CLASSROOM, new_browser_id()), Client(CLASSROOM, new_browser_id())
+    attempts.signed_in(tmp_path, one, "dana", now=1.0)
+    attempts.signed_in(tmp_path, one, "erin", now=1.0)
+    for client in (one, other):
+        attempts.failed_passphrase(tmp_path, client, "dana", now=1000.0)
+        attempts.failed_passphrase(tmp_path, client, "erin", now=1000.0)
+    assert attempts.forget_name(tmp_path, "DANA") == 3  # dana in two browsers, and from new browsers
+    keys = {row["key"] for row in attempts.troubled(tmp_path, now=1000.0)}
+    assert not any(key.startswith("name:dana|") for key in keys)
+    assert attempts.name_key_of("erin", other.browser) in keys and one.browser_key in keys
+    assert attempts._known(tmp_path, one.browser, "dana") == (True, False)  # one still knows erin, not dana

@@ -90,6 +90,9 @@ def test_a_tracked_run_shows_in_mlflow_and_its_model_predicts_like_core_predict(
     experiment = client.get_experiment_by_name("flora-petals")
     (found,) = client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{run_id}'")
     assert found.info.status == "FINISHED"
+    said = json.loads(done.stdout)["mlflow"]
+    assert said["run_id"] == found.info.run_id and said["tracking_uri"] == mlflow_server
+    assert not said["already_logged"] and said["url"].endswith(f"/runs/{found.info.run_id}")
     assert found.data.params["image_size"] == "32" and found.data.params["weights"] == "none"
     assert 0.0 <= found.data.metrics["test_accuracy"] <= 1.0 and "test_macro_f1" in found.data.metrics
     assert found.data.metrics["temperature"] > 0
@@ -112,6 +115,34 @@ def test_a_tracked_run_shows_in_mlflow_and_its_model_predicts_like_core_predict(
         for name, p in probabilities.items():
             assert row[name] == pytest.approx(p, abs=1e-5)
     assert np.allclose(answers[["blue", "green", "red"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_cached_run_is_logged_once_when_tracked_later(mlflow_server, tmp_path):
+    dataset = make_image_dataset(tmp_path / "data" / "stems", {"blue": 8, "red": 8}, seed=4)
+    common = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    train = ["train", str(dataset), "--image-size", "32", "--weights", "none", "--epochs", "1", "--json", *common]
+    first = _flora(*train, env={"MLFLOW_TRACKING_URI": ""})
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "mlflow" not in json.loads(first.stdout)
+
+    tracked = _flora(*train, "--track", mlflow_server)  # the same settings: cached, and logged now
+    assert tracked.returncode == 0, tracked.stderr[-3000:]
+    result = json.loads(tracked.stdout)
+    assert result["cached"] and result["mlflow"]["tracking_uri"] == mlflow_server
+    assert result["mlflow"]["already_logged"] is False
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("flora-stems")
+    (found,) = client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{result['run_id']}'")
+    assert found.info.run_id == result["mlflow"]["run_id"] and found.info.status == "FINISHED"
+    assert "test_accuracy" in found.data.metrics
+
+    again = _flora(*train[:-5], "--track", mlflow_server, *common)  # text output: the MLflow run on stderr
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip() == result["run_id"]
+    assert f"already logged to {mlflow_server} as MLflow run {found.info.run_id}" in again.stderr
+    assert len(client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{result['run_id']}'")) == 1
+    status = json.loads((tmp_path / "models" / result["run_id"] / "status.json").read_text())
+    assert status["mlflow"][mlflow_server]["run_id"] == found.info.run_id
 
 
 def test_a_tracked_sweep_logs_its_trials_as_child_runs(mlflow_server, tmp_path):

@@ -545,6 +545,7 @@
     var ood = config.ood;
     if (ood) {
       var score = ood.method === "energy" ? -logsumexp(first.logits) : mahalanobis(first.features, state.reference);
+      if (ood.scale) score = (score - ood.scale[0]) / ood.scale[1]; // in validation units, as the threshold is
       answer.none_of_these = { flag: score > ood.threshold, score: score, method: ood.method };
     }
     return answer;

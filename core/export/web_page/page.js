@@ -23,6 +23,43 @@
     return node;
   }
 
+  function whole(p) {
+    return Math.round(100 * p) + "%";
+  }
+
+  // The set in words, with what sets at its level did on the run's held-out photos (measured, not the level).
+  function setWords(set) {
+    var sets = config.sets;
+    var total = config.classes.length;
+    var names = set.classes;
+    var level = whole(set.level);
+    var what;
+    if (names.length === total) {
+      what = "At " + level + ": any of the " + total + " classes, so the model cannot tell here.";
+    } else if (names.length === 1) {
+      what = "At " + level + ": one class, " + names[0] + ".";
+    } else {
+      what = "At " + level + ": could be " + names.slice(0, -1).join(", ") + " or " + names[names.length - 1] +
+        " (" + names.length + " of " + total + " classes).";
+    }
+    var measured = (sets.measured || {})[String(Math.round(set.level * 100))];
+    var photos = sets.held_out_photos ? sets.held_out_photos + " " : "";
+    if (!measured) {
+      var fitted = whole(sets.fitted_level);
+      return what + " Sets at this level were not counted on held-out photos; at " + fitted + " they held the right class " +
+        percent(sets.held_out_coverage) + " of the time on the run's " + photos + "held-out test photos.";
+    }
+    var words = what + " On the run's " + photos + "held-out test photos, sets at " + level + " held the right class " +
+      percent(measured.coverage) + " of the time";
+    var record = (measured.by_size || {})[String(names.length)];
+    if (record && record[1]) {
+      var sized = names.length === total ? "sets of every class" : names.length === 1 ? "one-class sets" : names.length + "-class sets";
+      words += "; " + sized + " were right " + record[0] + " of " + record[1] + " times";
+      if (record[0] / record[1] < set.level) return words + ", less often than " + level + ": read this as the model's best guess.";
+    }
+    return words + ".";
+  }
+
   function draw(card, answer) {
     var body = card.querySelector(".answer");
     body.textContent = "";
@@ -42,14 +79,8 @@
       body.appendChild(bar);
     });
     if (answer.prediction_set) {
-      var set = answer.prediction_set;
-      var words =
-        set.classes.length === 1
-          ? "One class is enough here: " + set.classes[0] + "."
-          : "Could be " + set.classes.join(" or ") + ".";
-      body.appendChild(
-        element("p", "set", words + " Sets like this held the right class " + percent(set.level) + " of the time on the run's held-out photos.")
-      );
+      body.appendChild(element("p", "set", setWords(answer.prediction_set)));
+      card.dataset.set = JSON.stringify(answer.prediction_set.classes);
     }
     if (answer.none_of_these && answer.none_of_these.flag) {
       body.appendChild(
@@ -67,17 +98,30 @@
     card.dataset.done = "true";
   }
 
-  async function classifyFile(file) {
+  // A card for the photo, placed after those before it (so results stay in the order chosen), answered later.
+  function cardFor(file) {
+    var name = file.name || "camera";
     var card = element("article", "result");
-    card.dataset.name = file.name || "camera";
+    card.dataset.name = name;
     var picture = element("img");
-    picture.alt = file.name || "photo";
+    picture.alt = name;
     picture.src = URL.createObjectURL(file);
     card.appendChild(picture);
-    var body = element("div", "answer", "Classifying…");
-    card.appendChild(body);
-    results.prepend(card);
+    var side = element("div");
+    side.appendChild(element("p", "file", name));
+    var body = element("div", "answer", "Waiting…");
+    side.appendChild(body);
+    card.appendChild(side);
+    results.appendChild(card);
+    return card;
+  }
+
+  async function classifyFile(file, card) {
+    card = card || cardFor(file);
+    var body = card.querySelector(".answer");
     try {
+      await flora.model(); // a photo given before the model is ready waits for it
+      body.textContent = "Classifying…";
       var level = levelSelect.value ? Number(levelSelect.value) / 100 : undefined;
       draw(card, await floraClassify(file, { level: level, topK: Math.min(5, config.classes.length) }));
     } catch (e) {
@@ -88,17 +132,60 @@
   }
 
   async function classifyFiles(list) {
-    for (var i = 0; i < list.length; i++) await classifyFile(list[i]);
+    var cards = list.map(cardFor);
+    for (var i = 0; i < list.length; i++) await classifyFile(list[i], cards[i]);
   }
 
   function onPick(event) {
-    classifyFiles(Array.prototype.slice.call(event.target.files)).then(function () {
-      event.target.value = "";
-    });
+    var files = Array.prototype.slice.call(event.target.files);
+    event.target.value = "";
+    classifyFiles(files);
   }
 
   document.getElementById("photos").addEventListener("change", onPick);
   document.getElementById("snapshot").addEventListener("change", onPick);
+
+  // The photo buttons, the camera and the level wait for the model: a photo chosen before it has nothing to run on.
+  function enable(on) {
+    ["photos", "snapshot", "camera", "level"].forEach(function (id) {
+      var control = document.getElementById(id);
+      control.disabled = !on;
+      var label = control.closest("label.button");
+      if (label) label.classList.toggle("disabled", !on);
+    });
+  }
+
+  // How far to trust the page, said once: test accuracy beside chance, a random start, the 'none of these' check.
+  function showTrust(config) {
+    var trust = config.trust;
+    var box = document.getElementById("trust");
+    var lines = [];
+    if (trust) {
+      var chance = "guessing would get " + percent(trust.chance) + " (1 in " + config.classes.length + ")";
+      if (trust.accuracy === null || trust.accuracy === undefined) {
+        lines.push("No test accuracy was stored with this run; " + chance + ".");
+      } else {
+        var rough = trust.test_photos < 100 ? " So few photos give a rough figure." : "";
+        var near = trust.accuracy < 2 * trust.chance ? " That is not far above guessing: treat every answer as a rough guess." : "";
+        lines.push("Test accuracy " + percent(trust.accuracy) + " on " + trust.test_photos + " photos the model never trained on; " +
+          chance + "." + rough + near);
+      }
+      if (trust.random_start) {
+        lines.push("This model started from random weights, not pretrained ones: expect low accuracy and confident mistakes " +
+          "(a high percentage here does not mean the answer is right).");
+      }
+    }
+    if (config.ood) {
+      var weak = config.ood.weak ? "The 'none of these' warning misses most images from elsewhere: no warning does not mean the photo shows one of these classes. " : "";
+      lines.push(weak + "The 'none of these' check: " + config.ood.summary);
+    } else {
+      lines.push("No 'none of these' check: a photo of anything else still gets one of these classes.");
+    }
+    lines.forEach(function (line) {
+      box.appendChild(element("p", "", line));
+    });
+    box.hidden = lines.length === 0;
+  }
 
   var stream = null;
   var video = document.getElementById("video");
@@ -146,11 +233,13 @@
         });
         document.getElementById("level-box").hidden = false;
       }
+      showTrust(config);
       say("");
+      enable(true);
       document.body.dataset.ready = "true";
     })
     .catch(function (e) {
-      say(e.message, true);
+      say("The model did not load, so the photo buttons stay off: " + e.message, true);
       document.body.dataset.ready = "error";
     });
 })();

@@ -28,6 +28,7 @@ from core.health.table import image_table
 from core.paths import cache_dir
 from core.progress import StageCallback
 from core.results.data_issues.outliers import LOOK_WIDTH, look_statistics
+from core.results.dataset_features import DatasetSource, dataset_features
 from core.results.labels.issues import Stacked
 from core.results.labels.out_of_sample import FOLDS, dimensions, out_of_sample, reduce
 from core.results.probabilities.calibration import calibrate_run
@@ -111,18 +112,10 @@ def for_run(
     return inputs
 
 
-def for_dataset(
-    dataset_path: str | os.PathLike,
-    data_root: str | os.PathLike,
-    image_size: int = 224,
-    weights: str = "imagenet",
-    seed: int = 42,
-    progress: StageCallback | None = None,
-) -> Inputs:
+def for_dataset(source: DatasetSource, progress: StageCallback | None = None) -> Inputs:
     """Every photo of a dataset without a run, through a backbone with `weights` (labels: the folders')."""
-    from core.results.dataset_features import dataset_features
-
-    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    found = dataset_features(source, progress)
+    seed, weights, data_root = source.seed, source.weights, source.data_root
     index, config, cache, features = found.index, found.config, found.cache, found.features
     classes = list(index.classes)
     _stage(progress, "cross-validating")

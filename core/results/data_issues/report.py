@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from core.results.data_issues import groups, outliers
 from core.results.data_issues.inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
 from core.results.labels import issues as label_issues
 from core.results.labels import overlap
-from core.runs.record import DATA_ISSUES_FILE
+from core.runs.files import run_files
 
 __all__ = ["DataIssues", "Inputs", "Stopped", "find", "for_dataset", "for_run", "for_run_saved", "load", "save"]
 
@@ -271,12 +270,12 @@ def _top_class(probabilities) -> np.ndarray:
 
 
 def save(result: DataIssues, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / DATA_ISSUES_FILE, result.to_dict())
+    write_json_atomic(run_files(run_dir).data_issues, result.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> DataIssues | None:
     """The run's stored result with its label review's counts, or None (never computed, or by an older version)."""
-    data = read_json(Path(run_dir) / DATA_ISSUES_FILE)
+    data = read_json(run_files(run_dir).data_issues)
     if not data or data.get("version") != DATA_ISSUES_VERSION:
         return None
     return with_label_review(DataIssues.from_dict(data), run_dir)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from core.errors import NotFound
 from core.fileio import atomic_path
 from core.runs.analysis import RunAnalysis, softmax
-from core.runs.record import EMBEDDING_FILE
+from core.runs.files import run_files
 
 METHODS = ("pca", "tsne")
 TSNE_PCA_DIMS = 50  # t-SNE runs on the top principal components: the usual practice, and much faster
@@ -102,7 +101,7 @@ def tsne_sample(n: int, seed: int = SEED, limit: int | None = None) -> np.ndarra
 
 def load_map(run_dir: str | os.PathLike, method: str) -> MapPoints | None:
     """A map stored in the run folder (embedding.npz), or None when it was not computed yet."""
-    path = Path(run_dir) / EMBEDDING_FILE
+    path = run_files(run_dir).embedding
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as data:
@@ -113,7 +112,7 @@ def load_map(run_dir: str | os.PathLike, method: str) -> MapPoints | None:
 
 def save_map(run_dir: str | os.PathLike, method: str, points: MapPoints) -> None:
     """Add (or replace) one method's map in embedding.npz, keeping the others."""
-    path = Path(run_dir) / EMBEDDING_FILE
+    path = run_files(run_dir).embedding
     arrays: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path, allow_pickle=False) as data:

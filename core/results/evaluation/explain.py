@@ -31,7 +31,8 @@ from core.fileio import atomic_path
 from core.inference import ModelMissing
 from core.network import backbones
 from core.network import layer_names as names
-from core.runs.record import HEATMAPS_DIR, MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 _TINY = 1e-12
 COARSE_GRID = 4  # a map with fewer cells a side is drawn in blocks, and an earlier block's map is offered
@@ -288,7 +289,7 @@ class Explainer:
         with without_cuda_noise():
             from core.network.model import load_classifier  # heavy: keras
 
-            classifier = load_classifier(run.path(MODEL_FILE))
+            classifier = load_classifier(run_files(run).model)
         self.run = run
         self.classes = run.classes
         config = run.train_config
@@ -300,7 +301,7 @@ class Explainer:
         self.layers = [entry.feature_map, *earlier[-1:]]
         self._splits: dict[str, tuple] = {}
         self.features, self.head = self._split(self.last_layer)
-        self.cache_dir = run.directory / HEATMAPS_DIR
+        self.cache_dir = run_files(run).heatmaps
 
     def _split(self, layer: str | None) -> tuple:
         layer = layer or self.last_layer

@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 
 from core.errors import NotFound, Unavailable
 from core.fileio import atomic_path, write_json_atomic
-from core.runs.record import EVALUATION_JSON, EVALUATION_NPZ
+from core.runs.files import run_files
 
 _EPS = 1e-7
 
@@ -224,7 +224,7 @@ class Evaluation:
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write evaluation.npz (the raw probabilities) and evaluation.json (the metrics)."""
         run_dir = Path(run_dir)
-        with atomic_path(run_dir / EVALUATION_NPZ) as tmp, open(tmp, "wb") as f:
+        with atomic_path(run_files(run_dir).evaluation_arrays) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
                 f,
                 probabilities=self.probabilities,
@@ -235,12 +235,12 @@ class Evaluation:
                     self.cache_positions if self.cache_positions is not None else [], dtype=np.int64
                 ),
             )
-        write_json_atomic(run_dir / EVALUATION_JSON, self.summary())
+        write_json_atomic(run_files(run_dir).evaluation_summary, self.summary())
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Evaluation:
         """Read a run's stored evaluation. Raises EvaluationMissing."""
-        path = Path(run_dir) / EVALUATION_NPZ
+        path = run_files(run_dir).evaluation_arrays
         if not path.exists():
             raise EvaluationMissing(run_dir)
         with np.load(path, allow_pickle=False) as data:

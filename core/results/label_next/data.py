@@ -16,15 +16,19 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from core.data.ingest import ingest
 from core.data.unlabelled import Unlabelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
-from core.runs.record import LABEL_NEXT_FILE, MODEL_FILE, Run
+from core.results.dataset_features import DatasetSource, dataset_features
+from core.results.label_next import picking, simulation
+from core.results.labels.out_of_sample import dimensions, reduce
+from core.runs.files import run_files
+from core.runs.record import Run
 
 
 @dataclass
@@ -37,7 +41,7 @@ class UnlabelledFeatures:
     failures: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}: could not be read
 
     def save(self, run_dir: str | os.PathLike) -> None:
-        with atomic_path(Path(run_dir) / LABEL_NEXT_FILE) as tmp, open(tmp, "wb") as f:
+        with atomic_path(run_files(run_dir).label_next) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 features=self.features,
@@ -48,7 +52,7 @@ class UnlabelledFeatures:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> UnlabelledFeatures | None:
-        path = Path(run_dir) / LABEL_NEXT_FILE
+        path = run_files(run_dir).label_next
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
@@ -67,7 +71,6 @@ def extract(
     should_stop: Callable[[], bool] | None = None,
 ) -> UnlabelledFeatures:
     """Every unlabelled photo (pending or already labelled) decoded once and through `model`'s backbone."""
-    from core.data.ingest import ingest
     from core.network.model import backbone_of  # heavy: keras
     from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
 
@@ -106,7 +109,7 @@ def prepare_run(
     unlabelled = Unlabelled.load(data_root, run.dataset_path)
     config = run.train_config
     result = extract(
-        unlabelled, load_classifier(run.path(MODEL_FILE)), config.image_size, config.cache_size, data_root,
+        unlabelled, load_classifier(run_files(run).model), config.image_size, config.cache_size, data_root,
         progress, should_stop,
     )  # fmt: skip
     result.save(run.directory)
@@ -122,7 +125,8 @@ class Workbench:
     labelled_y: np.ndarray
     pending_x: np.ndarray
     pending_paths: list[str]
-    newly_labelled: int  # photos labelled from the unlabelled folder among the labelled rows
+    newly_labelled: int  # photos labelled from the unlabelled folder since the run trained (rows added here)
+    labelled_here: int  # every photo labelled from the unlabelled folder among the labelled rows (the run's too)
     failures: list[dict[str, str]]
     missing: list[str]  # pending photos without features yet (added after the preparation)
 
@@ -131,9 +135,7 @@ class Workbench:
         return not self.missing
 
     def next_batch(self, batch: int = 10, seed: int = 0):
-        from core.results.label_next.picking import next_batch
-
-        return next_batch(
+        return picking.next_batch(
             self.labelled_x, self.labelled_y, self.pending_x, self.pending_paths, self.classes, batch, seed
         )
 
@@ -150,9 +152,7 @@ def workbench(
     """Join the labelled photos, the photos labelled since (with their new class) and the pending ones.
 
     `labelled_paths`: the labelled rows' paths; a photo labelled in Flora whose copy is already among them (a run
-    trained after it was labelled) is not counted twice."""
-    from core.results.labels.out_of_sample import dimensions, reduce
-
+    trained after it was labelled) is not counted twice, and counts among the photos labelled here."""
     row_of = {p: i for i, p in enumerate(computed.paths)} if computed is not None else {}
     failed = {f["path"] for f in (computed.failures if computed is not None else [])}
     label_of = {name: i for i, name in enumerate(classes)}
@@ -162,6 +162,7 @@ def workbench(
         for p, c in unlabelled.labelled.items()
         if p in row_of and c in label_of and unlabelled.record[p].get("to") not in known
     ]
+    trained_on = sum(1 for p in unlabelled.labelled if unlabelled.record[p].get("to") in known)
     pending = [p for p in unlabelled.pending if p in row_of]
     missing = [p for p in unlabelled.pending if p not in row_of and p not in failed]
     parts = [np.asarray(labelled_features)]
@@ -179,6 +180,7 @@ def workbench(
         x[n_old + n_new :],
         pending,
         n_new,
+        trained_on + n_new,
         computed.failures if computed is not None else [],
         missing,
     )
@@ -196,12 +198,9 @@ def simulate_features(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """`label_next_simulation.simulate` on pooled features (reduced together, unsupervised)."""
-    from core.results.label_next.simulation import simulate
-    from core.results.labels.out_of_sample import dimensions, reduce
-
     x = reduce(np.concatenate([pool_features, val_features]), dimensions(num_classes))
     n = len(pool_labels)
-    return simulate(
+    return simulation.simulate(
         x[:n], pool_labels, x[n:], val_labels, num_classes, seeds=seeds, batch=batch,
         progress=(lambda d, t: progress("labelling batch by batch, both strategies", d, t)) if progress else None,
         should_stop=should_stop,
@@ -220,18 +219,10 @@ class DatasetPool:
     source: str
 
 
-def dataset_pool(
-    dataset_path: str | os.PathLike,
-    data_root: str | os.PathLike,
-    image_size: int = 224,
-    weights: str = "imagenet",
-    seed: int = 42,
-    progress: StageCallback | None = None,
-) -> DatasetPool:
+def dataset_pool(source: DatasetSource, progress: StageCallback | None = None) -> DatasetPool:
     """Every labelled and unlabelled photo of a dataset without a run through one backbone (the feature cache's)."""
-    from core.results.dataset_features import dataset_features
-
-    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    found = dataset_features(source, progress)
+    data_root, image_size, weights = source.data_root, source.image_size, source.weights
     index, config, model, cache, features = found.index, found.config, found.model, found.cache, found.features
     unlabelled = extract(
         Unlabelled.load(data_root, index.root), model, image_size, config.cache_size, data_root, progress

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from core.fileio import read_json, write_json_atomic
 from core.progress import StageCallback
 from core.results.label_next import data as label_next_data
 from core.results.train_features import training_features
 from core.runs.analysis import RunAnalysis
-from core.runs.record import LABEL_NEXT_SIMULATION_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 
 SIMULATION_VERSION = 1
 
@@ -61,10 +61,10 @@ def simulate_run(
         "measured_at": time.time(),
         **result,
     }
-    write_json_atomic(Path(run.directory) / LABEL_NEXT_SIMULATION_FILE, result)
+    write_json_atomic(run_files(run).label_next_simulation, result)
     return result
 
 
 def stored_simulation(run_dir: str | os.PathLike) -> dict | None:
-    data = read_json(Path(run_dir) / LABEL_NEXT_SIMULATION_FILE)
+    data = read_json(run_files(run_dir).label_next_simulation)
     return data if isinstance(data, dict) and data.get("version") == SIMULATION_VERSION else None

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,8 +41,10 @@ from core.fileio import read_json, write_json_atomic
 from core.results.feature_head import HEAD_C, fit_head
 from core.results.labels import issues as label_issues
 from core.results.labels.out_of_sample import dimensions, reduce
+from core.results.train_features import training_features
 from core.runs.analysis import RunAnalysis
-from core.runs.record import FIX_WORTH_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.sharing.people import LOCAL_USER
 
 FIX_WORTH_VERSION = 1
@@ -354,14 +355,12 @@ def estimate_run(
     """Estimate what applying `corrections` to `run`'s data would change on its validation photos (and store it).
 
     Args:
-        train: the run's training features (core.results.tasks.TrainFeatures); read or computed when None.
+        train: the run's training features (core.results.train_features.TrainFeatures); read or computed when None.
 
     Raises:
         FixWorthError: no corrections, or no validation photos.
         AnalysisMissing: the run has no analysis arrays.
     """
-    from core.results.tasks import training_features
-
     if not corrections:
         raise FixWorthError("no corrections to estimate")
     started = time.perf_counter()
@@ -412,7 +411,7 @@ def estimate_run(
 
 def load_all(run_dir: str | os.PathLike) -> dict[str, Estimate]:
     """The estimates stored with a run, by corrections digest (an unreadable or older file: none)."""
-    data = read_json(Path(run_dir) / FIX_WORTH_FILE, default={}) or {}
+    data = read_json(run_files(run_dir).fix_worth, default={}) or {}
     if not isinstance(data, dict) or data.get("version") != FIX_WORTH_VERSION:
         return {}
     out = {}
@@ -431,7 +430,7 @@ def save(estimate: Estimate, run_dir: str | os.PathLike) -> None:
     kept[estimate.digest] = estimate
     newest = sorted(kept.values(), key=lambda e: e.made_at)[-KEPT_ESTIMATES:]
     write_json_atomic(
-        Path(run_dir) / FIX_WORTH_FILE,
+        run_files(run_dir).fix_worth,
         {"version": FIX_WORTH_VERSION, "estimates": {e.digest: e.to_dict() for e in newest}},
     )
 

@@ -30,18 +30,18 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.results.labels.out_of_sample import OutOfSample
-from core.runs.record import LABEL_ISSUES_FILE
+from core.runs.files import run_files
 
 LABEL_ISSUES_VERSION = 3  # 3: Gaussian classes from sufficient statistics, the list bounded by its self-test
 ROWS_AT_ONCE = 8192  # rows of probabilities the rule and the ranking work through at a time
 SUPPORT_LIFT = 2.0  # the self-test supports a depth where planted flips come at least this many times chance
+MIN_FOUND = 3  # planted flips a supported depth must hold at least (fewer is luck)
 
 
 @dataclass(frozen=True)
@@ -305,6 +305,15 @@ def bound(trust: dict[str, Any] | None, images: int, listed: int) -> tuple[int |
         f"When {planted:,} of {photos:,} training labels were swapped on purpose as a test and the photos ranked again"
     )
     twice = "twice" if SUPPORT_LIFT == 2 else f"{SUPPORT_LIFT:g} times"
+    top, chance = int(trust.get("found") or 0), float(trust.get("chance") or 0.0)
+    if depth == 0 and 0 < top < MIN_FOUND and top >= SUPPORT_LIFT * chance:
+        # beat chance at the top, yet too few to tell from luck: "no stretch ... twice as often" would contradict the
+        # trust note's "1 of the flips came among the first 6 (a random order would put about 0.3 there)"
+        return 0, (
+            f"{swapped}, only {top} of them came among the first {planted:,} suspects: more than the {chance:.1f} a "
+            f"random pick would hold, but fewer than {MIN_FOUND}, too few to tell from luck. Treat every suspect as "
+            "a guess: look at them by eye, or train with better features (ImageNet weights) first."
+        )
     if depth == 0 or listed == 0:
         return 0, (
             f"{swapped}, no stretch at the top of the list held the swapped photos even {twice} as often as "
@@ -404,11 +413,11 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def save(result: LabelReview, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / LABEL_ISSUES_FILE, result.to_dict())
+    write_json_atomic(run_files(run_dir).label_issues, result.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> LabelReview | None:
-    data = read_json(Path(run_dir) / LABEL_ISSUES_FILE)
+    data = read_json(run_files(run_dir).label_issues)
     if not data or data.get("version") != LABEL_ISSUES_VERSION:
         return None
     return LabelReview.from_dict(data)

@@ -116,13 +116,6 @@ class OutOfSample:
     accuracy: float  # of the probabilities' top class against the given labels (out of sample)
 
 
-def cross_val_probabilities(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int = FOLDS, seed: int = 0
-) -> np.ndarray:
-    """Out-of-sample class probabilities of each row (see `out_of_sample`)."""
-    return out_of_sample(features, labels, num_classes, folds, seed).probabilities
-
-
 def out_of_sample(
     features: np.ndarray,
     labels: np.ndarray,

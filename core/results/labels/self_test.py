@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from core.results.labels.issues import SUPPORT_LIFT, find_label_issues, log_odds
+from core.results.labels.issues import MIN_FOUND, SUPPORT_LIFT, find_label_issues, log_odds
 from core.results.labels.out_of_sample import Fit, balanced_sample, dimensions, out_of_sample, reduce
 
 SELF_TEST_ROWS = 20_000  # training photos the self-test plants flips among (a class-balanced sample of more)
 PLANTED_SHARE = 0.05  # of the training photos flipped on purpose to measure the ranking
-MIN_FOUND = 3  # planted flips a supported depth must hold at least
 
 
 def self_test(

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
 from core.runs.analysis import RunAnalysis, softmax
-from core.runs.record import CALIBRATION_FILE
+from core.runs.files import run_files
 
 BINS = 15
 T_BOUNDS = (0.05, 20.0)  # a temperature outside this says the logits are broken, not over-confident
@@ -281,6 +280,24 @@ class Calibration:
         text = "; ".join(said)
         return text[0].upper() + text[1:] + "."
 
+    def caveats(self) -> list[str]:
+        """Why '80%' may not mean right about 80% of the time after scaling, one sentence each (the Evaluate page's
+        reading and the Predict page say the same); empty when the test photos support it."""
+        said = [self.bound_words()] if self.bound_words() else []
+        if self.after.ece > 0.1:
+            said.append("An ECE above 0.1 is still poorly calibrated: read its probabilities as rough.")
+        elif self.after.ece_high is not None and self.after.ece_high > 0.1:
+            said.append(
+                f"The ECE's 95 % interval ({self.after.ece_low:.3f}-{self.after.ece_high:.3f}) reaches above 0.1: on "
+                f"{self.after.images} test photos it may still be poorly calibrated."
+            )
+        if self.few_validation_images:
+            said.append(
+                f"With only {self.val_per_class:.0f} validation photos per class the temperature is uncertain; "
+                "the interval on ECE shows how much."
+            )
+        return said
+
     def summary(self) -> dict[str, Any]:
         """What `python -m core calibrate --json` prints (test split)."""
         return {
@@ -336,12 +353,12 @@ def calibrate(analysis: RunAnalysis) -> Calibration:
 
 
 def save(calibration: Calibration, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / CALIBRATION_FILE, calibration.to_dict())
+    write_json_atomic(run_files(run_dir).calibration, calibration.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> Calibration | None:
     """The stored calibration of a run, or None (not fitted yet, or from another version)."""
-    data = read_json(Path(run_dir) / CALIBRATION_FILE)
+    data = read_json(run_files(run_dir).calibration)
     if not data or data.get("version") != CALIBRATION_VERSION:
         return None
     try:
@@ -367,7 +384,7 @@ def calibrate_run(run_dir: str | os.PathLike, refit: bool = False) -> Calibratio
 
 def stored_temperature(run_dir: str | os.PathLike) -> float | None:
     """The run's fitted temperature, or None when it has none (predictors then show raw probabilities)."""
-    data = read_json(Path(run_dir) / CALIBRATION_FILE)
+    data = read_json(run_files(run_dir).calibration)
     try:
         value = float(data["temperature"]) if data else None
     except (KeyError, TypeError, ValueError):

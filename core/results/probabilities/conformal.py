@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.fileio import read_json, write_json_atomic
+from core.results.probabilities.calibration import stored_temperature
 from core.results.probabilities.conformal_scores import (
     ConformalError,
     choose_regularisation,
@@ -70,7 +70,9 @@ from core.results.probabilities.coverage import (
     coverage_spread,
     held_out_report,
 )
-from core.runs.record import CONFORMAL_FILE
+from core.results.probabilities.promise import by_size_record, promise_words
+from core.runs.analysis import AnalysisMissing, RunAnalysis
+from core.runs.files import run_files
 
 METHODS = ("raps", "aps")
 DEFAULT_METHOD = "raps"
@@ -128,6 +130,13 @@ class ConformalSets:
         sizes = counted.get("by_size") if counted else (self.held_out.by_size if level == self.level else None)
         record = (sizes or {}).get(str(int(size)))
         return (int(record[0]), int(record[1])) if record and record[1] else None
+
+    def held_record(self, level: float | None = None) -> tuple[int, int, int]:
+        """(right, photos, photos whose set holds every class) on the held-out half at `level` (default: the fitted
+        one; a level that was not counted gives the fitted level's record)."""
+        counted = self.at_level(self.level if level is None else level)
+        sizes = counted.get("by_size") if counted else None
+        return by_size_record(sizes or self.held_out.by_size, len(self.classes))
 
     def short_sizes(self, level: float | None = None) -> list[tuple[int, int, int]]:
         """(size, right, photos) for the set sizes whose held-out sets held the right class less often than
@@ -306,12 +315,12 @@ def fit(
 
 
 def save(sets: ConformalSets, run_dir: str | os.PathLike) -> None:
-    write_json_atomic(Path(run_dir) / CONFORMAL_FILE, sets.to_dict())
+    write_json_atomic(run_files(run_dir).conformal, sets.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's stored prediction sets, or None (never fitted, or from another version)."""
-    data = read_json(Path(run_dir) / CONFORMAL_FILE)
+    data = read_json(run_files(run_dir).conformal)
     if not data or data.get("version") != CONFORMAL_VERSION:
         return None
     try:
@@ -333,9 +342,7 @@ def fit_run(
         AnalysisMissing: the run has no analysis arrays yet.
         ConformalError: too few test photos for the level.
     """
-    from core.results.probabilities.calibration import stored_temperature
-    from core.results.probabilities.tta import served_probabilities
-    from core.runs.analysis import RunAnalysis
+    from core.results.probabilities.tta import served_probabilities  # heavy: pandas (tta's McNemar test)
 
     analysis = RunAnalysis.load(run_dir)
     val, test, views = served_probabilities(run_dir, analysis)
@@ -360,8 +367,7 @@ def fit_run(
 def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     """The run's sets: stored ones (refitted at their level when the run's views changed since), else fitted now
     at the default level; None when the run has no analysis arrays or too few test photos."""
-    from core.results.probabilities.tta import used_by
-    from core.runs.analysis import AnalysisMissing
+    from core.results.probabilities.tta import used_by  # heavy: pandas (tta's McNemar test)
 
     stored = load(run_dir)
     report = used_by(run_dir)
@@ -369,7 +375,7 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
     if stored is not None and stored.views == views:
         return stored
     try:
-        older = read_json(Path(run_dir) / CONFORMAL_FILE) if stored is None else None
+        older = read_json(run_files(run_dir).conformal) if stored is None else None
         if isinstance(older, dict) and older.get("method") in METHODS and isinstance(older.get("level"), float):
             # sets of an earlier version (randomised): fitted again the same way, at the level they were asked for
             return fit_run(run_dir, older["level"], older["method"], older.get("by_class"))
@@ -385,15 +391,6 @@ def run_sets(run_dir: str | os.PathLike) -> ConformalSets | None:
         return None
 
 
-def level_words(level: float) -> str:
-    """'9 times in 10' at 0.9, '19 times in 20' at 0.95, '99 times in 100' at 0.99."""
-    for out_of in (10, 20, 100):
-        right = level * out_of
-        if abs(right - round(right)) < 1e-6:
-            return f"{round(right)} times in {out_of}"
-    return f"{level:.0%} of the time"
-
-
 SIZE_WORDS = {1: "one-class", 2: "two-class", 3: "three-class"}
 
 
@@ -401,12 +398,13 @@ def size_words(size: int) -> str:
     return SIZE_WORDS.get(size, f"{size}-class")
 
 
-def set_words(names: list[str], total: int, level: float, record: tuple[int, int] | None = None) -> str:
+def set_words(
+    names: list[str], total: int, level: float, record: tuple[int, int] | None = None, by_class: bool = False
+) -> str:
     """The set in plain words (the caller escapes the names): 'rose or tulip', what the promise covers (all photos,
     not this one), and, with `record` (right, photos: how the run's held-out sets of this size did at this level,
     ConformalSets.size_record), how often sets of this size were right, said plainly when less often than the level.
     """
-    share = level_words(level)
     size = len(names)
     listed = names[0] if size == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
     if size == total:
@@ -420,10 +418,8 @@ def set_words(names: list[str], total: int, level: float, record: tuple[int, int
         what = f"{listed}: a wide set ({size} of {total} classes), the model is unsure about this photo"
     else:
         what = listed
-    promise = (
-        f"Over all photos like the run's test photos, sets at {level:.0%} hold the right class at least {share}: "
-        "a promise about photos taken together, not about this one"
-    )
+    said = promise_words(level, by_class)
+    promise = said[0].upper() + said[1:]
     if record is None:
         return f"{what}. {promise}."
     right, photos = record

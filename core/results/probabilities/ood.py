@@ -1,16 +1,21 @@
-"""Out of distribution: a score per prediction saying how unlike the training photos an input is.
+"""Out of distribution ("none of these"): a score per prediction saying how unlike the training photos an input is.
 
-Two detectors, both fitted on a run's own data and both kept, so the choice rests on evidence:
+Four scores, all fitted on a run's own data and all kept, so the choice rests on evidence:
 
 - **energy** (Liu et al. 2020): E(x) = -logsumexp(logits). Photos like the training ones get
   large logits for some class, so low energy; anything else, higher energy.
 - **mahalanobis** (Lee et al. 2018): the distance of the pooled backbone features to the nearest
   class mean, under one shared covariance (Ledoit-Wolf shrinkage, in a PCA space of the features).
+- **knn** (Sun et al. 2022, `knn_distance` beside it): the distance to the k-th nearest training photo's
+  normalised features.
+- **image statistics** (`image_stats` beside it): how far the picture's contrast, neighbouring pixels and flat
+  areas are from the run's photos'.
 
-Each threshold is the 95th percentile of the validation split's scores, so 95 % of in-distribution
-photos pass. `fit` measures both detectors on the test split (share flagged, should be about 5 %)
-and on foreign images (noise, drawings, other photos: share flagged, the higher the better) and
-picks the one with the larger AUROC of test vs foreign.
+and each feature score combined with the image statistics (flagged when either is far out). Each score is put in
+units of its validation spread (0 at validation's median, 1 at its 95th percentile) and each threshold is the 95th
+percentile of the validation split's scores, so 95 % of in-distribution photos pass. `ood_choice`
+measures every method on the test split (share flagged, about 5 %) and on foreign images (noise, flat images,
+drawings, other photos) and picks one on a set of foreign images apart from the one it reports on.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
-from sklearn.metrics import roc_auc_score
 
-METHODS = ("energy", "mahalanobis")
+from core.results.probabilities.image_stats import StatsCheck
+from core.results.probabilities.knn_distance import KNNDistance
+
+FEATURE_METHODS = ("energy", "mahalanobis", "knn")
+STATS = "image statistics"
+METHODS = (*FEATURE_METHODS, STATS, *(f"{m} + {STATS}" for m in FEATURE_METHODS))
 IN_DISTRIBUTION_PASS = 0.95
 PCA_DIMENSIONS = 128  # Mahalanobis space; the first DRIFT_DIMENSIONS also serve input drift
 DRIFT_DIMENSIONS = 64
@@ -31,8 +40,12 @@ WEAK_BELOW = 0.5  # a method that flags fewer foreign images than this is called
 METHOD_NAMES = {
     "energy": "the energy of the logits (how strongly its raw scores favour any class at all)",
     "mahalanobis": "the distance of the ResNet features to the nearest class",
+    "knn": "the distance of the ResNet features to the nearest training photos",
+    STATS: "how the picture looks (contrast, neighbouring pixels, flat areas) against the run's photos",
 }
-FOREIGN_NAMES = {"noise": "noise", "drawings": "drawings", "photos": "other photos"}
+for _m in FEATURE_METHODS:  # either part far out flags the photo
+    METHOD_NAMES[f"{_m} + {STATS}"] = f"{METHOD_NAMES[_m]}, plus a check of how the picture looks"
+FOREIGN_NAMES = {"noise": "noise", "flat": "flat images", "drawings": "drawings", "photos": "other photos"}
 
 
 def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -107,20 +120,63 @@ class Mahalanobis:
 
 @dataclass
 class OODDetector:
-    """Both detectors of a run, their thresholds and the evidence for the method in use."""
+    """The detectors of a run, their thresholds and the evidence for the method in use.
+
+    `scales` (base score -> [validation median, validation 95th percentile]) puts every score in validation units;
+    a detector without them (stored before knn and image statistics) uses energy's and Mahalanobis's raw scores."""
 
     method: str
     thresholds: dict[str, float]
     mahalanobis: Mahalanobis
     evidence: dict[str, Any] = field(default_factory=dict)
+    knn: KNNDistance | None = None
+    stats: StatsCheck | None = None
+    scales: dict[str, list[float]] = field(default_factory=dict)
 
-    def scores(self, logits: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
-        return {"energy": energy_score(logits), "mahalanobis": self.mahalanobis(features)}
+    def base_scores(
+        self, logits: np.ndarray, features: np.ndarray, statistics: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Each detector's own score (higher: less like the training photos)."""
+        out = {"energy": energy_score(logits), "mahalanobis": self.mahalanobis(features)}
+        if self.knn is not None:
+            out["knn"] = self.knn(features)
+        if self.stats is not None and statistics is not None:
+            out[STATS] = self.stats.scores(statistics)
+        return out
 
-    def score(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(score, flagged) of the method in use, per row."""
-        score = energy_score(logits) if self.method == "energy" else self.mahalanobis(features)
-        return score, score > self.thresholds[self.method]
+    def scores(
+        self, logits: np.ndarray, features: np.ndarray, statistics: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every method's score: in validation units, the combinations the larger of their two parts."""
+        base = self.base_scores(logits, features, statistics)
+        if not self.scales:
+            return base
+        out = {m: (s - self.scales[m][0]) / self.scales[m][1] for m, s in base.items() if m in self.scales}
+        if STATS in out:
+            for m in FEATURE_METHODS:
+                if m in out:
+                    out[f"{m} + {STATS}"] = np.maximum(out[m], out[STATS])
+        return out
+
+    def score(
+        self, logits: np.ndarray, features: np.ndarray, statistics: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(score, flagged) of the method in use, per row (without `statistics`, its feature part alone)."""
+        scored = self.scores(logits, features, statistics)
+        method = self.method if self.method in scored else self.method.split(" + ")[0]
+        if method not in scored:  # the picture's statistics alone, and none given
+            return np.zeros(len(logits)), np.zeros(len(logits), dtype=bool)
+        score = scored[method]
+        return score, score > self.thresholds[method]
+
+    def why(self, statistics: np.ndarray | None) -> str | None:
+        """For a flagged image: its most unusual picture statistic in words, where that part flags it."""
+        if self.stats is None or statistics is None or STATS not in self.method or STATS not in self.scales:
+            return None
+        median, spread = self.scales[STATS]
+        if (float(self.stats.scores(np.asarray(statistics)[None])[0]) - median) / spread <= self.thresholds[STATS]:
+            return None
+        return self.stats.why(statistics)
 
     @property
     def weak(self) -> bool:
@@ -137,8 +193,15 @@ class OODDetector:
         kinds = ", ".join(f"{FOREIGN_NAMES.get(k, k)} {v:.0%}" for k, v in chosen["foreign_flagged"].items())
         others = [m for m in METHODS if m != self.method and self.evidence.get(m, {}).get("auroc_test_vs_foreign")]
         picked = ""
-        if others:
-            other = others[0]
+        if others and "selection_caught" in chosen:  # picked on a set of foreign images apart from the reported one
+            other = max(others, key=lambda m: self.evidence[m].get("selection_caught") or 0.0)
+            picked = (
+                f"; picked over {len(others)} other ways on another set of such images, where it caught "
+                f"{chosen['selection_caught']:.0%} and the next best ({METHOD_NAMES[other]}) "
+                f"{self.evidence[other]['selection_caught']:.0%}"
+            )
+        elif others:
+            other = max(others, key=lambda m: self.evidence[m]["auroc_test_vs_foreign"])
             ours, theirs = chosen["auroc_test_vs_foreign"], self.evidence[other]["auroc_test_vs_foreign"]
             how = "better" if round(ours, 2) > round(theirs, 2) else "as well"
             picked = (
@@ -161,48 +224,3 @@ def threshold_for(scores: np.ndarray, pass_share: float = IN_DISTRIBUTION_PASS) 
     """The score below which `pass_share` of in-distribution inputs fall."""
     # "higher": on a small validation split the threshold never falls between two photos and fails more than 5 %
     return float(np.quantile(np.asarray(scores, dtype=np.float64), pass_share, method="higher"))
-
-
-def fit(
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    foreign: dict[str, tuple[np.ndarray, np.ndarray]],
-    projection: Projection,
-) -> OODDetector:
-    """Fit both detectors and pick one from the evidence.
-
-    Args:
-        train: (pooled features, labels) of training photos, for Mahalanobis's means and covariance.
-        val: (logits, pooled features) of the validation split: the thresholds.
-        test: (logits, pooled features) of the test split: the in-distribution rates.
-        foreign: {kind: (logits, pooled features)} of foreign images: the out-of-distribution rates.
-        projection: the PCA of the pooled features (fitted on training photos).
-    """
-    mahalanobis = Mahalanobis.fit(train[0], train[1], projection)
-    detector = OODDetector("energy", {}, mahalanobis)
-    val_scores = detector.scores(*val)
-    detector.thresholds = {m: threshold_for(val_scores[m]) for m in METHODS}
-    test_scores = detector.scores(*test)
-    foreign_scores = {kind: detector.scores(*pair) for kind, pair in foreign.items()}
-    evidence: dict[str, Any] = {}
-    for method in METHODS:
-        threshold = detector.thresholds[method]
-        rates = {kind: float(np.mean(s[method] > threshold)) for kind, s in foreign_scores.items()}
-        all_foreign = np.concatenate([s[method] for s in foreign_scores.values()]) if foreign_scores else np.array([])
-        auroc = None
-        if len(all_foreign) and len(test_scores[method]):
-            truth = np.r_[np.zeros(len(test_scores[method])), np.ones(len(all_foreign))]
-            auroc = float(roc_auc_score(truth, np.r_[test_scores[method], all_foreign]))
-        evidence[method] = {
-            "threshold": threshold,
-            "val_flagged": float(np.mean(val_scores[method] > threshold)),
-            "test_flagged": float(np.mean(test_scores[method] > threshold)),
-            "foreign_flagged": rates,
-            "foreign_flagged_all": float(np.mean(all_foreign > threshold)) if len(all_foreign) else None,
-            "auroc_test_vs_foreign": auroc,
-        }
-    aurocs = {m: evidence[m]["auroc_test_vs_foreign"] or 0.0 for m in METHODS}
-    detector.method = max(METHODS, key=lambda m: (aurocs[m], m == "energy"))  # a tie keeps the cheaper one
-    detector.evidence = evidence
-    return detector

@@ -1,6 +1,7 @@
 """What a served run is compared against, computed once per run and kept in its folder:
 
-  models/<run_id>/ood.npz    the out-of-distribution detectors (PCA, class means, precision) and the
+  models/<run_id>/ood.npz    the out-of-distribution detectors (PCA, class means, precision, the normalised
+                             training features of kNN, the image statistics' medians and spreads) and the
                              validation baselines the Monitor page tests drift against
   models/<run_id>/ood.json   thresholds, the chosen method and the evidence for it (rates, AUROC)
 
@@ -14,7 +15,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,23 +27,25 @@ from core.network import layer_names as names
 from core.paths import cache_dir
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.foreign import foreign_images
+from core.results.probabilities.image_stats import StatsCheck, image_statistics
+from core.results.probabilities.knn_distance import KNNDistance
 from core.results.probabilities.ood import (
     DRIFT_DIMENSIONS,
     PCA_DIMENSIONS,
     Mahalanobis,
     OODDetector,
     Projection,
-    fit,
 )
+from core.results.probabilities.ood_choice import PictureInputs, fit
 from core.runs.analysis import softmax
 from core.runs.curves import REFERENCE_TRAIN_SAMPLE
-from core.runs.record import MODEL_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.split import DatasetChanged, run_split
 
 log = logging.getLogger("flora")
-REFERENCE_NPZ = "ood.npz"
-REFERENCE_JSON = "ood.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: kNN distance, image statistics and their combinations, picked on a separate foreign set
+REPORT_SEED = 1  # the foreign images the figures are reported on (seed 0: the ones the method is picked on)
 MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
 
 
@@ -77,6 +79,8 @@ class Reference:
             "run_id": self.run_id,
             "method": self.detector.method,
             "thresholds": self.detector.thresholds,
+            "scales": self.detector.scales,
+            "knn_k": self.detector.knn.k if self.detector.knn is not None else None,
             "evidence": self.detector.evidence,
             "validation_images": len(self.val_confidence),
             "train_counts": self.train_counts.astype(int).tolist(),
@@ -84,9 +88,9 @@ class Reference:
         }
 
     def save(self, run_dir: str | os.PathLike) -> None:
-        run_dir = Path(run_dir)
+        files = run_files(run_dir)
         m = self.detector.mahalanobis
-        with atomic_path(run_dir / REFERENCE_NPZ) as tmp, open(tmp, "wb") as f:
+        with atomic_path(files.reference_arrays) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
                 f,
                 pca_mean=m.projection.mean,
@@ -97,20 +101,35 @@ class Reference:
                 val_projection=self.val_projection.astype(np.float32),
                 val_predicted=self.val_predicted.astype(np.int32),
                 train_counts=self.train_counts.astype(np.int64),
+                knn_bank=(self.detector.knn.bank if self.detector.knn is not None else np.zeros((0, 1))).astype(
+                    np.float16
+                ),
+                stats_median=self.detector.stats.median if self.detector.stats is not None else np.zeros(0),
+                stats_spread=self.detector.stats.spread if self.detector.stats is not None else np.zeros(0),
             )
-        write_json_atomic(run_dir / REFERENCE_JSON, self.summary())
+        write_json_atomic(files.reference_summary, self.summary())
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Reference | None:
         """The stored reference, or None when there is none (or it is of another version)."""
-        run_dir = Path(run_dir)
-        summary = read_json(run_dir / REFERENCE_JSON)
-        if not summary or summary.get("version") != FORMAT_VERSION or not (run_dir / REFERENCE_NPZ).exists():
+        files = run_files(run_dir)
+        summary = read_json(files.reference_summary)
+        if not summary or summary.get("version") != FORMAT_VERSION or not files.reference_arrays.exists():
             return None
-        with np.load(run_dir / REFERENCE_NPZ, allow_pickle=False) as data:
+        with np.load(files.reference_arrays, allow_pickle=False) as data:
             projection = Projection(data["pca_mean"], data["pca_components"])
             mahalanobis = Mahalanobis(projection, data["class_means"], data["precision"])
-            detector = OODDetector(summary["method"], dict(summary["thresholds"]), mahalanobis, summary["evidence"])
+            knn = KNNDistance(data["knn_bank"].astype(np.float32), int(summary["knn_k"])) if summary["knn_k"] else None
+            stats = StatsCheck(data["stats_median"], data["stats_spread"]) if len(data["stats_median"]) else None
+            detector = OODDetector(
+                summary["method"],
+                dict(summary["thresholds"]),
+                mahalanobis,
+                summary["evidence"],
+                knn=knn,
+                stats=stats,
+                scales={k: list(v) for k, v in summary["scales"].items()},
+            )
             return cls(
                 summary["run_id"],
                 detector,
@@ -146,7 +165,7 @@ class KnownOutputs:
 def reference_stamp(run_dir: str | os.PathLike) -> float:
     """When the run's reference was written (a cache key), 0 when it has none."""
     try:
-        return (Path(run_dir) / REFERENCE_JSON).stat().st_mtime
+        return run_files(run_dir).reference_summary.stat().st_mtime
     except OSError:
         return 0.0
 
@@ -201,19 +220,36 @@ def compute_reference(
         rows = np.sort(rng.choice(rows, MAX_TRAIN_IMAGES, replace=False))
     train = split.train[rows]
 
-    def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
+    def pixels(positions: np.ndarray) -> np.ndarray:
         size = config.image_size
         chunks = [center_crop(cache.read(positions[i : i + 256]), size) for i in range(0, len(positions), 256)]
-        images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
-        return run_outputs(model, images)
+        return np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
+
+    def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
+        return run_outputs(model, pixels(positions))
+
+    def statistics(positions: np.ndarray) -> np.ndarray:  # the decoded photos again: cheap beside a forward pass
+        return np.concatenate([image_statistics(pixels(positions[i : i + 256])) for i in range(0, len(positions), 256)])
 
     known = known or KnownOutputs()
     on_train = known.train(rows, len(split.train)) or outputs(train)
     on_val = known.split("val", len(split.val)) or outputs(split.val)
     on_test = known.split("test", len(split.test)) or outputs(split.test)
+    features, logits = names.FEATURES, names.LOGITS
     foreign_sets = foreign_images(config.image_size, config.cache_size)
     foreign = {kind: run_outputs(model, images) for kind, images in foreign_sets.items()}
-    features, logits = names.FEATURES, names.LOGITS
+    report_sets = foreign_images(config.image_size, config.cache_size, seed=REPORT_SEED)
+    report = {}
+    for kind, images in report_sets.items():
+        out = run_outputs(model, images)
+        report[kind] = (out[logits], out[features], image_statistics(images))
+    pictures = PictureInputs(
+        train=statistics(train),
+        val=statistics(split.val),
+        test=statistics(split.test),
+        foreign={kind: image_statistics(images) for kind, images in foreign_sets.items()},
+        report=report,
+    )
     projection = Projection.fit(on_train[features], PCA_DIMENSIONS)
     detector = fit(
         (on_train[features], cache.labels[train]),
@@ -221,6 +257,7 @@ def compute_reference(
         (on_test[logits], on_test[features]),
         {kind: (out[logits], out[features]) for kind, out in foreign.items()},
         projection,
+        pictures,
     )
     val_probabilities = softmax(on_val[logits], run_temperature(run))
     reference = Reference(
@@ -250,4 +287,4 @@ def load_inference_model(run: Run, share_backbone: bool = False):
     from core.network.graph import inference_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
 
-    return inference_model(load_classifier(run.path(MODEL_FILE)), share_backbone=share_backbone)
+    return inference_model(load_classifier(run_files(run).model), share_backbone=share_backbone)

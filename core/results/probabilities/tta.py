@@ -19,19 +19,22 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.data.imaging import center_crop
 from core.errors import Cancelled
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.inference import ModelMissing
+from core.paths import cache_dir
 from core.progress import StageCallback
 from core.results.evaluation.compare import mcnemar
 from core.results.probabilities.calibration import nll, run_temperature, stored_temperature
 from core.runs.analysis import RunAnalysis, softmax
-from core.runs.record import TTA_ARRAYS, TTA_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
+from core.runs.split import run_split
 
 VIEWS = ("as it is", "mirrored", "zoomed top-left", "zoomed bottom-right")
 ZOOM = 7 / 8  # a zoomed view keeps this share of the side, resized back to the input size
@@ -181,19 +184,15 @@ def measure(
     should_stop: Callable[[], bool] | None = None,
 ) -> TTAReport:
     """Evaluate the run's validation and test photos with and without the views; store and return the report."""
-    from core.data.imaging import center_crop
     from core.network.graph import features_and_logits_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
-    from core.paths import cache_dir
-    from core.runs.record import MODEL_FILE
-    from core.runs.split import run_split
 
     if not run.has_model:
         raise ModelMissing(run.run_id, run.state)
     analysis = RunAnalysis.load(run.directory)
     decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
     data = run_split(run, cache_dir(data_root), progress=decoding)
-    model = features_and_logits_model(load_classifier(run.path(MODEL_FILE)))
+    model = features_and_logits_model(load_classifier(run_files(run).model))
     size, temperature = run.train_config.image_size, run_temperature(run)
     parts = {"val": analysis.val, "test": analysis.test}
     probabilities: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -244,14 +243,14 @@ def measure(
 
 
 def save(report: TTAReport, averaged_probabilities: dict[str, np.ndarray], run_dir: str | os.PathLike) -> None:
-    with atomic_path(Path(run_dir) / TTA_ARRAYS) as tmp, open(tmp, "wb") as f:
+    with atomic_path(run_files(run_dir).tta_arrays) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{f"{name}_probabilities": value for name, value in averaged_probabilities.items()})
-    write_json_atomic(Path(run_dir) / TTA_FILE, report.to_dict())
+    write_json_atomic(run_files(run_dir).tta, report.to_dict())
 
 
 def load(run_dir: str | os.PathLike) -> TTAReport | None:
     """The run's stored report, or None (never measured, or from another version)."""
-    data = read_json(Path(run_dir) / TTA_FILE)
+    data = read_json(run_files(run_dir).tta)
     if not data or data.get("version") != TTA_VERSION:
         return None
     try:
@@ -273,7 +272,7 @@ def served_probabilities(run_dir: str | os.PathLike, analysis: RunAnalysis) -> t
     calibrated softmax of the stored logits.
     """
     report = used_by(run_dir)
-    path = Path(run_dir) / TTA_ARRAYS
+    path = run_files(run_dir).tta_arrays
     if report is not None and report.split_hash == analysis.split_hash and path.exists():
         with np.load(path, allow_pickle=False) as data:
             return data["val_probabilities"], data["test_probabilities"], len(report.views)

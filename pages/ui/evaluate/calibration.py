@@ -77,19 +77,14 @@ def reading(cal: Calibration) -> str:
     else:
         change = "helps a little"
     second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f} (95 % intervals in the table)."
-    if after > 0.1:
-        second += " An ECE above 0.1 is still poorly calibrated: read its probabilities as rough."
+    caveats = cal.caveats()  # bound words are handled above; what is left is what Predict says too
     if cal.after.mce > cal.before.mce:
-        second += (
-            f" Its worst confidence bin got worse (MCE {cal.before.mce:.3f} → {cal.after.mce:.3f}): one temperature "
-            "for every photo cannot fix every bin."
+        caveats.insert(
+            1 if after > 0.1 or (cal.after.ece_high or 0) > 0.1 else 0,
+            f"Its worst confidence bin got worse (MCE {cal.before.mce:.3f} → {cal.after.mce:.3f}): one temperature "
+            "for every photo cannot fix every bin.",
         )
-    if cal.few_validation_images:
-        second += (
-            f" With only {cal.val_per_class:.0f} validation photos per class the temperature is uncertain; "
-            "the interval on ECE shows how much."
-        )
-    return f"{first} {second}"
+    return " ".join([first, second, *caveats])
 
 
 def _interval(scores) -> str:

@@ -20,7 +20,8 @@ import streamlit as st
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results import tasks as run_tasks
 from core.results.data_issues import report as data_issues
-from core.runs.record import DATA_ISSUES_FILE, LABEL_ISSUES_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, run_task
 from pages.ui.run_task import task_panel
 
@@ -47,13 +48,14 @@ def _load(run_dir: str, stamp: tuple[float, float]) -> data_issues.DataIssues | 
 
 
 def _stamp(run: Run) -> tuple[float, float]:
-    def mtime(name: str) -> float:
+    def mtime(path) -> float:
         try:
-            return os.stat(run.directory / name).st_mtime
+            return os.stat(path).st_mtime
         except OSError:
             return 0.0
 
-    return mtime(DATA_ISSUES_FILE), mtime(LABEL_ISSUES_FILE)
+    files = run_files(run)
+    return mtime(files.data_issues), mtime(files.label_issues)
 
 
 def _open_review() -> None:

@@ -8,6 +8,7 @@ second) when the batch is done, so the next batch uses what was just learned.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -22,13 +23,15 @@ from core.results.label_next.data import UnlabelledFeatures, workbench
 from core.results.label_next.picking import RANDOM, STRATEGY, next_batch
 from core.results.label_next.simulation import saving
 from core.results.train_features import TrainFeatures
-from core.runs.record import LABEL_NEXT_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, teaching
 from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.explore.map import stored_train_features
 from pages.ui.run_task import task_panel
 
 BUTTONS_UP_TO = 8  # classes shown as one button each; more: a picker
+_DRAWING = threading.Lock()  # a batch is put in place by one run of the page at a time (a moment, not the retrain)
 STRATEGY_NAMES = {STRATEGY: "Flora's picking (uncertain, varied)", RANDOM: "at random"}
 
 
@@ -112,6 +115,51 @@ def batch_summary(picks: list[str], record: dict, skipped: list[str]) -> str:
     return f"Last batch: {given} labelled, {aside} set aside, {passed} skipped."
 
 
+def draw_batch(
+    run: Run,
+    state: dict,
+    finished: list[dict],
+    unlabelled: Unlabelled,
+    computed: UnlabelledFeatures,
+    train: TrainFeatures,
+    size: int,
+) -> None:
+    """Retrain the head on the labels given so far and draw the next batch into `state`, keeping the finished one
+    (its photos and the ones skipped) for the summary. `finished`: the batch this run of the page found done.
+
+    A click on the greyed page starts a second run of the page while this one retrains (Streamlit's fast reruns), and
+    that run finds the same finished batch and retrains too: whichever finishes first puts its batch in place, and a
+    run that finds its finished batch already replaced keeps the one in place, so a batch is never summed up as the
+    one before it."""
+    with _DRAWING:
+        if state["picks"] is not finished:  # another run of the page drew the next batch meanwhile
+            return
+        state["retraining"] = True  # until the new batch is in place, a click on the old one does nothing
+    started = time.perf_counter()
+    bench = workbench(run.classes or [], train.features, train.labels, unlabelled, computed, labelled_paths=train.paths)
+    skipped = list(state["skipped"])
+    waiting = [p for p in bench.pending_paths if p not in skipped]
+    offered_again = not waiting  # every waiting photo was skipped: offer them again
+    if offered_again:
+        waiting = bench.pending_paths
+    keep = [i for i, p in enumerate(bench.pending_paths) if p in set(waiting)]
+    picks = next_batch(
+        bench.labelled_x, bench.labelled_y, bench.pending_x[keep], [bench.pending_paths[i] for i in keep],
+        bench.classes, size,
+    )  # fmt: skip
+    with _DRAWING:
+        if state["picks"] is not finished:  # another run of the page drew the next batch meanwhile: keep it
+            return
+        if finished:
+            state["last"] = {"paths": [p["path"] for p in finished], "skipped": skipped}
+        if offered_again:
+            state["skipped"] = []
+        state["picks"] = [p.to_dict() for p in picks]
+        state["retrained"] = (len(bench.labelled_y), bench.labelled_here, time.perf_counter() - started)
+        state["batch"] = state.get("batch", 0) + 1
+        state["retraining"] = False
+
+
 def label_next_section(run: Run) -> None:
     teaching.explain("label_next")
     unlabelled = _unlabelled(run)
@@ -131,7 +179,7 @@ def label_next_section(run: Run) -> None:
         "none of these classes. Labelled photos are trained on by the **next** run on this dataset."
     )
     upload_section(run.dataset_path, expanded=False, key=f"label_next_upload_{run.run_id}")
-    computed = _unlabelled_features(str(run.directory), _mtime(run.directory / LABEL_NEXT_FILE))
+    computed = _unlabelled_features(str(run.directory), _mtime(run_files(run).label_next))
     train = stored_train_features(str(run.directory), run.train_features_mtime)  # read once, not at every click
     if computed is None or train is None or computed.fingerprint != unlabelled.index().fingerprint:
         st.markdown(
@@ -156,33 +204,12 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
         "Photos per batch", [5, 10, 20], default=10, key="label_next_batch_size", required=True
     )  # fmt: skip
     handled = set(unlabelled.record) | set(state["skipped"])
-    open_picks = [p for p in state["picks"] if p["path"] not in handled]
-    if not open_picks:
-        state["retraining"] = True  # until the new batch is in place, a click on the old one does nothing
-        started = time.perf_counter()
-        bench = workbench(
-            run.classes or [], train.features, train.labels, unlabelled, computed, labelled_paths=train.paths
-        )
-        waiting = [p for p in bench.pending_paths if p not in state["skipped"]]
-        if not waiting:
-            state["skipped"] = []  # every waiting photo was skipped: offer them again
-            waiting = bench.pending_paths
-        keep = [i for i, p in enumerate(bench.pending_paths) if p in set(waiting)]
-        picks = next_batch(
-            bench.labelled_x, bench.labelled_y, bench.pending_x[keep], [bench.pending_paths[i] for i in keep],
-            bench.classes, int(batch or 10),
-        )  # fmt: skip
-        previous = [p["path"] for p in state["picks"]]
-        if previous:
-            state["last"] = batch_summary(previous, unlabelled.record, state["skipped"])
-        state["picks"] = [p.to_dict() for p in picks]
-        state["retrained"] = (len(bench.labelled_y), bench.newly_labelled, time.perf_counter() - started)
-        state["batch"] = state.get("batch", 0) + 1
-        state["retraining"] = False
-        open_picks = state["picks"]
+    shown = state["picks"]
+    if not [p for p in shown if p["path"] not in handled]:
+        draw_batch(run, state, shown, unlabelled, computed, train, int(batch or 10))
     photos, new, seconds = state["retrained"] or (0, 0, 0.0)
-    if state.get("last"):
-        st.caption(state["last"])
+    if state.get("last"):  # counted from the record now, so it says what the finished batch's photos ended as
+        st.caption(batch_summary(state["last"]["paths"], unlabelled.record, state["last"]["skipped"]))
     st.caption(
         f"The head was retrained on {photos:,} labelled photos ({new} of them labelled here) in {seconds:.1f} s and "
         f"picked these {len(state['picks'])}: the most torn first, each standing for a group of similar uncertain "

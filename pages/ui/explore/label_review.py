@@ -16,7 +16,7 @@ import streamlit as st
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.results.labels import issues as label_issues
 from core.runs.record import Run
-from core.sharing.people import same_person
+from core.sharing.people import layer_of, same_person
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
 from pages.ui.explore import fix_worth
 from pages.ui.navigation import TRAIN_PREFILL, page_file
@@ -57,6 +57,14 @@ def mark(run: Run, path: str, action: str, to: str | None = None) -> None:
     corrections = corrections_of(run)
     corrections.mark(path, action, to=to, classes=run.classes or None, proposed_to=run.owner)
     corrections.save()
+
+
+def proposal_words(run: Run) -> str:
+    """What a mark on someone else's run does: a proposal to its owner, and part of the marker's own next run."""
+    return (
+        f"Your mark, and a proposal to {plain.md(layer_of(run.owner))}: their runs apply it only if they accept it; "
+        "your own next run on this dataset applies it."
+    )
 
 
 def answer_proposal(run: Run, path: str, by: str, accept: bool) -> None:
@@ -214,9 +222,10 @@ BEHIND_WHY = (
 )
 
 NONE_SUPPORTED = (
-    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: the "
-    "swapped photos did not come first even twice as often as in photos picked at random. On this run the list is "
-    "little better than a guess; look through it by eye if you like, or train with better features first."
+    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: no stretch "
+    "at its top held the swapped photos clearly more often than photos picked at random, or often enough to tell "
+    "from luck (the figures are above). On this run the list is little better than a guess; look through it by eye "
+    "if you like, or train with better features first."
 )
 
 
@@ -244,7 +253,7 @@ def trust_words(review: label_issues.LabelReview, random_start: bool) -> tuple[s
         parts.append(
             f"when {trust['planted']} of those labels were flipped on purpose and the photos ranked again, "
             f"{trust['found']} of the flips came among the first {trust['planted']} suspects (a random order would "
-            f"put about {trust['chance']:.0f} there)"
+            f"put about {trust['chance']:.1f} there)"
         )
     share = review.estimated_errors / max(1, review.images)
     if share > 0.2:
@@ -357,6 +366,8 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
         if marked:
             text = MARKED[marked["action"]].format(to=marked.get("to", "?"))
             facts.markdown(f":green[:material/check: {plain.md(text)}]")
+            if not auth.can_change(run):  # a classmate's run: say where the mark goes (walk of issue 38, item 11)
+                facts.caption(proposal_words(run))
         classes = run.classes or sorted({issue.given, issue.suggested})
         others = [c for c in classes if c != issue.given]
         relabel = actions.columns([3, 2], vertical_alignment="bottom")

@@ -14,6 +14,7 @@ from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
 from core.runs.record import MAX_NAME_LENGTH, Run
 from core.settings.options import run_command
+from core.tracking import run_url
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.train.launch import prefill_from
@@ -102,7 +103,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
     common.random_start_notice(run)
     curves(run, metrics, state)
     with st.expander("Log", icon=":material/terminal:", expanded=run.state is JobState.FAILED):
-        st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
+        st.code(common.shown_log(common.store().log_tail(run.run_id, 40)) or "(empty)", language=None)
     settings(run)
 
 
@@ -175,12 +176,22 @@ def result(run: Run, state: RunProgress) -> None:
         st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
     elif status.note:
         st.caption(plain.md(status.note[0].upper() + status.note[1:] + "."))
+    mlflow_runs(run)
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",
         icon=":material/grid_on:",
         query_params={"evaluate_run": run.run_id},
     )
+
+
+def mlflow_runs(run: Run) -> None:
+    """Where the run was logged to MLflow (`--track`, the form's field): the MLflow run, linked to its page."""
+    for uri, entry in (run.status.mlflow or {}).items():
+        name = f"MLflow run {entry.get('run_id')}"
+        url = run_url(uri, entry)
+        shown = f"[{plain.md(name)}](<{url.replace('>', '%3E')}>)" if url else plain.code(name)
+        st.caption(f"Logged to MLflow at {plain.code(uri)}: {shown}")
 
 
 def settings(run: Run) -> None:
@@ -202,7 +213,8 @@ def settings(run: Run) -> None:
                 hide_index=True,
                 key=f"train_corrections_{run.run_id}",
             )
-        if not auth.can_change(run):
+        mine = auth.can_change(run)
+        if not mine:
             auth.read_only_note(run)
         name_col, note_col = st.columns([1, 2])
         name_col.text_input(
@@ -211,15 +223,13 @@ def settings(run: Run) -> None:
             max_chars=MAX_NAME_LENGTH,
             key=f"train_name_{run.run_id}",
             placeholder="e.g. baseline",
+            disabled=not mine,  # a classmate's run: read, not typed into beside "you can look at it, not change it"
         )
-        note_col.text_input("Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried")
-        st.button(
-            "Save name and note",
-            key=f"train_label_{run.run_id}",
-            on_click=save_label,
-            args=(run.run_id,),
-            disabled=not auth.can_change(run),
+        note_col.text_input(
+            "Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried", disabled=not mine
         )
+        if mine:
+            st.button("Save name and note", key=f"train_label_{run.run_id}", on_click=save_label, args=(run.run_id,))
         st.button(
             "New run from these settings",
             icon=":material/content_copy:",

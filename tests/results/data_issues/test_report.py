@@ -11,6 +11,7 @@ import pytest
 
 from core.results.data_issues import groups, outliers
 from core.results.data_issues import report as data_issues
+from core.results.dataset_features import DatasetSource
 from core.results.labels import overlap
 from core.results.labels.issues import Stacked
 from tests.conftest import make_image_dataset, require_flowers
@@ -171,7 +172,9 @@ def planted_flowers(tmp_path_factory):
     source = require_flowers()
     base = tmp_path_factory.mktemp("planted")
     planted = flowers_with_non_flowers(source, base / "data" / "flowers", per_class=40)
-    inputs = data_issues.for_dataset(base / "data" / "flowers", base / "data", image_size=64, weights="none")
+    inputs = data_issues.for_dataset(
+        DatasetSource(base / "data" / "flowers", base / "data", image_size=64, weights="none")
+    )
     return planted, inputs, data_issues.find(inputs)
 
 
@@ -197,7 +200,9 @@ def test_a_class_drawn_like_another_is_suggested_for_merging_beside_the_health_c
         colors=[blue, green, red, red, yellow],  # red2 is drawn exactly as red is
     )
     shutil.copy(dataset / "green" / "img_000.png", dataset / "yellow" / "copy_of_green.png")  # a conflicting copy
-    result = data_issues.find(data_issues.for_dataset(dataset, tmp_path / "data", image_size=32, weights="none"))
+    result = data_issues.find(
+        data_issues.for_dataset(DatasetSource(dataset, tmp_path / "data", image_size=32, weights="none"))
+    )
     first = result.overlapping_classes[0]
     assert first["classes"] == ["red", "red2"] and first["suggestion"] == "merge"
     assert [p["classes"] for p in result.overlapping_classes if p["suggestion"] == "merge"] == [["red", "red2"]]

@@ -283,6 +283,8 @@ def test_a_run_ranks_its_unlabelled_photos_and_learns_from_each_labelled_one(own
         labelled_paths=[*train.paths[:-1], copy],
     )  # fmt: skip
     assert retrained.newly_labelled == 0 and len(retrained.labelled_y) == len(train.labels)
+    assert retrained.labelled_here == 1, "the run trained on a photo labelled here"
+    assert after.labelled_here == 1 and bench.labelled_here == 0
 
 
 def test_the_simulation_task_stores_its_result_for_the_page(own):

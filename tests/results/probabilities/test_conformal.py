@@ -240,16 +240,18 @@ def test_the_held_out_half_is_counted_by_set_size_and_short_sizes_are_named():
     assert fitted.at_level(0.9)["by_size"] == counted
     words = cf.set_words(["dogs"], 2, 0.9, one)
     assert f"one-class sets were right only {one[0]} of {one[1]} times" in words
-    assert "not about this one" in words and "best guess, not a sure answer" in words
+    assert "not for each photo" in words and "best guess, not a sure answer" in words
     summary = json.loads(json.dumps(fitted.summary()))
     assert summary["held_out"]["by_size"] == counted
 
 
 def test_set_words():
     one = cf.set_words(["rose"], 5, 0.9)
-    assert one.startswith("rose, one class at this level. Over all photos like the run's test photos, sets at 90% ")
-    assert "at least 9 times in 10: a promise about photos taken together, not about this one" in one
-    assert cf.set_words(["rose", "tulip"], 5, 0.95).startswith("rose or tulip. Over all photos")
+    assert one.startswith("rose, one class at this level. On average over many photos like the calibration ones")
+    assert "sets at 90% hold the right class 9 times in 10; not for each photo or each class" in one
+    assert "at least" not in one  # a finite sample can fall below the level: the promise is an average
+    assert "not for each photo;" not in one and "not for each photo." in cf.set_words(["rose"], 5, 0.9, by_class=True)
+    assert cf.set_words(["rose", "tulip"], 5, 0.95).startswith("rose or tulip. On average over many photos")
     assert "a wide set (4 of 5 classes)" in cf.set_words(list("abcd"), 5, 0.99)
     assert "cannot narrow" in cf.set_words(list("abcde"), 5, 0.9)
     held = cf.set_words(["rose", "tulip"], 5, 0.9, (40, 41))
