@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.data.datasets import LABELLED_IN_FLORA, DatasetIndex, Split, split_indices
+from core.data.multilabel_split import split_multilabel, targets_of
 
 
 def split_rule(
@@ -31,8 +32,6 @@ def split_rule(
         DatasetError: as split_indices.
     """
     if index.multilabel:
-        from core.data.multilabel_split import split_multilabel, targets_of
-
         return split_multilabel(targets_of(index, paths), index.classes, given, val_fraction, test_fraction, seed)
     joined = set(index.meta.get(LABELLED_IN_FLORA) or []) if not index.has_split else set()
     if not joined:
