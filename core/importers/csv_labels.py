@@ -34,7 +34,10 @@ from core.importers.common import (
 )
 from core.importers.multilabel_table import detect, import_table
 
-PATH_COLUMNS = ("path", "image", "image_path", "filename", "file", "file_name", "img", "id", "image_id")
+PATH_COLUMNS = (
+    "path", "image", "image_path", "filename", "file", "file_name", "img", "id", "image_id",
+    "image_name", "image index", "image_index",  # Planet's image_name, NIH chest X-ray's "Image Index"
+)  # fmt: skip
 LABEL_COLUMNS = ("label", "class", "category", "species", "breed", "target", "y")
 SPLIT_COLUMNS = ("split", "set", "subset", "fold")
 # Names that say what a file or folder holds, not which dataset: a suggested name looks past them.
@@ -147,9 +150,9 @@ def import_csv(
     label_col = pick_column(columns, label_column, LABEL_COLUMNS, "label")
     split_col = pick_column(columns, split_column, SPLIT_COLUMNS, "split")
     if path_col is not None:
-        shape = detect(rows, columns, path_col, label_col, split_col, multi_label, delimiter, label_columns)
+        shape = detect(rows, columns, path_col, label_col, split_col, multi_label, delimiter, label_columns, no_label)
         if shape is not None:
-            args = (path_col, split_col, labels, notes, skip_missing, overwrite, no_label)
+            args = (path_col, split_col, labels, notes, skip_missing, overwrite)
             return import_table(rows, shape, images, name, data_root, *args)
     if path_col is None or label_col is None:
         missing = [what for what, col in (("images (--path-column)", path_col), ("labels (--label-column)", label_col))

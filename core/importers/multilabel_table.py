@@ -36,6 +36,9 @@ DELIMITER_NAMES = {"|": "'|'", ";": "';'", ",": "commas", " ": "spaces"}
 MULTI_COLUMNS = ("labels", "tags", "finding labels", "finding_labels", "attributes", "categories")
 TRUE_VALUES = {"1", "1.0", "true", "yes", "y"}
 FALSE_VALUES = {"0", "0.0", "-1", "-1.0", "false", "no", "n"}
+# A cell saying "no label" in words (NIH chest X-ray's "No Finding"): read as an empty list when it never comes with
+# another label in a cell; `no_label` names any other such value.
+NO_LABEL_WORDS = {"no finding", "no findings", "none", "no label", "no labels", "nothing"}
 
 
 @dataclass
@@ -47,19 +50,23 @@ class LabelShape:
     delimiter: str | None = None  # delimited: between a cell's labels
     columns: list[str] = field(default_factory=list)  # columns: one per label, named by its header
     why: str = ""  # how it was found, in words
+    no_label: str | None = None  # delimited: the cell that means no label ("No Finding"), given or found
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "delimited":
-            return {"kind": self.kind, "column": self.column, "delimiter": self.delimiter}
+            found = {"no_label": self.no_label} if self.no_label else {}
+            return {"kind": self.kind, "column": self.column, "delimiter": self.delimiter, **found}
         return {"kind": self.kind, "columns": list(self.columns)}
 
 
-def detect_delimiter(values: list[str]) -> str | None:
+def detect_delimiter(values: list[str], lists: bool = False) -> str | None:
     """The delimiter of a column of label lists, or None when its cells look like single labels.
 
     A delimiter is one whose pieces recombine: some cell splits into several labels and there are fewer distinct
     labels than distinct cells ("clear primary road" over 17 tags); a class name with a space ("sweet pea") splits
     into pieces that do not come back in other cells. Spaces must halve the count, as names have spaces more often.
+    A column whose name says it holds lists (`lists`: tags, labels...) needs less: a piece that comes back in
+    another cell (Planet's first rows: "haze primary", "clear primary" share "primary").
     """
     distinct = {value for value in values if value}
     for delimiter in DELIMITERS:
@@ -67,6 +74,8 @@ def detect_delimiter(values: list[str]) -> str | None:
         if not any(len(found) > 1 for found in pieces):
             continue
         tokens = {piece for found in pieces for piece in found}
+        if lists and len(tokens) < sum(len(set(found)) for found in pieces):
+            return delimiter
         limit = len(distinct) / 2 if delimiter == " " else len(distinct)
         if len(tokens) < limit:
             return delimiter
@@ -74,14 +83,16 @@ def detect_delimiter(values: list[str]) -> str | None:
 
 
 def indicator_columns(rows: list[dict[str, str]], columns: list[str], others: set[str]) -> list[str]:
-    """The columns (other than `others`) whose every value reads as 0/1 (or -1/1, true/false)."""
+    """The columns (other than `others`) that read as 0/1 (or -1/1, true/false): at least one 1, and something else
+    in one row, or one in ten at most (each such row is named as malformed when the table is read)."""
     allowed = TRUE_VALUES | FALSE_VALUES
     found = []
     for column in columns:
         if column in others:
             continue
-        values = {row.get(column, "").strip().lower() for row in rows}
-        if values and values <= allowed and values & TRUE_VALUES:
+        values = [row.get(column, "").strip().lower() for row in rows]
+        others_seen = sum(value not in allowed for value in values)
+        if values and others_seen <= max(1, len(values) // 10) and any(value in TRUE_VALUES for value in values):
             found.append(column)
     return found
 
@@ -95,11 +106,13 @@ def detect(
     multi_label: bool | None,
     delimiter: str | None = None,
     label_columns: list[str] | None = None,
+    no_label: str | None = None,
 ) -> LabelShape | None:
     """The table's multi-label shape, or None for a single-label table.
 
     `multi_label` None detects; True insists (and says what is missing); False is single-label. `delimiter` and
-    `label_columns` give the shape instead of detecting it.
+    `label_columns` give the shape instead of detecting it; `no_label` the cell meaning no label (else one in words,
+    NO_LABEL_WORDS, that never comes with another label is found).
 
     Raises:
         ImportRejected: multi-label asked for, and no shape found; a given column is not in the table.
@@ -116,14 +129,16 @@ def detect(
     if column is not None:
         values = [row.get(column, "").strip() for row in rows]
         if delimiter is not None:
-            return LabelShape("delimited", column, delimiter, why=f"labels separated by {_named(delimiter)}, as given")
-        found = detect_delimiter(values)
+            shape = LabelShape("delimited", column, delimiter, why=f"labels separated by {_named(delimiter)}, as given")
+            return _with_no_label(shape, values, no_label)
+        found = detect_delimiter(values, lists=column.lower() in MULTI_COLUMNS)
         if found is not None:
             why = f"column {column!r} holds lists of labels separated by {_named(found)}"
-            return LabelShape("delimited", column, found, why=why)
+            return _with_no_label(LabelShape("delimited", column, found, why=why), values, no_label)
         if column.lower() in MULTI_COLUMNS or multi_label:
             one = "each cell one label (or none)"
-            return LabelShape("delimited", column, "|", why=f"column {column!r} holds label lists, {one} so far")
+            shape = LabelShape("delimited", column, "|", why=f"column {column!r} holds label lists, {one} so far")
+            return _with_no_label(shape, values, no_label)
         return None
     others = {path_col, *(c for c in (split_col,) if c)}
     flags = indicator_columns(rows, columns, others)
@@ -137,12 +152,29 @@ def detect(
     return None
 
 
+def _with_no_label(shape: LabelShape, values: list[str], given: str | None) -> LabelShape:
+    """`shape` with the cell meaning no label: the one given, else a NO_LABEL_WORDS cell never with another label."""
+    if given:
+        shape.no_label = given
+        shape.why += f"; {given!r} means no label, as given"
+        return shape
+    pieces = [[piece.strip() for piece in value.split(shape.delimiter) if piece.strip()] for value in values]
+    alone = {found[0] for found in pieces if len(found) == 1 and found[0].lower() in NO_LABEL_WORDS}
+    for word in sorted(alone):
+        if not any(word in found for found in pieces if len(found) > 1):
+            shape.no_label = word
+            shape.why += f"; {word!r} read as no label (it never comes with another)"
+            break
+    return shape
+
+
 def _named(delimiter: str) -> str:
     return DELIMITER_NAMES.get(delimiter, repr(delimiter))
 
 
-def labels_of_rows(rows, shape: LabelShape, no_label: str | None, path_col: str):
+def labels_of_rows(rows, shape: LabelShape, path_col: str):
     """[(line, path value, [label names])] and the malformed rows, named: each row read by `shape`."""
+    no_label = shape.no_label
     read, bad = [], []
     for number, row in enumerate(rows, start=2):  # the header is line 1
         value = row.get(path_col, "").strip()
@@ -181,14 +213,13 @@ def import_table(
     notes: list[str],
     skip_missing: bool = False,
     overwrite: bool = False,
-    no_label: str | None = None,
 ) -> ImportResult:
     """Import a checked table as a multi-label dataset `name` (links, not copies).
 
     Raises:
         ImportRejected: malformed rows, missing images (unless `skip_missing`), conflicting repeats, no usable row.
     """
-    read, bad = labels_of_rows(rows, shape, no_label, path_col)
+    read, bad = labels_of_rows(rows, shape, path_col)
     entries, missing, conflicts, bad_split, repeats = [], [], [], [], 0
     seen: dict[Path, tuple[int, list[str]]] = {}
     for number, value, labels in read:

@@ -152,7 +152,7 @@ def multilabel_preview(rows: list[dict[str, str]], shape, path_col: str) -> None
     """What a multi-label import will make of the table: how it reads it, its labels, photos with none, bad rows."""
     from core.importers.multilabel_table import labels_of_rows
 
-    read, bad = labels_of_rows(rows, shape, None, path_col)
+    read, bad = labels_of_rows(rows, shape, path_col)
     counts: dict[str, int] = {}
     for _, _, labels in read:
         for label in labels:
