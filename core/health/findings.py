@@ -89,14 +89,15 @@ class Checks:
             )  # fmt: skip
         except DatasetError as e:
             info["error"] = str(e)
-            self.add(
-                "cannot_train",
-                "error",
-                f"training will fail: {e}",
-                "Training needs at least two classes with readable images, and enough images per class "
-                "for a validation and a test split. Add classes or images (or bring your own split).",
-                files=[f"{c}/" for c in index.classes],
-            )
+            if index.multilabel:  # no class folders: the label file lists the photos
+                why = "Training needs enough readable photos for a validation and a test split. Add photos (or bring "
+                why += "your own split)."
+                files = [str(index.meta.get("label_file") or "labels.csv")]
+            else:
+                why = "Training needs at least two classes with readable images, and enough images per class for a "
+                why += "validation and a test split. Add classes or images (or bring your own split)."
+                files = [f"{c}/" for c in index.classes]
+            self.add("cannot_train", "error", f"training will fail: {e}", why, files=files)
             return split_of, info
         for name in ("train", "val", "test"):
             split_of[positions[getattr(split, name)]] = name
