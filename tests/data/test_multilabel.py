@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from core.data.datasets import DatasetError, scan_dataset
 from core.data.multilabel import (
@@ -21,6 +20,7 @@ from core.data.multilabel import (
     write_label_file,
 )
 from tests.conftest import make_image_dataset
+from tests.datafixtures import picture
 
 NAMES = ["cat", "dog", "person"]
 LISTS = [["cat"], ["dog", "person"], [], ["cat", "dog", "person"], ["person"], []]
@@ -32,7 +32,7 @@ def make_multilabel(root, lists=LISTS, names=NAMES, splits=None, size=32):
     rows = []
     for i, labels in enumerate(lists):
         rel = f"images/p{i:03d}.png"
-        Image.new("RGB", (size, size), (20 * (i % 12), 100, 180)).save(root / rel)
+        picture(i, (size, size)).save(root / rel)  # a distinct picture each
         rows.append((rel, labels, splits[i] if splits else None))
     write_label_file(root, rows, names)
     meta = {"task": MULTI_LABEL, "label_file": LABEL_FILE, "label_names": list(names)}
