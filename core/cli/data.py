@@ -3,6 +3,7 @@
     data get {tf_flowers,oxford102,demo} [--url URL] [--force] [--json]
     data import oxford102 SRC [--name NAME] [--force] [--json]
     data import zip FILE NAME [--force] [--json]
+    data import csv LABELS.csv IMAGES_DIR NAME [--multi-label | --single-label] [--delimiter D] [--label-columns ...]
     data check DIR [--image-size N] [--no-cache] [--json]
     data list [--json]
 
@@ -69,6 +70,23 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     table.add_argument(
         "--skip-missing", action="store_true", help="import the rows whose image is there; list the rest"
     )
+    task = table.add_mutually_exclusive_group()
+    task.add_argument(
+        "--multi-label",
+        dest="multi_label",
+        action="store_const",
+        const=True,
+        help="photos with any number of labels: one column of label lists, or one 0/1 column per label "
+        "(default: detected and said)",
+    )
+    task.add_argument(
+        "--single-label", dest="multi_label", action="store_const", const=False, help="one label a photo, as is"
+    )
+    table.add_argument(
+        "--delimiter", help="between the labels of a cell of label lists: ' ', '|', ',' or ';' (default: detected)"
+    )
+    table.add_argument("--label-columns", help="the 0/1 columns, one per label, comma-separated (default: detected)")
+    table.add_argument("--no-label", metavar="VALUE", help="a value meaning no label in a list (e.g. 'No Finding')")
     table.add_argument("--force", action="store_true", help="replace a dataset of that name")
     table.add_argument("--json", action="store_true")
     table.set_defaults(handler=cmd_import_csv)
@@ -123,6 +141,12 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
             args.split_column,
             args.skip_missing,
             args.force,
+            multi_label=args.multi_label,
+            delimiter=args.delimiter,
+            label_columns=[c.strip() for c in args.label_columns.split(",") if c.strip()]
+            if args.label_columns
+            else None,
+            no_label=args.no_label,
         ),
     )
 
@@ -144,7 +168,8 @@ def _run_import(args: argparse.Namespace, action) -> int:
     split = ""
     if result.split:
         split = f", own split {result.split['train']}/{result.split['val']}/{result.split['test']}"
-    print(f"{result.name}: {state}, {result.classes} classes, {result.images} images{split}")
+    kinds = "labels (multi-label)" if result.task == "multilabel" else "classes"
+    print(f"{result.name}: {state}, {result.classes} {kinds}, {result.images} images{split}")
     print(f"  at {result.path}")
     for note in result.notes:
         print(f"  note: {note}")
@@ -225,6 +250,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "source": index.meta.get("source") or "folder",
                 "synthetic": bool(index.meta.get("synthetic", False)),
                 "path": str(index.root),
+                "task": index.task,
             }
         )
     if args.json:
@@ -233,6 +259,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no datasets in {root} (python -m core data get demo makes one offline)", file=sys.stderr)
         return EXIT_OK
+    for row in rows:
+        row["classes"] = f"{row['classes']} labels" if row["task"] == "multilabel" else row["classes"]
     headers = ["name", "classes", "images", "split", "source", "title"]
     table = [[str(r[h]) + (" (synthetic)" if h == "source" and r["synthetic"] else "") for h in headers] for r in rows]
     print(format_table(headers, table))

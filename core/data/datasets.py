@@ -4,6 +4,7 @@ Layouts understood:
   DATA/<class>/<image>                        one pool, split here with a seed
   DATA/{train,val,test}/<class>/<image>       already split (val or test may be missing)
   DATA/<class>/<image> + DATA/flora.json      a "splits" mapping recorded by an importer
+  DATA/images/<image> + DATA/labels.csv       multi-label, any number of labels a photo: core.data.multilabel
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from core.data import multilabel
 from core.data.imaging import is_image_name
+from core.data.test_size import SMALL_TEST_SPLIT, accuracy_margin, small_test_note  # noqa: F401 (their old home)
 from core.errors import InvalidInput
 from core.fileio import read_json, update_json
 
 SPLITS = ("train", "val", "test")
-# Below this many test photos an accuracy moves by a point or more per photo: the split says so.
-SMALL_TEST_SPLIT = 100
 _SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -63,7 +64,7 @@ class ImageEntry:
     """One image file of a dataset."""
 
     path: str  # relative to the dataset root, POSIX separators
-    label: int
+    label: int  # the class; -1 in a multi-label dataset (its labels are the index's `targets`)
     split: str | None  # "train" | "val" | "test" when the dataset brings its split
     bytes: int
 
@@ -81,10 +82,16 @@ class DatasetIndex:
     ignored_files: list[str] = field(default_factory=list)  # not images by their extension
     meta: dict[str, Any] = field(default_factory=dict)
     links: list[str] = field(default_factory=list)  # class folders and photos that are symbolic links (relative)
+    task: str = multilabel.SINGLE_LABEL  # or MULTI_LABEL: `classes` are the label names, `targets` each entry's
+    targets: multilabel.LabelSets | None = None
 
     @property
     def name(self) -> str:
         return self.meta.get("name") or self.root.name
+
+    @property
+    def multilabel(self) -> bool:  # every part that differs by task asks this
+        return self.task == multilabel.MULTI_LABEL
 
     @property
     def has_split(self) -> bool:
@@ -94,7 +101,10 @@ class DatasetIndex:
     def labels(self) -> np.ndarray:
         return np.array([e.label for e in self.entries], dtype=np.int32)
 
-    def class_counts(self) -> dict[str, int]:
+    def class_counts(self) -> dict[str, int]:  # multi-label: photos having each label
+        if self.targets is not None:
+            positives = self.targets.positives()
+            return {name: int(positives[i]) for i, name in enumerate(self.classes)}
         counts = Counter(e.label for e in self.entries)
         return {name: counts.get(i, 0) for i, name in enumerate(self.classes)}
 
@@ -148,6 +158,11 @@ def scan_dataset(
         raise DatasetError(f"dataset folder not found: {root}")
     budget = _Budget(max_files, max_seconds, root)
     meta = read_json(root / META_FILE, default={}) or {}
+    if isinstance(meta, dict) and meta.get("task") == multilabel.MULTI_LABEL:  # labels from its label file
+        try:
+            return DatasetIndex(root, meta=meta, **multilabel.scan(root, meta, ImageEntry, _SPLIT_ALIASES))
+        except multilabel.LabelFileError as e:
+            raise DatasetError(str(e)) from None
     manifest = meta.pop("splits", None) if isinstance(meta, dict) else None
 
     split_dirs = _split_dirs(root)
@@ -344,21 +359,6 @@ def split_indices(
     if len(split.test) < SMALL_TEST_SPLIT:
         split.notes.append(small_test_note(len(split.test)))
     return split
-
-
-def accuracy_margin(n: int, accuracy: float = 0.5) -> float:
-    """Half the width of a 95% interval of an accuracy measured on `n` photos (normal approximation)."""
-    return 1.96 * float(np.sqrt(max(accuracy * (1 - accuracy), 0.25 / max(n, 1)) / max(n, 1)))
-
-
-def small_test_note(n: int, accuracy: float | None = None) -> str:
-    """'Small test split: 37 photos, ...': what such a split can and cannot tell (a sentence of its own)."""
-    margin = accuracy_margin(n, 0.5 if accuracy is None else accuracy)
-    return (
-        f"Small test split: {n} photos, so one photo is {100 / max(n, 1):.1f} points of accuracy and a test accuracy "
-        f"is known to about ±{100 * margin:.0f} points (95%); differences between runs smaller than that may be "
-        f"chance. More test photos (a larger test fraction, or more photos) give a firmer figure."
-    )
 
 
 def _carve(

@@ -8,6 +8,7 @@ import numpy as np
 
 from core.data.corrections import apply
 from core.data.datasets import LABELLED_IN_FLORA, DatasetIndex, Split, split_indices
+from core.data.multilabel_split import split_multilabel, targets_of
 
 
 def split_rule(
@@ -26,9 +27,14 @@ def split_rule(
     photos, order, labels and seed), so a run before and after stays comparable. core.runs.split draws every run's
     split with it and the health check measures leaks under it: one rule, so both name the same photos.
 
+    A multi-label dataset (`index.multilabel`) splits by iterative stratification of its label lists
+    (core.data.multilabel_split); `labels` are then not read.
+
     Raises:
         DatasetError: as split_indices.
     """
+    if index.multilabel:
+        return split_multilabel(targets_of(index, paths), index.classes, given, val_fraction, test_fraction, seed)
     joined = set(index.meta.get(LABELLED_IN_FLORA) or []) if not index.has_split else set()
     if not joined:
         return split_indices(labels, index.classes, given, val_fraction, test_fraction, seed)

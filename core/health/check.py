@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from core.data.datasets import DatasetIndex
+from core.data.multilabel import label_set_ids
 from core.fileio import read_json, write_json_atomic
 from core.health.findings import Checks
 from core.health.hashing import analyse, duplicate_groups, grayscale_flags
+from core.health.multilabel import class_counts, label_findings
 from core.health.report import SEVERITIES, HealthReport
 from core.health.table import as_index, cache_file, image_table
 from core.progress import StageCallback
@@ -63,13 +65,18 @@ def check_dataset(
     readable = analysis.readable
 
     checker = Checks(index, table, paths, image_size, config)
+    if index.multilabel:  # a label value is a photo's whole list: copies with other lists conflict
+        labels, checker.names = label_set_ids(index.targets, index.classes)
     checker.unreadable(analysis)
     split_of, split_info = checker.split(readable)
     exact, near, combined = duplicate_groups(analysis)
     checker.duplicates(exact, near, analysis)
     checker.leakage(combined, split_of, split_info)
     checker.conflicting_labels(combined, labels)
-    checker.classes(readable, labels)
+    if index.multilabel:
+        label_findings(checker, readable)
+    else:
+        checker.classes(readable, labels)
     checker.sizes(readable)
     checker.grayscale(gray, labels)
     checker.ignored()
@@ -78,7 +85,7 @@ def check_dataset(
     stats = {
         "readable": int(readable.sum()),
         "unreadable": int((~readable).sum()),
-        "class_counts": {c: int(np.sum(labels[readable] == i)) for i, c in enumerate(index.classes)},
+        "class_counts": class_counts(index, labels, readable),
         "split": split_info,
         "layout": index.layout,
         "exact_duplicate_groups": len(exact),

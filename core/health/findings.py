@@ -30,6 +30,7 @@ class Checks:
         self.image_size = image_size
         self.config = config or TrainConfig()
         self.findings: list[Finding] = []
+        self.names = index.classes  # what a label value is called (multi-label: each label list, core.health.check)
 
     def add(self, kind, severity, title, detail, positions=(), groups=(), captions=None, files=None) -> None:
         files = files if files is not None else [self.paths[i] for i in positions]
@@ -88,14 +89,15 @@ class Checks:
             )  # fmt: skip
         except DatasetError as e:
             info["error"] = str(e)
-            self.add(
-                "cannot_train",
-                "error",
-                f"training will fail: {e}",
-                "Training needs at least two classes with readable images, and enough images per class "
-                "for a validation and a test split. Add classes or images (or bring your own split).",
-                files=[f"{c}/" for c in index.classes],
-            )
+            if index.multilabel:  # no class folders: the label file lists the photos
+                why = "Training needs enough readable photos for a validation and a test split. Add photos (or bring "
+                why += "your own split)."
+                files = [str(index.meta.get("label_file") or "labels.csv")]
+            else:
+                why = "Training needs at least two classes with readable images, and enough images per class for a "
+                why += "validation and a test split. Add classes or images (or bring your own split)."
+                files = [f"{c}/" for c in index.classes]
+            self.add("cannot_train", "error", f"training will fail: {e}", why, files=files)
             return split_of, info
         for name in ("train", "val", "test"):
             split_of[positions[getattr(split, name)]] = name
@@ -170,7 +172,7 @@ class Checks:
         if not conflicts:
             return
         files = sorted(i for g in conflicts for i in g)
-        classes = self.index.classes
+        classes = self.names
         self.add(
             "conflicting_labels",
             "error",
@@ -293,7 +295,7 @@ class Checks:
         readable = self.table["readable"].to_numpy()
         total = int(readable.sum())
         per_class = {
-            self.index.classes[c]: (int(np.sum(gray & (labels == c))), int(np.sum(readable & (labels == c))))
+            self.names[c]: (int(np.sum(gray & (labels == c))), int(np.sum(readable & (labels == c))))
             for c in np.unique(labels[found])
         }
         share = len(found) / max(1, total)
@@ -320,7 +322,7 @@ class Checks:
             "the file's colour mode)" + (f", concentrated in {', '.join(lopsided)}" if lopsided else ""),
             detail,
             found,
-            captions={self.paths[i]: self.index.classes[labels[i]] for i in found},
+            captions={self.paths[i]: self.names[labels[i]] for i in found},
         )
 
     def ignored(self) -> None:

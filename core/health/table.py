@@ -11,6 +11,7 @@ from PIL import Image
 
 from core.data.datasets import DatasetIndex, scan_dataset
 from core.data.imaging import MAX_PIXELS, ImageError, load_square
+from core.data.multilabel import label_texts
 from core.fileio import read_json, write_json_atomic
 from core.paths import health_cache_name
 from core.progress import StageCallback
@@ -61,9 +62,11 @@ def image_table(
             return pd.DataFrame({c: cached[c] for c in TABLE_COLUMNS})
     rows = {c: [] for c in TABLE_COLUMNS}
     total = len(index.entries)
+    named = label_texts(index.targets, index.classes) if index.multilabel else None  # "a|b" per photo
     for i, entry in enumerate(index.entries):
         width, height, mode, fmt, readable, reason = _header(index.root / entry.path)
-        row = (entry.path, index.classes[entry.label], entry.split, width, height, mode, fmt, entry.bytes)
+        label = named[i] if named is not None else index.classes[entry.label]
+        row = (entry.path, label, entry.split, width, height, mode, fmt, entry.bytes)
         for column, value in zip(TABLE_COLUMNS, (*row, readable, reason), strict=True):
             rows[column].append(value)
         if (i + 1) % CHUNK == 0 or i + 1 == total:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from core.data.datasets import META_FILE, DatasetError, scan_dataset, split_indices
+from core.data.imaging import IMAGE_EXTENSIONS
+from core.data.multilabel_split import split_multilabel
 from core.errors import Cancelled, InvalidInput, Unavailable
 from core.fileio import umask, write_json_atomic
 from core.processes import host_tag, process_alive
@@ -30,6 +32,8 @@ STAGING_SUFFIX = ".importing"
 MAX_NAME_LENGTH = 100
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 _FORBIDDEN_CHARS = set('<>:"|?*')
+SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SHOWN = 10  # rows named in a message before "... and N more"
 
 
 class ImportRejected(InvalidInput):
@@ -57,6 +61,7 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
     split: dict[str, int] | None = None  # {"train", "val", "test"} when the dataset brings its own split
     already_present: bool = False  # True when get_dataset found the dataset in place and did nothing
+    task: str = "single"  # or "multilabel" (core.data.multilabel): `classes` then counts its labels
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class ImportResult:
             "notes": list(self.notes),
             "split": dict(self.split) if self.split else None,
             "already_present": self.already_present,
+            "task": self.task,
         }
 
 
@@ -210,7 +216,12 @@ def describe(index, path: Path, name: str, source: str, skipped=(), notes=()) ->
     if index.has_split:
         given = [e.split for e in index.entries]
         split = {s: sum(1 for g in given if (g or "train") == s) for s in ("train", "val", "test")}
-    if len(index.classes) < 2:
+    if index.multilabel:
+        try:  # the labels too rare to be in every split, named now
+            notes += split_multilabel(index.targets, index.classes, [e.split for e in index.entries]).notes
+        except DatasetError as e:
+            notes.append(f"training will fail as it is: {e}")
+    elif len(index.classes) < 2:
         notes.append(f"only one class ({index.classes[0]!r}): training needs at least 2 classes")
     elif not index.has_split:
         try:
@@ -226,4 +237,25 @@ def describe(index, path: Path, name: str, source: str, skipped=(), notes=()) ->
         skipped=list(skipped),
         notes=notes,
         split=split,
+        task=index.task,
     )
+
+
+def find_image(images: Path, value: str) -> Path | None:
+    """The image a row names: the path as given (in sub-folders too), or an id with one of the image extensions."""
+    if not value or value.startswith(("/", "\\")) or ".." in Path(value).parts:
+        return None  # only files under the images folder
+    candidate = images / value
+    if candidate.is_file():
+        return candidate
+    if not Path(value).suffix:
+        for extension in sorted(IMAGE_EXTENSIONS):
+            for spelled in (extension, extension.upper()):
+                if (images / f"{value}{spelled}").is_file():
+                    return images / f"{value}{spelled}"
+    return None
+
+
+def some(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN])
+    return shown + (f" ... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")

@@ -21,21 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from core.data.datasets import META_FILE
-from core.data.imaging import IMAGE_EXTENSIONS
 from core.importers.common import (
+    SPLITS,
     ImportRejected,
     ImportResult,
+    find_image,
     finish,
+    some,
     staging_folder,
     validate_dataset_name,
     write_meta,
 )
+from core.importers.multilabel_table import detect, import_table
 
-PATH_COLUMNS = ("path", "image", "image_path", "filename", "file", "file_name", "img", "id", "image_id")
+PATH_COLUMNS = (
+    "path", "image", "image_path", "filename", "file", "file_name", "img", "id", "image_id",
+    "image_name", "image index", "image_index",  # Planet's image_name, NIH chest X-ray's "Image Index"
+)  # fmt: skip
 LABEL_COLUMNS = ("label", "class", "category", "species", "breed", "target", "y")
 SPLIT_COLUMNS = ("split", "set", "subset", "fold")
-SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-SHOWN = 10  # rows named in a message before "... and N more"
 # Names that say what a file or folder holds, not which dataset: a suggested name looks past them.
 GENERIC_NAMES = {
     "labels", "label", "train", "test", "val", "data", "dataset", "metadata", "annotations", "classes",
@@ -123,8 +127,16 @@ def import_csv(
     split_column: str | None = None,
     skip_missing: bool = False,
     overwrite: bool = False,
+    multi_label: bool | None = None,
+    delimiter: str | None = None,
+    label_columns: list[str] | None = None,
+    no_label: str | None = None,
 ) -> ImportResult:
     """Import the table `labels` over the images under `images` as dataset `name` (links, not copies).
+
+    A table of label lists (one delimited column, or one 0/1 column per label) makes a multi-label dataset
+    (core.importers.multilabel_table): detected, or asked for with `multi_label` (False: single-label as it is);
+    `delimiter`, `label_columns` and `no_label` (a value meaning "no label", as NIH's "No Finding") are passed on.
 
     Raises:
         ImportRejected: any of the problems in the module's docstring, said with the rows concerned.
@@ -136,13 +148,18 @@ def import_csv(
     rows, columns, notes = read_table(labels)
     path_col = pick_column(columns, path_column, PATH_COLUMNS, "image")
     label_col = pick_column(columns, label_column, LABEL_COLUMNS, "label")
+    split_col = pick_column(columns, split_column, SPLIT_COLUMNS, "split")
+    if path_col is not None:
+        shape = detect(rows, columns, path_col, label_col, split_col, multi_label, delimiter, label_columns, no_label)
+        if shape is not None:
+            args = (path_col, split_col, labels, notes, skip_missing, overwrite)
+            return import_table(rows, shape, images, name, data_root, *args)
     if path_col is None or label_col is None:
         missing = [what for what, col in (("images (--path-column)", path_col), ("labels (--label-column)", label_col))
                    if col is None]  # fmt: skip
         raise ImportRejected(
             f"which column holds the {' and the '.join(missing)}? The table's columns: {', '.join(columns)}"
         )
-    split_col = pick_column(columns, split_column, SPLIT_COLUMNS, "split")
     plan = _plan(rows, images, path_col, label_col, split_col, skip_missing, notes)
     with staging_folder(data_root, name, overwrite) as staging:
         splits: dict[str, str] = {}
@@ -181,7 +198,7 @@ def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | No
             if given and not split:
                 bad_split.append(f"line {number}: {row.get(split_col)!r}")
                 continue
-        target = _find(images, value)
+        target = find_image(images, value)
         if target is None:
             missing.append(value or f"line {number}")
             continue
@@ -197,14 +214,14 @@ def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | No
         entries.append((rel, label, target, split))
     problems = []
     if empty:
-        problems.append(f"{len(empty)} row(s) with no label: {_some(empty)}")
+        problems.append(f"{len(empty)} row(s) with no label: {some(empty)}")
     if bad_split:
-        problems.append(f"{len(bad_split)} split value(s) other than train, val or test: {_some(bad_split)}")
+        problems.append(f"{len(bad_split)} split value(s) other than train, val or test: {some(bad_split)}")
     if conflicts:
-        problems.append(f"{len(conflicts)} image(s) listed twice with different labels: {_some(conflicts)}")
+        problems.append(f"{len(conflicts)} image(s) listed twice with different labels: {some(conflicts)}")
     if missing and not skip_missing:
         problems.append(
-            f"{len(missing)} row(s) name images that are not in {images}: {_some(missing)} (--skip-missing imports "
+            f"{len(missing)} row(s) name images that are not in {images}: {some(missing)} (--skip-missing imports "
             "the rest and lists these)"
         )
     if problems:
@@ -215,26 +232,6 @@ def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | No
     if not entries:
         raise ImportRejected("nothing imported: no row names an image that is there")
     return {"entries": entries, "skipped": skipped}
-
-
-def _find(images: Path, value: str) -> Path | None:
-    """The image a row names: the path as given (in sub-folders too), or an id with one of the image extensions."""
-    if not value or value.startswith(("/", "\\")) or ".." in Path(value).parts:
-        return None  # only files under the images folder
-    candidate = images / value
-    if candidate.is_file():
-        return candidate
-    if not Path(value).suffix:
-        for extension in sorted(IMAGE_EXTENSIONS):
-            for spelled in (extension, extension.upper()):
-                if (images / f"{value}{spelled}").is_file():
-                    return images / f"{value}{spelled}"
-    return None
-
-
-def _some(items: list[str]) -> str:
-    shown = ", ".join(items[:SHOWN])
-    return shown + (f" ... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
 __all__ = ["META_FILE", "import_csv", "read_table"]

@@ -39,6 +39,7 @@ from core.runs.files import run_files
 from core.runs.split import draw_split, run_split
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
+from core.train.jobs import refuse_multilabel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
 log = logging.getLogger("flora")
@@ -192,6 +193,7 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
     for note in split.notes:
         log.warning("split: %s", note)
     log.info("split (%s): %s", split.source, split.sizes())
+    refuse_multilabel(index)  # a sweep's way in (a run's is jobs.submit)
     num_classes = len(index.classes)
     weights = class_weights(cache.labels[split.train], num_classes, config.class_weighting)
     if weights is not None:

@@ -116,6 +116,7 @@ def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ..
             "folder": outside,
             "fingerprint": index.fingerprint,
             "given_splits": sorted({e.split for e in index.entries if e.split}) if index.has_split else [],
+            "task": index.task,
         }
         for index, outside in indexes
     ]
@@ -136,7 +137,8 @@ def datasets(include_folders: bool = True) -> list[dict]:
 def dataset_label(dataset: dict) -> str:
     """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
     where = f" · folder {shown_path(dataset['path'])}" if dataset["folder"] else ""
-    return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
+    kinds = "labels, several a photo" if dataset.get("task") == "multilabel" else "classes"
+    return f"{dataset['name']} ({dataset['classes']} {kinds}, {dataset['images']} images){where}"
 
 
 def refresh_datasets() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.imaging import ImageError, load_for_model
+from core.data.multilabel import photos_of
 from core.settings.config import AUGMENT_EXPLANATIONS as EXPLANATIONS
 from core.settings.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, cache_size_for
 from core.settings.presets import all_presets, preset_owner, save_preset
@@ -139,8 +140,11 @@ with controls_col:
     index = dataset_choice.try_scan(dataset)
     if index is None:
         st.stop()
-    cls = st.selectbox("Class", index.classes, key="augment_class")
-    members = [e.path for e in index.entries if index.classes[e.label] == cls]
+    cls = st.selectbox("Label" if index.multilabel else "Class", index.classes, key="augment_class")
+    members = photos_of(index, cls)
+    if not members:
+        st.caption("No photo has this label.")
+        st.stop()
     if st.button("Another photo", icon=":material/shuffle:", key="augment_shuffle"):
         st.session_state["augment_image"] = random.choice(members)
     if st.session_state.get("augment_image") not in members:

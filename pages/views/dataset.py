@@ -17,6 +17,7 @@ from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teachin
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
+from pages.ui.dataset import multilabel as dataset_multilabel
 from pages.ui.dataset.unlabelled import unlabelled_tab as unlabelled_view
 
 PAGE_SIZE = 24
@@ -148,11 +149,14 @@ if common.shared() and index.meta.get(ADDED_BY):
 
 counts = index.class_counts()
 sizes = pd.Series(counts)
-cols = st.columns(4)
-cols[0].metric("Classes", len(index.classes))
-cols[1].metric("Images", len(index.entries))
-cols[2].metric("Largest / smallest class", f"{sizes.max()} / {sizes.min()}")
-cols[3].metric("Split", "own" if index.has_split else "seeded", help=LAYOUT_SPLITS[index.layout])
+if index.multilabel:  # several labels a photo: its own figures (pages/ui/dataset/multilabel.py)
+    label_stats = dataset_multilabel.headline(index)
+else:
+    cols = st.columns(4)
+    cols[0].metric("Classes", len(index.classes))
+    cols[1].metric("Images", len(index.entries))
+    cols[2].metric("Largest / smallest class", f"{sizes.max()} / {sizes.min()}")
+    cols[3].metric("Split", "own" if index.has_split else "seeded", help=LAYOUT_SPLITS[index.layout])
 if index.empty_classes:
     st.warning(
         f"Empty class folder(s) left out: {', '.join(plain.md(c) for c in index.empty_classes)}",
@@ -163,60 +167,79 @@ if index.ignored_files:
         st.write(index.ignored_files[:200])
 
 classes_tab, samples_tab, sizes_tab, split_tab, health_tab, unlabelled_tab, disk_tab = st.tabs(
-    ["Classes", "Samples", "Image sizes", "Split", "Health check", "Unlabelled", "Disk"],
+    [
+        "Labels" if index.multilabel else "Classes",
+        "Samples",
+        "Image sizes",
+        "Split",
+        "Health check",
+        "Unlabelled",
+        "Disk",
+    ],
     key="dataset_tab",
     on_change="rerun",
 )
 
-with classes_tab:
-    ratio = float(sizes.max() / max(sizes.min(), 1))
-    frame = pd.DataFrame({"class": sizes.index, "images": sizes.values})
-    frame["note"] = ["small" if n < sizes.max() / IMBALANCE_RATIO else "" for n in frame["images"]]
-    many = len(frame) > MANY_CLASSES
-    if many:  # names under 1,000 bars are unreadable: the bars sorted by size, the names in a table to search
-        frame = frame.sort_values(["images", "class"], ascending=[False, True], kind="stable")
-    bars = frame.assign(**{"class": frame["class"].map(plain.chart)})  # names as text: Plotly reads tags in them
-    figure = px.bar(
-        bars,
-        x="class",
-        y="images",
-        color="note",
-        color_discrete_map={"": "#b8336a", "small": "#e8a33d"},
-        height=380 if len(frame) <= 30 else 520,
-    )
-    figure.update_traces(hovertemplate="%{x}: %{y} images<extra></extra>")  # not plotly's "note=" line
-    figure.update_layout(
-        showlegend=ratio > IMBALANCE_RATIO, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text=""
-    )
-    if many:
-        figure.update_xaxes(
-            showticklabels=False,
-            title_text=f"{len(frame):,} classes, largest first",
-            categoryorder="array",
-            categoryarray=list(bars["class"]),
+if index.multilabel:
+    with classes_tab:
+        dataset_multilabel.labels_tab(index, label_stats)
+else:
+    with classes_tab:
+        ratio = float(sizes.max() / max(sizes.min(), 1))
+        frame = pd.DataFrame({"class": sizes.index, "images": sizes.values})
+        frame["note"] = ["small" if n < sizes.max() / IMBALANCE_RATIO else "" for n in frame["images"]]
+        many = len(frame) > MANY_CLASSES
+        if many:  # names under 1,000 bars are unreadable: the bars sorted by size, the names in a table to search
+            frame = frame.sort_values(["images", "class"], ascending=[False, True], kind="stable")
+        bars = frame.assign(**{"class": frame["class"].map(plain.chart)})  # names as text: Plotly reads tags in them
+        figure = px.bar(
+            bars,
+            x="class",
+            y="images",
+            color="note",
+            color_discrete_map={"": "#b8336a", "small": "#e8a33d"},
+            height=380 if len(frame) <= 30 else 520,
         )
-        figure.update_traces(marker_line_width=0)
-    st.plotly_chart(figure, key="dataset_counts", config={"displayModeBar": False})
-    if many:
-        st.caption(
-            f"{len(frame):,} classes, largest first: hover a bar for its class. The table lists them all (click a "
-            "column to sort; the search in its toolbar finds a class)."
+        figure.update_traces(hovertemplate="%{x}: %{y} images<extra></extra>")  # not plotly's "note=" line
+        figure.update_layout(
+            showlegend=ratio > IMBALANCE_RATIO, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text=""
         )
-        st.dataframe(
-            frame[["class", "images", "note"]], hide_index=True, key="dataset_class_table", height=300, width="stretch"
-        )
-    if ratio > IMBALANCE_RATIO:
-        st.warning(
-            f"Imbalanced: the largest class has {ratio:.1f}x the images of the smallest "
-            f"({plain.md(sizes.idxmax())}: {sizes.max()}, {plain.md(sizes.idxmin())}: {sizes.min()}). Training turns "
-            'on class weights ("auto"), so rare classes are not ignored; the per-class metrics will show how they '
-            "fare.",
-            icon=":material/balance:",
-        )
-    else:
-        st.caption(f"Balanced enough: largest / smallest = {ratio:.2f}.")
+        if many:
+            figure.update_xaxes(
+                showticklabels=False,
+                title_text=f"{len(frame):,} classes, largest first",
+                categoryorder="array",
+                categoryarray=list(bars["class"]),
+            )
+            figure.update_traces(marker_line_width=0)
+        st.plotly_chart(figure, key="dataset_counts", config={"displayModeBar": False})
+        if many:
+            st.caption(
+                f"{len(frame):,} classes, largest first: hover a bar for its class. The table lists them all (click a "
+                "column to sort; the search in its toolbar finds a class)."
+            )
+            st.dataframe(
+                frame[["class", "images", "note"]],
+                hide_index=True,
+                key="dataset_class_table",
+                height=300,
+                width="stretch",
+            )
+        if ratio > IMBALANCE_RATIO:
+            st.warning(
+                f"Imbalanced: the largest class has {ratio:.1f}x the images of the smallest "
+                f"({plain.md(sizes.idxmax())}: {sizes.max()}, {plain.md(sizes.idxmin())}: {sizes.min()}). Training "
+                'turns on class weights ("auto"), so rare classes are not ignored; the per-class metrics will show how '
+                "they fare.",
+                icon=":material/balance:",
+            )
+        else:
+            st.caption(f"Balanced enough: largest / smallest = {ratio:.2f}.")
 
-if samples_tab.open:
+if samples_tab.open and index.multilabel:
+    with samples_tab:
+        dataset_multilabel.samples_tab(index, sizes_table(str(index.root), index.fingerprint).set_index("path"))
+elif samples_tab.open:
     with samples_tab:
         filters = st.columns([3, 1])
         picked = filters[0].multiselect(
@@ -302,7 +325,14 @@ if sizes_tab.open:
                 "truncated files too.)"
             )
 
-if split_tab.open:
+if split_tab.open and index.multilabel:
+    with split_tab:
+        teaching.explain("split")
+        readable = sizes_table(str(index.root), index.fingerprint).set_index("path")["readable"]
+        dataset_multilabel.split_tab(
+            index, [i for i, e in enumerate(index.entries) if bool(readable.get(e.path, True))]
+        )
+elif split_tab.open:
     with split_tab:
         teaching.explain("split")
         # Training splits the images it can read; so does this preview (header reads, cached).
@@ -357,7 +387,13 @@ if health_tab.open:
 
 if unlabelled_tab.open:
     with unlabelled_tab:
-        unlabelled_view(index.root)
+        if index.multilabel:
+            st.caption(
+                "Photos waiting for a label are a single-label feature (a photo is labelled by filing it under its "
+                "class): a multi-label dataset takes its labels from its table, so add photos there and import again."
+            )
+        else:
+            unlabelled_view(index.root)
 if disk_tab.open:
     with disk_tab:
         dataset_caches.render(index)

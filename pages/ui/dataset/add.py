@@ -1,4 +1,5 @@
-"""The Dataset page's "Add a dataset" panel: downloads (in the background), zip, Oxford 102, demo."""
+"""The Dataset page's "Add a dataset" panel: downloads (in the background), zip, a table (one label or several a
+photo), Oxford 102, demo."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from core.importers.csv_labels import (
     read_table,
     suggest_name,
 )
+from core.importers.multilabel_table import MULTI_COLUMNS, detect
 from core.processes import JobState
 from pages.ui import auth, common, dataset_choice, plain
 
@@ -47,8 +49,9 @@ def show_result(result: ImportResult, key: str) -> None:
     if not result.already_present:
         record_added_by(result.path, auth.current_user().id)
     verb = "is already here" if result.already_present else "is ready"
+    kinds = "labels (several a photo)" if result.task == "multilabel" else "classes"
     st.success(
-        f"**{plain.md(result.name)}** {verb}: {result.classes} classes, {result.images} images. "
+        f"**{plain.md(result.name)}** {verb}: {result.classes} {kinds}, {result.images} images. "
         "It is now the current dataset: the Train page starts from it.",
         icon=":material/check:",
     )
@@ -152,6 +155,35 @@ def zip_import() -> None:
         show_result(result, "zip")
 
 
+NO_LABEL_COLUMN = "(none: one 0/1 column per label)"
+TASK_CHOICES = {"Detect": None, "One": False, "Several": True}
+
+
+def multilabel_preview(rows: list[dict[str, str]], shape, path_col: str) -> None:
+    """What a multi-label import will make of the table: how it reads it, its labels, photos with none, bad rows."""
+    from core.importers.multilabel_table import labels_of_rows
+
+    read, bad = labels_of_rows(rows, shape, path_col)
+    counts: dict[str, int] = {}
+    for _, _, labels in read:
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+    top = sorted(counts.items(), key=lambda item: -item[1])
+    without = sum(1 for _, _, labels in read if not labels)
+    st.info(f"**Several labels a photo** (multi-label): {plain.md(shape.why)}.", icon=":material/label:")
+    st.caption(
+        f"{len(counts)} labels: "
+        + ", ".join(f"{plain.md(name)} {n}" for name, n in top[:12])
+        + (f" … and {len(top) - 12} more" if len(top) > 12 else "")
+        + f". {without} photo(s) with no label: kept, with an empty list."
+    )
+    if bad:
+        st.warning(
+            f"{len(bad)} malformed row(s), which stop the import: " + "; ".join(plain.md(b) for b in bad[:5]),
+            icon=":material/warning:",
+        )
+
+
 def table_import() -> None:
     """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
     import tempfile
@@ -183,7 +215,8 @@ def table_import() -> None:
         st.caption(f"{len(rows)} rows; the first 5 above.")
         defaults = {
             "image": pick_column(columns, None, PATH_COLUMNS, "image"),
-            "label": pick_column(columns, None, LABEL_COLUMNS, "label"),
+            "label": pick_column(columns, None, LABEL_COLUMNS, "label")
+            or pick_column(columns, None, MULTI_COLUMNS, "labels"),
             "split": pick_column(columns, None, SPLIT_COLUMNS, "split"),
         }
         cols = st.columns(3)
@@ -191,24 +224,43 @@ def table_import() -> None:
             "Image column", columns, index=columns.index(defaults["image"]) if defaults["image"] else 0,
             key="dataset_table_path_column",
         )  # fmt: skip
-        label_col = cols[1].selectbox(
-            "Label column", columns, index=columns.index(defaults["label"]) if defaults["label"] else 0,
-            key="dataset_table_label_column",
+        label_options = [*columns, NO_LABEL_COLUMN]
+        label_choice = cols[1].selectbox(
+            "Label column", label_options,
+            index=label_options.index(defaults["label"] or NO_LABEL_COLUMN), key="dataset_table_label_column",
         )  # fmt: skip
+        label_col = None if label_choice == NO_LABEL_COLUMN else label_choice
         split_options = ["(none: Flora draws the split)", *columns]
         split_choice = cols[2].selectbox(
             "Split column", split_options, index=split_options.index(defaults["split"]) if defaults["split"] else 0,
             key="dataset_table_split_column",
         )  # fmt: skip
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.get(label_col, "")] = counts.get(row.get(label_col, ""), 0) + 1
-        top = sorted(counts.items(), key=lambda item: -item[1])
-        st.caption(
-            f"{len(counts)} classes by the label column: "
-            + ", ".join(f"{plain.md(name or '(empty)')} {n}" for name, n in top[:12])
-            + (f" … and {len(top) - 12} more" if len(top) > 12 else "")
-        )
+        split_col = None if split_choice == split_options[0] else split_choice
+        task = st.segmented_control(
+            "Labels per photo", list(TASK_CHOICES), default="Detect", key="dataset_table_task",
+            help="One label a photo (a class), or any number (a beach with a dog and a person): a column of label "
+            "lists separated by a space, |, comma or ;, or one 0/1 column per label. Detect reads the table.",
+        ) or "Detect"  # fmt: skip
+        try:
+            shape = detect(rows, columns, path_col, label_col, split_col, TASK_CHOICES[task])
+        except ImportRejected as e:
+            st.error(plain.md(e), icon=":material/block:")
+            return
+        if shape is not None:
+            multilabel_preview(rows, shape, path_col)
+        elif label_col is None:
+            st.error("Pick the label column (or Several, for one 0/1 column per label).", icon=":material/block:")
+            return
+        else:
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row.get(label_col, "")] = counts.get(row.get(label_col, ""), 0) + 1
+            top = sorted(counts.items(), key=lambda item: -item[1])
+            st.caption(
+                f"{len(counts)} classes by the label column: "
+                + ", ".join(f"{plain.md(name or '(empty)')} {n}" for name, n in top[:12])
+                + (f" … and {len(top) - 12} more" if len(top) > 12 else "")
+            )
         suggested = suggest_name(upload.name, images)
         name = st.text_input("Dataset name", value=suggested, key=f"dataset_table_name_{suggested}")
         skip = st.toggle("Import the rows whose image is there, and list the rest", key="dataset_table_skip")
@@ -225,8 +277,11 @@ def table_import() -> None:
                 common.data_root(),
                 path_col,
                 label_col,
-                None if split_choice == split_options[0] else split_choice,
+                split_col,
                 skip,
+                multi_label=shape is not None,
+                delimiter=shape.delimiter if shape is not None else None,
+                label_columns=shape.columns if shape is not None and shape.kind == "columns" else None,
             )
         except (ImportRejected, OutsideDataRoots, OSError, ValueError) as e:
             st.error(f"Not imported: {plain.md(e)}", icon=":material/block:")

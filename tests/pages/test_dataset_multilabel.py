@@ -1,0 +1,127 @@
+"""Dataset page on a multi-label dataset: photos per label, labels per photo, co-occurrence, a grid filtered by label,
+the split per label, the health check; a table of label lists previewed then imported."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import numpy as np
+
+from core.data.multilabel import NO_LABEL
+from pages.ui.plain import md
+from tests.data.test_multilabel import make_multilabel
+from tests.pages.conftest import table_with, texts
+
+LISTS = [["cat"], ["dog", "person"], [], ["cat", "dog", "person"], ["person"], ["cat", "person"]] * 5 + [[]] * 3
+NAMES = ["cat", "dog", "person"]
+
+
+def _open(app, folder):
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _tab(at, name):
+    at.session_state["dataset_tab"] = name
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _chart(at, key):
+    return json.loads(next(c for c in at.get("plotly_chart") if key in c.proto.id).proto.spec)
+
+
+def _values(array) -> list:
+    """A Plotly figure's array as a list: numbers come base64-encoded ({"dtype", "bdata"[, "shape"]})."""
+    if not isinstance(array, dict):
+        return list(array)
+    values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    shape = array.get("shape")
+    return values.reshape([int(n) for n in str(shape).split(",")] if shape else -1).tolist()
+
+
+def test_labels_samples_and_split_of_a_multilabel_dataset(app, tmp_path):
+    at = _open(app, make_multilabel(tmp_path / "scenes", LISTS, NAMES))
+    shown = texts(at)
+    assert "Labels: 3" in shown and "Images: 33" in shown and "Labels a photo: 1.36" in shown, shown
+    assert "multi-label" in shown and "Classes:" not in shown
+
+    per_label = _chart(at, "dataset_ml_per_label")["data"][0]  # photos per label, most first
+    assert _values(per_label["x"]) == ["person", "cat", "dog"] and _values(per_label["y"]) == [20, 15, 10]
+    sizes = _chart(at, "dataset_ml_sizes")["data"][0]  # how many labels a photo has
+    assert dict(zip(_values(sizes["x"]), _values(sizes["y"]), strict=True)) == {0: 8, 1: 10, 2: 10, 3: 5}
+    assert "8 photo(s) with no label" in texts(at)
+    heatmap = _chart(at, "dataset_ml_cooccurrence")["data"][0]  # photos having both labels
+    assert _values(heatmap["z"]) == [[15, 5, 10], [5, 10, 10], [10, 10, 20]]
+    pairs = table_with(at, "label", "with", "photos")
+    assert pairs.iloc[0].tolist() == ["cat", "person", 10] or pairs.iloc[0].tolist() == ["dog", "person", 10]
+
+    _tab(at, "Samples")
+    assert at.multiselect(key="dataset_ml_sample_labels").value == ["cat", "dog"]
+    assert "20 photos · page 1 of 1" in texts(at)  # cat or dog
+    at.segmented_control(key="dataset_ml_sample_mode").set_value("all").run()
+    assert "5 photos · page 1 of 1" in texts(at)  # cat and dog
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert captions and all(c.startswith("cat, dog, person · 32×32") for c in captions), captions
+    at.multiselect(key="dataset_ml_sample_labels").set_value([NO_LABEL]).run()
+    assert "8 photos · page 1 of 1" in texts(at)
+    assert all(c.startswith(f"{NO_LABEL} · ") for image in at.get("image") for c in image.captions)
+
+    _tab(at, "Split")
+    assert "iterative stratification with seed 42" in texts(at)
+    table = table_with(at, "train", "val", "test")
+    assert list(table.index) == NAMES and (table.to_numpy() > 0).all()  # every label in every split
+    assert table.sum(axis=1).tolist() == [15, 10, 20]
+
+    _tab(at, "Unlabelled")
+    assert "single-label feature" in texts(at)
+
+
+def test_the_health_check_of_a_multilabel_dataset(app, tmp_path):
+    folder = make_multilabel(tmp_path / "scenes", LISTS + [["bird"]] * 2, [*NAMES, "bird", "boat"])
+    shutil.copy(folder / "images" / "p000.png", folder / "images" / "p001.png")  # a copy under another list
+    at = _tab(_open(app, folder), "Health check")
+    at.button(key="dataset_health_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    titles = " | ".join(e.label for e in at.expander).replace("\\", "")  # Markdown escapes out
+    assert "1 label that no readable photo has: boat" in titles, titles
+    assert "on fewer than 10 readable photos: bird (2)" in titles, titles
+    assert "photos with no label" in titles and "filed under two or more classes" in titles, titles
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any("dog|person" in c for c in captions) or any(md("dog|person") in c for c in captions), captions
+
+
+def test_a_table_of_label_lists_is_previewed_then_imported(app, workspace, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "planet" / "train-jpg"
+    images.mkdir(parents=True)
+    tags = ["haze primary", "clear primary water", "clear primary", "cloudy", "clear primary road", ""]
+    for i in range(len(tags)):
+        Image.new("RGB", (32, 32), (40 * i, 80, 90)).save(images / f"train_{i}.jpg")
+    table = "image_name,tags\n" + "".join(f"train_{i},{t}\n" for i, t in enumerate(tags))
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    at.file_uploader(key="dataset_table").set_value(("planet.csv", table.encode(), "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="dataset_table_path_column").value == "image_name"
+    assert at.selectbox(key="dataset_table_label_column").value == "tags"
+    shown = texts(at)
+    assert "Several labels a photo" in shown and "separated by spaces" in shown, shown
+    assert "6 labels: primary 4, clear 3" in shown and "1 photo(s) with no label: kept" in shown, shown
+    at.text_input(key="dataset_table_images").set_value(str(images)).run()
+    at.button(key="dataset_table_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "**planet** is ready: 6 labels (several a photo), 6 images." in texts(at), texts(at)
+    try:
+        assert (workspace["data"] / "planet" / "labels.csv").is_file()
+        at.segmented_control(key="dataset_table_task").set_value("One").run()  # asked for one label a photo
+        assert "classes by the label column" in texts(at)
+    finally:
+        shutil.rmtree(workspace["data"] / "planet")
