@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import DatasetError
+from core.paths import cache_dir
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results import label_issues, label_self_test, out_of_sample
@@ -49,6 +50,7 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
 )
 from core.runs.record import TASKS_DIR, Run
 from core.runs.store import RunStore
+from core.runtimes.choice import accelerated
 
 log = logging.getLogger("flora")
 KINDS = (
@@ -132,10 +134,13 @@ def compute_analysis(
                 f"the rebuilt test split of run {run.run_id} is not the one it was evaluated on "
                 f"({len(rebuilt)} photos vs {len(stored)}): the split rules changed since; retrain the run"
             )
-    model = features_and_logits_model(load_model(run))
     size = run.train_config.image_size
     batch = 32
     batches = ExtractionBatches(data.cache, positions, size, batch)
+    sample = batches[0][0] if len(batches) else None
+    model = accelerated(
+        features_and_logits_model(load_model(run)), cache_root=cache_dir(data_root), sample=sample, batch=batch
+    )
     pooled, logits = [], []
     for i in range(len(batches)):
         if should_stop and should_stop():

@@ -30,6 +30,7 @@ from core.results.arrays import RunAnalysis, softmax
 from core.results.calibration import nll, run_temperature, stored_temperature
 from core.results.compare import mcnemar
 from core.runs.record import TTA_ARRAYS, TTA_FILE, Run
+from core.runtimes.choice import accelerated
 
 VIEWS = ("as it is", "mirrored", "zoomed top-left", "zoomed bottom-right")
 ZOOM = 7 / 8  # a zoomed view keeps this share of the side, resized back to the input size
@@ -191,7 +192,9 @@ def measure(
     analysis = RunAnalysis.load(run.directory)
     decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
     data = run_split(run, cache_dir(data_root), progress=decoding)
-    model = features_and_logits_model(load_classifier(run.path(MODEL_FILE)))
+    model = accelerated(
+        features_and_logits_model(load_classifier(run.path(MODEL_FILE))), cache_root=cache_dir(data_root)
+    )
     size, temperature = run.train_config.image_size, run_temperature(run)
     parts = {"val": analysis.val, "test": analysis.test}
     probabilities: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -22,10 +22,13 @@ import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.network import layer_names as names
+from core.paths import cache_dir
 from core.results import conformal, tta
 from core.results.arrays import softmax
 from core.results.calibration import run_temperature
 from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
+from core.runtimes.choice import Forward, accelerated
+from core.runtimes.engines import KERAS
 from core.serving.log import entropy
 from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
@@ -120,6 +123,8 @@ class ServedModel:
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
+        self.through: Forward | None = None  # the runtime that runs the graph (core.runtimes), once prepared
+        self._preparing = threading.Lock()
         self.temperature = run_temperature(run)
         self._stamp: tuple = ()
         self._looked = 0.0
@@ -167,7 +172,7 @@ class ServedModel:
 
     def _fit_reference(self) -> None:
         try:
-            self.reference = ensure_reference(self.run, self.data_root, self.model)
+            self.reference = ensure_reference(self.run, self.data_root, self.through or self.model)
             self.reference_note = None
         except (ReferenceUnavailable, OSError, ValueError) as e:
             self.reference_note = str(e)
@@ -176,10 +181,12 @@ class ServedModel:
     def warm(self, batch_sizes: list[int], background: bool = False) -> None:
         """Prepare the forward pass for these batch sizes, so no request pays for it.
 
-        TensorFlow traces the graph once with the batch dimension left open (every size then reuses it) and
-        runs it once; JAX compiles each size, so each runs once. `background` (a switch): return at once;
-        until the compiled graph is ready, `forward` runs the same graph op by op (slower per batch, but the
-        run answers seconds sooner).
+        First the runtime that will run it is chosen (core.runtimes: ONNX Runtime or OpenVINO on a CPU where
+        they are faster here, checked against Keras); it runs the smallest and largest size once. Where Keras
+        runs it, TensorFlow traces the graph once with the batch dimension left open (every size then reuses it)
+        and runs it once; JAX compiles each size, so each runs once. `background` (a switch): return at once;
+        until the runtime or the compiled graph is ready, `forward` runs the same graph op by op in Keras
+        (slower per batch, but the run answers seconds sooner).
         """
         if not background:
             self._compile(list(batch_sizes))
@@ -190,22 +197,45 @@ class ServedModel:
         compiling.start()
 
     def _compile(self, sizes: list[int]) -> None:
-        import keras
-
         started = time.perf_counter()
         try:
-            if keras.backend.backend() == "tensorflow":
-                import tensorflow as tf  # heavy: the backend's own tracing
-
-                self.model.make_predict_function()
-                spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
-                self.model.predict_function.get_concrete_function([(spec,)])
-                sizes = sizes[:1]
-            for size in sizes:
-                self.model.predict_on_batch(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
+            forward = self.prepare_runtime(max(sizes))
+            if forward.runtime == KERAS:
+                self._compile_keras(sizes)
+            else:
+                for size in sorted({sizes[0], max(sizes)}):  # the runtime's first call at a shape allocates
+                    forward.run(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
         finally:
             self._compiling.clear()
         self.warm_seconds = time.perf_counter() - started
+
+    def _compile_keras(self, sizes: list[int]) -> None:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # heavy: the backend's own tracing
+
+            self.model.make_predict_function()
+            spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
+            self.model.predict_function.get_concrete_function([(spec,)])
+            sizes = sizes[:1]
+        for size in sizes:
+            self.model.predict_on_batch(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
+
+    def prepare_runtime(self, batch: int = 32) -> Forward:
+        """The runtime that runs this run's graph from now on (core.runtimes.choice: asked for, or the fastest one
+        measured here, checked against Keras once per graph); until it is ready Keras answers."""
+        with self._preparing:
+            if self.through is None:
+                root = None if self.data_root is None else cache_dir(self.data_root)
+                self.through = accelerated(self.model, cache_root=root, batch=batch)
+                log.info("run %s: %s", self.run_id, self.through.decision.text)
+        return self.through
+
+    @property
+    def runtime(self) -> str | None:
+        """Which runtime answers and why, once chosen."""
+        return None if self.through is None else self.through.decision.text
 
     @property
     def ood_method(self) -> str | None:
@@ -252,9 +282,12 @@ class ServedModel:
         import keras
 
         batch = np.asarray(batch, dtype=np.float32)
-        # A switch's first seconds: the same graph op by op, until the compiled one is ready.
+        # A switch's first seconds: the same graph op by op, until the compiled one (or the runtime) is ready.
         eager = self._compiling.is_set()
-        outputs = self.model(batch, training=False) if eager else self.model.predict_on_batch(batch)
+        if not eager:
+            forward = self.through or self.prepare_runtime(len(batch))
+            return dict(zip(names.INFERENCE_OUTPUTS, forward.run(batch), strict=True))
+        outputs = self.model(batch, training=False)
         return {
             n: keras.ops.convert_to_numpy(o).astype(np.float32)
             for n, o in zip(names.INFERENCE_OUTPUTS, outputs, strict=True)
@@ -337,6 +370,7 @@ class ServedModel:
             "run_id": self.run_id,
             "classes": self.classes,
             "image_size": self.image_size,
+            "runtime": self.runtime,
             "temperature": self.temperature,
             "ood_method": self.ood_method,
             "ood_threshold": self.reference.detector.thresholds[self.ood_method] if self.reference else None,

@@ -29,6 +29,7 @@ from core.results.calibration import run_temperature
 from core.runs.curves import REFERENCE_TRAIN_SAMPLE
 from core.runs.record import MODEL_FILE, Run
 from core.runs.split import DatasetChanged, run_split
+from core.runtimes.choice import accelerated
 from core.serving.foreign import foreign_images
 from core.serving.ood import (
     DRIFT_DIMENSIONS,
@@ -44,6 +45,7 @@ REFERENCE_NPZ = "ood.npz"
 REFERENCE_JSON = "ood.json"
 FORMAT_VERSION = 1
 MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
+RUNTIME_WORTH_IMAGES = 512  # from this many photos to pass, the graph goes to the fastest runtime (core.runtimes)
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -192,13 +194,20 @@ def compute_reference(
     except DatasetChanged as e:
         raise ReferenceUnavailable(f"{e}; no out-of-distribution reference") from e
     cache, split = data.cache, data.split
-    if model is None:
-        model = load_inference_model(run)
     rng = np.random.default_rng(0)
     rows = np.arange(len(split.train))
     if len(rows) > MAX_TRAIN_IMAGES:
         rows = np.sort(rng.choice(rows, MAX_TRAIN_IMAGES, replace=False))
     train = split.train[rows]
+    known = known or KnownOutputs()
+    if model is None:
+        model = load_inference_model(run)
+        passing = 0 if known.train(rows, len(split.train)) else len(train)
+        passing += sum(
+            len(part) for name, part in (("val", split.val), ("test", split.test)) if not known.split(name, len(part))
+        )
+        if passing >= RUNTIME_WORTH_IMAGES:  # converting and checking the graph takes a few seconds
+            model = accelerated(model, cache_root=cache_root if cache_root is not None else cache_dir(data_root))
 
     def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
         size = config.image_size
@@ -206,7 +215,6 @@ def compute_reference(
         images = np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
         return run_outputs(model, images)
 
-    known = known or KnownOutputs()
     on_train = known.train(rows, len(split.train)) or outputs(train)
     on_val = known.split("val", len(split.val)) or outputs(split.val)
     on_test = known.split("test", len(split.test)) or outputs(split.test)
