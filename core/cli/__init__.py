@@ -16,6 +16,8 @@ import sys
 from core.cli.output import EXIT_FAILED, EXIT_USAGE
 from core.paths import models_dir
 from core.runs.store import RunStore
+from core.runtimes.choice import CHOICES as RUNTIME_CHOICES
+from core.runtimes.choice import RUNTIME_ENV
 from core.settings.config import ConfigError
 
 log = logging.getLogger("flora")
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "runtime", None):
+        os.environ[RUNTIME_ENV] = args.runtime  # this process and every job it starts
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -75,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, common)
     return parser
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`, on the commands that run a frozen forward pass (core.runtimes)."""
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        help="where the frozen network's forward pass runs: auto (default, or $FLORA_RUNTIME: the fastest one "
+        "measured on this machine that gives Keras's answers), keras, onnxruntime or openvino; training's "
+        "gradient steps stay in Keras",
+    )
 
 
 def store_of(args: argparse.Namespace):

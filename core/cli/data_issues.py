@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.diagnosis import analysed, dataset_options, run_or_none
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.data.datasets import resolve_dataset_path
@@ -27,6 +27,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=10, help="photos and pairs printed per issue (default 10)")
     dataset_options(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object: every issue type, every photo listed")
+    add_runtime_option(parser)
     parser.set_defaults(handler=cmd_data_issues)
 
 

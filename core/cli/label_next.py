@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.diagnosis import analysed, dataset_options, run_or_none
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.data.datasets import resolve_dataset_path, split_indices
@@ -35,6 +35,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     dataset_options(parser, "its split's and a random start's seed")
     parser.add_argument("--json", action="store_true")
+    add_runtime_option(parser)
     parser.set_defaults(handler=cmd_label_next)
 
 

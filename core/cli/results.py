@@ -7,10 +7,10 @@ import contextlib
 import os
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
 from core.inference import Predictor
-from core.paths import data_dir
+from core.paths import cache_dir, data_dir
 from core.processes import JobState
 from core.serving.aliases import resolve
 from core.serving.log import PredictionLog
@@ -60,6 +60,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the model's own probabilities (default: calibrated with the run's temperature, when it has one)",
     )
+    add_runtime_option(predict)
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -188,7 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.csv or args.parquet or args.log or any(os.path.isdir(p) for p in args.images):
         return _predict_batch(args, store, run)
     with contextlib.redirect_stdout(sys.stderr):
-        predictor = Predictor(run, calibrated=not args.raw)
+        predictor = Predictor(run, calibrated=not args.raw, cache_root=cache_dir(args.data_dir))
         results = predictor.predict(args.images, top_k=args.top_k)
     if args.json:
         emit_json(
