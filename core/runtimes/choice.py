@@ -248,7 +248,7 @@ def _verified(model, graph: Path, candidates: list[str], pixels: np.ndarray, lef
                 verified[name] = candidate
                 continue
             if reference is None:
-                reference = engines.KerasEngine(model).run(pixels)
+                reference = engines.KerasEngine(model, eager=True).run(pixels)
             differences[name], problem = check(model.output_names, reference, candidate.run(pixels))
         except Exception as e:  # EngineError, or the runtime's own error on the sample
             left_out[name] = f"{TITLES[name]} failed: {e}"

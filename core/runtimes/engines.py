@@ -73,17 +73,19 @@ def physical_cores() -> int:
 
 
 class KerasEngine:
-    """The Keras model's own compiled predict step (TensorFlow's or JAX's kernels)."""
+    """The Keras model's own compiled predict step (TensorFlow's or JAX's kernels); `eager`: op by op, for a check
+    on a few images, where tracing or compiling the graph would cost more than the pass itself."""
 
     name = KERAS
 
-    def __init__(self, model):
+    def __init__(self, model, eager: bool = False):
         self.model = model
+        self.eager = eager
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         import keras
 
-        out = self.model.predict_on_batch(x)
+        out = self.model(x, training=False) if self.eager else self.model.predict_on_batch(x)
         out = out if isinstance(out, list | tuple) else [out]
         return [np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float32) for o in out]
 

@@ -39,6 +39,8 @@ from core.results.evaluation import Evaluation
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
 from core.runs.split import draw_split, run_split
+from core.runtimes.choice import accelerated
+from core.serving.graph import inference_model
 from core.serving.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
@@ -163,7 +165,9 @@ def fit_reference(job: TrainingJob, trainer: Trainer, arrays: dict[str, tuple[np
     train = trainer.features["train"][0] if trainer.features is not None and trainer.features_are_final else None
     known = KnownOutputs(val=arrays["val"], test=arrays["test"], train_features=train)  # not passed again
     try:
-        ensure_reference(job.store.get(job.run_id), cache_root=job.cache_root, index=job.index, known=known)
+        run = job.store.get(job.run_id)
+        graph = accelerated(inference_model(trainer.model, share_backbone=True), cache_root=job.cache_root)
+        ensure_reference(run, model=graph, cache_root=job.cache_root, index=job.index, known=known)
     except (ReferenceUnavailable, OSError, ValueError) as e:
         log.warning("no out-of-distribution reference for run %s: %s", job.run_id, e)
         return
