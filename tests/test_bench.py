@@ -40,6 +40,7 @@ ROWS_BY_ITEM = {
         "attack.jpeg_peak_rss",
     },
     "cache": {"cache.disk", "cache.read", "cache.accuracy"},
+    "runtime": {"runtime.32.keras", "runtime.32.onnxruntime", "runtime.32.openvino", "runtime.ceiling"},
     "scale": {f"scale.{name}" for name in ("peak_rss", "disk")}
     | {f"scale.{name}" for name, _ in __import__("core.bench.scale", fromlist=["STAGES"]).STAGES}
     | {f"scale.page_{page}" for page in __import__("core.bench.scale", fromlist=["PAGES"]).PAGES},

@@ -325,7 +325,12 @@ def device_key() -> str:
 def choice_path(backbone: str, size: int) -> Path:
     """Where this device's measured choice for a backbone and image size is kept (one file each: no two writers
     ever merge into one)."""
-    return machine_cache_dir() / RUNTIMES_DIRNAME / f"choice-{device_key()}-{backbone}-{size}.json"
+    return choices_dir() / f"choice-{device_key()}-{backbone}-{size}.json"
+
+
+def choices_dir() -> Path:
+    """`~/.cache/flora/runtimes/` (core.paths.machine_cache_dir): what was measured on this machine."""
+    return machine_cache_dir() / RUNTIMES_DIRNAME
 
 
 def stored_choice(backbone: str, size: int) -> Decision | None:
@@ -336,6 +341,18 @@ def stored_choice(backbone: str, size: int) -> Decision | None:
     with contextlib.suppress(TypeError):
         return Decision(**{k: v for k, v in data.items() if k in Decision.__dataclass_fields__})
     return None
+
+
+def stored_choices() -> list[Decision]:
+    """Every choice measured on this device (each backbone and image size), by backbone and size."""
+    found = []
+    for path in sorted(choices_dir().glob(f"choice-{device_key()}-*.json")):
+        parts = path.stem.rsplit("-", 2)
+        with contextlib.suppress(ValueError):
+            decision = stored_choice(parts[1], int(parts[2]))
+            if decision is not None:
+                found.append(decision)
+    return sorted(found, key=lambda d: (d.backbone, d.image_size))
 
 
 def measure(runners: dict[str, Any], pixels: np.ndarray, rounds: int = MEASURE_ROUNDS) -> dict[str, float]:

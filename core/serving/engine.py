@@ -233,6 +233,11 @@ class ServedModel:
         return self.through
 
     @property
+    def fixed_shapes(self) -> bool:
+        """Whether batches must keep the warmed sizes: Keras's compiled graph, yes; the other runtimes take any."""
+        return self.through is None or self.through.runtime == KERAS or self._compiling.is_set()
+
+    @property
     def runtime(self) -> str | None:
         """Which runtime answers and why, once chosen."""
         return None if self.through is None else self.through.decision.text
