@@ -18,7 +18,7 @@ HOST ?= 127.0.0.1
 # pytest-xdist workers: 2 processes made the suite 1.5x faster on 2 cores (docs/PERFORMANCE.md)
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint format test-jax test-fast bench clean-venv build device
+.PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server
 
 # Another build installed here before (a CPU venv on a machine that now has a driver, TensorFlow's CUDA pins
 # where JAX's are wanted): the venv is made afresh, never two frameworks' CUDA libraries in one.
@@ -55,13 +55,23 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The MLflow tracking server the tracking tests start (and `.venv-mlflow/bin/mlflow server` for you): a venv of
+# its own, since the full mlflow package would move pyarrow in Flora's (requirements-mlflow-server.txt says why).
+MLFLOW_VENV ?= .venv-mlflow
+$(MLFLOW_VENV)/.installed: requirements-mlflow-server.txt
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet -r requirements-mlflow-server.txt
+	touch $@
+
+mlflow-server: $(MLFLOW_VENV)/.installed
+
 # The whole suite on TensorFlow, then the backend-agnostic smoke subset on JAX.
-test: lint
+test: lint mlflow-server
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) test-jax
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 # The inner loop: everything but the end-to-end tests that start Flora in another process, and the browser.
 test-fast: $(STAMP)

@@ -9,8 +9,10 @@ from core.runs.curves import progress
 from core.train.queue import places
 from pages.ui import auth, common, device_status, plain, teaching
 from pages.ui.navigation import SWEEP_PICK, TRAIN_RUN, page_file, pages_for
+from pages.ui.server_log import quiet_closed_browsers
 
 st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
+quiet_closed_browsers()  # a closed tab is not an error in the log where error ids are looked up
 user = auth.gate()  # shared: the sign-in page and nothing else until signed in
 common.warm_up()
 
@@ -81,9 +83,12 @@ with st.sidebar:
     st.fragment(device_status.device_caption, run_every=2.0 if checking else None)()
     teaching.toggle()
     with st.expander("Workspace", icon=":material/folder:"):
-        st.caption(f"Datasets: `{common.data_root()}`")
-        st.caption(f"Runs: `{common.models_root()}`")
-        st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
+        if common.shared():  # the server's folders are its admin's business
+            st.caption("Datasets and runs live in this server's data folder and run store, shared by everyone here.")
+        else:
+            st.caption(f"Datasets: `{common.data_root()}`")
+            st.caption(f"Runs: `{common.models_root()}`")
+            st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
     st.markdown("**Jobs**")
     st.session_state.pop(ACTIVE_IDS, None)  # a whole-page run: the panel starts from what it sees now
     busy = common.active_runs() or common.active_sweeps()

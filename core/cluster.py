@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
+from core.errors import InvalidInput
 from core.paths import PROJECT_ROOT
 
 ADDRESS_ENV = "FLORA_RAY_ADDRESS"
@@ -27,13 +28,13 @@ def connect(address: str | None) -> str:
     """Join the cluster at `address` (or $FLORA_RAY_ADDRESS) with Flora importable on its workers; returns it.
 
     Raises:
-        ValueError: no address given anywhere.
+        InvalidInput: no address given anywhere.
     """
     import ray
 
     address = address or os.environ.get(ADDRESS_ENV)
     if not address:
-        raise ValueError(f"no Ray cluster: pass --ray ADDRESS or set {ADDRESS_ENV}")
+        raise InvalidInput(f"no Ray cluster: pass --ray ADDRESS or set {ADDRESS_ENV}")
     if ray.is_initialized():
         return address
     env = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
 import os
 import platform
 import shutil
@@ -224,6 +226,51 @@ def without_cuda_noise() -> Iterator[None]:
             if kept:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, run inside without_cuda_noise, with a first look at its devices (where cuInit
+    fails on a machine without a driver) inside it too."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader  # the module keeps its own loader
+        with without_cuda_noise():
+            self.loader.exec_module(module)
+            with contextlib.suppress(Exception):
+                module.config.list_physical_devices()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds nothing but TensorFlow, once: its first import, whoever makes it (Keras included), goes through
+    _QuietLoader."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_where_no_gpu() -> bool:
+    """Where no GPU is expected (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them), TensorFlow's first import
+    and device probe, whenever a command makes them, pass through without_cuda_noise: no "failed call to cuInit:
+    CUDA error" lines from a CPU machine. With a GPU nothing changes, so a real CUDA error is never hidden. Returns
+    whether it was set up (False: a GPU, or TensorFlow already imported)."""
+    if "tensorflow" in sys.modules or nvidia_gpus():
+        return False
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    return True
 
 
 def mixed_precision_policy(info: DeviceInfo) -> str | None:

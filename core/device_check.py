@@ -26,7 +26,7 @@ FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 # What a Flora process imports besides Keras: the training path, and TensorFlow where it is installed (the
 # exports and TF-only extras import it in the same process). JAX falls back to the CPU silently when
 # another framework loaded other CUDA libraries before it: the check imports them all, in Flora's order.
-FLORA_IMPORTS = ("core.train.training", "core.inference", "core.results.explain")
+FLORA_IMPORTS = ("core.train.training", "core.inference", "core.results.evaluation.explain")
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ import types
 import typing
 from typing import Any
 
+from core.errors import Unavailable
+
 _NONE = type(None)
 
 
-class FieldTypeError(ValueError):
+class FieldTypeError(Unavailable, ValueError):
     """A stored field holds a value of the wrong kind; the message names it and what it holds."""
 
 

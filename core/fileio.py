@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from core.errors import Unavailable
 
 
 @contextlib.contextmanager
@@ -51,7 +54,26 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-class UnreadableFile(ValueError):
+def update_json(path: str | os.PathLike, change: Callable[[Any], Any]) -> None:
+    """Read, change and write back a JSON file that several processes may change at once, none of their changes
+    lost: under an exclusive lock (flock) on the folder holding it, so no lock file lies beside it. `change` gets
+    what the file holds ({} when missing or unreadable) and returns what to write (None: write nothing).
+
+    For a file that must stay a file (a dataset's flora.json); Flora's own shared stores are rows in
+    `core.shared_store` instead.
+    """
+    path = Path(path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        changed = change(read_json(path, default={}))
+        if changed is not None:
+            write_json_atomic(path, changed)
+    finally:
+        os.close(folder)  # closing releases the lock
+
+
+class UnreadableFile(Unavailable, ValueError):
     """A file that exists but cannot be read as what it should be; the message says why."""
 
 

@@ -15,16 +15,18 @@ import numpy as np
 
 from core.data.imaging import ImageError, load_for_model
 from core.device import describe
-from core.network import layer_names as names
-from core.results.calibration import rescale, stored_temperature
-from core.runs.record import MODEL_FILE, Run
+from core.errors import Unavailable
+from core.network import layer_names
+from core.results.probabilities.calibration import rescale, stored_temperature
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runtimes.choice import accelerated
 from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
 
 
-class ModelMissing(FileNotFoundError):
+class ModelMissing(Unavailable, FileNotFoundError):
     def __str__(self) -> str:
         return f"run {self.args[0]} has no saved model (state: {self.args[1]}); train it to completion first"
 
@@ -37,6 +39,9 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0  # decode + forward for this image
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # every class's, in the run's class order
+    prediction_set: list[str] | None = None  # its conformal set at set_level, most probable first (when asked)
+    set_level: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -49,18 +54,21 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"image": self.source, "error": self.error}
-        return {
+        out = {
             "image": self.source,
             "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
             "seconds": round(self.seconds, 4),
         }
+        if self.prediction_set is not None:
+            out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
+        return out
 
 
 class Predictor:
     """A run's model, loaded once, with the run's classes and input size; `forward.decision` says which runtime
     runs it and why.
 
-    Probabilities are calibrated with the run's temperature (core.results.calibration, fitted on the
+    Probabilities are calibrated with the run's temperature (core.results.probabilities.calibration, fitted on the
     validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
     """
 
@@ -76,8 +84,8 @@ class Predictor:
         """
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
-        from core.network.model import load_classifier  # imports Keras: only when a model is really needed
-        from core.serving.graph import inference_model  # heavy: keras
+        from core.network.graph import inference_model  # heavy: keras
+        from core.network.model import load_classifier  # heavy: keras (only when a model is really needed)
 
         self.run = run
         self.classes = run.classes
@@ -86,8 +94,8 @@ class Predictor:
         self.cache_size = config.cache_size
         self.temperature = stored_temperature(run.directory) if calibrated else None
         started = time.perf_counter()
-        self.model = load_classifier(run.path(MODEL_FILE))
-        graph = inference_model(self.model, outputs=(names.PROBABILITIES,), share_backbone=True)
+        self.model = load_classifier(run_files(run).model)
+        graph = inference_model(self.model, outputs=(layer_names.PROBABILITIES,), share_backbone=True)
         self.forward = accelerated(graph, runtime=runtime, cache_root=cache_root, batch=1)
         self.load_seconds = time.perf_counter() - started
         self.device_label = describe().label
@@ -119,7 +127,7 @@ class Predictor:
             probabilities = self._forward(image[None])[0]
             order = np.argsort(-probabilities)[:top_k]
             top = [(self.classes[i], float(probabilities[i])) for i in order]
-            results.append(Prediction(name, top, seconds=time.perf_counter() - started))
+            results.append(Prediction(name, top, seconds=time.perf_counter() - started, probabilities=probabilities))
         return results
 
     def predict_batch(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

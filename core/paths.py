@@ -96,6 +96,31 @@ def machine_cache_dir() -> Path:
 IMAGENET_WEIGHTS_FILE = BACKBONES[RESNET50].imagenet.file
 
 
+def relative_to_data(path: str | os.PathLike, data_root: str | os.PathLike, named: bool = True) -> str:
+    """`path` as a shared Flora shows it to the people using it: from the data folder on (`data/flowers`,
+    `data/.flora/corrections/x.json`; without the folder's own name when not `named`: `flowers`, what the command
+    line takes for a dataset), else only its last part after `…/`. Nobody needs the server's own layout."""
+    given, root = Path(path), Path(data_root)
+    for candidate, base in ((given.absolute(), root.absolute()), (given.resolve(), root.resolve())):
+        if candidate == base or candidate.is_relative_to(base):
+            inner = candidate.relative_to(base).as_posix()
+            return (root.name if inner == "." else f"{root.name}/{inner}") if named else inner
+    return f"…/{given.name}"
+
+
+# an absolute path's folders, where no word, scheme (https://) or name already cut (data/...) comes before it
+_FOLDERS = re.compile(r"(?<![\w.:/~…-])/(?:[^\s/'\"(),:;]+/)+")
+
+
+def hide_server_paths(text: str, data_root: str | os.PathLike) -> str:
+    """`text` (a log a page shows) as a shared Flora shows it: paths in the data folder from the data folder on
+    (`data/flowers`, as relative_to_data), every other absolute path cut to its last part (`…/training.py`)."""
+    root = Path(data_root)
+    for base in sorted({str(root.absolute()), str(root.resolve())}, key=len, reverse=True):
+        text = re.sub(re.escape(base) + r"(?![^/\s'\"(),:;])", lambda _: root.name, text)
+    return _FOLDERS.sub("…/", text)
+
+
 def keras_home() -> Path:
     """Where Keras keeps downloads: $KERAS_HOME, else ~/.keras."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")

@@ -6,7 +6,7 @@ the feedback photos copied in, and a `flora.json` that fixes every original phot
 one the run used (so the test split is the very same photos) and puts feedback photos in train or
 val only. Its content differs, so its fingerprint, so the retrained run's id.
 
-`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.compare, the one
+`compare_with_feedback` sets the two runs side by side on the same test photos (core.results.evaluation.compare, the one
 comparison: McNemar's test says whether the difference could be chance) and on the feedback photos;
 promoting is moving an alias (`core.serving.aliases`), which a running server follows.
 """
@@ -23,23 +23,24 @@ import numpy as np
 
 from core.data.corrections import dataset_key
 from core.data.datasets import META_FILE, SPLITS, scan_dataset
+from core.errors import InvalidInput
 from core.feedback import BASE_KEY, base_dataset, list_feedback
 from core.fileio import read_json, write_json_atomic
 from core.inference import Predictor
 from core.paths import cache_dir
-from core.results.arrays import AnalysisMissing
-from core.results.compare import NotComparable, compare, load_result
+from core.results.evaluation.compare import NotComparable, compare, load_result
+from core.runs.analysis import AnalysisMissing
+from core.runs.files import run_files
 from core.runs.record import LOCAL_OWNER, Run
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore
 from core.settings.config import run_id_for
 from core.train import jobs
 
-RETRAIN_FILE = "retrain.json"  # in the new run's folder: where it came from
 FEEDBACK_PREFIX = "feedback-"  # a feedback photo's file name in a feedback dataset
 
 
-class RetrainError(ValueError):
+class RetrainError(InvalidInput):
     """Retraining cannot start as asked; the message says why."""
 
 
@@ -159,10 +160,10 @@ def retrain_with_feedback(
     else:
         submission = jobs.submit(store, dataset, run.train_config, corrections=corrections, owner=owner)
     meta = read_json(dataset / META_FILE, {})
-    record = read_json(store.run_dir(submission.run_id) / RETRAIN_FILE, default=None)
+    record = read_json(run_files(store.run_dir(submission.run_id)).retrain, default=None)
     if not record or record.get("from") != run.run_id:  # a cache hit keeps where it came from
         write_json_atomic(
-            store.run_dir(submission.run_id) / RETRAIN_FILE,
+            run_files(store.run_dir(submission.run_id)).retrain,
             {
                 "from": run.run_id,
                 "feedback_photos": meta.get("feedback_photos"),
@@ -181,7 +182,7 @@ def retrained_from(run: Run) -> str | None:
 
 def retrain_record(run: Run) -> dict[str, Any]:
     """retrain.json of a retrained run: where it came from, its feedback photos, copies, its stored comparison."""
-    record = read_json(run.path(RETRAIN_FILE), default={})
+    record = read_json(run_files(run).retrain, default={})
     return record if isinstance(record, dict) else {}
 
 
@@ -195,7 +196,7 @@ def stored_comparison(old: Run, new: Run, data_root: str | os.PathLike) -> dict[
         return kept["result"]
     result = compare_with_feedback(old, new, data_root)
     if record.get("from") == old.run_id:
-        write_json_atomic(new.path(RETRAIN_FILE), {**record, "comparison": {"stamp": stamp, "result": result}})
+        write_json_atomic(run_files(new).retrain, {**record, "comparison": {"stamp": stamp, "result": result}})
     return result
 
 
@@ -216,11 +217,12 @@ def promotion_advice(result: dict[str, Any]) -> list[str]:
 
 
 def compare_with_feedback(old: Run, new: Run, data_root: str | os.PathLike) -> dict[str, Any]:
-    """Old vs new: core.results.compare's paired comparison on their test photos (the very same ones), and how each
-    does on the feedback photos.
+    """Old vs new: core.results.evaluation.compare's paired comparison on their test photos (the very same ones), and
+    how each does on the feedback photos.
 
     Returns:
-        core.results.compare.compare's result with "old", "new" (the run ids) and "feedback" ({photos, old, new}).
+        `compare`'s result (core.results.evaluation.compare) with "old", "new" (the run ids) and "feedback"
+        ({photos, old, new}).
 
     Raises:
         RetrainError: the two cannot be compared (no stored analysis, other test photos or labels); says why.

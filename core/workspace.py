@@ -3,46 +3,83 @@ the training settings last launched on each dataset, and small preferences (the 
 
 A person who adds `../shared/data/flowers5-128` by its path expects to find it again after a reload,
 in a second tab, or on the Augmentation and Train pages tomorrow; one who launched a 64 px run from
-random weights expects the form to say so again next time. The state is one small JSON file per
-person, written atomically and only when it changes: `<data>/.flora/workspace.json` for the person at
-this machine ("local", and the command line's user), `<data>/.flora/workspaces/<hash of the name>.json`
-for each person signed in to a shared Flora, so one student's settings never fill another's form.
+random weights expects the form to say so again next time. Each person's workspace is theirs (the person
+at this machine, "local", is also the command line's user; each person signed in to a shared Flora has
+their own, so one student's settings never fill another's form), kept in the data folder's shared store
+(`core.shared_store`) as one row per thing remembered (the current dataset, each folder, each dataset's
+settings, each preference), written only when it changes: two tabs of one person changing different things
+at once keep both.
+
+Workspaces kept before the store (`<data>/.flora/workspace.json` for "local", `<data>/.flora/workspaces/<hash
+of the name>.json` for everyone else) are imported the first time it is opened.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sqlite3
 from pathlib import Path
 
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_json
 from core.paths import flora_dir
+from core.shared_store import SharedStore, Table
 from core.sharing.people import LOCAL_USER, layer_of
 
-STATE_FILE = "workspace.json"  # in <data>/.flora/: the person at this machine's
-PEOPLE_DIR = "workspaces"  # in <data>/.flora/: everyone else's, one file each
+STATE_FILE = "workspace.json"  # in <data>/.flora/: the person at this machine's, before the shared store
+PEOPLE_DIR = "workspaces"  # in <data>/.flora/: everyone else's, one file each, before the shared store
 MAX_FOLDERS = 12
 MAX_SETTINGS = 50  # datasets whose last training settings are kept
+CURRENT, FOLDER, TRAIN, PREFERENCE = "current", "folder:", "train:", "pref:"  # what a row holds (its `field`)
 
 
-def state_file(data_root: str | os.PathLike, person: str | None = None) -> Path:
-    """Where `person`'s workspace is kept (None or "local": the person at this machine)."""
+def _person_key(person: str | None) -> str:
+    """How a person's rows are keyed: "local", or a hash of their name (the name of their file before the store)."""
     person = layer_of(person)
-    if person == LOCAL_USER:
-        return flora_dir(data_root) / STATE_FILE
-    return flora_dir(data_root) / PEOPLE_DIR / f"{hashlib.sha256(person.encode()).hexdigest()[:16]}.json"
+    return LOCAL_USER if person == LOCAL_USER else hashlib.sha256(person.encode()).hexdigest()[:16]
+
+
+def _import_files(db: sqlite3.Connection, data_root: Path) -> None:
+    files = [(LOCAL_USER, flora_dir(data_root) / STATE_FILE)]
+    files += [(path.stem, path) for path in sorted((flora_dir(data_root) / PEOPLE_DIR).glob("*.json"))]
+    for person, path in files:
+        state = _valid(read_json(path, default={}))
+        rows = [(CURRENT, state["current"])] if state["current"] else []
+        rows += [(FOLDER + folder, None) for folder in reversed(state["folders"])]  # the most recent last
+        rows += [(TRAIN + dataset, config) for dataset, config in state["train_settings"].items()]
+        rows += [(PREFERENCE + name, value) for name, value in state["preferences"].items()]
+        db.executemany(
+            "INSERT OR IGNORE INTO workspace (person, field, value, seq) VALUES (?, ?, ?, ?)",
+            [(person, field, json.dumps(value), seq) for seq, (field, value) in enumerate(rows, 1)],
+        )
+
+
+WORKSPACE = Table(
+    "workspace",
+    (
+        "CREATE TABLE workspace (person TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, "
+        "seq INTEGER NOT NULL, PRIMARY KEY (person, field))",
+    ),
+    _import_files,
+)
 
 
 def remember_dataset(data_root: str | os.PathLike, path: str | os.PathLike, person: str | None = None) -> None:
     """Record `path` as the dataset picked last; a folder outside `data_root` joins the remembered folders."""
     path = str(Path(path).expanduser().resolve())
+    inside = _inside(path, data_root)
     state = _load(data_root, person)
-    folders = [f for f in state["folders"] if f != path]
-    if not _inside(path, data_root):
-        folders = [path, *folders][:MAX_FOLDERS]
-    if state["current"] == path and state["folders"] == folders:
-        return
-    _save(data_root, person, {**state, "current": path, "folders": folders})
+    if state["current"] == path and (state["folders"][:1] == [path] if not inside else path not in state["folders"]):
+        return  # nothing changes: nothing written
+    key = _person_key(person)
+    with SharedStore.of_data(data_root).write(WORKSPACE) as db:
+        _put(db, key, CURRENT, path)
+        if inside:
+            db.execute("DELETE FROM workspace WHERE person = ? AND field = ?", (key, FOLDER + path))
+        else:
+            _put(db, key, FOLDER + path, None)
+            _keep_newest(db, key, FOLDER, MAX_FOLDERS)
 
 
 def last_dataset(data_root: str | os.PathLike, person: str | None = None) -> str | None:
@@ -62,59 +99,98 @@ def forget_folder(data_root: str | os.PathLike, path: str | os.PathLike, person:
     state = _load(data_root, person)
     if path not in state["folders"] and state["current"] != path:
         return
-    _save(
-        data_root,
-        person,
-        {
-            **state,
-            "current": None if state["current"] == path else state["current"],
-            "folders": [f for f in state["folders"] if f != path],
-        },
-    )
+    key = _person_key(person)
+    with SharedStore.of_data(data_root).write(WORKSPACE) as db:
+        db.execute("DELETE FROM workspace WHERE person = ? AND field = ?", (key, FOLDER + path))
+        db.execute(
+            "DELETE FROM workspace WHERE person = ? AND field = ? AND value = ?", (key, CURRENT, json.dumps(path))
+        )
 
 
 def remember_train_settings(
     data_root: str | os.PathLike, dataset: str | os.PathLike, config: dict, person: str | None = None
 ) -> None:
     """Keep the training settings (a TrainConfig dict) last launched on `dataset`."""
-    key = str(Path(dataset).expanduser().resolve())
-    state = _load(data_root, person)
-    if state["train_settings"].get(key) == config:
+    dataset = str(Path(dataset).expanduser().resolve())
+    if train_settings(data_root, dataset, person) == config:
         return
-    settings = {k: v for k, v in state["train_settings"].items() if k != key}
-    settings[key] = config
-    _save(data_root, person, {**state, "train_settings": dict(list(settings.items())[-MAX_SETTINGS:])})
+    key = _person_key(person)
+    with SharedStore.of_data(data_root).write(WORKSPACE) as db:
+        _put(db, key, TRAIN + dataset, config)
+        _keep_newest(db, key, TRAIN, MAX_SETTINGS)
 
 
 def train_settings(data_root: str | os.PathLike, dataset: str | os.PathLike, person: str | None = None) -> dict | None:
     """The TrainConfig dict last launched on `dataset`, if any."""
-    return _load(data_root, person)["train_settings"].get(str(Path(dataset).expanduser().resolve()))
+    found = _get(data_root, person, TRAIN + str(Path(dataset).expanduser().resolve()))
+    return found if isinstance(found, dict) else None
 
 
 def preference(data_root: str | os.PathLike, name: str, default=None, person: str | None = None):
     """A small remembered preference (e.g. whether the teaching notes are shown)."""
-    return _load(data_root, person)["preferences"].get(name, default)
+    found = _get(data_root, person, PREFERENCE + name, _MISSING)
+    return default if found is _MISSING else found
 
 
 def set_preference(data_root: str | os.PathLike, name: str, value, person: str | None = None) -> None:
-    state = _load(data_root, person)
-    if state["preferences"].get(name) == value:
+    if preference(data_root, name, None, person) == value:
         return
-    _save(data_root, person, {**state, "preferences": {**state["preferences"], name: value}})
+    with SharedStore.of_data(data_root).write(WORKSPACE) as db:
+        _put(db, _person_key(person), PREFERENCE + name, value)
 
 
-def _save(data_root: str | os.PathLike, person: str | None, state: dict) -> None:
-    write_json_atomic(state_file(data_root, person), state)
+def forget_person(data_root: str | os.PathLike, person: str | None = None) -> None:
+    """Forget everything remembered for `person` (a first visit again)."""
+    with SharedStore.of_data(data_root).write(WORKSPACE) as db:
+        db.execute("DELETE FROM workspace WHERE person = ?", (_person_key(person),))
+
+
+_MISSING = object()
+
+
+def _put(db: sqlite3.Connection, key: str, field: str, value) -> None:
+    """Set one row, as the person's newest (inside the caller's transaction)."""
+    (newest,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM workspace WHERE person = ?", (key,)).fetchone()
+    db.execute(
+        "INSERT INTO workspace (person, field, value, seq) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(person, field) DO UPDATE SET value = excluded.value, seq = excluded.seq",
+        (key, field, json.dumps(value), newest + 1),
+    )
+
+
+def _keep_newest(db: sqlite3.Connection, key: str, prefix: str, count: int) -> None:
+    db.execute(
+        "DELETE FROM workspace WHERE person = ? AND field GLOB ? AND seq NOT IN "
+        "(SELECT seq FROM workspace WHERE person = ? AND field GLOB ? ORDER BY seq DESC LIMIT ?)",
+        (key, prefix + "*", key, prefix + "*", count),
+    )
+
+
+def _get(data_root: str | os.PathLike, person: str | None, field: str, default=None):
+    with SharedStore.of_data(data_root).read(WORKSPACE) as db:
+        row = db.execute(
+            "SELECT value FROM workspace WHERE person = ? AND field = ?", (_person_key(person), field)
+        ).fetchone()
+    return json.loads(row[0]) if row else default
 
 
 def _load(data_root: str | os.PathLike, person: str | None = None) -> dict:
-    raw = read_json(state_file(data_root, person), default={})
-    if not isinstance(raw, dict):  # a hand-edited or foreign file: start afresh rather than fail
-        raw = {}
-    current = raw.get("current")
-    folders = raw.get("folders")
-    settings = raw.get("train_settings")
-    preferences = raw.get("preferences")
+    """The person's current dataset and remembered folders, the most recent first."""
+    with SharedStore.of_data(data_root).read(WORKSPACE) as db:
+        rows = db.execute(
+            "SELECT field, value FROM workspace WHERE person = ? AND (field = ? OR field GLOB ?) ORDER BY seq DESC",
+            (_person_key(person), CURRENT, FOLDER + "*"),
+        ).fetchall()
+    current = next((json.loads(value) for field, value in rows if field == CURRENT), None)
+    folders = [field[len(FOLDER) :] for field, _ in rows if field.startswith(FOLDER)]
+    return {"current": current if isinstance(current, str) else None, "folders": folders}
+
+
+def _valid(raw) -> dict:
+    """A workspace file from before the store, whatever it holds (a hand-edited or foreign file reads as empty)."""
+    raw = raw if isinstance(raw, dict) else {}
+    current, folders = raw.get("current"), raw.get("folders")
+    settings, preferences = raw.get("train_settings"), raw.get("preferences")
     return {
         "current": current if isinstance(current, str) else None,
         "folders": [f for f in folders if isinstance(f, str)] if isinstance(folders, list) else [],

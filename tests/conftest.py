@@ -73,10 +73,19 @@ def link_subset(source: Path, target: Path, per_class: int) -> Path:
     return target
 
 
+def require_shared(path: Path, what: str) -> Path:
+    """`path` under the shared data (../shared/data, or FLORA_SHARED_DATA), or skip saying what is missing; with
+    FLORA_REQUIRE_SHARED_DATA set (a machine that has the data and must check it) a missing file fails instead."""
+    if not path.exists():
+        message = f"{what} are not at {path} (../shared/data beside the project, or set FLORA_SHARED_DATA)"
+        if os.environ.get("FLORA_REQUIRE_SHARED_DATA"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def require_flowers() -> Path:
-    if not FLOWERS.is_dir():
-        pytest.skip(f"the shared flower photos are not at {FLOWERS}")
-    return FLOWERS
+    return require_shared(FLOWERS, "the shared flower photos (flowers5-128)")
 
 
 @pytest.fixture(autouse=True)
@@ -145,6 +154,7 @@ def trained_run(tmp_path_factory):
     Returns a dict with store, run_id, dataset, data_root, models_root, config. A test that changes a run
     copies it first (`copy_run`).
     """
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -157,7 +167,7 @@ def trained_run(tmp_path_factory):
         image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
     )
     submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     return {
         "store": store,
         "run_id": submission.run_id,
@@ -199,3 +209,65 @@ def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
     config["dataset"]["path"] = str(dataset.resolve())
     config_file.write_text(json.dumps(config))
     return {"data_root": data_root, "models_root": models_root, "dataset": dataset, "run_id": trained_run["run_id"]}
+
+
+@pytest.fixture(scope="session")
+def flower_run(tmp_path_factory):
+    """One finished run on two classes of real photos (daisy and sunflower, 150 each, symlinks into ../shared/data)
+    at 32 px with the tiny test backbone and a random start: for what needs real pictures (the 'none of these'
+    check's image statistics) and a test split large enough to calibrate on. Shared read-only, like trained_run."""
+    from core import run_job
+    from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
+    from core.train import jobs
+
+    source = require_flowers()
+    base = tmp_path_factory.mktemp("flower-run")
+    data_root, models_root = base / "data", base / "models"
+    dataset = data_root / "two-flowers"
+    for name in ("daisy", "sunflower"):
+        folder = dataset / name
+        folder.mkdir(parents=True)
+        for photo in sorted((source / name).iterdir())[:150]:
+            (folder / photo.name).symlink_to(photo)
+    store = RunStore(models_root)
+    config = TrainConfig(image_size=32, weights="none", epochs=6, batch_size=32, head=(32,), seed=1)
+    submission = jobs.submit(store, dataset, config)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+    return {
+        "store": store,
+        "run_id": submission.run_id,
+        "dataset": dataset,
+        "data_root": data_root,
+        "models_root": models_root,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _patient_browser_assertions(request):
+    """Browser tests' `expect(...)` waits up to 30 s, not Playwright's 5: a loaded 2-core machine (CI's) can take
+    longer than 5 s to draw a page's first heading, and a slow draw is not what these tests are about."""
+    if request.node.get_closest_marker("browser"):
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=30_000)
+
+
+# FLORA_TEST_CPU_REPORT=FILE: each test's CPU seconds (its own and its waited-for child processes'), a JSON line per
+# test, for finding what makes the suite slow on any machine (wall times depend on the load, CPU seconds much less).
+if os.environ.get("FLORA_TEST_CPU_REPORT"):
+    import json
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        def cpu() -> float:
+            me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+        started, wall = cpu(), time.perf_counter()
+        yield
+        line = {"test": item.nodeid, "cpu_s": round(cpu() - started, 2), "wall_s": round(time.perf_counter() - wall, 2)}
+        with open(os.environ["FLORA_TEST_CPU_REPORT"], "a") as report:
+            report.write(json.dumps(line) + "\n")

@@ -30,6 +30,9 @@ ROWS_BY_ITEM = {
         "serve.p95",
         "serve.p99",
         "serve.first_switch",
+        "serve.grpc_vs_http",
+        "serve.grpc_p50",
+        "serve.grpc_p95",
     },
     "sweep": {"sweep.vs_plain_runs", "sweep.vs_one_run"},
     "attack": {
@@ -40,6 +43,9 @@ ROWS_BY_ITEM = {
         "attack.jpeg_peak_rss",
     },
     "cache": {"cache.disk", "cache.read", "cache.accuracy"},
+    "concurrency": {
+        f"concurrency.{key}" for key in __import__("core.bench.concurrency", fromlist=["STORES"]).STORES.values()
+    },
     "runtime": {"runtime.32.keras", "runtime.32.onnxruntime", "runtime.32.openvino", "runtime.ceiling"},
     "scale": {f"scale.{name}" for name in ("peak_rss", "disk")}
     | {f"scale.{name}" for name, _ in __import__("core.bench.scale", fromlist=["STAGES"]).STAGES}

@@ -85,7 +85,7 @@ def test_home_train_evaluate_predict_in_a_browser(server):
     -> Evaluate (a click near a cell's edge opens that cell's photos, in view, named) -> Predict."""
     from playwright.sync_api import expect, sync_playwright
 
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
     from core.runs.store import RunStore
 
     shots = server["tmp"] / "screenshots"
@@ -254,7 +254,7 @@ def test_explore_a_click_on_the_map_shows_that_photo(server):
     a box over the whole map selects every photo."""
     from playwright.sync_api import expect, sync_playwright
 
-    from core.results.arrays import RunAnalysis
+    from core.runs.analysis import RunAnalysis
     from core.runs.store import RunStore
 
     env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}

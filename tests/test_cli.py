@@ -81,3 +81,33 @@ def test_cli_errors_are_one_clear_line(cli_env):
     assert bad.returncode == 1 and "unfreeze_stages must be between 0 and 4. Received: unfreeze_stages=7" in bad.stderr
     unknown = flora("evaluate", "zzzz", env=env, check=False)
     assert unknown.returncode == 1 and "no run 'zzzz'" in unknown.stderr
+
+
+def test_each_command_module_registers_the_commands_the_table_names():
+    """main() imports only the module COMMAND_MODULES names for a command: the table must say what each registers."""
+    import argparse
+    import importlib
+
+    from core.cli import COMMAND_MODULES, build_parser
+
+    common = argparse.ArgumentParser(add_help=False)
+    for module, commands in COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub, common)
+        assert tuple(sub.choices) == commands, module
+        for command in commands:  # a command's own parser parses what the whole one does
+            assert set(build_parser(command)._subparsers._group_actions[0].choices) == set(commands)
+
+
+def test_a_light_command_starts_without_the_engines_of_the_others(tmp_path):
+    """`core alias` (a switch is timed from its start, issue 44) loads no framework, table or image library."""
+    code = (
+        "import sys; from core.cli import main; code = main(['alias', '--models-dir', sys.argv[1]]);"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'pandas', 'scipy', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "models")], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert "no aliases" in out.stderr

@@ -22,6 +22,8 @@ FORMS = {
     "predict": (("id", "prefix", "alias"), ["predict", "{arg}", "{image}", "--json"]),
     "analyse": (("id", "prefix"), ["analyse", "{arg}", "--json"]),
     "calibrate": (("id", "prefix"), ["calibrate", "{arg}", "--json"]),
+    "robustness": (("id", "prefix"), ["robustness", "{arg}", "--photos", "2", "--json"]),
+    "card": (("id", "prefix"), ["card", "{arg}", "--json"]),
     "label-issues": (
         ("id", "prefix", "folder", "name"),
         ["label-issues", "{arg}", "--json", "--image-size", "32", "--weights", "none"],
@@ -115,7 +117,7 @@ def test_label_issues_writes_the_whole_list_as_csv_with_the_marks(forms_store):
     import json
 
     from core.data.corrections import Corrections
-    from core.results.label_issues import EXPORT_COLUMNS
+    from core.results.labels.issues import EXPORT_COLUMNS
 
     where = ["--models-dir", str(forms_store["models_root"]), "--data-dir", str(forms_store["data_root"])]
 

@@ -11,8 +11,8 @@ import json
 import pytest
 
 from core.cli import main as cli
-from core.results import label_issues
-from core.results.label_issues import LabelIssue, LabelReview
+from core.results.labels import issues as label_issues
+from core.results.labels.issues import LabelIssue, LabelReview
 from tests.conftest import copy_run
 
 pytestmark = pytest.mark.backend_agnostic

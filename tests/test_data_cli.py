@@ -12,7 +12,7 @@ import pytest
 
 from core.cli import main
 from core.cli.data import ConsoleStageBar
-from tests.conftest import OXFORD, PROJECT_ROOT
+from tests.conftest import OXFORD, PROJECT_ROOT, require_shared
 from tests.datafixtures import FileServer, jpeg_bytes, oxford_source, tf_flowers_members, tree, write_tgz, write_zip
 
 
@@ -100,8 +100,7 @@ def test_import_zip_and_refuse_a_hostile_one(tmp_path, capsys):
 
 
 def test_import_oxford102(tmp_path, capsys):
-    if not (OXFORD / "setid.mat").is_file():
-        pytest.skip("the Oxford 102 label files are not available")
+    require_shared(OXFORD / "setid.mat", "the Oxford 102 label files")
     source = oxford_source(tmp_path / "src", image_ids=[1, 17, 28, 77], as_tgz=True)
     code, out, err = run(
         capsys, "import", "oxford102", str(source), "--name", "ox", "--data-dir", str(tmp_path / "d"), "--json"

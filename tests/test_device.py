@@ -64,6 +64,7 @@ sys.meta_path.insert(0, NoTensorFlow())
 from pathlib import Path
 from tests.conftest import make_image_dataset
 from core.train import jobs
+from core import run_job
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.runs.store import RunStore
 from core.inference import Predictor
@@ -72,7 +73,7 @@ store = RunStore({str(tmp_path / "models")!r})
 config = TrainConfig(image_size=32, weights="none", epochs=1, fine_tune_epochs=1, head=(4,),
                      augment=AUGMENT_PRESETS["light"], augmented_views=1)
 sub = jobs.submit(store, data, config)
-status = jobs.execute(store, sub, {str(tmp_path / "data")!r}, console=False, ingest_workers=1)
+status = run_job.execute(store, sub, {str(tmp_path / "data")!r}, console=False, ingest_workers=1)
 assert status.state == "done", status
 result = Predictor(store.get(sub.run_id)).predict([next((data / "a").iterdir())])[0]
 assert result.ok, result
@@ -109,3 +110,43 @@ def test_recommended_batch_size_fills_the_device(info, size, training, expected)
 def test_labels_count_every_kind_of_device():
     assert DeviceInfo("jax", "cpu", "Xeon", 2).label == "2 x CPU: Xeon (jax)"
     assert DeviceInfo("jax", "gpu", "NVIDIA H200", 1).label == "GPU: NVIDIA H200 (jax)"
+
+
+CUDA_NOISE = ("cuInit", "CUDA error", "cuda drivers", "cudart", "absl::InitializeLog")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(device.nvidia_gpus()), reason="a GPU machine: its CUDA lines are never hidden")
+def test_the_cli_on_a_machine_without_a_gpu_prints_no_cuda_lines(trained_run):
+    """The walk: `core` commands printed TensorFlow's "failed call to cuInit: CUDA error" on a CPU machine."""
+    import os
+
+    photo = sorted((trained_run["dataset"] / "red").iterdir())[0]
+    env = {
+        **os.environ,
+        "FLORA_MODELS_DIR": str(trained_run["models_root"]),
+        "FLORA_DATA_DIR": str(trained_run["data_root"]),
+        "KERAS_BACKEND": "tensorflow",
+    }
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a person's shell has it
+    for args in (["runs"], ["predict", trained_run["run_id"], str(photo)]):  # the second loads TensorFlow
+        done = subprocess.run(
+            [sys.executable, "-m", "core", *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        noisy = [line for line in done.stderr.splitlines() if any(n in line for n in CUDA_NOISE)]
+        assert not noisy, noisy
+    assert done.stdout.startswith(f"{photo}: ")  # the prediction itself came
+
+
+def test_the_quiet_import_is_set_up_only_where_no_gpu_is_expected(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: ["NVIDIA H100"])
+    assert device.quiet_tensorflow_where_no_gpu() is False  # a GPU: nothing hidden
+    assert not any(type(f).__name__ == "_QuietTensorFlowImport" for f in sys.meta_path)
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: [])
+    assert device.quiet_tensorflow_where_no_gpu() is True
+    assert device.quiet_tensorflow_where_no_gpu() is True  # once only
+    assert sum(type(f).__name__ == "_QuietTensorFlowImport" for f in sys.meta_path) == 1

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from core.results.probabilities.reference import Reference
 from core.serving import drift
-from core.serving.reference import Reference
 
 pytestmark = pytest.mark.backend_agnostic
 

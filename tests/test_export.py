@@ -26,6 +26,7 @@ def run(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def resnet_run(trained_run, tmp_path_factory):
     """A run of the real ResNet-50 (32 px, one epoch): each format's converter meets the network users export."""
+    from core import run_job
     from core.settings.config import TrainConfig
     from core.train import jobs
 
@@ -35,14 +36,14 @@ def resnet_run(trained_run, tmp_path_factory):
         image_size=32, weights="none", epochs=1, batch_size=16, head=(16,), seed=1, backbone="resnet50"
     )
     submission = jobs.submit(store, trained_run["dataset"], config)
-    jobs.execute(store, submission, base / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, base / "data", console=False, ingest_workers=1)
     return store.get(submission.run_id)
 
 
 @pytest.mark.parametrize(
     ("fmt", "quantize", "layout", "tolerance"),
     [
-        ("keras", None, None, 1e-4),
+        ("keras", "", None, 1e-4),  # a save and load, no converter: the tiny backbone (60 s less on ResNet-50)
         ("onnx", None, "triton", 1e-4),
         ("savedmodel", None, "tfserving", 1e-4),
         ("tflite", None, None, 1e-4),
@@ -50,8 +51,9 @@ def resnet_run(trained_run, tmp_path_factory):
     ],
 )
 def test_each_export_agrees_with_keras_in_its_own_runtime(request, tmp_path, fmt, quantize, layout, tolerance):
-    run = request.getfixturevalue("run" if quantize else "resnet_run")  # each format's round trip on ResNet-50
-    record = export_run(run, fmt, tmp_path / "out", quantize, layout)
+    # each converter's round trip on ResNet-50; the quantized one and Keras's own file on the tiny backbone
+    run = request.getfixturevalue("resnet_run" if quantize is None else "run")
+    record = export_run(run, fmt, tmp_path / "out", quantize or None, layout)
     figures = record["verification"]
     print(f"{fmt} {quantize or ''} {layout or ''}: {figures}")
     assert record["passed"] and figures["repeatable"]
@@ -148,3 +150,32 @@ def test_an_onnx_export_ships_its_recipe_and_a_predict_script_that_matches_flora
     predictor = Predictor(run)  # what `python -m core predict` computes: Flora's decoding, calibrated
     ours = predictor.predict_batch(np.stack([predictor.preprocess(path) for path in paths]))
     assert np.abs(np.asarray(theirs) - ours).max() < 1e-5
+
+
+def test_an_export_carries_the_runs_card_and_holds_back_under_its_class_thresholds(run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from core.results import class_thresholds, model_card
+    from core.results.evaluation.metrics import Evaluation
+
+    copy = RunStore(copy_run(run.directory, tmp_path / "models" / run.run_id).parent).get(run.run_id)
+    class_thresholds.save(copy.directory, {copy.classes[0]: 0.99}, copy.classes)
+    folder = tmp_path / "out"
+    record = export_run(copy, "onnx", folder)
+    card = (folder / model_card.EXPORT_CARD).read_text()
+    assert record["model_card"] == str(folder / model_card.EXPORT_CARD)
+    metrics = model_card.read_metadata(card)["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0]["value"] == Evaluation.load(copy.directory).accuracy()
+    recipe = json.loads((folder / "preprocessing.json").read_text())
+    assert recipe["class_thresholds"] == {copy.classes[0]: 0.99}
+    photos = sorted(Path(copy.dataset_path).rglob("*.png"))[:6]
+    done = subprocess.run(
+        [sys.executable, str(folder / "predict.py"), *map(str, photos), "--json"], capture_output=True, text=True
+    )
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(answers) == len(photos)
+    for answer in answers:
+        top = max(answer["probabilities"])
+        assert answer["abstained"] == (answer["label"] == copy.classes[0] and top < 0.99)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from core.inference import ModelMissing, Predictor
-from core.results.calibration import rescale, stored_temperature
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
+from core.results.probabilities.calibration import rescale, stored_temperature
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -24,8 +24,9 @@ def test_predictions_match_the_model_on_the_cached_photos_and_the_stored_evaluat
     from core.data.datasets import scan_dataset
     from core.data.imaging import center_crop
     from core.data.ingest import ingest
+    from core.network.graph import features_and_logits_model
     from core.network.model import load_classifier
-    from core.results.arrays import features_and_logits_model, softmax
+    from core.runs.analysis import softmax
 
     run = trained_run["store"].get(trained_run["run_id"])
     config = run.train_config

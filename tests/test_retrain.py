@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from core import cli
+from core import cli, run_job
 from core.data.datasets import scan_dataset
 from core.data.imaging import ImageError
 from core.feedback import add_feedback, list_feedback
-from core.results.compare import verdict
-from core.results.evaluation import Evaluation
+from core.results.evaluation.compare import verdict
+from core.results.evaluation.metrics import Evaluation
 from core.retrain import (
     RetrainError,
     compare_with_feedback,
@@ -56,7 +56,7 @@ def retrained(setup):
     _feedback(setup)
     submission = retrain_with_feedback(store, old, data_root, background=False)
     assert submission.outcome == jobs.NEW and submission.run_id != old.run_id
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     return store, old, store.get(submission.run_id), data_root
 
 
@@ -119,7 +119,7 @@ def test_runs_on_other_test_photos_are_refused_with_the_reason(retrained, traine
     _, old, _, data_root = retrained
     other = RunStore(tmp_path / "models")
     submission = jobs.submit(other, trained_run["dataset"], old.train_config.replace(seed=7))
-    jobs.execute(other, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(other, submission, data_root, console=False, ingest_workers=1)
     with pytest.raises(RetrainError, match="tested on different photos"):
         compare_with_feedback(old, other.get(submission.run_id), data_root)
 

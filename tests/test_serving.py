@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from core.data.imaging import load_for_model
-from core.results import conformal
+from core.results.probabilities import conformal
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.app import create_app
@@ -168,6 +169,58 @@ def test_batch_prediction_writes_each_photo_s_set_to_the_table(served):
     assert [row["prediction_set"] != "" for row in rows] == [True, True, True, False]
     assert rows[0]["set_level"] == 0.9 and rows[0]["set_size"] == len(rows[0]["prediction_set"].split(" | "))
     assert "prediction_set,set_size,set_level" in csv_text(rows).splitlines()[0]
+
+
+def test_answer_only_when_sure_on_every_route_when_asked(served):
+    from core.results import selective
+    from core.serving.holding_back import FOREIGN_REASON
+
+    url = served["server"].url
+    data = photos(served["dataset"], 2)[1].read_bytes()
+    b64 = base64.b64encode(data).decode()
+    rest = httpx.post(f"{url}/predict?max_error=0.3", files={"file": ("x.png", data, "image/png")}).json()
+    result = rest["results"][0]
+    model = served["server"].registry.get("production").loaded.model
+    given, why = selective.decision(model.selective, result["probability"], 0.3)
+    if given and result["out_of_distribution"]["flag"]:
+        given, why = False, FOREIGN_REASON
+    assert result["max_error"] == 0.3 and result["abstained"] is (not given) and result.get("reason") == why
+    body = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}],
+        "parameters": {"max_error": 0.3},
+    }
+    v2 = {o["name"]: o for o in httpx.post(f"{url}/v2/models/production/infer", json=body).json()["outputs"]}
+    assert v2["abstained"]["data"] == [result["abstained"]] and v2["abstain_reason"]["data"] == [why or ""]
+    tf = httpx.post(f"{url}/v1/models/production:predict?max_error=0.3", json={"instances": [{"b64": b64}]}).json()
+    assert tf["abstained"] == [result["abstained"]] and tf["abstain_reasons"] == [why]
+    plain = httpx.post(f"{url}/predict", files={"file": ("x.png", data, "image/png")}).json()
+    assert "abstained" not in plain["results"][0]
+    for bad, words in (("0.001", "0.01-0.50"), ("many", "could not convert")):
+        refused = httpx.post(f"{url}/predict?max_error={bad}", files={"file": ("x.png", data, "image/png")})
+        assert refused.status_code == 400 and "max_error" in refused.text and words in refused.text
+
+
+def test_saved_class_thresholds_hold_back_answers_everywhere(served):
+    from core.results import class_thresholds
+    from core.serving.batch_predict import predict_many, table_rows
+
+    url = served["server"].url
+    run_dir = served["store"].run_dir(served["run_id"])
+    data = photos(served["dataset"], 2)[0].read_bytes()
+    first = httpx.post(f"{url}/predict", files={"file": ("x.png", data, "image/png")}).json()["results"][0]
+    assert "abstained" not in first
+    classes = served["store"].get(served["run_id"]).classes
+    class_thresholds.save(run_dir, {first["label"]: min(0.9999, (first["probability"] + 1) / 2)}, classes)
+    try:
+        time.sleep(1.2)  # a served model looks for changed run files at most every second
+        again = httpx.post(f"{url}/predict", files={"file": ("x.png", data, "image/png")}).json()["results"][0]
+        assert again["abstained"] is True and f"for {first['label']} is under its saved threshold" in again["reason"]
+        model = served["server"].registry.get("production").loaded.model
+        rows = table_rows(predict_many(model, [("x.png", data)], top_k=2), 2)
+        assert rows[0]["answered"] is False and "saved threshold" in rows[0]["held_back_because"]
+    finally:
+        run_files(run_dir).class_thresholds.unlink()
+        time.sleep(1.2)
 
 
 def test_the_server_sees_the_same_pixels_as_training(served):
@@ -429,6 +482,8 @@ def test_feedback_over_the_api_updates_the_log_and_keeps_the_photo(served, tmp_p
     sha = answer["image_sha256"]
     kept = httpx.post(f"{server.url}/v1/feedback", files={"file": ("p.png", photo)}, data={"label": "crimson"}).json()
     assert kept["log_rows_updated"] >= 1 and kept["photo_kept"]["split"] in ("train", "val")
+    where = kept["photo_kept"]["path"]  # from the data folder on: the server's own layout is not the client's
+    assert not where.startswith("/") and "/.flora/feedback/" in where and where.endswith(".png")
     by_sha = httpx.post(f"{server.url}/v1/feedback", json={"image_sha256": sha, "label": "green"}).json()
     assert by_sha["log_rows_updated"] >= 1 and by_sha["photo_kept"] is None
     rows = [r for r in PredictionLog.of_store(served["store"].root).read() if r["image_sha256"] == sha]

@@ -37,8 +37,10 @@ def test_start_use_and_stop_the_background_server(trained_run, tmp_path):
     store = RunStore(tmp_path / "models")
     copy_run(trained_run["store"].run_dir(trained_run["run_id"]), store.run_dir(trained_run["run_id"]))
     AliasStore(store.root).set("production", trained_run["run_id"])
-    port = free_port()
-    status = launch_server(store.root, trained_run["data_root"], ["production"], port=port, max_batch=8)
+    port, grpc_port = free_port(), free_port()
+    status = launch_server(
+        store.root, trained_run["data_root"], ["production"], port=port, max_batch=8, grpc_port=grpc_port
+    )
     assert status.active and status.url == f"http://127.0.0.1:{port}"
     with pytest.raises(RuntimeError, match="already"):
         launch_server(store.root, trained_run["data_root"], ["production"], port=free_port())
@@ -50,8 +52,17 @@ def test_start_use_and_stop_the_background_server(trained_run, tmp_path):
     assert answer.status_code == 200 and answer.json()["results"][0]["label"]
     text = httpx.post(f"{ready.url}/predict", files={"file": ("notes.txt", b"shopping list")}, timeout=60)
     assert text.status_code == 400 and "not an image" in text.json()["error"]
-    counted = wait_for(lambda: (s := server_status(store.root)).counters.get("requests", 0) >= 2 and s, 30)
-    assert counted.counters["client_errors"] >= 1
+    assert ready.grpc == f"127.0.0.1:{grpc_port}"  # the Serve page shows it beside the URL
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    rpc = grpcclient.InferenceServerClient(ready.grpc)
+    image = grpcclient.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([photo], dtype=np.object_))
+    assert rpc.infer("production", [image]).as_numpy("label")[0].decode() == answer.json()["results"][0]["label"]
+    rpc.close()
+    counted = wait_for(lambda: (s := server_status(store.root)).counters.get("requests", 0) >= 3 and s, 30)
+    assert counted.counters["client_errors"] >= 1 and counted.counters["by_protocol"].get("grpc") == 1
     stop_server(store.root)
     stopped = wait_for(lambda: (s := server_status(store.root)).state is JobState.STOPPED and s, 60)
     assert not stopped.active and stopped.finished_at

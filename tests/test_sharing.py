@@ -88,8 +88,9 @@ def test_a_name_is_claimed_by_its_first_passphrase_and_sessions_expire(tmp_path)
         people.claim_name(tmp_path, "ASH KETCHUM", "charmander")
     with pytest.raises(ValueError, match="at least 4 characters"):
         people.claim_name(tmp_path, "Misty", "abc")
-    people_file = (tmp_path / ".flora" / "people.json").read_text()
-    assert "pikachu" not in people_file and stat.S_IMODE((tmp_path / ".flora" / "people.json").stat().st_mode) == 0o600
+    stored = sorted((tmp_path / ".flora").glob("shared.sqlite*"))  # the database, its -wal and -shm
+    assert stored and all(b"pikachu" not in path.read_bytes() for path in stored)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in stored} == {0o600}  # hashes and session ids: private
     session = sessions.open_session(tmp_path, "Ash Ketchum", admin=False, now=1000.0)
     assert sessions.session_user(tmp_path, session, now=1001.0).id == "Ash Ketchum"
     assert sessions.session_user(tmp_path, session, now=1000.0 + 13 * 3600) is None  # expired
@@ -133,7 +134,7 @@ def test_names_that_own_work_outside_the_token_sign_in_are_nobodys_to_take(tmp_p
 
 
 def test_wrong_passphrases_slow_down_then_lock_a_name_until_an_admin_unlocks(tmp_path):
-    key, now = attempts.name_key_of("alice"), 1000.0
+    key, now = attempts.name_key_of("alice", "a-browser-id-0123"), 1000.0
     for tries in range(1, attempts.NAME_RULE.lock_after + 1):
         attempts.check(tmp_path, key, "alice", now=now)  # never refused before its wait is over
         note = attempts.failed(tmp_path, key, "alice", now=now)
@@ -199,3 +200,32 @@ def test_oidc_admin_rights_come_from_the_verified_email_or_the_subject_never_the
     assert user(email="oak@school.edu", email_verified=True, sub="sub-7", name="Oak").admin
     assert user(email="oak@school.edu", sub="sub-7").admin  # a provider that says nothing of verification
     assert user(sub="sub-42", name="Someone").admin and user(sub="sub-42").id == "sub-42"
+
+
+def test_people_sessions_and_presence_kept_before_the_store_are_imported_once(tmp_path):
+    """An upgraded Flora: everyone keeps their name, passphrase and session; nobody can take a name over."""
+    import hashlib
+
+    from core.fileio import write_json_atomic
+
+    salt = bytes(16)
+    hashed = hashlib.scrypt(b"wonderland", salt=salt, n=2**14, r=8, p=1).hex()
+    flora = tmp_path / ".flora"
+    write_json_atomic(
+        flora / people.PEOPLE_FILE,
+        {"alice": {"name": "Alice", "salt": salt.hex(), "hash": hashed}, "sub-9": {"name": "sub-9", "how": "oidc"}},
+    )
+    write_json_atomic(
+        flora / sessions.SESSIONS_FILE,
+        {"s1": {"name": "Alice", "admin": False, "expires": 5000.0, "started": 1000.0, "seen": 1500.0}},
+    )
+    write_json_atomic(flora / sessions.PRESENCE_FILE, {"Alice": 1500.0})
+    assert people.claim_name(tmp_path, "alice", "wonderland") == "Alice"
+    with pytest.raises(people.NameTaken, match="another passphrase"):
+        people.claim_name(tmp_path, "ALICE", "guessing")
+    with pytest.raises(people.NameTaken, match="identity provider"):
+        people.claim_name(tmp_path, "sub-9", "guessing")
+    assert sessions.session_user(tmp_path, "s1", now=1501.0).id == "Alice"
+    assert sessions.last_seen(tmp_path) == {"Alice": 1500.0}
+    write_json_atomic(flora / people.PEOPLE_FILE, {})  # written after the import: never read
+    assert people.token_names(tmp_path) == {"Alice"}

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from core import run_job
 from core.data.datasets import small_test_note
 from core.processes import JobState
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from core.runs.store import RunStore
 from core.settings.config import AUGMENT_PRESETS, TrainConfig
 from core.train import jobs
@@ -25,7 +26,7 @@ BASE = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(
 def _train(tmp_path, dataset, config):
     store = RunStore(tmp_path / "models")
     submission = jobs.submit(store, dataset, config)
-    status = jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    status = run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     return store, submission.run_id, status
 
 
@@ -68,7 +69,7 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
     assert list((tmp_path / "data" / ".cache" / "features").iterdir())
     _check_analysis(run, evaluation)
     # the out-of-distribution reference is the run's, fitted as training ends (a server's switch only loads it)
-    from core.serving.reference import Reference
+    from core.results.probabilities.reference import Reference
 
     reference = Reference.load(run.directory)
     assert reference is not None and reference.run_id == run_id and len(reference.val_confidence) == 6
@@ -83,8 +84,9 @@ def test_feature_cache_run_writes_the_whole_run_folder(tmp_path, colours):
 def _check_analysis(run, evaluation) -> None:
     """The stored logits and features are the model's own: recomputed from the saved model, they agree."""
     from core.data.imaging import load_for_model
+    from core.network.graph import features_and_logits_model
     from core.network.model import load_classifier
-    from core.results.arrays import RunAnalysis, features_and_logits_model
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run.directory)
     assert analysis.classes == evaluation.classes and analysis.test.paths == evaluation.paths
@@ -133,7 +135,7 @@ def test_a_run_asked_to_stop_before_it_starts_ends_stopped(tmp_path, colours):
     store = RunStore(tmp_path / "models")
     submission = jobs.submit(store, colours, BASE)
     store.request_stop(submission.run_id)
-    status = jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    status = run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     assert status.state == JobState.STOPPED and not store.get(submission.run_id).has_model
 
 
@@ -142,7 +144,7 @@ def test_a_failing_run_records_its_error(tmp_path, colours):
     bad = BASE.replace(weights=str(tmp_path / "missing.weights.h5"))
     submission = jobs.submit(store, colours, bad)
     with pytest.raises(Exception, match="no such file"):
-        jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+        run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     run = store.get(submission.run_id)
     assert run.state == JobState.FAILED and "no such file" in run.status.error
 
@@ -152,7 +154,7 @@ def test_single_class_dataset_fails_with_a_clear_error(tmp_path):
     store = RunStore(tmp_path / "models")
     submission = jobs.submit(store, only, BASE)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+        run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     assert "at least 2 classes" in store.get(submission.run_id).status.error
 
 

@@ -14,6 +14,9 @@ Items (each a module here):
                 memory, and the normal clients' throughput against without the attack
   cache     10  the compact cache (each square a q95 JPEG) against the raw one: disk, read throughput against
                 training's need, and test accuracy of the same run on each
+  concurrency   every shared store (names, sessions, marks, presets, workspaces, labelled photos, feedback,
+                aliases, sign-in failures) written by 2 processes x 16 threads at once: writes kept of attempted,
+                and writes per second
   scale     11  how every stage's time and memory grow at 1,000 classes, 1k -> 100k photos, and the pages'
                 first draw at 500 runs and 1,000,000 logged predictions (only with --only scale: it takes
                 about an hour at full scale, minutes with --quick)
@@ -43,12 +46,27 @@ from typing import Any
 
 from core.bench.common import BACKBONE, DEFAULT_DATASET, SCALES, Row, remove
 from core.device import cpu_name, describe
+from core.errors import EXIT_BUG, FloraError, InvalidInput
 from core.network.backbones import BACKBONES
 from core.paths import PROJECT_ROOT
 from core.runs.record import package_versions
 
 log = logging.getLogger("flora")
-ITEMS = ("train", "ingest", "gpu", "inference", "memory", "ui", "serve", "sweep", "attack", "cache", "scale", "runtime")
+ITEMS = (
+    "train",
+    "ingest",
+    "gpu",
+    "inference",
+    "memory",
+    "ui",
+    "serve",
+    "sweep",
+    "attack",
+    "cache",
+    "concurrency",
+    "scale",
+    "runtime",
+)
 DEFAULT_ITEMS = tuple(item for item in ITEMS if item != "scale")  # scale is asked for by name
 ALIASES = {"training": "train"}  # --only training: the cold frozen training item
 _MODULES = {
@@ -62,6 +80,7 @@ _MODULES = {
     "sweep": "core.bench.sweep",
     "attack": "core.bench.attack",
     "cache": "core.bench.cache_format",
+    "concurrency": "core.bench.concurrency",
     "scale": "core.bench.scale",
     "runtime": "core.bench.runtime",
 }
@@ -95,14 +114,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scale = SCALES["tiny" if args.tiny else "quick" if args.quick else "full"]
     items = _items(args)
     dataset = Path(args.dataset).expanduser().resolve() if args.dataset else DEFAULT_DATASET
-    if not dataset.is_dir() and not set(items) <= {"gpu", "scale"}:
+    if not dataset.is_dir() and not set(items) <= {"gpu", "scale", "concurrency"}:  # these make their own data
         print(f"error: no photos at {dataset}; pass --dataset DIR (a folder of class folders)", file=sys.stderr)
         return 2
     workdir = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="flora-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     meta = machine(scale.name, items, dataset)
     rows: list[Row] = []
-    failed = False
+    code = 0
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints; stdout is for the result
             for item in items:
@@ -115,7 +134,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     log.exception("bench: %s failed", item)
                     note = f"{type(e).__name__}: {e}"
                     rows.append(Row(f"{item}.error", item, f"{item} failed", "", None, notes=note))
-                    failed = True
+                    code = max(code, e.exit_code if isinstance(e, FloraError) else EXIT_BUG)
                 log.info("bench: %s took %.0f s", item, time.perf_counter() - started)
     finally:
         if not args.workdir:
@@ -131,7 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_markdown(result))
     else:
         print(format_report(result))
-    return 1 if failed else 0
+    return code
 
 
 def _items(args: argparse.Namespace) -> list[str]:
@@ -142,7 +161,7 @@ def _items(args: argparse.Namespace) -> list[str]:
     chosen = [ALIASES.get(name.strip(), name.strip()) for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ITEMS))
     if unknown:
-        raise ValueError(f"unknown bench item(s) {unknown}: choose from {', '.join(ITEMS)}")
+        raise InvalidInput(f"unknown bench item(s) {unknown}: choose from {', '.join(ITEMS)}")
     return [name for name in ITEMS if name in chosen]
 
 

@@ -1,6 +1,6 @@
 """Item 1: frozen-backbone training on cached features against the plain Keras way, end to end.
 
-Both sides are the real engine (`jobs.execute`, as `python -m core train` runs it) on the same
+Both sides are the real engine (`run_job.execute`, as `python -m core train` runs it) on the same
 decoded-image cache, same config, same process: `feature_cache=False` is the plain way (the
 augmentation layers inside the model, every epoch a full forward pass through the frozen
 ResNet-50, as the seed notebooks do). Timed end to end: model build, feature extraction or image
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from core import run_job
 from core.bench.common import BACKBONE, Row, Scale, link_subset, remove, time_row, timed
 from core.data.datasets import scan_dataset
 from core.data.ingest import ingest
@@ -51,7 +52,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
             remove(features_dir(cache_dir(data_root)))
         submission = jobs.submit(store, data, config, force=True)
         with timed() as timing:
-            status = jobs.execute(store, submission, data_root, console=False)
+            status = run_job.execute(store, submission, data_root, console=False)
         if status.state is not JobState.DONE:
             raise RuntimeError(f"run {submission.run_id} ended {status.state}: {status.error}")
         log.info(

@@ -19,7 +19,8 @@ from core.data.datasets import scan_dataset
 from core.data.imaging import load_for_model
 from core.inference import Predictor
 from core.processes import JobState
-from core.runs.record import MODEL_FILE, new_run_record
+from core.runs.files import run_files
+from core.runs.record import new_run_record
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 
@@ -42,14 +43,14 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     store.create(run_id, new_run_record(index, config))
     # Latency does not depend on what the weights learned: a freshly built classifier will do.
     save_model(
-        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), store.run_dir(run_id) / MODEL_FILE
+        build_classifier(len(index.classes), size, "none", backbone=BACKBONE), run_files(store.run_dir(run_id)).model
     )
     store.set_status(run_id, state=JobState.DONE)
 
     all_photos = photos_of(dataset)
     photos = all_photos[:: max(1, len(all_photos) // scale.inference_photos)][: scale.inference_photos]
     predictor = Predictor(store.get(run_id))
-    plain = keras.saving.load_model(store.run_dir(run_id) / MODEL_FILE, compile=False)
+    plain = keras.saving.load_model(run_files(store.run_dir(run_id)).model, compile=False)
 
     def plain_predict(photo: Path) -> np.ndarray:
         x = load_for_model(photo, size, config.cache_size)

@@ -2,7 +2,7 @@
 
 The parent makes the dataset once (tf_flowers-sized JPEGs made from the real photos, split into
 train / val / test folders), then starts a fresh Python process that trains through the engine
-(`train_run`: ingest into the uint8 cache, phase 1 on images through the frozen backbone, phase 2
+(`run_job.train_and_keep`: ingest into the uint8 cache, phase 1 on images through the frozen backbone, phase 2
 fine-tuning the top stage, saving, evaluating), with the training steps per epoch bounded so it
 ends in minutes on a CPU. The data path is the real one: every batch is read from the cache file
 with positioned reads. The process reports its own peak RSS (`getrusage`); the decoded cache it
@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core import run_job
 from core.bench.common import BACKBONE, Row, Scale, make_photos
 from core.data.cache_disk import IMAGES_FILE
 from core.data.datasets import split_indices
@@ -83,7 +84,7 @@ def _run_child(job: dict) -> dict:
 
 def child(job: dict) -> dict:
     """Train once in this (fresh) process and report its peak memory."""
-    from core.train.training import TrainingJob, train_run  # heavy: keras
+    from core.train.trainer import TrainingJob  # heavy: keras
 
     workdir = Path(job["workdir"])
     store = RunStore(workdir / "memory-models")
@@ -112,7 +113,7 @@ def child(job: dict) -> dict:
         split = _plain_fit(training)
         state = "done"
     else:
-        status = train_run(training)
+        status = run_job.train_and_keep(training)
         split, state = status.split, status.state.value
     rows = len(submission.index.entries)
     side = config.cache_size

@@ -19,10 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +27,9 @@ from typing import Any
 
 from core.bench.common import Row, Scale
 from core.bench.scale_data import copy_runs, draw_dataset, fill_log, remove_heavy
-from core.cli import build_parser
-from core.data.datasets import scan_dataset
+from core.bench.scale_stages import PAGE_BENCH, StageWorker, run_stage
 from core.health.caches import folder_bytes
-from core.paths import PROJECT_ROOT, cache_dir
-from core.results.arrays import RunAnalysis
-from core.results.embedding import compute_map, save_map
+from core.paths import cache_dir
 
 log = logging.getLogger("flora")
 
@@ -56,12 +50,13 @@ class ScaleSizes:
     classes: int
     log_rows: int
     run_copies: int
+    one_process: bool = False  # every stage of a size in one child (StageWorker): the suite's tiny scale
 
 
 SIZES = {
     "full": ScaleSizes((1_000, 10_000, 100_000), CLASSES, LOG_ROWS, RUN_COPIES),
     "quick": ScaleSizes((2_000, 5_000, 20_000), CLASSES, 200_000, 99),
-    "tiny": ScaleSizes((60, 120), 6, 500, 3),  # the test suite's: every code path, seconds
+    "tiny": ScaleSizes((60, 120), 6, 500, 3, one_process=True),  # the test suite's: every code path, seconds
 }
 
 # (stage, what it is): in the order they run. Train's own stages are read from its status.
@@ -108,11 +103,26 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
     remove_heavy(work)  # a --workdir used again: train, ingest and the rest from nothing, as measured
     disk = folder_bytes(dataset)
     env = {"FLORA_DATA_DIR": str(data), "FLORA_MODELS_DIR": str(models), "FLORA_DATA_ROOTS": str(work)}
+    worker = StageWorker(env, work / "stages.log") if sizes.one_process else None
+    try:
+        out = _measure_stages(n, sizes, work, env, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    out["disk"]["dataset_bytes"] = disk
+    return out
+
+
+def _measure_stages(
+    n: int, sizes: ScaleSizes, work: Path, env: dict[str, str], worker: StageWorker | None
+) -> dict[str, dict[str, Any]]:
+    data, models = Path(env["FLORA_DATA_DIR"]), Path(env["FLORA_MODELS_DIR"])
+    dataset = data / "synthetic"
     common = ["--models-dir", str(models), "--data-dir", str(data)]
     out: dict[str, dict[str, Any]] = {}
 
     def stage(name: str, *argv: str, call: str | None = None) -> dict[str, Any]:
-        result = run_stage(work / f"{name}.json", argv, call, env)
+        result = run_stage(work / f"{name}.json", argv, call, env, worker=worker)
         out[name] = result
         log.info("scale: N=%d %s %s s, peak RSS %.2f GB", n, name, result["seconds"], result["rss_gb"])
         return result
@@ -158,105 +168,8 @@ def measure_size(n: int, sizes: ScaleSizes, work: Path) -> dict[str, dict[str, A
             "error": error,
             "drawn": drawn,
         }
-    out["disk"] = {"seconds": None, "rss_gb": None, "dataset_bytes": disk, "cache_bytes": out["train"]["cache_bytes"]}
+    out["disk"] = {"seconds": None, "rss_gb": None, "cache_bytes": out["train"]["cache_bytes"]}
     return out
-
-
-# --- one stage in a process of its own -------------------------------------------------------------
-
-
-def run_stage(
-    result_file: Path, argv, call: str | None, env: dict[str, str], script: Path | None = None
-) -> dict[str, Any]:
-    """Run a stage in a child process; its seconds come from inside it, its peak RSS from os.wait4. `script`: a
-    script of its own writing the result file (the pages' first draw), instead of this module's `child`."""
-    result_file.unlink(missing_ok=True)
-    if script is not None:
-        command = [sys.executable, str(script), str(result_file), *argv]
-    else:
-        command = [sys.executable, "-m", "core.bench.scale", str(result_file), call or "cli", *argv]
-    with open(result_file.with_suffix(".log"), "wb") as stderr:
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, **env}, cwd=str(PROJECT_ROOT)
-        )
-        stdout = child.stdout.read() if child.stdout else b""
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    result = json.loads(result_file.read_text()) if result_file.exists() else {"seconds": None}
-    result["rc"] = child.returncode
-    result["rss_gb"] = usage.ru_maxrss * 1024 / 1e9
-    result["stdout"] = stdout.decode(errors="replace")
-    if child.returncode != 0:
-        result["tail"] = result_file.with_suffix(".log").read_text(errors="replace")[-2000:]
-        log.warning("scale: stage %s exited %s: %s", call or argv[0], child.returncode, result["tail"][-500:])
-    return result
-
-
-def child(argv: list[str]) -> int:
-    result_file, kind, rest = Path(argv[0]), argv[1], argv[2:]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s flora: %(message)s")
-    import keras  # noqa: F401  imports are not the stage's cost
-
-    result: dict[str, Any] = {}
-    if kind == "cli":
-        from core.train import trainer  # heavy: keras
-
-        stages: dict[str, float] = {}
-        current: list[Any] = [None, 0.0]
-        original = trainer.StageReporter.__call__
-
-        def timing(self, name, done=None, total=None, force=False):
-            now = time.perf_counter()
-            if name != current[0]:
-                if current[0] is not None:
-                    stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
-                current[:] = [name, now]
-            return original(self, name, done, total, force)
-
-        trainer.StageReporter.__call__ = timing
-        args = build_parser().parse_args(rest)
-        started = time.perf_counter()
-        rc = args.handler(args)
-        result["seconds"] = time.perf_counter() - started
-        if current[0] is not None:
-            stages[current[0]] = stages.get(current[0], 0.0) + time.perf_counter() - current[1]
-        result["stages"] = stages
-    else:
-        started = time.perf_counter()
-        extra = CALLS[kind](*rest)
-        result["seconds"] = time.perf_counter() - started
-        result.update(extra or {})
-        rc = 0
-    result_file.write_text(json.dumps(result))
-    return rc or 0
-
-
-def _scan(dataset: str) -> dict[str, Any]:
-
-    index = scan_dataset(dataset)
-    return {"photos": len(index.entries), "classes": len(index.classes)}
-
-
-def _analysis(run_dir: str) -> dict[str, Any]:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
-
-    analysis = RunAnalysis.load(run_dir)
-    summary = Evaluation.load(run_dir).summary()
-    return {"test_photos": len(analysis.test.labels), "accuracy": summary["accuracy"]}
-
-
-def _map(run_dir: str, method: str) -> dict[str, Any]:
-
-    points = compute_map(RunAnalysis.load(run_dir), method)
-    save_map(run_dir, method, points)
-    return {"points": len(points.xy) if hasattr(points, "xy") else None}
-
-
-CALLS = {"scan": _scan, "analysis": _analysis, "map": _map}
-# The pages are drawn by a script beside the app, run as a process like `streamlit_app.py` (core never imports
-# the UI): it writes the same result file as a stage.
-PAGE_BENCH = PROJECT_ROOT / "page_bench.py"
 
 
 # --- the figures -------------------------------------------------------------------------------------
@@ -350,7 +263,3 @@ def rows_of(results: dict[int, dict[str, dict[str, Any]]], sizes: ScaleSizes) ->
 
 def _mb(disk: dict[str, Any], key: str) -> str:
     return f"{(disk.get(key) or 0) / 1e6:,.0f} MB"
-
-
-if __name__ == "__main__":
-    sys.exit(child(sys.argv[1:]))

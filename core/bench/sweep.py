@@ -19,6 +19,7 @@ import logging
 import statistics
 from pathlib import Path
 
+from core import run_job
 from core.bench.cached_training import _warm_up
 from core.bench.common import BACKBONE, Row, Scale, link_subset, remove, time_row, timed
 from core.data.datasets import scan_dataset
@@ -62,7 +63,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     def ordinary(config: TrainConfig):
         submission = jobs.submit(runs, data, config, force=True)
         with timed() as timing:
-            status = jobs.execute(runs, submission, data_root, console=False)
+            status = run_job.execute(runs, submission, data_root, console=False)
         if status.state is not JobState.DONE:
             raise RuntimeError(f"run {submission.run_id} ended {status.state}: {status.error}")
         return timing, status

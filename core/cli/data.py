@@ -18,7 +18,7 @@ import sys
 from core.cli.output import EXIT_OK, EXIT_USAGE, emit_json, fail, format_table
 from core.data.datasets import list_datasets, resolve_dataset_path
 from core.health import check_dataset
-from core.importers import BYTE_STAGES, ImportCancelled, get_dataset, import_oxford102, import_zip
+from core.importers import BYTE_STAGES, get_dataset, import_oxford102, import_zip
 from core.importers.csv_labels import import_csv
 from core.paths import cache_dir, data_dir
 
@@ -133,8 +133,6 @@ def _run_import(args: argparse.Namespace, action) -> int:
     bar = ConsoleStageBar()
     try:
         result = action(root, bar)
-    except ImportCancelled as e:
-        return fail(str(e))
     except OSError as e:
         return fail(f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
     finally:

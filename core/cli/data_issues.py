@@ -8,9 +8,8 @@ import contextlib
 import sys
 
 from core.cli import add_runtime_option, store_of
-from core.cli.diagnosis import analysed, dataset_options, run_or_none
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
-from core.data.datasets import resolve_dataset_path
+from core.cli.sources import dataset_options, run_or_dataset
 from core.paths import data_dir
 
 EXAMPLES = 3  # files shown per finding in the text form
@@ -32,26 +31,19 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_data_issues(args: argparse.Namespace) -> int:
-    from core.results import data_issues  # the health check's modules and k-means: only for this command
+    from core.results.data_issues import report as data_issues  # heavy: scipy, pandas (only for this command)
 
     if args.limit < 0:
         return fail(f"--limit must be 0 or more. Received: {args.limit}")
-    store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = run_or_none(store, args.source)
+    source = run_or_dataset(args, store_of(args), data_root)
+    run = source.run
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
-            run, problem = analysed(store, run.run_id)
-            if problem:
-                return fail(problem)
             result = None if args.again else data_issues.load(run.directory)
             result = result or data_issues.for_run_saved(run, data_root, stage_progress)
         else:
-            dataset = resolve_dataset_path(args.source, data_root)
-            inputs = data_issues.for_dataset(
-                dataset, data_root, args.image_size, args.weights, args.seed, stage_progress
-            )
-            result = data_issues.find(inputs, progress=stage_progress)
+            result = data_issues.find(data_issues.for_dataset(source.photos, stage_progress), progress=stage_progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.json:
@@ -63,7 +55,7 @@ def cmd_data_issues(args: argparse.Namespace) -> int:
 
 def describe(result, limit: int = 10) -> str:
     """The result as a readable list: one block per issue type, its explanation, then its photos or pairs."""
-    from core.results.data_issues import score_text, splits_text  # with the command's own lazy import
+    from core.results.data_issues.report import score_text, splits_text  # heavy: scipy, pandas
 
     source = result.source
     what = f"run {source['run_id']}" if "run_id" in source else f"dataset {source.get('dataset', '')}"

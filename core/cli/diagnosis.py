@@ -9,15 +9,17 @@ import sys
 from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.results import not_evaluated_reason
+from core.cli.selective import print_selective
+from core.cli.sources import analysed, dataset_options, run_or_dataset
 from core.data.corrections import Corrections
-from core.data.datasets import resolve_dataset_path
 from core.paths import data_dir
-from core.results import conformal
+from core.results import selective
 from core.results import tasks as run_tasks
-from core.results.calibration import calibrate_run
-from core.results.compare import NotComparable, compare, load_result
-from core.results.label_issues import export_csv, export_rows
-from core.results.label_issues import load as load_issues
+from core.results.evaluation.compare import NotComparable, compare, load_result
+from core.results.labels.issues import export_csv, export_rows
+from core.results.labels.issues import load as load_issues
+from core.results.probabilities import conformal
+from core.results.probabilities.calibration import calibrate_run
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -57,6 +59,14 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         help="with --conformal: per-class (each class covered at the level; larger sets for hard classes), overall "
         "(covered on average over the classes; smaller sets), auto (per class when most classes have enough photos)",
     )
+    calibrate.add_argument(
+        "--max-error",
+        metavar="LEVEL",
+        type=float,
+        help="also answer only when sure: the confidence threshold that keeps wrong answers at or below this share of "
+        "the photos answered (0.05, or 5), promised with probability 90% (Learn then Test on half the test split, "
+        "recounted on the other half)",
+    )
     calibrate.add_argument("--json", action="store_true")
     add_runtime_option(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
@@ -88,35 +98,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     compare.add_argument("run_ids", nargs="+", metavar="RUN")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=cmd_compare)
-
-
-def analysed(store, run_id: str):
-    """The run, or a failure message naming what it lacks and what to do."""
-
-    run = store.refresh(store.find(run_id))
-    if not run.has_model:
-        return None, not_evaluated_reason(run)
-    if not run.has_analysis:
-        return None, (
-            f"run {run.run_id} was trained before validation/test logits were stored: "
-            f"run `python -m core analyse {run.run_id}` once"
-        )
-    return run, None
-
-
-def dataset_options(parser: argparse.ArgumentParser, seed_help: str = "the folds' and a random start's seed") -> None:
-    """--image-size, --weights, --seed: how a command given a dataset (not a run) makes its features."""
-    parser.add_argument("--image-size", type=int, default=224, help="for a dataset: the input size (default 224)")
-    parser.add_argument("--weights", default="imagenet", help="for a dataset: imagenet, none or a weights file")
-    parser.add_argument("--seed", type=int, default=42, help=f"for a dataset: {seed_help}")
-
-
-def run_or_none(store, source: str):
-    """The run `source` names (id or prefix), or None: then it is a dataset folder or name. A folder path is not a
-    run id (find raises ValueError for it), and a name that is neither raises RunNotFound: both go on."""
-    with contextlib.suppress(KeyError, ValueError):
-        return store.find(source)
-    return None
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
@@ -153,10 +134,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
 
-    store = store_of(args)
-    run, problem = analysed(store, args.run_id)
-    if problem:
-        return fail(problem)
+    run = analysed(store_of(args), args.run_id)
     calibration = calibrate_run(run.directory, refit=args.refit)
     summary = {"run_id": run.run_id, **calibration.summary()}
     sets = None
@@ -166,9 +144,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             sets = conformal.fit_run(run.directory, conformal.level_of(args.conformal), args.method, by_class)
         except conformal.ConformalError as e:
             return fail(f"run {run.run_id}: {e}")
+    held_back = None
+    if args.max_error is not None:
+        try:
+            held_back = selective.fit_run(run.directory, selective.check_max_error(args.max_error))
+        except selective.SelectiveError as e:
+            return fail(f"run {run.run_id}: {e}")
     if args.json:
         if sets is not None:
             summary["conformal"] = {**sets.summary(), "photos": sets.photos}
+        if held_back is not None:
+            summary["selective"] = {**held_back.summary(), "photos": held_back.photos}
         emit_json(summary)
         return EXIT_OK
     before, after = calibration.before, calibration.after
@@ -191,8 +177,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(["", "before", "after"], rows))
     if calibration.few_validation_images:
         print(f"note: {calibration.val_per_class:.0f} validation images per class: the temperature itself is uncertain")
+    bound = calibration.bound_words()
+    if bound:
+        print(f"note: {bound}")
     if sets is not None:
         print_sets(sets)
+    if held_back is not None:
+        print_selective(held_back)
     return EXIT_OK
 
 
@@ -229,6 +220,17 @@ def print_sets(sets: conformal.ConformalSets) -> None:
     under = sets.under_covered()
     if under:
         print(f"under-covered (their average over the halvings is below {sets.level:.0%}): {', '.join(under)}")
+    sizes = sorted(held.by_size.items(), key=lambda item: int(item[0]))
+    print(
+        "by set size, right of held-out sets: "
+        + ", ".join(f"{conformal.size_words(int(k))} {right} of {photos}" for k, (right, photos) in sizes)
+        + " (the promise is over all photos together, not each photo or each size)"
+    )
+    for size, right, photos in sets.short_sizes():
+        print(
+            f"  {conformal.size_words(size)} sets were right {right} of {photos} times ({right / photos:.0%}), less "
+            f"often than {sets.level:.0%}: there a set is the model's best guess, not a sure answer"
+        )
     if spread is not None:
         print(
             f"over {spread.splits} random halvings: coverage {spread.coverage_mean:.3f} +/- {spread.coverage_sd:.3f} "
@@ -239,22 +241,15 @@ def print_sets(sets: conformal.ConformalSets) -> None:
 
 def cmd_label_issues(args: argparse.Namespace) -> int:
 
-    store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = run_or_none(store, args.source)
+    source = run_or_dataset(args, store_of(args), data_root)
+    run = source.run
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
-            run, problem = analysed(store, run.run_id)
-            if problem:
-                return fail(problem)
             review = load_issues(run.directory) or run_tasks.compute_label_issues(run, data_root, stage_progress)
-            dataset = run.dataset_path
         else:
-            dataset = resolve_dataset_path(args.source, data_root)
-            review = run_tasks.dataset_label_issues(
-                dataset, data_root, args.image_size, args.weights, args.seed, stage_progress
-            )
-    marks = Corrections.load(data_root, dataset)
+            review = run_tasks.dataset_label_issues(source.photos, stage_progress)
+    marks = Corrections.load(data_root, source.dataset)
     if args.csv:
         issues = review.issues[: args.limit] if args.limit else review.issues
         sys.stdout.write(export_csv(export_rows(issues, marks, review.supported)))
@@ -306,12 +301,7 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
 
     store = store_of(args)
-    results = []
-    for run_id in args.run_ids:
-        run, problem = analysed(store, run_id)
-        if problem:
-            return fail(problem)
-        results.append(load_result(run))
+    results = [load_result(analysed(store, run_id)) for run_id in args.run_ids]
     try:
         out = compare(results)
     except NotComparable as e:

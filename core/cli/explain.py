@@ -10,7 +10,7 @@ from core.cli import store_of
 from core.cli.output import EXIT_OK, emit_json, fail
 from core.cli.results import not_evaluated_reason
 from core.data.imaging import ImageError
-from core.results.explain import Explainer, Target, overlay, upsample
+from core.results.evaluation.explain import Explainer, Target, overlay, upsample
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:

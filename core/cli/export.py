@@ -1,4 +1,4 @@
-"""`export`: a run as Keras, SavedModel, ONNX or TFLite, verified against the Keras model."""
+"""`export`: a run as Keras, SavedModel, ONNX, TFLite or a web page, verified against the Keras model."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     export = sub.add_parser(
         "export",
         parents=[common],
-        help="export a run (keras, savedmodel, onnx, tflite), verified against the Keras model",
+        help="export a run (keras, savedmodel, onnx, tflite, or web: a page that classifies offline), verified",
         description="Write the run's model in another format, load it back in its own runtime and compare it "
         "with the Keras model on the run's test photos; the figures go to export.json. Fails when they disagree "
-        "beyond tolerance (fp32 1e-4, fp16 1e-2, int8 top-1 agreement 99%).",
+        "beyond tolerance (fp32 1e-4, fp16 1e-2, int8 top-1 agreement 99%). web: the ONNX export inside a page that "
+        "classifies photos in the browser (ONNX Runtime Web from the npm registry, in vendor/), and a zip beside it.",
     )
     export.add_argument("run_id", metavar="RUN", help="a run id, a unique prefix or an alias")
     export.add_argument("--format", required=True, choices=FORMATS)

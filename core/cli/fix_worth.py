@@ -1,5 +1,5 @@
 """`fix-worth`: what fixing labels would change on a run's validation photos, estimated in seconds before the long
-run (core.results.fix_worth), with its 95% interval and what it cannot see."""
+run (core.results.labels.fix_worth), with its 95% interval and what it cannot see."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import contextlib
 import sys
 
 from core.cli import add_runtime_option, store_of
-from core.cli.diagnosis import analysed
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
+from core.cli.sources import analysed
 from core.data.corrections import summary
 from core.paths import data_dir
-from core.results import fix_worth, label_issues
 from core.results import tasks as run_tasks
-from core.results.fix_worth_report import caveats, change_words, from_to, headline, how, touched_words, verdict
+from core.results.labels import fix_worth
+from core.results.labels import issues as label_issues
+from core.results.labels.fix_worth_report import caveats, change_words, from_to, headline, how, touched_words, verdict
+from core.runs.files import run_files
 from core.settings.options import train_command
 
 
@@ -71,9 +73,7 @@ def cmd_fix_worth(args: argparse.Namespace) -> int:
         return fail(f"--seeds must be at least 1. Received: {args.seeds}")
     store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run, problem = analysed(store, args.run_id)
-    if problem:
-        return fail(problem)
+    run = analysed(store, args.run_id)
     choice = choice_of(args)
     with contextlib.redirect_stdout(sys.stderr):  # Keras prints to stdout; keep it for the result
         if choice.kind in (fix_worth.SUSPECTS, fix_worth.TOP) and label_issues.load(run.directory) is None:
@@ -111,8 +111,8 @@ def cmd_fix_worth(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"  - {note}")
     print(
-        f"stored with the run ({fix_worth.FIX_WORTH_FILE}): once a run applies exactly these corrections, the Compare "
-        "page shows this estimate beside its result"
+        f"stored with the run ({run_files(run).fix_worth.name}): once a run applies exactly these corrections, the "
+        "Compare page shows this estimate beside its result"
     )
     if choice.kind == fix_worth.MARKED:
         command = train_command(run.dataset_path, run.train_config, corrections="kept")

@@ -9,11 +9,15 @@ import sys
 import numpy as np
 
 from core.cli import add_runtime_option, store_of
-from core.cli.diagnosis import analysed, dataset_options, run_or_none
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
-from core.data.datasets import resolve_dataset_path, split_indices
+from core.cli.sources import dataset_options, run_or_dataset
+from core.data.datasets import split_indices
 from core.data.unlabelled import Unlabelled
 from core.paths import data_dir
+from core.results.label_next import data as label_next_data
+from core.results.label_next import tasks as label_next_tasks
+from core.results.train_features import training_features
+from core.runs.analysis import RunAnalysis
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -40,22 +44,15 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_label_next(args: argparse.Namespace) -> int:
-    from core.results import label_next_data, label_next_tasks  # heavy: sklearn
-    from core.results.train_features import training_features
-
     if args.batch < 1:
         return fail(f"--batch must be at least 1. Received: {args.batch}")
     if args.simulate and args.seeds < 3:
         return fail(f"--seeds must be at least 3, so the saving has a spread. Received: {args.seeds}")
-    store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = run_or_none(store, args.source)
+    named = run_or_dataset(args, store_of(args), data_root)
+    run, dataset = named.run, named.dataset
     with contextlib.redirect_stdout(sys.stderr):
         if run is not None:
-            run, problem = analysed(store, run.run_id)
-            if problem:
-                return fail(problem)
-            dataset, classes = run.dataset_path, None
             if args.simulate:
                 result = label_next_tasks.simulate_run(run, data_root, args.seeds, progress=stage_progress)
             else:
@@ -64,18 +61,13 @@ def cmd_label_next(args: argparse.Namespace) -> int:
                 computed = label_next_data.UnlabelledFeatures.load(run.directory)
                 if computed is None or computed.fingerprint != unlabelled.index().fingerprint:
                     computed = label_next_data.prepare_run(run, data_root, stage_progress)
-                from core.results.arrays import RunAnalysis
-
                 classes = RunAnalysis.load(run.directory).classes
                 bench = label_next_data.workbench(
                     classes, train.features, train.labels, unlabelled, computed, labelled_paths=train.paths
                 )
                 source = f"run {run.run_id}"
         else:
-            dataset = resolve_dataset_path(args.source, data_root)
-            found = label_next_data.dataset_pool(
-                dataset, data_root, args.image_size, args.weights, args.seed, stage_progress
-            )
+            found = label_next_data.dataset_pool(named.photos, stage_progress)
             classes, source = found.classes, found.source
             if args.simulate:
                 split = split_indices(found.labels, classes, seed=args.seed)

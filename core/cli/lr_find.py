@@ -10,11 +10,11 @@ import numpy as np
 
 from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table
+from core.cli.sources import run_or_none
 from core.data.corrections import resolve as resolve_corrections
 from core.data.datasets import resolve_dataset_path, scan_dataset
 from core.paths import cache_dir, data_dir
 from core.runs.split import check_dataset
-from core.serving.aliases import resolve as resolve_run
 from core.settings.config import TrainConfig
 from core.settings.options import BY_FIELD, add_train_flags, config_from_flags
 from core.train.lr_find import HEAD, PHASES, STEPS, RangeTest, rate_field, rounded
@@ -55,11 +55,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     data_root = data_dir(args.data_dir)
-    run = None
-    # A run id, prefix or alias; else a dataset. A folder path is not a run id (ValueError) and a dataset name is
-    # no run (RunNotFound): both go on to the dataset forms.
-    with contextlib.suppress(KeyError, ValueError):
-        run = resolve_run(store, args.source).run
+    run = run_or_none(store, args.source, aliases=True)  # else a dataset
     if run is not None:
         index = check_dataset(run)
         config = config_from_flags(args, run.train_config, store)

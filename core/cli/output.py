@@ -6,7 +6,10 @@ import json
 import sys
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from core.errors import EXIT_BUG, EXIT_FAILED, FloraError
+
+EXIT_OK, EXIT_USAGE = 0, 2  # beside core.errors' EXIT_FAILED (a user error) and EXIT_BUG
+BUG_NOTE = "error: this is a bug in Flora (the traceback above says where)"
 
 
 def emit_json(data: Any) -> None:
@@ -39,3 +42,12 @@ def stage_progress(stage: str, done: int, total: int) -> None:
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def job_failed(what: str, error: Exception) -> int:
+    """A job that failed (a run, a sweep: recorded as failed, its traceback logged): why, and the exit code."""
+    print(f"error: {what} failed: {type(error).__name__}: {error}", file=sys.stderr)
+    if isinstance(error, FloraError):
+        return error.exit_code
+    print(BUG_NOTE, file=sys.stderr)
+    return EXIT_BUG

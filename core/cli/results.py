@@ -9,8 +9,7 @@ import sys
 
 from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
-from core.inference import Predictor
-from core.paths import cache_dir, data_dir
+from core.paths import data_dir
 from core.processes import JobState
 from core.serving.aliases import resolve
 from core.serving.log import PredictionLog
@@ -44,8 +43,16 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         type=float,
         default=0.9,
         metavar="LEVEL",
-        help="with folders, --csv or --parquet: each photo's prediction set at this level (0.8-0.99; default 0.9), "
-        "where the run has sets; 0: none",
+        help="each photo's prediction set at this level (0.8-0.99; default 0.9), where the run has sets; 0: none. "
+        "Not drawn at random: the same photo always gets the same set",
+    )
+    predict.add_argument(
+        "--max-error",
+        type=float,
+        metavar="LEVEL",
+        help="answer only when sure: hold back each photo under the run's threshold for at most this share wrong among "
+        "the photos answered (0.05, or 5), promised with probability 90%%; photos that look like none of its classes "
+        "are held back too",
     )
     predict.add_argument(
         "--ray",
@@ -71,7 +78,7 @@ def not_evaluated_reason(run) -> str:
     if run.stopping:
         return f"{where} is stopping: it is saving its best weights and evaluating them; try again in a few seconds"
     if run.active:
-        epochs = f" (epoch {run.status.epoch or 0}/{run.status.epochs_total or '?'})" if run.status.epoch else ""
+        epochs = f" (epoch {run.status.epoch}/{run.status.epochs_total or '?'} in progress)" if run.status.epoch else ""
         return f"{where} is still {run.state}{epochs}: its test evaluation is written when it ends"
     if run.state is JobState.FAILED:
         return f"{where} failed, so it has no evaluation: {run.status.error or 'no error recorded'}"
@@ -81,7 +88,7 @@ def not_evaluated_reason(run) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
@@ -139,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _measure_tta(args: argparse.Namespace, run):
-    from core.results import conformal, tta  # heavy: sklearn
+    from core.results.probabilities import conformal, tta  # heavy: sklearn
 
     with contextlib.redirect_stdout(sys.stderr):
         last = [""]
@@ -156,7 +163,7 @@ def _measure_tta(args: argparse.Namespace, run):
 
 def print_tta(report) -> None:
     """With and without test-time augmentation, on test (and validation, which decides)."""
-    from core.results.compare import p_value_words
+    from core.results.evaluation.compare import p_value_words  # heavy: pandas
 
     print(f"\ntest-time augmentation: {len(report.views)} views ({', '.join(report.views)}), averaged")
     rows = []
@@ -186,27 +193,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = resolve(store, args.run_id).run
     if args.ray is not None:
         return _predict_on_ray(args, store, run)
-    if args.csv or args.parquet or args.log or any(os.path.isdir(p) for p in args.images):
-        return _predict_batch(args, store, run)
-    with contextlib.redirect_stdout(sys.stderr):
-        predictor = Predictor(run, calibrated=not args.raw, cache_root=cache_dir(args.data_dir))
-        results = predictor.predict(args.images, top_k=args.top_k)
-    if args.json:
-        emit_json(
-            {"run_id": run.run_id, "temperature": predictor.temperature, "results": [r.to_dict() for r in results]}
-        )
-    else:
-        for result in results:
-            if result.ok:
-                tops = ", ".join(f"{label} {p:.3f}" for label, p in result.top)
-                print(f"{result.source}: {tops}")
-            else:
-                print(f"{result.source}: error: {result.error}")
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return _predict_batch(args, store, run)
+
+
+def _file_results(items: list, model) -> list[dict]:
+    """Photo by photo, as `core predict IMAGE... --json` gives them: the answer (top-k, entropy, its set, whether it
+    looks like none of the run's classes, whether it is held back) with the file and its seconds, or the error.
+    `ood_score` is also a field of its own, named as in a folder's rows and --csv (where `out_of_distribution` is
+    the flag alone; here it is the object with the flag, score, method and why)."""
+    out = []
+    for item in items:
+        if item.error:
+            out.append({"image": item.name, "error": item.error})
+            continue
+        answer = item.answer.to_dict(model.ood_method)
+        if "out_of_distribution" in answer:
+            answer["ood_score"] = answer["out_of_distribution"]["score"]
+        out.append({"image": item.name, **answer, "seconds": round(item.seconds, 4)})
+    return out
 
 
 def _predict_batch(args: argparse.Namespace, store, run) -> int:
-    """Folders and --csv / --log: the serving engine (with the out-of-distribution flag), one row per file."""
+    """The serving engine (with the 'none of these' check, prediction sets, answering only when sure): photo by
+    photo for files, one flat row per file for folders and --csv / --parquet / --log."""
     from core.serving.batch_predict import expand_sources, predict_many, size_note, table_rows  # heavy: sklearn
     from core.serving.engine import ServedModel  # heavy: sklearn
 
@@ -214,16 +223,21 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         model = ServedModel(run, data_dir(args.data_dir))
         if args.raw:
+            if args.max_error is not None:
+                return fail("--max-error needs the calibrated probabilities its threshold was fitted on: drop --raw")
             model.temperature = 1.0  # the model's own probabilities
             model.sets = None  # sets are fitted on the calibrated ones
+            model.class_thresholds = {}  # and so are the class thresholds
         set_level = None
         if args.set_level and model.sets is not None:
-            try:
-                set_level = model.check_set_level(args.set_level)
-            except ValueError as e:
-                return fail(str(e))
+            set_level = model.check_set_level(args.set_level)
+        max_error = model.check_max_error(args.max_error)
         log = PredictionLog.of_store(store.root) if args.log else None
-        items = predict_many(model, [(str(p), p) for p in files], args.top_k, log, "cli", args.run_id, set_level)
+        named = [(str(p), p) for p in files]
+        items = predict_many(model, named, args.top_k, log, "cli", args.run_id, set_level, max_error)
+    tabled = args.csv or args.parquet or args.log or any(os.path.isdir(p) for p in args.images)
+    if not tabled:
+        return _print_files(args, run, model, items)
     rows = table_rows(items, max(1, min(args.top_k, len(run.classes))), run.train_config.image_size)
     _write_tables(args, rows)
     if args.json:
@@ -235,13 +249,37 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             if item.error:
                 print(f"{item.name}: error: {item.error}")
             else:
-                flag = "  (does not look like any class it knows)" if item.answer.ood_flag else ""
+                flag = "  (none of these: it looks like no class the model knows)" if item.answer.ood_flag else ""
+                flag += f"  [held back: {item.answer.abstain_reason}]" if item.answer.abstained else ""
                 if item.answer.prediction_set is not None:
                     flag += f"  [set at {item.answer.set_level:.0%}: {' or '.join(item.answer.prediction_set)}]"
                 small = size_note(item.decoded, run.train_config.image_size)
                 flag += f"  (warning: {small})" if small else ""
                 print(f"{item.name}: {', '.join(f'{label} {p:.3f}' for label, p in item.answer.top)}{flag}")
     return EXIT_OK if all(not i.error for i in items) else EXIT_FAILED
+
+
+def _print_files(args: argparse.Namespace, run, model, items: list) -> int:
+    results = _file_results(items, model)
+    if args.json:
+        emit_json(
+            {"run_id": run.run_id, "temperature": model.temperature, "ood_method": model.ood_method, "results": results}
+        )
+    else:
+        for result in results:
+            if "error" in result:
+                print(f"{result['image']}: error: {result['error']}")
+                continue
+            line = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top"])
+            if "prediction_set" in result:
+                chosen = result["prediction_set"]
+                line += f"  [set at {chosen['level']:.0%}: {' or '.join(chosen['classes'])}]"
+            if (result.get("out_of_distribution") or {}).get("flag"):
+                line += "  (none of these: it looks like no class the model knows)"
+            if result.get("abstained"):
+                line += f"  [held back: {result.get('reason')}]"
+            print(f"{result['image']}: {line}")
+    return EXIT_OK if all("error" not in r for r in results) else EXIT_FAILED
 
 
 def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:
@@ -268,12 +306,9 @@ def _predict_on_ray(args: argparse.Namespace, store, run) -> int:
     if args.log:
         return fail("--log is not available with --ray (the cluster's actors do not write this machine's log)")
     files = expand_sources(args.images)
-    try:
-        rows, where = predict_on_ray(
-            args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
-        )
-    except ValueError as e:
-        return fail(str(e))
+    rows, where = predict_on_ray(
+        args.ray, store.root, run.run_id, data_dir(args.data_dir), files, args.top_k, raw=args.raw
+    )
     resource = f"{where['num_gpus']} GPU" if "num_gpus" in where else f"{where['num_cpus']} CPU"
     print(
         f"Ray at {where['address']}: {len(rows)} photos by {where['actors']} model actor(s) ({resource} each) on "

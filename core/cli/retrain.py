@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import sys
 
+from core import run_job
 from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, format_table
 from core.cli.runs import os_user
@@ -46,7 +47,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     print(f"run {submission.run_id} ({submission.outcome}) on {submission.index.root}", file=sys.stderr)
     if submission.outcome == jobs.NEW and not args.background:
         with contextlib.redirect_stdout(sys.stderr):
-            jobs.execute(store, submission, data_root, console=True)
+            run_job.execute(store, submission, data_root, console=True)
     new = store.get(submission.run_id)
     if args.background or not new.evaluated:
         emit_json({"run_id": new.run_id, "state": new.state.value}) if args.json else print(new.run_id)

@@ -12,17 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core import run_job
 from core.cli import add_runtime_option, store_of
-from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
+from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.data.corrections import resolve as resolve_corrections
 from core.data.corrections import summary as correction_summary
 from core.data.datasets import resolve_dataset_path
+from core.errors import InvalidInput, Unavailable
 from core.paths import data_dir
 from core.processes import JobState
 from core.runs.record import Run, RunUnreadable
 from core.runs.store import RunStore
 from core.settings.config import ConfigError, TrainConfig
 from core.settings.options import add_train_flags, config_from_flags, run_command
+from core.sharing.people import layer_of
+from core.tracking import tracking_uri
 from core.train import jobs, multihost
 from core.train.ray import train_on_ray
 
@@ -52,6 +56,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     train.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     train.add_argument("--force", action="store_true", help="train again even if this run already finished")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of the run id")
+    train.add_argument(
+        "--track",
+        metavar="URI",
+        help="log the run to an MLflow tracking server when it ends: settings, curves, metrics, artifacts and the "
+        "model (default $MLFLOW_TRACKING_URI; none: no tracking)",
+    )
     train.add_argument("--launched-run", help=argparse.SUPPRESS)  # used by the app's background launcher
     train.add_argument(
         "--ray",
@@ -96,10 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_root = data_dir(args.data_dir)
     hosts = None
     if args.distributed:  # one process of a multi-host run: only process 0 writes to the run store
-        try:
-            hosts = multihost.parse(args.distributed, args.num_processes, args.process_id)
-        except ConfigError as e:
-            return fail(str(e))
+        hosts = multihost.parse(args.distributed, args.num_processes, args.process_id)
         if not hosts.writer:
             import tempfile
 
@@ -113,10 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         config = config_from_args(args, store)
         dataset = resolve_dataset_path(args.dataset, data_root)
-        try:
-            corrections = resolve_corrections(args.corrections, data_root, dataset, store)
-        except ValueError as e:
-            return fail(str(e))
+        corrections = resolve_corrections(args.corrections, data_root, dataset, store)
         if corrections:
             log.info("applying label corrections (%s): %s", args.corrections, correction_summary(corrections))
         owner = args.owner or os_user()
@@ -127,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = submission.run_id
     if submission.outcome == jobs.CACHED:
         log.info("run %s already finished with this config and data: cached (use --force to train again)", run_id)
-        return _train_result(args, store, run_id, cached=True)
+        return _train_result(args, store, run_id, cached=True, tracked=track(args, store, run_id))
     if submission.outcome == jobs.ACTIVE:
         run = submission.run
         log.info(
@@ -138,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run.status.pid,
         )
         wait_for_run(store, run_id)
-        return _train_result(args, store, run_id, cached=False)
+        return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
     index = submission.index
     log.info("run %s: %d images in %d classes from %s", run_id, len(index.entries), len(index.classes), index.root)
@@ -147,14 +151,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     jobs.install_stop_on_sigterm(store, run_id)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras and downloads print to stdout; keep it for results
-            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        print(f"error: run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        _train_result(args, store, run_id, cached=False)
-        return EXIT_FAILED
-    return _train_result(args, store, run_id, cached=False)
+            run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers)
+    except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
+        return _train_failed(args, store, run_id, e, tracked=track(args, store, run_id))
+    return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
+
+
+def _train_failed(args, store, run_id: str, error: Exception, where: str = "", tracked: dict | None = None) -> int:
+    """A run that failed: why on stderr, its result on stdout, and the exit code (a bug's: its traceback is above)."""
+    code = job_failed(f"run {run_id}{where}", error)
+    if store is not None:
+        _train_result(args, store, run_id, cached=False, tracked=tracked)
+    return code
+
+
+def track(args: argparse.Namespace, store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """--track (or $MLFLOW_TRACKING_URI): log the ended run to MLflow once (a run already logged to that URI,
+    a cached one too, is not logged again); what `train --json` says under "mlflow", None without tracking.
+    A failure to log is a warning only."""
+    uri = tracking_uri(args.track)
+    if uri is None:
+        return None
+    from core.tracking.mlflow_log import track_run  # heavy: mlflow
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return track_run(store, run_id, uri)
 
 
 def _train_on_ray(args, store, data_root, run_id: str) -> int:
@@ -162,15 +183,15 @@ def _train_on_ray(args, store, data_root, run_id: str) -> int:
 
     jobs.install_stop_on_sigterm(store, run_id)
     try:
-        train_on_ray(store, run_id, data_root, args.ray or None)
-    except ValueError as e:  # no address anywhere
+        train_on_ray(store, run_id, data_root, args.ray or None, run_job.ray_task)
+    except InvalidInput as e:  # no address anywhere
         store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), error=str(e))
         return fail(str(e))
-    except RuntimeError as e:
+    except Unavailable as e:  # the task failed on its node: the run says why
         print(f"error: run {run_id} failed: {e}", file=sys.stderr)
-        _train_result(args, store, run_id, cached=False)
+        _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
         return EXIT_FAILED
-    return _train_result(args, store, run_id, cached=False)
+    return _train_result(args, store, run_id, cached=False, tracked=track(args, store, run_id))
 
 
 def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
@@ -190,10 +211,9 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
     log.info("run %s, %s", submission.run_id, hosts.label)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            jobs.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
-    except Exception as e:
-        print(f"error: run {submission.run_id} failed ({hosts.label}): {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+            run_job.execute(store, submission, data_root, console=True, ingest_workers=args.workers, hosts=hosts)
+    except Exception as e:  # recorded and logged (traceback) by execute
+        return _train_failed(args, None, submission.run_id, e, f" ({hosts.label})")
     finally:
         if not hosts.writer:
             shutil.rmtree(store.root, ignore_errors=True)
@@ -213,7 +233,11 @@ def wait_for_run(store, run_id: str, poll: float = WAIT_POLL_SECONDS) -> Run:
         run = store.refresh(store.get(run_id))
         if not run.active:
             return run
-        where = f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total}" if run.status.epoch else run.state
+        where = (
+            f"{run.state}, epoch {run.status.epoch}/{run.status.epochs_total} in progress"
+            if run.status.epoch
+            else run.state
+        )
         if where != said:
             log.info("run %s: %s", run_id, where)
             said = where
@@ -230,17 +254,32 @@ def os_user() -> str:
         return "local"
 
 
-def _train_result(args, store, run_id: str, cached: bool) -> int:
+def _train_result(args, store, run_id: str, cached: bool, tracked: dict[str, Any] | None = None) -> int:
     run = store.get(run_id)
     result = train_result(run, cached)
+    if tracked is not None:
+        result["mlflow"] = tracked
     if args.json:
         emit_json(result)
     else:
         if run.state in (JobState.DONE, JobState.STOPPED) and run.status.accuracy is not None:
             note = " (cached)" if cached else ""
             print(f"test accuracy {run.status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
+        if tracked is not None:
+            print(tracked_line(tracked), file=sys.stderr)
         print(run_id)
     return EXIT_FAILED if run.state is JobState.FAILED else EXIT_OK
+
+
+def tracked_line(tracked: dict[str, Any]) -> str:
+    """Where --track logged the run, in a line: the MLflow run id (and its page), or why it was not logged."""
+    uri = tracked["tracking_uri"]
+    if tracked.get("error"):
+        return f"MLflow: not logged to {uri} ({tracked['error']}): the same command logs it once the server answers"
+    where = f" ({tracked['url']})" if tracked.get("url") else ""
+    if tracked["already_logged"]:
+        return f"MLflow: already logged to {uri} as MLflow run {tracked['run_id']}{where}, not logged again"
+    return f"MLflow: logged to {uri} as MLflow run {tracked['run_id']}{where}"
 
 
 def train_result(run: Run, cached: bool) -> dict[str, Any]:
@@ -297,7 +336,7 @@ def run_row(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "state": run.state.value,
-        "owner": run.owner,
+        "owner": layer_of(run.owner),  # the person at this machine is "local", whether from the app or here
         "dataset": run.dataset_name,
         "classes": len(run.classes),
         "size": config.image_size,

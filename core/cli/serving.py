@@ -9,6 +9,7 @@ import sys
 
 from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, cell, emit_json, format_table
+from core.errors import InvalidInput, NotFound
 from core.paths import data_dir
 from core.serving.aliases import AliasStore
 from core.serving.decode_budget import DEFAULT_BUDGET_BYTES, DEFAULT_REQUEST_PIXELS
@@ -20,13 +21,20 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser(
         "serve",
         parents=[common],
-        help="serve runs over HTTP (Open Inference Protocol, TF Serving REST, multipart /predict)",
+        help="serve runs over HTTP (Open Inference Protocol, TF Serving REST, multipart /predict) and gRPC",
         description="Serve runs (or aliases) over HTTP until Ctrl-C. Docs at http://HOST:PORT/docs. "
         "Set FLORA_API_KEY to require 'Authorization: Bearer <key>' on everything but health.",
     )
     serve.add_argument("models", nargs="+", metavar="RUN_OR_ALIAS", help="run ids, unique prefixes or aliases")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the Open Inference Protocol over gRPC on this port (KServe's grpc_predict_v2; "
+        "tritonclient.grpc works as is)",
+    )
     serve.add_argument("--max-batch", type=int, default=32, help="most images per forward pass (1: no batching)")
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     serve.add_argument("--max-queue", type=int, default=512, help="requests waiting before 503 + Retry-After")
@@ -97,7 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trusted_proxies=args.trusted_proxies.strip(),
     )
     options = BatchOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
-    print(f"serving {', '.join(args.models)} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    grpc = f" and gRPC on {args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
+    print(f"serving {', '.join(args.models)} on http://{args.host}:{args.port}{grpc} (docs: /docs)", file=sys.stderr)
     return serve(
         store,
         args.models,
@@ -110,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ood=not args.no_ood,
         allow_anonymous=args.allow_anonymous,
         limits=limits,
+        grpc_port=args.grpc_port,
     )
 
 
@@ -119,9 +129,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
     aliases = AliasStore(store.root)
     if args.delete:
         if not args.alias:
-            raise ValueError("alias --delete needs the ALIAS to remove")
+            raise InvalidInput("alias --delete needs the ALIAS to remove")
         if not aliases.remove(args.alias):
-            raise KeyError(f"no alias {args.alias!r}")
+            raise NotFound(f"no alias {args.alias!r}")
         print(f"removed alias {args.alias}", file=sys.stderr)
         return EXIT_OK
     if args.alias and args.run:
@@ -135,7 +145,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
     if args.alias:
         run_id = aliases.get(args.alias)
         if run_id is None:
-            raise KeyError(f"no alias {args.alias!r}")
+            raise NotFound(f"no alias {args.alias!r}")
         print(run_id)
         return EXIT_OK
     listing = aliases.all()

@@ -20,19 +20,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core import run_job
 from core.cli import add_runtime_option, store_of
-from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table
+from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.cli.runs import config_from_args, os_user, train_result
 from core.data.corrections import resolve
 from core.data.datasets import resolve_dataset_path
+from core.errors import InvalidInput
 from core.paths import data_dir, models_dir
 from core.processes import JobState
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.settings.options import OPTIONS, add_train_flags, train_command
+from core.sharing.people import layer_of
 from core.sweeps import ACTIVE, FINISHED, SweepStore, SweepSubmission, default_space, promote, resubmit, submit
 from core.sweeps.results import most_accurate
 from core.sweeps.space import display_value
+from core.tracking import tracking_uri
 from core.train import jobs
 
 log = logging.getLogger("flora")
@@ -76,6 +80,12 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     sweep.add_argument("--json", action="store_true", help="print one JSON object: the trials, the best, the run")
+    sweep.add_argument(
+        "--track",
+        metavar="URI",
+        help="log the sweep to an MLflow tracking server when it ends, its trials as child runs (and the promoted "
+        "run); default $MLFLOW_TRACKING_URI",
+    )
     sweep.add_argument("--launched-sweep", help=argparse.SUPPRESS)  # the app's background launcher
     sweep.add_argument(
         "--ray",
@@ -105,7 +115,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     store = SweepStore(models_root)
     ray = (args.ray or None, max(1, args.ray_workers)) if args.ray is not None else None
     if args.launched_sweep:
-        return _run(store, args.launched_sweep, data_root, args.workers, console=False, ray=ray)
+        code = _run(store, args.launched_sweep, data_root, args.workers, console=False, ray=ray)
+        _track(args, store, args.launched_sweep, None, models_root)
+        return code
 
     submission = _submit(args, models_root, data_root)
     if submission is None:
@@ -128,8 +140,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         result["promoted"] = promoted
         result["promoted_run"] = promoted["run_id"]
         code = code or promoted_code
+    _track(args, store, sweep_id, result.get("promoted_run"), models_root)
     _print(result, args.json)
     return code
+
+
+def _track(args: argparse.Namespace, store: SweepStore, sweep_id: str, promoted: str | None, models_root) -> None:
+    """--track (or $MLFLOW_TRACKING_URI): the sweep as a parent MLflow run, its trials (and promoted run) children."""
+    uri = tracking_uri(args.track)
+    if uri is None:
+        return
+    from core.tracking.mlflow_log import log_quietly, log_sweep  # heavy: mlflow
+
+    sweep = store.refresh(store.get(sweep_id))
+    run = RunStore(models_root).get(promoted) if promoted else None
+    with contextlib.redirect_stdout(sys.stderr):
+        log_quietly(f"sweep {sweep_id}", log_sweep, sweep_result(sweep), sweep.trials().get("trials", []), uri, run)
 
 
 def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
@@ -161,17 +187,17 @@ def _submit(args: argparse.Namespace, models_root: Path, data_root: Path):
 
 
 def _load_space(value: str) -> Any:
-    """--space: JSON text (starting with '{') or a JSON file. Raises ValueError with the reason."""
+    """--space: JSON text (starting with '{') or a JSON file. Raises InvalidInput with the reason."""
     text = value if value.lstrip().startswith("{") else None
     if text is None:
         path = Path(value).expanduser()
         if not path.is_file():
-            raise ValueError(f"--space: no such file {value!r} (give a JSON file or JSON text)")
+            raise InvalidInput(f"--space: no such file {value!r} (give a JSON file or JSON text)")
         text = path.read_text()
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--space is not valid JSON: {e}") from None
+        raise InvalidInput(f"--space is not valid JSON: {e}") from None
 
 
 def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bool, ray=None) -> int:
@@ -182,11 +208,8 @@ def _run(store, sweep_id: str, data_root: Path, workers: int | None, console: bo
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints; stdout is for the result
             status = run_sweep(store, sweep_id, data_root, console=console, workers=workers, ray=ray)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        print(f"error: sweep {sweep_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    except Exception as e:  # recorded as failed and logged (traceback) by run_sweep
+        return job_failed(f"sweep {sweep_id}", e)
     return EXIT_FAILED if status.state is JobState.FAILED else EXIT_OK
 
 
@@ -197,20 +220,21 @@ def _promote(args, models_root: Path, data_root: Path, sweep_id: str) -> tuple[d
     fine_tune = {f: getattr(chosen, f) for f in PROMOTION_FIELDS}
     submission = promote(models_root, data_root, sweep_id, fine_tune, background=False)
     runs = RunStore(models_root)
+    failed = EXIT_FAILED
     if submission.outcome == jobs.NEW:
         log.info("training the best trial as run %s", submission.run_id)
         jobs.install_stop_on_sigterm(runs, submission.run_id)
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                jobs.execute(runs, submission, data_root, console=True, ingest_workers=args.workers)
-        except Exception as e:
-            print(f"error: run {submission.run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                run_job.execute(runs, submission, data_root, console=True, ingest_workers=args.workers)
+        except Exception as e:  # recorded in the run as failed by execute, which logged its traceback
+            failed = job_failed(f"run {submission.run_id}", e)
     else:
         log.info("the best trial's settings are run %s already (%s)", submission.run_id, submission.outcome)
     run = runs.get(submission.run_id)
     result = train_result(run, cached=submission.outcome == jobs.CACHED)
     result["command"] = train_command(run.dataset_path, run.train_config)
-    return result, EXIT_FAILED if run.state is JobState.FAILED else EXIT_OK
+    return result, failed if run.state is JobState.FAILED else EXIT_OK
 
 
 def sweep_result(sweep) -> dict[str, Any]:
@@ -227,7 +251,7 @@ def sweep_result(sweep) -> dict[str, Any]:
     return {
         "sweep_id": sweep.sweep_id,
         "state": sweep.state.value,
-        "owner": sweep.owner,
+        "owner": layer_of(sweep.owner),
         "dataset": sweep.dataset_path,
         "sweep_dir": str(sweep.directory),
         "fixed": sweep.spec.get("fixed"),
@@ -320,7 +344,7 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
         {
             "sweep_id": s.sweep_id,
             "state": s.state.value,
-            "owner": s.owner,
+            "owner": layer_of(s.owner),
             "dataset": s.dataset_name,
             "trials": f"{s.status.trials_done or 0}/{s.status.trials_target or '-'}",
             "pruned": s.status.trials_pruned or 0,

@@ -17,6 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import InvalidInput, Unavailable
+
 log = logging.getLogger("flora")
 
 CACHE_VERSION = (
@@ -51,7 +53,7 @@ JPEG_QUALITY = 95
 COMPACT_RATIO = 5  # raw bytes / q95 JPEG bytes, for the estimate said before decoding (flowers at 256 px: 12x)
 
 
-class NotEnoughDisk(OSError):
+class NotEnoughDisk(Unavailable, OSError):
     """The disk lacks the room the decoded cache needs: nothing was written."""
 
 
@@ -72,7 +74,7 @@ def chosen_format(images: int, size: int, cache_root: str | os.PathLike) -> str:
     if asked in FORMATS:
         return asked
     if asked != "auto":
-        raise ValueError(f"{CACHE_FORMAT_ENV} must be raw, jpeg or auto. Received: {asked!r}")
+        raise InvalidInput(f"{CACHE_FORMAT_ENV} must be raw, jpeg or auto. Received: {asked!r}")
     free = free_bytes(cache_root)
     if cache_bytes(images, size) + DISK_MARGIN_BYTES <= free:
         return RAW

@@ -1,7 +1,7 @@
 """Label corrections a person made after reviewing suspected label errors, applied by the next training run.
 
-  <data>/.flora/corrections/<dataset name>-<hash of its folder>.json
-      {"dataset": "/abs/path", "corrections": {"rose/123.jpg": {"action": "relabel", "to": "tulip", "at": ...}}}
+  <data>/.flora/shared.sqlite, table marks: one row per (dataset folder, person, photo)
+      ("/abs/path", "alice", "rose/123.jpg", {"action": "relabel", "to": "tulip", "at": ...})
 
 Kept in the workspace's data folder, beside the datasets, never inside a dataset folder: the photos
 and their folders are the user's (and may be read-only, shared); a correction never moves, renames
@@ -16,20 +16,23 @@ changes what the test measures, and the Compare page says so and refuses to pair
 The corrections a run applied are recorded in its config.json, and they are part of its id: the
 same settings after a correction are a new run.
 
-Whose marks: each person's marks are their own layer of the file (the person at this machine, "local",
-keeps the file's top-level "corrections", as before Flora was shared). A run applies its owner's marks,
-never a classmate's. A mark made while looking at someone else's run is also a *proposal* to that run's
+Whose marks: each person's marks are their own layer (the person at this machine is "local"). A run applies its
+owner's marks, never a classmate's. A mark made while looking at someone else's run is also a *proposal* to that run's
 owner: it applies to its maker's own runs, and to the owner's once they (or an admin) accept it; the run
 records whose corrections it applied (`corrections_by`).
 
-  {"dataset": "/abs/path", "corrections": {...local...},
-   "people": {"alice": {"rose/1.jpg": {"action": "exclude", "at": ..., "proposed_to": "bob"}}}}
+A person's marks are written one row each, in a transaction (`core.shared_store`): a class marking the same
+dataset at once, or one person in two tabs, keeps every mark. Corrections kept before the store, one JSON file per
+dataset (`<data>/.flora/corrections/<dataset name>-<hash>.json`: "corrections" the local person's, "people" the
+others'), are imported the first time the store is opened.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,22 +40,55 @@ from typing import Any
 
 import numpy as np
 
-from core.fileio import read_json, write_json_atomic
+from core.errors import InvalidInput, NotFound
+from core.fileio import read_json
 from core.paths import flora_dir
 from core.settings.config import canonical_json
+from core.shared_store import SharedStore, Table
 from core.sharing.people import LOCAL_USER, layer_of
 
-CORRECTIONS_DIR = "corrections"  # in <data>/.flora/
+CORRECTIONS_DIR = "corrections"  # in <data>/.flora/: where corrections were kept before the shared store
 RELABEL, EXCLUDE, FINE = "relabel", "exclude", "fine"
 ACTIONS = (RELABEL, EXCLUDE, FINE)
 EFFECTIVE = (RELABEL, EXCLUDE)  # the actions that change what a run trains on
 
 
 def corrections_file(data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Path:
-    """Where the corrections of the dataset at `dataset_root` are kept (one file per dataset folder)."""
+    """Where the corrections of the dataset at `dataset_root` were kept before the shared store (one JSON file per
+    dataset folder): imported once, never written."""
     resolved = Path(dataset_root).expanduser().resolve()
     key = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
     return flora_dir(data_root) / CORRECTIONS_DIR / f"{resolved.name}-{key}.json"
+
+
+def _import_files(db: sqlite3.Connection, data_root: Path) -> None:
+    for path in sorted((flora_dir(data_root) / CORRECTIONS_DIR).glob("*.json")):
+        data = read_json(path, default={}) or {}
+        if not isinstance(data, dict) or not data.get("dataset"):
+            continue
+        dataset = str(Path(str(data["dataset"])).expanduser().resolve())  # as Corrections.load names it
+        for person, marks in _layers(data).items():
+            db.executemany(
+                "INSERT OR IGNORE INTO marks (dataset, person, path, entry) VALUES (?, ?, ?, ?)",
+                [(dataset, person, path, json.dumps(entry)) for path, entry in marks.items()],
+            )
+
+
+MARKS = Table(
+    "marks",
+    (
+        "CREATE TABLE marks (dataset TEXT NOT NULL, person TEXT NOT NULL, path TEXT NOT NULL, entry TEXT NOT NULL, "
+        "PRIMARY KEY (dataset, person, path))",
+    ),
+    _import_files,
+)
+
+
+def forget_dataset(data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> int:
+    """Remove every person's marks on the dataset at `dataset_root`; returns how many there were."""
+    dataset = str(Path(dataset_root).expanduser().resolve())
+    with SharedStore.of_data(data_root).write(MARKS) as db:
+        return db.execute("DELETE FROM marks WHERE dataset = ?", (dataset,)).rowcount
 
 
 @dataclass
@@ -61,32 +97,44 @@ class Corrections:
 
     dataset: str
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    file: Path | None = None
+    file: Path | None = None  # the database they are kept in (None: not kept, e.g. read from a JSON file)
     person: str = LOCAL_USER  # whose marks `entries` are (core.sharing.people.layer_of)
     others: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # everyone else's, read-only
+    data_root: Path | None = None  # the data folder whose store keeps them
+    _changed: set[str] = field(default_factory=set, repr=False)  # photos marked or forgotten since loaded
 
     @classmethod
     def load(
         cls, data_root: str | os.PathLike, dataset_root: str | os.PathLike, person: str | None = LOCAL_USER
     ) -> Corrections:
         """The marks of `person` (their own and the ones they accepted) on the dataset at `dataset_root`."""
-        path = corrections_file(data_root, dataset_root)
-        layers = _layers(read_json(path, default={}) or {})
+        dataset = str(Path(dataset_root).expanduser().resolve())
+        store = SharedStore.of_data(data_root)
+        layers: dict[str, dict[str, dict[str, Any]]] = {}
+        with store.read(MARKS) as db:
+            for who, path, entry in db.execute("SELECT person, path, entry FROM marks WHERE dataset = ?", (dataset,)):
+                layers.setdefault(who, {})[path] = json.loads(entry)
         person = layer_of(person)
         own = layers.pop(person, {})
-        return cls(str(Path(dataset_root).expanduser().resolve()), own, path, person, layers)
+        return cls(dataset, own, store.path, person, layers, Path(data_root))
 
     def save(self) -> None:
-        """Write this person's marks (read again first: others may have marked since this was loaded)."""
-        if self.file is None:
-            raise ValueError("these corrections have no file (load them with Corrections.load)")
-        layers = _layers(read_json(self.file, default={}) or {})
-        layers[self.person] = self.entries
-        local = layers.pop(LOCAL_USER, {})
-        data: dict[str, Any] = {"dataset": self.dataset, "corrections": local}
-        if any(layers.values()):
-            data["people"] = {name: marks for name, marks in sorted(layers.items()) if marks}
-        write_json_atomic(self.file, data)
+        """Write the photos this person marked or forgot since loading, one row each, in one transaction (others'
+        marks, and this person's marks made elsewhere since, are left as they are)."""
+        if self.data_root is None:
+            raise ValueError("these corrections have no store (load them with Corrections.load)")
+        with SharedStore.of_data(self.data_root).write(MARKS) as db:
+            for path in sorted(self._changed):
+                key = (self.dataset, self.person, path)
+                if path in self.entries:
+                    db.execute(
+                        "INSERT INTO marks (dataset, person, path, entry) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(dataset, person, path) DO UPDATE SET entry = excluded.entry",
+                        (*key, json.dumps(self.entries[path])),
+                    )
+                else:
+                    db.execute("DELETE FROM marks WHERE dataset = ? AND person = ? AND path = ?", key)
+        self._changed.clear()
 
     def proposals(self) -> list[dict[str, Any]]:
         """Others' marks proposed to this person (made on their runs), not yet accepted or declined:
@@ -108,22 +156,29 @@ class Corrections:
         """Take `by`'s proposed mark on `path` as this person's own (their runs apply it from now on)."""
         entry = self.others.get(by, {}).get(path)
         if entry is None:
-            raise KeyError(f"{by} proposed nothing for {path}")
+            raise NotFound(f"{by} proposed nothing for {path}")
         self.entries[path] = {
             **{k: v for k, v in entry.items() if k in ("action", "to")},
             "at": time.time(),
             "from": by,
         }
+        self._changed.add(path)
 
     def decline(self, path: str, by: str) -> None:
-        """Say no to `by`'s proposal on `path` (it stays theirs, and stops being shown here)."""
-        layers = _layers(read_json(self.file, default={}) or {}) if self.file else {}
-        entry = layers.get(by, {}).get(path)
-        if entry is None:
+        """Say no to `by`'s proposal on `path` (it stays theirs, and stops being shown here); written at once."""
+        if self.data_root is None:
             return
-        entry["declined_by"] = sorted({*entry.get("declined_by", []), self.person})
-        self.others[by] = layers[by]
-        Corrections(self.dataset, layers[by], self.file, by).save()
+        with SharedStore.of_data(self.data_root).write(MARKS) as db:
+            key = (self.dataset, by, path)
+            row = db.execute("SELECT entry FROM marks WHERE dataset = ? AND person = ? AND path = ?", key).fetchone()
+            if row is None:
+                return
+            entry = json.loads(row[0])
+            entry["declined_by"] = sorted({*entry.get("declined_by", []), self.person})
+            db.execute(
+                "UPDATE marks SET entry = ? WHERE dataset = ? AND person = ? AND path = ?", (json.dumps(entry), *key)
+            )
+        self.others.setdefault(by, {})[path] = entry
 
     def mark(
         self,
@@ -137,23 +192,27 @@ class Corrections:
         `proposed_to`: the owner of the run it was marked on, when that is someone else (a proposal to them).
 
         Raises:
-            ValueError: an unknown action, or a relabel without a valid target class.
+            InvalidInput: an unknown action, or a relabel without a valid target class.
         """
         if action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}. Received: action={action!r}")
+            raise InvalidInput(f"action must be one of {ACTIONS}. Received: action={action!r}")
         entry: dict[str, Any] = {"action": action, "at": time.time()}
         if action == RELABEL:
             if not to:
-                raise ValueError(f"relabelling {path} needs the class to relabel it to")
+                raise InvalidInput(f"relabelling {path} needs the class to relabel it to")
             if classes is not None and to not in classes:
-                raise ValueError(f"cannot relabel {path} to {to!r}: not a class of this dataset ({', '.join(classes)})")
+                raise InvalidInput(
+                    f"cannot relabel {path} to {to!r}: not a class of this dataset ({', '.join(classes)})"
+                )
             entry["to"] = to
         if proposed_to is not None and layer_of(proposed_to) != self.person:
             entry["proposed_to"] = layer_of(proposed_to)
         self.entries[path] = entry
+        self._changed.add(path)
 
     def forget(self, path: str) -> None:
         self.entries.pop(path, None)
+        self._changed.add(path)
 
     def action(self, path: str) -> str | None:
         entry = self.entries.get(path)
@@ -175,7 +234,8 @@ class Corrections:
 
 
 def _layers(data: dict) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every person's marks in a corrections file: {person: {path: entry}} (the top level is "local")."""
+    """Every person's marks in a corrections file from before the store: {person: {path: entry}} (the top level is
+    "local")."""
 
     def valid(marks) -> dict[str, dict[str, Any]]:
         if not isinstance(marks, dict):
@@ -228,14 +288,14 @@ def resolve(
         return None
     if value.startswith("run:"):
         if store is None:
-            raise ValueError(f"--corrections {value} needs the run store")
+            raise InvalidInput(f"--corrections {value} needs the run store")
         try:
             return store.find(value[4:]).corrections
-        except KeyError as e:
-            raise ValueError(f"--corrections {value}: no such run") from e
+        except NotFound as e:  # no run by that id, or several
+            raise NotFound(f"--corrections {value}: no such run") from e
     data = read_json(Path(value).expanduser())
     if not isinstance(data, dict):
-        raise ValueError(f"--corrections must be kept, none, run:<id> or a JSON file. Received: {value!r}")
+        raise InvalidInput(f"--corrections must be kept, none, run:<id> or a JSON file. Received: {value!r}")
     entries = data.get("corrections", data)
     kept = Corrections(str(dataset_root), {str(k): dict(v) for k, v in entries.items() if isinstance(v, dict)})
     return kept.effective() or None

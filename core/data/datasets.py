@@ -13,6 +13,7 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISLNK
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import is_image_name
-from core.fileio import read_json, write_json_atomic
+from core.errors import InvalidInput
+from core.fileio import read_json, update_json
 
 SPLITS = ("train", "val", "test")
 # Below this many test photos an accuracy moves by a point or more per photo: the split says so.
@@ -52,7 +54,7 @@ def split_of_folder(name: str) -> str | None:
     return _SPLIT_ALIASES.get(name.lower())
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidInput):
     """The dataset cannot be used as asked; the message says what to change."""
 
 
@@ -188,11 +190,10 @@ ADDED_BY = "added_by"  # in a dataset's flora.json: who added it from the app (a
 
 def record_added_by(dataset_root: str | os.PathLike, person: str) -> None:
     """Note in the dataset's flora.json who added it (kept if already noted: the first to add it)."""
-    path = Path(dataset_root) / META_FILE
-    meta = read_json(path, default={}) or {}
-    if not isinstance(meta, dict) or meta.get(ADDED_BY):
-        return
-    write_json_atomic(path, {**meta, ADDED_BY: person})
+    meta_path = Path(dataset_root) / META_FILE
+    update_json(
+        meta_path, lambda meta: None if not isinstance(meta, dict) or meta.get(ADDED_BY) else {**meta, ADDED_BY: person}
+    )
 
 
 def _visible(path: Path) -> bool:
@@ -424,14 +425,13 @@ def _carve_missing(members: np.ndarray, fractions: dict[str, float], rng) -> dic
     return out
 
 
-def list_datasets(data_root: str | os.PathLike) -> list[DatasetIndex]:
-    """Datasets directly under `data_root` (each a folder a scan accepts), by name."""
-    root = Path(data_root)
-    found = []
+def list_datasets(data_root: str | os.PathLike, keep: Callable[[Path], bool] | None = None) -> list[DatasetIndex]:
+    """Datasets directly under `data_root` (each a folder a scan accepts), by name; `keep`: the folders to scan."""
+    root, found = Path(data_root), []
     if not root.is_dir():
         return found
     for child in sorted(root.iterdir()):
-        if child.is_dir() and _visible(child):
+        if child.is_dir() and _visible(child) and (keep is None or keep(child)):
             try:
                 found.append(scan_dataset(child))
             except DatasetError:

@@ -25,11 +25,12 @@ from core.data.cache_disk import (
     OFFSETS_FILE,
 )
 from core.data.imaging import ImageError, load_square
+from core.errors import Cancelled
 
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
 
 
-class IngestCancelled(RuntimeError):
+class IngestCancelled(Cancelled):
     """Decoding was stopped on request."""
 
 

@@ -20,6 +20,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.errors import InvalidInput
+
 cv2.setNumThreads(1)  # one small image at a time: OpenCV's thread pool would only add overhead
 
 IMAGE_EXTENSIONS = frozenset(
@@ -39,7 +41,7 @@ REDUCE_FIRST_PIXELS = 24_000_000
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "LA": 2, "La": 2, "PA": 2}
 
 
-class ImageError(ValueError):
+class ImageError(InvalidInput):
     """An image could not be decoded; the message says why."""
 
 

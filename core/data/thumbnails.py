@@ -1,4 +1,5 @@
-"""Small display copies of dataset images for galleries (aspect kept, EXIF applied, RGB)."""
+"""Small display copies of dataset images for galleries (aspect kept, EXIF applied, RGB), and a dataset's example
+photo for the snippets that name one."""
 
 from __future__ import annotations
 
@@ -8,8 +9,30 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from core.data.imaging import MAX_PIXELS, ImageError
+from core.data.imaging import MAX_PIXELS, ImageError, is_image_name
 from core.data.imaging import _to_rgb as to_rgb  # the training path's careful conversions (alpha, 16-bit, CMYK)
+
+
+def example_photo(dataset_root: str | os.PathLike) -> str | None:
+    """One photo of the dataset (the first image of its first class folder, in name order; under train/ for a
+    dataset with its own split), for examples that name a file: None when none is found. Looks at two folders, not
+    the whole dataset."""
+    root = os.path.abspath(dataset_root)
+    for base in (os.path.join(root, "train"), root):
+        try:
+            folders = sorted(e.path for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        except OSError:
+            continue
+        for folder in folders:
+            if os.path.basename(folder).lower() in ("unlabelled", "unlabeled", "val", "test"):
+                continue
+            try:
+                photos = sorted(e.path for e in os.scandir(folder) if e.is_file() and is_image_name(e.name))
+            except OSError:
+                continue
+            if photos:
+                return photos[0]
+    return None
 
 
 def thumbnail(path: str | os.PathLike, size: int = 160) -> np.ndarray:

@@ -2,15 +2,20 @@
 and labelled one by one (label-next).
 
   DATA/unlabelled/<any sub-folders>/<image>        (also "unlabeled"; any case) the photos waiting for a label
-  <data>/.flora/labelled/<dataset name>-<hash of its folder>.json
-      {"dataset": "/abs/path", "photos": {"unlabelled/a.jpg": {"label": "rose", "to": "rose/a.jpg", "at": .., "by": ..},
-                                          "unlabelled/b.jpg": {"label": null, "at": .., "by": ..}}}   (none of these)
+  <data>/.flora/shared.sqlite, table labelled: one row per photo labelled or set aside
+      ("/abs/path", "unlabelled/a.jpg", "rose", "rose/a.jpg", at, by)      ("..b.jpg", None, None, ..: none of these)
 
 Labelling copies the photo into its class folder (`DATA/<class>/` or, for a dataset with its own split,
 `DATA/train/<class>/`): the next run trains on it like any other photo of the class, and the original stays in
 unlabelled/ where its owner put it, never moved or deleted. The record says which ones were labelled (and where the
 copy went) or set aside as "none of these", so they are not offered again. The unlabelled folder is not part of the
 dataset's fingerprint: adding photos there does not change which run a training request finds.
+
+The record is the data folder's shared store (`core.shared_store`: a row per photo, written in a transaction, so a
+class labelling at once keeps every label, and a photo two people label at once is labelled once); records kept
+before it, `<data>/.flora/labelled/<dataset name>-<hash>.json`, are imported the first time it is opened. The
+dataset's own flora.json lists the copies for the split. It stays a file in the dataset folder (it travels with the
+folder, and the split of any Flora that opens it reads it), changed under the folder's lock (`core.fileio.update_json`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +41,12 @@ from core.data.datasets import (
     _visible_name,
 )
 from core.data.imaging import is_image_name
-from core.fileio import read_json, write_json_atomic
+from core.fileio import read_json, update_json
 from core.paths import flora_dir
+from core.shared_store import SharedStore, Table
 
 UNLABELLED_DIR = "unlabelled"  # the folder's name Flora makes; "unlabeled" is read too
-LABELLED_DIR = "labelled"  # in <data>/.flora/: what was labelled from the unlabelled folders
+LABELLED_DIR = "labelled"  # in <data>/.flora/: what was labelled, before the shared store
 UNLABELLED_CLASS = "(unlabelled)"  # the single "class" of an unlabelled photos' index (never a real class)
 
 
@@ -77,10 +84,37 @@ def scan_unlabelled(dataset_root: str | os.PathLike) -> list[tuple[str, int, int
 
 
 def labelled_file(data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Path:
-    """Where the record of a dataset's labelled photos is kept (one file per dataset folder)."""
+    """Where the record of a dataset's labelled photos was kept before the shared store (imported once)."""
     resolved = Path(dataset_root).expanduser().resolve()
     key = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
     return flora_dir(data_root) / LABELLED_DIR / f"{resolved.name}-{key}.json"
+
+
+def _import_files(db: sqlite3.Connection, data_root: Path) -> None:
+    for path in sorted((flora_dir(data_root) / LABELLED_DIR).glob("*.json")):
+        data = read_json(path, default={}) or {}
+        photos = data.get("photos") if isinstance(data, dict) else None
+        if not data.get("dataset") or not isinstance(photos, dict):
+            continue
+        dataset = str(Path(str(data["dataset"])).expanduser().resolve())
+        db.executemany(
+            "INSERT OR IGNORE INTO labelled (dataset, path, label, copy, at, by) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (dataset, photo, entry.get("label"), entry.get("to"), float(entry.get("at", 0)), entry.get("by"))
+                for photo, entry in photos.items()
+                if isinstance(entry, dict)
+            ],
+        )
+
+
+LABELLED = Table(
+    "labelled",
+    (
+        "CREATE TABLE labelled (dataset TEXT NOT NULL, path TEXT NOT NULL, label TEXT, copy TEXT, at REAL NOT NULL, "
+        "by TEXT, PRIMARY KEY (dataset, path))",
+    ),
+    _import_files,
+)
 
 
 @dataclass
@@ -90,21 +124,21 @@ class Unlabelled:
     dataset_root: Path
     photos: list[str]  # every unlabelled photo found (relative to the dataset root)
     record: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> {"label", "to", "at", "by"}
-    record_file: Path | None = None
+    data_root: Path | None = None  # the data folder whose shared store keeps the record (None: not kept)
     _sizes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Unlabelled:
         root = Path(dataset_root).expanduser().resolve()
         found = scan_unlabelled(root)
-        path = labelled_file(data_root, root)
-        data = read_json(path, default={}) or {}
-        record = data.get("photos") if isinstance(data, dict) else None
+        with SharedStore.of_data(data_root).read(LABELLED) as db:
+            rows = db.execute("SELECT path, label, copy, at, by FROM labelled WHERE dataset = ?", (str(root),))
+            record = {path: _entry(label, copy, at, by) for path, label, copy, at, by in rows}
         return cls(
             root,
             [rel for rel, _, _ in found],
-            dict(record) if isinstance(record, dict) else {},
-            path,
+            record,
+            Path(data_root),
             {rel: (size, mtime) for rel, size, mtime in found},
         )
 
@@ -134,13 +168,21 @@ class Unlabelled:
 
     def label(self, path: str, label: str | None, classes: list[str], by: str = "local") -> str | None:
         """Give `path` the class `label` (copying it into the class's folder; returns the copy's relative path), or set
-        it aside as none of the classes (`label` None). The original stays where it is.
+        it aside as none of the classes (`label` None). The original stays where it is. Labelling a photo again with
+        the same class (or setting it aside again) changes nothing and returns the copy made the first time.
 
         Raises:
-            DatasetError: the photo is not one of the unlabelled ones, the class is unknown, or the copy cannot be made.
+            DatasetError: the photo is not one of the unlabelled ones, it already has another answer (undo it first),
+                the class is unknown, or the copy cannot be made.
         """
         if path not in self.photos:
             raise DatasetError(f"{path} is not one of this dataset's unlabelled photos")
+        done = self.record.get(path)
+        if done is not None:  # labelling is idempotent: a second click makes no second copy
+            if done.get("label") == label:
+                return done.get("to")
+            said = f"labelled {done['label']!r}" if done.get("label") else "set aside as none of the classes"
+            raise DatasetError(f"{path} is already {said}: undo that first to give it another class")
         copied = None
         if label is not None:
             if label not in classes:
@@ -148,8 +190,27 @@ class Unlabelled:
             presplit = _split_dirs(self.dataset_root)  # a dataset with its own split: the photo joins training
             folder = (presplit["train"] if presplit else self.dataset_root) / label
             copied = self._copy(self.dataset_root / path, folder)
-        self.record[path] = {"label": label, "to": copied, "at": time.time(), "by": by}
-        self.save()
+        entry = {"label": label, "to": copied, "at": time.time(), "by": by}
+        if self.data_root is not None:
+            with SharedStore.of_data(self.data_root).write(LABELLED) as db:
+                key = (str(self.dataset_root), path)
+                earlier = db.execute(
+                    "SELECT label, copy, at, by FROM labelled WHERE dataset = ? AND path = ?", key
+                ).fetchone()
+                if earlier is None:
+                    db.execute(
+                        "INSERT INTO labelled (dataset, path, label, copy, at, by) VALUES (?, ?, ?, ?, ?, ?)",
+                        (*key, label, copied, entry["at"], by),
+                    )
+            if earlier is not None:  # someone labelled it since this list was read: theirs stands
+                if copied:
+                    (self.dataset_root / copied).unlink(missing_ok=True)
+                self.record[path] = _entry(*earlier)
+                if earlier[0] == label:  # the same answer from another click or person: one copy, theirs
+                    return earlier[1]
+                given = f"as {earlier[0]}" if earlier[0] else "as none of these"
+                raise DatasetError(f"{path} was labelled {given} by {earlier[3] or 'someone'} meanwhile")
+        self.record[path] = entry
         if copied:
             self._note_in_dataset(copied, add=True)
         return copied
@@ -157,47 +218,62 @@ class Unlabelled:
     def undo(self, path: str) -> None:
         """Take back a label: the copy made in the class folder is removed, the photo waits again."""
         entry = self.record.pop(path, None)
+        if self.data_root is not None:
+            with SharedStore.of_data(self.data_root).write(LABELLED) as db:
+                key = (str(self.dataset_root), path)
+                row = db.execute("SELECT label, copy, at, by FROM labelled WHERE dataset = ? AND path = ?", key)
+                stored = row.fetchone()
+                db.execute("DELETE FROM labelled WHERE dataset = ? AND path = ?", key)
+            entry = _entry(*stored) if stored else None  # the record as it stands, whoever wrote it
         if entry and entry.get("to"):
             copy = self.dataset_root / entry["to"]
             if copy.is_file() and self.dataset_root in copy.resolve().parents:
                 copy.unlink()
             self._note_in_dataset(entry["to"], add=False)
-        self.save()
 
     def _note_in_dataset(self, copied: str, add: bool) -> None:
         """Keep the dataset's own list (flora.json) of the photos labelled in Flora: a run's split puts them in
         training and splits the other photos as before they came (core.runs.split)."""
+
+        def change(meta):
+            if not isinstance(meta, dict):
+                return None  # not Flora's own format: left alone
+            listed = [p for p in meta.get(LABELLED_IN_FLORA) or [] if p != copied]
+            if add:
+                listed.append(copied)
+            meta[LABELLED_IN_FLORA] = sorted(listed)
+            if not listed:
+                meta.pop(LABELLED_IN_FLORA)
+            return meta
+
         path = self.dataset_root / META_FILE
-        meta = read_json(path, default={}) or {}
-        if not isinstance(meta, dict):
-            return
-        listed = [p for p in meta.get(LABELLED_IN_FLORA) or [] if p != copied]
-        if add:
-            listed.append(copied)
-        meta[LABELLED_IN_FLORA] = sorted(listed)
-        if not listed:
-            meta.pop(LABELLED_IN_FLORA)
         try:
-            write_json_atomic(path, meta)
+            update_json(path, change)  # under the dataset folder's lock: two people labelling at once both stay listed
         except OSError as e:
             raise DatasetError(f"could not note the labelled photo in {path} ({e.strerror or e})") from None
-
-    def save(self) -> None:
-        if self.record_file is None:
-            return
-        write_json_atomic(self.record_file, {"dataset": str(self.dataset_root), "photos": self.record})
 
     def _copy(self, source: Path, folder: Path) -> str:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            target = folder / source.name
             stem, suffix, n = source.stem, source.suffix, 1
-            while target.exists():
-                n += 1
-                target = folder / f"{stem}-{n}{suffix}"
-            shutil.copy2(source, target)
+            while True:  # the name is taken atomically: two photos of one name copied at once both stay
+                target = folder / (source.name if n == 1 else f"{stem}-{n}{suffix}")
+                try:
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                    break
+                except FileExistsError:
+                    n += 1
+            try:
+                shutil.copy2(source, target)
+            except OSError:
+                target.unlink(missing_ok=True)
+                raise
         except OSError as e:
             raise DatasetError(
                 f"could not copy {source.name} into {folder} ({e.strerror or e}): is the dataset's folder writable?"
             ) from None
         return str(target.relative_to(self.dataset_root)).replace(os.sep, "/")
+
+
+def _entry(label: str | None, copy: str | None, at: float, by: str | None) -> dict[str, Any]:
+    return {"label": label, "to": copy, "at": at, "by": by}

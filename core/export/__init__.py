@@ -1,18 +1,21 @@
 """Exports of a run, each verified in its own runtime against the Keras model.
 
-`python -m core export RUN --format keras|savedmodel|onnx|tflite [--quantize float16|int8]
+`python -m core export RUN --format keras|savedmodel|onnx|tflite|web [--quantize float16|int8]
 [--layout tfserving|triton] --out DIR` writes the model and an `export.json` beside it with the
 agreement figures (max absolute difference of the probabilities, top-1 agreement on fixed test
-photos). An export that disagrees beyond tolerance fails loudly.
+photos). An export that disagrees beyond tolerance fails loudly. `web` is the ONNX export (with the pooled
+features) inside a page that classifies in the browser (core.export.web), and a zip of that folder beside it.
 
 Every export starts from the run's float32 inference graph without augmentation
-(`core.serving.graph`) and is made with the TensorFlow backend; on another backend (JAX) the CLI
+(`core.network.graph`) and is made with the TensorFlow backend; on another backend (JAX) the CLI
 runs the export in a TensorFlow subprocess (`export_in_subprocess`).
 """
 
 from __future__ import annotations
 
-FORMATS = ("keras", "savedmodel", "onnx", "tflite")
+from core.errors import Unavailable
+
+FORMATS = ("keras", "savedmodel", "onnx", "tflite", "web")
 QUANTIZE = ("float16", "int8")
 LAYOUTS = ("tfserving", "triton")
 EXPORT_JSON = "export.json"
@@ -21,7 +24,7 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "int8": None}
 MIN_AGREEMENT = {"float32": 1.0, "float16": 0.99, "int8": 0.99}
 
 
-class ExportError(RuntimeError):
+class ExportError(Unavailable):
     """An export could not be made or did not agree with the Keras model; the message says why."""
 
 

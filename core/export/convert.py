@@ -18,14 +18,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core.errors import InvalidInput
+
 PIXELS_SIGNATURE = "predict_pixels"
 BYTES_SIGNATURE = "serving_default"
 OPSET = 17
 
 
-def pixel_model(model: keras.Model) -> keras.Model:
-    """The inference graph cut to (probabilities, logits), the outputs every export carries."""
-    return keras.Model(model.input, model.outputs[:2], name="flora_export")
+def pixel_model(model: keras.Model, with_features: bool = False) -> keras.Model:
+    """The inference graph cut to (probabilities, logits), the outputs every export carries, and with
+    `with_features` the pooled features (the web page's out-of-distribution distance needs them)."""
+    return keras.Model(model.input, model.outputs[: 3 if with_features else 2], name="flora_export")
 
 
 def write_keras(model: keras.Model, out: Path) -> list[Path]:
@@ -86,24 +89,25 @@ def write_savedmodel(model: keras.Model, out: Path, classes: list[str], cache_si
     return [out]
 
 
-def _pixel_function(model: keras.Model):
+def _pixel_function(model: keras.Model, with_features: bool = False):
     import tensorflow as tf
 
     size = int(model.input_shape[1])
-    exported = pixel_model(model)
+    exported = pixel_model(model, with_features)
+    names = ("probabilities", "logits", "features")
 
     @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")], autograph=False)
     def predict(image):
-        probabilities, logits = exported(image, training=False)
-        return {"probabilities": probabilities, "logits": logits}
+        return dict(zip(names, exported(image, training=False), strict=False))
 
     return predict
 
 
-def write_onnx(model: keras.Model, out: Path) -> list[Path]:
+def write_onnx(model: keras.Model, out: Path, with_features: bool = False) -> list[Path]:
+    """model.onnx: input `image`, outputs `probabilities` and `logits` (and `features` with `with_features`)."""
     import tf2onnx
 
-    function = _pixel_function(model)
+    function = _pixel_function(model, with_features)
     path = out / "model.onnx"
     out.mkdir(parents=True, exist_ok=True)
     tf2onnx.convert.from_function(
@@ -138,7 +142,7 @@ def write_tflite(
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
             if representative is None:
-                raise ValueError("int8 quantization needs representative photos")
+                raise InvalidInput("int8 quantization needs representative photos")
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -1,13 +1,14 @@
 """Classify photos with a Flora export, without Flora: onnxruntime (or LiteRT) and Pillow and NumPy.
 
-    python predict.py rose.jpg tulip.png [--top-k 3] [--json]
+    python predict.py photo.jpg another.png [--top-k 3] [--json]
 
 It reads `preprocessing.json` beside it (made with the export) and prepares each photo exactly as Flora
 does (`python -m core predict`): decode to RGB (EXIF orientation applied, transparency on white, 16-bit
 scaled), the shorter side resized to `cache_size` around the centre square (bicubic and antialiased when
 shrinking, bilinear when enlarging), the centre `image_size` square cropped, as float32 0-255. The model
 does the rest ('caffe' preprocessing is inside it). Probabilities are softmax(logits / temperature), the
-run's calibrated ones; they match Flora's to about 1e-5.
+run's calibrated ones; they match Flora's to about 1e-5. Where the run saved a threshold per class
+(`class_thresholds` in preprocessing.json), an answer under its class's threshold is held back, as Flora does.
 
 Flora's test suite checks this file against Flora's own decoding (core.data.imaging) pixel for pixel.
 """
@@ -154,10 +155,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         probabilities = softmax(run(pixels), recipe["temperature"])[0]
         order = np.argsort(-probabilities)[: args.top_k]
+        label, sure = classes[order[0]], float(probabilities[order[0]])
+        needed = recipe.get("class_thresholds", {}).get(label)
+        held_back = needed is not None and sure < needed
         if args.json:
-            print(json.dumps({"path": str(photo), "probabilities": probabilities.tolist(), "label": classes[order[0]]}))
+            answer = {"path": str(photo), "probabilities": probabilities.tolist(), "label": label}
+            if recipe.get("class_thresholds"):
+                answer["abstained"] = held_back
+            print(json.dumps(answer))
         else:
-            print(photo, ", ".join(f"{classes[i]} {probabilities[i]:.3f}" for i in order))
+            line = ", ".join(f"{classes[i]} {probabilities[i]:.3f}" for i in order)
+            if held_back:
+                line += f"  [held back: {sure:.1%} for {label} is under its saved threshold of {needed:.2f}]"
+            print(photo, line)
     return 0
 
 

@@ -20,10 +20,13 @@ import numpy as np
 from core.data.datasets import scan_dataset
 from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
-from core.fileio import write_json_atomic
+from core.export.store import zip_folder
+from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
-from core.results.calibration import run_temperature
-from core.runs.record import MODEL_FILE, Run
+from core.results import class_thresholds, model_card
+from core.results.probabilities.calibration import run_temperature
+from core.runs.files import run_files
+from core.runs.record import Run
 
 VERIFY_IMAGES = 48
 CALIBRATION_IMAGES = 200
@@ -31,7 +34,7 @@ CALIBRATION_IMAGES = 200
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
     """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     pixels, files = [], []
@@ -58,7 +61,7 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
 
 def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
     """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
-    from core.results.evaluation import Evaluation, EvaluationMissing  # heavy: sklearn
+    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
     config = run.train_config
     try:
@@ -108,9 +111,15 @@ def export_run(
     out.mkdir()
     try:
         record = _export_into(run, fmt, out, quantize, layout, name or f"flora-{run.run_id}")
+        if run.has_evaluation:  # every bundle carries the run's card
+            record["model_card"] = str(model_card.write(run, out / model_card.EXPORT_CARD))
         record = json.loads(json.dumps(record).replace(str(out), str(final)))  # the paths it will have
+        if fmt == "web":
+            record["zip"] = str(final.parent / f"{final.name}.zip")
         write_json_atomic(out / EXPORT_JSON, record)
         _publish(out, final)
+        if fmt == "web":  # the folder as one file to hand on, beside it (written whole, then renamed)
+            write_bytes_atomic(Path(record["zip"]), zip_folder(final))
         return record
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -129,7 +138,7 @@ def _publish(stage: Path, out: Path) -> None:
 
 def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: str | None, name: str) -> dict[str, Any]:
     from core.export import convert, triton, verify  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     started = time.perf_counter()
     model = load_inference_model(run)
@@ -166,6 +175,13 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
             else:
                 written = convert.write_onnx(model, out)
                 runner, runtime = verify.onnx_runner(written[0])
+        elif fmt == "web":
+            from core.export import web  # heavy: sklearn (the out-of-distribution reference)
+
+            written = convert.write_onnx(model, out, with_features=True)
+            runner, runtime = verify.onnx_runner(written[0])
+            written += web.write_page(run, out, written[0].name)
+            runtime += f" (the page runs it on {web.ORT_WEB.name} {web.ORT_WEB.version})"
         elif quantize == "int8":
             written, runner, runtime, extra["calibration_photos"] = _int8(run, model, out, reference, pixels)
         else:
@@ -265,6 +281,7 @@ def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
         ),
         "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
         "calibrated": "softmax(logits / temperature): what Flora shows and serves",
+        "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
         "run_id": run.run_id,
     }
     recipe_path = out / RECIPE_FILE
@@ -279,9 +296,9 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     import keras
 
     from core.network.model import load_classifier  # heavy: keras
-    from core.serving.reference import load_inference_model  # heavy: sklearn
+    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
-    classifier = load_classifier(run.path(MODEL_FILE))
+    classifier = load_classifier(run_files(run).model)
     graph = load_inference_model(run)
     a = keras.ops.convert_to_numpy(classifier.predict_on_batch(pixels.astype(np.float32)))
     b = keras.ops.convert_to_numpy(graph.predict_on_batch(pixels.astype(np.float32))[0])

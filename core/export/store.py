@@ -10,9 +10,8 @@ from typing import Any
 
 from core.export import EXPORT_JSON
 from core.fileio import read_json
+from core.runs.files import run_files
 from core.runs.record import Run
-
-EXPORTS_DIRNAME = "exports"
 
 
 def export_kind(fmt: str, quantize: str | None = None, layout: str | None = None) -> str:
@@ -21,16 +20,18 @@ def export_kind(fmt: str, quantize: str | None = None, layout: str | None = None
 
 
 def export_dir(run: Run, fmt: str, quantize: str | None = None, layout: str | None = None) -> Path:
-    return run.directory / EXPORTS_DIRNAME / export_kind(fmt, quantize, layout)
+    return run_files(run).exports / export_kind(fmt, quantize, layout)
 
 
 def run_exports(run: Run) -> list[dict[str, Any]]:
     """The run's exports with their export.json, newest first."""
-    root = run.directory / EXPORTS_DIRNAME
+    root = run_files(run).exports
     if not root.is_dir():
         return []
     found = []
     for folder in root.iterdir():
+        if not folder.is_dir():  # the web export's zip lies beside its folder
+            continue
         record = read_json(folder / EXPORT_JSON)
         if isinstance(record, dict):
             found.append({**record, "kind": folder.name, "folder": str(folder)})

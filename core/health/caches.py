@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.data.cache_disk import CACHE_VERSION, INDEX_FILE
-from core.data.datasets import DatasetError, scan_dataset
 from core.fileio import read_json
 from core.health.table import CACHE_VERSION as HEALTH_VERSION
 from core.paths import DECODED_CACHE, FEATURES_CACHE, HEALTH_CACHE, features_dir, runtimes_dir
@@ -111,19 +110,6 @@ def _read_index(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return index if isinstance(index, dict) else None
-
-
-def current_fingerprints(folders) -> dict[str, str]:
-    """{fingerprint: folder} of the datasets at `folders` as they are now (folders that fail to scan are skipped)."""
-
-    found: dict[str, str] = {}
-    for folder in folders:
-        try:
-            index = scan_dataset(folder)
-        except (DatasetError, OSError):
-            continue
-        found[index.fingerprint] = str(index.root)
-    return found
 
 
 def remove(entries: list[CacheEntry], cache_root: str | os.PathLike) -> int:

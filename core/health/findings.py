@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.data.datasets import SPLITS, DatasetError, DatasetIndex, split_indices
+from core.data.datasets import SPLITS, DatasetError, DatasetIndex
+from core.data.split_rule import split_rule
 from core.health.hashing import Analysis
 from core.health.report import Finding
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
@@ -60,6 +61,13 @@ class Checks:
             captions={self.paths[i]: str(analysis.reason[i]) for i in bad},
         )
 
+    def run_split(self, split_of: dict[str, str], run_id: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """A run's own split (path -> "train" | "val" | "test", as the run drew it), as one name per entry ("" for
+        photos the run does not have: unreadable, excluded, or added since)."""
+        names = np.array([split_of.get(path, "") for path in self.paths], dtype=object)
+        sizes = {name: int((names == name).sum()) for name in ("train", "val", "test")}
+        return names, {"source": "run", "run_id": run_id, "sizes": sizes}
+
     def split(self, readable: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """The split training would use, as one name per entry ("" for unreadable files)."""
         config = self.config
@@ -73,10 +81,11 @@ class Checks:
             "seed": config.seed,
         }
         given = [index.entries[i].split for i in positions] if index.has_split else None
-        try:
-            split = split_indices(
-                index.labels[positions], index.classes, given, config.val_fraction, config.test_fraction, config.seed
-            )
+        try:  # the rule every run draws its split with: photos labelled in Flora join training, as in training
+            split = split_rule(
+                index.labels[positions], [index.entries[i].path for i in positions], index,
+                config.val_fraction, config.test_fraction, config.seed, given,
+            )  # fmt: skip
         except DatasetError as e:
             info["error"] = str(e)
             self.add(
@@ -129,7 +138,17 @@ class Checks:
         captions = {self.paths[i]: split_of[i] for i in files}
         pairs = Counter("/".join(s for s in SPLITS if s in {split_of[i] for i in g}) for g in leaks)
         where = ", ".join(f"{count} across {name}" for name, count in pairs.most_common())
-        if info["source"] == "dataset":
+        if info["source"] == "run":
+            title = f"{len(leaks)} duplicate picture{_s(len(leaks))} straddle the split run {info['run_id'][:6]} " + (
+                f"trained on ({where})"
+            )
+            detail = (
+                f"Copies of these pictures are both in run {info['run_id'][:6]}'s training photos and in its "
+                "validation or test photos (its own split, as it drew it: photos labelled in Flora in training, "
+                "label corrections applied), so its validation and test accuracy reward memory and look better "
+                "than they are. Delete the copies before the next run."
+            )
+        elif info["source"] == "dataset":
             title = f"{len(leaks)} picture{_s(len(leaks))} appear in more than one of the dataset's splits ({where})"
             detail = (
                 "The same picture (exact or near copy) is in train and in val/test of the dataset's own split, "
@@ -291,7 +310,8 @@ class Checks:
         if lopsided:
             detail += (
                 f"Here they are concentrated in {', '.join(lopsided)}: a model can learn 'gray means "
-                f"{lopsided[0]}' instead of the flower. Add colour pictures there, or remove the gray ones."
+                f"{lopsided[0]}' instead of what a {lopsided[0]} looks like. Add colour pictures there, or remove the "
+                "gray ones."
             )
         self.add(
             "grayscale",

@@ -18,6 +18,7 @@ import pandas as pd
 
 from core.data.datasets import DatasetIndex
 from core.data.imaging import GRAYSCALE_MODES, ImageError, load_square
+from core.errors import Cancelled
 from core.fileio import atomic_path
 from core.health import imagehash
 from core.health.table import CACHE_VERSION, CHUNK, cache_file, report
@@ -29,7 +30,7 @@ GRAY_MEAN_CHROMA = 3.0  # mean max(R,G,B)-min(R,G,B) over the thumbnail, in gray
 GRAY_PEAK_CHROMA = 16.0  # and its 99th percentile: a gray photo saved as RGB has only JPEG noise
 
 
-class CheckCancelled(RuntimeError):
+class CheckCancelled(Cancelled):
     """The health check was stopped on request (`should_stop`)."""
 
 

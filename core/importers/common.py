@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data.datasets import META_FILE, DatasetError, scan_dataset, split_indices
+from core.errors import Cancelled, InvalidInput, Unavailable
 from core.fileio import umask, write_json_atomic
 from core.processes import host_tag, process_alive
 from core.progress import StageCallback
@@ -31,15 +32,15 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 _FORBIDDEN_CHARS = set('<>:"|?*')
 
 
-class ImportRejected(ValueError):
+class ImportRejected(InvalidInput):
     """The input cannot be imported as it is (hostile, malformed, or clashing); the message names the problem."""
 
 
-class DownloadError(ValueError):
+class DownloadError(Unavailable, ValueError):
     """A download failed or did not verify; the message says which, and what was kept for a retry."""
 
 
-class ImportCancelled(RuntimeError):
+class ImportCancelled(Cancelled):
     """The import was stopped on request; a partial download is kept so the next attempt resumes it."""
 
 
@@ -116,9 +117,13 @@ def validate_dataset_name(name: str, data_root: str | os.PathLike | None = None,
         raise ImportRejected(f"dataset name {clean!r} is reserved on Windows; choose another")
     if data_root is not None and not overwrite and (Path(data_root) / clean).exists():
         raise ImportRejected(
-            f"a dataset named {clean!r} already exists in {data_root}; choose another name or replace it"
+            f"a dataset named {clean!r} already exists in the data folder: choose another name{_REPLACE}"
         )
     return clean
+
+
+# the message's word on replacing: only the command line replaces a dataset (the app never does, a class shares them)
+_REPLACE = " (the command line's --force replaces it)"
 
 
 @contextlib.contextmanager
@@ -146,7 +151,7 @@ def publish(staging: Path, target: Path, overwrite: bool) -> None:
     """Rename a finished staging folder to `target`, replacing an existing one only if `overwrite`."""
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise ImportRejected(f"a dataset named {target.name!r} already exists in {target.parent}")
+            raise ImportRejected(f"a dataset named {target.name!r} already exists in the data folder{_REPLACE}")
         old = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.replaced")
         os.rename(target, old)
         try:
@@ -160,7 +165,10 @@ def publish(staging: Path, target: Path, overwrite: bool) -> None:
         os.rename(staging, target)
     except OSError as e:
         if target.exists():  # another import of the same name finished first
-            raise ImportRejected(f"a dataset named {target.name!r} already exists in {target.parent}") from None
+            raise ImportRejected(
+                f"a dataset named {target.name!r} was just added to the data folder by another import: choose "
+                "another name"
+            ) from None
         raise OSError(f"could not move the imported dataset into place at {target}: {e}") from e
 
 

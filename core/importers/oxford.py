@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.roots import check_source
 from core.importers.archives import Budget, copy_limited, safe_target, tar_files
 from core.importers.common import (
     ImportCancelled,
@@ -129,16 +130,22 @@ def import_oxford102(
     progress: StageCallback | None = None,
     overwrite: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    roots: list[Path] | None = None,
 ) -> ImportResult:
     """Import Oxford 102 Flowers from a folder holding the published files.
 
     `source_dir` holds `imagelabels.mat`, `setid.mat`, and the images: a `jpg/` folder (the
-    archive unpacked) or `102flowers.tgz` itself. The source is only read.
+    archive unpacked) or `102flowers.tgz` itself. The source is only read. `roots` (the app's data roots,
+    core.data.roots; None from the command line): the folder must lie inside them, a relative one is taken from
+    the data folder, and outside them the refusal is the same whether the folder exists or not.
 
     Raises:
         ImportRejected: files missing or malformed, or the name is invalid or taken.
+        OutsideDataRoots: `roots` given and the folder is not inside them.
     """
     source = Path(source_dir).expanduser()
+    if roots is not None:
+        source = check_source(source_dir, roots, base=data_root)
     if not source.is_dir():
         raise ImportRejected(f"Oxford 102 source folder not found: {source}")
     missing = [f for f in (LABELS_FILE, SETID_FILE) if not (source / f).is_file()]

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.importers import DownloadError, ImportCancelled, ImportRejected, get_dataset
+from core.errors import Cancelled, FloraError
+from core.importers import get_dataset
 from core.paths import flora_dir
 from core.processes import STATUS_FILE, STOP_FILE, TASK_LOG, JobFolder, JobState, JobStatus
 
@@ -50,6 +52,7 @@ class TaskStatus(JobStatus):
     force: bool = False
     data_root: str = ""
     result: dict[str, Any] | None = None  # ImportResult.to_dict() once done
+    owner: str = ""  # who started it (a shared Flora lets only them, or an admin, stop it)
 
 
 @dataclass
@@ -71,6 +74,10 @@ class Task:
     @property
     def active(self) -> bool:
         return self.status.active
+
+    @property
+    def owner(self) -> str:
+        return self.status.owner
 
     @property
     def fraction(self) -> float | None:
@@ -104,8 +111,11 @@ def get_task(directory: str | os.PathLike) -> Task:
     return Task(folder.directory.name, folder.directory, status)
 
 
-def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None, force: bool = False) -> Task:
-    """Start fetching dataset `key` in the background; an active fetch of the same key is returned instead."""
+def launch_fetch(
+    key: str, data_root: str | os.PathLike, url: str | None = None, force: bool = False, owner: str = ""
+) -> Task:
+    """Start fetching dataset `key` in the background for `owner`; an active fetch of the same key is returned
+    instead."""
     for task in list_tasks(data_root):
         if task.active and task.key == key:
             return task
@@ -121,6 +131,7 @@ def launch_fetch(key: str, data_root: str | os.PathLike, url: str | None = None,
             queued_at=time.time(),
             data_root=str(Path(data_root).resolve()),
             stage="starting",
+            owner=owner,
         )
     )
     folder.launch([sys.executable, "-m", "core.importers.tasks", str(folder.directory)])
@@ -155,13 +166,17 @@ def run(directory: str | os.PathLike) -> int:
             url=spec.url,
             force=bool(spec.force),
         )
-    except ImportCancelled as e:
+    except Cancelled as e:
         folder.update(state=JobState.STOPPED, error=None, note=str(e), finished_at=time.time())
         print(f"stopped: {e}", flush=True)
         return 0
-    except (DownloadError, ImportRejected, OSError, ValueError) as e:
+    except (FloraError, OSError) as e:
         folder.update(state=JobState.FAILED, error=str(e), finished_at=time.time())
         print(f"error: {e}", flush=True)
+        return 1
+    except Exception as e:  # a bug: its traceback in the fetch's log
+        traceback.print_exc()
+        folder.update(state=JobState.FAILED, error=f"{type(e).__name__}: {e}", finished_at=time.time())
         return 1
     folder.update(state=JobState.DONE, result=result.to_dict(), finished_at=time.time(), stage="done")
     print(f"done: {result.name} ({result.classes} classes, {result.images} images)", flush=True)

@@ -10,7 +10,7 @@ explains. The head is a nested model:
   FEATURES (FEATURE_DIM) -> HEAD_BN -> [head_dense_i -> head_dropout_i for i = 1..] -> LOGITS -> PROBABILITIES
 
 LOGITS is linear and PROBABILITIES a separate float32 softmax, so the logits can be read exactly.
-The inference graph of serving and exports (core.serving.graph) has the outputs INFERENCE_OUTPUTS.
+The inference graph of serving and exports (core.network.graph) has the outputs INFERENCE_OUTPUTS.
 
 Saved models carry these names, so they never change; a backbone added to the registry keeps the
 contract (its own feature-map layer and width are declared in its entry).

@@ -15,12 +15,13 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from core.errors import Unavailable
 from core.network import backbones
 from core.network import layer_names as names
 from core.network.augment import build_augmentation
 from core.network.layers import ResNetPreprocess  # noqa: F401 (registers the layer before load_classifier reads a model)
 from core.paths import keras_home
-from core.runs.record import MODEL_FILE
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.settings.config import (
     MAX_UNFREEZE_STAGES,
@@ -33,7 +34,7 @@ from core.settings.config import (
 WEIGHTS_URL_ENV = "FLORA_IMAGENET_WEIGHTS_URL"  # a mirror, for machines that cannot reach Google
 
 
-class WeightsError(ValueError):
+class WeightsError(Unavailable, ValueError):
     """The requested starting weights cannot be had; the message says what to do instead."""
 
 
@@ -202,7 +203,7 @@ def resolve_weights_source(weights: str, models_dir: str | os.PathLike | None) -
         weights = str(folder)
     path = Path(weights).expanduser()
     if path.is_dir():
-        model_file = path / MODEL_FILE
+        model_file = run_files(path).model
         if not model_file.exists():
             raise WeightsError(f"run folder {path} has no model.keras (is the run finished?)")
         return model_file

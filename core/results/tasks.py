@@ -6,12 +6,13 @@
   train-features  pooled features of the training split alone (train_features.npz), for "photos like this"
   label-issues  pooled features of the training split (train_features.npz, through the feature
                 cache when it has them), cross-validated probabilities, the ranked suspects
-  tta           the validation and test photos in test-time augmentation's views (core.results.tta), and the
-                run's prediction sets again when its predictors now average the views
+  tta           the validation and test photos in test-time augmentation's views (core.results.probabilities.tta), and
+                the run's prediction sets again when its predictors now average the views
   label-next    the training split's features and the dataset's unlabelled photos' through the run
-                (core.results.label_next_tasks); label-next-simulate: the strategy against random, measured
+                (core.results.label_next.tasks); label-next-simulate: the strategy against random, measured
   data-issues   outliers, overlapping classes, underperforming groups, label health and the health check's
-                duplicates, leaks and imbalance in one list (core.results.data_issues, data_issues.json)
+                duplicates, leaks and imbalance in one list (core.results.data_issues.report, data_issues.json)
+  robustness    the test photos under the 15 ImageNet-C corruptions at 5 severities (core.results.robustness)
 
 Background jobs use the one job layer: `models/<run_id>/tasks/<kind>/` is a job folder (status,
 log, stop flag) and `python -m core.results.tasks RUN_DIR KIND --data-dir DATA` is the process.
@@ -34,13 +35,18 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import DatasetError
+from core.errors import Cancelled
+from core.inference import ModelMissing
 from core.paths import cache_dir
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
-from core.results import label_issues, label_self_test, out_of_sample
-from core.results.arrays import RunAnalysis, SplitArrays, features_and_logits_model, softmax
-from core.results.calibration import calibrate_run
-from core.results.embedding import run_map
+from core.results.dataset_features import DatasetSource, dataset_features
+from core.results.evaluation.embedding import run_map
+from core.results.label_next import tasks as label_next_tasks
+from core.results.labels import issues as label_issues
+from core.results.labels import out_of_sample
+from core.results.labels import self_test as label_self_test
+from core.results.probabilities.calibration import calibrate_run
 from core.results.train_features import (  # noqa: F401  TrainFeatures: read by pages and tests through here
     FeaturesStopped,
     TrainFeatures,
@@ -48,14 +54,16 @@ from core.results.train_features import (  # noqa: F401  TrainFeatures: read by 
     rebuild_data,
     training_features,
 )
-from core.runs.record import TASKS_DIR, Run
+from core.runs.analysis import RunAnalysis, SplitArrays, softmax
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.store import RunStore
 from core.runtimes.choice import accelerated
 
 log = logging.getLogger("flora")
 KINDS = (
     *("analysis", "tsne", "train-features", "label-issues", "tta"),
-    *("label-next", "label-next-simulate", "data-issues"),
+    *("label-next", "label-next-simulate", "data-issues", "robustness"),
 )
 
 
@@ -73,7 +81,7 @@ class RunTaskStatus(JobStatus):
 def task_folder(run: Run, kind: str) -> JobFolder:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
-    return JobFolder(run.directory / TASKS_DIR / kind, TASK_LOG, RunTaskStatus)
+    return JobFolder(run_files(run).task(kind), TASK_LOG, RunTaskStatus)
 
 
 def task_status(run: Run, kind: str) -> RunTaskStatus | None:
@@ -119,11 +127,12 @@ def compute_analysis(
         ModelMissing-like FileNotFoundError: the run has no model.
         DatasetError: the dataset changed.
     """
-    from core.results.evaluation import Evaluation  # heavy: sklearn
+    from core.network.graph import features_and_logits_model  # heavy: keras
+    from core.results.evaluation.metrics import Evaluation  # heavy: sklearn
     from core.train.batches import ExtractionBatches  # heavy: keras
 
     if not run.has_model:
-        raise FileNotFoundError(f"run {run.run_id} has no saved model ({run.state}): there is nothing to analyse")
+        raise ModelMissing(run.run_id, run.state)
     data = rebuild_data(run, data_root, progress)
     positions = np.concatenate([data.split.val, data.split.test])
     if run.has_evaluation:
@@ -211,20 +220,12 @@ def compute_label_issues(
     return result
 
 
-def dataset_label_issues(
-    dataset_path: str | os.PathLike,
-    data_root: str | os.PathLike,
-    image_size: int = 224,
-    weights: str = "imagenet",
-    seed: int = 42,
-    progress: StageCallback | None = None,
-):
+def dataset_label_issues(source: DatasetSource, progress: StageCallback | None = None):
     """Suspected label errors of a dataset without a run: pooled features of every photo through a
     ResNet-50 with `weights` (the feature cache's, when it has them), cross-validated probabilities,
     the confident-learning rule. The labels are the folders' (corrections are not applied)."""
-    from core.results.dataset_features import dataset_features
-
-    found = dataset_features(dataset_path, data_root, image_size, weights, seed, progress)
+    found = dataset_features(source, progress)
+    seed, weights = source.seed, source.weights
     index, cache, features = found.index, found.cache, found.features
     if progress:
         progress("cross-validating", 0, 1)
@@ -254,20 +255,22 @@ def compute(kind: str, run: Run, data_root, progress=None, should_stop=None):
     if kind == "label-issues":
         return compute_label_issues(run, data_root, progress, should_stop)
     if kind == "tta":
-        from core.results import conformal, tta  # heavy: sklearn
+        from core.results.probabilities import conformal, tta  # heavy: pandas (tta's McNemar test)
 
-        try:
-            report = tta.measure(run, data_root, progress, should_stop)
-        except tta.MeasureStopped as e:
-            raise TaskStopped(str(e)) from None
+        report = tta.measure(run, data_root, progress, should_stop)
         conformal.run_sets(run.directory)
         return report
     if kind in ("label-next", "label-next-simulate"):
-        from core.results import label_next_tasks
-
         return label_next_tasks.compute(kind, run, data_root, progress, should_stop)
+    if kind == "robustness":
+        from core.results import robustness  # the corruptions' scipy and OpenCV: only for this task
+
+        try:
+            return robustness.measure(run, data_root, progress, should_stop)
+        except robustness.RobustnessStopped as e:
+            raise TaskStopped(str(e)) from None
     if kind == "data-issues":
-        from core.results import data_issues  # the health check's modules and k-means: only for this task
+        from core.results.data_issues import report as data_issues  # heavy: scipy, pandas (only for this task)
 
         return data_issues.for_run_saved(run, data_root, progress, should_stop)
     raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         compute(args.kind, run, args.data_dir, progress, folder.stop_requested)
-    except TaskStopped as e:
+    except Cancelled as e:  # every stop on request, however deep it was noticed
         folder.update(state=JobState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
         return 0
     except Exception as e:

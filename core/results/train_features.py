@@ -6,19 +6,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from core.device import without_cuda_noise
+from core.errors import Cancelled
 from core.fileio import atomic_path
 from core.paths import cache_dir
 from core.progress import StageCallback
-from core.runs.record import MODEL_FILE, TRAIN_FEATURES_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runs.split import run_split
 
 
-class FeaturesStopped(RuntimeError):
+class FeaturesStopped(Cancelled):
     """Computing the features was stopped on request."""
 
 
@@ -39,7 +40,7 @@ def load_model(run: Run):
     with without_cuda_noise():
         from core.network.model import load_classifier  # heavy: keras
 
-        return load_classifier(run.path(MODEL_FILE))
+        return load_classifier(run_files(run).model)
 
 
 @dataclass
@@ -52,12 +53,12 @@ class TrainFeatures:
 
     def save(self, run_dir: str | os.PathLike) -> None:
 
-        with atomic_path(Path(run_dir) / TRAIN_FEATURES_FILE) as tmp, open(tmp, "wb") as f:
+        with atomic_path(run_files(run_dir).train_features) as tmp, open(tmp, "wb") as f:
             np.savez(f, features=self.features, labels=self.labels, paths=np.array(self.paths, dtype=str))
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> TrainFeatures | None:
-        path = Path(run_dir) / TRAIN_FEATURES_FILE
+        path = run_files(run_dir).train_features
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as data:
@@ -76,23 +77,20 @@ def training_features(
     if stored is not None:
         return stored
     from core.network.model import backbone_of  # heavy: keras
-    from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash  # heavy: keras
+    from core.train.features import FeatureCache, build_extractor, weights_hash  # heavy: keras
 
     data = rebuild_data(run, data_root, progress)
     model = load_model(run)
     store = FeatureCache(
         cache_dir(data_root), data.cache, run.train_config.image_size, weights_hash(backbone_of(model))
     )
-    try:
-        features = store.get(
-            build_extractor(model),
-            data.split.train,
-            batch_size=32,
-            progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
-            should_stop=should_stop,
-        )
-    except ExtractionStopped as e:
-        raise FeaturesStopped(str(e)) from None
+    features = store.get(
+        build_extractor(model),
+        data.split.train,
+        batch_size=32,
+        progress=(lambda d, t: progress("training-split features", d, t)) if progress else None,
+        should_stop=should_stop,
+    )
     result = TrainFeatures(
         features, data.cache.labels[data.split.train], [data.cache.paths[i] for i in data.split.train]
     )

@@ -66,7 +66,8 @@ def phase_boundary(metrics: list[dict[str, Any]]) -> float | None:
 _DECODE_COST, _FORWARD_COST, _TRAIN_STEP_COST, _HEAD_EPOCH_COST = 0.05, 1.0, 3.0, 0.01
 EXTRACTING = "extracting features"
 REFERENCE_STAGE = "fitting the out-of-distribution reference"  # training's last step (core.train.training)
-REFERENCE_TRAIN_SAMPLE = 2000  # training photos the reference passes through the model (core.serving.reference)
+# training photos the OOD reference passes through the model (core.results.probabilities.reference)
+REFERENCE_TRAIN_SAMPLE = 2000
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,9 @@ class RunProgress:
         if self.epochs_total and not self.preparing and self.state is not JobState.QUEUED:
             parts.append(self.epoch_label)  # a queued run has no epoch in progress yet
         if self.eta_seconds is not None and self.state.active and not self.stopping:
-            parts.append(f"about {format_duration(self.eta_seconds)} left")
+            # the ETA is the epochs' (their measured pace); what follows them (saving, the test split, the
+            # out-of-distribution reference) is not timed and can take longer than the epochs on cached features
+            parts.append(f"about {format_duration(self.eta_seconds)} of epochs left, then testing and saving")
         return " · ".join(parts)
 
     @property
@@ -177,11 +180,10 @@ class RunProgress:
 
     @property
     def epoch_label(self) -> str:
-        """'epoch 13/14': the epoch in progress while a run trains (the header and the runs table say the same),
-        the epochs done once it has ended."""
-        if self.state.active:
-            return f"epoch {min(self.epochs_done + 1, self.epochs_total)}/{self.epochs_total}"
-        return f"epoch {min(self.epochs_done, self.epochs_total)}/{self.epochs_total}"
+        """'4/10 epochs done': the epochs finished, as many as the curves plot (the header, the runs table and the
+        chart say the same; "epoch 5/10" beside 4 plotted points read as one lost)."""
+        done = min(self.epochs_done, self.epochs_total)
+        return f"{done}/{self.epochs_total} epochs done" if self.state.active else f"{done}/{self.epochs_total} epochs"
 
 
 def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) -> RunProgress:
@@ -273,7 +275,10 @@ def _same_view(planned: str, reported: str) -> bool:
 
 
 def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: float) -> float | None:
-    """Time left: the rest of the current phase at its own pace, and a later phase at a pace scaled from it.
+    """Time left in the epochs: the rest of the current phase at its own pace. What follows the epochs (saving, the
+    test split, the out-of-distribution reference) is not in it: nothing measured says how long it takes, and on
+    cached features it can take longer than the epochs (the walk: "about 14 s left" for about 50 s), so the words
+    say the ETA is the epochs' and None is given once they are over.
 
     A phase's pace is the mean of its last epochs, or, before its first epoch ends, the pace of the batches
     the epoch in progress has done after its first (the first fine-tuning epoch on images is far slower than
@@ -284,6 +289,8 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
     if not run.active or not total:
         return None
     status, config = run.status, run.train_config
+    if (status.stage or "").startswith(("saving", "evaluating")) or status.stage == REFERENCE_STAGE:
+        return None  # the epochs are over: what is left is not timed
     phase = int(status.phase or (curves["phase"].iloc[-1] if not curves.empty else 1))
     if (status.stage or "").startswith("fine-tuning"):
         phase = 2  # the stage says so before the first batch of phase 2 writes its phase

@@ -6,7 +6,7 @@
   models/<run_id>/model.keras     the final model
   models/<run_id>/evaluation.npz  test-split probabilities, labels, paths
   models/<run_id>/evaluation.json metrics derived from them
-  models/<run_id>/analysis.npz    validation and test logits, pooled features, labels, paths (core.results.arrays)
+  models/<run_id>/analysis.npz    validation and test logits, pooled features, labels, paths (core.runs.analysis)
   models/<run_id>/calibration.json, embedding.npz, train_features.npz, label_issues.json, heatmaps/, tasks/
                                   what the analysis derives from it (see the constants below)
   models/<run_id>/train.log       the training process's output
@@ -30,6 +30,7 @@ from typing import Any
 from core import __version__
 from core.data.datasets import DatasetIndex
 from core.device import keras_backend_name
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.fileio import UnreadableFile
 from core.processes import STATUS_FILE, STOP_FILE, JobRecord, JobStatus
 from core.settings.config import TrainConfig
@@ -45,21 +46,30 @@ LABEL_FILE = "label.json"
 MAX_NAME_LENGTH = 80
 LOCAL_OWNER = "local"  # the owner of runs started in an app that is not shared (core.sharing.LOCAL_USER)
 
-ANALYSIS_FILE = "analysis.npz"  # written by core.results.arrays
+ANALYSIS_FILE = "analysis.npz"  # written by core.runs.analysis
 # What the analysis modules derive from it (each computed once, on demand or at the end of training):
-CALIBRATION_FILE = "calibration.json"  # core.results.calibration: the fitted temperature and its scores
-EMBEDDING_FILE = "embedding.npz"  # core.results.embedding: 2-D maps (PCA, t-SNE) of the val/test features
+CALIBRATION_FILE = "calibration.json"  # core.results.probabilities.calibration: the fitted temperature and its scores
+EMBEDDING_FILE = "embedding.npz"  # core.results.evaluation.embedding: 2-D maps (PCA, t-SNE) of the val/test features
 TRAIN_FEATURES_FILE = "train_features.npz"  # core.results.tasks: pooled features of the training split
-LABEL_ISSUES_FILE = "label_issues.json"  # core.results.label_issues: suspected label errors, ranked
-CONFORMAL_FILE = "conformal.json"  # core.results.conformal: prediction sets' calibration scores and held-out report
-TTA_FILE = "tta.json"  # core.results.tta: test-time augmentation measured on validation and test
-DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues: outliers, overlapping classes, groups, health
-LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next_data: the unlabelled photos' features through this run
-FIX_WORTH_FILE = "fix_worth.json"  # core.results.fix_worth: what fixing labels would change, by corrections digest
-LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next_simulation: its saving, measured
-TTA_ARRAYS = "tta.npz"  # core.results.tta: the averaged probabilities of those views, per split
-HEATMAPS_DIR = "heatmaps"  # core.results.explain: Grad-CAM maps cached per (image, class)
+LABEL_ISSUES_FILE = "label_issues.json"  # core.results.labels.issues: suspected label errors, ranked
+CONFORMAL_FILE = "conformal.json"  # core.results.probabilities.conformal: prediction sets' scores, held-out report
+TTA_FILE = "tta.json"  # core.results.probabilities.tta: test-time augmentation measured on validation and test
+DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues.report: outliers, overlapping classes, groups, health
+LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next.data: the unlabelled photos' features through this run
+FIX_WORTH_FILE = "fix_worth.json"  # core.results.labels.fix_worth: what fixing labels would change, by their digest
+LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next.simulation: its saving, measured
+TTA_ARRAYS = "tta.npz"  # core.results.probabilities.tta: the averaged probabilities of those views, per split
+HEATMAPS_DIR = "heatmaps"  # core.results.evaluation.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
+TENSORBOARD_DIR = "tensorboard"  # core.tracking.tensorboard: event files (per-epoch scalars, the confusion matrix)
+REFERENCE_NPZ = "ood.npz"  # core.results.probabilities.reference: what served photos are compared against
+REFERENCE_JSON = "ood.json"  # its detectors' summary and format version
+RETRAIN_FILE = "retrain.json"  # core.retrain: in a retrained run's folder, the run it came from
+EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one folder per kind
+SELECTIVE_FILE = "selective.json"  # core.results.selective: the threshold that answers only when sure, its report
+CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # core.results.class_thresholds: a threshold per class, as saved
+ROBUSTNESS_FILE = "robustness.json"  # core.results.robustness: accuracy under the 15 corruptions at 5 severities
+MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
 # Files a retrain replaces; config.json stays (same id, same config).
 RUN_OUTPUTS = (
     ANALYSIS_FILE,
@@ -74,6 +84,10 @@ RUN_OUTPUTS = (
     LABEL_NEXT_FILE,
     LABEL_NEXT_SIMULATION_FILE,
     FIX_WORTH_FILE,
+    SELECTIVE_FILE,
+    CLASS_THRESHOLDS_FILE,
+    ROBUSTNESS_FILE,
+    MODEL_CARD_FILE,
     HEATMAPS_DIR,
     TASKS_DIR,
     STATUS_FILE,
@@ -115,6 +129,9 @@ class RunStatus(JobStatus):
     accuracy: float | None = None  # on the test split, once evaluated
     macro_f1: float | None = None
     best_epoch: int | None = None  # whose weights were kept
+    mlflow: dict[str, Any] | None = (
+        None  # {tracking URI: {"run_id", "experiment_id"}}: where it was logged (core.tracking)
+    )
 
 
 def new_run_record(index: DatasetIndex, config: TrainConfig, owner: str = LOCAL_OWNER) -> dict[str, Any]:
@@ -151,12 +168,24 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-class RunNotFound(KeyError):
+class RunNotFound(NotFound):
     def __str__(self) -> str:
         return f"no run {self.args[0]!r} in the run store"
 
 
-class RunUnreadable(ValueError):
+class AmbiguousRun(NotFound):
+    """A run id prefix that several runs start with; the message lists them."""
+
+
+class RunActive(Conflict, ValueError):
+    """A run still queued or running where only a finished one will do (delete it: stop it first)."""
+
+
+class NotARunId(InvalidInput):
+    """A name that cannot be a run id (a path, '..'): it may still name a dataset."""
+
+
+class RunUnreadable(Unavailable, ValueError):
     """A run folder whose config or status cannot be read; listed as "unreadable: <reason>", never a traceback."""
 
     def __init__(self, run_id: str, reason: str, directory: Path | None = None):
@@ -172,9 +201,9 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def check_run_id(run_id: str) -> str:
-    """Return `run_id` when it can name a run folder; raise ValueError for anything else ('..', '/', ...)."""
+    """Return `run_id` when it can name a run folder; raise NotARunId for anything else ('..', '/', ...)."""
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
-        raise ValueError(
+        raise NotARunId(
             f"{str(run_id)[:80]!r} is not a run id: a run id is up to 64 letters, digits, '-' or '_' "
             "(a path is not accepted; give the id, as `python -m core runs` lists it)"
         )

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from core.data.corrections import apply
-from core.data.datasets import LABELLED_IN_FLORA, DatasetError, DatasetIndex, Split, scan_dataset, split_indices
+from core.data.datasets import DatasetError, DatasetIndex, Split, scan_dataset
 from core.data.ingest import ImageCache, ingest
+from core.data.split_rule import split_rule
 from core.progress import CountCallback
 from core.runs.record import Run
 from core.settings.config import TrainConfig
@@ -66,26 +67,10 @@ def draw_split(cache: ImageCache, index: DatasetIndex, config: TrainConfig, corr
 
 
 def _drawn(cache: ImageCache, index: DatasetIndex, config: TrainConfig) -> Split:
-    joined = set(index.meta.get(LABELLED_IN_FLORA) or []) if not index.has_split else set()
-    if not joined:
-        return split_indices(
-            cache.labels,
-            index.classes,
-            cache.splits if index.has_split else None,
-            config.val_fraction,
-            config.test_fraction,
-            config.seed,
-        )
-    # Photos labelled in Flora (core.data.unlabelled) join training; the others split exactly as they did before
-    # those were added (the same photos, order, labels and seed), so a run before and after stays comparable.
-    added = np.array([p in joined for p in cache.paths], dtype=bool)
-    others = np.flatnonzero(~added)
-    drawn = split_indices(
-        cache.labels[others], index.classes, None, config.val_fraction, config.test_fraction, config.seed
-    )
-    notes = [*drawn.notes, f"{int(added.sum())} photo(s) labelled in Flora join training; the rest split as before"]
-    train = np.sort(np.concatenate([others[drawn.train], np.flatnonzero(added)])).astype(np.int64)
-    return Split(train, others[drawn.val], others[drawn.test], drawn.source, notes)
+    given = cache.splits if index.has_split else None
+    return split_rule(
+        cache.labels, cache.paths, index, config.val_fraction, config.test_fraction, config.seed, given
+    )  # fmt: skip
 
 
 def _corrected(cache: ImageCache, index: DatasetIndex, split: Split, corrections: dict | None) -> Split:

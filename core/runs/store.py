@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.errors import InvalidInput
 from core.fileio import UnreadableFile, append_jsonl, load_json, read_json, read_jsonl, write_json_atomic
 from core.processes import STATUS_FILE, STOP_FILE, JobFolder, JobState, process_alive
 from core.runs.record import (
@@ -27,7 +28,9 @@ from core.runs.record import (
     RUN_OUTPUTS,
     TASKS_DIR,
     TRAIN_LOG,
+    AmbiguousRun,
     Run,
+    RunActive,
     RunNotFound,
     RunStatus,
     RunUnreadable,
@@ -97,7 +100,7 @@ class RunStore:
             "reused_from": {"run_id": source_id, "owner": source.owner},
         }
         write_json_atomic(partial / CONFIG_FILE, record)
-        status = {**source.status.to_dict(), "pid": None, "node": None}
+        status = {**source.status.to_dict(), "pid": None, "node": None, "mlflow": None}  # logged under its id
         write_json_atomic(partial / STATUS_FILE, status)
         (partial / TRAIN_LOG).write_text(
             f"Reused {source.owner}'s identical run {source_id} (the same settings and data): its files are "
@@ -142,8 +145,8 @@ class RunStore:
         """The run whose id is `prefix` or starts with it (like git's short hashes).
 
         Raises:
-            ValueError: `prefix` is not a run id (a path, '..').
-            RunNotFound, RunUnreadable: as `get`; KeyError: an ambiguous prefix.
+            NotARunId: `prefix` is not a run id (a path, '..').
+            RunNotFound, RunUnreadable: as `get`; AmbiguousRun: an ambiguous prefix.
         """
         check_run_id(prefix)
         if self.exists(prefix):
@@ -152,7 +155,7 @@ class RunStore:
         if len(matches) == 1:
             return self.get(matches[0])
         if len(matches) > 1:
-            raise KeyError(f"run id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches))}")
+            raise AmbiguousRun(f"run id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches))}")
         raise RunNotFound(prefix)
 
     def list(self) -> list[Run]:
@@ -212,7 +215,7 @@ class RunStore:
         if name is not None:
             name = " ".join(name.split())
             if len(name) > MAX_NAME_LENGTH:
-                raise ValueError(f"a run name has at most {MAX_NAME_LENGTH} characters. Received: {len(name)}")
+                raise InvalidInput(f"a run name has at most {MAX_NAME_LENGTH} characters. Received: {len(name)}")
             label["name"] = name
         if note is not None:
             label["note"] = note.strip()
@@ -287,7 +290,7 @@ class RunStore:
         """Remove a run folder. Raises ValueError for a run that is still active."""
         run = self.get(run_id)
         if run.active and process_alive(run.status.pid):
-            raise ValueError(f"run {run_id} is {run.state}; stop it before deleting")
+            raise RunActive(f"run {run_id} is {run.state}; stop it before deleting")
         shutil.rmtree(run.directory)
 
     def delete_unreadable(self, run_id: str) -> None:
@@ -297,7 +300,7 @@ class RunStore:
         except RunUnreadable as e:
             shutil.rmtree(e.directory or self.run_dir(run_id))
             return
-        raise ValueError(f"run {run_id} can be read; delete it as a run (stopping it first if it is active)")
+        raise RunActive(f"run {run_id} can be read; delete it as a run (stopping it first if it is active)")
 
     def refresh(self, run: Run, persist: bool = True) -> Run:
         """Mark a queued/running run whose process is gone as failed, so it is never shown running forever.

@@ -1,36 +1,37 @@
 """Aliases: stable names (`production`, `staging`) that point at runs and can move.
 
-Stored in the run store as `models/aliases.json`, written atomically under a file lock, so two
-writers never lose each other's change and a reader never sees half a file. A running server
-re-reads the file when it changes and swaps the model an alias points at without dropping a request.
+Stored with the run store, one row per alias in `models/shared.sqlite` (`core.shared_store`: a transaction per
+change, so two writers never lose each other's change and a reader never sees half of one). A running server
+polls the aliases' version (a counter bumped by every change) and swaps the model an alias points at without
+dropping a request. Aliases kept before the store, in `models/aliases.json`, are imported the first time it is
+opened.
 
 A model name a client sends is resolved in this order: an alias, a full run id, a unique prefix.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
+import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.fileio import read_json, write_json_atomic
+from core.errors import InvalidInput
+from core.fileio import read_json
 from core.runs.record import Run, RunNotFound
 from core.runs.store import RunStore
+from core.shared_store import SharedStore, Table
 
-ALIASES_FILE = "aliases.json"
+ALIASES_FILE = "aliases.json"  # in the run store: where aliases were kept before the shared store
 PRODUCTION = "production"  # the alias clients are told to use, and what pickers default to
-_LOCK_FILE = ".aliases.lock"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
-class AliasError(ValueError):
+class AliasError(InvalidInput):
     """An alias name or target that cannot be used; the message says why."""
 
 
@@ -54,42 +55,45 @@ def check_alias_name(name: str) -> str:
     return name
 
 
+def _import_file(db: sqlite3.Connection, models_root: Path) -> None:
+    data = read_json(Path(models_root) / ALIASES_FILE, default={}) or {}
+    for alias, entry in data.items() if isinstance(data, dict) else ():
+        if isinstance(entry, dict) and entry.get("run_id"):
+            db.execute(
+                "INSERT OR IGNORE INTO aliases (alias, run_id, updated_at, previous) VALUES (?, ?, ?, ?)",
+                (str(alias), str(entry["run_id"]), float(entry.get("updated_at") or 0), entry.get("previous")),
+            )
+
+
+ALIASES = Table(
+    "aliases",
+    ("CREATE TABLE aliases (alias TEXT PRIMARY KEY, run_id TEXT NOT NULL, updated_at REAL NOT NULL, previous TEXT)",),
+    _import_file,
+)
+
+
 class AliasStore:
     """The aliases of one run store."""
 
     def __init__(self, models_root: str | os.PathLike):
         self.root = Path(models_root)
-        self.path = self.root / ALIASES_FILE
+        self._store = SharedStore.of_models(self.root)
 
     def all(self) -> dict[str, dict[str, Any]]:
         """{alias: {"run_id", "updated_at", "previous"}}."""
-        data = read_json(self.path, default={}) or {}
-        return {k: v for k, v in data.items() if isinstance(v, dict) and v.get("run_id")}
+        with self._store.read(ALIASES) as db:
+            rows = db.execute("SELECT alias, run_id, updated_at, previous FROM aliases ORDER BY alias").fetchall()
+        return {alias: {"run_id": run_id, "updated_at": at, "previous": prev} for alias, run_id, at, prev in rows}
 
     def get(self, alias: str) -> str | None:
         """The run id `alias` points at, or None."""
-        entry = self.all().get(alias)
-        return entry["run_id"] if entry else None
+        with self._store.read(ALIASES) as db:
+            row = db.execute("SELECT run_id FROM aliases WHERE alias = ?", (alias,)).fetchone()
+        return row[0] if row else None
 
-    def stamp(self) -> float:
-        """Changes whenever the file is rewritten (a cheap stat for a server that polls it)."""
-        try:
-            return self.path.stat().st_mtime_ns
-        except OSError:
-            return 0
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            data = self.all()
-            yield data
-            write_json_atomic(self.path, data)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def stamp(self) -> int:
+        """Changes whenever an alias does (a cheap read for a server that polls it)."""
+        return self._store.version(ALIASES)
 
     def set(self, alias: str, run_id: str) -> dict[str, Any]:
         """Point `alias` at `run_id` (a run with a saved model); return the new entry.
@@ -103,19 +107,21 @@ class AliasStore:
         run = store.find(run_id)
         if not run.has_model:
             raise AliasError(f"run {run.run_id} has no saved model (state {run.state}); an alias must point at one")
-        with self._locked() as data:
-            previous = data.get(alias, {}).get("run_id")
-            entry = {"run_id": run.run_id, "updated_at": time.time(), "previous": previous}
-            data[alias] = entry
+        with self._store.write(ALIASES) as db:
+            row = db.execute("SELECT run_id FROM aliases WHERE alias = ?", (alias,)).fetchone()
+            entry = {"run_id": run.run_id, "updated_at": time.time(), "previous": row[0] if row else None}
+            db.execute(
+                "INSERT INTO aliases (alias, run_id, updated_at, previous) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(alias) DO UPDATE SET run_id = excluded.run_id, updated_at = excluded.updated_at, "
+                "previous = excluded.previous",
+                (alias, entry["run_id"], entry["updated_at"], entry["previous"]),
+            )
         return entry
 
     def remove(self, alias: str) -> bool:
         """Delete `alias`; False when there was none."""
-        with self._locked() as data:
-            return data.pop(alias, None) is not None
-
-    def aliases_of(self, run_id: str) -> list[str]:
-        return sorted(alias for alias, entry in self.all().items() if entry["run_id"] == run_id)
+        with self._store.write(ALIASES) as db:
+            return db.execute("DELETE FROM aliases WHERE alias = ?", (alias,)).rowcount > 0
 
 
 def resolve(store: RunStore, name: str) -> Resolved:

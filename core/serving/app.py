@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import __version__
+from core.errors import InvalidInput
 from core.serving.batching import QueueFull
 from core.serving.decode_budget import DecodeBusy
 from core.serving.quota import QuotaExceeded
@@ -32,7 +33,7 @@ OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/healthz")
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 
 
-class PayloadTooLarge(Exception):
+class PayloadTooLarge(InvalidInput):
     def __init__(self, limit: int):
         super().__init__(f"the request body is over the {limit / 1e6:.0f} MB limit (--max-bytes)")
 

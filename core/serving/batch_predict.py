@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError
+from core.errors import InvalidInput
 from core.serving.engine import Answer, Decoded, ServedModel
 from core.serving.log import LogRecord, PredictionLog
 
@@ -56,19 +57,19 @@ def zip_members(data: bytes) -> list[tuple[str, bytes]]:
     """The files in a zip (images and others alike, folders skipped), refusing archives too big to open safely.
 
     Raises:
-        ValueError: not a zip, or over MAX_ZIP_FILES files / MAX_ZIP_BYTES uncompressed.
+        InvalidInput: not a zip, or over MAX_ZIP_FILES files / MAX_ZIP_BYTES uncompressed.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
-        raise ValueError("not a zip archive") from None
+        raise InvalidInput("not a zip archive") from None
     infos = [i for i in archive.infolist() if not i.is_dir() and not Path(i.filename).name.startswith(".")]
     infos = [i for i in infos if "__MACOSX" not in i.filename]
     if len(infos) > MAX_ZIP_FILES:
-        raise ValueError(f"the zip holds {len(infos)} files; at most {MAX_ZIP_FILES} are classified at once")
+        raise InvalidInput(f"the zip holds {len(infos)} files; at most {MAX_ZIP_FILES} are classified at once")
     total = sum(i.file_size for i in infos)
     if total > MAX_ZIP_BYTES:
-        raise ValueError(f"the zip unpacks to {total / 1e6:.0f} MB, over the {MAX_ZIP_BYTES / 1e6:.0f} MB limit")
+        raise InvalidInput(f"the zip unpacks to {total / 1e6:.0f} MB, over the {MAX_ZIP_BYTES / 1e6:.0f} MB limit")
     return [(i.filename, archive.read(i)) for i in infos]
 
 
@@ -80,10 +81,12 @@ def predict_many(
     source: str = "cli",
     model_name: str | None = None,
     set_level: float | None = None,
+    max_error: float | None = None,
 ) -> list[BatchItem]:
     """Classify files in chunks; unreadable ones get their reason. Logs each prediction when `log` is given.
 
-    `set_level` (a level the run's prediction sets offer): each answer carries its conformal set too."""
+    `set_level` (a level the run's prediction sets offer): each answer carries its conformal set too; `max_error`
+    (checked by `ServedModel.check_max_error`): each answer says whether it is held back, and why."""
     items = []
     for start in range(0, len(files), CHUNK):
         started = time.perf_counter()
@@ -97,7 +100,8 @@ def predict_many(
                 chunk.append(BatchItem(name, error=reason))
         good = [item for item in chunk if item.decoded is not None]
         if good:
-            answers = model.predict_pixels(np.stack([item.decoded.pixels for item in good]), top_k, set_level)
+            pixels = np.stack([item.decoded.pixels for item in good])
+            answers = model.predict_pixels(pixels, top_k, set_level, max_error)
             for item, answer in zip(good, answers, strict=True):
                 item.answer = answer
             each = (time.perf_counter() - started) / len(chunk)
@@ -141,9 +145,11 @@ SET_SEPARATOR = " | "  # between the class names of a prediction set in a table 
 
 def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None) -> list[dict[str, Any]]:
     """One flat row per file: path, label_i / probability_i for i in 1..k, the prediction set and its level (when
-    asked for), ood flag and score, a size warning (with `image_size`), error."""
+    asked for), answered and why not (when a maximum error was asked or the run has class thresholds), ood flag and
+    score, a size warning (with `image_size`), error."""
     rows = []
     with_sets = any(item.answer is not None and item.answer.prediction_set is not None for item in items)
+    held = any(item.answer is not None and item.answer.abstained is not None for item in items)
     for item in items:
         row: dict[str, Any] = {"path": item.name}
         top = item.answer.top if item.answer else []
@@ -156,6 +162,9 @@ def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None
             row["prediction_set"] = "" if chosen is None else SET_SEPARATOR.join(chosen)
             row["set_size"] = "" if chosen is None else len(chosen)
             row["set_level"] = "" if chosen is None else answer.set_level
+        if held:  # answer only when sure, or a class's saved threshold: given or held back, and why
+            row["answered"] = "" if answer is None or answer.abstained is None else not answer.abstained
+            row["held_back_because"] = (answer.abstain_reason or "") if answer is not None else ""
         row["out_of_distribution"] = "" if answer is None or answer.ood_flag is None else bool(answer.ood_flag)
         row["ood_score"] = "" if answer is None or answer.ood_score is None else round(answer.ood_score, 4)
         if image_size is not None:

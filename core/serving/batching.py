@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.errors import Busy, Unavailable
+
 Forward = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-class QueueFull(RuntimeError):
+class QueueFull(Busy):
     """The batching queue is full: the server is overloaded; try again shortly."""
 
 
-class BatcherClosed(RuntimeError):
+class BatcherClosed(Unavailable):
     """This batcher no longer takes requests (its model was swapped out); resolve the model again."""
 
 

@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from core.errors import Busy
+
 log = logging.getLogger("flora")
 
 DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024  # decoded bytes in flight across the process
@@ -26,7 +28,7 @@ DEFAULT_WAIT_SECONDS = 30.0  # how long a decode waits for room before the reque
 _TRIM_AFTER_BYTES = 32 * 1024 * 1024  # hand memory back after decodes at least this large
 
 
-class DecodeBusy(RuntimeError):
+class DecodeBusy(Busy):
     """The decode budget stayed full for the whole wait (HTTP 503 with Retry-After)."""
 
 

@@ -21,19 +21,27 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
+from core.errors import InvalidInput, Unavailable
 from core.network import layer_names as names
 from core.paths import cache_dir
-from core.results import conformal, tta
-from core.results.arrays import softmax
-from core.results.calibration import run_temperature
-from core.runs.record import CONFORMAL_FILE, TTA_FILE, Run
+from core.results import class_thresholds, selective
+from core.results.probabilities import conformal, tta
+from core.results.probabilities.calibration import run_temperature
+from core.results.probabilities.image_stats import image_statistics
+from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import softmax
+from core.runs.files import run_files
+from core.runs.record import Run
 from core.runtimes.choice import Forward, accelerated
 from core.runtimes.engines import KERAS
+from core.serving.holding_back import hold_back
 from core.serving.log import entropy
-from core.serving.reference import Reference, ReferenceUnavailable, ensure_reference
 
 log = logging.getLogger("flora")
 VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
+IMAGE_STATS = (
+    "image_statistics"  # forward()'s picture statistics (core.results.probabilities.image_stats), for "none of these"
+)
 
 
 @dataclass
@@ -58,11 +66,15 @@ class Answer:
     entropy: float
     ood_score: float | None = None
     ood_flag: bool | None = None
+    ood_why: str | None = None  # where the picture's statistics flag it: its most unusual one, in words
     projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
     raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
     prediction_set: list[str] | None = None  # the classes of its conformal set, most probable first
     set_level: float | None = None  # the share of such sets that hold the right class
     views: int = 1  # > 1: the probabilities average test-time augmentation's views
+    abstained: bool | None = None  # held back (core.serving.holding_back); None: nothing could hold it back
+    abstain_reason: str | None = None
+    max_error: float | None = None  # the level asked for ("answer only when sure")
 
     def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
         out = {
@@ -75,12 +87,20 @@ class Answer:
             out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
         if self.views > 1:
             out["views"] = self.views
+        if self.abstained is not None:
+            out["abstained"] = self.abstained
+            if self.abstain_reason:
+                out["reason"] = self.abstain_reason
+            if self.max_error is not None:
+                out["max_error"] = self.max_error
         if self.ood_score is not None:
             out["out_of_distribution"] = {
                 "flag": bool(self.ood_flag),
                 "score": round(float(self.ood_score), 4),
                 "method": ood_method,
             }
+            if self.ood_why:
+                out["out_of_distribution"]["why"] = self.ood_why
         return out
 
 
@@ -114,7 +134,7 @@ class ServedModel:
                 one) answers at once and gets its reference in the background; its answers carry the flag
                 from then on. Otherwise it is fitted here, first.
         """
-        from core.serving.reference import load_inference_model  # heavy: sklearn
+        from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
         started = time.perf_counter()
         self.run = run
@@ -145,19 +165,23 @@ class ServedModel:
 
     def _answer_files(self) -> tuple:
         stamps = []
-        for name in (TTA_FILE, CONFORMAL_FILE):
+        files = run_files(self.run)
+        for path in (files.tta, files.conformal, files.selective, files.class_thresholds):
             try:
-                stamps.append((self.run.directory / name).stat().st_mtime_ns)
+                stamps.append(path.stat().st_mtime_ns)
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
 
     def _read_answer_settings(self) -> None:
-        """Test-time augmentation only where it helped on the run's validation split (core.results.tta), and the
-        run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those probabilities."""
+        """Test-time augmentation only where it helped on the run's validation split (core.results.probabilities.tta),
+        and the run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those
+        probabilities."""
         self.tta = tta.used_by(self.run.directory)
         self.views = len(self.tta.views) if self.tta is not None else 1
         self.sets = conformal.run_sets(self.run.directory)
+        self.selective = selective.load(self.run.directory)  # fitted on first use (`check_max_error`)
+        self.class_thresholds = class_thresholds.load(self.run.directory)
         self._stamp = self._answer_files()
 
     def follow_run(self, every: float = 1.0) -> tuple:
@@ -277,6 +301,7 @@ class ServedModel:
         """probabilities, logits and pooled features for a (N, size, size, 3) batch; for a run that uses
         test-time augmentation, also its views' averaged calibrated probabilities (`VIEWS_AVERAGE`)."""
         outputs = self._forward_once(batch)
+        outputs[IMAGE_STATS] = image_statistics(batch)
         if self.views > 1:
             view_logits = [outputs[names.LOGITS]]
             view_logits += [self._forward_once(view)[names.LOGITS] for view in tta.views_of(batch)[1:]]
@@ -299,18 +324,39 @@ class ServedModel:
         }
 
     def check_set_level(self, level: float | None) -> float | None:
-        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none. Raises ValueError."""
+        """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none.
+
+        Raises:
+            InvalidInput: a level out of range, or the run has no prediction sets.
+        """
         if level is None:
             return None
         level = conformal.level_of(level)
         if self.sets is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"run {self.run_id} has no prediction sets (its test split is too small, or it has no analysis "
                 f"arrays); fit them with `python -m core calibrate {self.run_id} --conformal 0.9`"
             )
         low, high = conformal.LEVEL_RANGE
         if not low - 1e-9 <= level <= high + 1e-9:
-            raise ValueError(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
+            raise InvalidInput(f"a prediction set's level must be {low:.2f}-{high:.2f}. Received: {level:g}")
+        return level
+
+    def check_max_error(self, value: float | None) -> float | None:
+        """A request's maximum error among answered photos (0.05; None: answer every photo), the run's threshold for
+        it fitted first when the run has none yet (or it was fitted on other probabilities). Raises InvalidInput or
+        Unavailable."""
+        if value is None:
+            return None
+        level = selective.check_max_error(value)
+        if self.selective is None or self.selective.views != self.views:
+            self.selective = selective.run_selective(self.run.directory)
+            self._stamp = self._answer_files()
+        if self.selective is None:
+            raise Unavailable(
+                f"run {self.run_id} has no calibrated threshold (its test split is too small, or it has no analysis "
+                f"arrays); `python -m core calibrate {self.run_id} --max-error {level:g}` says which"
+            )
         return level
 
     def set_of(self, answer: Answer, level: float) -> list[str] | None:
@@ -320,9 +366,16 @@ class ServedModel:
             return None
         return self.sets.named_sets(answer.probabilities, level)[0]
 
-    def answers(self, outputs: dict[str, np.ndarray], top_k: int = 3, set_level: float | None = None) -> list[Answer]:
+    def answers(
+        self,
+        outputs: dict[str, np.ndarray],
+        top_k: int = 3,
+        set_level: float | None = None,
+        max_error: float | None = None,
+    ) -> list[Answer]:
         """Per-row answers from forward()'s outputs: calibrated top-k (the views' average where the run uses
-        test-time augmentation), entropy, OOD score and flag, and at `set_level` the conformal set."""
+        test-time augmentation), entropy, OOD score and flag, at `set_level` the conformal set, and whether each is
+        held back (the run's class thresholds; with `max_error`, checked by `check_max_error`, only when sure)."""
         logits, features = outputs[names.LOGITS], outputs[names.FEATURES]
         raw = outputs[names.PROBABILITIES]
         single = softmax(logits, self.temperature) if self.temperature != 1.0 else raw
@@ -335,8 +388,9 @@ class ServedModel:
             sets = self.sets.named_sets(fitted_on, set_level)
         top_k = max(1, min(int(top_k), len(self.classes)))
         ood_scores = ood_flags = projections = None
+        pictures = outputs.get(IMAGE_STATS)
         if self.reference is not None and len(logits):
-            ood_scores, ood_flags = self.reference.detector.score(logits, features)
+            ood_scores, ood_flags = self.reference.detector.score(logits, features, pictures)
             projections = self.reference.drift_projection(features)
         out = []
         entropies = entropy(probabilities)
@@ -352,6 +406,9 @@ class ServedModel:
                     entropy=float(entropies[i]),
                     ood_score=None if ood_scores is None else float(ood_scores[i]),
                     ood_flag=None if ood_flags is None else bool(ood_flags[i]),
+                    ood_why=self.reference.detector.why(pictures[i])
+                    if ood_flags is not None and ood_flags[i] and pictures is not None
+                    else None,
                     projection=None if projections is None else projections[i],
                     raw_probabilities=raw[i],
                     prediction_set=None if sets is None else sets[i],
@@ -359,16 +416,19 @@ class ServedModel:
                     views=views,
                 )
             )
+        hold_back(out, self.selective, max_error, self.class_thresholds)
         return out
 
-    def predict_pixels(self, pixels: np.ndarray, top_k: int = 3, set_level: float | None = None) -> list[Answer]:
+    def predict_pixels(
+        self, pixels: np.ndarray, top_k: int = 3, set_level: float | None = None, max_error: float | None = None
+    ) -> list[Answer]:
         """Answers for (N, size, size, 3) prepared pixels, without batching (the CLI and the pages)."""
         outputs: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(pixels), 64):
             for name, value in self.forward(pixels[start : start + 64]).items():
                 outputs.setdefault(name, []).append(value)
         joined = {name: np.concatenate(values) for name, values in outputs.items() if values}
-        return self.answers(joined, top_k, set_level) if joined else []
+        return self.answers(joined, top_k, set_level, max_error) if joined else []
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -390,4 +450,5 @@ class ServedModel:
                 "levels": list(conformal.LEVEL_RANGE),
                 "held_out_coverage": self.sets.held_out.coverage,
             },
+            "class_thresholds": self.class_thresholds,
         }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import Conflict, InvalidInput
 from core.processes import JobFolder, JobState, JobStatus
 from core.serving.aliases import PRODUCTION
 
@@ -28,7 +29,7 @@ DEFAULT_PORT = 8500
 _MAX_LOG_BYTES = 5 * 1024 * 1024
 
 
-class ServerRunning(RuntimeError):
+class ServerRunning(Conflict):
     """A server is already running for this run store."""
 
 
@@ -46,6 +47,7 @@ class ServerStatus(JobStatus):
     options: dict[str, Any] = field(default_factory=dict)  # max_batch, max_wait_ms, max_bytes, auth
     log_rows: int | None = None  # prediction-log rows written
     swaps: list[dict[str, Any]] = field(default_factory=list)  # alias moves seen while running
+    grpc: str | None = None  # host:port of the Open Inference Protocol's gRPC service, when it serves one
 
     def answering(self, name: str) -> str | None:
         """The run the server answers with for model name `name` now; None when it does not serve that name."""
@@ -97,23 +99,27 @@ def launch_server(
     max_wait_ms: float = 5.0,
     max_bytes: int | None = None,
     api_key: str | None = None,
+    grpc_port: int | None = None,
 ) -> ServerStatus:
-    """Start `python -m core serve` detached for this run store; return its status at once.
+    """Start `python -m core serve` detached for this run store; return its status at once. `grpc_port`: the
+    Open Inference Protocol's gRPC service there too.
 
     `api_key` reaches the server process through its environment (FLORA_API_KEY), never its command line.
 
     Raises:
         ServerRunning: one is already running.
-        ValueError: no model named, or the port is taken.
+        InvalidInput: no model named, or the port is taken.
     """
     if not names:
-        raise ValueError("pick at least one run or alias to serve")
+        raise InvalidInput("pick at least one run or alias to serve")
     folder = server_folder(models_root)
     current = server_status(models_root)
     if current.active:
         raise ServerRunning(f"a server is already {current.state} at {current.url} (pid {current.pid}); stop it first")
     if not port_free(host, port):
-        raise ValueError(f"port {port} on {host} is in use; choose another port")
+        raise InvalidInput(f"port {port} on {host} is in use; choose another port")
+    if grpc_port is not None and (grpc_port == port or not port_free(host, grpc_port)):
+        raise InvalidInput(f"port {grpc_port} on {host} is in use; choose another gRPC port")
     folder.directory.mkdir(parents=True, exist_ok=True)
     folder.clear_stop()
     if folder.log_path.exists() and folder.log_path.stat().st_size > _MAX_LOG_BYTES:
@@ -152,6 +158,8 @@ def launch_server(
     ]
     if max_bytes:
         command += ["--max-bytes", str(int(max_bytes))]
+    if grpc_port is not None:
+        command += ["--grpc-port", str(int(grpc_port))]
     env = {"FLORA_API_KEY": api_key} if api_key else None
     folder.launch(command, env=env)
     return server_status(models_root)

@@ -22,11 +22,13 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.errors import InvalidInput
 
 LOG_DATABASE = "predictions.sqlite"
 SOURCES = ("api", "ui", "cli")
@@ -223,7 +225,7 @@ class PredictionLog:
         Returns the number of rows updated (0: nothing matched).
         """
         if prediction_id is None and not image_sha256:
-            raise ValueError("feedback needs a prediction id or an image sha256")
+            raise InvalidInput("feedback needs a prediction id or an image sha256")
         if prediction_id is not None:
             where, value = "id = ?", int(prediction_id)
         else:
@@ -311,16 +313,9 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         return datetime.datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise ValueError(
+        raise InvalidInput(
             f"--since takes a duration ago (30m, 2h, 7d), epoch seconds or an ISO date/time. Received: {text!r}"
         ) from None
-
-
-def record_dict(record: LogRecord) -> dict[str, Any]:
-    """A record as plain JSON (without its features), for tests and messages."""
-    data = asdict(record)
-    data.pop("features", None)
-    return data
 
 
 class LogWriter:

@@ -5,7 +5,8 @@ Open Inference Protocol inputs: `image` BYTES [N] (each element an encoded image
 UINT8 [N, H, W, 3] (any H, W: resized as a photo is). Outputs: `probabilities` FP32 [N, C], `label`
 BYTES [N], and when the run has an out-of-distribution reference `ood_score` FP32 [N] and
 `out_of_distribution` BOOL [N]. The request parameter `prediction_set` (a level, e.g. 0.9) adds
-`prediction_set` BYTES [N], each element the set's class names as a JSON list.
+`prediction_set` BYTES [N], each element the set's class names as a JSON list. The parameter `max_error` (e.g. 0.05:
+answer only when sure) adds `abstained` BOOL [N] and `abstain_reason` BYTES [N]; so do a run's saved class thresholds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from core.serving.v2 import HEADER, InferRequest, ProtocolError, encode_response
 VERSION = "1"
 
 
-def _metadata(route: Route) -> dict[str, Any]:
+def metadata_of(route: Route) -> dict[str, Any]:
     model = route.loaded.model
     classes = len(model.classes)
     outputs = [
@@ -41,6 +42,11 @@ def _metadata(route: Route) -> dict[str, Any]:
         ]
     if model.sets is not None:  # with the request parameter prediction_set (a level): JSON lists of class names
         outputs.append({"name": "prediction_set", "datatype": "BYTES", "shape": [-1]})
+    # with the request parameter max_error (or the run's class thresholds): held back, and why
+    outputs += [
+        {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
+        {"name": "abstain_reason", "datatype": "BYTES", "shape": [-1]},
+    ]
     return {
         "name": route.name,
         "versions": [VERSION],
@@ -74,7 +80,7 @@ def v2_router(service: Service) -> APIRouter:
     @router.get("/v2/models/{name}", summary="A model's inputs, outputs and class names")
     @router.get("/v2/models/{name}/versions/{version}", include_in_schema=False)
     async def model_metadata(name: str, version: str | None = None):
-        return _metadata(service.registry.get(name))
+        return metadata_of(service.registry.get(name))
 
     @router.get("/v2/models/{name}/ready", summary="The model is loaded and warmed")
     @router.get("/v2/models/{name}/versions/{version}/ready", include_in_schema=False)
@@ -93,30 +99,44 @@ def v2_router(service: Service) -> APIRouter:
         body = await request.body()
         # parsed in a worker thread: a large JSON body takes seconds the event loop (and /healthz) cannot spare
         parsed = await anyio.to_thread.run_sync(parse_request, body, request.headers.get(HEADER))
-        set_level = service.set_level_of(route, parsed.parameters.get("prediction_set"))
-        decoded = await _v2_inputs(service, route, parsed)
-        request.state.images = len(decoded)
-        route, answers = await service.answer(route, decoded, request.state.started, set_level=set_level)
-        outputs = [
-            ("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32)),
-            ("label", "BYTES", _bytes_array([a.label.encode() for a in answers])),
-        ]
-        if set_level is not None:
-            sets = [json.dumps(a.prediction_set or []).encode() for a in answers]
-            outputs.append(("prediction_set", "BYTES", _bytes_array(sets)))
-        if route.loaded.model.reference is not None:
-            outputs.append(("ood_score", "FP32", np.array([a.ood_score for a in answers], dtype=np.float32)))
-            outputs.append(("out_of_distribution", "BOOL", np.array([a.ood_flag for a in answers], dtype=bool)))
-        known = {name for name, _, _ in outputs}
-        unknown = [out for out in parsed.outputs if out not in known]
-        if unknown:
-            raise ProtocolError(f"unknown output(s) {unknown}; this model has {sorted(known)}")
+        route, outputs, images = await v2_answer(service, route, parsed, request.state.started)
+        request.state.images = images
         content, header_length = encode_response(route.name, VERSION, parsed, outputs)
         if header_length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream", headers={HEADER: str(header_length)})
 
     return router
+
+
+async def v2_answer(
+    service: Service, route: Route, parsed: InferRequest, started: float
+) -> tuple[Route, list[tuple[str, str, np.ndarray]], int]:
+    """An Open Inference Protocol request answered, over HTTP or gRPC alike: the route that answered, the
+    outputs (name, datatype, array) and how many images it held. Raises ProtocolError or InputError."""
+    set_level = service.set_level_of(route, parsed.parameters.get("prediction_set"))
+    max_error = service.max_error_of(route, parsed.parameters.get("max_error"))
+    decoded = await _v2_inputs(service, route, parsed)
+    route, answers = await service.answer(route, decoded, started, set_level=set_level, max_error=max_error)
+    outputs = [
+        ("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32)),
+        ("label", "BYTES", _bytes_array([a.label.encode() for a in answers])),
+    ]
+    if set_level is not None:
+        sets = [json.dumps(a.prediction_set or []).encode() for a in answers]
+        outputs.append(("prediction_set", "BYTES", _bytes_array(sets)))
+    if any(a.abstained is not None for a in answers):
+        outputs.append(("abstained", "BOOL", np.array([bool(a.abstained) for a in answers], dtype=bool)))
+        reasons = [(a.abstain_reason or "").encode() for a in answers]
+        outputs.append(("abstain_reason", "BYTES", _bytes_array(reasons)))
+    if route.loaded.model.reference is not None:
+        outputs.append(("ood_score", "FP32", np.array([a.ood_score for a in answers], dtype=np.float32)))
+        outputs.append(("out_of_distribution", "BOOL", np.array([a.ood_flag for a in answers], dtype=bool)))
+    known = {name for name, _, _ in outputs}
+    unknown = [out for out in parsed.outputs if out not in known]
+    if unknown:
+        raise ProtocolError(f"unknown output(s) {unknown}; this model has {sorted(known)}")
+    return route, outputs, len(decoded)
 
 
 async def _v2_inputs(service: Service, route: Route, request: InferRequest):
@@ -189,32 +209,43 @@ def tfserving_router(service: Service) -> APIRouter:
         summary="Classify images, TF Serving style",
         description='`{"instances": [{"b64": "<base64 JPEG>"}, ...]}` (or H x W x 3 pixel arrays) -> '
         '`{"predictions": [[p_class0, p_class1, ...], ...]}`. `"prediction_set": 0.9` in the body (or '
-        "`?prediction_set=0.9`) adds `prediction_sets`: each photo's conformal set of class names.",
+        '`?prediction_set=0.9`) adds `prediction_sets`: each photo\'s conformal set of class names. `"max_error": '
+        "0.05` (or `?max_error=0.05`) answers only when sure: `abstained` (one per photo) and `abstain_reasons`.",
     )
     @router.post("/v1/models/{name}/versions/{version}:predict", include_in_schema=False)
-    async def predict(name: str, request: Request, version: str | None = None, prediction_set: str | None = None):
+    async def predict(
+        name: str,
+        request: Request,
+        version: str | None = None,
+        prediction_set: str | None = None,
+        max_error: str | None = None,
+    ):
         route = service.registry.get(name)
         raw = await request.body()
         # parsed in a worker thread: a 20 MB body of pixel numbers takes seconds the event loop cannot spare
-        files, arrays, columnar, asked = await anyio.to_thread.run_sync(_tfserving_inputs, raw)
+        files, arrays, columnar, asked, sure = await anyio.to_thread.run_sync(_tfserving_inputs, raw)
         set_level = service.set_level_of(route, prediction_set if prediction_set is not None else asked)
+        level = service.max_error_of(route, max_error if max_error is not None else sure)
         if files:
             decoded = await service.decode_strict(route, files)
         else:
             decoded = await service.decode_pixels(route, arrays)
         request.state.images = len(decoded)
-        _, answers = await service.answer(route, decoded, request.state.started, set_level=set_level)
+        _, answers = await service.answer(route, decoded, request.state.started, set_level=set_level, max_error=level)
         predictions = [[round(float(p), 7) for p in a.probabilities] for a in answers]
         body = {"outputs": predictions} if columnar else {"predictions": predictions}
         if set_level is not None:
             body["prediction_sets"] = [a.prediction_set for a in answers]
+        if any(a.abstained is not None for a in answers):
+            body["abstained"] = [bool(a.abstained) for a in answers]
+            body["abstain_reasons"] = [a.abstain_reason for a in answers]
         return body
 
     return router
 
 
-def _tfserving_inputs(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool, Any]:
-    """(encoded files, pixel arrays, columnar?, the body's prediction_set) from a TF Serving predict body.
+def _tfserving_inputs(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool, Any, Any]:
+    """(encoded files, pixel arrays, columnar?, the body's prediction_set and max_error) from a TF Serving body.
 
     Raises InputError."""
     try:
@@ -223,7 +254,7 @@ def _tfserving_inputs(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[s
         raise InputError("the request's JSON is nested too deeply") from None
 
 
-def _tfserving_parse(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool, Any]:
+def _tfserving_parse(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool, Any, Any]:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -244,7 +275,7 @@ def _tfserving_parse(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[st
         (files if kind == "file" else arrays).append((f"instances[{i}]", value))
     if files and arrays:
         raise InputError("send either encoded images ({'b64': ...}) or pixel arrays, not both in one request")
-    return files, arrays, columnar, body.get("prediction_set")
+    return files, arrays, columnar, body.get("prediction_set"), body.get("max_error")
 
 
 def _instance(item: Any, position: int) -> tuple[str, Any]:

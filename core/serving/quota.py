@@ -13,10 +13,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from core.errors import Busy
+
 DAY_SECONDS = 24 * 3600
 
 
-class QuotaExceeded(RuntimeError):
+class QuotaExceeded(Busy):
     """Feedback over a quota (HTTP 429); the message says which and when it frees up."""
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from core.errors import Busy, InvalidInput, NotFound
 from core.runs.record import RunNotFound
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore, resolve
@@ -21,17 +22,17 @@ from core.serving.batching import DynamicBatcher
 from core.serving.engine import ServedModel
 
 log = logging.getLogger("flora")
-WATCH_INTERVAL = 0.2  # a stat of aliases.json: cheap; part of how soon a switch starts
+WATCH_INTERVAL = 0.2  # a read of the aliases' version: cheap; part of how soon a switch starts
 SPARE_RUNS = 1  # runs kept loaded after no name points at them (a rollback is then immediate)
 
 
-class UnknownModel(KeyError):
+class UnknownModel(NotFound):
     def __str__(self) -> str:
         name, served = self.args
         return f"unknown model {name!r}; this server answers for: {', '.join(served) or 'nothing yet'}"
 
 
-class NotReady(RuntimeError):
+class NotReady(Busy):
     """The server is still loading and warming its models."""
 
 
@@ -77,7 +78,7 @@ class ModelRegistry:
         ood: bool = True,
     ):
         if not names:
-            raise ValueError("a server needs at least one model: a run id, a prefix or an alias")
+            raise InvalidInput("a server needs at least one model: a run id, a prefix or an alias")
         self.store = store
         self.names = list(dict.fromkeys(names))
         self.options = options or BatchOptions()

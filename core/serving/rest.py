@@ -26,12 +26,16 @@ def router(service: Service) -> APIRouter:
         summary="Classify uploaded photos",
         description=(
             "Multipart upload of one or more photos (any field name), e.g. "
-            "`curl -F file=@rose.jpg 'http://127.0.0.1:8500/predict?top_k=3'`. Query `model` picks an alias or "
+            "`curl -F file=@photo.jpg 'http://127.0.0.1:8500/predict?top_k=3'`. Query `model` picks an alias or "
             "run (default: the first one served). Each photo gets its top-k labels with probabilities "
             "(calibrated where the run has a temperature) and an out-of-distribution flag; a photo that "
             "cannot be read gets an error of its own. All unreadable: 400. `prediction_set=0.9` adds each photo's "
-            "conformal prediction set: the classes that, for photos like the run's test photos, hold the right one "
-            "9 times in 10 (levels 0.8-0.99)."
+            "conformal prediction set: the classes that, on average over many photos like the run's calibration "
+            "photos, hold the right one 9 times in 10 (levels 0.8-0.99; not for each photo; the run's held-out "
+            "figure is `prediction_sets.held_out_coverage` in the model's v2 metadata). "
+            "`max_error=0.05` answers only when sure: a photo under the run's threshold for at most 5% wrong among "
+            "the photos answered (promised with probability 90%) gets `abstained: true` and the `reason`; a run's "
+            "saved per-class thresholds hold back answers the same way."
         ),
     )
     async def predict(
@@ -39,10 +43,12 @@ def router(service: Service) -> APIRouter:
         model: str | None = None,
         top_k: int = 3,
         prediction_set: str | None = None,
+        max_error: str | None = None,
         files: list[UploadFile] | None = File(None, description="the photos"),  # noqa: B008
     ):
         route = service.registry.get(model) if model else service.registry.default()
         set_level = service.set_level_of(route, prediction_set)
+        level = service.max_error_of(route, max_error)
         uploads = await _uploads(request)
         if not uploads:
             raise InputError("no file in the upload: send photos as multipart form data (curl -F file=@photo.jpg)")
@@ -54,7 +60,7 @@ def router(service: Service) -> APIRouter:
             too_large = all(isinstance(e, ImageTooLarge) for e in decoded)
             return JSONResponse({"error": f"no readable image: {problems}"}, status_code=413 if too_large else 400)
         route, answers = await service.answer(
-            route, good, request.state.started, top_k=max(1, top_k), set_level=set_level
+            route, good, request.state.started, top_k=max(1, top_k), set_level=set_level, max_error=level
         )
         it = iter(answers)
         results = []

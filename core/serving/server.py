@@ -45,8 +45,11 @@ def serve(
     ood: bool = True,
     allow_anonymous: bool = False,
     limits: ServerLimits | None = None,
+    grpc_port: int | None = None,
 ) -> int:
     """Serve until stopped (Ctrl-C, SIGTERM, or the job's stop flag); return an exit status.
+
+    `grpc_port`: also serve the Open Inference Protocol's gRPC service there (core.serving.grpc_v2).
 
     Beyond loopback the server needs an API key (`api_key` or FLORA_API_KEY), or `allow_anonymous` to
     answer predictions without one (feedback then stays closed).
@@ -78,6 +81,8 @@ def serve(
             )
     if not port_free(host, port):
         return _failed(folder, f"port {port} on {host} is in use; choose another port (--port)")
+    if grpc_port is not None and (grpc_port == port or not port_free(host, grpc_port)):
+        return _failed(folder, f"port {grpc_port} on {host} is in use; choose another port (--grpc-port)")
     return_large_blocks_to_the_system()
     registry = ModelRegistry(store, names, options, data_root, ood=ood)
     writer = LogWriter(PredictionLog.of_store(store.root))
@@ -86,6 +91,14 @@ def serve(
     config = limits.uvicorn_config(app, host, port, log_level="info", timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     failure: list[str] = []
+    rpc = None
+    if grpc_port is not None:
+        from core.serving.grpc_v2 import GrpcServer  # heavy: grpc
+
+        rpc = GrpcServer(service, host, grpc_port, api_key, max_bytes, options.max_queue).start()
+        if folder:
+            folder.update(grpc=rpc.address)
+        log.info("gRPC (Open Inference Protocol) on %s", rpc.address)
 
     def load() -> None:
         try:
@@ -115,6 +128,8 @@ def serve(
     except SystemExit as e:  # uvicorn exits when it cannot bind
         failure.append(f"the server could not start (exit {e.code}); see its log")
     finally:
+        if rpc is not None:
+            rpc.stop()
         registry.close()
         writer.close()
     if failure:
@@ -208,6 +223,7 @@ class BackgroundServer:
         port: int | None = None,
         log_predictions: bool = True,
         limits: ServerLimits | None = None,
+        grpc: bool = False,
     ):
         import socket
 
@@ -227,9 +243,17 @@ class BackgroundServer:
         config = limits.uvicorn_config(app, "127.0.0.1", port, log_level="warning")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="flora-server", daemon=True)
+        self.grpc = None
+        if grpc:  # the gRPC service beside it, on a free port (`grpc.address`)
+            from core.serving.grpc_v2 import GrpcServer  # heavy: grpc
+
+            options = options or BatchOptions()
+            self.grpc = GrpcServer(self.service, "127.0.0.1", 0, api_key or None, max_bytes, options.max_queue)
 
     def __enter__(self) -> BackgroundServer:
         self.registry.start()
+        if self.grpc is not None:
+            self.grpc.start()
         self._thread.start()
         deadline = time.time() + 60
         while not self.server.started:
@@ -241,6 +265,8 @@ class BackgroundServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self._thread.join(30)
+        if self.grpc is not None:
+            self.grpc.stop()
         self.registry.close()
         if self.writer:
             self.writer.close()

@@ -17,7 +17,9 @@ import anyio
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, ImageTooLarge
+from core.errors import InvalidInput
 from core.feedback import SERVER_CLIENT, NotYourFeedback, add_feedback, list_feedback
+from core.paths import relative_to_data
 from core.serving.batching import BatcherClosed
 from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded
@@ -29,7 +31,7 @@ MAX_IMAGES_PER_REQUEST = 256
 FEEDBACK_WORKERS = 2  # feedback calls decoding or writing at once (each holds a worker thread)
 
 
-class InputError(ValueError):
+class InputError(InvalidInput):
     """A request input the server cannot use (HTTP 400); the message says which and why."""
 
 
@@ -145,7 +147,8 @@ class Service:
                     )
             except (ImageError, NotYourFeedback) as e:
                 raise InputError(f"{name}: {e}") from None
-            sha, kept = photo.sha256, {"path": str(photo.path), "split": photo.split}
+            # the reply goes to whoever sent it: where it is kept from the data folder on, not the server's layout
+            sha, kept = photo.sha256, {"path": relative_to_data(photo.path, self.data_root), "split": photo.split}
         else:
             self.quota.admit(client, 0, 0, 0)
         updated = 0
@@ -237,6 +240,17 @@ class Service:
             raise InputError(f"prediction_set: {e}") from None
 
     @staticmethod
+    def max_error_of(route: Route, value: Any) -> float | None:
+        """A request's maximum error among answered photos (0.05, or 5 for 5%; None: answer every photo), checked
+        against the route's run before anything is decoded. Raises InputError."""
+        if value is None or value == "" or value is False:
+            return None
+        try:
+            return route.loaded.model.check_max_error(float(value))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"max_error: {e}") from None
+
+    @staticmethod
     def _check_count(count: int) -> None:
         if count == 0:
             raise InputError("no image in the request")
@@ -251,10 +265,12 @@ class Service:
         top_k: int = 3,
         source: str = "api",
         set_level: float | None = None,
+        max_error: float | None = None,
     ) -> tuple[Route, list[Answer]]:
         """Run the decoded images through the model's batcher; log each; return the route that answered.
 
-        `set_level` (checked by `set_level_of` first): each answer also carries its conformal prediction set."""
+        `set_level` (checked by `set_level_of` first): each answer also carries its conformal prediction set;
+        `max_error` (checked by `max_error_of`): each answer says whether it is held back, and why."""
         pixels = np.stack([d.pixels for d in decoded])
         route.loaded.model.follow_run()  # test-time augmentation or sets changed since it loaded
         for _ in range(3):
@@ -265,7 +281,9 @@ class Service:
                 route = self.registry.get(route.name)
         else:
             raise RuntimeError("the model kept being swapped; try again")
-        answers = route.loaded.model.answers(outputs, top_k, set_level)
+        if max_error is not None and route.loaded.model.selective is None:  # the alias moved to another run
+            max_error = self.max_error_of(route, max_error)
+        answers = route.loaded.model.answers(outputs, top_k, set_level, max_error)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if self.writer is not None:
             for item, ans in zip(decoded, answers, strict=True):

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import InvalidInput
+
 HEADER = "Inference-Header-Content-Length"
 DTYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -38,7 +40,7 @@ DTYPES: dict[str, Any] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InvalidInput):
     """A request that does not follow the protocol; the message says what is wrong (HTTP 400)."""
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import InvalidInput
 from core.field_types import FieldTypeError, check_field_types
 from core.network import backbones
 
@@ -30,7 +31,7 @@ IMBALANCE_RATIO = 1.5
 CACHE_RATIO = 8 / 7
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """A setting is out of range; the message names it and the value received."""
 
 
@@ -118,7 +119,8 @@ AUGMENT_EXPLANATIONS = {
     "height_shift": "Slides the photo up or down by up to this fraction of its height.",
     "shear": "Slants the photo (a parallelogram distortion) by up to this many degrees.",
     "zoom": "Zooms in or out by up to this fraction, keeping the aspect ratio.",
-    "horizontal_flip": "Mirrors the photo left-right half of the time; a flower is still that flower.",
+    "horizontal_flip": "Mirrors the photo left-right half of the time: right where a mirrored photo keeps its class "
+    "(most objects and scenes), wrong for text, digits or signs.",
     "vertical_flip": "Mirrors the photo top-bottom half of the time; useful for photos taken from above.",
     "brightness": "Lightens or darkens by up to this fraction of the 0-255 range.",
     "contrast": "Raises or lowers the contrast by up to this fraction around the mean.",

@@ -516,10 +516,10 @@ def train_command(dataset: str, config: TrainConfig, python: str = "python", cor
     return shlex.join([python, "-m", "core", "train", *train_arguments(dataset, config, corrections)])
 
 
-def run_command(run, python: str = "python") -> str:
-    """The command that finds `run` again: its settings and exactly its label corrections (run:<id>, or none)."""
+def run_command(run, python: str = "python", dataset: str | None = None) -> str:
+    """The command that finds `run` again: its settings and exact corrections; `dataset` as written, else its path."""
     corrections = f"run:{run.run_id}" if run.corrections else "none"
-    return train_command(run.dataset_path, run.train_config, python, corrections)
+    return train_command(dataset or run.dataset_path, run.train_config, python, corrections)
 
 
 def describe_config(config: TrainConfig, always: tuple[str, ...] = ("image_size", "weights")) -> str:

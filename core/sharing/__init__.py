@@ -28,6 +28,8 @@ else works on their own runs and sees the others' read-only. Not shared, the one
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import tomllib
 
+from core.errors import InvalidInput
 from core.fileio import write_bytes_atomic
 from core.paths import PROJECT_ROOT, flora_dir
 
@@ -48,11 +51,17 @@ DEFAULT_MAX_QUEUED = 3  # runs one person may have waiting for the device at onc
 LOCAL_USER = "local"
 TOKEN_FILE = "access-token"
 MIN_TOKEN_CHARS = 16  # a class token shorter than this could be guessed; secrets.token_urlsafe(24) gives 32
+MIN_TOKEN_BITS = 48  # length x the entropy of its characters' spread; secrets.token_urlsafe(24) gives about 150
+TOKEN_RULE = (
+    f"at least {MIN_TOKEN_CHARS} characters, at least {MIN_TOKEN_BITS} bits by how its characters spread (length "
+    "times the entropy of their frequencies: 24 copies of one letter have none), not a run such as abcd… or 1234…, "
+    "and the admin token different from the class's"
+)
 MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(24))"'
 AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
 
 
-class NotReadyToShare(RuntimeError):
+class NotReadyToShare(InvalidInput, RuntimeError):
     """Shared without a way to sign in; the message says which setting to add."""
 
 
@@ -145,17 +154,18 @@ def check_ready(host: str | None, data_root: str | os.PathLike, files: list[Path
     token = access_token(data_root, create=True)
     if token:
         weak = [
-            name
+            f"{name} is {why}"
             for name, value in (("the access token", token), ("FLORA_ADMIN_TOKEN", admin_token()))
-            if value and len(value) < MIN_TOKEN_CHARS
+            if value and (why := token_weakness(value))
         ]
+        if admin_token() and admin_token() == token:
+            weak.append("FLORA_ADMIN_TOKEN is the class's token (every student would be an admin)")
         if weak:
-            which = " and ".join(weak)
+            said = "; ".join(weak)
             raise NotReadyToShare(
-                f"{which[0].upper()}{which[1:]} {'is' if len(weak) == 1 else 'are'} too short to resist guessing: "
-                f"a shared Flora needs at least {MIN_TOKEN_CHARS} characters. Make one with\n  {MAKE_TOKEN}\n"
-                f"and set it as {TOKEN_ENV} or {ADMIN_TOKEN_ENV} (or {AUTH_ENV}=token, with {TOKEN_ENV} unset, "
-                "to have the class's made)."
+                f"{said[0].upper()}{said[1:]}. A shared Flora's tokens resist guessing: {TOKEN_RULE}. Make one "
+                f"with\n  {MAKE_TOKEN}\nand set it as {TOKEN_ENV} or {ADMIN_TOKEN_ENV} (or {AUTH_ENV}=token, with "
+                f"{TOKEN_ENV} unset, to have the class's made)."
             )
         return "token"
     raise NotReadyToShare(
@@ -165,6 +175,22 @@ def check_ready(host: str | None, data_root: str | os.PathLike, files: list[Path
         f"  - an access token: {TOKEN_ENV}=<a long random string>, or {AUTH_ENV}=token to have one made now.\n"
         "Or keep it on this machine: make run (HOST=127.0.0.1)."
     )
+
+
+def token_weakness(token: str) -> str | None:
+    """Why `token` could be guessed (TOKEN_RULE), in words, or None."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"too short to resist guessing ({len(token)} of the {MIN_TOKEN_CHARS} characters needed)"
+    if len(set(token)) == 1:
+        return f"one character repeated ({token[0]!r} {len(token)} times)"
+    counts = [token.count(char) for char in set(token)]
+    bits = -len(token) * sum(n / len(token) * math.log2(n / len(token)) for n in counts)
+    if bits < MIN_TOKEN_BITS:
+        return f"too regular to resist guessing (about {bits:.0f} bits by its characters' spread)"
+    steps = [ord(b) - ord(a) for a, b in itertools.pairwise(token)]
+    if max(steps.count(step) for step in set(steps)) >= 0.8 * len(steps):
+        return "a run of evenly spaced characters (like abcd… or 1234…)"
+    return None
 
 
 _MODES: dict[tuple, str] = {}

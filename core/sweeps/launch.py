@@ -19,6 +19,7 @@ from typing import Any
 
 from core.data.corrections import dataset_key
 from core.data.datasets import scan_dataset
+from core.errors import InvalidInput
 from core.fileio import write_json_atomic
 from core.processes import JobState
 from core.runs.store import RunStore
@@ -240,11 +241,11 @@ def best_config(sweep: Sweep, fine_tune: dict[str, Any] | None = None) -> tuple[
     """The best trial's full TrainConfig (with optional fine-tune settings on top) and its row.
 
     Raises:
-        ValueError: no trial has completed yet.
+        InvalidInput: no trial has completed yet.
     """
     best = sweep.trials().get("best")
     if not best:
-        raise ValueError(f"sweep {sweep.sweep_id} has no completed trial yet: there is no best to train")
+        raise InvalidInput(f"sweep {sweep.sweep_id} has no completed trial yet: there is no best to train")
     config = TrainConfig.from_dict(best["config"])
     if fine_tune:
         config = config.replace(**fine_tune)

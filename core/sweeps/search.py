@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from core.device import describe, dtype_policy, input_workers, mixed_precision_policy
+from core.errors import Cancelled, InvalidInput
 from core.network.model import classifier_for
 from core.paths import cache_dir
 from core.processes import JobState
@@ -36,8 +37,8 @@ from core.sweeps.trials import (
     training_data,
 )
 from core.train.distribute import data_parallel
-from core.train.jobs import StopWhileWaiting, device_lock
-from core.train.trainer import Extraction, StageReporter, StopRequested, extraction_batch_size, head_features
+from core.train.jobs import device_lock
+from core.train.trainer import Extraction, StageReporter, extraction_batch_size, head_features
 
 log = logging.getLogger("flora")
 
@@ -71,7 +72,7 @@ def run_sweep(
             on_wait=lambda: folder.update(stage="waiting for the device: a run is training"),
         ):
             return _search(store, store.get(sweep_id), Path(data_root), device, console, workers, ray)
-    except (SweepStopped, StopRequested, StopWhileWaiting) as e:
+    except Cancelled as e:
         log.info("sweep %s stopped: %s", sweep_id, e)
         return folder.update(
             state=JobState.STOPPED,
@@ -153,7 +154,7 @@ def _optimize_on_ray(store, sweep: Sweep, data_root: Path, study, features, publ
     status = folder.read()
     target, timeout = status.trials_target, status.timeout_seconds
     if target is None:
-        raise ValueError("a sweep on Ray needs a trial count (--trials) to share out among its workers")
+        raise InvalidInput("a sweep on Ray needs a trial count (--trials) to share out among its workers")
     remaining = target - count(study, FINISHED)
     deadline = None if timeout is None else time.time() + timeout
     if remaining > 0:

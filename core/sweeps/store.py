@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import Conflict, NotFound
 from core.fileio import read_json, write_json_atomic
 from core.processes import STATUS_FILE, JobFolder, JobRecord, JobStatus, process_alive
 from core.settings.config import TrainConfig, canonical_json
@@ -40,6 +41,10 @@ FEATURES_FILE = "features.npz"  # the features Ray workers load, there while the
 STUDY_NAME = "flora"
 # Settings that only the promoted run uses (a sweep trains heads): not part of what a sweep is.
 PROMOTION_FIELDS = ("fine_tune_epochs", "unfreeze_stages", "fine_tune_learning_rate")
+
+
+class SweepActive(Conflict, ValueError):
+    """A sweep still queued or running where only an ended one will do (delete it: stop it first)."""
 
 
 @dataclass
@@ -150,7 +155,7 @@ class SweepStore:
         directory = self.sweep_dir(sweep_id)
         spec = read_json(directory / SPEC_FILE)
         if spec is None:
-            raise KeyError(f"no sweep {sweep_id!r} in {self.root}")
+            raise NotFound(f"no sweep {sweep_id!r} in {self.root}")
         folder = self.folder(sweep_id)
         return Sweep(sweep_id, directory, spec, folder.read(), folder.stop_requested_at())
 
@@ -162,8 +167,8 @@ class SweepStore:
         if len(matches) == 1:
             return self.get(matches[0])
         if len(matches) > 1:
-            raise KeyError(f"sweep id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches))}")
-        raise KeyError(f"no sweep {prefix!r} in {self.root}")
+            raise NotFound(f"sweep id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches))}")
+        raise NotFound(f"no sweep {prefix!r} in {self.root}")
 
     def list(self) -> list[Sweep]:
         """Every sweep, newest first, with a dead process shown as failed."""
@@ -213,5 +218,5 @@ class SweepStore:
         """Remove a sweep folder (its trials; runs it promoted stay). Raises ValueError while it runs."""
         sweep = self.get(sweep_id)
         if sweep.active and process_alive(sweep.status.pid, sweep.status.pid_start):
-            raise ValueError(f"sweep {sweep_id} is {sweep.state}; stop it before deleting")
+            raise SweepActive(f"sweep {sweep_id} is {sweep.state}; stop it before deleting")
         shutil.rmtree(sweep.directory)

@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from core.data.datasets import DatasetError, DatasetIndex, scan_dataset
+from core.errors import Cancelled
 from core.network.model import build_head
 from core.paths import cache_dir
 from core.settings.config import TrainConfig
@@ -42,7 +43,7 @@ PRUNE_WARMUP_EPOCHS = 2  # and never prunes a trial before its third epoch
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-class SweepStopped(RuntimeError):
+class SweepStopped(Cancelled):
     """The sweep was asked to stop; the trial it cut short is tried again on resume."""
 
 

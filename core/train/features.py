@@ -33,6 +33,7 @@ import numpy as np
 
 from core.data.imaging import center_crop
 from core.data.ingest import ImageCache
+from core.errors import Cancelled
 from core.fileio import atomic_path
 from core.network import backbones
 from core.network import layer_names as names
@@ -51,7 +52,7 @@ SEGMENT_BATCHES = 32  # batches per predict call: bounds memory and how much a s
 CHECKPOINT_SECONDS = 60.0  # at most one interim save a minute: each rewrites the view's whole file
 
 
-class ExtractionStopped(RuntimeError):
+class ExtractionStopped(Cancelled):
     """Feature extraction was stopped on request."""
 
 

@@ -1,10 +1,10 @@
-"""Training as a job: find or create the run, wait for the device, train, record how it ended.
+"""Training requests: find or create the run, the device's lock, start it in the background, stop it.
 
 `submit` decides what a training request means (a finished run is a cache hit, an active one is
-left alone, anything else is (re)created). `execute` trains in this process, one run per
-accelerator at a time (a file lock; others wait as "queued"). `launch` starts `python -m core
-train` as a detached process that owns the run folder, so a page returns at once and the run
-outlives the browser tab.
+left alone, anything else is (re)created). `device_lock` lets one run per accelerator train at a
+time (others wait as "queued"); the run itself is driven by core.run_job.execute. `launch` starts
+`python -m core train` as a detached process that owns the run folder, so a page returns at once and
+the run outlives the browser tab.
 """
 
 from __future__ import annotations
@@ -22,21 +22,20 @@ from pathlib import Path
 
 from core.data.corrections import Corrections, dataset_key
 from core.data.datasets import DatasetError, DatasetIndex, scan_dataset
-from core.device import describe, nvidia_gpus, without_cuda_noise
-from core.paths import cache_dir
+from core.errors import Cancelled
 from core.processes import JobState, process_alive
-from core.runs.record import LOCAL_OWNER, Run, RunStatus, RunUnreadable, new_run_record
+from core.runs.record import LOCAL_OWNER, Run, RunUnreadable, new_run_record
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig, run_id_for
 from core.sharing.people import layer_of, same_person
-from core.train.queue import RAY_LINE, check_share, my_turn
+from core.train.queue import RAY_LINE, check_share
 
 log = logging.getLogger("flora")
 CACHED, ACTIVE, NEW = "cached", "active", "new"
 LOCK_POLL_SECONDS = 1.0
 
 
-class StopWhileWaiting(RuntimeError):
+class StopWhileWaiting(Cancelled):
     """A queued run was asked to stop before it got the device."""
 
 
@@ -181,100 +180,6 @@ def device_lock(
         os.close(fd)
 
 
-def execute(
-    store: RunStore,
-    submission: Submission,
-    data_root: str | os.PathLike,
-    console: bool = True,
-    ingest_workers: int | None = None,
-    hosts=None,
-    on_ray: str | None = None,
-) -> RunStatus:
-    """Train the submitted run in this process; return its final status. `hosts` (a `MultiHost`): phase 2
-    across the processes of a multi-host run. `on_ray` (the node, in words): a Ray task trains it, so the
-    process that submitted it stays its owner (its pid, which the app watches) and Ray's scheduler, not
-    this machine's device lock, decides when the device is free.
-
-    Raises:
-        Exception: whatever failed the run, after recording it as failed with the error.
-    """
-
-    with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
-        from core.train.training import StopRequested, TrainingJob, train_run  # heavy: keras
-
-    run_id = submission.run_id
-    if on_ray:
-        store.set_status(run_id, state=JobState.QUEUED, error=None, node=on_ray)
-    else:
-        store.claim(run_id, state=JobState.QUEUED, error=None)
-    try:
-        with without_cuda_noise():
-            device = describe()
-        store.set_status(run_id, device=device.label)
-        if device.kind == "cpu" and nvidia_gpus():
-            log.warning(
-                "an NVIDIA driver is here but %s sees no GPU: training on the CPU (%s); `python -m core device` "
-                "says why and the fix",
-                device.backend,
-                device.name,
-            )
-        elif device.kind == "cpu":
-            log.info("no GPU found: training on the CPU (%s)", device.name)
-        lock = (
-            contextlib.nullcontext()
-            if on_ray
-            else device_lock(
-                store.root,
-                device.lock_name,
-                should_stop=lambda: store.stop_requested(run_id),
-                on_wait=lambda: _waiting(store, run_id, device.label),
-                my_turn=lambda: my_turn(store, run_id),
-            )
-        )
-        with lock:
-            job = TrainingJob(
-                store,
-                run_id,
-                submission.index,
-                submission.config,
-                cache_dir(data_root),
-                console=console,
-                ingest_workers=ingest_workers,
-                device=device,
-                hosts=hosts,
-            )
-            return train_run(job)
-    except (StopRequested, StopWhileWaiting) as e:
-        log.info("run %s stopped: %s", run_id, e)
-        return store.set_status(
-            run_id,
-            state=JobState.STOPPED,
-            finished_at=time.time(),
-            stage=None,
-            stage_progress=None,
-            error=None,
-            note=str(e),
-        )
-    except KeyboardInterrupt:
-        store.set_status(run_id, state=JobState.STOPPED, finished_at=time.time(), stage=None, note="interrupted")
-        raise
-    except BaseException as e:
-        log.exception("run %s failed", run_id)
-        store.set_status(
-            run_id,
-            state=JobState.FAILED,
-            finished_at=time.time(),
-            stage=None,
-            error=f"{type(e).__name__}: {e}",
-        )
-        raise
-
-
-def _waiting(store: RunStore, run_id: str, device: str) -> None:
-    log.info("another run is using %s; waiting (queued)", device)
-    store.set_status(run_id, stage="waiting for the device: another run is training")
-
-
 def launch(
     dataset_path: str | os.PathLike,
     config: TrainConfig,
@@ -285,9 +190,11 @@ def launch(
     owner: str = LOCAL_OWNER,
     max_queued: int | None = None,
     ray_address: str | None = None,
+    track: str | None = None,
 ) -> Submission:
     """Start training in a detached background process and return at once. With `ray_address` that process
-    submits the run as a task to the Ray cluster and waits for it (core/train/ray.py).
+    submits the run as a task to the Ray cluster and waits for it (core/train/ray.py). `track`: an MLflow
+    tracking URI the run is logged to when it ends (core.tracking).
 
     A finished run comes back as cached and an active one as active; neither starts a process.
     `corrections`: the label corrections to apply (None: the ones kept for the dataset folder).
@@ -312,6 +219,8 @@ def launch(
         "--data-dir",
         str(Path(data_root).resolve()),
     ]
+    if track:
+        command += ["--track", track]
     if ray_address:
         command += ["--ray", ray_address]
         store.set_status(submission.run_id, line=RAY_LINE)  # in the cluster's line from the start, not this device's

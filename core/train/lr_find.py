@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from core.data.datasets import DatasetError, DatasetIndex
+from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, without_cuda_noise
+from core.errors import Unavailable
 from core.settings.config import ConfigError, TrainConfig
 
 log = logging.getLogger("flora")
@@ -68,7 +70,7 @@ FINE_TUNE_FIELDS = (
 )
 
 
-class RangeTestFailed(RuntimeError):
+class RangeTestFailed(Unavailable):
     """The range test recorded too few points to suggest a rate (the loss was not a number from the start)."""
 
 
@@ -278,7 +280,7 @@ def find_learning_rate(
 
     Raises:
         ConfigError: an unknown phase, too few steps, nothing to unfreeze. DatasetError: fewer than two classes.
-        StopRequested: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
+        Cancelled: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
     """
     check_phase(phase)
     steps = STEPS[phase] if steps is None else int(steps)
@@ -288,7 +290,6 @@ def find_learning_rate(
         raise ConfigError("the fine-tune range test needs unfreeze_stages >= 1 (there is nothing to fine-tune)")
     if len(index.classes) < 2:
         raise DatasetError(f"a range test needs at least 2 classes; {index.root} has {len(index.classes)}")
-    from core.device import describe, dtype_policy, input_workers, mixed_precision_policy, without_cuda_noise
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
         import keras  # heavy: keras

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.data.datasets import scan_dataset
+from core.data.datasets import DatasetError, scan_dataset
+from core.errors import Cancelled
 from core.fileio import read_json, write_json_atomic
 from core.paths import cache_dir, flora_dir
 from core.processes import TASK_LOG, JobFolder, JobRecord, JobState, JobStatus
@@ -143,14 +144,14 @@ def stop(finder: Finder) -> None:
 def run(directory: str | os.PathLike) -> int:
     """The process: the range test the folder's status asks for, its progress in the status; 0 when done."""
     from core.train.lr_find import find_learning_rate  # heavy: keras
-    from core.train.trainer import StageReporter, StopRequested  # heavy: keras
+    from core.train.trainer import StageReporter  # heavy: keras
 
     folder = JobFolder(directory, TASK_LOG, FinderStatus)
     status: FinderStatus = folder.claim(state=JobState.RUNNING, started_at=time.time(), stage="starting")
     try:
         index = scan_dataset(status.dataset)
         if index.fingerprint != status.fingerprint:
-            raise ValueError(f"the dataset at {status.dataset} changed since the range test was asked for: ask again")
+            raise DatasetError(f"the dataset at {status.dataset} changed since the range test was asked for: ask again")
         result = find_learning_rate(
             index,
             TrainConfig.from_dict(status.config or {}),
@@ -161,7 +162,7 @@ def run(directory: str | os.PathLike) -> int:
             report=StageReporter(folder.update),
             should_stop=folder.stop_requested,
         )
-    except StopRequested as e:
+    except Cancelled as e:
         folder.update(state=JobState.STOPPED, note=str(e), finished_at=time.time(), stage=None)
         return 0
     except Exception as e:

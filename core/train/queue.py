@@ -21,6 +21,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from core.errors import Busy
 from core.processes import JobState
 from core.runs.record import Run
 from core.runs.store import RunStore
@@ -31,7 +32,7 @@ RAY_LINE = "ray"  # ... of a run for the Ray cluster
 LINE_NAMES = {LOCAL_LINE: "the device", RAY_LINE: "the Ray cluster"}
 
 
-class TooManyQueued(ValueError):
+class TooManyQueued(Busy, ValueError):
     """A person already has their share of runs waiting for the device."""
 
 

@@ -22,38 +22,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.cluster import connect
+from core.errors import Unavailable
 from core.processes import JobState
 from core.runs.store import RunStore
-from core.train import jobs
 from core.train.queue import RAY_LINE, fair_order, in_flight, live_runs, ordinal
 
 log = logging.getLogger("flora")
 WAIT_POLL_SECONDS = 2.0
-
-
-def _train_task(models_root: str, data_root: str, run_id: str) -> dict[str, Any]:
-    """On the node Ray chose: train the run into the shared run folder, logging into its train.log."""
-    import ray
-
-    node = f"Ray node {ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
-    store = RunStore(models_root)
-    handler = logging.FileHandler(store.log_path(run_id))
-    handler.setFormatter(logging.Formatter("%(asctime)s flora: %(message)s", "%H:%M:%S"))
-    flora = logging.getLogger("flora")
-    flora.addHandler(handler)
-    flora.setLevel(logging.INFO)
-    try:
-        log.info("run %s: training on %s (pid %d)", run_id, node, os.getpid())
-        submission = jobs.submission_for_launched(store, run_id)
-        status = jobs.execute(store, submission, data_root, console=False, on_ray=node)
-        return {"state": str(status.state), "node": node, "accuracy": status.accuracy}
-    finally:
-        flora.removeHandler(handler)
-        handler.close()
 
 
 def resources(cluster: dict[str, float], cpus: int | None = None) -> dict[str, float]:
@@ -96,12 +76,19 @@ def wait_for_turn(store: RunStore, run_id: str, room: Any, poll_seconds: float =
         time.sleep(poll_seconds)
 
 
-def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, address: str | None) -> dict[str, Any]:
+def train_on_ray(
+    store: RunStore,
+    run_id: str,
+    data_root: str | os.PathLike,
+    address: str | None,
+    task: Callable[[str, str, str], dict[str, Any]],
+) -> dict[str, Any]:
     """Run `run_id` (already submitted to `store`) as a Ray task, on its turn, and wait for it; returns what it
-    said (its "state" is "stopped" when asked to stop before it reached a node).
+    said (its "state" is "stopped" when asked to stop before it reached a node). `task(models_root, data_root,
+    run_id)` trains it on the node (core.run_job.ray_task: the run's job, as a local process drives it).
 
     Raises:
-        RuntimeError: the task failed (the run is marked failed with the reason, naming the node where known).
+        Unavailable: the task failed (the run is marked failed with the reason, naming the node where known).
     """
     import ray
 
@@ -114,8 +101,8 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
         return _stopped(store, run_id, "stopped while waiting in line for the Ray cluster")
     store.set_status(run_id, submitted_at=time.time(), stage=f"queued on Ray ({address}): waiting for {what}")
     log.info("run %s: submitted to Ray at %s, asking for %s", run_id, address, what)
-    task = ray.remote(max_retries=0)(_train_task).options(**asked, name=f"flora-run-{run_id}")
-    ref = task.remote(str(Path(store.root).resolve()), str(Path(data_root).resolve()), run_id)
+    remote = ray.remote(max_retries=0)(task).options(**asked, name=f"flora-run-{run_id}")
+    ref = remote.remote(str(Path(store.root).resolve()), str(Path(data_root).resolve()), run_id)
     while True:
         ready, _ = ray.wait([ref], timeout=WAIT_POLL_SECONDS)
         if ready:
@@ -138,7 +125,7 @@ def train_on_ray(store: RunStore, run_id: str, data_root: str | os.PathLike, add
         current = store.get(run_id).status
         if current.state not in (JobState.FAILED, JobState.STOPPED, JobState.DONE) or died:
             store.set_status(run_id, state=JobState.FAILED, finished_at=time.time(), stage=None, error=reason)
-        raise RuntimeError(reason) from None
+        raise Unavailable(reason) from None
     log.info("run %s: %s on %s", run_id, result["state"], result["node"])
     return result
 

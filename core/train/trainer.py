@@ -21,16 +21,18 @@ import numpy as np
 from core.data.datasets import DatasetIndex, Split
 from core.data.ingest import ImageCache
 from core.device import DeviceInfo, recommended_batch_size
+from core.errors import Cancelled
+from core.network.graph import features_and_logits_model, head_logits_model
 from core.network.model import backbone_of, head_of
-from core.results.arrays import features_and_logits_model, head_logits_model
-from core.runs.record import CHECKPOINT_FILE
+from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.runtimes.choice import accelerated
 from core.settings.config import TrainConfig
+from core.tracking.tensorboard import TensorBoardLogger
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
 from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, RunLogger
 from core.train.distribute import Parallelism, pad_rows, padded_length
-from core.train.features import ExtractionStopped, FeatureCache, build_extractor, weights_hash
+from core.train.features import FeatureCache, build_extractor, weights_hash
 from core.train.multihost import STRATEGY, MultiHost, ProcessShard, across_processes
 from core.train.schedules import learning_rate_for, schedule_callbacks
 
@@ -40,7 +42,7 @@ VALIDATION_BATCH = 512  # rows per validation batch on cached features
 STAGE_WRITE_INTERVAL = 0.5  # seconds between stage-progress writes to status.json
 
 
-class StopRequested(RuntimeError):
+class StopRequested(Cancelled):
     """The run was asked to stop before any epoch finished."""
 
 
@@ -128,7 +130,11 @@ class Trainer:
 
     def callbacks(self, phase: int) -> list[keras.callbacks.Callback]:
         config = self.job.config
-        callbacks = [RunLogger(self.job.store, self.job.run_id, phase, self.counter, config.total_epochs), self.best]
+        callbacks = [
+            RunLogger(self.job.store, self.job.run_id, phase, self.counter, config.total_epochs),
+            self.best,
+            TensorBoardLogger(self.job.run_dir),
+        ]
         callbacks += phase_callbacks(config)
         if self.job.console:
             callbacks.append(EpochProgressBar(phase, config.total_epochs))
@@ -195,7 +201,7 @@ class Trainer:
         initial_epoch = self.counter.epochs_done
         epochs = initial_epoch + (config.epochs if phase == 1 else config.fine_tune_epochs)
         self.best.track(self.model)
-        self.best.checkpoint = self.job.run_dir / CHECKPOINT_FILE  # epochs are slow here: keep the best on disk
+        self.best.checkpoint = run_files(self.job.run_dir).checkpoint  # epochs are slow here: keep the best on disk
         self.report("training" if phase == 1 else "fine-tuning", force=True)
         steps = min(self.job.max_steps, len(train)) if self.job.max_steps else None
         total_steps = (steps or len(train)) * (epochs - initial_epoch)
@@ -293,7 +299,7 @@ def head_features(
         the clean view of every split, then `views` augmented views of the training images.
 
     Raises:
-        StopRequested: `extraction.should_stop` said so (what was computed is kept in the cache).
+        Cancelled: `extraction.should_stop` said so (what was computed is kept in the cache).
     """
     split = data.split
     extract = _feature_extractor(model, data, config, extraction)
@@ -348,8 +354,6 @@ def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConf
                 progress,
                 extraction.should_stop,
             )
-        except ExtractionStopped as e:
-            raise StopRequested(str(e)) from None
         finally:
             if bar is not None:
                 bar.close()

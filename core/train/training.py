@@ -3,7 +3,8 @@
 Phase 1 trains the head with the backbone frozen: on cached backbone features when
 `feature_cache` is on (seconds per epoch), else on images through the frozen ResNet-50.
 Phase 2 (optional) unfreezes the top residual stages, BatchNorm kept frozen, at a lower rate.
-The best weights on validation loss win; the test split is evaluated and stored with the run.
+The best weights on validation loss win and are saved; their validation and test outputs are handed on
+(`Fit`) to the stage that writes what the run keeps (core.results.after_fit), called by the run's job.
 
 `train_run(job)` reads top to bottom as those steps; the fits themselves are in `core.train.trainer`,
 the batch sources in `core.train.batches`, the Keras callbacks in `core.train.callbacks`, the feature cache
@@ -17,13 +18,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from core.data.datasets import DatasetIndex
-from core.data.decode_pool import IngestCancelled
 from core.data.ingest import ImageCache, ingest
 from core.device import (
     describe,
@@ -33,15 +34,9 @@ from core.device import (
 )
 from core.network.model import classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
-from core.results import calibration, conformal
-from core.results.arrays import RunAnalysis, SplitArrays
-from core.results.evaluation import Evaluation
-from core.runs.curves import REFERENCE_STAGE
-from core.runs.record import CHECKPOINT_FILE, MODEL_FILE, RunStatus
+from core.runs.analysis import RunAnalysis, SplitArrays
+from core.runs.files import run_files
 from core.runs.split import draw_split, run_split
-from core.runtimes.choice import accelerated
-from core.serving.graph import inference_model
-from core.serving.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
 from core.train.distribute import data_parallel
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
@@ -49,14 +44,28 @@ from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingDa
 log = logging.getLogger("flora")
 
 
-def train_run(job: TrainingJob) -> RunStatus:
-    """Train, evaluate and save run `job.run_id` (already created in the store).
+@dataclass
+class Fit:
+    """What the fit hands on to the stage after it (core.results.after_fit): nothing of it is written yet."""
+
+    analysis: RunAnalysis  # the validation and test splits' logits and pooled features, labels, paths
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]]  # "val", "test": (pooled features, logits) as computed
+    train_features: np.ndarray | None  # the training split's final pooled features, when the fit has them
+    best_epoch: int | None
+    epochs_done: int
+    stopped: bool  # a stop was asked for and honoured: the best weights so far were kept
+    model: keras.Model | None = None  # the classifier with those weights: the reference runs it, not model.keras again
+
+
+def train_run(job: TrainingJob) -> Fit:
+    """Train run `job.run_id` (already created in the store), save its best model, and compute the validation
+    and test splits' outputs with it.
 
     Returns:
-        The final status (state done, or stopped when a stop was requested).
+        What the fit hands on; the run's job writes what the run keeps from it and records how it ended.
 
     Raises:
-        Whatever made the run fail; the caller records it as failed.
+        Whatever made the run fail; the caller records it as failed. Cancelled: stopped before a first epoch.
     """
     config = job.config
     keras.utils.set_random_seed(config.seed)
@@ -101,8 +110,8 @@ def train_run(job: TrainingJob) -> RunStatus:
             raise StopRequested("stopped before the first epoch finished")
         best_epoch = trainer.best.restore()
         report("saving model", force=True)
-        save_model(model, job.run_dir / MODEL_FILE)
-        (job.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        save_model(model, run_files(job.run_dir).model)
+        run_files(job.run_dir).checkpoint.unlink(missing_ok=True)
         report("evaluating on the test split", force=True)
         arrays = trainer.analyse_splits()
 
@@ -119,79 +128,16 @@ def train_run(job: TrainingJob) -> RunStatus:
             for name, positions in (("val", data.split.val), ("test", data.split.test))
         ),
     )
-    analysis.save(job.run_dir)
-    store_calibration(job.run_dir, analysis)
-    evaluation = Evaluation(
-        probabilities=analysis.test.probabilities,
-        labels=analysis.test.labels,
-        classes=job.index.classes,
-        paths=analysis.test.paths,
-        cache_positions=analysis.test.positions,
+    final = trainer.features is not None and trainer.features_are_final
+    return Fit(
+        analysis,
+        arrays,
+        trainer.features["train"][0] if final else None,
+        best_epoch,
+        trainer.counter.epochs_done,
+        stopped,
+        model,
     )
-    evaluation.save(job.run_dir)
-    summary = evaluation.summary()
-    report(REFERENCE_STAGE, force=True)
-    fit_reference(job, trainer, arrays)
-    log.info("test accuracy %.4f on %d images (best epoch %s)", summary["accuracy"], len(data.split.test), best_epoch)
-    note = None
-    asked = job.store.stop_requested_at(job.run_id)
-    if asked is not None and not stopped:  # a stop that landed as training ended by itself: say so
-        note = (
-            f"a stop was asked for at {time.strftime('%H:%M:%S', time.localtime(asked))}, as training was "
-            "ending on its own: it finished as planned (its best weights were kept and evaluated)"
-        )
-    return job.store.set_status(
-        job.run_id,
-        note=note,
-        state=JobState.STOPPED if stopped else JobState.DONE,
-        finished_at=time.time(),
-        stage=None,
-        stage_progress=None,
-        accuracy=summary["accuracy"],
-        macro_f1=summary["macro"]["f1"],
-        best_epoch=best_epoch,
-        epochs_done=trainer.counter.epochs_done,
-    )
-
-
-def fit_reference(job: TrainingJob, trainer: Trainer, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Fit the run's out-of-distribution reference now, while its images are decoded and at hand.
-
-    It is the run's, not a server's: a server switching to this run then only loads it (a first switch used to
-    spend most of its minute here). A run that cannot have one (a stop, a dataset that moved) still finishes;
-    a server then fits it in the background on first use.
-    """
-    started = time.perf_counter()
-    train = trainer.features["train"][0] if trainer.features is not None and trainer.features_are_final else None
-    known = KnownOutputs(val=arrays["val"], test=arrays["test"], train_features=train)  # not passed again
-    try:
-        run = job.store.get(job.run_id)
-        graph = accelerated(inference_model(trainer.model, share_backbone=True), cache_root=job.cache_root)
-        ensure_reference(run, model=graph, cache_root=job.cache_root, index=job.index, known=known)
-    except (ReferenceUnavailable, OSError, ValueError) as e:
-        log.warning("no out-of-distribution reference for run %s: %s", job.run_id, e)
-        return
-    log.info("out-of-distribution reference fitted in %.1fs", time.perf_counter() - started)
-
-
-def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
-    """Fit the run's temperature on its validation logits now (milliseconds), so every predictor has it."""
-
-    fitted = calibration.calibrate(analysis)
-    calibration.save(fitted, run_dir)
-    log.info(
-        "calibration: temperature %.3f (test ECE %.3f -> %.3f)", fitted.temperature, fitted.before.ece, fitted.after.ece
-    )
-    # Prediction sets at 90% from the same arrays (milliseconds): Predict and the server offer them at once.
-    try:
-        sets = conformal.fit_run(run_dir)
-        log.info(
-            "prediction sets at 90%%: held-out coverage %.3f, mean size %.2f",
-            sets.held_out.coverage,
-            sets.held_out.mean_size,
-        )
-    except conformal.ConformalError as e:
-        log.info("no prediction sets: %s", e)
 
 
 def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
@@ -231,7 +177,7 @@ def load_training_data(
     promotes see the same split for the same seed and `corrections`.
 
     Raises:
-        StopRequested: `should_stop` said so while decoding (what was decoded is kept).
+        Cancelled: `should_stop` said so while decoding (what was decoded is kept).
     """
     with _decoding(report, console, len(index.entries)) as progress:
         cache = ingest(
@@ -257,7 +203,7 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
 
 @contextlib.contextmanager
 def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback for decoding (the run's status, and a console bar); a cancel becomes StopRequested."""
+    """A progress callback for decoding (the run's status, and a console bar)."""
     bar = console_bar(console, "decoding images", total, unit="img")
 
     def progress(done: int, total: int) -> None:
@@ -268,8 +214,6 @@ def _decoding(report: StageReporter, console: bool, total: int) -> Iterator[Call
 
     try:
         yield progress
-    except IngestCancelled as e:
-        raise StopRequested(str(e)) from None
     finally:
         if bar is not None:
             bar.close()

@@ -21,8 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from core.results import conformal  # noqa: E402
-from core.results.arrays import softmax  # noqa: E402
+from core.results.probabilities import conformal  # noqa: E402
+from core.runs.analysis import softmax  # noqa: E402
 
 LEVELS = (0.8, 0.9, 0.95)
 
@@ -44,8 +44,8 @@ def describe(fitted: conformal.ConformalSets) -> str:
 
 
 def runs(run_dirs: list[str]) -> None:
-    from core.results.arrays import RunAnalysis
-    from core.results.tta import served_probabilities
+    from core.results.probabilities.tta import served_probabilities
+    from core.runs.analysis import RunAnalysis
 
     for run_dir in run_dirs:
         analysis = RunAnalysis.load(run_dir)

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from core.results import label_issues, label_self_test, out_of_sample
-from core.results.arrays import softmax
+from core.results.labels import issues as label_issues
+from core.results.labels import out_of_sample
+from core.results.labels import self_test as label_self_test
+from core.runs.analysis import softmax
 
 n, classes, width = int(sys.argv[1]), 1000, 2048
 rng = np.random.default_rng(0)

@@ -15,7 +15,8 @@ from pathlib import Path
 import streamlit as st
 
 from core import sharing
-from core.sharing import LOCAL, User, attempts, people, sessions
+from core.errors import InvalidInput
+from core.sharing import LOCAL, User, attempts, clients, people, sessions
 from pages.ui import common, plain
 
 log = logging.getLogger("flora")
@@ -24,6 +25,8 @@ TOKEN_PARAM = "token"
 OLD_SESSION_PARAM = "session"  # links from before the cookie carried the session: dropped, never honoured
 SESSION_KEY = "flora_session"
 COOKIE_ACTION_KEY = "flora_cookie_action"  # ("set", id) or ("clear", None): written by the next draw
+BROWSER_KEY = "flora_browser"  # this browser's id (core.sharing.clients), also kept in a cookie for a year
+BROWSER_COOKIE_DAYS = 365
 
 
 def oidc_configured() -> str | None:
@@ -80,12 +83,36 @@ def _write_cookie() -> None:
     if action is None:
         return
     what, session_id = action
-    value = f"{session_id}; Max-Age={sessions.SESSION_HOURS * 3600}" if what == "set" else "; Max-Age=0"
+    if what == "set":
+        _set_cookie(_cookie_name(), session_id, sessions.SESSION_HOURS * 3600)
+    else:
+        _set_cookie(_cookie_name(), "", 0)
+
+
+def _set_cookie(name: str, value: str, max_age: int) -> None:
     st.html(
-        f"""<script>document.cookie = "{_cookie_name()}={value}; Path=/; SameSite=Strict"
+        f"""<script>document.cookie = "{name}={value}; Max-Age={max_age}; Path=/; SameSite=Strict"
         + (location.protocol === "https:" ? "; Secure" : "");</script>""",
         unsafe_allow_javascript=True,
     )
+
+
+def _client() -> attempts.Client:
+    """Who is trying to sign in: the address to count them under (X-Forwarded-For believed only from a configured
+    proxy: core.sharing.clients) and this browser's id, made and kept in a cookie on its first sign-in page."""
+    browser = st.session_state.get(BROWSER_KEY) or clients.browser_id(st.context.cookies.get(_browser_cookie()))
+    if browser is None:
+        browser = clients.new_browser_id()
+    if st.session_state.get(BROWSER_KEY) != browser:
+        st.session_state[BROWSER_KEY] = browser
+        _set_cookie(_browser_cookie(), browser, BROWSER_COOKIE_DAYS * 86400)
+    seen = st.context.ip_address
+    forwarded = [value for value in st.context.headers.get_all("X-Forwarded-For") if isinstance(value, str)]
+    return attempts.Client(clients.client_address(seen if isinstance(seen, str) else None, forwarded), browser)
+
+
+def _browser_cookie() -> str:
+    return f"flora_browser_{st.get_option('server.port') or 8501}"
 
 
 def gate() -> User:
@@ -155,15 +182,15 @@ def _token_sign_in() -> None:
     expected, admin_token = sharing.access_token(data_root), sharing.admin_token()
     given = st.query_params.get(TOKEN_PARAM) or ""
     _sign_in_page("This Flora is shared with an access token (your instructor has it, or the link they sent).")
+    _client()  # this browser's id, kept before the first try
     if given and not (sharing.tokens_match(given, expected) or sharing.tokens_match(given, admin_token)):
         st.warning("The token in this link is not this server's: check the link, or type the token.")
     with st.form("flora_sign_in", enter_to_submit=True):
         token = st.text_input("Access token", value=given, type="password", key="flora_token_field")
         name = st.text_input(
             "Your name",
-            key="flora_name_field",
-            max_chars=60,
-            help="Your runs are recorded under it; others see them read-only.",
+            key="flora_name_field",  # no max_chars: the page drops a longer pasted value, and the rule says why
+            help=f"Your runs are recorded under it; others see them read-only. A name is {people.NAME_RULE}.",
         )
         passphrase = st.text_input(
             "Your passphrase",
@@ -177,18 +204,18 @@ def _token_sign_in() -> None:
 
 
 def _try_sign_in(data_root, token: str, name: str, passphrase: str, expected, admin_token) -> None:
-    client = attempts.client_key_of(st.context.ip_address)
-    name_key = attempts.name_key_of(name) if name else None
-    try:
-        attempts.check(data_root, client, "this computer")
-        if name_key:
-            attempts.check(data_root, name_key, f"the name “{name}”")
+    client = _client()
+    if not token:
+        st.error("Type the access token: your instructor has it, or the link they sent.", icon=":material/key:")
+        return
+    try:  # the name as registered ("BOB" is bob's): the pause is counted and named by it
+        attempts.check_sign_in(data_root, client, people.registered_name(data_root, name) if name else None)
     except attempts.SignInPaused as e:
         st.error(plain.md(e), icon=":material/timer:")
         return
     admin = sharing.tokens_match(token, admin_token)
     if not (admin or sharing.tokens_match(token, expected)):
-        note = attempts.failed(data_root, client, "this computer")
+        note = attempts.failed_token(data_root, client)
         st.error(f"That access token is not this server's. {note}".strip(), icon=":material/key_off:")
         return
     if not name:
@@ -196,17 +223,14 @@ def _try_sign_in(data_root, token: str, name: str, passphrase: str, expected, ad
         return
     try:
         name = people.claim_name(data_root, name, passphrase, owners=common.work_owners())
-    except people.NameTaken as e:
-        note = ""
-        if "another passphrase" in str(e):  # a wrong passphrase for a claimed name counts; a reserved one does not
-            note = attempts.failed(data_root, name_key, f"the name “{name}”")
-            attempts.failed(data_root, client, "this computer")
+    except people.WrongPassphrase as e:  # a wrong passphrase for a claimed name counts; a reserved one does not
+        note = attempts.failed_passphrase(data_root, client, e.registered)
         st.error(plain.md(f"{e} {note}".strip()), icon=":material/badge:")
         return
-    except ValueError as e:  # a passphrase too short
+    except (people.NameTaken, InvalidInput) as e:  # reserved, a look-alike, a name the rule refuses, a short passphrase
         st.error(plain.md(e), icon=":material/badge:")
         return
-    attempts.succeeded(data_root, name_key)
+    attempts.signed_in(data_root, client, name)
     session_id = sessions.open_session(data_root, name, admin)
     st.session_state[USER_KEY] = User(name, name, admin=admin, how="token")
     st.session_state[SESSION_KEY] = session_id
@@ -273,7 +297,8 @@ def can_change(thing) -> bool:
 
 def read_only_note(thing, what: str = "run") -> None:
     """Say why a run's (or sweep's) controls are missing: it is someone else's."""
-    st.caption(f":material/visibility: {plain.md(thing.owner)}'s {what}: you can look at it, not change it.")
+    whose = plain.md(people.layer_of(thing.owner))
+    st.caption(f":material/visibility: {whose}'s {what}: you can look at it, not change it.")
 
 
 MINE, EVERYONE = "Mine", "Everyone's"
@@ -284,7 +309,7 @@ def scope_runs(runs: list, key: str) -> list:
     if not shared():
         return runs
     user = current_user()
-    mine = [run for run in runs if run.owner == user.id]
+    mine = [run for run in runs if people.same_person(run.owner, user.id)]
     if key not in st.session_state:
         st.session_state[key] = MINE if mine else EVERYONE
     scope = st.segmented_control(

@@ -8,6 +8,7 @@ Page keys are prefixed with the page's name; the few values shared between pages
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def sweep_label(sweep: Sweep) -> str:
 
     created = datetime.datetime.fromtimestamp(sweep.created).strftime("%b %d %H:%M")
     searched = ", ".join(sweep.spec.get("space", {}))
-    whose = f" · {sweep.owner}'s" if shared() else ""
+    whose = f" · {sharing.people.layer_of(sweep.owner)}'s" if shared() else ""
     return f"{sweep.dataset_name} · {searched} · {created} · {sweep.sweep_id[:6]}{whose}"
 
 
@@ -156,7 +157,7 @@ def run_label(run: Run) -> str:
     import datetime
 
     created = datetime.datetime.fromtimestamp(run.created).strftime("%b %d %H:%M")
-    whose = f" · {run.owner}'s" if shared() else ""  # shared: whose run it is, in every picker
+    whose = f" · {sharing.people.layer_of(run.owner)}'s" if shared() else ""  # shared: whose run, in every picker
     return f"{run.dataset_name} · {run_title(run)}{whose} · {created} · {run.run_id[:6]}"
 
 
@@ -172,10 +173,19 @@ def random_start_notice(run: Run) -> None:
         st.markdown(
             "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
             "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
-            "With ImageNet weights the same run typically gets most flower photos right. To train from them "
-            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {plain.code(imagenet_weights_file().parent)}, or set "
+            "With ImageNet weights the backbone starts from features learnt on over a million photos, and the same "
+            "run usually does far better. To train from them "
+            f"offline, put Keras's `{IMAGENET_WEIGHTS_FILE}` in {keras_cache_words()}, or set "
             "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* on the Train page."
         )
+
+
+def keras_cache_words() -> str:
+    """Where Keras keeps its downloads, as a page says it: the folder itself, or on a shared Flora (whose
+    server folders are not shown) words its admin knows."""
+    if shared():
+        return "Keras's cache on the server (whoever runs this Flora: `~/.keras/models`, or `$KERAS_HOME/models`)"
+    return plain.code(imagenet_weights_file().parent)
 
 
 def state_badge(run: Run | Sweep) -> None:
@@ -190,6 +200,19 @@ def state_badge(run: Run | Sweep) -> None:
 def listen_address() -> str | None:
     """The address the app server listens on (`server.address`; None: Streamlit's default, every interface)."""
     return st.get_option("server.address") or None
+
+
+def shown_path(path: str | os.PathLike, argument: bool = False) -> str:
+    """A server path as a page shows it: whole on a Flora used by one person, from the data folder on, on a shared
+    one (core.paths.relative_to_data); `argument`: a dataset as the command line takes it (its name in the data
+    folder)."""
+    return paths.relative_to_data(path, data_root(), named=not argument) if shared() else str(path)
+
+
+def shown_log(text: str) -> str:
+    """A log's text as a page shows it: whole on a Flora used by one person; on a shared one, no server path (paths
+    in the data folder from it on, others cut to their last part: core.paths.hide_server_paths)."""
+    return paths.hide_server_paths(text, data_root()) if text and shared() else text
 
 
 def shared() -> bool:

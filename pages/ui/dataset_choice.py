@@ -13,7 +13,7 @@ from core import paths, workspace
 from core.data import roots as data_roots
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
 from pages.ui import auth, plain
-from pages.ui.common import data_root, shared
+from pages.ui.common import data_root, shared, shown_path
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
 
@@ -33,17 +33,34 @@ def _scan_cached(path: str, stamp: float) -> DatasetIndex:
     return scan_dataset(path, max_files=data_roots.SCAN_MAX_FILES, max_seconds=data_roots.SCAN_MAX_SECONDS)
 
 
-def scan(path: str | os.PathLike) -> DatasetIndex:
-    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds.
+def scan(path: str | os.PathLike, typed: str | None = None) -> DatasetIndex:
+    """Scan a dataset folder (cached until its folders change), within the data roots and the scan's bounds;
+    `typed`: the folder as the person wrote it, which a refusal names (on a shared Flora no server path shows).
 
     Raises:
         OutsideDataRoots: the folder is not under a data root.
         DatasetError (ScanLimit): not a dataset, or the scan stopped at its bound.
     """
-    path = data_roots.check_inside(path, roots())
+    path = data_roots.check_inside(path, roots(), shown=shown_path, typed=typed if shared() else None)
     index = _scan_cached(str(path), _folder_stamp(path))
-    data_roots.check_links(index.root, index.links, roots())
+    data_roots.check_links(index.root, index.links, roots(), shown=shown_path)
     return index
+
+
+def typed_folder(typed: str) -> Path:
+    """A folder typed on a page: a short path from the data folder (core.data.roots.typed_folder)."""
+    return data_roots.typed_folder(typed, data_root())
+
+
+def linked_out() -> list[str]:
+    """The folders in the data folder that are links out of the data roots (`data/linkds -> /elsewhere`): left out
+    of every list, which an admin is told so the dataset does not go missing in silence."""
+    allowed, root = roots(), data_root()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_symlink() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [p.name for p in folders if p.is_dir() and not data_roots.inside(p, allowed)]
 
 
 def roots() -> list[Path]:
@@ -71,7 +88,9 @@ def drop_folders_outside_roots() -> list[str]:
 
 @st.cache_data(show_spinner=False, ttl=10)
 def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[dict]:
-    indexes = [(index, False) for index in list_datasets(root)]
+    roots = [Path(a) for a in allowed]
+    # a folder linked in from outside the data roots (data/linkds -> /elsewhere) is neither read nor offered
+    indexes = [(index, False) for index in list_datasets(root, keep=lambda folder: data_roots.inside(folder, roots))]
     for folder in folders:
         try:
             indexes.append((scan_dataset(folder), True))
@@ -80,7 +99,8 @@ def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ..
     usable = []
     for index, outside in indexes:  # one with links out of the data roots is not offered (core.data.roots)
         try:
-            data_roots.check_links(index.root, index.links, [Path(a) for a in allowed])
+            data_roots.check_inside(index.root, roots)
+            data_roots.check_links(index.root, index.links, roots)
         except data_roots.OutsideDataRoots:
             continue
         usable.append((index, outside))
@@ -115,7 +135,7 @@ def datasets(include_folders: bool = True) -> list[dict]:
 
 def dataset_label(dataset: dict) -> str:
     """How a dataset is named in pickers: name, classes, images, and where it lives if outside data/."""
-    where = f" · folder {dataset['path']}" if dataset["folder"] else ""
+    where = f" · folder {shown_path(dataset['path'])}" if dataset["folder"] else ""
     return f"{dataset['name']} ({dataset['classes']} classes, {dataset['images']} images){where}"
 
 
@@ -154,12 +174,21 @@ def outside_data_root(path: str | os.PathLike | None) -> bool:
     return bool(path) and not Path(path).resolve().is_relative_to(data_root().resolve())
 
 
-def try_scan(path: str | None) -> DatasetIndex | None:
-    """Scan, or show why not and return None."""
+def outside_reason(path: str | os.PathLike) -> str | None:
+    """Why the app does not read `path` (a run's photo or dataset) on a shared Flora: it resolves outside the data
+    roots (a run made from the command line on a folder elsewhere, a link); None when it may. A Flora used by one
+    person reads wherever its runs were made, as before."""
+    if not shared() or data_roots.inside(path, roots()):
+        return None
+    return "outside the data folders this Flora reads"
+
+
+def try_scan(path: str | os.PathLike | None, typed: str | None = None) -> DatasetIndex | None:
+    """Scan, or show why not and return None (`typed`: as scan)."""
     if not path:
         return None
     try:
-        return scan(path)
+        return scan(path, typed)
     except (DatasetError, data_roots.OutsideDataRoots) as e:
         st.error(plain.md(e), icon=":material/folder_off:")
         return None

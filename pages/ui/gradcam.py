@@ -20,7 +20,7 @@ def layer_picker(explainer, key: str, blank_maps: Callable[[str], int] | None = 
     layer. Given, the picker starts on the map that shows something (the finer one can be blank where the coarser
     is clear), and says so when the one picked shows less than the other.
     """
-    from core.results.explain import COARSE_GRID
+    from core.results.evaluation.explain import COARSE_GRID
 
     last = explainer.last_layer
     chosen = last

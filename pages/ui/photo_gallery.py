@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.data.imaging import ImageError
 from core.data.thumbnails import placeholder, thumbnail
-from pages.ui import plain
+from pages.ui import dataset_choice, plain
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -20,7 +20,11 @@ def _thumbnail_cached(path: str, size: int, mtime: float) -> np.ndarray:
 
 
 def thumb(path: str | os.PathLike, size: int = 160) -> tuple[np.ndarray, str | None]:
-    """(image, error) for a gallery: a placeholder and the reason when the file cannot be read."""
+    """(image, error) for a gallery: a placeholder and the reason when the file cannot be read, or when a shared
+    Flora may not read it (outside the data roots: core.data.roots)."""
+    refused = dataset_choice.outside_reason(path)
+    if refused:
+        return placeholder(size, "not shown"), refused
     try:
         mtime = os.stat(path).st_mtime
         return _thumbnail_cached(str(path), size, mtime), None

@@ -34,8 +34,8 @@ def _run(key: ModelKey) -> Run:
 
 @st.cache_resource(show_spinner="Loading the run's model for the heatmaps (first time only)…", max_entries=3)
 def explainer(key: ModelKey):
-    """The run's model split for Grad-CAM (core.results.explain.Explainer); maps are cached in the run folder."""
-    from core.results.explain import Explainer
+    """The run's model split for Grad-CAM (core.results.evaluation.explain.Explainer); maps cached in the run folder."""
+    from core.results.evaluation.explain import Explainer
 
     return Explainer(_run(key))
 

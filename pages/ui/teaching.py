@@ -95,15 +95,19 @@ NOTES = {
     ),
     "prediction_sets": (
         "**Why a set instead of one answer.** A probability of 70% is a statement about the model; a *set* comes "
-        "with a promise about the world: of photos like the test photos, sets at 90% hold the right class 9 times "
-        "in 10. Flora gives every class a score for the photo, how unlikely it would be as the answer (the "
-        "probability of the classes ranked above it, plus a share of its own), and learns from half of the test "
-        "photos the score under which the right class falls 90% of the time; for each class separately when there "
-        "are enough photos of it, so a hard class is covered too (conformal prediction). A set holds every class "
-        "under its line: usually the top few, not always in the order of the bars. The other half of the test "
-        "photos checks the promise. Sets grow where the model is unsure: one class for an easy {a}, several for a "
-        "hard one; a set of every class means 'the model cannot tell here'. The promise is about photos like the "
-        "test ones: a photo of something else entirely is covered by nothing."
+        "with a promise about the world: on average over many photos like the calibration ones, sets at 90% hold "
+        "the right class 9 times in 10. The promise is over all those photos taken together, not for each photo, "
+        "not for each class unless each class has its own threshold, and not for each "
+        "kind of set: on a weak model one-class sets can be right less often while larger sets make up for it, so "
+        "Flora counts how sets of each size did on held-out photos and says so under the set. Flora gives every "
+        "class a score for the photo, how unlikely it would be as the answer (the probability of the classes "
+        "ranked above it), and learns from half of the test photos the score under which the right class falls "
+        "90% of the time; for each class separately when there are enough photos of it, so a hard class is "
+        "covered too (conformal prediction). Nothing is drawn at random: the same photo always gets the same set. "
+        "A set holds every class under its line: usually the top few, not always in the order of the bars. The "
+        "other half of the test photos checks the promise. Sets grow where the model is unsure: one class for an "
+        "easy {a}, several for a hard one; a set of every class means 'the model cannot tell here'. The promise is "
+        "about photos like the test ones: a photo of something else entirely is covered by nothing."
     ),
     "tta": (
         "**Test-time augmentation.** The photo is shown to the model a few times, mirrored and slightly zoomed, "
@@ -132,6 +136,25 @@ NOTES = {
         "a photo of something it was never shown. Flora measures how far a photo's ResNet features are from "
         "every class's training photos (or how small its logits are, the 'energy' score) and flags the 5% most "
         "unusual, as judged on the validation photos. A flagged photo's answer deserves little trust."
+    ),
+    "selective": (
+        "**Answering only when sure.** Instead of always answering, the model answers a photo only when its top "
+        "probability reaches a threshold, and says 'not sure' otherwise. Flora picks the threshold on half of the "
+        "test photos so that the share of wrong answers among the answered ones stays under the level you chose, "
+        "with a stated confidence (Learn then Test: a test of 'too many errors' at each threshold, from strict to "
+        "lenient, stopping at the first that fails). A strict level on a weak model may leave almost nothing "
+        "answered, or no threshold at all: that is the honest result, not a fault."
+    ),
+    "class_thresholds": (
+        "**A threshold per class.** Some classes are easy and some are confused with others. Raising {a}'s "
+        "threshold makes its answers right more often (precision) but finds fewer {a} photos (recall): the slider "
+        "shows both, counted on the test photos."
+    ),
+    "robustness": (
+        "**Why corrupt the photos.** Test photos come from the same cameras and light as the training ones. Real "
+        "photos arrive blurred, noisy, foggy, over-compressed. ImageNet-C's 15 corruptions at 5 strengths show "
+        "which of these the model shrugs off and which break it; augmentation during training (flips, zooms, "
+        "colour changes) often helps with some, so compare a run trained with it and one without."
     ),
     "feature_map": (
         "**What the feature map shows.** For every photo, ResNet-50 produces 2,048 numbers (its *features*): "

@@ -32,8 +32,9 @@ FLAGS = {"horizontal_flip": "Horizontal flip", "vertical_flip": "Vertical flip"}
 
 st.title("Augmentation")
 st.caption(
-    "Augmentation shows the model a slightly different photo every epoch, so it learns the flower, not the "
-    "exact pixels. It runs inside the model during training only: evaluation and prediction see the photo as it is."
+    "Augmentation shows the model a slightly different photo every epoch, so it learns what each class looks "
+    "like, not the exact pixels. It runs inside the model during training only: evaluation and prediction see the "
+    "photo as it is."
 )
 
 
@@ -57,15 +58,29 @@ def apply_preset() -> None:
         st.session_state[f"augment_{name}"] = value
 
 
-def name_the_settings() -> None:
-    """A control moved: the preset box names the preset these settings equal, else says "custom"."""
-    try:
-        config = current_config()
-    except ConfigError:
-        st.session_state["augment_preset"] = CUSTOM
-        return
-    match = next((n for n, p in all_presets(common.data_root()).items() if p == config), CUSTOM)
-    st.session_state["augment_preset"] = match
+def matching_preset(config: AugmentConfig) -> str | None:
+    """The preset these settings equal, a built-in or this person's own first, else None.
+
+    The preset box is never rewritten to name it: a callback that set the box while the browser still showed its
+    old value made the browser's next message (a slider's, Save's) read as picking that old preset again, which
+    copied it over the sliders; six students pressing Save saved 20 though their sliders showed 30 to 50 (walk of
+    issue 38, item 3)."""
+    presets = all_presets(common.data_root())
+    me = auth.current_user().id
+    order = sorted(presets, key=lambda n: (preset_owner(common.data_root(), n) not in (None, me),))
+    return next((name for name in order if presets[name] == config), None)
+
+
+def describe(config: AugmentConfig) -> str:
+    """A preset's values in words: "Rotation 35°, Zoom 0.1, Horizontal flip"."""
+    parts = []
+    for name, value in dataclasses.asdict(config).items():
+        if name in FIELDS and value:
+            label, *_, unit = FIELDS[name]
+            parts.append(f"{label} {value:g}{'°' if unit == 'degrees' else ''}")
+        elif name in FLAGS and value:
+            parts.append(FLAGS[name])
+    return ", ".join(parts) or "no transform"
 
 
 def current_config() -> AugmentConfig:
@@ -97,7 +112,6 @@ def save_current() -> None:
     except ConfigError as e:
         st.session_state[SAVED] = ("error", str(e))
         return
-    st.session_state["augment_preset"] = saved  # the box says the preset these settings now are, not "custom"
     st.session_state[SAVED] = ("saved", saved)
 
 
@@ -143,7 +157,7 @@ with controls_col:
         key="augment_preset",
         on_change=apply_preset,
         format_func=preset_label,
-        help="Fills the controls below; then change any of them (the box then says custom).",
+        help="Fills the controls below; then change any of them (the line below says which preset they equal).",
     )
     for name, (label, low, high, step, unit) in FIELDS.items():
         st.slider(
@@ -153,10 +167,18 @@ with controls_col:
             step=step,
             key=f"augment_{name}",
             help=EXPLANATIONS[name],
-            on_change=name_the_settings,
         )
     for name, label in FLAGS.items():  # one per line: two side by side cut their labels short
-        st.toggle(label, key=f"augment_{name}", help=EXPLANATIONS[name], on_change=name_the_settings)
+        st.toggle(label, key=f"augment_{name}", help=EXPLANATIONS[name])
+    try:
+        equal = matching_preset(current_config())
+    except ConfigError:
+        equal = None
+    st.caption(
+        f"These settings are the preset **{plain.md(preset_label(equal))}**."
+        if equal
+        else "These settings are no preset's (custom): save them as one below."
+    )
 
 with preview_col:
     settings = st.columns([2, 2, 2])
@@ -191,7 +213,11 @@ with preview_col:
         st.button("Save preset", icon=":material/save:", key="augment_save", on_click=save_current)
         outcome, text = st.session_state.pop(SAVED, (None, ""))
         if outcome == "saved":
-            st.success(f"Saved preset **{plain.md(text)}**: choose it under Augmentation on the Train page.")
+            kept = all_presets(common.data_root()).get(text)  # read back: the values saved, not the page's
+            st.success(
+                f"Saved preset **{plain.md(text)}**: {plain.md(describe(kept)) if kept else 'not found'}. Choose "
+                "it under Augmentation on the Train page."
+            )
         elif outcome == "error":
             st.error(plain.md(text))
 

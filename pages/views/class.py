@@ -1,5 +1,6 @@
 """Class: the instructor's view of a shared Flora (admins only). Who is here, what each person runs and waits
-for, what the exercise costs in queue time, and the seats to free: a locked name, a person's queue."""
+for, what the exercise costs in queue time, and the seats to free: a locked name, a person's queue, a forgotten
+passphrase, a name that squats a classmate's or is markup."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import streamlit as st
 
 from core.processes import JobState
 from core.runs.curves import format_duration
-from core.sharing import attempts, classroom, sessions
+from core.sharing import admin, attempts, classroom, sessions
+from core.sharing import people as names
 from core.sharing.people import LOCAL_USER, layer_of, server_users
 from core.train import jobs
 from pages.ui import auth, common, plain
@@ -129,3 +131,62 @@ for row in troubled:
             on_click=unlock,
             args=(row["key"], row["label"]),
         )
+
+
+st.subheader("Names")
+registered = names.registered(data_root)
+if not registered:
+    st.caption("Nobody has signed in with the access token yet.")
+else:
+    st.caption(
+        "The names people signed in with the access token. Reset a forgotten passphrase (the next sign-in with the "
+        "name sets a new one) or remove a name (a look-alike squatting a classmate's, markup or a path kept from "
+        "before names were checked): either ends the name's sessions."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "name": plain.visible(row["name"]),
+                    "passphrase": row["state"],
+                    "reads as": plain.visible(row["looks_like"] or ""),
+                    "refused today": row["breaks_rule"] or "",
+                }
+                for row in registered
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def change_name(name: str, action: str) -> None:
+    do = admin.reset_passphrase if action == names.RESET else admin.remove_name
+    try:
+        st.session_state["class_notice"] = do(data_root, name, by=user.id).words(action)
+    except names.NotFound as e:
+        st.session_state["class_notice_error"] = str(e)
+
+
+if "class_notice_error" in st.session_state:
+    st.error(plain.md(st.session_state.pop("class_notice_error")), icon=":material/error:")
+if registered:
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        chosen = st.selectbox("Name", [row["name"] for row in registered], key="class_name", format_func=plain.visible)
+        st.button(
+            "Reset passphrase",
+            icon=":material/key:",
+            on_click=change_name,
+            args=(chosen, names.RESET),
+            help="They forgot it: the next sign-in with this name sets a new passphrase. Tell them to sign in soon.",
+        )
+        st.button(
+            "Remove name",
+            icon=":material/person_remove:",
+            on_click=change_name,
+            args=(chosen, names.REMOVED),
+            help="The name is free again; runs recorded under it stay, under that spelling.",
+        )
+for event in names.events(data_root, limit=5):
+    what = "reset the passphrase of" if event["action"] == names.RESET else "removed"
+    st.caption(f"{_ago(event['at'])}: {plain.md(event['by'])} {what} {plain.md(event['name'])}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, difference_note, load_result
+from core.results.evaluation.compare import MAX_RUNS, MIN_RUNS, NotComparable, compare, difference_note, load_result
 from pages.ui import analysis_status, auth, common, plain, teaching
 from pages.ui.compare import sections as compare_sections
 from pages.ui.navigation import page_file

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -13,7 +11,7 @@ from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError, split_indi
 from core.data.imaging import GRAYSCALE_MODES
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO, TrainConfig
-from pages.ui import common, dataset_choice, photo_gallery, plain, teaching
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
@@ -54,7 +52,7 @@ dropped = dataset_choice.drop_folders_outside_roots()
 if dropped:
     st.warning(
         f"Forgot {len(dropped)} remembered folder(s) outside the folders Flora may read datasets from: "
-        + ", ".join(plain.md(folder) for folder in dropped),
+        + ", ".join(plain.md(common.shown_path(folder)) for folder in dropped),
         icon=":material/folder_off:",
     )
 
@@ -75,10 +73,19 @@ if source == SOURCES[2]:
     st.stop()
 elif source == SOURCES[0]:
     found = dataset_choice.datasets(include_folders=False)
+    hidden = dataset_choice.linked_out() if auth.current_user().admin and common.shared() else []
+    if hidden:  # an admin's note: a dataset linked in from outside the roots is in no list (walk of issue 38, 13)
+        st.warning(
+            f"Not offered to anyone: {', '.join(plain.code(name) for name in hidden)} in the data folder "
+            f"{'is a link' if len(hidden) == 1 else 'are links'} to a folder outside the folders Flora may read "
+            f"datasets from. {data_roots.LINK_RULE} Add the target's folder to {data_roots.ROOTS_ENV} (and restart), "
+            "or copy the dataset into the data folder.",
+            icon=":material/link_off:",
+        )
     if not found:
         st.info(
-            f"No dataset in {plain.code(common.data_root())} yet. Choose **Add a dataset** above (a download, a zip, "
-            "or the offline demo set), or use a folder on this machine.",
+            f"No dataset in {plain.code(common.shown_path(common.data_root()))} yet. Choose **Add a dataset** above "
+            "(a download, a zip, or the offline demo set), or use a folder on this machine.",
             icon=":material/info:",
         )
     else:
@@ -97,7 +104,7 @@ else:
     ).strip()
     st.caption(
         "Folders Flora may read datasets from: "
-        + ", ".join(plain.code(root) for root in dataset_choice.roots())
+        + ", ".join(plain.code(common.shown_path(root)) for root in dataset_choice.roots())
         + f" (and below). {data_roots.LINK_RULE}"
     )
     recent = [folder for folder in dataset_choice.remembered_folders() if folder != typed]
@@ -108,15 +115,16 @@ else:
             format_func=plain.md,  # a pill's text is Markdown: a folder's name is shown as it is
             key="dataset_recent",
             on_change=_use_recent_folder,
-            help="Folders you picked here before (remembered in the data folder's .flora/workspace.json).",
+            help="Folders you picked here before (remembered in the data folder's .flora/shared.sqlite).",
         )
     if typed:
-        if Path(typed).expanduser().is_dir():
-            chosen = typed
+        folder = dataset_choice.typed_folder(typed)  # a short path from the data folder, as the hint names it
+        if not data_roots.inside(folder, dataset_choice.roots()) or folder.is_dir():
+            chosen = str(folder)  # outside the roots, the scan's refusal: the same whether the folder exists or not
         else:
             st.error(f"No folder at {plain.md(typed)}.", icon=":material/folder_off:")
 
-index = dataset_choice.try_scan(chosen)
+index = dataset_choice.try_scan(chosen, typed=typed if source == SOURCES[1] else None)
 if index is None:
     st.stop()
 dataset_choice.set_current_dataset(index.root)

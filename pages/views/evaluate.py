@@ -10,12 +10,15 @@ import streamlit as st
 
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.processes import JobState
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from pages.ui import analysis_status, auth, common, photo_gallery, plain, teaching
 from pages.ui.evaluate import calibration as evaluate_calibration
+from pages.ui.evaluate import card as evaluate_card
 from pages.ui.evaluate import confusion as evaluate_confusion
 from pages.ui.evaluate import guarantees as evaluate_guarantees
 from pages.ui.evaluate import heatmaps as evaluate_heatmaps
+from pages.ui.evaluate import robustness as evaluate_robustness
+from pages.ui.evaluate import thresholds as evaluate_thresholds
 from pages.ui.navigation import page_file
 
 PAGE_SIZE = 12  # a cell's photos per page: all in view beside the matrix, no scrolling box to miss
@@ -161,9 +164,12 @@ def pair_gallery(true_name: str, predicted_name: str) -> list[tuple[str, str, st
     return [(row.path, true_name, predicted_name) for row in chunk.itertuples()]
 
 
-matrix_tab, classes_tab, losses_tab, calibration_tab = st.tabs(
-    ["Confusion matrix", "Per-class metrics", "Top losses", "Calibration & sets"], key="evaluate_tab", on_change="rerun"
-)
+matrix_tab, classes_tab, losses_tab, calibration_tab, answer_tab, robustness_tab, card_tab = st.tabs(
+    ["Confusion matrix", "Per-class metrics", "Top losses", "Calibration & sets", "When to answer", "Robustness",
+     "Model card"],
+    key="evaluate_tab",
+    on_change="rerun",
+)  # fmt: skip
 
 with matrix_tab:
     counts = evaluation.confusion_matrix()
@@ -325,3 +331,25 @@ with calibration_tab:
         evaluate_guarantees.tta_section(run)
     else:
         st.caption("The calibration needs the run's analysis (see above).")
+
+# the three tabs below run only while open: their figures take a moment (a halving test, a card from every file)
+if answer_tab.open:
+    with answer_tab:
+        if has_analysis:
+            teaching.explain("selective")
+            evaluate_thresholds.selective_section(run)
+            teaching.explain("class_thresholds", list(run.classes))
+            evaluate_thresholds.class_thresholds_section(run)
+        else:
+            st.caption("When to answer needs the run's analysis (see above).")
+
+if robustness_tab.open:
+    with robustness_tab:
+        if has_analysis:
+            evaluate_robustness.section(run, runs)
+        else:
+            st.caption("Robustness needs the run's analysis (see above).")
+
+if card_tab.open:
+    with card_tab:
+        evaluate_card.section(run)

@@ -20,13 +20,13 @@ st.caption("Where the model places each photo, which photos it confuses and why,
 @st.cache_resource(show_spinner="Loading the run's analysis…", max_entries=4)
 def load_analysis(run_dir: str, stamp: float):
     """The run's stored arrays (shared read-only between sessions; read again when the file changes)."""
-    from core.results.arrays import RunAnalysis
+    from core.runs.analysis import RunAnalysis
 
     return RunAnalysis.load(run_dir)
 
 
 def temperature_of(run: Run) -> float | None:
-    from core.results.calibration import stored_temperature
+    from core.results.probabilities.calibration import stored_temperature
 
     return stored_temperature(run.directory)
 

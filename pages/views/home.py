@@ -57,7 +57,7 @@ steps = [
     (
         page_file("predict"),
         "5 · Predict",
-        "Upload or take a photo: what flower is it?",
+        "Upload or take a photo: which of the run's classes is it?",
         None,
     ),
 ]
@@ -71,6 +71,7 @@ for col, (target, title, text, done) in zip(step_cols, steps, strict=True):
 st.subheader("Datasets on disk")
 if datasets:
     table = pd.DataFrame(datasets)[["name", "classes", "images", "split", "synthetic", "path"]]
+    table["path"] = [common.shown_path(path) for path in table["path"]]
     st.dataframe(
         table,
         hide_index=True,
@@ -82,7 +83,7 @@ if datasets:
     )
 else:
     st.info(
-        f"No dataset under {plain.code(common.data_root())} yet. To get one:\n\n"
+        f"No dataset under {plain.code(common.shown_path(common.data_root()))} yet. To get one:\n\n"
         f"- open **Dataset** and choose *Get tf_flowers* ({KNOWN_SOURCES['tf_flowers'].size_mb:.0f} MB download), "
         "*Oxford 102*, or upload a zip "
         "of class folders;\n"

@@ -8,10 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.results.probabilities.reference import Reference, reference_stamp
 from core.runs.record import RunNotFound
 from core.serving import drift
 from core.serving.log import PredictionLog
-from core.serving.reference import Reference, reference_stamp
 from pages.ui import common, plain, teaching
 from pages.ui.navigation import page_file
 

@@ -6,12 +6,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.imaging import IMAGE_EXTENSIONS
+from core.results.probabilities import calibration
 from core.serving.batch_predict import size_note
 from pages.ui import auth, common, device_status, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
 from pages.ui.predict import sets as predict_sets
+from pages.ui.predict import sure as predict_sure
 from pages.ui.serving import sections as serving
 
 st.title("Predict")
@@ -106,9 +108,10 @@ answer_stamp = served.follow_run(every=0.0)  # test-time augmentation measured o
 common.random_start_notice(run)
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
-raw = predict_explain.calibration_toggle(served.temperature)
+raw = predict_explain.calibration_toggle(served.temperature, calibration.load(run.directory))
 predict_sets.views_caption(served)
 set_level = predict_sets.level_slider(served)
+max_error = predict_sure.level_control(served)
 
 
 def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None:
@@ -119,12 +122,14 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
         )
         return
     result = item.answer
+    predict_sure.apply(served, result, max_error)  # held back under the level, or under its class's threshold
     image_col, chart_col = st.columns([1, 2], vertical_alignment="center")
     image_col.image(data, caption=plain.md(name), width=240)
     top = predict_explain.shown_top(result, run.classes, raw)
     with chart_col:
         label, probability = top[0]
-        st.markdown(f"Most likely **{plain.md(label)}** ({probability:.1%})")
+        held = predict_sure.notice(result)
+        st.markdown(f"{'Best guess' if held else 'Most likely'} **{plain.md(label)}** ({probability:.1%})")
         in_set = predict_sets.set_line(served, result, set_level)
         small = size_note(item.decoded, run.train_config.image_size)
         if small:
@@ -145,7 +150,7 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
 
 
 if len(files) >= predict_extras.MANY:
-    items = predict_extras.many_photos_table(run, model_key, files, top_k, set_level)
+    items = predict_extras.many_photos_table(run, model_key, files, top_k, set_level, max_error)
     st.caption("Each photo's answer in full (how sure, where it looked, and a correction if it is wrong):")
     for index, ((upload_id, name, data), item) in enumerate(zip(files, items, strict=True)):
         answer = f"{plain.md(item.answer.label)} ({item.answer.max_probability:.0%})" if item.answer else "unreadable"

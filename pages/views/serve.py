@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import streamlit as st
 
+from core.data.thumbnails import example_photo
 from core.processes import JobState
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
 from pages.ui import auth, common, plain, teaching
@@ -56,10 +60,19 @@ def start_form() -> None:
                 f"*{serving.DEFAULT_ALIAS}* at a run under Aliases below and serve that instead: clients keep one "
                 "name while the run behind it changes."
             )
-        cols = st.columns(3)
+        cols = st.columns(4)
         port = cols[0].number_input("Port", 1024, 65535, key="serve_port")
         max_batch = cols[1].number_input("Max batch", 1, 256, 32, key="serve_max_batch", help="1 turns batching off")
         max_wait = cols[2].number_input("Max wait (ms)", 0.0, 100.0, 5.0, key="serve_max_wait")
+        grpc_port = cols[3].number_input(
+            "gRPC port (0: none)",
+            0,
+            65535,
+            0,
+            key="serve_grpc_port",
+            help="Also serve the Open Inference Protocol over gRPC (KServe's grpc_predict_v2; tritonclient.grpc "
+            "works as is) on this port, with the same models, limits and API key.",
+        )
         api_key = st.text_input(
             "API key (optional)",
             type="password",
@@ -78,6 +91,7 @@ def start_form() -> None:
                     max_batch=int(max_batch),
                     max_wait_ms=float(max_wait),
                     api_key=api_key.strip() or None,
+                    grpc_port=int(grpc_port) or None,
                 )
             except (ServerRunning, ValueError) as e:
                 st.error(plain.md(e))
@@ -98,7 +112,8 @@ def server_panel() -> None:
     url = status.url or f"http://{status.host}:{status.port}"
     head = st.columns([3, 1], vertical_alignment="center")
     if status.ready:
-        head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs)", icon=":material/dns:")
+        grpc = f" · gRPC at **{status.grpc}**" if status.grpc else ""
+        head[0].success(f"Serving at **{url}** · docs at [{url}/docs]({url}/docs){grpc}", icon=":material/dns:")
     else:
         head[0].info(f"Starting at {url}: {plain.md(status.stage or 'loading')}…", icon=":material/hourglass_top:")
     if auth.current_user().admin and head[1].button("Stop server", icon=":material/stop:", key="serve_stop"):
@@ -141,13 +156,55 @@ def server_panel() -> None:
     try_it(url, status, bool((status.options or {}).get("auth")))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def example_file(dataset_path: str) -> str | None:
+    return example_photo(dataset_path)
+
+
+def example_of(run_id: str | None) -> tuple[str, str]:
+    """(a photo of the run's own dataset for the snippets, what it is in words); "photo.jpg" when none is found."""
+    run = next((r for r in runs if r.run_id == run_id), None)
+    found = example_file(run.dataset_path) if run is not None else None
+    if not found:
+        return "photo.jpg", "any photo of the classes the model knows"
+    classes = ", ".join(plain.md(c) for c in (run.classes or [])[:6]) + (", …" if len(run.classes or []) > 6 else "")
+    where = f"{plain.code(Path(found).name)}, a photo of **{plain.md(Path(found).parent.name)}** from the dataset"
+    return found, f"{where} {plain.md(run.dataset_name)}; any photo of its classes ({classes}) works the same"
+
+
+def sets_words(run_id: str) -> str:
+    """What `prediction_set=0.9` adds: the promise (an average over many photos, not each one) beside what the run's
+    held-out photos measured at 90%, with their count."""
+    from core.results.probabilities import conformal, promise
+
+    run = next((r for r in runs if r.run_id == run_id), None)
+    sets = conformal.load(run.directory) if run is not None else None
+    said = (
+        "Add `&prediction_set=0.9` for each photo's prediction set (any level from 0.8 to 0.99; v2 clients pass the "
+        "request parameter `prediction_set`): the classes that, "
+        + promise.promise_words(0.9, bool(sets and sets.by_class))
+    )
+    if sets is None:
+        return said + "."
+    at = 0.9 if sets.at_level(0.9) else sets.level
+    right, photos, full = sets.held_record(at)
+    said += (
+        f". On this run's {photos} held-out test photos, sets at {at:.0%} held the right class "
+        f"{promise.held_words(right, photos, at)}"
+    )
+    every = promise.full_words(full / photos if photos else 0.0, len(sets.classes))
+    return said + (f"; {every}." if every else ".")
+
+
 def try_it(url: str, status, auth: bool) -> None:
-    """Client snippets that name what the server serves: production first, then another alias, then a run."""
+    """Client snippets that name what the server serves (production first, then another alias, then a run) and a
+    photo of that run's own dataset."""
     served = [m["name"] for m in status.models] or list(status.names)
     model = status.client_name() or runs[0].run_id
     if len(served) > 1:
         model = st.selectbox("Model in the examples", served, index=served.index(model), key="serve_try_model")
     answering = status.answering(model)
+    photo, photo_words = example_of(answering or model)
     if answering and answering != model:
         st.caption(f"Clients name **{plain.md(model)}**; it answers with run {answering} now, and follows the alias.")
     elif answering:
@@ -167,23 +224,21 @@ def try_it(url: str, status, auth: bool) -> None:
         if auth
         else "import numpy as np, tritonclient.http as triton"
     )
+    st.caption(f"The examples send {photo_words}.")
     curl, triton, tf = st.tabs(["curl", "tritonclient (Python)", "TF Serving REST"])
-    curl.code(f'curl{bearer} -F "file=@rose.jpg" "{url}/predict?model={model}&top_k=3"', language="bash")
-    curl.caption(
-        "Add `&prediction_set=0.9` for each photo's prediction set: the classes that hold the right one 9 times in "
-        "10 (any level from 0.8 to 0.99; v2 clients pass the request parameter `prediction_set`)."
-    )
+    curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}&top_k=3"', language="bash")
+    curl.caption(sets_words(answering or model))
     triton.code(
         f"""{imports}
 client = triton.InferenceServerClient("{url.removeprefix("http://")}")
 photo = triton.InferInput("image", [1], "BYTES")
-photo.set_data_from_numpy(np.array([open("rose.jpg", "rb").read()], dtype=object))
+photo.set_data_from_numpy(np.array([open({photo!r}, "rb").read()], dtype=object))
 result = client.infer("{model}", [photo]{headers})
 print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
         language="python",
     )
     tf.code(  # the body goes through a file: a photo's base64 on the command line fails over ~96 KB
-        f"""{{ printf '{{"instances": [{{"b64": "'; base64 -w0 rose.jpg; printf '"}}]}}'; }} > request.json
+        f"""{{ printf '{{"instances": [{{"b64": "'; base64 -w0 {shlex.quote(photo)}; printf '"}}]}}'; }} > request.json
 curl{bearer} -H "Content-Type: application/json" --data-binary @request.json \\
      {url}/v1/models/{model}:predict""",
         language="bash",

@@ -68,7 +68,7 @@ with new_tab:
         st.caption("The same sweep from a terminal:")
         st.code(
             sweeps.sweep_command(
-                request.dataset,
+                common.shown_path(request.dataset, argument=True),  # `flowers` on a shared Flora, as Train's
                 request.fixed,
                 request.space,
                 request.trials,

@@ -13,6 +13,7 @@ from core.train.queue import places
 from pages.ui import auth, common, plain
 from pages.ui.navigation import TRAIN_RUN, page_file
 from pages.ui.train import form as train_form
+from pages.ui.train import tracking
 from pages.ui.train.launch import launch, plan_text, prefilled_note, take_prefill_link
 from pages.ui.train.monitor import monitor
 from pages.ui.train.runs import runs_table, show_notice, unreadable_runs
@@ -76,6 +77,7 @@ with new_tab:
     dataset, config = train_form.render()
     corrections = train_form.corrections_choice(dataset)
     ray_address = train_form.ray_choice()
+    track = tracking.track_choice()
     if config is not None:
         with st.container(border=True):
             st.markdown(plan_text(config))
@@ -83,8 +85,11 @@ with new_tab:
             train_form.duration_note(dataset, config)
             st.caption("The same run from a terminal (copy it with the button at the right):")
             flag = "kept" if corrections else "none"
-            command = train_command(dataset, config, corrections=flag)
+            command = train_command(
+                common.shown_path(dataset, argument=True), config, corrections=flag
+            )  # shared: a name
             command += f" --ray {shlex.quote(ray_address)}" if ray_address else ""
+            command += f" --track {shlex.quote(track)}" if track else ""
             st.code(command, language="bash", wrap_lines=True)
             if corrections:
                 st.caption(
@@ -106,7 +111,7 @@ with new_tab:
         disabled=config is None,
         key="train_launch",
         on_click=launch,
-        args=(dataset, config, corrections, ray_address),
+        args=(dataset, config, corrections, ray_address, track),
     )
 
 with runs_tab:

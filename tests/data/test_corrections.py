@@ -47,7 +47,8 @@ def test_apply_relabels_and_excludes_after_the_split():
 
 
 def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
-    from core.results.arrays import RunAnalysis
+    from core import run_job
+    from core.runs.analysis import RunAnalysis
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -57,7 +58,7 @@ def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
     store = RunStore(tmp_path / "models")
     config = TrainConfig(image_size=32, weights="none", epochs=1, batch_size=8, head=(8,), seed=1)
     first = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
-    jobs.execute(store, first, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, first, data_root, console=False, ingest_workers=1)
     before = RunAnalysis.load(store.run_dir(first.run_id))
 
     test_photo = next(p for p in before.test.paths if p.startswith("red/"))  # a test photo relabelled
@@ -68,7 +69,7 @@ def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
     second = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
     assert second.run_id != first.run_id and second.outcome == jobs.NEW
     assert store.get(second.run_id).config["dataset"]["corrections"] == kept.effective()
-    jobs.execute(store, second, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, second, data_root, console=False, ingest_workers=1)
     after = RunAnalysis.load(store.run_dir(second.run_id))
     assert after.test.paths == before.test.paths  # the split was drawn before the corrections
     assert after.val.paths == before.val.paths[1:]

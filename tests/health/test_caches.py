@@ -16,6 +16,11 @@ from core.health.table import CACHE_VERSION as HEALTH_VERSION
 from tests.conftest import make_image_dataset
 
 
+def fingerprints(*folders) -> dict[str, str]:
+    """{fingerprint: folder} of the datasets as they are now: what the Dataset page's Disk tab hands `inventory`."""
+    return {index.fingerprint: str(index.root) for index in map(scan_dataset, folders)}
+
+
 @pytest.fixture
 def caches(tmp_path):
     cache = tmp_path / "data" / ".cache"
@@ -36,7 +41,7 @@ def caches(tmp_path):
     (cache / ".abcdef0123456789-24.123.456.tmp" / "images.npy").write_bytes(b"\0" * 5000)
     (cache / f"{before_edit}-table-v{HEALTH_VERSION}.parquet").write_bytes(b"x" * 100)
     (cache / f"{before_edit}-report-224-v{HEALTH_VERSION}.json").write_bytes(b"{}")  # a saved health report
-    current = cache_inventory.current_fingerprints([kept, edited])
+    current = fingerprints(kept, edited)
     return cache, current, {"kept": kept, "edited": edited, "gone": gone, "before_edit": before_edit}
 
 
@@ -83,7 +88,7 @@ def test_a_compact_cache_is_listed_as_jpeg_and_in_use(tmp_path):
     root = make_image_dataset(tmp_path / "data" / "kept", {"a": 3, "b": 3})
     cache = tmp_path / "data" / ".cache"
     ingest(scan_dataset(root), 28, cache, workers=1, format="jpeg")
-    (entry,) = cache_inventory.inventory(cache, cache_inventory.current_fingerprints([root]))
+    (entry,) = cache_inventory.inventory(cache, fingerprints(root))
     assert (entry.kind, entry.size, entry.state, entry.dataset) == ("decoded photos (JPEG)", 28, IN_USE, str(root))
 
 

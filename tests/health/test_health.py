@@ -14,7 +14,7 @@ from PIL import Image
 from core.data.datasets import DatasetError, scan_dataset, split_indices
 from core.health import Finding, check_dataset, image_table, imagehash, saved_report
 from core.settings.config import TrainConfig
-from tests.conftest import FLOWERS
+from tests.conftest import FLOWERS, require_flowers
 from tests.datafixtures import picture
 
 
@@ -374,8 +374,7 @@ def test_finding_defaults():
 @pytest.mark.slow
 def test_real_flower_photos(tmp_path):
     """The shared flowers5-128 set: 4,317 photos with known duplicates (see docs/DATASETS.md)."""
-    if not FLOWERS.is_dir():
-        pytest.skip("the shared flower photos are not available")
+    require_flowers()
     report = check_dataset(FLOWERS, cache_root=tmp_path)
     assert report.images == 4317 and report.stats["readable"] == 4317
     assert report.by_kind("unreadable") is None
@@ -440,3 +439,33 @@ def test_one_pattern_in_other_colours_is_not_the_same_picture_but_a_reencoded_co
     named = [sorted(index.entries[i].path for i in group) for group in near]
     assert ["a/stripes.jpg", "b/copy.jpg"] in named
     assert not any("c/other.jpg" in group for group in named)
+
+
+def test_photos_labelled_in_flora_are_in_training_for_the_leak_check_as_for_every_run(tmp_path):
+    """The walk: copies among photos labelled in Flora, which every run puts in training together, were said to
+    "straddle the split" because the check drew its split without that rule. It now draws the runs' own."""
+    from core.data.datasets import LABELLED_IN_FLORA, META_FILE
+    from core.data.split_rule import split_rule
+
+    root = tmp_path / "labelled"
+    add_pictures(root / "a", range(0, 14))
+    add_pictures(root / "b", range(20, 34))
+    joined = []
+    for name, seeds in (("a", range(40, 46)), ("b", range(50, 56))):  # labelled in Flora: each came twice
+        add_pictures(root / name, seeds)
+        for seed in seeds:
+            shutil.copyfile(root / name / f"p{seed:04d}.jpg", root / name / f"p{seed:04d}-2.jpg")
+            joined += [f"{name}/p{seed:04d}.jpg", f"{name}/p{seed:04d}-2.jpg"]
+    (root / META_FILE).write_text(json.dumps({LABELLED_IN_FLORA: sorted(joined)}))
+    config = TrainConfig(val_fraction=0.2, test_fraction=0.2, seed=3, image_size=64)
+    index = scan_dataset(root)
+    paths = [e.path for e in index.entries]
+    plain = split_indices(index.labels, index.classes, None, 0.2, 0.2, 3)  # the rule the check used to draw
+    side = {paths[i]: name for name in ("train", "val", "test") for i in getattr(plain, name)}
+    assert any(side[p] != side[p.replace(".jpg", "-2.jpg")] for p in joined if not p.endswith("-2.jpg"))
+
+    report = check_dataset(root, config=config)
+    assert report.by_kind("split_leakage") is None, "every copy is in training, as every run puts it"
+    runs = split_rule(index.labels, paths, index, 0.2, 0.2, 3)
+    assert {paths[i] for i in runs.train} >= set(joined)
+    assert report.stats["split"]["sizes"] == runs.sizes()

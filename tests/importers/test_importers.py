@@ -30,7 +30,7 @@ from core.importers import (
 from core.importers import download as download_module
 from core.importers.archives import Budget, copy_limited
 from core.importers.oxford import class_folder
-from tests.conftest import OXFORD
+from tests.conftest import OXFORD, require_shared
 from tests.datafixtures import (
     OXFORD_COUNT,
     FileServer,
@@ -46,8 +46,7 @@ from tests.datafixtures import (
 
 
 def require_oxford() -> Path:
-    if not (OXFORD / "imagelabels.mat").is_file():
-        pytest.skip(f"the Oxford 102 label files are not at {OXFORD}")
+    require_shared(OXFORD / "imagelabels.mat", "the Oxford 102 label files")
     return OXFORD
 
 
@@ -93,9 +92,12 @@ def test_invalid_dataset_names_say_why(name, message):
 
 def test_existing_name_is_taken_unless_overwriting(tmp_path):
     (tmp_path / "flowers").mkdir()
-    with pytest.raises(ImportRejected, match="already exists"):
+    with pytest.raises(ImportRejected, match="already exists") as clash:
         validate_dataset_name("flowers", tmp_path)
     assert validate_dataset_name("flowers", tmp_path, overwrite=True) == "flowers"
+    # walk of issue 38, items 1 and 14: the page showed the server's data folder and offered a replace it has not
+    assert str(tmp_path) not in str(clash.value) and "or replace it" not in str(clash.value)
+    assert "choose another name (the command line's --force replaces it)" in str(clash.value)
 
 
 # ----------------------------------------------------------------------------- zip
@@ -332,6 +334,7 @@ def _colour_features(path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     """What a new user without a network does: draw the demo set, train with random weights, evaluate."""
+    from core import run_job
     from core.runs.store import RunStore
     from core.settings.config import TrainConfig
     from core.train import jobs
@@ -340,7 +343,7 @@ def test_a_model_trained_on_the_demo_set_beats_chance(tmp_path):
     store = RunStore(tmp_path / "models")
     config = TrainConfig(image_size=64, weights="none", epochs=8, batch_size=32, head=(64,), seed=1)
     submission = jobs.submit(store, result.path, config)
-    jobs.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
+    run_job.execute(store, submission, tmp_path / "data", console=False, ingest_workers=1)
     status = store.get(submission.run_id).status
     assert status.state == "done" and status.accuracy >= 0.5, status  # chance is 0.2
 
@@ -449,6 +452,29 @@ def test_oxford_import_errors_name_the_problem(tmp_path, breakage, message):
     with pytest.raises(ImportRejected, match=message):
         import_oxford102(source, tmp_path / "data")
     assert_nothing_left(tmp_path / "data", "oxford102")
+
+
+def test_the_apps_oxford_import_reads_only_inside_the_data_roots(tmp_path):
+    """Before (probe): the app imported from any server folder, and told `/root/.ssh` ("missing imagelabels.mat")
+    from `/root/nonexistent` ("not found")."""
+    from core.data.roots import OutsideDataRoots
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (outside / ".ssh").mkdir(parents=True)
+    (outside / ".ssh" / "id_ed25519").write_text("private")
+    roots = [data.resolve()]
+    said = []
+    for folder in (outside / ".ssh", outside / "nonexistent"):
+        with pytest.raises(OutsideDataRoots) as refused:
+            import_oxford102(folder, data, roots=roots)
+        said.append(str(refused.value).replace(str(folder), "FOLDER"))
+    assert said[0] == said[1] and "imagelabels" not in said[0] and "not found" not in said[0]
+    with pytest.raises(ImportRejected, match="source folder not found"):  # inside the roots: said as it is
+        import_oxford102("not-there-yet", data, roots=roots)
+    require_oxford()
+    oxford_source(data / "ox-src", image_ids=[1, 2, 3])
+    result = import_oxford102("ox-src", data, name="ox-small", roots=roots)  # a name: a folder in the data folder
+    assert result.images == 3
 
 
 # ----------------------------------------------------------------------------- downloads

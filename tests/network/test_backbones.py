@@ -110,9 +110,8 @@ def _mobilenet_v2(input_shape, weights, name):
 
 def test_another_keras_application_is_one_registry_entry(monkeypatch, tmp_path):
     """MobileNetV2 (another width, output layer and preprocessing) through every part that reads the backbone."""
-    from core.results.arrays import features_and_logits_model
-    from core.results.explain import grad_cam, logit_gradients, split_classifier
-    from core.serving.graph import inference_model, run_outputs
+    from core.network.graph import features_and_logits_model, inference_model, run_outputs
+    from core.results.evaluation.explain import grad_cam, logit_gradients, split_classifier
     from core.train.features import build_extractor
 
     entry = backbones.Backbone(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.workspace import state_file
+from core.workspace import forget_person
 from pages.ui.navigation import page_file
 from tests.conftest import PROJECT_ROOT, TRAINED_CLASSES
 
@@ -30,14 +30,14 @@ def workspace(trained_run):
 @pytest.fixture
 def kept_corrections(workspace):
     """Two corrections kept for the workspace's dataset (removed afterwards: the data folder is shared)."""
-    from core.data.corrections import Corrections
+    from core.data.corrections import Corrections, forget_dataset
 
     kept = Corrections.load(workspace["data"], workspace["dataset"])
     kept.mark("red/img_000.png", "relabel", "crimson")
     kept.mark("blue/img_001.png", "exclude")
     kept.save()
     yield kept.effective()
-    kept.file.unlink(missing_ok=True)
+    forget_dataset(workspace["data"], workspace["dataset"])
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def app(workspace, monkeypatch):
     monkeypatch.setenv("FLORA_DATA_DIR", str(workspace["data"]))
     monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
     # Each test starts as a first visit: no dataset remembered from an earlier test's session.
-    state_file(workspace["data"]).unlink(missing_ok=True)
+    forget_person(workspace["data"])
 
     def open_page(page: str | None = None, models_dir=None) -> AppTest:
         if models_dir is not None:  # a test that adds runs gets a store of its own
@@ -79,3 +79,57 @@ def table_with(at: AppTest, *columns: str):
         if all(c in value.columns for c in columns):
             return value
     raise AssertionError(f"no table with columns {columns}; tables: {[list(f.value.columns) for f in at.dataframe]}")
+
+
+@pytest.fixture
+def rerun_timed_fragments(monkeypatch):
+    """rerun(at): rerun only the fragments the page's last run set on a timer (`st.fragment(run_every=...)`), as
+    the browser does between two runs of an open page: `at` then holds what those fragments drew and nothing else,
+    so a line drawn outside them (which a reload would refresh, but the open page does not) is missing from it.
+
+    AppTest runs whole scripts only: every run of the test notes the timers it registered, and rerun asks the script
+    runner for a fragment-scoped auto-rerun of them (Streamlit 1.67's runner, as its AppSession does on a timer)."""
+    from streamlit.runtime.scriptrunner import RerunData
+    from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequests
+    from streamlit.testing.v1 import local_script_runner as runner_module
+
+    runner_class = runner_module.LocalScriptRunner
+    whole_run = runner_class.run
+    timed: list[str] = []
+    asked = {"fragments": False}
+
+    def run(self, widget_state=None, query_params=None, timeout=3, page_hash="", context_info=None):
+        if not asked["fragments"]:  # a whole run: note the timers it sets
+            tree = whole_run(self, widget_state, query_params, timeout, page_hash, context_info)
+            timed[:] = [m.auto_rerun.fragment_id for m in self.forward_msgs() if m.HasField("auto_rerun")]
+            return tree
+        self._requests = ScriptRequests()  # not the whole run a new runner starts with: the fragments only
+        self.request_rerun(
+            RerunData(
+                widget_states=widget_state,
+                page_script_hash=page_hash,
+                fragment_id_queue=list(timed),
+                is_fragment_scoped_rerun=True,
+                is_auto_rerun=True,
+            )
+        )
+        try:
+            if not self._script_thread:
+                self.start()
+            runner_module.require_widgets_deltas(self, timeout)
+        finally:
+            self.join()
+        return runner_module.parse_tree_from_messages(self.forward_msgs())
+
+    monkeypatch.setattr(runner_class, "run", run)
+
+    def rerun(at: AppTest) -> AppTest:
+        assert timed, "the page's last run set no fragment on a timer"
+        asked["fragments"] = True
+        try:
+            at.run()
+        finally:
+            asked["fragments"] = False
+        return at
+
+    return rerun

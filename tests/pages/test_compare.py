@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.results.compare import compare, load_result
+from core.results.evaluation.compare import compare, load_result
 from core.runs.record import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE
 from core.runs.store import RunStore
 from pages.ui.navigation import page_file
@@ -65,7 +65,7 @@ def test_two_runs_compared_with_core_verdict_and_preselected_from_the_url(app, w
     assert f"only {first[:6]} gets right: {pair['mcnemar']['b']}" in shown
     assert f"only {SECOND[:6]} gets right: {pair['mcnemar']['c']}" in shown
     assert any(t.label.startswith(f"{first[:6]} right, {SECOND[:6]} wrong ({pair['mcnemar']['b']})") for t in at.tabs)
-    from core.results.compare import disagreements
+    from core.results.evaluation.compare import disagreements
 
     results = [load_result(store.get(first)), load_result(store.get(SECOND))]
     compare(results)  # aligns the second run's rows on the first's
@@ -117,7 +117,7 @@ def test_a_run_without_analysis_offers_to_compute_it(app, workspace, tmp_path):
 
 
 def test_serve_links_old_vs_new_to_the_compare_page(app, workspace, tmp_path):
-    from core.retrain import RETRAIN_FILE
+    from core.runs.record import RETRAIN_FILE
 
     models, first = two_runs(workspace, tmp_path)
     (models / SECOND / RETRAIN_FILE).write_text(json.dumps({"from": first}))

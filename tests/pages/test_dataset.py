@@ -8,6 +8,8 @@ import shutil
 import time
 import zipfile
 
+from PIL import Image
+
 from core.fileio import write_json_atomic
 from core.health.check import saved_report
 from core.importers.tasks import STATUS_FILE, tasks_dir
@@ -237,9 +239,10 @@ def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkey
         at = app("dataset")
         at.selectbox(key="dataset_pick").set_value(str(root)).run()
         assert md(description) in [c.value for c in at.caption]
-        assert "\\!\\[tracker\\]\\(http\\://example\\.com/pixel\\.png\\)" in md(description)
+        # the address escaped and never a live link (a word joiner after its scheme)
+        assert "\\!\\[tracker\\]\\(http\u2060\\://example\\.com/pixel\\.png\\)" in md(description)
         assert "\\u202e" in visible(description)  # a right-to-left override shown as its code
-        assert any("empty \\[link\\]\\(mailto\\:a@b\\.c\\)" in w.value for w in at.warning)
+        assert any(md("empty [link](mailto:a@b.c)") in w.value for w in at.warning)
     finally:
         import shutil
 
@@ -327,3 +330,27 @@ def test_unlabelled_photos_are_shown_apart_and_never_as_a_class(app, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["explore_tab"] == "Label next"
     assert "This dataset has no unlabelled photos" in texts(at)  # Explore opened on the Label next tab
+
+
+def test_uploaded_unlabelled_photos_show_in_the_tab_at_once(app, tmp_path):
+    folder = make_image_dataset(tmp_path / "mine", {"big": 6, "small": 4})
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    _tab(at, "Unlabelled")
+    assert "No unlabelled photos" in texts(at)
+    photos = []
+    for i, colour in enumerate(((200, 10, 10), (10, 200, 10))):
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), colour).save(buffer, "PNG")
+        photos.append((f"new{i}.png", buffer.getvalue(), "image/png"))
+    at.file_uploader(key="dataset_unlabelled_upload_0").set_value([*photos, ("bad.jpg", b"x", "image/jpeg")]).run()
+    at.button(key="dataset_unlabelled_upload_add").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Added 2 photo(s)." in shown and "Left out" in shown and "bad.jpg" in shown
+    assert "No unlabelled photos" not in shown and "**2** photo(s) waiting for a label" in shown  # no reload needed
+    assert sorted(c for image in at.get("image") for c in image.captions) == [md("new0.png"), md("new1.png")]
+    assert not at.file_uploader(key="dataset_unlabelled_upload_1").value, "the uploader is emptied: added once"
+    at.run()
+    assert "Added 2 photo(s)." not in texts(at) and "**2** photo(s) waiting for a label" in texts(at)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-from core.results.evaluation import Evaluation
+from core.results.evaluation.metrics import Evaluation
 from pages.ui.plain import md
 from tests.pages.conftest import table_with, texts
 
@@ -190,7 +190,7 @@ def test_top_losses_tab(app, workspace):
 
 def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
-    from core.results.confusion import submatrix
+    from core.results.evaluation.confusion import submatrix
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -212,7 +212,7 @@ def test_class_search_shows_the_sub_matrix_with_other(app, many_classes):
 
 
 def test_confused_together_order_is_one_choice_away(app, many_classes):
-    from core.results.confusion import confused_together_order
+    from core.results.evaluation.confusion import confused_together_order
 
     at = app("evaluate", models_dir=many_classes)
     evaluation = Evaluation.load(many_classes / "thirty000001")
@@ -231,7 +231,7 @@ def oxford_layout(tmp_path):
     """A finished 102-class run in Oxford 102's layout (test 20 photos/class in the real set; 4 here),
     with its evaluation and a hand-written analysis.npz: logits where classes k and k+51 look alike."""
     from core.processes import JobState
-    from core.results.arrays import RunAnalysis, SplitArrays, softmax
+    from core.runs.analysis import RunAnalysis, SplitArrays, softmax
     from core.runs.store import RunStore
 
     rng = np.random.default_rng(3)
@@ -269,7 +269,7 @@ def _twins_adjacent(names: list[str]) -> int:
 
 
 def test_oxford_layout_matrix_leads_somewhere(app, oxford_layout):
-    from core.results.calibration import calibrate_run
+    from core.results.probabilities.calibration import calibrate_run
 
     at = app("evaluate", models_dir=oxford_layout)
     evaluation = Evaluation.load(oxford_layout / "oxford000001")
@@ -315,8 +315,41 @@ def test_teaching_notes_speak_of_this_datasets_classes_and_cover_losses_and_heat
     assert teaching.note("confusion").count("rose") >= 1  # without a dataset the examples stay rose and tulip
 
 
+def test_the_sets_verdict_judges_the_held_out_count_against_its_sampling_slack(app, workspace, tmp_path):
+    """Before: 'answers with a guarantee' and 'The promise held' beside a held-out 88.9% at 90%, and sets of every
+    class on 61% of photos shown only as a mean set size."""
+    import json
+
+    from core.results.probabilities import conformal, promise
+    from tests.conftest import copy_run
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    run_dir = models / workspace["run_id"]
+    conformal.fit_run(run_dir, level=0.8, method="aps")
+    stored = run_dir / "conformal.json"
+    data = json.loads(stored.read_text())
+    walk = {"1": [2, 7], "4": [11, 11]}  # 13 of 18 right (72%, under 80%), 11 of 18 sets of all 4 classes
+    data["by_level"]["80"]["by_size"] = walk
+    data["held_out"]["by_size"] = walk
+    stored.write_text(json.dumps(data))
+    at = app("evaluate", models_dir=models)
+    at.session_state["evaluate_tab"] = "Calibration & sets"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at)
+    assert "answers with a guarantee" not in said and "The promise held" not in said
+    assert "Prediction sets: a promise about many photos taken together" in [h.value for h in at.subheader]
+    low, high = promise.sampling_range(18, 0.8)
+    assert low <= 13  # within the slack: said so, with the range, not "held"
+    assert (
+        "**On the 18 held-out photos** sets at 80% held the right class 13 of 18 (72%): below 80%, but within the "
+        f"sampling slack (on 18 photos a true 80% gives {low} to {high} right in 95% of draws)"
+    ) in said
+    assert "On 61% of photos the set holds all 4 classes: the model cannot tell the classes apart there" in said
+
+
 def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, workspace, tmp_path):
-    from core.results import conformal, tta
+    from core.results.probabilities import conformal, tta
     from core.runs.store import RunStore
     from tests.conftest import copy_run
 
@@ -328,7 +361,12 @@ def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, 
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Promised"] == "80%" and "Held on the other half" in metrics
+    assert metrics["Promised"] == "80%" and "Right on the other half" in metrics
+    sets = conformal.load(run_dir)
+    said = texts(at)
+    assert "**What the promise covers**: on average over many photos like the calibration ones" in said
+    for size, right, photos in sets.short_sizes():  # a size whose sets were right less often than 80% is named
+        assert f"{conformal.size_words(size)} sets {right} of {photos}" in said
     charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
     assert any("share of held-out sets holding the right class" in c.proto.spec for c in charts)
     assert any(b.label == "Measure test-time augmentation" for b in at.button)

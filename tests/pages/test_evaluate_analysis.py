@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.results import calibration
+from core.results.probabilities import calibration
+from core.runs.files import run_files
 from core.runs.record import ANALYSIS_FILE
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
@@ -24,7 +25,7 @@ def test_calibration_numbers_are_cores(app, workspace):
     at = _calibration_tab(app)
     cal = calibration.calibrate_run(run.directory)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}" + (" (bound)" if cal.at_bound else "")
     assert metrics["ECE before"] == f"{cal.before.ece:.3f}"
     assert metrics["ECE after"] == f"{cal.after.ece:.3f}"
     table = table_with(at, "measure", "before", "after").set_index("measure")
@@ -51,7 +52,7 @@ def old_run_models(workspace, tmp_path):
     copy_run(workspace["models"], models)
     run_dir = models / workspace["run_id"]
     (run_dir / ANALYSIS_FILE).unlink()
-    (run_dir / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+    run_files(run_dir).calibration.unlink(missing_ok=True)
     return models
 
 
@@ -64,7 +65,7 @@ def test_an_old_run_offers_to_compute_the_analysis(app, old_run_models):
 
 
 def test_heatmaps_of_a_picked_misclassified_photo(app, workspace):
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
     from core.runs.record import HEATMAPS_DIR
 
     run = workspace["store"].get(workspace["run_id"])
@@ -114,7 +115,7 @@ def test_computing_the_analysis_makes_the_sections_appear(app, old_run_models, w
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     cal = calibration.calibrate_run(run.directory)
-    assert metrics["Temperature T"] == f"{cal.temperature:.2f}"
+    assert metrics["Temperature T"] == f"{cal.temperature:.2f}" + (" (bound)" if cal.at_bound else "")
     assert not [b for b in at.button if b.key == "evaluate_analysis_start"]
 
 
@@ -122,7 +123,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
     """The interval showed only for runs with few validation photos; a run with 300 a class had none."""
     import numpy as np
 
-    from core.results.arrays import RunAnalysis, SplitArrays
+    from core.runs.analysis import RunAnalysis, SplitArrays
     from pages.ui.evaluate.calibration import scores_table
 
     rng = np.random.default_rng(0)
@@ -142,7 +143,7 @@ def test_the_ece_interval_is_shown_with_many_validation_photos_too():
 def test_the_heatmaps_start_on_the_map_that_shows_something(app, workspace, monkeypatch):
     """Issue 32: the finer map came out blank for both classes on a photo where the coarser one was clear. The
     picker starts on the map that shows something, and says so when the one picked shows less."""
-    from core.results.explain import Explainer
+    from core.results.evaluation.explain import Explainer
     from pages.ui.evaluate import heatmaps
 
     explainer = Explainer(workspace["store"].get(workspace["run_id"]))

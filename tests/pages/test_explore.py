@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.data.corrections import Corrections
+from core.data.corrections import Corrections, forget_dataset
 from core.results import tasks as run_tasks
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
 from pages.ui.explore.map import selected_keys, selected_photos
 from pages.ui.plain import md
@@ -31,8 +31,7 @@ def own_run(workspace, tmp_path):
     copy_run(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
     run = store.get(workspace["run_id"])
     yield store, run
-    corrections = Corrections.load(workspace["data"], run.dataset_path)
-    corrections.file.unlink(missing_ok=True)
+    forget_dataset(workspace["data"], run.dataset_path)
 
 
 def _map_traces(at) -> list[dict]:
@@ -302,6 +301,12 @@ def test_a_mark_on_a_classmates_run_is_a_proposal_its_owner_accepts(own_run, wor
     gary.button(key=f"explore_issue_{row}_exclude").click().run()
     assert Corrections.load(workspace["data"], run.dataset_path, "Gary").action(first.path) == "exclude"
     assert Corrections.load(workspace["data"], run.dataset_path, "local").action(first.path) is None  # not local's
+    # walk of issue 38, item 11: the row said only "✓ excluded"
+    said = [c.value for c in gary.caption if c.value.startswith("Your mark, and a proposal to local")]
+    assert said == [
+        "Your mark, and a proposal to local: their runs apply it only if they accept it; your own next "
+        "run on this dataset applies it."
+    ]
     teacher = signed_in("Oak", admin=True)
     inbox = next(e for e in teacher.expander if e.label.startswith("Proposed corrections for local's runs: 1"))
     assert "proposed by **Gary**" in " ".join(m.value for m in inbox.markdown)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.data.corrections import Corrections
-from core.results import data_issues
+from core.data.corrections import Corrections, forget_dataset
 from core.results import tasks as run_tasks
+from core.results.data_issues import report as data_issues
 from core.runs.store import RunStore
 from pages.ui.explore.data_issues import mark_words
 from pages.ui.plain import md
@@ -30,7 +30,7 @@ def test_the_tab_offers_the_search_then_lists_every_issue_with_its_photos(app, o
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.button(key="explore_data_issues_start").label == "Look for data issues"
-    assert "a screenshot among flowers" in texts(at)
+    assert "a screenshot among blue and crimson" in texts(at)  # the dataset's own classes, not flowers
 
     result = data_issues.for_run_saved(run, workspace["data"])  # what the background task does
     at.run()
@@ -86,7 +86,7 @@ def test_label_health_gives_the_label_reviews_figures_links_there_and_marked_pho
         assert at.session_state["explore_tab"] == "Suspected label errors"
         assert "What would fixing these be worth?" in [e.label for e in at.expander]  # the review tab is drawn
     finally:
-        marks.file.unlink(missing_ok=True)
+        forget_dataset(workspace["data"], run.dataset_path)
 
 
 def test_mark_words_say_each_kind_of_mark():
@@ -120,4 +120,4 @@ def test_outliers_can_be_left_out_of_the_next_run_from_the_tab(app, own_run, wor
         assert Corrections.load(workspace["data"], run.dataset_path).action(first) == "exclude"
         assert md("you marked: exclude") in " ".join(c for image in at.get("image") for c in image.captions)
     finally:
-        Corrections.load(workspace["data"], run.dataset_path).file.unlink(missing_ok=True)
+        forget_dataset(workspace["data"], run.dataset_path)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from core.data.unlabelled import Unlabelled
-from core.results import label_next_tasks
+from core.results.label_next import tasks as label_next_tasks
 from core.runs.store import RunStore
 from pages.ui.plain import md
 from tests.conftest import copy_run_and_dataset
@@ -51,22 +52,75 @@ def test_a_batch_is_labelled_in_place_and_nothing_is_lost(app, own, monkeypatch)
     shown = texts(at)
     assert "The model's guesses:" in shown and "Why this one:" in shown and "retrained on" in shown
     first_class = own["classes"][0]
-    at.button(key=f"label_next_0_{first_class}").click().run()
+    at.button(key=f"label_next_b1_0_{first_class}").click().run()
     assert not at.exception, [e.value for e in at.exception]
     waiting = Unlabelled.load(own["data_root"], own["dataset"])
     [(labelled, given)] = waiting.labelled.items()
     copy = own["dataset"] / waiting.record[labelled]["to"]
     assert given == first_class and copy.is_file() and copy.parent.name == first_class
     assert (own["dataset"] / labelled).is_file(), "the original stays in unlabelled/"
-    assert "labelled **" in texts(at) and at.button(key="label_next_undo_0")
-    at.button(key="label_next_none_1").click().run()
-    at.button(key="label_next_skip_2").click().run()
+    assert "labelled **" in texts(at) and at.button(key="label_next_b1_0_undo")
+    at.button(key="label_next_b1_1_none").click().run()
+    at.button(key="label_next_b1_2_skip").click().run()
     waiting = Unlabelled.load(own["data_root"], own["dataset"])
     assert len(waiting.set_aside) == 1 and "Skipped for now" in texts(at)
-    at.button(key="label_next_unskip_2").click().run()
-    assert "Skipped for now" not in texts(at) and at.button(key="label_next_skip_2"), "a skip is undone"
-    at.button(key="label_next_undo_0").click().run()
+    at.button(key="label_next_b1_2_unskip").click().run()
+    assert "Skipped for now" not in texts(at) and at.button(key="label_next_b1_2_skip"), "a skip is undone"
+    at.button(key="label_next_b1_0_undo").click().run()
     assert not copy.exists() and labelled in Unlabelled.load(own["data_root"], own["dataset"]).pending
+
+
+def _files(own):
+    return sorted(str(p.relative_to(own["dataset"])) for c in own["classes"] for p in (own["dataset"] / c).iterdir())
+
+
+def test_clicks_on_the_greyed_page_label_a_photo_once_and_the_summary_counts_what_happened(app, own, monkeypatch):
+    from streamlit.runtime.state.session_state import SessionState
+
+    # A click made while a rerun is under way interrupts it before its buttons register again, so Streamlit keeps
+    # the old page's buttons live and delivers their clicks (with the arguments they were drawn with). Keeping
+    # every drawn button live here makes each click below such a click.
+    monkeypatch.setattr(SessionState, "_remove_stale_widgets", lambda self, active: None)
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    state = at.session_state[f"label_next_{own['run_id']}"]
+    assert state["batch"] == 1 and len(state["picks"]) == 5
+    before, first = _files(own), own["classes"][0]
+
+    drawn = {b.key: b for b in at.button}  # every button the page has drawn, the greyed ones included
+
+    def click(key):
+        shown = {b.key for b in at.button}
+        button = drawn[key].click()
+        states = at._tree.get_widget_states()
+        if key not in shown:  # a button of the old page: its click arrives all the same
+            states.widgets.append(button._widget_state)
+        at._run(states)
+        assert not at.exception, [e.value for e in at.exception]
+        drawn.update({b.key: b for b in at.button})
+
+    for _ in range(7):
+        click(f"label_next_b1_0_{first}")
+    photo = state["picks"][0]["path"]
+    record = Unlabelled.load(own["data_root"], own["dataset"]).record
+    assert len(_files(own)) == len(before) + 1, "seven clicks, one copy"
+    assert (own["dataset"] / record[photo]["to"]).is_file() and record[photo]["label"] == first
+    assert "already labelled" in texts(at)
+    click("label_next_b1_1_none")
+    click("label_next_b1_2_skip")
+    click(f"label_next_b1_3_{first}")
+    click(f"label_next_b1_4_{first}")  # the batch is done: the head retrains and the next batch is drawn
+    state = at.session_state[f"label_next_{own['run_id']}"]
+    assert state["batch"] == 2 and "Last batch: 3 labelled, 1 set aside, 1 skipped." in texts(at)
+    after = _files(own)
+    assert len(after) == len(before) + 3
+    for key in (f"label_next_b1_4_{first}", f"label_next_b1_3_{first}", "label_next_b1_0_undo", "label_next_b1_2_skip"):
+        click(key)  # clicks on the old batch, made while the head retrained: nothing happens
+    assert _files(own) == after
+    assert len(Unlabelled.load(own["data_root"], own["dataset"]).record) == 4, "no undo, no new answer"
+    assert at.session_state[f"label_next_{own['run_id']}"]["batch"] == 2
 
 
 def test_the_saving_is_measured_then_shown_in_curves_and_words(app, own, monkeypatch):
@@ -87,13 +141,14 @@ def test_photos_are_added_by_upload_and_a_bad_file_is_named(app, own, monkeypatc
     at = _open(app, own, monkeypatch)
     png = io.BytesIO()
     Image.new("RGB", (16, 16), (10, 200, 10)).save(png, "PNG")
-    from core.importers.unlabelled import add_files
-
-    # the uploader's button calls add_files with the uploaded files (AppTest cannot upload; the call is the same)
-    result = add_files(own["dataset"], [("green.png", io.BytesIO(png.getvalue())), ("bad.jpg", io.BytesIO(b"x"))])
-    assert result.added == ["unlabelled/green.png"] and result.skipped[0]["path"] == "bad.jpg"
-    at.run()
-    assert f"{2 * len(own['classes']) + 1} photo(s) waiting" in texts(at)
+    files = [("green.png", png.getvalue(), "image/png"), ("bad.jpg", b"x", "image/jpeg")]
+    at.file_uploader(key=f"label_next_upload_{own['run_id']}_0").set_value(files).run()
+    at.button(key=f"label_next_upload_{own['run_id']}_add").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Added 1 photo(s)." in shown and "bad.jpg" in shown
+    assert f"{2 * len(own['classes']) + 1} photo(s) waiting" in shown, "counted at once, no reload"
+    assert (own["dataset"] / "unlabelled" / "green.png").is_file()
     assert at.button(key="explore_label_next_start"), "a new photo: the features are prepared again"
 
 
@@ -103,3 +158,72 @@ def test_a_dataset_without_unlabelled_photos_says_how_to_add_them(app, workspace
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert "no unlabelled photos" in texts(at) and "unlabelled" in texts(at)
+
+
+def test_a_click_during_the_retrain_leaves_the_summary_of_the_batch_that_was_labelled(app, own, monkeypatch):
+    from streamlit.runtime.state.session_state import SessionState
+
+    from pages.ui.explore import label_next as page
+
+    # A click on the greyed page while the head retrains starts another run of the page at once (Streamlit's fast
+    # reruns) while the first one is still retraining: both find the finished batch, both retrain.
+    monkeypatch.setattr(SessionState, "_remove_stale_widgets", lambda self, active: None)
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    first = own["classes"][0]
+    drawn = {b.key: b for b in at.button}
+
+    def click(key):
+        states = at._tree.get_widget_states()
+        states.widgets.append(drawn[key].click()._widget_state)
+        at._run(states)
+        assert not at.exception, [e.value for e in at.exception]
+
+    retrains, real = [], page.workbench
+
+    def retrain_meanwhile_clicked(*args, **kwargs):
+        retrains.append(1)
+        if len(retrains) == 1:
+            click(f"label_next_b1_4_{first}")  # the second run of the page, made while this one retrains
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(page, "workbench", retrain_meanwhile_clicked)
+    for i in range(5):
+        click(f"label_next_b1_{i}_{first}")
+    assert len(retrains) == 2, "both runs of the page retrained"
+    assert len(Unlabelled.load(own["data_root"], own["dataset"]).labelled) == 5
+    assert "Last batch: 5 labelled, 0 set aside, 0 skipped." in texts(at)
+    assert at.session_state[f"label_next_{own['run_id']}"]["batch"] == 2, "one new batch, not two"
+
+
+def test_a_run_trained_after_photos_were_labelled_here_counts_them_among_its_labelled_photos(app, own, monkeypatch):
+    from core.results.label_next.data import UnlabelledFeatures
+    from core.results.train_features import TrainFeatures, training_features
+
+    run, classes = own["run"], own["run"].classes
+    label_next_tasks.compute("label-next", run, own["data_root"])
+    train, computed = training_features(run, own["data_root"]), UnlabelledFeatures.load(run.directory)
+    waiting = Unlabelled.load(own["data_root"], own["dataset"])
+    early = waiting.pending[:2]
+    for path in early:
+        waiting.label(path, classes[0], classes)
+    # What a run trained after these labels stores: its training split holds the two copies.
+    rows = [computed.paths.index(p) for p in early]
+    record = Unlabelled.load(own["data_root"], own["dataset"]).record
+    TrainFeatures(
+        np.concatenate([train.features, computed.features[rows]]),
+        np.concatenate([train.labels, [0, 0]]),
+        [*train.paths, *(record[p]["to"] for p in early)],
+    ).save(run.directory)
+    at = _open(app, own, monkeypatch)
+    photos = len(train.paths) + 2
+    assert f"retrained on {photos} labelled photos (2 of them labelled here)" in texts(at)
+    assert len(at.session_state[f"label_next_{own['run_id']}"]["picks"]) == 6, "every photo still waiting"
+    for key in [f"label_next_b1_{i}_{classes[1]}" for i in range(5)] + ["label_next_b1_5_skip"]:
+        at.button(key=key).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "Last batch: 5 labelled, 0 set aside, 1 skipped." in shown and "7 labelled here (copied" in shown
+    assert f"retrained on {photos + 5} labelled photos (7 of them labelled here)" in shown

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from core.data.corrections import Corrections
-from core.results import fix_worth
+from core.data.corrections import Corrections, forget_dataset
 from core.results import tasks as run_tasks
-from core.results.fix_worth_report import points
+from core.results.labels import fix_worth
+from core.results.labels.fix_worth_report import points
 from core.runs.record import ANALYSIS_FILE, CALIBRATION_FILE, CONFIG_FILE
 from core.runs.store import RunStore
 from pages.ui.navigation import page_file
@@ -29,7 +29,7 @@ def own_run(workspace, tmp_path):
     copy_run(workspace["store"].run_dir(workspace["run_id"]), store.run_dir(workspace["run_id"]))
     run = store.get(workspace["run_id"])
     yield store, run
-    Corrections.load(workspace["data"], run.dataset_path).file.unlink(missing_ok=True)
+    forget_dataset(workspace["data"], run.dataset_path)
 
 
 def test_the_panel_estimates_the_marks_and_the_top_n_in_words(app, own_run, workspace):
@@ -145,3 +145,20 @@ def test_runs_with_the_same_corrections_show_no_fix_section(app, workspace, tmp_
     copy_run(workspace["store"].run_dir(first), models / SECOND)
     at = open_compare(app, models, f"{first},{SECOND}")
     assert "What fixing the labels was worth" not in [h.value for h in at.subheader]
+
+
+def test_compare_judges_no_estimate_against_a_run_with_other_photos_too(app, workspace, tmp_path):
+    models, first, corrections = corrected_pair(workspace, tmp_path)
+    config = json.loads((models / SECOND / CONFIG_FILE).read_text())
+    images = config["dataset"].get("images") or 0
+    config["dataset"]["fingerprint"] = "f" * 16  # it also trained on photos labelled in Flora since
+    config["dataset"]["images"] = images + 51
+    (models / SECOND / CONFIG_FILE).write_text(json.dumps(config))
+    store = RunStore(models)
+    run_tasks.training_features(store.get(first), workspace["data"])
+    fix_worth.estimate_run(store.get(first), workspace["data"], corrections, seeds=2, resamples=100)
+    at = open_compare(app, models, f"{first},{SECOND}")
+    shown = texts(at)
+    assert f"but {SECOND[:6]} differs from {first[:6]} in more than the corrections: dataset photos (" in shown
+    assert "the comparison is confounded" in shown
+    assert not any(words in shown for words in ("inside the interval", "more than the interval", "less than the"))

@@ -67,6 +67,7 @@ CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)  # read literall
 def hostile(tmp_path_factory):
     """data/hostile (hostile class folders, name and description, a hostile saved preset) and a models folder with
     a finished run on it (hostile name and note) and a copy of it under another id."""
+    from core import run_job
     from core.train import jobs
 
     base = tmp_path_factory.mktemp("hostile")
@@ -81,7 +82,7 @@ def hostile(tmp_path_factory):
         image_size=32, weights="none", epochs=2, batch_size=16, head=(16,), seed=2, early_stopping_patience=0
     )
     submission = jobs.submit(store, dataset, config)
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     first = submission.run_id
     store.set_label(first, name=RUN_NAME, note=RUN_NOTE)
     copy_run(store.run_dir(first), models_root / SECOND)  # for Compare: its test predictions differ on a third

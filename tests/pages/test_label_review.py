@@ -7,10 +7,10 @@ import hashlib
 
 import pytest
 
-from core.results import label_issues
-from core.results.label_issues import LabelIssue, LabelReview
+from core.results.labels import issues as label_issues
+from core.results.labels.issues import LabelIssue, LabelReview
 from core.runs.store import RunStore
-from pages.ui.explore.label_review import BEHIND_WHY, NONE_SUPPORTED
+from pages.ui.explore.label_review import BEHIND_WHY, NONE_SUPPORTED, trust_words
 from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
@@ -64,3 +64,23 @@ def test_a_self_test_that_supports_nothing_says_so_and_keeps_the_list_behind(app
     behind = next(e for e in at.expander if e.label == "All 7 suspect(s), none supported by the self-test")
     assert NONE_SUPPORTED in [c.value for c in behind.caption]
     assert "What the evidence supports" not in texts(at)
+
+
+def test_a_list_close_to_chance_whose_top_beats_it_gets_one_verdict(app, workspace, tmp_path):
+    # the walk: close to chance over the first 10 suspects (lift 1.4) while the first 8 held 2.6x as many as random
+    weak = {**TRUST, "found": 2, "chance": 1.4, "lift": 1.4, "found_at_depth": 1}
+    store, review = _stored(workspace, tmp_path, {**weak, "depth": 2, "found_at_depth": 1})
+    assert review.close_to_chance and review.supported
+    at = app("explore", models_dir=store.root)
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [warning] = [w.value for w in at.warning if "How far to trust this list" in w.value]
+    assert f"Only the first {review.supported} suspect(s) beat chance" in warning
+    assert "past them the ranking is close to chance" in warning and "The ranking is close to chance" not in warning
+    assert "times as many" in review.supported_why and review.supported_why in texts(at)
+    nothing = LabelReview([], 75, {"train": 75}, "test", trust={**weak, "depth": 0}, supported=0)
+    assert "The ranking is close to chance: review by eye" in trust_words(nothing, random_start=False)[1]
+    # walk of issue 38, item 16: "(a random order would put about 0 there)" beside "1 of the flips came among..."
+    lucky = LabelReview([], 75, {"train": 75}, "test", trust={**weak, "found": 1, "chance": 0.3}, supported=0)
+    assert "(a random order would put about 0.3 there)" in trust_words(lucky, random_start=False)[1]

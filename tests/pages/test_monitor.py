@@ -81,8 +81,8 @@ def _logged(models, run_id: str, classes: list[str], labels, features, hashes=No
 
 def test_drift_alarms_show_against_the_runs_reference_and_stay_quiet_without_drift(app, workspace, tmp_path):
     """The run's real reference (fitted from its split): the class mix and the inputs drift, then they do not."""
+    from core.results.probabilities.reference import ensure_reference
     from core.runs.store import RunStore
-    from core.serving.reference import ensure_reference
 
     quiet_models, drifting_models = tmp_path / "quiet", tmp_path / "drifting"
     for models in (quiet_models, drifting_models):

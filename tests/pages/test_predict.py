@@ -50,7 +50,7 @@ def _bar_values(at) -> list[float]:
 
 
 def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
-    from core.results.calibration import stored_temperature
+    from core.results.probabilities.calibration import stored_temperature
 
     temperature = stored_temperature(workspace["store"].run_dir(workspace["run_id"]))
     assert temperature is not None and temperature != 1.0, temperature
@@ -71,6 +71,43 @@ def test_calibrated_or_raw_probabilities_and_where_it_looked(app, workspace):
     assert not at.exception, [e.value for e in at.exception]
     captions = [e.proto.imgs[0].caption for e in at.get("image") if e.proto.imgs]
     assert any("(logit " in c for c in captions), captions
+
+
+def test_80_percent_means_80_percent_only_where_the_calibration_supports_it(app, workspace, tmp_path):
+    """Before: "'80%' means right about 80% of the time" with T fitted on 36 photos and an ECE interval of 0-0.17,
+    which the Evaluate page words carefully. Predict now gives the same caveats with the figures."""
+    import json
+
+    from core.results.probabilities import calibration
+    from tests.conftest import copy_run
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    run_dir = models / workspace["run_id"]
+    stored = run_dir / "calibration.json"
+    data = json.loads(stored.read_text())
+    data["val_images"], data["val_per_class"] = 36, 9.0  # the walk's figures: few validation photos
+    data["after"].update(ece=0.05, ece_low=0.0, ece_high=0.17, mce=0.257)
+    stored.write_text(json.dumps(data))
+    cal = calibration.load(run_dir)
+    at = app("predict", models_dir=models)
+    photo = next((workspace["dataset"] / "green").iterdir()).read_bytes()
+    at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = next(c.value for c in at.caption if c.value.startswith("**Calibrated** probabilities"))
+    assert "so that '80%' means right about 80% of the time" not in said
+    assert "Whether '80%' means right about 80% of the time is not established here" in said
+    assert "the calibration error (ECE) is 0.050, 95 % interval 0.000-0.170" in said
+    assert "the worst confidence bin is off by 0.257" in said
+    for caveat in cal.caveats():  # the very sentences the Evaluate page's reading gives
+        assert caveat in said
+    assert "With only 9 validation photos per class the temperature is uncertain" in said
+    assert "reaches above 0.1" in said
+    data["val_per_class"] = 300.0  # enough photos, a tight interval: the claim stands, with its figures
+    data["after"].update(ece=0.02, ece_low=0.01, ece_high=0.04, mce=0.06)
+    stored.write_text(json.dumps(data))
+    at.run()
+    said = next(c.value for c in at.caption if c.value.startswith("**Calibrated** probabilities"))
+    assert "so that '80%' means right about 80% of the time: on " in said and "0.010-0.040" in said
 
 
 def test_a_tiny_image_is_warned_about_and_many_photos_keep_their_cards(app, workspace):
@@ -139,7 +176,7 @@ def _store_with_sets_and_views(workspace, tmp_path, helped: bool):
     """A copy of the workspace's run with prediction sets at 80% and test-time augmentation measured."""
     import json
 
-    from core.results import conformal, tta
+    from core.results.probabilities import conformal, tta
     from tests.conftest import copy_run
 
     models = copy_run(workspace["models"], tmp_path / "models")
@@ -160,13 +197,49 @@ def test_a_prediction_set_at_the_level_picked_and_the_views_said(app, workspace,
     at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
     shown = texts(at)
-    assert "How the promise held: on the" in shown and "sets at 90% held the right class" in shown
+    assert "**Measured** on the" in shown and "sets at 90% held the right class" in shown
     assert "**At 90%:**" in shown  # the slider's default
+    assert "On average over many photos like the calibration ones" in shown  # what the promise covers
+    from core.results.probabilities import conformal
+
+    sets = conformal.load(models / workspace["run_id"])
+    line = next(t for t in shown.split("\n") if t.startswith("**At 90%:**"))
+    size = 1 + line.count(" or ") if "any of the" not in line else len(sets.classes)
+    record = sets.size_record(size, 0.9)
+    if record:  # how the held-out sets of this set's size did at 90%, with "only" where less often than that
+        right, photos = record
+        assert f"were right {'only ' if right / photos < 0.9 else ''}{right} of {photos} times" in line
     assert "Each photo is classified in 4 views" in shown
     at.slider(key="predict_set_level").set_value(80).run()
     shown = texts(at)
     assert "**At 80%:**" in shown and "**At 90%:**" not in shown
     assert "sets at 80% held the right class" in shown  # what the held-out half showed at the level picked
+
+
+def test_the_promise_is_an_average_beside_the_held_out_count_and_sets_of_every_class(app, workspace, tmp_path):
+    """Before: 'sets at 90% hold the right class at least 9 times in 10' beside a held-out 89% on 18 photos, and
+    sets that held every class (no answer) on 61% of photos shown only as a mean set size."""
+    import json
+
+    models = _store_with_sets_and_views(workspace, tmp_path, helped=False)
+    stored = models / workspace["run_id"] / "conformal.json"
+    data = json.loads(stored.read_text())
+    data["by_level"]["90"] = {"coverage": 16 / 18, "mean_size": 2.8, "by_size": {"1": [5, 7], "4": [11, 11]}}
+    stored.write_text(json.dumps(data))  # the walk's figures: 16 of 18 right, 11 of 18 sets of all 4 classes
+    at = app("predict", models_dir=models)
+    photo = next((workspace["dataset"] / "green").iterdir()).read_bytes()
+    at.file_uploader(key="predict_upload").set_value([("flower.png", photo, "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "at least 9 times in 10" not in shown and "hold the right class at least" not in shown
+    assert "**The promise**: on average over many photos like the calibration ones" in shown
+    assert "sets at 90% hold the right class 9 times in 10; not for each photo" in shown
+    assert (
+        "**Measured** on the 18 test photos this run never fitted anything on: sets at 90% held the right class "
+        in shown
+    )
+    assert "16 of 18 (89%): below 90%, but within the sampling slack (on 18 photos a true 90% gives" in shown
+    assert "on 61% of photos the set holds all 4 classes: the model cannot tell the classes apart there" in shown
 
 
 def test_many_photos_carry_their_sets_in_the_table(app, workspace, tmp_path):
@@ -180,3 +253,20 @@ def test_many_photos_carry_their_sets_in_the_table(app, workspace, tmp_path):
     table = at.dataframe[0].value
     assert "prediction_set" in table.columns and table["prediction_set"].str.len().min() > 0
     assert "Each photo is classified once, as it is: test-time augmentation was measured" in texts(at)
+
+
+def test_a_photo_unlike_the_runs_says_why_it_is_flagged(app, workspace):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    at = app("predict")
+    at.file_uploader(key="predict_upload").set_value(("noise.png", buffer.getvalue(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    flagged = [w.value for w in at.warning if "does not look like any class the model knows" in w.value]
+    assert flagged, [w.value for w in at.warning]
+    assert "** (its " in flagged[0] and "spreads " in flagged[0]  # the statistic that stands out, in words

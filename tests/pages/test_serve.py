@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from core.processes import JobState
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
@@ -105,9 +107,15 @@ def test_a_running_server_shows_its_models_and_how_far_their_ood_flag_holds(app,
     assert (row["name"], row["run"], row["mean batch"], row["batches"]) == ("production", workspace["run_id"], 3.5, 4)
     # the TF Serving example sends the body from a file: a photo's base64 on the command line failed over ~96 KB
     tf_code = next(code.value for code in at.code if ":predict" in code.value)
-    assert "--data-binary @request.json" in tf_code and "base64 -w0 rose.jpg;" in tf_code
+    photo = sorted((workspace["dataset"] / "blue").iterdir())[0].resolve()  # one of the dataset's own photos
+    assert "--data-binary @request.json" in tf_code and f"base64 -w0 {photo};" in tf_code
     snippets = [c.value for c in at.code]
-    assert 'curl -F "file=@rose.jpg" "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert f'curl -F file=@{photo} "http://127.0.0.1:8599/predict?model=production&top_k=3"' in snippets
+    assert any(f'open({str(photo)!r}, "rb")' in c for c in snippets)
+    assert not any("rose" in c for c in snippets)
+    said = next(c.value for c in at.caption if c.value.startswith("The examples send"))
+    assert said.startswith("The examples send `img_000.png`, a photo of **blue** from the dataset colours")
+    assert "any photo of its classes (blue, crimson, green, red)" in said
     assert any('client.infer("production", [photo])' in c for c in snippets)
     assert not any("Authorization" in c for c in snippets)  # the server runs without a key
 
@@ -193,3 +201,74 @@ def test_the_start_form_takes_an_api_key_keeps_the_last_port_and_enter_does_not_
     next(b for b in at.button if b.label == "Start server").click().run()
     assert launched["env"] == {"FLORA_API_KEY": "s3cret"}
     assert "s3cret" not in (folder.status_path.read_text())
+
+
+def test_the_page_follows_an_alias_moved_from_the_command_line(app, workspace, tmp_path, rerun_timed_fragments):
+    """Issue 39: after `core alias production B` the open page kept a green "answers production with run A" for
+    over 100 s. The alias lines refresh on their own timer, so the open page shows the move and then the switch."""
+    import contextlib
+    import io
+
+    from core.cli import main as cli
+
+    models = copy_store(workspace, tmp_path)
+    old, new = workspace["run_id"], "feed0000beef"
+    copy_run(models / old, models / new)
+    AliasStore(models).set("production", old)
+    running_server(models, old, ["production"], {"production": old})
+    at = app("serve", models_dir=models)
+    assert f"The server answers **production** with run {old}." in texts(at)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli(["alias", "production", new, "--models-dir", str(models)]) == 0  # from the command line
+    rerun_timed_fragments(at)  # the open page, not reloaded: only what refreshes on its own
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"answers **production** with run {old}" not in texts(at)
+    assert any(f"Switching **production**: the server is loading run {new}" in i.value for i in at.info)
+    assert table_with(at, "alias", "run", "previous")["previous"].tolist() == [old]
+    running_server(models, new, ["production"], {"production": new})  # the server has switched
+    rerun_timed_fragments(at)
+    assert f"The server answers **production** with run {new}" in texts(at)
+    assert any(f"it answers with run {new} now" in c.value for c in at.caption)  # the snippets' line too
+
+
+@pytest.mark.slow
+def test_the_web_export_is_made_and_offered_from_the_serve_page(app, workspace, tmp_path):
+    """A newcomer's walk: pick web, export, read how to open it, download the zip."""
+    from pages.ui.serving.sections import WEB_HOW_TO
+
+    models = copy_store(workspace, tmp_path)
+    at = app("serve", models_dir=models)
+    at.selectbox(key="serve_export_format").set_value("web").run()
+    next(b for b in at.button if b.label == "Export and verify").click().run(timeout=600)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("web export verified with onnxruntime" in s.value for s in at.success), [e.value for e in at.error]
+    assert WEB_HOW_TO in texts(at)
+    folder = models / workspace["run_id"] / "exports" / "web"
+    assert (folder / "index.html").is_file() and (folder / "vendor" / "ort.wasm.min.js").is_file()
+    assert any(b.label == "Download web" for b in at.get("download_button"))
+
+
+def test_the_snippets_state_the_set_promise_as_an_average_beside_the_held_out_count(app, workspace, tmp_path):
+    """Before: 'hold the right one at least 9 times in 10' while the run's held-out sets held 16 of 18 (89%)."""
+    import json
+
+    from core.results.probabilities import conformal
+
+    models = copy_store(workspace, tmp_path)
+    run_id = workspace["run_id"]
+    conformal.fit_run(models / run_id, level=0.8, method="aps")
+    stored = models / run_id / "conformal.json"
+    data = json.loads(stored.read_text())
+    data["by_level"]["90"]["by_size"] = {"1": [5, 7], "4": [11, 11]}  # the walk's figures: 16 of 18 right
+    stored.write_text(json.dumps(data))
+    running_server(models, run_id, [run_id], {run_id: run_id})
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at)
+    assert "at least 9 times in 10" not in said
+    assert "on average over many photos like the calibration ones (half of the run's test photos), sets at 90%" in said
+    assert (
+        "On this run's 18 held-out test photos, sets at 90% held the right class 16 of 18 (89%): below 90%, but "
+        "within the sampling slack" in said
+    )
+    assert "on 61% of photos the set holds all 4 classes" in said

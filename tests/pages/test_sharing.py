@@ -52,6 +52,11 @@ def test_the_access_token_a_name_and_its_passphrase_let_a_person_in(app, workspa
     assert [b.label for b in at.button] == ["Sign in"] and not at.sidebar.markdown
     _sign_in(at, "wrong", "Ash")
     assert "That access token is not this server's." in [e.value for e in at.error]
+    # walk of issue 38, item 15: an empty token read as a wrong one, a 300-character name as no name at all
+    _sign_in(at, "", "Ash")
+    assert [e.value for e in at.error] == ["Type the access token: your instructor has it, or the link they sent."]
+    _sign_in(at, "class-token-12345", "x" * 300)
+    assert any("it is 300 characters long, and a name is at most 40" in e for e in errors(at))
     _sign_in(at, "class-token-12345", "Ash")
     assert not at.exception
     shown = " ".join(c.value for c in at.sidebar.caption)
@@ -98,13 +103,28 @@ def test_guessing_a_passphrase_locks_the_name_and_reserved_names_say_why(app, wo
     assert any("this server's own account" in e for e in errors(at))
     at = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "alice", "wonderland")
     assert not at.error
+    alices_browser = at.session_state["flora_browser"]
     guesser = AppTest.from_file(APP, default_timeout=60).run()
     for _ in range(attempts.NAME_RULE.lock_after):
         _sign_in(guesser, "class-token-12345", "Alice", "guess-123")
     assert any("now locked for 15 min" in e for e in errors(guesser))
+    _sign_in(guesser, "class-token-12345", "Alice", "wonderland")  # the right one too, from the guesser's browser
+    # walk item 8: the lock is this browser's, and names alice as she registered, not as typed
+    assert any("“alice” is locked in this browser after 10 wrong passphrases" in e for e in errors(guesser))
+    assert not any("Alice" in e for e in errors(guesser))
+    # issue 38: the guesser's tries make nobody else wait, alice in another browser included
     owner = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "alice", "wonderland")
-    assert any("is locked after 10 failed sign-ins" in e for e in errors(owner))
-    assert [b.label for b in owner.button] == ["Sign in"]
+    assert not owner.error and "Sign in" not in [b.label for b in owner.button]
+    # a guesser clearing cookies at every try: the name's new browsers lock together, alice's own browser does not
+    monkeypatch.setattr(attempts, "NEW_BROWSERS_RULE", attempts.Rule(free_tries=1, lock_after=3))
+    for _ in range(3):
+        _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "alice", "guess-456")
+    stranger = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "alice", "wonderland")
+    assert any("never signed in as that name" in e and "is locked out of “alice”" in e for e in errors(stranger))
+    own = AppTest.from_file(APP, default_timeout=60)
+    own.session_state["flora_browser"] = alices_browser  # her browser, as its cookie brings it back
+    own = _sign_in(own.run(), "class-token-12345", "alice", "wonderland")
+    assert not own.error and "Sign in" not in [b.label for b in own.button]
 
 
 def test_others_runs_are_read_only_and_mine_come_first(app, workspace, monkeypatch):
@@ -125,6 +145,10 @@ def test_others_runs_are_read_only_and_mine_come_first(app, workspace, monkeypat
     assert "local's run: you can look at it, not change it" in texts(at)
     assert not [p for p in at.get("popover") if "Delete" in str(p.proto)]
     assert not [b for b in at.button if b.label in ("Stop", "Delete")]
+    # walk of issue 38, item 17: Name and Note were editable beside that note (only Save was disabled)
+    run_id = workspace["run_id"]
+    assert at.text_input(key=f"train_name_{run_id}").disabled and at.text_input(key=f"train_note_{run_id}").disabled
+    assert not [b for b in at.button if b.label == "Save name and note"]
     at.switch_page(page_file("evaluate")).run()
     assert not at.exception and at.segmented_control(key="evaluate_scope").value == "Everyone's"
 
@@ -168,7 +192,7 @@ def test_the_class_page_shows_people_the_cost_and_frees_a_locked_name(app, works
     student = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "Misty", "staryu")
     assert "Class" not in [link.label for link in student.sidebar.get("page_link")]
     for _ in range(attempts.NAME_RULE.lock_after):
-        attempts.failed(data, attempts.name_key_of("Misty"), "the name “Misty”")
+        attempts.failed(data, attempts.name_key_of("Misty", "a-browser-id-0123"), "the name “Misty” in a browser")
     teacher = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "oak-admin-token-456", "Oak", "bulbasaur")
     assert "Class" in [link.label for link in teacher.sidebar.get("page_link")]
     teacher.switch_page(page_file("class")).run()
@@ -181,3 +205,35 @@ def test_the_class_page_shows_people_the_cost_and_frees_a_locked_name(app, works
     assert any("failed sign-in(s), locked for" in m.value for m in teacher.markdown)
     next(b for b in teacher.button if b.label == "Unlock").click().run()
     assert attempts.troubled(data) == [] and "Unlocked" in texts(teacher)
+
+
+def test_the_class_page_resets_a_passphrase_and_removes_a_squatted_name(app, workspace, monkeypatch, tmp_path):
+    """Walk of issue 38, item 4: the Class page offered only Unlock, Cancel their queue and Sign out everywhere; a
+    forgotten passphrase, or a look-alike claimed first ("gіna" with a Cyrillic і), blocked a student for good."""
+    from core.sharing import people, sessions
+    from pages.ui.navigation import page_file
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_ADMIN_TOKEN", "oak-admin-token-456")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "Misty", "staryu")
+    _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "g\u0456na", "squatter")
+    teacher = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "oak-admin-token-456", "Oak", "bulbasaur")
+    teacher.switch_page(page_file("class")).run()
+    listed = teacher.dataframe[1].value
+    assert {"Misty", "g\u0456na", "Oak"} == set(listed["name"])
+    teacher.selectbox(key="class_name").set_value("Misty").run()
+    next(b for b in teacher.button if b.label == "Reset passphrase").click().run()
+    assert not teacher.exception and "Reset the passphrase of “Misty”" in texts(teacher)
+    assert "Misty" not in {p["name"] for p in sessions.active_people(data)}  # her sessions ended
+    back = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "misty", "a new one")
+    assert not back.error and "Misty" in " ".join(c.value for c in back.sidebar.caption)
+    teacher.selectbox(key="class_name").set_value("g\u0456na").run()
+    next(b for b in teacher.button if b.label == "Remove name").click().run()
+    assert "free again" in texts(teacher) and "removed" in texts(teacher)
+    gina = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "gina", "the real one")
+    assert not gina.error and people.token_names(data) == {"Misty", "Oak", "gina"}

@@ -177,3 +177,11 @@ def test_a_classmates_sweep_is_read_only(workspace, finished_sweep, monkeypatch)
     assert not [label for label in labels if label.startswith(("Run ", "Continue", "Stop", "Delete"))]
     promote = next(b for b in at.button if b.key == f"sweep_promote_{sweep_id}")
     assert promote.disabled and promote.label == "Only local can train its best"
+    # walk of issue 38, item 1: the commands named the dataset by its server path (Train's said `colours`)
+    server = str(workspace["data"].parent)
+    commands = [c.value for c in at.code if "-m core sweep" in c.value]
+    assert commands and all(c.startswith("python -m core sweep colours ") and server not in c for c in commands)
+    at.session_state["sweep_tab"] = "New sweep"
+    at.run()
+    [form] = [c.value for c in at.code if "-m core sweep" in c.value]
+    assert form.startswith("python -m core sweep colours ") and server not in form

@@ -25,6 +25,19 @@ def test_runs_tab_shows_the_finished_run_with_its_curves(app, workspace):
     assert "epoch" in charts[0].proto.spec
 
 
+def test_a_run_logged_to_mlflow_shows_its_mlflow_run_with_a_link(app, workspace):
+    store, run_id = workspace["store"], workspace["run_id"]
+    before = store.get(run_id).status.mlflow
+    uri = "http://127.0.0.1:5999"
+    store.set_status(run_id, mlflow={uri: {"run_id": "abc123", "experiment_id": "7"}})
+    try:
+        at = app("train")
+        shown = [c.value for c in at.caption]
+        assert f"Logged to MLflow at `{uri}`: [MLflow run abc123](<{uri}/#/experiments/7/runs/abc123>)" in shown
+    finally:
+        store.set_status(run_id, mlflow=before)
+
+
 def _new_run_tab(app, models_dir=None):
     at = app("train", models_dir=models_dir)
     at.session_state["train_tab"] = "New run"
@@ -186,7 +199,7 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     assert at.selectbox(key="train_run").value == "preparing001"  # the active run is picked first
     bars = [bar.text for bar in at.get("progress")]
     assert any(text.startswith("extracting features: train · 300 / 1200 · about") for text in bars), bars
-    assert not any("epoch 0/10" in text for text in bars), bars
+    assert not any("0/10 epochs" in text for text in bars), bars
     assert "ResNet-50 runs over each image once" in texts(at)
     caption = next(c.value for c in at.caption if c.value.startswith("CPU: AMD EPYC (tensorflow)"))
     assert "· forward pass: OpenVINO 2026.4.1 (1.41x Keras's images per CPU-second at 32 px" in caption  # which, why
@@ -209,7 +222,7 @@ def test_the_form_remembers_the_settings_last_launched_on_a_dataset(app, workspa
         assert at.select_slider(key="train_learning_rate").value == 5e-4  # not a slider stop: added for it
         assert "--lr 0.0005" in at.code[-1].value
     finally:
-        remembered.state_file(workspace["data"]).unlink(missing_ok=True)
+        remembered.forget_person(workspace["data"])
 
 
 def test_a_run_can_be_named_and_its_command_copied(app, workspace, tmp_path):
@@ -298,7 +311,7 @@ def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(a
     note = next(i.value for i in at.info if i.value.startswith("The form holds run"))
     assert "(1 relabelled, 1 excluded; the run had none)" in note
     assert at.select_slider(key="train_image_size").value == workspace["config"].image_size
-    from core.results.evaluation import Evaluation
+    from core.results.evaluation.metrics import Evaluation
 
     on_test = len(set(kept_corrections) & set(Evaluation.load(workspace["store"].run_dir(workspace["run_id"])).paths))
     assert (f"{on_test} of them are test photos" in note) == bool(on_test)  # said when a test photo changes
@@ -394,3 +407,33 @@ def test_without_a_ray_cluster_the_form_says_nothing_of_it(app, monkeypatch):
     monkeypatch.delenv("FLORA_RAY_ADDRESS", raising=False)
     at = _new_run_tab(app)
     assert not [t for t in at.toggle if t.key == "train_on_ray"]
+
+
+def test_runs_from_the_command_line_and_the_app_show_one_owner(app, workspace, tmp_path):
+    """The walk: CLI runs were "root"'s and app runs "local"'s in the same table; both are the person here."""
+    import contextlib
+    import io
+    import json
+
+    from core.cli import main as cli
+    from core.runs.record import CONFIG_FILE
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / "c11c11c11c11")
+    config = json.loads((models / "c11c11c11c11" / CONFIG_FILE).read_text())
+    config["owner"] = "root"  # as `python -m core train` records it, run as root
+    (models / "c11c11c11c11" / CONFIG_FILE).write_text(json.dumps(config))
+    at = app("train", models_dir=models)
+    table = table_with(at, "run", "state", "id")
+    assert len(table) == 2 and "owner" not in table.columns, "one person: no owner column to tell apart"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli(["runs", "--json", "--models-dir", str(models)]) == 0
+    assert {row["owner"] for row in json.loads(out.getvalue())} == {"local"}
+    others = tmp_path / "others"  # somebody else's run beside them: the column is back, each person named once
+    copy_run(models, others)
+    config["owner"] = "alice"
+    (others / "c11c11c11c11" / CONFIG_FILE).write_text(json.dumps(config))
+    at = app("train", models_dir=others)
+    assert sorted(table_with(at, "run", "owner", "id")["owner"]) == ["alice", "local"]

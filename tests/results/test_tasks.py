@@ -10,7 +10,7 @@ import pytest
 
 from core.processes import JobState
 from core.results import tasks as run_tasks
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
 from tests.conftest import copy_run
 
@@ -51,7 +51,7 @@ def test_a_changed_dataset_is_refused(old_run, tmp_path):
 
 
 def test_label_issues_of_a_run_score_every_image(old_run):
-    from core.results import label_issues
+    from core.results.labels import issues as label_issues
 
     _store, run, original, data_root = old_run
     original.save(run.directory)

@@ -71,7 +71,8 @@ def test_progress_and_eta_of_a_running_run(tmp_path):
     assert 0.5 < state.fraction < 1.0  # the run's whole plan: decoding and phase 1 are behind it
     assert state.eta_seconds == pytest.approx(1.5 * 30.0)  # the current phase's epoch time
     assert state.elapsed_seconds == pytest.approx(70.0)
-    assert state.text == "fine-tuning · epoch 4/5 · about 45 s left"  # the epoch in progress, as the runs table
+    # the epochs done, as many as the curves plot (not "epoch 4/5" beside 3 points), and what the ETA covers
+    assert state.text == "fine-tuning · 3/5 epochs done · about 45 s of epochs left, then testing and saving"
 
 
 def test_at_the_start_of_fine_tuning_the_eta_comes_from_the_epoch_in_progress(tmp_path):
@@ -88,7 +89,7 @@ def test_at_the_start_of_fine_tuning_the_eta_comes_from_the_epoch_in_progress(tm
     write_json_atomic(store.run_dir("r") / "status.json", status)
     state = progress(store.get("r"), head_only, now=161.0)
     assert state.eta_seconds == pytest.approx(7 * 7.0 + 2 * 70.0)  # not (now - epoch start) / 3 per batch
-    assert state.epoch_label == "epoch 3/5"
+    assert state.epoch_label == "2/5 epochs done"
     write_json_atomic(store.run_dir("r") / "status.json", status | {"batch": 1, "updated_at": 146.0})
     assert progress(store.get("r"), head_only, now=150.0).eta_seconds is None  # the first batch alone: no guess
     # still in phase 1 on cached features with fine-tuning to come: no guess (scaling a head epoch, mostly fixed
@@ -187,7 +188,7 @@ def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
     # what the runs table's progress cell says at each step (the stage's own share while preparing)
     assert cells[0] == "decoding images 50%"
     assert cells[2] == "extracting features 30%" and cells[4] == "extracting features 50%"
-    assert cells[7] == "epoch 3/4"
+    assert cells[7] == "2/4 epochs done"
     assert cells[-2] == "evaluating on the test split"
     assert cells[-1] == "fitting the out-of-distribution reference"  # a pass over train (sampled), val and test
     store.set_status("r", state="done")
@@ -202,3 +203,21 @@ def test_a_stop_request_shows_as_stopping_at_once(tmp_path):
     store.request_stop("r")
     state = progress(store.get("r"), [])
     assert state.state_label == "stopping" and state.short_text == "stopping…" and state.text.startswith("stopping")
+
+
+def test_the_eta_is_the_epochs_and_says_so_and_none_once_they_are_over(tmp_path):
+    """The walk: "about 14 s left" while saving, the test split and the reference took about 50 s more. The ETA
+    is the epochs' own and says what follows; once they are over, no number is given."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 10}, "dataset": {"images": 800}})
+    epochs = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 2.3} for e in range(1, 5)]
+    store.set_status("r", state="running", epochs_total=10, phase=1, epoch=5, stage="training the head")
+    state = progress(store.get("r"), epochs, now=200.0)
+    assert state.eta_seconds == pytest.approx(6 * 2.3) and state.epochs_done == 4
+    assert state.text == "training the head · 4/10 epochs done · about 14 s of epochs left, then testing and saving"
+    every = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 2.3} for e in range(1, 11)]
+    for stage in ("saving model", "evaluating on the test split", "fitting the out-of-distribution reference"):
+        store.set_status("r", stage=stage, epoch=10)
+        state = progress(store.get("r"), every, now=230.0)
+        assert state.eta_seconds is None and "left" not in state.text and state.text.startswith(stage)
+        assert "10/10 epochs done" in state.text

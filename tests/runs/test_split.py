@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import run_job
 from core.data.corrections import Corrections
 from core.paths import cache_dir
-from core.results.arrays import RunAnalysis
+from core.runs.analysis import RunAnalysis
 from core.runs.split import DatasetChanged, run_split
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
@@ -28,7 +29,7 @@ def corrected_run(tmp_path_factory):
     data_root, store = base / "data", RunStore(base / "models")
     config = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(8,), seed=3)
     plain = jobs.submit(store, dataset, config)
-    jobs.execute(store, plain, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, plain, data_root, console=False, ingest_workers=1)
     drawn = RunAnalysis.load(store.run_dir(plain.run_id))
     train_photos = sorted(
         set(str(p.relative_to(dataset)) for p in dataset.rglob("*.png")) - set(drawn.val.paths) - set(drawn.test.paths)
@@ -43,7 +44,7 @@ def corrected_run(tmp_path_factory):
     kept.mark(drawn.val.paths[0], "exclude")
     kept.save()
     submission = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
-    jobs.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
     return {
         "store": store,
         "run": store.get(submission.run_id),
@@ -87,7 +88,7 @@ def test_training_and_the_analysis_task_store_that_split(corrected_run):
 
 
 def test_the_out_of_distribution_reference_is_fitted_on_that_split(corrected_run):
-    from core.serving.reference import compute_reference
+    from core.results.probabilities.reference import compute_reference
 
     run = corrected_run["run"]
     expected = _expected(corrected_run)

@@ -134,7 +134,7 @@ def test_evaluate_says_why_a_run_has_no_evaluation_yet(store, capsys):
     store.create("r1", _record())
     store.set_status("r1", state=JobState.RUNNING, pid=os.getpid(), epoch=3, epochs_total=10)
     args = ["evaluate", "r1", "--models-dir", str(store.root)]
-    assert main(args) == 1 and "is still running (epoch 3/10)" in capsys.readouterr().err
+    assert main(args) == 1 and "is still running (epoch 3/10 in progress)" in capsys.readouterr().err
     store.request_stop("r1")
     assert main(args) == 1 and "is stopping: it is saving its best weights" in capsys.readouterr().err
     store.set_status("r1", state=JobState.STOPPED)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.network.graph import inference_model
 from core.network.model import build_classifier
 from core.paths import MACHINE_CACHE_ENV
 from core.runtimes import choice, engines
 from core.runtimes.choice import RUNTIME_ENV, accelerated, check, requested
-from core.serving.graph import inference_model
 
 SIZE = 32
 

@@ -8,9 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from core.network.graph import inference_model
 from core.network.model import build_classifier
 from core.runtimes.onnx_graph import Unsupported, convert
-from core.serving.graph import inference_model
 from core.train.features import build_extractor
 
 

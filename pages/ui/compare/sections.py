@@ -10,9 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.results import fix_worth
-from core.results.compare import disagreements, per_class_f1, settings_table
-from core.results.fix_worth_report import change_words, held, points
+from core.results.evaluation.compare import disagreements, per_class_f1, settings_table
+from core.results.labels import fix_worth
+from core.results.labels.fix_worth_report import change_words, held, points
 from core.runs.curves import epoch_curves
 from pages.ui import common, photo_gallery, plain
 
@@ -174,7 +174,11 @@ def fix_worth_section(runs, results, comparison: dict, names: dict[str, str]) ->
     shown = False
     for run, result in zip(runs[1:], results[1:], strict=True):
         table = settings_table([first, run])
-        others = [row for row in table["setting"] if row != "label corrections"]
+        others = [  # what else differs, with both values: "dataset photos (800 (1a2b3c) → 851 (4d5e6f))"
+            f"{row['setting']} ({row[first.run_id]} → {row[run.run_id]})"
+            for _, row in table.iterrows()
+            if row["setting"] != "label corrections"
+        ]
         found = held(first, run, (results[0].analysis, result.analysis), comparison, others)
         if found is None:
             continue

@@ -84,7 +84,7 @@ def download_card(key: str) -> None:
         if latest is not None and latest.active:
             fetch_progress(latest.directory)
         elif present:
-            st.caption(f":material/check_circle: In {plain.code(common.data_root() / key)}.")
+            st.caption(f":material/check_circle: In {plain.code(common.shown_path(common.data_root() / key))}.")
             st.button(
                 "Open it",
                 key=f"dataset_open_present_{key}",
@@ -96,8 +96,13 @@ def download_card(key: str) -> None:
                 st.error(f"The last attempt failed: {plain.md(latest.status.error)}", icon=":material/cloud_off:")
             elif latest is not None and latest.state == JobState.STOPPED:
                 st.info("Stopped; getting it again resumes the download.", icon=":material/pause:")
-            if st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
-                dataset_tasks.launch_fetch(key, common.data_root())
+            if not auth.current_user().admin:  # shared: hundreds of MB on the server's disk and line
+                st.caption(
+                    f":material/lock: On this shared Flora downloads are for whoever runs it: ask an admin to get "
+                    f"{key} (it is then everyone's)."
+                )
+            elif st.button(f"Get {key}", icon=":material/download:", key=f"dataset_get_{key}"):
+                dataset_tasks.launch_fetch(key, common.data_root(), owner=auth.current_user().id)
                 st.rerun()
 
 
@@ -110,7 +115,7 @@ def fetch_progress(directory: Path) -> None:
     done, total = task.status.stage_progress or (0, 0)
     text = common.progress_text(task.status.stage or "starting", done, total)
     st.progress(task.fraction or 0.0, text=text)
-    if st.button("Stop", icon=":material/stop:", key=f"dataset_stop_{task.task_id}"):
+    if auth.can_change(task) and st.button("Stop", icon=":material/stop:", key=f"dataset_stop_{task.task_id}"):
         dataset_tasks.stop(task)
 
 
@@ -141,7 +146,7 @@ def table_import() -> None:
     """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
     import tempfile
 
-    from core.data.roots import OutsideDataRoots, check_inside
+    from core.data.roots import OutsideDataRoots, check_source
     from core.importers.csv_labels import (
         LABEL_COLUMNS,
         PATH_COLUMNS,
@@ -213,7 +218,7 @@ def table_import() -> None:
         ):
             return
         try:
-            folder = check_inside(images, dataset_choice.roots())
+            folder = check_source(images, dataset_choice.roots(), base=common.data_root())
             result = import_csv(
                 table_path,
                 folder,
@@ -236,15 +241,18 @@ def oxford_import() -> None:
     st.caption(
         "If you already have Oxford 102 as published (a folder with `jpg/` or `102flowers.tgz`, plus "
         "`imagelabels.mat` and `setid.mat`), import it here: 102 named classes and the official "
-        "1,020 / 1,020 / 6,149 split."
+        "1,020 / 1,020 / 6,149 split. The folder must be inside the data roots (a name alone is a folder in the "
+        "data folder)."
     )
-    source = st.text_input("Folder", key="dataset_oxford_src", placeholder="/path/to/oxford102").strip()
+    source = st.text_input("Folder", key="dataset_oxford_src", placeholder="oxford102-published").strip()
     name = st.text_input("Dataset name", value="oxford102", key="dataset_oxford_name")
     if st.button("Import Oxford 102", icon=":material/local_florist:", disabled=not source, key="dataset_oxford_go"):
         progress = common.ThrottledProgress("copying")
         try:
-            result = import_oxford102(source, common.data_root(), name=name, progress=progress)
-        except (ImportRejected, ImportCancelled, OSError, ValueError) as e:
+            result = import_oxford102(
+                source, common.data_root(), name=name, progress=progress, roots=dataset_choice.roots()
+            )
+        except (ImportRejected, ImportCancelled, OSError, ValueError) as e:  # OutsideDataRoots is a ValueError
             progress.bar.empty()
             st.error(f"Not imported: {plain.md(e)}", icon=":material/block:")
             return

@@ -15,37 +15,54 @@ from pages.ui.navigation import page_file
 SHOWN = 48  # thumbnails of waiting photos on the Dataset page
 
 
+def _add_uploaded(dataset_root: str | Path, files: list, key: str) -> None:
+    """Button callback: add the uploaded files before the page is drawn again, so every count and gallery drawn
+    after it (above the uploader too) already has them; the uploader is emptied so one click adds them once."""
+    added, skipped, error = [], [], None
+    try:
+        images = [(f.name, f) for f in files if not f.name.lower().endswith(".zip")]
+        result = add_files(dataset_root, images)
+        added += result.added
+        skipped += result.skipped
+        for archive in (f for f in files if f.name.lower().endswith(".zip")):
+            result = add_zip(dataset_root, archive)
+            added += result.added
+            skipped += result.skipped
+    except (ImportRejected, OSError) as e:
+        error = str(e)
+    st.session_state[f"{key}_outcome"] = {"added": len(added), "skipped": skipped, "error": error}
+    st.session_state[f"{key}_round"] = st.session_state.get(f"{key}_round", 0) + 1  # a fresh, empty uploader
+
+
 def upload_section(dataset_root: str | Path, expanded: bool, key: str) -> None:
     """Add photos without a label: image files or a zip, into the dataset's unlabelled/ folder."""
-    with st.expander("Add unlabelled photos", icon=":material/add_photo_alternate:", expanded=expanded):
+    outcome = st.session_state.pop(f"{key}_outcome", None)
+    with st.expander(
+        "Add unlabelled photos", icon=":material/add_photo_alternate:", expanded=expanded or bool(outcome)
+    ):
         st.caption(
-            f"They go into {plain.code(str(Path(dataset_root) / UNLABELLED_DIR))}, beside the class folders: "
-            "never trained on until you give them a class. (Copying photos into that folder works too.)"
+            f"They go into {plain.code(common.shown_path(Path(dataset_root) / UNLABELLED_DIR))}, beside the class "
+            "folders: never trained on until you give them a class. (Copying photos into that folder works too.)"
         )
+        if outcome:
+            if outcome["error"]:
+                st.error(f"Nothing more was added: {plain.md(outcome['error'])}", icon=":material/error:")
+            if outcome["added"]:
+                st.success(f"Added {outcome['added']} photo(s).", icon=":material/check:")
+            for item in outcome["skipped"][:20]:
+                left_out = f"Left out {plain.code(item['path'])}: {plain.md(item['reason'])}"
+                st.warning(left_out, icon=":material/warning:")
         files = st.file_uploader(
             "Photos, or a zip of photos",
             type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"],
             accept_multiple_files=True,
-            key=key,
+            key=f"{key}_{st.session_state.get(f'{key}_round', 0)}",
         )
-        if files and st.button("Add them", key=f"{key}_add", icon=":material/upload:"):
-            added, skipped = [], []
-            try:
-                images = [(f.name, f) for f in files if not f.name.lower().endswith(".zip")]
-                result = add_files(dataset_root, images)
-                added += result.added
-                skipped += result.skipped
-                for archive in (f for f in files if f.name.lower().endswith(".zip")):
-                    result = add_zip(dataset_root, archive)
-                    added += result.added
-                    skipped += result.skipped
-            except (ImportRejected, OSError) as e:
-                st.error(f"Nothing more was added: {plain.md(str(e))}", icon=":material/error:")
-            if added:
-                st.success(f"Added {len(added)} photo(s).", icon=":material/check:")
-            for item in skipped[:20]:
-                left_out = f"Left out {plain.code(item['path'])}: {plain.md(item['reason'])}"
-                st.warning(left_out, icon=":material/warning:")
+        if files:
+            st.button(
+                "Add them", key=f"{key}_add", icon=":material/upload:", on_click=_add_uploaded,
+                args=(dataset_root, files, key),
+            )  # fmt: skip
 
 
 def unlabelled_tab(dataset_root: str | Path) -> None:

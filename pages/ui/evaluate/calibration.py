@@ -7,8 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.results import calibration
-from core.results.calibration import Calibration, Scores
+from core.results.probabilities import calibration
+from core.results.probabilities.calibration import Calibration, Scores
 from pages.ui import plain, teaching
 
 
@@ -65,6 +65,9 @@ def reading(cal: Calibration) -> str:
     overlap = (
         cal.after.ece_high is not None and cal.before.ece_low is not None and cal.after.ece_high >= (cal.before.ece_low)
     )
+    bound = cal.bound_words()
+    if bound:  # on the search's bound, or near-uniform after: a smaller ECE does not mean a better model
+        return f"{first} Temperature scaling moves ECE {before:.3f} → {after:.3f}, but: {bound}"
     if after >= before:
         change = "does not improve it on the test photos"
     elif overlap:  # the two intervals overlap: the improvement may be the test photos' luck
@@ -74,19 +77,14 @@ def reading(cal: Calibration) -> str:
     else:
         change = "helps a little"
     second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f} (95 % intervals in the table)."
-    if after > 0.1:
-        second += " An ECE above 0.1 is still poorly calibrated: read its probabilities as rough."
+    caveats = cal.caveats()  # bound words are handled above; what is left is what Predict says too
     if cal.after.mce > cal.before.mce:
-        second += (
-            f" Its worst confidence bin got worse (MCE {cal.before.mce:.3f} → {cal.after.mce:.3f}): one temperature "
-            "for every photo cannot fix every bin."
+        caveats.insert(
+            1 if after > 0.1 or (cal.after.ece_high or 0) > 0.1 else 0,
+            f"Its worst confidence bin got worse (MCE {cal.before.mce:.3f} → {cal.after.mce:.3f}): one temperature "
+            "for every photo cannot fix every bin.",
         )
-    if cal.few_validation_images:
-        second += (
-            f" With only {cal.val_per_class:.0f} validation photos per class the temperature is uncertain; "
-            "the interval on ECE shows how much."
-        )
-    return f"{first} {second}"
+    return " ".join([first, second, *caveats])
 
 
 def _interval(scores) -> str:
@@ -165,7 +163,14 @@ def section(run, stamp: float) -> None:
         return
     st.markdown(reading(cal))
     cols = st.columns(4)
-    cols[0].metric("Temperature T", f"{cal.temperature:.2f}", help="Logits are divided by T before the softmax.")
+    searched = f" Searched between {calibration.T_BOUNDS[0]:g} and {calibration.T_BOUNDS[1]:g}" + (
+        f": this T is the search's {cal.at_bound} bound." if cal.at_bound else "."
+    )
+    cols[0].metric(
+        "Temperature T",
+        f"{cal.temperature:.2f}" + (" (bound)" if cal.at_bound else ""),
+        help="Logits are divided by T before the softmax." + searched,
+    )
     cols[1].metric("ECE before", f"{cal.before.ece:.3f}", help=f"95 % interval {_interval(cal.before)}")
     cols[2].metric(
         "ECE after",

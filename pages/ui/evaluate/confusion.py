@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.results.confusion import OTHER, confused_together_order, submatrix
+from core.results.evaluation.confusion import OTHER, confused_together_order, submatrix
 
 BY_NAME, WORST_RECALL, CONFUSED_TOGETHER = "by name", "worst recall first", "confused together"
 ORDERS = [BY_NAME, WORST_RECALL, CONFUSED_TOGETHER]

@@ -1,5 +1,5 @@
-"""Evaluate's answers with a guarantee: the run's prediction sets (coverage and size by class on the held-out half of
-the test split, with how far another halving could move them), and test-time augmentation with its gain measured
+"""Evaluate's prediction sets, a promise about many photos taken together (coverage and size by class on the held-out
+half of the test split, with how far another halving could move them), and test-time augmentation with its gain measured
 (offered as a background task, then its figures and the decision)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.results import conformal, tta
-from core.results.compare import p_value_words
+from core.results.evaluation.compare import p_value_words
+from core.results.probabilities import conformal, promise, tta
+from core.runs.files import run_files
 from pages.ui import plain, teaching
 from pages.ui.run_task import task_panel
 
@@ -74,20 +75,24 @@ def coverage_chart(sets: conformal.ConformalSets) -> alt.LayerChart:
 
 
 def verdict(sets: conformal.ConformalSets) -> str:
-    """Did the promise hold, overall and by class, in words (the halvings, not one split, decide)."""
-    spread, held = sets.spread, sets.held_out
-    if spread is None:
-        return f"On the held-out half the sets held the right class {held.coverage:.1%} of the time."
-    under = sets.under_covered()
+    """How the promise fared, in words: the held-out count against the sampling slack of that many photos (never
+    'held' below the level), the halvings' average, and by class."""
+    spread = sets.spread
+    right, photos, _ = sets.held_record()
     overall = (
-        f"**The promise held**: over {spread.splits} random halvings of the test photos, sets at {sets.level:.0%} "
-        f"held the right class {spread.coverage_mean:.1%} of the time (± {spread.coverage_sd:.1%} from one halving "
-        f"to the next; this page's split: {held.coverage:.1%})"
-        if spread.coverage_mean >= sets.level - conformal.UNDER_MARGIN
-        else f"**The promise did not hold**: over {spread.splits} halvings sets held the right class only "
-        f"{spread.coverage_mean:.1%} of the time"
+        f"**On the {photos} held-out photos** sets at {sets.level:.0%} held the right class "
+        f"{promise.held_words(right, photos, sets.level)}"
     )
-    means = spread.class_coverage_mean
+    if spread is not None:
+        overall += (
+            f". Over {spread.splits} random halvings of the test photos they held it {spread.coverage_mean:.1%} on "
+            f"average (± {spread.coverage_sd:.1%} from one halving to the next)"
+            if spread.coverage_mean >= sets.level - conformal.UNDER_MARGIN
+            else f". Over {spread.splits} halvings they held it only {spread.coverage_mean:.1%} on average: less "
+            "than promised"
+        )
+    under = sets.under_covered()
+    means = spread.class_coverage_mean if spread is not None else {}
     if not means:
         return overall + "."
     if under:
@@ -98,11 +103,38 @@ def verdict(sets: conformal.ConformalSets) -> str:
     return overall + f"; by class, every class's average over the halvings is {min(means.values()):.0%} or more."
 
 
+def size_words(sets: conformal.ConformalSets) -> str:
+    """What the promise covers, and how the held-out sets did by size: where sets of a size held the right class
+    less often than the level, said with the figure."""
+    sizes = sets.held_out.by_size
+    counted = ", ".join(
+        f"{conformal.size_words(int(k))} {right} of {photos}"
+        for k, (right, photos) in sorted(sizes.items(), key=lambda item: int(item[0]))
+    )
+    said = (
+        f"**What the promise covers**: {promise.promise_words(sets.level, sets.by_class)} (marginal coverage), and "
+        f"not each size of set. By size, the held-out sets held the right class: {counted}."
+    )
+    short = sets.short_sizes()
+    if short:
+        named = "; ".join(
+            f"{conformal.size_words(size)} sets {right} of {photos} ({right / photos:.0%})"
+            for size, right, photos in short
+        )
+        said += (
+            f" Less often than {sets.level:.0%} for {named}: there the sets are the model's best guess, not a sure "
+            "answer, and larger sets make up the promise. No threshold can promise each size (the size is what the "
+            "threshold decides); a threshold per class is what Flora offers"
+            + (" and uses here." if sets.by_class else " (too few test photos per class here for one of their own).")
+        )
+    return said
+
+
 def sets_section(run, stamp: float) -> None:
     """Prediction sets: the promise, whether it held on photos that chose nothing, by class."""
-    st.subheader("Prediction sets: answers with a guarantee")
+    st.subheader("Prediction sets: a promise about many photos taken together")
     teaching.explain("prediction_sets", run.classes)
-    tta_file = run.directory / "tta.json"
+    tta_file = run_files(run).tta
     sets = _sets(str(run.directory), stamp, tta_file.stat().st_mtime if tta_file.exists() else 0.0)
     if sets is None:
         st.caption(
@@ -114,13 +146,18 @@ def sets_section(run, stamp: float) -> None:
     cols = st.columns(4)
     cols[0].metric("Promised", f"{sets.level:.0%}", help="Sets should hold the right class this share of the time.")
     cols[1].metric(
-        "Held on the other half",
+        "Right on the other half",
         f"{held.coverage:.1%}",
         help=f"Recounted on {held.photos} test photos the threshold never saw.",
     )
     cols[2].metric("Mean set size", f"{held.mean_size:.2f}", help=f"Of {len(sets.classes)} classes.")
     cols[3].metric("One class", f"{held.singletons:.0%}", help="Sets that name a single class.")
     st.markdown(verdict(sets))
+    _, photos, full = sets.held_record()
+    every = promise.full_words(full / photos if photos else 0.0, len(sets.classes))
+    if every:
+        st.markdown(every[0].upper() + every[1:] + " (the set is no answer).")
+    st.markdown(size_words(sets))
     if sets.views > 1:
         before = sets.previous
         changed = (

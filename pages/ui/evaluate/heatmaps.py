@@ -2,7 +2,7 @@
 class it predicted, for the true class, and what tipped it (the contrast of the two).
 
 The model is loaded once per run and process (pages.ui.run_models) and only when a photo is picked;
-core.results.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
+core.results.evaluation.explain caches each (image, class) map in the run folder. Keras is imported inside functions,
 never when the page is imported."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.imaging import ImageError
-from pages.ui import gradcam, plain, run_models, teaching
+from pages.ui import dataset_choice, gradcam, plain, run_models, teaching
 
 DISPLAY = 224  # overlays of a 32 px model are drawn at this size
 
@@ -30,7 +30,7 @@ def _display(image: np.ndarray) -> np.ndarray:
 @st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
 def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name: str, layer: str):
     """(photo, predicted map, true map, contrast map) as display images, and the contrast score."""
-    from core.results.explain import Target, overlay
+    from core.results.evaluation.explain import Target, overlay
 
     model = run_models.explainer(key)
     image = model.load(path)
@@ -67,6 +67,10 @@ def section(run, dataset_root: Path, mistakes: list[tuple[str, str, str]], key: 
             return
         path, true_name, predicted_name = by_path[picked]
         full = dataset_root / path
+        refused = dataset_choice.outside_reason(full)
+        if refused:
+            st.warning(f"{plain.md(Path(path).name)} is not shown: {refused}.", icon=":material/folder_off:")
+            return
         teaching.explain("gradcam", [true_name, predicted_name])
         model_key = run_models.key_of(run)
         layer_key = f"{key}_layer"

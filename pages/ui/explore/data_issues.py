@@ -5,7 +5,7 @@ Each issue type gets a line that says what it is in plain words, how many photos
 (merge, or a clearer rule), clusters the model does worse on, label health per class (the Suspected label errors
 tab's figures, with a link there), and the health check's duplicates, leaks and imbalance. A photo the person has
 already marked (exclude, relabel, fine) says so under its thumbnail.
-The result comes from core.results.data_issues (the "data-issues" run task), kept in the run folder.
+The result comes from core.results.data_issues.report (the "data-issues" run task), kept in the run folder.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pandas as pd
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
-from core.results import data_issues
 from core.results import tasks as run_tasks
-from core.runs.record import DATA_ISSUES_FILE, LABEL_ISSUES_FILE, Run
-from pages.ui import auth, common, photo_gallery, plain
+from core.results.data_issues import report as data_issues
+from core.runs.files import run_files
+from core.runs.record import Run
+from pages.ui import auth, common, photo_gallery, plain, run_task
 from pages.ui.run_task import task_panel
 
 KIND = "data-issues"
@@ -47,13 +48,14 @@ def _load(run_dir: str, stamp: tuple[float, float]) -> data_issues.DataIssues | 
 
 
 def _stamp(run: Run) -> tuple[float, float]:
-    def mtime(name: str) -> float:
+    def mtime(path) -> float:
         try:
-            return os.stat(run.directory / name).st_mtime
+            return os.stat(path).st_mtime
         except OSError:
             return 0.0
 
-    return mtime(DATA_ISSUES_FILE), mtime(LABEL_ISSUES_FILE)
+    files = run_files(run)
+    return mtime(files.data_issues), mtime(files.label_issues)
 
 
 def _open_review() -> None:
@@ -64,8 +66,10 @@ def data_issues_section(run: Run) -> None:
     result = _load(str(run.directory), _stamp(run))
     status = run_tasks.task_status(run, KIND)
     if result is None or (status is not None and status.active):
+        names = [plain.md(c) for c in (run.classes or [])][:2]
+        among = " and ".join(names) if names else "your classes"
         st.markdown(
-            "Besides wrong labels, a dataset can hold photos that belong to no class (a screenshot among flowers), "
+            f"Besides wrong labels, a dataset can hold photos that belong to no class (a screenshot among {among}), "
             "two classes nobody can tell apart, groups of photos the model fails on, copies of one picture and "
             "classes far smaller than the rest. Flora looks for all of them at once: every photo is scored by a "
             "model that never saw it, its features are compared with every other photo's, and the dataset health "
@@ -89,8 +93,10 @@ def data_issues_section(run: Run) -> None:
         )
     if result.health_note:
         st.caption(plain.md(result.health_note))
-    if st.button("Look again", key="explore_data_issues_again", icon=":material/refresh:"):
-        run_tasks.launch(run, KIND, common.data_root())
+    if run_task.why_not(run) is None and st.button(
+        "Look again", key="explore_data_issues_again", icon=":material/refresh:"
+    ):
+        run_task.launch(run, KIND)
         st.rerun()
     root = Path(run.dataset_path)
     marks = Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id).entries

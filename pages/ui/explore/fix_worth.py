@@ -1,13 +1,15 @@
-"""The suspected label errors' panel "What would fixing these be worth?": the fix estimate (core.results.fix_worth) for
-the person's marks, every suspect or the top N, in words, with what it cannot see and the way to the real run."""
+"""The suspected label errors' panel "What would fixing these be worth?": the fix estimate
+(core.results.labels.fix_worth) for the person's marks, every suspect or the top N, in words, with what it cannot see
+and the way to the real run."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from core.data.corrections import Corrections
-from core.results import fix_worth, label_issues
-from core.results.fix_worth_report import caveats, headline, how, touched_words, verdict
+from core.results.labels import fix_worth
+from core.results.labels import issues as label_issues
+from core.results.labels.fix_worth_report import caveats, headline, how, touched_words, verdict
 from core.runs.record import Run
 from pages.ui import auth, common, plain
 from pages.ui.navigation import TRAIN_PREFILL, page_file

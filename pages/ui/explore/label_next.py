@@ -8,6 +8,7 @@ second) when the batch is done, so the next batch uses what was just learned.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -17,18 +18,20 @@ import streamlit as st
 
 from core.data.datasets import DatasetError
 from core.data.unlabelled import Unlabelled
-from core.results import label_next_tasks
-from core.results.label_next import RANDOM, STRATEGY, next_batch
-from core.results.label_next_data import UnlabelledFeatures, workbench
-from core.results.label_next_simulation import saving
+from core.results.label_next import tasks as label_next_tasks
+from core.results.label_next.data import UnlabelledFeatures, workbench
+from core.results.label_next.picking import RANDOM, STRATEGY, next_batch
+from core.results.label_next.simulation import saving
 from core.results.train_features import TrainFeatures
-from core.runs.record import LABEL_NEXT_FILE, Run
+from core.runs.files import run_files
+from core.runs.record import Run
 from pages.ui import auth, common, photo_gallery, plain, teaching
 from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.explore.map import stored_train_features
 from pages.ui.run_task import task_panel
 
 BUTTONS_UP_TO = 8  # classes shown as one button each; more: a picker
+_DRAWING = threading.Lock()  # a batch is put in place by one run of the page at a time (a moment, not the retrain)
 STRATEGY_NAMES = {STRATEGY: "Flora's picking (uncertain, varied)", RANDOM: "at random"}
 
 
@@ -47,36 +50,114 @@ def _unlabelled(run: Run) -> Unlabelled:
 
 
 def _state(run: Run) -> dict:
-    """This session's batch for the run: the picks shown, the ones skipped, how the head was last retrained."""
-    return st.session_state.setdefault(f"label_next_{run.run_id}", {"picks": [], "skipped": [], "retrained": None})
+    """This session's batch for the run: its number, the picks shown, the ones skipped, how the head was last
+    retrained, and whether it is retraining now (the clicks that arrive meanwhile are dropped)."""
+    return st.session_state.setdefault(
+        f"label_next_{run.run_id}", {"batch": 0, "picks": [], "skipped": [], "retrained": None, "retraining": False}
+    )
 
 
-def label_photo(run: Run, path: str, label: str | None) -> None:
-    """Button callback: give the photo its class (a copy into the class folder) or set it aside."""
+def _current(run: Run, batch: int, path: str) -> bool:
+    """True when a click on `path` of batch `batch` still means something: the batch is the one shown and the head
+    is not retraining. A button pressed on the greyed page while the next batch is drawn belongs to the old batch
+    (Streamlit still delivers it), so it does nothing."""
+    state = _state(run)
+    return (
+        not state.get("retraining") and state.get("batch") == batch and any(p["path"] == path for p in state["picks"])
+    )
+
+
+def label_photo(run: Run, path: str, label: str | None, batch: int) -> None:
+    """Button callback: give the photo its class (a copy into the class folder) or set it aside, once: a second
+    click on the same photo (or one made while the head retrains) changes nothing."""
+    if not _current(run, batch, path):
+        return
+    unlabelled = _unlabelled(run)
+    done = unlabelled.record.get(path)
+    if done is not None:  # already answered (a double click, or another tab): one copy, whatever the clicks
+        said = f"labelled **{plain.md(done['label'])}**" if done.get("label") else "set aside"
+        st.session_state["label_next_done"] = f"{Path(path).name} is already {said}: Undo changes it."
+        return
     try:
-        copied = _unlabelled(run).label(path, label, run.classes or [], by=auth.current_user().id)
+        copied = unlabelled.label(path, label, run.classes or [], by=auth.current_user().id)
     except DatasetError as e:
         st.session_state["label_next_error"] = str(e)
         return
     st.session_state["label_next_done"] = (
-        f"{Path(path).name}: labelled **{plain.md(label)}** (copied to {plain.code(copied)})"
+        f"{Path(path).name}: labelled **{plain.md(label)}** (copied to {plain.code(common.shown_path(copied))})"
         if label
         else f"{Path(path).name}: set aside as none of these classes"
     )
 
 
-def undo(run: Run, path: str) -> None:
-    _unlabelled(run).undo(path)
+def undo(run: Run, path: str, batch: int) -> None:
+    if _current(run, batch, path):
+        _unlabelled(run).undo(path)
 
 
-def skip(run: Run, path: str) -> None:
-    _state(run)["skipped"].append(path)
-
-
-def unskip(run: Run, path: str) -> None:
+def skip(run: Run, path: str, batch: int) -> None:
     skipped = _state(run)["skipped"]
-    if path in skipped:
+    if _current(run, batch, path) and path not in skipped:
+        skipped.append(path)
+
+
+def unskip(run: Run, path: str, batch: int) -> None:
+    skipped = _state(run)["skipped"]
+    if _current(run, batch, path) and path in skipped:
         skipped.remove(path)
+
+
+def batch_summary(picks: list[str], record: dict, skipped: list[str]) -> str:
+    """What happened to a finished batch, each photo counted once by what it ended as."""
+    given = sum(1 for p in picks if (record.get(p) or {}).get("label"))
+    aside = sum(1 for p in picks if p in record and not record[p].get("label"))
+    passed = sum(1 for p in picks if p not in record and p in skipped)
+    return f"Last batch: {given} labelled, {aside} set aside, {passed} skipped."
+
+
+def draw_batch(
+    run: Run,
+    state: dict,
+    finished: list[dict],
+    unlabelled: Unlabelled,
+    computed: UnlabelledFeatures,
+    train: TrainFeatures,
+    size: int,
+) -> None:
+    """Retrain the head on the labels given so far and draw the next batch into `state`, keeping the finished one
+    (its photos and the ones skipped) for the summary. `finished`: the batch this run of the page found done.
+
+    A click on the greyed page starts a second run of the page while this one retrains (Streamlit's fast reruns), and
+    that run finds the same finished batch and retrains too: whichever finishes first puts its batch in place, and a
+    run that finds its finished batch already replaced keeps the one in place, so a batch is never summed up as the
+    one before it."""
+    with _DRAWING:
+        if state["picks"] is not finished:  # another run of the page drew the next batch meanwhile
+            return
+        state["retraining"] = True  # until the new batch is in place, a click on the old one does nothing
+    started = time.perf_counter()
+    bench = workbench(run.classes or [], train.features, train.labels, unlabelled, computed, labelled_paths=train.paths)
+    skipped = list(state["skipped"])
+    waiting = [p for p in bench.pending_paths if p not in skipped]
+    offered_again = not waiting  # every waiting photo was skipped: offer them again
+    if offered_again:
+        waiting = bench.pending_paths
+    keep = [i for i, p in enumerate(bench.pending_paths) if p in set(waiting)]
+    picks = next_batch(
+        bench.labelled_x, bench.labelled_y, bench.pending_x[keep], [bench.pending_paths[i] for i in keep],
+        bench.classes, size,
+    )  # fmt: skip
+    with _DRAWING:
+        if state["picks"] is not finished:  # another run of the page drew the next batch meanwhile: keep it
+            return
+        if finished:
+            state["last"] = {"paths": [p["path"] for p in finished], "skipped": skipped}
+        if offered_again:
+            state["skipped"] = []
+        state["picks"] = [p.to_dict() for p in picks]
+        state["retrained"] = (len(bench.labelled_y), bench.labelled_here, time.perf_counter() - started)
+        state["batch"] = state.get("batch", 0) + 1
+        state["retraining"] = False
 
 
 def label_next_section(run: Run) -> None:
@@ -98,7 +179,7 @@ def label_next_section(run: Run) -> None:
         "none of these classes. Labelled photos are trained on by the **next** run on this dataset."
     )
     upload_section(run.dataset_path, expanded=False, key=f"label_next_upload_{run.run_id}")
-    computed = _unlabelled_features(str(run.directory), _mtime(run.directory / LABEL_NEXT_FILE))
+    computed = _unlabelled_features(str(run.directory), _mtime(run_files(run).label_next))
     train = stored_train_features(str(run.directory), run.train_features_mtime)  # read once, not at every click
     if computed is None or train is None or computed.fingerprint != unlabelled.index().fingerprint:
         st.markdown(
@@ -123,32 +204,12 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
         "Photos per batch", [5, 10, 20], default=10, key="label_next_batch_size", required=True
     )  # fmt: skip
     handled = set(unlabelled.record) | set(state["skipped"])
-    open_picks = [p for p in state["picks"] if p["path"] not in handled]
-    if not open_picks:
-        started = time.perf_counter()
-        bench = workbench(
-            run.classes or [], train.features, train.labels, unlabelled, computed, labelled_paths=train.paths
-        )
-        waiting = [p for p in bench.pending_paths if p not in state["skipped"]]
-        if not waiting:
-            state["skipped"] = []  # every waiting photo was skipped: offer them again
-            waiting = bench.pending_paths
-        keep = [i for i, p in enumerate(bench.pending_paths) if p in set(waiting)]
-        picks = next_batch(
-            bench.labelled_x, bench.labelled_y, bench.pending_x[keep], [bench.pending_paths[i] for i in keep],
-            bench.classes, int(batch or 10),
-        )  # fmt: skip
-        previous = [p["path"] for p in state["picks"]]
-        if previous:
-            given = sum(1 for p in previous if (unlabelled.record.get(p) or {}).get("label"))
-            aside = sum(1 for p in previous if p in unlabelled.record and not unlabelled.record[p].get("label"))
-            state["last"] = f"Last batch: {given} labelled, {aside} set aside, {len(previous) - given - aside} skipped."
-        state["picks"] = [p.to_dict() for p in picks]
-        state["retrained"] = (len(bench.labelled_y), bench.newly_labelled, time.perf_counter() - started)
-        open_picks = state["picks"]
+    shown = state["picks"]
+    if not [p for p in shown if p["path"] not in handled]:
+        draw_batch(run, state, shown, unlabelled, computed, train, int(batch or 10))
     photos, new, seconds = state["retrained"] or (0, 0, 0.0)
-    if state.get("last"):
-        st.caption(state["last"])
+    if state.get("last"):  # counted from the record now, so it says what the finished batch's photos ended as
+        st.caption(batch_summary(state["last"]["paths"], unlabelled.record, state["last"]["skipped"]))
     st.caption(
         f"The head was retrained on {photos:,} labelled photos ({new} of them labelled here) in {seconds:.1f} s and "
         f"picked these {len(state['picks'])}: the most torn first, each standing for a group of similar uncertain "
@@ -158,7 +219,7 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
     if not can_label:
         st.caption("Only this run's owner (or an admin) labels from it; the ranking is shown for reading.")
     for i, pick in enumerate(state["picks"]):
-        path = pick["path"]
+        path, key = pick["path"], f"label_next_b{state['batch']}_{i}"  # a new batch, new buttons: old clicks fall away
         with st.container(border=True, horizontal=True, key=f"label_next_card_{i}"):
             image, error = photo_gallery.thumb(Path(run.dataset_path) / path, 448)  # sharp at 224 on a fine screen
             st.image(image, width=224, caption=plain.md(Path(path).name))
@@ -172,26 +233,28 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
                     with st.container(horizontal=True, vertical_alignment="center"):
                         st.markdown(f":material/check: {done}")
                         if can_label:
-                            st.button("Undo", key=f"label_next_undo_{i}", on_click=undo, args=(run, path))
+                            args = (run, path, state["batch"])
+                            st.button("Undo", key=f"{key}_undo", on_click=undo, args=args)
                 elif path in state["skipped"]:
                     with st.container(horizontal=True, vertical_alignment="center"):
                         st.caption("Skipped for now: it comes back in a later batch.")
-                        st.button("Undo", key=f"label_next_unskip_{i}", on_click=unskip, args=(run, path))
+                        st.button("Undo", key=f"{key}_unskip", on_click=unskip, args=(run, path, state["batch"]))
                 elif can_label:
-                    label_buttons(run, path, i)
+                    label_buttons(run, path, key, state["batch"])
 
 
-def label_buttons(run: Run, path: str, i: int) -> None:
+def label_buttons(run: Run, path: str, key: str, batch: int) -> None:
     classes = run.classes or []
     with st.container(horizontal=True):
         if len(classes) <= BUTTONS_UP_TO:
             for name in classes:
-                st.button(plain.md(name), key=f"label_next_{i}_{name}", on_click=label_photo, args=(run, path, name))
+                st.button(plain.md(name), key=f"{key}_{name}", on_click=label_photo, args=(run, path, name, batch))
         else:
-            choice = st.selectbox("Class", classes, key=f"label_next_choice_{i}", label_visibility="collapsed")
-            st.button("Label", key=f"label_next_go_{i}", on_click=label_photo, args=(run, path, choice), type="primary")
-        st.button("None of these", key=f"label_next_none_{i}", on_click=label_photo, args=(run, path, None))
-        st.button("Skip", key=f"label_next_skip_{i}", on_click=skip, args=(run, path))
+            choice = st.selectbox("Class", classes, key=f"{key}_choice", label_visibility="collapsed")
+            args = (run, path, choice, batch)
+            st.button("Label", key=f"{key}_go", on_click=label_photo, args=args, type="primary")
+        st.button("None of these", key=f"{key}_none", on_click=label_photo, args=(run, path, None, batch))
+        st.button("Skip", key=f"{key}_skip", on_click=skip, args=(run, path, batch))
 
 
 def curves_chart(result: dict) -> alt.LayerChart:
@@ -236,10 +299,13 @@ def simulation_section(run: Run) -> None:
         )
         task_panel(run, "label-next-simulate", "Measure it against random", key="explore_label_next_simulate")
         return
-    said = saving(result["strategies"])  # the words of today's Flora for the stored numbers
-    (st.success if said["measurable"] else st.info)(
-        plain.md(said["verdict"][0].upper() + said["verdict"][1:]) + ".", icon=":material/insights:"
-    )
+    said = saving(result["strategies"], result.get("target_band_photos"))  # today's words for the stored numbers
+    show = st.info
+    if said.get("better") == RANDOM:
+        show = st.warning
+    elif said["measurable"] and said.get("better") == STRATEGY:
+        show = st.success
+    show(plain.md(said["verdict"][0].upper() + said["verdict"][1:]) + ".", icon=":material/insights:")
     st.altair_chart(curves_chart(result), width="stretch")
     ours, theirs = result["strategies"].get(STRATEGY, {}), result["strategies"].get(RANDOM, {})
 

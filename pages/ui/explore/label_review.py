@@ -14,10 +14,10 @@ from pathlib import Path
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
-from core.results import label_issues
+from core.results.labels import issues as label_issues
 from core.runs.record import Run
-from core.sharing.people import same_person
-from pages.ui import auth, common, photo_gallery, plain, run_models, teaching
+from core.sharing.people import layer_of, same_person
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
 from pages.ui.explore import fix_worth
 from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
@@ -31,8 +31,11 @@ def heatmap(run: Run, issue: label_issues.LabelIssue):
     """The photo with its contrast map painted on: red where it says 'suggested' rather than 'given', blue the
     reverse. None (and the reason) when the photo cannot be read."""
     from core.data.imaging import ImageError
-    from core.results.explain import Target, overlay
+    from core.results.evaluation.explain import Target, overlay
 
+    refused = dataset_choice.outside_reason(Path(run.dataset_path) / issue.path)
+    if refused:
+        return None, refused
     explainer = run_models.explainer(run_models.key_of(run))
     try:
         image = explainer.load(Path(run.dataset_path) / issue.path)
@@ -54,6 +57,14 @@ def mark(run: Run, path: str, action: str, to: str | None = None) -> None:
     corrections = corrections_of(run)
     corrections.mark(path, action, to=to, classes=run.classes or None, proposed_to=run.owner)
     corrections.save()
+
+
+def proposal_words(run: Run) -> str:
+    """What a mark on someone else's run does: a proposal to its owner, and part of the marker's own next run."""
+    return (
+        f"Your mark, and a proposal to {plain.md(layer_of(run.owner))}: their runs apply it only if they accept it; "
+        "your own next run on this dataset applies it."
+    )
 
 
 def answer_proposal(run: Run, path: str, by: str, accept: bool) -> None:
@@ -211,9 +222,10 @@ BEHIND_WHY = (
 )
 
 NONE_SUPPORTED = (
-    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: the "
-    "swapped photos did not come first even twice as often as in photos picked at random. On this run the list is "
-    "little better than a guess; look through it by eye if you like, or train with better features first."
+    "Flora tested its own list by swapping some training labels on purpose and ranking the photos again: no stretch "
+    "at its top held the swapped photos clearly more often than photos picked at random, or often enough to tell "
+    "from luck (the figures are above). On this run the list is little better than a guess; look through it by eye "
+    "if you like, or train with better features first."
 )
 
 
@@ -226,8 +238,10 @@ def rows_page(run: Run, issues: list, corrections: Corrections, heatmaps: bool, 
         issue_row(run, issue, corrections, heatmaps)
 
 
-def trust_note(run: Run, review: label_issues.LabelReview) -> None:
-    """How far the ranking can be trusted, from this run's own figures (and plainly when it is close to chance)."""
+def trust_words(review: label_issues.LabelReview, random_start: bool) -> tuple[str, str] | None:
+    """How far the ranking can be trusted, from this run's own figures, in one verdict: ("warning" or "info", the
+    words), None when there is nothing to say. Close to chance over the first suspects while the top few beat it
+    (the supported depth below): one sentence says both, never "close to chance" beside "2.6 times as many"."""
     trust = review.trust or {}
     parts = []
     if review.model_accuracy is not None:
@@ -239,7 +253,7 @@ def trust_note(run: Run, review: label_issues.LabelReview) -> None:
         parts.append(
             f"when {trust['planted']} of those labels were flipped on purpose and the photos ranked again, "
             f"{trust['found']} of the flips came among the first {trust['planted']} suspects (a random order would "
-            f"put about {trust['chance']:.0f} there)"
+            f"put about {trust['chance']:.1f} there)"
         )
     share = review.estimated_errors / max(1, review.images)
     if share > 0.2:
@@ -248,22 +262,36 @@ def trust_note(run: Run, review: label_issues.LabelReview) -> None:
             "dataset usually holds, so most suspects are the model's own mistakes"
         )
     if not parts:
-        return
+        return None
     text = "**How far to trust this list** (measured on this run): " + "; ".join(parts) + "."
-    random_start = run.train_config.weights == "none"
     weak = (
         " This run's backbone started from random weights: its features barely tell the classes apart."
         if random_start
         else ""
     )
     if review.close_to_chance:
-        st.warning(
-            f"{text}{weak} The ranking is close to chance: review by eye"
-            + (", or train with ImageNet weights first." if random_start else "."),
-            icon=":material/casino:",
+        verdict = (
+            f" Only the first {review.supported:,} suspect(s) beat chance (the self-test's figure below); past them "
+            "the ranking is close to chance: review the rest by eye"
+            if review.supported
+            else " The ranking is close to chance: review by eye"
         )
-    elif random_start:
-        st.warning(f"{text}{weak} Expect many suspects to be its own mistakes.", icon=":material/casino:")
+        return "warning", f"{text}{weak}{verdict}" + (
+            ", or train with ImageNet weights first." if random_start else "."
+        )
+    if random_start:
+        return "warning", f"{text}{weak} Expect many suspects to be its own mistakes."
+    return "info", text
+
+
+def trust_note(run: Run, review: label_issues.LabelReview) -> None:
+    """How far the ranking can be trusted (trust_words), shown as a warning or a note."""
+    said = trust_words(review, run.train_config.weights == "none")
+    if said is None:
+        return
+    kind, text = said
+    if kind == "warning":
+        st.warning(text, icon=":material/casino:")
     else:
         st.info(text, icon=":material/rule:")
 
@@ -279,8 +307,9 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
                 "accept them. Nobody's marks change anyone else's training.",
                 icon=":material/group:",
             )
+        where = plain.code(common.shown_path(corrections.file))
         st.markdown(
-            f"Your marks are written to {plain.code(corrections.file)}, in the data folder, **never to your photos**: "
+            f"Your marks are written to {where}, in the data folder, **never to your photos**: "
             "no photo is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
             "applies them (a relabelled photo trains as its new class, an excluded one leaves its split) and, "
             "because its data changed, it gets a **new run id**; the same settings without corrections remain "
@@ -337,6 +366,8 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
         if marked:
             text = MARKED[marked["action"]].format(to=marked.get("to", "?"))
             facts.markdown(f":green[:material/check: {plain.md(text)}]")
+            if not auth.can_change(run):  # a classmate's run: say where the mark goes (walk of issue 38, item 11)
+                facts.caption(proposal_words(run))
         classes = run.classes or sorted({issue.given, issue.suggested})
         others = [c for c in classes if c != issue.given]
         relabel = actions.columns([3, 2], vertical_alignment="bottom")

@@ -15,10 +15,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from core.results import embedding
 from core.results import tasks as run_tasks
+from core.results.evaluation import embedding
 from core.runs.record import Run
-from pages.ui import common, photo_gallery, plain, teaching
+from pages.ui import photo_gallery, plain, run_task, teaching
 from pages.ui.run_task import task_panel
 
 COLOUR_BY = ("true class", "correct or wrong", "confidence")
@@ -156,7 +156,7 @@ def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _frame(run_dir: str, method: str, stamp: tuple, temperature: float | None) -> pd.DataFrame:
-    from core.results.arrays import RunAnalysis
+    from core.runs.analysis import RunAnalysis
 
     analysis = RunAnalysis.load(run_dir)
     return embedding.map_frame(analysis, embedding.run_map(run_dir, method), temperature)
@@ -193,7 +193,7 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
             "The PCA map is shown meanwhile."
         )
         if run_tasks.task_status(run, "tsne") is None:  # asked for and never tried: start it, no button to find
-            run_tasks.launch(run, "tsne", common.data_root())
+            run_task.launch(run, "tsne")  # not on someone else's run: the panel says why
         task_panel(run, "tsne", "Compute the t-SNE map", key="explore_tsne")
         method = "PCA"
     key = "tsne" if method == "t-SNE" else "pca"

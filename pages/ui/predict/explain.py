@@ -12,8 +12,10 @@ from pages.ui import gradcam, plain, run_models, teaching
 OVERLAY_SIZE = 224  # the photo is shown at least this large, whatever the run's image size
 
 
-def calibration_toggle(temperature: float) -> bool:
-    """Say whether the shown probabilities are calibrated (the served model's temperature); True to show raw ones."""
+def calibration_toggle(temperature: float, cal=None) -> bool:
+    """Say whether the shown probabilities are calibrated (the served model's temperature), and only where the test
+    photos support it (`cal`, the run's Calibration: the same caveats as Evaluate's) that '80%' means right about
+    80% of the time; True to show raw ones."""
     if temperature == 1.0:
         st.caption(
             "These probabilities are the model's raw softmax: this run has no calibration temperature yet "
@@ -28,11 +30,29 @@ def calibration_toggle(temperature: float) -> bool:
     if raw:
         st.caption(f"Raw softmax, **not calibrated** (the run's temperature T = {temperature:.2f} is switched off).")
     else:
-        st.caption(
-            f"**Calibrated** probabilities: the logits divided by T = {temperature:.2f}, fitted on the validation "
-            "photos so that '80%' means right about 80% of the time."
-        )
+        st.caption(calibrated_words(temperature, cal))
     return raw
+
+
+def calibrated_words(temperature: float, cal) -> str:
+    """'80%' means right about 80% of the time only where the run's calibration supports it; otherwise the same
+    caveats the Evaluate page gives, with the figures."""
+    said = f"**Calibrated** probabilities: the logits divided by T = {temperature:.2f}"
+    if cal is None:
+        return said + ", fitted on the validation photos; how well it worked is not measured yet (Evaluate)."
+    fitted = f", fitted on {cal.val_images} validation photos"
+    measured = (
+        f"on {cal.after.images} test photos the calibration error (ECE) is {cal.after.ece:.3f}, 95 % interval "
+        f"{cal.after.ece_low:.3f}-{cal.after.ece_high:.3f}, and the worst confidence bin is off by {cal.after.mce:.3f}"
+    )
+    caveats = cal.caveats()
+    if not caveats:
+        return f"{said}{fitted} so that '80%' means right about 80% of the time: {measured}."
+    return (
+        f"{said}{fitted}. Whether '80%' means right about 80% of the time is not established here: {measured}. "
+        + " ".join(caveats)  # Flora's own sentences, as Evaluate shows them
+        + " (Evaluate → Calibration & sets)"
+    )
 
 
 def shown_top(answer, classes: list[str], raw: bool) -> list[tuple[str, float]]:
@@ -50,7 +70,7 @@ def overlays(
     """(overlay image, explained logit, whether no area raised it) per class in `labels` for one photo."""
     from PIL import Image
 
-    from core.results.explain import Target, overlay, upsample
+    from core.results.evaluation.explain import Target, overlay, upsample
 
     model = run_models.explainer(key)
     image = model.load(data)

@@ -37,8 +37,9 @@ def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes, s
 def ood_notice(item) -> None:
     answer = item.answer
     if answer is not None and answer.ood_flag:
+        why = f" ({plain.md(answer.ood_why)})" if answer.ood_why else ""
         st.warning(
-            "This photo **does not look like any class the model knows**: its answer deserves little trust.",
+            f"This photo **does not look like any class the model knows**{why}: its answer deserves little trust.",
             icon=":material/help:",
         )
         teaching.explain("ood")
@@ -51,9 +52,11 @@ def ood_check_caption(model) -> None:
             st.caption(f"No 'looks like no class it knows' check for this run: {plain.md(model.reference_note)}")
         return
     detector = model.reference.detector
+    names = [plain.md(c) for c in model.classes]
+    known = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
     text = (
-        "**'Looks like no class it knows'**: Flora flags a photo unlike everything the model was taught (a cat "
-        f"for a flower model), since a model always answers with one of its classes. {detector.summary()}"
+        "**'Looks like no class it knows'**: Flora flags a photo unlike everything the model was taught (a photo "
+        f"of none of {known}), since a model always answers with one of its classes. {detector.summary()}"
     )
     if detector.weak:
         st.info(text, icon=":material/help:")
@@ -93,11 +96,17 @@ def feedback_form(run, item, data: bytes, key: str) -> None:
 
 
 def many_photos_table(
-    run, key: run_models.ModelKey, files: list[tuple[str, str, bytes]], top_k: int, set_level: float | None = None
+    run,
+    key: run_models.ModelKey,
+    files: list[tuple[str, str, bytes]],
+    top_k: int,
+    set_level: float | None = None,
+    max_error: float | None = None,
 ) -> list:
-    """A table of every photo's top-k, prediction set (at `set_level`) and OOD flag (unreadable files get their
-    reason) and a CSV download."""
+    """A table of every photo's top-k, prediction set (at `set_level`), whether it is answered (at `max_error`, and
+    under the run's class thresholds) and OOD flag (unreadable files get their reason) and a CSV download."""
     from core.serving.batch_predict import csv_text, table_rows
+    from core.serving.holding_back import hold_back
 
     progress = st.progress(0.0, text="Classifying…")
     items = []
@@ -112,6 +121,7 @@ def many_photos_table(
             item.answer.top = item.answer.top[:top_k]
             item.answer.prediction_set = model.set_of(item.answer, set_level) if set_level else None
             item.answer.set_level = set_level if item.answer.prediction_set is not None else None
+            hold_back([item.answer], model.selective, max_error, model.class_thresholds)
     rows = table_rows(items, top_k, run.train_config.image_size)
     flagged = sum(1 for item in items if item.answer is not None and item.answer.ood_flag)
     bad = sum(1 for item in items if item.error)
@@ -142,6 +152,10 @@ def many_photos_table(
             ),
             "set_size": st.column_config.NumberColumn("classes in the set"),
             "set_level": None,
+            "answered": st.column_config.CheckboxColumn(
+                "answered?", help="Unchecked: held back, not sure enough (see why in the next column)."
+            ),
+            "held_back_because": st.column_config.TextColumn("held back because", width="large"),
             "out_of_distribution": st.column_config.CheckboxColumn(
                 "unlike the training photos?", help="Looks like no class the model knows: its answer means little."
             ),

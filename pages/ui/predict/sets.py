@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results import conformal
+from core.results.probabilities import conformal, promise
 from pages.ui import plain, teaching
 
 
@@ -30,22 +30,38 @@ def level_slider(served) -> float | None:
         help="Instead of one answer, the classes the right one is among, as often as you ask. Higher: larger sets.",
     )
     level = percent / 100
-    held = sets.held_out
-    measured = sets.at_level(level) or {"coverage": held.coverage, "mean_size": held.mean_size}
-    at = level if sets.at_level(level) else sets.level
-    st.caption(
-        f"How the promise held: on the {held.photos} test photos this run never fitted anything on, sets at "
-        f"{at:.0%} held the right class {measured['coverage']:.0%} of the time, with {measured['mean_size']:.1f} of "
-        f"{len(sets.classes)} classes on average"
-        + (
-            f"; averaged over {sets.spread.splits} random splits, {sets.spread.coverage_mean:.0%} at {sets.level:.0%}."
-            if sets.spread is not None
-            else "."
-        )
-        + (" The sets come from the 4 views' average, as the answers do." if sets.views > 1 else "")
-    )
+    st.caption(held_caption(sets, level))
     teaching.explain("prediction_sets")
     return level
+
+
+def held_caption(sets, level: float) -> str:
+    """The promise at `level` (an average over many photos, not each photo), beside what the run's held-out photos
+    measured, with their count and whether a shortfall is within the sampling slack; and how often a set held every
+    class (no answer)."""
+    at = level if sets.at_level(level) else sets.level
+    right, photos, full = sets.held_record(at)
+    said = (
+        f"**The promise**: {promise.promise_words(at, sets.by_class)}. **Measured** on the {photos} test photos this "
+        f"run never fitted anything on: sets at {at:.0%} held the right class {promise.held_words(right, photos, at)}"
+    )
+    if at == sets.level:
+        short = [c for c in sets.held_out.by_class if c.coverage is not None and c.coverage < at]
+        if short:
+            said += f"; by class, below {at:.0%}: " + ", ".join(
+                f"{plain.md(c.name)} {round(c.coverage * c.photos)} of {c.photos}" for c in short
+            )
+    size = (sets.at_level(at) or {"mean_size": sets.held_out.mean_size})["mean_size"]
+    said += f"; {size:.1f} of {len(sets.classes)} classes a set on average"
+    every = promise.full_words(full / photos if photos else 0.0, len(sets.classes))
+    if every:
+        said += f"; {every}"
+    if sets.spread is not None:
+        said += (
+            f". Averaged over {sets.spread.splits} random halvings: {sets.spread.coverage_mean:.0%} at {sets.level:.0%}"
+        )
+    views = f" The sets come from the {sets.views} views' average, as the answers do." if sets.views > 1 else ""
+    return said + "." + views
 
 
 def set_line(served, answer, level: float | None) -> set[str] | None:
@@ -55,7 +71,9 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
     names = served.set_of(answer, level)
     if names is None:
         return None
-    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level)
+    record = served.sets.size_record(len(names), level) if served.sets is not None else None
+    by_class = served.sets.by_class if served.sets is not None else False
+    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level, record, by_class)
     st.markdown(f"**At {level:.0%}:** {words}")
     order = {name: i for i, (name, _) in enumerate(answer.top)}
     if any(order.get(n, 0) > i for i, n in enumerate(names)):
@@ -75,7 +93,7 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
 
 def views_caption(served) -> None:
     """Whether each photo is classified in several views, and the measurement that decided it."""
-    from core.results import tta
+    from core.results.probabilities import tta
 
     report = served.tta or tta.load(served.run.directory)
     if report is None:

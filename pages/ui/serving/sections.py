@@ -26,11 +26,11 @@ from core.retrain import (
 from core.runs.record import Run
 from core.serving.aliases import PRODUCTION, AliasError, AliasStore
 from core.serving.job import server_status
-from pages.ui import auth, common, plain
+from pages.ui import auth, common, dataset_choice, plain
 from pages.ui.navigation import page_file
 
 DEFAULT_ALIAS = PRODUCTION
-SWITCH_WATCH_EVERY = 1.0  # seconds between looks while a server switches an alias to a new run
+ALIAS_EVERY = 2.0  # seconds between looks at the aliases and what the server answers with (moves made anywhere)
 
 
 def aliases() -> AliasStore:
@@ -81,22 +81,22 @@ def alias_state(alias: str) -> tuple[str, str]:
     )
 
 
+def _state_line(alias: str) -> None:
+    kind, text = alias_state(alias)
+    icons = {
+        "success": ":material/check_circle:",
+        "warning": ":material/warning:",
+        "info": ":material/info:",
+        "switching": ":material/hourglass_top:",
+    }
+    (st.info if kind == "switching" else getattr(st, kind))(text, icon=icons[kind])
+
+
+@st.fragment(run_every=ALIAS_EVERY)
 def alias_status_line(alias: str) -> None:
-    """The alias's state; while the server switches, a line that watches until the new run answers."""
-    kind, text = alias_state(alias)
-    if kind == "switching":
-        _switch_watch(alias)
-    else:
-        icons = {"success": ":material/check_circle:", "warning": ":material/warning:", "info": ":material/info:"}
-        getattr(st, kind)(text, icon=icons[kind])
-
-
-@st.fragment(run_every=SWITCH_WATCH_EVERY)
-def _switch_watch(alias: str) -> None:
-    kind, text = alias_state(alias)
-    if kind != "switching":
-        st.rerun()  # the whole page: the settled line replaces this watch (which then stops running)
-    st.info(text, icon=":material/hourglass_top:")
+    """The alias's state, looked at again every ALIAS_EVERY seconds: "switching" until the server answers with the
+    run the alias points at, and a move made elsewhere (`core alias` on the command line, another tab) shows too."""
+    _state_line(alias)
 
 
 def served_runs() -> list[Run]:
@@ -105,6 +105,32 @@ def served_runs() -> list[Run]:
 
 def alias_table() -> None:
     """The aliases, and a form to point one at a run (a running server follows at once)."""
+    from pages.ui import auth
+
+    admin = auth.current_user().admin
+    alias_overview(admin)
+    if not served_runs():
+        return
+    notice = st.session_state.pop("serve_alias_notice", None)
+    if notice:
+        getattr(st, notice[0])(notice[1])
+    if not admin:
+        st.caption("Moving an alias is an admin's step.")
+        return
+    runs = {run.run_id: run for run in served_runs()}
+    # Enter in the name field does not move anything: only the button does.
+    with st.form("serve_alias_form", border=False, enter_to_submit=False):
+        cols = st.columns([1, 3, 1], vertical_alignment="bottom")
+        cols[0].text_input("Alias", value=DEFAULT_ALIAS, key="serve_alias_name")
+        by_run = aliases_by_run()
+        cols[1].selectbox("Run", list(runs), format_func=lambda r: with_aliases(runs[r], by_run), key="serve_alias_run")
+        cols[2].form_submit_button("Point alias", icon=":material/label:", on_click=_point_alias)
+
+
+@st.fragment(run_every=ALIAS_EVERY)
+def alias_overview(admin: bool) -> None:
+    """The aliases and, for an admin, what each answers with now: read again every ALIAS_EVERY seconds, so an alias
+    moved from the command line (`core alias production RUN`) or another tab shows here without a reload."""
     listing = aliases().all()
     runs = {run.run_id: run for run in served_runs()}
     if listing:
@@ -127,25 +153,9 @@ def alias_table() -> None:
         st.caption(
             "No alias yet. An alias such as *production* is a stable name clients use while the run behind it changes."
         )
-    if not runs:
-        return
-    notice = st.session_state.pop("serve_alias_notice", None)
-    if notice:
-        getattr(st, notice[0])(notice[1])
-    from pages.ui import auth
-
-    if not auth.current_user().admin:
-        st.caption("Moving an alias is an admin's step.")
-        return
-    for alias in sorted(listing):  # what each alias answers with now (a move shows until the server makes it)
-        alias_status_line(alias)
-    # Enter in the name field does not move anything: only the button does.
-    with st.form("serve_alias_form", border=False, enter_to_submit=False):
-        cols = st.columns([1, 3, 1], vertical_alignment="bottom")
-        cols[0].text_input("Alias", value=DEFAULT_ALIAS, key="serve_alias_name")
-        by_run = aliases_by_run()
-        cols[1].selectbox("Run", list(runs), format_func=lambda r: with_aliases(runs[r], by_run), key="serve_alias_run")
-        cols[2].form_submit_button("Point alias", icon=":material/label:", on_click=_point_alias)
+    if admin and runs:
+        for alias in sorted(listing):  # what each alias answers with now (a move shows until the server makes it)
+            _state_line(alias)
 
 
 def _point_alias() -> None:
@@ -166,6 +176,13 @@ def _point_alias() -> None:
         "run first (the old one answers meanwhile), then switches without dropping a request: the line below says "
         "when.",
     )
+
+
+WEB_HOW_TO = (
+    "The **web** export is a page that classifies photos in the browser, offline: unzip it, run "
+    "`python3 -m http.server 8000` in the folder and open http://localhost:8000/ (or put the folder on any static "
+    "host). Its README shows how to call `floraClassify(image)` from your own page."
+)
 
 
 def export_section(run: Run) -> None:
@@ -235,6 +252,8 @@ def export_section(run: Run) -> None:
             "MB": st.column_config.NumberColumn(format="%.1f"),
         },
     )
+    if any(r["kind"] == "web" for r in made):
+        st.caption(WEB_HOW_TO)
     download = st.columns(min(4, len(made)))
     for i, record in enumerate(made):
         download[i % len(download)].download_button(
@@ -308,6 +327,9 @@ def _retrain(run_id: str, key: str) -> None:
 
     try:
         run = common.store().get(run_id)
+        outside = dataset_choice.outside_reason(run.dataset_path)
+        if outside:  # a shared Flora's roots: the derived dataset would link to those photos
+            raise RetrainError(f"run {run_id[:6]}'s photos are {outside}: it cannot be retrained from the app")
         submission = retrain_with_feedback(common.store(), run, common.data_root(), owner=auth.current_user().id)
     except (RetrainError, ValueError, OSError) as e:
         st.session_state[f"{key}_retrain_notice"] = ("error", plain.md(e))  # shown as Markdown

@@ -7,7 +7,7 @@ import streamlit as st
 from core import sweeps
 from core.sweeps import Sweep
 from core.sweeps.launch import sweep_corrections
-from pages.ui import auth, common
+from pages.ui import auth, common, dataset_choice
 from pages.ui.navigation import SWEEP_PICK
 from pages.ui.sweep import form as sweep_form
 
@@ -20,6 +20,7 @@ def launch_corrections(sweep: Sweep) -> dict | None:
 def launch(request: sweep_form.SweepRequest) -> None:
     """Launch button: check, then start the sweep in the background and show it."""
     try:
+        dataset_choice.scan(request.dataset)  # inside the data roots, links too (OutsideDataRoots: a ValueError)
         submission = sweeps.submit(
             common.models_root(),
             request.dataset,
@@ -37,12 +38,19 @@ def launch(request: sweep_form.SweepRequest) -> None:
     _show(submission)
 
 
-def _refused(sweep_id: str, what: str) -> bool:
-    """True (and why, on the page) when the signed-in user may not `what` this sweep: it is someone else's."""
+def _refused(sweep_id: str, what: str, reads_photos: bool = False) -> bool:
+    """True (and why, on the page) when the signed-in user may not `what` this sweep: it is someone else's, or
+    (`reads_photos`) its dataset lies outside a shared Flora's data roots."""
     try:
         sweep = common.sweep_store().find(sweep_id)
     except KeyError as e:
         st.session_state["sweep_error_list"] = str(e)
+        return True
+    outside = dataset_choice.outside_reason(sweep.dataset_path) if reads_photos else None
+    if outside:
+        st.session_state["sweep_error_list"] = (
+            f"Sweep {sweep_id}'s dataset is {outside}: nobody can {what} it from the app."
+        )
         return True
     if auth.can_change(sweep):
         return False
@@ -52,7 +60,7 @@ def _refused(sweep_id: str, what: str) -> bool:
 
 def continue_sweep(sweep_id: str, trials: int | None, timeout: float | None) -> None:
     """Continue a stopped, failed or finished sweep: its finished trials are kept."""
-    if _refused(sweep_id, "continue"):
+    if _refused(sweep_id, "continue", reads_photos=True):
         return
     try:
         submission = sweeps.resubmit(common.models_root(), sweep_id, trials, timeout)
@@ -78,7 +86,7 @@ def promote(sweep_id: str) -> None:
     """Train the best trial as an ordinary run (optionally fine-tuned), evaluated on the test split."""
     epochs = int(st.session_state.get(f"sweep_ft_{sweep_id}", 0))
     fine_tune = {"fine_tune_epochs": epochs, "unfreeze_stages": 1} if epochs else None
-    if _refused(sweep_id, "train the best of"):
+    if _refused(sweep_id, "train the best of", reads_photos=True):
         return
     try:
         submission = sweeps.promote(common.models_root(), common.data_root(), sweep_id, fine_tune, background=True)

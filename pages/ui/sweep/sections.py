@@ -249,20 +249,25 @@ def promoted_run(sweep: Sweep) -> None:
             )
 
 
+def _shown_corrections(pinned: str) -> str:
+    """The command's `--corrections` value: "none", or its file as a shared Flora shows a path."""
+    return pinned if pinned == "none" else common.shown_path(pinned)
+
+
 def details(sweep: Sweep) -> None:
     with st.expander("Log", icon=":material/terminal:", expanded=sweep.state is JobState.FAILED):
-        st.code(common.sweep_store().log_tail(sweep.sweep_id, 40) or "(empty)", language=None)
+        st.code(common.shown_log(common.sweep_store().log_tail(sweep.sweep_id, 40)) or "(empty)", language=None)
     with st.expander("What this sweep searches, and the same from a terminal", icon=":material/settings:"):
         space = sweep.spec.get("space", {})
         applied = launch_corrections(sweep)
         st.code(
             sweeps.sweep_command(
-                sweep.dataset_path,
+                common.shown_path(sweep.dataset_path, argument=True),  # `flowers` on a shared Flora, as Train's
                 sweep.fixed,
                 space,
                 sweep.status.trials_target,
                 sweep.status.timeout_seconds,
-                corrections=pinned_corrections(sweep, common.data_root()),
+                corrections=_shown_corrections(pinned_corrections(sweep, common.data_root())),
             ),
             language="bash",
             wrap_lines=True,

@@ -329,7 +329,7 @@ def weights_picker(option: TrainOption, prefix: str = "train") -> str | None:
         if not imagenet_weights_cached():
             st.caption(
                 f":material/cloud_download: Not on this machine yet: Keras downloads them (94 MB) when the run "
-                f"starts. Offline? Copy the file to {plain.code(imagenet_weights_file())}, set "
+                f"starts. Offline? Copy `{imagenet_weights_file().name}` to {common.keras_cache_words()}, set "
                 "`FLORA_IMAGENET_WEIGHTS_URL` to a mirror, or choose *A weights file* with its path."
             )
         return "imagenet"

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import sharing
 from core.data.corrections import summary as correction_summary
-from core.results.evaluation import test_photos_among
+from core.results.evaluation.metrics import test_photos_among
 from core.settings.config import TrainConfig
 from core.settings.options import describe_weights
 from core.train import jobs
@@ -58,10 +58,17 @@ def plan_text(config: TrainConfig) -> str:
     return "\n\n".join(steps)
 
 
-def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_address: str | None = None) -> None:
+def launch(
+    dataset: str,
+    config: TrainConfig,
+    corrections: dict | None,
+    ray_address: str | None = None,
+    track: str | None = None,
+) -> None:
     """Launch button: start the run in the background (or as a task on the Ray cluster), then show it on the
-    Runs tab."""
+    Runs tab; `track`: the MLflow tracking URI it is logged to when it ends."""
     try:
+        dataset_choice.scan(dataset)  # inside the data roots, links too (OutsideDataRoots is a ValueError)
         user = auth.current_user()
         submission = jobs.launch(
             dataset,
@@ -72,6 +79,7 @@ def launch(dataset: str, config: TrainConfig, corrections: dict | None, ray_addr
             owner=user.id,
             max_queued=sharing.max_queued_runs() if auth.shared() else None,
             ray_address=ray_address,
+            track=track,
         )
     except (ValueError, OSError) as e:
         st.session_state["train_error"] = f"Could not launch: {plain.md(e)}"  # shown as Markdown
@@ -110,6 +118,10 @@ def take_prefill_link() -> None:
         run = common.store().find(run_id)
     except (KeyError, ValueError) as e:  # not in the store, not an id, or unreadable
         st.session_state[PREFILL_NOTE] = ("warning", f"Cannot open that run: {plain.md(e)}")  # the id came in a link
+        return
+    outside = dataset_choice.outside_reason(run.dataset_path)
+    if outside:  # a shared Flora's roots: its photos are not read, its settings not taken over on another dataset
+        st.session_state[PREFILL_NOTE] = ("warning", f"Run {run.run_id[:6]}'s dataset is {outside}: nothing to fill.")
         return
     prefill_from(run.run_id)
     kept = dataset_corrections(common.data_root(), run.dataset_path, auth.current_user().id)

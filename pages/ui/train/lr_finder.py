@@ -59,7 +59,7 @@ def _offer(finder, phase: str, request: tuple) -> None:
         st.error(
             f"The range test failed: {plain.md(finder.status.error or 'no reason recorded')}", icon=":material/error:"
         )
-        log = finder.log_tail(20)
+        log = common.shown_log(finder.log_tail(20))
         if log:
             with st.expander("Its log", icon=":material/description:"):
                 st.code(log, language=None)

@@ -14,6 +14,7 @@ from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
 from core.runs.record import MAX_NAME_LENGTH, Run
 from core.settings.options import run_command
+from core.tracking import run_url
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.train.launch import prefill_from
@@ -103,7 +104,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
     common.random_start_notice(run)
     curves(run, metrics, state)
     with st.expander("Log", icon=":material/terminal:", expanded=run.state is JobState.FAILED):
-        st.code(common.store().log_tail(run.run_id, 40) or "(empty)", language=None)
+        st.code(common.shown_log(common.store().log_tail(run.run_id, 40)) or "(empty)", language=None)
     settings(run)
 
 
@@ -176,6 +177,7 @@ def result(run: Run, state: RunProgress) -> None:
         st.caption("Stopped on request: it kept its best weights so far, and they were evaluated.")
     elif status.note:
         st.caption(plain.md(status.note[0].upper() + status.note[1:] + "."))
+    mlflow_runs(run)
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",
@@ -184,10 +186,23 @@ def result(run: Run, state: RunProgress) -> None:
     )
 
 
+def mlflow_runs(run: Run) -> None:
+    """Where the run was logged to MLflow (`--track`, the form's field): the MLflow run, linked to its page."""
+    for uri, entry in (run.status.mlflow or {}).items():
+        name = f"MLflow run {entry.get('run_id')}"
+        url = run_url(uri, entry)
+        shown = f"[{plain.md(name)}](<{url.replace('>', '%3E')}>)" if url else plain.code(name)
+        st.caption(f"Logged to MLflow at {plain.code(uri)}: {shown}")
+
+
 def settings(run: Run) -> None:
     with st.expander("Settings, name and command of this run", icon=":material/settings:"):
         st.markdown("**Reproduce it** from a terminal (the same command finds this run, cached):")
-        st.code(run_command(run), language="bash", wrap_lines=True)
+        st.code(
+            run_command(run, dataset=common.shown_path(run.dataset_path, argument=True)),
+            language="bash",
+            wrap_lines=True,
+        )
         if run.corrections:
             whose = f", {plain.md(run.corrections_by)}'s marks" if run.corrections_by else ""
             st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}{whose}):")
@@ -199,7 +214,8 @@ def settings(run: Run) -> None:
                 hide_index=True,
                 key=f"train_corrections_{run.run_id}",
             )
-        if not auth.can_change(run):
+        mine = auth.can_change(run)
+        if not mine:
             auth.read_only_note(run)
         name_col, note_col = st.columns([1, 2])
         name_col.text_input(
@@ -208,15 +224,13 @@ def settings(run: Run) -> None:
             max_chars=MAX_NAME_LENGTH,
             key=f"train_name_{run.run_id}",
             placeholder="e.g. baseline",
+            disabled=not mine,  # a classmate's run: read, not typed into beside "you can look at it, not change it"
         )
-        note_col.text_input("Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried")
-        st.button(
-            "Save name and note",
-            key=f"train_label_{run.run_id}",
-            on_click=save_label,
-            args=(run.run_id,),
-            disabled=not auth.can_change(run),
+        note_col.text_input(
+            "Note", value=run.note, key=f"train_note_{run.run_id}", placeholder="what you tried", disabled=not mine
         )
+        if mine:
+            st.button("Save name and note", key=f"train_label_{run.run_id}", on_click=save_label, args=(run.run_id,))
         st.button(
             "New run from these settings",
             icon=":material/content_copy:",

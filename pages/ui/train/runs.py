@@ -10,7 +10,7 @@ import streamlit as st
 from core.processes import JobState
 from core.runs.curves import RunProgress
 from core.runs.record import Run, RunUnreadable
-from core.sharing.people import same_person
+from core.sharing.people import layer_of, same_person
 from core.train import jobs
 from core.train.queue import Place
 from pages.ui import auth, common, plain
@@ -25,7 +25,8 @@ def allowed(run_id: str) -> bool:
         return False
     if auth.can_change(run):
         return True
-    st.session_state["train_error_runs"] = f"Run {run_id} is {run.owner}'s: only they or an admin can change it."
+    whose = layer_of(run.owner)
+    st.session_state["train_error_runs"] = f"Run {run_id} is {whose}'s: only they or an admin can change it."
     return False
 
 
@@ -111,7 +112,8 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
     for the device), and how far the whole run is."""
     rows = []
     line = line or {}
-    owners = auth.shared() or len({run.owner for run in runs}) > 1
+    # whose, as one name per person: "root" (the command line) and "local" (the app) are the person at this machine
+    owners = auth.shared() or len({layer_of(run.owner) for run in runs}) > 1
     for run in runs:
         state = states.get(run.run_id)
         now = state.short_text if state else ""
@@ -120,7 +122,7 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
         rows.append(
             {
                 "run": common.run_title(run),
-                **({"owner": run.owner} if owners else {}),
+                **({"owner": layer_of(run.owner)} if owners else {}),
                 "dataset": run.dataset_name,
                 "state": state.state_label if state else run.state.value,
                 "now": now,

@@ -1,0 +1,51 @@
+"""`calibrate --max-error`'s words: the threshold that answers only when sure, what it did on the held-out half, how far
+another halving moves it, and, where no threshold can promise the level, the nearest level that can."""
+
+from __future__ import annotations
+
+from core.results.selective import Selective
+
+
+def print_selective(fitted: Selective) -> None:
+    level, held, spread = fitted.max_error, fitted.held_out, fitted.spread
+    calibration = len(fitted.calibration_confidence)
+    views = f" averaged over {fitted.views} views" if fitted.views > 1 else ""
+    print(
+        f"\nanswer only when sure, at most {level:.0%} wrong among the photos answered (Learn then Test on the "
+        f"calibrated probabilities{views}; fitted on {calibration} test photos, counted on the other {held.photos}):"
+    )
+    if fitted.threshold is None:
+        print(f"no threshold can promise at most {level:.0%} wrong on this run's photos: every photo is held back")
+        nearest = fitted.nearest
+        if nearest:
+            there = nearest["held_out"]
+            print(
+                f"nearest level it can promise: {nearest['max_error']:.0%} wrong, at a top probability of "
+                f"{nearest['threshold']:.3f} or more, answering {there['answered']} of {there['photos']} held-out "
+                f"photos ({there['share_answered']:.0%}), {there['errors']} of them wrong"
+            )
+        else:
+            print(f"none up to {0.5:.0%} wrong either: this model's confidence does not separate right from wrong")
+        return
+    error = "-" if held.error is None else f"{held.error:.1%}"
+    print(
+        f"threshold: answer when the top probability is {fitted.threshold:.3f} or more; promised with probability "
+        f"{1 - fitted.delta:.0%} over the calibration photos drawn"
+    )
+    print(
+        f"held-out half: {held.answered} of {held.photos} answered ({held.share_answered:.0%}), {held.errors} wrong "
+        f"({error}); a true rate of {level:.0%} gives up to {held.allowed_errors} wrong in 95% of counts this size"
+    )
+    if spread is not None:
+        errors = (
+            f"error among answers {spread.error_mean:.1%} +/- {spread.error_sd or 0:.1%} (95% of halvings "
+            f"{spread.error_low:.1%}-{spread.error_high:.1%}), at most {level:.0%} in {spread.within_level:.0%} of them"
+            if spread.error_mean is not None
+            else "nothing answered in any halving"
+        )
+        print(
+            f"over {spread.splits} random halvings: {errors}; share answered {spread.share_mean:.0%} +/- "
+            f"{spread.share_sd:.0%} ({spread.share_low:.0%}-{spread.share_high:.0%})"
+            + (f"; no threshold in {spread.without_threshold}" if spread.without_threshold else "")
+        )
+    print(f"stored with the run: Predict, the model server (max_error={level:g}) and batch predictions can hold back")

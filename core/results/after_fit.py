@@ -1,0 +1,107 @@
+"""What a run keeps once its fit has ended: the stage after training, before the run is recorded as done.
+
+  analysis.npz          the validation and test logits and pooled features the fit computed (core.runs.analysis)
+  calibration.json      the temperature fitted on the validation logits
+  conformal.json        prediction sets at 90% from the same arrays (Predict and the server offer them at once)
+  evaluation.*          the test split's probabilities and the metrics derived from them
+  ood.*                 the out-of-distribution reference, fitted while the fit's outputs are at hand
+  tensorboard/          the test split's confusion matrix and metrics beside the per-epoch scalars
+
+Each takes milliseconds but the reference (seconds: it passes a sample of training photos through the model
+unless the fit's own training features are final). `finish_run` is called by the run's job
+(core.run_job.execute) with what the fit handed on (core.train.training.Fit), so training itself only trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.data.datasets import DatasetIndex
+from core.network.graph import inference_model
+from core.results.evaluation.metrics import Evaluation
+from core.results.probabilities import calibration, conformal
+from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
+from core.runs.analysis import RunAnalysis
+from core.runs.curves import REFERENCE_STAGE
+from core.runs.store import RunStore
+from core.runtimes.choice import accelerated
+from core.tracking.tensorboard import write_evaluation
+
+if TYPE_CHECKING:
+    from core.train.training import Fit
+
+log = logging.getLogger("flora")
+
+
+def finish_run(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cache_root: Path, report) -> dict[str, Any]:
+    """Write what run `run_id` keeps from `fit`, in the order readers expect; the test split's summary.
+
+    `report(stage, force=True)`: the run's stage, as the pages show it (core.train.trainer.StageReporter).
+    """
+    run_dir = store.run_dir(run_id)
+    fit.analysis.save(run_dir)
+    store_calibration(run_dir, fit.analysis)
+    evaluation = Evaluation(
+        probabilities=fit.analysis.test.probabilities,
+        labels=fit.analysis.test.labels,
+        classes=index.classes,
+        paths=fit.analysis.test.paths,
+        cache_positions=fit.analysis.test.positions,
+    )
+    evaluation.save(run_dir)
+    write_evaluation(run_dir, fit.epochs_done, evaluation, calibration.stored_temperature(run_dir))
+    summary = evaluation.summary()
+    report(REFERENCE_STAGE, force=True)
+    fit_reference(store, run_id, fit, index, cache_root)
+    log.info(
+        "test accuracy %.4f on %d images (best epoch %s)",
+        summary["accuracy"],
+        len(fit.analysis.test.labels),
+        fit.best_epoch,
+    )
+    return summary
+
+
+def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cache_root: Path) -> None:
+    """Fit the run's out-of-distribution reference now, while its images are decoded and at hand.
+
+    It is the run's, not a server's: a server switching to this run then only loads it (a first switch used to
+    spend most of its minute here). A run that cannot have one (a stop, a dataset that moved) still finishes;
+    a server then fits it in the background on first use. The fit's own model runs the photos still to pass,
+    through the runtime chosen here (core.runtimes), instead of model.keras loaded again and traced in Keras.
+    """
+    started = time.perf_counter()
+    known = KnownOutputs(val=fit.outputs["val"], test=fit.outputs["test"], train_features=fit.train_features)
+    try:
+        run = store.get(run_id)
+        graph = None
+        if fit.model is not None:
+            graph = accelerated(inference_model(fit.model, share_backbone=True), cache_root=cache_root)
+        ensure_reference(run, model=graph, cache_root=cache_root, index=index, known=known)
+    except (ReferenceUnavailable, OSError, ValueError) as e:
+        log.warning("no out-of-distribution reference for run %s: %s", run_id, e)
+        return
+    log.info("out-of-distribution reference fitted in %.1fs", time.perf_counter() - started)
+
+
+def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
+    """Fit the run's temperature on its validation logits now (milliseconds), so every predictor has it."""
+
+    fitted = calibration.calibrate(analysis)
+    calibration.save(fitted, run_dir)
+    log.info(
+        "calibration: temperature %.3f (test ECE %.3f -> %.3f)", fitted.temperature, fitted.before.ece, fitted.after.ece
+    )
+    # Prediction sets at 90% from the same arrays (milliseconds): Predict and the server offer them at once.
+    try:
+        sets = conformal.fit_run(run_dir)
+        log.info(
+            "prediction sets at 90%%: held-out coverage %.3f, mean size %.2f",
+            sets.held_out.coverage,
+            sets.held_out.mean_size,
+        )
+    except conformal.ConformalError as e:
+        log.info("no prediction sets: %s", e)

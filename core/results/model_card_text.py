@@ -1,0 +1,326 @@
+"""The Markdown sections of a run's model card, after Hugging Face's model card template: details, uses,
+limitations, how to start, training, evaluation with intervals, calibration, prediction sets, answering only when
+sure, "none of these", robustness, label health and weak groups, how to reproduce. Words say what each figure covers
+and no more; a part the run has not computed says so and names the command."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from core.settings.options import describe_config, run_command
+
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+
+
+def md(text: Any) -> str:
+    """A person's text (a class name, a dataset name) as literal Markdown."""
+    return _SPECIAL.sub(r"\\\1", str(text))
+
+
+def body(found: dict[str, Any], version: str, now: float) -> str:
+    run = found["run"]
+    parts = [
+        f"# Model card: flora-{run.run_id}",
+        _intro(found),
+        _details(found, version, now),
+        _uses(found),
+        _limitations(found),
+        _start(found),
+        _training(found),
+        _evaluation(found),
+        _calibration(found),
+        _sets(found),
+        _selective(found),
+        _none_of_these(found),
+        _robustness(found),
+        _data_health(found),
+        _reproduce(found),
+        "## References\n\nFlora's methods: temperature scaling (Guo et al. 2017); prediction sets, APS/RAPS (Romano "
+        "et al. 2020; Angelopoulos et al. 2021); Learn then Test (Angelopoulos, Bates, Candes, Jordan & Lei 2021); "
+        "energy score (Liu et al. 2020); Mahalanobis distance (Lee et al. 2018); deep nearest neighbours (Sun et al. "
+        "2022); ImageNet-C corruptions (Hendrycks & Dietterich 2019); model cards (Mitchell et al. 2019).",
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _classes(run) -> str:
+    names = [md(c) for c in run.classes]
+    return ", ".join(names) if len(names) <= 30 else ", ".join(names[:30]) + f" and {len(names) - 30} more"
+
+
+def _intro(found) -> str:
+    run, summary = found["run"], found["summary"]
+    start = "a random start (no pretrained weights)" if run.train_config.weights == "none" else "pretrained weights"
+    return (
+        f"An image classifier of {len(run.classes)} classes ({_classes(run)}) trained with Flora on the dataset "
+        f"*{md(run.dataset_name)}* from {start}. Test accuracy {summary['accuracy']:.3f} on "
+        f"{summary['test_images']} photos."
+    )
+
+
+def _details(found, version: str, now: float) -> str:
+    run, config, record = found["run"], found["config"], found["record"]
+    versions = record.get("versions", {})
+    device = (found["status"].device if found["status"] else None) or "?"
+    created = dt.datetime.fromtimestamp(run.created or now, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "## Model details",
+        "",
+        f"- **Run**: `{run.run_id}` (owner {md(run.owner)}), trained {created}",
+        f"- **Architecture**: {config.backbone} backbone, a head of {list(config.head)} units (dropout "
+        f"{config.dropout}), softmax over {len(run.classes)} classes; input {config.image_size} x "
+        f"{config.image_size} RGB pixels (0-255; the preprocessing is inside the model)",
+        f"- **Settings**: {md(describe_config(config))}",
+        f"- **Software**: Flora {versions.get('flora', version)}, Keras {versions.get('keras', '?')} on "
+        f"{versions.get('backend', '?')}; trained on {md(device)}",
+        "- **Files**: `model.keras` in the run folder; exports (SavedModel, ONNX, TFLite) carry this card as README.md",
+    ]
+    return "\n".join(lines)
+
+
+def _uses(found) -> str:
+    run = found["run"]
+    return (
+        "## Uses\n\n"
+        f"**Intended use**: naming which of {_classes(run)} a photo shows, for photos like the dataset's "
+        f"(*{md(run.dataset_name)}*). Its probabilities are calibrated on the validation split; its prediction sets "
+        "and its answer-only-when-sure threshold carry guarantees about photos like the test photos taken "
+        "together.\n\n"
+        "**Out of scope**: photos of anything else. A classifier always answers with one of its classes; the "
+        "'none of these' check below catches some foreign pictures, not all. No decision about people should rest "
+        "on it."
+    )
+
+
+def _limitations(found) -> str:
+    run, summary = found["run"], found["summary"]
+    notes = []
+    if run.train_config.weights == "none":
+        notes.append(
+            "It started from random weights: its features know only this dataset, so it is weaker than a pretrained "
+            "model and its figures move more from one run to the next."
+        )
+    if summary["test_images"] < 100:
+        notes.append(
+            f"Its test split has {summary['test_images']} photos: every figure here is uncertain by several points "
+            "(see the intervals)."
+        )
+    per_class = summary["per_class"]
+    worst = sorted((row["f1"], name) for name, row in per_class.items() if row["support"])[:3]
+    if worst:
+        notes.append("Weakest classes by F1: " + ", ".join(f"{md(name)} ({f1:.2f})" for f1, name in worst) + ".")
+    groups = found["groups"] or []
+    if groups:
+        notes.append(
+            "Groups of photos it does worse on (clusters of its features): "
+            + "; ".join(md(g.get("title") or g.get("description") or f"{g['photos']} photos") for g in groups[:3])
+            + "."
+        )
+    elif found["groups"] is None:
+        notes.append(
+            "Weak groups and label health were not computed (Explore's data issues, or `python -m core data-issues "
+            f"{run.run_id}`)."
+        )
+    return "## Bias, risks and limitations\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def _start(found) -> str:
+    run = found["run"]
+    return (
+        "## How to get started\n\n"
+        f"```\npython -m core predict {run.run_id} photo.jpg --json            # top classes, 'none of these' flag\n"
+        f"python -m core predict {run.run_id} photo.jpg --max-error 0.05   # answer only when sure\n"
+        f"python -m core serve {run.run_id}                                # REST, KServe v2 and TF Serving\n```"
+    )
+
+
+def _training(found) -> str:
+    run, config, record = found["run"], found["config"], found["record"]
+    status = found["status"]
+    split = (status.split if status else None) or {}
+    counts = record.get("dataset", {}).get("class_counts") or {}
+    rows = ["| setting | value |", "| --- | --- |"]
+    for key, value in config.to_dict().items():
+        rows.append(f"| {md(key)} | {md(value)} |")
+    data = (
+        f"*{md(run.dataset_name)}*: {record.get('dataset', {}).get('images', '?')} photos, fingerprint "
+        f"`{run.dataset_fingerprint}`; split {split.get('train', '?')} train, {split.get('val', '?')} validation, "
+        f"{split.get('test', '?')} test ({md(split.get('source', 'random, stratified by class'))}, seed {config.seed})."
+    )
+    if counts:
+        data += " Photos per class: " + ", ".join(f"{md(k)} {v}" for k, v in counts.items()) + "."
+    return (
+        "## Training details\n\n### Training data\n\n"
+        + data
+        + "\n\n### Training procedure\n\nTwo phases (head on a frozen backbone, then optionally fine-tuning with "
+        "BatchNorm frozen), Adam, early stopping on validation loss, the best epoch's weights kept"
+        + (f" (epoch {status.best_epoch})" if status and status.best_epoch else "")
+        + ".\n\n"
+        + "\n".join(rows)
+    )
+
+
+def _evaluation(found) -> str:
+    summary, ci = found["summary"], found["intervals"]
+    acc = ci.get("accuracy")
+    f1 = ci.get("macro_f1")
+    lines = [
+        "## Evaluation",
+        "",
+        f"On the test split ({summary['test_images']} photos, never used in training or for any choice):",
+        "",
+        f"- accuracy **{summary['accuracy']:.4f}**"
+        + (f" (95% interval {acc[0]:.3f}-{acc[1]:.3f}, Wilson)" if acc else ""),
+        f"- macro F1 **{summary['macro']['f1']:.4f}**"
+        + (f" (95% interval {f1[0]:.3f}-{f1[1]:.3f}, bootstrap)" if f1 else ""),
+        f"- macro precision {summary['macro']['precision']:.4f}, macro recall {summary['macro']['recall']:.4f}; "
+        f"weighted F1 {summary['weighted']['f1']:.4f}",
+    ]
+    if "top5_accuracy" in summary:
+        lines.append(f"- top-5 accuracy {summary['top5_accuracy']:.4f}")
+    lines += ["", "| class | precision | recall | F1 | photos |", "| --- | --- | --- | --- | --- |"]
+    for name, row in summary["per_class"].items():
+        lines.append(
+            f"| {md(name)} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+        )
+    return "\n".join(lines)
+
+
+def _calibration(found) -> str:
+    c = found["calibration"]
+    if c is None:
+        return f"## Calibration\n\nNot fitted yet: `python -m core calibrate {found['run'].run_id}`."
+    low, high = c["ece_interval_after"]
+    return (
+        "## Calibration\n\n"
+        f"Temperature {c['temperature']:.3f} fitted on {c['val_images']} validation photos. On the test split the "
+        f"expected calibration error goes from {c['ece_before']:.3f} to {c['ece_after']:.3f} (95% interval "
+        f"{low:.3f}-{high:.3f}), NLL from {c['nll_before']:.3f} to {c['nll_after']:.3f}. Every probability Flora "
+        "shows or serves is calibrated."
+    )
+
+
+def _sets(found) -> str:
+    sets = found["sets"]
+    run = found["run"]
+    if sets is None:
+        return f"## Prediction sets\n\nNot fitted yet: `python -m core calibrate {run.run_id} --conformal 0.9`."
+    held, spread = sets.held_out, sets.spread
+    text = (
+        f"## Prediction sets\n\n{sets.method.upper()} sets at {sets.level:.0%}, "
+        f"{'a threshold per class' if sets.by_class else 'one threshold'}, fitted on half the test split: on the "
+        f"other {held.photos} photos they held the right class {held.coverage:.1%} of the time with "
+        f"{held.mean_size:.2f} classes on average"
+    )
+    if spread is not None:
+        text += f"; over {spread.splits} random halvings {spread.coverage_mean:.1%} +/- {spread.coverage_sd:.1%}"
+    return text + ". The promise is about photos like the test photos taken together, not each photo."
+
+
+def _selective(found) -> str:
+    chosen, run = found["selective"], found["run"]
+    thresholds = found["class_thresholds"]
+    extra = ""
+    if thresholds:
+        extra = "\n\nSaved per-class thresholds (answers under them are held back): " + ", ".join(
+            f"{md(k)} {v:.2f}" for k, v in thresholds.items()
+        )
+    if chosen is None:
+        return (
+            "## Answering only when sure\n\nNot calibrated yet: "
+            f"`python -m core calibrate {run.run_id} --max-error 0.05`." + extra
+        )
+    held, level = chosen.held_out, chosen.max_error
+    if chosen.threshold is None:
+        text = f"No threshold can promise at most {level:.0%} wrong among answered photos on this run's test photos"
+        if chosen.nearest:
+            near = chosen.nearest
+            text += (
+                f"; the nearest level it can is {near['max_error']:.0%}, answering "
+                f"{near['held_out']['share_answered']:.0%} of held-out photos"
+            )
+        return "## Answering only when sure\n\n" + text + "." + extra
+    error = "-" if held.error is None else f"{held.error:.1%}"
+    text = (
+        f"At most {level:.0%} wrong among the photos answered, promised with probability {1 - chosen.delta:.0%} "
+        f"(Learn then Test on half the test split): answer when the top probability is {chosen.threshold:.3f} or "
+        f"more. On the other half it answered {held.answered} of {held.photos} ({held.share_answered:.0%}), "
+        f"{held.errors} wrong ({error})"
+    )
+    if chosen.spread is not None and chosen.spread.error_mean is not None:
+        s = chosen.spread
+        text += (
+            f"; over {s.splits} halvings the error among answers was {s.error_mean:.1%} +/- {s.error_sd or 0:.1%} "
+            f"and the share answered {s.share_mean:.0%}"
+        )
+    return "## Answering only when sure\n\n" + text + "." + extra
+
+
+def _none_of_these(found) -> str:
+    from core.results.probabilities.ood import FOREIGN_NAMES, METHOD_NAMES
+
+    detector = found["ood"]
+    if detector is None:
+        return "## 'None of these'\n\nNo out-of-distribution reference is stored for this run."
+    chosen = detector.evidence.get(detector.method, {})
+    lines = [
+        "## 'None of these'",
+        "",
+        f"Method: {METHOD_NAMES.get(detector.method, detector.method)}, picked among "
+        f"{len(detector.evidence)} on one set of foreign images and reported on another. It flags "
+        f"{chosen.get('test_flagged', 0):.0%} of the test photos. Share of foreign images caught at 5% false alarms "
+        "on the test photos:",
+        "",
+    ]
+    kinds = list(chosen.get("caught_at_5_percent_test_alarms", {}))
+    if kinds:
+        lines.append("| method | " + " | ".join(FOREIGN_NAMES.get(k, k) for k in kinds) + " |")
+        lines.append("| --- |" + " --- |" * len(kinds))
+        for method, figures in detector.evidence.items():
+            caught = figures.get("caught_at_5_percent_test_alarms", {})
+            mark = " (used)" if method == detector.method else ""
+            lines.append(f"| {method}{mark} | " + " | ".join(f"{caught.get(k, 0):.0%}" for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+def _robustness(found) -> str:
+    report, run = found["robustness"], found["run"]
+    if report is None:
+        return f"## Robustness\n\nNot measured yet: `python -m core robustness {run.run_id}`."
+    lines = [
+        "## Robustness",
+        "",
+        report.words(),
+        "",
+        "| corruption | mean accuracy | drop | CE |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in report.rows():
+        lines.append(f"| {row['corruption']} | {row['mean accuracy']:.3f} | {row['drop']:+.3f} | {row['CE']:.3f} |")
+    lines += ["", "Note: " + "; ".join(report.notes)]
+    return "\n".join(lines)
+
+
+def _data_health(found) -> str:
+    lines = found["data_issues"]
+    if lines is None:
+        return ""  # said under limitations
+    rows = [
+        "## Label health and data issues",
+        "",
+        "| issue | photos | score (1 = clean) | what |",
+        "| --- | --- | --- | --- |",
+    ]
+    for line in lines:
+        rows.append(f"| {md(line['kind'])} | {line['photos']} | {line['score']:.3f} | {md(line['title'])} |")
+    return "\n".join(rows)
+
+
+def _reproduce(found) -> str:
+    run = found["run"]
+    return (
+        "## How to reproduce\n\nThe same settings and data find the same run (its id is a hash of both):\n\n"
+        f"```\n{run_command(run, dataset=run.dataset_name)}\n```"
+    )

@@ -1,0 +1,72 @@
+"""What a prediction set's promise says and what the held-out photos measured, in words that hold on a weak model.
+
+The split-conformal promise is an average: over many photos like the calibration ones, sets at 90% hold the right
+class 9 times in 10 (at least, in expectation). It says nothing about one photo, and with one threshold for all
+classes nothing about one class. A finite held-out sample can land below the level by chance: on n photos a true
+90% gives a count of right sets spread like Binomial(n, 0.9), so the words say whether the measured count is inside
+that spread (the sampling slack) or below it, and never call a figure under the level "at least" the level.
+"""
+
+from __future__ import annotations
+
+SLACK_MASS = 0.95  # the counts a true level gives in this share of draws of n photos
+
+
+def level_words(level: float) -> str:
+    """'9 times in 10' at 0.9, '19 times in 20' at 0.95, '99 times in 100' at 0.99."""
+    for out_of in (10, 20, 100):
+        right = level * out_of
+        if abs(right - round(right)) < 1e-6:
+            return f"{round(right)} times in {out_of}"
+    return f"{level:.0%} of the time"
+
+
+def promise_words(level: float, by_class: bool = False) -> str:
+    """The promise and what it covers: an average over many photos like the calibration ones, not each photo (nor
+    each class, unless the sets have a threshold per class)."""
+    each = "not for each photo" if by_class else "not for each photo or each class"
+    return (
+        f"on average over many photos like the calibration ones (half of the run's test photos), sets at {level:.0%} "
+        f"hold the right class {level_words(level)}; {each}"
+    )
+
+
+def sampling_range(photos: int, level: float) -> tuple[int, int]:
+    """(low, high): the counts of right sets a true `level` gives on `photos` photos in SLACK_MASS of draws."""
+    from scipy.stats import binom  # heavy: scipy
+
+    tail = (1 - SLACK_MASS) / 2
+    return int(binom.ppf(tail, photos, level)), int(binom.ppf(1 - tail, photos, level))
+
+
+def held_words(right: int, photos: int, level: float) -> str:
+    """'16 of 18 (89%), below 90% but within the sampling slack of 18 photos (...)': the measured figure with its
+    count, and whether a shortfall is what chance gives on that many photos."""
+    if photos <= 0:
+        return "no held-out photo to count on"
+    said = f"{right} of {photos} ({right / photos:.0%})"
+    if right / photos >= level:
+        return f"{said}, at or above {level:.0%}"
+    low, high = sampling_range(photos, level)
+    spread = f"on {photos} photos a true {level:.0%} gives {low} to {high} right in {SLACK_MASS:.0%} of draws"
+    if right >= low:
+        return f"{said}: below {level:.0%}, but within the sampling slack ({spread})"
+    return f"{said}: below {level:.0%} by more than chance explains ({spread}), so the promise did not hold here"
+
+
+def full_words(share: float, classes: int) -> str | None:
+    """'on 61% of photos the set holds both classes: the model cannot tell them apart there'; None when no set
+    held every class."""
+    if share <= 0:
+        return None
+    every = "both classes" if classes == 2 else f"all {classes} classes"
+    apart = "them" if classes == 2 else "the classes"
+    return f"on {share:.0%} of photos the set holds {every}: the model cannot tell {apart} apart there"
+
+
+def by_size_record(by_size: dict[str, list[int]], classes: int) -> tuple[int, int, int]:
+    """(right, photos, photos whose set holds every class) from a held-out count by set size."""
+    right = sum(int(r) for r, _ in by_size.values())
+    photos = sum(int(n) for _, n in by_size.values())
+    full = int(by_size.get(str(classes), [0, 0])[1])
+    return right, photos, full

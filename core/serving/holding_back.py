@@ -1,0 +1,44 @@
+"""Whether an answer is given or held back, and why: the run's saved threshold for the answer's class
+(`core.results.class_thresholds`), and, when asked for a maximum error, the threshold that promises it
+(`core.results.selective`) with photos that look like none of the run's classes held back too (the promise covers
+photos like the run's test photos, not those).
+
+Answers get `abstained` (None where nothing could hold them back: no level asked and no class threshold saved) and
+the reasons in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from core.results import class_thresholds as per_class
+from core.results import selective as sure
+
+FOREIGN_REASON = (
+    "it looks like none of the classes this model knows: the promise covers photos like its test photos only"
+)
+
+
+def hold_back(
+    answers: Iterable,
+    selective: sure.Selective | None,
+    max_error: float | None,
+    thresholds: dict[str, float],
+) -> None:
+    """Set each answer's `abstained`, `abstain_reason` and `max_error` (a ServedModel Answer)."""
+    if max_error is None and not thresholds:
+        return
+    for answer in answers:
+        reasons = []
+        if max_error is not None:
+            given, why = sure.decision(selective, answer.max_probability, max_error)
+            if not given:
+                reasons.append(why)
+            elif answer.ood_flag:
+                reasons.append(FOREIGN_REASON)
+        given, why = per_class.decision(thresholds, answer.label, answer.max_probability)
+        if not given:
+            reasons.append(why)
+        answer.abstained = bool(reasons)
+        answer.abstain_reason = "; ".join(reasons) if reasons else None
+        answer.max_error = max_error

@@ -1,0 +1,219 @@
+"""Evaluate's Robustness tab: the run's accuracy under the 15 ImageNet-C corruptions at 5 severities (a background
+task, its cost said before it starts), the drop per corruption as a chart, corruption errors against clean, and
+two runs side by side (say the same settings with and without augmentation)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.results import robustness
+from core.results.corruptions import FAMILIES
+from core.runs.files import run_files
+from pages.ui import common, plain, teaching
+from pages.ui.run_task import launch, task_panel, why_not
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _report(run_dir: str, stamp: float) -> robustness.RobustnessReport | None:
+    return robustness.load(run_dir)
+
+
+def report_of(run) -> robustness.RobustnessReport | None:
+    path = run_files(run).robustness
+    return _report(str(run.directory), path.stat().st_mtime if path.exists() else 0.0)
+
+
+def _name(corruption: str) -> str:
+    return corruption.replace("_", " ")
+
+
+def drop_chart(reports: list[robustness.RobustnessReport], labels: list[str]) -> alt.Chart:
+    """Accuracy lost per corruption (clean minus the mean over severities), grouped by family; runs side by side."""
+    rows = []
+    for report, label in zip(reports, labels, strict=True):
+        for row in report.rows():
+            rows.append(
+                {
+                    "corruption": _name(row["corruption"]),
+                    "family": row["family"],
+                    "run": label,
+                    "drop": row["drop"],
+                    "mean accuracy": row["mean accuracy"],
+                    "clean accuracy": report.clean_accuracy,
+                }
+            )
+    order = [_name(c) for members in FAMILIES.values() for c in members]
+    frame = pd.DataFrame(rows)
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            y=alt.Y("corruption:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)),
+            x=alt.X("drop:Q", axis=alt.Axis(format="%"), title="accuracy lost (clean minus the mean over severities)"),
+            yOffset=alt.YOffset("run:N") if len(reports) > 1 else alt.YOffset(),
+            color=alt.Color("run:N" if len(reports) > 1 else "family:N", title=None),
+            tooltip=[
+                "run",
+                "corruption",
+                "family",
+                alt.Tooltip("clean accuracy:Q", format=".1%"),
+                alt.Tooltip("mean accuracy:Q", format=".1%"),
+                alt.Tooltip("drop:Q", format=".1%"),
+            ],
+        )
+        .properties(height=26 * len(order) * len(reports) + 40)
+    )
+
+
+def severity_chart(report: robustness.RobustnessReport) -> alt.Chart:
+    rows = [
+        {"corruption": _name(c), "severity": s, "accuracy": report.accuracy[c][s - 1]}
+        for c in report.accuracy
+        for s in robustness.SEVERITIES
+    ]
+    rows += [{"corruption": "clean", "severity": s, "accuracy": report.clean_accuracy} for s in robustness.SEVERITIES]
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("severity:O", title="severity"),
+            y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            color=alt.Color("corruption:N", title=None),
+            tooltip=["corruption", "severity", alt.Tooltip("accuracy:Q", format=".1%")],
+        )
+        .properties(height=280)
+    )
+
+
+def _comparable(run, report, runs) -> list:
+    """Other runs measured on the same test photos at the same size (their reports can be divided)."""
+    out = []
+    for other in runs:
+        if other.run_id == run.run_id:
+            continue
+        theirs = report_of(other)
+        if theirs is not None and (theirs.photos_digest, theirs.image_size) == (
+            report.photos_digest,
+            report.image_size,
+        ):
+            out.append((other, theirs))
+    return out
+
+
+def section(run, runs: list) -> None:
+    """The tab: measure (with its cost), or the figures and another run beside them."""
+    st.subheader("How it holds up: 15 corruptions at 5 severities")
+    st.caption(
+        "Each test photo is blurred, noised, fogged, pixelated… as in ImageNet-C (Hendrycks & Dietterich 2019), "
+        "at 5 strengths, and classified again. A model that learned the flowers, not the camera, loses little."
+    )
+    report = report_of(run)
+    if report is None:
+        cost = robustness.estimate(run, runs)
+        st.info(
+            f"**Cost before it starts**: {cost.text}. It runs in the background; you can leave the page.",
+            icon=":material/schedule:",
+        )
+        task_panel(run, "robustness", "Measure robustness", key="evaluate_robustness")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Clean accuracy", f"{report.clean_accuracy:.3f}", help=f"On {report.photos} test photos.")
+    cols[1].metric("Under corruption", f"{1 - report.mce:.3f}", help="Mean over the 15 corruptions and 5 severities.")
+    cols[2].metric("mCE", f"{report.mce:.1%}", help="Mean corruption error: 1 minus the accuracy under corruption.")
+    cols[3].metric(
+        "Relative mCE",
+        f"{report.relative_mce * 100:+.1f} pts",
+        help="What the corruptions add to the clean error, on average (the corruption error relative to clean).",
+    )
+    st.markdown(report.words())
+    others = _comparable(run, report, runs)
+    labels = {other.run_id: common.run_label(other) for other, _ in others}
+    beside = None
+    if others:
+        picked = st.selectbox(
+            "Side by side with",
+            ["(none)", *labels],
+            format_func=lambda rid: labels.get(rid, rid),
+            key="evaluate_robustness_other",
+            help="Another run measured on the same test photos: with and without augmentation, say.",
+        )
+        beside = next((theirs for other, theirs in others if other.run_id == picked), None)
+    shown = [report] + ([beside] if beside is not None else [])
+    names = [f"this run ({run.run_id})"] + ([f"{beside.run_id}"] if beside is not None else [])
+    chart = drop_chart(shown, names)
+    st.altair_chart(chart, width="stretch", key="evaluate_robustness_drop")
+    if beside is not None:
+        relative = report.against(beside)
+        better = "fewer" if (relative["mce"] or 1) < 1 else "more"
+        st.markdown(
+            f"Against run {beside.run_id}, this run's corruption errors are **{relative['mce']:.2f}x** theirs on "
+            f"average (Hendrycks & Dietterich's CE with that run in AlexNet's place): {better} mistakes under "
+            f"corruption. Clean: {report.clean_accuracy:.3f} against {beside.clean_accuracy:.3f}."
+        )
+        table = pd.DataFrame(
+            [
+                {
+                    "corruption": _name(c),
+                    "this run": report.mean_accuracy(c),
+                    beside.run_id: beside.mean_accuracy(c),
+                    "CE / theirs": ratio,
+                }
+                for c, ratio in relative["ce"].items()
+            ]
+        )
+        numbers = {k: st.column_config.NumberColumn(format="%.3f") for k in table.columns[1:]}
+        st.dataframe(table, hide_index=True, key="evaluate_robustness_pair", column_config=numbers)
+    else:
+        _offer_pair(run, runs)
+    with st.expander("Accuracy at each severity", icon=":material/show_chart:"):
+        st.altair_chart(severity_chart(report), width="stretch", key="evaluate_robustness_severity")
+        frame = pd.DataFrame(report.rows())
+        frame["corruption"] = frame["corruption"].map(_name)
+        numbers = {k: st.column_config.NumberColumn(format="%.3f") for k in frame.columns[2:]}
+        st.dataframe(frame, hide_index=True, key="evaluate_robustness_table", column_config=numbers)
+    st.caption(
+        f"Measured in {report.seconds:.0f} s on {plain.md(report.device)}. Each photo is corrupted at the model's "
+        f"input size ({report.image_size} px) with the constants of the reference code, which were set for 224 px: "
+        "at small sizes blurs and snow are relatively stronger. Note: " + "; ".join(report.notes) + "."
+    )
+    teaching.explain("robustness")
+
+
+def _offer_pair(run, runs: list) -> None:
+    """For an instructor: runs of the same dataset and size not measured yet, to measure beside this one."""
+    size = run.train_config.image_size
+    candidates = [
+        other
+        for other in runs
+        if other.run_id != run.run_id
+        and other.dataset_fingerprint == run.dataset_fingerprint
+        and other.train_config.image_size == size
+        and report_of(other) is None
+        and other.has_analysis
+    ]
+    if not candidates:
+        st.caption(
+            "To compare, train the same settings another way (with and without augmentation, say) and measure that "
+            "run too: it appears here beside this one."
+        )
+        return
+    labels = {other.run_id: common.run_label(other) for other in candidates}
+    picked = st.selectbox(
+        "Measure another run of this dataset to compare",
+        list(labels),
+        format_func=labels.get,
+        key="evaluate_robustness_candidate",
+    )
+    other = next(o for o in candidates if o.run_id == picked)
+    refused = why_not(other)
+    if refused:
+        st.caption(refused)
+        return
+    cost = robustness.estimate(other, runs)
+    if st.button(
+        f"Measure it too ({cost.text})", key="evaluate_robustness_measure_other", icon=":material/play_arrow:"
+    ):
+        launch(other, "robustness")
+        st.success(f"Measuring run {other.run_id} in the background; open it here when it is done.")

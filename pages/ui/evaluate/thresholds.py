@@ -1,0 +1,206 @@
+"""Evaluate's "When to answer" tab: answering only when sure at a chosen error level (its threshold, what it did on
+the held-out half of the test photos and over many halvings), and a threshold per class with a slider each and
+the trade-off in words, saved with the run for Predict, the server and the exports."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.results import class_thresholds as per_class
+from core.results import selective
+from core.runs.files import run_files
+from pages.ui import auth, plain
+from pages.ui.run_task import why_not
+
+LEVELS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+SLIDERS_UP_TO = 12  # more classes than this: pick one to set instead of a slider for every class
+
+
+def _stamp(run) -> tuple:
+    """What the figures depend on: the analysis arrays and test-time augmentation's probabilities."""
+    tta = run_files(run).tta
+    return run.analysis_mtime, tta.stat().st_mtime if tta.exists() else 0.0
+
+
+@st.cache_data(show_spinner="Testing thresholds on half the test photos…", max_entries=32)
+def _selective(run_dir: str, stamp: tuple, level: float) -> selective.Selective | None:
+    try:
+        return selective.fit_run(run_dir, level, store=False)
+    except (selective.SelectiveError, FileNotFoundError):
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _probabilities(run_dir: str, stamp: tuple):
+    return per_class.run_probabilities(run_dir)
+
+
+def selective_section(run) -> None:
+    """'At most 5% wrong among the photos answered': the threshold, the held-out half, the spread; or, where no
+    threshold can promise the level, the nearest level that can and what it answers."""
+    st.subheader("Answer only when sure")
+    st.caption(
+        "Pick how many wrong answers you accept among the photos the model answers. Flora finds the confidence "
+        "threshold on half of the test photos (Learn then Test) so that, with probability at least 90%, the error "
+        "among answered photos like these is at most that; the other half, which chose nothing, shows what it did. "
+        "Predict ('answer only when sure') and the model server (`max_error`) use the same threshold."
+    )
+    level = st.select_slider(
+        "At most this share wrong among the photos answered",
+        options=LEVELS,
+        value=selective.DEFAULT_MAX_ERROR,
+        format_func=lambda v: f"{v:.0%}",
+        key="evaluate_max_error",
+    )
+    fitted = _selective(str(run.directory), _stamp(run), level)
+    if fitted is None:
+        st.caption("Too few test photos to calibrate on one half and check on the other.")
+        return
+    held, spread = fitted.held_out, fitted.spread
+    if fitted.threshold is None:
+        near = fitted.nearest
+        text = (
+            f"**No threshold can promise at most {level:.0%} wrong** on this run's photos: with "
+            f"{len(fitted.calibration_confidence)} photos to calibrate on, even its surest answers cannot show it. "
+            "Predict and the server hold every photo back at this level."
+        )
+        if near:
+            there = near["held_out"]
+            text += (
+                f" The nearest level it can promise is **{near['max_error']:.0%}**: answering when the top "
+                f"probability is {near['threshold']:.2f} or more, it answered {there['answered']} of "
+                f"{there['photos']} held-out photos ({there['share_answered']:.0%}), {there['errors']} of them wrong."
+            )
+        else:
+            text += " No level up to 50% can be promised: its confidence does not tell right answers from wrong ones."
+        st.warning(text, icon=":material/block:")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Threshold", f"{fitted.threshold:.3f}", help="Answer when the top probability is at least this.")
+    cols[1].metric("Answered (held-out half)", f"{held.share_answered:.0%}", help=f"{held.answered} of {held.photos}")
+    cols[2].metric(
+        "Wrong among answered",
+        "-" if held.error is None else f"{held.error:.1%}",
+        help=f"{held.errors} of {held.answered}; a true rate of {level:.0%} gives up to {held.allowed_errors} in 95% "
+        "of counts this size",
+    )
+    if spread is not None:
+        cols[3].metric(
+            f"Over {spread.splits} halvings",
+            "-" if spread.error_mean is None else f"{spread.error_mean:.1%} ± {spread.error_sd or 0:.1%}",
+            help=f"The error among answers when the halving is drawn again; answered {spread.share_mean:.0%} on "
+            "average",
+        )
+        if spread.error_mean is not None:
+            st.caption(
+                f"Over {spread.splits} random halvings of the test photos, the error among answers on the half that "
+                f"chose nothing was {spread.error_low:.1%}–{spread.error_high:.1%} (95% of halvings) and at most "
+                f"{level:.0%} in {spread.within_level:.0%} of them; the share answered {spread.share_low:.0%}–"
+                f"{spread.share_high:.0%}. The promise is about photos like the test photos taken together; a "
+                "half's own count also moves by chance."
+            )
+
+
+def _curve_chart(rows: list[per_class.ClassAnswers], threshold: float, name: str) -> alt.LayerChart:
+    frame = pd.DataFrame(
+        [{"threshold": r.threshold, "figure": "precision", "value": r.precision} for r in rows]
+        + [{"threshold": r.threshold, "figure": "recall", "value": r.recall} for r in rows]
+    ).dropna()
+    lines = (
+        alt.Chart(frame)
+        .mark_line()
+        .encode(
+            x=alt.X("threshold:Q", title=f"threshold for {plain.chart(name)}"),
+            y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title=None),
+            color=alt.Color("figure:N", title=None),
+            tooltip=["figure", alt.Tooltip("threshold:Q", format=".2f"), alt.Tooltip("value:Q", format=".1%")],
+        )
+    )
+    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(strokeDash=[4, 3]).encode(x="threshold:Q")
+    return (lines + rule).properties(height=180)
+
+
+def class_thresholds_section(run) -> None:
+    """A slider per class over its confidence threshold with the trade-off in words, saved with the run."""
+    st.subheader("A threshold per class")
+    try:
+        probabilities, labels, classes = _probabilities(str(run.directory), _stamp(run))
+    except FileNotFoundError:
+        st.caption("The thresholds need the run's analysis (see above).")
+        return
+    example = plain.md(classes[0])
+    st.caption(
+        f"An answer '{example}' is given only when the model gives {example} at least its threshold. Moving a slider "
+        "up makes that class's answers right more often (precision) and finds fewer of its photos (recall). Figures "
+        "on the test photos, with the probabilities Predict shows; the photos that judge a threshold also helped pick "
+        "it, so on new photos expect a little less."
+    )
+    saved = per_class.load(run.directory)
+    key = f"evaluate_thresholds_{run.run_id}"
+    if key not in st.session_state:
+        st.session_state[key] = dict(saved)
+    chosen: dict[str, float] = st.session_state[key]
+    if len(classes) <= SLIDERS_UP_TO:
+        shown = classes
+    else:
+        shown = [st.selectbox("Class", classes, key="evaluate_threshold_class", help="Pick a class to set.")]
+    for name in shown:
+        c = classes.index(name)
+        value = st.slider(
+            f"Threshold for {plain.md(name)}",
+            0.0,
+            0.99,
+            float(chosen.get(name, 0.0)),
+            0.01,
+            key=f"evaluate_threshold_{run.run_id}_{c}",
+        )
+        chosen[name] = value
+        counts = per_class.class_answers(probabilities, labels, c, value)
+        st.markdown(per_class.words(plain.md(name), counts))
+        if len(shown) == 1:
+            st.altair_chart(_curve_chart(per_class.curve(probabilities, labels, c), value, name), width="stretch")
+    table = pd.DataFrame(per_class.table(probabilities, labels, classes, chosen))
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="evaluate_thresholds_table",
+        column_config={
+            name: st.column_config.NumberColumn(format="%.3f")
+            for name in ("threshold", "precision", "recall", "precision without", "recall without")
+        },
+    )
+    kept = {k: v for k, v in chosen.items() if v > 0}
+    if kept == saved:
+        st.caption(
+            "Saved with the run: "
+            + (", ".join(f"{plain.md(k)} {v:.2f}" for k, v in saved.items()) or "none")
+            + ". Predict, the model server and the exports hold back answers under them."
+        )
+    refused = why_not(run)
+    if refused:
+        st.caption(f":material/visibility: {refused}")
+        return
+    cols = st.columns(2)
+    if cols[0].button(
+        "Save these thresholds with the run",
+        key="evaluate_thresholds_save",
+        icon=":material/save:",
+        disabled=kept == saved,
+    ):
+        stored = per_class.save(run.directory, kept, classes, by=auth.current_user().id)
+        st.success(
+            "Saved: "
+            + (", ".join(f"{plain.md(k)} {v:.2f}" for k, v in stored.items()) or "no threshold (every answer given)")
+            + ". Predict, the model server and new exports use them now.",
+            icon=":material/check_circle:",
+        )
+    if saved and cols[1].button(
+        "Remove the saved thresholds", key="evaluate_thresholds_clear", icon=":material/delete:"
+    ):
+        per_class.save(run.directory, {}, classes, by=auth.current_user().id)
+        st.session_state[key] = {}
+        for c in range(len(classes)):  # the sliders start again from no threshold
+            st.session_state.pop(f"evaluate_threshold_{run.run_id}_{c}", None)
+        st.rerun()

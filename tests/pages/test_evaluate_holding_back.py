@@ -1,0 +1,114 @@
+"""Evaluate's new tabs and Predict's "answer only when sure", as a person uses them: a slider per class with the
+trade-off in words, saved and then holding back Predict's answers; the level's threshold or the honest 'no
+threshold'; robustness measured and shown beside another run; the model card with the run's metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.results import class_thresholds, robustness, selective
+from core.results.evaluation.metrics import Evaluation
+from core.runs.store import RunStore
+from pages.ui.navigation import page_file
+from tests.conftest import copy_run
+from tests.pages.conftest import texts
+
+
+@pytest.fixture
+def models(workspace, tmp_path):
+    """A copy of the workspace's models (these tests save thresholds and reports into the run)."""
+    root = tmp_path / "models"
+    copy_run(workspace["models"], root)
+    return root
+
+
+def _tab(app, tab: str, models):
+    at = app("evaluate", models_dir=models)
+    at.session_state["evaluate_tab"] = tab
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_a_slider_per_class_says_the_trade_off_and_saving_holds_back_predict(app, workspace, models):
+    run = RunStore(models).get(workspace["run_id"])
+    probabilities, labels, classes = class_thresholds.run_probabilities(run.directory)
+    at = _tab(app, "When to answer", models)
+    sliders = [s for s in at.slider if s.key and s.key.startswith(f"evaluate_threshold_{run.run_id}_")]
+    assert len(sliders) == len(classes)  # a slider for each class
+    assert f"An answer '{classes[0]}' is given only when the model gives {classes[0]} at least" in texts(at)
+    at.slider(key=f"evaluate_threshold_{run.run_id}_0").set_value(0.9).run()
+    expected = class_thresholds.words(classes[0], class_thresholds.class_answers(probabilities, labels, 0, 0.9))
+    assert expected in texts(at)
+    at.button(key="evaluate_thresholds_save").click().run()
+    assert class_thresholds.load(run.directory) == {classes[0]: 0.9}
+    assert "Saved: " in texts(at)
+
+    at.switch_page(page_file("predict")).run()
+    photo = next(p for p in sorted((workspace["dataset"] / classes[0]).iterdir()))
+    at.file_uploader(key="predict_upload").set_value(("p.png", photo.read_bytes(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    answered = "Most likely **" in shown
+    held = f"for {classes[0]} is under its saved threshold of 0.90" in shown
+    assert answered != held  # either given, or held back by the saved threshold with its reason
+
+
+def test_the_level_gives_its_threshold_or_says_none_can_promise_it(app, workspace, models):
+    run = RunStore(models).get(workspace["run_id"])
+    at = _tab(app, "When to answer", models)
+    at.select_slider(key="evaluate_max_error").set_value(0.3).run()
+    fitted = selective.fit_run(run.directory, 0.3, store=False)
+    shown = texts(at)
+    if fitted.threshold is None:
+        assert "No threshold can promise at most 30% wrong" in shown
+    else:
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Threshold"] == f"{fitted.threshold:.3f}"
+        assert metrics["Answered (held-out half)"] == f"{fitted.held_out.share_answered:.0%}"
+
+
+def test_predict_answers_only_when_sure(app, workspace, models):
+    run = RunStore(models).get(workspace["run_id"])
+    at = app("predict", models_dir=models)
+    photos = sorted((workspace["dataset"] / "green").iterdir())[:5]
+    at.file_uploader(key="predict_upload").set_value(
+        [(f"g{i}.png", p.read_bytes(), "image/png") for i, p in enumerate(photos)]
+    ).run()
+    at.toggle(key="predict_only_sure").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    fitted = selective.run_selective(run.directory)
+    threshold = fitted.threshold_at(selective.DEFAULT_MAX_ERROR)
+    shown = texts(at)
+    if threshold is None:  # the tiny run's 9 test photos cannot show 5%: said, and every photo held back
+        assert "No threshold can promise at most 5% wrong" in shown
+        assert "**Held back**: no threshold can promise at most 5% wrong" in shown
+    else:
+        assert f"Answers when its top probability is **{threshold:.1%}** or more" in shown
+    table = next(frame.value for frame in at.dataframe if "answered" in frame.value.columns)
+    assert len(table) == 5 and (threshold is not None or not table["answered"].any())
+
+
+def test_robustness_says_its_cost_then_shows_the_drop_beside_another_run(app, workspace, models):
+    run = RunStore(models).get(workspace["run_id"])
+    at = _tab(app, "Robustness", models)
+    assert "**Cost before it starts**: " in texts(at) and "76 passes" in texts(at)
+    assert at.button(key="evaluate_robustness_start").label == "Measure robustness"
+    report = robustness.measure(run, workspace["data"], limit=4)
+    twin = copy_run(run.directory, models / "twin-run")  # the same model under another id: a second run to compare
+    robustness.save(robustness.RobustnessReport(**{**report.__dict__, "run_id": "twin-run"}), twin)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Clean accuracy"] == f"{report.clean_accuracy:.3f}" and metrics["mCE"] == f"{report.mce:.1%}"
+    assert report.words() in texts(at)
+    at.selectbox(key="evaluate_robustness_other").set_value("twin-run").run()
+    assert "this run's corruption errors are **1.00x** theirs" in texts(at)
+
+
+def test_the_model_card_tab_shows_the_runs_metrics(app, workspace, models):
+    at = _tab(app, "Model card", models)
+    accuracy = Evaluation.load(models / workspace["run_id"]).accuracy()
+    assert any(m.value.startswith(f"# Model card: flora-{workspace['run_id']}") for m in at.markdown)
+    assert any(f"value: {accuracy}" in code.value for code in at.code)
+    assert at.get("download_button")

@@ -1,0 +1,132 @@
+"""Out of distribution: foreign images (noise, flat images, drawings, other photos) are flagged far more often
+than the test split's photos; every detector is measured and the best on the selection set is used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.results.probabilities.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
+from core.results.probabilities.reference import Reference, compute_reference, ensure_reference
+from core.runs.store import RunStore
+from tests.conftest import copy_run
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ood") / "models"
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
+    return RunStore(root).get(trained_run["run_id"]), trained_run["data_root"]
+
+
+def test_foreign_images_are_flagged_far_more_than_test_photos(run_copy):
+    run, data_root = run_copy
+    reference = compute_reference(run, data_root)
+    evidence = reference.detector.evidence
+    for method, figures in evidence.items():
+        print(
+            f"{method}: test flagged {figures['test_flagged']:.1%}, "
+            f"foreign flagged {figures['foreign_flagged_all']:.1%} {figures['foreign_flagged']}, "
+            f"AUROC {figures['auroc_test_vs_foreign']:.3f}"
+        )
+    chosen = evidence[reference.detector.method]
+    assert chosen["foreign_flagged_all"] >= chosen["test_flagged"] + 0.4
+    assert chosen["selection_caught"] == max(e["selection_caught"] for e in evidence.values())
+    assert 0.9 <= 1 - chosen["val_flagged"] <= 1.0  # the threshold lets about 95 % of validation photos pass
+
+
+def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(run_copy):
+    """Training fits the reference from the features and logits it already has (KnownOutputs): the same detector
+    and baselines as a pass of every photo through the served graph, within float16 rounding."""
+    from core.results.probabilities.reference import KnownOutputs
+    from core.runs.analysis import RunAnalysis
+
+    run, data_root = run_copy
+    analysis = RunAnalysis.load(run.directory)
+    known = KnownOutputs(
+        val=(analysis.val.features, analysis.val.logits), test=(analysis.test.features, analysis.test.logits)
+    )
+    reused, passed = compute_reference(run, data_root, known=known), compute_reference(run, data_root)
+    assert reused.detector.method == passed.detector.method
+    assert reused.detector.thresholds == pytest.approx(passed.detector.thresholds, rel=0.05, abs=0.05)
+    np.testing.assert_allclose(reused.val_confidence, passed.val_confidence, atol=0.02)
+    assert (reused.val_predicted == passed.val_predicted).mean() >= 0.95
+    wrong_length = KnownOutputs(val=(analysis.val.features[:1], analysis.val.logits[:1]))
+    assert wrong_length.split("val", len(analysis.val.labels)) is None  # not the split's photos: passed again
+
+
+def test_the_reference_is_stored_once_and_loaded_back(run_copy):
+    run, data_root = run_copy
+    first = ensure_reference(run, data_root)
+    loaded = Reference.load(run.directory)
+    assert loaded is not None and loaded.detector.method == first.detector.method
+    assert loaded.detector.thresholds == pytest.approx(first.detector.thresholds)
+    assert loaded.val_projection.shape[1] <= 64 and len(loaded.train_counts) == len(run.classes)
+
+
+def test_threshold_passes_95_percent_and_energy_orders_confidence():
+    scores = np.arange(1000, dtype=float)
+    assert np.mean(scores <= threshold_for(scores)) == pytest.approx(IN_DISTRIBUTION_PASS, abs=0.002)
+    sure, unsure = np.array([[10.0, 0.0, 0.0]]), np.array([[0.1, 0.0, 0.05]])
+    assert energy_score(sure)[0] < energy_score(unsure)[0]
+
+
+def _detector(method: str, caught: float | None) -> OODDetector:
+    evidence = {
+        "energy": {
+            "test_flagged": 0.077,
+            "foreign_flagged": {"noise": 0.0, "photos": 0.0},
+            "auroc_test_vs_foreign": 0.41,
+        },
+        "mahalanobis": {"test_flagged": 0.046, "foreign_flagged": {"noise": 0.92, "photos": 0.04}},
+    }
+    evidence["mahalanobis"]["foreign_flagged_all"] = caught
+    evidence["mahalanobis"]["auroc_test_vs_foreign"] = 0.71
+    evidence["energy"]["foreign_flagged_all"] = 0.0
+    return OODDetector(method, {"energy": 0.0, "mahalanobis": 1.0}, None, evidence)
+
+
+def test_the_summary_says_in_words_how_far_to_trust_the_flag():
+    weak = _detector("mahalanobis", 0.32)
+    assert weak.weak
+    text = weak.summary()
+    assert "distance of the ResNet features" in text and "picked over the energy of the logits" in text
+    assert "AUROC 0.71 against 0.41" in text
+    assert "caught 32% of images from elsewhere that it was tried on (noise 92%, other photos 4%)" in text
+    assert "wrongly flags 5% of the run's test photos" in text and "0.50 a coin toss" in text
+    assert "lets most of those images through" in text
+    strong = _detector("mahalanobis", 0.9)
+    assert (
+        not strong.weak and "lets most" not in strong.summary() and "90% of images from elsewhere" in strong.summary()
+    )
+    unmeasured = OODDetector("energy", {"energy": 0.0, "mahalanobis": 1.0}, None, {})
+    assert unmeasured.weak and "not measured" in unmeasured.summary()
+
+
+def test_a_real_reference_summary_quotes_its_own_evidence(run_copy):
+    run, data_root = run_copy
+    detector = ensure_reference(run, data_root).detector
+    chosen = detector.evidence[detector.method]
+    assert f"{chosen['test_flagged']:.0%} of the run's test photos" in detector.summary()
+    assert f"{chosen['foreign_flagged_all']:.0%} of images from elsewhere" in detector.summary()
+
+
+def test_the_distance_to_the_nearest_class_is_the_textbook_one_for_every_row():
+    """The expanded form (two matrix products for all classes) against scipy's Mahalanobis per row and class,
+    classes without training rows never the nearest."""
+    from scipy.spatial.distance import mahalanobis
+
+    from core.results.probabilities.ood import Mahalanobis, Projection
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(300, 24)).astype(np.float32)
+    labels = rng.integers(0, 7, size=300)
+    labels[labels == 3] = 4  # class 3 has no training rows
+    projection = Projection.fit(features, 8)
+    detector = Mahalanobis.fit(features, labels, projection)
+    queries = rng.normal(size=(40, 24)).astype(np.float32)
+    z = projection(queries).astype(np.float64)
+    present = [c for c in range(len(detector.means)) if np.all(np.isfinite(detector.means[c]))]
+    assert 3 not in present
+    expected = [min(mahalanobis(row, detector.means[c], detector.precision) ** 2 for c in present) for row in z]
+    np.testing.assert_allclose(detector(queries), expected, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,63 @@
+"""A threshold per class: its answers' precision and recall equal scikit-learn's precision-recall curve of that
+class's one-vs-rest score, the words count what the figures count, and saved thresholds hold back answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.results import class_thresholds as ct
+from core.runs.analysis import softmax
+from core.runs.files import run_files
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def _draw(n=400, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    p = softmax(rng.normal(size=(n, classes)) * 2.5)
+    labels = np.array([rng.choice(classes, p=row) for row in p])
+    return p, labels
+
+
+@pytest.mark.parametrize("c", [0, 1, 3])
+def test_curve_equals_sklearns_precision_recall_curve(c):
+    from sklearn.metrics import precision_recall_curve
+
+    p, labels = _draw(seed=c)
+    # the class's answers: photos whose top class is c, scored by that top probability (others never answer c)
+    score = np.where(p.argmax(axis=1) == c, p.max(axis=1), 0.0)
+    precision, recall, cuts = precision_recall_curve(labels == c, score)
+    checked = 0
+    for at in ct.curve(p, labels, c):
+        if at.threshold <= 0 or at.threshold > cuts[-1]:
+            continue
+        i = np.searchsorted(cuts, at.threshold, side="left")  # score >= t  <=>  score >= the next score cut
+        assert at.precision == pytest.approx(precision[i]) and at.recall == pytest.approx(recall[i])
+        checked += 1
+    assert checked >= 30
+
+
+def test_words_count_what_the_figures_count():
+    p = np.array([[0.8, 0.2], [0.75, 0.25], [0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
+    labels = np.array([0, 0, 1, 0, 1])
+    at = ct.class_answers(p, labels, 0, 0.7)
+    assert (at.answers, at.right, at.photos) == (3, 2, 3)
+    assert ct.words("tulip", at) == "at 0.70: 2 of 3 'tulip' answers right, 2 of 3 'tulip' photos found"
+    assert ct.words("rose", ct.class_answers(p, labels, 1, 0.99)).startswith("at 0.99: no photo answered 'rose'")
+
+
+def test_saved_thresholds_hold_back_and_are_checked(tmp_path):
+    saved = ct.save(tmp_path, {"tulip": 0.7, "rose": 0.0}, ["rose", "tulip"], by="ana")
+    assert saved == {"tulip": 0.7} and ct.load(tmp_path) == {"tulip": 0.7}
+    assert json.loads(run_files(tmp_path).class_thresholds.read_text())["saved_by"] == "ana"
+    assert ct.decision(saved, "tulip", 0.75) == (True, None)
+    answered, why = ct.decision(saved, "tulip", 0.62)
+    assert not answered and why == "62.0% for tulip is under its saved threshold of 0.70"
+    assert ct.decision(saved, "rose", 0.3) == (True, None)
+    with pytest.raises(ct.ThresholdError, match="unknown class"):
+        ct.check({"daisy": 0.5}, ["rose"])
+    with pytest.raises(ct.ThresholdError, match="below 1"):
+        ct.check({"rose": 1.0}, ["rose"])

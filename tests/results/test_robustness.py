@@ -1,0 +1,115 @@
+"""Robustness: the 15 corruptions at 5 severities keep each image's shape, repeat exactly for a seed, grow with
+severity; brightness equals the standard library's HSV, defocus a direct convolution with the disk; a run's report
+has every corruption and severity, and its figures recount."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+
+import numpy as np
+import pytest
+
+from core.results import corruptions as cr
+from core.results import robustness
+from core.runs.store import RunStore
+from tests.conftest import copy_run
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def _photo(side: int = 48, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side] / side
+    image = np.stack([120 + 80 * np.sin(6 * x), 100 + 90 * y, 60 + 50 * np.cos(4 * x * y)], axis=-1)
+    return np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", cr.CORRUPTIONS)
+def test_each_corruption_keeps_the_shape_repeats_for_a_seed_and_grows_with_severity(name):
+    image = _photo()
+    changes, unlike = [], []
+    for severity in cr.SEVERITIES:
+        out = cr.corrupt(image, name, severity, np.random.default_rng(5))
+        again = cr.corrupt(image, name, severity, np.random.default_rng(5))
+        assert out.shape == image.shape and out.dtype == np.uint8
+        np.testing.assert_array_equal(out, again)
+        changes.append(np.abs(out.astype(float) - image).mean())
+        unlike.append(1 - np.corrcoef(out.ravel().astype(float), image.ravel().astype(float))[0, 1])
+    assert changes[0] > 0.1  # every severity changes the picture
+    # the strongest changes it more than the mildest: its pixels, or how much of the picture is left (frost)
+    assert changes[-1] > changes[0] or unlike[-1] > unlike[0]
+
+
+def test_brightness_is_the_standard_librarys_hsv():
+    image = _photo(32, seed=1)
+    out = cr.corrupt(image, "brightness", 3, np.random.default_rng(0))
+    expected = np.empty(image.shape)
+    for (i, j), _ in np.ndenumerate(image[..., 0]):
+        h, s, v = colorsys.rgb_to_hsv(*(image[i, j] / 255.0))
+        expected[i, j] = colorsys.hsv_to_rgb(h, s, min(1.0, v + 0.3))
+    assert np.abs(out.astype(float) - np.uint8(np.clip(expected, 0, 1) * 255)).max() <= 1
+
+
+def test_defocus_is_a_convolution_with_the_antialiased_disk():
+    from scipy.ndimage import correlate
+
+    image = _photo(40, seed=2)
+    out = cr.corrupt(image, "defocus_blur", 2, np.random.default_rng(0))
+    kernel = cr._disk(4, 0.5)
+    expected = np.stack([correlate(image[..., c] / 255.0, kernel, mode="mirror") for c in range(3)], axis=-1)
+    assert np.abs(out.astype(float) - np.uint8(np.clip(expected, 0, 1) * 255)).max() <= 1
+
+
+def test_requests_are_checked():
+    with pytest.raises(ValueError, match="corruption must be one of"):
+        cr.corrupt(_photo(), "rain", 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="severity must be 1-5"):
+        cr.corrupt(_photo(), "fog", 6, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="at least 32 pixels"):
+        cr.corrupt(_photo()[:20], "fog", 1, np.random.default_rng(0))
+
+
+def test_a_sample_keeps_every_class():
+    labels = np.repeat([0, 1, 2], [300, 90, 10])
+    rows = robustness.sample(labels, 50)
+    assert len(rows) <= 50 and set(labels[rows]) == {0, 1, 2} and np.all(np.diff(rows) > 0)
+
+
+def _report(clean: float, corrupted: float) -> robustness.RobustnessReport:
+    return robustness.RobustnessReport(
+        run_id="r", classes=["a", "b"], image_size=64, photos=10, test_photos=10, photos_digest="d",
+        clean_accuracy=clean, accuracy={c: [corrupted] * 5 for c in cr.CORRUPTIONS}, seconds=1.0,
+        seconds_per_pass=0.01, device="cpu", created=0.0,
+    )  # fmt: skip
+
+
+def test_the_sentence_says_which_side_of_the_clean_error_in_points():
+    assert "(mean corruption error 40%, 10 points above the clean error)" in _report(0.7, 0.6).words()
+    assert "1 point below the clean error" in _report(0.5, 0.51).words()  # a weak model can gain from noise
+    assert "about the same as the clean error" in _report(0.5, 0.502).words()
+
+
+def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_run, tmp_path, capsys):
+    from core import cli
+
+    root = tmp_path / "models"
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
+    run = RunStore(root).get(trained_run["run_id"])
+    cost = robustness.estimate(run, [run])
+    assert cost.passes == cost.photos * 76 and "nothing was measured on this device yet" in cost.text
+    seen = []
+    report = robustness.measure(run, trained_run["data_root"], lambda s, d, t: seen.append((s, d, t)), limit=6)
+    assert report.photos == 6 and len(report.accuracy) == 15 and all(len(v) == 5 for v in report.accuracy.values())
+    assert seen[-1] == ("done", 75, 75)
+    row = report.rows()[0]
+    assert row["drop"] == pytest.approx(report.clean_accuracy - np.mean(report.accuracy[row["corruption"]]))
+    assert report.mce == pytest.approx(np.mean([1 - np.mean(v) for v in report.accuracy.values()]))
+    assert "earlier measurement" in robustness.estimate(run, [run]).how  # priced from this one next time
+    assert report.against(report)["mce"] in (None, pytest.approx(1.0))
+    code = cli.main(["robustness", run.run_id, "--photos", "6", "--models-dir", str(root), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["corruptions"] == list(cr.CORRUPTIONS) and out["accuracy"] == report.accuracy
+    other = robustness.RobustnessReport(**{**report.__dict__, "photos_digest": "another"})
+    with pytest.raises(ValueError, match="not measured on the same test photos"):
+        report.against(other)

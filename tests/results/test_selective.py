@@ -1,0 +1,180 @@
+"""Answer only when sure: the same p-values and fixed-sequence test as MAPIE's risk control, a promise that holds
+over many draws of a model as sure as it should be, the nearest level where a strict one has no threshold, and a
+run's stored threshold."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from core.results import learn_then_test as ltt
+from core.results import selective as sel
+from core.runs.files import run_files
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def _draw(n: int, seed: int, low: float = 0.3, power: float = 2.0):
+    """Confidences and whether each answer is right, drawn so that a photo at confidence c is right with chance
+    c**power (the error falls as confidence rises, as for a useful model; below 1, a model surer than its figures)."""
+    rng = np.random.default_rng(seed)
+    confidence = rng.uniform(low, 1.0, size=n)
+    return confidence, rng.uniform(size=n) < confidence**power
+
+
+def test_p_values_are_mapies_binary_bentkus_values_where_its_rounding_is_exact():
+    methods = pytest.importorskip("mapie.risk_control.methods")
+    confidence, correct = _draw(800, seed=1)
+    grid = ltt.GRID[::7]
+    answered, errors = ltt.counts(confidence, correct, grid)
+    keep = answered > 0
+    r_hat = errors[keep] / answered[keep]
+    # MAPIE takes ceil(n * r_hat): where float rounding puts that above the count, its p-value is one error worse
+    exact = np.ceil(answered[keep] * r_hat) == errors[keep]
+    assert exact.mean() > 0.5
+    for alpha in (0.05, 0.1, 0.2):
+        ours = ltt.p_values(confidence, correct, grid, alpha)[keep]
+        theirs = methods.compute_hoeffding_bentkus_p_value(r_hat, answered[keep].astype(float), alpha, binary=True)
+        np.testing.assert_allclose(ours[exact], theirs[exact, 0], rtol=1e-9, atol=1e-12)
+        assert np.all(theirs[~exact, 0] >= ours[~exact] - 1e-12)  # the rounding only ever makes MAPIE's stricter
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
+def test_fixed_sequence_matches_mapies_fwer_control_and_its_controller(alpha):
+    fwer = pytest.importorskip("mapie.risk_control.fwer_control")
+    risk_control = pytest.importorskip("mapie.risk_control")
+    confidence, correct = _draw(1500, seed=int(alpha * 100), low=0.5, power=0.5)
+    val = _draw(400, seed=99, low=0.5, power=0.5)
+    start = ltt.sequence_start(*val, len(confidence), alpha, ltt.GRID)
+    tested = ltt.GRID[: start + 1][::-1]
+    p = ltt.p_values(confidence, correct, tested, alpha)
+    rejected = fwer.control_fwer(p, ltt.DELTA, fwer_method="fixed_sequence")
+    ours = ltt.learn_then_test(confidence, correct, val, alpha)
+    if len(rejected):
+        assert ours == pytest.approx(tested[max(rejected)])
+    else:
+        assert ours is None
+    # MAPIE's controller end to end on the same thresholds (precision of 'answered' = 1 - the error among answers)
+    controller = risk_control.BinaryClassificationController(
+        predict_function=lambda rows: np.c_[1 - confidence[rows[:, 0]], confidence[rows[:, 0]]],
+        risk="precision",
+        target_level=1 - alpha,
+        confidence_level=1 - ltt.DELTA,
+        list_predict_params=ltt.GRID[: start + 1],
+        fwer_method="fixed_sequence",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its monotonicity check on a drawn (noisy) error curve
+        controller.calibrate(np.arange(len(confidence))[:, None], correct.astype(int))
+    theirs = controller.best_predict_param
+    assert ours is not None  # 1,500 photos: every level has a threshold
+    # its p-values round one error up at some thresholds (above), so it answers what ours does or a little less (and
+    # among thresholds that answer the same photos it may name another)
+    assert theirs is not None
+    ours_answer, theirs_answer = (confidence >= ours).sum(), (confidence >= theirs).sum()
+    assert 0.9 * ours_answer <= theirs_answer <= ours_answer
+
+
+def test_the_promise_holds_over_many_draws():
+    """With probability at least 90% the error among answers (counted on a large fresh sample) is at most the level;
+    a draw without a threshold answers nothing, which breaks no promise."""
+    alpha, broken, found = 0.1, 0, 0
+    fresh_conf, fresh_correct = _draw(200_000, seed=12345, power=0.5)
+    for seed in range(200):
+        confidence, correct = _draw(300, seed=seed, power=0.5)
+        threshold = ltt.learn_then_test(confidence, correct, _draw(200, seed=10_000 + seed, power=0.5), alpha)
+        if threshold is None:
+            continue
+        found += 1
+        answered = fresh_conf >= threshold
+        broken += (~fresh_correct[answered]).mean() > alpha
+    assert found > 80  # 150 calibration photos of a middling model: about half the draws find a threshold
+    assert broken / 200 <= ltt.DELTA
+
+
+def test_no_threshold_says_the_nearest_level_and_its_share():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, size=200)
+    correct = rng.uniform(size=200) < 0.85  # 15% wrong whatever the confidence: no threshold gives 1%
+    fitted = sel.fit(
+        np.c_[confidence, 1 - confidence],
+        np.where(correct, 0, 1),
+        [f"p{i}.jpg" for i in range(200)],
+        ["a", "b"],
+        np.c_[confidence[:80], 1 - confidence[:80]],
+        np.where(correct[:80], 0, 1),
+        max_error=0.01,
+        spread_splits=20,
+    )
+    assert fitted.threshold is None
+    assert not any(photo["answered"] for photo in fitted.photos)
+    assert fitted.nearest is not None and fitted.nearest["max_error"] > 0.01
+    assert fitted.nearest["held_out"]["share_answered"] > 0
+    answered, why = sel.decision(fitted, 0.99, 0.01)
+    assert not answered and "no threshold can promise at most 1% wrong" in why
+    assert f"{fitted.nearest['max_error']:.0%} wrong" in why
+
+
+def test_fit_reports_held_out_photos_that_recount():
+    confidence, correct = _draw(600, seed=4, low=0.5, power=0.5)
+    labels = np.zeros(600, dtype=int)
+    probabilities = np.c_[confidence, 1 - confidence]
+    labels[~correct] = 1  # the top class (0) is wrong exactly where the draw says
+    paths = [f"{i}.jpg" for i in range(600)]
+    fitted = sel.fit(probabilities, labels, paths, ["a", "b"], probabilities[:100], labels[:100], 0.2)
+    rows = fitted.photos
+    assert len(rows) == 300 and {"path", "label", "prediction", "answered"} <= set(rows[0])
+    answered = [r for r in rows if r["answered"]]
+    wrong = sum(r["label"] != r["prediction"] for r in answered)
+    assert fitted.held_out.answered == len(answered) > 0 and fitted.held_out.errors == wrong
+    assert wrong <= fitted.held_out.allowed_errors
+    assert fitted.spread is not None and 0 < fitted.spread.share_mean <= 1
+    again = sel.Selective.from_dict(fitted.to_dict())
+    assert again.threshold == fitted.threshold and again.threshold_at(0.2) == fitted.threshold
+    assert again.threshold_at(0.3) <= fitted.threshold  # a looser level answers at least as much
+
+
+def test_levels_are_checked_and_percentages_read():
+    assert sel.check_max_error(5) == 0.05 and sel.check_max_error(0.2) == 0.2
+    with pytest.raises(sel.SelectiveError, match=r"0\.01-0\.50"):
+        sel.check_max_error(0.001)
+    assert ltt.fewest_answers(0.05) == math.ceil(math.log(0.1) / math.log(0.95)) == 45
+
+
+def test_run_selective_is_stored_and_used(trained_run, tmp_path):
+    from tests.conftest import copy_run
+
+    run_dir = copy_run(trained_run["models_root"] / trained_run["run_id"], tmp_path / "run")
+    fitted = sel.run_selective(run_dir)
+    assert fitted is not None and run_files(run_dir).selective.exists()
+    assert sel.load(run_dir).held_out == fitted.held_out
+    answered, why = sel.decision(fitted, 0.0, 0.2)
+    assert not answered and why
+
+
+@pytest.mark.slow
+def test_core_calibrate_max_error_lists_photos_that_recount(flower_run):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    command = [sys.executable, "-m", "core", "calibrate", flower_run["run_id"], "--max-error", "0.2", "--json"]
+    command += ["--models-dir", str(flower_run["models_root"]), "--data-dir", str(flower_run["data_root"])]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)["selective"]
+    photos = report["photos"]
+    assert photos and {"path", "label", "prediction", "answered"} <= set(photos[0])
+    answered = [p for p in photos if p["answered"]]
+    wrong = sum(p["label"] != p["prediction"] for p in answered)
+    assert report["held_out"]["answered"] == len(answered) and report["held_out"]["errors"] == wrong
+    if report["threshold"] is None:
+        assert not answered and report["nearest"] is not None
+    else:
+        assert wrong <= report["held_out"]["allowed_errors"]  # within the slack of a finite count at the level
+        assert all(p["answered"] == (p["confidence"] >= report["threshold"]) for p in photos)

@@ -1,0 +1,163 @@
+"""`core train --track` and `core sweep --track` against a real `mlflow server` on loopback, started by the test
+(its own port, stopped by its pid). The server runs from its own environment (.venv-mlflow, made by
+`make mlflow-server`; .ci/run makes it): the full mlflow package would move pyarrow in Flora's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.bench.server_cpu import free_port
+from tests.conftest import PROJECT_ROOT, make_image_dataset
+
+pytestmark = pytest.mark.slow
+mlflow = pytest.importorskip("mlflow")
+
+
+def mlflow_executable() -> str:
+    for candidate in (os.environ.get("FLORA_MLFLOW_SERVER"), PROJECT_ROOT / ".venv-mlflow" / "bin" / "mlflow"):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    message = "no MLflow server environment: make mlflow-server (builds .venv-mlflow)"
+    if os.environ.get("FLORA_REQUIRE_MLFLOW"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 (SQLite store, artifacts served by it), its process group stopped by pid."""
+    import httpx
+
+    base = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    command = [mlflow_executable(), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}", "--artifacts-destination", str(base / "art")]
+    log = open(base / "server.log", "wb")  # noqa: SIM115 (the server's lifetime)
+    process = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    try:
+        while True:
+            try:
+                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{(base / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and its workers: the group of the pid we started
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        log.close()
+
+
+def _flora(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_tracked_run_shows_in_mlflow_and_its_model_predicts_like_core_predict(mlflow_server, tmp_path):
+    dataset = make_image_dataset(tmp_path / "data" / "petals", {"blue": 12, "red": 12, "green": 12}, seed=3)
+    models = tmp_path / "models"
+    common = ["--models-dir", str(models), "--data-dir", str(tmp_path / "data")]
+    train = ["train", str(dataset), "--image-size", "32", "--weights", "none", "--epochs", "3", "--batch-size", "8"]
+    done = _flora(*train, "--track", mlflow_server, "--json", *common)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = json.loads(done.stdout)["run_id"]
+
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("flora-petals")
+    (found,) = client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{run_id}'")
+    assert found.info.status == "FINISHED"
+    said = json.loads(done.stdout)["mlflow"]
+    assert said["run_id"] == found.info.run_id and said["tracking_uri"] == mlflow_server
+    assert not said["already_logged"] and said["url"].endswith(f"/runs/{found.info.run_id}")
+    assert found.data.params["image_size"] == "32" and found.data.params["weights"] == "none"
+    assert 0.0 <= found.data.metrics["test_accuracy"] <= 1.0 and "test_macro_f1" in found.data.metrics
+    assert found.data.metrics["temperature"] > 0
+    history = client.get_metric_history(found.info.run_id, "val_loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
+    assert {"confusion_matrix.png", "curves.png", "evaluation.json", "metrics.jsonl"} <= artifacts
+
+    photos = sorted((dataset / "red").iterdir())[:3] + sorted((dataset / "blue").iterdir())[:2]
+    expected = _flora("predict", run_id, *map(str, photos), "--json", "--top-k", "3", *common)
+    assert expected.returncode == 0, expected.stderr[-2000:]
+    want = [{t["label"]: t["probability"] for t in r["top"]} for r in json.loads(expected.stdout)["results"]]
+    import pandas as pd
+
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"runs:/{found.info.run_id}/model")
+    answers = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in photos]}))
+    for (_, row), probabilities in zip(answers.iterrows(), want, strict=True):
+        assert row["label"] == max(probabilities, key=probabilities.get)
+        for name, p in probabilities.items():
+            assert row[name] == pytest.approx(p, abs=1e-5)
+    assert np.allclose(answers[["blue", "green", "red"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_cached_run_is_logged_once_when_tracked_later(mlflow_server, tmp_path):
+    dataset = make_image_dataset(tmp_path / "data" / "stems", {"blue": 8, "red": 8}, seed=4)
+    common = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    train = ["train", str(dataset), "--image-size", "32", "--weights", "none", "--epochs", "1", "--json", *common]
+    first = _flora(*train, env={"MLFLOW_TRACKING_URI": ""})
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "mlflow" not in json.loads(first.stdout)
+
+    tracked = _flora(*train, "--track", mlflow_server)  # the same settings: cached, and logged now
+    assert tracked.returncode == 0, tracked.stderr[-3000:]
+    result = json.loads(tracked.stdout)
+    assert result["cached"] and result["mlflow"]["tracking_uri"] == mlflow_server
+    assert result["mlflow"]["already_logged"] is False
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("flora-stems")
+    (found,) = client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{result['run_id']}'")
+    assert found.info.run_id == result["mlflow"]["run_id"] and found.info.status == "FINISHED"
+    assert "test_accuracy" in found.data.metrics
+
+    again = _flora(*train[:-5], "--track", mlflow_server, *common)  # text output: the MLflow run on stderr
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip() == result["run_id"]
+    assert f"already logged to {mlflow_server} as MLflow run {found.info.run_id}" in again.stderr
+    assert len(client.search_runs([experiment.experiment_id], f"tags.`flora.run_id` = '{result['run_id']}'")) == 1
+    status = json.loads((tmp_path / "models" / result["run_id"] / "status.json").read_text())
+    assert status["mlflow"][mlflow_server]["run_id"] == found.info.run_id
+
+
+def test_a_tracked_sweep_logs_its_trials_as_child_runs(mlflow_server, tmp_path):
+    dataset = make_image_dataset(tmp_path / "data" / "sepals", {"blue": 10, "red": 10}, seed=5)
+    common = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    sweep = ["sweep", str(dataset), "--trials", "2", "--image-size", "32", "--weights", "none", "--epochs", "2"]
+    done = _flora(*sweep, "--json", *common, env={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep_id = json.loads(done.stdout)["sweep_id"]
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("flora-sepals")
+    (parent,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`flora.sweep_id` = '{sweep_id}' and tags.`mlflow.runName` = 'sweep " + sweep_id + "'",
+    )
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["mlflow.runName"] for c in children) == ["trial 0", "trial 1"]
+    assert all("val_loss" in c.data.metrics and c.data.params for c in children)
