@@ -29,7 +29,7 @@ import numpy as np
 
 from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row
 from core.data.imaging import load_for_model
-from core.runtimes import engines
+from core.runtimes import engines, onnx_graph
 from core.runtimes.choice import check, measure
 from core.runtimes.engines import KERAS, ONNXRUNTIME, OPENVINO, TITLES
 from core.settings.config import TrainConfig
@@ -72,8 +72,6 @@ def _pixels(photos: list[Path], size: int, batch: int) -> np.ndarray:
 
 
 def _size_rows(size: int, photos: list[Path], batch: int, rounds: int, workdir: Path) -> list[Row]:
-    from core.runtimes import onnx_graph
-
     model = _extractor(size)
     pixels = _pixels(photos, size, batch)
     started = time.perf_counter()

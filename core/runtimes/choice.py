@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from core.device import cpu_name, describe, keras_backend_name
+from core.errors import InvalidInput
 from core.fileio import read_json, write_bytes_atomic, write_json_atomic
 from core.network import backbones
 from core.paths import RUNTIMES_DIRNAME, cache_dir, machine_cache_dir
@@ -57,11 +58,11 @@ def requested(explicit: str | None = None) -> str:
     """The runtime asked for: `explicit`, else $FLORA_RUNTIME, else auto.
 
     Raises:
-        ValueError: not one of CHOICES.
+        InvalidInput: not one of CHOICES.
     """
     value = (explicit or os.environ.get(RUNTIME_ENV) or AUTO).strip().lower()
     if value not in CHOICES:
-        raise ValueError(f"runtime must be one of {CHOICES}. Received: runtime={value!r}")
+        raise InvalidInput(f"runtime must be one of {CHOICES}. Received: runtime={value!r}")
     return value
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import Unavailable
+
 KERAS = "keras"
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
@@ -26,7 +28,7 @@ TITLES = {KERAS: "Keras", ONNXRUNTIME: "ONNX Runtime", OPENVINO: "OpenVINO"}
 _MODULES = {ONNXRUNTIME: "onnxruntime", OPENVINO: "openvino"}
 
 
-class EngineError(RuntimeError):
+class EngineError(Unavailable):
     """A runtime could not load or run the graph; the message says which and why."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.errors import Unavailable
+
 CONVERTER_VERSION = 1  # part of a converted graph's cache key: a change here converts again
 OPSET = 17
 INPUT = "image"
@@ -41,7 +43,7 @@ _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, "caffe" mode
 
 
-class Unsupported(ValueError):
+class Unsupported(Unavailable, ValueError):
     """The model has a layer (or a layer setting) this converter does not write; the caller keeps Keras."""
 
 
