@@ -31,7 +31,7 @@ from core.bench.common import BACKBONE, Row, Scale, photos_of, rate_row
 from core.data.imaging import load_for_model
 from core.runtimes import engines, onnx_graph
 from core.runtimes.choice import check, measure
-from core.runtimes.engines import KERAS, ONNXRUNTIME, OPENVINO, TITLES
+from core.runtimes.names import KERAS, ONNXRUNTIME, OPENVINO, TITLES
 from core.settings.config import TrainConfig
 
 log = logging.getLogger("flora")

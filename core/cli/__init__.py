@@ -22,8 +22,8 @@ from core.device import quiet_tensorflow_where_no_gpu
 from core.errors import EXIT_BUG, Cancelled, FloraError
 from core.paths import models_dir
 from core.runs.store import RunStore
-from core.runtimes.choice import CHOICES as RUNTIME_CHOICES
-from core.runtimes.choice import RUNTIME_ENV
+from core.runtimes.names import CHOICES as RUNTIME_CHOICES
+from core.runtimes.names import RUNTIME_ENV
 
 log = logging.getLogger("flora")
 # Modules with a `register(subparsers, common)`, in the order their commands are listed, and the commands each

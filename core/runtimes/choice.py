@@ -41,12 +41,9 @@ from core.network import backbones
 from core.paths import RUNTIMES_DIRNAME, cache_dir, machine_cache_dir
 from core.paths import runtimes_dir as _runtimes_dir
 from core.runtimes import engines, onnx_graph
-from core.runtimes.engines import KERAS, ONNXRUNTIME, OPENVINO, RUNTIMES, TITLES
+from core.runtimes.names import AUTO, CHOICES, KERAS, ONNXRUNTIME, OPENVINO, RUNTIME_ENV, RUNTIMES, TITLES
 
 log = logging.getLogger("flora")
-RUNTIME_ENV = "FLORA_RUNTIME"
-AUTO = "auto"
-CHOICES = (AUTO, *RUNTIMES)
 TOLERANCE = 1e-4  # largest difference from Keras, relative to the output's largest magnitude
 CHOICE_VERSION = 1
 MEASURE_ROWS = 16  # images per timed batch when choosing (at most the caller's batch)

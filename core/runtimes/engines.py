@@ -19,12 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import Unavailable
+from core.runtimes.names import KERAS, ONNXRUNTIME, OPENVINO, TITLES
 
-KERAS = "keras"
-ONNXRUNTIME = "onnxruntime"
-OPENVINO = "openvino"
-RUNTIMES = (KERAS, ONNXRUNTIME, OPENVINO)
-TITLES = {KERAS: "Keras", ONNXRUNTIME: "ONNX Runtime", OPENVINO: "OpenVINO"}
 _MODULES = {ONNXRUNTIME: "onnxruntime", OPENVINO: "openvino"}
 
 

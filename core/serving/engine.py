@@ -33,7 +33,7 @@ from core.runs.analysis import softmax
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runtimes.choice import Forward, accelerated
-from core.runtimes.engines import KERAS
+from core.runtimes.names import KERAS
 from core.serving.holding_back import hold_back
 from core.serving.log import entropy
 

@@ -42,7 +42,7 @@ from core.network.model import allow_jit
 from core.paths import features_cache_name, features_dir
 from core.progress import CountCallback
 from core.runtimes.choice import Decision, Forward, accelerated, keras_forward
-from core.runtimes.engines import KERAS
+from core.runtimes.names import KERAS
 from core.settings.config import AugmentConfig, canonical_json
 from core.train.batches import ExtractionBatches
 from core.train.distribute import padded_length
