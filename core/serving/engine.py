@@ -23,7 +23,6 @@ import numpy as np
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.errors import InvalidInput, Unavailable
 from core.network import layer_names as names
-from core.paths import cache_dir
 from core.results import class_thresholds, selective
 from core.results.probabilities import conformal, tta
 from core.results.probabilities.calibration import run_temperature
@@ -32,8 +31,7 @@ from core.results.probabilities.reference import Reference, ReferenceUnavailable
 from core.runs.analysis import softmax
 from core.runs.files import run_files
 from core.runs.record import Run
-from core.runtimes.choice import Forward, accelerated
-from core.runtimes.names import KERAS
+from core.serving.graph_runner import GraphRunner
 from core.serving.holding_back import hold_back
 from core.serving.log import entropy
 
@@ -143,8 +141,7 @@ class ServedModel:
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
-        self.through: Forward | None = None  # the runtime that runs the graph (core.runtimes), once prepared
-        self._preparing = threading.Lock()
+        self.runner = GraphRunner(self.model, self.image_size, data_root, run.run_id)
         self.temperature = run_temperature(run)
         self._stamp: tuple = ()
         self._looked = 0.0
@@ -152,8 +149,6 @@ class ServedModel:
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
-        self._compiling = threading.Event()  # set while `warm(background=True)` compiles
-        self.warm_seconds: float | None = None
         if with_reference:
             self.reference = Reference.load(run.directory)
             if self.reference is None and reference_later:
@@ -196,75 +191,26 @@ class ServedModel:
 
     def _fit_reference(self) -> None:
         try:
-            self.reference = ensure_reference(self.run, self.data_root, self.through or self.model)
+            self.reference = ensure_reference(self.run, self.data_root, self.runner.graph)
             self.reference_note = None
         except (ReferenceUnavailable, OSError, ValueError) as e:
             self.reference_note = str(e)
             log.warning("run %s: no out-of-distribution reference: %s", self.run_id, e)
 
     def warm(self, batch_sizes: list[int], background: bool = False) -> None:
-        """Prepare the forward pass for these batch sizes, so no request pays for it.
-
-        First the runtime that will run it is chosen (core.runtimes: ONNX Runtime or OpenVINO on a CPU where
-        they are faster here, checked against Keras); it runs the smallest and largest size once. Where Keras
-        runs it, TensorFlow traces the graph once with the batch dimension left open (every size then reuses it)
-        and runs it once; JAX compiles each size, so each runs once. `background` (a switch): return at once;
-        until the runtime or the compiled graph is ready, `forward` runs the same graph op by op in Keras
-        (slower per batch, but the run answers seconds sooner).
-        """
-        if not background:
-            self._compile(list(batch_sizes))
-            return
-        self._compiling.set()
-        compiling = threading.Thread(target=self._compile, args=(list(batch_sizes),), name=f"warm-{self.run_id}")
-        compiling.daemon = True
-        compiling.start()
-
-    def _compile(self, sizes: list[int]) -> None:
-        started = time.perf_counter()
-        try:
-            forward = self.prepare_runtime(max(sizes))
-            if forward.runtime == KERAS:
-                self._compile_keras(sizes)
-            else:
-                for size in sorted({sizes[0], max(sizes)}):  # the runtime's first call at a shape allocates
-                    forward.run(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
-        finally:
-            self._compiling.clear()
-        self.warm_seconds = time.perf_counter() - started
-
-    def _compile_keras(self, sizes: list[int]) -> None:
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # heavy: the backend's own tracing
-
-            self.model.make_predict_function()
-            spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
-            self.model.predict_function.get_concrete_function([(spec,)])
-            sizes = sizes[:1]
-        for size in sizes:
-            self.model.predict_on_batch(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
-
-    def prepare_runtime(self, batch: int = 32) -> Forward:
-        """The runtime that runs this run's graph from now on (core.runtimes.choice: asked for, or the fastest one
-        measured here, checked against Keras once per graph); until it is ready Keras answers."""
-        with self._preparing:
-            if self.through is None:
-                root = None if self.data_root is None else cache_dir(self.data_root)
-                self.through = accelerated(self.model, cache_root=root, batch=batch)
-                log.info("run %s: %s", self.run_id, self.through.decision.text)
-        return self.through
+        """Choose the runtime and prepare the forward pass for these batch sizes (core.serving.graph_runner);
+        `background` (a switch): return at once, the graph answering op by op until it is ready."""
+        self.runner.warm(batch_sizes, background)
 
     @property
     def fixed_shapes(self) -> bool:
-        """Whether batches must keep the warmed sizes: Keras's compiled graph, yes; the other runtimes take any."""
-        return self.through is None or self.through.runtime == KERAS or self._compiling.is_set()
+        """Whether batches must keep the warmed sizes (Keras's compiled graph); the other runtimes take any."""
+        return self.runner.fixed_shapes
 
     @property
     def runtime(self) -> str | None:
         """Which runtime answers and why, once chosen."""
-        return None if self.through is None else self.through.decision.text
+        return self.runner.runtime
 
     @property
     def ood_method(self) -> str | None:
@@ -309,19 +255,7 @@ class ServedModel:
         return outputs
 
     def _forward_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        import keras
-
-        batch = np.asarray(batch, dtype=np.float32)
-        # A switch's first seconds: the same graph op by op, until the compiled one (or the runtime) is ready.
-        eager = self._compiling.is_set()
-        if not eager:
-            forward = self.through or self.prepare_runtime(len(batch))
-            return dict(zip(names.INFERENCE_OUTPUTS, forward.run(batch), strict=True))
-        outputs = self.model(batch, training=False)
-        return {
-            n: keras.ops.convert_to_numpy(o).astype(np.float32)
-            for n, o in zip(names.INFERENCE_OUTPUTS, outputs, strict=True)
-        }
+        return self.runner(batch)
 
     def check_set_level(self, level: float | None) -> float | None:
         """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none.
