@@ -16,9 +16,11 @@ import numpy as np
 from core.data.imaging import ImageError, load_for_model
 from core.device import describe
 from core.errors import Unavailable
+from core.network import layer_names
 from core.results.probabilities.calibration import rescale, stored_temperature
 from core.runs.files import run_files
 from core.runs.record import Run
+from core.runtimes.choice import accelerated
 from core.settings.config import TrainConfig
 
 Source = str | os.PathLike | bytes | BinaryIO
@@ -63,15 +65,26 @@ class Prediction:
 
 
 class Predictor:
-    """A run's model, loaded once, with the run's classes and input size.
+    """A run's model, loaded once, with the run's classes and input size; `forward.decision` says which runtime
+    runs it and why.
 
     Probabilities are calibrated with the run's temperature (core.results.probabilities.calibration, fitted on the
     validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
     """
 
-    def __init__(self, run: Run, calibrated: bool = True):
+    def __init__(
+        self,
+        run: Run,
+        calibrated: bool = True,
+        runtime: str | None = None,
+        cache_root: str | os.PathLike | None = None,
+    ):
+        """Load `run`'s model; its forward pass runs in `runtime` (core.runtimes.choice: default $FLORA_RUNTIME,
+        else the fastest one measured here), whose converted graph is cached under `cache_root` (`<data>/.cache`).
+        """
         if not run.has_model:
             raise ModelMissing(run.run_id, run.state)
+        from core.network.graph import inference_model  # heavy: keras
         from core.network.model import load_classifier  # heavy: keras (only when a model is really needed)
 
         self.run = run
@@ -82,15 +95,15 @@ class Predictor:
         self.temperature = stored_temperature(run.directory) if calibrated else None
         started = time.perf_counter()
         self.model = load_classifier(run_files(run).model)
+        graph = inference_model(self.model, outputs=(layer_names.PROBABILITIES,), share_backbone=True)
+        self.forward = accelerated(graph, runtime=runtime, cache_root=cache_root, batch=1)
         self.load_seconds = time.perf_counter() - started
         self.device_label = describe().label
         # The first call compiles the predict function; do it now so the first photo is not slow.
         self._forward(np.zeros((1, self.image_size, self.image_size, 3), dtype=np.float32))
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        import keras
-
-        probabilities = keras.ops.convert_to_numpy(self.model.predict_on_batch(batch.astype("float32")))
+        probabilities = self.forward.run(batch)[0]
         return rescale(probabilities, self.temperature) if self.temperature else probabilities
 
     def preprocess(self, source: Source) -> np.ndarray:

@@ -39,6 +39,7 @@ def cache_dir(data_root: str | os.PathLike | None = None) -> Path:
 # --- the cache's names: what core.data.ingest, core.train.features and core.health write, and what
 # core.health.caches lists and removes. A name is spelled here once, with the pattern that reads it back.
 FEATURES_DIRNAME = "features"  # <data>/.cache/features/<features cache>/: pooled backbone features per view
+RUNTIMES_DIRNAME = "runtimes"  # <data>/.cache/runtimes/<graph hash>.onnx: backbones and runs for core.runtimes
 DECODED_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)(?P<jpeg>-jpeg)?$")
 FEATURES_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})(?:-jpeg)?-(?P<size>\d+)-(?P<backbone>.+)$")
 HEALTH_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:-\d+)?)-v(?P<version>\d+)\.\w+$")
@@ -47,6 +48,12 @@ HEALTH_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:
 def features_dir(cache_root: str | os.PathLike) -> Path:
     """`<data>/.cache/features/`: every dataset's cached backbone features."""
     return Path(cache_root) / FEATURES_DIRNAME
+
+
+def runtimes_dir(cache_root: str | os.PathLike) -> Path:
+    """`<data>/.cache/runtimes/`: backbones and runs written as ONNX graphs for the faster runtimes (core.runtimes),
+    and whether each gave Keras's answers."""
+    return Path(cache_root) / RUNTIMES_DIRNAME
 
 
 def decoded_cache_name(fingerprint: str, size: int, format_suffix: str = "") -> str:
@@ -71,6 +78,18 @@ def _resolve(explicit, env_name: str, default: Path) -> Path:
     if from_env:
         return Path(from_env).expanduser().resolve()
     return default
+
+
+MACHINE_CACHE_ENV = "FLORA_MACHINE_CACHE"
+
+
+def machine_cache_dir() -> Path:
+    """What Flora measured about this machine (not about a dataset): $FLORA_MACHINE_CACHE, else
+    `$XDG_CACHE_HOME/flora`, else `~/.cache/flora`. core.runtimes keeps its measured runtime choices there."""
+    explicit = os.environ.get(MACHINE_CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "flora"
 
 
 # Keras's own published file for ResNet-50 without its top, cached where Keras caches it.

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # cost; the processes they start inherit it. Tests about the network itself ask for the `resnet50` fixture
 # (an empty value: no test backbone, so ResNet-50, also in a process that imports this file again).
 os.environ.setdefault("FLORA_TEST_BACKBONE", "tiny")
+# Which runtime runs a forward pass is measured once per machine and kept (core.runtimes.choice): tests keep
+# theirs in a folder of the test runs, never in the person's ~/.cache, and reuse it between runs.
+os.environ.setdefault("FLORA_MACHINE_CACHE", os.path.join(tempfile.gettempdir(), "flora-tests-machine-cache"))
 
 import numpy as np
 import pytest

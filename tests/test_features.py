@@ -78,3 +78,21 @@ def test_weights_hash_follows_the_weights():
     assert weights_hash(backbone_of(a)) == weights_hash(backbone_of(a))
     backbone_of(b).weights[0].assign(backbone_of(b).weights[0] + 1.0)
     assert weights_hash(backbone_of(a)) != weights_hash(backbone_of(b))
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_every_runtime_extracts_the_features_keras_does(extractor, images, tmp_path, runtime, monkeypatch):
+    """Issue 44: the clean view and an augmented one (the same random streams, augmented in Keras first) through
+    another runtime are Keras's features within float16's rounding; the store says which runtime ran and why."""
+    monkeypatch.setenv("FLORA_MACHINE_CACHE", str(tmp_path / "machine"))
+    augment = AUGMENT_PRESETS["strong"]
+    everything = np.arange(len(images))
+    keras_store = FeatureCache(tmp_path / "k", images, SIZE, "k", runtime="keras")
+    other = FeatureCache(tmp_path / "o", images, SIZE, "k", runtime=runtime)
+    for view in (0, 1):
+        want = keras_store.get(extractor, everything, view, augment, seed=3, batch_size=8).astype(np.float32)
+        got = other.get(extractor, everything, view, augment, seed=3, batch_size=8).astype(np.float32)
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
+    assert keras_store.decision.runtime == "keras" and other.decision.runtime == runtime
+    assert other.decision.text.startswith("forward pass: ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,39 @@ def test_a_run_without_a_model_is_refused(tmp_path):
     run = store.create("r", {"config": {}, "classes": ["a", "b"]})
     with pytest.raises(ModelMissing, match="no saved model"):
         Predictor(run)
+
+
+def test_predict_and_the_server_answer_alike_whichever_runtime_runs(trained_run, tmp_path, monkeypatch, capsys):
+    """Issue 44: `core predict` (--runtime) and the server's engine give the same top-1, and probabilities within
+    1e-4, in Keras, ONNX Runtime and OpenVINO; each says which runtime answered."""
+    import json
+
+    from core import cli
+    from core.serving.engine import ServedModel
+
+    monkeypatch.setenv("FLORA_MACHINE_CACHE", str(tmp_path / "machine"))
+    monkeypatch.setenv("FLORA_RUNTIME", "auto")  # restored afterwards: --runtime sets it for the process
+    run = trained_run["store"].get(trained_run["run_id"])
+    paths = sorted(str(p) for p in trained_run["dataset"].rglob("*.png"))[:12]
+    answers = {}
+    for runtime in ("keras", "onnxruntime", "openvino"):
+        argv = ["predict", run.run_id, *paths, "--top-k", "4", "--json", "--runtime", runtime]
+        argv += ["--models-dir", str(trained_run["models_root"]), "--data-dir", str(tmp_path / "data")]
+        assert cli.main(argv) == 0
+        results = json.loads(capsys.readouterr().out)["results"]
+        answers[runtime] = np.array(
+            [[t["probability"] for t in sorted(r["top"], key=lambda t: t["label"])] for r in results]
+        )
+        served = ServedModel(run, trained_run["data_root"], with_reference=False)
+        served.warm([1, 4])
+        assert served.runtime.startswith(
+            f"forward pass: {dict(keras='Keras', onnxruntime='ONNX Runtime', openvino='OpenVINO')[runtime]}"
+        )
+        pixels = np.stack([served.decode(Path(p).read_bytes()).pixels for p in paths])
+        answers[f"served {runtime}"] = served.forward(pixels)["probabilities"]
+    for kind in ("", "served "):
+        reference = answers[f"{kind}keras"]
+        for runtime in ("onnxruntime", "openvino"):
+            probabilities = answers[f"{kind}{runtime}"]
+            assert (probabilities.argmax(1) == reference.argmax(1)).all(), kind + runtime
+            np.testing.assert_allclose(probabilities, reference, atol=1e-4, err_msg=kind + runtime)

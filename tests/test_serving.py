@@ -510,15 +510,15 @@ def test_a_switch_answers_op_by_op_until_the_compiled_graph_is_ready(trained_run
     model = ServedModel(trained_run["store"].get(trained_run["run_id"]), trained_run["data_root"])
     assert model.reference is not None  # fitted when training ended: loading it is all a server does
     pixels = np.stack([load_for_model(p, 32, model.cache_size) for p in photos(trained_run["dataset"], 3)])
-    model._compiling.set()  # as while warm(background=True) compiles
+    model.runner.compiling.set()  # as while warm(background=True) compiles
     eager = model.forward(pixels)
-    model._compiling.clear()
+    model.runner.compiling.clear()
     model.warm([1, 2, 4], background=True)
     deadline = time.time() + 120
-    while model._compiling.is_set() and time.time() < deadline:
+    while model.runner.compiling.is_set() and time.time() < deadline:
         model.forward(pixels)  # answers throughout
         time.sleep(0.05)
-    assert not model._compiling.is_set() and model.warm_seconds is not None
+    assert not model.runner.compiling.is_set() and model.runner.warm_seconds is not None
     compiled = model.forward(pixels)
     for name, values in compiled.items():
         np.testing.assert_allclose(eager[name], values, atol=1e-4, rtol=1e-4)

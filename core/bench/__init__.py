@@ -20,6 +20,9 @@ Items (each a module here):
   scale     11  how every stage's time and memory grow at 1,000 classes, 1k -> 100k photos, and the pages'
                 first draw at 500 runs and 1,000,000 logged predictions (only with --only scale: it takes
                 about an hour at full scale, minutes with --quick)
+  runtime   12  the frozen backbone's forward pass in Keras (TensorFlow), ONNX Runtime and OpenVINO at 64 / 128 /
+                224 px: images per CPU-second against TensorFlow and this CPU's float32 matmul ceiling, and the
+                levers (graph optimisation, threads, layout, hints, batch size)
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -62,8 +65,10 @@ ITEMS = (
     "cache",
     "concurrency",
     "scale",
+    "runtime",
 )
-DEFAULT_ITEMS = ITEMS[:-1]  # scale is asked for by name
+DEFAULT_ITEMS = tuple(item for item in ITEMS if item != "scale")  # scale is asked for by name
+ALIASES = {"training": "train"}  # --only training: the cold frozen training item
 _MODULES = {
     "train": "core.bench.cached_training",
     "ingest": "core.bench.decode",
@@ -77,6 +82,7 @@ _MODULES = {
     "cache": "core.bench.cache_format",
     "concurrency": "core.bench.concurrency",
     "scale": "core.bench.scale",
+    "runtime": "core.bench.runtime",
 }
 
 
@@ -152,7 +158,7 @@ def _items(args: argparse.Namespace) -> list[str]:
         return ["gpu"]
     if not args.only:
         return list(DEFAULT_ITEMS)
-    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    chosen = [ALIASES.get(name.strip(), name.strip()) for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ITEMS))
     if unknown:
         raise InvalidInput(f"unknown bench item(s) {unknown}: choose from {', '.join(ITEMS)}")

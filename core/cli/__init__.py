@@ -22,6 +22,8 @@ from core.device import quiet_tensorflow_where_no_gpu
 from core.errors import EXIT_BUG, Cancelled, FloraError
 from core.paths import models_dir
 from core.runs.store import RunStore
+from core.runtimes.names import CHOICES as RUNTIME_CHOICES
+from core.runtimes.names import RUNTIME_ENV
 
 log = logging.getLogger("flora")
 # Modules with a `register(subparsers, common)`, in the order their commands are listed, and the commands each
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "runtime", None):
+        os.environ[RUNTIME_ENV] = args.runtime  # this process and every job it starts
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -95,6 +99,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name in [only] if only else COMMAND_MODULES:
         importlib.import_module(name).register(sub, common)
     return parser
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`, on the commands that run a frozen forward pass (core.runtimes)."""
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        help="where the frozen network's forward pass runs: auto (default, or $FLORA_RUNTIME: the fastest one "
+        "measured on this machine that gives Keras's answers), keras, onnxruntime or openvino; training's "
+        "gradient steps stay in Keras",
+    )
 
 
 def store_of(args: argparse.Namespace):

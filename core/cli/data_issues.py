@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.sources import dataset_options, run_or_dataset
 from core.paths import data_dir
@@ -26,6 +26,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=10, help="photos and pairs printed per issue (default 10)")
     dataset_options(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object: every issue type, every photo listed")
+    add_runtime_option(parser)
     parser.set_defaults(handler=cmd_data_issues)
 
 

@@ -1,4 +1,5 @@
-"""`device`: which device trains, as the framework sees it after Flora's imports; why not, where a driver is."""
+"""`device`: which device trains, as the framework sees it after Flora's imports; why not, where a driver is; and
+which runtime runs the frozen forward pass at each size measured here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from core.cli.output import EXIT_FAILED, EXIT_OK
 from core.device_check import check
 from core.gpu_build import choose
+from core.runtimes.choice import stored_choices
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -26,8 +28,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 def cmd_device(args: argparse.Namespace) -> int:
 
     result = check()
+    choices = stored_choices()
     if args.json:
-        print(json.dumps({**result.to_dict(), "build": choose(driver=None if result.driver is None else True).reason}))
+        build = choose(driver=None if result.driver is None else True).reason
+        print(json.dumps({**result.to_dict(), "build": build, "runtimes": [c.to_dict() for c in choices]}))
         return EXIT_OK if result.ok else EXIT_FAILED
     print(result.sentence)
     info = result.info
@@ -38,4 +42,6 @@ def cmd_device(args: argparse.Namespace) -> int:
         print(f"  driver: {result.driver}", file=sys.stderr)
     if result.fix:
         print(f"  fix: {result.fix}", file=sys.stderr)
+    for decision in choices:  # measured by earlier runs here (core.runtimes.choice)
+        print(f"  {decision.backbone} at {decision.image_size} px: {decision.text}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.results import not_evaluated_reason
 from core.cli.selective import print_selective
@@ -31,6 +31,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     analyse.add_argument("run_id", metavar="RUN")
     analyse.add_argument("--force", action="store_true", help="compute them again even if they are stored")
     analyse.add_argument("--json", action="store_true")
+    add_runtime_option(analyse)
     analyse.set_defaults(handler=cmd_analyse)
 
     calibrate = sub.add_parser(
@@ -67,6 +68,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         "recounted on the other half)",
     )
     calibrate.add_argument("--json", action="store_true")
+    add_runtime_option(calibrate)
     calibrate.set_defaults(handler=cmd_calibrate)
 
     issues = sub.add_parser(
@@ -87,6 +89,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the whole list as CSV (rank, path, labels, odds, score, supported yes/no, your marks)",
     )
+    add_runtime_option(issues)
     issues.set_defaults(handler=cmd_label_issues)
 
     compare = sub.add_parser(

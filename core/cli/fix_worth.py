@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.sources import analysed
 from core.data.corrections import summary
@@ -54,6 +54,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         help=f"paired head fits on resamples of the training photos (default {fix_worth.SEEDS})",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object: the estimate, its words and caveats")
+    add_runtime_option(parser)
     parser.set_defaults(handler=cmd_fix_worth)
 
 

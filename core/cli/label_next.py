@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.sources import dataset_options, run_or_dataset
 from core.data.datasets import split_indices
@@ -39,6 +39,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     dataset_options(parser, "its split's and a random start's seed")
     parser.add_argument("--json", action="store_true")
+    add_runtime_option(parser)
     parser.set_defaults(handler=cmd_label_next)
 
 

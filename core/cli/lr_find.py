@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table
 from core.cli.sources import run_or_none
 from core.data.corrections import resolve as resolve_corrections
@@ -46,6 +46,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     finder.add_argument("--workers", type=int, help="image decoding processes (default: one per core)")
     finder.add_argument("--json", action="store_true", help="one JSON object: suggested_lr, method, reason, curve, ...")
     add_train_flags(finder.add_argument_group("settings", "as `core train` takes them"))
+    add_runtime_option(finder)
     finder.set_defaults(handler=cmd_lr_find)
 
 

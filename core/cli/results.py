@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table
 from core.paths import data_dir
 from core.processes import JobState
@@ -67,6 +67,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the model's own probabilities (default: calibrated with the run's temperature, when it has one)",
     )
+    add_runtime_option(predict)
     predict.set_defaults(handler=cmd_predict)
 
 

@@ -8,7 +8,7 @@ import contextlib
 import sys
 
 from core import run_job
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, format_table
 from core.cli.runs import os_user
 from core.paths import data_dir
@@ -23,6 +23,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     retrain.add_argument("--with-feedback", action="store_true", required=True, help="add the corrected photos")
     retrain.add_argument("--background", action="store_true", help="start it detached and return at once")
     retrain.add_argument("--json", action="store_true")
+    add_runtime_option(retrain)
     retrain.set_defaults(handler=cmd_retrain)
 
     compare = sub.add_parser(

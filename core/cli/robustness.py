@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.sources import analysed
 from core.paths import data_dir
@@ -34,6 +34,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         help="also the corruption errors divided by this run's (measured on the same photos)",
     )
     parser.add_argument("--json", action="store_true")
+    add_runtime_option(parser)
     parser.set_defaults(handler=cmd_robustness)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core import run_job
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.data.corrections import resolve as resolve_corrections
 from core.data.corrections import summary as correction_summary
@@ -82,6 +82,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     )
     hosts.add_argument("--num-processes", type=int, metavar="N", help="processes in all (one per host)")
     hosts.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1 (0 coordinates)")
+    add_runtime_option(train)
     train.set_defaults(handler=cmd_train)
 
     runs = sub.add_parser("runs", parents=[common], help="list the runs in the store (or --show one)")

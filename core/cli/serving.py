@@ -7,7 +7,7 @@ import datetime
 import os
 import sys
 
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_OK, cell, emit_json, format_table
 from core.errors import InvalidInput, NotFound
 from core.paths import data_dir
@@ -73,6 +73,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         "quota; default none: the connecting address is the client ($FLORA_TRUSTED_PROXIES)",
     )
     serve.add_argument("--job-dir", help=argparse.SUPPRESS)  # the app's background server
+    add_runtime_option(serve)
     serve.set_defaults(handler=cmd_serve)
 
     alias = sub.add_parser("alias", parents=[common], help="point an alias (e.g. production) at a run, or list them")

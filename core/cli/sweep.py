@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core import run_job
-from core.cli import store_of
+from core.cli import add_runtime_option, store_of
 from core.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cell, emit_json, fail, format_table, job_failed
 from core.cli.runs import config_from_args, os_user, train_result
 from core.data.corrections import resolve
@@ -96,6 +96,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         "needs --trials; models/ and data/ on storage every node mounts",
     )
     sweep.add_argument("--ray-workers", type=int, default=2, metavar="N", help="Ray workers running trials (2)")
+    add_runtime_option(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     sweeps = sub.add_parser("sweeps", parents=[common], help="list sweeps (--show one's trials, --stop one)")

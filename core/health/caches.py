@@ -3,7 +3,8 @@
 `data/.cache` keeps, per dataset fingerprint (a dataset's files and their times: an edited dataset
 gets a new one), the decoded squares (`<fingerprint>-<size>/`), ResNet-50 features
 (`features/<fingerprint>-<size>-<backbone>/`) and the health check's tables
-(`<fingerprint>-<what>-v<N>.<ext>`). Nothing ever removed them: a dataset deleted or edited left its
+(`<fingerprint>-<what>-v<N>.<ext>`), and the backbones and runs written as ONNX for the faster runtimes
+(`runtimes/`, core.runtimes). Nothing ever removed them: a dataset deleted or edited left its
 caches behind, 45 GB for 300k photos at 224 px. Here each is listed with its size and why it is
 stale (the dataset is gone, it changed since, or the cache is of an older format), and the stale
 ones can be removed. A cache of a dataset in use is never listed as removable.
@@ -19,7 +20,7 @@ from pathlib import Path
 from core.data.cache_disk import CACHE_VERSION, INDEX_FILE
 from core.fileio import read_json
 from core.health.table import CACHE_VERSION as HEALTH_VERSION
-from core.paths import DECODED_CACHE, FEATURES_CACHE, HEALTH_CACHE, features_dir
+from core.paths import DECODED_CACHE, FEATURES_CACHE, HEALTH_CACHE, features_dir, runtimes_dir
 
 IN_USE = "in use"
 DATASET_GONE = "its dataset is gone"
@@ -27,6 +28,7 @@ DATASET_CHANGED = "its dataset changed since (an older version)"
 OLD_FORMAT = "an older cache format"
 UNFINISHED = "left unfinished by a stopped decode"
 UNKNOWN = "no dataset here has its fingerprint"
+REWRITTEN = "written again when needed (about a second a graph)"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[Ca
         state = OLD_FORMAT if older else _state(fingerprint, dataset, current)
         size = int(match["size"]) if kind == "features" else None
         entries.append(CacheEntry(path, kind, folder_bytes(path), fingerprint, dataset, size, state))
+    graphs = runtimes_dir(root)
+    if graphs.is_dir() and any(graphs.iterdir()):
+        entries.append(CacheEntry(graphs, "runtime graphs (ONNX)", folder_bytes(graphs), "", "", None, REWRITTEN))
     return sorted(entries, key=lambda e: (e.state == IN_USE, -e.bytes))
 
 

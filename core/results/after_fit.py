@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.data.datasets import DatasetIndex
+from core.network.graph import inference_model
 from core.results.evaluation.metrics import Evaluation
 from core.results.probabilities import calibration, conformal
 from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.runs.analysis import RunAnalysis
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.store import RunStore
+from core.runtimes.choice import accelerated
 from core.tracking.tensorboard import write_evaluation
 
 if TYPE_CHECKING:
@@ -68,12 +70,17 @@ def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, c
 
     It is the run's, not a server's: a server switching to this run then only loads it (a first switch used to
     spend most of its minute here). A run that cannot have one (a stop, a dataset that moved) still finishes;
-    a server then fits it in the background on first use.
+    a server then fits it in the background on first use. The fit's own model runs the photos still to pass,
+    through the runtime chosen here (core.runtimes), instead of model.keras loaded again and traced in Keras.
     """
     started = time.perf_counter()
     known = KnownOutputs(val=fit.outputs["val"], test=fit.outputs["test"], train_features=fit.train_features)
     try:
-        ensure_reference(store.get(run_id), cache_root=cache_root, index=index, known=known, progress=report)
+        run = store.get(run_id)
+        graph = None
+        if fit.model is not None:
+            graph = accelerated(inference_model(fit.model, share_backbone=True), cache_root=cache_root)
+        ensure_reference(run, model=graph, cache_root=cache_root, index=index, known=known, progress=report)
     except (ReferenceUnavailable, OSError, ValueError) as e:
         log.warning("no out-of-distribution reference for run %s: %s", run_id, e)
         return

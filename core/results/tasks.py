@@ -37,6 +37,7 @@ import numpy as np
 from core.data.datasets import DatasetError
 from core.errors import Cancelled
 from core.inference import ModelMissing
+from core.paths import cache_dir
 from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
 from core.progress import StageCallback
 from core.results.dataset_features import DatasetSource, dataset_features
@@ -57,6 +58,7 @@ from core.runs.analysis import RunAnalysis, SplitArrays, softmax
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runs.store import RunStore
+from core.runtimes.choice import accelerated
 
 log = logging.getLogger("flora")
 KINDS = (
@@ -141,10 +143,13 @@ def compute_analysis(
                 f"the rebuilt test split of run {run.run_id} is not the one it was evaluated on "
                 f"({len(rebuilt)} photos vs {len(stored)}): the split rules changed since; retrain the run"
             )
-    model = features_and_logits_model(load_model(run))
     size = run.train_config.image_size
     batch = 32
     batches = ExtractionBatches(data.cache, positions, size, batch)
+    sample = batches[0][0] if len(batches) else None
+    model = accelerated(
+        features_and_logits_model(load_model(run)), cache_root=cache_dir(data_root), sample=sample, batch=batch
+    )
     pooled, logits = [], []
     for i in range(len(batches)):
         if should_stop and should_stop():

@@ -111,6 +111,7 @@ class RunStatus(JobStatus):
 
     device: str | None = None  # "CPU: ... (tensorflow)", "GPU: NVIDIA H200 (jax)"
     parallel: str | None = None  # "single device" or "data parallel over N devices (...)"
+    runtime: str | None = None  # "forward pass: OpenVINO 2026.4.1 (1.5x Keras's images per CPU-second ...)"
     node: str | None = None  # where a Ray task trains it: "Ray node 10.0.0.7 (3f2a9c1b)"; None: this machine
     line: str | None = None  # the line it waits in (core.train.queue): None this machine's device, "ray" the cluster
     submitted_at: float | None = None  # when it left Flora's line for the Ray cluster's scheduler

@@ -2,8 +2,9 @@
 
 Requests arrive already decoded (a bad photo fails its own request, never a batch). A worker
 thread takes the first waiting request, waits up to `max_wait_ms` for more until `max_batch` rows,
-pads the rows to the next of a few fixed batch sizes (the model is warmed for them before the server says ready,
-so no request pays for compiling a new shape), runs the model once and hands each request its rows.
+pads the rows to the next of a few fixed batch sizes where the model needs fixed shapes (Keras: it is warmed for
+them before the server says ready, so no request pays for compiling a new shape; ONNX Runtime and OpenVINO take
+any batch, so their rows go unpadded), runs the model once and hands each request its rows.
 The queue is bounded: when it is full, `submit` raises `QueueFull` at once (the server answers 503
 with Retry-After) instead of letting latency grow without end. A request whose client went away is
 cancelled and skipped when its turn comes.
@@ -93,12 +94,16 @@ class DynamicBatcher:
         max_wait_ms: float = 5.0,
         max_queue: int = 512,
         name: str = "batcher",
+        pads: Callable[[], bool] = lambda: True,
     ):
+        """`pads()`: whether the model needs its batches padded to `sizes` now (it may change once, when a
+        faster runtime takes over)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1. Received: max_batch={max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0. Received: max_wait_ms={max_wait_ms}")
         self.forward = forward
+        self.pads = pads
         self.image_shape = tuple(image_shape)
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
@@ -220,7 +225,7 @@ class DynamicBatcher:
         for start in range(0, len(pixels), self.max_batch):
             chunk = pixels[start : start + self.max_batch]
             n = len(chunk)
-            size = next(s for s in self.sizes if s >= n)
+            size = next(s for s in self.sizes if s >= n) if self.pads() else n
             if size > n:
                 chunk = np.concatenate([chunk, np.zeros((size - n, *self.image_shape), dtype=chunk.dtype)])
             self.stats.batches += 1

@@ -30,6 +30,7 @@ from core.results.probabilities.reference import Reference, ReferenceUnavailable
 from core.runs.analysis import softmax
 from core.runs.files import run_files
 from core.runs.record import Run
+from core.serving.graph_runner import GraphRunner
 from core.serving.holding_back import hold_back
 from core.serving.log import entropy
 
@@ -139,6 +140,7 @@ class ServedModel:
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
+        self.runner = GraphRunner(self.model, self.image_size, data_root, run.run_id)
         self.temperature = run_temperature(run)
         self._stamp: tuple = ()
         self._looked = 0.0
@@ -146,8 +148,6 @@ class ServedModel:
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
-        self._compiling = threading.Event()  # set while `warm(background=True)` compiles
-        self.warm_seconds: float | None = None
         if with_reference:
             self.reference = Reference.load(run.directory)
             if self.reference is None and reference_later:
@@ -190,45 +190,26 @@ class ServedModel:
 
     def _fit_reference(self) -> None:
         try:
-            self.reference = ensure_reference(self.run, self.data_root, self.model)
+            self.reference = ensure_reference(self.run, self.data_root, self.runner.graph)
             self.reference_note = None
         except (ReferenceUnavailable, OSError, ValueError) as e:
             self.reference_note = str(e)
             log.warning("run %s: no out-of-distribution reference: %s", self.run_id, e)
 
     def warm(self, batch_sizes: list[int], background: bool = False) -> None:
-        """Prepare the forward pass for these batch sizes, so no request pays for it.
+        """Choose the runtime and prepare the forward pass for these batch sizes (core.serving.graph_runner);
+        `background` (a switch): return at once, the graph answering op by op until it is ready."""
+        self.runner.warm(batch_sizes, background)
 
-        TensorFlow traces the graph once with the batch dimension left open (every size then reuses it) and
-        runs it once; JAX compiles each size, so each runs once. `background` (a switch): return at once;
-        until the compiled graph is ready, `forward` runs the same graph op by op (slower per batch, but the
-        run answers seconds sooner).
-        """
-        if not background:
-            self._compile(list(batch_sizes))
-            return
-        self._compiling.set()
-        compiling = threading.Thread(target=self._compile, args=(list(batch_sizes),), name=f"warm-{self.run_id}")
-        compiling.daemon = True
-        compiling.start()
+    @property
+    def fixed_shapes(self) -> bool:
+        """Whether batches must keep the warmed sizes (Keras's compiled graph); the other runtimes take any."""
+        return self.runner.fixed_shapes
 
-    def _compile(self, sizes: list[int]) -> None:
-        import keras
-
-        started = time.perf_counter()
-        try:
-            if keras.backend.backend() == "tensorflow":
-                import tensorflow as tf  # heavy: the backend's own tracing
-
-                self.model.make_predict_function()
-                spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32)
-                self.model.predict_function.get_concrete_function([(spec,)])
-                sizes = sizes[:1]
-            for size in sizes:
-                self.model.predict_on_batch(np.zeros((size, self.image_size, self.image_size, 3), dtype=np.float32))
-        finally:
-            self._compiling.clear()
-        self.warm_seconds = time.perf_counter() - started
+    @property
+    def runtime(self) -> str | None:
+        """Which runtime answers and why, once chosen."""
+        return self.runner.runtime
 
     @property
     def ood_method(self) -> str | None:
@@ -273,16 +254,7 @@ class ServedModel:
         return outputs
 
     def _forward_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        import keras
-
-        batch = np.asarray(batch, dtype=np.float32)
-        # A switch's first seconds: the same graph op by op, until the compiled one is ready.
-        eager = self._compiling.is_set()
-        outputs = self.model(batch, training=False) if eager else self.model.predict_on_batch(batch)
-        return {
-            n: keras.ops.convert_to_numpy(o).astype(np.float32)
-            for n, o in zip(names.INFERENCE_OUTPUTS, outputs, strict=True)
-        }
+        return self.runner(batch)
 
     def check_set_level(self, level: float | None) -> float | None:
         """The level of a request's prediction sets (0.9, or its alpha 0.1), None for none.
@@ -396,6 +368,7 @@ class ServedModel:
             "run_id": self.run_id,
             "classes": self.classes,
             "image_size": self.image_size,
+            "runtime": self.runtime,
             "temperature": self.temperature,
             "ood_method": self.ood_method,
             "ood_threshold": self.reference.detector.thresholds[self.ood_method] if self.reference else None,

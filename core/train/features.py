@@ -10,22 +10,28 @@ so augmentation still matters.
   data/.cache/features/<...>/view<k>-<augmentation hash>.npy      (k >= 1)
 each with a `.done.npy` mask of the rows already computed, so another split reuses them.
 
-Extraction runs through Keras's compiled `predict` (one trace or XLA compile per extractor: every
-batch has the same shape, the last one padded), reads uint8 crops in background threads, and
-for augmented views runs the augmentation layers inside that same compiled function.
+The backbone runs in the fastest runtime measured on this machine (core.runtimes: ONNX Runtime or OpenVINO
+on a CPU, each checked against Keras first), batch by batch, with uint8 crops read ahead in background
+threads; augmented views pass through the training augmentation layers in Keras first (the same random
+streams), then through that runtime. Where Keras runs it (asked for, a GPU, data parallel, or no other
+runtime passes), extraction is Keras's compiled `predict` (one trace or XLA compile per extractor: every
+batch has the same shape, the last one padded), with the augmentation inside that same compiled function.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from core.data.imaging import center_crop
 from core.data.ingest import ImageCache
 from core.errors import Cancelled
 from core.fileio import atomic_path
@@ -35,6 +41,8 @@ from core.network.augment import build_augmentation
 from core.network.model import allow_jit
 from core.paths import features_cache_name, features_dir
 from core.progress import CountCallback
+from core.runtimes.choice import Decision, Forward, accelerated, keras_forward
+from core.runtimes.names import KERAS
 from core.settings.config import AugmentConfig, canonical_json
 from core.train.batches import ExtractionBatches
 from core.train.distribute import padded_length
@@ -100,6 +108,18 @@ def build_augmenting_extractor(extractor: keras.Model, augment: AugmentConfig, s
     return model
 
 
+def build_augmenter(image_size: int, augment: AugmentConfig, seed: int) -> keras.Model:
+    """Raw pixels -> the training augmentation (always on), alone: its output goes to another runtime's backbone."""
+    pipeline = build_augmentation(augment, seed=seed)
+    if pipeline is None:
+        raise ValueError("augmented views need an augmentation config with a transform on")
+    allow_jit(pipeline)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    model = keras.Model(inputs, AlwaysAugment(pipeline, name="augment")(inputs), name="augmenter")
+    model.pipeline = pipeline  # for reseed_augmentation
+    return model
+
+
 def reseed_augmentation(model: keras.Model, augment: AugmentConfig, seed: int) -> None:
     """Restart `model`'s augmentation random streams as a pipeline built with `seed` would start.
 
@@ -149,8 +169,13 @@ class FeatureCache:
         backbone_key: str,
         workers: int = 1,
         replicas: int = 1,
+        runtime: str | None = None,
     ):
         self.images = images
+        self.cache_root = Path(cache_root)
+        self.runtime = runtime  # asked for (core.runtimes.choice.requested); None: $FLORA_RUNTIME, else auto
+        self.decision: Decision | None = None  # which runtime ran the backbone last, and why
+        self._forwards: dict[int, Forward] = {}  # per extractor
         self.image_size = image_size
         self.directory = features_dir(cache_root) / features_cache_name(images.content_key, image_size, backbone_key)
         self.workers = workers  # threads reading batches ahead of the model
@@ -191,11 +216,14 @@ class FeatureCache:
                 progress(len(positions), len(positions))
             return features[positions]
 
+        batch_size = even_batch_size(len(missing), batch_size, self.replicas)
+        forward = self._forward(extractor, missing, batch_size)
         model = extractor
         if view > 0:
-            key = (id(extractor), canonical_json(augment.to_dict()))
+            key = (id(extractor), canonical_json(augment.to_dict()), forward.runtime == KERAS)
             if key not in self._augmenting:
-                self._augmenting[key] = build_augmenting_extractor(extractor, augment, seed + view)
+                build = build_augmenting_extractor if forward.runtime == KERAS else _augmenter_for
+                self._augmenting[key] = build(extractor, augment, seed + view)
             model = self._augmenting[key]
             reseed_augmentation(model, augment, seed + view)
         computed = 0
@@ -211,7 +239,6 @@ class FeatureCache:
 
         if progress:
             progress(0, len(missing))
-        batch_size = even_batch_size(len(missing), batch_size, self.replicas)
         step = SEGMENT_BATCHES * batch_size
         saved_at = time.monotonic()
         for start in range(0, len(missing), step):
@@ -225,7 +252,10 @@ class FeatureCache:
                 workers=self.workers,
                 max_queue_size=max(2, 2 * self.workers),
             )
-            model.predict(batches, verbose=0, callbacks=[collect])
+            if forward.runtime == KERAS:
+                model.predict(batches, verbose=0, callbacks=[collect])
+            else:
+                _run_segment(forward, model if view > 0 else None, batches, collect, self.workers)
             if collect.stopped:
                 self._save(data_file, done_file, features, done)  # keep what was computed
                 raise ExtractionStopped("feature extraction stopped on request")
@@ -234,6 +264,22 @@ class FeatureCache:
                 saved_at = time.monotonic()
         self._save(data_file, done_file, features, done)
         return features[positions]
+
+    def _forward(self, extractor: keras.Model, missing: np.ndarray, batch_size: int) -> Forward:
+        """The extractor through the runtime asked for (or the fastest one here), chosen once per extractor and
+        checked against Keras on the first images still to compute. Several replicas: Keras (data parallel)."""
+        forward = self._forwards.get(id(extractor))
+        if forward is None:
+            if self.replicas > 1:
+                forward = keras_forward(extractor, f"data parallel over {self.replicas} devices: Keras runs it")
+            else:
+                sample = center_crop(self.images.read(missing[:4]), self.image_size)
+                forward = accelerated(
+                    extractor, runtime=self.runtime, cache_root=self.cache_root, sample=sample, batch=batch_size
+                )
+            self._forwards[id(extractor)] = forward
+        self.decision = forward.decision
+        return forward
 
     def _load(self, data_file: Path, done_file: Path, width: int) -> tuple[np.ndarray, np.ndarray]:
         total = len(self.images)
@@ -251,6 +297,31 @@ class FeatureCache:
         for path, array in ((data_file, features), (done_file, done)):
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, array)
+
+
+def _augmenter_for(extractor: keras.Model, augment: AugmentConfig, seed: int) -> keras.Model:
+    return build_augmenter(int(extractor.input_shape[1]), augment, seed)
+
+
+def _run_segment(forward: Forward, augmenter: keras.Model | None, batches, collect: _Collect, workers: int) -> None:
+    """Every batch of `batches` through `forward` (after `augmenter`, for an augmented view), read `workers`
+    batches ahead in threads; each result goes to `collect` as Keras's predict would hand it over."""
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="extraction-read") as pool:
+        ahead: collections.deque = collections.deque()
+        submitted = 0
+        for index in range(len(batches)):
+            while submitted < len(batches) and len(ahead) <= workers:
+                ahead.append(pool.submit(batches.__getitem__, submitted))
+                submitted += 1
+            x = ahead.popleft().result()[0].astype(np.float32)
+            if augmenter is not None:
+                x = keras.ops.convert_to_numpy(augmenter.predict_on_batch(x))
+            collect.store(index, forward.run(x)[0])
+            if collect.should_stop and collect.should_stop():
+                collect.stopped = True
+                for pending in ahead:
+                    pending.cancel()
+                return
 
 
 def even_batch_size(n: int, largest: int, multiple: int = 1) -> int:

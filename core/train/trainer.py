@@ -26,6 +26,7 @@ from core.network.graph import features_and_logits_model, head_logits_model
 from core.network.model import backbone_of, head_of
 from core.runs.files import run_files
 from core.runs.store import RunStore
+from core.runtimes.choice import accelerated
 from core.settings.config import TrainConfig
 from core.tracking.tensorboard import TensorBoardLogger
 from core.train.batches import ExtractionBatches, FeatureBatches, ImageBatches
@@ -166,6 +167,7 @@ class Trainer:
             self.report,
             self.job.should_stop,
             self.job.console,
+            lambda text: self.job.store.set_status(self.job.run_id, runtime=text),
         )
 
     def fit_on_images(self, phase: int) -> None:
@@ -246,7 +248,13 @@ class Trainer:
         batches = ExtractionBatches(
             self.data.cache, positions, config.image_size, self.extraction_batch_size(), workers=self.workers
         )
-        pooled, logits = features_and_logits_model(self.model).predict(batches, verbose=0)
+        forward = accelerated(
+            features_and_logits_model(self.model),
+            cache_root=self.job.cache_root,
+            sample=batches[0][0],
+            batch=len(batches[0][0]),
+        )
+        pooled, logits = forward.predict(batches)
         pooled = np.asarray(pooled, dtype=np.float32)[: len(positions)].astype(np.float16)
         logits = np.asarray(logits, dtype=np.float32)[: len(positions)]
         n_val = len(split.val)
@@ -273,6 +281,7 @@ class Extraction:
     report: StageReporter
     should_stop: Callable[[], bool]
     console: bool = False  # progress bars on stderr
+    runtime_note: Callable[[str], None] | None = None  # told which runtime runs the backbone, and why
 
 
 def head_features(
@@ -335,7 +344,7 @@ def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConf
                 bar.refresh()
 
         try:
-            return store.get(
+            features = store.get(
                 extractor,
                 positions,
                 view,
@@ -348,6 +357,9 @@ def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConf
         finally:
             if bar is not None:
                 bar.close()
+            if store.decision is not None and extraction.runtime_note is not None:
+                extraction.runtime_note(store.decision.text)
+        return features
 
     return extract
 

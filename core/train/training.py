@@ -55,6 +55,7 @@ class Fit:
     best_epoch: int | None
     epochs_done: int
     stopped: bool  # a stop was asked for and honoured: the best weights so far were kept
+    model: keras.Model | None = None  # the classifier with those weights: the reference runs it, not model.keras again
 
 
 def train_run(job: TrainingJob) -> Fit:
@@ -136,6 +137,7 @@ def train_run(job: TrainingJob) -> Fit:
         best_epoch,
         trainer.counter.epochs_done,
         stopped,
+        model,
     )
 
 

@@ -90,3 +90,16 @@ def test_a_compact_cache_is_listed_as_jpeg_and_in_use(tmp_path):
     ingest(scan_dataset(root), 28, cache, workers=1, format="jpeg")
     (entry,) = cache_inventory.inventory(cache, fingerprints(root))
     assert (entry.kind, entry.size, entry.state, entry.dataset) == ("decoded photos (JPEG)", 28, IN_USE, str(root))
+
+
+def test_the_runtimes_graphs_are_listed_and_removable(tmp_path):
+    from core.health.caches import REWRITTEN
+    from core.paths import runtimes_dir
+
+    cache = tmp_path / ".cache"
+    graphs = runtimes_dir(cache)
+    graphs.mkdir(parents=True)
+    (graphs / "0123abcd.onnx").write_bytes(b"\0" * 8192)
+    (entry,) = cache_inventory.inventory(cache, {})
+    assert entry.kind == "runtime graphs (ONNX)" and entry.state == REWRITTEN and entry.removable
+    assert cache_inventory.remove([entry], cache) >= 8192 and not graphs.exists()

@@ -192,6 +192,8 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
         stage="extracting features: train",
         stage_progress=[300, 1200],
         stage_started_at=time.time() - 60,
+        device="CPU: AMD EPYC (tensorflow)",
+        runtime="forward pass: OpenVINO 2026.4.1 (1.41x Keras's images per CPU-second at 32 px, measured here)",
     )
     at = app("train", models_dir=copy)
     assert at.selectbox(key="train_run").value == "preparing001"  # the active run is picked first
@@ -199,6 +201,8 @@ def test_a_run_extracting_features_shows_its_stage_eta_and_why(app, workspace, t
     assert any(text.startswith("extracting features: train · 300 / 1200 · about") for text in bars), bars
     assert not any("0/10 epochs" in text for text in bars), bars
     assert "ResNet-50 runs over each image once" in texts(at)
+    caption = next(c.value for c in at.caption if c.value.startswith("CPU: AMD EPYC (tensorflow)"))
+    assert "· forward pass: OpenVINO 2026.4.1 (1.41x Keras's images per CPU-second at 32 px" in caption  # which, why
     sidebar = [bar.text for bar in at.sidebar.get("progress")]
     assert any("300 / 1200" in text for text in sidebar), sidebar
 

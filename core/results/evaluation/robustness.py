@@ -31,6 +31,7 @@ from core.data.imaging import center_crop
 from core.device import describe
 from core.errors import Cancelled, InvalidInput
 from core.fileio import read_versioned, write_json_atomic
+from core.network.layer_names import PROBABILITIES
 from core.progress import StageCallback
 from core.results.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from core.runs.analysis import AnalysisMissing, RunAnalysis
@@ -38,6 +39,7 @@ from core.runs.curves import format_duration
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runs.split import run_split
+from core.runtimes.choice import accelerated
 
 ROBUSTNESS_VERSION = 1
 MAX_PHOTOS = 200  # test photos measured (a stratified sample of more): 76 passes each
@@ -264,6 +266,7 @@ def measure(
         AnalysisMissing: the run has no analysis arrays (its test photos' positions).
         RobustnessStopped: `should_stop` said so.
     """
+    from core.network.graph import inference_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
     from core.paths import cache_dir
 
@@ -275,7 +278,9 @@ def measure(
     labels = np.asarray(analysis.test.labels)[rows]
     size = run.train_config.image_size
     pixels = np.ascontiguousarray(center_crop(data.cache.read(np.asarray(analysis.test.positions)[rows]), size))
-    model = load_classifier(run_files(run).model)
+    # 75 corrupted copies of the test photos: the frozen forward pass through the runtime chosen here (core.runtimes)
+    graph = inference_model(load_classifier(run_files(run).model), outputs=(PROBABILITIES,), share_backbone=True)
+    model = accelerated(graph, cache_root=cache_dir(data_root), sample=pixels[:4], batch=BATCH)
     paths = [analysis.test.paths[i] for i in rows]
 
     def accuracy(images: np.ndarray) -> float:

@@ -43,11 +43,13 @@ from core.runs.curves import REFERENCE_STAGE, REFERENCE_TRAIN_SAMPLE
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runs.split import DatasetChanged, run_split
+from core.runtimes.choice import accelerated
 
 log = logging.getLogger("flora")
 FORMAT_VERSION = 2  # 2: kNN distance, image statistics and their combinations, picked on a separate foreign set
 REPORT_SEED = 1  # the foreign images the figures are reported on (seed 0: the ones the method is picked on)
 MAX_TRAIN_IMAGES = REFERENCE_TRAIN_SAMPLE  # enough for class means and a shrunk covariance; bounds the time
+RUNTIME_WORTH_IMAGES = 512  # from this many photos to pass, the graph goes to the fastest runtime (core.runtimes)
 
 
 class ReferenceUnavailable(Unavailable):
@@ -215,13 +217,20 @@ def compute_reference(
     except DatasetChanged as e:
         raise ReferenceUnavailable(f"{e}; no out-of-distribution reference") from e
     cache, split = data.cache, data.split
-    if model is None:
-        model = load_inference_model(run)
     rng = np.random.default_rng(0)
     rows = np.arange(len(split.train))
     if len(rows) > MAX_TRAIN_IMAGES:
         rows = np.sort(rng.choice(rows, MAX_TRAIN_IMAGES, replace=False))
     train = split.train[rows]
+    known = known or KnownOutputs()
+    if model is None:
+        model = load_inference_model(run)
+        passing = 0 if known.train(rows, len(split.train)) else len(train)
+        passing += sum(
+            len(part) for name, part in (("val", split.val), ("test", split.test)) if not known.split(name, len(part))
+        )
+        if passing >= RUNTIME_WORTH_IMAGES:  # converting and checking the graph takes a few seconds
+            model = accelerated(model, cache_root=cache_root if cache_root is not None else cache_dir(data_root))
 
     def pixels(positions: np.ndarray) -> np.ndarray:
         size = config.image_size

@@ -35,6 +35,7 @@ from core.runs.analysis import RunAnalysis, softmax
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runs.split import run_split
+from core.runtimes.choice import accelerated
 
 VIEWS = ("as it is", "mirrored", "zoomed top-left", "zoomed bottom-right")
 ZOOM = 7 / 8  # a zoomed view keeps this share of the side, resized back to the input size
@@ -192,7 +193,9 @@ def measure(
     analysis = RunAnalysis.load(run.directory)
     decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
     data = run_split(run, cache_dir(data_root), progress=decoding)
-    model = features_and_logits_model(load_classifier(run_files(run).model))
+    model = accelerated(
+        features_and_logits_model(load_classifier(run_files(run).model)), cache_root=cache_dir(data_root)
+    )
     size, temperature = run.train_config.image_size, run_temperature(run)
     parts = {"val": analysis.val, "test": analysis.test}
     probabilities: dict[str, tuple[np.ndarray, np.ndarray]] = {}

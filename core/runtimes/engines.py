@@ -1,0 +1,179 @@
+"""The runtimes a frozen forward pass can run in: Keras itself, ONNX Runtime and OpenVINO, each set up for a CPU.
+
+Each engine takes (N, S, S, 3) float32 raw pixels and returns the model's outputs as float32 numpy arrays, in the
+Keras model's output order. The settings are the ones measured best on a shared 2-core CPU (docs/PERFORMANCE.md,
+issue 44): ONNX Runtime with every graph optimisation (its NCHWc layout for AVX2/AVX-512 included), one intra-op
+thread per physical core and no spin-waiting between operators (spinning burns the CPU a neighbour needs and
+gained nothing in throughput here); OpenVINO with its throughput hint (one stream per core: a batch is split
+across them) and float32 inference precision, so a CPU with bfloat16 units (AMX) does not round the answers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import Unavailable
+from core.runtimes.names import KERAS, ONNXRUNTIME, OPENVINO, TITLES
+
+_MODULES = {ONNXRUNTIME: "onnxruntime", OPENVINO: "openvino"}
+
+
+class EngineError(Unavailable):
+    """A runtime could not load or run the graph; the message says which and why."""
+
+
+def installed(runtime: str) -> bool:
+    """Whether `runtime`'s Python package is importable here (Keras always is)."""
+    if runtime == KERAS:
+        return True
+    try:
+        return importlib.util.find_spec(_MODULES[runtime]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def version(runtime: str) -> str | None:
+    """The installed version of `runtime`'s package (or of any package by name), None when it is not installed."""
+    from importlib import metadata
+
+    package = _MODULES.get(runtime, runtime)
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on: (physical id, core id) pairs of /proc/cpuinfo within its affinity;
+    SMT siblings share one core's vector units, so a second thread on them adds little to a convolution."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        processor = package = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "processor":
+                    processor, package = int(value), "0"
+                elif key == "physical id":
+                    package = value
+                elif key == "core id" and processor in allowed:
+                    cores.add((package or "0", value))
+    except (OSError, ValueError):
+        cores = set()
+    return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+class KerasEngine:
+    """The Keras model's own compiled predict step (TensorFlow's or JAX's kernels); `eager`: op by op, for a check
+    on a few images, where tracing or compiling the graph would cost more than the pass itself."""
+
+    name = KERAS
+
+    def __init__(self, model, eager: bool = False):
+        self.model = model
+        self.eager = eager
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        import keras
+
+        out = self.model(x, training=False) if self.eager else self.model.predict_on_batch(x)
+        out = out if isinstance(out, list | tuple) else [out]
+        return [np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float32) for o in out]
+
+    def close(self) -> None:
+        pass
+
+
+class OnnxRuntimeEngine:
+    """An ONNX graph in ONNX Runtime's CPU execution provider."""
+
+    name = ONNXRUNTIME
+
+    def __init__(self, graph: Path, outputs: Sequence[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own C++ exception types
+            raise EngineError(f"ONNX Runtime could not load {graph.name}: {e}") from e
+        self.input = self.session.get_inputs()[0].name
+        self.outputs = list(outputs)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(o, dtype=np.float32) for o in self.session.run(self.outputs, {self.input: x})]
+
+    def close(self) -> None:
+        self.session = None
+
+
+class OpenVinoEngine:
+    """An ONNX graph compiled by OpenVINO for this CPU, with its throughput hint: a batch is split across its
+    streams (one per core) and they run at once; a batch smaller than two rows a stream runs on one."""
+
+    name = OPENVINO
+
+    def __init__(self, graph: Path, outputs: Sequence[str], hint: str = "THROUGHPUT"):
+        import openvino as ov
+
+        try:
+            core = ov.Core()
+            model = core.read_model(str(graph))
+            self.compiled = core.compile_model(
+                model,
+                "CPU",
+                {
+                    "PERFORMANCE_HINT": hint,
+                    "INFERENCE_PRECISION_HINT": "f32",
+                    "INFERENCE_NUM_THREADS": physical_cores(),
+                },
+            )
+        except Exception as e:  # OpenVINO raises RuntimeError and its own types
+            raise EngineError(f"OpenVINO could not compile {graph.name}: {e}") from e
+        streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1)
+        self.requests = [self.compiled.create_infer_request() for _ in range(max(1, streams))]
+        self.ports = [self.compiled.output(name) for name in outputs]
+        self._lock = threading.Lock()  # an infer request serves one caller at a time
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            parts = len(self.requests) if len(x) >= 2 * len(self.requests) else 1
+            if parts == 1:
+                result = self.requests[0].infer({0: x})
+                return [np.array(result[port], dtype=np.float32) for port in self.ports]
+            chunks = np.array_split(x, parts)
+            for request, chunk in zip(self.requests, chunks, strict=True):
+                request.start_async({0: np.ascontiguousarray(chunk)})
+            for request in self.requests:
+                request.wait()
+            return [
+                np.concatenate([np.array(r.get_tensor(port).data, dtype=np.float32) for r in self.requests])
+                for port in self.ports
+            ]
+
+    def close(self) -> None:
+        self.requests, self.compiled = [], None
+
+
+def engine(runtime: str, graph: Path | None, outputs: Sequence[str], model=None):
+    """An engine of `runtime` for the ONNX `graph` (or, for Keras, `model`). Raises EngineError."""
+    if runtime == KERAS:
+        return KerasEngine(model)
+    if not installed(runtime):
+        raise EngineError(f"{TITLES[runtime]} is not installed (pip package {_MODULES[runtime]})")
+    if runtime == ONNXRUNTIME:
+        return OnnxRuntimeEngine(graph, outputs)
+    return OpenVinoEngine(graph, outputs)
