@@ -29,7 +29,7 @@ from core.importers.csv_labels import (
     read_table,
     suggest_name,
 )
-from core.importers.multilabel_table import MULTI_COLUMNS, detect
+from core.importers.multilabel_table import MULTI_COLUMNS, detect, labels_of_rows
 from core.processes import JobState
 from pages.ui import auth, common, dataset_choice, plain
 
@@ -161,8 +161,6 @@ TASK_CHOICES = {"Detect": None, "One": False, "Several": True}
 
 def multilabel_preview(rows: list[dict[str, str]], shape, path_col: str) -> None:
     """What a multi-label import will make of the table: how it reads it, its labels, photos with none, bad rows."""
-    from core.importers.multilabel_table import labels_of_rows
-
     read, bad = labels_of_rows(rows, shape, path_col)
     counts: dict[str, int] = {}
     for _, _, labels in read:
