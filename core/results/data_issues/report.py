@@ -164,6 +164,8 @@ def _health_title(issues: DataIssues) -> str:
         listed = f"{suspects} suspected label errors ({suspects / n:.0%} of {review['photos']} photos)"
         if supported is None:
             said = f"{listed}, each a guess (too few photos to test the list)"
+        elif supported == 0 and review.get("self_test_too_small"):
+            said = f"{listed}: the self-test was too small to judge the list, so look through it by eye"
         elif supported == 0:
             said = f"{listed}, none found clearly better than a random pick in the self-test: treat them as guesses"
         else:
@@ -317,6 +319,7 @@ def with_label_review(result: DataIssues, run_dir: str | os.PathLike) -> DataIss
             "estimated_errors": review.estimated_errors,
             "supported": review.supported,
             "photos": review.images,
+            "self_test_too_small": label_issues.inconclusive(review.trust),
         }
     )
     return result
