@@ -182,7 +182,8 @@ def review_section(run: Run) -> None:
     if heatmaps:
         explainer = run_models.explainer(run_models.key_of(run))
         st.caption(explainer.grid_note(explainer.default_layer))
-    if review.supported is None:  # no self-test: nothing bounds the list (the verdict says so)
+    if review.supported is None or (review.supported == 0 and label_issues.inconclusive(review.trust)):
+        # no self-test, or one too small to judge the list: nothing bounds it, look by eye (the verdict says so)
         rows_page(run, issues, corrections, heatmaps, key="explore_issue_page")
         return
     supported = {issue.path for issue in review.first}
