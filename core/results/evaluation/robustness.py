@@ -170,10 +170,10 @@ class RobustnessReport:
         )
         if self.near_chance:
             said = (
-                f"This model is no better than chance on these photos ("
-                f"{chance_words(self.clean_accuracy, self.photos, len(self.classes))}): the figures cannot show "
-                f"robustness, since a model that guesses has nothing to lose and any change is within what chance "
-                f"moves. {said}"
+                f"This model is no better than chance on these photos: its "
+                f"{chance_words(self.clean_accuracy, self.photos, len(self.classes))}. These figures cannot show "
+                f"robustness: a model that guesses has nothing to lose, and any change is within what chance moves. "
+                f"{said}"
             )
         return said
 

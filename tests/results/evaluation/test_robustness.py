@@ -101,8 +101,8 @@ def test_the_sentence_moves_the_way_the_accuracy_does(clean, corrupted, said):
 
 def test_a_model_no_better_than_chance_is_said_to_show_nothing():
     weak = _report(0.5, 0.53, photos=40)  # the walk's run: 0.50 on 40 photos, 2 classes
-    assert weak.near_chance and weak.words().startswith("This model is no better than chance on these photos (")
-    assert "includes chance, 0.50 for 2 classes): the figures cannot show robustness" in weak.words()
+    assert weak.near_chance and weak.words().startswith("This model is no better than chance on these photos: its ")
+    assert "includes chance, 0.50 for 2 classes. These figures cannot show robustness" in weak.words()
     strong = _report(0.9, 0.7, photos=200)
     assert not strong.near_chance and "chance" not in strong.words()
 
