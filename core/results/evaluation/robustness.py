@@ -248,13 +248,17 @@ class Cost:
 
 
 def estimate(
-    run: Run, others: list[Run] | None = None, limit: int = MAX_PHOTOS, data_root: str | os.PathLike | None = None
+    run: Run,
+    others: list[Run] | None = None,
+    limit: int = MAX_PHOTOS,
+    data_root: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> Cost:
     """How long `measure` will take for `run`, priced at the pace of earlier measurements on this device (scaled by
     the input's area), else at this project's measured default; with the time before the first pass (earlier
     measurements' own, else SETUP_GUESS), and, with `data_root`, decoding the dataset where it is not decoded at the
-    run's size yet."""
-    device = describe().label
+    run's size yet. `device`: the device's label where the caller knows it (`describe` imports the framework)."""
+    device = device or describe().label
     size = run.train_config.image_size
     test = _test_size(run)
     photos = min(test, limit) if test else limit

@@ -11,7 +11,7 @@ import streamlit as st
 from core.results.evaluation import robustness
 from core.results.evaluation.corruptions import FAMILIES
 from core.runs.files import run_files
-from pages.ui import common, plain, teaching
+from pages.ui import common, device_status, plain, teaching
 from pages.ui.run_task import launch, task_panel, why_not
 
 
@@ -112,7 +112,10 @@ def section(run, runs: list) -> None:
     )
     report = report_of(run)
     if report is None:
-        cost = robustness.estimate(run, runs, data_root=common.data_root())
+        with st.spinner("Pricing the measurement on this device…"):  # at once, not a bare heading for seconds
+            cost = robustness.estimate(
+                run, runs, data_root=common.data_root(), device=device_status.device_info().label
+            )
         st.info(
             f"**Cost before it starts**: {cost.text}. It runs in the background; you can leave the page.",
             icon=":material/schedule:",
@@ -215,7 +218,7 @@ def _offer_pair(run, runs: list) -> None:
     if refused:
         st.caption(refused)
         return
-    cost = robustness.estimate(other, runs, data_root=common.data_root())
+    cost = robustness.estimate(other, runs, data_root=common.data_root(), device=device_status.device_info().label)
     if st.button(
         f"Measure it too ({cost.text})", key="evaluate_robustness_measure_other", icon=":material/play_arrow:"
     ):
