@@ -120,7 +120,8 @@ class SliderRange:
         if self.bunched:
             said += (
                 f". They bunch near 1/{k} = {1 / k:.0%}: the calibrated model can hardly tell the classes apart (see "
-                "Calibration), so a threshold here holds back almost nothing or almost everything"
+                "Calibration), so a threshold here sorts answers by a few points of probability, which say little "
+                "about which are right"
             )
         return said + "."
 
