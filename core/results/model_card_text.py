@@ -273,7 +273,7 @@ def _selective(found) -> str:
     extra = ""
     if thresholds:
         extra = "\n\nSaved per-class thresholds (answers under them are held back): " + ", ".join(
-            f"{md(k)} {v:.2f}" for k, v in thresholds.items()
+            f"{md(k)} {v:.2f}" if abs(round(v, 2) - v) < 1e-9 else f"{md(k)} {v:.3f}" for k, v in thresholds.items()
         )
     if chosen is None:
         return (

@@ -82,7 +82,12 @@ def words(name: str, counts: ClassAnswers) -> str:
         if counts.answers
         else f"no photo answered '{name}'"
     )
-    return f"at {counts.threshold:.2f}: {answers}, {counts.right} of {counts.photos} '{name}' photos found"
+    return f"at {figure(counts.threshold)}: {answers}, {counts.right} of {counts.photos} '{name}' photos found"
+
+
+def figure(threshold: float) -> str:
+    """'0.70', or '0.534' on a finer slider's step."""
+    return f"{threshold:.2f}" if abs(round(threshold, 2) - threshold) < 1e-9 else f"{threshold:.3f}"
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ def decision(thresholds: dict[str, float], label: str, confidence: float) -> tup
     threshold = thresholds.get(label)
     if threshold is None or confidence >= threshold:
         return True, None
-    return False, f"{confidence:.1%} for {label} is under its saved threshold of {threshold:.2f}"
+    return False, f"{confidence:.1%} for {label} is under its saved threshold of {figure(threshold)}"
 
 
 def table(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], thresholds: dict[str, float]):

@@ -180,7 +180,7 @@ def class_thresholds_section(run) -> None:
     if kept == saved:
         st.caption(
             "Saved with the run: "
-            + (", ".join(f"{plain.md(k)} {v:.2f}" for k, v in saved.items()) or "none")
+            + (", ".join(f"{plain.md(k)} {per_class.figure(v)}" for k, v in saved.items()) or "none")
             + ". Predict, the model server and the exports hold back answers under them."
         )
     refused = why_not(run)
@@ -197,7 +197,10 @@ def class_thresholds_section(run) -> None:
         stored = per_class.save(run.directory, kept, classes, by=auth.current_user().id)
         st.success(
             "Saved: "
-            + (", ".join(f"{plain.md(k)} {v:.2f}" for k, v in stored.items()) or "no threshold (every answer given)")
+            + (
+                ", ".join(f"{plain.md(k)} {per_class.figure(v)}" for k, v in stored.items())
+                or "no threshold (every answer given)"
+            )
             + ". Predict, the model server and new exports use them now.",
             icon=":material/check_circle:",
         )
