@@ -30,7 +30,7 @@ from core.progress import StageCallback
 from core.results.data_issues import groups, outliers
 from core.results.data_issues.inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
 from core.results.labels import issues as label_issues
-from core.results.labels import overlap
+from core.results.labels import overlap, power
 from core.runs.files import run_files
 
 __all__ = ["DataIssues", "Inputs", "Stopped", "find", "for_dataset", "for_run", "for_run_saved", "load", "save"]
@@ -360,7 +360,7 @@ def with_label_review(result: DataIssues, run_dir: str | os.PathLike) -> DataIss
             "estimated_errors": review.estimated_errors,
             "supported": review.supported,
             "photos": review.images,
-            "self_test_too_small": label_issues.inconclusive(review.trust),
+            "self_test_too_small": power.inconclusive(review.trust),
         }
     )
     return result

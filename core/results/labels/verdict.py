@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.results.labels.issues import SUPPORT_LIFT, LabelReview, inconclusive, too_small_words
+from core.results.labels.issues import SUPPORT_LIFT, LabelReview
+from core.results.labels.power import inconclusive, too_small_words
 
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test", "all": "dataset"}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.results.labels import issues as label_issues
-from core.results.labels import out_of_sample
+from core.results.labels import out_of_sample, power
 from core.results.labels import self_test as label_self_test
 from tests.conftest import make_image_dataset
 
@@ -307,12 +307,12 @@ def test_a_review_from_before_the_bound_is_computed_again(tmp_path):
 def test_the_self_tests_power_says_whether_it_could_judge_the_list():
     # walk of issue 40, item 7: 9 flips planted among 180 photos; a random order puts about 0.45 among the first 9
     walk = {"planted": 9, "found": 0, "chance": 0.45, "photos": 180, "depth": 0, "found_at_depth": 0}
-    power = label_issues.self_test_power(walk)
-    assert power["needed"] == 3, "P(3 or more | random order) is under 5%; P(2 or more) is not"
-    assert 0.2 < power["power"] < 0.3 and power["too_small"]
-    assert label_issues.inconclusive(walk)
-    assert not label_issues.inconclusive({**walk, "found": 3}), "3 of 9 beats chance, even on a small test"
+    figures = power.self_test_power(walk)
+    assert figures["needed"] == 3, "P(3 or more | random order) is under 5%; P(2 or more) is not"
+    assert 0.2 < figures["power"] < 0.3 and figures["too_small"]
+    assert power.inconclusive(walk)
+    assert not power.inconclusive({**walk, "found": 3}), "3 of 9 beats chance, even on a small test"
     large = {"planted": 40, "found": 0, "chance": 2.0, "photos": 800, "depth": 0, "found_at_depth": 0}
-    assert label_issues.self_test_power(large)["power"] > 0.9 and not label_issues.inconclusive(large)
-    assert label_issues.self_test_power({"planted": 0, "lift": None}) is None
-    assert not label_issues.inconclusive(None)
+    assert power.self_test_power(large)["power"] > 0.9 and not power.inconclusive(large)
+    assert power.self_test_power({"planted": 0, "lift": None}) is None
+    assert not power.inconclusive(None)
