@@ -182,8 +182,9 @@ def test_answer_only_when_sure_on_every_route_when_asked(served):
     result = rest["results"][0]
     model = served["server"].registry.get("production").loaded.model
     given, why = selective.decision(model.selective, result["probability"], 0.3)
-    if given and result["out_of_distribution"]["flag"]:
-        given, why = False, FOREIGN_REASON
+    reasons = [FOREIGN_REASON] if result["out_of_distribution"]["flag"] else []  # that reason first
+    reasons += [] if given else [why]
+    given, why = not reasons, "; ".join(reasons) or None
     assert result["max_error"] == 0.3 and result["abstained"] is (not given) and result.get("reason") == why
     body = {
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}],

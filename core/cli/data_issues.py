@@ -42,6 +42,9 @@ def cmd_data_issues(args: argparse.Namespace) -> int:
         if run is not None:
             result = None if args.again else data_issues.load(run.directory)
             result = result or data_issues.for_run_saved(run, data_root, stage_progress)
+            result.random_start = (
+                result.random_start or run.train_config.weights == "none"
+            )  # one stored before it kept that
         else:
             result = data_issues.find(data_issues.for_dataset(source.photos, stage_progress), progress=stage_progress)
     if sys.stderr.isatty():
@@ -95,7 +98,7 @@ def _details(result, kind: str, limit: int) -> list[str]:
             a, b = pair["classes"]
             apart = "" if pair["separability"] is None else f"; told apart {pair['separability']:.0%} of the time"
             out.append(f"{a} / {b}: score {pair['score']:.4f} (~{pair['photos']} photos between them{apart})")
-            out.append("    " + overlap_advice(pair, result.classes))
+            out.append("    " + overlap_advice(pair, result.classes, random_start=result.random_start))
             out += [
                 f"    {e['path']} (labelled {e['label']}; of the two, the model gives {e['looks_like']} "
                 f"{probability_text(e['share'])})"

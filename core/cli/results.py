@@ -249,10 +249,11 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             if item.error:
                 print(f"{item.name}: error: {item.error}")
             else:
-                flag = "  (none of these: it looks like no class the model knows)" if item.answer.ood_flag else ""
+                flag = _none_of_these(model) if item.answer.ood_flag else ""
                 flag += f"  [held back: {item.answer.abstain_reason}]" if item.answer.abstained else ""
                 if item.answer.prediction_set is not None:
-                    flag += f"  [set at {item.answer.set_level:.0%}: {' or '.join(item.answer.prediction_set)}]"
+                    trust = "" if item.answer.set_trusted else ", not to be trusted: it looks like none of the classes"
+                    flag += f"  [set at {item.answer.set_level:.0%}: {' or '.join(item.answer.prediction_set)}{trust}]"
                 small = size_note(item.decoded, run.train_config.image_size)
                 flag += f"  (warning: {small})" if small else ""
                 print(f"{item.name}: {', '.join(f'{label} {p:.3f}' for label, p in item.answer.top)}{flag}")
@@ -273,13 +274,20 @@ def _print_files(args: argparse.Namespace, run, model, items: list) -> int:
             line = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top"])
             if "prediction_set" in result:
                 chosen = result["prediction_set"]
-                line += f"  [set at {chosen['level']:.0%}: {' or '.join(chosen['classes'])}]"
+                trust = "" if chosen.get("trusted", True) else ", not to be trusted: it looks like none of the classes"
+                line += f"  [set at {chosen['level']:.0%}: {' or '.join(chosen['classes'])}{trust}]"
             if (result.get("out_of_distribution") or {}).get("flag"):
-                line += "  (none of these: it looks like no class the model knows)"
+                line += _none_of_these(model)
             if result.get("abstained"):
                 line += f"  [held back: {result.get('reason')}]"
             print(f"{result['image']}: {line}")
     return EXIT_OK if all("error" not in r for r in results) else EXIT_FAILED
+
+
+def _none_of_these(model) -> str:
+    """The flag in a line of text, with how often the check wrongly flags the run's own photos."""
+    rates = f"; {model.reference.detector.flag_words()}" if model.reference is not None else ""
+    return f"  (none of these: it looks like no class the model knows{rates})"
 
 
 def _write_tables(args: argparse.Namespace, rows: list[dict]) -> None:

@@ -47,7 +47,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if report is not None and report.photos != min(args.photos, report.test_photos):
         report = None  # another sample size was asked for
     if report is None:
-        cost = robustness.estimate(run, store.list(), args.photos)
+        cost = robustness.estimate(run, store.list(), args.photos, data_dir(args.data_dir))
         print(f"measuring: {cost.text}", file=sys.stderr)
         with contextlib.redirect_stdout(sys.stderr):
             report = robustness.measure(run, data_dir(args.data_dir), stage_progress, limit=args.photos)

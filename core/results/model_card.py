@@ -52,6 +52,7 @@ def facts(run: Run) -> dict[str, Any]:
         "summary": summary,
         "intervals": intervals(evaluation),
         "calibration": calibration.summary() if calibration is not None else None,
+        "calibration_words": calibration.bound_words() if calibration is not None else None,
         "sets": conformal.load(run.directory),
         "selective": selective.load(run.directory),
         "class_thresholds": class_thresholds.load(run.directory),

@@ -9,6 +9,7 @@ import datetime as dt
 import re
 from typing import Any
 
+from core.results.evaluation.chance import chance_level, no_better_than_chance
 from core.settings.options import describe_config, run_command
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -50,13 +51,28 @@ def _classes(run) -> str:
     return ", ".join(names) if len(names) <= 30 else ", ".join(names[:30]) + f" and {len(names) - 30} more"
 
 
+def _near_chance(found) -> bool:
+    """Whether the test accuracy's 95% interval includes chance (1 / classes)."""
+    summary = found["summary"]
+    return no_better_than_chance(summary["accuracy"], summary["test_images"], len(found["run"].classes))
+
+
+def _chance(found) -> str:
+    """'no better than chance on its test photos (...)', said wherever the card names its accuracy."""
+    acc = found["intervals"].get("accuracy")
+    within = f"its 95% interval {acc[0]:.3f}-{acc[1]:.3f} includes" if acc else "its interval includes"
+    k = len(found["run"].classes)
+    return f"no better than chance on its test photos ({within} {chance_level(k):.2f}, a guess among {k} classes)"
+
+
 def _intro(found) -> str:
     run, summary = found["run"], found["summary"]
     start = "a random start (no pretrained weights)" if run.train_config.weights == "none" else "pretrained weights"
+    weak = f": {_chance(found)}" if _near_chance(found) else ""
     return (
         f"An image classifier of {len(run.classes)} classes ({_classes(run)}) trained with Flora on the dataset "
         f"*{md(run.dataset_name)}* from {start}. Test accuracy {summary['accuracy']:.3f} on "
-        f"{summary['test_images']} photos."
+        f"{summary['test_images']} photos{weak}."
     )
 
 
@@ -80,14 +96,37 @@ def _details(found, version: str, now: float) -> str:
     return "\n".join(lines)
 
 
+def _promises(found) -> str:
+    """What the run's probabilities, sets and selective threshold promise, each only where the run has it."""
+    said = []
+    if found["calibration"] is not None:
+        said.append("its probabilities are calibrated on the validation split")
+    sets, chosen = found["sets"], found["selective"]
+    if sets is not None:
+        said.append(f"its prediction sets at {sets.level:.0%} carry a promise about photos like the test photos taken "
+                    "together (not each photo)")  # fmt: skip
+    if chosen is not None and chosen.threshold is not None:
+        said.append(f"its answer-only-when-sure threshold promises at most {chosen.max_error:.0%} wrong among the "
+                    "photos it answers, for photos like the test photos")  # fmt: skip
+    elif chosen is not None:
+        said.append(f"no answer-only-when-sure threshold can promise at most {chosen.max_error:.0%} wrong on it")
+    if not said:
+        return ""
+    text = "; ".join(said)
+    return " " + text[0].upper() + text[1:] + "."
+
+
 def _uses(found) -> str:
     run = found["run"]
+    weak = (
+        f" It is {_chance(found)}: it cannot be used to name photos yet, only to try Flora's steps on."
+        if _near_chance(found)
+        else ""
+    )
     return (
         "## Uses\n\n"
         f"**Intended use**: naming which of {_classes(run)} a photo shows, for photos like the dataset's "
-        f"(*{md(run.dataset_name)}*). Its probabilities are calibrated on the validation split; its prediction sets "
-        "and its answer-only-when-sure threshold carry guarantees about photos like the test photos taken "
-        "together.\n\n"
+        f"(*{md(run.dataset_name)}*).{weak}{_promises(found)}\n\n"
         "**Out of scope**: photos of anything else. A classifier always answers with one of its classes; the "
         "'none of these' check below catches some foreign pictures, not all. No decision about people should rest "
         "on it."
@@ -97,6 +136,9 @@ def _uses(found) -> str:
 def _limitations(found) -> str:
     run, summary = found["run"], found["summary"]
     notes = []
+    if _near_chance(found):
+        notes.append(f"It is {_chance(found)}: its other figures (robustness, calibration, sets) describe a model "
+                     "that guesses.")  # fmt: skip
     if run.train_config.weights == "none":
         notes.append(
             "It started from random weights: its features know only this dataset, so it is weaker than a pretrained "
@@ -173,7 +215,8 @@ def _evaluation(found) -> str:
         f"On the test split ({summary['test_images']} photos, never used in training or for any choice):",
         "",
         f"- accuracy **{summary['accuracy']:.4f}**"
-        + (f" (95% interval {acc[0]:.3f}-{acc[1]:.3f}, Wilson)" if acc else ""),
+        + (f" (95% interval {acc[0]:.3f}-{acc[1]:.3f}, Wilson)" if acc else "")
+        + (f": {_chance(found)}" if _near_chance(found) else ""),
         f"- macro F1 **{summary['macro']['f1']:.4f}**"
         + (f" (95% interval {f1[0]:.3f}-{f1[1]:.3f}, bootstrap)" if f1 else ""),
         f"- macro precision {summary['macro']['precision']:.4f}, macro recall {summary['macro']['recall']:.4f}; "
@@ -194,12 +237,16 @@ def _calibration(found) -> str:
     if c is None:
         return f"## Calibration\n\nNot fitted yet: `python -m core calibrate {found['run'].run_id}`."
     low, high = c["ece_interval_after"]
+    bound = f" {found['calibration_words']}" if found.get("calibration_words") else ""
     return (
         "## Calibration\n\n"
         f"Temperature {c['temperature']:.3f} fitted on {c['val_images']} validation photos. On the test split the "
         f"expected calibration error goes from {c['ece_before']:.3f} to {c['ece_after']:.3f} (95% interval "
-        f"{low:.3f}-{high:.3f}), NLL from {c['nll_before']:.3f} to {c['nll_after']:.3f}. Every probability Flora "
-        "shows or serves is calibrated."
+        f"{low:.3f}-{high:.3f}), NLL from {c['nll_before']:.3f} to {c['nll_after']:.3f}.{bound} Predict, "
+        "Explore, `core predict`, the model server and the exports give the calibrated probabilities (Predict "
+        "can show the raw ones, and says which); Evaluate's figures and its confusion-matrix photos show the model's "
+        "own softmax, before calibration, and say so."
+        + ("" if bound else " Calibration changes no ranking, so no accuracy.")
     )
 
 
@@ -226,7 +273,7 @@ def _selective(found) -> str:
     extra = ""
     if thresholds:
         extra = "\n\nSaved per-class thresholds (answers under them are held back): " + ", ".join(
-            f"{md(k)} {v:.2f}" for k, v in thresholds.items()
+            f"{md(k)} {v:.2f}" if abs(round(v, 2) - v) < 1e-9 else f"{md(k)} {v:.3f}" for k, v in thresholds.items()
         )
     if chosen is None:
         return (
@@ -234,6 +281,7 @@ def _selective(found) -> str:
             f"`python -m core calibrate {run.run_id} --max-error 0.05`." + extra
         )
     held, level = chosen.held_out, chosen.max_error
+    intro = _selective_level(chosen, run)
     if chosen.threshold is None:
         text = f"No threshold can promise at most {level:.0%} wrong among answered photos on this run's test photos"
         if chosen.nearest:
@@ -242,7 +290,7 @@ def _selective(found) -> str:
                 f"; the nearest level it can is {near['max_error']:.0%}, answering "
                 f"{near['held_out']['share_answered']:.0%} of held-out photos"
             )
-        return "## Answering only when sure\n\n" + text + "." + extra
+        return "## Answering only when sure\n\n" + intro + text + "." + extra
     error = "-" if held.error is None else f"{held.error:.1%}"
     text = (
         f"At most {level:.0%} wrong among the photos answered, promised with probability {1 - chosen.delta:.0%} "
@@ -256,7 +304,32 @@ def _selective(found) -> str:
             f"; over {s.splits} halvings the error among answers was {s.error_mean:.1%} +/- {s.error_sd or 0:.1%} "
             f"and the share answered {s.share_mean:.0%}"
         )
-    return "## Answering only when sure\n\n" + text + "." + extra
+    return "## Answering only when sure\n\n" + intro + text + "." + extra
+
+
+def _selective_level(chosen, run) -> str:
+    """Which level the section reports: the one last fitted, with the command, beside the app's default."""
+    from core.results.probabilities.selective import DEFAULT_MAX_ERROR  # heavy: scipy
+
+    level = chosen.max_error
+    text = (
+        f"This section reports the level last fitted, at most {level:.0%} wrong (`python -m core calibrate "
+        f"{run.run_id} --max-error {level:g}`). "
+    )
+    if abs(level - DEFAULT_MAX_ERROR) > 1e-9:
+        default = chosen.threshold_at(DEFAULT_MAX_ERROR)
+        at_default = (
+            f"answers when the top probability is {default:.3f} or more"
+            if default is not None
+            else "no threshold can promise it on this run's test photos"
+        )
+        text += (
+            f"Predict's \"Answer only when sure\" starts at the app's default, {DEFAULT_MAX_ERROR:.0%}, where "
+            f"{at_default}; any level can be asked for (Predict's slider, the server's `max_error`). "
+        )
+    else:
+        text += "It is also the app's default for Predict's \"Answer only when sure\". "
+    return text
 
 
 def _none_of_these(found) -> str:
@@ -274,7 +347,8 @@ def _none_of_these(found) -> str:
         f"{len(detector.evidence)} on one set of foreign images and reported on another. At {THRESHOLD_IN_USE} it "
         f"flags {chosen.get('test_flagged', 0):.0%} of the test photos (its false alarms)"
         + (
-            f" and catches these shares of the foreign images: {in_use} (the figures Predict and Serve show)."
+            f" and catches {chosen.get('foreign_flagged_all') or 0:.0%} of the foreign images it was tried on "
+            f"({in_use}): the figures Predict and Serve show."
             if in_use
             else "."
         ),

@@ -68,6 +68,8 @@ EXTRACTING = "extracting features"
 REFERENCE_STAGE = "fitting the out-of-distribution reference"  # training's last step (core.train.training)
 # training photos the OOD reference passes through the model (core.results.probabilities.reference)
 REFERENCE_TRAIN_SAMPLE = 2000
+AFTER_EPOCHS = ("saving", "evaluating", REFERENCE_STAGE)  # the steps after the fit, as the run reports them
+MIN_PACE_SECONDS = 1.0  # a stage's pace from less than this is no pace: no time left is given yet
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,12 @@ class RunProgress:
         elif self.stage_counts and self.epochs_done and self.state.active and not self.stopping:
             # a step after the epochs that counts its photos (the out-of-distribution reference): how far, how long
             parts.append(self.stage_text.removeprefix(self.stage or "").lstrip(" ·"))
+        elif self.state is JobState.QUEUED and not self.stage and self.stage_seconds is not None:
+            # the walk: ~29 s at "queued · 0%" with nothing said: the new process loads the framework first
+            parts.append(
+                f"starting the training process: it loads TensorFlow before it can report "
+                f"({format_duration(self.stage_seconds)} so far)"
+            )
         elif self.untimed_step and self.stage_seconds is not None:
             # the walk: 'whole run 29%' sat still for 16 s across the phase change and the reference took 25 s with
             # nothing said: a step without a pace shows that it is alive and how long it has taken so far
@@ -200,7 +208,20 @@ class RunProgress:
         """'4/10 epochs done': the epochs finished, as many as the curves plot (the header, the runs table and the
         chart say the same; "epoch 5/10" beside 4 plotted points read as one lost)."""
         done = min(self.epochs_done, self.epochs_total)
+        if self.ended_early:  # the walk: "7/10 epochs done" sat there through testing, the 3 never to come unsaid
+            return f"{done}/{self.epochs_total} epochs: early stopping ended the fit (validation loss stopped falling)"
         return f"{done}/{self.epochs_total} epochs done" if self.state.active else f"{done}/{self.epochs_total} epochs"
+
+    @property
+    def ended_early(self) -> bool:
+        """Early stopping ended the epochs before their number (a stop asked for is not this)."""
+        if self.stopping or self.state is JobState.STOPPED or not self.epochs_total:
+            return False
+        if self.epochs_done >= self.epochs_total:
+            return False
+        if self.state is JobState.DONE:
+            return True
+        return self.state.active and (self.stage or "").startswith(AFTER_EPOCHS)
 
 
 def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) -> RunProgress:
@@ -219,12 +240,15 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
         stage_counts = (done_items, total_items)
         stage_fraction = min(1.0, done_items / total_items)
         stage_started = status.stage_started_at
-        if stage_started is not None and done_items > 0 and run.active:
-            pace = (float(status.updated_at or now) - float(stage_started)) / done_items
-            stage_eta = max(0.0, pace * (total_items - done_items))
+        measured = float(status.updated_at or now) - float(stage_started) if stage_started is not None else 0.0
+        if measured >= MIN_PACE_SECONDS and done_items > 0 and run.active:  # a pace needs time to measure
+            stage_eta = max(0.0, measured / done_items * (total_items - done_items))
     stage_seconds = None
-    if run.active and status.stage_started_at is not None:
-        stage_seconds = max(0.0, float(now) - float(status.stage_started_at))
+    stage_since = status.stage_started_at
+    if run.state is JobState.QUEUED and not status.stage:  # the process is starting: since it was launched
+        stage_since = status.launched_at or status.queued_at
+    if run.active and stage_since is not None:
+        stage_seconds = max(0.0, float(now) - float(stage_since))
     started = status.started_at
     finished = status.finished_at
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
@@ -259,7 +283,9 @@ def _whole_run_fraction(run: Run, epochs_done: int, batch_part: float, stage_fra
     if whole <= 0:  # nothing known of the dataset's size: count epochs alone
         return min(1.0, (epochs_done + batch_part) / max(1, config.total_epochs))
     stage = run.status.stage or ""
-    if epochs_done or run.status.phase:  # in the epochs (or past them)
+    # in the epochs (or past them); a phase's first epoch announces itself by its stage before any epoch ends
+    # (at "training the head" the line fell from 56% back to the decoding's 1%, then jumped to 70%)
+    if epochs_done or run.status.phase or stage.startswith(("training", "fine-tuning")):
         index = next(i for i, s in enumerate(stages) if s.name.startswith("phase"))
         phase1 = config.epochs
         if epochs_done + batch_part <= phase1 or not config.fine_tune_epochs:

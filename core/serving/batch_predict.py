@@ -145,8 +145,8 @@ SET_SEPARATOR = " | "  # between the class names of a prediction set in a table 
 
 def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None) -> list[dict[str, Any]]:
     """One flat row per file: path, label_i / probability_i for i in 1..k, the prediction set and its level (when
-    asked for), answered and why not (when a maximum error was asked or the run has class thresholds), ood flag and
-    score, a size warning (with `image_size`), error."""
+    asked for, and whether its promise reaches the photo), answered and why not (when a maximum error was asked or
+    the run has class thresholds), ood flag and score, a size warning (with `image_size`), error."""
     rows = []
     with_sets = any(item.answer is not None and item.answer.prediction_set is not None for item in items)
     held = any(item.answer is not None and item.answer.abstained is not None for item in items)
@@ -162,6 +162,8 @@ def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None
             row["prediction_set"] = "" if chosen is None else SET_SEPARATOR.join(chosen)
             row["set_size"] = "" if chosen is None else len(chosen)
             row["set_level"] = "" if chosen is None else answer.set_level
+            # False: the photo looks like none of the classes, the set's promise does not reach it
+            row["set_trusted"] = "" if chosen is None else answer.set_trusted
         if held:  # answer only when sure, or a class's saved threshold: given or held back, and why
             row["answered"] = "" if answer is None or answer.abstained is None else not answer.abstained
             row["held_back_because"] = (answer.abstain_reason or "") if answer is not None else ""

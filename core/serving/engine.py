@@ -64,6 +64,7 @@ class Answer:
     ood_score: float | None = None
     ood_flag: bool | None = None
     ood_why: str | None = None  # where the picture's statistics flag it: its most unusual one, in words
+    ood_false_alarms: float | None = None  # the share of the run's own test photos the check flags
     projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
     raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
     prediction_set: list[str] | None = None  # the classes of its conformal set, most probable first
@@ -73,6 +74,12 @@ class Answer:
     abstain_reason: str | None = None
     max_error: float | None = None  # the level asked for ("answer only when sure")
 
+    @property
+    def set_trusted(self) -> bool | None:
+        """Whether the prediction set's promise reaches this photo: not when it looks like none of the classes
+        (None: no set)."""
+        return None if self.prediction_set is None else not self.ood_flag
+
     def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
         out = {
             "label": self.label,
@@ -81,7 +88,13 @@ class Answer:
             "entropy": round(self.entropy, 6),
         }
         if self.prediction_set is not None:
-            out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
+            out["prediction_set"] = {
+                "level": self.set_level,
+                "classes": self.prediction_set,
+                "trusted": self.set_trusted,
+            }
+            if not self.set_trusted:
+                out["prediction_set"]["note"] = conformal.FOREIGN_SET_NOTE
         if self.views > 1:
             out["views"] = self.views
         if self.abstained is not None:
@@ -98,6 +111,8 @@ class Answer:
             }
             if self.ood_why:
                 out["out_of_distribution"]["why"] = self.ood_why
+            if self.ood_false_alarms is not None:
+                out["out_of_distribution"]["false_alarms"] = round(self.ood_false_alarms, 4)
         return out
 
 
@@ -342,6 +357,7 @@ class ServedModel:
                     ood_why=self.reference.detector.why(pictures[i])
                     if ood_flags is not None and ood_flags[i] and pictures is not None
                     else None,
+                    ood_false_alarms=None if ood_flags is None else self.reference.detector.false_alarms,
                     projection=None if projections is None else projections[i],
                     raw_probabilities=raw[i],
                     prediction_set=None if sets is None else sets[i],

@@ -4,7 +4,8 @@ it (`core.results.probabilities.selective`) with photos that look like none of t
 promise covers photos like the run's test photos, not those).
 
 Answers get `abstained` (None where nothing could hold them back: no level asked and no class threshold saved) and
-the reasons in words.
+the reasons in words. A photo that looks like none of the classes is held back whenever anything could hold it back,
+with that reason first: every threshold was measured on photos like the run's test photos, not on this one.
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ def hold_back(
     if max_error is None and not thresholds:
         return
     for answer in answers:
-        reasons = []
+        reasons = [FOREIGN_REASON] if answer.ood_flag else []
         if max_error is not None:
             given, why = sure.decision(selective, answer.max_probability, max_error)
             if not given:
                 reasons.append(why)
-            elif answer.ood_flag:
-                reasons.append(FOREIGN_REASON)
         given, why = per_class.decision(thresholds, answer.label, answer.max_probability)
         if not given:
             reasons.append(why)

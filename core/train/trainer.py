@@ -84,11 +84,14 @@ class StageReporter:
     def __call__(self, name: str, done: int | None = None, total: int | None = None, force: bool = False) -> None:
         now = time.time()
         unfinished = done is not None and total and done < total
-        if not force and unfinished and now - self._written < STAGE_WRITE_INTERVAL:
+        new_stage = name != self._stage
+        # a new stage is always written: its start is what its ETA is measured from (a first report swallowed by the
+        # interval left the start at a later count, and the pace at nothing: "60 / 180 · about 0 s left")
+        if not force and not new_stage and unfinished and now - self._written < STAGE_WRITE_INTERVAL:
             return
         self._written = now
         fields: dict[str, Any] = {"stage": name, "stage_progress": None}
-        if name != self._stage:  # a new stage: its ETA is measured from here
+        if new_stage:  # a new stage: its ETA is measured from here
             self._stage = name
             fields["stage_started_at"] = now
         if done is not None and total is not None:

@@ -11,7 +11,7 @@ from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError
 from core.data.imaging import GRAYSCALE_MODES
 from core.data.split_rule import next_split
 from core.health import image_table
-from core.settings.config import IMBALANCE_RATIO, TrainConfig
+from core.settings.config import IMBALANCE_RATIO
 from core.train.jobs import dataset_corrections
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
@@ -19,6 +19,7 @@ from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
 from pages.ui.dataset import multilabel as dataset_multilabel
 from pages.ui.dataset.unlabelled import unlabelled_tab as unlabelled_view
+from pages.ui.train import form as train_form
 
 PAGE_SIZE = 24
 MANY_CLASSES = 60  # beyond this many classes, the counts chart is sorted by size with no names under it
@@ -340,7 +341,7 @@ elif split_tab.open:
         kept = [i for i, e in enumerate(index.entries) if bool(readable.get(e.path, True))]
         left_out = len(index.entries) - len(kept)
         try:  # the very rule the next run draws with: labelled-in-Flora photos to training, your marks applied
-            defaults = TrainConfig()
+            defaults, whose = train_form.starting_config(str(index.root))
             given = [index.entries[i].split for i in kept] if index.has_split else None
             labels, split = next_split(
                 index.labels[kept],
@@ -356,16 +357,20 @@ elif split_tab.open:
             st.error(f"This dataset cannot be split for training: {plain.md(e)}", icon=":material/call_split:")
         else:
             table = pd.DataFrame(split.counts_by_class(labels, index.classes)).T
-            what = (
-                "the dataset's own split"
-                if split.source == "dataset"
-                else f"a stratified split with seed {defaults.split_draw_seed}"
-            )
+            if split.source == "dataset":
+                what = "the dataset's own split"
+            elif defaults.split_seed is not None:
+                what = (
+                    f"a stratified split drawn with split seed {defaults.split_seed} (seed {defaults.seed} starts the "
+                    "network)"
+                )
+            else:
+                what = f"a stratified split drawn with seed {defaults.seed} (no split seed set)"
             sizes_text = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
-            st.markdown(f"The next run with the Train page's defaults uses {what}: {sizes_text}.")
+            st.markdown(f"The next run with {whose} uses {what}: {sizes_text}.")
             keep = (
                 ""
-                if split.source == "dataset"
+                if split.source == "dataset" or defaults.split_seed is not None
                 else f"; a *Split seed* of {defaults.split_draw_seed} there keeps this split while another seed "
                 "changes only the start"
             )

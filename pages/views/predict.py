@@ -129,12 +129,13 @@ def photo_card(index: int, upload_id: str, name: str, data: bytes, item) -> None
     with chart_col:
         label, probability = top[0]
         held = predict_sure.notice(result)
-        st.markdown(f"{'Best guess' if held else 'Most likely'} **{plain.md(label)}** ({probability:.1%})")
+        unsure = held or result.ood_flag  # a photo like none of the classes gets a guess, not an answer
+        st.markdown(f"{'Best guess' if unsure else 'Most likely'} **{plain.md(label)}** ({probability:.1%})")
         in_set = predict_sets.set_line(served, result, set_level)
         small = size_note(item.decoded, run.train_config.image_size)
         if small:
             st.warning(f"This photo is {small}.", icon=":material/photo_size_select_small:")
-        predict_extras.ood_notice(item)
+        predict_extras.ood_notice(item, served)
         shown = top[:top_k] + [item for item in top[top_k:] if in_set and item[0] in in_set]
         st.plotly_chart(
             top_k_chart(shown, in_set),

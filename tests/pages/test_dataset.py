@@ -45,7 +45,7 @@ def test_classes_samples_sizes_and_split(app):
     assert "Median size: 48×40" in shown and "Every file's header reads as an image" in shown
 
     _tab(at, "Split")
-    assert "The next run with the Train page's defaults uses a stratified split with seed 42" in texts(at)
+    assert "The next run with the Train page's defaults uses a stratified split drawn with seed 42" in texts(at)
     assert table_with(at, "train", "val", "test").loc["red"].tolist() == [10, 2, 2]
 
 
@@ -391,5 +391,58 @@ def test_the_split_tab_shows_the_split_the_next_run_trains_with(app, workspace, 
     table = table_with(at, "train", "val", "test")
     assert {name: table.loc[name].to_dict() for name in index.classes} == expected
     sizes = ", ".join(f"{n} {name}" for name, n in split.sizes().items())
-    assert f"The next run with the Train page's defaults uses a stratified split with seed 42: {sizes}." in texts(at)
+    assert (
+        "The next run with the Train page's defaults uses a stratified split drawn with seed 42 (no split seed set): "
+        f"{sizes}." in texts(at)
+    )
     assert md("6 photo(s) labelled in Flora join training") in texts(at) and "1 excluded" in texts(at)
+
+
+def test_the_split_tab_draws_with_the_settings_the_train_form_starts_from(app, workspace, tmp_path):
+    # the walk of issue 39 (item 9): the tab showed the defaults' seed 42 while the Train form held seed 7, the
+    # settings last launched on the dataset
+    from core import workspace as remembered
+    from core.data.datasets import scan_dataset
+    from core.data.ingest import ingest
+    from core.runs.split import draw_split
+    from core.settings.config import TrainConfig
+
+    folder = make_image_dataset(tmp_path / "mine", {"daisy": 20, "dandelion": 20})
+    index = scan_dataset(folder)
+    cache = ingest(index, TrainConfig().cache_size, tmp_path / "cache")
+
+    def shown_for(config: TrainConfig | None) -> tuple[str, dict]:
+        if config is not None:
+            remembered.remember_train_settings(workspace["data"], folder, config.to_dict())
+        at = app("dataset")
+        at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+        at.text_input(key="dataset_folder").set_value(str(folder)).run()
+        _tab(at, "Split")
+        assert not at.exception, [e.value for e in at.exception]
+        table = table_with(at, "train", "val", "test")
+        return texts(at), {name: table.loc[name].to_dict() for name in index.classes}
+
+    def drawn(config: TrainConfig) -> dict:
+        return draw_split(cache, index, config, None).counts_by_class(cache.labels, index.classes)
+
+    shown, counts = shown_for(None)
+    assert "The next run with the Train page's defaults uses a stratified split drawn with seed 42" in shown
+    assert counts == drawn(TrainConfig())
+    launched = TrainConfig(seed=7, val_fraction=0.25, weights="none", image_size=32)
+    assert drawn(launched) != drawn(TrainConfig()), "a stratified split's counts change with the shares, not the seed"
+    shown, counts = shown_for(launched)
+    assert (
+        "The next run with the settings last launched on this dataset uses a stratified split drawn with seed 7"
+        in shown
+    )
+    assert counts == drawn(launched)
+    kept = TrainConfig(seed=7, split_seed=42, weights="none", image_size=32)  # the defaults' shares
+    shown, counts = shown_for(kept)
+    assert "drawn with split seed 42 (seed 7 starts the network)" in shown and counts == drawn(TrainConfig())
+    at = app("dataset")  # the form filled for this dataset in this session holds seed 3: that is what it launches
+    at.session_state["train_form_dataset"] = str(folder)
+    at.session_state["train_form_values"] = TrainConfig(seed=3, weights="none", image_size=32).to_dict()
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(folder)).run()
+    _tab(at, "Split")
+    assert "with the settings on the Train page's form uses a stratified split drawn with seed 3" in texts(at)

@@ -111,12 +111,16 @@ def test_clicks_on_the_greyed_page_label_a_photo_once_and_the_summary_counts_wha
     click("label_next_b1_1_none")
     click("label_next_b1_2_skip")
     click(f"label_next_b1_3_{first}")
-    click(f"label_next_b1_4_{first}")  # the batch is done: the head retrains and the next batch is drawn
+    click(f"label_next_b1_4_{first}")  # every card answered: the batch stays until the person asks for the next
+    state = at.session_state[f"label_next_{own['run_id']}"]
+    assert state["batch"] == 1 and not at.button(key="label_next_b1_next").disabled
+    click("label_next_b1_next")  # the head retrains and the next batch is drawn
     state = at.session_state[f"label_next_{own['run_id']}"]
     assert state["batch"] == 2 and "Last batch: 3 labelled, 1 set aside, 1 skipped." in texts(at)
     after = _files(own)
     assert len(after) == len(before) + 3
-    for key in (f"label_next_b1_4_{first}", f"label_next_b1_3_{first}", "label_next_b1_0_undo", "label_next_b1_2_skip"):
+    old_batch = (f"label_next_b1_4_{first}", f"label_next_b1_3_{first}", "label_next_b1_0_undo", "label_next_b1_2_skip")
+    for key in (*old_batch, "label_next_b1_next"):
         click(key)  # clicks on the old batch, made while the head retrained: nothing happens
     assert _files(own) == after
     assert len(Unlabelled.load(own["data_root"], own["dataset"]).record) == 4, "no undo, no new answer"
@@ -180,6 +184,7 @@ def test_a_click_during_the_retrain_leaves_the_summary_of_the_batch_that_was_lab
         states.widgets.append(drawn[key].click()._widget_state)
         at._run(states)
         assert not at.exception, [e.value for e in at.exception]
+        drawn.update({b.key: b for b in at.button if b.key not in drawn or not b.disabled})
 
     retrains, real = [], page.workbench
 
@@ -189,9 +194,10 @@ def test_a_click_during_the_retrain_leaves_the_summary_of_the_batch_that_was_lab
             click(f"label_next_b1_4_{first}")  # the second run of the page, made while this one retrains
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(page, "workbench", retrain_meanwhile_clicked)
     for i in range(5):
         click(f"label_next_b1_{i}_{first}")
+    monkeypatch.setattr(page, "workbench", retrain_meanwhile_clicked)
+    click("label_next_b1_next")
     assert len(retrains) == 2, "both runs of the page retrained"
     assert len(Unlabelled.load(own["data_root"], own["dataset"]).labelled) == 5
     assert "Last batch: 5 labelled, 0 set aside, 0 skipped." in texts(at)
@@ -221,9 +227,60 @@ def test_a_run_trained_after_photos_were_labelled_here_counts_them_among_its_lab
     photos = len(train.paths) + 2
     assert f"retrained on {photos} labelled photos (2 of them labelled here)" in texts(at)
     assert len(at.session_state[f"label_next_{own['run_id']}"]["picks"]) == 6, "every photo still waiting"
-    for key in [f"label_next_b1_{i}_{classes[1]}" for i in range(5)] + ["label_next_b1_5_skip"]:
+    for key in [f"label_next_b1_{i}_{classes[1]}" for i in range(5)] + ["label_next_b1_5_skip", "label_next_b1_next"]:
         at.button(key=key).click().run()
         assert not at.exception, [e.value for e in at.exception]
     shown = texts(at)
     assert "Last batch: 5 labelled, 0 set aside, 1 skipped." in shown and "7 labelled here (copied" in shown
     assert f"retrained on {photos + 5} labelled photos (7 of them labelled here)" in shown
+
+
+def _cards(at) -> list[str]:
+    """The photo names on the cards, top to bottom (each card's image caption)."""
+    return [caption for image in at.get("image") for caption in image.captions]
+
+
+def test_a_quick_click_labels_the_photo_it_was_aimed_at_and_no_card_moves(app, own, monkeypatch):
+    from streamlit.runtime.state.session_state import SessionState
+
+    # The second click lands while the page reruns after the first: it is the button drawn before that rerun.
+    monkeypatch.setattr(SessionState, "_remove_stale_widgets", lambda self, active: None)
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    picks = [p["path"] for p in at.session_state[f"label_next_{own['run_id']}"]["picks"]]
+    cards = _cards(at)
+    assert len(cards) == len(picks) >= 3
+    drawn = {b.key: b for b in at.button}
+    first, second = own["classes"][0], own["classes"][1]
+    at.button(key=f"label_next_b1_0_{first}").click().run()
+    states = at._tree.get_widget_states()
+    states.widgets.append(drawn[f"label_next_b1_1_{second}"].click()._widget_state)  # as drawn before the rerun
+    at._run(states)
+    assert not at.exception, [e.value for e in at.exception]
+    record = Unlabelled.load(own["data_root"], own["dataset"]).record
+    assert record[picks[0]]["label"] == first and record[picks[1]]["label"] == second
+    assert picks[2] not in record, "the third photo is untouched"
+    assert _cards(at) == cards, "every card where it was"
+    for i in range(2, len(picks)):
+        at.button(key=f"label_next_b1_{i}_skip").click().run()
+    assert _cards(at) == cards and at.session_state[f"label_next_{own['run_id']}"]["batch"] == 1, (
+        "a batch whose every card is answered stays until the person asks for the next"
+    )
+    assert "labelled **" in texts(at) and "Skipped for now" in texts(at) and at.button(key="label_next_b1_0_undo")
+
+
+def test_the_next_batch_waits_until_every_card_is_answered(app, own, monkeypatch):
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    assert at.button(key="label_next_b1_next").disabled and "5 photo(s) of this batch still wait" in texts(at)
+    for i in range(5):
+        at.button(key=f"label_next_b1_{i}_none").click().run()
+    assert not at.button(key="label_next_b1_next").disabled
+    at.button(key="label_next_b1_next").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state[f"label_next_{own['run_id']}"]["batch"] == 2
+    assert "Last batch: 0 labelled, 5 set aside, 0 skipped." in texts(at)

@@ -107,9 +107,26 @@ def test_the_verdict_fits_each_kind_of_self_test():
     issue = LabelIssue("a.png", "red", "blue", 0.3, 0.7, "train")
     untested = LabelReview([issue], 10, {"train": 10}, "test", supported=None)
     assert "too few photos to test" in verdict(untested).headline
-    lucky = LabelReview([issue], 75, {"train": 75}, "test", trust={**TRUST, "found": 1, "chance": 0.3}, supported=0)
+    large = {**TRUST, "planted": 40, "photos": 800, "found": 1, "chance": 2.0}  # large enough to judge the list
+    lucky = LabelReview([issue], 75, {"train": 75}, "test", trust=large, supported=0)
     said = verdict(lucky, random_start=True)
     assert (
         said.kind == "warning"
-        and "found 1 of them among its first 10, where a random pick would find about 0.3" in (said.headline)
+        and "found 1 of them among its first 40, where a random pick would find about 2.0" in (said.headline)
     )
+    small = LabelReview([issue], 75, {"train": 75}, "test", trust={**TRUST, "found": 1, "chance": 0.5}, supported=0)
+    assert "the self-test was too small to judge the list (10 training labels" in verdict(small).headline
+
+
+def test_a_self_test_too_small_to_judge_shows_the_list_to_look_through(app, workspace, tmp_path):
+    # walk of issue 40, item 7: 9 flips among 180 photos, 0 found: "Treat all 85 as guesses" judged on nothing
+    small = {"planted": 9, "found": 0, "chance": 0.45, "lift": 0.0, "photos": 180, "depth": 0, "found_at_depth": 0}
+    store, review = _stored(workspace, tmp_path, small)
+    at = app("explore", models_dir=store.root)
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [said] = [e.value for e in (*at.info, *at.warning) if "by eye" in e.value]
+    assert said.startswith("Look through all 7 suspect(s) by eye, most suspicious first: the self-test was too small")
+    assert "as guesses" not in texts(at) and not [e for e in at.expander if "none supported" in e.label]
+    assert all(at.button(key=_row(issue)) for issue in review.issues), "every suspect shown, most suspicious first"

@@ -17,7 +17,7 @@ def test_upload_photos_and_a_bad_file(app, workspace):
     assert "**notes\\.png** could not be classified: not an image" in shown  # the name as text (escaped)
     assert "ms (decode + forward pass)" in shown
     assert "**'Looks like no class it knows'**: Flora flags a photo unlike everything" in shown  # what it is
-    assert "of the run's test photos. How: " in shown  # and how far the flag can be trusted
+    assert "of the run's test photos (its false alarms). How: " in shown  # and how far the flag can be trusted
     assert "Classes: " in shown and not any("classes this model knows" in e.label for e in at.expander)
     chart = at.get("plotly_chart")[0]
     assert '"orientation":"h"' in chart.proto.spec.replace(" ", "")
@@ -255,18 +255,35 @@ def test_many_photos_carry_their_sets_in_the_table(app, workspace, tmp_path):
     assert "Each photo is classified once, as it is: test-time augmentation was measured" in texts(at)
 
 
-def test_a_photo_unlike_the_runs_says_why_it_is_flagged(app, workspace):
+def test_a_photo_unlike_the_runs_says_why_it_is_flagged(app, workspace, tmp_path):
+    """Before: a flat grey frame got 'Most likely tulip', 'could be (at 90%): tulip' with the set's promise, and
+    "answer only when sure" held it back only for the level; the flag did not say how often it fires on real photos."""
     import io
 
     import numpy as np
     from PIL import Image
 
+    from core.results.probabilities import conformal
+    from core.serving.holding_back import FOREIGN_REASON
+    from pages.ui import plain
+    from tests.conftest import copy_run
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    conformal.fit_run(models / workspace["run_id"], level=0.8, method="aps")  # 8 test photos: 80% at most
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noise).save(buffer, format="PNG")
-    at = app("predict")
+    at = app("predict", models_dir=models)
     at.file_uploader(key="predict_upload").set_value(("noise.png", buffer.getvalue(), "image/png")).run()
     assert not at.exception, [e.value for e in at.exception]
     flagged = [w.value for w in at.warning if "does not look like any class the model knows" in w.value]
     assert flagged, [w.value for w in at.warning]
     assert "** (its " in flagged[0] and "spreads " in flagged[0]  # the statistic that stands out, in words
+    assert "A flag is not proof (this check also flags " in flagged[0] and "own test photos" in flagged[0]
+    shown = texts(at)
+    assert "Best guess **" in shown and "Most likely **" not in shown
+    line = next(t for t in shown.split("\n") if t.startswith("**At 90%:**"))
+    assert "not to be trusted: the photo looks like none of the classes" in line and "times in 10" not in line
+    at.toggle(key="predict_only_sure").set_value(True).run()
+    held = [w.value for w in at.warning if w.value.startswith("**Held back**")]
+    assert held and held[0].startswith(f"**Held back**: {plain.md(FOREIGN_REASON)}"), [w.value for w in at.warning]

@@ -70,10 +70,60 @@ def test_the_none_of_these_figures_are_the_ones_predict_and_serve_show_at_the_th
     section = card[card.index("## 'None of these'") :]
     assert f"At {THRESHOLD_IN_USE}" in summary and f"At {THRESHOLD_IN_USE}" in section
     shares = ", ".join(f"{FOREIGN_NAMES[k]} {v:.0%}" for k, v in chosen["foreign_flagged"].items())
-    assert f"({shares})" in summary and f"foreign images: {shares} (the figures Predict and Serve show)" in section
+    assert f"({shares})" in summary and f"({shares}): the figures Predict and Serve show" in section
+    assert f"caught {chosen['foreign_flagged_all']:.0%} of images from elsewhere" in summary
+    assert f"catches {chosen['foreign_flagged_all']:.0%} of the foreign images it was tried on" in section
     assert f"wrongly flags {chosen['test_flagged']:.0%} of the run's test photos" in summary
     assert f"flags {chosen['test_flagged']:.0%} of the test photos (its false alarms)" in section
     assert "To compare the methods at one false-alarm rate" in section and "| method |" in section
+
+
+def _selective(max_error: float, threshold: float | None, at_default: float | None = None):
+    """A stored selective fit's face, as the card reads it."""
+    from types import SimpleNamespace
+
+    from core.results.probabilities.selective import Counted
+
+    return SimpleNamespace(
+        max_error=max_error, threshold=threshold, delta=0.1, spread=None, nearest=None,
+        held_out=Counted(photos=20, answered=10, errors=1, allowed_errors=3),
+        threshold_at=lambda level: threshold if level == max_error else at_default,
+    )  # fmt: skip
+
+
+def test_the_card_promises_only_what_the_run_has_and_says_when_it_is_no_better_than_chance(run):
+    """Walk of issue 42: 'its prediction sets and its answer-only-when-sure threshold carry guarantees' on a run with
+    no threshold at any level, accuracy 0.500 (0.352-0.648) never called chance, 'Every probability Flora shows or
+    serves is calibrated' beside Evaluate's raw ones, and 'at most 20% wrong' without saying it was the level last
+    fitted and not the app's 5%."""
+    from core.results.model_card_text import body
+
+    found = model_card.facts(run)
+    found["sets"] = None
+    found["selective"] = _selective(0.2, None, at_default=None)
+    found["summary"] = {**found["summary"], "accuracy": 0.3, "test_images": 40}  # 4 classes: chance is 0.25
+    found["intervals"] = {**found["intervals"], "accuracy": [0.181, 0.454]}
+    text = body(found, "0", 0.0)
+    uses = text[text.index("## Uses") : text.index("## Bias")]
+    assert "guarantee" not in text and "prediction sets" not in uses
+    assert "no answer-only-when-sure threshold can promise at most 20% wrong on it" in uses
+    assert "Test accuracy 0.300 on 40 photos: no better than chance on its test photos (its 95% interval " in text
+    assert "0.181-0.454 includes 0.25, a guess among 4 classes)" in text and "cannot be used to name photos" in uses
+    assert "Every probability" not in text and "own softmax, before calibration" in text
+    section = text[text.index("## Answering only when sure") :]
+    fitted = (
+        f"reports the level last fitted, at most 20% wrong (`python -m core calibrate {run.run_id} --max-error 0.2`)"
+    )
+    assert fitted in section
+    assert "starts at the app's default, 5%, where no threshold can promise it" in section
+
+    found["selective"] = _selective(0.05, 0.8)
+    found["summary"] = {**found["summary"], "accuracy": 0.9}
+    found["intervals"] = {**found["intervals"], "accuracy": [0.769, 0.960]}
+    text = body(found, "0", 0.0)
+    assert "chance" not in text[: text.index("## Model details")] and "no better than chance" not in text
+    assert "promises at most 5% wrong among the photos it answers" in text
+    assert "It is also the app's default" in text
 
 
 def test_intervals_hold_the_metric(run):

@@ -150,6 +150,10 @@ def test_the_stage_reporter_marks_when_each_stage_starts(tmp_path):
     assert store.get("r").status.stage_started_at == first and store.get("r").status.stage_progress == (5, 10)
     report("extracting features: train", 0, 10, force=True)
     assert store.get("r").status.stage_started_at >= first
+    # a new stage's first report is written even inside the interval: its start is what its pace is measured from
+    report("extracting features: train (augmented view 1)", 60, 180)
+    status = store.get("r").status
+    assert status.stage == "extracting features: train (augmented view 1)" and status.stage_progress == (60, 180)
 
 
 @pytest.mark.parametrize("seconds, text", [(5, "5 s"), (89, "89 s"), (300, "5 min"), (3900, "1 h 5 min")])
@@ -169,6 +173,8 @@ def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
         {"stage": "extracting features: train + val + test", "stage_progress": [1000, 1000]},
         {"stage": "extracting features: train (augmented view 1)", "stage_progress": [350, 700]},
         {"stage": "extracting features: train (augmented view 2)", "stage_progress": [700, 700]},
+        # the walk: announced before any epoch ended (no phase yet), the bar fell back to 1%, then jumped to 70%
+        {"stage": "training the head on cached features", "stage_progress": None},
         {"stage": "training the head on cached features", "stage_progress": None, "phase": 1, "epoch": 1},
         {"stage": "training the head on cached features", "phase": 1, "epoch": 3, "batch": 5, "steps": 10},
         {"stage": "evaluating on the test split", "phase": 1, "epoch": 4},
@@ -178,7 +184,7 @@ def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
     seen, cells = [], []
     store.set_status("r", state="running", split={"train": 700, "val": 150, "test": 150})
     for number, fields in enumerate(steps):
-        epochs_finished = {6: 0, 7: 2, 8: 4, 9: 4}.get(number, 0)
+        epochs_finished = {8: 2, 9: 4, 10: 4}.get(number, 0)
         metrics = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in range(1, epochs_finished + 1)]
         store.set_status("r", **fields)
         state = progress(store.get("r"), metrics)
@@ -189,7 +195,7 @@ def test_whole_run_progress_counts_every_stage_and_only_grows(tmp_path):
     # what the runs table's progress cell says at each step (the stage's own share while preparing)
     assert cells[0] == "decoding images 50%"
     assert cells[2] == "extracting features 30%" and cells[4] == "extracting features 50%"
-    assert cells[7] == "2/4 epochs done"
+    assert cells[8] == "2/4 epochs done"
     assert cells[-2] == "evaluating on the test split"
     assert cells[-1] == "fitting the out-of-distribution reference"  # a pass over train (sampled), val and test
     store.set_status("r", state="done")
@@ -279,3 +285,35 @@ def test_the_reference_step_counts_its_photos_and_says_the_time_left(tmp_path):
     write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [300, 400], "updated_at": 230.0})
     late = progress(store.get("r"), every, now=230.0)
     assert late.text.endswith("300 / 400 · about 10 s left") and early.fraction < late.fraction < 1.0
+
+
+def test_a_pace_measured_over_no_time_gives_no_time_left(tmp_path):
+    """The walk: "60 / 180 · about 0 s left" from a stage whose start was written with its 60th photo."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 2}, "dataset": {"images": 800}})
+    status = {"state": "running", "stage": "extracting features: train", "stage_started_at": 100.0}
+    write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [60, 180], "updated_at": 100.2})
+    assert progress(store.get("r"), [], now=100.3).stage_eta_seconds is None
+    write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [60, 180], "updated_at": 106.0})
+    assert progress(store.get("r"), [], now=106.0).stage_eta_seconds == pytest.approx(12.0)
+
+
+def test_a_starting_process_and_an_early_stop_are_said(tmp_path):
+    """The walk: ~29 s at "queued · 0%" with no word, and "7/10 epochs done" through the steps after a fit that
+    early stopping ended (the 3 epochs never to come unsaid)."""
+    store = RunStore(tmp_path)
+    store.create("r", {"config": {"epochs": 10}, "dataset": {"images": 800}})
+    write_json_atomic(store.run_dir("r") / "status.json", {"state": "queued", "launched_at": 100.0})
+    assert progress(store.get("r"), [], now=112.0).text == (
+        "starting the training process: it loads TensorFlow before it can report (12 s so far)"
+    )
+    seven = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 1.0} for e in range(1, 8)]
+    store.set_status("r", state="running", epochs_total=10, phase=1, epoch=7, stage="evaluating on the test split")
+    label = progress(store.get("r"), seven).epoch_label
+    assert label == "7/10 epochs: early stopping ended the fit (validation loss stopped falling)"
+    store.set_status("r", state="done")
+    assert "early stopping" in progress(store.get("r"), seven).epoch_label
+    store.set_status("r", state="stopped")  # a stop asked for is not early stopping
+    assert progress(store.get("r"), seven).epoch_label == "7/10 epochs"
+    store.set_status("r", state="running", stage="training the head on cached features")  # still fitting
+    assert progress(store.get("r"), seven).epoch_label == "7/10 epochs done"

@@ -62,6 +62,7 @@ class Inputs:
     look: np.ndarray | None = None  # (n, LOOK_WIDTH), nan where the health check has no thumbnail
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # HEALTH_KINDS' keys
     health_note: str | None = None  # why the health check's findings are missing, when they are
+    random_start: bool = False  # the features come from a backbone started from random weights
 
 
 def _stage(progress: StageCallback | None, stage: str, done: int = 0, total: int = 1) -> None:
@@ -107,6 +108,7 @@ def for_run(
         how=f"training photos: a {FOLDS}-fold cross-validated classifier on the run's features (each photo scored by a "
         "model that never saw it); validation and test photos: the run's own calibrated predictions",
         source={"run_id": run.run_id, "dataset_path": run.dataset_path},
+        random_start=run.train_config.weights == "none",
     )
     add_health(inputs, run.dataset_path, data_root, run.train_config, progress, should_stop)
     return inputs
@@ -132,6 +134,7 @@ def for_dataset(source: DatasetSource, progress: StageCallback | None = None) ->
         how=f"a {FOLDS}-fold cross-validated classifier on {config.backbone} features "
         f"({'random' if weights == 'none' else weights} weights; each photo scored by a model that never saw it)",
         source={"dataset": index.name, "dataset_path": str(index.root)},
+        random_start=weights == "none",
     )
     add_health(inputs, index.root, data_root, config, progress)
     return inputs

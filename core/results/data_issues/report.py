@@ -30,12 +30,15 @@ from core.progress import StageCallback
 from core.results.data_issues import groups, outliers
 from core.results.data_issues.inputs import HEALTH_KINDS, Inputs, Stopped, for_dataset, for_run
 from core.results.labels import issues as label_issues
-from core.results.labels import overlap
+from core.results.labels import overlap, power
 from core.runs.files import run_files
 
 __all__ = ["DataIssues", "Inputs", "Stopped", "find", "for_dataset", "for_run", "for_run_saved", "load", "save"]
 
 DATA_ISSUES_VERSION = 1
+WEAK_SEPARABILITY = (
+    0.7  # below this (a photo of each told apart; guessing: 0.5) the features, not the labels, come first
+)
 MAX_OUTLIERS = 1000  # listed (the most unusual first); `outliers_flagged` counts them all
 
 EXPLAIN = {
@@ -44,8 +47,10 @@ EXPLAIN = {
     "farther from its nearest photos than a typical photo is (1.0x: typical); a photo is listed above the usual "
     "outlier bar (the third quartile plus 1.7 interquartile ranges of those ratios). Unusual is not wrong: delete "
     "the ones that do not belong, keep the unusual but genuine ones.",
-    "overlapping_classes": "Pairs of classes the model mixes up, photos of each looking like the other. Consider "
-    "merging the two classes, or write a clearer rule for telling them apart and relabel by it.",
+    "overlapping_classes": "Pairs of classes the model mixes up, photos of each looking like the other. On features "
+    "that tell photos apart well, that points at the labels: write a clearer rule for telling the two apart and "
+    "relabel by it{merge}. On weak features (a random start, or a pair told apart little better than by guessing) "
+    "it points at the model first: better features before judging the labels.",
     "underperforming_groups": "Clusters of similar photos on which the model is right much less often than on the "
     "rest (checked so that chance alone would rarely flag one). Collect more photos like these, or check their labels.",
     "label_health": "The share of labels that look right to a model that never saw the photo (1.0: all of them), "
@@ -90,6 +95,7 @@ class DataIssues:
     imbalance: list[dict[str, Any]] = field(default_factory=list)
     health_note: str | None = None
     label_review: dict[str, Any] | None = None  # the run's label review's counts (with_label_review), when it has one
+    random_start: bool = False  # the features come from a random start (a run's backbone or the dataset's)
     computed_at: float = 0.0
     seconds: float = 0.0
     version: int = DATA_ISSUES_VERSION
@@ -114,7 +120,7 @@ class DataIssues:
         lines = [
             _line("label_health", health, wrong, _health_title(self)),
             _line("outliers", 1 - self.outliers_flagged / n, self.outliers_flagged, _outliers_title(self)),
-            _line("overlapping_classes", 1 - between / n, between, _overlap_title(self)),
+            _line("overlapping_classes", 1 - between / n, between, _overlap_title(self), self.classes),
             _line("underperforming_groups", 1 - grouped / n, grouped, _groups_title(self)),
         ]
         for key in HEALTH_KINDS:
@@ -143,13 +149,13 @@ def splits_text(by_split: dict[str, int]) -> str:
     return ", ".join(f"{by_split[name]} {name}" for name in names)
 
 
-def _line(kind: str, score: float, photos: int, title: str) -> dict[str, Any]:
+def _line(kind: str, score: float, photos: int, title: str, classes: int = 0) -> dict[str, Any]:
     return {
         "kind": kind,
         "score": round(float(max(0.0, score)), 4),
         "photos": int(photos),
         "title": title,
-        "explanation": EXPLAIN[kind],
+        "explanation": EXPLAIN[kind].format(merge=" (or merge them)" if classes > 2 else ""),
         "score_meaning": SCORE_MEANING[kind],
     }
 
@@ -164,6 +170,8 @@ def _health_title(issues: DataIssues) -> str:
         listed = f"{suspects} suspected label errors ({suspects / n:.0%} of {review['photos']} photos)"
         if supported is None:
             said = f"{listed}, each a guess (too few photos to test the list)"
+        elif supported == 0 and review.get("self_test_too_small"):
+            said = f"{listed}: the self-test was too small to judge the list, so look through it by eye"
         elif supported == 0:
             said = f"{listed}, none found clearly better than a random pick in the self-test: treat them as guesses"
         else:
@@ -185,11 +193,38 @@ def _outliers_title(issues: DataIssues) -> str:
     )
 
 
-def overlap_advice(pair: dict[str, Any], classes: int, name=str) -> str:
-    """What to do about an overlapping pair, fitting the dataset: merging is offered only where other classes
-    would be left to tell apart (merging the only two classes leaves nothing to classify). `name` dresses a class
-    name (the page bolds it)."""
+def weak_features(pair: dict[str, Any], random_start: bool) -> str | None:
+    """Why the pair's overlap says more about the model than the labels, in words, or None: a random start, or
+    features that tell pairs apart under WEAK_SEPARABILITY of the time in general (the typical candidate pair's
+    figure; with two classes, the pair's own). A pair far worse than the typical one on good features is the
+    pair's own matter (drawn alike: merge), not the model's."""
+    apart = pair.get("separability")
+    typical = pair.get("typical_separability")
+    typical = apart if typical is None else typical
+    told = f"it tells them apart only {apart:.0%} of the time (guessing: 50%)" if apart is not None else ""
+    if pair.get("suggestion") == "merge" and typical is not None and typical >= WEAK_SEPARABILITY:
+        return None  # the features tell the other pairs apart: this pair is drawn alike
+    if random_start:
+        return "this model started from random weights" + (f" and {told}" if told else "")
+    if typical is not None and typical < WEAK_SEPARABILITY and told:
+        return told
+    return None
+
+
+def overlap_advice(pair: dict[str, Any], classes: int, name=str, random_start: bool = False) -> str:
+    """What to do about an overlapping pair, fitting the dataset and the model: on weak features (`weak_features`)
+    better features come first and the labelling advice after, conditional; merging is offered only where other
+    classes would be left to tell apart (merging the only two classes leaves nothing to classify). `name` dresses a
+    class name (the page bolds it)."""
     a, b = (name(c) for c in pair["classes"])
+    weak = weak_features(pair, random_start)
+    if weak:
+        merge = ", or merge them" if classes > 2 else ""
+        return (
+            f"First give the model features that can tell {a} from {b}: {weak}, so the overlap says more about the "
+            "model than about your labels. Train with ImageNet weights, for longer or on larger images, and look "
+            f"again; if they still overlap then, write a clearer rule for telling them apart and relabel by it{merge}."
+        )
     if pair["suggestion"] == "merge" and classes > 2:
         return f"Consider merging {a} and {b}, or write a clearer rule for telling them apart."
     if classes > 2:
@@ -206,6 +241,13 @@ def _overlap_title(issues: DataIssues) -> str:
         return "no two classes overlap"
     top = issues.overlapping_classes[0]
     a, b = top["classes"]
+    weak = weak_features(top, issues.random_start)
+    if weak:
+        return (
+            f"{a} and {b} overlap most (about {top['photos']} photos sit between them), but the model's features "
+            f"cannot tell them apart yet ({weak}): train with ImageNet weights, longer or on larger images before "
+            "judging the labels"
+        )
     if top["suggestion"] == "merge" and issues.classes > 2:
         return (
             f"the model cannot tell {a} from {b} (given one photo of each, it says which is which "
@@ -275,6 +317,7 @@ def find(inputs: Inputs, seed: int = 0, progress: StageCallback | None = None) -
         underperforming_groups=weak,
         groups_tested=len(np.unique(assignment)),
         label_health=health,
+        random_start=inputs.random_start,
         **{key: [f.to_dict() for f in inputs.findings.get(key, [])] for key in HEALTH_KINDS},
         health_note=inputs.health_note,
         computed_at=time.time(),
@@ -317,6 +360,7 @@ def with_label_review(result: DataIssues, run_dir: str | os.PathLike) -> DataIss
             "estimated_errors": review.estimated_errors,
             "supported": review.supported,
             "photos": review.images,
+            "self_test_too_small": power.inconclusive(review.trust),
         }
     )
     return result

@@ -28,11 +28,14 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import center_crop
+from core.data.ingest import find_cache
 from core.device import describe
 from core.errors import Cancelled, InvalidInput
 from core.fileio import read_versioned, write_json_atomic
 from core.network.layer_names import PROBABILITIES
+from core.paths import cache_dir
 from core.progress import StageCallback
+from core.results.evaluation.chance import chance_words, no_better_than_chance
 from core.results.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from core.runs.analysis import AnalysisMissing, RunAnalysis
 from core.runs.curves import format_duration
@@ -49,6 +52,12 @@ BATCH = 64
 # (docs/PERFORMANCE.md). Used before any measurement on the device, and to carry one to another size.
 PACE_FIXED, PACE_AREA = 0.0073, 0.0667
 REFERENCE_SIZE = 224
+# Before the first pass: reading the test photos from the decoded cache and loading the model (TensorFlow's first
+# graph with it). About 25 s in the walk of issue 42 on these 2 busy cores, which the first guess left out.
+SETUP_GUESS = 25.0
+# Decoding a photo into the cache when the dataset is not decoded at the run's size yet: 267 flower photos in 0.8 s
+# on these 2 cores (simplejpeg, several processes); rounded up for larger photos.
+DECODE_PACE = 0.005
 FROST_NOTE = (
     "frost blends a generated ice texture, not the reference's frost photographs: not comparable with published "
     "ImageNet-C frost figures"
@@ -80,6 +89,7 @@ class RobustnessReport:
     device: str
     created: float
     notes: list[str] = field(default_factory=list)
+    setup_seconds: float | None = None  # before the first pass: decoding or reading the photos, loading the model
     version: int = ROBUSTNESS_VERSION
 
     def mean_accuracy(self, corruption: str) -> float:
@@ -136,8 +146,15 @@ class RobustnessReport:
             for c in CORRUPTIONS
         ]
 
+    @property
+    def near_chance(self) -> bool:
+        """Whether the clean accuracy's 95% interval includes chance (1 / classes): then no figure here shows
+        robustness."""
+        return no_better_than_chance(self.clean_accuracy, self.photos, len(self.classes))
+
     def words(self) -> str:
-        """The result in a sentence or two, the worst corruptions named."""
+        """The result in a sentence or two (the direction by its sign), the worst corruptions named; first, where the
+        clean accuracy cannot be told from chance, that these figures cannot show robustness."""
         worst = sorted(CORRUPTIONS, key=self.mean_accuracy)[:3]
         named = ", ".join(f"{c.replace('_', ' ')} ({self.mean_accuracy(c):.2f})" for c in worst)
         where = (
@@ -145,11 +162,22 @@ class RobustnessReport:
             if self.photos == self.test_photos
             else f"On {self.photos} of its {self.test_photos} test photos (a sample keeping each class's share)"
         )
-        return (
-            f"{where}, accuracy {self.clean_accuracy:.2f} clean falls to "
-            f"{1 - self.mce:.2f} on average under the 15 corruptions (mean corruption error {self.mce:.0%}, "
-            f"{_points(self.relative_mce)} the clean error). Hardest: {named}."
+        corrupted = 1 - self.mce
+        points = round((corrupted - self.clean_accuracy) * 100)
+        moves = "stays at about" if points == 0 else "rises to" if points > 0 else "falls to"
+        said = (
+            f"{where}, accuracy {self.clean_accuracy:.2f} clean {moves} {corrupted:.2f} on average under the 15 "
+            f"corruptions (mean corruption error {self.mce:.0%}, {_points(self.relative_mce)} the clean error). "
+            f"Hardest: {named}."
         )
+        if self.near_chance:
+            said = (
+                f"This model is no better than chance on these photos: its "
+                f"{chance_words(self.clean_accuracy, self.photos, len(self.classes))}. These figures cannot show "
+                f"robustness: a model that guesses has nothing to lose, and any change is within what chance moves. "
+                f"{said}"
+            )
+        return said
 
     def summary(self) -> dict[str, Any]:
         """What `core robustness --json` prints."""
@@ -208,35 +236,55 @@ class Cost:
     passes: int  # photo passes: (1 clean + 75 corrupted) x photos
     seconds: float
     how: str  # where the pace comes from
+    setup: float = 0.0  # seconds before the first pass (reading the photos, loading the model), in `seconds`
+    decoding: int = 0  # photos to decode first (the dataset is not decoded at the run's size yet), in `setup`
 
     @property
     def text(self) -> str:
-
+        first = f"decode the dataset's {self.decoding:,} photos, " if self.decoding else ""
         return (
             f"{self.photos} test photos x 76 passes (clean, and 15 corruptions at 5 severities): about "
-            f"{format_duration(self.seconds)} ({self.how})"
+            f"{format_duration(self.seconds)}, of which about {format_duration(self.setup)} to {first}read the "
+            f"photos and load the model first ({self.how})"
         )
 
 
-def estimate(run: Run, others: list[Run] | None = None, limit: int = MAX_PHOTOS) -> Cost:
+def estimate(
+    run: Run,
+    others: list[Run] | None = None,
+    limit: int = MAX_PHOTOS,
+    data_root: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> Cost:
     """How long `measure` will take for `run`, priced at the pace of earlier measurements on this device (scaled by
-    the input's area), else at this project's measured default."""
-
-    device = describe().label
+    the input's area), else at this project's measured default; with the time before the first pass (earlier
+    measurements' own, else SETUP_GUESS), and, with `data_root`, decoding the dataset where it is not decoded at the
+    run's size yet. `device`: the device's label where the caller knows it (`describe` imports the framework)."""
+    device = device or describe().label
     size = run.train_config.image_size
     test = _test_size(run)
     photos = min(test, limit) if test else limit
-    paces = []  # earlier measurements on this device: how much slower (or faster) than the idle default
+    paces, setups = [], []  # earlier measurements on this device: pace against the idle default, seconds to start
     for other in others or []:
         found = load(other.directory)
         if found is not None and found.device == device and found.seconds_per_pass > 0:
             paces.append(found.seconds_per_pass / default_pace(found.image_size))
+            if found.setup_seconds is not None:
+                setups.append(found.setup_seconds)
     if paces:
         pace, how = float(np.median(paces)) * default_pace(size), f"from {len(paces)} earlier measurement(s) here"
     else:
         pace, how = default_pace(size), "a first guess: nothing was measured on this device yet"
+    setup = float(np.median(setups)) if setups else SETUP_GUESS
+    decoding = 0
+    if (
+        data_root is not None
+        and find_cache(cache_dir(data_root), run.dataset_fingerprint, run.train_config.cache_size) is None
+    ):
+        decoding = run.dataset_images or photos
+        setup += decoding * DECODE_PACE
     passes = photos * (1 + len(CORRUPTIONS) * len(SEVERITIES))
-    return Cost(photos, passes, passes * pace, how)
+    return Cost(photos, passes, passes * pace + setup, how, setup, decoding)
 
 
 def default_pace(image_size: int) -> float:
@@ -268,12 +316,13 @@ def measure(
     """
     from core.network.graph import inference_model  # heavy: keras
     from core.network.model import load_classifier  # heavy: keras
-    from core.paths import cache_dir
 
     started = time.perf_counter()
     analysis = RunAnalysis.load(run.directory)
     decoding = (lambda d, t: progress("decoding images", d, t)) if progress else None
     data = run_split(run, cache_dir(data_root), progress=decoding)
+    if progress:
+        progress("loading the model", 0, 1)
     rows = sample(analysis.test.labels, limit)
     labels = np.asarray(analysis.test.labels)[rows]
     size = run.train_config.image_size
@@ -291,7 +340,8 @@ def measure(
         return right / max(1, len(images))
 
     total = len(CORRUPTIONS) * len(SEVERITIES)
-    clean = accuracy(pixels)
+    clean = accuracy(pixels)  # its first batch builds the model's graph: setup, not a pass's pace
+    passes_started = time.perf_counter()
     grid: dict[str, list[float]] = {}
     for k, name in enumerate(CORRUPTIONS):
         grid[name] = []
@@ -320,10 +370,11 @@ def measure(
         clean_accuracy=clean,
         accuracy=grid,
         seconds=seconds,
-        seconds_per_pass=seconds / max(1, len(rows) * (total + 1)),
+        seconds_per_pass=(time.perf_counter() - passes_started) / max(1, len(rows) * total),
         device=describe().label,
         created=time.time(),
         notes=[FROST_NOTE],
+        setup_seconds=passes_started - started,
     )
     save(report, run.directory)
     return report

@@ -36,6 +36,7 @@ import numpy as np
 
 from core.fileio import read_versioned, write_json_atomic
 from core.results.labels.out_of_sample import OutOfSample
+from core.results.labels.power import inconclusive, too_small_words
 from core.runs.files import run_files
 
 LABEL_ISSUES_VERSION = 3  # 3: Gaussian classes from sufficient statistics, the list bounded by its self-test
@@ -306,6 +307,11 @@ def bound(trust: dict[str, Any] | None, images: int, listed: int) -> tuple[int |
     )
     twice = "twice" if SUPPORT_LIFT == 2 else f"{SUPPORT_LIFT:g} times"
     top, chance = int(trust.get("found") or 0), float(trust.get("chance") or 0.0)
+    if depth == 0 and inconclusive(trust):
+        return 0, (
+            f"{too_small_words(trust)[0].upper()}{too_small_words(trust)[1:]}. Look through the list by eye, most "
+            "suspicious first; a larger dataset, or better features (ImageNet weights), gives a test that can judge it."
+        )
     if depth == 0 and 0 < top < MIN_FOUND and top >= SUPPORT_LIFT * chance:
         # beat chance at the top, yet too few to tell from luck: "no stretch ... twice as often" would contradict the
         # trust note's "1 of the flips came among the first 6 (a random order would put about 0.3 there)"

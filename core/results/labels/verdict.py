@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.results.labels.issues import SUPPORT_LIFT, LabelReview
+from core.results.labels.power import inconclusive, too_small_words
 
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test", "all": "dataset"}
 
@@ -64,6 +65,13 @@ def verdict(review: LabelReview, random_start: bool = False) -> Verdict:
         headline = (
             f"Look through all {listed} suspect(s) by eye, most suspicious first: there were too few photos to test "
             "how well this list finds wrong labels, so each one is a guess." + own
+        )
+        return Verdict("warning" if random_start else "info", listed, headline, figures(review))
+    if review.supported == 0 and inconclusive(trust):
+        headline = (
+            f"Look through all {listed} suspect(s) by eye, most suspicious first: {too_small_words(trust)}."
+            + own
+            + (" Training with ImageNet weights first gives a sharper list." if random_start else "")
         )
         return Verdict("warning" if random_start else "info", listed, headline, figures(review))
     if review.supported == 0:
@@ -120,9 +128,19 @@ def figures(review: LabelReview) -> list[str]:
     if review.supported == 0 and review.supported_why:  # (a supported depth is the headline's own figure)
         out.append(f"Self-test, down the list: {review.supported_why}")
     share = review.estimated_errors / max(1, review.images)
+    listed, flagged = len(review.issues), max(review.flagged, len(review.issues))
+    if flagged > listed:
+        cut = f"; the list keeps the first {listed} of the {flagged} photos the rule flags, cut at that estimate"
+    elif listed < review.estimated_errors:
+        cut = (
+            f"; the list holds the {listed} photos the rule flags, fewer than the estimate: the estimate counts the "
+            "photos whose confident class differs from the label, rescaled to the class sizes, while the rule also "
+            "asks that the likeliest class differ"
+        )
+    else:
+        cut = f"; the list holds the {listed} photos the rule flags"
     out.append(
-        f"Confident learning estimates {review.estimated_errors} wrong labels ({share:.0%} of the photos) and cuts the "
-        "list there"
+        f"Confident learning estimates {review.estimated_errors} wrong labels ({share:.0%} of the photos){cut}"
         + (
             ": far more than a dataset usually holds, which says the scoring model is weak rather than that so many "
             "labels are wrong."

@@ -82,7 +82,72 @@ def words(name: str, counts: ClassAnswers) -> str:
         if counts.answers
         else f"no photo answered '{name}'"
     )
-    return f"at {counts.threshold:.2f}: {answers}, {counts.right} of {counts.photos} '{name}' photos found"
+    return f"at {figure(counts.threshold)}: {answers}, {counts.right} of {counts.photos} '{name}' photos found"
+
+
+def figure(threshold: float) -> str:
+    """'0.70', or '0.534' on a finer slider's step."""
+    return f"{threshold:.2f}" if abs(round(threshold, 2) - threshold) < 1e-9 else f"{threshold:.3f}"
+
+
+@dataclass(frozen=True)
+class SliderRange:
+    """Where a class's threshold can make a difference on the run's test photos: from 1/k (a top probability is never
+    under it, so there every answer is given: no threshold) to the highest probability the class gets."""
+
+    low: float  # at or below: no threshold
+    high: float
+    step: float
+    seen: tuple[float, float] | None  # the lowest and highest top probability of the class's answers (None: none)
+    classes: int
+
+    def threshold(self, value: float) -> float:
+        """The slider's value as a threshold to keep: 0 (none) at or below `low`."""
+        return 0.0 if value <= self.low + 1e-9 else round(float(value), 4)
+
+    @property
+    def bunched(self) -> bool:
+        """Whether every answer's probability sits within BUNCHED of 1/k: the model barely tells the classes apart."""
+        return self.seen is not None and self.seen[1] - 1 / self.classes < BUNCHED
+
+    def words(self, name: str) -> str:
+        """Where the class's answers lie, why the slider runs where it does, and what bunching near 1/k means (the
+        caller escapes the name)."""
+        k = self.classes
+        if self.seen is None:
+            said = f"No test photo is answered '{name}', so no threshold changes anything on them"
+        else:
+            said = (
+                f"On the test photos, answers '{name}' come with {self.seen[0]:.3f}-{self.seen[1]:.3f}: the slider "
+                f"runs from {self.low:.2f} (under 1/{k} no top probability falls, so every answer is given) to "
+                f"{self.high:.{2 if self.step >= 0.01 else 3}f}"
+            )
+        if self.bunched:
+            said += (
+                f". They bunch near 1/{k} = {1 / k:.0%}: the calibrated model can hardly tell the classes apart (see "
+                "Calibration), so a threshold here sorts answers by a few points of probability, which say little "
+                "about which are right"
+            )
+        return said + "."
+
+
+BUNCHED = 0.15  # every answer within this of 1/k: near-uniform probabilities
+
+
+def slider_range(probabilities: np.ndarray, c: int, saved: float = 0.0) -> SliderRange:
+    """The range of class `c`'s threshold slider over the probabilities the run gives (a saved threshold kept
+    inside it); a finer step where they lie close together."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    k = probabilities.shape[1]
+    low = math.floor(100 / k) / 100
+    top = probabilities.max(axis=1)
+    mine = probabilities.argmax(axis=1) == c
+    seen = (float(top[mine].min()), float(top[mine].max())) if mine.any() else None
+    highest = seen[1] if seen else float(probabilities[:, c].max(initial=low))
+    step = STEP if highest - low >= 0.1 else STEP / 10
+    high = math.ceil(highest / step) * step
+    high = round(min(0.99, max(high, float(saved), low + step)), 4)
+    return SliderRange(low, high, step, seen, k)
 
 
 def check(thresholds: dict[str, float], classes: list[str]) -> dict[str, float]:
@@ -125,7 +190,7 @@ def decision(thresholds: dict[str, float], label: str, confidence: float) -> tup
     threshold = thresholds.get(label)
     if threshold is None or confidence >= threshold:
         return True, None
-    return False, f"{confidence:.1%} for {label} is under its saved threshold of {threshold:.2f}"
+    return False, f"{confidence:.1%} for {label} is under its saved threshold of {figure(threshold)}"
 
 
 def table(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], thresholds: dict[str, float]):

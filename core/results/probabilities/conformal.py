@@ -392,15 +392,31 @@ def size_words(size: int) -> str:
     return SIZE_WORDS.get(size, f"{size}-class")
 
 
+# Beside a prediction set for a photo that looks like none of the classes: the set is shown, its promise does not
+# reach it (Predict, `core predict`, the server's `prediction_set.note`).
+FOREIGN_SET_NOTE = (
+    "not to be trusted: the photo looks like none of the classes, and the set's promise covers photos like the "
+    "test photos, not this one"
+)
+
+
 def set_words(
-    names: list[str], total: int, level: float, record: tuple[int, int] | None = None, by_class: bool = False
+    names: list[str],
+    total: int,
+    level: float,
+    record: tuple[int, int] | None = None,
+    by_class: bool = False,
+    foreign: bool = False,
 ) -> str:
     """The set in plain words (the caller escapes the names): 'rose or tulip', what the promise covers (all photos,
     not this one), and, with `record` (right, photos: how the run's held-out sets of this size did at this level,
     ConformalSets.size_record), how often sets of this size were right, said plainly when less often than the level.
+    `foreign`: the photo looks like none of the classes: the set, marked not to be trusted, and no promise.
     """
     size = len(names)
     listed = names[0] if size == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
+    if foreign:
+        return f"{listed}: {FOREIGN_SET_NOTE}."
     if size == total:
         what = (
             f"any of the {total} classes: at {level:.0%} the model cannot narrow this photo down "

@@ -182,6 +182,22 @@ class OODDetector:
         return self.stats.why(statistics)
 
     @property
+    def false_alarms(self) -> float | None:
+        """The share of the run's own test photos the method in use flags (None: not measured)."""
+        return self.evidence.get(self.method, {}).get("test_flagged")
+
+    def flag_words(self) -> str:
+        """Beside a flag: how often the check wrongly flags the run's own photos, so a real photo can trip it."""
+        rate = self.false_alarms
+        if rate is None:
+            return "how often this check wrongly flags the run's own photos was not measured"
+        return (
+            f"this check also flags {rate:.0%} of the run's own test photos, so a photo of a known class can trip it"
+            if rate > 0
+            else "this check flagged none of the run's own test photos"
+        )
+
+    @property
     def weak(self) -> bool:
         """Whether the method in use misses most foreign images (or was never measured on any)."""
         caught = self.evidence.get(self.method, {}).get("foreign_flagged_all")

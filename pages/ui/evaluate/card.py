@@ -29,21 +29,22 @@ def _stamp(run) -> tuple:
     return tuple(path.stat().st_mtime if path.exists() else 0.0 for path in _read_from(run))
 
 
-@st.cache_data(show_spinner="Writing the model card…", max_entries=32)
+@st.cache_data(show_spinner="Writing the model card from the run's files…", max_entries=32)
 def _card(models_root: str, run_id: str, stamp: tuple) -> str:
 
     return model_card.render(RunStore(models_root).get(run_id))
 
 
 def section(run) -> None:
-    text = _card(str(run.directory.parent), run.run_id, _stamp(run))
-    end = text.find("\n---", 4)
-    header, body = text[4:end], text[end + 4 :]
+    # the words first: writing the card takes seconds the first time (scipy, scikit-learn), under a spinner
     st.caption(
         "Written from what the run stored, in Hugging Face's model card layout: `python -m core card "
         f"{run.run_id}` writes the same file into the run folder, and every export carries it as README.md. "
         "Parts the run has not computed yet name the command (or the tab) that does."
     )
+    text = _card(str(run.directory.parent), run.run_id, _stamp(run))
+    end = text.find("\n---", 4)
+    header, body = text[4:end], text[end + 4 :]
     st.download_button(
         "Download the model card (README.md)",
         text,

@@ -11,7 +11,7 @@ import streamlit as st
 from core.results.evaluation import robustness
 from core.results.evaluation.corruptions import FAMILIES
 from core.runs.files import run_files
-from pages.ui import common, plain, teaching
+from pages.ui import common, device_status, plain, teaching
 from pages.ui.run_task import launch, task_panel, why_not
 
 
@@ -107,11 +107,15 @@ def section(run, runs: list) -> None:
     st.subheader("How it holds up: 15 corruptions at 5 severities")
     st.caption(
         "Each test photo is blurred, noised, fogged, pixelated… as in ImageNet-C (Hendrycks & Dietterich 2019), "
-        "at 5 strengths, and classified again. A model that learned the flowers, not the camera, loses little."
+        "at 5 strengths, and classified again. A model that learned what its classes look like, not the camera, "
+        "loses little; one no better than chance has nothing to lose, so its figures show nothing."
     )
     report = report_of(run)
     if report is None:
-        cost = robustness.estimate(run, runs)
+        with st.spinner("Pricing the measurement on this device…"):  # at once, not a bare heading for seconds
+            cost = robustness.estimate(
+                run, runs, data_root=common.data_root(), device=device_status.device_info().label
+            )
         st.info(
             f"**Cost before it starts**: {cost.text}. It runs in the background; you can leave the page.",
             icon=":material/schedule:",
@@ -127,7 +131,10 @@ def section(run, runs: list) -> None:
         f"{report.relative_mce * 100:+.1f} pts",
         help="What the corruptions add to the clean error, on average (the corruption error relative to clean).",
     )
-    st.markdown(report.words())
+    if report.near_chance:  # the words open with why these figures show nothing
+        st.warning(report.words(), icon=":material/casino:")
+    else:
+        st.markdown(report.words())
     others = _comparable(run, report, runs)
     labels = {other.run_id: common.run_label(other) for other, _ in others}
     beside = None
@@ -211,7 +218,7 @@ def _offer_pair(run, runs: list) -> None:
     if refused:
         st.caption(refused)
         return
-    cost = robustness.estimate(other, runs)
+    cost = robustness.estimate(other, runs, data_root=common.data_root(), device=device_status.device_info().label)
     if st.button(
         f"Measure it too ({cost.text})", key="evaluate_robustness_measure_other", icon=":material/play_arrow:"
     ):

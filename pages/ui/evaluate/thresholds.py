@@ -148,19 +148,24 @@ def class_thresholds_section(run) -> None:
         shown = [st.selectbox("Class", classes, key="evaluate_threshold_class", help="Pick a class to set.")]
     for name in shown:
         c = classes.index(name)
+        # over the probabilities the run gives: from 1/k (no threshold) to the highest this class gets
+        span = per_class.slider_range(probabilities, c, saved.get(name, 0.0))
         value = st.slider(
             f"Threshold for {plain.md(name)}",
-            0.0,
-            0.99,
-            float(chosen.get(name, 0.0)),
-            0.01,
+            span.low,
+            span.high,
+            min(span.high, max(span.low, float(chosen.get(name, 0.0)))),
+            span.step,
+            format="%.2f" if span.step >= per_class.STEP else "%.3f",
             key=f"evaluate_threshold_{run.run_id}_{c}",
         )
-        chosen[name] = value
+        chosen[name] = span.threshold(value)  # the value read from the widget above, this very run
         counts = per_class.class_answers(probabilities, labels, c, value)
         st.markdown(per_class.words(plain.md(name), counts))
+        st.caption(span.words(plain.md(name)))
         if len(shown) == 1:
-            st.altair_chart(_curve_chart(per_class.curve(probabilities, labels, c), value, name), width="stretch")
+            rows = [r for r in per_class.curve(probabilities, labels, c) if span.low <= r.threshold <= span.high]
+            st.altair_chart(_curve_chart(rows, value, name), width="stretch")
     table = pd.DataFrame(per_class.table(probabilities, labels, classes, chosen))
     st.dataframe(
         table,
@@ -175,7 +180,7 @@ def class_thresholds_section(run) -> None:
     if kept == saved:
         st.caption(
             "Saved with the run: "
-            + (", ".join(f"{plain.md(k)} {v:.2f}" for k, v in saved.items()) or "none")
+            + (", ".join(f"{plain.md(k)} {per_class.figure(v)}" for k, v in saved.items()) or "none")
             + ". Predict, the model server and the exports hold back answers under them."
         )
     refused = why_not(run)
@@ -192,7 +197,10 @@ def class_thresholds_section(run) -> None:
         stored = per_class.save(run.directory, kept, classes, by=auth.current_user().id)
         st.success(
             "Saved: "
-            + (", ".join(f"{plain.md(k)} {v:.2f}" for k, v in stored.items()) or "no threshold (every answer given)")
+            + (
+                ", ".join(f"{plain.md(k)} {per_class.figure(v)}" for k, v in stored.items())
+                or "no threshold (every answer given)"
+            )
             + ". Predict, the model server and new exports use them now.",
             icon=":material/check_circle:",
         )

@@ -80,6 +80,7 @@ def data_issues_section(run: Run) -> None:
         )
         task_panel(run, KIND, "Look for data issues", key="explore_data_issues")
         return
+    result.random_start = result.random_start or run.train_config.weights == "none"  # stored before it was kept
     source = data_issues.splits_text(result.by_split)
     st.caption(
         f"{result.photos} photos ({source}) in {result.classes} classes, looked at "
@@ -292,7 +293,9 @@ def overlap_details(result: data_issues.DataIssues, root: Path, marks: dict | No
     sizes = {row["class"]: row["photos"] for row in result.label_health.get("classes", [])}
     for i, pair in enumerate(_more(result.overlapping_classes, "explore_data_pairs_all", PAIRS_SHOWN)):
         told = " " + pair_words(pair, sizes, result.photos) + told_apart_words(pair)
-        advice = data_issues.overlap_advice(pair, result.classes, name=lambda c: f"**{plain.md(c)}**")
+        advice = data_issues.overlap_advice(
+            pair, result.classes, name=lambda c: f"**{plain.md(c)}**", random_start=result.random_start
+        )
         with st.expander(
             f"{pair['classes'][0]} and {pair['classes'][1]}: about {pair['photos']} photos look like the other class"
             + (" · merge?" if pair["suggestion"] == "merge" and result.classes > 2 else ""),

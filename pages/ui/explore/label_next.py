@@ -2,8 +2,11 @@
 Flora's way of picking them saves labels over picking at random on this data (measured, not promised).
 
 A labelled photo is copied into its class folder (core.data.unlabelled): the next run trains on it, the original
-stays in unlabelled/. The batch stays put while it is labelled; the head retrains on the stored features (a
-second) when the batch is done, so the next batch uses what was just learned.
+stays in unlabelled/. Every card of a batch stays where it was until the person asks for the next batch (a labelled
+one says so and offers Undo, a skipped one likewise), so a quick click lands on the card it was aimed at: a batch that
+vanished the moment its last photo was answered would put the next batch's buttons under a click meant for the old
+one (an Undo, a second click). "Next batch" retrains the head on the stored features (a second) and draws the next
+batch, so it uses what was just learned.
 """
 
 from __future__ import annotations
@@ -107,6 +110,14 @@ def unskip(run: Run, path: str, batch: int) -> None:
         skipped.remove(path)
 
 
+def ask_next(run: Run, batch: int) -> None:
+    """Button callback: the person asks for the batch after `batch` (drawn in the run of the page that follows); a
+    click on an older batch's button, or one made while the head retrains, does nothing."""
+    state = _state(run)
+    if not state.get("retraining") and state.get("batch") == batch:
+        state["advance"] = batch
+
+
 def batch_summary(picks: list[str], record: dict, skipped: list[str]) -> str:
     """What happened to a finished batch, each photo counted once by what it ended as."""
     given = sum(1 for p in picks if (record.get(p) or {}).get("label"))
@@ -187,10 +198,11 @@ def label_next_section(run: Run) -> None:
             "run's network, in the background (seconds to minutes, once; again when photos are added)."
         )
         task_panel(run, "label-next", "Prepare the unlabelled photos", key="explore_label_next")
-    elif not unlabelled.pending:
-        st.success("Every unlabelled photo has been labelled or set aside.", icon=":material/done_all:")
     else:
-        batch_section(run, unlabelled, computed, train)
+        if not unlabelled.pending:
+            st.success("Every unlabelled photo has been labelled or set aside.", icon=":material/done_all:")
+        if unlabelled.pending or _state(run)["picks"]:  # the last batch stays in place, its Undo buttons too
+            batch_section(run, unlabelled, computed, train)
     simulation_section(run)
 
 
@@ -203,17 +215,19 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
     batch = st.segmented_control(
         "Photos per batch", [5, 10, 20], default=10, key="label_next_batch_size", required=True
     )  # fmt: skip
-    handled = set(unlabelled.record) | set(state["skipped"])
     shown = state["picks"]
-    if not [p for p in shown if p["path"] not in handled]:
+    if unlabelled.pending and (not shown or state.get("advance") == state["batch"]):  # the first batch, or asked for
         draw_batch(run, state, shown, unlabelled, computed, train, int(batch or 10))
+    handled = set(unlabelled.record) | set(state["skipped"])
+    waiting = [p["path"] for p in state["picks"] if p["path"] not in handled]
     photos, new, seconds = state["retrained"] or (0, 0, 0.0)
     if state.get("last"):  # counted from the record now, so it says what the finished batch's photos ended as
         st.caption(batch_summary(state["last"]["paths"], unlabelled.record, state["last"]["skipped"]))
     st.caption(
         f"The head was retrained on {photos:,} labelled photos ({new} of them labelled here) in {seconds:.1f} s and "
         f"picked these {len(state['picks'])}: the most torn first, one from each group of uncertain photos that look "
-        "alike to it. Label them, set aside what is none of these classes, or skip; the next batch follows."
+        "alike to it. Label them, set aside what is none of these classes, or skip: each card stays where it is "
+        "until you ask for the next batch below."
     )
     can_label = auth.can_change(run)
     if not can_label:
@@ -241,6 +255,29 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
                         st.button("Undo", key=f"{key}_unskip", on_click=unskip, args=(run, path, state["batch"]))
                 elif can_label:
                     label_buttons(run, path, key, state["batch"])
+    next_batch_button(run, state, waiting if can_label else [], bool(unlabelled.pending))
+
+
+def next_batch_button(run: Run, state: dict, waiting: list[str], more: bool) -> None:
+    """Under the batch: 'Next batch' once every card is answered or skipped (the head retrains first). Greyed while
+    cards wait, so a second click that lands after the next batch is drawn cannot pass over it unseen. `more`:
+    photos still wait for a label (none: no next batch)."""
+    if not more:
+        return
+    if waiting:
+        st.caption(
+            f"{len(waiting)} photo(s) of this batch still wait for a label, none of these or skip; then the next batch."
+        )
+    st.button(
+        "Next batch",
+        key=f"label_next_b{state['batch']}_next",
+        on_click=ask_next,
+        args=(run, state["batch"]),
+        disabled=bool(waiting),
+        type="primary",
+        icon=":material/skip_next:",
+        help="Retrains the head on the labels given so far and picks the next photos.",
+    )
 
 
 def label_buttons(run: Run, path: str, key: str, batch: int) -> None:

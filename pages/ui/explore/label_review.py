@@ -17,7 +17,7 @@ from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
 from core.data.imaging import ImageError
 from core.results.evaluation.explain import Target, overlay
 from core.results.labels import issues as label_issues
-from core.results.labels import verdict
+from core.results.labels import power, verdict
 from core.runs.record import Run
 from core.sharing.people import layer_of, same_person
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
@@ -182,7 +182,8 @@ def review_section(run: Run) -> None:
     if heatmaps:
         explainer = run_models.explainer(run_models.key_of(run))
         st.caption(explainer.grid_note(explainer.default_layer))
-    if review.supported is None:  # no self-test: nothing bounds the list (the verdict says so)
+    if review.supported is None or (review.supported == 0 and power.inconclusive(review.trust)):
+        # no self-test, or one too small to judge the list: nothing bounds it, look by eye (the verdict says so)
         rows_page(run, issues, corrections, heatmaps, key="explore_issue_page")
         return
     supported = {issue.path for issue in review.first}

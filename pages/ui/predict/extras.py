@@ -37,12 +37,15 @@ def classify(key: run_models.ModelKey, upload_id: str, name: str, data: bytes, s
     return predict_many(model, [(name, data)], top_k=len(model.classes), log=log, source="ui")[0]
 
 
-def ood_notice(item) -> None:
+def ood_notice(item, model) -> None:
+    """The 'none of these' flag with its reason, and how often the check wrongly flags the run's own photos."""
     answer = item.answer
     if answer is not None and answer.ood_flag:
         why = f" ({plain.md(answer.ood_why)})" if answer.ood_why else ""
+        rates = f" ({plain.md(model.reference.detector.flag_words())})" if model.reference is not None else ""
         st.warning(
-            f"This photo **does not look like any class the model knows**{why}: its answer deserves little trust.",
+            f"This photo **does not look like any class the model knows**{why}: its answer and its set deserve "
+            f"little trust. A flag is not proof{rates}.",
             icon=":material/help:",
         )
         teaching.explain("ood")
@@ -127,8 +130,12 @@ def many_photos_table(
     flagged = sum(1 for item in items if item.answer is not None and item.answer.ood_flag)
     bad = sum(1 for item in items if item.error)
     small = sum(1 for row in rows if row.get("warning"))
+    unlike = f"{flagged} that look like no class the model knows"
+    if flagged:
+        unlike += " (their answers and sets are not to be trusted"
+        unlike += f"; {plain.md(model.reference.detector.flag_words())})" if model.reference is not None else ")"
     st.markdown(
-        f"**{len(items)} photos**: {bad} unreadable, {flagged} that look like no class the model knows"
+        f"**{len(items)} photos**: {bad} unreadable, {unlike}"
         + (f", {small} far smaller than the model's input." if small else ".")
     )
     st.dataframe(
@@ -153,6 +160,11 @@ def many_photos_table(
             ),
             "set_size": st.column_config.NumberColumn("classes in the set"),
             "set_level": None,
+            "set_trusted": st.column_config.CheckboxColumn(
+                "set to be trusted?",
+                help="Unchecked: the photo looks like none of the classes, so the set's promise (about photos like the "
+                "test photos) does not cover it.",
+            ),
             "answered": st.column_config.CheckboxColumn(
                 "answered?", help="Unchecked: held back, not sure enough (see why in the next column)."
             ),

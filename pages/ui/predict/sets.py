@@ -65,7 +65,8 @@ def held_caption(sets, level: float) -> str:
 
 
 def set_line(served, answer, level: float | None) -> set[str] | None:
-    """'At 90%: rose or tulip', with what a one-class, wide or all-class set means; the set's classes, or None."""
+    """'At 90%: rose or tulip', with what a one-class, wide or all-class set means (for a photo that looks like none
+    of the classes: not to be trusted); the set's classes, or None."""
     if level is None or answer is None:
         return None
     names = served.set_of(answer, level)
@@ -73,7 +74,8 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
         return None
     record = served.sets.size_record(len(names), level) if served.sets is not None else None
     by_class = served.sets.by_class if served.sets is not None else False
-    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level, record, by_class)
+    foreign = bool(answer.ood_flag)
+    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level, record, by_class, foreign)
     st.markdown(f"**At {level:.0%}:** {words}")
     order = {name: i for i, (name, _) in enumerate(answer.top)}
     if any(order.get(n, 0) > i for i, n in enumerate(names)):
@@ -83,11 +85,6 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
         )
     else:
         st.caption("Dark bars: the classes in the set.")
-    if answer.ood_flag:
-        st.caption(
-            "But this photo looks like no class the model knows: the promise is about photos like its test photos, "
-            "so for this one the set means little."
-        )
     return set(names)
 
 

@@ -46,7 +46,8 @@ def header(sweep: Sweep) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         st.markdown(f"**{plain.md(sweep.dataset_name)}** · sweep `{sweep.sweep_id}`")
         common.state_badge(sweep)
-        st.caption(f"{sweep.status.device or 'device: deciding'} · pid {sweep.status.pid or '-'}")
+        device = sweep.status.device or "device: chosen when its process has started"
+        st.caption(f"{device} · pid {sweep.status.pid or '-'}")
     applied = launch_corrections(sweep)
     with_corrections = f" · +{len(applied)} label corrections ({correction_summary(applied)})" if applied else ""
     st.caption(f"Fixed for every trial: {plain.md(describe_config(sweep.fixed))}{with_corrections}.")

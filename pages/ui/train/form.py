@@ -8,6 +8,7 @@ filled from any run (`fill_from_config`, for "New run from these settings").
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import streamlit as st
 
@@ -239,6 +240,29 @@ def _start_values(dataset: str) -> None:
     elif widgets_missing:
         fill_from_config(_config_or_default(state.get(FORM_VALUES)))
     state[FORM_DATASET] = dataset
+
+
+def starting_config(dataset: str) -> tuple[TrainConfig, str]:
+    """The settings the Train form holds (or will start from) for `dataset`, and which they are in words: the
+    form's own values when it was last filled for this dataset in this session, else the settings last launched on
+    it, else the defaults (what `_start_values` fills). The Dataset page previews the split these draw."""
+    state = st.session_state
+    if state.get(FORM_VALUES) and _same_folder(state.get(FORM_DATASET), dataset):
+        return _config_or_default(state[FORM_VALUES]), "the settings on the Train page's form"
+    stored = workspace.train_settings(common.data_root(), dataset, person=auth.current_user().id)
+    try:
+        if stored:
+            return TrainConfig.from_dict(stored), "the settings last launched on this dataset"
+    except (ConfigError, TypeError, ValueError):
+        pass  # unreadable: the form starts from the defaults too
+    return TrainConfig(), "the Train page's defaults"
+
+
+def _same_folder(a: str | None, b: str) -> bool:
+    try:
+        return a is not None and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def _config_or_default(data: dict | None) -> TrainConfig:

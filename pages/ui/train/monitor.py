@@ -80,7 +80,8 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
         where = f" on {run.status.node}" if run.status.node else ""
         owner = " (the process waiting for Ray)" if run.status.node else ""
         runtime = f" · {run.status.runtime}" if run.status.runtime else ""
-        st.caption(f"{run.status.device or 'device: deciding'}{runtime}{where} · pid {run.status.pid or '-'}{owner}")
+        device = run.status.device or "device: chosen when its process has started"
+        st.caption(f"{device}{runtime}{where} · pid {run.status.pid or '-'}{owner}")
     if run.note:
         st.caption(plain.md(run.note))
     if run.reused_from:

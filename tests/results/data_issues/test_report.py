@@ -278,4 +278,44 @@ def test_two_classes_are_never_told_to_merge_and_outliers_are_worded_by_their_ra
     from core.cli.data_issues import describe
 
     text = describe(result)
-    assert "(or merge them)" not in text and "unlike any other" not in text and "only two classes" in text
+    assert "(or merge them)" not in text and "unlike any other" not in text and "merging the two" not in text
+    assert "First give the model features that can tell daisy from dandelion" in text, "told apart 60%: weak"
+
+
+def test_an_overlap_on_weak_features_sends_the_person_to_the_model_before_the_labels():
+    # the walk of issue 40, item 8: rose and tulip on a random start, told apart 59% of the time: "a clearer rule may
+    # separate them" sent the person to the labels, and "Consider merging the two classes" survived for two classes
+    pair = {"classes": ["rose", "tulip"], "suggestion": "clearer rule", "score": 0.41, "photos": 108}
+    result = data_issues.DataIssues(
+        source={"run_id": "6f6e46"},
+        photos=260,
+        classes=2,
+        by_split={"train": 180, "val": 40, "test": 40},
+        how="test",
+        outliers=[],
+        outliers_flagged=0,
+        outlier_threshold=1.5,
+        overlapping_classes=[{**pair, "separability": 0.59, "typical_separability": 0.59, "examples": []}],
+        underperforming_groups=[],
+        groups_tested=4,
+        label_health={"score": 0.6, "wrong_labels": 108, "classes": []},
+        random_start=True,
+    )
+    [line] = [line for line in result.summary() if line["kind"] == "overlapping_classes"]
+    assert line["title"].startswith(
+        "rose and tulip overlap most (about 108 photos sit between them), but the model's features cannot tell them "
+        "apart yet (this model started from random weights and it tells them apart only 59% of the time"
+    )
+    assert "before judging the labels" in line["title"] and "clearer rule may separate" not in line["title"]
+    assert "merg" not in line["explanation"], "two classes: no merging offered"
+    advice = data_issues.overlap_advice(result.overlapping_classes[0], 2, random_start=True)
+    assert advice.startswith("First give the model features that can tell rose from tulip")
+    assert advice.index("ImageNet weights") < advice.index("if they still overlap then, write a clearer rule")
+    # ImageNet features that tell them apart 95% of the time: the labels are the matter
+    good = {**result.overlapping_classes[0], "separability": 0.95, "typical_separability": 0.95}
+    assert data_issues.weak_features(good, random_start=False) is None
+    assert data_issues.overlap_advice(good, 2).startswith("Write a clearer rule for telling rose from tulip")
+    assert (
+        "(or merge them)"
+        in data_issues.DataIssues.from_dict({**result.to_dict(), "classes": 3}).summary()[2]["explanation"]
+    )

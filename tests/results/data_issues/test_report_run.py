@@ -15,6 +15,7 @@ from core.cli import main as cli
 from core.processes import JobState
 from core.results import tasks as run_tasks
 from core.results.data_issues import report as data_issues
+from core.results.labels import power
 from core.runs.record import DATA_ISSUES_FILE, RUN_OUTPUTS
 from core.runs.store import RunStore
 from tests.conftest import copy_run
@@ -109,6 +110,7 @@ def test_label_health_counts_what_the_label_review_counts_and_carries_its_figure
         "estimated_errors": review.estimated_errors,
         "supported": review.supported,
         "photos": review.images,
+        "self_test_too_small": power.inconclusive(review.trust),
     }
     line = {row["kind"]: row for row in again.summary()}["label_health"]
     assert line["photos"] == len(review.issues)
@@ -119,7 +121,9 @@ def test_label_health_counts_what_the_label_review_counts_and_carries_its_figure
     if review.supported:
         assert f"review the first {review.supported} first" in line["title"]
     elif review.supported == 0:
-        assert "treat them as guesses" in line["title"]
+        assert ("too small to judge" if again.label_review["self_test_too_small"] else "treat them as guesses") in (
+            line["title"]
+        )
     assert all(row["score_meaning"] for row in again.summary())
 
 

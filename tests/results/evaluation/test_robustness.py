@@ -76,9 +76,9 @@ def test_a_sample_keeps_every_class():
     assert len(rows) <= 50 and set(labels[rows]) == {0, 1, 2} and np.all(np.diff(rows) > 0)
 
 
-def _report(clean: float, corrupted: float) -> robustness.RobustnessReport:
+def _report(clean: float, corrupted: float, photos: int = 10) -> robustness.RobustnessReport:
     return robustness.RobustnessReport(
-        run_id="r", classes=["a", "b"], image_size=64, photos=10, test_photos=10, photos_digest="d",
+        run_id="r", classes=["a", "b"], image_size=64, photos=photos, test_photos=photos, photos_digest="d",
         clean_accuracy=clean, accuracy={c: [corrupted] * 5 for c in cr.CORRUPTIONS}, seconds=1.0,
         seconds_per_pass=0.01, device="cpu", created=0.0,
     )  # fmt: skip
@@ -90,6 +90,23 @@ def test_the_sentence_says_which_side_of_the_clean_error_in_points():
     assert "about the same as the clean error" in _report(0.5, 0.502).words()
 
 
+@pytest.mark.parametrize(
+    ("clean", "corrupted", "said"),
+    [(0.5, 0.53, "0.50 clean rises to 0.53"), (0.7, 0.6, "0.70 clean falls to 0.60"), (0.5, 0.502, "stays at about")],
+)
+def test_the_sentence_moves_the_way_the_accuracy_does(clean, corrupted, said):
+    """Before: 'accuracy 0.50 clean falls to 0.53' (walk of issue 42)."""
+    assert said in _report(clean, corrupted).words()
+
+
+def test_a_model_no_better_than_chance_is_said_to_show_nothing():
+    weak = _report(0.5, 0.53, photos=40)  # the walk's run: 0.50 on 40 photos, 2 classes
+    assert weak.near_chance and weak.words().startswith("This model is no better than chance on these photos: its ")
+    assert "includes chance, 0.50 for 2 classes. These figures cannot show robustness" in weak.words()
+    strong = _report(0.9, 0.7, photos=200)
+    assert not strong.near_chance and "chance" not in strong.words()
+
+
 def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_run, tmp_path, capsys):
     from core import cli
 
@@ -98,14 +115,28 @@ def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_ru
     run = RunStore(root).get(trained_run["run_id"])
     cost = robustness.estimate(run, [run])
     assert cost.passes == cost.photos * 76 and "nothing was measured on this device yet" in cost.text
+    assert cost.setup == robustness.SETUP_GUESS and "to read the photos and load the model first" in cost.text
+    decoded = robustness.estimate(run, [run], data_root=trained_run["data_root"])  # training decoded them
+    undecoded = robustness.estimate(run, [run], data_root=tmp_path / "nothing decoded here")
+    assert decoded.decoding == 0 and undecoded.decoding == run.dataset_images
+    assert f"to decode the dataset's {run.dataset_images:,} photos, read" in undecoded.text
+    assert undecoded.seconds == pytest.approx(decoded.seconds + run.dataset_images * robustness.DECODE_PACE)
     seen = []
     report = robustness.measure(run, trained_run["data_root"], lambda s, d, t: seen.append((s, d, t)), limit=6)
     assert report.photos == 6 and len(report.accuracy) == 15 and all(len(v) == 5 for v in report.accuracy.values())
-    assert seen[-1] == ("done", 75, 75)
+    assert seen[-1] == ("done", 75, 75) and ("loading the model", 0, 1) in seen
+    assert 0 < report.setup_seconds < report.seconds
+    passes = report.seconds - report.setup_seconds  # the pace counts the corrupted passes alone
+    assert report.seconds_per_pass * 6 * 75 == pytest.approx(passes, rel=0.05)
     row = report.rows()[0]
     assert row["drop"] == pytest.approx(report.clean_accuracy - np.mean(report.accuracy[row["corruption"]]))
     assert report.mce == pytest.approx(np.mean([1 - np.mean(v) for v in report.accuracy.values()]))
-    assert "earlier measurement" in robustness.estimate(run, [run]).how  # priced from this one next time
+    again = robustness.estimate(run, [run])
+    assert "earlier measurement" in again.how and again.setup == pytest.approx(report.setup_seconds)  # priced from it
+    # the page names the device it already knows, so pricing never waits on the framework's import
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(robustness, "describe", lambda: pytest.fail("described the device again"))
+        assert robustness.estimate(run, [run], device=report.device) == again
     assert report.against(report)["mce"] in (None, pytest.approx(1.0))
     code = cli.main(["robustness", run.run_id, "--photos", "6", "--models-dir", str(root), "--json"])
     out = json.loads(capsys.readouterr().out)

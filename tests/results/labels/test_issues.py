@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.results.labels import issues as label_issues
-from core.results.labels import out_of_sample
+from core.results.labels import out_of_sample, power
 from core.results.labels import self_test as label_self_test
 from tests.conftest import make_image_dataset
 
@@ -257,10 +257,15 @@ def test_the_list_is_bounded_by_the_self_tests_depth_scaled_to_the_photos_and_sa
     assert label_issues.bound({**trust, "depth": 0, "found_at_depth": 0}, 2500, 600)[0] == 0
     assert "no stretch at the top" in label_issues.bound({**trust, "depth": 0}, 2500, 600)[1]
     # walk of issue 38, item 16: 1 flip among the first 6 against 0.3 by chance is above twice chance, but luck
-    lucky = {"planted": 6, "found": 1, "chance": 0.3, "lift": 3.3, "photos": 120, "depth": 0, "found_at_depth": 0}
-    why = label_issues.bound(lucky, 150, 20)[1]
-    assert "no stretch" not in why and "only 1 of them came among the first 6 suspects" in why
-    assert "more than the 0.3 a random pick would hold, but fewer than 3, too few to tell from luck" in why
+    lucky = {"planted": 20, "found": 2, "chance": 1.0, "lift": 2.0, "photos": 400, "depth": 0, "found_at_depth": 0}
+    why = label_issues.bound(lucky, 500, 20)[1]
+    assert "no stretch" not in why and "only 2 of them came among the first 20 suspects" in why
+    assert "more than the 1.0 a random pick would hold, but fewer than 3, too few to tell from luck" in why
+    # walk of issue 40, item 7: 1 flip among the first 6 of 120 photos judges nothing either way: the test is too small
+    small = {"planted": 6, "found": 1, "chance": 0.3, "lift": 3.3, "photos": 120, "depth": 0, "found_at_depth": 0}
+    why = label_issues.bound(small, 150, 20)[1]
+    assert why.startswith("The self-test was too small to judge the list (6 training labels swapped on purpose")
+    assert "Treat every suspect as a guess" not in why and "Look through the list by eye, most suspicious first" in why
     assert label_issues.bound({"planted": 0, "lift": None}, 2500, 600)[0] is None  # no self-test: not bounded
     assert label_issues.bound(None, 2500, 600)[0] is None
 
@@ -297,3 +302,17 @@ def test_a_review_from_before_the_bound_is_computed_again(tmp_path):
 
     write_json_atomic(tmp_path / LABEL_ISSUES_FILE, {"issues": [], "images": 3, "version": 2, "C": 0.01})
     assert label_issues.load(tmp_path) is None and label_issues.LABEL_ISSUES_VERSION == 3
+
+
+def test_the_self_tests_power_says_whether_it_could_judge_the_list():
+    # walk of issue 40, item 7: 9 flips planted among 180 photos; a random order puts about 0.45 among the first 9
+    walk = {"planted": 9, "found": 0, "chance": 0.45, "photos": 180, "depth": 0, "found_at_depth": 0}
+    figures = power.self_test_power(walk)
+    assert figures["needed"] == 3, "P(3 or more | random order) is under 5%; P(2 or more) is not"
+    assert 0.2 < figures["power"] < 0.3 and figures["too_small"]
+    assert power.inconclusive(walk)
+    assert not power.inconclusive({**walk, "found": 3}), "3 of 9 beats chance, even on a small test"
+    large = {"planted": 40, "found": 0, "chance": 2.0, "photos": 800, "depth": 0, "found_at_depth": 0}
+    assert power.self_test_power(large)["power"] > 0.9 and not power.inconclusive(large)
+    assert power.self_test_power({"planted": 0, "lift": None}) is None
+    assert not power.inconclusive(None)

@@ -61,3 +61,25 @@ def test_saved_thresholds_hold_back_and_are_checked(tmp_path):
         ct.check({"daisy": 0.5}, ["rose"])
     with pytest.raises(ct.ThresholdError, match="below 1"):
         ct.check({"rose": 1.0}, ["rose"])
+
+
+def _two_classes(tops: list[float], c: list[int]) -> np.ndarray:
+    top = np.asarray(tops)
+    return np.where(np.asarray(c)[:, None] == np.arange(2), top[:, None], 1 - top[:, None])
+
+
+def test_the_slider_runs_over_the_probabilities_the_run_gives():
+    """Walk of issue 42: a slider from 0.00 to 0.99 while every calibrated probability sat in 0.44-0.56."""
+    bunched = _two_classes([0.51, 0.56, 0.53, 0.52], [0, 0, 1, 1])  # class 0's answers: 0.51 and 0.56
+    span = ct.slider_range(bunched, 0)
+    assert (span.low, span.high, span.seen) == (0.5, pytest.approx(0.56), (0.51, 0.56))
+    assert span.step == 0.001 and span.bunched  # close together: a finer step, and said why
+    assert "come with 0.510-0.560" in span.words("rose") and "bunch near 1/2 = 50%" in span.words("rose")
+    assert span.threshold(0.5) == 0.0 and span.threshold(0.53) == 0.53  # at 1/k: no threshold kept
+
+    spread = _two_classes([0.97, 0.7, 0.9, 0.6], [0, 0, 1, 1])
+    span = ct.slider_range(spread, 0, saved=0.99)
+    assert (span.low, span.high, span.step) == (0.5, 0.99, 0.01) and not span.bunched  # a saved 0.99 stays reachable
+    assert ct.slider_range(spread, 0).high == pytest.approx(0.97)
+    none = ct.slider_range(_two_classes([0.9, 0.8], [1, 1]), 0)
+    assert none.seen is None and "No test photo is answered 'rose'" in none.words("rose")
