@@ -46,7 +46,8 @@ def test_start_use_and_stop_the_background_server(trained_run, tmp_path):
         launch_server(store.root, trained_run["data_root"], ["production"], port=free_port())
     ready = wait_for(lambda: (s := server_status(store.root)).ready and s, 240)
     assert ready.state is JobState.RUNNING and ready.models[0]["run_id"] == trained_run["run_id"]
-    assert "of the run's test photos. How: " in ready.models[0]["ood_summary"]  # the Serve page shows it
+    summary = ready.models[0]["ood_summary"]  # the Serve page shows it
+    assert "of the run's test photos (its false alarms). How: " in summary
     photo = next((trained_run["dataset"] / "green").iterdir()).read_bytes()
     answer = httpx.post(f"{ready.url}/predict", files={"file": ("g.png", photo)}, timeout=60)
     assert answer.status_code == 200 and answer.json()["results"][0]["label"]
