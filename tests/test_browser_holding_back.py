@@ -72,7 +72,9 @@ def test_when_to_answer_robustness_card_and_answering_only_when_sure(server):
         slider.focus()
         for _ in range(5):  # from 1/k (no threshold) up: it runs over the probabilities the run gives
             page.keyboard.press("ArrowRight")
-        value = float(slider.get_attribute("aria-valuenow"))
+        # the value the slider shows above its thumb (its element carries no aria-valuenow in this Streamlit)
+        shown = page.get_by_test_id("stSlider").filter(has_text="Threshold for").first
+        value = float(shown.get_by_test_id("stSliderThumbValue").inner_text())
         expect(page.get_by_text(f"at {class_thresholds.figure(value)}: ", exact=False).first).to_be_visible()
         no_exceptions()
         page.screenshot(path=shots / "1-class-slider.png")
