@@ -146,7 +146,12 @@ class RunProgress:
         parts = [self.stage or ""]
         if self.stage_counts:
             parts.append(f"{self.stage_counts[0]} / {self.stage_counts[1]}")
-        if self.stage_eta_seconds is not None:
+        if self.stage_counts and self.stage_counts[0] >= self.stage_counts[1] and self.state.active:
+            # every item counted but the step not over (the reference fits its checks after its forward passes): no
+            # "about 0 s left" for seconds on end (walk 41)
+            if self.stage_seconds is not None:
+                parts.append(f"finishing ({format_duration(self.stage_seconds)} in this step so far)")
+        elif self.stage_eta_seconds is not None:
             parts.append(f"about {format_duration(self.stage_eta_seconds)} left")
         return " · ".join(p for p in parts if p)
 
@@ -254,8 +259,8 @@ def progress(run: Run, metrics: list[dict[str, Any]], now: float | None = None) 
     elapsed = (float(now if finished is None else finished) - float(started)) if started is not None else None
     if run.state is JobState.DONE:
         fraction = 1.0
-    elif run.active:
-        fraction = _whole_run_fraction(run, done, batch_part, stage_fraction)
+    elif run.active:  # never "100%" while it runs: the last step still has its end to write
+        fraction = min(0.99, _whole_run_fraction(run, done, batch_part, stage_fraction))
     else:
         fraction = min(1.0, done / total) if total else 0.0
     return RunProgress(

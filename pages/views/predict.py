@@ -155,6 +155,10 @@ if len(files) >= predict_extras.MANY:
     st.caption("Each photo's answer in full (how sure, where it looked, and a correction if it is wrong):")
     for index, ((upload_id, name, data), item) in enumerate(zip(files, items, strict=True)):
         answer = f"{plain.md(item.answer.label)} ({item.answer.max_probability:.0%})" if item.answer else "unreadable"
+        if item.answer is not None and item.answer.ood_flag:  # the walk: 'noise.png: tulip (58%)' read as the surest
+            answer = f"looks like none of the classes (best guess {answer})"
+        elif item.answer is not None and item.answer.abstained:
+            answer = f"held back (best guess {answer})"
         heading = f"{plain.md(name)}: {answer}"
         with st.expander(heading):
             photo_card(

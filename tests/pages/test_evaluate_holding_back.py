@@ -42,6 +42,8 @@ def test_a_slider_per_class_says_the_trade_off_and_saving_holds_back_predict(app
     slider = at.slider(key=f"evaluate_threshold_{run.run_id}_0")
     assert (slider.min, slider.max) == (span.low, span.high)  # over the probabilities the run gives, not 0-0.99
     assert "the slider runs from" in texts(at) or "No test photo is answered" in texts(at)
+    table = next(frame.value for frame in at.dataframe if "precision without" in frame.value.columns)
+    assert table["threshold"].isna().all()  # no threshold yet: blank beside sliders at 1/k, not 0.000 (walk 41)
     top = span.high
     slider.set_value(top).run()  # the sentence reads the slider's new value in the same run, not the last one
     expected = class_thresholds.words(classes[0], class_thresholds.class_answers(probabilities, labels, 0, top))

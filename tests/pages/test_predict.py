@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from tests.pages.conftest import texts
 
 
@@ -133,6 +135,12 @@ def test_a_tiny_image_is_warned_about_and_many_photos_keep_their_cards(app, work
     cards = [e for e in at.expander if e.label.startswith(md(photos[0].name))]  # a file name reads as text
     assert cards and "Calibrated" in texts(at)  # the toggle applies to the cards
     assert sum(1 for e in at.expander if "looked" in e.label) == 4  # Grad-CAM per readable photo
+    # a photo that looks like none of the classes says so in its card's heading, not 'tulip (58%)' (walk 41)
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(noise, "PNG")
+    at.file_uploader(key="predict_upload").set_value([*files[:4], ("noise.png", noise.getvalue(), "image/png")]).run()
+    heading = next(e.label for e in at.expander if e.label.startswith(md("noise.png")))
+    assert heading.startswith(md("noise.png") + ": looks like none of the classes (best guess "), heading
     assert at.selectbox(key=f"predict_feedback_label_0_{len(files[0][1])}")  # "Wrong? It is ..." per photo
 
 

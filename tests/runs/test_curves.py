@@ -285,6 +285,10 @@ def test_the_reference_step_counts_its_photos_and_says_the_time_left(tmp_path):
     write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [300, 400], "updated_at": 230.0})
     late = progress(store.get("r"), every, now=230.0)
     assert late.text.endswith("300 / 400 · about 10 s left") and early.fraction < late.fraction < 1.0
+    # every photo through, the checks still fitting: no "about 0 s left" and no "100%" while it runs (walk 41)
+    write_json_atomic(store.run_dir("r") / "status.json", status | {"stage_progress": [400, 400], "updated_at": 240.0})
+    done = progress(store.get("r"), every, now=247.0)
+    assert done.text.endswith("400 / 400 · finishing (47 s in this step so far)") and done.fraction <= 0.99
 
 
 def test_a_pace_measured_over_no_time_gives_no_time_left(tmp_path):

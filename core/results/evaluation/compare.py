@@ -17,6 +17,7 @@ old-vs-new (core.retrain) all use `compare`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,13 +134,18 @@ def same_split_note(results: list[RunResult], names: dict[str, str] | None = Non
     if len(set(seeds)) < len(seeds) or len(others) > 1:
         return None  # the same run twice, or runs that differ in more than their start
     names = names or {}
-    each = ", ".join(f"{names.get(r.run_id, r.run_id[:6])} seed {r.config.seed}" for r in results)
+    each = ", ".join(_with_seed(names.get(r.run_id, r.run_id[:6]), r.config.seed) for r in results)
     return (
         "Same split, another random start: the difference is what chance alone moves. These runs trained, "
         f"validated and tested on the very same photos with the same settings; only the seed differs ({each}), "
         "which draws the weights' start, the augmentation and the photos' order. A change of setting or of data "
         "has to move the figures by more than this to count."
     )
+
+
+def _with_seed(name: str, seed: int) -> str:
+    """'7f80f7 seed 1', unless the run's name says its seed already (a title from its settings: 'seed 1 · ...')."""
+    return name if re.search(rf"(?<!split )\bseed {seed}\b", name) else f"{name} seed {seed}"
 
 
 def common_photos(results: list[RunResult]) -> tuple[list[str], dict[str, Any]]:

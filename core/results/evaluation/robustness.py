@@ -167,8 +167,8 @@ class RobustnessReport:
         moves = "stays at about" if points == 0 else "rises to" if points > 0 else "falls to"
         said = (
             f"{where}, accuracy {self.clean_accuracy:.2f} clean {moves} {corrupted:.2f} on average under the 15 "
-            f"corruptions (mean corruption error {self.mce:.0%}, {_points(self.relative_mce)} the clean error). "
-            f"Hardest: {named}."
+            f"corruptions (mean corruption error {self.mce:.0%}, {_points(self.relative_mce)} the clean error)."
+            + ("" if self.near_chance else f" Hardest: {named}.")  # a guessing model's 'hardest' is noise (walk 41)
         )
         if self.near_chance:
             said = (

@@ -51,7 +51,11 @@ def drop_chart(reports: list[robustness.RobustnessReport], labels: list[str]) ->
         .mark_bar()
         .encode(
             y=alt.Y("corruption:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)),
-            x=alt.X("drop:Q", axis=alt.Axis(format="%"), title="accuracy lost (clean minus the mean over severities)"),
+            x=alt.X(
+                "drop:Q",
+                axis=alt.Axis(format="%"),
+                title="accuracy lost (clean minus the mean over severities; below 0: gained)",
+            ),
             yOffset=alt.YOffset("run:N") if len(reports) > 1 else alt.YOffset(),
             color=alt.Color("run:N" if len(reports) > 1 else "family:N", title=None),
             tooltip=[
@@ -122,6 +126,8 @@ def section(run, runs: list) -> None:
         )
         task_panel(run, "robustness", "Measure robustness", key="evaluate_robustness")
         return
+    if report.near_chance:  # first, above the figures: why these figures show nothing (walk 41: tiles above it)
+        st.warning(report.words(), icon=":material/casino:")
     cols = st.columns(4)
     cols[0].metric("Clean accuracy", f"{report.clean_accuracy:.3f}", help=f"On {report.photos} test photos.")
     cols[1].metric("Under corruption", f"{1 - report.mce:.3f}", help="Mean over the 15 corruptions and 5 severities.")
@@ -131,9 +137,7 @@ def section(run, runs: list) -> None:
         f"{report.relative_mce * 100:+.1f} pts",
         help="What the corruptions add to the clean error, on average (the corruption error relative to clean).",
     )
-    if report.near_chance:  # the words open with why these figures show nothing
-        st.warning(report.words(), icon=":material/casino:")
-    else:
+    if not report.near_chance:
         st.markdown(report.words())
     others = _comparable(run, report, runs)
     labels = {other.run_id: common.run_label(other) for other, _ in others}

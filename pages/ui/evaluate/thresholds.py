@@ -167,15 +167,16 @@ def class_thresholds_section(run) -> None:
             rows = [r for r in per_class.curve(probabilities, labels, c) if span.low <= r.threshold <= span.high]
             st.altair_chart(_curve_chart(rows, value, name), width="stretch")
     table = pd.DataFrame(per_class.table(probabilities, labels, classes, chosen))
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="evaluate_thresholds_table",
-        column_config={
-            name: st.column_config.NumberColumn(format="%.3f")
-            for name in ("threshold", "precision", "recall", "precision without", "recall without")
-        },
+    # a slider at its bottom (1/k) is no threshold: blank, not "0.000" beside a slider reading 0.500 (walk 41)
+    table["threshold"] = table["threshold"].where(table["threshold"] > 0)
+    columns = {
+        name: st.column_config.NumberColumn(format="%.3f")
+        for name in ("precision", "recall", "precision without", "recall without")
+    }
+    columns["threshold"] = st.column_config.NumberColumn(
+        format="%.3f", help="Empty: no threshold (the slider at its lowest): every answer of that class is given."
     )
+    st.dataframe(table, hide_index=True, key="evaluate_thresholds_table", column_config=columns)
     kept = {k: v for k, v in chosen.items() if v > 0}
     if kept == saved:
         st.caption(

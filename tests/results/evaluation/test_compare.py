@@ -181,3 +181,12 @@ def test_runs_split_differently_are_told_how_to_keep_the_split():
     assert out["same_split"] is None
     assert "train again like aaaaaa with its split seed, 42, and its validation and test shares" in out["split_differs"]
     assert "--split-seed on `core train`, or the Train page's Split seed (under Advanced)" in out["split_differs"]
+
+
+def test_the_same_split_note_names_each_seed_once():
+    """Walk 41: '(7f80f7 · … · seed 1 · split seed 42 seed 1, …)': a title from the run's settings says its seed."""
+    from core.results.evaluation.compare import _with_seed
+
+    assert _with_seed("7f80f7 · 64 px · seed 1 · split seed 42", 1) == "7f80f7 · 64 px · seed 1 · split seed 42"
+    assert _with_seed("7f80f7 · split seed 1", 1) == "7f80f7 · split seed 1 seed 1"  # that 1 is the split's
+    assert _with_seed("67e7f4", 2) == "67e7f4 seed 2"

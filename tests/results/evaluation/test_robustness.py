@@ -105,6 +105,7 @@ def test_a_model_no_better_than_chance_is_said_to_show_nothing():
     assert "includes chance, 0.50 for 2 classes. These figures cannot show robustness" in weak.words()
     strong = _report(0.9, 0.7, photos=200)
     assert not strong.near_chance and "chance" not in strong.words()
+    assert "Hardest: " in strong.words() and "Hardest" not in weak.words()  # a guessing model's 'hardest' is noise
 
 
 def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_run, tmp_path, capsys):
