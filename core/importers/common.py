@@ -259,3 +259,47 @@ def find_image(images: Path, value: str) -> Path | None:
 def some(items: list[str]) -> str:
     shown = ", ".join(items[:SHOWN])
     return shown + (f" ... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+@dataclass
+class TableRows:
+    """The rows of a label table matched to the images they name: what both table importers check the same way.
+
+    `place` returns a row's image, or None where the row names no image there or repeats one (a repeat with the same
+    label is counted, one with another label is a conflict); `problems` says what stops the import.
+    """
+
+    images: Path
+    seen: dict[Path, tuple[int, Any]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    repeats: int = 0
+
+    def place(self, number: int, value: str, label: Any) -> Path | None:
+        target = find_image(self.images, value)
+        if target is None:
+            self.missing.append(value or f"line {number}")
+            return None
+        if target in self.seen:
+            first, earlier = self.seen[target]
+            if earlier != label:
+                self.conflicts.append(f"{value}: {earlier!r} (line {first}) and {label!r} (line {number})")
+            else:
+                self.repeats += 1
+            return None
+        self.seen[target] = (number, label)
+        return target
+
+    def problems(self, skip_missing: bool) -> list[str]:
+        found = []
+        if self.conflicts:
+            found.append(f"{len(self.conflicts)} image(s) listed twice with different labels: {some(self.conflicts)}")
+        if self.missing and not skip_missing:
+            found.append(
+                f"{len(self.missing)} row(s) name images that are not in {self.images}: {some(self.missing)} "
+                "(--skip-missing imports the rest and lists these)"
+            )
+        return found
+
+    def skipped(self) -> list[dict[str, str]]:
+        return [{"path": value, "reason": "no such image in the folder"} for value in self.missing]

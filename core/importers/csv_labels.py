@@ -25,7 +25,7 @@ from core.importers.common import (
     SPLITS,
     ImportRejected,
     ImportResult,
-    find_image,
+    TableRows,
     finish,
     some,
     staging_folder,
@@ -183,9 +183,8 @@ def import_csv(
 
 def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | None, skip_missing: bool, notes):
     """Check every row; return {"entries": [(rel, label, target, split)], "skipped": [...]} or raise."""
-    empty, bad_split, missing, entries, skipped = [], [], [], [], []
-    seen: dict[Path, tuple[int, str]] = {}
-    conflicts, repeats = [], 0
+    empty, bad_split, entries = [], [], []
+    table = TableRows(images)
     for number, row in enumerate(rows, start=2):  # the header is line 1
         value, label = row.get(path_col, ""), row.get(label_col, "")
         if not label:
@@ -198,17 +197,9 @@ def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | No
             if given and not split:
                 bad_split.append(f"line {number}: {row.get(split_col)!r}")
                 continue
-        target = find_image(images, value)
+        target = table.place(number, value, label)
         if target is None:
-            missing.append(value or f"line {number}")
             continue
-        if target in seen:
-            if seen[target][1] != label:
-                conflicts.append(f"{value}: {seen[target][1]!r} (line {seen[target][0]}) and {label!r} (line {number})")
-            else:
-                repeats += 1
-            continue
-        seen[target] = (number, label)
         folder = label.replace("/", "_").replace("\\", "_").strip(". ") or "_"
         rel = f"{folder}/{target.relative_to(images).as_posix().replace('/', '__')}"
         entries.append((rel, label, target, split))
@@ -217,21 +208,14 @@ def _plan(rows, images: Path, path_col: str, label_col: str, split_col: str | No
         problems.append(f"{len(empty)} row(s) with no label: {some(empty)}")
     if bad_split:
         problems.append(f"{len(bad_split)} split value(s) other than train, val or test: {some(bad_split)}")
-    if conflicts:
-        problems.append(f"{len(conflicts)} image(s) listed twice with different labels: {some(conflicts)}")
-    if missing and not skip_missing:
-        problems.append(
-            f"{len(missing)} row(s) name images that are not in {images}: {some(missing)} (--skip-missing imports "
-            "the rest and lists these)"
-        )
+    problems += table.problems(skip_missing)
     if problems:
         raise ImportRejected("nothing imported: " + "; ".join(problems))
-    skipped += [{"path": value, "reason": "no such image in the folder"} for value in missing]
-    if repeats:
-        notes.append(f"{repeats} row(s) repeat an image with the same label: counted once")
+    if table.repeats:
+        notes.append(f"{table.repeats} row(s) repeat an image with the same label: counted once")
     if not entries:
         raise ImportRejected("nothing imported: no row names an image that is there")
-    return {"entries": entries, "skipped": skipped}
+    return {"entries": entries, "skipped": table.skipped()}
 
 
 __all__ = ["META_FILE", "import_csv", "read_table"]

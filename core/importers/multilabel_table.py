@@ -24,7 +24,7 @@ from core.importers.common import (
     SPLITS,
     ImportRejected,
     ImportResult,
-    find_image,
+    TableRows,
     finish,
     some,
     staging_folder,
@@ -220,8 +220,8 @@ def import_table(
         ImportRejected: malformed rows, missing images (unless `skip_missing`), conflicting repeats, no usable row.
     """
     read, bad = labels_of_rows(rows, shape, path_col)
-    entries, missing, conflicts, bad_split, repeats = [], [], [], [], 0
-    seen: dict[Path, tuple[int, list[str]]] = {}
+    entries, bad_split = [], []
+    placed = TableRows(images)
     for number, value, labels in read:
         split = ""
         if split_col:
@@ -230,17 +230,9 @@ def import_table(
             if given and not split:
                 bad_split.append(f"line {number}: {rows[number - 2].get(split_col)!r}")
                 continue
-        target = find_image(images, value)
+        target = placed.place(number, value, labels)
         if target is None:
-            missing.append(value or f"line {number}")
             continue
-        if target in seen:
-            if seen[target][1] != labels:
-                conflicts.append(f"{value}: {seen[target][1]} (line {seen[target][0]}) and {labels} (line {number})")
-            else:
-                repeats += 1
-            continue
-        seen[target] = (number, labels)
         rel = f"{multilabel.IMAGES_FOLDER}/{target.relative_to(images).as_posix().replace('/', '__')}"
         entries.append((rel, labels, split, target))
     problems = []
@@ -248,13 +240,7 @@ def import_table(
         problems.append(f"{len(bad)} malformed row(s): {some(bad)}")
     if bad_split:
         problems.append(f"{len(bad_split)} split value(s) other than train, val or test: {some(bad_split)}")
-    if conflicts:
-        problems.append(f"{len(conflicts)} image(s) listed twice with different labels: {some(conflicts)}")
-    if missing and not skip_missing:
-        problems.append(
-            f"{len(missing)} row(s) name images that are not in {images}: {some(missing)} (--skip-missing imports "
-            "the rest and lists these)"
-        )
+    problems += placed.problems(skip_missing)
     if problems:
         raise ImportRejected("nothing imported: " + "; ".join(problems))
     if not entries:
@@ -267,8 +253,8 @@ def import_table(
     without = sum(1 for _, labels, _, _ in entries if not labels)
     if without:
         notes.append(f"{without} photo(s) have no label: kept, with an empty list (the model learns 'none of these')")
-    if repeats:
-        notes.append(f"{repeats} row(s) repeat an image with the same labels: counted once")
+    if placed.repeats:
+        notes.append(f"{placed.repeats} row(s) repeat an image with the same labels: counted once")
     with staging_folder(data_root, name, overwrite) as staging:
         for rel, _labels, _split, target in entries:
             link = staging / rel
@@ -293,5 +279,4 @@ def import_table(
             f"{len(entries)} images linked, not copied, from {images}: keep them there (the dataset reads them "
             "through the links)"
         )
-        skipped = [{"path": value, "reason": "no such image in the folder"} for value in missing]
-        return finish(staging, name, data_root, "csv", skipped, notes)
+        return finish(staging, name, data_root, "csv", placed.skipped(), notes)
