@@ -47,6 +47,9 @@ SELECT_SLIDER, NUMBER, SLIDER, RADIO, TOGGLE, TEXT, PRESET, WEIGHTS, FIXED = (
 DATA, HEAD, FINE_TUNE, ADVANCED = "data", "head", "fine_tune", "advanced"
 
 
+SEED_FIELD = {"minimum": 0, "maximum": 2**31 - 1, "step": 1, "parse": int}  # a seed and the split seed alike
+
+
 def parse_head(text: str) -> tuple[int, ...]:
     """'512,128' -> (512, 128); '' -> () (no hidden layer).
 
@@ -422,10 +425,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         "is set: the same seed, the same run.",
         NUMBER,
         ADVANCED,
-        minimum=0,
-        maximum=2**31 - 1,
-        step=1,
-        parse=int,
+        **SEED_FIELD,
         short=lambda v: f"seed {v}",
     ),
     TrainOption(
@@ -437,10 +437,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         "and the two runs differ only by chance, on the very same photos, which Compare pairs them on.",
         NUMBER,
         ADVANCED,
-        minimum=0,
-        maximum=2**31 - 1,
-        step=1,
-        parse=int,
+        **SEED_FIELD,
         format=lambda v: "same as the seed" if v is None else str(v),  # (None, the default, is never a flag)
         short=lambda v: f"split seed {v}",
     ),
