@@ -389,10 +389,15 @@ def no_threshold_words(max_error: float, nearest: dict[str, Any] | None) -> tupl
             "answers do not show one"
         )
     held = nearest["held_out"]
+    how = (
+        f"answering when the top probability is {threshold_text(nearest['threshold'])} or more"
+        if nearest["threshold"] > 0
+        else "answering every photo"
+    )
     return cannot, (
-        f"the nearest level it can promise is {nearest['max_error']:.0%} wrong: answering when the top probability "
-        f"is {threshold_text(nearest['threshold'])} or more, it answered {held['answered']} of {held['photos']} "
-        f"held-out test photos ({held['share_answered']:.0%}), {held['errors']} of them wrong"
+        f"the nearest level it can promise is {nearest['max_error']:.0%} wrong: {how}, it answered "
+        f"{held['answered']} of {held['photos']} held-out test photos ({held['share_answered']:.0%}), "
+        f"{held['errors']} of them wrong"
     )
 
 

@@ -138,10 +138,18 @@ def test_no_threshold_says_the_nearest_level_and_its_share():
     assert "no threshold can promise at most 1% wrong on this run's photos, so at 1% every photo is held back" in why
     held = near["held_out"]
     assert (
-        f"the nearest level it can promise is {near['max_error']:.0%} wrong: answering when the top probability is "
-        f"{sel.threshold_text(near['threshold'])} or more, it answered {held['answered']} of {held['photos']} "
-        f"held-out test photos ({held['share_answered']:.0%}), {held['errors']} of them wrong"
-    ) == nearest
+        near["threshold"] > 0
+        and (
+            f"the nearest level it can promise is {near['max_error']:.0%} wrong: answering when the top probability is "
+            f"{sel.threshold_text(near['threshold'])} or more, it answered {held['answered']} of {held['photos']} "
+            f"held-out test photos ({held['share_answered']:.0%}), {held['errors']} of them wrong"
+        )
+        == nearest
+    )
+    everything = {**near, "threshold": 0.0}  # a threshold of 0 answers every photo, and is said so
+    assert sel.no_threshold_words(0.01, everything)[1].startswith(
+        f"the nearest level it can promise is {near['max_error']:.0%} wrong: answering every photo, it answered"
+    )
 
 
 def test_no_level_at_all_is_said_and_thresholds_are_written_as_exactly_as_they_are():
