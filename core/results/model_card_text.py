@@ -99,8 +99,8 @@ def _details(found, version: str, now: float) -> str:
 def _promises(found) -> str:
     """What the run's probabilities, sets and selective threshold promise, each only where the run has it."""
     said = []
-    if found["calibration"] is not None:
-        said.append("its probabilities are calibrated on the validation split")
+    if found["calibration"] is not None:  # no more than the figures hold: Evaluate's and Predict's caveats, in short
+        said.append(found.get("calibration_promise") or "its probabilities are calibrated on the validation split")
     sets, chosen = found["sets"], found["selective"]
     if sets is not None:
         said.append(f"its prediction sets at {sets.level:.0%} carry a promise about photos like the test photos taken "
@@ -246,7 +246,7 @@ def _calibration(found) -> str:
         "Explore, `core predict`, the model server and the exports give the calibrated probabilities (Predict "
         "can show the raw ones, and says which); Evaluate's figures and its confusion-matrix photos show the model's "
         "own softmax, before calibration, and say so."
-        + ("" if bound else " Calibration changes no ranking, so no accuracy.")
+        + ("" if c.get("near_uniform_after") else " Calibration changes no ranking, so no accuracy.")
     )
 
 
