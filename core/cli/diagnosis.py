@@ -20,6 +20,7 @@ from core.results.labels.issues import load as load_issues
 from core.results.labels.verdict import probability_text, verdict
 from core.results.probabilities import conformal, selective
 from core.results.probabilities.calibration import calibrate_run
+from core.results.probabilities.calibration_words import bound_words
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -177,7 +178,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(format_table(["", "before", "after"], rows))
     if calibration.few_validation_images:
         print(f"note: {calibration.val_per_class:.0f} validation images per class: the temperature itself is uncertain")
-    bound = calibration.bound_words()
+    bound = bound_words(calibration)
     if bound:
         print(f"note: {bound}")
     if sets is not None:

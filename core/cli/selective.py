@@ -3,7 +3,7 @@ another halving moves it, and, where no threshold can promise the level, the nea
 
 from __future__ import annotations
 
-from core.results.probabilities.selective import Selective
+from core.results.probabilities.selective import Selective, no_threshold_words, threshold_text
 
 
 def print_selective(fitted: Selective) -> None:
@@ -15,22 +15,15 @@ def print_selective(fitted: Selective) -> None:
         f"calibrated probabilities{views}; fitted on {calibration} test photos, counted on the other {held.photos}):"
     )
     if fitted.threshold is None:
-        print(f"no threshold can promise at most {level:.0%} wrong on this run's photos: every photo is held back")
-        nearest = fitted.nearest
-        if nearest:
-            there = nearest["held_out"]
-            print(
-                f"nearest level it can promise: {nearest['max_error']:.0%} wrong, at a top probability of "
-                f"{nearest['threshold']:.3f} or more, answering {there['answered']} of {there['photos']} held-out "
-                f"photos ({there['share_answered']:.0%}), {there['errors']} of them wrong"
-            )
-        else:
-            print(f"none up to {0.5:.0%} wrong either: this model's confidence does not separate right from wrong")
+        for clause in no_threshold_words(level, fitted.nearest):
+            print(clause)
+        if fitted.nearest:
+            print(f"to use that level: --max-error {fitted.nearest['max_error']:g} (Predict's slider has it too)")
         return
     error = "-" if held.error is None else f"{held.error:.1%}"
     print(
-        f"threshold: answer when the top probability is {fitted.threshold:.3f} or more; promised with probability "
-        f"{1 - fitted.delta:.0%} over the calibration photos drawn"
+        f"threshold: answer when the top probability is {threshold_text(fitted.threshold)} or more; promised with "
+        f"probability {1 - fitted.delta:.0%} over the calibration photos drawn"
     )
     print(
         f"held-out half: {held.answered} of {held.photos} answered ({held.share_answered:.0%}), {held.errors} wrong "

@@ -34,7 +34,7 @@ def facts(run: Run) -> dict[str, Any]:
     from core.results.data_issues.report import load as load_issues
     from core.results.evaluation import robustness  # heavy: scipy
     from core.results.evaluation.metrics import Evaluation
-    from core.results.probabilities import class_thresholds, conformal, selective  # heavy: scipy
+    from core.results.probabilities import calibration_words, class_thresholds, conformal, selective  # heavy: scipy
     from core.results.probabilities.calibration import load as load_calibration
     from core.results.probabilities.reference import Reference
 
@@ -52,7 +52,8 @@ def facts(run: Run) -> dict[str, Any]:
         "summary": summary,
         "intervals": intervals(evaluation),
         "calibration": calibration.summary() if calibration is not None else None,
-        "calibration_words": calibration.bound_words() if calibration is not None else None,
+        "calibration_words": calibration_words.bound_words(calibration) if calibration is not None else None,
+        "calibration_promise": calibration_words.promise_words(calibration) if calibration is not None else None,
         "sets": conformal.load(run.directory),
         "selective": selective.load(run.directory),
         "class_thresholds": class_thresholds.load(run.directory),

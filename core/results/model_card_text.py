@@ -99,8 +99,8 @@ def _details(found, version: str, now: float) -> str:
 def _promises(found) -> str:
     """What the run's probabilities, sets and selective threshold promise, each only where the run has it."""
     said = []
-    if found["calibration"] is not None:
-        said.append("its probabilities are calibrated on the validation split")
+    if found["calibration"] is not None:  # no more than the figures hold: Evaluate's and Predict's caveats, in short
+        said.append(found.get("calibration_promise") or "its probabilities are calibrated on the validation split")
     sets, chosen = found["sets"], found["selective"]
     if sets is not None:
         said.append(f"its prediction sets at {sets.level:.0%} carry a promise about photos like the test photos taken "
@@ -246,7 +246,7 @@ def _calibration(found) -> str:
         "Explore, `core predict`, the model server and the exports give the calibrated probabilities (Predict "
         "can show the raw ones, and says which); Evaluate's figures and its confusion-matrix photos show the model's "
         "own softmax, before calibration, and say so."
-        + ("" if bound else " Calibration changes no ranking, so no accuracy.")
+        + ("" if c.get("near_uniform_after") else " Calibration changes no ranking, so no accuracy.")
     )
 
 
@@ -268,6 +268,8 @@ def _sets(found) -> str:
 
 
 def _selective(found) -> str:
+    from core.results.probabilities.selective import no_threshold_words, threshold_text  # heavy: scipy
+
     chosen, run = found["selective"], found["run"]
     thresholds = found["class_thresholds"]
     extra = ""
@@ -283,20 +285,16 @@ def _selective(found) -> str:
     held, level = chosen.held_out, chosen.max_error
     intro = _selective_level(chosen, run)
     if chosen.threshold is None:
-        text = f"No threshold can promise at most {level:.0%} wrong among answered photos on this run's test photos"
-        if chosen.nearest:
-            near = chosen.nearest
-            text += (
-                f"; the nearest level it can is {near['max_error']:.0%}, answering "
-                f"{near['held_out']['share_answered']:.0%} of held-out photos"
-            )
+        # the words and figures Predict, Evaluate and `core calibrate` give at this level
+        cannot, nearest = no_threshold_words(level, chosen.nearest)
+        text = cannot[0].upper() + cannot[1:] + "; " + nearest
         return "## Answering only when sure\n\n" + intro + text + "." + extra
     error = "-" if held.error is None else f"{held.error:.1%}"
     text = (
         f"At most {level:.0%} wrong among the photos answered, promised with probability {1 - chosen.delta:.0%} "
-        f"(Learn then Test on half the test split): answer when the top probability is {chosen.threshold:.3f} or "
-        f"more. On the other half it answered {held.answered} of {held.photos} ({held.share_answered:.0%}), "
-        f"{held.errors} wrong ({error})"
+        f"(Learn then Test on half the test split): answer when the top probability is "
+        f"{threshold_text(chosen.threshold)} or more. On the other half it answered {held.answered} of "
+        f"{held.photos} ({held.share_answered:.0%}), {held.errors} wrong ({error})"
     )
     if chosen.spread is not None and chosen.spread.error_mean is not None:
         s = chosen.spread

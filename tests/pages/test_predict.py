@@ -80,7 +80,7 @@ def test_80_percent_means_80_percent_only_where_the_calibration_supports_it(app,
     which the Evaluate page words carefully. Predict now gives the same caveats with the figures."""
     import json
 
-    from core.results.probabilities import calibration
+    from core.results.probabilities import calibration, calibration_words
     from tests.conftest import copy_run
 
     models = copy_run(workspace["models"], tmp_path / "models")
@@ -100,7 +100,7 @@ def test_80_percent_means_80_percent_only_where_the_calibration_supports_it(app,
     assert "Whether '80%' means right about 80% of the time is not established here" in said
     assert "the calibration error (ECE) is 0.050, 95 % interval 0.000-0.170" in said
     assert "the worst confidence bin is off by 0.257" in said
-    for caveat in cal.caveats():  # the very sentences the Evaluate page's reading gives
+    for caveat in calibration_words.caveats(cal):  # the very sentences the Evaluate page's reading gives
         assert caveat in said
     assert "With only 9 validation photos per class the temperature is uncertain" in said
     assert "reaches above 0.1" in said

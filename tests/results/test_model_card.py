@@ -158,3 +158,40 @@ def test_macro_f1_is_sklearns():
         present = np.unique(labels)
         expected = f1_score(labels, predicted, labels=present, average="macro", zero_division=0)
         assert model_card.macro_f1(labels, predicted, present) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("test_accuracy", [0.7, None])
+def test_a_temperature_on_its_bound_reads_on_the_card_as_on_evaluate(run, test_accuracy):
+    """Walk 41: T = 20.00 on a weak model, its calibrated answers all near 1/k, and a card that said 'its probabilities
+    are calibrated on the validation split'. The card gives Evaluate's sentences, and promises no more."""
+    from core.results.probabilities import calibration, calibration_words
+    from pages.ui.evaluate.calibration import reading
+    from tests.results.probabilities.test_calibration import weak_analysis
+
+    cal = calibration.calibrate(weak_analysis(run.classes, test_accuracy))
+    assert cal.at_bound == "upper" and cal.near_uniform, (cal.temperature, cal.after.nll)
+    calibration.save(cal, run.directory)
+    text = model_card.render(run)
+    uses = text[text.index("## Uses") : text.index("## Bias")]
+    assert "its probabilities are calibrated" not in uses.lower()
+    assert "temperature-scaled on the validation split to about 25% for every photo, so they carry little" in uses
+    section = text[text.index("## Calibration") : text.index("## Prediction sets")]
+    said = calibration_words.bound_words(cal)
+    assert said in section and said in reading(cal)  # the same words on the card and on Evaluate
+    assert f"Temperature {cal.temperature:.3f} fitted on {cal.val_images} validation photos" in section
+    assert f"from {cal.before.ece:.3f} to {cal.after.ece:.3f}" in section
+    assert ("better than chance (25%)" in said) == (test_accuracy is not None)
+    assert ("cannot tell the classes apart" in said) == (test_accuracy is None)
+
+
+def test_a_temperature_inside_its_search_on_informative_logits_is_called_calibrated_on_the_card(run):
+    from core.results.probabilities import calibration, calibration_words
+    from tests.results.probabilities.test_calibration import _analysis
+
+    cal = calibration.calibrate(_analysis(3.0))  # logits 3x too sharp, 400 validation photos: T fixes them
+    assert cal.at_bound is None and not cal.near_uniform and not calibration_words.caveats(cal)
+    calibration.save(cal, run.directory)
+    text = model_card.render(run)
+    assert "Its probabilities are calibrated on the validation split" in text
+    section = text[text.index("## Calibration") : text.index("## Prediction sets")]
+    assert "bound" not in section and "Calibration changes no ranking, so no accuracy." in section

@@ -4,7 +4,8 @@ A model is *calibrated* when, of the photos it gives 80 %, about 80 % are right.
 scaling (Guo et al. 2017) divides every logit by one number T fitted on the validation split
 (minimising the negative log-likelihood over log T): T > 1 softens over-confident answers, the
 ranking of the classes (and so the accuracy) never changes. The fit is stored with the run
-(calibration.json) and every predictor applies it.
+(calibration.json) and every predictor applies it. What it means in words, on a weak model above all:
+`calibration_words`.
 
 Conventions: 15 equal-width confidence bins over [0, 1], each closed on the left and the last one
 closed on both sides, so confidences of exactly 0 and 1 are counted; ECE weighs each bin's
@@ -252,51 +253,6 @@ class Calibration:
         """True when the calibrated probabilities are about the same for every class: the test NLL after scaling
         is close to ln K, what a guess of 1/K for every class scores."""
         return self.after.nll >= NEAR_UNIFORM * float(np.log(self.class_count))
-
-    def bound_words(self) -> str | None:
-        """What a temperature on the search's bound, or near-uniform calibrated probabilities, mean, in plain words
-        (the CLI and the Evaluate page say it); None when neither is the case."""
-        k = self.class_count
-        said = []
-        if self.at_bound == "upper":
-            said.append(
-                f"T = {self.temperature:.2f} is the upper bound of Flora's search ({T_BOUNDS[0]:g}-{T_BOUNDS[1]:g}): "
-                "the search stopped there, and the best temperature may be higher still"
-            )
-        elif self.at_bound == "lower":
-            said.append(
-                f"T = {self.temperature:.2f} is the lower bound of Flora's search ({T_BOUNDS[0]:g}-{T_BOUNDS[1]:g}): "
-                "the search stopped there, and the logits look broken rather than under-confident"
-            )
-        if self.near_uniform:
-            said.append(
-                f"after scaling the model gives every class about the same probability (test NLL {self.after.nll:.3f}; "
-                f"ln {k} = {np.log(k):.3f} is what saying 1/{k} = {1 / k:.0%} for every class scores), so it says "
-                f"about {1 / k:.0%} for everything: its probabilities are honest only in saying it cannot tell. The "
-                "ranking, and so the accuracy, is unchanged; a smaller ECE here means no more than that"
-            )
-        if not said:
-            return None
-        text = "; ".join(said)
-        return text[0].upper() + text[1:] + "."
-
-    def caveats(self) -> list[str]:
-        """Why '80%' may not mean right about 80% of the time after scaling, one sentence each (the Evaluate page's
-        reading and the Predict page say the same); empty when the test photos support it."""
-        said = [self.bound_words()] if self.bound_words() else []
-        if self.after.ece > 0.1:
-            said.append("An ECE above 0.1 is still poorly calibrated: read its probabilities as rough.")
-        elif self.after.ece_high is not None and self.after.ece_high > 0.1:
-            said.append(
-                f"The ECE's 95 % interval ({self.after.ece_low:.3f}-{self.after.ece_high:.3f}) reaches above 0.1: on "
-                f"{self.after.images} test photos it may still be poorly calibrated."
-            )
-        if self.few_validation_images:
-            said.append(
-                f"With only {self.val_per_class:.0f} validation photos per class the temperature is uncertain; "
-                "the interval on ECE shows how much."
-            )
-        return said
 
     def summary(self) -> dict[str, Any]:
         """What `python -m core calibrate --json` prints (test split)."""

@@ -10,6 +10,9 @@ import math
 import numpy as np
 
 MAX_ERROR_RANGE = (0.01, 0.5)  # what Predict, the CLI and the server accept
+# The levels Predict's and Evaluate's sliders offer: every whole percent of the range, the steps `nearest_level` takes,
+# so the nearest level said where one has no threshold is always one the person can pick.
+LEVELS = tuple(p / 100 for p in range(round(MAX_ERROR_RANGE[0] * 100), round(MAX_ERROR_RANGE[1] * 100) + 1))
 DELTA = 0.1  # the promise holds with probability at least 1 - DELTA over the calibration photos drawn
 # Thresholds tested: every thousandth, and finer near 1 where a confident model's answers gather.
 GRID = np.unique(np.concatenate([np.round(np.arange(1000) / 1000, 3), 1.0 - 10.0 ** -np.arange(3.25, 6.01, 0.25)]))
@@ -88,11 +91,12 @@ def nearest_level(
     max_error: float,
     delta: float = DELTA,
 ) -> tuple[float, float] | None:
-    """(level, threshold): the lowest level in whole percent above `max_error` that some threshold promises, or
-    None up to the range's top."""
-    start = math.floor(max_error * 100 + 1e-9) + 1
-    for percent in range(start, round(MAX_ERROR_RANGE[1] * 100) + 1):
-        found = learn_then_test(confidence, correct, validation, percent / 100, delta)
+    """(level, threshold): the lowest of LEVELS above `max_error` that some threshold promises, or None up to the
+    range's top."""
+    for level in LEVELS:
+        if level <= max_error + 1e-9:
+            continue
+        found = learn_then_test(confidence, correct, validation, level, delta)
         if found is not None:
-            return percent / 100, found
+            return level, found
     return None

@@ -23,8 +23,10 @@ fixed-sequence testing learns its order on other data): at the threshold where v
 calibration half, shows the level most clearly (the smallest p-value). Stricter thresholds answer too few photos to
 show much; more lenient ones are tested after it, in order, while they pass.
 
-When no threshold passes at the level, `nearest` says the lowest level (in whole percent) one passes at on the same
-photos and what share it answers there.
+When no threshold passes at the level, `Selective.nearest_at` says the lowest level (in whole percent) one passes at
+on the same calibration photos and what it did there on the held-out half; `no_threshold_words` says it. Predict,
+Evaluate, the server's reason, `core calibrate` and the model card all give these, so they quote one level and one
+share answered.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.fileio import read_versioned, write_json_atomic
-from core.results.probabilities.learn_then_test import DELTA, MAX_ERROR_RANGE, learn_then_test, nearest_level
+from core.results.probabilities.learn_then_test import DELTA, LEVELS, MAX_ERROR_RANGE, learn_then_test, nearest_level
 from core.runs.files import run_files
 
 DEFAULT_MAX_ERROR = 0.05
@@ -170,6 +172,7 @@ class Selective:
     photos: list[dict[str, Any]]  # the held-out half: path, label, prediction, confidence, answered
     version: int = SELECTIVE_VERSION
     _cache: dict[float, float | None] = field(default_factory=dict, repr=False, compare=False)
+    _near: dict[float, dict[str, Any] | None] = field(default_factory=dict, repr=False, compare=False)
 
     def threshold_at(self, max_error: float) -> float | None:
         """The threshold promising at most `max_error` wrong among answers (None: none does), from the stored half."""
@@ -186,24 +189,43 @@ class Selective:
             )
         return self._cache[max_error]
 
-    def nearest_at(self, max_error: float) -> tuple[float, float] | None:
-        """(level, threshold) where `max_error` has no threshold: the lowest level that has one."""
-        return nearest_level(
-            np.asarray(self.calibration_confidence),
-            np.asarray(self.calibration_correct, bool),
-            self.validation,
-            check_max_error(max_error),
-            self.delta,
-        )
+    def nearest_at(self, max_error: float) -> dict[str, Any] | None:
+        """Where `max_error` has no threshold, the nearest level that has one on the calibration half, its threshold
+        and what it did on the held-out half: {"max_error", "threshold", "held_out": Counted dict}. None where
+        `max_error` has a threshold, or no level up to the range's top does. The one answer every place gives."""
+        max_error = check_max_error(max_error)
+        if max_error == self.max_error and self.nearest is not None:
+            return self.nearest
+        if self.threshold_at(max_error) is not None:
+            return None
+        if max_error not in self._near:  # asked once per photo held back: up to 50 levels tested each time otherwise
+            found = nearest_level(
+                np.asarray(self.calibration_confidence),
+                np.asarray(self.calibration_correct, bool),
+                self.validation,
+                max_error,
+                self.delta,
+            )
+            self._near[max_error] = (
+                None
+                if found is None
+                else {
+                    "max_error": found[0],
+                    "threshold": found[1],
+                    "held_out": self.held_out_at(found[1], found[0]).to_dict(),
+                }
+            )
+        return self._near[max_error]
+
+    def held_out_at(self, threshold: float | None, max_error: float) -> Counted:
+        """What `threshold` does on the held-out half, counted from its photos as stored (as the JSON lists them)."""
+        confidence = np.asarray([p["confidence"] for p in self.photos], dtype=np.float64)
+        correct = np.asarray([p["label"] == p["prediction"] for p in self.photos], dtype=bool)
+        return counted(confidence, correct, threshold, max_error)
 
     @property
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.val_confidence, dtype=np.float64), np.asarray(self.val_correct, dtype=bool)
-
-    def share_at(self, threshold: float) -> float:
-        """The calibration half's share of photos answered at `threshold`."""
-        conf = np.asarray(self.calibration_confidence)
-        return float((conf >= threshold).mean()) if len(conf) else 0.0
 
     def summary(self) -> dict[str, Any]:
         """What `core calibrate --max-error --json` prints besides the photos."""
@@ -223,6 +245,7 @@ class Selective:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("_cache", None)
+        out.pop("_near", None)
         out["held_out"] = self.held_out.to_dict()
         return out
 
@@ -268,27 +291,20 @@ def fit(
     perm = np.random.default_rng(seed).permutation(n)
     cal, held = np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
     threshold = learn_then_test(confidence[cal], correct[cal], validation, max_error)
-    nearest = None
-    if threshold is None:
-        found = nearest_level(confidence[cal], correct[cal], validation, max_error)
-        if found is not None:
-            level, at = found
-            nearest = {
-                "max_error": level,
-                "threshold": at,
-                "held_out": counted(confidence[held], correct[held], at, level).to_dict(),
-            }
+    # the held-out half is counted on its confidences as stored, so any level's count from the stored photos (Predict,
+    # the nearest level) and a recount of the JSON's rows give the same figures as this one
+    held_confidence = np.round(confidence[held], 6)
     photos = [
         {
             "path": test_paths[i],
             "label": classes[labels[i]],
             "prediction": classes[prediction[i]],
-            "confidence": round(float(confidence[i]), 6),
-            "answered": bool(threshold is not None and confidence[i] >= threshold),
+            "confidence": float(c),
+            "answered": bool(threshold is not None and c >= threshold),
         }
-        for i in held
+        for i, c in zip(held, held_confidence, strict=True)
     ]
-    return Selective(
+    fitted = Selective(
         max_error=max_error,
         delta=DELTA,
         views=int(views),
@@ -298,11 +314,13 @@ def fit(
         val_confidence=[float(c) for c in val_confidence],
         val_correct=[bool(c) for c in val_correct],
         threshold=threshold,
-        held_out=counted(confidence[held], correct[held], threshold, max_error),
+        held_out=counted(held_confidence, correct[held], threshold, max_error),
         spread=spread(confidence, correct, validation, max_error, spread_splits) if spread_splits else None,
-        nearest=nearest,
+        nearest=None,
         photos=photos,
     )
+    fitted.nearest = fitted.nearest_at(max_error)
+    return fitted
 
 
 def save(selective: Selective, run_dir: str | os.PathLike) -> None:
@@ -352,6 +370,37 @@ def run_selective(run_dir: str | os.PathLike) -> Selective | None:
         return None
 
 
+def threshold_text(threshold: float) -> str:
+    """A threshold as written: three decimals where that is exact (the grid's thousandths), else all it needs."""
+    return f"{threshold:.3f}" if abs(round(threshold, 3) - threshold) < 1e-9 else f"{threshold:.6f}".rstrip("0")
+
+
+def no_threshold_words(max_error: float, nearest: dict[str, Any] | None) -> tuple[str, str]:
+    """Where `max_error` has no threshold: (that it cannot be promised, the nearest level that can with the share it
+    answered on the held-out half), two clauses in lower case; `nearest` is `Selective.nearest_at(max_error)`.
+    Predict, Evaluate, the server's reason, `core calibrate` and the card say these."""
+    level = f"{max_error:.0%}"
+    cannot = (
+        f"no threshold can promise at most {level} wrong on this run's photos, so at {level} every photo is held back"
+    )
+    if nearest is None:
+        return cannot, (
+            f"no level up to {LEVELS[-1]:.0%} can be promised either: on the photos it calibrates on, even its surest "
+            "answers do not show one"
+        )
+    held = nearest["held_out"]
+    how = (
+        f"answering when the top probability is {threshold_text(nearest['threshold'])} or more"
+        if nearest["threshold"] > 0
+        else "answering every photo"
+    )
+    return cannot, (
+        f"the nearest level it can promise is {nearest['max_error']:.0%} wrong: {how}, it answered "
+        f"{held['answered']} of {held['photos']} held-out test photos ({held['share_answered']:.0%}), "
+        f"{held['errors']} of them wrong"
+    )
+
+
 def decision(selective: Selective | None, confidence: float, max_error: float) -> tuple[bool, str | None]:
     """(answered, why not): whether a photo of this top probability is answered at `max_error`, and the reason in
     words when it is held back."""
@@ -359,14 +408,7 @@ def decision(selective: Selective | None, confidence: float, max_error: float) -
         return False, "this run has no calibrated threshold (no analysis arrays, or too few test photos)"
     threshold = selective.threshold_at(max_error)
     if threshold is None:
-        nearest = selective.nearest_at(max_error)
-        where = (
-            f"; the nearest level it can promise is {nearest[0]:.0%} wrong, answering about "
-            f"{selective.share_at(nearest[1]):.0%} of photos like its test photos"
-            if nearest
-            else ""
-        )
-        return False, f"no threshold can promise at most {max_error:.0%} wrong on this run's photos{where}"
+        return False, "; ".join(no_threshold_words(max_error, selective.nearest_at(max_error)))
     if confidence >= threshold:
         return True, None
     return False, (

@@ -7,8 +7,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.results.probabilities import calibration
+from core.results.probabilities import calibration, calibration_words
 from core.results.probabilities.calibration import Calibration, Scores
+from core.results.probabilities.calibration_words import bound_words
 from pages.ui import plain, teaching
 
 
@@ -65,9 +66,9 @@ def reading(cal: Calibration) -> str:
     overlap = (
         cal.after.ece_high is not None and cal.before.ece_low is not None and cal.after.ece_high >= (cal.before.ece_low)
     )
-    bound = cal.bound_words()
+    bound = bound_words(cal)
     if bound:  # on the search's bound, or near-uniform after: a smaller ECE does not mean a better model
-        return f"{first} Temperature scaling moves ECE {before:.3f} → {after:.3f}, but: {bound}"
+        return f"{first} {bound}"
     if after >= before:
         change = "does not improve it on the test photos"
     elif overlap:  # the two intervals overlap: the improvement may be the test photos' luck
@@ -77,7 +78,7 @@ def reading(cal: Calibration) -> str:
     else:
         change = "helps a little"
     second = f"Temperature T = {t:.2f} {change}: ECE {before:.3f} → {after:.3f} (95 % intervals in the table)."
-    caveats = cal.caveats()  # bound words are handled above; what is left is what Predict says too
+    caveats = calibration_words.caveats(cal)  # bound words are handled above; what is left is what Predict says too
     if cal.after.mce > cal.before.mce:
         caveats.insert(
             1 if after > 0.1 or (cal.after.ece_high or 0) > 0.1 else 0,

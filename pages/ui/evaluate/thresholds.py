@@ -11,10 +11,9 @@ import streamlit as st
 from core.results.probabilities import class_thresholds as per_class
 from core.results.probabilities import selective
 from core.runs.files import run_files
-from pages.ui import auth, plain
+from pages.ui import auth, plain, selective_level
 from pages.ui.run_task import why_not
 
-LEVELS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 SLIDERS_UP_TO = 12  # more classes than this: pick one to set instead of a slider for every class
 
 
@@ -47,38 +46,21 @@ def selective_section(run) -> None:
         "among answered photos like these is at most that; the other half, which chose nothing, shows what it did. "
         "Predict ('answer only when sure') and the model server (`max_error`) use the same threshold."
     )
-    level = st.select_slider(
-        "At most this share wrong among the photos answered",
-        options=LEVELS,
-        value=selective.DEFAULT_MAX_ERROR,
-        format_func=lambda v: f"{v:.0%}",
-        key="evaluate_max_error",
-    )
+    level = selective_level.slider("evaluate_max_error")
     fitted = _selective(str(run.directory), _stamp(run), level)
     if fitted is None:
         st.caption("Too few test photos to calibrate on one half and check on the other.")
         return
     held, spread = fitted.held_out, fitted.spread
     if fitted.threshold is None:
-        near = fitted.nearest
-        text = (
-            f"**No threshold can promise at most {level:.0%} wrong** on this run's photos: with "
-            f"{len(fitted.calibration_confidence)} photos to calibrate on, even its surest answers cannot show it. "
-            "Predict and the server hold every photo back at this level."
-        )
-        if near:
-            there = near["held_out"]
-            text += (
-                f" The nearest level it can promise is **{near['max_error']:.0%}**: answering when the top "
-                f"probability is {near['threshold']:.2f} or more, it answered {there['answered']} of "
-                f"{there['photos']} held-out photos ({there['share_answered']:.0%}), {there['errors']} of them wrong."
-            )
-        else:
-            text += " No level up to 50% can be promised: its confidence does not tell right answers from wrong ones."
-        st.warning(text, icon=":material/block:")
+        selective_level.nearest_warning(fitted, level, "evaluate_max_error")  # Predict and the server say the same
         return
     cols = st.columns(4)
-    cols[0].metric("Threshold", f"{fitted.threshold:.3f}", help="Answer when the top probability is at least this.")
+    cols[0].metric(
+        "Threshold",
+        selective.threshold_text(fitted.threshold),
+        help="Answer when the top probability is at least this.",
+    )
     cols[1].metric("Answered (held-out half)", f"{held.share_answered:.0%}", help=f"{held.answered} of {held.photos}")
     cols[2].metric(
         "Wrong among answered",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.data.imaging import ImageError
 from core.results.evaluation.explain import Target, overlay, upsample
+from core.results.probabilities.calibration_words import caveats as calibration_caveats
 from pages.ui import gradcam, plain, run_models, teaching
 
 OVERLAY_SIZE = 224  # the photo is shown at least this large, whatever the run's image size
@@ -47,7 +48,7 @@ def calibrated_words(temperature: float, cal) -> str:
         f"on {cal.after.images} test photos the calibration error (ECE) is {cal.after.ece:.3f}, 95 % interval "
         f"{cal.after.ece_low:.3f}-{cal.after.ece_high:.3f}, and the worst confidence bin is off by {cal.after.mce:.3f}"
     )
-    caveats = cal.caveats()
+    caveats = calibration_caveats(cal)
     if not caveats:
         return f"{said}{fitted} so that '80%' means right about 80% of the time: {measured}."
     return (

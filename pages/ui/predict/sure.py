@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.results.probabilities import selective
 from core.serving.holding_back import hold_back
-from pages.ui import plain, teaching
-
-LEVELS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+from pages.ui import plain, selective_level, teaching
 
 
 def level_control(served) -> float | None:
@@ -23,13 +20,7 @@ def level_control(served) -> float | None:
     )
     if not on:
         return None
-    level = st.select_slider(
-        "At most this share wrong among the photos answered",
-        options=LEVELS,
-        value=selective.DEFAULT_MAX_ERROR,
-        format_func=lambda v: f"{v:.0%}",
-        key="predict_max_error",
-    )
+    level = selective_level.slider("predict_max_error")
     try:
         served.check_max_error(level)
     except ValueError as e:
@@ -38,23 +29,15 @@ def level_control(served) -> float | None:
     fitted = served.selective
     threshold = fitted.threshold_at(level)
     if threshold is None:
-        nearest = fitted.nearest_at(level)
-        st.warning(
-            f"**No threshold can promise at most {level:.0%} wrong** on this run's photos: every photo is held back. "
-            + (
-                f"The nearest level it can promise is {nearest[0]:.0%} (answering about "
-                f"{fitted.share_at(nearest[1]):.0%} of photos like its test photos)."
-                if nearest
-                else "No level up to 50% can be promised: its confidence does not tell right answers from wrong ones."
-            ),
-            icon=":material/block:",
-        )
+        selective_level.nearest_warning(fitted, level, "predict_max_error")
     else:
+        held = fitted.held_out_at(threshold, level)
         st.caption(
-            f"Answers when its top probability is **{threshold:.1%}** or more: on test photos it calibrated on, that "
-            f"answered {fitted.share_at(threshold):.0%} of them. With probability at least 90%, at most {level:.0%} "
-            "of the answers given to photos like the run's test photos are wrong; photos that look like none of its "
-            "classes are held back too."
+            f"Answers when its top probability is **{threshold:.1%}** or more: on the half of the test photos that "
+            f"did not pick the threshold, that answered {held.answered} of {held.photos} "
+            f"({held.share_answered:.0%}), {held.errors} of them wrong. With probability at least 90%, at most "
+            f"{level:.0%} of the answers given to photos like the run's test photos are wrong; photos that look like "
+            "none of its classes are held back too."
         )
     teaching.explain("selective")
     return level

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.results.probabilities import calibration
+from core.results.probabilities import calibration_words as words
 from core.runs.analysis import RunAnalysis, SplitArrays, softmax
 
 pytestmark = pytest.mark.backend_agnostic
@@ -131,34 +132,84 @@ def test_the_temperature_search_minimises_the_same_nll_as_logits_nll():
     assert logits_nll(logits, labels, t) <= min(logits_nll(logits, labels, t * f) for f in (0.97, 1.03)) + 1e-9
 
 
-def test_a_temperature_on_the_search_bound_and_near_uniform_probabilities_are_said():
+def weak_analysis(classes: list[str], test_accuracy: float | None, n: int = 1000, seed: int = 11) -> RunAnalysis:
+    """A weak model as the analyst's walks met it: validation logits that carry almost nothing yet are sure of
+    themselves (the temperature search runs to its upper bound), and test photos whose top class is right
+    `test_accuracy` of the time with logits only a little apart (None: as uninformative as validation)."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+
+    def coin(labels):
+        logits = rng.normal(0, 6, (len(labels), k))
+        logits[np.arange(len(labels)), labels] += 0.15  # barely better than a coin
+        return logits
+
+    val_labels, test_labels = rng.integers(0, k, n), rng.integers(0, k, n)
+    if test_accuracy is None:
+        test_logits = coin(test_labels)
+    else:
+        right = rng.uniform(size=n) < test_accuracy
+        top = np.where(right, test_labels, (test_labels + rng.integers(1, k, n)) % k)
+        test_logits = np.zeros((n, k))
+        test_logits[np.arange(n), top] = 0.01 + np.abs(rng.normal(0, 2, n))
+    feats = np.zeros((n, 4), np.float16)
+    paths = [f"c/{i}.png" for i in range(n)]
+    parts = [
+        SplitArrays(z, feats, y, paths, np.arange(n))
+        for z, y in ((coin(val_labels), val_labels), (test_logits, test_labels))
+    ]
+    return RunAnalysis(list(classes), *parts)
+
+
+def test_a_temperature_on_the_bound_with_answers_no_better_than_chance_says_it_cannot_tell():
     from pages.ui.evaluate.calibration import reading
 
-    # the analyst's walk: two classes, logits that carry almost nothing yet are sure of themselves
-    rng = np.random.default_rng(11)
-    labels = rng.integers(0, 2, 2000)
-    logits = rng.normal(0, 6, (2000, 2))
-    logits[np.arange(2000), labels] += 0.15  # barely better than a coin
-    n = 1000
-    feats = np.zeros((n, 4), np.float16)
-    parts = [
-        SplitArrays(logits[s], feats, labels[s], [f"c/{i}.png" for i in range(n)], np.arange(n))
-        for s in (slice(0, n), slice(n, 2 * n))
-    ]
-    cal = calibration.calibrate(RunAnalysis(["cats", "dogs"], *parts))
+    cal = calibration.calibrate(weak_analysis(["cats", "dogs"], None))
     assert cal.temperature == pytest.approx(calibration.T_BOUNDS[1], rel=1e-3) and cal.at_bound == "upper"
     assert cal.near_uniform and cal.after.nll == pytest.approx(np.log(2), abs=0.02)
-    said = cal.bound_words()
-    assert "T = 20.00 is the upper bound of Flora's search (0.05-20)" in said
-    assert "ln 2 = 0.693" in said and "about 50% for everything" in said
+    said = words.bound_words(cal)
+    assert said.startswith("T = 20.00 is the upper bound of Flora's search (0.05-20): the search stopped there")
+    assert "the calibrated model says about 50% for every photo" in said and "ln 2 = 0.693" in said
+    assert f"test NLL {cal.before.nll:.3f} before, {cal.after.nll:.3f} after" in said
+    assert f"right on {cal.after.accuracy:.1%} of the 1000 test photos before scaling and after" in said
+    assert "includes chance (50%): on these photos it cannot tell the classes apart either" in said
+    assert f"goes from {cal.before.ece:.3f} to {cal.after.ece:.3f}, smaller only because" in said
     read = reading(cal)
-    assert "improves it clearly" not in read and "T = 20.00 is the upper bound" in read
+    assert "improves it clearly" not in read and said in read
     assert cal.summary()["temperature_at_bound"] == "upper" and cal.summary()["near_uniform_after"] is True
     assert calibration.Calibration.from_dict(cal.to_dict()).classes == 2
 
+
+def test_a_temperature_on_the_bound_over_a_70_percent_model_says_its_confidence_not_its_answers_is_lost():
+    """Walk 41: T = 20.00, the calibrated answers of a 70%-accurate model all near 50%, and words that said it could
+    not tell. Its answers are its own (temperature scaling keeps each photo's top class); its confidence is lost."""
+    from pages.ui.evaluate.calibration import reading
+
+    cal = calibration.calibrate(weak_analysis(["cats", "dogs"], 0.7))
+    assert cal.at_bound == "upper" and cal.near_uniform, (cal.temperature, cal.after.nll)
+    assert cal.after.accuracy == cal.before.accuracy == pytest.approx(0.7, abs=0.04)
+    said = words.bound_words(cal)
+    assert "T = 20.00 is the upper bound of Flora's search (0.05-20)" in said
+    assert "says about 50% for every photo" in said and "its confidence carries little information" in said
+    kept = f"right on {cal.after.accuracy:.1%} of the 1000 test photos before scaling and after, better than chance"
+    assert kept in said
+    assert "So its answers are worth more than the 50% beside them says" in said
+    assert f"(ECE) shows it: {cal.before.ece:.3f} before scaling, {cal.after.ece:.3f} after" in said
+    assert cal.after.ece > 0.1  # saying 50% while right 70% of the time: the ECE says it, and so do the words
+    assert "T was fitted on the 1000 validation photos, where the model scored about what a guess scores" in said
+    assert "cannot tell" not in said and "improves it clearly" not in reading(cal) and said in reading(cal)
+    assert said in words.caveats(cal)  # Predict's caption gives the same sentences
+    assert "to about 50% for every photo, so they carry little information" in words.promise_words(cal)
+
+
+def test_a_temperature_inside_the_search_says_nothing_of_a_bound():
+    from pages.ui.evaluate.calibration import reading
+
     fine = calibration.calibrate(_analysis(3.0))  # logits 3x too sharp, and informative: no such sentence
-    assert fine.at_bound is None and not fine.near_uniform and fine.bound_words() is None
-    assert "upper bound" not in reading(fine)
+    assert fine.at_bound is None and not fine.near_uniform and words.bound_words(fine) is None
+    assert "upper bound" not in reading(fine) and "every photo" not in reading(fine)
+    promise = words.promise_words(fine)
+    assert "bound" not in promise and "little information" not in promise
     older = {**fine.to_dict()}
     older.pop("classes")  # a calibration.json from before the class count was kept
     assert calibration.Calibration.from_dict(older).class_count == 4

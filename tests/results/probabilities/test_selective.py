@@ -111,11 +111,53 @@ def test_no_threshold_says_the_nearest_level_and_its_share():
     )
     assert fitted.threshold is None
     assert not any(photo["answered"] for photo in fitted.photos)
-    assert fitted.nearest is not None and fitted.nearest["max_error"] > 0.01
-    assert fitted.nearest["held_out"]["share_answered"] > 0
-    answered, why = sel.decision(fitted, 0.99, 0.01)
-    assert not answered and "no threshold can promise at most 1% wrong" in why
-    assert f"{fitted.nearest['max_error']:.0%} wrong" in why
+    near = fitted.nearest
+    assert near is not None and near["max_error"] > 0.01 and near["max_error"] in ltt.LEVELS
+    assert near["held_out"]["share_answered"] > 0
+    # what it answered there is the held-out half's count, recounted from the photos as listed
+    there = [p for p in fitted.photos if p["confidence"] >= near["threshold"]]
+    assert near["held_out"]["answered"] == len(there) and near["held_out"]["photos"] == len(fitted.photos)
+    assert near["held_out"]["errors"] == sum(p["label"] != p["prediction"] for p in there)
+    # one answer wherever it is asked: a fit at another level, read back, gives the same nearest level and count
+    other = sel.Selective.from_dict(
+        sel.fit(
+            np.c_[confidence, 1 - confidence],
+            np.where(correct, 0, 1),
+            [f"p{i}.jpg" for i in range(200)],
+            ["a", "b"],
+            np.c_[confidence[:80], 1 - confidence[:80]],
+            np.where(correct[:80], 0, 1),
+            max_error=0.5,
+            spread_splits=0,
+        ).to_dict()
+    )
+    assert other.nearest_at(0.01) == near
+    answered, why = sel.decision(other, 0.99, 0.01)
+    cannot, nearest = sel.no_threshold_words(0.01, near)
+    assert not answered and why == f"{cannot}; {nearest}"
+    assert "no threshold can promise at most 1% wrong on this run's photos, so at 1% every photo is held back" in why
+    held = near["held_out"]
+    assert (
+        near["threshold"] > 0
+        and (
+            f"the nearest level it can promise is {near['max_error']:.0%} wrong: answering when the top probability is "
+            f"{sel.threshold_text(near['threshold'])} or more, it answered {held['answered']} of {held['photos']} "
+            f"held-out test photos ({held['share_answered']:.0%}), {held['errors']} of them wrong"
+        )
+        == nearest
+    )
+    everything = {**near, "threshold": 0.0}  # a threshold of 0 answers every photo, and is said so
+    assert sel.no_threshold_words(0.01, everything)[1].startswith(
+        f"the nearest level it can promise is {near['max_error']:.0%} wrong: answering every photo, it answered"
+    )
+
+
+def test_no_level_at_all_is_said_and_thresholds_are_written_as_exactly_as_they_are():
+    assert sel.no_threshold_words(0.3, None)[1].startswith("no level up to 50% can be promised either")
+    assert sel.threshold_text(0.612) == "0.612" and sel.threshold_text(0.9) == "0.900"
+    fine = float(ltt.GRID[-3])  # one of the thresholds finer than a thousandth, near 1
+    assert sel.threshold_text(fine) != f"{fine:.3f}" and abs(float(sel.threshold_text(fine)) - fine) < 1e-6
+    assert ltt.LEVELS[0] == 0.01 and ltt.LEVELS[-1] == 0.5 and len(ltt.LEVELS) == 50 and 0.3 in ltt.LEVELS
 
 
 def test_fit_reports_held_out_photos_that_recount():
