@@ -3,10 +3,10 @@
 Server: `python -m core serve` in its own process on 127.0.0.1; 32 concurrent clients (asyncio,
 httpx) each send single photos to `/predict` (multipart), one after another. Dynamic batching on
 (max batch 32, 5 ms wait) against off (max batch 1), and against the model's bare batch throughput
-(the same float32 inference graph, batches of 32 decoded photos, forward only): the target is at
-least 80 % of it. Latency p50/p95/p99 with batching on and off. The server logs every prediction
-as it would in use; out-of-distribution scoring is off (`--no-ood`: its reference would need the
-whole dataset decoded first).
+(the same float32 inference graph through the runtime the server chooses for it, batches of 32 decoded photos,
+forward only; Keras's figure beside it): the target is at least 85 % of it (issue 44). Latency p50/p95/p99 with
+batching on and off. The server logs every prediction as it would in use; out-of-distribution scoring is off
+(`--no-ood`: its reference would need the whole dataset decoded first).
 
 The same server's Open Inference Protocol over gRPC against over HTTP, the same 32 clients (core.bench.serve_grpc).
 
@@ -51,7 +51,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
     size, requests, clients = SIZES.get(scale.name, SIZES["quick"])
     store, run_id = _bench_run(dataset, workdir, size)
     photos = [p.read_bytes() for p in photos_of(dataset)[:: max(1, len(photos_of(dataset)) // 64)][:64]]
-    bare = _bare_throughput(store.get(run_id), photos)
+    bare, bare_keras, runtime = _bare_throughput(store.get(run_id), photos, store.root.parent / "data")
     batched = _serve_and_load(store.root, run_id, photos, requests, clients, max_batch=min(BATCH, 4 * clients))
     single = _serve_and_load(store.root, run_id, photos, requests, clients, max_batch=1)
     what = f"{requests} single-photo requests from {clients} concurrent clients, {size} px model, /predict multipart"
@@ -63,9 +63,10 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
             "img/s",
             batched["rate"],
             bare,
-            f"the model's bare batch throughput (batches of {BATCH}, forward only)",
-            target_ratio=0.8,
-            notes=f"{what}; mean batch {batched['mean_batch']}",
+            f"the model's bare batch throughput in the server's runtime, {runtime} (batches of {BATCH}, forward only)",
+            target_ratio=0.85,
+            notes=f"{what}; mean batch {batched['mean_batch']}; the bare model in Keras (TensorFlow): "
+            f"{bare_keras:.1f} img/s",
         ),
         rate_row(
             "serve.batched_vs_off",
@@ -228,20 +229,30 @@ def _decoded(run, photos: list[bytes]) -> np.ndarray:
     return np.stack([load_for_model(p, config.image_size, config.cache_size) for p in photos]).astype(np.float32)
 
 
-def _bare_throughput(run, photos: list[bytes]) -> float:
+def _bare_throughput(run, photos: list[bytes], data_root: Path) -> tuple[float, float, str]:
+    """Images a second of the model's bare forward pass, batches of BATCH decoded photos, best of three rounds:
+    through the runtime the server chooses for it (core.runtimes, as `core serve` prepares it), and through Keras's
+    `predict_on_batch`; and which runtime that is. The server is held to its own runtime's figure."""
+    from core.paths import cache_dir
     from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
+    from core.runtimes.choice import accelerated  # heavy: keras
 
     model = load_inference_model(run)
     images = _decoded(run, photos)
     batch = np.concatenate([images] * (-(-BATCH // len(images))))[:BATCH]
-    model.predict_on_batch(batch)
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(4):
-            model.predict_on_batch(batch)
-        best = max(best, 4 * BATCH / (time.perf_counter() - started))
-    return best
+    forward = accelerated(model, cache_root=cache_dir(data_root), batch=BATCH)
+
+    def best(call) -> float:
+        call(batch)
+        rate = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(4):
+                call(batch)
+            rate = max(rate, 4 * BATCH / (time.perf_counter() - started))
+        return rate
+
+    return best(forward.run), best(model.predict_on_batch), forward.runtime
 
 
 def _serve_and_load(models_root: Path, run_id: str, photos, requests: int, clients: int, max_batch: int) -> dict:
