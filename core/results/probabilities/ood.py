@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 from scipy.special import logsumexp
 from sklearn.covariance import LedoitWolf
 
@@ -68,13 +69,28 @@ class Projection:
     def fit(cls, features: np.ndarray, dimensions: int) -> Projection:
         features = np.asarray(features, dtype=np.float64)
         mean = features.mean(axis=0)
-        k = int(min(dimensions, features.shape[0] - 1, features.shape[1]))
-        _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
-        return cls(mean.astype(np.float32), vt[: max(k, 1)].astype(np.float32))
+        k = max(int(min(dimensions, features.shape[0] - 1, features.shape[1])), 1)
+        return cls(mean.astype(np.float32), top_directions(features - mean, k).astype(np.float32))
 
     def __call__(self, features: np.ndarray, dimensions: int | None = None) -> np.ndarray:
         components = self.components if dimensions is None else self.components[:dimensions]
         return (np.asarray(features, dtype=np.float32) - self.mean) @ components.T
+
+
+def top_directions(centred: np.ndarray, k: int) -> np.ndarray:
+    """The `k` leading right singular vectors of `centred` (rows, largest first), as a full SVD gives them up to sign.
+
+    From the eigenvectors of the smaller of its two Gram matrices, only the top `k` (LAPACK's subset driver): a full
+    SVD of 3,000 x 2,048 features took 5-50 s on 2 cores (most of a warm rerun's time), this about 1-5 s.
+    """
+    rows, columns = centred.shape
+    if rows >= columns:  # the D x D covariance: its eigenvectors are the directions themselves
+        _, vectors = scipy.linalg.eigh(centred.T @ centred, subset_by_index=[columns - k, columns - 1])
+        return vectors[:, ::-1].T
+    values, vectors = scipy.linalg.eigh(centred @ centred.T, subset_by_index=[rows - k, rows - 1])
+    values, vectors = values[::-1], vectors[:, ::-1]  # left singular vectors; map them to the right ones
+    directions = (centred.T @ vectors) / np.sqrt(np.maximum(values, np.finfo(np.float64).tiny))
+    return directions.T
 
 
 @dataclass

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.results.probabilities.ood import IN_DISTRIBUTION_PASS, OODDetector, energy_score, threshold_for
+from core.results.probabilities.ood import (
+    IN_DISTRIBUTION_PASS,
+    OODDetector,
+    Projection,
+    energy_score,
+    threshold_for,
+    top_directions,
+)
 from core.results.probabilities.reference import Reference, compute_reference, ensure_reference
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.store import RunStore
@@ -139,3 +146,18 @@ def test_the_distance_to_the_nearest_class_is_the_textbook_one_for_every_row():
     assert 3 not in present
     expected = [min(mahalanobis(row, detector.means[c], detector.precision) ** 2 for c in present) for row in z]
     np.testing.assert_allclose(detector(queries), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows, columns, k", [(400, 64, 32), (40, 64, 39), (7, 5, 4)])
+def test_top_directions_are_the_full_svds_leading_ones(rows, columns, k):
+    """The PCA behind Mahalanobis and drift takes only the top directions from a Gram matrix (taller or wider than
+    it is long alike); they must be numpy's full SVD's, up to sign, and unit length."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, columns)) * np.linspace(4, 0.2, columns)
+    x -= x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    directions = top_directions(x, k)
+    assert directions.shape == (k, columns)
+    np.testing.assert_allclose(np.abs(np.sum(vt[:k] * directions, axis=1)), 1.0, atol=1e-8)
+    projected = Projection.fit(x, k)(x)
+    np.testing.assert_allclose(np.abs(projected), np.abs(x @ vt[:k].T), rtol=1e-4, atol=1e-4)
