@@ -28,7 +28,7 @@ from core.results.label_next.simulation import saving
 from core.results.train_features import TrainFeatures
 from core.runs.files import run_files
 from core.runs.record import Run
-from pages.ui import auth, common, photo_gallery, plain, teaching
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.explore.map import stored_train_features
 from pages.ui.run_task import task_panel
@@ -70,10 +70,16 @@ def _current(run: Run, batch: int, path: str) -> bool:
     )
 
 
+def may_label(run: Run) -> bool:
+    """Whether the signed-in user may label into `run`'s dataset folder: their run (or an admin), in a folder this
+    Flora reads, by the rule the Dataset page lists folders by (dataset_choice.roots: one rule for both)."""
+    return auth.can_change(run) and dataset_choice.outside_reason(run.dataset_path) is None
+
+
 def label_photo(run: Run, path: str, label: str | None, batch: int) -> None:
     """Button callback: give the photo its class (a copy into the class folder) or set it aside, once: a second
     click on the same photo (or one made while the head retrains) changes nothing."""
-    if not _current(run, batch, path):
+    if not _current(run, batch, path) or not may_label(run):
         return
     unlabelled = _unlabelled(run)
     done = unlabelled.record.get(path)
@@ -229,9 +235,12 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
         "alike to it. Label them, set aside what is none of these classes, or skip: each card stays where it is "
         "until you ask for the next batch below."
     )
-    can_label = auth.can_change(run)
-    if not can_label:
+    can_label = may_label(run)
+    if not auth.can_change(run):
         st.caption("Only this run's owner (or an admin) labels from it; the ranking is shown for reading.")
+    elif not can_label:
+        outside = dataset_choice.outside_reason(run.dataset_path)
+        st.caption(f"This run's photos are {outside}: the ranking is shown for reading.")
     for i, pick in enumerate(state["picks"]):
         path, key = pick["path"], f"label_next_b{state['batch']}_{i}"  # a new batch, new buttons: old clicks fall away
         with st.container(border=True, horizontal=True, key=f"label_next_card_{i}"):
