@@ -14,7 +14,8 @@ dataset's fingerprint: adding photos there does not change which run a training 
 The record is the data folder's shared store (`core.shared_store`: a row per photo, written in a transaction, so a
 class labelling at once keeps every label, and a photo two people label at once is labelled once); records kept
 before it, `<data>/.flora/labelled/<dataset name>-<hash>.json`, are imported the first time it is opened. The
-dataset's own flora.json lists the copies for the split. It stays a file in the dataset folder (it travels with the
+dataset's own flora.json lists the copies for the split, with when each was labelled (a run made before finds its own
+photos again without them: `before_labelling`). It stays a file in the dataset folder (it travels with the
 folder, and the split of any Flora that opens it reads it), changed under the folder's lock (`core.fileio.update_json`).
 """
 
@@ -25,7 +26,7 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from core.shared_store import SharedStore, Table
 
 UNLABELLED_DIR = "unlabelled"  # the folder's name Flora makes; "unlabeled" is read too
 LABELLED_DIR = "labelled"  # in <data>/.flora/: what was labelled, before the shared store
+LABELLED_IN_FLORA_AT = "labelled_in_flora_at"  # flora.json: when each photo listed there was labelled, {path: time}
 UNLABELLED_CLASS = "(unlabelled)"  # the single "class" of an unlabelled photos' index (never a real class)
 
 
@@ -212,7 +214,7 @@ class Unlabelled:
                 raise DatasetError(f"{path} was labelled {given} by {earlier[3] or 'someone'} meanwhile")
         self.record[path] = entry
         if copied:
-            self._note_in_dataset(copied, add=True)
+            self._note_in_dataset(copied, add=True, at=entry["at"])
         return copied
 
     def undo(self, path: str) -> None:
@@ -231,19 +233,24 @@ class Unlabelled:
                 copy.unlink()
             self._note_in_dataset(entry["to"], add=False)
 
-    def _note_in_dataset(self, copied: str, add: bool) -> None:
-        """Keep the dataset's own list (flora.json) of the photos labelled in Flora: a run's split puts them in
-        training and splits the other photos as before they came (core.runs.split)."""
+    def _note_in_dataset(self, copied: str, add: bool, at: float | None = None) -> None:
+        """Keep the dataset's own list (flora.json) of the photos labelled in Flora, and when each was (`at`): a run's
+        split puts them in training and splits the other photos as before they came, and a run made before one was
+        labelled leaves it out to find its own photos again (core.runs.split)."""
 
         def change(meta):
             if not isinstance(meta, dict):
                 return None  # not Flora's own format: left alone
             listed = [p for p in meta.get(LABELLED_IN_FLORA) or [] if p != copied]
+            dated = meta.get(LABELLED_IN_FLORA_AT)
+            dated = {p: t for p, t in dated.items() if p != copied} if isinstance(dated, dict) else {}
             if add:
                 listed.append(copied)
-            meta[LABELLED_IN_FLORA] = sorted(listed)
-            if not listed:
-                meta.pop(LABELLED_IN_FLORA)
+                dated[copied] = at if at is not None else time.time()
+            meta[LABELLED_IN_FLORA], meta[LABELLED_IN_FLORA_AT] = sorted(listed), dict(sorted(dated.items()))
+            for key in (LABELLED_IN_FLORA, LABELLED_IN_FLORA_AT):
+                if not meta[key]:
+                    meta.pop(key)
             return meta
 
         path = self.dataset_root / META_FILE
@@ -273,6 +280,38 @@ class Unlabelled:
                 f"could not copy {source.name} into {folder} ({e.strerror or e}): is the dataset's folder writable?"
             ) from None
         return str(target.relative_to(self.dataset_root)).replace(os.sep, "/")
+
+
+def labelled_after(index: DatasetIndex, when: float) -> set[str]:
+    """The photos of `index` labelled in Flora after `when` (epoch seconds): listed in its flora.json, dated there,
+    or, labelled before the date was kept, by their copy's status change time (when the copy was made)."""
+    listed = index.meta.get(LABELLED_IN_FLORA) or []
+    dated = index.meta.get(LABELLED_IN_FLORA_AT)
+    dated = dated if isinstance(dated, dict) else {}
+    after = set()
+    for path in listed:
+        at = dated.get(path)
+        if not isinstance(at, int | float):
+            try:
+                at = os.stat(index.root / path).st_ctime
+            except OSError:
+                continue  # the copy is gone: not in the index either
+        if at > when:
+            after.add(path)
+    return after
+
+
+def before_labelling(index: DatasetIndex, when: float) -> DatasetIndex | None:
+    """`index` as it was at `when` if only labelling in Flora changed it since: without the photos labelled after
+    `when`, fingerprinted again (None: none was, or a multi-label dataset, whose photos Flora does not label). Its
+    fingerprint equals the one taken at `when` exactly when nothing else changed, which the caller checks."""
+    if index.multilabel:
+        return None
+    later = labelled_after(index, when)
+    if not later:
+        return None
+    entries = [entry for entry in index.entries if entry.path not in later]
+    return replace(index, entries=entries, fingerprint=_fingerprint(index.root, entries, index.layout))
 
 
 def _entry(label: str | None, copy: str | None, at: float, by: str | None) -> dict[str, Any]:

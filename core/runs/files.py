@@ -114,6 +114,10 @@ class RunFiles:
         return self._file(names.LABEL_NEXT_SIMULATION_FILE)
 
     @property
+    def label_next_batch(self) -> Path:
+        return self._file(names.LABEL_NEXT_BATCH_FILE)
+
+    @property
     def fix_worth(self) -> Path:
         return self._file(names.FIX_WORTH_FILE)
 

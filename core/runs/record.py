@@ -58,6 +58,7 @@ DATA_ISSUES_FILE = "data_issues.json"  # core.results.data_issues.report: outlie
 LABEL_NEXT_FILE = "label_next.npz"  # core.results.label_next.data: the unlabelled photos' features through this run
 FIX_WORTH_FILE = "fix_worth.json"  # core.results.labels.fix_worth: what fixing labels would change, by their digest
 LABEL_NEXT_SIMULATION_FILE = "label_next_simulation.json"  # core.results.label_next.simulation: its saving, measured
+LABEL_NEXT_BATCH_FILE = "label_next_batch.json"  # core.results.label_next.batch: the batch on show
 TTA_ARRAYS = "tta.npz"  # core.results.probabilities.tta: the averaged probabilities of those views, per split
 HEATMAPS_DIR = "heatmaps"  # core.results.evaluation.explain: Grad-CAM maps cached per (image, class)
 TASKS_DIR = "tasks"  # core.results.tasks: background analysis jobs of this run (job folders)
@@ -83,6 +84,7 @@ RUN_OUTPUTS = (
     DATA_ISSUES_FILE,
     LABEL_NEXT_FILE,
     LABEL_NEXT_SIMULATION_FILE,
+    LABEL_NEXT_BATCH_FILE,
     FIX_WORTH_FILE,
     SELECTIVE_FILE,
     CLASS_THRESHOLDS_FILE,

@@ -5,8 +5,9 @@ where it brings one, else a stratified split with the run's fractions and split 
 then the label corrections the run recorded (core.data.corrections) are applied, relabelled photos taking their
 new label and excluded ones leaving their split. Training, the analysis tasks, the out-of-distribution reference
 and retraining with feedback all get a run's data from `run_split`, which first checks that the
-dataset is still the one the run was trained on (its fingerprint): a changed folder would silently
-give other photos. A sweep, which is not a run, draws with `draw_split` (the same rule).
+dataset is still the one the run was trained on (its fingerprint, once the photos labelled in Flora after the run
+was made are left out): a folder changed otherwise would silently give other photos. A sweep, which is not a run,
+draws with `draw_split` (the same rule).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.data.corrections import apply
 from core.data.datasets import DatasetError, DatasetIndex, Split, scan_dataset
 from core.data.ingest import ImageCache, ingest
 from core.data.split_rule import next_split, split_rule
+from core.data.unlabelled import before_labelling
 from core.progress import CountCallback
 from core.runs.record import Run
 from core.settings.config import TrainConfig
@@ -86,7 +88,9 @@ def _corrected(cache: ImageCache, index: DatasetIndex, split: Split, corrections
 
 
 def check_dataset(run: Run, index: DatasetIndex | None = None) -> DatasetIndex:
-    """The run's dataset scanned (or `index`), when it is still the one the run trained on.
+    """The run's dataset scanned (or `index`), when it is still the one the run trained on: its very photos, or those
+    once the photos labelled in Flora after the run was made are left out (core.data.unlabelled.before_labelling;
+    the index returned is then without them, so the run's split, cache and analysis find exactly its photos).
 
     Raises:
         DatasetChanged: the folder is gone, or its photos or classes differ from the run's.
@@ -96,6 +100,10 @@ def check_dataset(run: Run, index: DatasetIndex | None = None) -> DatasetIndex:
             index = scan_dataset(run.dataset_path)
         except DatasetError as e:
             raise DatasetChanged(f"the dataset of run {run.run_id} cannot be read at {run.dataset_path}: {e}") from e
+    if index.fingerprint != run.dataset_fingerprint:  # photos labelled in Flora since the run are not its photos
+        earlier = before_labelling(index, run.created)
+        if earlier is not None and earlier.fingerprint == run.dataset_fingerprint:
+            index = earlier
     if index.fingerprint != run.dataset_fingerprint:
         raise DatasetChanged(
             f"the dataset at {run.dataset_path} changed since run {run.run_id} was trained (photos added, removed "

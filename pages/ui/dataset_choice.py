@@ -12,7 +12,7 @@ import streamlit as st
 from core import paths, workspace
 from core.data import roots as data_roots
 from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex, list_datasets, scan_dataset
-from pages.ui import auth, plain
+from pages.ui import auth, common, plain
 from pages.ui.common import data_root, shared, shown_path
 
 CURRENT_DATASET = "flora_dataset"  # the dataset the user picked last, shared by the pages
@@ -64,8 +64,40 @@ def linked_out() -> list[str]:
 
 
 def roots() -> list[Path]:
-    """The folders datasets may come from (core.data.roots)."""
+    """The folders datasets may come from (core.data.roots), and on a Flora used by one person the dataset folders
+    its runs were trained on: it reads them anyway (a run's photos, Label next's copies into its class folders), so
+    the Dataset page lists them too (walk 41: a run's folder outside the data folder was labelled into from Explore
+    but forgotten by the Dataset page). One rule for reading and writing; `outside_reason` says the same."""
+    allowed = data_roots.data_roots(data_root(), shared())
+    if not shared():
+        allowed += [folder for folder in run_folders() if not data_roots.inside(folder, allowed)]
+    return allowed
+
+
+def base_roots() -> list[Path]:
+    """The data roots alone, as the Dataset page names them (without each run's folder)."""
     return data_roots.data_roots(data_root(), shared())
+
+
+def run_folders() -> list[Path]:
+    """The dataset folders this Flora's runs were trained on, resolved, without repeats (read again when a run
+    folder comes or goes: a run's dataset never changes)."""
+    root = common.models_root()
+    try:
+        stamp = root.stat().st_mtime_ns
+    except OSError:
+        return []
+    return _run_folders(str(root), stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _run_folders(models_root: str, stamp: int) -> list[Path]:
+    found: list[Path] = []
+    for path in sorted({run.dataset_path for run in common.runs() if run.dataset_path}):
+        folder = Path(path).expanduser().resolve()
+        if folder not in found:
+            found.append(folder)
+    return found
 
 
 def drop_folders_outside_roots() -> list[str]:
@@ -177,9 +209,9 @@ def outside_data_root(path: str | os.PathLike | None) -> bool:
 
 
 def outside_reason(path: str | os.PathLike) -> str | None:
-    """Why the app does not read `path` (a run's photo or dataset) on a shared Flora: it resolves outside the data
-    roots (a run made from the command line on a folder elsewhere, a link); None when it may. A Flora used by one
-    person reads wherever its runs were made, as before."""
+    """Why the app does not read or write `path` (a run's photo or dataset: its tasks, Label next's copies) on a
+    shared Flora: it resolves outside the data roots (a run made from the command line on a folder elsewhere, a
+    link); None when it may. A Flora used by one person reads wherever its runs were made (`roots` holds them)."""
     if not shared() or data_roots.inside(path, roots()):
         return None
     return "outside the data folders this Flora reads"

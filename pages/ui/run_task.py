@@ -53,9 +53,11 @@ def own_copy_link(run: Run) -> None:
     )
 
 
-def task_panel(run: Run, kind: str, start_label: str, key: str) -> None:
+def task_panel(run: Run, kind: str, start_label: str, key: str, subject: str | None = None) -> None:
     """Offer, start and watch task `kind` of `run`; called while its result is missing (a task that ended
-    "done" without one, its file since deleted, is simply offered again)."""
+    "done" without one, its file since deleted, is simply offered again). `subject`: the run in words ("run
+    abc123") when it is not the one the page shows (Robustness measuring another beside it), named in its
+    progress and failure: the state shown is always `run`'s own task's."""
     status = run_tasks.task_status(run, kind)
     refused = why_not(run)
     if refused and not (status is not None and status.active):
@@ -64,27 +66,30 @@ def task_panel(run: Run, kind: str, start_label: str, key: str) -> None:
             own_copy_link(run)
         return
     if status is not None and status.active:
-        st.fragment(_watch, run_every=POLL_SECONDS)(run, kind, key)
+        st.fragment(_watch, run_every=POLL_SECONDS)(run, kind, key, subject)
         return
+    on = f" on {subject}" if subject else ""
     if status is not None and status.state is JobState.FAILED:
-        st.error(f"The last attempt failed: {plain.md(status.error or 'no reason recorded')}", icon=":material/error:")
+        reason = plain.md(status.error or "no reason recorded")
+        st.error(f"The last attempt{on} failed: {reason}", icon=":material/error:")
         log = common.shown_log(run_tasks.task_folder(run, kind).log_tail(20))
         if log:
             with st.expander("Its log", icon=":material/description:"):
                 st.code(log, language=None)
     elif status is not None and status.state is JobState.STOPPED:
-        st.caption(f"Stopped before it finished ({plain.md(status.note or 'on request')}).")
+        st.caption(f"Stopped{on} before it finished ({plain.md(status.note or 'on request')}).")
     if st.button(start_label, key=f"{key}_start", icon=":material/play_arrow:", type="primary"):
         launch(run, kind)
         st.rerun()
 
 
-def _watch(run: Run, kind: str, key: str) -> None:
+def _watch(run: Run, kind: str, key: str, subject: str | None = None) -> None:
     status = run_tasks.task_status(run, kind)
     if status is None or not status.active:
         st.rerun(scope="app")  # it ended: draw the page again with its result (or its error)
     done, total = status.stage_progress or (0, 0)
     stage = status.stage or ("waiting to start" if status.state is JobState.QUEUED else "starting")
+    stage = f"{subject}: {stage}" if subject else stage
     fraction = min(1.0, done / total) if total else 0.0
     st.progress(fraction, text=common.progress_text(stage, done, total))
     if auth.can_change(run) and st.button("Stop", key=f"{key}_stop", icon=":material/stop:"):

@@ -106,9 +106,11 @@ else:
         placeholder="/path/to/photos (class folders inside, or train/val/test)",
         help="A folder of class folders (DATA/<class>/<image>), or one already split into train/val/test.",
     ).strip()
+    runs_elsewhere = len(dataset_choice.roots()) - len(dataset_choice.base_roots())
     st.caption(
         "Folders Flora may read datasets from: "
-        + ", ".join(plain.code(common.shown_path(root)) for root in dataset_choice.roots())
+        + ", ".join(plain.code(common.shown_path(root)) for root in dataset_choice.base_roots())
+        + (f", and the {runs_elsewhere} other folder(s) its runs were trained on" if runs_elsewhere else "")
         + f" (and below). {data_roots.LINK_RULE}"
     )
     recent = [folder for folder in dataset_choice.remembered_folders() if folder != typed]

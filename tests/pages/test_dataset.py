@@ -222,6 +222,33 @@ def test_folders_outside_the_data_roots_are_refused_and_forgotten(app, workspace
     assert any("is outside the folders" in e.value for e in at.error)
 
 
+def test_a_folder_a_run_was_trained_on_is_listed_where_label_next_writes(app, workspace, monkeypatch, tmp_path):
+    """Walk 41: Label next copied photos into a run's dataset folder outside the data folder, and the Dataset page
+    forgot that folder and refused it. One rule on a Flora used by one person: a run's folder is readable."""
+    from core import workspace as state
+    from tests.conftest import copy_run
+
+    elsewhere = tmp_path / "elsewhere" / "colours"
+    shutil.copytree(workspace["dataset"], elsewhere)
+    models = tmp_path / "models"
+    run_dir = copy_run(workspace["models"] / workspace["run_id"], models / workspace["run_id"])
+    config = json.loads((run_dir / "config.json").read_text())
+    config["dataset"]["path"] = str(elsewhere)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    state.remember_dataset(workspace["data"], elsewhere)  # picked on the Dataset page before
+    monkeypatch.setenv("FLORA_DATA_ROOTS", str(tmp_path / "allowed"))
+    at = app("dataset", models_dir=models)
+    assert not any("Forgot" in w.value for w in at.warning)
+    assert str(elsewhere) in state.remembered_folders(workspace["data"])
+    at.segmented_control(key="dataset_source").set_value("A folder on this machine").run()
+    at.text_input(key="dataset_folder").set_value(str(elsewhere)).run()
+    assert not at.error and "Classes: 4" in texts(at) and "Images: 56" in texts(at)
+    assert "the 1 other folder(s) its runs were trained on" in texts(at)
+    other = make_image_dataset(tmp_path / "elsewhere" / "pets", {"cat": 3, "dog": 3})  # no run: still refused
+    at.text_input(key="dataset_folder").set_value(str(other)).run()
+    assert any("is outside the folders Flora may read datasets from" in e.value for e in at.error)
+
+
 def test_a_datasets_own_words_are_shown_as_text(app, workspace, tmp_path, monkeypatch):
     """Before: a description's Markdown image was fetched from an outside address; class names rendered bold, red."""
     import json

@@ -12,6 +12,7 @@ from core.results.evaluation.metrics import Evaluation
 from core.results.probabilities import class_thresholds, selective
 from core.runs.store import RunStore
 from pages.ui.navigation import page_file
+from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import texts
 
@@ -195,6 +196,36 @@ def test_robustness_says_its_cost_then_shows_the_drop_beside_another_run(app, wo
     assert report.words() in texts(at)
     at.selectbox(key="evaluate_robustness_other").set_value("twin-run").run()
     assert "this run's corruption errors are **1.00x** theirs" in texts(at)
+
+
+def test_another_runs_measurement_shows_its_own_state_on_this_runs_tab(app, workspace, models):
+    """Walk 41: 'Measuring run X in the background' stayed on this run's tab for minutes after X's task had failed.
+    The tab shows X's own task: failed with its reason, then running with its progress, keyed by X."""
+    from core.processes import JobState
+    from core.results import tasks as run_tasks
+
+    run = RunStore(models).get(workspace["run_id"])
+    robustness.save(robustness.measure(run, workspace["data"], limit=4), run.directory)
+    copy_run(run.directory, models / "twin-run")  # a run of the same dataset and size, not measured yet
+    (models / "twin-run" / "robustness.json").unlink()
+    twin = RunStore(models).get("twin-run")
+    folder = run_tasks.task_folder(twin, "robustness")
+    folder.directory.mkdir(parents=True, exist_ok=True)
+    folder.write(run_tasks.RunTaskStatus(state=JobState.FAILED, kind="robustness", error="DatasetChanged: gone"))
+    at = _tab(app, "Robustness", models)
+    at.selectbox(key="evaluate_run").set_value(run.run_id).run()  # this run (the twin is as new: either comes first)
+    assert at.selectbox(key="evaluate_robustness_candidate").value == "twin-run"
+    said = f"The last attempt on run twin-run failed: {md('DatasetChanged: gone')}"  # the reason is shown as text
+    assert any(said in e.value for e in at.error)
+    assert at.button(key="evaluate_robustness_pair_twin-run_start").label.startswith("Measure it too (")
+    mine = run_tasks.task_status(run, "robustness")
+    assert mine is None or mine.error != "DatasetChanged: gone"  # the state shown is the twin's, not this run's
+    folder.claim(state=JobState.RUNNING, stage="corrupting the photos", error=None)  # its process: this one, alive
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    keys = {b.key for b in at.button}
+    assert not at.error and "evaluate_robustness_pair_twin-run_start" not in keys
+    assert "evaluate_robustness_pair_twin-run_stop" in keys, "its progress is watched, with its Stop"
 
 
 def test_the_model_card_tab_shows_the_runs_metrics(app, workspace, models):

@@ -121,3 +121,32 @@ def test_outliers_can_be_left_out_of_the_next_run_from_the_tab(app, own_run, wor
         assert md("you marked: exclude") in " ".join(c for image in at.get("image") for c in image.captions)
     finally:
         forget_dataset(workspace["data"], run.dataset_path)
+
+
+def test_counts_of_an_earlier_dataset_say_so_until_looked_at_again(app, trained_run, tmp_path, monkeypatch):
+    """Walk 41: after photos were labelled, the tab showed the counts of the dataset before, as today's. It says when
+    they were made, that the dataset changed since and by how many photos, and offers to look again."""
+    import shutil
+
+    from core.data.unlabelled import Unlabelled
+    from tests.conftest import copy_run_and_dataset
+
+    own = copy_run_and_dataset(trained_run, tmp_path)
+    run = RunStore(own["models_root"]).get(own["run_id"])
+    data_issues.for_run_saved(run, own["data_root"])
+    classes = sorted(p.name for p in own["dataset"].iterdir() if p.is_dir())
+    (own["dataset"] / "unlabelled").mkdir()
+    for i, source in enumerate(sorted((own["dataset"] / classes[0]).iterdir())[:2]):
+        shutil.copy(source, own["dataset"] / "unlabelled" / f"new{i}.png")
+        Unlabelled.load(own["data_root"], own["dataset"]).label(f"unlabelled/new{i}.png", classes[0], classes)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(own["data_root"]))
+    at = app("explore", models_dir=own["models_root"])
+    at.session_state["explore_tab"] = "Data issues"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [warning] = [w.value for w in at.warning if "The dataset changed since" in w.value]
+    assert "it had 56 photos then and has 58 now (2 more)" in warning and "look again" in warning
+    assert at.button(key="explore_data_issues_again").proto.type == "primary"
+    data_issues.for_run_saved(run, own["data_root"])  # looked at again (the task), on the run's own photos
+    at.run()
+    assert not any("The dataset changed since" in w.value for w in at.warning)

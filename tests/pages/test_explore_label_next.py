@@ -284,3 +284,32 @@ def test_the_next_batch_waits_until_every_card_is_answered(app, own, monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state[f"label_next_{own['run_id']}"]["batch"] == 2
     assert "Last batch: 0 labelled, 5 set aside, 0 skipped." in texts(at)
+
+
+def test_a_reload_shows_the_same_batch_until_the_next_is_asked_for(app, own, monkeypatch):
+    """Walk 41: a reload drew another batch (the labelled card gone with its Undo, the others moved). The batch is
+    kept with the run: a fresh session (a reload, another tab) shows the same cards, skips included, until 'Next
+    batch'; then every fresh session shows the new one."""
+    at = _open(app, own, monkeypatch)
+    label_next_tasks.compute("label-next", own["run"], own["data_root"])
+    at.session_state["label_next_batch_size"] = 5
+    at.run()
+    picks = [p["path"] for p in at.session_state[f"label_next_{own['run_id']}"]["picks"]]
+    cards = _cards(at)
+    at.button(key=f"label_next_b1_0_{own['classes'][0]}").click().run()
+    at.button(key="label_next_b1_1_skip").click().run()
+
+    again = _open(app, own, monkeypatch)  # a reload: a new session, nothing in its state
+    state = again.session_state[f"label_next_{own['run_id']}"]
+    assert [p["path"] for p in state["picks"]] == picks and state["batch"] == 1 and _cards(again) == cards
+    assert again.button(key="label_next_b1_0_undo") and again.button(key="label_next_b1_1_unskip")
+    for i in range(2, len(picks)):
+        again.button(key=f"label_next_b1_{i}_none").click().run()
+    again.button(key="label_next_b1_next").click().run()
+    drawn = [p["path"] for p in again.session_state[f"label_next_{own['run_id']}"]["picks"]]
+    assert drawn != picks and not set(drawn) & (set(picks) - {picks[1]})
+
+    third = _open(app, own, monkeypatch)
+    state = third.session_state[f"label_next_{own['run_id']}"]
+    assert state["batch"] == 2 and [p["path"] for p in state["picks"]] == drawn
+    assert "Last batch: 1 labelled, 3 set aside, 1 skipped." in texts(third)

@@ -130,6 +130,34 @@ def test_a_changed_dataset_is_refused_by_name(corrected_run, tmp_path):
         run_split(run, cache_dir(corrected_run["data_root"]))
 
 
+def test_an_older_run_finds_its_photos_after_photos_are_labelled_in_flora(tmp_path):
+    """Walk 41: labelling photos in Flora made an older run's analysis fail as 'dataset changed'. The run leaves out
+    the photos labelled after it was made and draws its very split again; a photo changed outside Flora still fails."""
+    from core.data.unlabelled import Unlabelled
+
+    dataset = make_image_dataset(tmp_path / "photos", {"red": 10, "green": 10}, seed=2)
+    (dataset / "unlabelled").mkdir()
+    for i, source in enumerate(sorted((dataset / "red").iterdir())[:3]):
+        shutil.copy(source, dataset / "unlabelled" / f"u{i}.png")
+    data_root, store = tmp_path / "data", RunStore(tmp_path / "models")
+    waiting = Unlabelled.load(data_root, dataset)
+    before = waiting.label("unlabelled/u0.png", "red", ["green", "red"])  # labelled before the run: trained on
+    config = TrainConfig(image_size=32, weights="none", epochs=1, batch_size=8, head=(8,), seed=1)
+    submission = jobs.submit(store, dataset, config)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+    run = store.get(submission.run_id)
+    stored = RunAnalysis.load(run.directory)
+    after = [waiting.label(f"unlabelled/u{i}.png", "red", ["green", "red"]) for i in (1, 2)]
+
+    data = run_split(run, cache_dir(data_root))
+    assert data.paths(data.split.val) == stored.val.paths and data.paths(data.split.test) == stored.test.paths
+    assert before in data.paths(data.split.train) and not set(after) & set(data.cache.paths)
+    assert data.index.fingerprint == run.dataset_fingerprint
+    shutil.copy(dataset / "green" / "img_000.png", dataset / "green" / "added-by-hand.png")
+    with pytest.raises(DatasetChanged, match="changed since run"):
+        run_split(run, cache_dir(data_root))
+
+
 @pytest.fixture(scope="module")
 def two_starts(tmp_path_factory):
     """Two runs on one split seed with other seeds: another random start on the same split."""

@@ -63,6 +63,8 @@ class Inputs:
     findings: dict[str, list[Finding]] = field(default_factory=dict)  # HEALTH_KINDS' keys
     health_note: str | None = None  # why the health check's findings are missing, when they are
     random_start: bool = False  # the features come from a backbone started from random weights
+    dataset_fingerprint: str = ""  # the dataset folder as the health check read it (its counts are of that)
+    dataset_photos: int | None = None
 
 
 def _stage(progress: StageCallback | None, stage: str, done: int = 0, total: int = 1) -> None:
@@ -158,6 +160,7 @@ def add_health(
             f"the dataset's folder cannot be read now ({e}): duplicates, leaks and imbalance are left out"
         )
         return
+    inputs.dataset_fingerprint, inputs.dataset_photos = index.fingerprint, len(index.entries)
     cache_root = cache_dir(data_root)
     table = image_table(index, None, cache_root)
     analysis, _ = analyse(

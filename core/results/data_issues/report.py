@@ -96,6 +96,8 @@ class DataIssues:
     health_note: str | None = None
     label_review: dict[str, Any] | None = None  # the run's label review's counts (with_label_review), when it has one
     random_start: bool = False  # the features come from a random start (a run's backbone or the dataset's)
+    dataset_fingerprint: str = ""  # the dataset folder when it was looked at ("": before this was kept)
+    dataset_photos: int | None = None  # its photos then
     computed_at: float = 0.0
     seconds: float = 0.0
     version: int = DATA_ISSUES_VERSION
@@ -147,6 +149,25 @@ def splits_text(by_split: dict[str, int]) -> str:
     order = ("train", "val", "test", "all")
     names = sorted(by_split, key=lambda name: order.index(name) if name in order else len(order))
     return ", ".join(f"{by_split[name]} {name}" for name in names)
+
+
+def changed_since(result: DataIssues, fingerprint: str, photos: int) -> str | None:
+    """Why the result's counts are from an earlier dataset, in words, or None: the dataset folder (`fingerprint`,
+    `photos`: as scanned now) is not the one it looked at (photos labelled in Flora, added, removed or edited since).
+    A result from before the folder was recorded says nothing."""
+    if not result.dataset_fingerprint or result.dataset_fingerprint == fingerprint:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.computed_at))
+    then = result.dataset_photos
+    if then is None or then == photos:
+        how = f"its {photos:,} photos are not the same ones (some replaced or edited)"
+    else:
+        moved = f"{photos - then:,} more" if photos > then else f"{then - photos:,} fewer"
+        how = f"it had {then:,} photos then and has {photos:,} now ({moved})"
+    return (
+        f"The dataset changed since these counts were made on {when}: {how}. What follows counts the dataset as it "
+        "was then; look again to count it as it is now."
+    )
 
 
 def _line(kind: str, score: float, photos: int, title: str, classes: int = 0) -> dict[str, Any]:
@@ -320,6 +341,8 @@ def find(inputs: Inputs, seed: int = 0, progress: StageCallback | None = None) -
         random_start=inputs.random_start,
         **{key: [f.to_dict() for f in inputs.findings.get(key, [])] for key in HEALTH_KINDS},
         health_note=inputs.health_note,
+        dataset_fingerprint=inputs.dataset_fingerprint,
+        dataset_photos=inputs.dataset_photos,
         computed_at=time.time(),
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -12,7 +12,7 @@ from core.results.evaluation import robustness
 from core.results.evaluation.corruptions import FAMILIES
 from core.runs.files import run_files
 from pages.ui import common, device_status, plain, teaching
-from pages.ui.run_task import launch, task_panel, why_not
+from pages.ui.run_task import task_panel
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -218,13 +218,10 @@ def _offer_pair(run, runs: list) -> None:
         key="evaluate_robustness_candidate",
     )
     other = next(o for o in candidates if o.run_id == picked)
-    refused = why_not(other)
-    if refused:
-        st.caption(refused)
-        return
+    # that run's own task, watched and named as its own (walk 41: a success line said "measuring" for minutes after
+    # its task had failed, and nothing said so)
     cost = robustness.estimate(other, runs, data_root=common.data_root(), device=device_status.device_info().label)
-    if st.button(
-        f"Measure it too ({cost.text})", key="evaluate_robustness_measure_other", icon=":material/play_arrow:"
-    ):
-        launch(other, "robustness")
-        st.success(f"Measuring run {other.run_id} in the background; open it here when it is done.")
+    task_panel(
+        other, "robustness", f"Measure it too ({cost.text})", key=f"evaluate_robustness_pair_{other.run_id}",
+        subject=f"run {other.run_id}",
+    )  # fmt: skip

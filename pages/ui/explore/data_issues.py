@@ -18,12 +18,13 @@ import pandas as pd
 import streamlit as st
 
 from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
+from core.data.datasets import DatasetError
 from core.results import tasks as run_tasks
 from core.results.data_issues import report as data_issues
 from core.results.labels.verdict import probability_text
 from core.runs.files import run_files
 from core.runs.record import Run
-from pages.ui import auth, common, photo_gallery, plain, run_task
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_task
 from pages.ui.explore.label_review import mark
 from pages.ui.run_task import task_panel
 
@@ -64,6 +65,16 @@ def _open_review() -> None:
     st.session_state["explore_tab"] = REVIEW_TAB  # a callback: runs before the tabs are drawn again
 
 
+def dataset_changed(run: Run, result: data_issues.DataIssues) -> str | None:
+    """Why the result counts an earlier state of the run's dataset, in words (data_issues.changed_since), or None:
+    the same folder, or one that cannot be read now (looking again says why)."""
+    try:
+        index = dataset_choice.scan(run.dataset_path)
+    except DatasetError:
+        return None
+    return data_issues.changed_since(result, index.fingerprint, len(index.entries))
+
+
 def data_issues_section(run: Run) -> None:
     result = _load(str(run.directory), _stamp(run))
     status = run_tasks.task_status(run, KIND)
@@ -96,8 +107,14 @@ def data_issues_section(run: Run) -> None:
         )
     if result.health_note:
         st.caption(plain.md(result.health_note))
+    changed = dataset_changed(run, result)
+    if changed:  # walk 41: counts of an earlier dataset, shown as today's
+        st.warning(changed, icon=":material/update:")  # Flora's own words and figures, no name in them
     if run_task.why_not(run) is None and st.button(
-        "Look again", key="explore_data_issues_again", icon=":material/refresh:"
+        "Look again",
+        key="explore_data_issues_again",
+        icon=":material/refresh:",
+        type="primary" if changed else "secondary",
     ):
         run_task.launch(run, KIND)
         st.rerun()

@@ -2,8 +2,9 @@
 Flora's way of picking them saves labels over picking at random on this data (measured, not promised).
 
 A labelled photo is copied into its class folder (core.data.unlabelled): the next run trains on it, the original
-stays in unlabelled/. Every card of a batch stays where it was until the person asks for the next batch (a labelled
-one says so and offers Undo, a skipped one likewise), so a quick click lands on the card it was aimed at: a batch that
+stays in unlabelled/. Every card of a batch stays where it was until the person asks for the next batch, across a
+reload too (the batch is kept in the run folder: core.results.label_next.batch; a labelled card says so and offers
+Undo, a skipped one likewise), so a quick click lands on the card it was aimed at: a batch that
 vanished the moment its last photo was answered would put the next batch's buttons under a click meant for the old
 one (an Undo, a second click). "Next batch" retrains the head on the stored features (a second) and draws the next
 batch, so it uses what was just learned.
@@ -21,6 +22,7 @@ import streamlit as st
 
 from core.data.datasets import DatasetError
 from core.data.unlabelled import Unlabelled
+from core.results.label_next import batch as kept_batch
 from core.results.label_next import tasks as label_next_tasks
 from core.results.label_next.data import UnlabelledFeatures, workbench
 from core.results.label_next.picking import RANDOM, STRATEGY, next_batch
@@ -28,7 +30,7 @@ from core.results.label_next.simulation import saving
 from core.results.train_features import TrainFeatures
 from core.runs.files import run_files
 from core.runs.record import Run
-from pages.ui import auth, common, photo_gallery, plain, teaching
+from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
 from pages.ui.dataset.unlabelled import upload_section
 from pages.ui.explore.map import stored_train_features
 from pages.ui.run_task import task_panel
@@ -54,10 +56,27 @@ def _unlabelled(run: Run) -> Unlabelled:
 
 def _state(run: Run) -> dict:
     """This session's batch for the run: its number, the picks shown, the ones skipped, how the head was last
-    retrained, and whether it is retraining now (the clicks that arrive meanwhile are dropped)."""
-    return st.session_state.setdefault(
-        f"label_next_{run.run_id}", {"batch": 0, "picks": [], "skipped": [], "retrained": None, "retraining": False}
-    )
+    retrained, and whether it is retraining now (the clicks that arrive meanwhile are dropped). The batch itself is
+    the one kept in the run folder (core.results.label_next.batch): a reload or another tab shows the same cards,
+    and one drawn or skipped in another tab replaces this session's (never while this one draws)."""
+    key = f"label_next_{run.run_id}"
+    state = st.session_state.get(key)
+    if state is None:
+        state = st.session_state[key] = {"batch": 0, "picks": [], "skipped": [], "retrained": None, "retraining": False}
+    kept = kept_batch.load(run.directory)
+    if kept is not None and not state.get("retraining") and not kept_batch.same(kept, state):
+        state.update(kept)
+    return state
+
+
+def _keep(run: Run, state: dict) -> None:
+    """Keep the batch on show in the run folder, when this person may write there (their run)."""
+    if not may_label(run):
+        return
+    try:
+        kept_batch.save(run.directory, state)
+    except OSError as e:  # a read-only run folder: the batch lasts as long as this session
+        st.session_state["label_next_error"] = f"The batch could not be kept for a reload ({e.strerror or e})."
 
 
 def _current(run: Run, batch: int, path: str) -> bool:
@@ -70,10 +89,16 @@ def _current(run: Run, batch: int, path: str) -> bool:
     )
 
 
+def may_label(run: Run) -> bool:
+    """Whether the signed-in user may label into `run`'s dataset folder: their run (or an admin), in a folder this
+    Flora reads, by the rule the Dataset page lists folders by (dataset_choice.roots: one rule for both)."""
+    return auth.can_change(run) and dataset_choice.outside_reason(run.dataset_path) is None
+
+
 def label_photo(run: Run, path: str, label: str | None, batch: int) -> None:
     """Button callback: give the photo its class (a copy into the class folder) or set it aside, once: a second
     click on the same photo (or one made while the head retrains) changes nothing."""
-    if not _current(run, batch, path):
+    if not _current(run, batch, path) or not may_label(run):
         return
     unlabelled = _unlabelled(run)
     done = unlabelled.record.get(path)
@@ -99,15 +124,17 @@ def undo(run: Run, path: str, batch: int) -> None:
 
 
 def skip(run: Run, path: str, batch: int) -> None:
-    skipped = _state(run)["skipped"]
-    if _current(run, batch, path) and path not in skipped:
-        skipped.append(path)
+    state = _state(run)
+    if _current(run, batch, path) and path not in state["skipped"]:
+        state["skipped"].append(path)
+        _keep(run, state)
 
 
 def unskip(run: Run, path: str, batch: int) -> None:
-    skipped = _state(run)["skipped"]
-    if _current(run, batch, path) and path in skipped:
-        skipped.remove(path)
+    state = _state(run)
+    if _current(run, batch, path) and path in state["skipped"]:
+        state["skipped"].remove(path)
+        _keep(run, state)
 
 
 def ask_next(run: Run, batch: int) -> None:
@@ -168,6 +195,7 @@ def draw_batch(
         state["picks"] = [p.to_dict() for p in picks]
         state["retrained"] = (len(bench.labelled_y), bench.labelled_here, time.perf_counter() - started)
         state["batch"] = state.get("batch", 0) + 1
+        _keep(run, state)  # before the flag drops: a run of the page that reads the kept batch finds this one
         state["retraining"] = False
 
 
@@ -229,9 +257,12 @@ def batch_section(run: Run, unlabelled: Unlabelled, computed: UnlabelledFeatures
         "alike to it. Label them, set aside what is none of these classes, or skip: each card stays where it is "
         "until you ask for the next batch below."
     )
-    can_label = auth.can_change(run)
-    if not can_label:
+    can_label = may_label(run)
+    if not auth.can_change(run):
         st.caption("Only this run's owner (or an admin) labels from it; the ranking is shown for reading.")
+    elif not can_label:
+        outside = dataset_choice.outside_reason(run.dataset_path)
+        st.caption(f"This run's photos are {outside}: the ranking is shown for reading.")
     for i, pick in enumerate(state["picks"]):
         path, key = pick["path"], f"label_next_b{state['batch']}_{i}"  # a new batch, new buttons: old clicks fall away
         with st.container(border=True, horizontal=True, key=f"label_next_card_{i}"):

@@ -165,6 +165,27 @@ def test_small_or_single_class_inputs_do_not_break_the_checks():
     assert groups.clusters(np.zeros((1, 2))).tolist() == [0]
 
 
+@pytest.mark.parametrize(
+    ("then", "now", "said"),
+    [
+        (260, 264, "it had 260 photos then and has 264 now (4 more)"),
+        (260, 250, "it had 260 photos then and has 250 now (10 fewer)"),
+        (260, 260, "its 260 photos are not the same ones (some replaced or edited)"),
+    ],
+)
+def test_counts_of_an_earlier_dataset_say_when_and_by_how_many_photos(then, now, said):
+    result = data_issues.DataIssues(
+        source={}, photos=then, classes=2, by_split={"all": then}, how="", outliers=[], outliers_flagged=0,
+        outlier_threshold=1.5, overlapping_classes=[], underperforming_groups=[], groups_tested=1, label_health={},
+        dataset_fingerprint="before", dataset_photos=then, computed_at=0.0,
+    )  # fmt: skip
+    words = data_issues.changed_since(result, "after", now)
+    assert said in words and "look again to count it as it is now" in words
+    assert data_issues.changed_since(result, "before", then) is None  # the same folder: nothing to say
+    result.dataset_fingerprint = ""  # kept before the folder was recorded: nothing known, nothing said
+    assert data_issues.changed_since(result, "after", now) is None
+
+
 @pytest.fixture(scope="module")
 def planted_flowers(tmp_path_factory):
     """40 flower photos per class and 8 non-flowers dealt among them, and what the checks found at 64 px through
