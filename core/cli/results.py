@@ -191,6 +191,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     run = resolve(store, args.run_id).run
+    if run.multilabel:  # its labels above their thresholds and every label's score (core/cli/labels.py)
+        from core.cli.labels import predict_labels  # heavy: keras
+
+        return predict_labels(args, run)
     if args.ray is not None:
         return _predict_on_ray(args, store, run)
     return _predict_batch(args, store, run)

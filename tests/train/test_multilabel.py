@@ -168,6 +168,26 @@ def test_a_multilabel_run_trains_with_validation_map_and_keeps_thresholds(tmp_pa
     stored = label_thresholds.stored(run.directory)
     assert run_files(run).label_thresholds.exists() and set(stored["thresholds"]) == set(COLOURS)
     assert stored["split"] == "val" and stored["photos"] == len(val.paths)
+    if changes:
+        return
+    # a predictor of the run gives each photo's sigmoids and the labels at or above their thresholds
+    from core.inference import Predictor
+
+    predictor = Predictor(run, cache_root=tmp_path / "data" / ".cache")
+    test = analysis.test
+    found = predictor.predict([str(dataset / path) for path in test.paths[:4]])
+    for prediction, expected in zip(found, test.probabilities[:4], strict=True):
+        np.testing.assert_allclose([prediction.scores[n] for n in COLOURS], expected, atol=1e-2)
+        assert prediction.labels == [n for n in COLOURS if prediction.scores[n] >= stored["thresholds"][n]]
+        assert set(prediction.to_dict()) >= {"labels", "scores", "top"}
+    # and the exports' recipe carries the same thresholds
+    from core.export.run import RECIPE_FILE, write_recipe
+
+    (tmp_path / "export").mkdir()
+    write_recipe(run, tmp_path / "export", "model.onnx")
+    recipe = json.loads((tmp_path / "export" / RECIPE_FILE).read_text())
+    assert recipe["task"] == MULTI_LABEL and recipe["label_thresholds"] == stored["thresholds"]
+    assert recipe["classes"] == list(COLOURS) and "sigmoid" in recipe["outputs"]["probabilities"]
 
 
 def test_the_dataset_decides_the_task_whatever_the_settings_say(tmp_path):
