@@ -43,6 +43,12 @@ def test_train_and_predict_a_multilabel_dataset(tmp_path):
         assert set(scores) == set(COLOURS) and all(0 <= p <= 1 for p in scores.values())
         assert item["labels"] == [n for n in COLOURS if scores[n] >= thresholds["thresholds"][n]]
 
+    # what does not read a multi-label run yet says so, and how to get its answers
+    refused = flora("evaluate", result["run_id"], env=env, check=False)
+    assert refused.returncode != 0 and "is multi-label: its test mAP is" in refused.stderr
+    refused = flora("calibrate", result["run_id"], env=env, check=False)
+    assert refused.returncode != 0 and "is multi-label" in refused.stderr and "core predict" in refused.stderr
+
     table = tmp_path / "labels.csv"
     flora("predict", result["run_id"], str(dataset / "images"), "--csv", str(table), env=env)
     rows = list(csv.DictReader(table.open()))
