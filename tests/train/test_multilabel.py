@@ -180,6 +180,12 @@ def test_a_multilabel_run_trains_with_validation_map_and_keeps_thresholds(tmp_pa
         np.testing.assert_allclose([prediction.scores[n] for n in COLOURS], expected, atol=1e-2)
         assert prediction.labels == [n for n in COLOURS if prediction.scores[n] >= stored["thresholds"][n]]
         assert set(prediction.to_dict()) >= {"labels", "scores", "top"}
+    # the model server does not serve it yet, and says so (rather than misreading its sigmoids)
+    from core.errors import Unavailable
+    from core.serving.engine import ServedModel
+
+    with pytest.raises(Unavailable, match="is multi-label"):
+        ServedModel(run, tmp_path / "data")
     # and the exports' recipe carries the same thresholds
     from core.export.run import RECIPE_FILE, write_recipe
 
