@@ -1,6 +1,8 @@
 """Prediction with a finished run: load its model once, preprocess exactly as evaluation did.
 
-A file that is not an image gets an error entry of its own; the others still get predictions.
+A file that is not an image gets an error entry of its own; the others still get predictions. A multi-label run's
+prediction also lists its `labels` (each label whose probability is at or above the label's threshold, tuned on
+validation: core.results.probabilities.label_thresholds) and every label's `scores`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from core.data.imaging import ImageError, load_for_model
 from core.device import describe
 from core.errors import Unavailable
 from core.network import layer_names
+from core.results.probabilities import label_thresholds
 from core.results.probabilities.calibration import rescale, stored_temperature
 from core.runs.files import run_files
 from core.runs.record import Run
@@ -42,6 +45,8 @@ class Prediction:
     probabilities: np.ndarray | None = field(default=None, repr=False)  # every class's, in the run's class order
     prediction_set: list[str] | None = None  # its conformal set at set_level, most probable first (when asked)
     set_level: float | None = None
+    labels: list[str] | None = None  # a multi-label run's: every label at or above its threshold ([]: none of these)
+    scores: dict[str, float] | None = None  # a multi-label run's: every label's probability
 
     @property
     def ok(self) -> bool:
@@ -61,6 +66,9 @@ class Prediction:
         }
         if self.prediction_set is not None:
             out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
+        if self.labels is not None:
+            out["labels"] = self.labels
+            out["scores"] = {name: round(p, 6) for name, p in (self.scores or {}).items()}
         return out
 
 
@@ -69,7 +77,8 @@ class Predictor:
     runs it and why.
 
     Probabilities are calibrated with the run's temperature (core.results.probabilities.calibration, fitted on the
-    validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones.
+    validation split as the run ended) unless `calibrated=False`; a run without one gives raw ones. A multi-label
+    run's are its sigmoids, each read against its label's threshold (`thresholds`).
     """
 
     def __init__(
@@ -92,7 +101,10 @@ class Predictor:
         config: TrainConfig = run.train_config
         self.image_size = config.image_size
         self.cache_size = config.cache_size
-        self.temperature = stored_temperature(run.directory) if calibrated else None
+        self.multilabel = run.multilabel
+        # a multi-label run keeps no temperature (its thresholds were tuned on the raw sigmoids)
+        self.temperature = stored_temperature(run.directory) if calibrated and not self.multilabel else None
+        self.thresholds = label_thresholds.load(run.directory) if self.multilabel else {}
         started = time.perf_counter()
         self.model = load_classifier(run_files(run).model)
         graph = inference_model(self.model, outputs=(layer_names.PROBABILITIES,), share_backbone=True)
@@ -127,7 +139,11 @@ class Predictor:
             probabilities = self._forward(image[None])[0]
             order = np.argsort(-probabilities)[:top_k]
             top = [(self.classes[i], float(probabilities[i])) for i in order]
-            results.append(Prediction(name, top, seconds=time.perf_counter() - started, probabilities=probabilities))
+            found = Prediction(name, top, seconds=time.perf_counter() - started, probabilities=probabilities)
+            if self.multilabel:
+                found.labels = label_thresholds.present(probabilities, self.classes, self.thresholds)[0]
+                found.scores = {label: float(p) for label, p in zip(self.classes, probabilities, strict=True)}
+            results.append(found)
         return results
 
     def predict_batch(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

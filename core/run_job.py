@@ -150,6 +150,7 @@ def train_and_keep(job) -> RunStatus:
         stage_progress=None,
         accuracy=summary["accuracy"],
         macro_f1=summary["macro"]["f1"],
+        map=summary.get("map"),
         best_epoch=fit.best_epoch,
         epochs_done=fit.epochs_done,
     )

@@ -198,3 +198,25 @@ def test_a_sweep_records_the_corrections_it_applies(tmp_path, colours):
     del spec["corrections"]
     spec_file.write_text(json.dumps(spec))
     assert sweep_corrections(store.get(plain.sweep_id), tmp_path / "data") == kept.effective()
+
+
+def test_a_multilabel_sweep_is_judged_by_validation_map_and_promotes_a_multilabel_run(tmp_path):
+    from core.runs.store import RunStore
+    from core.sweeps import promote
+    from tests.train.test_multilabel import make_mosaics
+
+    models, data_root = tmp_path / "models", tmp_path / "data"
+    mosaics = make_mosaics(tmp_path / "mosaics", n=40, size=32)
+    submission = submit(models, mosaics, FIXED.replace(learning_rate=1e-6), LR_SPACE, trials=4)
+    assert submission.sweep.fixed.task == "multilabel"  # the dataset's kind
+    status = _sweep(models, data_root, submission.sweep.sweep_id)
+    assert status.state is JobState.DONE and status.trials_done == 4
+    snapshot = SweepStore(models).get(submission.sweep.sweep_id).trials()
+    complete = [t for t in snapshot["trials"] if t["state"] == "complete"]
+    assert all(0 <= t["val_map"] <= 1 and t["val_accuracy"] is None for t in complete)
+    best = snapshot["best"]
+    assert best["val_map"] == max(t["val_map"] for t in complete) == status.best_val_map
+    assert all(point["val_map"] is not None for point in best["curve"])
+    promoted = promote(models, data_root, submission.sweep.sweep_id, background=False)
+    run = RunStore(models).get(promoted.run_id)
+    assert promoted.config.task == "multilabel" and run.multilabel and "validation mAP" in run.note

@@ -161,15 +161,3 @@ def test_a_second_identical_train_command_waits_for_the_first_and_reports_its_re
     assert code == (0 if ending == "done" else 1)
     if ending == "failed":
         assert result["error"] == "out of cheese"
-
-
-def test_a_multilabel_dataset_is_refused_before_a_run_is_made(tmp_path):
-    """Issue 41: its import, split and health check are built, its training not yet: no run learns from -1 labels."""
-    from core.data.datasets import DatasetError
-    from tests.data.test_multilabel import make_multilabel
-
-    folder = make_multilabel(tmp_path / "scenes")
-    store = RunStore(tmp_path / "models")
-    with pytest.raises(DatasetError, match=r"multi-label dataset .* cannot train on it yet"):
-        jobs.submit(store, folder, TrainConfig(image_size=32, weights="none", epochs=1))
-    assert store.list() == []

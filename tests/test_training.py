@@ -203,6 +203,18 @@ def test_best_weights_keep_the_lowest_validation_loss():
     assert best.restore() == 2 and values["w"][0][0] == 2
 
 
+def test_best_weights_of_a_multilabel_run_keep_the_highest_validation_map():
+    values = {"w": [np.zeros(1)]}
+    model = SimpleNamespace(
+        get_weights=lambda: [v.copy() for v in values["w"]], set_weights=lambda w: values.update(w=w)
+    )
+    best = BestWeights(model, monitor="val_map", mode="max")
+    for epoch, (weight, score) in enumerate([(1, 0.4), (2, 0.8), (3, 0.8), (4, 0.6), (5, math.nan)]):
+        values["w"] = [np.full(1, weight)]
+        best.on_epoch_end(epoch, {"val_loss": 0.1 * epoch, "val_map": score})  # the loss rises: not what it watches
+    assert best.restore() == 2 and values["w"][0][0] == 2  # the first of the two best
+
+
 def test_best_weights_of_the_head_grow_into_the_whole_model_for_phase_2():
     def part(value):
         weights = {"w": [np.full(1, value)]}

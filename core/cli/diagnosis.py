@@ -114,6 +114,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         else:
             print(message)
         return EXIT_OK
+    if run.multilabel:  # its arrays carry label rows that the single-label computation below would leave out
+        return fail(f"run {run.run_id} is multi-label: its analysis arrays are written as it trains, not computed here")
     with contextlib.redirect_stdout(sys.stderr):
         analysis = run_tasks.compute_analysis(run, data_dir(args.data_dir), stage_progress)
     result = {

@@ -84,7 +84,14 @@ def not_evaluated_reason(run) -> str:
         return f"{where} failed, so it has no evaluation: {run.status.error or 'no error recorded'}"
     if run.state is JobState.STOPPED:
         return f"{where} was stopped before its first epoch finished: there is no model to evaluate"
-    return f"{where} has no stored evaluation (state {run.state})"
+    if run.multilabel and run.has_model:
+        found = f"its test mAP is {run.status.map:.4f}" if run.status.map is not None else "it keeps no test mAP"
+        return (
+            f"{where} is multi-label: {found}; evaluate does not read multi-label runs yet (AP per label, "
+            f"thresholds' precision and recall on test: to come), `python -m core predict {run.run_id} PHOTO` gives "
+            "its labels and scores"
+        )
+        return f"{where} has no stored evaluation (state {run.state})"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -191,6 +198,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     run = resolve(store, args.run_id).run
+    if run.multilabel:  # its labels above their thresholds and every label's score (core/cli/labels.py)
+        from core.cli.labels import predict_labels  # heavy: keras
+
+        return predict_labels(args, run)
     if args.ray is not None:
         return _predict_on_ray(args, store, run)
     return _predict_batch(args, store, run)

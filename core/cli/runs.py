@@ -262,9 +262,11 @@ def _train_result(args, store, run_id: str, cached: bool, tracked: dict[str, Any
     if args.json:
         emit_json(result)
     else:
+        note = " (cached)" if cached else ""
         if run.state in (JobState.DONE, JobState.STOPPED) and run.status.accuracy is not None:
-            note = " (cached)" if cached else ""
             print(f"test accuracy {run.status.accuracy:.4f}, state {run.state}{note}", file=sys.stderr)
+        elif run.state in (JobState.DONE, JobState.STOPPED) and run.status.map is not None:
+            print(f"test mAP {run.status.map:.4f} (multi-label), state {run.state}{note}", file=sys.stderr)
         if tracked is not None:
             print(tracked_line(tracked), file=sys.stderr)
         print(run_id)
@@ -291,6 +293,7 @@ def train_result(run: Run, cached: bool) -> dict[str, Any]:
         "state": run.state.value,
         "accuracy": status.accuracy,
         "macro_f1": status.macro_f1,
+        **({"task": "multilabel", "map": status.map} if run.multilabel else {}),
         "epochs_done": status.epochs_done,
         "best_epoch": status.best_epoch,
         "device": status.device,

@@ -39,12 +39,17 @@ def analysed(store: RunStore, run_id: str) -> Run:
     """The run, refreshed, with its analysis arrays.
 
     Raises:
-        Unavailable: it has no model yet, or was trained before the arrays were stored (the message says what
-            to do).
+        Unavailable: it has no model yet, was trained before the arrays were stored, or is multi-label (the message
+            says what to do).
     """
     run = store.refresh(store.find(run_id))
     if not run.has_model:
         raise Unavailable(not_evaluated_reason(run))
+    if run.multilabel:  # its arrays hold label rows and sigmoids: the single-label analyses would misread them
+        raise Unavailable(
+            f"run {run.run_id} is multi-label: this analysis reads single-label runs only so far; "
+            f"`python -m core predict {run.run_id} PHOTO` gives its labels and scores"
+        )
     if not run.has_analysis:
         raise Unavailable(
             f"run {run.run_id} was trained before validation/test logits were stored: "

@@ -279,12 +279,14 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     rows = result["trials"]
     names = list(result["space"] or {})
     if rows:
-        headers = ["trial", "state", "val_acc", "val_loss", "epochs", "seconds", *names]
+        judged = "val_map" if any(r.get("val_map") is not None for r in rows) else "val_accuracy"  # multi-label: mAP
+        headers = ["trial", "state", "val_map" if judged == "val_map" else "val_acc", "val_loss", "epochs", "seconds"]
+        headers += names
         table = [
             [
                 str(r["number"]),
                 r["state"],
-                cell(r["val_accuracy"]),
+                cell(r.get(judged)),
                 cell(r["val_loss"]),
                 cell(r["epochs_run"]),
                 cell(r["seconds"]),
@@ -299,7 +301,10 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         file=sys.stderr,
     )
     best = result["best"]
-    if best:
+    if best and best.get("val_map") is not None:  # a multi-label sweep: chosen by its validation mAP
+        print(f"best (highest validation mAP): trial {best['number']}, mAP {best['val_map']:.4f}", file=sys.stderr)
+        print(f"  {best['command']}", file=sys.stderr)
+    elif best:
         print(
             f"best (lowest validation loss): trial {best['number']}, loss {best['val_loss']:.4f}, "
             f"validation accuracy {best['val_accuracy']:.4f}",

@@ -29,12 +29,10 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import is_image_name
+from core.data.tasks import MULTI_LABEL, SINGLE_LABEL, TASKS  # noqa: F401 (their names here too)
 from core.errors import InvalidInput
 from core.fileio import write_bytes_atomic
 
-SINGLE_LABEL = "single"  # one class a photo, from its folder (every dataset before multi-label)
-MULTI_LABEL = "multilabel"  # any number of labels a photo, from the dataset's label file
-TASKS = (SINGLE_LABEL, MULTI_LABEL)
 LABEL_FILE = "labels.csv"
 IMAGES_FOLDER = "images"
 LABEL_SEPARATOR = "|"  # between the labels of one photo in labels.csv (a label name may not hold it)

@@ -24,7 +24,7 @@ from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
 from core.results import model_card
-from core.results.probabilities import class_thresholds
+from core.results.probabilities import class_thresholds, label_thresholds
 from core.results.probabilities.calibration import run_temperature
 from core.runs.files import run_files
 from core.runs.record import Run
@@ -285,6 +285,13 @@ def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
         "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
         "run_id": run.run_id,
     }
+    if run.multilabel:  # a sigmoid per label; a photo has each label at or above its threshold (tuned on validation)
+        recipe |= {
+            "task": "multilabel",
+            "outputs": {"logits": "[N, labels]", "probabilities": "[N, labels], sigmoid(logits), one per label"},
+            "calibrated": "no temperature: the thresholds were tuned on these probabilities",
+            "label_thresholds": label_thresholds.load(run.directory),
+        }
     recipe_path = out / RECIPE_FILE
     write_json_atomic(recipe_path, recipe)
     script = out / PREDICT_SCRIPT

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.network import backbones
 from core.network import layer_names as names
-from core.network.model import backbone_of, build_head, head_of, head_units
+from core.network.model import backbone_of, build_head, head_of, head_task, head_units
 
 OUTPUTS = names.INFERENCE_OUTPUTS
 
@@ -48,7 +48,13 @@ def inference_model(
         else:
             backbone = entry.build((size, size, 3), None, entry.name)
             backbone.set_weights(trained.get_weights())
-        head = build_head(num_classes, head_units(source_head), dropout=0.0, feature_dim=entry.feature_dim)
+        head = build_head(
+            num_classes,
+            head_units(source_head),
+            dropout=0.0,
+            feature_dim=entry.feature_dim,
+            task=head_task(source_head),  # a multi-label run's sigmoid, not a softmax
+        )
         head.set_weights(source_head.get_weights())
         inputs = keras.Input((size, size, 3), name=names.IMAGE, dtype="float32")  # raw 0-255 RGB
         x = entry.preprocess(names.PREPROCESS)(inputs)

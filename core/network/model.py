@@ -1,5 +1,8 @@
 """The classifier: raw pixels -> [augmentation] -> preprocessing -> backbone -> GAP -> head.
 
+A multi-label classifier (task "multilabel") ends in a sigmoid per label instead of the softmax, under the same
+output name, so graphs, exports and the analysis arrays read it the same way.
+
 The backbone comes from the registry in core.network.backbones (ResNet-50 for users); its preprocessing
 lives inside the model, so a saved model takes raw 0-255 RGB pixels. The head is a nested model
 named "head" taking the pooled features (2048 for ResNet-50), so it can also be trained alone on
@@ -15,11 +18,13 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from core.data.tasks import MULTI_LABEL, SINGLE_LABEL, TASKS
 from core.errors import Unavailable
 from core.network import backbones
 from core.network import layer_names as names
 from core.network.augment import build_augmentation
 from core.network.layers import ResNetPreprocess  # noqa: F401 (registers the layer before load_classifier reads a model)
+from core.network.losses import WeightedBinaryCrossentropy  # noqa: F401 (registers it, as the layer above)
 from core.paths import keras_home
 from core.runs.files import run_files
 from core.runs.store import RunStore
@@ -48,6 +53,7 @@ def build_classifier(
     seed: int | None = None,
     models_dir: str | os.PathLike | None = None,
     backbone: str | None = None,
+    task: str = SINGLE_LABEL,
 ) -> keras.Model:
     """Build the transfer-learning classifier with its backbone frozen.
 
@@ -62,12 +68,13 @@ def build_classifier(
         seed: seeds the augmentation layers.
         models_dir: the run store, to resolve "run:<id>".
         backbone: a name in core.network.backbones (None: the default, ResNet-50).
+        task: "single" (a softmax over the classes) or "multilabel" (a sigmoid per label).
 
     Raises:
         ValueError: an argument is out of range.
         WeightsError: the weights cannot be loaded or downloaded.
     """
-    _validate(num_classes, image_size, head, dropout)
+    _validate(num_classes, image_size, head, dropout, task)
     entry = backbones.get(backbone or backbones.default_backbone())
     inputs = keras.Input((image_size, image_size, 3), name=names.IMAGE)  # raw 0-255 RGB
     x = inputs
@@ -80,7 +87,7 @@ def build_classifier(
     network.trainable = False
     x = network(x)
     x = keras.layers.GlobalAveragePooling2D(name=names.AVG_POOL)(x)
-    outputs = build_head(num_classes, head, dropout, seed=seed, feature_dim=entry.feature_dim)(x)
+    outputs = build_head(num_classes, head, dropout, seed=seed, feature_dim=entry.feature_dim, task=task)(x)
     return keras.Model(inputs, outputs, name=f"flora_{entry.name}")
 
 
@@ -96,6 +103,7 @@ def classifier_for(config, num_classes: int, models_dir: str | os.PathLike | Non
         seed=config.seed,
         models_dir=models_dir,
         backbone=config.backbone,
+        task=config.task,
     )
 
 
@@ -113,9 +121,12 @@ def allow_jit(augmentation: keras.Sequential | None) -> None:
         layer.supports_jit = True
 
 
-def _validate(num_classes: int, image_size: int, head, dropout: float) -> None:
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2. Received: num_classes={num_classes}")
+def _validate(num_classes: int, image_size: int, head, dropout: float, task: str = SINGLE_LABEL) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
+    least = 1 if task == MULTI_LABEL else 2  # one label is a yes/no question; one class is none
+    if num_classes < least:
+        raise ValueError(f"num_classes must be at least {least}. Received: num_classes={num_classes}")
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}. Received: image_size={image_size}")
     if any(int(u) <= 0 for u in head):
@@ -130,8 +141,10 @@ def build_head(
     dropout: float = 0.2,
     seed: int | None = None,
     feature_dim: int = names.FEATURE_DIM,
+    task: str = SINGLE_LABEL,
 ) -> keras.Model:
-    """Pooled features (`feature_dim`) -> BatchNorm -> [Dense(relu) + Dropout]* -> logits -> softmax (float32).
+    """Pooled features (`feature_dim`) -> BatchNorm -> [Dense(relu) + Dropout]* -> logits -> softmax (float32), or
+    a sigmoid per label (float32) for `task` "multilabel".
 
     The BatchNorm puts the pooled features on a common scale before the first Dense (as in
     keras-io's EfficientNet fine-tuning example), which makes the head train quickly and stably.
@@ -155,9 +168,16 @@ def build_head(
     if not units:
         x = keras.layers.Dropout(dropout, name=names.HEAD_DROPOUT, **dropout_seed(1))(x)
     logits = keras.layers.Dense(num_classes, name=names.LOGITS, **seeded(0))(x)
-    # float32 softmax: under mixed precision, probabilities near 0 and 1 must not round away.
-    outputs = keras.layers.Activation("softmax", dtype="float32", name=names.PROBABILITIES)(logits)
+    # float32: under mixed precision, probabilities near 0 and 1 must not round away.
+    activation = "sigmoid" if task == MULTI_LABEL else "softmax"
+    outputs = keras.layers.Activation(activation, dtype="float32", name=names.PROBABILITIES)(logits)
     return keras.Model(features, outputs, name=names.HEAD)
+
+
+def head_task(head: keras.Model) -> str:
+    """What a built head answers, read from its last activation: "multilabel" (a sigmoid per label) or "single"."""
+    activation = head.get_layer(names.PROBABILITIES).get_config().get("activation")
+    return MULTI_LABEL if activation == "sigmoid" else SINGLE_LABEL
 
 
 def head_units(head: keras.Model) -> tuple[int, ...]:

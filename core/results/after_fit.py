@@ -7,6 +7,10 @@
   ood.*                 the out-of-distribution reference, fitted while the fit's outputs are at hand
   tensorboard/          the test split's confusion matrix and metrics beside the per-epoch scalars
 
+A multi-label run (issue 41) keeps, so far, its analysis arrays (with its photos' label rows) and its threshold per
+label tuned on validation (`label_thresholds.json`); its test mAP is its summary. The single-label stages above
+(temperature, prediction sets, the evaluation's softmax metrics, the reference) do not apply to it as they are.
+
 Each takes milliseconds but the reference (seconds: it passes a sample of training photos through the model
 unless the fit's own training features are final). `finish_run` is called by the run's job
 (core.run_job.execute) with what the fit handed on (core.train.training.Fit), so training itself only trains.
@@ -22,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 from core.data.datasets import DatasetIndex
 from core.network.graph import inference_model
 from core.results.evaluation.metrics import Evaluation
-from core.results.probabilities import calibration, conformal
+from core.results.probabilities import calibration, conformal, label_thresholds
 from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.runs.analysis import RunAnalysis
 from core.runs.curves import REFERENCE_STAGE
 from core.runs.store import RunStore
 from core.runtimes.choice import accelerated
 from core.tracking.tensorboard import write_evaluation
+from core.train.average_precision import mean_average_precision
 
 if TYPE_CHECKING:
     from core.train.training import Fit
@@ -43,6 +48,8 @@ def finish_run(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cach
     """
     run_dir = store.run_dir(run_id)
     fit.analysis.save(run_dir)
+    if fit.analysis.test.multilabel:
+        return finish_multilabel(store, run_id, fit, index)
     store_calibration(run_dir, fit.analysis)
     evaluation = Evaluation(
         probabilities=fit.analysis.test.probabilities,
@@ -63,6 +70,27 @@ def finish_run(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cach
         fit.best_epoch,
     )
     return summary
+
+
+def finish_multilabel(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex) -> dict[str, Any]:
+    """A multi-label run's threshold per label, tuned on its validation photos; its test mAP as the summary."""
+    run_dir = store.run_dir(run_id)
+    config = store.get(run_id).train_config
+    val, test = fit.analysis.val, fit.analysis.test
+    thresholds = label_thresholds.fit(val.probabilities, val.targets, index.classes, config.threshold_precision)
+    label_thresholds.save(thresholds, run_dir)
+    rule = "best F1" if config.threshold_precision is None else f"precision {config.threshold_precision:g}"
+    log.info("thresholds per label tuned on %d validation photos (%s)", thresholds.photos, rule)
+    for note in thresholds.notes():
+        log.warning("thresholds: %s", note)
+    test_map = mean_average_precision(test.targets, test.probabilities)
+    log.info(
+        "test mAP %s on %d photos (best epoch %s)",
+        "-" if test_map is None else f"{test_map:.4f}",
+        len(test.targets),
+        fit.best_epoch,
+    )
+    return {"task": "multilabel", "map": test_map, "accuracy": None, "macro": {"f1": None}}
 
 
 def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cache_root: Path, report=None) -> None:

@@ -2,7 +2,9 @@
 
   models/<run_id>/analysis.npz   for "val" and "test": logits (N, C) float32, features (N, D) float16,
                                  labels, paths (relative to the dataset root), cache positions; the classes;
-                                 a hash of the two splits' paths (runs compared on the same photos)
+                                 a hash of the two splits' paths (runs compared on the same photos);
+                                 a multi-label run's also its photos' 0/1 label rows (targets, (N, C) uint8), its
+                                 labels -1, and its probabilities a sigmoid of the logits
 
 Computed at the end of training (a run of an earlier version computes it once on demand), so that
 calibration, the embedding map, label errors and run comparison work from these arrays with numpy
@@ -41,6 +43,7 @@ class SplitArrays:
     labels: np.ndarray  # (N,) int64
     paths: list[str]
     positions: np.ndarray  # rows in the image cache
+    targets: np.ndarray | None = None  # (N, C) 0/1 label rows of a multi-label run (its labels are then -1)
 
     def __post_init__(self) -> None:
         self.logits = np.asarray(self.logits, dtype=np.float32)
@@ -48,6 +51,10 @@ class SplitArrays:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.positions = np.asarray(self.positions, dtype=np.int64)
         n = len(self.labels)
+        if self.targets is not None:
+            self.targets = np.asarray(self.targets, dtype=np.uint8)
+            if self.targets.shape != self.logits.shape:
+                raise ValueError(f"targets {self.targets.shape} and logits {self.logits.shape} differ in shape")
         if not (len(self.logits) == len(self.features) == len(self.paths) == len(self.positions) == n):
             raise ValueError(
                 f"split arrays differ in length: logits {len(self.logits)}, features {len(self.features)}, "
@@ -55,8 +62,13 @@ class SplitArrays:
             )
 
     @property
+    def multilabel(self) -> bool:
+        return self.targets is not None
+
+    @property
     def probabilities(self) -> np.ndarray:
-        return softmax(self.logits)
+        """The softmax of the logits; a multi-label run's sigmoid of each."""
+        return sigmoid(self.logits) if self.multilabel else softmax(self.logits)
 
 
 @dataclass
@@ -87,6 +99,8 @@ class RunAnalysis:
                 f"{name}_paths": np.array(part.paths, dtype=str),
                 f"{name}_positions": part.positions,
             }
+            if part.targets is not None:
+                arrays[f"{name}_targets"] = part.targets
         with atomic_path(Path(run_dir) / ANALYSIS_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)  # features barely compress; the file is read often
 
@@ -104,6 +118,7 @@ class RunAnalysis:
                     data[f"{name}_labels"],
                     data[f"{name}_paths"].tolist(),
                     data[f"{name}_positions"],
+                    data[f"{name}_targets"] if f"{name}_targets" in data.files else None,
                 )
                 for name in SPLITS
             }
@@ -118,6 +133,12 @@ def split_hash(val_paths: list[str], test_paths: list[str]) -> str:
         for path in sorted(paths):
             digest.update(b"\0" + path.encode())
     return digest.hexdigest()[:16]
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function of each logit, computed stably in float64, returned as float32."""
+    z = np.asarray(logits, dtype=np.float64)
+    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

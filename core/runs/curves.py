@@ -15,11 +15,13 @@ from core.processes import JobState
 from core.runs.record import Run
 from core.settings.config import TrainConfig
 
-CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "val_map")  # val_map: a multi-label run's
 
 
 def epoch_curves(metrics: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per finished epoch: epoch, phase, loss, val_loss, accuracy, val_accuracy, lr, duration.
+    """One row per finished epoch: epoch, phase, loss, val_loss, accuracy, val_accuracy, val_map, lr, duration.
+
+    A single-label run has no val_map (None), a multi-label one no accuracy (its measure is the validation mAP).
 
     A retrained epoch number (a resumed or restarted run) keeps its last record.
     """

@@ -138,6 +138,11 @@ class RunFiles:
         return self._file(names.CLASS_THRESHOLDS_FILE)
 
     @property
+    def label_thresholds(self) -> Path:
+        """A multi-label run's threshold per label, tuned on validation as it ended."""
+        return self._file(names.LABEL_THRESHOLDS_FILE)
+
+    @property
     def robustness(self) -> Path:
         """Accuracy under the 15 corruptions at 5 severities."""
         return self._file(names.ROBUSTNESS_FILE)

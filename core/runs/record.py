@@ -69,6 +69,7 @@ RETRAIN_FILE = "retrain.json"  # core.retrain: in a retrained run's folder, the 
 EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one folder per kind
 SELECTIVE_FILE = "selective.json"  # results.probabilities.selective: the threshold answering only when sure, its report
 CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # results.probabilities.class_thresholds: a threshold per class
+LABEL_THRESHOLDS_FILE = "label_thresholds.json"  # results.probabilities.label_thresholds: a multi-label run's per label
 ROBUSTNESS_FILE = "robustness.json"  # results.evaluation.robustness: accuracy under 15 corruptions at 5 severities
 MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
 # Files a retrain replaces; config.json stays (same id, same config).
@@ -130,6 +131,7 @@ class RunStatus(JobStatus):
     unreadable_images: int | None = None
     accuracy: float | None = None  # on the test split, once evaluated
     macro_f1: float | None = None
+    map: float | None = None  # a multi-label run's mean average precision on the test split (it has no accuracy)
     best_epoch: int | None = None  # whose weights were kept
     mlflow: dict[str, Any] | None = (
         None  # {tracking URI: {"run_id", "experiment_id"}}: where it was logged (core.tracking)
@@ -254,6 +256,11 @@ class Run(JobRecord):
     def train_config(self) -> TrainConfig:
         """Its settings as a TrainConfig (checked once: a page polling 500 runs asks for it every redraw)."""
         return TrainConfig.from_dict(self.settings)
+
+    @property
+    def multilabel(self) -> bool:
+        """Several labels a photo (its config's task): sigmoid outputs, a threshold per label, mAP for accuracy."""
+        return self.train_config.multilabel
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -148,6 +148,11 @@ class ServedModel:
         """
         from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
+        if run.multilabel:  # its answers are label lists: the server's single-label answers would misread them
+            raise Unavailable(
+                f"run {run.run_id} is multi-label: the model server does not serve multi-label runs yet; "
+                f"`python -m core predict {run.run_id} PHOTO` gives its labels and scores"
+            )
         started = time.perf_counter()
         self.run = run
         self.run_id = run.run_id

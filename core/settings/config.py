@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.data.tasks import MULTI_LABEL, SINGLE_LABEL, TASKS
 from core.errors import InvalidInput
 from core.field_types import FieldTypeError, check_field_types
 from core.network import backbones
@@ -166,6 +167,12 @@ class TrainConfig:
     `split_seed` is set, which then draws the split alone: the same split seed with another seed is another random
     start on the very same training, validation and test photos. A config without `split_seed` leaves it out of its
     JSON, so its run id is the one it had before the field existed.
+
+    `task` is the dataset's kind (core.data.tasks: "single", one class a photo, or "multilabel"), set from the
+    dataset when a run is made (core.train.jobs.submit), never chosen: a multi-label run trains sigmoid outputs with
+    binary cross-entropy and keeps a threshold per label, tuned on validation for the best F1, or, with
+    `threshold_precision`, the lowest reaching that precision. Both are left out of the JSON at their defaults, so a
+    single-label run's id is the one it always had.
     """
 
     image_size: int = 224
@@ -191,6 +198,8 @@ class TrainConfig:
     feature_cache: bool = True  # frozen phase trains the head on cached backbone features
     augmented_views: int = 2  # cached augmented views per training image (plus the clean one)
     backbone: str = field(default_factory=backbones.default_backbone)
+    task: str = SINGLE_LABEL  # the dataset's kind: core.train.jobs.submit sets it
+    threshold_precision: float | None = None  # multi-label: each label's threshold reaches this validation precision
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "head", tuple(int(u) for u in self.head))
@@ -277,6 +286,12 @@ class TrainConfig:
             "split_seed must be 0 to 2**31-1, or unset (the seed draws the split). "
             f"Received: split_seed={self.split_seed}",
         )
+        _check(self.task in TASKS, f"task must be one of {TASKS}. Received: task={self.task!r}")
+        _check(
+            self.threshold_precision is None or 0 < self.threshold_precision <= 1,
+            "threshold_precision must be in (0, 1], or unset (each label's threshold gives its best F1). "
+            f"Received: threshold_precision={self.threshold_precision}",
+        )
         _check(
             0 <= self.augmented_views <= 16,
             f"augmented_views must be 0-16. Received: augmented_views={self.augmented_views}",
@@ -292,6 +307,15 @@ class TrainConfig:
         """The seed the split is drawn with: `split_seed` when set, else `seed`."""
         return self.seed if self.split_seed is None else self.split_seed
 
+    def for_dataset(self, index) -> TrainConfig:
+        """These settings for a dataset (a DatasetIndex): its kind decides `task`, whatever these said."""
+        return self if self.task == index.task else self.replace(task=index.task)
+
+    @property
+    def multilabel(self) -> bool:
+        """Several labels a photo: sigmoid outputs, binary cross-entropy, validation mAP, a threshold per label."""
+        return self.task == MULTI_LABEL
+
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.fine_tune_epochs
@@ -303,6 +327,10 @@ class TrainConfig:
             del data["backbone"]  # the JSON (and so the run id) of a ResNet-50 run is what it was before the seam
         if self.split_seed is None:
             del data["split_seed"]  # likewise a run whose seed draws its split: its id is the one it always had
+        if self.task == SINGLE_LABEL:
+            del data["task"]  # and a single-label run's: the kind every run was before multi-label
+        if self.threshold_precision is None:
+            del data["threshold_precision"]
         return data
 
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.data.tasks import MULTI_LABEL, TASKS
 from core.network import backbones
 from core.settings.config import (
     AUGMENT_PRESETS,
@@ -451,6 +452,31 @@ OPTIONS: tuple[TrainOption, ...] = (
         parse=parse_backbone,
         short=lambda v: backbones.BACKBONES[v].title if v in backbones.BACKBONES else str(v),
     ),
+    TrainOption(
+        "task",
+        "--task",
+        "Task",
+        "What the dataset is, read from it (a flag that says otherwise is overridden): single, one class a photo, "
+        "or multilabel, any number of labels a photo (sigmoid outputs, binary cross-entropy, validation mAP, a "
+        "threshold per label).",
+        FIXED,
+        ADVANCED,
+        choices=TASKS,
+        short=lambda v: "multi-label" if v == MULTI_LABEL else "single-label",
+    ),
+    TrainOption(
+        "threshold_precision",
+        "--threshold-precision",
+        "Threshold precision",
+        "Multi-label only: each label's threshold is the lowest at which its validation precision reaches this "
+        "(e.g. 0.9) instead of the one with the best F1; a label that never reaches it keeps its best-F1 threshold "
+        "and is named.",
+        FIXED,
+        ADVANCED,
+        parse=float,
+        format=lambda v: "best F1" if v is None else _float_text(v),  # (None, the default, is never a flag)
+        short=lambda v: f"thresholds at precision {v:g}",
+    ),
 )
 BY_FIELD = {option.field: option for option in OPTIONS}
 
@@ -463,7 +489,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         elif option.field == "weights":
             parser.add_argument(option.flag, dest=option.field, metavar="WEIGHTS", help=option.help)
         elif option.kind == FIXED:
-            metavar = "{" + ",".join(backbones.choices()) + "}"
+            choices = backbones.choices() if option.field == "backbone" else option.choices
+            metavar = "{" + ",".join(choices) + "}" if choices else {float: "X"}.get(option.parse, "VALUE")
             parser.add_argument(
                 option.flag, dest=option.field, type=_cli_type(option), metavar=metavar, help=option.help
             )
@@ -484,7 +511,7 @@ def _cli_type(option: TrainOption) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(str(e)) from None
         except ValueError:
             raise argparse.ArgumentTypeError(f"{option.flag} takes a {option.parse.__name__}: {text!r}") from None
-        if option.choices and option.kind == RADIO and value not in option.choices:
+        if option.choices and option.kind in (RADIO, FIXED) and value not in option.choices:
             raise argparse.ArgumentTypeError(f"{option.flag} is one of {', '.join(map(str, option.choices))}")
         return value
 

@@ -99,8 +99,9 @@ def submit(
     Raises:
         ConfigError: a bad space, budget or fixed setting. DatasetError: no usable dataset.
     """
-    space = check_request(fixed, space_data, trials, timeout)
     index = scan_dataset(dataset_path)
+    fixed = fixed.for_dataset(index)  # a multi-label dataset's trials learn and are judged as its runs are
+    space = check_request(fixed, space_data, trials, timeout)
     store = SweepStore(models_root)
     sweep_id = sweep_id_for(fixed, space, dataset_key(index.fingerprint, corrections), owner)
     spec = {
@@ -255,10 +256,14 @@ def best_config(sweep: Sweep, fine_tune: dict[str, Any] | None = None) -> tuple[
 def promotion_label(sweep: Sweep, best: dict[str, Any]) -> tuple[str, str]:
     """The name and note a promoted run gets, so it is recognisable on Train and Evaluate."""
     name = f"best of sweep {sweep.sweep_id[:6]} (trial {best['number']})"
+    measured = (
+        f"validation mAP {best['val_map']:.3f}"
+        if best.get("val_map") is not None
+        else f"validation loss {best['val_loss']:.4f}, validation accuracy {best['val_accuracy']:.3f}"
+    )
     note = (
         f"Trained from the best of {sweep.status.trials_done or '?'} trials of sweep {sweep.sweep_id} "
-        f"(validation loss {best['val_loss']:.4f}, validation accuracy {best['val_accuracy']:.3f}); "
-        "chosen on the validation split only."
+        f"({measured}); chosen on the validation split only."
     )
     return name, note
 

@@ -52,6 +52,7 @@ class Publisher:
             best_trial=best.get("number"),
             best_val_loss=best.get("val_loss"),
             best_val_accuracy=best.get("val_accuracy"),
+            best_val_map=best.get("val_map"),
             **({} if any(r["state"] == "running" for r in rows) else {"trial_running": None}),
         )
 
@@ -60,6 +61,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """One trial as the CLI and the page show it (raw params, and their display form in `shown`)."""
     attrs = trial.user_attrs
     value = trial.value if trial.state is TrialState.COMPLETE else attrs.get("val_loss")
+    if attrs.get("val_map") is not None:  # a multi-label trial: its objective is 1 - mAP, its loss is its own
+        value = attrs.get("val_loss")
     return {
         "number": trial.number,
         "state": STATES.get(trial.state, trial.state.name.lower()),
@@ -67,6 +70,7 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "shown": {name: display_value(name, raw) for name, raw in trial.params.items()},
         "val_loss": value,
         "val_accuracy": attrs.get("val_accuracy"),
+        "val_map": attrs.get("val_map"),  # a multi-label trial's (what it is chosen by)
         "best_epoch": attrs.get("best_epoch"),
         "epochs_run": attrs.get("epochs_run"),
         "seconds": attrs.get("seconds"),

@@ -40,7 +40,8 @@ CORRECTIONS_FILE = "corrections.json"  # exactly the corrections the sweep appli
 FEATURES_FILE = "features.npz"  # the features Ray workers load, there while they run (core.sweeps.ray)
 STUDY_NAME = "flora"
 # Settings that only the promoted run uses (a sweep trains heads): not part of what a sweep is.
-PROMOTION_FIELDS = ("fine_tune_epochs", "unfreeze_stages", "fine_tune_learning_rate")
+# fields only the promoted run reads (a multi-label run's thresholds are tuned once it has trained)
+PROMOTION_FIELDS = ("fine_tune_epochs", "unfreeze_stages", "fine_tune_learning_rate", "threshold_precision")
 
 
 class SweepActive(Conflict, ValueError):
@@ -60,6 +61,7 @@ class SweepStatus(JobStatus):
     best_trial: int | None = None
     best_val_loss: float | None = None
     best_val_accuracy: float | None = None
+    best_val_map: float | None = None  # a multi-label sweep's: its best trial's validation mAP (its objective)
     split: dict[str, Any] | None = None  # {"train", "val", "test", "source"}: the test images are never used
     features_seconds: float | None = None  # decoding + extracting the features, this launch
     promoted_run: str | None = None  # the run trained from the best trial

@@ -6,7 +6,8 @@ corrections through `checked_dataset` and `training_data`, so a worker cannot dr
 
 The objective is the validation loss (cross-entropy *without* label smoothing, so trials with
 different smoothing compare fairly) at the epoch a run would keep (its lowest validation loss);
-validation accuracy at that epoch is recorded beside it.
+validation accuracy at that epoch is recorded beside it. A multi-label dataset's trials are judged as its runs are:
+by the validation mAP at the epoch with the highest (the study minimises 1 - mAP).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from core.sweeps.results import Publisher
 from core.sweeps.space import SearchSpace, config_for
 from core.sweeps.store import STUDY_NAME, Sweep, SweepStore
 from core.train.callbacks import learning_rate, scalars
+from core.train.multilabel import VAL_MAP, positive_weights
 from core.train.trainer import StageReporter, TrainingData, fit_head, phase_callbacks
 from core.train.training import class_weights, load_training_data
 
@@ -91,9 +93,10 @@ def count(study: optuna.Study, states) -> int:
 class TrialReporter(keras.callbacks.Callback):
     """One trial's epochs: report the validation loss to Optuna (which may prune), record the curve, honour STOP."""
 
-    def __init__(self, trial: optuna.Trial, store: SweepStore, sweep_id: str, epochs: int):
+    def __init__(self, trial: optuna.Trial, store: SweepStore, sweep_id: str, epochs: int, multilabel: bool = False):
         super().__init__()
         self.trial, self.folder, self.epochs = trial, store.folder(sweep_id), epochs
+        self.multilabel = multilabel  # judged by the validation mAP (1 - mAP reported, lower better)
         self.curve: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None  # the epoch a run would keep: lowest (smoothed) val_loss
         self._best_loss = math.inf
@@ -111,12 +114,18 @@ class TrialReporter(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "loss": values.get("loss"),
             "accuracy": values.get("accuracy"),
-            "val_loss": values.get(f"val_{NLL}"),
+            "val_loss": values.get("val_loss" if self.multilabel else f"val_{NLL}"),
             "val_accuracy": values.get("val_accuracy"),
             "lr": learning_rate(self.model),
         }
+        if self.multilabel:
+            point["val_map"] = values.get(VAL_MAP)
         self.curve.append(point)
         kept, compared = values.get("val_loss"), point["val_loss"]
+        if self.multilabel:  # what the run keeps and the study compares: the validation mAP
+            kept = compared = None if point["val_map"] is None else 1.0 - point["val_map"]
+            if not math.isfinite(values.get("val_loss", math.nan)):
+                kept = None
         if kept is None or compared is None or not (math.isfinite(kept) and math.isfinite(compared)):
             self.record(f"diverged at epoch {epoch + 1}: the loss is not a number (the learning rate is too high)")
             raise optuna.TrialPruned(f"diverged at epoch {epoch + 1}")
@@ -145,6 +154,8 @@ class TrialReporter(keras.callbacks.Callback):
                 "val_accuracy": self.best["val_accuracy"],
                 "best_epoch": self.best["epoch"],
             }
+            if self.multilabel:
+                attrs["val_map"] = self.best["val_map"]
         if note:
             attrs["note"] = note
         for key, value in attrs.items():
@@ -173,10 +184,7 @@ class Objective:
             raise SweepStopped(f"stopped before trial {trial.number}")
         views = 1 + (config.augmented_views if config.augment.enabled else 0)
         features = {"train": self.features["train"][:views], "val": self.features["val"]}
-        labels = self.data.cache.labels[self.data.split.train]
-        data = dataclasses.replace(
-            self.data, class_weights=class_weights(labels, self.data.num_classes, config.class_weighting)
-        )
+        data = dataclasses.replace(self.data, class_weights=self._weights(config))
         folder.update(
             trial_running=trial.number,
             stage=f"trial {trial.number}: training the head",
@@ -187,11 +195,12 @@ class Objective:
         # The head's start depends on the seed alone: the run trained from this trial starts the same.
         keras.utils.set_random_seed(config.seed)
         width = int(features["val"].shape[-1])  # the backbone's
-        head = build_head(data.num_classes, config.head, config.dropout, seed=config.seed, feature_dim=width)
-        reporter = TrialReporter(trial, self.store, self.sweep_id, config.epochs)
+        head = build_head(data.num_classes, config.head, config.dropout, config.seed, width, config.task)
+        reporter = TrialReporter(trial, self.store, self.sweep_id, config.epochs, data.multilabel)
         callbacks = [reporter, *phase_callbacks(config)]
-        nll = keras.metrics.CategoricalCrossentropy(name=NLL)
-        fit_head(head, features, data, config, callbacks, replicas=self.replicas, extra_metrics=(nll,))
+        # a multi-label trial is judged by its mAP, which label smoothing leaves fair: no unsmoothed loss needed
+        nll = () if data.multilabel else (keras.metrics.CategoricalCrossentropy(name=NLL),)
+        fit_head(head, features, data, config, callbacks, replicas=self.replicas, extra_metrics=nll)
         if reporter.stopped:
             reporter.record("stopped: tried again when the sweep continues")
             trial.study.enqueue_trial(trial.params, user_attrs={"note": f"trial {trial.number} again"})
@@ -199,7 +208,16 @@ class Objective:
         reporter.record()
         if reporter.best is None:
             raise RuntimeError(f"trial {trial.number} ran no epoch")
+        if data.multilabel:
+            return 1.0 - float(reporter.best["val_map"])
         return float(reporter.best["val_loss"])
+
+    def _weights(self, config: TrainConfig):
+        """The trial's class weights (a multi-label dataset's per-label positive weights), by its class_weighting."""
+        train = self.data.split.train
+        if self.data.multilabel:
+            return positive_weights(self.data.targets.dense(train), config.class_weighting)
+        return class_weights(self.data.cache.labels[train], self.data.num_classes, config.class_weighting)
 
 
 def trial_worker(

@@ -31,7 +31,7 @@ from core.tracking import run_url
 from core.tracking.pictures import confusion_png, curves_png
 
 log = logging.getLogger("flora")
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "duration")
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "duration", "val_map")  # val_map: multi-label
 STATUS = {JobState.DONE: "FINISHED", JobState.STOPPED: "KILLED", JobState.FAILED: "FAILED"}
 MODEL_NAME = "model"
 # what the pyfunc model needs installed to load (the same versions as here), not inferred by loading it again
@@ -115,6 +115,8 @@ def _log_run(run: Run, uri: str, parent_run_id: str | None = None) -> tuple[str,
         ]
         for start in range(0, len(metrics), 900):  # the server takes at most 1000 metrics a batch
             client.log_batch(mlflow_id, metrics=metrics[start : start + 900])
+        if run.status.map is not None:  # a multi-label run's test figure (it has no accuracy)
+            mlflow.log_metric("test_map", run.status.map)
         temperature = stored_temperature(run.directory)
         if temperature:
             mlflow.log_metric("temperature", temperature)

@@ -4,6 +4,9 @@
   ExtractionBatches  centre-cropped uint8 images only, every batch one shape (predict, extraction)
   FeatureBatches     cached 2048-d features, one random view per sample and epoch (the head alone)
 
+A multi-label dataset's photos carry label lists (core.data.multilabel.LabelSets) instead of class ids: the same
+sources hand their 0/1 rows (float32) where they hand one-hot rows for a class.
+
 uint8, not float32: a quarter of the bytes to copy and to send to a GPU; the model's input casts
 them. With `replicas` > 1 (data parallel) each batch is padded to a multiple of it, because JAX
 shards batches evenly: padded rows repeat the last sample and carry sample weight 0.
@@ -18,6 +21,7 @@ import numpy as np
 
 from core.data.imaging import center_crop
 from core.data.ingest import ImageCache
+from core.data.multilabel import LabelSets
 from core.train.distribute import pad_rows, padded_length
 
 
@@ -39,10 +43,12 @@ class ImageBatches(keras.utils.PyDataset):
         sample_weights: np.ndarray | None = None,  # one weight per class
         labels: bool = True,
         replicas: int = 1,
+        targets: LabelSets | None = None,  # a multi-label dataset's lists, in the cache's order
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.cache = cache
+        self.targets = targets
         self.positions = np.asarray(positions, dtype=np.int64)
         self.num_classes = num_classes
         self.image_size = image_size
@@ -60,7 +66,8 @@ class ImageBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         x = np.ascontiguousarray(center_crop(self.cache.read(chosen), self.image_size))
-        return labelled_batch(x, self.cache.labels[chosen], self, with_labels=self.with_labels)
+        labels = self.targets[chosen] if self.targets is not None else self.cache.labels[chosen]
+        return labelled_batch(x, labels, self, with_labels=self.with_labels)
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
@@ -73,7 +80,7 @@ class FeatureBatches(keras.utils.PyDataset):
     def __init__(
         self,
         views: np.ndarray,
-        labels: np.ndarray,
+        labels: np.ndarray | LabelSets,  # class ids, or a multi-label dataset's lists
         num_classes: int,
         batch_size: int,
         shuffle: bool = True,
@@ -84,7 +91,7 @@ class FeatureBatches(keras.utils.PyDataset):
     ):
         super().__init__(**kwargs)
         self.views = views  # (V, N, 2048)
-        self.labels = np.asarray(labels)
+        self.labels = labels if isinstance(labels, LabelSets) else np.asarray(labels)
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -136,6 +143,7 @@ class ExtractionBatches(keras.utils.PyDataset):
 def labelled_batch(x: np.ndarray, classes: np.ndarray, source, with_labels: bool = True) -> tuple:
     """(x,) or (x, y[, w]) for one batch, its rows padded to a multiple of `source.replicas`.
 
+    `classes` are class ids (one-hot rows follow) or, for a multi-label dataset, 0/1 rows (N, C) handed as float32.
     `source` carries num_classes, class_weights (per class, or None) and replicas. Under several
     replicas every batch carries weights (one structure for all batches) and padded rows weigh 0,
     so they count in neither the loss's numerator nor the metrics.
@@ -145,8 +153,13 @@ def labelled_batch(x: np.ndarray, classes: np.ndarray, source, with_labels: bool
     x = pad_rows(x, length)
     if not with_labels:
         return (x,)
-    y = pad_rows(keras.utils.to_categorical(classes, source.num_classes).astype("float32"), length)
-    weights = None if source.class_weights is None else source.class_weights[classes].astype("float32")
+    classes = np.asarray(classes)
+    if classes.ndim == 2:  # a multi-label batch: its rows as they are (its loss weighs the labels)
+        y = pad_rows(classes.astype("float32"), length)
+        weights = None
+    else:
+        y = pad_rows(keras.utils.to_categorical(classes, source.num_classes).astype("float32"), length)
+        weights = None if source.class_weights is None else source.class_weights[classes].astype("float32")
     if source.replicas > 1:
         weights = np.ones(n, dtype="float32") if weights is None else weights
         weights = np.concatenate([weights, np.zeros(length - n, dtype="float32")])

@@ -1,7 +1,8 @@
 """Keras callbacks of a training run, one concern each (as in Keras's own `callbacks/`).
 
   RunLogger         appends metrics to the run store every epoch and every second or so; honours STOP
-  BestWeights       keeps the weights of the epoch with the lowest validation loss, across both phases
+  BestWeights       keeps the weights of the epoch with the lowest validation loss (a multi-label run's highest
+                    validation mAP), across both phases
   EpochProgressBar  a progress bar per epoch on a terminal, a log line per epoch otherwise
 
 None of them knows about Streamlit: the pages read what RunLogger writes.
@@ -116,17 +117,22 @@ class RunLogger(keras.callbacks.Callback):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keeps the classifier's weights from the epoch with the lowest validation loss (across phases).
+    """Keeps the classifier's weights from the epoch with the lowest validation loss (across phases), or the best
+    value of another `monitor` (a multi-label run's `val_map`, mode "max").
 
     It copies only the part that is training (`track`): in phase 1 on features that is the head,
     a few hundred KB, rather than all of ResNet-50 (~100 MB) at every better epoch.
     """
 
-    def __init__(self, classifier: keras.Model, checkpoint: Path | None = None):
+    def __init__(
+        self, classifier: keras.Model, checkpoint: Path | None = None, monitor: str = "val_loss", mode: str = "min"
+    ):
         super().__init__()
         self.classifier = classifier
         self.tracked = classifier  # the part of the classifier whose weights change now
         self.checkpoint = checkpoint
+        self.monitor = monitor
+        self.sign = -1.0 if mode == "max" else 1.0  # compared as sign * value, lowest best
         self.best = math.inf
         self.best_epoch: int | None = None
         self._weights: list | None = None
@@ -147,10 +153,10 @@ class BestWeights(keras.callbacks.Callback):
         self.tracked = part
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_loss")
-        if value is None or not math.isfinite(value) or value >= self.best:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value) or self.sign * value >= self.best:
             return
-        self.best, self.best_epoch = float(value), epoch + 1
+        self.best, self.best_epoch = self.sign * float(value), epoch + 1
         self._weights, self._saved_part = self.tracked.get_weights(), self.tracked
         if self.checkpoint is not None:
             self.classifier.save_weights(self.checkpoint)

@@ -55,20 +55,6 @@ class Submission:
         return self.outcome == CACHED
 
 
-def refuse_multilabel(index: DatasetIndex) -> None:
-    """Stop before a run is made of a multi-label dataset: training reads one class a photo, and would learn
-    nothing true from its lists (issue 41: the dataset's import, split and health check are built, training not yet).
-
-    Raises:
-        DatasetError: the dataset is multi-label.
-    """
-    if index.multilabel:
-        raise DatasetError(
-            f"{index.name} is a multi-label dataset (several labels a photo): Flora can import, split and check it, "
-            "but cannot train on it yet; train on a dataset of class folders"
-        )
-
-
 def submit(
     store: RunStore,
     dataset_path: str | os.PathLike,
@@ -90,11 +76,10 @@ def submit(
 
     Raises:
         TooManyQueued: `owner` already has `max_queued` runs waiting for the device.
-        DatasetError: a multi-label dataset (its training is not built yet).
     """
 
     index = scan_dataset(dataset_path)
-    refuse_multilabel(index)
+    config = config.for_dataset(index)  # the dataset's kind is the run's task (a multi-label one: sigmoid, BCE, mAP)
     base_id = run_id_for(config, dataset_key(index.fingerprint, corrections))
     run_id, run = base_id, _readable(store, base_id)
     base = run

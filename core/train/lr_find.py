@@ -283,12 +283,13 @@ def find_learning_rate(
         Cancelled: `should_stop` said so. RangeTestFailed: the loss was not a number from the start.
     """
     check_phase(phase)
+    config = config.for_dataset(index)  # a multi-label dataset's test runs its loss (the form knows no task)
     steps = STEPS[phase] if steps is None else int(steps)
     if steps < MIN_POINTS:
         raise ConfigError(f"a range test needs at least {MIN_POINTS} steps. Received: steps={steps}")
     if phase == FINE_TUNE and config.unfreeze_stages < 1:
         raise ConfigError("the fine-tune range test needs unfreeze_stages >= 1 (there is nothing to fine-tune)")
-    if len(index.classes) < 2:
+    if len(index.classes) < (1 if index.multilabel else 2):
         raise DatasetError(f"a range test needs at least 2 classes; {index.root} has {len(index.classes)}")
 
     with without_cuda_noise():  # Keras and its framework load here: on a CPU-only machine, quietly
@@ -307,7 +308,8 @@ def find_learning_rate(
     with dtype_policy(mixed_precision_policy(device)):
         subject = _head_subject if phase == HEAD else _fine_tune_subject
         model, batches = subject(data, config, extraction, models_dir)
-        compile_for(model, START_LR, config.label_smoothing)
+        weights = data.class_weights if data.multilabel else None
+        compile_for(model, START_LR, config.label_smoothing, positive_weights=weights, multilabel=data.multilabel)
         curve, raw, stopped = _sweep(model, batches, learning_rates(steps), phase, extraction)
     suggestion = suggest([lr for lr, _ in curve], [loss for _, loss in curve], steps)
     log.info("range test (%s): %d steps, suggested %.2e (%s)", phase, len(curve), suggestion.lr, stopped)
@@ -349,15 +351,14 @@ def _head_subject(data, config: TrainConfig, extraction, models_dir):
     _, features = _features(data, config, extraction, models_dir)
     keras.utils.set_random_seed(config.seed)
     width = int(features["val"].shape[-1])
-    head = build_head(data.num_classes, config.head, config.dropout, seed=config.seed, feature_dim=width)
-    labels = data.cache.labels[data.split.train]
+    head = build_head(data.num_classes, config.head, config.dropout, config.seed, width, config.task)
     batches = FeatureBatches(
         features["train"],
-        labels,
+        data.labels_of(data.split.train),
         data.num_classes,
         config.batch_size,
         seed=config.seed,
-        sample_weights=data.class_weights,
+        sample_weights=data.sample_weights,
     )
     return head, batches
 
@@ -382,7 +383,8 @@ def _fine_tune_subject(data, config: TrainConfig, extraction, models_dir):
         config.batch_size,
         shuffle=True,
         seed=config.seed + 2,  # phase 2's order, as a run draws it
-        sample_weights=data.class_weights,
+        sample_weights=data.sample_weights,
+        targets=data.targets,
     )
     return model, batches
 

@@ -36,13 +36,17 @@ def plateau_patience(early_stopping_patience: int) -> int:
     return max(1, early_stopping_patience // 2)
 
 
-def schedule_callbacks(schedule: str, early_stopping_patience: int) -> list[keras.callbacks.Callback]:
-    """The callbacks a schedule needs during `fit` (only plateau has one)."""
+def schedule_callbacks(
+    schedule: str, early_stopping_patience: int, monitor: str = "val_loss", mode: str = "min"
+) -> list[keras.callbacks.Callback]:
+    """The callbacks a schedule needs during `fit` (only plateau has one), watching `monitor` (a multi-label run's
+    validation mAP, mode max)."""
     if schedule != "plateau":
         return []
     return [
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss",
+            monitor=monitor,
+            mode=mode,
             factor=PLATEAU_FACTOR,
             patience=plateau_patience(early_stopping_patience),
             verbose=0,

@@ -18,8 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.data.datasets import DatasetIndex, Split
-from core.data.ingest import ImageCache
+from core.data.datasets import DatasetIndex
 from core.device import DeviceInfo, recommended_batch_size
 from core.errors import Cancelled
 from core.network.graph import features_and_logits_model, head_logits_model
@@ -34,7 +33,10 @@ from core.train.callbacks import BestWeights, EpochCounter, EpochProgressBar, Ru
 from core.train.distribute import Parallelism, pad_rows, padded_length
 from core.train.features import FeatureCache, build_extractor, weights_hash
 from core.train.multihost import STRATEGY, MultiHost, ProcessShard, across_processes
-from core.train.schedules import learning_rate_for, schedule_callbacks
+from core.train.multilabel import ValidationMAP, monitored, predict_rows
+from core.train.objective import compile_for, phase_callbacks
+from core.train.schedules import learning_rate_for
+from core.train.training_data import TrainingData
 
 log = logging.getLogger("flora")
 HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features
@@ -100,16 +102,6 @@ class StageReporter:
 
 
 @dataclass
-class TrainingData:
-    """What both phases train on: the decoded images, the split, and the class weights."""
-
-    cache: ImageCache
-    split: Split
-    class_weights: np.ndarray | None
-    num_classes: int
-
-
-@dataclass
 class Trainer:
     """The fits of one run: both phases share the epoch counter and the best weights."""
 
@@ -125,7 +117,8 @@ class Trainer:
     features: dict[str, np.ndarray] | None = None  # cached features of phase 1 (train views, val, test)
 
     def __post_init__(self) -> None:
-        self.best = BestWeights(self.model)
+        monitor, mode = monitored(self.data.multilabel)
+        self.best = BestWeights(self.model, monitor=monitor, mode=mode)
 
     @property
     def replicas(self) -> int:
@@ -195,10 +188,11 @@ class Trainer:
             **shape,
             shuffle=True,
             seed=config.seed + phase,
-            sample_weights=self.data.class_weights,
+            sample_weights=self.data.sample_weights,
+            targets=self.data.targets,
             **reading,
         )
-        val = ImageBatches(self.data.cache, split.val, **shape, **reading)
+        val = ImageBatches(self.data.cache, split.val, **shape, targets=self.data.targets, **reading)
         if hosts is not None:  # this process's rows of each global batch
             train, val = ProcessShard(train, hosts), ProcessShard(val, hosts)
         initial_epoch = self.counter.epochs_done
@@ -209,7 +203,16 @@ class Trainer:
         steps = min(self.job.max_steps, len(train)) if self.job.max_steps else None
         total_steps = (steps or len(train)) * (epochs - initial_epoch)
         rate = learning_rate_for(config.lr_schedule, learning_rate, total_steps)
-        compile_for(self.model, rate, config.label_smoothing)
+        compile_for(
+            self.model,
+            rate,
+            config.label_smoothing,
+            positive_weights=self._positive_weights(),
+            multilabel=self.data.multilabel,
+        )
+        callbacks = self.callbacks(phase)
+        if self.data.multilabel:  # first: the others read its val_map
+            callbacks.insert(0, self._validation_map_on_images())
         self.model.fit(
             train,
             validation_data=val,
@@ -218,7 +221,20 @@ class Trainer:
             steps_per_epoch=steps,
             shuffle=False,  # the batches shuffle themselves, from the seed (see fit_head)
             verbose=0,
-            callbacks=self.callbacks(phase),
+            callbacks=callbacks,
+        )
+
+    def _positive_weights(self):
+        return self.data.class_weights if self.data.multilabel else None
+
+    def _validation_map_on_images(self) -> ValidationMAP:
+        """The validation mAP of the classifier on the validation images (one forward pass an epoch)."""
+        positions = self.data.split.val
+        batches = ExtractionBatches(
+            self.data.cache, positions, self.job.config.image_size, self.extraction_batch_size(), workers=self.workers
+        )
+        return ValidationMAP(
+            lambda model: predict_rows(model, batches)[: len(positions)], self.data.targets.dense(positions)
         )
 
     @property
@@ -383,57 +399,44 @@ def fit_head(
     in one of its views drawn at random. The caller's `callbacks` should include
     `phase_callbacks(config)` (early stopping, the schedule's callback).
     """
-    split, labels = data.split, data.cache.labels
+    split = data.split
     train = FeatureBatches(
         features["train"],
-        labels[split.train],
+        data.labels_of(split.train),
         data.num_classes,
         config.batch_size,
         seed=config.seed,
-        sample_weights=data.class_weights,
+        sample_weights=data.sample_weights,
         replicas=replicas,
     )
     val = FeatureBatches(  # big batches: validating is a forward pass; the mean loss is the same
         features["val"][None],
-        labels[split.val],
+        data.labels_of(split.val),
         data.num_classes,
         max(config.batch_size, VALIDATION_BATCH),
         shuffle=False,
         replicas=replicas,
     )
+    if data.multilabel:  # first: the run's logger, best weights and early stopping read its val_map
+        n_val = len(split.val)
+        x_val = pad_rows(features["val"].astype("float32"), padded_length(n_val, replicas))  # whole shards
+        callbacks = [
+            ValidationMAP(
+                lambda model: predict_rows(model, x_val, VALIDATION_BATCH * replicas)[:n_val],
+                data.targets.dense(split.val),
+            ),
+            *callbacks,
+        ]
     # A head step is a few milliseconds, much of it the framework's per-call cost: run several per
     # call (on one device: Keras's multi-step loop fails under tf.distribute.MirroredStrategy).
     steps_per_call = HEAD_STEPS_PER_CALL if replicas == 1 else 1
     rate = learning_rate_for(config.lr_schedule, config.learning_rate, len(train) * config.epochs)
-    compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics)
+    positive_weights = data.class_weights if data.multilabel else None
+    compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics, positive_weights, data.multilabel)
     # shuffle=False: the batches shuffle themselves from the config's seed. Keras would also shuffle
     # their order from Python's global random state, so the same trial would train differently in a
     # sweep and in the run made from it.
     return head.fit(train, validation_data=val, epochs=config.epochs, shuffle=False, verbose=0, callbacks=callbacks)
-
-
-def phase_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
-    """What every phase's fit needs besides reporting: early stopping and the schedule's callback."""
-    callbacks: list[keras.callbacks.Callback] = []
-    if config.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience))
-    return callbacks + schedule_callbacks(config.lr_schedule, config.early_stopping_patience)
-
-
-def compile_for(
-    model: keras.Model,
-    learning_rate,
-    label_smoothing: float,
-    steps_per_execution: int = 1,
-    extra_metrics: tuple = (),
-) -> None:
-    """Adam (at a rate or a schedule) and categorical cross-entropy (optionally smoothed), with accuracy."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=["accuracy", *extra_metrics],
-        steps_per_execution=steps_per_execution,
-    )
 
 
 def console_bar(console: bool, desc: str, total: int, unit: str):

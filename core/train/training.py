@@ -3,8 +3,9 @@
 Phase 1 trains the head with the backbone frozen: on cached backbone features when
 `feature_cache` is on (seconds per epoch), else on images through the frozen ResNet-50.
 Phase 2 (optional) unfreezes the top residual stages, BatchNorm kept frozen, at a lower rate.
-The best weights on validation loss win and are saved; their validation and test outputs are handed on
-(`Fit`) to the stage that writes what the run keeps (core.results.after_fit), called by the run's job.
+The best weights on validation loss (a multi-label run's: validation mAP) win and are saved; their validation and
+test outputs are handed on (`Fit`) to the stage that writes what the run keeps (core.results.after_fit), called by
+the run's job.
 
 `train_run(job)` reads top to bottom as those steps; the fits themselves are in `core.train.trainer`,
 the batch sources in `core.train.batches`, the Keras callbacks in `core.train.callbacks`, the feature cache
@@ -26,6 +27,7 @@ import numpy as np
 
 from core.data.datasets import DatasetIndex
 from core.data.ingest import ImageCache, ingest
+from core.data.multilabel_split import targets_of
 from core.device import (
     describe,
     dtype_policy,
@@ -37,9 +39,9 @@ from core.processes import JobState
 from core.runs.analysis import RunAnalysis, SplitArrays
 from core.runs.files import run_files
 from core.runs.split import draw_split, run_split
-from core.settings.config import IMBALANCE_RATIO, TrainConfig
+from core.settings.config import IMBALANCE_RATIO, ConfigError, TrainConfig
 from core.train.distribute import data_parallel
-from core.train.jobs import refuse_multilabel
+from core.train.multilabel import positive_weights
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
 log = logging.getLogger("flora")
@@ -125,6 +127,7 @@ def train_run(job: TrainingJob) -> Fit:
                 labels=data.cache.labels[positions],
                 paths=[data.cache.paths[i] for i in positions],
                 positions=positions,
+                targets=None if data.targets is None else data.targets.dense(positions),
             )
             for name, positions in (("val", data.split.val), ("test", data.split.test))
         ),
@@ -195,12 +198,31 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
     for note in split.notes:
         log.warning("split: %s", note)
     log.info("split (%s): %s", split.source, split.sizes())
-    refuse_multilabel(index)  # a sweep's way in (a run's is jobs.submit)
+    check_task(index, config)
     num_classes = len(index.classes)
+    if index.multilabel:
+        targets = targets_of(index, cache.paths)
+        weights = positive_weights(targets.dense(split.train), config.class_weighting)
+        if weights is not None:
+            log.info("positive weights per label (negatives / positives, capped): %s", weights_summary(weights))
+        return TrainingData(cache, split, weights, num_classes, targets)
     weights = class_weights(cache.labels[split.train], num_classes, config.class_weighting)
     if weights is not None:
         log.info("class weights on (imbalanced classes): %s", weights_summary(weights))
     return TrainingData(cache, split, weights, num_classes)
+
+
+def check_task(index: DatasetIndex, config: TrainConfig) -> None:
+    """Refuse settings made for another kind of dataset (core.train.jobs.for_dataset gives the right ones).
+
+    Raises:
+        ConfigError: a multi-label dataset with single-label settings, or the other way round.
+    """
+    if index.task != config.task:
+        raise ConfigError(
+            f"{index.name} is a {'multi-label' if index.multilabel else 'single-label'} dataset but the settings say "
+            f"task={config.task!r}: train it with task={index.task!r}"
+        )
 
 
 @contextlib.contextmanager

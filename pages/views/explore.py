@@ -46,7 +46,8 @@ def without_model(run: Run) -> None:
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
 
 
-runs = [run for run in common.runs() if not run.active]
+# a multi-label run has no single-label analysis to explore yet (issue 41, section 3)
+runs = [run for run in common.runs() if not run.active and not run.multilabel]
 if not runs:
     st.info(
         "No finished run yet. Train one on the Train page; its photos can be explored here.",

@@ -47,7 +47,8 @@ def top_k_chart(top: list[tuple[str, float]], in_set: set[str] | None = None):
     return figure
 
 
-runs = [run for run in common.runs() if run.has_model]
+# a multi-label run answers through `python -m core predict` until this page reads it (issue 41, section 4)
+runs = [run for run in common.runs() if run.has_model and not run.multilabel]
 if not runs:
     st.info("No trained model yet. Train a run first; its model appears here.", icon=":material/model_training:")
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")

@@ -89,3 +89,27 @@ def test_a_split_seed_draws_the_split_and_names_another_run():
     assert run_id_for(config, "abc") != run_id_for(config.replace(seed=8), "abc")  # another start, its own run
     with pytest.raises(ConfigError, match="split_seed is 'x', not"):
         TrainConfig.from_dict({"split_seed": "x"})
+
+
+def test_a_single_label_config_keeps_the_run_id_it_had_before_the_task():
+    # the same ids as before multi-label training existed (see the split seed's test above): no single-label run,
+    # cache key or folder moves
+    resnet = TrainConfig(backbone="resnet50")
+    assert run_id_for(resnet, "abc") == "6cff684667d7"
+    small = TrainConfig(epochs=3, seed=7, image_size=64, weights="none", backbone="tiny")
+    assert run_id_for(small, "f00d") == "fc68486f9a2f"
+    assert "task" not in small.to_dict() and "threshold_precision" not in small.to_dict()
+    assert TrainConfig.from_dict(small.to_dict()).task == "single" and not small.multilabel
+
+
+def test_a_multilabel_config_names_its_task_and_its_thresholds_rule():
+    config = TrainConfig(epochs=3, task="multilabel")
+    assert config.multilabel and config.to_dict()["task"] == "multilabel"
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert run_id_for(config, "abc") != run_id_for(TrainConfig(epochs=3), "abc")
+    precise = config.replace(threshold_precision=0.9)
+    assert precise.to_dict()["threshold_precision"] == 0.9 and run_id_for(precise, "a") != run_id_for(config, "a")
+    with pytest.raises(ConfigError, match="task must be one of"):
+        TrainConfig(task="detection")
+    with pytest.raises(ConfigError, match=r"threshold_precision must be in \(0, 1\]"):
+        TrainConfig(task="multilabel", threshold_precision=1.5)

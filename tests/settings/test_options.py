@@ -56,6 +56,7 @@ def test_every_config_field_has_exactly_one_option():
             seed=7,
         ),
         TrainConfig(seed=8, split_seed=7),  # another start on seed 7's split
+        TrainConfig(task="multilabel", threshold_precision=0.9),  # a multi-label run's, thresholds at a precision
     ],
 )
 def test_the_command_of_a_config_gives_the_same_config_back(config):

@@ -101,7 +101,8 @@ def alias_status_line(alias: str) -> None:
 
 
 def served_runs() -> list[Run]:
-    return [run for run in common.runs() if run.has_model]
+    """Runs the server can serve: a multi-label run not yet (issue 41, section 4)."""
+    return [run for run in common.runs() if run.has_model and not run.multilabel]
 
 
 def alias_table() -> None:

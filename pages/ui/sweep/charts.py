@@ -14,6 +14,13 @@ TRIAL_COLOURS = {"complete": "#2f6db5", "pruned": "#e08a1e"}
 LAYOUT = {"height": 320, "margin": {"l": 10, "r": 10, "t": 40, "b": 10}}
 
 
+def measure(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """What the trials are shown by: a multi-label sweep's validation mAP (what chose its best), else accuracy."""
+    if any(r.get("val_map") is not None for r in rows):
+        return "val_map", "validation mAP"
+    return "val_accuracy", "validation accuracy"
+
+
 def trials_frame(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
     """One row per trial: number, state, validation figures, epochs, seconds, each setting (shown), note, and the
     Ray worker that ran it (sweeps on Ray)."""
@@ -25,6 +32,7 @@ def trials_frame(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
             "state": "✂ pruned" if state == "pruned" else state,
             "val accuracy": row.get("val_accuracy"),
             "val loss": row.get("val_loss"),
+            **({"val mAP": row.get("val_map")} if row.get("val_map") is not None else {}),
             "epochs": row.get("epochs_run"),
             "seconds": row.get("seconds"),
         }
@@ -39,9 +47,11 @@ def trials_frame(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
 
 
 def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
-    """Each finished trial's validation accuracy at the time it ended, and the best so far as a step line."""
+    """Each finished trial's validation accuracy (a multi-label sweep's mAP) at the time it ended, and the best so
+    far as a step line."""
+    key, words = measure(rows)
     finished = sorted(
-        (r for r in rows if r["state"] in TRIAL_COLOURS and r.get("finished_at") and r.get("val_accuracy") is not None),
+        (r for r in rows if r["state"] in TRIAL_COLOURS and r.get("finished_at") and r.get(key) is not None),
         key=lambda r: r["finished_at"],
     )
     figure = go.Figure()
@@ -53,7 +63,7 @@ def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
         minutes = [(r["finished_at"] - start) / scale for r in finished]
         best, running = [], -math.inf
         for row in finished:
-            running = max(running, row["val_accuracy"])
+            running = max(running, row[key])
             best.append(running)
         figure.add_scatter(
             x=minutes, y=best, mode="lines", line_shape="hv", name="best so far", line={"color": "#b8336a"}
@@ -63,17 +73,18 @@ def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
             if picked:
                 figure.add_scatter(
                     x=[m for m, _ in picked],
-                    y=[r["val_accuracy"] for _, r in picked],
+                    y=[r[key] for _, r in picked],
                     mode="markers",
                     name=state,
                     marker={"color": colour, "symbol": "x" if state == "pruned" else "circle", "size": 9},
                     text=[f"trial {r['number']}" for _, r in picked],
                     hovertemplate="%{text}: %{y:.3f}<extra></extra>",
                 )
+    chosen = "it" if key == "val_map" else "loss"
     figure.update_layout(
-        title="Highest validation accuracy so far (the best trial is chosen by loss)",
+        title=f"Highest {words} so far (the best trial is chosen by {chosen})",
         xaxis_title=f"{unit} since the first trial",
-        yaxis={"range": [0, 1.02], "title": "validation accuracy"},
+        yaxis={"range": [0, 1.02], "title": words},
         legend={"orientation": "h", "y": -0.3},
         **LAYOUT,
     )
@@ -82,12 +93,13 @@ def best_so_far_figure(rows: list[dict[str, Any]]) -> go.Figure:
 
 def parallel_figure(rows: list[dict[str, Any]], names: list[str]) -> go.Figure | None:
     """Settings against validation accuracy, one line per completed trial (None before there are two)."""
-    complete = [r for r in rows if r["state"] == "complete" and r.get("val_accuracy") is not None]
+    key, _ = measure(rows)
+    complete = [r for r in rows if r["state"] == "complete" and r.get(key) is not None]
     if len(complete) < 2:
         return None
     dimensions = [_dimension(name, [r["params"].get(name) for r in complete]) for name in names]
-    accuracy = [r["val_accuracy"] for r in complete]
-    dimensions.append({"label": "val accuracy", "values": accuracy, "range": [0, 1]})
+    accuracy = [r[key] for r in complete]
+    dimensions.append({"label": "val mAP" if key == "val_map" else "val accuracy", "values": accuracy, "range": [0, 1]})
     figure = go.Figure(
         go.Parcoords(
             line={"color": accuracy, "colorscale": "Viridis", "cmin": 0, "cmax": 1, "showscale": True},
@@ -100,7 +112,10 @@ def parallel_figure(rows: list[dict[str, Any]], names: list[str]) -> go.Figure |
     return figure
 
 
-PARALLEL_CAPTION = "Settings of each completed trial (one line each) against its validation accuracy (the colour)."
+PARALLEL_CAPTION = (
+    "Settings of each completed trial (one line each) against its validation accuracy (a multi-label sweep's mAP): the "
+    "colour."
+)
 
 
 def _dimension(name: str, values: list[Any]) -> dict[str, Any]:

@@ -106,25 +106,37 @@ def results(sweep: Sweep, snapshot: dict) -> None:
     best = snapshot.get("best")
     top = most_accurate(rows)
     cols = st.columns(5)
-    cols[0].metric(
-        "Best trial's validation loss",
-        f"{best['val_loss']:.4f}" if best else "-",
-        delta=f"trial {best['number']}" if best else None,
-        delta_color="off",
-        delta_arrow="off",
-        help="The best trial is the one with the lowest validation loss: what the sweep minimises, and what "
-        "'Train the best as a run' trains.",
-    )
-    cols[1].metric("Its validation accuracy", f"{best['val_accuracy']:.3f}" if best else "-")
-    cols[2].metric(
-        "Highest validation accuracy",
-        f"{top['val_accuracy']:.3f}" if top else "-",
-        delta=f"trial {top['number']}" if top else None,
-        delta_color="off",
-        delta_arrow="off",
-        help="Of any complete trial. It can be another trial than the best: a trial can get more photos right "
-        "while being surer of its mistakes (a higher loss).",
-    )
+    if best and best.get("val_map") is not None:  # a multi-label sweep: chosen by its validation mAP
+        cols[0].metric(
+            "Best trial's validation mAP",
+            f"{best['val_map']:.3f}",
+            delta=f"trial {best['number']}",
+            delta_color="off",
+            delta_arrow="off",
+            help="The best trial is the one with the highest validation mAP (mean average precision over the "
+            "labels): what the sweep maximises, and what 'Train the best as a run' trains.",
+        )
+        cols[1].metric("Its validation loss", f"{best['val_loss']:.4f}" if best.get("val_loss") is not None else "-")
+    else:
+        cols[0].metric(
+            "Best trial's validation loss",
+            f"{best['val_loss']:.4f}" if best else "-",
+            delta=f"trial {best['number']}" if best else None,
+            delta_color="off",
+            delta_arrow="off",
+            help="The best trial is the one with the lowest validation loss: what the sweep minimises, and what "
+            "'Train the best as a run' trains.",
+        )
+        cols[1].metric("Its validation accuracy", f"{best['val_accuracy']:.3f}" if best else "-")
+        cols[2].metric(
+            "Highest validation accuracy",
+            f"{top['val_accuracy']:.3f}" if top else "-",
+            delta=f"trial {top['number']}" if top else None,
+            delta_color="off",
+            delta_arrow="off",
+            help="Of any complete trial. It can be another trial than the best: a trial can get more photos right "
+            "while being surer of its mistakes (a higher loss).",
+        )
     cols[3].metric(  # the pruned count beneath: "20 (13 pruned)" was cut off in a quarter of the page
         "Trials finished",
         status.trials_done or 0,

@@ -45,6 +45,7 @@ from core.train.jobs import dataset_corrections
 from pages.ui import auth, common, dataset_choice, device_status, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.train import lr_finder
+from pages.ui.train.task import task_note
 
 FORM_DATASET = "train_form_dataset"  # the dataset the widgets were last filled for
 FORM_VALUES = "train_form_values"  # the form's last config (a dict): survives visits to other pages
@@ -96,6 +97,7 @@ def render() -> tuple[str | None, TrainConfig | None]:
         dataset = dataset_picker()
         if dataset is not None:
             _start_values(dataset)
+            task_note(next((d for d in dataset_choice.datasets() if d["path"] == dataset), None), key)
     with data_col:
         weights = _draw_section(DATA)
         teaching.explain("resize", random_start=weights == "none")  # ImageNet's 224 px and recipe, or not

@@ -26,12 +26,13 @@ FORCE_STOP_AFTER = 20  # seconds a stop request may take before "Force stop" is 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def curves_figure(run_id: str, stamp: tuple, _metrics: list[dict], metric: str) -> go.Figure:
-    """Loss or accuracy over epochs (and within them), built once per new metrics line (`stamp`)."""
+    """Loss, accuracy or (a multi-label run's) mAP over epochs (and within them), built once per new metrics line
+    (`stamp`). mAP is measured on the validation photos only."""
     metrics = _metrics  # not hashed by the cache: the stamp stands for it
     frame, batches, boundary = epoch_curves(metrics), batch_curve(metrics), phase_boundary(metrics)
-    title = "Loss" if metric == "loss" else "Accuracy"
+    title = {"loss": "Loss", "accuracy": "Accuracy", "map": "Validation mAP"}[metric]
     figure = go.Figure()
-    if not batches.empty and batches[metric].notna().any():
+    if metric in batches and not batches.empty and batches[metric].notna().any():
         figure.add_scatter(
             x=batches["x"],
             y=batches[metric],
@@ -39,10 +40,11 @@ def curves_figure(run_id: str, stamp: tuple, _metrics: list[dict], metric: str) 
             name="train (within epoch)",
             line={"width": 1, "color": "rgba(184,51,106,0.35)"},
         )
-    if not frame.empty:
+    if not frame.empty and metric in frame:
         figure.add_scatter(
             x=frame["epoch"], y=frame[metric], mode="lines+markers", name="train", line={"color": "#b8336a"}
         )
+    if not frame.empty:
         figure.add_scatter(
             x=frame["epoch"],
             y=frame[f"val_{metric}"],
@@ -66,7 +68,7 @@ def curves_figure(run_id: str, stamp: tuple, _metrics: list[dict], metric: str) 
         legend={"orientation": "h", "y": -0.25},
         hovermode="x unified",
     )
-    if metric == "accuracy":
+    if metric in ("accuracy", "map"):
         figure.update_yaxes(range=[0, 1.02])
     return figure
 
@@ -99,7 +101,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
         stop_controls(run)
     elif run.state is JobState.FAILED:
         st.error(f"This run failed: {plain.md(run.status.error or 'no error recorded')}", icon=":material/error:")
-    if run.evaluated:
+    if run.evaluated or (run.multilabel and run.has_model and run.has_analysis):  # multi-label: no evaluation.* yet
         result(run, state)
     elif run.state is JobState.STOPPED:
         st.info("Stopped on request before its first epoch finished: there is no model to evaluate.")
@@ -140,9 +142,8 @@ def curves(run: Run, metrics: list[dict], state: RunProgress) -> None:
     left, right = st.columns(2)
     quiet = {"displayModeBar": False}
     left.plotly_chart(curves_figure(run.run_id, stamp, metrics, "loss"), key=f"train_loss_{run.run_id}", config=quiet)
-    right.plotly_chart(
-        curves_figure(run.run_id, stamp, metrics, "accuracy"), key=f"train_acc_{run.run_id}", config=quiet
-    )
+    measure = "map" if run.multilabel else "accuracy"  # a multi-label run's measure: mean average precision
+    right.plotly_chart(curves_figure(run.run_id, stamp, metrics, measure), key=f"train_acc_{run.run_id}", config=quiet)
     teaching.explain("curves")
 
 
@@ -171,8 +172,17 @@ def stop_controls(run: Run) -> None:
 def result(run: Run, state: RunProgress) -> None:
     status = run.status
     cols = st.columns(4)
-    cols[0].metric("Test accuracy", f"{status.accuracy:.3f}" if status.accuracy is not None else "-")
-    cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
+    if run.multilabel:
+        cols[0].metric(
+            "Test mAP",
+            f"{status.map:.3f}" if status.map is not None else "-",
+            help="Mean average precision over the labels, on the test photos: how well each label's photos rank "
+            "above the others (a random scorer gets about each label's share of photos).",
+        )
+        cols[1].metric("Labels", len(run.classes), help="Each with a threshold tuned on the validation photos.")
+    else:
+        cols[0].metric("Test accuracy", f"{status.accuracy:.3f}" if status.accuracy is not None else "-")
+        cols[1].metric("Macro F1", f"{status.macro_f1:.3f}" if status.macro_f1 is not None else "-")
     cols[2].metric("Best epoch", status.best_epoch or "-")
     cols[3].metric("Time", format_duration(state.elapsed_seconds) if state.elapsed_seconds else "-")
     if run.state is JobState.STOPPED:
@@ -180,6 +190,13 @@ def result(run: Run, state: RunProgress) -> None:
     elif status.note:
         st.caption(plain.md(status.note[0].upper() + status.note[1:] + "."))
     mlflow_runs(run)
+    if run.multilabel:
+        st.caption(
+            "A multi-label run: `python -m core predict` gives each photo's labels above their thresholds (tuned on "
+            "the validation photos) and every label's score. Evaluate, Explore, Predict and Serve do not list "
+            "multi-label runs yet."
+        )
+        return
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",

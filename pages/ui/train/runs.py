@@ -127,7 +127,7 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
                 "state": state.state_label if state else run.state.value,
                 "now": now,
                 "progress": state.fraction if state else (1.0 if run.state is JobState.DONE else None),
-                "accuracy": f"{run.status.accuracy:.3f}" if run.status.accuracy is not None else "",
+                "accuracy": result_figure(run),
                 "id": run.run_id,
             }
         )
@@ -146,7 +146,9 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
                 format="percent",
                 help="the whole run: decoding, feature extraction, epochs and evaluation",
             ),
-            "accuracy": st.column_config.TextColumn("test accuracy"),
+            "accuracy": st.column_config.TextColumn(
+                "test accuracy", help="a multi-label run's: its test mAP (mean average precision), so marked"
+            ),
         },
     )
 
@@ -177,3 +179,10 @@ def delete_unreadable(run_id: str) -> None:
         common.store().delete_unreadable(run_id)
     except (KeyError, ValueError, OSError) as e:
         st.session_state["train_error_runs"] = str(e)
+
+
+def result_figure(run) -> str:
+    """The runs table's test figure: the accuracy, or a multi-label run's mAP ("mAP 0.712")."""
+    if run.status.accuracy is not None:
+        return f"{run.status.accuracy:.3f}"
+    return f"mAP {run.status.map:.3f}" if run.status.map is not None else ""
