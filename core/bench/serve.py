@@ -32,6 +32,7 @@ from core.bench import serve_grpc
 from core.bench.common import BACKBONE, Row, Scale, free_port, photos_of, rate_row, time_row, wait_answering
 from core.data.datasets import scan_dataset
 from core.data.imaging import load_for_model
+from core.paths import cache_dir
 from core.processes import JobState
 from core.runs.files import run_files
 from core.runs.record import new_run_record
@@ -233,7 +234,6 @@ def _bare_throughput(run, photos: list[bytes], data_root: Path) -> tuple[float, 
     """Images a second of the model's bare forward pass, batches of BATCH decoded photos, best of three rounds:
     through the runtime the server chooses for it (core.runtimes, as `core serve` prepares it), and through Keras's
     `predict_on_batch`; and which runtime that is. The server is held to its own runtime's figure."""
-    from core.paths import cache_dir
     from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
     from core.runtimes.choice import accelerated  # heavy: keras
 
