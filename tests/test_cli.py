@@ -31,10 +31,21 @@ def cli_env(tmp_path_factory):
     return base, env
 
 
-def test_train_runs_evaluate_predict_on_real_photos(cli_env):
-    """The one CLI end-to-end on the real ResNet-50 (no test backbone) and real photos."""
+def test_train_runs_evaluate_predict_on_real_photos(cli_env, monkeypatch, capsys):
+    """The one CLI end-to-end on the real ResNet-50 (no test backbone) and real photos. Training and predicting run
+    in processes of their own, as a person runs them; the commands in between (the cached train, runs, evaluate)
+    through the same `core.cli.main` in this process, each a process less importing Keras for the same code."""
+    from core.cli import main
+
     base, env = cli_env
     env = {**env, "FLORA_TEST_BACKBONE": ""}
+    for name in ("FLORA_TEST_BACKBONE", "FLORA_MODELS_DIR", "FLORA_DATA_DIR"):
+        monkeypatch.setenv(name, env[name])
+
+    def here(*argv) -> str:
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
     photos = link_subset(require_flowers(), base / "flowers", per_class=80)
     args = ["train", str(photos), "--image-size", "64", "--weights", "none", "--epochs", "8", "--seed", "3"]
 
@@ -43,25 +54,25 @@ def test_train_runs_evaluate_predict_on_real_photos(cli_env):
     assert len(run_id) == 12 and trained.stdout.strip() == run_id  # stdout carries only the result
     assert "test accuracy" in trained.stderr and "decoded" in trained.stderr
 
-    again = json.loads(flora(*args, "--json", env=env).stdout)
+    again = json.loads(here(*args, "--json"))
     assert again["cached"] is True and again["run_id"] == run_id and again["state"] == "done"
 
-    runs = json.loads(flora("runs", "--json", env=env).stdout)
+    runs = json.loads(here("runs", "--json"))
     assert [r["run_id"] for r in runs] == [run_id] and runs[0]["dataset"] == "flowers"
-    assert run_id in flora("runs", env=env).stdout
-    shown = flora("runs", "--show", run_id[:6], env=env).stdout
+    assert run_id in here("runs")
+    shown = here("runs", "--show", run_id[:6])
     command = shown.strip().splitlines()[-1].strip()  # the command that reproduces the run
     assert command.startswith("python -m core train ") and "--epochs 8" in command and "--seed 3" in command
-    replayed = json.loads(flora(*shlex.split(command)[3:], "--json", env=env).stdout)
+    replayed = json.loads(here(*shlex.split(command)[3:], "--json"))
     assert replayed["cached"] is True and replayed["run_id"] == run_id  # the same settings find the same run
 
-    metrics = json.loads(flora("evaluate", run_id[:6], "--json", env=env).stdout)
+    metrics = json.loads(here("evaluate", run_id[:6], "--json"))
     assert set(metrics["per_class"]) == {"daisy", "dandelion", "rose", "sunflower", "tulip"}
     assert {"precision", "recall", "f1", "support"} == set(metrics["per_class"]["rose"])
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"] == 60
     # 5 classes: chance is 0.2. A random-weights backbone at 64 px still learns colour and texture.
     assert metrics["accuracy"] >= 0.35, metrics["accuracy"]
-    assert "most confused pairs" in flora("evaluate", run_id, env=env).stdout
+    assert "most confused pairs" in here("evaluate", run_id)
 
     rose = next((photos / "rose").iterdir())
     notes = base / "notes.jpg"

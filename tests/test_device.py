@@ -10,7 +10,7 @@ import pytest
 
 from core import device
 from core.device import DeviceInfo, keras_backend_name, mixed_precision_policy
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import JAX_TEST_CACHE, PROJECT_ROOT
 
 
 def test_backend_name_follows_the_environment(monkeypatch):
@@ -79,7 +79,7 @@ result = Predictor(store.get(sub.run_id)).predict([next((data / "a").iterdir())]
 assert result.ok, result
 print("ok", "tensorflow" in sys.modules)
 """
-    env = {"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **JAX_TEST_CACHE}
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
     )

@@ -14,7 +14,7 @@ import pytest
 from core.train.batches import labelled_batch
 from core.train.distribute import SINGLE, data_parallel, pad_rows, padded_length
 from core.train.features import even_batch_size
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import JAX_TEST_CACHE, PROJECT_ROOT
 
 
 @pytest.mark.parametrize("n, multiple, expected", [(0, 2, 0), (5, 1, 5), (5, 2, 6), (8, 4, 8), (9, 4, 12)])
@@ -110,7 +110,13 @@ def _python(code: str, args: list[str], env: dict[str, str]) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=PROJECT_ROOT,
-        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "FLORA_TEST_BACKBONE": "tiny", **env},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "FLORA_TEST_BACKBONE": "tiny",
+            **JAX_TEST_CACHE,
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=900,

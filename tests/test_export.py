@@ -13,6 +13,7 @@ from core.runs.store import RunStore
 from tests.conftest import copy_run
 
 pytestmark = pytest.mark.slow
+RESNET50_GROUP = pytest.mark.xdist_group("export-resnet50")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,10 @@ def resnet_run(trained_run, tmp_path_factory):
     ("fmt", "quantize", "layout", "tolerance"),
     [
         ("keras", "", None, 1e-4),  # a save and load, no converter: the tiny backbone (60 s less on ResNet-50)
-        ("onnx", None, "triton", 1e-4),
-        ("savedmodel", None, "tfserving", 1e-4),
-        ("tflite", None, None, 1e-4),
+        # the three on ResNet-50 share one xdist worker (`make test`'s --dist loadgroup), so its run is trained once
+        pytest.param("onnx", None, "triton", 1e-4, marks=RESNET50_GROUP),
+        pytest.param("savedmodel", None, "tfserving", 1e-4, marks=RESNET50_GROUP),
+        pytest.param("tflite", None, None, 1e-4, marks=RESNET50_GROUP),
         ("tflite", "float16", None, 1e-2),  # the same converter quantized: on the tiny backbone
     ],
 )

@@ -304,12 +304,15 @@ def test_calibrate_conformal_on_the_command_line_carries_every_held_out_photo(tr
 
 
 @pytest.mark.slow
-def test_core_predict_gives_the_same_photo_the_same_set_every_time(trained_run, tmp_path):
+def test_core_predict_gives_the_same_photo_the_same_set_every_time(trained_run, tmp_path, monkeypatch, capsys):
+    """`core predict` in a fresh process and in this one (another process, other models built before it) gives each
+    photo the same set; the folder form (the serving engine) too."""
     import os
     import shutil
     import subprocess
     import sys
 
+    from core.cli import main
     from core.serving.batch_predict import SET_SEPARATOR
     from tests.conftest import PROJECT_ROOT, copy_run
 
@@ -323,18 +326,24 @@ def test_core_predict_gives_the_same_photo_the_same_set_every_time(trained_run, 
             shutil.copy(source, photos / f"{cls}-{source.name}")
     first = sorted(photos.iterdir())[0]
     shutil.copy(first, photos / "same-photo-another-name.png")
-    env = {**os.environ, "FLORA_MODELS_DIR": str(store_root), "FLORA_DATA_DIR": str(trained_run["data_root"])}
+    where = {"FLORA_MODELS_DIR": str(store_root), "FLORA_DATA_DIR": str(trained_run["data_root"])}
+    for name, value in where.items():
+        monkeypatch.setenv(name, value)
 
-    def predict(*sources):
+    def predict(*sources, fresh: bool = False):
+        argv = ["predict", run_id, *map(str, sources), "--set-level", "0.8", "--json"]
+        if not fresh:
+            assert main(argv) == 0
+            return json.loads(capsys.readouterr().out)["results"]
         done = subprocess.run(
-            [sys.executable, "-m", "core", "predict", run_id, *map(str, sources), "--set-level", "0.8", "--json"],
-            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+            [sys.executable, "-m", "core", *argv], cwd=PROJECT_ROOT, env={**os.environ, **where},
+            capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)["results"]
 
     files = sorted(photos.iterdir())
-    runs = [predict(*files) for _ in range(2)]  # a fresh process each time
+    runs = [predict(*files, fresh=True), predict(*files)]  # a fresh process, then this one
     sets = [{r["image"]: r["prediction_set"]["classes"] for r in results} for results in runs]
     assert sets[0] == sets[1] and len(sets[0]) == len(files)
     assert sets[0][str(first)] == sets[0][str(photos / "same-photo-another-name.png")]
