@@ -48,6 +48,7 @@ HALF_SEED = 0  # the same halves as the conformal sets
 SPREAD_SPLITS = 200
 SLACK_CONFIDENCE = 0.95  # the held-out half's own noise: the errors a rate at the level stays under 95% of the time
 SELECTIVE_VERSION = 1
+FRAGILE_SHARE = 0.1  # more halvings than this without a threshold: said beside the promise
 
 
 class SelectiveError(InvalidInput):
@@ -111,6 +112,22 @@ class SelectiveSpread:
     share_low: float
     share_high: float
     within_level: float | None  # share of halvings (that answered something) whose held-out error is at most the level
+    answered_splits: int | None = None  # halvings whose held-out half had answers (the error's figures are over these)
+
+    @property
+    def found(self) -> int:
+        """Halvings where a threshold was found."""
+        return self.splits - self.without_threshold
+
+    @property
+    def share_found_mean(self) -> float | None:
+        """The share answered on average over the halvings that found a threshold (the others answer none)."""
+        return self.share_mean * self.splits / self.found if self.found else None
+
+    @property
+    def fragile(self) -> bool:
+        """More than FRAGILE_SHARE of the halvings found no threshold: the one halving's promise is luck of the draw."""
+        return self.without_threshold > FRAGILE_SHARE * self.splits
 
 
 def spread(
@@ -150,6 +167,7 @@ def spread(
         share_low=float(np.quantile(s, 0.025)),
         share_high=float(np.quantile(s, 0.975)),
         within_level=float((e <= max_error + 1e-12).mean()) if len(e) else None,
+        answered_splits=len(e),
     )
 
 
@@ -173,6 +191,21 @@ class Selective:
     version: int = SELECTIVE_VERSION
     _cache: dict[float, float | None] = field(default_factory=dict, repr=False, compare=False)
     _near: dict[float, dict[str, Any] | None] = field(default_factory=dict, repr=False, compare=False)
+    _spread: dict[tuple[float, int], SelectiveSpread] = field(default_factory=dict, repr=False, compare=False)
+
+    def spread_at(self, max_error: float, splits: int = SPREAD_SPLITS) -> SelectiveSpread:
+        """The spread over random halvings at `max_error`, each halving fitting its own threshold, from the stored test
+        photos (the calibration half, then the held-out half): the same figures as a fit at that level reports."""
+        max_error = check_max_error(max_error)
+        if max_error == self.max_error and self.spread is not None and self.spread.splits == splits:
+            return self.spread
+        if (max_error, splits) not in self._spread:
+            confidence = np.r_[self.calibration_confidence, [p["confidence"] for p in self.photos]].astype(np.float64)
+            correct = np.r_[
+                np.asarray(self.calibration_correct, bool), [p["label"] == p["prediction"] for p in self.photos]
+            ].astype(bool)
+            self._spread[(max_error, splits)] = spread(confidence, correct, self.validation, max_error, splits)
+        return self._spread[(max_error, splits)]
 
     def threshold_at(self, max_error: float) -> float | None:
         """The threshold promising at most `max_error` wrong among answers (None: none does), from the stored half."""
@@ -246,6 +279,7 @@ class Selective:
         out = asdict(self)
         out.pop("_cache", None)
         out.pop("_near", None)
+        out.pop("_spread", None)
         out["held_out"] = self.held_out.to_dict()
         return out
 
@@ -315,11 +349,13 @@ def fit(
         val_correct=[bool(c) for c in val_correct],
         threshold=threshold,
         held_out=counted(held_confidence, correct[held], threshold, max_error),
-        spread=spread(confidence, correct, validation, max_error, spread_splits) if spread_splits else None,
+        spread=None,
         nearest=None,
         photos=photos,
     )
     fitted.nearest = fitted.nearest_at(max_error)
+    if spread_splits:
+        fitted.spread = fitted.spread_at(max_error, spread_splits)
     return fitted
 
 
@@ -398,6 +434,54 @@ def no_threshold_words(max_error: float, nearest: dict[str, Any] | None) -> tupl
         f"the nearest level it can promise is {nearest['max_error']:.0%} wrong: {how}, it answered "
         f"{held['answered']} of {held['photos']} held-out test photos ({held['share_answered']:.0%}), "
         f"{held['errors']} of them wrong"
+    )
+
+
+def fragile_words(spread: SelectiveSpread | None) -> str | None:
+    """Where more than a tenth of the random halvings found no threshold at the level, that in words (one clause, lower
+    case), to stand beside the promise; None otherwise. The promise itself is over the calibration photos drawn; this
+    says how often another draw of the same test photos would have had none to make."""
+    if spread is None or not spread.fragile:
+        return None
+    text = (
+        f"on other random halvings of the same test photos, each fitting its own threshold, no threshold could be "
+        f"promised in {spread.without_threshold} of {spread.splits}"
+    )
+    if spread.share_found_mean is None:
+        return text + ", so none of them answered any photo"
+    return text + (
+        f", so over all {spread.splits} it answered {spread.share_mean:.0%} of photos on average "
+        f"({spread.share_found_mean:.0%} in the {spread.found} where one was found)"
+    )
+
+
+def halvings_words(spread: SelectiveSpread, max_error: float) -> str:
+    """The spread over halvings in one sentence (no final stop): each fits its own threshold, the error among the
+    photos answered, and which halvings its figures leave out (those with no threshold or no answer)."""
+    level = f"{max_error:.0%}"
+    text = (
+        f"Over {spread.splits} random halvings of the test photos, each fitting its own threshold on one half and "
+        "counting on the other"
+    )
+    if spread.error_mean is None:
+        return text + f", none answered a photo at {level} (no threshold in {spread.without_threshold} of them)"
+    text += (
+        f", the error among answered photos was {spread.error_mean:.1%} ± {spread.error_sd or 0:.1%} "
+        f"({spread.error_low:.1%}–{spread.error_high:.1%} in 95% of them), at most {level} in "
+        f"{spread.within_level:.0%} of them"
+    )
+    left = []
+    if spread.without_threshold:
+        left.append(f"the {spread.without_threshold} where no threshold was found")
+    empty = spread.found - spread.answered_splits if spread.answered_splits is not None else 0
+    if empty:
+        left.append(f"the {empty} where it answered no photo")
+    if left:
+        counted_over = spread.answered_splits if spread.answered_splits is not None else spread.found
+        text += f"; these figures are over {counted_over} halvings and leave out " + " and ".join(left)
+    return text + (
+        f"; the share answered was {spread.share_low:.0%}–{spread.share_high:.0%} (a halving without a threshold "
+        "answers none)"
     )
 
 
