@@ -39,6 +39,7 @@ def level_control(served) -> float | None:
             f"{level:.0%} of the answers given to photos like the run's test photos are wrong; photos that look like "
             "none of its classes are held back too."
         )
+        selective_level.fragile_note(fitted, level)
     teaching.explain("selective")
     return level
 
