@@ -286,3 +286,14 @@ def _halves(fitted, perm):
     correct = np.r_[fitted.calibration_correct, [p["label"] == p["prediction"] for p in fitted.photos]].astype(bool)
     cal = perm[: len(perm) // 2]
     return confidence[cal], correct[cal]
+
+
+def test_core_calibrate_prints_the_halvings_line_and_a_promise_found_in_few_halvings(capsys):
+    from core.cli.selective import print_selective
+
+    near = _fragile_fit(0.05).nearest
+    fitted = _fragile_fit(near["max_error"])
+    print_selective(fitted)
+    out = capsys.readouterr().out
+    assert sel.halvings_words(fitted.spread, fitted.max_error) + "\n" in out
+    assert f"a promise found in few halvings: {sel.fragile_words(fitted.spread)}\n" in out
