@@ -39,5 +39,5 @@ def print_selective(fitted: Selective) -> None:
         print(halvings_words(spread, level))
         fragile = fragile_words(spread)
         if fragile:
-            print(f"a promise found in few halvings: {fragile}")
+            print(f"many halvings find no threshold here: {fragile}")
     print(f"stored with the run: Predict, the model server (max_error={level:g}) and batch predictions can hold back")

@@ -307,8 +307,8 @@ def _selective(found) -> str:
         fragile = fragile_words(s)
         if fragile:
             text += (
-                f". **A promise found in few halvings**: {fragile}. The promise holds over the draw of the photos it "
-                "calibrated on; this draw found a threshold where most did not, so its share answered is luck of the "
+                f". **Many halvings find no threshold here**: {fragile}. The promise holds over the draw of the "
+                "photos it calibrated on; whether a threshold is found at all, and what it answers, depends on that "
                 "draw"
             )
     return "## Answering only when sure\n\n" + intro + text + "." + extra

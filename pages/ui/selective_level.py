@@ -55,9 +55,9 @@ def fragile_note(fitted, level: float) -> str | None:
     fragile = selective.fragile_words(fitted.spread_at(level))
     if fragile:
         st.warning(
-            f"**A promise found in few halvings.** {fragile[0].upper()}{fragile[1:]}. The promise above holds over the "
-            "draw of the photos it calibrated on; this draw found a threshold where most did not, so its share "
-            "answered is luck of the draw.",
+            f"**Many halvings find no threshold here.** {fragile[0].upper()}{fragile[1:]}. The promise above holds "
+            "over the draw of the photos it calibrated on; whether a threshold is found at all, and what it answers, "
+            "depends on that draw.",
             icon=":material/casino:",
         )
     return fragile

@@ -152,10 +152,10 @@ def test_the_card_says_when_its_level_was_stored_and_a_promise_found_in_few_halv
     section = section[section.index("## Answering only when sure") :]
     assert f"at most {near['max_error']:.0%} wrong, stored {when} (`python -m core calibrate" in section
     assert selective.halvings_words(fitted.spread, fitted.max_error) in section
-    assert f"**A promise found in few halvings**: {selective.fragile_words(fitted.spread)}." in section
+    assert f"**Many halvings find no threshold here**: {selective.fragile_words(fitted.spread)}." in section
     # a spread where nearly every halving found one: no such words
     found["selective"] = replace(fitted, spread=replace(fitted.spread, without_threshold=0, share_mean=0.5))
-    assert "A promise found in few halvings" not in body(found, "0", 0.0)
+    assert "Many halvings find no threshold here" not in body(found, "0", 0.0)
 
 
 def test_intervals_hold_the_metric(run):

@@ -296,4 +296,4 @@ def test_core_calibrate_prints_the_halvings_line_and_a_promise_found_in_few_halv
     print_selective(fitted)
     out = capsys.readouterr().out
     assert sel.halvings_words(fitted.spread, fitted.max_error) + "\n" in out
-    assert f"a promise found in few halvings: {sel.fragile_words(fitted.spread)}\n" in out
+    assert f"many halvings find no threshold here: {sel.fragile_words(fitted.spread)}\n" in out
