@@ -3,7 +3,13 @@ another halving moves it, and, where no threshold can promise the level, the nea
 
 from __future__ import annotations
 
-from core.results.probabilities.selective import Selective, no_threshold_words, threshold_text
+from core.results.probabilities.selective import (
+    Selective,
+    fragile_words,
+    halvings_words,
+    no_threshold_words,
+    threshold_text,
+)
 
 
 def print_selective(fitted: Selective) -> None:
@@ -30,15 +36,8 @@ def print_selective(fitted: Selective) -> None:
         f"({error}); a true rate of {level:.0%} gives up to {held.allowed_errors} wrong in 95% of counts this size"
     )
     if spread is not None:
-        errors = (
-            f"error among answers {spread.error_mean:.1%} +/- {spread.error_sd or 0:.1%} (95% of halvings "
-            f"{spread.error_low:.1%}-{spread.error_high:.1%}), at most {level:.0%} in {spread.within_level:.0%} of them"
-            if spread.error_mean is not None
-            else "nothing answered in any halving"
-        )
-        print(
-            f"over {spread.splits} random halvings: {errors}; share answered {spread.share_mean:.0%} +/- "
-            f"{spread.share_sd:.0%} ({spread.share_low:.0%}-{spread.share_high:.0%})"
-            + (f"; no threshold in {spread.without_threshold}" if spread.without_threshold else "")
-        )
+        print(halvings_words(spread, level))
+        fragile = fragile_words(spread)
+        if fragile:
+            print(f"many halvings find no threshold here: {fragile}")
     print(f"stored with the run: Predict, the model server (max_error={level:g}) and batch predictions can hold back")

@@ -10,6 +10,7 @@ export bundle carries it as README.md, and Evaluate shows it.
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def facts(run: Run) -> dict[str, Any]:
         "calibration_promise": calibration_words.promise_words(calibration) if calibration is not None else None,
         "sets": conformal.load(run.directory),
         "selective": selective.load(run.directory),
+        "selective_saved_at": _saved_at(run_files(run).selective),
         "class_thresholds": class_thresholds.load(run.directory),
         "robustness": robustness.load(run.directory),
         "ood": reference.detector if reference is not None else None,
@@ -152,3 +154,12 @@ def read_metadata(text: str) -> dict[str, Any]:
         return {}
     end = text.find("\n---", 4)
     return yaml.safe_load(text[4:end]) if end > 0 else {}
+
+
+def _saved_at(path) -> str | None:
+    """When a stored file was last written, in UTC ('2026-11-26 08:05 UTC'); None when absent."""
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        return None
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -268,7 +268,12 @@ def _sets(found) -> str:
 
 
 def _selective(found) -> str:
-    from core.results.probabilities.selective import no_threshold_words, threshold_text  # heavy: scipy
+    from core.results.probabilities.selective import (  # heavy: scipy
+        fragile_words,
+        halvings_words,
+        no_threshold_words,
+        threshold_text,
+    )
 
     chosen, run = found["selective"], found["run"]
     thresholds = found["class_thresholds"]
@@ -283,7 +288,7 @@ def _selective(found) -> str:
             f"`python -m core calibrate {run.run_id} --max-error 0.05`." + extra
         )
     held, level = chosen.held_out, chosen.max_error
-    intro = _selective_level(chosen, run)
+    intro = _selective_level(chosen, run, found.get("selective_saved_at"))
     if chosen.threshold is None:
         # the words and figures Predict, Evaluate and `core calibrate` give at this level
         cannot, nearest = no_threshold_words(level, chosen.nearest)
@@ -296,23 +301,30 @@ def _selective(found) -> str:
         f"{threshold_text(chosen.threshold)} or more. On the other half it answered {held.answered} of "
         f"{held.photos} ({held.share_answered:.0%}), {held.errors} wrong ({error})"
     )
-    if chosen.spread is not None and chosen.spread.error_mean is not None:
+    if chosen.spread is not None:
         s = chosen.spread
-        text += (
-            f"; over {s.splits} halvings the error among answers was {s.error_mean:.1%} +/- {s.error_sd or 0:.1%} "
-            f"and the share answered {s.share_mean:.0%}"
-        )
+        text += ". " + halvings_words(s, level)
+        fragile = fragile_words(s)
+        if fragile:
+            text += (
+                f". **Many halvings find no threshold here**: {fragile}. The promise holds over the draw of the "
+                "photos it calibrated on; whether a threshold is found at all, and what it answers, depends on that "
+                "draw"
+            )
     return "## Answering only when sure\n\n" + intro + text + "." + extra
 
 
-def _selective_level(chosen, run) -> str:
-    """Which level the section reports: the one last fitted, with the command, beside the app's default."""
+def _selective_level(chosen, run, saved_at: str | None = None) -> str:
+    """Which level the section reports: the one last fitted and stored with the run (by `core calibrate`, or the app's
+    default when it was never run), when, with the command, beside the app's default."""
     from core.results.probabilities.selective import DEFAULT_MAX_ERROR  # heavy: scipy
 
     level = chosen.max_error
+    when = f", stored {saved_at}" if saved_at else ""
     text = (
-        f"This section reports the level last fitted, at most {level:.0%} wrong (`python -m core calibrate "
-        f"{run.run_id} --max-error {level:g}`). "
+        f"This section reports the level last fitted and stored with the run, at most {level:.0%} wrong{when} "
+        f"(`python -m core calibrate {run.run_id} --max-error {level:g}`; the app's default when that was never run). "
+        "The levels looked at on Evaluate or used on Predict are not stored and do not change it. "
     )
     if abs(level - DEFAULT_MAX_ERROR) > 1e-9:
         default = chosen.threshold_at(DEFAULT_MAX_ERROR)

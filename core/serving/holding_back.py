@@ -41,3 +41,27 @@ def hold_back(
         answer.abstained = bool(reasons)
         answer.abstain_reason = "; ".join(reasons) if reasons else None
         answer.max_error = max_error
+
+
+def held_back_counts(
+    answers: Iterable,
+    selective: sure.Selective | None,
+    max_error: float | None,
+    thresholds: dict[str, float],
+) -> tuple[int, int]:
+    """(held back, held back by the saved class thresholds alone): answers `hold_back` held back, and of them those
+    that neither the level's threshold nor the foreign check would have held back (what the level's guarantee does
+    not cover)."""
+    held = alone = 0
+    for answer in answers:
+        if not answer.abstained:
+            continue
+        held += 1
+        level_holds = max_error is not None and not sure.decision(selective, answer.max_probability, max_error)[0]
+        if (
+            not answer.ood_flag
+            and not level_holds
+            and not per_class.decision(thresholds, answer.label, answer.max_probability)[0]
+        ):
+            alone += 1
+    return held, alone

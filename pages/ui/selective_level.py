@@ -32,7 +32,13 @@ def nearest_warning(fitted, level: float, key: str) -> None:
     (the words and figures `core calibrate` and the card give), and a button moving the slider under `key` there."""
     nearest = fitted.nearest_at(level)
     cannot, there = selective.no_threshold_words(level, nearest)
-    st.warning(f"**{cannot[0].upper()}{cannot[1:]}**. {there[0].upper()}{there[1:]}.", icon=":material/block:")
+    fragile = selective.fragile_words(fitted.spread_at(nearest["max_error"])) if nearest is not None else None
+    st.warning(
+        f"**{cannot[0].upper()}{cannot[1:]}**. {there[0].upper()}{there[1:]}"
+        + (f". At {nearest['max_error']:.0%}, {fragile}" if fragile else "")
+        + ".",
+        icon=":material/block:",
+    )
     if nearest is not None:
         st.button(
             f"Use {nearest['max_error']:.0%}",
@@ -41,3 +47,17 @@ def nearest_warning(fitted, level: float, key: str) -> None:
             args=(key, nearest["max_error"]),
             help="Move the level to the nearest one this run's threshold can promise.",
         )
+
+
+def fragile_note(fitted, level: float) -> str | None:
+    """Beside a promise at `level`: where more than a tenth of the random halvings found no threshold, that in words
+    (a warning); the words, or None where the promise does not rest on a lucky halving."""
+    fragile = selective.fragile_words(fitted.spread_at(level))
+    if fragile:
+        st.warning(
+            f"**Many halvings find no threshold here.** {fragile[0].upper()}{fragile[1:]}. The promise above holds "
+            "over the draw of the photos it calibrated on; whether a threshold is found at all, and what it answers, "
+            "depends on that draw.",
+            icon=":material/casino:",
+        )
+    return fragile

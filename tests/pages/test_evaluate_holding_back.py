@@ -234,3 +234,60 @@ def test_the_model_card_tab_shows_the_runs_metrics(app, workspace, models):
     assert any(m.value.startswith(f"# Model card: flora-{workspace['run_id']}") for m in at.markdown)
     assert any(f"value: {accuracy}" in code.value for code in at.code)
     assert at.get("download_button")
+
+
+def _fragile_analysis(classes: list[str], seed: int = 3):
+    """A weak model on 54 test photos (walk 42's random start at 64 px): its surer answers are right a little more
+    often, so a level near 40% has a threshold on this halving and none on most other halvings."""
+    from core.runs.analysis import RunAnalysis, SplitArrays
+
+    rng = np.random.default_rng(seed)
+
+    def split(n: int, name: str) -> SplitArrays:
+        labels = rng.integers(0, len(classes), n)
+        strength = rng.uniform(0.0, 4.0, n)
+        right = rng.uniform(size=n) < 0.4 + 0.12 * strength
+        predicted = np.where(right, labels, (labels + 1) % len(classes))
+        logits = np.zeros((n, len(classes)), np.float32)
+        logits[np.arange(n), predicted] = strength
+        paths = [f"{classes[label]}/{name}_{i:03d}.png" for i, label in enumerate(labels)]
+        return SplitArrays(logits, np.zeros((n, 8), np.float16), labels, paths, np.arange(n))
+
+    return RunAnalysis(list(classes), split(60, "val"), split(54, "test"))
+
+
+def test_a_promise_found_in_few_halvings_says_so_on_evaluate_and_predict(app, workspace, models):
+    from core.runs.files import run_files
+
+    run = RunStore(models).get(workspace["run_id"])
+    _fragile_analysis(run.classes).save(run.directory)
+    run_files(run.directory).selective.unlink(missing_ok=True)
+    strict = selective.fit_run(run.directory, 0.05, store=False)
+    near = strict.nearest
+    assert near is not None
+    level = near["max_error"]
+    at_level = selective.fit_run(run.directory, level, store=False)
+    spread = at_level.spread
+    assert spread.fragile and at_level.threshold is not None  # this halving found one; most did not
+    fragile = selective.fragile_words(spread)
+    assert f"no threshold could be promised in {spread.without_threshold} of {spread.splits}" in fragile
+
+    at = _tab(app, "When to answer", models)
+    at.select_slider(key="evaluate_max_error").set_value(0.05).run()
+    assert f"At {level:.0%}, {fragile}." in texts(at)  # the "Use N%" suggestion says it before it is taken
+    at.button(key="evaluate_max_error_nearest").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert f"{fragile[0].upper()}{fragile[1:]}." in shown  # beside the promise
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Error among answered, other halvings"] == f"{spread.error_mean:.1%} ± {spread.error_sd or 0:.1%}"
+    line = selective.halvings_words(spread, level)
+    assert line in shown and f"leave out the {spread.without_threshold} where no threshold was found" in line
+
+    at = app("predict", models_dir=models)
+    photo = sorted((workspace["dataset"] / run.classes[0]).iterdir())[0]
+    at.file_uploader(key="predict_upload").set_value(("p.png", photo.read_bytes(), "image/png")).run()
+    at.toggle(key="predict_only_sure").set_value(True).run()
+    at.select_slider(key="predict_max_error").set_value(level).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"{fragile[0].upper()}{fragile[1:]}." in texts(at)

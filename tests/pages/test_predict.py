@@ -295,3 +295,51 @@ def test_a_photo_unlike_the_runs_says_why_it_is_flagged(app, workspace, tmp_path
     at.toggle(key="predict_only_sure").set_value(True).run()
     held = [w.value for w in at.warning if w.value.startswith("**Held back**")]
     assert held and held[0].startswith(f"**Held back**: {plain.md(FOREIGN_REASON)}"), [w.value for w in at.warning]
+
+
+def test_saved_class_thresholds_are_counted_and_said_outside_the_guarantee(app, workspace, tmp_path):
+    """Walk 42: a saved per-class threshold held photos back with no count in the summary, and with "answer only when
+    sure" on, the guarantee's words described the level's threshold alone without saying so."""
+    from core.results.probabilities import class_thresholds, selective
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+    from tests.pages.test_evaluate_holding_back import _weak_analysis
+
+    models = copy_run(workspace["models"], tmp_path / "models")
+    run = RunStore(models).get(workspace["run_id"])
+    _weak_analysis(run.classes).save(run.directory)  # 600 test photos: a threshold at 50%
+    strict = 0.9999
+    class_thresholds.save(run.directory, {name: strict for name in run.classes}, run.classes)
+    at = app("predict", models_dir=models)
+    photos = sorted(workspace["dataset"].rglob("*.png"))[:5]
+    files = [(f"{i}.png", p.read_bytes(), "image/png") for i, p in enumerate(photos)]
+    at.file_uploader(key="predict_upload").set_value(files).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def counts(threshold: float | None) -> tuple[int, int, str]:
+        table = next(frame.value for frame in at.dataframe if "answered" in frame.value.columns)
+        summary = next(m.value for m in at.markdown if m.value.startswith("**5 photos**"))
+        held = int((table["answered"] == False).sum())  # noqa: E712 (the column holds True, False or "")
+        foreign = table["out_of_distribution"] == True  # noqa: E712
+        level_answers = table["probability_1"] >= (threshold or 0.0)
+        alone = int((~foreign & level_answers & (table["probability_1"] < strict)).sum())
+        return held, alone, summary
+
+    held, alone, summary = counts(None)
+    assert held > 0 and f", {held} held back" in summary
+    assert (f"({alone} by your saved per-class thresholds alone)" in summary) == (alone > 0), summary
+
+    at.toggle(key="predict_only_sure").set_value(True).run()
+    at.select_slider(key="predict_max_error").set_value(0.5).run()
+    assert not at.exception, [e.value for e in at.exception]
+    threshold = selective.run_selective(run.directory).threshold_at(0.5)
+    assert threshold is not None
+    notes = [i.value for i in at.info if "The guarantee covers the" in i.value]
+    assert notes and notes[0].startswith(
+        f"The guarantee covers the {selective.threshold_text(threshold)} threshold alone: your saved per-class "
+        "thresholds ("
+    )
+    held, alone, summary = counts(threshold)
+    assert f", {held} held back" in summary
+    said = f"({alone} by your saved per-class thresholds alone, which the guarantee does not cover)"
+    assert (said in summary) == (alone > 0), summary

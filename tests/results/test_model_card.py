@@ -101,6 +101,7 @@ def test_the_card_promises_only_what_the_run_has_and_says_when_it_is_no_better_t
     found = model_card.facts(run)
     found["sets"] = None
     found["selective"] = _selective(0.2, None, at_default=None)
+    found["selective_saved_at"] = "2026-11-26 08:05 UTC"
     found["summary"] = {**found["summary"], "accuracy": 0.3, "test_images": 40}  # 4 classes: chance is 0.25
     found["intervals"] = {**found["intervals"], "accuracy": [0.181, 0.454]}
     text = body(found, "0", 0.0)
@@ -112,9 +113,10 @@ def test_the_card_promises_only_what_the_run_has_and_says_when_it_is_no_better_t
     assert "Every probability" not in text and "own softmax, before calibration" in text
     section = text[text.index("## Answering only when sure") :]
     fitted = (
-        f"reports the level last fitted, at most 20% wrong (`python -m core calibrate {run.run_id} --max-error 0.2`)"
+        "reports the level last fitted and stored with the run, at most 20% wrong, stored 2026-11-26 08:05 UTC "
+        f"(`python -m core calibrate {run.run_id} --max-error 0.2`; the app's default when that was never run)"
     )
-    assert fitted in section
+    assert fitted in section and "used on Predict are not stored and do not change it" in section
     assert "starts at the app's default, 5%, where no threshold can promise it" in section
 
     found["selective"] = _selective(0.05, 0.8)
@@ -124,6 +126,36 @@ def test_the_card_promises_only_what_the_run_has_and_says_when_it_is_no_better_t
     assert "chance" not in text[: text.index("## Model details")] and "no better than chance" not in text
     assert "promises at most 5% wrong among the photos it answers" in text
     assert "It is also the app's default" in text
+
+
+def test_the_card_says_when_its_level_was_stored_and_a_promise_found_in_few_halvings(run):
+    """Walk 42: the card gave the level last fitted from the command line as if it were the page's, and a promise at
+    a level where 155 of 200 halvings found no threshold without saying so."""
+    from dataclasses import replace
+
+    from core.results.model_card_text import body
+    from core.results.probabilities import selective
+    from core.runs.files import run_files
+    from tests.results.probabilities.test_selective import _fragile_fit
+
+    near = _fragile_fit(0.05).nearest
+    fitted = _fragile_fit(near["max_error"])
+    assert fitted.spread.fragile
+    selective.save(fitted, run.directory)
+    found = model_card.facts(run)
+    stamp = run_files(run).selective.stat().st_mtime
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert found["selective_saved_at"] == when
+    section = body(found, "0", 0.0)
+    section = section[section.index("## Answering only when sure") :]
+    assert f"at most {near['max_error']:.0%} wrong, stored {when} (`python -m core calibrate" in section
+    assert selective.halvings_words(fitted.spread, fitted.max_error) in section
+    assert f"**Many halvings find no threshold here**: {selective.fragile_words(fitted.spread)}." in section
+    # a spread where nearly every halving found one: no such words
+    found["selective"] = replace(fitted, spread=replace(fitted.spread, without_threshold=0, share_mean=0.5))
+    assert "Many halvings find no threshold here" not in body(found, "0", 0.0)
 
 
 def test_intervals_hold_the_metric(run):

@@ -40,7 +40,19 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.fileio import read_versioned, write_json_atomic
-from core.results.probabilities.learn_then_test import DELTA, LEVELS, MAX_ERROR_RANGE, learn_then_test, nearest_level
+from core.results.probabilities.learn_then_test import (
+    DELTA,
+    LEVELS,  # noqa: F401 (the slider's levels, read from here)
+    MAX_ERROR_RANGE,
+    learn_then_test,
+    nearest_level,
+)
+from core.results.probabilities.selective_words import (  # the words, read from here as before
+    fragile_words,  # noqa: F401
+    halvings_words,  # noqa: F401
+    no_threshold_words,
+    threshold_text,  # noqa: F401
+)
 from core.runs.files import run_files
 
 DEFAULT_MAX_ERROR = 0.05
@@ -48,6 +60,7 @@ HALF_SEED = 0  # the same halves as the conformal sets
 SPREAD_SPLITS = 200
 SLACK_CONFIDENCE = 0.95  # the held-out half's own noise: the errors a rate at the level stays under 95% of the time
 SELECTIVE_VERSION = 1
+FRAGILE_SHARE = 0.1  # more halvings than this without a threshold: said beside the promise
 
 
 class SelectiveError(InvalidInput):
@@ -111,6 +124,22 @@ class SelectiveSpread:
     share_low: float
     share_high: float
     within_level: float | None  # share of halvings (that answered something) whose held-out error is at most the level
+    answered_splits: int | None = None  # halvings whose held-out half had answers (the error's figures are over these)
+
+    @property
+    def found(self) -> int:
+        """Halvings where a threshold was found."""
+        return self.splits - self.without_threshold
+
+    @property
+    def share_found_mean(self) -> float | None:
+        """The share answered on average over the halvings that found a threshold (the others answer none)."""
+        return self.share_mean * self.splits / self.found if self.found else None
+
+    @property
+    def fragile(self) -> bool:
+        """More than FRAGILE_SHARE of the halvings found no threshold: the one halving's promise is luck of the draw."""
+        return self.without_threshold > FRAGILE_SHARE * self.splits
 
 
 def spread(
@@ -150,6 +179,7 @@ def spread(
         share_low=float(np.quantile(s, 0.025)),
         share_high=float(np.quantile(s, 0.975)),
         within_level=float((e <= max_error + 1e-12).mean()) if len(e) else None,
+        answered_splits=len(e),
     )
 
 
@@ -173,6 +203,21 @@ class Selective:
     version: int = SELECTIVE_VERSION
     _cache: dict[float, float | None] = field(default_factory=dict, repr=False, compare=False)
     _near: dict[float, dict[str, Any] | None] = field(default_factory=dict, repr=False, compare=False)
+    _spread: dict[tuple[float, int], SelectiveSpread] = field(default_factory=dict, repr=False, compare=False)
+
+    def spread_at(self, max_error: float, splits: int = SPREAD_SPLITS) -> SelectiveSpread:
+        """The spread over random halvings at `max_error`, each halving fitting its own threshold, from the stored test
+        photos (the calibration half, then the held-out half): the same figures as a fit at that level reports."""
+        max_error = check_max_error(max_error)
+        if max_error == self.max_error and self.spread is not None and self.spread.splits == splits:
+            return self.spread
+        if (max_error, splits) not in self._spread:
+            confidence = np.r_[self.calibration_confidence, [p["confidence"] for p in self.photos]].astype(np.float64)
+            correct = np.r_[
+                np.asarray(self.calibration_correct, bool), [p["label"] == p["prediction"] for p in self.photos]
+            ].astype(bool)
+            self._spread[(max_error, splits)] = spread(confidence, correct, self.validation, max_error, splits)
+        return self._spread[(max_error, splits)]
 
     def threshold_at(self, max_error: float) -> float | None:
         """The threshold promising at most `max_error` wrong among answers (None: none does), from the stored half."""
@@ -246,6 +291,7 @@ class Selective:
         out = asdict(self)
         out.pop("_cache", None)
         out.pop("_near", None)
+        out.pop("_spread", None)
         out["held_out"] = self.held_out.to_dict()
         return out
 
@@ -315,11 +361,13 @@ def fit(
         val_correct=[bool(c) for c in val_correct],
         threshold=threshold,
         held_out=counted(held_confidence, correct[held], threshold, max_error),
-        spread=spread(confidence, correct, validation, max_error, spread_splits) if spread_splits else None,
+        spread=None,
         nearest=None,
         photos=photos,
     )
     fitted.nearest = fitted.nearest_at(max_error)
+    if spread_splits:
+        fitted.spread = fitted.spread_at(max_error, spread_splits)
     return fitted
 
 
@@ -368,37 +416,6 @@ def run_selective(run_dir: str | os.PathLike) -> Selective | None:
         return fit_run(run_dir, stored.max_error if stored is not None else DEFAULT_MAX_ERROR)
     except (AnalysisMissing, SelectiveError):
         return None
-
-
-def threshold_text(threshold: float) -> str:
-    """A threshold as written: three decimals where that is exact (the grid's thousandths), else all it needs."""
-    return f"{threshold:.3f}" if abs(round(threshold, 3) - threshold) < 1e-9 else f"{threshold:.6f}".rstrip("0")
-
-
-def no_threshold_words(max_error: float, nearest: dict[str, Any] | None) -> tuple[str, str]:
-    """Where `max_error` has no threshold: (that it cannot be promised, the nearest level that can with the share it
-    answered on the held-out half), two clauses in lower case; `nearest` is `Selective.nearest_at(max_error)`.
-    Predict, Evaluate, the server's reason, `core calibrate` and the card say these."""
-    level = f"{max_error:.0%}"
-    cannot = (
-        f"no threshold can promise at most {level} wrong on this run's photos, so at {level} every photo is held back"
-    )
-    if nearest is None:
-        return cannot, (
-            f"no level up to {LEVELS[-1]:.0%} can be promised either: on the photos it calibrates on, even its surest "
-            "answers do not show one"
-        )
-    held = nearest["held_out"]
-    how = (
-        f"answering when the top probability is {threshold_text(nearest['threshold'])} or more"
-        if nearest["threshold"] > 0
-        else "answering every photo"
-    )
-    return cannot, (
-        f"the nearest level it can promise is {nearest['max_error']:.0%} wrong: {how}, it answered "
-        f"{held['answered']} of {held['photos']} held-out test photos ({held['share_answered']:.0%}), "
-        f"{held['errors']} of them wrong"
-    )
 
 
 def decision(selective: Selective | None, confidence: float, max_error: float) -> tuple[bool, str | None]:

@@ -70,19 +70,17 @@ def selective_section(run) -> None:
     )
     if spread is not None:
         cols[3].metric(
-            f"Over {spread.splits} halvings",
+            "Error among answered, other halvings",
             "-" if spread.error_mean is None else f"{spread.error_mean:.1%} ± {spread.error_sd or 0:.1%}",
-            help=f"The error among answers when the halving is drawn again; answered {spread.share_mean:.0%} on "
-            "average",
+            help=f"Over {spread.splits} random halvings, each fitting its own threshold on one half and counting on "
+            f"the other: the error among the photos answered, over the {spread.answered_splits or spread.found} halvings that "
+            f"answered some ({spread.without_threshold} found no threshold and are left out)",
         )
-        if spread.error_mean is not None:
-            st.caption(
-                f"Over {spread.splits} random halvings of the test photos, the error among answers on the half that "
-                f"chose nothing was {spread.error_low:.1%}–{spread.error_high:.1%} (95% of halvings) and at most "
-                f"{level:.0%} in {spread.within_level:.0%} of them; the share answered {spread.share_low:.0%}–"
-                f"{spread.share_high:.0%}. The promise is about photos like the test photos taken together; a "
-                "half's own count also moves by chance."
-            )
+        selective_level.fragile_note(fitted, level)
+        st.caption(
+            selective.halvings_words(spread, level) + ". The promise is about photos like the test photos taken "
+            "together; a half's own count also moves by chance."
+        )
 
 
 def _curve_chart(rows: list[per_class.ClassAnswers], threshold: float, name: str) -> alt.LayerChart:

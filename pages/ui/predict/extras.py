@@ -111,6 +111,7 @@ def many_photos_table(
     under the run's class thresholds) and OOD flag (unreadable files get their reason) and a CSV download."""
     # heavy: scikit-learn and scipy, loaded when a batch is predicted
     from core.serving.batch_predict import csv_text, table_rows
+    from core.serving.holding_back import held_back_counts
 
     progress = st.progress(0.0, text="Classifying…")
     items = []
@@ -134,8 +135,15 @@ def many_photos_table(
     if flagged:
         unlike += " (their answers and sets are not to be trusted"
         unlike += f"; {plain.md(model.reference.detector.flag_words())})" if model.reference is not None else ")"
+    answers = [item.answer for item in items if item.answer is not None]
+    held, alone = held_back_counts(answers, model.selective, max_error, model.class_thresholds)
+    held_words = f", {held} held back"
+    if alone:
+        held_words += f" ({alone} by your saved per-class thresholds alone" + (
+            ", which the guarantee does not cover)" if max_error is not None else ")"
+        )
     st.markdown(
-        f"**{len(items)} photos**: {bad} unreadable, {unlike}"
+        f"**{len(items)} photos**: {bad} unreadable, {unlike}{held_words}"
         + (f", {small} far smaller than the model's input." if small else ".")
     )
     st.dataframe(

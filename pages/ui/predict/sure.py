@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.results.probabilities import class_thresholds as per_class
+from core.results.probabilities import selective
 from core.serving.holding_back import hold_back
 from pages.ui import plain, selective_level, teaching
 
@@ -39,8 +41,21 @@ def level_control(served) -> float | None:
             f"{level:.0%} of the answers given to photos like the run's test photos are wrong; photos that look like "
             "none of its classes are held back too."
         )
+        selective_level.fragile_note(fitted, level)
+        if served.class_thresholds:
+            st.info(
+                f"The guarantee covers the {selective.threshold_text(threshold)} threshold alone: your saved "
+                f"per-class thresholds ({per_class_list(served.class_thresholds)}) hold back more answers and are not "
+                "covered by it (a photo they hold back says so).",
+                icon=":material/rule:",
+            )
     teaching.explain("selective")
     return level
+
+
+def per_class_list(thresholds: dict[str, float]) -> str:
+    """'tulip 0.70, rose 0.55': the saved per-class thresholds as written on Evaluate."""
+    return ", ".join(f"{plain.md(name)} {per_class.figure(value)}" for name, value in thresholds.items())
 
 
 def apply(served, answer, level: float | None) -> None:

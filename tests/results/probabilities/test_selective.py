@@ -226,3 +226,74 @@ def test_core_calibrate_max_error_answers_real_photos_within_the_level(flower_ru
     slack = int(binom.ppf(0.95, len(answered), 0.2))
     assert report["held_out"]["allowed_errors"] == slack
     assert wrong <= slack, f"{wrong} wrong of {len(answered)} answered: above 20% beyond a finite count's slack"
+
+
+def _fragile_fit(max_error: float, splits: int = 40):
+    """A weak model's 54 test photos (as the walk's random start at 64 px): right with chance equal to confidence."""
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.34, 1.0, size=54)
+    correct = rng.uniform(size=54) < confidence
+    labels = np.where(correct, 0, 1)
+    probabilities = np.c_[confidence, 1 - confidence]
+    paths = [f"{i}.jpg" for i in range(54)]
+    return sel.fit(
+        probabilities, labels, paths, ["a", "b"], probabilities[:30], labels[:30], max_error, spread_splits=splits
+    )
+
+
+def test_a_promise_found_in_few_halvings_is_said_fragile_with_its_counts():
+    near = _fragile_fit(0.05).nearest
+    assert near is not None
+    fitted = _fragile_fit(near["max_error"])
+    s = fitted.spread
+    # the spread recounts from the stored photos: the same figures at that level from a fit at another level
+    again = sel.Selective.from_dict(_fragile_fit(0.05).to_dict()).spread_at(near["max_error"], 40)
+    assert again == s
+    missing = sum(
+        ltt.learn_then_test(*_halves(fitted, seed_perm), fitted.validation, fitted.max_error) is None
+        for seed_perm in _perms(fitted, 40)
+    )
+    assert s.without_threshold == missing
+    found = s.splits - s.without_threshold
+    words = sel.fragile_words(s)
+    assert s.fragile and s.without_threshold > 0.1 * s.splits  # this weak model's nearest level is luck of the draw
+    assert words.startswith(
+        f"on other random halvings of the same test photos, each fitting its own threshold, no threshold could be "
+        f"promised in {s.without_threshold} of {s.splits}"
+    )
+    assert f"({s.share_mean * s.splits / found:.0%} in the {found} where one was found)" in words
+    line = sel.halvings_words(s, fitted.max_error)
+    assert "each fitting its own threshold" in line and "error among answered photos" in line
+    assert f"leave out the {s.without_threshold} where no threshold was found" in line
+    # the words follow the counts, not the model: a made-up spread on each side of a tenth
+    base = dict(s.__dict__)
+    assert sel.fragile_words(sel.SelectiveSpread(**{**base, "splits": 200, "without_threshold": 20})) is None
+    few = sel.SelectiveSpread(**{**base, "splits": 200, "without_threshold": 155, "share_mean": 0.22})
+    assert sel.fragile_words(few).endswith(
+        "no threshold could be promised in 155 of 200, so over all 200 it answered 22% of photos on average "
+        "(98% in the 45 where one was found)"
+    )
+
+
+def _perms(fitted, splits):
+    rng = np.random.default_rng(1)
+    n = len(fitted.calibration_confidence) + len(fitted.photos)
+    return [rng.permutation(n) for _ in range(splits)]
+
+
+def _halves(fitted, perm):
+    confidence = np.r_[fitted.calibration_confidence, [p["confidence"] for p in fitted.photos]]
+    correct = np.r_[fitted.calibration_correct, [p["label"] == p["prediction"] for p in fitted.photos]].astype(bool)
+    cal = perm[: len(perm) // 2]
+    return confidence[cal], correct[cal]
+
+
+def test_core_calibrate_prints_the_halvings_line_and_a_promise_found_in_few_halvings(capsys):
+    from core.cli.selective import print_selective
+
+    near = _fragile_fit(0.05).nearest
+    fitted = _fragile_fit(near["max_error"])
+    print_selective(fitted)
+    out = capsys.readouterr().out
+    assert sel.halvings_words(fitted.spread, fitted.max_error) + "\n" in out
+    assert f"many halvings find no threshold here: {sel.fragile_words(fitted.spread)}\n" in out
