@@ -4,12 +4,13 @@ on a lucky halving. Predict, Evaluate, the server's reason, `core calibrate` and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.results.probabilities.learn_then_test import LEVELS
 
-if TYPE_CHECKING:
-    from core.results.probabilities.selective import SelectiveSpread
+# The spreads below are selective.SelectiveSpread; typed Any so that selective, which says its words through this
+# module, is not imported back from here (one direction: selective -> selective_words).
+SelectiveSpread = Any
 
 
 def threshold_text(threshold: float) -> str:

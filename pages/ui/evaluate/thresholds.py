@@ -73,8 +73,9 @@ def selective_section(run) -> None:
             "Error among answered, other halvings",
             "-" if spread.error_mean is None else f"{spread.error_mean:.1%} ± {spread.error_sd or 0:.1%}",
             help=f"Over {spread.splits} random halvings, each fitting its own threshold on one half and counting on "
-            f"the other: the error among the photos answered, over the {spread.answered_splits or spread.found} halvings that "
-            f"answered some ({spread.without_threshold} found no threshold and are left out)",
+            "the other: the error among the photos answered, over the "
+            f"{spread.answered_splits or spread.found} halvings that answered some ({spread.without_threshold} found "
+            "no threshold and are left out)",
         )
         selective_level.fragile_note(fitted, level)
         st.caption(
