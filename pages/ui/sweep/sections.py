@@ -107,35 +107,32 @@ def results(sweep: Sweep, snapshot: dict) -> None:
     top = most_accurate(rows)
     cols = st.columns(5)
     if best and best.get("val_map") is not None:  # a multi-label sweep: chosen by its validation mAP
-        cols[0].metric(
+        _trial_metric(
+            cols[0],
             "Best trial's validation mAP",
             f"{best['val_map']:.3f}",
-            delta=f"trial {best['number']}",
-            delta_color="off",
-            delta_arrow="off",
-            help="The best trial is the one with the highest validation mAP (mean average precision over the "
-            "labels): what the sweep maximises, and what 'Train the best as a run' trains.",
+            best,
+            "The best trial is the one with the highest validation mAP (mean average precision over the labels): "
+            "what the sweep maximises, and what 'Train the best as a run' trains.",
         )
         cols[1].metric("Its validation loss", f"{best['val_loss']:.4f}" if best.get("val_loss") is not None else "-")
     else:
-        cols[0].metric(
+        _trial_metric(
+            cols[0],
             "Best trial's validation loss",
             f"{best['val_loss']:.4f}" if best else "-",
-            delta=f"trial {best['number']}" if best else None,
-            delta_color="off",
-            delta_arrow="off",
-            help="The best trial is the one with the lowest validation loss: what the sweep minimises, and what "
+            best,
+            "The best trial is the one with the lowest validation loss: what the sweep minimises, and what "
             "'Train the best as a run' trains.",
         )
         cols[1].metric("Its validation accuracy", f"{best['val_accuracy']:.3f}" if best else "-")
-        cols[2].metric(
+        _trial_metric(
+            cols[2],
             "Highest validation accuracy",
             f"{top['val_accuracy']:.3f}" if top else "-",
-            delta=f"trial {top['number']}" if top else None,
-            delta_color="off",
-            delta_arrow="off",
-            help="Of any complete trial. It can be another trial than the best: a trial can get more photos right "
-            "while being surer of its mistakes (a higher loss).",
+            top,
+            "Of any complete trial. It can be another trial than the best: a trial can get more photos right while "
+            "being surer of its mistakes (a higher loss).",
         )
     cols[3].metric(  # the pruned count beneath: "20 (13 pruned)" was cut off in a quarter of the page
         "Trials finished",
@@ -302,3 +299,15 @@ def details(sweep: Sweep) -> None:
                     on_click=delete_sweep,
                     args=(sweep.sweep_id,),
                 )
+
+
+def _trial_metric(column, label: str, value: str, trial: dict | None, help_text: str) -> None:
+    """A figure of one trial, its number beneath (no arrow: it is a name, not a change)."""
+    column.metric(
+        label,
+        value,
+        delta=f"trial {trial['number']}" if trial else None,
+        delta_color="off",
+        delta_arrow="off",
+        help=help_text,
+    )
