@@ -73,6 +73,7 @@ class Answer:
     abstained: bool | None = None  # held back (core.serving.holding_back); None: nothing could hold it back
     abstain_reason: str | None = None
     max_error: float | None = None  # the level asked for ("answer only when sure")
+    guarantee: str | None = None  # what the level promises and, where halvings often found none, how fragile that is
 
     @property
     def set_trusted(self) -> bool | None:
@@ -103,6 +104,8 @@ class Answer:
                 out["reason"] = self.abstain_reason
             if self.max_error is not None:
                 out["max_error"] = self.max_error
+            if self.guarantee:
+                out["guarantee"] = self.guarantee
         if self.ood_score is not None:
             out["out_of_distribution"] = {
                 "flag": bool(self.ood_flag),
