@@ -105,6 +105,7 @@ def cost_row(sizes: Sizes, dataset: Path, work: Path) -> Row:
     flags = ["--weights", "none", "--image-size", str(sizes.train_px), "--epochs", str(sizes.epochs)]
     flags += ["--fine-tune-epochs", str(sizes.fine_tune_epochs), "--batch-size", "32", "--seed", "1", "--json"]
     seconds: dict[str, list[float]] = {"single": [], "multi": []}
+    stages: dict[str, list[dict[str, float]]] = {"single": [], "multi": []}  # train's own stages, each turn
     for turn, kind in enumerate(("single", "multi", "multi", "single")):
         path = (multi_set if kind == "multi" else single_set).path
         cold = work / f"cold{turn}"  # its own data and models folders: nothing cached from another turn
@@ -113,6 +114,7 @@ def cost_row(sizes: Sizes, dataset: Path, work: Path) -> Row:
         if result["rc"] != 0:
             raise RuntimeError(f"core train ({kind}) failed: {result.get('tail', '')[-800:]}")
         seconds[kind].append(result["seconds"])
+        stages[kind].append(result.get("stages", {}))
         log.info("multilabel: %s run %.1f s", kind, result["seconds"])
         shutil.rmtree(cold, ignore_errors=True)
     ours, theirs = statistics.median(seconds["multi"]), statistics.median(seconds["single"])
@@ -130,7 +132,7 @@ def cost_row(sizes: Sizes, dataset: Path, work: Path) -> Row:
             f"medians of 2 runs each, alternated: multi-label {', '.join(f'{s:.1f}' for s in seconds['multi'])} s, "
             f"single-label {', '.join(f'{s:.1f}' for s in seconds['single'])} s"
         ),
-        extra={"seconds": seconds, "labels": len(labels)},
+        extra={"seconds": seconds, "stages": stages, "labels": len(labels)},
     )
     row = with_target(row, COST_TARGET)
     row.target = "within 10% (>= 0.91x)"
