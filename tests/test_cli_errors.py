@@ -13,7 +13,7 @@ import importlib
 
 import pytest
 
-from core.cli import build_parser
+from core.cli import COMMAND_MODULES, build_parser
 from core.cli import main as cli
 from core.errors import EXIT_BUG, EXIT_FAILED, EXIT_TEMPFAIL, Busy, InvalidInput
 from tests.conftest import copy_run
@@ -128,3 +128,11 @@ def test_what_a_person_can_act_on_is_one_line_and_its_kind_s_code(error, code, s
     assert cli(["runs", "--models-dir", str(store["models_root"])]) == code
     err = capsys.readouterr().err
     assert err == f"error: {error}\n"
+
+
+@pytest.mark.parametrize("command", sorted(c for commands in COMMAND_MODULES.values() for c in commands))
+def test_every_commands_help_prints(command, capsys):
+    """Walk 52: `calibrate --help` crashed on a bare '%' in one option's help (argparse formats them)."""
+    with pytest.raises(SystemExit) as ended:
+        build_parser(command).parse_args([command, "--help"])
+    assert ended.value.code == 0 and command in capsys.readouterr().out

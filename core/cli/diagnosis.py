@@ -65,7 +65,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         metavar="LEVEL",
         type=float,
         help="also answer only when sure: the confidence threshold that keeps wrong answers at or below this share of "
-        "the photos answered (0.05, or 5), promised with probability 90% (Learn then Test on half the test split, "
+        "the photos answered (0.05, or 5), promised with probability 90%% (Learn then Test on half the test split, "
         "recounted on the other half)",
     )
     calibrate.add_argument("--json", action="store_true")

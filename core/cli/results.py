@@ -52,7 +52,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         metavar="LEVEL",
         help="answer only when sure: hold back each photo under the run's threshold for at most this share wrong among "
         "the photos answered (0.05, or 5), promised with probability 90%%; photos that look like none of its classes "
-        "are held back too",
+        "are held back too. Without it, a class's threshold saved on Evaluate still holds back that class's answers "
+        "under it (the reason says so)",
     )
     predict.add_argument(
         "--ray",
