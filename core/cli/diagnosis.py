@@ -21,6 +21,7 @@ from core.results.labels.verdict import probability_text, verdict
 from core.results.probabilities import conformal, selective
 from core.results.probabilities.calibration import calibrate_run
 from core.results.probabilities.calibration_words import bound_words
+from core.results.probabilities.promise import promise_words, shared_words
 
 
 def register(sub, common: argparse.ArgumentParser) -> None:
@@ -194,10 +195,10 @@ def print_sets(sets: conformal.ConformalSets) -> None:
     """The held-out half's coverage and set sizes, by class, and how far another halving would move them."""
     held, spread = sets.held_out, sets.spread
     probabilities = "calibrated probabilities" + (f" averaged over {sets.views} views" if sets.views > 1 else "")
-    where = "a threshold per class, so each class is covered" if sets.by_class else "one threshold for all classes"
+    where = "a threshold per class" if sets.by_class else "one threshold for all classes"
     few = sets.few_photos()
     if few:
-        where += f" ({', '.join(few)}: too few photos for their own, the overall one)"
+        where += f" ({', '.join(few)}: too few photos for their own, the overall one; {shared_words(sets)})"
     print(
         f"\nprediction sets at {sets.level:.0%} ({sets.method.upper()} on the {probabilities}; {sets.how})\n"
         f"{where}; fitted on {len(sets.calibration_scores)} test photos, counted on the other {held.photos}:"
@@ -227,8 +228,9 @@ def print_sets(sets: conformal.ConformalSets) -> None:
     print(
         "by set size, right of held-out sets: "
         + ", ".join(f"{conformal.size_words(int(k))} {right} of {photos}" for k, (right, photos) in sizes)
-        + " (the promise is over all photos together, not each photo or each size)"
+        + " (not each size of set)"
     )
+    print(f"what the promise covers: {promise_words(sets.level, sets.by_class, few)}")
     for size, right, photos in sets.short_sizes():
         print(
             f"  {conformal.size_words(size)} sets were right {right} of {photos} times ({right / photos:.0%}), less "

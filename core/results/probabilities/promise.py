@@ -9,6 +9,7 @@ that spread (the sampling slack) or below it, and never call a figure under the 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 SLACK_MASS = 0.95  # the counts a true level gives in this share of draws of n photos
@@ -89,3 +90,23 @@ def by_size_record(by_size: dict[str, list[int]], classes: int) -> tuple[int, in
     photos = sum(int(n) for _, n in by_size.values())
     full = int(by_size.get(str(classes), [0, 0])[1])
     return right, photos, full
+
+
+def shared_words(sets, level: float | None = None) -> str | None:
+    """Why the classes of ConformalSets `sets` without a threshold of their own have none: 'calibration photos by
+    class: rose 6 (the others: daisy 9, dandelion 12); a threshold of its own at 90% needs 9'; None where every class
+    has one (or the sets have one threshold)."""
+    from core.results.probabilities.conformal_scores import min_photos  # heavy: numpy's scores, beside the words
+
+    level = sets.level if level is None else level
+    few = sets.few_photos(level)
+    if not few:
+        return None
+    counts = Counter(sets.classes[int(c)] for c in sets.calibration_labels)
+    named = ", ".join(f"{c} {counts[c]}" for c in few)
+    others = ", ".join(f"{c} {counts[c]}" for c in sets.classes if c not in few)
+    return (
+        f"calibration photos by class: {named}"
+        + (f" (the others: {others})" if others else "")
+        + f"; a threshold of its own at {level:.0%} needs {min_photos(level)}"
+    )

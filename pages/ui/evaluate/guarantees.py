@@ -174,12 +174,13 @@ def sets_section(run, stamp: float) -> None:
         )
     chart = coverage_chart(sets)
     st.altair_chart(chart, height=chart.height + 60, key="evaluate_coverage_chart")  # + the axis and its title
-    few = sets.few_photos()
+    few = ", ".join(plain.md(c) for c in sets.few_photos())
+    why = plain.md(promise.shared_words(sets) or "")
     words = (
         "one threshold for all classes, so the promise holds with the classes taken together, not for each"
         if not sets.by_class
         else "a threshold per class"
-        + (f" except {', '.join(plain.md(c) for c in few)} (too few photos: the overall one)" if few else "")
+        + (f" except {few} (too few photos: the overall one; {why})" if few else "")
         + " (one split can leave a class a few points short of the promise; its average over the halvings should not)"
     )
     st.caption(

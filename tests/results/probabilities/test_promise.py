@@ -45,3 +45,19 @@ def test_sets_of_every_class_are_said_plainly():
     assert "all 5 classes" in promise.full_words(0.2, 5)
     assert promise.full_words(0.0, 2) is None
     assert promise.by_size_record({"1": [7, 11], "2": [9, 9]}, 2) == (16, 20, 9)
+
+
+def test_why_a_class_shares_the_overall_threshold_is_counted():
+    """Walk 52: neither the page nor the CLI said how many calibration photos rose had against daisy's."""
+    from types import SimpleNamespace
+
+    sets = SimpleNamespace(
+        classes=["daisy", "rose", "dandelion"],
+        calibration_labels=[0] * 9 + [1] * 6 + [2] * 12,
+        level=0.9,
+        few_photos=lambda level=None: ["rose"],
+    )
+    assert promise.shared_words(sets) == (
+        "calibration photos by class: rose 6 (the others: daisy 9, dandelion 12); a threshold of its own at 90% needs 9"
+    )
+    assert promise.shared_words(SimpleNamespace(**{**vars(sets), "few_photos": lambda level=None: []})) is None
