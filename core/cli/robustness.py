@@ -72,16 +72,18 @@ def cmd_robustness(args: argparse.Namespace) -> int:
             r["family"],
             *(f"{r[f'severity {s}']:.3f}" for s in robustness.SEVERITIES),
             f"{r['drop']:+.3f}",
+            "-" if r["drop low"] is None else f"{r['drop low']:+.3f} to {r['drop high']:+.3f}",
             f"{r['CE']:.3f}",
             f"{r['relative CE']:.3f}",
             "-" if ratio.get(r["corruption"]) is None else f"{ratio[r['corruption']]:.2f}",
         ]
         for r in report.rows()
     ]
-    headers = ["corruption", "family", "1", "2", "3", "4", "5", "drop", "CE", "added", "CE / baseline"]
+    headers = ["corruption", "family", "1", "2", "3", "4", "5", "drop", "drop 95%", "CE", "added", "CE / baseline"]
     print(format_table(headers, rows))
     print(
-        f"clean accuracy {report.clean_accuracy:.3f}; mCE {report.mce:.3f}, error added {report.relative_mce:.3f}"
+        f"clean accuracy {report.clean_accuracy:.3f}; mCE {report.mce:.3f} (not divided by a baseline's: --against "
+        f"does that), error added {report.relative_mce:.3f}"
         + (f"; mCE against {relative['baseline']}: {relative['mce']:.2f}" if relative and relative["mce"] else "")
     )
     print(f"measured in {report.seconds:.0f} s on {report.device}; note: {'; '.join(report.notes)}")

@@ -142,7 +142,12 @@ def section(run, runs: list) -> None:
     cols = st.columns(4)
     cols[0].metric("Clean accuracy", f"{report.clean_accuracy:.3f}", help=f"On {report.photos} test photos.")
     cols[1].metric("Under corruption", f"{1 - report.mce:.3f}", help="Mean over the 15 corruptions and 5 severities.")
-    cols[2].metric("mCE", f"{report.mce:.1%}", help="Mean corruption error: 1 minus the accuracy under corruption.")
+    cols[2].metric(
+        "mCE",
+        f"{report.mce:.1%}",
+        help="Mean corruption error: 1 minus the accuracy under corruption, as it is, not divided by a baseline "
+        "model's as ImageNet-C's mCE is (pick another run below for that ratio).",
+    )
     interval = report.drop_interval()
     cols[3].metric(
         "Error added",
