@@ -24,6 +24,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.fileio import read_json, write_json_atomic
+from core.results.evaluation.chance import wilson
 from core.runs.files import run_files
 
 THRESHOLDS_VERSION = 1
@@ -78,11 +79,20 @@ def curve(probabilities: np.ndarray, labels: np.ndarray, c: int, step: float = S
 def words(name: str, counts: ClassAnswers) -> str:
     """'at 0.70: 19 of 20 'tulip' answers right, 2 of 3 'tulip' photos found' (the caller escapes the name)."""
     answers = (
-        f"{counts.right} of {counts.answers} '{name}' answers right"
+        f"{counts.right} of {counts.answers} '{name}' answers right{_between(counts.right, counts.answers)}"
         if counts.answers
         else f"no photo answered '{name}'"
     )
-    return f"at {figure(counts.threshold)}: {answers}, {counts.right} of {counts.photos} '{name}' photos found"
+    found = f"{counts.right} of {counts.photos} '{name}' photos found{_between(counts.right, counts.photos)}"
+    return f"at {figure(counts.threshold)}: {answers}, {found}"
+
+
+def _between(right: int, of: int) -> str:
+    """' (95%: 35%-90%)': Wilson's interval for a share counted on few photos (walk 52: '8 of 12' with none)."""
+    if of <= 0:
+        return ""
+    low, high = wilson(right, of)
+    return f" (95%: {low:.0%}-{high:.0%})"
 
 
 def figure(threshold: float) -> str:

@@ -147,9 +147,8 @@ def class_thresholds_section(run) -> None:
         counts = per_class.class_answers(probabilities, labels, c, value)
         st.markdown(per_class.words(plain.md(name), counts))
         st.caption(span.words(plain.md(name)))
-        if len(shown) == 1:
-            rows = [r for r in per_class.curve(probabilities, labels, c) if span.low <= r.threshold <= span.high]
-            st.altair_chart(_curve_chart(rows, value, name), width="stretch")
+        rows = [r for r in per_class.curve(probabilities, labels, c) if span.low <= r.threshold <= span.high]
+        st.altair_chart(_curve_chart(rows, value, name), width="stretch", key=f"evaluate_threshold_curve_{c}")
     table = pd.DataFrame(per_class.table(probabilities, labels, classes, chosen))
     # a slider at its bottom (1/k) is no threshold: blank, not "0.000" beside a slider reading 0.500 (walk 41)
     table["threshold"] = table["threshold"].where(table["threshold"] > 0)
@@ -167,6 +166,12 @@ def class_thresholds_section(run) -> None:
             "Saved with the run: "
             + (", ".join(f"{plain.md(k)} {per_class.figure(v)}" for k, v in saved.items()) or "none")
             + ". Predict, the model server and the exports hold back answers under them."
+            + (
+                " Classes without one are answered at any confidence, so a low answer of one of them can be given "
+                "while a higher one of a thresholded class is held back: set every class, or none, for one rule."
+                if saved and len(saved) < len(classes)
+                else ""
+            )
         )
     refused = why_not(run)
     if refused:

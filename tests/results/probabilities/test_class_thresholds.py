@@ -45,7 +45,13 @@ def test_words_count_what_the_figures_count():
     labels = np.array([0, 0, 1, 0, 1])
     at = ct.class_answers(p, labels, 0, 0.7)
     assert (at.answers, at.right, at.photos) == (3, 2, 3)
-    assert ct.words("tulip", at) == "at 0.70: 2 of 3 'tulip' answers right, 2 of 3 'tulip' photos found"
+    from scipy.stats import binomtest
+
+    low, high = binomtest(2, 3).proportion_ci(0.95, method="wilson")  # walk 52: '8 of 12' said with no interval
+    between = f" (95%: {low:.0%}-{high:.0%})"
+    assert ct.words("tulip", at) == (
+        f"at 0.70: 2 of 3 'tulip' answers right{between}, 2 of 3 'tulip' photos found{between}"
+    )
     assert ct.words("rose", ct.class_answers(p, labels, 1, 0.99)).startswith("at 0.99: no photo answered 'rose'")
 
 
