@@ -146,10 +146,13 @@ def many_photos_table(
         f"**{len(items)} photos**: {bad} unreadable, {unlike}{held_words}"
         + (f", {small} far smaller than the model's input." if small else ".")
     )
+    first = ["path", "answered", "held_back_because", "out_of_distribution"]  # walk 52: they were off to the right
+    present = list(dict.fromkeys(key for row in rows for key in row))
     st.dataframe(
         rows,
         hide_index=True,
         width="stretch",
+        column_order=[k for k in first if k in present] + [k for k in present if k not in first],
         column_config={  # words a person reads (the CSV keeps the column names), long reasons wrapped
             "path": st.column_config.TextColumn("photo", width="medium"),
             **{
