@@ -130,6 +130,17 @@ class MultilabelEvaluation:
             "left out": np.sum(~truth & ~predicted, axis=0),
         }
 
+    def counts_at(self, label: str | int, threshold: float) -> dict[str, int]:
+        """One label's 2x2 counts if its threshold were `threshold`, with its precision (1 with no answer, as the
+        curve starts) and recall there."""
+        j = self.label_index(label)
+        has, said = self.truth[:, j], self.probabilities[:, j] >= threshold
+        out: dict = {cell: int(mask.sum()) for cell, mask in zip(CELLS, _cells(has, said), strict=True)}
+        answers, positives = out["found"] + out["added"], out["found"] + out["missed"]
+        out["precision"] = out["found"] / answers if answers else 1.0
+        out["recall"] = out["found"] / positives if positives else 0.0
+        return out
+
     def precision_recall_f1(self, thresholds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per label (scikit-learn's precision_recall_fscore_support, zero_division=0)."""
         n = self.counts(thresholds)
@@ -274,8 +285,7 @@ class MultilabelEvaluation:
         if which not in CELLS:
             raise ValueError(f"which must be one of {CELLS}. Received: which={which!r}")
         j = self.label_index(label)
-        has, said = self.truth[:, j], self.probabilities[:, j] >= threshold
-        mask = {"found": has & said, "added": ~has & said, "missed": has & ~said, "left out": ~has & ~said}[which]
+        mask = _cells(self.truth[:, j], self.probabilities[:, j] >= threshold)[CELLS.index(which)]
         frame = self._rows(np.flatnonzero(mask), j)
         return frame.sort_values("score", ascending=which == "missed").reset_index(drop=True)
 
@@ -389,6 +399,11 @@ class MultilabelEvaluation:
         test = analysis.test
         cut = [thresholds.get(name, label_thresholds.UNTUNED) for name in analysis.classes]
         return cls(test.probabilities, test.targets, list(analysis.classes), list(test.paths), cut, test.positions)
+
+
+def _cells(has: np.ndarray, said: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The masks of CELLS, in order: found, added, missed, left out."""
+    return has & said, ~has & said, has & ~said, ~has & ~said
 
 
 def _number(value: float) -> float | None:
