@@ -99,11 +99,14 @@ def test_evaluate_a_multilabel_run_on_mosaics_of_real_photos(tmp_path):
             assert low <= entry["ap"] <= high
     assert found["exact_match"] == pytest.approx(skm.accuracy_score(truth, said))
     assert found["hamming_loss"] == pytest.approx(skm.hamming_loss(truth, said))
+    suspected = found["suspected_label_errors"]  # validation and test photos whose lists the model doubts
+    assert isinstance(suspected, list) and all({"path", "split", "missing", "wrong"} <= set(s) for s in suspected)
+    assert all(set(s["missing"]).isdisjoint(s["labels"]) and set(s["wrong"]) <= set(s["labels"]) for s in suspected)
     thresholds = json.loads((tmp_path / "models" / run_id / "label_thresholds.json").read_text())["thresholds"]
     assert {k: found["per_label"][k]["threshold"] for k in kinds} == pytest.approx(thresholds)
 
     text = flora("evaluate", run_id, env=env).stdout
-    assert "a random scorer gets" in text and "bootstrap resamples" in text
+    assert "a random scorer gets" in text and "bootstrap resamples" in text and "label list the model doubts" in text
     table = text[text.index("LABEL") :].splitlines()[1 : 1 + len(kinds)]
     listed = [line.split()[0] for line in table]
     aps = {k: found["per_label"][k]["ap"] for k in kinds}

@@ -1,5 +1,7 @@
 """`evaluate` for a multi-label run: mAP against a random scorer, the per-label table worst AP first, and with
---json every figure, its interval and each test photo's labels, the labels at the thresholds and every score.
+--json every figure, its interval and each test photo's labels, the labels at the thresholds and every score;
+`suspected_label_errors` lists the validation and test photos whose label lists the model doubts
+(core.results.labels.multilabel_issues).
 
 The run's stored evaluation (core.results.evaluation.multilabel), or, for a run trained before it was kept, one made
 now from its analysis arrays and thresholds (not written: reads never write).
@@ -12,6 +14,8 @@ import argparse
 from core.cli.output import EXIT_OK, emit_json, fail, format_table
 from core.results.evaluation import multilabel_words as words
 from core.results.evaluation.multilabel import MultilabelEvaluation, MultilabelEvaluationMissing
+from core.results.labels import multilabel_issues
+from core.runs.analysis import AnalysisMissing, RunAnalysis
 
 
 def evaluate_labels(args: argparse.Namespace, run) -> int:
@@ -25,8 +29,10 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
             "before they were stored): train it again"
         )
     summary = evaluation.summary()
+    issues = _label_issues(run)
     if args.json:
-        emit_json({"run_id": run.run_id, **summary, "photos": evaluation.photos()})
+        suspected = None if issues is None else issues.table.to_dict(orient="records")
+        emit_json({"run_id": run.run_id, **summary, "photos": evaluation.photos(), "suspected_label_errors": suspected})
         return EXIT_OK
     print(f"run {run.run_id}  ({run.dataset_name}, {len(evaluation.classes)} labels, multi-label, state {run.state})")
     print(words.headline(summary))
@@ -76,9 +82,23 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
     if weak:
         print()
         print(weak)
+    if issues is not None:
+        print(
+            f"\n{issues.suspected} of {issues.photos} validation and test photos have a label list the model doubts "
+            "(confident learning one label at a time, as cleanlab's; the Evaluate page shows them): photos to look at, "
+            "not errors found"
+        )
     resampled = summary["bootstrap"]
     print(f"\nintervals: {resampled['resamples']} bootstrap resamples of the test photos (seed {resampled['seed']})")
     return EXIT_OK
+
+
+def _label_issues(run):
+    """The photos whose label lists the model doubts (None without the run's analysis arrays)."""
+    try:
+        return multilabel_issues.of_analysis(RunAnalysis.load(run.directory))
+    except AnalysisMissing:
+        return None
 
 
 def _value(value) -> str:

@@ -8,6 +8,8 @@ import pytest
 from core import run_job
 from core.results.evaluation import multilabel_words as words
 from core.results.evaluation.multilabel import NO_LABEL, MultilabelEvaluation
+from core.results.labels import multilabel_issues
+from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
 from core.settings.config import TrainConfig
 from core.train import jobs
@@ -104,3 +106,14 @@ def test_the_train_page_links_a_multilabel_run_to_evaluate(app, multilabel_run, 
     links = [link for link in at.get("page_link") if "Evaluate" in link.proto.label]
     assert links, "the finished multi-label run leads to the Evaluate page"
     assert "Explore, Predict and Serve do not list multi-label runs yet" in texts(at)
+
+
+def test_the_photos_whose_label_lists_the_model_doubts(open_evaluate, multilabel_run):
+    found = multilabel_issues.of_analysis(RunAnalysis.load(multilabel_run["run"].directory))
+    at = open_evaluate()
+    shown = texts(at)
+    assert f"**{found.suspected} of {found.photos}** validation and test photos" in shown
+    assert "not errors found" in shown
+    if found.suspected:
+        table = table_with(at, "path", "split", "quality", "missing", "wrong")
+        assert table["path"].tolist() == found.table["path"].tolist()
