@@ -92,7 +92,7 @@ def test_evaluate_a_multilabel_run_on_mosaics_of_real_photos(tmp_path):
         entry = found["per_label"][name]
         assert said[:, j].tolist() == (scores[:, j] >= entry["threshold"]).astype(int).tolist()
         assert (entry["precision"], entry["recall"], entry["f1"]) == pytest.approx((precision[j], recall[j], f1[j]))
-        assert entry["frequency"] == pytest.approx(truth[:, j].mean())
+        assert entry["frequency"] == pytest.approx(truth[:, j].mean()) and 0 <= entry["ece"] <= 1
         if tested[j]:
             assert entry["ap"] == pytest.approx(skm.average_precision_score(truth[:, j], scores[:, j]), abs=1e-4)
             low, high = entry["ap_interval"]

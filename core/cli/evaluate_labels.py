@@ -62,6 +62,7 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
             f"{row.recall:.3f}",
             f"{row.f1:.3f}",
             str(row.positives),
+            _value(row.ece),
         ]
         for row in evaluation.per_label().itertuples()
     ]
@@ -76,6 +77,7 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
         "recall",
         "f1",
         "photos",
+        "ece",
     ]
     print(format_table(headers, rows))
     weak = words.weak_labels_words(summary)

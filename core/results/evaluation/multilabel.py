@@ -4,7 +4,8 @@
 each label's threshold, tuned on validation as the run ended (core.results.probabilities.label_thresholds). From
 them: mAP (macro over the labels with a test photo, and micro over every (photo, label) pair), AP per label beside
 what a random scorer gets (`multilabel_bootstrap.random_ap`), precision, recall and F1 per label at its threshold,
-exact-match accuracy and Hamming loss, each with a seeded bootstrap 95% interval; and, cheaply on demand, each
+exact-match accuracy and Hamming loss, each with a seeded bootstrap 95% interval, each label's calibration error
+(`multilabel_calibration`); and, cheaply on demand, each
 label's precision-recall curve, its 2x2 counts at any threshold with the photos behind each cell, its top losses, and
 the multi-label confusion (for photos with a label, which labels the model adds and which it misses).
 
@@ -25,6 +26,7 @@ import pandas as pd
 from core.errors import NotFound, Unavailable
 from core.fileio import atomic_path, read_json, write_json_atomic
 from core.results.evaluation import multilabel_bootstrap as bootstrap
+from core.results.evaluation import multilabel_calibration as calibration
 from core.results.probabilities import label_thresholds
 from core.runs.analysis import AnalysisMissing, RunAnalysis
 from core.runs.files import run_files
@@ -183,6 +185,7 @@ class MultilabelEvaluation:
                     "recall": entry["recall"],
                     "f1": entry["f1"],
                     "positives": entry["positives"],
+                    "ece": entry.get("ece"),
                     **{cell: entry[cell.replace(" ", "_")] for cell in CELLS},
                 }
             )
@@ -201,6 +204,7 @@ class MultilabelEvaluation:
         ap, randoms, frequency = self.average_precisions(), self.random_aps(), self.frequencies()
         precision, recall, f1 = self.precision_recall_f1()
         counts = self.counts()
+        ece = calibration.per_label(self.targets, self.probabilities)
         per_label = {}
         for j, name in enumerate(self.classes):
             per_label[name] = {
@@ -216,6 +220,7 @@ class MultilabelEvaluation:
                 "f1": float(f1[j]),
                 "f1_interval": _pair(spread.f1[j]),
                 "positives": int(self.truth[:, j].sum()),
+                "ece": _number(ece[j]),
                 **{cell.replace(" ", "_"): int(counts[cell][j]) for cell in CELLS},
             }
         return {

@@ -15,6 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.results.evaluation import multilabel_calibration as calibration
 from core.results.evaluation import multilabel_words as words
 from core.results.evaluation.multilabel import (
     CELLS,
@@ -183,6 +184,14 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         st.caption(plain.md(f"'{label}': {CELL_WORDS[picked]}."))
     rows = evaluation.cell(label, threshold, picked)
     _photos(rows, label, dataset_root, f"evaluate_ml_cell_photos_{j}")
+    with st.expander(f"Calibration of '{label}'", icon=":material/balance:"):
+        table = calibration.reliability(evaluation.truth[:, j], evaluation.probabilities[:, j])
+        st.altair_chart(_reliability_chart(table), width="stretch")
+        ece = entry.get("ece")
+        st.caption(
+            plain.md(calibration.words(label, table))
+            + (f" Expected calibration error {ece:.3f} (the photos-weighted mean gap)." if ece is not None else "")
+        )
     with st.expander(f"Top losses for '{label}'", icon=":material/trending_down:"):
         st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
         _photos(evaluation.top_losses(label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
@@ -315,6 +324,22 @@ def _curve_chart(evaluation, label: str, threshold: float, counts: dict, frequen
     dot = alt.Chart(here).mark_point(size=160, filled=True, color="#d62728").encode(x="recall", y="precision")
     chance = alt.Chart(pd.DataFrame({"precision": [frequency]})).mark_rule(strokeDash=[4, 4]).encode(y="precision")
     return (line + chance + dot).properties(height=320, title=plain.chart(f"'{label}': precision against recall"))
+
+
+def _reliability_chart(table: pd.DataFrame) -> alt.LayerChart:
+    scale = alt.Scale(domain=[0, 1])
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4]).encode(x="x", y="y")
+    points = (
+        alt.Chart(table)
+        .mark_circle()
+        .encode(
+            x=alt.X("mean_score", scale=scale, title="mean score in the bin"),
+            y=alt.Y("observed", scale=scale, title="share with the label"),
+            size=alt.Size("photos", title="photos"),
+            tooltip=["low", "high", "photos", "with_label", "mean_score", "observed"],
+        )
+    )
+    return (diagonal + points).properties(height=260)
 
 
 def _matrix_chart(matrix: pd.DataFrame) -> alt.LayerChart:

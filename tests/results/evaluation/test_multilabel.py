@@ -122,6 +122,9 @@ def test_a_labels_curve_counts_cells_and_words_agree():
     at = float(curve.iloc[len(curve) // 2]["threshold"])
     counts = ev.counts(np.where(np.arange(5) == j, at, ev.thresholds))
     found, added, missed = (int(counts[k][j]) for k in ("found", "added", "missed"))
+    one = ev.counts_at("road", at)
+    assert (one["found"], one["added"], one["missed"], one["left out"]) == (found, added, missed, counts["left out"][j])
+    assert one["precision"] == pytest.approx(skm.precision_score(ev.targets[:, j], ev.probabilities[:, j] >= at))
     assert len(ev.cell("road", at, "found")) == found and len(ev.cell("road", at, "added")) == added
     assert len(ev.cell("road", at, "missed")) == missed
     assert words.trade_off("road", at, found, added, missed) == (
@@ -174,3 +177,20 @@ def test_kept_in_the_run_folder_and_made_from_the_analysis_of_an_older_run(tmp_p
     np.testing.assert_array_equal(loaded.targets, made.targets)
     photo = loaded.photos()[0]
     assert set(photo) == {"path", "labels", "predicted", "scores"} and set(photo["scores"]) == set(LABELS)
+
+
+def test_calibration_per_label_is_scikit_learns_curve_and_its_gap():
+    from sklearn.calibration import calibration_curve
+
+    from core.results.evaluation import multilabel_calibration as calibration
+
+    ev = _evaluation(n=200, seed=8)
+    j = LABELS.index("road")
+    table = calibration.reliability(ev.targets[:, j], ev.probabilities[:, j])
+    observed, predicted = calibration_curve(ev.targets[:, j], ev.probabilities[:, j], n_bins=10, strategy="uniform")
+    np.testing.assert_allclose(table["observed"], observed)
+    np.testing.assert_allclose(table["mean_score"], predicted, rtol=1e-6)
+    gap = np.sum(table["photos"] * np.abs(table["mean_score"] - table["observed"])) / 200
+    assert ev.summary()["per_label"]["road"]["ece"] == pytest.approx(gap)
+    assert ev.summary()["per_label"]["none-seen"]["ece"] is not None  # no photo has it: its scores are checked too
+    assert "of" in calibration.words("road", table) and table["photos"].sum() == 200
