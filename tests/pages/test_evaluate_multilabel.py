@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core import run_job
+from core.results.evaluation import multilabel_views as views
 from core.results.evaluation import multilabel_words as words
 from core.results.evaluation.multilabel import NO_LABEL, MultilabelEvaluation
 from core.results.labels import multilabel_issues
@@ -77,7 +78,7 @@ def test_one_label_a_threshold_to_try_its_words_counts_and_photos(open_evaluate,
     assert f"Calibration of '{label}'" in shown and "Expected calibration error" in shown
     at.segmented_control(key="evaluate_ml_cell").set_value("found").run()
     captions = [c for image in at.get("image") for c in image.captions]
-    expected = evaluation.cell(label, 0.3, "found")
+    expected = views.cell(evaluation, label, 0.3, "found")
     assert sum(1 for c in captions if c.startswith(f"{label} ")) >= min(len(expected), 24)
     if len(expected):
         assert any(md(expected["path"].iloc[0].split("/")[-1]) in c for c in captions)
@@ -85,14 +86,14 @@ def test_one_label_a_threshold_to_try_its_words_counts_and_photos(open_evaluate,
 
 def test_the_label_confusion_shows_what_is_added_and_missed_and_its_photos(open_evaluate, multilabel_run):
     evaluation = multilabel_run["evaluation"]
-    added, missed = evaluation.confusion()
+    added, missed = views.confusion(evaluation)
     at = open_evaluate()
     rows = at.selectbox(key="evaluate_ml_row")
     assert rows.options == [*COLOURS, NO_LABEL]
     row, column = rows.value, at.selectbox(key="evaluate_ml_column").value
     if added.to_numpy().any():
         assert added.loc[row, column] == added.to_numpy().max()  # opens on the most frequent addition
-    found = evaluation.confused_photos(row, column, "added")
+    found = views.confused_photos(evaluation, row, column, "added")
     assert md(f"where the model added '{column}': {len(found)}") in texts(at)
     at.segmented_control(key="evaluate_ml_confusion_kind").set_value("missed").run()
     at.selectbox(key="evaluate_ml_row").set_value("red").run()

@@ -7,7 +7,8 @@ what a random scorer gets (`multilabel_bootstrap.random_ap`), precision, recall 
 exact-match accuracy and Hamming loss, each with a seeded bootstrap 95% interval, each label's calibration error
 (`multilabel_calibration`); and, cheaply on demand, each
 label's precision-recall curve, its 2x2 counts at any threshold with the photos behind each cell, its top losses, and
-the multi-label confusion (for photos with a label, which labels the model adds and which it misses).
+the multi-label confusion (for photos with a label, which labels the model adds and which it misses), in
+`multilabel_views`.
 
 Stored with the run as the single-label evaluation is (`multilabel_evaluation.npz`: the arrays;
 `multilabel_evaluation.json`: `summary()`, intervals included), by `after_fit.finish_multilabel`; a run trained before
@@ -35,7 +36,6 @@ from core.train.average_precision import average_precisions
 VERSION = 1
 NO_LABEL = "(no label)"  # the confusion's row for the photos that have none
 CELLS = ("found", "added", "missed", "left out")  # true positive, false positive, false negative, true negative
-_EPS = 1e-7
 
 
 class MultilabelEvaluationMissing(Unavailable, FileNotFoundError):
@@ -137,7 +137,7 @@ class MultilabelEvaluation:
         curve starts) and recall there."""
         j = self.label_index(label)
         has, said = self.truth[:, j], self.probabilities[:, j] >= threshold
-        out: dict = {cell: int(mask.sum()) for cell, mask in zip(CELLS, _cells(has, said), strict=True)}
+        out: dict = {cell: int(mask.sum()) for cell, mask in zip(CELLS, cells(has, said), strict=True)}
         answers, positives = out["found"] + out["added"], out["found"] + out["missed"]
         out["precision"] = out["found"] / answers if answers else 1.0
         out["recall"] = out["found"] / positives if positives else 0.0
@@ -261,89 +261,6 @@ class MultilabelEvaluation:
             for i, path in enumerate(self.paths)
         ]
 
-    # ------------------------------------------------------------------ one label, the confusion
-    def curve(self, label: str | int) -> pd.DataFrame:
-        """The label's precision-recall curve: each distinct test score as a threshold, highest first, with the
-        photos found, added and missed there, then its precision and recall."""
-        j = self.label_index(label)
-        scores, truth = self.probabilities[:, j].astype(np.float64), self.truth[:, j]
-        order = np.argsort(-scores, kind="mergesort")
-        ranked, hits = scores[order], truth[order]
-        last = np.r_[np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1] if len(ranked) else np.zeros(0, int)
-        found = np.cumsum(hits)[last] if len(ranked) else np.zeros(0)
-        answers = last + 1
-        positives = int(truth.sum())
-        return pd.DataFrame(
-            {
-                "threshold": ranked[last],
-                "found": found.astype(int),
-                "added": (answers - found).astype(int),
-                "missed": (positives - found).astype(int),
-                "precision": bootstrap.ratio(found.astype(float), answers.astype(float)),
-                "recall": found / positives if positives else np.zeros(len(last)),
-            }
-        )
-
-    def cell(self, label: str | int, threshold: float, which: str) -> pd.DataFrame:
-        """The photos behind one cell of a label's 2x2 counts at `threshold` (`which` one of CELLS), by the score
-        that put them there (highest first for found and added, lowest first for missed)."""
-        if which not in CELLS:
-            raise ValueError(f"which must be one of {CELLS}. Received: which={which!r}")
-        j = self.label_index(label)
-        mask = _cells(self.truth[:, j], self.probabilities[:, j] >= threshold)[CELLS.index(which)]
-        frame = self._rows(np.flatnonzero(mask), j)
-        return frame.sort_values("score", ascending=which == "missed").reset_index(drop=True)
-
-    def top_losses(self, label: str | int, k: int = 16) -> pd.DataFrame:
-        """The `k` test photos whose score for `label` was furthest from the truth (binary cross-entropy)."""
-        j = self.label_index(label)
-        frame = self._rows(np.arange(len(self.paths)), j)
-        return frame.sort_values("loss", ascending=False).head(k).reset_index(drop=True)
-
-    def _rows(self, index: np.ndarray, j: int) -> pd.DataFrame:
-        scores = self.probabilities[index, j].astype(np.float64)
-        has = self.truth[index, j]
-        loss = -np.log(np.clip(np.where(has, scores, 1 - scores), _EPS, 1.0))
-        return pd.DataFrame(
-            {
-                "index": index,
-                "path": [self.paths[i] for i in index],
-                "score": scores,
-                "has_label": has,
-                "labels": [", ".join(x) for x in self.labels_of(self.truth[index])],
-                "predicted": [", ".join(x) for x in self.labels_of(self.predicted[index])],
-                "loss": loss,
-            }
-        )
-
-    def confusion(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """For the photos with each true label (rows; the photos with none last): how many times the model added
-        each label they do not have (`added`), and missed each label they have (`missed`; its diagonal is the row
-        label itself missed). Columns are the labels."""
-        truth, predicted = self.truth.astype(np.int64), self.predicted
-        added = truth.T @ (predicted & ~self.truth).astype(np.int64)
-        missed = truth.T @ (self.truth & ~predicted).astype(np.int64)
-        none = ~self.truth.any(axis=1)
-        rows = [*self.classes, NO_LABEL]
-        added = np.vstack([added, predicted[none].sum(axis=0)])
-        missed = np.vstack([missed, np.zeros(len(self.classes), dtype=np.int64)])
-        return (
-            pd.DataFrame(added, index=rows, columns=self.classes),
-            pd.DataFrame(missed, index=rows, columns=self.classes),
-        )
-
-    def confused_photos(self, true_label: str, other: str, kind: str) -> pd.DataFrame:
-        """The photos behind one confusion count: with `true_label` (or none: NO_LABEL), where the model added
-        `other` (kind "added") or missed it (kind "missed")."""
-        if kind not in ("added", "missed"):
-            raise ValueError(f"kind must be 'added' or 'missed'. Received: kind={kind!r}")
-        j = self.label_index(other)
-        rows = ~self.truth.any(axis=1) if true_label == NO_LABEL else self.truth[:, self.label_index(true_label)]
-        has, said = self.truth[:, j], self.predicted[:, j]
-        mask = rows & (~has & said if kind == "added" else has & ~said)
-        frame = self._rows(np.flatnonzero(mask), j)
-        return frame.sort_values("loss", ascending=False).reset_index(drop=True)
-
     # ------------------------------------------------------------------ the files
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write multilabel_evaluation.npz (the arrays) and multilabel_evaluation.json (`summary()`)."""
@@ -406,7 +323,7 @@ class MultilabelEvaluation:
         return cls(test.probabilities, test.targets, list(analysis.classes), list(test.paths), cut, test.positions)
 
 
-def _cells(has: np.ndarray, said: np.ndarray) -> tuple[np.ndarray, ...]:
+def cells(has: np.ndarray, said: np.ndarray) -> tuple[np.ndarray, ...]:
     """The masks of CELLS, in order: found, added, missed, left out."""
     return has & said, ~has & said, has & ~said, ~has & ~said
 
@@ -417,9 +334,3 @@ def _number(value: float) -> float | None:
 
 def _pair(values) -> list[float | None]:
     return [_number(float(v)) for v in values]
-
-
-def stored_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """multilabel_evaluation.json as written (None without one)."""
-    data = read_json(run_files(run_dir).multilabel_evaluation_summary)
-    return data if isinstance(data, dict) and data.get("version") == VERSION else None

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from core.results.evaluation import multilabel_calibration as calibration
+from core.results.evaluation import multilabel_views as views
 from core.results.evaluation import multilabel_words as words
 from core.results.evaluation.multilabel import (
     CELLS,
@@ -182,7 +183,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
             required=True,
         )
         st.caption(plain.md(f"'{label}': {CELL_WORDS[picked]}."))
-    rows = evaluation.cell(label, threshold, picked)
+    rows = views.cell(evaluation, label, threshold, picked)
     _photos(rows, label, dataset_root, f"evaluate_ml_cell_photos_{j}")
     with st.expander(f"Calibration of '{label}'", icon=":material/balance:"):
         table = calibration.reliability(evaluation.truth[:, j], evaluation.probabilities[:, j])
@@ -194,11 +195,11 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         )
     with st.expander(f"Top losses for '{label}'", icon=":material/trending_down:"):
         st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
-        _photos(evaluation.top_losses(label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
+        _photos(views.top_losses(evaluation, label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
 
 
 def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
-    added, missed = evaluation.confusion()
+    added, missed = views.confusion(evaluation)
     kind = st.segmented_control(
         "Show",
         ["added", "missed"],
@@ -237,7 +238,7 @@ def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
     if row == NO_LABEL and kind == "missed":
         st.caption("A photo with no label has none to miss.")
         return
-    found = evaluation.confused_photos(row, column, kind)
+    found = views.confused_photos(evaluation, row, column, kind)
     what = "no label" if row == NO_LABEL else f"'{row}'"
     st.markdown(plain.md(f"Photos with {what} where the model {kind} '{column}': {len(found)}"))
     _photos(found, column, dataset_root, "evaluate_ml_confused_photos")
@@ -309,7 +310,7 @@ def _photos(rows: pd.DataFrame, label: str, dataset_root: Path, key: str) -> Non
 
 
 def _curve_chart(evaluation, label: str, threshold: float, counts: dict, frequency: float) -> alt.LayerChart:
-    curve = evaluation.curve(label)
+    curve = views.curve(evaluation, label)
     here = pd.DataFrame({"recall": [counts["recall"]], "precision": [counts["precision"]], "threshold": [threshold]})
     scale = alt.Scale(domain=[0, 1])
     line = (

@@ -8,6 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from core.results.evaluation import multilabel_bootstrap as boot
+from core.results.evaluation import multilabel_views as views
 from core.results.evaluation import multilabel_words as words
 from core.results.evaluation.multilabel import NO_LABEL, MultilabelEvaluation, MultilabelEvaluationMissing
 from core.results.probabilities import label_thresholds
@@ -112,7 +113,7 @@ def test_per_label_table_is_worst_ap_first_and_untested_last():
 
 def test_a_labels_curve_counts_cells_and_words_agree():
     ev = _evaluation(seed=6)
-    curve = ev.curve("road")
+    curve = views.curve(ev, "road")
     j = LABELS.index("road")
     assert len(curve) == len(np.unique(ev.probabilities[:, j])) and curve["threshold"].is_monotonic_decreasing
     for row in curve.itertuples():
@@ -125,8 +126,8 @@ def test_a_labels_curve_counts_cells_and_words_agree():
     one = ev.counts_at("road", at)
     assert (one["found"], one["added"], one["missed"], one["left out"]) == (found, added, missed, counts["left out"][j])
     assert one["precision"] == pytest.approx(skm.precision_score(ev.targets[:, j], ev.probabilities[:, j] >= at))
-    assert len(ev.cell("road", at, "found")) == found and len(ev.cell("road", at, "added")) == added
-    assert len(ev.cell("road", at, "missed")) == missed
+    assert len(views.cell(ev, "road", at, "found")) == found and len(views.cell(ev, "road", at, "added")) == added
+    assert len(views.cell(ev, "road", at, "missed")) == missed
     assert words.trade_off("road", at, found, added, missed) == (
         f"at {at:.2f}: {found} of {found + added} 'road' answers right, {found} of {found + missed} photo(s) with "
         "'road' found"
@@ -138,13 +139,13 @@ def test_the_confusion_counts_what_is_added_and_missed_on_photos_with_each_label
     targets = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0]])
     scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.9, 0.7], [0.1, 0.1, 0.9], [0.1, 0.2, 0.1]])
     ev = MultilabelEvaluation(scores, targets, ["a", "b", "c"], ["1", "2", "3", "4"], [0.5, 0.5, 0.5])
-    added, missed = ev.confusion()
+    added, missed = views.confusion(ev)
     assert added.loc["a"].tolist() == [0, 1, 1]  # photo 1 got b added, photo 2 got c added
     assert missed.loc["a"].tolist() == [1, 0, 0]  # photo 2's a missed
     assert missed.loc["b"].tolist() == [1, 1, 0]  # on photos with b: photo 2's a, photo 4's b
     assert added.loc[NO_LABEL].tolist() == [0, 0, 1]  # photo 3 has none and got c
-    assert ev.confused_photos(NO_LABEL, "c", "added")["path"].tolist() == ["3"]
-    assert ev.confused_photos("b", "a", "missed")["path"].tolist() == ["2"]
+    assert views.confused_photos(ev, NO_LABEL, "c", "added")["path"].tolist() == ["3"]
+    assert views.confused_photos(ev, "b", "a", "missed")["path"].tolist() == ["2"]
 
 
 def test_kept_in_the_run_folder_and_made_from_the_analysis_of_an_older_run(tmp_path):
