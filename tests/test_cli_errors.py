@@ -128,3 +128,22 @@ def test_what_a_person_can_act_on_is_one_line_and_its_kind_s_code(error, code, s
     assert cli(["runs", "--models-dir", str(store["models_root"])]) == code
     err = capsys.readouterr().err
     assert err == f"error: {error}\n"
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_a_finished_run_without_its_evaluation_is_told_why(multilabel):
+    """A done run that lost its evaluation files gets a sentence (it once got None, printed as 'error: None')."""
+    from types import SimpleNamespace
+
+    from core.cli.results import not_evaluated_reason
+    from core.processes import JobState
+
+    status = SimpleNamespace(map=0.5, epoch=None, error=None)
+    run = SimpleNamespace(
+        run_id="abc", stopping=False, active=False, state=JobState.DONE, multilabel=multilabel, has_model=True,
+        status=status,
+    )  # fmt: skip
+    said = not_evaluated_reason(run)
+    assert isinstance(said, str) and said.startswith("run abc")
+    if multilabel:
+        assert "core evaluate abc" in said and "core predict abc" in said
