@@ -62,12 +62,17 @@ def weak_labels_words(summary: dict[str, Any]) -> str | None:
 def trade_off(label: str, threshold: float, found: int, added: int, missed: int) -> str:
     """'at 0.35: 9 of 10 'road' answers right, 3 of 4 photos with 'road' found'."""
     answers, positives = found + added, found + missed
-    where = f"at {threshold:.2f}: "
+    where = f"at {threshold_text(threshold)}: "
     if positives == 0:
         return where + f"no test photo has '{label}'; {added} photo(s) would be answered '{label}', all wrongly"
     if answers == 0:
         return where + f"no photo is answered '{label}': 0 of {positives} photo(s) with '{label}' found"
     return where + f"{found} of {answers} '{label}' answers right, {found} of {positives} photo(s) with '{label}' found"
+
+
+def threshold_text(threshold: float) -> str:
+    """0.35 as '0.35', a tuned 0.5553 as '0.555': never a rounding that would cut elsewhere."""
+    return f"{threshold:.2f}" if abs(threshold - round(threshold, 2)) < 1e-6 else f"{threshold:.3f}"
 
 
 def thresholds_words(summary: dict[str, Any]) -> str | None:

@@ -115,7 +115,7 @@ def headline(summary: dict) -> None:
 
 def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str) -> None:
     table = evaluation.per_label()
-    table.insert(2, "ap 95%", [_interval(lo, hi) for lo, hi in zip(table["ap_low"], table["ap_high"], strict=True)])
+    table.insert(2, "ap 95%", [_range(lo, hi) for lo, hi in zip(table["ap_low"], table["ap_high"], strict=True)])
     table = table.drop(columns=["ap_low", "ap_high", "left out"])
     st.caption(
         "Worst AP first (labels no test photo has, last). Random AP: what ranking the photos at random gets on these "
@@ -124,7 +124,9 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
     )
     fraction = {name: st.column_config.ProgressColumn(name, min_value=0, max_value=1, format="%.3f") for name in
                 ("ap", "precision", "recall", "f1")}  # fmt: skip
-    st.dataframe(table, hide_index=True, key="evaluate_ml_table", column_config=fraction)
+    figures = {name: st.column_config.NumberColumn(name, format="%.3f") for name in ("random_ap", "frequency",
+               "threshold", "ece")}  # fmt: skip
+    st.dataframe(table, hide_index=True, key="evaluate_ml_table", column_config=fraction | figures)
     st.download_button(
         "Download metrics (JSON)",
         json.dumps(summary, indent=2),
@@ -279,7 +281,10 @@ def label_errors(run, dataset_root: Path) -> None:
     items = [
         (
             dataset_root / row.path,
-            f"missing: {row.missing or '-'}\nwrong: {row.wrong or '-'}\nhas: {row.labels or '-'}\n"
+            " · ".join(
+                [*([f"missing: {row.missing}"] if row.missing else []), *([f"wrong: {row.wrong}"] if row.wrong else [])]
+            )
+            + f" · has: {row.labels or 'none'}\n"
             f"{Path(row.path).name}",
         )
         for row in table.head(PAGE_SIZE).itertuples()
@@ -299,7 +304,7 @@ def _photos(rows: pd.DataFrame, label: str, dataset_root: Path, key: str) -> Non
         [
             (
                 dataset_root / row.path,
-                f"{label} {row.score:.2f}\nhas: {row.labels or '-'}\nanswered: {row.predicted or '-'}\n"
+                f"{label} {row.score:.2f} · has: {row.labels or '-'} · answered: {row.predicted or '-'}\n"
                 f"{Path(row.path).name}",
             )
             for row in rows.head(PAGE_SIZE).itertuples()
@@ -348,7 +353,9 @@ def _matrix_chart(matrix: pd.DataFrame) -> alt.LayerChart:
     cell = alt.selection_point(name="cell", fields=["true", "label"], on="click", clear=False)
     base = alt.Chart(long).encode(
         x=alt.X("label:N", sort=list(matrix.columns), title="label", axis=alt.Axis(labelAngle=-45, labelLimit=140)),
-        y=alt.Y("true:N", sort=list(matrix.index), title="photos with", axis=alt.Axis(labelLimit=140)),
+        y=alt.Y(
+            "true:N", sort=list(matrix.index), title="photos with", axis=alt.Axis(labelLimit=140, labelOverlap=False)
+        ),
     )
     rects = (
         base.mark_rect(cursor="pointer")
@@ -362,7 +369,7 @@ def _matrix_chart(matrix: pd.DataFrame) -> alt.LayerChart:
     layers = [rects]
     if len(matrix.columns) <= 20:
         layers.append(base.mark_text(fontSize=11).encode(text="photos:Q"))
-    return alt.layer(*layers).properties(height=max(200, 32 * len(matrix)))
+    return alt.layer(*layers).properties(height=140 + 36 * len(matrix))  # the axes' labels come out of the height
 
 
 def _three(counts: dict) -> tuple[int, int, int]:
@@ -371,6 +378,10 @@ def _three(counts: dict) -> tuple[int, int, int]:
 
 def _value(value) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _range(low, high) -> str:
+    return "-" if low is None or high is None or low != low else f"{low:.2f}-{high:.2f}"
 
 
 def _interval(low, high) -> str:

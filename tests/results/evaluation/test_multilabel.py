@@ -129,7 +129,7 @@ def test_a_labels_curve_counts_cells_and_words_agree():
     assert len(views.cell(ev, "road", at, "found")) == found and len(views.cell(ev, "road", at, "added")) == added
     assert len(views.cell(ev, "road", at, "missed")) == missed
     assert words.trade_off("road", at, found, added, missed) == (
-        f"at {at:.2f}: {found} of {found + added} 'road' answers right, {found} of {found + missed} photo(s) with "
+        f"at {words.threshold_text(at)}: {found} of {found + added} 'road' answers right, {found} of {found + missed} photo(s) with "
         "'road' found"
     )
     assert "no photo is answered" in words.trade_off("road", 0.99, 0, 0, 4)
