@@ -91,7 +91,12 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
             "not errors found"
         )
     resampled = summary["bootstrap"]
-    print(f"\nintervals: {resampled['resamples']} bootstrap resamples of the test photos (seed {resampled['seed']})")
+    if resampled["resamples"]:
+        print(
+            f"\nintervals: {resampled['resamples']} bootstrap resamples of the test photos (seed {resampled['seed']})"
+        )
+    else:
+        print("\nintervals: none (the test split is too large to resample here)")
     return EXIT_OK
 
 

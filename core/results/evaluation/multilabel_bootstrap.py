@@ -18,8 +18,9 @@ import numpy as np
 
 LEVEL = 0.95
 RESAMPLES = 1000
-CELL_BUDGET = 50_000_000  # resamples x photos x labels: fewer resamples on a very large test split (at least 100)
+CELL_BUDGET = 50_000_000  # resamples x photos x labels: fewer resamples on a large test split (at least 100)
 MIN_RESAMPLES = 100
+MAX_CELLS = CELL_BUDGET // MIN_RESAMPLES  # photos x labels above which no interval is resampled (500,000)
 
 
 def random_ap(positives: int | np.ndarray, photos: int) -> float | np.ndarray:
@@ -106,6 +107,8 @@ def bootstrap(
     truth = np.asarray(targets) > 0
     predicted = np.asarray(predicted) > 0
     n, c = truth.shape
+    if n * c > MAX_CELLS or not n:  # minutes and gigabytes (1,000 labels x 100k photos): none, and said so
+        return _none(c, seed)
     resamples = resamples_for(n, c, resamples)
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64) if n else np.zeros((0, 0))
@@ -136,6 +139,12 @@ def bootstrap(
         recall=_columns(recall),
         f1=_columns(f1),
     )
+
+
+def _none(labels: int, seed: int) -> Intervals:
+    """No interval (0 resamples): a split too large to resample within the budget, or none at all."""
+    nan, columns = (float("nan"), float("nan")), np.full((labels, 2), np.nan)
+    return Intervals(0, seed, nan, nan, nan, nan, nan, columns, columns, columns, columns)
 
 
 def _nan_safe(values: np.ndarray) -> np.ndarray:

@@ -30,6 +30,8 @@ def headline(summary: dict[str, Any]) -> str:
         f"mAP {found:.2f}{_interval(summary['map_interval'])} on {n} test photos; a random scorer gets {baseline:.2f}"
     )
     said += " (it ranks each label's photos at random: about how often the label occurs, a little more on few photos)"
+    if low is None and n:  # no resampling on a split this large (multilabel_bootstrap.MAX_CELLS)
+        return f"{said}. No interval: the test split is too large to resample here ({n} photos)."
     if beats_random(low, baseline):
         return f"{said}. The model ranks the photos that have a label above those that do not better than chance."
     return (
@@ -42,7 +44,10 @@ def weak_labels(summary: dict[str, Any]) -> list[str]:
     """The labels whose AP interval reaches down to a random scorer's AP (or that no test photo has), worst first."""
     out = []
     for name, entry in summary["per_label"].items():
-        if entry["ap"] is None or not beats_random(entry["ap_interval"][0], entry["random_ap"]):
+        low = entry["ap_interval"][0]
+        if low is None and summary.get("bootstrap", {}).get("resamples") == 0:
+            low = entry["ap"]  # no interval on a split this large: the figure itself
+        if entry["ap"] is None or not beats_random(low, entry["random_ap"]):
             out.append((entry["ap"] if entry["ap"] is not None else -1.0, name))
     return [name for _, name in sorted(out)]
 

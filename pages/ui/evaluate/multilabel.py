@@ -101,7 +101,8 @@ def headline(summary: dict) -> None:
     cols[4].metric("Exact match", f"{summary['exact_match']:.3f}", help="Share of photos with every label right.")
     cols[5].metric("Test photos", summary["test_images"])
     said = words.headline(summary)
-    if words.beats_random(summary["map_interval"][0], baseline):
+    low = summary["map_interval"][0]
+    if low is None or words.beats_random(low, baseline):  # None: no label, or no interval on a split this large
         st.info(said, icon=":material/insights:")
     else:
         st.warning(said, icon=":material/casino:")

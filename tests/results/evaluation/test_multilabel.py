@@ -129,8 +129,8 @@ def test_a_labels_curve_counts_cells_and_words_agree():
     assert len(views.cell(ev, "road", at, "found")) == found and len(views.cell(ev, "road", at, "added")) == added
     assert len(views.cell(ev, "road", at, "missed")) == missed
     assert words.trade_off("road", at, found, added, missed) == (
-        f"at {words.threshold_text(at)}: {found} of {found + added} 'road' answers right, {found} of {found + missed} photo(s) with "
-        "'road' found"
+        f"at {words.threshold_text(at)}: {found} of {found + added} 'road' answers right, "
+        f"{found} of {found + missed} photo(s) with 'road' found"
     )
     assert "no photo is answered" in words.trade_off("road", 0.99, 0, 0, 4)
 
@@ -195,3 +195,14 @@ def test_calibration_per_label_is_scikit_learns_curve_and_its_gap():
     assert ev.summary()["per_label"]["road"]["ece"] == pytest.approx(gap)
     assert ev.summary()["per_label"]["none-seen"]["ece"] is not None  # no photo has it: its scores are checked too
     assert "of" in calibration.words("road", table) and table["photos"].sum() == 200
+
+
+def test_a_split_too_large_to_resample_has_no_interval_and_says_so(monkeypatch):
+    monkeypatch.setattr(boot, "MAX_CELLS", 100)  # 1,000 labels x 100k photos would take minutes and gigabytes
+    ev = _evaluation(n=200, seed=9, signal=0.6)
+    summary = ev.summary()
+    assert summary["bootstrap"]["resamples"] == 0 and summary["map_interval"] == [None, None]
+    assert summary["per_label"]["road"]["ap_interval"] == [None, None] and summary["map"] is not None
+    said = words.headline(summary)
+    assert "No interval: the test split is too large to resample here" in said and "no better" not in said
+    assert words.weak_labels(summary) == ["none-seen"]  # judged by the figure itself, well above a random scorer's
