@@ -153,7 +153,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         step=0.005,
         format="%.3f",
         key=f"evaluate_ml_threshold_{run_id}_{j}",
-        help=f"A photo is answered '{label}' when its score is at or above this. Its threshold, tuned on the "
+        help=f"A photo is answered '{plain.md(label)}' when its score is at or above this. Its threshold, tuned on the "
         f"validation photos, is {tuned:.3f}: move it to see what a stricter or looser one does on test.",
     )
     counts = evaluation.counts_at(label, threshold)
@@ -188,7 +188,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         st.caption(plain.md(f"'{label}': {CELL_WORDS[picked]}."))
     rows = views.cell(evaluation, label, threshold, picked)
     _photos(rows, label, dataset_root, f"evaluate_ml_cell_photos_{j}")
-    with st.expander(f"Calibration of '{label}'", icon=":material/balance:"):
+    with st.expander(f"Calibration of '{plain.md(label)}'", icon=":material/balance:"):
         table = calibration.reliability(evaluation.truth[:, j], evaluation.probabilities[:, j])
         st.altair_chart(_reliability_chart(table), width="stretch")
         ece = entry.get("ece")
@@ -196,7 +196,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
             plain.md(calibration.words(label, table))
             + (f" Expected calibration error {ece:.3f} (the photos-weighted mean gap)." if ece is not None else "")
         )
-    with st.expander(f"Top losses for '{label}'", icon=":material/trending_down:"):
+    with st.expander(f"Top losses for '{plain.md(label)}'", icon=":material/trending_down:"):
         st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
         _photos(views.top_losses(evaluation, label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
 
