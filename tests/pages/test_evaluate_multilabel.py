@@ -75,7 +75,7 @@ def test_one_label_a_threshold_to_try_its_words_counts_and_photos(open_evaluate,
     assert md(said[0].upper() + said[1:]) in shown and "Its tuned threshold, at" in shown
     grid = table_with(at, f"answered '{label}'", "not answered")
     assert grid.to_numpy().tolist() == [[counts["found"], counts["missed"]], [counts["added"], counts["left out"]]]
-    assert md(f"Calibration of '{label}'") in shown and "Expected calibration error" in shown
+    assert f"Calibration of '{label}'" in shown and "Expected calibration error" in shown
     at.segmented_control(key="evaluate_ml_cell").set_value("found").run()
     captions = [c for image in at.get("image") for c in image.captions]
     expected = views.cell(evaluation, label, 0.3, "found")
