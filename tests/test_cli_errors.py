@@ -136,3 +136,22 @@ def test_every_commands_help_prints(command, capsys):
     with pytest.raises(SystemExit) as ended:
         build_parser(command).parse_args([command, "--help"])
     assert ended.value.code == 0 and command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_a_finished_run_without_its_evaluation_is_told_why(multilabel):
+    """A done run that lost its evaluation files gets a sentence (it once got None, printed as 'error: None')."""
+    from types import SimpleNamespace
+
+    from core.cli.results import not_evaluated_reason
+    from core.processes import JobState
+
+    status = SimpleNamespace(map=0.5, epoch=None, error=None)
+    run = SimpleNamespace(
+        run_id="abc", stopping=False, active=False, state=JobState.DONE, multilabel=multilabel, has_model=True,
+        status=status,
+    )  # fmt: skip
+    said = not_evaluated_reason(run)
+    assert isinstance(said, str) and said.startswith("run abc")
+    if multilabel:
+        assert "core evaluate abc" in said and "core predict abc" in said

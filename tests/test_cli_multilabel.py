@@ -1,5 +1,7 @@
 """A multi-label dataset through the command line: `core train` at 64 px from a random start, its validation mAP
-each epoch and its thresholds kept, then `core predict` giving each photo's labels and every label's score."""
+each epoch and its thresholds kept, then `core predict` giving each photo's labels and every label's score; and
+mosaics of real photos imported from a table, trained, and `core evaluate` giving per test photo what scikit-learn
+needs to find the same mAP, F1 and the rest."""
 
 from __future__ import annotations
 
@@ -8,8 +10,13 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn import metrics as skm
 
+from core.bench.mosaics import draw_mosaics, photos_by_kind, write_tables
+from core.importers.csv_labels import import_csv
+from tests.conftest import require_flowers
 from tests.test_cli import flora
 from tests.train.test_multilabel import COLOURS, make_mosaics
 
@@ -44,10 +51,9 @@ def test_train_and_predict_a_multilabel_dataset(tmp_path):
         assert item["labels"] == [n for n in COLOURS if scores[n] >= thresholds["thresholds"][n]]
 
     # what does not read a multi-label run yet says so, and how to get its answers
-    refused = flora("evaluate", result["run_id"], env=env, check=False)
-    assert refused.returncode != 0 and "is multi-label: its test mAP is" in refused.stderr
     refused = flora("calibrate", result["run_id"], env=env, check=False)
     assert refused.returncode != 0 and "is multi-label" in refused.stderr and "core predict" in refused.stderr
+    assert "core evaluate" in refused.stderr
 
     table = tmp_path / "labels.csv"
     flora("predict", result["run_id"], str(dataset / "images"), "--csv", str(table), env=env)
@@ -57,3 +63,51 @@ def test_train_and_predict_a_multilabel_dataset(tmp_path):
         above = [n for n in COLOURS if float(row[f"score_{n}"]) >= thresholds["thresholds"][n]]
         assert row["labels"] == "|".join(above)
     assert all(not row["error"] for row in rows)  # "none of these" is an empty cell, not an error
+
+
+def test_evaluate_a_multilabel_run_on_mosaics_of_real_photos(tmp_path):
+    """The issue's Done-when: mosaics of four kinds of flower (a label per kind shown, some with none), imported
+    from a delimited table, trained at 64 px from a random start; `core evaluate --json` gives mAP, AP and threshold
+    per label and per test photo its path, labels and scores, from which scikit-learn finds the same figures."""
+    kinds = ["daisy", "dandelion", "rose", "tulip"]
+    made = draw_mosaics(photos_by_kind(require_flowers(), kinds), tmp_path / "mosaics", 120, cell=32)
+    data = tmp_path / "data"
+    import_csv(write_tables(made, kinds, tmp_path / "tables")["delimited"], tmp_path / "mosaics", "flowers", data)
+    env = {**os.environ, "FLORA_MODELS_DIR": str(tmp_path / "models"), "FLORA_DATA_DIR": str(data)}
+    args = ["train", str(data / "flowers"), "--weights", "none", "--image-size", "64", "--epochs", "2"]
+    run_id = json.loads(flora(*args, "--batch-size", "16", "--json", env=env).stdout)["run_id"]
+
+    found = json.loads(flora("evaluate", run_id, "--json", env=env).stdout)
+    assert found["task"] == "multilabel" and found["labels"] == kinds
+    photos = found["photos"]
+    assert len(photos) == found["test_images"] > 0 and {"path", "labels", "predicted", "scores"} <= set(photos[0])
+    truth = np.array([[int(k in p["labels"]) for k in kinds] for p in photos])
+    scores = np.array([[p["scores"][k] for k in kinds] for p in photos])
+    said = np.array([[int(k in p["predicted"]) for k in kinds] for p in photos])
+    tested = truth.any(axis=0)
+    assert found["map"] == pytest.approx(skm.average_precision_score(truth[:, tested], scores[:, tested]), abs=1e-4)
+    assert found["map_micro"] == pytest.approx(skm.average_precision_score(truth, scores, average="micro"), abs=1e-4)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(truth, said, average=None, zero_division=0)
+    for j, name in enumerate(kinds):
+        entry = found["per_label"][name]
+        assert said[:, j].tolist() == (scores[:, j] >= entry["threshold"]).astype(int).tolist()
+        assert (entry["precision"], entry["recall"], entry["f1"]) == pytest.approx((precision[j], recall[j], f1[j]))
+        assert entry["frequency"] == pytest.approx(truth[:, j].mean()) and 0 <= entry["ece"] <= 1
+        if tested[j]:
+            assert entry["ap"] == pytest.approx(skm.average_precision_score(truth[:, j], scores[:, j]), abs=1e-4)
+            low, high = entry["ap_interval"]
+            assert low <= entry["ap"] <= high
+    assert found["exact_match"] == pytest.approx(skm.accuracy_score(truth, said))
+    assert found["hamming_loss"] == pytest.approx(skm.hamming_loss(truth, said))
+    suspected = found["suspected_label_errors"]  # validation and test photos whose lists the model doubts
+    assert isinstance(suspected, list) and all({"path", "split", "missing", "wrong"} <= set(s) for s in suspected)
+    assert all(set(s["missing"]).isdisjoint(s["labels"]) and set(s["wrong"]) <= set(s["labels"]) for s in suspected)
+    thresholds = json.loads((tmp_path / "models" / run_id / "label_thresholds.json").read_text())["thresholds"]
+    assert {k: found["per_label"][k]["threshold"] for k in kinds} == pytest.approx(thresholds)
+
+    text = flora("evaluate", run_id, env=env).stdout
+    assert "a random scorer gets" in text and "bootstrap resamples" in text and "label list the model doubts" in text
+    table = text[text.index("LABEL") :].splitlines()[1 : 1 + len(kinds)]
+    listed = [line.split()[0] for line in table]
+    aps = {k: found["per_label"][k]["ap"] for k in kinds}
+    assert listed == sorted(kinds, key=lambda k: (aps[k] is None, aps[k] or 0, k))  # worst AP first

@@ -88,11 +88,11 @@ def not_evaluated_reason(run) -> str:
     if run.multilabel and run.has_model:
         found = f"its test mAP is {run.status.map:.4f}" if run.status.map is not None else "it keeps no test mAP"
         return (
-            f"{where} is multi-label: {found}; evaluate does not read multi-label runs yet (AP per label, "
-            f"thresholds' precision and recall on test: to come), `python -m core predict {run.run_id} PHOTO` gives "
-            "its labels and scores"
+            f"{where} is multi-label: {found}; this reads single-label runs only so far: `python -m core evaluate "
+            f"{run.run_id}` gives its AP, precision, recall and F1 per label, `python -m core predict {run.run_id} "
+            "PHOTO` its labels and scores"
         )
-        return f"{where} has no stored evaluation (state {run.state})"
+    return f"{where} has no stored evaluation (state {run.state})"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -100,6 +100,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     store = store_of(args)
     run = store.refresh(store.find(args.run_id), persist=False)
+    if run.multilabel and run.has_model:  # AP, precision, recall and F1 per label (core/cli/evaluate_labels.py)
+        from core.cli.evaluate_labels import evaluate_labels  # heavy: pandas
+
+        return evaluate_labels(args, run)
     if not run.has_evaluation:
         return fail(not_evaluated_reason(run))
     evaluation = Evaluation.load(run.directory)

@@ -48,7 +48,8 @@ def analysed(store: RunStore, run_id: str) -> Run:
     if run.multilabel:  # its arrays hold label rows and sigmoids: the single-label analyses would misread them
         raise Unavailable(
             f"run {run.run_id} is multi-label: this analysis reads single-label runs only so far; "
-            f"`python -m core predict {run.run_id} PHOTO` gives its labels and scores"
+            f"`python -m core evaluate {run.run_id}` gives its AP, precision, recall and F1 per label, "
+            f"`python -m core predict {run.run_id} PHOTO` its labels and scores"
         )
     if not run.has_analysis:
         raise Unavailable(

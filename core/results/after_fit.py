@@ -7,9 +7,10 @@
   ood.*                 the out-of-distribution reference, fitted while the fit's outputs are at hand
   tensorboard/          the test split's confusion matrix and metrics beside the per-epoch scalars
 
-A multi-label run (issue 41) keeps, so far, its analysis arrays (with its photos' label rows) and its threshold per
-label tuned on validation (`label_thresholds.json`); its test mAP is its summary. The single-label stages above
-(temperature, prediction sets, the evaluation's softmax metrics, the reference) do not apply to it as they are.
+A multi-label run (issue 41) keeps its analysis arrays (with its photos' label rows), its threshold per label tuned
+on validation (`label_thresholds.json`) and its test evaluation at those thresholds (`multilabel_evaluation.*`:
+mAP, AP and F1 per label with bootstrap intervals); its test mAP is its summary. The single-label stages above
+(temperature, prediction sets, the softmax metrics, the reference) do not apply to it as they are.
 
 Each takes milliseconds but the reference (seconds: it passes a sample of training photos through the model
 unless the fit's own training features are final). `finish_run` is called by the run's job
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from core.data.datasets import DatasetIndex
 from core.network.graph import inference_model
 from core.results.evaluation.metrics import Evaluation
+from core.results.evaluation.multilabel import MultilabelEvaluation
 from core.results.probabilities import calibration, conformal, label_thresholds
 from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.runs.analysis import RunAnalysis
@@ -33,7 +35,6 @@ from core.runs.curves import REFERENCE_STAGE
 from core.runs.store import RunStore
 from core.runtimes.choice import accelerated
 from core.tracking.tensorboard import write_evaluation
-from core.train.average_precision import mean_average_precision
 
 if TYPE_CHECKING:
     from core.train.training import Fit
@@ -73,7 +74,8 @@ def finish_run(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, cach
 
 
 def finish_multilabel(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex) -> dict[str, Any]:
-    """A multi-label run's threshold per label, tuned on its validation photos; its test mAP as the summary."""
+    """A multi-label run's threshold per label, tuned on its validation photos, and its test evaluation at them; its
+    test mAP as the summary."""
     run_dir = store.run_dir(run_id)
     config = store.get(run_id).train_config
     val, test = fit.analysis.val, fit.analysis.test
@@ -83,7 +85,9 @@ def finish_multilabel(store: RunStore, run_id: str, fit: Fit, index: DatasetInde
     log.info("thresholds per label tuned on %d validation photos (%s)", thresholds.photos, rule)
     for note in thresholds.notes():
         log.warning("thresholds: %s", note)
-    test_map = mean_average_precision(test.targets, test.probabilities)
+    evaluation = MultilabelEvaluation.from_analysis(fit.analysis, thresholds.by_label())
+    evaluation.save(run_dir)  # the bootstrap intervals: a second or so on a few thousand photos
+    test_map = evaluation.mean_average_precision()
     log.info(
         "test mAP %s on %d photos (best epoch %s)",
         "-" if test_map is None else f"{test_map:.4f}",

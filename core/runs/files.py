@@ -65,6 +65,16 @@ class RunFiles:
         return self._file(names.EVALUATION_JSON)
 
     @property
+    def multilabel_evaluation_arrays(self) -> Path:
+        """A multi-label run's test scores, label rows and thresholds (its `evaluation_arrays`)."""
+        return self._file(names.MULTILABEL_EVALUATION_NPZ)
+
+    @property
+    def multilabel_evaluation_summary(self) -> Path:
+        """A multi-label run's mAP, per-label figures and their intervals (its `evaluation_summary`)."""
+        return self._file(names.MULTILABEL_EVALUATION_JSON)
+
+    @property
     def calibration(self) -> Path:
         return self._file(names.CALIBRATION_FILE)
 

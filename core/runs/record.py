@@ -70,6 +70,8 @@ EXPORTS_DIR = "exports"  # core.export.store: exports made from the app, one fol
 SELECTIVE_FILE = "selective.json"  # results.probabilities.selective: the threshold answering only when sure, its report
 CLASS_THRESHOLDS_FILE = "class_thresholds.json"  # results.probabilities.class_thresholds: a threshold per class
 LABEL_THRESHOLDS_FILE = "label_thresholds.json"  # results.probabilities.label_thresholds: a multi-label run's per label
+MULTILABEL_EVALUATION_NPZ = "multilabel_evaluation.npz"  # results.evaluation.multilabel: test scores, label rows
+MULTILABEL_EVALUATION_JSON = "multilabel_evaluation.json"  # its mAP, AP and F1 per label, intervals, random baseline
 ROBUSTNESS_FILE = "robustness.json"  # results.evaluation.robustness: accuracy under 15 corruptions at 5 severities
 MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
 # Files a retrain replaces; config.json stays (same id, same config).
@@ -98,6 +100,8 @@ RUN_OUTPUTS = (
     MODEL_FILE,
     EVALUATION_NPZ,
     EVALUATION_JSON,
+    MULTILABEL_EVALUATION_NPZ,
+    MULTILABEL_EVALUATION_JSON,
     TRAIN_LOG,
     STOP_FILE,
     CHECKPOINT_FILE,
@@ -319,6 +323,11 @@ class Run(JobRecord):
         return (self.directory / EVALUATION_NPZ).exists()
 
     @property
+    def has_multilabel_evaluation(self) -> bool:
+        """A multi-label run's stored test evaluation (core.results.evaluation.multilabel)."""
+        return (self.directory / MULTILABEL_EVALUATION_NPZ).exists()
+
+    @property
     def has_analysis(self) -> bool:
         """True when the validation/test logits and features are stored (runs trained before them: no)."""
         return (self.directory / ANALYSIS_FILE).exists()
@@ -337,6 +346,11 @@ class Run(JobRecord):
     def evaluation_mtime(self) -> float | None:
         """When the test evaluation was written (a cache key for loaded evaluations), None without one."""
         return _mtime(self.directory / EVALUATION_NPZ)
+
+    @property
+    def multilabel_evaluation_mtime(self) -> float | None:
+        """When a multi-label run's test evaluation was written (a cache key), None without one."""
+        return _mtime(self.directory / MULTILABEL_EVALUATION_NPZ)
 
     @property
     def analysis_mtime(self) -> float | None:

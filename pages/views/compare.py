@@ -39,6 +39,7 @@ def preselected(ids: list[str]) -> list[str]:
 
 
 runs = common.finished_runs()
+common.multilabel_left_out("Compare")
 if len(runs) < MIN_RUNS:
     st.info(
         "Comparing needs at least two finished runs on the same dataset. Train another on the Train page.",

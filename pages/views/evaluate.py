@@ -1,4 +1,5 @@
-"""Evaluate: test-split metrics, per-class table, the interactive confusion matrix and its images."""
+"""Evaluate: test-split metrics, per-class table, the interactive confusion matrix and its images (a multi-label
+run: its figures per label, pages/ui/evaluate/multilabel.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pages.ui.evaluate import card as evaluate_card
 from pages.ui.evaluate import confusion as evaluate_confusion
 from pages.ui.evaluate import guarantees as evaluate_guarantees
 from pages.ui.evaluate import heatmaps as evaluate_heatmaps
+from pages.ui.evaluate import multilabel as evaluate_multilabel
 from pages.ui.evaluate import robustness as evaluate_robustness
 from pages.ui.evaluate import thresholds as evaluate_thresholds
 from pages.ui.navigation import page_file
@@ -47,7 +49,7 @@ def summary_json(run_dir: str, stamp: float) -> str:
     return json.dumps(load_evaluation(run_dir, stamp).summary(), indent=2)
 
 
-runs = common.finished_runs()
+runs = common.evaluable_runs()
 if not runs:
     st.info(
         "No finished run yet. Train one on the Train page; its test-split evaluation appears here.",
@@ -64,6 +66,12 @@ if st.session_state.get("evaluate_run") not in labels:
     st.session_state["evaluate_run"] = runs[0].run_id
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="evaluate_run", bind="query-params")
 run = common.store().get(run_id)
+if run.multilabel:  # its figures per label, at its thresholds (pages/ui/evaluate/multilabel.py)
+    if run.state is JobState.STOPPED:
+        st.caption("This run was stopped early; these are the metrics of its best weights so far.")
+    common.random_start_notice(run)
+    evaluate_multilabel.section(run, Path(run.dataset_path))
+    st.stop()
 evaluation = evaluation_of(run)
 dataset_root = Path(run.dataset_path)
 summary_averages = evaluation.averages()

@@ -48,6 +48,7 @@ def without_model(run: Run) -> None:
 
 # a multi-label run has no single-label analysis to explore yet (issue 41, section 3)
 runs = [run for run in common.runs() if not run.active and not run.multilabel]
+common.multilabel_left_out("Explore")
 if not runs:
     st.info(
         "No finished run yet. Train one on the Train page; its photos can be explored here.",

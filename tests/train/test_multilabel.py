@@ -18,6 +18,7 @@ from core.network import layer_names
 from core.network.losses import WeightedBinaryCrossentropy
 from core.network.model import build_head
 from core.processes import JobState
+from core.results.evaluation.multilabel import MultilabelEvaluation
 from core.results.probabilities import label_thresholds
 from core.runs.analysis import RunAnalysis
 from core.runs.files import run_files
@@ -168,6 +169,11 @@ def test_a_multilabel_run_trains_with_validation_map_and_keeps_thresholds(tmp_pa
     stored = label_thresholds.stored(run.directory)
     assert run_files(run).label_thresholds.exists() and set(stored["thresholds"]) == set(COLOURS)
     assert stored["split"] == "val" and stored["photos"] == len(val.paths)
+    # its test evaluation at those thresholds is kept beside them, its mAP the run's summary
+    evaluation = MultilabelEvaluation.load(run.directory)
+    assert run.has_multilabel_evaluation and not run.has_evaluation  # no single-label reader picks it up
+    assert evaluation.paths == analysis.test.paths and evaluation.summary()["map"] == pytest.approx(status.map)
+    assert evaluation.thresholds.tolist() == [stored["thresholds"][n] for n in COLOURS]
     if changes:
         return
     # a predictor of the run gives each photo's sigmoids and the labels at or above their thresholds

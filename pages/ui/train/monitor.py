@@ -101,7 +101,7 @@ def monitor(run: Run, metrics: list[dict], state: RunProgress) -> None:
         stop_controls(run)
     elif run.state is JobState.FAILED:
         st.error(f"This run failed: {plain.md(run.status.error or 'no error recorded')}", icon=":material/error:")
-    if run.evaluated or (run.multilabel and run.has_model and run.has_analysis):  # multi-label: no evaluation.* yet
+    if run.evaluated or (run.multilabel and run.has_model and run.has_analysis):  # multi-label: multilabel_evaluation.*
         result(run, state)
     elif run.state is JobState.STOPPED:
         st.info("Stopped on request before its first epoch finished: there is no model to evaluate.")
@@ -192,11 +192,10 @@ def result(run: Run, state: RunProgress) -> None:
     mlflow_runs(run)
     if run.multilabel:
         st.caption(
-            "A multi-label run: `python -m core predict` gives each photo's labels above their thresholds (tuned on "
-            "the validation photos) and every label's score. Evaluate, Explore, Predict and Serve do not list "
-            "multi-label runs yet."
+            "A multi-label run: the Evaluate page gives its AP, precision, recall and F1 per label; `python -m core "
+            "predict` gives each photo's labels above their thresholds (tuned on the validation photos) and every "
+            "label's score. Explore, Predict and Serve do not list multi-label runs yet."
         )
-        return
     st.page_link(
         page_file("evaluate"),
         label="Study it on the Evaluate page",

@@ -1,0 +1,389 @@
+"""The Evaluate page of a multi-label run: mAP against a random scorer, the per-label table worst first, one label's
+precision-recall curve with a threshold to try and the photos behind its 2x2 counts, the label confusion, and the
+photos whose label lists the model doubts (core.results.labels.multilabel_issues).
+
+Every figure comes from the run's stored evaluation (core.results.evaluation.multilabel), its words from
+core.results.evaluation.multilabel_words; this file lays them out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.results.evaluation import multilabel_calibration as calibration
+from core.results.evaluation import multilabel_views as views
+from core.results.evaluation import multilabel_words as words
+from core.results.evaluation.multilabel import (
+    CELLS,
+    NO_LABEL,
+    MultilabelEvaluation,
+    MultilabelEvaluationMissing,
+)
+from core.results.labels import multilabel_issues
+from core.runs.analysis import AnalysisMissing, RunAnalysis
+from pages.ui import photo_gallery, plain
+
+PAGE_SIZE = 24
+CELL_WORDS = {
+    "found": "has it, answered it",
+    "added": "answered it, does not have it",
+    "missed": "has it, not answered",
+    "left out": "does not have it, not answered",
+}
+
+
+@st.cache_data(show_spinner="Loading the evaluation…", max_entries=16)
+def _load(run_dir: str, stamp: tuple) -> MultilabelEvaluation:
+    return MultilabelEvaluation.of_run(run_dir)
+
+
+def load(run) -> MultilabelEvaluation | None:
+    """The run's evaluation (stored, or made from its analysis arrays once per change of them), None without one."""
+    try:
+        return _load(str(run.directory), (run.multilabel_evaluation_mtime, run.analysis_mtime))
+    except MultilabelEvaluationMissing:
+        return None
+
+
+def section(run, dataset_root: Path) -> None:
+    """The whole page below the run picker, for a multi-label run."""
+    evaluation = load(run)
+    if evaluation is None:
+        st.info(
+            "This multi-label run keeps no test scores or thresholds to evaluate (it ended before they were stored): "
+            "train it again.",
+            icon=":material/info:",
+        )
+        return
+    summary = evaluation.summary()
+    headline(summary)
+    table_tab, label_tab, confusion_tab, issues_tab = st.tabs(
+        ["Per-label metrics", "One label", "Label confusion", "Suspected label errors"]
+    )
+    with table_tab:
+        per_label_table(evaluation, summary, run.run_id)
+    with label_tab:
+        one_label(evaluation, summary, dataset_root, run.run_id)
+    with confusion_tab:
+        confusion(evaluation, dataset_root)
+    with issues_tab:
+        label_errors(run, dataset_root)
+
+
+def headline(summary: dict) -> None:
+    cols = st.columns(6)
+    found = summary["map"]
+    cols[0].metric(
+        "mAP",
+        "-" if found is None else f"{found:.3f}",
+        help="Average precision averaged over the labels with a test photo: how well each label's photos are "
+        "ranked above the others, whatever the thresholds.",
+    )
+    baseline = summary["random_map"]
+    cols[1].metric(
+        "Random scorer's mAP",
+        "-" if baseline is None else f"{baseline:.3f}",
+        help="What ranking the photos at random gets on average on these photos: about each label's frequency.",
+    )
+    micro = summary["map_micro"]
+    cols[2].metric("Micro mAP", "-" if micro is None else f"{micro:.3f}", help="Every (photo, label) pair as one list.")
+    f1 = summary["f1_macro"]
+    cols[3].metric(
+        "Macro F1",
+        "-" if f1 is None else f"{f1:.3f}",
+        help="F1 at each label's threshold (tuned on the validation photos), averaged over the labels.",
+    )
+    cols[4].metric("Exact match", f"{summary['exact_match']:.3f}", help="Share of photos with every label right.")
+    cols[5].metric("Test photos", summary["test_images"])
+    said = words.headline(summary)
+    low = summary["map_interval"][0]
+    if low is None or words.beats_random(low, baseline):  # None: no label, or no interval on a split this large
+        st.info(said, icon=":material/insights:")
+    else:
+        st.warning(said, icon=":material/casino:")
+    notes = [
+        words.weak_labels_words(summary),
+        words.thresholds_words(summary),
+        f"Hamming loss {summary['hamming_loss']:.3f}: the share of (photo, label) answers that are wrong.",
+    ]
+    st.caption(" ".join(plain.md(n) for n in notes if n))
+
+
+def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str) -> None:
+    table = evaluation.per_label()
+    table.insert(2, "ap 95%", [_range(lo, hi) for lo, hi in zip(table["ap_low"], table["ap_high"], strict=True)])
+    table = table.drop(columns=["ap_low", "ap_high", "left out"])
+    st.caption(
+        "Worst AP first (labels no test photo has, last). Random AP: what ranking the photos at random gets on these "
+        "photos, about the label's frequency; an AP whose interval reaches down to it is no better than chance. "
+        "Precision, recall and F1 are at each label's threshold, tuned on the validation photos."
+    )
+    fraction = {name: st.column_config.ProgressColumn(name, min_value=0, max_value=1, format="%.3f") for name in
+                ("ap", "precision", "recall", "f1")}  # fmt: skip
+    figures = {name: st.column_config.NumberColumn(name, format="%.3f") for name in ("random_ap", "frequency",
+               "threshold", "ece")}  # fmt: skip
+    st.dataframe(table, hide_index=True, key="evaluate_ml_table", column_config=fraction | figures)
+    st.download_button(
+        "Download metrics (JSON)",
+        json.dumps(summary, indent=2),
+        file_name=f"{run_id}-evaluation.json",
+        mime="application/json",
+        icon=":material/download:",
+        key="evaluate_ml_download",
+    )
+
+
+def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Path, run_id: str) -> None:
+    order = evaluation.per_label()["label"].tolist()
+    if st.session_state.get("evaluate_ml_label") not in order:
+        st.session_state["evaluate_ml_label"] = order[0]
+    label = st.selectbox("Label (worst AP first)", order, key="evaluate_ml_label")
+    entry, j = summary["per_label"][label], evaluation.label_index(label)
+    tuned = entry["threshold"]
+    threshold = st.slider(
+        "Threshold",
+        0.0,
+        1.0,
+        value=float(tuned),
+        step=0.005,
+        format="%.3f",
+        key=f"evaluate_ml_threshold_{run_id}_{j}",
+        help=f"A photo is answered '{plain.md(label)}' when its score is at or above this. Its threshold, tuned on the "
+        f"validation photos, is {tuned:.3f}: move it to see what a stricter or looser one does on test.",
+    )
+    counts = evaluation.counts_at(label, threshold)
+    said = words.trade_off(label, threshold, counts["found"], counts["added"], counts["missed"])
+    st.markdown(f"**{plain.md(said[0].upper() + said[1:])}.**")
+    if abs(threshold - tuned) > 1e-9:
+        at_tuned = evaluation.counts_at(label, tuned)
+        st.caption(plain.md("Its tuned threshold, " + words.trade_off(label, tuned, *_three(at_tuned)) + "."))
+    chart_col, counts_col = st.columns([3, 2], gap="medium")
+    with chart_col:
+        st.altair_chart(_curve_chart(evaluation, label, threshold, counts, entry["frequency"]), width="stretch")
+        st.caption(
+            f"AP {_value(entry['ap'])} ({_interval(*entry['ap_interval'])}), a random scorer's "
+            f"{_value(entry['random_ap'])}; the dashed line is the label's frequency, {entry['frequency']:.2f}: the "
+            "precision of answering it at random."
+        )
+    with counts_col:
+        grid = pd.DataFrame(
+            {f"answered '{label}'": [counts["found"], counts["added"]],
+             "not answered": [counts["missed"], counts["left out"]]},
+            index=[f"has '{label}'", "does not have it"],
+        )  # fmt: skip
+        st.dataframe(grid, key="evaluate_ml_counts")
+        picked = st.segmented_control(
+            "Photos",
+            list(CELLS),
+            default="added" if counts["added"] else "found",
+            format_func=lambda c: f"{c} ({counts[c]})",
+            key="evaluate_ml_cell",
+            required=True,
+        )
+        st.caption(plain.md(f"'{label}': {CELL_WORDS[picked]}."))
+    rows = views.cell(evaluation, label, threshold, picked)
+    _photos(rows, label, dataset_root, f"evaluate_ml_cell_photos_{j}")
+    with st.expander(f"Calibration of '{plain.md(label)}'", icon=":material/balance:"):
+        table = calibration.reliability(evaluation.truth[:, j], evaluation.probabilities[:, j])
+        st.altair_chart(_reliability_chart(table), width="stretch")
+        ece = entry.get("ece")
+        st.caption(
+            plain.md(calibration.words(label, table))
+            + (f" Expected calibration error {ece:.3f} (the photos-weighted mean gap)." if ece is not None else "")
+        )
+    with st.expander(f"Top losses for '{plain.md(label)}'", icon=":material/trending_down:"):
+        st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
+        _photos(views.top_losses(evaluation, label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
+
+
+def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
+    added, missed = views.confusion(evaluation)
+    kind = st.segmented_control(
+        "Show",
+        ["added", "missed"],
+        default="added",
+        key="evaluate_ml_confusion_kind",
+        required=True,
+        format_func={"added": "labels the model adds", "missed": "labels the model misses"}.get,
+    )
+    matrix = added if kind == "added" else missed
+    st.caption(
+        "Rows: the photos with each true label (the photos with none last). Columns: how many of them the model "
+        + (
+            "gave each label they do not have."
+            if kind == "added"
+            else "left without each label they have (on the diagonal: the row's own label missed)."
+        )
+        + " Click a cell to see its photos."
+    )
+    event = st.altair_chart(
+        _matrix_chart(matrix), key="evaluate_ml_matrix", on_select="rerun", selection_mode="cell", width="stretch"
+    )
+    picked = ((event or {}).get("selection") or {}).get("cell") or []
+    if picked and st.session_state.get("evaluate_ml_matrix_applied") != picked[0]:
+        st.session_state["evaluate_ml_matrix_applied"] = picked[0]
+        st.session_state["evaluate_ml_row"] = picked[0].get("true")
+        st.session_state["evaluate_ml_column"] = picked[0].get("label")
+    rows, columns = list(matrix.index), list(matrix.columns)
+    worst = matrix.stack().idxmax() if matrix.to_numpy().any() else (rows[0], columns[0])
+    if st.session_state.get("evaluate_ml_row") not in rows:
+        st.session_state["evaluate_ml_row"] = worst[0]
+    if st.session_state.get("evaluate_ml_column") not in columns:
+        st.session_state["evaluate_ml_column"] = worst[1]
+    pick = st.columns(2)
+    row = pick[0].selectbox("Photos with", rows, key="evaluate_ml_row")
+    column = pick[1].selectbox(f"Label {kind}", columns, key="evaluate_ml_column")
+    if row == NO_LABEL and kind == "missed":
+        st.caption("A photo with no label has none to miss.")
+        return
+    found = views.confused_photos(evaluation, row, column, kind)
+    what = "no label" if row == NO_LABEL else f"'{row}'"
+    st.markdown(plain.md(f"Photos with {what} where the model {kind} '{column}': {len(found)}"))
+    _photos(found, column, dataset_root, "evaluate_ml_confused_photos")
+
+
+@st.cache_data(show_spinner="Checking the label lists…", max_entries=8)
+def _issues(run_dir: str, stamp: float | None) -> multilabel_issues.LabelListIssues | None:
+    try:
+        return multilabel_issues.of_analysis(RunAnalysis.load(run_dir))
+    except AnalysisMissing:
+        return None
+
+
+def label_errors(run, dataset_root: Path) -> None:
+    found = _issues(str(run.directory), run.analysis_mtime)
+    if found is None:
+        st.caption("The label lists are checked on the run's analysis arrays, which this run does not keep.")
+        return
+    st.markdown(
+        f"**{found.suspected} of {found.photos}** validation and test photos have a label list the model doubts: a "
+        "label it is confident the photo shows but lacks (*missing*), or one it is confident the photo does not show "
+        "(*wrong*)."
+    )
+    st.caption(
+        "Confident learning one label at a time, as cleanlab's multilabel_classification finds them, on the model's "
+        "scores of photos it never trained on; lowest label quality first. A weak model doubts many right lists: "
+        "these are photos to look at, not errors found."
+    )
+    if not found.suspected:
+        return
+    table = found.table.assign(**{k: found.table[k].map(", ".join) for k in ("labels", "missing", "wrong")})
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="evaluate_ml_issues",
+        column_config={"quality": st.column_config.NumberColumn(format="%.3f")},
+    )
+    items = [
+        (
+            dataset_root / row.path,
+            " · ".join(
+                [*([f"missing: {row.missing}"] if row.missing else []), *([f"wrong: {row.wrong}"] if row.wrong else [])]
+            )
+            + f" · has: {row.labels or 'none'}\n"
+            f"{Path(row.path).name}",
+        )
+        for row in table.head(PAGE_SIZE).itertuples()
+    ]
+    if found.suspected > PAGE_SIZE:
+        st.caption(f"The first {PAGE_SIZE} of {found.suspected} photos.")
+    photo_gallery.gallery(items, size=130, key="evaluate_ml_issue_photos")
+
+
+def _photos(rows: pd.DataFrame, label: str, dataset_root: Path, key: str) -> None:
+    if rows.empty:
+        st.caption("No test photo here.")
+        return
+    if len(rows) > PAGE_SIZE:
+        st.caption(f"The first {PAGE_SIZE} of {len(rows)} photos.")
+    photo_gallery.gallery(
+        [
+            (
+                dataset_root / row.path,
+                f"{label} {row.score:.2f} · has: {row.labels or '-'} · answered: {row.predicted or '-'}\n"
+                f"{Path(row.path).name}",
+            )
+            for row in rows.head(PAGE_SIZE).itertuples()
+        ],
+        size=130,
+        key=key,
+    )
+
+
+def _curve_chart(evaluation, label: str, threshold: float, counts: dict, frequency: float) -> alt.LayerChart:
+    curve = views.curve(evaluation, label)
+    here = pd.DataFrame({"recall": [counts["recall"]], "precision": [counts["precision"]], "threshold": [threshold]})
+    scale = alt.Scale(domain=[0, 1])
+    line = (
+        alt.Chart(curve)
+        .mark_line(interpolate="step-after", point=True)
+        .encode(
+            x=alt.X("recall", scale=scale, title="recall (photos with it found)"),
+            y=alt.Y("precision", scale=scale, title="precision (answers right)"),
+            tooltip=["threshold", "precision", "recall", "found", "added", "missed"],
+        )
+    )
+    dot = alt.Chart(here).mark_point(size=160, filled=True, color="#d62728").encode(x="recall", y="precision")
+    chance = alt.Chart(pd.DataFrame({"precision": [frequency]})).mark_rule(strokeDash=[4, 4]).encode(y="precision")
+    return (line + chance + dot).properties(height=320, title=plain.chart(f"'{label}': precision against recall"))
+
+
+def _reliability_chart(table: pd.DataFrame) -> alt.LayerChart:
+    scale = alt.Scale(domain=[0, 1])
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4]).encode(x="x", y="y")
+    points = (
+        alt.Chart(table)
+        .mark_circle()
+        .encode(
+            x=alt.X("mean_score", scale=scale, title="mean score in the bin"),
+            y=alt.Y("observed", scale=scale, title="share with the label"),
+            size=alt.Size("photos", title="photos"),
+            tooltip=["low", "high", "photos", "with_label", "mean_score", "observed"],
+        )
+    )
+    return (diagonal + points).properties(height=260)
+
+
+def _matrix_chart(matrix: pd.DataFrame) -> alt.LayerChart:
+    long = matrix.rename_axis("true").reset_index().melt(id_vars="true", var_name="label", value_name="photos")
+    cell = alt.selection_point(name="cell", fields=["true", "label"], on="click", clear=False)
+    base = alt.Chart(long).encode(
+        x=alt.X("label:N", sort=list(matrix.columns), title="label", axis=alt.Axis(labelAngle=-45, labelLimit=140)),
+        y=alt.Y(
+            "true:N", sort=list(matrix.index), title="photos with", axis=alt.Axis(labelLimit=140, labelOverlap=False)
+        ),
+    )
+    rects = (
+        base.mark_rect(cursor="pointer")
+        .encode(
+            color=alt.Color("photos:Q", scale=alt.Scale(scheme="oranges", domainMin=0), title="photos"),
+            opacity=alt.condition(cell, alt.value(1.0), alt.value(0.85)),
+            tooltip=[alt.Tooltip("true:N", title="photos with"), "label:N", "photos:Q"],
+        )
+        .add_params(cell)
+    )
+    layers = [rects]
+    if len(matrix.columns) <= 20:
+        layers.append(base.mark_text(fontSize=11).encode(text="photos:Q"))
+    return alt.layer(*layers).properties(height=140 + 36 * len(matrix))  # the axes' labels come out of the height
+
+
+def _three(counts: dict) -> tuple[int, int, int]:
+    return counts["found"], counts["added"], counts["missed"]
+
+
+def _value(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _range(low, high) -> str:
+    return "-" if low is None or high is None or low != low else f"{low:.2f}-{high:.2f}"
+
+
+def _interval(low, high) -> str:
+    return "-" if low is None or high is None or low != low else f"95% interval {low:.2f}-{high:.2f}"

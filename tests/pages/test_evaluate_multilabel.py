@@ -1,0 +1,130 @@
+"""Evaluate page on a multi-label run: mAP against a random scorer in words, the per-label table worst first, one
+label's curve with a threshold to try and the photos behind its counts, and the label confusion with its photos."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import run_job
+from core.results.evaluation import multilabel_views as views
+from core.results.evaluation import multilabel_words as words
+from core.results.evaluation.multilabel import NO_LABEL, MultilabelEvaluation
+from core.results.labels import multilabel_issues
+from core.runs.analysis import RunAnalysis
+from core.runs.store import RunStore
+from core.settings.config import TrainConfig
+from core.train import jobs
+from pages.ui.plain import md
+from tests.pages.conftest import table_with, texts
+from tests.train.test_multilabel import COLOURS, make_mosaics
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("evaluate_multilabel")
+    data, models = base / "data", base / "models"
+    dataset = make_mosaics(data / "mosaics", n=60, size=32)
+    store = RunStore(models)
+    config = TrainConfig(image_size=32, weights="none", epochs=2, batch_size=8, head=(8,), seed=0)
+    submission = jobs.submit(store, dataset, config)
+    run_job.execute(store, submission, data, console=False, ingest_workers=1)
+    run = store.get(submission.run_id)
+    return {"data": data, "models": models, "run": run, "evaluation": MultilabelEvaluation.load(run.directory)}
+
+
+@pytest.fixture
+def open_evaluate(app, multilabel_run, monkeypatch):
+    def opened():
+        monkeypatch.setenv("FLORA_DATA_DIR", str(multilabel_run["data"]))
+        at = app("evaluate", models_dir=multilabel_run["models"])
+        assert at.selectbox(key="evaluate_run").value == multilabel_run["run"].run_id
+        return at
+
+    return opened
+
+
+def test_headline_map_against_a_random_scorer_and_the_table_worst_first(open_evaluate, multilabel_run):
+    at = open_evaluate()
+    summary = multilabel_run["evaluation"].summary()
+    shown = texts(at)
+    assert f"mAP: {summary['map']:.3f}" in shown and f"Random scorer's mAP: {summary['random_map']:.3f}" in shown
+    assert words.headline(summary) in shown  # the interval, the baseline, and what they say on this weak model
+    alert = at.info if words.beats_random(summary["map_interval"][0], summary["random_map"]) else at.warning
+    assert any(words.headline(summary) == a.value for a in alert)
+    assert "Accuracy" not in shown and "started from random weights" in shown
+    table = table_with(at, "label", "ap", "ap 95%", "random_ap", "frequency", "threshold", "precision", "recall")
+    tested = table[table["positives"] > 0]
+    assert tested["ap"].tolist() == sorted(tested["ap"].tolist()) and set(table["label"]) == set(COLOURS)
+    for row in table.itertuples():
+        assert row.threshold == pytest.approx(summary["per_label"][row.label]["threshold"])
+
+
+def test_one_label_a_threshold_to_try_its_words_counts_and_photos(open_evaluate, multilabel_run):
+    evaluation = multilabel_run["evaluation"]
+    at = open_evaluate()
+    label = at.selectbox(key="evaluate_ml_label").value
+    assert label == evaluation.per_label()["label"].iloc[0]  # the worst AP first
+    j = evaluation.label_index(label)
+    slider = at.slider(key=f"evaluate_ml_threshold_{multilabel_run['run'].run_id}_{j}")
+    assert slider.value == pytest.approx(evaluation.thresholds[j])
+    slider.set_value(0.3).run()
+    assert not at.exception, [e.value for e in at.exception]
+    counts = evaluation.counts_at(label, 0.3)
+    said = words.trade_off(label, 0.3, counts["found"], counts["added"], counts["missed"])
+    shown = texts(at)
+    assert md(said[0].upper() + said[1:]) in shown and "Its tuned threshold, at" in shown
+    grid = table_with(at, f"answered '{label}'", "not answered")
+    assert grid.to_numpy().tolist() == [[counts["found"], counts["missed"]], [counts["added"], counts["left out"]]]
+    assert f"Calibration of '{label}'" in shown and "Expected calibration error" in shown
+    at.segmented_control(key="evaluate_ml_cell").set_value("found").run()
+    captions = [c for image in at.get("image") for c in image.captions]
+    expected = views.cell(evaluation, label, 0.3, "found")
+    assert sum(1 for c in captions if c.startswith(f"{label} ")) >= min(len(expected), 24)
+    if len(expected):
+        assert any(md(expected["path"].iloc[0].split("/")[-1]) in c for c in captions)
+
+
+def test_the_label_confusion_shows_what_is_added_and_missed_and_its_photos(open_evaluate, multilabel_run):
+    evaluation = multilabel_run["evaluation"]
+    added, missed = views.confusion(evaluation)
+    at = open_evaluate()
+    rows = at.selectbox(key="evaluate_ml_row")
+    assert rows.options == [*COLOURS, NO_LABEL]
+    row, column = rows.value, at.selectbox(key="evaluate_ml_column").value
+    if added.to_numpy().any():
+        assert added.loc[row, column] == added.to_numpy().max()  # opens on the most frequent addition
+    found = views.confused_photos(evaluation, row, column, "added")
+    assert md(f"where the model added '{column}': {len(found)}") in texts(at)
+    at.segmented_control(key="evaluate_ml_confusion_kind").set_value("missed").run()
+    at.selectbox(key="evaluate_ml_row").set_value("red").run()
+    at.selectbox(key="evaluate_ml_column").set_value("red").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert md(f"Photos with 'red' where the model missed 'red': {int(missed.loc['red', 'red'])}") in texts(at)
+
+
+def test_the_train_page_links_a_multilabel_run_to_evaluate(app, multilabel_run, monkeypatch):
+    monkeypatch.setenv("FLORA_DATA_DIR", str(multilabel_run["data"]))
+    at = app("train", models_dir=multilabel_run["models"])
+    links = [link for link in at.get("page_link") if "Evaluate" in link.proto.label]
+    assert links, "the finished multi-label run leads to the Evaluate page"
+    assert "Explore, Predict and Serve do not list multi-label runs yet" in texts(at)
+
+
+def test_the_photos_whose_label_lists_the_model_doubts(open_evaluate, multilabel_run):
+    found = multilabel_issues.of_analysis(RunAnalysis.load(multilabel_run["run"].directory))
+    at = open_evaluate()
+    shown = texts(at)
+    assert f"**{found.suspected} of {found.photos}** validation and test photos" in shown
+    assert "not errors found" in shown
+    if found.suspected:
+        table = table_with(at, "path", "split", "quality", "missing", "wrong")
+        assert table["path"].tolist() == found.table["path"].tolist()
+
+
+@pytest.mark.parametrize("page", ["explore", "compare"])
+def test_pages_that_read_single_label_runs_only_say_where_a_multilabel_run_is(app, multilabel_run, monkeypatch, page):
+    monkeypatch.setenv("FLORA_DATA_DIR", str(multilabel_run["data"]))
+    at = app(page, models_dir=multilabel_run["models"])
+    shown = texts(at)
+    assert f"{page.title()} reads single-label runs only so far: 1 multi-label run(s) are not listed here" in shown
+    assert "Evaluate page gives each one's AP" in shown
