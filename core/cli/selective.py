@@ -23,6 +23,9 @@ def print_selective(fitted: Selective) -> None:
     if fitted.threshold is None:
         for clause in no_threshold_words(level, fitted.nearest):
             print(clause)
+        luck = fitted.no_level_words() if fitted.nearest is None else None
+        if luck:
+            print(f"still, {luck}")
         if fitted.nearest:
             print(f"to use that level: --max-error {fitted.nearest['max_error']:g} (Predict's slider has it too)")
         return

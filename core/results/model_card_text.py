@@ -295,6 +295,8 @@ def _selective(found) -> str:
         # the words and figures Predict, Evaluate and `core calibrate` give at this level
         cannot, nearest = no_threshold_words(level, chosen.nearest)
         text = cannot[0].upper() + cannot[1:] + "; " + nearest
+        luck = chosen.no_level_words() if chosen.nearest is None else None
+        text += f". Still, {luck}" if luck else ""
         return "## Answering only when sure\n\n" + intro + text + "." + extra
     error = "-" if held.error is None else f"{held.error:.1%}"
     text = (

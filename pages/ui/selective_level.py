@@ -36,6 +36,7 @@ def nearest_warning(fitted, level: float, key: str) -> None:
     st.warning(
         f"**{cannot[0].upper()}{cannot[1:]}**. {there[0].upper()}{there[1:]}"
         + (f". At {nearest['max_error']:.0%}, {fragile}" if fragile else "")
+        + (f". Still, {luck}" if nearest is None and (luck := fitted.no_level_words()) else "")
         + ".",
         icon=":material/block:",
     )

@@ -88,6 +88,7 @@ def _selective(max_error: float, threshold: float | None, at_default: float | No
         max_error=max_error, threshold=threshold, delta=0.1, spread=None, nearest=None,
         held_out=Counted(photos=20, answered=10, errors=1, allowed_errors=3),
         threshold_at=lambda level: threshold if level == max_error else at_default,
+        no_level_words=lambda: None,
     )  # fmt: skip
 
 

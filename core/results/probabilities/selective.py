@@ -42,7 +42,7 @@ from core.errors import InvalidInput
 from core.fileio import read_versioned, write_json_atomic
 from core.results.probabilities.learn_then_test import (
     DELTA,
-    LEVELS,  # noqa: F401 (the slider's levels, read from here)
+    LEVELS,
     MAX_ERROR_RANGE,
     learn_then_test,
     nearest_level,
@@ -51,6 +51,7 @@ from core.results.probabilities.selective_words import (  # the words, read from
     fragile_words,  # noqa: F401
     halvings_words,  # noqa: F401
     no_threshold_words,
+    other_halvings_words,
     threshold_text,  # noqa: F401
 )
 from core.runs.files import run_files
@@ -285,7 +286,20 @@ class Selective:
             "held_out": self.held_out.to_dict(),
             "spread": asdict(self.spread) if self.spread else None,
             "nearest": self.nearest,
+            # the calibration half, surest first: the threshold (or that none exists) can be recounted from it
+            "calibration": [
+                {"confidence": c, "right": r}
+                for c, r in sorted(
+                    zip(self.calibration_confidence, self.calibration_correct, strict=True), reverse=True
+                )
+            ],
         }
+
+    def no_level_words(self) -> str | None:
+        """Where no level up to the highest can be promised: how often other halvings found one there (words)."""
+        if self.nearest_at(LEVELS[-1]) is not None or self.threshold_at(LEVELS[-1]) is not None:
+            return None
+        return other_halvings_words(self.spread_at(LEVELS[-1]), LEVELS[-1])
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -100,3 +100,18 @@ def guarantee_words(max_error: float, fragile: str | None) -> str:
         "given to photos like the run's test photos are wrong (over many photos, not this one)"
     )
     return said + (f"; but {fragile}" if fragile else "")
+
+
+def other_halvings_words(spread: SelectiveSpread | None, level: float) -> str | None:
+    """Where no level can be promised on the photos drawn, how often other random halvings found a threshold at the
+    highest level (`spread` at `level`), one clause in lower case; None where none did (walk 52: 30 of 200 had one at
+    50%, which 'cannot be promised' left unsaid)."""
+    if spread is None or spread.found == 0:
+        return None
+    said = (
+        f"on other random halvings of the same test photos, each fitting its own, a threshold at {level:.0%} was found "
+        f"in {spread.found} of {spread.splits}"
+    )
+    if spread.error_mean is not None:
+        said += f" (the error among the photos they answered {spread.error_mean:.0%} on average)"
+    return said + ": whether one exists depends on which photos calibrate"

@@ -297,3 +297,29 @@ def test_core_calibrate_prints_the_halvings_line_and_a_promise_found_in_few_halv
     out = capsys.readouterr().out
     assert sel.halvings_words(fitted.spread, fitted.max_error) + "\n" in out
     assert f"many halvings find no threshold here: {sel.fragile_words(fitted.spread)}\n" in out
+
+
+def test_no_level_at_all_still_says_how_often_other_halvings_found_one():
+    """Walk 52: 'no level up to 50% can be promised' while 30 of 200 halvings found a threshold at 50%, and the JSON
+    listed only the held-out half, so the sentence could not be recounted."""
+
+    def weak(seed: int):  # 40 photos right half the time whatever the confidence
+        rng = np.random.default_rng(seed)
+        confidence = rng.uniform(0.34, 0.7, size=40)
+        labels = np.where(rng.uniform(size=40) < 0.55, 0, 1)
+        p = np.c_[confidence, 1 - confidence]
+        return sel.fit(p, labels, [f"{i}.jpg" for i in range(40)], ["a", "b"], p, labels, 0.05)
+
+    lucky, never = weak(1), weak(0)
+    for fitted in (lucky, never):
+        assert fitted.nearest is None  # no level up to 50% on the photos drawn
+        summary = fitted.summary()
+        assert [p["confidence"] for p in summary["calibration"]] == sorted(fitted.calibration_confidence, reverse=True)
+        assert len(summary["calibration"]) == summary["calibration_photos"]
+    top = lucky.spread_at(ltt.LEVELS[-1])
+    assert 0 < top.found < top.splits
+    assert lucky.no_level_words().startswith(
+        f"on other random halvings of the same test photos, each fitting its own, a threshold at 50% was found in "
+        f"{top.found} of {top.splits}"
+    )
+    assert never.spread_at(ltt.LEVELS[-1]).found == 0 and never.no_level_words() is None
