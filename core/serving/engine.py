@@ -4,6 +4,11 @@
 calibration temperature (when the run has one) and its out-of-distribution reference. Decoding
 uses `core.data.imaging.load_for_model`, the very loader of the image cache and `core predict`, so a
 photo sent to the server becomes the same tensor it would in training.
+
+A multi-label run (`run.multilabel`) answers with its label list instead: every label whose sigmoid is at or above
+the label's threshold (tuned on validation, core.results.probabilities.label_thresholds), "none of these" when none
+is, and every label's score. It keeps no temperature, prediction sets, threshold for answering only when sure or
+out-of-distribution reference yet, so none of those is applied to it.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
+from core.data.multilabel import NO_LABEL
 from core.errors import InvalidInput, Unavailable
 from core.network import layer_names as names
-from core.results.probabilities import class_thresholds, conformal, selective, tta
+from core.results.probabilities import class_thresholds, conformal, label_thresholds, selective, tta
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.image_stats import image_statistics
 from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
@@ -38,6 +44,18 @@ log = logging.getLogger("flora")
 VIEWS_AVERAGE = "views_average"  # forward()'s extra output where the run uses test-time augmentation
 IMAGE_STATS = (
     "image_statistics"  # forward()'s picture statistics (core.results.probabilities.image_stats), for "none of these"
+)
+
+
+MULTILABEL_NO_SETS = "prediction sets are for single-label runs; each label's threshold (tuned on validation) decides"
+MULTILABEL_NO_MAX_ERROR = (
+    "answering only when sure (max_error) is for single-label runs; each label's threshold (tuned on validation) "
+    "decides"
+)
+MULTILABEL_NO_REFERENCE = "a multi-label run has no 'looks like none of the labels' check yet"
+MULTILABEL_NOT_YET = (
+    "prediction sets, answering only when sure (max_error), the out-of-distribution check, the prediction log and "
+    "feedback are for single-label runs (not yet for multi-label ones)"
 )
 
 
@@ -73,6 +91,31 @@ class Answer:
     abstained: bool | None = None  # held back (core.serving.holding_back); None: nothing could hold it back
     abstain_reason: str | None = None
     max_error: float | None = None  # the level asked for ("answer only when sure")
+    labels: list[str] | None = None  # a multi-label run's: each label at or above its threshold ([]: none of these)
+    thresholds: dict[str, float] | None = field(default=None, repr=False)  # a multi-label run's, by label
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def found(self) -> list[dict[str, Any]]:
+        """A multi-label answer's labels with their probability and threshold, the most probable first."""
+        if self.labels is None or self.thresholds is None:
+            return []
+        scores = self.scores
+        rows = [
+            {"label": name, "probability": round(scores[name], 6), "threshold": round(self.thresholds[name], 6)}
+            for name in self.labels
+        ]
+        return sorted(rows, key=lambda row: -row["probability"])
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """A multi-label answer's probability of every label, by name, in the run's order ({}: single-label)."""
+        if self.thresholds is None:
+            return {}
+        return {name: float(p) for name, p in zip(self.thresholds, self.probabilities, strict=True)}
 
     @property
     def set_trusted(self) -> bool | None:
@@ -81,6 +124,8 @@ class Answer:
         return None if self.prediction_set is None else not self.ood_flag
 
     def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
+        if self.multilabel:
+            return self.labels_dict()
         out = {
             "label": self.label,
             "probability": round(self.max_probability, 6),
@@ -115,6 +160,17 @@ class Answer:
                 out["out_of_distribution"]["false_alarms"] = round(self.ood_false_alarms, 4)
         return out
 
+    def labels_dict(self) -> dict[str, Any]:
+        """A multi-label answer as every predictor gives it: `labels` (at or above their thresholds, in the run's
+        order; [] is "none of these", said by `none_of_these`), `found` (those with probability and threshold, the
+        most probable first) and `scores` (every label's probability)."""
+        return {
+            "labels": list(self.labels or []),
+            "none_of_these": not self.labels,
+            "found": self.found,
+            "scores": {name: round(p, 6) for name, p in self.scores.items()},
+        }
+
 
 def image_facts(data: bytes) -> tuple[str, int | None, int | None]:
     """(sha256, width, height) of an encoded image, reading only its header for the size."""
@@ -148,15 +204,16 @@ class ServedModel:
         """
         from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
-        if run.multilabel:  # its answers are label lists: the server's single-label answers would misread them
-            raise Unavailable(
-                f"run {run.run_id} is multi-label: the model server does not serve multi-label runs yet; "
-                f"`python -m core predict {run.run_id} PHOTO` gives its labels and scores"
-            )
         started = time.perf_counter()
         self.run = run
         self.run_id = run.run_id
         self.classes = run.classes
+        self.multilabel = run.multilabel
+        # a multi-label run's threshold per label (tuned on validation; a label without one: the sigmoid's middle)
+        kept = label_thresholds.load(run.directory) if self.multilabel else {}
+        self.thresholds = {name: kept.get(name, label_thresholds.UNTUNED) for name in self.classes}
+        if self.multilabel:
+            with_reference = False  # it keeps no out-of-distribution reference yet
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
@@ -168,7 +225,9 @@ class ServedModel:
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
-        if with_reference:
+        if self.multilabel:
+            self.reference_note = MULTILABEL_NO_REFERENCE
+        elif with_reference:
             self.reference = Reference.load(run.directory)
             if self.reference is None and reference_later:
                 self.reference_note = "fitting the out-of-distribution reference in the background (first use)"
@@ -191,12 +250,15 @@ class ServedModel:
         """Test-time augmentation only where it helped on the run's validation split (core.results.probabilities.tta),
         and the run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those
         probabilities."""
+        self._stamp = self._answer_files()
+        if self.multilabel:  # none of these is fitted for a multi-label run (its label thresholds decide)
+            self.tta, self.views, self.sets, self.selective, self.class_thresholds = None, 1, None, None, {}
+            return
         self.tta = tta.used_by(self.run.directory)
         self.views = len(self.tta.views) if self.tta is not None else 1
         self.sets = conformal.run_sets(self.run.directory)
         self.selective = selective.load(self.run.directory)  # fitted on first use (`check_max_error`)
         self.class_thresholds = class_thresholds.load(self.run.directory)
-        self._stamp = self._answer_files()
 
     def follow_run(self, every: float = 1.0) -> tuple:
         """Pick up what changed in the run since it was loaded (test-time augmentation measured, sets refitted),
@@ -284,6 +346,8 @@ class ServedModel:
         """
         if level is None:
             return None
+        if self.multilabel:
+            raise InvalidInput(f"run {self.run_id} is multi-label: {MULTILABEL_NO_SETS}")
         level = conformal.level_of(level)
         if self.sets is None:
             raise InvalidInput(
@@ -301,6 +365,8 @@ class ServedModel:
         Unavailable."""
         if value is None:
             return None
+        if self.multilabel:
+            raise InvalidInput(f"run {self.run_id} is multi-label: {MULTILABEL_NO_MAX_ERROR}")
         level = selective.check_max_error(value)
         if self.selective is None or self.selective.views != self.views:
             self.selective = selective.run_selective(self.run.directory)
@@ -329,6 +395,8 @@ class ServedModel:
         """Per-row answers from forward()'s outputs: calibrated top-k (the views' average where the run uses
         test-time augmentation), entropy, OOD score and flag, at `set_level` the conformal set, and whether each is
         held back (the run's class thresholds; with `max_error`, checked by `check_max_error`, only when sure)."""
+        if self.multilabel:
+            return self._label_answers(outputs[names.PROBABILITIES], top_k)
         logits, features = outputs[names.LOGITS], outputs[names.FEATURES]
         raw = outputs[names.PROBABILITIES]
         single = softmax(logits, self.temperature) if self.temperature != 1.0 else raw
@@ -373,6 +441,30 @@ class ServedModel:
         hold_back(out, self.selective, max_error, self.class_thresholds)
         return out
 
+    def _label_answers(self, probabilities: np.ndarray, top_k: int) -> list[Answer]:
+        """A multi-label run's answers: each photo's labels at or above their thresholds (the sigmoids as the model
+        gives them), "none of these" when none is, its top-k scores."""
+        top_k = max(1, min(int(top_k), len(self.classes)))
+        found = label_thresholds.present(probabilities, self.classes, self.thresholds)
+        out = []
+        for row, labels in zip(probabilities, found, strict=True):
+            order = np.argsort(-row)[:top_k]
+            top = [(self.classes[j], float(row[j])) for j in order]
+            best = max(labels, key=lambda name: row[self.classes.index(name)]) if labels else NO_LABEL
+            out.append(
+                Answer(
+                    probabilities=row,
+                    label=best,
+                    top=top,
+                    max_probability=float(row[order[0]]),
+                    entropy=float("nan"),  # a softmax's measure: the sigmoids are not one distribution
+                    raw_probabilities=row,
+                    labels=labels,
+                    thresholds=self.thresholds,
+                )
+            )
+        return out
+
     def predict_pixels(
         self, pixels: np.ndarray, top_k: int = 3, set_level: float | None = None, max_error: float | None = None
     ) -> list[Answer]:
@@ -385,6 +477,16 @@ class ServedModel:
         return self.answers(joined, top_k, set_level, max_error) if joined else []
 
     def describe(self) -> dict[str, Any]:
+        if self.multilabel:
+            return {
+                "run_id": self.run_id,
+                "task": "multilabel",
+                "classes": self.classes,
+                "label_thresholds": self.thresholds,
+                "image_size": self.image_size,
+                "runtime": self.runtime,
+                "not_for_multilabel": MULTILABEL_NOT_YET,
+            }
         return {
             "run_id": self.run_id,
             "classes": self.classes,
