@@ -101,8 +101,8 @@ def alias_status_line(alias: str) -> None:
 
 
 def served_runs() -> list[Run]:
-    """Runs the server can serve: a multi-label run not yet (issue 41, section 4)."""
-    return [run for run in common.runs() if run.has_model and not run.multilabel]
+    """Runs the server can serve: every run with a model (a multi-label one answers its label lists)."""
+    return [run for run in common.runs() if run.has_model]
 
 
 def alias_table() -> None:
@@ -218,9 +218,14 @@ def export_section(run: Run) -> None:
                 st.error(f"The export failed: {plain.md(e)}", icon=":material/error:")
             else:
                 v = record["verification"]
+                same = (  # what a multi-label run answers: its label lists, each label against its threshold
+                    f"the same label lists {v['label_list_agreement']:.1%}"
+                    if "label_list_agreement" in v
+                    else f"top-1 agreement {v['top1_agreement']:.1%}"
+                )
                 st.success(
                     f"{fmt} export verified with {v['runtime']}: max |difference| {v['max_abs_diff']:.1e}, "
-                    f"top-1 agreement {v['top1_agreement']:.1%} on {v['source']}."
+                    f"{same} on {v['source']}."
                 )
     made = run_exports(run)
     if not made:
@@ -271,7 +276,7 @@ def retrain_section(key: str, run: Run | None = None) -> None:
     another box. Each retrained run's comparison with its parent is stored with it, so it is there after a
     reload, on another page, for another person.
     """
-    runs = served_runs()
+    runs = [r for r in served_runs() if not r.multilabel]  # feedback keeps one class a photo: not label lists yet
     if not runs:
         return
     by_id = {r.run_id: r for r in runs}
