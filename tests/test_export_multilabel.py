@@ -14,6 +14,7 @@ import pytest
 
 from core.cli import main as cli
 from core.data.imaging import load_for_model
+from core.export import ExportError
 from core.export.run import export_run
 from core.results.probabilities import label_thresholds
 from core.runs.store import RunStore
@@ -92,3 +93,22 @@ def test_the_saved_model_answers_the_labels_with_its_thresholds_inside(run, answ
         assert [name for name, yes in zip(run.classes, row, strict=True) if yes] == want["labels"]
     by_bytes = loaded.signatures["serving_default"](image_bytes=tf.constant([p.read_bytes() for p in photos]))
     assert "label" not in by_bytes and by_bytes["labels"].shape == (len(photos), len(run.classes))
+
+
+def test_triton_s_repository_carries_the_thresholds_and_the_web_page_is_refused(run, answered, tmp_path):
+    photos, expected = answered
+    record = export_run(run, "onnx", tmp_path / "triton", layout="triton")
+    assert record["passed"] and record["verification"]["label_list_agreement"] == 1.0
+    recipe = json.loads((tmp_path / "triton" / "preprocessing.json").read_text())
+    assert recipe["label_thresholds"] == label_thresholds.load(run.directory)
+    assert (tmp_path / "triton" / recipe["model_file"]).exists()  # the repository's model, read by predict.py
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "triton" / "predict.py"), *map(str, photos), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [json.loads(line)["labels"] for line in done.stdout.splitlines()] == [w["labels"] for w in expected]
+    with pytest.raises(ExportError, match="is multi-label: the web page reads one class a photo"):
+        export_run(run, "web", tmp_path / "web")
+    assert not (tmp_path / "web").exists() or not any((tmp_path / "web").iterdir())

@@ -20,12 +20,11 @@ import numpy as np
 from core.data.datasets import scan_dataset
 from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
+from core.export.recipe import label_cuts, write_recipe
 from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
 from core.results import model_card
-from core.results.probabilities import class_thresholds, label_thresholds
-from core.results.probabilities.calibration import run_temperature
 from core.runs.analysis import AnalysisMissing, RunAnalysis
 from core.runs.files import run_files
 from core.runs.record import Run
@@ -110,6 +109,11 @@ def export_run(
         raise ExportError("exports need the TensorFlow backend; use export_in_subprocess (the CLI does)")
     if not run.has_model:
         raise ExportError(f"run {run.run_id} has no saved model (state {run.state})")
+    if fmt == "web" and run.multilabel:
+        raise ExportError(
+            f"run {run.run_id} is multi-label: the web page reads one class a photo (a softmax), not label lists yet; "
+            "export onnx or tflite, whose predict.py gives each photo's labels against their thresholds"
+        )
     final = Path(out).expanduser().resolve()
     final.mkdir(parents=True, exist_ok=True)
     # Everything is written to a staging folder beside `out` and moved in only once it passed: a failed export
@@ -148,7 +152,7 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
     from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     started = time.perf_counter()
-    cuts = _label_cuts(run)  # a multi-label run's threshold per label, in its order (None: single-label)
+    cuts = label_cuts(run)  # a multi-label run's threshold per label, in its order (None: single-label)
     model = load_inference_model(run)
     pixels, files, source = verification_photos(run)
     reference = np.asarray(model.predict_on_batch(pixels.astype(np.float32))[0])
@@ -203,6 +207,8 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
         raise ExportError(f"the {fmt} export failed: {type(e).__name__}: {e}") from e
     if fmt in ("onnx", "tflite") and layout is None:
         written += write_recipe(run, out, written[0].name)
+    elif layout == "triton" and run.multilabel:  # the thresholds a Triton client reads the probabilities against
+        written += write_recipe(run, out, str((written[0] / "1" / "model.onnx").relative_to(out)))
     figures = verify.compare(reference, runner, pixels, thresholds=None if cuts is None else np.asarray(cuts))
     tolerance, least = TOLERANCE[precision], MIN_AGREEMENT[precision]
     figures.update(
@@ -276,46 +282,6 @@ def _int8(run: Run, model, out: Path, reference: np.ndarray, pixels: np.ndarray)
     return written, runner, runtime, len(photos)
 
 
-RECIPE_FILE = "preprocessing.json"
-PREDICT_SCRIPT = "predict.py"
-
-
-def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
-    """preprocessing.json (how photos become the model's input, the classes, the temperature) and predict.py,
-    a standalone script that reproduces `python -m core predict` with the runtime alone."""
-
-    config = run.train_config
-    recipe = {
-        "model_file": model_file,
-        "classes": run.classes,
-        "image_size": config.image_size,
-        "cache_size": config.cache_size,
-        "temperature": run_temperature(run),
-        "input": "float32 [N, image_size, image_size, 3], RGB, 0-255 (not scaled: 'caffe' preprocessing is inside)",
-        "resize": (
-            "decode to RGB (EXIF orientation applied; transparency on white; 16-bit scaled to 8), resize the shorter "
-            "side to cache_size around the centre square (bicubic, antialiased, when shrinking; bilinear when "
-            "enlarging), then crop the centre image_size square"
-        ),
-        "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
-        "calibrated": "softmax(logits / temperature): what Flora shows and serves",
-        "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
-        "run_id": run.run_id,
-    }
-    if run.multilabel:  # a sigmoid per label; a photo has each label at or above its threshold (tuned on validation)
-        recipe |= {
-            "task": "multilabel",
-            "outputs": {"logits": "[N, labels]", "probabilities": "[N, labels], sigmoid(logits), one per label"},
-            "calibrated": "no temperature: the thresholds were tuned on these probabilities",
-            "label_thresholds": dict(zip(run.classes, _label_cuts(run), strict=True)),
-        }
-    recipe_path = out / RECIPE_FILE
-    write_json_atomic(recipe_path, recipe)
-    script = out / PREDICT_SCRIPT
-    script.write_text((Path(__file__).parent / "predict_template.py").read_text())
-    return [recipe_path, script]
-
-
 def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     """Max |diff| between the inference graph and the saved classifier itself (should be ~1e-6)."""
     import keras
@@ -348,15 +314,6 @@ def _check_bytes(
         "labels_match_probabilities": matches,
         "note": "decoded and resized by TensorFlow inside the model (Flora's own loader uses Pillow/libjpeg-turbo)",
     }
-
-
-def _label_cuts(run: Run) -> list[float] | None:
-    """A multi-label run's threshold for each of its labels, in its order (a label without one: the sigmoid's
-    middle), as every predictor reads them; None for a single-label run."""
-    if not run.multilabel:
-        return None
-    kept = label_thresholds.load(run.directory)
-    return [kept.get(name, label_thresholds.UNTUNED) for name in run.classes]
 
 
 def _representative(pixels: np.ndarray):

@@ -191,7 +191,7 @@ def test_a_multilabel_run_trains_with_validation_map_and_keeps_thresholds(tmp_pa
             [answer.scores[n] for n in COLOURS], [prediction.scores[n] for n in COLOURS], atol=1e-4
         )
     # and the exports' recipe carries the same thresholds
-    from core.export.run import RECIPE_FILE, write_recipe
+    from core.export.recipe import RECIPE_FILE, write_recipe
 
     (tmp_path / "export").mkdir()
     write_recipe(run, tmp_path / "export", "model.onnx")
