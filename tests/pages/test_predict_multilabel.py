@@ -42,7 +42,7 @@ def test_each_photo_shows_its_labels_with_score_and_threshold(app, multilabel_ru
                 assert line in shown, line
         else:
             assert "**None of these**: no label's score reaches its threshold" in shown
-    assert sum("Every label's score" in e.label for e in at.expander) == len(photos)
+    assert sum("Every label's score and threshold" in e.label for e in at.expander) == len(photos)
     assert "not a calibrated chance" in shown  # a score is not a promise on a weak model
     assert len(at.get("plotly_chart")) == len(photos)  # the scores with their thresholds marked, one chart a photo
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)

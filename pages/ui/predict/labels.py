@@ -21,8 +21,8 @@ SCORE_WORDS = (
 
 MANY = 4  # from this many photos on, a table comes first (as for a single-label run)
 NOT_YET = (
-    "Prediction sets, answering only when sure, the 'looks like none of the labels' check, the prediction log and "
-    "corrections are for single-label runs: not yet for multi-label ones."
+    "Prediction sets, answering only when sure, the check for photos unlike the training photos, the prediction log "
+    "and corrections are for single-label runs: not yet for multi-label ones."
 )
 
 
@@ -65,7 +65,7 @@ def about_run(run) -> None:
     )
     st.caption(
         f"A multi-label run: each photo gets every one of its {len(run.classes)} labels whose score reaches the "
-        f"label's threshold, or *{NO_LABEL}* when none does. Labels: {names}.{quality}"
+        f"label's threshold, or *{NO_LABEL}* when none does. Labels: {names}.{quality} {SCORE_WORDS}"
     )
 
 
@@ -115,7 +115,8 @@ def photo_card(index: int, run, name: str, data: bytes, item) -> None:
     image_col.image(data, caption=plain.md(name), width=240)
     with words_col:
         if answer.found:
-            st.markdown(f"**{len(answer.found)} label{'s' if len(answer.found) > 1 else ''}** reach their threshold:")
+            count = f"{len(answer.found)} label{'s' if len(answer.found) > 1 else ''}"
+            st.markdown(f"**{count} given**, each score at or above its label's threshold:")
             st.markdown(
                 "\n".join(
                     f"- **{plain.md(f['label'])}**: score {f['probability']:.1%} (threshold {f['threshold']:.1%})"
@@ -131,14 +132,17 @@ def photo_card(index: int, run, name: str, data: bytes, item) -> None:
         small = size_note(item.decoded, run.train_config.image_size)
         if small:
             st.warning(f"This photo is {small}.", icon=":material/photo_size_select_small:")
-        others = [n for n in run.classes if n not in set(answer.labels)]
-        with st.expander(f"Every label's score ({len(others)} not given)", icon=":material/bar_chart:"):
+        others = len(run.classes) - len(answer.labels)
+        with st.expander(
+            "Every label's score and threshold" + (f" ({others} not given)" if others else ""),
+            icon=":material/bar_chart:",
+        ):
             st.plotly_chart(
                 scores_chart(answer, run.classes),
                 key=f"predict_labels_chart_{index}_{len(data)}",
                 config={"displayModeBar": False},
             )
-            st.caption(SCORE_WORDS)
+            st.caption("Dark bars: the labels given. The mark on each bar: that label's threshold.")
         st.caption(
             f"Predicted in {item.seconds * 1000:.0f} ms (decode + forward pass). Not logged for the Monitor page, "
             "and no correction yet: both keep one class a photo."
