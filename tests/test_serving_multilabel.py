@@ -142,3 +142,22 @@ def test_what_a_multilabel_run_cannot_answer_yet_is_refused_in_words(served):
     assert models[0]["task"] == "multilabel"
     served["service"].writer.flush()
     assert PredictionLog.of_store(served["store"].root).count() == 0  # the log keeps one class a photo: not these
+
+
+def test_tritonclient_reads_the_label_lists_from_a_running_server(served):
+    import tritonclient.http as triton
+
+    from core.serving.server import BackgroundServer
+
+    files = photos(served["dataset"], 3)
+    expected = cli_answers(served, files)["results"]
+    with BackgroundServer(served["store"], [served["run_id"]], BatchOptions(max_batch=4, max_wait_ms=5)) as server:
+        client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+        tensor = triton.InferInput("image", [len(files)], "BYTES")
+        tensor.set_data_from_numpy(np.array([f.read_bytes() for f in files], dtype=np.object_))
+        result = client.infer(served["run_id"], [tensor])  # the binary tensor extension, by default
+        labels = [json.loads(item) for item in result.as_numpy("labels")]
+        none = result.as_numpy("none_of_these").tolist()
+        client.close()
+    assert labels == [want["labels"] for want in expected]
+    assert none == [want["none_of_these"] for want in expected]
