@@ -117,6 +117,7 @@ if run.multilabel:  # its labels against their thresholds: no temperature, sets,
         run,
         files,
         lambda upload_id, name, data: predict_extras.classify(model_key, upload_id, name, data, answer_stamp),
+        served.thresholds,
     )
     st.stop()
 predict_extras.ood_check_caption(served)

@@ -72,5 +72,8 @@ def test_many_photos_give_a_table_with_a_labels_column_and_every_score(app, mult
     assert table["labels"].fillna("").tolist() == ["|".join(item.answer.labels) for item in expected]
     assert [c for c in table.columns if c.startswith("score_")] == [f"score_{n}" for n in run.classes]
     assert "5 photos**: 0 unreadable" in texts(at)
+    thresholds = label_thresholds.load(run.directory)
+    cuts = ", ".join(f"{name} {thresholds[name]:.1%}" for name in run.classes)
+    assert f"Each label's threshold (a score at or above it gives the label): {cuts}." in texts(at)
     assert any(b.label == "Download as CSV" for b in at.get("download_button"))
     assert len([e for e in at.expander if e.label.startswith(photos[0].stem)]) == 1  # each photo in full below

@@ -26,9 +26,9 @@ NOT_YET = (
 )
 
 
-def show(run, files: list[tuple[str, str, bytes]], classify) -> None:
+def show(run, files: list[tuple[str, str, bytes]], classify, thresholds: dict[str, float]) -> None:
     """Every uploaded photo's labels: a card each, and from MANY photos on the table first. `classify(upload_id,
-    name, data)` gives one photo's BatchItem (cached by the page)."""
+    name, data)` gives one photo's BatchItem (cached by the page); `thresholds` the served model's, by label."""
     st.caption(NOT_YET)
     many = len(files) >= MANY
     progress = st.progress(0.0, text="Classifying…") if many else None
@@ -39,7 +39,7 @@ def show(run, files: list[tuple[str, str, bytes]], classify) -> None:
             progress.progress((i + 1) / len(files), text=f"Classifying {i + 1} / {len(files)}")
     if progress is not None:
         progress.empty()
-        table(run, items)
+        table(run, items, thresholds)
         st.caption("Each photo's labels in full:")
     for index, ((_, name, data), item) in enumerate(zip(files, items, strict=True)):
         box = st.expander(f"{plain.md(name)}: {plain.md(heading(item))}") if many else st.container(border=True)
@@ -149,7 +149,7 @@ def photo_card(index: int, run, name: str, data: bytes, item) -> None:
         )
 
 
-def table(run, items: list) -> None:
+def table(run, items: list, thresholds: dict[str, float]) -> None:
     """Every photo's labels in one table (and per-label scores), with the CSV core predict --csv writes."""
     # heavy: scikit-learn and scipy, loaded when a batch is predicted
     from core.serving.batch_predict import csv_text, label_rows
@@ -171,14 +171,17 @@ def table(run, items: list) -> None:
             ),
             "none_of_these": st.column_config.CheckboxColumn(NO_LABEL, help="No label reaches its threshold."),
             **{
-                f"score_{name}": st.column_config.NumberColumn(f"{name} score", format="percent")
+                f"score_{name}": st.column_config.NumberColumn(
+                    f"{name} score", format="percent", help=f"Given at {thresholds[name]:.1%} or above."
+                )
                 for name in run.classes
             },
             "error": st.column_config.TextColumn("error", width="large"),
             "warning": st.column_config.TextColumn("warning", width="large"),
         },
     )
-    st.caption(SCORE_WORDS)
+    cuts = ", ".join(f"{plain.md(name)} {thresholds[name]:.1%}" for name in run.classes)
+    st.caption(f"Each label's threshold (a score at or above it gives the label): {cuts}.")
     st.download_button(
         "Download as CSV",
         csv_text(rows),
