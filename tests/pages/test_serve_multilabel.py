@@ -24,6 +24,7 @@ def test_a_multilabel_run_is_listed_to_serve_alias_and_export(app, multilabel_ru
     assert at.selectbox(key="serve_alias_run").value == run_id
     assert at.selectbox(key="serve_export_run").value == run_id
     assert not [s for s in at.selectbox if s.key == "serve_retrain_run"]  # feedback keeps one class a photo
+    assert "Retraining with feedback is for single-label runs" in texts(at)
 
 
 def test_the_examples_read_a_multilabel_run_s_label_lists(app, multilabel_run, tmp_path):

@@ -278,6 +278,11 @@ def retrain_section(key: str, run: Run | None = None) -> None:
     """
     runs = [r for r in served_runs() if not r.multilabel]  # feedback keeps one class a photo: not label lists yet
     if not runs:
+        if served_runs():  # multi-label runs only
+            st.caption(
+                "Retraining with feedback is for single-label runs: feedback keeps a photo under one class, and a "
+                "multi-label run's photos carry label lists (not yet)."
+            )
         return
     by_id = {r.run_id: r for r in runs}
     if run is None:
