@@ -47,6 +47,8 @@ ROWS_BY_ITEM = {
         f"concurrency.{key}" for key in __import__("core.bench.concurrency", fromlist=["STORES"]).STORES.values()
     },
     "runtime": {"runtime.32.keras", "runtime.32.onnxruntime", "runtime.32.openvino", "runtime.ceiling"},
+    "multilabel": {"multilabel.cost"},
+    "multilabel_memory": {"multilabel.memory"},
     "scale": {f"scale.{name}" for name in ("peak_rss", "disk")}
     | {f"scale.{name}" for name, _ in __import__("core.bench.scale", fromlist=["STAGES"]).STAGES}
     | {f"scale.page_{page}" for page in __import__("core.bench.scale", fromlist=["PAGES"]).PAGES},

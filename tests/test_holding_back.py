@@ -73,3 +73,25 @@ def test_the_set_in_words_for_a_flagged_photo_promises_nothing():
     said = conformal.set_words(["tulip"], 2, 0.9, (11, 18), foreign=True)
     assert said.startswith("tulip: not to be trusted") and "9 times in 10" not in said and "11 of 18" not in said
     assert "not to be trusted" not in conformal.set_words(["tulip"], 2, 0.9, (11, 18))
+
+
+def test_an_answer_at_a_level_carries_the_promise_and_how_fragile_it_is():
+    """Walk 42: the server's answers at a level said nothing of a promise found in few halvings; Predict did."""
+    from core.results.probabilities import selective as sel
+    from tests.results.probabilities.test_selective import _fragile_fit
+
+    near = _fragile_fit(0.05).nearest
+    fitted = _fragile_fit(near["max_error"])
+    assert fitted.threshold_at(near["max_error"]) is not None and fitted.spread.fragile
+    sure, unsure = _answer(False, p=0.999), _answer(False, p=0.34)
+    hold_back([sure, unsure], fitted, near["max_error"], {})
+    assert sure.abstained is False and unsure.abstained is True
+    said = sure.to_dict()["guarantee"]
+    assert said.startswith(
+        f"with probability at least 90% over the test photos it calibrated on, at most {near['max_error']:.0%}"
+    )
+    assert said.endswith("; but " + sel.fragile_words(fitted.spread_at(near["max_error"])))
+    assert unsure.to_dict()["guarantee"] == said and "guarantee" not in _answer(False).to_dict()
+    nothing = _answer(False)
+    hold_back([nothing], fitted, 0.01, {})  # no threshold at 1%: the reason says so, no promise is quoted
+    assert nothing.abstained and "guarantee" not in nothing.to_dict()

@@ -23,6 +23,10 @@ Items (each a module here):
   runtime   12  the frozen backbone's forward pass in Keras (TensorFlow), ONNX Runtime and OpenVINO at 64 / 128 /
                 224 px: images per CPU-second against TensorFlow and this CPU's float32 matmul ceiling, and the
                 levers (graph optimisation, threads, layout, hints, batch size)
+  multilabel    a 20-label run against a single-label one on the same mosaics of real photos (cold `core train`,
+                target within 10%; only with --only multilabel)
+  multilabel_memory   peak memory of training on 1,000 labels x 100k photos against the scale bench's budget
+                (only with --only multilabel_memory: it draws 100k photos and trains twice on them)
 
 Results go to stdout (a table, or JSON with --json); progress and logs to stderr. The bench works
 in a scratch folder of its own and never touches the run store or data/.
@@ -66,8 +70,11 @@ ITEMS = (
     "concurrency",
     "scale",
     "runtime",
+    "multilabel",
+    "multilabel_memory",
 )
-DEFAULT_ITEMS = tuple(item for item in ITEMS if item != "scale")  # scale is asked for by name
+BY_NAME = ("scale", "multilabel", "multilabel_memory")  # long: asked for by name only
+DEFAULT_ITEMS = tuple(item for item in ITEMS if item not in BY_NAME)
 ALIASES = {"training": "train"}  # --only training: the cold frozen training item
 _MODULES = {
     "train": "core.bench.cached_training",
@@ -83,6 +90,8 @@ _MODULES = {
     "concurrency": "core.bench.concurrency",
     "scale": "core.bench.scale",
     "runtime": "core.bench.runtime",
+    "multilabel": "core.bench.multilabel",
+    "multilabel_memory": "core.bench.multilabel:run_memory",
 }
 
 
@@ -114,7 +123,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scale = SCALES["tiny" if args.tiny else "quick" if args.quick else "full"]
     items = _items(args)
     dataset = Path(args.dataset).expanduser().resolve() if args.dataset else DEFAULT_DATASET
-    if not dataset.is_dir() and not set(items) <= {"gpu", "scale", "concurrency"}:  # these make their own data
+    if not dataset.is_dir() and not set(items) <= {
+        "gpu",
+        "scale",
+        "concurrency",
+        "multilabel_memory",
+    }:  # these make their own data
         print(f"error: no photos at {dataset}; pass --dataset DIR (a folder of class folders)", file=sys.stderr)
         return 2
     workdir = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="flora-bench-"))
@@ -128,8 +142,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 log.info("bench: %s (%s scale)", item, scale.name)
                 started = time.perf_counter()
                 try:
-                    module = __import__(_MODULES[item], fromlist=["run"])
-                    rows += module.run(scale, dataset, workdir / item)
+                    name, _, function = _MODULES[item].partition(":")
+                    module = __import__(name, fromlist=["run"])
+                    rows += getattr(module, function or "run")(scale, dataset, workdir / item)
                 except Exception as e:  # one broken item must not hide the others' figures
                     log.exception("bench: %s failed", item)
                     note = f"{type(e).__name__}: {e}"

@@ -44,8 +44,10 @@ def draw_mosaics(
     seed: int = 0,
     cell: int = 64,
     none_share: float = 0.1,
-) -> list[tuple[str, list[str]]]:
-    """Write `count` mosaics as JPEGs into `out`; return [(file name, labels)] in order.
+    cells: bool = False,
+) -> list[tuple[str, list]]:
+    """Write `count` mosaics as JPEGs into `out`; return [(file name, labels)] in order; with `cells`, [(file name,
+    the kind in each cell: top left, top right, bottom left, bottom right, None for grey)] instead.
 
     Raises:
         ValueError: fewer than 2 kinds, or not enough photos for `count` mosaics.
@@ -60,12 +62,12 @@ def draw_mosaics(
     made = []
     for i in range(count):
         present = [] if rng.random() < none_share else _draw_kinds(kinds, rng)
-        cells: list[str | None] = list(present) + [None] * (4 - len(present))
+        kinds_in: list[str | None] = list(present) + [None] * (4 - len(present))
         for j in range(len(present), 4):  # the other cells: grey, or another photo of a kind already present
-            cells[j] = present[int(rng.integers(len(present)))] if present and rng.random() < 0.3 else None
-        cells = [cells[j] for j in rng.permutation(4)]
+            kinds_in[j] = present[int(rng.integers(len(present)))] if present and rng.random() < 0.3 else None
+        placed = [kinds_in[j] for j in rng.permutation(4)]
         canvas = Image.new("RGB", (2 * cell, 2 * cell))
-        for j, kind in enumerate(cells):
+        for j, kind in enumerate(placed):
             path = None
             if kind is not None:
                 if not pools[kind]:
@@ -74,7 +76,7 @@ def draw_mosaics(
             canvas.paste(_cell(path, cell, rng), ((j % 2) * cell, (j // 2) * cell))
         name = f"mosaic_{i:05d}.jpg"
         canvas.save(out / name, quality=92)
-        made.append((name, sorted(present)))
+        made.append((name, placed if cells else sorted(present)))
     return made
 
 

@@ -167,7 +167,8 @@ def _run_one(result_file: Path, kind: str, rest: list[str]) -> int:
 
         trainer.StageReporter.__call__ = timing
         try:
-            args = build_parser().parse_args(rest)
+            # only its command's module imported, as `python -m core` does (a GPU machine has no optuna, say)
+            args = build_parser(rest[0] if rest else None).parse_args(rest)
             started = time.perf_counter()
             rc = args.handler(args)
             result["seconds"] = time.perf_counter() - started

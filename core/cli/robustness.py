@@ -78,10 +78,10 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         ]
         for r in report.rows()
     ]
-    headers = ["corruption", "family", "1", "2", "3", "4", "5", "drop", "CE", "rel. CE", "CE / baseline"]
+    headers = ["corruption", "family", "1", "2", "3", "4", "5", "drop", "CE", "added", "CE / baseline"]
     print(format_table(headers, rows))
     print(
-        f"clean accuracy {report.clean_accuracy:.3f}; mCE {report.mce:.3f}, relative mCE {report.relative_mce:.3f}"
+        f"clean accuracy {report.clean_accuracy:.3f}; mCE {report.mce:.3f}, error added {report.relative_mce:.3f}"
         + (f"; mCE against {relative['baseline']}: {relative['mce']:.2f}" if relative and relative["mce"] else "")
     )
     print(f"measured in {report.seconds:.0f} s on {report.device}; note: {'; '.join(report.notes)}")

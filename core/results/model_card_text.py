@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from core.results.evaluation.chance import chance_level, no_better_than_chance
+from core.results.probabilities.promise import promise_words
 from core.settings.options import describe_config, run_command
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -264,7 +265,8 @@ def _sets(found) -> str:
     )
     if spread is not None:
         text += f"; over {spread.splits} random halvings {spread.coverage_mean:.1%} +/- {spread.coverage_sd:.1%}"
-    return text + ". The promise is about photos like the test photos taken together, not each photo."
+    covers = promise_words(sets.level, sets.by_class, sets.few_photos())
+    return text + f". What the promise covers: {covers}."
 
 
 def _selective(found) -> str:

@@ -47,6 +47,7 @@ class Answer:
     abstained: bool | None = None  # held back (core.serving.holding_back); None: nothing could hold it back
     abstain_reason: str | None = None
     max_error: float | None = None  # the level asked for ("answer only when sure")
+    guarantee: str | None = None  # what the level promises and, where halvings often found none, how fragile that is
     labels: list[str] | None = None  # a multi-label run's: each label at or above its threshold ([]: none of these)
     thresholds: dict[str, float] | None = field(default=None, repr=False)  # a multi-label run's, by label
 
@@ -104,6 +105,8 @@ class Answer:
                 out["reason"] = self.abstain_reason
             if self.max_error is not None:
                 out["max_error"] = self.max_error
+            if self.guarantee:
+                out["guarantee"] = self.guarantee
         if self.ood_score is not None:
             out["out_of_distribution"] = {
                 "flag": bool(self.ood_flag),

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from core.results.probabilities import class_thresholds as per_class
 from core.results.probabilities import selective as sure
+from core.results.probabilities.selective_words import fragile_words, guarantee_words
 
 FOREIGN_REASON = (
     "it looks like none of the classes this model knows: the promise covers photos like its test photos only"
@@ -29,6 +30,9 @@ def hold_back(
     """Set each answer's `abstained`, `abstain_reason` and `max_error` (a ServedModel Answer)."""
     if max_error is None and not thresholds:
         return
+    promise = None
+    if max_error is not None and selective is not None and selective.threshold_at(max_error) is not None:
+        promise = guarantee_words(max_error, fragile_words(selective.spread_at(max_error)))
     for answer in answers:
         reasons = [FOREIGN_REASON] if answer.ood_flag else []
         if max_error is not None:
@@ -41,6 +45,7 @@ def hold_back(
         answer.abstained = bool(reasons)
         answer.abstain_reason = "; ".join(reasons) if reasons else None
         answer.max_error = max_error
+        answer.guarantee = promise
 
 
 def held_back_counts(

@@ -196,7 +196,9 @@ def sets_words(run_id: str) -> str:
     said = (
         "Add `&prediction_set=0.9` for each photo's prediction set (any level from 0.8 to 0.99; v2 clients pass the "
         "request parameter `prediction_set`): the classes that, "
-        + promise.promise_words(0.9, bool(sets and sets.by_class))
+        + promise.promise_words(
+            0.9, bool(sets and sets.by_class), [plain.md(c) for c in sets.few_photos(0.9)] if sets is not None else ()
+        )
     )
     if sets is None:
         return said + "."

@@ -104,6 +104,7 @@ def test_health_check_finds_planted_duplicates(app, tmp_path):
     assert "1 picture filed under two or more classes" in titles, titles
     assert "would straddle the split training makes" in titles, titles
     assert "Problems:" in texts(at)
+    assert "It does not judge whether a photo's label is right" in texts(at)  # walk 42: '0 problems' read as clean
     captions = [c for image in at.get("image") for c in image.captions]
     assert any(md("copy_of_a.png") in c for c in captions)
 

@@ -194,6 +194,8 @@ def test_robustness_says_its_cost_then_shows_the_drop_beside_another_run(app, wo
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Clean accuracy"] == f"{report.clean_accuracy:.3f}" and metrics["mCE"] == f"{report.mce:.1%}"
     assert report.words() in texts(at)
+    assert "Error added" in metrics and "Relative mCE" not in metrics  # walk 42: ImageNet-C's term means another thing
+    assert "Black whiskers: where 95% of resamples of the 4 photos put each drop" in texts(at)
     at.selectbox(key="evaluate_robustness_other").set_value("twin-run").run()
     assert "this run's corruption errors are **1.00x** theirs" in texts(at)
 

@@ -241,7 +241,7 @@ def test_the_promise_is_an_average_beside_the_held_out_count_and_sets_of_every_c
     shown = texts(at)
     assert "at least 9 times in 10" not in shown and "hold the right class at least" not in shown
     assert "**The promise**: on average over many photos like the calibration ones" in shown
-    assert "sets at 90% hold the right class 9 times in 10; not for each photo" in shown
+    assert "sets at 90% hold the right class 9 times in 10, " in shown and "; not for each photo" in shown
     assert (
         "**Measured** on the 18 test photos this run never fitted anything on: sets at 90% held the right class "
         in shown
@@ -343,3 +343,15 @@ def test_saved_class_thresholds_are_counted_and_said_outside_the_guarantee(app, 
     assert f", {held} held back" in summary
     said = f"({alone} by your saved per-class thresholds alone, which the guarantee does not cover)"
     assert (said in summary) == (alone > 0), summary
+
+
+def test_a_set_that_leaves_out_a_likelier_class_names_the_pair():
+    """Walk 42: the 90% set 'tulip or sunflower' left out daisy (2.7%), likelier than sunflower (1.5%), and the
+    caption only said such things can happen: the pair is named with its figures."""
+    from pages.ui.predict.sets import skipped_words
+
+    top = [("tulip", 0.958), ("daisy", 0.027), ("sunflower", 0.015)]
+    said = skipped_words(top, ["tulip", "sunflower"])
+    assert "It holds sunflower (1.5%) but not daisy (2.7%), which the model finds likelier" in said
+    assert "each class has its own cut-off" in said
+    assert skipped_words(top, ["tulip", "daisy"]) is None and skipped_words(top, ["tulip"]) is None

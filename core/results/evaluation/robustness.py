@@ -35,6 +35,7 @@ from core.fileio import read_versioned, write_json_atomic
 from core.network.layer_names import PROBABILITIES
 from core.paths import cache_dir
 from core.progress import StageCallback
+from core.results.evaluation import robustness_spread as spread
 from core.results.evaluation.chance import chance_words, no_better_than_chance
 from core.results.evaluation.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from core.runs.analysis import AnalysisMissing, RunAnalysis
@@ -58,6 +59,12 @@ SETUP_GUESS = 25.0
 # Decoding a photo into the cache when the dataset is not decoded at the run's size yet: 267 flower photos in 0.8 s
 # on these 2 cores (simplejpeg, several processes); rounded up for larger photos.
 DECODE_PACE = 0.005
+# Said with the estimate before anything was measured here: the pace is the idle machine's, and walk 42 took twice
+# the estimate while other work shared these 2 cores.
+FIRST_GUESS = (
+    "a first guess from an idle machine, nothing measured on this device yet: other work on the same cores, a training "
+    "or tests, can make it twice as long or more; the progress line then shows the time left as measured"
+)
 FROST_NOTE = (
     "frost blends a generated ice texture, not the reference's frost photographs: not comparable with published "
     "ImageNet-C frost figures"
@@ -90,6 +97,9 @@ class RobustnessReport:
     created: float
     notes: list[str] = field(default_factory=list)
     setup_seconds: float | None = None  # before the first pass: decoding or reading the photos, loading the model
+    # each photo's answers, 1 right, 0 wrong (core.results.evaluation.robustness_spread): "clean" a string, each
+    # corruption a string per severity; None in reports measured before they were kept (no interval then)
+    right: dict[str, Any] | None = None
     version: int = ROBUSTNESS_VERSION
 
     def mean_accuracy(self, corruption: str) -> float:
@@ -111,6 +121,16 @@ class RobustnessReport:
     @property
     def relative_mce(self) -> float:
         return float(np.mean([self.relative_error(c) for c in CORRUPTIONS]))
+
+    def drop_interval(self, corruption: str | None = None) -> tuple[float, float] | None:
+        """The 95% paired-bootstrap interval of the accuracy lost to `corruption` (over its 5 severities), or to all
+        15 (None); None where the report kept no answers per photo."""
+        if not self.right:
+            return None
+        clean = spread.decode(self.right["clean"])
+        names = [corruption] if corruption else list(CORRUPTIONS)
+        corrupted = np.stack([spread.decode(text) for c in names for text in self.right[c]], axis=1)
+        return spread.drop_interval(clean, corrupted)
 
     def against(self, baseline: RobustnessReport) -> dict[str, Any]:
         """CE normalised by `baseline`'s per corruption (sum of errors over severities, divided), and their mean.
@@ -142,6 +162,7 @@ class RobustnessReport:
                 "drop": self.drop(c),
                 "CE": self.corruption_error(c),
                 "relative CE": self.relative_error(c),
+                **dict(zip(("drop low", "drop high"), self.drop_interval(c) or (None, None), strict=True)),
             }
             for c in CORRUPTIONS
         ]
@@ -165,10 +186,14 @@ class RobustnessReport:
         corrupted = 1 - self.mce
         points = round((corrupted - self.clean_accuracy) * 100)
         moves = "stays at about" if points == 0 else "rises to" if points > 0 else "falls to"
+        interval = self.drop_interval()
+        chance = interval is not None and interval[0] <= 0 <= interval[1]
         said = (
             f"{where}, accuracy {self.clean_accuracy:.2f} clean {moves} {corrupted:.2f} on average under the 15 "
-            f"corruptions (mean corruption error {self.mce:.0%}, {_points(self.relative_mce)} the clean error)."
-            + ("" if self.near_chance else f" Hardest: {named}.")  # a guessing model's 'hardest' is noise (walk 41)
+            f"corruptions (mean corruption error {self.mce:.0%}, {_points(self.relative_mce)} the clean error"
+            + (f"; accuracy lost: {spread.interval_words(*interval)}" if interval is not None else "")
+            + ")."
+            + ("" if self.near_chance or chance else f" Hardest: {named}.")  # a guess's 'hardest' is noise (walk 41)
         )
         if self.near_chance:
             said = (
@@ -182,12 +207,13 @@ class RobustnessReport:
     def summary(self) -> dict[str, Any]:
         """What `core robustness --json` prints."""
         return {
-            **{k: v for k, v in asdict(self).items() if k != "accuracy"},
+            **{k: v for k, v in asdict(self).items() if k not in ("accuracy", "right")},  # right: per photo, large
             "corruptions": list(CORRUPTIONS),
             "severities": list(SEVERITIES),
             "accuracy": self.accuracy,
             "mce": self.mce,
             "relative_mce": self.relative_mce,
+            "drop_interval": self.drop_interval(),
             "by_corruption": self.rows(),
         }
 
@@ -274,7 +300,7 @@ def estimate(
     if paces:
         pace, how = float(np.median(paces)) * default_pace(size), f"from {len(paces)} earlier measurement(s) here"
     else:
-        pace, how = default_pace(size), "a first guess: nothing was measured on this device yet"
+        pace, how = default_pace(size), FIRST_GUESS
     setup = float(np.median(setups)) if setups else SETUP_GUESS
     decoding = 0
     if (
@@ -285,6 +311,15 @@ def estimate(
         setup += decoding * DECODE_PACE
     passes = photos * (1 + len(CORRUPTIONS) * len(SEVERITIES))
     return Cost(photos, passes, passes * pace + setup, how, setup, decoding)
+
+
+def time_left(since: float, done: int, total: int) -> str:
+    """' · about 1 min 10 s left', from the pace of the `done` steps measured since `since` (nothing before the
+    first step ends: the estimate before the start is a guess, this is what the device does now, busy or not)."""
+    if done <= 0:
+        return ""
+    left = (time.perf_counter() - since) / done * (total - done)
+    return f" · about {format_duration(left)} left"
 
 
 def default_pace(image_size: int) -> float:
@@ -332,15 +367,22 @@ def measure(
     model = accelerated(graph, cache_root=cache_dir(data_root), sample=pixels[:4], batch=BATCH)
     paths = [analysis.test.paths[i] for i in rows]
 
-    def accuracy(images: np.ndarray) -> float:
-        right = 0
+    answers: dict[str, Any] = {}
+
+    def accuracy(images: np.ndarray, name: str) -> float:
+        right = []
         for start in range(0, len(images), BATCH):
             out = np.asarray(model.predict_on_batch(images[start : start + BATCH].astype(np.float32)))
-            right += int((out.argmax(axis=1) == labels[start : start + BATCH]).sum())
-        return right / max(1, len(images))
+            right.append(out.argmax(axis=1) == labels[start : start + BATCH])
+        right = np.concatenate(right) if right else np.zeros(0, dtype=bool)
+        if name == "clean":
+            answers[name] = spread.encode(right)
+        else:
+            answers.setdefault(name, []).append(spread.encode(right))
+        return float(right.mean()) if len(right) else 0.0
 
     total = len(CORRUPTIONS) * len(SEVERITIES)
-    clean = accuracy(pixels)  # its first batch builds the model's graph: setup, not a pass's pace
+    clean = accuracy(pixels, "clean")  # its first batch builds the model's graph: setup, not a pass's pace
     passes_started = time.perf_counter()
     grid: dict[str, list[float]] = {}
     for k, name in enumerate(CORRUPTIONS):
@@ -349,14 +391,19 @@ def measure(
             if should_stop and should_stop():
                 raise RobustnessStopped("stopped on request")
             if progress:
-                progress(f"{name.replace('_', ' ')}, severity {severity}", k * len(SEVERITIES) + severity - 1, total)
+                step = k * len(SEVERITIES) + severity - 1
+                progress(
+                    f"{name.replace('_', ' ')}, severity {severity}{time_left(passes_started, step, total)}",
+                    step,
+                    total,
+                )
             corrupted = np.stack(
                 [
                     corrupt(image, name, severity, np.random.default_rng([int(rows[i]), k, severity]))
                     for i, image in enumerate(pixels)
                 ]
             )
-            grid[name].append(accuracy(corrupted))
+            grid[name].append(accuracy(corrupted, name))
     if progress:
         progress("done", total, total)
     seconds = time.perf_counter() - started
@@ -375,6 +422,7 @@ def measure(
         created=time.time(),
         notes=[FROST_NOTE],
         setup_seconds=passes_started - started,
+        right=answers,
     )
     save(report, run.directory)
     return report

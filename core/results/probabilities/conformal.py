@@ -43,6 +43,7 @@ set is empty, a higher level never drops a class, and coverage only grows.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -407,11 +408,14 @@ def set_words(
     record: tuple[int, int] | None = None,
     by_class: bool = False,
     foreign: bool = False,
+    shared: Sequence[str] = (),
 ) -> str:
     """The set in plain words (the caller escapes the names): 'rose or tulip', what the promise covers (all photos,
     not this one), and, with `record` (right, photos: how the run's held-out sets of this size did at this level,
     ConformalSets.size_record), how often sets of this size were right, said plainly when less often than the level.
     `foreign`: the photo looks like none of the classes: the set, marked not to be trusted, and no promise.
+    `shared`: the classes without a threshold of their own (ConformalSets.few_photos), for whom the promise is not
+    made class by class.
     """
     size = len(names)
     listed = names[0] if size == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
@@ -428,7 +432,7 @@ def set_words(
         what = f"{listed}: a wide set ({size} of {total} classes), the model is unsure about this photo"
     else:
         what = listed
-    said = promise_words(level, by_class)
+    said = promise_words(level, by_class, shared)
     promise = said[0].upper() + said[1:]
     if record is None:
         return f"{what}. {promise}."

@@ -9,6 +9,8 @@ that spread (the sampling slack) or below it, and never call a figure under the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 SLACK_MASS = 0.95  # the counts a true level gives in this share of draws of n photos
 
 
@@ -21,13 +23,30 @@ def level_words(level: float) -> str:
     return f"{level:.0%} of the time"
 
 
-def promise_words(level: float, by_class: bool = False) -> str:
-    """The promise and what it covers: an average over many photos like the calibration ones, not each photo (nor
-    each class, unless the sets have a threshold per class)."""
-    each = "not for each photo" if by_class else "not for each photo or each class"
-    return (
+def promise_words(level: float, by_class: bool = False, shared: Sequence[str] = ()) -> str:
+    """The promise and what it covers, one statement wherever it is shown: an average over many photos like the
+    calibration ones, never each photo; for each class only where the sets have a threshold per class, and not for
+    the classes in `shared` (too few calibration photos for their own threshold: they share the overall one)."""
+    held = (
         f"on average over many photos like the calibration ones (half of the run's test photos), sets at {level:.0%} "
-        f"hold the right class {level_words(level)}; {each}"
+        f"hold the right class {level_words(level)}"
+    )
+    if not by_class:
+        return (
+            f"{held}, all classes taken together (one threshold for all: marginal coverage); not for each photo or "
+            "each class"
+        )
+    if not shared:
+        return (
+            f"{held}, and so do the photos of each class (a threshold per class: class-conditional coverage); "
+            "not for each photo"
+        )
+    named = ", ".join(shared)
+    return (
+        f"{held}; for each class with a threshold of its own the same holds among its photos (class-conditional "
+        f"coverage), but {named} {'has' if len(shared) == 1 else 'have'} too few calibration photos for one and "
+        f"{'shares' if len(shared) == 1 else 'share'} the overall threshold, so for {named} the promise holds only "
+        "with the other classes taken together; not for each photo"
     )
 
 

@@ -90,3 +90,13 @@ def halvings_words(spread: SelectiveSpread, max_error: float) -> str:
         f"; the share answered was {spread.share_low:.0%}–{spread.share_high:.0%} (a halving without a threshold "
         "answers none)"
     )
+
+
+def guarantee_words(max_error: float, fragile: str | None) -> str:
+    """What answering at `max_error` promises, one sentence (no final stop), and, with `fragile` (fragile_words), that
+    the promise rests on a lucky halving: the server's `guarantee`, beside each answer at that level."""
+    said = (
+        f"with probability at least 90% over the test photos it calibrated on, at most {max_error:.0%} of the answers "
+        "given to photos like the run's test photos are wrong (over many photos, not this one)"
+    )
+    return said + (f"; but {fragile}" if fragile else "")

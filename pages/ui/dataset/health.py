@@ -21,7 +21,8 @@ def render(index: DatasetIndex) -> None:
     st.caption(
         "Reads every image once: files training would skip, exact and near duplicates, duplicates that "
         "straddle train/validation/test (the test score would be inflated), the same photo under two classes, "
-        "imbalance, tiny or extreme-aspect images, grayscale photos."
+        "imbalance, tiny or extreme-aspect images, grayscale photos. It does not judge whether a photo's label is "
+        "right: that needs a trained model (Explore › Suspected label errors, after a run)."
     )
     key = f"dataset_health_{index.fingerprint}"
     if st.button("Run the health check", type="primary", icon=":material/health_and_safety:", key="dataset_health_go"):
@@ -39,13 +40,16 @@ def render(index: DatasetIndex) -> None:
     st.caption("Results of the last check of this exact content; run it again after changing the files.")
     counts = report.counts()
     cols = st.columns(4)
-    cols[0].metric("Problems", counts["error"])
+    cols[0].metric("Problems", counts["error"], help="In the files, not the labels: wrong labels are found on Explore.")
     cols[1].metric("Warnings", counts["warning"])
     cols[2].metric("Notes", counts["info"])
     cols[3].metric("Checked in", f"{report.stats.get('seconds', 0):.1f} s")
     if not report.findings:
         st.success(
-            "Nothing wrong found: no unreadable files, duplicates, leaks or odd images.", icon=":material/check:"
+            "Nothing wrong found in the files: no unreadable files, duplicates, leaks or odd images. Wrong labels "
+            "are not looked for here: once a run has trained, Explore › Suspected label errors lists the photos "
+            "whose label the model doubts.",
+            icon=":material/check:",
         )
     for finding in report.findings:
         show_finding(index, finding)

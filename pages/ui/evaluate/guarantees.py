@@ -107,12 +107,13 @@ def size_words(sets: conformal.ConformalSets) -> str:
     """What the promise covers, and how the held-out sets did by size: where sets of a size held the right class
     less often than the level, said with the figure."""
     sizes = sets.held_out.by_size
+    shared = [plain.md(c) for c in sets.few_photos()]
     counted = ", ".join(
         f"{conformal.size_words(int(k))} {right} of {photos}"
         for k, (right, photos) in sorted(sizes.items(), key=lambda item: int(item[0]))
     )
     said = (
-        f"**What the promise covers**: {promise.promise_words(sets.level, sets.by_class)} (marginal coverage), and "
+        f"**What the promise covers**: {promise.promise_words(sets.level, sets.by_class, shared)}, and "
         f"not each size of set. By size, the held-out sets held the right class: {counted}."
     )
     short = sets.short_sizes()
@@ -173,11 +174,13 @@ def sets_section(run, stamp: float) -> None:
         )
     chart = coverage_chart(sets)
     st.altair_chart(chart, height=chart.height + 60, key="evaluate_coverage_chart")  # + the axis and its title
+    few = sets.few_photos()
     words = (
-        "a threshold per class, so the promise is made for each class (each class's average over many splits "
-        "reaches it; one split can leave a class a few points short)"
-        if sets.by_class
-        else "one threshold for all classes, so the promise holds on average over them, not for each"
+        "one threshold for all classes, so the promise holds with the classes taken together, not for each"
+        if not sets.by_class
+        else "a threshold per class"
+        + (f" except {', '.join(plain.md(c) for c in few)} (too few photos: the overall one)" if few else "")
+        + " (one split can leave a class a few points short of the promise; its average over the halvings should not)"
     )
     st.caption(
         f"Bars: the share of held-out sets (this split) that held the right class, by class; dashed line: the promise "
@@ -185,12 +188,6 @@ def sets_section(run, stamp: float) -> None:
         f"the test photos put each class. {sets.method.upper()} sets on the calibrated probabilities, {words}. "
         "Red: a class whose average over the halvings falls short."
     )
-    few = sets.few_photos()
-    if few:
-        st.caption(
-            "Too few photos for a threshold of their own, so they share the overall one: "
-            + ", ".join(plain.md(c) for c in few)
-        )
 
 
 def tta_section(run) -> None:

@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.results.evaluation import robustness
+from core.results.evaluation import robustness, robustness_spread
 from core.results.evaluation.corruptions import FAMILIES
 from core.runs.files import run_files
 from pages.ui import common, device_status, plain, teaching
@@ -42,11 +42,13 @@ def drop_chart(reports: list[robustness.RobustnessReport], labels: list[str]) ->
                     "drop": row["drop"],
                     "mean accuracy": row["mean accuracy"],
                     "clean accuracy": report.clean_accuracy,
+                    "low": row["drop low"],
+                    "high": row["drop high"],
                 }
             )
     order = [_name(c) for members in FAMILIES.values() for c in members]
     frame = pd.DataFrame(rows)
-    return (
+    bars = (
         alt.Chart(frame)
         .mark_bar()
         .encode(
@@ -65,10 +67,19 @@ def drop_chart(reports: list[robustness.RobustnessReport], labels: list[str]) ->
                 alt.Tooltip("clean accuracy:Q", format=".1%"),
                 alt.Tooltip("mean accuracy:Q", format=".1%"),
                 alt.Tooltip("drop:Q", format=".1%"),
+                alt.Tooltip("low:Q", format=".1%", title="95% interval from"),
+                alt.Tooltip("high:Q", format=".1%", title="to"),
             ],
         )
-        .properties(height=26 * len(order) * len(reports) + 40)
     )
+    if len(reports) == 1 and frame["low"].notna().all():  # whiskers: how far chance moves each drop
+        whiskers = (
+            alt.Chart(frame)
+            .mark_rule(color="black")
+            .encode(y=alt.Y("corruption:N", sort=order), x="low:Q", x2="high:Q")
+        )
+        bars = bars + whiskers
+    return bars.properties(height=26 * len(order) * len(reports) + 40)
 
 
 def severity_chart(report: robustness.RobustnessReport) -> alt.Chart:
@@ -132,13 +143,22 @@ def section(run, runs: list) -> None:
     cols[0].metric("Clean accuracy", f"{report.clean_accuracy:.3f}", help=f"On {report.photos} test photos.")
     cols[1].metric("Under corruption", f"{1 - report.mce:.3f}", help="Mean over the 15 corruptions and 5 severities.")
     cols[2].metric("mCE", f"{report.mce:.1%}", help="Mean corruption error: 1 minus the accuracy under corruption.")
+    interval = report.drop_interval()
     cols[3].metric(
-        "Relative mCE",
+        "Error added",
         f"{report.relative_mce * 100:+.1f} pts",
-        help="What the corruptions add to the clean error, on average (the corruption error relative to clean).",
+        help="What the corruptions add to the clean error, on average: mCE minus the clean error, in points. Not "
+        "ImageNet-C's 'relative mCE', which divides by a baseline model's errors (pick another run below for that)."
+        + (
+            f" {robustness_spread.interval_words(*interval).capitalize()} (a paired bootstrap over the photos)."
+            if interval is not None
+            else " No interval: this report kept no answers per photo (measured by an older Flora): measure again."
+        ),
     )
     if not report.near_chance:
         st.markdown(report.words())
+    if interval is None:
+        st.caption("No interval on these figures: this report kept no answers per photo. Measure again for one.")
     others = _comparable(run, report, runs)
     labels = {other.run_id: common.run_label(other) for other, _ in others}
     beside = None
@@ -155,6 +175,11 @@ def section(run, runs: list) -> None:
     names = [f"this run ({run.run_id})"] + ([f"{beside.run_id}"] if beside is not None else [])
     chart = drop_chart(shown, names)
     st.altair_chart(chart, width="stretch", key="evaluate_robustness_drop")
+    if interval is not None and beside is None:
+        st.caption(
+            f"Black whiskers: where 95% of resamples of the {report.photos} photos put each drop (a paired "
+            "bootstrap): a bar whose whisker crosses 0 could be chance."
+        )
     if beside is not None:
         relative = report.against(beside)
         better = "fewer" if (relative["mce"] or 1) < 1 else "more"

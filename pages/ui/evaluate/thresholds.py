@@ -43,8 +43,11 @@ def selective_section(run) -> None:
     st.caption(
         "Pick how many wrong answers you accept among the photos the model answers. Flora finds the confidence "
         "threshold on half of the test photos (Learn then Test) so that, with probability at least 90%, the error "
-        "among answered photos like these is at most that; the other half, which chose nothing, shows what it did. "
-        "Predict ('answer only when sure') and the model server (`max_error`) use the same threshold."
+        "among answered photos like these is at most that. The other half of the test photos played no part in "
+        "choosing it, so it shows how the threshold does on photos it never saw. Which photos fall in which half "
+        "changes the figures, so Flora also splits the test photos in two at random many times (a *halving*), "
+        "chooses a threshold on each, and shows the spread. Predict ('answer only when sure') and the model server "
+        "(`max_error`) use the same threshold."
     )
     level = selective_level.slider("evaluate_max_error")
     fitted = _selective(str(run.directory), _stamp(run), level)

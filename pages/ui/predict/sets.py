@@ -35,14 +35,20 @@ def level_slider(served) -> float | None:
     return level
 
 
+def shared_classes(sets, level: float) -> list[str]:
+    """The classes that share the overall threshold at `level` (too few photos for their own), escaped."""
+    return [plain.md(c) for c in sets.few_photos(level)]
+
+
 def held_caption(sets, level: float) -> str:
     """The promise at `level` (an average over many photos, not each photo), beside what the run's held-out photos
     measured, with their count and whether a shortfall is within the sampling slack; and how often a set held every
     class (no answer)."""
     at = level if sets.at_level(level) else sets.level
     right, photos, full = sets.held_record(at)
+    covers = promise.promise_words(at, sets.by_class, shared_classes(sets, at))
     said = (
-        f"**The promise**: {promise.promise_words(at, sets.by_class)}. **Measured** on the {photos} test photos this "
+        f"**The promise**: {covers}. **Measured** on the {photos} test photos this "
         f"run never fitted anything on: sets at {at:.0%} held the right class {promise.held_words(right, photos, at)}"
     )
     if at == sets.level:
@@ -64,6 +70,25 @@ def held_caption(sets, level: float) -> str:
     return said + "." + views
 
 
+def skipped_words(top: list[tuple[str, float]], names: list[str]) -> str | None:
+    """Where the set leaves out a class the model finds likelier than one it holds, that pair named with their
+    probabilities and why (each class has its own cut-off); None where the set is the most probable classes."""
+    inside = set(names)
+    for i, (outside, p_out) in enumerate(top):
+        if outside in inside:
+            continue
+        held = [(n, p) for n, p in top[i + 1 :] if n in inside]
+        if held:
+            name, p_in = held[-1]
+            return (
+                f"Dark bars: the set. It holds {plain.md(name)} ({p_in:.1%}) but not {plain.md(outside)} "
+                f"({p_out:.1%}), which the model finds likelier: each class has its own cut-off (a class the model "
+                "finds hard gets a lower bar to clear), so a less likely class can be "
+                "in the set while a likelier one is not."
+            )
+    return None
+
+
 def set_line(served, answer, level: float | None) -> set[str] | None:
     """'At 90%: rose or tulip', with what a one-class, wide or all-class set means (for a photo that looks like none
     of the classes: not to be trusted); the set's classes, or None."""
@@ -74,15 +99,15 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
         return None
     record = served.sets.size_record(len(names), level) if served.sets is not None else None
     by_class = served.sets.by_class if served.sets is not None else False
+    shared = shared_classes(served.sets, level) if by_class else []
     foreign = bool(answer.ood_flag)
-    words = conformal.set_words([plain.md(n) for n in names], len(served.classes), level, record, by_class, foreign)
+    words = conformal.set_words(
+        [plain.md(n) for n in names], len(served.classes), level, record, by_class, foreign, shared
+    )
     st.markdown(f"**At {level:.0%}:** {words}")
-    order = {name: i for i, (name, _) in enumerate(answer.top)}
-    if any(order.get(n, 0) > i for i, n in enumerate(names)):
-        st.caption(
-            "Dark bars: the set. Each class has its own cut-off (a class the model finds hard gets a lower bar to "
-            "clear), so a less likely class can be in the set while a likelier one is not."
-        )
+    skipped = skipped_words(answer.top, names)
+    if skipped:
+        st.caption(skipped)
     else:
         st.caption("Dark bars: the classes in the set.")
     return set(names)

@@ -115,7 +115,8 @@ def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_ru
     copy_run(trained_run["store"].run_dir(trained_run["run_id"]), root / trained_run["run_id"])
     run = RunStore(root).get(trained_run["run_id"])
     cost = robustness.estimate(run, [run])
-    assert cost.passes == cost.photos * 76 and "nothing was measured on this device yet" in cost.text
+    assert cost.passes == cost.photos * 76 and "nothing measured on this device yet" in cost.text
+    assert "twice as long or more" in cost.text  # walk 42: measured 156 s against 'about 77 s' on busy cores
     assert cost.setup == robustness.SETUP_GUESS and "to read the photos and load the model first" in cost.text
     decoded = robustness.estimate(run, [run], data_root=trained_run["data_root"])  # training decoded them
     undecoded = robustness.estimate(run, [run], data_root=tmp_path / "nothing decoded here")
@@ -126,6 +127,8 @@ def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_ru
     report = robustness.measure(run, trained_run["data_root"], lambda s, d, t: seen.append((s, d, t)), limit=6)
     assert report.photos == 6 and len(report.accuracy) == 15 and all(len(v) == 5 for v in report.accuracy.values())
     assert seen[-1] == ("done", 75, 75) and ("loading the model", 0, 1) in seen
+    steps = [stage for stage, _, _ in seen if "severity" in stage]
+    assert "left" not in steps[0] and all(" left" in stage for stage in steps[1:])  # measured, once a step ended
     assert 0 < report.setup_seconds < report.seconds
     passes = report.seconds - report.setup_seconds  # the pace counts the corrupted passes alone
     assert report.seconds_per_pass * 6 * 75 == pytest.approx(passes, rel=0.05)
@@ -145,3 +148,28 @@ def test_a_runs_report_has_every_corruption_and_severity_and_recounts(trained_ru
     other = robustness.RobustnessReport(**{**report.__dict__, "photos_digest": "another"})
     with pytest.raises(ValueError, match="not measured on the same test photos"):
         report.against(other)
+
+
+def test_the_drop_has_a_paired_interval_that_says_when_it_can_be_chance():
+    """Walk 42: '+8.0 pts' on 54 photos with no interval, while the page warned accuracy was known to +/-13 points."""
+    from core.results.evaluation import robustness_spread as spread
+
+    rng = np.random.default_rng(0)
+    clean = rng.random(54) < 0.63
+    flat = {c: [spread.encode(clean ^ (rng.random(54) < 0.1)) for _ in range(5)] for c in cr.CORRUPTIONS}
+    report = _report(0.63, 0.6, photos=54)
+    report.right = {"clean": spread.encode(clean), **flat}
+    low, high = report.drop_interval()
+    assert low < 0 < high and "includes no change" in report.words() and "Hardest" not in report.words()
+    assert report.summary()["drop_interval"] == (low, high)
+    assert "right" not in report.summary()  # per photo: kept in the file, not printed
+    lost = {c: [spread.encode(clean & (rng.random(54) < 0.3)) for _ in range(5)] for c in cr.CORRUPTIONS}
+    report.right = {"clean": spread.encode(clean), **lost}
+    low, high = report.drop_interval("fog")
+    assert 0 < low < high and report.rows()[0]["drop low"] is not None
+    # the same as a by-hand paired bootstrap of the per-photo differences
+    per_photo = clean.astype(float) - np.mean([spread.decode(t) for t in lost["fog"]], axis=0)
+    means = [per_photo[rng.integers(0, 54, 54)].mean() for _ in range(4000)]
+    assert low == pytest.approx(np.quantile(means, 0.025), abs=0.03)
+    report.right = None
+    assert report.drop_interval() is None and report.rows()[0]["drop low"] is None  # older reports: no interval

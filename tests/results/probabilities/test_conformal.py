@@ -248,9 +248,11 @@ def test_the_held_out_half_is_counted_by_set_size_and_short_sizes_are_named():
 def test_set_words():
     one = cf.set_words(["rose"], 5, 0.9)
     assert one.startswith("rose, one class at this level. On average over many photos like the calibration ones")
-    assert "sets at 90% hold the right class 9 times in 10; not for each photo or each class" in one
+    assert "sets at 90% hold the right class 9 times in 10, all classes taken together" in one
+    assert "not for each photo or each class." in one
     assert "at least" not in one  # a finite sample can fall below the level: the promise is an average
     assert "not for each photo;" not in one and "not for each photo." in cf.set_words(["rose"], 5, 0.9, by_class=True)
+    assert "for daisy the promise holds only with" in cf.set_words(["rose"], 5, 0.9, by_class=True, shared=["daisy"])
     assert cf.set_words(["rose", "tulip"], 5, 0.95).startswith("rose or tulip. On average over many photos")
     assert "a wide set (4 of 5 classes)" in cf.set_words(list("abcd"), 5, 0.99)
     assert "cannot narrow" in cf.set_words(list("abcde"), 5, 0.9)

@@ -8,8 +8,22 @@ from core.results.probabilities import promise
 def test_the_promise_is_an_average_not_at_least():
     said = promise.promise_words(0.9)
     assert "on average over many photos like the calibration ones" in said
-    assert "9 times in 10; not for each photo or each class" in said and "at least" not in said
-    assert promise.promise_words(0.95, by_class=True).endswith("19 times in 20; not for each photo")
+    assert "9 times in 10, all classes taken together (one threshold for all: marginal coverage)" in said
+    assert said.endswith("not for each photo or each class") and "at least" not in said
+    each = promise.promise_words(0.95, by_class=True)
+    assert "19 times in 20, and so do the photos of each class" in each and each.endswith("not for each photo")
+
+
+def test_classes_sharing_the_overall_threshold_are_not_promised_one_by_one():
+    """Walk 42: one paragraph said the promise was marginal, the chart's caption that it was made for each class,
+    and a third line that tulip had no threshold of its own: one statement now names who is covered how."""
+    one = promise.promise_words(0.9, by_class=True, shared=["tulip"])
+    assert "for each class with a threshold of its own the same holds among its photos" in one
+    assert "but tulip has too few calibration photos for one and shares the overall threshold" in one
+    assert "so for tulip the promise holds only with the other classes taken together" in one
+    two = promise.promise_words(0.9, by_class=True, shared=["rose", "tulip"])
+    assert "rose, tulip have too few" in two and "share the overall threshold" in two
+    assert promise.promise_words(0.9, by_class=False, shared=["tulip"]) == promise.promise_words(0.9)
 
 
 def test_a_shortfall_is_judged_against_the_sampling_slack():
