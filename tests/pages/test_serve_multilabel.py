@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.serving.aliases import AliasStore
 from tests.conftest import copy_run
-from tests.pages.conftest import texts
+from tests.pages.conftest import table_with, texts
 from tests.pages.test_serve import running_server
 
 
@@ -16,8 +16,14 @@ def _store(multilabel_run, tmp_path):
 
 
 def test_a_multilabel_run_is_listed_to_serve_alias_and_export(app, multilabel_run, tmp_path):
+    from core.export.run import export_run  # heavy: keras
+    from core.export.store import export_dir
+    from core.runs.store import RunStore
+
     models = _store(multilabel_run, tmp_path)
     run_id = multilabel_run["run_id"]
+    run = RunStore(models).get(run_id)
+    export_run(run, "onnx", export_dir(run, "onnx"))  # what Export and verify makes, here in-process
     at = app("serve", models_dir=models)
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect(key="serve_models").value == [run_id]  # the run to serve, by default
@@ -25,6 +31,8 @@ def test_a_multilabel_run_is_listed_to_serve_alias_and_export(app, multilabel_ru
     assert at.selectbox(key="serve_export_run").value == run_id
     assert not [s for s in at.selectbox if s.key == "serve_retrain_run"]  # feedback keeps one class a photo
     assert "Retraining with feedback is for single-label runs" in texts(at)
+    made = table_with(at, "export", "same label lists")  # what a multi-label export is checked on
+    assert made["same label lists"].tolist() == [1.0]
 
 
 def test_the_examples_read_a_multilabel_run_s_label_lists(app, multilabel_run, tmp_path):

@@ -238,6 +238,12 @@ def export_section(run: Run) -> None:
                 "runtime": r["verification"]["runtime"],
                 "max |diff|": r["verification"]["max_abs_diff"],
                 "top-1 agreement": r["verification"]["top1_agreement"],
+                # a multi-label run's: the photos given the very same labels (each against its threshold)
+                **(
+                    {"same label lists": r["verification"]["label_list_agreement"]}
+                    if "label_list_agreement" in r["verification"]
+                    else {}
+                ),
                 "repeatable": r["verification"]["repeatable"],
                 "passed": r.get("passed", False),
                 "MB": r.get("size_bytes", 0) / 1e6,
@@ -252,6 +258,7 @@ def export_section(run: Run) -> None:
         column_config={
             "max |diff|": st.column_config.NumberColumn(format="%.1e"),
             "top-1 agreement": st.column_config.NumberColumn(format="percent"),
+            "same label lists": st.column_config.NumberColumn(format="percent"),
             "MB": st.column_config.NumberColumn(format="%.1f"),
         },
     )
