@@ -104,9 +104,9 @@ class ServedModel:
         self.multilabel = run.multilabel
         # a multi-label run's threshold per label (tuned on validation; a label without one: the sigmoid's middle)
         kept = label_thresholds.load(run.directory) if self.multilabel else {}
-        self.thresholds = {name: kept.get(name, label_thresholds.UNTUNED) for name in self.classes}
-        if self.multilabel:
-            with_reference = False  # it keeps no out-of-distribution reference yet
+        self.thresholds = (
+            {name: kept.get(name, label_thresholds.UNTUNED) for name in self.classes} if self.multilabel else {}
+        )
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
@@ -118,7 +118,7 @@ class ServedModel:
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
-        if self.multilabel:
+        if self.multilabel:  # it keeps no out-of-distribution reference yet
             self.reference_note = MULTILABEL_NO_REFERENCE
         elif with_reference:
             self.reference = Reference.load(run.directory)
