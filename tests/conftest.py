@@ -205,6 +205,33 @@ def trained_run(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def multilabel_run(tmp_path_factory):
+    """One finished multi-label run at 32 px (the tiny test backbone, weights none) on data/mosaics: 2x2 mosaics
+    of four colours, a label for each colour present, some with none; shared read-only like `trained_run`."""
+    from core import run_job
+    from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
+    from core.train import jobs
+    from tests.train.test_multilabel import make_mosaics
+
+    base = tmp_path_factory.mktemp("multilabel")
+    data_root, models_root = base / "data", base / "models"
+    dataset = make_mosaics(data_root / "mosaics", n=60, size=40, seed=3)
+    store = RunStore(models_root)
+    config = TrainConfig(image_size=32, weights="none", epochs=3, batch_size=16, head=(16,), seed=1)
+    submission = jobs.submit(store, dataset, config)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+    return {
+        "store": store,
+        "run_id": submission.run_id,
+        "dataset": dataset,
+        "data_root": data_root,
+        "models_root": models_root,
+        "config": config,
+    }
+
+
 def _copy_file(source: str, target: str) -> str:
     """model.keras is hard-linked (Flora never writes into one: a new model replaces it by rename); the rest copied."""
     if Path(source).name == "model.keras":

@@ -5,24 +5,28 @@ needs to find the same mAP, F1 and the rest."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
 from core.bench.mosaics import draw_mosaics, photos_by_kind, write_tables
+from core.cli import main as cli
 from core.importers.csv_labels import import_csv
+from core.results.probabilities import label_thresholds
 from tests.conftest import require_flowers
 from tests.test_cli import flora
 from tests.train.test_multilabel import COLOURS, make_mosaics
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_train_and_predict_a_multilabel_dataset(tmp_path):
     env = {**os.environ, "FLORA_MODELS_DIR": str(tmp_path / "models"), "FLORA_DATA_DIR": str(tmp_path / "data")}
     dataset = make_mosaics(tmp_path / "mosaics", n=80, size=72, seed=2)
@@ -111,3 +115,41 @@ def test_evaluate_a_multilabel_run_on_mosaics_of_real_photos(tmp_path):
     listed = [line.split()[0] for line in table]
     aps = {k: found["per_label"][k]["ap"] for k in kinds}
     assert listed == sorted(kinds, key=lambda k: (aps[k] is None, aps[k] or 0, k))  # worst AP first
+
+
+def _predict(run: dict, *argv: str) -> tuple[int, str]:
+    where = ["--models-dir", str(run["models_root"]), "--data-dir", str(run["data_root"])]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = cli(["predict", run["run_id"], *argv, *where])
+    return code, out.getvalue()
+
+
+def test_predict_s_table_has_a_labels_column_and_every_score_and_its_lines_say_none_of_these(multilabel_run, tmp_path):
+    images = multilabel_run["dataset"] / "images"
+    (tmp_path / "notes.png").write_bytes(b"shopping list")
+    code, out = _predict(multilabel_run, str(images), str(tmp_path / "notes.png"), "--json")
+    assert code != 0  # one file is no image: the others still answered
+    answered = json.loads(out)["results"]
+    thresholds = label_thresholds.load(multilabel_run["store"].run_dir(multilabel_run["run_id"]))
+    table = tmp_path / "labels.csv"
+    _predict(multilabel_run, str(images), str(tmp_path / "notes.png"), "--csv", str(table))
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == len(answered) == 61 and list(rows[0])[:3] == ["path", "labels", "none_of_these"]
+    assert [c for c in rows[0] if c.startswith("score_")] == [f"score_{n}" for n in COLOURS]
+    for row, item in zip(rows[:-1], answered[:-1], strict=True):
+        assert row["labels"] == "|".join(item["labels"])
+        assert row["labels"] == "|".join(n for n in COLOURS if float(row[f"score_{n}"]) >= thresholds[n])
+        assert row["none_of_these"] == str(not item["labels"]) and not row["error"]
+    assert rows[-1]["error"] and not rows[-1]["labels"]  # the unreadable file: its reason, no labels
+    parquet = tmp_path / "labels.parquet"
+    _predict(multilabel_run, str(images), "--parquet", str(parquet))
+    assert pd.read_parquet(parquet)["labels"].fillna("").tolist() == [r["labels"] for r in rows[:-1]]
+    photo = next(item for item in answered if "labels" in item)
+    _, line = _predict(multilabel_run, photo["image"])
+    if photo["labels"]:
+        assert f"(threshold {photo['found'][0]['threshold']:.3f})" in line
+    else:
+        assert line.strip().endswith("none of these")
+    refused, _ = _predict(multilabel_run, photo["image"], "--max-error", "0.05")
+    assert refused != 0

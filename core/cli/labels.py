@@ -1,22 +1,21 @@
 """`predict` for a multi-label run: each photo's labels (those at or above their thresholds) and every label's score.
 
-A multi-label run has no softmax to hold back, sets or a 'none of these' reference of its own yet, so its photos go
-through `core.inference.Predictor` (the run's model, its thresholds tuned on validation) rather than the serving
-engine; "none of these" is the empty list. `--csv` / `--parquet` write one row per file: path, labels (joined by
-"|"), one score column per label, or the error.
+The photos go through the serving engine (`core.serving.engine.ServedModel`), as the model server's and the Predict
+page's do, so all three give the same label lists; "none of these" is the empty list (`none_of_these`). A
+multi-label run has no prediction sets, no threshold for answering only when sure and no 'none of these' reference of
+its own yet. `--csv` / `--parquet` write one row per file (`core.serving.batch_predict.label_rows`): path, labels
+(joined by "|"; empty: none of these), none_of_these, one score column per label, a size warning, or the error.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import sys
 
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail
-from core.data.multilabel import NO_LABEL, text_of
-from core.paths import cache_dir
+from core.data.multilabel import NO_LABEL
+from core.paths import data_dir
 
 UNSUPPORTED = {  # options of `predict` that a multi-label run has no answer to yet, and why
     "max_error": "--max-error (a threshold per label is what decides here)",
@@ -27,63 +26,43 @@ UNSUPPORTED = {  # options of `predict` that a multi-label run has no answer to 
 
 def predict_labels(args: argparse.Namespace, run) -> int:
     """`core predict` on a multi-label run: JSON, a table file, or a line per photo."""
-    from core.inference import Predictor  # heavy: keras
-    from core.serving.batch_predict import expand_sources  # heavy: sklearn
+    from core.serving.batch_predict import csv_text, expand_sources, label_rows, predict_many  # heavy: sklearn
+    from core.serving.engine import ServedModel  # heavy: keras
 
     given = [flag for name, flag in UNSUPPORTED.items() if getattr(args, name, None) not in (None, False)]
     if given:
         return fail(f"{', '.join(given)}: not available for multi-label run {run.run_id} yet")
     files = expand_sources(args.images)
     with contextlib.redirect_stdout(sys.stderr):
-        predictor = Predictor(run, runtime=getattr(args, "runtime", None), cache_root=cache_dir(args.data_dir))
-        predictions = predictor.predict([str(p) for p in files], top_k=args.top_k)
-    rows = [_row(p, predictor.classes) for p in predictions]
+        model = ServedModel(run, data_dir(args.data_dir))
+        items = predict_many(model, [(str(p), p) for p in files], args.top_k, source="cli")
+    size = run.train_config.image_size
+    rows = label_rows(items, model.classes, size)
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            f.write(csv_text(rows, predictor.classes))
+            f.write(csv_text(rows))
         print(f"{len(rows)} rows -> {args.csv}", file=sys.stderr)
     if args.parquet:
         import pandas as pd
 
-        pd.DataFrame(rows).to_parquet(args.parquet, index=False)
+        pd.DataFrame(rows).replace({"": None}).infer_objects().to_parquet(args.parquet, index=False)
         print(f"{len(rows)} rows -> {args.parquet}", file=sys.stderr)
     if args.json:
-        emit_json(
-            {
-                "run_id": run.run_id,
-                "task": "multilabel",
-                "thresholds": {name: predictor.thresholds.get(name) for name in predictor.classes},
-                "results": [p.to_dict() for p in predictions],
-            }
-        )
+        results = []
+        for item in items:
+            if item.error:
+                results.append({"image": item.name, "error": item.error})
+            else:
+                results.append({"image": item.name, **item.answer.to_dict(), "seconds": round(item.seconds, 4)})
+        emit_json({"run_id": run.run_id, "task": "multilabel", "thresholds": model.thresholds, "results": results})
     elif not (args.csv or args.parquet):
-        for p in predictions:
-            if p.error:
-                print(f"{p.source}: error: {p.error}")
+        for item, row in zip(items, rows, strict=True):
+            if item.error:
+                print(f"{item.name}: error: {item.error}")
                 continue
-            found = ", ".join(f"{label} {p.scores[label]:.3f}" for label in p.labels) or NO_LABEL
-            print(f"{p.source}: {found}")
-    return EXIT_OK if all(p.ok for p in predictions) else EXIT_FAILED
-
-
-def _row(prediction, classes: list[str]) -> dict:
-    if prediction.error:
-        return {
-            "path": prediction.source,
-            "labels": "",
-            **{f"score_{c}": None for c in classes},
-            "error": prediction.error,
-        }
-    scores = {f"score_{c}": round(prediction.scores[c], 6) for c in classes}
-    return {"path": prediction.source, "labels": text_of(prediction.labels), **scores, "error": ""}
-
-
-def csv_text(rows: list[dict], classes: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=["path", "labels", *(f"score_{c}" for c in classes), "error"], lineterminator="\n"
-    )
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buffer.getvalue()
+            found = ", ".join(
+                f"{f['label']} {f['probability']:.3f} (threshold {f['threshold']:.3f})" for f in item.answer.found
+            )
+            warning = f"  (warning: {row['warning']})" if row.get("warning") else ""
+            print(f"{item.name}: {found or NO_LABEL}{warning}")
+    return EXIT_OK if all(not item.error for item in items) else EXIT_FAILED

@@ -34,7 +34,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
     predict.add_argument(
-        "--csv", metavar="OUT.csv", help="write one row per file: top-k, out-of-distribution flag, or the error"
+        "--csv",
+        metavar="OUT.csv",
+        help="write one row per file: top-k, out-of-distribution flag, or the error (a multi-label run: its labels, "
+        "joined by |, and every label's score)",
     )
     predict.add_argument("--parquet", metavar="OUT.parquet", help="the same table as --csv, as Parquet")
     predict.add_argument("--log", action="store_true", help="also record each prediction in the prediction log")

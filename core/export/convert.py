@@ -2,7 +2,8 @@
 
 - keras: the inference graph as a .keras file (no augmentation, float32; outputs probabilities, logits).
 - savedmodel: `serving_default` takes encoded image files (`image_bytes`, DT_STRING: TF Serving
-  clients send {"b64": ...}) and decodes and resizes inside; `predict_pixels` takes float pixels.
+  clients send {"b64": ...}) and decodes and resizes inside; `predict_pixels` takes float pixels. A multi-label
+  run's answers `labels` (each label at or above its threshold, the thresholds inside the graph) and `thresholds`.
 - onnx: tf2onnx from the pixel function; input `image` [N, S, S, 3] float32, outputs `logits`, `probabilities`.
 - tflite: the pixel function through TensorFlow Lite's converter; float32, float16 weights, or int8
   (full integer, calibrated on the run's own photos, float input and output).
@@ -57,23 +58,34 @@ def _decode_for_model(image_size: int, cache_size: int) -> Callable:
     return decode
 
 
-def write_savedmodel(model: keras.Model, out: Path, classes: list[str], cache_size: int) -> list[Path]:
-    """A SavedModel with a bytes signature (default) and a pixel signature; returns the folder."""
+def write_savedmodel(
+    model: keras.Model, out: Path, classes: list[str], cache_size: int, thresholds: list[float] | None = None
+) -> list[Path]:
+    """A SavedModel with a bytes signature (default) and a pixel signature; returns the folder.
+
+    A multi-label run's (`thresholds`, one per class: its tuned threshold per label) answers `labels` instead of
+    `label`: a bool [N, labels], each label at or above its threshold, with `thresholds` [N, labels] beside it."""
     import tensorflow as tf
 
     size = int(model.input_shape[1])
     exported = pixel_model(model)
     labels = tf.constant(classes)
+    cut = None if thresholds is None else tf.constant(np.asarray(thresholds, dtype=np.float32)[None])
     decode = _decode_for_model(size, cache_size)
 
     def on_pixels(image):
         probabilities, logits = exported(image, training=False)
-        return {"probabilities": probabilities, "logits": logits}
+        outputs = {"probabilities": probabilities, "logits": logits}
+        if cut is not None:  # a sigmoid per label, each read against its own threshold
+            outputs["labels"] = probabilities >= cut
+            outputs["thresholds"] = tf.broadcast_to(cut, tf.shape(probabilities))
+        return outputs
 
     def on_bytes(image_bytes):
         pixels = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32))
         outputs = on_pixels(pixels)
-        outputs["label"] = tf.gather(labels, tf.argmax(outputs["probabilities"], axis=-1))
+        if cut is None:
+            outputs["label"] = tf.gather(labels, tf.argmax(outputs["probabilities"], axis=-1))
         return outputs
 
     archive = keras.export.ExportArchive()

@@ -10,6 +10,10 @@ does the rest ('caffe' preprocessing is inside it). Probabilities are softmax(lo
 run's calibrated ones; they match Flora's to about 1e-5. Where the run saved a threshold per class
 (`class_thresholds` in preprocessing.json), an answer under its class's threshold is held back, as Flora does.
 
+A multi-label run's export (`"task": "multilabel"` in preprocessing.json) gives each label's sigmoid(logit) instead,
+and each photo's labels: every label at or above its threshold (`label_thresholds`, tuned on the run's validation
+photos), "none of these" when none is, as `python -m core predict` and Flora's model server do.
+
 Flora's test suite checks this file against Flora's own decoding (core.data.imaging) pixel for pixel.
 """
 
@@ -122,6 +126,16 @@ def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # 1 / (1 + e^-z) without overflow
+
+
+def labels_of(probabilities: np.ndarray, classes: list[str], thresholds: dict[str, float]) -> list[str]:
+    """The labels at or above their thresholds, in the classes' order (a label without one: 0.5)."""
+    return [name for name, p in zip(classes, probabilities, strict=True) if p >= thresholds.get(name, 0.5)]
+
+
 def model_runner(folder: Path, model_file: str):
     """A function (N, S, S, 3) float32 -> logits, for the export's model file (ONNX or TFLite)."""
     path = folder / model_file
@@ -153,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"{photo}: cannot be read ({e})", file=sys.stderr)
             continue
+        if recipe.get("task") == "multilabel":
+            _print_labels(photo, sigmoid(run(pixels))[0], classes, recipe.get("label_thresholds", {}), args.json)
+            continue
         probabilities = softmax(run(pixels), recipe["temperature"])[0]
         order = np.argsort(-probabilities)[: args.top_k]
         label, sure = classes[order[0]], float(probabilities[order[0]])
@@ -169,6 +186,25 @@ def main(argv: list[str] | None = None) -> int:
                 line += f"  [held back: {sure:.1%} for {label} is under its saved threshold of {needed:.2f}]"
             print(photo, line)
     return 0
+
+
+def _print_labels(photo, probabilities: np.ndarray, classes: list[str], thresholds: dict, as_json: bool) -> None:
+    """A multi-label answer: the labels at or above their thresholds ([]: none of these) and every label's score."""
+    labels = labels_of(probabilities, classes, thresholds)
+    found = sorted(
+        (
+            {"label": n, "probability": float(probabilities[classes.index(n)]), "threshold": thresholds.get(n, 0.5)}
+            for n in labels
+        ),
+        key=lambda row: -row["probability"],
+    )
+    if as_json:
+        scores = {name: float(p) for name, p in zip(classes, probabilities, strict=True)}
+        answer = {"path": str(photo), "labels": labels, "none_of_these": not labels, "found": found}
+        print(json.dumps({**answer, "scores": scores, "probabilities": probabilities.tolist()}))
+        return
+    words = ", ".join(f"{f['label']} {f['probability']:.3f} (threshold {f['threshold']:.3f})" for f in found)
+    print(photo, words or "none of these")
 
 
 if __name__ == "__main__":

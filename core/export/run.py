@@ -20,12 +20,12 @@ import numpy as np
 from core.data.datasets import scan_dataset
 from core.data.imaging import ImageError, load_for_model
 from core.export import EXPORT_JSON, MIN_AGREEMENT, TOLERANCE, ExportError, check_request
+from core.export.recipe import label_cuts, write_recipe
 from core.export.store import zip_folder
 from core.fileio import write_bytes_atomic, write_json_atomic
 from core.paths import PROJECT_ROOT
 from core.results import model_card
-from core.results.probabilities import class_thresholds, label_thresholds
-from core.results.probabilities.calibration import run_temperature
+from core.runs.analysis import AnalysisMissing, RunAnalysis
 from core.runs.files import run_files
 from core.runs.record import Run
 
@@ -35,15 +35,9 @@ CALIBRATION_IMAGES = 200
 
 def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, list[bytes], str]:
     """Fixed photos to compare on: the first `count` of the run's test split (pixels, files, where from)."""
-    from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
-
     config = run.train_config
     pixels, files = [], []
-    try:
-        paths = Evaluation.load(run.directory).paths
-    except EvaluationMissing:
-        paths = []
-    for rel in paths:
+    for rel in _test_paths(run):
         path = Path(run.dataset_path) / rel
         try:
             data = path.read_bytes()
@@ -60,15 +54,26 @@ def verification_photos(run: Run, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
     return noise, [], "random pixels (the run's test photos are not readable here)"
 
 
-def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
-    """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
+def _test_paths(run: Run) -> list[str]:
+    """The run's test photos (relative to its dataset): its evaluation's, or (a multi-label run, which keeps no
+    evaluation yet) its analysis arrays'."""
     from core.results.evaluation.metrics import Evaluation, EvaluationMissing  # heavy: sklearn
 
-    config = run.train_config
     try:
-        test = set(Evaluation.load(run.directory).paths)
+        return list(Evaluation.load(run.directory).paths)
     except EvaluationMissing:
-        test = set()
+        pass
+    try:
+        return list(RunAnalysis.load(run.directory).test.paths)
+    except (AnalysisMissing, OSError, ValueError, KeyError):
+        return []
+
+
+def calibration_photos(run: Run, count: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """Photos of the run's dataset outside its test split, to calibrate int8 ranges (never the test photos)."""
+
+    config = run.train_config
+    test = set(_test_paths(run))
     index = scan_dataset(run.dataset_path)
     candidates = [e for e in index.entries if e.path not in test]
     rng = np.random.default_rng(0)
@@ -104,6 +109,11 @@ def export_run(
         raise ExportError("exports need the TensorFlow backend; use export_in_subprocess (the CLI does)")
     if not run.has_model:
         raise ExportError(f"run {run.run_id} has no saved model (state {run.state})")
+    if fmt == "web" and run.multilabel:
+        raise ExportError(
+            f"run {run.run_id} is multi-label: the web page reads one class a photo (a softmax), not label lists yet; "
+            "export onnx or tflite, whose predict.py gives each photo's labels against their thresholds"
+        )
     final = Path(out).expanduser().resolve()
     final.mkdir(parents=True, exist_ok=True)
     # Everything is written to a staging folder beside `out` and moved in only once it passed: a failed export
@@ -142,6 +152,7 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
     from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
     started = time.perf_counter()
+    cuts = label_cuts(run)  # a multi-label run's threshold per label, in its order (None: single-label)
     model = load_inference_model(run)
     pixels, files, source = verification_photos(run)
     reference = np.asarray(model.predict_on_batch(pixels.astype(np.float32))[0])
@@ -155,15 +166,17 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
             runner, runtime = verify.keras_runner(written[0])
         elif fmt == "savedmodel":
             folder = out / name / "1" if layout == "tfserving" else out / "saved_model"
-            written = convert.write_savedmodel(model, folder, run.classes, run.train_config.cache_size)
+            written = convert.write_savedmodel(model, folder, run.classes, run.train_config.cache_size, cuts)
             runner, runtime = verify.savedmodel_runner(folder, convert.PIXELS_SIGNATURE)
+            labelled = ", labels, thresholds" if cuts is not None else ""  # a multi-label run's
             signatures = {
-                convert.BYTES_SIGNATURE: "image_bytes: encoded image files (DT_STRING) -> probabilities, logits, label",
-                convert.PIXELS_SIGNATURE: "image: float32 [N, S, S, 3] 0-255 RGB -> probabilities, logits",
+                convert.BYTES_SIGNATURE: "image_bytes: encoded image files (DT_STRING) -> probabilities, logits"
+                + (labelled or ", label"),
+                convert.PIXELS_SIGNATURE: f"image: float32 [N, S, S, 3] 0-255 RGB -> probabilities, logits{labelled}",
             }
             if files:
                 extra["bytes_signature"] = _check_bytes(
-                    verify.savedmodel_bytes_runner(folder, convert.BYTES_SIGNATURE), files, reference, run.classes
+                    verify.savedmodel_bytes_runner(folder, convert.BYTES_SIGNATURE), files, reference, run.classes, cuts
                 )
         elif fmt == "onnx":
             if layout == "triton":
@@ -194,7 +207,9 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
         raise ExportError(f"the {fmt} export failed: {type(e).__name__}: {e}") from e
     if fmt in ("onnx", "tflite") and layout is None:
         written += write_recipe(run, out, written[0].name)
-    figures = verify.compare(reference, runner, pixels)
+    elif layout == "triton" and run.multilabel:  # the thresholds a Triton client reads the probabilities against
+        written += write_recipe(run, out, str((written[0] / "1" / "model.onnx").relative_to(out)))
+    figures = verify.compare(reference, runner, pixels, thresholds=None if cuts is None else np.asarray(cuts))
     tolerance, least = TOLERANCE[precision], MIN_AGREEMENT[precision]
     figures.update(
         {
@@ -207,6 +222,8 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
         }
     )
     passed = figures["repeatable"] and figures["top1_agreement"] >= least
+    if cuts is not None:  # what a multi-label run answers: the same label lists
+        passed = passed and figures["label_list_agreement"] >= least
     if tolerance is not None:
         passed = passed and figures["max_abs_diff"] <= tolerance
     record = {
@@ -217,6 +234,7 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
         "layout": layout,
         "classes": run.classes,
         "image_size": run.train_config.image_size,
+        **({"task": "multilabel", "label_thresholds": dict(zip(run.classes, cuts, strict=True))} if cuts else {}),
         "files": [str(p) for p in written],
         "size_bytes": sum(_size(p) for p in written),
         "signatures": signatures,
@@ -237,7 +255,12 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
         raise ExportError(
             f"the {fmt} export disagrees with the Keras model: max |diff| {figures['max_abs_diff']:.2e} "
             f"(tolerance {tolerance}), top-1 agreement {figures['top1_agreement']:.1%} (at least {least:.0%}), "
-            f"repeatable {figures['repeatable']}{why}. Nothing was kept."
+            + (
+                f"the same label lists on {figures['label_list_agreement']:.1%} of the photos (at least {least:.0%}), "
+                if cuts is not None
+                else ""
+            )
+            + f"repeatable {figures['repeatable']}{why}. Nothing was kept."
         )
     return record
 
@@ -259,46 +282,6 @@ def _int8(run: Run, model, out: Path, reference: np.ndarray, pixels: np.ndarray)
     return written, runner, runtime, len(photos)
 
 
-RECIPE_FILE = "preprocessing.json"
-PREDICT_SCRIPT = "predict.py"
-
-
-def write_recipe(run: Run, out: Path, model_file: str) -> list[Path]:
-    """preprocessing.json (how photos become the model's input, the classes, the temperature) and predict.py,
-    a standalone script that reproduces `python -m core predict` with the runtime alone."""
-
-    config = run.train_config
-    recipe = {
-        "model_file": model_file,
-        "classes": run.classes,
-        "image_size": config.image_size,
-        "cache_size": config.cache_size,
-        "temperature": run_temperature(run),
-        "input": "float32 [N, image_size, image_size, 3], RGB, 0-255 (not scaled: 'caffe' preprocessing is inside)",
-        "resize": (
-            "decode to RGB (EXIF orientation applied; transparency on white; 16-bit scaled to 8), resize the shorter "
-            "side to cache_size around the centre square (bicubic, antialiased, when shrinking; bilinear when "
-            "enlarging), then crop the centre image_size square"
-        ),
-        "outputs": {"logits": "[N, classes]", "probabilities": "[N, classes], softmax(logits) (T = 1)"},
-        "calibrated": "softmax(logits / temperature): what Flora shows and serves",
-        "class_thresholds": class_thresholds.load(run.directory),  # answers under their class's are held back
-        "run_id": run.run_id,
-    }
-    if run.multilabel:  # a sigmoid per label; a photo has each label at or above its threshold (tuned on validation)
-        recipe |= {
-            "task": "multilabel",
-            "outputs": {"logits": "[N, labels]", "probabilities": "[N, labels], sigmoid(logits), one per label"},
-            "calibrated": "no temperature: the thresholds were tuned on these probabilities",
-            "label_thresholds": label_thresholds.load(run.directory),
-        }
-    recipe_path = out / RECIPE_FILE
-    write_json_atomic(recipe_path, recipe)
-    script = out / PREDICT_SCRIPT
-    script.write_text((Path(__file__).parent / "predict_template.py").read_text())
-    return [recipe_path, script]
-
-
 def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     """Max |diff| between the inference graph and the saved classifier itself (should be ~1e-6)."""
     import keras
@@ -313,16 +296,22 @@ def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)))
 
 
-def _check_bytes(run_bytes, files: list[bytes], reference: np.ndarray, classes: list[str]) -> dict[str, Any]:
+def _check_bytes(
+    run_bytes, files: list[bytes], reference: np.ndarray, classes: list[str], cuts: list[float] | None = None
+) -> dict[str, Any]:
     """The bytes signature decodes with TensorFlow's decoder and resizer, which differ slightly from Flora's."""
     outputs = run_bytes(files)
     probabilities = outputs["probabilities"]
-    labels = [label.decode() for label in outputs["label"]]
+    if cuts is not None:  # a multi-label run: its `labels` are the probabilities read against the thresholds
+        matches = bool(np.array_equal(outputs["labels"], probabilities >= np.asarray(cuts, dtype=np.float32)))
+    else:
+        labels = [label.decode() for label in outputs["label"]]
+        matches = labels == [classes[i] for i in probabilities.argmax(axis=1)]
     return {
         "images": len(files),
         "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
         "top1_agreement": float(np.mean(probabilities.argmax(axis=1) == reference.argmax(axis=1))),
-        "labels_match_probabilities": labels == [classes[i] for i in probabilities.argmax(axis=1)],
+        "labels_match_probabilities": matches,
         "note": "decoded and resized by TensorFlow inside the model (Flora's own loader uses Pillow/libjpeg-turbo)",
     }
 

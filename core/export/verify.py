@@ -86,13 +86,20 @@ def _package_version(name: str) -> str:
         return "?"
 
 
-def compare(reference: np.ndarray, runner: Runner, pixels: np.ndarray, batch: int = 16) -> dict[str, Any]:
-    """Agreement of `runner` with the reference probabilities on `pixels`, and its repeatability."""
+def compare(
+    reference: np.ndarray, runner: Runner, pixels: np.ndarray, batch: int = 16, thresholds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Agreement of `runner` with the reference probabilities on `pixels`, and its repeatability; with a multi-label
+    run's `thresholds` (one per label), also the share of photos given the very same label list."""
     outputs = np.concatenate([runner(pixels[i : i + batch].astype(np.float32)) for i in range(0, len(pixels), batch)])
     again = runner(pixels[:batch].astype(np.float32))
-    return {
+    figures = {
         "images": len(pixels),
         "max_abs_diff": float(np.max(np.abs(outputs - reference))),
         "top1_agreement": float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1))),
         "repeatable": bool(np.array_equal(again, outputs[: len(again)])),
     }
+    if thresholds is not None:
+        same = ((outputs >= thresholds) == (reference >= thresholds)).all(axis=1)
+        figures["label_list_agreement"] = float(np.mean(same))
+    return figures

@@ -1,6 +1,7 @@
 """Batches of photos, for the CLI (`predict RUN FOLDER --csv OUT.csv`) and the Predict page (many
 uploads or a zip): one row per file with the top-k labels and probabilities and the
 out-of-distribution flag; a file that cannot be read gets a row with the reason, never a crash.
+A multi-label run's rows (`label_rows`) hold each photo's labels instead, and every label's score.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from core.data.imaging import ImageError
+from core.data.multilabel import text_of
 from core.errors import InvalidInput
 from core.serving.engine import Answer, Decoded, ServedModel
 from core.serving.log import LogRecord, PredictionLog
@@ -107,7 +109,7 @@ def predict_many(
             each = (time.perf_counter() - started) / len(chunk)
             for item in good:
                 item.seconds = each
-            if log is not None:
+            if log is not None and not model.multilabel:  # the log keeps one class a photo
                 latency = each * 1000
                 ids = log.record(record_for(model, item, source, latency, model_name) for item in good)
                 for item, row_id in zip(good, ids, strict=True):
@@ -169,6 +171,26 @@ def table_rows(items: list[BatchItem], top_k: int, image_size: int | None = None
             row["held_back_because"] = (answer.abstain_reason or "") if answer is not None else ""
         row["out_of_distribution"] = "" if answer is None or answer.ood_flag is None else bool(answer.ood_flag)
         row["ood_score"] = "" if answer is None or answer.ood_score is None else round(answer.ood_score, 4)
+        if image_size is not None:
+            row["warning"] = size_note(item.decoded, image_size) or ""
+        row["error"] = item.error or ""
+        rows.append(row)
+    return rows
+
+
+def label_rows(items: list[BatchItem], classes: list[str], image_size: int | None = None) -> list[dict[str, Any]]:
+    """A multi-label run's flat row per file: path, labels (those at or above their thresholds joined by "|"; empty:
+    none of these), none_of_these, score_<label> for every label, a size warning (with `image_size`), error."""
+    rows = []
+    for item in items:
+        answer = item.answer
+        scores = answer.scores if answer is not None else {}
+        row: dict[str, Any] = {
+            "path": item.name,
+            "labels": "" if answer is None else text_of(answer.labels or []),
+            "none_of_these": "" if answer is None else not answer.labels,
+            **{f"score_{name}": round(scores[name], 6) if answer is not None else "" for name in classes},
+        }
         if image_size is not None:
             row["warning"] = size_note(item.decoded, image_size) or ""
         row["error"] = item.error or ""

@@ -4,6 +4,11 @@
 calibration temperature (when the run has one) and its out-of-distribution reference. Decoding
 uses `core.data.imaging.load_for_model`, the very loader of the image cache and `core predict`, so a
 photo sent to the server becomes the same tensor it would in training.
+
+A multi-label run (`run.multilabel`) answers with its label list instead: every label whose sigmoid is at or above
+the label's threshold (tuned on validation, core.results.probabilities.label_thresholds), "none of these" when none
+is, and every label's score. It keeps no temperature, prediction sets, threshold for answering only when sure or
+out-of-distribution reference yet, so none of those is applied to it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,13 +28,21 @@ import numpy as np
 from core.data.imaging import ImageError, ImageHeader, load_for_model, pixels_for_model, read_header
 from core.errors import InvalidInput, Unavailable
 from core.network import layer_names as names
-from core.results.probabilities import class_thresholds, conformal, selective, tta
+from core.results.probabilities import class_thresholds, conformal, label_thresholds, selective, tta
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.image_stats import image_statistics
 from core.results.probabilities.reference import Reference, ReferenceUnavailable, ensure_reference
 from core.runs.analysis import softmax
 from core.runs.files import run_files
 from core.runs.record import Run
+from core.serving.answer import (
+    MULTILABEL_NO_MAX_ERROR,
+    MULTILABEL_NO_REFERENCE,
+    MULTILABEL_NO_SETS,
+    MULTILABEL_NOT_YET,
+    Answer,
+    label_answers,
+)
 from core.serving.graph_runner import GraphRunner
 from core.serving.holding_back import hold_back
 from core.serving.log import entropy
@@ -50,73 +63,6 @@ class Decoded:
     width: int | None = None
     height: int | None = None
     name: str | None = None
-
-
-@dataclass
-class Answer:
-    """The model's answer for one input."""
-
-    probabilities: np.ndarray  # (C,) calibrated where the run has a temperature
-    label: str
-    top: list[tuple[str, float]]
-    max_probability: float
-    entropy: float
-    ood_score: float | None = None
-    ood_flag: bool | None = None
-    ood_why: str | None = None  # where the picture's statistics flag it: its most unusual one, in words
-    ood_false_alarms: float | None = None  # the share of the run's own test photos the check flags
-    projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
-    raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
-    prediction_set: list[str] | None = None  # the classes of its conformal set, most probable first
-    set_level: float | None = None  # the share of such sets that hold the right class
-    views: int = 1  # > 1: the probabilities average test-time augmentation's views
-    abstained: bool | None = None  # held back (core.serving.holding_back); None: nothing could hold it back
-    abstain_reason: str | None = None
-    max_error: float | None = None  # the level asked for ("answer only when sure")
-    guarantee: str | None = None  # what the level promises and, where halvings often found none, how fragile that is
-
-    @property
-    def set_trusted(self) -> bool | None:
-        """Whether the prediction set's promise reaches this photo: not when it looks like none of the classes
-        (None: no set)."""
-        return None if self.prediction_set is None else not self.ood_flag
-
-    def to_dict(self, ood_method: str | None = None) -> dict[str, Any]:
-        out = {
-            "label": self.label,
-            "probability": round(self.max_probability, 6),
-            "top": [{"label": label, "probability": round(p, 6)} for label, p in self.top],
-            "entropy": round(self.entropy, 6),
-        }
-        if self.prediction_set is not None:
-            out["prediction_set"] = {
-                "level": self.set_level,
-                "classes": self.prediction_set,
-                "trusted": self.set_trusted,
-            }
-            if not self.set_trusted:
-                out["prediction_set"]["note"] = conformal.FOREIGN_SET_NOTE
-        if self.views > 1:
-            out["views"] = self.views
-        if self.abstained is not None:
-            out["abstained"] = self.abstained
-            if self.abstain_reason:
-                out["reason"] = self.abstain_reason
-            if self.max_error is not None:
-                out["max_error"] = self.max_error
-            if self.guarantee:
-                out["guarantee"] = self.guarantee
-        if self.ood_score is not None:
-            out["out_of_distribution"] = {
-                "flag": bool(self.ood_flag),
-                "score": round(float(self.ood_score), 4),
-                "method": ood_method,
-            }
-            if self.ood_why:
-                out["out_of_distribution"]["why"] = self.ood_why
-            if self.ood_false_alarms is not None:
-                out["out_of_distribution"]["false_alarms"] = round(self.ood_false_alarms, 4)
-        return out
 
 
 def image_facts(data: bytes) -> tuple[str, int | None, int | None]:
@@ -151,15 +97,16 @@ class ServedModel:
         """
         from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
 
-        if run.multilabel:  # its answers are label lists: the server's single-label answers would misread them
-            raise Unavailable(
-                f"run {run.run_id} is multi-label: the model server does not serve multi-label runs yet; "
-                f"`python -m core predict {run.run_id} PHOTO` gives its labels and scores"
-            )
         started = time.perf_counter()
         self.run = run
         self.run_id = run.run_id
         self.classes = run.classes
+        self.multilabel = run.multilabel
+        # a multi-label run's threshold per label (tuned on validation; a label without one: the sigmoid's middle)
+        kept = label_thresholds.load(run.directory) if self.multilabel else {}
+        self.thresholds = (
+            {name: kept.get(name, label_thresholds.UNTUNED) for name in self.classes} if self.multilabel else {}
+        )
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.model = load_inference_model(run, share_backbone=True)
@@ -171,7 +118,9 @@ class ServedModel:
         self.reference: Reference | None = None
         self.reference_note: str | None = None
         self.data_root = data_root
-        if with_reference:
+        if self.multilabel:  # it keeps no out-of-distribution reference yet
+            self.reference_note = MULTILABEL_NO_REFERENCE
+        elif with_reference:
             self.reference = Reference.load(run.directory)
             if self.reference is None and reference_later:
                 self.reference_note = "fitting the out-of-distribution reference in the background (first use)"
@@ -194,12 +143,15 @@ class ServedModel:
         """Test-time augmentation only where it helped on the run's validation split (core.results.probabilities.tta),
         and the run's prediction sets (None: no analysis arrays, or too few test photos), fitted on those
         probabilities."""
+        self._stamp = self._answer_files()
+        if self.multilabel:  # none of these is fitted for a multi-label run (its label thresholds decide)
+            self.tta, self.views, self.sets, self.selective, self.class_thresholds = None, 1, None, None, {}
+            return
         self.tta = tta.used_by(self.run.directory)
         self.views = len(self.tta.views) if self.tta is not None else 1
         self.sets = conformal.run_sets(self.run.directory)
         self.selective = selective.load(self.run.directory)  # fitted on first use (`check_max_error`)
         self.class_thresholds = class_thresholds.load(self.run.directory)
-        self._stamp = self._answer_files()
 
     def follow_run(self, every: float = 1.0) -> tuple:
         """Pick up what changed in the run since it was loaded (test-time augmentation measured, sets refitted),
@@ -287,6 +239,8 @@ class ServedModel:
         """
         if level is None:
             return None
+        if self.multilabel:
+            raise InvalidInput(f"run {self.run_id} is multi-label: {MULTILABEL_NO_SETS}")
         level = conformal.level_of(level)
         if self.sets is None:
             raise InvalidInput(
@@ -304,6 +258,8 @@ class ServedModel:
         Unavailable."""
         if value is None:
             return None
+        if self.multilabel:
+            raise InvalidInput(f"run {self.run_id} is multi-label: {MULTILABEL_NO_MAX_ERROR}")
         level = selective.check_max_error(value)
         if self.selective is None or self.selective.views != self.views:
             self.selective = selective.run_selective(self.run.directory)
@@ -332,6 +288,8 @@ class ServedModel:
         """Per-row answers from forward()'s outputs: calibrated top-k (the views' average where the run uses
         test-time augmentation), entropy, OOD score and flag, at `set_level` the conformal set, and whether each is
         held back (the run's class thresholds; with `max_error`, checked by `check_max_error`, only when sure)."""
+        if self.multilabel:  # its labels against their thresholds (core.serving.answer)
+            return label_answers(outputs[names.PROBABILITIES], self.classes, self.thresholds, top_k)
         logits, features = outputs[names.LOGITS], outputs[names.FEATURES]
         raw = outputs[names.PROBABILITIES]
         single = softmax(logits, self.temperature) if self.temperature != 1.0 else raw
@@ -388,6 +346,16 @@ class ServedModel:
         return self.answers(joined, top_k, set_level, max_error) if joined else []
 
     def describe(self) -> dict[str, Any]:
+        if self.multilabel:
+            return {
+                "run_id": self.run_id,
+                "task": "multilabel",
+                "classes": self.classes,
+                "label_thresholds": self.thresholds,
+                "image_size": self.image_size,
+                "runtime": self.runtime,
+                "not_for_multilabel": MULTILABEL_NOT_YET,
+            }
         return {
             "run_id": self.run_id,
             "classes": self.classes,

@@ -7,6 +7,11 @@ BYTES [N], and when the run has an out-of-distribution reference `ood_score` FP3
 `out_of_distribution` BOOL [N]. The request parameter `prediction_set` (a level, e.g. 0.9) adds
 `prediction_set` BYTES [N], each element the set's class names as a JSON list. The parameter `max_error` (e.g. 0.05:
 answer only when sure) adds `abstained` BOOL [N] and `abstain_reason` BYTES [N]; so do a run's saved class thresholds.
+
+A multi-label run answers `probabilities` FP32 [N, C] (every label's sigmoid), `labels` BYTES [N] (each element the
+labels at or above their thresholds as a JSON list; `[]`: none of these), `none_of_these` BOOL [N] and `found` BYTES
+[N] (JSON: those labels with their probability and threshold); its thresholds are in the model's metadata
+(`parameters.label_thresholds`). TF Serving's body adds `labels`, `none_of_these` and `found` beside `predictions`.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ from core.serving.service import InputError, Service
 from core.serving.v2 import HEADER, InferRequest, ProtocolError, encode_response, parse_request
 
 VERSION = "1"
+LABEL_OUTPUTS = (("labels", "BYTES"), ("none_of_these", "BOOL"), ("found", "BYTES"))  # a multi-label run's
 
 
 def metadata_of(route: Route) -> dict[str, Any]:
     model = route.loaded.model
     classes = len(model.classes)
-    outputs = [
-        {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
-        {"name": "label", "datatype": "BYTES", "shape": [-1]},
-    ]
+    outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]}]
+    if model.multilabel:  # JSON lists of label names, the labels with probability and threshold
+        outputs += [{"name": name, "datatype": kind, "shape": [-1]} for name, kind in LABEL_OUTPUTS]
+    else:
+        outputs.append({"name": "label", "datatype": "BYTES", "shape": [-1]})
     if model.reference is not None:
         outputs += [
             {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
@@ -42,11 +49,11 @@ def metadata_of(route: Route) -> dict[str, Any]:
         ]
     if model.sets is not None:  # with the request parameter prediction_set (a level): JSON lists of class names
         outputs.append({"name": "prediction_set", "datatype": "BYTES", "shape": [-1]})
-    # with the request parameter max_error (or the run's class thresholds): held back, and why
-    outputs += [
-        {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
-        {"name": "abstain_reason", "datatype": "BYTES", "shape": [-1]},
-    ]
+    if not model.multilabel:  # with the request parameter max_error (or the run's class thresholds): held back, why
+        outputs += [
+            {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
+            {"name": "abstain_reason", "datatype": "BYTES", "shape": [-1]},
+        ]
     return {
         "name": route.name,
         "versions": [VERSION],
@@ -118,10 +125,15 @@ async def v2_answer(
     max_error = service.max_error_of(route, parsed.parameters.get("max_error"))
     decoded = await _v2_inputs(service, route, parsed)
     route, answers = await service.answer(route, decoded, started, set_level=set_level, max_error=max_error)
-    outputs = [
-        ("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32)),
-        ("label", "BYTES", _bytes_array([a.label.encode() for a in answers])),
-    ]
+    outputs = [("probabilities", "FP32", np.stack([a.probabilities for a in answers]).astype(np.float32))]
+    if route.loaded.model.multilabel:
+        outputs += [
+            ("labels", "BYTES", _bytes_array([json.dumps(a.labels).encode() for a in answers])),
+            ("none_of_these", "BOOL", np.array([not a.labels for a in answers], dtype=bool)),
+            ("found", "BYTES", _bytes_array([json.dumps(a.found).encode() for a in answers])),
+        ]
+    else:
+        outputs.append(("label", "BYTES", _bytes_array([a.label.encode() for a in answers])))
     if set_level is not None:
         sets = [json.dumps(a.prediction_set or []).encode() for a in answers]
         outputs.append(("prediction_set", "BYTES", _bytes_array(sets)))
@@ -202,13 +214,16 @@ def tfserving_router(service: Service) -> APIRouter:
             "model_spec": {"name": route.name, "signature_name": "", "version": VERSION},
             "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
             "classes": model.classes,
+            **({"task": "multilabel", "label_thresholds": model.thresholds} if model.multilabel else {}),
         }
 
     @router.post(
         "/v1/models/{name}:predict",
         summary="Classify images, TF Serving style",
         description='`{"instances": [{"b64": "<base64 JPEG>"}, ...]}` (or H x W x 3 pixel arrays) -> '
-        '`{"predictions": [[p_class0, p_class1, ...], ...]}`. `"prediction_set": 0.9` in the body (or '
+        '`{"predictions": [[p_class0, p_class1, ...], ...]}` (a multi-label run: every label\'s probability, and '
+        "`labels`, `none_of_these` and `found`: each photo's labels at or above their thresholds). "
+        '`"prediction_set": 0.9` in the body (or '
         '`?prediction_set=0.9`) adds `prediction_sets`: each photo\'s conformal set of class names. `"max_error": '
         "0.05` (or `?max_error=0.05`) answers only when sure: `abstained` (one per photo) and `abstain_reasons`.",
     )
@@ -231,7 +246,9 @@ def tfserving_router(service: Service) -> APIRouter:
         else:
             decoded = await service.decode_pixels(route, arrays)
         request.state.images = len(decoded)
-        _, answers = await service.answer(route, decoded, request.state.started, set_level=set_level, max_error=level)
+        route, answers = await service.answer(
+            route, decoded, request.state.started, set_level=set_level, max_error=level
+        )
         predictions = [[round(float(p), 7) for p in a.probabilities] for a in answers]
         body = {"outputs": predictions} if columnar else {"predictions": predictions}
         if set_level is not None:
@@ -239,6 +256,10 @@ def tfserving_router(service: Service) -> APIRouter:
         if any(a.abstained is not None for a in answers):
             body["abstained"] = [bool(a.abstained) for a in answers]
             body["abstain_reasons"] = [a.abstain_reason for a in answers]
+        if route.loaded.model.multilabel:  # each photo's labels at or above their thresholds ([]: none of these)
+            body["labels"] = [a.labels for a in answers]
+            body["none_of_these"] = [not a.labels for a in answers]
+            body["found"] = [a.found for a in answers]
         return body
 
     return router

@@ -191,6 +191,7 @@ class ModelRegistry:
                     "run_id": run_id,
                     "alias": name in aliases,
                     "classes": len(entry.model.classes),
+                    "task": "multilabel" if entry.model.multilabel else "single",
                     "image_size": entry.model.image_size,
                     "ood_method": entry.model.ood_method,
                     "ood_summary": entry.model.reference.detector.summary() if entry.model.reference else None,

@@ -35,7 +35,10 @@ def router(service: Service) -> APIRouter:
             "figure is `prediction_sets.held_out_coverage` in the model's v2 metadata). "
             "`max_error=0.05` answers only when sure: a photo under the run's threshold for at most 5% wrong among "
             "the photos answered (promised with probability 90%) gets `abstained: true` and the `reason`; a run's "
-            "saved per-class thresholds hold back answers the same way."
+            "saved per-class thresholds hold back answers the same way. A multi-label run answers each photo's "
+            "`labels` (each at or above its threshold, tuned on validation; `[]` with `none_of_these: true` when none "
+            "is), `found` (those labels with their probability and threshold) and `scores` (every label's "
+            "probability); it takes neither `prediction_set` nor `max_error`."
         ),
     )
     async def predict(
@@ -107,6 +110,11 @@ def router(service: Service) -> APIRouter:
             sha = str(parsed.get("image_sha256") or "")
         route = service.registry.get(str(model)) if model else service.registry.default()
         run = route.loaded.model.run
+        if run.multilabel:
+            raise InputError(
+                f"run {run.run_id} is multi-label: feedback keeps a photo under one class, and its photos carry label "
+                "lists (not yet for multi-label runs)"
+            )
         if label not in run.classes:
             raise InputError(f"unknown label {label!r}; the model knows: {', '.join(run.classes)}")
         if data is None and not sha:

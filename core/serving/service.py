@@ -285,7 +285,7 @@ class Service:
             max_error = self.max_error_of(route, max_error)
         answers = route.loaded.model.answers(outputs, top_k, set_level, max_error)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if self.writer is not None:
+        if self.writer is not None and not route.loaded.model.multilabel:  # the log keeps one class a photo
             for item, ans in zip(decoded, answers, strict=True):
                 self.writer.add(LogRecord.of_answer(route.name, route.loaded.run_id, source, ans, item, latency_ms))
         return route, answers

@@ -172,7 +172,12 @@ def _log_model(run: Run, folder: Path) -> None:
             shutil.copy2(run.path(name), staged / name)
     signature = ModelSignature(
         inputs=Schema([ColSpec("binary", "image")]),
-        outputs=Schema([*(ColSpec("double", name) for name in run.classes), ColSpec("string", "label")]),
+        outputs=Schema(
+            [
+                *(ColSpec("double", name) for name in run.classes),
+                ColSpec("string", "labels" if run.multilabel else "label"),
+            ]
+        ),
     )
     requirements = [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
     mlflow.pyfunc.log_model(

@@ -3,7 +3,9 @@
 
 Input: a DataFrame with a column `image` of encoded image files (bytes; base64 text through `mlflow models
 predict`'s JSON), or of file paths. Output: one column per class (the calibrated probabilities), `label` (the
-top class) and `error` (why a photo could not be read; empty otherwise). The model carries the run's folder
+top class) and `error` (why a photo could not be read; empty otherwise). A multi-label run's: one column per label
+(its sigmoid) and `labels` instead of `label` (those at or above their thresholds joined by "|"; empty: none of these),
+as `core predict --csv` gives them. The model carries the run's folder
 (its Keras model, settings and temperature) and Flora's `core` package, so it loads wherever Flora's
 requirements are installed.
 """
@@ -19,11 +21,13 @@ import mlflow.pyfunc
 import numpy as np
 
 from core.data.imaging import ImageError
+from core.data.multilabel import text_of
+from core.results.probabilities import label_thresholds
 from core.runs.store import RunStore
 
 RUN_ARTIFACT = "run"
 # what a pyfunc model needs of a run's folder (the rest of it stays in the run store)
-RUN_FILES = ("config.json", "status.json", "model.keras", "calibration.json")
+RUN_FILES = ("config.json", "status.json", "model.keras", "calibration.json", "label_thresholds.json")
 
 
 class FloraModel(mlflow.pyfunc.PythonModel):
@@ -45,12 +49,17 @@ class FloraModel(mlflow.pyfunc.PythonModel):
             try:
                 pixels = self.predictor.preprocess(_source(item))
             except (ImageError, OSError, ValueError) as e:
-                rows.append({**row, "label": None, "error": str(e)})
+                rows.append({**row, ("labels" if self.predictor.multilabel else "label"): None, "error": str(e)})
                 continue
             probabilities = self.predictor.predict_batch(pixels[None])[0]
             row.update({name: float(p) for name, p in zip(self.classes, probabilities, strict=True)})
-            rows.append({**row, "label": self.classes[int(np.argmax(probabilities))], "error": ""})
-        return pd.DataFrame(rows, columns=[*self.classes, "label", "error"])
+            if self.predictor.multilabel:  # each label against its threshold, as every predictor reads it
+                found = label_thresholds.present(probabilities, self.classes, self.predictor.thresholds)[0]
+                rows.append({**row, "labels": text_of(found), "error": ""})
+            else:
+                rows.append({**row, "label": self.classes[int(np.argmax(probabilities))], "error": ""})
+        answer = "labels" if self.predictor.multilabel else "label"
+        return pd.DataFrame(rows, columns=[*self.classes, answer, "error"])
 
 
 def _source(item: Any) -> bytes | str:

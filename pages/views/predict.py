@@ -12,6 +12,7 @@ from pages.ui import auth, common, device_status, plain, run_models, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
+from pages.ui.predict import labels as predict_labels
 from pages.ui.predict import sets as predict_sets
 from pages.ui.predict import sure as predict_sure
 from pages.ui.serving import sections as serving
@@ -47,8 +48,7 @@ def top_k_chart(top: list[tuple[str, float]], in_set: set[str] | None = None):
     return figure
 
 
-# a multi-label run answers through `python -m core predict` until this page reads it (issue 41, section 4)
-runs = [run for run in common.runs() if run.has_model and not run.multilabel]
+runs = [run for run in common.runs() if run.has_model]
 if not runs:
     st.info("No trained model yet. Train a run first; its model appears here.", icon=":material/model_training:")
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
@@ -75,8 +75,13 @@ elif production in labels:
         f"Not the production model: *{serving.DEFAULT_ALIAS}* points at run {production}. Pick it above to see "
         "what clients of the model server get."
     )
-top_k = controls[1].slider("Top k", 1, min(10, len(run.classes)), min(3, len(run.classes)), key="predict_top_k")
-if len(run.classes) <= CLASSES_IN_A_LINE:
+if run.multilabel:  # every label a photo has, each against its own threshold: no top k
+    predict_labels.about_run(run)
+else:
+    top_k = controls[1].slider("Top k", 1, min(10, len(run.classes)), min(3, len(run.classes)), key="predict_top_k")
+if run.multilabel:
+    pass
+elif len(run.classes) <= CLASSES_IN_A_LINE:
     st.caption(f"Classes: {', '.join(plain.md(c) for c in run.classes)}")
 else:  # 1,000 species do not fit a line: all of them, searchable
     with st.expander(f"The {len(run.classes)} classes this model knows", icon=":material/list:"):
@@ -107,6 +112,14 @@ model_key = run_models.key_of(run)
 served = predict_extras.load_model(model_key)
 answer_stamp = served.follow_run(every=0.0)  # test-time augmentation measured or sets refitted since it loaded
 common.random_start_notice(run)
+if run.multilabel:  # its labels against their thresholds: no temperature, sets, holding back or OOD check yet
+    predict_labels.show(
+        run,
+        files,
+        lambda upload_id, name, data: predict_extras.classify(model_key, upload_id, name, data, answer_stamp),
+        served.thresholds,
+    )
+    st.stop()
 predict_extras.ood_check_caption(served)
 teaching.explain("prediction")
 raw = predict_explain.calibration_toggle(served.temperature, calibration.load(run.directory))

@@ -169,8 +169,23 @@ def example_of(run_id: str | None) -> tuple[str, str]:
     if not found:
         return "photo.jpg", "any photo of the classes the model knows"
     classes = ", ".join(plain.md(c) for c in (run.classes or [])[:6]) + (", …" if len(run.classes or []) > 6 else "")
+    if run.multilabel:  # its photos sit in one folder: the folder is no label
+        where = f"{plain.code(Path(found).name)}, a photo from the dataset {plain.md(run.dataset_name)}"
+        return found, f"{where}; any photo works the same (its labels: {classes})"
     where = f"{plain.code(Path(found).name)}, a photo of **{plain.md(Path(found).parent.name)}** from the dataset"
     return found, f"{where} {plain.md(run.dataset_name)}; any photo of its classes ({classes}) works the same"
+
+
+def labels_words() -> str:
+    """What a multi-label run answers on every route, and what it does not take yet."""
+    return (
+        "A multi-label run answers each photo's `labels`: every label whose score reaches its threshold (tuned on "
+        "the run's validation photos), `[]` with `none_of_these: true` when none does; `found` gives those labels "
+        "with score and threshold, `scores` every label's score (the model's own number for each label, not a "
+        "calibrated chance). v2 clients read the outputs `labels` and `found` (JSON lists) and `probabilities`; "
+        "TF Serving's body adds `labels` beside `predictions`. Prediction sets and `max_error` are for "
+        "single-label runs."
+    )
 
 
 def sets_words(run_id: str) -> str:
@@ -228,15 +243,19 @@ def try_it(url: str, status, auth: bool) -> None:
     st.caption(f"The examples send {photo_words}.")
     names = ["curl", "tritonclient (Python)", "TF Serving REST"] + (["gRPC (Python)"] if status.grpc else [])
     curl, triton, tf, *grpc = st.tabs(names)
-    curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}&top_k=3"', language="bash")
-    curl.caption(sets_words(answering or model))
+    behind = next((r for r in runs if r.run_id == (answering or model)), None)
+    multilabel = behind is not None and behind.multilabel
+    query = "" if multilabel else "&top_k=3"  # a multi-label run gives every label that reaches its threshold
+    curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}{query}"', language="bash")
+    curl.caption(labels_words() if multilabel else sets_words(answering or model))
+    answer = "labels" if multilabel else "label"
     triton.code(
         f"""{imports}
 client = triton.InferenceServerClient("{url.removeprefix("http://")}")
 photo = triton.InferInput("image", [1], "BYTES")
 photo.set_data_from_numpy(np.array([open({photo!r}, "rb").read()], dtype=object))
 result = client.infer("{model}", [photo]{headers})
-print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
+print(result.as_numpy("{answer}"), result.as_numpy("probabilities"))""",
         language="python",
     )
     tf.code(  # the body goes through a file: a photo's base64 on the command line fails over ~96 KB
@@ -246,10 +265,10 @@ curl{bearer} -H "Content-Type: application/json" --data-binary @request.json \\
         language="bash",
     )
     if grpc:
-        grpc_snippet(grpc[0], status.grpc, model, photo, auth)
+        grpc_snippet(grpc[0], status.grpc, model, photo, auth, answer)
 
 
-def grpc_snippet(tab, address: str, model: str, photo: str, auth: bool) -> None:
+def grpc_snippet(tab, address: str, model: str, photo: str, auth: bool, answer: str = "label") -> None:
     """The Open Inference Protocol over gRPC (`--grpc-port`): tritonclient.grpc, the same inputs and outputs."""
     headers = ', headers={"authorization": "Bearer " + os.environ["FLORA_API_KEY"]}' if auth else ""
     imports = "import os, numpy as np" if auth else "import numpy as np"
@@ -261,12 +280,13 @@ client = grpcclient.InferenceServerClient("{address}")
 photo = grpcclient.InferInput("image", [1], "BYTES")
 photo.set_data_from_numpy(np.array([open({photo!r}, "rb").read()], dtype=object))
 result = client.infer("{model}", [photo]{headers})
-print(result.as_numpy("label"), result.as_numpy("probabilities"))""",
+print(result.as_numpy("{answer}"), result.as_numpy("probabilities"))""",
         language="python",
     )
     tab.caption(
         "The same model, batcher and limits as HTTP (KServe's grpc_predict_v2). gRPC's model metadata cannot carry "
-        "class names: each answer's `label` output names its class, and HTTP's model page lists them all."
+        f"class names: each answer's `{answer}` output names its {'labels' if answer == 'labels' else 'class'}, and "
+        "HTTP's model page lists them all."
     )
 
 

@@ -186,14 +186,18 @@ def test_a_multilabel_run_trains_with_validation_map_and_keeps_thresholds(tmp_pa
         np.testing.assert_allclose([prediction.scores[n] for n in COLOURS], expected, atol=1e-2)
         assert prediction.labels == [n for n in COLOURS if prediction.scores[n] >= stored["thresholds"][n]]
         assert set(prediction.to_dict()) >= {"labels", "scores", "top"}
-    # the model server does not serve it yet, and says so (rather than misreading its sigmoids)
-    from core.errors import Unavailable
+    # the model server's engine reads the same sigmoids against the same thresholds (not a softmax of its logits)
     from core.serving.engine import ServedModel
 
-    with pytest.raises(Unavailable, match="is multi-label"):
-        ServedModel(run, tmp_path / "data")
+    served = ServedModel(run, tmp_path / "data")
+    pixels = np.stack([predictor.preprocess(str(dataset / path)) for path in test.paths[:4]])
+    for answer, prediction in zip(served.predict_pixels(pixels), found, strict=True):
+        assert answer.labels == prediction.labels and served.reference is None and served.sets is None
+        np.testing.assert_allclose(
+            [answer.scores[n] for n in COLOURS], [prediction.scores[n] for n in COLOURS], atol=1e-4
+        )
     # and the exports' recipe carries the same thresholds
-    from core.export.run import RECIPE_FILE, write_recipe
+    from core.export.recipe import RECIPE_FILE, write_recipe
 
     (tmp_path / "export").mkdir()
     write_recipe(run, tmp_path / "export", "model.onnx")

@@ -101,8 +101,8 @@ def alias_status_line(alias: str) -> None:
 
 
 def served_runs() -> list[Run]:
-    """Runs the server can serve: a multi-label run not yet (issue 41, section 4)."""
-    return [run for run in common.runs() if run.has_model and not run.multilabel]
+    """Runs the server can serve: every run with a model (a multi-label one answers its label lists)."""
+    return [run for run in common.runs() if run.has_model]
 
 
 def alias_table() -> None:
@@ -218,9 +218,14 @@ def export_section(run: Run) -> None:
                 st.error(f"The export failed: {plain.md(e)}", icon=":material/error:")
             else:
                 v = record["verification"]
+                same = (  # what a multi-label run answers: its label lists, each label against its threshold
+                    f"the same label lists {v['label_list_agreement']:.1%}"
+                    if "label_list_agreement" in v
+                    else f"top-1 agreement {v['top1_agreement']:.1%}"
+                )
                 st.success(
                     f"{fmt} export verified with {v['runtime']}: max |difference| {v['max_abs_diff']:.1e}, "
-                    f"top-1 agreement {v['top1_agreement']:.1%} on {v['source']}."
+                    f"{same} on {v['source']}."
                 )
     made = run_exports(run)
     if not made:
@@ -233,6 +238,12 @@ def export_section(run: Run) -> None:
                 "runtime": r["verification"]["runtime"],
                 "max |diff|": r["verification"]["max_abs_diff"],
                 "top-1 agreement": r["verification"]["top1_agreement"],
+                # a multi-label run's: the photos given the very same labels (each against its threshold)
+                **(
+                    {"same label lists": r["verification"]["label_list_agreement"]}
+                    if "label_list_agreement" in r["verification"]
+                    else {}
+                ),
                 "repeatable": r["verification"]["repeatable"],
                 "passed": r.get("passed", False),
                 "MB": r.get("size_bytes", 0) / 1e6,
@@ -247,6 +258,7 @@ def export_section(run: Run) -> None:
         column_config={
             "max |diff|": st.column_config.NumberColumn(format="%.1e"),
             "top-1 agreement": st.column_config.NumberColumn(format="percent"),
+            "same label lists": st.column_config.NumberColumn(format="percent"),
             "MB": st.column_config.NumberColumn(format="%.1f"),
         },
     )
@@ -271,8 +283,13 @@ def retrain_section(key: str, run: Run | None = None) -> None:
     another box. Each retrained run's comparison with its parent is stored with it, so it is there after a
     reload, on another page, for another person.
     """
-    runs = served_runs()
+    runs = [r for r in served_runs() if not r.multilabel]  # feedback keeps one class a photo: not label lists yet
     if not runs:
+        if served_runs():  # multi-label runs only
+            st.caption(
+                "Retraining with feedback is for single-label runs: feedback keeps a photo under one class, and a "
+                "multi-label run's photos carry label lists (not yet)."
+            )
         return
     by_id = {r.run_id: r for r in runs}
     if run is None:

@@ -192,9 +192,9 @@ def result(run: Run, state: RunProgress) -> None:
     mlflow_runs(run)
     if run.multilabel:
         st.caption(
-            "A multi-label run: the Evaluate page gives its AP, precision, recall and F1 per label; `python -m core "
-            "predict` gives each photo's labels above their thresholds (tuned on the validation photos) and every "
-            "label's score. Explore, Predict and Serve do not list multi-label runs yet."
+            "A multi-label run: the Evaluate page gives its AP, precision, recall and F1 per label; Predict, Serve and "
+            "`python -m core predict` give each photo's labels at or above their thresholds (tuned on the validation "
+            "photos) and every label's score. Explore does not list multi-label runs yet."
         )
     st.page_link(
         page_file("evaluate"),

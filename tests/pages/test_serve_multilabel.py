@@ -1,0 +1,54 @@
+"""Serve page with a multi-label run: it is listed to serve, alias and export; the client examples read its label
+lists (no top k, the `labels` output) and say what its answers hold; retraining with feedback leaves it out."""
+
+from __future__ import annotations
+
+from core.serving.aliases import AliasStore
+from tests.conftest import copy_run
+from tests.pages.conftest import table_with, texts
+from tests.pages.test_serve import running_server
+
+
+def _store(multilabel_run, tmp_path):
+    models = tmp_path / "models"
+    copy_run(multilabel_run["models_root"] / multilabel_run["run_id"], models / multilabel_run["run_id"])
+    return models
+
+
+def test_a_multilabel_run_is_listed_to_serve_alias_and_export(app, multilabel_run, tmp_path):
+    from core.export.run import export_run  # heavy: keras
+    from core.export.store import export_dir
+    from core.runs.store import RunStore
+
+    models = _store(multilabel_run, tmp_path)
+    run_id = multilabel_run["run_id"]
+    run = RunStore(models).get(run_id)
+    export_run(run, "onnx", export_dir(run, "onnx"))  # what Export and verify makes, here in-process
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="serve_models").value == [run_id]  # the run to serve, by default
+    assert at.selectbox(key="serve_alias_run").value == run_id
+    assert at.selectbox(key="serve_export_run").value == run_id
+    assert not [s for s in at.selectbox if s.key == "serve_retrain_run"]  # feedback keeps one class a photo
+    assert "Retraining with feedback is for single-label runs" in texts(at)
+    made = table_with(at, "export", "same label lists")  # what a multi-label export is checked on
+    assert made["same label lists"].tolist() == [1.0]
+
+
+def test_the_examples_read_a_multilabel_run_s_label_lists(app, multilabel_run, tmp_path):
+    models = _store(multilabel_run, tmp_path)
+    run_id = multilabel_run["run_id"]
+    AliasStore(models).set("production", run_id)
+    running_server(models, run_id, ["production"], {"production": run_id})
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    snippets = [c.value for c in at.code]
+    photo = sorted((multilabel_run["dataset"] / "images").iterdir())[0].resolve()
+    assert f'curl -F file=@{photo} "http://127.0.0.1:8599/predict?model=production"' in snippets  # no top k
+    assert any('print(result.as_numpy("labels"), result.as_numpy("probabilities"))' in c for c in snippets)
+    shown = texts(at)
+    said = next(c.value for c in at.caption if c.value.startswith("The examples send"))
+    assert "a photo from the dataset mosaics; any photo works the same (its labels: red, green, blue, yellow)" in said
+    assert "A multi-label run answers each photo's `labels`: every label whose score reaches its threshold" in shown
+    assert "`none_of_these: true`" in shown and "not a calibrated chance" in shown
+    assert "&prediction_set=0.9" not in shown  # the single-label runs' sets are not offered
