@@ -303,7 +303,14 @@ def held_sentence(result: Held) -> str:
     guessed: Change = estimate.results[scoring]["accuracy"]
     got = result.measured[scoring]["accuracy"]["change"]
     said = f"The estimate said {change_words(guessed)} of validation accuracy; {b} measured {points(got)} points"
-    if guessed.low <= got <= guessed.high:
+    if guessed.low <= got <= guessed.high and guessed.low < 0 < guessed.high:
+        # walk 51: '+2.5 (-4.2 to +8.3) ... measured -3.3: the estimate held' beside a significant test loss
+        verdict_words = (
+            ": inside the interval, but that interval runs from a loss to a gain, so the estimate could not say "
+            "whether fixing these helps, and landing inside it shows little. Judge the fix by the test photos below "
+            "and Compare's paired test, not by this estimate."
+        )
+    elif guessed.low <= got <= guessed.high:
         verdict_words = ": inside the interval, so the estimate held here."
     elif got > guessed.high:
         verdict_words = (

@@ -327,3 +327,17 @@ def test_an_estimate_is_not_judged_against_a_run_that_differs_in_more_than_the_c
     assert "held" not in sentence.replace("whether the estimate held", "") and "inside the interval" not in sentence
     assert "bbbbbb differs from aaaaaa in more than the corrections: dataset photos (800 (1a2b3c) → 851" in sentence
     assert "the comparison is confounded" in sentence and "only these corrections" in sentence
+
+
+def test_an_interval_from_a_loss_to_a_gain_is_not_said_to_have_held():
+    """Walk 51: '+2.5 points (95%: -4.2 to +8.3) ... measured -3.3: inside the interval, so the estimate held here'
+    beside a significant test loss: an interval that cannot tell a gain from a loss says little by holding."""
+    change = Change(before=0.7, after=0.725, change=0.025, low=-0.042, high=0.083)
+    estimate = fix_worth.Estimate(
+        "a" * 12, "d", 3, {"kind": "marked", "top": 0, "given": ""}, {}, {AS_LABELLED: {"accuracy": change}}, 8, 100,
+        50, 20, 1.0,
+    )  # fmt: skip
+    figures = {"accuracy": {"before": 0.7, "after": 0.667, "change": -0.033}}
+    sentence = held_sentence(Held("a" * 12, "b" * 12, 3, estimate, {AS_LABELLED: figures}, 20, None, [], ""))
+    assert "inside the interval, but that interval runs from a loss to a gain" in sentence
+    assert "so the estimate held" not in sentence and "Judge the fix by the test photos" in sentence
