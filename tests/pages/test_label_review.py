@@ -55,6 +55,8 @@ def test_the_supported_suspects_come_first_and_the_rest_wait_behind_an_expander(
     assert "**Review these first: 3 suspect(s), most suspicious first**" in shown
     [said] = [e.value for e in (*at.info, *at.warning) if "suspects first" in e.value]  # one verdict, vs random
     assert said.startswith("Review the first 3 of these 7 suspects first") and "scaled to these 75 photos" in said
+    # walk 51: the caveat on the percentages was inside the collapsed figures only
+    assert "they are not the chance that the label is wrong" in " ".join(c.value for c in at.caption)
     behind = next(e for e in at.expander if e.label == "4 more suspect(s), with weaker evidence")
     assert BEHIND_WHY in [c.value for c in behind.caption]
     inside = {b.key for b in behind.button}
@@ -130,3 +132,13 @@ def test_a_self_test_too_small_to_judge_shows_the_list_to_look_through(app, work
     assert said.startswith("Look through all 7 suspect(s) by eye, most suspicious first: the self-test was too small")
     assert "as guesses" not in texts(at) and not [e for e in at.expander if "none supported" in e.label]
     assert all(at.button(key=_row(issue)) for issue in review.issues), "every suspect shown, most suspicious first"
+
+
+def test_a_list_shorter_than_the_depth_that_held_up_is_reviewed_whole(workspace, tmp_path):
+    """Walk 51: 'Review the first 82 of these 82' beside the depths 85 and 121 read as three answers."""
+    deep = {**TRUST, "depth": 40, "found_at_depth": 8}  # 20% of 200 photos: 15 of these 75, more than the 7 listed
+    _, review = _stored(workspace, tmp_path, deep)
+    said = verdict(review, random_start=True).headline
+    assert said.startswith("Review all 7 suspects, most suspicious first: the list ends before the depth it held")
+    assert "(scaled to these 75 photos, that depth is the first 15)" in said and "first 7 of" not in said
+    assert "that depth is the first 15 suspects, deeper than the 7 listed: review them all." in review.supported_why

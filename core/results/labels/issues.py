@@ -326,15 +326,20 @@ def bound(trust: dict[str, Any] | None, images: int, listed: int) -> tuple[int |
             "picking photos at random would. Treat every suspect as a guess: look at them by eye, or train with "
             "better features (ImageNet weights) first."
         )
-    supported = min(listed, max(1, round(depth / photos * images)))
+    deep = max(1, round(depth / photos * images))
+    supported = min(listed, deep)
     times = found / (depth * planted / photos)
     rest = listed - supported
     return supported, (
         f"{swapped}, the first {depth:,} suspects held {found:,} of the swapped photos: {times:.1f} times as many "
         f"as {depth:,} photos picked at random would. Further down the list, swapped photos turned up less than "
-        f"{twice} as often as in a random pick. Scaled to these {images:,} photos, that is the first "
-        f"{supported:,} suspects"
-        + (f"; the other {rest:,} have weaker evidence: look at them after these, if at all." if rest else ".")
+        f"{twice} as often as in a random pick. Scaled to these {images:,} photos, that depth is the first "
+        f"{deep:,} suspects"
+        + (
+            f"; the other {rest:,} have weaker evidence: look at them after these, if at all."
+            if rest
+            else f", deeper than the {listed:,} listed: review them all."
+        )
     )
 
 

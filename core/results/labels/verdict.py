@@ -30,6 +30,14 @@ def probability_text(p: float) -> str:
     return f"{p:.0%}"
 
 
+# Shown above the suspects, not only among the figures (walk 51: 'over 99%' beside right labels read as certainty)
+PERCENT_NOTE = (
+    "The percentages beside each suspect are the scoring model's probabilities for the suggested class and for "
+    "the label (calibrated where the run has a temperature), shown as 'over 99%' or 'under 1%' at the ends: on a "
+    "weak model they order the list, they are not the chance that the label is wrong."
+)
+
+
 def suspect_words(issue) -> str:
     """Why one photo is a suspect, with honest figures: 'looks like dandelion to the scoring model (dandelion over
     99%, daisy under 1%)'."""
@@ -88,17 +96,23 @@ def verdict(review: LabelReview, random_start: bool = False) -> Verdict:
     random_pick = depth * planted / photos
     rest = listed - review.supported
     deep = max(1, round(depth / photos * review.images))  # as label_issues.bound scales it
-    scaled = f" (scaled to these {review.images} photos: the first {deep})" if deep != depth else ""
-    headline = (
+    scaled = f" (scaled to these {review.images} photos, that depth is the first {deep})" if deep != depth else ""
+    first = (
         f"Review the first {review.supported} of these {listed} suspects first: that is as deep as the list held up "
-        f"when tested. When {planted} of {photos} training labels were swapped on purpose and the photos ranked again, "
+        "when tested."
+        if rest
+        else f"Review all {listed} suspects, most suspicious first: the list ends before the depth it held up to when "
+        "tested."
+    )  # walk 51: 'the first 82 of these 82' beside 85 and 121 read as three answers to how far to read
+    headline = (
+        f"{first} When {planted} of {photos} training labels were swapped on purpose and the photos ranked again, "
         f"the first {depth} suspects held {found} of the swapped ones, where {depth} photos picked at random would "
         f"hold about {random_pick:.1f}{scaled}; further down, swapped photos came less than {twice} as often as at "
         "random"
         + (
             f", so the other {rest} are weaker guesses: look at them after these, if at all."
             if rest
-            else ", and this list ends before that depth."
+            else "."
         )
         + own
     )
@@ -148,9 +162,5 @@ def figures(review: LabelReview) -> list[str]:
             else "."
         )
     )
-    out.append(
-        "The percentages beside each suspect are the scoring model's probabilities for the suggested class and for "
-        "the label (calibrated where the run has a temperature), shown as 'over 99%' or 'under 1%' at the ends: on a "
-        "weak model they order the list, they are not the chance that the label is wrong."
-    )
+    out.append(PERCENT_NOTE)
     return out

@@ -238,9 +238,16 @@ def trust_note(run: Run, review: label_issues.LabelReview) -> None:
         st.warning(said.headline, icon=":material/casino:")
     else:
         st.info(said.headline, icon=":material/rule:")
+    if review.issues:
+        st.caption(
+            plain.md(verdict.PERCENT_NOTE)
+            + " A suspect can be the model's own mistake on a photo labelled right: look at each photo before you "
+            "change its label."
+        )
     with st.expander("The figures behind this", icon=":material/functions:"):
         for line in said.figures:
-            st.markdown(f"- {plain.md(line)}")
+            if line != verdict.PERCENT_NOTE:
+                st.markdown(f"- {plain.md(line)}")
 
 
 def what_a_correction_does(run: Run, corrections: Corrections) -> None:

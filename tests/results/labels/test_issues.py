@@ -252,8 +252,10 @@ def test_the_list_is_bounded_by_the_self_tests_depth_scaled_to_the_photos_and_sa
     assert supported == 200  # 8% of the self-test's photos: 8% of these 2,500
     assert "When 50 of 1,000 training labels were swapped on purpose as a test" in why
     assert "the first 80 suspects held 34 of the swapped photos: 8.5 times as many" in why
-    assert "Scaled to these 2,500 photos, that is the first 200 suspects; the other 400 have weaker" in why
-    assert label_issues.bound(trust, images=2500, listed=150)[0] == 150  # never more than the list
+    assert "Scaled to these 2,500 photos, that depth is the first 200 suspects; the other 400 have weaker" in why
+    short, said = label_issues.bound(trust, images=2500, listed=150)
+    assert short == 150  # never more than the list, and the depth said as it is (walk 51: 'the first 82' for 121)
+    assert "that depth is the first 200 suspects, deeper than the 150 listed: review them all." in said
     assert label_issues.bound({**trust, "depth": 0, "found_at_depth": 0}, 2500, 600)[0] == 0
     assert "no stretch at the top" in label_issues.bound({**trust, "depth": 0}, 2500, 600)[1]
     # walk of issue 38, item 16: 1 flip among the first 6 against 0.3 by chance is above twice chance, but luck
