@@ -190,8 +190,9 @@ def saving(strategies: dict, band: float | None = None) -> dict:
     out = _saving(strategies)
     if band is not None and STRATEGY in strategies and RANDOM in strategies:
         out["verdict"] += (
-            f". The target band was {band:g} validation photo{'s' if band != 1 else ''} wide (the target sits that "
-            "many photos below the accuracy with every label), so a few photos' luck moves when a strategy gets there"
+            f". The target band was about {band:.0f} validation photo{'s' if round(band) != 1 else ''} wide (the "
+            "target sits that many photos below the accuracy with every label), so a few photos' luck moves when a "
+            "strategy gets there"
         )
     return out
 

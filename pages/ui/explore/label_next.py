@@ -386,9 +386,12 @@ def simulation_section(run: Run) -> None:
         f"Target (dashed): {result['target_accuracy']:.1%} validation accuracy, {result['target_fraction']:.0%} of "
         f"the {result['full_accuracy']:.1%} the head reaches with all {result['pool']:,} training labels. Labels "
         f"needed per seed: Flora's picking {spread(ours)}; random {spread(theirs)} (the headline gives the middle of "
-        f"the {result['seeds']} seeds). Accuracy is measured at {', '.join(map(str, counts[:6]))}, … labels (a batch "
-        "more each step, a fifth more once that is larger), so a saving is counted in those steps. Measured on this "
-        "run's features: a network started from ImageNet weights gives features where both reach the target sooner."
+        f"the {result['seeds']} seeds; the lines draw the seeds' average accuracy, which can cross the target at "
+        "another count than the middle seed does, and where a line sits above the other at one count says nothing "
+        f"of when each reaches the target). Accuracy is measured at {', '.join(map(str, counts[:6]))}, … labels (a "
+        "batch more each step, a fifth more once that is larger), so a saving is counted in those steps. Measured on "
+        "this run's features: a network started from ImageNet weights gives features where both reach the target "
+        "sooner."
     )
     measured = result.get("measured_at")
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(measured)) if measured else "earlier"
