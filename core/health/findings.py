@@ -141,7 +141,8 @@ class Checks:
         pairs = Counter("/".join(s for s in SPLITS if s in {split_of[i] for i in g}) for g in leaks)
         where = ", ".join(f"{count} across {name}" for name, count in pairs.most_common())
         if info["source"] == "run":
-            title = f"{len(leaks)} duplicate picture{_s(len(leaks))} straddle the split run {info['run_id'][:6]} " + (
+            verb = "straddles" if len(leaks) == 1 else "straddle"
+            title = f"{len(leaks)} duplicate picture{_s(len(leaks))} {verb} the split run {info['run_id'][:6]} " + (
                 f"trained on ({where})"
             )
             detail = (
@@ -151,7 +152,8 @@ class Checks:
                 "than they are. Delete the copies before the next run."
             )
         elif info["source"] == "dataset":
-            title = f"{len(leaks)} picture{_s(len(leaks))} appear in more than one of the dataset's splits ({where})"
+            verb = "appears" if len(leaks) == 1 else "appear"
+            title = f"{len(leaks)} picture{_s(len(leaks))} {verb} in more than one of the dataset's splits ({where})"
             detail = (
                 "The same picture (exact or near copy) is in train and in val/test of the dataset's own split, "
                 "so validation and test accuracy reward memory, not recognition, and look better than they are. "
