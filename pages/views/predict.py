@@ -75,6 +75,12 @@ elif production in labels:
         f"Not the production model: *{serving.DEFAULT_ALIAS}* points at run {production}. Pick it above to see "
         "what clients of the model server get."
     )
+else:  # walk 51: the page moved to a newer run between two uploads without a word
+    st.caption(
+        f"No run is called *{serving.DEFAULT_ALIAS}* yet, so this page opens on the newest finished run (yours "
+        "first): it moves to a newer one when that finishes. Pick a run above to keep it (the address keeps it too), "
+        f"or name one *{serving.DEFAULT_ALIAS}* on the Serve page."
+    )
 if run.multilabel:  # every label a photo has, each against its own threshold: no top k
     predict_labels.about_run(run)
 else:

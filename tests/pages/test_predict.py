@@ -170,6 +170,9 @@ def test_the_model_people_mean_is_the_one_production_serves(app, workspace, tmp_
     copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
     copy_run(models / workspace["run_id"], models / "feed0000beef")
     newest, other = [run.run_id for run in RunStore(models).list()][:2]
+    before = app("predict", models_dir=models)  # walk 51: without the alias, the newest run, and that said
+    assert before.selectbox(key="predict_run").value == newest
+    assert "No run is called *production* yet, so this page opens on the newest finished run" in texts(before)
     AliasStore(models).set("production", other)
     at = app("predict", models_dir=models)
     assert not at.exception
