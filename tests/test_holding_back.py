@@ -62,7 +62,9 @@ def test_a_flagged_photo_s_set_is_kept_but_marked_untrusted_in_json_and_table():
     assert shown["prediction_set"]["classes"] == ["tulip"] and shown["prediction_set"]["level"] == 0.9
     assert shown["prediction_set"]["trusted"] is False and "not to be trusted" in shown["prediction_set"]["note"]
     assert shown["out_of_distribution"]["flag"] is True and shown["out_of_distribution"]["false_alarms"] == 0.1
-    assert plain.to_dict()["prediction_set"]["trusted"] is True and "note" not in plain.to_dict()["prediction_set"]
+    unflagged = plain.to_dict()["prediction_set"]
+    assert unflagged["trusted"] is True  # and what that rests on (walk 52: read as an endorsement of a sunflower's set)
+    assert unflagged["note"].startswith("trusted means only that the photo was not flagged as unlike the run's classes")
     assert "prediction_set" not in _answer(True).to_dict()
     rows = table_rows([BatchItem("grey.png", flagged), BatchItem("rose.jpg", plain), BatchItem("x", error="bad")], 2)
     assert [row["set_trusted"] for row in rows] == [False, True, ""]

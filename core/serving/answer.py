@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from core.data.multilabel import NO_LABEL
-from core.results.probabilities import conformal, label_thresholds
+from core.results.probabilities import conformal, label_thresholds, promise
 
 MULTILABEL_NO_SETS = "prediction sets are for single-label runs; each label's threshold (tuned on validation) decides"
 MULTILABEL_NO_MAX_ERROR = (
@@ -97,6 +97,8 @@ class Answer:
             }
             if not self.set_trusted:
                 out["prediction_set"]["note"] = conformal.FOREIGN_SET_NOTE
+            else:
+                out["prediction_set"]["note"] = promise.UNFLAGGED_SET_NOTE
         if self.views > 1:
             out["views"] = self.views
         if self.abstained is not None:

@@ -109,11 +109,7 @@ def verdict(review: LabelReview, random_start: bool = False) -> Verdict:
         f"the first {depth} suspects held {found} of the swapped ones, where {depth} photos picked at random would "
         f"hold about {random_pick:.1f}{scaled}; further down, swapped photos came less than {twice} as often as at "
         "random"
-        + (
-            f", so the other {rest} are weaker guesses: look at them after these, if at all."
-            if rest
-            else "."
-        )
+        + (f", so the other {rest} are weaker guesses: look at them after these, if at all." if rest else ".")
         + own
     )
     return Verdict("warning" if random_start else "info", review.supported, headline, figures(review))

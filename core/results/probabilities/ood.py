@@ -213,6 +213,16 @@ class OODDetector:
             else "this check flagged none of the run's own test photos"
         )
 
+    def let_through_words(self) -> str | None:
+        """Beside a photo the check did not flag: the share of other photos (of kinds the run does not know) it let
+        through when tested, in words; None where that was not measured (walk 51: a rose got a one-class set)."""
+        caught = self.evidence.get(self.method, {}).get("foreign_flagged", {}).get("photos")
+        if caught is None:
+            return None
+        return (
+            f"the check for photos of other kinds lets through about {1 - caught:.0%} of other photos it was tested on"
+        )
+
     @property
     def weak(self) -> bool:
         """Whether the method in use misses most foreign images (or was never measured on any)."""

@@ -174,7 +174,8 @@ def many_photos_table(
             "set_trusted": st.column_config.CheckboxColumn(
                 "set to be trusted?",
                 help="Unchecked: the photo looks like none of the classes, so the set's promise (about photos like the "
-                "test photos) does not cover it.",
+                "test photos) does not cover it. Checked means only that it was not flagged: the check lets some "
+                "photos of other kinds through.",
             ),
             "answered": st.column_config.CheckboxColumn(
                 "answered?", help="Unchecked: held back, not sure enough (see why in the next column)."

@@ -105,6 +105,12 @@ def set_line(served, answer, level: float | None) -> set[str] | None:
         [plain.md(n) for n in names], len(served.classes), level, record, by_class, foreign, shared
     )
     st.markdown(f"**At {level:.0%}:** {words}")
+    through = served.reference.detector.let_through_words() if served.reference is not None and not foreign else None
+    if through:
+        st.caption(
+            f"The promise is about photos of this run's classes. This photo was not flagged as unlike them, but "
+            f"{through}: if it shows something else, this set means nothing."
+        )
     skipped = skipped_words(answer.top, names)
     if skipped:
         st.caption(skipped)
