@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.data.thumbnails import example_photo
 from core.processes import JobState
-from core.results.probabilities import conformal, promise
+from core.results.probabilities import class_thresholds, conformal, promise
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
@@ -248,6 +248,9 @@ def try_it(url: str, status, auth: bool) -> None:
     query = "" if multilabel else "&top_k=3"  # a multi-label run gives every label that reaches its threshold
     curl.code(f'curl{bearer} -F {shlex.quote("file=@" + photo)} "{url}/predict?model={model}{query}"', language="bash")
     curl.caption(labels_words() if multilabel else sets_words(answering or model))
+    held = None if multilabel or behind is None else holding_back_words(behind)
+    if held:
+        curl.caption(held)
     answer = "labels" if multilabel else "label"
     triton.code(
         f"""{imports}
@@ -264,8 +267,33 @@ curl{bearer} -H "Content-Type: application/json" --data-binary @request.json \\
      {url}/v1/models/{model}:predict""",
         language="bash",
     )
+    if held:
+        triton.caption(
+            "A held-back answer still names its best guess in `label`: read the `abstained` and `abstain_reason` "
+            "outputs first (they come whenever something can hold an answer back)."
+        )
     if grpc:
         grpc_snippet(grpc[0], status.grpc, model, photo, auth, answer)
+
+
+def holding_back_words(run) -> str:
+    """What `max_error` adds and what holds answers back without it (the run's saved class thresholds), and that a
+    held-back answer keeps its best guess in `label` (walk 52: Serve said nothing of either, and the page's own
+    example came back held back by a saved threshold)."""
+    saved = class_thresholds.load(run.directory)
+    said = (
+        "Add `&max_error=0.05` to answer only when sure (at most 5% wrong among the answers given, promised with "
+        "probability 90%; v2 clients pass the request parameter `max_error`): a photo under the run's threshold comes "
+        "back `abstained: true` with its `reason`, and its `label` is then only the best guess, so read `abstained` "
+        "first."
+    )
+    if saved:
+        named = ", ".join(f"{plain.md(k)} {class_thresholds.figure(v)}" for k, v in saved.items())
+        said += (
+            f" This run also has saved class thresholds ({named}, set on Evaluate): they hold answers of those classes "
+            "back under them even without `max_error`, and say so in the reason."
+        )
+    return said
 
 
 def grpc_snippet(tab, address: str, model: str, photo: str, auth: bool, answer: str = "label") -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.processes import JobState
+from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
 from pages.ui.plain import md
@@ -276,3 +277,21 @@ def test_the_snippets_state_the_set_promise_as_an_average_beside_the_held_out_co
         "within the sampling slack" in said
     )
     assert "on 61% of photos the set holds all 4 classes" in said
+
+
+def test_the_snippets_say_how_to_answer_only_when_sure_and_what_a_saved_threshold_holds_back(app, workspace, tmp_path):
+    """Walk 52: Serve had no word of `max_error`, and its own example came back held back by a saved threshold while
+    its Python example read `label` alone."""
+    from core.results.probabilities import class_thresholds
+
+    models = copy_store(workspace, tmp_path)
+    run_id = workspace["run_id"]
+    run = RunStore(models).get(run_id)
+    class_thresholds.save(run.directory, {run.classes[0]: 0.7}, run.classes, by="local")
+    running_server(models, run_id, [run_id], {run_id: run_id})
+    at = app("serve", models_dir=models)
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at)
+    assert "Add `&max_error=0.05` to answer only when sure" in said and "so read `abstained` first" in said
+    assert f"saved class thresholds ({run.classes[0]} 0.70, set on Evaluate)" in said
+    assert "A held-back answer still names its best guess in `label`" in said
