@@ -150,6 +150,7 @@ def test_leaks_are_counted_on_the_split_the_run_trained_on(trained_run, tmp_path
         return inputs.findings["leaks"]
 
     [leak] = leaks(["test", "train"])  # the run trained on the twin and tested on its original
-    assert f"1 duplicate picture straddles the split run {run.run_id[:6]} trained on (1 across train/test)" in leak.title
+    said = f"1 duplicate picture straddles the split run {run.run_id[:6]} trained on (1 across train/test)"
+    assert said in leak.title
     assert leak.captions == {test_photo: "test", twin: "train"}
     assert leaks(["test", "test"]) == []  # both on the same side of the run's own split: no leak there
