@@ -351,8 +351,13 @@ def _eta(run: Run, curves: pd.DataFrame, batch_part: float, total: int, now: flo
     in_phase = curves[curves["phase"] == phase] if not curves.empty else curves
     durations = in_phase["duration"].dropna() if not in_phase.empty else pd.Series(dtype=float)
     phase_epochs = config.epochs if phase == 1 else config.fine_tune_epochs
+    if len(durations) == 1 and not batch_part:
+        # its first epoch traces and compiles the steps: its length is no pace (walk 51: "about 41 s of epochs
+        # left" after the first of 12 head epochs, the other 11 took 8 s); the second epoch gives one
+        return None
     if not durations.empty:
-        per_epoch = float(durations.tail(3).mean())
+        # the phase's first epoch left out once others ended, for the same reason
+        per_epoch = float((durations.iloc[1:] if len(durations) > 1 else durations).tail(3).mean())
         epochs_left = max(0.0, phase_epochs - len(in_phase) - batch_part)
         remaining = epochs_left * per_epoch
         ended = in_phase["time"].dropna()

@@ -222,6 +222,14 @@ def test_the_eta_is_the_epochs_and_says_so_and_none_once_they_are_over(tmp_path)
     state = progress(store.get("r"), epochs, now=200.0)
     assert state.eta_seconds == pytest.approx(6 * 2.3) and state.epochs_done == 4
     assert state.text == "training the head · 4/10 epochs done · about 14 s of epochs left, then testing and saving"
+    # walk 51: "about 41 s of epochs left" after the first of 12 (its compiling in it); the rest took 8 s
+    first = [{"kind": "epoch", "epoch": 1, "phase": 1, "duration": 5.0}]
+    store.set_status("r", epoch=2)
+    assert progress(store.get("r"), first, now=200.0).eta_seconds is None  # the first epoch is no pace
+    compiled = [*first, *({"kind": "epoch", "epoch": e, "phase": 1, "duration": 0.7} for e in (2, 3))]
+    store.set_status("r", epoch=4)
+    assert progress(store.get("r"), compiled, now=200.0).eta_seconds == pytest.approx(7 * 0.7)  # without the first
+    store.set_status("r", epoch=5)
     every = [{"kind": "epoch", "epoch": e, "phase": 1, "duration": 2.3} for e in range(1, 11)]
     for stage in ("saving model", "evaluating on the test split", "fitting the out-of-distribution reference"):
         store.set_status("r", stage=stage, epoch=10)
