@@ -69,6 +69,7 @@ def test_train_and_predict_a_multilabel_dataset(tmp_path):
     assert all(not row["error"] for row in rows)  # "none of these" is an empty cell, not an error
 
 
+@pytest.mark.slow
 def test_evaluate_a_multilabel_run_on_mosaics_of_real_photos(tmp_path):
     """The issue's Done-when: mosaics of four kinds of flower (a label per kind shown, some with none), imported
     from a delimited table, trained at 64 px from a random start; `core evaluate --json` gives mAP, AP and threshold
