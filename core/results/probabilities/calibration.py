@@ -29,6 +29,7 @@ BINS = 15
 T_BOUNDS = (0.05, 20.0)  # a temperature outside this says the logits are broken, not over-confident
 AT_BOUND = 0.01  # a fitted T within 1% of a bound of the search stopped there: the best T may lie beyond
 NEAR_UNIFORM = 0.95  # NLL after scaling at or above this share of ln K: about the same probability for every class
+NEAR_UNIFORM_TOP = 0.1  # ... and a mean top probability within this of 1/K (else confident and often wrong)
 BOOTSTRAP_SAMPLES = 1000
 FEW_PER_CLASS = 30  # fewer validation images per class than this: the fitted T is itself uncertain
 CALIBRATION_VERSION = 1
@@ -251,8 +252,16 @@ class Calibration:
     @property
     def near_uniform(self) -> bool:
         """True when the calibrated probabilities are about the same for every class: the test NLL after scaling
-        is close to ln K, what a guess of 1/K for every class scores."""
-        return self.after.nll >= NEAR_UNIFORM * float(np.log(self.class_count))
+        is close to ln K, what a guess of 1/K for every class scores, and the test photos' top probability is near
+        1/K on average. The NLL alone also reaches ln K when confident answers are often wrong (walk 53: 'about 33%
+        for every photo' beside answers of 95% and 89%, calibrated confidences 0.36-0.99)."""
+        if self.after.nll < NEAR_UNIFORM * float(np.log(self.class_count)):
+            return False
+        rows = [r for r in self.reliability_after if r.get("count")]
+        if not rows:  # files from before the bins were kept: the NLL alone
+            return True
+        mean_top = sum(r["count"] * r["confidence"] for r in rows) / sum(r["count"] for r in rows)
+        return bool(mean_top <= 1 / self.class_count + NEAR_UNIFORM_TOP)
 
     def summary(self) -> dict[str, Any]:
         """What `python -m core calibrate --json` prints (test split)."""

@@ -213,3 +213,14 @@ def test_a_temperature_inside_the_search_says_nothing_of_a_bound():
     older = {**fine.to_dict()}
     older.pop("classes")  # a calibration.json from before the class count was kept
     assert calibration.Calibration.from_dict(older).class_count == 4
+
+
+def test_confident_answers_often_wrong_are_not_called_about_one_in_k():
+    """Walk 53: 'the calibrated model says about 33% for every photo' beside answers of 95% and 89%: a test NLL near
+    ln K also comes from confident answers that are often wrong; near-uniform needs the top probabilities near 1/K."""
+    cal = calibration.calibrate(weak_analysis(["cats", "dogs"], None))
+    assert cal.near_uniform  # every photo near 50%: the NLL and the top probabilities agree
+    bins = [{"count": 50, "confidence": 0.95, "accuracy": 0.5, "gap": 0.45}, {"count": 50, "confidence": 0.6}]
+    confident = calibration.Calibration(**{**cal.__dict__, "reliability_after": bins})
+    assert confident.after.nll >= calibration.NEAR_UNIFORM * np.log(2) and not confident.near_uniform
+    assert "for every photo" not in words.promise_words(confident)
