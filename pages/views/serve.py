@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.data.thumbnails import example_photo
 from core.processes import JobState
-from core.results.probabilities import class_thresholds, conformal, promise
+from core.results.probabilities import class_thresholds, conformal, promise, selective
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
 from pages.ui import auth, common, plain, teaching
 from pages.ui.navigation import page_file
@@ -281,11 +281,23 @@ def holding_back_words(run) -> str:
     held-back answer keeps its best guess in `label` (walk 52: Serve said nothing of either, and the page's own
     example came back held back by a saved threshold)."""
     saved = class_thresholds.load(run.directory)
+    fitted = selective.load(run.directory)
+    if fitted is not None and fitted.threshold_at(0.05) is None:  # walk 53: suggested where nothing can be answered
+        nearest = fitted.nearest_at(0.05)
+        level = None if nearest is None else nearest["max_error"]
+        where = (
+            f" On this run no threshold can promise 5%: every answer would come back held back; the nearest level it "
+            f"can promise is {level:.0%} (`&max_error={level:g}`)."
+            if level is not None
+            else " On this run no level up to 50% can be promised: with `max_error`, every answer comes back held back."
+        )
+    else:
+        where = ""
     said = (
         "Add `&max_error=0.05` to answer only when sure (at most 5% wrong among the answers given, promised with "
         "probability 90%; v2 clients pass the request parameter `max_error`): a photo under the run's threshold comes "
         "back `abstained: true` with its `reason`, and its `label` is then only the best guess, so read `abstained` "
-        "first."
+        "first." + where
     )
     if saved:
         named = ", ".join(f"{plain.md(k)} {class_thresholds.figure(v)}" for k, v in saved.items())

@@ -112,6 +112,11 @@ def other_halvings_words(spread: SelectiveSpread | None, level: float) -> str | 
         f"on other random halvings of the same test photos, each fitting its own, a threshold at {level:.0%} was found "
         f"in {spread.found} of {spread.splits}"
     )
+    if spread.error_mean is not None and spread.error_mean > level:  # walk 53: 67% wrong shown as support
+        return said + (
+            f", but on their other halves the error among the photos answered was {spread.error_mean:.0%} on "
+            f"average, above {level:.0%}: those thresholds did not keep their promise there, so they are no support"
+        )
     if spread.error_mean is not None:
         said += f" (the error among the photos they answered {spread.error_mean:.0%} on average)"
     return said + ": whether one exists depends on which photos calibrate"

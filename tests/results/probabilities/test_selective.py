@@ -323,3 +323,17 @@ def test_no_level_at_all_still_says_how_often_other_halvings_found_one():
         f"{top.found} of {top.splits}"
     )
     assert never.spread_at(ltt.LEVELS[-1]).found == 0 and never.no_level_words() is None
+
+
+def test_halvings_whose_thresholds_failed_on_their_other_halves_are_no_support():
+    """Walk 53: halvings that found a threshold at 50% were wrong 67% of the time on their answers, said as support."""
+    from types import SimpleNamespace
+
+    from core.results.probabilities.selective_words import other_halvings_words
+
+    failed = SimpleNamespace(found=30, splits=200, error_mean=0.67)
+    said = other_halvings_words(failed, 0.5)
+    assert "found in 30 of 200, but on their other halves the error among the photos answered was 67%" in said
+    assert said.endswith("so they are no support")
+    held = other_halvings_words(SimpleNamespace(found=30, splits=200, error_mean=0.41), 0.5)
+    assert "(the error among the photos they answered 41% on average)" in held and "no support" not in held
