@@ -223,7 +223,10 @@ def print_sets(sets: conformal.ConformalSets) -> None:
     print(format_table(["class", "photos", "coverage", "mean size", "over halvings: mean (95%)"], rows))
     under = sets.under_covered()
     if under:
-        print(f"under-covered (their average over the halvings is below {sets.level:.0%}): {', '.join(under)}")
+        print(
+            f"under-covered (their average over the halvings is more than {conformal.UNDER_MARGIN * 100:.0f} points "
+            f"below {sets.level:.0%}): {', '.join(under)}"
+        )
     sizes = sorted(held.by_size.items(), key=lambda item: int(item[0]))
     print(
         "by set size, right of held-out sets: "

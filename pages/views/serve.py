@@ -193,12 +193,12 @@ def sets_words(run_id: str) -> str:
     held-out photos measured at 90%, with their count."""
     run = next((r for r in runs if r.run_id == run_id), None)
     sets = conformal.load(run.directory) if run is not None else None
-    said = (
+    covers = promise.promise_words(
+        0.9, bool(sets and sets.by_class), [plain.md(c) for c in sets.few_photos(0.9)] if sets is not None else ()
+    )
+    said = (  # walk 53: 'the classes that, on average over many photos ..., sets at 90% hold' read garbled
         "Add `&prediction_set=0.9` for each photo's prediction set (any level from 0.8 to 0.99; v2 clients pass the "
-        "request parameter `prediction_set`): the classes that, "
-        + promise.promise_words(
-            0.9, bool(sets and sets.by_class), [plain.md(c) for c in sets.few_photos(0.9)] if sets is not None else ()
-        )
+        "request parameter `prediction_set`): the classes the right one is among. The promise: " + covers
     )
     if sets is None:
         return said + "."

@@ -165,3 +165,30 @@ def test_the_heatmaps_start_on_the_map_that_shows_something(app, workspace, monk
     at.session_state["evaluate_heatmap_pick_layer"] = default  # the person picks the blank one: told
     at.run()
     assert any("shows more: 2 of the maps below come out blank" in i.value for i in at.info)
+
+
+def test_a_class_short_of_the_promise_is_named_by_the_rule_the_words_state():
+    """Walk 53: rose averaged 0.894 over the halvings, under 90%, while the words said 'below 90%' named dandelion
+    alone (the rule allows 2 points): the words now state the margin."""
+    from types import SimpleNamespace
+
+    from core.results.probabilities import conformal
+    from pages.ui.evaluate.guarantees import verdict
+
+    spread = SimpleNamespace(
+        splits=200, coverage_mean=0.9, coverage_sd=0.05, class_coverage_mean={"rose": 0.894, "dandelion": 0.85}
+    )
+    sets = SimpleNamespace(
+        spread=spread, level=0.9, held_record=lambda level=None: (27, 30, 5),
+        under_covered=lambda: conformal.ConformalSets.under_covered(SimpleNamespace(spread=spread, level=0.9,
+                                                                                    classes=["rose", "dandelion"])),
+    )  # fmt: skip
+    said = verdict(sets)
+    assert (
+        "by class it fell short for dandelion (85%), more than 2 points below 90% on average over the halvings" in said
+    )
+    assert "rose" not in said.split("fell short for")[1]
+    spread.class_coverage_mean = {"rose": 0.894}
+    assert "(within 2 points of 90% counts as held: one halving moves a class's figure by several points)" in verdict(
+        SimpleNamespace(**{**vars(sets), "under_covered": lambda: []})
+    )

@@ -92,15 +92,20 @@ def verdict(sets: conformal.ConformalSets) -> str:
             "than promised"
         )
     under = sets.under_covered()
+    margin = f"{conformal.UNDER_MARGIN * 100:.0f} points"
     means = spread.class_coverage_mean if spread is not None else {}
     if not means:
         return overall + "."
     if under:
         named = ", ".join(f"{plain.md(c)} ({means[c]:.0%})" for c in under)
         return (
-            overall + f"; by class it fell short for {named}: their sets miss the right class more often than promised."
+            overall + f"; by class it fell short for {named}, more than {margin} below {sets.level:.0%} on average "
+            "over the halvings: their sets miss the right class more often than promised."
         )
-    return overall + f"; by class, every class's average over the halvings is {min(means.values()):.0%} or more."
+    return overall + (
+        f"; by class, every class's average over the halvings is {min(means.values()):.0%} or more (within {margin} "
+        f"of {sets.level:.0%} counts as held: one halving moves a class's figure by several points)."
+    )
 
 
 def size_words(sets: conformal.ConformalSets) -> str:

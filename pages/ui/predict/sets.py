@@ -54,8 +54,17 @@ def held_caption(sets, level: float) -> str:
     if at == sets.level:
         short = [c for c in sets.held_out.by_class if c.coverage is not None and c.coverage < at]
         if short:
-            said += f"; by class, below {at:.0%}: " + ", ".join(
+            said += f"; by class on this one split, below {at:.0%}: " + ", ".join(
                 f"{plain.md(c.name)} {round(c.coverage * c.photos)} of {c.photos}" for c in short
+            )
+            under = sets.under_covered()  # walk 53: this line named rose, Evaluate and the CLI dandelion alone
+            said += (
+                f" (over many halvings, {', '.join(plain.md(c) for c in under)} "
+                f"{'falls' if len(under) == 1 else 'fall'} short by more than {conformal.UNDER_MARGIN * 100:.0f} "
+                "points, as Evaluate says)"
+                if under
+                else f" (over many halvings no class falls short by more than {conformal.UNDER_MARGIN * 100:.0f} "
+                "points: one split's counts move by several)"
             )
     size = (sets.at_level(at) or {"mean_size": sets.held_out.mean_size})["mean_size"]
     said += f"; {size:.1f} of {len(sets.classes)} classes a set on average"
