@@ -174,6 +174,25 @@ TRAINED_CLASSES = {"blue": 14, "crimson": 14, "green": 14, "red": 14}
 TRAINED_COLORS = [(40, 60, 220), (220, 40, 40), (40, 190, 40), (220, 40, 40)]
 
 
+def _train_shared(data_root: Path, models_root: Path, dataset: Path, config) -> dict:
+    """Train `config` on `dataset` in the foreground (a session fixture's run) and say where it lies."""
+    from core import run_job
+    from core.runs.store import RunStore
+    from core.train import jobs
+
+    store = RunStore(models_root)
+    submission = jobs.submit(store, dataset, config)
+    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+    return {
+        "store": store,
+        "run_id": submission.run_id,
+        "dataset": dataset,
+        "data_root": data_root,
+        "models_root": models_root,
+        "config": config,
+    }
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One finished run at 32 px (the tiny test backbone, weights none) on data/colours, shared read-only.
@@ -181,55 +200,29 @@ def trained_run(tmp_path_factory):
     Returns a dict with store, run_id, dataset, data_root, models_root, config. A test that changes a run
     copies it first (`copy_run`).
     """
-    from core import run_job
-    from core.runs.store import RunStore
     from core.settings.config import TrainConfig
-    from core.train import jobs
 
     base = tmp_path_factory.mktemp("trained")
     data_root, models_root = base / "data", base / "models"
     dataset = make_image_dataset(data_root / "colours", TRAINED_CLASSES, seed=4, colors=TRAINED_COLORS)
-    store = RunStore(models_root)
     config = TrainConfig(
         image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
     )
-    submission = jobs.submit(store, dataset, config)
-    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
-    return {
-        "store": store,
-        "run_id": submission.run_id,
-        "dataset": dataset,
-        "data_root": data_root,
-        "models_root": models_root,
-        "config": config,
-    }
+    return _train_shared(data_root, models_root, dataset, config)
 
 
 @pytest.fixture(scope="session")
 def multilabel_run(tmp_path_factory):
     """One finished multi-label run at 32 px (the tiny test backbone, weights none) on data/mosaics: 2x2 mosaics
     of four colours, a label for each colour present, some with none; shared read-only like `trained_run`."""
-    from core import run_job
-    from core.runs.store import RunStore
     from core.settings.config import TrainConfig
-    from core.train import jobs
     from tests.train.test_multilabel import make_mosaics
 
     base = tmp_path_factory.mktemp("multilabel")
     data_root, models_root = base / "data", base / "models"
     dataset = make_mosaics(data_root / "mosaics", n=60, size=40, seed=3)
-    store = RunStore(models_root)
     config = TrainConfig(image_size=32, weights="none", epochs=3, batch_size=16, head=(16,), seed=1)
-    submission = jobs.submit(store, dataset, config)
-    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
-    return {
-        "store": store,
-        "run_id": submission.run_id,
-        "dataset": dataset,
-        "data_root": data_root,
-        "models_root": models_root,
-        "config": config,
-    }
+    return _train_shared(data_root, models_root, dataset, config)
 
 
 def _copy_file(source: str, target: str) -> str:
@@ -272,10 +265,7 @@ def flower_run(tmp_path_factory):
     of these' check's image statistics) and a test split large enough to calibrate on (225 photos, 113 held out: at
     150 photos a class, 22 calibration photos were too few for 'at most 20% wrong' to find a threshold; issue 42).
     Shared read-only, like trained_run."""
-    from core import run_job
-    from core.runs.store import RunStore
     from core.settings.config import TrainConfig
-    from core.train import jobs
 
     source = require_flowers()
     base = tmp_path_factory.mktemp("flower-run")
@@ -286,17 +276,8 @@ def flower_run(tmp_path_factory):
         folder.mkdir(parents=True)
         for photo in sorted((source / name).iterdir()):
             (folder / photo.name).symlink_to(photo)
-    store = RunStore(models_root)
     config = TrainConfig(image_size=64, weights="none", epochs=6, batch_size=32, head=(32,), seed=1)
-    submission = jobs.submit(store, dataset, config)
-    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
-    return {
-        "store": store,
-        "run_id": submission.run_id,
-        "dataset": dataset,
-        "data_root": data_root,
-        "models_root": models_root,
-    }
+    return _train_shared(data_root, models_root, dataset, config)
 
 
 @pytest.fixture(autouse=True)
