@@ -189,15 +189,20 @@ def many_photos_table(
             "warning": st.column_config.TextColumn("warning", width="large"),
         },
     )
+    csv_button(run, csv_text(rows))
+    return items
+
+
+def csv_button(run, text: str) -> None:
+    """The many-photo table as a CSV download (single- and multi-label runs alike)."""
     st.download_button(
         "Download as CSV",
-        csv_text(rows),
+        text,
         file_name=f"predictions-{run.run_id}.csv",
         mime="text/csv",
         icon=":material/download:",
         key="predict_csv",
     )
-    return items
 
 
 def expand_uploads(uploads) -> list[tuple[str, str, bytes]]:

@@ -11,6 +11,7 @@ import streamlit as st
 from core.data.multilabel import NO_LABEL
 from core.serving.batch_predict import size_note
 from pages.ui import plain
+from pages.ui.predict.extras import csv_button
 
 SCORE_WORDS = (
     "A label is given when its score reaches that label's threshold, tuned on the run's validation photos (never on "
@@ -182,11 +183,4 @@ def table(run, items: list, thresholds: dict[str, float]) -> None:
     )
     cuts = ", ".join(f"{plain.md(name)} {thresholds[name]:.1%}" for name in run.classes)
     st.caption(f"Each label's threshold (a score at or above it gives the label): {cuts}.")
-    st.download_button(
-        "Download as CSV",
-        csv_text(rows),
-        file_name=f"predictions-{run.run_id}.csv",
-        mime="text/csv",
-        icon=":material/download:",
-        key="predict_csv",
-    )
+    csv_button(run, csv_text(rows))
