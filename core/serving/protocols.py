@@ -16,19 +16,17 @@ labels at or above their thresholds as a JSON list; `[]`: none of these), `none_
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from core import __version__
 from core.serving.registry import Route
-from core.serving.service import InputError, Service
-from core.serving.v2 import HEADER, InferRequest, ProtocolError, encode_response, parse_request
+from core.serving.service import Service
+from core.serving.tfserving_body import tfserving_inputs
+from core.serving.v2 import HEADER, InferRequest, ProtocolError, encode_response, json_part, parse_request
 
 VERSION = "1"
 LABEL_OUTPUTS = (("labels", "BYTES"), ("none_of_these", "BOOL"), ("found", "BYTES"))  # a multi-label run's
@@ -104,8 +102,9 @@ def v2_router(service: Service) -> APIRouter:
     async def infer(name: str, request: Request, version: str | None = None):
         route = service.registry.get(name)
         body = await request.body()
-        # parsed in a worker thread: a large JSON body takes seconds the event loop (and /healthz) cannot spare
-        parsed = await anyio.to_thread.run_sync(parse_request, body, request.headers.get(HEADER))
+        # off the event loop (in a helper process when its JSON is many numbers): it can take seconds of GIL
+        header = request.headers.get(HEADER)
+        parsed = await service.body_parser.parse(parse_request, json_part(body, header), body, header)
         route, outputs, images = await v2_answer(service, route, parsed, request.state.started)
         request.state.images = images
         content, header_length = encode_response(route.name, VERSION, parsed, outputs)
@@ -237,8 +236,8 @@ def tfserving_router(service: Service) -> APIRouter:
     ):
         route = service.registry.get(name)
         raw = await request.body()
-        # parsed in a worker thread: a 20 MB body of pixel numbers takes seconds the event loop cannot spare
-        files, arrays, columnar, asked, sure = await anyio.to_thread.run_sync(_tfserving_inputs, raw)
+        # off the event loop (in a helper process when it is many numbers): 20 MB of pixel numbers hold the GIL seconds
+        files, arrays, columnar, asked, sure = await service.body_parser.parse(tfserving_inputs, raw, raw)
         set_level = service.set_level_of(route, prediction_set if prediction_set is not None else asked)
         level = service.max_error_of(route, max_error if max_error is not None else sure)
         if files:
@@ -263,64 +262,3 @@ def tfserving_router(service: Service) -> APIRouter:
         return body
 
     return router
-
-
-def _tfserving_inputs(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool, Any, Any]:
-    """(encoded files, pixel arrays, columnar?, the body's prediction_set and max_error) from a TF Serving body.
-
-    Raises InputError."""
-    try:
-        return _tfserving_parse(raw)
-    except RecursionError:
-        raise InputError("the request's JSON is nested too deeply") from None
-
-
-def _tfserving_parse(raw: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, np.ndarray]], bool, Any, Any]:
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"malformed JSON in the request: {e}") from None
-    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
-        raise InputError('the request must be a JSON object with "instances" (or "inputs")')
-    columnar = "instances" not in body
-    items = body["inputs"] if columnar else body["instances"]
-    if isinstance(items, dict):  # {"inputs": {"image_bytes": [...]}}
-        if len(items) != 1:
-            raise InputError("send one named input (e.g. image_bytes)")
-        items = next(iter(items.values()))
-    if not isinstance(items, list):
-        raise InputError('"instances" must be a list')
-    files, arrays = [], []
-    for i, item in enumerate(items):
-        kind, value = _instance(item, i)
-        (files if kind == "file" else arrays).append((f"instances[{i}]", value))
-    if files and arrays:
-        raise InputError("send either encoded images ({'b64': ...}) or pixel arrays, not both in one request")
-    return files, arrays, columnar, body.get("prediction_set"), body.get("max_error")
-
-
-def _instance(item: Any, position: int) -> tuple[str, Any]:
-    """('file', bytes) or ('pixels', array) from one TF Serving instance."""
-    if isinstance(item, dict):
-        if len(item) == 1 and not isinstance(next(iter(item.values())), str | list):
-            item = next(iter(item.values()))  # {"image_bytes": {"b64": ...}}
-        if isinstance(item, dict) and isinstance(item.get("b64"), str):
-            try:
-                return "file", base64.b64decode(item["b64"], validate=True)
-            except (binascii.Error, ValueError):
-                raise InputError(f"instances[{position}]: 'b64' is not valid base64") from None
-        if isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), list):
-            item = next(iter(item.values()))  # {"pixels": [[[...]]]}
-    if isinstance(item, list):
-        try:
-            array = np.asarray(item, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"instances[{position}]: pixel data must be numbers in nested lists") from None
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise InputError(f"instances[{position}]: pixels must be H x W x 3. Received shape {list(array.shape)}")
-        if not np.isfinite(array).all():
-            raise InputError(f"instances[{position}]: pixel values must be finite numbers (NaN or infinity sent)")
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise InputError(f"instances[{position}]: pixel values must be in 0-255")
-        return "pixels", array.round().astype(np.uint8)
-    raise InputError(f'instances[{position}]: expected {{"b64": "<base64 image>"}} or an H x W x 3 pixel array')

@@ -132,6 +132,7 @@ def serve(
             rpc.stop()
         registry.close()
         writer.close()
+        service.close()
     if failure:
         return _failed(folder, failure[0])
     if folder:
@@ -270,3 +271,4 @@ class BackgroundServer:
         self.registry.close()
         if self.writer:
             self.writer.close()
+        self.service.close()

@@ -21,6 +21,7 @@ from core.errors import InvalidInput
 from core.feedback import SERVER_CLIENT, NotYourFeedback, add_feedback, list_feedback
 from core.paths import relative_to_data
 from core.serving.batching import BatcherClosed
+from core.serving.body_parsing import BodyParser
 from core.serving.decode_budget import DEFAULT_REQUEST_PIXELS, DecodeBudget
 from core.serving.engine import Answer, Decoded
 from core.serving.log import LogRecord, LogWriter
@@ -106,6 +107,11 @@ class Service:
         # without an API key (create_app decides); the reason is what a refused client reads.
         self.feedback_closed_reason: str | None = None
         self.feedback_limiter = anyio.CapacityLimiter(FEEDBACK_WORKERS)
+        self.body_parser = BodyParser()
+
+    def close(self) -> None:
+        """Stop the helper processes that parse large bodies (the registry and the log writer close themselves)."""
+        self.body_parser.close()
 
     @property
     def feedback_open(self) -> bool:

@@ -67,6 +67,15 @@ class InferRequest:
         return self.outputs.get(name, self.binary_output) if self.outputs else self.binary_output
 
 
+def json_part(body: bytes, header_length: str | None) -> bytes:
+    """The JSON at the start of an infer request body (all of it without the binary extension's header)."""
+    try:
+        length = int(header_length) if header_length is not None else len(body)
+    except ValueError:
+        return body  # parse_request says what is wrong with the header
+    return body[: max(0, length)]
+
+
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Decode an infer request body. Raises ProtocolError (for any shape of wrong input, never another error)."""
     try:
