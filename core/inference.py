@@ -47,6 +47,7 @@ class Prediction:
     set_level: float | None = None
     labels: list[str] | None = None  # a multi-label run's: every label at or above its threshold ([]: none of these)
     scores: dict[str, float] | None = None  # a multi-label run's: every label's probability
+    thresholds: dict[str, float] | None = field(default=None, repr=False)  # a multi-label run's, per label
 
     @property
     def ok(self) -> bool:
@@ -66,8 +67,10 @@ class Prediction:
         }
         if self.prediction_set is not None:
             out["prediction_set"] = {"level": self.set_level, "classes": self.prediction_set}
-        if self.labels is not None:
+        if self.labels is not None:  # as the server and `core predict --json` give a multi-label answer
             out["labels"] = self.labels
+            out["none_of_these"] = not self.labels
+            out["found"] = label_thresholds.found_rows(self.labels, self.scores or {}, self.thresholds or {})
             out["scores"] = {name: round(p, 6) for name, p in (self.scores or {}).items()}
         return out
 
@@ -143,6 +146,7 @@ class Predictor:
             if self.multilabel:
                 found.labels = label_thresholds.present(probabilities, self.classes, self.thresholds)[0]
                 found.scores = {label: float(p) for label, p in zip(self.classes, probabilities, strict=True)}
+                found.thresholds = self.thresholds
             results.append(found)
         return results
 

@@ -154,3 +154,5 @@ def test_predict_s_table_has_a_labels_column_and_every_score_and_its_lines_say_n
         assert line.strip().endswith("none of these")
     refused, _ = _predict(multilabel_run, photo["image"], "--max-error", "0.05")
     assert refused != 0
+    refused, _ = _predict(multilabel_run, photo["image"], "--set-level", "0.8")  # said, not silently ignored
+    assert refused != 0

@@ -112,3 +112,15 @@ def test_triton_s_repository_carries_the_thresholds_and_the_web_page_is_refused(
     with pytest.raises(ExportError, match="is multi-label: the web page reads one class a photo"):
         export_run(run, "web", tmp_path / "web")
     assert not (tmp_path / "web").exists() or not any((tmp_path / "web").iterdir())
+
+
+def test_the_python_predictor_answers_as_core_predict_does(run, answered, multilabel_run):
+    """`core.inference.Predictor` (what MLflow's pyfunc and scripts load) gives the same multi-label JSON fields."""
+    from core.inference import Predictor
+
+    photos, expected = answered
+    got = [p.to_dict() for p in Predictor(run).predict([str(p) for p in photos], top_k=2)]
+    for mine, want in zip(got, expected, strict=True):
+        assert mine["labels"] == want["labels"] and mine["none_of_these"] == want["none_of_these"]
+        assert mine["found"] == want["found"]
+        assert mine["scores"] == pytest.approx(want["scores"], abs=1e-5)

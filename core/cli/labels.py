@@ -21,6 +21,7 @@ UNSUPPORTED = {  # options of `predict` that a multi-label run has no answer to 
     "max_error": "--max-error (a threshold per label is what decides here)",
     "log": "--log (the prediction log records one class a photo)",
     "ray": "--ray",
+    "set_level": "--set-level (a multi-label run has no prediction sets: each label is read against its own threshold)",
 }
 
 

@@ -15,6 +15,8 @@ from core.serving.aliases import resolve
 from core.serving.log import PredictionLog
 from core.serving.ray import predict_on_ray
 
+DEFAULT_SET_LEVEL = 0.9  # `predict --set-level` unless given (a multi-label run has no sets: given there, refused)
+
 
 def register(sub, common: argparse.ArgumentParser) -> None:
     evaluate = sub.add_parser("evaluate", parents=[common], help="test-split metrics of a run")
@@ -44,7 +46,6 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     predict.add_argument(
         "--set-level",
         type=float,
-        default=0.9,
         metavar="LEVEL",
         help="each photo's prediction set at this level (0.8-0.99; default 0.9), where the run has sets; 0: none. "
         "Not drawn at random: the same photo always gets the same set",
@@ -248,8 +249,9 @@ def _predict_batch(args: argparse.Namespace, store, run) -> int:
             model.sets = None  # sets are fitted on the calibrated ones
             model.class_thresholds = {}  # and so are the class thresholds
         set_level = None
-        if args.set_level and model.sets is not None:
-            set_level = model.check_set_level(args.set_level)
+        asked = DEFAULT_SET_LEVEL if args.set_level is None else args.set_level
+        if asked and model.sets is not None:
+            set_level = model.check_set_level(asked)
         max_error = model.check_max_error(args.max_error)
         log = PredictionLog.of_store(store.root) if args.log else None
         named = [(str(p), p) for p in files]

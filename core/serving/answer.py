@@ -60,12 +60,7 @@ class Answer:
         """A multi-label answer's labels with their probability and threshold, the most probable first."""
         if self.labels is None or self.thresholds is None:
             return []
-        scores = self.scores
-        rows = [
-            {"label": name, "probability": round(scores[name], 6), "threshold": round(self.thresholds[name], 6)}
-            for name in self.labels
-        ]
-        return sorted(rows, key=lambda row: -row["probability"])
+        return label_thresholds.found_rows(self.labels, self.scores, self.thresholds)
 
     @property
     def scores(self) -> dict[str, float]:

@@ -150,6 +150,16 @@ def load(run_dir: str | os.PathLike) -> dict[str, float]:
     return {str(k): float(v) for k, v in found.items() if isinstance(v, int | float) and 0 <= v <= 1}
 
 
+def found_rows(labels: list[str], scores: dict[str, float], thresholds: dict[str, float]) -> list[dict[str, float]]:
+    """A multi-label answer's `found`: its labels with their probability and threshold, the most probable first (the
+    same rows from every predictor: the server, `core predict`, the Python Predictor)."""
+    rows = [
+        {"label": name, "probability": round(scores[name], 6), "threshold": round(thresholds.get(name, UNTUNED), 6)}
+        for name in labels
+    ]
+    return sorted(rows, key=lambda row: -row["probability"])
+
+
 def present(probabilities: np.ndarray, labels: list[str], thresholds: dict[str, float]) -> list[list[str]]:
     """For each row of `probabilities` (N, C), the labels at or above their threshold (UNTUNED where none is kept)."""
     probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
