@@ -24,11 +24,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from core.data.datasets import DatasetIndex
-from core.network.graph import inference_model
+from core.network.graph import head_logits_model, inference_model
+from core.network.model import head_of
 from core.results.evaluation.metrics import Evaluation
 from core.results.evaluation.multilabel import MultilabelEvaluation
 from core.results.probabilities import calibration, conformal, label_thresholds
+from core.results.probabilities.foreign_features import FrozenBackbone
 from core.results.probabilities.reference import KnownOutputs, ReferenceUnavailable, ensure_reference
 from core.runs.analysis import RunAnalysis
 from core.runs.curves import REFERENCE_STAGE
@@ -109,10 +113,23 @@ def fit_reference(store: RunStore, run_id: str, fit: Fit, index: DatasetIndex, c
     known = KnownOutputs(val=fit.outputs["val"], test=fit.outputs["test"], train_features=fit.train_features)
     try:
         run = store.get(run_id)
-        graph = None
+        make_model, frozen = None, None
         if fit.model is not None:
-            graph = accelerated(inference_model(fit.model, share_backbone=True), cache_root=cache_root)
-        ensure_reference(run, model=graph, cache_root=cache_root, index=index, known=known, progress=report)
+
+            def make_model():
+                return accelerated(inference_model(fit.model, share_backbone=True), cache_root=cache_root)
+
+            if fit.backbone_key is not None:
+                frozen = FrozenBackbone(fit.backbone_key, head_logits(fit.model))
+        ensure_reference(
+            run,
+            cache_root=cache_root,
+            index=index,
+            known=known,
+            progress=report,
+            make_model=make_model,
+            frozen=frozen,
+        )
     except (ReferenceUnavailable, OSError, ValueError) as e:
         log.warning("no out-of-distribution reference for run %s: %s", run_id, e)
         return
@@ -137,3 +154,9 @@ def store_calibration(run_dir: Path, analysis: RunAnalysis) -> None:
         )
     except conformal.ConformalError as e:
         log.info("no prediction sets: %s", e)
+
+
+def head_logits(classifier):
+    """Pooled features -> logits through the classifier's own head, as the fit computed its splits' logits."""
+    model = head_logits_model(head_of(classifier))
+    return lambda features: np.asarray(model.predict_on_batch(np.asarray(features, np.float32)), np.float32)

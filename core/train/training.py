@@ -34,13 +34,14 @@ from core.device import (
     input_workers,
     mixed_precision_policy,
 )
-from core.network.model import classifier_for, trainable_summary, unfreeze
+from core.network.model import backbone_of, classifier_for, trainable_summary, unfreeze
 from core.processes import JobState
 from core.runs.analysis import RunAnalysis, SplitArrays
 from core.runs.files import run_files
 from core.runs.split import draw_split, run_split
 from core.settings.config import IMBALANCE_RATIO, ConfigError, TrainConfig
 from core.train.distribute import data_parallel
+from core.train.features import weights_hash
 from core.train.multilabel import positive_weights
 from core.train.trainer import StageReporter, StopRequested, Trainer, TrainingData, TrainingJob, console_bar
 
@@ -58,6 +59,7 @@ class Fit:
     epochs_done: int
     stopped: bool  # a stop was asked for and honoured: the best weights so far were kept
     model: keras.Model | None = None  # the classifier with those weights: the reference runs it, not model.keras again
+    backbone_key: str | None = None  # its backbone's weights_hash while still the frozen one the features came from
 
 
 def train_run(job: TrainingJob) -> Fit:
@@ -141,6 +143,7 @@ def train_run(job: TrainingJob) -> Fit:
         trainer.counter.epochs_done,
         stopped,
         model,
+        weights_hash(backbone_of(model)) if final else None,  # the key its features are cached under
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,12 @@ from core.paths import cache_dir
 from core.progress import StageCallback
 from core.results.probabilities.calibration import run_temperature
 from core.results.probabilities.foreign import foreign_images
+from core.results.probabilities.foreign_features import (
+    FrozenBackbone,
+    foreign_features_path,
+    keep_foreign_features,
+    load_foreign_features,
+)
 from core.results.probabilities.image_stats import StatsCheck, image_statistics
 from core.results.probabilities.knn_distance import KNNDistance
 from core.results.probabilities.ood import (
@@ -199,12 +206,17 @@ def compute_reference(
     index: DatasetIndex | None = None,
     known: KnownOutputs | None = None,
     progress: StageCallback | None = None,
+    make_model: Callable[[], Any] | None = None,
+    frozen: FrozenBackbone | None = None,
 ) -> Reference:
     """Run the model over the run's train (a sample), validation and test splits and foreign images; fit.
 
     `cache_root` (default `<data_root>/.cache`) holds the decoded images; `index`, the dataset already scanned;
     `known`, what training computed already with the final weights (those photos are not passed again);
     `progress(REFERENCE_STAGE, done, total)`: the images through the model so far (most of the step's time).
+    `make_model`: builds the model when `model` is None and some image must pass (else model.keras is loaded);
+    `frozen`: the run's backbone is the frozen one its features were cached for, so the foreign images' features
+    are kept in the feature cache and a run on the same backbone reads them back (foreign_features.py).
     """
     from core.network.graph import run_outputs  # heavy: keras
 
@@ -223,21 +235,30 @@ def compute_reference(
         rows = np.sort(rng.choice(rows, MAX_TRAIN_IMAGES, replace=False))
     train = split.train[rows]
     known = known or KnownOutputs()
-    if model is None:
-        model = load_inference_model(run)
-        passing = 0 if known.train(rows, len(split.train)) else len(train)
-        passing += sum(
-            len(part) for name, part in (("val", split.val), ("test", split.test)) if not known.split(name, len(part))
-        )
-        if passing >= RUNTIME_WORTH_IMAGES:  # converting and checking the graph takes a few seconds
-            model = accelerated(model, cache_root=cache_root if cache_root is not None else cache_dir(data_root))
+    features_root = cache_root if cache_root is not None else cache_dir(data_root)
+
+    def network():
+        """The model, built on first need: a rerun on a frozen backbone may pass no image at all."""
+        nonlocal model
+        if model is None and make_model is not None:
+            model = make_model()
+        elif model is None:
+            model = load_inference_model(run)
+            passing = 0 if known.train(rows, len(split.train)) else len(train)
+            passing += sum(
+                len(part)
+                for name, part in (("val", split.val), ("test", split.test))
+                if not known.split(name, len(part))
+            )
+            if passing >= RUNTIME_WORTH_IMAGES:  # converting and checking the graph takes a few seconds
+                model = accelerated(model, cache_root=features_root)
+        return model
 
     def pixels(positions: np.ndarray) -> np.ndarray:
         size = config.image_size
         chunks = [center_crop(cache.read(positions[i : i + 256]), size) for i in range(0, len(positions), 256)]
         return np.concatenate(chunks) if chunks else np.zeros((0, size, size, 3), np.uint8)
 
-    known = known or KnownOutputs()
     given = {
         "train": known.train(rows, len(split.train)),
         "val": known.split("val", len(split.val)),
@@ -257,7 +278,21 @@ def compute_reference(
             progress(REFERENCE_STAGE, passed[0], total)
 
     def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
-        return run_outputs(model, pixels(positions), on_batch=count)
+        return run_outputs(network(), pixels(positions), on_batch=count)
+
+    def foreign_outputs(sets: dict[str, np.ndarray], seed: int) -> dict[str, dict[str, np.ndarray]]:
+        """{kind: {features, logits}} of foreign images: from the feature cache and the head where it can."""
+        path = None
+        if frozen is not None:
+            path = foreign_features_path(features_root, frozen.key, config.image_size, config.cache_size, seed)
+            kept = load_foreign_features(path, {kind: len(images) for kind, images in sets.items()})
+            if kept is not None:
+                count(sum(len(images) for images in sets.values()))
+                return {kind: {names.FEATURES: f, names.LOGITS: frozen.head_logits(f)} for kind, f in kept.items()}
+        found = {kind: run_outputs(network(), images, on_batch=count) for kind, images in sets.items()}
+        if path is not None:
+            keep_foreign_features(path, {kind: out[names.FEATURES] for kind, out in found.items()})
+        return found
 
     def statistics(positions: np.ndarray) -> np.ndarray:  # the decoded photos again: cheap beside a forward pass
         return np.concatenate([image_statistics(pixels(positions[i : i + 256])) for i in range(0, len(positions), 256)])
@@ -268,11 +303,10 @@ def compute_reference(
     on_val = given["val"] or outputs(split.val)
     on_test = given["test"] or outputs(split.test)
     features, logits = names.FEATURES, names.LOGITS
-    foreign = {kind: run_outputs(model, images, on_batch=count) for kind, images in foreign_sets.items()}
+    foreign = foreign_outputs(foreign_sets, 0)
     report = {}
-    for kind, images in report_sets.items():
-        out = run_outputs(model, images, on_batch=count)
-        report[kind] = (out[logits], out[features], image_statistics(images))
+    for kind, out in foreign_outputs(report_sets, REPORT_SEED).items():
+        report[kind] = (out[logits], out[features], image_statistics(report_sets[kind]))
     pictures = PictureInputs(
         train=statistics(train),
         val=statistics(split.val),

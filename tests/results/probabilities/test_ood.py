@@ -71,6 +71,55 @@ def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(r
     assert wrong_length.split("val", len(analysis.val.labels)) is None  # not the split's photos: passed again
 
 
+def test_a_rerun_on_the_same_frozen_backbone_reads_the_foreign_images_features_back(run_copy):
+    """The foreign images' pooled features depend on the backbone alone: the second fit reads them from the feature
+    cache and takes its logits from the head, passes none of them through the network, and fits the same detector."""
+    from core.network.model import backbone_of, load_classifier
+    from core.paths import cache_dir, features_dir
+    from core.results.after_fit import head_logits
+    from core.results.probabilities.foreign import foreign_images
+    from core.results.probabilities.foreign_features import FrozenBackbone
+    from core.results.probabilities.reference import load_inference_model
+    from core.runs.files import run_files
+    from core.train.features import weights_hash
+
+    run, data_root = run_copy
+    classifier = load_classifier(run_files(run).model)
+    frozen = FrozenBackbone(weights_hash(backbone_of(classifier)), head_logits(classifier))
+    graph = load_inference_model(run)
+    passed = []
+
+    class Counting:  # the graph, counting the images it is given
+        output_names = graph.output_names
+
+        def predict_on_batch(self, batch):
+            passed[-1] += len(batch)
+            return graph.predict_on_batch(batch)
+
+    def fit(backbone: FrozenBackbone):
+        passed.append(0)
+        return compute_reference(run, data_root, make_model=Counting, frozen=backbone)
+
+    kept = features_dir(cache_dir(data_root))
+    for path in kept.glob("foreign-*.npz"):  # the run's own training kept them already: start from none
+        path.unlink()
+    try:
+        first, second = fit(frozen), fit(frozen)
+        assert len([p for p in kept.glob(f"foreign-*-{frozen.key}-seed*.npz")]) == 2  # selection and report sets
+        config = run.train_config
+        foreign = sum(
+            len(i) for s in (0, 1) for i in foreign_images(config.image_size, config.cache_size, seed=s).values()
+        )
+        assert passed[0] - passed[1] == foreign > 0  # the rerun passed the training sample only
+        assert second.detector.method == first.detector.method
+        assert second.detector.thresholds == pytest.approx(first.detector.thresholds, rel=1e-3, abs=1e-4)
+        fit(FrozenBackbone("another0backbone", frozen.head_logits))
+        assert passed[-1] == passed[0]  # another backbone's key finds nothing kept: every image passes again
+    finally:
+        for path in kept.glob("foreign-*.npz"):
+            path.unlink()
+
+
 def test_the_reference_is_stored_once_and_loaded_back(run_copy):
     run, data_root = run_copy
     first = ensure_reference(run, data_root)
