@@ -29,7 +29,8 @@ def p_text(p: float | None) -> str:
 
 
 def verdict(pair: dict[str, Any], photos: int, a_name: str = "A", b_name: str = "B") -> str:
-    """'B ranks better than A: mAP +0.080 (95% interval +0.031 to +0.129; p = 0.002: unlikely to be chance)', or
+    """'B ranks better than A on these 60 test photos, by mAP (...): mAP +0.080 for B against A (95% interval +0.031
+    to +0.129; p = 0.002): unlikely to be chance.', or
     'No real difference shown: ...' when the interval reaches 0 or p >= 0.05."""
     difference, p = pair["map_difference"], pair["p_value"]
     if difference is None:
@@ -37,19 +38,22 @@ def verdict(pair: dict[str, Any], photos: int, a_name: str = "A", b_name: str = 
     figures = (
         f"mAP {signed(difference)} for {b_name} against {a_name} ({interval_text(pair['map_interval'])}; {p_text(p)})"
     )
+    if pair["map_interval"][0] is None and p is None:  # no resampling on a split this large (bootstrap.MAX_CELLS)
+        return (
+            f"mAP {signed(difference)} for {b_name} against {a_name} on these {photos} test photos, untested: the "
+            "split is too large to resample here, so whether the difference is real is not known."
+        )
     if pair["shown"]:
         better = "better" if difference > 0 else "worse"
         return (
-            f"{b_name} ranks the photos with each label {better} than {a_name} on these {photos} test photos: "
-            f"{figures}: {p_value_words(p)}."
+            f"{b_name} ranks {better} than {a_name} on these {photos} test photos, by mAP (the mean over labels; a "
+            f"label may still move the other way): {figures}: {p_value_words(p)}."
         )
     why = (
         "the interval reaches 0"
         if pair["map_interval"][0] is not None and pair["map_interval"][0] <= 0 <= pair["map_interval"][1]
         else "the test cannot tell it from chance"
     )
-    if pair["map_interval"][0] is None:
-        why = "no interval on a test split this large"
     return (
         f"No real difference shown between {a_name} and {b_name} on these {photos} test photos: {figures}; "
         f"{why}, so the sign of the difference may be chance's (more test photos narrow it)."

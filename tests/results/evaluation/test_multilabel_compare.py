@@ -131,7 +131,7 @@ def test_a_clearly_better_run_on_many_photos_is_said_better():
     assert out["runs"]["aaaaaa1"]["map"] == pytest.approx(mean_average_precision(targets, a))
     low, high = pair["map_interval"]
     assert 0 < low < pair["map_difference"] < high and pair["p_value"] < 0.001 and pair["shown"]
-    assert pair["verdict"].startswith("bbbbbb ranks the photos with each label better than aaaaaa on these 200")
+    assert pair["verdict"].startswith("bbbbbb ranks better than aaaaaa on these 200 test photos, by mAP")
     assert "No real difference" not in pair["verdict"]
     differences = [row["difference"] for row in pair["per_label"]]
     assert differences == sorted(differences)  # worst first: where B loses most
@@ -159,6 +159,17 @@ def test_an_interval_clear_of_zero_with_p_above_005_is_not_called_a_difference()
     said = words.verdict(pair, 40, "A", "B")
     assert said.startswith("No real difference shown between A and B on these 40 test photos: mAP +0.100 for B")
     assert "p = 0.060" in said and "the test cannot tell it from chance" in said
+    untested = {"map_difference": 0.1, "map_interval": [None, None], "p_value": None, "shown": False}
+    assert "untested: the split is too large to resample" in words.verdict(untested, 90_000, "A", "B")
+
+
+def test_a_split_too_large_to_resample_gets_no_interval_and_no_test(monkeypatch):
+    monkeypatch.setattr(mc.bootstrap, "MAX_CELLS", 100)
+    targets, a, b = scored(30)  # 120 cells
+    assert mc.permutation_test(targets, a, b)["p_value"] is None
+    assert mc.paired_bootstrap(targets, a, b)["resamples"] == 0
+    pair = mc.compare([side("aaaaaa1", targets, a), side("bbbbbb2", targets, b)])["pairs"][0]
+    assert pair["map_interval"] == [None, None] and not pair["shown"] and "untested" in pair["verdict"]
 
 
 def test_a_label_without_a_positive_test_photo_has_no_ap_and_is_said_left_out():
