@@ -137,23 +137,25 @@ def restricted(evaluation: MultilabelEvaluation, paths: list[str]) -> Multilabel
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
-    """Each column's scores as their average rank among the column's, over the rows (AP unchanged: same order,
-    the same ties)."""
+    """Each column's scores as twice their average rank among the column's, over the rows: whole numbers (int32,
+    which sort fast), AP unchanged (the same order, the same ties), and the same scale for every run."""
     from scipy.stats import rankdata
 
     scores = np.asarray(scores, dtype=np.float64)
-    return rankdata(scores, axis=0, method="average") / max(1, len(scores)) if scores.size else scores
+    if not scores.size:
+        return scores.astype(np.int32)
+    return np.rint(2 * rankdata(scores, axis=0, method="average")).astype(np.int32)
 
 
 def row_average_precisions(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AP of one label (0/1 `truth`, N photos) under each row of `scores` (P, N): scikit-learn's, ties one
     threshold; NaN without a positive."""
     truth = np.asarray(truth) > 0
-    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    scores = np.atleast_2d(np.asarray(scores))
     positives = int(truth.sum())
     if positives == 0:
         return np.full(len(scores), np.nan)
-    order = np.argsort(-scores, axis=1, kind="stable")
+    order = np.argsort(-scores, axis=1)  # the order within a tie group does not matter: counted at its end
     ranked = np.take_along_axis(scores, order, axis=1)
     hits = truth[order]
     found = np.cumsum(hits, axis=1)
