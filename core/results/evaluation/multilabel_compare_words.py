@@ -82,7 +82,7 @@ def scope(comparison: dict[str, Any]) -> str:
         how = (
             f" The p-value swaps the two runs' answers photo by photo ({drawn}); the intervals resample the photos "
             f"({pairs[0]['bootstrap']['resamples']} times, the same photos for both runs). A label's interval is "
-            "its own: among many labels, one in twenty leaves out 0 by chance."
+            "its own: among many labels that do not really differ, about one in twenty would leave out 0 by chance."
         )
     return said + "." + how
 
