@@ -242,6 +242,32 @@ def copy_run(source: Path, target: Path) -> Path:
     return target
 
 
+def multilabel_pair(multilabel_run: dict, models_root: Path, second: str = "b" * 12, shuffled: float = 0.5) -> str:
+    """The shared multi-label run and a copy of it under `second` in `models_root`, the copy a second random start on
+    the same split (seed 7, the first's split seed) whose test scores are shuffled across the labels on `shuffled` of
+    the photos (a worse ranker, found by its stored evaluation). Returns the first run's id."""
+    import json
+
+    first = multilabel_run["run_id"]
+    source = multilabel_run["store"].run_dir(first)
+    copy_run(source, models_root / first)
+    target = copy_run(source, models_root / second)
+    config_file = target / "config.json"
+    stored = json.loads(config_file.read_text())
+    stored["config"]["split_seed"] = stored["config"].get("split_seed") or stored["config"]["seed"]
+    stored["config"]["seed"] = 7
+    config_file.write_text(json.dumps(stored))
+    arrays_file = target / "multilabel_evaluation.npz"
+    arrays = dict(np.load(arrays_file))
+    scores = arrays["probabilities"]
+    rows = np.random.default_rng(0).permutation(len(scores))[: int(len(scores) * shuffled)]
+    scores[rows] = np.roll(scores[rows], 1, axis=1)  # each of these photos' scores given to another label
+    arrays["probabilities"] = scores
+    np.savez_compressed(arrays_file, **arrays)
+    (target / "multilabel_evaluation.json").unlink()  # its figures computed again from the arrays
+    return first
+
+
 def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
     """The shared run and its dataset copied under `base` (data/, models/), the run's config pointing at the copy:
     for a test that writes into the dataset folder (unlabelled photos, labelled copies)."""

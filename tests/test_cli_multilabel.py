@@ -21,7 +21,7 @@ from core.bench.mosaics import draw_mosaics, photos_by_kind, write_tables
 from core.cli import main as cli
 from core.importers.csv_labels import import_csv
 from core.results.probabilities import label_thresholds
-from tests.conftest import require_flowers
+from tests.conftest import copy_run, multilabel_pair, require_flowers
 from tests.test_cli import flora
 from tests.train.test_multilabel import COLOURS, make_mosaics
 
@@ -156,3 +156,61 @@ def test_predict_s_table_has_a_labels_column_and_every_score_and_its_lines_say_n
     assert refused != 0
     refused, _ = _predict(multilabel_run, photo["image"], "--set-level", "0.8")  # said, not silently ignored
     assert refused != 0
+
+
+def _compare(models_root: Path, data_root: Path, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    where = ["--models-dir", str(models_root), "--data-dir", str(data_root)]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli(["compare", *argv, *where])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_compare_two_multilabel_runs_per_label_ap_the_map_interval_and_the_paired_test(multilabel_run, tmp_path):
+    from core.results.evaluation import multilabel_compare
+    from core.runs.store import RunStore
+
+    models = tmp_path / "models"
+    first = multilabel_pair(multilabel_run, models)
+    second = "b" * 12
+    code, out, _ = _compare(models, multilabel_run["data_root"], first, second, "--json")
+    assert code == 0
+    found = json.loads(out)
+    store = RunStore(models)
+    expected = multilabel_compare.compare([multilabel_compare.load_side(store.get(r)) for r in (first, second)])
+    assert found == json.loads(json.dumps(expected))  # the figures core computes, seeded: the same every time
+    pair = found["pairs"][0]
+    scores = {}
+    for run_id in (first, second):
+        evaluation = multilabel_compare.load_side(store.get(run_id)).evaluation
+        targets, scores[run_id] = evaluation.targets, evaluation.probabilities
+    tested = targets.any(axis=0)
+    for run_id, side in (("map_a", first), ("map_b", second)):
+        assert pair[run_id] == pytest.approx(
+            skm.average_precision_score(targets[:, tested], scores[side][:, tested], average="macro")
+        )
+    low, high = pair["map_interval"]
+    assert low <= pair["map_difference"] <= high and 0 < pair["p_value"] <= 1
+    assert found["same_split"].startswith("Same split, another random start")
+    differences = [row["difference"] for row in pair["per_label"]]
+    measured = [d for d in differences if d is not None]
+    assert len(measured) == tested.sum() and measured == sorted(measured) == differences[: len(measured)]
+
+    code, out, _ = _compare(models, multilabel_run["data_root"], first, second)
+    assert code == 0
+    assert f"2 multi-label runs on the same {found['test_images']} test photos" in out
+    assert pair["verdict"] in out and found["scope"] in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("LABEL"))
+    shown = [line.split()[0] for line in lines[header + 1 : header + 1 + len(COLOURS)]]
+    assert shown == [row["label"] for row in pair["per_label"]]  # worst first, as --json has them
+
+
+def test_compare_refuses_a_multilabel_run_beside_a_single_label_one(multilabel_run, trained_run, tmp_path):
+    models = tmp_path / "models"
+    first = multilabel_pair(multilabel_run, models)
+    copy_run(trained_run["models_root"] / trained_run["run_id"], models / trained_run["run_id"])
+    for order in ((first, trained_run["run_id"]), (trained_run["run_id"], first)):
+        code, out, err = _compare(models, multilabel_run["data_root"], *order)
+        assert code != 0 and not out
+        assert f"run {first[:6]} is multi-label" in err and f"run {trained_run['run_id'][:6]} single-label" in err

@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from core.cli import add_runtime_option, store_of
+from core.cli.compare_labels import compare_labels
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail, format_table, stage_progress
 from core.cli.results import not_evaluated_reason
 from core.cli.selective import print_selective
@@ -15,6 +16,7 @@ from core.data.corrections import Corrections
 from core.paths import data_dir
 from core.results import tasks as run_tasks
 from core.results.evaluation.compare import NotComparable, compare, load_result
+from core.results.evaluation.multilabel_compare import check_kinds
 from core.results.labels.issues import export_csv, export_rows
 from core.results.labels.issues import load as load_issues
 from core.results.labels.verdict import probability_text, verdict
@@ -95,7 +97,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     issues.set_defaults(handler=cmd_label_issues)
 
     compare = sub.add_parser(
-        "compare", parents=[common], help="compare 2-5 runs on the same test photos (McNemar's exact test)"
+        "compare",
+        parents=[common],
+        help="compare 2-5 runs on the same test photos (McNemar's exact test; multi-label runs: AP per label, the "
+        "mAP difference's paired interval and permutation test)",
     )
     compare.add_argument("run_ids", nargs="+", metavar="RUN")
     compare.add_argument("--json", action="store_true")
@@ -301,6 +306,14 @@ def cmd_label_issues(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
 
     store = store_of(args)
+    runs = [store.refresh(store.find(run_id)) for run_id in args.run_ids]
+    try:
+        check_kinds(runs)
+    except NotComparable as e:
+        return fail(f"not comparable: {e}")
+    if runs and runs[0].multilabel:
+        missing = next((run for run in runs if not run.has_model), None)
+        return fail(not_evaluated_reason(missing)) if missing else compare_labels(args, runs)
     results = [load_result(analysed(store, run_id)) for run_id in args.run_ids]
     try:
         out = compare(results)

@@ -206,7 +206,10 @@ NOTES = {
         "are easy for both, some hard for both. Only the photos they disagree on carry evidence. If the runs were "
         "equally good, each such photo would favour either run like a coin toss; McNemar's exact test asks how "
         "unlikely the observed split is (e.g. 31 vs 12). Comparing two accuracies with their own error bars "
-        "ignores the pairing and misses real differences, or finds ones that are only noise."
+        "ignores the pairing and misses real differences, or finds ones that are only noise. Multi-label runs "
+        "are judged by AP, which no single photo decides: there the interval resamples the same photos for both "
+        "runs, and the test swaps the two runs' answers photo by photo at random to see how often chance alone "
+        "makes a difference as large."
     ),
     "gradcam": (
         "**Reading a Grad-CAM map.** The backbone ends in a grid of cells, each seeing one region of the photo "

@@ -1,9 +1,11 @@
-"""Compare: 2-5 finished runs on the very same test photos; is the difference real (McNemar's exact test)?"""
+"""Compare: 2-5 finished runs on the very same test photos; is the difference real (McNemar's exact test; for
+multi-label runs, the mAP difference's paired interval and permutation test, and AP per label)?"""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from core.results.evaluation import multilabel_compare
 from core.results.evaluation.compare import (
     MAX_RUNS,
     MIN_RUNS,
@@ -14,6 +16,7 @@ from core.results.evaluation.compare import (
     same_split_note,
 )
 from pages.ui import analysis_status, auth, common, plain, teaching
+from pages.ui.compare import multilabel as compare_multilabel
 from pages.ui.compare import sections as compare_sections
 from pages.ui.navigation import page_file
 
@@ -27,6 +30,18 @@ def load_side(run_dir: str, stamp: float, _run):
     return load_result(_run)
 
 
+@st.cache_data(show_spinner="Loading the run's test scores…", max_entries=32)
+def load_multilabel_side(run_dir: str, stamp: tuple, _run):
+    """A multi-label run's side, read once per stored evaluation or analysis file (`stamp`)."""
+    return multilabel_compare.load_side(_run)
+
+
+@st.cache_data(show_spinner="Resampling and permuting the test photos…", max_entries=16)
+def multilabel_comparison(stamps: tuple, _sides) -> dict:
+    """The comparison of these sides (its bootstrap and permutation test run once per set of runs as stored)."""
+    return multilabel_compare.compare(_sides)
+
+
 def preselected(ids: list[str]) -> list[str]:
     """The runs named in ?runs=ID1,ID2 (full ids or their first characters) that can be picked."""
     wanted = [part.strip() for part in st.query_params.get("runs", "").split(",") if part.strip()]
@@ -38,8 +53,7 @@ def preselected(ids: list[str]) -> list[str]:
     return chosen[:MAX_RUNS]
 
 
-runs = common.finished_runs()
-common.multilabel_left_out("Compare")
+runs = common.evaluable_runs()  # single-label runs with a test evaluation, and multi-label ones
 if len(runs) < MIN_RUNS:
     st.info(
         "Comparing needs at least two finished runs on the same dataset. Train another on the Train page.",
@@ -81,6 +95,25 @@ if len(picked) < MIN_RUNS:
 
 store = common.store()
 chosen = [store.get(run_id) for run_id in picked]
+try:
+    multilabel_compare.check_kinds(chosen)
+except NotComparable as e:
+    st.error(f"These runs cannot be compared: {plain.md(e)}.", icon=":material/block:")
+    st.stop()
+if chosen[0].multilabel:
+    stamps = tuple((run.run_id, run.multilabel_evaluation_mtime, run.analysis_mtime) for run in chosen)
+    sides = [load_multilabel_side(str(run.directory), stamp, run) for run, stamp in zip(chosen, stamps, strict=True)]
+    try:
+        comparison = multilabel_comparison(stamps, sides)
+    except NotComparable as e:
+        st.error(f"These runs cannot be compared: {plain.md(e)}.", icon=":material/block:")
+        st.stop()
+    names = {run.run_id: f"{run.run_id[:6]} · {common.run_title(run)}" for run in chosen}
+    compare_multilabel.notes_section(comparison, sides, names)
+    compare_sections.settings_section(chosen, names)
+    compare_multilabel.map_section(comparison, names)
+    compare_multilabel.per_label_section(comparison, names)
+    st.stop()
 missing = [run for run in chosen if not run.has_analysis]
 for run in missing:
     with st.container(border=True):

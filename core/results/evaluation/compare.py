@@ -65,8 +65,9 @@ class RunResult:
 MIN_SHARED = 0.5  # runs sharing under half of their test photos were split differently: paired on the few shared
 
 
-def check_comparable(results: list[RunResult]) -> None:
+def check_comparable(results: list[RunResult], noun: str = "classes", figures: str = "accuracies") -> None:
     """Raise NotComparable with the reason when the runs differ in classes or were tested on other photos.
+    (`noun` and `figures` name them for other runs: a multi-label comparison's "labels" and "AP".)
 
     Runs that share most of their test photos (a label correction excluded or relabelled a few) are
     comparable on the photos they share with the same label (`common_photos`). Runs split differently (another
@@ -84,19 +85,26 @@ def check_comparable(results: list[RunResult]) -> None:
             detail = f"only in {first.run_id[:6]}: {only_a[:5]}; only in {other.run_id[:6]}: {only_b[:5]}"
             if not only_a and not only_b:
                 detail = "the same names in another order"
-            raise NotComparable(f"runs {first.run_id[:6]} and {other.run_id[:6]} have different classes ({detail})")
+            raise NotComparable(f"runs {first.run_id[:6]} and {other.run_id[:6]} have different {noun} ({detail})")
         shared = len(set(a.test.paths) & set(b.test.paths))
         if shared == 0:
             raise NotComparable(
                 f"runs {first.run_id[:6]} and {other.run_id[:6]} were tested on different photos "
                 f"({len(a.test.paths)} and {len(b.test.paths)} test photos, none in common: another dataset, "
-                "or another seed or fractions, which draw another split); their accuracies are not paired"
+                f"or another seed or fractions, which draw another split); their {figures} are not paired"
             )
 
 
-def split_note(results: list[RunResult], shared: int, names: dict[str, str] | None = None) -> str | None:
+def split_note(
+    results: list[RunResult],
+    shared: int,
+    names: dict[str, str] | None = None,
+    figures: str = "accuracy, McNemar, per class",
+    own: str = "test accuracy is",
+) -> str | None:
     """When the runs were split differently (they share under MIN_SHARED of their test photos), that in words: how
-    many test photos each has, how many they share, and that the paired figures are on those alone. None otherwise."""
+    many test photos each has, how many they share, and that the paired figures (`figures`) are on those alone
+    (`own`: what each run's own page reports, "test accuracy is"). None otherwise."""
     names = names or {}
     sizes = [len(r.analysis.test.paths) for r in results]
     if shared >= MIN_SHARED * min(sizes):
@@ -112,8 +120,8 @@ def split_note(results: list[RunResult], shared: int, names: dict[str, str] | No
         f"These runs were split differently, so their test photos differ: they share only {shared} (test photos: "
         f"{each}). Flora's seed draws the split as well as the weights' start unless a split seed is set, so runs "
         f"with another seed (or other fractions) are tested mostly on other photos. Every paired figure here "
-        f"(accuracy, McNemar, per class) is on the {shared} shared photo(s) alone; each run's own test accuracy is "
-        "on photos the other never saw, and cannot be set side by side. To see what another random start alone "
+        f"({figures}) is on the {shared} shared photo(s) alone; each run's own {own} on photos the other never saw, "
+        "and cannot be set side by side. To see what another random start alone "
         f"moves, on the very same photos, train again like {names.get(first.run_id, first.run_id[:6])} with {keep} "
         "and another seed: --split-seed on `core train`, or the Train page's Split seed (under Advanced)."
     )

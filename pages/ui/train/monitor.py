@@ -194,7 +194,8 @@ def result(run: Run, state: RunProgress) -> None:
         st.caption(
             "A multi-label run: the Evaluate page gives its AP, precision, recall and F1 per label; Predict, Serve and "
             "`python -m core predict` give each photo's labels at or above their thresholds (tuned on the validation "
-            "photos) and every label's score. Explore does not list multi-label runs yet."
+            "photos) and every label's score; Compare sets multi-label runs' AP per label side by side, with a paired "
+            "test. Explore does not list multi-label runs yet."
         )
     st.page_link(
         page_file("evaluate"),
