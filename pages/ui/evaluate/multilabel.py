@@ -25,6 +25,7 @@ from core.results.evaluation.multilabel import (
     MultilabelEvaluationMissing,
 )
 from pages.ui import label_lists, photo_gallery, plain
+from pages.ui.evaluate import label_heatmap
 
 PAGE_SIZE = 24
 CELL_WORDS = {
@@ -66,7 +67,7 @@ def section(run, dataset_root: Path) -> None:
     with table_tab:
         per_label_table(evaluation, summary, run.run_id)
     with label_tab:
-        one_label(evaluation, summary, dataset_root, run.run_id)
+        one_label(evaluation, summary, dataset_root, run)
     with confusion_tab:
         confusion(evaluation, dataset_root)
     with issues_tab:
@@ -136,7 +137,8 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
     )
 
 
-def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Path, run_id: str) -> None:
+def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Path, run) -> None:
+    run_id = run.run_id
     order = evaluation.per_label()["label"].tolist()
     if st.session_state.get("evaluate_ml_label") not in order:
         st.session_state["evaluate_ml_label"] = order[0]
@@ -196,7 +198,10 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         )
     with st.expander(f"Top losses for '{plain.md(label)}'", icon=":material/trending_down:"):
         st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
-        _photos(views.top_losses(evaluation, label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
+        losses = views.top_losses(evaluation, label, 12)
+        _photos(losses, label, dataset_root, f"evaluate_ml_losses_{j}")
+    offered = label_heatmap.choices(rows, picked, losses)
+    label_heatmap.section(run, label, threshold, tuned, offered, dataset_root, key=f"evaluate_ml_gradcam_{j}")
 
 
 def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
