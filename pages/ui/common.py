@@ -141,7 +141,7 @@ def finished_runs() -> list[Run]:
 
 
 def multilabel_left_out(page: str) -> None:
-    """On a page that reads single-label runs only (Explore, Compare): say so where finished multi-label runs exist,
+    """On a page that reads single-label runs only (Compare): say so where finished multi-label runs exist,
     and where their figures are."""
     left = [run for run in runs() if run.multilabel and run.has_model and not run.active]
     if left:

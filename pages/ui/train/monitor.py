@@ -194,7 +194,7 @@ def result(run: Run, state: RunProgress) -> None:
         st.caption(
             "A multi-label run: the Evaluate page gives its AP, precision, recall and F1 per label; Predict, Serve and "
             "`python -m core predict` give each photo's labels at or above their thresholds (tuned on the validation "
-            "photos) and every label's score. Explore does not list multi-label runs yet."
+            "photos) and every label's score; Explore maps its photos by label and lists the label lists it doubts."
         )
     st.page_link(
         page_file("evaluate"),
