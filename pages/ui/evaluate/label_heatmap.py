@@ -105,7 +105,7 @@ def section(run, label: str, threshold: float, tuned: float, offered: dict[str, 
                 + f": the model {'answers' if answered else 'does not answer'} '{name}' for this photo."
             )
             st.caption(
-                f"The map is of '{name}''s own score (its logit, before the sigmoid): bright areas raised it most, "
-                "dark ones least, on the map's own scale; a photo left as it is: no area raised it. It shows what "
-                "this model uses for the label, which on a weak model need not be the thing the label names."
+                f"The map is of the score of '{name}' alone (its logit, before the sigmoid): bright areas raised it "
+                "most, dark ones least, on the map's own scale; a photo left as it is: no area raised it. It shows "
+                "what this model uses for the label, which on a weak model need not be the thing the label names."
             )

@@ -162,7 +162,8 @@ def selection_gallery(run: Run, photos: pd.DataFrame) -> None:
         st.caption("No photos selected yet.")
         return
     wrong = int((~photos["exact"]).sum())
-    st.markdown(f"**{len(photos)} photo(s) selected**, {wrong} with a label answered wrongly (those first)")
+    said = f"{wrong} with a label answered wrongly (those first)" if wrong else "every label of each answered rightly"
+    st.markdown(f"**{len(photos)} photo(s) selected**, {said}")
     pages = max(1, -(-len(photos) // PAGE_SIZE))
     page = st.pagination(pages, key="explore_page") if pages > 1 else 1
     chunk = photos.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
