@@ -12,6 +12,8 @@ from core.results.evaluation.multilabel import CELLS, MultilabelEvaluation
 from core.results.evaluation.multilabel_map import map_frame, photo_scores
 from core.runs.analysis import RunAnalysis, SplitArrays, sigmoid
 
+pytestmark = pytest.mark.backend_agnostic
+
 CLASSES = ["cat", "dog", "road"]
 
 
