@@ -19,6 +19,7 @@ from core.runs.store import RunStore
 from pages.ui.explore.multilabel import DATA_ISSUES_WORDS, LABEL_NEXT_WORDS
 from pages.ui.explore.multilabel_map import map_words
 from pages.ui.plain import md
+from pages.ui.teaching import TOGGLE_KEY, note
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
 
@@ -76,8 +77,10 @@ def test_the_map_coloured_by_a_label_has_every_photo_in_its_cell(open_explore):
 def test_the_map_coloured_by_how_many_labels_a_photo_has(open_explore):
     opened, run = open_explore
     at = opened()
+    at.session_state[TOGGLE_KEY] = True  # the notes on: the map's note speaks of labels, not classes
     at.selectbox(key="explore_ml_colour").set_value("number of labels").run()
     assert not at.exception, [e.value for e in at.exception]
+    assert note("feature_map_multilabel") in [i.value for i in at.info]
     assert at.selectbox(key="explore_ml_label").disabled
     (trace,) = _traces(at)
     analysis = RunAnalysis.load(run.directory)

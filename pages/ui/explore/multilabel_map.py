@@ -95,7 +95,7 @@ def caption(row) -> str:
 
 def section(run: Run, analysis: RunAnalysis) -> None:
     """Method, colouring and label; the map; the selected photos; one photo's scores."""
-    teaching.explain("feature_map")
+    teaching.explain("feature_map_multilabel")
     labels = list(analysis.classes)
     controls = st.columns([2, 2, 3, 2])
     method = method_picker(controls[0])
