@@ -140,17 +140,6 @@ def finished_runs() -> list[Run]:
     return [run for run in runs() if run.evaluated]
 
 
-def multilabel_left_out(page: str) -> None:
-    """On a page that reads single-label runs only (Explore, Compare): say so where finished multi-label runs exist,
-    and where their figures are."""
-    left = [run for run in runs() if run.multilabel and run.has_model and not run.active]
-    if left:
-        st.caption(
-            f"{page} reads single-label runs only so far: {len(left)} multi-label run(s) are not listed here. The "
-            "Evaluate page gives each one's AP, precision, recall and F1 per label and the photos behind them."
-        )
-
-
 def evaluable_runs() -> list[Run]:
     """`finished_runs` and the multi-label runs with a model and a test evaluation (stored, or to make from their
     analysis arrays): what the Evaluate page lists."""

@@ -1,5 +1,5 @@
-"""Which Grad-CAM map to draw and what its grid can tell, shared by Evaluate's heatmaps, Predict's "Where it looked"
-and Explore's label review.
+"""Which Grad-CAM map to draw, what its grid can tell, and the size it is drawn at: shared by Evaluate's heatmaps (a
+multi-label run's one label's too), Predict's "Where it looked" and Explore's label review.
 
 At the sizes people train at on a CPU (32-96 px) the backbone's last block is a 1x1 to 3x3 grid: its map says
 little and, stretched over the photo, shows almost nothing. There the block before the last (twice as fine) is
@@ -10,9 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import streamlit as st
 
 from core.results.evaluation.explain import COARSE_GRID
+
+DISPLAY = 224  # overlays of a 32 px model are drawn at this size
+
+
+def display(image: np.ndarray) -> np.ndarray:
+    """A photo or an overlay at least DISPLAY px a side, to be seen (a 32 px one stretched, bilinear)."""
+    from PIL import Image
+
+    if image.shape[0] >= DISPLAY:
+        return image
+    return np.asarray(Image.fromarray(image).resize((DISPLAY, DISPLAY), Image.Resampling.BILINEAR))
 
 
 def layer_picker(explainer, key: str, blank_maps: Callable[[str], int] | None = None) -> str:

@@ -165,6 +165,15 @@ NOTES = {
         "which of these the model shrugs off and which break it; augmentation during training (flips, zooms, "
         "colour changes) often helps with some, so compare a run trained with it and one without."
     ),
+    "feature_map_multilabel": (
+        "**What the feature map shows.** For every photo, the backbone produces its *features*: what the head "
+        "decides from, one score per label. The map squeezes them into two dimensions: photos the network sees as "
+        "alike land close together. Coloured by a label, a region of one colour is a look the features tie to that "
+        "label (or to its absence); photos with and without it mixed in one cloud are ones the features do not tell "
+        "apart for that label, whatever the head does. A photo with several labels shows several things at once, so "
+        "it may sit between the photos of each. PCA keeps the two directions of greatest spread; t-SNE keeps each "
+        "photo's neighbours (clear clusters, but the gaps between them mean little)."
+    ),
     "feature_map": (
         "**What the feature map shows.** For every photo, ResNet-50 produces 2,048 numbers (its *features*): "
         "what the head decides from. The map squeezes them into two dimensions so you can look at them: photos "

@@ -1,4 +1,5 @@
-"""Explore: a run's validation and test photos on a map of its ResNet features, and its suspected label errors."""
+"""Explore: a run's validation and test photos on a map of its ResNet features, and its suspected label errors (a
+multi-label run's: pages.ui.explore.multilabel)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from core.results.probabilities.calibration import stored_temperature
 from core.runs.analysis import RunAnalysis
 from core.runs.record import Run
 from pages.ui import analysis_status, common, plain
+from pages.ui.explore import multilabel
 from pages.ui.explore.data_issues import data_issues_section
 from pages.ui.explore.label_next import label_next_section
 from pages.ui.explore.label_review import review_section
@@ -46,9 +48,7 @@ def without_model(run: Run) -> None:
     st.page_link(page_file("train"), label="Go to Train", icon=":material/arrow_forward:")
 
 
-# a multi-label run has no single-label analysis to explore yet (issue 41, section 3)
-runs = [run for run in common.runs() if not run.active and not run.multilabel]
-common.multilabel_left_out("Explore")
+runs = [run for run in common.runs() if not run.active]  # multi-label runs too (pages.ui.explore.multilabel)
 if not runs:
     st.info(
         "No finished run yet. Train one on the Train page; its photos can be explored here.",
@@ -79,10 +79,13 @@ if not analysis_status.offer(run, key="explore_analysis", needed_for="the map an
 common.random_start_notice(run)
 
 analysis = load_analysis(str(run.directory), run.analysis_mtime)
-temperature = temperature_of(run)
 map_tab, issues_tab, data_tab, next_tab = st.tabs(
     ["Feature map", "Suspected label errors", "Data issues", "Label next"], key="explore_tab", on_change="rerun"
 )
+if run.multilabel:
+    multilabel.tabs(run, analysis, map_tab, issues_tab, data_tab, next_tab)
+    st.stop()
+temperature = temperature_of(run)
 if map_tab.open:
     with map_tab:
         map_section(run, analysis, temperature)

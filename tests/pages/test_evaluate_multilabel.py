@@ -107,7 +107,7 @@ def test_the_train_page_links_a_multilabel_run_to_evaluate(app, multilabel_run, 
     at = app("train", models_dir=multilabel_run["models"])
     links = [link for link in at.get("page_link") if "Evaluate" in link.proto.label]
     assert links, "the finished multi-label run leads to the Evaluate page"
-    assert "Explore does not list multi-label runs yet" in texts(at) and "Predict, Serve and" in texts(at)
+    assert "Explore maps its photos by label" in texts(at) and "Predict, Serve and" in texts(at)
 
 
 def test_the_photos_whose_label_lists_the_model_doubts(open_evaluate, multilabel_run):
@@ -121,11 +121,43 @@ def test_the_photos_whose_label_lists_the_model_doubts(open_evaluate, multilabel
         assert table["path"].tolist() == found.table["path"].tolist()
 
 
-def test_explore_which_reads_single_label_runs_only_says_where_a_multilabel_run_is(app, multilabel_run, monkeypatch):
+def test_explore_and_compare_list_a_multilabel_run(app, multilabel_run, monkeypatch):
     monkeypatch.setenv("FLORA_DATA_DIR", str(multilabel_run["data"]))
     at = app("explore", models_dir=multilabel_run["models"])
-    shown = texts(at)
-    assert "Explore reads single-label runs only so far: 1 multi-label run(s) are not listed here" in shown
-    assert "Evaluate page gives each one's AP" in shown
+    assert "not listed" not in texts(at) and not at.exception
     at = app("compare", models_dir=multilabel_run["models"])  # Compare lists them: one alone is not enough
     assert "not listed" not in texts(at) and "at least two finished runs" in texts(at)
+
+
+def test_one_labels_heatmap_for_a_photo_behind_its_counts(open_evaluate, multilabel_run):
+    from core.results.evaluation.explain import Explainer, Target, label_probability
+
+    evaluation, run = multilabel_run["evaluation"], multilabel_run["run"]
+    at = open_evaluate()
+    label = at.selectbox(key="evaluate_ml_label").value
+    j = evaluation.label_index(label)
+    picker = at.selectbox(key=f"evaluate_ml_gradcam_{j}")
+    cell = at.segmented_control(key="evaluate_ml_cell").value
+    rows = views.cell(evaluation, label, evaluation.thresholds[j], cell)
+    losses = views.top_losses(evaluation, label, 12)
+    expected = list(dict.fromkeys([*rows["path"].head(24), *losses["path"]]))
+    assert picker.value is None and picker.options == [
+        (f"{p.split('/')[-1]} · {cell if p in set(rows['path'].head(24)) else 'top loss'} · score "
+           f"{float(evaluation.probabilities[evaluation.paths.index(p), j]):.2f}") for p in expected
+    ]  # fmt: skip
+    path = expected[-1]  # a top loss: the photo whose score for this label was furthest from the truth
+    picker.set_value(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    explainer = Explainer(run)
+    image = explainer.load(multilabel_run["data"] / "mosaics" / path)
+    probability = label_probability(explainer.explain(image, [Target(j)], layer=explainer.default_layer)[0].score)
+    stored = float(evaluation.probabilities[evaluation.paths.index(path), j])
+    assert probability == pytest.approx(stored, abs=0.02)  # the map's model is the evaluated one
+    metric = next(m for m in at.metric if m.label == f"Probability of '{md(label)}'")
+    assert metric.value == f"{probability:.3f}"
+    answered = "answers" if probability >= evaluation.thresholds[j] else "does not answer"
+    shown = texts(at)
+    assert f"Threshold **{evaluation.thresholds[j]:.3f}**: the model {answered} '{md(label)}' for this photo." in shown
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert "the photo" in captions and any(c.startswith(f"'{md(label)}'") for c in captions)
+    assert "which on a weak model need not be the thing the label names" in shown

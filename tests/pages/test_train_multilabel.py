@@ -46,7 +46,7 @@ def test_a_finished_multilabel_run_shows_its_validation_map_and_test_map(app, tm
     assert at.selectbox(key="train_run").value == submission.run_id
     shown = texts(at)
     assert "Test mAP" in shown and "Labels: 4" in shown and "Test accuracy" not in shown
-    assert "core predict" in shown and "Explore does not list multi-label runs yet" in shown
+    assert "core predict" in shown and "Explore maps its photos by label" in shown
     assert "the Evaluate page gives its AP, precision, recall and F1 per label" in shown
     assert table_with(at, "run", "accuracy")["accuracy"].str.startswith("mAP ").all()  # the runs table
     charts = list(at.get("plotly_chart"))

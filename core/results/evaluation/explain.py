@@ -9,6 +9,11 @@ evidence for that class) or the difference of two (the *contrast* map, signed: w
 "A rather than B"; swapping A and B flips its sign). With Flora's global-average-pooled head this
 equals HiResCAM.
 
+A multi-label model (a sigmoid per label) is explained the same way: `Target(j)` is label j's logit, the input of
+its own sigmoid, so the map shows what raised that label's score whatever the other labels do (labels do not
+compete, so a contrast of two labels says nothing the model decides; `label_probability` turns the explained logit
+into the label's probability).
+
 The classifier is split in two: the backbone to the feature map (one forward pass), and the head
 from it (pool -> head -> logits). Only the small head is differentiated. `keras.ops` has no
 gradient, so one small dispatch does it per backend: TensorFlow's GradientTape, jax.grad, torch
@@ -63,6 +68,11 @@ class Target:
     @property
     def key(self) -> str:
         return f"{self.cls}" if self.against is None else f"{self.cls}-vs-{self.against}"
+
+
+def label_probability(logit: float) -> float:
+    """A multi-label model's probability for a label from its explained logit (`Heatmap.score`): its sigmoid."""
+    return float(0.5 * (1.0 + np.tanh(0.5 * float(logit))))  # the sigmoid, without overflow for a large logit
 
 
 # ----------------------------------------------------------------------------- the gradient dispatch
@@ -291,7 +301,8 @@ class Explainer:
 
             classifier = load_classifier(run_files(run).model)
         self.run = run
-        self.classes = run.classes
+        self.classes = run.classes  # a multi-label run's labels: Target(j) explains label j's logit
+        self.multilabel = run.multilabel
         config = run.train_config
         self.image_size, self.cache_size = config.image_size, config.cache_size
         self.classifier = classifier

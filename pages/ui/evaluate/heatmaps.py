@@ -10,22 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from core.data.imaging import ImageError
 from core.results.evaluation.explain import Target, overlay
 from pages.ui import dataset_choice, gradcam, plain, run_models, teaching
-
-DISPLAY = 224  # overlays of a 32 px model are drawn at this size
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    if image.shape[0] >= DISPLAY:
-        return image
-    return np.asarray(Image.fromarray(image).resize((DISPLAY, DISPLAY), Image.Resampling.BILINEAR))
 
 
 @st.cache_data(show_spinner="Computing the heatmaps…", max_entries=64)
@@ -35,7 +24,7 @@ def overlays(key: run_models.ModelKey, path: str, true_name: str, predicted_name
     image = model.load(path)
     true, predicted = model.class_index(true_name), model.class_index(predicted_name)
     maps = model.explain(image, [Target(predicted), Target(true), Target(true, predicted)], layer=layer)
-    shown = [_display(image)] + [_display(overlay(image, m.values, signed=m.signed)) for m in maps]
+    shown = [gradcam.display(image)] + [gradcam.display(overlay(image, m.values, signed=m.signed)) for m in maps]
     return shown, maps[2].score, [m.empty for m in maps[:2]]
 
 

@@ -1,6 +1,6 @@
 """The Evaluate page of a multi-label run: mAP against a random scorer, the per-label table worst first, one label's
 precision-recall curve with a threshold to try and the photos behind its 2x2 counts, the label confusion, and the
-photos whose label lists the model doubts (core.results.labels.multilabel_issues).
+photos whose label lists the model doubts (pages.ui.label_lists, shared with Explore).
 
 Every figure comes from the run's stored evaluation (core.results.evaluation.multilabel), its words from
 core.results.evaluation.multilabel_words; this file lays them out.
@@ -24,9 +24,8 @@ from core.results.evaluation.multilabel import (
     MultilabelEvaluation,
     MultilabelEvaluationMissing,
 )
-from core.results.labels import multilabel_issues
-from core.runs.analysis import AnalysisMissing, RunAnalysis
-from pages.ui import photo_gallery, plain
+from pages.ui import label_lists, photo_gallery, plain
+from pages.ui.evaluate import label_heatmap
 
 PAGE_SIZE = 24
 CELL_WORDS = {
@@ -68,11 +67,11 @@ def section(run, dataset_root: Path) -> None:
     with table_tab:
         per_label_table(evaluation, summary, run.run_id)
     with label_tab:
-        one_label(evaluation, summary, dataset_root, run.run_id)
+        one_label(evaluation, summary, dataset_root, run)
     with confusion_tab:
         confusion(evaluation, dataset_root)
     with issues_tab:
-        label_errors(run, dataset_root)
+        label_lists.section(run, dataset_root, key="evaluate_ml")
 
 
 def headline(summary: dict) -> None:
@@ -138,7 +137,8 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
     )
 
 
-def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Path, run_id: str) -> None:
+def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Path, run) -> None:
+    run_id = run.run_id
     order = evaluation.per_label()["label"].tolist()
     if st.session_state.get("evaluate_ml_label") not in order:
         st.session_state["evaluate_ml_label"] = order[0]
@@ -198,7 +198,10 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         )
     with st.expander(f"Top losses for '{plain.md(label)}'", icon=":material/trending_down:"):
         st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
-        _photos(views.top_losses(evaluation, label, 12), label, dataset_root, f"evaluate_ml_losses_{j}")
+        losses = views.top_losses(evaluation, label, 12)
+        _photos(losses, label, dataset_root, f"evaluate_ml_losses_{j}")
+    offered = label_heatmap.choices(rows, picked, losses)
+    label_heatmap.section(run, label, threshold, tuned, offered, dataset_root, key=f"evaluate_ml_gradcam_{j}")
 
 
 def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
@@ -245,54 +248,6 @@ def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
     what = "no label" if row == NO_LABEL else f"'{row}'"
     st.markdown(plain.md(f"Photos with {what} where the model {kind} '{column}': {len(found)}"))
     _photos(found, column, dataset_root, "evaluate_ml_confused_photos")
-
-
-@st.cache_data(show_spinner="Checking the label lists…", max_entries=8)
-def _issues(run_dir: str, stamp: float | None) -> multilabel_issues.LabelListIssues | None:
-    try:
-        return multilabel_issues.of_analysis(RunAnalysis.load(run_dir))
-    except AnalysisMissing:
-        return None
-
-
-def label_errors(run, dataset_root: Path) -> None:
-    found = _issues(str(run.directory), run.analysis_mtime)
-    if found is None:
-        st.caption("The label lists are checked on the run's analysis arrays, which this run does not keep.")
-        return
-    st.markdown(
-        f"**{found.suspected} of {found.photos}** validation and test photos have a label list the model doubts: a "
-        "label it is confident the photo shows but lacks (*missing*), or one it is confident the photo does not show "
-        "(*wrong*)."
-    )
-    st.caption(
-        "Confident learning one label at a time, as cleanlab's multilabel_classification finds them, on the model's "
-        "scores of photos it never trained on; lowest label quality first. A weak model doubts many right lists: "
-        "these are photos to look at, not errors found."
-    )
-    if not found.suspected:
-        return
-    table = found.table.assign(**{k: found.table[k].map(", ".join) for k in ("labels", "missing", "wrong")})
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="evaluate_ml_issues",
-        column_config={"quality": st.column_config.NumberColumn(format="%.3f")},
-    )
-    items = [
-        (
-            dataset_root / row.path,
-            " · ".join(
-                [*([f"missing: {row.missing}"] if row.missing else []), *([f"wrong: {row.wrong}"] if row.wrong else [])]
-            )
-            + f" · has: {row.labels or 'none'}\n"
-            f"{Path(row.path).name}",
-        )
-        for row in table.head(PAGE_SIZE).itertuples()
-    ]
-    if found.suspected > PAGE_SIZE:
-        st.caption(f"The first {PAGE_SIZE} of {found.suspected} photos.")
-    photo_gallery.gallery(items, size=130, key="evaluate_ml_issue_photos")
 
 
 def _photos(rows: pd.DataFrame, label: str, dataset_root: Path, key: str) -> None:

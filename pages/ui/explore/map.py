@@ -171,14 +171,8 @@ def stored_train_features(run_dir: str, stamp: float | None) -> run_tasks.TrainF
 def map_section(run: Run, analysis, temperature: float | None) -> None:
     """Method, colouring and highlight; the map; the selected photos; photos like a picked one."""
     teaching.explain("feature_map")
-    has_tsne = embedding.load_map(run.directory, "tsne") is not None
     controls = st.columns([2, 2, 3, 2])
-    method = controls[0].segmented_control(
-        "Map", ["PCA", "t-SNE"], default="PCA", key="explore_method", required=True,
-        help="PCA: the two directions along which the features vary most (instant, straight lines kept). "
-        "t-SNE: keeps each photo near its most similar ones (clusters show better; distances between "
-        "clusters mean little).",
-    )  # fmt: skip
+    method = method_picker(controls[0])
     colour_by = controls[1].selectbox("Colour by", COLOUR_BY, key="explore_colour")
     highlight = controls[2].selectbox(
         "Highlight a class", [NO_HIGHLIGHT, *sorted(analysis.classes)], key="explore_highlight"
@@ -186,16 +180,7 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
     splits = controls[3].pills(
         "Photos", ["test", "validation"], selection_mode="multi", default=["test", "validation"], key="explore_splits"
     )
-    if method == "t-SNE" and not has_tsne:
-        st.markdown(
-            "The t-SNE map is computed once in the background (about 45 s for 1,300 photos on two busy CPU cores, "
-            "longer for more) and kept with the run. "
-            "The PCA map is shown meanwhile."
-        )
-        if run_tasks.task_status(run, "tsne") is None:  # asked for and never tried: start it, no button to find
-            run_task.launch(run, "tsne")  # not on someone else's run: the panel says why
-        task_panel(run, "tsne", "Compute the t-SNE map", key="explore_tsne")
-        method = "PCA"
+    method = map_method(run, method)
     key = "tsne" if method == "t-SNE" else "pca"
     frame = _frame(str(run.directory), key, (run.analysis_mtime, run.embedding_mtime), temperature)
     wanted = {"val" if s == "validation" else s for s in (splits or [])}
@@ -205,13 +190,9 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
         return
     wrong = int((~frame["correct"]).sum())
     if key == "tsne":
-        total = sum(len(analysis.split(name).labels) for name in ("val", "test"))
-        mapped = len(_frame(str(run.directory), key, (run.analysis_mtime, run.embedding_mtime), temperature))
-        if mapped < total:
-            st.caption(
-                f":material/scatter_plot: t-SNE of a seeded sample of {mapped:,} of the {total:,} test and validation "
-                "photos: beyond that many it would take many minutes and gigabytes. PCA maps every photo."
-            )
+        sample_note(
+            analysis, len(_frame(str(run.directory), key, (run.analysis_mtime, run.embedding_mtime), temperature))
+        )
     calibrated = f" Probabilities calibrated with the run's temperature ({temperature:.2f})." if temperature else ""
     classes_shown = frame["given"].nunique()
     if colour_by == "true class" and classes_shown > LEGEND_CLASSES and highlight == NO_HIGHLIGHT:
@@ -236,6 +217,41 @@ def map_section(run: Run, analysis, temperature: float | None) -> None:
     selection_gallery(run, photos)
     if len(photos):
         neighbours_section(run, analysis, photos)
+
+
+def method_picker(column) -> str:
+    """The map's method, "PCA" or "t-SNE", picked in `column` (shared by the single- and multi-label maps)."""
+    return column.segmented_control(
+        "Map", ["PCA", "t-SNE"], default="PCA", key="explore_method", required=True,
+        help="PCA: the two directions along which the features vary most (instant, straight lines kept). "
+        "t-SNE: keeps each photo near its most similar ones (clusters show better; distances between "
+        "clusters mean little).",
+    )  # fmt: skip
+
+
+def map_method(run: Run, method: str) -> str:
+    """`method`, or "PCA" while the run's t-SNE map is not computed yet (then it is started, and its panel shown)."""
+    if method != "t-SNE" or embedding.load_map(run.directory, "tsne") is not None:
+        return method
+    st.markdown(
+        "The t-SNE map is computed once in the background (about 45 s for 1,300 photos on two busy CPU cores, "
+        "longer for more) and kept with the run. "
+        "The PCA map is shown meanwhile."
+    )
+    if run_tasks.task_status(run, "tsne") is None:  # asked for and never tried: start it, no button to find
+        run_task.launch(run, "tsne")  # not on someone else's run: the panel says why
+    task_panel(run, "tsne", "Compute the t-SNE map", key="explore_tsne")
+    return "PCA"
+
+
+def sample_note(analysis, mapped: int) -> None:
+    """Say so when the t-SNE map holds a sample of the photos (`mapped` of them)."""
+    total = sum(len(analysis.split(name).paths) for name in ("val", "test"))
+    if mapped < total:
+        st.caption(
+            f":material/scatter_plot: t-SNE of a seeded sample of {mapped:,} of the {total:,} test and validation "
+            "photos: beyond that many it would take many minutes and gigabytes. PCA maps every photo."
+        )
 
 
 def selection_gallery(run: Run, photos: pd.DataFrame) -> None:

@@ -195,7 +195,7 @@ def result(run: Run, state: RunProgress) -> None:
             "A multi-label run: the Evaluate page gives its AP, precision, recall and F1 per label; Predict, Serve and "
             "`python -m core predict` give each photo's labels at or above their thresholds (tuned on the validation "
             "photos) and every label's score; Compare sets multi-label runs' AP per label side by side, with a paired "
-            "test. Explore does not list multi-label runs yet."
+            "test; Explore maps its photos by label and lists the label lists it doubts."
         )
     st.page_link(
         page_file("evaluate"),

@@ -1,0 +1,149 @@
+"""Explore on a multi-label run: listed, its feature map coloured by a label or by how many labels a photo has, a
+selection showing the photos' label lists and one photo's every score, the label lists the model doubts (Evaluate's
+view), and plain words on what Data issues and Label next would need."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.results.evaluation import embedding
+from core.results.evaluation.multilabel import CELLS
+from core.results.evaluation.multilabel_map import map_frame, photo_scores
+from core.results.labels import multilabel_issues
+from core.results.probabilities import label_thresholds
+from core.runs.analysis import RunAnalysis
+from core.runs.store import RunStore
+from pages.ui.explore.multilabel import DATA_ISSUES_WORDS, LABEL_NEXT_WORDS
+from pages.ui.explore.multilabel_map import map_words
+from pages.ui.plain import md
+from pages.ui.teaching import TOGGLE_KEY, note
+from tests.conftest import copy_run
+from tests.pages.conftest import table_with, texts
+
+
+@pytest.fixture
+def open_explore(app, multilabel_run, tmp_path, monkeypatch):
+    """Explore on a copy of the shared multi-label run (the page stores its map in the run folder)."""
+    store = RunStore(tmp_path / "models")
+    copy_run(multilabel_run["store"].run_dir(multilabel_run["run_id"]), store.run_dir(multilabel_run["run_id"]))
+    run = store.get(multilabel_run["run_id"])
+
+    def opened():
+        monkeypatch.setenv("FLORA_DATA_DIR", str(multilabel_run["data_root"]))
+        at = app("explore", models_dir=store.root)
+        assert at.selectbox(key="explore_run").value == run.run_id
+        return at
+
+    return opened, run
+
+
+def _traces(at) -> list[dict]:
+    charts = at.get("plotly_chart")
+    assert charts, "the map is drawn"
+    return json.loads(charts[0].proto.spec)["data"]
+
+
+def test_the_map_coloured_by_a_label_has_every_photo_in_its_cell(open_explore):
+    opened, run = open_explore
+    at = opened()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "reads single-label runs only" not in shown
+    analysis = RunAnalysis.load(run.directory)
+    label = at.selectbox(key="explore_ml_label").value
+    assert label == analysis.classes[0] and at.selectbox(key="explore_ml_colour").value == "a label"
+    frame = map_frame(analysis, embedding.run_map(run.directory, "pca"), label_thresholds.load(run.directory), label)
+    traces = _traces(at)
+    assert [t["name"] for t in traces] == [
+        f"lacks '{label}'", f"lacks '{label}', answered it",
+        f"has '{label}', answered it", f"has '{label}', not answered",
+    ]  # fmt: skip
+    assert set(CELLS) == {"left out", "added", "found", "missed"}
+    for trace, cell in zip(traces, ["left out", "added", "found", "missed"], strict=True):
+        assert sorted(trace["customdata"]) == sorted(frame.loc[frame["cell"] == cell, "key"])
+    assert sorted(k for t in traces for k in t["customdata"]) == sorted(
+        [f"val:{i}" for i in range(len(analysis.val.paths))] + [f"test:{i}" for i in range(len(analysis.test.paths))]
+    )
+    assert md(map_words(frame, "a label", label)) in shown
+    other = analysis.classes[-1]
+    at.selectbox(key="explore_ml_label").set_value(other).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _traces(at)[0]["name"] == f"lacks '{other}'"
+
+
+def test_the_map_coloured_by_how_many_labels_a_photo_has(open_explore):
+    opened, run = open_explore
+    at = opened()
+    at.session_state[TOGGLE_KEY] = True  # the notes on: the map's note speaks of labels, not classes
+    at.selectbox(key="explore_ml_colour").set_value("number of labels").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert note("feature_map_multilabel") in [i.value for i in at.info]
+    assert at.selectbox(key="explore_ml_label").disabled
+    (trace,) = _traces(at)
+    analysis = RunAnalysis.load(run.directory)
+    frame = map_frame(analysis, embedding.run_map(run.directory, "pca"), label_thresholds.load(run.directory))
+    counts = dict(zip(frame["key"], frame["n_labels"], strict=True))
+    assert trace["marker"]["color"] == [counts[k] for k in trace["customdata"]]
+    assert md(map_words(frame, "number of labels", "")) in texts(at)
+
+
+def test_a_selection_shows_the_photos_label_lists_and_one_photos_scores(open_explore):
+    opened, run = open_explore
+    at = opened()
+    analysis = RunAnalysis.load(run.directory)
+    picked = ["test:0", "val:1"]
+    points = [{"curve_number": n, "point_index": 0, "customdata": key} for n, key in enumerate(picked)]
+    at.session_state["explore_ml_map"] = {
+        "selection": {"points": points, "point_indices": [0, 0], "box": [], "lasso": []}
+    }
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "**2 photo(s) selected**, " in texts(at)
+    frame = map_frame(analysis, embedding.run_map(run.directory, "pca"), label_thresholds.load(run.directory))
+    captions = [c for image in at.get("image") for c in image.captions]
+    for key in picked:
+        row = frame.set_index("key").loc[key]
+        said = f"has: {row['labels'] or 'none'} · answered: {row['predicted'] or 'none'}"
+        assert any(c.startswith(md(said)) and md(Path(row["path"]).name) in c for c in captions), (said, captions)
+    photo = at.selectbox(key="explore_ml_photo")
+    assert set(photo.options) == {
+        f"{Path(frame.set_index('key').loc[k, 'path']).name} (has: {frame.set_index('key').loc[k, 'labels'] or 'none'})"
+        for k in picked
+    }
+    key = next(k for k in frame.sort_values(["exact", "n_labels"], kind="stable")["key"] if k in picked)
+    assert photo.value == key  # the photo with a wrong answer first
+    table = table_with(at, "label", "score", "threshold", "has", "answered", "right")
+    expected = photo_scores(analysis, key, label_thresholds.load(run.directory))
+    assert table["label"].tolist() == expected["label"].tolist()
+    assert table["score"].tolist() == pytest.approx(expected["score"].tolist())
+    assert table["answered"].tolist() == expected["answered"].tolist()
+    assert "labels do not compete" in texts(at)
+
+
+def test_the_label_lists_the_model_doubts_as_evaluate_shows_them(open_explore):
+    opened, run = open_explore
+    at = opened()
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    found = multilabel_issues.of_analysis(RunAnalysis.load(run.directory))
+    shown = texts(at)
+    assert f"**{found.suspected} of {found.photos}** validation and test photos" in shown
+    if found.suspected:
+        table = table_with(at, "path", "split", "quality", "missing", "wrong")
+        assert table["path"].tolist() == found.table["path"].tolist()
+
+
+@pytest.mark.parametrize(("tab", "words"), [("Data issues", DATA_ISSUES_WORDS), ("Label next", LABEL_NEXT_WORDS)])
+def test_data_issues_and_label_next_say_what_they_would_need(open_explore, tab, words):
+    opened, _ = open_explore
+    at = opened()
+    at.session_state["explore_tab"] = tab
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [i.value for i in at.info] == [words]
+    # nothing offered that would run a single-label task on a multi-label run
+    assert not [b for b in at.button if (b.key or "").startswith(("explore_data_issues", "label_next"))]
