@@ -137,6 +137,12 @@ def test_label_errors_are_computed_then_listed_and_exclude_writes_the_correction
     assert md(f"{len(review.issues)} suspect(s) among {review.images} photos") in shown  # behind the verdict
     assert f"labelled **{first.given}**, {md(suspect_words(first))}" in shown
     assert "test" not in at.pills(key="explore_issue_splits").value
+    on_test = sum(issue.split == "test" for issue in review.issues)
+    if on_test:  # the verdict counts every suspect; the list says how many it leaves out and how to see them
+        assert (
+            f"Showing {len(review.issues) - on_test} of the {len(review.issues)} suspects the verdict above counts: "
+            f"{on_test} test photo(s) are left out (add them under Splits)."
+        ) in [c.value for c in at.caption]
     csv_button = next(b for b in at.get("download_button") if b.proto.label.startswith("Download all"))
     assert csv_button.proto.label == f"Download all {len(review.issues)} suspects (CSV)"  # the whole list, whole
     said = verdict(review, random_start=True)  # the fixture's run is a random start: a warning

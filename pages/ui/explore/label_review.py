@@ -170,11 +170,14 @@ def review_section(run: Run) -> None:
     ]
     hidden = len(review.issues) - len(issues)
     if hidden:
-        left_out = [SPLIT_NAMES.get(s, s) for s in splits if s not in (chosen or [])]
-        why = f"the {' and '.join(left_out)} photos are left out (Splits)" if left_out else ""
+        left_out = [s for s in splits if s not in (chosen or [])]
+        count = sum(issue.split in left_out for issue in review.issues)
+        names = " and ".join(SPLIT_NAMES.get(s, s) for s in left_out)
+        why = f"{count} {names} photo(s) are left out (add them under Splits)" if left_out else ""
         reviewed = "the reviewed ones are hidden" if hide_reviewed else ""
         st.caption(
-            f"Showing {len(issues)} of {len(review.issues)} suspects: {'; '.join(p for p in (why, reviewed) if p)}."
+            f"Showing {len(issues)} of the {len(review.issues)} suspects the verdict above counts: "
+            f"{'; '.join(p for p in (why, reviewed) if p)}."
         )
     if not issues:
         st.caption("No suspect left with these filters.")
