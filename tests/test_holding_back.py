@@ -65,6 +65,11 @@ def test_a_flagged_photo_s_set_is_kept_but_marked_untrusted_in_json_and_table():
     unflagged = plain.to_dict()["prediction_set"]
     assert unflagged["trusted"] is True  # and what that rests on (walk 52: read as an endorsement of a sunflower's set)
     assert unflagged["note"].startswith("trusted means only that the photo was not flagged as unlike the run's classes")
+    assert unflagged["note"].endswith("the check lets some photos of other kinds through")  # nothing measured here
+    plain.ood_let_through = (
+        "the check for photos of other kinds lets through about 67% of other photos it was tested on"
+    )
+    assert plain.to_dict()["prediction_set"]["note"].endswith("lets through about 67% of other photos it was tested on")
     assert "prediction_set" not in _answer(True).to_dict()
     rows = table_rows([BatchItem("grey.png", flagged), BatchItem("rose.jpg", plain), BatchItem("x", error="bad")], 2)
     assert [row["set_trusted"] for row in rows] == [False, True, ""]

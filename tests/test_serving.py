@@ -141,6 +141,9 @@ def test_prediction_sets_on_every_route_when_asked(served):
     chosen = rest["results"][0]["prediction_set"]
     assert chosen["level"] == 0.8 and chosen["classes"]
     assert set(chosen["classes"]) <= {"blue", "crimson", "green", "red"}
+    detector = served["server"].registry.get("production").loaded.model.reference.detector
+    if chosen["trusted"] and detector.let_through_words():  # "trusted" says what it rests on, with its figure
+        assert chosen["note"].endswith(detector.let_through_words())
     body = {
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}],
         "parameters": {"prediction_set": 0.8},

@@ -39,6 +39,7 @@ class Answer:
     ood_flag: bool | None = None
     ood_why: str | None = None  # where the picture's statistics flag it: its most unusual one, in words
     ood_false_alarms: float | None = None  # the share of the run's own test photos the check flags
+    ood_let_through: str | None = None  # the share of other photos the check let through when tested, in words
     projection: np.ndarray | None = field(default=None, repr=False)  # drift coordinates for the log
     raw_probabilities: np.ndarray | None = field(default=None, repr=False)  # (C,) the softmax before calibration
     prediction_set: list[str] | None = None  # the classes of its conformal set, most probable first
@@ -93,7 +94,7 @@ class Answer:
             if not self.set_trusted:
                 out["prediction_set"]["note"] = conformal.FOREIGN_SET_NOTE
             else:
-                out["prediction_set"]["note"] = promise.UNFLAGGED_SET_NOTE
+                out["prediction_set"]["note"] = promise.unflagged_set_note(self.ood_let_through)
         if self.views > 1:
             out["views"] = self.views
         if self.abstained is not None:

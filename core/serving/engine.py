@@ -308,6 +308,7 @@ class ServedModel:
             projections = self.reference.drift_projection(features)
         out = []
         entropies = entropy(probabilities)
+        let_through = self.reference.detector.let_through_words() if ood_flags is not None else None
         for i, row in enumerate(probabilities):
             order = np.argsort(-row)[:top_k]
             top = [(self.classes[j], float(row[j])) for j in order]
@@ -324,6 +325,7 @@ class ServedModel:
                     if ood_flags is not None and ood_flags[i] and pictures is not None
                     else None,
                     ood_false_alarms=None if ood_flags is None else self.reference.detector.false_alarms,
+                    ood_let_through=let_through,
                     projection=None if projections is None else projections[i],
                     raw_probabilities=raw[i],
                     prediction_set=None if sets is None else sets[i],

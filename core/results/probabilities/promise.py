@@ -13,12 +13,18 @@ from collections import Counter
 from collections.abc import Sequence
 
 SLACK_MASS = 0.95  # the counts a true level gives in this share of draws of n photos
+
+
 # Beside a set for a photo the check did not flag (the server's `prediction_set.note`): `trusted` says only that
 # (walk 52: 'trusted: true' on a sunflower's set, a class the model does not know, read as an endorsement).
-UNFLAGGED_SET_NOTE = (
-    "trusted means only that the photo was not flagged as unlike the run's classes; the promise covers photos of "
-    "those classes, and the check lets some photos of other kinds through"
-)
+def unflagged_set_note(let_through: str | None = None) -> str:
+    """Beside a set whose photo the out-of-distribution check did not flag ("trusted"): what that means, with the
+    share of other photos the check let through when tested (`OODDetector.let_through_words`) where it was measured."""
+    through = let_through or "the check lets some photos of other kinds through"
+    return (
+        "trusted means only that the photo was not flagged as unlike the run's classes; the promise covers photos of "
+        f"those classes, and {through}"
+    )
 
 
 def level_words(level: float) -> str:
