@@ -74,7 +74,9 @@ MULTILABEL_EVALUATION_NPZ = "multilabel_evaluation.npz"  # results.evaluation.mu
 MULTILABEL_EVALUATION_JSON = "multilabel_evaluation.json"  # its mAP, AP and F1 per label, intervals, random baseline
 ROBUSTNESS_FILE = "robustness.json"  # results.evaluation.robustness: accuracy under 15 corruptions at 5 severities
 MODEL_CARD_FILE = "model_card.md"  # core.results.card: the run's model card (Hugging Face's layout)
-# Files a retrain replaces; config.json stays (same id, same config).
+# Files a retrain replaces; config.json stays (same id, same config), and so do its name (label.json) and where a
+# retrained run came from (retrain.json). Everything else was the old model's (tests/runs/test_files.py checks this).
+RUN_KEEPS = (CONFIG_FILE, LABEL_FILE, RETRAIN_FILE)
 RUN_OUTPUTS = (
     ANALYSIS_FILE,
     CALIBRATION_FILE,
@@ -105,6 +107,11 @@ RUN_OUTPUTS = (
     TRAIN_LOG,
     STOP_FILE,
     CHECKPOINT_FILE,
+    REFERENCE_NPZ,  # the old model's out-of-distribution reference: a retrain fits its own
+    REFERENCE_JSON,
+    LABEL_THRESHOLDS_FILE,
+    TENSORBOARD_DIR,  # the old fit's curves would run on under the new one's
+    EXPORTS_DIR,  # exports of the old model's weights
 )
 
 

@@ -32,6 +32,15 @@ def test_every_run_output_has_its_accessor_inside_the_run_folder(trained_run):
     assert run_files(run).model == run_files(run.directory).model and run_files(run).model.exists()
 
 
+def test_a_retrain_replaces_every_file_of_the_old_model_and_keeps_only_what_names_the_run():
+    """Before: ood.* survived a forced retrain, so the new model was served against the old one's reference."""
+    named = {getattr(record, name) for name in NAMES}
+    assert named == set(record.RUN_OUTPUTS) | set(record.RUN_KEEPS), named ^ (
+        set(record.RUN_OUTPUTS) | set(record.RUN_KEEPS)
+    )
+    assert not set(record.RUN_OUTPUTS) & set(record.RUN_KEEPS)
+
+
 def test_no_module_outside_the_store_imports_a_run_file_name():
     """`grep` finds run file names only in core/runs/: a module elsewhere asks `run_files` instead."""
     offenders = []
