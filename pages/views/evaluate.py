@@ -63,8 +63,9 @@ if not runs:
     st.stop()
 labels = {run.run_id: common.run_label(run) for run in runs}
 if st.session_state.get("evaluate_run") not in labels:
-    st.session_state["evaluate_run"] = runs[0].run_id
+    st.session_state["evaluate_run"] = common.opening_run(list(labels), runs[0].run_id)
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="evaluate_run", bind="query-params")
+common.remember_run(run_id)
 run = common.store().get(run_id)
 if run.multilabel:  # its figures per label, at its thresholds (pages/ui/evaluate/multilabel.py)
     if run.state is JobState.STOPPED:

@@ -59,8 +59,10 @@ if not runs:
 
 labels = {run.run_id: f"{common.run_label(run)} · {run.state}" for run in runs}
 if st.session_state.get("explore_run") not in labels:
-    st.session_state["explore_run"] = next((r.run_id for r in runs if r.evaluated), runs[0].run_id)
+    newest = next((r.run_id for r in runs if r.evaluated), runs[0].run_id)
+    st.session_state["explore_run"] = common.opening_run(list(labels), newest)
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="explore_run", bind="query-params")
+common.remember_run(run_id)
 run = common.store().get(run_id)
 
 if not run.has_model:

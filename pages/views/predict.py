@@ -58,15 +58,18 @@ CLASSES_IN_A_LINE = 20
 by_run = serving.aliases_by_run()
 labels = {run.run_id: serving.with_aliases(run, by_run) for run in runs}
 production = serving.aliases().get(serving.DEFAULT_ALIAS)
+me = auth.current_user().id
+mine = [run for run in runs if run.owner == me]  # shared: your own newest model first
+newest = (mine or runs)[0].run_id
 if st.session_state.get("predict_run") not in labels:
-    me = auth.current_user().id
-    mine = [run for run in runs if run.owner == me]  # shared: your own newest model first
-    # The model people mean is the one production serves; without that alias, your newest (or the newest).
-    st.session_state["predict_run"] = production if production in labels else (mine or runs)[0].run_id
+    # The run being studied on Evaluate or Explore; else the one production serves; else your newest (or the newest).
+    usual = production if production in labels else newest
+    st.session_state["predict_run"] = common.opening_run(list(labels), usual)
 controls = st.columns([3, 1])
 run_id = controls[0].selectbox(
     "Model (run)", list(labels), format_func=labels.get, key="predict_run", bind="query-params"
 )
+common.remember_run(run_id)
 run = common.store().get(run_id)
 if production == run_id:
     st.caption(f"The run *{serving.DEFAULT_ALIAS}* points at: what the model server answers with under that name.")
@@ -75,11 +78,11 @@ elif production in labels:
         f"Not the production model: *{serving.DEFAULT_ALIAS}* points at run {production}. Pick it above to see "
         "what clients of the model server get."
     )
-else:  # walk 51: the page moved to a newer run between two uploads without a word
+elif run_id == newest:  # walk 51: the page moved to a newer run between two uploads without a word
     st.caption(
-        f"No run is called *{serving.DEFAULT_ALIAS}* yet, so this page opens on the newest finished run (yours "
-        "first): it moves to a newer one when that finishes. Pick a run above to keep it (the address keeps it too), "
-        f"or name one *{serving.DEFAULT_ALIAS}* on the Serve page."
+        f"No run is called *{serving.DEFAULT_ALIAS}* yet, so this page opens on the run you last picked on Evaluate "
+        "or Explore, else on the newest finished run (yours first): it moves to a newer one when that finishes. Pick "
+        f"a run above to keep it (the address keeps it too), or name one *{serving.DEFAULT_ALIAS}* on the Serve page."
     )
 if run.multilabel:  # every label a photo has, each against its own threshold: no top k
     predict_labels.about_run(run)

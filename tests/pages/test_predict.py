@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pages.ui.navigation import page_file
 from tests.pages.conftest import texts
 
 
@@ -172,7 +173,7 @@ def test_the_model_people_mean_is_the_one_production_serves(app, workspace, tmp_
     newest, other = [run.run_id for run in RunStore(models).list()][:2]
     before = app("predict", models_dir=models)  # walk 51: without the alias, the newest run, and that said
     assert before.selectbox(key="predict_run").value == newest
-    assert "No run is called *production* yet, so this page opens on the newest finished run" in texts(before)
+    assert "No run is called *production* yet, so this page opens on the run you last picked" in texts(before)
     AliasStore(models).set("production", other)
     at = app("predict", models_dir=models)
     assert not at.exception
@@ -181,6 +182,13 @@ def test_the_model_people_mean_is_the_one_production_serves(app, workspace, tmp_
     assert at.selectbox(key="predict_run").format_func(other).startswith("production → ")
     at.selectbox(key="predict_run").set_value(newest).run()
     assert f"Not the production model: *production* points at run {other}." in texts(at)
+    # walk 54: the run studied on another page is the one this page opens on, before production
+    studied = app("evaluate", models_dir=models)
+    studied.selectbox(key="evaluate_run").set_value(newest).run()
+    studied.switch_page(page_file("predict"))
+    studied.run()
+    assert studied.selectbox(key="predict_run").value == newest
+    assert f"Not the production model: *production* points at run {other}." in texts(studied)
 
 
 def _store_with_sets_and_views(workspace, tmp_path, helped: bool):
