@@ -264,12 +264,19 @@ def compute_reference(
         "val": known.split("val", len(split.val)),
         "test": known.split("test", len(split.test)),
     }
-    foreign_sets = foreign_images(config.image_size, config.cache_size)
-    report_sets = foreign_images(config.image_size, config.cache_size, seed=REPORT_SEED)
+
+    # The foreign images: seed 0 picks the method, REPORT_SEED reports on it; kept per frozen backbone, else drawn.
+    def kept_path(seed: int):
+        return foreign_features_path(features_root, frozen.key, config.image_size, config.cache_size, seed)
+
+    kept = {seed: frozen and load_foreign_features(kept_path(seed)) for seed in (0, REPORT_SEED)}
+    drawn = {seed: foreign_images(config.image_size, config.cache_size, seed=seed) for seed in kept if not kept[seed]}
+    foreign_count = {seed: sum(len(f) for f, _ in kept[seed].values()) if kept[seed] else 0 for seed in kept}
+    foreign_count.update({seed: sum(len(images) for images in sets.values()) for seed, sets in drawn.items()})
     through = [
         len(p) for name, p in (("train", train), ("val", split.val), ("test", split.test)) if given[name] is None
     ]
-    total = sum(through) + sum(len(i) for sets in (foreign_sets, report_sets) for i in sets.values())
+    total = sum(through) + sum(foreign_count.values())
     passed = [0]
 
     def count(n: int) -> None:  # photos through the model so far: the step's count and, from its pace, time left
@@ -280,18 +287,21 @@ def compute_reference(
     def outputs(positions: np.ndarray) -> dict[str, np.ndarray]:
         return run_outputs(network(), pixels(positions), on_batch=count)
 
-    def foreign_outputs(sets: dict[str, np.ndarray], seed: int) -> dict[str, dict[str, np.ndarray]]:
-        """{kind: {features, logits}} of foreign images: from the feature cache and the head where it can."""
-        path = None
+    def foreign_outputs(seed: int) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+        """{kind: ({features, logits}, image statistics)} of the foreign images of `seed`: kept ones through the head,
+        else drawn ones through the network (and kept, on a frozen backbone)."""
+        if kept[seed]:
+            count(foreign_count[seed])
+            return {
+                kind: ({names.FEATURES: f, names.LOGITS: frozen.head_logits(f)}, stats)
+                for kind, (f, stats) in kept[seed].items()
+            }
+        found = {
+            kind: (run_outputs(network(), images, on_batch=count), image_statistics(images))
+            for kind, images in drawn[seed].items()
+        }
         if frozen is not None:
-            path = foreign_features_path(features_root, frozen.key, config.image_size, config.cache_size, seed)
-            kept = load_foreign_features(path, {kind: len(images) for kind, images in sets.items()})
-            if kept is not None:
-                count(sum(len(images) for images in sets.values()))
-                return {kind: {names.FEATURES: f, names.LOGITS: frozen.head_logits(f)} for kind, f in kept.items()}
-        found = {kind: run_outputs(network(), images, on_batch=count) for kind, images in sets.items()}
-        if path is not None:
-            keep_foreign_features(path, {kind: out[names.FEATURES] for kind, out in found.items()})
+            keep_foreign_features(kept_path(seed), {k: (out[names.FEATURES], st) for k, (out, st) in found.items()})
         return found
 
     def statistics(positions: np.ndarray) -> np.ndarray:  # the decoded photos again: cheap beside a forward pass
@@ -303,15 +313,13 @@ def compute_reference(
     on_val = given["val"] or outputs(split.val)
     on_test = given["test"] or outputs(split.test)
     features, logits = names.FEATURES, names.LOGITS
-    foreign = foreign_outputs(foreign_sets, 0)
-    report = {}
-    for kind, out in foreign_outputs(report_sets, REPORT_SEED).items():
-        report[kind] = (out[logits], out[features], image_statistics(report_sets[kind]))
+    foreign = foreign_outputs(0)
+    report = {kind: (out[logits], out[features], stats) for kind, (out, stats) in foreign_outputs(REPORT_SEED).items()}
     pictures = PictureInputs(
         train=statistics(train),
         val=statistics(split.val),
         test=statistics(split.test),
-        foreign={kind: image_statistics(images) for kind, images in foreign_sets.items()},
+        foreign={kind: stats for kind, (_, stats) in foreign.items()},
         report=report,
     )
     projection = Projection.fit(on_train[features], PCA_DIMENSIONS)
@@ -319,7 +327,7 @@ def compute_reference(
         (on_train[features], cache.labels[train]),
         (on_val[logits], on_val[features]),
         (on_test[logits], on_test[features]),
-        {kind: (out[logits], out[features]) for kind, out in foreign.items()},
+        {kind: (out[logits], out[features]) for kind, (out, _) in foreign.items()},
         projection,
         pictures,
     )

@@ -71,7 +71,7 @@ def test_training_s_own_outputs_fit_the_same_reference_as_a_pass_of_the_photos(r
     assert wrong_length.split("val", len(analysis.val.labels)) is None  # not the split's photos: passed again
 
 
-def test_a_rerun_on_the_same_frozen_backbone_reads_the_foreign_images_features_back(run_copy):
+def test_a_rerun_on_the_same_frozen_backbone_reads_the_foreign_images_features_back(run_copy, monkeypatch):
     """The foreign images' pooled features depend on the backbone alone: the second fit reads them from the feature
     cache and takes its logits from the head, passes none of them through the network, and fits the same detector."""
     from core.network.model import backbone_of, load_classifier
@@ -100,11 +100,18 @@ def test_a_rerun_on_the_same_frozen_backbone_reads_the_foreign_images_features_b
         passed.append(0)
         return compute_reference(run, data_root, make_model=Counting, frozen=backbone)
 
+    from core.results.probabilities import reference as module
+
+    drawn = []
+    monkeypatch.setattr(module, "foreign_images", lambda *a, **k: drawn.append(1) or foreign_images(*a, **k))
     kept = features_dir(cache_dir(data_root))
     for path in kept.glob("foreign-*.npz"):  # the run's own training kept them already: start from none
         path.unlink()
     try:
-        first, second = fit(frozen), fit(frozen)
+        first = fit(frozen)
+        assert len(drawn) == 2  # both sets drawn
+        second = fit(frozen)
+        assert len(drawn) == 2  # none drawn again: their statistics were kept with their features
         assert len([p for p in kept.glob(f"foreign-*-{frozen.key}-seed*.npz")]) == 2  # selection and report sets
         config = run.train_config
         foreign = sum(
