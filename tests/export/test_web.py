@@ -9,11 +9,11 @@ compares each answer with `core predict` (top-1, every probability within 1e-3, 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.server
+import io
 import json
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -29,7 +29,7 @@ from core.results.probabilities import conformal
 from core.results.probabilities.calibration import run_temperature
 from core.runs.files import run_files
 from core.runs.store import RunStore
-from tests.conftest import PROJECT_ROOT, TRAINED_COLORS, copy_run, write_class_image
+from tests.conftest import TRAINED_COLORS, copy_run, write_class_image
 
 TOLERANCE = 1e-3
 # (size, suffix): shrunk, reduced first (side >= 6x the square), enlarged, as large as the square, small JPEGs
@@ -167,10 +167,15 @@ def _serve(root: Path):
 
 
 def _core_predict(store: RunStore, run_id: str, folder: Path) -> dict[str, dict]:
-    command = [sys.executable, "-m", "core", "predict", run_id, str(folder), "--json", "--top-k", "4"]
-    command += ["--set-level", "0.9", "--models-dir", str(store.root)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600, check=True)
-    rows = json.loads(done.stdout)["results"]
+    """`core predict --json` of the folder, through the CLI's `main` in this process (the page is the subject)."""
+    from core.cli import main
+
+    argv = ["predict", run_id, str(folder), "--json", "--top-k", "4", "--set-level", "0.9"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main([*argv, "--models-dir", str(store.root)])
+    assert code == 0, printed.getvalue()[-2000:]
+    rows = json.loads(printed.getvalue())["results"]
     return {Path(row["path"]).name: row for row in rows}
 
 

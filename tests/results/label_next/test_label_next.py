@@ -308,13 +308,10 @@ def test_the_simulation_task_stores_its_result_for_the_page(own):
 
 @pytest.mark.slow
 def test_the_cli_lists_the_batch_and_the_simulation_as_json(own, capsys):
-    """The text form in a process of its own, as a person runs it; the JSON forms through the same `main` in this
-    process (a process each cost an import of Keras and its framework for the same code)."""
-    import subprocess
-    import sys
-
+    """The text and JSON forms through the CLI's `main` in this process: what a person's `python -m core` runs, less
+    a process that cost an import of Keras and its framework for the same code (tests/test_cli.py starts the real
+    processes)."""
     from core.cli import main
-    from tests.conftest import PROJECT_ROOT
 
     where = ["--models-dir", str(own["models_root"]), "--data-dir", str(own["data_root"])]
 
@@ -326,12 +323,8 @@ def test_the_cli_lists_the_batch_and_the_simulation_as_json(own, capsys):
     assert listed["pending"] == len(own["run"].classes) and len(listed["batch"]) == 2
     assert {"path", "guesses", "margin", "reason"} <= listed["batch"][0].keys()
     assert listed["unreadable"][0]["path"] == "unlabelled/broken.jpg"
-    done = subprocess.run(
-        [sys.executable, "-m", "core", "label-next", own["run_id"], "--batch", "2", *where],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "the 2 to label next" in done.stdout and "could not read unlabelled/broken.jpg" in done.stdout
+    text = cli("label-next", own["run_id"], "--batch", "2")
+    assert "the 2 to label next" in text and "could not read unlabelled/broken.jpg" in text
     simulated = json.loads(cli("label-next", own["run_id"], "--simulate", "--json"))
     assert {"target_accuracy", "seeds", "strategies"} <= simulated.keys() and simulated["seeds"] == 3
     assert all("labels_to_target" in s and "curve" in s for s in simulated["strategies"].values())

@@ -5,8 +5,6 @@ the method picked on the selection set, and on a run of real photos every noise 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from PIL import Image
 
 from core.results.probabilities.image_stats import StatsCheck, image_statistics
 from core.results.probabilities.knn_distance import KNNDistance, normalised
-from tests.conftest import PROJECT_ROOT, copy_run
+from tests.conftest import copy_run
 
 
 def test_knn_distance_is_sklearns_kth_neighbour_on_normalised_features():
@@ -119,20 +117,24 @@ def test_a_run_of_real_photos_flags_every_noise_and_flat_image(flower_run, tmp_p
 
 
 @pytest.mark.slow
-def test_core_predict_json_flags_noise_and_flat_images(flower_run, tmp_path):
+def test_core_predict_json_flags_noise_and_flat_images(flower_run, tmp_path, capsys):
+    """`core predict --json` through the CLI's `main` in this process (the process boundary is not the subject)."""
+    from core.cli import main
+
     files = _noise_and_flat(tmp_path / "foreign", seed=11)
-    command = [sys.executable, "-m", "core", "predict", flower_run["run_id"], *map(str, files), "--json"]
-    command += ["--models-dir", str(flower_run["models_root"]), "--data-dir", str(flower_run["data_root"])]
-    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout)["results"]
+    where = ["--models-dir", str(flower_run["models_root"]), "--data-dir", str(flower_run["data_root"])]
+
+    def predict(*sources) -> list[dict]:
+        code = main(["predict", flower_run["run_id"], *map(str, sources), "--json", *where])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err[-3000:]
+        return json.loads(printed.out)["results"]
+
+    results = predict(*files)
     assert len(results) == 40
     assert sum(r["out_of_distribution"]["flag"] for r in results) >= 39
     # the same photos as a folder: its rows' flag and ood_score are the single photos' (same field name)
-    command[5 : 5 + len(files)] = [str(files[0].parent)]
-    folder = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-    assert folder.returncode == 0, folder.stderr[-3000:]
-    rows = {Path(row["path"]).name: row for row in json.loads(folder.stdout)["results"]}
+    rows = {Path(row["path"]).name: row for row in predict(files[0].parent)}
     for result in results:
         row = rows[Path(result["image"]).name]
         assert result["ood_score"] == pytest.approx(row["ood_score"], abs=1e-4)
