@@ -9,6 +9,8 @@ another set of each kind (the crops of the one photograph differ, the photograph
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from core.data.imaging import ImageError, pixels_for_model
@@ -18,7 +20,15 @@ KINDS = ("noise", "flat", "drawings", "photos")
 
 
 def foreign_images(image_size: int, cache_size: int, per_kind: int = 24, seed: int = 0) -> dict[str, np.ndarray]:
-    """{kind: (n, image_size, image_size, 3) uint8}, prepared as prediction prepares a photo."""
+    """{kind: (n, image_size, image_size, 3) uint8}, prepared as prediction prepares a photo (read-only arrays).
+
+    Drawn once per process for each size and seed: drawing the flowers shape by shape is most of their cost, and
+    every run's reference (and every test that trains one) asks for the same ones."""
+    return dict(_drawn(image_size, cache_size, per_kind, seed))
+
+
+@functools.lru_cache(maxsize=4)  # two seeds of two sizes: at 224 px about 14 MB each
+def _drawn(image_size: int, cache_size: int, per_kind: int, seed: int) -> tuple[tuple[str, np.ndarray], ...]:
     rng = np.random.default_rng(seed)
     out = {
         "noise": _noise(rng, per_kind, cache_size),
@@ -28,9 +38,12 @@ def foreign_images(image_size: int, cache_size: int, per_kind: int = 24, seed: i
     photos = _photo_crops(rng, per_kind, cache_size)
     if photos is not None:
         out["photos"] = photos
-    return {
-        kind: np.stack([pixels_for_model(p, image_size, cache_size) for p in images]) for kind, images in out.items()
-    }
+    drawn = []
+    for kind, images in out.items():
+        stacked = np.stack([pixels_for_model(p, image_size, cache_size) for p in images])
+        stacked.flags.writeable = False  # shared by every caller in this process
+        drawn.append((kind, stacked))
+    return tuple(drawn)
 
 
 def _noise(rng: np.random.Generator, n: int, side: int) -> list[np.ndarray]:
