@@ -120,6 +120,11 @@ def figure(frame: pd.DataFrame, colour_by: str, highlight: str | None, classes: 
                 ),
             )
         )
+    return map_figure(traces)
+
+
+def map_figure(traces: list) -> go.Figure:
+    """The map's figure around its traces (the single- and multi-label maps alike)."""
     fig = go.Figure(traces)
     fig.update_layout(
         height=560,
@@ -136,6 +141,16 @@ def _size(highlight: str | None) -> int:
 
 
 def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
+    hover = [  # class and file names as text (Plotly reads tags in it)
+        f"{plain.chart(Path(r.path).name)}<br>{r.split} · given {plain.chart(r.given)}<br>"
+        f"predicted {plain.chart(r.predicted)} ({r.confidence:.2f})"
+        for r in part.itertuples()
+    ]
+    return marker_trace(scatter, part, name, marker, hover)
+
+
+def marker_trace(scatter, part: pd.DataFrame, name: str, marker: dict, hover: list[str]):
+    """One group of the map's points, keyed for a click or a lasso, `hover` its photos' lines."""
     return scatter(
         x=part["x"],
         y=part["y"],
@@ -143,11 +158,7 @@ def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
         name=name,
         marker=marker,
         customdata=part["key"].tolist(),
-        text=[  # class and file names as text (Plotly reads tags in it)
-            f"{plain.chart(Path(r.path).name)}<br>{r.split} · given {plain.chart(r.given)}<br>"
-            f"predicted {plain.chart(r.predicted)} ({r.confidence:.2f})"
-            for r in part.itertuples()
-        ],
+        text=hover,
         hovertemplate="%{text}<extra></extra>",
     )
 

@@ -20,7 +20,15 @@ from core.results.probabilities import label_thresholds
 from core.runs.analysis import RunAnalysis
 from core.runs.record import Run
 from pages.ui import photo_gallery, plain, teaching
-from pages.ui.explore.map import WEBGL_ABOVE, map_method, method_picker, sample_note, selected_keys
+from pages.ui.explore.map import (
+    WEBGL_ABOVE,
+    map_figure,
+    map_method,
+    marker_trace,
+    method_picker,
+    sample_note,
+    selected_keys,
+)
 
 COLOUR_BY = ("a label", "number of labels")
 PAGE_SIZE = 24
@@ -59,32 +67,16 @@ def figure(frame: pd.DataFrame, colour_by: str, label: str) -> go.Figure:
             colorbar=dict(title="labels", thickness=12, dtick=1),
         )
         traces = [_trace(scatter, frame, "number of labels", marker)]
-    fig = go.Figure(traces)
-    fig.update_layout(
-        height=560,
-        margin=dict(l=10, r=10, t=36, b=10),  # room above the plot for Plotly's toolbar (lasso, box)
-        legend=dict(itemsizing="constant"),
-        xaxis=dict(showticklabels=False, title=None, zeroline=False),
-        yaxis=dict(showticklabels=False, title=None, zeroline=False),
-    )
-    return fig
+    return map_figure(traces)
 
 
 def _trace(scatter, part: pd.DataFrame, name: str, marker: dict):
-    return scatter(
-        x=part["x"],
-        y=part["y"],
-        mode="markers",
-        name=name,
-        marker=marker,
-        customdata=part["key"].tolist(),
-        text=[
-            f"{plain.chart(Path(r.path).name)}<br>{r.split} · has {plain.chart(r.labels or 'none')}<br>"
-            f"answered {plain.chart(r.predicted or 'none')}"
-            for r in part.itertuples()
-        ],
-        hovertemplate="%{text}<extra></extra>",
-    )
+    hover = [
+        f"{plain.chart(Path(r.path).name)}<br>{r.split} · has {plain.chart(r.labels or 'none')}<br>"
+        f"answered {plain.chart(r.predicted or 'none')}"
+        for r in part.itertuples()
+    ]
+    return marker_trace(scatter, part, name, marker, hover)
 
 
 def caption(row) -> str:
