@@ -108,4 +108,8 @@ def test_a_label_given_to_every_photo_says_so(app, multilabel_run, tmp_path):
     assert "(threshold under 0.1%) — given to (nearly) every test photo" in shown and "threshold 0.0%" not in shown
     assert f"**{tiny}**: score " in shown
     warned = [w.value for w in at.warning]
+    _upload(at, _photos(multilabel_run, 4))  # a table: its rounding said where a threshold is under 0.1%
+    classes = multilabel_run["store"].get(multilabel_run["run_id"]).classes
+    low = ", ".join(sorted([zero, tiny], key=classes.index))
+    assert f"with a threshold under 0.1% ({low}), a score shown 0.0% can still reach it" in texts(at)
     assert any(md(f"'{zero}'") in w and md(f"'{tiny}'") in w and "every photo at" in w for w in warned), warned

@@ -212,4 +212,10 @@ def table(run, items: list, thresholds: dict[str, float]) -> None:
     )
     cuts = ", ".join(f"{plain.md(name)} {percent(thresholds[name])}" for name in run.classes)
     st.caption(f"Each label's threshold (a score at or above it gives the label): {cuts}.")
+    low = [plain.md(name) for name in run.classes if thresholds[name] < 0.001]
+    if low:
+        st.caption(
+            f"Scores are shown to one decimal: with a threshold under 0.1% ({', '.join(low)}), a score shown 0.0% can "
+            "still reach it and give the label (the CSV keeps six decimals)."
+        )
     csv_button(run, csv_text(rows))
