@@ -120,10 +120,12 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
     table = table.drop(columns=["ap_low", "ap_high", "left out"])
     every = words.every_photo_labels(summary)
     table["threshold"] = [words.threshold_text(t) for t in table["threshold"]]
-    table["note"] = [
-        f"answered for {every[name]} of {summary['test_images']} photos" if name in every else ""
-        for name in table["label"]
-    ]
+    table.insert(  # beside the threshold, where it is read
+        table.columns.get_loc("threshold") + 1,
+        "note",
+        [f"answered for {every[name]} of {summary['test_images']} photos" if name in every else ""
+         for name in table["label"]],
+    )  # fmt: skip
     st.caption(
         "Worst AP first (labels no test photo has, last). Random AP: what ranking the photos at random gets on these "
         "photos, about the label's frequency; an AP whose interval reaches down to it is no better than chance. "
