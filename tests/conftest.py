@@ -268,6 +268,26 @@ def multilabel_pair(multilabel_run: dict, models_root: Path, second: str = "b" *
     return first
 
 
+def multilabel_every_photo(multilabel_run: dict, models_root: Path) -> tuple[Path, list[str]]:
+    """The shared multi-label run copied into `models_root` with its first label's threshold set to 0 and its second's
+    to 1e-7 (what a best-F1 tuning gives a label the model does not separate: walk 54's run B), its evaluation made
+    again at them. Returns the copy's folder and those two labels."""
+    import json
+
+    from core.results.evaluation.multilabel import MultilabelEvaluation
+
+    run_id = multilabel_run["run_id"]
+    target = copy_run(multilabel_run["store"].run_dir(run_id), models_root / run_id)
+    stored = json.loads((target / "label_thresholds.json").read_text())
+    labels = list(stored["thresholds"])[:2]
+    stored["thresholds"].update({labels[0]: 0.0, labels[1]: 1e-7})
+    (target / "label_thresholds.json").write_text(json.dumps(stored))
+    old = MultilabelEvaluation.load(target)
+    cut = [stored["thresholds"][name] for name in old.classes]
+    MultilabelEvaluation(old.probabilities, old.targets, old.classes, old.paths, cut, old.cache_positions).save(target)
+    return target, labels
+
+
 def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
     """The shared run and its dataset copied under `base` (data/, models/), the run's config pointing at the copy:
     for a test that writes into the dataset folder (unlabelled photos, labelled copies)."""

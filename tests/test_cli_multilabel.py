@@ -20,8 +20,9 @@ from sklearn import metrics as skm
 from core.bench.mosaics import draw_mosaics, photos_by_kind, write_tables
 from core.cli import main as cli
 from core.importers.csv_labels import import_csv
+from core.results.evaluation import multilabel_words as words
 from core.results.probabilities import label_thresholds
-from tests.conftest import copy_run, multilabel_pair, require_flowers
+from tests.conftest import copy_run, multilabel_every_photo, multilabel_pair, require_flowers
 from tests.test_cli import flora
 from tests.train.test_multilabel import COLOURS, make_mosaics
 
@@ -149,7 +150,7 @@ def test_predict_s_table_has_a_labels_column_and_every_score_and_its_lines_say_n
     photo = next(item for item in answered if "labels" in item)
     _, line = _predict(multilabel_run, photo["image"])
     if photo["labels"]:
-        assert f"(threshold {photo['found'][0]['threshold']:.3f})" in line
+        assert f"(threshold {words.threshold_text(thresholds[photo['found'][0]['label']])})" in line
     else:
         assert line.strip().endswith("none of these")
     refused, _ = _predict(multilabel_run, photo["image"], "--max-error", "0.05")
@@ -214,3 +215,25 @@ def test_compare_refuses_a_multilabel_run_beside_a_single_label_one(multilabel_r
         code, out, err = _compare(models, multilabel_run["data_root"], *order)
         assert code != 0 and not out
         assert f"run {first[:6]} is multi-label" in err and f"run {trained_run['run_id'][:6]} single-label" in err
+
+
+def test_a_threshold_that_answers_every_photo_is_said_by_predict_and_evaluate(multilabel_run, tmp_path):
+    run_dir, (zero, tiny) = multilabel_every_photo(multilabel_run, tmp_path / "models")
+    run = {**multilabel_run, "models_root": tmp_path / "models"}
+    photo = sorted((multilabel_run["dataset"] / "images").iterdir())[0]
+    code, out = _predict(run, str(photo))
+    assert code == 0
+    assert f"{zero} " in out and "(threshold 0)" in out and "(threshold 1.0e-07)" in out and "0.000" not in out
+    assert "\nnote: '" in out and f"'{zero}' (" in out and f"'{tiny}' (" in out
+    assert "answered for (nearly) every photo at their tuned threshold" in out
+    out, err = io.StringIO(), io.StringIO()
+    where = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(multilabel_run["data_root"])]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert cli(["evaluate", multilabel_run["run_id"], *where]) == 0
+    text = out.getvalue()
+    n = json.loads((run_dir / "multilabel_evaluation.json").read_text())["test_images"]
+    table = {line.split()[0]: line for line in text[text.index("LABEL") :].splitlines()[1:5]}
+    assert table[zero].rstrip().endswith(f"answered for {n} of {n}") and " 0 " in table[zero]
+    assert "1.0e-07" in table[tiny]
+    assert f"Threshold 0, tuned on validation: '{zero}' is answered for {n} of {n} test photos (every photo" in text
+    assert "answering every label for every photo:" in text

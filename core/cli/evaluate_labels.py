@@ -50,6 +50,7 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
     if summary["photos_without_label"]:
         print(f"{summary['photos_without_label']} of {summary['test_images']} test photos have no label.")
     print()
+    every = words.every_photo_labels(summary)
     rows = [
         [
             row.label,
@@ -57,12 +58,13 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
             _interval((row.ap_low, row.ap_high)),
             _value(row.random_ap),
             f"{row.frequency:.3f}",
-            f"{row.threshold:.3f}",
+            words.threshold_text(row.threshold),
             f"{row.precision:.3f}",
             f"{row.recall:.3f}",
             f"{row.f1:.3f}",
             str(row.positives),
             _value(row.ece),
+            f"answered for {every[row.label]} of {summary['test_images']}" if row.label in every else "",
         ]
         for row in evaluation.per_label().itertuples()
     ]
@@ -78,12 +80,14 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
         "f1",
         "photos",
         "ece",
+        "note",
     ]
     print(format_table(headers, rows))
-    weak = words.weak_labels_words(summary)
-    if weak:
-        print()
-        print(weak)
+    notes = [words.every_photo_note(summary, name) for name in every]
+    untested = words.untested_words(summary)
+    for note in [*notes, untested]:
+        if note:
+            print(f"\n{note[0].upper()}{note[1:]}")
     if issues is not None:
         print(
             f"\n{issues.suspected} of {issues.photos} validation and test photos have a label list the model doubts "

@@ -16,6 +16,8 @@ import sys
 from core.cli.output import EXIT_FAILED, EXIT_OK, emit_json, fail
 from core.data.multilabel import NO_LABEL
 from core.paths import data_dir
+from core.results.evaluation import multilabel_words as words
+from core.results.evaluation.multilabel import stored_summary
 
 UNSUPPORTED = {  # options of `predict` that a multi-label run has no answer to yet, and why
     "max_error": "--max-error (a threshold per label is what decides here)",
@@ -62,8 +64,13 @@ def predict_labels(args: argparse.Namespace, run) -> int:
                 print(f"{item.name}: error: {item.error}")
                 continue
             found = ", ".join(
-                f"{f['label']} {f['probability']:.3f} (threshold {f['threshold']:.3f})" for f in item.answer.found
+                f"{f['label']} {f['probability']:.3f} (threshold {words.threshold_text(model.thresholds[f['label']])})"
+                for f in item.answer.found
             )
             warning = f"  (warning: {row['warning']})" if row.get("warning") else ""
             print(f"{item.name}: {found or NO_LABEL}{warning}")
+        given = {name for item in items if item.answer is not None for name in item.answer.labels or []}
+        note = words.every_photo_words(stored_summary(run.directory), [c for c in model.classes if c in given])
+        if note:
+            print(f"note: {note}")
     return EXIT_OK if all(not item.error for item in items) else EXIT_FAILED

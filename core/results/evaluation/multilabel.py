@@ -293,9 +293,7 @@ class MultilabelEvaluation:
                 data["thresholds"],
                 positions if len(positions) else None,
             )
-        stored = read_json(files.multilabel_evaluation_summary)
-        if isinstance(stored, dict) and stored.get("version") == VERSION:
-            found._stored = stored
+        found._stored = stored_summary(run_dir)
         return found
 
     @classmethod
@@ -321,6 +319,12 @@ class MultilabelEvaluation:
         test = analysis.test
         cut = [thresholds.get(name, label_thresholds.UNTUNED) for name in analysis.classes]
         return cls(test.probabilities, test.targets, list(analysis.classes), list(test.paths), cut, test.positions)
+
+
+def stored_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's stored figures (`summary()` as saved), without its arrays; None when it keeps none of this version."""
+    stored = read_json(run_files(run_dir).multilabel_evaluation_summary)
+    return stored if isinstance(stored, dict) and stored.get("version") == VERSION else None
 
 
 def cells(has: np.ndarray, said: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -39,23 +39,33 @@ def curve(evaluation: MultilabelEvaluation, label: str | int) -> pd.DataFrame:
 
 def cell(evaluation: MultilabelEvaluation, label: str | int, threshold: float, which: str) -> pd.DataFrame:
     """The photos behind one cell of a label's 2x2 counts at `threshold` (`which` one of CELLS), by the score
-    that put them there (highest first for found and added, lowest first for missed)."""
+    that put them there (highest first for found and added, lowest first for missed). Each photo's `predicted` reads
+    `label` at `threshold` (the cell's own) and every other label at its tuned threshold."""
     if which not in CELLS:
         raise ValueError(f"which must be one of {CELLS}. Received: which={which!r}")
     j = evaluation.label_index(label)
     mask = cells(evaluation.truth[:, j], evaluation.probabilities[:, j] >= threshold)[CELLS.index(which)]
-    frame = _rows(evaluation, np.flatnonzero(mask), j)
+    frame = _rows(evaluation, np.flatnonzero(mask), j, threshold)
     return frame.sort_values("score", ascending=which == "missed").reset_index(drop=True)
 
 
-def top_losses(evaluation: MultilabelEvaluation, label: str | int, k: int = 16) -> pd.DataFrame:
-    """The `k` test photos whose score for `label` was furthest from the truth (binary cross-entropy)."""
+def top_losses(
+    evaluation: MultilabelEvaluation, label: str | int, k: int = 16, threshold: float | None = None
+) -> pd.DataFrame:
+    """The `k` test photos whose score for `label` was furthest from the truth (binary cross-entropy); `predicted`
+    reads `label` at `threshold` (default: its tuned one)."""
     j = evaluation.label_index(label)
-    frame = _rows(evaluation, np.arange(len(evaluation.paths)), j)
+    frame = _rows(evaluation, np.arange(len(evaluation.paths)), j, threshold)
     return frame.sort_values("loss", ascending=False).head(k).reset_index(drop=True)
 
 
-def _rows(evaluation: MultilabelEvaluation, index: np.ndarray, j: int) -> pd.DataFrame:
+def _rows(evaluation: MultilabelEvaluation, index: np.ndarray, j: int, threshold: float | None = None) -> pd.DataFrame:
+    """The photos at `index` with their score for label j; `predicted` at the tuned thresholds, label j's at
+    `threshold` when one is given."""
+    cut = evaluation.thresholds.copy()
+    if threshold is not None:
+        cut[j] = threshold
+    predicted = evaluation.probabilities[index] >= cut
     scores = evaluation.probabilities[index, j].astype(np.float64)
     has = evaluation.truth[index, j]
     loss = -np.log(np.clip(np.where(has, scores, 1 - scores), _EPS, 1.0))
@@ -66,7 +76,7 @@ def _rows(evaluation: MultilabelEvaluation, index: np.ndarray, j: int) -> pd.Dat
             "score": scores,
             "has_label": has,
             "labels": [", ".join(x) for x in evaluation.labels_of(evaluation.truth[index])],
-            "predicted": [", ".join(x) for x in evaluation.labels_of(evaluation.predicted[index])],
+            "predicted": [", ".join(x) for x in evaluation.labels_of(predicted)],
             "loss": loss,
         }
     )

@@ -101,12 +101,13 @@ def headline(summary: dict) -> None:
     cols[5].metric("Test photos", summary["test_images"])
     said = words.headline(summary)
     low = summary["map_interval"][0]
-    if low is None or words.beats_random(low, baseline):  # None: no label, or no interval on a split this large
-        st.info(said, icon=":material/insights:")
-    else:
-        st.warning(said, icon=":material/casino:")
+    shown = words.beats_random(low, baseline) and len(words.weak_labels(summary)) < len(summary["per_label"])
+    if low is None or shown:  # None: no label, or no interval on a split this large
+        st.info(plain.md(said), icon=":material/insights:")
+    else:  # no better than chance averaged over the labels, or no label has shown it on its own
+        st.warning(plain.md(said), icon=":material/casino:")
     notes = [
-        words.weak_labels_words(summary),
+        words.untested_words(summary),
         words.thresholds_words(summary),
         f"Hamming loss {summary['hamming_loss']:.3f}: the share of (photo, label) answers that are wrong.",
     ]
@@ -117,6 +118,14 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
     table = evaluation.per_label()
     table.insert(2, "ap 95%", [_range(lo, hi) for lo, hi in zip(table["ap_low"], table["ap_high"], strict=True)])
     table = table.drop(columns=["ap_low", "ap_high", "left out"])
+    every = words.every_photo_labels(summary)
+    table["threshold"] = [words.threshold_text(t) for t in table["threshold"]]
+    table.insert(  # beside the threshold, where it is read
+        table.columns.get_loc("threshold") + 1,
+        "note",
+        [f"answered for {every[name]} of {summary['test_images']} photos" if name in every else ""
+         for name in table["label"]],
+    )  # fmt: skip
     st.caption(
         "Worst AP first (labels no test photo has, last). Random AP: what ranking the photos at random gets on these "
         "photos, about the label's frequency; an AP whose interval reaches down to it is no better than chance. "
@@ -125,8 +134,11 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
     fraction = {name: st.column_config.ProgressColumn(name, min_value=0, max_value=1, format="%.3f") for name in
                 ("ap", "precision", "recall", "f1")}  # fmt: skip
     figures = {name: st.column_config.NumberColumn(name, format="%.3f") for name in ("random_ap", "frequency",
-               "threshold", "ece")}  # fmt: skip
+               "ece")}  # fmt: skip
     st.dataframe(table, hide_index=True, key="evaluate_ml_table", column_config=fraction | figures)
+    for name in every:
+        note = words.every_photo_note(summary, name)
+        st.warning(plain.md(note[0].upper() + note[1:]), icon=":material/select_all:")
     st.download_button(
         "Download metrics (JSON)",
         json.dumps(summary, indent=2),
@@ -140,11 +152,15 @@ def per_label_table(evaluation: MultilabelEvaluation, summary: dict, run_id: str
 def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Path, run) -> None:
     run_id = run.run_id
     order = evaluation.per_label()["label"].tolist()
-    if st.session_state.get("evaluate_ml_label") not in order:
-        st.session_state["evaluate_ml_label"] = order[0]
-    label = st.selectbox("Label (worst AP first)", order, key="evaluate_ml_label")
+    key = f"evaluate_ml_label_{run_id}"  # per run: another run's label is not kept when the run changes
+    if st.session_state.get(key) not in order:
+        st.session_state[key] = order[0]
+    label = st.selectbox("Label (worst AP first)", order, key=key)
     entry, j = summary["per_label"][label], evaluation.label_index(label)
     tuned = entry["threshold"]
+    note = words.every_photo_note(summary, label)
+    if note:
+        st.warning(plain.md(note[0].upper() + note[1:]), icon=":material/select_all:")
     threshold = st.slider(
         "Threshold",
         0.0,
@@ -154,7 +170,8 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         format="%.3f",
         key=f"evaluate_ml_threshold_{run_id}_{j}",
         help=f"A photo is answered '{plain.md(label)}' when its score is at or above this. Its threshold, tuned on the "
-        f"validation photos, is {tuned:.3f}: move it to see what a stricter or looser one does on test.",
+        f"validation photos, is {words.threshold_text(tuned)}: move it to see what a stricter or looser one does on "
+        "test.",
     )
     counts = evaluation.counts_at(label, threshold)
     said = words.trade_off(label, threshold, counts["found"], counts["added"], counts["missed"])
@@ -187,6 +204,13 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         )
         st.caption(plain.md(f"'{label}': {CELL_WORDS[picked]}."))
     rows = views.cell(evaluation, label, threshold, picked)
+    if abs(threshold - tuned) > 1e-9:
+        st.caption(
+            plain.md(
+                f"In the captions, 'answered' reads '{label}' at the slider's {words.threshold_text(threshold)} and "
+                "every other label at its tuned threshold."
+            )
+        )
     _photos(rows, label, dataset_root, f"evaluate_ml_cell_photos_{j}")
     with st.expander(f"Calibration of '{plain.md(label)}'", icon=":material/balance:"):
         table = calibration.reliability(evaluation.truth[:, j], evaluation.probabilities[:, j])
@@ -198,7 +222,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         )
     with st.expander(f"Top losses for '{plain.md(label)}'", icon=":material/trending_down:"):
         st.caption("The test photos whose score for this label was furthest from the truth, worst first.")
-        losses = views.top_losses(evaluation, label, 12)
+        losses = views.top_losses(evaluation, label, 12, threshold)
         _photos(losses, label, dataset_root, f"evaluate_ml_losses_{j}")
     offered = label_heatmap.choices(rows, picked, losses)
     label_heatmap.section(run, label, threshold, tuned, offered, dataset_root, key=f"evaluate_ml_gradcam_{j}")

@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.multilabel import NO_LABEL
+from core.results.evaluation import multilabel_words as words
+from core.results.evaluation.multilabel import stored_summary
 from core.serving.batch_predict import size_note
 from pages.ui import plain
 from pages.ui.predict.extras import csv_button
@@ -20,6 +22,7 @@ SCORE_WORDS = (
 )
 
 
+EVERY_PHOTO = " — given to (nearly) every test photo at this threshold: it says little about this one"
 MANY = 4  # from this many photos on, a table comes first (as for a single-label run)
 NOT_YET = (
     "Prediction sets, answering only when sure, the check for photos unlike the training photos, the prediction log "
@@ -31,6 +34,8 @@ def show(run, files: list[tuple[str, str, bytes]], classify, thresholds: dict[st
     """Every uploaded photo's labels: a card each, and from MANY photos on the table first. `classify(upload_id,
     name, data)` gives one photo's BatchItem (cached by the page); `thresholds` the served model's, by label."""
     st.caption(NOT_YET)
+    summary = stored_summary(run.directory)  # the test figures: which labels nearly every photo gets
+    every = words.every_photo_labels(summary) if summary else {}
     many = len(files) >= MANY
     progress = st.progress(0.0, text="Classifying…") if many else None
     items = []
@@ -38,6 +43,10 @@ def show(run, files: list[tuple[str, str, bytes]], classify, thresholds: dict[st
         items.append(classify(upload_id, name, data))
         if progress is not None:
             progress.progress((i + 1) / len(files), text=f"Classifying {i + 1} / {len(files)}")
+    given = {label for item in items if item.answer is not None for label in item.answer.labels or []}
+    note = words.every_photo_words(summary, [c for c in run.classes if c in given])
+    if note:
+        st.warning(plain.md(note), icon=":material/select_all:")
     if progress is not None:
         progress.empty()
         table(run, items, thresholds)
@@ -45,14 +54,25 @@ def show(run, files: list[tuple[str, str, bytes]], classify, thresholds: dict[st
     for index, ((_, name, data), item) in enumerate(zip(files, items, strict=True)):
         box = st.expander(f"{plain.md(name)}: {plain.md(heading(item))}") if many else st.container(border=True)
         with box:
-            photo_card(index, run, name, data, item)
+            photo_card(index, run, name, data, item, thresholds, every)
+
+
+def percent(value: float) -> str:
+    """A score or threshold as every place on this page writes it: one decimal ('77.6%'); one above 0 but under
+    0.001 as 'under 0.1%', never '0.0%', which would hide that it is not 0 (and 0 as '0%')."""
+    if value == 0:
+        return "0%"
+    if 0 < value < 0.001:
+        return "under 0.1%"
+    return f"{value:.1%}"
 
 
 def heading(item) -> str:
-    """A photo's answer in a few words: its labels, or none of these, or unreadable."""
+    """A photo's answer in a few words: its labels in the run's label order (as the table and CSV give them), or
+    none of these, or unreadable."""
     if item.answer is None:
         return "unreadable"
-    return ", ".join(f["label"] for f in item.answer.found) or NO_LABEL
+    return ", ".join(item.answer.labels or []) or NO_LABEL
 
 
 def about_run(run) -> None:
@@ -80,7 +100,7 @@ def scores_chart(answer, classes: list[str]):
             x=[scores[n] for n in order],
             y=[plain.chart(n) for n in order],
             orientation="h",
-            text=[f"{scores[n]:.0%}" for n in order],
+            text=[percent(scores[n]) for n in order],
             textposition="auto",
             marker_color=["#b8336a" if n in given else "#d9d9d9" for n in order],
             name="score",
@@ -104,8 +124,11 @@ def scores_chart(answer, classes: list[str]):
     return figure
 
 
-def photo_card(index: int, run, name: str, data: bytes, item) -> None:
-    """One photo: the labels it gets with score and threshold, or "none of these"; the other labels on demand."""
+def photo_card(
+    index: int, run, name: str, data: bytes, item, thresholds: dict[str, float], every: dict[str, int]
+) -> None:
+    """One photo: the labels it gets with score and threshold (in the run's label order), or "none of these"; the other
+    labels on demand. `every`: the labels answered for (nearly) every test photo, flagged where given."""
     if item.error:
         st.error(
             f"**{plain.md(name)}** could not be classified: {plain.md(item.error)}", icon=":material/broken_image:"
@@ -115,20 +138,21 @@ def photo_card(index: int, run, name: str, data: bytes, item) -> None:
     image_col, words_col = st.columns([1, 2], vertical_alignment="center")
     image_col.image(data, caption=plain.md(name), width=240)
     with words_col:
-        if answer.found:
-            count = f"{len(answer.found)} label{'s' if len(answer.found) > 1 else ''}"
+        if answer.labels:
+            count = f"{len(answer.labels)} label{'s' if len(answer.labels) > 1 else ''}"
             st.markdown(f"**{count} given**, each score at or above its label's threshold:")
             st.markdown(
                 "\n".join(
-                    f"- **{plain.md(f['label'])}**: score {f['probability']:.1%} (threshold {f['threshold']:.1%})"
-                    for f in answer.found
+                    f"- **{plain.md(label)}**: score {percent(answer.scores[label])} (threshold "
+                    f"{percent(thresholds[label])}){EVERY_PHOTO if label in every else ''}"
+                    for label in answer.labels
                 )
             )
         else:
             best, score = max(answer.scores.items(), key=lambda pair: pair[1])
             st.markdown(
                 f"**{NO_LABEL.capitalize()}**: no label's score reaches its threshold (the highest, "
-                f"**{plain.md(best)}**, scores {score:.1%} against its {answer.thresholds[best]:.1%})."
+                f"**{plain.md(best)}**, scores {percent(score)} against its {percent(thresholds[best])})."
             )
         small = size_note(item.decoded, run.train_config.image_size)
         if small:
@@ -156,24 +180,29 @@ def table(run, items: list, thresholds: dict[str, float]) -> None:
     from core.serving.batch_predict import csv_text, label_rows
 
     rows = label_rows(items, run.classes, run.train_config.image_size)
+    shown = [  # the scores in percent, to one decimal as the cards write them; the CSV keeps 0-1
+        {k: v * 100 if k.startswith("score_") and v != "" else v for k, v in row.items()} for row in rows
+    ]
     bad = sum(1 for item in items if item.error)
     none = sum(1 for item in items if item.answer is not None and not item.answer.labels)
     st.markdown(
         f"**{len(items)} photos**: {bad} unreadable, {none} with *{NO_LABEL}* (no label reaches its threshold)."
     )
     st.dataframe(
-        rows,
+        shown,
         hide_index=True,
         width="stretch",
         column_config={
             "path": st.column_config.TextColumn("photo", width="medium"),
             "labels": st.column_config.TextColumn(
-                "labels given", help="Each label whose score reaches its threshold, joined by |; empty: none of these."
+                "labels given",
+                help="Each label whose score reaches its threshold, in the run's label order, joined by |; empty: none "
+                "of these.",
             ),
             "none_of_these": st.column_config.CheckboxColumn(NO_LABEL, help="No label reaches its threshold."),
             **{
                 f"score_{name}": st.column_config.NumberColumn(
-                    f"{name} score", format="percent", help=f"Given at {thresholds[name]:.1%} or above."
+                    f"{name} score", format="%.1f%%", help=f"Given at {percent(thresholds[name])} or above."
                 )
                 for name in run.classes
             },
@@ -181,6 +210,12 @@ def table(run, items: list, thresholds: dict[str, float]) -> None:
             "warning": st.column_config.TextColumn("warning", width="large"),
         },
     )
-    cuts = ", ".join(f"{plain.md(name)} {thresholds[name]:.1%}" for name in run.classes)
+    cuts = ", ".join(f"{plain.md(name)} {percent(thresholds[name])}" for name in run.classes)
     st.caption(f"Each label's threshold (a score at or above it gives the label): {cuts}.")
+    low = [plain.md(name) for name in run.classes if thresholds[name] < 0.001]
+    if low:
+        st.caption(
+            f"Scores are shown to one decimal: with a threshold under 0.1% ({', '.join(low)}), a score shown 0.0% can "
+            "still reach it and give the label (the CSV keeps six decimals)."
+        )
     csv_button(run, csv_text(rows))
