@@ -125,3 +125,34 @@ def test_a_table_of_label_lists_is_previewed_then_imported(app, workspace, tmp_p
         assert "classes by the label column" in texts(at)
     finally:
         shutil.rmtree(workspace["data"] / "planet")
+
+
+def test_a_photo_folder_outside_the_roots_is_refused_as_typed_naming_the_allowed_ones(
+    app, workspace, tmp_path, monkeypatch
+):
+    """Walk 54: the folder was refused only after Import, by a message naming FLORA_DATA_ROOTS but not the folders
+    in force."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    monkeypatch.setenv("FLORA_DATA_ROOTS", str(allowed))
+    outside = tmp_path / "src" / "images"
+    outside.mkdir(parents=True)
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    at.text_input(key="dataset_table_images").set_value(str(outside)).run()  # no table yet: said already
+    refused = [e.value for e in at.error]
+    assert len(refused) == 1 and f"{md(str(outside))} is not a folder Flora may import from" in refused[0]
+    data = workspace["data"].resolve()
+    assert f"imports read only inside {md(str(allowed.resolve()))}, {md(str(data))}" in refused[0]
+    assert "Copy or move the photos into one of them" in refused[0] and "FLORA\\_DATA\\_ROOTS" in refused[0]
+    table = "image,tags\np0.png,a b\n"
+    at.file_uploader(key="dataset_table").set_value(("tags.csv", table.encode(), "text/csv")).run()
+    assert at.button(key="dataset_table_go").disabled  # nothing to import from there
+    inside = allowed / "images"
+    inside.mkdir()
+    at.text_input(key="dataset_table_images").set_value(str(inside)).run()
+    assert not at.error and not at.button(key="dataset_table_go").disabled
+    at.text_input(key="dataset_table_images").set_value(str(allowed / "missing")).run()
+    assert [e.value for e in at.error] == [
+        f"{md(str(allowed / 'missing'))} is not a folder: nothing is there, or a file is."
+    ]
