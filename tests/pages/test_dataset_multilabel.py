@@ -51,6 +51,7 @@ def test_labels_samples_and_split_of_a_multilabel_dataset(app, tmp_path):
     shown = texts(at)
     assert "Labels: 3" in shown and "Images: 33" in shown and "Labels a photo: 1.36" in shown, shown
     assert "multi-label" in shown and "Classes:" not in shown
+    assert "Split: seeded" in shown  # the name the run's settings give it too (walk 54: 'random' there)
 
     per_label = _chart(at, "dataset_ml_per_label")["data"][0]  # photos per label, most first
     assert _values(per_label["x"]) == ["person", "cat", "dog"] and _values(per_label["y"]) == [20, 15, 10]

@@ -54,6 +54,7 @@ def test_a_finished_multilabel_run_shows_its_validation_map_and_test_map(app, tm
     assert at.selectbox(key="train_run").value == submission.run_id
     shown = texts(at)
     assert "Test mAP" in shown and "Labels: 4" in shown and "Test accuracy" not in shown
+    assert "Split (seeded, seed 0): " in shown  # as the Dataset page names it (walk 54: 'Split (random)')
     assert "core predict" in shown and "Explore maps its photos by label" in shown
     assert "the Evaluate page gives its AP, precision, recall and F1 per label" in shown
     runs = table_with(at, "run", "accuracy", "mAP")  # the runs table: the mAP under its own name (walk 54)
