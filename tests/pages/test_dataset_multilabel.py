@@ -109,6 +109,8 @@ def test_a_table_of_label_lists_is_previewed_then_imported(app, workspace, tmp_p
     table = "image_name,tags\n" + "".join(f"train_{i},{t}\n" for i, t in enumerate(tags))
     at = app("dataset")
     at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    shown = texts(at)  # the tab says both multi-label forms before any upload (walk 54: single-label examples only)
+    assert "a column of label lists (`image_name,tags`" in shown and "one 0/1 column per label (`image,cat" in shown
     at.file_uploader(key="dataset_table").set_value(("planet.csv", table.encode(), "text/csv")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="dataset_table_path_column").value == "image_name"

@@ -207,6 +207,12 @@ def table_import() -> None:
         "`image,label,split`; ids with or without the extension; paths in sub-folders). The photos are linked, "
         "not copied: keep them where they are."
     )
+    st.caption(
+        "Several labels a photo (multi-label) work too, in either form: a column of label lists (`image_name,tags` "
+        "with rows like `p1,clear primary water`, the labels separated by a space, |, comma or ;), or one 0/1 "
+        "column per label (`image,cat,dog,person` with rows like `p1,1,0,1`). An empty list or a row of zeros is a "
+        "photo with no label, kept. The table's form is detected, and said before anything is imported."
+    )
     upload = st.file_uploader("The table (CSV or Parquet)", type=["csv", "tsv", "txt", "parquet"], key="dataset_table")
     images = st.text_input(
         "Folder of the images (on this machine)", key="dataset_table_images", placeholder="/path/to/train_images"
