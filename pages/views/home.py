@@ -119,6 +119,8 @@ if runs:
         for run in runs[:10]
     ]
     table = pd.DataFrame(rows)
+    if all(run.multilabel for run in runs[:10]):  # a figure's column only for the kinds listed: no column of Nones
+        table = table.drop(columns="accuracy")
     if not any(run.multilabel for run in runs[:10]):
         table = table.drop(columns="mAP")
     st.dataframe(

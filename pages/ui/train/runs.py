@@ -114,7 +114,9 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
     line = line or {}
     # whose, as one name per person: "root" (the command line) and "local" (the app) are the person at this machine
     owners = auth.shared() or len({layer_of(run.owner) for run in runs}) > 1
-    multilabel = any(run.multilabel for run in runs)  # a column for their test mAP (walk 54: under 'test accuracy')
+    # each kind's test figure under its own name, a column only for the kinds listed (walk 54: mAP under 'test
+    # accuracy'; a column of Nones)
+    single, multi = any(not run.multilabel for run in runs), any(run.multilabel for run in runs)
     for run in runs:
         state = states.get(run.run_id)
         now = state.short_text if state else ""
@@ -128,8 +130,8 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
                 "state": state.state_label if state else run.state.value,
                 "now": now,
                 "progress": state.fraction if state else (1.0 if run.state is JobState.DONE else None),
-                "accuracy": run.status.accuracy,
-                **({"mAP": run.status.map} if multilabel else {}),
+                **({"accuracy": run.status.accuracy} if single else {}),
+                **({"mAP": run.status.map} if multi else {}),
                 "id": run.run_id,
             }
         )
