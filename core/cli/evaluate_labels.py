@@ -94,6 +94,9 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
             "(confident learning one label at a time, as cleanlab's; the Evaluate page shows them): photos to look at, "
             "not errors found"
         )
+        weak_model = multilabel_issues.weak_model_words(issues, summary)
+        if weak_model:
+            print(weak_model.replace("**", ""))
     resampled = summary["bootstrap"]
     if resampled["resamples"]:
         print(

@@ -44,6 +44,7 @@ LAYOUT_SPLITS = {
     "presplit": "its own: train/val/test folders",
     "manifest": "its own: recorded by the importer",
 }
+SPLIT_NAMES = {"random": "seeded", "dataset": "own"}  # a Split's source as every page names it (walk 54: two names)
 META_FILE = "flora.json"  # written by importers: name, source, synthetic, optional "splits"
 _IGNORED_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 UNLABELLED_NAMES = ("unlabelled", "unlabeled")  # top-level photos without a label (core.data.unlabelled): no class

@@ -109,20 +109,34 @@ def _lexically_inside(path: Path, roots: list[Path]) -> bool:
     return any(normal == root or normal.is_relative_to(root) for root in roots)
 
 
-def check_source(path: str | os.PathLike, roots: list[Path], base: str | os.PathLike | None = None) -> Path:
+def check_source(
+    path: str | os.PathLike,
+    roots: list[Path],
+    base: str | os.PathLike | None = None,
+    shown: Callable[[Path], str] | None = None,
+) -> Path:
     """A server folder to import from (Oxford 102, a table's images), resolved, when it is inside `roots`.
 
     A relative path is taken from `base` (the data folder). Outside the roots, OutsideDataRoots says the same
     words whether the folder exists, is a link or is missing, and names only what was typed: an import's error
-    must not tell a student what the server holds (`/root/.ssh` and `/root/nonexistent` read alike)."""
+    must not tell a student what the server holds (`/root/.ssh` and `/root/nonexistent` read alike). With `shown`
+    (how a page writes a server path, as in check_inside) it names the folders that are allowed, and what to do
+    (walk 54: the refusal named FLORA_DATA_ROOTS but not the folders in force)."""
     given = Path(path).expanduser()
     if not given.is_absolute() and base is not None:
         given = Path(base) / given
     if inside(given, roots):
         return given.resolve()
+    if shown is None:
+        raise OutsideDataRoots(
+            f"{path} is not a folder Flora may import from: imports read only inside the data folder (and the "
+            f"other data roots whoever runs this Flora listed in {ROOTS_ENV}). {LINK_RULE} Put the files there first."
+        )
+    listed = ", ".join(shown(root) for root in roots[:6]) + (f" and {len(roots) - 6} more" if len(roots) > 6 else "")
+    usual = f" (the data folder, {shown(Path(base))}, is the usual place)" if base is not None else ""
     raise OutsideDataRoots(
-        f"{path} is not a folder Flora may import from: imports read only inside the data folder (and the other "
-        f"data roots whoever runs this Flora listed in {ROOTS_ENV}). {LINK_RULE} Put the files there first."
+        f"{path} is not a folder Flora may import from: imports read only inside {listed}. {LINK_RULE} Copy or "
+        f"move the photos into one of them{usual}, or have whoever runs this Flora add their folder to {ROOTS_ENV}."
     )
 
 

@@ -266,7 +266,8 @@ OPTIONS: tuple[TrainOption, ...] = (
         "--lr-schedule",
         "Learning-rate schedule",
         "constant: the same rate all along; cosine: it decays smoothly to zero over the phase; plateau: it is "
-        "divided by about 3 whenever validation loss stops improving. Both phases follow it.",
+        "divided by about 3 whenever validation loss (a multi-label run's: validation mAP) stops improving. Both "
+        "phases follow it.",
         RADIO,
         HEAD,
         choices=LR_SCHEDULES,
@@ -276,7 +277,8 @@ OPTIONS: tuple[TrainOption, ...] = (
         "early_stopping_patience",
         "--patience",
         "Early stopping patience (0 = off)",
-        "Stop a phase when validation loss has not improved for this many epochs; the best weights are kept.",
+        "Stop a phase when validation loss (a multi-label run's: validation mAP) has not improved for this many "
+        "epochs; the best weights are kept.",
         NUMBER,
         HEAD,
         minimum=0,

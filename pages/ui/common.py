@@ -151,6 +151,14 @@ def evaluable_runs() -> list[Run]:
     ]
 
 
+TEST_ACCURACY_HELP = "a single-label run's: the share of its test photos whose top answer is their class"
+TEST_MAP_HELP = (
+    "a multi-label run's: its mean average precision on the test photos, how well each label's scores rank the "
+    "photos having it above the others, averaged over the labels (a random scorer gets about each label's share of "
+    "photos; Evaluate gives the run's own figure)"
+)
+
+
 def run_title(run: Run) -> str:
     """What tells a run apart: the name a person gave it, else its settings that differ from the defaults; and
     the label corrections it applied ('+4 corrections'), which a name does not hide."""
@@ -190,13 +198,14 @@ def random_start_notice(run: Run) -> None:
     """Say plainly what a run trained from random weights can and cannot show."""
     if run.train_config.weights != "none":
         return
+    figure = "mAP" if run.multilabel else "accuracy"
+    low = "a low mAP" if run.multilabel else "low accuracy"
     with st.expander(
-        ":orange[**This model started from random weights**, not ImageNet: expect low accuracy and confident "
-        "mistakes.]",
+        f":orange[**This model started from random weights**, not ImageNet: expect {low} and confident mistakes.]",
         icon=":material/casino:",
     ):
         st.markdown(
-            "Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so accuracy "
+            f"Its ResNet-50 never learnt to see: the head learnt from colour and rough texture only, so its {figure} "
             "is far below what transfer learning gives, and many wrong answers come with 95-100% confidence. "
             "With ImageNet weights the backbone starts from features learnt on over a million photos, and the same "
             "run usually does far better. To train from them "

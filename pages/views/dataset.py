@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.data import roots as data_roots
-from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, DatasetError
+from core.data.datasets import ADDED_BY, LAYOUT_SPLITS, SPLIT_NAMES, DatasetError
 from core.data.imaging import GRAYSCALE_MODES
 from core.data.split_rule import next_split
 from core.health import image_table
@@ -159,7 +159,7 @@ else:
     cols[0].metric("Classes", len(index.classes))
     cols[1].metric("Images", len(index.entries))
     cols[2].metric("Largest / smallest class", f"{sizes.max()} / {sizes.min()}")
-    cols[3].metric("Split", "own" if index.has_split else "seeded", help=LAYOUT_SPLITS[index.layout])
+    cols[3].metric("Split", SPLIT_NAMES["dataset" if index.has_split else "random"], help=LAYOUT_SPLITS[index.layout])
 if index.empty_classes:
     st.warning(
         f"Empty class folder(s) left out: {', '.join(plain.md(c) for c in index.empty_classes)}",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.data.tasks import MULTI_LABEL
 from core.importers.sources import KNOWN_SOURCES
-from pages.ui import common, dataset_choice, device_status, plain
+from pages.ui import common, dataset_choice, device_status, plain, steps
 from pages.ui.navigation import page_file
 
 st.title(":material/local_florist: Flora")
@@ -45,20 +46,21 @@ steps = [
     (
         page_file("train"),
         "3 · Train",
-        "Launch a run in the background; watch loss and accuracy live.",
+        "Launch a run in the background; watch loss and accuracy (a multi-label run's mAP) live.",
         bool(runs),
     ),
     (
         page_file("evaluate"),
         "4 · Evaluate",
-        "Per-class metrics; a confusion matrix that opens the mistakes.",
+        "Per-class metrics and a confusion matrix that opens the mistakes; per-label AP and thresholds for a "
+        "multi-label run.",
         bool(finished),
     ),
     (
         page_file("predict"),
         "5 · Predict",
-        "Upload or take a photo: which of the run's classes is it?",
-        None,
+        "Upload or take a photo: which of the run's classes is it (or, for a multi-label run, which labels)?",
+        steps.predicted(),
     ),
 ]
 step_cols = st.columns(len(steps))
@@ -72,10 +74,20 @@ st.subheader("Datasets on disk")
 if datasets:
     table = pd.DataFrame(datasets)[["name", "classes", "images", "split", "synthetic", "path"]]
     table["path"] = [common.shown_path(path) for path in table["path"]]
+    multilabel = [d.get("task") == MULTI_LABEL for d in datasets]
+    if any(multilabel):  # walk 54: '4 classes' for a set of labels, and nothing said it was multi-label
+        table.insert(1, "kind", ["multi-label" if m else "single-label" for m in multilabel])
+        table = table.rename(columns={"classes": "classes or labels"})
     st.dataframe(
         table,
         hide_index=True,
         column_config={
+            "kind": st.column_config.TextColumn(
+                "kind", help="single-label: one class a photo (its folder); multi-label: any number of labels a photo"
+            ),
+            "classes or labels": st.column_config.NumberColumn(
+                "classes or labels", help="a multi-label dataset's labels, a single-label one's classes"
+            ),
             "synthetic": st.column_config.CheckboxColumn("synthetic", help="made by `data get demo`, not real photos"),
             "path": st.column_config.TextColumn("folder"),
         },
@@ -102,13 +114,22 @@ if runs:
             "size": run.train_config.image_size,
             "weights": run.train_config.weights,
             "accuracy": run.status.accuracy,
+            "mAP": run.status.map,  # a multi-label run's test figure (walk 54: 'test accuracy: None')
         }
         for run in runs[:10]
     ]
+    table = pd.DataFrame(rows)
+    if all(run.multilabel for run in runs[:10]):  # a figure's column only for the kinds listed: no column of Nones
+        table = table.drop(columns="accuracy")
+    if not any(run.multilabel for run in runs[:10]):
+        table = table.drop(columns="mAP")
     st.dataframe(
-        pd.DataFrame(rows),
+        table,
         hide_index=True,
-        column_config={"accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f")},
+        column_config={
+            "accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f", help=common.TEST_ACCURACY_HELP),
+            "mAP": st.column_config.NumberColumn("test mAP", format="%.3f", help=common.TEST_MAP_HELP),
+        },
         key="home_runs",
     )
 else:

@@ -20,20 +20,42 @@ WINDOWS = {"last hour": 3600, "last 24 hours": 86400, "last 7 days": 7 * 86400, 
 
 st.title("Monitor")
 st.caption(
-    "Every prediction of the server, the Predict page and (when asked) the CLI is logged. Here they are "
-    "set against what the model saw in training and validation, so a change in what it is sent shows."
+    "Every prediction of a single-label run, by the server, the Predict page and (when asked) the CLI, is logged. "
+    "Here they are set against what the model saw in training and validation, so a change in what it is sent shows."
 )
 teaching.explain("monitoring")
 
+
+def not_logged_words(runs) -> str:
+    """What Monitor leaves out: the multi-label runs, whose predictions no predictor logs yet (walk 54: the page
+    sent a person to classify photos with one and come back, to find nothing)."""
+    ids = ", ".join(run.run_id[:6] for run in runs[:5]) + (", …" if len(runs) > 5 else "")
+    return (
+        f"Monitor covers single-label runs only. A multi-label run's predictions (here: run {ids}) are not logged, "
+        "on the server, on Predict or from the CLI (the log keeps one class a photo), so classifying photos with "
+        "one adds nothing to this page. Its test figures are on Evaluate."
+    )
+
+
+models = [run for run in common.runs() if run.has_model]
+multilabel_runs = [run for run in models if run.multilabel]
 log = PredictionLog.of_store(common.models_root())
 seen = log.models()
 if not seen:
-    st.info(
-        "Nothing logged yet. Start the server on the Serve page (or classify photos on Predict) and come back.",
-        icon=":material/monitoring:",
-    )
+    how = "Start the server on the Serve page (or classify photos on Predict) and come back."
+    if multilabel_runs and all(run.multilabel for run in models):
+        how = "Only a single-label run's predictions are logged, and there is no such model yet."
+    elif multilabel_runs:
+        how = (
+            "Start the server on the Serve page (or classify photos on Predict) with a single-label run and come back."
+        )
+    st.info(f"Nothing logged yet. {how}", icon=":material/monitoring:")
+    if multilabel_runs:
+        st.caption(not_logged_words(multilabel_runs))
     st.page_link(page_file("serve"), label="Go to Serve", icon=":material/arrow_forward:")
     st.stop()
+if multilabel_runs:
+    st.caption(not_logged_words(multilabel_runs))
 
 run_ids = list(dict.fromkeys(run_id for _, run_id, _ in seen))
 names = {run_id: sorted({m for m, r, _ in seen if r == run_id}) for run_id in run_ids}

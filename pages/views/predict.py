@@ -8,7 +8,7 @@ import streamlit as st
 from core.data.imaging import IMAGE_EXTENSIONS
 from core.results.probabilities import calibration
 from core.serving.batch_predict import size_note
-from pages.ui import auth, common, device_status, plain, run_models, teaching
+from pages.ui import auth, common, device_status, plain, run_models, steps, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
@@ -121,6 +121,7 @@ model_key = run_models.key_of(run)
 served = predict_extras.load_model(model_key)
 answer_stamp = served.follow_run(every=0.0)  # test-time augmentation measured or sets refitted since it loaded
 common.random_start_notice(run)
+steps.mark_predicted()  # the photos are classified below: Home ticks its Predict step
 if run.multilabel:  # its labels against their thresholds: no temperature, sets, holding back or OOD check yet
     predict_labels.show(
         run,

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.data.multilabel import names_of
 from core.data.thumbnails import example_photo
 from core.processes import JobState
 from core.results.probabilities import class_thresholds, conformal, promise, selective
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
-from pages.ui import auth, common, plain, teaching
+from pages.ui import auth, common, dataset_choice, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.serving import sections as serving
 
@@ -165,15 +166,29 @@ def example_file(dataset_path: str) -> str | None:
 def example_of(run_id: str | None) -> tuple[str, str]:
     """(a photo of the run's own dataset for the snippets, what it is in words); "photo.jpg" when none is found."""
     run = next((r for r in runs if r.run_id == run_id), None)
+    if run is not None and run.multilabel:
+        return multilabel_example(run)
     found = example_file(run.dataset_path) if run is not None else None
     if not found:
         return "photo.jpg", "any photo of the classes the model knows"
     classes = ", ".join(plain.md(c) for c in (run.classes or [])[:6]) + (", …" if len(run.classes or []) > 6 else "")
-    if run.multilabel:  # its photos sit in one folder: the folder is no label
-        where = f"{plain.code(Path(found).name)}, a photo from the dataset {plain.md(run.dataset_name)}"
-        return found, f"{where}; any photo works the same (its labels: {classes})"
     where = f"{plain.code(Path(found).name)}, a photo of **{plain.md(Path(found).parent.name)}** from the dataset"
     return found, f"{where} {plain.md(run.dataset_name)}; any photo of its classes ({classes}) works the same"
+
+
+def multilabel_example(run) -> tuple[str, str]:
+    """A multi-label run's example: the first photo of its dataset's label file, said with that photo's own labels
+    (its photos sit in one folder: the folder is no label; walk 54 read the run's labels as the photo's)."""
+    try:
+        index = dataset_choice.scan(run.dataset_path)
+    except (ValueError, OSError):  # gone, moved out of the data roots, or its label file unreadable
+        index = None
+    if index is None or not index.multilabel or not index.entries:
+        return "photo.jpg", "any photo; the model answers which of its labels each photo shows"
+    labels = names_of(index.targets, 0, index.classes)
+    has = f"its labels in the dataset: {', '.join(plain.md(n) for n in labels)}" if labels else "it has no label"
+    where = f"{plain.code(Path(index.entries[0].path).name)}, a photo from the dataset {plain.md(run.dataset_name)}"
+    return str(index.absolute(index.entries[0])), f"{where} ({has}); any photo works the same"
 
 
 def labels_words() -> str:

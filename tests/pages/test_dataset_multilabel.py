@@ -51,6 +51,7 @@ def test_labels_samples_and_split_of_a_multilabel_dataset(app, tmp_path):
     shown = texts(at)
     assert "Labels: 3" in shown and "Images: 33" in shown and "Labels a photo: 1.36" in shown, shown
     assert "multi-label" in shown and "Classes:" not in shown
+    assert "Split: seeded" in shown  # the name the run's settings give it too (walk 54: 'random' there)
 
     per_label = _chart(at, "dataset_ml_per_label")["data"][0]  # photos per label, most first
     assert _values(per_label["x"]) == ["person", "cat", "dog"] and _values(per_label["y"]) == [20, 15, 10]
@@ -108,6 +109,8 @@ def test_a_table_of_label_lists_is_previewed_then_imported(app, workspace, tmp_p
     table = "image_name,tags\n" + "".join(f"train_{i},{t}\n" for i, t in enumerate(tags))
     at = app("dataset")
     at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    shown = texts(at)  # the tab says both multi-label forms before any upload (walk 54: single-label examples only)
+    assert "a column of label lists (`image_name,tags`" in shown and "one 0/1 column per label (`image,cat" in shown
     at.file_uploader(key="dataset_table").set_value(("planet.csv", table.encode(), "text/csv")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="dataset_table_path_column").value == "image_name"
@@ -125,3 +128,34 @@ def test_a_table_of_label_lists_is_previewed_then_imported(app, workspace, tmp_p
         assert "classes by the label column" in texts(at)
     finally:
         shutil.rmtree(workspace["data"] / "planet")
+
+
+def test_a_photo_folder_outside_the_roots_is_refused_as_typed_naming_the_allowed_ones(
+    app, workspace, tmp_path, monkeypatch
+):
+    """Walk 54: the folder was refused only after Import, by a message naming FLORA_DATA_ROOTS but not the folders
+    in force."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    monkeypatch.setenv("FLORA_DATA_ROOTS", str(allowed))
+    outside = tmp_path / "src" / "images"
+    outside.mkdir(parents=True)
+    at = app("dataset")
+    at.segmented_control(key="dataset_source").set_value("Add a dataset").run()
+    at.text_input(key="dataset_table_images").set_value(str(outside)).run()  # no table yet: said already
+    refused = [e.value for e in at.error]
+    assert len(refused) == 1 and f"{md(str(outside))} is not a folder Flora may import from" in refused[0]
+    data = workspace["data"].resolve()
+    assert f"imports read only inside {md(str(allowed.resolve()))}, {md(str(data))}" in refused[0]
+    assert "Copy or move the photos into one of them" in refused[0] and "FLORA\\_DATA\\_ROOTS" in refused[0]
+    table = "image,tags\np0.png,a b\n"
+    at.file_uploader(key="dataset_table").set_value(("tags.csv", table.encode(), "text/csv")).run()
+    assert at.button(key="dataset_table_go").disabled  # nothing to import from there
+    inside = allowed / "images"
+    inside.mkdir()
+    at.text_input(key="dataset_table_images").set_value(str(inside)).run()
+    assert not at.error and not at.button(key="dataset_table_go").disabled
+    at.text_input(key="dataset_table_images").set_value(str(allowed / "missing")).run()
+    assert [e.value for e in at.error] == [
+        f"{md(str(allowed / 'missing'))} is not a folder: nothing is there, or a file is."
+    ]

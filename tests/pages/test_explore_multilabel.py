@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from core.results.evaluation import embedding
-from core.results.evaluation.multilabel import CELLS
+from core.results.evaluation.multilabel import CELLS, MultilabelEvaluation
 from core.results.evaluation.multilabel_map import map_frame, photo_scores
 from core.results.labels import multilabel_issues
 from core.results.probabilities import label_thresholds
 from core.runs.analysis import RunAnalysis
 from core.runs.store import RunStore
+from pages.ui import label_lists
 from pages.ui.explore.multilabel import DATA_ISSUES_WORDS, LABEL_NEXT_WORDS
 from pages.ui.explore.multilabel_map import map_words
 from pages.ui.plain import md
@@ -135,6 +136,32 @@ def test_the_label_lists_the_model_doubts_as_evaluate_shows_them(open_explore):
     if found.suspected:
         table = table_with(at, "path", "split", "quality", "missing", "wrong")
         assert table["path"].tolist() == found.table["path"].tolist()
+
+
+def test_a_long_list_from_a_weak_model_says_so_pages_its_photos_and_downloads_whole(open_explore, monkeypatch):
+    """Walk 54: 92 of 120 flagged on right labels by a weak model, 'the first 24 of 92' and no more, no CSV."""
+    monkeypatch.setattr(label_lists, "PAGE_SIZE", 2)
+    opened, run = open_explore
+    at = opened()
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    found = multilabel_issues.of_analysis(RunAnalysis.load(run.directory))
+    weak = multilabel_issues.weak_model_words(found, MultilabelEvaluation.of_run(run.directory).summary())
+    assert found.suspected > 2 and weak, "the fixture's run: a weak model flagging many"  # 6 of 18 when written
+    assert weak in [w.value for w in at.warning] and "mostly the model's own mistakes" in weak
+    csv_button = next(b for b in at.get("download_button") if b.proto.label.startswith("Download all"))
+    assert csv_button.proto.label == f"Download all {found.suspected} suspects (CSV)"
+    pages = -(-found.suspected // 2)
+    assert f"2 photos a page, in the table's order ({found.suspected} in all, {pages} pages)." in texts(at)
+
+    def shown_photos() -> list[str]:
+        return [c.split("\n")[-1] for image in at.get("image") for c in image.captions]
+
+    names = [md(Path(p).name) for p in found.table["path"]]  # a caption is Markdown, escaped
+    assert shown_photos() == names[:2]
+    at.session_state["explore_ml_issue_page"] = 2  # the next page
+    at.run()
+    assert shown_photos() == names[2:4]
 
 
 @pytest.mark.parametrize(("tab", "words"), [("Data issues", DATA_ISSUES_WORDS), ("Label next", LABEL_NEXT_WORDS)])

@@ -8,6 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pages.ui import device_status
+from pages.ui.navigation import page_file
+from tests.conftest import copy_run_and_dataset
 from tests.pages.conftest import APP, table_with, texts
 
 
@@ -64,3 +66,34 @@ def test_the_sidebar_says_when_the_framework_does_not_see_the_drivers_gpu(app, t
         assert any(m.label == "Device" and m.value == "CPU" for m in at.metric)
     finally:
         device_status._driver_device.clear(), device_status.device_check.clear()
+
+
+def test_a_multilabel_dataset_and_run_are_said_with_labels_and_map_and_predict_ticks(
+    app, multilabel_run, tmp_path, monkeypatch
+):
+    """Walk 54: Home said 'classes 4' of a multi-label set and 'test accuracy: None' of its runs, and the Predict step
+    never got its tick."""
+    copied = copy_run_and_dataset(multilabel_run, tmp_path)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(copied["data_root"]))
+    at = app(models_dir=copied["models_root"])
+    datasets = table_with(at, "name", "kind", "classes or labels")
+    assert datasets["kind"].tolist() == ["multi-label"] and datasets["classes or labels"].tolist() == [4]
+    runs = table_with(at, "run", "mAP")
+    status = multilabel_run["store"].get(multilabel_run["run_id"]).status
+    assert status.map is not None and runs["mAP"].tolist() == [status.map]
+    assert "accuracy" not in runs.columns  # no column of Nones
+    assert "**5 · Predict**" in texts(at) and "**5 · Predict** :material/check_circle:" not in texts(at)
+
+    at.switch_page(page_file("predict")).run()
+    photo = sorted((copied["dataset"] / "images").iterdir())[0]
+    at.file_uploader(key="predict_upload").set_value([(photo.name, photo.read_bytes(), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page(page_file("home")).run()
+    assert "**5 · Predict** :material/check_circle:" in texts(at)
+    again = AppTest.from_file(APP, default_timeout=60).run()  # a later visit: the tick is kept on disk
+    assert "**5 · Predict** :material/check_circle:" in texts(again)
+
+
+def test_single_label_runs_have_no_map_column(app, workspace):
+    runs = table_with(app(), "run", "accuracy")
+    assert "mAP" not in runs.columns and runs["accuracy"].notna().all()

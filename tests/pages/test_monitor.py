@@ -134,3 +134,18 @@ def test_drift_alarms_show_against_the_runs_reference_and_stay_quiet_without_dri
     assert any("because of the repeated inputs above" in w.value for w in at.warning)
     table = table_with(at, "test", "value", "alarm").set_index("test")
     assert all(note.startswith("mostly repeated inputs") for note in table[table["alarm"]]["note"])
+
+
+def test_a_multilabel_run_is_said_not_to_be_logged(app, multilabel_run, workspace, tmp_path):
+    """Walk 54: the empty page sent a person to classify with a multi-label run and come back; none is logged."""
+    models = tmp_path / "models"
+    copy_run(multilabel_run["models_root"] / multilabel_run["run_id"], models / multilabel_run["run_id"])
+    at = app("monitor", models_dir=models)
+    shown = texts(at)
+    assert "Nothing logged yet. Only a single-label run's predictions are logged, and there is no such model" in shown
+    assert f"A multi-label run's predictions (here: run {multilabel_run['run_id'][:6]}) are not logged" in shown
+    assert "Monitor covers single-label runs only" in shown
+
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])  # and a single-label one
+    at = app("monitor", models_dir=models)
+    assert "classify photos on Predict) with a single-label run and come back" in texts(at)

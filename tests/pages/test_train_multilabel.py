@@ -22,6 +22,13 @@ def test_the_form_says_it_found_a_multilabel_dataset_and_what_that_changes(app, 
     for words in ("A multi-label dataset", "4 labels", "sigmoid", "binary cross-entropy", "mAP", "threshold per label"):
         assert words in shown, words
     assert any("--task multilabel" in code.value for code in at.code)  # the terminal's same run
+    # the plan names what the run follows (walk 54: it said the lowest validation loss picks the epoch)
+    at.radio(key="train_weights_kind").set_value("none")
+    at.radio(key="train_lr_schedule").set_value("plateau").run()
+    shown = texts(at)
+    assert "The weights of the epoch with the highest validation mAP are kept" in shown
+    assert "lowered whenever validation mAP stalls" in shown and "expect a much lower mAP" in shown
+    assert "validation loss" not in shown and "accuracy" not in shown
     at.number_input(key="train_threshold_precision").set_value(0.9).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("--threshold-precision 0.9" in code.value for code in at.code)
@@ -32,6 +39,7 @@ def test_a_single_label_dataset_says_nothing_of_labels(app):
     assert "multi-label" not in texts(at)
     assert not [n for n in at.number_input if n.key == "train_threshold_precision"]
     assert not any("--task" in code.value for code in at.code)
+    assert "The weights of the epoch with the lowest validation loss are kept" in texts(at)
 
 
 def test_a_finished_multilabel_run_shows_its_validation_map_and_test_map(app, tmp_path, monkeypatch):
@@ -46,8 +54,10 @@ def test_a_finished_multilabel_run_shows_its_validation_map_and_test_map(app, tm
     assert at.selectbox(key="train_run").value == submission.run_id
     shown = texts(at)
     assert "Test mAP" in shown and "Labels: 4" in shown and "Test accuracy" not in shown
+    assert "Split (seeded, seed 0): " in shown  # as the Dataset page names it (walk 54: 'Split (random)')
     assert "core predict" in shown and "Explore maps its photos by label" in shown
     assert "the Evaluate page gives its AP, precision, recall and F1 per label" in shown
-    assert table_with(at, "run", "accuracy")["accuracy"].str.startswith("mAP ").all()  # the runs table
+    runs = table_with(at, "run", "mAP")  # the runs table: the mAP under its own name (walk 54), no column of Nones
+    assert runs["mAP"].tolist() == [store.get(submission.run_id).status.map] and "accuracy" not in runs.columns
     charts = list(at.get("plotly_chart"))
     assert len(charts) == 2 and "Validation mAP" in charts[1].proto.spec

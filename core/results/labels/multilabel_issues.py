@@ -18,14 +18,21 @@ training photos, which the model has learnt labels and all.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.results.evaluation.multilabel_words import beats_random, weak_labels
+
 NUDGE = 1e-6  # cleanlab's FLOATING_POINT_COMPARISON
 BIG_THRESHOLD = 2.0  # a side no photo is given: nothing reaches it (cleanlab's BIG_VALUE)
 ALPHA = 0.8  # cleanlab's default exponential moving average
+LARGE_SHARE = 0.2  # a share of the photos flagged that label errors alone rarely reach (a few % is usual)
+CSV_COLUMNS = ["path", "split", "quality", "labels", "missing", "wrong"]
+CSV_SEPARATOR = "|"  # between the labels of one cell, as a multi-label dataset's labels.csv
 
 
 def suspected_pairs(targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -77,6 +84,48 @@ class LabelListIssues:
     @property
     def suspected(self) -> int:
         return len(self.table)
+
+    @property
+    def share(self) -> float:
+        """The share of the photos checked that are flagged."""
+        return self.suspected / self.photos if self.photos else 0.0
+
+    def csv(self) -> str:
+        """Every suspected photo, lowest quality first: path, split, quality, labels, missing, wrong (a cell's labels
+        joined by "|", empty for none)."""
+        table = self.table.assign(**{k: self.table[k].map(CSV_SEPARATOR.join) for k in ("labels", "missing", "wrong")})
+        out = io.StringIO()
+        table[CSV_COLUMNS].to_csv(out, index=False, float_format="%.4f", lineterminator="\n")
+        return out.getvalue()
+
+
+def weak_model_words(issues: LabelListIssues, summary: dict[str, Any] | None) -> str | None:
+    """When a large share of the photos is flagged by a model near chance, the sentence that says the list is then
+    mostly the model's own mistakes, with the figures that decide it: the share flagged, the run's test mAP and its
+    interval against a random scorer's, and how many labels are no better than a random scorer on their own (walk
+    54: 92 of 120 flagged on a set whose every label was right). None otherwise, or without the run's evaluation.
+
+    Weak: the mAP's 95% interval reaches down to the random scorer's mAP, or half the labels or more are no better
+    than a random scorer on their own (core.results.evaluation.multilabel_words)."""
+    if summary is None or summary.get("map") is None or issues.share < LARGE_SHARE:
+        return None
+    found, baseline = summary["map"], summary.get("random_map")
+    low, high = summary.get("map_interval") or (None, None)
+    overall = not beats_random(low if low is not None else found, baseline)
+    weak, total = weak_labels(summary), len(summary["per_label"])
+    if not overall and 2 * len(weak) < total:
+        return None
+    interval = f" (95% interval {low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+    if overall:  # the interval reaches down to the random scorer's figure (or, without one, the figure does)
+        why = ": no better than chance on these test photos"
+    else:
+        why = f", but {len(weak)} of its {total} labels are no better than a random scorer on their own"
+    return (
+        f"**{issues.share:.0%} of the photos are flagged, by a weak model**: its test mAP is {found:.2f}{interval} "
+        f"against {baseline:.2f} for a random scorer{why}. A list this long from a model this weak is mostly the "
+        "model's own mistakes, not label errors (unless a large share of the labels really is wrong). A stronger "
+        "model (ImageNet weights, more photos) gives a list worth working through."
+    )
 
 
 def find(

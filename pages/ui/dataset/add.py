@@ -182,6 +182,22 @@ def multilabel_preview(rows: list[dict[str, str]], shape, path_col: str) -> None
         )
 
 
+def source_folder(typed: str) -> Path | None:
+    """The folder typed for an import, checked as it is typed: inside the data roots (else why not, naming the
+    allowed folders) and there. None until it is both."""
+    if not typed:
+        return None
+    try:
+        folder = check_source(typed, dataset_choice.roots(), base=common.data_root(), shown=common.shown_path)
+    except OutsideDataRoots as e:
+        st.error(plain.md(e), icon=":material/block:")
+        return None
+    if not folder.is_dir():
+        st.error(f"{plain.md(typed)} is not a folder: nothing is there, or a file is.", icon=":material/block:")
+        return None
+    return folder
+
+
 def table_import() -> None:
     """A folder of images on this machine and a CSV (or Parquet) of image, label[, split]: preview, then import."""
     import tempfile
@@ -191,10 +207,17 @@ def table_import() -> None:
         "`image,label,split`; ids with or without the extension; paths in sub-folders). The photos are linked, "
         "not copied: keep them where they are."
     )
+    st.caption(
+        "Several labels a photo (multi-label) work too, in either form: a column of label lists (`image_name,tags` "
+        "with rows like `p1,clear primary water`, the labels separated by a space, |, comma or ;), or one 0/1 "
+        "column per label (`image,cat,dog,person` with rows like `p1,1,0,1`). An empty list or a row of zeros is a "
+        "photo with no label, kept. The table's form is detected, and said before anything is imported."
+    )
     upload = st.file_uploader("The table (CSV or Parquet)", type=["csv", "tsv", "txt", "parquet"], key="dataset_table")
     images = st.text_input(
         "Folder of the images (on this machine)", key="dataset_table_images", placeholder="/path/to/train_images"
     ).strip()
+    folder = source_folder(images)  # said as soon as it is typed, not after Import (walk 54)
     if upload is None:
         return
     suffix = Path(upload.name).suffix or ".csv"
@@ -263,11 +286,10 @@ def table_import() -> None:
         name = st.text_input("Dataset name", value=suggested, key=f"dataset_table_name_{suggested}")
         skip = st.toggle("Import the rows whose image is there, and list the rest", key="dataset_table_skip")
         if not st.button(
-            "Import", icon=":material/table_view:", disabled=not (images and name), key="dataset_table_go"
+            "Import", icon=":material/table_view:", disabled=not (folder and name), key="dataset_table_go"
         ):
             return
         try:
-            folder = check_source(images, dataset_choice.roots(), base=common.data_root())
             result = import_csv(
                 table_path,
                 folder,
@@ -297,8 +319,9 @@ def oxford_import() -> None:
         "data folder)."
     )
     source = st.text_input("Folder", key="dataset_oxford_src", placeholder="oxford102-published").strip()
+    folder = source_folder(source)
     name = st.text_input("Dataset name", value="oxford102", key="dataset_oxford_name")
-    if st.button("Import Oxford 102", icon=":material/local_florist:", disabled=not source, key="dataset_oxford_go"):
+    if st.button("Import Oxford 102", icon=":material/local_florist:", disabled=not folder, key="dataset_oxford_go"):
         progress = common.ThrottledProgress("copying")
         try:
             result = import_oxford102(

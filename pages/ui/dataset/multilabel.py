@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.data.datasets import LAYOUT_SPLITS, DatasetError, DatasetIndex
+from core.data.datasets import LAYOUT_SPLITS, SPLIT_NAMES, DatasetError, DatasetIndex
 from core.data.multilabel import NO_LABEL, label_statistics, names_of
 from core.data.multilabel_split import counts_by_label
 from core.data.split_rule import split_rule
@@ -35,7 +35,7 @@ def headline(index: DatasetIndex) -> dict:
         f"{stats['mean_labels']:.2f}",
         help=f"On average; {stats['without_label']} photo(s) have none.",
     )
-    cols[3].metric("Split", "own" if index.has_split else "seeded", help=LAYOUT_SPLITS[index.layout])
+    cols[3].metric("Split", SPLIT_NAMES["dataset" if index.has_split else "random"], help=LAYOUT_SPLITS[index.layout])
     st.caption(
         ":material/label: A **multi-label** dataset: a photo has any number of these labels, or none. Training "
         "answers each label yes or no on its own (a sigmoid per label), each with its own threshold."

@@ -16,6 +16,7 @@ from core import workspace
 from core.cluster import ADDRESS_ENV
 from core.data.corrections import describe, summary
 from core.data.ingest import disk_plan
+from core.data.tasks import MULTI_LABEL
 from core.device import recommended_batch_size
 from core.paths import imagenet_weights_cached, imagenet_weights_file
 from core.runs.estimate import estimate
@@ -367,9 +368,10 @@ def weights_picker(option: TrainOption, prefix: str = "train") -> str | None:
             )
         return "imagenet"
     if kind == "none":
+        figure = "a far lower mAP" if state.get(key("task", prefix)) == MULTI_LABEL else "far lower accuracy"
         st.caption(
             ":material/warning: A random start: ResNet-50 knows nothing yet, so the head learns from colour and "
-            "rough texture only. Expect far lower accuracy than with ImageNet weights."
+            f"rough texture only. Expect {figure} than with ImageNet weights."
         )
         return "none"
     if kind == "run":

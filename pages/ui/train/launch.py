@@ -21,8 +21,14 @@ from pages.ui.train import form as train_form
 SCHEDULE_WORDS = {
     "constant": "",
     "cosine": ", decaying to zero along a cosine",
-    "plateau": ", lowered whenever validation loss stalls",
+    "plateau": ", lowered whenever {watched} stalls",
 }
+
+
+def watched(config: TrainConfig) -> str:
+    """What picks the best epoch, stops early and lowers a plateau's rate: the validation loss, or a multi-label run's
+    validation mAP (core.train.multilabel.monitored)."""
+    return "validation mAP" if config.multilabel else "validation loss"
 
 
 def plan_text(config: TrainConfig) -> str:
@@ -31,8 +37,9 @@ def plan_text(config: TrainConfig) -> str:
     if config.weights == "none":
         steps.append(
             "**Random start**: ResNet-50 begins with random weights, so its 2,048 features are random mixes of "
-            "the pixels. The head can still learn colour and rough texture, but expect much lower accuracy than "
-            "from ImageNet weights, and confident mistakes."
+            "the pixels. The head can still learn colour and rough texture, but expect "
+            f"{'a much lower mAP' if config.multilabel else 'much lower accuracy'} than from ImageNet weights, and "
+            "confident mistakes."
         )
     else:
         steps.append(
@@ -47,16 +54,21 @@ def plan_text(config: TrainConfig) -> str:
         )
         steps.append(
             f"**Phase 1**: {config.epochs} epochs training only the head, {where}{views}, "
-            f"learning rate {config.learning_rate:g}{SCHEDULE_WORDS[config.lr_schedule]}."
+            f"learning rate {config.learning_rate:g}{schedule_words(config)}."
         )
     if config.fine_tune_epochs:
         steps.append(
             f"**Phase 2**: {config.fine_tune_epochs} epochs fine-tuning the top {config.unfreeze_stages} "
             f"ResNet stage(s) (BatchNorm frozen) at {config.fine_tune_learning_rate:g}"
-            f"{SCHEDULE_WORDS[config.lr_schedule]}."
+            f"{schedule_words(config)}."
         )
-    steps.append("The weights of the epoch with the lowest validation loss are kept and evaluated on the test split.")
+    best = "highest validation mAP" if config.multilabel else "lowest validation loss"
+    steps.append(f"The weights of the epoch with the {best} are kept and evaluated on the test split.")
     return "\n\n".join(steps)
+
+
+def schedule_words(config: TrainConfig) -> str:
+    return SCHEDULE_WORDS[config.lr_schedule].format(watched=watched(config))
 
 
 def launch(

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.corrections import summary as correction_summary
+from core.data.datasets import SPLIT_NAMES
 from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
 from core.runs.record import MAX_NAME_LENGTH, Run
@@ -287,8 +288,12 @@ def settings(run: Run) -> None:
         st.json(run.settings, expanded=False)
         split = run.status.split
         if split:
+            source = split.get("source")
+            name = SPLIT_NAMES.get(source, source)  # as the Dataset page names it
+            if source == "random":
+                name += f", seed {run.train_config.split_draw_seed}"
             st.caption(
-                f"Split ({split.get('source')}): {split.get('train')} train / {split.get('val')} validation / "
+                f"Split ({name}): {split.get('train')} train / {split.get('val')} validation / "
                 f"{split.get('test')} test images. " + plain.md(" ".join(split.get("notes", [])))
             )
         if not run.active and auth.can_change(run):

@@ -114,6 +114,9 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
     line = line or {}
     # whose, as one name per person: "root" (the command line) and "local" (the app) are the person at this machine
     owners = auth.shared() or len({layer_of(run.owner) for run in runs}) > 1
+    # each kind's test figure under its own name, a column only for the kinds listed (walk 54: mAP under 'test
+    # accuracy'; a column of Nones)
+    single, multi = any(not run.multilabel for run in runs), any(run.multilabel for run in runs)
     for run in runs:
         state = states.get(run.run_id)
         now = state.short_text if state else ""
@@ -127,7 +130,8 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
                 "state": state.state_label if state else run.state.value,
                 "now": now,
                 "progress": state.fraction if state else (1.0 if run.state is JobState.DONE else None),
-                "accuracy": result_figure(run),
+                **({"accuracy": run.status.accuracy} if single else {}),
+                **({"mAP": run.status.map} if multi else {}),
                 "id": run.run_id,
             }
         )
@@ -146,9 +150,8 @@ def runs_table(runs: list[Run], states: dict[str, RunProgress], line: dict[str, 
                 format="percent",
                 help="the whole run: decoding, feature extraction, epochs and evaluation",
             ),
-            "accuracy": st.column_config.TextColumn(
-                "test accuracy", help="a multi-label run's: its test mAP (mean average precision), so marked"
-            ),
+            "accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f", help=common.TEST_ACCURACY_HELP),
+            "mAP": st.column_config.NumberColumn("test mAP", format="%.3f", help=common.TEST_MAP_HELP),
         },
     )
 
@@ -179,10 +182,3 @@ def delete_unreadable(run_id: str) -> None:
         common.store().delete_unreadable(run_id)
     except (KeyError, ValueError, OSError) as e:
         st.session_state["train_error_runs"] = str(e)
-
-
-def result_figure(run) -> str:
-    """The runs table's test figure: the accuracy, or a multi-label run's mAP ("mAP 0.712")."""
-    if run.status.accuracy is not None:
-        return f"{run.status.accuracy:.3f}"
-    return f"mAP {run.status.map:.3f}" if run.status.map is not None else ""

@@ -55,3 +55,66 @@ def test_planted_errors_are_found_as_missing_or_wrong_labels_lowest_quality_firs
             caught += classes[j] in row[kind]
     assert caught >= 0.6 * len(flipped)  # planted with a clear signal: most are found, under the right kind
     assert found.suspected <= 2 * len(flipped)
+
+
+def test_the_whole_list_as_csv_lowest_quality_first():
+    given, probabilities, _, _ = _planted(120, 4)
+    classes = ["road", "water", "cloud", "field"]
+    found = multilabel_issues.find(given, probabilities, classes, [f"p{i}.jpg" for i in range(120)], ["val"] * 120)
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(found.csv())))
+    assert [r["path"] for r in rows] == found.table["path"].tolist() and len(rows) == found.suspected
+    first = found.table.iloc[0]
+    assert rows[0]["labels"] == "|".join(first["labels"]) and rows[0]["missing"] == "|".join(first["missing"])
+    assert list(rows[0]) == multilabel_issues.CSV_COLUMNS
+
+
+def _summary(map_, interval, random_map, weak_labels: int, labels: int = 4) -> dict:
+    """An evaluation summary (core.results.evaluation.multilabel) with `weak_labels` labels at chance."""
+    per_label = {
+        f"l{j}": {"ap": 0.5, "ap_interval": [0.2, 0.8] if j < weak_labels else [0.9, 1.0], "random_ap": 0.45}
+        for j in range(labels)
+    }
+    return {"map": map_, "map_interval": list(interval), "random_map": random_map, "per_label": per_label}
+
+
+def _issues(suspected: int, photos: int):
+    import pandas as pd
+
+    return multilabel_issues.LabelListIssues(photos, pd.DataFrame({"path": [f"p{i}" for i in range(suspected)]}))
+
+
+@pytest.mark.parametrize(
+    ("issues", "summary", "said"),
+    [
+        # walk 54's run A: mAP above chance overall, but 3 of 4 labels at chance; 92 of 120 flagged
+        (
+            (92, 120),
+            (0.588, (0.46, 0.64), 0.43, 3),
+            "**77% of the photos are flagged, by a weak model**: its test mAP "
+            "is 0.59 (95% interval 0.46-0.64) against 0.43 for a random scorer, but 3 of its 4 labels are no better "
+            "than a random scorer on their own. A list this long from a model this weak is mostly the model's own "
+            "mistakes, not label errors",
+        ),
+        (
+            (50, 100),
+            (0.5, (0.38, 0.6), 0.43, 1),
+            "**50% of the photos are flagged, by a weak model**: its test mAP is 0.50 (95% interval 0.38-0.60) against "
+            "0.43 for a random scorer: no better than chance on these test photos.",
+        ),
+        ((10, 100), (0.5, (0.38, 0.6), 0.43, 4), None),  # a short list: it may well be label errors
+        ((60, 100), (0.9, (0.85, 0.95), 0.43, 1), None),  # a strong model: its long list is worth the look
+    ],
+)
+def test_a_long_list_from_a_weak_model_is_said_to_be_mostly_its_own_mistakes(issues, summary, said):
+    words = multilabel_issues.weak_model_words(_issues(*issues), _summary(*summary))
+    if said is None:
+        assert words is None
+    else:
+        assert said in words
+
+
+def test_without_the_runs_figures_nothing_is_said():
+    assert multilabel_issues.weak_model_words(_issues(90, 100), None) is None
