@@ -40,6 +40,7 @@ def cache_dir(data_root: str | os.PathLike | None = None) -> Path:
 # core.health.caches lists and removes. A name is spelled here once, with the pattern that reads it back.
 FEATURES_DIRNAME = "features"  # <data>/.cache/features/<features cache>/: pooled backbone features per view
 RUNTIMES_DIRNAME = "runtimes"  # <data>/.cache/runtimes/<graph hash>.onnx: backbones and runs for core.runtimes
+FOREIGN_DIRNAME = "foreign"  # <data>/.cache/foreign/: the OOD reference's foreign images' features, per backbone
 DECODED_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<size>\d+)(?P<jpeg>-jpeg)?$")
 FEATURES_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})(?:-jpeg)?-(?P<size>\d+)-(?P<backbone>.+)$")
 HEALTH_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:-\d+)?)-v(?P<version>\d+)\.\w+$")
@@ -48,6 +49,12 @@ HEALTH_CACHE = re.compile(r"^(?P<fingerprint>[0-9a-f]{8,64})-(?P<what>[a-z_]+(?:
 def features_dir(cache_root: str | os.PathLike) -> Path:
     """`<data>/.cache/features/`: every dataset's cached backbone features."""
     return Path(cache_root) / FEATURES_DIRNAME
+
+
+def foreign_dir(cache_root: str | os.PathLike) -> Path:
+    """`<data>/.cache/foreign/`: the foreign images' pooled features and statistics per frozen backbone
+    (core.results.probabilities.foreign_features), whatever the dataset."""
+    return Path(cache_root) / FOREIGN_DIRNAME
 
 
 def runtimes_dir(cache_root: str | os.PathLike) -> Path:

@@ -4,7 +4,8 @@
 gets a new one), the decoded squares (`<fingerprint>-<size>/`), ResNet-50 features
 (`features/<fingerprint>-<size>-<backbone>/`) and the health check's tables
 (`<fingerprint>-<what>-v<N>.<ext>`), and the backbones and runs written as ONNX for the faster runtimes
-(`runtimes/`, core.runtimes). Nothing ever removed them: a dataset deleted or edited left its
+(`runtimes/`, core.runtimes), and the out-of-distribution reference's foreign images' features per backbone
+(`foreign/`). Nothing ever removed them: a dataset deleted or edited left its
 caches behind, 45 GB for 300k photos at 224 px. Here each is listed with its size and why it is
 stale (the dataset is gone, it changed since, or the cache is of an older format), and the stale
 ones can be removed. A cache of a dataset in use is never listed as removable.
@@ -20,7 +21,7 @@ from pathlib import Path
 from core.data.cache_disk import CACHE_VERSION, INDEX_FILE
 from core.fileio import read_json
 from core.health.table import CACHE_VERSION as HEALTH_VERSION
-from core.paths import DECODED_CACHE, FEATURES_CACHE, HEALTH_CACHE, features_dir, runtimes_dir
+from core.paths import DECODED_CACHE, FEATURES_CACHE, HEALTH_CACHE, features_dir, foreign_dir, runtimes_dir
 
 IN_USE = "in use"
 DATASET_GONE = "its dataset is gone"
@@ -29,6 +30,7 @@ OLD_FORMAT = "an older cache format"
 UNFINISHED = "left unfinished by a stopped decode"
 UNKNOWN = "no dataset here has its fingerprint"
 REWRITTEN = "written again when needed (about a second a graph)"
+FOREIGN_REWRITTEN = "written again when needed (a pass of 192 images when a run fits its reference)"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ def inventory(cache_root: str | os.PathLike, current: dict[str, str]) -> list[Ca
         state = OLD_FORMAT if older else _state(fingerprint, dataset, current)
         size = int(match["size"]) if kind == "features" else None
         entries.append(CacheEntry(path, kind, folder_bytes(path), fingerprint, dataset, size, state))
+    foreign = foreign_dir(root)
+    if foreign.is_dir() and any(foreign.iterdir()):
+        kind = "foreign images' features (the out-of-distribution reference's)"
+        entries.append(CacheEntry(foreign, kind, folder_bytes(foreign), "", "", None, FOREIGN_REWRITTEN))
     graphs = runtimes_dir(root)
     if graphs.is_dir() and any(graphs.iterdir()):
         entries.append(CacheEntry(graphs, "runtime graphs (ONNX)", folder_bytes(graphs), "", "", None, REWRITTEN))

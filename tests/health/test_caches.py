@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from core.data.cache_disk import INDEX_FILE
@@ -103,3 +104,17 @@ def test_the_runtimes_graphs_are_listed_and_removable(tmp_path):
     (entry,) = cache_inventory.inventory(cache, {})
     assert entry.kind == "runtime graphs (ONNX)" and entry.state == REWRITTEN and entry.removable
     assert cache_inventory.remove([entry], cache) >= 8192 and not graphs.exists()
+
+
+def test_the_foreign_images_features_are_listed_and_removable(tmp_path):
+    """Kept per backbone for the OOD reference, whatever the dataset: listed, removable, written again when needed."""
+    from core.health.caches import FOREIGN_REWRITTEN
+    from core.results.probabilities.foreign_features import foreign_features_path, keep_foreign_features
+
+    cache = tmp_path / ".cache"
+    path = foreign_features_path(cache, "0123abcd", 32, 37, 0)
+    keep_foreign_features(path, {"noise": (np.zeros((2, 8), np.float32), np.zeros((2, 3)))})
+    (entry,) = cache_inventory.inventory(cache, {})
+    assert entry.path == path.parent and entry.state == FOREIGN_REWRITTEN and entry.removable
+    assert "foreign images" in entry.kind
+    assert cache_inventory.remove([entry], cache) > 0 and not path.exists()

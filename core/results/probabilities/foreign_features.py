@@ -6,7 +6,7 @@ image size, so a run trained again on the same cached features (another learning
 here and its own logits from its head alone: no pass through ResNet-50, no graph converted for it, and no image
 drawn (their picture statistics are kept beside).
 
-  data/.cache/features/foreign-v2-<image size>-<cache size>-<backbone weights hash>-seed<seed>.npz
+  data/.cache/foreign/foreign-v2-<image size>-<cache size>-<backbone weights hash>-seed<seed>.npz
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.fileio import atomic_path
-from core.paths import features_dir
+from core.paths import foreign_dir
 
 VERSION = 2  # of the file (2: with the images' statistics); foreign.py's images changing changes this
 
@@ -34,7 +34,7 @@ class FrozenBackbone:
 
 
 def foreign_features_path(cache_root: str | os.PathLike, key: str, image_size: int, cache_size: int, seed: int) -> Path:
-    return features_dir(cache_root) / f"foreign-v{VERSION}-{image_size}-{cache_size}-{key}-seed{seed}.npz"
+    return foreign_dir(cache_root) / f"foreign-v{VERSION}-{image_size}-{cache_size}-{key}-seed{seed}.npz"
 
 
 STATS = "__stats"  # suffix of a kind's image statistics in the file

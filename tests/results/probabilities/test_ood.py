@@ -75,7 +75,7 @@ def test_a_rerun_on_the_same_frozen_backbone_reads_the_foreign_images_features_b
     """The foreign images' pooled features depend on the backbone alone: the second fit reads them from the feature
     cache and takes its logits from the head, passes none of them through the network, and fits the same detector."""
     from core.network.model import backbone_of, load_classifier
-    from core.paths import cache_dir, features_dir
+    from core.paths import cache_dir, foreign_dir
     from core.results.after_fit import head_logits
     from core.results.probabilities.foreign import foreign_images
     from core.results.probabilities.foreign_features import FrozenBackbone
@@ -104,7 +104,7 @@ def test_a_rerun_on_the_same_frozen_backbone_reads_the_foreign_images_features_b
 
     drawn = []
     monkeypatch.setattr(module, "foreign_images", lambda *a, **k: drawn.append(1) or foreign_images(*a, **k))
-    kept = features_dir(cache_dir(data_root))
+    kept = foreign_dir(cache_dir(data_root))
     for path in kept.glob("foreign-*.npz"):  # the run's own training kept them already: start from none
         path.unlink()
     try:
