@@ -38,8 +38,7 @@ _SPLIT_ALIASES = {
     "test": "test",
     "testing": "test",
 }
-# How each layout splits, in words (pickers, the Dataset page).
-LAYOUT_SPLITS = {
+LAYOUT_SPLITS = {  # how each layout splits, in words (pickers, the Dataset page)
     "classes": "none of its own: split at training, stratified, seeded",
     "presplit": "its own: train/val/test folders",
     "manifest": "its own: recorded by the importer",
