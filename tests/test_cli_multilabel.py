@@ -237,3 +237,18 @@ def test_a_threshold_that_answers_every_photo_is_said_by_predict_and_evaluate(mu
     assert "1.0e-07" in table[tiny]
     assert f"Threshold 0, tuned on validation: '{zero}' is answered for {n} of {n} test photos (every photo" in text
     assert "answering every label for every photo:" in text
+
+
+def test_runs_lists_a_multilabel_run_with_its_kind_and_test_map(multilabel_run):
+    """Walk 55: `core runs` said CLASSES 4, ACCURACY - of a multi-label run, with no mAP."""
+    where = ["--models-dir", str(multilabel_run["models_root"]), "--data-dir", str(multilabel_run["data_root"])]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert cli(["runs", "--json", *where]) == 0
+    (row,) = [r for r in json.loads(out.getvalue()) if r["run_id"] == multilabel_run["run_id"]]
+    assert row["kind"] == "multi-label" and row["map"] is not None and 0 <= row["map"] <= 1
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(io.StringIO()):
+        assert cli(["runs", *where]) == 0
+        assert cli(["runs", "--show", multilabel_run["run_id"], *where]) == 0
+    assert "multi-label" in text.getvalue() and f"map        {row['map']:.4f}"[:14] in text.getvalue()

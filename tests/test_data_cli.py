@@ -39,7 +39,7 @@ def test_get_list_and_check_the_demo_set(tmp_path, capsys):
     code, out, _ = run(capsys, "list", "--data-dir", data, "--json")
     assert code == 0
     [row] = json.loads(out)
-    assert row["name"] == "demo" and row["synthetic"] is True and row["split"] == "random"
+    assert row["name"] == "demo" and row["synthetic"] is True and row["split"] == "seeded"  # as the Dataset page says
     code, out, _ = run(capsys, "list", "--data-dir", data)
     assert "demo (synthetic)" in out and "Demo flowers (synthetic)" in out
 

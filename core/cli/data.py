@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from core.cli.output import EXIT_OK, EXIT_USAGE, emit_json, fail, format_table
-from core.data.datasets import list_datasets, resolve_dataset_path
+from core.data.datasets import SPLIT_NAMES, list_datasets, resolve_dataset_path
 from core.health import check_dataset
 from core.importers import BYTE_STAGES, get_dataset, import_oxford102, import_zip
 from core.importers.csv_labels import import_csv
@@ -246,7 +246,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "title": index.meta.get("title") or index.name,
                 "classes": len(index.classes),
                 "images": len(index.entries),
-                "split": "own" if index.has_split else "random",
+                "split": SPLIT_NAMES["dataset" if index.has_split else "random"],  # as the Dataset page says it
                 "source": index.meta.get("source") or "folder",
                 "synthetic": bool(index.meta.get("synthetic", False)),
                 "path": str(index.root),

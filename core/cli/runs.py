@@ -319,6 +319,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {store.root}", file=sys.stderr)
         return EXIT_OK
     headers = ["run_id", "state", "owner", "dataset", "classes", "size", "weights", "epochs", "accuracy", "created"]
+    if any(row.get("map") is not None for row in rows):  # walk 55: "CLASSES 4, ACCURACY -" said of a multi-label run
+        headers[4:4] = ["kind"]
+        headers.insert(headers.index("accuracy") + 1, "map")
     print(format_table(headers, [[cell(row[h]) for h in headers] for row in rows if row["state"] != UNREADABLE]))
     for problem in unreadable:
         print(f"{problem.run_id}  unreadable: {problem.reason}", file=sys.stderr)
@@ -341,11 +344,13 @@ def run_row(run: Run) -> dict[str, Any]:
         "state": run.state.value,
         "owner": layer_of(run.owner),  # the person at this machine is "local", whether from the app or here
         "dataset": run.dataset_name,
-        "classes": len(run.classes),
+        "kind": "multi-label" if run.multilabel else "single-label",
+        "classes": len(run.classes),  # a multi-label run's labels
         "size": config.image_size,
         "weights": config.weights,
         "epochs": f"{status.epochs_done or 0}/{config.total_epochs}",
-        "accuracy": status.accuracy,
+        "accuracy": status.accuracy,  # a single-label run's test accuracy; a multi-label run's is its test mAP
+        "map": status.map if run.multilabel else None,
         "created": datetime.datetime.fromtimestamp(run.created).strftime("%Y-%m-%d %H:%M"),
         "device": status.device,
         "error": status.error,
@@ -363,11 +368,12 @@ def _show(run: Run, as_json: bool) -> int:
         "state",
         "owner",
         "dataset",
+        "kind",
         "classes",
         "size",
         "weights",
         "epochs",
-        "accuracy",
+        "accuracy" if not run.multilabel else "map",
         "created",
         "device",
     ):
