@@ -71,7 +71,7 @@ class Prediction:
             out["labels"] = self.labels
             out["none_of_these"] = not self.labels
             out["found"] = label_thresholds.found_rows(self.labels, self.scores or {}, self.thresholds or {})
-            out["scores"] = {name: round(p, 6) for name, p in (self.scores or {}).items()}
+            out["scores"] = {name: label_thresholds.figure(p) for name, p in (self.scores or {}).items()}
         return out
 
 

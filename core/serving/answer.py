@@ -125,7 +125,7 @@ class Answer:
             "labels": list(self.labels or []),
             "none_of_these": not self.labels,
             "found": self.found,
-            "scores": {name: round(p, 6) for name, p in self.scores.items()},
+            "scores": {name: label_thresholds.figure(p) for name, p in self.scores.items()},
         }
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from core.data.imaging import ImageError
 from core.data.multilabel import text_of
 from core.errors import InvalidInput
+from core.results.probabilities.label_thresholds import figure
 from core.serving.engine import Answer, Decoded, ServedModel
 from core.serving.log import LogRecord, PredictionLog
 
@@ -189,7 +190,7 @@ def label_rows(items: list[BatchItem], classes: list[str], image_size: int | Non
             "path": item.name,
             "labels": "" if answer is None else text_of(answer.labels or []),
             "none_of_these": "" if answer is None else not answer.labels,
-            **{f"score_{name}": round(scores[name], 6) if answer is not None else "" for name in classes},
+            **{f"score_{name}": figure(scores[name]) if answer is not None else "" for name in classes},
         }
         if image_size is not None:
             row["warning"] = size_note(item.decoded, image_size) or ""

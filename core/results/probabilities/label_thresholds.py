@@ -150,11 +150,17 @@ def load(run_dir: str | os.PathLike) -> dict[str, float]:
     return {str(k): float(v) for k, v in found.items() if isinstance(v, int | float) and 0 <= v <= 1}
 
 
+def figure(value: float) -> float:
+    """A score or threshold as every predictor writes it: six significant digits, so a tuned 1.02e-07 stays 1.02e-07
+    (six decimals made it 0.0 in the server's JSON: walk 55) and 0.123456789 is 0.123457."""
+    return float(f"{float(value):.6g}")
+
+
 def found_rows(labels: list[str], scores: dict[str, float], thresholds: dict[str, float]) -> list[dict[str, float]]:
     """A multi-label answer's `found`: its labels with their probability and threshold, the most probable first (the
     same rows from every predictor: the server, `core predict`, the Python Predictor)."""
     rows = [
-        {"label": name, "probability": round(scores[name], 6), "threshold": round(thresholds.get(name, UNTUNED), 6)}
+        {"label": name, "probability": figure(scores[name]), "threshold": figure(thresholds.get(name, UNTUNED))}
         for name in labels
     ]
     return sorted(rows, key=lambda row: -row["probability"])
