@@ -28,6 +28,7 @@ import numpy as np
 
 from core.results.evaluation import compare as single
 from core.results.evaluation import multilabel_bootstrap as bootstrap
+from core.results.evaluation import multilabel_compare_words as words
 from core.results.evaluation.compare import NotComparable
 from core.results.evaluation.multilabel import MultilabelEvaluation
 from core.runs.files import run_files
@@ -314,8 +315,6 @@ def compare(sides: list[MultilabelSide], seed: int = 0) -> dict[str, Any]:
     Raises:
         NotComparable: other labels, no test photo in common (compare.check_comparable's reasons).
     """
-    from core.results.evaluation import multilabel_compare_words as words
-
     single.check_comparable(sides, noun="labels", figures="AP")
     paths, left_out = common_rows(sides)
     if not paths:
