@@ -41,8 +41,13 @@ def start_form() -> None:
     names = alias_names + [run.run_id for run in runs]
     labels = {run.run_id: common.run_label(run) for run in runs}
     labels |= {a: f"{a} → run {listed[a]['run_id']} (alias)" for a in alias_names}
-    default = [names[0]] if names else []  # what production serves; with no alias yet, the newest run
-    if st.session_state.get("serve_models_default") != default:  # an alias made since: the picker follows it
+    # What production serves; with no alias yet, the run last picked on Evaluate, Explore or Predict, else the newest.
+    ids = [run.run_id for run in runs]
+    first = names[0] if alias_names else common.opening_run(ids, ids[0])
+    default = [first] if names else []
+    # An alias made since: the picker follows it. And after a server ran, the picker (not drawn meanwhile, so
+    # Streamlit dropped its value) starts from the default again instead of empty (walk 55).
+    if st.session_state.get("serve_models_default") != default or "serve_models" not in st.session_state:
         st.session_state["serve_models_default"] = default
         st.session_state["serve_models"] = default
     last = server_status(common.models_root())
@@ -58,7 +63,8 @@ def start_form() -> None:
         )
         if not alias_names:
             st.caption(
-                f"No alias yet, so clients name the run by its id ({runs[0].run_id}, the newest). Point "
+                f"No alias yet, so clients name the run by its id ({first}"
+                f"{', the newest' if first == ids[0] else ', the run you last picked'}). Point "
                 f"*{serving.DEFAULT_ALIAS}* at a run under Aliases below and serve that instead: clients keep one "
                 "name while the run behind it changes."
             )
@@ -84,6 +90,9 @@ def start_form() -> None:
             "The key is handed to the server process only (never written to disk or its command line).",
         )
         if st.form_submit_button("Start server", icon=":material/play_arrow:", type="primary"):
+            if not chosen:
+                st.error("Pick at least one model to serve above.", icon=":material/error:")
+                return
             try:
                 launch_server(
                     common.models_root(),

@@ -11,6 +11,7 @@ from core.processes import JobState
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
 from core.serving.job import ServerStatus, server_folder
+from pages.ui.navigation import page_file
 from pages.ui.plain import md
 from tests.conftest import copy_run
 from tests.pages.conftest import table_with, texts
@@ -28,6 +29,15 @@ def test_start_form_aliases_and_exports(app, workspace, tmp_path):
     assert any(b.label == "Start server" for b in at.button)
     assert at.multiselect(key="serve_models").value == [workspace["run_id"]]  # no alias yet: the run itself
     assert "No alias yet." in texts(at)
+    # As after a server ran: the picker was not drawn meanwhile, so Streamlit dropped its value; it came back empty
+    after = app(None, models_dir=models)
+    after.session_state["serve_models_default"] = [workspace["run_id"]]
+    after.switch_page(page_file("serve"))
+    after.run()
+    assert after.multiselect(key="serve_models").value == [workspace["run_id"]]  # walk 55
+    at.multiselect(key="serve_models").set_value([])
+    next(b for b in at.button if b.label == "Start server").click().run()
+    assert "Pick at least one model to serve above." in [e.value for e in at.error]  # not a silent click
     at.text_input(key="serve_alias_name").set_value("staging")
     next(b for b in at.button if b.label == "Point alias").click().run()
     assert not at.exception
