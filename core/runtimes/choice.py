@@ -109,6 +109,7 @@ class Forward:
         self.engine = engine
         self.decision = decision
         self._lock = threading.Lock()
+        self._serial = threading.Lock()  # an engine of one stream runs one caller's batch at a time
 
     @property
     def runtime(self) -> str:
@@ -126,12 +127,21 @@ class Forward:
     def output_shape(self):
         return self.model.output_shape
 
+    @property
+    def streams(self) -> int:
+        """How many callers can run a batch at once (OpenVINO: one a stream); the others run one batch at a time."""
+        return getattr(self.engine, "streams", 1)
+
     def run(self, x) -> list[np.ndarray]:
-        """Every output for the (N, S, S, 3) raw pixels `x`, as float32 arrays in the model's output order."""
+        """Every output for the (N, S, S, 3) raw pixels `x`, as float32 arrays in the model's output order. Callers
+        at once share an engine of one stream in turn (Keras, ONNX Runtime) and OpenVINO's streams each."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         engine = self.engine
         try:
-            return engine.run(x)
+            if self.streams > 1:
+                return engine.run(x)
+            with self._serial:
+                return engine.run(x)
         except Exception as e:
             if engine.name == KERAS:
                 raise

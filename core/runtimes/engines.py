@@ -75,6 +75,7 @@ class KerasEngine:
     on a few images, where tracing or compiling the graph would cost more than the pass itself."""
 
     name = KERAS
+    streams = 1  # one batch at a time: the framework spreads it over the cores itself
 
     def __init__(self, model, eager: bool = False):
         self.model = model
@@ -95,6 +96,7 @@ class OnnxRuntimeEngine:
     """An ONNX graph in ONNX Runtime's CPU execution provider."""
 
     name = ONNXRUNTIME
+    streams = 1  # one batch at a time, over its intra-op threads
 
     def __init__(self, graph: Path, outputs: Sequence[str], threads: int | None = None):
         import onnxruntime as ort
@@ -121,8 +123,10 @@ class OnnxRuntimeEngine:
 
 
 class OpenVinoEngine:
-    """An ONNX graph compiled by OpenVINO for this CPU, with its throughput hint: a batch is split across its
-    streams (one per core) and they run at once; a batch smaller than two rows a stream runs on one."""
+    """An ONNX graph compiled by OpenVINO for this CPU, with its throughput hint: one infer request a stream (one
+    stream a core). A caller alone splits its batch across every stream and they run at once (a batch smaller than
+    two rows a stream runs on one); callers at once (the server's batch workers) each run a whole batch on a stream
+    of its own, so no stream waits for another's half of a batch while work is queued."""
 
     name = OPENVINO
 
@@ -146,23 +150,45 @@ class OpenVinoEngine:
         streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") or 1)
         self.requests = [self.compiled.create_infer_request() for _ in range(max(1, streams))]
         self.ports = [self.compiled.output(name) for name in outputs]
-        self._lock = threading.Lock()  # an infer request serves one caller at a time
+        self._free = list(self.requests)  # an infer request serves one caller at a time
+        self._changed = threading.Condition()
+
+    @property
+    def streams(self) -> int:
+        """How many batches can run at once, each on its own stream."""
+        return len(self.requests)
+
+    def _take(self, rows: int) -> list:
+        """Every stream when all are free and the batch fills two rows each, else one (waiting for one)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._free)
+            every = len(self._free) == len(self.requests) and rows >= 2 * len(self.requests)
+            count = len(self.requests) if every else 1
+            taken, self._free = self._free[:count], self._free[count:]
+            return taken
+
+    def _give_back(self, requests: list) -> None:
+        with self._changed:
+            self._free.extend(requests)
+            self._changed.notify_all()
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        with self._lock:
-            parts = len(self.requests) if len(x) >= 2 * len(self.requests) else 1
-            if parts == 1:
-                result = self.requests[0].infer({0: x})
+        requests = self._take(len(x))
+        try:
+            if len(requests) == 1:
+                result = requests[0].infer({0: x})
                 return [np.array(result[port], dtype=np.float32) for port in self.ports]
-            chunks = np.array_split(x, parts)
-            for request, chunk in zip(self.requests, chunks, strict=True):
+            chunks = np.array_split(x, len(requests))
+            for request, chunk in zip(requests, chunks, strict=True):
                 request.start_async({0: np.ascontiguousarray(chunk)})
-            for request in self.requests:
+            for request in requests:
                 request.wait()
             return [
-                np.concatenate([np.array(r.get_tensor(port).data, dtype=np.float32) for r in self.requests])
+                np.concatenate([np.array(r.get_tensor(port).data, dtype=np.float32) for r in requests])
                 for port in self.ports
             ]
+        finally:
+            self._give_back(requests)
 
     def close(self) -> None:
         self.requests, self.compiled = [], None

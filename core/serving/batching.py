@@ -1,10 +1,14 @@
 """Dynamic batching: concurrent requests gathered into one forward pass.
 
 Requests arrive already decoded (a bad photo fails its own request, never a batch). A worker
-thread takes the first waiting request, waits up to `max_wait_ms` for more until `max_batch` rows,
+thread takes the first waiting request, waits up to `max_wait_ms` for more until `max_batch` rows (while no other
+worker's batch runs: then it starts at once with what is queued),
 pads the rows to the next of a few fixed batch sizes where the model needs fixed shapes (Keras: it is warmed for
 them before the server says ready, so no request pays for compiling a new shape; ONNX Runtime and OpenVINO take
 any batch, so their rows go unpadded), runs the model once and hands each request its rows.
+A runtime that runs several batches at once (OpenVINO: one a stream) gets as many workers, each gathering and
+running batches of its own: while one batch runs, the next is gathered and started on a free stream, instead of
+every stream waiting for the slowest half of one batch.
 The queue is bounded: when it is full, `submit` raises `QueueFull` at once (the server answers 503
 with Retry-After) instead of letting latency grow without end. A request whose client went away is
 cancelled and skipped when its turn comes.
@@ -25,6 +29,7 @@ import numpy as np
 from core.errors import Busy, Unavailable
 
 Forward = Callable[[np.ndarray], dict[str, np.ndarray]]
+MAX_WORKERS = 8  # batches gathered and run at once, whatever a runtime's streams
 
 
 class QueueFull(Busy):
@@ -95,9 +100,11 @@ class DynamicBatcher:
         max_queue: int = 512,
         name: str = "batcher",
         pads: Callable[[], bool] = lambda: True,
+        workers: Callable[[], int] = lambda: 1,
     ):
         """`pads()`: whether the model needs its batches padded to `sizes` now (it may change once, when a
-        faster runtime takes over)."""
+        faster runtime takes over); `workers()`: how many batches the model runs at once now (the workers grow
+        to it, never shrink; at most MAX_WORKERS)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1. Received: max_batch={max_batch}")
         if max_wait_ms < 0:
@@ -109,8 +116,12 @@ class DynamicBatcher:
         self.max_wait = float(max_wait_ms) / 1000.0
         self.sizes = batch_sizes(self.max_batch)
         self.stats = BatchStats()
+        self.workers = workers
+        self.name = name
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, int(max_queue)))
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._threads = [threading.Thread(target=self._loop, name=name, daemon=True)]
+        self._counting = threading.Lock()  # the workers' batch counts
+        self._running = 0  # batches running now
         self._started = False
         self._closed = False
         self._gate = threading.Lock()  # a submit either lands before the stop marker or sees closed
@@ -118,7 +129,7 @@ class DynamicBatcher:
     def start(self) -> DynamicBatcher:
         if not self._started:
             self._started = True
-            self._thread.start()
+            self._threads[0].start()
         return self
 
     def close(self, timeout: float = 30.0) -> None:
@@ -128,9 +139,27 @@ class DynamicBatcher:
                 return
             self._closed = True
             if self._started:
-                self._queue.put(None)
+                for _ in self._threads:  # one stop marker a worker
+                    self._queue.put(None)
         if self._started:
-            self._thread.join(timeout)
+            deadline = time.perf_counter() + timeout
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.perf_counter()))
+
+    def _grow(self) -> None:
+        """Start workers up to what the model runs at once now."""
+        want = min(MAX_WORKERS, max(1, int(self.workers())))
+        if want <= len(self._threads):
+            return
+        with self._gate:
+            while not self._closed and len(self._threads) < want:
+                thread = threading.Thread(target=self._loop, name=f"{self.name}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    @property
+    def worker_count(self) -> int:
+        return len(self._threads)
 
     @property
     def queued(self) -> int:
@@ -182,8 +211,11 @@ class DynamicBatcher:
                     return
                 if not self._take(first):
                     continue
+            self._grow()
             jobs, rows = [first], first.rows
-            deadline = time.perf_counter() + self.max_wait
+            # Waiting for more rows pays where the cores would otherwise idle; while another worker's batch runs,
+            # this one starts at once with what is queued (a stream left waiting is a core doing nothing).
+            deadline = time.perf_counter() + (self.max_wait if self._running == 0 else 0.0)
             stop = False
             while rows < self.max_batch:
                 remaining = deadline - time.perf_counter()
@@ -208,6 +240,8 @@ class DynamicBatcher:
                 return
 
     def _run(self, jobs: list[_Job]) -> None:
+        with self._counting:
+            self._running += 1
         try:
             pixels = np.concatenate([job.pixels for job in jobs]) if len(jobs) > 1 else jobs[0].pixels
             outputs = self._forward_padded(pixels)
@@ -215,6 +249,9 @@ class DynamicBatcher:
             for job in jobs:
                 job.future.set_exception(e)
             return
+        finally:
+            with self._counting:
+                self._running -= 1
         start = 0
         for job in jobs:
             job.future.set_result({name: value[start : start + job.rows] for name, value in outputs.items()})
@@ -228,9 +265,10 @@ class DynamicBatcher:
             size = next(s for s in self.sizes if s >= n) if self.pads() else n
             if size > n:
                 chunk = np.concatenate([chunk, np.zeros((size - n, *self.image_shape), dtype=chunk.dtype)])
-            self.stats.batches += 1
-            self.stats.rows += n
-            self.stats.padded_rows += size
+            with self._counting:
+                self.stats.batches += 1
+                self.stats.rows += n
+                self.stats.padded_rows += size
             for name, value in self.forward(chunk).items():
                 parts.setdefault(name, []).append(value[:n])
         return {name: np.concatenate(values) for name, values in parts.items()}

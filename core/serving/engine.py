@@ -182,6 +182,11 @@ class ServedModel:
         return self.runner.fixed_shapes
 
     @property
+    def streams(self) -> int:
+        """How many batches the chosen runtime runs at once (the server's batch workers follow it)."""
+        return self.runner.streams
+
+    @property
     def runtime(self) -> str | None:
         """Which runtime answers and why, once chosen."""
         return self.runner.runtime

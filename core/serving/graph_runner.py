@@ -99,6 +99,11 @@ class GraphRunner:
         return self.through is None or self.through.runtime == KERAS or self.compiling.is_set()
 
     @property
+    def streams(self) -> int:
+        """Batches that can run at once: the chosen runtime's streams once it is ready, else one (Keras)."""
+        return 1 if self.through is None or self.compiling.is_set() else self.through.streams
+
+    @property
     def runtime(self) -> str | None:
         """Which runtime answers and why, once chosen."""
         return None if self.through is None else self.through.decision.text

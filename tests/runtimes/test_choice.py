@@ -153,3 +153,28 @@ def test_check_holds_shapes_finiteness_tolerance_and_the_top_class():
 
 def test_physical_cores_are_at_least_one_and_at_most_the_cpus():
     assert 1 <= engines.physical_cores() <= (__import__("os").cpu_count() or 1)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "keras"])
+def test_callers_at_once_each_get_their_own_answers(graph, pixels, runtime, tmp_path):
+    """The server's batch workers call one runtime at once: OpenVINO runs each caller's batch on a stream of its
+    own, the others take the callers in turn; every caller gets the answers a lone call gives."""
+    import threading
+
+    forward = accelerated(graph, runtime=runtime, cache_root=tmp_path)
+    assert forward.streams >= 1 and (forward.streams == 1 or runtime == "openvino")
+    batches = [pixels[i : i + 1 + i % 3] for i in range(6)] + [pixels]  # 1-3 rows each, and all 6 (a split)
+    alone = [forward.run(b)[0] for b in batches]
+    got: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        for _ in range(5):
+            got[i] = forward.run(batches[i])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for i, expected in enumerate(alone):
+        np.testing.assert_allclose(got[i], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
