@@ -119,7 +119,8 @@ def drop_folders_outside_roots() -> list[str]:
 
 
 @st.cache_data(show_spinner=False, ttl=10)
-def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ...]) -> list[dict]:
+def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ...]) -> dict[str, list[dict]]:
+    """{"usable": the datasets offered, "hidden": those left out for photos that link outside the roots}."""
     roots = [Path(a) for a in allowed]
     # a folder linked in from outside the data roots (data/linkds -> /elsewhere) is neither read nor offered
     indexes = [(index, False) for index in list_datasets(root, keep=lambda folder: data_roots.inside(folder, roots))]
@@ -128,16 +129,19 @@ def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ..
             indexes.append((scan_dataset(folder), True))
         except DatasetError:
             continue  # a remembered folder that no longer holds a dataset is simply not offered
-    usable = []
+    usable, hidden = [], []
     for index, outside in indexes:  # one with links out of the data roots is not offered (core.data.roots)
         try:
             data_roots.check_inside(index.root, roots)
-            data_roots.check_links(index.root, index.links, roots)
         except data_roots.OutsideDataRoots:
             continue
+        try:
+            data_roots.check_links(index.root, index.links, roots)
+        except data_roots.OutsideDataRoots:  # said on Home and the Dataset page (walk 55: it vanished in silence)
+            hidden.append({"name": index.name, "path": str(index.root), "links": list(index.links)})
+            continue
         usable.append((index, outside))
-    indexes = usable
-    return [
+    offered = [
         {
             "name": index.name,
             "path": str(index.root),
@@ -150,8 +154,45 @@ def _datasets_cached(root: str, folders: tuple[str, ...], allowed: tuple[str, ..
             "given_splits": sorted({e.split for e in index.entries if e.split}) if index.has_split else [],
             "task": index.task,
         }
-        for index, outside in indexes
+        for index, outside in usable
     ]
+    return {"usable": offered, "hidden": hidden}
+
+
+def _listing(include_folders: bool) -> dict[str, list[dict]]:
+    allowed = roots()
+    remembered = workspace.remembered_folders(data_root(), person=auth.current_user().id) if include_folders else []
+    folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
+    return _datasets_cached(str(data_root()), folders, tuple(str(a) for a in allowed))
+
+
+def hidden_for_links(include_folders: bool = True) -> list[str]:
+    """Why each dataset that `datasets()` leaves out for photos linking outside the data roots is not offered (a
+    linked import keeps absolute links: a data folder copied or moved, or a root taken away, leaves them pointing
+    out): one sentence each, naming the links and the fix (core.data.roots.check_links)."""
+    reasons = []
+    for dataset in _listing(include_folders)["hidden"]:
+        try:
+            data_roots.check_links(dataset["path"], dataset["links"], roots(), shown=shown_path)
+        except data_roots.OutsideDataRoots as e:
+            reasons.append(str(e))
+    return reasons
+
+
+def show_hidden_for_links(include_folders: bool = True) -> None:
+    """A warning naming the datasets left out for links outside the data roots, and why: to the person who runs a
+    one-person Flora, and to admins of a shared one (it names server paths)."""
+    if shared() and not auth.current_user().admin:
+        return
+    reasons = hidden_for_links(include_folders)
+    if reasons:
+        count, whose = ("1 dataset", "its") if len(reasons) == 1 else (f"{len(reasons)} datasets", "their")
+        st.warning(
+            f"{count} not shown: {whose} photos are links to files outside the folders Flora may read datasets "
+            "from (a linked import keeps its links: a copied or moved data folder leaves them pointing out).\n\n"
+            + "\n\n".join(f"- {reason}" for reason in reasons),
+            icon=":material/link_off:",
+        )
 
 
 def datasets(include_folders: bool = True) -> list[dict]:
@@ -160,10 +201,7 @@ def datasets(include_folders: bool = True) -> list[dict]:
     Each: name, path, classes, images, split, synthetic, folder (True for one outside data/), fingerprint,
     given_splits (the splits the dataset brings itself: [] when Flora draws them).
     """
-    allowed = roots()
-    remembered = workspace.remembered_folders(data_root(), person=auth.current_user().id) if include_folders else []
-    folders = tuple(f for f in remembered if data_roots.inside(f, allowed))
-    return _datasets_cached(str(data_root()), folders, tuple(str(a) for a in allowed))
+    return _listing(include_folders)["usable"]
 
 
 def dataset_label(dataset: dict) -> str:

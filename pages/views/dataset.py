@@ -86,6 +86,7 @@ elif source == SOURCES[0]:
             "or copy the dataset into the data folder.",
             icon=":material/link_off:",
         )
+    dataset_choice.show_hidden_for_links(include_folders=False)
     if not found:
         st.info(
             f"No dataset in {plain.code(common.shown_path(common.data_root()))} yet. Choose **Add a dataset** above "

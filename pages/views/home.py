@@ -104,6 +104,8 @@ else:
         icon=":material/info:",
     )
 
+dataset_choice.show_hidden_for_links()
+
 st.subheader("Recent runs")
 if runs:
     rows = [

@@ -97,3 +97,33 @@ def test_a_multilabel_dataset_and_run_are_said_with_labels_and_map_and_predict_t
 def test_single_label_runs_have_no_map_column(app, workspace):
     runs = table_with(app(), "run", "accuracy")
     assert "mAP" not in runs.columns and runs["accuracy"].notna().all()
+
+
+def test_a_dataset_whose_photos_link_outside_the_data_roots_is_named_not_dropped_in_silence(tmp_path, monkeypatch):
+    """Walk 55: a linked import copied elsewhere kept absolute links; Home said "Datasets 0" with no word why. The
+    dataset is still not offered (the link rule), but Home and the Dataset page name it, its links and the fix."""
+    from PIL import Image
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("fine", "linked"):
+        for cls in ("a", "b"):
+            (data / name / cls).mkdir(parents=True)
+            for i in range(3):
+                photo = (elsewhere if name == "linked" else data / name / cls) / f"{name}-{cls}{i}.png"
+                Image.new("RGB", (8, 8), (40 * i, 90 if cls == "a" else 10, 0)).save(photo)
+                if name == "linked":
+                    (data / name / cls / photo.name).symlink_to(photo)
+    monkeypatch.setenv("FLORA_DATA_DIR", str(data))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("FLORA_DATA_ROOTS", str(data))  # the data folder alone (else home and the project's parent)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "Datasets: 1" in texts(at)
+    (warning,) = [w.value for w in at.warning if "not shown" in w.value]
+    assert warning.startswith("1 dataset not shown") and "linked holds 6 link(s)" in warning
+    assert "FLORA_DATA_ROOTS" in warning and "fine" not in warning
+    at.switch_page(page_file("dataset"))
+    at.run()
+    assert not at.exception
+    assert any("linked holds 6 link(s)" in w.value for w in at.warning)
