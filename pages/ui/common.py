@@ -167,20 +167,6 @@ def run_title(run: Run) -> str:
     return f"{title} · {corrections}" if corrections and corrections not in title else title
 
 
-LAST_RUN = "last_picked_run"  # not a widget's key: it outlives the page it was picked on
-
-
-def opening_run(ids: list[str], fallback: str) -> str:
-    """The run a page opens on: the one last picked on Evaluate, Explore or Predict this session, where this page lists
-    it (walk 54: each page opened on the newest run, so the run being studied was picked again on every page)."""
-    last = st.session_state.get(LAST_RUN)
-    return last if last in ids else fallback
-
-
-def remember_run(run_id: str) -> None:
-    st.session_state[LAST_RUN] = run_id
-
-
 def run_label(run: Run) -> str:
     """A picker's label: dataset, what tells the run apart, when it started, its id.
 

@@ -12,7 +12,7 @@ import streamlit as st
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.processes import JobState
 from core.results.evaluation.metrics import Evaluation
-from pages.ui import analysis_status, auth, common, photo_gallery, plain, teaching
+from pages.ui import analysis_status, auth, common, last_run, photo_gallery, plain, teaching
 from pages.ui.evaluate import calibration as evaluate_calibration
 from pages.ui.evaluate import card as evaluate_card
 from pages.ui.evaluate import confusion as evaluate_confusion
@@ -63,9 +63,9 @@ if not runs:
     st.stop()
 labels = {run.run_id: common.run_label(run) for run in runs}
 if st.session_state.get("evaluate_run") not in labels:
-    st.session_state["evaluate_run"] = common.opening_run(list(labels), runs[0].run_id)
+    st.session_state["evaluate_run"] = last_run.opening_run(list(labels), runs[0].run_id)
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="evaluate_run", bind="query-params")
-common.remember_run(run_id)
+last_run.remember_run(run_id)
 run = common.store().get(run_id)
 if run.multilabel:  # its figures per label, at its thresholds (pages/ui/evaluate/multilabel.py)
     if run.state is JobState.STOPPED:

@@ -9,7 +9,7 @@ from core.processes import JobState
 from core.results.probabilities.calibration import stored_temperature
 from core.runs.analysis import RunAnalysis
 from core.runs.record import Run
-from pages.ui import analysis_status, common, plain
+from pages.ui import analysis_status, common, last_run, plain
 from pages.ui.explore import multilabel
 from pages.ui.explore.data_issues import data_issues_section
 from pages.ui.explore.label_next import label_next_section
@@ -60,9 +60,9 @@ if not runs:
 labels = {run.run_id: f"{common.run_label(run)} · {run.state}" for run in runs}
 if st.session_state.get("explore_run") not in labels:
     newest = next((r.run_id for r in runs if r.evaluated), runs[0].run_id)
-    st.session_state["explore_run"] = common.opening_run(list(labels), newest)
+    st.session_state["explore_run"] = last_run.opening_run(list(labels), newest)
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="explore_run", bind="query-params")
-common.remember_run(run_id)
+last_run.remember_run(run_id)
 run = common.store().get(run_id)
 
 if not run.has_model:

@@ -8,7 +8,7 @@ import streamlit as st
 from core.data.imaging import IMAGE_EXTENSIONS
 from core.results.probabilities import calibration
 from core.serving.batch_predict import size_note
-from pages.ui import auth, common, device_status, plain, run_models, steps, teaching
+from pages.ui import auth, common, device_status, last_run, plain, run_models, steps, teaching
 from pages.ui.navigation import page_file
 from pages.ui.predict import explain as predict_explain
 from pages.ui.predict import extras as predict_extras
@@ -64,12 +64,12 @@ newest = (mine or runs)[0].run_id
 if st.session_state.get("predict_run") not in labels:
     # The run being studied on Evaluate or Explore; else the one production serves; else your newest (or the newest).
     usual = production if production in labels else newest
-    st.session_state["predict_run"] = common.opening_run(list(labels), usual)
+    st.session_state["predict_run"] = last_run.opening_run(list(labels), usual, across_reloads=production not in labels)
 controls = st.columns([3, 1])
 run_id = controls[0].selectbox(
     "Model (run)", list(labels), format_func=labels.get, key="predict_run", bind="query-params"
 )
-common.remember_run(run_id)
+last_run.remember_run(run_id)
 run = common.store().get(run_id)
 if production == run_id:
     st.caption(f"The run *{serving.DEFAULT_ALIAS}* points at: what the model server answers with under that name.")

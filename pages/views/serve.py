@@ -12,7 +12,7 @@ from core.data.thumbnails import example_photo
 from core.processes import JobState
 from core.results.probabilities import class_thresholds, conformal, promise, selective
 from core.serving.job import DEFAULT_PORT, ServerRunning, launch_server, server_folder, server_status, stop_server
-from pages.ui import auth, common, dataset_choice, plain, teaching
+from pages.ui import auth, common, dataset_choice, last_run, plain, teaching
 from pages.ui.navigation import page_file
 from pages.ui.serving import sections as serving
 
@@ -43,7 +43,7 @@ def start_form() -> None:
     labels |= {a: f"{a} → run {listed[a]['run_id']} (alias)" for a in alias_names}
     # What production serves; with no alias yet, the run last picked on Evaluate, Explore or Predict, else the newest.
     ids = [run.run_id for run in runs]
-    first = names[0] if alias_names else common.opening_run(ids, ids[0])
+    first = names[0] if alias_names else last_run.opening_run(ids, ids[0])
     default = [first] if names else []
     # An alias made since: the picker follows it. And after a server ran, the picker (not drawn meanwhile, so
     # Streamlit dropped its value) starts from the default again instead of empty (walk 55).

@@ -375,3 +375,20 @@ def test_coverage_by_class_and_test_time_augmentation_offered_then_decided(app, 
     shown = texts(at)
     assert "Decision: on validation" in shown and "McNemar" in shown
     assert {"accuracy", "macro F1", "NLL (lower is better)"} <= set(at.dataframe[-1].value["figure"])
+
+
+def test_the_run_picked_last_is_opened_again_after_a_reload(app, workspace, tmp_path):
+    """Walk 55: the run studied on Evaluate was lost at every reload (a new session opened on the newest run)."""
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(models / workspace["run_id"], models / "feed0000beef")
+    newest, older = [run.run_id for run in RunStore(models).list()][:2]
+    at = app("evaluate", models_dir=models)
+    assert at.selectbox(key="evaluate_run").value == newest
+    at.selectbox(key="evaluate_run").set_value(older).run()
+    reloaded = app("explore", models_dir=models)  # a new session: a reload, another tab
+    assert not reloaded.exception
+    assert reloaded.selectbox(key="explore_run").value == older

@@ -1,0 +1,33 @@
+"""The run a person picked last on Evaluate, Explore or Predict: the run the next page opens on, this session and
+after a reload (kept in the person's workspace, `core.workspace`, beside the dataset picked last)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import workspace
+from pages.ui import auth
+from pages.ui.common import data_root
+
+LAST_RUN = "last_picked_run"  # not a widget's key: it outlives the page it was picked on
+PREFERENCE = "last_run"
+
+
+def opening_run(ids: list[str], fallback: str, across_reloads: bool = True) -> str:
+    """The run a page opens on: the one last picked on Evaluate, Explore or Predict this session, else (with
+    `across_reloads`) the one picked before a reload, where this page lists it (walk 54: each page opened on the
+    newest run, so the run being studied was picked again on every page; walk 55: and again after every reload).
+    Predict passes `across_reloads=False` where a production model exists: on a fresh visit it, the model people
+    mean, comes first."""
+    last = st.session_state.get(LAST_RUN)
+    if last is None and across_reloads:
+        last = workspace.preference(data_root(), PREFERENCE, None, person=auth.current_user().id)
+    return last if last in ids else fallback
+
+
+def remember_run(run_id: str) -> None:
+    """Keep `run_id` as the run picked last (written to the workspace only when it changes)."""
+    if st.session_state.get(LAST_RUN) == run_id:
+        return
+    st.session_state[LAST_RUN] = run_id
+    workspace.set_preference(data_root(), PREFERENCE, run_id, person=auth.current_user().id)
