@@ -170,10 +170,10 @@ def hidden_for_links(include_folders: bool = True) -> list[str]:
     """Why each dataset that `datasets()` leaves out for photos linking outside the data roots is not offered (a
     linked import keeps absolute links: a data folder copied or moved, or a root taken away, leaves them pointing
     out): one sentence each, naming the links and the fix (core.data.roots.check_links)."""
-    reasons = []
+    reasons, allowed = [], roots()
     for dataset in _listing(include_folders)["hidden"]:
         try:
-            data_roots.check_links(dataset["path"], dataset["links"], roots(), shown=shown_path)
+            data_roots.check_links(dataset["path"], dataset["links"], allowed, shown=shown_path)
         except data_roots.OutsideDataRoots as e:
             reasons.append(str(e))
     return reasons
