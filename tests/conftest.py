@@ -363,6 +363,12 @@ if os.environ.get("FLORA_TEST_CPU_REPORT"):
 
         started, wall = cpu(), time.perf_counter()
         yield
-        line = {"test": item.nodeid, "cpu_s": round(cpu() - started, 2), "wall_s": round(time.perf_counter() - wall, 2)}
+        line = {
+            "test": item.nodeid,
+            "cpu_s": round(cpu() - started, 2),
+            "wall_s": round(time.perf_counter() - wall, 2),
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
+            "ended": round(time.time(), 1),
+        }
         with open(os.environ["FLORA_TEST_CPU_REPORT"], "a") as report:
             report.write(json.dumps(line) + "\n")
