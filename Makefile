@@ -15,8 +15,7 @@ STAMP := $(VENV)/.installed$(BUILD)
 PORT ?= 8501
 # 127.0.0.1: this machine only. HOST=0.0.0.0 shares Flora on the network: people then sign in (README, Sharing).
 HOST ?= 127.0.0.1
-# pytest-xdist workers: 2 on these 2 cores (each worker's TensorFlow on its share of them, tests/conftest.py); a third
-# worker measured no faster (the whole suite 20 min 2 s and 22 min 48 s with 3, 19 min 42 s with 2; docs/PERFORMANCE.md)
+# pytest-xdist workers: 2 on these 2 cores; a third worker measured no faster (the whole suite 20 min 2 s and 22 min 48 s with 3, 19 min 42 s with 2; docs/PERFORMANCE.md)
 TEST_WORKERS ?= 2
 
 .PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server

@@ -17,18 +17,6 @@ os.environ.setdefault("FLORA_TEST_BACKBONE", "tiny")
 # Which runtime runs a forward pass is measured once per machine and kept (core.runtimes.choice): tests keep
 # theirs in a folder of the test runs, never in the person's ~/.cache, and reuse it between runs.
 os.environ.setdefault("FLORA_MACHINE_CACHE", os.path.join(tempfile.gettempdir(), "flora-tests-machine-cache"))
-# Two pytest-xdist workers share the machine's cores, each often with a TensorFlow process or two of its own (a
-# background run, the CLI): with TensorFlow's default thread pools, one thread a core in every process, their threads
-# spin against each other's. Each worker gets its share of the cores instead, and the processes it starts inherit it
-# (the results and training tests on 2 cores and 2 workers: 155-163 s and 260-276 CPU-s -> 131 s and 219 CPU-s).
-# What a test computes does not change, only how many threads compute it.
-os.environ.setdefault(
-    "FLORA_TEST_CORE_SHARE",
-    str(max(1, len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))),
-)
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", os.environ["FLORA_TEST_CORE_SHARE"])
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", os.environ["FLORA_TEST_CORE_SHARE"])
-os.environ.setdefault("OMP_NUM_THREADS", os.environ["FLORA_TEST_CORE_SHARE"])
 
 import numpy as np
 import pytest
