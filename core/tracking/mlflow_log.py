@@ -13,8 +13,10 @@ never costs a training run, and the run says so in its log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -92,12 +94,37 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
     return _log_run(run, uri, parent_run_id)[0]
 
 
+@contextlib.contextmanager
+def tracking_at(uri: str):
+    """MLflow's fluent calls (an active run, `log_artifact`, `pyfunc.log_model`) go to `uri` inside this block only.
+    `mlflow.set_tracking_uri` alone is process-wide and also sets $MLFLOW_TRACKING_URI: in a long-lived process (the
+    app, a test worker) every later `core train` in it would then log to that server, and wait out its retries
+    once it is gone. Both are put back as they were, an unset variable unset."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
 def _log_run(run: Run, uri: str, parent_run_id: str | None = None) -> tuple[str, str]:
     """`log_run`: the MLflow run id and its experiment's id."""
+    with tracking_at(uri):
+        return _log_run_at(run, uri, parent_run_id)
+
+
+def _log_run_at(run: Run, uri: str, parent_run_id: str | None) -> tuple[str, str]:
     import mlflow
     from mlflow.entities import Metric
 
-    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     experiment = mlflow.set_experiment(experiment_name(run))
     tags = {"flora.run_id": run.run_id, "flora.dataset": run.dataset_path, "flora.state": str(run.state.value)}
@@ -193,10 +220,14 @@ def _log_model(run: Run, folder: Path) -> None:
 def log_sweep(result: dict[str, Any], trials: list[dict[str, Any]], uri: str, promoted: Run | None = None) -> str:
     """A sweep as a parent MLflow run and each trial as a child (`result`: what `core sweep --json` prints;
     `trials`: its trial rows with their curves); the promoted run, when there is one, as a child too."""
+    with tracking_at(uri):
+        return _log_sweep_at(result, trials, uri, promoted)
+
+
+def _log_sweep_at(result: dict[str, Any], trials: list[dict[str, Any]], uri: str, promoted: Run | None) -> str:
     import mlflow
     from mlflow.entities import Metric
 
-    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     name = f"flora-{Path(result['dataset']).name}"
     experiment = mlflow.set_experiment(name)

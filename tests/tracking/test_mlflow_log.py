@@ -103,8 +103,10 @@ def test_a_tracked_run_shows_in_mlflow_and_its_model_predicts_like_core_predict(
     want = [{t["label"]: t["probability"] for t in r["top"]} for r in json.loads(capsys.readouterr().out)["results"]]
     import pandas as pd
 
-    mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pyfunc.load_model(f"runs:/{found.info.run_id}/model")
+    from core.tracking.mlflow_log import tracking_at
+
+    with tracking_at(mlflow_server):  # not the whole worker's: the tests after this one in it track nothing
+        model = mlflow.pyfunc.load_model(f"runs:/{found.info.run_id}/model")
     answers = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in photos]}))
     for (_, row), probabilities in zip(answers.iterrows(), want, strict=True):
         assert row["label"] == max(probabilities, key=probabilities.get)
@@ -195,3 +197,21 @@ def test_a_tracked_sweep_logs_its_trials_as_child_runs(mlflow_server, tmp_path):
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.data.tags["mlflow.runName"] for c in children) == ["trial 0", "trial 1"]
     assert all("val_loss" in c.data.metrics and c.data.params for c in children)
+
+
+@pytest.mark.parametrize("before", [None, "http://127.0.0.1:9/theirs"])
+def test_logging_leaves_the_process_tracking_uri_as_it_found_it(monkeypatch, before):
+    """A worker that had logged once went on logging every later `core train` in it to a server long stopped."""
+    from mlflow.tracking._tracking_service import utils
+
+    from core.tracking.mlflow_log import tracking_at
+
+    if before is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
+    monkeypatch.setattr(utils, "_tracking_uri", None)
+    with tracking_at("http://127.0.0.1:9/flora"):
+        assert mlflow.get_tracking_uri() == "http://127.0.0.1:9/flora"
+        assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9/flora"  # what a child process inherits
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before and utils._tracking_uri is None
