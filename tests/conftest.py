@@ -115,6 +115,25 @@ def require_flowers() -> Path:
     return require_shared(FLOWERS, "the shared flower photos (flowers5-128)")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The tests of a module that share one of its module-scoped fixtures (a trained run, a server, a Ray cluster,
+    an export) run on one worker, so the fixture is made once: handed out test by test, a module's tests landed on
+    both workers and each built it (the MLflow server, the Ray cluster, the exports' runs twice). Runs before
+    pytest-xdist's own hook, which turns the `xdist_group` marks into the work units `--dist loadgroup` schedules.
+    A test with a group of its own keeps it."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        definitions = getattr(item, "_fixtureinfo", None)
+        definitions = definitions.name2fixturedefs if definitions else {}
+        shared = [
+            name for name in item.fixturenames if any(d.scope in ("module", "class") for d in definitions.get(name, ()))
+        ]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(autouse=True)
 def _data_roots_for_tests(monkeypatch):
     """The app reads datasets only under its data roots (core.data.roots): in tests, the temporary folders
