@@ -193,21 +193,50 @@ TRAINED_CLASSES = {"blue": 14, "crimson": 14, "green": 14, "red": 14}
 TRAINED_COLORS = [(40, 60, 220), (220, 40, 40), (40, 190, 40), (220, 40, 40)]
 
 
-def _train_shared(data_root: Path, models_root: Path, dataset: Path, config) -> dict:
-    """Train `config` on `dataset` in the foreground (a session fixture's run) and say where it lies."""
+def _train_shared(tmp_path_factory, name: str, make_dataset, config) -> dict:
+    """Train `config` on the dataset `make_dataset(data_root)` writes, in the foreground (a session fixture's run), and
+    say where it lies. Under pytest-xdist the first worker to ask trains it and every worker gets its own copy: the
+    tests write into a shared run's data folder (corrections, a person's remembered choices), and the run is the same
+    one each worker would have trained (trained once, not once a worker: 3 runs, one of them 1,497 real photos)."""
+    import fcntl
+    import json
+
     from core import run_job
     from core.runs.store import RunStore
     from core.train import jobs
 
-    store = RunStore(models_root)
-    submission = jobs.submit(store, dataset, config)
-    run_job.execute(store, submission, data_root, console=False, ingest_workers=1)
+    def train(base: Path) -> dict:
+        store = RunStore(base / "models")
+        dataset = make_dataset(base / "data")
+        submission = jobs.submit(store, dataset, config)
+        run_job.execute(store, submission, base / "data", console=False, ingest_workers=1)
+        return {"run_id": submission.run_id, "dataset": dataset.name}
+
+    base = tmp_path_factory.mktemp(name)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        trained = train(base)
+    else:  # the workers of this test run share the folder above their own
+        built = tmp_path_factory.getbasetemp().parent / f"built-once-{name}"
+        with open(f"{built}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait while the first trains
+            if not (built / "built.json").exists():
+                shutil.rmtree(built, ignore_errors=True)  # what a worker that failed half-way left
+                trained = train(built)
+                (built / "built.json").write_text(json.dumps(trained))  # last: a folder with it is whole
+        trained = json.loads((built / "built.json").read_text())
+        base.rmdir()
+        shutil.copytree(built, base, symlinks=True, copy_function=_copy_file)
+        config_file = base / "models" / trained["run_id"] / "config.json"
+        stored = json.loads(config_file.read_text())
+        stored["dataset"]["path"] = str((base / "data" / trained["dataset"]).resolve())  # this worker's copy
+        config_file.write_text(json.dumps(stored))
+    run_id, dataset = trained["run_id"], base / "data" / trained["dataset"]
     return {
-        "store": store,
-        "run_id": submission.run_id,
+        "store": RunStore(base / "models"),
+        "run_id": run_id,
         "dataset": dataset,
-        "data_root": data_root,
-        "models_root": models_root,
+        "data_root": base / "data",
+        "models_root": base / "models",
         "config": config,
     }
 
@@ -221,13 +250,15 @@ def trained_run(tmp_path_factory):
     """
     from core.settings.config import TrainConfig
 
-    base = tmp_path_factory.mktemp("trained")
-    data_root, models_root = base / "data", base / "models"
-    dataset = make_image_dataset(data_root / "colours", TRAINED_CLASSES, seed=4, colors=TRAINED_COLORS)
     config = TrainConfig(
         image_size=32, weights="none", epochs=4, batch_size=16, head=(32,), seed=2, early_stopping_patience=0
     )
-    return _train_shared(data_root, models_root, dataset, config)
+    return _train_shared(
+        tmp_path_factory,
+        "trained",
+        lambda data_root: make_image_dataset(data_root / "colours", TRAINED_CLASSES, seed=4, colors=TRAINED_COLORS),
+        config,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -237,11 +268,13 @@ def multilabel_run(tmp_path_factory):
     from core.settings.config import TrainConfig
     from tests.train.test_multilabel import make_mosaics
 
-    base = tmp_path_factory.mktemp("multilabel")
-    data_root, models_root = base / "data", base / "models"
-    dataset = make_mosaics(data_root / "mosaics", n=60, size=40, seed=3)
     config = TrainConfig(image_size=32, weights="none", epochs=3, batch_size=16, head=(16,), seed=1)
-    return _train_shared(data_root, models_root, dataset, config)
+    return _train_shared(
+        tmp_path_factory,
+        "multilabel",
+        lambda data_root: make_mosaics(data_root / "mosaics", n=60, size=40, seed=3),
+        config,
+    )
 
 
 def _copy_file(source: str, target: str) -> str:
@@ -333,16 +366,18 @@ def flower_run(tmp_path_factory):
     from core.settings.config import TrainConfig
 
     source = require_flowers()
-    base = tmp_path_factory.mktemp("flower-run")
-    data_root, models_root = base / "data", base / "models"
-    dataset = data_root / "two-flowers"
-    for name in ("daisy", "sunflower"):
-        folder = dataset / name
-        folder.mkdir(parents=True)
-        for photo in sorted((source / name).iterdir()):
-            (folder / photo.name).symlink_to(photo)
+
+    def two_flowers(data_root: Path) -> Path:
+        dataset = data_root / "two-flowers"
+        for name in ("daisy", "sunflower"):
+            folder = dataset / name
+            folder.mkdir(parents=True)
+            for photo in sorted((source / name).iterdir()):
+                (folder / photo.name).symlink_to(photo)
+        return dataset
+
     config = TrainConfig(image_size=64, weights="none", epochs=6, batch_size=32, head=(32,), seed=1)
-    return _train_shared(data_root, models_root, dataset, config)
+    return _train_shared(tmp_path_factory, "flower-run", two_flowers, config)
 
 
 @pytest.fixture(autouse=True)
