@@ -17,6 +17,11 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 # pytest-xdist workers: 2 on these 2 cores; a third worker measured no faster (the whole suite 20 min 2 s and 22 min 48 s with 3, 19 min 42 s with 2; docs/PERFORMANCE.md)
 TEST_WORKERS ?= 2
+# One thread for each worker's TensorFlow and OpenMP pools (and the processes the tests start): two workers already
+# keep both cores busy, and each one's default pools (a thread per core) only fought the other's. The results and
+# training tests went 155-163 s -> 131 s (docs/PERFORMANCE.md). Set here, before pytest: the workers inherit the
+# controller's environment, so a conftest cannot give them their own.
+TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
 
 .PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server
 
@@ -67,13 +72,13 @@ mlflow-server: $(MLFLOW_VENV)/.installed
 
 # The whole suite on TensorFlow, then the backend-agnostic smoke subset on JAX.
 test: lint mlflow-server
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	KERAS_BACKEND=tensorflow $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) test-jax
 
 # Only the files that mark a test backend_agnostic are collected: each worker importing all ~150 test files for the
 # ~35 that hold the subset cost 18 CPU-s of collection against 8.
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup \
+	KERAS_BACKEND=jax $(TEST_THREADS) $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup \
 		$$(grep -rl --include='test_*.py' backend_agnostic tests)
 
 # The inner loop: everything but the end-to-end tests that start Flora in another process, and the browser.
