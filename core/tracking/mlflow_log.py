@@ -94,6 +94,30 @@ def log_run(run: Run, uri: str, parent_run_id: str | None = None) -> str:
     return _log_run(run, uri, parent_run_id)[0]
 
 
+class TrackingServerDown(ConnectionError):
+    """No MLflow tracking server answers at the URI (refused, no such host, no answer in time)."""
+
+
+def answering(uri: str, timeout: float = 10) -> None:
+    """Raise TrackingServerDown at once where nothing answers an http(s) tracking URI at all. MLflow's own client
+    retries each request 7 times with growing waits (minutes per request): `core train --track` on a server that
+    is down sat that long after its run had ended. Any HTTP answer (an error, a sign-in asked by a proxy) is a
+    server there: MLflow's client then goes on with its own retries and messages."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingServerDown(f"no MLflow tracking server answers at {uri} ({reason})") from None
+
+
 @contextlib.contextmanager
 def tracking_at(uri: str):
     """MLflow's fluent calls (an active run, `log_artifact`, `pyfunc.log_model`) go to `uri` inside this block only.
@@ -103,6 +127,7 @@ def tracking_at(uri: str):
     import mlflow
     from mlflow.tracking._tracking_service import utils
 
+    answering(uri)
     before, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:

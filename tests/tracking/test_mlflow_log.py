@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from core.runs.store import RunStore
 from core.tracking import background
 from core.tracking.background import track_later
 from core.train import jobs
-from tests.conftest import PROJECT_ROOT, make_image_dataset
+from tests.conftest import PROJECT_ROOT, copy_run, make_image_dataset
 
 pytestmark = pytest.mark.slow
 mlflow = pytest.importorskip("mlflow")
@@ -200,7 +201,7 @@ def test_a_tracked_sweep_logs_its_trials_as_child_runs(mlflow_server, tmp_path):
 
 
 @pytest.mark.parametrize("before", [None, "http://127.0.0.1:9/theirs"])
-def test_logging_leaves_the_process_tracking_uri_as_it_found_it(monkeypatch, before):
+def test_logging_leaves_the_process_tracking_uri_as_it_found_it(monkeypatch, tmp_path, before):
     """A worker that had logged once went on logging every later `core train` in it to a server long stopped."""
     from mlflow.tracking._tracking_service import utils
 
@@ -211,7 +212,22 @@ def test_logging_leaves_the_process_tracking_uri_as_it_found_it(monkeypatch, bef
     else:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", before)
     monkeypatch.setattr(utils, "_tracking_uri", None)
-    with tracking_at("http://127.0.0.1:9/flora"):
-        assert mlflow.get_tracking_uri() == "http://127.0.0.1:9/flora"
-        assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9/flora"  # what a child process inherits
+    ours = (tmp_path / "mlruns").as_uri()  # a local store: nothing to reach
+    with tracking_at(ours):
+        assert mlflow.get_tracking_uri() == ours
+        assert os.environ["MLFLOW_TRACKING_URI"] == ours  # what a child process inherits
     assert os.environ.get("MLFLOW_TRACKING_URI") == before and utils._tracking_uri is None
+
+
+def test_a_server_that_is_down_is_said_at_once_not_after_mlflows_retries(trained_run, tmp_path):
+    """`core train --track` on a stopped server waited out MLflow's retries (minutes a request) after its run."""
+    from core.tracking.mlflow_log import track_run
+
+    store = RunStore(tmp_path / "models")
+    copy_run(trained_run["store"].run_dir(trained_run["run_id"]), tmp_path / "models" / trained_run["run_id"])
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    said = track_run(store, trained_run["run_id"], uri)
+    assert said["run_id"] is None and said["error"].startswith("TrackingServerDown: no MLflow tracking server answers")
+    assert uri not in (store.get(trained_run["run_id"]).status.mlflow or {})
