@@ -127,10 +127,8 @@ def pytest_collection_modifyitems(config, items):
             continue
         definitions = getattr(item, "_fixtureinfo", None)
         definitions = definitions.name2fixturedefs if definitions else {}
-        shared = [
-            name for name in item.fixturenames if any(d.scope in ("module", "class") for d in definitions.get(name, ()))
-        ]
-        if shared:
+        scopes = {d.scope for name in item.fixturenames for d in definitions.get(name, ())}
+        if scopes & {"module", "class"}:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
@@ -226,10 +224,7 @@ def _train_shared(tmp_path_factory, name: str, make_dataset, config) -> dict:
         trained = json.loads((built / "built.json").read_text())
         base.rmdir()
         shutil.copytree(built, base, symlinks=True, copy_function=_copy_file)
-        config_file = base / "models" / trained["run_id"] / "config.json"
-        stored = json.loads(config_file.read_text())
-        stored["dataset"]["path"] = str((base / "data" / trained["dataset"]).resolve())  # this worker's copy
-        config_file.write_text(json.dumps(stored))
+        point_run_at(base / "models" / trained["run_id"], base / "data" / trained["dataset"])  # this worker's copy
     run_id, dataset = trained["run_id"], base / "data" / trained["dataset"]
     return {
         "store": RunStore(base / "models"),
@@ -340,19 +335,26 @@ def multilabel_every_photo(multilabel_run: dict, models_root: Path) -> tuple[Pat
     return target, labels
 
 
-def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
-    """The shared run and its dataset copied under `base` (data/, models/), the run's config pointing at the copy:
-    for a test that writes into the dataset folder (unlabelled photos, labelled copies)."""
+def point_run_at(run_dir: Path, dataset: Path) -> None:
+    """A copied run reads `dataset` (a copy of its own): the dataset path its config.json keeps."""
     import json
 
-    data_root, models_root = base / "data", base / "models"
-    dataset = data_root / Path(trained_run["dataset"]).name
-    shutil.copytree(trained_run["dataset"], dataset)
-    run_dir = copy_run(trained_run["models_root"] / trained_run["run_id"], models_root / trained_run["run_id"])
     config_file = run_dir / "config.json"
     config = json.loads(config_file.read_text())
     config["dataset"]["path"] = str(dataset.resolve())
     config_file.write_text(json.dumps(config))
+
+
+def copy_run_and_dataset(trained_run: dict, base: Path) -> dict:
+    """The shared run and its dataset copied under `base` (data/, models/), the run's config pointing at the copy:
+    for a test that writes into the dataset folder (unlabelled photos, labelled copies)."""
+
+    data_root, models_root = base / "data", base / "models"
+    dataset = data_root / Path(trained_run["dataset"]).name
+    shutil.copytree(trained_run["dataset"], dataset)
+    point_run_at(
+        copy_run(trained_run["models_root"] / trained_run["run_id"], models_root / trained_run["run_id"]), dataset
+    )
     return {"data_root": data_root, "models_root": models_root, "dataset": dataset, "run_id": trained_run["run_id"]}
 
 
