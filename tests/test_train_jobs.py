@@ -141,9 +141,18 @@ def test_a_second_identical_train_command_waits_for_the_first_and_reports_its_re
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(CONFIG.to_dict()))
     monkeypatch.setattr(cli_runs, "WAIT_POLL_SECONDS", 0.05)
+    waiting = threading.Event()  # the CLI has found the run active and waits for it
+    wait_for_run = cli_runs.wait_for_run
 
-    def the_first_one_ends():
-        time.sleep(0.5)
+    def waits(*args, **kwargs):
+        waiting.set()
+        return wait_for_run(*args, **kwargs)
+
+    monkeypatch.setattr(cli_runs, "wait_for_run", waits)
+
+    def the_first_one_ends():  # only once the CLI waits: ended earlier, a failed run is retried, not waited for
+        if waiting.wait(timeout=120):
+            time.sleep(0.5)
         if ending == "done":
             store.set_status(first.run_id, state=JobState.DONE, accuracy=0.75, finished_at=time.time())
         else:
@@ -156,8 +165,11 @@ def test_a_second_identical_train_command_waits_for_the_first_and_reports_its_re
     code = cli(["train", str(dataset), "--config", str(config_file), "--corrections", "none", "--json", *where])
     ender.join()
     result = json.loads(capsys.readouterr().out)
+    assert waiting.is_set(), "the CLI did not wait for the run already training"
     assert time.monotonic() - started >= 0.4  # it waited
     assert result["run_id"] == first.run_id and result["state"] == ending
+    if ending == "done":
+        assert result["accuracy"] == 0.75  # the first one's figure: nothing trained here
     assert code == (0 if ending == "done" else 1)
     if ending == "failed":
         assert result["error"] == "out of cheese"

@@ -226,8 +226,10 @@ def _train_across_hosts(args, store, data_root, submission, hosts) -> int:
 WAIT_POLL_SECONDS = 2.0
 
 
-def wait_for_run(store, run_id: str, poll: float = WAIT_POLL_SECONDS) -> Run:
-    """Wait until a run another process trains has ended (a dead process counts as failed); log its epochs."""
+def wait_for_run(store, run_id: str, poll: float | None = None) -> Run:
+    """Wait until a run another process trains has ended (a dead process counts as failed); log its epochs.
+    `poll`: seconds between looks, WAIT_POLL_SECONDS (read at the call) when None."""
+    poll = WAIT_POLL_SECONDS if poll is None else poll
     said = None
     while True:
         run = store.refresh(store.get(run_id))
