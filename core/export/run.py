@@ -149,14 +149,17 @@ def _publish(stage: Path, out: Path) -> None:
 
 def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: str | None, name: str) -> dict[str, Any]:
     from core.export import convert, triton, verify  # heavy: keras
-    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
+    from core.network.graph import inference_model  # heavy: keras
+    from core.network.model import load_classifier  # heavy: keras
 
     started = time.perf_counter()
     cuts = label_cuts(run)  # a multi-label run's threshold per label, in its order (None: single-label)
-    model = load_inference_model(run)
+    classifier = load_classifier(run_files(run).model)  # loaded once (a ResNet-50's load is seconds)
+    model = inference_model(classifier)  # a fresh float32 copy, without augmentation: what the converters see
     pixels, files, source = verification_photos(run)
     reference = np.asarray(model.predict_on_batch(pixels.astype(np.float32))[0])
-    original = _original_probabilities(run, pixels)
+    original = _graph_vs_saved_model(classifier, pixels, reference)
+    del classifier
     precision = quantize or "float32"
     signatures: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -282,18 +285,13 @@ def _int8(run: Run, model, out: Path, reference: np.ndarray, pixels: np.ndarray)
     return written, runner, runtime, len(photos)
 
 
-def _original_probabilities(run: Run, pixels: np.ndarray) -> float:
-    """Max |diff| between the inference graph and the saved classifier itself (should be ~1e-6)."""
+def _graph_vs_saved_model(classifier, pixels: np.ndarray, reference: np.ndarray) -> float:
+    """Max |diff| between the inference graph's probabilities (`reference`) and the saved classifier's own on the
+    same pixels (should be ~1e-6)."""
     import keras
 
-    from core.network.model import load_classifier  # heavy: keras
-    from core.results.probabilities.reference import load_inference_model  # heavy: sklearn
-
-    classifier = load_classifier(run_files(run).model)
-    graph = load_inference_model(run)
-    a = keras.ops.convert_to_numpy(classifier.predict_on_batch(pixels.astype(np.float32)))
-    b = keras.ops.convert_to_numpy(graph.predict_on_batch(pixels.astype(np.float32))[0])
-    return float(np.max(np.abs(a - b)))
+    own = keras.ops.convert_to_numpy(classifier.predict_on_batch(pixels.astype(np.float32)))
+    return float(np.max(np.abs(own - reference)))
 
 
 def _check_bytes(
