@@ -401,15 +401,17 @@ if os.environ.get("FLORA_TEST_CPU_REPORT"):
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(item, nextitem):
-        def cpu() -> float:
-            me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-            return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        def cpu(who: int = resource.RUSAGE_SELF) -> float:
+            used = resource.getrusage(who)
+            return used.ru_utime + used.ru_stime
 
-        started, wall = cpu(), time.perf_counter()
+        started, started_children, wall = cpu(), cpu(resource.RUSAGE_CHILDREN), time.perf_counter()
         yield
+        children = cpu(resource.RUSAGE_CHILDREN) - started_children
         line = {
             "test": item.nodeid,
-            "cpu_s": round(cpu() - started, 2),
+            "cpu_s": round(cpu() - started + children, 2),
+            "children_cpu_s": round(children, 2),
             "wall_s": round(time.perf_counter() - wall, 2),
             "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
             "ended": round(time.time(), 1),
