@@ -22,6 +22,10 @@ TEST_WORKERS ?= 2
 # training tests went 155-163 s -> 131 s (docs/PERFORMANCE.md). Set here, before pytest: the workers inherit the
 # controller's environment, so a conftest cannot give them their own.
 TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=1
+# Python writes bytecode for Flora's own modules and pytest caches its rewritten test modules, even where the
+# machine sets PYTHONDONTWRITEBYTECODE (this one does): otherwise each of the ~100 processes the tests start
+# compiles Flora's modules again and each worker rewrites all ~160 test modules again.
+TEST_ENV := $(TEST_THREADS) PYTHONDONTWRITEBYTECODE=
 
 .PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server
 
@@ -72,13 +76,13 @@ mlflow-server: $(MLFLOW_VENV)/.installed
 
 # The whole suite on TensorFlow, then the backend-agnostic smoke subset on JAX.
 test: lint mlflow-server
-	KERAS_BACKEND=tensorflow $(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	KERAS_BACKEND=tensorflow $(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) test-jax
 
 # Only the files that mark a test backend_agnostic are collected: each worker importing all ~150 test files for the
 # ~35 that hold the subset cost 18 CPU-s of collection against 8.
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(TEST_THREADS) $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup \
+	KERAS_BACKEND=jax $(TEST_ENV) $(BIN)/python -m pytest -m backend_agnostic -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup \
 		$$(grep -rl --include='test_*.py' backend_agnostic tests)
 
 # The inner loop: everything but the end-to-end tests that start Flora in another process, and the browser.
