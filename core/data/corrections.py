@@ -5,14 +5,16 @@
 
 Kept in the workspace's data folder, beside the datasets, never inside a dataset folder: the photos
 and their folders are the user's (and may be read-only, shared); a correction never moves, renames
-or deletes a photo. Actions: "relabel" (train on it as class `to`), "exclude" (leave it out of every
-split), "fine" (reviewed, the label is right: no effect on training, not shown as a suspect again).
+or deletes a photo. Actions: "relabel" (train on it as class `to`; a multi-label dataset's photo takes the label
+list `labels`, possibly empty), "exclude" (leave it out of every split), "fine" (reviewed, the label is right: no
+effect on training, not shown as a suspect again).
 
-How a run applies them (`apply`): the split is drawn from the folder labels first, exactly as
-without corrections, then relabelled photos take their new label and excluded ones leave the split
-they were in. So a correction of training photos keeps the validation and test splits identical
-(runs before and after stay comparable photo by photo); a correction of a validation or test photo
-changes what the test measures, and the Compare page says so and refuses to pair those runs.
+How a run applies them (`apply`, and `relabel_lists` for a multi-label run's label lists): the split is drawn
+from the photos' own labels first, exactly as without corrections, then relabelled photos take their new label
+(or label list) and excluded ones leave the split they were in. So a correction of training photos keeps the
+validation and test splits identical (runs before and after stay comparable photo by photo); a correction of a
+validation or test photo changes what the test measures, and the Compare page says so and compares the runs on the
+test photos they still share with the same label.
 The corrections a run applied are recorded in its config.json, and they are part of its id: the
 same settings after a correction are a new run.
 
@@ -40,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from core.data.multilabel import NO_LABEL, LabelSets
 from core.errors import InvalidInput, NotFound
 from core.fileio import read_json
 from core.paths import flora_dir
@@ -51,6 +54,14 @@ CORRECTIONS_DIR = "corrections"  # in <data>/.flora/: where corrections were kep
 RELABEL, EXCLUDE, FINE = "relabel", "exclude", "fine"
 ACTIONS = (RELABEL, EXCLUDE, FINE)
 EFFECTIVE = (RELABEL, EXCLUDE)  # the actions that change what a run trains on
+TARGET_KEYS = ("to", "labels")  # what a relabel names: a class (single-label), or a label list (multi-label)
+
+
+def target_text(entry: dict[str, Any]) -> str:
+    """What a relabel mark relabels to, in words: 'tulip', 'red, blue', or 'none of these' for an empty list."""
+    if "labels" in entry:
+        return ", ".join(entry["labels"]) or NO_LABEL
+    return str(entry.get("to", "?"))
 
 
 def corrections_file(data_root: str | os.PathLike, dataset_root: str | os.PathLike) -> Path:
@@ -138,17 +149,17 @@ class Corrections:
 
     def proposals(self) -> list[dict[str, Any]]:
         """Others' marks proposed to this person (made on their runs), not yet accepted or declined:
-        [{"path", "by", "action", "to"?, "at"}], newest first."""
+        [{"path", "by", "action", "to"? or "labels"?, "at"}], newest first."""
         found = []
         for by, marks in self.others.items():
             for path, entry in marks.items():
                 if layer_of(entry.get("proposed_to")) != self.person or self.person in entry.get("declined_by", []):
                     continue
                 mine = self.entries.get(path)
-                if mine and mine.get("action") == entry.get("action") and mine.get("to") == entry.get("to"):
+                if mine and all(mine.get(k) == entry.get(k) for k in ("action", *TARGET_KEYS)):
                     continue
                 found.append(
-                    {"path": path, "by": by, **{k: v for k, v in entry.items() if k in ("action", "to", "at")}}
+                    {"path": path, "by": by, **{k: v for k, v in entry.items() if k in ("action", *TARGET_KEYS, "at")}}
                 )
         return sorted(found, key=lambda p: -float(p.get("at", 0)))
 
@@ -158,7 +169,7 @@ class Corrections:
         if entry is None:
             raise NotFound(f"{by} proposed nothing for {path}")
         self.entries[path] = {
-            **{k: v for k, v in entry.items() if k in ("action", "to")},
+            **{k: v for k, v in entry.items() if k in ("action", *TARGET_KEYS)},
             "at": time.time(),
             "from": by,
         }
@@ -187,17 +198,29 @@ class Corrections:
         to: str | None = None,
         classes: list[str] | None = None,
         proposed_to: str | None = None,
+        labels: list[str] | None = None,
     ) -> None:
         """Record `action` for the photo at `path` (relative to the dataset folder), replacing any earlier one.
+        A relabel names the class `to` (a single-label dataset) or the photo's whole label list `labels` (a
+        multi-label one; an empty list: none of its labels), checked against `classes` when given.
         `proposed_to`: the owner of the run it was marked on, when that is someone else (a proposal to them).
 
         Raises:
-            InvalidInput: an unknown action, or a relabel without a valid target class.
+            InvalidInput: an unknown action, or a relabel without a valid target class or label list.
         """
         if action not in ACTIONS:
             raise InvalidInput(f"action must be one of {ACTIONS}. Received: action={action!r}")
         entry: dict[str, Any] = {"action": action, "at": time.time()}
-        if action == RELABEL:
+        if action == RELABEL and labels is not None:
+            unknown = [name for name in labels if classes is not None and name not in classes]
+            if unknown:
+                raise InvalidInput(
+                    f"cannot relabel {path} with {', '.join(map(repr, unknown))}: not a label of this dataset "
+                    f"({', '.join(classes or [])})"
+                )
+            order = {name: i for i, name in enumerate(classes or sorted(set(labels)))}
+            entry["labels"] = sorted(set(labels), key=order.__getitem__)
+        elif action == RELABEL:
             if not to:
                 raise InvalidInput(f"relabelling {path} needs the class to relabel it to")
             if classes is not None and to not in classes:
@@ -219,11 +242,14 @@ class Corrections:
         return entry.get("action") if entry else None
 
     def effective(self) -> dict[str, dict[str, Any]]:
-        """The corrections that change training (relabel, exclude), without timestamps: what a run records."""
+        """The corrections that change training (relabel, exclude), without timestamps: what a run records
+        ({"action": "relabel", "to": class} or, multi-label, {"action": "relabel", "labels": [...]})."""
         out = {}
         for path in sorted(self.entries):
             entry = self.entries[path]
-            if entry.get("action") == RELABEL:
+            if entry.get("action") == RELABEL and isinstance(entry.get("labels"), list):
+                out[path] = {"action": RELABEL, "labels": [str(name) for name in entry["labels"]]}
+            elif entry.get("action") == RELABEL and entry.get("to"):
                 out[path] = {"action": RELABEL, "to": entry["to"]}
             elif entry.get("action") == EXCLUDE:
                 out[path] = {"action": EXCLUDE}
@@ -327,7 +353,8 @@ def apply(
     """Apply recorded corrections to one run's data after its split was drawn.
 
     Args:
-        effective: {path: {"action": "relabel", "to": class} | {"action": "exclude"}}.
+        effective: {path: {"action": "relabel", "to": class} | {"action": "relabel", "labels": [...]} |
+            {"action": "exclude"}}; a label list's relabel is counted here and applied by `relabel_lists`.
         paths, labels: the image cache's rows (positions index both).
         split: a `core.data.datasets.Split` of positions.
 
@@ -347,6 +374,8 @@ def apply(
         if entry.get("action") == RELABEL and entry.get("to") in classes:
             labels[i] = classes.index(entry["to"])
             relabelled += 1
+        elif entry.get("action") == RELABEL and "labels" in entry:  # a label list: relabel_lists gives it
+            relabelled += 1
         elif entry.get("action") == EXCLUDE:
             excluded.append(i)
     drop = np.array(sorted(excluded), dtype=np.int64)
@@ -365,3 +394,24 @@ def apply(
         notes.append(f"{len(missing)} corrected photo(s) are no longer in the dataset: ignored")
     kept.notes.extend(notes)
     return labels, kept, notes
+
+
+def relabel_lists(
+    effective: dict[str, dict[str, Any]] | None, paths: list[str], targets: LabelSets, names: list[str]
+) -> LabelSets:
+    """A multi-label run's label lists with its relabel marks applied: each marked photo takes its list `labels`
+    (labels no longer among `names` dropped); the others keep theirs. `targets` are the lists of `paths`, in order.
+    The split is drawn before (core.data.split_rule.next_split), as for a single-label run."""
+    if not effective:
+        return targets
+    position = {path: i for i, path in enumerate(paths)}
+    index = {name: j for j, name in enumerate(names)}
+    lists = targets.lists()
+    changed = False
+    for path, entry in effective.items():
+        i = position.get(path)
+        if i is None or entry.get("action") != RELABEL or not isinstance(entry.get("labels"), list):
+            continue
+        lists[i] = sorted(index[name] for name in entry["labels"] if name in index)
+        changed = True
+    return LabelSets.from_lists(lists, targets.num_labels) if changed else targets

@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from core.data.corrections import relabel_lists
 from core.data.datasets import DatasetIndex
 from core.data.ingest import ImageCache, ingest
 from core.data.multilabel_split import targets_of
@@ -159,7 +160,7 @@ def prepare_data(job: TrainingJob, report: StageReporter) -> TrainingData:
             should_stop=job.should_stop,
             workers=job.ingest_workers,
         )
-    training = _training_data(data.cache, data.split, job.index, job.config)
+    training = _training_data(data.cache, data.split, job.index, job.config, data.corrections)
     job.store.set_status(
         job.run_id,
         split={**data.split.sizes(), "source": data.split.source, "notes": data.split.notes},
@@ -190,10 +191,12 @@ def load_training_data(
         cache = ingest(
             index, config.cache_size, cache_root, progress=progress, workers=workers, should_stop=should_stop
         )
-    return _training_data(cache, draw_split(cache, index, config, corrections), index, config)
+    return _training_data(cache, draw_split(cache, index, config, corrections), index, config, corrections)
 
 
-def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainConfig) -> TrainingData:
+def _training_data(
+    cache: ImageCache, split, index: DatasetIndex, config: TrainConfig, corrections: dict | None = None
+) -> TrainingData:
     hit = " (cache hit)" if cache.hit else ""
     log.info("images: %d decoded%s, %d unreadable", len(cache), hit, len(cache.failures))
     for failure in cache.failures[:20]:
@@ -204,7 +207,7 @@ def _training_data(cache: ImageCache, split, index: DatasetIndex, config: TrainC
     check_task(index, config)
     num_classes = len(index.classes)
     if index.multilabel:
-        targets = targets_of(index, cache.paths)
+        targets = relabel_lists(corrections, cache.paths, targets_of(index, cache.paths), index.classes)
         weights = positive_weights(targets.dense(split.train), config.class_weighting)
         if weights is not None:
             log.info("positive weights per label (negatives / positives, capped): %s", weights_summary(weights))

@@ -8,6 +8,7 @@ import pytest
 from core.data import corrections
 from core.data.corrections import Corrections
 from core.data.datasets import Split
+from core.data.multilabel import LabelSets
 from tests.conftest import make_image_dataset
 
 
@@ -77,6 +78,85 @@ def test_a_corrected_dataset_trains_a_new_run_on_the_same_split(tmp_path):
     assert after.classes[after.test.labels[row]] == "green"
     again = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
     assert again.cached and again.run_id == second.run_id
+
+
+@pytest.mark.backend_agnostic
+def test_a_multilabel_photo_is_relabelled_with_its_whole_label_list(tmp_path):
+    names = ["red", "green", "blue"]
+    kept = Corrections.load(tmp_path / "data", tmp_path / "mosaics")
+    kept.mark("images/m0.png", "relabel", labels=["blue", "red", "red"], classes=names)  # kept in the labels' order
+    kept.mark("images/m1.png", "relabel", labels=[], classes=names)  # none of its labels
+    kept.mark("images/m2.png", "fine")
+    with pytest.raises(ValueError, match="'pink': not a label of this dataset"):
+        kept.mark("images/m3.png", "relabel", labels=["red", "pink"], classes=names)
+    kept.save()
+    again = Corrections.load(tmp_path / "data", tmp_path / "mosaics")
+    effective = again.effective()
+    assert effective == {
+        "images/m0.png": {"action": "relabel", "labels": ["red", "blue"]},
+        "images/m1.png": {"action": "relabel", "labels": []},
+    }
+    assert corrections.summary(effective) == "2 relabelled"
+    assert [corrections.target_text(again.entries[p]) for p in ("images/m0.png", "images/m1.png")] == [
+        "red, blue",
+        "none of these",
+    ]
+    # the lists: marked photos take theirs, the others keep their own; the split is the caller's, before
+    paths = ["images/m0.png", "images/m1.png", "images/m2.png", "images/m9.png"]
+    targets = LabelSets.from_lists([[1], [0, 2], [1], [0]], 3)
+    lists = corrections.relabel_lists(effective, paths, targets, names)
+    assert lists.lists() == [[0, 2], [], [1], [0]] and targets.lists() == [[1], [0, 2], [1], [0]]
+    assert corrections.relabel_lists(None, paths, targets, names) is targets
+    split = Split(np.array([0, 1]), np.array([2]), np.array([3]), "random")
+    labels, kept_split, notes = corrections.apply(effective, paths, np.full(4, -1), names, split)
+    assert labels.tolist() == [-1] * 4 and kept_split.train.tolist() == [0, 1]  # labels of a multi-label run: -1
+    assert "2 photo(s) relabelled, none excluded" in notes[0]
+    # a classmate's label list proposed to the owner, accepted as the owner's own
+    theirs = Corrections.load(tmp_path / "data", tmp_path / "mosaics", "bob")
+    theirs.mark("images/m4.png", "relabel", labels=["green"], classes=names, proposed_to="local")
+    theirs.save()
+    owner = Corrections.load(tmp_path / "data", tmp_path / "mosaics")
+    [proposal] = owner.proposals()
+    assert proposal["labels"] == ["green"] and proposal["by"] == "bob"
+    owner.accept("images/m4.png", "bob")
+    owner.save()
+    assert Corrections.load(tmp_path / "data", tmp_path / "mosaics").effective()["images/m4.png"] == {
+        "action": "relabel",
+        "labels": ["green"],
+    }
+
+
+def test_a_corrected_multilabel_dataset_trains_a_new_run_on_the_corrected_lists(tmp_path):
+    from core import run_job
+    from core.runs.analysis import RunAnalysis
+    from core.runs.store import RunStore
+    from core.settings.config import TrainConfig
+    from core.train import jobs
+    from tests.train.test_multilabel import make_mosaics
+
+    dataset = make_mosaics(tmp_path / "mosaics", n=40, size=32, seed=5)
+    data_root = tmp_path / "data"
+    store = RunStore(tmp_path / "models")
+    config = TrainConfig(image_size=32, weights="none", epochs=1, batch_size=8, head=(8,), seed=1)
+    first = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
+    run_job.execute(store, first, data_root, console=False, ingest_workers=1)
+    before = RunAnalysis.load(store.run_dir(first.run_id))
+    names = list(before.classes)
+
+    photo = before.test.paths[0]
+    row = before.test.targets[0]
+    flipped = [name for name, has in zip(names, row, strict=True) if not has]  # every label it lacks, none it has
+    kept = Corrections.load(data_root, dataset)
+    kept.mark(photo, "relabel", labels=flipped, classes=names)
+    kept.mark(before.val.paths[0], "exclude")
+    kept.save()
+    second = jobs.submit(store, dataset, config, corrections=jobs.dataset_corrections(data_root, dataset))
+    assert second.run_id != first.run_id and second.outcome == jobs.NEW
+    run_job.execute(store, second, data_root, console=False, ingest_workers=1)
+    after = RunAnalysis.load(store.run_dir(second.run_id))
+    assert after.test.paths == before.test.paths and after.val.paths == before.val.paths[1:]
+    assert after.test.targets[0].tolist() == [int(not has) for has in row]  # trained and tested on the new list
+    np.testing.assert_array_equal(after.test.targets[1:], before.test.targets[1:])
 
 
 def test_copy_as_command_finds_each_run_again_corrected_or_not(tmp_path, capsys):

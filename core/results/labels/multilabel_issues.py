@@ -90,12 +90,15 @@ class LabelListIssues:
         """The share of the photos checked that are flagged."""
         return self.suspected / self.photos if self.photos else 0.0
 
-    def csv(self) -> str:
+    def csv(self, marked: dict[str, str] | None = None) -> str:
         """Every suspected photo, lowest quality first: path, split, quality, labels, missing, wrong (a cell's labels
-        joined by "|", empty for none)."""
+        joined by "|", empty for none), and with `marked` ({path: the mark in words}) a last column, "marked"."""
         table = self.table.assign(**{k: self.table[k].map(CSV_SEPARATOR.join) for k in ("labels", "missing", "wrong")})
+        columns = CSV_COLUMNS
+        if marked is not None:
+            table, columns = table.assign(marked=table["path"].map(lambda p: marked.get(p, ""))), [*columns, "marked"]
         out = io.StringIO()
-        table[CSV_COLUMNS].to_csv(out, index=False, float_format="%.4f", lineterminator="\n")
+        table[columns].to_csv(out, index=False, float_format="%.4f", lineterminator="\n")
         return out.getvalue()
 
 
