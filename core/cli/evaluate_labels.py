@@ -91,8 +91,8 @@ def evaluate_labels(args: argparse.Namespace, run) -> int:
     if issues is not None:
         print(
             f"\n{issues.suspected} of {issues.photos} validation and test photos have a label list the model doubts "
-            "(confident learning one label at a time, as cleanlab's; the Evaluate page shows them): photos to look at, "
-            "not errors found"
+            "(confident learning one label at a time, as cleanlab's; Evaluate and Explore show them, to relabel, "
+            "exclude or mark fine): photos to look at, not errors found"
         )
         weak_model = multilabel_issues.weak_model_words(issues, summary)
         if weak_model:

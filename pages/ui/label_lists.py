@@ -1,20 +1,25 @@
 """Suspected label errors in a multi-label run's label lists (core.results.labels.multilabel_issues): a label the model
 is confident a photo shows but lacks (missing), or carries but does not show (wrong). Shown on Evaluate's multi-label
-view and on Explore's Suspected label errors tab.
+view and on Explore's Suspected label errors tab, each suspect with the marks a person makes on it (relabel with a
+whole new list, exclude, fine: pages.ui.marks), which that person's next run on the dataset applies.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import streamlit as st
 
+from core.data.corrections import EXCLUDE, FINE, RELABEL
+from core.data.multilabel import NO_LABEL
 from core.results.evaluation.multilabel import MultilabelEvaluation
 from core.results.labels import multilabel_issues
 from core.runs.analysis import AnalysisMissing, RunAnalysis
-from pages.ui import photo_gallery
+from pages.ui import auth, marks, photo_gallery, plain
 
-PAGE_SIZE = 24
+PAGE_SIZE = 10
+SPLIT_WORDS = {"val": "validation", "test": "test"}
 
 
 @st.cache_data(show_spinner="Checking the label lists…", max_entries=8)
@@ -58,38 +63,110 @@ def section(run, dataset_root: Path, key: str) -> None:
     )
     if not found.suspected:
         return
+    corrections = marks.corrections_of(run)
+    marked = {path: marks.marked_text(entry) for path, entry in corrections.entries.items()}
     st.download_button(
         f"Download all {found.suspected} suspects (CSV)",
-        data=found.csv,
+        data=found.csv(marked),
         file_name=f"label-list-issues-{run.run_id}.csv",
         mime="text/csv",
         icon=":material/download:",
         key=f"{key}_issues_csv",
-        help="Every suspected photo, lowest label quality first: its path, split, quality, labels, and the labels "
-        "suspected missing and wrong (a cell's labels joined by |).",
+        help="Every suspected photo, lowest label quality first: its path, split, quality, labels, the labels "
+        "suspected missing and wrong (a cell's labels joined by |), and your mark.",
     )
     table = found.table.assign(**{k: found.table[k].map(", ".join) for k in ("labels", "missing", "wrong")})
     st.dataframe(
-        table,
+        table.assign(marked=table["path"].map(lambda path: marked.get(path, ""))),
         hide_index=True,
         key=f"{key}_issues",
         column_config={"quality": st.column_config.NumberColumn(format="%.3f")},
     )
-    pages = -(-found.suspected // PAGE_SIZE)
+    review(run, found, corrections, dataset_root, key)
+
+
+def suggested(row) -> list[str]:
+    """The label list the model suggests for a suspected photo: its labels, plus the ones suspected missing, less the
+    ones suspected wrong (in the run's label order)."""
+    return [name for name in row.labels if name not in row.wrong] + list(row.missing)
+
+
+def review(run, found: multilabel_issues.LabelListIssues, corrections, dataset_root: Path, key: str) -> None:
+    """Each suspect's photo, its list and what the model doubts, with the marks a person makes on it: relabel (its
+    whole new list), exclude, fine, undo (pages.ui.marks). The next run applies them."""
+    marks.proposals_section(run)
+    marks.what_a_correction_does(run, corrections)
+    st.caption(
+        "Every photo here is a validation or test photo (the model never trained on them): correcting one changes "
+        "what the next run is validated or tested on, and runs before and after are compared on the test photos "
+        "whose label lists they share."
+    )
+    hide = st.toggle("Hide the ones I reviewed", value=False, key=f"{key}_hide_reviewed")
+    rows = [row for row in found.table.itertuples() if not (hide and corrections.action(row.path))]
+    if len(rows) < found.suspected:
+        st.caption(f"Showing {len(rows)} of the {found.suspected} suspects: the reviewed ones are hidden.")
+    if not rows:
+        st.caption("No suspect left to review.")
+        return
+    pages = -(-len(rows) // PAGE_SIZE)
     page = 1
     if pages > 1:  # walk 54: 'the first 24 of 92', and no way to the rest
-        st.caption(f"{PAGE_SIZE} photos a page, in the table's order ({found.suspected} in all, {pages} pages).")
+        st.caption(f"{PAGE_SIZE} photos a page, in the table's order ({len(rows)} in all, {pages} pages).")
         page = st.pagination(pages, key=f"{key}_issue_page")
     start = (page - 1) * PAGE_SIZE
-    items = [
-        (
-            dataset_root / row.path,
-            " · ".join(
-                [*([f"missing: {row.missing}"] if row.missing else []), *([f"wrong: {row.wrong}"] if row.wrong else [])]
-            )
-            + f" · has: {row.labels or 'none'}\n"
-            f"{Path(row.path).name}",
+    for row in rows[start : start + PAGE_SIZE]:
+        suspect_row(run, row, corrections, dataset_root, key)
+
+
+def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
+    """One suspect: its photo, its list, what the model doubts, the mark made, and the marks to make."""
+    row_key = f"{key}_issue_{hashlib.sha1(row.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
+    marked = corrections.entries.get(row.path)
+    with st.container(border=True, key=row_key):
+        photo, facts, actions = st.columns([1, 3, 3], vertical_alignment="center")
+        image, error = photo_gallery.thumb(dataset_root / row.path, 120)
+        photo.image(image, width="stretch")
+        doubts = [
+            *([f"lacks **{plain.md(', '.join(row.missing))}** (missing)"] if row.missing else []),
+            *([f"has **{plain.md(', '.join(row.wrong))}** wrongly"] if row.wrong else []),
+        ]
+        facts.markdown(
+            f"**{plain.md(Path(row.path).name)}** · {SPLIT_WORDS.get(row.split, row.split)} photo  \n"
+            f"has: **{plain.md(', '.join(row.labels) or NO_LABEL)}**  \n"
+            f"the model doubts it {' and '.join(doubts)} · label quality {row.quality:.3f}"
         )
-        for row in table.iloc[start : start + PAGE_SIZE].itertuples()
-    ]
-    photo_gallery.gallery(items, size=130, key=f"{key}_issue_photos_{page}")
+        if error:
+            facts.caption(plain.md(error))
+        if marked:
+            facts.markdown(f":green[:material/check: {plain.md(marks.marked_text(marked))}]")
+            if not auth.can_change(run):  # a classmate's run: say where the mark goes
+                facts.caption(marks.proposal_words(run))
+        chosen = marked["labels"] if marked and isinstance(marked.get("labels"), list) else suggested(row)
+        labels_key = f"{row_key}_labels"
+        actions.multiselect(
+            "Labels",
+            run.classes,
+            default=[name for name in chosen if name in run.classes],
+            key=labels_key,
+            placeholder=f"none: {NO_LABEL}",
+            help="The photo's whole label list, as the next run should train and test on it. Filled with the "
+            "model's suggestion (its labels, plus the ones suspected missing, less the ones suspected wrong) or "
+            "your earlier relabel; empty means none of the labels.",
+        )
+        buttons = actions.columns(4)
+        buttons[0].button(
+            "Relabel",
+            key=f"{row_key}_relabel",
+            on_click=relabel,
+            args=(run, row.path, labels_key),
+            help="Keep the list above as this photo's labels for your next run.",
+        )
+        buttons[1].button("Exclude", key=f"{row_key}_exclude", on_click=marks.mark, args=(run, row.path, EXCLUDE))
+        buttons[2].button("Fine", key=f"{row_key}_fine", on_click=marks.mark, args=(run, row.path, FINE))
+        if marked:
+            buttons[3].button("Undo", key=f"{row_key}_undo", on_click=marks.forget, args=(run, row.path))
+
+
+def relabel(run, path: str, labels_key: str) -> None:
+    """Button callback: the photo's new label list, as its multiselect holds it now."""
+    marks.mark(run, path, RELABEL, labels=list(st.session_state.get(labels_key) or []))

@@ -154,14 +154,70 @@ def test_a_long_list_from_a_weak_model_says_so_pages_its_photos_and_downloads_wh
     pages = -(-found.suspected // 2)
     assert f"2 photos a page, in the table's order ({found.suspected} in all, {pages} pages)." in texts(at)
 
-    def shown_photos() -> list[str]:
-        return [c.split("\n")[-1] for image in at.get("image") for c in image.captions]
+    def shown_photos() -> list[str]:  # the review rows' photos, by the file name each row starts with
+        return [m.value.split("**")[1] for m in at.markdown if " photo  \nhas: **" in m.value]
 
-    names = [md(Path(p).name) for p in found.table["path"]]  # a caption is Markdown, escaped
+    names = [md(Path(p).name) for p in found.table["path"]]  # a row's words are Markdown, escaped
     assert shown_photos() == names[:2]
     at.session_state["explore_ml_issue_page"] = 2  # the next page
     at.run()
     assert shown_photos() == names[2:4]
+
+
+def test_a_suspect_is_relabelled_with_a_whole_list_excluded_or_marked_fine_and_the_next_run_applies_it(
+    open_explore, tmp_path, monkeypatch
+):
+    """Walk leftover: the label lists the model doubts had no marks. Each suspect now has relabel (its whole new
+    list, the model's suggestion first), exclude, fine and undo, kept as the person's corrections for the next run."""
+    from core.data.corrections import Corrections
+    from core.train.jobs import dataset_corrections
+
+    opened, run = open_explore
+    data_root = tmp_path / "data"  # this test's own store of marks, not the shared run's data folder
+    monkeypatch.setattr("pages.ui.common.data_root", lambda: data_root)
+    at = opened()
+    at.session_state["explore_tab"] = "Suspected label errors"
+    at.run()
+    found = multilabel_issues.of_analysis(RunAnalysis.load(run.directory))
+    assert found.suspected >= 3, "the fixture's run flags a few photos"
+    first, second, third = (found.table.iloc[i] for i in range(3))
+
+    def row_key(path: str) -> str:
+        import hashlib
+
+        return f"explore_ml_issue_{hashlib.sha1(path.encode()).hexdigest()[:10]}"
+
+    # the list offered is the model's suggestion: its labels, plus the ones suspected missing, less the wrong ones
+    picker = at.multiselect(key=f"{row_key(first.path)}_labels")
+    suggestion = [n for n in first.labels if n not in first.wrong] + list(first.missing)
+    assert picker.value == suggestion and picker.options == run.classes
+    chosen = [n for n in run.classes if n not in first.labels][:2]  # a list of the person's own
+    picker.set_value(chosen)
+    at.button(key=f"{row_key(first.path)}_relabel").click().run()
+    at.button(key=f"{row_key(second.path)}_exclude").click().run()
+    at.button(key=f"{row_key(third.path)}_fine").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    kept = Corrections.load(data_root, run.dataset_path)
+    assert kept.effective() == {
+        first.path: {"action": "relabel", "labels": chosen},
+        second.path: {"action": "exclude"},
+    }
+    assert kept.action(third.path) == "fine"
+    shown = texts(at)
+    assert (
+        md(f"relabel to {', '.join(chosen) or 'none of these'}") in shown
+        and "1 relabelled, 1 excluded, 1 fine" in shown
+    )
+    table = table_with(at, "path", "marked")
+    assert dict(zip(table["path"], table["marked"], strict=True))[second.path] == "excluded"
+    # the next run on the dataset applies them: the Train page's toggle counts them, the run records them
+    assert dataset_corrections(data_root, run.dataset_path) == kept.effective()
+    # hidden once reviewed, and undone
+    at.toggle(key="explore_ml_hide_reviewed").set_value(True).run()
+    assert f"Showing {found.suspected - 3} of the {found.suspected} suspects" in texts(at)
+    at.toggle(key="explore_ml_hide_reviewed").set_value(False).run()
+    at.button(key=f"{row_key(second.path)}_undo").click().run()
+    assert second.path not in Corrections.load(data_root, run.dataset_path).entries
 
 
 @pytest.mark.parametrize(("tab", "words"), [("Data issues", DATA_ISSUES_WORDS), ("Label next", LABEL_NEXT_WORDS)])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections
+from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections, target_text
 from core.data.datasets import DatasetError
 from core.results import tasks as run_tasks
 from core.results.data_issues import report as data_issues
@@ -25,7 +25,7 @@ from core.results.labels.verdict import probability_text
 from core.runs.files import run_files
 from core.runs.record import Run
 from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_task
-from pages.ui.explore.label_review import mark
+from pages.ui.marks import mark
 from pages.ui.run_task import task_panel
 
 KIND = "data-issues"
@@ -167,7 +167,7 @@ def mark_words(marks: dict, path: str) -> str:
     entry = marks.get(path) or {}
     action = entry.get("action")
     if action == RELABEL:
-        return f" · you marked: relabel to {entry.get('to', '?')}"
+        return f" · you marked: relabel to {target_text(entry)}"
     if action in (EXCLUDE, FINE):
         return f" · you marked: {action}"
     return ""

@@ -1,7 +1,7 @@
 """The Explore page's suspected label errors: compute them in the background, then review each one.
 
-Each mark ("relabel to X", "exclude", "fine") is written to the dataset's corrections file in the
-data folder (core.data.corrections), never to the photos, as the marks of whoever made it. The next
+Each mark ("relabel to X", "exclude", "fine") is written to the dataset's corrections in the data folder
+(core.data.corrections, through pages.ui.marks), never to the photos, as the marks of whoever made it. The next
 training run of that person applies them; marks on someone else's run are also proposals to its owner,
 who (or an admin) accepts or declines them here.
 """
@@ -19,15 +19,12 @@ from core.results.evaluation.explain import Target, overlay
 from core.results.labels import issues as label_issues
 from core.results.labels import power, verdict
 from core.runs.record import Run
-from core.sharing.people import layer_of, same_person
-from pages.ui import auth, common, dataset_choice, photo_gallery, plain, run_models, teaching
+from pages.ui import auth, dataset_choice, marks, photo_gallery, plain, run_models, teaching
 from pages.ui.explore import fix_worth
-from pages.ui.navigation import TRAIN_PREFILL, page_file
 from pages.ui.run_task import task_panel
 
 PAGE_SIZE = 10
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test", "all": "dataset"}
-MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
 
 
 def heatmap(run: Run, issue: label_issues.LabelIssue):
@@ -46,70 +43,6 @@ def heatmap(run: Run, issue: label_issues.LabelIssue):
     return overlay(image, result.values, signed=True), None
 
 
-def corrections_of(run: Run) -> Corrections:
-    """The signed-in person's marks on the run's dataset (everyone's own; "local" when not shared)."""
-    return Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id)
-
-
-def mark(run: Run, path: str, action: str, to: str | None = None) -> None:
-    """Button callback: record one correction (file only; the page shows it on the rerun). On someone else's
-    run it is also a proposal to its owner."""
-    corrections = corrections_of(run)
-    corrections.mark(path, action, to=to, classes=run.classes or None, proposed_to=run.owner)
-    corrections.save()
-
-
-def proposal_words(run: Run) -> str:
-    """What a mark on someone else's run does: a proposal to its owner, and part of the marker's own next run."""
-    return (
-        f"Your mark, and a proposal to {plain.md(layer_of(run.owner))}: their runs apply it only if they accept it; "
-        "your own next run on this dataset applies it."
-    )
-
-
-def answer_proposal(run: Run, path: str, by: str, accept: bool) -> None:
-    """Accept (as the run owner's own mark) or decline a classmate's proposed correction."""
-    owners = Corrections.load(common.data_root(), run.dataset_path, run.owner)
-    if accept:
-        owners.accept(path, by)
-        owners.save()
-    else:
-        owners.decline(path, by)
-
-
-def proposals_section(run: Run) -> None:
-    """Marks others made on this run's owner's runs, for the owner (or an admin) to accept or decline."""
-    if not auth.can_change(run):
-        return
-    proposals = Corrections.load(common.data_root(), run.dataset_path, run.owner).proposals()
-    if not proposals:
-        return
-    mine = same_person(run.owner, auth.current_user().id)
-    whose = "your" if mine else f"{plain.md(run.owner)}'s"
-    with st.expander(
-        f"Proposed corrections for {whose} runs: {len(proposals)}", icon=":material/inbox:", expanded=True
-    ):
-        st.caption(
-            "Marks others made while looking at these runs. They change nothing here until accepted: an accepted "
-            f"one becomes {whose} own mark, applied by {whose} next run on this dataset."
-        )
-        for i, proposal in enumerate(proposals[:50]):
-            what = MARKED.get(proposal["action"], proposal["action"]).format(to=proposal.get("to", "?"))
-            with st.container(horizontal=True, vertical_alignment="center"):
-                st.markdown(
-                    f"{plain.code(proposal['path'])}: {plain.md(what)}, proposed by **{plain.md(proposal['by'])}**"
-                )
-                args = (run, proposal["path"], proposal["by"])
-                st.button("Accept", key=f"proposal_yes_{i}", on_click=answer_proposal, args=(*args, True))
-                st.button("Decline", key=f"proposal_no_{i}", on_click=answer_proposal, args=(*args, False))
-
-
-def forget(run: Run, path: str) -> None:
-    corrections = corrections_of(run)
-    corrections.forget(path)
-    corrections.save()
-
-
 def review_section(run: Run) -> None:
     teaching.explain("label_issues")
     review = label_issues.load(run.directory)
@@ -122,9 +55,9 @@ def review_section(run: Run) -> None:
         )
         task_panel(run, "label-issues", "Find suspected label errors", key="explore_issues")
         return
-    corrections = corrections_of(run)
-    proposals_section(run)
-    what_a_correction_does(run, corrections)
+    corrections = marks.corrections_of(run)
+    marks.proposals_section(run)
+    marks.what_a_correction_does(run, corrections)
     trust_note(run, review)  # the one verdict: how many to review first and why, the figures behind it
     fix_worth.panel(run, review)  # what fixing these would be worth, before the long run
     if review.issues:  # the whole list, not 50 pages of 10
@@ -253,37 +186,6 @@ def trust_note(run: Run, review: label_issues.LabelReview) -> None:
                 st.markdown(f"- {plain.md(line)}")
 
 
-def what_a_correction_does(run: Run, corrections: Corrections) -> None:
-    counts = corrections.counts()
-    done = ", ".join(f"{counts[a]} {w}" for a, w in ((RELABEL, "relabelled"), (EXCLUDE, "excluded"), (FINE, "fine")))
-    with st.expander(f"What a correction does · so far for this dataset: {done}", icon=":material/info:"):
-        if not same_person(run.owner, auth.current_user().id):
-            st.info(
-                f"This is {plain.md(run.owner)}'s run: your marks are yours (your next run on this dataset applies "
-                f"them) and proposals to {plain.md(run.owner)}, whose runs apply them only once they (or an admin) "
-                "accept them. Nobody's marks change anyone else's training.",
-                icon=":material/group:",
-            )
-        where = plain.code(common.shown_path(corrections.file))
-        st.markdown(
-            f"Your marks are written to {where}, in the data folder, **never to your photos**: "
-            "no photo is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
-            "applies them (a relabelled photo trains as its new class, an excluded one leaves its split) and, "
-            "because its data changed, it gets a **new run id**; the same settings without corrections remain "
-            "the old run.\n\n"
-            "Correcting **training** photos keeps the validation and test photos the same, so the new run can be "
-            "compared with this one photo by photo. Correcting a **validation** photo changes the score that picks "
-            "the best epoch. Correcting a **test** photo changes what the test measures: runs before and after are "
-            "then compared on the photos they still share."
-        )
-    st.page_link(
-        page_file("train"),
-        label="Train again with these corrections",
-        icon=":material/model_training:",
-        query_params={TRAIN_PREFILL: run.run_id},
-    )
-
-
 def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections, heatmaps: bool = False) -> None:
     key = f"explore_issue_{hashlib.sha1(issue.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
     marked = corrections.entries.get(issue.path)
@@ -316,10 +218,10 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
         elif issue.split == "test":
             facts.caption("A test photo: correcting it changes what the next run is tested on.")
         if marked:
-            text = MARKED[marked["action"]].format(to=marked.get("to", "?"))
+            text = marks.marked_text(marked)
             facts.markdown(f":green[:material/check: {plain.md(text)}]")
             if not auth.can_change(run):  # a classmate's run: say where the mark goes (walk of issue 38, item 11)
-                facts.caption(proposal_words(run))
+                facts.caption(marks.proposal_words(run))
         classes = run.classes or sorted({issue.given, issue.suggested})
         others = [c for c in classes if c != issue.given]
         relabel = actions.columns([3, 2], vertical_alignment="bottom")
@@ -329,9 +231,9 @@ def issue_row(run: Run, issue: label_issues.LabelIssue, corrections: Corrections
             index=others.index(issue.suggested) if issue.suggested in others else 0,
             key=f"{key}_to",
         )
-        relabel[1].button("Relabel", key=f"{key}_relabel", on_click=mark, args=(run, issue.path, RELABEL, target))
+        relabel[1].button("Relabel", key=f"{key}_relabel", on_click=marks.mark, args=(run, issue.path, RELABEL, target))
         buttons = actions.columns(3)
-        buttons[0].button("Exclude", key=f"{key}_exclude", on_click=mark, args=(run, issue.path, EXCLUDE))
-        buttons[1].button("Fine", key=f"{key}_fine", on_click=mark, args=(run, issue.path, FINE))
+        buttons[0].button("Exclude", key=f"{key}_exclude", on_click=marks.mark, args=(run, issue.path, EXCLUDE))
+        buttons[1].button("Fine", key=f"{key}_fine", on_click=marks.mark, args=(run, issue.path, FINE))
         if marked:
-            buttons[2].button("Undo", key=f"{key}_undo", on_click=forget, args=(run, issue.path))
+            buttons[2].button("Undo", key=f"{key}_undo", on_click=marks.forget, args=(run, issue.path))

@@ -9,6 +9,7 @@ import time
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.data.corrections import RELABEL, target_text
 from core.data.corrections import summary as correction_summary
 from core.data.datasets import SPLIT_NAMES
 from core.processes import JobState
@@ -254,7 +255,11 @@ def settings(run: Run) -> None:
             st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}{whose}):")
             st.dataframe(
                 [
-                    {"photo": path, "correction": e.get("action"), "to": e.get("to") or ""}
+                    {
+                        "photo": path,
+                        "correction": e.get("action"),
+                        "to": target_text(e) if e.get("action") == RELABEL else "",
+                    }
                     for path, e in run.corrections.items()
                 ],
                 hide_index=True,
