@@ -13,12 +13,17 @@ LAST_RUN = "last_picked_run"  # not a widget's key: it outlives the page it was 
 PREFERENCE = "last_run"
 
 
-def opening_run(ids: list[str], fallback: str, across_reloads: bool = True) -> str:
-    """The run a page opens on: the one last picked on Evaluate, Explore or Predict this session, else (with
+def opening_run(ids: list[str], fallback: str, across_reloads: bool = True, key: str | None = None) -> str:
+    """The run a page opens on: the one a link names (the page's query parameter `key`, e.g. Train's "Study it on the
+    Evaluate page"), else the one last picked on Evaluate, Explore or Predict this session, else (with
     `across_reloads`) the one picked before a reload, where this page lists it (walk 54: each page opened on the
-    newest run, so the run being studied was picked again on every page; walk 55: and again after every reload).
-    Predict passes `across_reloads=False` where a production model exists: on a fresh visit it, the model people
-    mean, comes first."""
+    newest run, so the run being studied was picked again on every page; walk 55: and again after every reload;
+    a walk of the label-list marks: a link to the new run opened the one picked before). Predict passes
+    `across_reloads=False` where a production model exists: on a fresh visit it, the model people mean, comes
+    first."""
+    linked = st.query_params.get(key) if key else None
+    if linked in ids:
+        return linked
     last = st.session_state.get(LAST_RUN)
     if last is None and across_reloads:
         last = workspace.preference(data_root(), PREFERENCE, None, person=auth.current_user().id)

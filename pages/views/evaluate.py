@@ -63,7 +63,7 @@ if not runs:
     st.stop()
 labels = {run.run_id: common.run_label(run) for run in runs}
 if st.session_state.get("evaluate_run") not in labels:
-    st.session_state["evaluate_run"] = last_run.opening_run(list(labels), runs[0].run_id)
+    st.session_state["evaluate_run"] = last_run.opening_run(list(labels), runs[0].run_id, key="evaluate_run")
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="evaluate_run", bind="query-params")
 last_run.remember_run(run_id)
 run = common.store().get(run_id)

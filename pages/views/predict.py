@@ -64,7 +64,9 @@ newest = (mine or runs)[0].run_id
 if st.session_state.get("predict_run") not in labels:
     # The run being studied on Evaluate or Explore; else the one production serves; else your newest (or the newest).
     usual = production if production in labels else newest
-    st.session_state["predict_run"] = last_run.opening_run(list(labels), usual, across_reloads=production not in labels)
+    st.session_state["predict_run"] = last_run.opening_run(
+        list(labels), usual, across_reloads=production not in labels, key="predict_run"
+    )
 controls = st.columns([3, 1])
 run_id = controls[0].selectbox(
     "Model (run)", list(labels), format_func=labels.get, key="predict_run", bind="query-params"

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+from streamlit.testing.v1 import AppTest
 
 from core.results.evaluation.metrics import Evaluation
+from pages.ui.navigation import page_file
 from pages.ui.plain import md
-from tests.pages.conftest import table_with, texts
+from tests.pages.conftest import APP, table_with, texts
 
 
 def _evaluation(workspace) -> Evaluation:
@@ -392,3 +394,26 @@ def test_the_run_picked_last_is_opened_again_after_a_reload(app, workspace, tmp_
     reloaded = app("explore", models_dir=models)  # a new session: a reload, another tab
     assert not reloaded.exception
     assert reloaded.selectbox(key="explore_run").value == older
+
+
+@pytest.mark.parametrize(("page", "key"), [("evaluate", "evaluate_run"), ("explore", "explore_run")])
+def test_a_link_to_a_run_opens_it_even_after_another_was_picked(app, workspace, tmp_path, page, key):
+    """Walk of the label-list marks: Train's "Study it on the Evaluate page" named the new run, and the page opened
+    the run picked before (remembered across sessions), so the new run's figures looked unchanged."""
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(models / workspace["run_id"], models / "feed0000beef")
+    newest, older = [run.run_id for run in RunStore(models).list()][:2]
+    at = app(page, models_dir=models)
+    at.selectbox(key=key).set_value(older).run()  # picked last, kept for the next session
+    linked = AppTest.from_file(APP, default_timeout=120)  # a new session arriving by a link to the newest run
+    linked.run()
+    linked.switch_page(page_file(page))
+    linked.query_params[key] = newest
+    linked.run()
+    assert not linked.exception and linked.selectbox(key=key).value == newest
+    plain = app(page, models_dir=models)  # without a link: the run studied last, now the linked one
+    assert plain.selectbox(key=key).value == newest
