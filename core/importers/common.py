@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.data import roots as data_roots
 from core.data.datasets import META_FILE, DatasetError, scan_dataset, split_indices
 from core.data.imaging import IMAGE_EXTENSIONS
 from core.data.multilabel_split import split_multilabel
@@ -303,3 +304,22 @@ class TableRows:
 
     def skipped(self) -> list[dict[str, str]]:
         return [{"path": value, "reason": "no such image in the folder"} for value in self.missing]
+
+
+def linked_notes(count: int, images: Path, data_root: str | os.PathLike) -> list[str]:
+    """What an import that links its photos says of them: keep them where they are, and, when they lie outside the
+    folders a one-person app opens datasets from (core.data.roots: FLORA_DATA_ROOTS, else the data folder, the home
+    folder and the folder Flora sits in), that the app will not open this dataset until that folder is one of them
+    (a newcomer's walk: imported from the command line, then refused at the Train page's launch)."""
+    notes = [
+        f"{count} images linked, not copied, from {images}: keep them there (the dataset reads them through the links)"
+    ]
+    roots = data_roots.data_roots(data_root, shared=False)
+    if not data_roots.inside(images, roots):
+        notes.append(
+            f"the app opens a dataset only when its photos lie inside its data roots ({', '.join(map(str, roots))}) "
+            f"and {images} is not among them: the command line trains this dataset, but the app will not list or "
+            f"train it until {data_roots.ROOTS_ENV} names that folder (set before the app starts) or the photos are "
+            "moved under one of them"
+        )
+    return notes

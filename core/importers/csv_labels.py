@@ -27,6 +27,7 @@ from core.importers.common import (
     ImportResult,
     TableRows,
     finish,
+    linked_notes,
     some,
     staging_folder,
     validate_dataset_name,
@@ -174,10 +175,7 @@ def import_csv(
         if splits:
             meta["splits"] = splits
         write_meta(staging, meta)
-        notes.append(
-            f"{len(plan['entries'])} images linked, not copied, from {images}: keep them there (the dataset reads "
-            "them through the links)"
-        )
+        notes += linked_notes(len(plan["entries"]), images, data_root)
         return finish(staging, name, data_root, "csv", plan["skipped"], notes)
 
 

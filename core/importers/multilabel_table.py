@@ -26,6 +26,7 @@ from core.importers.common import (
     ImportResult,
     TableRows,
     finish,
+    linked_notes,
     some,
     staging_folder,
     write_meta,
@@ -275,8 +276,5 @@ def import_table(
                 "label_shape": shape.to_dict(),
             },
         )
-        notes.append(
-            f"{len(entries)} images linked, not copied, from {images}: keep them there (the dataset reads them "
-            "through the links)"
-        )
+        notes += linked_notes(len(entries), images, data_root)
         return finish(staging, name, data_root, "csv", placed.skipped(), notes)

@@ -46,6 +46,31 @@ def test_a_kaggle_style_table_becomes_a_linked_dataset(images, tmp_path):
     assert result.images == 8 and any("linked, not copied" in note for note in result.notes)
 
 
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_photos_linked_from_outside_the_app_s_data_roots_are_said_to_stay_closed_to_the_app(
+    images, tmp_path, monkeypatch, multi
+):
+    """A newcomer's walk: a table imported from the command line linked photos from a folder the app does not open,
+    and the Train page refused the dataset only at launch. The import now says so, with the setting that opens it."""
+    from core.data import roots
+    from core.data.roots import ROOTS_ENV, OutsideDataRoots, check_links
+
+    kinds = ["daisy|rose", "rose"] if multi else ["cat", "dog"]
+    rows = "".join(f"img{i * 2}.jpg,{kinds[i % 2]}\n" for i in range(4))
+    labels = _write(tmp_path / "labels.csv", f"image,{'labels' if multi else 'label'}\n{rows}")
+    data = tmp_path / "data"
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path / "elsewhere"))  # the app's roots: that folder and the data folder
+    result = import_csv(labels, images, "outside", data)
+    [said] = [note for note in result.notes if ROOTS_ENV in note]
+    assert str(images) in said and "the app will not list or train it" in said
+    with pytest.raises(OutsideDataRoots):  # as the app finds it: refused, as the note said
+        check_links(data / "outside", scan_dataset(data / "outside").links, roots.data_roots(data, shared=False))
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))  # the photos' folder among the roots: nothing to say
+    result = import_csv(labels, images, "inside", data)
+    assert not [note for note in result.notes if ROOTS_ENV in note]
+    assert any("linked, not copied" in note for note in result.notes)
+
+
 def test_other_delimiters_and_encodings_are_detected_and_said(images, tmp_path):
     text = "image;label\nimg0.jpg;chat é\nimg2.jpg;chat é\nsub/img1.jpg;chien\nsub/img3.jpg;chien\n"
     labels = _write(tmp_path / "labels.csv", text, encoding="cp1252")
