@@ -304,6 +304,7 @@ def pair_figures(
         "exact": test["exact"],
         "bootstrap": {"resamples": spread["resamples"], "seed": seed, "level": bootstrap.LEVEL},
         "shown": shown(_pair(spread["map"]), test["p_value"]),
+        "identical": bool(np.array_equal(a.probabilities, b.probabilities)),  # the very same scores, photo by photo
         "per_label": per_label,
     }
 

@@ -151,6 +151,20 @@ def test_few_photos_show_no_real_difference_whatever_the_sign():
     assert "better" not in pair["verdict"] and "worse" not in pair["verdict"]
 
 
+def test_runs_with_the_very_same_scores_are_said_to_answer_alike_not_to_differ_by_chance():
+    """A walk: two runs differing only in corrections of test photos gave '+0.000 (95% interval +0.000 to +0.000)
+    ... the sign of the difference may be chance's'. Same scores photo by photo: said so, nothing to test."""
+    targets, a, _ = scored(30)
+    pair = mc.compare([side("aaaaaa1", targets, a), side("bbbbbb2", targets, a.copy())])["pairs"][0]
+    assert pair["identical"] and pair["map_difference"] == 0
+    assert pair["verdict"].startswith("aaaaaa and bbbbbb give the very same scores on these 30 test photos")
+    assert "chance" not in pair["verdict"]
+    nudged = a.copy()
+    nudged[0, 0] += 1e-6  # one score apart: compared as usual
+    pair = mc.compare([side("aaaaaa1", targets, a), side("bbbbbb2", targets, nudged)])["pairs"][0]
+    assert not pair["identical"] and pair["verdict"].startswith("No real difference shown")
+
+
 def test_an_interval_clear_of_zero_with_p_above_005_is_not_called_a_difference():
     assert mc.shown([0.01, 0.2], 0.01) and mc.shown([-0.2, -0.01], 0.049)
     assert not mc.shown([0.01, 0.2], 0.06) and not mc.shown([-0.01, 0.2], 0.001) and not mc.shown([None, None], 0.001)
