@@ -19,6 +19,7 @@ from core.runs.analysis import AnalysisMissing, RunAnalysis
 from pages.ui import auth, marks, photo_gallery, plain
 
 PAGE_SIZE = 10
+THUMB_SIZE = 200  # a mosaic or a busy photo needs more than a gallery's thumbnail to judge its labels
 SPLIT_WORDS = {"val": "validation", "test": "test"}
 
 
@@ -97,9 +98,10 @@ def review(run, found: multilabel_issues.LabelListIssues, corrections, dataset_r
     marks.proposals_section(run)
     marks.what_a_correction_does(run, corrections)
     st.caption(
-        "Every photo here is a validation or test photo (the model never trained on them): correcting one changes "
-        "what the next run is validated or tested on, and runs before and after are compared on the test photos "
-        "whose label lists they share."
+        "Every photo here is a validation or test photo (the model never trained on them). Correcting one changes "
+        "what the next run is tuned and tested against (its best epoch and thresholds from validation, its figures "
+        "from test), not what it learns: on the same training photos and seed it gives the same answers, and runs "
+        "before and after are compared on the test photos whose label lists they share."
     )
     hide = st.toggle("Hide the ones I reviewed", value=False, key=f"{key}_hide_reviewed")
     rows = [row for row in found.table.itertuples() if not (hide and corrections.action(row.path))]
@@ -123,8 +125,8 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
     row_key = f"{key}_issue_{hashlib.sha1(row.path.encode()).hexdigest()[:10]}"  # follows the photo, not the row
     marked = corrections.entries.get(row.path)
     with st.container(border=True, key=row_key):
-        photo, facts, actions = st.columns([1, 3, 3], vertical_alignment="center")
-        image, error = photo_gallery.thumb(dataset_root / row.path, 120)
+        photo, facts, actions = st.columns([3, 6, 6], vertical_alignment="center")
+        image, error = photo_gallery.thumb(dataset_root / row.path, THUMB_SIZE)
         photo.image(image, width="stretch")
         doubts = [
             *([f"lacks **{plain.md(', '.join(row.missing))}** (missing)"] if row.missing else []),
@@ -141,12 +143,20 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
             facts.markdown(f":green[:material/check: {plain.md(marks.marked_text(marked))}]")
             if not auth.can_change(run):  # a classmate's run: say where the mark goes
                 facts.caption(marks.proposal_words(run))
-        chosen = marked["labels"] if marked and isinstance(marked.get("labels"), list) else suggested(row)
+        if marked and isinstance(marked.get("labels"), list):
+            chosen = marked["labels"]
+        elif marked and marked.get("action") == FINE:
+            chosen = list(row.labels)
+        else:
+            chosen = suggested(row)
         labels_key = f"{row_key}_labels"
+        if (
+            labels_key not in st.session_state
+        ):  # first drawn (or drawn again after another page): the list it stands for
+            st.session_state[labels_key] = [name for name in chosen if name in run.classes]
         actions.multiselect(
             "Labels",
             run.classes,
-            default=[name for name in chosen if name in run.classes],
             key=labels_key,
             placeholder=f"none: {NO_LABEL}",
             help="The photo's whole label list, as the next run should train and test on it. Filled with the "
@@ -161,12 +171,40 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
             args=(run, row.path, labels_key),
             help="Keep the list above as this photo's labels for your next run.",
         )
-        buttons[1].button("Exclude", key=f"{row_key}_exclude", on_click=marks.mark, args=(run, row.path, EXCLUDE))
-        buttons[2].button("Fine", key=f"{row_key}_fine", on_click=marks.mark, args=(run, row.path, FINE))
+        buttons[1].button(
+            "Exclude", key=f"{row_key}_exclude", on_click=mark, args=(run, row.path, EXCLUDE, labels_key, None)
+        )
+        buttons[2].button(
+            "Fine", key=f"{row_key}_fine", on_click=mark, args=(run, row.path, FINE, labels_key, list(row.labels))
+        )
         if marked:
-            buttons[3].button("Undo", key=f"{row_key}_undo", on_click=marks.forget, args=(run, row.path))
+            buttons[3].button(
+                "Undo", key=f"{row_key}_undo", on_click=undo, args=(run, row.path, labels_key, suggested(row))
+            )
 
 
 def relabel(run, path: str, labels_key: str) -> None:
     """Button callback: the photo's new label list, as its multiselect holds it now."""
     marks.mark(run, path, RELABEL, labels=list(st.session_state.get(labels_key) or []))
+    _said(path, marks.corrections_of(run).entries.get(path))
+
+
+def mark(run, path: str, action: str, labels_key: str, shown: list[str] | None) -> None:
+    """Button callback: exclude or fine; the list box then shows what the mark means (fine: the photo's own list)."""
+    marks.mark(run, path, action)
+    if shown is not None:
+        st.session_state[labels_key] = shown
+    _said(path, marks.corrections_of(run).entries.get(path))
+
+
+def undo(run, path: str, labels_key: str, suggestion: list[str]) -> None:
+    """Button callback: forget the mark; the list box goes back to the model's suggestion."""
+    marks.forget(run, path)
+    st.session_state[labels_key] = suggestion
+    st.toast(f"{plain.md(Path(path).name)}: mark undone", icon=":material/undo:")
+
+
+def _said(path: str, entry: dict | None) -> None:
+    """A mark confirmed where the person looks: a row hidden once reviewed leaves no other trace on the page."""
+    if entry:
+        st.toast(f"{plain.md(Path(path).name)}: {plain.md(marks.marked_text(entry))}", icon=":material/check:")

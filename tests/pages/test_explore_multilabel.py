@@ -197,6 +197,8 @@ def test_a_suspect_is_relabelled_with_a_whole_list_excluded_or_marked_fine_and_t
     at.button(key=f"{row_key(second.path)}_exclude").click().run()
     at.button(key=f"{row_key(third.path)}_fine").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.toast] == [f"{md(Path(third.path).name)}: marked fine"]  # said where one looks
+    assert at.multiselect(key=f"{row_key(third.path)}_labels").value == list(third.labels)  # fine: its own list
     kept = Corrections.load(data_root, run.dataset_path)
     assert kept.effective() == {
         first.path: {"action": "relabel", "labels": chosen},
@@ -218,6 +220,10 @@ def test_a_suspect_is_relabelled_with_a_whole_list_excluded_or_marked_fine_and_t
     at.toggle(key="explore_ml_hide_reviewed").set_value(False).run()
     at.button(key=f"{row_key(second.path)}_undo").click().run()
     assert second.path not in Corrections.load(data_root, run.dataset_path).entries
+    at.button(key=f"{row_key(third.path)}_undo").click().run()  # undone: the box offers the suggestion again
+    third_suggestion = [n for n in third.labels if n not in third.wrong] + list(third.missing)
+    assert at.multiselect(key=f"{row_key(third.path)}_labels").value == third_suggestion
+    assert not at.exception and "Session State" not in texts(at)  # no widget-state warning
 
 
 @pytest.mark.parametrize(("tab", "words"), [("Data issues", DATA_ISSUES_WORDS), ("Label next", LABEL_NEXT_WORDS)])

@@ -153,8 +153,9 @@ def corrections_choice(dataset: str | None, prefix: str = "train") -> dict | Non
         f"Apply {len(kept)} label correction(s)",
         value=True,
         key=key("apply_corrections", prefix),
-        help="Marked on the Explore page. They change what the run trains on (and, for test photos, what it is "
-        "tested on), so the run gets its own id and its name says '+N corrections'. Off: the photos' own labels.",
+        help="Marked among the suspected label errors (Explore; a multi-label run's also on Evaluate). They change "
+        "what the run trains on (and, for validation and test photos, what it is tuned and tested against), so "
+        "the run gets its own id and its name says '+N corrections'. Off: the photos' own labels.",
     )
     if apply:
         st.caption(

@@ -16,6 +16,7 @@ from core.processes import JobState
 from core.runs.curves import RunProgress, batch_curve, epoch_curves, format_duration, phase_boundary
 from core.runs.record import MAX_NAME_LENGTH, Run
 from core.settings.options import run_command
+from core.sharing.people import LOCAL_USER
 from core.tracking import background as background_tracking
 from core.tracking import run_url
 from pages.ui import auth, common, plain, teaching
@@ -251,7 +252,13 @@ def settings(run: Run) -> None:
             wrap_lines=True,
         )
         if run.corrections:
-            whose = f", {plain.md(run.corrections_by)}'s marks" if run.corrections_by else ""
+            whose = (
+                ""
+                if not run.corrections_by
+                else ", the marks made on this machine"
+                if run.corrections_by == LOCAL_USER
+                else f", {plain.md(run.corrections_by)}'s marks"
+            )
             st.markdown(f"**Label corrections applied** ({correction_summary(run.corrections)}{whose}):")
             st.dataframe(
                 [
