@@ -140,10 +140,10 @@ def thresholds_words(summary: dict[str, Any]) -> str | None:
     tuned, half = summary.get("f1_macro"), summary.get("f1_macro_at_half")
     if tuned is None or half is None:
         return None
-    how = "better than" if tuned > half else "the same as" if tuned == half else "worse than"
+    how = "better than" if tuned > half else "as well as" if tuned == half else "worse than"
     said = (
         f"Macro F1 at the thresholds tuned on validation: {tuned:.2f}{_interval(summary['f1_macro_interval'])}; "
-        f"at 0.5 for every label: {half:.2f} ({how} 0.5 on these test photos)"
+        f"at 0.5 for every label: {half:.2f} (on these test photos the tuned thresholds do {how} 0.5)"
     )
     every = all_yes_f1(summary)
     if every is None:
