@@ -87,8 +87,8 @@ def section(run, dataset_root: Path, key: str) -> None:
 
 
 def suggested(row) -> list[str]:
-    """The label list the model suggests for a suspected photo: its labels, plus the ones suspected missing, less the
-    ones suspected wrong (in the run's label order)."""
+    """The label list the model suggests for a suspected photo: its labels less the ones suspected wrong, then the
+    ones suspected missing (a relabel keeps them in the run's label order)."""
     return [name for name in row.labels if name not in row.wrong] + list(row.missing)
 
 
@@ -150,9 +150,8 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
         else:
             chosen = suggested(row)
         labels_key = f"{row_key}_labels"
-        if (
-            labels_key not in st.session_state
-        ):  # first drawn (or drawn again after another page): the list it stands for
+        # first drawn (or drawn again after another page of suspects): the list the row stands for
+        if labels_key not in st.session_state:
             st.session_state[labels_key] = [name for name in chosen if name in run.classes]
         actions.multiselect(
             "Labels",
