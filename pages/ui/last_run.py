@@ -30,8 +30,27 @@ def opening_run(ids: list[str], fallback: str, across_reloads: bool = True, key:
     return last if last in ids else fallback
 
 
-def remember_run(run_id: str) -> None:
-    """Keep `run_id` as the run picked last (written to the workspace only when it changes)."""
+def follow_link(key: str, ids: list[str]) -> None:
+    """Before a page's run picker (the selectbox `key`, bound to the query parameter `key`): when the address names
+    another run than the one this page showed last, a link brought the person here (Train's "Study it on the
+    Evaluate page", Serve's links) and that run opens, even where the picker kept its earlier value this session (a
+    newcomer's walk: the link named the new run and the page showed the old one). A pick in the picker changes the
+    address only as the picker is drawn, so at the start of the next run the two still agree: a pick is never
+    undone here. `remember_run(..., key=key)` notes the address after the picker."""
+    linked = st.query_params.get(key)
+    if linked in ids and linked != st.session_state.get(_shown(key)):
+        st.session_state[key] = linked
+
+
+def _shown(key: str) -> str:
+    return f"{key}__address"  # the run the address named when this page was last drawn
+
+
+def remember_run(run_id: str, key: str | None = None) -> None:
+    """Keep `run_id` as the run picked last (written to the workspace only when it changes); with `key`, also the run
+    the page's address names now (see `follow_link`)."""
+    if key is not None:
+        st.session_state[_shown(key)] = st.query_params.get(key)
     if st.session_state.get(LAST_RUN) == run_id:
         return
     st.session_state[LAST_RUN] = run_id

@@ -62,10 +62,11 @@ runs = auth.scope_runs(runs, "evaluate_scope")  # shared: mine first, everyone's
 if not runs:
     st.stop()
 labels = {run.run_id: common.run_label(run) for run in runs}
+last_run.follow_link("evaluate_run", list(labels))
 if st.session_state.get("evaluate_run") not in labels:
     st.session_state["evaluate_run"] = last_run.opening_run(list(labels), runs[0].run_id, key="evaluate_run")
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="evaluate_run", bind="query-params")
-last_run.remember_run(run_id)
+last_run.remember_run(run_id, key="evaluate_run")
 run = common.store().get(run_id)
 if run.multilabel:  # its figures per label, at its thresholds (pages/ui/evaluate/multilabel.py)
     if run.state is JobState.STOPPED:

@@ -58,11 +58,12 @@ if not runs:
     st.stop()
 
 labels = {run.run_id: f"{common.run_label(run)} · {run.state}" for run in runs}
+last_run.follow_link("explore_run", list(labels))
 if st.session_state.get("explore_run") not in labels:
     newest = next((r.run_id for r in runs if r.evaluated), runs[0].run_id)
     st.session_state["explore_run"] = last_run.opening_run(list(labels), newest, key="explore_run")
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="explore_run", bind="query-params")
-last_run.remember_run(run_id)
+last_run.remember_run(run_id, key="explore_run")
 run = common.store().get(run_id)
 
 if not run.has_model:

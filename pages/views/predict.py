@@ -61,6 +61,7 @@ production = serving.aliases().get(serving.DEFAULT_ALIAS)
 me = auth.current_user().id
 mine = [run for run in runs if run.owner == me]  # shared: your own newest model first
 newest = (mine or runs)[0].run_id
+last_run.follow_link("predict_run", list(labels))
 if st.session_state.get("predict_run") not in labels:
     # The run being studied on Evaluate or Explore; else the one production serves; else your newest (or the newest).
     usual = production if production in labels else newest
@@ -71,7 +72,7 @@ controls = st.columns([3, 1])
 run_id = controls[0].selectbox(
     "Model (run)", list(labels), format_func=labels.get, key="predict_run", bind="query-params"
 )
-last_run.remember_run(run_id)
+last_run.remember_run(run_id, key="predict_run")
 run = common.store().get(run_id)
 if production == run_id:
     st.caption(f"The run *{serving.DEFAULT_ALIAS}* points at: what the model server answers with under that name.")

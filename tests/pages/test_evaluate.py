@@ -417,3 +417,27 @@ def test_a_link_to_a_run_opens_it_even_after_another_was_picked(app, workspace, 
     assert not linked.exception and linked.selectbox(key=key).value == newest
     plain = app(page, models_dir=models)  # without a link: the run studied last, now the linked one
     assert plain.selectbox(key=key).value == newest
+
+
+def test_a_link_followed_in_the_same_session_opens_its_run_and_a_pick_is_never_undone(app, workspace, tmp_path):
+    """The second walk: Evaluate visited first (its picker kept the old run this session), then Train's link to the
+    new run: the page still showed the old run. And a pick in the picker must stay picked on the next reruns."""
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+
+    models = tmp_path / "models"
+    copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    copy_run(models / workspace["run_id"], models / "feed0000beef")
+    newest, older = [run.run_id for run in RunStore(models).list()][:2]
+    at = app("evaluate", models_dir=models)
+    at.selectbox(key="evaluate_run").set_value(older).run()
+    at.run()  # a rerun: the pick stays
+    assert at.selectbox(key="evaluate_run").value == older
+    at.switch_page(page_file("train")).run()
+    at.switch_page(page_file("evaluate"))
+    at.query_params["evaluate_run"] = newest  # the link's address
+    at.run()
+    assert not at.exception and at.selectbox(key="evaluate_run").value == newest
+    at.selectbox(key="evaluate_run").set_value(older).run()  # picked again here: not undone by the address
+    at.run()
+    assert at.selectbox(key="evaluate_run").value == older
