@@ -183,8 +183,12 @@ def restrict(results: list[RunResult], paths: list[str]) -> None:
 def difference_note(left_out: dict[str, Any], names: dict[str, str] | None = None) -> str | None:
     """What the comparison left out, in words, or None when every run had the same test photos and labels."""
     names = names or {}
+    alone = len(left_out["only_in"]) <= 2  # of two runs, a photo one lacks is the other's alone; of more, not so
     parts = [
-        f"{n} test photo(s) only {names.get(run_id, run_id[:6])} has" for run_id, n in left_out["only_in"].items() if n
+        f"{n} test photo(s) only {name} has" if alone else f"{n} of {name}'s test photos that not every run has"
+        for run_id, n in left_out["only_in"].items()
+        if n
+        for name in [names.get(run_id, run_id[:6])]
     ]
     if left_out["relabelled"]:
         parts.append(f"{left_out['relabelled']} whose label a correction changed between the runs")
