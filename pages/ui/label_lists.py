@@ -99,9 +99,11 @@ def review(run, found: multilabel_issues.LabelListIssues, corrections, dataset_r
     marks.what_a_correction_does(run, corrections)
     st.caption(
         "Every photo here is a validation or test photo (the model never trained on them). Correcting one changes "
-        "what the next run is tuned and tested against (its best epoch and thresholds from validation, its figures "
-        "from test), not what it learns: on the same training photos and seed it gives the same answers, and runs "
-        "before and after are compared on the test photos whose label lists they share."
+        "what the next run is tuned and tested against, not what it learns: on the same training photos and seed "
+        "it learns the same weights epoch by epoch, but the epoch it keeps and its thresholds (both chosen on "
+        "validation) may move, and with them its scores and the labels it answers; its figures are measured against "
+        "the corrected test lists, and runs before and after are compared on the test photos whose label lists "
+        "they share."
     )
     hide = st.toggle("Hide the ones I reviewed", value=False, key=f"{key}_hide_reviewed")
     rows = [row for row in found.table.itertuples() if not (hide and corrections.action(row.path))]
@@ -129,13 +131,13 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
         image, error = photo_gallery.thumb(dataset_root / row.path, THUMB_SIZE)
         photo.image(image, width="stretch")
         doubts = [
-            *([f"lacks **{plain.md(', '.join(row.missing))}** (missing)"] if row.missing else []),
-            *([f"has **{plain.md(', '.join(row.wrong))}** wrongly"] if row.wrong else []),
+            *([f"also shows **{plain.md(', '.join(row.missing))}** (missing from its list)"] if row.missing else []),
+            *([f"does not show **{plain.md(', '.join(row.wrong))}** (wrong in its list)"] if row.wrong else []),
         ]
         facts.markdown(
             f"**{plain.md(Path(row.path).name)}** · {SPLIT_WORDS.get(row.split, row.split)} photo  \n"
-            f"has: **{plain.md(', '.join(row.labels) or NO_LABEL)}**  \n"
-            f"the model doubts it {' and '.join(doubts)} · label quality {row.quality:.3f}"
+            f"its labels: **{plain.md(', '.join(row.labels) or NO_LABEL)}**  \n"
+            f"the model thinks it {' and that it '.join(doubts)} · label quality {row.quality:.3f}"
         )
         if error:
             facts.caption(plain.md(error))
@@ -144,11 +146,11 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
             if not auth.can_change(run):  # a classmate's run: say where the mark goes
                 facts.caption(marks.proposal_words(run))
         if marked and isinstance(marked.get("labels"), list):
-            chosen = marked["labels"]
+            chosen, boxed = marked["labels"], "your relabel"
         elif marked and marked.get("action") == FINE:
-            chosen = list(row.labels)
+            chosen, boxed = list(row.labels), "its own labels (marked fine)"
         else:
-            chosen = suggested(row)
+            chosen, boxed = suggested(row), "the model's suggestion: its labels, plus missing, less wrong"
         labels_key = f"{row_key}_labels"
         # first drawn (or drawn again after another page of suspects): the list the row stands for
         if labels_key not in st.session_state:
@@ -167,24 +169,43 @@ def suspect_row(run, row, corrections, dataset_root: Path, key: str) -> None:
             "Relabel",
             key=f"{row_key}_relabel",
             on_click=relabel,
-            args=(run, row.path, labels_key),
+            args=(run, row.path, labels_key, list(row.labels)),
             help="Keep the list above as this photo's labels for your next run.",
         )
         buttons[1].button(
-            "Exclude", key=f"{row_key}_exclude", on_click=mark, args=(run, row.path, EXCLUDE, labels_key, None)
+            "Exclude",
+            key=f"{row_key}_exclude",
+            on_click=mark,
+            args=(run, row.path, EXCLUDE, labels_key, None),
+            help="Leave this photo out of your next run's splits (a photo no list fits, or not a photo of these).",
         )
         buttons[2].button(
-            "Fine", key=f"{row_key}_fine", on_click=mark, args=(run, row.path, FINE, labels_key, list(row.labels))
+            "Fine",
+            key=f"{row_key}_fine",
+            on_click=mark,
+            args=(run, row.path, FINE, labels_key, list(row.labels)),
+            help="Its own labels are right: nothing changes in training; the photo counts as reviewed.",
         )
         if marked:
             buttons[3].button(
-                "Undo", key=f"{row_key}_undo", on_click=undo, args=(run, row.path, labels_key, suggested(row))
+                "Undo",
+                key=f"{row_key}_undo",
+                on_click=undo,
+                args=(run, row.path, labels_key, suggested(row)),
+                help="Forget your mark on this photo.",
             )
+        actions.caption(f"In the box first: {boxed}.")
 
 
-def relabel(run, path: str, labels_key: str) -> None:
-    """Button callback: the photo's new label list, as its multiselect holds it now."""
-    marks.mark(run, path, RELABEL, labels=list(st.session_state.get(labels_key) or []))
+def relabel(run, path: str, labels_key: str, own: list[str]) -> None:
+    """Button callback: the photo's new label list, as its multiselect holds it now; its own list again is no
+    correction but a review (marked fine)."""
+    chosen = list(st.session_state.get(labels_key) or [])
+    if sorted(chosen) == sorted(own):
+        marks.mark(run, path, FINE)
+        st.toast(f"{plain.md(Path(path).name)}: the same as its labels, marked fine", icon=":material/check:")
+        return
+    marks.mark(run, path, RELABEL, labels=chosen)
     _said(path, marks.corrections_of(run).entries.get(path))
 
 

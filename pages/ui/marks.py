@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections, target_text
+from core.data.corrections import EXCLUDE, FINE, RELABEL, Corrections, summary, target_text
 from core.runs.record import Run
 from core.sharing.people import layer_of, same_person
 from pages.ui import auth, common, plain
@@ -88,7 +88,7 @@ def forget(run: Run, path: str) -> None:
 def what_a_correction_does(run: Run, corrections: Corrections) -> None:
     """What a mark does and where it goes, the marks so far, and the way to the next run that applies them."""
     counts = corrections.counts()
-    relabelled = "with its new label list" if run.multilabel else "its new class"
+    relabelled = "trains with its new label list" if run.multilabel else "trains as its new class"
     done = ", ".join(f"{counts[a]} {w}" for a, w in ((RELABEL, "relabelled"), (EXCLUDE, "excluded"), (FINE, "fine")))
     with st.expander(f"What a correction does · so far for this dataset: {done}", icon=":material/info:"):
         if not same_person(run.owner, auth.current_user().id):
@@ -102,7 +102,7 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
         st.markdown(
             f"Your marks are written to {where}, in the data folder, **never to your photos**: "
             "no photo is moved, renamed or deleted. This run stays as it is. The **next training run** on this dataset "
-            f"applies them (a relabelled photo trains as {relabelled}, an excluded one leaves its split) and, "
+            f"applies them (a relabelled photo {relabelled}, an excluded one leaves its split) and, "
             "because its data changed, it gets a **new run id**; the same settings without corrections remain "
             "the old run.\n\n"
             "Correcting **training** photos keeps the validation and test photos the same, so the new run can be "
@@ -115,4 +115,18 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
         label="Train again with these corrections",
         icon=":material/model_training:",
         query_params={TRAIN_PREFILL: run.run_id},
+    )
+
+
+def applied_note(run: Run) -> None:
+    """On a run's figures: the label corrections it applied, and what they mean for reading its figures beside a
+    run's before them (the second walk: 'mAP 0.843 against 0.755 before' read as a gain, on other test labels)."""
+    if not run.corrections:
+        return
+    st.info(
+        f"This run applied {len(run.corrections)} label correction(s) ({summary(run.corrections)}): its figures are "
+        "measured against the corrected labels, on the photos left after any exclusion. Beside a run from before "
+        "the corrections they are not like for like; Compare pairs the two on the test photos they share with the "
+        "same label. The corrections are listed on the Train page, under the run's settings.",
+        icon=":material/edit_note:",
     )

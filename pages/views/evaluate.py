@@ -12,7 +12,7 @@ import streamlit as st
 from core.data.datasets import SMALL_TEST_SPLIT, small_test_note
 from core.processes import JobState
 from core.results.evaluation.metrics import Evaluation
-from pages.ui import analysis_status, auth, common, last_run, photo_gallery, plain, teaching
+from pages.ui import analysis_status, auth, common, last_run, marks, photo_gallery, plain, teaching
 from pages.ui.evaluate import calibration as evaluate_calibration
 from pages.ui.evaluate import card as evaluate_card
 from pages.ui.evaluate import confusion as evaluate_confusion
@@ -68,6 +68,7 @@ if st.session_state.get("evaluate_run") not in labels:
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="evaluate_run", bind="query-params")
 last_run.remember_run(run_id, key="evaluate_run")
 run = common.store().get(run_id)
+marks.applied_note(run)
 if run.multilabel:  # its figures per label, at its thresholds (pages/ui/evaluate/multilabel.py)
     if run.state is JobState.STOPPED:
         st.caption("This run was stopped early; these are the metrics of its best weights so far.")

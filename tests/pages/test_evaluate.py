@@ -441,3 +441,23 @@ def test_a_link_followed_in_the_same_session_opens_its_run_and_a_pick_is_never_u
     at.selectbox(key="evaluate_run").set_value(older).run()  # picked again here: not undone by the address
     at.run()
     assert at.selectbox(key="evaluate_run").value == older
+
+
+def test_a_corrected_run_says_its_figures_are_measured_against_the_corrected_labels(app, workspace, tmp_path):
+    """The second walk: a corrected run's mAP beside the run before read as a gain; Evaluate named no correction."""
+    import json
+
+    from core.runs.store import RunStore
+    from tests.conftest import copy_run
+
+    models = tmp_path / "models"
+    run_dir = copy_run(workspace["store"].run_dir(workspace["run_id"]), models / workspace["run_id"])
+    config = json.loads((run_dir / "config.json").read_text())
+    run = RunStore(models).get(workspace["run_id"])
+    photo = run.classes[0] + "/x.png"
+    config["dataset"]["corrections"] = {photo: {"action": "exclude"}, "b.png": {"action": "relabel", "to": "x"}}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    at = app("evaluate", models_dir=models)
+    said = [i.value for i in at.info if "label correction" in i.value]
+    assert said and said[0].startswith("This run applied 2 label correction(s) (1 relabelled, 1 excluded)")
+    assert "not like for like" in said[0]

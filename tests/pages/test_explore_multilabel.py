@@ -155,7 +155,7 @@ def test_a_long_list_from_a_weak_model_says_so_pages_its_photos_and_downloads_wh
     assert f"2 photos a page, in the table's order ({found.suspected} in all, {pages} pages)." in texts(at)
 
     def shown_photos() -> list[str]:  # the review rows' photos, by the file name each row starts with
-        return [m.value.split("**")[1] for m in at.markdown if " photo  \nhas: **" in m.value]
+        return [m.value.split("**")[1] for m in at.markdown if " photo  \nits labels: **" in m.value]
 
     names = [md(Path(p).name) for p in found.table["path"]]  # a row's words are Markdown, escaped
     assert shown_photos() == names[:2]
@@ -179,7 +179,7 @@ def test_a_suspect_is_relabelled_with_a_whole_list_excluded_or_marked_fine_and_t
     at.session_state["explore_tab"] = "Suspected label errors"
     at.run()
     found = multilabel_issues.of_analysis(RunAnalysis.load(run.directory))
-    assert found.suspected >= 3, "the fixture's run flags a few photos"
+    assert found.suspected >= 4, "the fixture's run flags a few photos"
     first, second, third = (found.table.iloc[i] for i in range(3))
 
     def row_key(path: str) -> str:
@@ -214,9 +214,15 @@ def test_a_suspect_is_relabelled_with_a_whole_list_excluded_or_marked_fine_and_t
     assert dict(zip(table["path"], table["marked"], strict=True))[second.path] == "excluded"
     # the next run on the dataset applies them: the Train page's toggle counts them, the run records them
     assert dataset_corrections(data_root, run.dataset_path) == kept.effective()
+    # its own list again is no correction: a review (fine)
+    fourth = found.table.iloc[3]
+    at.multiselect(key=f"{row_key(fourth.path)}_labels").set_value(list(fourth.labels))
+    at.button(key=f"{row_key(fourth.path)}_relabel").click().run()
+    assert Corrections.load(data_root, run.dataset_path).action(fourth.path) == "fine"
+    assert [t.value for t in at.toast] == [f"{md(Path(fourth.path).name)}: the same as its labels, marked fine"]
     # hidden once reviewed, and undone
     at.toggle(key="explore_ml_hide_reviewed").set_value(True).run()
-    assert f"Showing {found.suspected - 3} of the {found.suspected} suspects" in texts(at)
+    assert f"Showing {found.suspected - 4} of the {found.suspected} suspects" in texts(at)
     at.toggle(key="explore_ml_hide_reviewed").set_value(False).run()
     at.button(key=f"{row_key(second.path)}_undo").click().run()
     assert second.path not in Corrections.load(data_root, run.dataset_path).entries
