@@ -317,6 +317,16 @@ def test_train_again_with_the_corrections_opens_the_form_and_says_what_changes(a
     assert (f"{on_test} of them are test photos" in note) == bool(on_test)  # said when a test photo changes
 
 
+def test_train_again_when_the_run_already_applied_the_kept_corrections_says_it_would_find_that_run(app, workspace):
+    """The second walk: 'the new run differs from it only in those' of a run that had applied the very same ones."""
+    at = app("home")
+    at.query_params["train_prefill"] = workspace["run_id"]  # no marks kept, none applied: the same
+    at.switch_page(page_file("train"))
+    at.run()
+    note = next(i.value for i in at.info if i.value.startswith("The form holds run"))
+    assert "launched as it is, the form finds that run again" in note and "differs" not in note
+
+
 def test_damaged_run_folders_never_break_a_page(app, workspace, tmp_path):
     """A status of [1,2,3], a config whose image_size is text, a config cut short: each page draws, and Train
     lists them as unreadable with why (before: a TypeError on every page, or a run vanishing silently)."""

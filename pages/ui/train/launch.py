@@ -146,6 +146,14 @@ def take_prefill_link() -> None:
         else ""
     )
     photos_note = dataset_change(run)
+    if (kept or None) == (run.corrections or None) and not photos_note:  # the second walk: "differs only in those"
+        st.session_state[PREFILL_NOTE] = (
+            "info",
+            f"The form holds run {run.run_id[:6]}'s settings, and it already applied the label corrections kept for "
+            f"its dataset now ({correction_summary(kept)}): launched as it is, the form finds that run again. Change "
+            "a setting (or your marks) first for a new one.",
+        )
+        return
     st.session_state[PREFILL_NOTE] = (
         "info",
         f"The form holds run {run.run_id[:6]}'s settings. With the label corrections kept for its dataset now "
