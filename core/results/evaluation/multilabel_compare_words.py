@@ -40,10 +40,12 @@ def verdict(pair: dict[str, Any], photos: int, a_name: str = "A", b_name: str = 
     )
     if pair.get("identical"):  # a walk: "+0.000 (95% interval +0.000 to +0.000) ... may be chance's"
         return (
-            f"{a_name} and {b_name} give the same scores (to within 1e-6) on these {photos} test photos: there is no "
-            "mAP difference to test. Runs that trained on the same photos with the same labels and seed score "
-            "alike, e.g. when the only corrections between them are of validation or test photos; their thresholds, "
-            "tuned on validation, may still differ, and with them the labels they answer (each run's F1 on Evaluate)."
+            f"{a_name} and {b_name} rank these {photos} test photos in the same order for every label (their scores "
+            f"differ by {pair.get('largest_score_difference', 0.0):.1e} at most): every AP and the mAP are the same, "
+            "so there is no difference to test. Runs that trained on the same photos with the same labels and seed "
+            "score alike, e.g. when the only corrections between them are of validation or test photos; their "
+            "thresholds, tuned on validation, may still differ, and with them the labels they answer (each run's F1 "
+            "on Evaluate)."
         )
     if pair["map_interval"][0] is None and p is None:  # no resampling on a split this large (bootstrap.MAX_CELLS)
         return (
