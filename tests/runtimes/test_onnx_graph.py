@@ -50,9 +50,15 @@ def test_extractor_and_inference_graph_give_kerass_numbers(size):
     ):
         for name, got, want in zip(names, _onnx_outputs(model, names, x), _keras_outputs(model, x), strict=True):
             assert got.shape == want.shape, name
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=name)
-            if name != "features":
-                assert (got.argmax(1) == want.argmax(1)).all()
+            # 1e-5 of the output's scale; logits and probabilities near 0 (a random head's) at least 1e-5 absolute:
+            # under JAX on this AMD EPYC, logits of at most 0.08 differed by 9e-7 (float32 sums in another order),
+            # while a wrong fold of the randomised batch norms moves them by tenths
+            scale = np.abs(want).max() if name == "features" else max(np.abs(want).max(), 1.0)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale, err_msg=name)
+            if name != "features":  # the same answer wherever the two likeliest classes are told apart
+                top_two = np.sort(want, axis=1)[:, -2:]
+                apart = top_two[:, 1] - top_two[:, 0] > 2e-5 * scale
+                assert (got.argmax(1) == want.argmax(1))[apart].all(), name
 
 
 @pytest.mark.backend_agnostic
