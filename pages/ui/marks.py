@@ -110,6 +110,11 @@ def what_a_correction_does(run: Run, corrections: Corrections) -> None:
             "the best epoch. Correcting a **test** photo changes what the test measures: runs before and after are "
             "then compared on the photos they still share."
         )
+    train_again_link(run)
+
+
+def train_again_link(run: Run) -> None:
+    """The way to the next run that applies the marks: the Train form, filled with this run's settings."""
     st.page_link(
         page_file("train"),
         label="Train again with these corrections",

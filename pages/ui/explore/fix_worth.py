@@ -11,8 +11,7 @@ from core.results.labels import fix_worth
 from core.results.labels import issues as label_issues
 from core.results.labels.fix_worth_report import caveats, headline, how, touched_words, verdict
 from core.runs.record import Run
-from pages.ui import auth, common, plain
-from pages.ui.navigation import TRAIN_PREFILL, page_file
+from pages.ui import auth, common, marks, plain
 
 KEY = "explore_fix_worth"
 DEFAULT_TOP = 50
@@ -129,12 +128,7 @@ def show(run: Run, estimate: fix_worth.Estimate) -> None:
             "**The real answer** is a run trained with these corrections. Compare then shows this estimate beside "
             "what that run measured, so you learn how far to trust such estimates on your data."
         )
-        st.page_link(
-            page_file("train"),
-            label="Train again with these corrections",
-            icon=":material/model_training:",
-            query_params={TRAIN_PREFILL: run.run_id},
-        )
+        marks.train_again_link(run)
     else:
         st.markdown(
             "**The real answer** is a run trained with these fixes: mark them first (Relabel on each suspect below, "
