@@ -79,6 +79,29 @@ def test_the_log_writer_batches_and_flushes(tmp_path):
     writer.close()
 
 
+def test_the_log_writer_under_a_steady_stream_writes_one_transaction_an_interval(tmp_path):
+    """A server answering a request every few ms hands the writer one record at a time: it gathers them for an
+    interval instead of a connection and commit per record or two; a flush still writes what is queued at once."""
+    log = PredictionLog(tmp_path / "p.sqlite")
+    transactions = []
+    record = log.record
+    log.record = lambda records: transactions.append(len(records)) or record(records)
+    writer = LogWriter(log, interval=0.2)
+    started = time.monotonic()
+    for i in range(150):  # about 1 s at one record every 7 ms (the bench server's rate)
+        writer.add(_record(i))
+        time.sleep(0.007)
+    took = time.monotonic() - started
+    assert writer.flush(10)
+    assert log.count() == 150 and sum(transactions) == 150
+    assert len(transactions) <= took / 0.2 + 2, transactions
+    writer.add(_record(150))
+    flushed = time.monotonic()
+    assert writer.flush(10) and time.monotonic() - flushed < 0.2 + 0.15  # at most what is left of an interval
+    assert log.count() == 151
+    writer.close()
+
+
 def test_since_accepts_durations_dates_and_epochs():
     now = 1_800_000_000.0
     assert parse_since("30m", now) == now - 1800

@@ -359,14 +359,19 @@ class LogWriter:
 
     def _loop(self) -> None:
         import queue
+        import time
 
         done = False
+        last_write = 0.0
         while not done:
             batch: list[LogRecord] = []
             try:
                 item = self._queue.get(timeout=self.interval)
             except queue.Empty:
                 continue
+            # At most one transaction an interval: under load a write per request or two (a connection, a commit
+            # and a WAL checkpoint each) cost the server more than the rows; a flush or close writes at once.
+            deadline = last_write + self.interval
             markers = []
             while True:
                 if item is None:
@@ -379,11 +384,13 @@ class LogWriter:
                     break
                 if len(batch) >= self.max_rows:
                     break
+                remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
             if batch:
+                last_write = time.monotonic()
                 self._write(batch)
             for marker in markers:
                 marker.set()
