@@ -128,9 +128,10 @@ class Forward:
         return self.model.output_shape
 
     @property
-    def streams(self) -> int:
-        """How many callers can run a batch at once (OpenVINO: one a stream); the others run one batch at a time."""
-        return getattr(self.engine, "streams", 1)
+    def batches_at_once(self) -> int:
+        """How many callers can have a batch in the runtime at once (OpenVINO: two a stream, one running and one
+        waiting on it); the others run one batch at a time."""
+        return getattr(self.engine, "batches_at_once", 1)
 
     def run(self, x) -> list[np.ndarray]:
         """Every output for the (N, S, S, 3) raw pixels `x`, as float32 arrays in the model's output order. Callers
@@ -138,7 +139,7 @@ class Forward:
         x = np.ascontiguousarray(x, dtype=np.float32)
         engine = self.engine
         try:
-            if self.streams > 1:
+            if self.batches_at_once > 1:
                 return engine.run(x)
             with self._serial:
                 return engine.run(x)

@@ -6,9 +6,10 @@ worker's batch runs: then it starts at once with what is queued),
 pads the rows to the next of a few fixed batch sizes where the model needs fixed shapes (Keras: it is warmed for
 them before the server says ready, so no request pays for compiling a new shape; ONNX Runtime and OpenVINO take
 any batch, so their rows go unpadded), runs the model once and hands each request its rows.
-A runtime that runs several batches at once (OpenVINO: one a stream) gets as many workers, each gathering and
-running batches of its own: while one batch runs, the next is gathered and started on a free stream, instead of
-every stream waiting for the slowest half of one batch.
+A runtime that takes several batches at once (OpenVINO: two a stream, one running and one waiting on it) gets as
+many workers, each gathering and running batches of its own: while one batch runs, the next is gathered and handed
+to the runtime, which starts it the moment a stream is free, instead of every stream waiting for the slowest half
+of one batch or for Python to gather its next.
 The queue is bounded: when it is full, `submit` raises `QueueFull` at once (the server answers 503
 with Retry-After) instead of letting latency grow without end. A request whose client went away is
 cancelled and skipped when its turn comes.

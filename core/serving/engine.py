@@ -182,9 +182,9 @@ class ServedModel:
         return self.runner.fixed_shapes
 
     @property
-    def streams(self) -> int:
-        """How many batches the chosen runtime runs at once (the server's batch workers follow it)."""
-        return self.runner.streams
+    def batches_at_once(self) -> int:
+        """How many batches the chosen runtime takes at once (the server's batch workers follow it)."""
+        return self.runner.batches_at_once
 
     @property
     def runtime(self) -> str | None:

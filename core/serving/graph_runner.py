@@ -99,9 +99,9 @@ class GraphRunner:
         return self.through is None or self.through.runtime == KERAS or self.compiling.is_set()
 
     @property
-    def streams(self) -> int:
-        """Batches that can run at once: the chosen runtime's streams once it is ready, else one (Keras)."""
-        return 1 if self.through is None or self.compiling.is_set() else self.through.streams
+    def batches_at_once(self) -> int:
+        """Batches that can be in the model at once: the chosen runtime's once it is ready, else one (Keras)."""
+        return 1 if self.through is None or self.compiling.is_set() else self.through.batches_at_once
 
     @property
     def runtime(self) -> str | None:

@@ -144,7 +144,7 @@ class ModelRegistry:
             self.options.max_queue,
             name=f"batcher-{run_id}",
             pads=lambda: model.fixed_shapes,
-            workers=lambda: model.streams,
+            workers=lambda: model.batches_at_once,
         )
         if self.warm:  # a switch compiles in the background: the new run answers meanwhile, op by op
             model.warm(batcher.sizes, background=warm_in_background)

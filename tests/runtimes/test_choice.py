@@ -162,7 +162,7 @@ def test_callers_at_once_each_get_their_own_answers(graph, pixels, runtime, tmp_
     import threading
 
     forward = accelerated(graph, runtime=runtime, cache_root=tmp_path)
-    assert forward.streams >= 1 and (forward.streams == 1 or runtime == "openvino")
+    assert forward.batches_at_once >= 1 and (forward.batches_at_once == 1 or runtime == "openvino")
     batches = [pixels[i : i + 1 + i % 3] for i in range(6)] + [pixels]  # 1-3 rows each, and all 6 (a split)
     alone = [forward.run(b)[0] for b in batches]
     got: dict[int, np.ndarray] = {}
@@ -178,3 +178,22 @@ def test_callers_at_once_each_get_their_own_answers(graph, pixels, runtime, tmp_
         thread.join(60)
     for i, expected in enumerate(alone):
         np.testing.assert_allclose(got[i], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_openvino_splits_a_lone_batch_over_its_streams_and_queues_one_batch_a_stream(graph, tmp_path):
+    """A caller alone gets a request a stream (its batch split across them); callers at once get a request each,
+    two a stream, so the next batch already waits on a stream when the last one ends."""
+    forward = accelerated(graph, runtime="openvino", cache_root=tmp_path)
+    engine = forward.engine
+    streams = engine.stream_count
+    assert forward.batches_at_once == engines.REQUESTS_A_STREAM * streams == len(engine.requests)
+    alone = engine._take(2 * streams)
+    assert len(alone) == streams
+    engine._give_back(alone)
+    small = engine._take(1)
+    assert len(small) == 1  # too few rows to split
+    others = [engine._take(2 * streams) for _ in range(len(engine.requests) - 1)]
+    assert [len(taken) for taken in others] == [1] * len(others)  # not every request free: one each
+    for taken in [small, *others]:
+        engine._give_back(taken)
+    assert len(engine._free) == len(engine.requests)
