@@ -21,6 +21,31 @@ def corrections_of(run: Run) -> Corrections:
     return Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id)
 
 
+def of_dataset(dataset_root) -> dict[str, dict]:
+    """The signed-in person's marks on the dataset folder `dataset_root`, by photo path (their own and the ones they
+    accepted): what their next run on it applies."""
+    return Corrections.load(common.data_root(), dataset_root, auth.current_user().id).entries
+
+
+def sample_filter(marked: dict[str, dict], paths: list[str], key: str) -> bool:
+    """Above a sample grid: how many of its photos carry the person's marks, and a toggle to show only those.
+    Returns whether only the marked photos are wanted."""
+    count = sum(path in marked for path in paths)
+    if not count:
+        return False
+    return st.toggle(
+        f"Only the photos you marked ({count})",
+        key=key,
+        help="Your marks from the label reviews (Explore, Evaluate): relabelled, excluded or marked fine. Captions "
+        "say which; your next run on this dataset applies them (the Train form's corrections toggle).",
+    )
+
+
+def caption_of(marked: dict[str, dict], path: str) -> str:
+    """' · you marked it: relabel to tulip' for a photo the person marked, else ''."""
+    return f" · you marked it: {marked_text(marked[path])}" if path in marked else ""
+
+
 def mark(run: Run, path: str, action: str, to: str | None = None, labels: list[str] | None = None) -> None:
     """Button callback: record one correction (file only; the page shows it on the rerun): relabel `to` a class,
     or (a multi-label run) to the label list `labels`. On someone else's run it is also a proposal to its owner."""

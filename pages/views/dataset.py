@@ -13,7 +13,7 @@ from core.data.split_rule import next_split
 from core.health import image_table
 from core.settings.config import IMBALANCE_RATIO
 from core.train.jobs import dataset_corrections
-from pages.ui import auth, common, dataset_choice, photo_gallery, plain, teaching
+from pages.ui import auth, common, dataset_choice, marks, photo_gallery, plain, teaching
 from pages.ui.dataset import add as dataset_add
 from pages.ui.dataset import caches as dataset_caches
 from pages.ui.dataset import health as dataset_health
@@ -251,6 +251,9 @@ elif samples_tab.open:
         )
         size = filters[1].select_slider("Thumbnail", [96, 128, 160, 200], value=128, key="dataset_thumb")
         entries = interleaved([e for e in index.entries if index.classes[e.label] in set(picked)])
+        marked = marks.of_dataset(index.root)
+        if marks.sample_filter(marked, [e.path for e in entries], "dataset_only_marked"):
+            entries = [e for e in entries if e.path in marked]
         if not entries:
             st.caption("Pick at least one class.")
         else:
@@ -258,12 +261,15 @@ elif samples_tab.open:
             pages = max(1, -(-len(entries) // PAGE_SIZE))
             page = st.pagination(pages, key="dataset_page") if pages > 1 else 1
             chunk = entries[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-            st.caption(f"{len(entries)} photos · page {page} of {pages} · captions give each photo's size")
+            said = "size and your marks" if marked else "size"
+            photos = f"{len(entries)} photo" + ("" if len(entries) == 1 else "s")
+            st.caption(f"{photos} · page {page} of {pages} · captions give each photo's {said}")
             items = []
             for entry in chunk:
                 row = table.loc[entry.path] if entry.path in table.index else None
                 dims = f"{row.width}×{row.height}" if row is not None and row.width else "?"
-                items.append((index.absolute(entry), f"{index.classes[entry.label]} · {dims}"))
+                caption = f"{index.classes[entry.label]} · {dims}{marks.caption_of(marked, entry.path)}"
+                items.append((index.absolute(entry), caption))
             photo_gallery.gallery(items, size=size)
 
 if sizes_tab.open:

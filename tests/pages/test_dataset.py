@@ -49,6 +49,24 @@ def test_classes_samples_sizes_and_split(app):
     assert table_with(at, "train", "val", "test").loc["red"].tolist() == [10, 2, 2]
 
 
+def test_samples_show_the_persons_marks_and_only_those_when_asked(app, kept_corrections):
+    """A photo relabelled or excluded in a label review says so under it on the Dataset page, and a toggle shows
+    only the marked photos (the walk of session 11: the Dataset page showed a photo's folder label only)."""
+    at = _tab(app("dataset"), "Samples")
+    assert "captions give each photo's size and your marks" in texts(at)
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert sum(md("you marked it:") in c for c in captions) <= 2  # only the marked photos say it
+    at.toggle(key="dataset_only_marked").set_value(True).run()
+    assert "2 photos · page 1 of 1" in texts(at)
+    captions = sorted(c for image in at.get("image") for c in image.captions)
+    assert captions == [
+        md("blue · 48×40 · you marked it: excluded"),
+        md("red · 48×40 · you marked it: relabel to crimson"),
+    ]
+    at.multiselect(key="dataset_sample_classes").set_value(["green"]).run()  # no marked photo among them
+    assert not [t for t in at.toggle if t.key == "dataset_only_marked"] and "14 photos · page 1 of 1" in texts(at)
+
+
 def test_a_folder_by_path_with_imbalance_unreadable_files_and_synthetic_banner(app, tmp_path):
     folder = make_image_dataset(tmp_path / "mine", {"big": 12, "small": 4})
     (folder / "big" / "broken.jpg").write_text("not a photo")

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 
+from core.data.datasets import scan_dataset
 from core.data.multilabel import NO_LABEL
 from pages.ui.plain import md
 from tests.data.test_multilabel import make_multilabel
@@ -82,6 +83,24 @@ def test_labels_samples_and_split_of_a_multilabel_dataset(app, tmp_path):
 
     _tab(at, "Unlabelled")
     assert "single-label feature" in texts(at)
+
+
+def test_samples_of_a_multilabel_dataset_show_the_persons_list_marks(app, workspace, tmp_path):
+    """A photo whose label list was corrected in a label review says so under it, and the toggle keeps only those."""
+    from core.data.corrections import Corrections, forget_dataset
+
+    folder = make_multilabel(tmp_path / "scenes", LISTS, NAMES)
+    photo = next(e.path for e in scan_dataset(folder).entries)  # its labels: cat
+    kept = Corrections.load(workspace["data"], folder)
+    kept.mark(photo, "relabel", labels=["cat", "dog"], classes=NAMES)
+    kept.save()
+    at = _tab(_open(app, folder), "Samples")
+    assert "captions give each photo's labels, size and your marks" in texts(at)
+    at.toggle(key="dataset_ml_only_marked").set_value(True).run()
+    assert "1 photo · page 1 of 1" in texts(at)
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert captions == [md("cat · 32×32 · you marked it: relabel to cat, dog")], captions
+    forget_dataset(workspace["data"], folder)
 
 
 def test_the_health_check_of_a_multilabel_dataset(app, tmp_path):

@@ -13,7 +13,7 @@ from core.data.multilabel import NO_LABEL, label_statistics, names_of
 from core.data.multilabel_split import counts_by_label
 from core.data.split_rule import split_rule
 from core.settings.config import TrainConfig
-from pages.ui import photo_gallery, plain
+from pages.ui import marks, photo_gallery, plain
 
 PAGE_SIZE = 24
 HEATMAP_LABELS = 40  # more labels than this: the pairs as a table, not a heatmap
@@ -101,19 +101,24 @@ def samples_tab(index: DatasetIndex, dims: pd.DataFrame) -> None:
         none = dense.sum(axis=1) == 0
         chosen = (chosen & none) if mode == "all" and wanted else (chosen | none)
     rows = np.flatnonzero(chosen)
+    marked = marks.of_dataset(index.root)
+    if marks.sample_filter(marked, [index.entries[int(i)].path for i in rows], "dataset_ml_only_marked"):
+        rows = np.array([i for i in rows if index.entries[int(i)].path in marked], dtype=int)
     if not len(rows):
         st.caption("No photo has " + (" and " if mode == "all" else " or ").join(map(plain.md, picked)) + ".")
         return
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = st.pagination(pages, key="dataset_ml_page") if pages > 1 else 1
-    st.caption(f"{len(rows)} photos · page {page} of {pages} · captions give each photo's labels and size")
+    said = "labels, size and your marks" if marked else "labels and size"
+    photos = f"{len(rows)} photo" + ("" if len(rows) == 1 else "s")
+    st.caption(f"{photos} · page {page} of {pages} · captions give each photo's {said}")
     items = []
     for i in rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]:
         entry = index.entries[int(i)]
         row = dims.loc[entry.path] if entry.path in dims.index else None
         size_text = f"{row.width}×{row.height}" if row is not None and row.width else "?"
         labels = ", ".join(names_of(index.targets, int(i), index.classes)) or NO_LABEL
-        items.append((index.absolute(entry), f"{labels} · {size_text}"))
+        items.append((index.absolute(entry), f"{labels} · {size_text}{marks.caption_of(marked, entry.path)}"))
     photo_gallery.gallery(items, size=size)
 
 
