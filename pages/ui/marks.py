@@ -27,23 +27,40 @@ def of_dataset(dataset_root) -> dict[str, dict]:
     return Corrections.load(common.data_root(), dataset_root, auth.current_user().id).entries
 
 
-def sample_filter(marked: dict[str, dict], paths: list[str], key: str) -> bool:
-    """Above a sample grid: how many of its photos carry the person's marks, and a toggle to show only those.
-    Returns whether only the marked photos are wanted."""
-    count = sum(path in marked for path in paths)
-    if not count:
+def sample_filter(marked: dict[str, dict], paths: list[str], key: str, what: str = "classes") -> bool:
+    """Above a sample grid (its photos' `paths`): how many carry the person's marks, and a toggle to show only those,
+    there whenever the person marked any photo of the dataset (a filter that leaves none out says so instead of
+    hiding the toggle). Returns whether only the marked photos are wanted."""
+    if not marked:
         return False
-    return st.toggle(
-        f"Only the photos you marked ({count})",
+    here = sum(path in marked for path in paths)
+    under = "its own labels" if what == "labels" else "its folder's class"
+    counted = f"{here}" if here == len(marked) else f"{here} of your {len(marked)} in these {what}"
+    only = st.toggle(
+        f"Only the photos you marked ({counted})",
         key=key,
-        help="Your marks from the label reviews (Explore, Evaluate): relabelled, excluded or marked fine. Captions "
-        "say which; your next run on this dataset applies them (the Train form's corrections toggle).",
+        help="Your marks from the label reviews (Explore's Suspected label errors; for a multi-label run also "
+        "Evaluate's label lists): relabelled, excluded or marked fine. Captions say which. A photo shows under "
+        f"{under}, also once you relabelled it. Your next run on this dataset applies them (the Train form's "
+        "corrections toggle).",
     )
+    if only and not here:
+        st.caption(
+            f"None of the {len(marked)} photo(s) you marked is among these {what}' photos (a relabelled photo shows "
+            f"under {under})."
+        )
+    return only
+
+
+CAPTIONS = {RELABEL: "you relabelled it to {to}", EXCLUDE: "you excluded it", FINE: "you marked it fine"}
 
 
 def caption_of(marked: dict[str, dict], path: str) -> str:
-    """' · you marked it: relabel to tulip' for a photo the person marked, else ''."""
-    return f" · you marked it: {marked_text(marked[path])}" if path in marked else ""
+    """' · you relabelled it to tulip' ('you excluded it', 'you marked it fine') for a photo the person marked."""
+    if path not in marked:
+        return ""
+    entry = marked[path]
+    return " · " + CAPTIONS.get(entry.get("action"), str(entry.get("action"))).format(to=target_text(entry))
 
 
 def mark(run: Run, path: str, action: str, to: str | None = None, labels: list[str] | None = None) -> None:

@@ -252,10 +252,12 @@ elif samples_tab.open:
         size = filters[1].select_slider("Thumbnail", [96, 128, 160, 200], value=128, key="dataset_thumb")
         entries = interleaved([e for e in index.entries if index.classes[e.label] in set(picked)])
         marked = marks.of_dataset(index.root)
-        if marks.sample_filter(marked, [e.path for e in entries], "dataset_only_marked"):
+        only_marked = marks.sample_filter(marked, [e.path for e in entries], "dataset_only_marked")
+        if only_marked:
             entries = [e for e in entries if e.path in marked]
         if not entries:
-            st.caption("Pick at least one class.")
+            if not picked or not only_marked:  # else the filter said why the grid is empty
+                st.caption("Pick at least one class.")
         else:
             table = sizes_table(str(index.root), index.fingerprint).set_index("path")
             pages = max(1, -(-len(entries) // PAGE_SIZE))

@@ -51,20 +51,27 @@ def test_classes_samples_sizes_and_split(app):
 
 def test_samples_show_the_persons_marks_and_only_those_when_asked(app, kept_corrections):
     """A photo relabelled or excluded in a label review says so under it on the Dataset page, and a toggle shows
-    only the marked photos (the walk of session 11: the Dataset page showed a photo's folder label only)."""
+    only the marked photos (the walk of session 11: the Dataset page showed a photo's folder label only); a class
+    filter that leaves none of them keeps the toggle and says so (session 12's walk: it vanished and was lost)."""
     at = _tab(app("dataset"), "Samples")
     assert "captions give each photo's size and your marks" in texts(at)
     captions = [c for image in at.get("image") for c in image.captions]
-    assert sum(md("you marked it:") in c for c in captions) <= 2  # only the marked photos say it
+    assert sum(md("you ") in c for c in captions) <= 2  # only the marked photos say it
     at.toggle(key="dataset_only_marked").set_value(True).run()
     assert "2 photos · page 1 of 1" in texts(at)
+    assert at.toggle(key="dataset_only_marked").label == "Only the photos you marked (2)"
     captions = sorted(c for image in at.get("image") for c in image.captions)
-    assert captions == [
-        md("blue · 48×40 · you marked it: excluded"),
-        md("red · 48×40 · you marked it: relabel to crimson"),
-    ]
+    assert captions == [md("blue · 48×40 · you excluded it"), md("red · 48×40 · you relabelled it to crimson")]
+    at.multiselect(key="dataset_sample_classes").set_value(["red", "green"]).run()
+    assert at.toggle(key="dataset_only_marked").label == "Only the photos you marked (1 of your 2 in these classes)"
+    assert "1 photo · page 1 of 1" in texts(at)
     at.multiselect(key="dataset_sample_classes").set_value(["green"]).run()  # no marked photo among them
-    assert not [t for t in at.toggle if t.key == "dataset_only_marked"] and "14 photos · page 1 of 1" in texts(at)
+    toggle = at.toggle(key="dataset_only_marked")
+    assert toggle.value and toggle.label == "Only the photos you marked (0 of your 2 in these classes)"
+    assert "None of the 2 photo(s) you marked is among these classes' photos" in texts(at)
+    assert not at.get("image") and "Pick at least one class." not in texts(at)
+    at.multiselect(key="dataset_sample_classes").set_value(["green", "blue"]).run()  # still on
+    assert [c for image in at.get("image") for c in image.captions] == [md("blue · 48×40 · you excluded it")]
 
 
 def test_a_folder_by_path_with_imbalance_unreadable_files_and_synthetic_banner(app, tmp_path):

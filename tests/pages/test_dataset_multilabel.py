@@ -99,7 +99,7 @@ def test_samples_of_a_multilabel_dataset_show_the_persons_list_marks(app, worksp
     at.toggle(key="dataset_ml_only_marked").set_value(True).run()
     assert "1 photo · page 1 of 1" in texts(at)
     captions = [c for image in at.get("image") for c in image.captions]
-    assert captions == [md("cat · 32×32 · you marked it: relabel to cat, dog")], captions
+    assert captions == [md("cat · 32×32 · you relabelled it to cat, dog")], captions
     forget_dataset(workspace["data"], folder)
 
 

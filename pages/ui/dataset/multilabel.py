@@ -102,8 +102,11 @@ def samples_tab(index: DatasetIndex, dims: pd.DataFrame) -> None:
         chosen = (chosen & none) if mode == "all" and wanted else (chosen | none)
     rows = np.flatnonzero(chosen)
     marked = marks.of_dataset(index.root)
-    if marks.sample_filter(marked, [index.entries[int(i)].path for i in rows], "dataset_ml_only_marked"):
+    paths = [index.entries[int(i)].path for i in rows]
+    if marks.sample_filter(marked, paths, "dataset_ml_only_marked", what="labels"):
         rows = np.array([i for i in rows if index.entries[int(i)].path in marked], dtype=int)
+        if not len(rows):
+            return  # the filter said why
     if not len(rows):
         st.caption("No photo has " + (" and " if mode == "all" else " or ").join(map(plain.md, picked)) + ".")
         return
