@@ -321,6 +321,8 @@ with losses_tab:
     if losses.empty:
         st.success("No mistakes on the test split.")
     else:
+        if len(losses) < count:
+            st.caption(f"All {len(losses)} mistakes on the test split: fewer than the {count} asked for.")
         photo_gallery.gallery(
             [
                 (
