@@ -18,13 +18,17 @@ MARKED = {RELABEL: "relabel to {to}", EXCLUDE: "excluded", FINE: "marked fine"}
 
 def corrections_of(run: Run) -> Corrections:
     """The signed-in person's marks on the run's dataset (everyone's own; "local" when not shared)."""
-    return Corrections.load(common.data_root(), run.dataset_path, auth.current_user().id)
+    return _persons(run.dataset_path)
 
 
 def of_dataset(dataset_root) -> dict[str, dict]:
     """The signed-in person's marks on the dataset folder `dataset_root`, by photo path (their own and the ones they
     accepted): what their next run on it applies."""
-    return Corrections.load(common.data_root(), dataset_root, auth.current_user().id).entries
+    return _persons(dataset_root).entries
+
+
+def _persons(dataset_root) -> Corrections:
+    return Corrections.load(common.data_root(), dataset_root, auth.current_user().id)
 
 
 def sample_filter(marked: dict[str, dict], paths: list[str], key: str, what: str = "classes") -> bool:
