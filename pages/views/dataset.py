@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -263,7 +265,7 @@ elif samples_tab.open:
             pages = max(1, -(-len(entries) // PAGE_SIZE))
             page = st.pagination(pages, key="dataset_page") if pages > 1 else 1
             chunk = entries[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-            said = "size and your marks" if marked else "size"
+            said = "size, file name and your marks" if marked else "size and file name"
             photos = f"{len(entries)} photo" + ("" if len(entries) == 1 else "s")
             st.caption(f"{photos} · page {page} of {pages} · captions give each photo's {said}")
             items = []
@@ -271,6 +273,7 @@ elif samples_tab.open:
                 row = table.loc[entry.path] if entry.path in table.index else None
                 dims = f"{row.width}×{row.height}" if row is not None and row.width else "?"
                 caption = f"{index.classes[entry.label]} · {dims}{marks.caption_of(marked, entry.path)}"
+                caption += f"\n{PurePosixPath(entry.path).name}"
                 items.append((index.absolute(entry), caption))
             photo_gallery.gallery(items, size=size)
 

@@ -35,7 +35,10 @@ def test_classes_samples_sizes_and_split(app):
 
     _tab(at, "Samples")
     captions = [c for image in at.get("image") for c in image.captions]
-    assert captions and all(c.endswith("48×40") for c in captions), captions[:3]
+    # the class, the size, the file name (as Explore and Evaluate name a photo)
+    lines = [c.split("\n") for c in captions]
+    assert lines and all(size.endswith("48×40") for size, _ in lines), captions[:3]
+    assert all(name.startswith(md("img_")) and name.endswith(md(".png")) for _, name in lines), captions[:3]
     assert "56 photos · page 1 of 3" in texts(at)  # all four classes, 24 per page
     at.multiselect(key="dataset_sample_classes").set_value(["red"]).run()
     assert "14 photos · page 1 of 1" in texts(at)
@@ -54,14 +57,18 @@ def test_samples_show_the_persons_marks_and_only_those_when_asked(app, kept_corr
     only the marked photos (the walk of session 11: the Dataset page showed a photo's folder label only); a class
     filter that leaves none of them keeps the toggle and says so (session 12's walk: it vanished and was lost)."""
     at = _tab(app("dataset"), "Samples")
-    assert "captions give each photo's size and your marks" in texts(at)
+    assert "captions give each photo's size, file name and your marks" in texts(at)
     captions = [c for image in at.get("image") for c in image.captions]
     assert sum(md("you ") in c for c in captions) <= 2  # only the marked photos say it
     at.toggle(key="dataset_only_marked").set_value(True).run()
     assert "2 photos · page 1 of 1" in texts(at)
     assert at.toggle(key="dataset_only_marked").label == "Only the photos you marked (2)"
     captions = sorted(c for image in at.get("image") for c in image.captions)
-    assert captions == [md("blue · 48×40 · you excluded it"), md("red · 48×40 · you relabelled it to crimson")]
+    assert [c.split("\n")[0] for c in captions] == [
+        md("blue · 48×40 · you excluded it"),
+        md("red · 48×40 · you relabelled it to crimson"),
+    ]
+    assert [c.split("\n")[1] for c in captions] == [md("img_001.png"), md("img_000.png")]  # the file names
     at.multiselect(key="dataset_sample_classes").set_value(["red", "green"]).run()
     assert at.toggle(key="dataset_only_marked").label == "Only the photos you marked (1 of your 2 in these classes)"
     assert "1 photo · page 1 of 1" in texts(at)
@@ -71,7 +78,9 @@ def test_samples_show_the_persons_marks_and_only_those_when_asked(app, kept_corr
     assert "None of the 2 photo(s) you marked is among these classes' photos" in texts(at)
     assert not at.get("image") and "Pick at least one class." not in texts(at)
     at.multiselect(key="dataset_sample_classes").set_value(["green", "blue"]).run()  # still on
-    assert [c for image in at.get("image") for c in image.captions] == [md("blue · 48×40 · you excluded it")]
+    assert [c.split("\n")[0] for image in at.get("image") for c in image.captions] == [
+        md("blue · 48×40 · you excluded it")
+    ]
 
 
 def test_a_folder_by_path_with_imbalance_unreadable_files_and_synthetic_banner(app, tmp_path):

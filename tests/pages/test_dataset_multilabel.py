@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -95,11 +96,11 @@ def test_samples_of_a_multilabel_dataset_show_the_persons_list_marks(app, worksp
     kept.mark(photo, "relabel", labels=["cat", "dog"], classes=NAMES)
     kept.save()
     at = _tab(_open(app, folder), "Samples")
-    assert "captions give each photo's labels, size and your marks" in texts(at)
+    assert "captions give each photo's labels, size, file name and your marks" in texts(at)
     at.toggle(key="dataset_ml_only_marked").set_value(True).run()
     assert "1 photo · page 1 of 1" in texts(at)
     captions = [c for image in at.get("image") for c in image.captions]
-    assert captions == [md("cat · 32×32 · you relabelled it to cat, dog")], captions
+    assert captions == [md("cat · 32×32 · you relabelled it to cat, dog") + "\n" + md(Path(photo).name)], captions
     forget_dataset(workspace["data"], folder)
 
 

@@ -3,6 +3,8 @@ together), a sample grid filtered by label, and its split (iterative stratificat
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -112,7 +114,7 @@ def samples_tab(index: DatasetIndex, dims: pd.DataFrame) -> None:
         return
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = st.pagination(pages, key="dataset_ml_page") if pages > 1 else 1
-    said = "labels, size and your marks" if marked else "labels and size"
+    said = "labels, size, file name and your marks" if marked else "labels, size and file name"
     photos = f"{len(rows)} photo" + ("" if len(rows) == 1 else "s")
     st.caption(f"{photos} · page {page} of {pages} · captions give each photo's {said}")
     items = []
@@ -121,7 +123,8 @@ def samples_tab(index: DatasetIndex, dims: pd.DataFrame) -> None:
         row = dims.loc[entry.path] if entry.path in dims.index else None
         size_text = f"{row.width}×{row.height}" if row is not None and row.width else "?"
         labels = ", ".join(names_of(index.targets, int(i), index.classes)) or NO_LABEL
-        items.append((index.absolute(entry), f"{labels} · {size_text}{marks.caption_of(marked, entry.path)}"))
+        caption = f"{labels} · {size_text}{marks.caption_of(marked, entry.path)}\n{PurePosixPath(entry.path).name}"
+        items.append((index.absolute(entry), caption))
     photo_gallery.gallery(items, size=size)
 
 
