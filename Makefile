@@ -37,7 +37,13 @@ TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREAD
 # Python writes bytecode for Flora's own modules and pytest caches its rewritten test modules, even where the
 # machine sets PYTHONDONTWRITEBYTECODE (this one does): otherwise each of the ~100 processes the tests start
 # compiles Flora's modules again and each worker rewrites all ~160 test modules again.
-TEST_ENV := $(TEST_THREADS) PYTHONDONTWRITEBYTECODE=
+# glibc's malloc gives freed memory back to the kernel as soon as the top of its heap holds 128 KB free, so a process
+# that makes and drops arrays (decoding photos, converting a model) faults every page in again, each one zeroed by the
+# kernel: the suite spent 14% of its CPU in the kernel, 41 M page faults. 64 MB of slack kept at the heap's top
+# (glibc's own tunable, for the tests and every process they start): 29 M faults, kernel 218 -> 170 CPU-s, the
+# TensorFlow suite 1,587 -> 1,444 CPU-s (adding the demo set 11.2 -> 4.0, an ONNX export 52 -> 41; docs/PERFORMANCE.md).
+TEST_MALLOC := GLIBC_TUNABLES=glibc.malloc.top_pad=67108864
+TEST_ENV := $(TEST_THREADS) PYTHONDONTWRITEBYTECODE= $(TEST_MALLOC)
 
 .PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server
 
