@@ -172,6 +172,20 @@ def resnet50(monkeypatch) -> str:
     return RESNET50
 
 
+def script_as_main(tmp_path, monkeypatch) -> Path:
+    """A `__main__` like the app's (Streamlit makes `streamlit_app.py` the main module of its script runs) whose
+    running leaves a mark: the file it returns."""
+    import types
+
+    marker = tmp_path / "main-ran"
+    script = tmp_path / "app_script.py"
+    script.write_text(f"open({str(marker)!r}, 'a').write('ran')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    return marker
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     """3 classes x 12 generated images."""

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from core.processes import JobFolder, JobState, JobStatus, process_alive, process_start_time, spawn_detached
+from core.processes import (
+    JobFolder,
+    JobState,
+    JobStatus,
+    process_alive,
+    process_start_time,
+    spawn_detached,
+    worker_context,
+)
+from tests.conftest import script_as_main
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -103,3 +114,17 @@ def test_process_alive_detects_zombies_and_pid_reuse():
     assert not process_alive(None)
     pid, _ = spawn_detached([sys.executable, "-c", "pass"], Path(os.devnull))
     assert pid > 0
+
+
+def test_worker_processes_do_not_run_the_parents_main_script_again(tmp_path, monkeypatch):
+    """Plain spawn runs the parent's main script in each worker before its task (the app's workers imported the
+    whole app and Keras); `worker_context`'s workers do not, and the parent's main module is left as it was."""
+    marker = script_as_main(tmp_path, monkeypatch)
+    main = sys.modules["__main__"]
+    for context, runs_main in ((multiprocessing.get_context("spawn"), True), (worker_context(), False)):
+        marker.unlink(missing_ok=True)
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            pids = {pool.submit(os.getpid).result(timeout=120) for _ in range(4)}
+        assert os.getpid() not in pids
+        assert marker.exists() is runs_main
+    assert sys.modules["__main__"] is main

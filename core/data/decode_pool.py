@@ -11,7 +11,6 @@ import collections
 import concurrent.futures
 import concurrent.futures.process
 import functools
-import multiprocessing
 import os
 import threading
 import time
@@ -26,6 +25,7 @@ from core.data.cache_disk import (
 )
 from core.data.imaging import ImageError, load_square
 from core.errors import Cancelled
+from core.processes import worker_context
 
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
 
@@ -96,11 +96,11 @@ def _run_chunks(index, task, absorb, progress, workers, should_stop) -> dict[int
     # This process decodes too, next to workers - 1 others. It starts at once, and work goes to
     # the others only after one of them has answered, so no image ever waits for a process to
     # spawn (a few tenths of a second of imports): a small dataset is done before they are up.
-    # spawn, not fork: the parent may hold TensorFlow or Streamlit threads that fork would copy.
+    # spawn, not fork (the parent may hold TensorFlow or Streamlit threads), without the parent's __main__ script
     others = workers - 1
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=others,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=worker_context(),
         initializer=exit_with_parent,
         initargs=(os.getpid(),),
     )

@@ -10,7 +10,6 @@ thread, where the trip to a process would cost more than it saves.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -18,6 +17,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import anyio
+
+from core.processes import worker_context
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class BodyParser:
         with self._lock:
             if self._pool is None:
                 # spawn, not fork: a forked child would copy the server's threads (batcher, log writer) mid-use
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=worker_context())
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
