@@ -17,6 +17,7 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
+from core.processes import exit_process
 from pages.ui.navigation import page_file
 
 APP = str(Path(__file__).resolve().parent / "streamlit_app.py")
@@ -51,4 +52,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_process(main(sys.argv[1:]))

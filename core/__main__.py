@@ -1,8 +1,7 @@
 """Entry point of `python -m core`; the commands live in the core/cli/ package."""
 
-import sys
-
 if __name__ == "__main__":
     from core.cli import main
+    from core.processes import exit_process
 
-    sys.exit(main())
+    exit_process(main())

@@ -22,7 +22,7 @@ from core.processes import (
     spawn_detached,
     worker_context,
 )
-from tests.conftest import script_as_main
+from tests.conftest import PROJECT_ROOT, script_as_main
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -128,3 +128,20 @@ def test_worker_processes_do_not_run_the_parents_main_script_again(tmp_path, mon
         assert os.getpid() not in pids
         assert marker.exists() is runs_main
     assert sys.modules["__main__"] is main
+
+
+def test_a_process_ended_by_exit_process_keeps_its_code_its_output_and_its_atexit_handlers():
+    """Flora's entry points end with `exit_process` (no garbage collection over everything loaded): what the
+    process printed, its exit status and its atexit handlers (logging's flush among them) are as with sys.exit."""
+    code = (
+        "import atexit, logging, sys; from core.processes import exit_process\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "logging.basicConfig(stream=sys.stderr, format='%(message)s'); logging.warning('logged')\n"
+        "print('out', end=' '); exit_process(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])"
+    )
+    for argument, status, said in (("3", 3, ""), ("0", 0, ""), ("it broke", 1, "it broke")):
+        done = subprocess.run(
+            [sys.executable, "-c", code, argument], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == status and done.stdout == "out atexit ran\n", done
+        assert done.stderr.split("\n")[0] == "logged" and said in done.stderr

@@ -32,6 +32,7 @@ from core.data.datasets import LABELLED_IN_FLORA, META_FILE
 from core.data.unlabelled import Unlabelled
 from core.feedback import add_feedback, list_feedback
 from core.paths import PROJECT_ROOT
+from core.processes import exit_process
 from core.runs.files import run_files
 from core.runs.store import RunStore
 from core.serving.aliases import AliasStore
@@ -325,4 +326,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    exit_process(_main(sys.argv[1:]))

@@ -16,6 +16,7 @@ from typing import Any
 from core.cli import build_parser
 from core.data.datasets import scan_dataset
 from core.paths import PROJECT_ROOT
+from core.processes import exit_process
 from core.results.evaluation.embedding import compute_map, save_map
 from core.runs.analysis import RunAnalysis
 
@@ -215,4 +216,4 @@ PAGE_BENCH = PROJECT_ROOT / "page_bench.py"
 
 
 if __name__ == "__main__":
-    sys.exit(child(sys.argv[1:]))
+    exit_process(child(sys.argv[1:]))

@@ -23,7 +23,7 @@ from typing import Any
 from core.errors import Cancelled, FloraError
 from core.importers import get_dataset
 from core.paths import flora_dir
-from core.processes import STATUS_FILE, STOP_FILE, TASK_LOG, JobFolder, JobState, JobStatus
+from core.processes import STATUS_FILE, STOP_FILE, TASK_LOG, JobFolder, JobState, JobStatus, exit_process
 
 TASKS_DIRNAME = "tasks"  # in <data>/.flora/
 _WRITE_INTERVAL = 0.5
@@ -184,4 +184,4 @@ def run(directory: str | os.PathLike) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1]))
+    exit_process(run(sys.argv[1]))

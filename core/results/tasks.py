@@ -38,7 +38,7 @@ from core.data.datasets import DatasetError
 from core.errors import Cancelled
 from core.inference import ModelMissing
 from core.paths import cache_dir
-from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
+from core.processes import TASK_LOG, JobFolder, JobState, JobStatus, exit_process
 from core.progress import StageCallback
 from core.results.dataset_features import DatasetSource, dataset_features
 from core.results.evaluation.embedding import run_map
@@ -310,4 +310,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 
-from core.processes import TASK_LOG, JobFolder, JobState, JobStatus
+from core.processes import TASK_LOG, JobFolder, JobState, JobStatus, exit_process
 from core.runs.files import run_files
 from core.runs.record import Run
 from core.runs.store import RunStore
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

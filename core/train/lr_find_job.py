@@ -26,7 +26,7 @@ from core.data.datasets import DatasetError, scan_dataset
 from core.errors import Cancelled
 from core.fileio import read_json, write_json_atomic
 from core.paths import cache_dir, flora_dir
-from core.processes import TASK_LOG, JobFolder, JobRecord, JobState, JobStatus
+from core.processes import TASK_LOG, JobFolder, JobRecord, JobState, JobStatus, exit_process
 from core.settings.config import TrainConfig, canonical_json
 from core.train.lr_find import HEAD, RangeTest, check_phase, identity
 
@@ -177,4 +177,4 @@ def run(directory: str | os.PathLike) -> int:
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s flora: %(message)s")
-    sys.exit(run(sys.argv[1]))
+    exit_process(run(sys.argv[1]))
