@@ -45,7 +45,7 @@ TEST_THREADS := TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREAD
 TEST_MALLOC := GLIBC_TUNABLES=glibc.malloc.top_pad=67108864
 TEST_ENV := $(TEST_THREADS) PYTHONDONTWRITEBYTECODE= $(TEST_MALLOC)
 
-.PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server
+.PHONY: run test lint format test-jax test-fast bench clean-venv build device mlflow-server venvs
 
 # Another build installed here before (a CPU venv on a machine that now has a driver, TensorFlow's CUDA pins
 # where JAX's are wanted): the venv is made afresh, never two frameworks' CUDA libraries in one.
@@ -91,8 +91,12 @@ $(MLFLOW_VENV)/.installed: requirements-mlflow-server.txt
 
 mlflow-server: $(MLFLOW_VENV)/.installed
 
+# Flora's virtualenv and MLflow's at once: uv's downloads and unpacking overlap, 55 -> 46 s in a fresh clone.
+venvs:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(MLFLOW_VENV)/.installed
+
 # The whole suite on TensorFlow, then the backend-agnostic smoke subset on JAX.
-test: lint mlflow-server
+test: venvs lint mlflow-server
 	KERAS_BACKEND=tensorflow $(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) test-jax
 
