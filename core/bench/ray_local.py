@@ -29,6 +29,8 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+STARTED = "Ray runtime started."  # what `ray start` prints once its node is up
+RESTARTED = "\n-- flora: started again --\n"  # written into a node's log before a second start
 WORKER_PORTS = 200  # each node's workers listen on a range of their own
 STOP_GRACE_SECONDS = 10  # after SIGTERM, a node that has not ended is killed with its process group
 WORKER_BASE, WORKER_TOP = 12000, 32000  # below the ephemeral ports the other components were given
@@ -109,11 +111,14 @@ class LocalRayCluster:
         deadline = time.time() + timeout
         restarted: set[int] = set()
         while time.time() < deadline:
-            done = subprocess.run(
-                [RAY, "status", f"--address={self.address}"], capture_output=True, text=True, timeout=60
-            )
-            if done.returncode == 0 and done.stdout.count("node_") >= count:
-                return
+            # `ray status` costs 1.5 CPU-s a call (a Python process importing Ray): asked once every node has said
+            # it started, not every second while they start
+            if all(self._said_started(number) for number in range(len(self.nodes))):
+                done = subprocess.run(
+                    [RAY, "status", f"--address={self.address}"], capture_output=True, text=True, timeout=60
+                )
+                if done.returncode == 0 and done.stdout.count("node_") >= count:
+                    return
             for number, node in enumerate(self.nodes):
                 if node.poll() is not None:
                     said = (Path(self.temp) / f"node-{number}.log").read_text(errors="replace")[-1500:]
@@ -121,12 +126,19 @@ class LocalRayCluster:
                         raise RuntimeError(f"Ray node {number} exited ({node.returncode}) while starting: {said}")
                     restarted.add(number)
                     self.nodes[number] = self._restart(number)
-            time.sleep(1)
+            time.sleep(0.5)
         raise TimeoutError(f"{count} Ray node(s) did not come up in {timeout} s")
+
+    def _said_started(self, number: int) -> bool:
+        """Node `number`'s `ray start` printed that its runtime started (its log, since its last start)."""
+        log = (Path(self.temp) / f"node-{number}.log").read_text(errors="replace")
+        return STARTED in log.rsplit(RESTARTED, 1)[-1]
 
     def _restart(self, number: int) -> subprocess.Popen:
         command = list(self.nodes[number].args)
         output = open(Path(self.temp) / f"node-{number}.log", "ab")  # noqa: SIM115  (the node's)
+        output.write(RESTARTED.encode())
+        output.flush()
         node = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ
         )
