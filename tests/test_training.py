@@ -249,10 +249,40 @@ def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_pa
     logger.set_params({"steps": 17})
     for epoch in range(2):
         logger.on_epoch_begin(epoch)
-        for last_step in (7, 15, 16):  # steps_per_execution=8: calls after steps 8, 16 and 17
+        for last_step in (7, 15, 23):  # steps_per_execution=8: calls after steps 8, 16 and 17, as Keras says them
             logger.on_train_batch_end(last_step, {"loss": 1.0})
     assert counter.global_step == 34
     assert store.read_metrics("r")[-1]["batch"] == 17
+
+
+def test_a_head_runs_several_steps_a_call_only_where_the_fit_pays_for_the_loop():
+    from core.train.trainer import HEAD_LOOP_MIN_STEPS, HEAD_STEPS_PER_CALL, head_steps_per_call
+
+    assert head_steps_per_call(3 * 6, replicas=1) == 1  # a small dataset's few steps: one a call
+    assert head_steps_per_call(HEAD_LOOP_MIN_STEPS - 1, replicas=1) == 1
+    assert head_steps_per_call(HEAD_LOOP_MIN_STEPS, replicas=1) == HEAD_STEPS_PER_CALL > 1
+    assert head_steps_per_call(10_000, replicas=2) == 1  # MirroredStrategy: Keras's loop fails there
+
+
+def test_several_steps_a_call_train_the_head_alike_and_log_every_step(tmp_path, colours, monkeypatch):
+    """The same head fit with the multi-step loop forced (a small fit runs one step a call): the same losses, and
+    the run's log still counts every step of every epoch."""
+    import core.train.trainer
+
+    def fit(folder: str, loop_from: int) -> list[dict]:
+        monkeypatch.setattr(core.train.trainer, "HEAD_LOOP_MIN_STEPS", loop_from)
+        store, run_id, status = _train(tmp_path / folder, colours, BASE)
+        assert status.state == JobState.DONE
+        return store.read_metrics(run_id)
+
+    one, looped = fit("one", 10_000), fit("looped", 1)
+    losses = [
+        [m[key] for m in metrics if m["kind"] == "epoch"] for key in ("loss", "val_loss") for metrics in (one, looped)
+    ]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    np.testing.assert_allclose(losses[3], losses[2], rtol=1e-5)
+    last_batches = [m["batch"] for m in looped if m["kind"] == "batch"]
+    assert last_batches[-2:] == [3, 3]  # 18 training photos in batches of 8: each epoch's 3 steps, its last said
 
 
 @pytest.mark.backend_agnostic

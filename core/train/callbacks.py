@@ -56,7 +56,9 @@ class RunLogger(keras.callbacks.Callback):
         self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
-        # With steps_per_execution > 1 Keras calls this once per execution, with its last step.
+        # With steps_per_execution > 1 Keras calls this once per execution, with its last step, counted as if
+        # every call ran all of them: the epoch's last call can say a step past the epoch's end (23 of 17).
+        batch = last_step(batch, self.params)
         self.counter.global_step += batch - self._last_batch
         self._last_batch = batch
         if self.store.stop_requested(self.run_id):
@@ -190,7 +192,7 @@ class EpochProgressBar(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:
-            self.bar.update(batch + 1 - self.bar.n)  # several steps per call with steps_per_execution
+            self.bar.update(last_step(batch, self.params) + 1 - self.bar.n)  # several steps a call
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in scalars(logs).items()}, refresh=False)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -198,6 +200,12 @@ class EpochProgressBar(keras.callbacks.Callback):
             self.bar.close()
         text = "  ".join(f"{k} {v:.4f}" for k, v in scalars(logs).items())
         log.info("phase %d epoch %d/%d  %s", self.phase, epoch + 1, self.epochs_total, text)
+
+
+def last_step(batch: int, params: dict | None) -> int:
+    """The last step a train call ran, from the one Keras reports: within the epoch's steps where they are known."""
+    steps = (params or {}).get("steps") or 0
+    return min(batch, steps - 1) if steps else batch
 
 
 def scalars(logs) -> dict[str, float]:

@@ -40,6 +40,10 @@ from core.train.training_data import TrainingData
 
 log = logging.getLogger("flora")
 HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features
+# ... where the fit has this many steps or more: the loop that runs several per call costs ~0.2 s more to trace
+# (TensorFlow, 2 cores: a head fit of 96 steps 1.11 s with one step a call against 1.28 s with 8; 189 steps even;
+# 375 steps 0.2 s in the loop's favour), so a small fit (a small dataset, a short sweep trial) runs one a call.
+HEAD_LOOP_MIN_STEPS = 200
 VALIDATION_BATCH = 512  # rows per validation batch on cached features
 STAGE_WRITE_INTERVAL = 0.5  # seconds between stage-progress writes to status.json
 
@@ -383,6 +387,13 @@ def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConf
     return extract
 
 
+def head_steps_per_call(steps: int, replicas: int) -> int:
+    """Training steps per compiled call for a head fit of `steps` steps in all. A head step is a few milliseconds,
+    much of it the framework's per-call cost: several per call, where the fit is long enough to pay for tracing
+    that loop, and on one device (Keras's multi-step loop fails under tf.distribute.MirroredStrategy)."""
+    return HEAD_STEPS_PER_CALL if replicas == 1 and steps >= HEAD_LOOP_MIN_STEPS else 1
+
+
 def fit_head(
     head: keras.Model,
     features: dict[str, np.ndarray],
@@ -427,9 +438,7 @@ def fit_head(
             ),
             *callbacks,
         ]
-    # A head step is a few milliseconds, much of it the framework's per-call cost: run several per
-    # call (on one device: Keras's multi-step loop fails under tf.distribute.MirroredStrategy).
-    steps_per_call = HEAD_STEPS_PER_CALL if replicas == 1 else 1
+    steps_per_call = head_steps_per_call(len(train) * config.epochs, replicas)
     rate = learning_rate_for(config.lr_schedule, config.learning_rate, len(train) * config.epochs)
     positive_weights = data.class_weights if data.multilabel else None
     compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics, positive_weights, data.multilabel)
