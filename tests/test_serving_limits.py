@@ -212,6 +212,25 @@ def test_the_body_parser_falls_back_to_a_thread_when_its_helper_dies():
         parser.close()
 
 
+def test_a_submit_that_meets_the_dying_pools_closed_queue_parses_in_a_thread(monkeypatch):
+    """Under load the pool can be shutting its queues down (its helper died) while a submit starts a fresh helper:
+    submit raises OSError ("handle is closed"), not BrokenProcessPool; the request is still parsed, in a thread."""
+    parser = BodyParser(numbers_for_a_process=1)
+    text = b"[" + b"1," * 300_000 + b"1]"
+    pool = parser._started()
+
+    def closed(*args, **kwargs):
+        raise OSError("handle is closed")
+
+    monkeypatch.setattr(pool, "submit", closed)
+    try:
+        assert len(anyio.run(parser.parse, json.loads, text, text)) == 300_001 and parser.in_a_process == 0
+        assert parser._pool is None  # discarded: the next request starts a fresh helper
+    finally:
+        pool.shutdown()
+        parser.close()
+
+
 def test_feedback_needs_the_key_beyond_loopback(server):
     service = server["server"].service
     photo = photos(server["dataset"], 1)[0].read_bytes()

@@ -52,13 +52,22 @@ class BodyParser:
             return await anyio.to_thread.run_sync(function, *args)
         pool = self._started()
         try:
+            # OSError: the pool shutting its queues down (its helper died) while this submit starts a fresh helper
             future = pool.submit(function, *args)
+        except (BrokenProcessPool, OSError):
+            return await self._parse_here(pool, function, *args)
+        try:
             result = await asyncio.wrap_future(future)
-        except BrokenProcessPool:  # the helper died (killed, out of memory): parse here rather than lose the request
-            self._discard(pool)
-            return await anyio.to_thread.run_sync(function, *args)
+        except BrokenProcessPool:
+            return await self._parse_here(pool, function, *args)
         self.in_a_process += 1
         return result
+
+    async def _parse_here(self, broken: ProcessPoolExecutor, function: Callable[..., T], *args: Any) -> T:
+        """The helper died (killed, out of memory): parse in a thread rather than lose the request; the next
+        request starts a fresh helper."""
+        self._discard(broken)
+        return await anyio.to_thread.run_sync(function, *args)
 
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
