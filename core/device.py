@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.abc
-import importlib.machinery
 import os
 import platform
 import shutil
@@ -18,6 +17,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+
+from core.startup import find_spec_elsewhere
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
             return None
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        spec = find_spec_elsewhere(self, fullname, path, target)  # with core.startup's finder, in either order
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec

@@ -1,0 +1,96 @@
+"""What every Flora process sets up as it starts (importing `core` does it: core/__init__.py).
+
+The first import of a heavy framework runs with the garbage collector paused. Importing Keras on TensorFlow
+creates about 700,000 objects; CPython runs a collection every 700 new ones and, as the heap grows, ever
+larger ones over everything imported so far, which all stays alive: 19% of `import keras` was spent in
+collections that found nothing to free (py-spy, --native). Paused, the import takes 4.5 -> 3.7 CPU-s. What
+it loaded is then frozen (`gc.freeze`: kept out of every later collection, as modules and classes live as long
+as the process anyway), so the collections a process makes while it works no longer walk TensorFlow's
+modules each time: a small fit after the import 2.0 -> 1.65 CPU-s. Every training run, background task,
+command and test process imports TensorFlow once (docs/PERFORMANCE.md, "The collector paused while a
+framework loads").
+
+Only the outermost of these imports pauses and freezes (Keras importing TensorFlow is one pause), and a
+collector someone else turned off stays off. A collection still runs as usual between imports.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.abc
+import sys
+import threading
+
+# Top-level packages whose first import pauses the collector: each is a large import Flora makes in some
+# process, measured (CPU-s, plain -> paused): keras 4.5 -> 3.7 (TensorFlow inside), tf2onnx 5.2 -> 3.7,
+# sklearn 1.5 -> 1.3, scipy 1.1 -> 1.0, jax 0.76 -> 0.63, streamlit 0.51 -> 0.39, fastapi, ray, pandas ~0.1 each.
+HEAVY_PACKAGES = frozenset(
+    {"tensorflow", "keras", "jax", "tf2onnx", "sklearn", "scipy", "streamlit", "pandas", "ray", "fastapi"}
+)
+
+
+def find_spec_elsewhere(finder: importlib.abc.MetaPathFinder, fullname: str, path, target=None):
+    """The spec the import system would find for `fullname` without `finder`: for a finder on sys.meta_path
+    that only wraps what the others find, so that several such finders compose in any order (each one already
+    asking the others for this name is skipped, so two of them never ask each other in a circle)."""
+    asking = _asking.__dict__.setdefault("finders", set())
+    key = (id(finder), fullname)
+    asking.add(key)
+    try:
+        for other in list(sys.meta_path):
+            if other is finder or (id(other), fullname) in asking or not hasattr(other, "find_spec"):
+                continue
+            spec = other.find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+    finally:
+        asking.discard(key)
+
+
+_asking = threading.local()  # per thread, the (finder, name) pairs find_spec_elsewhere is asking about now
+
+
+class _LoaderWithoutCollection(importlib.abc.Loader):
+    """A package's own loader, run with the collector paused; the outermost such import freezes what loaded."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader  # the module keeps its own loader
+        outermost = gc.isenabled()
+        gc.disable()
+        loaded = False
+        try:
+            self.loader.exec_module(module)
+            loaded = True
+        finally:
+            if outermost:
+                gc.enable()
+                if loaded:
+                    gc.freeze()
+
+
+class _HeavyImportWithoutCollection(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: the first import of a package in HEAVY_PACKAGES, found by the other finders, runs
+    through _LoaderWithoutCollection."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in HEAVY_PACKAGES or fullname in sys.modules:
+            return None
+        spec = find_spec_elsewhere(self, fullname, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _LoaderWithoutCollection(spec.loader)
+        return spec
+
+
+def pause_collection_during_heavy_imports() -> bool:
+    """Sets up the paused first imports for this process, once. Returns whether it was set up now."""
+    if any(isinstance(finder, _HeavyImportWithoutCollection) for finder in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _HeavyImportWithoutCollection())
+    return True

@@ -1,0 +1,106 @@
+"""core.startup: the first import of a heavy framework runs with the garbage collector paused, then freezes it."""
+
+from __future__ import annotations
+
+import gc
+import importlib.abc
+import importlib.machinery
+import sys
+
+import pytest
+
+from core import startup
+
+PROBE = """
+import gc, sys
+sys.modules[__name__].collector_on = gc.isenabled()
+{body}
+"""
+
+
+@pytest.fixture
+def heavy_probes(tmp_path, monkeypatch):
+    """Three packages in tmp_path counted as heavy: `heavy_outer` imports `heavy_inner`, `heavy_broken` raises.
+    The finder is set up on a copy of sys.meta_path, removed after the test; the collector's state is restored."""
+    (tmp_path / "heavy_outer").mkdir()
+    (tmp_path / "heavy_outer" / "__init__.py").write_text(
+        PROBE.format(body="import heavy_inner\ninner_saw = heavy_inner.collector_on\nafter_inner = gc.isenabled()")
+    )
+    (tmp_path / "heavy_inner.py").write_text(PROBE.format(body=""))
+    (tmp_path / "heavy_broken.py").write_text(PROBE.format(body="raise RuntimeError('it broke')"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(startup, "HEAVY_PACKAGES", frozenset({"heavy_outer", "heavy_inner", "heavy_broken"}))
+    others = [finder for finder in sys.meta_path if not isinstance(finder, startup._HeavyImportWithoutCollection)]
+    monkeypatch.setattr(sys, "meta_path", others)
+    for name in ("heavy_outer", "heavy_inner", "heavy_broken"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert startup.pause_collection_during_heavy_imports() is True
+    assert startup.pause_collection_during_heavy_imports() is False  # once a process
+    was_enabled = gc.isenabled()
+    gc.enable()
+    yield
+    gc.enable() if was_enabled else gc.disable()
+
+
+def test_a_heavy_import_runs_without_the_collector_and_freezes_what_it_loaded(heavy_probes):
+    frozen_before = gc.get_freeze_count()
+    gc.collect()  # nothing young left over: what the freeze moves comes from the import (and this test)
+    import heavy_outer
+
+    assert heavy_outer.collector_on is False  # paused for the package's own code
+    assert heavy_outer.inner_saw is False and heavy_outer.after_inner is False  # the nested one did not resume it
+    assert gc.isenabled()  # resumed after the outermost
+    assert gc.get_freeze_count() > frozen_before
+    assert isinstance(heavy_outer.__loader__, importlib.machinery.SourceFileLoader)  # its own loader, kept
+    assert heavy_outer.__spec__.loader is heavy_outer.__loader__
+
+
+def test_a_collector_someone_turned_off_stays_off(heavy_probes):
+    gc.disable()
+    import heavy_inner
+
+    assert heavy_inner.collector_on is False
+    assert not gc.isenabled()
+
+
+def test_a_failing_heavy_import_resumes_the_collector_and_raises_its_error(heavy_probes):
+    frozen_before = gc.get_freeze_count()
+    with pytest.raises(RuntimeError, match="it broke"):
+        import heavy_broken  # noqa: F401
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen_before  # nothing frozen for an import that failed
+    assert "heavy_broken" not in sys.modules
+
+
+def test_an_ordinary_import_is_left_to_the_usual_finders(heavy_probes, tmp_path):
+    (tmp_path / "light_module.py").write_text(PROBE.format(body=""))
+    import light_module
+
+    assert light_module.collector_on is True
+    sys.modules.pop("light_module", None)
+
+
+def test_two_wrapping_finders_compose_in_either_order(heavy_probes):
+    """core.device's quiet TensorFlow import and this one both wrap what the other finders find."""
+    calls = []
+
+    class Wrapping(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != "heavy_inner":
+                return None
+            calls.append(fullname)
+            return startup.find_spec_elsewhere(self, fullname, path, target)
+
+    sys.meta_path.insert(0, Wrapping())  # before core.startup's finder, as core.device's is
+    import heavy_inner
+
+    assert calls == ["heavy_inner"]
+    assert heavy_inner.collector_on is False  # core.startup's finder still wrapped it
+
+
+def test_keras_in_this_process_was_imported_paused_and_frozen():
+    """conftest imports `core` first; Keras, imported after it, went through the paused import."""
+    import keras
+
+    assert isinstance(keras.__loader__, importlib.machinery.SourceFileLoader)
+    assert gc.get_freeze_count() > 100_000  # TensorFlow's and Keras's objects, out of every collection
