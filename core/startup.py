@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import importlib.abc
+import os
 import sys
 import threading
 
@@ -27,6 +28,19 @@ import threading
 HEAVY_PACKAGES = frozenset(
     {"tensorflow", "keras", "jax", "tf2onnx", "sklearn", "scipy", "streamlit", "pandas", "ray", "fastapi"}
 )
+# Optional imports a package makes for a part Flora never uses, read as "not installed" while that package loads
+# (unless already loaded): loading JAX for them cost 0.45 CPU-s in every process that imports TensorFlow.
+# TensorFlow Lite imports JAX (`from jax import jit`) only for its converter from JAX functions
+# (`TFLiteConverter.experimental_from_jax`; Flora converts Keras models), and Keras only to patch
+# `jax.monitoring` for its Orbax checkpoint callback. Keras is spared only where KERAS_BACKEND names another
+# backend than JAX: with JAX as the backend, Keras loads it first and it is seen.
+UNUSED_OPTIONAL_IMPORTS = {"tensorflow": ("jax",), "keras": ("jax",)}
+
+
+def _unused_optional_imports(package: str) -> tuple[str, ...]:
+    if package == "keras" and os.environ.get("KERAS_BACKEND", "jax").strip().lower() == "jax":
+        return ()
+    return tuple(name for name in UNUSED_OPTIONAL_IMPORTS.get(package, ()) if name not in sys.modules)
 
 
 def find_spec_elsewhere(finder: importlib.abc.MetaPathFinder, fullname: str, path, target=None):
@@ -52,7 +66,8 @@ _asking = threading.local()  # per thread, the (finder, name) pairs find_spec_el
 
 
 class _LoaderWithoutCollection(importlib.abc.Loader):
-    """A package's own loader, run with the collector paused; the outermost such import freezes what loaded."""
+    """A package's own loader, run with the collector paused (and its unused optional imports hidden); the
+    outermost such import freezes what loaded."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -64,11 +79,16 @@ class _LoaderWithoutCollection(importlib.abc.Loader):
         module.__loader__ = module.__spec__.loader = self.loader  # the module keeps its own loader
         outermost = gc.isenabled()
         gc.disable()
+        hidden = _unused_optional_imports(module.__name__)
+        sys.modules.update(dict.fromkeys(hidden))  # None in sys.modules: an import of it raises ImportError
         loaded = False
         try:
             self.loader.exec_module(module)
             loaded = True
         finally:
+            for name in hidden:
+                if sys.modules.get(name, True) is None:
+                    del sys.modules[name]
             if outermost:
                 gc.enable()
                 if loaded:

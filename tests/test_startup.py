@@ -104,3 +104,35 @@ def test_keras_in_this_process_was_imported_paused_and_frozen():
 
     assert isinstance(keras.__loader__, importlib.machinery.SourceFileLoader)
     assert gc.get_freeze_count() > 100_000  # TensorFlow's and Keras's objects, out of every collection
+
+
+def test_an_unused_optional_import_reads_as_missing_only_while_its_package_loads(heavy_probes, tmp_path, monkeypatch):
+    (tmp_path / "heavy_optional.py").write_text("LOADED = True\n")
+    (tmp_path / "heavy_outer" / "__init__.py").write_text(
+        "try:\n    import heavy_optional\n    saw_optional = True\nexcept ImportError:\n    saw_optional = False\n"
+    )
+    monkeypatch.setattr(startup, "UNUSED_OPTIONAL_IMPORTS", {"heavy_outer": ("heavy_optional",)})
+    monkeypatch.delitem(sys.modules, "heavy_optional", raising=False)
+    import heavy_outer
+
+    assert heavy_outer.saw_optional is False
+    assert "heavy_optional" not in sys.modules  # not left behind as missing
+    import heavy_optional
+
+    assert heavy_optional.LOADED
+    sys.modules.pop("heavy_optional")
+
+
+def test_keras_sees_jax_where_jax_is_its_backend(monkeypatch):
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert startup._unused_optional_imports("keras") == ("jax",)
+    assert startup._unused_optional_imports("tensorflow") == ("jax",)
+    for backend in ("jax", " JAX"):
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+        assert startup._unused_optional_imports("keras") == ()
+    monkeypatch.delenv("KERAS_BACKEND")  # Keras's own config file may name JAX: not hidden
+    assert startup._unused_optional_imports("keras") == ()
+    assert startup._unused_optional_imports("tensorflow") == ("jax",)  # TensorFlow never needs it
+    monkeypatch.setitem(sys.modules, "jax", object())
+    assert startup._unused_optional_imports("tensorflow") == ()  # loaded already: seen as it is
