@@ -256,7 +256,7 @@ def test_run_logger_counts_every_step_when_keras_reports_several_per_call(tmp_pa
 
 
 def test_a_head_runs_several_steps_a_call_only_where_the_fit_pays_for_the_loop():
-    from core.train.trainer import HEAD_LOOP_MIN_STEPS, HEAD_STEPS_PER_CALL, head_steps_per_call
+    from core.train.objective import HEAD_LOOP_MIN_STEPS, HEAD_STEPS_PER_CALL, head_steps_per_call
 
     assert head_steps_per_call(3 * 6, replicas=1) == 1  # a small dataset's few steps: one a call
     assert head_steps_per_call(HEAD_LOOP_MIN_STEPS - 1, replicas=1) == 1
@@ -267,10 +267,10 @@ def test_a_head_runs_several_steps_a_call_only_where_the_fit_pays_for_the_loop()
 def test_several_steps_a_call_train_the_head_alike_and_log_every_step(tmp_path, colours, monkeypatch):
     """The same head fit with the multi-step loop forced (a small fit runs one step a call): the same losses, and
     the run's log still counts every step of every epoch."""
-    import core.train.trainer
+    import core.train.objective
 
     def fit(folder: str, loop_from: int) -> list[dict]:
-        monkeypatch.setattr(core.train.trainer, "HEAD_LOOP_MIN_STEPS", loop_from)
+        monkeypatch.setattr(core.train.objective, "HEAD_LOOP_MIN_STEPS", loop_from)
         store, run_id, status = _train(tmp_path / folder, colours, BASE)
         assert status.state == JobState.DONE
         return store.read_metrics(run_id)

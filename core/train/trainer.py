@@ -34,16 +34,11 @@ from core.train.distribute import Parallelism, pad_rows, padded_length
 from core.train.features import FeatureCache, build_extractor, weights_hash
 from core.train.multihost import STRATEGY, MultiHost, ProcessShard, across_processes
 from core.train.multilabel import ValidationMAP, monitored, predict_rows
-from core.train.objective import compile_for, phase_callbacks
+from core.train.objective import compile_for, head_steps_per_call, phase_callbacks
 from core.train.schedules import learning_rate_for
 from core.train.training_data import TrainingData
 
 log = logging.getLogger("flora")
-HEAD_STEPS_PER_CALL = 8  # training steps per compiled call when the head trains on cached features
-# ... where the fit has this many steps or more: the loop that runs several per call costs ~0.2 s more to trace
-# (TensorFlow, 2 cores: a head fit of 96 steps 1.11 s with one step a call against 1.28 s with 8; 189 steps even;
-# 375 steps 0.2 s in the loop's favour), so a small fit (a small dataset, a short sweep trial) runs one a call.
-HEAD_LOOP_MIN_STEPS = 200
 VALIDATION_BATCH = 512  # rows per validation batch on cached features
 STAGE_WRITE_INTERVAL = 0.5  # seconds between stage-progress writes to status.json
 
@@ -385,13 +380,6 @@ def _feature_extractor(model: keras.Model, data: TrainingData, config: TrainConf
         return features
 
     return extract
-
-
-def head_steps_per_call(steps: int, replicas: int) -> int:
-    """Training steps per compiled call for a head fit of `steps` steps in all. A head step is a few milliseconds,
-    much of it the framework's per-call cost: several per call, where the fit is long enough to pay for tracing
-    that loop, and on one device (Keras's multi-step loop fails under tf.distribute.MirroredStrategy)."""
-    return HEAD_STEPS_PER_CALL if replicas == 1 and steps >= HEAD_LOOP_MIN_STEPS else 1
 
 
 def fit_head(
