@@ -3,19 +3,144 @@ a finished run is used for (evaluation, explanation, calibration, comparison, se
 
 Importing `core` is cheap: modules that need Keras import it themselves. docs/ARCHITECTURE.md maps the modules
 by concern; `python -m core --help` lists the commands.
+
+Every Flora process starts by importing `core`, which sets up two things for the whole process: the Keras backend
+FLORA_BACKEND names, and the first import of each heavy framework without the garbage collector (below).
+
+The first import of a heavy framework runs with the garbage collector paused. Importing Keras on TensorFlow
+creates about 700,000 objects; CPython runs a collection every 700 new ones and, as the heap grows, ever
+larger ones over everything imported so far, which all stays alive: 19% of `import keras` was spent in
+collections that found nothing to free (py-spy, --native). Paused, `import keras` takes 4.5 -> 3.7 CPU-s. What
+it loaded is then frozen (`gc.freeze`: kept out of every later collection, as modules and classes live as long
+as the process anyway), so the collections a process makes while it works no longer walk TensorFlow's
+modules each time: a small fit after the import 2.0 -> 1.65 CPU-s. Every training run, background task,
+command and test process imports TensorFlow once (docs/PERFORMANCE.md, "The collector paused while a
+framework loads").
+
+Only the outermost of these imports pauses and freezes (Keras importing TensorFlow is one pause), and a
+collector someone else turned off stays off. A collection still runs as usual between imports.
 """
 
 __version__ = "0.1.0"
 
+import contextlib as _contextlib
+import gc as _gc
 import os as _os
-
-from core import startup as _startup
+import sys as _sys
+import threading as _threading
 
 # FLORA_BACKEND=jax|tensorflow names the Keras backend for the app and the CLI (KERAS_BACKEND, when set, wins),
 # before anything imports Keras: every Flora process starts by importing `core`.
 if _os.environ.get("FLORA_BACKEND") and not _os.environ.get("KERAS_BACKEND"):
     _os.environ["KERAS_BACKEND"] = _os.environ["FLORA_BACKEND"].strip().lower()
 
-# The first import of TensorFlow, Keras and the other heavy frameworks, whoever makes it, without the garbage
-# collector's walks over what it loads (core/startup.py).
-_startup.pause_collection_during_heavy_imports()
+
+# Top-level packages whose first import pauses the collector: each is a large import Flora makes in some
+# process, measured (CPU-s, plain -> paused): keras 4.5 -> 3.7 (TensorFlow inside), tf2onnx 5.2 -> 3.7,
+# sklearn 1.5 -> 1.3, scipy 1.1 -> 1.0, jax 0.76 -> 0.63, streamlit 0.51 -> 0.39, fastapi, ray, pandas ~0.1 each.
+HEAVY_PACKAGES = frozenset(
+    {"tensorflow", "keras", "jax", "tf2onnx", "sklearn", "scipy", "streamlit", "pandas", "ray", "fastapi"}
+)
+# Optional imports a package makes for a part Flora never uses, read as "not installed" while that package loads
+# (unless already loaded): loading JAX for them cost 0.45 CPU-s in every process that imports TensorFlow.
+# TensorFlow Lite imports JAX (`from jax import jit`) only for its converter from JAX functions
+# (`TFLiteConverter.experimental_from_jax`; Flora converts Keras models), and Keras only to patch
+# `jax.monitoring` for its Orbax checkpoint callback. Keras is spared only where KERAS_BACKEND names another
+# backend than JAX: with JAX as the backend, Keras loads it first and it is seen.
+UNUSED_OPTIONAL_IMPORTS = {"tensorflow": ("jax",), "keras": ("jax",)}
+
+
+def _unused_optional_imports(package: str) -> tuple[str, ...]:
+    if package == "keras" and _os.environ.get("KERAS_BACKEND", "jax").strip().lower() == "jax":
+        return ()
+    return tuple(name for name in UNUSED_OPTIONAL_IMPORTS.get(package, ()) if name not in _sys.modules)
+
+
+def find_spec_elsewhere(finder, fullname: str, path, target=None):
+    """The spec the import system would find for `fullname` without `finder`: for a finder on sys.meta_path
+    that only wraps what the others find, so that several such finders compose in any order (each one already
+    asking the others for this name is skipped, so two of them never ask each other in a circle)."""
+    asking = _asking.__dict__.setdefault("finders", set())
+    key = (id(finder), fullname)
+    asking.add(key)
+    try:
+        for other in list(_sys.meta_path):
+            if other is finder or (id(other), fullname) in asking or not hasattr(other, "find_spec"):
+                continue
+            spec = other.find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+    finally:
+        asking.discard(key)
+
+
+_asking = _threading.local()  # per thread, the (finder, name) pairs find_spec_elsewhere is asking about now
+
+
+class WrappedLoader:
+    """A package's own loader with `around(module)` around it: for a finder that wraps what the others find
+    (find_spec_elsewhere). The module keeps its own loader."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        with self.around(module):
+            self.loader.exec_module(module)
+
+    def around(self, module) -> _contextlib.AbstractContextManager:
+        raise NotImplementedError
+
+
+class _LoaderWithoutCollection(WrappedLoader):
+    """Runs with the collector paused (and the package's unused optional imports hidden); the outermost such
+    import freezes what loaded."""
+
+    @_contextlib.contextmanager
+    def around(self, module):
+        outermost = _gc.isenabled()
+        _gc.disable()
+        hidden = _unused_optional_imports(module.__name__)
+        _sys.modules.update(dict.fromkeys(hidden))  # None in sys.modules: an import of it raises ImportError
+        loaded = False
+        try:
+            yield
+            loaded = True
+        finally:
+            for name in hidden:
+                if _sys.modules.get(name, True) is None:
+                    del _sys.modules[name]
+            if outermost:
+                _gc.enable()
+                if loaded:
+                    _gc.freeze()
+
+
+class _HeavyImportWithoutCollection:
+    """Finds nothing itself: the first import of a package in HEAVY_PACKAGES, found by the other finders, runs
+    through _LoaderWithoutCollection."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in HEAVY_PACKAGES:
+            return None
+        spec = find_spec_elsewhere(self, fullname, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _LoaderWithoutCollection(spec.loader)
+        return spec
+
+
+def pause_collection_during_heavy_imports() -> bool:
+    """Sets up the paused first imports for this process, once. Returns whether it was set up now."""
+    if any(isinstance(finder, _HeavyImportWithoutCollection) for finder in _sys.meta_path):
+        return False
+    _sys.meta_path.insert(0, _HeavyImportWithoutCollection())
+    return True
+
+
+# The first import of TensorFlow, Keras and the other heavy frameworks, whoever makes it.
+pause_collection_during_heavy_imports()

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from core.startup import find_spec_elsewhere
+from core import WrappedLoader, find_spec_elsewhere
 
 
 @dataclass(frozen=True)
@@ -229,20 +229,14 @@ def without_cuda_noise() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-class _QuietLoader(importlib.abc.Loader):
+class _QuietLoader(WrappedLoader):
     """TensorFlow's own loader, run inside without_cuda_noise, with a first look at its devices (where cuInit
     fails on a machine without a driver) inside it too."""
 
-    def __init__(self, loader):
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        module.__loader__ = module.__spec__.loader = self.loader  # the module keeps its own loader
+    @contextlib.contextmanager
+    def around(self, module):
         with without_cuda_noise():
-            self.loader.exec_module(module)
+            yield
             with contextlib.suppress(Exception):
                 module.config.list_physical_devices()
 
@@ -256,7 +250,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
             return None
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self)
-        spec = find_spec_elsewhere(self, fullname, path, target)  # with core.startup's finder, in either order
+        spec = find_spec_elsewhere(self, fullname, path, target)  # with core's own finder, in either order
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import core  # noqa: F401  (first: the test modules' imports of Keras and the rest then go through core/startup.py)
+import core  # noqa: F401  (first: the test modules' imports of Keras and the rest then go through its finder)
 
 # JAX compiles every jitted function with XLA (a model's weight initialisers, each train, eval and predict step):
 # a JAX process training the tiny backbone spent 35 of its 50 CPU-s in 111 compilations, the same ones in every

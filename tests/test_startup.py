@@ -1,4 +1,4 @@
-"""core.startup: the first import of a heavy framework runs with the garbage collector paused, then freezes it."""
+"""What importing `core` sets up: a heavy framework's first import runs with the collector paused, then frozen."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from core import startup
+import core as startup  # what it sets up for the process
 
 PROBE = """
 import gc, sys
@@ -91,11 +91,11 @@ def test_two_wrapping_finders_compose_in_either_order(heavy_probes):
             calls.append(fullname)
             return startup.find_spec_elsewhere(self, fullname, path, target)
 
-    sys.meta_path.insert(0, Wrapping())  # before core.startup's finder, as core.device's is
+    sys.meta_path.insert(0, Wrapping())  # before core's finder, as core.device's is
     import heavy_inner
 
     assert calls == ["heavy_inner"]
-    assert heavy_inner.collector_on is False  # core.startup's finder still wrapped it
+    assert heavy_inner.collector_on is False  # core's finder still wrapped it
 
 
 def test_keras_in_this_process_was_imported_paused_and_frozen():
