@@ -169,6 +169,9 @@ def test_the_token_session_lives_in_a_cookie_not_in_the_link(token_app):
             classmate.goto(copied, timeout=60_000)
             classmate.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
             assert not classmate.get_by_role("button", name="Sign out everywhere").count()
+            # the reloaded Train page may still be running (a loaded machine): a click on a button its run is
+            # redrawing was lost once (CI, 60 s with no sign-out); click once the app says its script finished
+            page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=60_000)
             page.get_by_role("button", name="Sign out everywhere").click()
             page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
             page.reload()
