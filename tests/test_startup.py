@@ -68,7 +68,9 @@ def test_a_failing_heavy_import_resumes_the_collector_and_raises_its_error(heavy
     with pytest.raises(RuntimeError, match="it broke"):
         import heavy_broken  # noqa: F401
     assert gc.isenabled()
-    assert gc.get_freeze_count() == frozen_before  # nothing frozen for an import that failed
+    # nothing frozen for an import that failed: a freeze would raise the count by every object the process holds;
+    # a frozen object freed meanwhile (by this or another thread) lowers it, so the count may not grow, not must stay
+    assert gc.get_freeze_count() <= frozen_before
     assert "heavy_broken" not in sys.modules
 
 
