@@ -21,9 +21,18 @@ ifeq ($(INSTALLER),pip)
 install = $(1) -m pip install --quiet $(2)
 INSTALL_WORDS := pip install
 else
-install = $(1) -m pip install --quiet uv==$(UV_VERSION) && $(dir $(1))uv pip install --python $(1) --quiet --compile-bytecode $(2)
+install = $(1) -m pip install --quiet uv==$(UV_VERSION) && $(dir $(1))uv pip install --python $(1) --quiet $(2)
 INSTALL_WORDS := uv pip install
 endif
+# Bytecode: compiling every module of the venv at install (uv's --compile-bytecode, what pip does) cost 62 CPU-s for
+# Flora's and 36 for MLflow's server's, most of it for modules no Flora process imports (the two installs ran 63 s of
+# the fresh clone's CI). The modules Flora's processes load are compiled once after the install instead, by importing
+# them with bytecode writing on (about 8 CPU-s a venv); any other module is compiled when Python first imports it.
+warm_bytecode = PYTHONDONTWRITEBYTECODE= $(1) -W ignore -c "import importlib, importlib.util; \
+	[importlib.import_module(m) for m in '$(2)'.split() if importlib.util.find_spec(m.split('.')[0])]"
+FLORA_IMPORTS := core.cli keras streamlit pandas scipy.stats sklearn.metrics sklearn.linear_model sklearn.decomposition \
+	onnxruntime openvino tf2onnx fastapi uvicorn PIL cv2 pytest playwright.sync_api
+MLFLOW_SERVER_IMPORTS := mlflow.cli mlflow.server.fastapi_app mlflow.server.handlers uvicorn
 PORT ?= 8501
 # 127.0.0.1: this machine only. HOST=0.0.0.0 shares Flora on the network: people then sign in (README, Sharing).
 HOST ?= 127.0.0.1
@@ -55,6 +64,7 @@ $(STAMP): requirements.txt requirements-dev.txt $(REQUIREMENTS)
 		echo "flora: $(VENV) holds another build: making it afresh"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(call install,$(BIN)/python,-r $(REQUIREMENTS) -r requirements-dev.txt)
+	-KERAS_BACKEND=$(FLORA_BACKEND) $(call warm_bytecode,$(BIN)/python,$(FLORA_IMPORTS))
 	touch $(STAMP)
 	@# the check that the framework sees the GPU, after every import Flora does (a warning, not a failure)
 	-@[ "$(REQUIREMENTS)" = "requirements.txt" ] || KERAS_BACKEND=$(FLORA_BACKEND) $(BIN)/python -m core device
@@ -87,6 +97,7 @@ MLFLOW_VENV ?= .venv-mlflow
 $(MLFLOW_VENV)/.installed: requirements-mlflow-server.txt
 	$(PYTHON) -m venv $(MLFLOW_VENV)
 	$(call install,$(MLFLOW_VENV)/bin/python,-r requirements-mlflow-server.txt)
+	-$(call warm_bytecode,$(MLFLOW_VENV)/bin/python,$(MLFLOW_SERVER_IMPORTS))
 	touch $@
 
 mlflow-server: $(MLFLOW_VENV)/.installed

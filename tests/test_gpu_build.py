@@ -113,7 +113,8 @@ def test_the_makefile_installs_the_gpu_build_where_nvidia_smi_lists_a_gpu(fake_s
     env.pop("FLORA_GPU", None), env.pop("FLORA_BACKEND", None), env.pop("KERAS_BACKEND", None)
     install = _make(["-n", "run"], env)
     assert f"uv pip install --python {tmp_path / 'venv'}/bin/python" in install  # the pinned installer, in the venv
-    assert f"--compile-bytecode -r {TENSORFLOW_GPU} -r requirements-dev.txt" in install
+    assert f"--quiet -r {TENSORFLOW_GPU} -r requirements-dev.txt" in install and "--compile-bytecode" not in install
+    assert "PYTHONDONTWRITEBYTECODE= " in install and "'core.cli keras" in install  # then what Flora imports, compiled
     with_pip = _make(["-n", "run", "INSTALLER=pip"], env)
     assert f"pip install --quiet -r {TENSORFLOW_GPU} -r requirements-dev.txt" in with_pip and "uv pip" not in with_pip
     assert "core device" in install  # the check that TensorFlow sees the GPU, after the install
