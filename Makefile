@@ -13,8 +13,8 @@ REQUIREMENTS := $(shell $(PYTHON) core/gpu_build.py)
 BUILD := $(patsubst requirements%.txt,%,$(REQUIREMENTS))
 STAMP := $(VENV)/.installed$(BUILD)
 # The installer: uv (pinned, itself installed by the venv's pip) puts the same pinned requirements in a venv in 55 s
-# from an empty cache where pip took 98 s, downloads included (it fetches and unpacks in parallel; the bytecode pip
-# would write, it writes too). INSTALLER=pip installs with pip alone, e.g. where only pip's own settings (pip.conf) reach a package mirror.
+# from an empty cache where pip took 98 s, downloads included (it fetches and unpacks in parallel; bytecode: below).
+# INSTALLER=pip installs with pip alone, e.g. where only pip's own settings (pip.conf) reach a package mirror.
 INSTALLER ?= uv
 UV_VERSION := 0.9.30
 ifeq ($(INSTALLER),pip)
