@@ -155,14 +155,41 @@ def _a_python_process_means_slow(request, monkeypatch):
     real_init = subprocess.Popen.__init__
     node = request.node.nodeid
 
-    def checked_init(self, args, *rest, **kwargs):
+    def check(args) -> None:
         words = [str(a) for a in args] if isinstance(args, list | tuple) else str(args).split()
         python = words and (words[0] == sys.executable or Path(words[0]).name.startswith("python"))
         if python and any(w == "core" or w.startswith("core.") or "import core" in w or "tests." in w for w in words):
             raise AssertionError(f"{node} starts Flora in a Python process ({args!r:.120}): mark it @pytest.mark.slow")
+
+    def checked_init(self, args, *rest, **kwargs):
+        check(args)
         real_init(self, args, *rest, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", checked_init)
+    from core.processes import launcher  # a job forked from the warm launcher is a Python process all the same
+
+    real_spawn = launcher.spawn
+
+    def checked_spawn(command, *rest, **kwargs):
+        check(command)
+        return real_spawn(command, *rest, **kwargs)
+
+    monkeypatch.setattr(launcher, "spawn", checked_spawn)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _jobs_forked_from_a_warm_launcher(request):
+    """The background jobs the tests launch (runs, tasks, servers, as the app launches them) fork from a warm
+    launcher that imported Keras once for this worker (core.processes.launcher), as in the app: each starts ~4.5
+    CPU-s sooner than a new process. Only the slow tests launch jobs (`_a_python_process_means_slow`): a selection
+    without them (`make test-fast`), or a short one, does without, as the launcher's own import would cost more."""
+    from core.processes import keep_warm_launcher, launcher
+
+    items = request.session.items
+    if len(items) >= 200 and any(item.get_closest_marker("slow") for item in items):
+        keep_warm_launcher()
+    yield
+    launcher.stop_all()
 
 
 @pytest.fixture

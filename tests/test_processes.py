@@ -20,8 +20,8 @@ from core.processes import (
     process_alive,
     process_start_time,
     spawn_detached,
-    worker_context,
 )
+from core.processes.workers import worker_context
 from tests.conftest import PROJECT_ROOT, script_as_main
 
 pytestmark = pytest.mark.backend_agnostic

@@ -25,7 +25,7 @@ from core.data.cache_disk import (
 )
 from core.data.imaging import ImageError, load_square
 from core.errors import Cancelled
-from core.processes import worker_context
+from core.processes.workers import worker_context
 
 _CHUNK = 64  # most images per task: big enough to amortise IPC, small enough for smooth progress
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from core.processes import worker_context
+from core.processes.workers import worker_context
 
 T = TypeVar("T")
 

@@ -19,14 +19,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import gc
-import multiprocessing
-import multiprocessing.context
 import os
 import subprocess
 import sys
 import threading
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
@@ -34,6 +31,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 from core.field_types import FieldTypeError, check_field_types
 from core.fileio import UnreadableFile, load_json, write_json_atomic
 from core.paths import PROJECT_ROOT
+from core.processes import launcher
 
 STATUS_FILE = "status.json"
 STOP_FILE = "STOP"
@@ -333,19 +331,34 @@ def log_tail(path: str | os.PathLike, lines: int = 40) -> str:
     return "\n".join(kept[-lines:])
 
 
+def job_environment(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """A job's environment: this one, `extra_env`, the project on PYTHONPATH and unbuffered output."""
+    existing = os.environ.get("PYTHONPATH")
+    pythonpath = f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
+    return {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+
+
+def keep_warm_launcher(now: bool = True) -> bool:
+    """For a process that launches jobs again and again: fork them from a warm launcher (core.processes.launcher),
+    started `now` or at the first job."""
+    return launcher.keep_warm(job_environment(), now)
+
+
 def spawn_detached(
     command: list[str], log_path: str | os.PathLike, extra_env: dict[str, str] | None = None
 ) -> tuple[int, str | None]:
     """Start `command` in its own session (it outlives the app and the tab), output appended to `log_path`.
 
-    Runs from the project root with the project on PYTHONPATH and unbuffered output; the child is
-    reaped by a daemon thread when it ends, so it never lingers as a zombie that looks alive.
-    Returns its (pid, start time) for `process_alive`.
+    Runs from the project root with the project on PYTHONPATH and unbuffered output, forked from the warm
+    launcher where this process keeps one for this environment (`keep_warm_launcher`), else as a new process.
+    Either way the child is reaped when it ends (by a daemon thread here, or by the launcher), so it never lingers
+    as a zombie that looks alive. Returns its (pid, start time) for `process_alive`.
     """
-    existing = os.environ.get("PYTHONPATH")
-    pythonpath = f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
-    env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+    env = job_environment(extra_env)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    forked = launcher.spawn(command, log_path, env)  # from a warm launcher, where this process keeps one
+    if forked is not None:
+        return forked, process_start_time(forked)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,
@@ -358,43 +371,6 @@ def spawn_detached(
         )
     threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     return process.pid, process_start_time(process.pid)
-
-
-class _WorkerProcess(multiprocessing.context.SpawnProcess):
-    """A spawned process that does not run the parent's `__main__` script again before its task."""
-
-    _main_lock = threading.Lock()
-
-    @staticmethod
-    def _Popen(process_obj):
-        # multiprocessing reads sys.modules["__main__"] while it starts the child (spawn.get_preparation_data)
-        bare = types.ModuleType("__main__")
-        with _WorkerProcess._main_lock:
-            main = sys.modules["__main__"]
-            sys.modules["__main__"] = bare
-            try:
-                return multiprocessing.context.SpawnProcess._Popen(process_obj)
-            finally:
-                if sys.modules.get("__main__") is bare:  # a Streamlit script run may have set its own meanwhile
-                    sys.modules["__main__"] = main
-
-
-class _WorkerContext(multiprocessing.context.SpawnContext):
-    Process = _WorkerProcess
-
-
-def worker_context() -> multiprocessing.context.SpawnContext:
-    """multiprocessing's spawn, for worker processes that run functions of Flora's modules (a decoding pool, the
-    server's body parser): spawn, not fork, since the parent may hold TensorFlow's, Streamlit's or a server's threads
-    that a fork would copy mid-use.
-
-    Plain spawn first runs the parent's `__main__` script again in each child, to find what the task might name
-    there. In the app that script is `streamlit_app.py` (Streamlit puts each script run in sys.modules["__main__"]),
-    so every worker imported Streamlit and the app and started its Keras warm-up before its first task (about 6
-    CPU-s each); a script of a person's own that calls Flora without an `if __name__ == "__main__"` guard would
-    start it again. These workers start from Flora's modules alone: what they run must live in an importable module.
-    """
-    return _WorkerContext()
 
 
 def exit_process(code: int | str | None = 0) -> NoReturn:
