@@ -39,6 +39,7 @@ def seen(out: Path, timeout: float = 120) -> dict:
 @pytest.mark.backend_agnostic
 def test_a_forked_job_starts_as_python_m_would_and_anything_else_starts_the_plain_way(tmp_path, monkeypatch):
     monkeypatch.setattr(launcher, "_launchers", {})  # this test's own launcher, not the worker's
+    monkeypatch.setattr(launcher, "_lazy", {"on": False})
     monkeypatch.setenv(launcher.ENV_SWITCH, "0")
     assert not keep_warm_launcher() and not launcher.launchers()  # switched off: no launcher
     monkeypatch.delenv(launcher.ENV_SWITCH)
