@@ -182,11 +182,11 @@ def _jobs_forked_from_a_warm_launcher(request):
     """The background jobs the tests launch (runs, tasks, servers, as the app launches them) fork from a warm
     launcher that imported Keras once for this worker (core.processes.launcher), as in the app: each starts ~4.5
     CPU-s sooner than a new process. Only the slow tests launch jobs (`_a_python_process_means_slow`): a selection
-    without them (`make test-fast`), or a short one, does without, as the launcher's own import would cost more."""
+    with few of them (`make test-fast`, the JAX subset's 5, a few files) does without, as the launcher's own import
+    would cost more than it saves."""
     from core.processes import keep_warm_launcher, launcher
 
-    items = request.session.items
-    if len(items) >= 200 and any(item.get_closest_marker("slow") for item in items):
+    if sum(1 for item in request.session.items if item.get_closest_marker("slow")) >= 20:
         keep_warm_launcher()
     yield
     launcher.stop_all()
