@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 KERAS_ALREADY_LOADED = "keras" in sys.modules  # before anything here imports it
 
@@ -21,6 +22,7 @@ if __name__ == "__main__":
         "keras_loaded": KERAS_ALREADY_LOADED,
         "main": sys.modules["__main__"].__file__,
         "path0": sys.path[0],
+        "cmdline": Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").decode().split("\0"),
     }
     with open(out, "w") as f:
         json.dump(seen, f)

@@ -61,6 +61,7 @@ def test_a_forked_job_starts_as_python_m_would_and_anything_else_starts_the_plai
         assert a["own_session"] and a["stdin"] == os.devnull and a["cwd"] == a["path0"] == str(PROJECT_ROOT)
         assert a["main"] == str(PROJECT_ROOT / "tests" / "job_probe.py") == a["argv"][0] == b["argv"][0]
         assert b["argv"][1:] == [str(out["forked"]), "done"] and (a["probe"], b["probe"]) == ("p", "f")
+        assert a["cmdline"] == probe(out["plain"], "done") and b["cmdline"] == probe(out["forked"], "done")  # in ps
         assert (forked.pid, forked.pid_start) != (None, None) and forked.pid == b["pid"]
         for name in ("plain", "forked"):
             wait_for(lambda: Path(f"{out[name]}.done").exists(), 60, f"the {name} job to finish")  # noqa: B023

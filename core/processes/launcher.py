@@ -14,11 +14,11 @@ What it must not change:
   while the app runs is read afresh, as before.
 - What the imports read. Keras, TensorFlow and JAX read some environment variables as they load (the backend,
   thread counts, XLA flags, the home folder's keras.json): a launcher serves only the jobs whose variables of
-  that kind are its own (`import_key`); another job starts the plain way (or gets a launcher of its own).
+  that kind are its own (`import_key`); another job starts the plain way.
 - A safe fork. A process forked while another of its threads holds a lock can hang; the launcher has one thread
-  and, after its imports, checks that nothing started others (jemalloc's purge thread aside: it forks safely)
-  and that nothing loaded the CUDA driver (a GPU's state is not for sharing); if either happened, it serves
-  nothing and jobs start the plain way.
+  and, after its imports, checks that nothing started others (jemalloc's purge thread and OpenBLAS's parked pools
+  aside: both fork safely) and that nothing loaded the CUDA driver (a GPU's state is not for sharing); if either
+  happened, it serves nothing and jobs start the plain way.
 - A job's life. The child leaves the launcher's session (setsid), so it outlives the launcher and the app like
   any detached job; the launcher reaps each child as it ends (SIGCHLD ignored), so no zombie looks alive. The
   launcher itself ends soon after the process that started it.
@@ -59,6 +59,7 @@ OWNER_CHECK_SECONDS = 2.0
 # the full working folder, as `python -m` gives the jobs.
 SERVE = "import os, sys; sys.path[0] = os.getcwd(); from core.processes.launcher import main; main()"
 REPLY_TIMEOUT_SECONDS = 20.0
+ROOM_FOR_A_JOBS_COMMAND = 384  # blanks at the end of the launcher's arguments, where a forked job writes its own
 
 
 @dataclass
@@ -160,7 +161,7 @@ def _start(key: str, env: dict[str, str]) -> _Launcher | None:
     path.unlink(missing_ok=True)  # a launcher of an earlier process of this pid left it
     with open(path.with_suffix(".log"), "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(path), str(os.getpid())],
+            [sys.executable, "-c", SERVE, str(path), str(os.getpid()), " " * ROOM_FOR_A_JOBS_COMMAND],
             cwd=PROJECT_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -296,7 +297,7 @@ def _become_job(request: dict, log: int, sockets: list[socket.socket]) -> None:
     for item in sockets:
         item.close()
     os.setsid()
-    _name_process(f"{request['module']} {' '.join(request['argv'][:1])}")
+    _show_as([sys.executable, "-m", request["module"], *request["argv"]])
     for signum in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -328,13 +329,21 @@ def _become_job(request: dict, log: int, sockets: list[socket.socket]) -> None:
     raise SystemExit(0)
 
 
-def _name_process(name: str) -> None:
-    """What `top` shows for the job (its command line in `ps` stays the launcher's): Linux's 15-character name."""
+def _show_as(words: list[str]) -> None:
+    """What `ps` and `top` show for the job: its own command line (as far as the launcher's leaves room for; the
+    launcher's own would be every job's) and, Linux's 15-character name, its module and command."""
     import contextlib
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(15, name.encode()[:15] + b"\0", 0, 0, 0)  # PR_SET_NAME
+        ctypes.CDLL(None).prctl(15, " ".join(words[2:4]).encode()[:15] + b"\0", 0, 0, 0)  # PR_SET_NAME
+    try:  # the process's argument area, where /proc/<pid>/cmdline reads (fields 48 and 49 of /proc/self/stat)
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return
+    text = "\0".join(words).encode()[: max(0, end - start - 1)]
+    ctypes.memmove(start, text + b"\0" * (end - start - len(text)), end - start)
 
 
 def main() -> None:
