@@ -36,7 +36,8 @@ MLFLOW_SERVER_IMPORTS := mlflow.cli mlflow.server.fastapi_app mlflow.server.hand
 PORT ?= 8501
 # 127.0.0.1: this machine only. HOST=0.0.0.0 shares Flora on the network: people then sign in (README, Sharing).
 HOST ?= 127.0.0.1
-# pytest-xdist workers: 2 on these 2 cores; a third worker measured no faster (the whole suite 20 min 2 s and 22 min 48 s with 3, 19 min 42 s with 2; docs/PERFORMANCE.md)
+# pytest-xdist workers: 2 on these 2 cores; a third worker measured no faster (the whole suite 20 min 2 s and 22 min 48 s
+# with 3, 19 min 42 s with 2; a fresh clone's `make test` 12 min 51 s with 3, 13 min 2 s with 2; docs/PERFORMANCE.md)
 TEST_WORKERS ?= 2
 # One thread for each worker's TensorFlow and OpenMP pools (and the processes the tests start): two workers already
 # keep both cores busy, and each one's default pools (a thread per core) only fought the other's. The results and
