@@ -9,9 +9,10 @@ the model server (core.serving.job).
   <job>/<log>         the process's stdout and stderr
   <job>/STOP          present when someone asked it to stop
 
-`JobFolder` reads and writes that folder; `spawn_detached` starts the process; `process_alive`
-tells a live process from a dead (or reused) pid, so a job whose process died is shown as
-failed with the tail of its log, never as running forever.
+`JobFolder` reads and writes that folder; `spawn_detached` starts the process (forked from a warm
+launcher where this process keeps one: `launcher.py`); `process_alive` tells a live process from a
+dead (or reused) pid, so a job whose process died is shown as failed with the tail of its log, never
+as running forever. `workers.py`: the spawned worker pools (decoding, the server's body parser).
 """
 
 from __future__ import annotations
