@@ -96,7 +96,8 @@ def keep_warm(env: dict[str, str], now: bool = True) -> bool:
     with _lock:
         _lazy["on"] = True
         if now and not _launchers:
-            _launchers[import_key(env)] = _start(import_key(env), env)
+            key = import_key(env)
+            _launchers[key] = _start(key, env)
     return True
 
 
