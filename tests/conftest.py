@@ -35,6 +35,21 @@ JAX_TEST_CACHE = {
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
 }
 os.environ.update({name: os.environ.get(name, value) for name, value in JAX_TEST_CACHE.items()})
+# XLA has LLVM optimise the machine code of every program it compiles at level 3 (by default): faster code, a dearer
+# compile. A test's programs run a few steps on 32-64 px images, so the compile is what the test pays, and on a CI
+# machine JAX's cache above starts empty: at level 0 the JAX subset took 235 CPU-s against 285 (cold cache, AMD EPYC,
+# docs/PERFORMANCE.md). The programs (XLA's HLO, every fusion and layout) are the same; only the code generator
+# works less hard. Added to what XLA_FLAGS holds already (a test's virtual devices, a person's own flags).
+XLA_TEST_LEVEL = "--xla_backend_optimization_level=0"
+
+
+def xla_test_flags(flags: str = "") -> str:
+    """`flags` with the tests' code-generation level, unless they set a level of their own."""
+    return flags if "xla_backend_optimization_level" in flags else f"{flags} {XLA_TEST_LEVEL}".strip()
+
+
+JAX_TEST_CACHE["XLA_FLAGS"] = xla_test_flags()  # for the processes whose environment a test writes whole
+os.environ["XLA_FLAGS"] = xla_test_flags(os.environ.get("XLA_FLAGS", ""))
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import pytest
 from core.train.batches import labelled_batch
 from core.train.distribute import SINGLE, data_parallel, pad_rows, padded_length
 from core.train.features import even_batch_size
-from tests.conftest import JAX_TEST_CACHE, PROJECT_ROOT
+from tests.conftest import JAX_TEST_CACHE, PROJECT_ROOT, xla_test_flags
 
 
 @pytest.mark.parametrize("n, multiple, expected", [(0, 2, 0), (5, 1, 5), (5, 2, 6), (8, 4, 8), (9, 4, 12)])
@@ -149,7 +149,7 @@ BACKENDS = [
     pytest.param("tensorflow", {"KERAS_BACKEND": "tensorflow"}, "tf.distribute.MirroredStrategy", id="tensorflow"),
     pytest.param(
         "jax",
-        {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        {"KERAS_BACKEND": "jax", "XLA_FLAGS": xla_test_flags("--xla_force_host_platform_device_count=2")},
         "keras.distribution.DataParallel",
         id="jax",
         marks=pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed"),
