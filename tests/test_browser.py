@@ -19,6 +19,7 @@ import pytest
 from core.bench.common import free_port
 from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
 from tests.conftest import FLOWERS, PROJECT_ROOT, link_subset, make_image_dataset
+from tests.core_process import run_core, start_core
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -124,10 +125,10 @@ def test_home_train_evaluate_predict_in_a_browser(server):
         shot("2-train-empty")
         env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}
         env["FLORA_TEST_BACKBONE"] = ""  # the run a user would train: the real ResNet-50
-        command = [sys.executable, "-m", "core", "train", str(server["data"] / "flowers"), "--image-size", "64",
+        command = ["train", str(server["data"] / "flowers"), "--image-size", "64",
                    "--weights", "none", "--epochs", "40", "--patience", "0", "--no-feature-cache"]  # fmt: skip
         launched = time.time()
-        cli = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cli = start_core(*command, env=env, folder=server["tmp"] / "cli-train")  # a process of its own
         try:
             expect(page.locator("[data-testid='stSidebar']").get_by_text("Watch it")).to_be_visible(timeout=30_000)
             expect(page.get_by_text("Watch run")).to_be_visible(timeout=15_000)
@@ -259,9 +260,10 @@ def test_explore_a_click_on_the_map_shows_that_photo(server):
     from core.runs.store import RunStore
 
     env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}
-    command = [sys.executable, "-m", "core", "train", str(server["data"] / "flowers"), "--image-size", "32",
+    command = ["train", str(server["data"] / "flowers"), "--image-size", "32",
                "--weights", "none", "--epochs", "2", "--patience", "0"]  # fmt: skip
-    subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trained = run_core(*command, env=env)  # a process of its own
+    assert trained.returncode == 0, trained.stderr[-3000:]
     run = RunStore(server["models"]).list()[0]
     analysis = RunAnalysis.load(run.directory)
     shots = server["tmp"] / "screenshots"

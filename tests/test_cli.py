@@ -11,14 +11,14 @@ import sys
 import pytest
 
 from tests.conftest import PROJECT_ROOT, link_subset, require_flowers
+from tests.core_process import run_core
 
 pytestmark = pytest.mark.slow
 
 
 def flora(*args, env, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "core", *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
+    """`python -m core ARGS` in a process of its own (forked from the worker's warm launcher: tests/core_process.py)."""
+    result = run_core(*args, env=env)
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result

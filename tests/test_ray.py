@@ -12,6 +12,7 @@ import pytest
 
 from core.bench.ray_local import LocalRayCluster
 from tests.conftest import PROJECT_ROOT
+from tests.core_process import run_core
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.xdist_group("ray")  # one cluster at a time on 2 cores: these tests share a worker
@@ -29,9 +30,8 @@ def ray_cluster():
 def _predict(trained_run, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLORA_DATA_DIR": str(trained_run["data_root"])}
     env.pop("FLORA_RAY_ADDRESS", None)
-    command = [sys.executable, "-m", "core", "predict", trained_run["run_id"], str(trained_run["dataset"]), *extra]
-    command += ["--models-dir", str(trained_run["models_root"])]
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    command = ["predict", trained_run["run_id"], str(trained_run["dataset"]), *extra]
+    return run_core(*command, "--models-dir", str(trained_run["models_root"]), env=env, timeout=600)
 
 
 @pytest.mark.slow

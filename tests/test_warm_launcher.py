@@ -120,3 +120,38 @@ def test_the_launcher_ends_with_its_process_and_the_jobs_it_forked_go_on(tmp_pat
     assert job["pid"] == pids["job"] and job["parent"] == pids["launcher"] and job["keras_loaded"]
     wait_for(lambda: not process_alive(pids["launcher"]), 3 * launcher.OWNER_CHECK_SECONDS + 5, "the launcher to end")
     wait_for(lambda: Path(f"{out}.done").exists(), 30, "the job to go on to its end")
+
+
+def test_a_command_forked_for_a_test_gives_what_a_new_process_gives(trained_run, tmp_path, monkeypatch):
+    """tests/core_process.py: `python -m core ARGS` forked from the worker's launcher gives the stdout, stderr and
+    exit status a new process gives (a success, refusals), and one still running can be polled and killed."""
+    from core.bench.common import free_port
+    from tests.core_process import run_core, start_core
+
+    monkeypatch.setattr(launcher, "_launchers", {})  # this test's own launcher, not the worker's
+    monkeypatch.setattr(launcher, "_lazy", {"on": False})
+    monkeypatch.delenv(launcher.ENV_SWITCH, raising=False)
+    env = {**os.environ, "FLORA_MODELS_DIR": str(trained_run["models_root"]), "FLORA_DATA_DIR": str(tmp_path)}
+    commands = (["runs", "--json"], ["evaluate", "zzzz"], ["predict"], ["train", str(tmp_path / "nowhere")])
+    plain = [
+        subprocess.run([sys.executable, "-m", "core", *a], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+        for a in commands
+    ]
+    assert [p.returncode != 0 for p in plain] == [False, True, True, True] and trained_run["run_id"] in plain[0].stdout
+    try:
+        assert keep_warm_launcher()
+        (warm,) = launcher._launchers.values()
+        wait_for(warm.ready, 240, "the launcher to import Keras and listen")
+        for args, new in zip(commands, plain, strict=True):
+            forked = run_core(*args, env=env, timeout=120)
+            assert (forked.returncode, forked.stdout, forked.stderr) == (new.returncode, new.stdout, new.stderr), args
+        assert launcher.launchers() == [(warm.process.pid, len(commands))]  # each one forked
+
+        server = start_core("serve", trained_run["run_id"], "--port", str(free_port()), env=env, folder=tmp_path / "s")
+        assert server.forked and server.pid != warm.process.pid
+        time.sleep(1)
+        assert server.poll() is None  # serving until stopped
+        server.kill()
+        assert server.wait(timeout=30) == -signal.SIGKILL and not process_alive(server.pid)
+    finally:
+        launcher.stop_all()

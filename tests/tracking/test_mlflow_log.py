@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from core.tracking import background
 from core.tracking.background import track_later
 from core.train import jobs
 from tests.conftest import PROJECT_ROOT, copy_run, make_image_dataset
+from tests.core_process import run_core
 
 pytestmark = pytest.mark.slow
 mlflow = pytest.importorskip("mlflow")
@@ -66,14 +66,7 @@ def mlflow_server(tmp_path_factory):
 
 
 def _flora(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "core", *args],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        timeout=900,
-        env={**os.environ, **(env or {})},
-    )
+    return run_core(*args, env={**os.environ, **(env or {})})  # forked from the worker's warm launcher
 
 
 def test_a_tracked_run_shows_in_mlflow_and_its_model_predicts_like_core_predict(mlflow_server, tmp_path, capsys):

@@ -307,16 +307,15 @@ def test_calibrate_conformal_on_the_command_line_carries_every_held_out_photo(tr
 
 @pytest.mark.slow
 def test_core_predict_gives_the_same_photo_the_same_set_every_time(trained_run, tmp_path, monkeypatch, capsys):
-    """`core predict` in a fresh process and in this one (another process, other models built before it) gives each
-    photo the same set; the folder form (the serving engine) too."""
+    """`core predict` in a process of its own (no model built in it before) and in this one (other models built
+    before it) gives each photo the same set; the folder form (the serving engine) too."""
     import os
     import shutil
-    import subprocess
-    import sys
 
     from core.cli import main
     from core.serving.batch_predict import SET_SEPARATOR
-    from tests.conftest import PROJECT_ROOT, copy_run
+    from tests.conftest import copy_run
+    from tests.core_process import run_core
 
     store_root = copy_run(trained_run["models_root"], tmp_path / "models")
     run_id = trained_run["run_id"]
@@ -337,10 +336,7 @@ def test_core_predict_gives_the_same_photo_the_same_set_every_time(trained_run, 
         if not fresh:
             assert main(argv) == 0
             return json.loads(capsys.readouterr().out)["results"]
-        done = subprocess.run(
-            [sys.executable, "-m", "core", *argv], cwd=PROJECT_ROOT, env={**os.environ, **where},
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        done = run_core(*argv, env={**os.environ, **where}, timeout=600)  # forked from the worker's warm launcher
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)["results"]
 
