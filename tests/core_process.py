@@ -24,26 +24,29 @@ import sys
 import time
 from pathlib import Path
 
+from core.paths import PROJECT_ROOT
+
 POLL_SECONDS = 0.05
 
 
 class CoreProcess:
     """A running `python -m core ARGS`, with the part of `subprocess.Popen`'s interface the tests use."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, folder: Path):
+    def __init__(self, args: list[str], env: dict[str, str], folder: Path):
         from core.processes import job_environment, launcher
 
         self.args = [sys.executable, "-m", "core", *args]
         self.returncode: int | None = None
         self._out, self._err, self._status = folder / "stdout", folder / "stderr", folder / "status"
-        forked_env = {**env, **{name: job_environment()[name] for name in ("PYTHONUNBUFFERED", "PYTHONPATH")}}
+        jobs = job_environment()  # a job's two additions, which the launcher's key holds
+        forked_env = {**env, "PYTHONUNBUFFERED": jobs["PYTHONUNBUFFERED"], "PYTHONPATH": jobs["PYTHONPATH"]}
         wrapped = [sys.executable, "-m", "tests.core_process", str(self._status), str(self._out), str(self._err)]
-        self.pid = launcher.spawn([*wrapped, *args], os.devnull, forked_env) if Path(cwd) == _root() else None
+        self.pid = launcher.spawn([*wrapped, *args], os.devnull, forked_env)  # runs in the project's folder
         self._plain: subprocess.Popen | None = None
         if self.pid is None:  # no launcher serves this environment: a new process, as before
             with open(self._out, "wb") as out, open(self._err, "wb") as err:
                 self._plain = subprocess.Popen(
-                    self.args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                    self.args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
                 )
             self.pid = self._plain.pid
 
@@ -77,12 +80,6 @@ class CoreProcess:
         return self._out.read_text(errors="replace"), self._err.read_text(errors="replace")
 
 
-def _root() -> Path:
-    from core.paths import PROJECT_ROOT
-
-    return PROJECT_ROOT
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -91,16 +88,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start_core(*args: str, env: dict[str, str], folder: Path, cwd: Path | None = None) -> CoreProcess:
+def start_core(*args: str, env: dict[str, str], folder: Path) -> CoreProcess:
     """Start `python -m core ARGS` (forked from the warm launcher where one serves `env`); its output goes to files
     in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    return CoreProcess([str(a) for a in args], env, cwd or _root(), folder)
+    return CoreProcess([str(a) for a in args], env, folder)
 
 
-def run_core(
-    *args: str, env: dict[str, str], timeout: float = 900, cwd: Path | None = None
-) -> subprocess.CompletedProcess:
+def run_core(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     """`subprocess.run([python, "-m", "core", *args], capture_output=True, text=True)`, forked from the warm launcher
     where one serves `env`."""
     import shutil
@@ -108,7 +103,7 @@ def run_core(
 
     folder = Path(tempfile.mkdtemp(prefix="flora-core-"))
     try:
-        process = start_core(*args, env=env, folder=folder, cwd=cwd)
+        process = start_core(*args, env=env, folder=folder)
         try:
             out, err = process.communicate(timeout)
         except subprocess.TimeoutExpired:
