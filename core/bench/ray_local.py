@@ -158,9 +158,12 @@ class LocalRayCluster:
                     os.killpg(node.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     continue
+        # one grace period for all: they end in parallel, so a slow head does not hold a node's grace back too
+        # (waiting each in turn, a test's cluster took 20 s to stop)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for node in self.nodes:
             try:
-                node.wait(timeout=STOP_GRACE_SECONDS)
+                node.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:  # `ray start --block` can sit on its children: the group goes
                 self.kill_node(node)
         import shutil
