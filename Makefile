@@ -5,8 +5,8 @@
 # version as `python3` and can make a venv, else `python3`. Debian's and Ubuntu's are built with profile-guided and
 # link-time optimisation into one executable; pyenv's default build (`--enable-shared`, neither optimisation: this
 # machine's `python3`) runs the same Python code slower. Here, importing Flora with Keras, TensorFlow, pandas and
-# scikit-learn took 2.84 -> 2.36 CPU-s, building three ResNet-50s 1.94 -> 1.81; the test suite (a third of whose
-# CPU is imports, ~100 processes) in docs/PERFORMANCE.md. `make PYTHON=python3` makes them with `python3`.
+# scikit-learn took 2.84 -> 2.36 CPU-s, building three ResNet-50s 1.94 -> 1.81, `make test` on a fresh clone 14 min 4 s
+# -> 13 min 16 s (docs/PERFORMANCE.md). `make PYTHON=python3` makes them with `python3`; an existing venv is kept.
 SYSTEM_PYTHON ?= /usr/bin/python3
 python_version = $(shell $(1) -c 'import sys, ensurepip, venv; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 ifeq ($(origin PYTHON),undefined)
