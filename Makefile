@@ -10,8 +10,9 @@
 SYSTEM_PYTHON ?= /usr/bin/python3
 python_version = $(shell $(1) -c 'import sys, ensurepip, venv; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 ifeq ($(origin PYTHON),undefined)
-PYTHON := $(if $(and $(call python_version,$(SYSTEM_PYTHON)),$(filter $(call python_version,python3),\
-	$(call python_version,$(SYSTEM_PYTHON)))),$(SYSTEM_PYTHON),python3)
+SYSTEM_PYTHON_VERSION := $(call python_version,$(SYSTEM_PYTHON))
+SAME_VERSION := $(filter $(SYSTEM_PYTHON_VERSION),$(call python_version,python3))
+PYTHON := $(if $(and $(SYSTEM_PYTHON_VERSION),$(SAME_VERSION)),$(SYSTEM_PYTHON),python3)
 endif
 VENV ?= .venv
 BIN := $(VENV)/bin
