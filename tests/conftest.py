@@ -422,7 +422,10 @@ def flower_run(tmp_path_factory):
     ../shared/data) at 64 px with the tiny test backbone and a random start: for what needs real pictures (the 'none
     of these' check's image statistics) and a test split large enough to calibrate on (225 photos, 113 held out: at
     150 photos a class, 22 calibration photos were too few for 'at most 20% wrong' to find a threshold; issue 42).
-    Shared read-only, like trained_run."""
+    A random start tops out near 80% right here, so whether 'at most 20% wrong' finds a threshold depends on the draw
+    (at seed 1 TensorFlow's run found one at 19% at the nearest, 21% without augmented views): seed 5 finds one at 13%
+    (TensorFlow) and 17% (JAX), a margin round-off does not cross. No augmented views: its tests read the clean
+    photos' features, and on JAX the two views cost 40 of the run's 59 CPU-s. Shared read-only, like trained_run."""
     from core.settings.config import TrainConfig
 
     source = require_flowers()
@@ -436,7 +439,7 @@ def flower_run(tmp_path_factory):
                 (folder / photo.name).symlink_to(photo)
         return dataset
 
-    config = TrainConfig(image_size=64, weights="none", epochs=6, batch_size=32, head=(32,), seed=1)
+    config = TrainConfig(image_size=64, weights="none", epochs=6, batch_size=32, head=(32,), seed=5, augmented_views=0)
     return _train_shared(tmp_path_factory, "flower-run", two_flowers, config)
 
 
