@@ -118,7 +118,7 @@ def allow_jit(augmentation: keras.Sequential | None) -> None:
     On a CPU, XLA then fuses each layer's resampling into the next one's reads, so every pixel of a
     rotation, a shift and a zoom in a row recomputes the interpolations before it: the standard
     preset took 0.36 s a batch of 64 at 64 px, 1.27 s a batch of 32 at 224 px. Each layer's output
-    goes through a conditional XLA cannot fold (`_kept_apart`), which it does not fuse across: the
+    goes through a conditional XLA cannot fold (`_KeptApart`), which it does not fuse across: the
     same pixels, bit for bit, in 0.14 s and 0.51-0.64 s (docs/PERFORMANCE.md). On a GPU the layers
     stay as Keras builds them: a conditional there waits for its predicate, and nothing was measured.
     """
