@@ -160,6 +160,25 @@ def _data_roots_for_tests(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _what_imports_read_is_as_it_was(request):
+    """A test leaves the environment variables that Python and the frameworks read while they load as it found them
+    (monkeypatch puts back its own). A lasting change reaches every process the worker starts after it, and none
+    of them then forks from the worker's warm launcher, whose key holds these variables: `import tf2onnx` setting
+    TF_CPP_MIN_LOG_LEVEL=3 for good once made every job after the first ONNX export start the plain way."""
+    from core.processes.launcher import import_variables
+
+    before = import_variables(dict(os.environ))
+    yield
+    after = import_variables(dict(os.environ))
+    if after != before:
+        changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+        os.environ.update(before)  # the tests after it start from what the worker had
+        for name in set(after) - set(before):
+            del os.environ[name]
+        pytest.fail(f"{request.node.nodeid} changed {', '.join(changed)} in this process's environment for good")
+
+
+@pytest.fixture(autouse=True)
 def _a_python_process_means_slow(request, monkeypatch):
     """A test that starts Flora in another Python process (a CLI call, a background run or task, a server
     process, an import check) is an end-to-end test: it must be marked slow, so `make test-fast`

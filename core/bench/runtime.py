@@ -232,7 +232,10 @@ def _tf2onnx_graph(model, path: Path) -> tuple[Path, float] | None:
     if keras.backend.backend() != "tensorflow" or not engines.installed(ONNXRUNTIME):
         return None
     import tensorflow as tf  # heavy: tf2onnx traces the TensorFlow graph
-    import tf2onnx
+
+    from core.export.convert import import_tf2onnx  # heavy: tf2onnx, TensorFlow
+
+    tf2onnx = import_tf2onnx()
 
     size = int(model.input_shape[1])
     spec = [tf.TensorSpec((None, size, size, 3), tf.float32, name="image")]

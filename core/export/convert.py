@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from core.errors import InvalidInput
 PIXELS_SIGNATURE = "predict_pixels"
 BYTES_SIGNATURE = "serving_default"
 OPSET = 17
+_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
 
 def pixel_model(model: keras.Model, with_features: bool = False) -> keras.Model:
@@ -115,10 +118,27 @@ def _pixel_function(model: keras.Model, with_features: bool = False):
     return predict
 
 
+def import_tf2onnx() -> types.ModuleType:
+    """tf2onnx, without what its import does to this process's environment.
+
+    Importing `tf2onnx.convert` sets TF_CPP_MIN_LOG_LEVEL=3 in os.environ for good. Every process started after it got
+    that (TensorFlow's errors silenced in a training job's log), and no job launched after it matched the warm
+    launcher's environment (core.processes.launcher keys on TF_* variables): each then started the plain way,
+    ~4.5 CPU-s of imports more, from the first ONNX export on. The variable is put back as it was.
+    """
+    before = os.environ.get(_TF_LOG_LEVEL)
+    import tf2onnx.convert  # heavy: TensorFlow (the submodule that sets it; `tf2onnx` alone loads it later)
+
+    if before is None:
+        os.environ.pop(_TF_LOG_LEVEL, None)
+    else:
+        os.environ[_TF_LOG_LEVEL] = before
+    return tf2onnx
+
+
 def write_onnx(model: keras.Model, out: Path, with_features: bool = False) -> list[Path]:
     """model.onnx: input `image`, outputs `probabilities` and `logits` (and `features` with `with_features`)."""
-    import tf2onnx
-
+    tf2onnx = import_tf2onnx()
     function = _pixel_function(model, with_features)
     path = out / "model.onnx"
     out.mkdir(parents=True, exist_ok=True)

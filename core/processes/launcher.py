@@ -52,6 +52,9 @@ IMPORT_VARIABLES = (
     "PYTHON", "KERAS_", "FLORA_BACKEND", "HOME", "TF_", "JAX_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_",
     "NVIDIA_", "NCCL_", "TPU_", "LD_", "GLIBC_", "MALLOC_",
 )  # fmt: skip
+# TensorFlow's TPU module names the framework in the environment when it is imported (an export imports it): a job
+# that imports it sets the same two itself, so they say nothing about what the launcher's imports did.
+SET_BY_TENSORFLOW = frozenset({"TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION"})
 PRELOADED = ("keras",)  # what the launcher imports before it serves (its backend comes with it)
 FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})  # jemalloc's purge thread: its own fork handlers
 OWNER_CHECK_SECONDS = 2.0
@@ -101,9 +104,18 @@ def keep_warm(env: dict[str, str], now: bool = True) -> bool:
     return True
 
 
+def import_variables(env: dict[str, str]) -> dict[str, str]:
+    """The variables of `env` that a job's imports read (IMPORT_VARIABLES), less the labels TensorFlow sets itself."""
+    return {
+        name: value
+        for name, value in env.items()
+        if name.startswith(IMPORT_VARIABLES) and name not in SET_BY_TENSORFLOW
+    }
+
+
 def import_key(env: dict[str, str]) -> str:
     """What a job's environment gives its imports (with the interpreter and the project): equal keys, one launcher."""
-    variables = sorted((name, value) for name, value in env.items() if name.startswith(IMPORT_VARIABLES))
+    variables = sorted(import_variables(env).items())
     try:  # `core` itself stays loaded in a job (its import finder is in use): an edit to it wants a new launcher
         edited = os.stat(PROJECT_ROOT / "core" / "__init__.py").st_mtime_ns
     except OSError:
