@@ -122,6 +122,41 @@ def test_an_export_beyond_tolerance_fails_loudly_and_leaves_nothing(run, tmp_pat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left beside it
 
 
+def test_an_optimizer_that_fails_without_tf2onnx_s_guard_is_converted_again_with_it(run, tmp_path, monkeypatch, caplog):
+    """The ONNX conversion runs tf2onnx's optimizers without their guard (a deep copy of the graph, weights included,
+    before each one); where one fails, the conversion runs again guarded and that optimizer is skipped."""
+    import os
+
+    import numpy as np
+    import onnxruntime
+
+    from core.export.convert import import_tf2onnx, write_onnx
+    from core.network.graph import inference_model
+    from core.network.model import load_classifier
+    from core.runs.files import run_files
+
+    attempts = []
+
+    class FailsEveryTime:
+        graph_been_opt = False
+
+        def optimize(self, graph, iteration):
+            attempts.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+            raise RuntimeError("this optimizer cannot handle the graph")
+
+    monkeypatch.setitem(import_tf2onnx().optimizer._optimizers, "flora_test_fails", FailsEveryTime)
+    model = inference_model(load_classifier(run_files(run).model))
+    with caplog.at_level("WARNING", logger="flora"):
+        (path,) = write_onnx(model, tmp_path)
+    assert attempts[0] == "FALSE" and None in attempts[1:]  # unguarded first, then tf2onnx's guard
+    assert "converting again" in caplog.text and "TF2ONNX_CATCH_ERRORS" not in os.environ
+    size = run.train_config.image_size
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = session.run(["probabilities"], {"image": pixels})[0]
+    np.testing.assert_allclose(ours, np.asarray(model.predict_on_batch(pixels)[0]), atol=1e-5)
+
+
 def test_an_onnx_export_ships_its_recipe_and_a_predict_script_that_matches_flora(run, tmp_path):
     """Before: a user's own 64x64 resize disagreed with core predict by up to 0.27 (no recipe, no temperature)."""
     import subprocess
