@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 import threading
 import time
@@ -10,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from core.processes.workers import worker_context
 from core.serving.log import LogRecord, LogWriter, PredictionLog, parse_since
 
 pytestmark = pytest.mark.backend_agnostic
@@ -42,7 +42,9 @@ def test_threads_and_processes_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "predictions.sqlite"
     log = PredictionLog(path)
     threads = [threading.Thread(target=_write_many, args=(str(path), 10_000 * t, 150)) for t in range(6)]
-    context = multiprocessing.get_context("spawn")
+    # Flora's spawn (core.processes.workers): plain spawn would first run this worker's `__main__` again, which an
+    # earlier page test in it leaves as streamlit_app.py (the whole app and its Keras warm-up: ~4 CPU-s a writer)
+    context = worker_context()
     processes = [context.Process(target=_write_many, args=(str(path), 1_000_000 * (p + 1), 150)) for p in range(3)]
     for worker in [*threads, *processes]:
         worker.start()
