@@ -45,7 +45,7 @@ def run(scale: Scale, dataset: Path, workdir: Path) -> list[Row]:
         caches[format] = ingest(index, 256, workdir / f"cache-{format}", format=format)
         log.info("cache: %s cache of %d photos in %.1f s", format, len(index.entries), time.perf_counter() - started)
     sizes = {f: sum(p.stat().st_size for p in c.directory.iterdir()) for f, c in caches.items()}
-    rates = {f: read_rate(c) for f, c in caches.items()}
+    rates = {f: read_rate(c, scale.read_seconds) for f, c in caches.items()}
     rows = [
         size_row(
             "cache.disk",
@@ -85,7 +85,7 @@ def size_row(key, item, figure, ours, baseline, baseline_label, notes="") -> Row
     return Row(key, item, figure, "MB", ours, baseline, baseline_label, ratio, notes=notes)
 
 
-def read_rate(cache, seconds: float = 3.0) -> float:
+def read_rate(cache, seconds: float) -> float:
     """Images a second this process reads from `cache` in batches, over at least `seconds` (or every row once)."""
     order = np.random.default_rng(0).permutation(len(cache))
     done, started = 0, time.perf_counter()

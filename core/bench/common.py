@@ -94,13 +94,14 @@ class Scale:
     memory_steps: int
     sweep_trials: int  # trials of the sweep item (on the training item's photos, size and epochs)
     plain_runs: int  # plain-way runs timed for the sweep item's baseline (the rest extrapolated)
+    read_seconds: float  # how long the cache item reads each cache back for its rate (every row at least once)
 
 
 SCALES = {
-    "full": Scale("full", None, 128, 10, True, None, 2000, 3, 224, 50, 224, 200, 10_000, 224, 20, 20, 1),
-    "quick": Scale("quick", 40, 64, 10, False, 1000, 400, 2, 224, 10, 128, 40, 1000, 96, 3, 20, 2),
+    "full": Scale("full", None, 128, 10, True, None, 2000, 3, 224, 50, 224, 200, 10_000, 224, 20, 20, 1, 3.0),
+    "quick": Scale("quick", 40, 64, 10, False, 1000, 400, 2, 224, 10, 128, 40, 1000, 96, 3, 20, 2, 3.0),
     # the test suite's scale: every code path, seconds per item
-    "tiny": Scale("tiny", 6, 32, 2, False, 60, 24, 1, 32, 2, 32, 5, 60, 32, 1, 3, 1),
+    "tiny": Scale("tiny", 6, 32, 2, False, 60, 24, 1, 32, 2, 32, 5, 60, 32, 1, 3, 1, 0.3),
 }
 
 
