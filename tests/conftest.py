@@ -159,23 +159,35 @@ def _data_roots_for_tests(monkeypatch):
     monkeypatch.setenv("FLORA_DATA_ROOTS", os.pathsep.join(roots))
 
 
-@pytest.fixture(autouse=True)
-def _what_imports_read_is_as_it_was(request):
-    """A test leaves the environment variables that Python and the frameworks read while they load as it found them
-    (monkeypatch puts back its own). A lasting change reaches every process the worker starts after it, and none
-    of them then forks from the worker's warm launcher, whose key holds these variables: `import tf2onnx` setting
-    TF_CPP_MIN_LOG_LEVEL=3 for good once made every job after the first ONNX export start the plain way."""
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test leaves the environment variables that Python and the frameworks read while they load as it found them,
+    once its fixtures are torn down (monkeypatch puts back its own). A lasting change reaches every process the
+    worker starts after it, and none of them then forks from the worker's warm launcher, whose key holds these
+    variables: `import tf2onnx` setting TF_CPP_MIN_LOG_LEVEL=3 for good once made every job after the first ONNX
+    export start the plain way. The variables are put back for the tests after it, and the session fails at its end
+    naming each such test (its own reports are sent by then)."""
     from core.processes.launcher import import_variables
 
     before = import_variables(dict(os.environ))
-    yield
+    result = yield
     after = import_variables(dict(os.environ))
     if after != before:
         changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
-        os.environ.update(before)  # the tests after it start from what the worker had
         for name in set(after) - set(before):
             del os.environ[name]
-        pytest.fail(f"{request.node.nodeid} changed {', '.join(changed)} in this process's environment for good")
+        os.environ.update(before)
+        _leaks.append(f"{item.nodeid} changed {', '.join(changed)}")
+    return result
+
+
+_leaks: list[str] = []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_test_changed_what_imports_read():
+    yield
+    assert not _leaks, "tests that changed variables the imports read for good:\n" + "\n".join(_leaks)
 
 
 @pytest.fixture(autouse=True)
