@@ -145,9 +145,9 @@ def write_onnx(model: keras.Model, out: Path, with_features: bool = False) -> li
     """model.onnx: input `image`, outputs `probabilities` and `logits` (and `features` with `with_features`).
 
     tf2onnx guards each of its graph optimizers by deep-copying the whole graph first, weights included, so that one
-    that fails can be skipped: on ResNet-50 about two dozen copies of its 100 MB, a 6.7 GB peak and 1.7 M page faults
-    for the conversion. It runs without the guard first (`TF2ONNX_CATCH_ERRORS`, tf2onnx's own switch) and, only if
-    that fails, again with it, so a graph one optimizer cannot handle still converts as before.
+    that fails can be skipped: on ResNet-50 about two dozen copies of its 100 MB, and a 6.7 GB peak for a 32 px export
+    (5.1 GB without them; docs/PERFORMANCE.md). It runs without the guard first (`TF2ONNX_CATCH_ERRORS`, tf2onnx's
+    own switch) and, only if that fails, again with it, so a graph one optimizer cannot handle still converts as before.
     """
     tf2onnx = import_tf2onnx()
     function = _pixel_function(model, with_features)
