@@ -52,9 +52,10 @@ IMPORT_VARIABLES = (
     "PYTHON", "KERAS_", "FLORA_BACKEND", "HOME", "TF_", "JAX_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_",
     "NVIDIA_", "NCCL_", "TPU_", "LD_", "GLIBC_", "MALLOC_",
 )  # fmt: skip
-# TensorFlow's TPU module names the framework in the environment when it is imported (an export imports it): a job
-# that imports it sets the same two itself, so they say nothing about what the launcher's imports did.
-SET_BY_TENSORFLOW = frozenset({"TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION"})
+# Labels the frameworks put in the environment when they are imported: TensorFlow's TPU module names the framework
+# (an export imports it), and JAX's import says there is no TPU metadata server to ask (no TPU library here). A job
+# that imports them sets the same itself, so they say nothing about what the launcher's imports did.
+SET_BY_FRAMEWORKS = frozenset({"TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION", "TPU_SKIP_MDS_QUERY"})
 PRELOADED = ("keras",)  # what the launcher imports before it serves (its backend comes with it)
 FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})  # jemalloc's purge thread: its own fork handlers
 OWNER_CHECK_SECONDS = 2.0
@@ -105,11 +106,11 @@ def keep_warm(env: dict[str, str], now: bool = True) -> bool:
 
 
 def import_variables(env: dict[str, str]) -> dict[str, str]:
-    """The variables of `env` that a job's imports read (IMPORT_VARIABLES), less the labels TensorFlow sets itself."""
+    """The variables of `env` that a job's imports read (IMPORT_VARIABLES), less the labels the frameworks set."""
     return {
         name: value
         for name, value in env.items()
-        if name.startswith(IMPORT_VARIABLES) and name not in SET_BY_TENSORFLOW
+        if name.startswith(IMPORT_VARIABLES) and name not in SET_BY_FRAMEWORKS
     }
 
 
