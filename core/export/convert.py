@@ -131,13 +131,8 @@ def import_tf2onnx() -> types.ModuleType:
     launcher's environment (core.processes.launcher keys on TF_* variables): each then started the plain way,
     ~4.5 CPU-s of imports more, from the first ONNX export on. The variable is put back as it was.
     """
-    before = os.environ.get(_TF_LOG_LEVEL)
-    import tf2onnx.convert  # heavy: TensorFlow (the submodule that sets it; `tf2onnx` alone loads it later)
-
-    if before is None:
-        os.environ.pop(_TF_LOG_LEVEL, None)
-    else:
-        os.environ[_TF_LOG_LEVEL] = before
+    with _put_back(_TF_LOG_LEVEL):
+        import tf2onnx.convert  # heavy: TensorFlow (the submodule that sets it; `tf2onnx` alone loads it later)
     return tf2onnx
 
 
@@ -176,16 +171,22 @@ _tf2onnx_switch_lock = threading.Lock()
 def _tf2onnx_optimizers_unguarded() -> Iterator[None]:
     """tf2onnx reads its switch from the environment when it converts: set for this conversion only (one at a time
     in this process), then as it was."""
-    with _tf2onnx_switch_lock:
-        before = os.environ.get(_TF2ONNX_SWITCH)
+    with _tf2onnx_switch_lock, _put_back(_TF2ONNX_SWITCH):
         os.environ[_TF2ONNX_SWITCH] = "FALSE"
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(_TF2ONNX_SWITCH, None)
-            else:
-                os.environ[_TF2ONNX_SWITCH] = before
+        yield
+
+
+@contextlib.contextmanager
+def _put_back(name: str) -> Iterator[None]:
+    """The environment variable `name` as it was before the block (unset, if it was), whatever the block did."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def write_tflite(
