@@ -322,7 +322,8 @@ with losses_tab:
         st.success("No mistakes on the test split.")
     else:
         if len(losses) < count:
-            st.caption(f"All {len(losses)} mistakes on the test split: fewer than the {count} asked for.")
+            mistakes = "The only mistake" if len(losses) == 1 else f"All {len(losses)} mistakes"
+            st.caption(f"{mistakes} on the test split: fewer than the {count} asked for.")
         photo_gallery.gallery(
             [
                 (

@@ -187,7 +187,8 @@ def test_top_losses_tab(app, workspace):
         shown = {c.split("\n")[-1] for c in _gallery_captions(at) if " → " in c}
         assert shown == names, "the most confidently wrong images are shown, with their file names"
         wrong_in_all = int((evaluation.predictions != evaluation.labels).sum())
-        fewer = f"All {wrong_in_all} mistakes on the test split: fewer than the 16 asked for."
+        mistakes = "The only mistake" if wrong_in_all == 1 else f"All {wrong_in_all} mistakes"  # not "All 1 mistakes"
+        fewer = f"{mistakes} on the test split: fewer than the 16 asked for."
         assert (fewer in texts(at)) == (wrong_in_all < 16)  # a newcomer counted 14 photos under 'How many' 16
     else:
         assert "No mistakes" in texts(at)
