@@ -143,12 +143,21 @@ def _wait_or_say_what_the_page_and_server_show(page, button: str, tmp) -> None:
     try:
         page.get_by_role("button", name=button).wait_for(timeout=60_000)
     except PlaywrightTimeout:
-        page.screenshot(path=str(tmp / "no-sign-in.png"), full_page=True)
-        state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
-        shown = page.locator("body").inner_text()[-1500:]
         log = (tmp / "streamlit.log").read_text(errors="replace")[-3000:]
+        shot = tmp / "no-button.png"
+
+        def read(what):  # a page that hangs still leaves the server's log to say why
+            try:
+                return what()
+            except Exception as e:
+                return f"(unreadable: {type(e).__name__})"
+
+        read(lambda: page.screenshot(path=str(shot), full_page=True, timeout=10_000))
+        app = page.locator('[data-testid="stApp"]')
+        state = read(lambda: app.get_attribute("data-test-script-state", timeout=5_000))
+        shown = read(lambda: page.locator("body").inner_text(timeout=5_000)[-1500:])
         pytest.fail(
-            f"no {button!r} button in 60 s (script state {state}; screenshot {tmp / 'no-sign-in.png'})\n"
+            f"no {button!r} button in 60 s (script state {state}; screenshot {shot})\n"
             f"the page shows:\n{shown}\nthe server's log ends:\n{log}"
         )
 
