@@ -181,7 +181,7 @@ class SharedStore:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True)
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        _switch_to_wal(db)
+        switch_to_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")  # in WAL: never corrupt; durable at the next checkpoint
         return db
 
@@ -196,14 +196,15 @@ class SharedStore:
             table.importer(db, self.home)
 
 
-def _switch_to_wal(db: sqlite3.Connection) -> None:
+def switch_to_wal(db: sqlite3.Connection, timeout_s: float = BUSY_TIMEOUT_S) -> None:
     """Set WAL on a database that is not in it yet (kept in the file: done once, by its first user).
 
-    SQLite does not wait its busy timeout for this switch: several processes opening a new database at once
-    (a class's first sign-ins, two `core alias` calls) got "database is locked" from one of them (CI: 1 write
-    of 64 lost). So the switch is tried again, with a short sleep, until one of them has made it or the busy
-    timeout has passed."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    SQLite does not wait its busy timeout for this switch where two connections make it at once (it answers one
+    of them "database is locked" at once rather than deadlock): several processes opening a new database together
+    (a class's first sign-ins, two `core alias` calls, the prediction log's first writers) lost a write that way
+    (CI: 1 of 64; 150 of 1,350 in the prediction log's test). So the switch is tried again, with a short sleep,
+    until one of them has made it or `timeout_s` has passed. Every SQLite store in Flora opens through this."""
+    deadline = time.monotonic() + timeout_s
     delay = 0.002
     while True:
         try:

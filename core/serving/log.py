@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
+from core.shared_store import switch_to_wal
 
 LOG_DATABASE = "predictions.sqlite"
 SOURCES = ("api", "ui", "cli")
@@ -185,7 +186,7 @@ class PredictionLog:
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             if not self._ready:
-                connection.execute("PRAGMA journal_mode = WAL")
+                switch_to_wal(connection, BUSY_TIMEOUT_SECONDS)
                 connection.executescript(_SCHEMA)
                 self._ready = True
             connection.execute("PRAGMA synchronous = NORMAL")  # durable at each WAL checkpoint; safe in WAL

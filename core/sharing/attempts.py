@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from core.errors import Busy
 from core.paths import flora_dir
+from core.shared_store import switch_to_wal
 from core.sharing.people import name_key
 
 DATABASE = "sign-in.sqlite"
@@ -92,7 +93,7 @@ def _connect(data_root) -> sqlite3.Connection:
     path = flora_dir(data_root) / DATABASE
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=10, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")  # readers beside the writer, as in core.shared_store
+    switch_to_wal(db, timeout_s=10)  # readers beside the writer, as in core.shared_store
     db.execute(
         "CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, label TEXT, count INTEGER NOT NULL, "
         "last_at REAL NOT NULL, locked_until REAL NOT NULL DEFAULT 0)"
