@@ -102,26 +102,26 @@ def test_imagenet_weights_for_a_backbone_without_them_say_so():
         build_classifier(2, 32, "imagenet", backbone="tiny")
 
 
-def _mobilenet_v2(input_shape, weights, name):
-    return keras.applications.MobileNetV2(
-        include_top=False, weights=weights, input_shape=input_shape, alpha=0.35, name=name
+def _mobilenet(input_shape, weights, name):
+    return keras.applications.MobileNet(
+        include_top=False, weights=weights, input_shape=input_shape, alpha=0.25, name=name
     )
 
 
 def test_another_keras_application_is_one_registry_entry(monkeypatch, tmp_path):
-    """MobileNetV2 (another width, output layer and preprocessing) through every part that reads the backbone."""
+    """MobileNet (another width, output layer and preprocessing) through every part that reads the backbone."""
     from core.network.graph import features_and_logits_model, inference_model, run_outputs
     from core.results.evaluation.explain import grad_cam, logit_gradients, split_classifier
     from core.train.features import build_extractor
 
     entry = backbones.Backbone(
-        name="mobilenet_v2",
-        title="MobileNetV2 (0.35)",
-        build=_mobilenet_v2,
+        name="mobilenet",
+        title="MobileNet (0.25)",
+        build=_mobilenet,
         preprocess=lambda layer: keras.layers.Rescaling(1 / 127.5, offset=-1, name=layer),
-        stages=("block_3_", "block_6_", "block_13_", "Conv_1"),
-        feature_map="out_relu",
-        feature_dim=1280,
+        stages=("conv_pw_3", "conv_pw_6", "conv_pw_12", "conv_pw_13"),
+        feature_map="conv_pw_13_relu",
+        feature_dim=256,
         test_only=True,
     )
     monkeypatch.setitem(backbones.BACKBONES, entry.name, entry)
@@ -129,12 +129,12 @@ def test_another_keras_application_is_one_registry_entry(monkeypatch, tmp_path):
     assert TrainConfig().backbone == entry.name
 
     model = build_classifier(3, 32, "none", head=(8,), seed=0)
-    assert backbone_of(model).name == entry.name and head_of(model).input_shape == (None, 1280)
+    assert backbone_of(model).name == entry.name and head_of(model).input_shape == (None, 256)
     pixels = np.random.default_rng(1).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
     expected = model.predict(pixels, verbose=0)
 
     pooled = build_extractor(model).predict(pixels, verbose=0)
-    assert pooled.shape == (4, 1280)
+    assert pooled.shape == (4, 256)
     _, logits = features_and_logits_model(model).predict(pixels, verbose=0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), expected, atol=1e-5)
     served = run_outputs(inference_model(model), pixels)
@@ -146,7 +146,7 @@ def test_another_keras_application_is_one_registry_entry(monkeypatch, tmp_path):
     assert grad_cam(feature_map, gradients).shape == feature_map.shape[:3]
 
     unfreeze(model, 1)
-    assert backbone_of(model).trainable_weights  # Conv_1's kernel
+    assert backbone_of(model).trainable_weights  # conv_pw_13's kernel
     path = tmp_path / "model.keras"
     model.save(path)
     started = build_classifier(3, 32, str(path), head=(8,))
