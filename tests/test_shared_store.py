@@ -121,7 +121,12 @@ def test_a_read_where_nothing_was_ever_written_makes_no_folder(tmp_path):
     assert store.version(THINGS) == 0 and not (tmp_path / "mistyped").exists()
 
 
-def _race_on_new_databases(tmp_path, write, rounds: int = 40, threads: int = 8) -> list[BaseException]:
+RACE_ROUNDS, RACE_THREADS = 40, 8
+
+
+def _race_on_new_databases(
+    tmp_path, write, rounds: int = RACE_ROUNDS, threads: int = RACE_THREADS
+) -> list[BaseException]:
     """`threads` threads call write(folder, i) at once on `rounds` new databases; the errors they raised."""
     errors: list[BaseException] = []
 
@@ -147,8 +152,9 @@ def _race_on_new_databases(tmp_path, write, rounds: int = 40, threads: int = 8) 
 @pytest.mark.parametrize("store", ["shared store", "prediction log", "sign-in attempts"])
 def test_many_first_writers_of_a_new_database_at_once_lose_no_write(tmp_path, store):
     """SQLite answers one of two connections switching a new database to WAL at once "database is locked" without
-    waiting its busy timeout: the prediction log's first writers lost 150 of 1,350 rows that way in CI (8 threads on
-    40 new databases: ~4 failed switches before every store went through core.shared_store.switch_to_wal)."""
+    waiting its busy timeout: the prediction log's first writers lost 150 of 1,350 rows that way in CI (8 threads at
+    once on each of 30 new databases: 4 failed switches before every store went through
+    core.shared_store.switch_to_wal)."""
     from core.serving.log import PredictionLog
     from core.sharing import attempts
     from tests.test_serving_log import _record
@@ -171,4 +177,4 @@ def test_many_first_writers_of_a_new_database_at_once_lose_no_write(tmp_path, st
         return sum(row["failures"] for row in attempts.troubled(folder, now=1000.0) if "|browser:" in row["key"])
 
     assert _race_on_new_databases(tmp_path, write) == []
-    assert [rows(folder) for folder in sorted(tmp_path.iterdir())] == [8] * 40
+    assert [rows(folder) for folder in sorted(tmp_path.iterdir())] == [RACE_THREADS] * RACE_ROUNDS
