@@ -286,6 +286,45 @@ def test_several_steps_a_call_train_the_head_alike_and_log_every_step(tmp_path, 
 
 
 @pytest.mark.backend_agnostic
+@pytest.mark.parametrize("multilabel", [False, True], ids=["single-label", "multi-label"])
+def test_a_compiled_model_traces_its_training_step_once_and_fits_as_keras_alone_would(multilabel):
+    """compile_for builds the optimizer's and metrics' variables before the first step: Keras on TensorFlow would
+    make them inside the first traced step and then trace it again. Counted by the Python of `train_step`, which
+    runs only while a step is traced; the losses are those of Keras's own compile."""
+    import keras
+
+    from core.network.losses import WeightedBinaryCrossentropy
+    from core.train.objective import compile_for
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 16), dtype=np.float32)
+    labels = rng.integers(0, 2, (24, 3)) if multilabel else np.eye(3)[rng.integers(0, 3, 24)]
+    y = labels.astype("float32")
+
+    def fit(ours: bool) -> tuple[list[float], int]:
+        keras.utils.set_random_seed(3)
+        activation = "sigmoid" if multilabel else "softmax"
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(3, activation)])
+        traced = []
+        train_step = model.train_step
+        model.train_step = lambda *args: traced.append(1) or train_step(*args)  # JAX's takes the state first
+        if ours:
+            compile_for(model, 1e-2, 0.0, multilabel=multilabel)
+        else:  # what compile_for compiles, left to Keras
+            loss = WeightedBinaryCrossentropy(None, 0.0) if multilabel else "categorical_crossentropy"
+            model.compile(keras.optimizers.Adam(1e-2), loss, metrics=[] if multilabel else ["accuracy"])
+        history = model.fit(x, y, validation_data=(x[:8], y[:8]), batch_size=8, epochs=3, shuffle=False, verbose=0)
+        return history.history["loss"] + history.history["val_loss"], len(traced)
+
+    (ours, traced_ours), (plain, traced_plain) = fit(True), fit(False)
+    np.testing.assert_allclose(ours, plain, rtol=1e-6)
+    if keras.backend.backend() == "tensorflow":
+        assert (traced_ours, traced_plain) == (1, 2)
+    else:  # JAX: Keras builds the state first itself
+        assert traced_ours == traced_plain
+
+
+@pytest.mark.backend_agnostic
 def test_cosine_schedule_decays_the_rate_over_the_phase(tmp_path, colours):
     store, run_id, status = _train(tmp_path, colours, BASE.replace(epochs=3, lr_schedule="cosine"))
     assert status.state == JobState.DONE

@@ -66,3 +66,22 @@ def compile_for(
         metrics=metrics,
         steps_per_execution=steps_per_execution,
     )
+    build_training_state(model)
+
+
+def build_training_state(model: keras.Model) -> None:
+    """Create the optimizer's, the loss's and the metrics' variables now, before the first step is traced.
+
+    On TensorFlow without a distribution strategy, Keras leaves them to be made inside the first traced training
+    (and evaluation) step, and tf.function then traces that step a second time, without creating variables: every
+    fit paid its tracing twice (a small head fit 1.03 -> 0.68 CPU-s with them built first, TensorFlow, 2 cores).
+    Keras builds them first itself on JAX and under a strategy (`Trainer._symbolic_build`, from the model's input
+    and output specs, nothing computed); here it is asked to for the rest. The same variables, the same zeros: the
+    fit is the same."""
+    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", None) is not None:
+        return  # Keras builds it before tracing there
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or len(outputs) != 1 or getattr(model.optimizer, "built", True):
+        return
+    output = outputs[0]
+    model._symbolic_build(data_batch=(inputs[0], keras.KerasTensor(output.shape, output.dtype)))
