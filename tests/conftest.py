@@ -67,6 +67,22 @@ def _scan_streamlit_components_once() -> None:
 
 
 _scan_streamlit_components_once()
+
+
+def _compile_app_scripts_once() -> None:
+    """A Streamlit server compiles each script once (its Runtime's one ScriptCache: parse, magic, compile) and runs
+    the bytecode on every rerun. AppTest gives every run two new caches, so each `at.run()` compiled
+    streamlit_app.py and the page's view again (~25 ms for the Evaluate page, ~10% of the page tests' CPU). One
+    cache for the process, as a server has; a script is never rewritten in place while the tests run."""
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.testing.v1 import app_test, local_script_runner
+
+    shared = ScriptCache()
+    for module in (app_test, local_script_runner):
+        module.ScriptCache = lambda: shared
+
+
+_compile_app_scripts_once()
 # ../shared/data beside the project, unless FLORA_SHARED_DATA says where it is
 SHARED_DATA = Path(os.environ.get("FLORA_SHARED_DATA") or PROJECT_ROOT.parent / "shared" / "data")
 FLOWERS = SHARED_DATA / "flowers5-128"
