@@ -72,14 +72,18 @@ def physical_cores() -> int:
 
 class KerasEngine:
     """The Keras model's own compiled predict step (TensorFlow's or JAX's kernels); `eager`: op by op, for a check
-    on a few images, where tracing or compiling the graph would cost more than the pass itself."""
+    on a few images, where tracing the graph would cost more than the pass itself. On TensorFlow only: JAX compiles
+    each op on its first call, so op by op costs more than compiling the whole pass (the tiny test backbone's first
+    4 images: 2.2 CPU-s op by op, 0.4 compiled; TensorFlow 0.14 and 0.15)."""
 
     name = KERAS
     batches_at_once = 1  # one batch at a time: the framework spreads it over the cores itself
 
     def __init__(self, model, eager: bool = False):
+        import keras
+
         self.model = model
-        self.eager = eager
+        self.eager = eager and keras.backend.backend() == "tensorflow"
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         import keras

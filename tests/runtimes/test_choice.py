@@ -55,6 +55,19 @@ def test_each_runtime_gives_kerass_answers(graph, pixels, runtime, tmp_path):
     assert (out[0].argmax(1) == keras_out[0].argmax(1)).all()
 
 
+@pytest.mark.backend_agnostic
+def test_the_check_on_a_few_images_runs_op_by_op_only_where_that_is_cheap(graph, pixels):
+    """TensorFlow runs the check's few images op by op (no graph to trace); JAX compiles each op on its first call,
+    so there the whole pass is compiled instead. Either way, Keras's own answers."""
+    import keras
+
+    check_engine = engines.KerasEngine(graph, eager=True)
+    assert check_engine.eager == (keras.backend.backend() == "tensorflow")
+    compiled = engines.KerasEngine(graph).run(pixels)
+    for a, b in zip(compiled, check_engine.run(pixels), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max())
+
+
 def test_auto_measures_once_keeps_the_figures_and_picks_the_fastest(graph, pixels, tmp_path, monkeypatch):
     calls = []
 
