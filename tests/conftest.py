@@ -18,11 +18,21 @@ os.environ.setdefault("FLORA_TEST_BACKBONE", "tiny")
 # theirs in a folder of the test runs, never in the person's ~/.cache, and reuse it between runs.
 os.environ.setdefault("FLORA_MACHINE_CACHE", os.path.join(tempfile.gettempdir(), "flora-tests-machine-cache"))
 
+# OpenCV's import puts its library folder in front of LD_LIBRARY_PATH for the processes started after it. The whole
+# suite's collection loads it before any test runs; loaded here too, a file run alone (the explanation tests, which
+# import it lazily) does not count OpenCV's change as its first test's leak (the check in pytest_runtest_protocol).
+import cv2  # noqa: F401
 import numpy as np
 import pytest
 from PIL import Image
 
 import core  # noqa: F401  (first: the test modules' imports of Keras and the rest then go through its finder)
+
+# Keras on a backend other than TensorFlow sets TF_FORCE_GPU_ALLOW_GROWTH=true for good when it is imported
+# (keras/src/backend/config.py); the whole suite's collection imports Keras before any test runs. Set here as Keras
+# sets it, so a file that imports Keras lazily, run alone on JAX, does not count that as its first test's leak.
+if os.environ.get("KERAS_BACKEND", "tensorflow").strip().lower() != "tensorflow":
+    os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
 
 # JAX compiles every jitted function with XLA (a model's weight initialisers, each train, eval and predict step):
 # a JAX process training the tiny backbone spent 35 of its 50 CPU-s in 111 compilations, the same ones in every
