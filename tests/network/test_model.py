@@ -33,6 +33,12 @@ def classifier():
     return build_classifier(3, SIZE, "none", head=(16,), dropout=0.1, seed=0, backbone=backbones.RESNET50)
 
 
+@pytest.fixture(scope="module")
+def unfreezable():
+    """A classifier the unfreeze tests open and close in turn (apart from `classifier`, whose flags stay as built)."""
+    return build_classifier(2, SIZE, "none", head=(4,))
+
+
 @pytest.mark.backend_agnostic
 def test_outputs_are_probabilities_from_raw_pixels(classifier):
     x = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
@@ -73,8 +79,8 @@ def test_builder_checks_its_arguments(kwargs, message):
 @pytest.mark.parametrize(
     "stages, prefixes", [(0, ()), (1, ("conv5",)), (2, ("conv4", "conv5")), (4, ("conv2", "conv3", "conv4", "conv5"))]
 )
-def test_unfreeze_top_stages_keeps_batchnorm_frozen(stages, prefixes):
-    model = build_classifier(2, SIZE, "none", head=(4,))
+def test_unfreeze_top_stages_keeps_batchnorm_frozen(unfreezable, stages, prefixes):
+    model = unfreezable  # one model for the four: each call sets every layer, whatever the one before opened
     unfreeze(model, stages)
     backbone = backbone_of(model)
     trainable = [layer for layer in backbone.layers if layer.trainable and layer.weights]
