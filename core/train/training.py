@@ -36,6 +36,7 @@ from core.device import (
     mixed_precision_policy,
 )
 from core.network.model import backbone_of, classifier_for, trainable_summary, unfreeze
+from core.network.saved import without_inner_training_state
 from core.processes import JobState
 from core.runs.analysis import RunAnalysis, SplitArrays
 from core.runs.files import run_files
@@ -283,7 +284,8 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
-        model.save(tmp)
+        with without_inner_training_state(model):  # the head's own Adam: never read back, and it slows every load
+            model.save(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
