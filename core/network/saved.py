@@ -20,7 +20,8 @@ moments with it, and `load_model` compiles such an inner model as it reads it (`
 outer model's), making an optimizer whose step counter starts from a value, which a stateless scope refuses. Flora
 never reads that state back (every load here is `compile=False`, and a head is compiled again before each fit), so
 `without_inner_training_state` leaves it out as a run's model is saved; a file saved before (or by someone else) that
-still holds it is read the plain way.
+still holds it is read the plain way, as is a file one of whose layers makes a variable from a value (Keras refuses
+that inside the scope; a model from elsewhere given as starting weights may).
 """
 
 from __future__ import annotations
@@ -39,12 +40,23 @@ except ImportError:  # another Keras: the plain load below
     global_state = None
 
 _PENDING = "uninitialized_variables"  # Keras's per-thread list of variables waiting for a value
+STATELESS_REFUSAL = "while in a stateless scope"  # Keras's words for a variable made from a value inside one
 
 
 def load_keras_file(path: str | os.PathLike) -> keras.Model:
     """`keras.saving.load_model(path, compile=False)`, without first filling the weights the file overwrites."""
     if global_state is None or in_stateless_scope() or _holds_inner_training_state(path):
         return keras.saving.load_model(path, compile=False)
+    try:
+        return _load_values_first(path)
+    except ValueError as e:
+        if STATELESS_REFUSAL not in str(e):
+            raise
+        # a layer of the file makes a variable from a value (a model from elsewhere, given as starting weights)
+        return keras.saving.load_model(path, compile=False)
+
+
+def _load_values_first(path: str | os.PathLike) -> keras.Model:
     waiting = list(global_state.get_global_attribute(_PENDING) or [])  # someone else's: left waiting, as they were
     global_state.set_global_attribute(_PENDING, [])
     scope = keras.StatelessScope(initialize_variables=False)

@@ -10,7 +10,7 @@ import pytest
 from keras.src.backend.common import global_state
 
 from core.network.model import build_classifier, head_of, load_classifier
-from core.network.saved import _holds_inner_training_state, load_keras_file
+from core.network.saved import STATELESS_REFUSAL, _holds_inner_training_state, _load_values_first, load_keras_file
 from core.runs.files import run_files
 from core.settings.config import AugmentConfig
 from core.train.training import save_model
@@ -112,3 +112,28 @@ def test_a_file_whose_head_was_saved_compiled_is_read_the_plain_way_and_saved_ag
     np.testing.assert_array_equal(
         load_keras_file(tmp_path / "new.keras").predict(pixels, verbose=0), model.predict(pixels, verbose=0)
     )
+
+
+@keras.saving.register_keras_serializable(package="flora_tests")
+class ValueMadeVariable(keras.layers.Layer):
+    """A layer from elsewhere that makes its variable from a value, not an initializer."""
+
+    def build(self, input_shape):
+        self.scale = keras.Variable(np.full((input_shape[-1],), 2.0, "float32"), name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def test_a_model_whose_layer_makes_a_variable_from_a_value_is_read_the_plain_way(tmp_path):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, ValueMadeVariable()(inputs))
+    model.layers[-1].scale.assign(np.array([1.0, 2.0, 3.0], "float32"))
+    model.save(tmp_path / "elsewhere.keras")
+    before = _pending()
+    with pytest.raises(ValueError, match=STATELESS_REFUSAL):  # Keras refuses it inside the scope, in these words
+        _load_values_first(tmp_path / "elsewhere.keras")
+    assert _pending() == before
+    loaded = load_keras_file(tmp_path / "elsewhere.keras")
+    assert _pending() == before
+    np.testing.assert_array_equal(loaded.predict(np.ones((1, 3), "float32"), verbose=0), [[1.0, 2.0, 3.0]])
