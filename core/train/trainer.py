@@ -394,9 +394,9 @@ def fit_head(
     """Fit the head alone on cached features: phase 1 of a run, or one trial of a sweep.
 
     `config` gives the epochs, batch size, rate and its schedule, label smoothing and seed; `data`
-    the labels, the split and the class weights. Each epoch every training image is seen once,
-    in one of its views drawn at random. The caller's `callbacks` should include
-    `phase_callbacks(config)` (early stopping, the schedule's callback).
+    the labels, the split and the class weights. Each epoch every training image is seen (a few twice:
+    the last batch is filled up, core.train.batches), each time in one of its views drawn at random. The
+    caller's `callbacks` should include `phase_callbacks(config)` (early stopping, the schedule's callback).
     """
     split = data.split
     train = FeatureBatches(
