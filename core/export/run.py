@@ -170,7 +170,9 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
         elif fmt == "savedmodel":
             folder = out / name / "1" if layout == "tfserving" else out / "saved_model"
             written = convert.write_savedmodel(model, folder, run.classes, run.train_config.cache_size, cuts)
-            runner, runtime = verify.savedmodel_runner(folder, convert.PIXELS_SIGNATURE)
+            runner, runtime, run_bytes = verify.savedmodel_runners(
+                folder, convert.PIXELS_SIGNATURE, convert.BYTES_SIGNATURE
+            )
             labelled = ", labels, thresholds" if cuts is not None else ""  # a multi-label run's
             signatures = {
                 convert.BYTES_SIGNATURE: "image_bytes: encoded image files (DT_STRING) -> probabilities, logits"
@@ -178,9 +180,7 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
                 convert.PIXELS_SIGNATURE: f"image: float32 [N, S, S, 3] 0-255 RGB -> probabilities, logits{labelled}",
             }
             if files:
-                extra["bytes_signature"] = _check_bytes(
-                    verify.savedmodel_bytes_runner(folder, convert.BYTES_SIGNATURE), files, reference, run.classes, cuts
-                )
+                extra["bytes_signature"] = _check_bytes(run_bytes, files, reference, run.classes, cuts)
         elif fmt == "onnx":
             if layout == "triton":
                 staged = convert.write_onnx(model, out / ".staging")[0]
