@@ -1,0 +1,71 @@
+"""The SavedModel and TFLite writers: each endpoint traced once, and the files answer like the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _counted_model():
+    """A small classifier whose first layer counts its calls: each trace of the model calls it once."""
+    import keras
+
+    class Counted(keras.layers.Layer):
+        calls = 0
+
+        def call(self, x):
+            Counted.calls += 1
+            return x
+
+    image = keras.Input((16, 16, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(Counted()(image)))
+    logits = keras.layers.Dense(3)(features)
+    model = keras.Model(image, [keras.layers.Softmax()(logits), logits, features])
+    return model, Counted
+
+
+def test_the_saved_model_traces_each_endpoint_once_and_answers_like_keras(tmp_path):
+    """Keras's ExportArchive traced a two-endpoint model five times (each endpoint again inside the save, and the
+    model's default signature while it walked the model): on ResNet-50, 15 CPU-s a SavedModel against 6.5."""
+    import keras
+    import tensorflow as tf
+
+    from core.export import convert
+
+    model, counted = _counted_model()
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(model(pixels)[0])
+    counted.calls = 0
+    convert.write_savedmodel(model, tmp_path / "sm", ["a", "b", "c"], 18)
+    assert counted.calls == 2  # the pixel endpoint, and the bytes endpoint around it
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    assert sorted(loaded.signatures) == [convert.PIXELS_SIGNATURE, convert.BYTES_SIGNATURE]
+    for answer in (
+        loaded.signatures[convert.PIXELS_SIGNATURE](image=tf.constant(pixels))["probabilities"],
+        loaded.predict_pixels(tf.constant(pixels))["probabilities"],  # the endpoints are attributes too
+        keras.layers.TFSMLayer(str(tmp_path / "sm"), call_endpoint="predict_pixels")(pixels)["probabilities"],
+    ):
+        np.testing.assert_allclose(np.asarray(answer), want, atol=1e-6)
+
+
+def test_the_tflite_file_is_converted_from_one_trace_with_its_weights_as_constants(tmp_path):
+    """The staging SavedModel tracks the variables the function reads: with only Keras's variables around them,
+    TensorFlow Lite's converter kept them as variables it never filled (NaN answers)."""
+    import keras
+    from ai_edge_litert import interpreter as litert
+
+    from core.export import convert
+
+    model, counted = _counted_model()
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(model(pixels)[0])
+    counted.calls = 0
+    path = convert.write_tflite(model, tmp_path)[0]
+    assert counted.calls == 1
+    interpreter = litert.Interpreter(model_path=str(path))
+    assert not {"VAR_HANDLE", "READ_VARIABLE"} & {op["op_name"] for op in interpreter._get_ops_details()}
+    runner = interpreter.get_signature_runner()
+    got = np.concatenate([runner(image=pixels[i : i + 1])["probabilities"] for i in range(len(pixels))])
+    np.testing.assert_allclose(got, want, atol=1e-5)
