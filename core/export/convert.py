@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,29 +106,42 @@ def save_endpoints(model: keras.Model, out: Path, endpoints: dict[str, tuple[Cal
     of one input and its tf.TensorSpec, over `model`'s variables; the first endpoint is also `serving_default`.
 
     Each endpoint is traced once, to a concrete function, and handed to tf.saved_model.save as that. Keras's
-    ExportArchive traced the model five times for the same two endpoints (three for TensorFlow Lite's one): each
-    endpoint once to list its variables and again inside the save (TensorFlow's function cache key changes inside its
-    save context, and the save traces again every tf.function it writes), and the tracked model's default signature
-    while it walked the model for lookup tables (Flora's models have none). Writing a two-endpoint ResNet-50 SavedModel:
-    14.7-15.0 -> 6.5-6.7 CPU-s, its saved_model.pb 2.55 -> 1.87 MB (one copy of each graph), loading it 2.6 -> 1.7-2.0
-    CPU-s (docs/PERFORMANCE.md).
+    ExportArchive traced the model five times for the same two endpoints: each endpoint once to list its variables
+    and again inside the save (TensorFlow's function cache key changes inside its save context, and the save traces
+    again every tf.function it writes), and the tracked model's default signature while it walked the model for
+    lookup tables (Flora's models have none). Writing a two-endpoint ResNet-50 SavedModel: 14.7-15.0 -> 6.5-6.7 CPU-s,
+    its saved_model.pb 2.55 -> 1.87 MB (one copy of each graph), loading it 2.6 -> 1.7-2.0 CPU-s (docs/PERFORMANCE.md).
     """
     import tensorflow as tf
 
-    root = tf.__internal__.tracking.AutoTrackable()  # what Keras's archive saves: the variables, the endpoints
+    signatures = {name: _traced(function, spec) for name, (function, spec) in endpoints.items()}
+    signatures.setdefault("serving_default", next(iter(signatures.values())))  # the one TF Serving calls by default
+    root = _holding(model, signatures.values())
+    for name, function in signatures.items():
+        setattr(root, name, function)
+    out.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(root, str(out), signatures=signatures)
+
+
+def _traced(function: Callable, spec: Any):
+    """`function` traced once for `spec`: a TensorFlow concrete function."""
+    import tensorflow as tf
+
+    return tf.function(function, autograph=False).get_concrete_function(spec)
+
+
+def _holding(model: keras.Model, functions: Iterable) -> Any:
+    """A trackable holding what Keras's archive saved (the model's variables), and the TensorFlow variables the
+    concrete `functions` read: where only the Keras variables around them were, TensorFlow Lite's converter kept the
+    weights as variables it never filled (NaN answers), not constants."""
+    import tensorflow as tf
+
+    root = tf.__internal__.tracking.AutoTrackable()
     root.variables = list(model.variables)
     root.trainable_variables = list(model.trainable_variables)
     root.non_trainable_variables = list(model.non_trainable_variables)
-    signatures = {}
-    for name, (function, spec) in endpoints.items():
-        signatures[name] = tf.function(function, autograph=False).get_concrete_function(spec)
-        setattr(root, name, signatures[name])
-    signatures.setdefault("serving_default", next(iter(signatures.values())))  # the one TF Serving calls by default
-    # The TensorFlow variables the functions read, tracked themselves (as Keras's archive does): where only the Keras
-    # variables around them were, TensorFlow Lite's converter kept them as variables, unread (NaN), not constants.
-    root.captured_variables = list({id(v): v for f in signatures.values() for v in f.variables}.values())
-    out.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(root, str(out), signatures=signatures)
+    root.captured_variables = list({id(v): v for f in functions for v in f.variables}.values())
+    return root
 
 
 def _pixel_function(model: keras.Model, with_features: bool = False):
@@ -221,33 +232,26 @@ def write_tflite(
 ) -> list[Path]:
     import tensorflow as tf
 
-    staging = Path(tempfile.mkdtemp(prefix="flora-tflite-"))
-    try:
-        size = int(model.input_shape[1])
-        exported = pixel_model(model)
-        save_endpoints(
-            exported,
-            staging,
-            {
-                "serving_default": (
-                    lambda image: dict(zip(("probabilities", "logits"), exported(image, training=False), strict=True)),
-                    tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),
-                )
-            },
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(staging))
-        if quantize == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            if representative is None:
-                raise InvalidInput("int8 quantization needs representative photos")
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        flat = converter.convert()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # Converted from the concrete function itself, with what holds its weights: the same answers as through a
+    # SavedModel written and read back (Keras's way), without writing one (a ResNet-50 at 32 px: 15.2 -> 11.2 CPU-s).
+    size = int(model.input_shape[1])
+    exported = pixel_model(model)
+    function = _traced(
+        lambda image: dict(zip(("probabilities", "logits"), exported(image, training=False), strict=True)),
+        tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),
+    )
+    holder = _holding(exported, [function])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable_obj=holder)
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if representative is None:
+            raise InvalidInput("int8 quantization needs representative photos")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    flat = converter.convert()
     name = f"model{'_' + quantize if quantize else ''}.tflite"
     path = out / name
     out.mkdir(parents=True, exist_ok=True)

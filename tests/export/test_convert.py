@@ -51,8 +51,9 @@ def test_the_saved_model_traces_each_endpoint_once_and_answers_like_keras(tmp_pa
 
 
 def test_the_tflite_file_is_converted_from_one_trace_with_its_weights_as_constants(tmp_path):
-    """The staging SavedModel tracks the variables the function reads: with only Keras's variables around them,
-    TensorFlow Lite's converter kept them as variables it never filled (NaN answers)."""
+    """Converted from the one concrete function, no SavedModel written and read back (Keras's way traced it three
+    times), with the variables it reads held for the converter: with only Keras's variables around them, TensorFlow
+    Lite's converter kept the weights as variables it never filled (NaN answers)."""
     import keras
     from ai_edge_litert import interpreter as litert
 
