@@ -15,7 +15,8 @@ import numpy as np
 
 from core.network import backbones
 from core.network import layer_names as names
-from core.network.model import backbone_of, build_head, head_of, head_task, head_units
+from core.network.model import backbone_of, build_head, head_of, head_task, head_units, with_weights
+from core.network.saved import made_values_first
 
 OUTPUTS = names.INFERENCE_OUTPUTS
 
@@ -46,8 +47,8 @@ def inference_model(
         if share_backbone and _computes_in_float32(trained):
             backbone = trained
         else:
-            backbone = entry.build((size, size, 3), None, entry.name)
-            backbone.set_weights(trained.get_weights())
+            values = trained.get_weights()
+            backbone = made_values_first(lambda: with_weights(entry.build((size, size, 3), None, entry.name), values))
         head = build_head(
             num_classes,
             head_units(source_head),

@@ -25,7 +25,7 @@ from core.network import layer_names as names
 from core.network.augment import build_augmentation
 from core.network.layers import ResNetPreprocess  # noqa: F401 (registers the layer before load_classifier reads a model)
 from core.network.losses import WeightedBinaryCrossentropy  # noqa: F401 (registers it, as the layer above)
-from core.network.saved import load_keras_file
+from core.network.saved import load_keras_file, made_values_first
 from core.paths import keras_home
 from core.runs.files import run_files
 from core.runs.store import RunStore
@@ -225,17 +225,23 @@ def build_backbone(
     weights = str(weights)
     if weights == WEIGHTS_NONE:
         return entry.build(shape, None, entry.name)
-    if weights == WEIGHTS_IMAGENET:
-        return entry.build(shape, str(imagenet_weights_path(entry=entry)), entry.name)
+    if weights == WEIGHTS_IMAGENET:  # the file's values, never the random ones it would overwrite (saved.py)
+        file = str(imagenet_weights_path(entry=entry))
+        return made_values_first(lambda: entry.build(shape, file, entry.name))
     source = resolve_weights_source(weights, models_dir)
     if source.suffix == ".keras":
-        network = entry.build(shape, None, entry.name)
-        network.set_weights(_backbone_weights_from(source, entry))
-        return network
+        values = _backbone_weights_from(source, entry)
+        return made_values_first(lambda: with_weights(entry.build(shape, None, entry.name), values))
     try:
-        return entry.build(shape, str(source), entry.name)
+        return made_values_first(lambda: entry.build(shape, str(source), entry.name))
     except Exception as e:
         raise WeightsError(f"could not load {entry.title} weights from {source}: {e}") from e
+
+
+def with_weights(network: keras.Model, values: list) -> keras.Model:
+    """`network` given `values` (its weights, in order); inside made_values_first, they are its first values."""
+    network.set_weights(values)
+    return network
 
 
 def resolve_weights_source(weights: str, models_dir: str | os.PathLike | None) -> Path:

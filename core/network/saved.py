@@ -30,6 +30,8 @@ import contextlib
 import json
 import os
 import zipfile
+from collections.abc import Callable
+from typing import TypeVar
 
 import keras
 
@@ -41,28 +43,42 @@ except ImportError:  # another Keras: the plain load below
 
 _PENDING = "uninitialized_variables"  # Keras's per-thread list of variables waiting for a value
 STATELESS_REFUSAL = "while in a stateless scope"  # Keras's words for a variable made from a value inside one
+T = TypeVar("T")
 
 
 def load_keras_file(path: str | os.PathLike) -> keras.Model:
     """`keras.saving.load_model(path, compile=False)`, without first filling the weights the file overwrites."""
-    if global_state is None or in_stateless_scope() or _holds_inner_training_state(path):
+    if _holds_inner_training_state(path):
         return keras.saving.load_model(path, compile=False)
+    return made_values_first(lambda: keras.saving.load_model(path, compile=False))
+
+
+def made_values_first(make: Callable[[], T]) -> T:
+    """`make()` (which makes variables and then assigns each its value: a model loaded from a file, a backbone built
+    with a weights file), its variables given the values it assigned instead of first filled by their initializers.
+
+    Also a backbone built from a weights file paid for the fills it then overwrote: ResNet-50 with ImageNet's weights
+    on JAX compiles each initializer for each kernel shape (22 programs, ~10 CPU-s from cold) before loading them.
+    Where Keras's internals are missing, or a variable is made from a value (refused inside the scope), `make()` runs
+    the plain way."""
+    if global_state is None or in_stateless_scope():
+        return make()
     try:
-        return _load_values_first(path)
+        return _values_first(make)
     except ValueError as e:
         if STATELESS_REFUSAL not in str(e):
             raise
-        # a layer of the file makes a variable from a value (a model from elsewhere, given as starting weights)
-        return keras.saving.load_model(path, compile=False)
+        # a layer makes a variable from a value (a model from elsewhere, given as starting weights)
+        return make()
 
 
-def _load_values_first(path: str | os.PathLike) -> keras.Model:
+def _values_first(make: Callable[[], T]) -> T:
     waiting = list(global_state.get_global_attribute(_PENDING) or [])  # someone else's: left waiting, as they were
     global_state.set_global_attribute(_PENDING, [])
     scope = keras.StatelessScope(initialize_variables=False)
     try:
         with scope:
-            return keras.saving.load_model(path, compile=False)
+            return make()
     finally:  # also after a failed load: nothing made here stays without a value
         made = global_state.get_global_attribute(_PENDING) or []
         global_state.set_global_attribute(_PENDING, waiting)
