@@ -12,24 +12,6 @@ from pages.ui.navigation import SWEEP_PICK, TRAIN_RUN, page_file, pages_for
 from pages.ui.script_runs import keep_keras_session
 from pages.ui.server_log import quiet_closed_browsers
 
-st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
-quiet_closed_browsers()  # a closed tab is not an error in the log where error ids are looked up
-keep_keras_session()  # no Keras clear_session (a full garbage collection) after every script run
-user = auth.gate()  # shared: the sign-in page and nothing else until signed in
-common.warm_up()
-
-# The sidebar's page list is drawn below (st.page_link): Streamlit's own list is off in
-# .streamlit/config.toml, so its legacy pages/ listing never shows (pages/ui/navigation.py).
-PAGES = pages_for(auth.shared(), user.admin)
-navigation = st.navigation(
-    [
-        st.Page(page.file, title=page.title, icon=page.icon, url_path=page.name, default=i == 0)
-        for i, page in enumerate(PAGES)
-    ],
-    position="hidden",
-)
-
-
 ACTIVE_IDS = "flora_active_runs"  # the active runs the page was last drawn with
 LIVE_EVERY, IDLE_EVERY = 2.0, 3.0  # seconds between sidebar polls with and without a run going
 
@@ -75,25 +57,52 @@ def jobs_panel() -> None:
         )
 
 
-with st.sidebar:
-    st.markdown("### :material/local_florist: Flora")
-    auth.sidebar(user)
-    for page in PAGES:
-        st.page_link(page.file, label=page.title, icon=page.icon)
-    st.divider()
-    checking = device_status.device_check() is not None and device_status.device_check().result() is None
-    st.fragment(device_status.device_caption, run_every=2.0 if checking else None)()
-    teaching.toggle()
-    with st.expander("Workspace", icon=":material/folder:"):
-        if common.shared():  # the server's folders are its admin's business
-            st.caption("Datasets and runs live in this server's data folder and run store, shared by everyone here.")
-        else:
-            st.caption(f"Datasets: `{common.data_root()}`")
-            st.caption(f"Runs: `{common.models_root()}`")
-            st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
-    st.markdown("**Jobs**")
-    st.session_state.pop(ACTIVE_IDS, None)  # a whole-page run: the panel starts from what it sees now
-    busy = common.active_runs() or common.active_sweeps()
-    st.fragment(jobs_panel, run_every=LIVE_EVERY if busy else IDLE_EVERY)()
+def sidebar(user, pages) -> None:
+    """Who is signed in, the page list, the device, the teaching toggle, the workspace and the jobs."""
+    with st.sidebar:
+        st.markdown("### :material/local_florist: Flora")
+        auth.sidebar(user)
+        for page in pages:
+            st.page_link(page.file, label=page.title, icon=page.icon)
+        st.divider()
+        checking = device_status.device_check() is not None and device_status.device_check().result() is None
+        st.fragment(device_status.device_caption, run_every=2.0 if checking else None)()
+        teaching.toggle()
+        with st.expander("Workspace", icon=":material/folder:"):
+            if common.shared():  # the server's folders are its admin's business
+                st.caption(
+                    "Datasets and runs live in this server's data folder and run store, shared by everyone here."
+                )
+            else:
+                st.caption(f"Datasets: `{common.data_root()}`")
+                st.caption(f"Runs: `{common.models_root()}`")
+                st.caption("Set FLORA_DATA_DIR / FLORA_MODELS_DIR to use other folders.")
+        st.markdown("**Jobs**")
+        st.session_state.pop(ACTIVE_IDS, None)  # a whole-page run: the panel starts from what it sees now
+        busy = common.active_runs() or common.active_sweeps()
+        st.fragment(jobs_panel, run_every=LIVE_EVERY if busy else IDLE_EVERY)()
 
-auth.run_page(navigation)
+
+def main() -> None:
+    st.set_page_config(page_title="Flora", page_icon="🌸", layout="wide")
+    quiet_closed_browsers()  # a closed tab is not an error in the log where error ids are looked up
+    keep_keras_session()  # no Keras clear_session (a full garbage collection) after every script run
+    user = auth.gate()  # shared: the sign-in page and nothing else until signed in
+    if user is None:  # the script returns (no st.stop): Streamlit then drops the signed-in page's fragments
+        return
+    common.warm_up()
+    # The sidebar's page list is drawn below (st.page_link): Streamlit's own list is off in
+    # .streamlit/config.toml, so its legacy pages/ listing never shows (pages/ui/navigation.py).
+    pages = pages_for(auth.shared(), user.admin)
+    navigation = st.navigation(
+        [
+            st.Page(page.file, title=page.title, icon=page.icon, url_path=page.name, default=i == 0)
+            for i, page in enumerate(pages)
+        ],
+        position="hidden",
+    )
+    sidebar(user, pages)
+    auth.run_page(navigation)
+
+
+main()

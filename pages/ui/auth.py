@@ -18,6 +18,7 @@ from core import sharing
 from core.errors import InvalidInput
 from core.sharing import LOCAL, User, attempts, clients, people, sessions
 from pages.ui import common, plain
+from pages.ui.script_runs import stops_end_the_script
 
 log = logging.getLogger("flora")
 USER_KEY = "flora_user"  # the signed-in user of this browser session (token sign-in)
@@ -115,8 +116,14 @@ def _browser_cookie() -> str:
     return f"flora_browser_{st.get_option('server.port') or 8501}"
 
 
-def gate() -> User:
-    """Let a signed-in (or local) user through; draw the sign-in page and stop for anyone else."""
+def gate() -> User | None:
+    """Let a signed-in (or local) user through; for anyone else draw the sign-in page and answer None.
+
+    On None the app draws nothing more and its script ends by returning, not by `st.stop()`: Streamlit drops the
+    fragments a run did not draw only when its script returns, so after a sign-out ended by `st.stop()` the
+    sidebar's Jobs panel (a fragment refreshed every few seconds) could run once more, drawing into a sidebar the
+    sign-in page no longer has; the browser's app then failed ("Bad delta path index") and the page went blank.
+    """
     if not shared():
         return LOCAL
     st.set_option("client.showErrorDetails", False)  # tracebacks go to the server log, with an error id
@@ -125,7 +132,7 @@ def gate() -> User:
     except sharing.NotReadyToShare as e:
         st.title("Flora is not ready to share")
         st.error(str(e), icon=":material/lock:")
-        st.stop()
+        return None
     if how == "oidc":
         if st.user.is_logged_in:
             user = _oidc_user()
@@ -134,7 +141,7 @@ def gate() -> User:
             return user
         _sign_in_page("Sign in with your organisation's account to use Flora here.")
         st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login)
-        st.stop()
+        return None
     if OLD_SESSION_PARAM in st.query_params:  # an old link: a session never travels in a URL
         st.query_params.pop(OLD_SESSION_PARAM, None)
     _write_cookie()
@@ -152,7 +159,7 @@ def gate() -> User:
         _note_presence(user)
         return user
     _token_sign_in()
-    st.stop()
+    return None
 
 
 PRESENCE_KEY = "flora_presence_at"
@@ -272,12 +279,16 @@ def sidebar(user: User) -> None:
 
 
 def run_page(navigation) -> None:
-    """Run the picked page; when shared, an error shows an id and its traceback goes to the server log."""
+    """Run the picked page; when shared, an error shows an id and its traceback goes to the server log. A page
+    that stops itself (`st.stop()`: no run yet, say) ends the app's script as a return would
+    (`script_runs.stops_end_the_script`), so the fragments of the page before it are dropped."""
     if not shared():
-        navigation.run()
+        with stops_end_the_script():
+            navigation.run()
         return
     try:
-        navigation.run()
+        with stops_end_the_script():
+            navigation.run()
     except Exception:
         error_id = uuid.uuid4().hex[:8]
         log.error("error %s on page %s:\n%s", error_id, navigation.title, traceback.format_exc())

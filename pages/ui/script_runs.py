@@ -1,4 +1,5 @@
-"""What Streamlit does between two runs of a page's script, as Flora needs it.
+"""What Streamlit does between two runs of a page's script, as Flora needs it: the cleanup after each run, and how
+a run that a page stops ends.
 
 After every script run (every click, every fragment's refresh) Streamlit calls `_clean_problem_modules`: where
 Keras is loaded it runs `keras.backend.clear_session()`, whose full garbage collection over TensorFlow's heap costs
@@ -14,6 +15,7 @@ import contextlib
 import sys
 
 from streamlit.runtime.scriptrunner import script_runner
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 
 def keep_keras_session() -> bool:
@@ -35,3 +37,15 @@ def _close_matplotlib_figures() -> None:
 
 
 _close_matplotlib_figures.keeps_keras_session = True
+
+
+def stops_end_the_script() -> contextlib.AbstractContextManager:
+    """A page's `st.stop()` inside ends the app's script as if it had returned.
+
+    Streamlit drops the fragments a run did not draw (a page's live panel, refreshed every few seconds) only when the
+    script returns; a run ended by `st.stop()` keeps those of the run before it. So after leaving a page with a live
+    panel for one that stops early (Evaluate with no finished run, say), a refresh of that panel already on its way
+    could run once more and draw into the page that was gone: the browser's app failed ("Bad delta path index"), the
+    page went blank, as a sign-out did (tests/test_browser_sharing.py). Only around the last thing the script does
+    (`auth.run_page`): the run stays asked to stop, so any later Streamlit call would end it there, as before."""
+    return contextlib.suppress(StopException)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from pages.ui.navigation import PAGES
 from tests.conftest import PROJECT_ROOT
@@ -28,7 +29,8 @@ def test_every_page_named_by_the_navigation_exists():
     assert sorted(p.stem for p in (PROJECT_ROOT / "pages" / "views").glob("[!_]*.py")) == sorted(p.name for p in PAGES)
 
 
-# The one deliberate use of Streamlit's internals: its cleanup between script runs (kept honest by the test below).
+# The one deliberate use of Streamlit's internals: its cleanup between script runs and how a stopped run ends (kept
+# honest by the tests below).
 BETWEEN_RUNS = PROJECT_ROOT / "pages" / "ui" / "script_runs.py"
 
 
@@ -56,6 +58,39 @@ def test_no_script_run_ends_in_a_keras_clear_session(app, monkeypatch):
     assert not at.exception
     assert getattr(script_runner._clean_problem_modules, "keeps_keras_session", False)
     assert cleared == []
+
+
+def _stopping_page() -> None:
+    """A page with a live panel (a fragment refreshed every 5 s) until it is left for one that stops early."""
+    import streamlit as st
+
+    from pages.ui.script_runs import stops_end_the_script
+
+    if not st.session_state.get("left"):
+        st.fragment(lambda: st.caption("live panel"), run_every=5)()
+        return
+    with stops_end_the_script():  # the last thing the script does, as auth.run_page's page
+        st.info("No finished run yet.")
+        st.stop()
+        st.caption("drawn after the stop")
+
+
+def _live_fragments(at) -> frozenset:
+    return at._fragment_storage.ids_registered_after(-1)
+
+
+def test_a_page_that_stops_drops_the_live_panel_of_the_page_before(monkeypatch):
+    """A run ended by st.stop() kept the fragments of the run before it (Streamlit drops them only when the script
+    returns): a refresh of the left page's live panel then drew into a page that was gone, and the browser's app went
+    blank ("Bad delta path index", seen after a sign-out: tests/test_browser_sharing.py). `stops_end_the_script`
+    lets the script end as a return would."""
+    at = AppTest.from_function(_stopping_page, default_timeout=30).run()
+    assert [c.value for c in at.caption] == ["live panel"] and len(_live_fragments(at)) == 1
+    at.session_state["left"] = True
+    at.run()
+    assert not at.exception
+    assert [i.value for i in at.info] == ["No finished run yet."] and not at.caption  # stopped: nothing after it
+    assert _live_fragments(at) == frozenset()
 
 
 @pytest.mark.slow

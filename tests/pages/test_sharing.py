@@ -87,6 +87,23 @@ def test_the_access_token_a_name_and_its_passphrase_let_a_person_in(app, workspa
     assert "Instructor · admin" in " ".join(c.value for c in teacher.sidebar.caption)
 
 
+def test_signing_out_ends_the_run_without_the_signed_in_pages_live_panels(app, workspace, monkeypatch, tmp_path):
+    """Walk (a blank page after "Sign out everywhere", one CI run in a few): the sign-in page drawn by a run that
+    ended in st.stop() kept the signed-in page's fragments (the sidebar's Jobs panel, refreshed every 3 s); a refresh
+    on its way then drew into a sidebar the sign-in page no longer has, and the browser's app went blank."""
+    monkeypatch.setenv("FLORA_SHARED", "1")
+    monkeypatch.setenv("FLORA_ACCESS_TOKEN", "class-token-12345")
+    monkeypatch.setenv("FLORA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FLORA_MODELS_DIR", str(workspace["models"]))
+    at = _sign_in(AppTest.from_file(APP, default_timeout=60).run(), "class-token-12345", "Ash")
+    assert not at.exception and "Finished models: 1" in texts(at)
+    assert at._fragment_storage.ids_registered_after(-1)  # the sidebar's device line and Jobs panel
+    at.button(key="flora_sign_out_everywhere").click().run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"] and not at.sidebar.markdown
+    assert at._fragment_storage.ids_registered_after(-1) == frozenset()
+
+
 def test_guessing_a_passphrase_locks_the_name_and_reserved_names_say_why(app, workspace, monkeypatch, tmp_path):
     """Before (probe): 25 wrong passphrases for alice in 29 s, then the right one signed in; `root` owned the
     command line's runs."""
