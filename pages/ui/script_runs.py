@@ -42,10 +42,12 @@ _close_matplotlib_figures.keeps_keras_session = True
 def stops_end_the_script() -> contextlib.AbstractContextManager:
     """A page's `st.stop()` inside ends the app's script as if it had returned.
 
-    Streamlit drops the fragments a run did not draw (a page's live panel, refreshed every few seconds) only when the
-    script returns; a run ended by `st.stop()` keeps those of the run before it. So after leaving a page with a live
-    panel for one that stops early (Evaluate with no finished run, say), a refresh of that panel already on its way
-    could run once more and draw into the page that was gone: the browser's app failed ("Bad delta path index"), the
-    page went blank, as a sign-out did (tests/test_browser_sharing.py). Only around the last thing the script does
-    (`auth.run_page`): the run stays asked to stop, so any later Streamlit call would end it there, as before."""
+    Streamlit drops the fragments a run did not draw (a live panel, refreshed every few seconds) only when the script
+    returns; a run ended by `st.stop()` keeps those of the run before it, and a refresh of one of them already asked
+    for is then served into a page that no longer has it: the browser's app fails ("Bad delta path index") and the
+    page goes blank, as it did after a sign-out (`auth.gate`, tests/test_browser_sharing.py). A page link cancels the
+    refresh timers at once (leaving a watched run's Train page for an Evaluate with nothing to show stayed whole in a
+    browser, before this too); a button's rerun does not, so a button that made its page stop before drawing its live
+    panel again would blank it. Only around the last thing the script does (`auth.run_page`): the run stays asked to
+    stop, so any later Streamlit call would end it there, as before."""
     return contextlib.suppress(StopException)

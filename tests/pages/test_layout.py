@@ -81,9 +81,9 @@ def _live_fragments(at) -> frozenset:
 
 def test_a_page_that_stops_drops_the_live_panel_of_the_page_before(monkeypatch):
     """A run ended by st.stop() kept the fragments of the run before it (Streamlit drops them only when the script
-    returns): a refresh of the left page's live panel then drew into a page that was gone, and the browser's app went
-    blank ("Bad delta path index", seen after a sign-out: tests/test_browser_sharing.py). `stops_end_the_script`
-    lets the script end as a return would."""
+    returns): a refresh of the left page's live panel already asked for then drew into a page that was gone, and the
+    browser's app went blank ("Bad delta path index", seen after a sign-out: tests/test_browser_sharing.py).
+    `stops_end_the_script` lets the script end as a return would."""
     at = AppTest.from_function(_stopping_page, default_timeout=30).run()
     assert [c.value for c in at.caption] == ["live panel"] and len(_live_fragments(at)) == 1
     at.session_state["left"] = True
