@@ -136,8 +136,8 @@ def test_sign_in_through_the_oidc_provider_and_out_again(shared_app):
 
 def _wait_or_say_what_the_page_and_server_show(page, button: str, tmp, page_errors=()) -> None:
     """Wait for `button`; where it never comes, fail with what the page showed (a screenshot kept beside the
-    server's log) and the server's last lines: the click on "Sign out everywhere" went unanswered twice in ~20
-    full runs, never reproduced alone (8 runs on 2 busy cores), so the next time says more."""
+    server's log), the page's uncaught errors and the server's last lines: what found the blank page after "Sign out
+    everywhere" (the browser's "Bad delta path index", below)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:

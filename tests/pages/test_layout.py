@@ -79,7 +79,7 @@ def _live_fragments(at) -> frozenset:
     return at._fragment_storage.ids_registered_after(-1)
 
 
-def test_a_page_that_stops_drops_the_live_panel_of_the_page_before(monkeypatch):
+def test_a_page_that_stops_drops_the_live_panel_of_the_page_before():
     """A run ended by st.stop() kept the fragments of the run before it (Streamlit drops them only when the script
     returns): a refresh of the left page's live panel already asked for then drew into a page that was gone, and the
     browser's app went blank ("Bad delta path index", seen after a sign-out: tests/test_browser_sharing.py).
