@@ -64,6 +64,8 @@ def test_each_export_agrees_with_keras_in_its_own_runtime(request, tmp_path, fmt
         figures["graph_vs_saved_model_max_abs_diff"] < 1e-4
     )  # the export graph is the saved model without augmentation
     assert json.loads((tmp_path / "out" / "export.json").read_text())["format"] == fmt
+    if fmt == "onnx":  # ResNet-50's every layer is one Flora's own converter writes (not tf2onnx's ~20 CPU-s)
+        assert record["converter"] == "flora"
     if layout == "triton":
         folder = tmp_path / "out" / "model_repository" / record["name"]
         config = (folder / "config.pbtxt").read_text()
@@ -147,8 +149,8 @@ def test_an_optimizer_that_fails_without_tf2onnx_s_guard_is_converted_again_with
     monkeypatch.setitem(import_tf2onnx().optimizer._optimizers, "flora_test_fails", FailsEveryTime)
     model = inference_model(load_classifier(run_files(run).model))
     with caplog.at_level("WARNING", logger="flora"):
-        (path,) = write_onnx(model, tmp_path)
-    assert attempts[0] == "FALSE" and None in attempts[1:]  # unguarded first, then tf2onnx's guard
+        (path,), converter = write_onnx(model, tmp_path, converter="tf2onnx")
+    assert converter == "tf2onnx" and attempts[0] == "FALSE" and None in attempts[1:]  # unguarded, then guarded
     assert "converting again" in caplog.text and "TF2ONNX_CATCH_ERRORS" not in os.environ
     size = run.train_config.image_size
     pixels = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)

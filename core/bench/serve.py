@@ -353,7 +353,7 @@ def _runtimes(run, photos: list[bytes], workdir: Path) -> list[Row]:
     keras_runner = lambda x: model.predict_on_batch(x)[0]  # noqa: E731
     runners = {}
     if keras.backend.backend() == "tensorflow":
-        runners["onnx"] = verify.onnx_runner(convert.write_onnx(model, workdir / "onnx")[0])[0]
+        runners["onnx"] = verify.onnx_runner(convert.write_onnx(model, workdir / "onnx")[0][0])[0]
         tflite = convert.write_tflite(model, workdir / "tflite")[0]
         runners["tflite"] = verify.tflite_runner(tflite)[0]
     rows = []

@@ -4,7 +4,9 @@
 - savedmodel: `serving_default` takes encoded image files (`image_bytes`, DT_STRING: TF Serving
   clients send {"b64": ...}) and decodes and resizes inside; `predict_pixels` takes float pixels. A multi-label
   run's answers `labels` (each label at or above its threshold, the thresholds inside the graph) and `thresholds`.
-- onnx: tf2onnx from the pixel function; input `image` [N, S, S, 3] float32, outputs `logits`, `probabilities`.
+- onnx: input `image` [N, S, S, 3] float32, outputs `probabilities`, `logits`: written from the layers and weights by
+  Flora's own converter (core.runtimes.onnx_graph) where it knows every layer and its graph gives Keras's answers,
+  else tf2onnx from the pixel function.
 - tflite: the pixel function through TensorFlow Lite's converter; float32, float16 weights, or int8
   (full integer, calibrated on the run's own photos, float input and output).
 """
@@ -24,12 +26,16 @@ import keras
 import numpy as np
 
 from core.errors import InvalidInput
+from core.runtimes import onnx_graph
 
 log = logging.getLogger("flora")
 
 PIXELS_SIGNATURE = "predict_pixels"
 BYTES_SIGNATURE = "serving_default"
-OPSET = 17
+OPSET = onnx_graph.OPSET  # both ONNX converters write this opset
+ONNX_OUTPUTS = ("probabilities", "logits", "features")  # an ONNX graph's outputs, in the pixel model's order
+FLORA_CONVERTER = "flora"  # core.runtimes.onnx_graph
+TF2ONNX_CONVERTER = "tf2onnx"
 _TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
 
@@ -149,11 +155,10 @@ def _pixel_function(model: keras.Model, with_features: bool = False):
 
     size = int(model.input_shape[1])
     exported = pixel_model(model, with_features)
-    names = ("probabilities", "logits", "features")
 
     @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")], autograph=False)
     def predict(image):
-        return dict(zip(names, exported(image, training=False), strict=False))
+        return dict(zip(ONNX_OUTPUTS, exported(image, training=False), strict=False))
 
     return predict
 
@@ -171,18 +176,50 @@ def import_tf2onnx() -> types.ModuleType:
     return tf2onnx
 
 
-def write_onnx(model: keras.Model, out: Path, with_features: bool = False) -> list[Path]:
-    """model.onnx: input `image`, outputs `probabilities` and `logits` (and `features` with `with_features`).
+def write_onnx(
+    model: keras.Model,
+    out: Path,
+    with_features: bool = False,
+    accept: Callable[[Path], bool] | None = None,
+    converter: str | None = None,
+) -> tuple[list[Path], str]:
+    """(model.onnx, the converter that wrote it): input `image`, outputs `probabilities` and `logits` (and
+    `features` with `with_features`).
 
-    tf2onnx guards each of its graph optimizers by deep-copying the whole graph first, weights included, so that one
+    Flora's own converter (core.runtimes.onnx_graph) writes the graph from the layers and weights: about a second for
+    ResNet-50 where tf2onnx takes ~20 CPU-s, an NCHW graph with each BatchNormalization folded into its convolution
+    (what the runtime choice runs; faster in ONNX Runtime than tf2onnx's NHWC one, docs/PERFORMANCE.md). Where it
+    does not know a layer, or `accept` (the caller's check of the file against Keras) turns its graph down, tf2onnx
+    converts the pixel function instead. `converter` ("flora" or "tf2onnx") asks for one of them only.
+    """
+    path = out / "model.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    if converter in (None, FLORA_CONVERTER):
+        exported = pixel_model(model, with_features)
+        try:
+            proto = onnx_graph.convert(exported, list(ONNX_OUTPUTS[: len(exported.outputs)]))
+        except onnx_graph.Unsupported as why:
+            if converter == FLORA_CONVERTER:
+                raise
+            log.info("Flora's ONNX converter does not write this model (%s): converting with tf2onnx", why)
+        else:
+            path.write_bytes(proto.SerializeToString())
+            if converter == FLORA_CONVERTER or accept is None or accept(path):
+                return [path], FLORA_CONVERTER
+            log.warning("Flora's ONNX graph did not give the Keras model's answers: converting with tf2onnx")
+            path.unlink()
+    _write_onnx_with_tf2onnx(model, path, with_features)
+    return [path], TF2ONNX_CONVERTER
+
+
+def _write_onnx_with_tf2onnx(model: keras.Model, path: Path, with_features: bool) -> None:
+    """tf2onnx guards each of its graph optimizers by deep-copying the whole graph first, weights included, so that one
     that fails can be skipped: on ResNet-50 about two dozen copies of its 100 MB, and a 6.7 GB peak for a 32 px export
     (5.1 GB without them; docs/PERFORMANCE.md). It runs without the guard first (`TF2ONNX_CATCH_ERRORS`, tf2onnx's
     own switch) and, only if that fails, again with it, so a graph one optimizer cannot handle still converts as before.
     """
     tf2onnx = import_tf2onnx()
     function = _pixel_function(model, with_features)
-    path = out / "model.onnx"
-    out.mkdir(parents=True, exist_ok=True)
 
     def convert() -> None:
         tf2onnx.convert.from_function(
@@ -195,7 +232,6 @@ def write_onnx(model: keras.Model, out: Path, with_features: bool = False) -> li
     except Exception as error:  # any optimizer's failure: convert again with tf2onnx's guard
         log.warning("tf2onnx without its optimizer guard failed (%s): converting again with it", error)
         convert()
-    return [path]
 
 
 _TF2ONNX_SWITCH = "TF2ONNX_CATCH_ERRORS"

@@ -187,19 +187,19 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
                 extra["bytes_signature"] = _check_bytes(run_bytes, files, reference, run.classes, cuts)
         elif fmt == "onnx":
             if layout == "triton":
-                staged = convert.write_onnx(model, out / ".staging")[0]
+                (staged,), extra["converter"] = _write_onnx(model, out / ".staging", pixels, reference)
                 folder = triton.write_repository(staged, out / "model_repository", name, run.classes)
                 shutil.rmtree(out / ".staging", ignore_errors=True)
                 written = [folder]
                 extra["triton"] = {"config": str(folder / "config.pbtxt"), "checked_against_onnx": True}
                 runner, runtime = verify.onnx_runner(folder / "1" / "model.onnx")
             else:
-                written = convert.write_onnx(model, out)
+                written, extra["converter"] = _write_onnx(model, out, pixels, reference)
                 runner, runtime = verify.onnx_runner(written[0])
         elif fmt == "web":
             from core.export import web  # heavy: sklearn (the out-of-distribution reference)
 
-            written = convert.write_onnx(model, out, with_features=True)
+            written, extra["converter"] = _write_onnx(model, out, pixels, reference, with_features=True)
             runner, runtime = verify.onnx_runner(written[0])
             written += web.write_page(run, out, written[0].name)
             runtime += f" (the page runs it on {web.ORT_WEB.name} {web.ORT_WEB.version})"
@@ -270,6 +270,19 @@ def _export_into(run: Run, fmt: str, out: Path, quantize: str | None, layout: st
             + f"repeatable {figures['repeatable']}{why}. Nothing was kept."
         )
     return record
+
+
+def _write_onnx(model, out: Path, pixels: np.ndarray, reference: np.ndarray, with_features: bool = False):
+    """(model.onnx, its converter): Flora's own graph where it gives the Keras model's probabilities on the export's
+    photos within the float32 tolerance, else tf2onnx's (core.export.convert.write_onnx)."""
+    from core.export import convert, verify  # heavy: keras
+
+    def agrees(path: Path) -> bool:
+        runner, _ = verify.onnx_runner(path)
+        figures = verify.compare(reference, runner, pixels)
+        return figures["max_abs_diff"] <= TOLERANCE["float32"] and figures["top1_agreement"] >= MIN_AGREEMENT["float32"]
+
+    return convert.write_onnx(model, out, with_features, accept=agrees)
 
 
 def _int8(run: Run, model, out: Path, reference: np.ndarray, pixels: np.ndarray):

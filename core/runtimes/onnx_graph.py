@@ -1,12 +1,12 @@
 """A Keras inference graph written as an ONNX graph from its layers and weights, in a second, on any backend.
 
-tf2onnx (the export's converter, core.export.convert) traces the graph through TensorFlow: about 20 CPU-seconds
-for ResNet-50 (50-80 s on these shared cores), and only under the TensorFlow backend. The frozen forward pass
-is paid at every cold run, so this writes the graph directly from the layers Flora's networks are made of
-(`SUPPORTED`), reading the weights as numpy arrays: it runs the same under JAX, costs about a second, and gives
-onnxruntime and OpenVINO an NCHW graph with every BatchNormalization after a convolution folded into it. A
-layer it does not know raises `Unsupported`; the caller then keeps Keras. Every graph it writes is checked
-against Keras on real pixels before it is used (core.runtimes.choice).
+tf2onnx traces the graph through TensorFlow: about 20 CPU-seconds for ResNet-50 (50-80 s on these shared cores),
+and only under the TensorFlow backend. The frozen forward pass is paid at every cold run, so this writes the graph
+directly from the layers Flora's networks are made of (`SUPPORTED`), reading the weights as numpy arrays: it runs
+the same under JAX, costs about a second, and gives onnxruntime and OpenVINO an NCHW graph with every
+BatchNormalization after a convolution folded into it. A layer it does not know raises `Unsupported`; the caller
+then keeps Keras (the runtimes) or converts with tf2onnx (the ONNX exports, core.export.convert). Every graph it
+writes is checked against Keras on real pixels before it is used (core.runtimes.choice, core.export.run).
 
 Input `image` is (N, S, S, 3) float32 raw 0-255 RGB, as the Keras model takes it; 4-D tensors are NCHW
 inside and outputs are what the Keras model returns (2-D here: pooled features, logits, probabilities).

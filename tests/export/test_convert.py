@@ -1,4 +1,4 @@
-"""The SavedModel and TFLite writers: each endpoint traced once, and the files answer like the model."""
+"""The SavedModel, TFLite and ONNX writers: each endpoint traced once, the converter chosen, the files answer alike."""
 
 from __future__ import annotations
 
@@ -70,3 +70,36 @@ def test_the_tflite_file_is_converted_from_one_trace_with_its_weights_as_constan
     runner = interpreter.get_signature_runner()
     got = np.concatenate([runner(image=pixels[i : i + 1])["probabilities"] for i in range(len(pixels))])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_onnx_comes_from_floras_converter_where_it_knows_the_graph_else_from_tf2onnx(tmp_path):
+    """Flora's own converter (core.runtimes.onnx_graph: about a second for ResNet-50, where tf2onnx took ~20 CPU-s)
+    writes a graph whose every layer it knows; a layer it does not know, or a graph the caller's check against Keras
+    turns down, goes to tf2onnx. Every file has the same input and outputs and answers like the Keras model."""
+    import keras
+    import onnxruntime
+
+    from core.export import convert
+
+    image = keras.Input((16, 16, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    logits = keras.layers.Dense(3)(features)
+    known = keras.Model(image, [keras.layers.Activation("softmax")(logits), logits, features])
+    unknown, _ = _counted_model()  # a layer of its own: not one Flora's converter writes
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    checked = []
+
+    def turned_down(path):
+        checked.append(path.is_file())
+        return False
+
+    cases = [(known, None, "flora"), (known, turned_down, "tf2onnx"), (unknown, None, "tf2onnx")]
+    for i, (model, accept, expected) in enumerate(cases):
+        (path,), converter = convert.write_onnx(model, tmp_path / str(i), with_features=True, accept=accept)
+        assert (converter, path.name) == (expected, "model.onnx"), i
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [t.name for t in session.get_inputs()] == ["image"]
+        got = session.run(["probabilities", "logits", "features"], {"image": pixels})
+        for ours, want in zip(got, model(pixels), strict=True):
+            np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(want), rtol=1e-5, atol=1e-5)
+    assert checked == [True]  # the check saw Flora's file before it went to tf2onnx
