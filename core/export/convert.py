@@ -188,7 +188,7 @@ def write_onnx(
 
     Flora's own converter (core.runtimes.onnx_graph) writes the graph from the layers and weights: about a second for
     ResNet-50 where tf2onnx takes ~20 CPU-s, an NCHW graph with each BatchNormalization folded into its convolution
-    (what the runtime choice runs; faster in ONNX Runtime than tf2onnx's NHWC one, docs/PERFORMANCE.md). Where it
+    (what the runtime choice runs; ONNX Runtime runs it as fast as tf2onnx's NHWC one, docs/PERFORMANCE.md). Where it
     does not know a layer, or `accept` (the caller's check of the file against Keras) turns its graph down, tf2onnx
     converts the pixel function instead. `converter` ("flora" or "tf2onnx") asks for one of them only.
     """
