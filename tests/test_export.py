@@ -159,6 +159,27 @@ def test_an_optimizer_that_fails_without_tf2onnx_s_guard_is_converted_again_with
     np.testing.assert_allclose(ours, np.asarray(model.predict_on_batch(pixels)[0]), atol=1e-5)
 
 
+def test_an_onnx_graph_onnx_runtime_cannot_run_is_converted_by_tf2onnx_and_the_export_passes(run, tmp_path, caplog):
+    """Flora's own ONNX graph is checked in ONNX Runtime before it is kept: where the runtime fails on it, the export
+    says so and converts with tf2onnx instead of failing."""
+    from core.export import verify
+
+    real = verify.onnx_runner
+    calls = []
+
+    def fails_first(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("this runtime cannot load the graph")
+        return real(path)
+
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("WARNING", logger="flora"):
+        patch.setattr(verify, "onnx_runner", fails_first)
+        record = export_run(run, "onnx", tmp_path / "out")
+    assert record["passed"] and record["converter"] == "tf2onnx" and len(calls) == 2
+    assert "could not run Flora's ONNX graph (this runtime cannot load the graph)" in caplog.text
+
+
 def test_an_onnx_export_ships_its_recipe_and_a_predict_script_that_matches_flora(run, tmp_path):
     """Before: a user's own 64x64 resize disagreed with core predict by up to 0.27 (no recipe, no temperature)."""
     import subprocess

@@ -198,10 +198,11 @@ def write_onnx(
         exported = pixel_model(model, with_features)
         try:
             proto = onnx_graph.convert(exported, list(ONNX_OUTPUTS[: len(exported.outputs)]))
-        except onnx_graph.Unsupported as why:
+        except Exception as why:  # a layer it does not write (Unsupported), or any failure of its own
             if converter == FLORA_CONVERTER:
                 raise
-            log.info("Flora's ONNX converter does not write this model (%s): converting with tf2onnx", why)
+            level = logging.INFO if isinstance(why, onnx_graph.Unsupported) else logging.WARNING
+            log.log(level, "Flora's ONNX converter did not write this model (%s): converting with tf2onnx", why)
         else:
             path.write_bytes(proto.SerializeToString())
             if converter == FLORA_CONVERTER or accept is None or accept(path):

@@ -72,7 +72,7 @@ def test_the_tflite_file_is_converted_from_one_trace_with_its_weights_as_constan
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_onnx_comes_from_floras_converter_where_it_knows_the_graph_else_from_tf2onnx(tmp_path):
+def test_onnx_comes_from_floras_converter_where_it_knows_the_graph_else_from_tf2onnx(tmp_path, monkeypatch, caplog):
     """Flora's own converter (core.runtimes.onnx_graph: about a second for ResNet-50, where tf2onnx took ~20 CPU-s)
     writes a graph whose every layer it knows; a layer it does not know, or a graph the caller's check against Keras
     turns down, goes to tf2onnx. Every file has the same input and outputs and answers like the Keras model."""
@@ -103,3 +103,11 @@ def test_onnx_comes_from_floras_converter_where_it_knows_the_graph_else_from_tf2
         for ours, want in zip(got, model(pixels), strict=True):
             np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(want), rtol=1e-5, atol=1e-5)
     assert checked == [True]  # the check saw Flora's file before it went to tf2onnx
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug of its own")
+
+    monkeypatch.setattr(convert.onnx_graph, "convert", broken)  # any failure of Flora's converter: tf2onnx, said
+    with caplog.at_level("WARNING", logger="flora"):
+        assert convert.write_onnx(known, tmp_path / "broken")[1] == "tf2onnx"
+    assert "a bug of its own" in caplog.text
