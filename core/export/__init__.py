@@ -22,6 +22,8 @@ EXPORT_JSON = "export.json"
 # max |p_export - p_keras| allowed, and the least top-1 agreement, by precision
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "int8": None}
 MIN_AGREEMENT = {"float32": 1.0, "float16": 0.99, "int8": 0.99}
+# who wrote an ONNX file (export.json's `converter`): Flora's own (core.runtimes.onnx_graph) or tf2onnx
+ONNX_CONVERTERS = {"flora": "Flora's own ONNX converter", "tf2onnx": "tf2onnx"}
 
 
 class ExportError(Unavailable):

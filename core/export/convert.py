@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from core.errors import InvalidInput
+from core.export import ONNX_CONVERTERS
 from core.runtimes import onnx_graph
 
 log = logging.getLogger("flora")
@@ -34,8 +35,7 @@ PIXELS_SIGNATURE = "predict_pixels"
 BYTES_SIGNATURE = "serving_default"
 OPSET = onnx_graph.OPSET  # both ONNX converters write this opset
 ONNX_OUTPUTS = ("probabilities", "logits", "features")  # an ONNX graph's outputs, in the pixel model's order
-FLORA_CONVERTER = "flora"  # core.runtimes.onnx_graph
-TF2ONNX_CONVERTER = "tf2onnx"
+FLORA_CONVERTER, TF2ONNX_CONVERTER = ONNX_CONVERTERS  # core.runtimes.onnx_graph, tf2onnx
 _TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
 

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.export import FORMATS, LAYOUTS, QUANTIZE, ExportError
+from core.export import FORMATS, LAYOUTS, ONNX_CONVERTERS, QUANTIZE, ExportError
 from core.export.run import export_in_subprocess
 from core.export.store import export_dir, run_exports, zip_folder
 from core.feedback import base_dataset, list_feedback
@@ -223,8 +223,10 @@ def export_section(run: Run) -> None:
                     if "label_list_agreement" in v
                     else f"top-1 agreement {v['top1_agreement']:.1%}"
                 )
+                by = ONNX_CONVERTERS.get(record.get("converter", ""))  # who wrote the ONNX file (onnx, web)
+                by = f" (written by {by})" if by else ""
                 st.success(
-                    f"{fmt} export verified with {v['runtime']}: max |difference| {v['max_abs_diff']:.1e}, "
+                    f"{fmt} export{by} verified with {v['runtime']}: max |difference| {v['max_abs_diff']:.1e}, "
                     f"{same} on {v['source']}."
                 )
     made = run_exports(run)
