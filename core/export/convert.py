@@ -197,14 +197,14 @@ def write_onnx(
     if converter in (None, FLORA_CONVERTER):
         exported = pixel_model(model, with_features)
         try:
-            proto = onnx_graph.convert(exported, list(ONNX_OUTPUTS[: len(exported.outputs)]))
+            written = onnx_graph.convert(exported, list(ONNX_OUTPUTS[: len(exported.outputs)])).SerializeToString()
         except Exception as why:  # a layer it does not write (Unsupported), or any failure of its own
             if converter == FLORA_CONVERTER:
                 raise
             level = logging.INFO if isinstance(why, onnx_graph.Unsupported) else logging.WARNING
             log.log(level, "Flora's ONNX converter did not write this model (%s): converting with tf2onnx", why)
         else:
-            path.write_bytes(proto.SerializeToString())
+            path.write_bytes(written)
             if converter == FLORA_CONVERTER or accept is None or accept(path):
                 return [path], FLORA_CONVERTER
             log.warning("Flora's ONNX graph did not give the Keras model's answers: converting with tf2onnx")
