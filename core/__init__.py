@@ -144,3 +144,9 @@ def pause_collection_during_heavy_imports() -> bool:
 
 # The first import of TensorFlow, Keras and the other heavy frameworks, whoever makes it.
 pause_collection_during_heavy_imports()
+
+# On JAX, the programs a process compiles are kept for the processes after it (core.device.keep_jax_programs).
+if _os.environ.get("KERAS_BACKEND", "").strip().lower() == "jax":
+    from core.device import keep_jax_programs  # here, not above: core.device imports what this module defines
+
+    keep_jax_programs(_os.environ)

@@ -18,6 +18,17 @@ os.environ.setdefault("FLORA_TEST_BACKBONE", "tiny")
 # theirs in a folder of the test runs, never in the person's ~/.cache, and reuse it between runs.
 os.environ.setdefault("FLORA_MACHINE_CACHE", os.path.join(tempfile.gettempdir(), "flora-tests-machine-cache"))
 
+# JAX compiles every jitted function with XLA (a model's weight initialisers, each train, eval and predict step):
+# a JAX process training the tiny backbone spent 35 of its 50 CPU-s in 111 compilations, the same ones in every
+# process and test. JAX's persistent compilation cache keeps the compiled programs on disk (keyed by the program,
+# the devices and JAX's version), so the processes and tests after the first load them: 50 -> 15 CPU-s a process.
+# The programs are the same; what runs is unchanged. Every one is kept (JAX's defaults skip those under 1 s). Set
+# before `import core`, which turns a cache on for JAX processes in the machine cache (core.device.keep_jax_programs).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "flora-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")  # uncapped in /tmp: a capped one lists its folder a put
+
 # OpenCV's import puts its library folder in front of LD_LIBRARY_PATH for the processes started after it. The whole
 # suite's collection loads it before any test runs; loaded here too, a file run alone (the explanation tests, which
 # import it lazily) does not count OpenCV's change as its first test's leak (the check in pytest_runtest_protocol).
@@ -28,23 +39,22 @@ from PIL import Image
 
 import core  # noqa: F401  (first: the test modules' imports of Keras and the rest then go through its finder)
 
+JAX_TEST_CACHE = {  # the tests' JAX cache settings above, for the processes whose environment a test writes whole
+    name: os.environ[name]
+    for name in (
+        "JAX_COMPILATION_CACHE_DIR",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+        "JAX_COMPILATION_CACHE_MAX_SIZE",
+    )
+}
+
 # Keras on a backend other than TensorFlow sets TF_FORCE_GPU_ALLOW_GROWTH=true for good when it is imported
 # (keras/src/backend/config.py); the whole suite's collection imports Keras before any test runs. Set here as Keras
 # sets it, so a file that imports Keras lazily, run alone on JAX, does not count that as its first test's leak.
 if os.environ.get("KERAS_BACKEND", "tensorflow").strip().lower() != "tensorflow":
     os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
 
-# JAX compiles every jitted function with XLA (a model's weight initialisers, each train, eval and predict step):
-# a JAX process training the tiny backbone spent 35 of its 50 CPU-s in 111 compilations, the same ones in every
-# process and test. JAX's persistent compilation cache keeps the compiled programs on disk (keyed by the program,
-# the devices and JAX's version), so the processes and tests after the first load them: 50 -> 15 CPU-s a process.
-# The programs are the same; what runs is unchanged. Every one is kept (JAX's defaults skip those under 1 s).
-JAX_TEST_CACHE = {
-    "JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "flora-tests-jax-cache"),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-}
-os.environ.update({name: os.environ.get(name, value) for name, value in JAX_TEST_CACHE.items()})
 # XLA has LLVM optimise the machine code of every program it compiles at level 3 (by default): faster code, a dearer
 # compile. A test's programs run a few steps on 32-64 px images, so the compile is what the test pays, and on a CI
 # machine JAX's cache above starts empty: at level 0 the JAX subset took 235 CPU-s against 285 (cold cache, AMD EPYC,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -85,6 +86,40 @@ print("ok", "tensorflow" in sys.modules)
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "ok False"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_jax_process_keeps_what_it_compiled_for_the_next_in_a_folder_for_this_cpu(tmp_path):
+    """On JAX, Flora turns JAX's persistent compilation cache on in the machine cache, one folder per CPU: the second
+    process loads the program the first compiled (JAX counts a cache hit). A setting of one's own wins; the
+    TensorFlow backend gets none."""
+    script = (
+        "import os, core, jax, jax.numpy as jnp\n"
+        "hits = []\n"
+        "jax.monitoring.register_event_listener(lambda event, **_: hits.append(event.endswith('/cache_hits')))\n"
+        "jax.jit(lambda x: x * 2 + 1)(jnp.arange(3.0)).block_until_ready()\n"
+        "print(os.environ.get('JAX_COMPILATION_CACHE_DIR'), os.environ.get('JAX_COMPILATION_CACHE_MAX_SIZE'),"
+        " any(hits))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "KERAS_BACKEND", "FLORA_BACKEND"))}
+    base["FLORA_MACHINE_CACHE"] = str(tmp_path / "machine")
+
+    def run(**env) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=PROJECT_ROOT, env={**base, **env}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    folder = tmp_path / "machine" / device.JAX_CACHE_DIRNAME / device.cpu_key()
+    assert run(KERAS_BACKEND="jax") == [str(folder), str(device.JAX_CACHE_BYTES), "False"]  # compiled, and kept
+    assert any(folder.iterdir())
+    assert run(FLORA_BACKEND="jax") == [str(folder), str(device.JAX_CACHE_BYTES), "True"]  # loaded, not compiled
+    own = tmp_path / "mine"
+    assert run(KERAS_BACKEND="jax", JAX_COMPILATION_CACHE_DIR=str(own))[0] == str(own)
+    assert run(KERAS_BACKEND="tensorflow")[:2] == ["None", "None"]
+    assert device.cpu_key() == device.cpu_key() and device.cpu_key().rsplit("-", 1)[1].isalnum()
 
 
 @pytest.mark.parametrize(
