@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass
 
 from core import WrappedLoader, find_spec_elsewhere
@@ -82,23 +82,25 @@ def cpu_name() -> str:
 # (each training and evaluation step, every weight initialiser, each eager operation's shape) are kept on disk and the
 # processes after it load them instead of compiling again. Every one is kept (JAX keeps only those over 1 s by
 # default; on a CPU most compile in less, and a tiny JAX training process spent 35 of its 50 CPU-s compiling), up to
-# JAX_CACHE_BYTES (JAX drops the least recently used; uncapped where the `filelock` package it needs for that is
-# missing). JAX_COMPILATION_CACHE_MAX_SIZE=0 turns it off.
+# JAX_CACHE_BYTES (JAX drops the least recently used, and locks the folder while it reads or writes an entry, with
+# the `filelock` package: without it the cache stays off). JAX_COMPILATION_CACHE_MAX_SIZE=0 turns it off.
 JAX_CACHE_BYTES = 2 * 1024**3
 JAX_CACHE_DIRNAME = "jax-programs"
 
 
-def keep_jax_programs(environ: dict[str, str] | os._Environ) -> None:
+def keep_jax_programs(environ: MutableMapping[str, str]) -> None:
     """Turn JAX's persistent compilation cache on in `environ` (before JAX is imported: JAX reads it then), in the
     machine cache (core.paths.machine_cache_dir), one folder per CPU: the code compiled for a CPU's instruction set
     is only for it, JAX's key for a program does not hold the CPU's features, and a home folder can be shared by
     machines that differ."""
-    if "JAX_COMPILATION_CACHE_DIR" not in environ:
-        environ["JAX_COMPILATION_CACHE_DIR"] = str(machine_cache_dir() / JAX_CACHE_DIRNAME / cpu_key())
+    if "JAX_COMPILATION_CACHE_DIR" in environ:
+        return  # one's own cache, as one set it
+    if importlib.util.find_spec("filelock") is None:
+        return  # JAX's capped cache locks its folder with it (processes writing at once); uncapped, JAX writes unlocked
+    environ["JAX_COMPILATION_CACHE_DIR"] = str(machine_cache_dir() / JAX_CACHE_DIRNAME / cpu_key())
     environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    if importlib.util.find_spec("filelock") is not None:  # JAX's capped cache locks its folder with it
-        environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(JAX_CACHE_BYTES))
+    environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(JAX_CACHE_BYTES))
 
 
 def cpu_key() -> str:

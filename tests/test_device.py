@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -120,6 +121,43 @@ def test_a_jax_process_keeps_what_it_compiled_for_the_next_in_a_folder_for_this_
     assert run(KERAS_BACKEND="jax", JAX_COMPILATION_CACHE_DIR=str(own))[0] == str(own)
     assert run(KERAS_BACKEND="tensorflow")[:2] == ["None", "None"]
     assert device.cpu_key() == device.cpu_key() and device.cpu_key().rsplit("-", 1)[1].isalnum()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_processes_writing_the_cache_at_once_lose_nothing_and_the_next_reads_every_program(tmp_path):
+    """Six JAX processes compile the same eight programs into one empty cache at the same moment (JAX locks the folder
+    for each entry): each answers right, every program is kept once, whole, and a seventh process compiles none."""
+    script = (
+        "import sys, time, core, jax, jax.numpy as jnp\n"
+        "hits = []\n"
+        "jax.monitoring.register_event_listener(lambda event, **_: hits.append(event.endswith('/cache_hits')))\n"
+        "start = float(sys.argv[1])\n"
+        "time.sleep(max(0.0, start - time.time()))\n"
+        "total = sum(float(jax.jit(lambda x, k=k: (x * k + 1).sum())(jnp.arange(8.0 + k))) for k in range(8))\n"
+        "print(total, sum(hits))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "KERAS_BACKEND", "FLORA_BACKEND"))}
+    env |= {"KERAS_BACKEND": "jax", "FLORA_MACHINE_CACHE": str(tmp_path / "machine")}
+
+    def start(when: float) -> subprocess.Popen:
+        command = [sys.executable, "-c", script, str(when)]
+        return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    want = sum(float(((8.0 + k) * (7.0 + k) / 2) * k + 8.0 + k) for k in range(8))
+    writers = [start(time.time() + 8) for _ in range(6)]  # each waits for the same moment after its imports
+    for process in writers:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()[-2000:]
+        assert float(out.split()[0]) == want
+    folder = tmp_path / "machine" / device.JAX_CACHE_DIRNAME / device.cpu_key()
+    entries = sorted(folder.glob("*-cache"))
+    assert len(entries) >= 8 and all(entry.stat().st_size > 0 for entry in entries)
+    reader = start(0)
+    out, err = reader.communicate(timeout=300)
+    assert reader.returncode == 0, err.decode()[-2000:]
+    assert float(out.split()[0]) == want and int(out.split()[1]) >= 8  # every program loaded, none compiled
+    assert sorted(folder.glob("*-cache")) == entries
 
 
 @pytest.mark.parametrize(
