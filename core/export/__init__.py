@@ -23,7 +23,8 @@ EXPORT_JSON = "export.json"
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "int8": None}
 MIN_AGREEMENT = {"float32": 1.0, "float16": 0.99, "int8": 0.99}
 # who wrote an ONNX file (export.json's `converter`): Flora's own (core.runtimes.onnx_graph) or tf2onnx
-ONNX_CONVERTERS = {"flora": "Flora's own ONNX converter", "tf2onnx": "tf2onnx"}
+FLORA_CONVERTER, TF2ONNX_CONVERTER = "flora", "tf2onnx"
+ONNX_CONVERTERS = {FLORA_CONVERTER: "Flora's own ONNX converter", TF2ONNX_CONVERTER: "tf2onnx"}
 
 
 class ExportError(Unavailable):

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from core.errors import InvalidInput
-from core.export import ONNX_CONVERTERS
+from core.export import FLORA_CONVERTER, TF2ONNX_CONVERTER
 from core.runtimes import onnx_graph
 
 log = logging.getLogger("flora")
@@ -35,7 +35,6 @@ PIXELS_SIGNATURE = "predict_pixels"
 BYTES_SIGNATURE = "serving_default"
 OPSET = onnx_graph.OPSET  # both ONNX converters write this opset
 ONNX_OUTPUTS = ("probabilities", "logits", "features")  # an ONNX graph's outputs, in the pixel model's order
-FLORA_CONVERTER, TF2ONNX_CONVERTER = ONNX_CONVERTERS  # core.runtimes.onnx_graph, tf2onnx
 _TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
 
