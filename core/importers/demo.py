@@ -119,30 +119,47 @@ def draw_flower(rng: np.random.Generator, side: int, petals: int, hue: float, sa
     start = float(rng.uniform(0, 2 * np.pi))
     length = radius * float(rng.uniform(0.9, 1.05))
     width = length * float(rng.uniform(0.26, 0.34)) * (6 / max(petals, 4)) ** 0.5
-    dx, dy = x - cx, y - cy
+    # Each petal and the centre is drawn only inside its bounding box: outside it their alpha is 0 and the
+    # picture is left as it was (the same pixels as drawing on the whole canvas, a third of the work).
     petal_alpha = np.zeros_like(x)
     petal_shade = np.ones_like(x)
     for k in range(petals):
         angle = start + 2 * np.pi * k / petals + float(rng.normal(0, 0.05))
         ca, sa = float(np.cos(angle)), float(np.sin(angle))
+        half = length / 2
+        px, py = cx + half * ca, cy + half * sa  # the petal's middle
+        box = _box(n, px, py, float(np.hypot(half * ca, width * sa)), float(np.hypot(half * sa, width * ca)))
+        dx, dy = x[box] - cx, y[box] - cy
         u = dx * ca + dy * sa - length / 2  # along the petal, from its middle
         v = -dx * sa + dy * ca
         alpha = np.clip((1.0 - (u / (length / 2)) ** 2 - (v / width) ** 2) * 6, 0, 1)
         shade = 0.75 + 0.25 * np.clip((u + length / 2) / length, 0, 1)  # darker near the centre
-        stronger = alpha > petal_alpha
-        petal_shade[stronger] = shade[stronger]
-        np.maximum(petal_alpha, alpha, out=petal_alpha)
-    alpha = petal_alpha[..., None]
-    image = image * (1 - alpha) + petal_rgb * petal_shade[..., None] * alpha
+        stronger = alpha > petal_alpha[box]
+        petal_shade[box][stronger] = shade[stronger]
+        np.maximum(petal_alpha[box], alpha, out=petal_alpha[box])
+    box = _box(n, cx, cy, length * 1.01, length * 1.01)  # every petal lies within its length of the centre
+    alpha = petal_alpha[box][..., None]
+    image[box] = image[box] * (1 - alpha) + petal_rgb * petal_shade[box][..., None] * alpha
 
-    centre = np.sqrt(dx**2 + dy**2) / (radius * float(rng.uniform(0.2, 0.28)))
+    centre_radius = radius * float(rng.uniform(0.2, 0.28))
+    box = _box(n, cx, cy, centre_radius, centre_radius)
+    centre = np.sqrt((x[box] - cx) ** 2 + (y[box] - cy) ** 2) / centre_radius
     alpha = np.clip((1.0 - centre) * 8, 0, 1)[..., None]
     centre_rgb = _rgb(rng.uniform(0.08, 0.13), 0.9, rng.uniform(0.45, 0.8))
-    image = image * (1 - alpha) + centre_rgb * alpha
+    image[box] = image[box] * (1 - alpha) + centre_rgb * alpha
 
     image += rng.standard_normal(size=image.shape, dtype=np.float32) * 6
-    image = image.reshape(side, scale, side, scale, 3).mean(axis=(1, 3))
+    # the mean of each 2 x 2 block, added in the order numpy's mean adds them (the same values, 8x quicker)
+    image = (image[0::2, 0::2] + image[0::2, 1::2] + image[1::2, 0::2] + image[1::2, 1::2]) / np.float32(4)
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _box(n: int, cx: float, cy: float, half_width: float, half_height: float) -> tuple[slice, slice]:
+    """The rows and columns of an n x n canvas (coordinates in [0, 1)) within the given extents of (cx, cy), a
+    pixel to spare on each side."""
+    columns = slice(max(0, int((cx - half_width) * n) - 1), max(0, min(n, int((cx + half_width) * n) + 2)))
+    rows = slice(max(0, int((cy - half_height) * n) - 1), max(0, min(n, int((cy + half_height) * n) + 2)))
+    return rows, columns
 
 
 def _background(rng: np.random.Generator, n: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -154,7 +171,7 @@ def _background(rng: np.random.Generator, n: int, y: np.ndarray, x: np.ndarray) 
     for _ in range(int(rng.integers(2, 6))):
         bx, by, r = (float(v) for v in rng.uniform((0, 0, 0.08), (1, 1, 0.25)))
         blob = np.exp(-((x - bx) ** 2 + (y - by) ** 2) / (2 * r * r))[..., None]
-        image = image + blob * float(rng.uniform(-35, 35))
+        image += blob * float(rng.uniform(-35, 35))
     return image.astype(np.float32)
 
 
