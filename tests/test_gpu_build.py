@@ -17,6 +17,7 @@ import pytest
 
 from core.gpu_build import CPU, JAX_GPU, TENSORFLOW_GPU, Driver, choose, read_driver
 from tests.conftest import PROJECT_ROOT
+from tests.core_process import run_core
 
 H100 = Driver(["NVIDIA H100 80GB HBM3"], "580.95.05", (13, 0))
 OLDER = Driver(["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB"], "550.54.15", (12, 4))
@@ -140,16 +141,12 @@ def test_the_device_check_reports_the_driver_the_framework_does_not_see(fake_smi
     """The CPU builds installed here, a driver reported by the fake nvidia-smi: the mismatch a user would have
     after installing plain `tensorflow` (or `jax`) on a GPU machine, said with its fix; exit status 1."""
     env = {**os.environ, "KERAS_BACKEND": backend}
-    done = subprocess.run(
-        [sys.executable, "-m", "core", "device"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = run_core("device", env=env, timeout=300)  # forked on TensorFlow (tests/core_process.py), new on JAX
     assert done.returncode == 1, done.stdout + done.stderr
     expected = f"driver found (NVIDIA H100 80GB HBM3, driver 580.95.05, CUDA 13.0), {framework} sees no GPU: {reason}"
     assert done.stdout.startswith(expected), done.stdout
     assert "fix: " in done.stderr and fix in done.stderr
-    as_json = subprocess.run(
-        [sys.executable, "-m", "core", "device", "--json"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
-    )
+    as_json = run_core("device", "--json", env=env, timeout=300)
     checked = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert checked["ok"] is False and checked["kind"] == "cpu" and checked["backend"] == backend
     assert checked["driver"] == "NVIDIA H100 80GB HBM3, driver 580.95.05, CUDA 13.0"
@@ -158,9 +155,7 @@ def test_the_device_check_reports_the_driver_the_framework_does_not_see(fake_smi
 @pytest.mark.slow
 def test_the_device_check_without_a_driver_says_the_cpu_trains(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin"}
-    done = subprocess.run(
-        [sys.executable, "-m", "core", "device"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = run_core("device", env=env, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("no NVIDIA driver found: training runs on the CPU")
 
 
