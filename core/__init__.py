@@ -4,8 +4,10 @@ a finished run is used for (evaluation, explanation, calibration, comparison, se
 Importing `core` is cheap: modules that need Keras import it themselves. docs/ARCHITECTURE.md maps the modules
 by concern; `python -m core --help` lists the commands.
 
-Every Flora process starts by importing `core`, which sets up two things for the whole process: the Keras backend
-FLORA_BACKEND names, and the first import of each heavy framework without the garbage collector (below).
+Every Flora process starts by importing `core`, which sets up three things for the whole process: the Keras backend
+FLORA_BACKEND names, the first import of each heavy framework without the garbage collector (below), and, on a
+backend other than TensorFlow, Keras's optional uses of TensorFlow only once something loaded it
+(`_tensorflow_for_keras_once_loaded`).
 
 The first import of a heavy framework runs with the garbage collector paused. Importing Keras on TensorFlow
 creates about 700,000 objects; CPython runs a collection every 700 new ones and, as the heap grows, ever
@@ -111,6 +113,8 @@ class _LoaderWithoutCollection(WrappedLoader):
         try:
             yield
             loaded = True
+            if module.__name__ == "keras":
+                _tensorflow_for_keras_once_loaded()
         finally:
             for name in hidden:
                 if _sys.modules.get(name, True) is None:
@@ -119,6 +123,35 @@ class _LoaderWithoutCollection(WrappedLoader):
                 _gc.enable()
                 if loaded:
                     _gc.freeze()
+
+
+class _LoadedOnlyModule:
+    """The `available` of Keras's lazy handle on TensorFlow (keras.src.utils.module_utils.LazyModule) on another
+    backend: whether TensorFlow is loaded already, not whether it could be imported."""
+
+    @property
+    def available(self) -> bool:
+        return _sys.modules.get(self.name) is not None and super().available
+
+
+def _tensorflow_for_keras_once_loaded() -> None:
+    """On a backend other than TensorFlow, Keras's optional uses of TensorFlow apply only once something loaded it.
+
+    Keras asks its lazy handle whether TensorFlow is installed before using it in a few places, and asking imports
+    it: `keras.utils.set_random_seed` (to seed TensorFlow's generator too) and saving a model (to recognise
+    TensorFlow's shapes and types among the values it writes). A JAX process of Flora's CPU build, where TensorFlow
+    is installed, so imported all of TensorFlow (~5 CPU-s, ~1,300 modules) at its first seed, for nothing: before
+    TensorFlow is loaded no value can be one of its types, and the processes that load it later (an export) draw
+    nothing from its generator. Attributes still import TensorFlow when used (the handle's own `__getattr__`)."""
+    if _os.environ.get("KERAS_BACKEND", "tensorflow").strip().lower() == "tensorflow":
+        return
+    try:
+        from keras.src.utils import module_utils
+    except ImportError:
+        return
+    handle = getattr(module_utils, "tensorflow", None)
+    if isinstance(handle, module_utils.LazyModule) and not isinstance(handle, _LoadedOnlyModule):
+        handle.__class__ = type("LoadedOnlyLazyModule", (_LoadedOnlyModule, type(handle)), {})
 
 
 class _HeavyImportWithoutCollection:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
+import types
 
 import keras
 import numpy as np
@@ -24,10 +26,20 @@ from core.train.callbacks import learning_rate
 log = logging.getLogger("flora")
 
 
+def _stand_in_for_tensorflow_unless_loaded() -> None:
+    """TensorBoard's writer reaches its files through TensorFlow's file API wherever TensorFlow can be imported, and
+    so imported all of it (~5 CPU-s) in a JAX run of Flora's CPU build, where TensorFlow is installed. Its own stand-in
+    for that API writes local files alike: where TensorFlow is not loaded already, TensorBoard is told to use it
+    (`tensorboard.compat.notf`, TensorBoard's own switch), before it first looks."""
+    if sys.modules.get("tensorflow") is None:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
 class EventWriter:
     """Scalars and PNG images into `<run>/tensorboard/` (one events file per writer)."""
 
     def __init__(self, run_dir: str | os.PathLike):
+        _stand_in_for_tensorflow_unless_loaded()
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         folder = run_files(run_dir).tensorboard
