@@ -124,9 +124,10 @@ def test_home_train_evaluate_predict_in_a_browser(server):
         expect(page.get_by_text("No runs yet")).to_be_visible()
         shot("2-train-empty")
         env = {**os.environ, "FLORA_DATA_DIR": str(server["data"]), "FLORA_MODELS_DIR": str(server["models"])}
-        env["FLORA_TEST_BACKBONE"] = ""  # the run a user would train: the real ResNet-50
+        # the tiny test backbone (conftest's): the page's subject is the run, not its network; epochs enough that
+        # it is still training when Stop is clicked
         command = ["train", str(server["data"] / "flowers"), "--image-size", "64",
-                   "--weights", "none", "--epochs", "40", "--patience", "0", "--no-feature-cache"]  # fmt: skip
+                   "--weights", "none", "--epochs", "400", "--patience", "0", "--no-feature-cache"]  # fmt: skip
         launched = time.time()
         cli = start_core(*command, env=env, folder=server["tmp"] / "cli-train")  # a process of its own
         try:
