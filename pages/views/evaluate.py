@@ -226,7 +226,7 @@ with matrix_tab:
 
     chart_col, side_col = st.columns([3, 2], gap="medium")
     with chart_col:
-        event = st.altair_chart(
+        event = st.vega_lite_chart(
             evaluate_confusion.matrix_chart(names, sub, row_totals, view == "row %", hide_diagonal, log_scale),
             key="evaluate_matrix",
             on_select="rerun",
