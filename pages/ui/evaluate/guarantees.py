@@ -4,7 +4,6 @@ half of the test split, with how far another halving could move them), and test-
 
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -12,7 +11,7 @@ import streamlit as st
 from core.results.evaluation.compare import p_value_words
 from core.results.probabilities import conformal, promise, tta
 from core.runs.files import run_files
-from pages.ui import plain, teaching
+from pages.ui import plain, teaching, vega
 from pages.ui.run_task import task_panel
 
 
@@ -21,57 +20,67 @@ def _sets(run_dir: str, stamp: float, views_stamp: float) -> conformal.Conformal
     return conformal.run_sets(run_dir)
 
 
-def coverage_chart(sets: conformal.ConformalSets) -> alt.LayerChart:
-    """Coverage by class on the held-out half (bars), the spread over halvings (whiskers), the level (a rule)."""
+def coverage_chart(sets: conformal.ConformalSets) -> dict:
+    """Coverage by class on the held-out half (bars), the spread over halvings (whiskers), the level (a rule): a
+    Vega-Lite spec (pages.ui.vega)."""
     spread = sets.spread
     under = set(sets.under_covered())
     rows = [
-        {
-            "class": plain.chart(c.name),
-            "coverage": c.coverage,
-            "photos": c.photos,
-            "mean set size": c.mean_size,
-            "low": spread.class_coverage_low.get(c.name) if spread else None,
-            "high": spread.class_coverage_high.get(c.name) if spread else None,
-            "mean over halvings": spread.class_coverage_mean.get(c.name) if spread else None,
-            "under": c.name in under,
-        }
+        vega.finite(
+            {
+                "class": plain.chart(c.name),
+                "coverage": c.coverage,
+                "photos": c.photos,
+                "mean set size": c.mean_size,
+                "low": spread.class_coverage_low.get(c.name) if spread else None,
+                "high": spread.class_coverage_high.get(c.name) if spread else None,
+                "mean over halvings": spread.class_coverage_mean.get(c.name) if spread else None,
+                "under": c.name in under,
+            }
+        )
         for c in sets.held_out.by_class
         if c.coverage is not None
     ]
-    frame = pd.DataFrame(rows)
-    lowest = min([sets.level, *frame["coverage"], *frame["low"].dropna()]) if len(frame) else sets.level
+    lows = [row["low"] for row in rows if row["low"] is not None]
+    lowest = min([sets.level, *(row["coverage"] for row in rows), *lows]) if rows else sets.level
     start = max(0.0, float(np.floor((lowest - 0.05) * 20) / 20))  # the interesting part: from just below the lowest
-    y = alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelLimit=220))
-    x = alt.X(
-        "coverage:Q",
-        scale=alt.Scale(domain=[start, 1.0], clamp=True),
-        axis=alt.Axis(format="%"),
+    y = vega.field("class", "nominal", sort=None, title=None, axis={"labelLimit": 220})
+    x = vega.field(
+        "coverage",
+        scale={"domain": [start, 1.0], "clamp": True},
+        axis={"format": "%"},
         title="share of held-out sets holding the right class",
     )
-    bars = (
-        alt.Chart(frame)
-        .mark_bar(clip=True)
-        .encode(
-            x=x,
-            y=y,
-            color=alt.condition("datum.under", alt.value("#c0392b"), alt.value("#5b8fbf")),
-            tooltip=[
-                "class",
-                alt.Tooltip("coverage:Q", format=".1%"),
-                alt.Tooltip("mean over halvings:Q", format=".1%"),
-                "photos",
-                alt.Tooltip("mean set size:Q", format=".2f"),
+    bars = {
+        "mark": {"type": "bar", "clip": True},
+        "encoding": {
+            "x": x,
+            "y": y,
+            "color": {"condition": {"test": "datum.under", "value": "#c0392b"}, "value": "#5b8fbf"},
+            "tooltip": [
+                vega.field("class", "nominal"),
+                vega.field("coverage", format=".1%"),
+                vega.field("mean over halvings", format=".1%"),
+                vega.field("photos"),
+                vega.field("mean set size", format=".2f"),
             ],
-        )
-    )
-    whiskers = alt.Chart(frame).mark_rule(color="#333", strokeWidth=2).encode(x="low:Q", x2="high:Q", y=y)
-    level = (
-        alt.Chart(pd.DataFrame({"level": [sets.level]}))
-        .mark_rule(strokeDash=[4, 3], color="#b8336a", strokeWidth=2)
-        .encode(x="level:Q")
-    )
-    return (bars + whiskers + level).properties(height=max(160, 34 * len(frame)))
+        },
+    }
+    whiskers = {
+        "mark": {"type": "rule", "color": "#333", "strokeWidth": 2},
+        "encoding": {"x": vega.field("low"), "x2": {"field": "high"}, "y": y},
+    }
+    level = {
+        "data": {"values": [{"level": sets.level}]},
+        "mark": {"type": "rule", "strokeDash": [4, 3], "color": "#b8336a", "strokeWidth": 2},
+        "encoding": {"x": vega.field("level")},
+    }
+    return {
+        "$schema": vega.SCHEMA,
+        "data": {"values": rows},
+        "layer": [bars, whiskers, level],
+        "height": max(160, 34 * len(rows)),
+    }
 
 
 def verdict(sets: conformal.ConformalSets) -> str:
@@ -178,7 +187,7 @@ def sets_section(run, stamp: float) -> None:
             icon=":material/layers:",
         )
     chart = coverage_chart(sets)
-    st.altair_chart(chart, height=chart.height + 60, key="evaluate_coverage_chart")  # + the axis and its title
+    st.vega_lite_chart(chart, height=chart["height"] + 60, key="evaluate_coverage_chart")  # + the axis and its title
     few = ", ".join(plain.md(c) for c in sets.few_photos())
     why = plain.md(promise.shared_words(sets) or "")
     words = (
