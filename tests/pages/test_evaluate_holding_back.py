@@ -4,6 +4,9 @@ threshold'; robustness measured and shown beside another run; the model card wit
 
 from __future__ import annotations
 
+import json
+
+import altair as alt
 import numpy as np
 import pytest
 
@@ -50,6 +53,14 @@ def test_a_slider_per_class_says_the_trade_off_and_saving_holds_back_predict(app
     slider.set_value(top).run()  # the sentence reads the slider's new value in the same run, not the last one
     expected = class_thresholds.words(classes[0], class_thresholds.class_answers(probabilities, labels, 0, top))
     assert expected in texts(at)
+    charts = [el for kind in ("arrow_vega_lite_chart", "vega_lite_chart") for el in at.get(kind)]
+    curves = [json.loads(c.proto.spec) for c in charts if "threshold for " in c.proto.spec]
+    assert len(curves) == len(classes)  # a curve beside each slider, a Vega-Lite spec by its own schema
+    for curve in curves:
+        alt.LayerChart.from_dict(curve)
+    lines, rule = curves[0]["layer"]
+    assert rule["data"]["values"] == [{"threshold": top}]  # the chosen threshold, drawn where the slider is
+    assert {point["figure"] for point in lines["data"]["values"]} == {"precision", "recall"}
     at.button(key="evaluate_thresholds_save").click().run()
     assert class_thresholds.load(run.directory) == {classes[0]: top}
     assert "Saved: " in texts(at)

@@ -4,14 +4,13 @@ the trade-off in words, saved with the run for Predict, the server and the expor
 
 from __future__ import annotations
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from core.results.probabilities import class_thresholds as per_class
 from core.results.probabilities import selective
 from core.runs.files import run_files
-from pages.ui import auth, plain, selective_level
+from pages.ui import auth, plain, selective_level, vega
 from pages.ui.run_task import why_not
 
 SLIDERS_UP_TO = 12  # more classes than this: pick one to set instead of a slider for every class
@@ -87,23 +86,35 @@ def selective_section(run) -> None:
         )
 
 
-def _curve_chart(rows: list[per_class.ClassAnswers], threshold: float, name: str) -> alt.LayerChart:
-    frame = pd.DataFrame(
-        [{"threshold": r.threshold, "figure": "precision", "value": r.precision} for r in rows]
-        + [{"threshold": r.threshold, "figure": "recall", "value": r.recall} for r in rows]
-    ).dropna()
-    lines = (
-        alt.Chart(frame)
-        .mark_line()
-        .encode(
-            x=alt.X("threshold:Q", title=f"threshold for {plain.chart(name)}"),
-            y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title=None),
-            color=alt.Color("figure:N", title=None),
-            tooltip=["figure", alt.Tooltip("threshold:Q", format=".2f"), alt.Tooltip("value:Q", format=".1%")],
-        )
+def _curve_chart(rows: list[per_class.ClassAnswers], threshold: float, name: str) -> dict:
+    """Precision and recall over the class's threshold, the chosen one a rule: a Vega-Lite spec (pages.ui.vega),
+    one for every class's slider at each run of the tab."""
+    points = (
+        vega.finite({"threshold": r.threshold, "figure": figure, "value": getattr(r, figure)})
+        for figure in ("precision", "recall")
+        for r in rows
     )
-    rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(strokeDash=[4, 3]).encode(x="threshold:Q")
-    return (lines + rule).properties(height=180)
+    values = [p for p in points if p["threshold"] is not None and p["value"] is not None]  # pandas' dropna()
+    lines = {
+        "data": {"values": values},
+        "mark": {"type": "line"},
+        "encoding": {
+            "x": vega.field("threshold", title=f"threshold for {plain.chart(name)}"),
+            "y": vega.field("value", scale={"domain": [0, 1]}, axis={"format": "%"}, title=None),
+            "color": vega.field("figure", "nominal", title=None),
+            "tooltip": [
+                vega.field("figure", "nominal"),
+                vega.field("threshold", format=".2f"),
+                vega.field("value", format=".1%"),
+            ],
+        },
+    }
+    rule = {
+        "data": {"values": [{"threshold": threshold}]},
+        "mark": {"type": "rule", "strokeDash": [4, 3]},
+        "encoding": {"x": vega.field("threshold")},
+    }
+    return {"$schema": vega.SCHEMA, "layer": [lines, rule], "height": 180}
 
 
 def class_thresholds_section(run) -> None:
@@ -148,7 +159,7 @@ def class_thresholds_section(run) -> None:
         st.markdown(per_class.words(plain.md(name), counts))
         st.caption(span.words(plain.md(name)))
         rows = [r for r in per_class.curve(probabilities, labels, c) if span.low <= r.threshold <= span.high]
-        st.altair_chart(_curve_chart(rows, value, name), width="stretch", key=f"evaluate_threshold_curve_{c}")
+        st.vega_lite_chart(_curve_chart(rows, value, name), width="stretch", key=f"evaluate_threshold_curve_{c}")
     table = pd.DataFrame(per_class.table(probabilities, labels, classes, chosen))
     # a slider at its bottom (1/k) is no threshold: blank, not "0.000" beside a slider reading 0.500 (walk 41)
     table["threshold"] = table["threshold"].where(table["threshold"] > 0)
