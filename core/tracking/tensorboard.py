@@ -28,7 +28,7 @@ log = logging.getLogger("flora")
 
 def _stand_in_for_tensorflow_unless_loaded() -> None:
     """TensorBoard's writer reaches its files through TensorFlow's file API wherever TensorFlow can be imported, and
-    so imported all of it (~5 CPU-s) in a JAX run of Flora's CPU build, where TensorFlow is installed. Its own stand-in
+    so imported all of it in a JAX run of Flora's CPU build, where TensorFlow is installed. Its own stand-in
     for that API writes local files alike: where TensorFlow is not loaded already, TensorBoard is told to use it
     (`tensorboard.compat.notf`, TensorBoard's own switch), before it first looks."""
     if sys.modules.get("tensorflow") is None:
