@@ -13,6 +13,7 @@ from pages.ui import vega
 BY_NAME, WORST_RECALL, CONFUSED_TOGETHER = "by name", "worst recall first", "confused together"
 ORDERS = [BY_NAME, WORST_RECALL, CONFUSED_TOGETHER]
 CELLS_VIEW = "matrix_cells"  # the layer the cell selection is made in
+LABELS = {"labelLimit": 140, "labelOverlap": False}  # every class name whole, none dropped for overlapping
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -68,22 +69,9 @@ def matrix_chart(
     side = int(min(900, max(360, 28 * len(names) + 120)))
     # cells apart by a gap, not a white stroke: a stroke is drawn over the neighbouring cell, so a click on a
     # cell's white border selected its neighbour; a click in the gap now selects nothing
-    x = {
-        "field": "predicted",
-        "type": "nominal",
-        "scale": {"paddingInner": 0.06},
-        "sort": names,
-        "title": "predicted",
-        "axis": {"labelAngle": -45, "labelLimit": 140, "labelOverlap": False},
-    }
-    y = {
-        "field": "true",
-        "type": "nominal",
-        "scale": {"paddingInner": 0.06},
-        "sort": names,
-        "title": "true",
-        "axis": {"labelLimit": 140, "labelOverlap": False},
-    }
+    gapped = {"scale": {"paddingInner": 0.06}, "sort": names}
+    x = vega.field("predicted", "nominal", **gapped, title="predicted", axis={"labelAngle": -45, **LABELS})
+    y = vega.field("true", "nominal", **gapped, title="true", axis=LABELS)
     # symlog, not log: most cells of a large matrix are 0, which a log scale cannot place
     scale = (
         {"scheme": "redpurple", "type": "symlog", "constant": 0.01 if normalised else 1, "domainMin": 0}
