@@ -108,7 +108,8 @@ class _LoaderWithoutCollection(WrappedLoader):
         outermost = _gc.isenabled()
         _gc.disable()
         hidden = _unused_optional_imports(module.__name__)
-        _sys.modules.update(dict.fromkeys(hidden))  # None in sys.modules: an import of it raises ImportError
+        hidden_here = _hidden_in_this_thread()
+        hidden_here.update({name: hidden_here.get(name, 0) + 1 for name in hidden})
         loaded = False
         try:
             yield
@@ -117,12 +118,23 @@ class _LoaderWithoutCollection(WrappedLoader):
                 _tensorflow_for_keras_once_loaded()
         finally:
             for name in hidden:
-                if _sys.modules.get(name, True) is None:
-                    del _sys.modules[name]
+                hidden_here[name] -= 1
+                if not hidden_here[name]:
+                    del hidden_here[name]
             if outermost:
                 _gc.enable()
                 if loaded:
                     _gc.freeze()
+
+
+_hiding = _threading.local()  # per thread, the optional imports hidden while a package loads in it, with a depth
+
+
+def _hidden_in_this_thread() -> dict[str, int]:
+    """The names hidden from imports made by this thread only (another thread's import of JAX meanwhile, e.g.
+    scikit-learn's array-API check from a page while the app's warm-up thread imports Keras, finds it as usual; a
+    process-wide None in sys.modules once made that check fail)."""
+    return _hiding.__dict__.setdefault("names", {})
 
 
 class _LoadedOnlyModule:
@@ -157,9 +169,11 @@ def _tensorflow_for_keras_once_loaded() -> None:
 
 class _HeavyImportWithoutCollection:
     """Finds nothing itself: the first import of a package in HEAVY_PACKAGES, found by the other finders, runs
-    through _LoaderWithoutCollection."""
+    through _LoaderWithoutCollection; a name hidden in this thread (UNUSED_OPTIONAL_IMPORTS) is not found."""
 
     def find_spec(self, fullname, path, target=None):
+        if fullname in _hidden_in_this_thread():
+            raise ModuleNotFoundError(f"No module named {fullname!r} (an unused optional import)", name=fullname)
         if fullname not in HEAVY_PACKAGES:
             return None
         spec = find_spec_elsewhere(self, fullname, path, target)

@@ -6,6 +6,7 @@ import gc
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 
 import pytest
 
@@ -123,6 +124,43 @@ def test_an_unused_optional_import_reads_as_missing_only_while_its_package_loads
 
     assert heavy_optional.LOADED
     sys.modules.pop("heavy_optional")
+
+
+def test_an_unused_optional_import_is_hidden_only_from_the_thread_loading_its_package(
+    heavy_probes, tmp_path, monkeypatch
+):
+    """Another thread importing the optional package meanwhile (the app's page while its warm-up thread imports
+    Keras) finds it as usual."""
+    (tmp_path / "heavy_optional.py").write_text("LOADED = True\n")
+    (tmp_path / "heavy_sync.py").write_text("during = None\n")
+    (tmp_path / "heavy_outer" / "__init__.py").write_text(
+        "import heavy_sync\nheavy_sync.during()\n"
+        "try:\n    import heavy_optional\n    saw_optional = True\nexcept ImportError:\n    saw_optional = False\n"
+    )
+    monkeypatch.setattr(startup, "UNUSED_OPTIONAL_IMPORTS", {"heavy_outer": ("heavy_optional",)})
+    for name in ("heavy_optional", "heavy_sync"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import heavy_sync
+
+    other_thread_saw = []
+
+    def import_in_another_thread():
+        def import_optional():
+            module = importlib.import_module("heavy_optional")
+            other_thread_saw.append(module.LOADED)
+            del sys.modules["heavy_optional"]  # loaded again below, by the loading thread's own import
+
+        thread = threading.Thread(target=import_optional)
+        thread.start()
+        thread.join(timeout=30)
+
+    heavy_sync.during = import_in_another_thread
+    import heavy_outer
+
+    assert other_thread_saw == [True]
+    assert heavy_outer.saw_optional is False  # still hidden from the thread that loads heavy_outer
+    assert startup._hidden_in_this_thread() == {}
+    sys.modules.pop("heavy_sync")
 
 
 def test_keras_sees_jax_where_jax_is_its_backend(monkeypatch):
