@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -24,7 +23,7 @@ from core.results.evaluation.multilabel import (
     MultilabelEvaluation,
     MultilabelEvaluationMissing,
 )
-from pages.ui import label_lists, photo_gallery, plain
+from pages.ui import label_lists, photo_gallery, plain, vega
 from pages.ui.evaluate import label_heatmap
 
 PAGE_SIZE = 24
@@ -181,7 +180,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
         st.caption(plain.md("Its tuned threshold, " + words.trade_off(label, tuned, *_three(at_tuned)) + "."))
     chart_col, counts_col = st.columns([3, 2], gap="medium")
     with chart_col:
-        st.altair_chart(_curve_chart(evaluation, label, threshold, counts, entry["frequency"]), width="stretch")
+        st.vega_lite_chart(_curve_chart(evaluation, label, threshold, counts, entry["frequency"]), width="stretch")
         st.caption(
             f"AP {_value(entry['ap'])} ({_interval(*entry['ap_interval'])}), a random scorer's "
             f"{_value(entry['random_ap'])}; the dashed line is the label's frequency, {entry['frequency']:.2f}: the "
@@ -214,7 +213,7 @@ def one_label(evaluation: MultilabelEvaluation, summary: dict, dataset_root: Pat
     _photos(rows, label, dataset_root, f"evaluate_ml_cell_photos_{j}")
     with st.expander(f"Calibration of '{plain.md(label)}'", icon=":material/balance:"):
         table = calibration.reliability(evaluation.truth[:, j], evaluation.probabilities[:, j])
-        st.altair_chart(_reliability_chart(table), width="stretch")
+        st.vega_lite_chart(_reliability_chart(table), width="stretch")
         ece = entry.get("ece")
         st.caption(
             plain.md(calibration.words(label, table))
@@ -248,7 +247,7 @@ def confusion(evaluation: MultilabelEvaluation, dataset_root: Path) -> None:
         )
         + " Click a cell to see its photos."
     )
-    event = st.altair_chart(
+    event = st.vega_lite_chart(
         _matrix_chart(matrix), key="evaluate_ml_matrix", on_select="rerun", selection_mode="cell", width="stretch"
     )
     picked = ((event or {}).get("selection") or {}).get("cell") or []
@@ -294,62 +293,102 @@ def _photos(rows: pd.DataFrame, label: str, dataset_root: Path, key: str) -> Non
     )
 
 
-def _curve_chart(evaluation, label: str, threshold: float, counts: dict, frequency: float) -> alt.LayerChart:
-    curve = views.curve(evaluation, label)
-    here = pd.DataFrame({"recall": [counts["recall"]], "precision": [counts["precision"]], "threshold": [threshold]})
-    scale = alt.Scale(domain=[0, 1])
-    line = (
-        alt.Chart(curve)
-        .mark_line(interpolate="step-after", point=True)
-        .encode(
-            x=alt.X("recall", scale=scale, title="recall (photos with it found)"),
-            y=alt.Y("precision", scale=scale, title="precision (answers right)"),
-            tooltip=["threshold", "precision", "recall", "found", "added", "missed"],
-        )
-    )
-    dot = alt.Chart(here).mark_point(size=160, filled=True, color="#d62728").encode(x="recall", y="precision")
-    chance = alt.Chart(pd.DataFrame({"precision": [frequency]})).mark_rule(strokeDash=[4, 4]).encode(y="precision")
-    return (line + chance + dot).properties(height=320, title=plain.chart(f"'{label}': precision against recall"))
+def _curve_chart(evaluation, label: str, threshold: float, counts: dict, frequency: float) -> dict:
+    """The label's precision-recall curve, its frequency as a dashed line, the slider's threshold as a dot (a
+    Vega-Lite spec, pages.ui.vega: ~75 ms of CPU at every run of the page with Altair)."""
+    curve = [vega.finite(row) for row in views.curve(evaluation, label).to_dict("records")]
+    here = {"recall": counts["recall"], "precision": counts["precision"], "threshold": threshold}
+    scale = {"domain": [0, 1]}
+    line = {
+        "data": {"values": curve},
+        "mark": {"type": "line", "interpolate": "step-after", "point": True},
+        "encoding": {
+            "x": vega.field("recall", scale=scale, title="recall (photos with it found)"),
+            "y": vega.field("precision", scale=scale, title="precision (answers right)"),
+            "tooltip": [vega.field(name) for name in ("threshold", "precision", "recall", "found", "added", "missed")],
+        },
+    }
+    chance = {
+        "data": {"values": [{"precision": frequency}]},
+        "mark": {"type": "rule", "strokeDash": [4, 4]},
+        "encoding": {"y": vega.field("precision")},
+    }
+    dot = {
+        "data": {"values": [vega.finite(here)]},
+        "mark": {"type": "point", "color": "#d62728", "filled": True, "size": 160},
+        "encoding": {"x": vega.field("recall"), "y": vega.field("precision")},
+    }
+    title = plain.chart(f"'{label}': precision against recall")
+    return {"$schema": vega.SCHEMA, "config": vega.CONFIG, "layer": [line, chance, dot], "height": 320, "title": title}
 
 
-def _reliability_chart(table: pd.DataFrame) -> alt.LayerChart:
-    scale = alt.Scale(domain=[0, 1])
-    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4]).encode(x="x", y="y")
-    points = (
-        alt.Chart(table)
-        .mark_circle()
-        .encode(
-            x=alt.X("mean_score", scale=scale, title="mean score in the bin"),
-            y=alt.Y("observed", scale=scale, title="share with the label"),
-            size=alt.Size("photos", title="photos"),
-            tooltip=["low", "high", "photos", "with_label", "mean_score", "observed"],
-        )
-    )
-    return (diagonal + points).properties(height=260)
+def _reliability_chart(table: pd.DataFrame) -> dict:
+    """The label's bins as circles (sized by photos) against the diagonal (a Vega-Lite spec, pages.ui.vega)."""
+    scale = {"domain": [0, 1]}
+    diagonal = {
+        "data": {"values": [{"x": 0, "y": 0}, {"x": 1, "y": 1}]},
+        "mark": {"type": "line", "strokeDash": [4, 4]},
+        "encoding": {"x": vega.field("x"), "y": vega.field("y")},
+    }
+    points = {
+        "data": {"values": [vega.finite(row) for row in table.to_dict("records")]},
+        "mark": {"type": "circle"},
+        "encoding": {
+            "x": vega.field("mean_score", scale=scale, title="mean score in the bin"),
+            "y": vega.field("observed", scale=scale, title="share with the label"),
+            "size": vega.field("photos", title="photos"),
+            "tooltip": [vega.field(name) for name in ("low", "high", "photos", "with_label", "mean_score", "observed")],
+        },
+    }
+    return {"$schema": vega.SCHEMA, "config": vega.CONFIG, "layer": [diagonal, points], "height": 260}
 
 
-def _matrix_chart(matrix: pd.DataFrame) -> alt.LayerChart:
-    long = matrix.rename_axis("true").reset_index().melt(id_vars="true", var_name="label", value_name="photos")
-    cell = alt.selection_point(name="cell", fields=["true", "label"], on="click", clear=False)
-    base = alt.Chart(long).encode(
-        x=alt.X("label:N", sort=list(matrix.columns), title="label", axis=alt.Axis(labelAngle=-45, labelLimit=140)),
-        y=alt.Y(
-            "true:N", sort=list(matrix.index), title="photos with", axis=alt.Axis(labelLimit=140, labelOverlap=False)
-        ),
+MATRIX_VIEW = "ml_cells"  # the rectangles' view: the cell selection is bound to it
+
+
+def _matrix_chart(matrix: pd.DataFrame) -> dict:
+    """Photos per (true label, label added or missed), a click selecting a cell (a Vega-Lite spec, pages.ui.vega)."""
+    cells = [
+        {"true": true, "label": label, "photos": int(matrix.at[true, label])}
+        for label in matrix.columns
+        for true in matrix.index
+    ]
+    x = vega.field(
+        "label", "nominal", sort=list(matrix.columns), title="label", axis={"labelAngle": -45, "labelLimit": 140}
     )
-    rects = (
-        base.mark_rect(cursor="pointer")
-        .encode(
-            color=alt.Color("photos:Q", scale=alt.Scale(scheme="oranges", domainMin=0), title="photos"),
-            opacity=alt.condition(cell, alt.value(1.0), alt.value(0.85)),
-            tooltip=[alt.Tooltip("true:N", title="photos with"), "label:N", "photos:Q"],
-        )
-        .add_params(cell)
+    y = vega.field(
+        "true", "nominal", sort=list(matrix.index), title="photos with", axis={"labelLimit": 140, "labelOverlap": False}
     )
+    rects = {
+        "name": MATRIX_VIEW,
+        "mark": {"type": "rect", "cursor": "pointer"},
+        "encoding": {
+            "x": x,
+            "y": y,
+            "color": vega.field("photos", scale={"scheme": "oranges", "domainMin": 0}, title="photos"),
+            "opacity": {"condition": {"param": "cell", "value": 1.0}, "value": 0.85},
+            "tooltip": [
+                vega.field("true", "nominal", title="photos with"),
+                vega.field("label", "nominal"),
+                vega.field("photos"),
+            ],
+        },
+    }
     layers = [rects]
     if len(matrix.columns) <= 20:
-        layers.append(base.mark_text(fontSize=11).encode(text="photos:Q"))
-    return alt.layer(*layers).properties(height=140 + 36 * len(matrix))  # the axes' labels come out of the height
+        layers.append(
+            {"mark": {"type": "text", "fontSize": 11}, "encoding": {"x": x, "y": y, "text": vega.field("photos")}}
+        )
+    cell = {"name": "cell", "select": {"type": "point", "fields": ["true", "label"], "on": "click", "clear": False}}
+    return {
+        "$schema": vega.SCHEMA,
+        "config": vega.CONFIG,
+        "datasets": {"cells": cells},  # a named dataset, as Altair writes one: Streamlit sends it as Arrow
+        "data": {"name": "cells"},
+        "layer": layers,
+        "params": [{**cell, "views": [MATRIX_VIEW]}],
+        "height": 140 + 36 * len(matrix),  # the axes' labels come out of the height
+    }
 
 
 def _three(counts: dict) -> tuple[int, int, int]:
