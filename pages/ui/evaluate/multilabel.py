@@ -295,7 +295,7 @@ def _photos(rows: pd.DataFrame, label: str, dataset_root: Path, key: str) -> Non
 
 def _curve_chart(evaluation, label: str, threshold: float, counts: dict, frequency: float) -> dict:
     """The label's precision-recall curve, its frequency as a dashed line, the slider's threshold as a dot (a
-    Vega-Lite spec, pages.ui.vega: ~75 ms of CPU at every run of the page with Altair)."""
+    Vega-Lite spec, pages.ui.vega: ~50 ms of CPU at every run of the page with Altair)."""
     curve = [vega.finite(row) for row in views.curve(evaluation, label).to_dict("records")]
     here = {"recall": counts["recall"], "precision": counts["precision"], "threshold": threshold}
     scale = {"domain": [0, 1]}
