@@ -111,6 +111,47 @@ def test_a_sweep_finds_a_learning_rate_that_beats_a_bad_one(tmp_path, colours):
     assert again.sweep.sweep_id == sweep.sweep_id and again.outcome == "finished"
 
 
+@pytest.mark.backend_agnostic
+def test_a_trial_of_another_rate_alone_trains_the_compiled_head_as_a_fresh_one_would(tmp_path, colours, monkeypatch):
+    """Trials that differ only in their rate reuse one compiled head, put back at its start each time: every
+    epoch's losses are the ones a head built afresh for that trial gives (dropout's seed state, the optimizer's
+    steps and moments, the batch norm's statistics all restarted)."""
+    from core.sweeps import trials
+    from core.sweeps.trials import open_study
+
+    compiled: list[bool] = []
+    fit_head = trials.fit_head
+
+    def counted(*args, **kwargs):
+        compiled.append(kwargs["compiled"])
+        return fit_head(*args, **kwargs)
+
+    build = trials.Objective._head
+
+    def afresh(self, *args):
+        self._last_head = None
+        return build(self, *args)
+
+    monkeypatch.setattr(trials, "fit_head", counted)
+    rates = (3e-3, 1e-2, 1e-3)
+    curves = {}
+    for reuse in (True, False):
+        if not reuse:  # every trial's head built and compiled afresh
+            monkeypatch.setattr(trials.Objective, "_head", afresh)
+        models = tmp_path / f"models-{reuse}"
+        submission = submit(models, colours, FIXED.replace(epochs=2), LR_SPACE, trials=len(rates))
+        study, _ = open_study(submission.sweep)
+        for rate in rates:
+            study.enqueue_trial({"learning_rate": rate})
+        assert _sweep(models, tmp_path / "data", submission.sweep.sweep_id).state is JobState.DONE
+        rows = SweepStore(models).get(submission.sweep.sweep_id).trials()["trials"]
+        assert [row["params"]["learning_rate"] for row in rows] == list(rates)
+        curves[reuse] = [[(p["loss"], p["val_loss"], p["accuracy"]) for p in row["curve"]] for row in rows]
+    assert compiled == [False, True, True, False, False, False]
+    assert curves[True] == curves[False]
+    assert len({tuple(curve) for curve in curves[True]}) == len(rates)  # each rate trained its own way
+
+
 def test_the_median_pruner_stops_a_hopeless_trial(tmp_path, colours):
     from core.sweeps.trials import PRUNE_AFTER_TRIALS, open_study
 

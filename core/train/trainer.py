@@ -390,6 +390,7 @@ def fit_head(
     callbacks: list[keras.callbacks.Callback],
     replicas: int = 1,
     extra_metrics: tuple = (),
+    compiled: bool = False,
 ) -> keras.callbacks.History:
     """Fit the head alone on cached features: phase 1 of a run, or one trial of a sweep.
 
@@ -397,6 +398,7 @@ def fit_head(
     the labels, the split and the class weights. Each epoch every training image is seen (a few twice:
     the last batch is filled up, core.train.batches), each time in one of its views drawn at random. The
     caller's `callbacks` should include `phase_callbacks(config)` (early stopping, the schedule's callback).
+    `compiled`: compiled by an earlier fit of this shape, put back at its start (core.sweeps.trials): only the rate set.
     """
     split = data.split
     train = FeatureBatches(
@@ -428,8 +430,11 @@ def fit_head(
         ]
     steps_per_call = head_steps_per_call(len(train) * config.epochs, replicas)
     rate = learning_rate_for(config.lr_schedule, config.learning_rate, len(train) * config.epochs)
-    positive_weights = data.class_weights if data.multilabel else None
-    compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics, positive_weights, data.multilabel)
+    positives = data.class_weights if data.multilabel else None  # a multi-label loss's per-label weights
+    if compiled:  # into the optimizer's rate variable, which the traced step reads
+        head.optimizer.learning_rate = rate
+    else:
+        compile_for(head, rate, config.label_smoothing, steps_per_call, extra_metrics, positives, data.multilabel)
     # shuffle=False: the batches shuffle themselves from the config's seed. Keras would also shuffle
     # their order from Python's global random state, so the same trial would train differently in a
     # sweep and in the run made from it.
