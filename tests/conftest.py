@@ -58,14 +58,19 @@ if os.environ.get("KERAS_BACKEND", "tensorflow").strip().lower() != "tensorflow"
 # XLA has LLVM optimise the machine code of every program it compiles at level 3 (by default): faster code, a dearer
 # compile. A test's programs run a few steps on 32-64 px images, so the compile is what the test pays, and on a CI
 # machine JAX's cache above starts empty: at level 0 the JAX subset took 235 CPU-s against 285 (cold cache, AMD EPYC,
-# docs/PERFORMANCE.md). The programs (XLA's HLO, every fusion and layout) are the same; only the code generator
-# works less hard. Added to what XLA_FLAGS holds already (a test's virtual devices, a person's own flags).
-XLA_TEST_LEVEL = "--xla_backend_optimization_level=0"
+# docs/PERFORMANCE.md). XLA's CPU fusion emitters (MLIR, on by default) then cost more than the rest of a tiny
+# program's compile: without them, at level 1 (level 0 left the element-wise loops too slow for the tests that train
+# 600 photos), the JAX subset from an empty cache took 220-247 CPU-s against 229-304, 40-57 less in each of two
+# back-to-back pairs (Intel Xeon; "XLA's fusion emitters" there). The programs (XLA's HLO, every fusion and layout)
+# are the same; only the code generator works less hard. Added to what XLA_FLAGS holds already (a test's virtual
+# devices, a person's own flags); a flag already there keeps its value.
+XLA_TEST_FLAGS = {"xla_backend_optimization_level": "1", "xla_cpu_use_fusion_emitters": "false"}
 
 
 def xla_test_flags(flags: str = "") -> str:
-    """`flags` with the tests' code-generation level, unless they set a level of their own."""
-    return flags if "xla_backend_optimization_level" in flags else f"{flags} {XLA_TEST_LEVEL}".strip()
+    """`flags` with the tests' code-generation settings, each unless `flags` sets it already."""
+    added = [f"--{name}={value}" for name, value in XLA_TEST_FLAGS.items() if name not in flags]
+    return " ".join([flags, *added]).strip()
 
 
 JAX_TEST_CACHE["XLA_FLAGS"] = xla_test_flags()  # for the processes whose environment a test writes whole
