@@ -10,8 +10,12 @@ its stdout, stderr and exit status kept apart as `subprocess` gives them. Where 
 starts the plain way. Tests whose subject is a fresh interpreter (what a light command imports, the device a new
 process sees) start theirs with `subprocess` as before.
 
-This file is also the forked side (`python -m tests.core_process STATUS OUT ERR ARGS...`): it points its stdout
-and stderr at OUT and ERR, runs `core` as `python -m core ARGS` would, then writes its exit status to STATUS.
+The browser tests' Streamlit servers start the same way (`start_module("streamlit", "run", ...)`): each new one
+imported Keras and TensorFlow again for the app's background warm-up (`pages/ui/common.py`), ~4 CPU-s a server.
+
+This file is also the forked side (`python -m tests.core_process STATUS OUT ERR MODULE ARGS...`): it points its
+stdout and stderr at OUT and ERR (both at one file where ERR is OUT), runs MODULE as `python -m MODULE ARGS` would,
+then writes its exit status to STATUS.
 """
 
 from __future__ import annotations
@@ -30,24 +34,34 @@ POLL_SECONDS = 0.05
 
 
 class CoreProcess:
-    """A running `python -m core ARGS`, with the part of `subprocess.Popen`'s interface the tests use."""
+    """A running `python -m MODULE ARGS` (`core` unless named), with the part of `subprocess.Popen`'s interface the
+    tests use. Its stdout goes to `folder`/stdout and its stderr to `folder`/stderr, or both to `log` where given."""
 
-    def __init__(self, args: list[str], env: dict[str, str], folder: Path):
+    def __init__(
+        self, args: list[str], env: dict[str, str], folder: Path, module: str = "core", log: Path | None = None
+    ):
         from core.processes import job_environment, launcher
 
-        self.args = [sys.executable, "-m", "core", *args]
+        self.args = [sys.executable, "-m", module, *args]
         self.returncode: int | None = None
         self._out, self._err, self._status = folder / "stdout", folder / "stderr", folder / "status"
+        if log is not None:
+            self._out = self._err = log
         jobs = job_environment()  # a job's two additions, which the launcher's key holds
         forked_env = {**env, "PYTHONUNBUFFERED": jobs["PYTHONUNBUFFERED"], "PYTHONPATH": jobs["PYTHONPATH"]}
         wrapped = [sys.executable, "-m", "tests.core_process", str(self._status), str(self._out), str(self._err)]
-        self.pid = launcher.spawn([*wrapped, *args], os.devnull, forked_env)  # runs in the project's folder
+        self.pid = launcher.spawn([*wrapped, module, *args], os.devnull, forked_env)  # in the project's folder
         self._plain: subprocess.Popen | None = None
         if self.pid is None:  # no launcher serves this environment: a new process, as before
-            with open(self._out, "wb") as out, open(self._err, "wb") as err:
-                self._plain = subprocess.Popen(
-                    self.args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-                )
+            with open(self._out, "wb") as out:
+                err = subprocess.STDOUT if self._err == self._out else open(self._err, "wb")  # noqa: SIM115
+                try:
+                    self._plain = subprocess.Popen(
+                        self.args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                    )
+                finally:
+                    if err != subprocess.STDOUT:
+                        err.close()
             self.pid = self._plain.pid
 
     @property
@@ -70,10 +84,16 @@ class CoreProcess:
             time.sleep(POLL_SECONDS)
         return self.returncode
 
-    def kill(self) -> None:
+    def send_signal(self, number: int) -> None:
         if self.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
@@ -95,6 +115,14 @@ def start_core(*args: str, env: dict[str, str], folder: Path) -> CoreProcess:
     return CoreProcess([str(a) for a in args], env, folder)
 
 
+def start_module(module: str, *args: str, env: dict[str, str], log: Path) -> CoreProcess:
+    """Start `python -m MODULE ARGS` (forked from the warm launcher where one serves `env`) with its stdout and
+    stderr in `log`; its exit status is written beside it."""
+    folder = log.parent / f".{log.name}.process"
+    folder.mkdir(parents=True, exist_ok=True)
+    return CoreProcess([str(a) for a in args], env, folder, module=module, log=log)
+
+
 def run_core(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     """`subprocess.run([python, "-m", "core", *args], capture_output=True, text=True)`, forked from the warm launcher
     where one serves `env`."""
@@ -114,22 +142,28 @@ def run_core(*args: str, env: dict[str, str], timeout: float = 900) -> subproces
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def _run_forked(status: str, out: str, err: str, args: list[str]) -> None:
-    """In the forked process: become `python -m core ARGS` with stdout and stderr in OUT and ERR, then write the exit
-    status to STATUS (whole: written aside, then renamed) before Python's own exit."""
+def _run_forked(status: str, out: str, err: str, module: str, args: list[str]) -> None:
+    """In the forked process: become `python -m MODULE ARGS` with stdout and stderr in OUT and ERR (one file where
+    they are the same), then write the exit status to STATUS (whole: written aside, then renamed) before Python's own
+    exit."""
     import runpy
     import traceback
     import types
 
-    for fd, path in ((1, out), (2, err)):
-        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(handle, fd)
+    handle = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(handle, 1)
+    os.close(handle)
+    if err == out:
+        os.dup2(1, 2)
+    else:
+        handle = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, 2)
         os.close(handle)
     sys.argv = ["-m", *args]
-    sys.modules["__main__"] = types.ModuleType("__main__")  # core's own main module, not this one
+    sys.modules["__main__"] = types.ModuleType("__main__")  # the module's own main module, not this one
     code: object = 0
     try:
-        runpy._run_module_as_main("core")  # what `python -m core` runs
+        runpy._run_module_as_main(module)  # what `python -m MODULE` runs
     except SystemExit as e:
         code = e.code
     except BaseException:
@@ -148,4 +182,4 @@ def _run_forked(status: str, out: str, err: str, args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    _run_forked(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
+    _run_forked(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import pytest
 
 from core.bench.common import free_port
 from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
-from tests.conftest import FLOWERS, PROJECT_ROOT, link_subset, make_image_dataset
-from tests.core_process import run_core, start_core
+from tests.conftest import FLOWERS, link_subset, make_image_dataset
+from tests.core_process import CoreProcess, run_core, start_core, start_module
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -50,26 +48,7 @@ def server(tmp_path):
         )
     port = free_port()
     env = {**os.environ, "FLORA_DATA_DIR": str(data), "FLORA_MODELS_DIR": str(models), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_streamlit(port, env, tmp_path / "streamlit.log", "--browser.gatherUsageStats", "false")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(port)
@@ -79,7 +58,14 @@ def server(tmp_path):
     yield {"url": url, "data": data, "models": models, "tmp": tmp_path}
     process.terminate()
     process.wait(timeout=20)
-    log.close()
+
+
+def start_streamlit(port: int, env: dict[str, str], log: Path, *options: str) -> CoreProcess:
+    """`streamlit run streamlit_app.py` on `port`, headless, its output in `log`: a process of its own, forked from the
+    worker's warm launcher where one serves `env` (tests/core_process.py), so that each server does not import Keras
+    and TensorFlow afresh for the app's warm-up; stop it by its process id."""
+    command = ["run", "streamlit_app.py", "--server.port", str(port), "--server.headless", "true"]
+    return start_module("streamlit", *command, *options, env=env, log=log)
 
 
 def test_home_train_evaluate_predict_in_a_browser(server):

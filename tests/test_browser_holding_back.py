@@ -5,15 +5,13 @@ Model card, and Predict's "Answer only when sure" on an uploaded photo. Screensh
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from core.bench.common import free_port
 from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
-from tests.conftest import PROJECT_ROOT, copy_run_and_dataset
-from tests.test_browser import chromium_path
+from tests.conftest import copy_run_and_dataset
+from tests.test_browser import chromium_path, start_streamlit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,10 +27,7 @@ def server(trained_run, tmp_path):
         "FLORA_MODELS_DIR": str(copied["models_root"]),
         "PYTHONUNBUFFERED": "1",
     }
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = start_streamlit(port, env, tmp_path / "streamlit.log", "--browser.gatherUsageStats", "false")
     try:
         wait_healthy(port)
     except RuntimeError:
@@ -41,7 +36,6 @@ def server(trained_run, tmp_path):
     yield {"url": f"http://127.0.0.1:{port}", "tmp": tmp_path, **copied}
     process.terminate()
     process.wait(timeout=20)
-    log.close()
 
 
 def test_when_to_answer_robustness_card_and_answering_only_when_sure(server):

@@ -19,8 +19,8 @@ import pytest
 
 from core.bench.common import free_port, wait_answering
 from core.bench.server_cpu import CHROMIUM_ARGS, wait_healthy
-from tests.conftest import PROJECT_ROOT, make_image_dataset
-from tests.test_browser import chromium_path
+from tests.conftest import make_image_dataset
+from tests.test_browser import chromium_path, start_streamlit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -60,10 +60,7 @@ def _streamlit(tmp_path, port: int, settings: dict, secrets_file):
         "PYTHONUNBUFFERED": "1",
         **settings,
     }
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port)]
-    command += ["--server.headless", "true", "--secrets.files", str(secrets_file)]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = start_streamlit(port, env, tmp_path / "streamlit.log", "--secrets.files", str(secrets_file))
     try:
         try:
             wait_healthy(port)
@@ -71,9 +68,8 @@ def _streamlit(tmp_path, port: int, settings: dict, secrets_file):
             pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
         yield {"url": f"http://127.0.0.1:{port}", "tmp": tmp_path}
     finally:
-        os.kill(process.pid, 15)
+        process.terminate()
         process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture
