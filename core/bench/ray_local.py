@@ -111,14 +111,9 @@ class LocalRayCluster:
         deadline = time.time() + timeout
         restarted: set[int] = set()
         while time.time() < deadline:
-            # `ray status` costs 1.5 CPU-s a call (a Python process importing Ray): asked once every node has said
-            # it started, not every second while they start
-            if all(self._said_started(number) for number in range(len(self.nodes))):
-                done = subprocess.run(
-                    [RAY, "status", f"--address={self.address}"], capture_output=True, text=True, timeout=60
-                )
-                if done.returncode == 0 and done.stdout.count("node_") >= count:
-                    return
+            # asked once every node has said it started, not every second while they start
+            if all(self._said_started(number) for number in range(len(self.nodes))) and self._alive() >= count:
+                return
             for number, node in enumerate(self.nodes):
                 if node.poll() is not None:
                     said = (Path(self.temp) / f"node-{number}.log").read_text(errors="replace")[-1500:]
@@ -128,6 +123,19 @@ class LocalRayCluster:
                     self.nodes[number] = self._restart(number)
             time.sleep(0.5)
         raise TimeoutError(f"{count} Ray node(s) did not come up in {timeout} s")
+
+    def _alive(self) -> int:
+        """How many nodes the head's GCS lists as alive, asked from this process once every node's `ray start` said it
+        started (the GCS answers by then): `ray status`, a new Python process importing Ray, cost ~2 CPU-s a call."""
+        import ray._raylet  # heavy: Ray, asked for only where a cluster is started
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo
+        from ray.exceptions import RayError
+
+        try:
+            nodes = ray._raylet.GcsClient(address=self.address).get_all_node_info(timeout=30)
+        except RayError:  # its RPC failed (RpcError): asked again on the next pass
+            return 0
+        return sum(1 for info in nodes.values() if info.state == GcsNodeInfo.ALIVE)
 
     def _said_started(self, number: int) -> bool:
         """Node `number`'s `ray start` printed that its runtime started (its log, since its last start)."""
