@@ -53,15 +53,12 @@ class CoreProcess:
         self.pid = launcher.spawn([*wrapped, module, *args], os.devnull, forked_env)  # in the project's folder
         self._plain: subprocess.Popen | None = None
         if self.pid is None:  # no launcher serves this environment: a new process, as before
-            with open(self._out, "wb") as out:
-                err = subprocess.STDOUT if self._err == self._out else open(self._err, "wb")  # noqa: SIM115
-                try:
-                    self._plain = subprocess.Popen(
-                        self.args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-                    )
-                finally:
-                    if err != subprocess.STDOUT:
-                        err.close()
+            apart = self._err != self._out
+            with open(self._out, "wb") as out, open(self._err, "wb") if apart else contextlib.nullcontext() as err:
+                self._plain = subprocess.Popen(
+                    self.args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=err if apart else subprocess.STDOUT,
+                )  # fmt: skip
             self.pid = self._plain.pid
 
     @property
